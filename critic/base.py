@@ -1,0 +1,135 @@
+"""The critic contract: what every critic takes and returns.
+
+A critic knows frames and instructions, not simulators. Queries come in batches so that one model
+call can serve many environments; a critic returns exactly one answer per query, in order.
+
+Privileged fields (``privileged_progress``, ``privileged_success``...) carry the simulator's ground
+truth. Only oracle critics read them; a VLM critic must ignore them, and the wrapper fills them so
+that the oracle and a learned critic see the very same queries.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class CriticError(ValueError):
+    """A critic was asked something it cannot answer (for example a query missing a field)."""
+
+
+class ParseStatus(str, enum.Enum):
+    """Whether a critic's answer could be read. Parsers return it instead of raising."""
+
+    OK = "ok"
+    NO_ANSWER = "no_answer"  # no <answer> tag
+    MULTIPLE_ANSWERS = "multiple_answers"  # more than one <answer> tag
+    NOT_A_NUMBER = "not_a_number"  # the answer holds no number
+    HEDGED = "hedged"  # "30 or 60", "between 20 and 40"
+    OUT_OF_RANGE = "out_of_range"  # a number outside the stated range
+
+
+@dataclass(frozen=True)
+class ProgressQuery:
+    """One request for task progress.
+
+    Attributes:
+        instruction: the task in natural language.
+        frames: video so far, uint8 ``[T, H, W, 3]`` (already sampled by the caller).
+        initial_frame: the episode's first frame ``[H, W, 3]`` (PRIMO R1 anchor), if any.
+        current_frame: the newest frame ``[H, W, 3]`` (PRIMO R1 anchor), if any.
+        previous_progress: the last estimate in this episode (SOLE-R1 style), if any.
+        privileged_progress: simulator ground truth in [0, 1]; only oracle critics read it.
+    """
+
+    instruction: str
+    frames: np.ndarray | None = None
+    initial_frame: np.ndarray | None = None
+    current_frame: np.ndarray | None = None
+    previous_progress: float | None = None
+    privileged_progress: float | None = None
+
+
+@dataclass(frozen=True)
+class ProgressEstimate:
+    """A critic's answer to a :class:`ProgressQuery`.
+
+    Attributes:
+        progress: estimated progress in [0, 1], or ``None`` when the answer could not be parsed.
+        reasoning: the critic's text (chain of thought), empty when there is none.
+        status: whether the answer was readable.
+        spread: standard deviation over samples when several were drawn, else ``None``.
+    """
+
+    progress: float | None
+    reasoning: str = ""
+    status: ParseStatus = ParseStatus.OK
+    spread: float | None = None
+
+
+@dataclass(frozen=True)
+class FailureQuery:
+    """One request for a success / failure verdict on a whole episode.
+
+    Attributes:
+        instruction: the task in natural language.
+        frames: the episode video, uint8 ``[T, H, W, 3]``.
+        privileged_success: simulator ground truth; only oracle critics read it.
+        privileged_failure_type: ground-truth failure label (``None`` on success).
+    """
+
+    instruction: str
+    frames: np.ndarray | None = None
+    privileged_success: bool | None = None
+    privileged_failure_type: str | None = None
+
+
+@dataclass(frozen=True)
+class FailureVerdict:
+    """A critic's answer to a :class:`FailureQuery`.
+
+    Attributes:
+        success: ``True`` if the task was achieved, ``None`` when the answer could not be parsed.
+        failure_type: the named failure mode, ``None`` on success or when unknown.
+        confidence: probability the critic puts on its verdict, in [0, 1].
+        reasoning: the critic's text.
+        status: whether the answer was readable.
+    """
+
+    success: bool | None
+    failure_type: str | None = None
+    confidence: float = 1.0
+    reasoning: str = ""
+    status: ParseStatus = ParseStatus.OK
+
+
+@dataclass
+class Critic(abc.ABC):
+    """The contract every critic implements.
+
+    Attributes:
+        needs_frames: whether queries must carry rendered frames. The reward wrapper renders only
+            when it is true, so a critic that reads privileged state costs no rendering.
+    """
+
+    needs_frames: bool = field(default=True, kw_only=True)
+
+    @property
+    def name(self) -> str:
+        """A short name for logs and tables."""
+        return type(self).__name__
+
+    @abc.abstractmethod
+    def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        """Estimate progress for a batch of queries: exactly one estimate per query, in order."""
+
+    @abc.abstractmethod
+    def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
+        """Judge success or failure for a batch of episodes: one verdict per query, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most critics hold nothing to release
+        """Release models, servers or connections the critic holds."""

@@ -1,0 +1,52 @@
+"""Build a critic from a name, a config mapping, or pass an instance through.
+
+Each backend is imported inside its own branch (LeRobot's factory pattern), so asking for the oracle
+never imports transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from critic.base import Critic
+
+
+class UnknownCriticError(ValueError):
+    """The critic name is not one this factory can build."""
+
+
+def available_critics() -> list[str]:
+    """Names :func:`make_critic` accepts."""
+    return ["oracle"]
+
+
+def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
+    """Return a critic for ``spec``.
+
+    Args:
+        spec: a :class:`Critic` (returned as is), a name from :func:`available_critics`, or a
+            mapping ``{"name": <name>, **kwargs}`` whose kwargs go to that critic's constructor.
+
+    Raises:
+        UnknownCriticError: the name is not known; the message lists the known names.
+
+    Example:
+        >>> make_critic({"name": "oracle", "needs_frames": True}).needs_frames
+        True
+    """
+    if isinstance(spec, Critic):
+        return spec
+    if isinstance(spec, Mapping):
+        kwargs = dict(spec)
+        name = kwargs.pop("name", None)
+    else:
+        name, kwargs = spec, {}
+    if name == "oracle":
+        from critic.oracle import OracleCritic
+
+        return OracleCritic(**kwargs)
+    raise UnknownCriticError(
+        f"unknown critic {name!r}; known critics: {available_critics()}. Pass one of these names, "
+        "a mapping {'name': ..., **kwargs}, or a critic.Critic instance."
+    )

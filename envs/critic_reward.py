@@ -1,0 +1,272 @@
+"""How critic estimates become rewards: validated options and per-episode bookkeeping.
+
+Shared by the single-env :class:`envs.wrappers.VisCriticReward` and the batched
+:class:`envs.vec_env.VisCriticVecEnv`, so both give the same rewards for the same estimates.
+
+Reward modes, with ``p_t`` the critic's progress after step ``t`` (held between queries) and
+``p_0`` its estimate at reset:
+
+- ``progress``: ``r_t = p_t`` (dense, VLM-RM style);
+- ``delta``: ``r_t = p_t - p_{t-1}`` (sums to ``p_T - p_0`` over an episode);
+- ``potential``: ``r_t = gamma * p_t - p_{t-1}`` (potential-based shaping, Ng et al. 1999);
+- ``success``: ``r_t = 1`` if ``p_t >= success_threshold`` else ``0``.
+
+``env_reward_weight * env_reward`` is added to each (0 by default: the critic is the only reward).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from critic.base import ParseStatus, ProgressEstimate, ProgressQuery
+from envs.errors import CriticOutputError, InvalidOptionError
+
+REWARD_MODES = ("progress", "delta", "potential", "success")
+FRAME_SAMPLING = ("uniform", "last")
+
+
+@dataclass(frozen=True)
+class CriticRewardConfig:
+    """Options of the critic reward; every value is checked here, once.
+
+    Attributes:
+        reward_mode: one of ``progress``, ``delta``, ``potential``, ``success`` (module doc).
+        gamma: discount of the ``potential`` mode, in (0, 1].
+        query_every: query the critic every k steps (and at the episode's last step); the reward
+            is held in between. k >= 1.
+        frames_per_query: frames sent per query, >= 1.
+        frame_sampling: ``uniform`` (spread over the episode so far) or ``last`` (the newest N).
+        env_reward_weight: weight of the true env reward mixed in; 0 means critic only.
+        terminate_on_success: end the episode when the critic's progress reaches
+            ``success_threshold`` (off by default: the true task decides nothing here).
+        success_threshold: progress counted as success by the ``success`` mode and termination.
+    """
+
+    reward_mode: str = "progress"
+    gamma: float = 0.99
+    query_every: int = 1
+    frames_per_query: int = 8
+    frame_sampling: str = "uniform"
+    env_reward_weight: float = 0.0
+    terminate_on_success: bool = False
+    success_threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.reward_mode not in REWARD_MODES:
+            raise InvalidOptionError(
+                f"reward_mode={self.reward_mode!r} is not a reward mode; "
+                f"pick one of {list(REWARD_MODES)}"
+            )
+        if not _is_int(self.query_every) or self.query_every < 1:
+            raise InvalidOptionError(
+                f"query_every={self.query_every!r} must be an integer >= 1 "
+                "(1 queries the critic every step; k holds the reward for k steps)"
+            )
+        if not _is_int(self.frames_per_query) or self.frames_per_query < 1:
+            raise InvalidOptionError(
+                f"frames_per_query={self.frames_per_query!r} must be an integer >= 1"
+            )
+        if self.frame_sampling not in FRAME_SAMPLING:
+            raise InvalidOptionError(
+                f"frame_sampling={self.frame_sampling!r} is not a sampling; "
+                f"pick one of {list(FRAME_SAMPLING)}"
+            )
+        if not _is_real(self.gamma) or not 0.0 < self.gamma <= 1.0:
+            raise InvalidOptionError(f"gamma={self.gamma!r} must be a number in (0, 1]")
+        if not _is_real(self.env_reward_weight):
+            raise InvalidOptionError(
+                f"env_reward_weight={self.env_reward_weight!r} must be a finite number "
+                "(0 gives the critic reward alone)"
+            )
+        if not _is_real(self.success_threshold) or not 0.0 < self.success_threshold <= 1.0:
+            raise InvalidOptionError(
+                f"success_threshold={self.success_threshold!r} must be a number in (0, 1]"
+            )
+        if not isinstance(self.terminate_on_success, bool):
+            raise InvalidOptionError(
+                f"terminate_on_success={self.terminate_on_success!r} must be True or False"
+            )
+
+    def is_query_step(self, step: int, done: bool) -> bool:
+        """Whether the critic is queried after ``step`` (1-based): every k-th step and the last.
+
+        Example: k = 5 over a 12-step episode queries after steps 5, 10 and 12.
+        """
+        return done or step % self.query_every == 0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def sample_frames(frames: list[np.ndarray], count: int, sampling: str) -> np.ndarray:
+    """Pick at most ``count`` frames, in time order, as one ``[T, H, W, 3]`` array.
+
+    Example: 10 frames, count 4, uniform → indices round(linspace(0, 9, 4)) = [0, 3, 6, 9].
+    """
+    if sampling == "last" or len(frames) <= count:
+        chosen = frames[-count:]
+    else:
+        chosen = [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
+    return np.stack(chosen)
+
+
+class EpisodeTracker:
+    """One env's episode as the critic reward sees it: frames, held progress, returns.
+
+    Args:
+        config: the reward options.
+        instruction: the task instruction put into every query.
+        critic_name: for error messages.
+    """
+
+    def __init__(self, config: CriticRewardConfig, instruction: str, critic_name: str) -> None:
+        self.config = config
+        self.instruction = instruction
+        self.critic_name = critic_name
+        self.start(None, 0.0)
+
+    def start(self, frame: np.ndarray | None, privileged_progress: float) -> None:
+        """Begin an episode from the reset state."""
+        self.step_count = 0
+        self.frames: list[np.ndarray] = [] if frame is None else [frame]
+        self.initial_frame = frame
+        self.privileged_progress = float(privileged_progress)
+        self.progress: float | None = None  # unknown until the first estimate
+        self.env_return = 0.0
+        self.critic_return = 0.0
+
+    def observe(self, frame: np.ndarray | None, privileged_progress: float) -> None:
+        """Record the state of a query step."""
+        if frame is not None:
+            if (
+                self.config.frame_sampling == "last"
+                and len(self.frames) >= self.config.frames_per_query
+            ):
+                self.frames.pop(0)  # "last" never looks further back: keep memory flat
+            self.frames.append(frame)
+        self.privileged_progress = float(privileged_progress)
+
+    def query(self) -> ProgressQuery:
+        """The query for the current state."""
+        has_frames = bool(self.frames)
+        return ProgressQuery(
+            instruction=self.instruction,
+            frames=(
+                sample_frames(self.frames, self.config.frames_per_query, self.config.frame_sampling)
+                if has_frames
+                else None
+            ),
+            initial_frame=self.initial_frame,
+            current_frame=self.frames[-1] if has_frames else None,
+            previous_progress=self.progress,
+            privileged_progress=self.privileged_progress,
+        )
+
+    def check(self, estimate: Any, env_index: int = 0) -> ProgressEstimate:
+        """Return ``estimate`` if it keeps the contract, else raise :class:`CriticOutputError`."""
+        if not isinstance(estimate, ProgressEstimate):
+            raise CriticOutputError(
+                f"critic {self.critic_name!r} returned {type(estimate).__name__} for env "
+                f"{env_index}; estimate_progress must return critic.ProgressEstimate objects"
+            )
+        try:
+            ParseStatus(estimate.status)
+        except ValueError:
+            raise CriticOutputError(
+                f"critic {self.critic_name!r} returned status {estimate.status!r} for env "
+                f"{env_index}; use one of {[s.value for s in ParseStatus]}"
+            ) from None
+        value = estimate.progress
+        if value is not None and not (_is_real(value) and 0.0 <= value <= 1.0):
+            raise CriticOutputError(
+                f"critic {self.critic_name!r} returned progress {value!r} for env {env_index}; "
+                "progress must be a finite number in [0, 1], or None with a parse status when "
+                "the answer could not be read"
+            )
+        return estimate
+
+    def begin(self, estimate: ProgressEstimate) -> None:
+        """Take the critic's estimate of the reset state as ``p_0`` (0 if unreadable)."""
+        self.progress = 0.0 if estimate.progress is None else float(estimate.progress)
+
+    def reward(self, env_reward: float, estimate: ProgressEstimate | None) -> float:
+        """Advance one step and return its reward; ``estimate`` is ``None`` between queries.
+
+        An unreadable estimate (``progress is None``) holds the previous progress.
+        """
+        self.step_count += 1
+        previous = 0.0 if self.progress is None else self.progress
+        current = previous
+        if estimate is not None and estimate.progress is not None:
+            current = float(estimate.progress)
+        self.progress = current
+        mode = self.config.reward_mode
+        if mode == "progress":
+            reward = current
+        elif mode == "delta":
+            reward = current - previous
+        elif mode == "potential":
+            reward = self.config.gamma * current - previous
+        else:  # "success", the only mode left after validation
+            reward = float(current >= self.config.success_threshold)
+        reward += self.config.env_reward_weight * float(env_reward)
+        self.env_return += float(env_reward)
+        self.critic_return += reward
+        return reward
+
+    def critic_success(self) -> bool:
+        """Whether the critic's progress has reached the success threshold."""
+        return self.progress is not None and self.progress >= self.config.success_threshold
+
+    def info(self, env_reward: float, estimate: ProgressEstimate | None) -> dict[str, Any]:
+        """What a step adds to ``info`` (the true ``is_success`` comes from the task itself)."""
+        info: dict[str, Any] = {
+            "env_reward": float(env_reward),
+            "env_return": self.env_return,
+            "critic_progress": self.progress,
+            "critic_queried": estimate is not None,
+        }
+        if estimate is not None:
+            info["critic_status"] = ParseStatus(estimate.status).value
+            if estimate.reasoning:
+                info["critic_reasoning"] = estimate.reasoning
+            if estimate.spread is not None:
+                info["critic_spread"] = estimate.spread
+        return info
+
+
+def check_batch(critic_name: str, estimates: Any, n_queries: int) -> list:
+    """Raise :class:`CriticOutputError` unless the critic returned one estimate per query."""
+    try:
+        n_estimates = len(estimates)
+    except TypeError:
+        n_estimates = None
+    if n_estimates != n_queries:
+        raise CriticOutputError(
+            f"critic {critic_name!r} returned {n_estimates} estimates for {n_queries} queries; "
+            "a critic must return exactly one estimate per query, in order"
+        )
+    return list(estimates)
+
+
+__all__ = [
+    "FRAME_SAMPLING",
+    "REWARD_MODES",
+    "CriticRewardConfig",
+    "EpisodeTracker",
+    "check_batch",
+    "sample_frames",
+]

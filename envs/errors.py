@@ -1,0 +1,18 @@
+"""Typed errors a user of ``envs`` can cause. Each message names the bad value and the fix."""
+
+from __future__ import annotations
+
+from gymnasium import error as gym_error
+
+
+class UnknownTaskError(gym_error.Error, ValueError):
+    """The task name is not registered."""
+
+
+class InvalidOptionError(gym_error.Error, ValueError):
+    """A wrapper or task option has a value outside what it accepts."""
+
+
+class CriticOutputError(gym_error.Error, RuntimeError):
+    """A critic broke its contract: wrong batch size, or a progress that is not a finite number
+    in [0, 1]. Raised rather than turned into a reward, so a broken critic never trains a policy."""

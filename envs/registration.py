@@ -1,0 +1,83 @@
+"""Gymnasium registration: ``VisCriticReward-v0`` and one bare env per task.
+
+Gymnasium 1.x has no plugin entry points, so ``import envs`` registers these;
+``gym.make("envs:VisCriticReward-v0", ...)`` imports ``envs`` by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+
+from critic.base import Critic
+from envs.tasks import check_horizon, get_task, make_task_env, task_names
+from envs.wrappers import VisCriticReward
+
+
+def make_viscritic_env(
+    env: str,
+    critic: str | Mapping[str, Any] | Critic = "oracle",
+    *,
+    camera: Any = None,
+    image_size: int | tuple[int, int] | None = None,
+    horizon: int | None = None,
+    render_mode: str | None = None,
+    task_kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> gym.Env:
+    """Build task → ``TimeLimit(horizon)`` → :class:`VisCriticReward`: the entry point of
+    ``VisCriticReward-v0``.
+
+    Args:
+        env: a registered task name (``envs.task_names()``).
+        critic: the critic: a name, ``{"name": ..., **kwargs}``, or a ``critic.Critic``.
+        camera: override the task's camera(s); a list tiles several views into one frame.
+        image_size: override the critic image size (int or ``(height, width)``).
+        horizon: override the task's episode length.
+        render_mode: ``None`` or ``"rgb_array"`` (the critic's view).
+        task_kwargs: options for the task env (e.g. ``{"control_freq": 10}`` on robosuite).
+        **options: reward options (``reward_mode``, ``gamma``, ``query_every``,
+            ``frames_per_query``, ``frame_sampling``, ``env_reward_weight``,
+            ``terminate_on_success``, ``success_threshold``).
+    """
+    spec = get_task(env)
+    max_steps = check_horizon(spec.horizon if horizon is None else horizon)
+    task = make_task_env(
+        env,
+        camera=camera,
+        image_size=image_size,
+        render_mode=render_mode,
+        **dict(task_kwargs or {}),
+    )
+    try:
+        return VisCriticReward(
+            gym.wrappers.TimeLimit(task, max_episode_steps=max_steps), critic=critic, **options
+        )
+    except Exception:
+        task.close()
+        raise
+
+
+def bare_env_id(task: str) -> str:
+    """The gymnasium id of a task's bare env: ``VisCritic/Lift-v0``, ``VisCritic/Reacher-v5``."""
+    return f"VisCritic/{task}" if "-v" in task else f"VisCritic/{task}-v0"
+
+
+def register_envs() -> None:
+    """Register ``VisCriticReward-v0`` and ``VisCritic/<task>`` for every task (idempotent).
+
+    Entry points are strings, so env specs serialise (``env.spec.to_json()``).
+    """
+    if "VisCriticReward-v0" not in gym.registry:
+        gym.register("VisCriticReward-v0", entry_point="envs.registration:make_viscritic_env")
+    for name in task_names():
+        env_id = bare_env_id(name)
+        if env_id not in gym.registry:
+            gym.register(
+                env_id,
+                entry_point="envs.tasks:make_task_env",
+                kwargs={"name": name},
+                max_episode_steps=get_task(name).horizon,
+            )

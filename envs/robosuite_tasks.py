@@ -1,0 +1,291 @@
+"""robosuite tasks (Panda): Lift, Stack, Door, PickPlaceCan as correct gymnasium envs.
+
+What the adapter fixes relative to robosuite's own ``GymWrapper``:
+- robosuite reports the horizon end as ``done``; here robosuite is built with ``ignore_done=True``
+  and the horizon is a ``TimeLimit`` truncation, so ``terminated`` is never confused with it;
+- ``reset(seed=...)`` re-seeds robosuite's one random generator *in place* (placement samplers and
+  robot initial noise hold a reference to it), so two envs with one seed roll out identically;
+- robosuite's own cameras and renderer are off: the critic's view is drawn by ``envs.render`` on
+  robosuite's model, by default from the collision geoms only (flat colours, much faster).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.mujoco_tasks import _fraction_closed
+from envs.render import Appearance, CriticView
+from envs.tasks import TaskEnv, TaskSpec, register_task
+from rollout.imports import require_package
+
+_OBS_KEYS = ("robot0_proprio-state", "object-state")
+
+
+class RobosuiteTask(TaskEnv):
+    """A robosuite manipulation env as a :class:`TaskEnv`.
+
+    Args:
+        spec: the task spec.
+        view: the critic's view.
+        render_mode: ``None`` or ``"rgb_array"``.
+        control_freq: policy steps per simulated second (robosuite's default 20).
+        reward_shaping: robosuite's dense shaped reward (``True``) or its sparse one.
+        model_seed: seeds what robosuite samples while building the model (e.g. Lift's cube
+            size), so that every instance is the same env; episodes are seeded by ``reset``.
+        **robosuite_kwargs: passed to ``robosuite.make`` (e.g. ``controller_configs``).
+    """
+
+    robosuite_env: str = ""
+    robosuite_defaults: dict[str, Any] = {}  # noqa: RUF012 - read-only class constant
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        view: CriticView,
+        render_mode: str | None = None,
+        control_freq: int = 20,
+        reward_shaping: bool = True,
+        model_seed: int = 0,
+        **robosuite_kwargs: Any,
+    ) -> None:
+        super().__init__(spec, view, render_mode)
+        suite = require_package("robosuite", "sim", f"the robosuite task {spec.name!r}")
+        self._env = suite.make(
+            self.robosuite_env,
+            robots="Panda",
+            has_renderer=False,
+            has_offscreen_renderer=False,
+            use_camera_obs=False,
+            use_object_obs=True,
+            reward_shaping=reward_shaping,
+            control_freq=control_freq,
+            horizon=spec.horizon,
+            ignore_done=True,  # the horizon is a truncation, handled by TimeLimit
+            hard_reset=False,  # keep one MjModel, so the renderer and model stay valid
+            seed=model_seed,
+            **{**self.robosuite_defaults, **robosuite_kwargs},
+        )
+        self.metadata = {**self.metadata, "render_fps": control_freq}
+        obs = self._env.reset()
+        size = sum(np.asarray(obs[k]).size for k in _OBS_KEYS)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+        low, high = self._env.action_spec
+        self.action_space = gym.spaces.Box(
+            low.astype(np.float32), high.astype(np.float32), dtype=np.float32
+        )
+        self._start_episode()
+
+    @property
+    def mj_model(self):
+        return self._env.sim.model._model
+
+    @property
+    def mj_data(self):
+        return self._env.sim.data._data
+
+    @property
+    def robosuite(self):
+        """The underlying robosuite environment."""
+        return self._env
+
+    def _observe(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in _OBS_KEYS])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            # In place: robosuite's samplers and robots hold this very Generator object.
+            self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        obs = self._env.reset()
+        self._start_episode()
+        return self._observe(obs), self.task_info()
+
+    def step(self, action):
+        obs, reward, _done, info = self._env.step(np.asarray(action, dtype=np.float64))
+        return self._observe(obs), float(reward), False, False, {**info, **self.task_info()}
+
+    def close(self) -> None:
+        self._env.close()
+        super().close()
+
+    # -- helpers for progress ----------------------------------------------------------------
+    @property
+    def _gripper(self):
+        return self._env.robots[0].gripper
+
+    def _reach_distance(self, target, target_type: str = "body") -> float:
+        return float(
+            self._env._gripper_to_target(
+                gripper=self._gripper, target=target, target_type=target_type, return_distance=True
+            )
+        )
+
+    def _grasping(self, obj) -> bool:
+        return bool(self._env._check_grasp(gripper=self._gripper, object_geoms=obj))
+
+    def _body_pos(self, body_id: int) -> np.ndarray:
+        return np.array(self._env.sim.data.body_xpos[body_id])
+
+    def _start_episode(self) -> None:
+        """Record what progress is measured against (called after every reset)."""
+
+    def is_success(self) -> bool:
+        return bool(self._env._check_success())
+
+
+class LiftTask(RobosuiteTask):
+    """Lift the cube. Stages: reach (40 %), grasp (10 %), lift 4 cm above the table (50 %)."""
+
+    robosuite_env = "Lift"
+
+    def _start_episode(self) -> None:
+        env = self._env
+        self._start_reach = max(self._reach_distance(env.cube.root_body), 0.05)
+        self._start_z = self._body_pos(env.cube_body_id)[2]
+        self._success_z = env.model.mujoco_arena.table_offset[2] + 0.04  # robosuite's threshold
+
+    def progress(self) -> float:
+        env = self._env
+        if self.is_success():
+            return 1.0
+        if self._grasping(env.cube):
+            z = self._body_pos(env.cube_body_id)[2]
+            return 0.5 + 0.5 * _fraction_closed(
+                self._success_z - self._start_z, self._success_z - z, 0.0
+            )
+        reach = self._reach_distance(env.cube.root_body)
+        return 0.4 * _fraction_closed(self._start_reach, reach, 0.01)
+
+
+class StackTask(RobosuiteTask):
+    """Stack the red cube on the green one.
+
+    Stages: reach red (30 %), grasp (5 %), lift 4 cm (15 %), carry over green (40 %), release on
+    it (10 %, success).
+    """
+
+    robosuite_env = "Stack"
+
+    def _start_episode(self) -> None:
+        env = self._env
+        a, b = self._body_pos(env.cubeA_body_id), self._body_pos(env.cubeB_body_id)
+        self._start_reach = max(self._reach_distance(env.cubeA.root_body), 0.05)
+        self._start_z = a[2]
+        self._start_xy = max(float(np.linalg.norm(a[:2] - b[:2])), 0.05)
+
+    def progress(self) -> float:
+        env = self._env
+        if self.is_success():
+            return 1.0
+        if not self._grasping(env.cubeA):
+            return 0.3 * _fraction_closed(
+                self._start_reach, self._reach_distance(env.cubeA.root_body), 0.01
+            )
+        a, b = self._body_pos(env.cubeA_body_id), self._body_pos(env.cubeB_body_id)
+        lifted = _fraction_closed(0.04, self._start_z + 0.04 - a[2], 0.0)
+        carried = _fraction_closed(self._start_xy, float(np.linalg.norm(a[:2] - b[:2])), 0.01)
+        return 0.35 + 0.15 * lifted + 0.4 * carried * lifted
+
+
+class DoorTask(RobosuiteTask):
+    """Open the door. Stages: reach the handle (30 %), turn it (20 %), swing the door 0.3 rad (50 %)."""
+
+    robosuite_env = "Door"
+
+    def _handle_site(self) -> str:
+        return self._env.door.important_sites["handle"]
+
+    def _start_episode(self) -> None:
+        self._start_reach = max(self._reach_distance(self._handle_site(), "site"), 0.05)
+
+    def progress(self) -> float:
+        env = self._env
+        if self.is_success():
+            return 1.0
+        hinge = float(env.sim.data.qpos[env.hinge_qpos_addr])
+        if hinge > 0.005:
+            return 0.5 + 0.5 * min(hinge / 0.3, 1.0)
+        handle = abs(float(env.sim.data.qpos[env.handle_qpos_addr])) if env.use_latch else 0.0
+        if handle > 0.01:
+            return 0.3 + 0.2 * min(handle / (0.5 * np.pi), 1.0)
+        return 0.3 * _fraction_closed(
+            self._start_reach, self._reach_distance(self._handle_site(), "site"), 0.01
+        )
+
+
+class PickPlaceCanTask(RobosuiteTask):
+    """Put the can into its bin.
+
+    Stages: reach the can (20 %), grasp (10 %), lift 10 cm (20 %), carry over the target bin (40 %),
+    drop it in (10 %, success).
+    """
+
+    robosuite_env = "PickPlace"
+    robosuite_defaults = {"single_object_mode": 2, "object_type": "can"}  # noqa: RUF012
+
+    def _can(self):
+        return self._env.objects[self._env.object_id]
+
+    def _can_pos(self) -> np.ndarray:
+        return self._body_pos(self._env.obj_body_id[self._can().name])
+
+    def _target_xy(self) -> np.ndarray:
+        return np.array(self._env.target_bin_placements[self._env.object_id][:2])
+
+    def _start_episode(self) -> None:
+        can = self._can_pos()
+        self._start_reach = max(self._reach_distance(self._can().root_body), 0.05)
+        self._start_z = can[2]
+        self._start_xy = max(float(np.linalg.norm(can[:2] - self._target_xy())), 0.05)
+
+    def progress(self) -> float:
+        if self.is_success():
+            return 1.0
+        can = self._can()
+        if not self._grasping(can):
+            return 0.2 * _fraction_closed(
+                self._start_reach, self._reach_distance(can.root_body), 0.01
+            )
+        pos = self._can_pos()
+        lifted = _fraction_closed(0.10, self._start_z + 0.10 - pos[2], 0.0)
+        carried = _fraction_closed(
+            self._start_xy, float(np.linalg.norm(pos[:2] - self._target_xy())), 0.02
+        )
+        return 0.3 + 0.2 * lifted + 0.4 * carried * lifted
+
+
+# The critic's default view of every robosuite task: the front camera, collision geoms only (group 0:
+# arm green, gripper blue, table yellow, objects in their own flat colours), 128 x 128.
+# Door is seen from the front camera (agentview cuts the door off at the image edge); Stack's two
+# cubes are both red in collision colours, so the target cube is drawn green.
+_ROBOSUITE_VIEW = CriticView(cameras=("agentview",), height=128, width=128, geom_groups=(0,))
+_DOOR_VIEW = CriticView(cameras=("frontview",), height=128, width=128, geom_groups=(0,))
+_STACK_VIEW = CriticView(
+    cameras=("agentview",), height=128, width=128, geom_groups=(0,),
+    appearance=(Appearance("body:cubeB_main", rgba=(0.1, 0.75, 0.1, 1.0)),),
+)  # fmt: skip
+
+for _name, _instruction, _horizon, _cls, _view, _stages in (
+    ("Lift", "Pick up the red cube and lift it off the table.", 250, LiftTask, _ROBOSUITE_VIEW,
+     ("reach", "grasp", "lift")),
+    ("Stack", "Pick up the red cube and stack it on top of the green cube.", 400, StackTask,
+     _STACK_VIEW, ("reach", "grasp", "lift", "carry", "release")),
+    ("Door", "Turn the door handle and pull the door open.", 300, DoorTask, _DOOR_VIEW,
+     ("reach", "turn", "open")),
+    ("PickPlaceCan", "Pick up the can and place it into its bin.", 400, PickPlaceCanTask,
+     _ROBOSUITE_VIEW, ("reach", "grasp", "lift", "carry", "drop")),
+):  # fmt: skip
+    register_task(
+        TaskSpec(
+            name=_name,
+            instruction=_instruction,
+            horizon=_horizon,
+            view=_view,
+            make=_cls,
+            family="robosuite",
+            stages=_stages,
+        )
+    )

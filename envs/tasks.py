@@ -1,0 +1,195 @@
+"""The task registry and the environment base every task implements.
+
+A task is a simulator scene plus what VisCritic needs to use it as a critic's subject: the
+instruction, true success, privileged progress in [0, 1], the horizon, and the critic's view
+(cameras, size, appearance). The view lives here, in the spec, so that data synthesis, critic
+training and RL all see the very same frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from envs.errors import InvalidOptionError, UnknownTaskError
+from envs.render import CriticView, FreeCamera, ViewRenderer, check_view
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that defines a task.
+
+    Attributes:
+        name: registry key, e.g. ``"Lift"`` or ``"Reacher-v5"``.
+        instruction: what the critic is told the robot should do.
+        horizon: steps per episode (episodes are truncated, never terminated, at the horizon).
+        view: what the critic sees.
+        make: builds the :class:`TaskEnv` from ``(spec, **kwargs)``.
+        family: ``"mujoco"`` (gymnasium MuJoCo) or ``"robosuite"``.
+        stages: names of the progress stages, in order (documentation for progress labels).
+    """
+
+    name: str
+    instruction: str
+    horizon: int
+    view: CriticView
+    make: Callable[..., TaskEnv]
+    family: str
+    stages: tuple[str, ...] = ()
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add ``spec`` to the registry (replacing one of the same name) and return it."""
+    _TASKS[spec.name] = spec
+    return spec
+
+
+def task_names() -> list[str]:
+    """Registered task names, sorted."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec registered under ``name``.
+
+    Raises:
+        UnknownTaskError: the name is not registered; the message lists the registered names.
+    """
+    try:
+        return _TASKS[name]
+    except (KeyError, TypeError):
+        raise UnknownTaskError(
+            f"unknown task {name!r}; registered tasks: {task_names()}. "
+            "Pass one of these as env=..., or register your own with envs.register_task."
+        ) from None
+
+
+def make_task_env(
+    name: str,
+    *,
+    camera: str | FreeCamera | list | tuple | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    render_mode: str | None = None,
+    **kwargs: Any,
+) -> TaskEnv:
+    """Build the bare task environment (no time limit, no critic).
+
+    Args:
+        name: a registered task name.
+        camera: overrides the spec's camera(s); a list tiles several views.
+        image_size: overrides the critic image size: an int for square images, or ``(h, w)``.
+        render_mode: ``None`` or ``"rgb_array"`` (renders the critic's view).
+        **kwargs: task-specific options passed to the task's constructor.
+    """
+    spec = get_task(name)
+    view = spec.view
+    if camera is not None:
+        cams = tuple(camera) if isinstance(camera, list | tuple) else (camera,)
+        if not cams:
+            raise InvalidOptionError(
+                "camera=[] names no camera; pass a camera name, or a list of names to tile"
+            )
+        view = dataclasses.replace(view, cameras=cams)
+    if image_size is not None:
+        height, width = (
+            (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        )
+        if not all(isinstance(v, int) and 16 <= v <= 1024 for v in (height, width)):
+            raise InvalidOptionError(
+                f"image_size={image_size!r} is not valid; pass an int or (height, width) with "
+                "each side between 16 and 1024 pixels"
+            )
+        view = dataclasses.replace(view, height=height, width=width)
+    env = spec.make(spec, view=view, render_mode=render_mode, **kwargs)
+    try:
+        check_view(env.mj_model, view)
+    except Exception:
+        env.close()
+        raise
+    return env
+
+
+def check_horizon(value: Any) -> int:
+    """Return ``value`` if it is a valid episode length, else raise :class:`InvalidOptionError`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidOptionError(f"horizon={value!r} must be an integer >= 1 (steps per episode)")
+    return value
+
+
+class TaskEnv(gym.Env):
+    """A task's simulator as a gymnasium env with privileged progress and success.
+
+    Subclasses wrap one simulator family. They expose the MuJoCo model and data through
+    :attr:`mj_model` / :attr:`mj_data`, so rendering is shared, and implement
+    :meth:`progress` and :meth:`is_success` from privileged state.
+
+    ``info`` of ``reset`` and ``step`` carries ``progress`` (privileged, in [0, 1]) and
+    ``is_success`` (true task success).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, spec: TaskSpec, view: CriticView, render_mode: str | None = None) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise InvalidOptionError(
+                f"render_mode={render_mode!r} is not supported; use None or 'rgb_array' "
+                "(headless: the critic's view is returned as an image)"
+            )
+        self.spec_task = spec
+        self.view = view
+        self.render_mode = render_mode
+        self._view_renderer: ViewRenderer | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+    @property
+    def mj_model(self):
+        """The ``mujoco.MjModel`` being simulated."""
+        raise NotImplementedError
+
+    @property
+    def mj_data(self):
+        """The ``mujoco.MjData`` being simulated."""
+        raise NotImplementedError
+
+    def progress(self) -> float:
+        """Privileged task progress in [0, 1]; 1 exactly when the task is achieved."""
+        raise NotImplementedError
+
+    def is_success(self) -> bool:
+        """True task success."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+    @property
+    def instruction(self) -> str:
+        """The task instruction given to the critic."""
+        return self.spec_task.instruction
+
+    def task_info(self) -> dict[str, Any]:
+        """The privileged fields put into every ``info``."""
+        return {"progress": float(self.progress()), "is_success": bool(self.is_success())}
+
+    def render_critic_view(self) -> np.ndarray:
+        """The critic's frame of the current state: uint8 ``[H, W * n_cameras, 3]``."""
+        if self._view_renderer is None:
+            self._view_renderer = ViewRenderer(self.mj_model, self.view)
+        return self._view_renderer.render(self.mj_data)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self.render_critic_view()
+        return None
+
+    def close(self) -> None:
+        if self._view_renderer is not None:
+            self._view_renderer.close()
+            self._view_renderer = None
+        super().close()

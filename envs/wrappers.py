@@ -1,0 +1,95 @@
+"""``VisCriticReward``: the critic watching rendered frames becomes the env's reward.
+
+A stateful reward wrapper (it keeps the episode's frames), so it subclasses ``gym.Wrapper`` and
+records only serialisable constructor arguments, as Gymnasium's own stateful wrappers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+
+from critic.base import Critic
+from critic.factory import make_critic
+from envs.critic_reward import CriticRewardConfig, EpisodeTracker, check_batch
+from envs.errors import InvalidOptionError
+from envs.tasks import TaskEnv
+
+
+class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Replace the env reward by a critic's judgement of rendered frames.
+
+    The env underneath must be a VisCritic task env (``envs.make_task_env``), usually inside a
+    ``TimeLimit``. Frames are rendered only on the steps where the critic is queried, and only if
+    the critic needs frames.
+
+    ``info`` gains ``env_reward`` and ``env_return`` (the true reward and its episode sum),
+    ``critic_progress``, ``critic_queried`` and, on query steps, ``critic_status`` and the
+    critic's text (``critic_reasoning``) when there is one. ``is_success`` is the task's true
+    success, so ``Monitor(info_keywords=("is_success",))`` and ``evaluate_policy`` report the real
+    task.
+
+    Args:
+        env: the task env.
+        critic: a critic name or ``{"name": ..., **kwargs}`` (see ``critic.make_critic``), or a
+            ``critic.Critic`` instance. Defaults to the oracle.
+        **options: the fields of :class:`envs.critic_reward.CriticRewardConfig`.
+
+    Example:
+        >>> env = gym.make("VisCriticReward-v0", env="Reacher-v5", reward_mode="delta")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, env: gym.Env, critic: str | Mapping[str, Any] | Critic = "oracle", **options: Any
+    ) -> None:
+        recorded = critic.name if isinstance(critic, Critic) else critic
+        gym.utils.RecordConstructorArgs.__init__(self, critic=recorded, **options)
+        gym.Wrapper.__init__(self, env)
+        if not isinstance(env.unwrapped, TaskEnv):
+            raise InvalidOptionError(
+                f"VisCriticReward needs a VisCritic task env underneath, got "
+                f"{type(env.unwrapped).__name__}; build it with envs.make_task_env(name) or "
+                "gym.make('VisCriticReward-v0', env=name)"
+            )
+        self.config = CriticRewardConfig(**options)
+        self.critic = make_critic(critic)
+        self._task: TaskEnv = env.unwrapped
+        self._tracker = EpisodeTracker(self.config, self._task.instruction, self.critic.name)
+
+    def _frame(self):
+        return self._task.render_critic_view() if self.critic.needs_frames else None
+
+    def _estimate(self):
+        query = self._tracker.query()
+        estimates = check_batch(self.critic.name, self.critic.estimate_progress([query]), 1)
+        return self._tracker.check(estimates[0])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._tracker.start(self._frame(), info["progress"])
+        estimate = self._estimate()
+        self._tracker.begin(estimate)
+        return obs, {**info, **self._tracker.info(0.0, estimate)}
+
+    def step(self, action) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, env_reward, terminated, truncated, info = self.env.step(action)
+        estimate = None
+        if self.config.is_query_step(self._tracker.step_count + 1, terminated or truncated):
+            self._tracker.observe(self._frame(), info["progress"])
+            estimate = self._estimate()
+        reward = self._tracker.reward(float(env_reward), estimate)
+        if self.config.terminate_on_success and self._tracker.critic_success():
+            terminated = True
+        return (
+            obs,
+            reward,
+            terminated,
+            truncated,
+            {**info, **self._tracker.info(env_reward, estimate)},
+        )
+
+    def close(self) -> None:
+        self.critic.close()
+        super().close()

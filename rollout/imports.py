@@ -1,0 +1,34 @@
+"""The one helper that imports heavy optional packages and names the extra to install.
+
+It lives in the lowest layer so that ``rollout``, ``critic`` and ``envs`` can all use it without
+breaking the import direction of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class MissingExtraError(ImportError):
+    """An optional package is missing; the message names the ``viscritic`` extra that installs it."""
+
+
+def require_package(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install.
+
+    Args:
+        module: the importable name, e.g. ``"robosuite"``.
+        extra: the ``viscritic`` extra that provides it, e.g. ``"sim"``.
+        purpose: what needs it, for the message, e.g. ``"the robosuite task 'Lift'"``.
+
+    Example:
+        >>> np = require_package("numpy", "core", "the example")
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs the optional package {module!r}, which is not installed "
+            f"({exc}). Install it with: pip install 'viscritic[{extra}]'"
+        ) from exc
