@@ -25,3 +25,24 @@ def select_gl_backend() -> str | None:
     if backend in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", backend)
     return backend
+
+
+def bind_mujoco_backend() -> None:
+    """Make mujoco's renderer use the backend in ``MUJOCO_GL`` even if mujoco was imported first.
+
+    mujoco fixes its GL context class when it is imported. A program that imports mujoco (or
+    gymnasium's MuJoCo envs, or robosuite) before ``envs`` got GLFW, which needs a display; this
+    rebinds mujoco's context class to the headless one that ``MUJOCO_GL`` names. It does nothing
+    when mujoco already uses that backend.
+    """
+    import importlib
+
+    from mujoco import gl_context
+
+    backend = os.environ.get("MUJOCO_GL", "").lower().strip()
+    if backend not in ("egl", "osmesa"):
+        return
+    current = getattr(gl_context, "GLContext", None)
+    if current is not None and current.__module__ == f"mujoco.{backend}":
+        return
+    gl_context.GLContext = importlib.import_module(f"mujoco.{backend}").GLContext

@@ -91,6 +91,9 @@ class ViewRenderer:
     def __init__(self, model, view: CriticView) -> None:
         import mujoco
 
+        from envs.gl import bind_mujoco_backend
+
+        bind_mujoco_backend()
         self._mujoco = mujoco
         self.view = view
         self._model = model
@@ -105,7 +108,7 @@ class ViewRenderer:
             raise RenderError(
                 f"could not create an offscreen OpenGL context with MUJOCO_GL="
                 f"{_gl_backend()!r}: {exc}. Install the system packages with "
-                "`bash scripts/install_system.sh` (Mesa EGL and OSMesa), or try "
+                "`bash scripts/install.sh` (Mesa EGL and OSMesa), or try "
                 "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa."
             ) from exc
         _register_exit_close()  # after the first GL context exists: see _register_exit_close

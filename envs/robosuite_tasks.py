@@ -11,6 +11,7 @@ What the adapter fixes relative to robosuite's own ``GymWrapper``:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +23,22 @@ from envs.tasks import TaskEnv, TaskSpec, register_task
 from rollout.imports import require_package
 
 _OBS_KEYS = ("robot0_proprio-state", "object-state")
+
+# robosuite logs INFO on every env build and warns at import about optional parts VisCritic does not
+# use (a private macro file, robosuite_models robots, mink IK for GR1); its other warnings still show.
+_IRRELEVANT = ("private macro", "setup_macros.py", "robosuite_models", "mink-based")
+
+
+def _robosuite_log_filter(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return record.levelno >= logging.WARNING and not any(s in message for s in _IRRELEVANT)
+
+
+def _import_robosuite(task: str):
+    logger = logging.getLogger("robosuite_logs")
+    if _robosuite_log_filter not in logger.filters:
+        logger.addFilter(_robosuite_log_filter)
+    return require_package("robosuite", "sim", f"the robosuite task {task!r}")
 
 
 class RobosuiteTask(TaskEnv):
@@ -52,7 +69,7 @@ class RobosuiteTask(TaskEnv):
         **robosuite_kwargs: Any,
     ) -> None:
         super().__init__(spec, view, render_mode)
-        suite = require_package("robosuite", "sim", f"the robosuite task {spec.name!r}")
+        suite = _import_robosuite(spec.name)
         self._env = suite.make(
             self.robosuite_env,
             robots="Panda",

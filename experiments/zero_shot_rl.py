@@ -1,0 +1,296 @@
+"""Zero-shot RL: learn from the critic's reward alone, judged by the task's true success.
+
+Each condition trains the same SB3 algorithm for the same step budget on every seed:
+
+- ``critic``: reward from the configured critic watching the task (``VisCriticVecEnv``);
+- ``ground_truth``: the simulator's own reward.
+
+Every ``eval_every`` steps the policy is evaluated on the bare task with the true reward and true
+success. The run dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``.
+
+    python experiments/zero_shot_rl.py
+    python experiments/zero_shot_rl.py env=lift algo=ppo seeds=[0,1,2] total_timesteps=50000
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+CONDITIONS = ("critic", "ground_truth")
+
+
+class ExperimentConfigError(ValueError):
+    """The experiment config asks for something this script cannot do."""
+
+
+@dataclass
+class RunResult:
+    """One (condition, seed) run: evaluation curve and costs."""
+
+    condition: str
+    seed: int
+    timesteps: list[int]
+    success_rate: list[float]
+    true_return: list[float]
+    wall_seconds: float
+    env_steps: int
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before anything is built when the config cannot run."""
+    unknown = [c for c in cfg.conditions if c not in CONDITIONS]
+    if unknown or not cfg.conditions:
+        raise ExperimentConfigError(
+            f"conditions={list(cfg.conditions)!r} must be a non-empty list drawn from "
+            f"{list(CONDITIONS)}"
+        )
+    for key in ("total_timesteps", "eval_every", "eval_episodes", "n_envs"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ExperimentConfigError(f"{key}={value!r} must be an integer >= 1")
+    if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
+        raise ExperimentConfigError(f"seeds={list(cfg.seeds)!r} must be a non-empty list of ints")
+
+
+def build_train_env(cfg: DictConfig, condition: str, seed: int):
+    """The vector env a condition learns in. The stack is built in envs, in one visible place."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.monitor import Monitor
+
+    import envs
+    from envs.vec_env import make_viscritic_vec_env
+
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    if condition == "critic":
+        critic = hydra.utils.instantiate(cfg.critic)
+        return make_viscritic_vec_env(
+            env_cfg["name"],
+            n_envs=cfg.n_envs,
+            critic=critic,
+            seed=seed,
+            camera=env_cfg["camera"],
+            image_size=env_cfg["image_size"],
+            horizon=env_cfg["horizon"],
+            task_kwargs=env_cfg["task_kwargs"],
+            **OmegaConf.to_container(cfg.reward, resolve=True),
+        )
+
+    def make_one():
+        return Monitor(_true_reward_env(env_cfg, envs), info_keywords=("is_success",))
+
+    return make_vec_env(make_one, n_envs=cfg.n_envs, seed=seed)
+
+
+def _true_reward_env(env_cfg: dict[str, Any], envs_module):
+    import gymnasium as gym
+
+    spec = envs_module.get_task(env_cfg["name"])
+    task = envs_module.make_task_env(
+        env_cfg["name"],
+        camera=env_cfg["camera"],
+        image_size=env_cfg["image_size"],
+        **env_cfg["task_kwargs"],
+    )
+    horizon = env_cfg["horizon"] or spec.horizon
+    return gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
+
+
+def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:
+    """Train one condition on one seed and evaluate it on the true task along the way."""
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.monitor import Monitor
+
+    import envs
+
+    train_env = build_train_env(cfg, condition, seed)
+    eval_env = Monitor(
+        _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs),
+        info_keywords=("is_success",),
+    )
+    eval_env.reset(seed=seed + 10_000)
+    log_dir = out_dir / f"{condition}_seed{seed}"
+    callback = EvalCallback(
+        eval_env,
+        eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
+        n_eval_episodes=cfg.eval_episodes,
+        deterministic=True,
+        log_path=str(log_dir),
+        verbose=0,
+    )
+    model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed)
+    start = time.perf_counter()
+    try:
+        model.learn(
+            total_timesteps=cfg.total_timesteps, callback=callback, progress_bar=cfg.progress_bar
+        )
+    finally:
+        wall = time.perf_counter() - start
+        train_env.close()
+        eval_env.close()
+    successes = [float(np.mean(s)) for s in callback.evaluations_successes]
+    return RunResult(
+        condition=condition,
+        seed=seed,
+        timesteps=[int(t) for t in callback.evaluations_timesteps],
+        success_rate=successes,
+        true_return=[float(np.mean(r)) for r in callback.evaluations_results],
+        wall_seconds=wall,
+        env_steps=int(model.num_timesteps),
+    )
+
+
+def summarise(runs: list[RunResult]) -> dict[str, Any]:
+    """Final success and true return per condition (mean and std over seeds), and costs."""
+    summary: dict[str, Any] = {}
+    for condition in dict.fromkeys(r.condition for r in runs):
+        mine = [r for r in runs if r.condition == condition]
+        final_success = [r.success_rate[-1] for r in mine if r.success_rate]
+        final_return = [r.true_return[-1] for r in mine if r.true_return]
+        summary[condition] = {
+            "seeds": [r.seed for r in mine],
+            "final_success_mean": float(np.mean(final_success)) if final_success else None,
+            "final_success_std": float(np.std(final_success)) if final_success else None,
+            "final_true_return_mean": float(np.mean(final_return)) if final_return else None,
+            "wall_seconds_mean": float(np.mean([r.wall_seconds for r in mine])),
+            "env_steps_per_second": float(
+                np.sum([r.env_steps for r in mine]) / np.sum([r.wall_seconds for r in mine])
+            ),
+        }
+    if "critic" in summary and "ground_truth" in summary:
+        gt, cr = summary["ground_truth"], summary["critic"]
+        summary["critic_vs_ground_truth"] = {
+            "success_ratio": (
+                cr["final_success_mean"] / gt["final_success_mean"]
+                if gt["final_success_mean"]
+                else None
+            ),
+            "wall_time_ratio": cr["wall_seconds_mean"] / gt["wall_seconds_mean"],
+        }
+    return summary
+
+
+def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir: Path) -> None:
+    """results.json, report.md and learning_curves.png in the run dir."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "summary": summary,
+                "runs": [r.__dict__ for r in runs],
+            },
+            indent=2,
+        )
+    )
+    fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for condition in dict.fromkeys(r.condition for r in runs):
+        mine = [r for r in runs if r.condition == condition and r.timesteps]
+        if not mine:
+            continue
+        steps = mine[0].timesteps
+        for ax, key in ((ax_s, "success_rate"), (ax_r, "true_return")):
+            values = np.array([getattr(r, key)[: len(steps)] for r in mine])
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            ax.plot(steps, mean, label=condition)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax_s.set(xlabel="env steps", ylabel="true success rate", ylim=(-0.05, 1.05))
+    ax_r.set(xlabel="env steps", ylabel="true return")
+    ax_s.legend()
+    fig.suptitle(
+        f"{cfg.env.name}: {cfg.algo._target_.rsplit('.', 1)[-1]}, critic {cfg.critic._target_.rsplit('.', 1)[-1]}"
+    )
+    fig.tight_layout()
+    fig.savefig(out_dir / "learning_curves.png", dpi=120)
+    plt.close(fig)
+
+    lines = [
+        f"# Zero-shot RL on {cfg.env.name}",
+        "",
+        f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
+        f"critic `{cfg.critic._target_}`, reward mode `{cfg.reward.reward_mode}`, "
+        f"query every {cfg.reward.query_every}.",
+        "",
+        "| condition | true success (final) | true return (final) | wall s / run | env steps/s |",
+        "|---|---|---|---|---|",
+    ]
+    for condition, row in summary.items():
+        if condition == "critic_vs_ground_truth":
+            continue
+        lines.append(
+            f"| {condition} | {_fmt(row['final_success_mean'])} ± {_fmt(row['final_success_std'])} "
+            f"| {_fmt(row['final_true_return_mean'])} | {row['wall_seconds_mean']:.1f} "
+            f"| {row['env_steps_per_second']:.0f} |"
+        )
+    if "critic_vs_ground_truth" in summary:
+        ratio = summary["critic_vs_ground_truth"]
+        lines += [
+            "",
+            f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])}, "
+            f"wall-time ratio {ratio['wall_time_ratio']:.2f}.",
+        ]
+    lines += ["", "![learning curves](learning_curves.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Set up, train every (condition, seed), write the report; returns the summary."""
+    check_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = [
+        train_one(cfg, condition, int(seed), out_dir)
+        for condition in cfg.conditions
+        for seed in cfg.seeds
+    ]
+    summary = summarise(runs)
+    write_report(cfg, runs, summary, out_dir)
+    return summary
+
+
+@hydra.main(config_path="../configs", config_name="zero_shot_rl", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from gymnasium.error import Error as GymError
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
+
+    from critic.factory import UnknownCriticError
+    from rollout.imports import MissingExtraError
+
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # hydra's root logger is at INFO
+    # The eval env is a plain task env on purpose: it measures the true reward and success.
+    warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, out_dir)
+    except (
+        ExperimentConfigError,
+        GymError,
+        UnknownCriticError,
+        MissingExtraError,
+        InstantiationException,
+    ) as exc:
+        sys.exit(f"zero_shot_rl: {type(exc).__name__}: {exc}")
+    print((out_dir / "report.md").read_text())
+    print(f"results: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install VisCritic on a fresh Debian/Ubuntu machine: system packages for headless MuJoCo rendering
+# (Mesa EGL, OSMesa fallback), then a virtual environment in .venv with the package and its extras.
+#
+#   bash scripts/install.sh            # extras: sim,rl,dev (everything that runs on a CPU)
+#   EXTRAS=sim,rl bash scripts/install.sh
+#
+# Safe to re-run: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXTRAS="${EXTRAS:-sim,rl,dev}"
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "[install] system packages: ${missing[*]}"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[install] virtual environment in $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# torch first, pinned to the CPU build: a range left open would pull the CUDA wheels.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
+"${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | grep -v "is neither a file nor a directory" || true
+"$VENV/bin/python" -c "import critic, envs, rollout" \
+    || { echo "[install] failed: the packages do not import" >&2; exit 1; }
+echo "[install] done: $VENV ($("$VENV/bin/python" -c 'import mujoco, robosuite, torch; print("mujoco", mujoco.__version__, "robosuite", robosuite.__version__, "torch", torch.__version__)' 2>/dev/null | tail -1))"

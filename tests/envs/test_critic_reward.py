@@ -1,0 +1,174 @@
+"""Hand-worked numbers for the reward modes, the query schedule and frame sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from critic.base import ParseStatus, ProgressEstimate
+from envs.critic_reward import CriticRewardConfig, EpisodeTracker, check_batch, sample_frames
+from envs.errors import CriticOutputError, InvalidOptionError
+
+
+def _frames(n: int) -> list[np.ndarray]:
+    # Frame i is filled with the value i, so the chosen indices can be read back.
+    return [np.full((2, 2, 3), i, dtype=np.uint8) for i in range(n)]
+
+
+def test_uniform_sampling_spreads_over_the_episode():
+    # round(linspace(0, 9, 4)) = round([0, 3, 6, 9]) = [0, 3, 6, 9]
+    chosen = sample_frames(_frames(10), 4, "uniform")
+    assert chosen.shape == (4, 2, 2, 3)
+    assert chosen[:, 0, 0, 0].tolist() == [0, 3, 6, 9]
+
+
+def test_uniform_sampling_rounds_to_nearest():
+    # linspace(0, 6, 3) = [0, 3, 6]; linspace(0, 7, 3) = [0, 3.5, 7] → round half to even → [0, 4, 7]
+    assert sample_frames(_frames(8), 3, "uniform")[:, 0, 0, 0].tolist() == [0, 4, 7]
+
+
+def test_last_sampling_and_short_episodes():
+    assert sample_frames(_frames(10), 4, "last")[:, 0, 0, 0].tolist() == [6, 7, 8, 9]
+    # Fewer frames than asked: all of them, in order.
+    assert sample_frames(_frames(3), 8, "uniform")[:, 0, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_query_schedule_every_k_and_at_the_end():
+    config = CriticRewardConfig(query_every=5)
+    # A 12-step episode: steps 5 and 10 are k-multiples, step 12 is the last.
+    steps = [t for t in range(1, 13) if config.is_query_step(t, done=t == 12)]
+    assert steps == [5, 10, 12]
+
+
+def _rewards(config: CriticRewardConfig, estimates, env_rewards=None) -> list[float]:
+    tracker = EpisodeTracker(config, "do it", "test")
+    tracker.start(None, 0.0)
+    tracker.begin(ProgressEstimate(0.1))  # p_0 = 0.1
+    env_rewards = env_rewards or [0.0] * len(estimates)
+    return [tracker.reward(r, e) for r, e in zip(env_rewards, estimates, strict=True)]
+
+
+# p_0 = 0.1, then estimates 0.3, (no query: held), 0.6.
+_ESTIMATES = [ProgressEstimate(0.3), None, ProgressEstimate(0.6)]
+
+
+def test_progress_mode_holds_between_queries():
+    # r_t = p_t: 0.3, 0.3 (held), 0.6
+    assert _rewards(CriticRewardConfig(reward_mode="progress"), _ESTIMATES) == pytest.approx(
+        [0.3, 0.3, 0.6]
+    )
+
+
+def test_delta_mode_telescopes():
+    # r_t = p_t - p_{t-1}: 0.3-0.1=0.2, 0.3-0.3=0, 0.6-0.3=0.3; sum 0.5 = p_T - p_0 = 0.6 - 0.1
+    rewards = _rewards(CriticRewardConfig(reward_mode="delta"), _ESTIMATES)
+    assert rewards == pytest.approx([0.2, 0.0, 0.3])
+    assert sum(rewards) == pytest.approx(0.6 - 0.1)
+
+
+def test_potential_mode():
+    # r_t = 0.9 p_t - p_{t-1}: 0.27-0.1=0.17, 0.27-0.3=-0.03, 0.54-0.3=0.24
+    config = CriticRewardConfig(reward_mode="potential", gamma=0.9)
+    assert _rewards(config, _ESTIMATES) == pytest.approx([0.17, -0.03, 0.24])
+
+
+def test_success_mode():
+    # 1 when p_t >= 0.5: 0.3 → 0, 0.3 → 0, 0.6 → 1
+    config = CriticRewardConfig(reward_mode="success", success_threshold=0.5)
+    assert _rewards(config, _ESTIMATES) == [0.0, 0.0, 1.0]
+
+
+def test_env_reward_mixed_in():
+    # progress + 0.5 * env: 0.3+0.5, 0.3+1.0, 0.6+1.5
+    config = CriticRewardConfig(env_reward_weight=0.5)
+    assert _rewards(config, _ESTIMATES, [1.0, 2.0, 3.0]) == pytest.approx([0.8, 1.3, 2.1])
+
+
+def test_unreadable_answer_holds_previous_progress():
+    unreadable = ProgressEstimate(None, status=ParseStatus.NO_ANSWER)
+    # delta: 0.3-0.1=0.2, then the unreadable answer holds 0.3 → 0, then 0.6-0.3=0.3
+    config = CriticRewardConfig(reward_mode="delta")
+    assert _rewards(config, [ProgressEstimate(0.3), unreadable, ProgressEstimate(0.6)]) == (
+        pytest.approx([0.2, 0.0, 0.3])
+    )
+
+
+def test_returns_are_tracked():
+    tracker = EpisodeTracker(CriticRewardConfig(), "x", "test")
+    tracker.start(None, 0.0)
+    tracker.begin(ProgressEstimate(0.0))
+    tracker.reward(2.0, ProgressEstimate(0.25))
+    tracker.reward(-1.0, None)
+    assert tracker.env_return == pytest.approx(1.0)
+    assert tracker.critic_return == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"reward_mode": "dense"},
+            "reward_mode='dense' is not a reward mode; pick one of "
+            "['progress', 'delta', 'potential', 'success']",
+        ),
+        (
+            {"query_every": 0},
+            "query_every=0 must be an integer >= 1 (1 queries the critic every step; "
+            "k holds the reward for k steps)",
+        ),
+        (
+            {"query_every": 2.5},
+            "query_every=2.5 must be an integer >= 1 (1 queries the critic every step; "
+            "k holds the reward for k steps)",
+        ),
+        ({"frames_per_query": 0}, "frames_per_query=0 must be an integer >= 1"),
+        (
+            {"frame_sampling": "random"},
+            "frame_sampling='random' is not a sampling; pick one of ['uniform', 'last']",
+        ),
+        ({"gamma": 0.0}, "gamma=0.0 must be a number in (0, 1]"),
+        ({"gamma": math.nan}, "gamma=nan must be a number in (0, 1]"),
+        (
+            {"env_reward_weight": math.inf},
+            "env_reward_weight=inf must be a finite number (0 gives the critic reward alone)",
+        ),
+        ({"success_threshold": 0}, "success_threshold=0 must be a number in (0, 1]"),
+        ({"terminate_on_success": "yes"}, "terminate_on_success='yes' must be True or False"),
+    ],
+)
+def test_bad_options_name_the_value_and_the_fix(options, message):
+    with pytest.raises(InvalidOptionError) as err:
+        CriticRewardConfig(**options)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -0.1, 1.5])
+def test_out_of_contract_progress_raises(value):
+    tracker = EpisodeTracker(CriticRewardConfig(), "x", "my-critic")
+    with pytest.raises(CriticOutputError) as err:
+        tracker.check(ProgressEstimate(value), env_index=3)
+    assert str(err.value) == (
+        f"critic 'my-critic' returned progress {value!r} for env 3; progress must be a finite "
+        "number in [0, 1], or None with a parse status when the answer could not be read"
+    )
+
+
+def test_non_estimate_raises():
+    tracker = EpisodeTracker(CriticRewardConfig(), "x", "my-critic")
+    with pytest.raises(CriticOutputError) as err:
+        tracker.check(0.5)
+    assert str(err.value) == (
+        "critic 'my-critic' returned float for env 0; estimate_progress must return "
+        "critic.ProgressEstimate objects"
+    )
+
+
+def test_wrong_batch_size_raises():
+    with pytest.raises(CriticOutputError) as err:
+        check_batch("my-critic", [ProgressEstimate(0.1)] * 3, 2)
+    assert str(err.value) == (
+        "critic 'my-critic' returned 3 estimates for 2 queries; a critic must return exactly "
+        "one estimate per query, in order"
+    )

@@ -1,0 +1,153 @@
+"""Every registered task as a bare gymnasium env, on its real simulator."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs import InvalidOptionError, RenderError, UnknownTaskError
+from envs.mujoco_tasks import _fraction_closed
+
+TASKS = envs.task_names()
+
+
+def test_the_issue_tasks_are_registered():
+    assert set(TASKS) >= {"Lift", "Stack", "Door", "PickPlaceCan", "Reacher-v5", "Pusher-v5"}
+
+
+def _actions(env: gym.Env, n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    space = env.action_space
+    return [rng.uniform(space.low, space.high).astype(space.dtype) for _ in range(n)]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bare_env_passes_checkers_and_reports_progress(task):
+    env = envs.make_task_env(task, render_mode="rgb_array")
+    try:
+        gym_check_env(env, skip_render_check=False)
+        sb3_check_env(env, warn=False)
+        _, info = env.reset(seed=0)
+        assert 0.0 <= info["progress"] <= 1.0 and isinstance(info["is_success"], bool)
+        for action in _actions(env, 5, seed=0):
+            _, reward, terminated, truncated, info = env.step(action)
+            assert np.isfinite(reward)
+            assert not terminated and not truncated  # the horizon is TimeLimit's job
+            assert 0.0 <= info["progress"] <= 1.0 and isinstance(info["is_success"], bool)
+        assert env.render().shape == env.view.frame_shape
+        assert env.instruction == envs.get_task(task).instruction
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_same_rollout_other_seed_other_start(task):
+    def rollout(seed: int) -> np.ndarray:
+        env = envs.make_task_env(task)
+        obs, info = env.reset(seed=seed)
+        out = [obs, [info["progress"]]]
+        for action in _actions(env, 10, seed=1):
+            obs, reward, _, _, info = env.step(action)
+            out += [obs, [reward, info["progress"]]]
+        env.close()
+        return np.concatenate([np.asarray(o, np.float64).ravel() for o in out])
+
+    first = rollout(3)
+    np.testing.assert_array_equal(first, rollout(3))
+    assert not np.array_equal(first, rollout(4))
+
+
+def test_time_limit_truncates_exactly_at_the_horizon():
+    spec = envs.get_task("Reacher-v5")
+    env = gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), spec.horizon)
+    env.reset(seed=0)
+    for t in range(1, spec.horizon + 1):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert truncated == (t == spec.horizon) and not terminated
+    env.close()
+
+
+def test_fraction_closed_by_hand():
+    # From 0.20 to a goal of 0.02 is 0.18 to close; at 0.11, 0.09 is closed: 0.09 / 0.18 = 0.5.
+    assert _fraction_closed(0.20, 0.11, 0.02) == pytest.approx(0.5)
+    assert _fraction_closed(0.20, 0.30, 0.02) == 0.0  # farther than the start: clipped
+    assert _fraction_closed(0.20, 0.01, 0.02) == 1.0  # past the goal: clipped
+
+
+def test_reacher_touching_the_target_is_success_and_full_progress():
+    env = envs.make_task_env("Reacher-v5")
+    env.reset(seed=0)
+    inner = env._inner
+    qpos, qvel = inner.data.qpos.copy(), inner.data.qvel.copy()
+    qpos[2:4] = inner.data.body("fingertip").xpos[:2]  # move the target under the fingertip
+    inner.set_state(qpos, qvel)
+    mujoco.mj_forward(env.mj_model, env.mj_data)
+    assert env.is_success() and env.progress() == 1.0
+    env.close()
+
+
+def test_lift_progress_rises_through_its_stages_when_the_cube_is_carried():
+    # Put the cube in the gripper's place and raise it: reach complete, then success at +4 cm.
+    env = envs.make_task_env("Lift")
+    env.reset(seed=0)
+    rs = env.robosuite
+    joint = rs.cube.joints[0]
+    qpos = rs.sim.data.get_joint_qpos(joint).copy()
+    qpos[2] += 0.06
+    rs.sim.data.set_joint_qpos(joint, qpos)
+    rs.sim.forward()
+    assert env.is_success() and env.progress() == 1.0
+    env.close()
+
+
+def test_unknown_task():
+    with pytest.raises(UnknownTaskError) as err:
+        envs.get_task("Nope")
+    assert str(err.value) == (
+        f"unknown task 'Nope'; registered tasks: {TASKS}. Pass one of these as env=..., or "
+        "register your own with envs.register_task."
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"image_size": 8},
+            "image_size=8 is not valid; pass an int or (height, width) with each side between "
+            "16 and 1024 pixels",
+        ),
+        (
+            {"image_size": (64, "a")},
+            "image_size=(64, 'a') is not valid; pass an int or (height, width) with each side "
+            "between 16 and 1024 pixels",
+        ),
+        (
+            {"camera": []},
+            "camera=[] names no camera; pass a camera name, or a list of names to tile",
+        ),
+        (
+            {"render_mode": "human"},
+            "render_mode='human' is not supported; use None or 'rgb_array' (headless: the "
+            "critic's view is returned as an image)",
+        ),
+    ],
+)
+def test_bad_task_options(options, message):
+    with pytest.raises(InvalidOptionError) as err:
+        envs.make_task_env("Reacher-v5", **options)
+    assert str(err.value) == message
+
+
+def test_unknown_camera_is_caught_when_the_env_is_built():
+    with pytest.raises(RenderError) as err:
+        envs.make_task_env("Lift", camera="nope")
+    assert str(err.value).startswith("unknown camera 'nope'; this model has cameras ['frontview'")
+    assert str(err.value).endswith(
+        "Pass one of these, a list of them to tile, or an envs.FreeCamera"
+    )

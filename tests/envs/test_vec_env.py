@@ -1,0 +1,107 @@
+"""VisCriticVecEnv: one batched critic call per vector step, same rewards as the single-env wrapper."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+import envs
+from envs import InvalidOptionError
+from envs.vec_env import make_viscritic_vec_env
+from tests.helpers import RecordingCritic
+
+N_ENVS, HORIZON, STEPS = 3, 10, 25  # 25 steps cross two episode boundaries (after 10 and 20)
+
+
+def _action_plan(space: gym.spaces.Box, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(space.low, space.high, size=(STEPS, N_ENVS, *space.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("reward_mode", ["progress", "delta"])
+def test_batched_rewards_equal_single_env_rewards(reward_mode):
+    options = {"reward_mode": reward_mode, "query_every": 3, "frames_per_query": 2}
+    critic = RecordingCritic()
+    venv = make_viscritic_vec_env("Reacher-v5", N_ENVS, critic, seed=5, horizon=HORIZON, **options)
+    plan = _action_plan(venv.action_space)
+    venv.reset()
+    batched = np.array([venv.step(plan[t])[1] for t in range(STEPS)])  # [STEPS, N_ENVS]
+    venv.close()
+
+    for i in range(N_ENVS):
+        env = envs.make_viscritic_env("Reacher-v5", RecordingCritic(), horizon=HORIZON, **options)
+        env.reset(seed=5 + i)  # make_vec_env gives env i the seed 5 + i at the first reset
+        single = []
+        for t in range(STEPS):
+            _, reward, terminated, truncated, _ = env.step(plan[t, i])
+            single.append(reward)
+            if terminated or truncated:
+                env.reset()
+        env.close()
+        np.testing.assert_allclose(batched[:, i], single, rtol=0, atol=1e-6)
+
+
+def test_one_critic_call_per_vector_step():
+    critic = RecordingCritic()
+    venv = make_viscritic_vec_env("Reacher-v5", N_ENVS, critic, seed=0, horizon=HORIZON)
+    venv.reset()
+    plan = _action_plan(venv.action_space)
+    for t in range(STEPS):
+        venv.step(plan[t])
+    assert len(critic.batches) == 1 + STEPS  # the reset batch, then one per step
+    sizes = [len(b) for b in critic.batches]
+    # Every env queries each step; at steps 10 and 20 each env also starts a new episode.
+    assert sizes[0] == N_ENVS
+    assert sizes[10] == sizes[20] == 2 * N_ENVS
+    assert set(sizes[1:10]) == {N_ENVS}
+    venv.close()
+
+
+def test_episode_end_reports_true_and_critic_returns():
+    venv = make_viscritic_vec_env("Reacher-v5", 2, "oracle", seed=0, horizon=HORIZON)
+    venv.reset()
+    for _ in range(HORIZON):
+        _, _, dones, infos = venv.step(np.zeros((2, *venv.action_space.shape), np.float32))
+    assert dones.all()
+    for info in infos:
+        assert info["episode"]["l"] == HORIZON  # SB3 Monitor, below the critic: the true return
+        assert info["episode"]["r"] == pytest.approx(info["env_return"], abs=1e-4)
+        assert "critic_return" in info and "terminal_observation" in info
+        assert isinstance(info["is_success"], bool)
+    venv.close()
+
+
+def test_subprocess_workers():
+    venv = make_viscritic_vec_env(
+        "Reacher-v5", 2, RecordingCritic(), seed=0, horizon=HORIZON, vec_env_cls=SubprocVecEnv
+    )
+    venv.reset()
+    for _ in range(HORIZON + 1):
+        _, rewards, _, infos = venv.step(np.zeros((2, *venv.action_space.shape), np.float32))
+        assert np.isfinite(rewards).all()
+    assert infos[0]["critic_queried"]
+    venv.close()
+
+
+def test_terminate_on_success_is_refused():
+    with pytest.raises(InvalidOptionError) as err:
+        make_viscritic_vec_env("Reacher-v5", 1, terminate_on_success=True)
+    assert str(err.value) == (
+        "terminate_on_success=True is not available with VisCriticVecEnv (sub-envs reset "
+        "themselves); use envs.VisCriticReward on each env instead"
+    )
+
+
+@pytest.mark.parametrize(("n_envs", "text"), [(0, "n_envs=0"), (1.5, "n_envs=1.5")])
+def test_bad_n_envs(n_envs, text):
+    with pytest.raises(InvalidOptionError) as err:
+        make_viscritic_vec_env("Reacher-v5", n_envs)
+    assert str(err.value) == f"{text} must be an integer >= 1"
+
+
+def test_bad_horizon():
+    with pytest.raises(InvalidOptionError) as err:
+        make_viscritic_vec_env("Reacher-v5", 1, horizon=0)
+    assert str(err.value) == "horizon=0 must be an integer >= 1 (steps per episode)"

@@ -1,0 +1,252 @@
+"""VisCriticReward on real simulators with the oracle and small scripted critics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from critic.base import ProgressEstimate
+from envs import CriticOutputError, InvalidOptionError, UnknownTaskError
+from rollout.imports import MissingExtraError
+from tests.helpers import RecordingCritic, ScriptedCritic
+
+
+def _actions(env: gym.Env, n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    space = env.action_space
+    return [rng.uniform(space.low, space.high).astype(space.dtype) for _ in range(n)]
+
+
+@pytest.mark.parametrize("task", envs.task_names())
+def test_wrapped_env_passes_gymnasium_and_sb3_checkers(task):
+    env = gym.make("VisCriticReward-v0", env=task, critic={"name": "oracle", "needs_frames": True})
+    try:
+        gym_check_env(env.unwrapped)  # the bare task under the wrapper
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=False)
+    finally:
+        env.close()
+
+
+def test_progress_reward_is_the_oracle_progress_and_info_reports_the_true_task():
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5")
+    bare = gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), 50)
+    _, info = env.reset(seed=3)
+    bare.reset(seed=3)
+    assert info["critic_progress"] == info["progress"] == 0.0
+    for action in _actions(env, 50):
+        _, reward, terminated, truncated, info = env.step(action)
+        _, env_reward, *_ = bare.step(action)
+        assert reward == pytest.approx(info["progress"])  # progress mode, oracle critic
+        assert info["env_reward"] == pytest.approx(env_reward)
+        assert isinstance(info["is_success"], bool)
+        assert info["critic_queried"] and info["critic_status"] == "ok"
+    assert truncated and not terminated
+    env.close()
+    bare.close()
+
+
+def test_query_every_k_holds_the_reward_and_queries_at_the_last_step():
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", query_every=7)
+    env.reset(seed=0)
+    queried, rewards = [], []
+    for t, action in enumerate(_actions(env, 50), start=1):
+        _, reward, _, truncated, info = env.step(action)
+        rewards.append(reward)
+        if info["critic_queried"]:
+            queried.append(t)
+    # every 7th step, and the last (50) where the episode is truncated
+    assert queried == [7, 14, 21, 28, 35, 42, 49, 50]
+    assert truncated
+    # Between queries the reward is held: steps 8..13 pay what step 7 paid.
+    assert rewards[7:13] == [rewards[6]] * 6
+    assert rewards[0:6] == [0.0] * 6  # p_0 = 0 for Reacher at reset, held until step 7
+    env.close()
+
+
+def test_frames_are_rendered_only_on_query_steps_and_sampled():
+    critic = RecordingCritic()
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, query_every=5,
+                   frames_per_query=4)  # fmt: skip
+    env.reset(seed=1)
+    for action in _actions(env, 50):
+        env.step(action)
+    queries = [q for batch in critic.batches for q in batch]
+    assert len(queries) == 1 + 10  # reset, then steps 5, 10, ..., 50
+    shape = envs.get_task("Reacher-v5").view.frame_shape
+    first = queries[0]
+    assert first.frames.shape == (1, *shape) and first.frames.dtype == np.uint8
+    np.testing.assert_array_equal(first.initial_frame, first.current_frame)
+    last = queries[-1]
+    # 11 rendered frames (reset + 10 query steps); uniform over them: round(linspace(0, 10, 4))
+    # = [0, 3, 7, 10] → the first frame is the reset frame, the last is the current one.
+    assert last.frames.shape == (4, *shape)
+    np.testing.assert_array_equal(last.frames[0], first.initial_frame)
+    np.testing.assert_array_equal(last.frames[-1], last.current_frame)
+    assert last.instruction == envs.get_task("Reacher-v5").instruction
+    assert last.previous_progress == pytest.approx(queries[-2].privileged_progress)
+    env.close()
+
+
+def test_oracle_needs_no_frames():
+    critic = RecordingCritic(needs_frames=False)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert all(q.frames is None and q.current_frame is None for b in critic.batches for q in b)
+    env.close()
+
+
+def test_same_seed_same_rollout():
+    def rollout():
+        env = gym.make("VisCriticReward-v0", env="Lift", reward_mode="delta", query_every=2)
+        obs, _ = env.reset(seed=7)
+        out = [obs]
+        for action in _actions(env, 15, seed=1):
+            obs, reward, *_ = env.step(action)
+            out += [obs, np.array([reward])]
+        env.close()
+        return np.concatenate(out)
+
+    np.testing.assert_array_equal(rollout(), rollout())
+
+
+def test_critic_success_can_terminate():
+    critic = ScriptedCritic(answers=[0.0, 0.2, 0.97])  # reset, step 1, step 2
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, terminate_on_success=True)
+    env.reset(seed=0)
+    _, _, terminated, _, _ = env.step(env.action_space.sample())
+    assert not terminated
+    _, _, terminated, _, info = env.step(env.action_space.sample())
+    assert terminated and info["critic_progress"] == 0.97 and not info["is_success"]
+    env.close()
+
+
+def test_unreadable_answers_are_reported_and_hold_progress():
+    unreadable = ProgressEstimate(None, reasoning="maybe 30 or 60", status="hedged")
+    critic = ScriptedCritic(answers=[0.4, unreadable])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    assert reward == 0.4 and info["critic_progress"] == 0.4
+    assert info["critic_reasoning"] == "maybe 30 or 60"
+    env.close()
+
+
+def test_wrapper_records_only_serialisable_arguments():
+    # A critic object is recorded by its name, never as the object (Gymnasium's stateful wrappers).
+    task = gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), 50)
+    wrapper = envs.VisCriticReward(task, critic=RecordingCritic(), query_every=3)
+    assert wrapper._saved_kwargs == {"critic": "oracle", "query_every": 3}
+    json.dumps(wrapper._saved_kwargs)
+    wrapper.close()
+    # With a critic given by name or mapping, the whole gym.make spec serialises.
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic={"name": "oracle"}, query_every=3)
+    assert json.loads(env.spec.to_json())["kwargs"]["query_every"] == 3
+    env.close()
+
+
+def test_unknown_env_name():
+    with pytest.raises(UnknownTaskError) as err:
+        gym.make("VisCriticReward-v0", env="Lfit")
+    assert str(err.value) == (
+        f"unknown task 'Lfit'; registered tasks: {envs.task_names()}. Pass one of these as "
+        "env=..., or register your own with envs.register_task."
+    )
+
+
+def test_unknown_reward_mode():
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCriticReward-v0", env="Reacher-v5", reward_mode="sparse")
+    assert str(err.value) == (
+        "reward_mode='sparse' is not a reward mode; pick one of "
+        "['progress', 'delta', 'potential', 'success']"
+    )
+
+
+def test_query_every_below_one():
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCriticReward-v0", env="Reacher-v5", query_every=0)
+    assert str(err.value) == (
+        "query_every=0 must be an integer >= 1 (1 queries the critic every step; "
+        "k holds the reward for k steps)"
+    )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_critic_reward(value):
+    env = gym.make(
+        "VisCriticReward-v0", env="Reacher-v5", critic=ScriptedCritic(answers=[0.0, value])
+    )
+    env.reset(seed=0)
+    with pytest.raises(CriticOutputError) as err:
+        env.step(env.action_space.sample())
+    assert str(err.value) == (
+        f"critic 'scripted' returned progress {value!r} for env 0; progress must be a finite "
+        "number in [0, 1], or None with a parse status when the answer could not be read"
+    )
+    env.close()
+
+
+def test_critic_returning_the_wrong_batch_size():
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5",
+                   critic=ScriptedCritic(answers=[0.0], batch_size_error=1))  # fmt: skip
+    with pytest.raises(CriticOutputError) as err:
+        env.reset(seed=0)
+    assert str(err.value) == (
+        "critic 'scripted' returned 2 estimates for 1 queries; a critic must return exactly one "
+        "estimate per query, in order"
+    )
+    env.close()
+
+
+def test_missing_optional_extra_names_the_extra():
+    from envs.mujoco_tasks import ReacherTask
+
+    class NeedsMissingSim(ReacherTask):
+        env_class_path = "viscritic_missing_simulator_xyz:Env"
+
+    spec = envs.get_task("Reacher-v5")
+    envs.register_task(
+        envs.TaskSpec("NeedsMissingSim", "x", 10, spec.view, NeedsMissingSim, "mujoco")
+    )
+    try:
+        with pytest.raises(MissingExtraError) as err:
+            envs.make_viscritic_env("NeedsMissingSim")
+        assert str(err.value).startswith(
+            "the MuJoCo task 'NeedsMissingSim' needs the optional package "
+            "'viscritic_missing_simulator_xyz', which is not installed"
+        )
+        assert str(err.value).endswith("Install it with: pip install 'viscritic[sim]'")
+    finally:
+        envs.tasks._TASKS.pop("NeedsMissingSim")
+
+
+def test_wrapper_needs_a_task_env():
+    with pytest.raises(InvalidOptionError) as err:
+        envs.VisCriticReward(gym.make("CartPole-v1"))
+    assert str(err.value) == (
+        "VisCriticReward needs a VisCritic task env underneath, got CartPoleEnv; build it with "
+        "envs.make_task_env(name) or gym.make('VisCriticReward-v0', env=name)"
+    )
+
+
+def test_make_without_importing_envs_first():
+    # Gymnasium imports the module named before the colon.
+    env = gym.make("envs:VisCriticReward-v0", env="Reacher-v5")
+    env.close()
+
+
+def test_bare_task_envs_are_registered():
+    env = gym.make(envs.bare_env_id("Lift"))
+    assert env.spec.id == "VisCritic/Lift-v0"
+    assert env.spec.max_episode_steps == envs.get_task("Lift").horizon
+    env.close()
+    assert envs.bare_env_id("Reacher-v5") == "VisCritic/Reacher-v5"

@@ -1,0 +1,62 @@
+"""A tiny end-to-end run of experiments/zero_shot_rl.py, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "experiments" / "zero_shot_rl.py"
+TINY = [
+    "total_timesteps=160",
+    "eval_every=80",
+    "eval_episodes=2",
+    "env.horizon=20",
+    "algo.learning_starts=40",
+    "algo.batch_size=16",
+    "progress_bar=false",
+]
+
+
+def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *TINY, f"hydra.run.dir={tmp_path}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+def test_tiny_run_writes_results_report_and_curves(tmp_path):
+    done = _run(tmp_path, "seeds=[0,1]")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    summary = results["summary"]
+    assert set(summary) == {"critic", "ground_truth", "critic_vs_ground_truth"}
+    assert summary["critic"]["seeds"] == [0, 1]
+    for run in results["runs"]:
+        assert run["timesteps"] == [80, 160]  # one evaluation every 80 steps
+        assert all(0.0 <= s <= 1.0 for s in run["success_rate"])
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert "| critic |" in report and "| ground_truth |" in report
+    assert "# Zero-shot RL on Reacher-v5" in done.stdout
+
+
+def test_bad_config_is_a_message_not_a_traceback(tmp_path):
+    done = _run(tmp_path, "conditions=[critic,magic]")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "zero_shot_rl: ExperimentConfigError: conditions=['critic', 'magic'] must be a non-empty "
+        "list drawn from ['critic', 'ground_truth']"
+    )
+
+
+def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
+    done = _run(tmp_path, "reward.reward_mode=sparse")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "InvalidOptionError: reward_mode='sparse' is not a reward mode" in done.stderr
