@@ -96,15 +96,18 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
     def _new_tracker(self, index: int) -> EpisodeTracker:
         return EpisodeTracker(self.config, self._instructions[index], self.critic.name)
 
-    def _estimate(self, queries: list[ProgressQuery], owners: list[EpisodeTracker]) -> list:
+    def _estimate(
+        self, queries: list[ProgressQuery], owners: list[tuple[int, EpisodeTracker]]
+    ) -> list:
+        """One critic call for all ``queries``; ``owners`` are their (env index, tracker)."""
         if not queries:
             return []
         estimates = check_batch(
             self.critic.name, self.critic.estimate_progress(queries), len(queries)
         )
         return [
-            tracker.check(est, i)
-            for i, (tracker, est) in enumerate(zip(owners, estimates, strict=True))
+            tracker.check(est, env_index)
+            for (env_index, tracker), est in zip(owners, estimates, strict=True)
         ]
 
     def reset(self):
@@ -112,27 +115,29 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         for i, info in enumerate(self.venv.reset_infos):
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(info.get("critic_frame"), info["progress"])
-        estimates = self._estimate([t.query() for t in self._trackers], self._trackers)
+        estimates = self._estimate(
+            [t.query() for t in self._trackers], list(enumerate(self._trackers))
+        )
         for tracker, estimate in zip(self._trackers, estimates, strict=True):
             tracker.begin(estimate)
         return obs
 
     def step_wait(self):
         obs, env_rewards, dones, infos = self.venv.step_wait()
-        queries, owners, asks = [], [], []  # asks: (env index, "step" | "start", tracker)
+        queries, owners, asks = [], [], []  # asks: (env index, "step" | "start") per query
         fresh: dict[int, EpisodeTracker] = {}
         for i, (tracker, info, done) in enumerate(zip(self._trackers, infos, dones, strict=True)):
             if self.config.is_query_step(tracker.step_count + 1, bool(done)):
                 tracker.observe(info.get("critic_frame"), info["progress"])
                 queries.append(tracker.query())
-                owners.append(tracker)
+                owners.append((i, tracker))
                 asks.append((i, "step"))
             if done:
                 reset_info = self.venv.reset_infos[i]
                 fresh[i] = self._new_tracker(i)
                 fresh[i].start(reset_info.get("critic_frame"), reset_info["progress"])
                 queries.append(fresh[i].query())
-                owners.append(fresh[i])
+                owners.append((i, fresh[i]))
                 asks.append((i, "start"))
         answers: dict[tuple[int, str], Any] = dict(
             zip(asks, self._estimate(queries, owners), strict=True)

@@ -105,3 +105,17 @@ def test_bad_horizon():
     with pytest.raises(InvalidOptionError) as err:
         make_viscritic_vec_env("Reacher-v5", 1, horizon=0)
     assert str(err.value) == "horizon=0 must be an integer >= 1 (steps per episode)"
+
+
+def test_contract_errors_name_the_env():
+    from envs import CriticOutputError
+    from tests.helpers import ScriptedCritic
+
+    # Queries go out in env order: reset answers 0.1, 0.1; the first step answers 0.2, then NaN.
+    critic = ScriptedCritic(answers=[0.1, 0.1, 0.2, float("nan")])
+    venv = make_viscritic_vec_env("Reacher-v5", 2, critic, seed=0, horizon=HORIZON)
+    venv.reset()
+    with pytest.raises(CriticOutputError) as err:
+        venv.step(np.zeros((2, *venv.action_space.shape), np.float32))
+    assert str(err.value).startswith("critic 'scripted' returned progress nan for env 1;")
+    venv.close()
