@@ -32,8 +32,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # torch first, pinned to the CPU build: a range left open would pull the CUDA wheels.
-"$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
-"${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | grep -v "is neither a file nor a directory" || true
+# grep drops pip's notes about unused local index folders on these machines; a pip failure still
+# fails the script (pipefail), only grep's "nothing left to print" is forgiven.
+"$VENV/bin/python" -c "import torch" 2>/dev/null \
+    || "${PIP[@]}" install "torch==2.13.0" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+"${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
 "$VENV/bin/python" -c "import critic, envs, rollout" \
     || { echo "[install] failed: the packages do not import" >&2; exit 1; }
 echo "[install] done: $VENV ($("$VENV/bin/python" -c 'import mujoco, robosuite, torch; print("mujoco", mujoco.__version__, "robosuite", robosuite.__version__, "torch", torch.__version__)' 2>/dev/null | tail -1))"
