@@ -1,0 +1,125 @@
+"""Video frames → ``pixel_values_videos`` and ``video_grid_thw`` for Qwen2.5-VL / Qwen3-VL.
+
+transformers' Qwen video processor needs torchvision, which has no CPU build on our machines, so
+this is the same computation in plain torch: resize each frame so both sides are multiples of
+``patch_size * merge_size`` within a pixel budget (Qwen's ``smart_resize``), bicubic with
+anti-aliasing on uint8 as torchvision does, rescale to [0, 1], normalise with the CLIP mean and
+std, repeat the last frame to a multiple of ``temporal_patch_size``, and flatten into patches in
+the vision tower's order. ``tests/critic/test_vision.py`` compares it with the official processor
+wherever torchvision is installed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class FrameError(ValueError):
+    """Frames are not a uint8 ``[T, H, W, 3]`` array the vision tower can take."""
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """The vision tower's input geometry (defaults: Qwen2.5-VL's).
+
+    Attributes:
+        patch_size: pixels per patch side.
+        temporal_patch_size: frames per temporal patch.
+        merge_size: patches merged per side into one token.
+        min_pixels: smallest resized frame area.
+        max_pixels: largest resized frame area.
+    """
+
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    min_pixels: int = 56 * 56
+    max_pixels: int = 28 * 28 * 1280
+
+    @property
+    def factor(self) -> int:
+        """Resized sides are multiples of this."""
+        return self.patch_size * self.merge_size
+
+    def tokens(self, grid_thw: tuple[int, int, int]) -> int:
+        """Video tokens the language model sees for a grid: ``t * h * w / merge_size²``."""
+        t, h, w = grid_thw
+        return t * h * w // (self.merge_size**2)
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = 28,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 28 * 28 * 1280,
+) -> tuple[int, int]:
+    """Qwen's resize rule: sides multiples of ``factor``, area in [min, max], aspect kept.
+
+    Example: 128 x 128 with factor 28 → round(128 / 28) * 28 = 5 * 28 = 140 per side.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise FrameError(
+            f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200"
+        )
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def frames_to_patches(frames: np.ndarray, spec: VisionSpec | None = None):
+    """Turn a video into the vision tower's flat patches.
+
+    Args:
+        frames: uint8 ``[T, H, W, 3]``.
+        spec: the tower's geometry.
+
+    Returns:
+        ``(pixel_values_videos, video_grid_thw)``: float32 ``[t*h*w, 3*tp*p*p]`` and int64
+        ``[1, 3]`` tensors, ``t = ceil(T / tp)``, ``h, w`` = resized sides / ``patch_size``.
+
+    Raises:
+        FrameError: the frames are not uint8 ``[T, H, W, 3]`` with T >= 1.
+    """
+    import torch
+
+    spec = spec or VisionSpec()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise FrameError(
+            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}"
+        )
+    num_frames, height, width, _ = frames.shape
+    new_h, new_w = smart_resize(height, width, spec.factor, spec.min_pixels, spec.max_pixels)
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    if (new_h, new_w) != (height, width):
+        resized = torch.nn.functional.interpolate(
+            video.float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+        )
+        video = resized.round().clamp(0, 255).to(torch.uint8)  # torchvision resizes uint8 to uint8
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    video = (video.float() / 255.0 - mean) / std
+    tp, p, m = spec.temporal_patch_size, spec.patch_size, spec.merge_size
+    if pad := -num_frames % tp:
+        video = torch.cat([video, video[-1:].expand(pad, -1, -1, -1)])
+    grid_t, grid_h, grid_w = video.shape[0] // tp, new_h // p, new_w // p
+    patches = video.view(grid_t, tp, 3, grid_h // m, m, p, grid_w // m, m, p)
+    # → [t, h/m, w/m, m, m, C, tp, p, p]: merged 2x2 groups stay adjacent, as the tower expects.
+    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    flat = patches.reshape(grid_t * grid_h * grid_w, 3 * tp * p * p).contiguous()
+    return flat, torch.tensor([[grid_t, grid_h, grid_w]], dtype=torch.int64)
