@@ -1,0 +1,206 @@
+"""Qwen2.5-VL critics: load a checkpoint, or build a named preset offline.
+
+Presets (``tiny`` for tests, ``small`` for the CPU-trainable critic) are Qwen2.5-VL models built
+from configs with random weights and a tokenizer trained here, offline, with ``tokenizers``: byte-
+level BPE, the ChatML template and Qwen's special tokens. Nothing is downloaded. A preset saved with
+``save_pretrained`` loads back through the same :func:`load_model` as a real checkpoint.
+
+Seen with transformers 5.23 (DESIGN.md): ``PreTrainedTokenizerFast(tokenizer_object=...)`` with a
+chat template round-trips; ``Qwen2Tokenizer(vocab_file=..., merges_file=...)`` silently yields an
+empty vocabulary, so it is not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollout.imports import require_package
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# The answer tags are single tokens, so even a tiny critic emits them reliably.
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>", "<transform>", "</transform>")
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Text the offline BPE is trained on: the words critics read and write. Digits and percent signs
+# matter most (progress answers); bytes cover everything else (byte-level BPE never fails to encode).
+_CORPUS = [
+    "Estimate the task progress from 0 to 100 percent. The robot should: pick up the red cube.",
+    "You see the first frame, the video so far and the current frame of a robot episode.",
+    "Did the robot succeed or fail? If it failed, name the failure type.",
+    "Which transform was applied to the video: none, rotate 90, rotate 180, rotate 270, "
+    "horizontal flip, temporal reverse, shuffle, speed change?",
+    "The gripper is 4 cm above the cube; the cube is not yet grasped; progress 35%.",
+    "The fingertip is far from the target. The arm moves toward the target. The door is open.",
+    "success failure missed grasp drop after lift object pushed away stall overshoot wrong target",
+    " ".join(str(i) for i in range(101)) + " 0.0 0.25 0.5 0.75 1.0 % percent",
+    "reach grasp lift carry place push open turn handle stack cube can bin table arm gripper",
+]
+
+
+class ModelLoadError(ValueError):
+    """A model name is neither a preset nor a loadable checkpoint."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a preset Qwen2.5-VL model."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vision_depth: int
+    vision_hidden_size: int
+    vision_intermediate_size: int
+    vision_heads: int
+    vocab_size: int = 1024
+
+
+PRESETS: dict[str, Preset] = {
+    # ≈ 1 M parameters: for tests.
+    "tiny": Preset(64, 128, 2, 4, 2, 2, 32, 64, 2),
+    # ≈ 5 M parameters: trains on a 2-core CPU in tens of minutes (DESIGN.md's measured prototype).
+    "small": Preset(192, 512, 4, 6, 2, 4, 96, 256, 4, vocab_size=2048),
+}
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """Train the offline byte-level BPE tokenizer with Qwen's special tokens and ChatML."""
+    tokenizers = require_package("tokenizers", "vlm", "building a critic tokenizer")
+    transformers = require_package("transformers", "vlm", "building a critic tokenizer")
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS + TAG_TOKENS),
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        chat_template=CHATML_TEMPLATE,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+    )
+
+
+def build_preset(name: str, seed: int = 0):
+    """A randomly initialised Qwen2.5-VL model and its tokenizer: ``(model, tokenizer)``."""
+    torch = require_package("torch", "vlm", f"the {name!r} critic preset")
+    transformers = require_package("transformers", "vlm", f"the {name!r} critic preset")
+    if name not in PRESETS:
+        raise ModelLoadError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+    size = PRESETS[name]
+    tokenizer = build_tokenizer(size.vocab_size)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = size.hidden_size // size.num_attention_heads
+    # mrope splits half the head dim into (temporal, height, width) sections: Qwen uses 1/4, 3/8, 3/8.
+    half = head_dim // 2
+    mrope = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    config = transformers.Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": size.hidden_size,
+            "intermediate_size": size.intermediate_size,
+            "num_hidden_layers": size.num_hidden_layers,
+            "num_attention_heads": size.num_attention_heads,
+            "num_key_value_heads": size.num_key_value_heads,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope,
+            },
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "depth": size.vision_depth,
+            "hidden_size": size.vision_hidden_size,
+            "intermediate_size": size.vision_intermediate_size,
+            "num_heads": size.vision_heads,
+            "out_hidden_size": size.hidden_size,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [size.vision_depth - 1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model.eval(), tokenizer
+
+
+def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cpu", seed: int = 0):
+    """A preset name, or a Qwen2.5-VL / Qwen3-VL checkpoint (local path or hub id).
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode on ``device``.
+
+    Raises:
+        ModelLoadError: not a preset, and no checkpoint loads from it.
+    """
+    if str(name_or_path) in PRESETS:
+        model, tokenizer = build_preset(str(name_or_path), seed=seed)
+        return model.to(device), tokenizer
+    transformers = require_package("transformers", "vlm", f"loading the critic {name_or_path!s}")
+    try:
+        config = transformers.AutoConfig.from_pretrained(name_or_path)
+        model_cls = {
+            "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
+            "qwen3_vl": getattr(transformers, "Qwen3VLForConditionalGeneration", None),
+        }.get(config.model_type)
+        if model_cls is None:
+            raise ModelLoadError(
+                f"{name_or_path!s} is a {config.model_type!r} model; VisCritic critics are "
+                "Qwen2.5-VL or Qwen3-VL checkpoints"
+            )
+        model = model_cls.from_pretrained(name_or_path, dtype=dtype or "auto")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(
+            f"cannot load critic model {name_or_path!s}: {exc}. Pass a preset "
+            f"({sorted(PRESETS)}) or a local Qwen2.5-VL / Qwen3-VL checkpoint directory"
+        ) from exc
+    return model.to(device).eval(), tokenizer
+
+
+def save_model(model, tokenizer, path: str | Path) -> Path:
+    """Save model (safetensors) and tokenizer so :func:`load_model` reads them back."""
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,137 @@
+"""Strict parsing of critic completions: ``<think>…</think><answer>…</answer>``.
+
+Never raises on any string: every parser returns a parse status. Strict means: exactly one answer
+tag, one number, inside the stated range; hedges ("30 or 60", "30-60", "between 20 and 40") and
+several numbers are rejected rather than guessed at, so a reward never comes from an ambiguous answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from critic.base import ParseStatus
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_TRANSFORM = re.compile(r"<transform>(.*?)</transform>", re.DOTALL)
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?|[-+]?\.\d+")
+_HEDGE = re.compile(r"\b(or|to|between|and|maybe|either|about|around)\b|[~≈±/]|\d\s*-\s*\d", re.I)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a parser read.
+
+    Attributes:
+        value: progress in [0, 1], a verdict (``True`` success), or a label; ``None`` unless OK.
+        status: whether the answer was readable.
+        reasoning: the ``<think>`` text, or the text before the answer when there is no think tag.
+        label: a failure type or transform name, when the format has one.
+    """
+
+    value: float | bool | str | None
+    status: ParseStatus
+    reasoning: str = ""
+    label: str | None = None
+
+
+def _reasoning(text: str) -> str:
+    think = _THINK.findall(text)
+    if think:
+        return think[0].strip()
+    return text.split("<answer>", 1)[0].strip()
+
+
+def _one(pattern: re.Pattern, open_tag: str, text: str) -> tuple[str | None, ParseStatus]:
+    found = pattern.findall(text)
+    if text.count(open_tag) > 1 or len(found) > 1:
+        return None, ParseStatus.MULTIPLE_ANSWERS
+    if not found:
+        return None, ParseStatus.NO_ANSWER
+    return found[0].strip(), ParseStatus.OK
+
+
+def parse_progress(text: str, scale: str = "percent") -> Parsed:
+    """Read a progress answer.
+
+    Args:
+        text: the completion.
+        scale: ``"percent"`` (0–100, an optional ``%``) or ``"fraction"`` (0–1).
+
+    Returns:
+        :class:`Parsed` with ``value`` in [0, 1] when the status is OK.
+
+    Example:
+        >>> parse_progress("<think>gripper at cube</think><answer>35%</answer>").value
+        0.35
+    """
+    if not isinstance(text, str):
+        return Parsed(None, ParseStatus.NO_ANSWER)
+    reasoning = _reasoning(text)
+    answer, status = _one(_ANSWER, "<answer>", text)
+    if answer is None:
+        return Parsed(None, status, reasoning)
+    body = answer.rstrip("%").strip() if scale == "percent" else answer
+    numbers = _NUMBER.findall(body)
+    if _HEDGE.search(body) or len(numbers) > 1:
+        return Parsed(None, ParseStatus.HEDGED, reasoning)
+    if len(numbers) != 1 or not re.fullmatch(r"\s*" + re.escape(numbers[0]) + r"\s*", body):
+        return Parsed(None, ParseStatus.NOT_A_NUMBER, reasoning)
+    number = float(numbers[0])
+    top = 100.0 if scale == "percent" else 1.0
+    if not 0.0 <= number <= top:
+        return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
+    return Parsed(number / top, ParseStatus.OK, reasoning)
+
+
+def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
+    """Read ``success`` or ``failure`` (optionally ``failure: <type>``) from the answer tag.
+
+    With ``failure_types`` given, a named type must be one of them.
+    """
+    if not isinstance(text, str):
+        return Parsed(None, ParseStatus.NO_ANSWER)
+    reasoning = _reasoning(text)
+    answer, status = _one(_ANSWER, "<answer>", text)
+    if answer is None:
+        return Parsed(None, status, reasoning)
+    match = re.fullmatch(
+        r"(success|failure)\s*(?:[:(\-]\s*([\w ]+?)\s*\)?)?", answer.strip().lower()
+    )
+    if match is None:
+        return Parsed(
+            None,
+            ParseStatus.HEDGED if _HEDGE.search(answer) else ParseStatus.NOT_A_NUMBER,
+            reasoning,
+        )
+    success = match.group(1) == "success"
+    label = None if success else _label(match.group(2))
+    if label is not None and failure_types and label not in {_label(t) for t in failure_types}:
+        return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
+    return Parsed(success, ParseStatus.OK, reasoning, label)
+
+
+def parse_transform(text: str, transforms: Sequence[str]) -> Parsed:
+    """Read the ``<transform>`` tag; the name must be one of ``transforms`` (case, spaces and
+    underscores ignored)."""
+    if not isinstance(text, str):
+        return Parsed(None, ParseStatus.NO_ANSWER)
+    reasoning = _reasoning(text)
+    answer, status = _one(_TRANSFORM, "<transform>", text)
+    if answer is None:
+        return Parsed(None, status, reasoning)
+    allowed = {_label(t): t for t in transforms}
+    label = _label(answer)
+    if label not in allowed:
+        return Parsed(
+            None,
+            ParseStatus.HEDGED if _HEDGE.search(answer) else ParseStatus.OUT_OF_RANGE,
+            reasoning,
+        )
+    return Parsed(allowed[label], ParseStatus.OK, reasoning, allowed[label])
+
+
+def _label(name: str | None) -> str | None:
+    return None if name is None else re.sub(r"[\s_\-]+", "_", name.strip().lower())

@@ -1,0 +1,97 @@
+"""The strict parser: hand-picked answers, and never a crash on arbitrary text (hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from critic.base import ParseStatus
+from critic.parse import parse_progress, parse_transform, parse_verdict
+
+OK, HEDGED = ParseStatus.OK, ParseStatus.HEDGED
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "status"),
+    [
+        ("<think>near the cube</think><answer>35</answer>", 0.35, OK),
+        ("<answer>35%</answer>", 0.35, OK),
+        ("<answer> 100 </answer>", 1.0, OK),
+        ("<answer>0</answer>", 0.0, OK),
+        ("<answer>12.5%</answer>", 0.125, OK),
+        ("<answer>30 or 60</answer>", None, HEDGED),
+        ("<answer>30-60</answer>", None, HEDGED),
+        ("<answer>between 20 and 40</answer>", None, HEDGED),
+        ("<answer>~40</answer>", None, HEDGED),
+        ("<answer>30 60</answer>", None, HEDGED),
+        ("<answer>130</answer>", None, ParseStatus.OUT_OF_RANGE),
+        ("<answer>-5</answer>", None, ParseStatus.OUT_OF_RANGE),
+        ("<answer>high</answer>", None, ParseStatus.NOT_A_NUMBER),
+        ("<answer>35 percent done</answer>", None, ParseStatus.NOT_A_NUMBER),
+        ("progress is 35", None, ParseStatus.NO_ANSWER),
+        ("<answer>35</answer><answer>40</answer>", None, ParseStatus.MULTIPLE_ANSWERS),
+        ("<answer>35<answer>40</answer>", None, ParseStatus.MULTIPLE_ANSWERS),
+    ],
+)
+def test_progress_percent(text, value, status):
+    parsed = parse_progress(text)
+    assert parsed.status == status
+    assert parsed.value == (pytest.approx(value) if value is not None else None)
+
+
+def test_progress_fraction_scale_and_reasoning():
+    assert parse_progress("<answer>0.35</answer>", scale="fraction").value == pytest.approx(0.35)
+    assert (
+        parse_progress("<answer>35</answer>", scale="fraction").status == ParseStatus.OUT_OF_RANGE
+    )
+    assert (
+        parse_progress("<answer>35%</answer>", scale="fraction").status == ParseStatus.NOT_A_NUMBER
+    )
+    assert parse_progress("<think> a b </think><answer>1</answer>").reasoning == "a b"
+    assert parse_progress("looks done <answer>90</answer>").reasoning == "looks done"
+
+
+@pytest.mark.parametrize(
+    ("text", "success", "label", "status"),
+    [
+        ("<answer>success</answer>", True, None, OK),
+        ("<answer>Failure: missed grasp</answer>", False, "missed_grasp", OK),
+        ("<answer>failure (drop_after_lift)</answer>", False, "drop_after_lift", OK),
+        ("<answer>failure</answer>", False, None, OK),
+        ("<answer>failure: teleported</answer>", None, None, ParseStatus.OUT_OF_RANGE),
+        ("<answer>success or failure</answer>", None, None, HEDGED),
+        ("<answer>yes</answer>", None, None, ParseStatus.NOT_A_NUMBER),
+    ],
+)
+def test_verdicts(text, success, label, status):
+    parsed = parse_verdict(text, failure_types=["missed grasp", "drop_after_lift"])
+    assert (parsed.value, parsed.label, parsed.status) == (success, label, status)
+
+
+def test_transforms():
+    names = ["none", "rotate_90", "horizontal_flip", "temporal_reverse"]
+    assert parse_transform("<transform>Rotate 90</transform>", names).value == "rotate_90"
+    assert (
+        parse_transform("<transform>rotate_45</transform>", names).status
+        == ParseStatus.OUT_OF_RANGE
+    )
+    assert parse_transform("<transform>none or rotate_90</transform>", names).status == HEDGED
+    assert parse_transform("no tag", names).status == ParseStatus.NO_ANSWER
+
+
+_TAGS = st.sampled_from(["<answer>", "</answer>", "<think>", "</think>", "<transform>", "</transform>",
+                         "%", "or", "-", " ", "35", "0.5", "success", "failure:", "1e9", "\n"])  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=20), _TAGS), max_size=12).map("".join))
+def test_parsers_never_crash_and_ok_means_in_range(text):
+    for scale in ("percent", "fraction"):
+        parsed = parse_progress(text, scale)
+        assert isinstance(parsed.status, ParseStatus)
+        assert (parsed.status == OK) == (parsed.value is not None)
+        if parsed.status == OK:
+            assert 0.0 <= parsed.value <= 1.0
+    assert isinstance(parse_verdict(text, ["missed grasp"]).status, ParseStatus)
+    assert isinstance(parse_transform(text, ["none", "rotate_90"]).status, ParseStatus)
