@@ -17,16 +17,20 @@ class UnknownCriticError(ValueError):
 
 
 def available_critics() -> list[str]:
-    """Names :func:`make_critic` accepts."""
-    return ["oracle"]
+    """Names :func:`make_critic` accepts (besides a checkpoint directory path)."""
+    from critic.models import PRESETS
+
+    return ["oracle", "vlm", *sorted(PRESETS)]
 
 
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
     """Return a critic for ``spec``.
 
     Args:
-        spec: a :class:`Critic` (returned as is), a name from :func:`available_critics`, or a
-            mapping ``{"name": <name>, **kwargs}`` whose kwargs go to that critic's constructor.
+        spec: a :class:`Critic` (returned as is); ``"oracle"``; a VLM preset (``"tiny"``,
+            ``"small"``) or a checkpoint directory, both giving a ``VLMCritic``; or a mapping
+            ``{"name": <one of those, or "vlm">, **kwargs}`` whose kwargs go to the critic's
+            constructor (``{"name": "vlm", "model": path, "mode": "reason"}``).
 
     Raises:
         UnknownCriticError: the name is not known; the message lists the known names.
@@ -46,7 +50,17 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         from critic.oracle import OracleCritic
 
         return OracleCritic(**kwargs)
+    from pathlib import Path
+
+    from critic.models import PRESETS
+
+    if name == "vlm" or name in PRESETS or (isinstance(name, str) and Path(name).is_dir()):
+        from critic.vlm import VLMCritic
+
+        if name != "vlm":
+            kwargs.setdefault("model", name)
+        return VLMCritic(**kwargs)
     raise UnknownCriticError(
         f"unknown critic {name!r}; known critics: {available_critics()}. Pass one of these names, "
-        "a mapping {'name': ..., **kwargs}, or a critic.Critic instance."
+        "a checkpoint directory, a mapping {'name': ..., **kwargs}, or a critic.Critic instance."
     )

@@ -58,7 +58,8 @@ def parse_progress(text: str, scale: str = "percent") -> Parsed:
 
     Args:
         text: the completion.
-        scale: ``"percent"`` (0–100, an optional ``%``) or ``"fraction"`` (0–1).
+        scale: ``"percent"`` (0–100, an optional ``%``), ``"fraction"`` (0–1) or ``"digit"``
+            (one digit 0–9, read as d / 9: the answer space of the one-pass score readout).
 
     Returns:
         :class:`Parsed` with ``value`` in [0, 1] when the status is OK.
@@ -80,7 +81,9 @@ def parse_progress(text: str, scale: str = "percent") -> Parsed:
     if len(numbers) != 1 or not re.fullmatch(r"\s*" + re.escape(numbers[0]) + r"\s*", body):
         return Parsed(None, ParseStatus.NOT_A_NUMBER, reasoning)
     number = float(numbers[0])
-    top = 100.0 if scale == "percent" else 1.0
+    if scale == "digit" and not re.fullmatch(r"\s*\d\s*", body):
+        return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
+    top = {"percent": 100.0, "fraction": 1.0, "digit": 9.0}.get(scale, 1.0)
     if not 0.0 <= number <= top:
         return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
     return Parsed(number / top, ParseStatus.OK, reasoning)

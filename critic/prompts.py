@@ -1,0 +1,183 @@
+"""Prompt formats: each one function that builds chat messages plus the videos they show.
+
+A :class:`Prompt` holds ChatML messages whose text marks each visual input with ``<video>``, the
+videos in order (single images are one-frame videos), and how to read the answer. :func:`encode`
+turns it into what a Qwen-VL model takes: token ids with one ``<|video_pad|>`` per merged patch,
+``mm_token_type_ids``, ``pixel_values_videos`` and ``video_grid_thw``.
+
+Formats: anchored progress (initial image, video, current image; PRIMO R1), step-wise progress with
+the previous estimate (SOLE-R1), shuffled per-frame progress (GVL), failure detection, pretext
+("which transform was applied"; ViSS-R1) and joint (transform and the real question; ViSS-R1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from critic.vision import VisionSpec, frames_to_patches
+
+VIDEO = "<video>"
+SYSTEM = (
+    "You are a critic of robot videos. Reason step by step inside <think></think>, then give "
+    "exactly one answer inside <answer></answer>."
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Messages with ``<video>`` markers, the videos in order, and the answer format.
+
+    Attributes:
+        messages: ChatML messages ``{"role", "content"}``.
+        videos: uint8 ``[T, H, W, 3]`` arrays, one per ``<video>`` marker, in order.
+        answer: ``"percent"``, ``"digit"``, ``"percent_list"``, ``"verdict"``, ``"transform"``
+            or ``"transform+percent"``.
+        choices: allowed labels (failure types or transform names), when the format has them.
+    """
+
+    messages: tuple[dict, ...]
+    videos: tuple[np.ndarray, ...]
+    answer: str
+    choices: tuple[str, ...] = ()
+
+
+def _image(frame: np.ndarray) -> np.ndarray:
+    return np.asarray(frame)[None]
+
+
+def _user(text: str, videos: Sequence[np.ndarray], answer: str, choices=()) -> Prompt:
+    if text.count(VIDEO) != len(videos):
+        raise ValueError(f"{text.count(VIDEO)} video markers for {len(videos)} videos")
+    messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": text})
+    return Prompt(messages, tuple(np.asarray(v) for v in videos), answer, tuple(choices))
+
+
+_SCALES = {
+    "percent": "Answer a percentage from 0 to 100.",
+    "digit": "Answer one digit from 0 (not started) to 9 (done).",
+}
+
+
+def _scale(scale: str) -> str:
+    if scale not in _SCALES:
+        raise ValueError(f"scale={scale!r} is not an answer scale; pick one of {list(_SCALES)}")
+    return _SCALES[scale]
+
+
+def anchored_progress(
+    instruction: str,
+    initial_frame: np.ndarray,
+    frames: np.ndarray,
+    current_frame: np.ndarray,
+    scale: str = "percent",
+) -> Prompt:
+    """PRIMO R1: progress of the current state, anchored between the first and current images.
+
+    ``scale="digit"`` asks for one digit 0–9: the answer space of the one-pass score readout.
+    """
+    return _user(
+        f"Task: {instruction}\nInitial state: {VIDEO}\nVideo so far: {VIDEO}\n"
+        f"Current state: {VIDEO}\nHow far is the task from the initial to the current state? "
+        + _scale(scale),
+        [_image(initial_frame), frames, _image(current_frame)],
+        scale,
+    )
+
+
+def stepwise_progress(
+    instruction: str, frames: np.ndarray, previous_progress: float | None, scale: str = "percent"
+) -> Prompt:
+    """SOLE-R1: progress given the video so far and the previous estimate."""
+    previous = "none yet" if previous_progress is None else f"{100 * previous_progress:.0f}%"
+    return _user(
+        f"Task: {instruction}\nVideo so far: {VIDEO}\nYour previous estimate: {previous}.\n"
+        "What is the task progress now? " + _scale(scale),
+        [frames],
+        scale,
+    )
+
+
+def shuffled_progress(instruction: str, frames: np.ndarray, seed: int) -> tuple[Prompt, np.ndarray]:
+    """GVL: frames in a random order; answer each frame's progress in the order shown.
+
+    Returns:
+        the prompt and the permutation (shown position → original index).
+    """
+    order = np.random.default_rng(seed).permutation(len(frames))
+    images = [_image(frames[i]) for i in order]
+    shown = "\n".join(f"Frame {k + 1}: {VIDEO}" for k in range(len(images)))
+    prompt = _user(
+        f"Task: {instruction}\nThese frames of one episode are shuffled.\n{shown}\n"
+        "Give each frame's task progress, in the order shown, as comma-separated percentages.",
+        images,
+        "percent_list",
+    )
+    return prompt, order
+
+
+def failure_detection(instruction: str, frames: np.ndarray, failure_types: Sequence[str]) -> Prompt:
+    """Whole episode → ``success`` or ``failure: <type>``."""
+    return _user(
+        f"Task: {instruction}\nEpisode: {VIDEO}\nDid the robot succeed? Answer 'success' or "
+        f"'failure: <type>' with a type from: {', '.join(failure_types)}.",
+        [frames],
+        "verdict",
+        failure_types,
+    )
+
+
+def pretext(frames: np.ndarray, transforms: Sequence[str]) -> Prompt:
+    """ViSS-R1 pretext: which transform was applied to this video."""
+    return _user(
+        f"Video: {VIDEO}\nWhich transform was applied to this video? One of: "
+        f"{', '.join(transforms)}. Answer inside <transform></transform>.",
+        [frames],
+        "transform",
+        transforms,
+    )
+
+
+def joint(instruction: str, frames: np.ndarray, transforms: Sequence[str]) -> Prompt:
+    """ViSS-R1 joint: name the transform, then the progress of the *original* video."""
+    return _user(
+        f"Task: {instruction}\nVideo: {VIDEO}\nThis video may be transformed. First name the "
+        f"transform inside <transform></transform> (one of: {', '.join(transforms)}), then give the "
+        "task progress the original video shows, a percentage from 0 to 100, inside <answer></answer>.",
+        [frames],
+        "transform+percent",
+        transforms,
+    )
+
+
+def encode(
+    prompt: Prompt, tokenizer, spec: VisionSpec | None = None, video_token_type: int = 2
+) -> dict:
+    """Prompt → model inputs for one sequence (no batch dimension on the token tensors).
+
+    Returns:
+        ``{"input_ids": [L], "mm_token_type_ids": [L], "pixel_values_videos": [N, D],
+        "video_grid_thw": [V, 3]}`` (torch tensors).
+    """
+    import torch
+
+    spec = spec or VisionSpec()
+    patches, grids = zip(*(frames_to_patches(v, spec) for v in prompt.videos), strict=True)
+    messages = [dict(m) for m in prompt.messages]
+    pieces = messages[-1]["content"].split(VIDEO)
+    text = pieces[0]
+    for grid, piece in zip(grids, pieces[1:], strict=True):
+        n = spec.tokens(tuple(grid[0].tolist()))
+        text += "<|vision_start|>" + "<|video_pad|>" * n + "<|vision_end|>" + piece
+    messages[-1]["content"] = text
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor(tokenizer(rendered, add_special_tokens=False).input_ids)
+    video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    return {
+        "input_ids": ids,
+        "mm_token_type_ids": (ids == video_id).to(torch.int32) * video_token_type,
+        "pixel_values_videos": torch.cat(patches),
+        "video_grid_thw": torch.cat(grids),
+    }

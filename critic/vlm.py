@@ -1,0 +1,196 @@
+"""``VLMCritic``: a Qwen-VL model as a critic, over a rollout engine.
+
+Two ways to read progress:
+
+- ``reason``: generate ``<think>…</think><answer>…</answer>`` (``samples`` of them), parse each
+  strictly, and report the mean of the readable answers with their spread;
+- ``score``: one forward pass, no chain of thought: after ``<think></think><answer>`` read the
+  probabilities of the digits 0–9 and report the expected digit / 9 (fast dense rewards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from critic import prompts
+from critic.base import (
+    Critic,
+    CriticError,
+    FailureQuery,
+    FailureVerdict,
+    ParseStatus,
+    ProgressEstimate,
+    ProgressQuery,
+)
+from critic.parse import parse_progress, parse_verdict
+from critic.vision import VisionSpec
+
+MODES = ("score", "reason")
+PROMPTS = ("anchored", "stepwise")
+FAILURE_TYPES = (
+    "missed_grasp",
+    "drop_after_lift",
+    "object_pushed_away",
+    "stall",
+    "overshoot",
+    "wrong_target",
+)
+
+
+@dataclass
+class VLMCritic(Critic):
+    """A Qwen2.5-VL / Qwen3-VL critic.
+
+    Args:
+        model: a preset name (``tiny``, ``small``) or a checkpoint path / hub id.
+        mode: ``score`` (one pass, expected digit) or ``reason`` (chain of thought, sampled).
+        prompt: ``anchored`` (PRIMO R1) or ``stepwise`` (SOLE-R1).
+        samples: completions per query in ``reason`` mode; their spread is reported.
+        temperature: sampling temperature in ``reason`` mode (0: greedy).
+        max_new_tokens: generation budget in ``reason`` mode.
+        seed: seeds sampling.
+        device: ``cpu`` or ``cuda``.
+        failure_types: labels the failure-detection prompt offers.
+    """
+
+    model: str = "tiny"
+    mode: str = "score"
+    prompt: str = "anchored"
+    samples: int = 1
+    temperature: float = 0.7
+    max_new_tokens: int = 96
+    seed: int = 0
+    device: str = "cpu"
+    failure_types: tuple[str, ...] = FAILURE_TYPES
+    needs_frames: bool = True
+    _engine: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise CriticError(f"mode={self.mode!r} is not a critic mode; pick one of {list(MODES)}")
+        if self.prompt not in PROMPTS:
+            raise CriticError(
+                f"prompt={self.prompt!r} is not a prompt format; pick one of {list(PROMPTS)}"
+            )
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise CriticError(f"samples={self.samples!r} must be an integer >= 1")
+        from critic.models import load_model
+        from rollout.hf import HFEngine
+
+        self._model, self.tokenizer = load_model(self.model, device=self.device)
+        self._engine = HFEngine(
+            self._model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        )
+        vision = self._model.config.vision_config
+        self.vision = VisionSpec(
+            patch_size=vision.patch_size,
+            temporal_patch_size=vision.temporal_patch_size,
+            merge_size=vision.spatial_merge_size,
+        )
+        self._digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+        self._answer_prefix = self.tokenizer(
+            "<think></think><answer>", add_special_tokens=False
+        ).input_ids
+
+    @property
+    def name(self) -> str:
+        return f"vlm:{self.model}:{self.mode}"
+
+    @property
+    def engine(self):
+        """The rollout engine (shared with training)."""
+        return self._engine
+
+    def _prompt(self, query: ProgressQuery, scale: str) -> prompts.Prompt:
+        if query.frames is None or len(query.frames) == 0:
+            raise CriticError(
+                f"{self.name} needs frames in every query; build queries through "
+                "envs.VisCriticReward (which renders them) or set ProgressQuery.frames"
+            )
+        frames = np.asarray(query.frames)
+        if self.prompt == "anchored":
+            initial = frames[0] if query.initial_frame is None else query.initial_frame
+            current = frames[-1] if query.current_frame is None else query.current_frame
+            return prompts.anchored_progress(query.instruction, initial, frames, current, scale)
+        return prompts.stepwise_progress(query.instruction, frames, query.previous_progress, scale)
+
+    def _request(self, prompt: prompts.Prompt):
+        from rollout.engine import Request
+
+        return Request(**prompts.encode(prompt, self.tokenizer, self.vision))
+
+    def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        if not queries:
+            return []
+        if self.mode == "score":
+            requests = [self._request(self._prompt(q, "digit")) for q in queries]
+            probs = np.asarray(
+                self._engine.score(requests, self._digits, prefix=self._answer_prefix)
+            )
+            levels = np.arange(10) / 9.0  # digit d means progress d / 9
+            expected = probs @ levels  # [B]
+            spread = np.sqrt((probs * (levels[None, :] - expected[:, None]) ** 2).sum(axis=1))
+            return [
+                ProgressEstimate(float(e), spread=float(s))
+                for e, s in zip(expected, spread, strict=True)
+            ]
+        from rollout.engine import SamplingParams
+
+        requests = [self._request(self._prompt(q, "percent")) for q in queries]
+        params = SamplingParams(
+            n=self.samples,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+        )
+        estimates = []
+        for group in self._engine.generate(requests, params):
+            texts = [self.tokenizer.decode(ids, skip_special_tokens=False) for ids in group]
+            parsed = [parse_progress(t, "percent") for t in texts]
+            values = [p.value for p in parsed if p.status == ParseStatus.OK]
+            if values:
+                estimates.append(
+                    ProgressEstimate(
+                        float(np.mean(values)),
+                        reasoning=texts[0],
+                        spread=float(np.std(values)) if len(group) > 1 else None,
+                    )
+                )
+            else:
+                estimates.append(
+                    ProgressEstimate(None, reasoning=texts[0], status=parsed[0].status)
+                )
+        return estimates
+
+    def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
+        from rollout.engine import SamplingParams
+
+        if not queries:
+            return []
+        requests = []
+        for q in queries:
+            if q.frames is None or len(q.frames) == 0:
+                raise CriticError(f"{self.name} needs the episode's frames in every failure query")
+            requests.append(
+                self._request(
+                    prompts.failure_detection(q.instruction, q.frames, self.failure_types)
+                )
+            )
+        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0, seed=self.seed)
+        verdicts = []
+        for group in self._engine.generate(requests, params):
+            text = self.tokenizer.decode(group[0], skip_special_tokens=False)
+            parsed = parse_verdict(text, self.failure_types)
+            verdicts.append(
+                FailureVerdict(
+                    success=parsed.value if parsed.status == ParseStatus.OK else None,
+                    failure_type=parsed.label,
+                    reasoning=text,
+                    status=parsed.status,
+                )
+            )
+        return verdicts

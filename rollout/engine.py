@@ -1,0 +1,74 @@
+"""The generation engine interface shared by GRPO training and reward serving.
+
+Engines know token ids and tensors, not tasks or prompts: a :class:`Request` is one encoded
+sequence with its video inputs. The same engine produces training rollouts and in-env rewards, so
+what is measured offline is what RL sees online.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Request:
+    """One encoded prompt.
+
+    Attributes:
+        input_ids: int64 ``[L]``.
+        mm_token_type_ids: int ``[L]``, 2 on video tokens, else 0.
+        pixel_values_videos: float ``[N, D]`` flat patches of all the prompt's videos, or ``None``.
+        video_grid_thw: int64 ``[V, 3]``, one row per video, or ``None``.
+    """
+
+    input_ids: Any
+    mm_token_type_ids: Any
+    pixel_values_videos: Any = None
+    video_grid_thw: Any = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample.
+
+    Attributes:
+        n: completions per request.
+        max_new_tokens: generation budget per completion.
+        temperature: 0 means greedy.
+        top_p: nucleus sampling mass.
+        seed: seeds the sampling, so the same call gives the same completions.
+    """
+
+    n: int = 1
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"n={self.n!r} must be an integer >= 1 (completions per request)")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature={self.temperature!r} must be >= 0 (0 is greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
+
+
+class Engine(abc.ABC):
+    """Generates completions and scores candidate answers for batches of requests."""
+
+    @abc.abstractmethod
+    def generate(
+        self, requests: Sequence[Request], params: SamplingParams
+    ) -> list[list[list[int]]]:
+        """``params.n`` completions (new token ids, without padding or EOS) per request."""
+
+    @abc.abstractmethod
+    def score(self, requests: Sequence[Request], candidates: Sequence[int]) -> Any:
+        """Next-token probabilities of ``candidates`` after each request, renormalised over the
+        candidates: float ``[len(requests), len(candidates)]``. One forward pass, no generation."""

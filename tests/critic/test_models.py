@@ -1,0 +1,50 @@
+"""Presets build offline, the tokenizer round-trips, and checkpoints reload exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from critic.models import PRESETS, ModelLoadError, build_tokenizer, load_model, save_model
+
+pytest.importorskip("transformers")
+
+
+def test_tokenizer_round_trips_and_has_the_special_tokens():
+    tokenizer = build_tokenizer()
+    text = "<|im_start|>user\nThe gripper is 4 cm above the cube; progress 35%.<|im_end|>"
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    for token in ("<|video_pad|>", "<answer>", "</think>"):
+        assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1
+    for digit in "0123456789":  # the score readout needs single-token digits
+        assert len(tokenizer(digit, add_special_tokens=False).input_ids) == 1
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)  # fmt: skip
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_presets_sizes():
+    model, _ = load_model("tiny")
+    params = sum(p.numel() for p in model.parameters())
+    assert 1e5 < params < 2e6
+    assert set(PRESETS) == {"tiny", "small"}
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_model):
+    model, tokenizer = tiny_model
+    save_model(model, tokenizer, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors").exists()
+    loaded, loaded_tokenizer = load_model(tmp_path / "ckpt")
+    ids = torch.tensor([tokenizer("progress <answer>35</answer>").input_ids])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
+
+
+def test_unloadable_model_names_the_fix(tmp_path):
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path / "nothing-here")
+    assert str(err.value).startswith(f"cannot load critic model {tmp_path / 'nothing-here'}:")
+    assert str(err.value).endswith(
+        "Pass a preset (['small', 'tiny']) or a local Qwen2.5-VL / Qwen3-VL checkpoint directory"
+    )

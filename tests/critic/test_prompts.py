@@ -1,0 +1,51 @@
+"""Prompt formats and their encoding into Qwen-VL inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from critic import prompts
+from critic.vision import VisionSpec
+
+FRAMES = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+
+
+def test_every_format_marks_one_video_per_input():
+    cases = [
+        prompts.anchored_progress("lift", FRAMES[0], FRAMES, FRAMES[-1]),
+        prompts.stepwise_progress("lift", FRAMES, 0.25),
+        prompts.shuffled_progress("lift", FRAMES, seed=0)[0],
+        prompts.failure_detection("lift", FRAMES, ["missed_grasp", "stall"]),
+        prompts.pretext(FRAMES, ["none", "rotate_90"]),
+        prompts.joint("lift", FRAMES, ["none", "rotate_90"]),
+    ]
+    for prompt in cases:
+        assert prompt.messages[-1]["content"].count(prompts.VIDEO) == len(prompt.videos)
+    assert "previous estimate: 25%" in cases[1].messages[-1]["content"]
+    assert cases[3].choices == ("missed_grasp", "stall")
+
+
+def test_shuffled_order_is_a_seeded_permutation():
+    prompt, order = prompts.shuffled_progress("lift", FRAMES, seed=3)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    for shown, original in enumerate(order):
+        np.testing.assert_array_equal(prompt.videos[shown][0], FRAMES[original])
+
+
+def test_encode_puts_one_pad_token_per_merged_patch(tiny_model):
+    _, tokenizer = tiny_model
+    prompt = prompts.anchored_progress("lift", FRAMES[0], FRAMES, FRAMES[-1])
+    enc = prompts.encode(prompt, tokenizer)
+    # 64² → 56²: 4 x 4 patches → 4 tokens per temporal pair. Images: 1 pair each; video: 2 pairs.
+    assert enc["video_grid_thw"].tolist() == [[1, 4, 4], [2, 4, 4], [1, 4, 4]]
+    video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert int((enc["input_ids"] == video_id).sum()) == 4 + 8 + 4
+    assert int((enc["mm_token_type_ids"] == 2).sum()) == 16
+    assert enc["pixel_values_videos"].shape == (16 + 32 + 16, 1176)
+    assert VisionSpec().tokens((2, 4, 4)) == 8
+
+
+def test_bad_scale():
+    with pytest.raises(ValueError, match=r"scale='tenths' is not an answer scale"):
+        prompts.stepwise_progress("lift", FRAMES, None, scale="tenths")
