@@ -54,6 +54,7 @@ class VLMCritic(Critic):
         max_new_tokens: generation budget in ``reason`` mode.
         seed: seeds sampling.
         device: ``cpu`` or ``cuda``.
+        cache: reuse vision-tower outputs of videos seen before (exact; see rollout.cache).
         failure_types: labels the failure-detection prompt offers.
     """
 
@@ -65,6 +66,7 @@ class VLMCritic(Critic):
     max_new_tokens: int = 96
     seed: int = 0
     device: str = "cpu"
+    cache: bool = True
     failure_types: tuple[str, ...] = FAILURE_TYPES
     needs_frames: bool = True
     _engine: Any = field(default=None, init=False, repr=False)

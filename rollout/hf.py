@@ -15,13 +15,18 @@ class HFEngine(Engine):
         model: the model (eval mode).
         pad_token_id: id used for left padding.
         eos_token_id: id that ends a completion.
+        cache: a video-embedding cache to route the vision tower through, or ``None``. Clear it
+            when the weights change (training).
     """
 
-    def __init__(self, model, pad_token_id: int, eos_token_id: int) -> None:
+    def __init__(self, model, pad_token_id: int, eos_token_id: int, cache=None) -> None:
         self.torch = require_package("torch", "vlm", "the transformers engine")
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
+        self.cache = cache
+        if cache is not None:
+            cache.attach(model)
 
     @property
     def device(self):

@@ -1,0 +1,85 @@
+"""Video-embedding cache: vision-tower outputs keyed by the video's content.
+
+Queries share videos: the initial frame of an episode is in every anchored query, and GRPO draws G
+completions of one prompt (transformers' ``generate`` repeats the video for each). The tower sees
+each video on its own (attention never crosses videos), so its output for a video depends on that
+video alone and can be reused exactly. The cache wraps ``get_video_features`` of a Qwen-VL model
+instance: known videos are looked up, the rest go through the tower in one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+
+class VideoEmbeddingCache:
+    """An LRU map from (video patches, grid) to the tower's merged embeddings.
+
+    Args:
+        max_videos: how many videos' embeddings to keep.
+
+    Example:
+        >>> cache = VideoEmbeddingCache()
+        >>> cache.attach(model)  # doctest: +SKIP  (model: a Qwen2.5-VL *ForConditionalGeneration)
+    """
+
+    def __init__(self, max_videos: int = 4096) -> None:
+        if not isinstance(max_videos, int) or max_videos < 1:
+            raise ValueError(f"max_videos={max_videos!r} must be an integer >= 1")
+        self.max_videos = max_videos
+        self._store: OrderedDict[bytes, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @staticmethod
+    def key(patches, grid) -> bytes:
+        """Content key of one video: its grid and a digest of its patch values."""
+        digest = hashlib.blake2b(
+            patches.detach().cpu().contiguous().numpy().tobytes(), digest_size=16
+        )
+        digest.update(str(tuple(int(x) for x in grid)).encode())
+        return digest.digest()
+
+    def attach(self, model) -> None:
+        """Route ``model``'s video features through this cache (idempotent per model)."""
+        inner = getattr(model, "model", model)
+        original = inner.get_video_features
+        if getattr(original, "_viscritic_cache", None) is self:
+            return
+
+        def cached_video_features(pixel_values_videos, video_grid_thw=None, **kwargs):
+            return self._features(original, pixel_values_videos, video_grid_thw, **kwargs)
+
+        cached_video_features._viscritic_cache = self
+        inner.get_video_features = cached_video_features
+
+    def _features(self, original, pixel_values_videos, video_grid_thw, **kwargs):
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        chunks = torch.split(pixel_values_videos, video_grid_thw.prod(-1).tolist())
+        keys = [self.key(c, g) for c, g in zip(chunks, video_grid_thw, strict=True)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._store))  # unique, in order
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        if missing:
+            rows = [keys.index(k) for k in missing]
+            out = original(torch.cat([chunks[i] for i in rows]), video_grid_thw[rows], **kwargs)
+            for k, embedding in zip(missing, out.pooler_output, strict=True):
+                self._store[k] = embedding.detach()
+        embeddings = []
+        for k in keys:
+            self._store.move_to_end(k)
+            embeddings.append(self._store[k])
+        while len(self._store) > self.max_videos:
+            self._store.popitem(last=False)
+        return BaseModelOutputWithPooling(pooler_output=tuple(embeddings))
+
+    def clear(self) -> None:
+        """Forget every stored embedding (after the model's weights change)."""
+        self._store.clear()

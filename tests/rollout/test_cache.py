@@ -1,0 +1,83 @@
+"""The video-embedding cache changes nothing but the work done."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from critic import prompts
+from rollout.cache import VideoEmbeddingCache
+from rollout.engine import Request, SamplingParams
+from rollout.hf import HFEngine
+
+
+def _requests(tokenizer, seed: int = 0) -> list[Request]:
+    rng = np.random.default_rng(seed)
+    episode = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    # Sliding windows over one episode: the initial frame is shared by every anchored query.
+    return [
+        Request(**prompts.encode(prompts.anchored_progress("lift", episode[0], episode[: t + 2], episode[t + 1]), tokenizer))
+        for t in range(4)
+    ]  # fmt: skip
+
+
+def test_cached_outputs_equal_uncached(tiny_model):
+    model, tokenizer = tiny_model
+    requests = _requests(tokenizer)
+    plain = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    greedy = SamplingParams(temperature=0, max_new_tokens=6)
+    expected_gen = plain.generate(requests, greedy)
+    expected_score = plain.score(requests, list(range(10)))
+
+    import copy
+
+    cached_model = copy.deepcopy(model)
+    cache = VideoEmbeddingCache()
+    engine = HFEngine(cached_model, tokenizer.pad_token_id, tokenizer.eos_token_id, cache=cache)
+    for _ in range(2):  # the second round is served from the cache
+        assert engine.generate(requests, greedy) == expected_gen
+        torch.testing.assert_close(
+            engine.score(requests, list(range(10))), expected_score, atol=1e-6, rtol=0
+        )
+    # 4 queries x 3 videos = 12; distinct: 1 initial image + 4 windows + 4 current images = 9.
+    assert len(cache) == 9
+    assert cache.misses == 9 and cache.hits == 4 * 12 - 9
+
+
+def test_g_samples_of_one_prompt_encode_the_video_once(tiny_model):
+    import copy
+
+    model, tokenizer = tiny_model
+    cache = VideoEmbeddingCache()
+    engine = HFEngine(
+        copy.deepcopy(model), tokenizer.pad_token_id, tokenizer.eos_token_id, cache=cache
+    )
+    engine.generate(
+        _requests(tokenizer)[:1], SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=0)
+    )
+    assert cache.misses == 3  # the prompt's 3 videos, though generate repeats them for 4 samples
+
+
+def test_lru_evicts_the_least_recently_used(tiny_model):
+    import copy
+
+    model, tokenizer = tiny_model
+    rng = np.random.default_rng(1)
+    videos = [rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    requests = [
+        Request(**prompts.encode(prompts.stepwise_progress("lift", v, None), tokenizer))
+        for v in videos
+    ]
+    cache = VideoEmbeddingCache(max_videos=2)
+    engine = HFEngine(
+        copy.deepcopy(model), tokenizer.pad_token_id, tokenizer.eos_token_id, cache=cache
+    )
+    for request in requests:  # A, B, C: A is evicted when C arrives
+        engine.score([request], [0, 1])
+    assert len(cache) == 2 and cache.misses == 3
+    engine.score([requests[2]], [0, 1])  # C: hit
+    engine.score([requests[0]], [0, 1])  # A: evicted before, a miss again
+    assert (cache.hits, cache.misses) == (1, 4)
+    with pytest.raises(ValueError, match=r"max_videos=0 must be an integer >= 1"):
+        VideoEmbeddingCache(max_videos=0)
