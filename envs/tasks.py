@@ -99,14 +99,7 @@ def make_task_env(
             )
         view = dataclasses.replace(view, cameras=cams)
     if image_size is not None:
-        height, width = (
-            (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        )
-        if not all(isinstance(v, int) and 16 <= v <= 1024 for v in (height, width)):
-            raise InvalidOptionError(
-                f"image_size={image_size!r} is not valid; pass an int or (height, width) with "
-                "each side between 16 and 1024 pixels"
-            )
+        height, width = _image_size(image_size)
         view = dataclasses.replace(view, height=height, width=width)
     env = spec.make(spec, view=view, render_mode=render_mode, **kwargs)
     try:
@@ -115,6 +108,23 @@ def make_task_env(
         env.close()
         raise
     return env
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    """``(height, width)`` from an int or a pair of ints, each in [16, 1024]."""
+    is_int = lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool)  # noqa: E731
+    if is_int(value):
+        sides = (int(value), int(value))
+    elif isinstance(value, list | tuple) and len(value) == 2 and all(is_int(v) for v in value):
+        sides = (int(value[0]), int(value[1]))
+    else:
+        sides = None
+    if sides is None or not all(16 <= v <= 1024 for v in sides):
+        raise InvalidOptionError(
+            f"image_size={value!r} is not valid; pass an int or (height, width) with each side "
+            "between 16 and 1024 pixels"
+        )
+    return sides
 
 
 def check_horizon(value: Any) -> int:
