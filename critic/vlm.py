@@ -81,11 +81,15 @@ class VLMCritic(Critic):
         if not isinstance(self.samples, int) or self.samples < 1:
             raise CriticError(f"samples={self.samples!r} must be an integer >= 1")
         from critic.models import load_model
+        from rollout.cache import VideoEmbeddingCache
         from rollout.hf import HFEngine
 
         self._model, self.tokenizer = load_model(self.model, device=self.device)
         self._engine = HFEngine(
-            self._model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+            self._model,
+            self.tokenizer.pad_token_id,
+            self.tokenizer.eos_token_id,
+            cache=VideoEmbeddingCache() if self.cache else None,
         )
         vision = self._model.config.vision_config
         self.vision = VisionSpec(

@@ -75,3 +75,19 @@ def test_a_saved_checkpoint_directory_is_a_critic(tmp_path, tiny_model):
     _, reward, *_ = env.step(env.action_space.sample())
     assert 0.0 <= reward <= 1.0
     env.close()
+
+
+def test_the_video_cache_is_on_by_default_and_changes_nothing():
+    from rollout.cache import VideoEmbeddingCache
+
+    cached, plain = make_critic("tiny"), make_critic({"name": "tiny", "cache": False})
+    assert isinstance(cached.engine.cache, VideoEmbeddingCache) and plain.engine.cache is None
+    queries = [
+        ProgressQuery("lift", frames=FRAMES[: t + 1], initial_frame=FRAMES[0]) for t in range(3)
+    ]
+    for _ in range(2):
+        got = [e.progress for e in cached.estimate_progress(queries)]
+        assert got == pytest.approx(
+            [e.progress for e in plain.estimate_progress(queries)], abs=1e-6
+        )
+    assert cached.engine.cache.hits > 0

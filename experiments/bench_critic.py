@@ -1,0 +1,119 @@
+"""Critic throughput, as ratios measured side by side in one run.
+
+Queries are real: anchored progress queries over a rendered Reacher episode (frames of the task's
+critic view), the way ``VisCriticReward`` builds them.
+
+- queries/s in ``score`` mode at batch 1, 4 and 16 (cache off, so batching alone is measured);
+- sliding-window queries (every query of an episode, in order) with and without the video cache;
+- latency per query of ``score`` (one pass) against ``reason`` (chain of thought, ``samples``).
+
+    python experiments/bench_critic.py                 # the `small` preset
+    python experiments/bench_critic.py model=tiny reason_tokens=32
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+
+def _queries(task: str, steps: int, frames_per_query: int, seed: int = 0) -> list:
+    """Record the queries the wrapper sends over ``steps`` steps of one episode."""
+    from dataclasses import dataclass, field
+
+    import envs
+    from critic import OracleCritic
+
+    @dataclass
+    class Recorder(OracleCritic):
+        needs_frames: bool = True
+        seen: list = field(default_factory=list)
+
+        def estimate_progress(self, queries):
+            self.seen.extend(queries)
+            return super().estimate_progress(queries)
+
+    recorder = Recorder()
+    env = envs.make_viscritic_env(task, recorder, frames_per_query=frames_per_query)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        env.step(rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32))
+    env.close()
+    return recorder.seen
+
+
+def _rate(fn, items: int, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return items / float(np.median(times))
+
+
+@hydra.main(config_path="../configs", config_name="bench_critic", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from critic.vlm import VLMCritic
+
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    queries = _queries(cfg.task, cfg.episode_steps, cfg.frames_per_query)
+    plain = VLMCritic(model=cfg.model, mode="score", cache=False)
+    cached = VLMCritic(model=cfg.model, mode="score", cache=True)
+    params = sum(p.numel() for p in plain._model.parameters())
+    results: dict = {"model": cfg.model, "parameters": params, "task": cfg.task}
+
+    batch_rates = {}
+    for batch in cfg.batches:
+        chunk = (queries * 16)[:batch]
+        batch_rates[batch] = _rate(
+            lambda chunk=chunk: plain.estimate_progress(chunk), batch, cfg.repeats
+        )
+    results["score_queries_per_s"] = batch_rates
+    results["batch_speedup"] = {b: r / batch_rates[cfg.batches[0]] for b, r in batch_rates.items()}
+
+    window = queries[1:]  # the step queries in order: each shares the initial frame with the rest
+
+    def sliding(critic):
+        engine_cache = critic.engine.cache
+        if engine_cache is not None:
+            engine_cache.clear()
+        for q in window:
+            critic.estimate_progress([q])
+
+    uncached_rate = _rate(lambda: sliding(plain), len(window), cfg.repeats)
+    cached_rate = _rate(lambda: sliding(cached), len(window), cfg.repeats)
+    results["sliding_window"] = {
+        "uncached_queries_per_s": uncached_rate,
+        "cached_queries_per_s": cached_rate,
+        "speedup": cached_rate / uncached_rate,
+        "hit_rate": cached.engine.cache.hits
+        / max(cached.engine.cache.hits + cached.engine.cache.misses, 1),
+    }
+
+    reason = VLMCritic(model=cfg.model, mode="reason", samples=cfg.reason_samples,
+                       max_new_tokens=cfg.reason_tokens, temperature=1.0)  # fmt: skip
+    one = queries[-1:]
+    score_latency = 1.0 / _rate(lambda: plain.estimate_progress(one), 1, cfg.repeats)
+    reason_latency = 1.0 / _rate(lambda: reason.estimate_progress(one), 1, cfg.repeats)
+    results["latency_s"] = {
+        "score": score_latency,
+        f"reason ({cfg.reason_samples} x {cfg.reason_tokens} tokens)": reason_latency,
+        "reason_over_score": reason_latency / score_latency,
+    }
+    (out_dir / "bench_critic.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(f"results: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
