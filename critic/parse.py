@@ -44,13 +44,16 @@ def _reasoning(text: str) -> str:
     return text.split("<answer>", 1)[0].strip()
 
 
-def _one(pattern: re.Pattern, open_tag: str, text: str) -> tuple[str | None, ParseStatus]:
+def _tagged(text: object, pattern: re.Pattern, open_tag: str) -> tuple[str | None, Parsed | None]:
+    """The one tagged answer in ``text``, or a finished :class:`Parsed` saying why there is none."""
+    if not isinstance(text, str):
+        return None, Parsed(None, ParseStatus.NO_ANSWER)
     found = pattern.findall(text)
     if text.count(open_tag) > 1 or len(found) > 1:
-        return None, ParseStatus.MULTIPLE_ANSWERS
+        return None, Parsed(None, ParseStatus.MULTIPLE_ANSWERS, _reasoning(text))
     if not found:
-        return None, ParseStatus.NO_ANSWER
-    return found[0].strip(), ParseStatus.OK
+        return None, Parsed(None, ParseStatus.NO_ANSWER, _reasoning(text))
+    return found[0].strip(), None
 
 
 def parse_progress(text: str, scale: str = "percent") -> Parsed:
@@ -68,12 +71,10 @@ def parse_progress(text: str, scale: str = "percent") -> Parsed:
         >>> parse_progress("<think>gripper at cube</think><answer>35%</answer>").value
         0.35
     """
-    if not isinstance(text, str):
-        return Parsed(None, ParseStatus.NO_ANSWER)
+    answer, failed = _tagged(text, _ANSWER, "<answer>")
+    if failed is not None:
+        return failed
     reasoning = _reasoning(text)
-    answer, status = _one(_ANSWER, "<answer>", text)
-    if answer is None:
-        return Parsed(None, status, reasoning)
     body = answer.rstrip("%").strip() if scale == "percent" else answer
     numbers = _NUMBER.findall(body)
     if _HEDGE.search(body) or len(numbers) > 1:
@@ -94,12 +95,10 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
 
     With ``failure_types`` given, a named type must be one of them.
     """
-    if not isinstance(text, str):
-        return Parsed(None, ParseStatus.NO_ANSWER)
+    answer, failed = _tagged(text, _ANSWER, "<answer>")
+    if failed is not None:
+        return failed
     reasoning = _reasoning(text)
-    answer, status = _one(_ANSWER, "<answer>", text)
-    if answer is None:
-        return Parsed(None, status, reasoning)
     match = re.fullmatch(
         r"(success|failure)\s*(?:[:(\-]\s*([\w ]+?)\s*\)?)?", answer.strip().lower()
     )
@@ -119,12 +118,10 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
 def parse_transform(text: str, transforms: Sequence[str]) -> Parsed:
     """Read the ``<transform>`` tag; the name must be one of ``transforms`` (case, spaces and
     underscores ignored)."""
-    if not isinstance(text, str):
-        return Parsed(None, ParseStatus.NO_ANSWER)
+    answer, failed = _tagged(text, _TRANSFORM, "<transform>")
+    if failed is not None:
+        return failed
     reasoning = _reasoning(text)
-    answer, status = _one(_TRANSFORM, "<transform>", text)
-    if answer is None:
-        return Parsed(None, status, reasoning)
     allowed = {_label(t): t for t in transforms}
     label = _label(answer)
     if label not in allowed:
