@@ -31,7 +31,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-Step = Callable[[np.ndarray], None]
+MODES = ("raw", "camera", "baseline camera", "oracle k=", "oracle+frames k=")
 
 
 def _loop(
@@ -165,6 +165,13 @@ def write_report(results: dict[str, dict[str, float]], cfg: DictConfig, out_dir:
     return text
 
 
+def _valid_mode(mode: str) -> bool:
+    if mode in MODES[:3]:
+        return True
+    prefix, _, k = str(mode).partition("k=")
+    return prefix.strip() in ("oracle", "oracle+frames") and k.isdigit() and int(k) >= 1
+
+
 @hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -176,6 +183,12 @@ def main(cfg: DictConfig) -> None:
     unknown = [t for t in cfg.tasks if t not in envs.task_names()]
     if unknown:
         sys.exit(f"bench: unknown tasks {unknown}; registered tasks: {envs.task_names()}")
+    bad_modes = [m for m in cfg.modes if not _valid_mode(m)]
+    if bad_modes:
+        sys.exit(
+            f"bench: unknown modes {bad_modes}; use raw, camera, 'baseline camera', "
+            "'oracle k=<int>' or 'oracle+frames k=<int>'"
+        )
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     results = {}
     for task in tqdm(list(cfg.tasks), desc="bench", unit="task"):
