@@ -1,0 +1,126 @@
+"""Scripted experts and labelled failure injection: the policies behind synthesised episodes.
+
+An expert reads the privileged state of a :class:`~envs.tasks.TaskEnv` (MuJoCo data, robosuite
+internals) and returns an action. A *failure* is a named way the expert goes wrong on purpose (a
+missed grasp, a drop after lifting, a stall, ...): the expert then behaves like the expert until the
+failure's trigger and reports the step at which the failure actually happened, so episodes carry the
+failure type and time as labels. Near-misses are the most useful negatives, so failures trigger late
+where the task allows it (after most of the progress has been made).
+
+Experts are registered per task name (:func:`register_expert`) and built by :func:`make_expert`.
+
+Example:
+    >>> from envs import make_task_env
+    >>> env = make_task_env("Reacher-v5")  # doctest: +SKIP
+    >>> expert = make_expert("Reacher-v5", failure="overshoot")  # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0); expert.reset(env, seed=0)  # doctest: +SKIP
+    >>> action = expert.act(env)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+
+from envs.errors import InvalidOptionError
+from envs.tasks import TaskEnv, get_task
+
+
+class Expert(abc.ABC):
+    """A scripted policy for one task, optionally with one injected failure.
+
+    Subclasses set :attr:`failures` (the failure types they can inject) and implement
+    :meth:`_reset` and :meth:`_act`. When the injected failure happens, they call
+    :meth:`_mark_failure` once; :attr:`failure_step` is then the env step (0-based count of
+    actions taken before it) at which it happened.
+
+    Args:
+        failure: a failure type from :attr:`failures`, or ``None`` for the expert itself.
+    """
+
+    failures: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, failure: str | None = None) -> None:
+        if failure is not None and failure not in self.failures:
+            raise InvalidOptionError(
+                f"failure={failure!r} is not a failure type of {type(self).__name__}; "
+                f"pick one of {list(self.failures)} or None for the expert itself"
+            )
+        self.failure = failure
+        self.failure_step: int | None = None
+        self.steps = 0
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, env: TaskEnv, seed: int | None = None) -> None:
+        """Start a new episode; call right after ``env.reset``. ``seed`` varies the failure's
+        timing and the expert's small random choices (same seed, same episode)."""
+        self.rng = np.random.default_rng(seed)
+        self.failure_step = None
+        self.steps = 0
+        self._reset(env)
+
+    def act(self, env: TaskEnv) -> np.ndarray:
+        """The action for the env's current state, inside ``env.action_space``."""
+        action = np.asarray(self._act(env), dtype=np.float32)
+        low, high = env.action_space.low, env.action_space.high
+        self.steps += 1
+        return np.clip(action, low, high)
+
+    def _mark_failure(self) -> None:
+        if self.failure_step is None:
+            self.failure_step = self.steps
+
+    @abc.abstractmethod
+    def _reset(self, env: TaskEnv) -> None:
+        """Plan the episode (read the initial state; pick failure timing with ``self.rng``)."""
+
+    @abc.abstractmethod
+    def _act(self, env: TaskEnv) -> np.ndarray:
+        """The raw action (clipped to the action space by :meth:`act`)."""
+
+
+_EXPERTS: dict[str, Callable[..., Expert]] = {}
+
+
+def register_expert(task: str) -> Callable[[type[Expert]], type[Expert]]:
+    """Class decorator: ``cls`` is the expert of ``task``."""
+
+    def decorate(cls: type[Expert]) -> type[Expert]:
+        _EXPERTS[task] = cls
+        return cls
+
+    return decorate
+
+
+def expert_tasks() -> list[str]:
+    """Tasks that have a scripted expert."""
+    _load_experts()
+    return sorted(_EXPERTS)
+
+
+def failure_types(task: str) -> tuple[str, ...]:
+    """The failure types the expert of ``task`` can inject."""
+    return _expert_class(task).failures
+
+
+def make_expert(task: str, failure: str | None = None) -> Expert:
+    """The scripted expert of ``task``, injecting ``failure`` (``None``: no failure)."""
+    return _expert_class(task)(failure=failure)
+
+
+def _expert_class(task: str) -> Callable[..., Expert]:
+    get_task(task)  # unknown task names get the registry's typed error
+    _load_experts()
+    if task not in _EXPERTS:
+        raise InvalidOptionError(
+            f"task {task!r} has no scripted expert yet; tasks with one: {sorted(_EXPERTS)}"
+        )
+    return _EXPERTS[task]
+
+
+def _load_experts() -> None:
+    """Import the modules that register experts (kept out of ``import envs``)."""
+    from envs import mujoco_experts, robosuite_experts  # noqa: F401
