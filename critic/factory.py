@@ -28,7 +28,8 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
 
     Args:
         spec: a :class:`Critic` (returned as is); ``"oracle"``; a VLM preset (``"tiny"``,
-            ``"small"``) or a checkpoint directory, both giving a ``VLMCritic``; or a mapping
+            ``"small"``), a checkpoint directory or a critic server URL (``http://host:port``),
+            all giving a ``VLMCritic``; or a mapping
             ``{"name": <one of those, or "vlm">, **kwargs}`` whose kwargs go to the critic's
             constructor (``{"name": "vlm", "model": path, "mode": "reason"}``).
 
@@ -53,8 +54,14 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
     from pathlib import Path
 
     from critic.models import PRESETS
+    from critic.vlm import is_server_url
 
-    if name == "vlm" or name in PRESETS or (isinstance(name, str) and Path(name).is_dir()):
+    if (
+        name == "vlm"
+        or name in PRESETS
+        or is_server_url(name)
+        or (isinstance(name, str) and Path(name).is_dir())
+    ):
         from critic.vlm import VLMCritic
 
         if name != "vlm":
@@ -62,5 +69,5 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         return VLMCritic(**kwargs)
     raise UnknownCriticError(
         f"unknown critic {name!r}; known critics: {available_critics()}. Pass one of these names, "
-        "a checkpoint directory, a mapping {'name': ..., **kwargs}, or a critic.Critic instance."
+        "a checkpoint directory, a critic server URL (http://host:port), a mapping {'name': ..., **kwargs}, or a critic.Critic instance."
     )

@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rollout.hf import ModelLoadError
 from rollout.imports import require_package
+
+__all__ = [
+    "PRESETS",
+    "ModelLoadError",
+    "build_preset",
+    "build_tokenizer",
+    "load_model",
+    "load_served_tokenizer",
+    "save_model",
+]
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -51,10 +62,6 @@ _CORPUS = [
     " ".join(str(i) for i in range(101)) + " 0.0 0.25 0.5 0.75 1.0 % percent",
     "reach grasp lift carry place push open turn handle stack cube can bin table arm gripper",
 ]
-
-
-class ModelLoadError(ValueError):
-    """A model name is neither a preset nor a loadable checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -174,28 +181,26 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
     if str(name_or_path) in PRESETS:
         model, tokenizer = build_preset(str(name_or_path), seed=seed)
         return model.to(device), tokenizer
-    transformers = require_package("transformers", "vlm", f"loading the critic {name_or_path!s}")
+    from rollout.hf import load_checkpoint
+
     try:
-        config = transformers.AutoConfig.from_pretrained(name_or_path)
-        model_cls = {
-            "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
-            "qwen3_vl": getattr(transformers, "Qwen3VLForConditionalGeneration", None),
-        }.get(config.model_type)
-        if model_cls is None:
-            raise ModelLoadError(
-                f"{name_or_path!s} is a {config.model_type!r} model; VisCritic critics are "
-                "Qwen2.5-VL or Qwen3-VL checkpoints"
-            )
-        model = model_cls.from_pretrained(name_or_path, dtype=dtype or "auto")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ModelLoadError):
-            raise
-        raise ModelLoadError(
-            f"cannot load critic model {name_or_path!s}: {exc}. Pass a preset "
-            f"({sorted(PRESETS)}) or a local Qwen2.5-VL / Qwen3-VL checkpoint directory"
-        ) from exc
-    return model.to(device).eval(), tokenizer
+        return load_checkpoint(name_or_path, dtype=dtype, device=device)
+    except ModelLoadError as exc:
+        if str(exc).startswith("cannot load"):
+            raise ModelLoadError(f"{exc}, or a preset ({sorted(PRESETS)})") from exc.__cause__
+        raise
+
+
+def load_served_tokenizer(files: dict[str, str]):
+    """A tokenizer from the files a critic server hands out (name → base64 content)."""
+    import base64
+    import tempfile
+
+    transformers = require_package("transformers", "vlm", "talking to a critic server")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            (Path(tmp) / Path(name).name).write_bytes(base64.b64decode(content))
+        return transformers.AutoTokenizer.from_pretrained(tmp, padding_side="left")
 
 
 def save_model(model, tokenizer, path: str | Path) -> Path:

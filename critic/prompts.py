@@ -153,13 +153,21 @@ def joint(instruction: str, frames: np.ndarray, transforms: Sequence[str]) -> Pr
 
 
 def encode(
-    prompt: Prompt, tokenizer, spec: VisionSpec | None = None, video_token_type: int = 2
+    prompt: Prompt,
+    tokenizer,
+    spec: VisionSpec | None = None,
+    video_token_type: int = 2,
+    keep_videos: bool = False,
 ) -> dict:
     """Prompt → model inputs for one sequence (no batch dimension on the token tensors).
 
+    Args:
+        keep_videos: also return the raw frames, for engines that run the model's own video
+            processor (vLLM).
+
     Returns:
         ``{"input_ids": [L], "mm_token_type_ids": [L], "pixel_values_videos": [N, D],
-        "video_grid_thw": [V, 3]}`` (torch tensors).
+        "video_grid_thw": [V, 3]}`` (torch tensors), plus ``"videos"`` if ``keep_videos``.
     """
     import torch
 
@@ -175,9 +183,12 @@ def encode(
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = torch.tensor(tokenizer(rendered, add_special_tokens=False).input_ids)
     video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
-    return {
+    encoded = {
         "input_ids": ids,
         "mm_token_type_ids": (ids == video_id).to(torch.int32) * video_token_type,
         "pixel_values_videos": torch.cat(patches),
         "video_grid_thw": torch.cat(grids),
     }
+    if keep_videos:
+        encoded["videos"] = tuple(np.asarray(v) for v in prompt.videos)
+    return encoded

@@ -42,6 +42,18 @@ class VisionSpec:
     min_pixels: int = 56 * 56
     max_pixels: int = 28 * 28 * 1280
 
+    @classmethod
+    def from_config(cls, vision_config) -> VisionSpec:
+        """The geometry of a model's ``vision_config`` (a config object or its dict)."""
+        get = (
+            vision_config.get if isinstance(vision_config, dict) else vision_config.__getattribute__
+        )
+        return cls(
+            patch_size=get("patch_size"),
+            temporal_patch_size=get("temporal_patch_size"),
+            merge_size=get("spatial_merge_size"),
+        )
+
     @property
     def factor(self) -> int:
         """Resized sides are multiples of this."""

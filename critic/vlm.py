@@ -30,6 +30,13 @@ from critic.parse import parse_progress, parse_verdict
 from critic.vision import VisionSpec
 
 MODES = ("score", "reason")
+
+
+def is_server_url(model: str) -> bool:
+    """Whether ``model`` names a critic server rather than a preset or checkpoint."""
+    return isinstance(model, str) and model.startswith(("http://", "https://"))
+
+
 PROMPTS = ("anchored", "stepwise")
 FAILURE_TYPES = (
     "missed_grasp",
@@ -46,7 +53,9 @@ class VLMCritic(Critic):
     """A Qwen2.5-VL / Qwen3-VL critic.
 
     Args:
-        model: a preset name (``tiny``, ``small``) or a checkpoint path / hub id.
+        model: a preset name (``tiny``, ``small``), a checkpoint path / hub id, or the URL of a
+            critic server (``http://host:port``, see ``python -m rollout.serve``): prompts are then
+            built here and the server batches the model calls of many workers.
         mode: ``score`` (one pass, expected digit) or ``reason`` (chain of thought, sampled).
         prompt: ``anchored`` (PRIMO R1) or ``stepwise`` (SOLE-R1).
         samples: completions per query in ``reason`` mode; their spread is reported.
@@ -54,7 +63,8 @@ class VLMCritic(Critic):
         max_new_tokens: generation budget in ``reason`` mode.
         seed: seeds sampling.
         device: ``cpu`` or ``cuda``.
-        cache: reuse vision-tower outputs of videos seen before (exact; see rollout.cache).
+        cache: reuse vision-tower outputs of videos seen before (exact; see rollout.cache). A
+            server keeps its own cache (``--no-cache`` turns it off there).
         failure_types: labels the failure-detection prompt offers.
     """
 
@@ -80,6 +90,17 @@ class VLMCritic(Critic):
             )
         if not isinstance(self.samples, int) or self.samples < 1:
             raise CriticError(f"samples={self.samples!r} must be an integer >= 1")
+        if is_server_url(self.model):
+            self._connect(self.model)
+        else:
+            self._load_local()
+        self._keep_videos = bool(getattr(self._engine, "needs_videos", False))
+        self._digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+        self._answer_prefix = self.tokenizer(
+            "<think></think><answer>", add_special_tokens=False
+        ).input_ids
+
+    def _load_local(self) -> None:
         from critic.models import load_model
         from rollout.cache import VideoEmbeddingCache
         from rollout.hf import HFEngine
@@ -91,16 +112,22 @@ class VLMCritic(Critic):
             self.tokenizer.eos_token_id,
             cache=VideoEmbeddingCache() if self.cache else None,
         )
-        vision = self._model.config.vision_config
-        self.vision = VisionSpec(
-            patch_size=vision.patch_size,
-            temporal_patch_size=vision.temporal_patch_size,
-            merge_size=vision.spatial_merge_size,
-        )
-        self._digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
-        self._answer_prefix = self.tokenizer(
-            "<think></think><answer>", add_special_tokens=False
-        ).input_ids
+        self.vision = VisionSpec.from_config(self._model.config.vision_config)
+
+    def _connect(self, url: str) -> None:
+        from critic.models import load_served_tokenizer
+        from rollout.remote import RemoteEngine
+
+        self._model = None
+        self._engine = RemoteEngine(url)
+        info = self._engine.model_info()
+        if not info.get("tokenizer") or "vision_config" not in info.get("config", {}):
+            raise CriticError(
+                f"the server at {url} does not describe its model (no tokenizer or vision config); "
+                "start it with `python -m rollout.serve --model PATH`"
+            )
+        self.tokenizer = load_served_tokenizer(info["tokenizer"])
+        self.vision = VisionSpec.from_config(info["config"]["vision_config"])
 
     @property
     def name(self) -> str:
@@ -127,7 +154,9 @@ class VLMCritic(Critic):
     def _request(self, prompt: prompts.Prompt):
         from rollout.engine import Request
 
-        return Request(**prompts.encode(prompt, self.tokenizer, self.vision))
+        return Request(
+            **prompts.encode(prompt, self.tokenizer, self.vision, keep_videos=self._keep_videos)
+        )
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         if not queries:

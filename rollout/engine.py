@@ -22,12 +22,15 @@ class Request:
         mm_token_type_ids: int ``[L]``, 2 on video tokens, else 0.
         pixel_values_videos: float ``[N, D]`` flat patches of all the prompt's videos, or ``None``.
         video_grid_thw: int64 ``[V, 3]``, one row per video, or ``None``.
+        videos: the uint8 ``[T, H, W, 3]`` frames each video was patchified from, for engines that
+            run the model's own video processor (vLLM); ``None`` where not kept.
     """
 
     input_ids: Any
     mm_token_type_ids: Any
     pixel_values_videos: Any = None
     video_grid_thw: Any = None
+    videos: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,19 @@ class SamplingParams:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
 
 
+class EngineError(RuntimeError):
+    """An engine could not serve a call (base of the engine errors below)."""
+
+
+class InvalidRequestError(EngineError, ValueError):
+    """A request is malformed for this model (wrong dtype or shape, ids out of the vocabulary,
+    video tokens that do not match the video grid, ...). Nothing was run."""
+
+
+class ServerUnavailableError(EngineError, ConnectionError):
+    """A remote engine's server did not answer within the bounded retries."""
+
+
 class Engine(abc.ABC):
     """Generates completions and scores candidate answers for batches of requests."""
 
@@ -69,6 +85,9 @@ class Engine(abc.ABC):
         """``params.n`` completions (new token ids, without padding or EOS) per request."""
 
     @abc.abstractmethod
-    def score(self, requests: Sequence[Request], candidates: Sequence[int]) -> Any:
-        """Next-token probabilities of ``candidates`` after each request, renormalised over the
-        candidates: float ``[len(requests), len(candidates)]``. One forward pass, no generation."""
+    def score(
+        self, requests: Sequence[Request], candidates: Sequence[int], prefix: Sequence[int] = ()
+    ) -> Any:
+        """Next-token probabilities of ``candidates`` after each request followed by ``prefix``
+        (e.g. ``<answer>``), renormalised over the candidates: float
+        ``[len(requests), len(candidates)]``. One forward pass, no generation."""

@@ -3,9 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from rollout.engine import Engine, Request, SamplingParams
+from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
 from rollout.imports import require_package
+
+# model_type → the transformers class that generates for it (looked up lazily by name).
+MODEL_CLASSES = {
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+}
+
+
+class ModelLoadError(ValueError):
+    """No Qwen-VL model loads from the given name or path."""
+
+
+def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu"):
+    """A Qwen2.5-VL / Qwen3-VL checkpoint (local directory or hub id) and its tokenizer.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
+
+    Raises:
+        ModelLoadError: nothing loads from ``path``, or it is another kind of model.
+    """
+    transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
+        if model_cls is None:
+            raise ModelLoadError(
+                f"{path!s} is a {config.model_type!r} model; VisCritic critics are Qwen2.5-VL or "
+                "Qwen3-VL checkpoints"
+            )
+        model = model_cls.from_pretrained(path, dtype=dtype or "auto")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(
+            f"cannot load critic model {path!s}: {str(exc).rstrip('.')}. Pass a local Qwen2.5-VL / Qwen3-VL "
+            "checkpoint directory"
+        ) from exc
+    return model.to(device).eval(), tokenizer
 
 
 class HFEngine(Engine):
@@ -31,6 +73,76 @@ class HFEngine(Engine):
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    def describe(self) -> dict:
+        """What a client needs to build requests for this model: its config as a plain dict."""
+        import json
+
+        return {"config": json.loads(self.model.config.to_json_string()), "needs_videos": False}
+
+    def check_request(self, request: Request) -> None:
+        """Raise :class:`InvalidRequestError` if ``request`` cannot run on this model.
+
+        Checked: integer 1-D ids inside the vocabulary, token types of the same length, one video
+        token per merged patch of the grid, and patches of the tower's width.
+        """
+        torch = self.torch
+        config = self.model.config
+        vision = config.vision_config
+        ids, types = request.input_ids, request.mm_token_type_ids
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or len(ids) == 0:
+            raise InvalidRequestError(
+                f"input_ids must be a non-empty 1-D tensor, got {_shape(ids)}"
+            )
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise InvalidRequestError(f"input_ids must be int64 or int32, got {ids.dtype}")
+        self.check_token_ids(ids.tolist(), "input_ids")
+        if not isinstance(types, torch.Tensor) or types.shape != ids.shape:
+            raise InvalidRequestError(
+                f"mm_token_type_ids must be a tensor shaped like input_ids {tuple(ids.shape)}, "
+                f"got {_shape(types)}"
+            )
+        video_tokens = int((ids == config.video_token_id).sum())
+        pixels, grid = request.pixel_values_videos, request.video_grid_thw
+        if pixels is None or grid is None:
+            if pixels is not None or grid is not None:
+                raise InvalidRequestError("pixel_values_videos and video_grid_thw come together")
+            if video_tokens:
+                raise InvalidRequestError(
+                    f"{video_tokens} video tokens in input_ids but no pixel_values_videos"
+                )
+            return
+        if not isinstance(grid, torch.Tensor) or grid.dim() != 2 or grid.shape[1] != 3:
+            raise InvalidRequestError(f"video_grid_thw must be a [V, 3] tensor, got {_shape(grid)}")
+        merge = vision.spatial_merge_size
+        if bool((grid < 1).any()) or bool((grid[:, 1:] % merge).any()):
+            raise InvalidRequestError(
+                f"video_grid_thw {grid.tolist()} must be positive with h and w multiples of the "
+                f"merge size {merge}"
+            )
+        width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+        patches = int(grid.prod(-1).sum())
+        if not isinstance(pixels, torch.Tensor) or tuple(pixels.shape) != (patches, width):
+            raise InvalidRequestError(
+                f"pixel_values_videos must be [{patches}, {width}] for grid {grid.tolist()}, got "
+                f"{_shape(pixels)}"
+            )
+        if not pixels.is_floating_point():
+            raise InvalidRequestError(f"pixel_values_videos must be float, got {pixels.dtype}")
+        if video_tokens != patches // merge**2:
+            raise InvalidRequestError(
+                f"input_ids hold {video_tokens} video tokens but grid {grid.tolist()} makes "
+                f"{patches // merge**2} (one per {merge}x{merge} merged patch)"
+            )
+
+    def check_token_ids(self, ids: Sequence[int], what: str) -> None:
+        """Raise :class:`InvalidRequestError` unless every id is inside the vocabulary."""
+        vocab = self.model.config.text_config.vocab_size
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise InvalidRequestError(
+                f"{what} holds ids outside the vocabulary [0, {vocab}): {bad[:5]}"
+            )
 
     def _batch(self, requests: Sequence[Request], suffix: Sequence[int] = ()) -> dict:
         """Left-pad ids, masks and token types; concatenate video tensors in request order."""
@@ -98,3 +210,8 @@ class HFEngine(Engine):
             logits = self.model(**batch, use_cache=False).logits[:, -1, :]  # [B, V]
         chosen = logits[:, list(candidates)].float()  # [B, K]
         return torch.softmax(chosen, dim=-1).cpu()
+
+
+def _shape(value) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {tuple(shape)}" if shape is not None else repr(value)

@@ -46,5 +46,5 @@ def test_unloadable_model_names_the_fix(tmp_path):
         load_model(tmp_path / "nothing-here")
     assert str(err.value).startswith(f"cannot load critic model {tmp_path / 'nothing-here'}:")
     assert str(err.value).endswith(
-        "Pass a preset (['small', 'tiny']) or a local Qwen2.5-VL / Qwen3-VL checkpoint directory"
+        "Pass a local Qwen2.5-VL / Qwen3-VL checkpoint directory, or a preset (['small', 'tiny'])"
     )

@@ -58,6 +58,6 @@ def test_factory():
         make_critic("gpt")
     assert str(err.value) == (
         "unknown critic 'gpt'; known critics: ['oracle', 'vlm', 'small', 'tiny']. Pass one of these names, "
-        "a checkpoint directory, a mapping "
+        "a checkpoint directory, a critic server URL (http://host:port), a mapping "
         "{'name': ..., **kwargs}, or a critic.Critic instance."
     )

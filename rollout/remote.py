@@ -1,0 +1,136 @@
+"""A remote engine: the :class:`~rollout.engine.Engine` interface over a critic server's HTTP API.
+
+Env workers build and encode their requests locally and let one server (``python -m
+rollout.serve``) batch them on one model. A call that the server rejects raises
+:class:`~rollout.engine.InvalidRequestError` with the server's message (no retry: it would fail
+again). A server that is down, restarting or overloaded is retried with exponential back-off a
+bounded number of times, then :class:`~rollout.engine.ServerUnavailableError` says so: a reward is
+never silently made up.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from rollout.engine import (
+    Engine,
+    EngineError,
+    InvalidRequestError,
+    Request,
+    SamplingParams,
+    ServerUnavailableError,
+)
+from rollout.wire import encode_requests
+
+_TRANSIENT = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
+
+
+class RemoteEngine(Engine):
+    """Talks to a critic server.
+
+    Args:
+        url: the server, ``http://host:port``.
+        timeout_s: how long one HTTP call may take (a batch of generations can be slow).
+        retries: extra tries after a failed connection or a 503.
+        backoff_s: first wait between tries; doubles each time, capped at 2 s.
+
+    Example:
+        >>> engine = RemoteEngine("http://127.0.0.1:8000")  # doctest: +SKIP
+        >>> engine.score(requests, candidates=digit_ids)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, url: str, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.25
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url={url!r} must start with http:// or https://")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries={retries!r} must be an integer >= 0")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._info: dict | None = None
+
+    @property
+    def needs_videos(self) -> bool:
+        """Whether the served engine wants raw frames along with the patches."""
+        return bool(self.model_info().get("needs_videos", False))
+
+    def model_info(self) -> dict:
+        """The served model's config and tokenizer files (fetched once)."""
+        if self._info is None:
+            self._info = self._call("GET", "/v1/model")
+        return self._info
+
+    def health(self) -> dict:
+        """``{"status": "ok", ...batching stats}`` from the server."""
+        return self._call("GET", "/v1/health")
+
+    def score(
+        self, requests: Sequence[Request], candidates: Sequence[int], prefix: Sequence[int] = ()
+    ):
+        import torch
+
+        if not requests:
+            return torch.zeros((0, len(candidates)))
+        header = {"candidates": [int(c) for c in candidates], "prefix": [int(p) for p in prefix]}
+        body = encode_requests(requests, header, videos=self.needs_videos)
+        return torch.tensor(self._call("POST", "/v1/score", body)["probs"])
+
+    def generate(
+        self, requests: Sequence[Request], params: SamplingParams
+    ) -> list[list[list[int]]]:
+        if not requests:
+            return []
+        fields = {k: getattr(params, k) for k in SamplingParams.__dataclass_fields__}
+        body = encode_requests(requests, {"params": fields}, videos=self.needs_videos)
+        return self._call("POST", "/v1/generate", body)["completions"]
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> Any:
+        last: str = ""
+        started = time.monotonic()
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 2.0))
+            request = urllib.request.Request(
+                self.url + path,
+                data=body,
+                method=method,
+                headers={"Content-Type": "application/octet-stream"} if body is not None else {},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                message = _server_message(exc)
+                if exc.code == 503:
+                    last = f"503 {message}"
+                    continue
+                if 400 <= exc.code < 500:
+                    raise InvalidRequestError(
+                        f"the critic server refused the call: {message}"
+                    ) from exc
+                raise EngineError(
+                    f"the critic server failed the call ({exc.code}): {message}"
+                ) from exc
+            except _TRANSIENT as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        raise ServerUnavailableError(
+            f"the critic server at {self.url} did not answer {method} {path} after "
+            f"{self.retries + 1} tries over {time.monotonic() - started:.1f} s (last: {last}). "
+            "Start it with `python -m rollout.serve --model PATH`, or check the address."
+        )
+
+
+def _server_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(exc.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(exc.reason)

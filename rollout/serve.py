@@ -1,0 +1,418 @@
+"""The critic server: one model behind HTTP, shared by many env workers, with dynamic batching.
+
+Clients (:class:`rollout.remote.RemoteEngine`, and ``VLMCritic(model="http://host:port")`` over it)
+build prompts, tokens and patches themselves, in their own processes, and send the encoded
+requests; the server only batches and runs the model. Concurrent calls that arrive within
+``max_wait_ms`` of each other (up to ``max_batch`` requests) share one forward pass. A malformed
+call gets a 4xx with a message and the server keeps serving.
+
+Endpoints (JSON answers; bodies of POSTs are :mod:`rollout.wire` archives):
+
+- ``GET /v1/health``: ``{"status": "ok", ...batching stats}``;
+- ``GET /v1/model``: the model config and tokenizer files, so a client can encode requests;
+- ``POST /v1/score``: header ``{"candidates": [ids], "prefix": [ids]}`` → ``{"probs": [[...]]}``;
+- ``POST /v1/generate``: header ``{"params": {SamplingParams fields}}`` →
+  ``{"completions": [[[ids]]]}``.
+
+Run it with ``python -m rollout.serve --model PATH`` (or the ``viscritic-serve`` console script).
+The standard library's threading HTTP server is enough here: each connection gets a thread that
+only parses and waits, and the model runs on one batching thread, so no async framework is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import queue
+import signal
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from rollout.engine import Engine, EngineError, InvalidRequestError, SamplingParams
+from rollout.wire import decode_requests
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done: calls received, requests in them, engine calls made."""
+
+    calls: int = 0
+    requests: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    failed_batches: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    kind: str  # "score" or "generate"
+    key: tuple
+    requests: list
+    args: dict
+    future: Future
+
+
+class DynamicBatcher:
+    """Runs an engine on one thread, merging calls that arrive close together.
+
+    Args:
+        engine: the engine to run.
+        max_batch: most requests merged into one engine call (a larger single call runs whole).
+        max_wait_ms: how long the first call of a batch waits for company.
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 16, max_wait_ms: float = 5.0) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch={max_batch!r} must be an integer >= 1")
+        if not max_wait_ms >= 0:
+            raise ValueError(f"max_wait_ms={max_wait_ms!r} must be >= 0")
+        self.engine = engine
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.stats = BatchStats()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="viscritic-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, requests: list, key: tuple, args: dict) -> Future:
+        """Queue one call; its future resolves to the engine's result for these requests."""
+        future: Future = Future()
+        if self._closed:
+            future.set_exception(EngineError("the server is shutting down"))
+            return future
+        self._queue.put(_Job(kind, key, requests, args, future))
+        return future
+
+    def close(self) -> None:
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            size = len(job.requests)
+            deadline = time.monotonic() + self.max_wait_s
+            while size < self.max_batch:
+                try:
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                jobs.append(nxt)
+                size += len(nxt.requests)
+            groups: dict[tuple, list[_Job]] = {}
+            for j in jobs:
+                groups.setdefault(j.key, []).append(j)
+            for group in groups.values():
+                self._run(group)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        requests = [r for j in jobs for r in j.requests]
+        stats = self.stats
+        stats.calls += len(jobs)
+        stats.requests += len(requests)
+        stats.batches += 1
+        stats.largest_batch = max(stats.largest_batch, len(requests))
+        stats.batch_sizes[len(requests)] = stats.batch_sizes.get(len(requests), 0) + 1
+        try:
+            if jobs[0].kind == "score":
+                out = self.engine.score(requests, **jobs[0].args).tolist()
+            else:
+                out = self.engine.generate(requests, **jobs[0].args)
+        except Exception as exc:  # the server must outlive any one batch: report, keep serving
+            stats.failed_batches += 1
+            log.exception("engine call failed on a batch of %d requests", len(requests))
+            for j in jobs:
+                j.future.set_exception(
+                    EngineError(f"the engine failed: {type(exc).__name__}: {exc}")
+                )
+            return
+        start = 0
+        for j in jobs:
+            j.future.set_result(out[start : start + len(j.requests)])
+            start += len(j.requests)
+
+
+class CriticServer:
+    """An engine served over HTTP on ``host:port`` (port 0 picks a free one).
+
+    Args:
+        engine: the engine to serve (an :class:`~rollout.hf.HFEngine`).
+        tokenizer: the model's tokenizer; its files are handed to clients at ``/v1/model``.
+        host: address to bind; ``127.0.0.1`` keeps it on this machine.
+        port: port to bind; 0 picks a free one (read :attr:`url`).
+        max_batch: most requests per engine call.
+        max_wait_ms: how long a call waits for others to batch with.
+        timeout_s: how long one call may wait for its result before a 503.
+        max_body_mb: larger bodies get a 413.
+
+    Example:
+        >>> with CriticServer(engine, tokenizer) as server:  # doctest: +SKIP
+        ...     critic = make_critic(server.url)
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Any = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_batch: int = 16,
+        max_wait_ms: float = 5.0,
+        timeout_s: float = 300.0,
+        max_body_mb: float = 512.0,
+    ) -> None:
+        self.engine = engine
+        self.batcher = DynamicBatcher(engine, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.timeout_s = timeout_s
+        self.max_body = int(max_body_mb * 2**20)
+        self.model_info = {
+            **(engine.describe() if hasattr(engine, "describe") else {}),
+            "tokenizer": _tokenizer_files(tokenizer) if tokenizer is not None else {},
+        }
+        self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> CriticServer:
+        """Serve on a background thread (returns at once)."""
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="viscritic-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve on this thread until :meth:`stop` or Ctrl-C."""
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        """Stop accepting, finish what is queued, release the port."""
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.httpd.server_close()
+        self.batcher.close()
+
+    def __enter__(self) -> CriticServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- one call ---------------------------------------------------------------------------
+    def handle(self, path: str, body: bytes) -> Any:
+        """Validate and run one POST; raises InvalidRequestError for a bad call."""
+        if path not in ("/v1/score", "/v1/generate"):
+            raise LookupError(path)
+        requests, header = decode_requests(body)
+        if not requests:
+            raise InvalidRequestError("the call holds no requests")
+        check = getattr(self.engine, "check_request", None)
+        for i, request in enumerate(requests):
+            if check is not None:
+                try:
+                    check(request)
+                except InvalidRequestError as exc:
+                    raise InvalidRequestError(f"request {i}: {exc}") from exc
+        if path == "/v1/score":
+            candidates, prefix = header.get("candidates"), header.get("prefix", [])
+            for name, ids in (("candidates", candidates), ("prefix", prefix)):
+                if not isinstance(ids, list) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in ids
+                ):
+                    raise InvalidRequestError(f"header {name}={ids!r} must be a list of token ids")
+            if not candidates:
+                raise InvalidRequestError("header candidates=[] must name at least one token id")
+            if hasattr(self.engine, "check_token_ids"):
+                self.engine.check_token_ids(candidates, "candidates")
+                self.engine.check_token_ids(prefix, "prefix")
+            key = ("score", tuple(candidates), tuple(prefix))
+            future = self.batcher.submit(
+                "score", requests, key, {"candidates": candidates, "prefix": prefix}
+            )
+            return {"probs": self._wait(future)}
+        raw = header.get("params", {})
+        if not isinstance(raw, dict):
+            raise InvalidRequestError(f"header params={raw!r} must be an object")
+        try:
+            params = SamplingParams(**raw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"bad sampling params {raw!r}: {exc}") from exc
+        # Seeded sampling is only reproducible when the call runs alone: other calls in a batch
+        # would draw from the same generator. Greedy and unseeded calls batch freely.
+        alone = params.seed is not None and params.temperature > 0
+        key = ("generate", params, object() if alone else None)
+        future = self.batcher.submit("generate", requests, key, {"params": params})
+        return {"completions": self._wait(future)}
+
+    def _wait(self, future: Future):
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout as exc:
+            raise TimeoutError(f"no result within {self.timeout_s:.0f} s") from exc
+
+
+def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection per client, not per call
+
+        def log_message(self, format: str, *args) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+        def _send(self, status: HTTPStatus, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: HTTPStatus, message: str) -> None:
+            self._send(status, {"error": message, "status": int(status)})
+
+        def do_GET(self) -> None:
+            if self.path == "/v1/health":
+                self._send(HTTPStatus.OK, {"status": "ok", **asdict(server.batcher.stats)})
+            elif self.path == "/v1/model":
+                self._send(HTTPStatus.OK, server.model_info)
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: GET {self.path}")
+
+        def do_POST(self) -> None:
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self._error(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
+                self.close_connection = True
+                return
+            if int(length) > server.max_body:
+                self._error(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"body of {int(length)} bytes exceeds the server's {server.max_body} "
+                    "(split the batch, or start the server with a larger --max-body-mb)",
+                )
+                self.close_connection = True
+                return
+            body = self.rfile.read(int(length))
+            try:
+                self._send(HTTPStatus.OK, server.handle(self.path, body))
+            except LookupError:
+                self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {self.path}")
+            except InvalidRequestError as exc:
+                self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            except TimeoutError as exc:
+                self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is overloaded: {exc}")
+            except EngineError as exc:
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+            except Exception as exc:  # a bug must cost one call, not the server
+                log.exception("unexpected error on POST %s", self.path)
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+
+    return Handler
+
+
+def _tokenizer_files(tokenizer) -> dict[str, str]:
+    """The tokenizer as ``save_pretrained`` writes it: file name → base64 content."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {
+            p.name: base64.b64encode(p.read_bytes()).decode()
+            for p in Path(tmp).iterdir()
+            if p.is_file()
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rollout.serve",
+        description="Serve a Qwen2.5-VL / Qwen3-VL critic checkpoint to many env workers.",
+    )
+    parser.add_argument("--model", required=True, help="checkpoint directory (save_pretrained)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, ... (default: checkpoint's)"
+    )
+    parser.add_argument("--max-batch", type=int, default=16, help="most requests per forward pass")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill")
+    parser.add_argument("--max-body-mb", type=float, default=512.0, help="largest call accepted")
+    parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    from rollout.cache import VideoEmbeddingCache
+    from rollout.hf import HFEngine, ModelLoadError, load_checkpoint
+
+    try:
+        model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=args.device)
+        engine = HFEngine(
+            model,
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
+            cache=None if args.no_cache else VideoEmbeddingCache(),
+        )
+        server = CriticServer(
+            engine,
+            tokenizer,
+            host=args.host,
+            port=args.port,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_body_mb=args.max_body_mb,
+        )
+    except (ModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(
+        f"critic server on {server.url} (model {args.model}, max batch {args.max_batch})",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+        server.batcher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The critic server's wire format: batches of :class:`Request` as one ``.npz`` body.
+
+An ``.npz`` (numpy's zip of arrays) carries the tensors without pickling, so a server never runs
+code from a request: ``np.load(..., allow_pickle=False)``. A JSON header rides along as a string
+array. Keys: ``header`` and, per request ``i``, ``input_ids.i``, ``mm_token_type_ids.i`` and, when
+the request has video, ``pixel_values_videos.i``, ``video_grid_thw.i`` and ``video.i.j`` (raw
+frames, only for engines that want them).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rollout.engine import InvalidRequestError, Request
+
+_FIELDS = ("input_ids", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
+
+
+def encode_requests(
+    requests: Sequence[Request], header: dict[str, Any], *, videos: bool = False
+) -> bytes:
+    """Serialise ``requests`` and a JSON-able ``header``; raw frames only if ``videos``."""
+    arrays: dict[str, np.ndarray] = {"header": np.array(json.dumps({**header, "n": len(requests)}))}
+    for i, request in enumerate(requests):
+        for name in _FIELDS:
+            value = getattr(request, name)
+            if value is not None:
+                arrays[f"{name}.{i}"] = _numpy(value)
+        if videos and request.videos is not None:
+            for j, frames in enumerate(request.videos):
+                arrays[f"video.{i}.{j}"] = np.asarray(frames)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_requests(body: bytes) -> tuple[list[Request], dict[str, Any]]:
+    """Inverse of :func:`encode_requests` (torch tensors back).
+
+    Raises:
+        InvalidRequestError: the body is not such an archive, or a field is missing.
+    """
+    import torch
+
+    if not body.startswith(b"PK"):  # a zip's magic; np.load would try to unpickle anything else
+        raise InvalidRequestError(
+            "the body is not a request archive (an .npz); send what rollout.wire.encode_requests "
+            "makes"
+        )
+    try:
+        archive = np.load(io.BytesIO(body), allow_pickle=False)
+        arrays = {name: archive[name] for name in archive.files}
+        header = json.loads(str(arrays.pop("header")))
+        if not isinstance(header, dict) or not isinstance(header.get("n"), int):
+            raise InvalidRequestError("the header must be a JSON object with an integer 'n'")
+        requests = []
+        for i in range(header["n"]):
+            fields = {
+                name: torch.from_numpy(arrays[f"{name}.{i}"])
+                for name in _FIELDS
+                if f"{name}.{i}" in arrays
+            }
+            for name in _FIELDS[:2]:
+                if name not in fields:
+                    raise InvalidRequestError(f"request {i} has no {name}")
+            keys = [a for a in arrays if a.startswith(f"video.{i}.")]
+            frames = [arrays[k] for k in sorted(keys, key=lambda k: int(k.rsplit(".", 1)[1]))]
+            requests.append(Request(**fields, videos=tuple(frames) if frames else None))
+    except InvalidRequestError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+        raise InvalidRequestError(
+            f"the body is not a request archive ({type(exc).__name__}: {exc}); send what "
+            "rollout.wire.encode_requests makes"
+        ) from exc
+    return requests, header
+
+
+def _numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)

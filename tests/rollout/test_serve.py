@@ -1,0 +1,266 @@
+"""The critic server on loopback with a real tiny Qwen2.5-VL: batching, 4xx, retries, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from critic import prompts
+from critic.factory import make_critic
+from critic.models import save_model
+from rollout.engine import (
+    InvalidRequestError,
+    Request,
+    SamplingParams,
+    ServerUnavailableError,
+)
+from rollout.hf import HFEngine
+from rollout.remote import RemoteEngine
+from rollout.serve import CriticServer
+from rollout.wire import decode_requests, encode_requests
+
+DIGITS = list(range(10, 20))
+
+
+def _requests(tokenizer, count: int, seed: int = 0) -> list[Request]:
+    rng = np.random.default_rng(seed)
+    return [
+        Request(
+            **prompts.encode(
+                prompts.stepwise_progress(
+                    "reach the target",
+                    rng.integers(0, 256, (int(rng.integers(1, 4)), 56, 56, 3), dtype=np.uint8),
+                    None,
+                ),
+                tokenizer,
+            )
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model):
+    model, tokenizer = tiny_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    server = CriticServer(engine, tokenizer, max_batch=16, max_wait_ms=50).start()
+    yield server, engine, tokenizer
+    server.stop()
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_wire_round_trip(tiny_model):
+    _, tokenizer = tiny_model
+    requests = _requests(tokenizer, 2)
+    decoded, header = decode_requests(encode_requests(requests, {"x": [1, 2]}))
+    assert header == {"x": [1, 2], "n": 2}
+    for a, b in zip(requests, decoded, strict=True):
+        for name in ("input_ids", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
+
+
+def test_remote_equals_local(served):
+    server, engine, tokenizer = served
+    requests = _requests(tokenizer, 3)
+    remote = RemoteEngine(server.url)
+    torch.testing.assert_close(
+        remote.score(requests, DIGITS, prefix=[5]),
+        engine.score(requests, DIGITS, prefix=[5]).float().double().float(),
+        atol=1e-6,
+        rtol=0,
+    )
+    greedy = SamplingParams(temperature=0, max_new_tokens=6)
+    assert remote.generate(requests, greedy) == engine.generate(requests, greedy)
+    seeded = SamplingParams(n=2, temperature=1.0, max_new_tokens=5, seed=3)
+    assert remote.generate(requests, seeded) == engine.generate(requests, seeded)
+
+
+def test_eight_concurrent_clients_are_batched_and_correct(served):
+    server, engine, tokenizer = served
+    clients, rounds = 8, 3
+    work = {c: _requests(tokenizer, 2, seed=100 + c) for c in range(clients)}
+    expected = {c: engine.score(work[c], DIGITS) for c in range(clients)}
+    before = server.batcher.stats.batches, server.batcher.stats.calls
+    barrier = threading.Barrier(clients)
+    results: dict[int, list] = {c: [] for c in range(clients)}
+    errors: list[BaseException] = []
+
+    def client(c: int) -> None:
+        remote = RemoteEngine(server.url)
+        try:
+            for _ in range(rounds):
+                barrier.wait(timeout=60)
+                results[c].append(remote.score(work[c], DIGITS))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    for c in range(clients):
+        assert len(results[c]) == rounds
+        for got in results[c]:
+            torch.testing.assert_close(got, expected[c], atol=1e-5, rtol=0)
+    batches = server.batcher.stats.batches - before[0]
+    calls = server.batcher.stats.calls - before[1]
+    assert calls == clients * rounds
+    assert batches < calls  # calls shared forward passes
+    assert server.batcher.stats.largest_batch > 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "/v1/score",
+            b"not an archive",
+            "the body is not a request archive (an .npz); send what rollout.wire.encode_requests "
+            "makes",
+        ),
+        ("/v1/nothing", None, "no such endpoint: POST /v1/nothing"),
+    ],
+)
+def test_malformed_calls_get_4xx(served, path, body, message):
+    server, _, tokenizer = served
+    if body is None:
+        body = encode_requests(_requests(tokenizer, 1), {"candidates": DIGITS})
+    status, payload = _post(server.url + path, body)
+    assert (status, payload["error"]) == (404 if "nothing" in path else 400, message)
+
+
+def test_invalid_requests_get_400_with_the_reason_and_server_keeps_serving(served):
+    server, engine, tokenizer = served
+    good = _requests(tokenizer, 1)[0]
+    vocab = engine.model.config.text_config.vocab_size
+    grid = good.video_grid_thw.tolist()
+    patches = good.pixel_values_videos.shape[0]
+    cases = [
+        (
+            Request(torch.tensor([1, vocab]), torch.zeros(2, dtype=torch.int32)),
+            {"candidates": DIGITS},
+            f"request 0: input_ids holds ids outside the vocabulary [0, {vocab}): [{vocab}]",
+        ),
+        (
+            Request(good.input_ids[:-1], good.mm_token_type_ids, good.pixel_values_videos, good.video_grid_thw),
+            {"candidates": DIGITS},
+            f"request 0: mm_token_type_ids must be a tensor shaped like input_ids ({len(good.input_ids) - 1},), "
+            f"got Tensor of shape ({len(good.input_ids)},)",
+        ),
+        (
+            Request(good.input_ids, good.mm_token_type_ids, good.pixel_values_videos[:-4], good.video_grid_thw),
+            {"candidates": DIGITS},
+            f"request 0: pixel_values_videos must be [{patches}, 1176] for grid {grid}, got Tensor of "
+            f"shape ({patches - 4}, 1176)",
+        ),
+        (good, {"candidates": []}, "header candidates=[] must name at least one token id"),
+        (good, {"candidates": ["7"]}, "header candidates=['7'] must be a list of token ids"),
+    ]  # fmt: skip
+    for request, header, message in cases:
+        status, payload = _post(server.url + "/v1/score", encode_requests([request], header))
+        assert (status, payload["error"]) == (400, message)
+    status, payload = _post(
+        server.url + "/v1/generate", encode_requests([good], {"params": {"n": 0}})
+    )
+    assert status == 400
+    assert payload["error"] == (
+        "bad sampling params {'n': 0}: n=0 must be an integer >= 1 (completions per request)"
+    )
+    with pytest.raises(InvalidRequestError, match="refused the call: request 0: input_ids holds"):
+        RemoteEngine(server.url).score([cases[0][0]], DIGITS)
+    # Still serving, and the bad calls never reached the engine.
+    assert RemoteEngine(server.url).score([good], DIGITS).shape == (1, 10)
+    assert RemoteEngine(server.url).health()["failed_batches"] == 0
+
+
+def test_client_of_a_gone_server_fails_clearly_after_bounded_retries():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nobody listens here
+    remote = RemoteEngine(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.05)
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailableError) as err:
+        remote.health()
+    assert time.monotonic() - start < 5
+    assert str(err.value).startswith(
+        f"the critic server at http://127.0.0.1:{port} did not answer GET /v1/health after 3 tries"
+    )
+    assert "Start it with `python -m rollout.serve --model PATH`" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_model, tmp_path_factory):
+    return save_model(*tiny_model, tmp_path_factory.mktemp("tiny-critic"))
+
+
+def test_cli_serves_the_wrapper_and_a_stopped_server_is_an_error(checkpoint):
+    env_vars = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout.serve", "--model", str(checkpoint), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_vars,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("critic server on http://127.0.0.1:"), proc.stderr.read()
+        url = line.split()[3]
+        remote_critic = make_critic(url)
+        local_critic = make_critic(str(checkpoint))
+        env = gym.make("envs:VisCriticReward-v0", env="Reacher-v5", critic=url, image_size=56)
+        env.reset(seed=0)
+        frames = []
+        for _ in range(3):
+            _, reward, _, _, info = env.step(env.action_space.sample())
+            assert np.isfinite(reward)
+            assert info["critic_status"] == "ok"
+            frames.append(env.unwrapped.render_critic_view())
+        # The same prompt through the server and in-process gives the same estimate.
+        from critic.base import ProgressQuery
+
+        query = ProgressQuery("reach the target", frames=np.stack(frames))
+        remote_value = remote_critic.estimate_progress([query])[0].progress
+        local_value = local_critic.estimate_progress([query])[0].progress
+        assert remote_value == pytest.approx(local_value, abs=1e-5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    with pytest.raises(ServerUnavailableError, match="did not answer POST /v1/score after 5 tries"):
+        env.step(env.action_space.sample())
+    env.close()
+
+
+def test_cli_bad_model_is_a_message_not_a_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "rollout.serve", "--model", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"error: cannot load critic model {tmp_path / 'none'}:")
+    assert "Traceback" not in out.stderr
