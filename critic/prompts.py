@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from critic.vision import VisionSpec, frames_to_patches
+from critic.vision import VisionSpec, frames_to_patches, resize_frames
 
 VIDEO = "<video>"
 SYSTEM = (
@@ -162,8 +162,8 @@ def encode(
     """Prompt → model inputs for one sequence (no batch dimension on the token tensors).
 
     Args:
-        keep_videos: also return the raw frames, for engines that run the model's own video
-            processor (vLLM).
+        keep_videos: also return the frames (uint8 ``[T, h, w, 3]``, already resized to the
+            grid), for engines that run the model's own video processor (vLLM).
 
     Returns:
         ``{"input_ids": [L], "mm_token_type_ids": [L], "pixel_values_videos": [N, D],
@@ -172,7 +172,10 @@ def encode(
     import torch
 
     spec = spec or VisionSpec()
-    patches, grids = zip(*(frames_to_patches(v, spec) for v in prompt.videos), strict=True)
+    videos = prompt.videos
+    if keep_videos:  # resized once here: the patches then come from exactly these frames
+        videos = [resize_frames(v, spec).permute(0, 2, 3, 1).numpy() for v in videos]
+    patches, grids = zip(*(frames_to_patches(v, spec) for v in videos), strict=True)
     messages = [dict(m) for m in prompt.messages]
     pieces = messages[-1]["content"].split(VIDEO)
     text = pieces[0]
@@ -190,5 +193,5 @@ def encode(
         "video_grid_thw": torch.cat(grids),
     }
     if keep_videos:
-        encoded["videos"] = tuple(np.asarray(v) for v in prompt.videos)
+        encoded["videos"] = tuple(videos)
     return encoded

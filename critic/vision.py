@@ -93,6 +93,37 @@ def smart_resize(
     return h_bar, w_bar
 
 
+def resize_frames(frames: np.ndarray, spec: VisionSpec | None = None):
+    """Resize a video to the sides the tower takes (:func:`smart_resize`), uint8 to uint8.
+
+    Args:
+        frames: uint8 ``[T, H, W, 3]``.
+
+    Returns:
+        uint8 torch tensor ``[T, 3, h, w]`` (the input itself, permuted, if already that size).
+
+    Raises:
+        FrameError: the frames are not uint8 ``[T, H, W, 3]`` with T >= 1.
+    """
+    import torch
+
+    spec = spec or VisionSpec()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise FrameError(
+            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}"
+        )
+    _, height, width, _ = frames.shape
+    new_h, new_w = smart_resize(height, width, spec.factor, spec.min_pixels, spec.max_pixels)
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    if (new_h, new_w) != (height, width):
+        resized = torch.nn.functional.interpolate(
+            video.float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+        )
+        video = resized.round().clamp(0, 255).to(torch.uint8)  # torchvision resizes uint8 to uint8
+    return video
+
+
 def frames_to_patches(frames: np.ndarray, spec: VisionSpec | None = None):
     """Turn a video into the vision tower's flat patches.
 
@@ -110,19 +141,8 @@ def frames_to_patches(frames: np.ndarray, spec: VisionSpec | None = None):
     import torch
 
     spec = spec or VisionSpec()
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise FrameError(
-            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {frames.shape}"
-        )
-    num_frames, height, width, _ = frames.shape
-    new_h, new_w = smart_resize(height, width, spec.factor, spec.min_pixels, spec.max_pixels)
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
-    if (new_h, new_w) != (height, width):
-        resized = torch.nn.functional.interpolate(
-            video.float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
-        )
-        video = resized.round().clamp(0, 255).to(torch.uint8)  # torchvision resizes uint8 to uint8
+    video = resize_frames(frames, spec)
+    num_frames, _, new_h, new_w = video.shape
     mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
     video = (video.float() / 255.0 - mean) / std

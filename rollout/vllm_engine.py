@@ -1,0 +1,188 @@
+"""The vLLM engine (GPU only): the same :class:`~rollout.engine.Engine` interface on vLLM's ``LLM``.
+
+vLLM expands each video placeholder itself from the frames it is given, so a request is turned
+into a ``TokensPrompt`` whose ``<|video_pad|>`` runs are collapsed to one token per video, with the
+frames in ``multi_modal_data``. The frames are the ones our patchifier saw, already resized to
+the grid (``prompts.encode(..., keep_videos=True)``), so vLLM's processor leaves their size alone
+and makes the same grid and the same number of video tokens.
+
+For RL the engine can sleep (free GPU memory while the trainer steps) and load new weights.
+This module is named ``vllm_engine`` rather than ``vllm`` so that it never shadows the package.
+vLLM's wheels need CUDA torch: nothing here runs on the CPU machines, except the pure functions
+that build requests, which are tested there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
+from rollout.imports import require_package
+
+
+def build_vllm_prompt(request: Request, video_token_id: int) -> dict[str, Any]:
+    """One :class:`Request` as a vLLM ``TokensPrompt`` dict.
+
+    Each run of ``video_token_id`` becomes one placeholder token, and ``multi_modal_data["video"]``
+    holds the request's frames, one uint8 ``[T, H, W, 3]`` array per run, in order.
+
+    Raises:
+        InvalidRequestError: the request has video tokens but no frames, or the runs and the
+            videos do not pair up.
+
+    Example:
+        ids [1, 9, 9, 9, 2] with video id 9 and one video → prompt_token_ids [1, 9, 2].
+    """
+    ids = [int(i) for i in request.input_ids.tolist()]
+    collapsed: list[int] = []
+    runs = 0
+    for i, token in enumerate(ids):
+        if token == video_token_id:
+            if i == 0 or ids[i - 1] != video_token_id:
+                collapsed.append(token)
+                runs += 1
+        else:
+            collapsed.append(token)
+    videos = list(request.videos or ())
+    if runs != len(videos):
+        raise InvalidRequestError(
+            f"the request has {runs} video placeholder runs but {len(videos)} videos; build it "
+            "with prompts.encode(..., keep_videos=True) for the vLLM engine"
+        )
+    prompt: dict[str, Any] = {"prompt_token_ids": collapsed}
+    if videos:
+        prompt["multi_modal_data"] = {"video": videos[0] if len(videos) == 1 else videos}
+    return prompt
+
+
+def vllm_sampling_kwargs(params: SamplingParams, eos_token_id: int) -> dict[str, Any]:
+    """Our :class:`SamplingParams` as ``vllm.SamplingParams`` keyword arguments."""
+    return {
+        "n": params.n,
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "seed": params.seed,
+        "stop_token_ids": [eos_token_id],
+        "skip_special_tokens": False,
+    }
+
+
+def vllm_score_kwargs(candidates: Sequence[int]) -> dict[str, Any]:
+    """``vllm.SamplingParams`` kwargs that read the candidates' next-token distribution.
+
+    One token is generated with only the candidates allowed; with the engine's
+    ``logprobs_mode="processed_logprobs"`` the returned log-probabilities are those over the
+    candidates, so all of them are in the top ``len(candidates)``.
+    """
+    return {
+        "n": 1,
+        "max_tokens": 1,
+        "temperature": 1.0,
+        "allowed_token_ids": [int(c) for c in candidates],
+        "logprobs": len(candidates),
+        "seed": 0,
+    }
+
+
+def candidate_probs(logprobs: dict[int, Any], candidates: Sequence[int]) -> list[float]:
+    """Renormalised probabilities of ``candidates`` from one position's ``{id: Logprob}``."""
+    import math
+
+    values = [getattr(logprobs.get(c), "logprob", -math.inf) for c in candidates]
+    top = max(values)
+    if top == -math.inf:
+        raise InvalidRequestError(
+            f"none of the candidates {list(candidates)} got a log-probability"
+        )
+    weights = [math.exp(v - top) for v in values]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class WeightLoaderExtension:
+    """Mixed into vLLM's GPU workers (``worker_extension_cls``) to take new weights for RL."""
+
+    def viscritic_load_weights(self, weights: list[tuple[str, Any]]) -> None:
+        self.model_runner.model.load_weights(weights=weights)  # type: ignore[attr-defined]
+
+
+class VLLMEngine(Engine):
+    """vLLM's in-process ``LLM`` behind the engine interface.
+
+    Args:
+        model: a checkpoint path (a Qwen2.5-VL / Qwen3-VL directory or hub id).
+        video_token_id: the model's ``<|video_pad|>`` id (``config.video_token_id``).
+        eos_token_id: id that ends a completion.
+        gpu_memory_utilization: share of GPU memory vLLM may take.
+        enable_sleep_mode: allow :meth:`sleep` / :meth:`wake_up` (RL colocated with training).
+        **llm_kwargs: passed on to ``vllm.LLM`` (``tensor_parallel_size``, ``max_model_len``,
+            ``dtype``, ``limit_mm_per_prompt``, ...).
+    """
+
+    needs_videos = True
+
+    def __init__(
+        self,
+        model: str,
+        video_token_id: int,
+        eos_token_id: int,
+        gpu_memory_utilization: float = 0.5,
+        enable_sleep_mode: bool = True,
+        **llm_kwargs: Any,
+    ) -> None:
+        vllm = require_package("vllm", "vllm", "the vLLM engine")
+        self.vllm = vllm
+        self.video_token_id = video_token_id
+        self.eos_token_id = eos_token_id
+        self.llm = vllm.LLM(
+            model=model,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_sleep_mode=enable_sleep_mode,
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=f"{__name__}.WeightLoaderExtension",
+            **llm_kwargs,
+        )
+
+    def _prompts(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
+        return [build_vllm_prompt(r, self.video_token_id) for r in requests]
+
+    def generate(
+        self, requests: Sequence[Request], params: SamplingParams
+    ) -> list[list[list[int]]]:
+        if not requests:
+            return []
+        sampling = self.vllm.SamplingParams(**vllm_sampling_kwargs(params, self.eos_token_id))
+        outputs = self.llm.generate(self._prompts(requests), sampling, use_tqdm=False)
+        return [
+            [[t for t in c.token_ids if t != self.eos_token_id] for c in out.outputs]
+            for out in outputs
+        ]
+
+    def score(
+        self, requests: Sequence[Request], candidates: Sequence[int], prefix: Sequence[int] = ()
+    ):
+        import torch
+
+        prompts = self._prompts(requests)
+        for prompt in prompts:
+            prompt["prompt_token_ids"] = prompt["prompt_token_ids"] + [int(p) for p in prefix]
+        sampling = self.vllm.SamplingParams(**vllm_score_kwargs(candidates))
+        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+        rows = [candidate_probs(out.outputs[0].logprobs[0], candidates) for out in outputs]
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(requests), len(candidates))
+
+    def sleep(self, level: int = 1) -> None:
+        """Free the GPU memory of weights (level 1 keeps a CPU copy) and KV cache."""
+        self.llm.sleep(level=level)
+
+    def wake_up(self) -> None:
+        """Undo :meth:`sleep`."""
+        self.llm.wake_up()
+
+    def load_weights(self, weights: Iterable[tuple[str, Any]]) -> None:
+        """Load ``(name, tensor)`` pairs in Hugging Face naming (a trainer's ``state_dict``),
+        then drop cached prefixes computed with the old weights."""
+        self.llm.collective_rpc("viscritic_load_weights", args=(list(weights),))
+        self.llm.reset_prefix_cache()

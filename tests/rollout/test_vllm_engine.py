@@ -1,0 +1,142 @@
+"""vLLM engine: request building on CPU (hand-worked), the engine itself on a GPU (marked)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from critic import prompts
+from critic.vision import VisionSpec, frames_to_patches
+from rollout.engine import InvalidRequestError, Request, SamplingParams
+from rollout.imports import MissingExtraError
+from rollout.vllm_engine import (
+    VLLMEngine,
+    build_vllm_prompt,
+    candidate_probs,
+    vllm_sampling_kwargs,
+    vllm_score_kwargs,
+)
+
+
+def test_video_runs_collapse_to_one_placeholder_per_video():
+    a, b = np.zeros((2, 28, 28, 3), np.uint8), np.ones((4, 28, 56, 3), np.uint8)
+    ids = torch.tensor([1, 9, 9, 9, 2, 9, 9, 3])
+    request = Request(ids, (ids == 9).int() * 2, videos=(a, b))
+    prompt = build_vllm_prompt(request, video_token_id=9)
+    assert prompt["prompt_token_ids"] == [1, 9, 2, 9, 3]
+    assert prompt["multi_modal_data"]["video"][0] is a
+    assert prompt["multi_modal_data"]["video"][1] is b
+    # One video is passed as the array itself; no video, no multi_modal_data.
+    one = build_vllm_prompt(Request(ids[:5], ids[:5], videos=(a,)), video_token_id=9)
+    assert one == {"prompt_token_ids": [1, 9, 2], "multi_modal_data": {"video": a}}
+    assert build_vllm_prompt(Request(ids[:1], ids[:1]), 9) == {"prompt_token_ids": [1]}
+
+
+def test_runs_and_videos_must_pair_up():
+    ids = torch.tensor([1, 9, 9, 2])
+    with pytest.raises(InvalidRequestError) as err:
+        build_vllm_prompt(Request(ids, ids), video_token_id=9)
+    assert str(err.value) == (
+        "the request has 1 video placeholder runs but 0 videos; build it with "
+        "prompts.encode(..., keep_videos=True) for the vLLM engine"
+    )
+
+
+def test_kept_frames_are_resized_to_the_grid_and_give_the_same_patches(tiny_model):
+    _, tokenizer = tiny_model
+    spec = VisionSpec()
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 80, 3), dtype=np.uint8)
+    prompt = prompts.stepwise_progress("lift", frames, None)
+    kept = prompts.encode(prompt, tokenizer, spec, keep_videos=True)
+    plain = prompts.encode(prompt, tokenizer, spec)
+    (video,) = kept["videos"]
+    t, h, w = kept["video_grid_thw"][0].tolist()
+    assert video.shape == (3, h * 14, w * 14, 3)  # 64x80 → smart_resize 56x84 → grid 4x6
+    assert (h, w) == (4, 6)
+    torch.testing.assert_close(kept["pixel_values_videos"], plain["pixel_values_videos"])
+    # Patchifying the kept frames again resizes nothing: another processor makes the same grid.
+    again, grid = frames_to_patches(video, spec)
+    torch.testing.assert_close(again, kept["pixel_values_videos"], rtol=0, atol=0)
+    assert torch.equal(grid, kept["video_grid_thw"])
+    vllm_prompt = build_vllm_prompt(
+        Request(**kept), tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    )
+    assert len(vllm_prompt["prompt_token_ids"]) == len(kept["input_ids"]) - t * h * w // 4 + 1
+
+
+def test_sampling_and_score_parameters():
+    params = SamplingParams(n=4, max_new_tokens=32, temperature=0.7, top_p=0.9, seed=5)
+    assert vllm_sampling_kwargs(params, eos_token_id=7) == {
+        "n": 4,
+        "max_tokens": 32,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "seed": 5,
+        "stop_token_ids": [7],
+        "skip_special_tokens": False,
+    }
+    assert vllm_score_kwargs([3, 4]) == {
+        "n": 1,
+        "max_tokens": 1,
+        "temperature": 1.0,
+        "allowed_token_ids": [3, 4],
+        "logprobs": 2,
+        "seed": 0,
+    }
+
+
+def test_candidate_probs_renormalise_over_the_candidates():
+    logprob = lambda p: SimpleNamespace(logprob=math.log(p))  # noqa: E731
+    # 0.2 and 0.6 of the mass, the third candidate absent: renormalised 0.2/0.8, 0.6/0.8, 0.
+    probs = candidate_probs({10: logprob(0.2), 11: logprob(0.6)}, [10, 11, 12])
+    assert probs == pytest.approx([0.25, 0.75, 0.0])
+    with pytest.raises(InvalidRequestError):
+        candidate_probs({}, [1])
+
+
+def test_engine_without_vllm_names_the_extra():
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(MissingExtraError) as err:
+        VLLMEngine("some/checkpoint", video_token_id=1, eos_token_id=2)
+    assert str(err.value).startswith("the vLLM engine needs the optional package 'vllm'")
+    assert str(err.value).endswith("Install it with: pip install 'viscritic[vllm]'")
+
+
+@pytest.mark.gpu
+def test_vllm_matches_transformers_on_gpu(tiny_model, tmp_path):
+    """Greedy completions and scores of vLLM equal the transformers engine's (same weights)."""
+    pytest.importorskip("vllm")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from critic.models import save_model
+    from rollout.hf import HFEngine
+
+    model, tokenizer = tiny_model
+    save_model(model, tokenizer, tmp_path)
+    video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    rng = np.random.default_rng(0)
+    requests = [
+        Request(**prompts.encode(prompts.stepwise_progress("lift", rng.integers(0, 256, (t, 56, 56, 3), dtype=np.uint8), None), tokenizer, keep_videos=True))
+        for t in (2, 4)
+    ]  # fmt: skip
+    hf = HFEngine(model.cuda().float(), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    engine = VLLMEngine(str(tmp_path), video_id, tokenizer.eos_token_id, dtype="float32")
+    greedy = SamplingParams(temperature=0, max_new_tokens=8)
+    assert engine.generate(requests, greedy) == hf.generate(requests, greedy)
+    torch.testing.assert_close(
+        engine.score(requests, list(range(10, 20))), hf.score(requests, list(range(10, 20))), atol=1e-3, rtol=0
+    )  # fmt: skip
+    engine.sleep()
+    engine.wake_up()
+    engine.load_weights(model.state_dict().items())
+    assert engine.generate(requests, greedy) == hf.generate(requests, greedy)
