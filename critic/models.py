@@ -139,6 +139,10 @@ def build_preset(name: str, seed: int = 0):
                 "mrope_section": mrope,
             },
             "tie_word_embeddings": True,
+            # Qwen's defaults (151643, ...) are outside this vocabulary: transformers warns on load.
+            "bos_token_id": None,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
             "depth": size.vision_depth,

@@ -5,7 +5,10 @@ critic view), the way ``VisCriticReward`` builds them.
 
 - queries/s in ``score`` mode at batch 1, 4 and 16 (cache off, so batching alone is measured);
 - sliding-window queries (every query of an episode, in order) with and without the video cache;
-- latency per query of ``score`` (one pass) against ``reason`` (chain of thought, ``samples``).
+- latency per query of ``score`` (one pass) against ``reason`` (chain of thought, ``samples``);
+- where a query's time goes at batch 1 and 16: encoding (template, tokenizer, patchify, done by the
+  client), the vision tower, and the language model; and from that the most the video cache can
+  give (Amdahl: all tower time saved).
 
     python experiments/bench_critic.py                 # the `small` preset
     python experiments/bench_critic.py model=tiny reason_tokens=32
@@ -49,6 +52,46 @@ def _queries(task: str, steps: int, frames_per_query: int, seed: int = 0) -> lis
     return recorder.seen
 
 
+def _breakdown(critic, queries: list, repeats: int) -> dict:
+    """Milliseconds per query: encoding, vision tower and the rest of the forward pass."""
+    inner = critic.engine.model.model
+    original = inner.get_video_features
+    tower = []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        tower.append(time.perf_counter() - start)
+        return out
+
+    inner.get_video_features = timed
+    try:
+        encode, forward = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            requests = [critic._request(critic._prompt(q, "digit")) for q in queries]
+            encode.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            critic.engine.score(requests, critic._digits, prefix=critic._answer_prefix)
+            forward.append(time.perf_counter() - start)
+    finally:
+        inner.get_video_features = original
+    n = len(queries)
+    encode_ms = 1e3 * float(np.median(encode)) / n
+    forward_ms = 1e3 * float(np.median(forward)) / n
+    tower_ms = 1e3 * float(np.median(tower)) / n
+    return {
+        "encode_ms": encode_ms,
+        "forward_ms": forward_ms,
+        "vision_tower_ms": tower_ms,
+        "language_model_ms": forward_ms - tower_ms,
+        "tokens_per_query": float(
+            np.mean([len(critic._request(critic._prompt(q, "digit")).input_ids) for q in queries])
+        ),
+        "cache_speedup_bound": (encode_ms + forward_ms) / (encode_ms + forward_ms - tower_ms),
+    }
+
+
 def _rate(fn, items: int, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -80,6 +123,11 @@ def main(cfg: DictConfig) -> None:
         )
     results["score_queries_per_s"] = batch_rates
     results["batch_speedup"] = {b: r / batch_rates[cfg.batches[0]] for b, r in batch_rates.items()}
+
+    results["per_query_ms"] = {
+        batch: _breakdown(plain, (queries * 16)[:batch], cfg.repeats)
+        for batch in (cfg.batches[0], cfg.batches[-1])
+    }
 
     window = queries[1:]  # the step queries in order: each shares the initial frame with the rest
 

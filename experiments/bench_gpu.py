@@ -1,0 +1,198 @@
+"""Critic throughput on a GPU: a Qwen2.5-VL-7B-shaped model with random weights.
+
+Prefill (the ``score`` readout is one prefill) tokens/s and its model FLOPs utilisation (MFU), and
+decode tokens/s of ``reason``-style generation, for a batch of video prompts.
+
+    python experiments/bench_gpu.py                       # 7B shapes, bf16, on cuda
+    python experiments/bench_gpu.py shape=tiny device=cpu dtype=float32 peak_tflops=1   # smoke run
+
+FLOPs of one forward pass (counted from the model's own linear layers, so any shape works):
+``2 · P_text · T + 4 · L_text · T² · d_attn`` per prompt for the language model (matmuls, plus
+attention: QKᵀ and AV are 2·T²·d each, counted in full as PaLM's MFU does, although the causal mask
+could skip half) and ``2 · P_vision · N + 2 · P_merger · N/m² + 4 · Σ_layers N · S · d_vision`` for
+the vision tower (N patches, m the merge size, S the patches each one attends to: a window, or a
+whole frame pair in the full-attention blocks). ``P``: weights of the linear layers (and the patch
+embedding) each token or patch goes through. A test checks the matmul part against
+``torch.utils.flop_counter`` on the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+# bf16 dense peak (no sparsity) by device name; MFU = achieved FLOP/s / this.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def build_model(shape: str, device: str, dtype: str):
+    """A Qwen2.5-VL with random weights: ``7b`` (transformers' defaults are the 7B shapes) or
+    ``tiny`` (the project's tiny preset)."""
+    import torch
+    import transformers
+
+    if shape == "tiny":
+        from critic.models import build_preset
+
+        model, _ = build_preset("tiny")
+        return model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    if shape != "7b":
+        raise ValueError(f"shape={shape!r} is not a bench shape; pick 7b or tiny")
+    config = transformers.Qwen2_5_VLConfig()
+    config._attn_implementation = "sdpa"
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(device):
+            model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def linear_params(module) -> int:
+    """Weights of the linear maps (and the conv patch embedding) inside ``module``."""
+    import torch
+
+    return sum(
+        m.weight.numel()
+        for m in module.modules()
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv3d)
+    )
+
+
+def forward_flops(
+    model, batch: int, text_len: int, grid_thw: tuple[int, int, int]
+) -> dict[str, float]:
+    """FLOPs of one forward pass over ``batch`` prompts of ``text_len`` text tokens, each with one
+    video of ``grid_thw`` patches, split into ``matmul`` (weights) and ``attention`` parts, with
+    their ``total`` (see the module docstring for the formula)."""
+    config = model.config
+    text, vision = config.text_config, config.vision_config
+    t, h, w = grid_thw
+    patches = t * h * w
+    video_tokens = patches // vision.spatial_merge_size**2
+    seq = text_len + video_tokens
+    p_merger = linear_params(model.model.visual.merger)  # runs on merged tokens, not patches
+    p_vision = linear_params(model.model.visual) - p_merger
+    p_text = linear_params(model) - p_vision - p_merger
+    matmul = 2 * batch * (p_text * seq + p_vision * patches + p_merger * video_tokens)
+    d_attn = text.num_attention_heads * (text.hidden_size // text.num_attention_heads)
+    window = (vision.window_size // vision.patch_size) ** 2  # patches per attention window
+    full = set(vision.fullatt_block_indexes)
+    attended = sum(h * w if i in full else min(window, h * w) for i in range(vision.depth))
+    attention = (
+        4
+        * batch
+        * (text.num_hidden_layers * seq**2 * d_attn + patches * attended * vision.hidden_size)
+    )
+    return {
+        "matmul": float(matmul),
+        "attention": float(attention),
+        "total": float(matmul + attention),
+    }
+
+
+def _inputs(model, batch: int, text_len: int, frames: int, frame_size: int, device: str):
+    import torch
+
+    config = model.config
+    vision = config.vision_config
+    side = frame_size // vision.patch_size
+    grid = (frames // vision.temporal_patch_size, side, side)
+    patches = grid[0] * grid[1] * grid[2]
+    video_tokens = patches // vision.spatial_merge_size**2
+    generator = torch.Generator().manual_seed(0)
+    special = {config.video_token_id, config.image_token_id, config.vision_start_token_id,
+               config.vision_end_token_id}  # fmt: skip
+    words = torch.tensor(
+        [i for i in range(min(config.text_config.vocab_size, 4096)) if i not in special]
+    )
+    text = words[torch.randint(0, len(words), (batch, text_len), generator=generator)]
+    video = torch.full((batch, video_tokens), config.video_token_id)
+    ids = torch.cat([text[:, : text_len // 2], video, text[:, text_len // 2 :]], dim=1)
+    width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    dtype = next(model.parameters()).dtype
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": (ids == config.video_token_id).int() * 2,
+        "pixel_values_videos": torch.randn(batch * patches, width, generator=generator).to(dtype),
+        "video_grid_thw": torch.tensor([grid] * batch),
+    }
+    return {k: v.to(device) for k, v in inputs.items()}, grid
+
+
+def _timed(fn, repeats: int, device: str) -> float:
+    import numpy as np
+    import torch
+
+    times = []
+    for _ in range(repeats + 1):  # the first is warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+@hydra.main(config_path="../configs", config_name="bench_gpu", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            "bench_gpu: no CUDA GPU here; run it on a GPU node (or device=cpu shape=tiny)"
+        )
+    model = build_model(cfg.shape, cfg.device, cfg.dtype)
+    inputs, grid = _inputs(
+        model, cfg.batch, cfg.text_tokens, cfg.frames, cfg.frame_size, cfg.device
+    )
+    tokens = inputs["input_ids"].numel()
+    with torch.inference_mode():
+        prefill_s = _timed(lambda: model(**inputs, use_cache=False), cfg.repeats, cfg.device)
+        generate_s = _timed(
+            lambda: model.generate(**inputs, max_new_tokens=cfg.new_tokens,
+                                   min_new_tokens=cfg.new_tokens, do_sample=False),
+            max(1, cfg.repeats // 2), cfg.device,
+        )  # fmt: skip
+    flops = forward_flops(model, cfg.batch, cfg.text_tokens, grid)["total"]
+    name = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
+    peak = cfg.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    decode_s = max(generate_s - prefill_s, 1e-9)
+    results = {
+        "device": name,
+        "shape": cfg.shape,
+        "dtype": cfg.dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": cfg.batch,
+        "tokens_per_prompt": tokens // cfg.batch,
+        "video_grid_thw": list(grid),
+        "prefill_s": prefill_s,
+        "prefill_tokens_per_s": tokens / prefill_s,
+        "prefill_tflops_per_s": flops / prefill_s / 1e12,
+        "mfu": flops / prefill_s / (peak * 1e12) if peak else None,
+        "peak_tflops": peak,
+        "decode_tokens_per_s": cfg.batch * cfg.new_tokens / decode_s,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30
+        if cfg.device.startswith("cuda")
+        else None,
+    }
+    (out_dir / "bench_gpu.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(f"results: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
