@@ -2,14 +2,14 @@
 # Install VisCritic on a fresh Debian/Ubuntu machine: system packages for headless MuJoCo rendering
 # (Mesa EGL, OSMesa fallback), then a virtual environment in .venv with the package and its extras.
 #
-#   bash scripts/install.sh            # extras: sim,rl,vlm,dev (everything that runs on a CPU)
+#   bash scripts/install.sh            # extras: sim,rl,vlm,data,dev (everything that runs on a CPU)
 #   EXTRAS=sim,rl bash scripts/install.sh
 #
 # Safe to re-run: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="${EXTRAS:-sim,rl,vlm,dev}"
+EXTRAS="${EXTRAS:-sim,rl,vlm,data,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)

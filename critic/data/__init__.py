@@ -1,0 +1,1 @@
+"""Datasets the critic learns from: episodes on disk, samples built from them, pretext transforms."""

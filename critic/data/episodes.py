@@ -1,0 +1,256 @@
+"""Episodes on disk: video files through PyAV plus one parquet row per episode.
+
+A dataset is a folder::
+
+    <root>/episodes/<episode_id>.parquet   one row: instruction, env id, success, failure type and
+                                           step, fps, seed, per-frame env steps, progress and state
+    <root>/videos/<episode_id>.<camera>.mkv
+
+The row is written last (through a temporary file and a rename), so an episode whose row exists
+is complete: a synthesis run that stops half-way is resumed by skipping those ids. Codecs:
+``ffv1`` (lossless: frames load back bit-identical; the default for small frames) or ``h264``
+(lossy, ~20x smaller; even frame sides).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rollout.imports import require_package
+
+CODECS = {
+    # name: (PyAV codec, pixel format in the file, encoder options)
+    "ffv1": ("ffv1", "bgr0", {}),
+    "h264": ("libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}),
+}
+
+
+class EpisodeFormatError(ValueError):
+    """An episode file is missing, corrupt, truncated, or disagrees with its metadata."""
+
+
+@dataclass
+class Episode:
+    """One recorded episode.
+
+    Attributes:
+        episode_id: unique name inside its dataset (also its file names).
+        env_id: the task it was recorded on.
+        instruction: the task instruction.
+        frames: camera name → uint8 ``[T, H, W, 3]``; every camera has the same ``T``.
+        progress: privileged progress in [0, 1] of each frame, float32 ``[T]``.
+        steps: env step of each frame, int64 ``[T]`` (frames are every k-th step).
+        success: whether the task was achieved.
+        failure_type: the injected failure, or ``None`` for expert episodes.
+        failure_step: env step at which the failure happened, or ``None``.
+        fps: frames per second of the recording (env rate / k).
+        seed: the env and expert seed.
+        state: privileged quantities per frame, name → float32 ``[T]`` (for grounded reasoning).
+    """
+
+    episode_id: str
+    env_id: str
+    instruction: str
+    frames: dict[str, np.ndarray]
+    progress: np.ndarray
+    steps: np.ndarray
+    success: bool
+    failure_type: str | None = None
+    failure_step: int | None = None
+    fps: float = 20.0
+    seed: int = 0
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            raise EpisodeFormatError(f"episode {self.episode_id!r} has no camera frames")
+        lengths = {name: len(f) for name, f in self.frames.items()}
+        for name, f in self.frames.items():
+            if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
+                raise EpisodeFormatError(
+                    f"episode {self.episode_id!r} camera {name!r}: frames must be uint8 "
+                    f"[T, H, W, 3], got {f.dtype} {f.shape}"
+                )
+        per_frame = {"progress": len(self.progress), "steps": len(self.steps)}
+        per_frame.update({f"state[{k}]": len(v) for k, v in self.state.items()})
+        if len({*lengths.values(), *per_frame.values()}) != 1:
+            raise EpisodeFormatError(
+                f"episode {self.episode_id!r}: per-frame fields disagree in length: "
+                f"{ {**lengths, **per_frame} }"
+            )
+
+    def __len__(self) -> int:
+        return len(self.progress)
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self.frames)
+
+
+def write_episode(episode: Episode, root: str | Path, codec: str = "ffv1") -> Path:
+    """Write ``episode`` into the dataset at ``root``; returns its row file.
+
+    Raises:
+        EpisodeFormatError: an unknown codec, or frame sides ``h264`` cannot encode.
+    """
+    if codec not in CODECS:
+        raise EpisodeFormatError(f"codec={codec!r} is not supported; pick one of {list(CODECS)}")
+    root = Path(root)
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    (root / "episodes").mkdir(parents=True, exist_ok=True)
+    videos = {}
+    for camera, frames in episode.frames.items():
+        path = root / "videos" / f"{episode.episode_id}.{camera}.mkv"
+        _write_video(path, frames, episode.fps, codec)
+        videos[camera] = path.name
+    pa = require_package("pyarrow", "data", "writing episodes")
+    pq = require_package("pyarrow.parquet", "data", "writing episodes")
+    row = {
+        "episode_id": episode.episode_id,
+        "env_id": episode.env_id,
+        "instruction": episode.instruction,
+        "success": bool(episode.success),
+        "failure_type": episode.failure_type,
+        "failure_step": episode.failure_step,
+        "fps": float(episode.fps),
+        "seed": int(episode.seed),
+        "num_frames": len(episode),
+        "codec": codec,
+        "videos": json.dumps(videos),
+        "progress": np.asarray(episode.progress, np.float32).tolist(),
+        "steps": np.asarray(episode.steps, np.int64).tolist(),
+        "state": json.dumps(
+            {k: np.asarray(v, np.float32).tolist() for k, v in episode.state.items()}
+        ),
+    }
+    schema = pa.schema(
+        [
+            ("episode_id", pa.string()),
+            ("env_id", pa.string()),
+            ("instruction", pa.string()),
+            ("success", pa.bool_()),
+            ("failure_type", pa.string()),
+            ("failure_step", pa.int64()),
+            ("fps", pa.float64()),
+            ("seed", pa.int64()),
+            ("num_frames", pa.int64()),
+            ("codec", pa.string()),
+            ("videos", pa.string()),
+            ("progress", pa.list_(pa.float32())),
+            ("steps", pa.list_(pa.int64())),
+            ("state", pa.string()),
+        ]
+    )
+    table = pa.Table.from_pylist([row], schema=schema)
+    final = root / "episodes" / f"{episode.episode_id}.parquet"
+    partial = final.with_suffix(".parquet.partial")
+    pq.write_table(table, partial)
+    os.replace(partial, final)  # the row appears only once the episode is whole
+    return final
+
+
+def finished_ids(root: str | Path) -> set[str]:
+    """Ids of the complete episodes under ``root`` (empty if there is no dataset yet)."""
+    folder = Path(root) / "episodes"
+    return (
+        {p.name[: -len(".parquet")] for p in folder.glob("*.parquet")} if folder.is_dir() else set()
+    )
+
+
+def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = None) -> Episode:
+    """Load one episode (all cameras, or ``cameras``).
+
+    Raises:
+        EpisodeFormatError: its row or a video is missing, unreadable or inconsistent; the
+            message names the file.
+    """
+    root = Path(root)
+    row_path = root / "episodes" / f"{episode_id}.parquet"
+    row = _read_row(row_path)
+    videos = json.loads(row["videos"])
+    wanted = cameras or list(videos)
+    unknown = [c for c in wanted if c not in videos]
+    if unknown:
+        raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
+    frames = {c: _read_video(root / "videos" / videos[c], row["num_frames"]) for c in wanted}
+    return Episode(
+        episode_id=row["episode_id"],
+        env_id=row["env_id"],
+        instruction=row["instruction"],
+        frames=frames,
+        progress=np.asarray(row["progress"], np.float32),
+        steps=np.asarray(row["steps"], np.int64),
+        success=bool(row["success"]),
+        failure_type=row["failure_type"],
+        failure_step=row["failure_step"],
+        fps=float(row["fps"]),
+        seed=int(row["seed"]),
+        state={k: np.asarray(v, np.float32) for k, v in json.loads(row["state"]).items()},
+    )
+
+
+def iter_episodes(root: str | Path, cameras: list[str] | None = None) -> Iterator[Episode]:
+    """Every complete episode under ``root``, in id order."""
+    for episode_id in sorted(finished_ids(root)):
+        yield read_episode(root, episode_id, cameras)
+
+
+def read_table(root: str | Path) -> list[dict[str, Any]]:
+    """The metadata rows of all episodes (no video decoding), in id order."""
+    return [_read_row(Path(root) / "episodes" / f"{i}.parquet") for i in sorted(finished_ids(root))]
+
+
+def _read_row(path: Path) -> Mapping[str, Any]:
+    pq = require_package("pyarrow.parquet", "data", "reading episodes")
+    if not path.is_file():
+        raise EpisodeFormatError(f"{path}: no such episode file")
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise EpisodeFormatError(f"{path}: not a readable parquet file ({exc})") from exc
+    if len(rows) != 1:
+        raise EpisodeFormatError(f"{path}: expected one episode row, found {len(rows)}")
+    return rows[0]
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> None:
+    av = require_package("av", "data", "writing episode videos")
+    name, pix_fmt, options = CODECS[codec]
+    _, height, width, _ = frames.shape
+    if codec == "h264" and (height % 2 or width % 2):
+        raise EpisodeFormatError(
+            f"{path}: h264 needs even frame sides, got {height}x{width}; use codec='ffv1'"
+        )
+    from fractions import Fraction
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(name, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = dict(options)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def _read_video(path: Path, expected: int) -> np.ndarray:
+    av = require_package("av", "data", "reading episode videos")
+    if not path.is_file():
+        raise EpisodeFormatError(f"{path}: no such video file")
+    try:
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
+    if len(frames) != expected:
+        raise EpisodeFormatError(
+            f"{path}: {len(frames)} frames decoded, the episode row says {expected} "
+            "(truncated or replaced file)"
+        )
+    return np.stack(frames)

@@ -1,0 +1,122 @@
+"""Episodes on disk: lossless round trip, lossy closeness, resumable rows, clear errors on damage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from critic.data.episodes import (
+    Episode,
+    EpisodeFormatError,
+    finished_ids,
+    iter_episodes,
+    read_episode,
+    read_table,
+    write_episode,
+)
+
+
+def _episode(episode_id: str = "ep0", t: int = 12, size: int = 48, failure: str | None = None):
+    rng = np.random.default_rng(0)
+    return Episode(
+        episode_id=episode_id,
+        env_id="Reacher-v5",
+        instruction="Move the fingertip to the red target.",
+        frames={
+            "top": rng.integers(0, 256, (t, size, size, 3), dtype=np.uint8),
+            "side": rng.integers(0, 256, (t, size, size + 16, 3), dtype=np.uint8),
+        },
+        progress=np.linspace(0, 1, t, dtype=np.float32),
+        steps=np.arange(t, dtype=np.int64) * 2,
+        success=failure is None,
+        failure_type=failure,
+        failure_step=7 if failure else None,
+        fps=10.0,
+        seed=3,
+        state={"distance": np.linspace(0.2, 0.0, t, dtype=np.float32)},
+    )
+
+
+def test_lossless_round_trip_is_identical(tmp_path):
+    episode = _episode(failure="stall")
+    write_episode(episode, tmp_path, codec="ffv1")
+    loaded = read_episode(tmp_path, "ep0")
+    assert loaded.cameras == ["top", "side"]
+    for camera in episode.cameras:
+        np.testing.assert_array_equal(loaded.frames[camera], episode.frames[camera])
+    np.testing.assert_array_equal(loaded.progress, episode.progress)
+    np.testing.assert_array_equal(loaded.steps, episode.steps)
+    np.testing.assert_array_equal(loaded.state["distance"], episode.state["distance"])
+    assert (loaded.success, loaded.failure_type, loaded.failure_step) == (False, "stall", 7)
+    assert (loaded.instruction, loaded.env_id, loaded.fps, loaded.seed) == (
+        episode.instruction, "Reacher-v5", 10.0, 3,
+    )  # fmt: skip
+    only_top = read_episode(tmp_path, "ep0", cameras=["top"])
+    assert only_top.cameras == ["top"]
+
+
+def test_h264_is_close_and_smaller(tmp_path):
+    # A smooth image (what renders look like): lossy coding keeps it close.
+    t, size = 10, 64
+    y, x = np.mgrid[0:size, 0:size]
+    smooth = np.stack([(x * 4 + k * 3) % 256 for k in range(t)]).astype(np.uint8)
+    frames = np.repeat(smooth[..., None], 3, axis=-1)
+    frames[..., 1] = (y * 4).astype(np.uint8)
+    episode = Episode("smooth", "Lift", "lift", {"cam": frames}, np.zeros(t, np.float32),
+                      np.arange(t), success=True)  # fmt: skip
+    write_episode(episode, tmp_path / "lossless", codec="ffv1")
+    write_episode(episode, tmp_path / "lossy", codec="h264")
+    loaded = read_episode(tmp_path / "lossy", "smooth").frames["cam"]
+    assert loaded.shape == frames.shape
+    assert np.abs(loaded.astype(int) - frames.astype(int)).mean() < 4
+    lossy = (tmp_path / "lossy" / "videos" / "smooth.cam.mkv").stat().st_size
+    lossless = (tmp_path / "lossless" / "videos" / "smooth.cam.mkv").stat().st_size
+    assert lossy < lossless
+
+
+def test_rows_mark_finished_episodes_and_iterate_in_order(tmp_path):
+    assert finished_ids(tmp_path) == set()
+    for name in ("b", "a"):
+        write_episode(_episode(name, t=4, size=32), tmp_path)
+    # A video without its row is an unfinished episode: not listed, not loaded.
+    (tmp_path / "videos" / "c.top.mkv").write_bytes(b"partial")
+    assert finished_ids(tmp_path) == {"a", "b"}
+    assert [e.episode_id for e in iter_episodes(tmp_path)] == ["a", "b"]
+    assert [r["episode_id"] for r in read_table(tmp_path)] == ["a", "b"]
+
+
+def test_damaged_files_name_the_file(tmp_path):
+    write_episode(_episode(t=6, size=32), tmp_path)
+    video = tmp_path / "videos" / "ep0.top.mkv"
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 3])  # truncated
+    with pytest.raises(EpisodeFormatError) as err:
+        read_episode(tmp_path, "ep0")
+    assert str(err.value).startswith(f"{video}:")
+    video.write_bytes(b"\x00" * 100)  # garbage
+    with pytest.raises(EpisodeFormatError, match=f"^{video}: not a readable video"):
+        read_episode(tmp_path, "ep0")
+    video.unlink()
+    with pytest.raises(EpisodeFormatError, match=f"^{video}: no such video file"):
+        read_episode(tmp_path, "ep0")
+    row = tmp_path / "episodes" / "ep0.parquet"
+    row.write_bytes(b"not parquet")
+    with pytest.raises(EpisodeFormatError, match=f"^{row}: not a readable parquet file"):
+        read_episode(tmp_path, "ep0")
+    with pytest.raises(EpisodeFormatError, match="no such episode file"):
+        read_episode(tmp_path, "missing")
+
+
+def test_inconsistent_episodes_are_refused(tmp_path):
+    with pytest.raises(EpisodeFormatError, match="per-frame fields disagree in length"):
+        Episode("x", "Lift", "lift", {"cam": np.zeros((3, 8, 8, 3), np.uint8)},
+                np.zeros(4, np.float32), np.arange(3), success=True)  # fmt: skip
+    with pytest.raises(EpisodeFormatError, match="frames must be uint8"):
+        Episode("x", "Lift", "lift", {"cam": np.zeros((3, 8, 8), np.uint8)},
+                np.zeros(3, np.float32), np.arange(3), success=True)  # fmt: skip
+    odd = Episode("odd", "Lift", "lift", {"cam": np.zeros((2, 9, 8, 3), np.uint8)},
+                  np.zeros(2, np.float32), np.arange(2), success=True)  # fmt: skip
+    with pytest.raises(EpisodeFormatError, match="h264 needs even frame sides, got 9x8"):
+        write_episode(odd, tmp_path, codec="h264")
+    with pytest.raises(EpisodeFormatError, match="codec='png' is not supported"):
+        write_episode(odd, tmp_path, codec="png")
