@@ -17,6 +17,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The failure vocabulary shared by experts (labels), prompts (choices) and the evaluator.
+FAILURE_TYPES = (
+    "missed_grasp",
+    "drop_after_lift",
+    "object_pushed_away",
+    "stall",
+    "overshoot",
+    "wrong_target",
+)
+
 
 class CriticError(ValueError):
     """A critic was asked something it cannot answer (for example a query missing a field)."""

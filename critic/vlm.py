@@ -18,6 +18,7 @@ import numpy as np
 
 from critic import prompts
 from critic.base import (
+    FAILURE_TYPES,
     Critic,
     CriticError,
     FailureQuery,
@@ -38,14 +39,6 @@ def is_server_url(model: str) -> bool:
 
 
 PROMPTS = ("anchored", "stepwise")
-FAILURE_TYPES = (
-    "missed_grasp",
-    "drop_after_lift",
-    "object_pushed_away",
-    "stall",
-    "overshoot",
-    "wrong_target",
-)
 
 
 @dataclass

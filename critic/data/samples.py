@@ -1,0 +1,250 @@
+"""Training and evaluation samples built from episodes, one builder per kind of DESIGN.md.
+
+- ``progress``: a video anchored between the initial and the current frame (PRIMO R1), at several
+  cut points per episode; target: the current frame's progress.
+- ``sft``: the same, with a reference completion whose chain of thought is grounded in privileged
+  state (:mod:`critic.data.reasoning`).
+- ``failure``: the whole episode; target: success, or failure and its type.
+- ``pretext``: a transformed clip; target: the transform's name (ViSS-R1, Pretext-GRPO).
+- ``joint``: a transformed clip; targets: the transform and the progress the original clip shows.
+
+Splits are by seed (:func:`seed_split`), so every sample of an episode lands in one split, and
+:func:`task_split` holds whole tasks out for zero-shot evaluation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from critic import prompts
+from critic.base import FAILURE_TYPES
+from critic.data.episodes import Episode
+from critic.data.reasoning import chain_of_thought
+from critic.data.transforms import TRANSFORMS, apply_transform, window_length
+
+KINDS = ("progress", "sft", "failure", "pretext", "joint")
+
+
+@dataclass
+class Sample:
+    """One prompt with its ground truth.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        prompt: messages and videos (:class:`critic.prompts.Prompt`).
+        target: the ground truth the rewards read: ``progress`` (float in [0, 1]), ``success`` and
+            ``failure_type``, ``transform``.
+        completion: a reference completion in the answer format (SFT), or ``None``.
+        episode_id, env_id, seed: where it came from.
+        frame: the episode frame the target refers to (the cut point), or ``None``.
+    """
+
+    kind: str
+    prompt: prompts.Prompt
+    target: dict[str, Any]
+    completion: str | None = None
+    episode_id: str = ""
+    env_id: str = ""
+    seed: int = 0
+    frame: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def cut_points(num_frames: int, cuts: int, rng: np.random.Generator) -> list[int]:
+    """``cuts`` frame indices in [1, T-1], one drawn from each of ``cuts`` equal bins (so early,
+    middle and late progress are all covered); the last bin always ends at the last frame."""
+    if num_frames < 2:
+        return []
+    edges = np.linspace(1, num_frames, min(cuts, num_frames - 1) + 1)
+    points = [
+        int(rng.integers(int(lo), max(int(lo) + 1, int(hi))))
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    return sorted({min(p, num_frames - 1) for p in points})
+
+
+def clip(frames: np.ndarray, end: int, count: int) -> np.ndarray:
+    """``count`` frames spread uniformly over ``frames[0..end]`` (fewer if there are fewer)."""
+    available = end + 1
+    if available <= count:
+        return frames[:available]
+    return frames[np.linspace(0, end, count).round().astype(int)]
+
+
+def _camera(episode: Episode, camera: str | None) -> np.ndarray:
+    name = camera or episode.cameras[0]
+    if name not in episode.frames:
+        raise ValueError(
+            f"episode {episode.episode_id!r} has no camera {name!r}; it has {episode.cameras}"
+        )
+    return episode.frames[name]
+
+
+def _meta(episode: Episode) -> dict[str, Any]:
+    return {"episode_id": episode.episode_id, "env_id": episode.env_id, "seed": episode.seed}
+
+
+def progress_samples(
+    episode: Episode,
+    rng: np.random.Generator,
+    cuts: int = 4,
+    frames: int = 8,
+    camera: str | None = None,
+    reasoning: bool = False,
+) -> list[Sample]:
+    """Anchored progress queries at ``cuts`` points; ``reasoning`` adds the grounded completion
+    (the ``sft`` kind)."""
+    video = _camera(episode, camera)
+    samples = []
+    for c in cut_points(len(episode), cuts, rng):
+        target = float(episode.progress[c])
+        prompt = prompts.anchored_progress(
+            episode.instruction, video[0], clip(video, c, frames), video[c], "percent"
+        )
+        completion = None
+        if reasoning:
+            state = {k: float(v[c]) for k, v in episode.state.items()}
+            completion = chain_of_thought(state, target, rng)
+        samples.append(
+            Sample(
+                "sft" if reasoning else "progress",
+                prompt,
+                {"progress": target},
+                completion,
+                frame=c,
+                **_meta(episode),
+            )
+        )
+    return samples
+
+
+def failure_sample(
+    episode: Episode,
+    frames: int = 16,
+    camera: str | None = None,
+    failure_types: Sequence[str] = FAILURE_TYPES,
+) -> Sample:
+    """The whole episode → ``success`` or ``failure: <type>``, with a short grounded rationale."""
+    video = _camera(episode, camera)
+    prompt = prompts.failure_detection(
+        episode.instruction, clip(video, len(video) - 1, frames), failure_types
+    )
+    peak, final = (
+        round(100 * float(episode.progress.max())),
+        round(100 * float(episode.progress[-1])),
+    )
+    if episode.success:
+        answer, why = "success", f"progress rises to {final}% and the task is achieved"
+    else:
+        kind = (episode.failure_type or "unknown").replace("_", " ")
+        when = ""
+        if episode.failure_step is not None and episode.fps:
+            when = f" at {episode.failure_step / (episode.fps * _steps_per_frame(episode)):.1f} s"
+        answer = f"failure: {episode.failure_type}" if episode.failure_type else "failure"
+        why = f"progress peaks at {peak}% and ends at {final}%; {kind}{when}"
+    return Sample(
+        "failure",
+        prompt,
+        {"success": bool(episode.success), "failure_type": episode.failure_type},
+        f"<think>{why}.</think><answer>{answer}</answer>",
+        frame=len(episode) - 1,
+        **_meta(episode),
+    )
+
+
+def _steps_per_frame(episode: Episode) -> float:
+    steps = np.diff(episode.steps)
+    return float(steps.mean()) if len(steps) else 1.0
+
+
+def _window(num_frames: int, length: int, rng: np.random.Generator) -> tuple[int, int]:
+    length = min(length, num_frames)
+    start = int(rng.integers(0, num_frames - length + 1))
+    return start, start + length
+
+
+def pretext_samples(
+    episode: Episode,
+    rng: np.random.Generator,
+    count: int = 2,
+    frames: int = 8,
+    camera: str | None = None,
+    transforms: Sequence[str] = TRANSFORMS,
+    joint: bool = False,
+) -> list[Sample]:
+    """``count`` transformed clips; ``joint`` also asks the progress of the original clip's end."""
+    video = _camera(episode, camera)
+    samples = []
+    for _ in range(count):
+        name = transforms[int(rng.integers(len(transforms)))]
+        start, end = _window(len(video), window_length(name, frames), rng)
+        shown = apply_transform(name, video[start:end], rng)
+        target: dict[str, Any] = {"transform": name}
+        if joint:
+            target["progress"] = float(episode.progress[end - 1])
+            prompt = prompts.joint(episode.instruction, shown, transforms)
+            completion = (
+                f"<think></think><transform>{name}</transform>"
+                f"<answer>{round(100 * target['progress'])}%</answer>"
+            )
+        else:
+            prompt = prompts.pretext(shown, transforms)
+            completion = f"<think></think><transform>{name}</transform>"
+        samples.append(
+            Sample(
+                "joint" if joint else "pretext",
+                prompt,
+                target,
+                completion,
+                frame=end - 1,
+                meta={"window": (start, end)},
+                **_meta(episode),
+            )
+        )
+    return samples
+
+
+def build_samples(
+    episode: Episode, kinds: Sequence[str], rng: np.random.Generator, **options: Any
+) -> list[Sample]:
+    """Samples of every kind in ``kinds`` from one episode.
+
+    Options (all optional): ``cuts``, ``frames``, ``camera``, ``pretext_count``, ``transforms``,
+    ``failure_frames``, ``failure_types``.
+
+    Raises:
+        ValueError: an unknown kind (the message lists them).
+    """
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown sample kinds {unknown}; pick from {list(KINDS)}")
+    frames, camera = options.get("frames", 8), options.get("camera")
+    out: list[Sample] = []
+    for kind in kinds:
+        if kind in ("progress", "sft"):
+            out += progress_samples(episode, rng, options.get("cuts", 4), frames, camera,
+                                    reasoning=kind == "sft")  # fmt: skip
+        elif kind == "failure":
+            out.append(failure_sample(episode, options.get("failure_frames", 16), camera,
+                                      options.get("failure_types", FAILURE_TYPES)))  # fmt: skip
+        else:
+            out += pretext_samples(episode, rng, options.get("pretext_count", 2), frames, camera,
+                                   options.get("transforms", TRANSFORMS), joint=kind == "joint")  # fmt: skip
+    return out
+
+
+def seed_split(seed: int, val: float = 0.1, test: float = 0.1) -> str:
+    """``train``, ``val`` or ``test`` for an episode seed: a fixed hash, so a seed's split never
+    changes as datasets grow, and all samples of an episode share it."""
+    u = (int(seed) * 2654435761 % 2**32) / 2**32  # Knuth's multiplicative hash → [0, 1)
+    return "test" if u < test else "val" if u < test + val else "train"
+
+
+def task_split(env_id: str, held_out: Sequence[str]) -> str:
+    """``zero_shot`` for tasks held out of training, else ``train``."""
+    return "zero_shot" if env_id in held_out else "train"

@@ -1,0 +1,168 @@
+"""Pretext transforms, grounded chains of thought and sample builders (hand-worked where possible)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from critic.base import ParseStatus
+from critic.data.episodes import Episode
+from critic.data.reasoning import chain_of_thought, describe
+from critic.data.samples import (
+    KINDS,
+    build_samples,
+    clip,
+    cut_points,
+    seed_split,
+    task_split,
+)
+from critic.data.transforms import TRANSFORMS, apply_transform, window_length
+from critic.parse import parse_progress, parse_transform, parse_verdict
+
+RNG = np.random.default_rng
+
+
+def _frames(t: int = 4, h: int = 2, w: int = 3) -> np.ndarray:
+    # Pixel value encodes (frame, row, col): 30·t + 10·y + x (< 256 for t <= 8), so moves are readable.
+    t_, y, x = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    value = 30 * t_ + 10 * y + x
+    return np.repeat(value[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def test_rotations_flip_and_reverse_by_hand():
+    f = _frames(t=2)
+    # Frame 0 is [[0, 1, 2], [10, 11, 12]]; 90° counter-clockwise → [[2, 12], [1, 11], [0, 10]].
+    assert apply_transform("rotate_90", f, RNG(0))[0, :, :, 0].tolist() == [
+        [2, 12],
+        [1, 11],
+        [0, 10],
+    ]
+    assert apply_transform("rotate_180", f, RNG(0))[0, :, :, 0].tolist() == [
+        [12, 11, 10],
+        [2, 1, 0],
+    ]
+    assert apply_transform("rotate_270", f, RNG(0))[0, :, :, 0].tolist() == [
+        [10, 0],
+        [11, 1],
+        [12, 2],
+    ]
+    assert apply_transform("hflip", f, RNG(0))[0, :, :, 0].tolist() == [[2, 1, 0], [12, 11, 10]]
+    assert apply_transform("reverse", f, RNG(0))[0, 0, 0, 0] == 30  # frame 1 first
+    np.testing.assert_array_equal(apply_transform("none", f, RNG(0)), f)
+
+
+def test_shuffle_and_speed():
+    f = _frames(t=8)
+    for seed in range(20):
+        shuffled = apply_transform("shuffle", f, RNG(seed))
+        order = (shuffled[:, 0, 0, 0] // 30).tolist()
+        assert order != list(range(8)) and sorted(order) == list(range(8))
+        # Groups of 2 consecutive frames stay together: 8 frames in 4 groups.
+        assert all(order[i + 1] == order[i] + 1 for i in range(0, 8, 2))
+    assert (apply_transform("speed_2x", f, RNG(0))[:, 0, 0, 0] // 30).tolist() == [0, 2, 4, 6]
+    assert window_length("speed_2x", 8) == 16 and window_length("hflip", 8) == 8
+    with pytest.raises(
+        ValueError, match=r"transform='blur' is not a pretext transform; pick one of \['none'"
+    ):
+        apply_transform("blur", f, RNG(0))
+
+
+def test_describe_each_kind_of_state():
+    assert describe("gripper_to_cube_cm", 4.0, RNG(0)) in {
+        "the gripper is 4.0 cm from the cube",
+        "4.0 cm separate the gripper and the cube",
+        "the gripper is about 4 cm away from the cube",
+    }
+    assert "cube" in describe("cube_height_cm", 3.2, RNG(0)) and "3.2" in describe(
+        "cube_height_cm", 3.2, RNG(0)
+    )
+    assert "not" in describe("cube_grasped", 0.0, RNG(1)) or "free" in describe(
+        "cube_grasped", 0.0, RNG(1)
+    )
+    assert "12 degrees" in describe("door_angle_deg", 12.0, RNG(0))
+    assert describe("joint_speed", 0.5, RNG(0)) == "joint speed is 0.50"
+
+
+def test_chain_of_thought_is_grounded_varied_and_parses_to_the_truth():
+    state = {"gripper_to_cube_cm": 4.0, "cube_grasped": 0.0}
+    texts = {chain_of_thought(state, 0.35, RNG(s)) for s in range(30)}
+    assert len(texts) > 5  # varied wording
+    for text in texts:
+        parsed = parse_progress(text, "percent")
+        assert (parsed.status, parsed.value) == (ParseStatus.OK, 0.35)
+        assert "4" in text and "cube" in text
+    with pytest.raises(ValueError, match=r"progress=1.5 must be in \[0, 1\]"):
+        chain_of_thought(state, 1.5, RNG(0))
+
+
+def test_cut_points_and_clip():
+    for seed in range(20):
+        points = cut_points(40, 4, RNG(seed))
+        assert len(points) == 4 and points == sorted(points)
+        # One per bin of [1, 40): [1, 10.75), [10.75, 20.5), [20.5, 30.25), [30.25, 40).
+        assert [
+            1 <= points[0] < 11,
+            10 <= points[1] < 21,
+            20 <= points[2] < 31,
+            30 <= points[3] < 40,
+        ] == [True] * 4
+    assert cut_points(1, 4, RNG(0)) == []
+    f = _frames(t=8)
+    # Frames 0..7, 4 of them uniformly: linspace(0, 7, 4) = 0, 2.33, 4.67, 7 → rounded 0, 2, 5, 7.
+    assert (clip(f, 7, 4)[:, 0, 0, 0] // 30).tolist() == [0, 2, 5, 7]
+    assert (clip(f, 2, 8)[:, 0, 0, 0] // 30).tolist() == [0, 1, 2]  # fewer frames than asked
+
+
+def _episode(success: bool = True) -> Episode:
+    t = 24
+    return Episode(
+        "ep", "Lift", "Lift the cube.",
+        {"cam": RNG(0).integers(0, 256, (t, 28, 28, 3), dtype=np.uint8)},
+        np.linspace(0, 1 if success else 0.8, t, dtype=np.float32), np.arange(t) * 2,
+        success, None if success else "drop_after_lift", None if success else 30, 10.0, 7,
+        {"gripper_to_cube_cm": np.linspace(9, 0, t), "cube_grasped": (np.arange(t) > 12).astype(float)},
+    )  # fmt: skip
+
+
+def test_every_kind_builds_and_every_completion_parses_to_its_target():
+    for success in (True, False):
+        samples = build_samples(_episode(success), KINDS, RNG(0), cuts=3, pretext_count=3)
+        assert {s.kind for s in samples} == set(KINDS)
+        for s in samples:
+            assert s.episode_id == "ep" and s.seed == 7 and s.env_id == "Lift"
+            if s.kind in ("progress", "sft"):
+                assert s.target["progress"] == pytest.approx(
+                    float(_episode(success).progress[s.frame])
+                )
+                assert len(s.prompt.videos) == 3  # initial, clip, current (PRIMO R1)
+            if s.kind == "sft":
+                parsed = parse_progress(s.completion, "percent")
+                assert parsed.value == round(100 * s.target["progress"]) / 100
+            if s.kind == "failure":
+                verdict = parse_verdict(s.completion, s.prompt.choices)
+                assert (verdict.value, verdict.label) == (success, s.target["failure_type"])
+            if s.kind in ("pretext", "joint"):
+                parsed = parse_transform(s.completion, TRANSFORMS)
+                assert parsed.value == s.target["transform"]
+                assert s.target["transform"] in TRANSFORMS
+            if s.kind == "joint":
+                assert (
+                    parse_progress(s.completion, "percent").value
+                    == round(100 * s.target["progress"]) / 100
+                )
+    failure = next(s for s in build_samples(_episode(False), ["failure"], RNG(0)))
+    # failure at env step 30, frames every 2 steps at 10 fps → 20 steps/s → 1.5 s
+    assert "drop after lift at 1.5 s" in failure.completion
+    with pytest.raises(ValueError, match=r"unknown sample kinds \['video'\]"):
+        build_samples(_episode(), ["video"], RNG(0))
+
+
+def test_splits():
+    splits = [seed_split(s) for s in range(10_000)]
+    assert splits == [seed_split(s) for s in range(10_000)]  # fixed
+    assert abs(splits.count("test") / 10_000 - 0.1) < 0.02
+    assert abs(splits.count("val") / 10_000 - 0.1) < 0.02
+    assert (
+        task_split("Door", held_out=["Door"]) == "zero_shot"
+        and task_split("Lift", ["Door"]) == "train"
+    )
