@@ -101,6 +101,9 @@ class ReacherTask(GymMujocoTask):
             return 1.0
         return _fraction_closed(self._start_distance, self._distance(), self.success_radius)
 
+    def privileged_state(self) -> dict[str, float]:
+        return {"fingertip_to_target_cm": 100 * self._distance()}
+
 
 class PusherTask(GymMujocoTask):
     """Pusher-v5: push the white cylinder onto the red goal disc.
@@ -136,6 +139,10 @@ class PusherTask(GymMujocoTask):
         if pushed > 0.0:  # the object has moved toward the goal: the reach stage is done
             return self.reach_weight + (1.0 - self.reach_weight) * pushed
         return self.reach_weight * _fraction_closed(self._start_reach, reach, self.reach_radius)
+
+    def privileged_state(self) -> dict[str, float]:
+        reach, push = self._distances()
+        return {"fingertip_to_object_cm": 100 * reach, "object_to_goal_cm": 100 * push}
 
 
 _RED = (0.9, 0.1, 0.1, 1.0)

@@ -176,6 +176,14 @@ class LiftTask(RobosuiteTask):
         reach = self._reach_distance(env.cube.root_body)
         return 0.4 * _fraction_closed(self._start_reach, reach, 0.01)
 
+    def privileged_state(self) -> dict[str, float]:
+        env = self._env
+        return {
+            "gripper_to_cube_cm": 100 * self._reach_distance(env.cube.root_body),
+            "cube_grasped": float(self._grasping(env.cube)),
+            "cube_height_cm": 100 * (self._body_pos(env.cube_body_id)[2] - self._start_z),
+        }
+
 
 class StackTask(RobosuiteTask):
     """Stack the red cube on the green one.
@@ -206,6 +214,16 @@ class StackTask(RobosuiteTask):
         carried = _fraction_closed(self._start_xy, float(np.linalg.norm(a[:2] - b[:2])), 0.01)
         return 0.35 + 0.15 * lifted + 0.4 * carried * lifted
 
+    def privileged_state(self) -> dict[str, float]:
+        env = self._env
+        a, b = self._body_pos(env.cubeA_body_id), self._body_pos(env.cubeB_body_id)
+        return {
+            "gripper_to_red_cube_cm": 100 * self._reach_distance(env.cubeA.root_body),
+            "red_cube_grasped": float(self._grasping(env.cubeA)),
+            "red_cube_height_cm": 100 * (a[2] - self._start_z),
+            "red_cube_to_green_cube_cm": 100 * float(np.linalg.norm(a[:2] - b[:2])),
+        }
+
 
 class DoorTask(RobosuiteTask):
     """Open the door. Stages: reach the handle (30 %), turn it (20 %), swing the door 0.3 rad (50 %)."""
@@ -231,6 +249,15 @@ class DoorTask(RobosuiteTask):
         return 0.3 * _fraction_closed(
             self._start_reach, self._reach_distance(self._handle_site(), "site"), 0.01
         )
+
+    def privileged_state(self) -> dict[str, float]:
+        env = self._env
+        handle = abs(float(env.sim.data.qpos[env.handle_qpos_addr])) if env.use_latch else 0.0
+        return {
+            "gripper_to_handle_cm": 100 * self._reach_distance(self._handle_site(), "site"),
+            "handle_angle_deg": float(np.degrees(handle)),
+            "door_angle_deg": float(np.degrees(env.sim.data.qpos[env.hinge_qpos_addr])),
+        }
 
 
 class PickPlaceCanTask(RobosuiteTask):
@@ -272,6 +299,15 @@ class PickPlaceCanTask(RobosuiteTask):
             self._start_xy, float(np.linalg.norm(pos[:2] - self._target_xy())), 0.02
         )
         return 0.3 + 0.2 * lifted + 0.4 * carried * lifted
+
+    def privileged_state(self) -> dict[str, float]:
+        can, pos = self._can(), self._can_pos()
+        return {
+            "gripper_to_can_cm": 100 * self._reach_distance(can.root_body),
+            "can_grasped": float(self._grasping(can)),
+            "can_height_cm": 100 * (pos[2] - self._start_z),
+            "can_to_bin_cm": 100 * float(np.linalg.norm(pos[:2] - self._target_xy())),
+        }
 
 
 # The critic's default view of every robosuite task: the front camera, collision geoms only (group 0:

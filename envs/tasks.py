@@ -177,6 +177,12 @@ class TaskEnv(gym.Env):
         """True task success."""
         raise NotImplementedError
 
+    def privileged_state(self) -> dict[str, float]:
+        """Named privileged quantities of the current state, recorded with synthesised episodes
+        for grounded chains of thought. Names follow ``critic.data.reasoning``: ``<a>_to_<b>_cm``,
+        ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``."""
+        return {}
+
     # -- shared ------------------------------------------------------------------------------
     @property
     def instruction(self) -> str:

@@ -56,8 +56,9 @@ def _name(text: str) -> str:
 def describe(key: str, value: float, rng: np.random.Generator) -> str:
     """One sentence about one privileged quantity (see the module docstring for the names)."""
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
-    if m := re.fullmatch(r"(\w+?)_to_(\w+)_cm", key):
-        return pick(_DISTANCE).format(a=_name(m.group(1)), b=_name(m.group(2)), v=value)
+    if key.endswith("_cm") and "_to_" in key:
+        a, b = key[: -len("_cm")].split("_to_", 1)
+        return pick(_DISTANCE).format(a=_name(a), b=_name(b), v=value)
     if m := re.fullmatch(r"(\w+)_height_cm", key):
         return pick(_HEIGHT).format(o=_name(m.group(1)), v=value)
     if m := re.fullmatch(r"(\w+)_grasped", key):

@@ -151,3 +151,21 @@ def test_unknown_camera_is_caught_when_the_env_is_built():
     assert str(err.value).endswith(
         "Pass one of these, a list of them to tile, or an envs.FreeCamera"
     )
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_privileged_state_speaks_the_reasoning_vocabulary(task):
+    import re
+
+    from critic.data.reasoning import describe
+
+    env = envs.make_task_env(task)
+    env.reset(seed=0)
+    state = env.unwrapped.privileged_state()
+    env.close()
+    assert state and all(np.isfinite(v) for v in state.values())
+    for key, value in state.items():
+        # Every name is one the chain-of-thought writer has wordings for, not the generic fallback.
+        assert not re.fullmatch(
+            r".* is -?\d+\.\d\d", describe(key, value, np.random.default_rng(0))
+        )
