@@ -175,7 +175,10 @@ register_task(
     TaskSpec(
         name="Pusher-v5",
         instruction="Push the blue cylinder onto the red goal disc with the arm.",
-        horizon=100,
+        # gymnasium's 100 steps cannot fit the longest pushes: the near-massless object's soft
+        # contacts cap it at ~7 cm/s (measured), and pushes are up to 0.30 m after ~30 steps of
+        # reaching. The scripted expert succeeds in 58 % of seeds at 100 steps, 96 % at 150.
+        horizon=150,
         view=CriticView(
             cameras=(FreeCamera(lookat=(0.2, -0.25, -0.3), distance=1.5, elevation=-90.0),),
             height=96,

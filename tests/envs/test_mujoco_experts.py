@@ -1,0 +1,152 @@
+"""The scripted experts of Reacher-v5 and Pusher-v5, on the real sims: success, and labelled failures.
+
+An episode here is what data synthesis records: the task env reset with a seed, the expert reset
+with the same seed, and one expert action per step up to the task's horizon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import pytest
+
+import envs
+from critic.base import FAILURE_TYPES
+from envs import InvalidOptionError
+from envs.experts import expert_tasks, failure_types, make_expert
+from envs.mujoco_experts import PusherExpert, ReacherExpert
+
+EXPERTS = {"Reacher-v5": ReacherExpert, "Pusher-v5": PusherExpert}
+# Seeds whose expert episode succeeds within the horizon. Every Reacher seed does; Pusher's does
+# in 96% of seeds 0..49 at its 150-step horizon (see test_expert_success_rate_over_50_seeds).
+SUCCESS_SEEDS = {"Reacher-v5": (0, 1, 2), "Pusher-v5": (1, 4, 6)}
+FAILURE_SEEDS = {"Reacher-v5": (0, 1), "Pusher-v5": (1, 2)}
+
+
+@dataclass(frozen=True)
+class Episode:
+    actions: np.ndarray  # [T, action_dim]
+    progress: np.ndarray  # [T + 1]: after reset, then after every step
+    success: np.ndarray  # [T + 1]
+    failure_step: int | None
+
+
+@cache
+def run_episode(
+    task: str, seed: int, failure: str | None = None, horizon: int | None = None
+) -> Episode:
+    """One recorded episode (cached: episodes are deterministic, and several tests share them)."""
+    env = envs.make_task_env(task)
+    try:
+        _, info = env.reset(seed=seed)
+        expert = make_expert(task, failure)
+        expert.reset(env, seed=seed)
+        actions, progress, success = [], [info["progress"]], [info["is_success"]]
+        for _ in range(horizon or env.spec_task.horizon):
+            action = expert.act(env)
+            assert env.action_space.contains(action)
+            _, _, _, _, info = env.step(action)
+            actions.append(action)
+            progress.append(info["progress"])
+            success.append(info["is_success"])
+        return Episode(
+            np.array(actions), np.array(progress), np.array(success), expert.failure_step
+        )
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("task", sorted(EXPERTS))
+def test_make_expert_builds_the_task_expert_with_failures_from_the_critic_vocabulary(task):
+    assert task in expert_tasks()
+    expert = make_expert(task)
+    assert type(expert) is EXPERTS[task] and expert.failure is None
+    assert len(failure_types(task)) >= 3
+    assert set(failure_types(task)) <= set(FAILURE_TYPES)  # the critic can name every failure
+    for failure in failure_types(task):
+        assert make_expert(task, failure).failure == failure
+
+
+def test_unknown_failure_type_is_a_typed_error_naming_the_choices():
+    with pytest.raises(InvalidOptionError) as excinfo:
+        make_expert("Reacher-v5", failure="missed_grasp")
+    assert str(excinfo.value) == (
+        "failure='missed_grasp' is not a failure type of ReacherExpert; pick one of "
+        "['stall', 'overshoot', 'wrong_target'] or None for the expert itself"
+    )
+    with pytest.raises(InvalidOptionError) as excinfo:
+        make_expert("Pusher-v5", failure="overshoot")
+    assert str(excinfo.value) == (
+        "failure='overshoot' is not a failure type of PusherExpert; pick one of "
+        "['stall', 'object_pushed_away', 'wrong_target'] or None for the expert itself"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "seed"), [(task, seed) for task, seeds in SUCCESS_SEEDS.items() for seed in seeds]
+)
+def test_expert_succeeds_and_progress_ends_at_one(task, seed):
+    episode = run_episode(task, seed)
+    assert episode.failure_step is None
+    assert episode.success[-1] and episode.progress[-1] == 1.0
+    # Progress is not quite monotone on expert episodes: it dips by up to 0.018 (measured over
+    # seeds 0..49; Reacher: 1 episode in 50, Pusher: most, while the fork goes round the object
+    # or first presses on it).
+    assert np.diff(episode.progress).min() > -0.03
+
+
+@pytest.mark.parametrize(
+    ("task", "failure", "seed"),
+    [
+        (task, failure, seed)
+        for task, seeds in FAILURE_SEEDS.items()
+        for failure in EXPERTS[task].failures
+        for seed in seeds
+    ],
+)
+def test_failure_is_marked_where_the_episode_leaves_the_expert_and_it_fails(task, failure, seed):
+    episode = run_episode(task, seed, failure)
+    expert = run_episode(task, seed)
+    step = episode.failure_step
+    assert step is not None and 0 <= step < len(episode.actions)
+    assert not episode.success[-1]
+    assert not episode.success[: step + 1].any()  # a failure, not something after success
+    # The label is the onset: the same actions as the expert's up to it, other ones from it.
+    np.testing.assert_array_equal(episode.actions[:step], expert.actions[:step])
+    assert not np.allclose(episode.actions[step], expert.actions[step])
+
+
+@pytest.mark.parametrize("task", sorted(EXPERTS))
+def test_same_seed_same_actions_and_failure_step(task):
+    failure = EXPERTS[task].failures[0]
+    first = run_episode.__wrapped__(task, 3, failure)
+    second = run_episode.__wrapped__(task, 3, failure)
+    np.testing.assert_array_equal(first.actions, second.actions)
+    assert first.failure_step == second.failure_step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "horizon", "floor"),
+    [
+        ("Reacher-v5", None, 0.9),
+        # Pusher's 100 steps (5 s) are too short for its farthest objects: the object's contacts
+        # are so soft that it moves at 7 cm/s at most, and pushes are up to 0.30 m.
+        ("Pusher-v5", None, 0.9),
+    ],
+)
+def test_expert_success_rate_over_50_seeds(task, horizon, floor):
+    successes = [run_episode(task, seed, None, horizon).success[-1] for seed in range(50)]
+    assert np.mean(successes) >= floor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "failure"), [(task, f) for task in sorted(EXPERTS) for f in EXPERTS[task].failures]
+)
+def test_every_failure_episode_over_50_seeds_fails_with_its_step_marked(task, failure):
+    for seed in range(50):
+        episode = run_episode(task, seed, failure)
+        assert episode.failure_step is not None and not episode.success[-1], seed
