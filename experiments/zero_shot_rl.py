@@ -9,7 +9,7 @@ Every ``eval_every`` steps the policy is evaluated on the bare task with the tru
 success. The run dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``.
 
     python experiments/zero_shot_rl.py
-    python experiments/zero_shot_rl.py env=lift algo=ppo seeds=[0,1,2] total_timesteps=50000
+    python experiments/zero_shot_rl.py env=Lift algo=ppo seeds=[0,1,2] total_timesteps=50000
 """
 
 from __future__ import annotations

@@ -1,0 +1,203 @@
+"""Episode synthesis: scripted experts (with injected failures) recorded as labelled episodes.
+
+One :class:`EpisodePlan` (task, seed, failure) becomes one :class:`critic.data.episodes.Episode`:
+the critic's view every ``every`` steps, the privileged progress and state of each recorded frame,
+true success, and the failure type and step the expert reports. :func:`synthesize` writes plans to
+a dataset folder with worker processes and skips episodes already there, so an interrupted run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from critic.data.episodes import Episode, finished_ids, write_episode
+from envs.errors import InvalidOptionError
+from envs.experts import failure_types, make_expert
+from envs.tasks import get_task, make_task_env
+
+CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """What to record: ``failure=None`` is an expert episode."""
+
+    task: str
+    seed: int
+    failure: str | None = None
+
+    @property
+    def episode_id(self) -> str:
+        return f"{self.task}-{self.seed:06d}-{self.failure or 'expert'}"
+
+
+def plan_episodes(
+    task: str, episodes: int, failure_fraction: float = 0.5, first_seed: int = 0
+) -> list[EpisodePlan]:
+    """``episodes`` plans on consecutive seeds; a ``failure_fraction`` share inject failures,
+    cycling through the task's failure types so each gets its share.
+
+    Raises:
+        InvalidOptionError: a bad count or fraction, or a task without an expert.
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise InvalidOptionError(f"episodes={episodes!r} must be an integer >= 1")
+    if not 0.0 <= failure_fraction <= 1.0:
+        raise InvalidOptionError(f"failure_fraction={failure_fraction!r} must be in [0, 1]")
+    kinds = failure_types(task)
+    plans = []
+    failures = 0
+    for i in range(episodes):
+        # Spread failures evenly: episode i is a failure when the running share falls behind.
+        inject = kinds and failures < round((i + 1) * failure_fraction)
+        failure = kinds[failures % len(kinds)] if inject else None
+        failures += bool(inject)
+        plans.append(EpisodePlan(task, first_seed + i, failure))
+    return plans
+
+
+def record_episode(
+    plan: EpisodePlan,
+    every: int = 2,
+    image_size: int | tuple[int, int] | None = None,
+    linger: int | None = 10,
+    horizon: int | None = None,
+    camera: Any = None,
+    task_kwargs: dict[str, Any] | None = None,
+) -> Episode:
+    """Run the expert of ``plan`` and record it.
+
+    Args:
+        plan: task, seed, failure.
+        every: record the critic's view every ``every`` steps (and always the first and last).
+        image_size: override the task's view size.
+        linger: expert episodes stop this many steps after success (``None``: run the horizon).
+            Episodes with an injected failure always run the whole horizon.
+        horizon: override the task's horizon.
+        camera: override the task's camera(s).
+        task_kwargs: task constructor options (e.g. ``{"control_freq": 10}`` for robosuite).
+    """
+    if not isinstance(every, int) or every < 1:
+        raise InvalidOptionError(f"every={every!r} must be an integer >= 1 (steps between frames)")
+    spec = get_task(plan.task)
+    horizon = horizon or spec.horizon
+    env = make_task_env(plan.task, camera=camera, image_size=image_size, **(task_kwargs or {}))
+    try:
+        task = env.unwrapped
+        _, info = env.reset(seed=plan.seed)
+        expert = make_expert(plan.task, plan.failure)
+        expert.reset(task, seed=plan.seed)
+        frames, progress, steps, states = [], [], [], []
+
+        def record(step: int, info: dict) -> None:
+            frames.append(task.render_critic_view())
+            progress.append(float(info["progress"]))
+            steps.append(step)
+            states.append(task.privileged_state())
+
+        record(0, info)
+        success_at = None
+        step = 0
+        for step in range(1, horizon + 1):
+            _, _, terminated, truncated, info = env.step(expert.act(task))
+            if info["is_success"] and success_at is None:
+                success_at = step
+            done = terminated or truncated or step == horizon
+            if plan.failure is None and linger is not None and success_at is not None:
+                done = done or step - success_at >= linger
+            if step % every == 0 or done:
+                record(step, info)
+            if done:
+                break
+        success = bool(info["is_success"])
+    finally:
+        env.close()
+    failure_step = expert.failure_step if plan.failure is not None else None
+    return Episode(
+        episode_id=plan.episode_id,
+        env_id=plan.task,
+        instruction=spec.instruction,
+        frames={CAMERA: np.stack(frames)},
+        progress=np.asarray(progress, np.float32),
+        steps=np.asarray(steps, np.int64),
+        success=success,
+        # The label is what happened: an injected failure that did not stop the task is no failure.
+        failure_type=plan.failure if (plan.failure is not None and not success) else None,
+        failure_step=failure_step if not success else None,
+        fps=float(task.metadata.get("render_fps", 20)) / every,
+        seed=plan.seed,
+        state={k: np.asarray([s[k] for s in states], np.float32) for k in states[0]},
+    )
+
+
+def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -> dict[str, Any]:
+    start = time.perf_counter()
+    episode = record_episode(plan, **options)
+    write_episode(episode, root, codec=codec)
+    return {
+        **asdict(plan),
+        "episode_id": plan.episode_id,
+        "success": episode.success,
+        "failure_type": episode.failure_type,
+        "failure_step": episode.failure_step,
+        "frames": len(episode),
+        "final_progress": float(episode.progress[-1]),
+        "max_progress": float(episode.progress.max()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def synthesize(
+    plans: Sequence[EpisodePlan],
+    root: str | Path,
+    workers: int = 1,
+    codec: str = "ffv1",
+    progress_bar: bool = True,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Record and write every plan not yet in ``root``; returns one summary row per new episode.
+
+    Args:
+        plans: what to record.
+        root: the dataset folder.
+        workers: processes (each builds its own simulators; ``spawn`` keeps GL contexts apart).
+        codec: ``ffv1`` (lossless) or ``h264``.
+        progress_bar: show tqdm's bar.
+        **options: passed to :func:`record_episode` (``every``, ``image_size``, ``linger``, ...).
+    """
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidOptionError(f"workers={workers!r} must be an integer >= 1")
+    from tqdm.auto import tqdm
+
+    done = finished_ids(root)
+    todo = [p for p in plans if p.episode_id not in done]
+    bar = tqdm(total=len(todo), desc="episodes", disable=not progress_bar)
+    rows: list[dict[str, Any]] = []
+    try:
+        if workers == 1:
+            for plan in todo:
+                rows.append(_record_and_write(plan, str(root), codec, options))
+                bar.update()
+        else:
+            import multiprocessing
+
+            with ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn")
+            ) as pool:
+                futures = [
+                    pool.submit(_record_and_write, p, str(root), codec, options) for p in todo
+                ]
+                for future in as_completed(futures):
+                    rows.append(future.result())
+                    bar.update()
+    finally:
+        bar.close()
+    return rows

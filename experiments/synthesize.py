@@ -1,0 +1,187 @@
+"""Synthesise a labelled episode dataset with the scripted experts.
+
+    python experiments/synthesize.py env=Lift episodes=200
+    python experiments/synthesize.py env=Reacher-v5 episodes=1000 workers=2 out=data/reacher
+
+Writes the episodes to ``out`` (re-running skips those already there), then, in ``out`` and in
+the run dir: ``summary.json`` / ``summary.md`` (expert success, per failure type how often it
+failed and how far it got, episodes/minute) and ``contact_sheet_<task>.png`` — frames of an expert
+and of each failure type with their progress, and the progress curves with the failure points — so
+a person can check the labels by looking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+
+def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
+    """Success of expert episodes and, per failure type, non-success and progress reached."""
+    experts = [r for r in rows if r["failure"] is None]
+    summary: dict = {"episodes": len(rows)}
+    if wall_s is not None and rows:
+        summary["episodes_per_minute"] = 60 * len(rows) / wall_s
+    if experts:
+        summary["expert"] = {
+            "episodes": len(experts),
+            "success_rate": float(np.mean([r["success"] for r in experts])),
+        }
+    by_type: dict = {}
+    for kind in sorted({r["failure"] for r in rows if r["failure"] is not None}):
+        group = [r for r in rows if r["failure"] == kind]
+        by_type[kind] = {
+            "episodes": len(group),
+            "failed_rate": float(np.mean([not r["success"] for r in group])),
+            "mean_max_progress": float(np.mean([r["max_progress"] for r in group])),
+            "mean_final_progress": float(np.mean([r["final_progress"] for r in group])),
+        }
+    summary["failures"] = by_type
+    return summary
+
+
+def _markdown(task: str, summary: dict) -> str:
+    lines = [f"# Synthesised episodes: {task}", "", f"episodes: {summary['episodes']}"]
+    if "episodes_per_minute" in summary:
+        lines.append(f"episodes/minute (this run): {summary['episodes_per_minute']:.1f}")
+    if "expert" in summary:
+        e = summary["expert"]
+        lines.append(f"expert success: {e['success_rate']:.0%} of {e['episodes']}")
+    lines += [
+        "",
+        "| failure | episodes | failed | max progress | final progress |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, f in summary["failures"].items():
+        lines.append(
+            f"| {kind} | {f['episodes']} | {f['failed_rate']:.0%} | {f['mean_max_progress']:.2f} "
+            f"| {f['mean_final_progress']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def contact_sheet(root: Path, task: str, path: Path, frames: int = 8) -> Path | None:
+    """One row of frames per episode kind (expert first, then each failure type), titled with
+    progress; below, every shown episode's progress curve with its failure step marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from critic.data.episodes import read_episode, read_table
+    from envs.synth import CAMERA
+
+    rows = [r for r in read_table(root) if r["env_id"] == task]
+    chosen: dict[str, str] = {}
+    for r in rows:
+        kind = r["failure_type"] or ("expert" if r["success"] else None)
+        if kind is not None and kind not in chosen:
+            chosen[kind] = r["episode_id"]
+    if not chosen:
+        return None
+    order = (
+        ["expert", *sorted(k for k in chosen if k != "expert")]
+        if "expert" in chosen
+        else sorted(chosen)
+    )
+    episodes = [read_episode(root, chosen[k], [CAMERA]) for k in order]
+    fig, axes = plt.subplots(len(episodes) + 1, frames, figsize=(1.6 * frames, 1.8 * (len(episodes) + 1.5)),
+                             squeeze=False)  # fmt: skip
+    for row, (kind, ep) in enumerate(zip(order, episodes, strict=True)):
+        video = ep.frames[CAMERA]
+        picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
+        for col, i in enumerate(picks):
+            ax = axes[row, col]
+            ax.imshow(video[i])
+            ax.set_xticks([]), ax.set_yticks([])
+            failed = ep.failure_step is not None and ep.steps[i] >= ep.failure_step
+            ax.set_title(f"t={ep.steps[i]} p={ep.progress[i]:.2f}", fontsize=7,
+                         color="red" if failed else "black")  # fmt: skip
+        axes[row, 0].set_ylabel(kind, fontsize=8)
+    for ax in axes[-1]:
+        ax.remove()
+    curve = fig.add_subplot(len(episodes) + 1, 1, len(episodes) + 1)
+    for kind, ep in zip(order, episodes, strict=True):
+        (line,) = curve.plot(ep.steps, ep.progress, label=kind)
+        if ep.failure_step is not None:
+            curve.axvline(ep.failure_step, color=line.get_color(), linestyle="--", linewidth=1)
+    curve.set_xlabel("env step (dashed: failure)"), curve.set_ylabel("progress")
+    curve.set_ylim(-0.05, 1.05)
+    curve.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{task}: labelled episodes (red titles: after the failure)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+@hydra.main(config_path="../configs", config_name="synthesize", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from envs import InvalidOptionError, UnknownTaskError
+    from envs.synth import plan_episodes, synthesize
+
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    task, root = cfg.env.name, Path(cfg.out)
+    options = {
+        "every": cfg.every,
+        "linger": cfg.linger,
+        "image_size": OmegaConf.to_object(cfg.env.image_size)
+        if cfg.env.image_size is not None
+        else None,
+        "horizon": cfg.env.horizon,
+        "camera": OmegaConf.to_object(cfg.env.camera) if cfg.env.camera is not None else None,
+        "task_kwargs": OmegaConf.to_object(cfg.env.task_kwargs),
+    }
+    try:
+        plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed)
+        start = time.perf_counter()
+        rows = synthesize(plans, root, workers=cfg.workers, codec=cfg.codec,
+                          progress_bar=cfg.progress_bar, **options)  # fmt: skip
+        wall = time.perf_counter() - start
+    except (InvalidOptionError, UnknownTaskError, ValueError) as exc:
+        print(f"synthesize: {exc}", file=sys.stderr)
+        sys.exit(1)
+    from critic.data.episodes import read_table
+
+    everything = [
+        {"failure": r["failure_type"] if r["failure_type"] else _planned(r), "success": r["success"],
+         "max_progress": max(r["progress"]), "final_progress": r["progress"][-1]}
+        for r in read_table(root) if r["env_id"] == task
+    ]  # fmt: skip
+    summary = {
+        "task": task,
+        "dataset": str(root),
+        "this_run": summarize(rows, wall) if rows else {"episodes": 0},
+        "dataset_total": summarize(everything),
+        "skipped_existing": len(plans) - len(rows),
+    }
+    sheet = contact_sheet(root, task, root / f"contact_sheet_{task}.png", cfg.sheet_frames)
+    for folder in (root, run_dir):
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        (folder / "summary.md").write_text(_markdown(task, summary["dataset_total"]))
+    if sheet is not None and run_dir != root:
+        (run_dir / sheet.name).write_bytes(sheet.read_bytes())
+    print(_markdown(task, summary["dataset_total"]))
+    if rows:
+        print(f"this run: {len(rows)} episodes in {wall:.0f} s ({60 * len(rows) / wall:.1f}/min)")
+    print(f"dataset: {root}  (contact sheet: {sheet})")
+
+
+def _planned(row: dict) -> str | None:
+    """The failure a row was planned with (its id's suffix), for failures that did not happen."""
+    suffix = row["episode_id"].rsplit("-", 1)[-1]
+    return None if suffix == "expert" else suffix
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Episode synthesis on the real Reacher sim: plans, labels, frames, and the on-disk round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from critic.data.episodes import read_episode
+from envs import InvalidOptionError
+from envs.synth import CAMERA, EpisodePlan, plan_episodes, record_episode, synthesize
+
+
+def test_plans_spread_failures_evenly_and_cycle_types():
+    plans = plan_episodes("Reacher-v5", 6, failure_fraction=0.5, first_seed=10)
+    # Episode i is a failure while failures so far < round((i + 1) / 2): round(0.5) = 0, round(1)
+    # = 1, round(1.5) = 2, round(2) = 2, round(2.5) = 2 (to even), round(3) = 3 → i = 1, 2, 5.
+    assert [p.seed for p in plans] == list(range(10, 16))
+    assert [p.failure for p in plans] == [None, "stall", "overshoot", None, None, "wrong_target"]
+    assert plans[0].episode_id == "Reacher-v5-000010-" + (plans[0].failure or "expert")
+    assert all(p.failure is None for p in plan_episodes("Reacher-v5", 4, failure_fraction=0.0))
+    with pytest.raises(InvalidOptionError, match=r"failure_fraction=1\.5 must be in"):
+        plan_episodes("Reacher-v5", 4, failure_fraction=1.5)
+    with pytest.raises(InvalidOptionError, match="episodes=0 must be an integer >= 1"):
+        plan_episodes("Reacher-v5", 0)
+
+
+def test_expert_episode_is_labelled_and_ends_at_success():
+    episode = record_episode(EpisodePlan("Reacher-v5", 0), every=2, linger=4)
+    assert episode.success and episode.failure_type is None and episode.failure_step is None
+    assert episode.progress[0] == 0.0 and episode.progress[-1] == 1.0
+    assert np.all(np.diff(episode.steps) > 0) and episode.steps[0] == 0
+    assert np.all(np.diff(episode.steps)[:-1] == 2)  # every 2nd step, and the last step
+    assert (
+        episode.frames[CAMERA].shape[0] == len(episode) and episode.frames[CAMERA].dtype == np.uint8
+    )
+    assert set(episode.state) == {"fingertip_to_target_cm"}
+    # The recorded distance falls to within the 2 cm success radius.
+    assert episode.state["fingertip_to_target_cm"][-1] < 2.0
+    assert episode.fps == pytest.approx(50 / 2)  # Reacher runs at 50 steps/s, every 2nd recorded
+
+
+@pytest.mark.parametrize("failure", ["stall", "overshoot", "wrong_target"])
+def test_failure_episodes_carry_type_and_step(failure):
+    episode = record_episode(EpisodePlan("Reacher-v5", 1, failure), every=5)
+    assert not episode.success
+    assert episode.failure_type == failure
+    assert 0 < episode.failure_step <= episode.steps[-1]
+    assert episode.steps[-1] == 50  # failures run the whole horizon
+
+
+def test_synthesize_writes_resumes_and_round_trips(tmp_path):
+    plans = plan_episodes("Reacher-v5", 3, failure_fraction=0.34)
+    rows = synthesize(plans, tmp_path, workers=1, progress_bar=False, every=3)
+    assert [r["episode_id"] for r in rows] == [p.episode_id for p in plans]
+    again = synthesize(plans, tmp_path, workers=1, progress_bar=False, every=3)
+    assert again == []  # everything already there: nothing re-recorded
+    fresh = record_episode(plans[0], every=3)
+    loaded = read_episode(tmp_path, plans[0].episode_id)
+    np.testing.assert_array_equal(
+        loaded.frames[CAMERA], fresh.frames[CAMERA]
+    )  # lossless, deterministic
+    np.testing.assert_array_equal(loaded.progress, fresh.progress)
