@@ -1,0 +1,1 @@
+"""Critic training: reward functions, GRPO losses, SFT and GRPO recipes."""
