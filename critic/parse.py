@@ -56,6 +56,9 @@ def _tagged(text: object, pattern: re.Pattern, open_tag: str) -> tuple[str | Non
     return found[0].strip(), None
 
 
+SCALES = {"percent": 100.0, "fraction": 1.0, "digit": 9.0}  # scale → the answer's top value
+
+
 def parse_progress(text: str, scale: str = "percent") -> Parsed:
     """Read a progress answer.
 
@@ -71,11 +74,13 @@ def parse_progress(text: str, scale: str = "percent") -> Parsed:
         >>> parse_progress("<think>gripper at cube</think><answer>35%</answer>").value
         0.35
     """
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is not a progress scale; pick one of {list(SCALES)}")
     answer, failed = _tagged(text, _ANSWER, "<answer>")
     if failed is not None:
         return failed
     reasoning = _reasoning(text)
-    body = answer.rstrip("%").strip() if scale == "percent" else answer
+    body = answer.strip().removesuffix("%").strip() if scale == "percent" else answer
     numbers = _NUMBER.findall(body)
     if _HEDGE.search(body) or len(numbers) > 1:
         return Parsed(None, ParseStatus.HEDGED, reasoning)
@@ -84,7 +89,7 @@ def parse_progress(text: str, scale: str = "percent") -> Parsed:
     number = float(numbers[0])
     if scale == "digit" and not re.fullmatch(r"\s*\d\s*", body):
         return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
-    top = {"percent": 100.0, "fraction": 1.0, "digit": 9.0}.get(scale, 1.0)
+    top = SCALES[scale]
     if not 0.0 <= number <= top:
         return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
     return Parsed(number / top, ParseStatus.OK, reasoning)
@@ -109,8 +114,12 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
             reasoning,
         )
     success = match.group(1) == "success"
-    label = None if success else _label(match.group(2))
-    if label is not None and failure_types and label not in {_label(t) for t in failure_types}:
+    label = None if success else normalize_label(match.group(2))
+    if (
+        label is not None
+        and failure_types
+        and label not in {normalize_label(t) for t in failure_types}
+    ):
         return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
     return Parsed(success, ParseStatus.OK, reasoning, label)
 
@@ -122,8 +131,8 @@ def parse_transform(text: str, transforms: Sequence[str]) -> Parsed:
     if failed is not None:
         return failed
     reasoning = _reasoning(text)
-    allowed = {_label(t): t for t in transforms}
-    label = _label(answer)
+    allowed = {normalize_label(t): t for t in transforms}
+    label = normalize_label(answer)
     if label not in allowed:
         return Parsed(
             None,
@@ -133,5 +142,6 @@ def parse_transform(text: str, transforms: Sequence[str]) -> Parsed:
     return Parsed(allowed[label], ParseStatus.OK, reasoning, allowed[label])
 
 
-def _label(name: str | None) -> str | None:
+def normalize_label(name: str | None) -> str | None:
+    """A label as the parsers compare it: lower case, runs of spaces, ``_`` and ``-`` as ``_``."""
     return None if name is None else re.sub(r"[\s_\-]+", "_", name.strip().lower())

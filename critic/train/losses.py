@@ -166,22 +166,24 @@ def reg_grpo_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     group_size: int,
-    eps: float = 1e-4,
+    beta: float = 0.1,
 ) -> tuple[torch.Tensor, PolicyLossStats]:
-    """Reg-GRPO (DeepVideo-R1): ``mean((norm_g(rho) - A)^2)``.
+    """Reg-GRPO (DeepVideo-R1): ``mean(((rho - mean_g rho) / beta - A)^2)``.
 
     ``rho_i`` is completion ``i``'s mean per-token log-ratio ``log pi/pi_old`` (a length-normalised
-    sequence log-ratio), ``norm_g`` centres and scales it within its group like GRPO's advantage,
-    and the loss regresses it onto the advantages ``A`` — no clipping, no vanishing gradient where
-    PPO's clip would bind.
+    sequence log-ratio); centred within its group and divided by ``beta`` it is regressed onto the
+    advantages ``A``: no clipping, so no gradient vanishes where PPO's clip would bind. At
+    ``pi = pi_old`` the gradient is ``-2 A / beta`` times that of the centred log-ratio, the
+    policy gradient's direction. (Dividing by the group's std of ``rho`` instead would be 0/0 on
+    the first update of every rollout.)
     """
+    if beta <= 0:
+        raise ValueError(f"beta={beta!r} must be > 0")
     mask = mask.to(logprobs.dtype)
     log_ratio = ((logprobs - old_logprobs) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # [N]
     groups = _grouped(log_ratio, group_size)  # [B, G]
-    normalised = (groups - groups.mean(dim=1, keepdim=True)) / (
-        groups.std(dim=1, keepdim=True) + eps
-    )
-    loss = ((normalised.reshape(-1) - advantages.to(logprobs.dtype)) ** 2).mean()
+    centred = (groups - groups.mean(dim=1, keepdim=True)) / beta
+    loss = ((centred.reshape(-1) - advantages.to(logprobs.dtype)) ** 2).mean()
     ratio = torch.exp(logprobs - old_logprobs)
     stats = PolicyLossStats(
         policy_loss=loss.detach(),

@@ -92,12 +92,19 @@ def test_kl_term_by_hand():
 
 
 def test_reg_grpo_by_hand():
-    # One group of 2, one token each: log-ratios 0.1 and -0.1 → normalised (std sqrt(0.02)):
-    # ±0.1 / 0.141421 = ±0.7071. Advantages ±0.7071 (what GRPO gives rewards 1, 0): loss 0.
+    # One group of 2, one token each: log-ratios 0.1 and -0.1, centred (mean 0) and / beta 0.1:
+    # +1 and -1. Advantages ±0.7071 (GRPO's for rewards 1, 0): each term (1 - 0.7071)² = 0.08579.
     lp = torch.tensor([[0.1], [-0.1]])
     adv = group_advantages(torch.tensor([1.0, 0.0]), 2, eps=0.0)
-    loss, _ = reg_grpo_loss(lp, torch.zeros(2, 1), adv, torch.ones(2, 1), 2, eps=0.0)
-    assert loss.item() == pytest.approx(0.0, abs=1e-10)
-    # Swapped advantages: each term (0.7071 + 0.7071)² = 2 → mean 2.
-    loss, _ = reg_grpo_loss(lp, torch.zeros(2, 1), -adv, torch.ones(2, 1), 2, eps=0.0)
-    assert loss.item() == pytest.approx(2.0)
+    loss, _ = reg_grpo_loss(lp, torch.zeros(2, 1), adv, torch.ones(2, 1), 2, beta=0.1)
+    assert loss.item() == pytest.approx((1 - 1 / math.sqrt(2)) ** 2)
+    # Swapped advantages: (1 + 0.7071)² = 2.9142 each.
+    loss, _ = reg_grpo_loss(lp, torch.zeros(2, 1), -adv, torch.ones(2, 1), 2, beta=0.1)
+    assert loss.item() == pytest.approx((1 + 1 / math.sqrt(2)) ** 2)
+    # At pi = pi_old the gradient points along the advantage: d/dlp_i = -2 A_i / beta · (1/2) / N...
+    # worked: centred_i = (lp_i - mean)/beta; dL/dlp_0 = (2/N) Σ_j (c_j - A_j) dc_j/dlp_0 with
+    # c = 0: dc_0/dlp_0 = 0.5/beta, dc_1/dlp_0 = -0.5/beta → (2/2)(-A_0·5 + A_1·5) = -10 A_0 (A_1 = -A_0).
+    at_old = torch.zeros(2, 1, requires_grad=True)
+    loss, _ = reg_grpo_loss(at_old, torch.zeros(2, 1), adv, torch.ones(2, 1), 2, beta=0.1)
+    loss.backward()
+    torch.testing.assert_close(at_old.grad, torch.tensor([[-10 * 0.70710678], [10 * 0.70710678]]))

@@ -95,3 +95,10 @@ def test_parsers_never_crash_and_ok_means_in_range(text):
             assert 0.0 <= parsed.value <= 1.0
     assert isinstance(parse_verdict(text, ["missed grasp"]).status, ParseStatus)
     assert isinstance(parse_transform(text, ["none", "rotate_90"]).status, ParseStatus)
+
+
+def test_unknown_scale_is_a_caller_error_and_double_percent_is_not_a_number():
+    with pytest.raises(ValueError, match=r"scale='percentage' is not a progress scale"):
+        parse_progress("<answer>35</answer>", "percentage")
+    assert parse_progress("<answer>35%%</answer>").status == ParseStatus.NOT_A_NUMBER
+    assert parse_progress("<answer> 35% </answer>").value == 0.35

@@ -1,0 +1,252 @@
+"""One GRPO step for a Qwen-VL critic: sample G completions per prompt through the rollout engine,
+reward them, turn rewards into group advantages, and take a policy-gradient step.
+
+The pieces are plain functions over tensors (see :mod:`critic.train.losses` for the maths); the
+recipe in ``experiments/train_critic.py`` loops over them. The same :class:`~rollout.engine.Engine`
+that serves rewards in envs produces the rollouts (transformers here; vLLM on GPU nodes, with the
+new weights loaded after each step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from critic import prompts
+from critic.train.losses import (
+    ADVANTAGE_SCALES,
+    LOSS_AGGREGATIONS,
+    group_advantages,
+    grpo_loss,
+    informative_groups,
+    reg_grpo_loss,
+)
+from critic.vision import VisionSpec
+
+LOSSES = ("clip", "reg")
+
+
+class GRPOConfigError(ValueError):
+    """A GRPO setting is out of range (raised before anything loads)."""
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """How one GRPO step samples and learns.
+
+    Attributes:
+        group_size: completions per prompt, G (>= 2).
+        max_new_tokens: generation budget per completion.
+        temperature, top_p: sampling.
+        loss: ``clip`` (GRPO / DAPO clipped surrogate) or ``reg`` (Reg-GRPO regression).
+        advantage_scale: ``std`` (GRPO) or ``none`` (Dr. GRPO).
+        aggregation: ``token`` (DAPO, Dr. GRPO) or ``sequence`` (GRPO).
+        eps_low, eps_high: ratio clip range; ``eps_high > eps_low`` is DAPO's clip-higher.
+        kl_coef: weight of the k3 KL to the reference model (0: no reference needed).
+        dynamic_sampling: drop groups whose rewards are all equal (DAPO).
+        max_grad_norm: gradient clipping.
+    """
+
+    group_size: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    loss: str = "clip"
+    advantage_scale: str = "std"
+    aggregation: str = "token"
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    kl_coef: float = 0.0
+    dynamic_sampling: bool = False
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.group_size, int) and self.group_size >= 2,
+             f"group_size={self.group_size!r} must be an integer >= 2 (GRPO compares completions)"),
+            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1"),
+            (self.temperature > 0, f"temperature={self.temperature!r} must be > 0: GRPO needs varied samples"),
+            (self.loss in LOSSES, f"loss={self.loss!r} is not a GRPO loss; pick one of {list(LOSSES)}"),
+            (self.advantage_scale in ADVANTAGE_SCALES,
+             f"advantage_scale={self.advantage_scale!r}; pick one of {list(ADVANTAGE_SCALES)}"),
+            (self.aggregation in LOSS_AGGREGATIONS,
+             f"aggregation={self.aggregation!r}; pick one of {list(LOSS_AGGREGATIONS)}"),
+            (0 <= self.eps_low < 1 and self.eps_high >= 0,
+             f"eps_low={self.eps_low!r} must be in [0, 1) and eps_high={self.eps_high!r} >= 0"),
+            (self.kl_coef >= 0, f"kl_coef={self.kl_coef!r} must be >= 0"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise GRPOConfigError(message)
+
+
+def sample_fields(samples: Sequence, group_size: int) -> dict[str, list[Any]]:
+    """The reward functions' keyword fields: every target key, ``choices`` and ``answer`` of each
+    sample, repeated for its ``group_size`` completions."""
+    keys = sorted({k for s in samples for k in s.target})
+    fields: dict[str, list[Any]] = {k: [] for k in (*keys, "choices", "answer")}
+    for s in samples:
+        for _ in range(group_size):
+            for k in keys:
+                fields[k].append(s.target.get(k))
+            fields["choices"].append(list(s.prompt.choices) or None)
+            fields["answer"].append(s.prompt.answer)
+    return fields
+
+
+def sequences(
+    requests: Sequence, completions: Sequence[Sequence[Sequence[int]]], pad_token_id: int,
+    eos_token_id: int, max_new_tokens: int,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Prompt + completion for every completion, right-padded, with the completion mask.
+
+    A completion shorter than ``max_new_tokens`` ended on EOS, which is put back so the model
+    learns to stop. Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids`` ``[N, L]``,
+    ``completion_mask`` ``[N, L]`` (1 on completion tokens), and the videos of every sequence.
+    """
+    rows, types, spans, pixels, grids = [], [], [], [], []
+    for request, group in zip(requests, completions, strict=True):
+        prompt = request.input_ids.to(torch.int64)
+        for completion in group:
+            tokens = list(completion) + ([eos_token_id] if len(completion) < max_new_tokens else [])
+            rows.append(torch.cat([prompt, torch.tensor(tokens, dtype=torch.int64)]))
+            types.append(torch.cat([request.mm_token_type_ids.to(torch.int32),
+                                    torch.zeros(len(tokens), dtype=torch.int32)]))  # fmt: skip
+            spans.append((len(prompt), len(tokens)))
+            if request.pixel_values_videos is not None:
+                pixels.append(request.pixel_values_videos)
+                grids.append(request.video_grid_thw)
+    width = max(len(r) for r in rows)
+    n = len(rows)
+    batch = {
+        "input_ids": torch.full((n, width), pad_token_id, dtype=torch.int64),
+        "attention_mask": torch.zeros((n, width), dtype=torch.int64),
+        "mm_token_type_ids": torch.zeros((n, width), dtype=torch.int32),
+        "completion_mask": torch.zeros((n, width), dtype=torch.int64),
+    }
+    for i, (row, typ, (start, length)) in enumerate(zip(rows, types, spans, strict=True)):
+        batch["input_ids"][i, : len(row)] = row
+        batch["attention_mask"][i, : len(row)] = 1
+        batch["mm_token_type_ids"][i, : len(row)] = typ
+        batch["completion_mask"][i, start : start + length] = 1
+    if pixels:
+        batch["pixel_values_videos"] = torch.cat(pixels)
+        batch["video_grid_thw"] = torch.cat(grids)
+    return batch
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Log-probability of every token given the ones before it, ``[N, L]`` (0 at position 0);
+    multiply by ``completion_mask`` to keep the completions'."""
+    inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()  # [N, L-1, V]
+    targets = batch["input_ids"][:, 1:]  # [N, L-1]
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    return torch.nn.functional.pad(picked, (1, 0))  # [N, L], aligned with input_ids
+
+
+@dataclass
+class StepResult:
+    """What one step did (all plain floats, for logging)."""
+
+    reward_mean: float
+    reward_std: float
+    rewards_by_component: dict[str, float]
+    loss: float
+    kl: float
+    clip_fraction: float
+    completion_tokens: float
+    groups_used: int
+    groups_total: int
+
+
+def grpo_step(
+    policy,
+    optimizer,
+    engine,
+    tokenizer,
+    samples: Sequence,
+    reward_fn: Callable[..., list[float | None]],
+    cfg: GRPOConfig,
+    vision: VisionSpec | None = None,
+    reference=None,
+    seed: int | None = None,
+    components: Callable[..., dict[str, list[float | None]]] | None = None,
+) -> StepResult:
+    """Sample, reward, and update ``policy`` once on ``samples``.
+
+    Args:
+        policy: the model being trained (the engine generates with it).
+        optimizer: its optimizer.
+        engine: a rollout engine over ``policy`` (its video cache is cleared: weights change).
+        tokenizer: decodes completions for the reward functions.
+        samples: :class:`critic.data.samples.Sample` objects.
+        reward_fn: TRL-style ``f(completions, **fields) -> list[float | None]``; None counts 0.
+        cfg: the step's settings.
+        reference: the frozen reference model, needed when ``cfg.kl_coef > 0``.
+        seed: seeds the sampling.
+        components: optional ``f(completions, **fields) -> {name: values}`` for logging.
+    """
+    from rollout.engine import Request, SamplingParams
+
+    if cfg.kl_coef > 0 and reference is None:
+        raise GRPOConfigError(f"kl_coef={cfg.kl_coef} needs a reference model")
+    vision = vision or VisionSpec()
+    requests = [Request(**prompts.encode(s.prompt, tokenizer, vision)) for s in samples]
+    params = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)  # fmt: skip
+    if getattr(engine, "cache", None) is not None:
+        engine.cache.clear()
+    policy.eval()
+    completions = engine.generate(requests, params)  # [B][G][tokens]
+    texts = [tokenizer.decode(c, skip_special_tokens=False) for group in completions for c in group]
+    fields = sample_fields(samples, cfg.group_size)
+    rewards = torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
+    by_component = {}
+    if components is not None:
+        for name, values in components(texts, **fields).items():
+            known = [v for v in values if v is not None]
+            by_component[name] = float(sum(known) / len(known)) if known else math.nan
+
+    keep = torch.ones(len(samples), dtype=torch.bool)
+    if cfg.dynamic_sampling:
+        keep = informative_groups(rewards, cfg.group_size)
+    result = StepResult(
+        reward_mean=float(rewards.mean()), reward_std=float(rewards.std()) if len(rewards) > 1 else 0.0,
+        rewards_by_component=by_component, loss=0.0, kl=0.0, clip_fraction=0.0,
+        completion_tokens=float(sum(len(c) for g in completions for c in g) / len(texts)),
+        groups_used=int(keep.sum()), groups_total=len(samples),
+    )  # fmt: skip
+    if not keep.any():
+        return result  # nothing to learn from: every group's rewards were equal
+    rows = keep.repeat_interleave(cfg.group_size)
+    advantages = group_advantages(rewards, cfg.group_size, cfg.advantage_scale)[rows]
+    kept = [i for i in range(len(samples)) if keep[i]]
+    batch = sequences([requests[i] for i in kept], [completions[i] for i in kept],
+                      tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens)  # fmt: skip
+    mask = batch["completion_mask"][:, :]  # [N, L]
+    policy.train()
+    logprobs = token_logprobs(policy, batch)  # [N, L]
+    old = logprobs.detach()  # one update per rollout: the sampler is the current policy
+    ref = None
+    if reference is not None and cfg.kl_coef > 0:
+        with torch.no_grad():
+            ref = token_logprobs(reference, batch)
+    if cfg.loss == "reg":
+        loss, stats = reg_grpo_loss(logprobs, old, advantages, mask, cfg.group_size)
+    else:
+        loss, stats = grpo_loss(logprobs, old, advantages, mask, cfg.eps_low, cfg.eps_high, ref,
+                                cfg.kl_coef, cfg.aggregation)  # fmt: skip
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    policy.eval()
+    result.loss, result.kl = float(stats.policy_loss), float(stats.kl)
+    result.clip_fraction = float(stats.clip_fraction)
+    return result

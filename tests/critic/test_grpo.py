@@ -1,0 +1,117 @@
+"""One GRPO step on a real tiny Qwen2.5-VL through the transformers engine."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from critic.data.episodes import Episode
+from critic.data.samples import pretext_samples
+from critic.train.grpo import (
+    GRPOConfig,
+    GRPOConfigError,
+    grpo_step,
+    sample_fields,
+    sequences,
+    token_logprobs,
+)
+from rollout.engine import Request
+from rollout.hf import HFEngine
+
+
+def _samples(n: int = 2):
+    t = 12
+    episode = Episode(
+        "ep", "Reacher-v5", "Touch the red target.",
+        {"view": np.random.default_rng(0).integers(0, 256, (t, 28, 28, 3), dtype=np.uint8)},
+        np.linspace(0, 1, t, dtype=np.float32), np.arange(t), True,
+    )  # fmt: skip
+    return pretext_samples(episode, np.random.default_rng(0), count=n, frames=2)
+
+
+def test_config_errors_are_typed_and_exact():
+    with pytest.raises(GRPOConfigError) as err:
+        GRPOConfig(group_size=1)
+    assert str(err.value) == "group_size=1 must be an integer >= 2 (GRPO compares completions)"
+    with pytest.raises(GRPOConfigError, match="loss='ppo' is not a GRPO loss"):
+        GRPOConfig(loss="ppo")
+    with pytest.raises(GRPOConfigError, match="temperature=0 must be > 0"):
+        GRPOConfig(temperature=0)
+
+
+def test_sample_fields_repeat_per_completion():
+    samples = _samples(2)
+    fields = sample_fields(samples, 3)
+    assert (
+        fields["transform"]
+        == [samples[0].target["transform"]] * 3 + [samples[1].target["transform"]] * 3
+    )
+    assert fields["answer"] == ["transform"] * 6 and len(fields["choices"]) == 6
+
+
+def test_sequences_layout_by_hand():
+    request = Request(torch.tensor([7, 8, 9]), torch.tensor([0, 2, 0]))
+    # G = 2: one completion stopped early (EOS put back), one hit max_new_tokens = 3 (no EOS).
+    batch = sequences(
+        [request], [[[4], [5, 6, 7]]], pad_token_id=0, eos_token_id=1, max_new_tokens=3
+    )
+    assert batch["input_ids"].tolist() == [[7, 8, 9, 4, 1, 0], [7, 8, 9, 5, 6, 7]]
+    assert batch["completion_mask"].tolist() == [[0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6]
+    assert batch["mm_token_type_ids"].tolist() == [[0, 2, 0, 0, 0, 0], [0, 2, 0, 0, 0, 0]]
+
+
+def test_token_logprobs_match_the_logits(tiny_model):
+    model, _ = tiny_model
+    ids = torch.tensor([[3, 4, 5, 6]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "mm_token_type_ids": torch.zeros_like(ids, dtype=torch.int32)}  # fmt: skip
+    with torch.no_grad():
+        got = token_logprobs(model, batch)
+        logits = model(**batch).logits
+    expected = torch.log_softmax(logits[0, 1], -1)[5]  # token 5 given tokens 3, 4
+    torch.testing.assert_close(got[0, 2], expected)
+    assert got[0, 0] == 0
+
+
+def _reward_by_length(completions, **fields):
+    return [float(len(c) % 3) / 2 for c in completions]  # varied within groups
+
+
+def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_model):
+    model, tokenizer = tiny_model
+    policy = copy.deepcopy(model)
+    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1e-2)
+    cfg = GRPOConfig(group_size=4, max_new_tokens=6)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    result = grpo_step(
+        policy, optimizer, engine, tokenizer, _samples(2), _reward_by_length, cfg, seed=0
+    )
+    assert result.groups_total == 2 and result.groups_used == 2
+    assert 0 < result.completion_tokens <= 6
+    assert any(not torch.equal(p, before[n]) for n, p in policy.named_parameters())
+    # Constant rewards: every group is flat; with dynamic sampling nothing is learned.
+    flat = GRPOConfig(group_size=4, max_new_tokens=6, dynamic_sampling=True)
+    snapshot = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    result = grpo_step(policy, optimizer, engine, tokenizer, _samples(2),
+                       lambda completions, **f: [1.0] * len(completions), flat, seed=1)  # fmt: skip
+    assert result.groups_used == 0 and result.reward_std == 0.0
+    assert all(torch.equal(p, snapshot[n]) for n, p in policy.named_parameters())
+
+
+@pytest.mark.parametrize("loss", ["clip", "reg"])
+def test_kl_and_reg_paths_run(tiny_model, loss):
+    model, tokenizer = tiny_model
+    policy, reference = copy.deepcopy(model), copy.deepcopy(model)
+    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1e-2)
+    cfg = GRPOConfig(group_size=2, max_new_tokens=4, kl_coef=0.1, loss=loss)
+    result = grpo_step(policy, optimizer, engine, tokenizer, _samples(1), _reward_by_length, cfg,
+                       reference=reference, seed=0)  # fmt: skip
+    assert np.isfinite(result.loss) and result.kl >= 0
+    with pytest.raises(GRPOConfigError, match=r"kl_coef=0\.1 needs a reference model"):
+        grpo_step(policy, optimizer, engine, tokenizer, _samples(1), _reward_by_length, cfg)
