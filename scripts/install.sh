@@ -2,14 +2,14 @@
 # Install VisCritic on a fresh Debian/Ubuntu machine: system packages for headless MuJoCo rendering
 # (Mesa EGL, OSMesa fallback), then a virtual environment in .venv with the package and its extras.
 #
-#   bash scripts/install.sh            # extras: sim,rl,vlm,data,dev (everything that runs on a CPU)
+#   bash scripts/install.sh            # extras: sim,rl,vlm,data,train,dev (everything that runs on a CPU)
 #   EXTRAS=sim,rl bash scripts/install.sh
 #
 # Safe to re-run: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="${EXTRAS:-sim,rl,vlm,data,dev}"
+EXTRAS="${EXTRAS:-sim,rl,vlm,data,train,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
@@ -36,7 +36,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # fails the script (pipefail), only grep's "nothing left to print" is forgiven.
 "$VENV/bin/python" -c "import torch" 2>/dev/null \
     || "${PIP[@]}" install "torch==2.13.0" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
-"${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+# DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it needs it compiles on first use.
+DS_BUILD_OPS=0 "${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
 "$VENV/bin/python" -c "import critic, envs, rollout" \
     || { echo "[install] failed: the packages do not import" >&2; exit 1; }
 echo "[install] done: $VENV ($("$VENV/bin/python" -c 'import mujoco, robosuite, torch; print("mujoco", mujoco.__version__, "robosuite", robosuite.__version__, "torch", torch.__version__)' 2>/dev/null | tail -1))"

@@ -48,7 +48,6 @@ class GRPOConfig:
         eps_low, eps_high: ratio clip range; ``eps_high > eps_low`` is DAPO's clip-higher.
         kl_coef: weight of the k3 KL to the reference model (0: no reference needed).
         dynamic_sampling: drop groups whose rewards are all equal (DAPO).
-        max_grad_norm: gradient clipping.
     """
 
     group_size: int = 4
@@ -62,7 +61,6 @@ class GRPOConfig:
     eps_high: float = 0.2
     kl_coef: float = 0.0
     dynamic_sampling: bool = False
-    max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -150,6 +148,21 @@ def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.pad(picked, (1, 0))  # [N, L], aligned with input_ids
 
 
+def optimizer_update(
+    model, optimizer, max_grad_norm: float | None = 1.0
+) -> Callable[[torch.Tensor], None]:
+    """The plain-PyTorch ``update``: zero grads, backward, clip to ``max_grad_norm``, step."""
+
+    def update(loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+
+    return update
+
+
 @dataclass
 class StepResult:
     """What one step did (all plain floats, for logging)."""
@@ -167,7 +180,7 @@ class StepResult:
 
 def grpo_step(
     policy,
-    optimizer,
+    update: Callable[[torch.Tensor], None],
     engine,
     tokenizer,
     samples: Sequence,
@@ -181,8 +194,9 @@ def grpo_step(
     """Sample, reward, and update ``policy`` once on ``samples``.
 
     Args:
-        policy: the model being trained (the engine generates with it).
-        optimizer: its optimizer.
+        policy: the model being trained (the engine generates with it); a DeepSpeed engine works.
+        update: takes the loss and makes the step: backward, clip, optimizer step
+            (:func:`optimizer_update`, or DeepSpeed's ``backward`` + ``step``).
         engine: a rollout engine over ``policy`` (its video cache is cleared: weights change).
         tokenizer: decodes completions for the reward functions.
         samples: :class:`critic.data.samples.Sample` objects.
@@ -242,10 +256,7 @@ def grpo_step(
     else:
         loss, stats = grpo_loss(logprobs, old, advantages, mask, cfg.eps_low, cfg.eps_high, ref,
                                 cfg.kl_coef, cfg.aggregation)  # fmt: skip
-    optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-    optimizer.step()
+    update(loss)
     policy.eval()
     result.loss, result.kl = float(stats.policy_loss), float(stats.kl)
     result.clip_fraction = float(stats.clip_fraction)

@@ -1,0 +1,404 @@
+"""Train a critic: CoT-SFT, then Pretext-GRPO, ViSS-R1 joint GRPO and outcome GRPO, in order.
+
+    python experiments/synthesize.py env=Reacher-v5 episodes=200          # data first
+    python experiments/train_critic.py data=[data/Reacher-v5]            # tiny model, this CPU
+    python experiments/train_critic.py pipeline=[pretext] stages.pretext.steps=300
+    torchrun --nproc_per_node 8 experiments/train_critic.py model=/ckpt/Qwen2.5-VL-7B-Instruct \\
+        deepspeed_config=configs/deepspeed/zero3.json device=cuda dtype=bfloat16 freeze_vision=true
+
+A plain recipe (torchtune style): ``setup`` checks the whole config before any model loads, then
+each stage of ``pipeline`` runs from the previous stage's weights and writes
+``<run dir>/<stage>/checkpoint-<step>`` (safetensors + optimizer + RNG: ``resume=`` continues one
+exactly) and ``<run dir>/<stage>/final``. Tensorboard logs (``tensorboard --logdir <run dir>``):
+loss, rewards by component, KL, clip fraction, completion length, validation accuracy / MAE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+STAGES = {
+    # stage: (learning rule, sample kinds it trains on)
+    "sft": ("sft", ("sft", "failure", "pretext", "joint")),
+    "pretext": ("grpo", ("pretext",)),
+    "joint": ("grpo", ("joint",)),
+    "outcome": ("grpo", ("progress", "failure")),
+}
+
+
+class TrainConfigError(ValueError):
+    """The training config cannot run (found before any model loads)."""
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Validate everything that can be checked without a model; returns per-stage plans.
+
+    Raises:
+        TrainConfigError: unknown stage, bad GRPO settings, a batch not divisible by the group
+            size, unknown rewards or weights of the wrong length, missing data.
+    """
+    from critic.train.grpo import GRPOConfig, GRPOConfigError
+    from critic.train.rewards import RewardConfigError, combine_rewards
+
+    unknown = [s for s in cfg.pipeline if s not in STAGES]
+    if unknown or not cfg.pipeline:
+        raise TrainConfigError(f"pipeline={list(cfg.pipeline)} has unknown stages {unknown}; "
+                               f"stages are {list(STAGES)}")  # fmt: skip
+    plans: dict[str, dict[str, Any]] = {}
+    for stage in cfg.pipeline:
+        settings = cfg.stages.get(stage)
+        if settings is None:
+            raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
+        rule, kinds = STAGES[stage]
+        if not isinstance(settings.steps, int) or settings.steps < 1:
+            raise TrainConfigError(
+                f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
+            )
+        plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
+        if rule == "grpo":
+            try:
+                grpo = GRPOConfig(**OmegaConf.to_object(cfg.grpo))
+            except (GRPOConfigError, TypeError) as exc:
+                raise TrainConfigError(f"grpo: {exc}") from exc
+            if settings.batch_size % grpo.group_size:
+                raise TrainConfigError(
+                    f"stages.{stage}.batch_size={settings.batch_size} completions is not divisible "
+                    f"by grpo.group_size={grpo.group_size}; use a multiple of it"
+                )
+            try:
+                plan["reward"] = combine_rewards(
+                    list(settings.rewards), list(settings.reward_weights)
+                )
+            except RewardConfigError as exc:
+                raise TrainConfigError(f"stages.{stage}: {exc}") from exc
+            plan["grpo"] = grpo
+            plan["reward_names"] = list(settings.rewards)
+        plans[stage] = plan
+    folders = [Path(d) for d in cfg.data]
+    missing = [str(d) for d in folders if not (d / "episodes").is_dir()]
+    if not folders or missing:
+        raise TrainConfigError(
+            f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
+            "them with `python experiments/synthesize.py env=<task> out=<folder>`"
+        )
+    if cfg.resume is not None and not Path(cfg.resume).is_dir():
+        raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
+    return plans
+
+
+def load_samples(
+    cfg: DictConfig, kinds: tuple[str, ...], split: str, limit: int | None = None
+) -> list:
+    """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded."""
+    from critic.data.episodes import iter_episodes
+    from critic.data.samples import build_samples, seed_split
+
+    rng = np.random.default_rng(cfg.seed)
+    samples = []
+    for folder in cfg.data:
+        for episode in iter_episodes(folder):
+            if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
+                continue
+            samples += build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
+                                     pretext_count=cfg.pretext_count,
+                                     transforms=tuple(cfg.transforms))  # fmt: skip
+            if limit is not None and len(samples) >= limit:
+                return samples[:limit]
+    return samples
+
+
+def evaluate(model, tokenizer, samples: list, max_new_tokens: int) -> dict[str, float]:
+    """Greedy answers on validation samples: progress MAE, verdict and transform accuracy, and the
+    share of answers that parse."""
+    from critic import prompts
+    from critic.base import ParseStatus
+    from critic.parse import parse_progress, parse_transform, parse_verdict
+    from rollout.engine import Request, SamplingParams
+    from rollout.hf import HFEngine
+
+    if not samples:
+        return {}
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    errors, verdicts, transforms, readable = [], [], [], []
+    for start in range(0, len(samples), 8):
+        chunk = samples[start : start + 8]
+        requests = [Request(**prompts.encode(s.prompt, tokenizer)) for s in chunk]
+        outs = engine.generate(
+            requests, SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
+        )
+        for s, out in zip(chunk, outs, strict=True):
+            text = tokenizer.decode(out[0], skip_special_tokens=False)
+            if "transform" in s.target:
+                parsed = parse_transform(text, s.prompt.choices)
+                transforms.append(
+                    parsed.status is ParseStatus.OK and parsed.value == s.target["transform"]
+                )
+                readable.append(parsed.status is ParseStatus.OK)
+            if "progress" in s.target and s.prompt.answer in ("percent", "transform+percent"):
+                parsed = parse_progress(text, "percent")
+                readable.append(parsed.status is ParseStatus.OK)
+                errors.append(
+                    abs(parsed.value - s.target["progress"])
+                    if parsed.status is ParseStatus.OK
+                    else 1.0
+                )
+            if "success" in s.target:
+                parsed = parse_verdict(text, s.prompt.choices)
+                readable.append(parsed.status is ParseStatus.OK)
+                verdicts.append(
+                    parsed.status is ParseStatus.OK and parsed.value == s.target["success"]
+                )
+    metrics = {"readable": float(np.mean(readable))} if readable else {}
+    if errors:
+        metrics["progress_mae"] = float(np.mean(errors))
+    if verdicts:
+        metrics["verdict_accuracy"] = float(np.mean(verdicts))
+    if transforms:
+        metrics["transform_accuracy"] = float(np.mean(transforms))
+    return metrics
+
+
+def _deepspeed_config(path: str, lr: float, bf16: bool, micro_batch: int) -> dict:
+    """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them)."""
+    config = json.loads(Path(path).read_text())
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    params = config.get("optimizer", {}).get("params", {})
+    if params.get("lr") == "auto":
+        params["lr"] = lr
+    if config.get("bf16", {}).get("enabled") == "auto":
+        config["bf16"]["enabled"] = bf16
+    return config
+
+
+class Trainer:
+    """State shared by the stages: the model, tokenizer, writer, run dir (setup / train / cleanup)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.rank, self.world = _rank()
+        self.plans = check_config(cfg)  # before any model loads
+        self.history: list[dict[str, Any]] = []
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from critic.models import load_model
+
+        cfg = self.cfg
+        random.seed(cfg.seed + self.rank)
+        np.random.seed(cfg.seed + self.rank)
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        if cfg.deepspeed_config is not None:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
+        dtype = getattr(torch, cfg.dtype)
+        start = cfg.resume or cfg.model
+        self.model, self.tokenizer = load_model(
+            start, device=cfg.device, dtype=dtype, seed=cfg.seed
+        )
+        self.model = self.model.to(dtype)
+        if cfg.freeze_vision:
+            for p in self.model.model.visual.parameters():
+                p.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- one stage --------------------------------------------------------------------------
+    def run_stage(self, stage: str, resume: Path | None = None) -> Path:
+        import torch
+        from tqdm.auto import tqdm
+
+        from critic.train.checkpoint import load_trainer_state
+        from critic.train.grpo import grpo_step, optimizer_update
+        from critic.train.rewards import reward_components
+        from critic.train.sft import collate, encode_sft, sft_loss
+        from rollout.hf import HFEngine
+
+        cfg, plan = self.cfg, self.plans[stage]
+        settings = plan["settings"]
+        train = load_samples(cfg, plan["kinds"], "train")
+        if plan["rule"] == "sft":
+            train = [s for s in train if s.completion]
+        if not train:
+            raise TrainConfigError(
+                f"stage {stage}: no training samples of kinds {plan['kinds']} in {list(cfg.data)}"
+            )
+        val = load_samples(cfg, plan["kinds"], "val", limit=cfg.eval_samples)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        model, update = self.model, None
+        if cfg.deepspeed_config is not None:
+            import deepspeed
+
+            micro = settings.batch_size // self.world if plan["rule"] == "sft" else 1
+            ds_config = _deepspeed_config(
+                cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16", max(micro, 1)
+            )
+            model, optimizer, _, _ = deepspeed.initialize(model=self.model, model_parameters=params,
+                                                          config=ds_config)  # fmt: skip
+
+            def update(loss):
+                model.backward(loss)
+                model.step()
+        else:
+            optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+            update = optimizer_update(self.model, optimizer, cfg.max_grad_norm)
+        first = 0
+        rng = np.random.default_rng([cfg.seed, self.rank])  # draws the batches
+        if resume is not None:
+            state = load_trainer_state(resume, optimizer)
+            first = state["step"]
+            rng.bit_generator.state = state["extra"]["sampler"]
+        stage_dir = self.run_dir / stage
+        engine = HFEngine(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        per_rank = max(1, settings.batch_size // self.world)
+        bar = tqdm(range(first, settings.steps), desc=stage, disable=self.rank != 0 or not cfg.progress_bar,
+                   initial=first, total=settings.steps)  # fmt: skip
+        started = time.perf_counter()
+        for step in bar:
+            record: dict[str, Any] = {"stage": stage, "step": step + 1}
+            if plan["rule"] == "sft":
+                picks = rng.choice(len(train), size=per_rank, replace=len(train) < per_rank)
+                batch = collate(
+                    [encode_sft(train[i], self.tokenizer) for i in picks],
+                    self.tokenizer.pad_token_id,
+                )
+                model.train()
+                loss = sft_loss(model, batch)
+                update(loss)
+                record["loss"] = float(loss.detach())
+            else:
+                grpo = plan["grpo"]
+                prompts_per_step = max(1, per_rank // grpo.group_size)
+                picks = rng.choice(
+                    len(train), size=prompts_per_step, replace=len(train) < prompts_per_step
+                )
+
+                def components(texts, **fields):
+                    return reward_components(plan["reward_names"], texts, **fields)
+
+                result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
+                                   plan["reward"], grpo, seed=int(rng.integers(2**31)),
+                                   components=components)  # fmt: skip
+                record.update(
+                    {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
+                )
+                record.update({f"reward/{k}": v for k, v in result.rewards_by_component.items()})
+            record["seconds"] = time.perf_counter() - started
+            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == settings.steps):
+                record.update(
+                    {
+                        f"val/{k}": v
+                        for k, v in evaluate(
+                            self.model, self.tokenizer, val, cfg.eval_max_new_tokens
+                        ).items()
+                    }
+                )
+            self._log(stage, step + 1, record)
+            if (
+                cfg.checkpoint_every
+                and (step + 1) % cfg.checkpoint_every == 0
+                and step + 1 < settings.steps
+            ):
+                self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng)
+        bar.close()
+        return self._save(stage_dir / "final", optimizer, settings.steps, rng)
+
+    def _save(self, path: Path, optimizer, step: int, rng: np.random.Generator) -> Path:
+        from critic.train.checkpoint import save_checkpoint
+
+        extra = {"sampler": rng.bit_generator.state}
+        if self.cfg.deepspeed_config is not None:
+            import deepspeed
+
+            params = list(self.model.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                if self.rank == 0:
+                    save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
+        elif self.rank == 0:
+            save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
+        return path
+
+    def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.history.append(record)
+        for key, value in record.items():
+            if (
+                isinstance(value, float | int)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                self.writer.add_scalar(f"{stage}/{key}", value, step)
+        with (self.run_dir / "history.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@hydra.main(config_path="../configs", config_name="train_critic", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from critic.train.checkpoint import CheckpointError
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        trainer = Trainer(cfg, run_dir)
+    except TrainConfigError as exc:
+        print(f"train_critic: {exc}", file=sys.stderr)
+        sys.exit(1)
+    pipeline = list(cfg.pipeline)
+    resume = Path(cfg.resume) if cfg.resume is not None else None
+    if resume is not None:  # <run>/<stage>/checkpoint-<step>: skip the stages before it
+        stage = resume.parent.name
+        if stage not in pipeline:
+            print(f"train_critic: resume={cfg.resume} is a checkpoint of stage {stage!r}, not in "
+                  f"pipeline {pipeline}", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+        pipeline = pipeline[pipeline.index(stage) :]
+    trainer.setup()
+    try:
+        final = None
+        for i, stage in enumerate(pipeline):
+            final = trainer.run_stage(stage, resume if i == 0 else None)
+    except (TrainConfigError, CheckpointError) as exc:
+        print(f"train_critic: {exc}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        trainer.cleanup()
+    if trainer.rank == 0:
+        print(f"critic: {final}  (load it with make_critic({str(final)!r}))")
+        print(f"logs: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
