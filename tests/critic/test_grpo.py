@@ -14,6 +14,7 @@ from critic.train.grpo import (
     GRPOConfig,
     GRPOConfigError,
     grpo_step,
+    optimizer_update,
     sample_fields,
     sequences,
     token_logprobs,
@@ -88,8 +89,9 @@ def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_mod
     optimizer = torch.optim.SGD(policy.parameters(), lr=1e-2)
     cfg = GRPOConfig(group_size=4, max_new_tokens=6)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    update = optimizer_update(policy, optimizer)
     result = grpo_step(
-        policy, optimizer, engine, tokenizer, _samples(2), _reward_by_length, cfg, seed=0
+        policy, update, engine, tokenizer, _samples(2), _reward_by_length, cfg, seed=0
     )
     assert result.groups_total == 2 and result.groups_used == 2
     assert 0 < result.completion_tokens <= 6
@@ -97,7 +99,7 @@ def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_mod
     # Constant rewards: every group is flat; with dynamic sampling nothing is learned.
     flat = GRPOConfig(group_size=4, max_new_tokens=6, dynamic_sampling=True)
     snapshot = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    result = grpo_step(policy, optimizer, engine, tokenizer, _samples(2),
+    result = grpo_step(policy, optimizer_update(policy, optimizer), engine, tokenizer, _samples(2),
                        lambda completions, **f: [1.0] * len(completions), flat, seed=1)  # fmt: skip
     assert result.groups_used == 0 and result.reward_std == 0.0
     assert all(torch.equal(p, snapshot[n]) for n, p in policy.named_parameters())
@@ -110,8 +112,16 @@ def test_kl_and_reg_paths_run(tiny_model, loss):
     engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
     optimizer = torch.optim.SGD(policy.parameters(), lr=1e-2)
     cfg = GRPOConfig(group_size=2, max_new_tokens=4, kl_coef=0.1, loss=loss)
-    result = grpo_step(policy, optimizer, engine, tokenizer, _samples(1), _reward_by_length, cfg,
+    result = grpo_step(policy, optimizer_update(policy, optimizer), engine, tokenizer, _samples(1), _reward_by_length, cfg,
                        reference=reference, seed=0)  # fmt: skip
     assert np.isfinite(result.loss) and result.kl >= 0
     with pytest.raises(GRPOConfigError, match=r"kl_coef=0\.1 needs a reference model"):
-        grpo_step(policy, optimizer, engine, tokenizer, _samples(1), _reward_by_length, cfg)
+        grpo_step(
+            policy,
+            optimizer_update(policy, optimizer),
+            engine,
+            tokenizer,
+            _samples(1),
+            _reward_by_length,
+            cfg,
+        )
