@@ -121,12 +121,18 @@ def record_episode(
     finally:
         env.close()
     failure_step = expert.failure_step if plan.failure is not None else None
+    raw = np.asarray(progress, np.float32)
+    # An expert never regresses on purpose: its label is the running maximum of the privileged
+    # progress, whose stage formulas dip briefly where a stage's condition flips (PickPlaceCan's
+    # grasp check at release, Door's handle at the swing). Failures keep the raw curve: there the
+    # drop is the point.
+    label = np.maximum.accumulate(raw) if plan.failure is None else raw
     return Episode(
         episode_id=plan.episode_id,
         env_id=plan.task,
         instruction=spec.instruction,
         frames={CAMERA: np.stack(frames)},
-        progress=np.asarray(progress, np.float32),
+        progress=label,
         steps=np.asarray(steps, np.int64),
         success=success,
         # The label is what happened: an injected failure that did not stop the task is no failure.

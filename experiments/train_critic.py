@@ -71,6 +71,14 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
             )
+        if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
+            extra = [k for k in settings.kinds if k not in kinds]
+            if extra:
+                raise TrainConfigError(
+                    f"stages.{stage}.kinds has {extra}, which stage {stage!r} cannot train on; "
+                    f"pick from {list(kinds)}"
+                )
+            kinds = tuple(settings.kinds)
         plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
         if rule == "grpo":
             try:
@@ -175,6 +183,21 @@ def evaluate(model, tokenizer, samples: list, max_new_tokens: int) -> dict[str, 
     return metrics
 
 
+def _shuffled_labels(samples: list, rng: np.random.Generator) -> list:
+    """Format-only warm start: each sample gets the completion of a random sample of the same
+    kind, so SFT teaches the answer format but not the answers (the model stays at chance, and a
+    later GRPO stage has to learn the answers from its rewards)."""
+    from dataclasses import replace
+
+    by_kind: dict[str, list] = {}
+    for s in samples:
+        by_kind.setdefault(s.kind, []).append(s.completion)
+    return [
+        replace(s, completion=by_kind[s.kind][int(rng.integers(len(by_kind[s.kind])))])
+        for s in samples
+    ]
+
+
 def _deepspeed_config(path: str, lr: float, bf16: bool, micro_batch: int) -> dict:
     """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them)."""
     config = json.loads(Path(path).read_text())
@@ -244,6 +267,8 @@ class Trainer:
         train = load_samples(cfg, plan["kinds"], "train")
         if plan["rule"] == "sft":
             train = [s for s in train if s.completion]
+            if settings.get("shuffle_labels"):
+                train = _shuffled_labels(train, np.random.default_rng(cfg.seed))
         if not train:
             raise TrainConfigError(
                 f"stage {stage}: no training samples of kinds {plan['kinds']} in {list(cfg.data)}"

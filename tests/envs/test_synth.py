@@ -60,3 +60,10 @@ def test_synthesize_writes_resumes_and_round_trips(tmp_path):
         loaded.frames[CAMERA], fresh.frames[CAMERA]
     )  # lossless, deterministic
     np.testing.assert_array_equal(loaded.progress, fresh.progress)
+
+
+def test_expert_labels_are_monotone_and_failures_keep_their_drops():
+    expert = record_episode(EpisodePlan("Reacher-v5", 3), every=1)
+    assert np.all(np.diff(expert.progress) >= 0) and expert.progress[-1] == 1.0
+    dropped = record_episode(EpisodePlan("Reacher-v5", 2, "overshoot"), every=1)
+    assert dropped.progress.max() > dropped.progress[-1]  # the overshoot's fall is in the label
