@@ -162,7 +162,10 @@ class HFEngine(Engine):
         batch = {"input_ids": input_ids, "attention_mask": attention, "mm_token_type_ids": mm_types}
         videos = [r for r in requests if r.pixel_values_videos is not None]
         if videos:
-            batch["pixel_values_videos"] = torch.cat([r.pixel_values_videos for r in videos])
+            dtype = self.model.dtype  # float64 patches from a client would not meet float32 weights
+            batch["pixel_values_videos"] = torch.cat([r.pixel_values_videos for r in videos]).to(
+                dtype
+            )
             batch["video_grid_thw"] = torch.cat([r.video_grid_thw for r in videos])
         return {k: v.to(self.device) for k, v in batch.items()}
 

@@ -264,3 +264,16 @@ def test_cli_bad_model_is_a_message_not_a_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith(f"error: cannot load critic model {tmp_path / 'none'}:")
     assert "Traceback" not in out.stderr
+
+
+def test_float64_patches_from_a_client_are_served(served):
+    server, engine, tokenizer = served
+    request = _requests(tokenizer, 1)[0]
+    wide = Request(request.input_ids, request.mm_token_type_ids,
+                   request.pixel_values_videos.double(), request.video_grid_thw)  # fmt: skip
+    torch.testing.assert_close(
+        RemoteEngine(server.url).score([wide], DIGITS),
+        engine.score([request], DIGITS),
+        atol=1e-6,
+        rtol=0,
+    )
