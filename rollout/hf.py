@@ -74,6 +74,14 @@ class HFEngine(Engine):
     def device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def vision_token_ids(self) -> list[int]:
+        """Placeholders of images and videos: never generated (a sampled ``<|video_pad|>`` would
+        claim video features that do not exist when the completion is scored or trained on)."""
+        config = self.model.config
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        return [int(i) for i in (getattr(config, n, None) for n in names) if i is not None]
+
     def describe(self) -> dict:
         """What a client needs to build requests for this model: its config as a plain dict."""
         import json
@@ -185,6 +193,7 @@ class HFEngine(Engine):
                 torch.manual_seed(params.seed)
             out = self.model.generate(
                 **batch,
+                suppress_tokens=self.vision_token_ids,
                 do_sample=not greedy,
                 num_return_sequences=params.n,
                 max_new_tokens=params.max_new_tokens,

@@ -68,3 +68,22 @@ def test_bad_sampling_params(options, message):
     with pytest.raises(ValueError) as err:
         SamplingParams(**options)
     assert str(err.value) == message
+
+
+def test_vision_placeholders_are_never_generated(engine_and_requests):
+    engine, requests = engine_and_requests
+    banned = set(engine.vision_token_ids)
+    assert engine.model.config.video_token_id in banned and len(banned) == 4
+    # At temperature 100 sampling is near uniform over the ~640 tokens: 3 x 8 x 24 = 576 draws
+    # hit the 4 placeholders about 3.6 times when nothing stops them (the control below).
+    hot = SamplingParams(n=8, temperature=100.0, max_new_tokens=24, seed=0)
+    out = engine.generate(requests, hot)
+    assert not banned & {t for group in out for seq in group for t in seq}
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        control = engine.model.generate(**engine._batch(requests), do_sample=True, temperature=100.0,
+                                        top_k=0, num_return_sequences=8, max_new_tokens=24,
+                                        pad_token_id=engine.pad_token_id, eos_token_id=-1)  # fmt: skip
+    assert banned & set(
+        control[:, engine._batch(requests)["input_ids"].shape[1] :].flatten().tolist()
+    )
