@@ -60,6 +60,12 @@ class SamplingParams:
             raise ValueError(f"temperature={self.temperature!r} must be >= 0 (0 is greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
+        if self.seed is not None and (
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed < 2**63
+        ):
+            raise ValueError(f"seed={self.seed!r} must be None or an integer in [0, 2**63)")
 
 
 class EngineError(RuntimeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,22 @@ class HFEngine(Engine):
                 f"input_ids hold {video_tokens} video tokens but grid {grid.tolist()} makes "
                 f"{patches // merge**2} (one per {merge}x{merge} merged patch)"
             )
+        # One run of video tokens per grid row, each as long as its row makes: the model assigns
+        # grids to runs in order, across the whole batch.
+        is_video = (ids == config.video_token_id).tolist()
+        runs = [sum(1 for _ in group) for key, group in itertools.groupby(is_video) if key]
+        expected = [int(row.prod()) // merge**2 for row in grid]
+        if runs != expected:
+            raise InvalidRequestError(
+                f"video token runs of lengths {runs} do not match the grid rows {grid.tolist()}, "
+                f"which make runs of {expected}"
+            )
+
+    def with_token_types(self, request: Request) -> Request:
+        """``request`` with ``mm_token_type_ids`` rebuilt from its ids (2 on video tokens): the
+        model reads the types to place videos, so a server does not take a client's word."""
+        types = (request.input_ids == self.model.config.video_token_id).to(self.torch.int32) * 2
+        return dataclasses.replace(request, mm_token_type_ids=types)
 
     def check_token_ids(self, ids: Sequence[int], what: str) -> None:
         """Raise :class:`InvalidRequestError` unless every id is inside the vocabulary."""

@@ -121,7 +121,15 @@ class RemoteEngine(Engine):
                     f"the critic server failed the call ({exc.code}): {message}"
                 ) from exc
             except _TRANSIENT as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                reason = getattr(exc, "reason", exc)
+                if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+                    # It may still be working on it: sending the call again would only pile on.
+                    raise ServerUnavailableError(
+                        f"the critic server at {self.url} did not answer {method} {path} within "
+                        f"timeout_s={self.timeout_s:g} s; it is overloaded or stuck (check its log), "
+                        "or give a longer timeout_s"
+                    ) from exc
+                last = f"{type(exc).__name__}: {reason}"
         raise ServerUnavailableError(
             f"the critic server at {self.url} did not answer {method} {path} after "
             f"{self.retries + 1} tries over {time.monotonic() - started:.1f} s (last: {last}). "

@@ -45,6 +45,10 @@ from rollout.wire import decode_requests
 log = logging.getLogger(__name__)
 
 
+class UnknownEndpointError(LookupError):
+    """A POST to a path the server does not serve."""
+
+
 @dataclass
 class BatchStats:
     """What the batcher has done: calls received, requests in them, engine calls made."""
@@ -103,29 +107,53 @@ class DynamicBatcher:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the batching thread is running."""
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
                 return
-            jobs = [job]
-            size = len(job.requests)
-            deadline = time.monotonic() + self.max_wait_s
-            while size < self.max_batch:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                jobs.append(nxt)
-                size += len(nxt.requests)
+            try:
+                if self._batch_from(job):
+                    return
+            except Exception:  # never let one batch end the thread: every later call would hang
+                log.exception("the batcher failed on a batch; it keeps serving")
+
+    def _batch_from(self, job: _Job) -> bool:
+        """Collect a batch starting with ``job`` and run it; True when told to stop."""
+        stop = False
+        jobs = [job]
+        size = len(job.requests)
+        deadline = time.monotonic() + self.max_wait_s
+        while size < self.max_batch:
+            try:
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if nxt is None:
+                stop = True  # finish this batch, then stop
+                break
+            jobs.append(nxt)
+            size += len(nxt.requests)
+        jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]  # timed out: skip
+        try:
             groups: dict[tuple, list[_Job]] = {}
             for j in jobs:
                 groups.setdefault(j.key, []).append(j)
             for group in groups.values():
                 self._run(group)
+        except Exception as exc:
+            for j in jobs:  # nobody waits forever on a batch that broke
+                if not j.future.done():
+                    j.future.set_exception(
+                        EngineError(f"the batch failed: {type(exc).__name__}: {exc}")
+                    )
+            raise
+        return stop
 
     def _run(self, jobs: list[_Job]) -> None:
         requests = [r for j in jobs for r in j.requests]
@@ -231,7 +259,7 @@ class CriticServer:
     def handle(self, path: str, body: bytes) -> Any:
         """Validate and run one POST; raises InvalidRequestError for a bad call."""
         if path not in ("/v1/score", "/v1/generate"):
-            raise LookupError(path)
+            raise UnknownEndpointError(path)
         requests, header = decode_requests(body)
         if not requests:
             raise InvalidRequestError("the call holds no requests")
@@ -242,6 +270,10 @@ class CriticServer:
                     check(request)
                 except InvalidRequestError as exc:
                     raise InvalidRequestError(f"request {i}: {exc}") from exc
+        if hasattr(
+            self.engine, "with_token_types"
+        ):  # the model reads these: never trust a client's
+            requests = [self.engine.with_token_types(r) for r in requests]
         if path == "/v1/score":
             candidates, prefix = header.get("candidates"), header.get("prefix", [])
             for name, ids in (("candidates", candidates), ("prefix", prefix)):
@@ -277,12 +309,13 @@ class CriticServer:
         try:
             return future.result(timeout=self.timeout_s)
         except FutureTimeout as exc:
+            future.cancel()  # still queued: it will not run for nobody
             raise TimeoutError(f"no result within {self.timeout_s:.0f} s") from exc
 
 
 def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: one connection per client, not per call
+        protocol_version = "HTTP/1.1"  # keep-alive for clients that ask for it
 
         def log_message(self, format: str, *args) -> None:
             log.debug("%s " + format, self.address_string(), *args)
@@ -300,7 +333,10 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/v1/health":
-                self._send(HTTPStatus.OK, {"status": "ok", **asdict(server.batcher.stats)})
+                alive = server.batcher.alive
+                status = HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE
+                self._send(status, {"status": "ok" if alive else "batcher down",
+                                    **asdict(server.batcher.stats)})  # fmt: skip
             elif self.path == "/v1/model":
                 self._send(HTTPStatus.OK, server.model_info)
             else:
@@ -323,7 +359,7 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(length))
             try:
                 self._send(HTTPStatus.OK, server.handle(self.path, body))
-            except LookupError:
+            except UnknownEndpointError:
                 self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {self.path}")
             except InvalidRequestError as exc:
                 self._error(HTTPStatus.BAD_REQUEST, str(exc))
@@ -389,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             max_wait_ms=args.max_wait_ms,
             max_body_mb=args.max_body_mb,
         )
-    except (ModelLoadError, ValueError) as exc:
+    except (ModelLoadError, ValueError, RuntimeError, AttributeError, TypeError) as exc:
+        # a bad --model, --device (no CUDA here) or --dtype
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

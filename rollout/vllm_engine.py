@@ -3,8 +3,9 @@
 vLLM expands each video placeholder itself from the frames it is given, so a request is turned
 into a ``TokensPrompt`` whose ``<|video_pad|>`` runs are collapsed to one token per video, with the
 frames in ``multi_modal_data``. The frames are the ones our patchifier saw, already resized to
-the grid (``prompts.encode(..., keep_videos=True)``), so vLLM's processor leaves their size alone
-and makes the same grid and the same number of video tokens.
+the grid (``prompts.encode(..., keep_videos=True)``), and ``mm_processor_kwargs`` bound the
+processor's resize to their areas, so that it keeps their size and makes the same grid and number
+of video tokens (to be confirmed by the ``gpu`` test: it has not run yet).
 
 For RL the engine can sleep (free GPU memory while the trainer steps) and load new weights.
 This module is named ``vllm_engine`` rather than ``vllm`` so that it never shadows the package.
@@ -53,12 +54,19 @@ def build_vllm_prompt(request: Request, video_token_id: int) -> dict[str, Any]:
     prompt: dict[str, Any] = {"prompt_token_ids": collapsed}
     if videos:
         prompt["multi_modal_data"] = {"video": videos[0] if len(videos) == 1 else videos}
+        # The frames are already at their grid size: bound the processor's resize to their areas
+        # so it keeps them (its defaults would enlarge small frames).
+        areas = [int(v.shape[1]) * int(v.shape[2]) for v in videos]
+        prompt["mm_processor_kwargs"] = {"min_pixels": min(areas), "max_pixels": max(areas)}
     return prompt
 
 
-def vllm_sampling_kwargs(params: SamplingParams, eos_token_id: int) -> dict[str, Any]:
-    """Our :class:`SamplingParams` as ``vllm.SamplingParams`` keyword arguments."""
-    return {
+def vllm_sampling_kwargs(
+    params: SamplingParams, eos_token_id: int, banned_token_ids: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Our :class:`SamplingParams` as ``vllm.SamplingParams`` keyword arguments; the banned ids
+    (image/video placeholders) get a -100 logit bias, as the transformers engine suppresses them."""
+    kwargs: dict[str, Any] = {
         "n": params.n,
         "max_tokens": params.max_new_tokens,
         "temperature": params.temperature,
@@ -67,6 +75,9 @@ def vllm_sampling_kwargs(params: SamplingParams, eos_token_id: int) -> dict[str,
         "stop_token_ids": [eos_token_id],
         "skip_special_tokens": False,
     }
+    if banned_token_ids:
+        kwargs["logit_bias"] = {int(i): -100.0 for i in banned_token_ids}
+    return kwargs
 
 
 def vllm_score_kwargs(candidates: Sequence[int]) -> dict[str, Any]:
@@ -136,6 +147,13 @@ class VLLMEngine(Engine):
         self.vllm = vllm
         self.video_token_id = video_token_id
         self.eos_token_id = eos_token_id
+        config = require_package(
+            "transformers", "vlm", "the vLLM engine"
+        ).AutoConfig.from_pretrained(model)
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        self.banned_token_ids = [
+            int(i) for i in (getattr(config, n, None) for n in names) if i is not None
+        ]
         self.llm = vllm.LLM(
             model=model,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -153,7 +171,9 @@ class VLLMEngine(Engine):
     ) -> list[list[list[int]]]:
         if not requests:
             return []
-        sampling = self.vllm.SamplingParams(**vllm_sampling_kwargs(params, self.eos_token_id))
+        sampling = self.vllm.SamplingParams(
+            **vllm_sampling_kwargs(params, self.eos_token_id, self.banned_token_ids)
+        )
         outputs = self.llm.generate(self._prompts(requests), sampling, use_tqdm=False)
         return [
             [[t for t in c.token_ids if t != self.eos_token_id] for c in out.outputs]

@@ -277,3 +277,45 @@ def test_float64_patches_from_a_client_are_served(served):
         atol=1e-6,
         rtol=0,
     )
+
+
+def test_bad_seed_is_a_400_and_the_batcher_survives(served):
+    server, _, tokenizer = served
+    good = _requests(tokenizer, 1)[0]
+    body = encode_requests([good], {"params": {"seed": [1], "temperature": 1.0}})
+    status, payload = _post(server.url + "/v1/generate", body)
+    assert (status, payload["error"]) == (
+        400, "bad sampling params {'seed': [1], 'temperature': 1.0}: seed=[1] must be None or an "
+        "integer in [0, 2**63)",
+    )  # fmt: skip
+    assert server.batcher.alive and RemoteEngine(server.url).health()["status"] == "ok"
+
+
+def test_client_token_types_are_not_trusted(served):
+    server, engine, tokenizer = served
+    requests = _requests(tokenizer, 3, seed=7)
+    # Zeroed token types would shift every later request's video grid in a shared batch.
+    tampered = [Request(r.input_ids, torch.zeros_like(r.mm_token_type_ids), r.pixel_values_videos,
+                        r.video_grid_thw) for r in requests]  # fmt: skip
+    torch.testing.assert_close(
+        RemoteEngine(server.url).score(tampered, DIGITS),
+        engine.score(requests, DIGITS),
+        atol=1e-5,
+        rtol=0,
+    )
+    # Video token runs must match the grid rows one by one.
+    two = _requests(tokenizer, 1)[0]
+    grid = torch.cat([two.video_grid_thw, two.video_grid_thw])
+    pixels = torch.cat([two.pixel_values_videos, two.pixel_values_videos])
+    run = int(two.video_grid_thw.prod()) // 4
+    video_id = engine.model.config.video_token_id
+    end = int((two.input_ids == video_id).nonzero().max()) + 1  # right after the prompt's run
+    ids = torch.cat([two.input_ids[:end], torch.full((run,), video_id), two.input_ids[end:]])
+    bad = Request(ids, torch.zeros_like(ids, dtype=torch.int32), pixels, grid)
+    status, payload = _post(
+        server.url + "/v1/score", encode_requests([bad], {"candidates": DIGITS})
+    )
+    assert status == 400
+    assert payload["error"].startswith(
+        f"request 0: video token runs of lengths [{2 * run}] do not match"
+    )

@@ -32,7 +32,12 @@ def test_video_runs_collapse_to_one_placeholder_per_video():
     assert prompt["multi_modal_data"]["video"][1] is b
     # One video is passed as the array itself; no video, no multi_modal_data.
     one = build_vllm_prompt(Request(ids[:5], ids[:5], videos=(a,)), video_token_id=9)
-    assert one == {"prompt_token_ids": [1, 9, 2], "multi_modal_data": {"video": a}}
+    assert one == {
+        "prompt_token_ids": [1, 9, 2],
+        "multi_modal_data": {"video": a},
+        "mm_processor_kwargs": {"min_pixels": 28 * 28, "max_pixels": 28 * 28},
+    }
+    assert prompt["mm_processor_kwargs"] == {"min_pixels": 28 * 28, "max_pixels": 28 * 56}
     assert build_vllm_prompt(Request(ids[:1], ids[:1]), 9) == {"prompt_token_ids": [1]}
 
 
@@ -78,6 +83,10 @@ def test_sampling_and_score_parameters():
         "seed": 5,
         "stop_token_ids": [7],
         "skip_special_tokens": False,
+    }
+    assert vllm_sampling_kwargs(params, 7, banned_token_ids=[3, 4])["logit_bias"] == {
+        3: -100.0,
+        4: -100.0,
     }
     assert vllm_score_kwargs([3, 4]) == {
         "n": 1,
