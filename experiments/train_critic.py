@@ -30,6 +30,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rollout.imports import require_package
+
 STAGES = {
     # stage: (learning rule, sample kinds it trains on)
     "sft": ("sft", ("sft", "failure", "pretext", "joint")),
@@ -37,6 +39,9 @@ STAGES = {
     "joint": ("grpo", ("joint",)),
     "outcome": ("grpo", ("progress", "failure")),
 }
+
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class TrainConfigError(ValueError):
@@ -108,6 +113,21 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         )
     if cfg.resume is not None and not Path(cfg.resume).is_dir():
         raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
+    if cfg.dtype not in DTYPES:
+        raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")
+    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise TrainConfigError(f"device={cfg.device!r}; use cpu, cuda or cuda:<index>")
+    if cfg.deepspeed_config is not None:
+        if not Path(cfg.deepspeed_config).is_file():
+            raise TrainConfigError(
+                f"deepspeed_config={cfg.deepspeed_config!r} is not a file; use "
+                "configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"
+            )
+        if cfg.resume is not None:
+            raise TrainConfigError(
+                "resume= with deepspeed_config= is not supported yet: checkpoints hold rank 0's "
+                "optimizer and sampler state only, so other ranks would not resume exactly"
+            )
     return plans
 
 
@@ -132,7 +152,7 @@ def load_samples(
     return samples
 
 
-def evaluate(model, tokenizer, samples: list, max_new_tokens: int) -> dict[str, float]:
+def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) -> dict[str, float]:
     """Greedy answers on validation samples: progress MAE, verdict and transform accuracy, and the
     share of answers that parse."""
     from critic import prompts
@@ -147,7 +167,7 @@ def evaluate(model, tokenizer, samples: list, max_new_tokens: int) -> dict[str, 
     errors, verdicts, transforms, readable = [], [], [], []
     for start in range(0, len(samples), 8):
         chunk = samples[start : start + 8]
-        requests = [Request(**prompts.encode(s.prompt, tokenizer)) for s in chunk]
+        requests = [Request(**prompts.encode(s.prompt, tokenizer, vision)) for s in chunk]
         outs = engine.generate(
             requests, SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
         )
@@ -231,8 +251,7 @@ class Trainer:
         np.random.seed(cfg.seed + self.rank)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         if cfg.deepspeed_config is not None:
-            import deepspeed
-
+            deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
             deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
         dtype = getattr(torch, cfg.dtype)
         start = cfg.resume or cfg.model
@@ -245,6 +264,14 @@ class Trainer:
                 p.requires_grad_(False)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        from critic.vision import VisionSpec
+
+        self.vision = VisionSpec.from_config(self.model.config.vision_config)  # Qwen3-VL: 16 px
+        self.reference = None
+        if cfg.grpo.kl_coef > 0 and any(p["rule"] == "grpo" for p in self.plans.values()):
+            import copy
+
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -277,8 +304,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         model, update = self.model, None
         if cfg.deepspeed_config is not None:
-            import deepspeed
-
+            deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
             micro = settings.batch_size // self.world if plan["rule"] == "sft" else 1
             ds_config = _deepspeed_config(
                 cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16", max(micro, 1)
@@ -309,7 +335,7 @@ class Trainer:
             if plan["rule"] == "sft":
                 picks = rng.choice(len(train), size=per_rank, replace=len(train) < per_rank)
                 batch = collate(
-                    [encode_sft(train[i], self.tokenizer) for i in picks],
+                    [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
                     self.tokenizer.pad_token_id,
                 )
                 model.train()
@@ -327,8 +353,8 @@ class Trainer:
                     return reward_components(plan["reward_names"], texts, **fields)
 
                 result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
-                                   plan["reward"], grpo, seed=int(rng.integers(2**31)),
-                                   components=components)  # fmt: skip
+                                   plan["reward"], grpo, vision=self.vision, reference=self.reference,
+                                   seed=int(rng.integers(2**31)), components=components)  # fmt: skip
                 record.update(
                     {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
                 )
@@ -339,7 +365,7 @@ class Trainer:
                     {
                         f"val/{k}": v
                         for k, v in evaluate(
-                            self.model, self.tokenizer, val, cfg.eval_max_new_tokens
+                            self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision
                         ).items()
                     }
                 )
@@ -358,8 +384,7 @@ class Trainer:
 
         extra = {"sampler": rng.bit_generator.state}
         if self.cfg.deepspeed_config is not None:
-            import deepspeed
-
+            deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
             params = list(self.model.parameters())
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 if self.rank == 0:
@@ -410,7 +435,13 @@ def main(cfg: DictConfig) -> None:
                   f"pipeline {pipeline}", file=sys.stderr)  # fmt: skip
             sys.exit(1)
         pipeline = pipeline[pipeline.index(stage) :]
-    trainer.setup()
+    from critic.models import ModelLoadError
+
+    try:
+        trainer.setup()
+    except (ModelLoadError, TrainConfigError) as exc:
+        print(f"train_critic: {exc}", file=sys.stderr)
+        sys.exit(1)
     try:
         final = None
         for i, stage in enumerate(pipeline):

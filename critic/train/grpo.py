@@ -77,6 +77,9 @@ class GRPOConfig:
             (0 <= self.eps_low < 1 and self.eps_high >= 0,
              f"eps_low={self.eps_low!r} must be in [0, 1) and eps_high={self.eps_high!r} >= 0"),
             (self.kl_coef >= 0, f"kl_coef={self.kl_coef!r} must be >= 0"),
+            (not (self.loss == "reg" and self.kl_coef > 0),
+             f"kl_coef={self.kl_coef!r} has no effect with loss='reg' (Reg-GRPO has no KL term); "
+             "set kl_coef=0 or use loss='clip'"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:

@@ -105,23 +105,24 @@ def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_mod
     assert all(torch.equal(p, snapshot[n]) for n, p in policy.named_parameters())
 
 
-@pytest.mark.parametrize("loss", ["clip", "reg"])
-def test_kl_and_reg_paths_run(tiny_model, loss):
+def test_kl_to_a_reference_and_reg_grpo(tiny_model):
     model, tokenizer = tiny_model
     policy, reference = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():  # a reference that differs from the policy: the KL must be positive
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    optimizer = torch.optim.SGD(policy.parameters(), lr=1e-2)
-    cfg = GRPOConfig(group_size=2, max_new_tokens=4, kl_coef=0.1, loss=loss)
-    result = grpo_step(policy, optimizer_update(policy, optimizer), engine, tokenizer, _samples(1), _reward_by_length, cfg,
+    update = optimizer_update(policy, torch.optim.SGD(policy.parameters(), lr=1e-2))
+    cfg = GRPOConfig(group_size=2, max_new_tokens=4, kl_coef=0.1)
+    result = grpo_step(policy, update, engine, tokenizer, _samples(1), _reward_by_length, cfg,
                        reference=reference, seed=0)  # fmt: skip
-    assert np.isfinite(result.loss) and result.kl >= 0
+    assert np.isfinite(result.loss) and result.kl > 1e-4
     with pytest.raises(GRPOConfigError, match=r"kl_coef=0\.1 needs a reference model"):
-        grpo_step(
-            policy,
-            optimizer_update(policy, optimizer),
-            engine,
-            tokenizer,
-            _samples(1),
-            _reward_by_length,
-            cfg,
-        )
+        grpo_step(policy, update, engine, tokenizer, _samples(1), _reward_by_length, cfg)
+    reg = GRPOConfig(group_size=2, max_new_tokens=4, loss="reg")
+    result = grpo_step(
+        policy, update, engine, tokenizer, _samples(1), _reward_by_length, reg, seed=1
+    )
+    assert np.isfinite(result.loss)
+    with pytest.raises(GRPOConfigError, match="has no effect with loss='reg'"):
+        GRPOConfig(loss="reg", kl_coef=0.1)

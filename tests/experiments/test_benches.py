@@ -44,10 +44,9 @@ def test_bench_critic_tiny_run(tmp_path):
     assert 0.0 < results["sliding_window"]["hit_rate"] < 1.0
     assert results["latency_s"]["score"] > 0
     split = results["per_query_ms"]["2"]
-    assert split["forward_ms"] == pytest.approx(
-        split["vision_tower_ms"] + split["language_model_ms"]
-    )
-    assert split["cache_speedup_bound"] > 1
+    # The tower really ran inside the forward pass, and every query had its tokens counted.
+    assert 0 < split["vision_tower_ms"] < split["forward_ms"] and split["encode_ms"] > 0
+    assert split["tokens_per_query"] > 100  # anchored prompt: text plus three videos
 
 
 def _bench_gpu_module():

@@ -131,3 +131,29 @@ def test_deepspeed_two_processes_on_cpu(dataset, tmp_path, zero):
 
     model, _ = load_model(tmp_path / "pretext" / "final")  # gathered full weights, not shards
     assert sum(p.numel() for p in model.parameters()) > 100_000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dtype=bf16"], "dtype='bf16' is not supported; pick one of ['float32', 'bfloat16', 'float16']"),
+        (["deepspeed_config=configs/deepspeed/zero9.json"], "deepspeed_config='configs/deepspeed/zero9.json' "
+         "is not a file; use configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"),
+        (["grpo.loss=reg", "grpo.kl_coef=0.1"], "grpo: kl_coef=0.1 has no effect with loss='reg' (Reg-GRPO "
+         "has no KL term); set kl_coef=0 or use loss='clip'"),
+    ],
+)  # fmt: skip
+def test_more_bad_configs(dataset, overrides, message):
+    with pytest.raises(Exception) as err:
+        _check(f"data=[{dataset}]", *overrides)
+    assert str(err.value) == message
+
+
+def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp_path):
+    done = _run(tmp_path / "kl", f"data=[{dataset}]", "pipeline=[pretext]", "stages.pretext.steps=1",
+                "stages.pretext.batch_size=8", "grpo.kl_coef=0.05", "eval_every=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kl" in _history(tmp_path / "kl")[0]
+    bad = _run(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith(f"train_critic: cannot load critic model {tmp_path / 'no-model'}")
