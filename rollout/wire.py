@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,10 @@ import numpy as np
 from rollout.engine import InvalidRequestError, Request
 
 _FIELDS = ("input_ids", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
+# numpy parses .npy headers with ast.literal_eval, and CPython 3.11's AST constructor is not
+# thread-safe ("SystemError: AST constructor recursion depth mismatch", CPython gh-106905): seen
+# here with 8 server threads decoding at once. Decoding is fast; one at a time costs nothing.
+_NPY_HEADER_LOCK = threading.Lock()
 
 
 def encode_requests(
@@ -54,8 +59,9 @@ def decode_requests(body: bytes) -> tuple[list[Request], dict[str, Any]]:
             "makes"
         )
     try:
-        archive = np.load(io.BytesIO(body), allow_pickle=False)
-        arrays = {name: archive[name] for name in archive.files}
+        with _NPY_HEADER_LOCK:
+            archive = np.load(io.BytesIO(body), allow_pickle=False)
+            arrays = {name: archive[name] for name in archive.files}
         header = json.loads(str(arrays.pop("header")))
         if not isinstance(header, dict) or not isinstance(header.get("n"), int):
             raise InvalidRequestError("the header must be a JSON object with an integer 'n'")
