@@ -78,6 +78,7 @@ class _OSCExpert(Expert):
 
     pos_gain: ClassVar[float] = 1.5  # action per (position error / controller's max delta)
     rot_gain: ClassVar[float] = 1.0
+    brake_steps: ClassVar[int] = 8  # steps the arm takes to stop from full speed
 
     def _reset(self, env: TaskEnv) -> None:
         robot = env.robosuite.robots[0]
@@ -125,6 +126,14 @@ class _OSCExpert(Expert):
         switch is labelled with the first action that carries it out)."""
         self._enter(phase)
         return self._step(env)
+
+    def _halt(self, env: TaskEnv, grip: float, rot: np.ndarray) -> np.ndarray:
+        """Stop for good: no position command while the arm brakes (aiming back at where it was
+        when told to stop would swing it back a centimetre or so), then hold where it came to rest.
+        """
+        if self.phase_steps < self.brake_steps:
+            self.hold_at = self._eef(env)
+        return self._servo(env, self.hold_at, grip, rot)
 
     def _eef(self, env: TaskEnv) -> np.ndarray:
         return np.array(env.robosuite.sim.data.site_xpos[self._site_id])
@@ -210,7 +219,7 @@ class LiftExpert(_PickExpert):
         missed_grasp: descends beside the cube (4.5-6 cm off, across the fingers), closes there
             (marked) and lifts empty.
         drop_after_lift: opens the gripper (marked) once the cube is 30-60 % of the way up to the
-            success height, and holds still.
+            success height, and stops.
         object_pushed_away: lowers the closed gripper beside the cube and sweeps through it (20 cm
             along the finger axis); marked at the first touch.
         stall: stops for good (marked) after grasping, with the cube 0-60 % of the way up to the
@@ -251,7 +260,6 @@ class LiftExpert(_PickExpert):
                 height = self.start_z + self.fraction * (self.success_z - self.start_z)
                 if cube[2] >= height:
                     self._mark_failure()
-                    self.hold_at = self._eef(env)
                     return self._switch(
                         env, "drop" if self.failure == "drop_after_lift" else "stall"
                     )
@@ -259,7 +267,7 @@ class LiftExpert(_PickExpert):
             return self._servo(env, target, CLOSED, self.rot, speed=self.lift_speed)
         if self.phase in ("drop", "stall"):
             grip = OPEN if self.phase == "drop" else CLOSED
-            return self._servo(env, self.hold_at, grip, self.rot)
+            return self._halt(env, grip, self.rot)
         if self.phase in ("push_side", "push_down"):
             # Beside the cube at hover height, then down to the cube's height: never through it.
             target = cube - 0.08 * self.push_dir + self.hover * _UP
@@ -359,14 +367,13 @@ class PickPlaceCanExpert(_PickExpert):
             carried = _carried(self.carry_from, self._eef(env), target)
             if self.fraction is not None and (carried >= self.fraction or arrived):
                 self._mark_failure()
-                self.hold_at = self._eef(env)
                 return self._switch(env, "drop" if self.failure == "drop_after_lift" else "stall")
             if arrived:
                 return self._switch(env, "lower")
             return self._servo(env, target, CLOSED, self.rot)
         if self.phase in ("drop", "stall"):
             grip = OPEN if self.phase == "drop" else CLOSED
-            return self._servo(env, self.hold_at, grip, self.rot)
+            return self._halt(env, grip, self.rot)
         if self.phase == "lower":
             target = np.array([*self.target, self.place_z])
             if self._reached(env, target, 0.01, 0.01) or self.phase_steps >= 30:
@@ -402,7 +409,7 @@ class StackExpert(_PickExpert):
         missed_grasp: descends beside A (4.5-6 cm off, across the fingers, away from B), closes
             there (marked) and goes on empty.
         drop_after_lift: opens the gripper (marked) after the lift, 0-40 % of the way through the
-            carry but while A is still 8 cm or more from B (so it cannot land on B), and holds still.
+            carry but while A is still 12 cm or more from B (so it cannot land on B), and stops.
         wrong_target: carries A to the table 9-11 cm beside B, sets it down and releases it
             (marked at the release).
         stall: stops for good (marked), holding A, 60-95 % of the way through the carry.
@@ -468,10 +475,10 @@ class StackExpert(_PickExpert):
             if self.fraction is not None:
                 # A carry ending within the tolerance short of the failure's fraction still fails.
                 due = arrived or _carried(self.carry_from, self._eef(env), target) >= self.fraction
-                near_b = np.linalg.norm(a[:2] - self._cube(env, rs.cubeB_body_id)[:2]) < 0.08
+                # A let go of mid-carry flies on a few centimetres: drop it 12 cm or more from B.
+                near_b = np.linalg.norm(a[:2] - self._cube(env, rs.cubeB_body_id)[:2]) < 0.12
                 if due or (near_b and self.failure == "drop_after_lift"):
                     self._mark_failure()
-                    self.hold_at = self._eef(env)
                     return self._switch(
                         env, "drop" if self.failure == "drop_after_lift" else "stall"
                     )
@@ -480,7 +487,7 @@ class StackExpert(_PickExpert):
             return self._servo(env, target, CLOSED, self.rot)
         if self.phase in ("drop", "stall"):
             grip = OPEN if self.phase == "drop" else CLOSED
-            return self._servo(env, self.hold_at, grip, self.rot)
+            return self._halt(env, grip, self.rot)
         if self.phase == "lower":
             # Release once A rests on its target (the aim is a little lower, so it gets there):
             # released higher, A falls, and progress dips while it falls.
@@ -591,7 +598,7 @@ class DoorExpert(_OSCExpert):
             hinge, axis, angle = self._joint(env, self.hinge_joint)
             if self.fraction is not None and angle >= self.fraction * self.success_angle:
                 self._mark_failure()
-                self.hold_at = self._eef(env)
+                self.stall_rot = _about(axis, angle) @ self.turned[1]  # turned with the door
                 return self._switch(env, "stall")
             # Lead the grip along the door's arc about the hinge, turning the gripper with it.
             if self.phase == "pull":
@@ -602,5 +609,5 @@ class DoorExpert(_OSCExpert):
             grip_at, grip_rot = self.turned
             target = hinge + swing @ (grip_at - hinge)
             return self._servo(env, target, CLOSED, swing @ grip_rot, speed=self.pull_speed)
-        # stall: hold where the gripper stopped
-        return self._servo(env, self.hold_at, CLOSED, self.turned[1])
+        # stall: stop, and hold the handle where the arm came to rest
+        return self._halt(env, CLOSED, self.stall_rot)
