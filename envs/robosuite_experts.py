@@ -135,6 +135,16 @@ class _OSCExpert(Expert):
             self.hold_at = self._eef(env)
         return self._servo(env, self.hold_at, grip, rot)
 
+    def _fail_after_lift(self, env: TaskEnv) -> np.ndarray:
+        """Mark the injected failure and start it: open the gripper (``drop_after_lift``) or stop
+        moving with it held (``stall``)."""
+        self._mark_failure()
+        return self._switch(env, "drop" if self.failure == "drop_after_lift" else "stall")
+
+    def _failed(self, env: TaskEnv) -> np.ndarray:
+        """The action of the ``drop`` / ``stall`` phases: brake, then hold, gripper open or shut."""
+        return self._halt(env, OPEN if self.phase == "drop" else CLOSED, self.rot)
+
     def _eef(self, env: TaskEnv) -> np.ndarray:
         return np.array(env.robosuite.sim.data.site_xpos[self._site_id])
 
@@ -259,15 +269,11 @@ class LiftExpert(_PickExpert):
             if self.fraction is not None:
                 height = self.start_z + self.fraction * (self.success_z - self.start_z)
                 if cube[2] >= height:
-                    self._mark_failure()
-                    return self._switch(
-                        env, "drop" if self.failure == "drop_after_lift" else "stall"
-                    )
+                    return self._fail_after_lift(env)
             target = self.grasp_at + self.lift_height * _UP
             return self._servo(env, target, CLOSED, self.rot, speed=self.lift_speed)
         if self.phase in ("drop", "stall"):
-            grip = OPEN if self.phase == "drop" else CLOSED
-            return self._halt(env, grip, self.rot)
+            return self._failed(env)
         if self.phase in ("push_side", "push_down"):
             # Beside the cube at hover height, then down to the cube's height: never through it.
             target = cube - 0.08 * self.push_dir + self.hover * _UP
@@ -366,14 +372,12 @@ class PickPlaceCanExpert(_PickExpert):
             arrived = self._reached(env, target, 0.01, 0.02)
             carried = _carried(self.carry_from, self._eef(env), target)
             if self.fraction is not None and (carried >= self.fraction or arrived):
-                self._mark_failure()
-                return self._switch(env, "drop" if self.failure == "drop_after_lift" else "stall")
+                return self._fail_after_lift(env)
             if arrived:
                 return self._switch(env, "lower")
             return self._servo(env, target, CLOSED, self.rot)
         if self.phase in ("drop", "stall"):
-            grip = OPEN if self.phase == "drop" else CLOSED
-            return self._halt(env, grip, self.rot)
+            return self._failed(env)
         if self.phase == "lower":
             target = np.array([*self.target, self.place_z])
             if self._reached(env, target, 0.01, 0.01) or self.phase_steps >= 30:
@@ -478,16 +482,12 @@ class StackExpert(_PickExpert):
                 # A let go of mid-carry flies on a few centimetres: drop it 12 cm or more from B.
                 near_b = np.linalg.norm(a[:2] - self._cube(env, rs.cubeB_body_id)[:2]) < 0.12
                 if due or (near_b and self.failure == "drop_after_lift"):
-                    self._mark_failure()
-                    return self._switch(
-                        env, "drop" if self.failure == "drop_after_lift" else "stall"
-                    )
+                    return self._fail_after_lift(env)
             if arrived:
                 return self._switch(env, "lower")
             return self._servo(env, target, CLOSED, self.rot)
         if self.phase in ("drop", "stall"):
-            grip = OPEN if self.phase == "drop" else CLOSED
-            return self._halt(env, grip, self.rot)
+            return self._failed(env)
         if self.phase == "lower":
             # Release once A rests on its target (the aim is a little lower, so it gets there):
             # released higher, A falls, and progress dips while it falls.
