@@ -115,7 +115,11 @@ def resize_frames(frames: np.ndarray, spec: VisionSpec | None = None):
         )
     _, height, width, _ = frames.shape
     new_h, new_w = smart_resize(height, width, spec.factor, spec.min_pixels, spec.max_pixels)
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    # A reversed view of one frame (frames[::-1][:1]) counts as contiguous to numpy, whatever its
+    # stride on the length-1 axis, and torch refuses negative strides: copy those.
+    if not frames.flags.c_contiguous or any(s < 0 for s in frames.strides):
+        frames = np.array(frames, order="C", copy=True)
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, 3, H, W]
     if (new_h, new_w) != (height, width):
         resized = torch.nn.functional.interpolate(
             video.float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False

@@ -99,3 +99,14 @@ def test_matches_the_official_processor_where_torchvision_exists():
         difference = (ours - official["pixel_values_videos"]).abs().max().item()
         # uint8 rounding after resize can differ by one level: 1 / 255 / min(std) ≈ 0.0150
         assert difference <= 0.016, (shape, difference)
+
+
+def test_reversed_and_strided_views_are_accepted():
+    """A reversed video's first frame (negative stride on a length-1 axis) once crashed torch."""
+    video = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 3), dtype=np.uint8)
+    patches, _ = frames_to_patches(video[::-1][:1], VisionSpec())
+    expected, _ = frames_to_patches(video[3:4].copy(), VisionSpec())
+    np.testing.assert_array_equal(patches.numpy(), expected.numpy())
+    strided, _ = frames_to_patches(video[:, ::-1], VisionSpec())  # a mirrored view
+    mirrored, _ = frames_to_patches(np.ascontiguousarray(video[:, ::-1]), VisionSpec())
+    np.testing.assert_array_equal(strided.numpy(), mirrored.numpy())
