@@ -34,10 +34,10 @@ from rollout.imports import require_package
 
 STAGES = {
     # stage: (learning rule, sample kinds it trains on)
-    "sft": ("sft", ("sft", "failure", "pretext", "joint")),
+    "sft": ("sft", ("sft", "score", "failure", "pretext", "joint")),
     "pretext": ("grpo", ("pretext",)),
     "joint": ("grpo", ("joint",)),
-    "outcome": ("grpo", ("progress", "failure")),
+    "outcome": ("grpo", ("progress", "score", "failure")),
 }
 
 
@@ -179,8 +179,12 @@ def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) 
                     parsed.status is ParseStatus.OK and parsed.value == s.target["transform"]
                 )
                 readable.append(parsed.status is ParseStatus.OK)
-            if "progress" in s.target and s.prompt.answer in ("percent", "transform+percent"):
-                parsed = parse_progress(text, "percent")
+            if "progress" in s.target and s.prompt.answer in (
+                "percent",
+                "digit",
+                "transform+percent",
+            ):
+                parsed = parse_progress(text, "digit" if s.prompt.answer == "digit" else "percent")
                 readable.append(parsed.status is ParseStatus.OK)
                 errors.append(
                     abs(parsed.value - s.target["progress"])

@@ -4,6 +4,9 @@
   cut points per episode; target: the current frame's progress.
 - ``sft``: the same, with a reference completion whose chain of thought is grounded in privileged
   state (:mod:`critic.data.reasoning`).
+- ``score``: the same query in the digit scale with an empty chain of thought,
+  ``<think></think><answer>d</answer>`` with ``d = round(9 p)``: what ``VLMCritic``'s one-pass
+  ``score`` readout reads (the expected digit / 9), so SFT trains the readout the RL reward uses.
 - ``failure``: the whole episode; target: success, or failure and its type.
 - ``pretext``: a transformed clip; target: the transform's name (ViSS-R1, Pretext-GRPO).
 - ``joint``: a transformed clip; targets: the transform and the progress the original clip shows.
@@ -27,7 +30,7 @@ from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
 from critic.data.transforms import TRANSFORMS, apply_transform, window_length
 
-KINDS = ("progress", "sft", "failure", "pretext", "joint")
+KINDS = ("progress", "sft", "score", "failure", "pretext", "joint")
 
 
 @dataclass
@@ -95,24 +98,29 @@ def progress_samples(
     cuts: int = 4,
     frames: int = 8,
     camera: str | None = None,
-    reasoning: bool = False,
+    kind: str = "progress",
 ) -> list[Sample]:
-    """Anchored progress queries at ``cuts`` points; ``reasoning`` adds the grounded completion
-    (the ``sft`` kind)."""
+    """Anchored progress queries at ``cuts`` points, as ``kind``: ``progress`` (no completion),
+    ``sft`` (the grounded chain of thought) or ``score`` (digit scale, answer only)."""
+    if kind not in ("progress", "sft", "score"):
+        raise ValueError(f"kind={kind!r} is not a progress kind; pick progress, sft or score")
     video = _camera(episode, camera)
     samples = []
     for c in cut_points(len(episode), cuts, rng):
         target = float(episode.progress[c])
         prompt = prompts.anchored_progress(
-            episode.instruction, video[0], clip(video, c, frames), video[c], "percent"
-        )
+            episode.instruction, video[0], clip(video, c, frames), video[c],
+            "digit" if kind == "score" else "percent",
+        )  # fmt: skip
         completion = None
-        if reasoning:
+        if kind == "sft":
             state = {k: float(v[c]) for k, v in episode.state.items()}
             completion = chain_of_thought(state, target, rng)
+        elif kind == "score":
+            completion = f"<think></think><answer>{round(9 * target)}</answer>"
         samples.append(
             Sample(
-                "sft" if reasoning else "progress",
+                kind,
                 prompt,
                 {"progress": target},
                 completion,
@@ -226,9 +234,8 @@ def build_samples(
     frames, camera = options.get("frames", 8), options.get("camera")
     out: list[Sample] = []
     for kind in kinds:
-        if kind in ("progress", "sft"):
-            out += progress_samples(episode, rng, options.get("cuts", 4), frames, camera,
-                                    reasoning=kind == "sft")  # fmt: skip
+        if kind in ("progress", "sft", "score"):
+            out += progress_samples(episode, rng, options.get("cuts", 4), frames, camera, kind)
         elif kind == "failure":
             out.append(failure_sample(episode, options.get("failure_frames", 16), camera,
                                       options.get("failure_types", FAILURE_TYPES)))  # fmt: skip

@@ -130,7 +130,7 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
         assert {s.kind for s in samples} == set(KINDS)
         for s in samples:
             assert s.episode_id == "ep" and s.seed == 7 and s.env_id == "Lift"
-            if s.kind in ("progress", "sft"):
+            if s.kind in ("progress", "sft", "score"):
                 assert s.target["progress"] == pytest.approx(
                     float(_episode(success).progress[s.frame])
                 )
@@ -138,6 +138,11 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
             if s.kind == "sft":
                 parsed = parse_progress(s.completion, "percent")
                 assert parsed.value == round(100 * s.target["progress"]) / 100
+            if s.kind == "score":  # the digit the score readout reads: round(9 p)
+                assert s.prompt.answer == "digit"
+                parsed = parse_progress(s.completion, "digit")
+                assert parsed.value == pytest.approx(round(9 * s.target["progress"]) / 9)
+                assert s.completion.startswith("<think></think><answer>")
             if s.kind == "failure":
                 verdict = parse_verdict(s.completion, s.prompt.choices)
                 assert (verdict.value, verdict.label) == (success, s.target["failure_type"])

@@ -22,7 +22,7 @@ def _samples(n: int = 2) -> list[Sample]:
         np.linspace(0, 1, t, dtype=np.float32), np.arange(t),
         True, state={"fingertip_to_target_cm": np.linspace(10, 1, t)},
     )  # fmt: skip
-    return progress_samples(episode, np.random.default_rng(0), cuts=n, frames=4, reasoning=True)
+    return progress_samples(episode, np.random.default_rng(0), cuts=n, frames=4, kind="sft")
 
 
 def test_labels_cover_exactly_the_completion(tiny_model):
