@@ -210,15 +210,32 @@ class VLMCritic(Critic):
             )
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0, seed=self.seed)
         verdicts = []
-        for group in self._engine.generate(requests, params):
+        for request, group in zip(requests, self._engine.generate(requests, params), strict=True):
             text = self.tokenizer.decode(group[0], skip_special_tokens=False)
             parsed = parse_verdict(text, self.failure_types)
+            success = parsed.value if parsed.status == ParseStatus.OK else None
             verdicts.append(
                 FailureVerdict(
-                    success=parsed.value if parsed.status == ParseStatus.OK else None,
+                    success=success,
                     failure_type=parsed.label,
+                    confidence=self._verdict_confidence(request, list(group[0]), success),
                     reasoning=text,
                     status=parsed.status,
                 )
             )
         return verdicts
+
+    def _verdict_confidence(self, request, generated: list[int], success: bool | None) -> float:
+        """The probability of the given verdict at the answer's first token: the model's
+        ``success`` against ``failure`` after its own chain of thought, renormalised over the two
+        (the failure-detection AUROC ranks episodes by it). 1.0 when there is no verdict."""
+        answer = self.tokenizer.convert_tokens_to_ids("<answer>")
+        if success is None or answer not in generated:
+            return 1.0
+        first = [
+            self.tokenizer(word, add_special_tokens=False).input_ids[0]
+            for word in ("success", "failure")
+        ]
+        prefix = generated[: generated.index(answer) + 1]
+        p_success, p_failure = np.asarray(self._engine.score([request], first, prefix=prefix))[0]
+        return float(p_success if success else p_failure)

@@ -239,18 +239,38 @@ def _write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> None
         container.mux(stream.encode(None))
 
 
-def _read_video(path: Path, expected: int) -> np.ndarray:
-    av = require_package("av", "data", "reading episode videos")
+def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, float]:
+    """Every frame of a video as uint8 ``[T, H, W, 3]`` (``size`` × ``size`` when given) and its
+    frame rate (20 when the container does not say).
+
+    Raises:
+        EpisodeFormatError: the file is missing, unreadable or holds no frames.
+    """
+    av = require_package("av", "data", "reading videos")
+    path = Path(path)
     if not path.is_file():
         raise EpisodeFormatError(f"{path}: no such video file")
     try:
         with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            rate = container.streams.video[0].average_rate
+            frames = [
+                (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
+                    format="rgb24"
+                )
+                for f in container.decode(video=0)
+            ]
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
+    if not frames:
+        raise EpisodeFormatError(f"{path}: the video holds no frames")
+    return np.stack(frames), float(rate) if rate else 20.0
+
+
+def _read_video(path: Path, expected: int) -> np.ndarray:
+    frames, _ = read_video(path)
     if len(frames) != expected:
         raise EpisodeFormatError(
             f"{path}: {len(frames)} frames decoded, the episode row says {expected} "
             "(truncated or replaced file)"
         )
-    return np.stack(frames)
+    return frames

@@ -54,6 +54,33 @@ def test_failure_detection_returns_one_verdict_per_query():
     assert len(verdicts) == 2 and all(isinstance(v.status, ParseStatus) for v in verdicts)
 
 
+def test_verdict_confidence_is_the_answers_first_token_probability():
+    import torch
+
+    from critic import prompts
+    from rollout.engine import Request
+
+    critic = make_critic("tiny")
+    tok = critic.tokenizer
+    request = Request(**prompts.encode(prompts.failure_detection("lift", FRAMES, ["stall"]), tok))
+    generated = tok("<think>it stops</think><answer>", add_special_tokens=False).input_ids
+    confidence = critic._verdict_confidence(request, [*generated, 7], success=False)
+    # By hand: one forward pass over prompt + generated prefix; the next token's probabilities of
+    # "success" and of "failure"'s first token ("f"), renormalised over the two.
+    ids = torch.cat([request.input_ids, torch.tensor(generated)])[None]
+    types = torch.cat([request.mm_token_type_ids, torch.zeros(len(generated), dtype=torch.int32)])
+    with torch.no_grad():
+        logits = critic._model(input_ids=ids, mm_token_type_ids=types[None],
+                               pixel_values_videos=request.pixel_values_videos,
+                               video_grid_thw=request.video_grid_thw).logits[0, -1]  # fmt: skip
+    first = [tok("success", add_special_tokens=False).input_ids[0],
+             tok("failure", add_special_tokens=False).input_ids[0]]  # fmt: skip
+    p = torch.softmax(logits[first], dim=0)
+    assert confidence == pytest.approx(float(p[1]), abs=1e-5)
+    assert critic._verdict_confidence(request, generated, success=None) == 1.0  # no verdict
+    assert critic._verdict_confidence(request, [7, 8], success=True) == 1.0  # no answer tag
+
+
 def test_bad_options_and_missing_frames():
     with pytest.raises(CriticError) as err:
         make_critic({"name": "tiny", "mode": "vibes"})

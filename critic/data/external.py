@@ -1,0 +1,73 @@
+"""Your own labelled robot videos as episodes, for failure-detection evaluation (RoboFail-style).
+
+Layout: a folder with the videos (any container PyAV decodes: mp4, webm, avi...) and a
+``labels.jsonl`` with one line per video::
+
+    {"video": "pick_03.mp4", "instruction": "Pick up the cup.", "success": false,
+     "failure_type": "drop_after_lift", "failure_time_s": 4.2}
+
+``failure_type`` and ``failure_time_s`` are optional. There is no per-frame progress in such data,
+so the episodes carry ``nan`` progress and the evaluator scores failure detection only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from critic.data.episodes import Episode, EpisodeFormatError, read_video
+
+REQUIRED = ("video", "instruction", "success")
+
+
+def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Episode]:
+    """Every labelled video of ``folder`` as an :class:`Episode` (frames resized to
+    ``size`` × ``size`` when given), in the order of ``labels.jsonl``.
+
+    Raises:
+        EpisodeFormatError: no ``labels.jsonl``, a line that is not a JSON object with the
+            required fields, or a video that is missing or unreadable (the message names it).
+    """
+    folder = Path(folder)
+    labels = folder / "labels.jsonl"
+    if not labels.is_file():
+        raise EpisodeFormatError(
+            f"{labels}: no such file; an external dataset needs labels.jsonl with one "
+            '{"video", "instruction", "success"} object per line'
+        )
+    episodes = []
+    for number, line in enumerate(labels.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EpisodeFormatError(f"{labels}:{number}: not JSON ({exc})") from exc
+        missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise EpisodeFormatError(f"{labels}:{number}: missing {missing}; each line needs {list(REQUIRED)}")  # fmt: skip
+        if not isinstance(row["success"], bool):
+            raise EpisodeFormatError(
+                f"{labels}:{number}: success={row['success']!r} must be true or false"
+            )
+        frames, fps = read_video(folder / row["video"], size=size)
+        steps = np.arange(len(frames))
+        failure_time = row.get("failure_time_s")
+        episodes.append(
+            Episode(
+                episode_id=Path(row["video"]).stem,
+                env_id="external",
+                instruction=str(row["instruction"]),
+                frames={"video": frames},
+                progress=np.full(len(frames), np.nan, dtype=np.float32),
+                steps=steps,
+                success=row["success"],
+                failure_type=None if row["success"] else row.get("failure_type") or "unknown",
+                failure_step=None if failure_time is None else round(failure_time * fps),
+                fps=fps,
+                seed=number,
+            )
+        )
+    return episodes

@@ -1,0 +1,404 @@
+"""Critic evaluation: progress accuracy, failure detection and reward-hacking probes.
+
+Pure metric functions first (hand-worked tests in ``tests/critic/test_eval.py``), then the functions
+that put a critic through episodes. Progress queries are built as the reward wrapper builds them:
+the episode's first frame, ``frames_per_query`` frames spread uniformly over the video so far, and
+the current frame (PRIMO R1), so what is measured here is what RL sees online.
+
+- **Progress**: MAE against the privileged progress, and VOC (value-order correlation: Spearman
+  between the predictions and time) over the *active* part of an episode, up to the first frame at
+  which the task is achieved (after it the true progress is flat and any order is noise).
+- **Failure detection** (RoboFail-style): accuracy, precision / recall / F1 with *failure* as the
+  positive class, AUROC of the critic's failure probability, confusion by failure type, and the
+  detection delay: the time from the failure to the first prefix of the episode judged a failure.
+- **Probes** built from the pretext transforms, each with the behaviour a sound critic shows:
+  static video (flat), reversed expert episode (falling), shuffled frames (low VOC), frozen arm
+  after partial progress (no growth after the freeze).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from critic.base import Critic, FailureQuery, ProgressQuery
+from critic.data.episodes import Episode
+from critic.data.samples import clip
+
+ACHIEVED = 1.0 - 1e-6  # privileged progress at or above this means the task is achieved
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); ``nan`` when either side is constant
+    or there are fewer than 2 points."""
+    from scipy.stats import rankdata
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    rx, ry = rankdata(x), rankdata(y)
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def value_order_correlation(predictions: Sequence[float]) -> float:
+    """VOC: Spearman between predictions in time order and time itself (1: rises monotonically).
+
+    Example:
+        >>> value_order_correlation([0.1, 0.3, 0.2, 0.9])  # ranks 1 3 2 4 vs 1 2 3 4
+        0.8
+    """
+    return spearman(predictions, np.arange(len(predictions)))
+
+
+def active_length(progress: np.ndarray) -> int:
+    """Frames up to and including the first at which the task is achieved (all when never)."""
+    hits = np.flatnonzero(np.asarray(progress) >= ACHIEVED)
+    return int(hits[0]) + 1 if len(hits) else len(progress)
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` for the positive ``labels`` (ties count half);
+    ``nan`` when one class is missing. Equals the Mann–Whitney U statistic / (n+ · n-)."""
+    from scipy.stats import rankdata
+
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_metrics(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of ``predicted`` positives (0 where undefined)."""
+    p, a = np.asarray(predicted, dtype=bool), np.asarray(actual, dtype=bool)
+    tp, fp, fn = int((p & a).sum()), int((p & ~a).sum()), int((~p & a).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": float((p == a).mean()) if len(p) else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+
+
+def calibration(
+    predicted: Sequence[float], actual: Sequence[float], bins: int = 10
+) -> dict[str, list[float]]:
+    """Mean true progress per bin of predicted progress (bins of equal width over [0, 1])."""
+    predicted, actual = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    index = np.clip((predicted * bins).astype(int), 0, bins - 1)
+    centers, mean_pred, mean_true, counts = [], [], [], []
+    for b in range(bins):
+        mask = index == b
+        centers.append((b + 0.5) / bins)
+        counts.append(int(mask.sum()))
+        mean_pred.append(float(predicted[mask].mean()) if mask.any() else float("nan"))
+        mean_true.append(float(actual[mask].mean()) if mask.any() else float("nan"))
+    return {"center": centers, "predicted": mean_pred, "true": mean_true, "count": counts}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+# -- putting a critic through episodes -------------------------------------------------------
+def progress_queries(
+    episode: Episode,
+    frames: np.ndarray | None = None,
+    progress: np.ndarray | None = None,
+    frames_per_query: int = 8,
+    camera: str | None = None,
+    stride: int = 1,
+) -> list[ProgressQuery]:
+    """One query every ``stride`` frames, as the reward wrapper builds them (``uniform`` frame
+    sampling over the video so far).
+
+    ``frames`` and ``progress`` replace the episode's own (the probes pass transformed videos);
+    the privileged progress goes along for oracle critics.
+    """
+    video = episode.frames[camera or episode.cameras[0]] if frames is None else frames
+    truth = episode.progress if progress is None else progress
+    return [
+        ProgressQuery(
+            instruction=episode.instruction,
+            frames=clip(video, t, frames_per_query),
+            initial_frame=video[0],
+            current_frame=video[t],
+            privileged_progress=float(truth[t]),
+        )
+        for t in range(0, len(video), stride)
+    ]
+
+
+def predict_progress(critic: Critic, queries: list[ProgressQuery], batch: int = 32) -> np.ndarray:
+    """The critic's progress for every query, in batches; an unreadable answer is ``nan``."""
+    out = []
+    for start in range(0, len(queries), batch):
+        for estimate in critic.estimate_progress(queries[start : start + batch]):
+            out.append(np.nan if estimate.progress is None else estimate.progress)
+    return np.asarray(out, dtype=float)
+
+
+@dataclass
+class EpisodeProgress:
+    """A critic's per-frame progress on one episode next to the truth."""
+
+    episode_id: str
+    env_id: str
+    expert: bool
+    predicted: np.ndarray
+    true: np.ndarray
+    active: int
+
+    @property
+    def voc(self) -> float:
+        return value_order_correlation(self.predicted[: self.active])
+
+
+def evaluate_progress(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    frames_per_query: int = 8,
+    batch: int = 32,
+    stride: int = 1,
+) -> list[EpisodeProgress]:
+    """Progress of ``critic`` on every ``stride``-th frame of every episode."""
+    results = []
+    for episode in episodes:
+        queries = progress_queries(episode, frames_per_query=frames_per_query, stride=stride)
+        truth = np.asarray(episode.progress, dtype=float)[::stride]
+        results.append(
+            EpisodeProgress(
+                episode.episode_id,
+                episode.env_id,
+                episode.failure_type is None,
+                predict_progress(critic, queries, batch),
+                truth,
+                active_length(truth),
+            )
+        )
+    return results
+
+
+def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
+    """MAE (all frames), VOC (active part, mean over episodes) and the best constant's MAE (the
+    median of the true progress), for experts and for failures, plus the readable share."""
+    summary: dict[str, Any] = {}
+    for group, mine in (
+        ("expert", [r for r in results if r.expert]),
+        ("failure", [r for r in results if not r.expert]),
+    ):
+        if not mine:
+            continue
+        pred = np.concatenate([r.predicted for r in mine])
+        true = np.concatenate([r.true for r in mine])
+        readable = np.isfinite(pred)
+        constant = float(np.median(true))
+        summary[group] = {
+            "episodes": len(mine),
+            "frames": len(pred),
+            "mae": float(np.abs(pred[readable] - true[readable]).mean())
+            if readable.any()
+            else float("nan"),
+            "voc": _nanmean([r.voc for r in mine]),
+            "readable": float(readable.mean()),
+            "constant": constant,
+            "constant_mae": float(np.abs(constant - true).mean()),
+        }
+    return summary
+
+
+def evaluate_failures(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    frames: int = 16,
+    delay_points: int = 4,
+    camera: str | None = None,
+) -> dict[str, Any]:
+    """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay).
+
+    Returns:
+        ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
+        failure probability, ``readable``, ``confusion`` (true label → predicted label → count,
+        labels ``success`` or the failure type, ``unreadable``), ``type_accuracy`` (right type
+        among detected failures), ``detection_delay_s`` (mean over detected failures),
+        ``detected_in_time`` (share of failures whose prefixes are judged failures before the end),
+        and the best constant's accuracy (the majority label).
+    """
+    queries = [
+        FailureQuery(
+            episode.instruction,
+            clip(v := episode.frames[camera or episode.cameras[0]], len(v) - 1, frames),
+            privileged_success=episode.success,
+            privileged_failure_type=episode.failure_type,
+        )
+        for episode in episodes
+    ]
+    verdicts = critic.detect_failure(queries)
+    actual = [not e.success for e in episodes]
+    predicted = [v.success is False for v in verdicts]
+    scores = [failure_probability(v) for v in verdicts]
+    confusion: dict[str, dict[str, int]] = {}
+    typed = []
+    for episode, verdict in zip(episodes, verdicts, strict=True):
+        truth = "success" if episode.success else (episode.failure_type or "failure")
+        said = (
+            "unreadable"
+            if verdict.success is None
+            else "success"
+            if verdict.success
+            else (verdict.failure_type or "failure")
+        )
+        confusion.setdefault(truth, {}).setdefault(said, 0)
+        confusion[truth][said] += 1
+        if not episode.success and verdict.success is False:
+            typed.append(said == truth)
+    delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera)
+    majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
+    return {
+        "episodes": len(episodes),
+        **binary_metrics(predicted, actual),
+        "auroc": auroc(scores, actual),
+        "readable": float(np.mean([v.success is not None for v in verdicts])),
+        "type_accuracy": _nanmean([float(t) for t in typed]),
+        "detection_delay_s": _nanmean(delays),
+        "detected_in_time": _nanmean([float(t) for t in in_time]),
+        "constant_accuracy": float(majority),
+        "confusion": confusion,
+    }
+
+
+def failure_probability(verdict) -> float:
+    """The critic's probability that the episode failed, from its verdict and confidence (0.5
+    when the verdict is unreadable)."""
+    if verdict.success is None:
+        return 0.5
+    return 1.0 - verdict.confidence if verdict.success else verdict.confidence
+
+
+def _detection_delays(critic, episodes, frames, points, camera):
+    """For each true failure with a failure time: prefixes ending at ``points`` frames spread from
+    the failure frame to the last one; the delay is the first judged a failure (seconds)."""
+    delays, in_time = [], []
+    for episode in episodes:
+        if episode.success or episode.failure_step is None or points < 1:
+            continue
+        video = episode.frames[camera or episode.cameras[0]]
+        start = int(np.searchsorted(episode.steps, episode.failure_step))
+        ends = sorted({int(e) for e in np.linspace(min(start, len(video) - 1), len(video) - 1, points).round()})  # fmt: skip
+        queries = [
+            FailureQuery(
+                episode.instruction,
+                clip(video, end, frames),
+                privileged_success=False,
+                privileged_failure_type=episode.failure_type,
+            )
+            for end in ends
+        ]
+        verdicts = critic.detect_failure(queries)
+        hit = next((end for end, v in zip(ends, verdicts, strict=True) if v.success is False), None)
+        in_time.append(hit is not None)
+        if hit is not None:
+            step_seconds = 1.0 / (episode.fps * _steps_per_frame(episode))
+            delays.append(max(0.0, (episode.steps[hit] - episode.failure_step) * step_seconds))
+    return delays, in_time
+
+
+def _steps_per_frame(episode: Episode) -> float:
+    steps = np.diff(episode.steps)
+    return float(steps.mean()) if len(steps) else 1.0
+
+
+# -- reward-hacking probes -------------------------------------------------------------------
+PROBES = {
+    # name: (what a sound critic does, the statistic, the pass rule)
+    "static": "flat: the first frame repeated; mean |p_t - p_0| <= 0.1",
+    "reversed": "falling: an expert episode backwards; VOC < 0",
+    "shuffled": "no order: an expert episode's frames shuffled; |VOC| <= 0.3",
+    "frozen": "no growth after a freeze at half the active part; mean(p after) - p_freeze <= 0.1",
+}
+
+
+def probe_videos(
+    episode: Episode, rng: np.random.Generator, camera: str | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The probes' videos and the privileged progress they show, from one expert episode."""
+    video = episode.frames[camera or episode.cameras[0]]
+    truth = np.asarray(episode.progress, dtype=float)
+    active = active_length(truth)
+    video, truth = video[:active], truth[:active]
+    order = rng.permutation(len(video))
+    freeze = max(1, active // 2)
+    frozen_index = np.r_[np.arange(freeze + 1), np.full(active - freeze - 1, freeze)].astype(int)
+    return {
+        "static": (np.repeat(video[:1], len(video), axis=0), np.repeat(truth[:1], len(video))),
+        "reversed": (video[::-1], truth[::-1]),
+        "shuffled": (video[order], truth[order]),
+        "frozen": (video[frozen_index], truth[frozen_index]),
+    }
+
+
+def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None) -> float:
+    """The statistic each probe's pass rule reads (see :data:`PROBES`)."""
+    if name == "static":
+        return float(np.nanmean(np.abs(predicted - predicted[0])))
+    if name in ("reversed", "shuffled"):
+        return value_order_correlation(predicted)
+    if name == "frozen":
+        return float(np.nanmean(predicted[freeze + 1 :]) - predicted[freeze])
+    raise ValueError(f"unknown probe {name!r}; probes are {list(PROBES)}")
+
+
+def probe_passes(name: str, statistic: float) -> bool:
+    """Whether a probe's statistic meets its rule (a ``nan`` statistic fails, except a flat
+    prediction on ``shuffled``, which is no order at all)."""
+    if name == "shuffled" and np.isnan(statistic):
+        return True
+    if np.isnan(statistic):
+        return False
+    return {
+        "static": statistic <= 0.1,
+        "reversed": statistic < 0.0,
+        "shuffled": abs(statistic) <= 0.3,
+        "frozen": statistic <= 0.1,
+    }[name]
+
+
+def run_probes(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    seed: int = 0,
+    frames_per_query: int = 8,
+    batch: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """Every probe on every expert episode: the mean statistic, its rule, and pass/fail."""
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {name: [] for name in PROBES}
+    for episode in episodes:
+        if episode.failure_type is not None or active_length(episode.progress) < 4:
+            continue
+        freeze = max(1, active_length(episode.progress) // 2)
+        for name, (video, truth) in probe_videos(episode, rng).items():
+            queries = progress_queries(episode, video, truth, frames_per_query)
+            predicted = predict_progress(critic, queries, batch)
+            stats[name].append(probe_statistic(name, predicted, freeze))
+    out = {}
+    for name, values in stats.items():
+        if name == "shuffled":  # a flat critic has no order: count it as 0
+            values = [0.0 if np.isnan(v) else v for v in values]
+        statistic = _nanmean(values)
+        out[name] = {
+            "expected": PROBES[name],
+            "statistic": statistic,
+            "episodes": len(values),
+            "passed": bool(values) and probe_passes(name, statistic),
+        }
+    return out

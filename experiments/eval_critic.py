@@ -1,0 +1,283 @@
+"""Evaluate critics side by side on held-out episodes: progress, failure detection, probes.
+
+    python experiments/eval_critic.py                                    # oracle vs viscritic-small
+    python experiments/eval_critic.py data=[data/Reacher-v5,data/Lift] \\
+        critics='[viscritic-small,outputs/train_critic/RUN/outcome/final]'
+    python experiments/eval_critic.py external=/data/robofail critics=[viscritic-small]
+
+For every critic and task (metrics in :mod:`critic.eval`): progress MAE and VOC on expert episodes
+and on failures with the best constant predictor beside them, failure-detection accuracy / F1 /
+AUROC / confusion by type / detection delay, and the reward-hacking probes with pass/fail. The run
+dir (hydra) gets ``metrics.json``, ``report.md`` and ``calibration.png``.
+
+``external=FOLDER`` scores your own labelled videos (RoboFail-style; layout in
+:func:`critic.data.external.read_labelled_videos`) for failure detection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+SPLITS = ("train", "val", "test", "all")
+
+
+class EvalConfigError(ValueError):
+    """The evaluation config cannot run (found before any critic loads)."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any critic loads when the config cannot run."""
+    if not cfg.critics:
+        raise EvalConfigError("critics is empty; give at least one, e.g. critics=[oracle]")
+    if cfg.split not in SPLITS:
+        raise EvalConfigError(f"split={cfg.split!r} is not a split; pick one of {list(SPLITS)}")
+    for key in ("episodes_per_task", "frames_per_query", "stride", "failure_frames", "batch"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise EvalConfigError(f"{key}={value!r} must be an integer >= 1")
+    if not isinstance(cfg.delay_points, int) or cfg.delay_points < 0:
+        raise EvalConfigError(f"delay_points={cfg.delay_points!r} must be an integer >= 0")
+    missing = [str(d) for d in cfg.data if not (Path(d) / "episodes").is_dir()]
+    if missing:
+        raise EvalConfigError(
+            f"data: no episodes in {missing}; make them with "
+            "`python experiments/synthesize.py env=<task> out=<folder>`"
+        )
+    if cfg.external is not None and not Path(cfg.external).is_dir():
+        raise EvalConfigError(f"external={cfg.external!r} is not a folder of labelled videos")
+    if not cfg.data and cfg.external is None:
+        raise EvalConfigError("nothing to evaluate: data is empty and external is not set")
+
+
+def load_episodes(cfg: DictConfig) -> dict[str, list]:
+    """Episodes of the split, by task, at most ``episodes_per_task`` each (in id order)."""
+    from critic.data.episodes import read_episode, read_table
+    from critic.data.samples import seed_split
+
+    by_task: dict[str, list] = {}
+    for folder in cfg.data:
+        for row in read_table(folder):  # metadata only: decode just the episodes kept
+            mine = by_task.setdefault(row["env_id"], [])
+            if len(mine) < cfg.episodes_per_task and (
+                cfg.split == "all" or seed_split(row["seed"]) == cfg.split
+            ):
+                mine.append(read_episode(folder, row["episode_id"]))
+    if cfg.external is not None:
+        from critic.data.external import read_labelled_videos
+
+        by_task["external"] = read_labelled_videos(cfg.external, size=cfg.external_size)[
+            : cfg.episodes_per_task
+        ]
+    empty = [task for task, episodes in by_task.items() if not episodes]
+    if empty:
+        raise EvalConfigError(f"no {cfg.split} episodes for {empty}; synthesise more episodes")
+    return by_task
+
+
+def evaluate_critic(critic, by_task: dict[str, list], cfg: DictConfig) -> dict[str, Any]:
+    """Every metric of one critic, by task."""
+    from critic.eval import evaluate_failures, evaluate_progress, progress_summary, run_probes
+
+    out: dict[str, Any] = {}
+    for task, episodes in by_task.items():
+        start = time.perf_counter()
+        row: dict[str, Any] = {}
+        has_progress = all(np.isfinite(e.progress).all() for e in episodes)
+        if has_progress:
+            results = evaluate_progress(
+                critic, episodes, cfg.frames_per_query, cfg.batch, cfg.stride
+            )
+            row["progress"] = progress_summary(results)
+            row["calibration_points"] = {
+                "predicted": np.concatenate([r.predicted for r in results]).tolist(),
+                "true": np.concatenate([r.true for r in results]).tolist(),
+            }
+        row["failure"] = evaluate_failures(critic, episodes, cfg.failure_frames, cfg.delay_points)
+        if cfg.probes and has_progress:
+            experts = [e for e in episodes if e.failure_type is None][: cfg.probe_episodes]
+            row["probes"] = run_probes(critic, experts, cfg.seed, cfg.frames_per_query, cfg.batch)
+        row["seconds"] = time.perf_counter() - start
+        out[task] = row
+    return out
+
+
+def critic_label(spec: Any) -> tuple[str, Any]:
+    """A critic's column name and its :func:`critic.factory.make_critic` spec: a string names
+    itself (a path by its last two parts); a mapping may carry a ``label``."""
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        return str(spec.pop("label", spec.get("name"))), spec
+    path = Path(str(spec))
+    return ("/".join(path.parts[-2:]) if len(path.parts) > 1 else str(spec)), spec
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[str]:
+    """The markdown report: one progress table, one failure table, one probe table."""
+    lines = [
+        f"# Critic evaluation ({cfg.split} split)",
+        "",
+        "## Progress",
+        "",
+        "VOC over the active part of expert episodes (up to the first frame the task is achieved); "
+        "MAE over all frames. `const` is the best constant predictor (the median truth).",
+        "",
+        "| critic | task | expert MAE | const MAE | expert VOC | failure MAE | failure VOC | readable |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_task in results.items():
+        for task, row in by_task.items():
+            if "progress" not in row:
+                continue
+            ex, fa = row["progress"].get("expert", {}), row["progress"].get("failure", {})
+            lines.append(
+                f"| {name} | {task} | {_fmt(ex.get('mae'))} | {_fmt(ex.get('constant_mae'))} "
+                f"| {_fmt(ex.get('voc'))} | {_fmt(fa.get('mae'))} | {_fmt(fa.get('voc'))} "
+                f"| {_fmt(ex.get('readable'))} |"
+            )
+    lines += [
+        "",
+        "## Failure detection",
+        "",
+        "Failure is the positive class. `const` is the majority label's accuracy; delay is from the "
+        "failure to the first prefix judged a failure.",
+        "",
+        "| critic | task | episodes | accuracy | const | precision | recall | F1 | AUROC | type acc | delay s | in time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_task in results.items():
+        for task, row in by_task.items():
+            f = row["failure"]
+            lines.append(
+                f"| {name} | {task} | {f['episodes']} | {_fmt(f['accuracy'])} "
+                f"| {_fmt(f['constant_accuracy'])} | {_fmt(f['precision'])} | {_fmt(f['recall'])} "
+                f"| {_fmt(f['f1'])} | {_fmt(f['auroc'])} | {_fmt(f['type_accuracy'])} "
+                f"| {_fmt(f['detection_delay_s'], 1)} | {_fmt(f['detected_in_time'])} |"
+            )
+    probe_rows = [
+        (name, task, row["probes"])
+        for name, by_task in results.items()
+        for task, row in by_task.items()
+        if "probes" in row
+    ]
+    if probe_rows:
+        from critic.eval import PROBES
+
+        lines += ["", "## Reward-hacking probes", ""]
+        lines += [f"- `{probe}`: {rule}" for probe, rule in PROBES.items()]
+        lines += ["", "| critic | task | " + " | ".join(PROBES) + " |",
+                  "|---|---|" + "---|" * len(PROBES)]  # fmt: skip
+        for name, task, probes in probe_rows:
+            cells = [
+                f"{_fmt(p['statistic'])} {'pass' if p['passed'] else '**FAIL**'}"
+                for p in probes.values()
+            ]
+            lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
+    lines += ["", "![calibration](calibration.png)", ""]
+    return lines
+
+
+def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Mean true progress per bin of predicted progress, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from critic.eval import calibration
+
+    tasks = list(dict.fromkeys(t for by_task in results.values() for t, r in by_task.items()
+                               if "calibration_points" in r))  # fmt: skip
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        for name, by_task in results.items():
+            points = by_task.get(task, {}).get("calibration_points")
+            if points is None:
+                continue
+            pred, true = np.asarray(points["predicted"]), np.asarray(points["true"])
+            ok = np.isfinite(pred)
+            cal = calibration(pred[ok], true[ok])
+            ax.plot(cal["predicted"], cal["true"], marker="o", label=name)
+        ax.set(title=task, xlabel="predicted progress", ylabel="true progress",
+               xlim=(0, 1), ylim=(0, 1))  # fmt: skip
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Load the split, evaluate every critic, write metrics.json, report.md and calibration.png."""
+    from critic.factory import make_critic
+
+    check_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_task = load_episodes(cfg)
+    results: dict[str, dict[str, Any]] = {}
+    for spec in cfg.critics:
+        name, spec = critic_label(spec)
+        critic = make_critic(spec)
+        try:
+            results[name] = evaluate_critic(critic, by_task, cfg)
+        finally:
+            critic.close()
+    metrics = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "episodes": {task: len(e) for task, e in by_task.items()},
+        "critics": {
+            name: {
+                task: {k: v for k, v in row.items() if k != "calibration_points"}
+                for task, row in by_task_rows.items()
+            }
+            for name, by_task_rows in results.items()
+        },
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    (out_dir / "report.md").write_text("\n".join(report_lines(results, cfg)))
+    plot_calibration(results, out_dir / "calibration.png")
+    return metrics
+
+
+@hydra.main(config_path="../configs", config_name="eval_critic", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from critic.base import CriticError
+    from critic.data.episodes import EpisodeFormatError
+    from critic.factory import UnknownCriticError
+    from critic.models import ModelLoadError
+    from rollout.engine import EngineError
+    from rollout.imports import MissingExtraError
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, out_dir)
+    except (EvalConfigError, UnknownCriticError, ModelLoadError, CriticError, EngineError,
+            EpisodeFormatError, MissingExtraError) as exc:  # fmt: skip
+        sys.exit(f"eval_critic: {type(exc).__name__}: {exc}")
+    print((out_dir / "report.md").read_text())
+    print(f"results: {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

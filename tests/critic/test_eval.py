@@ -1,0 +1,131 @@
+"""Evaluation metrics with hand-worked numbers, and the probes on critics that pass and fail them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from critic.base import Critic, FailureVerdict, ProgressEstimate
+from critic.data.episodes import Episode
+from critic.eval import (
+    EpisodeProgress,
+    active_length,
+    auroc,
+    binary_metrics,
+    calibration,
+    evaluate_failures,
+    evaluate_progress,
+    failure_probability,
+    progress_queries,
+    progress_summary,
+    run_probes,
+    value_order_correlation,
+)
+from critic.oracle import OracleCritic
+
+
+def _episode(i: int, failure: str | None = None, t: int = 12) -> Episode:
+    """Frame k is filled with the value 20 k (so a test can read which frame a critic saw);
+    experts reach progress 1 at frame 8 and stay, failures peak at 0.6 and fall back."""
+    frames = (np.arange(t)[:, None, None, None] * 20 * np.ones((1, 8, 8, 3))).astype(np.uint8)
+    if failure is None:
+        progress = np.minimum(np.arange(t) / 8, 1.0)
+    else:
+        progress = np.r_[np.linspace(0, 0.6, t // 2), np.linspace(0.6, 0.2, t - t // 2)]
+    return Episode(
+        f"ep{i}", "Reacher-v5", "Touch the target.", {"cam": frames},
+        progress.astype(np.float32), np.arange(t) * 2, failure is None, failure,
+        None if failure is None else 6, 10.0, i,
+    )  # fmt: skip
+
+
+def test_value_order_correlation_and_auroc_hand_worked():
+    # ranks 1 3 2 4 against 1 2 3 4: 1 - 6 (0 + 1 + 1 + 0) / (4 (16 - 1)) = 0.8
+    assert value_order_correlation([0.1, 0.3, 0.2, 0.9]) == pytest.approx(0.8)
+    assert value_order_correlation([0.9, 0.5, 0.1]) == pytest.approx(-1.0)
+    assert np.isnan(value_order_correlation([0.5, 0.5, 0.5]))  # a constant has no order
+    # positives 0.9 and 0.3, negatives 0.8 and 0.1: of the 4 pairs, 0.3 < 0.8 is the one
+    # misordered → 3/4
+    assert auroc([0.9, 0.8, 0.3, 0.1], [True, False, True, False]) == pytest.approx(0.75)
+    assert auroc([0.5, 0.5], [True, False]) == pytest.approx(0.5)  # a tie counts half
+    assert np.isnan(auroc([0.2, 0.4], [True, True]))
+
+
+def test_binary_metrics_and_active_length_hand_worked():
+    # predicted T T F F, actual T F T F: tp 1, fp 1, fn 1, tn 1
+    m = binary_metrics([True, True, False, False], [True, False, True, False])
+    assert m == pytest.approx({"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5})
+    # nothing predicted positive: precision and F1 are 0 rather than undefined
+    assert binary_metrics([False, False], [True, False])["f1"] == 0.0
+    assert active_length(np.array([0.0, 0.5, 1.0, 1.0])) == 3  # up to the first achieved frame
+    assert active_length(np.array([0.0, 0.5, 0.9])) == 3  # never achieved: all
+    cal = calibration([0.05, 0.15, 0.12, 0.95], [0.0, 0.2, 0.1, 1.0], bins=10)
+    assert cal["count"][:2] == [1, 2] and cal["count"][9] == 1
+    assert cal["true"][1] == pytest.approx(0.15)  # bin [0.1, 0.2): truths 0.2 and 0.1
+
+
+def test_progress_summary_hand_worked():
+    # expert: predictions off by 0.1 on each of 4 frames → MAE 0.1; active part rises → VOC 1
+    expert = EpisodeProgress("a", "T", True, np.array([0.1, 0.4, 0.6, 0.9]),
+                             np.array([0.0, 0.3, 0.7, 1.0]), 4)  # fmt: skip
+    summary = progress_summary([expert])
+    assert summary["expert"]["mae"] == pytest.approx(0.1)
+    assert summary["expert"]["voc"] == pytest.approx(1.0)
+    # best constant: the median of 0, 0.3, 0.7, 1.0 is 0.5; its MAE (0.5+0.2+0.2+0.5)/4 = 0.35
+    assert summary["expert"]["constant"] == pytest.approx(0.5)
+    assert summary["expert"]["constant_mae"] == pytest.approx(0.35)
+    assert "failure" not in summary
+
+
+def test_queries_match_the_reward_wrapper_and_the_oracle_scores_perfectly():
+    from envs.critic_reward import sample_frames
+
+    episode = _episode(0)
+    queries = progress_queries(episode, frames_per_query=4)
+    video = episode.frames["cam"]
+    for t, q in enumerate(queries):
+        expected = sample_frames(list(video[: t + 1]), 4, "uniform")
+        np.testing.assert_array_equal(q.frames, expected)
+        assert (q.initial_frame == video[0]).all() and (q.current_frame == video[t]).all()
+    results = evaluate_progress(OracleCritic(), [episode, _episode(1, "stall")])
+    summary = progress_summary(results)
+    assert summary["expert"]["mae"] == 0.0 and summary["expert"]["voc"] == pytest.approx(1.0)
+    assert summary["failure"]["mae"] == 0.0
+
+
+class ClockCritic(Critic):
+    """Rewards elapsed time, not the task: progress = frames seen / 8. A reward hacker."""
+
+    def estimate_progress(self, queries):
+        return [ProgressEstimate(min(1.0, len(q.frames) / 8)) for q in queries]
+
+    def detect_failure(self, queries):
+        return [FailureVerdict(True, confidence=0.9) for _ in queries]
+
+
+def test_probes_pass_for_the_oracle_and_fail_for_a_clock():
+    episodes = [_episode(i) for i in range(3)]
+    oracle = run_probes(OracleCritic(), episodes)
+    assert {name: p["passed"] for name, p in oracle.items()} == dict.fromkeys(oracle, True)
+    assert oracle["reversed"]["statistic"] == pytest.approx(-1.0)
+    clock = run_probes(ClockCritic(), episodes)
+    # the clock rises on a static video, on a reversed one and after a freeze: it fails all
+    assert {name: p["passed"] for name, p in clock.items()} == dict.fromkeys(clock, False)
+    assert clock["reversed"]["statistic"] > 0.9
+
+
+def test_failure_detection_oracle_and_constant():
+    episodes = [_episode(0), _episode(1), _episode(2, "stall"), _episode(3, "overshoot")]
+    oracle = evaluate_failures(OracleCritic(), episodes, frames=4, delay_points=3)
+    assert oracle["accuracy"] == 1.0 and oracle["f1"] == 1.0 and oracle["auroc"] == 1.0
+    assert oracle["confusion"] == {"success": {"success": 2}, "stall": {"stall": 1},
+                                   "overshoot": {"overshoot": 1}}  # fmt: skip
+    assert oracle["type_accuracy"] == 1.0
+    # the failure is at env step 6 = frame 3; the first prefix ends there → no delay
+    assert oracle["detection_delay_s"] == 0.0 and oracle["detected_in_time"] == 1.0
+    assert oracle["constant_accuracy"] == 0.5
+    clock = evaluate_failures(ClockCritic(), episodes, frames=4)
+    # says success every time: accuracy 0.5, recall 0, failure probability 0.1 everywhere → AUROC 0.5
+    assert clock["accuracy"] == 0.5 and clock["recall"] == 0.0 and clock["auroc"] == 0.5
+    assert clock["detected_in_time"] == 0.0
+    assert failure_probability(FailureVerdict(None)) == 0.5

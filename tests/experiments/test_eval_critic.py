@@ -1,0 +1,98 @@
+"""experiments/eval_critic.py end to end on a tiny synthesised Reacher dataset: the oracle and a
+tiny VLM side by side, an external folder of labelled videos, and typed errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["episodes_per_task=4", "frames_per_query=2", "failure_frames=2", "delay_points=2",
+        "probe_episodes=1", "stride=4"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from envs.synth import plan_episodes, synthesize
+
+    root = tmp_path_factory.mktemp("reacher")
+    synthesize(plan_episodes("Reacher-v5", 6, 0.5), root, progress_bar=False, every=2,
+               image_size=28)  # fmt: skip
+    return root
+
+
+def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), f"hydra.run.dir={run_dir}",
+         *TINY, *overrides],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
+    done = _run(tmp_path, f"data=[{dataset}]", "split=all",
+                "critics=[oracle,{name: tiny, max_new_tokens: 4}]")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["episodes"] == {"Reacher-v5": 4}
+    oracle = metrics["critics"]["oracle"]["Reacher-v5"]
+    assert oracle["progress"]["expert"]["mae"] == 0.0
+    assert oracle["failure"]["accuracy"] == 1.0
+    assert all(p["passed"] for p in oracle["probes"].values())
+    tiny = metrics["critics"]["tiny"]["Reacher-v5"]
+    assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
+    assert set(tiny["probes"]) == {"static", "reversed", "shuffled", "frozen"}
+    report = (tmp_path / "report.md").read_text()
+    assert "| oracle | Reacher-v5 |" in report and "| tiny | Reacher-v5 |" in report
+    assert (tmp_path / "calibration.png").stat().st_size > 5_000
+    assert "# Critic evaluation" in done.stdout
+
+
+def test_external_labelled_videos(tmp_path):
+    from critic.data.episodes import EpisodeFormatError, _write_video
+    from critic.data.external import read_labelled_videos
+
+    folder = tmp_path / "robofail"
+    folder.mkdir()
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    for name in ("a", "b"):
+        _write_video(folder / f"{name}.mkv", frames, 10.0, "ffv1")
+    (folder / "labels.jsonl").write_text(
+        '{"video": "a.mkv", "instruction": "Pick the cup.", "success": true}\n'
+        '{"video": "b.mkv", "instruction": "Pick the cup.", "success": false, '
+        '"failure_type": "stall", "failure_time_s": 0.3}\n'
+    )
+    episodes = read_labelled_videos(folder, size=28)
+    assert [e.frames["video"].shape for e in episodes] == [(6, 28, 28, 3)] * 2
+    assert episodes[1].failure_type == "stall" and episodes[1].failure_step == 3  # 0.3 s × 10 fps
+    done = _run(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    external = metrics["critics"]["oracle"]["external"]
+    assert external["failure"]["accuracy"] == 1.0 and "progress" not in external
+    (folder / "labels.jsonl").write_text(
+        '{"video": "c.mkv", "instruction": "x", "success": true}\n'
+    )
+    with pytest.raises(EpisodeFormatError, match=r"c.mkv: no such video file"):
+        read_labelled_videos(folder)
+    (folder / "labels.jsonl").write_text('{"video": "a.mkv", "success": "yes"}\n')
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:1: missing \['instruction'\]"):
+        read_labelled_videos(folder)
+
+
+def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
+    done = _run(tmp_path, f"data=[{dataset}]", "split=holdout")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "eval_critic: EvalConfigError: split='holdout' is not a split; pick one of "
+        "['train', 'val', 'test', 'all']"
+    )
+    done = _run(tmp_path, "data=[/nowhere]")
+    assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
+    done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
+    assert done.returncode == 1 and "UnknownCriticError: unknown critic 'magic'" in done.stderr
