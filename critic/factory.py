@@ -19,16 +19,17 @@ class UnknownCriticError(ValueError):
 def available_critics() -> list[str]:
     """Names :func:`make_critic` accepts (besides a checkpoint directory path)."""
     from critic.models import PRESETS
+    from critic.weights import SHIPPED
 
-    return ["oracle", "vlm", *sorted(PRESETS)]
+    return ["oracle", "vlm", *sorted(SHIPPED), *sorted(PRESETS)]
 
 
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
     """Return a critic for ``spec``.
 
     Args:
-        spec: a :class:`Critic` (returned as is); ``"oracle"``; a VLM preset (``"tiny"``,
-            ``"small"``), a checkpoint directory or a critic server URL (``http://host:port``),
+        spec: a :class:`Critic` (returned as is); ``"oracle"``; a shipped critic
+            (``"viscritic-small"``), a VLM preset of random weights (``"tiny"``, ``"small"``), a checkpoint directory or a critic server URL (``http://host:port``),
             all giving a ``VLMCritic``; or a mapping
             ``{"name": <one of those, or "vlm">, **kwargs}`` whose kwargs go to the critic's
             constructor (``{"name": "vlm", "model": path, "mode": "reason"}``).
@@ -55,10 +56,12 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
 
     from critic.models import PRESETS
     from critic.vlm import is_server_url
+    from critic.weights import SHIPPED
 
     if (
         name == "vlm"
         or name in PRESETS
+        or name in SHIPPED
         or is_server_url(name)
         or (isinstance(name, str) and Path(name).is_dir())
     ):

@@ -185,7 +185,10 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
     if str(name_or_path) in PRESETS:
         model, tokenizer = build_preset(str(name_or_path), seed=seed)
         return model.to(device), tokenizer
+    from critic.weights import shipped_path
     from rollout.hf import load_checkpoint
+
+    name_or_path = shipped_path(name_or_path) or name_or_path
 
     try:
         return load_checkpoint(name_or_path, dtype=dtype, device=device)

@@ -3,6 +3,8 @@
 Each condition trains the same SB3 algorithm for the same step budget on every seed:
 
 - ``critic``: reward from the configured critic watching the task (``VisCriticVecEnv``);
+- ``oracle``: the same reward wrapper and options, with the simulator's privileged progress as the
+  critic (what a perfect progress critic would give);
 - ``ground_truth``: the simulator's own reward.
 
 Every ``eval_every`` steps the policy is evaluated on the bare task with the true reward and true
@@ -27,7 +29,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-CONDITIONS = ("critic", "ground_truth")
+CONDITIONS = ("critic", "oracle", "ground_truth")
 
 
 class ExperimentConfigError(ValueError):
@@ -72,8 +74,13 @@ def build_train_env(cfg: DictConfig, condition: str, seed: int):
     from envs.vec_env import make_viscritic_vec_env
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    if condition == "critic":
-        critic = hydra.utils.instantiate(cfg.critic)
+    if condition in ("critic", "oracle"):
+        if condition == "critic":
+            critic = hydra.utils.instantiate(cfg.critic)
+        else:
+            from critic.oracle import OracleCritic
+
+            critic = OracleCritic()
         return make_viscritic_vec_env(
             env_cfg["name"],
             n_envs=cfg.n_envs,

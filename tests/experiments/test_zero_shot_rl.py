@@ -52,7 +52,7 @@ def test_bad_config_is_a_message_not_a_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         "zero_shot_rl: ExperimentConfigError: conditions=['critic', 'magic'] must be a non-empty "
-        "list drawn from ['critic', 'ground_truth']"
+        "list drawn from ['critic', 'oracle', 'ground_truth']"
     )
 
 

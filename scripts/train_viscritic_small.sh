@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Reproduce the shipped critic, critic/weights/viscritic-small, from nothing: synthesise the data
+# with the scripted experts, run the recipe (configs/viscritic_small.yaml), export the weights.
+# Times on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
+#   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-data}
+RUN=${2:-outputs/viscritic_small/run}
+PY=${PYTHON:-python}
+export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+$PY experiments/synthesize.py env=Reacher-v5 episodes=600 every=1 workers=2 out="$DATA/Reacher-v5"
+$PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
+$PY experiments/synthesize.py env=Lift episodes=160 every=2 workers=2 out="$DATA/Lift"
+$PY experiments/train_critic.py --config-name viscritic_small \
+    "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" hydra.run.dir="$RUN"
+$PY -m critic.weights export "$RUN/outcome/final" critic/weights/viscritic-small
