@@ -207,6 +207,13 @@ def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) 
     return metrics
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _shuffled_labels(samples: list, rng: np.random.Generator) -> list:
     """Format-only warm start: each sample gets the completion of a random sample of the same
     kind, so SFT teaches the answer format but not the answers (the model stays at chance, and a
@@ -364,6 +371,14 @@ class Trainer:
                 )
                 record.update({f"reward/{k}": v for k, v in result.rewards_by_component.items()})
             record["seconds"] = time.perf_counter() - started
+            # samples per second over the stage so far (GRPO: completions), and the process's
+            # peak memory, so each stage's cost is in the history
+            record["samples_per_s"] = (step + 1 - first) * settings.batch_size / record["seconds"]
+            record["peak_rss_mb"] = _peak_rss_mb()
+            if cfg.device != "cpu":
+                import torch
+
+                record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == settings.steps):
                 record.update(
                     {

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from critic import prompts
@@ -24,6 +25,7 @@ from critic.train.losses import (
     grpo_loss,
     informative_groups,
     reg_grpo_loss,
+    temporal_bonus,
 )
 from critic.vision import VisionSpec
 
@@ -48,6 +50,12 @@ class GRPOConfig:
         eps_low, eps_high: ratio clip range; ``eps_high > eps_low`` is DAPO's clip-higher.
         kl_coef: weight of the k3 KL to the reference model (0: no reference needed).
         dynamic_sampling: drop groups whose rewards are all equal (DAPO).
+        temporal_bonus: T-GRPO's (Video-R1) alpha: each prompt is also sampled with its video's
+            frames shuffled, and the correct completions of groups that do at least
+            ``temporal_mu`` times as well on the ordered video earn this bonus (0: off, one
+            generation per step; > 0: two).
+        temporal_mu: T-GRPO's mu.
+        temporal_correct: a reward above this counts as a correct completion for T-GRPO.
     """
 
     group_size: int = 4
@@ -61,6 +69,9 @@ class GRPOConfig:
     eps_high: float = 0.2
     kl_coef: float = 0.0
     dynamic_sampling: bool = False
+    temporal_bonus: float = 0.0
+    temporal_mu: float = 0.8
+    temporal_correct: float = 0.5
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,6 +88,9 @@ class GRPOConfig:
             (0 <= self.eps_low < 1 and self.eps_high >= 0,
              f"eps_low={self.eps_low!r} must be in [0, 1) and eps_high={self.eps_high!r} >= 0"),
             (self.kl_coef >= 0, f"kl_coef={self.kl_coef!r} must be >= 0"),
+            (self.temporal_bonus >= 0 and self.temporal_mu > 0,
+             f"temporal_bonus={self.temporal_bonus!r} must be >= 0 (0: T-GRPO off) and "
+             f"temporal_mu={self.temporal_mu!r} > 0"),
             (not (self.loss == "reg" and self.kl_coef > 0),
              f"kl_coef={self.kl_coef!r} has no effect with loss='reg' (Reg-GRPO has no KL term); "
              "set kl_coef=0 or use loss='clip'"),
@@ -149,6 +163,25 @@ def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     targets = batch["input_ids"][:, 1:]  # [N, L-1]
     picked = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
     return torch.nn.functional.pad(picked, (1, 0))  # [N, L], aligned with input_ids
+
+
+def shuffle_frames(prompt: prompts.Prompt, rng: np.random.Generator) -> prompts.Prompt:
+    """The prompt with the frames of each of its multi-frame videos in a random order (single
+    images, such as the anchored prompt's initial and current frames, stay)."""
+    videos = tuple(v[rng.permutation(len(v))] if len(v) > 1 else v for v in prompt.videos)
+    return replace(prompt, videos=videos)
+
+
+def _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vision, seed):
+    """T-GRPO's second generation: the same prompts with shuffled frames, rewarded alike."""
+    from rollout.engine import Request
+
+    rng = np.random.default_rng(seed)
+    requests = [Request(**prompts.encode(shuffle_frames(s.prompt, rng), tokenizer, vision))
+                for s in samples]  # fmt: skip
+    completions = engine.generate(requests, params)
+    texts = [tokenizer.decode(c, skip_special_tokens=False) for group in completions for c in group]
+    return torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
 
 
 def optimizer_update(
@@ -229,6 +262,13 @@ def grpo_step(
         for name, values in components(texts, **fields).items():
             known = [v for v in values if v is not None]
             by_component[name] = float(sum(known) / len(known)) if known else math.nan
+    if cfg.temporal_bonus > 0:
+        shuffled = _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vision, seed)  # fmt: skip
+        bonus = temporal_bonus(rewards, shuffled, cfg.group_size, cfg.temporal_bonus,
+                               cfg.temporal_mu, cfg.temporal_correct)  # fmt: skip
+        by_component["shuffled_video_reward"] = float(shuffled.mean())
+        by_component["temporal_bonus"] = float(bonus.mean())
+        rewards = rewards + bonus
 
     keep = torch.ones(len(samples), dtype=torch.bool)
     if cfg.dynamic_sampling:

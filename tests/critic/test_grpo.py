@@ -126,3 +126,36 @@ def test_kl_to_a_reference_and_reg_grpo(tiny_model):
     assert np.isfinite(result.loss)
     with pytest.raises(GRPOConfigError, match="has no effect with loss='reg'"):
         GRPOConfig(loss="reg", kl_coef=0.1)
+
+
+def test_t_grpo_pays_the_bonus_when_order_helps(tiny_model):
+    from critic.train.grpo import shuffle_frames
+
+    model, tokenizer = tiny_model
+    policy = copy.deepcopy(model)
+    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    calls = []
+
+    def ordered_right_shuffled_wrong(completions, **fields):
+        calls.append(len(completions))  # 1st call: the ordered videos; 2nd: shuffled frames
+        return [1.0 if len(calls) == 1 else 0.0] * len(completions)
+
+    cfg = GRPOConfig(group_size=2, max_new_tokens=4, temporal_bonus=0.3)
+    update = optimizer_update(policy, torch.optim.SGD(policy.parameters(), lr=1e-2))
+    result = grpo_step(policy, update, engine, tokenizer, _samples(2),
+                       ordered_right_shuffled_wrong, cfg, seed=0)  # fmt: skip
+    # p = 1 on the ordered video >= 0.8 x p~ = 0: every correct completion earns alpha = 0.3
+    assert calls == [4, 4]
+    assert result.rewards_by_component == pytest.approx(
+        {"shuffled_video_reward": 0.0, "temporal_bonus": 0.3}
+    )
+    assert result.reward_mean == pytest.approx(1.3)
+    prompt = _samples(1)[0].prompt
+    shuffled = shuffle_frames(prompt, np.random.default_rng(0))
+    for before, after in zip(prompt.videos, shuffled.videos, strict=True):
+        # same frames, as a multiset; single images stay where they are
+        assert sorted(map(bytes, before)) == sorted(map(bytes, after))
+        if len(before) == 1:
+            np.testing.assert_array_equal(before, after)
+    with pytest.raises(GRPOConfigError, match=r"temporal_bonus=-1 must be >= 0"):
+        GRPOConfig(temporal_bonus=-1)

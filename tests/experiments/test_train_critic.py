@@ -50,7 +50,8 @@ def _history(run_dir: Path) -> list[dict]:
 def test_four_stage_pipeline(dataset, tmp_path):
     done = _run(tmp_path, f"data=[{dataset}]", "stages.sft.steps=2", "stages.pretext.steps=1",
                 "stages.joint.steps=1", "stages.outcome.steps=1", "stages.pretext.batch_size=8",
-                "stages.joint.batch_size=8", "stages.outcome.batch_size=8", "eval_every=1")  # fmt: skip
+                "stages.joint.batch_size=8", "stages.outcome.batch_size=8", "eval_every=1",
+                "grpo.temporal_bonus=0.3")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     history = _history(tmp_path)
     assert [(h["stage"], h["step"]) for h in history] == [
@@ -60,6 +61,8 @@ def test_four_stage_pipeline(dataset, tmp_path):
         "reward/transform_reward" in history[2] and "reward/progress_accuracy_reward" in history[4]
     )
     assert "val/progress_mae" in history[4] and "val/transform_accuracy" in history[2]
+    assert "reward/temporal_bonus" in history[2]  # T-GRPO on: a shuffled-frame generation too
+    assert all(h["samples_per_s"] > 0 and h["peak_rss_mb"] > 100 for h in history)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     from critic.factory import make_critic
 
