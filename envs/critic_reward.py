@@ -25,6 +25,9 @@ import numpy as np
 from critic.base import ParseStatus, ProgressEstimate, ProgressQuery
 from envs.errors import CriticOutputError, InvalidOptionError
 
+# The critic a reward wrapper uses when none is named: the shipped, trained VLM critic
+# (critic/weights/viscritic-small). critic="oracle" reads the simulator's privileged progress.
+DEFAULT_CRITIC = "viscritic-small"
 REWARD_MODES = ("progress", "delta", "potential", "success")
 FRAME_SAMPLING = ("uniform", "last")
 

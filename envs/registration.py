@@ -12,13 +12,14 @@ from typing import Any
 import gymnasium as gym
 
 from critic.base import Critic
+from envs.critic_reward import DEFAULT_CRITIC
 from envs.tasks import check_horizon, get_task, make_task_env, task_names
 from envs.wrappers import VisCriticReward
 
 
 def make_viscritic_env(
     env: str,
-    critic: str | Mapping[str, Any] | Critic = "oracle",
+    critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
     *,
     camera: Any = None,
     image_size: int | tuple[int, int] | None = None,

@@ -5,6 +5,11 @@ query steps into ``info`` (:class:`CriticFrames`); the main process holds one
 :class:`~envs.critic_reward.EpisodeTracker` per env and sends every due query, including the
 first query of episodes that just auto-reset, to the critic in a single batch. Rendering inside
 the worker is what lets the last frame of an episode reach the critic before the auto-reset.
+
+With ``relabel=True`` (off-policy learners, as VLM-RM does) the critic is called once per finished
+episode instead, on all of its queries in one batch; steps return a placeholder reward of 0 and
+:class:`RelabelCallback` writes the critic's rewards into the replay buffer before the learner
+trains on them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 
 from critic.base import Critic, ProgressQuery
 from critic.factory import make_critic
-from envs.critic_reward import CriticRewardConfig, EpisodeTracker, check_batch
+from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv
 from rollout.imports import require_package
@@ -74,24 +79,35 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         critic: a critic name, ``{"name": ..., **kwargs}`` mapping, or instance.
         config: the reward options (``terminate_on_success`` is not available here: sub-envs
             reset themselves).
+        relabel: defer the critic to each episode's end: one batched call over all of the
+            episode's queries, the rewards in the last step's ``info["critic_rewards"]`` and a
+            placeholder 0 from every step (use with :class:`RelabelCallback`). Queries carry no
+            previous estimate in this mode.
     """
 
     def __init__(
         self,
         venv,
-        critic: str | Mapping[str, Any] | Critic = "oracle",
+        critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
         config: CriticRewardConfig | None = None,
+        relabel: bool = False,
     ) -> None:
         super().__init__(venv)
         self.config = config or CriticRewardConfig()
-        if self.config.terminate_on_success:
+        self.relabel = bool(relabel)
+        self.check_config(self.config)
+        self.critic = make_critic(critic)
+        self._instructions = venv.get_attr("instruction")
+        self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
+
+    @staticmethod
+    def check_config(config: CriticRewardConfig) -> None:
+        """Raise :class:`InvalidOptionError` for options a vector of envs cannot honour."""
+        if config.terminate_on_success:
             raise InvalidOptionError(
                 "terminate_on_success=True is not available with VisCriticVecEnv (sub-envs "
                 "reset themselves); use envs.VisCriticReward on each env instead"
             )
-        self.critic = make_critic(critic)
-        self._instructions = venv.get_attr("instruction")
-        self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
 
     def _new_tracker(self, index: int) -> EpisodeTracker:
         return EpisodeTracker(self.config, self._instructions[index], self.critic.name)
@@ -115,6 +131,9 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         for i, info in enumerate(self.venv.reset_infos):
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(info.get("critic_frame"), info["progress"])
+        if self.relabel:
+            self._pending = [[(None, t.query())] for t in self._trackers]
+            return obs
         estimates = self._estimate(
             [t.query() for t in self._trackers], list(enumerate(self._trackers))
         )
@@ -123,6 +142,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         return obs
 
     def step_wait(self):
+        if self.relabel:
+            return self._step_relabel()
         obs, env_rewards, dones, infos = self.venv.step_wait()
         queries, owners, asks = [], [], []  # asks: (env index, "step" | "start") per query
         fresh: dict[int, EpisodeTracker] = {}
@@ -154,15 +175,103 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 self._trackers[i] = fresh[i]
         return obs, rewards, dones, infos
 
+    def _step_relabel(self):
+        """Record each env's step (its query, on query steps); when episodes end, one critic
+        call over all their queries, and their rewards replayed through a tracker."""
+        obs, env_rewards, dones, infos = self.venv.step_wait()
+        finished = []
+        for i, (tracker, info, done) in enumerate(zip(self._trackers, infos, dones, strict=True)):
+            query = None
+            if self.config.is_query_step(tracker.step_count + 1, bool(done)):
+                tracker.observe(info.get("critic_frame"), info["progress"])
+                query = tracker.query()
+            tracker.step_count += 1
+            self._pending[i].append((float(env_rewards[i]), query))
+            infos[i].pop("critic_frame", None)
+            infos[i]["critic_pending"] = True
+            if done:
+                finished.append(i)
+        queries, owners = [], []
+        for i in finished:
+            queries += [q for _, q in self._pending[i] if q is not None]
+            owners += [(i, self._trackers[i])] * sum(q is not None for _, q in self._pending[i])
+        estimates = iter(self._estimate(queries, owners))
+        for i in finished:
+            replay = self._new_tracker(i)
+            _, *steps = self._pending[i]  # the first entry is the reset query
+            replay.begin(next(estimates))
+            rewards = [
+                replay.reward(r, next(estimates) if q is not None else None) for r, q in steps
+            ]
+            infos[i]["critic_rewards"] = np.asarray(rewards, dtype=np.float32)
+            infos[i]["critic_return"] = replay.critic_return
+            infos[i]["critic_progress"] = replay.progress
+            reset_info = self.venv.reset_infos[i]
+            self._trackers[i] = self._new_tracker(i)
+            self._trackers[i].start(reset_info.get("critic_frame"), reset_info["progress"])
+            self._pending[i] = [(None, self._trackers[i].query())]
+        return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
+
     def close(self) -> None:
         self.critic.close()
         super().close()
 
 
+_callbacks = require_package("stable_baselines3.common.callbacks", "rl", "envs.vec_env")
+
+
+class RelabelCallback(_callbacks.BaseCallback):
+    """Write the critic rewards of finished episodes (``VisCriticVecEnv(relabel=True)``) into an
+    off-policy learner's replay buffer, before it trains on them.
+
+    SB3 calls ``_on_step`` just before it stores a step's transition at ``replay_buffer.pos``, and
+    ``_on_rollout_end`` after the last store of a rollout: the positions are noted in the first,
+    the rewards written in the second. The learner must train per episode
+    (``train_freq=(1, "episode")``), so no placeholder reward is ever sampled.
+
+    Raises:
+        InvalidOptionError: the learner has no replay buffer or trains per step.
+    """
+
+    def _on_training_start(self) -> None:
+        from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+
+        buffer = getattr(self.model, "replay_buffer", None)
+        frequency = getattr(self.model, "train_freq", None)
+        if buffer is None or frequency is None:
+            raise InvalidOptionError(
+                f"relabelling needs an off-policy learner with a replay buffer (SAC, TD3, DQN); "
+                f"{type(self.model).__name__} has none: use the per-step critic reward instead"
+            )
+        if frequency.unit != TrainFrequencyUnit.EPISODE:
+            raise InvalidOptionError(
+                f"train_freq=({frequency.frequency}, {frequency.unit.value!r}) trains on steps "
+                "whose critic reward is not known "
+                "yet; relabel with train_freq=(1, 'episode') and gradient_steps=-1"
+            )
+        self._positions: list[list[int]] = [[] for _ in range(self.training_env.num_envs)]
+        self._ready: list[tuple[int, list[int], np.ndarray]] = []
+
+    def _on_step(self) -> bool:
+        position = self.model.replay_buffer.pos  # where this step's transition is stored next
+        for i, info in enumerate(self.locals["infos"]):
+            self._positions[i].append(position)
+            if "critic_rewards" in info:
+                self._ready.append((i, self._positions[i], info["critic_rewards"]))
+                self._positions[i] = []
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = self.model.replay_buffer
+        for env_index, positions, rewards in self._ready:
+            buffer.rewards[positions, env_index] = rewards
+        self._ready = []
+
+
 def make_viscritic_vec_env(
     env: str,
     n_envs: int = 1,
-    critic: str | Mapping[str, Any] | Critic = "oracle",
+    critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
     *,
     seed: int | None = None,
     vec_env_cls: type | None = None,
@@ -170,6 +279,7 @@ def make_viscritic_vec_env(
     image_size: int | tuple[int, int] | None = None,
     horizon: int | None = None,
     task_kwargs: Mapping[str, Any] | None = None,
+    relabel: bool = False,
     **options: Any,
 ):
     """Build task → ``TimeLimit`` → ``Monitor`` (true return) → ``CriticFrames`` in each worker,
@@ -184,6 +294,7 @@ def make_viscritic_vec_env(
         camera, image_size: override the task's critic view.
         horizon: override the task's episode length.
         task_kwargs: options for the task env constructor.
+        relabel: one critic call per finished episode (see :class:`VisCriticVecEnv`).
         **options: the fields of :class:`~envs.critic_reward.CriticRewardConfig`.
     """
     from stable_baselines3.common.env_util import make_vec_env
@@ -194,9 +305,10 @@ def make_viscritic_vec_env(
     if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
         raise InvalidOptionError(f"n_envs={n_envs!r} must be an integer >= 1")
     config = CriticRewardConfig(**options)
+    max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
+    VisCriticVecEnv.check_config(config)  # every option before the critic loads
     built = make_critic(critic)
     render = built.needs_frames  # a bool, so workers never receive (pickle) the critic itself
-    max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
 
     def make_one() -> gym.Env:
         task = make_task_env(env, camera=camera, image_size=image_size, **dict(task_kwargs or {}))
@@ -205,4 +317,4 @@ def make_viscritic_vec_env(
         return CriticFrames(monitored, config, render=render)
 
     venv = make_vec_env(make_one, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
-    return VisCriticVecEnv(venv, built, config)
+    return VisCriticVecEnv(venv, built, config, relabel=relabel)

@@ -13,7 +13,7 @@ import gymnasium as gym
 
 from critic.base import Critic
 from critic.factory import make_critic
-from envs.critic_reward import CriticRewardConfig, EpisodeTracker, check_batch
+from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv
 
@@ -34,7 +34,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Args:
         env: the task env.
         critic: a critic name or ``{"name": ..., **kwargs}`` (see ``critic.make_critic``), or a
-            ``critic.Critic`` instance. Defaults to the oracle.
+            ``critic.Critic`` instance. Defaults to the shipped ``viscritic-small``.
         **options: the fields of :class:`envs.critic_reward.CriticRewardConfig`.
 
     Example:
@@ -42,7 +42,10 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """
 
     def __init__(
-        self, env: gym.Env, critic: str | Mapping[str, Any] | Critic = "oracle", **options: Any
+        self,
+        env: gym.Env,
+        critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
+        **options: Any,
     ) -> None:
         recorded = critic.name if isinstance(critic, Critic) else critic
         gym.utils.RecordConstructorArgs.__init__(self, critic=recorded, **options)

@@ -63,6 +63,16 @@ def check_config(cfg: DictConfig) -> None:
             raise ExperimentConfigError(f"{key}={value!r} must be an integer >= 1")
     if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
         raise ExperimentConfigError(f"seeds={list(cfg.seeds)!r} must be a non-empty list of ints")
+    from envs.critic_reward import CriticRewardConfig
+
+    CriticRewardConfig(
+        **OmegaConf.to_container(cfg.reward, resolve=True)
+    )  # before any critic loads
+    if cfg.relabel and "train_freq" not in cfg.algo:
+        raise ExperimentConfigError(
+            f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
+            f"{cfg.algo._target_} has none"
+        )
 
 
 def build_train_env(cfg: DictConfig, condition: str, seed: int):
@@ -90,6 +100,7 @@ def build_train_env(cfg: DictConfig, condition: str, seed: int):
             image_size=env_cfg["image_size"],
             horizon=env_cfg["horizon"],
             task_kwargs=env_cfg["task_kwargs"],
+            relabel=cfg.relabel,
             **OmegaConf.to_container(cfg.reward, resolve=True),
         )
 
@@ -127,7 +138,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
     )
     eval_env.reset(seed=seed + 10_000)
     log_dir = out_dir / f"{condition}_seed{seed}"
-    callback = EvalCallback(
+    callback = evaluator = EvalCallback(
         eval_env,
         eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
         n_eval_episodes=cfg.eval_episodes,
@@ -135,7 +146,16 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         log_path=str(log_dir),
         verbose=0,
     )
-    model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed)
+    algo_options = {}
+    if cfg.relabel and condition != "ground_truth":
+        from stable_baselines3.common.callbacks import CallbackList
+
+        from envs.vec_env import RelabelCallback
+
+        # VLM-RM style: rewards come at each episode's end, so train per episode
+        algo_options = {"train_freq": (1, "episode"), "gradient_steps": -1}
+        callback = CallbackList([RelabelCallback(), callback])
+    model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed, **algo_options)
     start = time.perf_counter()
     try:
         model.learn(
@@ -145,13 +165,14 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         wall = time.perf_counter() - start
         train_env.close()
         eval_env.close()
-    successes = [float(np.mean(s)) for s in callback.evaluations_successes]
+    evaluations = evaluator
+    successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     return RunResult(
         condition=condition,
         seed=seed,
-        timesteps=[int(t) for t in callback.evaluations_timesteps],
+        timesteps=[int(t) for t in evaluations.evaluations_timesteps],
         success_rate=successes,
-        true_return=[float(np.mean(r)) for r in callback.evaluations_results],
+        true_return=[float(np.mean(r)) for r in evaluations.evaluations_results],
         wall_seconds=wall,
         env_steps=int(model.num_timesteps),
     )
@@ -229,8 +250,9 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
         f"# Zero-shot RL on {cfg.env.name}",
         "",
         f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
-        f"critic `{cfg.critic._target_}`, reward mode `{cfg.reward.reward_mode}`, "
-        f"query every {cfg.reward.query_every}.",
+        f"critic `{cfg.critic._target_}` ({cfg.critic.get('model', '')}), reward mode "
+        f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every}"
+        f"{', rewards relabelled at episode end' if cfg.relabel else ''}.",
         "",
         "| condition | true success (final) | true return (final) | wall s / run | env steps/s |",
         "|---|---|---|---|---|",

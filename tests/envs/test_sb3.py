@@ -21,7 +21,9 @@ def test_ppo_on_the_batched_critic_env():
 
 def test_sac_on_the_wrapped_env_and_true_success_reaches_evaluate_policy():
     env = Monitor(
-        gym.make("VisCriticReward-v0", env="Reacher-v5", horizon=20, reward_mode="delta"),
+        gym.make(
+            "VisCriticReward-v0", env="Reacher-v5", critic="oracle", horizon=20, reward_mode="delta"
+        ),
         info_keywords=("is_success", "env_return"),
     )
     model = SAC("MlpPolicy", env, learning_starts=30, batch_size=16, seed=0, device="cpu")

@@ -119,3 +119,59 @@ def test_contract_errors_name_the_env():
         venv.step(np.zeros((2, *venv.action_space.shape), np.float32))
     assert str(err.value).startswith("critic 'scripted' returned progress nan for env 1;")
     venv.close()
+
+
+@pytest.mark.parametrize("reward_mode", ["progress", "delta"])
+def test_relabelled_rewards_equal_per_step_rewards_in_one_call_per_episode_end(reward_mode):
+    options = {"reward_mode": reward_mode, "query_every": 3, "frames_per_query": 2}
+    per_step = make_viscritic_vec_env("Reacher-v5", N_ENVS, RecordingCritic(), seed=5,
+                                      horizon=HORIZON, **options)  # fmt: skip
+    critic = RecordingCritic()
+    relabel = make_viscritic_vec_env("Reacher-v5", N_ENVS, critic, seed=5, horizon=HORIZON,
+                                     relabel=True, **options)  # fmt: skip
+    plan = _action_plan(per_step.action_space)
+    per_step.reset(), relabel.reset()
+    expected, got = [], {i: [] for i in range(N_ENVS)}
+    for t in range(STEPS):
+        expected.append(per_step.step(plan[t])[1])
+        _, placeholder, _, infos = relabel.step(plan[t])
+        assert (placeholder == 0).all() and all(info["critic_pending"] for info in infos)
+        for i, info in enumerate(infos):
+            if "critic_rewards" in info:
+                got[i].append(info["critic_rewards"])
+    expected = np.array(expected)  # [STEPS, N_ENVS]
+    for i in range(N_ENVS):  # two finished episodes of HORIZON steps per env
+        np.testing.assert_allclose(np.concatenate(got[i]), expected[: 2 * HORIZON, i], atol=1e-6)
+    # The critic is called only when episodes end: at steps 10 and 20, once for all 3 envs, each
+    # episode's reset query and its 4 query steps (3, 6, 9 and the last) → 3 × 5 = 15 queries.
+    assert [len(b) for b in critic.batches] == [15, 15]
+    per_step.close(), relabel.close()
+
+
+def test_relabel_callback_writes_the_critic_rewards_into_sacs_replay_buffer():
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+    from envs.vec_env import RelabelCallback
+
+    venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed=0, horizon=HORIZON,
+                                  relabel=True, reward_mode="delta")  # fmt: skip
+    episodes = []
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            episodes.extend(i["critic_rewards"] for i in self.locals["infos"] if "critic_rewards" in i)  # fmt: skip
+            return True
+
+    model = SAC("MlpPolicy", venv, train_freq=(1, "episode"), gradient_steps=-1, batch_size=8,
+                learning_starts=5, seed=0)  # fmt: skip
+    model.learn(3 * HORIZON, callback=CallbackList([Record(), RelabelCallback()]))
+    stored = model.replay_buffer.rewards[: 3 * HORIZON, 0]
+    assert len(episodes) == 3
+    np.testing.assert_allclose(stored, np.concatenate(episodes), atol=1e-6)
+    assert np.abs(stored).sum() > 0  # the oracle's deltas, not the placeholder zeros
+    with pytest.raises(InvalidOptionError, match=r"train_freq=\(1, 'step'\) trains on steps"):
+        SAC("MlpPolicy", venv, seed=0).learn(2, callback=RelabelCallback())
+    with pytest.raises(InvalidOptionError, match="PPO has none"):
+        PPO("MlpPolicy", venv, n_steps=8, batch_size=8).learn(2, callback=RelabelCallback())
+    venv.close()

@@ -36,7 +36,7 @@ def test_wrapped_env_passes_gymnasium_and_sb3_checkers(task):
 
 
 def test_progress_reward_is_the_oracle_progress_and_info_reports_the_true_task():
-    env = gym.make("VisCriticReward-v0", env="Reacher-v5")
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle")
     bare = gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), 50)
     _, info = env.reset(seed=3)
     bare.reset(seed=3)
@@ -54,7 +54,7 @@ def test_progress_reward_is_the_oracle_progress_and_info_reports_the_true_task()
 
 
 def test_query_every_k_holds_the_reward_and_queries_at_the_last_step():
-    env = gym.make("VisCriticReward-v0", env="Reacher-v5", query_every=7)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", query_every=7)
     env.reset(seed=0)
     queried, rewards = [], []
     for t, action in enumerate(_actions(env, 50), start=1):
@@ -106,7 +106,9 @@ def test_oracle_needs_no_frames():
 
 def test_same_seed_same_rollout():
     def rollout():
-        env = gym.make("VisCriticReward-v0", env="Lift", reward_mode="delta", query_every=2)
+        env = gym.make(
+            "VisCriticReward-v0", env="Lift", critic="oracle", reward_mode="delta", query_every=2
+        )
         obs, _ = env.reset(seed=7)
         out = [obs]
         for action in _actions(env, 15, seed=1):
@@ -238,9 +240,13 @@ def test_wrapper_needs_a_task_env():
     )
 
 
-def test_make_without_importing_envs_first():
-    # Gymnasium imports the module named before the colon.
+def test_make_without_importing_envs_first_gives_the_shipped_critic():
+    # Gymnasium imports the module named before the colon; no critic named: viscritic-small.
     env = gym.make("envs:VisCriticReward-v0", env="Reacher-v5")
+    assert env.get_wrapper_attr("critic").name == "vlm:viscritic-small:score"
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(env.action_space.sample())
+    assert info["critic_status"] == "ok" and 0.0 <= reward <= 1.0
     env.close()
 
 
