@@ -59,3 +59,16 @@ def test_every_experiment_composes_with_every_group_option(experiment, overrides
 def test_env_configs_name_registered_tasks(option):
     cfg = OmegaConf.load(CONFIGS / "env" / f"{option}.yaml")
     assert cfg.name in envs.task_names()
+
+
+@pytest.mark.parametrize("algo", GROUPS["algo"])
+def test_algo_overrides_reach_sb3_as_plain_python(algo):
+    # SB3 asserts net_arch is a list or dict: hydra's ListConfig used to fail there.
+    import gymnasium as gym
+    import hydra
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl",
+                      overrides=[f"algo={algo}", "+algo.policy_kwargs={net_arch: [8, 8]}"])  # fmt: skip
+    model = hydra.utils.instantiate(cfg.algo)(env=gym.make("Pendulum-v1"), seed=0)
+    assert model.policy_kwargs["net_arch"] == [8, 8]
