@@ -340,6 +340,13 @@ class Trainer:
         per_rank = max(1, settings.batch_size // self.world)
         bar = tqdm(range(first, settings.steps), desc=stage, disable=self.rank != 0 or not cfg.progress_bar,
                    initial=first, total=settings.steps)  # fmt: skip
+        if (
+            cfg.eval_every and first == 0
+        ):  # the stage's starting point, so each stage shows its gain
+            before = evaluate(self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision)
+            self._log(
+                stage, 0, {"stage": stage, "step": 0, **{f"val/{k}": v for k, v in before.items()}}
+            )
         started = time.perf_counter()
         for step in bar:
             record: dict[str, Any] = {"stage": stage, "step": step + 1}

@@ -54,9 +54,13 @@ def test_four_stage_pipeline(dataset, tmp_path):
                 "grpo.temporal_bonus=0.3")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     history = _history(tmp_path)
+    # step 0 of each stage: the validation metrics it starts from
     assert [(h["stage"], h["step"]) for h in history] == [
-        ("sft", 1), ("sft", 2), ("pretext", 1), ("joint", 1), ("outcome", 1)
+        ("sft", 0), ("sft", 1), ("sft", 2), ("pretext", 0), ("pretext", 1), ("joint", 0),
+        ("joint", 1), ("outcome", 0), ("outcome", 1)
     ]  # fmt: skip
+    assert "val/progress_mae" in history[7]
+    history = [h for h in history if h["step"] > 0]
     assert (
         "reward/transform_reward" in history[2] and "reward/progress_accuracy_reward" in history[4]
     )
