@@ -1,0 +1,47 @@
+"""The shipped critic loads by name everywhere, and export copies a checkpoint without its optimizer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from critic import ProgressQuery, make_critic
+from critic.factory import available_critics
+from critic.weights import MODEL_FILES, SHIPPED, export, shipped_path
+
+
+def test_viscritic_small_is_shipped_and_reads_progress():
+    folder = shipped_path("viscritic-small")
+    assert folder == SHIPPED["viscritic-small"]
+    assert (folder / "model.safetensors").stat().st_size < 20 * 2**20  # a few MB, in the repo
+    assert (folder / "MODEL_CARD.md").is_file()
+    assert "viscritic-small" in available_critics()
+    critic = make_critic("viscritic-small")
+    frames = np.zeros((4, 64, 64, 3), dtype=np.uint8)
+    estimate = critic.estimate_progress([ProgressQuery("Touch the target.", frames=frames)])[0]
+    assert 0.0 <= estimate.progress <= 1.0 and estimate.spread is not None
+    assert shipped_path("tiny") is None and shipped_path(None) is None
+
+
+def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
+    from critic.models import save_model
+
+    checkpoint = save_model(*tiny_model, tmp_path / "ckpt")
+    (checkpoint / "trainer_state.pt").write_bytes(b"optimizer")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "MODEL_CARD.md").write_text("card")
+    export(checkpoint, tmp_path / "out")
+    copied = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "trainer_state.pt" not in copied and "MODEL_CARD.md" in copied
+    assert {"model.safetensors", "config.json"} <= copied <= {*MODEL_FILES, "MODEL_CARD.md"}
+    assert make_critic(str(tmp_path / "out")).name.startswith("vlm:")
+    with pytest.raises(FileNotFoundError, match="has no"):
+        export(tmp_path / "nothing", tmp_path / "out2")
+    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(tmp_path / "nothing"),
+                           str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith("critic.weights: ")
+    done = subprocess.run([sys.executable, "-m", "critic.weights"], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage" in done.stderr
