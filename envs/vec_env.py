@@ -243,6 +243,11 @@ class RelabelCallback(_callbacks.BaseCallback):
                 f"relabelling needs an off-policy learner with a replay buffer (SAC, TD3, DQN); "
                 f"{type(self.model).__name__} has none: use the per-step critic reward instead"
             )
+        if self.training_env.num_envs != 1:
+            raise InvalidOptionError(
+                f"relabelling trains once per finished episode, which SB3 allows with one env "
+                f"only; this one has {self.training_env.num_envs}: use n_envs=1"
+            )
         if frequency.unit != TrainFrequencyUnit.EPISODE:
             raise InvalidOptionError(
                 f"train_freq=({frequency.frequency}, {frequency.unit.value!r}) trains on steps "

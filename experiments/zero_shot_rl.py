@@ -68,6 +68,11 @@ def check_config(cfg: DictConfig) -> None:
     CriticRewardConfig(
         **OmegaConf.to_container(cfg.reward, resolve=True)
     )  # before any critic loads
+    if cfg.relabel and cfg.n_envs != 1:
+        raise ExperimentConfigError(
+            f"relabel=true trains once per episode, which SB3 allows with one env only; "
+            f"n_envs={cfg.n_envs}: set n_envs=1 or relabel=false"
+        )
     if cfg.relabel and "train_freq" not in cfg.algo:
         raise ExperimentConfigError(
             f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "

@@ -78,3 +78,8 @@ def test_relabelled_run_and_relabel_with_ppo_is_refused(tmp_path):
         "ExperimentConfigError: relabel=true needs an off-policy algorithm with a replay buffer "
         "(algo=sac); stable_baselines3.PPO has none"
     )
+    done = _run(tmp_path / "n2", "relabel=true", "n_envs=2")
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        "ExperimentConfigError: relabel=true trains once per episode, which SB3 allows with one env "
+        "only; n_envs=2: set n_envs=1 or relabel=false"
+    )
