@@ -307,14 +307,10 @@ def _detection_delays(critic, episodes, frames, points, camera):
         hit = next((end for end, v in zip(ends, verdicts, strict=True) if v.success is False), None)
         in_time.append(hit is not None)
         if hit is not None:
-            step_seconds = 1.0 / (episode.fps * _steps_per_frame(episode))
-            delays.append(max(0.0, (episode.steps[hit] - episode.failure_step) * step_seconds))
+            delays.append(
+                max(0.0, (episode.steps[hit] - episode.failure_step) * episode.step_seconds)
+            )
     return delays, in_time
-
-
-def _steps_per_frame(episode: Episode) -> float:
-    steps = np.diff(episode.steps)
-    return float(steps.mean()) if len(steps) else 1.0
 
 
 # -- reward-hacking probes -------------------------------------------------------------------

@@ -93,6 +93,13 @@ class Episode:
     def cameras(self) -> list[str]:
         return list(self.frames)
 
+    @property
+    def step_seconds(self) -> float:
+        """Seconds per env step: frames are ``fps`` per second, each the mean number of env
+        steps apart (``steps``)."""
+        gaps = np.diff(self.steps)
+        return 1.0 / (self.fps * (float(gaps.mean()) if len(gaps) else 1.0))
+
 
 def write_episode(episode: Episode, root: str | Path, codec: str = "ffv1") -> Path:
     """Write ``episode`` into the dataset at ``root``; returns its row file.

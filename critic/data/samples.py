@@ -152,7 +152,7 @@ def failure_sample(
         kind = (episode.failure_type or "unknown").replace("_", " ")
         when = ""
         if episode.failure_step is not None and episode.fps:
-            when = f" at {episode.failure_step / (episode.fps * _steps_per_frame(episode)):.1f} s"
+            when = f" at {episode.failure_step * episode.step_seconds:.1f} s"
         answer = f"failure: {episode.failure_type}" if episode.failure_type else "failure"
         why = f"progress peaks at {peak}% and ends at {final}%; {kind}{when}"
     return Sample(
@@ -163,11 +163,6 @@ def failure_sample(
         frame=len(episode) - 1,
         **_meta(episode),
     )
-
-
-def _steps_per_frame(episode: Episode) -> float:
-    steps = np.diff(episode.steps)
-    return float(steps.mean()) if len(steps) else 1.0
 
 
 def _window(num_frames: int, length: int, rng: np.random.Generator) -> tuple[int, int]:

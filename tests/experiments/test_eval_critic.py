@@ -16,16 +16,6 @@ TINY = ["episodes_per_task=4", "frames_per_query=2", "failure_frames=2", "delay_
         "probe_episodes=1", "stride=4"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from envs.synth import plan_episodes, synthesize
-
-    root = tmp_path_factory.mktemp("reacher")
-    synthesize(plan_episodes("Reacher-v5", 6, 0.5), root, progress_bar=False, every=2,
-               image_size=28)  # fmt: skip
-    return root
-
-
 def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), f"hydra.run.dir={run_dir}",

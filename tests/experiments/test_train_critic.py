@@ -19,17 +19,6 @@ TINY = ["frames=2", "cuts=2", "pretext_count=1", "eval_samples=4", "eval_max_new
         "grpo.max_new_tokens=4", "progress_bar=false"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from envs.synth import plan_episodes, synthesize
-
-    root = tmp_path_factory.mktemp("reacher")
-    # Seeds 0..11 cover the train and val splits (seed_split: 1 and 5 are test, 10 val).
-    synthesize(plan_episodes("Reacher-v5", 12, 0.5), root, progress_bar=False, every=5,
-               image_size=28)  # fmt: skip
-    return root
-
-
 def _run(run_dir: Path, *overrides: str, torchrun: bool = False) -> subprocess.CompletedProcess:
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
