@@ -28,6 +28,24 @@ FAILURE_TYPES = (
 )
 
 
+def clip_indices(available: int, count: int) -> np.ndarray:
+    """The frame indices of a query's clip: always ``count`` of them, spread uniformly over the
+    ``available`` frames so far (``round(linspace(0, available - 1, count))``).
+
+    Early in an episode, with fewer frames than ``count``, frames repeat instead of the clip
+    getting shorter: a clip's length must not tell a critic how far into the episode it is (a
+    critic trained on shorter early clips learned to read progress from the length, and gave a
+    static video rising progress). Training samples, the evaluator and the reward wrappers all
+    pick frames here, so a critic sees the same clips offline and online.
+
+    Example: 3 frames, count 8 → linspace(0, 2, 8) = 0, .29, .57, .86, 1.14, 1.43, 1.71, 2
+    → [0, 0, 1, 1, 1, 1, 2, 2]; 10 frames, count 4 → [0, 3, 6, 9].
+    """
+    if available < 1 or count < 1:
+        raise ValueError(f"a clip needs frames and a count >= 1; got {available=}, {count=}")
+    return np.linspace(0, available - 1, count).round().astype(int)
+
+
 class CriticError(ValueError):
     """A critic was asked something it cannot answer (for example a query missing a field)."""
 

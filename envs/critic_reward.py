@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import ParseStatus, ProgressEstimate, ProgressQuery
+from critic.base import ParseStatus, ProgressEstimate, ProgressQuery, clip_indices
 from envs.errors import CriticOutputError, InvalidOptionError
 
 # The critic a reward wrapper uses when none is named: the shipped, trained VLM critic
@@ -115,14 +115,18 @@ def _is_real(value: Any) -> bool:
 
 
 def sample_frames(frames: list[np.ndarray], count: int, sampling: str) -> np.ndarray:
-    """Pick at most ``count`` frames, in time order, as one ``[T, H, W, 3]`` array.
+    """Pick ``count`` frames, in time order, as one ``[T, H, W, 3]`` array: ``uniform`` spreads
+    them over the episode so far, ``last`` takes the newest. With fewer frames than ``count``,
+    frames repeat (``uniform``) or the first is repeated in front (``last``), so every query has
+    the same length, as in training (:func:`critic.base.clip_indices`).
 
     Example: 10 frames, count 4, uniform → indices round(linspace(0, 9, 4)) = [0, 3, 6, 9].
     """
-    if sampling == "last" or len(frames) <= count:
+    if sampling == "last":
         chosen = frames[-count:]
+        chosen = [chosen[0]] * (count - len(chosen)) + chosen
     else:
-        chosen = [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
+        chosen = [frames[i] for i in clip_indices(len(frames), count)]
     return np.stack(chosen)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from critic import prompts
-from critic.base import FAILURE_TYPES
+from critic.base import FAILURE_TYPES, clip_indices
 from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
 from critic.data.transforms import TRANSFORMS, apply_transform, window_length
@@ -72,11 +72,9 @@ def cut_points(num_frames: int, cuts: int, rng: np.random.Generator) -> list[int
 
 
 def clip(frames: np.ndarray, end: int, count: int) -> np.ndarray:
-    """``count`` frames spread uniformly over ``frames[0..end]`` (fewer if there are fewer)."""
-    available = end + 1
-    if available <= count:
-        return frames[:available]
-    return frames[np.linspace(0, end, count).round().astype(int)]
+    """``count`` frames spread uniformly over ``frames[0..end]``, repeating frames when there are
+    fewer (:func:`critic.base.clip_indices`: the clip's length never gives the time away)."""
+    return frames[clip_indices(end + 1, count)]
 
 
 def _camera(episode: Episode, camera: str | None) -> np.ndarray:

@@ -94,10 +94,11 @@ def test_queries_match_the_reward_wrapper_and_the_oracle_scores_perfectly():
 
 
 class ClockCritic(Critic):
-    """Rewards elapsed time, not the task: progress = frames seen / 8. A reward hacker."""
+    """Rewards elapsed time, not the task: the i-th query of a call gets progress min(1, i / 8).
+    A reward hacker (the probes send one episode's queries, in time order, per call)."""
 
     def estimate_progress(self, queries):
-        return [ProgressEstimate(min(1.0, len(q.frames) / 8)) for q in queries]
+        return [ProgressEstimate(min(1.0, i / 8)) for i in range(len(queries))]
 
     def detect_failure(self, queries):
         return [FailureVerdict(True, confidence=0.9) for _ in queries]
@@ -108,7 +109,7 @@ def test_probes_pass_for_the_oracle_and_fail_for_a_clock():
     oracle = run_probes(OracleCritic(), episodes)
     assert {name: p["passed"] for name, p in oracle.items()} == dict.fromkeys(oracle, True)
     assert oracle["reversed"]["statistic"] == pytest.approx(-1.0)
-    clock = run_probes(ClockCritic(), episodes)
+    clock = run_probes(ClockCritic(), episodes, batch=1000)
     # the clock rises on a static video, on a reversed one and after a freeze: it fails all
     assert {name: p["passed"] for name, p in clock.items()} == dict.fromkeys(clock, False)
     assert clock["reversed"]["statistic"] > 0.9

@@ -110,7 +110,9 @@ def test_cut_points_and_clip():
     f = _frames(t=8)
     # Frames 0..7, 4 of them uniformly: linspace(0, 7, 4) = 0, 2.33, 4.67, 7 → rounded 0, 2, 5, 7.
     assert (clip(f, 7, 4)[:, 0, 0, 0] // 30).tolist() == [0, 2, 5, 7]
-    assert (clip(f, 2, 8)[:, 0, 0, 0] // 30).tolist() == [0, 1, 2]  # fewer frames than asked
+    # Fewer frames than asked: they repeat, so the clip is as long as every other one.
+    # linspace(0, 2, 8) = 0, .29, .57, .86, 1.14, 1.43, 1.71, 2 → 0, 0, 1, 1, 1, 1, 2, 2.
+    assert (clip(f, 2, 8)[:, 0, 0, 0] // 30).tolist() == [0, 0, 1, 1, 1, 1, 2, 2]
 
 
 def _episode(success: bool = True) -> Episode:

@@ -31,8 +31,12 @@ def test_uniform_sampling_rounds_to_nearest():
 
 def test_last_sampling_and_short_episodes():
     assert sample_frames(_frames(10), 4, "last")[:, 0, 0, 0].tolist() == [6, 7, 8, 9]
-    # Fewer frames than asked: all of them, in order.
-    assert sample_frames(_frames(3), 8, "uniform")[:, 0, 0, 0].tolist() == [0, 1, 2]
+    # Fewer frames than asked: still `count` of them (a clip's length must not tell the time).
+    # linspace(0, 2, 8) = 0, .29, .57, .86, 1.14, 1.43, 1.71, 2 → 0, 0, 1, 1, 1, 1, 2, 2.
+    assert sample_frames(_frames(3), 8, "uniform")[:, 0, 0, 0].tolist() == [0, 0, 1, 1, 1, 1, 2, 2]
+    # "last" repeats the oldest frame in front: [0, 0, 1, 2].
+    assert sample_frames(_frames(3), 4, "last")[:, 0, 0, 0].tolist() == [0, 0, 1, 2]
+    assert sample_frames(_frames(1), 3, "uniform")[:, 0, 0, 0].tolist() == [0, 0, 0]
 
 
 def test_query_schedule_every_k_and_at_the_end():

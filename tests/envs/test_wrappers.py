@@ -82,7 +82,9 @@ def test_frames_are_rendered_only_on_query_steps_and_sampled():
     assert len(queries) == 1 + 10  # reset, then steps 5, 10, ..., 50
     shape = envs.get_task("Reacher-v5").view.frame_shape
     first = queries[0]
-    assert first.frames.shape == (1, *shape) and first.frames.dtype == np.uint8
+    # The reset query holds one rendered frame, repeated to the clip's length (4).
+    assert first.frames.shape == (4, *shape) and first.frames.dtype == np.uint8
+    assert (first.frames == first.initial_frame).all()
     np.testing.assert_array_equal(first.initial_frame, first.current_frame)
     last = queries[-1]
     # 11 rendered frames (reset + 10 query steps); uniform over them: round(linspace(0, 10, 4))
