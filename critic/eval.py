@@ -73,6 +73,24 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def accuracy_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """The threshold ``τ`` that makes ``score >= τ`` the most accurate predictor of ``labels``,
+    chosen among midpoints between neighbouring distinct scores (and one above/below all of them);
+    on ties the one nearest 0.5 wins. Fit it on validation episodes, apply it to test ones.
+
+    Example: scores [0.1, 0.3, 0.6, 0.8], labels [F, T, F, T]: candidates 0.0, 0.2, 0.45, 0.7, 0.9
+    give accuracies 0.5, 0.75, 0.5, 0.75, 0.5; 0.2 and 0.7 tie, and 0.7 is nearer 0.5 → τ = 0.7.
+    """
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    if len(scores) == 0:
+        raise ValueError("accuracy_threshold needs at least one score")
+    distinct = np.unique(scores)
+    candidates = np.r_[distinct[0] - 0.1, (distinct[:-1] + distinct[1:]) / 2, distinct[-1] + 0.1]
+    accuracy = np.array([((scores >= t) == labels).mean() for t in candidates])
+    best = candidates[accuracy == accuracy.max()]
+    return float(best[np.argmin(np.abs(best - 0.5))])
+
+
 def binary_metrics(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
     """Accuracy, precision, recall and F1 of ``predicted`` positives (0 where undefined)."""
     p, a = np.asarray(predicted, dtype=bool), np.asarray(actual, dtype=bool)
@@ -222,8 +240,12 @@ def evaluate_failures(
     frames: int = 16,
     delay_points: int = 4,
     camera: str | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay).
+
+    ``threshold`` (fit on other episodes with :func:`accuracy_threshold`) also scores the
+    decision ``failure probability >= threshold``: ``threshold_accuracy`` and ``threshold_f1``.
 
     Returns:
         ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
@@ -233,16 +255,7 @@ def evaluate_failures(
         ``detected_in_time`` (share of failures whose prefixes are judged failures before the end),
         and the best constant's accuracy (the majority label).
     """
-    queries = [
-        FailureQuery(
-            episode.instruction,
-            clip(v := episode.frames[camera or episode.cameras[0]], len(v) - 1, frames),
-            privileged_success=episode.success,
-            privileged_failure_type=episode.failure_type,
-        )
-        for episode in episodes
-    ]
-    verdicts = critic.detect_failure(queries)
+    verdicts = failure_verdicts(critic, episodes, frames, camera)
     actual = [not e.success for e in episodes]
     predicted = [v.success is False for v in verdicts]
     scores = [failure_probability(v) for v in verdicts]
@@ -263,9 +276,15 @@ def evaluate_failures(
             typed.append(said == truth)
     delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera)
     majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
+    thresholded = {}
+    if threshold is not None:
+        at = binary_metrics([s >= threshold for s in scores], actual)
+        thresholded = {"threshold": float(threshold), "threshold_accuracy": at["accuracy"],
+                       "threshold_f1": at["f1"]}  # fmt: skip
     return {
         "episodes": len(episodes),
         **binary_metrics(predicted, actual),
+        **thresholded,
         "auroc": auroc(scores, actual),
         "readable": float(np.mean([v.success is not None for v in verdicts])),
         "type_accuracy": _nanmean([float(t) for t in typed]),
@@ -274,6 +293,22 @@ def evaluate_failures(
         "constant_accuracy": float(majority),
         "confusion": confusion,
     }
+
+
+def failure_verdicts(
+    critic: Critic, episodes: Sequence[Episode], frames: int = 16, camera: str | None = None
+) -> list:
+    """The critic's verdict on each whole episode (``frames`` frames spread over it)."""
+    queries = [
+        FailureQuery(
+            episode.instruction,
+            clip(v := episode.frames[camera or episode.cameras[0]], len(v) - 1, frames),
+            privileged_success=episode.success,
+            privileged_failure_type=episode.failure_type,
+        )
+        for episode in episodes
+    ]
+    return critic.detect_failure(queries)
 
 
 def failure_probability(verdict) -> float:

@@ -40,6 +40,11 @@ def check_config(cfg: DictConfig) -> None:
         raise EvalConfigError("critics is empty; give at least one, e.g. critics=[oracle]")
     if cfg.split not in SPLITS:
         raise EvalConfigError(f"split={cfg.split!r} is not a split; pick one of {list(SPLITS)}")
+    if cfg.calibration_split is not None and cfg.calibration_split not in SPLITS:
+        raise EvalConfigError(
+            f"calibration_split={cfg.calibration_split!r} is not a split; pick one of "
+            f"{list(SPLITS)}, or null to fit no failure threshold"
+        )
     for key in ("episodes_per_task", "frames_per_query", "stride", "failure_frames", "batch"):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -58,19 +63,23 @@ def check_config(cfg: DictConfig) -> None:
         raise EvalConfigError("nothing to evaluate: data is empty and external is not set")
 
 
-def load_episodes(cfg: DictConfig) -> dict[str, list]:
-    """Episodes of the split, by task, at most ``episodes_per_task`` each (in id order)."""
+def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
+    """Episodes of ``split`` (default ``cfg.split``), by task, at most ``episodes_per_task`` each
+    (in id order); the external videos join the evaluated split only."""
     from critic.data.episodes import read_episode, read_table
     from critic.data.samples import seed_split
 
+    split = split or cfg.split
     by_task: dict[str, list] = {}
     for folder in cfg.data:
         for row in read_table(folder):  # metadata only: decode just the episodes kept
             mine = by_task.setdefault(row["env_id"], [])
             if len(mine) < cfg.episodes_per_task and (
-                cfg.split == "all" or seed_split(row["seed"]) == cfg.split
+                split == "all" or seed_split(row["seed"]) == split
             ):
                 mine.append(read_episode(folder, row["episode_id"]))
+    if split != cfg.split:
+        return {task: episodes for task, episodes in by_task.items() if episodes}
     if cfg.external is not None:
         from critic.data.external import read_labelled_videos
 
@@ -83,9 +92,20 @@ def load_episodes(cfg: DictConfig) -> dict[str, list]:
     return by_task
 
 
-def evaluate_critic(critic, by_task: dict[str, list], cfg: DictConfig) -> dict[str, Any]:
-    """Every metric of one critic, by task."""
-    from critic.eval import evaluate_failures, evaluate_progress, progress_summary, run_probes
+def evaluate_critic(
+    critic, by_task: dict[str, list], cfg: DictConfig, calibration: dict[str, list] | None = None
+) -> dict[str, Any]:
+    """Every metric of one critic, by task. ``calibration`` (episodes by task, another split) fits
+    the failure-probability threshold that the failure table also scores."""
+    from critic.eval import (
+        accuracy_threshold,
+        evaluate_failures,
+        evaluate_progress,
+        failure_probability,
+        failure_verdicts,
+        progress_summary,
+        run_probes,
+    )
 
     out: dict[str, Any] = {}
     for task, episodes in by_task.items():
@@ -101,7 +121,16 @@ def evaluate_critic(critic, by_task: dict[str, list], cfg: DictConfig) -> dict[s
                 "predicted": np.concatenate([r.predicted for r in results]).tolist(),
                 "true": np.concatenate([r.true for r in results]).tolist(),
             }
-        row["failure"] = evaluate_failures(critic, episodes, cfg.failure_frames, cfg.delay_points)
+        threshold = None
+        if calibration and calibration.get(task):
+            fit = calibration[task]
+            verdicts = failure_verdicts(critic, fit, cfg.failure_frames)
+            threshold = accuracy_threshold(
+                [failure_probability(v) for v in verdicts], [not e.success for e in fit]
+            )
+        row["failure"] = evaluate_failures(
+            critic, episodes, cfg.failure_frames, cfg.delay_points, threshold=threshold
+        )
         if cfg.probes and has_progress:
             experts = [e for e in episodes if e.failure_type is None][: cfg.probe_episodes]
             row["probes"] = run_probes(critic, experts, cfg.seed, cfg.frames_per_query, cfg.batch)
@@ -158,14 +187,19 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         "Failure is the positive class. `const` is the majority label's accuracy; delay is from the "
         "failure to the first prefix judged a failure.",
         "",
-        "| critic | task | episodes | accuracy | const | precision | recall | F1 | AUROC | type acc | delay s | in time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"`τ` is the failure-probability threshold fit on the {cfg.calibration_split} split "
+        "(most accurate there); `acc@τ` is this split's accuracy of `P(failure) >= τ`. "
+        "`accuracy` is the greedy verdict's.",
+        "",
+        "| critic | task | episodes | accuracy | τ | acc@τ | const | precision | recall | F1 | AUROC | type acc | delay s | in time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, by_task in results.items():
         for task, row in by_task.items():
             f = row["failure"]
             lines.append(
                 f"| {name} | {task} | {f['episodes']} | {_fmt(f['accuracy'])} "
+                f"| {_fmt(f.get('threshold'))} | {_fmt(f.get('threshold_accuracy'))} "
                 f"| {_fmt(f['constant_accuracy'])} | {_fmt(f['precision'])} | {_fmt(f['recall'])} "
                 f"| {_fmt(f['f1'])} | {_fmt(f['auroc'])} | {_fmt(f['type_accuracy'])} "
                 f"| {_fmt(f['detection_delay_s'], 1)} | {_fmt(f['detected_in_time'])} |"
@@ -232,12 +266,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_task = load_episodes(cfg)
+    calibration = None
+    if cfg.calibration_split is not None and cfg.calibration_split != cfg.split:
+        calibration = load_episodes(cfg, cfg.calibration_split)
     results: dict[str, dict[str, Any]] = {}
     for spec in cfg.critics:
         name, spec = critic_label(spec)
         critic = make_critic(spec)
         try:
-            results[name] = evaluate_critic(critic, by_task, cfg)
+            results[name] = evaluate_critic(critic, by_task, cfg, calibration)
         finally:
             critic.close()
     metrics = {

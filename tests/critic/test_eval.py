@@ -9,6 +9,7 @@ from critic.base import Critic, FailureVerdict, ProgressEstimate
 from critic.data.episodes import Episode
 from critic.eval import (
     EpisodeProgress,
+    accuracy_threshold,
     active_length,
     auroc,
     binary_metrics,
@@ -49,6 +50,20 @@ def test_value_order_correlation_and_auroc_hand_worked():
     assert auroc([0.9, 0.8, 0.3, 0.1], [True, False, True, False]) == pytest.approx(0.75)
     assert auroc([0.5, 0.5], [True, False]) == pytest.approx(0.5)  # a tie counts half
     assert np.isnan(auroc([0.2, 0.4], [True, True]))
+
+
+def test_accuracy_threshold_hand_worked():
+    # candidates 0.0, 0.2, 0.45, 0.7, 0.9 → accuracies 0.5, 0.75, 0.5, 0.75, 0.5; 0.2 and 0.7 tie
+    # and 0.7 is nearer 0.5
+    tau = accuracy_threshold([0.1, 0.3, 0.6, 0.8], [False, True, False, True])
+    assert tau == pytest.approx(0.7)
+    # separable: every failure scores above every success → a cut between them, accuracy 1
+    tau = accuracy_threshold([0.05, 0.1, 0.12, 0.3], [False, False, True, True])
+    assert tau == pytest.approx(0.11)
+    # one class only: the one candidate above both scores (0.4 + 0.1) calls none a failure
+    assert accuracy_threshold([0.2, 0.4], [False, False]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least one score"):
+        accuracy_threshold([], [])
 
 
 def test_binary_metrics_and_active_length_hand_worked():
@@ -125,8 +140,12 @@ def test_failure_detection_oracle_and_constant():
     # the failure is at env step 6 = frame 3; the first prefix ends there → no delay
     assert oracle["detection_delay_s"] == 0.0 and oracle["detected_in_time"] == 1.0
     assert oracle["constant_accuracy"] == 0.5
+    assert "threshold_accuracy" not in oracle  # only with a threshold fit elsewhere
     clock = evaluate_failures(ClockCritic(), episodes, frames=4)
     # says success every time: accuracy 0.5, recall 0, failure probability 0.1 everywhere → AUROC 0.5
     assert clock["accuracy"] == 0.5 and clock["recall"] == 0.0 and clock["auroc"] == 0.5
     assert clock["detected_in_time"] == 0.0
+    # failure probability 0.1 everywhere: τ = 0.05 calls all four failures → accuracy 0.5
+    at = evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0, threshold=0.05)
+    assert at["threshold"] == 0.05 and at["threshold_accuracy"] == 0.5 and at["recall"] == 0.0
     assert failure_probability(FailureVerdict(None)) == 0.5

@@ -33,6 +33,9 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     oracle = metrics["critics"]["oracle"]["Reacher-v5"]
     assert oracle["progress"]["expert"]["mae"] == 0.0
     assert oracle["failure"]["accuracy"] == 1.0
+    # τ is fit on the val split (seed 10) and scored here: the oracle's probabilities are 0 or 1
+    assert 0.0 < oracle["failure"]["threshold"] < 1.0
+    assert oracle["failure"]["threshold_accuracy"] == 1.0
     assert all(p["passed"] for p in oracle["probes"].values())
     tiny = metrics["critics"]["tiny"]["Reacher-v5"]
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
@@ -82,6 +85,9 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
         "eval_critic: EvalConfigError: split='holdout' is not a split; pick one of "
         "['train', 'val', 'test', 'all']"
     )
+    done = _run(tmp_path, f"data=[{dataset}]", "calibration_split=dev")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "EvalConfigError: calibration_split='dev' is not a split" in done.stderr
     done = _run(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")

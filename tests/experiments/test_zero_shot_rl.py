@@ -31,7 +31,7 @@ def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_tiny_run_writes_results_report_and_curves(tmp_path):
-    done = _run(tmp_path, "seeds=[0,1]")
+    done = _run(tmp_path, "seeds=[0,1]")  # 6 runs in the default 2 worker processes
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     summary = results["summary"]
@@ -55,6 +55,12 @@ def test_bad_config_is_a_message_not_a_traceback(tmp_path):
         "zero_shot_rl: ExperimentConfigError: conditions=['critic', 'magic'] must be a non-empty "
         "list drawn from ['critic', 'oracle', 'ground_truth']"
     )
+
+
+def test_bad_workers_is_a_message_not_a_traceback(tmp_path):
+    done = _run(tmp_path, "workers=0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith("ExperimentConfigError: workers=0 must be an integer >= 1")
 
 
 def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
