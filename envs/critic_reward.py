@@ -30,6 +30,7 @@ from envs.errors import CriticOutputError, InvalidOptionError
 DEFAULT_CRITIC = "viscritic-small"
 REWARD_MODES = ("progress", "delta", "potential", "success")
 FRAME_SAMPLING = ("uniform", "last")
+BETWEEN_QUERIES = ("hold", "interpolate")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class CriticRewardConfig:
         terminate_on_success: end the episode when the critic's progress reaches
             ``success_threshold`` (off by default: the true task decides nothing here).
         success_threshold: progress counted as success by the ``success`` mode and termination.
+        between_queries: the progress of steps between two queries: ``hold`` the last estimate,
+            or ``interpolate`` linearly to the next one (known only once the episode has ended:
+            relabelled rewards, ``VisCriticVecEnv(relabel=True)``, only).
     """
 
     reward_mode: str = "progress"
@@ -57,6 +61,7 @@ class CriticRewardConfig:
     env_reward_weight: float = 0.0
     terminate_on_success: bool = False
     success_threshold: float = 0.95
+    between_queries: str = "hold"
 
     def __post_init__(self) -> None:
         if self.reward_mode not in REWARD_MODES:
@@ -77,6 +82,11 @@ class CriticRewardConfig:
             raise InvalidOptionError(
                 f"frame_sampling={self.frame_sampling!r} is not a sampling; "
                 f"pick one of {list(FRAME_SAMPLING)}"
+            )
+        if self.between_queries not in BETWEEN_QUERIES:
+            raise InvalidOptionError(
+                f"between_queries={self.between_queries!r} is not an option; pick one of "
+                f"{list(BETWEEN_QUERIES)}"
             )
         if not _is_real(self.gamma) or not 0.0 < self.gamma <= 1.0:
             raise InvalidOptionError(f"gamma={self.gamma!r} must be a number in (0, 1]")
@@ -112,6 +122,28 @@ def _is_real(value: Any) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(value)
     )
+
+
+def interpolate_progress(estimates: list[ProgressEstimate | None]) -> list[float | None]:
+    """Progress for every step of a finished episode from the estimates of its query steps.
+
+    ``estimates[0]`` is the reset query's, then one entry per step: an estimate on query steps,
+    ``None`` between them. Steps between two readable estimates get the straight line between
+    them; steps after the last readable one hold it; unreadable estimates count as missing. The
+    result has one value per entry (``None`` until the first readable estimate).
+
+    Example: [0.0, None, None, 0.6, None, 0.8] → [0.0, 0.2, 0.4, 0.6, 0.7, 0.8].
+    """
+    known = [
+        (i, float(e.progress))
+        for i, e in enumerate(estimates)
+        if e is not None and e.progress is not None
+    ]
+    if not known:
+        return [None] * len(estimates)
+    steps, values = zip(*known, strict=True)
+    filled = np.interp(np.arange(len(estimates)), steps, values).tolist()
+    return [None] * steps[0] + filled[steps[0] :]
 
 
 def sample_frames(frames: list[np.ndarray], count: int, sampling: str) -> np.ndarray:
@@ -270,10 +302,12 @@ def check_batch(critic_name: str, estimates: Any, n_queries: int) -> list:
 
 
 __all__ = [
+    "BETWEEN_QUERIES",
     "FRAME_SAMPLING",
     "REWARD_MODES",
     "CriticRewardConfig",
     "EpisodeTracker",
     "check_batch",
+    "interpolate_progress",
     "sample_frames",
 ]

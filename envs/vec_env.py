@@ -20,9 +20,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from critic.base import Critic, ProgressQuery
+from critic.base import Critic, ParseStatus, ProgressEstimate, ProgressQuery
 from critic.factory import make_critic
-from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
+from envs.critic_reward import (
+    DEFAULT_CRITIC,
+    CriticRewardConfig,
+    EpisodeTracker,
+    check_batch,
+    interpolate_progress,
+)
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv
 from rollout.imports import require_package
@@ -95,18 +101,24 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         super().__init__(venv)
         self.config = config or CriticRewardConfig()
         self.relabel = bool(relabel)
-        self.check_config(self.config)
+        self.check_config(self.config, self.relabel)
         self.critic = make_critic(critic)
         self._instructions = venv.get_attr("instruction")
         self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
 
     @staticmethod
-    def check_config(config: CriticRewardConfig) -> None:
+    def check_config(config: CriticRewardConfig, relabel: bool = False) -> None:
         """Raise :class:`InvalidOptionError` for options a vector of envs cannot honour."""
         if config.terminate_on_success:
             raise InvalidOptionError(
                 "terminate_on_success=True is not available with VisCriticVecEnv (sub-envs "
                 "reset themselves); use envs.VisCriticReward on each env instead"
+            )
+        if config.between_queries == "interpolate" and not relabel:
+            raise InvalidOptionError(
+                "between_queries='interpolate' needs the next query's estimate, known only when "
+                "rewards are relabelled at the episode's end: set relabel=True, or "
+                "between_queries='hold'"
             )
 
     def _new_tracker(self, index: int) -> EpisodeTracker:
@@ -198,10 +210,17 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         estimates = iter(self._estimate(queries, owners))
         for i in finished:
             replay = self._new_tracker(i)
-            _, *steps = self._pending[i]  # the first entry is the reset query
-            replay.begin(next(estimates))
+            # the reset query's estimate, then one per step (None between queries)
+            per_step = [next(estimates) if q is not None else None for _, q in self._pending[i]]
+            if self.config.between_queries == "interpolate":
+                per_step = [
+                    None if p is None else ProgressEstimate(p)
+                    for p in interpolate_progress(per_step)
+                ]
+            replay.begin(per_step[0] or ProgressEstimate(None, status=ParseStatus.NO_ANSWER))
             rewards = [
-                replay.reward(r, next(estimates) if q is not None else None) for r, q in steps
+                replay.reward(r, estimate)
+                for (r, _), estimate in zip(self._pending[i][1:], per_step[1:], strict=True)
             ]
             infos[i]["critic_rewards"] = np.asarray(rewards, dtype=np.float32)
             infos[i]["critic_return"] = replay.critic_return
@@ -311,7 +330,7 @@ def make_viscritic_vec_env(
         raise InvalidOptionError(f"n_envs={n_envs!r} must be an integer >= 1")
     config = CriticRewardConfig(**options)
     max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
-    VisCriticVecEnv.check_config(config)  # every option before the critic loads
+    VisCriticVecEnv.check_config(config, relabel)  # every option before the critic loads
     built = make_critic(critic)
     render = built.needs_frames  # a bool, so workers never receive (pickle) the critic itself
 

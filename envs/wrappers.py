@@ -57,6 +57,12 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "gym.make('VisCriticReward-v0', env=name)"
             )
         self.config = CriticRewardConfig(**options)
+        if self.config.between_queries == "interpolate":
+            raise InvalidOptionError(
+                "between_queries='interpolate' needs the next query's estimate, which a reward "
+                "given at each step cannot wait for; use envs.make_viscritic_vec_env(..., "
+                "relabel=True) with an off-policy learner, or between_queries='hold'"
+            )
         self.critic = make_critic(critic)
         self._task: TaskEnv = env.unwrapped
         self._tracker = EpisodeTracker(self.config, self._task.instruction, self.critic.name)

@@ -68,6 +68,11 @@ def check_config(cfg: DictConfig) -> None:
     CriticRewardConfig(
         **OmegaConf.to_container(cfg.reward, resolve=True)
     )  # before any critic loads
+    if cfg.reward.get("between_queries") == "interpolate" and not cfg.relabel:
+        raise ExperimentConfigError(
+            "reward.between_queries=interpolate needs the next query's estimate, known only "
+            "with relabel=true (rewards written at each episode's end)"
+        )
     if cfg.relabel and cfg.n_envs != 1:
         raise ExperimentConfigError(
             f"relabel=true trains once per episode, which SB3 allows with one env only; "

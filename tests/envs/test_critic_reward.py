@@ -99,6 +99,23 @@ def test_unreadable_answer_holds_previous_progress():
     )
 
 
+def test_interpolated_progress_hand_worked():
+    from envs.critic_reward import interpolate_progress
+
+    e = ProgressEstimate
+    # queries at 0, 3 and 5: 0 → 0.6 over three steps (0.2 each), 0.6 → 0.8 over two (0.1 each)
+    assert interpolate_progress([e(0.0), None, None, e(0.6), None, e(0.8)]) == pytest.approx(
+        [0.0, 0.2, 0.4, 0.6, 0.7, 0.8]
+    )
+    # an unreadable answer is missing: its neighbours are joined; after the last one it holds;
+    # before the first readable one nothing is known
+    unreadable = e(None, status=ParseStatus.NO_ANSWER)
+    assert interpolate_progress([unreadable, None, e(0.2), unreadable, e(0.6), None]) == (
+        pytest.approx([None, None, 0.2, 0.4, 0.6, 0.6])
+    )
+    assert interpolate_progress([None, unreadable]) == [None, None]
+
+
 def test_returns_are_tracked():
     tracker = EpisodeTracker(CriticRewardConfig(), "x", "test")
     tracker.start(None, 0.0)
@@ -140,6 +157,10 @@ def test_returns_are_tracked():
         ),
         ({"success_threshold": 0}, "success_threshold=0 must be a number in (0, 1]"),
         ({"terminate_on_success": "yes"}, "terminate_on_success='yes' must be True or False"),
+        (
+            {"between_queries": "spline"},
+            "between_queries='spline' is not an option; pick one of ['hold', 'interpolate']",
+        ),
     ],
 )
 def test_bad_options_name_the_value_and_the_fix(options, message):

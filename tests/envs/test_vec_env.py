@@ -148,6 +148,41 @@ def test_relabelled_rewards_equal_per_step_rewards_in_one_call_per_episode_end(r
     per_step.close(), relabel.close()
 
 
+def _relabelled_rewards(venv) -> np.ndarray:
+    """Each env's relabelled rewards over its first two episodes, [2 * HORIZON, N_ENVS]."""
+    plan, got = _action_plan(venv.action_space), {i: [] for i in range(N_ENVS)}
+    venv.reset()
+    for t in range(STEPS):
+        for i, info in enumerate(venv.step(plan[t])[3]):
+            if "critic_rewards" in info:
+                got[i].append(info["critic_rewards"])
+    venv.close()
+    return np.stack([np.concatenate(got[i]) for i in range(N_ENVS)], axis=1)
+
+
+def test_interpolated_rewards_join_the_queries_with_straight_lines():
+    options = {"query_every": 4, "frames_per_query": 2, "relabel": True, "seed": 5,
+               "horizon": HORIZON}  # fmt: skip
+    held = _relabelled_rewards(make_viscritic_vec_env("Reacher-v5", N_ENVS, RecordingCritic(),
+                                                      **options))  # fmt: skip
+    lines = _relabelled_rewards(make_viscritic_vec_env(
+        "Reacher-v5", N_ENVS, RecordingCritic(), between_queries="interpolate", **options))  # fmt: skip
+    # progress mode: reward = progress. Queries after steps 4, 8 and the last (10) of each
+    # episode; on those steps both agree; step 5 is a quarter of the way from step 4 to step 8.
+    for episode in (0, HORIZON):
+        steps = episode + np.array([4, 8, 10]) - 1  # 1-based steps → reward index
+        np.testing.assert_allclose(lines[steps], held[steps], atol=1e-6)
+        p4, p8, p10 = held[steps]
+        np.testing.assert_allclose(lines[episode + 4], p4 + (p8 - p4) / 4, atol=1e-6)  # step 5
+        np.testing.assert_allclose(lines[episode + 8], (p8 + p10) / 2, atol=1e-6)  # step 9
+        np.testing.assert_allclose(held[episode + 8], p8, atol=1e-6)  # hold: step 9 keeps p8
+    with pytest.raises(InvalidOptionError, match="between_queries='interpolate' needs the next"):
+        make_viscritic_vec_env("Reacher-v5", 1, "oracle", between_queries="interpolate")
+    with pytest.raises(InvalidOptionError, match="which a reward given at each step cannot wait"):
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle",
+                 between_queries="interpolate")  # fmt: skip
+
+
 def test_relabel_callback_writes_the_critic_rewards_into_sacs_replay_buffer():
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList

@@ -57,10 +57,15 @@ def test_bad_config_is_a_message_not_a_traceback(tmp_path):
     )
 
 
-def test_bad_workers_is_a_message_not_a_traceback(tmp_path):
+def test_bad_workers_or_interpolation_is_a_message_not_a_traceback(tmp_path):
     done = _run(tmp_path, "workers=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith("ExperimentConfigError: workers=0 must be an integer >= 1")
+    done = _run(tmp_path, "reward.between_queries=interpolate")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "interpolate needs the next query's estimate, known only with relabel=true" in (
+        done.stderr
+    )
 
 
 def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
@@ -70,7 +75,9 @@ def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_relabelled_run_and_relabel_with_ppo_is_refused(tmp_path):
-    done = _run(tmp_path, "conditions=[oracle]", "relabel=true")
+    done = _run(
+        tmp_path, "conditions=[oracle]", "relabel=true", "reward.between_queries=interpolate"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["runs"][0]["timesteps"] == [80, 160]
