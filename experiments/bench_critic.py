@@ -5,6 +5,8 @@ critic view), the way ``VisCriticReward`` builds them.
 
 - queries/s in ``score`` mode at batch 1, 4 and 16 (cache off, so batching alone is measured);
 - sliding-window queries (every query of an episode, in order) with and without the video cache;
+- an episode's queries one call each (the per-step reward) against one call at the episode's end
+  (``relabel=true``, VLM-RM), both cached;
 - latency per query of ``score`` (one pass) against ``reason`` (chain of thought, ``samples``);
 - where a query's time goes at batch 1 and 16: encoding (template, tokenizer, patchify, done by the
   client), the vision tower, and the language model; and from that the most the video cache can
@@ -146,6 +148,29 @@ def main(cfg: DictConfig) -> None:
         "speedup": cached_rate / uncached_rate,
         "hit_rate": cached.engine.cache.hits
         / max(cached.engine.cache.hits + cached.engine.cache.misses, 1),
+    }
+
+    # An episode's queries as the reward sees them (the reset query, then every step): one call
+    # per query step (the per-step reward) against one call at the episode's end (relabel=true),
+    # both with the video cache the RL critic uses, repeats interleaved.
+    def one_by_one():
+        cached.engine.cache.clear()
+        for q in queries:
+            cached.estimate_progress([q])
+
+    def one_call():
+        cached.engine.cache.clear()
+        cached.estimate_progress(queries)
+
+    per_step_s, relabel_s = [], []
+    for _ in range(cfg.repeats):
+        per_step_s.append(len(queries) / _rate(one_by_one, len(queries), 1))
+        relabel_s.append(len(queries) / _rate(one_call, len(queries), 1))
+    results["episode_relabel"] = {
+        "queries": len(queries),
+        "per_step_s": float(np.median(per_step_s)),
+        "relabelled_s": float(np.median(relabel_s)),
+        "speedup": float(np.median(per_step_s) / np.median(relabel_s)),
     }
 
     reason = VLMCritic(model=cfg.model, mode="reason", samples=cfg.reason_samples,

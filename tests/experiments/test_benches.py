@@ -43,6 +43,8 @@ def test_bench_critic_tiny_run(tmp_path):
     assert set(results["score_queries_per_s"]) == {"1", "2"}
     assert 0.0 < results["sliding_window"]["hit_rate"] < 1.0
     assert results["latency_s"]["score"] > 0
+    relabel = results["episode_relabel"]  # the reset query and 3 steps
+    assert relabel["queries"] == 4 and relabel["per_step_s"] > 0 and relabel["relabelled_s"] > 0
     split = results["per_query_ms"]["2"]
     # The tower really ran inside the forward pass, and every query had its tokens counted.
     assert 0 < split["vision_tower_ms"] < split["forward_ms"] and split["encode_ms"] > 0
