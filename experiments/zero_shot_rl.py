@@ -11,7 +11,8 @@ Every ``eval_every`` steps the policy is evaluated on the bare task with the tru
 success. The run dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``.
 
     python experiments/zero_shot_rl.py
-    python experiments/zero_shot_rl.py env=Lift algo=ppo seeds=[0,1,2] total_timesteps=50000
+    python experiments/zero_shot_rl.py env=Lift algo=ppo relabel=false reward.between_queries=hold \\
+        seeds=[0,1,2] total_timesteps=50000
 """
 
 from __future__ import annotations
@@ -68,20 +69,22 @@ def check_config(cfg: DictConfig) -> None:
     CriticRewardConfig(
         **OmegaConf.to_container(cfg.reward, resolve=True)
     )  # before any critic loads
+    per_step = "relabel=false reward.between_queries=hold"  # the fix for the checks below
     if cfg.reward.get("between_queries") == "interpolate" and not cfg.relabel:
         raise ExperimentConfigError(
             "reward.between_queries=interpolate needs the next query's estimate, known only "
-            "with relabel=true (rewards written at each episode's end)"
+            "with relabel=true (rewards written at each episode's end); or set "
+            "reward.between_queries=hold"
         )
     if cfg.relabel and cfg.n_envs != 1:
         raise ExperimentConfigError(
             f"relabel=true trains once per episode, which SB3 allows with one env only; "
-            f"n_envs={cfg.n_envs}: set n_envs=1 or relabel=false"
+            f"n_envs={cfg.n_envs}: set n_envs=1, or per-step rewards with {per_step}"
         )
     if cfg.relabel and "train_freq" not in cfg.algo:
         raise ExperimentConfigError(
             f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
-            f"{cfg.algo._target_} has none"
+            f"{cfg.algo._target_} has none: give it per-step rewards with {per_step}"
         )
 
 

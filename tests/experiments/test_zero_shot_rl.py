@@ -61,7 +61,7 @@ def test_bad_workers_or_interpolation_is_a_message_not_a_traceback(tmp_path):
     done = _run(tmp_path, "workers=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith("ExperimentConfigError: workers=0 must be an integer >= 1")
-    done = _run(tmp_path, "reward.between_queries=interpolate")
+    done = _run(tmp_path, "relabel=false")  # the default interpolates between queries
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "interpolate needs the next query's estimate, known only with relabel=true" in (
         done.stderr
@@ -74,25 +74,30 @@ def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
     assert "InvalidOptionError: reward_mode='sparse' is not a reward mode" in done.stderr
 
 
-def test_relabelled_run_and_relabel_with_ppo_is_refused(tmp_path):
-    done = _run(
-        tmp_path, "conditions=[oracle]", "relabel=true", "reward.between_queries=interpolate"
-    )
+def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path):
+    done = _run(tmp_path, "conditions=[oracle]")  # relabel=true, interpolated, query every 5
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["runs"][0]["timesteps"] == [80, 160]
+    assert results["config"]["reward"]["between_queries"] == "interpolate"
     assert "rewards relabelled at episode end" in (tmp_path / "report.md").read_text()
+    per_step = ["relabel=false", "reward.between_queries=hold"]
+    done = _run(tmp_path / "hold", "conditions=[oracle]", "reward.query_every=2", *per_step)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "relabelled" not in (tmp_path / "hold" / "report.md").read_text()
     done = subprocess.run(  # PPO has no learning_starts: not the SAC-sized TINY overrides
-        [sys.executable, str(SCRIPT), "algo=ppo", "relabel=true", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, str(SCRIPT), "algo=ppo", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         "ExperimentConfigError: relabel=true needs an off-policy algorithm with a replay buffer "
-        "(algo=sac); stable_baselines3.PPO has none"
+        "(algo=sac); stable_baselines3.PPO has none: give it per-step rewards with "
+        "relabel=false reward.between_queries=hold"
     )
-    done = _run(tmp_path / "n2", "relabel=true", "n_envs=2")
+    done = _run(tmp_path / "n2", "n_envs=2")
     assert done.returncode == 1 and done.stderr.strip().endswith(
         "ExperimentConfigError: relabel=true trains once per episode, which SB3 allows with one env "
-        "only; n_envs=2: set n_envs=1 or relabel=false"
+        "only; n_envs=2: set n_envs=1, or per-step rewards with relabel=false "
+        "reward.between_queries=hold"
     )
