@@ -30,7 +30,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rollout.imports import require_package
+from rollout.imports import MissingExtraError, require_package
 
 STAGES = {
     # stage: (learning rule, sample kinds it trains on)
@@ -42,6 +42,16 @@ STAGES = {
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+# What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
+# on the GPU whose weights are synced after every optimizer step.
+ROLLOUT_ENGINES = ("hf", "vllm")
+
+
+def make_vllm_engine(folder: Path, video_token_id: int, eos_token_id: int, **options: Any):
+    """vLLM's in-process engine over the checkpoint in ``folder`` (``options``: ``vllm.LLM``'s)."""
+    from rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(str(folder), video_token_id, eos_token_id, **options)
 
 
 class TrainConfigError(ValueError):
@@ -117,6 +127,21 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")
     if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise TrainConfigError(f"device={cfg.device!r}; use cpu, cuda or cuda:<index>")
+    if cfg.rollout_engine not in ROLLOUT_ENGINES:
+        raise TrainConfigError(
+            f"rollout_engine={cfg.rollout_engine!r} is not an engine; pick one of "
+            f"{list(ROLLOUT_ENGINES)}"
+        )
+    if cfg.rollout_engine == "vllm" and any(p["rule"] == "grpo" for p in plans.values()):
+        if not str(cfg.device).startswith("cuda"):
+            raise TrainConfigError(
+                f"rollout_engine=vllm runs on GPUs, and device={cfg.device!r}; use device=cuda, "
+                "or rollout_engine=hf (transformers) on CPU"
+            )
+        try:
+            require_package("vllm", "vllm", "rollout_engine=vllm")
+        except MissingExtraError as exc:
+            raise TrainConfigError(str(exc)) from None
     if cfg.deepspeed_config is not None:
         if not Path(cfg.deepspeed_config).is_file():
             raise TrainConfigError(
@@ -250,6 +275,7 @@ class Trainer:
         self.rank, self.world = _rank()
         self.plans = check_config(cfg)  # before any model loads
         self.history: list[dict[str, Any]] = []
+        self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -295,7 +321,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         from critic.train.checkpoint import load_trainer_state
-        from critic.train.grpo import grpo_step, optimizer_update
+        from critic.train.grpo import grpo_step, optimizer_update, sync_rollout_weights
         from critic.train.rewards import reward_components
         from critic.train.sft import collate, encode_sft, sft_loss
         from rollout.hf import HFEngine
@@ -336,7 +362,11 @@ class Trainer:
             first = state["step"]
             rng.bit_generator.state = state["extra"]["sampler"]
         stage_dir = self.run_dir / stage
-        engine = HFEngine(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        engine = (
+            self._rollout_engine()
+            if plan["rule"] == "grpo"
+            else HFEngine(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        )
         per_rank = max(1, settings.batch_size // self.world)
         bar = tqdm(range(first, settings.steps), desc=stage, disable=self.rank != 0 or not cfg.progress_bar,
                    initial=first, total=settings.steps)  # fmt: skip
@@ -373,6 +403,8 @@ class Trainer:
                 result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
                                    plan["reward"], grpo, vision=self.vision, reference=self.reference,
                                    seed=int(rng.integers(2**31)), components=components)  # fmt: skip
+                with self._gathered():
+                    record["weights_synced"] = sync_rollout_weights(engine, self.model)
                 record.update(
                     {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
                 )
@@ -404,6 +436,46 @@ class Trainer:
                 self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng)
         bar.close()
         return self._save(stage_dir / "final", optimizer, settings.steps, rng)
+
+    def _gathered(self):
+        """A context in which every parameter is whole (ZeRO-3 partitions them)."""
+        import contextlib
+
+        if self.cfg.deepspeed_config is None:
+            return contextlib.nullcontext()
+        deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
+        return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+
+    def _rollout_engine(self):
+        """The engine GRPO samples with. ``hf``: the policy itself. ``vllm``: made once per run,
+        from the starting checkpoint folder (a preset is first written to
+        ``<run>/vllm-weights-rank<r>``), then given the current weights at once, at each later
+        stage's start and after every step."""
+        from critic.train.grpo import sync_rollout_weights
+        from rollout.hf import HFEngine
+
+        if self.cfg.rollout_engine == "hf":
+            return HFEngine(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        if self._vllm is None:
+            start = Path(str(self.cfg.resume or self.cfg.model))
+            folder = start if start.is_dir() else self.run_dir / f"vllm-weights-rank{self.rank}"
+            if folder != start:  # a preset: vLLM loads from disk
+                with self._gathered():
+                    self.model.save_pretrained(folder)
+                self.tokenizer.save_pretrained(folder)
+            self._vllm = make_vllm_engine(
+                folder,
+                self.model.config.video_token_id,
+                self.tokenizer.eos_token_id,
+                **OmegaConf.to_container(self.cfg.vllm, resolve=True),
+            )
+            if folder == start:  # earlier stages of this run may have changed the weights
+                with self._gathered():
+                    sync_rollout_weights(self._vllm, self.model)
+        else:
+            with self._gathered():
+                sync_rollout_weights(self._vllm, self.model)
+        return self._vllm
 
     def _save(self, path: Path, optimizer, step: int, rng: np.random.Generator) -> Path:
         from critic.train.checkpoint import save_checkpoint

@@ -177,8 +177,9 @@ def _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vis
     from rollout.engine import Request
 
     rng = np.random.default_rng(seed)
-    requests = [Request(**prompts.encode(shuffle_frames(s.prompt, rng), tokenizer, vision))
-                for s in samples]  # fmt: skip
+    videos = bool(getattr(engine, "needs_videos", False))  # vLLM takes frames, not patches
+    requests = [Request(**prompts.encode(shuffle_frames(s.prompt, rng), tokenizer, vision,
+                                         keep_videos=videos)) for s in samples]  # fmt: skip
     completions = engine.generate(requests, params)
     texts = [tokenizer.decode(c, skip_special_tokens=False) for group in completions for c in group]
     return torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
@@ -247,7 +248,10 @@ def grpo_step(
     if cfg.kl_coef > 0 and reference is None:
         raise GRPOConfigError(f"kl_coef={cfg.kl_coef} needs a reference model")
     vision = vision or VisionSpec()
-    requests = [Request(**prompts.encode(s.prompt, tokenizer, vision)) for s in samples]
+    videos = bool(getattr(engine, "needs_videos", False))  # vLLM takes frames, not patches
+    requests = [
+        Request(**prompts.encode(s.prompt, tokenizer, vision, keep_videos=videos)) for s in samples
+    ]
     params = SamplingParams(n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)  # fmt: skip
     if getattr(engine, "cache", None) is not None:
@@ -304,3 +308,18 @@ def grpo_step(
     result.loss, result.kl = float(stats.policy_loss), float(stats.kl)
     result.clip_fraction = float(stats.clip_fraction)
     return result
+
+
+def sync_rollout_weights(engine, policy) -> bool:
+    """Give a rollout engine that holds its own copy of the weights (vLLM) the policy's current
+    weights, in Hugging Face naming; an engine that generates with the policy itself
+    (:class:`rollout.hf.HFEngine`) needs nothing. Call it after every optimizer step, so each
+    step's completions come from the weights being trained. Returns whether weights were sent.
+
+    Under DeepSpeed ZeRO-3 call it inside ``deepspeed.zero.GatheredParameters``: the state dict
+    of partitioned parameters is empty.
+    """
+    if getattr(engine, "model", None) is policy or not hasattr(engine, "load_weights"):
+        return False
+    engine.load_weights([(name, tensor.detach()) for name, tensor in policy.state_dict().items()])
+    return True

@@ -76,7 +76,8 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     assert again == losses[2:]  # exactly the same steps 3 and 4
 
 
-def _check(*overrides: str):
+def _recipe(*overrides: str):
+    """The recipe module, imported in this process, and its config composed with ``overrides``."""
     spec = importlib.util.spec_from_file_location(
         "train_critic", ROOT / "experiments" / "train_critic.py"
     )
@@ -84,6 +85,11 @@ def _check(*overrides: str):
     spec.loader.exec_module(module)
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train_critic", overrides=list(overrides))
+    return module, cfg
+
+
+def _check(*overrides: str):
+    module, cfg = _recipe(*overrides)
     return module.check_config(cfg), module.TrainConfigError
 
 
@@ -137,6 +143,9 @@ def test_deepspeed_two_processes_on_cpu(dataset, tmp_path, zero):
          "is not a file; use configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"),
         (["grpo.loss=reg", "grpo.kl_coef=0.1"], "grpo: kl_coef=0.1 has no effect with loss='reg' (Reg-GRPO "
          "has no KL term); set kl_coef=0 or use loss='clip'"),
+        (["rollout_engine=sglang"], "rollout_engine='sglang' is not an engine; pick one of ['hf', 'vllm']"),
+        (["rollout_engine=vllm"], "rollout_engine=vllm runs on GPUs, and device='cpu'; use device=cuda, or "
+         "rollout_engine=hf (transformers) on CPU"),
     ],
 )  # fmt: skip
 def test_more_bad_configs(dataset, overrides, message):
@@ -153,3 +162,59 @@ def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp
     bad = _run(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"train_critic: cannot load critic model {tmp_path / 'no-model'}")
+
+
+_MADE: list = []  # the FakeVLLM engines a test's recipe made
+
+
+class FakeVLLM:
+    """Stands in for vLLM (GPU only): its own copy of the weights, loaded from the folder the
+    recipe wrote and replaced by ``load_weights``; it generates through transformers with it."""
+
+    needs_videos = True
+
+    def __init__(self, folder, video_token_id, eos_token_id, **options):
+        from critic.models import load_model
+        from rollout.hf import HFEngine
+
+        self.model, tokenizer = load_model(str(folder))
+        self.engine = HFEngine(self.model, tokenizer.pad_token_id, eos_token_id)
+        self.video_token_id, self.options, self.loads, self.prompts = video_token_id, options, 0, 0
+        _MADE.append(self)
+
+    def generate(self, requests, params):
+        assert all(r.videos is not None for r in requests)  # vLLM takes frames, not patches
+        self.prompts += len(requests)
+        return self.engine.generate(requests, params)
+
+    def load_weights(self, weights):
+        self.loads += 1
+        self.model.load_state_dict(dict(weights))
+
+
+def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monkeypatch):
+    import torch
+
+    module, cfg = _recipe(f"data=[{dataset}]", *TINY, "pipeline=[pretext,joint]",
+                          "stages.pretext.steps=2", "stages.joint.steps=1", "eval_every=0",
+                          "stages.pretext.batch_size=8", "stages.joint.batch_size=8",
+                          "checkpoint_every=0")  # fmt: skip
+    monkeypatch.setattr(module, "make_vllm_engine", FakeVLLM)
+    _MADE.clear()
+    trainer = module.Trainer(cfg, tmp_path)
+    trainer.cfg.rollout_engine = "vllm"  # after check_config, which asks for a GPU
+    trainer.setup()
+    try:
+        for stage in ("pretext", "joint"):
+            trainer.run_stage(stage)
+    finally:
+        trainer.cleanup()
+    (fake,) = _MADE  # made once, at the first GRPO stage, from the weights then
+    assert fake.options == {"gpu_memory_utilization": 0.3, "enable_sleep_mode": False}
+    assert fake.video_token_id == trainer.model.config.video_token_id
+    assert fake.prompts == 3 * 2  # 3 steps of 8 completions = 2 prompts x G 4
+    # synced after each of the 3 steps, and at the joint stage's start
+    assert fake.loads == 4
+    assert [h.get("weights_synced") for h in _history(tmp_path) if h["step"] > 0] == [True] * 3
+    trained, copy = trainer.model.state_dict(), fake.model.state_dict()
+    assert all(torch.equal(trained[name], copy[name]) for name in trained)
