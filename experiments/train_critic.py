@@ -42,6 +42,9 @@ STAGES = {
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+# DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
+# shard) and every rank's random generators and batch sampler, for an exact resume.
+DS_STATE = "deepspeed"
 # What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
 # on the GPU whose weights are synced after every optimizer step.
 ROLLOUT_ENGINES = ("hf", "vllm")
@@ -148,10 +151,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 f"deepspeed_config={cfg.deepspeed_config!r} is not a file; use "
                 "configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"
             )
-        if cfg.resume is not None:
+        if cfg.resume is not None and not (Path(cfg.resume) / DS_STATE).is_dir():
             raise TrainConfigError(
-                "resume= with deepspeed_config= is not supported yet: checkpoints hold rank 0's "
-                "optimizer and sampler state only, so other ranks would not resume exactly"
+                f"resume={cfg.resume!r} has no {DS_STATE}/ folder: it was written without "
+                "deepspeed_config=, and a DeepSpeed run resumes only from its own checkpoints "
+                "(every rank's optimizer shard and sampler); or resume it without deepspeed_config="
             )
     return plans
 
@@ -357,7 +361,9 @@ class Trainer:
             update = optimizer_update(self.model, optimizer, cfg.max_grad_norm)
         first = 0
         rng = np.random.default_rng([cfg.seed, self.rank])  # draws the batches
-        if resume is not None:
+        if resume is not None and cfg.deepspeed_config is not None:
+            first = self._load_deepspeed_state(model, resume, rng)
+        elif resume is not None:
             state = load_trainer_state(resume, optimizer)
             first = state["step"]
             rng.bit_generator.state = state["extra"]["sampler"]
@@ -433,9 +439,9 @@ class Trainer:
                 and (step + 1) % cfg.checkpoint_every == 0
                 and step + 1 < settings.steps
             ):
-                self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng)
+                self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng, model)
         bar.close()
-        return self._save(stage_dir / "final", optimizer, settings.steps, rng)
+        return self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
 
     def _gathered(self):
         """A context in which every parameter is whole (ZeRO-3 partitions them)."""
@@ -477,12 +483,22 @@ class Trainer:
                 sync_rollout_weights(self._vllm, self.model)
         return self._vllm
 
-    def _save(self, path: Path, optimizer, step: int, rng: np.random.Generator) -> Path:
-        from critic.train.checkpoint import save_checkpoint
+    def _save(
+        self, path: Path, optimizer, step: int, rng: np.random.Generator, engine=None
+    ) -> Path:
+        from critic.train.checkpoint import save_checkpoint, save_rank_state
 
         extra = {"sampler": rng.bit_generator.state}
         if self.cfg.deepspeed_config is not None:
+            import torch
+
             deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
+            # every rank: DeepSpeed's shards, then this rank's generators and sampler; rank 0's
+            # trainer_state.pt (below, after the barrier) marks the folder complete
+            engine.save_checkpoint(str(path / DS_STATE), tag="state", save_latest=False)
+            save_rank_state(path / DS_STATE, self.rank,
+                            {"step": step, "sampler": rng.bit_generator.state})  # fmt: skip
+            torch.distributed.barrier()
             params = list(self.model.parameters())
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 if self.rank == 0:
@@ -490,6 +506,15 @@ class Trainer:
         elif self.rank == 0:
             save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
         return path
+
+    def _load_deepspeed_state(self, engine, path: Path, rng: np.random.Generator) -> int:
+        """Restore DeepSpeed's shards and this rank's generators and sampler; returns the step."""
+        from critic.train.checkpoint import load_rank_state
+
+        state = load_rank_state(path / DS_STATE, self.rank)  # first: it names a missing rank
+        engine.load_checkpoint(str(path / DS_STATE), tag="state")
+        rng.bit_generator.state = state["sampler"]
+        return int(state["step"])
 
     def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
         if self.rank != 0:

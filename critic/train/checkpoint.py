@@ -32,11 +32,7 @@ def save_checkpoint(
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
-        "rng": {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-        },
+        "rng": rng_states(),
         "extra": extra or {},
     }
     partial = path / (STATE + ".partial")
@@ -61,10 +57,47 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
         )
     state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
     optimizer.load_state_dict(state["optimizer"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
+    set_rng_states(state["rng"])
     return {"step": int(state["step"]), "extra": state["extra"]}
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's Python, numpy and torch random generator states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state()}  # fmt: skip
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def save_rank_state(folder: str | Path, rank: int, state: dict[str, Any]) -> Path:
+    """One process's own state in a multi-process checkpoint (its generators are added):
+    ``<folder>/rank<r>.pt``. DeepSpeed's shards sit beside it, saved by DeepSpeed."""
+    path = Path(folder) / f"rank{rank}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**state, "rng": rng_states()}, path)
+    return path
+
+
+def load_rank_state(folder: str | Path, rank: int) -> dict[str, Any]:
+    """Restore one process's generators from :func:`save_rank_state`; returns its state.
+
+    Raises:
+        CheckpointError: no state for this rank (the run had fewer processes).
+    """
+    path = Path(folder) / f"rank{rank}.pt"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path.parent} has no rank{rank}.pt: the checkpoint was written by a run with fewer "
+            "processes; resume with the same number of processes"
+        )
+    state = torch.load(path, weights_only=False)  # our own file: RNG states are tuples
+    set_rng_states(state["rng"])
+    return state
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:

@@ -135,6 +135,37 @@ def test_deepspeed_two_processes_on_cpu(dataset, tmp_path, zero):
     assert sum(p.numel() for p in model.parameters()) > 100_000
 
 
+@pytest.mark.parametrize("zero", ["zero3"])  # partitioned weights and optimizer (zero2 passes too)
+def test_deepspeed_resume_repeats_the_uninterrupted_losses(dataset, tmp_path, zero):
+    pytest.importorskip("deepspeed")
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = [f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=4", "stages.sft.batch_size=4",
+            "checkpoint_every=2", "eval_every=0", f"deepspeed_config=configs/deepspeed/{zero}.json"]  # fmt: skip
+    done = _run(full, *args, torchrun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = full / "sft" / "checkpoint-2"
+    assert sorted(p.name for p in (checkpoint / "deepspeed").glob("rank*.pt")) == [
+        "rank0.pt",
+        "rank1.pt",
+    ]
+    done = _run(resumed, *args, f"resume={checkpoint}", torchrun=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = [h["loss"] for h in _history(full)]  # rank 0's
+    assert [h["step"] for h in _history(resumed)] == [3, 4]
+    assert [h["loss"] for h in _history(resumed)] == losses[2:]  # exactly steps 3 and 4
+
+
+def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
+    plain = tmp_path / "plain"
+    done = _run(plain, f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=2",
+                "stages.sft.batch_size=2", "checkpoint_every=1", "eval_every=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with pytest.raises(Exception) as err:
+        _check(f"data=[{dataset}]", f"resume={plain / 'sft' / 'checkpoint-1'}",
+               "deepspeed_config=configs/deepspeed/zero2.json")  # fmt: skip
+    assert "has no deepspeed/ folder: it was written without deepspeed_config=" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
