@@ -265,7 +265,8 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
         f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
         f"critic `{cfg.critic._target_}` ({cfg.critic.get('model', '')}), reward mode "
         f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every}"
-        f"{', rewards relabelled at episode end' if cfg.relabel else ''}.",
+        f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
+        f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         "",
         "| condition | true success (final) | true return (final) | wall s / run | env steps/s |",
         "|---|---|---|---|---|",

@@ -80,7 +80,8 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["runs"][0]["timesteps"] == [80, 160]
     assert results["config"]["reward"]["between_queries"] == "interpolate"
-    assert "rewards relabelled at episode end" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "rewards relabelled at episode end, interpolated between queries" in report
     per_step = ["relabel=false", "reward.between_queries=hold"]
     done = _run(tmp_path / "hold", "conditions=[oracle]", "reward.query_every=2", *per_step)
     assert done.returncode == 0, done.stderr[-2000:]
