@@ -187,9 +187,13 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         "Failure is the positive class. `const` is the majority label's accuracy; delay is from the "
         "failure to the first prefix judged a failure.",
         "",
-        f"`τ` is the failure-probability threshold fit on the {cfg.calibration_split} split "
-        "(most accurate there); `acc@τ` is this split's accuracy of `P(failure) >= τ`. "
-        "`accuracy` is the greedy verdict's.",
+        (
+            f"`τ` is the failure-probability threshold fit on the {cfg.calibration_split} split "
+            "(most accurate there); `acc@τ` is this split's accuracy of `P(failure) >= τ`. "
+            if cfg.calibration_split not in (None, cfg.split)
+            else "No threshold fit (`calibration_split` unset or the evaluated split). "
+        )
+        + "`accuracy` is the greedy verdict's.",
         "",
         "| critic | task | episodes | accuracy | τ | acc@τ | const | precision | recall | F1 | AUROC | type acc | delay s | in time |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
