@@ -38,6 +38,8 @@ STAGES = {
     "pretext": ("grpo", ("pretext",)),
     "joint": ("grpo", ("joint",)),
     "outcome": ("grpo", ("progress", "score", "failure")),
+    # supervised, on the one-pass score answers alone: the readout the reward wrappers use
+    "readout": ("sft", ("score",)),
 }
 
 

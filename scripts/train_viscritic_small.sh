@@ -15,4 +15,4 @@ $PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="
 $PY experiments/synthesize.py env=Lift episodes=160 every=2 workers=2 out="$DATA/Lift"
 $PY experiments/train_critic.py --config-name viscritic_small \
     "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" hydra.run.dir="$RUN"
-$PY -m critic.weights export "$RUN/outcome/final" critic/weights/viscritic-small
+$PY -m critic.weights export "$RUN/readout/final" critic/weights/viscritic-small

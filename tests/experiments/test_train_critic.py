@@ -37,17 +37,19 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def test_four_stage_pipeline(dataset, tmp_path):
-    done = _run(tmp_path, f"data=[{dataset}]", "stages.sft.steps=2", "stages.pretext.steps=1",
+    done = _run(tmp_path, f"data=[{dataset}]", "pipeline=[sft,pretext,joint,outcome,readout]",
+                "stages.sft.steps=2", "stages.pretext.steps=1", "stages.readout.steps=1",
                 "stages.joint.steps=1", "stages.outcome.steps=1", "stages.pretext.batch_size=8",
                 "stages.joint.batch_size=8", "stages.outcome.batch_size=8", "eval_every=1",
-                "grpo.temporal_bonus=0.3")  # fmt: skip
+                "stages.readout.batch_size=2", "grpo.temporal_bonus=0.3")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     history = _history(tmp_path)
     # step 0 of each stage: the validation metrics it starts from
     assert [(h["stage"], h["step"]) for h in history] == [
         ("sft", 0), ("sft", 1), ("sft", 2), ("pretext", 0), ("pretext", 1), ("joint", 0),
-        ("joint", 1), ("outcome", 0), ("outcome", 1)
+        ("joint", 1), ("outcome", 0), ("outcome", 1), ("readout", 0), ("readout", 1)
     ]  # fmt: skip
+    assert "val/progress_mae" in history[-1] and "loss" in history[-1]  # score answers only
     assert "val/progress_mae" in history[7]
     history = [h for h in history if h["step"] > 0]
     assert (
@@ -59,7 +61,7 @@ def test_four_stage_pipeline(dataset, tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     from critic.factory import make_critic
 
-    critic = make_critic(str(tmp_path / "outcome" / "final"))
+    critic = make_critic(str(tmp_path / "readout" / "final"))
     assert critic.name.startswith("vlm:")
 
 
@@ -100,7 +102,7 @@ def _check(*overrides: str):
         (["stages.pretext.batch_size=10"], "stages.pretext.batch_size=10 completions is not divisible by "
          "grpo.group_size=4; use a multiple of it"),
         (["pipeline=[sft,distill]"], "pipeline=['sft', 'distill'] has unknown stages ['distill']; stages "
-         "are ['sft', 'pretext', 'joint', 'outcome']"),
+         "are ['sft', 'pretext', 'joint', 'outcome', 'readout']"),
         (["stages.outcome.reward_weights=[1.0,1.0]"], "stages.outcome: weights has 2 values for 3 reward "
          "functions; give one weight per function"),
         (["data=[/nonexistent/data]"], "data=['/nonexistent/data']: no episodes in ['/nonexistent/data']; "
