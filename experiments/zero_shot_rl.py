@@ -144,6 +144,9 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
 
     import envs
 
+    # The eval env is a plain task env on purpose: it measures the true reward and success.
+    # (Set here, not in main: runs may be in worker processes.)
+    warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
     train_env = build_train_env(cfg, condition, seed)
     eval_env = Monitor(
         _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs),
@@ -350,8 +353,6 @@ def main(cfg: DictConfig) -> None:
     from rollout.imports import MissingExtraError
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # hydra's root logger is at INFO
-    # The eval env is a plain task env on purpose: it measures the true reward and success.
-    warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, out_dir)
