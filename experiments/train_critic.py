@@ -411,8 +411,9 @@ class Trainer:
                 result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
                                    plan["reward"], grpo, vision=self.vision, reference=self.reference,
                                    seed=int(rng.integers(2**31)), components=components)  # fmt: skip
-                with self._gathered():
-                    record["weights_synced"] = sync_rollout_weights(engine, self.model)
+                if engine is self._vllm:  # a copy of the weights: give it this step's
+                    with self._gathered():
+                        record["weights_synced"] = sync_rollout_weights(engine, self.model)
                 record.update(
                     {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
                 )

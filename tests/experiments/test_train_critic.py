@@ -57,6 +57,7 @@ def test_four_stage_pipeline(dataset, tmp_path):
     )
     assert "val/progress_mae" in history[4] and "val/transform_accuracy" in history[2]
     assert "reward/temporal_bonus" in history[2]  # T-GRPO on: a shuffled-frame generation too
+    assert not any("weights_synced" in h for h in history)  # transformers: the policy itself
     assert all(h["samples_per_s"] > 0 and h["peak_rss_mb"] > 100 for h in history)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     from critic.factory import make_critic
