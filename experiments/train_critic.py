@@ -74,7 +74,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         TrainConfigError: unknown stage, bad GRPO settings, a batch not divisible by the group
             size, unknown rewards or weights of the wrong length, missing data.
     """
-    from critic.train.grpo import GRPOConfig, GRPOConfigError
+    from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
     from critic.train.rewards import RewardConfigError, combine_rewards
 
     unknown = [s for s in cfg.pipeline if s not in STAGES]
@@ -91,6 +91,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
             )
+        schedule, warmup = settings.get("schedule", "constant"), settings.get("warmup", 0)
+        try:
+            learning_rate(0, settings.steps, 1.0, schedule, warmup)
+        except ValueError as exc:
+            raise TrainConfigError(f"stages.{stage}: {exc}") from exc
         if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
             extra = [k for k in settings.kinds if k not in kinds]
             if extra:
@@ -327,7 +332,13 @@ class Trainer:
         from tqdm.auto import tqdm
 
         from critic.train.checkpoint import load_trainer_state
-        from critic.train.grpo import grpo_step, optimizer_update, sync_rollout_weights
+        from critic.train.grpo import (
+            grpo_step,
+            learning_rate,
+            optimizer_update,
+            set_learning_rate,
+            sync_rollout_weights,
+        )
         from critic.train.rewards import reward_components
         from critic.train.sft import collate, encode_sft, sft_loss
         from rollout.hf import HFEngine
@@ -387,7 +398,10 @@ class Trainer:
             )
         started = time.perf_counter()
         for step in bar:
-            record: dict[str, Any] = {"stage": stage, "step": step + 1}
+            lr = learning_rate(step, settings.steps, settings.lr, settings.get("schedule", "constant"),
+                               settings.get("warmup", 0))  # fmt: skip
+            set_learning_rate(optimizer, lr)
+            record: dict[str, Any] = {"stage": stage, "step": step + 1, "lr": lr}
             if plan["rule"] == "sft":
                 picks = rng.choice(len(train), size=per_rank, replace=len(train) < per_rank)
                 batch = collate(

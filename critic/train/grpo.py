@@ -200,6 +200,40 @@ def optimizer_update(
     return update
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def learning_rate(
+    step: int, steps: int, lr: float, schedule: str = "constant", warmup: int = 0
+) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``steps``: a linear warm-up over
+    the first ``warmup`` steps, then ``constant``, ``linear`` decay to 0, or ``cosine`` decay to 0
+    (the transformers schedules of the same names). A function of the step alone, so a resumed run
+    and DeepSpeed's optimizer get the same rate with no scheduler state to save.
+
+    Raises:
+        ValueError: an unknown ``schedule``, or ``warmup`` outside ``[0, steps)``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r} is not one of {list(SCHEDULES)}")
+    if not 0 <= warmup < max(steps, 1):
+        raise ValueError(f"warmup={warmup} must be in [0, steps={steps})")
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    done = (step - warmup) / max(1, steps - warmup)
+    if schedule == "linear":
+        return lr * (1.0 - done)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def set_learning_rate(optimizer, lr: float) -> None:
+    """Give every parameter group of ``optimizer`` (torch's or DeepSpeed's) the rate ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 @dataclass
 class StepResult:
     """What one step did (all plain floats, for logging)."""

@@ -14,6 +14,7 @@ from critic.train.grpo import (
     GRPOConfig,
     GRPOConfigError,
     grpo_step,
+    learning_rate,
     optimizer_update,
     sample_fields,
     sequences,
@@ -159,3 +160,22 @@ def test_t_grpo_pays_the_bonus_when_order_helps(tiny_model):
             np.testing.assert_array_equal(before, after)
     with pytest.raises(GRPOConfigError, match=r"temporal_bonus=-1 must be >= 0"):
         GRPOConfig(temporal_bonus=-1)
+
+
+def test_learning_rate_schedules():
+    # 10 steps, lr 1.0, 2 warm-up steps: 0.5, 1.0, then 8 steps of decay from 1 toward 0
+    warm = [learning_rate(s, 10, 1.0, "cosine", 2) for s in range(2)]
+    assert warm == [0.5, 1.0]
+    assert [learning_rate(s, 10, 1.0, "linear", 2) for s in (2, 4, 6, 9)] == pytest.approx(
+        [1.0, 0.75, 0.5, 0.125]
+    )
+    # cosine: 0.5 (1 + cos(pi k / 8)); k = 4 → 0.5
+    assert learning_rate(6, 10, 1.0, "cosine", 2) == pytest.approx(0.5)
+    assert learning_rate(9, 10, 1.0, "cosine", 2) == pytest.approx(
+        0.5 * (1 + np.cos(np.pi * 7 / 8))
+    )
+    assert {learning_rate(s, 10, 3e-4) for s in range(10)} == {3e-4}
+    with pytest.raises(ValueError, match="schedule='step'"):
+        learning_rate(0, 10, 1.0, "step")
+    with pytest.raises(ValueError, match=r"warmup=10 must be in \[0, steps=10\)"):
+        learning_rate(0, 10, 1.0, "cosine", 10)

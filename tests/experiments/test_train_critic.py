@@ -69,7 +69,8 @@ def test_four_stage_pipeline(dataset, tmp_path):
 def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     args = [f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=4", "stages.sft.batch_size=2",
-            "checkpoint_every=2", "eval_every=0"]  # fmt: skip
+            "checkpoint_every=2", "eval_every=0", "stages.sft.schedule=cosine",
+            "stages.sft.warmup=1"]  # fmt: skip
     assert _run(full, *args).returncode == 0
     done = _run(resumed, *args, f"resume={full / 'sft' / 'checkpoint-2'}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -77,6 +78,9 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     again = [h["loss"] for h in _history(resumed)]
     assert [h["step"] for h in _history(resumed)] == [3, 4]
     assert again == losses[2:]  # exactly the same steps 3 and 4
+    # lr 1e-3, 1 warm-up step, then cosine over 3: 1e-3, 1e-3, 0.75e-3, 0.25e-3 (resumed too)
+    assert [h["lr"] for h in _history(full)] == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
+    assert [h["lr"] for h in _history(resumed)] == pytest.approx([0.75e-3, 0.25e-3])
 
 
 def _recipe(*overrides: str):
@@ -180,6 +184,9 @@ def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
         (["rollout_engine=sglang"], "rollout_engine='sglang' is not an engine; pick one of ['hf', 'vllm']"),
         (["rollout_engine=vllm"], "rollout_engine=vllm runs on GPUs, and device='cpu'; use device=cuda, or "
          "rollout_engine=hf (transformers) on CPU"),
+        (["stages.sft.schedule=step"], "stages.sft: schedule='step' is not one of ['constant', 'linear', "
+         "'cosine']"),
+        (["stages.sft.warmup=300"], "stages.sft: warmup=300 must be in [0, steps=300)"),
     ],
 )  # fmt: skip
 def test_more_bad_configs(dataset, overrides, message):
