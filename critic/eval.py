@@ -145,15 +145,19 @@ def progress_queries(
     video = episode.frames[camera or episode.cameras[0]] if frames is None else frames
     truth = episode.progress if progress is None else progress
     return [
-        ProgressQuery(
-            instruction=episode.instruction,
-            frames=clip(video, t, frames_per_query),
-            initial_frame=video[0],
-            current_frame=video[t],
-            privileged_progress=float(truth[t]),
-        )
+        _progress_query(episode, video, truth, t, frames_per_query)
         for t in range(0, len(video), stride)
     ]
+
+
+def _progress_query(episode, video, truth, t: int, frames_per_query: int) -> ProgressQuery:
+    return ProgressQuery(
+        instruction=episode.instruction,
+        frames=clip(video, t, frames_per_query),
+        initial_frame=video[0],
+        current_frame=video[t],
+        privileged_progress=float(truth[t]),
+    )
 
 
 def predict_progress(critic: Critic, queries: list[ProgressQuery], batch: int = 32) -> np.ndarray:
@@ -241,11 +245,15 @@ def evaluate_failures(
     delay_points: int = 4,
     camera: str | None = None,
     threshold: float | None = None,
+    progress_threshold: float | None = None,
+    frames_per_query: int = 8,
 ) -> dict[str, Any]:
-    """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay).
+    """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay), and
+    the same decision read from the progress the critic gives each episode's last frame.
 
     ``threshold`` (fit on other episodes with :func:`accuracy_threshold`) also scores the
-    decision ``failure probability >= threshold``: ``threshold_accuracy`` and ``threshold_f1``.
+    decision ``failure probability >= threshold`` (``threshold_accuracy``, ``threshold_f1``, ...);
+    ``progress_threshold`` does the same for ``1 - final progress`` under ``progress``.
 
     Returns:
         ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
@@ -253,12 +261,15 @@ def evaluate_failures(
         labels ``success`` or the failure type, ``unreadable``), ``type_accuracy`` (right type
         among detected failures), ``detection_delay_s`` (mean over detected failures),
         ``detected_in_time`` (share of failures whose prefixes are judged failures before the end),
-        and the best constant's accuracy (the majority label).
+        the best constant's accuracy (the majority label), and ``progress``: the
+        :func:`threshold_metrics` of the final-progress detector.
     """
     verdicts = failure_verdicts(critic, episodes, frames, camera)
     actual = [not e.success for e in episodes]
     predicted = [v.success is False for v in verdicts]
     scores = [failure_probability(v) for v in verdicts]
+    by_progress = failure_scores(critic, episodes, "progress", frames_per_query=frames_per_query,
+                                 camera=camera)  # fmt: skip
     confusion: dict[str, dict[str, int]] = {}
     typed = []
     for episode, verdict in zip(episodes, verdicts, strict=True):
@@ -276,16 +287,11 @@ def evaluate_failures(
             typed.append(said == truth)
     delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera)
     majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
-    thresholded = {}
-    if threshold is not None:
-        at = binary_metrics([s >= threshold for s in scores], actual)
-        thresholded = {"threshold": float(threshold), "threshold_accuracy": at["accuracy"],
-                       "threshold_f1": at["f1"]}  # fmt: skip
     return {
         "episodes": len(episodes),
         **binary_metrics(predicted, actual),
-        **thresholded,
-        "auroc": auroc(scores, actual),
+        **threshold_metrics(scores, actual, threshold),
+        "progress": threshold_metrics(by_progress, actual, progress_threshold),
         "readable": float(np.mean([v.success is not None for v in verdicts])),
         "type_accuracy": _nanmean([float(t) for t in typed]),
         "detection_delay_s": _nanmean(delays),
@@ -309,6 +315,55 @@ def failure_verdicts(
         for episode in episodes
     ]
     return critic.detect_failure(queries)
+
+
+FAILURE_DETECTORS = {
+    # name: how the critic's probability that an episode failed is read
+    "verdict": "the generated verdict and its confidence (a failure query over the whole episode)",
+    "progress": "1 - the progress it gives the last frame (the reward's own query)",
+}
+
+
+def failure_scores(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    detector: str = "verdict",
+    frames: int = 16,
+    frames_per_query: int = 8,
+    camera: str | None = None,
+    batch: int = 32,
+) -> list[float]:
+    """Each episode's probability of failure by ``detector`` (:data:`FAILURE_DETECTORS`); 0.5
+    where the answer is unreadable. ``frames``: the verdict query's frames; ``frames_per_query``:
+    the progress query's.
+
+    Raises:
+        ValueError: an unknown ``detector``.
+    """
+    if detector == "verdict":
+        return [failure_probability(v) for v in failure_verdicts(critic, episodes, frames, camera)]
+    if detector == "progress":
+        queries = []
+        for episode in episodes:
+            video = episode.frames[camera or episode.cameras[0]]
+            queries.append(
+                _progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
+            )
+        final = predict_progress(critic, queries, batch)
+        return [0.5 if not np.isfinite(p) else float(1.0 - p) for p in final]
+    raise ValueError(f"detector={detector!r} is not one of {list(FAILURE_DETECTORS)}")
+
+
+def threshold_metrics(
+    scores: Sequence[float], actual: Sequence[bool], threshold: float | None = None
+) -> dict[str, float]:
+    """AUROC of ``scores`` for the ``actual`` failures and, given a ``threshold`` fit elsewhere,
+    accuracy / precision / recall / F1 of ``score >= threshold``."""
+    out = {"auroc": auroc(scores, actual)}
+    if threshold is not None:
+        at = binary_metrics([s >= threshold for s in scores], actual)
+        out.update({"threshold": float(threshold), **{f"threshold_{k}": v for k, v in at.items()}})
+    return out
 
 
 def failure_probability(verdict) -> float:

@@ -98,11 +98,11 @@ def evaluate_critic(
     """Every metric of one critic, by task. ``calibration`` (episodes by task, another split) fits
     the failure-probability threshold that the failure table also scores."""
     from critic.eval import (
+        FAILURE_DETECTORS,
         accuracy_threshold,
         evaluate_failures,
         evaluate_progress,
-        failure_probability,
-        failure_verdicts,
+        failure_scores,
         progress_summary,
         run_probes,
     )
@@ -121,16 +121,17 @@ def evaluate_critic(
                 "predicted": np.concatenate([r.predicted for r in results]).tolist(),
                 "true": np.concatenate([r.true for r in results]).tolist(),
             }
-        threshold = None
+        thresholds = dict.fromkeys(FAILURE_DETECTORS)
         if calibration and calibration.get(task):
             fit = calibration[task]
-            verdicts = failure_verdicts(critic, fit, cfg.failure_frames)
-            threshold = accuracy_threshold(
-                [failure_probability(v) for v in verdicts], [not e.success for e in fit]
-            )
+            for detector in FAILURE_DETECTORS:
+                scores = failure_scores(critic, fit, detector, cfg.failure_frames,
+                                        cfg.frames_per_query, batch=cfg.batch)  # fmt: skip
+                thresholds[detector] = accuracy_threshold(scores, [not e.success for e in fit])
         row["failure"] = evaluate_failures(
-            critic, episodes, cfg.failure_frames, cfg.delay_points, threshold=threshold
-        )
+            critic, episodes, cfg.failure_frames, cfg.delay_points, threshold=thresholds["verdict"],
+            progress_threshold=thresholds["progress"], frames_per_query=cfg.frames_per_query,
+        )  # fmt: skip
         if cfg.probes and has_progress:
             experts = [e for e in episodes if e.failure_type is None][: cfg.probe_episodes]
             row["probes"] = run_probes(critic, experts, cfg.seed, cfg.frames_per_query, cfg.batch)
@@ -207,6 +208,31 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
                 f"| {_fmt(f['constant_accuracy'])} | {_fmt(f['precision'])} | {_fmt(f['recall'])} "
                 f"| {_fmt(f['f1'])} | {_fmt(f['auroc'])} | {_fmt(f['type_accuracy'])} "
                 f"| {_fmt(f['detection_delay_s'], 1)} | {_fmt(f['detected_in_time'])} |"
+            )
+    lines += [
+        "",
+        "### Failure from final progress",
+        "",
+        "The same decision read from the reward's own query: `P(failure) = 1 - progress of the "
+        "last frame`, thresholded at `τ` fit on the "
+        + (
+            f"{cfg.calibration_split} split."
+            if cfg.calibration_split not in (None, cfg.split)
+            else "(no calibration split: no τ)."
+        )
+        + " A success ends at progress 1, a failure below it.",
+        "",
+        "| critic | task | episodes | τ | acc@τ | const | precision | recall | F1 | AUROC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_task in results.items():
+        for task, row in by_task.items():
+            f, p = row["failure"], row["failure"]["progress"]
+            lines.append(
+                f"| {name} | {task} | {f['episodes']} | {_fmt(p.get('threshold'))} "
+                f"| {_fmt(p.get('threshold_accuracy'))} | {_fmt(f['constant_accuracy'])} "
+                f"| {_fmt(p.get('threshold_precision'))} | {_fmt(p.get('threshold_recall'))} "
+                f"| {_fmt(p.get('threshold_f1'))} | {_fmt(p['auroc'])} |"
             )
     probe_rows = [
         (name, task, row["probes"])

@@ -17,6 +17,7 @@ from critic.eval import (
     evaluate_failures,
     evaluate_progress,
     failure_probability,
+    failure_scores,
     progress_queries,
     progress_summary,
     run_probes,
@@ -149,3 +150,22 @@ def test_failure_detection_oracle_and_constant():
     at = evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0, threshold=0.05)
     assert at["threshold"] == 0.05 and at["threshold_accuracy"] == 0.5 and at["recall"] == 0.0
     assert failure_probability(FailureVerdict(None)) == 0.5
+
+
+def test_failure_from_final_progress():
+    episodes = [_episode(0), _episode(1), _episode(2, "stall"), _episode(3, "overshoot")]
+    # the oracle's last-frame progress: experts 1.0, failures 0.2 → P(failure) 0, 0, 0.8, 0.8
+    assert failure_scores(OracleCritic(), episodes, "progress") == pytest.approx([0, 0, 0.8, 0.8])
+    oracle = evaluate_failures(OracleCritic(), episodes, frames=4, delay_points=0,
+                               progress_threshold=0.5)["progress"]  # fmt: skip
+    assert oracle["auroc"] == 1.0 and oracle["threshold_accuracy"] == 1.0
+    # the clock gives the 4 last frames (one call) 0, 1/8, 2/8, 3/8 → P(failure) 1, .875, .75, .625:
+    # both failures score below both experts (AUROC 0); τ = 0.7 calls episodes 0, 1, 2 failures
+    # → 1 of 4 right, precision 1/3, recall 1/2
+    clock = evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0,
+                              progress_threshold=0.7)["progress"]  # fmt: skip
+    assert clock["auroc"] == 0.0
+    assert clock["threshold_accuracy"] == 0.25 and clock["threshold_recall"] == 0.5
+    assert clock["threshold_precision"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="detector='vote'"):
+        failure_scores(OracleCritic(), episodes, "vote")

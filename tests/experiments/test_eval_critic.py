@@ -36,12 +36,16 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     # τ is fit on the val split (seed 10) and scored here: the oracle's probabilities are 0 or 1
     assert 0.0 < oracle["failure"]["threshold"] < 1.0
     assert oracle["failure"]["threshold_accuracy"] == 1.0
+    # and from the last frame's progress: 1 for a success, below it for a failure
+    assert oracle["failure"]["progress"]["threshold_accuracy"] == 1.0
+    assert oracle["failure"]["progress"]["auroc"] == 1.0
     assert all(p["passed"] for p in oracle["probes"].values())
     tiny = metrics["critics"]["tiny"]["Reacher-v5"]
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
     assert set(tiny["probes"]) == {"static", "reversed", "shuffled", "frozen"}
     report = (tmp_path / "report.md").read_text()
     assert "| oracle | Reacher-v5 |" in report and "| tiny | Reacher-v5 |" in report
+    assert "### Failure from final progress" in report
     assert (tmp_path / "calibration.png").stat().st_size > 5_000
     assert "# Critic evaluation" in done.stdout
 
