@@ -240,7 +240,9 @@ def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monke
                           "stages.pretext.steps=2", "stages.joint.steps=1", "eval_every=0",
                           "stages.pretext.batch_size=8", "stages.joint.batch_size=8",
                           "checkpoint_every=0")  # fmt: skip
-    monkeypatch.setattr(module, "make_vllm_engine", FakeVLLM)
+    import critic.train.recipe
+
+    monkeypatch.setattr(critic.train.recipe, "make_vllm_engine", FakeVLLM)
     _MADE.clear()
     trainer = module.Trainer(cfg, tmp_path)
     trainer.cfg.rollout_engine = "vllm"  # after check_config, which asks for a GPU

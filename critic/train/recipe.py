@@ -1,0 +1,541 @@
+"""The critic training recipe behind ``experiments/train_critic.py`` (torchtune style): the stages
+a pipeline may hold, the config check that runs before any model loads, and :class:`Trainer`,
+which runs each stage from the previous stage's weights (SFT or GRPO, plain PyTorch or DeepSpeed),
+validates, logs and checkpoints it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from rollout.imports import MissingExtraError, require_package
+
+STAGES = {
+    # stage: (learning rule, sample kinds it trains on)
+    "sft": ("sft", ("sft", "score", "failure", "pretext", "joint")),
+    "pretext": ("grpo", ("pretext",)),
+    "joint": ("grpo", ("joint",)),
+    "outcome": ("grpo", ("progress", "score", "failure")),
+    # supervised, on the one-pass score answers alone: the readout the reward wrappers use
+    "readout": ("sft", ("score",)),
+}
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+# DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
+# shard) and every rank's random generators and batch sampler, for an exact resume.
+DS_STATE = "deepspeed"
+# What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
+# on the GPU whose weights are synced after every optimizer step.
+ROLLOUT_ENGINES = ("hf", "vllm")
+
+
+def make_vllm_engine(folder: Path, video_token_id: int, eos_token_id: int, **options: Any):
+    """vLLM's in-process engine over the checkpoint in ``folder`` (``options``: ``vllm.LLM``'s)."""
+    from rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(str(folder), video_token_id, eos_token_id, **options)
+
+
+class TrainConfigError(ValueError):
+    """The training config cannot run (found before any model loads)."""
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Validate everything that can be checked without a model; returns per-stage plans.
+
+    Raises:
+        TrainConfigError: unknown stage, bad GRPO settings, a batch not divisible by the group
+            size, unknown rewards or weights of the wrong length, missing data.
+    """
+    from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
+    from critic.train.rewards import RewardConfigError, combine_rewards
+
+    unknown = [s for s in cfg.pipeline if s not in STAGES]
+    if unknown or not cfg.pipeline:
+        raise TrainConfigError(f"pipeline={list(cfg.pipeline)} has unknown stages {unknown}; "
+                               f"stages are {list(STAGES)}")  # fmt: skip
+    plans: dict[str, dict[str, Any]] = {}
+    for stage in cfg.pipeline:
+        settings = cfg.stages.get(stage)
+        if settings is None:
+            raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
+        rule, kinds = STAGES[stage]
+        if not isinstance(settings.steps, int) or settings.steps < 1:
+            raise TrainConfigError(
+                f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
+            )
+        schedule, warmup = settings.get("schedule", "constant"), settings.get("warmup", 0)
+        try:
+            learning_rate(0, settings.steps, 1.0, schedule, warmup)
+        except ValueError as exc:
+            raise TrainConfigError(f"stages.{stage}: {exc}") from exc
+        if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
+            extra = [k for k in settings.kinds if k not in kinds]
+            if extra:
+                raise TrainConfigError(
+                    f"stages.{stage}.kinds has {extra}, which stage {stage!r} cannot train on; "
+                    f"pick from {list(kinds)}"
+                )
+            kinds = tuple(settings.kinds)
+        plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
+        if rule == "grpo":
+            try:
+                grpo = GRPOConfig(**OmegaConf.to_object(cfg.grpo))
+            except (GRPOConfigError, TypeError) as exc:
+                raise TrainConfigError(f"grpo: {exc}") from exc
+            if settings.batch_size % grpo.group_size:
+                raise TrainConfigError(
+                    f"stages.{stage}.batch_size={settings.batch_size} completions is not divisible "
+                    f"by grpo.group_size={grpo.group_size}; use a multiple of it"
+                )
+            try:
+                plan["reward"] = combine_rewards(
+                    list(settings.rewards), list(settings.reward_weights)
+                )
+            except RewardConfigError as exc:
+                raise TrainConfigError(f"stages.{stage}: {exc}") from exc
+            plan["grpo"] = grpo
+            plan["reward_names"] = list(settings.rewards)
+        plans[stage] = plan
+    folders = [Path(d) for d in cfg.data]
+    missing = [str(d) for d in folders if not (d / "episodes").is_dir()]
+    if not folders or missing:
+        raise TrainConfigError(
+            f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
+            "them with `python experiments/synthesize.py env=<task> out=<folder>`"
+        )
+    if cfg.resume is not None and not Path(cfg.resume).is_dir():
+        raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
+    if cfg.dtype not in DTYPES:
+        raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")
+    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise TrainConfigError(f"device={cfg.device!r}; use cpu, cuda or cuda:<index>")
+    if cfg.rollout_engine not in ROLLOUT_ENGINES:
+        raise TrainConfigError(
+            f"rollout_engine={cfg.rollout_engine!r} is not an engine; pick one of "
+            f"{list(ROLLOUT_ENGINES)}"
+        )
+    if cfg.rollout_engine == "vllm" and any(p["rule"] == "grpo" for p in plans.values()):
+        if not str(cfg.device).startswith("cuda"):
+            raise TrainConfigError(
+                f"rollout_engine=vllm runs on GPUs, and device={cfg.device!r}; use device=cuda, "
+                "or rollout_engine=hf (transformers) on CPU"
+            )
+        try:
+            require_package("vllm", "vllm", "rollout_engine=vllm")
+        except MissingExtraError as exc:
+            raise TrainConfigError(str(exc)) from None
+    if cfg.deepspeed_config is not None:
+        if not Path(cfg.deepspeed_config).is_file():
+            raise TrainConfigError(
+                f"deepspeed_config={cfg.deepspeed_config!r} is not a file; use "
+                "configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"
+            )
+        if cfg.resume is not None and not (Path(cfg.resume) / DS_STATE).is_dir():
+            raise TrainConfigError(
+                f"resume={cfg.resume!r} has no {DS_STATE}/ folder: it was written without "
+                "deepspeed_config=, and a DeepSpeed run resumes only from its own checkpoints "
+                "(every rank's optimizer shard and sampler); or resume it without deepspeed_config="
+            )
+    return plans
+
+
+def load_samples(
+    cfg: DictConfig, kinds: tuple[str, ...], split: str, limit: int | None = None
+) -> list:
+    """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded."""
+    from critic.data.episodes import iter_episodes
+    from critic.data.samples import build_samples, seed_split
+
+    rng = np.random.default_rng(cfg.seed)
+    samples = []
+    for folder in cfg.data:
+        for episode in iter_episodes(folder):
+            if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
+                continue
+            samples += build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
+                                     pretext_count=cfg.pretext_count,
+                                     transforms=tuple(cfg.transforms))  # fmt: skip
+            if limit is not None and len(samples) >= limit:
+                return samples[:limit]
+    return samples
+
+
+def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) -> dict[str, float]:
+    """Greedy answers on validation samples: progress MAE, verdict and transform accuracy, and the
+    share of answers that parse."""
+    from critic import prompts
+    from critic.base import ParseStatus
+    from critic.parse import parse_progress, parse_transform, parse_verdict
+    from rollout.engine import Request, SamplingParams
+    from rollout.hf import HFEngine
+
+    if not samples:
+        return {}
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    errors, verdicts, transforms, readable = [], [], [], []
+    for start in range(0, len(samples), 8):
+        chunk = samples[start : start + 8]
+        requests = [Request(**prompts.encode(s.prompt, tokenizer, vision)) for s in chunk]
+        outs = engine.generate(
+            requests, SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
+        )
+        for s, out in zip(chunk, outs, strict=True):
+            text = tokenizer.decode(out[0], skip_special_tokens=False)
+            if "transform" in s.target:
+                parsed = parse_transform(text, s.prompt.choices)
+                transforms.append(
+                    parsed.status is ParseStatus.OK and parsed.value == s.target["transform"]
+                )
+                readable.append(parsed.status is ParseStatus.OK)
+            if "progress" in s.target and s.prompt.answer in (
+                "percent",
+                "digit",
+                "transform+percent",
+            ):
+                parsed = parse_progress(text, "digit" if s.prompt.answer == "digit" else "percent")
+                readable.append(parsed.status is ParseStatus.OK)
+                errors.append(
+                    abs(parsed.value - s.target["progress"])
+                    if parsed.status is ParseStatus.OK
+                    else 1.0
+                )
+            if "success" in s.target:
+                parsed = parse_verdict(text, s.prompt.choices)
+                readable.append(parsed.status is ParseStatus.OK)
+                verdicts.append(
+                    parsed.status is ParseStatus.OK and parsed.value == s.target["success"]
+                )
+    metrics = {"readable": float(np.mean(readable))} if readable else {}
+    if errors:
+        metrics["progress_mae"] = float(np.mean(errors))
+    if verdicts:
+        metrics["verdict_accuracy"] = float(np.mean(verdicts))
+    if transforms:
+        metrics["transform_accuracy"] = float(np.mean(transforms))
+    return metrics
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _shuffled_labels(samples: list, rng: np.random.Generator) -> list:
+    """Format-only warm start: each sample gets the completion of a random sample of the same
+    kind, so SFT teaches the answer format but not the answers (the model stays at chance, and a
+    later GRPO stage has to learn the answers from its rewards)."""
+    from dataclasses import replace
+
+    by_kind: dict[str, list] = {}
+    for s in samples:
+        by_kind.setdefault(s.kind, []).append(s.completion)
+    return [
+        replace(s, completion=by_kind[s.kind][int(rng.integers(len(by_kind[s.kind])))])
+        for s in samples
+    ]
+
+
+def _deepspeed_config(path: str, lr: float, bf16: bool, micro_batch: int) -> dict:
+    """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them)."""
+    config = json.loads(Path(path).read_text())
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    params = config.get("optimizer", {}).get("params", {})
+    if params.get("lr") == "auto":
+        params["lr"] = lr
+    if config.get("bf16", {}).get("enabled") == "auto":
+        config["bf16"]["enabled"] = bf16
+    return config
+
+
+class Trainer:
+    """State shared by the stages: the model, tokenizer, writer, run dir (setup / train / cleanup)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.rank, self.world = _rank()
+        self.plans = check_config(cfg)  # before any model loads
+        self.history: list[dict[str, Any]] = []
+        self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from critic.models import load_model
+
+        cfg = self.cfg
+        random.seed(cfg.seed + self.rank)
+        np.random.seed(cfg.seed + self.rank)
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        if cfg.deepspeed_config is not None:
+            deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
+            deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")
+        dtype = getattr(torch, cfg.dtype)
+        start = cfg.resume or cfg.model
+        self.model, self.tokenizer = load_model(
+            start, device=cfg.device, dtype=dtype, seed=cfg.seed
+        )
+        self.model = self.model.to(dtype)
+        if cfg.freeze_vision:
+            for p in self.model.model.visual.parameters():
+                p.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        from critic.vision import VisionSpec
+
+        self.vision = VisionSpec.from_config(self.model.config.vision_config)  # Qwen3-VL: 16 px
+        self.reference = None
+        if cfg.grpo.kl_coef > 0 and any(p["rule"] == "grpo" for p in self.plans.values()):
+            import copy
+
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- one stage --------------------------------------------------------------------------
+    def run_stage(self, stage: str, resume: Path | None = None) -> Path:
+        import torch
+        from tqdm.auto import tqdm
+
+        from critic.train.checkpoint import load_trainer_state
+        from critic.train.grpo import (
+            grpo_step,
+            learning_rate,
+            optimizer_update,
+            set_learning_rate,
+            sync_rollout_weights,
+        )
+        from critic.train.rewards import reward_components
+        from critic.train.sft import collate, encode_sft, sft_loss
+        from rollout.hf import HFEngine
+
+        cfg, plan = self.cfg, self.plans[stage]
+        settings = plan["settings"]
+        train = load_samples(cfg, plan["kinds"], "train")
+        if plan["rule"] == "sft":
+            train = [s for s in train if s.completion]
+            if settings.get("shuffle_labels"):
+                train = _shuffled_labels(train, np.random.default_rng(cfg.seed))
+        if not train:
+            raise TrainConfigError(
+                f"stage {stage}: no training samples of kinds {plan['kinds']} in {list(cfg.data)}"
+            )
+        val = load_samples(cfg, plan["kinds"], "val", limit=cfg.eval_samples)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        model, update = self.model, None
+        if cfg.deepspeed_config is not None:
+            deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
+            micro = settings.batch_size // self.world if plan["rule"] == "sft" else 1
+            ds_config = _deepspeed_config(
+                cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16", max(micro, 1)
+            )
+            model, optimizer, _, _ = deepspeed.initialize(model=self.model, model_parameters=params,
+                                                          config=ds_config)  # fmt: skip
+
+            def update(loss):
+                model.backward(loss)
+                model.step()
+        else:
+            optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+            update = optimizer_update(self.model, optimizer, cfg.max_grad_norm)
+        first = 0
+        rng = np.random.default_rng([cfg.seed, self.rank])  # draws the batches
+        if resume is not None and cfg.deepspeed_config is not None:
+            first = self._load_deepspeed_state(model, resume, rng)
+        elif resume is not None:
+            state = load_trainer_state(resume, optimizer)
+            first = state["step"]
+            rng.bit_generator.state = state["extra"]["sampler"]
+        stage_dir = self.run_dir / stage
+        engine = (
+            self._rollout_engine()
+            if plan["rule"] == "grpo"
+            else HFEngine(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        )
+        per_rank = max(1, settings.batch_size // self.world)
+        bar = tqdm(range(first, settings.steps), desc=stage, disable=self.rank != 0 or not cfg.progress_bar,
+                   initial=first, total=settings.steps)  # fmt: skip
+        if (
+            cfg.eval_every and first == 0
+        ):  # the stage's starting point, so each stage shows its gain
+            before = evaluate(self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision)
+            self._log(
+                stage, 0, {"stage": stage, "step": 0, **{f"val/{k}": v for k, v in before.items()}}
+            )
+        started = time.perf_counter()
+        for step in bar:
+            lr = learning_rate(step, settings.steps, settings.lr, settings.get("schedule", "constant"),
+                               settings.get("warmup", 0))  # fmt: skip
+            set_learning_rate(optimizer, lr)
+            record: dict[str, Any] = {"stage": stage, "step": step + 1, "lr": lr}
+            if plan["rule"] == "sft":
+                picks = rng.choice(len(train), size=per_rank, replace=len(train) < per_rank)
+                batch = collate(
+                    [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
+                    self.tokenizer.pad_token_id,
+                )
+                model.train()
+                loss = sft_loss(model, batch)
+                update(loss)
+                record["loss"] = float(loss.detach())
+            else:
+                grpo = plan["grpo"]
+                prompts_per_step = max(1, per_rank // grpo.group_size)
+                picks = rng.choice(
+                    len(train), size=prompts_per_step, replace=len(train) < prompts_per_step
+                )
+
+                def components(texts, **fields):
+                    return reward_components(plan["reward_names"], texts, **fields)
+
+                result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
+                                   plan["reward"], grpo, vision=self.vision, reference=self.reference,
+                                   seed=int(rng.integers(2**31)), components=components)  # fmt: skip
+                if engine is self._vllm:  # a copy of the weights: give it this step's
+                    with self._gathered():
+                        record["weights_synced"] = sync_rollout_weights(engine, self.model)
+                record.update(
+                    {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
+                )
+                record.update({f"reward/{k}": v for k, v in result.rewards_by_component.items()})
+            record["seconds"] = time.perf_counter() - started
+            # samples per second over the stage so far (GRPO: completions), and the process's
+            # peak memory, so each stage's cost is in the history
+            record["samples_per_s"] = (step + 1 - first) * settings.batch_size / record["seconds"]
+            record["peak_rss_mb"] = _peak_rss_mb()
+            if cfg.device != "cpu":
+                import torch
+
+                record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == settings.steps):
+                record.update(
+                    {
+                        f"val/{k}": v
+                        for k, v in evaluate(
+                            self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision
+                        ).items()
+                    }
+                )
+            self._log(stage, step + 1, record)
+            if (
+                cfg.checkpoint_every
+                and (step + 1) % cfg.checkpoint_every == 0
+                and step + 1 < settings.steps
+            ):
+                self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng, model)
+        bar.close()
+        return self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
+
+    def _gathered(self):
+        """A context in which every parameter is whole (ZeRO-3 partitions them)."""
+        import contextlib
+
+        if self.cfg.deepspeed_config is None:
+            return contextlib.nullcontext()
+        deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
+        return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+
+    def _rollout_engine(self):
+        """The engine GRPO samples with. ``hf``: the policy itself. ``vllm``: made once per run,
+        from the starting checkpoint folder (a preset is first written to
+        ``<run>/vllm-weights-rank<r>``), then given the current weights at once, at each later
+        stage's start and after every step."""
+        from critic.train.grpo import sync_rollout_weights
+        from rollout.hf import HFEngine
+
+        if self.cfg.rollout_engine == "hf":
+            return HFEngine(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        if self._vllm is None:
+            start = Path(str(self.cfg.resume or self.cfg.model))
+            folder = start if start.is_dir() else self.run_dir / f"vllm-weights-rank{self.rank}"
+            if folder != start:  # a preset: vLLM loads from disk
+                with self._gathered():
+                    self.model.save_pretrained(folder)
+                self.tokenizer.save_pretrained(folder)
+            self._vllm = make_vllm_engine(
+                folder,
+                self.model.config.video_token_id,
+                self.tokenizer.eos_token_id,
+                **OmegaConf.to_container(self.cfg.vllm, resolve=True),
+            )
+            if folder == start:  # earlier stages of this run may have changed the weights
+                with self._gathered():
+                    sync_rollout_weights(self._vllm, self.model)
+        else:
+            with self._gathered():
+                sync_rollout_weights(self._vllm, self.model)
+        return self._vllm
+
+    def _save(
+        self, path: Path, optimizer, step: int, rng: np.random.Generator, engine=None
+    ) -> Path:
+        from critic.train.checkpoint import save_checkpoint, save_rank_state
+
+        extra = {"sampler": rng.bit_generator.state}
+        if self.cfg.deepspeed_config is not None:
+            import torch
+
+            deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
+            # every rank: DeepSpeed's shards, then this rank's generators and sampler; rank 0's
+            # trainer_state.pt (below, after the barrier) marks the folder complete
+            engine.save_checkpoint(str(path / DS_STATE), tag="state", save_latest=False)
+            save_rank_state(path / DS_STATE, self.rank,
+                            {"step": step, "sampler": rng.bit_generator.state})  # fmt: skip
+            torch.distributed.barrier()
+            params = list(self.model.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                if self.rank == 0:
+                    save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
+        elif self.rank == 0:
+            save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
+        return path
+
+    def _load_deepspeed_state(self, engine, path: Path, rng: np.random.Generator) -> int:
+        """Restore DeepSpeed's shards and this rank's generators and sampler; returns the step."""
+        from critic.train.checkpoint import load_rank_state
+
+        state = load_rank_state(path / DS_STATE, self.rank)  # first: it names a missing rank
+        engine.load_checkpoint(str(path / DS_STATE), tag="state")
+        rng.bit_generator.state = state["sampler"]
+        return int(state["step"])
+
+    def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.history.append(record)
+        for key, value in record.items():
+            if (
+                isinstance(value, float | int)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                self.writer.add_scalar(f"{stage}/{key}", value, step)
+        with (self.run_dir / "history.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
