@@ -237,7 +237,10 @@ class HFEngine(Engine):
         torch = self.torch
         batch = self._batch(requests, prefix)
         with torch.inference_mode():
-            logits = self.model(**batch, use_cache=False).logits[:, -1, :]  # [B, V]
+            # the last position only: a real checkpoint's vocabulary (~152k) over every position
+            # of a batch of video prompts would be gigabytes of logits
+            out = self.model(**batch, use_cache=False, logits_to_keep=1)
+            logits = out.logits[:, -1, :]  # [B, V]
         chosen = logits[:, list(candidates)].float()  # [B, K]
         return torch.softmax(chosen, dim=-1).cpu()
 

@@ -42,6 +42,12 @@ def test_score_batched_equals_sequential(engine_and_requests):
     assert batched.shape == (3, 10)
     torch.testing.assert_close(batched.sum(-1), torch.ones(3))
     torch.testing.assert_close(batched, sequential, atol=1e-5, rtol=0)
+    # the last position's logits alone are computed: the same as the whole sequence's last row
+    engine.model.eval()
+    with torch.inference_mode():
+        full = engine.model(**engine._batch(requests[:1], ()), use_cache=False).logits[:, -1]
+    expected = torch.softmax(full[:, candidates].float(), dim=-1)
+    torch.testing.assert_close(engine.score(requests[:1], candidates), expected, atol=1e-6, rtol=0)
 
 
 def test_seeded_sampling_repeats_and_n_groups(engine_and_requests):
