@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped critic, critic/weights/viscritic-small, from nothing: synthesise the data
-# with the scripted experts, run the recipe (configs/viscritic_small.yaml), export the weights.
+# with the scripted experts, run the recipe (configs/viscritic_small.yaml, then
+# configs/viscritic_small_anneal.yaml), export the weights.
 # Times on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
 #   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
@@ -15,4 +16,6 @@ $PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="
 $PY experiments/synthesize.py env=Lift episodes=160 every=2 workers=2 out="$DATA/Lift"
 $PY experiments/train_critic.py --config-name viscritic_small \
     "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" hydra.run.dir="$RUN"
-$PY -m critic.weights export "$RUN/readout/final" critic/weights/viscritic-small
+$PY experiments/train_critic.py --config-name viscritic_small_anneal model="$RUN/readout/final" \
+    "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" hydra.run.dir="$RUN/anneal"
+$PY -m critic.weights export "$RUN/anneal/readout/final" critic/weights/viscritic-small

@@ -65,6 +65,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
     from critic.train.rewards import RewardConfigError, combine_rewards
 
+    if cfg.model is None and cfg.resume is None:
+        raise TrainConfigError(
+            "model=null: give the weights to start from, a preset (tiny, small) or a checkpoint "
+            "folder, e.g. model=outputs/viscritic_small/run/readout/final"
+        )
     unknown = [s for s in cfg.pipeline if s not in STAGES]
     if unknown or not cfg.pipeline:
         raise TrainConfigError(f"pipeline={list(cfg.pipeline)} has unknown stages {unknown}; "

@@ -83,15 +83,15 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     assert [h["lr"] for h in _history(resumed)] == pytest.approx([0.75e-3, 0.25e-3])
 
 
-def _recipe(*overrides: str):
-    """The recipe module, imported in this process, and its config composed with ``overrides``."""
+def _recipe(*overrides: str, config: str = "train_critic"):
+    """The recipe module, imported in this process, and ``config`` composed with ``overrides``."""
     spec = importlib.util.spec_from_file_location(
         "train_critic", ROOT / "experiments" / "train_critic.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train_critic", overrides=list(overrides))
+        cfg = compose(config, overrides=list(overrides))
     return module, cfg
 
 
@@ -119,6 +119,17 @@ def test_bad_configs_fail_before_any_model_loads(dataset, overrides, message):
         _check(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value) == message
+
+
+def test_anneal_recipe_needs_its_starting_weights(dataset):
+    module, cfg = _recipe(f"data=[{dataset}]", config="viscritic_small_anneal")
+    with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):
+        module.check_config(cfg)
+    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_anneal")
+    plans = module.check_config(cfg)
+    assert list(plans) == ["readout"]
+    settings = plans["readout"]["settings"]
+    assert (settings.steps, settings.schedule, settings.warmup) == (600, "cosine", 30)
 
 
 def test_bad_config_is_a_message_from_the_script(tmp_path):
