@@ -75,7 +75,7 @@ def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path):
-    done = _run(tmp_path, "conditions=[oracle]")  # relabel=true, interpolated, query every 5
+    done = _run(tmp_path, "conditions=[oracle]")  # relabel=true, interpolated, query every 10
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["runs"][0]["timesteps"] == [80, 160]
