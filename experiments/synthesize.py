@@ -132,15 +132,11 @@ def main(cfg: DictConfig) -> None:
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task, root = cfg.env.name, Path(cfg.out)
+    env = OmegaConf.to_container(cfg.env, resolve=True)  # plain values: an int, a list, a dict
     options = {
         "every": cfg.every,
         "linger": cfg.linger,
-        "image_size": OmegaConf.to_object(cfg.env.image_size)
-        if cfg.env.image_size is not None
-        else None,
-        "horizon": cfg.env.horizon,
-        "camera": OmegaConf.to_object(cfg.env.camera) if cfg.env.camera is not None else None,
-        "task_kwargs": OmegaConf.to_object(cfg.env.task_kwargs),
+        **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
     try:
         plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed)

@@ -42,3 +42,15 @@ def test_synthesize_bad_option_is_a_message(tmp_path):
     done = _run(tmp_path, "failure_fraction=2")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "synthesize: failure_fraction=2 must be in [0, 1]" in done.stderr
+
+
+def test_synthesize_takes_scalar_and_list_view_overrides(tmp_path):
+    # an int size and a camera name (not lists) reach the task as given
+    done = _run(tmp_path, "env=Reacher-v5", "episodes=1", "workers=1", "every=10",
+                "env.image_size=56", "env.horizon=20")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    from critic.data.episodes import iter_episodes
+
+    (episode,) = iter_episodes(tmp_path / "data")
+    assert episode.frames[episode.cameras[0]].shape[1:] == (56, 56, 3)
+    assert episode.steps[-1] <= 20
