@@ -7,6 +7,8 @@ critic view), the way ``VisCriticReward`` builds them.
 - sliding-window queries (every query of an episode, in order) with and without the video cache;
 - an episode's queries one call each (the per-step reward) against one call at the episode's end
   (``relabel=true``, VLM-RM), both cached;
+- that end-of-episode call with the shared prefix (:meth:`rollout.hf.HFEngine.shared_prefix`) run
+  once against every query in full;
 - latency per query of ``score`` (one pass) against ``reason`` (chain of thought, ``samples``);
 - where a query's time goes at batch 1 and 16: encoding (template, tokenizer, patchify, done by the
   client), the vision tower, and the language model; and from that the most the video cache can
@@ -113,6 +115,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     queries = _queries(cfg.task, cfg.episode_steps, cfg.frames_per_query)
     plain = VLMCritic(model=cfg.model, mode="score", cache=False)
+    plain.engine.share_prefix = False  # batching alone; the shared prefix is measured below
     cached = VLMCritic(model=cfg.model, mode="score", cache=True)
     params = sum(p.numel() for p in plain._model.parameters())
     results: dict = {"model": cfg.model, "parameters": params, "task": cfg.task}
@@ -171,6 +174,23 @@ def main(cfg: DictConfig) -> None:
         "per_step_s": float(np.median(per_step_s)),
         "relabelled_s": float(np.median(relabel_s)),
         "speedup": float(np.median(per_step_s) / np.median(relabel_s)),
+    }
+
+    # The same end-of-episode call with the prefix every query starts with (system prompt,
+    # instruction, initial frame) run once and its KV cache reused, against every query in full;
+    # repeats interleaved.
+    full_s, shared_s = [], []
+    for _ in range(cfg.repeats):
+        for share, times in ((False, full_s), (True, shared_s)):
+            cached.engine.share_prefix = share
+            times.append(len(queries) / _rate(one_call, len(queries), 1))
+    results["shared_prefix"] = {
+        "queries": len(queries),
+        "shared_tokens": cached.engine.last_shared_prefix,
+        "tokens_per_query": results["per_query_ms"][cfg.batches[0]]["tokens_per_query"],
+        "full_s": float(np.median(full_s)),
+        "shared_s": float(np.median(shared_s)),
+        "speedup": float(np.median(full_s) / np.median(shared_s)),
     }
 
     reason = VLMCritic(model=cfg.model, mode="reason", samples=cfg.reason_samples,

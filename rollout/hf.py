@@ -61,14 +61,24 @@ class HFEngine(Engine):
         eos_token_id: id that ends a completion.
         cache: a video-embedding cache to route the vision tower through, or ``None``. Clear it
             when the weights change (training).
+        share_prefix: in :meth:`score`, run the tokens (and videos) that every prompt of the batch
+            starts with once and reuse their KV cache (:meth:`shared_prefix`). Qwen2.5-VL only.
+
+    Attributes:
+        last_shared_prefix: tokens the last :meth:`score` call ran once for the whole batch (0: it
+            ran every prompt in full).
     """
 
-    def __init__(self, model, pad_token_id: int, eos_token_id: int, cache=None) -> None:
+    def __init__(
+        self, model, pad_token_id: int, eos_token_id: int, cache=None, share_prefix: bool = True
+    ) -> None:
         self.torch = require_package("torch", "vlm", "the transformers engine")
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.cache = cache
+        self.share_prefix = share_prefix
+        self.last_shared_prefix = 0
         if cache is not None:
             cache.attach(model)
 
@@ -236,13 +246,120 @@ class HFEngine(Engine):
         """See :meth:`Engine.score`; ``prefix`` tokens (e.g. ``<answer>``) are appended first."""
         torch = self.torch
         batch = self._batch(requests, prefix)
+        shared = self.shared_prefix(requests, batch) if self.share_prefix else None
+        self.last_shared_prefix = shared[0] if shared else 0
         with torch.inference_mode():
             # the last position only: a real checkpoint's vocabulary (~152k) over every position
             # of a batch of video prompts would be gigabytes of logits
-            out = self.model(**batch, use_cache=False, logits_to_keep=1)
+            if shared:
+                out = self._forward_shared(batch, *shared)
+            else:
+                out = self.model(**batch, use_cache=False, logits_to_keep=1)
             logits = out.logits[:, -1, :]  # [B, V]
         chosen = logits[:, list(candidates)].float()  # [B, K]
         return torch.softmax(chosen, dim=-1).cpu()
+
+    def shared_prefix(self, requests: Sequence[Request], batch: dict) -> tuple[int, int] | None:
+        """How much of a batch every prompt starts with: ``(tokens, videos)``, or ``None``.
+
+        The reward's queries of one episode differ only after the initial frame (system prompt,
+        instruction and initial frame are ~60 % of a Reacher query's 229 tokens), so these run
+        once and the batch continues from their KV cache: same logits (float rounding aside), less
+        work. A video counts as shared only when it lies wholly inside the common tokens and its
+        patches are equal in every prompt; the prefix ends before the first video that is not.
+        ``None`` (run in full) for one prompt, padded batches (prompts of different lengths),
+        prompts without videos or with different numbers of them, models other than Qwen2.5-VL,
+        and prefixes that would save less than one prompt's worth of tokens.
+        """
+        torch = self.torch
+        ids = batch["input_ids"]
+        rows, width = ids.shape
+        if (
+            rows < 2
+            or self.model.config.model_type != "qwen2_5_vl"
+            or not bool(batch["attention_mask"].all())
+            or any(r.video_grid_thw is None for r in requests)
+            or len({len(r.video_grid_thw) for r in requests}) != 1
+        ):
+            return None
+        agree = (ids == ids[:1]).all(0)
+        length = width - 1 if bool(agree.all()) else int(agree.int().argmin())
+        length = min(length, width - 1)  # the batched pass needs a token of its own
+        is_video = (ids[0] == self.model.config.video_token_id).tolist()
+        runs, start = [], 0  # [start, end) of each video's tokens
+        for key, group in itertools.groupby(is_video):
+            size = sum(1 for _ in group)
+            if key:
+                runs.append((start, start + size))
+            start += size
+        videos = 0
+        for j, (begin, end) in enumerate(runs):
+            if begin >= length:
+                break
+            same = end <= length and all(
+                torch.equal(r.video_grid_thw[j], requests[0].video_grid_thw[j])
+                and torch.equal(_video(r, j), _video(requests[0], j))
+                for r in requests[1:]
+            )
+            if not same:
+                length = begin
+                break
+            videos += 1
+        if length * (rows - 1) <= width:
+            return None
+        return length, videos
+
+    def _forward_shared(self, batch: dict, length: int, videos: int):
+        """The batch's forward with its first ``length`` tokens (holding the first ``videos``
+        videos of each prompt) run once, for the first prompt, and their KV cache repeated."""
+        torch = self.torch
+        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["mm_token_type_ids"]
+        grid = batch["video_grid_thw"]  # prompt-major: each prompt's videos in turn
+        rows = ids.shape[0]
+        per_prompt = len(grid) // rows
+        # the whole batch's 3-D rope positions, then each pass takes its slice
+        positions, _ = self.model.model.get_rope_index(
+            ids, mm_token_type_ids=types, video_grid_thw=grid, attention_mask=mask
+        )
+        chunks = torch.split(batch["pixel_values_videos"], grid.prod(-1).tolist())
+
+        def video_inputs(indices: list[int]) -> dict:
+            if not indices:
+                return {}
+            return {
+                "pixel_values_videos": torch.cat([chunks[i] for i in indices]),
+                "video_grid_thw": grid[indices],
+            }
+
+        head = self.model(
+            input_ids=ids[:1, :length],
+            attention_mask=mask[:1, :length],
+            position_ids=positions[:, :1, :length],
+            mm_token_type_ids=types[:1, :length],
+            use_cache=True,
+            logits_to_keep=1,
+            **video_inputs(list(range(videos))),
+        )
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(rows)
+        rest = [r * per_prompt + j for r in range(rows) for j in range(videos, per_prompt)]
+        return self.model(
+            input_ids=ids[:, length:],
+            attention_mask=mask,
+            position_ids=positions[:, :, length:],
+            mm_token_type_ids=types[:, length:],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **video_inputs(rest),
+        )
+
+
+def _video(request: Request, index: int):
+    """The flat patches of ``request``'s ``index``-th video."""
+    sizes = request.video_grid_thw.prod(-1).tolist()
+    start = sum(sizes[:index])
+    return request.pixel_values_videos[start : start + sizes[index]]
 
 
 def _shape(value) -> str:

@@ -45,6 +45,8 @@ def test_bench_critic_tiny_run(tmp_path):
     assert results["latency_s"]["score"] > 0
     relabel = results["episode_relabel"]  # the reset query and 3 steps
     assert relabel["queries"] == 4 and relabel["per_step_s"] > 0 and relabel["relabelled_s"] > 0
+    shared = results["shared_prefix"]  # text and initial frame, run once for the 4 queries
+    assert 100 < shared["shared_tokens"] < shared["tokens_per_query"] and shared["shared_s"] > 0
     split = results["per_query_ms"]["2"]
     # The tower really ran inside the forward pass, and every query had its tokens counted.
     assert 0 < split["vision_tower_ms"] < split["forward_ms"] and split["encode_ms"] > 0

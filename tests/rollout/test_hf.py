@@ -50,6 +50,54 @@ def test_score_batched_equals_sequential(engine_and_requests):
     torch.testing.assert_close(engine.score(requests[:1], candidates), expected, atol=1e-6, rtol=0)
 
 
+def _anchored(tokenizer, initial, video, ends):
+    """The reward's queries of one episode: the same initial frame, the video so far, the current
+    frame (all prompts the same length)."""
+    return [
+        Request(**prompts.encode(prompts.anchored_progress("lift", initial, video[: e + 1][-4:], video[e], "digit"), tokenizer))
+        for e in ends
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["one_episode", "different_initial_frames", "identical"])
+def test_score_shared_prefix_equals_full_forward(tiny_model, case):
+    model, tokenizer = tiny_model
+    rng = np.random.default_rng(3)
+    video = rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+    if case == "one_episode":
+        requests = _anchored(tokenizer, video[0], video, [5, 7, 9, 11])
+    elif case == "different_initial_frames":
+        requests = [_anchored(tokenizer, video[i], video, [11])[0] for i in range(4)]
+    else:
+        requests = _anchored(tokenizer, video[0], video, [11, 11, 11])
+    candidates = list(range(10))
+    prefix = [int(tokenizer.convert_tokens_to_ids("<answer>"))]
+    full = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, share_prefix=False)
+    shared = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    expected = full.score(requests, candidates, prefix=prefix)
+    got = shared.score(requests, candidates, prefix=prefix)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert full.last_shared_prefix == 0
+    ids = requests[0].input_ids.tolist()
+    first_video = ids.index(model.config.video_token_id)
+    second_video = ids.index(
+        model.config.video_token_id, ids.index(model.config.vision_end_token_id)
+    )
+    if case == "one_episode":  # the text and the initial frame, up to the video so far
+        assert shared.last_shared_prefix == second_video
+        assert len({tuple(p.tolist()) for p in expected}) == 4  # the prompts differ: a real check
+    elif case == "different_initial_frames":  # the text before the first video only
+        assert shared.last_shared_prefix == first_video
+    else:  # all but the last token (here the answer prefix, run for every prompt)
+        assert shared.last_shared_prefix == len(ids)
+
+
+def test_score_shares_nothing_when_padded(engine_and_requests):
+    engine, requests = engine_and_requests  # prompts of different lengths: left padding
+    engine.score(requests, list(range(10)))
+    assert engine.last_shared_prefix == 0
+
+
 def test_seeded_sampling_repeats_and_n_groups(engine_and_requests):
     engine, requests = engine_and_requests
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=11)
