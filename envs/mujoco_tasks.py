@@ -155,11 +155,12 @@ register_task(
         instruction="Move the tip of the two-link arm to touch the red target.",
         horizon=50,
         # Top-down; target and fingertip enlarged and flat-coloured (render-only): measured to make
-        # progress learnable for a small critic (DESIGN.md).
+        # progress learnable for a small critic (DESIGN.md). 56²: a side the vision tower takes as
+        # it is (multiples of 28, critic.vision.smart_resize), where 64² was resampled to 56².
         view=CriticView(
             cameras=(FreeCamera(lookat=(0.0, 0.0, 0.0), distance=0.75),),
-            height=64,
-            width=64,
+            height=56,
+            width=56,
             appearance=(
                 Appearance("target", rgba=_RED, size_scale=3.0),
                 Appearance("fingertip", rgba=_GREEN, size_scale=3.0),

@@ -58,14 +58,14 @@ def test_a_numpy_integer_size_is_used_or_refused_with_the_typed_error():
 
 
 def test_free_cameras_tile_like_named_ones():
-    # The same placement twice: two identical 64-pixel halves side by side.
+    # The same placement twice: two identical 56-pixel halves side by side.
     cam = envs.get_task("Reacher-v5").view.cameras[0]
     assert isinstance(cam, FreeCamera)
     env = envs.make_task_env("Reacher-v5", camera=(cam, cam))
     env.reset(seed=0)
     frame = env.render_critic_view()
-    assert frame.shape == (64, 128, 3)
-    np.testing.assert_array_equal(frame[:, :64], frame[:, 64:])
+    assert frame.shape == (56, 112, 3)
+    np.testing.assert_array_equal(frame[:, :56], frame[:, 56:])
     env.close()
 
 

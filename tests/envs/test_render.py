@@ -117,4 +117,4 @@ def test_rendering_works_when_mujoco_was_imported_before_envs():
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-1500:]
-    assert out.stdout.strip() == "(64, 64, 3)"
+    assert out.stdout.strip() == "(56, 56, 3)"
