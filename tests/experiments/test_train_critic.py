@@ -130,6 +130,18 @@ def test_anneal_recipe_needs_its_starting_weights(dataset):
     assert list(plans) == ["readout"]
     settings = plans["readout"]["settings"]
     assert (settings.steps, settings.schedule, settings.warmup) == (600, "cosine", 30)
+    # the last stage inherits the annealed readout and its need for starting weights
+    module, cfg = _recipe(f"data=[{dataset}]", config="viscritic_small_reacher56")
+    with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):
+        module.check_config(cfg)
+    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_reacher56")
+    settings = module.check_config(cfg)["readout"]["settings"]
+    assert (settings.steps, settings.schedule, settings.warmup, settings.lr) == (
+        800,
+        "cosine",
+        30,
+        2e-4,
+    )
 
 
 def test_bad_config_is_a_message_from_the_script(tmp_path):
