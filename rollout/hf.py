@@ -156,8 +156,7 @@ class HFEngine(Engine):
             )
         # One run of video tokens per grid row, each as long as its row makes: the model assigns
         # grids to runs in order, across the whole batch.
-        is_video = (ids == config.video_token_id).tolist()
-        runs = [sum(1 for _ in group) for key, group in itertools.groupby(is_video) if key]
+        runs = [end - start for start, end in _video_runs(ids == config.video_token_id)]
         expected = [int(row.prod()) // merge**2 for row in grid]
         if runs != expected:
             raise InvalidRequestError(
@@ -285,15 +284,8 @@ class HFEngine(Engine):
         agree = (ids == ids[:1]).all(0)
         length = width - 1 if bool(agree.all()) else int(agree.int().argmin())
         length = min(length, width - 1)  # the batched pass needs a token of its own
-        is_video = (ids[0] == self.model.config.video_token_id).tolist()
-        runs, start = [], 0  # [start, end) of each video's tokens
-        for key, group in itertools.groupby(is_video):
-            size = sum(1 for _ in group)
-            if key:
-                runs.append((start, start + size))
-            start += size
         videos = 0
-        for j, (begin, end) in enumerate(runs):
+        for j, (begin, end) in enumerate(_video_runs(ids[0] == self.model.config.video_token_id)):
             if begin >= length:
                 break
             same = end <= length and all(
@@ -353,6 +345,17 @@ class HFEngine(Engine):
             logits_to_keep=1,
             **video_inputs(rest),
         )
+
+
+def _video_runs(is_video) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of video tokens in a 1-D boolean mask (one run per video)."""
+    runs, start = [], 0
+    for key, group in itertools.groupby(is_video.tolist()):
+        size = sum(1 for _ in group)
+        if key:
+            runs.append((start, start + size))
+        start += size
+    return runs
 
 
 def _video(request: Request, index: int):
