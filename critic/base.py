@@ -27,6 +27,14 @@ FAILURE_TYPES = (
     "wrong_target",
 )
 
+ACHIEVED = 1.0 - 1e-6  # privileged progress at or above this means the task is achieved
+
+
+def active_length(progress: np.ndarray) -> int:
+    """Frames up to and including the first at which the task is achieved (all when never)."""
+    hits = np.flatnonzero(np.asarray(progress) >= ACHIEVED)
+    return int(hits[0]) + 1 if len(hits) else len(progress)
+
 
 def clip_indices(available: int, count: int) -> np.ndarray:
     """The frame indices of a query's clip: always ``count`` of them, spread uniformly over the

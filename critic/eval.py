@@ -24,11 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import Critic, FailureQuery, ProgressQuery
+from critic.base import Critic, FailureQuery, ProgressQuery, active_length
 from critic.data.episodes import Episode
 from critic.data.samples import clip
-
-ACHIEVED = 1.0 - 1e-6  # privileged progress at or above this means the task is achieved
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -52,12 +50,6 @@ def value_order_correlation(predictions: Sequence[float]) -> float:
         0.8
     """
     return spearman(predictions, np.arange(len(predictions)))
-
-
-def active_length(progress: np.ndarray) -> int:
-    """Frames up to and including the first at which the task is achieved (all when never)."""
-    hits = np.flatnonzero(np.asarray(progress) >= ACHIEVED)
-    return int(hits[0]) + 1 if len(hits) else len(progress)
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -423,7 +415,7 @@ def probe_videos(
     video, truth = video[:active], truth[:active]
     order = rng.permutation(len(video))
     freeze = max(1, active // 2)
-    frozen_index = np.r_[np.arange(freeze + 1), np.full(active - freeze - 1, freeze)].astype(int)
+    frozen_index = np.minimum(np.arange(active), freeze)  # frame `freeze` held to the end
     return {
         "static": (np.repeat(video[:1], len(video), axis=0), np.repeat(truth[:1], len(video))),
         "reversed": (video[::-1], truth[::-1]),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the shipped critic, critic/weights/viscritic-small, from nothing: synthesise the data
 # with the scripted experts, run the recipe (configs/viscritic_small.yaml, then
-# configs/viscritic_small_anneal.yaml, then configs/viscritic_small_reacher56.yaml), export the
-# weights. The first two stages saw Reacher at 64² (its view then); the last at its 56² view.
+# configs/viscritic_small_anneal.yaml, configs/viscritic_small_reacher56.yaml, then
+# configs/viscritic_small_frozen.yaml), export the weights. The first two stages saw Reacher at 64²
+# (its view then); the last two at its 56² view.
 # Times on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
 #   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
@@ -24,4 +25,7 @@ $PY experiments/synthesize.py env=Reacher-v5 episodes=2400 every=1 workers=2 out
 $PY experiments/train_critic.py --config-name viscritic_small_reacher56 \
     model="$RUN/anneal/readout/final" "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" \
     hydra.run.dir="$RUN/reacher56"
-$PY -m critic.weights export "$RUN/reacher56/readout/final" critic/weights/viscritic-small
+$PY experiments/train_critic.py --config-name viscritic_small_frozen \
+    model="$RUN/reacher56/readout/final" "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" \
+    hydra.run.dir="$RUN/frozen"
+$PY -m critic.weights export "$RUN/frozen/readout/final" critic/weights/viscritic-small

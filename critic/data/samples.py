@@ -7,6 +7,10 @@
 - ``score``: the same query in the digit scale with an empty chain of thought,
   ``<think></think><answer>d</answer>`` with ``d = round(9 p)``: what ``VLMCritic``'s one-pass
   ``score`` readout reads (the expected digit / 9), so SFT trains the readout the RL reward uses.
+- ``frozen``: the ``score`` query on a video frozen after partial progress (frames after a freeze
+  point repeat it: the evaluator's frozen-arm probe, as training data); target: the progress of the
+  frozen frame, not of the time elapsed. A critic trained only on moving experts learns that a
+  still arm late in a clip means done, and pays a stalled policy for waiting.
 - ``failure``: the whole episode; target: success, or failure and its type.
 - ``pretext``: a transformed clip; target: the transform's name (ViSS-R1, Pretext-GRPO).
 - ``joint``: a transformed clip; targets: the transform and the progress the original clip shows.
@@ -25,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from critic import prompts
-from critic.base import FAILURE_TYPES, clip_indices
+from critic.base import FAILURE_TYPES, active_length, clip_indices
 from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
 from critic.data.transforms import TRANSFORMS, apply_transform, window_length
 
-KINDS = ("progress", "sft", "score", "failure", "pretext", "joint")
+KINDS = ("progress", "sft", "score", "frozen", "failure", "pretext", "joint")
 
 
 @dataclass
@@ -90,6 +94,33 @@ def _meta(episode: Episode) -> dict[str, Any]:
     return {"episode_id": episode.episode_id, "env_id": episode.env_id, "seed": episode.seed}
 
 
+def _anchored_sample(
+    episode: Episode,
+    video: np.ndarray,
+    cut: int,
+    shown: int,
+    frames: int,
+    kind: str,
+    rng: np.random.Generator,
+) -> Sample:
+    """The anchored query at ``cut`` of ``video``, whose current frame is the episode's frame
+    ``shown`` (``cut`` itself unless the video is frozen): target ``progress[shown]``."""
+    target = float(episode.progress[shown])
+    prompt = prompts.anchored_progress(
+        episode.instruction, video[0], clip(video, cut, frames), video[cut],
+        "percent" if kind in ("progress", "sft") else "digit",
+    )  # fmt: skip
+    completion = None
+    if kind == "sft":
+        state = {k: float(v[shown]) for k, v in episode.state.items()}
+        completion = chain_of_thought(state, target, rng)
+    elif kind in ("score", "frozen"):
+        completion = f"<think></think><answer>{round(9 * target)}</answer>"
+    meta = {"freeze": shown, "cut": cut} if shown != cut else {}
+    return Sample(kind, prompt, {"progress": target}, completion, frame=shown, meta=meta,
+                  **_meta(episode))  # fmt: skip
+
+
 def progress_samples(
     episode: Episode,
     rng: np.random.Generator,
@@ -103,29 +134,39 @@ def progress_samples(
     if kind not in ("progress", "sft", "score"):
         raise ValueError(f"kind={kind!r} is not a progress kind; pick progress, sft or score")
     video = _camera(episode, camera)
+    return [
+        _anchored_sample(episode, video, c, c, frames, kind, rng)
+        for c in cut_points(len(episode), cuts, rng)
+    ]
+
+
+def frozen_samples(
+    episode: Episode,
+    rng: np.random.Generator,
+    count: int = 2,
+    frames: int = 8,
+    camera: str | None = None,
+) -> list[Sample]:
+    """``count`` score queries on the episode frozen after partial progress.
+
+    Each draws a freeze point ``f`` in the active part (before the task is achieved: later, a
+    frozen video looks like the real one) and a later cut ``c``; frames ``f..c`` all show frame
+    ``f``, and the target is ``progress[f]``. Episodes shorter than 3 frames give none.
+
+    Example:
+        ``f = 3, c = 6``: the clip is drawn from frames ``0 1 2 3 3 3 3``; target ``progress[3]``.
+    """
+    video = _camera(episode, camera)
+    # f <= last: before the first achieved frame, and before the last frame (c > f must exist)
+    last = min(active_length(episode.progress) - 1, len(video) - 1) - 1
+    if last < 1:
+        return []
     samples = []
-    for c in cut_points(len(episode), cuts, rng):
-        target = float(episode.progress[c])
-        prompt = prompts.anchored_progress(
-            episode.instruction, video[0], clip(video, c, frames), video[c],
-            "digit" if kind == "score" else "percent",
-        )  # fmt: skip
-        completion = None
-        if kind == "sft":
-            state = {k: float(v[c]) for k, v in episode.state.items()}
-            completion = chain_of_thought(state, target, rng)
-        elif kind == "score":
-            completion = f"<think></think><answer>{round(9 * target)}</answer>"
-        samples.append(
-            Sample(
-                kind,
-                prompt,
-                {"progress": target},
-                completion,
-                frame=c,
-                **_meta(episode),
-            )
-        )
+    for _ in range(count):
+        freeze = int(rng.integers(1, last + 1))
+        cut = int(rng.integers(freeze + 1, len(video)))
+        frozen = video[np.minimum(np.arange(cut + 1), freeze)]
+        samples.append(_anchored_sample(episode, frozen, cut, freeze, frames, "frozen", rng))
     return samples
 
 
@@ -215,8 +256,8 @@ def build_samples(
 ) -> list[Sample]:
     """Samples of every kind in ``kinds`` from one episode.
 
-    Options (all optional): ``cuts``, ``frames``, ``camera``, ``pretext_count``, ``transforms``,
-    ``failure_frames``, ``failure_types``.
+    Options (all optional): ``cuts``, ``frames``, ``camera``, ``frozen_count``,
+    ``pretext_count``, ``transforms``, ``failure_frames``, ``failure_types``.
 
     Raises:
         ValueError: an unknown kind (the message lists them).
@@ -229,6 +270,8 @@ def build_samples(
     for kind in kinds:
         if kind in ("progress", "sft", "score"):
             out += progress_samples(episode, rng, options.get("cuts", 4), frames, camera, kind)
+        elif kind == "frozen":
+            out += frozen_samples(episode, rng, options.get("frozen_count", 2), frames, camera)
         elif kind == "failure":
             out.append(failure_sample(episode, options.get("failure_frames", 16), camera,
                                       options.get("failure_types", FAILURE_TYPES)))  # fmt: skip

@@ -26,8 +26,9 @@ STAGES = {
     "pretext": ("grpo", ("pretext",)),
     "joint": ("grpo", ("joint",)),
     "outcome": ("grpo", ("progress", "score", "failure")),
-    # supervised, on the one-pass score answers alone: the readout the reward wrappers use
-    "readout": ("sft", ("score",)),
+    # supervised, on the one-pass score answers alone: the readout the reward wrappers use, on
+    # real clips and on clips frozen after partial progress (critic/data/samples.py)
+    "readout": ("sft", ("score", "frozen")),
 }
 
 
@@ -174,6 +175,7 @@ def load_samples(
             if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
                 continue
             samples += build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
+                                     frozen_count=cfg.frozen_count,
                                      pretext_count=cfg.pretext_count,
                                      transforms=tuple(cfg.transforms))  # fmt: skip
             if limit is not None and len(samples) >= limit:

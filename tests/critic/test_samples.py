@@ -13,6 +13,7 @@ from critic.data.samples import (
     build_samples,
     clip,
     cut_points,
+    frozen_samples,
     seed_split,
     task_split,
 )
@@ -132,7 +133,7 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
         assert {s.kind for s in samples} == set(KINDS)
         for s in samples:
             assert s.episode_id == "ep" and s.seed == 7 and s.env_id == "Lift"
-            if s.kind in ("progress", "sft", "score"):
+            if s.kind in ("progress", "sft", "score", "frozen"):
                 assert s.target["progress"] == pytest.approx(
                     float(_episode(success).progress[s.frame])
                 )
@@ -140,7 +141,7 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
             if s.kind == "sft":
                 parsed = parse_progress(s.completion, "percent")
                 assert parsed.value == round(100 * s.target["progress"]) / 100
-            if s.kind == "score":  # the digit the score readout reads: round(9 p)
+            if s.kind in ("score", "frozen"):  # the digit the score readout reads: round(9 p)
                 assert s.prompt.answer == "digit"
                 parsed = parse_progress(s.completion, "digit")
                 assert parsed.value == pytest.approx(round(9 * s.target["progress"]) / 9)
@@ -162,6 +163,33 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
     assert "drop after lift at 1.5 s" in failure.completion
     with pytest.raises(ValueError, match=r"unknown sample kinds \['video'\]"):
         build_samples(_episode(), ["video"], RNG(0))
+
+
+def test_frozen_samples_hold_the_freeze_frame_and_its_progress():
+    video = _frames(t=8)  # frame t's pixels are 30 t + ..., so frame indices read back as // 30
+    progress = np.array([0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 1.0, 1.0], np.float32)  # achieved at 5
+    episode = Episode("ep", "Reacher-v5", "Reach.", {"cam": video}, progress, np.arange(8), True)
+    samples = frozen_samples(episode, RNG(0), count=200, frames=4)
+    freezes = {s.meta["freeze"] for s in samples}
+    assert freezes == {1, 2, 3, 4}  # inside the active part, before the first achieved frame
+    for s in samples:
+        f, c = s.meta["freeze"], s.meta["cut"]
+        assert f < c <= 7 and s.frame == f and s.kind == "frozen"
+        assert s.target["progress"] == pytest.approx(float(progress[f]))
+        assert s.completion == f"<think></think><answer>{round(9 * progress[f])}</answer>"
+        initial, shown, current = s.prompt.videos
+        # The clip spreads 4 frames over 0..c of the frozen video 0, 1, .., f, f, .., f.
+        expected = np.minimum(np.round(np.linspace(0, c, 4)).astype(int), f)
+        assert (shown[:, 0, 0, 0] // 30).tolist() == expected.tolist()
+        assert current[0, 0, 0, 0] // 30 == f and initial[0, 0, 0, 0] == 0
+    # f = 2, c = 7 by hand: linspace(0, 7, 4) = 0, 2.33, 4.67, 7 → 0, 2, 5, 7 → frozen 0, 2, 2, 2.
+    s = next(s for s in samples if (s.meta["freeze"], s.meta["cut"]) == (2, 7))
+    assert (s.prompt.videos[1][:, 0, 0, 0] // 30).tolist() == [0, 2, 2, 2]
+    # Too short to freeze (achieved at frame 1, or two frames): none.
+    assert frozen_samples(Episode("s", "R", "Reach.", {"cam": video[:3]},
+                                  np.array([0.0, 1.0, 1.0]), np.arange(3), True), RNG(0)) == []  # fmt: skip
+    assert frozen_samples(Episode("s", "R", "Reach.", {"cam": video[:2]},
+                                  np.array([0.0, 0.5]), np.arange(2), False), RNG(0)) == []  # fmt: skip
 
 
 def test_splits():

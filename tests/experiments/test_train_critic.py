@@ -135,13 +135,26 @@ def test_anneal_recipe_needs_its_starting_weights(dataset):
     with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):
         module.check_config(cfg)
     module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_reacher56")
-    settings = module.check_config(cfg)["readout"]["settings"]
+    plan = module.check_config(cfg)["readout"]
+    settings = plan["settings"]
     assert (settings.steps, settings.schedule, settings.warmup, settings.lr) == (
         800,
         "cosine",
         30,
         2e-4,
     )
+    assert plan["kinds"] == ("score",)  # the shipped stages before frozen samples existed
+    # the stage after it adds frozen samples; a plain readout stage trains on both by default
+    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_frozen")
+    plan = module.check_config(cfg)["readout"]
+    assert plan["kinds"] == ("score", "frozen") and cfg.frozen_count == 4
+    assert (plan["settings"].steps, plan["settings"].lr, plan["settings"].schedule) == (
+        600,
+        1e-4,
+        "cosine",
+    )
+    module, cfg = _recipe(f"data=[{dataset}]", "pipeline=[readout]")
+    assert module.check_config(cfg)["readout"]["kinds"] == ("score", "frozen")
 
 
 def test_bad_config_is_a_message_from_the_script(tmp_path):
