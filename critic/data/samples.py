@@ -151,7 +151,8 @@ def frozen_samples(
 
     Each draws a freeze point ``f`` in the active part (before the task is achieved: later, a
     frozen video looks like the real one) and a later cut ``c``; frames ``f..c`` all show frame
-    ``f``, and the target is ``progress[f]``. Episodes shorter than 3 frames give none.
+    ``f``, and the target is ``progress[f]``. An episode with no frame to freeze (fewer than 3
+    frames, or the task achieved by frame 1) gives none.
 
     Example:
         ``f = 3, c = 6``: the clip is drawn from frames ``0 1 2 3 3 3 3``; target ``progress[3]``.

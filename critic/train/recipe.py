@@ -125,6 +125,13 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
             "them with `python experiments/synthesize.py env=<task> out=<folder>`"
         )
+    for name, low in (("frames", 1), ("cuts", 1), ("frozen_count", 0), ("pretext_count", 0)):
+        value = cfg.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TrainConfigError(
+                f"{name}={value!r} must be an integer >= {low} (samples per episode: "
+                "critic/data/samples.py)"
+            )
     if cfg.resume is not None and not Path(cfg.resume).is_dir():
         raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
     if cfg.dtype not in DTYPES:

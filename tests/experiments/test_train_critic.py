@@ -110,6 +110,9 @@ def _check(*overrides: str):
          "are ['sft', 'pretext', 'joint', 'outcome', 'readout']"),
         (["stages.outcome.reward_weights=[1.0,1.0]"], "stages.outcome: weights has 2 values for 3 reward "
          "functions; give one weight per function"),
+        (["frozen_count=-1"], "frozen_count=-1 must be an integer >= 0 (samples per episode: "
+         "critic/data/samples.py)"),
+        (["cuts=0"], "cuts=0 must be an integer >= 1 (samples per episode: critic/data/samples.py)"),
         (["data=[/nonexistent/data]"], "data=['/nonexistent/data']: no episodes in ['/nonexistent/data']; "
          "make them with `python experiments/synthesize.py env=<task> out=<folder>`"),
     ],
