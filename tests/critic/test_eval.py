@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from critic.base import Critic, FailureVerdict, ProgressEstimate
+from critic.base import Critic, FailureVerdict, ProgressEstimate, active_length
 from critic.data.episodes import Episode
 from critic.eval import (
     EpisodeProgress,
     accuracy_threshold,
-    active_length,
     auroc,
     binary_metrics,
     calibration,
