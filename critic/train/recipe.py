@@ -26,7 +26,7 @@ STAGES = {
     "pretext": ("grpo", ("pretext",)),
     "joint": ("grpo", ("joint",)),
     "outcome": ("grpo", ("progress", "score", "failure")),
-    # supervised, on the one-pass score answers alone: the readout the reward wrappers use, on
+    # supervised, on answer-only digit samples: the one-pass readout the reward wrappers use, on
     # real clips and on clips frozen after partial progress (critic/data/samples.py)
     "readout": ("sft", ("score", "frozen")),
 }
