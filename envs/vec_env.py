@@ -292,6 +292,34 @@ class RelabelCallback(_callbacks.BaseCallback):
         self._ready = []
 
 
+class CriticFidelityCallback(_callbacks.BaseCallback):
+    """Record, for every episode the learner finishes, the critic's final progress beside the
+    simulator's privileged progress and true success: how faithful the reward stays on the
+    learner's own states, where a policy that games the critic shows up first.
+
+    Works below any learner on :class:`VisCriticVecEnv` (per-step or relabelled rewards): it reads
+    ``critic_return`` (set at each episode's end), ``critic_progress``, ``progress`` and
+    ``is_success`` from ``infos``. ``episodes`` holds ``(timestep, critic progress, true progress,
+    true success)`` rows in order.
+    """
+
+    def _on_training_start(self) -> None:
+        self.episodes: list[tuple[int, float, float, bool]] = []
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "critic_return" in info and info.get("critic_progress") is not None:
+                self.episodes.append(
+                    (
+                        int(self.num_timesteps),
+                        float(info["critic_progress"]),
+                        float(info["progress"]),
+                        bool(info.get("is_success", False)),
+                    )
+                )
+        return True
+
+
 def make_viscritic_vec_env(
     env: str,
     n_envs: int = 1,

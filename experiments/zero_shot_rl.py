@@ -8,7 +8,8 @@ Each condition trains the same SB3 algorithm for the same step budget on every s
 - ``ground_truth``: the simulator's own reward.
 
 Every ``eval_every`` steps the policy is evaluated on the bare task with the true reward and true
-success. The run dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``.
+success. The run dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``, and
+each run's folder its evaluations and final ``policy.zip``.
 
     python experiments/zero_shot_rl.py
     python experiments/zero_shot_rl.py env=Lift algo=ppo relabel=false reward.between_queries=hold \\
@@ -22,7 +23,7 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ class RunResult:
     true_return: list[float]
     wall_seconds: float
     env_steps: int
+    # critic-rewarded conditions: (timestep, critic's final progress, true final progress, true
+    # success) per training episode, from envs.vec_env.CriticFidelityCallback
+    episodes: list[tuple[int, float, float, bool]] = field(default_factory=list)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -163,14 +167,19 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         verbose=0,
     )
     algo_options = {}
-    if cfg.relabel and condition != "ground_truth":
+    fidelity = None
+    if condition != "ground_truth":
         from stable_baselines3.common.callbacks import CallbackList
 
-        from envs.vec_env import RelabelCallback
+        from envs.vec_env import CriticFidelityCallback, RelabelCallback
 
-        # VLM-RM style: rewards come at each episode's end, so train per episode
-        algo_options = {"train_freq": (1, "episode"), "gradient_steps": -1}
-        callback = CallbackList([RelabelCallback(), callback])
+        fidelity = CriticFidelityCallback()
+        callbacks = [fidelity, callback]
+        if cfg.relabel:
+            # VLM-RM style: rewards come at each episode's end, so train per episode
+            algo_options = {"train_freq": (1, "episode"), "gradient_steps": -1}
+            callbacks.insert(0, RelabelCallback())
+        callback = CallbackList(callbacks)
     model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed, **algo_options)
     start = time.perf_counter()
     try:
@@ -181,6 +190,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         wall = time.perf_counter() - start
         train_env.close()
         eval_env.close()
+    model.save(log_dir / "policy.zip")  # the final policy, to watch or reload (SAC.load)
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     return RunResult(
@@ -191,11 +201,39 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         true_return=[float(np.mean(r)) for r in evaluations.evaluations_results],
         wall_seconds=wall,
         env_steps=int(model.num_timesteps),
+        episodes=fidelity.episodes if fidelity is not None else [],
     )
 
 
-def summarise(runs: list[RunResult]) -> dict[str, Any]:
-    """Final success and true return per condition (mean and std over seeds), and costs."""
+def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, float] | None:
+    """How the critic's final progress compares with the truth on the learner's own episodes,
+    over the last quarter of each run's training (pooled over seeds): the mean of each, their
+    mean absolute difference, and the false-success rate (critic at or above
+    ``success_threshold`` on an episode that truly failed). None without episodes."""
+    rows = []
+    for run in runs:
+        if run.episodes:
+            last = max(t for t, *_ in run.episodes)
+            rows += [e for e in run.episodes if e[0] > 0.75 * last]
+    if not rows:
+        return None
+    _, critic, truth, success = (np.asarray(c, dtype=float) for c in zip(*rows, strict=True))
+    failed = success == 0
+    return {
+        "episodes": len(rows),
+        "critic_final_progress": float(critic.mean()),
+        "true_final_progress": float(truth.mean()),
+        "final_progress_mae": float(np.abs(critic - truth).mean()),
+        "false_success_rate": (
+            float((critic[failed] >= success_threshold).mean()) if failed.any() else None
+        ),
+        "true_success_rate": float(success.mean()),
+    }
+
+
+def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[str, Any]:
+    """Final success and true return per condition (mean and std over seeds), costs, and for
+    critic-rewarded conditions the reward's fidelity on the learner's episodes."""
     summary: dict[str, Any] = {}
     for condition in dict.fromkeys(r.condition for r in runs):
         mine = [r for r in runs if r.condition == condition]
@@ -211,6 +249,9 @@ def summarise(runs: list[RunResult]) -> dict[str, Any]:
                 np.sum([r.env_steps for r in mine]) / np.sum([r.wall_seconds for r in mine])
             ),
         }
+        fidelity = fidelity_summary(mine, success_threshold)
+        if fidelity is not None:
+            summary[condition]["training_episodes"] = fidelity
     if "critic" in summary and "ground_truth" in summary:
         gt, cr = summary["ground_truth"], summary["critic"]
         summary["critic_vs_ground_truth"] = {
@@ -289,6 +330,27 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
             f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])}, "
             f"wall-time ratio {ratio['wall_time_ratio']:.2f}.",
         ]
+    faithful = {
+        c: row["training_episodes"] for c, row in summary.items() if "training_episodes" in row
+    }
+    if faithful:
+        lines += [
+            "",
+            "The reward on the learner's own training episodes (last quarter of training, seeds "
+            "pooled): the critic's final progress against the simulator's. A policy that games "
+            "the critic shows here as a high critic progress, a low true one and false successes "
+            f"(critic ≥ {cfg.reward.success_threshold} on an episode that truly failed).",
+            "",
+            "| condition | episodes | critic final progress | true final progress | mean abs diff "
+            "| false-success rate | true success |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for condition, f in faithful.items():
+            lines.append(
+                f"| {condition} | {f['episodes']} | {_fmt(f['critic_final_progress'])} "
+                f"| {_fmt(f['true_final_progress'])} | {_fmt(f['final_progress_mae'])} "
+                f"| {_fmt(f['false_success_rate'])} | {_fmt(f['true_success_rate'])} |"
+            )
     lines += ["", "![learning curves](learning_curves.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
 
@@ -338,7 +400,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_all(cfg, out_dir)
-    summary = summarise(runs)
+    summary = summarise(runs, cfg.reward.success_threshold)
     write_report(cfg, runs, summary, out_dir)
     return summary
 

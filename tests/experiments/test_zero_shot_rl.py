@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "zero_shot_rl.py"
 TINY = [
@@ -41,10 +43,39 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
         assert run["timesteps"] == [80, 160]  # one evaluation every 80 steps
         assert all(0.0 <= s <= 1.0 for s in run["success_rate"])
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    assert (tmp_path / "critic_seed1" / "policy.zip").is_file()  # the final policy, to reload
     report = (tmp_path / "report.md").read_text()
     assert "| critic |" in report and "| oracle |" in report and "| ground_truth |" in report
     assert "viscritic-small" in report  # the shipped critic is the default
     assert "# Zero-shot RL on Reacher-v5" in done.stdout
+    # the reward's fidelity on the learner's own episodes: 160 steps of 20-step episodes, the
+    # last quarter (steps > 120) is 2 episodes per seed; the oracle's reward is the truth itself
+    assert "training_episodes" not in summary["ground_truth"]
+    oracle, critic = summary["oracle"]["training_episodes"], summary["critic"]["training_episodes"]
+    assert oracle["episodes"] == critic["episodes"] == 4
+    assert oracle["final_progress_mae"] == 0.0
+    assert oracle["critic_final_progress"] == oracle["true_final_progress"]
+    assert 0.0 <= critic["critic_final_progress"] <= 1.0
+    assert "| critic | 4 |" in report and "| oracle | 4 |" in report
+
+
+def test_fidelity_summary_pools_the_last_quarter_of_each_run():
+    from experiments.zero_shot_rl import RunResult, fidelity_summary
+
+    def run(episodes):
+        return RunResult("critic", 0, [], [], [], 1.0, 0, episodes=episodes)
+
+    a = run([(t, 0.1, 0.1, False) for t in range(50, 301, 50)])  # last 400: only t > 300 count
+    a.episodes += [(350, 0.96, 0.60, False), (400, 0.97, 1.00, True)]
+    b = run([(100, 0.9, 0.0, False), (200, 0.50, 0.70, False)])  # last 200: only t > 150 counts
+    f = fidelity_summary([a, b, run([])], success_threshold=0.95)
+    assert f["episodes"] == 3
+    assert f["critic_final_progress"] == pytest.approx((0.96 + 0.97 + 0.50) / 3)
+    assert f["true_final_progress"] == pytest.approx((0.60 + 1.00 + 0.70) / 3)
+    assert f["final_progress_mae"] == pytest.approx((0.36 + 0.03 + 0.20) / 3)
+    assert f["false_success_rate"] == 0.5  # of the two true failures, one read as a success
+    assert f["true_success_rate"] == pytest.approx(1 / 3)
+    assert fidelity_summary([run([])], 0.95) is None
 
 
 def test_bad_config_is_a_message_not_a_traceback(tmp_path):
