@@ -25,6 +25,7 @@ FAILURE_TYPES = (
     "stall",
     "overshoot",
     "wrong_target",
+    "flail",
 )
 
 ACHIEVED = 1.0 - 1e-6  # privileged progress at or above this means the task is achieved

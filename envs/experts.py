@@ -42,6 +42,9 @@ class Expert(abc.ABC):
     """
 
     failures: ClassVar[tuple[str, ...]] = ()
+    # the failures default plans cycle through (:func:`envs.synth.plan_episodes`); the others are
+    # asked for by name
+    planned_failures: ClassVar[tuple[str, ...] | None] = None  # None: all of ``failures``
 
     def __init__(self, failure: str | None = None) -> None:
         if failure is not None and failure not in self.failures:
@@ -104,6 +107,13 @@ def expert_tasks() -> list[str]:
 def failure_types(task: str) -> tuple[str, ...]:
     """The failure types the expert of ``task`` can inject."""
     return _expert_class(task).failures
+
+
+def planned_failure_types(task: str) -> tuple[str, ...]:
+    """The failure types default plans of ``task`` cycle through."""
+    cls = _expert_class(task)
+    planned = getattr(cls, "planned_failures", None)
+    return cls.failures if planned is None else planned
 
 
 def make_expert(task: str, failure: str | None = None) -> Expert:

@@ -71,9 +71,18 @@ class ReacherExpert(Expert):
       episodes in three the fingertip passes within the success radius on the way: it does not
       stop there, and the episode ends unsuccessful).
     - ``"wrong_target"``: the arm veers off to a point beside the target and settles there.
+    - ``"flail"``: the arm swings under random torques, as an untrained or exploring policy does:
+      each step's action is ``rho * previous + (1 - rho) * uniform(-1, 1)``, with ``rho`` drawn per
+      episode in [0, 0.9) (from white noise to slow sweeps). It starts early (below 0.4 progress,
+      by a fifth of the horizon at the latest); over seeds 0..799, 6 episodes land in the target
+      by chance at the end and are recorded as the successes they are. It is not in
+      :attr:`planned_failures`:
+      ``plan_episodes(..., failures=["flail"])`` asks for it, so the default plans, and the
+      datasets built from them, stay as they were.
     """
 
-    failures = ("stall", "overshoot", "wrong_target")
+    failures = ("stall", "overshoot", "wrong_target", "flail")
+    planned_failures = ("stall", "overshoot", "wrong_target")
 
     kp = 2.0  # action per radian of joint error (torque = 200 * action on armature ~1)
     kd = 0.2  # action per rad/s: about critically damped at kp = 2
@@ -82,8 +91,10 @@ class ReacherExpert(Expert):
         "stall": (0.5, 0.8),
         "overshoot": (0.55, 0.75),
         "wrong_target": (0.25, 0.45),
+        "flail": (0.0, 0.4),
     }
     trigger_deadline = (0.4, 0.6)  # fraction of the horizon: the latest a failure may start
+    flail_deadline = (0.0, 0.2)
 
     def _reset(self, env: TaskEnv) -> None:
         model, data = env.mj_model, env.mj_data
@@ -109,9 +120,11 @@ class ReacherExpert(Expert):
             self._trigger = _Trigger.draw(
                 self.rng,
                 self.trigger_progress[self.failure],
-                self.trigger_deadline,
+                self.flail_deadline if self.failure == "flail" else self.trigger_deadline,
                 env.spec_task.horizon,
             )
+        self._flail: np.ndarray | None = None  # the last random action, once flailing
+        self._flail_rho = float(self.rng.uniform(0.0, 0.9)) if self.failure == "flail" else 0.0
 
     def _q(self, env: TaskEnv) -> np.ndarray:
         return env.mj_data.qpos[self._qpos_adr].copy()
@@ -164,6 +177,8 @@ class ReacherExpert(Expert):
             side = 1.0 if self.rng.random() < 0.5 else -1.0
             turns = [s * a for a in np.deg2rad(np.arange(70, -1, -10)) for s in (side, -side)]
             self._goal = self._first_reachable(target, back, distance, turns)
+        elif self.failure == "flail":
+            self._flail = self.rng.uniform(-1.0, 1.0, size=2)
         self._mark_failure()
 
     def _first_reachable(
@@ -184,6 +199,12 @@ class ReacherExpert(Expert):
             and self._trigger.due(env, self.steps)
         ):
             self._start_failure(env)
+            if self._flail is not None:
+                return self._flail
+        if self._flail is not None:
+            noise = self.rng.uniform(-1.0, 1.0, size=2)
+            self._flail = self._flail_rho * self._flail + (1.0 - self._flail_rho) * noise
+            return self._flail
         q = self._q(env)
         qvel = env.mj_data.qvel[self._dof_adr]
         q_goal = self._hold if self._hold is not None else self._ik(self._goal, self._elbow_sign)

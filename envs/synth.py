@@ -20,7 +20,7 @@ import numpy as np
 
 from critic.data.episodes import Episode, finished_ids, write_episode
 from envs.errors import InvalidOptionError
-from envs.experts import failure_types, make_expert
+from envs.experts import failure_types, make_expert, planned_failure_types
 from envs.tasks import get_task, make_task_env
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
@@ -40,19 +40,37 @@ class EpisodePlan:
 
 
 def plan_episodes(
-    task: str, episodes: int, failure_fraction: float = 0.5, first_seed: int = 0
+    task: str,
+    episodes: int,
+    failure_fraction: float = 0.5,
+    first_seed: int = 0,
+    failures: Sequence[str] | None = None,
 ) -> list[EpisodePlan]:
     """``episodes`` plans on consecutive seeds; a ``failure_fraction`` share inject failures,
-    cycling through the task's failure types so each gets its share.
+    cycling through ``failures`` so each gets its share.
+
+    Args:
+        failures: the failure types to cycle through; ``None``: the task's planned ones
+            (:func:`envs.experts.planned_failure_types`; opt-in types such as Reacher's
+            ``"flail"`` are asked for by name).
 
     Raises:
-        InvalidOptionError: a bad count or fraction, or a task without an expert.
+        InvalidOptionError: a bad count, fraction or failure type, or a task without an expert.
     """
     if not isinstance(episodes, int) or episodes < 1:
         raise InvalidOptionError(f"episodes={episodes!r} must be an integer >= 1")
     if not 0.0 <= failure_fraction <= 1.0:
         raise InvalidOptionError(f"failure_fraction={failure_fraction!r} must be in [0, 1]")
-    kinds = failure_types(task)
+    if failures is None:
+        kinds = planned_failure_types(task)
+    else:
+        kinds = tuple(failures)
+        unknown = [k for k in kinds if k not in failure_types(task)]
+        if unknown or not kinds:
+            raise InvalidOptionError(
+                f"failures={list(kinds)!r} must be a non-empty list of {task}'s failure types "
+                f"{list(failure_types(task))}, or null for the planned ones"
+            )
     plans = []
     failures = 0
     for i in range(episodes):

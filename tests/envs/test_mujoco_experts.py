@@ -74,7 +74,7 @@ def test_unknown_failure_type_is_a_typed_error_naming_the_choices():
         make_expert("Reacher-v5", failure="missed_grasp")
     assert str(excinfo.value) == (
         "failure='missed_grasp' is not a failure type of ReacherExpert; pick one of "
-        "['stall', 'overshoot', 'wrong_target'] or None for the expert itself"
+        "['stall', 'overshoot', 'wrong_target', 'flail'] or None for the expert itself"
     )
     with pytest.raises(InvalidOptionError) as excinfo:
         make_expert("Pusher-v5", failure="overshoot")

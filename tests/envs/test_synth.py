@@ -24,6 +24,22 @@ def test_plans_spread_failures_evenly_and_cycle_types():
         plan_episodes("Reacher-v5", 0)
 
 
+def test_opt_in_failures_are_planned_by_name_only():
+    # Reacher's "flail" is not in the default cycle (above), so default plans stay as they were
+    plans = plan_episodes("Reacher-v5", 4, failure_fraction=1.0, failures=["flail"])
+    assert [p.episode_id for p in plans] == [f"Reacher-v5-00000{i}-flail" for i in range(4)]
+    mixed = plan_episodes("Reacher-v5", 4, failure_fraction=1.0, failures=["stall", "flail"])
+    assert [p.failure for p in mixed] == ["stall", "flail", "stall", "flail"]
+    with pytest.raises(InvalidOptionError) as excinfo:
+        plan_episodes("Reacher-v5", 4, failures=["drop_after_lift"])
+    assert str(excinfo.value) == (
+        "failures=['drop_after_lift'] must be a non-empty list of Reacher-v5's failure types "
+        "['stall', 'overshoot', 'wrong_target', 'flail'], or null for the planned ones"
+    )
+    with pytest.raises(InvalidOptionError, match=r"failures=\[\] must be a non-empty list"):
+        plan_episodes("Reacher-v5", 4, failures=[])
+
+
 def test_expert_episode_is_labelled_and_ends_at_success():
     episode = record_episode(EpisodePlan("Reacher-v5", 0), every=2, linger=4)
     assert episode.success and episode.failure_type is None and episode.failure_step is None
