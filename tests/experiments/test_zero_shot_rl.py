@@ -117,6 +117,9 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     done = _run(tmp_path / "hold", "conditions=[oracle]", "reward.query_every=2", *per_step)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "relabelled" not in (tmp_path / "hold" / "report.md").read_text()
+    held = json.loads((tmp_path / "hold" / "results.json").read_text())["summary"]["oracle"]
+    assert held["training_episodes"]["episodes"] == 6  # 2 per seed: per-step rewards too
+    assert held["training_episodes"]["final_progress_mae"] == 0.0
     done = subprocess.run(  # PPO has no learning_starts: not the SAC-sized TINY overrides
         [sys.executable, str(SCRIPT), "algo=ppo", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
