@@ -156,6 +156,10 @@ def test_anneal_recipe_needs_its_starting_weights(dataset):
         1e-4,
         "cosine",
     )
+    # the measured, unshipped flail stage: the same kinds, 500 steps from the shipped weights
+    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_flail")
+    plan = module.check_config(cfg)["readout"]
+    assert plan["kinds"] == ("score", "frozen") and plan["settings"].steps == 500
     module, cfg = _recipe(f"data=[{dataset}]", "pipeline=[readout]")
     assert module.check_config(cfg)["readout"]["kinds"] == ("score", "frozen")
 
