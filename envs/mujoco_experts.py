@@ -76,9 +76,8 @@ class ReacherExpert(Expert):
       episode in [0, 0.9) (from white noise to slow sweeps). It starts early (below 0.4 progress,
       by a fifth of the horizon at the latest); over seeds 0..799, 6 episodes land in the target
       by chance at the end and are recorded as the successes they are. It is not in
-      :attr:`planned_failures`:
-      ``plan_episodes(..., failures=["flail"])`` asks for it, so the default plans, and the
-      datasets built from them, stay as they were.
+      :attr:`planned_failures` (``plan_episodes(..., failures=["flail"])`` asks for it), so the
+      default plans, and the datasets built from them, stay as they were.
     """
 
     failures = ("stall", "overshoot", "wrong_target", "flail")
