@@ -50,7 +50,7 @@ def plan_episodes(
     cycling through ``failures`` so each gets its share.
 
     Args:
-        failures: the failure types to cycle through; ``None``: the task's planned ones
+        failures: the failure types (or one type) to cycle through; ``None``: the task's planned ones
             (:func:`envs.experts.planned_failure_types`; opt-in types such as Reacher's
             ``"flail"`` are asked for by name).
 
@@ -64,7 +64,7 @@ def plan_episodes(
     if failures is None:
         kinds = planned_failure_types(task)
     else:
-        kinds = tuple(failures)
+        kinds = (failures,) if isinstance(failures, str) else tuple(failures)  # one name, or many
         unknown = [k for k in kinds if k not in failure_types(task)]
         if unknown or not kinds:
             raise InvalidOptionError(

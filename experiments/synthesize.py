@@ -139,7 +139,11 @@ def main(cfg: DictConfig) -> None:
         **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
     try:
-        failures = None if cfg.failures is None else list(cfg.failures)
+        failures = (
+            cfg.failures
+            if cfg.failures is None or isinstance(cfg.failures, str)
+            else list(cfg.failures)
+        )
         plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed, failures)
         start = time.perf_counter()
         rows = synthesize(plans, root, workers=cfg.workers, codec=cfg.codec,

@@ -205,7 +205,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
     )
 
 
-def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, float] | None:
+def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, Any] | None:
     """How the critic's final progress compares with the truth on the learner's own episodes,
     over the last quarter of each run's training (pooled over seeds): the mean of each, their
     mean absolute difference, and the false-success rate (critic at or above

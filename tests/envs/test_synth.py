@@ -28,6 +28,7 @@ def test_opt_in_failures_are_planned_by_name_only():
     # Reacher's "flail" is not in the default cycle (above), so default plans stay as they were
     plans = plan_episodes("Reacher-v5", 4, failure_fraction=1.0, failures=["flail"])
     assert [p.episode_id for p in plans] == [f"Reacher-v5-00000{i}-flail" for i in range(4)]
+    assert plan_episodes("Reacher-v5", 4, 1.0, failures="flail") == plans  # one name alone
     mixed = plan_episodes("Reacher-v5", 4, failure_fraction=1.0, failures=["stall", "flail"])
     assert [p.failure for p in mixed] == ["stall", "flail", "stall", "flail"]
     with pytest.raises(InvalidOptionError) as excinfo:
