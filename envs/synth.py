@@ -1,15 +1,26 @@
-"""Episode synthesis: scripted experts (with injected failures) recorded as labelled episodes.
+"""Episode synthesis: scripted experts (with injected failures) or saved RL policies, recorded as
+labelled episodes.
 
-One :class:`EpisodePlan` (task, seed, failure) becomes one :class:`critic.data.episodes.Episode`:
-the critic's view every ``every`` steps, the privileged progress and state of each recorded frame,
-true success, and the failure type and step the expert reports. :func:`synthesize` writes plans to
-a dataset folder with worker processes and skips episodes already there, so an interrupted run
-resumes where it stopped.
+One :class:`EpisodePlan` (task, seed, failure or policy) becomes one
+:class:`critic.data.episodes.Episode`: the critic's view every ``every`` steps, the privileged
+progress and state of each recorded frame, true success, and the failure type and step the expert
+reports. :func:`synthesize` writes plans to a dataset folder with worker processes and skips
+episodes already there, so an interrupted run resumes where it stopped.
+
+Policy episodes (:func:`plan_policy_episodes`) roll out a stable-baselines3 ``policy.zip`` (what
+``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL learner actually
+visits, labelled with the simulator's progress, so a critic can be trained on them (the learned-
+reward loop; docs/training.md). Their label is what happened: ``failure_type="unknown"`` when the
+task was not achieved, ``None`` when it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import time
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -24,19 +35,100 @@ from envs.experts import failure_types, make_expert, planned_failure_types
 from envs.tasks import get_task, make_task_env
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
+POLICY_FAILURE = "unknown"  # the failure label of a policy episode that did not achieve the task
 
 
 @dataclass(frozen=True)
 class EpisodePlan:
-    """What to record: ``failure=None`` is an expert episode."""
+    """What to record: ``failure=None`` is an expert episode; ``policy`` (a saved SB3 model's path)
+    replaces the expert with that policy."""
 
     task: str
     seed: int
     failure: str | None = None
+    policy: str | None = None
 
     @property
     def episode_id(self) -> str:
+        if self.policy is not None:
+            return f"{self.task}-{self.seed:06d}-policy_{policy_digest(self.policy)}"
         return f"{self.task}-{self.seed:06d}-{self.failure or 'expert'}"
+
+
+@functools.lru_cache(maxsize=64)
+def policy_digest(path: str) -> str:
+    """The first 8 hex digits of the SHA-1 of a policy file: episode ids of two runs' policies
+    differ even when both files are called ``policy.zip``."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:8]
+    except OSError as exc:
+        raise InvalidOptionError(
+            f"policy={path!r} cannot be read ({exc.strerror}); pass the policy.zip a "
+            f"stable-baselines3 run saved (experiments/zero_shot_rl.py writes <run>/<cond>_seed<s>/policy.zip)"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=8)
+def load_policy(path: str) -> Any:
+    """The policy network of the stable-baselines3 model saved at ``path`` (on CPU, in eval mode),
+    whatever the algorithm (SAC, TD3, PPO, A2C, DQN, sb3_contrib's): rebuilt from the file's own
+    record of its policy class and options, as SB3's ``load`` does, without the algorithm around it.
+
+    Raises:
+        InvalidOptionError: the file is missing or not a stable-baselines3 save.
+    """
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    policy_digest(path)  # the typed error for a missing or unreadable file
+    try:
+        # Only acting is needed: schedules are not rebuilt (they may not unpickle across versions).
+        data, params, _ = load_from_zip_file(
+            path, device="cpu", custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0}
+        )
+        policy = data["policy_class"](
+            data["observation_space"], data["action_space"], lambda _: 0.0,
+            **data.get("policy_kwargs", {}),
+        )  # fmt: skip
+        policy.load_state_dict(params["policy"])
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidOptionError(
+            f"policy={path!r} is not a stable-baselines3 model save ({type(exc).__name__}: {exc}); "
+            "pass the zip of model.save(...)"
+        ) from exc
+    policy.set_training_mode(False)
+    return policy
+
+
+def _check_policy(model: Any, task: str, env: Any) -> None:
+    """A typed error when the policy was trained on spaces other than ``task``'s."""
+    for name in ("observation_space", "action_space"):
+        mine, theirs = getattr(env, name), getattr(model, name)
+        if getattr(mine, "shape", None) != getattr(theirs, "shape", None):
+            raise InvalidOptionError(
+                f"the policy's {name} has shape {theirs.shape}, {task}'s has {mine.shape}: "
+                f"was it trained on another task? Pass a policy trained on {task}"
+            )
+
+
+def plan_policy_episodes(
+    task: str, policies: Sequence[str], episodes: int, first_seed: int = 0
+) -> list[EpisodePlan]:
+    """``episodes`` plans per policy, on seeds ``first_seed, first_seed + 1, ...`` (every policy
+    meets the same targets).
+
+    Raises:
+        InvalidOptionError: a bad count, no policies, or a policy file that cannot be read.
+    """
+    get_task(task)  # the registry's typed error for an unknown task
+    if not isinstance(episodes, int) or episodes < 1:
+        raise InvalidOptionError(f"episodes={episodes!r} must be an integer >= 1")
+    policies = [policies] if isinstance(policies, str) else list(policies)
+    if not policies:
+        raise InvalidOptionError("policies=[] names no policy; pass one or more policy.zip paths")
+    for path in policies:
+        policy_digest(str(path))
+    return [EpisodePlan(task, first_seed + i, policy=str(path))
+            for path in policies for i in range(episodes)]  # fmt: skip
 
 
 def plan_episodes(
@@ -90,8 +182,9 @@ def record_episode(
     horizon: int | None = None,
     camera: Any = None,
     task_kwargs: dict[str, Any] | None = None,
+    deterministic: bool = False,
 ) -> Episode:
-    """Run the expert of ``plan`` and record it.
+    """Run the expert (or the policy) of ``plan`` and record it.
 
     Args:
         plan: task, seed, failure.
@@ -102,17 +195,38 @@ def record_episode(
         horizon: override the task's horizon.
         camera: override the task's camera(s).
         task_kwargs: task constructor options (e.g. ``{"control_freq": 10}`` for robosuite).
+        deterministic: policy plans only: act with the policy's mean action instead of sampling
+            (sampling, the default, visits the states a learner explores).
     """
     if not isinstance(every, int) or every < 1:
         raise InvalidOptionError(f"every={every!r} must be an integer >= 1 (steps between frames)")
     spec = get_task(plan.task)
     horizon = horizon or spec.horizon
+    expert_run = plan.failure is None and plan.policy is None
     env = make_task_env(plan.task, camera=camera, image_size=image_size, **(task_kwargs or {}))
-    try:
+    with contextlib.ExitStack() as scope:
+        scope.callback(env.close)
         task = env.unwrapped
-        _, info = env.reset(seed=plan.seed)
-        expert = make_expert(plan.task, plan.failure)
-        expert.reset(task, seed=plan.seed)
+        obs, info = env.reset(seed=plan.seed)
+        if plan.policy is not None:
+            import torch
+
+            # Same plan, same episode; the caller's torch RNG is left as it was.
+            scope.enter_context(torch.random.fork_rng(devices=[]))
+            model = load_policy(plan.policy)
+            _check_policy(model, plan.task, env)
+            torch.manual_seed(plan.seed)
+
+            def act() -> np.ndarray:
+                return model.predict(obs, deterministic=deterministic)[0]
+
+        else:
+            expert = make_expert(plan.task, plan.failure)
+            expert.reset(task, seed=plan.seed)
+
+            def act() -> np.ndarray:
+                return expert.act(task)
+
         frames, progress, steps, states = [], [], [], []
 
         def record(step: int, info: dict) -> None:
@@ -125,26 +239,28 @@ def record_episode(
         success_at = None
         step = 0
         for step in range(1, horizon + 1):
-            _, _, terminated, truncated, info = env.step(expert.act(task))
+            obs, _, terminated, truncated, info = env.step(act())
             if info["is_success"] and success_at is None:
                 success_at = step
             done = terminated or truncated or step == horizon
-            if plan.failure is None and linger is not None and success_at is not None:
+            if expert_run and linger is not None and success_at is not None:
                 done = done or step - success_at >= linger
             if step % every == 0 or done:
                 record(step, info)
             if done:
                 break
         success = bool(info["is_success"])
-    finally:
-        env.close()
     failure_step = expert.failure_step if plan.failure is not None else None
     raw = np.asarray(progress, np.float32)
     # An expert never regresses on purpose: its label is the running maximum of the privileged
     # progress, whose stage formulas dip briefly where a stage's condition flips (PickPlaceCan's
-    # grasp check at release, Door's handle at the swing). Failures keep the raw curve: there the
-    # drop is the point.
-    label = np.maximum.accumulate(raw) if plan.failure is None else raw
+    # grasp check at release, Door's handle at the swing). Failures and policies keep the raw
+    # curve: there a drop is real.
+    label = np.maximum.accumulate(raw) if expert_run else raw
+    if plan.policy is not None:
+        failure_type = None if success else POLICY_FAILURE
+    else:  # an injected failure that did not stop the task is no failure
+        failure_type = plan.failure if (plan.failure is not None and not success) else None
     return Episode(
         episode_id=plan.episode_id,
         env_id=plan.task,
@@ -153,8 +269,7 @@ def record_episode(
         progress=label,
         steps=np.asarray(steps, np.int64),
         success=success,
-        # The label is what happened: an injected failure that did not stop the task is no failure.
-        failure_type=plan.failure if (plan.failure is not None and not success) else None,
+        failure_type=failure_type,  # the label is what happened
         failure_step=failure_step if not success else None,
         fps=float(task.metadata.get("render_fps", 20)) / every,
         seed=plan.seed,

@@ -1,7 +1,9 @@
-"""Synthesise a labelled episode dataset with the scripted experts.
+"""Synthesise a labelled episode dataset with the scripted experts, or with saved RL policies.
 
     python experiments/synthesize.py env=Lift episodes=200
     python experiments/synthesize.py env=Reacher-v5 episodes=1000 workers=2 out=data/reacher
+    python experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 out=data/reacher-policy \
+        policies=[outputs/zero_shot_rl/<run>/critic_seed0/policy.zip]   # 100 episodes per policy
 
 Writes the episodes to ``out`` (re-running skips those already there), then, in ``out`` and in
 the run dir: ``summary.json`` / ``summary.md`` (expert success, per failure type how often it
@@ -24,8 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
-    """Success of expert episodes and, per failure type, non-success and progress reached."""
-    experts = [r for r in rows if r["failure"] is None]
+    """Success of expert episodes and, per failure type, non-success and progress reached; policy
+    rollouts (rows with a ``policy``) are one group of their own."""
+    policy = [r for r in rows if r.get("policy")]
+    rows_ = [r for r in rows if not r.get("policy")]
+    experts = [r for r in rows_ if r["failure"] is None]
     summary: dict = {"episodes": len(rows)}
     if wall_s is not None and rows:
         summary["episodes_per_minute"] = 60 * len(rows) / wall_s
@@ -34,9 +39,16 @@ def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
             "episodes": len(experts),
             "success_rate": float(np.mean([r["success"] for r in experts])),
         }
+    if policy:
+        summary["policy"] = {
+            "episodes": len(policy),
+            "success_rate": float(np.mean([r["success"] for r in policy])),
+            "mean_max_progress": float(np.mean([r["max_progress"] for r in policy])),
+            "mean_final_progress": float(np.mean([r["final_progress"] for r in policy])),
+        }
     by_type: dict = {}
-    for kind in sorted({r["failure"] for r in rows if r["failure"] is not None}):
-        group = [r for r in rows if r["failure"] == kind]
+    for kind in sorted({r["failure"] for r in rows_ if r["failure"] is not None}):
+        group = [r for r in rows_ if r["failure"] == kind]
         by_type[kind] = {
             "episodes": len(group),
             "failed_rate": float(np.mean([not r["success"] for r in group])),
@@ -54,11 +66,18 @@ def _markdown(task: str, summary: dict) -> str:
     if "expert" in summary:
         e = summary["expert"]
         lines.append(f"expert success: {e['success_rate']:.0%} of {e['episodes']}")
-    lines += [
-        "",
-        "| failure | episodes | failed | max progress | final progress |",
-        "|---|---|---|---|---|",
-    ]
+    if "policy" in summary:
+        p = summary["policy"]
+        lines.append(
+            f"policy rollouts: {p['episodes']}, success {p['success_rate']:.0%}, "
+            f"max progress {p['mean_max_progress']:.2f}, final {p['mean_final_progress']:.2f}"
+        )
+    if summary["failures"]:
+        lines += [
+            "",
+            "| failure | episodes | failed | max progress | final progress |",
+            "|---|---|---|---|---|",
+        ]
     for kind, f in summary["failures"].items():
         lines.append(
             f"| {kind} | {f['episodes']} | {f['failed_rate']:.0%} | {f['mean_max_progress']:.2f} "
@@ -81,7 +100,8 @@ def contact_sheet(root: Path, task: str, path: Path, frames: int = 8) -> Path | 
     rows = [r for r in read_table(root) if r["env_id"] == task]
     chosen: dict[str, str] = {}
     for r in rows:
-        kind = r["failure_type"] or ("expert" if r["success"] else None)
+        kind = "policy" if _planned(r) == "policy" else r["failure_type"]
+        kind = kind or ("expert" if r["success"] else None)
         if kind is not None and kind not in chosen:
             chosen[kind] = r["episode_id"]
     if not chosen:
@@ -127,7 +147,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from envs import InvalidOptionError, UnknownTaskError
-    from envs.synth import plan_episodes, synthesize
+    from envs.synth import plan_episodes, plan_policy_episodes, synthesize
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -136,6 +156,7 @@ def main(cfg: DictConfig) -> None:
     options = {
         "every": cfg.every,
         "linger": cfg.linger,
+        "deterministic": cfg.deterministic,
         **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
     try:
@@ -144,7 +165,12 @@ def main(cfg: DictConfig) -> None:
             if cfg.failures is None or isinstance(cfg.failures, str)
             else list(cfg.failures)
         )
-        plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed, failures)
+        if cfg.policies:
+            policies = [cfg.policies] if isinstance(cfg.policies, str) else list(cfg.policies)
+            plans = plan_policy_episodes(task, policies, cfg.episodes, cfg.first_seed)
+        else:
+            plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed,
+                                  failures)  # fmt: skip
         start = time.perf_counter()
         rows = synthesize(plans, root, workers=cfg.workers, codec=cfg.codec,
                           progress_bar=cfg.progress_bar, **options)  # fmt: skip
@@ -156,6 +182,7 @@ def main(cfg: DictConfig) -> None:
 
     everything = [
         {"failure": r["failure_type"] if r["failure_type"] else _planned(r), "success": r["success"],
+         "policy": _planned(r) == "policy",
          "max_progress": max(r["progress"]), "final_progress": r["progress"][-1]}
         for r in read_table(root) if r["env_id"] == task
     ]  # fmt: skip
@@ -179,8 +206,11 @@ def main(cfg: DictConfig) -> None:
 
 
 def _planned(row: dict) -> str | None:
-    """The failure a row was planned with (its id's suffix), for failures that did not happen."""
+    """The failure a row was planned with (its id's suffix), for failures that did not happen;
+    ``"policy"`` for a policy rollout."""
     suffix = row["episode_id"].rsplit("-", 1)[-1]
+    if suffix.startswith("policy_"):
+        return "policy"
     return None if suffix == "expert" else suffix
 
 

@@ -54,3 +54,25 @@ def test_synthesize_takes_scalar_and_list_view_overrides(tmp_path):
     (episode,) = iter_episodes(tmp_path / "data")
     assert episode.frames[episode.cameras[0]].shape[1:] == (56, 56, 3)
     assert episode.steps[-1] <= 20
+
+
+def test_synthesize_records_saved_policies(tmp_path):
+    from stable_baselines3 import SAC
+
+    from envs import make_task_env
+
+    env = make_task_env("Reacher-v5")
+    SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [8]}).save(tmp_path / "policy.zip")
+    env.close()
+    policy = tmp_path / "policy.zip"
+    done = _run(tmp_path, "env=Reacher-v5", "episodes=2", "workers=1", "every=10",
+                f"policies=[{policy}]")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "data" / "summary.json").read_text())
+    rollouts = summary["dataset_total"]["policy"]
+    assert rollouts["episodes"] == 2 and rollouts["success_rate"] == 0.0
+    assert "expert" not in summary["dataset_total"] and summary["dataset_total"]["failures"] == {}
+    assert "policy rollouts: 2, success 0%" in done.stdout
+    missing = _run(tmp_path, "env=Reacher-v5", f"policies=[{tmp_path / 'nope.zip'}]")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "cannot be read" in missing.stderr

@@ -160,6 +160,11 @@ def test_anneal_recipe_needs_its_starting_weights(dataset):
     module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_flail")
     plan = module.check_config(cfg)["readout"]
     assert plan["kinds"] == ("score", "frozen") and plan["settings"].steps == 500
+    # the learned-reward loop's round: the same stage, policy rollouts in the data
+    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_policy")
+    plan = module.check_config(cfg)["readout"]
+    assert plan["kinds"] == ("score", "frozen") and plan["settings"].steps == 500
+    assert plan["settings"].lr == 1.0e-4 and list(cfg.pipeline) == ["readout"]
     module, cfg = _recipe(f"data=[{dataset}]", "pipeline=[readout]")
     assert module.check_config(cfg)["readout"]["kinds"] == ("score", "frozen")
 
