@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import time
 import zipfile
 from collections.abc import Sequence
@@ -55,31 +56,47 @@ class EpisodePlan:
         return f"{self.task}-{self.seed:06d}-{self.failure or 'expert'}"
 
 
-@functools.lru_cache(maxsize=64)
+def _stamp(path: str) -> tuple[str, int, int]:
+    """``path`` with its modification time and size: a cache key that a rewritten file misses."""
+    file = Path(path)
+    if not (file.is_file() and os.access(file, os.R_OK)):
+        raise InvalidOptionError(
+            f"policy={path!r} cannot be read (no such readable file); pass the policy.zip a "
+            "stable-baselines3 run saved (experiments/zero_shot_rl.py writes "
+            "<run>/<cond>_seed<s>/policy.zip)"
+        )
+    info = file.stat()
+    return path, info.st_mtime_ns, info.st_size
+
+
 def policy_digest(path: str) -> str:
     """The first 8 hex digits of the SHA-1 of a policy file: episode ids of two runs' policies
-    differ even when both files are called ``policy.zip``."""
-    try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:8]
-    except OSError as exc:
-        raise InvalidOptionError(
-            f"policy={path!r} cannot be read ({exc.strerror}); pass the policy.zip a "
-            f"stable-baselines3 run saved (experiments/zero_shot_rl.py writes <run>/<cond>_seed<s>/policy.zip)"
-        ) from exc
+    differ even when both files are called ``policy.zip``, and a file saved again over the old one
+    gets new ids (its episodes are recorded, not skipped as done)."""
+    return _digest(*_stamp(path))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:8]
+
+
 def load_policy(path: str) -> Any:
     """The policy network of the stable-baselines3 model saved at ``path`` (on CPU, in eval mode),
     whatever the algorithm (SAC, TD3, PPO, A2C, DQN, sb3_contrib's): rebuilt from the file's own
     record of its policy class and options, as SB3's ``load`` does, without the algorithm around it.
+    Observation normalisation kept outside the model (``VecNormalize``) is not applied.
 
     Raises:
         InvalidOptionError: the file is missing or not a stable-baselines3 save.
     """
+    return _load_policy(*_stamp(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_policy(path: str, mtime_ns: int, size: int) -> Any:
     from stable_baselines3.common.save_util import load_from_zip_file
 
-    policy_digest(path)  # the typed error for a missing or unreadable file
     try:
         # Only acting is needed: schedules are not rebuilt (they may not unpickle across versions).
         data, params, _ = load_from_zip_file(

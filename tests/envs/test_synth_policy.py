@@ -55,8 +55,16 @@ def test_bad_plans_are_typed_errors(policies, tmp_path):
         plan_policy_episodes("Reacher-v5", [], 3)
     with pytest.raises(InvalidOptionError, match="episodes=0"):
         plan_policy_episodes("Reacher-v5", [policies["sac"]], 0)
-    with pytest.raises(InvalidOptionError, match=r"cannot be read.*policy\.zip"):
-        plan_policy_episodes("Reacher-v5", [str(tmp_path / "missing.zip")], 1)
+    for bad in (tmp_path / "missing.zip", tmp_path):  # no file, a folder
+        with pytest.raises(InvalidOptionError, match=r"cannot be read.*policy\.zip"):
+            plan_policy_episodes("Reacher-v5", [str(bad)], 1)
+
+
+def test_a_policy_saved_again_at_the_same_path_gets_new_ids(tmp_path):
+    path = _save(SAC, "Reacher-v5", tmp_path / "policy.zip", seed=0)
+    first = plan_policy_episodes("Reacher-v5", [path], 1)[0].episode_id
+    _save(SAC, "Reacher-v5", tmp_path / "policy.zip", seed=1)  # a later run, same file name
+    assert plan_policy_episodes("Reacher-v5", [path], 1)[0].episode_id != first
 
 
 def test_a_policy_episode_runs_the_horizon_with_a_raw_label(policies):
