@@ -8,8 +8,11 @@ Each condition trains the same SB3 algorithm for the same step budget on every s
 - ``ground_truth``: the simulator's own reward.
 
 Every ``eval_every`` steps the policy is evaluated on the bare task with the true reward and true
-success. The run dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``, and
-each run's folder its evaluations and final ``policy.zip``.
+success (the learning curves). At the end, the final policy of every run is tested on the same
+``test_episodes`` start states (seeded ``TEST_SEED``, a paired comparison): the success rates and the
+critic / ground-truth success ratio are read from this test, not from the last curve point. The run
+dir (hydra) gets ``results.json``, ``report.md`` and ``learning_curves.png``, and each run's folder
+its evaluations and final ``policy.zip``.
 
     python experiments/zero_shot_rl.py
     python experiments/zero_shot_rl.py env=Lift algo=ppo relabel=false reward.between_queries=hold \\
@@ -32,6 +35,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 CONDITIONS = ("critic", "oracle", "ground_truth")
+TEST_SEED = 20_000  # the final test's start states: the same for every condition and seed
 
 
 class ExperimentConfigError(ValueError):
@@ -52,6 +56,9 @@ class RunResult:
     # critic-rewarded conditions: (timestep, critic's final progress, true final progress, true
     # success) per training episode, from envs.vec_env.CriticFidelityCallback
     episodes: list[tuple[int, float, float, bool]] = field(default_factory=list)
+    # the final policy on the test start states: true success and true return per episode
+    test_successes: list[bool] = field(default_factory=list)
+    test_returns: list[float] = field(default_factory=list)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -66,6 +73,12 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ExperimentConfigError(f"{key}={value!r} must be an integer >= 1")
+    test = cfg.get("test_episodes", 0)
+    if not isinstance(test, int) or isinstance(test, bool) or test < 0:
+        raise ExperimentConfigError(
+            f"test_episodes={test!r} must be an integer >= 0 (0: no final test; success is then "
+            "read from the last evaluation of the curve)"
+        )
     if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
         raise ExperimentConfigError(f"seeds={list(cfg.seeds)!r} must be a non-empty list of ints")
     from envs.critic_reward import CriticRewardConfig
@@ -191,6 +204,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         train_env.close()
         eval_env.close()
     model.save(log_dir / "policy.zip")  # the final policy, to watch or reload (SAC.load)
+    test_successes, test_returns = evaluate_final_policy(cfg, model)
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     return RunResult(
@@ -202,7 +216,46 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         wall_seconds=wall,
         env_steps=int(model.num_timesteps),
         episodes=fidelity.episodes if fidelity is not None else [],
+        test_successes=test_successes,
+        test_returns=test_returns,
     )
+
+
+def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[float]]:
+    """The final policy (deterministic) on ``cfg.test_episodes`` episodes of the bare task from the
+    start states of ``TEST_SEED``: true success at each episode's end and true return."""
+    if not cfg.get("test_episodes", 0):
+        return [], []
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+
+    import envs
+
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    env = make_vec_env(
+        lambda: Monitor(_true_reward_env(env_cfg, envs), info_keywords=("is_success",)),
+        n_envs=1,
+        seed=TEST_SEED,
+    )
+    successes: list[bool] = []
+
+    def on_step(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
+        if local_vars["done"]:  # SB3's EvalCallback reads success the same way
+            successes.append(bool(local_vars["info"].get("is_success", False)))
+
+    try:
+        returns, _ = evaluate_policy(
+            model,
+            env,
+            n_eval_episodes=cfg.test_episodes,
+            deterministic=True,
+            return_episode_rewards=True,
+            callback=on_step,
+        )
+    finally:
+        env.close()
+    return successes, [float(r) for r in returns]
 
 
 def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, Any] | None:
@@ -231,9 +284,33 @@ def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[st
     }
 
 
+def final_test_summary(runs: list[RunResult]) -> dict[str, Any] | None:
+    """The final test of a condition's runs: success rate per seed (mean and std over seeds), the
+    pooled count with its 95 % Wilson interval, and the mean true return. None without a test."""
+    from scipy.stats import binomtest
+
+    tested = [r for r in runs if r.test_successes]
+    if not tested:
+        return None
+    per_seed = [float(np.mean(r.test_successes)) for r in tested]
+    successes = int(sum(sum(r.test_successes) for r in tested))
+    episodes = sum(len(r.test_successes) for r in tested)
+    interval = binomtest(successes, episodes).proportion_ci(method="wilson")
+    return {
+        "episodes": episodes,
+        "successes": successes,
+        "success_mean": float(np.mean(per_seed)),
+        "success_std": float(np.std(per_seed)),
+        "success_ci95": [float(interval.low), float(interval.high)],
+        "true_return_mean": float(np.mean([np.mean(r.test_returns) for r in tested])),
+    }
+
+
 def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[str, Any]:
-    """Final success and true return per condition (mean and std over seeds), costs, and for
-    critic-rewarded conditions the reward's fidelity on the learner's episodes."""
+    """Per condition: the final test (success and true return), the last curve evaluation (mean
+    and std over seeds), costs, and for critic-rewarded conditions the reward's fidelity on the
+    learner's episodes. The critic / ground-truth success ratio is the final test's where there is
+    one, else the last curve evaluation's."""
     summary: dict[str, Any] = {}
     for condition in dict.fromkeys(r.condition for r in runs):
         mine = [r for r in runs if r.condition == condition]
@@ -241,6 +318,8 @@ def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[st
         final_return = [r.true_return[-1] for r in mine if r.true_return]
         summary[condition] = {
             "seeds": [r.seed for r in mine],
+            "test": final_test_summary(mine),
+            # the last point of the learning curve (eval_episodes per seed)
             "final_success_mean": float(np.mean(final_success)) if final_success else None,
             "final_success_std": float(np.std(final_success)) if final_success else None,
             "final_true_return_mean": float(np.mean(final_return)) if final_return else None,
@@ -254,12 +333,13 @@ def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[st
             summary[condition]["training_episodes"] = fidelity
     if "critic" in summary and "ground_truth" in summary:
         gt, cr = summary["ground_truth"], summary["critic"]
+        tested = gt["test"] is not None and cr["test"] is not None
+        key = "success_mean" if tested else "final_success_mean"
+        gt_success = gt["test"][key] if tested else gt[key]
+        cr_success = cr["test"][key] if tested else cr[key]
         summary["critic_vs_ground_truth"] = {
-            "success_ratio": (
-                cr["final_success_mean"] / gt["final_success_mean"]
-                if gt["final_success_mean"]
-                else None
-            ),
+            "success_ratio": cr_success / gt_success if gt_success else None,
+            "success_ratio_from": "test" if tested else "last curve evaluation",
             "wall_time_ratio": cr["wall_seconds_mean"] / gt["wall_seconds_mean"],
         }
     return summary
@@ -312,14 +392,33 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         "",
-        "| condition | true success (final) | true return (final) | wall s / run | env steps/s |",
-        "|---|---|---|---|---|",
+        f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
+        f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
+        f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "
+        f"(Wilson) interval. The learning curve's last point ({cfg.eval_episodes} episodes per "
+        "seed) is beside it.",
+        "",
+        "| condition | true success (test) | successes (95 % CI) | true return (test) "
+        "| true success (curve, last) | true return (curve, last) | wall s / run | env steps/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for condition, row in summary.items():
         if condition == "critic_vs_ground_truth":
             continue
+        test = row["test"]
+        tested = (
+            (
+                f"{_fmt(test['success_mean'])} ± {_fmt(test['success_std'])} "
+                f"| {test['successes']} / {test['episodes']} "
+                f"({_fmt(test['success_ci95'][0])}–{_fmt(test['success_ci95'][1])}) "
+                f"| {_fmt(test['true_return_mean'])}"
+            )
+            if test
+            else "n/a | n/a | n/a"
+        )
         lines.append(
-            f"| {condition} | {_fmt(row['final_success_mean'])} ± {_fmt(row['final_success_std'])} "
+            f"| {condition} | {tested} "
+            f"| {_fmt(row['final_success_mean'])} ± {_fmt(row['final_success_std'])} "
             f"| {_fmt(row['final_true_return_mean'])} | {row['wall_seconds_mean']:.1f} "
             f"| {row['env_steps_per_second']:.0f} |"
         )
@@ -327,7 +426,8 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
         ratio = summary["critic_vs_ground_truth"]
         lines += [
             "",
-            f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])}, "
+            f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])} "
+            f"(from the {ratio['success_ratio_from']}), "
             f"wall-time ratio {ratio['wall_time_ratio']:.2f}.",
         ]
     faithful = {

@@ -15,6 +15,7 @@ TINY = [
     "total_timesteps=160",
     "eval_every=80",
     "eval_episodes=2",
+    "test_episodes=3",
     "env.horizon=20",
     "algo.learning_starts=40",
     "algo.batch_size=16",
@@ -57,6 +58,72 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     assert oracle["critic_final_progress"] == oracle["true_final_progress"]
     assert 0.0 <= critic["critic_final_progress"] <= 1.0
     assert "| critic | 4 |" in report and "| oracle | 4 |" in report
+    # the final test: 3 episodes per seed, the ratio read from it
+    for run in results["runs"]:
+        assert len(run["test_successes"]) == len(run["test_returns"]) == 3
+    for condition in ("critic", "oracle", "ground_truth"):
+        test = summary[condition]["test"]
+        assert test["episodes"] == 6 and 0 <= test["successes"] <= 6
+        assert 0.0 <= test["success_ci95"][0] <= test["success_ci95"][1] <= 1.0
+    assert report.count(" / 6 (") == 3  # a count and its interval per condition
+    assert summary["critic_vs_ground_truth"]["success_ratio_from"] == "test"
+    assert "same 3 start states (seeded 20000)" in report
+
+
+def test_summary_reads_success_from_the_test_with_a_wilson_interval():
+    from experiments.zero_shot_rl import RunResult, final_test_summary, summarise
+
+    def run(condition, seed, successes, curve_success):
+        return RunResult(
+            condition, seed, [100], [curve_success], [-5.0], 10.0, 100,
+            test_successes=successes, test_returns=[-4.0] * len(successes),
+        )  # fmt: skip
+
+    # ground truth: 1 of 10 and 3 of 10; critic: 0 of 10 and 2 of 10; the last curve point differs
+    runs = [
+        run("ground_truth", 0, [True] + [False] * 9, 0.0),
+        run("ground_truth", 1, [True] * 3 + [False] * 7, 0.0),
+        run("critic", 0, [False] * 10, 0.5),
+        run("critic", 1, [True] * 2 + [False] * 8, 0.5),
+    ]
+    summary = summarise(runs)
+    gt, cr = summary["ground_truth"]["test"], summary["critic"]["test"]
+    assert (gt["successes"], gt["episodes"]) == (4, 20) and (cr["successes"], cr["episodes"]) == (
+        2,
+        20,
+    )
+    assert gt["success_mean"] == pytest.approx(0.2) and gt["success_std"] == pytest.approx(0.1)
+    ratio = summary["critic_vs_ground_truth"]
+    assert ratio["success_ratio"] == pytest.approx(0.1 / 0.2)  # not 0.5 / 0.0 from the curve
+    assert ratio["success_ratio_from"] == "test"
+    # Wilson, 1 of 10 at z = 1.96: centre (0.1 + 0.19208) / 1.38416 = 0.21102, half-width
+    # 1.96 * sqrt(0.009 + 0.009604) / 1.38416 = 0.19314 -> 0.0179 .. 0.4042
+    low, high = final_test_summary([run("critic", 0, [True] + [False] * 9, 0.0)])["success_ci95"]
+    assert (low, high) == (pytest.approx(0.0179, abs=1e-4), pytest.approx(0.4042, abs=1e-4))
+    # without a test (test_episodes=0) the ratio falls back to the curve's last point
+    untested = [run("ground_truth", 0, [], 0.4), run("critic", 0, [], 0.2)]
+    ratio = summarise(untested)["critic_vs_ground_truth"]
+    assert ratio["success_ratio"] == pytest.approx(0.5)
+    assert ratio["success_ratio_from"] == "last curve evaluation"
+    assert summarise(untested)["critic"]["test"] is None
+
+
+def test_the_test_start_states_are_fixed(tmp_path):
+    """Every run is tested from the same start states: one policy tested twice scores the same."""
+    from omegaconf import OmegaConf
+    from stable_baselines3 import SAC
+
+    import envs
+    from experiments.zero_shot_rl import _true_reward_env, evaluate_final_policy
+
+    cfg = OmegaConf.load(ROOT / "configs" / "env" / "Reacher-v5.yaml")
+    cfg = OmegaConf.create({"env": cfg, "test_episodes": 4})
+    env = _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
+    model = SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [8]})
+    first, again = evaluate_final_policy(cfg, model), evaluate_final_policy(cfg, model)
+    assert len(first[1]) == 4 and first == again
+    assert len(set(first[1])) == 4  # four different start states, not one repeated
+    assert evaluate_final_policy(OmegaConf.merge(cfg, {"test_episodes": 0}), model) == ([], [])
 
 
 def test_fidelity_summary_pools_the_last_quarter_of_each_run():
@@ -92,6 +159,9 @@ def test_bad_workers_or_interpolation_is_a_message_not_a_traceback(tmp_path):
     done = _run(tmp_path, "workers=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith("ExperimentConfigError: workers=0 must be an integer >= 1")
+    done = _run(tmp_path, "test_episodes=-1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "ExperimentConfigError: test_episodes=-1 must be an integer >= 0" in done.stderr
     done = _run(tmp_path, "relabel=false")  # the default interpolates between queries
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "interpolate needs the next query's estimate, known only with relabel=true" in (
