@@ -108,7 +108,6 @@ def check_config(cfg: DictConfig) -> None:
 def build_train_env(cfg: DictConfig, condition: str, seed: int):
     """The vector env a condition learns in. The stack is built in envs, in one visible place."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.monitor import Monitor
 
     import envs
     from envs.vec_env import make_viscritic_vec_env
@@ -135,13 +134,16 @@ def build_train_env(cfg: DictConfig, condition: str, seed: int):
         )
 
     def make_one():
-        return Monitor(_true_reward_env(env_cfg, envs), info_keywords=("is_success",))
+        return _true_reward_env(env_cfg, envs)
 
     return make_vec_env(make_one, n_envs=cfg.n_envs, seed=seed)
 
 
 def _true_reward_env(env_cfg: dict[str, Any], envs_module):
+    """The bare task with its own reward, time limit and a Monitor that records true return and
+    success: what the ground-truth condition learns in and every evaluation plays."""
     import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
 
     spec = envs_module.get_task(env_cfg["name"])
     task = envs_module.make_task_env(
@@ -151,13 +153,14 @@ def _true_reward_env(env_cfg: dict[str, Any], envs_module):
         **env_cfg["task_kwargs"],
     )
     horizon = env_cfg["horizon"] or spec.horizon
-    return gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
+    return Monitor(
+        gym.wrappers.TimeLimit(task, max_episode_steps=horizon), info_keywords=("is_success",)
+    )
 
 
 def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:
     """Train one condition on one seed and evaluate it on the true task along the way."""
     from stable_baselines3.common.callbacks import EvalCallback
-    from stable_baselines3.common.monitor import Monitor
 
     import envs
 
@@ -165,10 +168,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
     # (Set here, not in main: runs may be in worker processes.)
     warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
     train_env = build_train_env(cfg, condition, seed)
-    eval_env = Monitor(
-        _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs),
-        info_keywords=("is_success",),
-    )
+    eval_env = _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
     eval_env.reset(seed=seed + 10_000)
     log_dir = out_dir / f"{condition}_seed{seed}"
     callback = evaluator = EvalCallback(
@@ -228,13 +228,12 @@ def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[floa
         return [], []
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.monitor import Monitor
 
     import envs
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = make_vec_env(
-        lambda: Monitor(_true_reward_env(env_cfg, envs), info_keywords=("is_success",)),
+        lambda: _true_reward_env(env_cfg, envs),
         n_envs=1,
         seed=TEST_SEED,
     )
