@@ -144,6 +144,23 @@ class FailureVerdict:
     status: ParseStatus = ParseStatus.OK
 
 
+# Frames per progress query for a critic that does not record its own (Critic.clip_frames).
+DEFAULT_CLIP_FRAMES = 8
+
+
+def query_frames(critic: Critic | None, requested: int | None = None) -> int:
+    """Frames to send per progress query: ``requested`` when given, else the critic's own clip
+    length, else :data:`DEFAULT_CLIP_FRAMES`.
+
+    A critic trained on 1-frame clips (initial + current frame in the prompt) reads an 8-frame
+    clip as an input it never saw, so its own length is the default everywhere it is queried.
+    """
+    if requested is not None:
+        return int(requested)
+    own = getattr(critic, "clip_frames", None)
+    return int(own) if own else DEFAULT_CLIP_FRAMES
+
+
 @dataclass
 class Critic(abc.ABC):
     """The contract every critic implements.
@@ -160,6 +177,13 @@ class Critic(abc.ABC):
         """A short name for logs and tables."""
         return type(self).__name__
 
+    @property
+    def clip_frames(self) -> int | None:
+        """Frames per progress query this critic was trained on (its checkpoint says), or
+        ``None`` when it reads any clip length. The reward and the evaluator send this many
+        unless told otherwise."""
+        return None
+
     @abc.abstractmethod
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         """Estimate progress for a batch of queries: exactly one estimate per query, in order."""
@@ -167,6 +191,12 @@ class Critic(abc.ABC):
     @abc.abstractmethod
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
         """Judge success or failure for a batch of episodes: one verdict per query, in order."""
+
+    def __deepcopy__(self, memo: dict) -> Critic:
+        """A critic is a handle on a model, engine or server: a copy shares it. (gymnasium
+        deep-copies ``gym.make``'s kwargs into the env spec; a model and its engine cannot be
+        copied, and a second model in memory is never what a copied spec wants.)"""
+        return self
 
     def close(self) -> None:  # noqa: B027 - optional hook, most critics hold nothing to release
         """Release models, servers or connections the critic holds."""

@@ -20,6 +20,7 @@ from rollout.hf import ModelLoadError
 from rollout.imports import require_package
 
 __all__ = [
+    "CLIP_FRAMES_KEY",
     "PRESETS",
     "ModelLoadError",
     "build_preset",
@@ -28,6 +29,10 @@ __all__ = [
     "load_served_tokenizer",
     "save_model",
 ]
+
+# The key of a checkpoint's config.json that records the frames per progress query it was trained
+# on (critic/train/recipe.py writes it; a model from elsewhere lacks it: any clip length).
+CLIP_FRAMES_KEY = "viscritic_clip_frames"
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

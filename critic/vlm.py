@@ -27,6 +27,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
 )
+from critic.models import CLIP_FRAMES_KEY
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import VisionSpec
 
@@ -73,6 +74,7 @@ class VLMCritic(Critic):
     failure_types: tuple[str, ...] = FAILURE_TYPES
     needs_frames: bool = True
     _engine: Any = field(default=None, init=False, repr=False)
+    _clip_frames: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -106,6 +108,7 @@ class VLMCritic(Critic):
             cache=VideoEmbeddingCache() if self.cache else None,
         )
         self.vision = VisionSpec.from_config(self._model.config.vision_config)
+        self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
 
     def _connect(self, url: str) -> None:
         from critic.models import load_served_tokenizer
@@ -121,10 +124,15 @@ class VLMCritic(Critic):
             )
         self.tokenizer = load_served_tokenizer(info["tokenizer"])
         self.vision = VisionSpec.from_config(info["config"]["vision_config"])
+        self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
 
     @property
     def name(self) -> str:
         return f"vlm:{self.model}:{self.mode}"
+
+    @property
+    def clip_frames(self) -> int | None:
+        return self._clip_frames
 
     @property
     def engine(self):

@@ -17,12 +17,18 @@ Reward modes, with ``p_t`` the critic's progress after step ``t`` (held between 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from critic.base import ParseStatus, ProgressEstimate, ProgressQuery, clip_indices
+from critic.base import (
+    ParseStatus,
+    ProgressEstimate,
+    ProgressQuery,
+    clip_indices,
+    query_frames,
+)
 from envs.errors import CriticOutputError, InvalidOptionError
 
 # The critic a reward wrapper uses when none is named: the shipped, trained VLM critic
@@ -42,7 +48,9 @@ class CriticRewardConfig:
         gamma: discount of the ``potential`` mode, in (0, 1].
         query_every: query the critic every k steps (and at the episode's last step); the reward
             is held in between. k >= 1.
-        frames_per_query: frames sent per query, >= 1.
+        frames_per_query: frames sent per query, >= 1; ``None``: the critic's own clip length
+            (:attr:`critic.Critic.clip_frames`, from its checkpoint), or 8 for a critic that does
+            not record one (:meth:`for_critic` settles it once the critic is built).
         frame_sampling: ``uniform`` (spread over the episode so far) or ``last`` (the newest N).
         env_reward_weight: weight of the true env reward mixed in; 0 means critic only.
         terminate_on_success: end the episode when the critic's progress reaches
@@ -56,7 +64,7 @@ class CriticRewardConfig:
     reward_mode: str = "progress"
     gamma: float = 0.99
     query_every: int = 1
-    frames_per_query: int = 8
+    frames_per_query: int | None = None
     frame_sampling: str = "uniform"
     env_reward_weight: float = 0.0
     terminate_on_success: bool = False
@@ -74,9 +82,12 @@ class CriticRewardConfig:
                 f"query_every={self.query_every!r} must be an integer >= 1 "
                 "(1 queries the critic every step; k holds the reward for k steps)"
             )
-        if not _is_int(self.frames_per_query) or self.frames_per_query < 1:
+        if self.frames_per_query is not None and (
+            not _is_int(self.frames_per_query) or self.frames_per_query < 1
+        ):
             raise InvalidOptionError(
-                f"frames_per_query={self.frames_per_query!r} must be an integer >= 1"
+                f"frames_per_query={self.frames_per_query!r} must be an integer >= 1, or None "
+                "for the critic's own clip length"
             )
         if self.frame_sampling not in FRAME_SAMPLING:
             raise InvalidOptionError(
@@ -103,6 +114,14 @@ class CriticRewardConfig:
             raise InvalidOptionError(
                 f"terminate_on_success={self.terminate_on_success!r} must be True or False"
             )
+
+    def for_critic(self, critic: Any) -> CriticRewardConfig:
+        """These options with ``frames_per_query`` settled for ``critic`` (``None``: no critic
+        known) by :func:`critic.base.query_frames`: as given, else the critic's clip length,
+        else 8."""
+        if self.frames_per_query is not None:
+            return self
+        return replace(self, frames_per_query=query_frames(critic))
 
     def is_query_step(self, step: int, done: bool) -> bool:
         """Whether the critic is queried after ``step`` (1-based): every k-th step and the last.
@@ -172,7 +191,7 @@ class EpisodeTracker:
     """
 
     def __init__(self, config: CriticRewardConfig, instruction: str, critic_name: str) -> None:
-        self.config = config
+        self.config = config.for_critic(None)  # unsettled (no critic given): the default length
         self.instruction = instruction
         self.critic_name = critic_name
         self.start(None, 0.0)

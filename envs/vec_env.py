@@ -103,6 +103,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         self.relabel = bool(relabel)
         self.check_config(self.config, self.relabel)
         self.critic = make_critic(critic)
+        self.config = self.config.for_critic(self.critic)
         self._instructions = venv.get_attr("instruction")
         self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
 
@@ -360,6 +361,7 @@ def make_viscritic_vec_env(
     max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
     VisCriticVecEnv.check_config(config, relabel)  # every option before the critic loads
     built = make_critic(critic)
+    config = config.for_critic(built)
     render = built.needs_frames  # a bool, so workers never receive (pickle) the critic itself
 
     def make_one() -> gym.Env:

@@ -45,10 +45,18 @@ def check_config(cfg: DictConfig) -> None:
             f"calibration_split={cfg.calibration_split!r} is not a split; pick one of "
             f"{list(SPLITS)}, or null to fit no failure threshold"
         )
-    for key in ("episodes_per_task", "frames_per_query", "stride", "failure_frames", "batch"):
+    for key in ("episodes_per_task", "stride", "failure_frames", "batch"):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise EvalConfigError(f"{key}={value!r} must be an integer >= 1")
+    frames = cfg.frames_per_query
+    if frames is not None and (
+        not isinstance(frames, int) or isinstance(frames, bool) or frames < 1
+    ):
+        raise EvalConfigError(
+            f"frames_per_query={frames!r} must be an integer >= 1, or null for each critic's own "
+            "clip length"
+        )
     if not isinstance(cfg.delay_points, int) or cfg.delay_points < 0:
         raise EvalConfigError(f"delay_points={cfg.delay_points!r} must be an integer >= 0")
     missing = [str(d) for d in cfg.data if not (Path(d) / "episodes").is_dir()]
@@ -97,6 +105,7 @@ def evaluate_critic(
 ) -> dict[str, Any]:
     """Every metric of one critic, by task. ``calibration`` (episodes by task, another split) fits
     the failure-probability threshold that the failure table also scores."""
+    from critic.base import query_frames
     from critic.eval import (
         FAILURE_DETECTORS,
         accuracy_threshold,
@@ -107,15 +116,14 @@ def evaluate_critic(
         run_probes,
     )
 
+    frames = query_frames(critic, cfg.frames_per_query)  # null: the critic's own clip length
     out: dict[str, Any] = {}
     for task, episodes in by_task.items():
         start = time.perf_counter()
-        row: dict[str, Any] = {}
+        row: dict[str, Any] = {"frames_per_query": frames}
         has_progress = all(np.isfinite(e.progress).all() for e in episodes)
         if has_progress:
-            results = evaluate_progress(
-                critic, episodes, cfg.frames_per_query, cfg.batch, cfg.stride
-            )
+            results = evaluate_progress(critic, episodes, frames, cfg.batch, cfg.stride)
             row["progress"] = progress_summary(results)
             row["calibration_points"] = {
                 "predicted": np.concatenate([r.predicted for r in results]).tolist(),
@@ -126,15 +134,15 @@ def evaluate_critic(
             fit = calibration[task]
             for detector in FAILURE_DETECTORS:
                 scores = failure_scores(critic, fit, detector, cfg.failure_frames,
-                                        cfg.frames_per_query, batch=cfg.batch)  # fmt: skip
+                                        frames, batch=cfg.batch)  # fmt: skip
                 thresholds[detector] = accuracy_threshold(scores, [not e.success for e in fit])
         row["failure"] = evaluate_failures(
             critic, episodes, cfg.failure_frames, cfg.delay_points, threshold=thresholds["verdict"],
-            progress_threshold=thresholds["progress"], frames_per_query=cfg.frames_per_query,
+            progress_threshold=thresholds["progress"], frames_per_query=frames,
         )  # fmt: skip
         if cfg.probes and has_progress:
             experts = [e for e in episodes if e.failure_type is None][: cfg.probe_episodes]
-            row["probes"] = run_probes(critic, experts, cfg.seed, cfg.frames_per_query, cfg.batch)
+            row["probes"] = run_probes(critic, experts, cfg.seed, frames, cfg.batch)
         row["seconds"] = time.perf_counter() - start
         out[task] = row
     return out

@@ -382,12 +382,14 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
     fig.savefig(out_dir / "learning_curves.png", dpi=120)
     plt.close(fig)
 
+    frames = cfg.reward.get("frames_per_query") or "the critic's own number of"
     lines = [
         f"# Zero-shot RL on {cfg.env.name}",
         "",
         f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
         f"critic `{cfg.critic._target_}` ({cfg.critic.get('model', '')}), reward mode "
-        f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every}"
+        f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
+        f"{frames} frames per query)"
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         "",

@@ -294,7 +294,7 @@ class Trainer:
     def setup(self) -> None:
         import torch
 
-        from critic.models import load_model
+        from critic.models import CLIP_FRAMES_KEY, load_model
 
         cfg = self.cfg
         random.seed(cfg.seed + self.rank)
@@ -309,6 +309,9 @@ class Trainer:
             start, device=cfg.device, dtype=dtype, seed=cfg.seed
         )
         self.model = self.model.to(dtype)
+        # every checkpoint records its clip length: the reward and the evaluator send as many
+        # frames per query unless told otherwise (critic.Critic.clip_frames)
+        setattr(self.model.config, CLIP_FRAMES_KEY, int(cfg.frames))
         if cfg.freeze_vision:
             for p in self.model.model.visual.parameters():
                 p.requires_grad_(False)

@@ -104,6 +104,34 @@ def test_a_saved_checkpoint_directory_is_a_critic(tmp_path, tiny_model):
     env.close()
 
 
+def test_the_clip_length_a_checkpoint_records_is_what_the_reward_sends(tmp_path, tiny_model):
+    import json
+
+    from critic.models import CLIP_FRAMES_KEY, save_model
+
+    save_model(*tiny_model, tmp_path / "ckpt")
+    assert make_critic(str(tmp_path / "ckpt")).clip_frames is None  # a model from elsewhere
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, CLIP_FRAMES_KEY: 2}))
+    critic = make_critic(str(tmp_path / "ckpt"))
+    assert critic.clip_frames == 2
+    sent = []
+    score = critic.estimate_progress
+
+    def spy(queries):
+        sent.extend(len(q.frames) for q in queries)
+        return score(queries)
+
+    critic.estimate_progress = spy
+    for options, expected in (({}, 2), ({"frames_per_query": 4}, 4)):  # asked for: that wins
+        env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, **options)
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        assert env.get_wrapper_attr("config").frames_per_query == expected
+        assert sent[-2:] == [expected, expected]  # the reset query and the step's
+        env.close()
+
+
 def test_the_video_cache_is_on_by_default_and_changes_nothing():
     from rollout.cache import VideoEmbeddingCache
 

@@ -20,6 +20,7 @@ def test_viscritic_small_is_shipped_and_reads_progress():
     assert (folder / "MODEL_CARD.md").is_file()
     assert "viscritic-small" in available_critics()
     critic = make_critic("viscritic-small")
+    assert critic.clip_frames == 8  # trained on 8-frame clips: the reward sends 8
     frames = np.zeros((4, 64, 64, 3), dtype=np.uint8)
     estimate = critic.estimate_progress([ProgressQuery("Touch the target.", frames=frames)])[0]
     assert 0.0 <= estimate.progress <= 1.0 and estimate.spread is not None

@@ -144,7 +144,10 @@ def test_returns_are_tracked():
             "query_every=2.5 must be an integer >= 1 (1 queries the critic every step; "
             "k holds the reward for k steps)",
         ),
-        ({"frames_per_query": 0}, "frames_per_query=0 must be an integer >= 1"),
+        (
+            {"frames_per_query": 0},
+            "frames_per_query=0 must be an integer >= 1, or None for the critic's own clip length",
+        ),
         (
             {"frame_sampling": "random"},
             "frame_sampling='random' is not a sampling; pick one of ['uniform', 'last']",
@@ -167,6 +170,29 @@ def test_bad_options_name_the_value_and_the_fix(options, message):
     with pytest.raises(InvalidOptionError) as err:
         CriticRewardConfig(**options)
     assert str(err.value) == message
+
+
+class _Critic:
+    def __init__(self, clip_frames):
+        self.clip_frames = clip_frames
+
+
+@pytest.mark.parametrize(
+    ("requested", "critic", "expected"),
+    [(None, _Critic(1), 1), (None, _Critic(None), 8), (None, None, 8), (3, _Critic(1), 3)],
+)
+def test_frames_per_query_is_the_critic_s_own_unless_asked(requested, critic, expected):
+    config = CriticRewardConfig(frames_per_query=requested)
+    assert config.for_critic(critic).frames_per_query == expected
+    assert config.for_critic(critic).query_every == config.query_every  # nothing else moves
+
+
+def test_a_tracker_without_a_critic_sends_the_default_clip():
+    tracker = EpisodeTracker(CriticRewardConfig(frame_sampling="last"), "x", "test")
+    tracker.start(np.zeros((2, 2, 3), np.uint8), 0.0)
+    for t in range(1, 12):
+        tracker.observe(np.full((2, 2, 3), t, np.uint8), 0.0)
+    assert tracker.query().frames[:, 0, 0, 0].tolist() == [4, 5, 6, 7, 8, 9, 10, 11]
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -0.1, 1.5])

@@ -42,6 +42,7 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert all(p["passed"] for p in oracle["probes"].values())
     tiny = metrics["critics"]["tiny"]["Reacher-v5"]
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
+    assert tiny["frames_per_query"] == 2  # as asked; null: the critic's own clip length
     assert set(tiny["probes"]) == {"static", "reversed", "shuffled", "frozen"}
     report = (tmp_path / "report.md").read_text()
     assert "| oracle | Reacher-v5 |" in report and "| tiny | Reacher-v5 |" in report
@@ -92,6 +93,9 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     done = _run(tmp_path, f"data=[{dataset}]", "calibration_split=dev")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EvalConfigError: calibration_split='dev' is not a split" in done.stderr
+    done = _run(tmp_path, f"data=[{dataset}]", "frames_per_query=0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "frames_per_query=0 must be an integer >= 1, or null for each critic's" in done.stderr
     done = _run(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")

@@ -64,6 +64,7 @@ def test_four_stage_pipeline(dataset, tmp_path):
 
     critic = make_critic(str(tmp_path / "readout" / "final"))
     assert critic.name.startswith("vlm:")
+    assert critic.clip_frames == 2  # frames=2 travels with the checkpoint: the reward sends 2
 
 
 def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
