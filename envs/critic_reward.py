@@ -119,9 +119,7 @@ class CriticRewardConfig:
         """These options with ``frames_per_query`` settled for ``critic`` (``None``: no critic
         known) by :func:`critic.base.query_frames`: as given, else the critic's clip length,
         else 8."""
-        if self.frames_per_query is not None:
-            return self
-        return replace(self, frames_per_query=query_frames(critic))
+        return replace(self, frames_per_query=query_frames(critic, self.frames_per_query))
 
     def is_query_step(self, step: int, done: bool) -> bool:
         """Whether the critic is queried after ``step`` (1-based): every k-th step and the last.
