@@ -1,11 +1,9 @@
-"""Scripted experts for the robosuite tasks (Lift, Stack, Door, PickPlaceCan), through OSC.
+"""Scripted experts for the robosuite tasks (Lift, Stack, Door, PickPlaceCan).
 
-Every expert is a waypoint state machine on privileged state. Each step it points the gripper site
-at the current phase's waypoint with a proportional action on robosuite's ``OSC_POSE`` arm
-controller (delta position and axis-angle rotation in the robot base frame, scaled by the
-controller's output limits), turns the gripper toward the phase's orientation (pointing down at a
-yaw that suits the object; at the door, pointing into it), and opens or closes the gripper (``-1``
-open, ``+1`` closed).
+Every expert is a waypoint state machine on privileged state, driving the arm through robosuite's
+``OSC_POSE`` controller with :class:`envs.osc.OSCExpert`: each phase has a waypoint, a gripper
+orientation (pointing down at a yaw that suits the object; at the door, pointing into it) and a
+gripper command.
 
 Failures follow the expert's plan as far as they can (a missed grasp aims beside the object from
 the start; the others branch off late, after most of the progress), and
@@ -17,168 +15,16 @@ object it knocks away.
 
 from __future__ import annotations
 
-import abc
 from typing import ClassVar
 
 import numpy as np
 
-from envs.errors import InvalidOptionError
-from envs.experts import Expert, register_expert
+from envs.experts import register_expert
+from envs.osc import CLOSED, DOWN, OPEN, UP, OSCExpert, about, face_yaw, gripper_down
 from envs.tasks import TaskEnv
 
-OPEN, CLOSED = -1.0, 1.0
-_UP = np.array([0.0, 0.0, 1.0])
 
-# The gripper pointing straight down, fingers closing along world y: the columns are the grip site's
-# axes in the world (x: finger axis, z: approach axis).
-_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-
-
-def _about(axis: np.ndarray, angle: float) -> np.ndarray:
-    """The rotation by ``angle`` about the unit vector ``axis`` (Rodrigues' formula)."""
-    x, y, z = np.asarray(axis, dtype=float)
-    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])  # cross @ v = axis × v
-    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * (cross @ cross)
-
-
-def _rotation_vector(rot: np.ndarray) -> np.ndarray:
-    """The rotation vector (unit axis × angle, the angle in [0, π]) of the rotation matrix ``rot``:
-    the inverse of :func:`_about`."""
-    angle = float(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)))
-    skew = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
-    if angle < 1e-6:
-        return skew / 2.0  # = 2 sin(angle) axis / 2 ≈ angle axis
-    if angle > np.pi - 1e-3:
-        # Near a half turn the skew part vanishes: take the axis from the symmetric part,
-        # (rot + rotᵀ) / 2 = cos(angle) I + (1 - cos(angle)) axis axisᵀ.
-        cos = np.cos(angle)
-        outer = ((rot + rot.T) / 2.0 - cos * np.eye(3)) / (1.0 - cos)
-        axis = outer[:, np.argmax(np.diag(outer))]
-        axis = axis / np.linalg.norm(axis)
-        return angle * (axis if np.dot(axis, skew) >= 0 else -axis)
-    return angle * skew / (2.0 * np.sin(angle))
-
-
-def _gripper_down(yaw: float) -> np.ndarray:
-    """The grip site's orientation pointing straight down, the finger axis at ``yaw`` from world y."""
-    return _about(_UP, yaw) @ _DOWN
-
-
-def _face_yaw(body_xmat: np.ndarray) -> float:
-    """The yaw in [-π/4, π/4] that lines the finger axis up with a side face of a box-like body."""
-    yaw = np.arctan2(body_xmat[1, 0], body_xmat[0, 0])
-    return float((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
-
-
-class _OSCExpert(Expert):
-    """A waypoint expert on robosuite's ``OSC_POSE`` arm controller (shared machinery).
-
-    Subclasses drive :attr:`phase` and call :meth:`_servo` for the action of each step.
-    """
-
-    pos_gain: ClassVar[float] = 1.5  # action per (position error / controller's max delta)
-    rot_gain: ClassVar[float] = 1.0
-    brake_steps: ClassVar[int] = 8  # steps the arm takes to stop from full speed
-
-    def _reset(self, env: TaskEnv) -> None:
-        robot = env.robosuite.robots[0]
-        self._site_id = robot.eef_site_id[robot.arms[0]]
-        self._gripper = robot.gripper[robot.arms[0]]
-        arm = robot.composite_controller.part_controllers[robot.arms[0]]
-        name = getattr(arm, "name", type(arm).__name__)
-        if name != "OSC_POSE" or arm.input_type != "delta":
-            raise InvalidOptionError(
-                f"the scripted experts drive the arm through OSC_POSE with delta inputs, but this "
-                f"{env.spec_task.name} env's arm controller is {name} with "
-                f"input_type={getattr(arm, 'input_type', None)!r}; build the task without "
-                "controller_configs (robosuite's default for the Panda)"
-            )
-        self._base_pos = np.asarray(arm.origin_pos)
-        # Deltas are read in the robot base frame (or the world frame): world → base is base_rot.T.
-        world = arm.input_ref_frame == "world"
-        self._base_rot = np.eye(3) if world else np.asarray(arm.origin_ori)
-        limits = np.asarray(arm.output_max)
-        self._max_delta_pos, self._max_delta_rot = limits[:3], limits[3:]
-        self.phase = ""
-        self.phase_steps = 0
-        self._plan(env)
-
-    def _act(self, env: TaskEnv) -> np.ndarray:
-        action = self._step(env)
-        self.phase_steps += 1
-        return action
-
-    @abc.abstractmethod
-    def _plan(self, env: TaskEnv) -> None:
-        """Read the initial state, draw the episode's random choices, enter the first phase."""
-
-    @abc.abstractmethod
-    def _step(self, env: TaskEnv) -> np.ndarray:
-        """The action of the current phase (moving on with :meth:`_switch`)."""
-
-    # -- shared helpers ----------------------------------------------------------------------
-    def _enter(self, phase: str) -> None:
-        self.phase = phase
-        self.phase_steps = 0
-
-    def _switch(self, env: TaskEnv, phase: str) -> np.ndarray:
-        """Enter ``phase`` and return its action for this very step (so a failure marked on the
-        switch is labelled with the first action that carries it out)."""
-        self._enter(phase)
-        return self._step(env)
-
-    def _halt(self, env: TaskEnv, grip: float, rot: np.ndarray) -> np.ndarray:
-        """Stop for good: no position command while the arm brakes (aiming back at where it was
-        when told to stop would swing it back a centimetre or so), then hold where it came to rest.
-        """
-        if self.phase_steps < self.brake_steps:
-            self.hold_at = self._eef(env)
-        return self._servo(env, self.hold_at, grip, rot)
-
-    def _fail_after_lift(self, env: TaskEnv) -> np.ndarray:
-        """Mark the injected failure and start it: open the gripper (``drop_after_lift``) or stop
-        moving with it held (``stall``)."""
-        self._mark_failure()
-        return self._switch(env, "drop" if self.failure == "drop_after_lift" else "stall")
-
-    def _failed(self, env: TaskEnv) -> np.ndarray:
-        """The action of the ``drop`` / ``stall`` phases: brake, then hold, gripper open or shut."""
-        return self._halt(env, OPEN if self.phase == "drop" else CLOSED, self.rot)
-
-    def _eef(self, env: TaskEnv) -> np.ndarray:
-        return np.array(env.robosuite.sim.data.site_xpos[self._site_id])
-
-    def _eef_rot(self, env: TaskEnv) -> np.ndarray:
-        return np.array(env.robosuite.sim.data.site_xmat[self._site_id]).reshape(3, 3)
-
-    def _servo(
-        self,
-        env: TaskEnv,
-        target: np.ndarray,
-        grip: float,
-        rot: np.ndarray,
-        speed: float = 1.0,
-    ) -> np.ndarray:
-        """The action moving the grip site toward ``target`` and orientation ``rot`` (world);
-        ``speed`` caps the position action (1: the controller's full delta per step)."""
-        error = self._base_rot.T @ (np.asarray(target) - self._eef(env))
-        move = self.pos_gain * error / self._max_delta_pos
-        norm = np.linalg.norm(move)
-        if norm > speed:
-            move *= speed / norm
-        rot_error = self._base_rot.T @ _rotation_vector(rot @ self._eef_rot(env).T)
-        turn = np.clip(self.rot_gain * rot_error / self._max_delta_rot, -1.0, 1.0)
-        return np.concatenate([move, turn, [grip]])
-
-    def _reached(
-        self, env: TaskEnv, target: np.ndarray, tol: float, z_tol: float | None = None
-    ) -> bool:
-        error = np.asarray(target) - self._eef(env)
-        z_tol = tol if z_tol is None else z_tol
-        return bool(np.linalg.norm(error[:2]) < tol and abs(error[2]) < z_tol)
-
-
-class _PickExpert(_OSCExpert):
+class _PickExpert(OSCExpert):
     """A top-down pick shared by Lift, Stack and PickPlaceCan: above the object (``approach``),
     down to it (``descend``), close (``grasp``), then on to ``lift``, the subclass's own phases.
 
@@ -193,12 +39,12 @@ class _PickExpert(_OSCExpert):
     def _pick(self, env: TaskEnv, obj: np.ndarray) -> np.ndarray | None:
         """The action of the pick phases for the object at ``obj``; ``None`` past them."""
         if self.phase == "approach":
-            target = obj + self.offset + self.hover * _UP
+            target = obj + self.offset + self.hover * UP
             if self._reached(env, target, 0.01, 0.02):
                 return self._switch(env, self.after_approach)
             return self._servo(env, target, OPEN, self.rot)
         if self.phase == "descend":
-            target = obj + self.offset + self.grasp_z * _UP
+            target = obj + self.offset + self.grasp_z * UP
             if self._reached(env, target, 0.008) or self.phase_steps >= 30:
                 self.grasp_at = self._eef(env)
                 if self.failure == "missed_grasp":
@@ -219,6 +65,16 @@ class _PickExpert(_OSCExpert):
         if away_from is not None:
             side = -np.sign(np.dot(across[:2], away_from[:2])) or 1.0
         return across * side * self.rng.uniform(0.045, 0.06)
+
+    def _fail_after_lift(self, env: TaskEnv) -> np.ndarray:
+        """Mark the injected failure and start it: open the gripper (``drop_after_lift``) or stop
+        moving with it held (``stall``)."""
+        self._mark_failure()
+        return self._switch(env, "drop" if self.failure == "drop_after_lift" else "stall")
+
+    def _failed(self, env: TaskEnv) -> np.ndarray:
+        """The action of the ``drop`` / ``stall`` phases: brake, then hold, gripper open or shut."""
+        return self._halt(env, OPEN if self.phase == "drop" else CLOSED, self.rot)
 
 
 @register_expert("Lift")
@@ -246,7 +102,7 @@ class LiftExpert(_PickExpert):
 
     def _plan(self, env: TaskEnv) -> None:
         rs = env.robosuite
-        self.rot = _gripper_down(_face_yaw(rs.sim.data.body_xmat[rs.cube_body_id].reshape(3, 3)))
+        self.rot = gripper_down(face_yaw(rs.sim.data.body_xmat[rs.cube_body_id].reshape(3, 3)))
         self.start_z = self._cube(env)[2]
         self.success_z = rs.model.mujoco_arena.table_offset[2] + 0.04  # robosuite's threshold
         self.offset = np.zeros(3)
@@ -270,13 +126,13 @@ class LiftExpert(_PickExpert):
                 height = self.start_z + self.fraction * (self.success_z - self.start_z)
                 if cube[2] >= height:
                     return self._fail_after_lift(env)
-            target = self.grasp_at + self.lift_height * _UP
+            target = self.grasp_at + self.lift_height * UP
             return self._servo(env, target, CLOSED, self.rot, speed=self.lift_speed)
         if self.phase in ("drop", "stall"):
             return self._failed(env)
         if self.phase in ("push_side", "push_down"):
             # Beside the cube at hover height, then down to the cube's height: never through it.
-            target = cube - 0.08 * self.push_dir + self.hover * _UP
+            target = cube - 0.08 * self.push_dir + self.hover * UP
             if self.phase == "push_down":
                 target[2] = cube[2]
             if self._reached(env, target, 0.01):
@@ -293,7 +149,7 @@ class LiftExpert(_PickExpert):
                 return self._switch(env, "retreat")
             return self._servo(env, target, CLOSED, self.rot, speed=0.5)
         # retreat: up and away, and stay there
-        target = self.push_from + 0.2 * self.push_dir + 0.1 * _UP
+        target = self.push_from + 0.2 * self.push_dir + 0.1 * UP
         return self._servo(env, target, CLOSED, self.rot)
 
 
@@ -340,7 +196,7 @@ class PickPlaceCanExpert(_PickExpert):
 
     def _plan(self, env: TaskEnv) -> None:
         rs = env.robosuite
-        self.rot = _DOWN  # the can is round: any yaw grasps it
+        self.rot = DOWN  # the can is round: any yaw grasps it
         self.after_approach = "descend"
         self.offset = np.zeros(3)
         if self.failure == "missed_grasp":
@@ -430,10 +286,10 @@ class StackExpert(_PickExpert):
     def _plan(self, env: TaskEnv) -> None:
         rs = env.robosuite
         a, b = self._cube(env, rs.cubeA_body_id), self._cube(env, rs.cubeB_body_id)
-        yaw = _face_yaw(rs.sim.data.body_xmat[rs.cubeA_body_id].reshape(3, 3))
+        yaw = face_yaw(rs.sim.data.body_xmat[rs.cubeA_body_id].reshape(3, 3))
         to_b = (b - a) / np.linalg.norm((b - a)[:2])
         self.rot = min(
-            (_gripper_down(yaw), _gripper_down(yaw - np.sign(yaw or 1.0) * np.pi / 2)),
+            (gripper_down(yaw), gripper_down(yaw - np.sign(yaw or 1.0) * np.pi / 2)),
             key=lambda rot: abs(np.dot(rot[:2, 0], to_b[:2])),
         )
         self.after_approach = "descend"
@@ -457,7 +313,7 @@ class StackExpert(_PickExpert):
         if self.aside is not None:
             return np.array([*self.aside, rs.table_offset[2] + self.half_a])
         b = self._cube(env, rs.cubeB_body_id)
-        return b + (float(rs.cubeB.size[2]) + self.half_a) * _UP
+        return b + (float(rs.cubeB.size[2]) + self.half_a) * UP
 
     def _step(self, env: TaskEnv) -> np.ndarray:
         rs = env.robosuite
@@ -496,7 +352,7 @@ class StackExpert(_PickExpert):
                 if self.failure == "wrong_target":
                     self._mark_failure()
                 return self._switch(env, "release")
-            return self._servo(env, place - 0.005 * _UP, CLOSED, self.rot, speed=0.3)
+            return self._servo(env, place - 0.005 * UP, CLOSED, self.rot, speed=0.3)
         if self.phase == "release":
             if self.phase_steps >= self.open_steps:
                 return self._switch(env, "retreat")
@@ -506,7 +362,7 @@ class StackExpert(_PickExpert):
 
 
 @register_expert("Door")
-class DoorExpert(_OSCExpert):
+class DoorExpert(OSCExpert):
     """Door: grasp the lever handle from the front (gripper pointing at the door, fingers closing
     across the bar from above and below), turn it up until the latch clears the frame, then pull
     the door open along its arc about the hinge, turning the gripper with the door.
@@ -586,7 +442,7 @@ class DoorExpert(_OSCExpert):
             # the lever turned a little longer while the arm catches up.
             pivot, axis = self.lever
             angle = max(self.turn_angle, -self.turn_rate * (self.phase_steps + 1))
-            turn = _about(axis, angle)
+            turn = about(axis, angle)
             if angle <= self.turn_angle and self.phase_steps >= 30:
                 self.turned = (self._eef(env), turn @ self.rot)
                 if self.failure == "wrong_target":
@@ -598,14 +454,14 @@ class DoorExpert(_OSCExpert):
             hinge, axis, angle = self._joint(env, self.hinge_joint)
             if self.fraction is not None and angle >= self.fraction * self.success_angle:
                 self._mark_failure()
-                self.stall_rot = _about(axis, angle) @ self.turned[1]  # turned with the door
+                self.stall_rot = about(axis, angle) @ self.turned[1]  # turned with the door
                 return self._switch(env, "stall")
             # Lead the grip along the door's arc about the hinge, turning the gripper with it.
             if self.phase == "pull":
                 goal = min(self.open_angle, angle + self.pull_lead)
             else:
                 goal = angle - self.pull_lead
-            swing = _about(axis, goal)
+            swing = about(axis, goal)
             grip_at, grip_rot = self.turned
             target = hinge + swing @ (grip_at - hinge)
             return self._servo(env, target, CLOSED, swing @ grip_rot, speed=self.pull_speed)

@@ -16,7 +16,7 @@ import pytest
 import envs
 from envs.errors import InvalidOptionError
 from envs.experts import Expert, failure_types, make_expert
-from envs.robosuite_experts import _about, _face_yaw, _rotation_vector
+from envs.osc import about, face_yaw, rotation_vector
 
 TASKS = ("Lift", "PickPlaceCan", "Stack", "Door")
 
@@ -109,20 +109,20 @@ def check_failure_episode(episode: Episode, task: str, failure: str) -> None:
 
 def test_rotation_helpers_by_hand():
     # A quarter turn about z: I + K + K² with K the cross-product matrix of z takes x to y.
-    quarter = _about(np.array([0.0, 0.0, 1.0]), np.pi / 2)
+    quarter = about(np.array([0.0, 0.0, 1.0]), np.pi / 2)
     np.testing.assert_allclose(quarter @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)
-    np.testing.assert_allclose(_rotation_vector(quarter), [0.0, 0.0, np.pi / 2], atol=1e-12)
+    np.testing.assert_allclose(rotation_vector(quarter), [0.0, 0.0, np.pi / 2], atol=1e-12)
     # Round trips, including no turn and within 1e-4 of a half turn (the axis from R + Rᵀ there).
     axis = np.array([2.0, -1.0, 2.0]) / 3.0
     for angle in (0.0, 1e-9, 0.3, 2.0, np.pi - 1e-4):
-        np.testing.assert_allclose(_rotation_vector(_about(axis, angle)), angle * axis, atol=1e-9)
+        np.testing.assert_allclose(rotation_vector(about(axis, angle)), angle * axis, atol=1e-9)
 
 
 def test_face_yaw_folds_a_box_yaw_into_a_quarter_turn():
     # A box yawed 100° shows a side face at 100 - 90 = 10°; one at -50° shows one at -50 + 90 = 40°.
     for yaw, face in ((100.0, 10.0), (-50.0, 40.0), (30.0, 30.0)):
-        box = _about(np.array([0.0, 0.0, 1.0]), np.radians(yaw))
-        assert np.degrees(_face_yaw(box)) == pytest.approx(face)
+        box = about(np.array([0.0, 0.0, 1.0]), np.radians(yaw))
+        assert np.degrees(face_yaw(box)) == pytest.approx(face)
 
 
 @pytest.mark.parametrize("task", TASKS)
