@@ -23,13 +23,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from critic.train.recipe import (  # noqa: F401  (the recipe's names, importable from here too)
-    STAGES,
-    TrainConfigError,
-    Trainer,
-    check_config,
-    make_vllm_engine,
-)
+# The recipe's names, importable from here too.
+from critic.train.config import STAGES, TrainConfigError, check_config  # noqa: F401
+from critic.train.recipe import Trainer, make_vllm_engine  # noqa: F401
 
 
 @hydra.main(config_path="../configs", config_name="train_critic", version_base="1.3")

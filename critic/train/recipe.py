@@ -1,7 +1,7 @@
-"""The critic training recipe behind ``experiments/train_critic.py`` (torchtune style): the stages
-a pipeline may hold, the config check that runs before any model loads, and :class:`Trainer`,
-which runs each stage from the previous stage's weights (SFT or GRPO, plain PyTorch or DeepSpeed),
-validates, logs and checkpoints it.
+"""The critic training recipe behind ``experiments/train_critic.py`` (torchtune style):
+:class:`Trainer` runs each stage of a pipeline checked by :mod:`critic.train.config` from the
+previous stage's weights (SFT or GRPO, plain PyTorch or DeepSpeed), validates, logs and
+checkpoints it.
 """
 
 from __future__ import annotations
@@ -18,27 +18,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rollout.imports import MissingExtraError, require_package
-
-STAGES = {
-    # stage: (learning rule, sample kinds it trains on)
-    "sft": ("sft", ("sft", "score", "failure", "pretext", "joint")),
-    "pretext": ("grpo", ("pretext",)),
-    "joint": ("grpo", ("joint",)),
-    "outcome": ("grpo", ("progress", "score", "failure")),
-    # supervised, on answer-only digit samples: the one-pass readout the reward wrappers use, on
-    # real clips and on clips frozen after partial progress (critic/data/samples.py)
-    "readout": ("sft", ("score", "frozen")),
-}
-
-
-DTYPES = ("float32", "bfloat16", "float16")
-# DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
-# shard) and every rank's random generators and batch sampler, for an exact resume.
-DS_STATE = "deepspeed"
-# What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
-# on the GPU whose weights are synced after every optimizer step.
-ROLLOUT_ENGINES = ("hf", "vllm")
+from critic.train.config import DS_STATE, TrainConfigError, check_config
+from rollout.imports import require_package
 
 
 def make_vllm_engine(folder: Path, video_token_id: int, eos_token_id: int, **options: Any):
@@ -48,124 +29,8 @@ def make_vllm_engine(folder: Path, video_token_id: int, eos_token_id: int, **opt
     return VLLMEngine(str(folder), video_token_id, eos_token_id, **options)
 
 
-class TrainConfigError(ValueError):
-    """The training config cannot run (found before any model loads)."""
-
-
 def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """Validate everything that can be checked without a model; returns per-stage plans.
-
-    Raises:
-        TrainConfigError: unknown stage, bad GRPO settings, a batch not divisible by the group
-            size, unknown rewards or weights of the wrong length, missing data.
-    """
-    from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
-    from critic.train.rewards import RewardConfigError, combine_rewards
-
-    if cfg.model is None and cfg.resume is None:
-        raise TrainConfigError(
-            "model=null: give the weights to start from, a preset (tiny, small) or a checkpoint "
-            "folder, e.g. model=outputs/viscritic_small/run/readout/final"
-        )
-    unknown = [s for s in cfg.pipeline if s not in STAGES]
-    if unknown or not cfg.pipeline:
-        raise TrainConfigError(f"pipeline={list(cfg.pipeline)} has unknown stages {unknown}; "
-                               f"stages are {list(STAGES)}")  # fmt: skip
-    plans: dict[str, dict[str, Any]] = {}
-    for stage in cfg.pipeline:
-        settings = cfg.stages.get(stage)
-        if settings is None:
-            raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
-        rule, kinds = STAGES[stage]
-        if not isinstance(settings.steps, int) or settings.steps < 1:
-            raise TrainConfigError(
-                f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
-            )
-        schedule, warmup = settings.get("schedule", "constant"), settings.get("warmup", 0)
-        try:
-            learning_rate(0, settings.steps, 1.0, schedule, warmup)
-        except ValueError as exc:
-            raise TrainConfigError(f"stages.{stage}: {exc}") from exc
-        if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
-            extra = [k for k in settings.kinds if k not in kinds]
-            if extra:
-                raise TrainConfigError(
-                    f"stages.{stage}.kinds has {extra}, which stage {stage!r} cannot train on; "
-                    f"pick from {list(kinds)}"
-                )
-            kinds = tuple(settings.kinds)
-        plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
-        if rule == "grpo":
-            try:
-                grpo = GRPOConfig(**OmegaConf.to_object(cfg.grpo))
-            except (GRPOConfigError, TypeError) as exc:
-                raise TrainConfigError(f"grpo: {exc}") from exc
-            if settings.batch_size % grpo.group_size:
-                raise TrainConfigError(
-                    f"stages.{stage}.batch_size={settings.batch_size} completions is not divisible "
-                    f"by grpo.group_size={grpo.group_size}; use a multiple of it"
-                )
-            try:
-                plan["reward"] = combine_rewards(
-                    list(settings.rewards), list(settings.reward_weights)
-                )
-            except RewardConfigError as exc:
-                raise TrainConfigError(f"stages.{stage}: {exc}") from exc
-            plan["grpo"] = grpo
-            plan["reward_names"] = list(settings.rewards)
-        plans[stage] = plan
-    folders = [Path(d) for d in cfg.data]
-    missing = [str(d) for d in folders if not (d / "episodes").is_dir()]
-    if not folders or missing:
-        raise TrainConfigError(
-            f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
-            "them with `python experiments/synthesize.py env=<task> out=<folder>`"
-        )
-    for name, low in (("frames", 1), ("cuts", 1), ("frozen_count", 0), ("pretext_count", 0)):
-        value = cfg.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise TrainConfigError(
-                f"{name}={value!r} must be an integer >= {low} (samples per episode: "
-                "critic/data/samples.py)"
-            )
-    if cfg.resume is not None and not Path(cfg.resume).is_dir():
-        raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
-    if cfg.dtype not in DTYPES:
-        raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")
-    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise TrainConfigError(f"device={cfg.device!r}; use cpu, cuda or cuda:<index>")
-    if cfg.rollout_engine not in ROLLOUT_ENGINES:
-        raise TrainConfigError(
-            f"rollout_engine={cfg.rollout_engine!r} is not an engine; pick one of "
-            f"{list(ROLLOUT_ENGINES)}"
-        )
-    if cfg.rollout_engine == "vllm" and any(p["rule"] == "grpo" for p in plans.values()):
-        if not str(cfg.device).startswith("cuda"):
-            raise TrainConfigError(
-                f"rollout_engine=vllm runs on GPUs, and device={cfg.device!r}; use device=cuda, "
-                "or rollout_engine=hf (transformers) on CPU"
-            )
-        try:
-            require_package("vllm", "vllm", "rollout_engine=vllm")
-        except MissingExtraError as exc:
-            raise TrainConfigError(str(exc)) from None
-    if cfg.deepspeed_config is not None:
-        if not Path(cfg.deepspeed_config).is_file():
-            raise TrainConfigError(
-                f"deepspeed_config={cfg.deepspeed_config!r} is not a file; use "
-                "configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"
-            )
-        if cfg.resume is not None and not (Path(cfg.resume) / DS_STATE).is_dir():
-            raise TrainConfigError(
-                f"resume={cfg.resume!r} has no {DS_STATE}/ folder: it was written without "
-                "deepspeed_config=, and a DeepSpeed run resumes only from its own checkpoints "
-                "(every rank's optimizer shard and sampler); or resume it without deepspeed_config="
-            )
-    return plans
 
 
 def load_samples(
