@@ -53,6 +53,13 @@ class GymMujocoTask(TaskEnv):
     def _start_episode(self) -> None:
         """Record what progress is measured against (called after every reset)."""
 
+    def sim_state(self) -> tuple[np.ndarray, np.ndarray]:
+        data = self._inner.data
+        return data.qpos.copy(), data.qvel.copy()
+
+    def restore_sim_state(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+        self._inner.set_state(*state)  # gymnasium's MujocoEnv: copies, then mj_forward
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         obs, info = self._inner.reset(seed=seed, options=options)
@@ -92,6 +99,19 @@ class ReacherTask(GymMujocoTask):
     def _start_episode(self) -> None:
         # A floor on the start distance keeps progress well defined when the target spawns close.
         self._start_distance = max(self._distance(), self.success_radius + 0.03)
+
+    def achieved_goal(self) -> np.ndarray:
+        return self._body_xy("fingertip")
+
+    def move_goal(self, goal: np.ndarray, *, restart: bool = False) -> None:
+        # The target's two slide joints are the last entries of qpos and qvel; its geom collides
+        # with nothing, so the arm's trajectory is the same wherever it is.
+        qpos, qvel = self.sim_state()
+        qpos[-2:] += np.asarray(goal, np.float64)[:2] - self._body_xy("target")
+        qvel[-2:] = 0.0
+        self.restore_sim_state((qpos, qvel))
+        if restart:
+            self._start_episode()
 
     def is_success(self) -> bool:
         return self._distance() < self.success_radius

@@ -11,7 +11,9 @@ Policy episodes (:func:`plan_policy_episodes`) roll out a stable-baselines3 ``po
 ``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL learner actually
 visits, labelled with the simulator's progress, so a critic can be trained on them (the learned-
 reward loop; docs/training.md). Their label is what happened: ``failure_type="unknown"`` when the
-task was not achieved, ``None`` when it was.
+task was not achieved, ``None`` when it was. With ``hindsight`` the goal is moved, after the rollout,
+to near where the policy's arm went (hindsight relabelling, as HER does for goals): the same
+learner poses, now also at and around success, which a learner's own rollouts rarely reach.
 """
 
 from __future__ import annotations
@@ -33,26 +35,41 @@ import numpy as np
 from critic.data.episodes import Episode, finished_ids, write_episode
 from envs.errors import InvalidOptionError
 from envs.experts import failure_types, make_expert, planned_failure_types
-from envs.tasks import get_task, make_task_env
+from envs.tasks import TaskEnv, get_task, make_task_env, task_names
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
 POLICY_FAILURE = "unknown"  # the failure label of a policy episode that did not achieve the task
+HINDSIGHT_RADIUS = 0.05  # m: hindsight goals lie within this of the reached point (Reacher: 2.5×
+# its 2 cm success radius, so a near miss is as likely as a success)
+
+
+def hindsight_goal(reached: np.ndarray, rng: np.random.Generator, bound: float = 0.2) -> np.ndarray:
+    """A goal uniform in the disc of :data:`HINDSIGHT_RADIUS` around a reached point, pulled into
+    the task's goal disc of radius ``bound`` (Reacher samples its targets within 0.2 m)."""
+    radius = HINDSIGHT_RADIUS * np.sqrt(rng.uniform())  # uniform over the disc's area
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    goal = np.asarray(reached, np.float64)[:2] + radius * np.array([np.cos(angle), np.sin(angle)])
+    norm = float(np.linalg.norm(goal))
+    return goal * (bound / norm) if norm > bound else goal
 
 
 @dataclass(frozen=True)
 class EpisodePlan:
     """What to record: ``failure=None`` is an expert episode; ``policy`` (a saved SB3 model's path)
-    replaces the expert with that policy."""
+    replaces the expert with that policy; ``hindsight`` (policies only) moves the goal afterwards
+    to near a point the policy reached (:func:`hindsight_goal`)."""
 
     task: str
     seed: int
     failure: str | None = None
     policy: str | None = None
+    hindsight: bool = False
 
     @property
     def episode_id(self) -> str:
         if self.policy is not None:
-            return f"{self.task}-{self.seed:06d}-policy_{policy_digest(self.policy)}"
+            tail = "-hindsight" if self.hindsight else ""
+            return f"{self.task}-{self.seed:06d}-policy_{policy_digest(self.policy)}{tail}"
         return f"{self.task}-{self.seed:06d}-{self.failure or 'expert'}"
 
 
@@ -128,15 +145,32 @@ def _check_policy(model: Any, task: str, env: Any) -> None:
 
 
 def plan_policy_episodes(
-    task: str, policies: Sequence[str], episodes: int, first_seed: int = 0
+    task: str,
+    policies: Sequence[str],
+    episodes: int,
+    first_seed: int = 0,
+    hindsight: bool = False,
 ) -> list[EpisodePlan]:
     """``episodes`` plans per policy, on seeds ``first_seed, first_seed + 1, ...`` (every policy
     meets the same targets).
 
+    Args:
+        hindsight: move each episode's goal, after the rollout, to near a point the policy reached
+            (tasks with a movable goal: Reacher-v5).
+
     Raises:
-        InvalidOptionError: a bad count, no policies, or a policy file that cannot be read.
+        InvalidOptionError: a bad count, no policies, a policy file that cannot be read, or
+            ``hindsight`` on a task whose goal cannot move.
     """
     get_task(task)  # the registry's typed error for an unknown task
+    if hindsight not in (True, False):
+        raise InvalidOptionError(f"hindsight={hindsight!r} must be true or false")
+    if hindsight and not _goal_movable(task):
+        movable = [t for t in task_names() if _goal_movable(t)]
+        raise InvalidOptionError(
+            f"hindsight=true needs a task whose goal can move without changing the dynamics; "
+            f"{task}'s cannot. Tasks that can: {movable}"
+        )
     if not isinstance(episodes, int) or episodes < 1:
         raise InvalidOptionError(f"episodes={episodes!r} must be an integer >= 1")
     policies = [policies] if isinstance(policies, str) else list(policies)
@@ -144,8 +178,13 @@ def plan_policy_episodes(
         raise InvalidOptionError("policies=[] names no policy; pass one or more policy.zip paths")
     for path in policies:
         policy_digest(str(path))
-    return [EpisodePlan(task, first_seed + i, policy=str(path))
+    return [EpisodePlan(task, first_seed + i, policy=str(path), hindsight=hindsight)
             for path in policies for i in range(episodes)]  # fmt: skip
+
+
+def _goal_movable(task: str) -> bool:
+    make = get_task(task).make
+    return isinstance(make, type) and make.move_goal is not TaskEnv.move_goal
 
 
 def plan_episodes(
@@ -244,12 +283,15 @@ def record_episode(
             def act() -> np.ndarray:
                 return expert.act(task)
 
-        frames, progress, steps, states = [], [], [], []
+        frames, progress, steps, states, sims = [], [], [], [], []
 
         def record(step: int, info: dict) -> None:
+            steps.append(step)
+            if plan.hindsight:  # drawn and labelled once the goal is known, below
+                sims.append(task.sim_state())
+                return
             frames.append(task.render_critic_view())
             progress.append(float(info["progress"]))
-            steps.append(step)
             states.append(task.privileged_state())
 
         record(0, info)
@@ -267,6 +309,8 @@ def record_episode(
             if done:
                 break
         success = bool(info["is_success"])
+        if plan.hindsight:
+            success = _relabel_in_hindsight(task, sims, plan.seed, frames, progress, states)
     failure_step = expert.failure_step if plan.failure is not None else None
     raw = np.asarray(progress, np.float32)
     # An expert never regresses on purpose: its label is the running maximum of the privileged
@@ -292,6 +336,29 @@ def record_episode(
         seed=plan.seed,
         state={k: np.asarray([s[k] for s in states], np.float32) for k in states[0]},
     )
+
+
+def _relabel_in_hindsight(
+    task: TaskEnv, sims: list, seed: int, frames: list, progress: list, states: list
+) -> bool:
+    """Move the goal near where the recorded trajectory went, then draw and label every recorded
+    state against it; returns the relabelled episode's success.
+
+    The anchor is a recorded state from the second quarter of the episode on (a learner that ends
+    at the goal, or passes it on the way), and the goal lies within :data:`HINDSIGHT_RADIUS` of
+    what that state achieved.
+    """
+    rng = np.random.default_rng([seed, 0x48534754])  # the plan's seed, a stream of its own
+    anchor = int(rng.integers(len(sims) // 4, len(sims)))
+    task.restore_sim_state(sims[anchor])
+    goal = hindsight_goal(task.achieved_goal(), rng)
+    for i, sim in enumerate(sims):
+        task.restore_sim_state(sim)
+        task.move_goal(goal, restart=i == 0)
+        frames.append(task.render_critic_view())
+        progress.append(float(task.progress()))
+        states.append(task.privileged_state())
+    return bool(task.is_success())
 
 
 def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -> dict[str, Any]:

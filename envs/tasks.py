@@ -183,6 +183,25 @@ class TaskEnv(gym.Env):
         ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``."""
         return {}
 
+    # -- hindsight goals (optional; docs/data.md) ---------------------------------------------
+    def sim_state(self) -> Any:
+        """A copy of the simulator state, for :meth:`restore_sim_state`."""
+        raise NotImplementedError(f"{self.spec_task.name} cannot save its simulator state")
+
+    def restore_sim_state(self, state: Any) -> None:
+        """Put the simulator back into a state :meth:`sim_state` returned (no physics step)."""
+        raise NotImplementedError(f"{self.spec_task.name} cannot restore its simulator state")
+
+    def achieved_goal(self) -> np.ndarray:
+        """Where the goal would have to be for the current state to achieve the task."""
+        raise NotImplementedError(f"{self.spec_task.name} has no movable goal")
+
+    def move_goal(self, goal: np.ndarray, *, restart: bool = False) -> None:
+        """Move the goal to ``goal`` and nothing else. ``restart``: progress is measured from the
+        current state on, as after a reset. Only tasks whose goal never touches the dynamics can
+        do this (Reacher's target is drawn, not simulated), so a recorded trajectory stays valid."""
+        raise NotImplementedError(f"{self.spec_task.name} has no movable goal")
+
     # -- shared ------------------------------------------------------------------------------
     @property
     def instruction(self) -> str:

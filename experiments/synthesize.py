@@ -4,6 +4,8 @@
     python experiments/synthesize.py env=Reacher-v5 episodes=1000 workers=2 out=data/reacher
     python experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 out=data/reacher-policy \
         policies=[outputs/zero_shot_rl/<run>/critic_seed0/policy.zip]   # 100 episodes per policy
+    python experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 hindsight=true \
+        policies=[...] out=data/reacher-hindsight     # the goal moved to near where the arm went
 
 Writes the episodes to ``out`` (re-running skips those already there), then, in ``out`` and in
 the run dir: ``summary.json`` / ``summary.md`` (expert success, per failure type how often it
@@ -167,7 +169,8 @@ def main(cfg: DictConfig) -> None:
         )
         if cfg.policies:
             policies = [cfg.policies] if isinstance(cfg.policies, str) else list(cfg.policies)
-            plans = plan_policy_episodes(task, policies, cfg.episodes, cfg.first_seed)
+            plans = plan_policy_episodes(task, policies, cfg.episodes, cfg.first_seed,
+                                         cfg.hindsight)  # fmt: skip
         else:
             plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed,
                                   failures)  # fmt: skip
@@ -207,9 +210,9 @@ def main(cfg: DictConfig) -> None:
 
 def _planned(row: dict) -> str | None:
     """The failure a row was planned with (its id's suffix), for failures that did not happen;
-    ``"policy"`` for a policy rollout."""
+    ``"policy"`` for a policy rollout (hindsight-relabelled or not)."""
     suffix = row["episode_id"].rsplit("-", 1)[-1]
-    if suffix.startswith("policy_"):
+    if suffix.startswith("policy_") or suffix == "hindsight":
         return "policy"
     return None if suffix == "expert" else suffix
 

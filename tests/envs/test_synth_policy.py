@@ -12,8 +12,10 @@ from stable_baselines3 import PPO, SAC
 from critic.data.episodes import read_episode
 from envs import InvalidOptionError, make_task_env
 from envs.synth import (
+    HINDSIGHT_RADIUS,
     POLICY_FAILURE,
     EpisodePlan,
+    hindsight_goal,
     plan_policy_episodes,
     policy_digest,
     record_episode,
@@ -111,3 +113,67 @@ def test_policy_episodes_round_trip_through_a_dataset(policies, tmp_path):
     episode = read_episode(tmp_path, plans[1].episode_id)
     assert episode.failure_type == POLICY_FAILURE and len(episode) == 6
     assert synthesize(plans, tmp_path, every=10, progress_bar=False) == []  # resumes: nothing new
+
+
+# -- hindsight goals ---------------------------------------------------------------------------
+
+
+def test_hindsight_goals_lie_in_the_disc_around_the_reached_point_and_in_reach():
+    rng = np.random.default_rng(0)
+    reached = np.array([0.05, -0.10])
+    goals = np.stack([hindsight_goal(reached, rng) for _ in range(2000)])
+    offsets = np.linalg.norm(goals - reached, axis=1)
+    assert offsets.max() <= HINDSIGHT_RADIUS + 1e-12
+    # Uniform over the disc's area: half the goals within radius / sqrt(2).
+    assert abs(np.mean(offsets < HINDSIGHT_RADIUS / np.sqrt(2)) - 0.5) < 0.04
+    # A point at the edge of the arm's reach: goals are pulled into Reacher's 0.2 m goal disc.
+    edge = np.stack([hindsight_goal(np.array([0.0, 0.21]), rng) for _ in range(200)])
+    assert np.linalg.norm(edge, axis=1).max() <= 0.2 + 1e-12
+
+
+def test_moving_reachers_goal_moves_nothing_else():
+    env = make_task_env("Reacher-v5")
+    try:
+        task = env.unwrapped
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        qpos, qvel = task.sim_state()
+        task.restore_sim_state((qpos, qvel))  # positions of this qpos (mj_step leaves them a
+        tip = task.achieved_goal()  # substep behind)
+        task.move_goal(tip + np.array([0.03, 0.04]), restart=True)  # 5 cm away: 3-4-5
+        assert task.privileged_state()["fingertip_to_target_cm"] == pytest.approx(5.0)
+        assert task.progress() == 0.0  # restart: progress is measured from here
+        moved_qpos, moved_qvel = task.sim_state()
+        np.testing.assert_array_equal(moved_qpos[:-2], qpos[:-2])  # the arm is where it was
+        np.testing.assert_array_equal(moved_qvel[:-2], qvel[:-2])
+        assert np.all(moved_qvel[-2:] == 0.0)
+        task.move_goal(tip + np.array([0.006, 0.008]))  # 1 cm: inside the 2 cm success radius
+        assert task.is_success() and task.progress() == 1.0
+        task.move_goal(tip + np.array([0.021, 0.028]))  # 3.5 cm: (5 - 3.5) / (5 - 2) closed
+        assert task.progress() == pytest.approx(0.5)
+    finally:
+        env.close()
+
+
+def test_a_hindsight_episode_replays_the_same_arm_against_a_moved_goal(policies):
+    plan = EpisodePlan("Reacher-v5", 4, policy=policies["sac"], hindsight=True)
+    assert plan.episode_id.endswith("-hindsight")
+    original = record_episode(EpisodePlan("Reacher-v5", 4, policy=policies["sac"]), every=1)
+    moved = record_episode(plan, every=1)
+    assert len(moved) == len(original) == 51
+    assert moved.failure_type == (None if moved.success else POLICY_FAILURE)
+    # The arm is drawn where it was (its pixels are the same away from both targets) ...
+    differs = np.any(moved.frames["view"] != original.frames["view"], axis=-1)
+    assert differs.mean() < 0.05
+    # ... and the goal is within HINDSIGHT_RADIUS of a state of the last three quarters.
+    distances = moved.state["fingertip_to_target_cm"]
+    assert distances[12:].min() <= 100 * HINDSIGHT_RADIUS + 1e-3
+    assert moved.progress[0] == 0.0 and np.all((moved.progress >= 0) & (moved.progress <= 1))
+    np.testing.assert_array_equal(record_episode(plan, every=1).progress, moved.progress)
+
+
+def test_hindsight_needs_a_task_whose_goal_can_move(policies):
+    with pytest.raises(InvalidOptionError, match=r"Pusher-v5's cannot.*\['Reacher-v5'\]"):
+        plan_policy_episodes("Pusher-v5", [policies["pusher"]], 1, hindsight=True)
+    with pytest.raises(InvalidOptionError, match="hindsight='yes' must be true or false"):
+        plan_policy_episodes("Reacher-v5", [policies["sac"]], 1, hindsight="yes")
