@@ -254,7 +254,9 @@ def evaluate_failures(
         among detected failures), ``detection_delay_s`` (mean over detected failures),
         ``detected_in_time`` (share of failures whose prefixes are judged failures before the end),
         the best constant's accuracy (the majority label), and ``progress``: the
-        :func:`threshold_metrics` of the final-progress detector.
+        :func:`threshold_metrics` of the final-progress detector and, given
+        ``progress_threshold``, ``judged_failure_by_type`` (the share of each kind of episode,
+        ``success`` or its failure type, that it calls a failure).
     """
     verdicts = failure_verdicts(critic, episodes, frames, camera)
     actual = [not e.success for e in episodes]
@@ -283,7 +285,10 @@ def evaluate_failures(
         "episodes": len(episodes),
         **binary_metrics(predicted, actual),
         **threshold_metrics(scores, actual, threshold),
-        "progress": threshold_metrics(by_progress, actual, progress_threshold),
+        "progress": {
+            **threshold_metrics(by_progress, actual, progress_threshold),
+            **_judged_by_type(episodes, by_progress, progress_threshold),
+        },
         "readable": float(np.mean([v.success is not None for v in verdicts])),
         "type_accuracy": _nanmean([float(t) for t in typed]),
         "detection_delay_s": _nanmean(delays),
@@ -291,6 +296,20 @@ def evaluate_failures(
         "constant_accuracy": float(majority),
         "confusion": confusion,
     }
+
+
+def _judged_by_type(
+    episodes: Sequence[Episode], scores: Sequence[float], threshold: float | None
+) -> dict[str, dict[str, float]]:
+    """Share of each kind of episode (``success`` or its failure type) that ``score >=
+    threshold`` calls a failure: recall per failure type, the false-alarm rate for successes."""
+    if threshold is None:
+        return {}
+    judged: dict[str, list[bool]] = {}
+    for episode, score in zip(episodes, scores, strict=True):
+        truth = "success" if episode.success else (episode.failure_type or "failure")
+        judged.setdefault(truth, []).append(score >= threshold)
+    return {"judged_failure_by_type": {k: float(np.mean(v)) for k, v in sorted(judged.items())}}
 
 
 def failure_verdicts(

@@ -230,8 +230,9 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         )
         + " A success ends at progress 1, a failure below it.",
         "",
-        "| critic | task | episodes | τ | acc@τ | const | precision | recall | F1 | AUROC |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| critic | task | episodes | τ | acc@τ | const | precision | recall | F1 | AUROC "
+        "| called a failure at τ, by kind |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, by_task in results.items():
         for task, row in by_task.items():
@@ -240,7 +241,8 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
                 f"| {name} | {task} | {f['episodes']} | {_fmt(p.get('threshold'))} "
                 f"| {_fmt(p.get('threshold_accuracy'))} | {_fmt(f['constant_accuracy'])} "
                 f"| {_fmt(p.get('threshold_precision'))} | {_fmt(p.get('threshold_recall'))} "
-                f"| {_fmt(p.get('threshold_f1'))} | {_fmt(p['auroc'])} |"
+                f"| {_fmt(p.get('threshold_f1'))} | {_fmt(p['auroc'])} "
+                f"| {', '.join(f'{k} {_fmt(v)}' for k, v in p.get('judged_failure_by_type', {}).items())} |"
             )
     probe_rows = [
         (name, task, row["probes"])

@@ -166,5 +166,8 @@ def test_failure_from_final_progress():
     assert clock["auroc"] == 0.0
     assert clock["threshold_accuracy"] == 0.25 and clock["threshold_recall"] == 0.5
     assert clock["threshold_precision"] == pytest.approx(1 / 3)
+    # by kind: both successes called failures (false alarms 1.0), the stall caught, the overshoot not
+    assert clock["judged_failure_by_type"] == {"success": 1.0, "stall": 1.0, "overshoot": 0.0}
+    assert oracle["judged_failure_by_type"] == {"success": 0.0, "stall": 1.0, "overshoot": 1.0}
     with pytest.raises(ValueError, match="detector='vote'"):
         failure_scores(OracleCritic(), episodes, "vote")

@@ -39,6 +39,8 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     # and from the last frame's progress: 1 for a success, below it for a failure
     assert oracle["failure"]["progress"]["threshold_accuracy"] == 1.0
     assert oracle["failure"]["progress"]["auroc"] == 1.0
+    called = oracle["failure"]["progress"]["judged_failure_by_type"]
+    assert called.pop("success") == 0.0 and set(called.values()) == {1.0}  # every failure type caught
     assert all(p["passed"] for p in oracle["probes"].values())
     tiny = metrics["critics"]["tiny"]["Reacher-v5"]
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
@@ -46,7 +48,7 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert set(tiny["probes"]) == {"static", "reversed", "shuffled", "frozen"}
     report = (tmp_path / "report.md").read_text()
     assert "| oracle | Reacher-v5 |" in report and "| tiny | Reacher-v5 |" in report
-    assert "### Failure from final progress" in report
+    assert "### Failure from final progress" in report and "success 0.00" in report
     assert (tmp_path / "calibration.png").stat().st_size > 5_000
     assert "# Critic evaluation" in done.stdout
 
