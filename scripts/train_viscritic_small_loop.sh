@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The two-frame critic after the learned-reward loop (docs/training.md, "A two-frame critic in
+# the loop", "Round 5 and hindsight rollouts", "One checkpoint for the three tasks"), from the
+# 8-frame critic of scripts/train_viscritic_small.sh:
+#   1. data: scripted Reacher at every frame, random-torque (flail) episodes, and rollouts of
+#      three SAC learners of the true reward;
+#   2. five rounds: the readout on 1-frame clips (configs/viscritic_small_twoframe.yaml) from the
+#      round before's weights over all the data so far; SAC learns from the new critic (4 seeds);
+#      its learners' rollouts, labelled by the simulator, join the data;
+#   3. hindsight rollouts of the saved learners (the goal moved near where the arm went) and one
+#      more readout round: critic/weights/viscritic-small-reacher-2f (<RUN>/hindsight/readout/final);
+#   4. one readout round over Reacher's data beside Pusher's and Lift's at 1 frame: one checkpoint
+#      for the three tasks (<RUN>/mixed/readout/final; measured, not shipped).
+# Each step is a command that ran on the 2-core CPU (2026-12-03/04); one round takes about 30 min
+# there, the whole script about 4.5 h. Figures: docs/training.md and the candidate's model card.
+#   bash scripts/train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+START=${1:?usage: train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]}
+DATA=${2:-data}
+RUN=${3:-outputs/viscritic_small/loop}
+PY=${PYTHON:-python}
+export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+mkdir -p "$RUN"
+
+learners() {  # the saved policies of an RL run dir: policies=[...]
+    local dir=$1 condition=$2 seeds=$3 out="" s
+    for s in $seeds; do out="$out,$dir/${condition}_seed$s/policy.zip"; done
+    echo "${out#,}"
+}
+rl() {  # rl CRITIC OUT: SAC on Reacher learns from the critic alone, seeds 0-3
+    $PY experiments/zero_shot_rl.py conditions=[critic] critic.model="$1" seeds=[0,1,2,3] \
+        progress_bar=false hydra.run.dir="$2"
+}
+readout() {  # readout FROM OUT STEPS DATA...: one round of the 1-frame readout
+    local from=$1 out=$2 steps=$3
+    shift 3
+    local dirs
+    dirs=$(IFS=,; echo "$*")
+    $PY experiments/train_critic.py --config-name viscritic_small_twoframe model="$from" \
+        stages.readout.steps="$steps" "data=[$dirs]" progress_bar=false hydra.run.dir="$out"
+}
+
+# 1. Reacher data: scripted, flail, and the true reward's learners
+$PY experiments/synthesize.py env=Reacher-v5 episodes=1200 every=1 workers=2 out="$DATA/loop/Reacher-v5"
+$PY experiments/synthesize.py env=Reacher-v5 episodes=400 failure_fraction=1.0 failures=[flail] \
+    every=1 workers=2 out="$DATA/loop/flail"
+$PY experiments/zero_shot_rl.py conditions=[ground_truth] progress_bar=false hydra.run.dir="$RUN/gt"
+$PY experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=10000 workers=2 \
+    "policies=[$(learners "$RUN/gt" ground_truth "0 1 2")]" out="$DATA/loop/gtpol"
+SETS=("$DATA/loop/Reacher-v5" "$DATA/loop/flail" "$DATA/loop/gtpol")
+
+# 2. five rounds of the loop
+readout "$START" "$RUN/two1" 300 "${SETS[@]}"
+rl "$RUN/two1/readout/final" "$RUN/rl1"
+for N in 2 3 4 5; do
+    $PY experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=$((10000 + 1000 * N)) \
+        workers=2 "policies=[$(learners "$RUN/rl$((N - 1))" critic "0 1 2 3")]" out="$DATA/loop/policy_r$N"
+    SETS+=("$DATA/loop/policy_r$N")
+    readout "$RUN/two$((N - 1))/readout/final" "$RUN/two$N" 300 "${SETS[@]}"
+    if [ "$N" -lt 5 ]; then rl "$RUN/two$N/readout/final" "$RUN/rl$N"; fi
+done
+
+# 3. hindsight rollouts of the 19 saved learners (true reward, rounds 1-4), one more round
+POLICIES=$(learners "$RUN/gt" ground_truth "0 1 2")
+for N in 1 2 3 4; do POLICIES="$POLICIES,$(learners "$RUN/rl$N" critic "0 1 2 3")"; done
+$PY experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 first_seed=20000 hindsight=true \
+    workers=2 "policies=[$POLICIES]" out="$DATA/loop/hindsight"
+SETS+=("$DATA/loop/hindsight")
+readout "$RUN/two5/readout/final" "$RUN/hindsight" 300 "${SETS[@]}"
+
+# 4. the three tasks in one checkpoint
+$PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
+$PY experiments/synthesize.py env=Lift episodes=240 every=2 workers=2 out="$DATA/Lift"
+readout "$RUN/hindsight/readout/final" "$RUN/mixed" 400 "${SETS[@]}" "$DATA/Pusher-v5" "$DATA/Lift"

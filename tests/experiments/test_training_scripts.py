@@ -1,0 +1,49 @@
+"""The critic-training shell scripts chain the right commands: run with PYTHON=echo, each step
+prints its command line instead of running it (hours on this CPU), so the wiring is checked here:
+which weights each round starts from, which data it sees, which policies are rolled out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dry_run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": "echo"},
+    )  # fmt: skip
+
+
+def test_loop_script_chains_rounds_hindsight_and_the_three_tasks(tmp_path):
+    data, run = tmp_path / "d", tmp_path / "r"
+    done = _dry_run("train_viscritic_small_loop.sh", "START", str(data), str(run))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    trains = [line for line in lines if line.startswith("experiments/train_critic.py")]
+    rls = [line for line in lines if line.startswith("experiments/zero_shot_rl.py")]
+    # five loop rounds, the hindsight round, the three-task round; each from the one before
+    assert len(trains) == 7
+    starts = [line.split("model=")[1].split()[0] for line in trains]
+    assert starts == ["START", *(f"{run}/two{n}/readout/final" for n in range(1, 6)),
+                      f"{run}/hindsight/readout/final"]  # fmt: skip
+    assert all("--config-name viscritic_small_twoframe" in line for line in trains)
+    # the true reward's learners, then rounds 1-4's (round 5's are not needed)
+    assert len(rls) == 5 and "conditions=[ground_truth]" in rls[0]
+    assert [f"critic.model={run}/two{n}/readout/final" in rls[n] for n in range(1, 5)] == [True] * 4
+    # round N rolls out round N-1's four learners; the data grows by one folder per round
+    round3 = next(line for line in lines if "first_seed=13000" in line)
+    assert f"{run}/rl2/critic_seed3/policy.zip" in round3 and f"{run}/rl3/" not in round3
+    assert trains[2].count(f"{data}/loop/policy_r") == 2
+    hindsight = next(line for line in lines if "hindsight=true" in line)
+    assert hindsight.count("policy.zip") == 3 + 4 * 4  # 19 saved learners
+    assert f"{data}/Pusher-v5" in trains[-1] and f"{data}/Lift" in trains[-1]
+    assert "stages.readout.steps=400" in trains[-1] and f"{data}/loop/hindsight" in trains[-1]
+
+
+def test_loop_script_needs_a_start_model():
+    done = _dry_run("train_viscritic_small_loop.sh")
+    assert done.returncode != 0 and "usage: train_viscritic_small_loop.sh START" in done.stderr
