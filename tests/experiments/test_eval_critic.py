@@ -40,7 +40,8 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert oracle["failure"]["progress"]["threshold_accuracy"] == 1.0
     assert oracle["failure"]["progress"]["auroc"] == 1.0
     called = oracle["failure"]["progress"]["judged_failure_by_type"]
-    assert called.pop("success") == 0.0 and set(called.values()) == {1.0}  # every failure type caught
+    # no success called a failure, every failure type caught
+    assert called.pop("success") == 0.0 and set(called.values()) == {1.0}
     assert all(p["passed"] for p in oracle["probes"].values())
     tiny = metrics["critics"]["tiny"]["Reacher-v5"]
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
