@@ -5,10 +5,12 @@ hold and :func:`check_config`, which turns ``configs/train_critic.yaml`` into pe
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rollout.imports import MissingExtraError, require_package
 
@@ -106,6 +108,24 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
             "them with `python experiments/synthesize.py env=<task> out=<folder>`"
         )
+    weights = cfg.get("data_weights")
+    if weights is not None:
+        listed = isinstance(weights, Sequence | ListConfig) and not isinstance(weights, str)
+        values = list(weights) if listed else weights
+        if (
+            not listed
+            or len(values) != len(folders)
+            or not all(
+                isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf
+                for w in values
+            )
+        ):
+            raise TrainConfigError(
+                f"data_weights={values!r} needs one positive number per data folder "
+                f"({len(folders)}: {[str(d) for d in folders]}), e.g. "
+                f"data_weights={[1] * (len(folders) - 1) + [3]} draws the last folder's samples "
+                "three times as often; data_weights=null draws every sample alike"
+            )
     for name, low in (("frames", 1), ("cuts", 1), ("frozen_count", 0), ("pretext_count", 0)):
         value = cfg.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

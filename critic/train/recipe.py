@@ -36,23 +36,43 @@ def _rank() -> tuple[int, int]:
 def load_samples(
     cfg: DictConfig, kinds: tuple[str, ...], split: str, limit: int | None = None
 ) -> list:
-    """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded."""
+    """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded.
+    Each sample's ``meta["data_folder"]`` is the index of its folder in ``cfg.data``."""
     from critic.data.episodes import iter_episodes
     from critic.data.samples import build_samples, seed_split
 
     rng = np.random.default_rng(cfg.seed)
     samples = []
-    for folder in cfg.data:
+    for index, folder in enumerate(cfg.data):
         for episode in iter_episodes(folder):
             if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
                 continue
-            samples += build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
-                                     frozen_count=cfg.frozen_count,
-                                     pretext_count=cfg.pretext_count,
-                                     transforms=tuple(cfg.transforms))  # fmt: skip
+            built = build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
+                                  frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,
+                                  transforms=tuple(cfg.transforms))  # fmt: skip
+            for sample in built:
+                sample.meta["data_folder"] = index
+            samples += built
             if limit is not None and len(samples) >= limit:
                 return samples[:limit]
     return samples
+
+
+def draw_probabilities(
+    cfg: DictConfig, samples: list
+) -> tuple[np.ndarray | None, dict[str, float]]:
+    """Each training sample's chance per batch draw, and each ``data`` folder's share of the draws.
+
+    ``data_weights`` (one per folder) multiplies the chance of that folder's samples: weight 3
+    draws them three times as often as weight 1. Without it every sample is equally likely, and
+    the chances are ``None`` (the draws are the unweighted ones, so earlier runs repeat exactly).
+    """
+    folders = np.asarray([s.meta["data_folder"] for s in samples], dtype=int)
+    weights = cfg.get("data_weights")
+    chance = np.ones(len(samples)) if weights is None else np.asarray(list(weights), float)[folders]
+    chance = chance / chance.sum()
+    shares = {str(folder): float(chance[folders == i].sum()) for i, folder in enumerate(cfg.data)}
+    return (None if weights is None else chance), shares
 
 
 def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) -> dict[str, float]:
@@ -224,6 +244,7 @@ class Trainer:
             raise TrainConfigError(
                 f"stage {stage}: no training samples of kinds {plan['kinds']} in {list(cfg.data)}"
             )
+        chance, shares = draw_probabilities(cfg, train)
         val = load_samples(cfg, plan["kinds"], "val", limit=cfg.eval_samples)
         params = [p for p in self.model.parameters() if p.requires_grad]
         model, update = self.model, None
@@ -259,13 +280,11 @@ class Trainer:
         per_rank = max(1, settings.batch_size // self.world)
         bar = tqdm(range(first, settings.steps), desc=stage, disable=self.rank != 0 or not cfg.progress_bar,
                    initial=first, total=settings.steps)  # fmt: skip
-        if (
-            cfg.eval_every and first == 0
-        ):  # the stage's starting point, so each stage shows its gain
+        if cfg.eval_every and first == 0:  # the stage's starting point, so each shows its gain
             before = evaluate(self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision)
-            self._log(
-                stage, 0, {"stage": stage, "step": 0, **{f"val/{k}": v for k, v in before.items()}}
-            )
+            self._log(stage, 0, {"stage": stage, "step": 0, "train_samples": len(train),
+                                 **{f"data_share/{k}": v for k, v in shares.items()},
+                                 **{f"val/{k}": v for k, v in before.items()}})  # fmt: skip
         started = time.perf_counter()
         for step in bar:
             lr = learning_rate(step, settings.steps, settings.lr, settings.get("schedule", "constant"),
@@ -273,7 +292,9 @@ class Trainer:
             set_learning_rate(optimizer, lr)
             record: dict[str, Any] = {"stage": stage, "step": step + 1, "lr": lr}
             if plan["rule"] == "sft":
-                picks = rng.choice(len(train), size=per_rank, replace=len(train) < per_rank)
+                picks = rng.choice(
+                    len(train), size=per_rank, replace=len(train) < per_rank, p=chance
+                )
                 batch = collate(
                     [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
                     self.tokenizer.pad_token_id,
@@ -285,9 +306,8 @@ class Trainer:
             else:
                 grpo = plan["grpo"]
                 prompts_per_step = max(1, per_rank // grpo.group_size)
-                picks = rng.choice(
-                    len(train), size=prompts_per_step, replace=len(train) < prompts_per_step
-                )
+                picks = rng.choice(len(train), size=prompts_per_step,
+                                   replace=len(train) < prompts_per_step, p=chance)  # fmt: skip
 
                 def components(texts, **fields):
                     return reward_components(plan["reward_names"], texts, **fields)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -123,6 +124,51 @@ def test_bad_configs_fail_before_any_model_loads(dataset, overrides, message):
         _check(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("weights", "shown"),
+    [("[1,3]", "[1, 3]"), ("[0]", "[0]"), ("[true]", "[True]"), ("[-2]", "[-2]"), ("2", "2")],
+)
+def test_data_weights_need_one_positive_number_per_folder(dataset, weights, shown):
+    with pytest.raises(Exception) as err:
+        _check(f"data=[{dataset}]", f"data_weights={weights}")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"data_weights={shown} needs one positive number per data folder (1: ['{dataset}']), e.g. "
+        "data_weights=[3] draws the last folder's samples three times as often; "
+        "data_weights=null draws every sample alike"
+    )
+
+
+def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
+    from critic.train.recipe import draw_probabilities, load_samples
+
+    twin = tmp_path / "twin"
+    twin.symlink_to(dataset)  # the same episodes as a second folder: equal sample counts
+    _, cfg = _recipe(f"data=[{dataset},{twin}]", "data_weights=[1,3]", *TINY)
+    train = load_samples(cfg, ("score", "frozen"), "train")  # the readout stage's kinds
+    folders = [s.meta["data_folder"] for s in train]
+    assert folders.count(0) == folders.count(1) > 0
+    chance, shares = draw_probabilities(cfg, train)
+    # n samples per folder, weights 1 and 3: each sample of the first 1/(4n), of the second 3/(4n)
+    n = folders.count(0)
+    assert chance == pytest.approx([1 / (4 * n) if f == 0 else 3 / (4 * n) for f in folders])
+    assert shares == pytest.approx({str(dataset): 0.25, str(twin): 0.75})
+    picks = np.random.default_rng(0).choice(len(train), size=4000, p=chance)
+    assert np.mean([folders[i] for i in picks]) == pytest.approx(0.75, abs=0.03)
+    cfg.data_weights = None  # unweighted: uniform draws, the chances left to numpy
+    assert draw_probabilities(cfg, train) == (
+        None,
+        pytest.approx({str(dataset): 0.5, str(twin): 0.5}),
+    )
+    run = tmp_path / "run"
+    done = _run(run, f"data=[{dataset},{twin}]", "data_weights=[1,3]", "pipeline=[readout]",
+                "stages.readout.steps=1", "stages.readout.batch_size=2", "eval_every=1")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = _history(run)[0]
+    assert start["step"] == 0 and start["train_samples"] == len(train)
+    assert start[f"data_share/{twin}"] == pytest.approx(0.75)
 
 
 def test_anneal_recipe_needs_its_starting_weights(dataset):
