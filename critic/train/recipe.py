@@ -37,14 +37,22 @@ def load_samples(
     cfg: DictConfig, kinds: tuple[str, ...], split: str, limit: int | None = None
 ) -> list:
     """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded.
-    Each sample's ``meta["data_folder"]`` is the index of its folder in ``cfg.data``."""
+
+    ``limit`` (the validation set) is shared out evenly over the ``data`` folders, in their
+    order, so a mixed run validates on every dataset and not only the first. Each sample's
+    ``meta["data_folder"]`` is the index of its folder in ``cfg.data``.
+    """
     from critic.data.episodes import iter_episodes
     from critic.data.samples import build_samples, seed_split
 
     rng = np.random.default_rng(cfg.seed)
     samples = []
     for index, folder in enumerate(cfg.data):
+        quota = None if limit is None else limit // len(cfg.data) + (index < limit % len(cfg.data))
+        taken: list = []
         for episode in iter_episodes(folder):
+            if quota is not None and len(taken) >= quota:
+                break
             if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
                 continue
             built = build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
@@ -52,9 +60,8 @@ def load_samples(
                                   transforms=tuple(cfg.transforms))  # fmt: skip
             for sample in built:
                 sample.meta["data_folder"] = index
-            samples += built
-            if limit is not None and len(samples) >= limit:
-                return samples[:limit]
+            taken += built
+        samples += taken[:quota]
     return samples
 
 

@@ -155,6 +155,8 @@ def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
     n = folders.count(0)
     assert chance == pytest.approx([1 / (4 * n) if f == 0 else 3 / (4 * n) for f in folders])
     assert shares == pytest.approx({str(dataset): 0.25, str(twin): 0.75})
+    val = load_samples(cfg, ("score", "frozen"), "val", limit=5)  # shared out: 3 + 2
+    assert [s.meta["data_folder"] for s in val] == [0, 0, 0, 1, 1]
     picks = np.random.default_rng(0).choice(len(train), size=4000, p=chance)
     assert np.mean([folders[i] for i in picks]) == pytest.approx(0.75, abs=0.03)
     cfg.data_weights = None  # unweighted: uniform draws, the chances left to numpy
