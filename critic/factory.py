@@ -21,7 +21,7 @@ def available_critics() -> list[str]:
     from critic.models import PRESETS
     from critic.weights import SHIPPED
 
-    return ["oracle", "vlm", *sorted(SHIPPED), *sorted(PRESETS)]
+    return ["oracle", "vlm", "ensemble", *sorted(SHIPPED), *sorted(PRESETS)]
 
 
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
@@ -32,7 +32,9 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
             (``"viscritic-small"``), a VLM preset of random weights (``"tiny"``, ``"small"``), a checkpoint directory or a critic server URL (``http://host:port``),
             all giving a ``VLMCritic``; or a mapping
             ``{"name": <one of those, or "vlm">, **kwargs}`` whose kwargs go to the critic's
-            constructor (``{"name": "vlm", "model": path, "mode": "reason"}``).
+            constructor (``{"name": "vlm", "model": path, "mode": "reason"}``), or
+            ``{"name": "ensemble", "members": [...], "combine": "min"}``
+            (:class:`critic.ensemble.EnsembleCritic`).
 
     Raises:
         UnknownCriticError: the name is not known; the message lists the known names.
@@ -52,6 +54,10 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         from critic.oracle import OracleCritic
 
         return OracleCritic(**kwargs)
+    if name == "ensemble":
+        from critic.ensemble import EnsembleCritic
+
+        return EnsembleCritic(**kwargs)
     from pathlib import Path
 
     from critic.models import PRESETS

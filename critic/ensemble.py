@@ -1,0 +1,129 @@
+"""Several critics read as one: the reward-model ensembles used against over-optimisation
+(Coste et al., 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
+
+Each member answers every query; the progress is their ``mean``, their ``min`` (worst case), or
+``mean_minus_std`` (uncertainty-weighted: ``mean - std_weight * std``, clipped to [0, 1]). A
+learner that finds a state one member over-reads gains less where the members disagree. Every
+member must read the same clip length, since one query goes to all of them.
+
+    make_critic({"name": "ensemble", "members": ["viscritic-small", "/ckpt/a"], "combine": "min"})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from critic.base import (
+    Critic,
+    FailureQuery,
+    FailureVerdict,
+    ParseStatus,
+    ProgressEstimate,
+    ProgressQuery,
+)
+
+COMBINE = ("mean", "min", "mean_minus_std")
+
+
+class EnsembleConfigError(ValueError):
+    """The ensemble's members or combination rule cannot be used; the message names the fix."""
+
+
+@dataclass
+class EnsembleCritic(Critic):
+    """Critics answering together (module doc).
+
+    Attributes:
+        members: critics, or what :func:`critic.factory.make_critic` takes for each (two or more).
+        combine: ``mean``, ``min`` or ``mean_minus_std``.
+        std_weight: the ``mean_minus_std`` penalty per standard deviation, >= 0.
+    """
+
+    members: Sequence[Critic | str | Mapping[str, Any]] = ()
+    combine: str = "mean"
+    std_weight: float = 1.0
+    critics: list[Critic] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from critic.factory import make_critic
+
+        if self.combine not in COMBINE:
+            raise EnsembleConfigError(
+                f"combine={self.combine!r} is not a rule; pick one of {list(COMBINE)}"
+            )
+        weight = self.std_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+            raise EnsembleConfigError(f"std_weight={weight!r} must be a number >= 0")
+        listed = isinstance(self.members, Sequence) and not isinstance(self.members, str)
+        members = list(self.members) if listed else self.members
+        if not listed or len(members) < 2:
+            raise EnsembleConfigError(
+                f"members={members!r}: an ensemble needs a list of two or more critics, e.g. "
+                "critic.members=[critic/weights/viscritic-small-reacher-2f,/ckpt/round6]"
+            )
+        self.critics = [make_critic(m) for m in members]
+        lengths = {c.clip_frames for c in self.critics if c.clip_frames is not None}
+        if len(lengths) > 1:
+            raise EnsembleConfigError(
+                f"members read different clip lengths {sorted(lengths)} "
+                f"({[c.name for c in self.critics]}); one query goes to all of them, so "
+                "ensemble critics trained on the same number of frames"
+            )
+        self.needs_frames = any(c.needs_frames for c in self.critics)
+
+    @property
+    def name(self) -> str:
+        return f"ensemble-{self.combine}({', '.join(c.name for c in self.critics)})"
+
+    @property
+    def clip_frames(self) -> int | None:
+        lengths = [c.clip_frames for c in self.critics if c.clip_frames is not None]
+        return lengths[0] if lengths else None
+
+    def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        answers = [c.estimate_progress(queries) for c in self.critics]
+        out = []
+        for per_query in zip(*answers, strict=True):
+            read = np.asarray([a.progress for a in per_query if a.progress is not None], float)
+            if read.size == 0:
+                out.append(ProgressEstimate(None, status=per_query[0].status))
+                continue
+            if self.combine == "mean":
+                value = read.mean()
+            elif self.combine == "min":
+                value = read.min()
+            else:
+                value = np.clip(read.mean() - self.std_weight * read.std(), 0.0, 1.0)
+            out.append(ProgressEstimate(float(value), spread=float(read.std())))
+        return out
+
+    def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
+        """The majority of the readable verdicts (a tie is a failure); confidence is the share
+        of readable members that agree."""
+        answers = [c.detect_failure(queries) for c in self.critics]
+        out = []
+        for per_query in zip(*answers, strict=True):
+            readable = [v for v in per_query if v.success is not None]
+            if not readable:
+                out.append(FailureVerdict(None, status=ParseStatus.NO_ANSWER))
+                continue
+            successes = sum(v.success for v in readable)
+            success = successes > len(readable) / 2
+            agree = [v for v in readable if v.success == success]
+            types = [v.failure_type for v in agree if v.failure_type]
+            out.append(
+                FailureVerdict(
+                    success,
+                    None if success or not types else max(set(types), key=types.count),
+                    confidence=len(agree) / len(readable),
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        for critic in self.critics:
+            critic.close()

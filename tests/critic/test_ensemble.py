@@ -1,0 +1,122 @@
+"""critic/ensemble.py: hand-worked combinations, unreadable members, the majority verdict, typed
+config errors, and an ensemble as the reward of a real Reacher env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import pytest
+
+import envs  # noqa: F401 - registers VisCriticReward-v0
+from critic.base import (
+    Critic,
+    FailureQuery,
+    FailureVerdict,
+    ParseStatus,
+    ProgressEstimate,
+    ProgressQuery,
+)
+from critic.ensemble import EnsembleConfigError, EnsembleCritic
+from critic.factory import make_critic
+
+
+@dataclass
+class Fixed(Critic):
+    """Reads every query as ``progress`` (``None``: unreadable); says ``success``."""
+
+    progress: float | None = 0.5
+    success: bool | None = True
+    failure_type: str | None = None
+    frames: int | None = None
+    needs_frames: bool = field(default=False, kw_only=True)
+
+    @property
+    def clip_frames(self) -> int | None:
+        return self.frames
+
+    def estimate_progress(self, queries):
+        status = ParseStatus.OK if self.progress is not None else ParseStatus.NO_ANSWER
+        return [ProgressEstimate(self.progress, status=status) for _ in queries]
+
+    def detect_failure(self, queries):
+        return [FailureVerdict(self.success, self.failure_type) for _ in queries]
+
+
+QUERIES = [ProgressQuery("reach"), ProgressQuery("reach")]
+
+
+@pytest.mark.parametrize(
+    ("combine", "expected"),
+    [
+        ("mean", 0.5),
+        ("min", 0.2),
+        # mean 0.5, population std sqrt((0.09 + 0.01 + 0.16) / 3) = 0.294392
+        ("mean_minus_std", 0.5 - 0.294392),
+    ],
+)
+def test_combinations_by_hand(combine, expected):
+    critic = EnsembleCritic([Fixed(0.2), Fixed(0.4), Fixed(0.9)], combine=combine)
+    estimates = critic.estimate_progress(QUERIES)
+    assert [e.progress for e in estimates] == pytest.approx([expected] * 2, abs=1e-6)
+    assert estimates[0].spread == pytest.approx(0.294392, abs=1e-6)
+
+
+def test_the_std_penalty_is_weighted_and_clipped_at_zero():
+    members = [Fixed(0.0), Fixed(0.4)]  # mean 0.2, std 0.2
+    half = EnsembleCritic(members, combine="mean_minus_std", std_weight=0.5)
+    assert half.estimate_progress(QUERIES[:1])[0].progress == pytest.approx(0.1)
+    triple = EnsembleCritic(members, combine="mean_minus_std", std_weight=3.0)
+    assert triple.estimate_progress(QUERIES[:1])[0].progress == 0.0
+
+
+def test_unreadable_members_are_left_out_and_all_unreadable_is_unreadable():
+    critic = EnsembleCritic([Fixed(None), Fixed(0.3), Fixed(0.7)])
+    assert critic.estimate_progress(QUERIES[:1])[0].progress == pytest.approx(0.5)
+    none = EnsembleCritic([Fixed(None), Fixed(None)]).estimate_progress(QUERIES[:1])[0]
+    assert none.progress is None and none.status is ParseStatus.NO_ANSWER
+
+
+def test_the_verdict_is_the_readable_majority():
+    members = [Fixed(success=False, failure_type="stall"), Fixed(success=False,
+               failure_type="stall"), Fixed(success=True), Fixed(success=None)]  # fmt: skip
+    verdict = EnsembleCritic(members).detect_failure([FailureQuery("reach")])[0]
+    assert (verdict.success, verdict.failure_type) == (False, "stall")
+    assert verdict.confidence == pytest.approx(2 / 3)
+    tie = EnsembleCritic([Fixed(success=True), Fixed(success=False)])
+    assert tie.detect_failure([FailureQuery("reach")])[0].success is False  # a tie is a failure
+
+
+def test_members_share_one_clip_length_and_the_ensemble_reports_it():
+    assert EnsembleCritic([Fixed(frames=1), Fixed(frames=None)]).clip_frames == 1
+    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\]"):
+        EnsembleCritic([Fixed(frames=1), Fixed(frames=8)])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"members": []}, "members=[]: an ensemble needs a list of two or more critics"),
+        ({"members": "oracle"}, "members='oracle': an ensemble needs a list of two or more"),
+        ({"members": ["oracle"]}, "members=['oracle']: an ensemble needs a list of two or more"),
+        ({"members": ["oracle", "oracle"], "combine": "median"},
+         "combine='median' is not a rule; pick one of ['mean', 'min', 'mean_minus_std']"),
+        ({"members": ["oracle", "oracle"], "std_weight": -1}, "std_weight=-1 must be a number >= 0"),
+    ],
+)  # fmt: skip
+def test_bad_configs_are_typed_messages(kwargs, message):
+    with pytest.raises(EnsembleConfigError) as err:
+        make_critic({"name": "ensemble", **kwargs})
+    assert str(err.value).startswith(message)
+
+
+def test_an_ensemble_of_oracles_is_the_reward_of_a_real_env():
+    env = gym.make(
+        "VisCriticReward-v0",
+        env="Reacher-v5",
+        critic={"name": "ensemble", "members": ["oracle", "oracle"], "combine": "min"},
+    )
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    assert reward == pytest.approx(info["progress"]) == info["critic_progress"]  # min of two truths
+    env.close()
