@@ -68,6 +68,7 @@ class EnsembleCritic(Critic):
         self.critics = [make_critic(m) for m in members]
         lengths = {c.clip_frames for c in self.critics if c.clip_frames is not None}
         if len(lengths) > 1:
+            self.close()  # the members built so far hold models, servers or connections
             raise EnsembleConfigError(
                 f"members read different clip lengths {sorted(lengths)} "
                 f"({[c.name for c in self.critics]}); one query goes to all of them, so "
