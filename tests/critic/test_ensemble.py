@@ -4,6 +4,7 @@ config errors, and an ensemble as the reward of a real Reacher env."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -120,3 +121,21 @@ def test_an_ensemble_of_oracles_is_the_reward_of_a_real_env():
     _, reward, _, _, info = env.step(env.action_space.sample())
     assert reward == pytest.approx(info["progress"]) == info["critic_progress"]  # min of two truths
     env.close()
+
+
+def test_an_ensemble_of_a_trained_critic_reads_as_the_critic_in_a_real_env():
+    # Two copies of the shipped two-frame checkpoint: their mean is the single critic's reading,
+    # and the ensemble sends the members' own clip length (1 frame) without being told.
+    model = str(Path(__file__).resolve().parents[2] / "critic/weights/viscritic-small-reacher-2f")
+    single = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=model, query_every=5)
+    pair = gym.make("VisCriticReward-v0", env="Reacher-v5", query_every=5,
+                    critic={"name": "ensemble", "members": [model, model], "combine": "mean"})  # fmt: skip
+    assert EnsembleCritic([model, model]).clip_frames == 1
+    rewards = []
+    for env in (single, pair):
+        env.reset(seed=3)
+        env.action_space.seed(3)
+        rewards.append([env.step(env.action_space.sample())[1] for _ in range(10)])
+        env.close()
+    assert rewards[0] == pytest.approx(rewards[1], abs=1e-6)
+    assert len(set(rewards[0])) > 1  # the readings move: the comparison is not of constants
