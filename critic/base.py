@@ -148,16 +148,22 @@ class FailureVerdict:
 DEFAULT_CLIP_FRAMES = 8
 
 
-def query_frames(critic: Critic | None, requested: int | None = None) -> int:
-    """Frames to send per progress query: ``requested`` when given, else the critic's own clip
-    length, else :data:`DEFAULT_CLIP_FRAMES`.
+def query_frames(
+    critic: Critic | None, requested: int | None = None, task: str | None = None
+) -> int:
+    """Frames to send per progress query on ``task``: ``requested`` when given, else the critic's
+    own clip length for that task (:meth:`Critic.clip_frames_for`), else
+    :data:`DEFAULT_CLIP_FRAMES`.
 
     A critic trained on 1-frame clips (initial + current frame in the prompt) reads an 8-frame
     clip as an input it never saw, so its own length is the default everywhere it is queried.
     """
     if requested is not None:
         return int(requested)
-    own = getattr(critic, "clip_frames", None)
+    if critic is None:
+        return DEFAULT_CLIP_FRAMES
+    per_task = getattr(critic, "clip_frames_for", None)
+    own = per_task(task) if callable(per_task) else getattr(critic, "clip_frames", None)
     return int(own) if own else DEFAULT_CLIP_FRAMES
 
 
@@ -183,6 +189,12 @@ class Critic(abc.ABC):
         ``None`` when it reads any clip length. The reward and the evaluator send this many
         unless told otherwise."""
         return None
+
+    def clip_frames_for(self, task: str | None) -> int | None:
+        """Frames per progress query this critic was trained on for ``task`` (a registered task
+        name such as ``"Reacher-v5"``; ``None``: unknown). A checkpoint may record a length per
+        task (``train_critic.py task_frames=``); otherwise every task reads :attr:`clip_frames`."""
+        return self.clip_frames
 
     @abc.abstractmethod
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:

@@ -4,7 +4,8 @@
 Each member answers every query; the progress is their ``mean``, their ``min`` (worst case), or
 ``mean_minus_std`` (uncertainty-weighted: ``mean - std_weight * std``, clipped to [0, 1]). A
 learner that finds a state one member over-reads gains less where the members disagree. Every
-member must read the same clip length, since one query goes to all of them.
+member must read the same clip length (on the task it is used for), since one query goes to all
+of them.
 
     make_critic({"name": "ensemble", "members": ["viscritic-small", "/ckpt/a"], "combine": "min"})
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from critic.base import (
     Critic,
+    CriticError,
     FailureQuery,
     FailureVerdict,
     ParseStatus,
@@ -29,7 +31,7 @@ from critic.base import (
 COMBINE = ("mean", "min", "mean_minus_std")
 
 
-class EnsembleConfigError(ValueError):
+class EnsembleConfigError(CriticError):
     """The ensemble's members or combination rule cannot be used; the message names the fix."""
 
 
@@ -84,6 +86,18 @@ class EnsembleCritic(Critic):
     def clip_frames(self) -> int | None:
         lengths = [c.clip_frames for c in self.critics if c.clip_frames is not None]
         return lengths[0] if lengths else None
+
+    def clip_frames_for(self, task: str | None) -> int | None:
+        """The members' common clip length on ``task``; members that record a length per task
+        must agree on each task they are used for."""
+        lengths = {c.clip_frames_for(task) for c in self.critics} - {None}
+        if len(lengths) > 1:
+            raise EnsembleConfigError(
+                f"members read different clip lengths {sorted(lengths)} on {task} "
+                f"({[c.name for c in self.critics]}); one query goes to all of them, so "
+                "ensemble critics trained on the same number of frames for this task"
+            )
+        return lengths.pop() if lengths else None
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         answers = [c.estimate_progress(queries) for c in self.critics]

@@ -22,6 +22,7 @@ from rollout.imports import require_package
 __all__ = [
     "CLIP_FRAMES_KEY",
     "PRESETS",
+    "TASK_CLIP_FRAMES_KEY",
     "ModelLoadError",
     "build_preset",
     "build_tokenizer",
@@ -33,6 +34,9 @@ __all__ = [
 # The key of a checkpoint's config.json that records the frames per progress query it was trained
 # on (critic/train/recipe.py writes it; a model from elsewhere lacks it: any clip length).
 CLIP_FRAMES_KEY = "viscritic_clip_frames"
+# Beside it, the tasks trained at another clip length: {task name: frames} (train_critic.py's
+# task_frames=). A checkpoint can read Reacher's reward from 1 frame and Lift from 8.
+TASK_CLIP_FRAMES_KEY = "viscritic_task_clip_frames"
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

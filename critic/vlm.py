@@ -27,7 +27,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
 )
-from critic.models import CLIP_FRAMES_KEY
+from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import VisionSpec
 
@@ -75,6 +75,7 @@ class VLMCritic(Critic):
     needs_frames: bool = True
     _engine: Any = field(default=None, init=False, repr=False)
     _clip_frames: int | None = field(default=None, init=False, repr=False)
+    _task_clip_frames: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +110,7 @@ class VLMCritic(Critic):
         )
         self.vision = VisionSpec.from_config(self._model.config.vision_config)
         self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
+        self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})
 
     def _connect(self, url: str) -> None:
         from critic.models import load_served_tokenizer
@@ -125,6 +127,7 @@ class VLMCritic(Critic):
         self.tokenizer = load_served_tokenizer(info["tokenizer"])
         self.vision = VisionSpec.from_config(info["config"]["vision_config"])
         self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
+        self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
 
     @property
     def name(self) -> str:
@@ -133,6 +136,9 @@ class VLMCritic(Critic):
     @property
     def clip_frames(self) -> int | None:
         return self._clip_frames
+
+    def clip_frames_for(self, task: str | None) -> int | None:
+        return self._task_clip_frames.get(task, self._clip_frames)
 
     @property
     def engine(self):

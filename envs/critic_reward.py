@@ -49,8 +49,9 @@ class CriticRewardConfig:
         query_every: query the critic every k steps (and at the episode's last step); the reward
             is held in between. k >= 1.
         frames_per_query: frames sent per query, >= 1; ``None``: the critic's own clip length
-            (:attr:`critic.Critic.clip_frames`, from its checkpoint), or 8 for a critic that does
-            not record one (:meth:`for_critic` settles it once the critic is built).
+            (:meth:`critic.Critic.clip_frames_for` the task, from its checkpoint), or 8 for a
+            critic that does not record one (:meth:`for_critic` settles it once the critic is
+            built).
         frame_sampling: ``uniform`` (spread over the episode so far) or ``last`` (the newest N).
         env_reward_weight: weight of the true env reward mixed in; 0 means critic only.
         terminate_on_success: end the episode when the critic's progress reaches
@@ -115,11 +116,11 @@ class CriticRewardConfig:
                 f"terminate_on_success={self.terminate_on_success!r} must be True or False"
             )
 
-    def for_critic(self, critic: Any) -> CriticRewardConfig:
+    def for_critic(self, critic: Any, task: str | None = None) -> CriticRewardConfig:
         """These options with ``frames_per_query`` settled for ``critic`` (``None``: no critic
-        known) by :func:`critic.base.query_frames`: as given, else the critic's clip length,
-        else 8."""
-        return replace(self, frames_per_query=query_frames(critic, self.frames_per_query))
+        known) on ``task`` (a registered task name) by :func:`critic.base.query_frames`: as
+        given, else the critic's clip length for the task, else 8."""
+        return replace(self, frames_per_query=query_frames(critic, self.frames_per_query, task))
 
     def is_query_step(self, step: int, done: bool) -> bool:
         """Whether the critic is queried after ``step`` (1-based): every k-th step and the last.

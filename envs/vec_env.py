@@ -103,7 +103,11 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         self.relabel = bool(relabel)
         self.check_config(self.config, self.relabel)
         self.critic = make_critic(critic)
-        self.config = self.config.for_critic(self.critic)
+        # the clip length is the critic's for each sub-env's task (a checkpoint may record one
+        # per task); the query schedule is the same for all
+        tasks = [spec.name for spec in venv.get_attr("spec_task")]
+        self._configs = [self.config.for_critic(self.critic, task) for task in tasks]
+        self.config = self._configs[0]
         self._instructions = venv.get_attr("instruction")
         self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
 
@@ -123,7 +127,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             )
 
     def _new_tracker(self, index: int) -> EpisodeTracker:
-        return EpisodeTracker(self.config, self._instructions[index], self.critic.name)
+        return EpisodeTracker(self._configs[index], self._instructions[index], self.critic.name)
 
     def _estimate(
         self, queries: list[ProgressQuery], owners: list[tuple[int, EpisodeTracker]]
@@ -361,7 +365,7 @@ def make_viscritic_vec_env(
     max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
     VisCriticVecEnv.check_config(config, relabel)  # every option before the critic loads
     built = make_critic(critic)
-    config = config.for_critic(built)
+    config = config.for_critic(built, env)
     render = built.needs_frames  # a bool, so workers never receive (pickle) the critic itself
 
     def make_one() -> gym.Env:

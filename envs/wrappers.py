@@ -64,8 +64,8 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "relabel=True) with an off-policy learner, or between_queries='hold'"
             )
         self.critic = make_critic(critic)
-        self.config = self.config.for_critic(self.critic)
         self._task: TaskEnv = env.unwrapped
+        self.config = self.config.for_critic(self.critic, self._task.spec_task.name)
         self._tracker = EpisodeTracker(self.config, self._task.instruction, self.critic.name)
 
     def _frame(self):

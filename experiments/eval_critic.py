@@ -116,10 +116,10 @@ def evaluate_critic(
         run_probes,
     )
 
-    frames = query_frames(critic, cfg.frames_per_query)  # null: the critic's own clip length
     out: dict[str, Any] = {}
     for task, episodes in by_task.items():
         start = time.perf_counter()
+        frames = query_frames(critic, cfg.frames_per_query, task)  # null: the critic's own
         row: dict[str, Any] = {"frames_per_query": frames}
         has_progress = all(np.isfinite(e.progress).all() for e in episodes)
         if has_progress:

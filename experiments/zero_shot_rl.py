@@ -512,6 +512,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
 
+    from critic.ensemble import EnsembleConfigError
     from critic.factory import UnknownCriticError
     from rollout.imports import MissingExtraError
 
@@ -523,6 +524,7 @@ def main(cfg: DictConfig) -> None:
         ExperimentConfigError,
         GymError,
         UnknownCriticError,
+        EnsembleConfigError,
         MissingExtraError,
         InstantiationException,
     ) as exc:

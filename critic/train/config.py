@@ -6,7 +6,7 @@ hold and :func:`check_config`, which turns ``configs/train_critic.yaml`` into pe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,15 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 f"{name}={value!r} must be an integer >= {low} (samples per episode: "
                 "critic/data/samples.py)"
             )
+    task_frames = cfg.get("task_frames") or {}
+    if not isinstance(task_frames, Mapping | DictConfig) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in task_frames.values()
+    ):
+        raise TrainConfigError(
+            f"task_frames={task_frames!r} needs a mapping of task name to frames per clip "
+            "(an integer >= 1), e.g. 'task_frames={Reacher-v5: 1}' trains Reacher's clips at one "
+            "frame and every other task's at frames=; task_frames={} uses frames= for all"
+        )
     if cfg.resume is not None and not Path(cfg.resume).is_dir():
         raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
     if cfg.dtype not in DTYPES:

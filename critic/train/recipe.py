@@ -40,12 +40,14 @@ def load_samples(
 
     ``limit`` (the validation set) is shared out evenly over the ``data`` folders, in their
     order, so a mixed run validates on every dataset and not only the first. Each sample's
-    ``meta["data_folder"]`` is the index of its folder in ``cfg.data``.
+    ``meta["data_folder"]`` is the index of its folder in ``cfg.data``. An episode's clips have
+    ``cfg.task_frames[its task]`` frames, else ``cfg.frames``.
     """
     from critic.data.episodes import iter_episodes
     from critic.data.samples import build_samples, seed_split
 
     rng = np.random.default_rng(cfg.seed)
+    task_frames = dict(cfg.get("task_frames") or {})
     samples = []
     for index, folder in enumerate(cfg.data):
         quota = None if limit is None else limit // len(cfg.data) + (index < limit % len(cfg.data))
@@ -55,7 +57,8 @@ def load_samples(
                 break
             if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
                 continue
-            built = build_samples(episode, kinds, rng, frames=cfg.frames, cuts=cfg.cuts,
+            frames = task_frames.get(episode.env_id, cfg.frames)
+            built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,
                                   frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,
                                   transforms=tuple(cfg.transforms))  # fmt: skip
             for sample in built:
@@ -186,7 +189,7 @@ class Trainer:
     def setup(self) -> None:
         import torch
 
-        from critic.models import CLIP_FRAMES_KEY, load_model
+        from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, load_model
 
         cfg = self.cfg
         random.seed(cfg.seed + self.rank)
@@ -201,9 +204,12 @@ class Trainer:
             start, device=cfg.device, dtype=dtype, seed=cfg.seed
         )
         self.model = self.model.to(dtype)
-        # every checkpoint records its clip length: the reward and the evaluator send as many
-        # frames per query unless told otherwise (critic.Critic.clip_frames)
+        # every checkpoint records its clip length, and the tasks trained at another (replacing
+        # what the starting checkpoint recorded): the reward and the evaluator send as many
+        # frames per query unless told otherwise (critic.Critic.clip_frames_for)
         setattr(self.model.config, CLIP_FRAMES_KEY, int(cfg.frames))
+        task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
+        setattr(self.model.config, TASK_CLIP_FRAMES_KEY, task_frames)
         if cfg.freeze_vision:
             for p in self.model.model.visual.parameters():
                 p.requires_grad_(False)

@@ -94,6 +94,24 @@ def test_members_share_one_clip_length_and_the_ensemble_reports_it():
         EnsembleCritic([Fixed(frames=1), Fixed(frames=8)])
 
 
+@dataclass
+class PerTask(Fixed):
+    """Reads ``tasks[task]`` frames on the tasks named, ``frames`` elsewhere."""
+
+    tasks: dict = field(default_factory=dict)
+
+    def clip_frames_for(self, task):
+        return self.tasks.get(task, self.frames)
+
+
+def test_members_with_a_clip_per_task_agree_on_the_task_they_read():
+    critic = EnsembleCritic([PerTask(frames=8, tasks={"Reacher-v5": 1}),
+                             PerTask(frames=8, tasks={"Reacher-v5": 1, "Lift": 4})])  # fmt: skip
+    assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Pusher-v5")] == [1, 8]
+    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[4, 8\] on Lift"):
+        critic.clip_frames_for("Lift")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -104,17 +107,9 @@ def test_a_saved_checkpoint_directory_is_a_critic(tmp_path, tiny_model):
     env.close()
 
 
-def test_the_clip_length_a_checkpoint_records_is_what_the_reward_sends(tmp_path, tiny_model):
-    import json
-
-    from critic.models import CLIP_FRAMES_KEY, save_model
-
-    save_model(*tiny_model, tmp_path / "ckpt")
-    assert make_critic(str(tmp_path / "ckpt")).clip_frames is None  # a model from elsewhere
-    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, CLIP_FRAMES_KEY: 2}))
-    critic = make_critic(str(tmp_path / "ckpt"))
-    assert critic.clip_frames == 2
+def _frames_sent(critic, task: str, **options) -> tuple[int, list[int]]:
+    """The reward's clip length for ``critic`` on ``task``, and the frames of the queries it sent
+    over a reset and one step."""
     sent = []
     score = critic.estimate_progress
 
@@ -123,13 +118,41 @@ def test_the_clip_length_a_checkpoint_records_is_what_the_reward_sends(tmp_path,
         return score(queries)
 
     critic.estimate_progress = spy
-    for options, expected in (({}, 2), ({"frames_per_query": 4}, 4)):  # asked for: that wins
-        env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, **options)
-        env.reset(seed=0)
-        env.step(env.action_space.sample())
-        assert env.get_wrapper_attr("config").frames_per_query == expected
-        assert sent[-2:] == [expected, expected]  # the reset query and the step's
-        env.close()
+    env = gym.make("VisCriticReward-v0", env=task, critic=critic, **options)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    env.close()
+    critic.estimate_progress = score
+    return env.get_wrapper_attr("config").frames_per_query, sent
+
+
+def _record(folder: Path, **keys) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **keys}))
+
+
+def test_the_clip_length_a_checkpoint_records_is_what_the_reward_sends(tmp_path, tiny_model):
+    from critic.models import CLIP_FRAMES_KEY, save_model
+
+    save_model(*tiny_model, tmp_path / "ckpt")
+    assert make_critic(str(tmp_path / "ckpt")).clip_frames is None  # a model from elsewhere
+    _record(tmp_path / "ckpt", **{CLIP_FRAMES_KEY: 2})
+    critic = make_critic(str(tmp_path / "ckpt"))
+    assert critic.clip_frames == 2
+    assert _frames_sent(critic, "Reacher-v5") == (2, [2, 2])  # the reset query and the step's
+    assert _frames_sent(critic, "Reacher-v5", frames_per_query=4) == (4, [4, 4])  # asked: wins
+
+
+def test_a_checkpoint_may_record_a_clip_length_per_task(tmp_path, tiny_model):
+    from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, save_model
+
+    save_model(*tiny_model, tmp_path / "ckpt")
+    _record(tmp_path / "ckpt", **{CLIP_FRAMES_KEY: 2, TASK_CLIP_FRAMES_KEY: {"Reacher-v5": 1}})
+    critic = make_critic(str(tmp_path / "ckpt"))
+    assert critic.clip_frames == 2  # every task not named reads the checkpoint's clip length
+    assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Pusher-v5", None)] == [1, 2, 2]
+    assert _frames_sent(critic, "Reacher-v5") == (1, [1, 1])
+    assert _frames_sent(critic, "Pusher-v5") == (2, [2, 2])
 
 
 def test_the_video_cache_is_on_by_default_and_changes_nothing():

@@ -187,6 +187,22 @@ def test_frames_per_query_is_the_critic_s_own_unless_asked(requested, critic, ex
     assert config.for_critic(critic).query_every == config.query_every  # nothing else moves
 
 
+class _PerTask(_Critic):
+    def clip_frames_for(self, task):
+        return {"Reacher-v5": 1}.get(task, self.clip_frames)
+
+
+def test_frames_per_query_is_the_critic_s_own_for_the_task():
+    config, critic = CriticRewardConfig(), _PerTask(8)
+    assert config.for_critic(critic, "Reacher-v5").frames_per_query == 1
+    assert config.for_critic(critic, "Lift").frames_per_query == 8
+    assert config.for_critic(critic).frames_per_query == 8  # task unknown: the critic's clip
+    assert (
+        CriticRewardConfig(frames_per_query=4).for_critic(critic, "Reacher-v5").frames_per_query
+        == 4
+    )
+
+
 def test_a_tracker_without_a_critic_sends_the_default_clip():
     tracker = EpisodeTracker(CriticRewardConfig(frame_sampling="last"), "x", "test")
     tracker.start(np.zeros((2, 2, 3), np.uint8), 0.0)

@@ -9,7 +9,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs
 from envs import InvalidOptionError
-from envs.vec_env import make_viscritic_vec_env
+from envs.vec_env import VisCriticVecEnv, make_viscritic_vec_env
 from tests.helpers import RecordingCritic
 
 N_ENVS, HORIZON, STEPS = 3, 10, 25  # 25 steps cross two episode boundaries (after 10 and 20)
@@ -57,6 +57,30 @@ def test_one_critic_call_per_vector_step():
     assert sizes[10] == sizes[20] == 2 * N_ENVS
     assert set(sizes[1:10]) == {N_ENVS}
     venv.close()
+
+
+class _PerTaskClip(RecordingCritic):
+    """Trained on 1-frame Reacher clips and 8 frames elsewhere (a checkpoint's task_frames=)."""
+
+    def clip_frames_for(self, task):
+        return 1 if task == "Reacher-v5" else 8
+
+
+@pytest.mark.parametrize(("task", "frames"), [("Reacher-v5", 1), ("Pusher-v5", 8)])
+def test_every_query_carries_the_critic_s_clip_length_for_the_task(task, frames):
+    critic = _PerTaskClip()
+    venv = make_viscritic_vec_env(task, 2, critic, seed=0, horizon=HORIZON)
+    venv.reset()
+    for _ in range(3):
+        venv.step(np.stack([venv.action_space.sample()] * 2))
+    venv.close()
+    assert {len(q.frames) for batch in critic.batches for q in batch} == {frames}
+    direct = _PerTaskClip()  # the vector wrapper over workers built by hand settles it too
+    workers = make_viscritic_vec_env(task, 2, direct, horizon=HORIZON)
+    assert workers.config.frames_per_query == frames
+    again = VisCriticVecEnv(workers.venv, direct)  # no config given: settled from the workers
+    assert again.config.frames_per_query == frames
+    workers.close()
 
 
 def test_episode_end_reports_true_and_critic_returns():

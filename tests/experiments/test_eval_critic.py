@@ -3,6 +3,7 @@ tiny VLM side by side, an external folder of labelled videos, and typed errors."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -52,6 +53,30 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert "### Failure from final progress" in report and "success 0.00" in report
     assert (tmp_path / "calibration.png").stat().st_size > 5_000
     assert "# Critic evaluation" in done.stdout
+
+
+def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
+    from hydra import compose, initialize_config_dir
+
+    from critic.data.episodes import iter_episodes
+    from tests.helpers import RecordingCritic
+
+    class PerTask(RecordingCritic):  # trained on 1-frame Reacher clips, 8 frames elsewhere
+        def clip_frames_for(self, task):
+            return 1 if task == "Reacher-v5" else 8
+
+    spec = importlib.util.spec_from_file_location(
+        "eval_critic", ROOT / "experiments" / "eval_critic.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("eval_critic", overrides=["probes=false", "delay_points=0", "stride=4"])
+    episodes = list(iter_episodes(dataset))[:2]
+    critic = PerTask()
+    row = module.evaluate_critic(critic, {"Reacher-v5": episodes}, cfg)["Reacher-v5"]
+    assert row["frames_per_query"] == 1
+    assert {len(q.frames) for batch in critic.batches for q in batch} == {1}
 
 
 def test_external_labelled_videos(tmp_path):

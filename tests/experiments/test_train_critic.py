@@ -173,6 +173,50 @@ def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
     assert start[f"data_share/{twin}"] == pytest.approx(0.75)
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("{Reacher-v5: 0}", "{'Reacher-v5': 0}"), ("{Reacher-v5: true}", "{'Reacher-v5': True}"),
+     ("3", "3"), ("[1]", "[1]")],
+)  # fmt: skip
+def test_task_frames_need_a_mapping_of_positive_integers(dataset, value, shown):
+    with pytest.raises(Exception) as err:
+        _check(f"data=[{dataset}]", f"task_frames={value}")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"task_frames={shown} needs a mapping of task name to frames per clip (an integer >= 1), "
+        "e.g. 'task_frames={Reacher-v5: 1}' trains Reacher's clips at one frame and every other "
+        "task's at frames=; task_frames={} uses frames= for all"
+    )
+
+
+def test_task_frames_set_a_task_s_clip_and_travel_with_the_checkpoint(dataset, tmp_path):
+    from critic.factory import make_critic
+    from critic.train.recipe import load_samples
+
+    def clip_lengths(cfg) -> set[int]:  # anchored prompts: initial image, the clip, current image
+        return {
+            s.prompt.videos[1].shape[0] for s in load_samples(cfg, ("score", "frozen"), "train")
+        }
+
+    _, cfg = _recipe(f"data=[{dataset}]", "task_frames={Reacher-v5: 1}", *TINY)  # frames=2
+    assert clip_lengths(cfg) == {1}
+    cfg.task_frames = {"Lift": 1}  # another task: Reacher's episodes keep frames=
+    assert clip_lengths(cfg) == {2}
+    first, second = tmp_path / "first", tmp_path / "second"
+    one_step = ["pipeline=[readout]", "stages.readout.steps=1", "stages.readout.batch_size=2",
+                "eval_every=0"]  # fmt: skip
+    done = _run(first, f"data=[{dataset}]", "task_frames={Reacher-v5: 1}", *one_step)
+    assert done.returncode == 0, done.stderr[-3000:]
+    critic = make_critic(str(first / "readout" / "final"))
+    assert critic.clip_frames == 2
+    assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Lift")] == [1, 2]
+    critic.close()
+    # a run from it without task_frames records its own clips, not the starting checkpoint's
+    done = _run(second, f"data=[{dataset}]", f"model={first / 'readout' / 'final'}", *one_step)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert make_critic(str(second / "readout" / "final")).clip_frames_for("Reacher-v5") == 2
+
+
 def test_anneal_recipe_needs_its_starting_weights(dataset):
     module, cfg = _recipe(f"data=[{dataset}]", config="viscritic_small_anneal")
     with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):

@@ -175,6 +175,25 @@ def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
     assert "InvalidOptionError: reward_mode='sparse' is not a reward mode" in done.stderr
 
 
+def test_ensemble_members_reading_different_clips_on_the_task_is_a_message(tmp_path, tiny_model):
+    from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, save_model
+
+    members = []
+    for name, per_task in (("one_frame_reacher", {"Reacher-v5": 1}), ("eight", {})):
+        folder = tmp_path / name
+        save_model(*tiny_model, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.update({CLIP_FRAMES_KEY: 8, TASK_CLIP_FRAMES_KEY: per_task})
+        (folder / "config.json").write_text(json.dumps(config))
+        members.append(str(folder))
+    done = _run(tmp_path / "run", "critic=ensemble", f"critic.members=[{','.join(members)}]",
+                "conditions=[critic]")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "EnsembleConfigError: members read different clip lengths [1, 8] on Reacher-v5" in (
+        done.stderr
+    )
+
+
 def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path):
     done = _run(tmp_path, "conditions=[oracle]")  # relabel=true, interpolated, query every 10
     assert done.returncode == 0, done.stderr[-2000:]
