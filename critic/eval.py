@@ -1,4 +1,5 @@
-"""Critic evaluation: progress accuracy, failure detection and reward-hacking probes.
+"""Critic evaluation: progress accuracy and failure detection (the reward-hacking probes built on
+them are in :mod:`critic.probes`).
 
 Pure metric functions first (hand-worked tests in ``tests/critic/test_eval.py``), then the functions
 that put a critic through episodes. Progress queries are built as the reward wrapper builds them:
@@ -11,9 +12,6 @@ the current frame (PRIMO R1), so what is measured here is what RL sees online.
 - **Failure detection** (RoboFail-style): accuracy, precision / recall / F1 with *failure* as the
   positive class, AUROC of the critic's failure probability, confusion by failure type, and the
   detection delay: the time from the failure to the first prefix of the episode judged a failure.
-- **Probes** built from the pretext transforms, each with the behaviour a sound critic shows:
-  static video (flat), reversed expert episode (falling), shuffled frames (low VOC), frozen arm
-  after partial progress (no growth after the freeze).
 """
 
 from __future__ import annotations
@@ -114,7 +112,8 @@ def calibration(
     return {"center": centers, "predicted": mean_pred, "true": mean_true, "count": counts}
 
 
-def _nanmean(values: Sequence[float]) -> float:
+def nanmean(values: Sequence[float]) -> float:
+    """The mean of the finite values (``None`` and ``nan`` left out); ``nan`` when there are none."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")
 
@@ -222,7 +221,7 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
             "mae": float(np.abs(pred[readable] - true[readable]).mean())
             if readable.any()
             else float("nan"),
-            "voc": _nanmean([r.voc for r in mine]),
+            "voc": nanmean([r.voc for r in mine]),
             "readable": float(readable.mean()),
             "constant": constant,
             "constant_mae": float(np.abs(constant - true).mean()),
@@ -290,9 +289,9 @@ def evaluate_failures(
             **_judged_by_type(episodes, by_progress, progress_threshold),
         },
         "readable": float(np.mean([v.success is not None for v in verdicts])),
-        "type_accuracy": _nanmean([float(t) for t in typed]),
-        "detection_delay_s": _nanmean(delays),
-        "detected_in_time": _nanmean([float(t) for t in in_time]),
+        "type_accuracy": nanmean([float(t) for t in typed]),
+        "detection_delay_s": nanmean(delays),
+        "detected_in_time": nanmean([float(t) for t in in_time]),
         "constant_accuracy": float(majority),
         "confusion": confusion,
     }
@@ -412,90 +411,3 @@ def _detection_delays(critic, episodes, frames, points, camera):
                 max(0.0, (episode.steps[hit] - episode.failure_step) * episode.step_seconds)
             )
     return delays, in_time
-
-
-# -- reward-hacking probes -------------------------------------------------------------------
-PROBES = {
-    # name: (what a sound critic does, the statistic, the pass rule)
-    "static": "flat: the first frame repeated; mean |p_t - p_0| <= 0.1",
-    "reversed": "falling: an expert episode backwards; VOC < 0",
-    "shuffled": "no order: an expert episode's frames shuffled; |VOC| <= 0.3",
-    "frozen": "no growth after a freeze at half the active part; mean(p after) - p_freeze <= 0.1",
-}
-
-
-def probe_videos(
-    episode: Episode, rng: np.random.Generator, camera: str | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The probes' videos and the privileged progress they show, from one expert episode."""
-    video = episode.frames[camera or episode.cameras[0]]
-    truth = np.asarray(episode.progress, dtype=float)
-    active = active_length(truth)
-    video, truth = video[:active], truth[:active]
-    order = rng.permutation(len(video))
-    freeze = max(1, active // 2)
-    frozen_index = np.minimum(np.arange(active), freeze)  # frame `freeze` held to the end
-    return {
-        "static": (np.repeat(video[:1], len(video), axis=0), np.repeat(truth[:1], len(video))),
-        "reversed": (video[::-1], truth[::-1]),
-        "shuffled": (video[order], truth[order]),
-        "frozen": (video[frozen_index], truth[frozen_index]),
-    }
-
-
-def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None) -> float:
-    """The statistic each probe's pass rule reads (see :data:`PROBES`)."""
-    if name == "static":
-        return float(np.nanmean(np.abs(predicted - predicted[0])))
-    if name in ("reversed", "shuffled"):
-        return value_order_correlation(predicted)
-    if name == "frozen":
-        return float(np.nanmean(predicted[freeze + 1 :]) - predicted[freeze])
-    raise ValueError(f"unknown probe {name!r}; probes are {list(PROBES)}")
-
-
-def probe_passes(name: str, statistic: float) -> bool:
-    """Whether a probe's statistic meets its rule (a ``nan`` statistic fails, except a flat
-    prediction on ``shuffled``, which is no order at all)."""
-    if name == "shuffled" and np.isnan(statistic):
-        return True
-    if np.isnan(statistic):
-        return False
-    return {
-        "static": statistic <= 0.1,
-        "reversed": statistic < 0.0,
-        "shuffled": abs(statistic) <= 0.3,
-        "frozen": statistic <= 0.1,
-    }[name]
-
-
-def run_probes(
-    critic: Critic,
-    episodes: Sequence[Episode],
-    seed: int = 0,
-    frames_per_query: int = 8,
-    batch: int = 32,
-) -> dict[str, dict[str, Any]]:
-    """Every probe on every expert episode: the mean statistic, its rule, and pass/fail."""
-    rng = np.random.default_rng(seed)
-    stats: dict[str, list[float]] = {name: [] for name in PROBES}
-    for episode in episodes:
-        if episode.failure_type is not None or active_length(episode.progress) < 4:
-            continue
-        freeze = max(1, active_length(episode.progress) // 2)
-        for name, (video, truth) in probe_videos(episode, rng).items():
-            queries = progress_queries(episode, video, truth, frames_per_query)
-            predicted = predict_progress(critic, queries, batch)
-            stats[name].append(probe_statistic(name, predicted, freeze))
-    out = {}
-    for name, values in stats.items():
-        if name == "shuffled":  # a flat critic has no order: count it as 0
-            values = [0.0 if np.isnan(v) else v for v in values]
-        statistic = _nanmean(values)
-        out[name] = {
-            "expected": PROBES[name],
-            "statistic": statistic,
-            "episodes": len(values),
-            "passed": bool(values) and probe_passes(name, statistic),
-        }
-    return out

@@ -5,7 +5,7 @@
         critics='[viscritic-small,outputs/train_critic/RUN/outcome/final]'
     python experiments/eval_critic.py external=/data/robofail critics=[viscritic-small]
 
-For every critic and task (metrics in :mod:`critic.eval`): progress MAE and VOC on expert episodes
+For every critic and task (metrics in :mod:`critic.eval` and :mod:`critic.probes`): progress MAE and VOC on expert episodes
 and on failures with the best constant predictor beside them, failure-detection accuracy / F1 /
 AUROC / confusion by type / detection delay, and the reward-hacking probes with pass/fail. The run
 dir (hydra) gets ``metrics.json``, ``report.md`` and ``calibration.png``.
@@ -113,8 +113,8 @@ def evaluate_critic(
         evaluate_progress,
         failure_scores,
         progress_summary,
-        run_probes,
     )
+    from critic.probes import run_probes
 
     out: dict[str, Any] = {}
     for task, episodes in by_task.items():
@@ -251,7 +251,7 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         if "probes" in row
     ]
     if probe_rows:
-        from critic.eval import PROBES
+        from critic.probes import PROBES
 
         lines += ["", "## Reward-hacking probes", ""]
         lines += [f"- `{probe}`: {rule}" for probe, rule in PROBES.items()]

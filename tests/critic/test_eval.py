@@ -19,10 +19,10 @@ from critic.eval import (
     failure_scores,
     progress_queries,
     progress_summary,
-    run_probes,
     value_order_correlation,
 )
 from critic.oracle import OracleCritic
+from critic.probes import run_probes
 
 
 def _episode(i: int, failure: str | None = None, t: int = 12) -> Episode:

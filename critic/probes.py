@@ -1,0 +1,101 @@
+"""Reward-hacking probes built from the pretext transforms, each with the behaviour a sound critic
+shows: a static video (flat), a reversed expert episode (falling), shuffled frames (low VOC), and
+the arm frozen after partial progress (no growth after the freeze). The queries are built as
+:mod:`critic.eval` builds them, so a probe measures what RL sees online.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from critic.base import Critic, active_length
+from critic.data.episodes import Episode
+from critic.eval import nanmean, predict_progress, progress_queries, value_order_correlation
+
+PROBES = {
+    # name: (what a sound critic does, the statistic, the pass rule)
+    "static": "flat: the first frame repeated; mean |p_t - p_0| <= 0.1",
+    "reversed": "falling: an expert episode backwards; VOC < 0",
+    "shuffled": "no order: an expert episode's frames shuffled; |VOC| <= 0.3",
+    "frozen": "no growth after a freeze at half the active part; mean(p after) - p_freeze <= 0.1",
+}
+
+
+def probe_videos(
+    episode: Episode, rng: np.random.Generator, camera: str | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The probes' videos and the privileged progress they show, from one expert episode."""
+    video = episode.frames[camera or episode.cameras[0]]
+    truth = np.asarray(episode.progress, dtype=float)
+    active = active_length(truth)
+    video, truth = video[:active], truth[:active]
+    order = rng.permutation(len(video))
+    freeze = max(1, active // 2)
+    frozen_index = np.minimum(np.arange(active), freeze)  # frame `freeze` held to the end
+    return {
+        "static": (np.repeat(video[:1], len(video), axis=0), np.repeat(truth[:1], len(video))),
+        "reversed": (video[::-1], truth[::-1]),
+        "shuffled": (video[order], truth[order]),
+        "frozen": (video[frozen_index], truth[frozen_index]),
+    }
+
+
+def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None) -> float:
+    """The statistic each probe's pass rule reads (see :data:`PROBES`)."""
+    if name == "static":
+        return float(np.nanmean(np.abs(predicted - predicted[0])))
+    if name in ("reversed", "shuffled"):
+        return value_order_correlation(predicted)
+    if name == "frozen":
+        return float(np.nanmean(predicted[freeze + 1 :]) - predicted[freeze])
+    raise ValueError(f"unknown probe {name!r}; probes are {list(PROBES)}")
+
+
+def probe_passes(name: str, statistic: float) -> bool:
+    """Whether a probe's statistic meets its rule (a ``nan`` statistic fails, except a flat
+    prediction on ``shuffled``, which is no order at all)."""
+    if name == "shuffled" and np.isnan(statistic):
+        return True
+    if np.isnan(statistic):
+        return False
+    return {
+        "static": statistic <= 0.1,
+        "reversed": statistic < 0.0,
+        "shuffled": abs(statistic) <= 0.3,
+        "frozen": statistic <= 0.1,
+    }[name]
+
+
+def run_probes(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    seed: int = 0,
+    frames_per_query: int = 8,
+    batch: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """Every probe on every expert episode: the mean statistic, its rule, and pass/fail."""
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {name: [] for name in PROBES}
+    for episode in episodes:
+        if episode.failure_type is not None or active_length(episode.progress) < 4:
+            continue
+        freeze = max(1, active_length(episode.progress) // 2)
+        for name, (video, truth) in probe_videos(episode, rng).items():
+            queries = progress_queries(episode, video, truth, frames_per_query)
+            predicted = predict_progress(critic, queries, batch)
+            stats[name].append(probe_statistic(name, predicted, freeze))
+    out = {}
+    for name, values in stats.items():
+        if name == "shuffled":  # a flat critic has no order: count it as 0
+            values = [0.0 if np.isnan(v) else v for v in values]
+        statistic = nanmean(values)
+        out[name] = {
+            "expected": PROBES[name],
+            "statistic": statistic,
+            "episodes": len(values),
+            "passed": bool(values) and probe_passes(name, statistic),
+        }
+    return out
