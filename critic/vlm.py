@@ -165,14 +165,18 @@ class VLMCritic(Critic):
             **prompts.encode(prompt, self.tokenizer, self.vision, keep_videos=self._keep_videos)
         )
 
+    def digit_probs(self, prompts_: Sequence[prompts.Prompt]) -> np.ndarray:
+        """The one-pass readout of digit-answer prompts: ``[B, 10]``, the probability of each
+        answer digit ``d`` (progress ``d / 9``) right after ``<answer>``. Training distils these
+        into another critic (``train_critic.py teacher=``)."""
+        requests = [self._request(p) for p in prompts_]
+        return np.asarray(self._engine.score(requests, self._digits, prefix=self._answer_prefix))
+
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         if not queries:
             return []
         if self.mode == "score":
-            requests = [self._request(self._prompt(q, "digit")) for q in queries]
-            probs = np.asarray(
-                self._engine.score(requests, self._digits, prefix=self._answer_prefix)
-            )
+            probs = self.digit_probs([self._prompt(q, "digit") for q in queries])
             levels = np.arange(10) / 9.0  # digit d means progress d / 9
             expected = probs @ levels  # [B]
             spread = np.sqrt((probs * (levels[None, :] - expected[:, None]) ** 2).sum(axis=1))

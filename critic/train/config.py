@@ -142,6 +142,28 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             "(an integer >= 1), e.g. 'task_frames={Reacher-v5: 1}' trains Reacher's clips at one "
             "frame and every other task's at frames=; task_frames={} uses frames= for all"
         )
+    teacher, tasks = cfg.get("teacher"), cfg.get("teacher_tasks")
+    if teacher is not None:
+        from critic.weights import SHIPPED
+
+        if not (str(teacher) in SHIPPED or Path(str(teacher)).is_dir()):
+            raise TrainConfigError(
+                f"teacher={teacher!r} is not a checkpoint folder or a shipped critic "
+                f"({sorted(SHIPPED)}); give the folder of the critic whose readout to distil"
+            )
+    if tasks is not None and (
+        not isinstance(tasks, Sequence | ListConfig)
+        or isinstance(tasks, str)
+        or not all(isinstance(t, str) and t for t in tasks)
+    ):
+        raise TrainConfigError(
+            f"teacher_tasks={tasks!r} needs a list of task names, e.g. teacher_tasks=[Reacher-v5]; "
+            "null: every task"
+        )
+    if tasks is not None and teacher is None:
+        raise TrainConfigError(
+            f"teacher_tasks={list(tasks)} has no teacher; set teacher=<checkpoint folder>"
+        )
     if cfg.resume is not None and not Path(cfg.resume).is_dir():
         raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
     if cfg.dtype not in DTYPES:

@@ -68,6 +68,34 @@ def load_samples(
     return samples
 
 
+def label_with_teacher(cfg: DictConfig, samples: list, batch: int = 64) -> int:
+    """Give the digit-answer (``score``, ``frozen``) samples of ``cfg.teacher_tasks`` (``null``:
+    every task) the teacher's distribution over the ten answer digits, read from the same prompt
+    (``sample.target["digit_probs"]``); SFT then distils it (:mod:`critic.train.sft`). Returns
+    how many samples it labelled.
+
+    The teacher (``cfg.teacher``, a checkpoint folder) keeps what it reads on those tasks while
+    the student learns others: a student trained further on true labels alone drifts from it.
+    """
+    from critic.factory import make_critic
+
+    tasks = None if cfg.get("teacher_tasks") is None else set(cfg.teacher_tasks)
+    chosen = [s for s in samples if s.kind in ("score", "frozen")
+              and (tasks is None or s.env_id in tasks)]  # fmt: skip
+    if not chosen:
+        return 0
+    teacher = make_critic({"name": str(cfg.teacher), "device": cfg.device, "cache": False})
+    try:
+        for start in range(0, len(chosen), batch):
+            part = chosen[start : start + batch]
+            probs = teacher.digit_probs([s.prompt for s in part])
+            for sample, row in zip(part, probs, strict=True):
+                sample.target["digit_probs"] = [float(p) for p in row]
+    finally:
+        teacher.close()
+    return len(chosen)
+
+
 def draw_probabilities(
     cfg: DictConfig, samples: list
 ) -> tuple[np.ndarray | None, dict[str, float]]:
@@ -243,16 +271,19 @@ class Trainer:
             sync_rollout_weights,
         )
         from critic.train.rewards import reward_components
-        from critic.train.sft import collate, encode_sft, sft_loss
+        from critic.train.sft import collate, digit_token_ids, encode_sft, sft_loss
         from rollout.hf import HFEngine
 
         cfg, plan = self.cfg, self.plans[stage]
         settings = plan["settings"]
         train = load_samples(cfg, plan["kinds"], "train")
+        taught = 0
         if plan["rule"] == "sft":
             train = [s for s in train if s.completion]
             if settings.get("shuffle_labels"):
                 train = _shuffled_labels(train, np.random.default_rng(cfg.seed))
+            if cfg.get("teacher") is not None:
+                taught = label_with_teacher(cfg, train)
         if not train:
             raise TrainConfigError(
                 f"stage {stage}: no training samples of kinds {plan['kinds']} in {list(cfg.data)}"
@@ -296,6 +327,7 @@ class Trainer:
         if cfg.eval_every and first == 0:  # the stage's starting point, so each shows its gain
             before = evaluate(self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision)
             self._log(stage, 0, {"stage": stage, "step": 0, "train_samples": len(train),
+                                 **({"teacher_samples": taught} if cfg.get("teacher") else {}),
                                  **{f"data_share/{k}": v for k, v in shares.items()},
                                  **{f"val/{k}": v for k, v in before.items()}})  # fmt: skip
         started = time.perf_counter()
@@ -313,7 +345,7 @@ class Trainer:
                     self.tokenizer.pad_token_id,
                 )
                 model.train()
-                loss = sft_loss(model, batch)
+                loss = sft_loss(model, batch, digit_token_ids(self.tokenizer))
                 update(loss)
                 record["loss"] = float(loss.detach())
             else:

@@ -14,7 +14,7 @@ from critic.data.samples import Sample, progress_samples
 from critic.train.sft import IGNORE, SFTDataError, collate, encode_sft, sft_loss
 
 
-def _samples(n: int = 2) -> list[Sample]:
+def _samples(n: int = 2, kind: str = "sft") -> list[Sample]:
     t = 12
     episode = Episode(
         "ep", "Reacher-v5", "Touch the red target.",
@@ -22,7 +22,7 @@ def _samples(n: int = 2) -> list[Sample]:
         np.linspace(0, 1, t, dtype=np.float32), np.arange(t),
         True, state={"fingertip_to_target_cm": np.linspace(10, 1, t)},
     )  # fmt: skip
-    return progress_samples(episode, np.random.default_rng(0), cuts=n, frames=4, kind="sft")
+    return progress_samples(episode, np.random.default_rng(0), cuts=n, frames=4, kind=kind)
 
 
 def test_labels_cover_exactly_the_completion(tiny_model):
@@ -79,3 +79,47 @@ def test_one_step_moves_every_trainable_parameter_and_loss_falls(tiny_model):
             ]
             assert unchanged == []
     assert losses[-1] < losses[0]
+
+
+def test_a_one_hot_teacher_distribution_is_exactly_the_plain_loss(tiny_model):
+    from critic.train.sft import digit_token_ids
+
+    model, tokenizer = tiny_model
+    digits = digit_token_ids(tokenizer)
+    plain = _samples(3, kind="score")  # digit answers: <answer>D</answer>
+    taught = copy.deepcopy(plain)
+    for sample in taught:  # the teacher puts all its mass on the true digit
+        digit = int(sample.completion.split("<answer>")[1][0])
+        sample.target["digit_probs"] = [float(d == digit) for d in range(10)]
+    hard = collate([encode_sft(s, tokenizer) for s in plain], tokenizer.pad_token_id)
+    soft = collate([encode_sft(s, tokenizer) for s in taught], tokenizer.pad_token_id)
+    # the soft target sits where the hard label was, and that label leaves the hard loss
+    row, position = int(soft["soft_rows"][0]), int(soft["soft_positions"][0])
+    assert int(hard["labels"][row, position]) in digits and soft["labels"][row, position] == IGNORE
+    with torch.no_grad():
+        assert sft_loss(model, soft, digits).item() == pytest.approx(
+            sft_loss(model, hard).item(), rel=1e-5
+        )
+        # a teacher spreading its mass: -sum q log p at the digit, the other tokens unchanged
+        for sample in taught:
+            sample.target["digit_probs"] = [0.5 if d in (3, 4) else 0.0 for d in range(10)]
+        spread = collate([encode_sft(s, tokenizer) for s in taught], tokenizer.pad_token_id)
+        inputs = {k: v for k, v in spread.items() if k != "labels" and not k.startswith("soft_")}
+        logits = model(**inputs, use_cache=False).logits.float()
+        labels = spread["labels"][:, 1:]
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+        kept = labels != IGNORE
+        by_hand = -log_probs[kept].gather(1, labels[kept][:, None]).sum()
+        for r, p in zip(spread["soft_rows"], spread["soft_positions"], strict=True):
+            at = log_probs[r, p - 1]
+            by_hand -= 0.5 * (at[digits[3]] + at[digits[4]])
+        by_hand /= kept.sum() + len(taught)
+        assert sft_loss(model, spread, digits).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_a_teacher_distribution_needs_a_digit_answer(tiny_model):
+    _, tokenizer = tiny_model
+    sample = _samples(1)[0]  # a chain-of-thought completion: no digit right after <answer>
+    sample.target["digit_probs"] = [0.1] * 10
+    with pytest.raises(SFTDataError, match="has no answer digit after <answer>"):
+        encode_sft(sample, tokenizer)

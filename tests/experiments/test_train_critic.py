@@ -217,6 +217,58 @@ def test_task_frames_set_a_task_s_clip_and_travel_with_the_checkpoint(dataset, t
     assert make_critic(str(second / "readout" / "final")).clip_frames_for("Reacher-v5") == 2
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["teacher=/nonexistent/ckpt"], "teacher='/nonexistent/ckpt' is not a checkpoint folder or a "
+         "shipped critic (['viscritic-small']); give the folder of the critic whose readout to distil"),
+        (["teacher=viscritic-small", "teacher_tasks=Reacher-v5"], "teacher_tasks='Reacher-v5' needs a "
+         "list of task names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
+        (["teacher_tasks=[Reacher-v5]"], "teacher_tasks=['Reacher-v5'] has no teacher; set "
+         "teacher=<checkpoint folder>"),
+    ],
+)  # fmt: skip
+def test_teacher_configs_fail_before_any_model_loads(dataset, overrides, message):
+    with pytest.raises(Exception) as err:
+        _check(f"data=[{dataset}]", *overrides)
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == message
+
+
+def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny_model):
+    from critic.base import ProgressQuery
+    from critic.data.episodes import iter_episodes
+    from critic.factory import make_critic
+    from critic.models import save_model
+    from critic.train.recipe import label_with_teacher, load_samples
+
+    save_model(*tiny_model, tmp_path / "teacher")
+    _, cfg = _recipe(f"data=[{dataset}]", f"teacher={tmp_path / 'teacher'}",
+                     "teacher_tasks=[Reacher-v5]", *TINY)  # fmt: skip
+    train = load_samples(cfg, ("score", "frozen"), "train")
+    assert label_with_teacher(cfg, train) == len(train) > 0
+    teacher = make_critic(str(tmp_path / "teacher"))
+    instructions = {e.episode_id: e.instruction for e in iter_episodes(dataset)}
+    for sample in train[:4]:  # the reading the teacher gives the same query as a reward
+        initial, clip, current = sample.prompt.videos
+        query = ProgressQuery(instructions[sample.episode_id], clip, initial_frame=initial[0],
+                              current_frame=current[0])  # fmt: skip
+        probs = np.asarray(sample.target["digit_probs"])
+        assert probs.sum() == pytest.approx(1.0) and probs.std() > 0
+        expected = teacher.estimate_progress([query])[0].progress
+        assert probs @ (np.arange(10) / 9) == pytest.approx(expected, abs=1e-5)
+    teacher.close()
+    cfg.teacher_tasks = ["Lift"]  # another task: nothing labelled
+    assert label_with_teacher(cfg, load_samples(cfg, ("score", "frozen"), "train")) == 0
+    run = tmp_path / "run"
+    done = _run(run, f"data=[{dataset}]", f"teacher={tmp_path / 'teacher'}", "pipeline=[readout]",
+                "stages.readout.steps=2", "stages.readout.batch_size=4", "eval_every=2")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    start, last = _history(run)[0], _history(run)[-1]
+    assert start["teacher_samples"] == start["train_samples"] > 0  # teacher_tasks null: all
+    assert np.isfinite(last["loss"]) and last["loss"] > 0
+
+
 def test_anneal_recipe_needs_its_starting_weights(dataset):
     module, cfg = _recipe(f"data=[{dataset}]", config="viscritic_small_anneal")
     with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):
