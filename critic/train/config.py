@@ -21,9 +21,12 @@ STAGES = {
     "joint": ("grpo", ("joint",)),
     "outcome": ("grpo", ("progress", "score", "failure")),
     # supervised, on answer-only digit samples: the one-pass readout the reward wrappers use, on
-    # real clips and on clips frozen after partial progress (critic/data/samples.py)
-    "readout": ("sft", ("score", "frozen")),
+    # real clips and on clips frozen after partial progress (critic/data/samples.py); with
+    # kinds=[score, frozen, failure] also the whole-episode verdict
+    "readout": ("sft", ("score", "frozen", "failure")),
 }
+# The kinds a stage trains on when its settings name none (the readout: digit answers only).
+DEFAULT_KINDS = {"readout": ("score", "frozen")}
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -64,6 +67,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         if settings is None:
             raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
         rule, kinds = STAGES[stage]
+        allowed, kinds = kinds, DEFAULT_KINDS.get(stage, kinds)
         if not isinstance(settings.steps, int) or settings.steps < 1:
             raise TrainConfigError(
                 f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
@@ -74,11 +78,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         except ValueError as exc:
             raise TrainConfigError(f"stages.{stage}: {exc}") from exc
         if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
-            extra = [k for k in settings.kinds if k not in kinds]
+            extra = [k for k in settings.kinds if k not in allowed]
             if extra:
                 raise TrainConfigError(
                     f"stages.{stage}.kinds has {extra}, which stage {stage!r} cannot train on; "
-                    f"pick from {list(kinds)}"
+                    f"pick from {list(allowed)}"
                 )
             kinds = tuple(settings.kinds)
         plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}

@@ -262,11 +262,27 @@ def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny
     assert label_with_teacher(cfg, load_samples(cfg, ("score", "frozen"), "train")) == 0
     run = tmp_path / "run"
     done = _run(run, f"data=[{dataset}]", f"teacher={tmp_path / 'teacher'}", "pipeline=[readout]",
-                "stages.readout.steps=2", "stages.readout.batch_size=4", "eval_every=2")  # fmt: skip
+                "stages.readout.kinds=[score,frozen,failure]", "stages.readout.steps=2",
+                "stages.readout.batch_size=4", "eval_every=2")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     start, last = _history(run)[0], _history(run)[-1]
-    assert start["teacher_samples"] == start["train_samples"] > 0  # teacher_tasks null: all
+    # teacher_tasks null: every digit answer; the verdicts (one per episode) keep their labels
+    assert 0 < start["teacher_samples"] < start["train_samples"]
     assert np.isfinite(last["loss"]) and last["loss"] > 0
+
+
+def test_the_readout_trains_digit_answers_unless_told_to_add_the_verdict(dataset):
+    plans, _ = _check(f"data=[{dataset}]", "pipeline=[readout]")
+    assert plans["readout"]["kinds"] == ("score", "frozen")
+    plans, _ = _check(f"data=[{dataset}]", "pipeline=[readout]",
+                      "stages.readout.kinds=[score,frozen,failure]")  # fmt: skip
+    assert plans["readout"]["kinds"] == ("score", "frozen", "failure")
+    with pytest.raises(Exception) as err:
+        _check(f"data=[{dataset}]", "pipeline=[readout]", "stages.readout.kinds=[pretext]")
+    assert str(err.value) == (
+        "stages.readout.kinds has ['pretext'], which stage 'readout' cannot train on; pick from "
+        "['score', 'frozen', 'failure']"
+    )
 
 
 def test_anneal_recipe_needs_its_starting_weights(dataset):
