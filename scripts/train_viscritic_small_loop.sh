@@ -10,9 +10,13 @@
 #   3. hindsight rollouts of the saved learners (the goal moved near where the arm went) and one
 #      more readout round: critic/weights/viscritic-small-reacher-2f (<RUN>/hindsight/readout/final);
 #   4. one readout round over Reacher's data beside Pusher's and Lift's at 1 frame: one checkpoint
-#      for the three tasks (<RUN>/mixed/readout/final; measured, not shipped).
+#      for the three tasks (<RUN>/mixed/readout/final; measured, not shipped);
+#   5. the shipped viscritic-small (<RUN>/pertask/readout/final): the candidate's ten learners and
+#      their (hindsight) rollouts, then one round with a clip per task (Reacher 1 frame, Pusher and
+#      Lift 8) in which Reacher's digit answers are distilled from the candidate while Pusher and
+#      Lift learn their true labels (docs/training.md, "One checkpoint, a clip per task").
 # Each step is a command that ran on the 2-core CPU (2026-12-03/04); one round takes about 30 min
-# there, the whole script about 4.5 h. Figures: docs/training.md and the candidate's model card.
+# there, steps 1-4 about 4.5 h, step 5 about 40 min. Figures: docs/training.md and the model cards.
 #   bash scripts/train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,3 +77,22 @@ readout "$RUN/two5/readout/final" "$RUN/hindsight" 300 "${SETS[@]}"
 $PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
 $PY experiments/synthesize.py env=Lift episodes=240 every=2 workers=2 out="$DATA/Lift"
 readout "$RUN/hindsight/readout/final" "$RUN/mixed" 400 "${SETS[@]}" "$DATA/Pusher-v5" "$DATA/Lift"
+
+# 5. the shipped checkpoint: the candidate's learners (10 seeds), their rollouts, the distilled round
+CANDIDATE="$RUN/hindsight/readout/final"
+$PY experiments/synthesize.py env=Reacher-v5 episodes=150 every=1 first_seed=20000 hindsight=true \
+    workers=2 "policies=[$(learners "$RUN/gt" ground_truth "0 1 2")]" out="$DATA/loop/hindsight_gt"
+$PY experiments/zero_shot_rl.py conditions=[critic] critic.model="$CANDIDATE" seeds=[0,1,2,3,4,5,6,7,8,9] \
+    progress_bar=false hydra.run.dir="$RUN/rl_candidate"
+LEARNERS=$(learners "$RUN/rl_candidate" critic "0 1 2 3 4 5 6 7 8 9")
+$PY experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=16000 workers=2 \
+    "policies=[$LEARNERS]" out="$DATA/loop/policy_r6"
+$PY experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 first_seed=26000 hindsight=true \
+    workers=2 "policies=[$LEARNERS]" out="$DATA/loop/hindsight_r6"
+REACHER="$DATA/loop/Reacher-v5,$DATA/loop/flail,$DATA/loop/gtpol,$DATA/loop/hindsight_gt"
+REACHER="$REACHER,$DATA/loop/hindsight_r6,$DATA/loop/policy_r6"
+$PY experiments/train_critic.py --config-name viscritic_small_twoframe model="$CANDIDATE" \
+    teacher="$CANDIDATE" "teacher_tasks=[Reacher-v5]" frames=8 "task_frames={Reacher-v5: 1}" \
+    "stages.readout.kinds=[score,frozen]" stages.readout.steps=600 \
+    "data=[$REACHER,$DATA/Pusher-v5,$DATA/Lift]" "data_weights=[1,1,1,1,1,1,7,7]" \
+    progress_bar=false hydra.run.dir="$RUN/pertask"

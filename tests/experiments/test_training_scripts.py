@@ -18,21 +18,23 @@ def _dry_run(script: str, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_loop_script_chains_rounds_hindsight_and_the_three_tasks(tmp_path):
+def test_loop_script_chains_rounds_hindsight_the_three_tasks_and_the_shipped_round(tmp_path):
     data, run = tmp_path / "d", tmp_path / "r"
     done = _dry_run("train_viscritic_small_loop.sh", "START", str(data), str(run))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     trains = [line for line in lines if line.startswith("experiments/train_critic.py")]
     rls = [line for line in lines if line.startswith("experiments/zero_shot_rl.py")]
-    # five loop rounds, the hindsight round, the three-task round; each from the one before
-    assert len(trains) == 7
+    # five loop rounds, the hindsight round, the three-task round, the shipped per-task round
+    assert len(trains) == 8
     starts = [line.split("model=")[1].split()[0] for line in trains]
+    candidate = f"{run}/hindsight/readout/final"
     assert starts == ["START", *(f"{run}/two{n}/readout/final" for n in range(1, 6)),
-                      f"{run}/hindsight/readout/final"]  # fmt: skip
+                      candidate, candidate]  # fmt: skip
     assert all("--config-name viscritic_small_twoframe" in line for line in trains)
-    # the true reward's learners, then rounds 1-4's (round 5's are not needed)
-    assert len(rls) == 5 and "conditions=[ground_truth]" in rls[0]
+    # the true reward's learners, then rounds 1-4's (round 5's are not needed), then the
+    # candidate's ten
+    assert len(rls) == 6 and "conditions=[ground_truth]" in rls[0]
     assert [f"critic.model={run}/two{n}/readout/final" in rls[n] for n in range(1, 5)] == [True] * 4
     # round N rolls out round N-1's four learners; the data grows by one folder per round
     round3 = next(line for line in lines if "first_seed=13000" in line)
@@ -40,8 +42,16 @@ def test_loop_script_chains_rounds_hindsight_and_the_three_tasks(tmp_path):
     assert trains[2].count(f"{data}/loop/policy_r") == 2
     hindsight = next(line for line in lines if "hindsight=true" in line)
     assert hindsight.count("policy.zip") == 3 + 4 * 4  # 19 saved learners
-    assert f"{data}/Pusher-v5" in trains[-1] and f"{data}/Lift" in trains[-1]
-    assert "stages.readout.steps=400" in trains[-1] and f"{data}/loop/hindsight" in trains[-1]
+    mixed, pertask = trains[-2:]
+    assert f"{data}/Pusher-v5" in mixed and f"{data}/Lift" in mixed
+    assert "stages.readout.steps=400" in mixed and f"{data}/loop/hindsight" in mixed
+    # the shipped round: Reacher at 1 frame distilled from the candidate, the others at 8 frames
+    assert f"critic.model={candidate}" in rls[-1] and "seeds=[0,1,2,3,4,5,6,7,8,9]" in rls[-1]
+    learners = next(line for line in lines if "first_seed=16000" in line)
+    assert learners.count("policy.zip") == 10 and f"{run}/rl_candidate/critic_seed9" in learners
+    assert f"teacher={candidate}" in pertask and "teacher_tasks=[Reacher-v5]" in pertask
+    assert "frames=8 task_frames={Reacher-v5: 1}" in pertask
+    assert pertask.count(f"{data}/loop/") == 6 and "data_weights=[1,1,1,1,1,1,7,7]" in pertask
 
 
 def test_loop_script_needs_a_start_model():
