@@ -20,11 +20,28 @@ def test_viscritic_small_is_shipped_and_reads_progress():
     assert (folder / "MODEL_CARD.md").is_file()
     assert "viscritic-small" in available_critics()
     critic = make_critic("viscritic-small")
-    assert critic.clip_frames == 8  # trained on 8-frame clips: the reward sends 8
+    # Reacher's reward reads the first and the current image (a 1-frame clip); the others 8 frames
+    assert critic.clip_frames == 8
+    assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Pusher-v5", "Lift")] == [1, 8, 8]
     frames = np.zeros((4, 64, 64, 3), dtype=np.uint8)
     estimate = critic.estimate_progress([ProgressQuery("Touch the target.", frames=frames)])[0]
     assert 0.0 <= estimate.progress <= 1.0 and estimate.spread is not None
     assert shipped_path("tiny") is None and shipped_path(None) is None
+
+
+@pytest.mark.parametrize("task", ["Reacher-v5", "Pusher-v5"])
+def test_the_shipped_critic_reads_a_scripted_expert_rising(task):
+    from critic.base import active_length, query_frames
+    from critic.eval import predict_progress, progress_queries, value_order_correlation
+    from envs.synth import plan_episodes, record_episode
+
+    episode = record_episode(plan_episodes(task, 1, failure_fraction=0.0, first_seed=7)[0])
+    critic = make_critic("viscritic-small")
+    queries = progress_queries(episode, frames_per_query=query_frames(critic, None, task))
+    predicted = predict_progress(critic, queries)
+    active = active_length(episode.progress)  # up to the first frame the task is achieved
+    assert predicted[active - 1] - predicted[0] > 0.5
+    assert value_order_correlation(predicted[:active]) > 0.8
 
 
 def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
