@@ -77,7 +77,7 @@ def _digit_index(tokenizer, completion: str) -> int:
     prefix = completion[: answer.start() + len("<answer>")] if answer else ""
     index = len(tokenizer(prefix, add_special_tokens=False).input_ids)
     ids = tokenizer(completion, add_special_tokens=False).input_ids
-    if not answer or ids[index] not in digit_token_ids(tokenizer):
+    if not answer or index >= len(ids) or ids[index] not in digit_token_ids(tokenizer):
         raise SFTDataError(
             f"completion {completion!r} has no answer digit after <answer>; a teacher's digit "
             "distribution trains digit-answer (score, frozen) samples only"
@@ -118,6 +118,11 @@ def sft_loss(model, batch: dict[str, torch.Tensor], digit_ids: Sequence[int] = (
     one token each, scored against that distribution."""
     if "soft_probs" not in batch:
         return model(**batch, use_cache=False).loss  # shifted inside the model
+    if len(digit_ids) != batch["soft_probs"].shape[1]:
+        raise SFTDataError(
+            f"the batch carries a teacher's distribution over {batch['soft_probs'].shape[1]} "
+            f"digits and digit_ids has {len(digit_ids)}; pass digit_token_ids(tokenizer)"
+        )
     rows, positions, probs = (batch[k] for k in ("soft_rows", "soft_positions", "soft_probs"))
     inputs = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("soft_")}
     logits = model(**inputs, use_cache=False).logits.float()

@@ -115,6 +115,8 @@ def test_a_one_hot_teacher_distribution_is_exactly_the_plain_loss(tiny_model):
             by_hand -= 0.5 * (at[digits[3]] + at[digits[4]])
         by_hand /= kept.sum() + len(taught)
         assert sft_loss(model, spread, digits).item() == pytest.approx(by_hand.item(), rel=1e-5)
+        with pytest.raises(SFTDataError, match="digit_ids has 0; pass digit_token_ids"):
+            sft_loss(model, spread)
 
 
 def test_a_teacher_distribution_needs_a_digit_answer(tiny_model):
