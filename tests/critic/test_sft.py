@@ -125,3 +125,34 @@ def test_a_teacher_distribution_needs_a_digit_answer(tiny_model):
     sample.target["digit_probs"] = [0.1] * 10
     with pytest.raises(SFTDataError, match="has no answer digit after <answer>"):
         encode_sft(sample, tokenizer)
+
+
+def test_training_on_a_teacher_distribution_moves_the_student_to_it(tiny_model):
+    from critic.train.sft import digit_token_ids
+
+    model, tokenizer = tiny_model
+    model = copy.deepcopy(model).train()
+    digits = digit_token_ids(tokenizer)
+    target = torch.tensor([0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.7, 0.0, 0.0])  # not any label's
+    samples = _samples(3, kind="score")
+    for sample in samples:
+        sample.target["digit_probs"] = target.tolist()
+    batch = collate([encode_sft(s, tokenizer) for s in samples], tokenizer.pad_token_id)
+
+    def kl_to_target() -> float:  # KL(target || the student's digits at the answer position)
+        with torch.no_grad():
+            inputs = {k: v for k, v in batch.items() if k != "labels" and not k.startswith("soft_")}
+            logits = model(**inputs, use_cache=False).logits.float()
+            at = logits[batch["soft_rows"], batch["soft_positions"] - 1][:, digits]
+            log_q = torch.log_softmax(at, dim=-1)
+            kept = target > 0
+            return float((target[kept] * (target[kept].log() - log_q[:, kept])).sum(1).mean())
+
+    before = kl_to_target()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    for _ in range(15):
+        loss = sft_loss(model, batch, digits)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert kl_to_target() < 0.25 * before  # measured: 6.29 -> 0.38
