@@ -186,8 +186,8 @@ class Critic(abc.ABC):
     @property
     def clip_frames(self) -> int | None:
         """Frames per progress query this critic was trained on (its checkpoint says), or
-        ``None`` when it reads any clip length. The reward and the evaluator send this many
-        unless told otherwise."""
+        ``None`` when it reads any clip length; a task trained at another length has its own
+        (:meth:`clip_frames_for`, which the reward and the evaluator ask, unless told a length)."""
         return None
 
     def clip_frames_for(self, task: str | None) -> int | None:

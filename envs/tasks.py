@@ -208,6 +208,11 @@ class TaskEnv(gym.Env):
         """The task instruction given to the critic."""
         return self.spec_task.instruction
 
+    @property
+    def task_name(self) -> str:
+        """The registered name of the task (a checkpoint's clip length per task is keyed by it)."""
+        return self.spec_task.name
+
     def task_info(self) -> dict[str, Any]:
         """The privileged fields put into every ``info``."""
         return {"progress": float(self.progress()), "is_success": bool(self.is_success())}

@@ -105,7 +105,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         self.critic = make_critic(critic)
         # the clip length is the critic's for each sub-env's task (a checkpoint may record one
         # per task); the query schedule is the same for all
-        tasks = [spec.name for spec in venv.get_attr("spec_task")]
+        tasks = venv.get_attr("task_name")  # names, not specs: worker processes send them back
         self._configs = [self.config.for_critic(self.critic, task) for task in tasks]
         self.config = self._configs[0]
         self._instructions = venv.get_attr("instruction")

@@ -65,7 +65,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             )
         self.critic = make_critic(critic)
         self._task: TaskEnv = env.unwrapped
-        self.config = self.config.for_critic(self.critic, self._task.spec_task.name)
+        self.config = self.config.for_critic(self.critic, self._task.task_name)
         self._tracker = EpisodeTracker(self.config, self._task.instruction, self.critic.name)
 
     def _frame(self):

@@ -158,6 +158,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     if tasks is not None and (
         not isinstance(tasks, Sequence | ListConfig)
         or isinstance(tasks, str)
+        or not tasks
         or not all(isinstance(t, str) and t for t in tasks)
     ):
         raise TrainConfigError(

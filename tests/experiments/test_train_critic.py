@@ -226,6 +226,8 @@ def test_task_frames_set_a_task_s_clip_and_travel_with_the_checkpoint(dataset, t
          "list of task names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
         (["teacher_tasks=[Reacher-v5]"], "teacher_tasks=['Reacher-v5'] has no teacher; set "
          "teacher=<checkpoint folder>"),
+        (["teacher=viscritic-small", "teacher_tasks=[]"], "teacher_tasks=[] needs a list of task "
+         "names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
     ],
 )  # fmt: skip
 def test_teacher_configs_fail_before_any_model_loads(dataset, overrides, message):
