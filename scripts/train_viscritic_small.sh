@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Reproduce the shipped critic, critic/weights/viscritic-small, from nothing: synthesise the data
-# with the scripted experts, run the recipe (configs/viscritic_small.yaml, then
-# configs/viscritic_small_anneal.yaml, configs/viscritic_small_reacher56.yaml, then
-# configs/viscritic_small_frozen.yaml), export the weights. The first two stages saw Reacher at 64²
-# (its view then); the last two at its 56² view.
-# Times on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
+# Reproduce the shipped critic, critic/weights/viscritic-small, from nothing, in three steps:
+#   1. the 8-frame critic (the first shipped viscritic-small, 2026-11-21; about 4 h here):
+#      synthesise the data with the scripted experts, run the recipe (configs/viscritic_small.yaml,
+#      then configs/viscritic_small_anneal.yaml, configs/viscritic_small_reacher56.yaml, then
+#      configs/viscritic_small_frozen.yaml). The first two stages saw Reacher at 64² (its view
+#      then); the last two at its 56² view;
+#   2. the learned-reward loop at one frame from it, and the round with a clip per task in which
+#      Reacher is distilled from the loop's critic (scripts/train_viscritic_small_loop.sh, about
+#      5 h here, in its own data folder);
+#   3. export that round's weights.
+# Times and figures on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
 #   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +33,6 @@ $PY experiments/train_critic.py --config-name viscritic_small_reacher56 \
 $PY experiments/train_critic.py --config-name viscritic_small_frozen \
     model="$RUN/reacher56/readout/final" "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" \
     hydra.run.dir="$RUN/frozen"
-$PY -m critic.weights export "$RUN/frozen/readout/final" critic/weights/viscritic-small
+PYTHON="$PY" bash scripts/train_viscritic_small_loop.sh "$RUN/frozen/readout/final" "$DATA/twoframe" \
+    "$RUN/loop"
+$PY -m critic.weights export "$RUN/loop/pertask/readout/final" critic/weights/viscritic-small

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two-frame critic after the learned-reward loop (docs/training.md, "A two-frame critic in
 # the loop", "Round 5 and hindsight rollouts", "One checkpoint for the three tasks"), from the
-# 8-frame critic of scripts/train_viscritic_small.sh:
+# 8-frame critic of step 1 of scripts/train_viscritic_small.sh (which runs this script next):
 #   1. data: scripted Reacher at every frame, random-torque (flail) episodes, and rollouts of
 #      three SAC learners of the true reward;
 #   2. five rounds: the readout on 1-frame clips (configs/viscritic_small_twoframe.yaml) from the

@@ -57,3 +57,21 @@ def test_loop_script_chains_rounds_hindsight_the_three_tasks_and_the_shipped_rou
 def test_loop_script_needs_a_start_model():
     done = _dry_run("train_viscritic_small_loop.sh")
     assert done.returncode != 0 and "usage: train_viscritic_small_loop.sh START" in done.stderr
+
+
+def test_the_shipped_critic_s_script_runs_the_8_frame_recipe_then_the_loop_then_exports(tmp_path):
+    data, run = tmp_path / "d", tmp_path / "r"
+    done = _dry_run("train_viscritic_small.sh", str(data), str(run))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    trains = [line for line in lines if line.startswith("experiments/train_critic.py")]
+    # the four 8-frame configs, then the loop's eight rounds from the last of them
+    configs = [line.split("--config-name ")[1].split()[0] for line in trains]
+    assert configs[:4] == ["viscritic_small", "viscritic_small_anneal",
+                           "viscritic_small_reacher56", "viscritic_small_frozen"]  # fmt: skip
+    assert configs[4:] == ["viscritic_small_twoframe"] * 8
+    assert f"model={run}/frozen/readout/final" in trains[4]
+    assert f"{data}/twoframe/loop/Reacher-v5" in trains[4]  # the loop's data in its own folder
+    assert lines[-1] == (
+        f"-m critic.weights export {run}/loop/pertask/readout/final critic/weights/viscritic-small"
+    )
