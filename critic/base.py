@@ -100,12 +100,17 @@ class ProgressEstimate:
         reasoning: the critic's text (chain of thought), empty when there is none.
         status: whether the answer was readable.
         spread: standard deviation over samples when several were drawn, else ``None``.
+        achieved: the probability the critic puts on the task being achieved at the newest frame
+            (the top of its progress scale), in [0, 1], or ``None`` when it cannot say. A one-pass
+            digit readout gives the top digit's probability; sampled answers the share that read
+            100 %; the oracle 1 or 0. Failure detection and ``achieved_weight`` rewards read it.
     """
 
     progress: float | None
     reasoning: str = ""
     status: ParseStatus = ParseStatus.OK
     spread: float | None = None
+    achieved: float | None = None
 
 
 @dataclass(frozen=True)

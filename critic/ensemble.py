@@ -2,7 +2,8 @@
 (Coste et al., 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
 
 Each member answers every query; the progress is their ``mean``, their ``min`` (worst case), or
-``mean_minus_std`` (uncertainty-weighted: ``mean - std_weight * std``, clipped to [0, 1]). A
+``mean_minus_std`` (uncertainty-weighted: ``mean - std_weight * std``, clipped to [0, 1]); the
+probability that the task is achieved is combined by the same rule, when every member gives one. A
 learner that finds a state one member over-reads gains less where the members disagree. Every
 member must read the same clip length (on the task it is used for), since one query goes to all
 of them.
@@ -107,14 +108,23 @@ class EnsembleCritic(Critic):
             if read.size == 0:
                 out.append(ProgressEstimate(None, status=per_query[0].status))
                 continue
-            if self.combine == "mean":
-                value = read.mean()
-            elif self.combine == "min":
-                value = read.min()
-            else:
-                value = np.clip(read.mean() - self.std_weight * read.std(), 0.0, 1.0)
-            out.append(ProgressEstimate(float(value), spread=float(read.std())))
+            achieved = [a.achieved for a in per_query if a.progress is not None]
+            out.append(
+                ProgressEstimate(
+                    self._combine(read),
+                    spread=float(read.std()),
+                    achieved=None if None in achieved else self._combine(np.asarray(achieved)),
+                )
+            )
         return out
+
+    def _combine(self, read: np.ndarray) -> float:
+        """The members' readings (progress, or the probability the task is achieved) as one."""
+        if self.combine == "mean":
+            return float(read.mean())
+        if self.combine == "min":
+            return float(read.min())
+        return float(np.clip(read.mean() - self.std_weight * read.std(), 0.0, 1.0))
 
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
         """The majority of the readable verdicts (a tie is a failure); confidence is the share

@@ -238,13 +238,17 @@ def evaluate_failures(
     threshold: float | None = None,
     progress_threshold: float | None = None,
     frames_per_query: int = 8,
+    achieved_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay), and
-    the same decision read from the progress the critic gives each episode's last frame.
+    the same decision read from the reward's own query on each episode's last frame: its
+    progress, and the probability that the task is achieved there.
 
     ``threshold`` (fit on other episodes with :func:`accuracy_threshold`) also scores the
     decision ``failure probability >= threshold`` (``threshold_accuracy``, ``threshold_f1``, ...);
-    ``progress_threshold`` does the same for ``1 - final progress`` under ``progress``.
+    ``progress_threshold`` does the same for ``1 - final progress`` under ``progress``, and
+    ``achieved_threshold`` for ``1 - P(achieved)`` under ``achieved`` (absent when the critic
+    gives no such probability).
 
     Returns:
         ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
@@ -255,14 +259,15 @@ def evaluate_failures(
         the best constant's accuracy (the majority label), and ``progress``: the
         :func:`threshold_metrics` of the final-progress detector and, given
         ``progress_threshold``, ``judged_failure_by_type`` (the share of each kind of episode,
-        ``success`` or its failure type, that it calls a failure).
+        ``success`` or its failure type, that it calls a failure); ``achieved``: the same for the
+        achieved detector.
     """
     verdicts = failure_verdicts(critic, episodes, frames, camera)
     actual = [not e.success for e in episodes]
     predicted = [v.success is False for v in verdicts]
     scores = [failure_probability(v) for v in verdicts]
-    by_progress = failure_scores(critic, episodes, "progress", frames_per_query=frames_per_query,
-                                 camera=camera)  # fmt: skip
+    final = _final_estimates(critic, episodes, frames_per_query, camera)
+    by_progress, by_achieved = (_final_scores(final, d) for d in ("progress", "achieved"))
     confusion: dict[str, dict[str, int]] = {}
     typed = []
     for episode, verdict in zip(episodes, verdicts, strict=True):
@@ -288,6 +293,16 @@ def evaluate_failures(
             **threshold_metrics(by_progress, actual, progress_threshold),
             **_judged_by_type(episodes, by_progress, progress_threshold),
         },
+        **(
+            {
+                "achieved": {
+                    **threshold_metrics(by_achieved, actual, achieved_threshold),
+                    **_judged_by_type(episodes, by_achieved, achieved_threshold),
+                }
+            }
+            if np.isfinite(by_achieved).any()
+            else {}
+        ),
         "readable": float(np.mean([v.success is not None for v in verdicts])),
         "type_accuracy": nanmean([float(t) for t in typed]),
         "detection_delay_s": nanmean(delays),
@@ -331,6 +346,7 @@ FAILURE_DETECTORS = {
     # name: how the critic's probability that an episode failed is read
     "verdict": "the generated verdict and its confidence (a failure query over the whole episode)",
     "progress": "1 - the progress it gives the last frame (the reward's own query)",
+    "achieved": "1 - the probability it gives the task achieved at the last frame (same query)",
 }
 
 
@@ -344,24 +360,41 @@ def failure_scores(
     batch: int = 32,
 ) -> list[float]:
     """Each episode's probability of failure by ``detector`` (:data:`FAILURE_DETECTORS`); 0.5
-    where the answer is unreadable. ``frames``: the verdict query's frames; ``frames_per_query``:
-    the progress query's.
+    where the answer is unreadable, ``nan`` where the critic gives no probability that the task
+    is achieved (``achieved``). ``frames``: the verdict query's frames; ``frames_per_query``: the
+    progress query's.
 
     Raises:
         ValueError: an unknown ``detector``.
     """
     if detector == "verdict":
         return [failure_probability(v) for v in failure_verdicts(critic, episodes, frames, camera)]
-    if detector == "progress":
-        queries = []
-        for episode in episodes:
-            video = episode.frames[camera or episode.cameras[0]]
-            queries.append(
-                _progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
-            )
-        final = predict_progress(critic, queries, batch)
-        return [0.5 if not np.isfinite(p) else float(1.0 - p) for p in final]
+    if detector in FAILURE_DETECTORS:
+        final = _final_estimates(critic, episodes, frames_per_query, camera, batch)
+        return _final_scores(final, detector)
     raise ValueError(f"detector={detector!r} is not one of {list(FAILURE_DETECTORS)}")
+
+
+def _final_estimates(critic, episodes, frames_per_query, camera, batch=32) -> list:
+    """The critic's estimate (the reward's query) of each episode's last frame."""
+    queries = []
+    for episode in episodes:
+        video = episode.frames[camera or episode.cameras[0]]
+        queries.append(
+            _progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
+        )
+    return [e for start in range(0, len(queries), batch)
+            for e in critic.estimate_progress(queries[start : start + batch])]  # fmt: skip
+
+
+def _final_scores(estimates, detector: str) -> list[float]:
+    """P(failure) from last-frame estimates: ``1 - progress`` or ``1 - achieved``."""
+    if detector == "progress":
+        return [0.5 if e.progress is None else float(1.0 - e.progress) for e in estimates]
+    return [
+        0.5 if e.progress is None else np.nan if e.achieved is None else float(1.0 - e.achieved)
+        for e in estimates
+    ]
 
 
 def threshold_metrics(

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from critic.base import (
+    ACHIEVED,
     Critic,
     CriticError,
     FailureQuery,
@@ -30,7 +31,7 @@ class OracleCritic(Critic):
 
     Example:
         >>> OracleCritic().estimate_progress([ProgressQuery("lift", privileged_progress=0.4)])
-        [ProgressEstimate(progress=0.4, reasoning='', status=<ParseStatus.OK: 'ok'>, spread=None)]
+        [ProgressEstimate(progress=0.4, reasoning='', status=<ParseStatus.OK: 'ok'>, spread=None, achieved=0.0)]
     """
 
     needs_frames: bool = False
@@ -48,7 +49,10 @@ class OracleCritic(Critic):
                     "the simulator's ground truth. Build queries through envs.VisCriticReward (which "
                     "fills it from the task) or set ProgressQuery.privileged_progress."
                 )
-            estimates.append(ProgressEstimate(progress=float(query.privileged_progress)))
+            progress = float(query.privileged_progress)
+            estimates.append(
+                ProgressEstimate(progress=progress, achieved=float(progress >= ACHIEVED))
+            )
         return estimates
 
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from critic import prompts
 from critic.base import (
+    ACHIEVED,
     FAILURE_TYPES,
     Critic,
     CriticError,
@@ -180,9 +181,9 @@ class VLMCritic(Critic):
             levels = np.arange(10) / 9.0  # digit d means progress d / 9
             expected = probs @ levels  # [B]
             spread = np.sqrt((probs * (levels[None, :] - expected[:, None]) ** 2).sum(axis=1))
-            return [
-                ProgressEstimate(float(e), spread=float(s))
-                for e, s in zip(expected, spread, strict=True)
+            return [  # the top digit (progress 1) is the task achieved
+                ProgressEstimate(float(e), spread=float(s), achieved=float(a))
+                for e, s, a in zip(expected, spread, probs[:, -1], strict=True)
             ]
         from rollout.engine import SamplingParams
 
@@ -204,6 +205,7 @@ class VLMCritic(Critic):
                         float(np.mean(values)),
                         reasoning=texts[0],
                         spread=float(np.std(values)) if len(group) > 1 else None,
+                        achieved=float(np.mean([v >= ACHIEVED for v in values])),
                     )
                 )
             else:

@@ -11,7 +11,9 @@ Reward modes, with ``p_t`` the critic's progress after step ``t`` (held between 
 - ``potential``: ``r_t = gamma * p_t - p_{t-1}`` (potential-based shaping, Ng et al. 1999);
 - ``success``: ``r_t = 1`` if ``p_t >= success_threshold`` else ``0``.
 
-``env_reward_weight * env_reward`` is added to each (0 by default: the critic is the only reward).
+``achieved_weight * a_t`` is added to each, with ``a_t`` the critic's probability that the task is
+achieved (:attr:`critic.ProgressEstimate.achieved`, held between queries like ``p_t``; 0 by default),
+and ``env_reward_weight * env_reward`` (0 by default: the critic is the only reward).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class CriticRewardConfig:
             built).
         frame_sampling: ``uniform`` (spread over the episode so far) or ``last`` (the newest N).
         env_reward_weight: weight of the true env reward mixed in; 0 means critic only.
+        achieved_weight: weight of the critic's probability that the task is achieved, added to
+            the reward (>= 0; 0: none). A progress reading is noisiest near the goal, where a
+            one-pass readout still puts a sharp probability on its top digit. The critic must
+            give the probability (:attr:`critic.ProgressEstimate.achieved`).
         terminate_on_success: end the episode when the critic's progress reaches
             ``success_threshold`` (off by default: the true task decides nothing here).
         success_threshold: progress counted as success by the ``success`` mode and termination.
@@ -68,6 +74,7 @@ class CriticRewardConfig:
     frames_per_query: int | None = None
     frame_sampling: str = "uniform"
     env_reward_weight: float = 0.0
+    achieved_weight: float = 0.0
     terminate_on_success: bool = False
     success_threshold: float = 0.95
     between_queries: str = "hold"
@@ -107,6 +114,11 @@ class CriticRewardConfig:
                 f"env_reward_weight={self.env_reward_weight!r} must be a finite number "
                 "(0 gives the critic reward alone)"
             )
+        if not _is_real(self.achieved_weight) or self.achieved_weight < 0:
+            raise InvalidOptionError(
+                f"achieved_weight={self.achieved_weight!r} must be a finite number >= 0 "
+                "(0 adds nothing for the task achieved)"
+            )
         if not _is_real(self.success_threshold) or not 0.0 < self.success_threshold <= 1.0:
             raise InvalidOptionError(
                 f"success_threshold={self.success_threshold!r} must be a number in (0, 1]"
@@ -142,8 +154,11 @@ def _is_real(value: Any) -> bool:
     )
 
 
-def interpolate_progress(estimates: list[ProgressEstimate | None]) -> list[float | None]:
-    """Progress for every step of a finished episode from the estimates of its query steps.
+def interpolate_progress(
+    estimates: list[ProgressEstimate | None], field: str = "progress"
+) -> list[float | None]:
+    """Progress (or another number of the estimates: ``field="achieved"``) for every step of a
+    finished episode from the estimates of its query steps.
 
     ``estimates[0]`` is the reset query's, then one entry per step: an estimate on query steps,
     ``None`` between them. Steps between two readable estimates get the straight line between
@@ -153,9 +168,9 @@ def interpolate_progress(estimates: list[ProgressEstimate | None]) -> list[float
     Example: [0.0, None, None, 0.6, None, 0.8] → [0.0, 0.2, 0.4, 0.6, 0.7, 0.8].
     """
     known = [
-        (i, float(e.progress))
+        (i, float(getattr(e, field)))
         for i, e in enumerate(estimates)
-        if e is not None and e.progress is not None
+        if e is not None and e.progress is not None and getattr(e, field) is not None
     ]
     if not known:
         return [None] * len(estimates)
@@ -202,6 +217,7 @@ class EpisodeTracker:
         self.initial_frame = frame
         self.privileged_progress = float(privileged_progress)
         self.progress: float | None = None  # unknown until the first estimate
+        self.achieved: float | None = None  # the critic's P(task achieved), when it gives one
         self.env_return = 0.0
         self.critic_return = 0.0
 
@@ -253,11 +269,26 @@ class EpisodeTracker:
                 "progress must be a finite number in [0, 1], or None with a parse status when "
                 "the answer could not be read"
             )
+        achieved = estimate.achieved
+        if achieved is not None and not (_is_real(achieved) and 0.0 <= achieved <= 1.0):
+            raise CriticOutputError(
+                f"critic {self.critic_name!r} returned achieved={achieved!r} for env "
+                f"{env_index}; the probability that the task is achieved must be a number in "
+                "[0, 1], or None when the critic cannot say"
+            )
+        if self.config.achieved_weight and value is not None and achieved is None:
+            raise CriticOutputError(
+                f"achieved_weight={self.config.achieved_weight} rewards the critic's probability "
+                f"that the task is achieved, and critic {self.critic_name!r} gives none "
+                "(ProgressEstimate.achieved); use a one-pass digit readout (mode=score), the "
+                "oracle, or achieved_weight=0"
+            )
         return estimate
 
     def begin(self, estimate: ProgressEstimate) -> None:
         """Take the critic's estimate of the reset state as ``p_0`` (0 if unreadable)."""
         self.progress = 0.0 if estimate.progress is None else float(estimate.progress)
+        self.achieved = estimate.achieved if estimate.progress is not None else None
 
     def reward(self, env_reward: float, estimate: ProgressEstimate | None) -> float:
         """Advance one step and return its reward; ``estimate`` is ``None`` between queries.
@@ -269,6 +300,7 @@ class EpisodeTracker:
         current = previous
         if estimate is not None and estimate.progress is not None:
             current = float(estimate.progress)
+            self.achieved = estimate.achieved
         self.progress = current
         mode = self.config.reward_mode
         if mode == "progress":
@@ -279,6 +311,8 @@ class EpisodeTracker:
             reward = self.config.gamma * current - previous
         else:  # "success", the only mode left after validation
             reward = float(current >= self.config.success_threshold)
+        if self.config.achieved_weight:
+            reward += self.config.achieved_weight * (self.achieved or 0.0)
         reward += self.config.env_reward_weight * float(env_reward)
         self.env_return += float(env_reward)
         self.critic_return += reward
@@ -294,6 +328,7 @@ class EpisodeTracker:
             "env_reward": float(env_reward),
             "env_return": self.env_return,
             "critic_progress": self.progress,
+            "critic_achieved": self.achieved,
             "critic_queried": estimate is not None,
         }
         if estimate is not None:

@@ -219,8 +219,12 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             per_step = [next(estimates) if q is not None else None for _, q in self._pending[i]]
             if self.config.between_queries == "interpolate":
                 per_step = [
-                    None if p is None else ProgressEstimate(p)
-                    for p in interpolate_progress(per_step)
+                    None if p is None else ProgressEstimate(p, achieved=a)
+                    for p, a in zip(
+                        interpolate_progress(per_step),
+                        interpolate_progress(per_step, "achieved"),
+                        strict=True,
+                    )
                 ]
             replay.begin(per_step[0] or ProgressEstimate(None, status=ParseStatus.NO_ANSWER))
             rewards = [
@@ -230,6 +234,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             infos[i]["critic_rewards"] = np.asarray(rewards, dtype=np.float32)
             infos[i]["critic_return"] = replay.critic_return
             infos[i]["critic_progress"] = replay.progress
+            infos[i]["critic_achieved"] = replay.achieved
             reset_info = self.venv.reset_infos[i]
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(reset_info.get("critic_frame"), reset_info["progress"])

@@ -26,7 +26,8 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     the critic needs frames.
 
     ``info`` gains ``env_reward`` and ``env_return`` (the true reward and its episode sum),
-    ``critic_progress``, ``critic_queried`` and, on query steps, ``critic_status`` and the
+    ``critic_progress``, ``critic_achieved`` (the critic's probability that the task is achieved,
+    ``None`` when it gives none), ``critic_queried`` and, on query steps, ``critic_status`` and the
     critic's text (``critic_reasoning``) when there is one. ``is_success`` is the task's true
     success, so ``Monitor(info_keywords=("is_success",))`` and ``evaluate_policy`` report the real
     task.

@@ -135,10 +135,12 @@ def evaluate_critic(
             for detector in FAILURE_DETECTORS:
                 scores = failure_scores(critic, fit, detector, cfg.failure_frames,
                                         frames, batch=cfg.batch)  # fmt: skip
-                thresholds[detector] = accuracy_threshold(scores, [not e.success for e in fit])
+                if np.isfinite(scores).all():  # nan: the critic gives no P(achieved)
+                    thresholds[detector] = accuracy_threshold(scores, [not e.success for e in fit])
         row["failure"] = evaluate_failures(
             critic, episodes, cfg.failure_frames, cfg.delay_points, threshold=thresholds["verdict"],
             progress_threshold=thresholds["progress"], frames_per_query=frames,
+            achieved_threshold=thresholds["achieved"],
         )  # fmt: skip
         if cfg.probes and has_progress:
             experts = [e for e in episodes if e.failure_type is None][: cfg.probe_episodes]
@@ -164,6 +166,17 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def _final_row(name: str, task: str, detector: str, f: dict, p: dict) -> str:
+    """One row of the last-frame failure table: detector ``p`` of failure metrics ``f``."""
+    by_kind = ", ".join(f"{k} {_fmt(v)}" for k, v in p.get("judged_failure_by_type", {}).items())
+    return (
+        f"| {name} | {task} | {detector} | {f['episodes']} | {_fmt(p.get('threshold'))} "
+        f"| {_fmt(p.get('threshold_accuracy'))} | {_fmt(f['constant_accuracy'])} "
+        f"| {_fmt(p.get('threshold_precision'))} | {_fmt(p.get('threshold_recall'))} "
+        f"| {_fmt(p.get('threshold_f1'))} | {_fmt(p['auroc'])} | {by_kind} |"
+    )
 
 
 def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[str]:
@@ -219,10 +232,12 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
             )
     lines += [
         "",
-        "### Failure from final progress",
+        "### Failure from the last frame",
         "",
-        "The same decision read from the reward's own query: `P(failure) = 1 - progress of the "
-        "last frame`, thresholded at `τ` fit on the "
+        "The same decision read from the reward's own query on the last frame, with no verdict "
+        "generated: `progress` reads `P(failure) = 1 - progress`, `achieved` reads "
+        "`P(failure) = 1 - P(task achieved)` (a one-pass readout's top digit), each thresholded "
+        "at its own `τ` fit on the "
         + (
             f"{cfg.calibration_split} split."
             if cfg.calibration_split not in (None, cfg.split)
@@ -230,20 +245,16 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         )
         + " A success ends at progress 1, a failure below it.",
         "",
-        "| critic | task | episodes | τ | acc@τ | const | precision | recall | F1 | AUROC "
-        "| called a failure at τ, by kind |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| critic | task | detector | episodes | τ | acc@τ | const | precision | recall | F1 "
+        "| AUROC | called a failure at τ, by kind |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, by_task in results.items():
         for task, row in by_task.items():
-            f, p = row["failure"], row["failure"]["progress"]
-            lines.append(
-                f"| {name} | {task} | {f['episodes']} | {_fmt(p.get('threshold'))} "
-                f"| {_fmt(p.get('threshold_accuracy'))} | {_fmt(f['constant_accuracy'])} "
-                f"| {_fmt(p.get('threshold_precision'))} | {_fmt(p.get('threshold_recall'))} "
-                f"| {_fmt(p.get('threshold_f1'))} | {_fmt(p['auroc'])} "
-                f"| {', '.join(f'{k} {_fmt(v)}' for k, v in p.get('judged_failure_by_type', {}).items())} |"
-            )
+            f = row["failure"]
+            for detector in ("progress", "achieved"):
+                if detector in f:
+                    lines.append(_final_row(name, task, detector, f, f[detector]))
     probe_rows = [
         (name, task, row["probes"])
         for name, by_task in results.items()

@@ -28,6 +28,7 @@ class Fixed(Critic):
 
     progress: float | None = 0.5
     success: bool | None = True
+    achieved: float | None = None
     failure_type: str | None = None
     frames: int | None = None
     needs_frames: bool = field(default=False, kw_only=True)
@@ -38,7 +39,9 @@ class Fixed(Critic):
 
     def estimate_progress(self, queries):
         status = ParseStatus.OK if self.progress is not None else ParseStatus.NO_ANSWER
-        return [ProgressEstimate(self.progress, status=status) for _ in queries]
+        return [
+            ProgressEstimate(self.progress, status=status, achieved=self.achieved) for _ in queries
+        ]
 
     def detect_failure(self, queries):
         return [FailureVerdict(self.success, self.failure_type) for _ in queries]
@@ -61,6 +64,18 @@ def test_combinations_by_hand(combine, expected):
     estimates = critic.estimate_progress(QUERIES)
     assert [e.progress for e in estimates] == pytest.approx([expected] * 2, abs=1e-6)
     assert estimates[0].spread == pytest.approx(0.294392, abs=1e-6)
+
+
+@pytest.mark.parametrize(("combine", "expected"), [("mean", 0.5), ("min", 0.2)])
+def test_the_probability_that_the_task_is_achieved_combines_by_the_same_rule(combine, expected):
+    members = [Fixed(0.2, achieved=0.2), Fixed(0.4, achieved=0.4), Fixed(0.9, achieved=0.9)]
+    estimate = EnsembleCritic(members, combine=combine).estimate_progress(QUERIES[:1])[0]
+    assert estimate.achieved == pytest.approx(expected)
+    # a member that cannot say leaves the ensemble unable to say; unreadable members are left out
+    partial = EnsembleCritic([Fixed(0.2, achieved=0.2), Fixed(0.4)], combine=combine)
+    assert partial.estimate_progress(QUERIES[:1])[0].achieved is None
+    unread = EnsembleCritic([Fixed(0.2, achieved=0.2), Fixed(None)], combine=combine)
+    assert unread.estimate_progress(QUERIES[:1])[0].achieved == pytest.approx(0.2)
 
 
 def test_the_std_penalty_is_weighted_and_clipped_at_zero():

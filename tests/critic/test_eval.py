@@ -169,5 +169,14 @@ def test_failure_from_final_progress():
     # by kind: both successes called failures (false alarms 1.0), the stall caught, the overshoot not
     assert clock["judged_failure_by_type"] == {"success": 1.0, "stall": 1.0, "overshoot": 0.0}
     assert oracle["judged_failure_by_type"] == {"success": 0.0, "stall": 1.0, "overshoot": 1.0}
+    # the oracle's P(achieved) at the last frame: experts 1, failures 0 → P(failure) 0, 0, 1, 1
+    assert failure_scores(OracleCritic(), episodes, "achieved") == [0.0, 0.0, 1.0, 1.0]
+    achieved = evaluate_failures(OracleCritic(), episodes, frames=4, delay_points=0,
+                                 achieved_threshold=0.5)["achieved"]  # fmt: skip
+    assert achieved["auroc"] == 1.0 and achieved["threshold_accuracy"] == 1.0
+    assert achieved["judged_failure_by_type"] == oracle["judged_failure_by_type"]
+    # a critic that gives no such probability has no achieved detector (nan scores, no entry)
+    assert np.isnan(failure_scores(ClockCritic(), episodes, "achieved")).all()
+    assert "achieved" not in evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0)
     with pytest.raises(ValueError, match="detector='vote'"):
         failure_scores(OracleCritic(), episodes, "vote")

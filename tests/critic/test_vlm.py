@@ -49,6 +49,7 @@ def test_score_readout_is_the_expected_digit():
         critic.engine.score([request], critic._digits, prefix=critic._answer_prefix)
     )[0]
     assert estimate.progress == pytest.approx(float(probs @ (np.arange(10) / 9)))
+    assert estimate.achieved == pytest.approx(float(probs[9]))  # the top digit: progress 1
 
 
 def test_failure_detection_returns_one_verdict_per_query():

@@ -90,6 +90,33 @@ def test_env_reward_mixed_in():
     assert _rewards(config, _ESTIMATES, [1.0, 2.0, 3.0]) == pytest.approx([0.8, 1.3, 2.1])
 
 
+def test_achieved_weight_adds_the_held_probability_that_the_task_is_achieved():
+    # progress + 2 * achieved, achieved held between queries and over an unreadable answer:
+    # 0.3 + 2*0.1, 0.3 + 2*0.1 (held), 0.6 + 2*0.8, 0.6 + 2*0.8 (unreadable: both held)
+    e = ProgressEstimate
+    unreadable = e(None, status=ParseStatus.NO_ANSWER)
+    estimates = [e(0.3, achieved=0.1), None, e(0.6, achieved=0.8), unreadable]
+    config = CriticRewardConfig(achieved_weight=2.0)
+    assert _rewards(config, estimates) == pytest.approx([0.5, 0.5, 2.2, 2.2])
+    # the default weight 0 leaves the reward the progress alone
+    assert _rewards(CriticRewardConfig(), estimates) == pytest.approx([0.3, 0.3, 0.6, 0.6])
+
+
+def test_achieved_weight_needs_a_critic_that_gives_the_probability():
+    tracker = EpisodeTracker(CriticRewardConfig(achieved_weight=1.0), "x", "my-critic")
+    assert tracker.check(ProgressEstimate(0.4, achieved=0.2)).achieved == 0.2
+    assert tracker.check(ProgressEstimate(None, status=ParseStatus.NO_ANSWER)).progress is None
+    with pytest.raises(CriticOutputError) as err:
+        tracker.check(ProgressEstimate(0.4))
+    assert str(err.value) == (
+        "achieved_weight=1.0 rewards the critic's probability that the task is achieved, and "
+        "critic 'my-critic' gives none (ProgressEstimate.achieved); use a one-pass digit readout "
+        "(mode=score), the oracle, or achieved_weight=0"
+    )
+    with pytest.raises(CriticOutputError, match=r"returned achieved=1\.5 for env 0"):
+        EpisodeTracker(CriticRewardConfig(), "x", "c").check(ProgressEstimate(0.4, achieved=1.5))
+
+
 def test_unreadable_answer_holds_previous_progress():
     unreadable = ProgressEstimate(None, status=ParseStatus.NO_ANSWER)
     # delta: 0.3-0.1=0.2, then the unreadable answer holds 0.3 → 0, then 0.6-0.3=0.3
@@ -114,6 +141,9 @@ def test_interpolated_progress_hand_worked():
         pytest.approx([None, None, 0.2, 0.4, 0.6, 0.6])
     )
     assert interpolate_progress([None, unreadable]) == [None, None]
+    # the probability that the task is achieved is interpolated the same way, when given
+    achieved = [e(0.0, achieved=0.0), None, e(0.6, achieved=0.5), None, e(0.8)]
+    assert interpolate_progress(achieved, "achieved") == pytest.approx([0.0, 0.25, 0.5, 0.5, 0.5])
 
 
 def test_returns_are_tracked():
@@ -154,6 +184,10 @@ def test_returns_are_tracked():
         ),
         ({"gamma": 0.0}, "gamma=0.0 must be a number in (0, 1]"),
         ({"gamma": math.nan}, "gamma=nan must be a number in (0, 1]"),
+        (
+            {"achieved_weight": -1},
+            "achieved_weight=-1 must be a finite number >= 0 (0 adds nothing for the task achieved)",
+        ),
         (
             {"env_reward_weight": math.inf},
             "env_reward_weight=inf must be a finite number (0 gives the critic reward alone)",

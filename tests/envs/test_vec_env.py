@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -170,6 +172,35 @@ def test_relabelled_rewards_equal_per_step_rewards_in_one_call_per_episode_end(r
     # episode's reset query and its 4 query steps (3, 6, 9 and the last) → 3 × 5 = 15 queries.
     assert [len(b) for b in critic.batches] == [15, 15]
     per_step.close(), relabel.close()
+
+
+class SquaredAchieved(RecordingCritic):
+    """The oracle, whose probability that the task is achieved is its progress squared."""
+
+    def estimate_progress(self, queries):
+        return [replace(e, achieved=e.progress**2) for e in super().estimate_progress(queries)]
+
+
+def test_relabelled_rewards_add_the_achieved_probability_as_per_step_rewards_do():
+    options = {"query_every": 3, "frames_per_query": 2, "achieved_weight": 0.5}
+    per_step = make_viscritic_vec_env("Reacher-v5", N_ENVS, SquaredAchieved(), seed=5,
+                                      horizon=HORIZON, **options)  # fmt: skip
+    relabel = make_viscritic_vec_env("Reacher-v5", N_ENVS, SquaredAchieved(), seed=5,
+                                     horizon=HORIZON, relabel=True, **options)  # fmt: skip
+    plan = _action_plan(per_step.action_space)
+    per_step.reset()
+    expected, progress = [], []
+    for t in range(STEPS):
+        _, rewards, _, infos = per_step.step(plan[t])
+        expected.append(rewards)
+        progress.append([info["critic_progress"] for info in infos])
+    per_step.close()
+    # reward = p + 0.5 p^2 with p the held progress: the achieved term is there, and not zero
+    p = np.asarray(progress)
+    np.testing.assert_allclose(np.asarray(expected), p + 0.5 * p**2, atol=1e-6)
+    assert (p > 0.05).any()
+    np.testing.assert_allclose(_relabelled_rewards(relabel), np.asarray(expected)[: 2 * HORIZON],
+                               atol=1e-6)  # fmt: skip
 
 
 def _relabelled_rewards(venv) -> np.ndarray:

@@ -43,6 +43,9 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     called = oracle["failure"]["progress"]["judged_failure_by_type"]
     # no success called a failure, every failure type caught
     assert called.pop("success") == 0.0 and set(called.values()) == {1.0}
+    # and from the probability that the task is achieved at the last frame, with its own τ
+    assert oracle["failure"]["achieved"]["threshold_accuracy"] == 1.0
+    assert 0.0 < oracle["failure"]["achieved"]["threshold"] < 1.0
     assert all(p["passed"] for p in oracle["probes"].values())
     tiny = metrics["critics"]["tiny"]["Reacher-v5"]
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
@@ -50,7 +53,9 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert set(tiny["probes"]) == {"static", "reversed", "shuffled", "frozen"}
     report = (tmp_path / "report.md").read_text()
     assert "| oracle | Reacher-v5 |" in report and "| tiny | Reacher-v5 |" in report
-    assert "### Failure from final progress" in report and "success 0.00" in report
+    assert "### Failure from the last frame" in report and "success 0.00" in report
+    assert "| oracle | Reacher-v5 | achieved | 4 |" in report
+    assert ("| tiny | Reacher-v5 | achieved |" in report) == ("achieved" in tiny["failure"])
     assert (tmp_path / "calibration.png").stat().st_size > 5_000
     assert "# Critic evaluation" in done.stdout
 
