@@ -344,6 +344,14 @@ def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[st
     return summary
 
 
+def _added_rewards(reward: DictConfig) -> str:
+    """What the report's first line says is added to the critic's reward, when anything is."""
+    added = {"achieved_weight": "the critic's P(task achieved)",
+             "env_reward_weight": "the true env reward"}  # fmt: skip
+    terms = [f"{reward.get(key)} × {what}" for key, what in added.items() if reward.get(key)]
+    return f", plus {' and '.join(terms)}" if terms else ""
+
+
 def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir: Path) -> None:
     """results.json, report.md and learning_curves.png in the run dir."""
     import matplotlib
@@ -390,6 +398,7 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
         f"critic `{cfg.critic._target_}` ({cfg.critic.get('model', '')}), reward mode "
         f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
         f"{frames} frames per query)"
+        f"{_added_rewards(cfg.reward)}"
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         "",

@@ -225,3 +225,15 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
         "only; n_envs=2: set n_envs=1, or per-step rewards with relabel=false "
         "reward.between_queries=hold"
     )
+
+
+def test_the_achieved_bonus_is_a_config_away_and_the_report_says_so(tmp_path):
+    done = _run(tmp_path, "conditions=[oracle]", "seeds=[0]", "reward.achieved_weight=0.5")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["reward"]["achieved_weight"] == 0.5
+    report = (tmp_path / "report.md").read_text()
+    assert "plus 0.5 × the critic's P(task achieved)" in report
+    bad = _run(tmp_path / "bad", "conditions=[oracle]", "reward.achieved_weight=-1")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "achieved_weight=-1 must be a finite number >= 0" in bad.stderr
