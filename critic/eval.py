@@ -266,8 +266,8 @@ def evaluate_failures(
     actual = [not e.success for e in episodes]
     predicted = [v.success is False for v in verdicts]
     scores = [failure_probability(v) for v in verdicts]
-    final = _final_estimates(critic, episodes, frames_per_query, camera)
-    by_progress, by_achieved = (_final_scores(final, d) for d in ("progress", "achieved"))
+    last = last_frame_scores(critic, episodes, frames_per_query, camera)
+    by_progress, by_achieved = last["progress"], last["achieved"]
     confusion: dict[str, dict[str, int]] = {}
     typed = []
     for episode, verdict in zip(episodes, verdicts, strict=True):
@@ -370,31 +370,35 @@ def failure_scores(
     if detector == "verdict":
         return [failure_probability(v) for v in failure_verdicts(critic, episodes, frames, camera)]
     if detector in FAILURE_DETECTORS:
-        final = _final_estimates(critic, episodes, frames_per_query, camera, batch)
-        return _final_scores(final, detector)
+        return last_frame_scores(critic, episodes, frames_per_query, camera, batch)[detector]
     raise ValueError(f"detector={detector!r} is not one of {list(FAILURE_DETECTORS)}")
 
 
-def _final_estimates(critic, episodes, frames_per_query, camera, batch=32) -> list:
-    """The critic's estimate (the reward's query) of each episode's last frame."""
+def last_frame_scores(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    frames_per_query: int = 8,
+    camera: str | None = None,
+    batch: int = 32,
+) -> dict[str, list[float]]:
+    """The failure probabilities of both last-frame detectors from one reading of each
+    episode's last frame (the reward's query): ``progress`` (``1 - progress``) and ``achieved``
+    (``1 - P(achieved)``; ``nan`` where the critic gives none); 0.5 where unreadable."""
     queries = []
     for episode in episodes:
         video = episode.frames[camera or episode.cameras[0]]
         queries.append(
             _progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
         )
-    return [e for start in range(0, len(queries), batch)
-            for e in critic.estimate_progress(queries[start : start + batch])]  # fmt: skip
-
-
-def _final_scores(estimates, detector: str) -> list[float]:
-    """P(failure) from last-frame estimates: ``1 - progress`` or ``1 - achieved``."""
-    if detector == "progress":
-        return [0.5 if e.progress is None else float(1.0 - e.progress) for e in estimates]
-    return [
-        0.5 if e.progress is None else np.nan if e.achieved is None else float(1.0 - e.achieved)
-        for e in estimates
-    ]
+    final = [e for start in range(0, len(queries), batch)
+             for e in critic.estimate_progress(queries[start : start + batch])]  # fmt: skip
+    return {
+        "progress": [0.5 if e.progress is None else float(1.0 - e.progress) for e in final],
+        "achieved": [
+            0.5 if e.progress is None else np.nan if e.achieved is None else 1.0 - e.achieved
+            for e in final
+        ],
+    }
 
 
 def threshold_metrics(

@@ -112,6 +112,7 @@ def evaluate_critic(
         evaluate_failures,
         evaluate_progress,
         failure_scores,
+        last_frame_scores,
         progress_summary,
     )
     from critic.probes import run_probes
@@ -132,9 +133,11 @@ def evaluate_critic(
         thresholds = dict.fromkeys(FAILURE_DETECTORS)
         if calibration and calibration.get(task):
             fit = calibration[task]
-            for detector in FAILURE_DETECTORS:
-                scores = failure_scores(critic, fit, detector, cfg.failure_frames,
-                                        frames, batch=cfg.batch)  # fmt: skip
+            by_detector = {
+                "verdict": failure_scores(critic, fit, "verdict", cfg.failure_frames),
+                **last_frame_scores(critic, fit, frames, batch=cfg.batch),  # one reading of both
+            }
+            for detector, scores in by_detector.items():
                 if np.isfinite(scores).all():  # nan: the critic gives no P(achieved)
                     thresholds[detector] = accuracy_threshold(scores, [not e.success for e in fit])
         row["failure"] = evaluate_failures(
