@@ -170,3 +170,14 @@ def test_the_video_cache_is_on_by_default_and_changes_nothing():
             [e.progress for e in plain.estimate_progress(queries)], abs=1e-6
         )
     assert cached.engine.cache.hits > 0
+
+
+def test_sampled_answers_give_the_share_at_100_percent_as_achieved(monkeypatch):
+    critic = make_critic({"name": "tiny", "mode": "reason", "samples": 4})
+    texts = ["<answer>100%</answer>", "<answer>100</answer>", "<answer>50%</answer>",
+             "<answer>90%</answer>"]  # fmt: skip
+    ids = [critic.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    monkeypatch.setattr(critic._engine, "generate", lambda requests, params: [ids] * len(requests))
+    estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
+    # progress: the mean of 1, 1, 0.5, 0.9; achieved: 2 of the 4 samples say 100 %
+    assert estimate.progress == pytest.approx(0.85) and estimate.achieved == pytest.approx(0.5)
