@@ -68,6 +68,11 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     assert report.count(" / 6 (") == 3  # a count and its interval per condition
     assert summary["critic_vs_ground_truth"]["success_ratio_from"] == "test"
     assert "same 3 start states (seeded 20000)" in report
+    assert "Test successes per seed (seeds [0, 1]): critic " in report
+    # two seeds a side: an interval over seeds whenever the true reward succeeded at all
+    interval = summary["critic_vs_ground_truth"]["success_ratio_ci95"]
+    assert (interval is None) == (summary["ground_truth"]["test"]["successes"] == 0)
+    assert ("95 % over seeds, bootstrap" in report) == (interval is not None)
 
 
 def test_summary_reads_success_from_the_test_with_a_wilson_interval():
@@ -106,6 +111,35 @@ def test_summary_reads_success_from_the_test_with_a_wilson_interval():
     assert ratio["success_ratio"] == pytest.approx(0.5)
     assert ratio["success_ratio_from"] == "last curve evaluation"
     assert summarise(untested)["critic"]["test"] is None
+    assert ratio["success_ratio_ci95"] is None
+
+
+def test_success_ratio_interval_over_seeds_by_hand():
+    from experiments.zero_shot_rl import RunResult, success_ratio_interval, summarise
+
+    # Two seeds a side, critic 0.0 and 0.2, true reward 0.1 and 0.3. A resample's mean is 0, 0.1
+    # or 0.2 for the critic (1/4, 1/2, 1/4) and 0.1, 0.2 or 0.3 for the truth: the ratio is 0
+    # with probability 1/4 and 2 (0.2 / 0.1) with 1/16, both above the 2.5 % tails.
+    assert success_ratio_interval([0.0, 0.2], [0.1, 0.3]) == [0.0, pytest.approx(2.0)]
+    # the true reward's resampled seeds all fail with probability 1/4: no upper bound; the
+    # lowest ratio is 0.1 / 0.2
+    assert success_ratio_interval([0.1, 0.1], [0.0, 0.2]) == [pytest.approx(0.5), None]
+    # every seed alike: the interval is the ratio itself
+    assert success_ratio_interval([0.05] * 3, [0.1] * 3) == [pytest.approx(0.5)] * 2
+    # too few seeds, or no true-reward success: no interval
+    assert success_ratio_interval([0.1], [0.2]) is None
+    assert success_ratio_interval([0.1, 0.2], [0.0, 0.0]) is None
+
+    def run(condition, seed, successes):
+        return RunResult(condition, seed, [100], [0.0], [-5.0], 10.0, 100,
+                         test_successes=[True] * successes + [False] * (10 - successes),
+                         test_returns=[-4.0] * 10)  # fmt: skip
+
+    runs = [run("ground_truth", 0, 1), run("ground_truth", 1, 3), run("critic", 0, 0),
+            run("critic", 1, 2)]  # fmt: skip
+    summary = summarise(runs)
+    assert summary["critic"]["test"]["successes_per_seed"] == [0, 2]
+    assert summary["critic_vs_ground_truth"]["success_ratio_ci95"] == [0.0, pytest.approx(2.0)]
 
 
 def test_the_test_start_states_are_fixed(tmp_path):
