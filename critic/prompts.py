@@ -52,7 +52,10 @@ def _user(text: str, videos: Sequence[np.ndarray], answer: str, choices=()) -> P
     if text.count(VIDEO) != len(videos):
         raise ValueError(f"{text.count(VIDEO)} video markers for {len(videos)} videos")
     messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": text})
-    return Prompt(messages, tuple(np.asarray(v) for v in videos), answer, tuple(choices))
+    # A prompt owns its pixels: a view (the anchor frame ``video[0]``) would keep the whole decoded
+    # episode alive for as long as the sample, 3x the memory of a training set's samples.
+    owned = tuple(v if v.flags.owndata else v.copy() for v in map(np.asarray, videos))
+    return Prompt(messages, owned, answer, tuple(choices))
 
 
 _SCALES = {

@@ -165,6 +165,18 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
         build_samples(_episode(), ["video"], RNG(0))
 
 
+def test_samples_own_their_pixels_so_the_episode_video_can_be_freed():
+    # a view (the anchor frame video[0][None]) would pin the whole decoded episode in memory for
+    # as long as its samples live: 3x a training set's memory (docs/training.md)
+    episode = _episode()
+    video = episode.frames["cam"]
+    for s in build_samples(episode, KINDS, RNG(0), cuts=3, pretext_count=3):
+        for shown in s.prompt.videos:
+            assert not np.shares_memory(shown, video), (s.kind, shown.shape)
+    anchored = build_samples(episode, ["score"], RNG(0), cuts=2)[0]
+    np.testing.assert_array_equal(anchored.prompt.videos[0][0], video[0])  # the same pixels
+
+
 def test_frozen_samples_hold_the_freeze_frame_and_its_progress():
     video = _frames(t=8)  # frame t's pixels are 30 t + ..., so frame indices read back as // 30
     progress = np.array([0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 1.0, 1.0], np.float32)  # achieved at 5
