@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -332,7 +333,11 @@ class HFEngine(Engine):
             logits_to_keep=1,
             **video_inputs(list(range(videos))),
         )
-        cache = head.past_key_values
+        # transformers 5.24 renamed the KV cache ``past_key_values`` -> ``cache`` (the old name is
+        # to go in 5.40); the lower bound of the ``vlm`` extra still takes the old one
+        takes = inspect.signature(self.model.forward).parameters
+        name = "cache" if "cache" in takes else "past_key_values"
+        cache = getattr(head, name)
         cache.batch_repeat_interleave(rows)
         rest = [r * per_prompt + j for r in range(rows) for j in range(videos, per_prompt)]
         return self.model(
@@ -340,8 +345,8 @@ class HFEngine(Engine):
             attention_mask=mask,
             position_ids=positions[:, :, length:],
             mm_token_type_ids=types[:, length:],
-            past_key_values=cache,
             use_cache=True,
+            **{name: cache},
             logits_to_keep=1,
             **video_inputs(rest),
         )

@@ -59,6 +59,9 @@ def _anchored(tokenizer, initial, video, ends):
     ]  # fmt: skip
 
 
+# the KV cache goes back in by the name the installed transformers takes (``cache`` from 5.24;
+# the old ``past_key_values`` warns, and is to be removed in 5.40)
+@pytest.mark.filterwarnings("error::FutureWarning")
 @pytest.mark.parametrize("case", ["one_episode", "different_initial_frames", "identical"])
 def test_score_shared_prefix_equals_full_forward(tiny_model, case):
     model, tokenizer = tiny_model
