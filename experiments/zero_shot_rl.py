@@ -17,6 +17,11 @@ its evaluations and final ``policy.zip``.
     python experiments/zero_shot_rl.py
     python experiments/zero_shot_rl.py env=Lift algo=ppo relabel=false reward.between_queries=hold \\
         seeds=[0,1,2] total_timesteps=50000
+    python experiments/zero_shot_rl.py merge=[<run dir>,<run dir>:ground_truth]   # no training
+
+``merge`` reads the ``results.json`` of earlier runs (more seeds, or a condition run on its own)
+and writes one report over all their runs, after checking that they are comparable: the same task,
+algorithm, step budget and tests, and, for the conditions that use it, the same reward and critic.
 """
 
 from __future__ import annotations
@@ -400,8 +405,15 @@ def _added_rewards(reward: DictConfig) -> str:
     return f", plus {' and '.join(terms)}" if terms else ""
 
 
-def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir: Path) -> None:
-    """results.json, report.md and learning_curves.png in the run dir."""
+def write_report(
+    cfg: DictConfig,
+    runs: list[RunResult],
+    summary: dict,
+    out_dir: Path,
+    sources: list[dict[str, Any]] | None = None,
+) -> None:
+    """results.json, report.md and learning_curves.png in the run dir; ``sources``: the run dirs
+    a merged report's runs came from (:func:`merge_runs`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -412,6 +424,7 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
             {
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "summary": summary,
+                **({"merged_from": sources} if sources else {}),
                 "runs": [r.__dict__ for r in runs],
             },
             indent=2,
@@ -480,6 +493,9 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
             f"| {_fmt(row['final_true_return_mean'])} | {row['wall_seconds_mean']:.1f} "
             f"| {row['env_steps_per_second']:.0f} |"
         )
+    if sources:
+        lines += ["", f"Merged from {len(sources)} run dirs (`merge`):", ""]
+        lines += [f"- `{x['run_dir']}`: {', '.join(x['runs'])}" for x in sources]
     per_seed = {
         c: row["test"]["successes_per_seed"]
         for c, row in summary.items()
@@ -497,12 +513,15 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
             if interval
             else ""
         )
+        apart = _dirs_holding(sources, "critic") != _dirs_holding(sources, "ground_truth")
         lines += [
             "",
             f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])} "
             f"(from the {ratio['success_ratio_from']}{spread}), "
-            f"wall-time ratio {ratio['wall_time_ratio']:.2f}.",
-        ]
+            f"wall-time ratio {ratio['wall_time_ratio']:.2f}"
+            + (" (not side by side: the two conditions ran in different run dirs)." if apart
+               else "."),
+        ]  # fmt: skip
     faithful = {
         c: row["training_episodes"] for c, row in summary.items() if "training_episodes" in row
     }
@@ -526,6 +545,12 @@ def write_report(cfg: DictConfig, runs: list[RunResult], summary: dict, out_dir:
             )
     lines += ["", "![learning curves](learning_curves.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[str]:
+    """The merged run dirs that hold runs of ``condition`` (none for a report of one run)."""
+    return {x["run_dir"] for x in sources or [] if any(r.startswith(f"{condition}_seed")
+                                                      for r in x["runs"])}  # fmt: skip
 
 
 def _fmt(value: float | None) -> str:
@@ -568,8 +593,102 @@ def train_all(cfg: DictConfig, out_dir: Path) -> list[RunResult]:
             bar.close()
 
 
+# What must agree between merged runs: for every run, and for the runs of the conditions that
+# learn from the reward wrapper (the ground truth's learner never sees the critic or its options).
+MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_episodes",
+              "test_episodes")  # fmt: skip
+MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel")}
+
+
+def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
+    """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
+    conditions of all of them, the critic's options from the runs that used one), the runs in
+    condition and seed order, and where each came from. An entry ``<run dir>:<condition>`` takes
+    that condition's runs of the folder only.
+
+    Raises:
+        ExperimentConfigError: a folder without a readable ``results.json``, runs that differ in
+            what makes them comparable (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`), or the same
+            condition and seed twice.
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunResult)}
+    loaded = []
+    for entry in run_dirs:
+        head, _, tail = str(entry).rpartition(":")
+        folder, only = (Path(head), tail) if head and tail in CONDITIONS else (Path(entry), None)
+        path = folder / "results.json"
+        try:
+            results = json.loads(path.read_text())
+            config, runs = OmegaConf.create(results["config"]), results["runs"]
+            if not all(isinstance(r, dict) and {"condition", "seed"} <= r.keys() for r in runs):
+                raise ValueError("a run without its condition and seed")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExperimentConfigError(
+                f"merge: {path} is not a results.json that zero_shot_rl.py wrote ({exc!r}); give "
+                "the run dirs of earlier runs"
+            ) from exc
+        if only:
+            runs = [r for r in runs if r["condition"] == only]
+            if not runs:
+                raise ExperimentConfigError(f"merge: {folder} has no {only} runs ({entry!r})")
+        loaded.append((folder, config, runs))
+    holding = {c: [x for x in loaded if any(r["condition"] == c for r in x[2])]
+               for c in MERGE_SAME_FOR}  # fmt: skip
+    for keys, group in [(MERGE_SAME, loaded)] + [
+        (MERGE_SAME_FOR[c], g) for c, g in holding.items()
+    ]:
+        for key in keys:
+            values = [(f, OmegaConf.to_container(c, resolve=True).get(key)) for f, c, _ in group]
+            for folder, value in values[1:]:
+                if value != values[0][1]:
+                    raise ExperimentConfigError(
+                        f"merge: {values[0][0]} has {key}={values[0][1]!r} and {folder} has "
+                        f"{key}={value!r}; only runs with the same task, algorithm, budget, "
+                        "tests and reward options make one comparison"
+                    )
+    seen: dict[tuple[str, int], Path] = {}
+    merged: list[RunResult] = []
+    sources = []
+    for folder, _, runs in loaded:
+        for record in runs:
+            key = (record["condition"], int(record["seed"]))
+            if key in seen:
+                raise ExperimentConfigError(
+                    f"merge: {key[0]} seed {key[1]} is in both {seen[key]} and {folder}; "
+                    "merge each run once"
+                )
+            seen[key] = folder
+            values = {k: v for k, v in record.items() if k in known}
+            values["episodes"] = [tuple(e) for e in values.get("episodes", [])]
+            merged.append(RunResult(**values))
+        ordered = sorted(runs, key=lambda r: (r["condition"], int(r["seed"])))
+        sources.append({"run_dir": str(folder),
+                        "runs": [f"{r['condition']}_seed{r['seed']}" for r in ordered]})  # fmt: skip
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    merged.sort(key=lambda r: (order.get(r.condition, len(order)), r.seed))
+    # the reward's and critic's options come from the runs that used them
+    user = next((g[0][1] for g in holding.values() if g), loaded[0][1])
+    config = OmegaConf.merge(
+        loaded[0][1],
+        {k: user[k] for k in ("critic", "reward", "relabel")},
+        {"conditions": list(dict.fromkeys(r.condition for r in merged)),
+         "seeds": sorted({r.seed for r in merged})},
+    )  # fmt: skip
+    return config, merged, sources
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Set up, train every (condition, seed), write the report; returns the summary."""
+    """Set up, train every (condition, seed), write the report; returns the summary. With
+    ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
+    if cfg.get("merge"):
+        dirs = [cfg.merge] if isinstance(cfg.merge, str) else list(cfg.merge)
+        config, runs, sources = merge_runs(dirs)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summary = summarise(runs, config.reward.success_threshold)
+        write_report(config, runs, summary, out_dir, sources)
+        return summary
     check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_all(cfg, out_dir)

@@ -23,14 +23,14 @@ TINY = [
 ]
 
 
-def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *TINY, f"hydra.run.dir={tmp_path}", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
+
+
+def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return _cli(*TINY, f"hydra.run.dir={tmp_path}", *overrides)
 
 
 def test_tiny_run_writes_results_report_and_curves(tmp_path):
@@ -243,10 +243,8 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     held = json.loads((tmp_path / "hold" / "results.json").read_text())["summary"]["oracle"]
     assert held["training_episodes"]["episodes"] == 6  # 2 per seed: per-step rewards too
     assert held["training_episodes"]["final_progress_mae"] == 0.0
-    done = subprocess.run(  # PPO has no learning_starts: not the SAC-sized TINY overrides
-        [sys.executable, str(SCRIPT), "algo=ppo", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+    # PPO has no learning_starts: not the SAC-sized TINY overrides
+    done = _cli("algo=ppo", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         "ExperimentConfigError: relabel=true needs an off-policy algorithm with a replay buffer "
@@ -271,3 +269,100 @@ def test_the_achieved_bonus_is_a_config_away_and_the_report_says_so(tmp_path):
     bad = _run(tmp_path / "bad", "conditions=[oracle]", "reward.achieved_weight=-1")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "achieved_weight=-1 must be a finite number >= 0" in bad.stderr
+
+
+DEFAULT_RUN = ROOT / "docs" / "results" / "zero_shot_rl_reacher"  # critic, oracle, truth; seeds 0-2
+
+
+def _run_dir(tmp_path: Path, name: str, edit=None, seed_offset: int = 0, keep=None) -> Path:
+    """A run dir whose results.json is the shipped default run's, its seeds shifted, its
+    conditions filtered to ``keep`` and its config edited."""
+    results = json.loads((DEFAULT_RUN / "results.json").read_text())
+    results["runs"] = [
+        {**r, "seed": r["seed"] + seed_offset}
+        for r in results["runs"]
+        if keep is None or r["condition"] in keep
+    ]
+    if edit:
+        edit(results["config"])
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare(tmp_path):
+    from experiments.zero_shot_rl import ExperimentConfigError, merge_runs, summarise
+
+    first = _run_dir(tmp_path, "first")
+    more = _run_dir(tmp_path, "more", seed_offset=3, keep=("critic", "ground_truth"))
+    config, runs, sources = merge_runs([str(first), str(more)])
+    assert list(config.seeds) == [0, 1, 2, 3, 4, 5]
+    assert list(config.conditions) == ["critic", "oracle", "ground_truth"]
+    assert [(r.condition, r.seed) for r in runs][:6] == [("critic", s) for s in range(6)]
+    assert sources[1] == {"run_dir": str(more),
+                          "runs": [f"{c}_seed{s}" for c in ("critic", "ground_truth")
+                                   for s in (3, 4, 5)]}  # fmt: skip
+    summary = summarise(runs)
+    # the default run: critic 2, 3, 8 and truth 7, 3, 12 of 100; the copy repeats them
+    assert summary["critic"]["test"]["successes_per_seed"] == [2, 3, 8, 2, 3, 8]
+    assert summary["critic"]["test"]["successes"] == 26
+    assert summary["critic_vs_ground_truth"]["success_ratio"] == pytest.approx(13 / 22)
+    assert summary["oracle"]["seeds"] == [0, 1, 2]
+
+    # the true reward's learner never sees the reward's options: a run of it alone merges
+    def bonus(config):
+        config["reward"]["achieved_weight"] = 1.0
+
+    truth = _run_dir(tmp_path, "truth", bonus, seed_offset=6, keep=("ground_truth",))
+    assert len(merge_runs([str(first), str(truth)])[1]) == 12
+    # ... but a critic learner with another reward does not
+    critic = _run_dir(tmp_path, "critic", bonus, seed_offset=6, keep=("critic",))
+    with pytest.raises(ExperimentConfigError, match=r"critic has reward=.*'achieved_weight': 1.0"):
+        merge_runs([str(first), str(critic)])
+    longer = _run_dir(tmp_path, "longer", lambda c: c.update(total_timesteps=40000), 3)
+    with pytest.raises(ExperimentConfigError, match=r"longer has total_timesteps=40000"):
+        merge_runs([str(first), str(longer)])
+    with pytest.raises(
+        ExperimentConfigError, match=r"critic seed 0 is in both .*first and .*first"
+    ):
+        merge_runs([str(first), str(first)])
+    # <run dir>:<condition> takes that condition's runs only
+    _, runs, _ = merge_runs([f"{first}:critic", f"{more}:ground_truth"])
+    assert {(r.condition, r.seed) for r in runs} == {("critic", 0), ("critic", 1), ("critic", 2),
+        ("ground_truth", 3), ("ground_truth", 4), ("ground_truth", 5)}  # fmt: skip
+    with pytest.raises(ExperimentConfigError, match=r"more has no oracle runs"):
+        merge_runs([f"{more}:oracle"])
+    with pytest.raises(ExperimentConfigError, match=r"nowhere.results\.json is not a results"):
+        merge_runs([str(tmp_path / "nowhere")])
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "results.json").write_text(
+        json.dumps({"config": {}, "runs": [{"condition": "critic"}]})
+    )
+    with pytest.raises(ExperimentConfigError, match=r"a run without its condition and seed"):
+        merge_runs([str(torn)])
+
+
+def test_merge_from_the_command_line_writes_one_report(tmp_path):
+    first = _run_dir(tmp_path, "first")
+    more = _run_dir(tmp_path, "more", seed_offset=3)
+    out = tmp_path / "merged"
+    done = _cli(f"merge=[{first},{more}]", f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (out / "report.md").read_text()
+    assert "Merged from 2 run dirs" in report and report in done.stdout
+    assert "ground_truth 7, 3, 12, 7, 3, 12." in report
+    assert "(not side by side" not in report  # critic and truth ran together in each dir
+    results = json.loads((out / "results.json").read_text())
+    assert [s["run_dir"] for s in results["merged_from"]] == [str(first), str(more)]
+    assert results["summary"]["ground_truth"]["test"]["episodes"] == 600
+    # critic from one dir, truth from another: the wall-time ratio is not side by side
+    done = _cli(
+        f"merge=[{first}:critic,{more}:ground_truth]", f"hydra.run.dir={tmp_path / 'apart'}"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(not side by side: the two conditions ran in different run dirs)" in done.stdout
+    bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
