@@ -12,10 +12,14 @@ the current frame (PRIMO R1), so what is measured here is what RL sees online.
 - **Failure detection** (RoboFail-style): accuracy, precision / recall / F1 with *failure* as the
   positive class, AUROC of the critic's failure probability, confusion by failure type, and the
   detection delay: the time from the failure to the first prefix of the episode judged a failure.
+- **Reading by state**: the critic's progress and P(achieved) by bins of a privileged quantity
+  (the fingertip's distance to the target, a cube's height): the reward's landscape, where a
+  reading that is flat over a range the learner visits shows.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +122,53 @@ def nanmean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def reading_by_state(
+    values: Sequence[float],
+    predicted: Sequence[float],
+    true: Sequence[float],
+    achieved: Sequence[float] | None,
+    edges: Sequence[float],
+) -> list[dict[str, Any]]:
+    """The critic's reading against a privileged quantity, per bin of ``values``: ``(-inf, e1)``,
+    ``[e1, e2)``, ..., ``[en, inf)`` for ``edges = [e1, ..., en]`` (increasing). Each row: the
+    bin (``low``/``high``, ``None`` where open), its frames and their share, the mean progress
+    read (unreadable frames left out) and true, and the mean P(achieved) with the share of frames
+    above 0.5 (``nan`` when the critic gives none). Empty bins are left out.
+
+    Raises:
+        ValueError: edges that do not increase, or arrays of different lengths.
+    """
+    edges = [float(e) for e in edges]
+    if any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ValueError(f"bin edges {edges} must increase")
+    v, p, t = (np.asarray(x, dtype=float) for x in (values, predicted, true))
+    a = np.full(len(v), np.nan) if achieved is None else np.asarray(achieved, dtype=float)
+    if not len(v) == len(p) == len(t) == len(a):
+        raise ValueError(
+            f"{len(v)} values, {len(p)} readings, {len(t)} truths, {len(a)} P(achieved)"
+        )
+    rows = []
+    bounds = [None, *edges, None]
+    for low, high in itertools.pairwise(bounds):
+        inside = np.ones(len(v), bool)
+        if low is not None:
+            inside &= v >= low
+        if high is not None:
+            inside &= v < high
+        if not inside.any():
+            continue
+        read, given = p[inside], a[inside]
+        rows.append({
+            "low": low, "high": high, "frames": int(inside.sum()),
+            "share": float(inside.mean()),
+            "progress": nanmean(read), "true_progress": float(t[inside].mean()),
+            "achieved": nanmean(given),
+            "achieved_over_half": float((given[np.isfinite(given)] > 0.5).mean())
+            if np.isfinite(given).any() else float("nan"),
+        })  # fmt: skip
+    return rows
+
+
 # -- putting a critic through episodes -------------------------------------------------------
 def progress_queries(
     episode: Episode,
@@ -153,11 +204,21 @@ def _progress_query(episode, video, truth, t: int, frames_per_query: int) -> Pro
 
 def predict_progress(critic: Critic, queries: list[ProgressQuery], batch: int = 32) -> np.ndarray:
     """The critic's progress for every query, in batches; an unreadable answer is ``nan``."""
-    out = []
+    return predict_estimates(critic, queries, batch)[0]
+
+
+def predict_estimates(
+    critic: Critic, queries: list[ProgressQuery], batch: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """The critic's progress and P(achieved) for every query, in batches; ``nan`` where an answer
+    is unreadable or the critic gives no probability."""
+    progress, achieved = [], []
     for start in range(0, len(queries), batch):
         for estimate in critic.estimate_progress(queries[start : start + batch]):
-            out.append(np.nan if estimate.progress is None else estimate.progress)
-    return np.asarray(out, dtype=float)
+            progress.append(np.nan if estimate.progress is None else estimate.progress)
+            unread = estimate.progress is None or estimate.achieved is None
+            achieved.append(np.nan if unread else estimate.achieved)
+    return np.asarray(progress, dtype=float), np.asarray(achieved, dtype=float)
 
 
 @dataclass
@@ -170,6 +231,7 @@ class EpisodeProgress:
     predicted: np.ndarray
     true: np.ndarray
     active: int
+    achieved: np.ndarray | None = None  # P(achieved) per frame (nan: none given)
 
     @property
     def voc(self) -> float:
@@ -188,14 +250,16 @@ def evaluate_progress(
     for episode in episodes:
         queries = progress_queries(episode, frames_per_query=frames_per_query, stride=stride)
         truth = np.asarray(episode.progress, dtype=float)[::stride]
+        predicted, achieved = predict_estimates(critic, queries, batch)
         results.append(
             EpisodeProgress(
                 episode.episode_id,
                 episode.env_id,
                 episode.failure_type is None,
-                predict_progress(critic, queries, batch),
+                predicted,
                 truth,
                 active_length(truth),
+                achieved,
             )
         )
     return results

@@ -16,6 +16,7 @@ dir (hydra) gets ``metrics.json``, ``report.md`` and ``calibration.png``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -69,6 +70,20 @@ def check_config(cfg: DictConfig) -> None:
         raise EvalConfigError(f"external={cfg.external!r} is not a folder of labelled videos")
     if not cfg.data and cfg.external is None:
         raise EvalConfigError("nothing to evaluate: data is empty and external is not set")
+    for task, spec in (cfg.get("by_state") or {}).items():
+        edges = spec.get("bins") if isinstance(spec, DictConfig) else None
+        if (
+            not isinstance(spec, DictConfig)
+            or not isinstance(spec.get("key"), str)
+            or not edges
+            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
+            or any(b <= a for a, b in itertools.pairwise(edges))
+        ):
+            raise EvalConfigError(
+                f"by_state.{task}={OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec!r}"
+                " must be {key: <privileged state name>, bins: [increasing numbers]}, e.g. "
+                "{key: fingertip_to_target_cm, bins: [1, 2, 3, 4, 6, 10]}"
+            )
 
 
 def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
@@ -114,6 +129,7 @@ def evaluate_critic(
         failure_scores,
         last_frame_scores,
         progress_summary,
+        reading_by_state,
     )
     from critic.probes import run_probes
 
@@ -130,6 +146,17 @@ def evaluate_critic(
                 "predicted": np.concatenate([r.predicted for r in results]).tolist(),
                 "true": np.concatenate([r.true for r in results]).tolist(),
             }
+            state = (cfg.get("by_state") or {}).get(task)
+            if state is not None and all(state.key in e.state for e in episodes):
+                values = np.concatenate([e.state[state.key][:: cfg.stride] for e in episodes])
+                row["by_state"] = {
+                    "key": state.key,
+                    "rows": reading_by_state(
+                        values, *(np.concatenate([getattr(r, f) for r in results])
+                                  for f in ("predicted", "true", "achieved")),
+                        list(state.bins),
+                    ),
+                }  # fmt: skip
         thresholds = dict.fromkeys(FAILURE_DETECTORS)
         if calibration and calibration.get(task):
             fit = calibration[task]
@@ -277,7 +304,41 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
                 for p in probes.values()
             ]
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
+    lines += _by_state_lines(results)
     lines += ["", "![calibration](calibration.png)", ""]
+    return lines
+
+
+def _by_state_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One table per critic and task of its reading by bins of a privileged quantity."""
+    lines = []
+    for name, by_task in results.items():
+        for task, row in by_task.items():
+            if "by_state" not in row:
+                continue
+            if not lines:
+                lines += ["", "## Reading by state", "",
+                          "The critic's progress and P(achieved) on every queried frame, by bins of a "
+                          "privileged quantity (`by_state`): where the reading is flat over a range, "
+                          "the reward has no slope there.", ""]  # fmt: skip
+            key, rows = row["by_state"]["key"], row["by_state"]["rows"]
+            lines += [
+                f"**{name}, {task}**, by `{key}`:",
+                "",
+                "| bin | frames (share) | progress read | true progress | P(achieved) "
+                "| P(achieved) > 0.5 |",
+                "|---|---|---|---|---|---|",
+            ]
+            for r in rows:
+                low, high = r["low"], r["high"]
+                span = (f"< {high:g}" if low is None else f"≥ {low:g}" if high is None
+                        else f"{low:g}–{high:g}")  # fmt: skip
+                lines.append(
+                    f"| {span} | {r['frames']} ({_fmt(r['share'])}) | {_fmt(r['progress'])} "
+                    f"| {_fmt(r['true_progress'])} | {_fmt(r['achieved'])} "
+                    f"| {_fmt(r['achieved_over_half'])} |"
+                )
+            lines.append("")
     return lines
 
 

@@ -92,6 +92,32 @@ def test_progress_summary_hand_worked():
     assert "failure" not in summary
 
 
+def test_reading_by_state_hand_worked():
+    from critic.eval import reading_by_state
+
+    # six frames at 0.5, 1.5, 1.5, 3, 12 and 20 cm; bins (-inf, 1), [1, 2), [2, 10), [10, inf)
+    values = [0.5, 1.5, 1.5, 3.0, 12.0, 20.0]
+    read = [0.9, 0.8, np.nan, 0.6, 0.3, 0.1]  # one unreadable answer, left out of its mean
+    true = [1.0, 1.0, 1.0, 0.7, 0.2, 0.0]
+    achieved = [0.9, 0.6, np.nan, 0.2, 0.1, 0.0]
+    rows = reading_by_state(values, read, true, achieved, [1, 2, 10])
+    assert [(r["low"], r["high"], r["frames"]) for r in rows] == [
+        (None, 1.0, 1), (1.0, 2.0, 2), (2.0, 10.0, 1), (10.0, None, 2)]  # fmt: skip
+    assert rows[1]["share"] == pytest.approx(2 / 6)
+    assert rows[1]["progress"] == pytest.approx(0.8) and rows[1]["true_progress"] == 1.0
+    assert rows[1]["achieved"] == pytest.approx(0.6) and rows[1]["achieved_over_half"] == 1.0
+    assert rows[3]["progress"] == pytest.approx(0.2) and rows[3]["achieved_over_half"] == 0.0
+    # a critic that gives no P(achieved): nan, not an error
+    none = reading_by_state(values, read, true, None, [1, 2, 10])
+    assert all(np.isnan(r["achieved"]) and np.isnan(r["achieved_over_half"]) for r in none)
+    # an empty bin is left out
+    assert len(reading_by_state(values, read, true, None, [1, 2, 4, 10])) == 4
+    with pytest.raises(ValueError, match=r"bin edges \[2.0, 1.0\] must increase"):
+        reading_by_state(values, read, true, None, [2, 1])
+    with pytest.raises(ValueError, match="6 values, 5 readings"):
+        reading_by_state(values, read[:5], true, None, [1])
+
+
 def test_queries_match_the_reward_wrapper_and_the_oracle_scores_perfectly():
     from envs.critic_reward import sample_frames
 

@@ -58,6 +58,17 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert ("| tiny | Reacher-v5 | achieved |" in report) == ("achieved" in tiny["failure"])
     assert (tmp_path / "calibration.png").stat().st_size > 5_000
     assert "# Critic evaluation" in done.stdout
+    # the reading by the fingertip's distance to the target (the config's by_state): the
+    # oracle reads the truth in every bin, and P(achieved) is 1 exactly where the task is
+    rows = oracle["by_state"]["rows"]
+    assert oracle["by_state"]["key"] == "fingertip_to_target_cm"
+    queried = sum(group["frames"] for group in oracle["progress"].values())  # expert + failure
+    assert sum(r["frames"] for r in rows) == queried
+    assert all(r["progress"] == pytest.approx(r["true_progress"]) for r in rows)
+    assert rows[0]["high"] == 1.0 and rows[0]["achieved"] == 1.0  # within 1 cm: success
+    assert rows[-1]["low"] == 10.0 and rows[-1]["achieved"] == 0.0
+    assert "## Reading by state" in report and "**oracle, Reacher-v5**, by `fingertip" in report
+    assert "| ≥ 10 |" in report
 
 
 def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
@@ -129,6 +140,11 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     done = _run(tmp_path, f"data=[{dataset}]", "frames_per_query=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "frames_per_query=0 must be an integer >= 1, or null for each critic's" in done.stderr
+    done = _run(tmp_path, f"data=[{dataset}]", "by_state.Reacher-v5.bins=[2,1]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': [2, 1]} must be" in (
+        done.stderr
+    )
     done = _run(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
