@@ -147,7 +147,14 @@ def evaluate_critic(
                 "true": np.concatenate([r.true for r in results]).tolist(),
             }
             state = (cfg.get("by_state") or {}).get(task)
-            if state is not None and all(state.key in e.state for e in episodes):
+            missing = state is not None and not all(state.key in e.state for e in episodes)
+            if missing:
+                have = sorted(set.intersection(*(set(e.state) for e in episodes)))
+                logging.getLogger(__name__).warning(
+                    "by_state.%s.key=%r is not in every episode's state: no reading by state "
+                    "for %s (the episodes have %s)", task, state.key, task, have,
+                )  # fmt: skip
+            elif state is not None:
                 values = np.concatenate([e.state[state.key][:: cfg.stride] for e in episodes])
                 row["by_state"] = {
                     "key": state.key,

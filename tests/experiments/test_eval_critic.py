@@ -145,6 +145,15 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': [2, 1]} must be" in (
         done.stderr
     )
+    # a state the episodes do not record: said, and the rest of the evaluation runs
+    done = _run(tmp_path, f"data=[{dataset}]", "critics=[oracle]", "probes=false",
+                "calibration_split=null", "by_state.Reacher-v5.key=nope")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "by_state.Reacher-v5.key='nope' is not in every episode's state" in (
+        done.stdout + done.stderr
+    )
+    assert "'fingertip_to_target_cm'" in done.stdout + done.stderr  # what there is instead
+    assert "## Reading by state" not in (tmp_path / "report.md").read_text()
     done = _run(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
