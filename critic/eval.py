@@ -13,7 +13,7 @@ the current frame (PRIMO R1), so what is measured here is what RL sees online.
   positive class, AUROC of the critic's failure probability, confusion by failure type, and the
   detection delay: the time from the failure to the first prefix of the episode judged a failure.
 - **Reading by state**: the critic's progress and P(achieved) by bins of a privileged quantity
-  (the fingertip's distance to the target, a cube's height): the reward's landscape, where a
+  (the fingertip's distance to the target, the gripper's to a cube): the reward's landscape, where a
   reading that is flat over a range the learner visits shows.
 """
 
