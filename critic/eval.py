@@ -454,14 +454,11 @@ def last_frame_scores(
         queries.append(
             _progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
         )
-    final = [e for start in range(0, len(queries), batch)
-             for e in critic.estimate_progress(queries[start : start + batch])]  # fmt: skip
+    progress, achieved = predict_estimates(critic, queries, batch)
+    unread = np.isnan(progress)
     return {
-        "progress": [0.5 if e.progress is None else float(1.0 - e.progress) for e in final],
-        "achieved": [
-            0.5 if e.progress is None else np.nan if e.achieved is None else 1.0 - e.achieved
-            for e in final
-        ],
+        "progress": np.where(unread, 0.5, 1.0 - progress).tolist(),
+        "achieved": np.where(unread, 0.5, 1.0 - achieved).tolist(),  # nan stays nan: none given
     }
 
 
