@@ -11,9 +11,11 @@ Policy episodes (:func:`plan_policy_episodes`) roll out a stable-baselines3 ``po
 ``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL learner actually
 visits, labelled with the simulator's progress, so a critic can be trained on them (the learned-
 reward loop; docs/training.md). Their label is what happened: ``failure_type="unknown"`` when the
-task was not achieved, ``None`` when it was. With ``hindsight`` the goal is moved, after the rollout,
-to near where the policy's arm went (hindsight relabelling, as HER does for goals): the same
-learner poses, now also at and around success, which a learner's own rollouts rarely reach.
+task was not achieved, ``None`` when it was. With ``hindsight`` the goal is moved, after the rollout
+(hindsight relabelling, as HER does for goals): ``"near"`` (or ``True``) to near where the policy's
+arm went, so the same learner poses are seen at and around success, which a learner's own rollouts
+rarely reach; ``"uniform"`` to anywhere the task draws its goals (HER's "random" strategy), so the
+distance to the goal and the start distance no longer follow from the learner's pose.
 """
 
 from __future__ import annotations
@@ -41,9 +43,13 @@ CAMERA = "view"  # the critic's view (several cameras are already tiled into it 
 POLICY_FAILURE = "unknown"  # the failure label of a policy episode that did not achieve the task
 HINDSIGHT_RADIUS = 0.05  # m: hindsight goals lie within this of the reached point (Reacher: 2.5×
 # its 2 cm success radius, so a near miss is as likely as a success)
+HINDSIGHT_MODES = ("near", "uniform")  # where a hindsight goal goes (True means "near")
+GOAL_BOUND = 0.2  # m: Reacher draws its targets uniformly in this disc around the arm's base
 
 
-def hindsight_goal(reached: np.ndarray, rng: np.random.Generator, bound: float = 0.2) -> np.ndarray:
+def hindsight_goal(
+    reached: np.ndarray, rng: np.random.Generator, bound: float = GOAL_BOUND
+) -> np.ndarray:
     """A goal uniform in the disc of :data:`HINDSIGHT_RADIUS` around a reached point, pulled into
     the task's goal disc of radius ``bound`` (Reacher samples its targets within 0.2 m)."""
     radius = HINDSIGHT_RADIUS * np.sqrt(rng.uniform())  # uniform over the disc's area
@@ -53,22 +59,52 @@ def hindsight_goal(reached: np.ndarray, rng: np.random.Generator, bound: float =
     return goal * (bound / norm) if norm > bound else goal
 
 
+def uniform_goal(rng: np.random.Generator, bound: float = GOAL_BOUND) -> np.ndarray:
+    """A goal uniform over the area of the task's goal disc of radius ``bound`` (how Reacher-v5
+    draws its targets: uniform in the square, rejected outside the disc)."""
+    radius = bound * np.sqrt(rng.uniform())
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    return radius * np.array([np.cos(angle), np.sin(angle)])
+
+
+def hindsight_mode(value: Any) -> str | None:
+    """``hindsight`` as given (``False``/``None``, ``True``, ``"near"``, ``"uniform"``) as the
+    strategy's name, ``None`` for none.
+
+    Raises:
+        InvalidOptionError: anything else.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "near"
+    if isinstance(value, str) and value in HINDSIGHT_MODES:
+        return value
+    raise InvalidOptionError(
+        f"hindsight={value!r} must be false, true (the same as near) or one of "
+        f"{list(HINDSIGHT_MODES)}: near moves the goal to near where the arm went, uniform to "
+        f"anywhere the task draws its goals"
+    )
+
+
 @dataclass(frozen=True)
 class EpisodePlan:
     """What to record: ``failure=None`` is an expert episode; ``policy`` (a saved SB3 model's path)
-    replaces the expert with that policy; ``hindsight`` (policies only) moves the goal afterwards
-    to near a point the policy reached (:func:`hindsight_goal`)."""
+    replaces the expert with that policy; ``hindsight`` (policies only) moves the goal afterwards:
+    ``True`` or ``"near"`` to near a point the policy reached (:func:`hindsight_goal`),
+    ``"uniform"`` to anywhere in the task's goal disc (:func:`uniform_goal`)."""
 
     task: str
     seed: int
     failure: str | None = None
     policy: str | None = None
-    hindsight: bool = False
+    hindsight: bool | str = False
 
     @property
     def episode_id(self) -> str:
         if self.policy is not None:
-            tail = "-hindsight" if self.hindsight else ""
+            mode = hindsight_mode(self.hindsight)
+            tail = {None: "", "near": "-hindsight", "uniform": "-hindsight_uniform"}[mode]
             return f"{self.task}-{self.seed:06d}-policy_{policy_digest(self.policy)}{tail}"
         return f"{self.task}-{self.seed:06d}-{self.failure or 'expert'}"
 
@@ -149,26 +185,26 @@ def plan_policy_episodes(
     policies: Sequence[str],
     episodes: int,
     first_seed: int = 0,
-    hindsight: bool = False,
+    hindsight: bool | str = False,
 ) -> list[EpisodePlan]:
     """``episodes`` plans per policy, on seeds ``first_seed, first_seed + 1, ...`` (every policy
     meets the same targets).
 
     Args:
-        hindsight: move each episode's goal, after the rollout, to near a point the policy reached
-            (tasks with a movable goal: Reacher-v5).
+        hindsight: move each episode's goal, after the rollout (tasks with a movable goal:
+            Reacher-v5): ``True`` or ``"near"`` to near a point the policy reached, ``"uniform"``
+            to anywhere the task draws its goals; ``False`` keeps the goal.
 
     Raises:
         InvalidOptionError: a bad count, no policies, a policy file that cannot be read, or
             ``hindsight`` on a task whose goal cannot move.
     """
     get_task(task)  # the registry's typed error for an unknown task
-    if hindsight not in (True, False):
-        raise InvalidOptionError(f"hindsight={hindsight!r} must be true or false")
-    if hindsight and not _goal_movable(task):
+    mode = hindsight_mode(hindsight)
+    if mode is not None and not _goal_movable(task):
         movable = [t for t in task_names() if _goal_movable(t)]
         raise InvalidOptionError(
-            f"hindsight=true needs a task whose goal can move without changing the dynamics; "
+            f"hindsight={str(hindsight).lower()} needs a task whose goal can move without changing the dynamics; "
             f"{task}'s cannot. Tasks that can: {movable}"
         )
     if not isinstance(episodes, int) or episodes < 1:
@@ -178,7 +214,7 @@ def plan_policy_episodes(
         raise InvalidOptionError("policies=[] names no policy; pass one or more policy.zip paths")
     for path in policies:
         policy_digest(str(path))
-    return [EpisodePlan(task, first_seed + i, policy=str(path), hindsight=hindsight)
+    return [EpisodePlan(task, first_seed + i, policy=str(path), hindsight=mode or False)
             for path in policies for i in range(episodes)]  # fmt: skip
 
 
@@ -310,7 +346,9 @@ def record_episode(
                 break
         success = bool(info["is_success"])
         if plan.hindsight:
-            success = _relabel_in_hindsight(task, sims, plan.seed, frames, progress, states)
+            success = _relabel_in_hindsight(
+                task, sims, plan.seed, frames, progress, states, hindsight_mode(plan.hindsight)
+            )
     failure_step = expert.failure_step if plan.failure is not None else None
     raw = np.asarray(progress, np.float32)
     # An expert never regresses on purpose: its label is the running maximum of the privileged
@@ -339,19 +377,28 @@ def record_episode(
 
 
 def _relabel_in_hindsight(
-    task: TaskEnv, sims: list, seed: int, frames: list, progress: list, states: list
+    task: TaskEnv,
+    sims: list,
+    seed: int,
+    frames: list,
+    progress: list,
+    states: list,
+    mode: str | None = "near",
 ) -> bool:
-    """Move the goal near where the recorded trajectory went, then draw and label every recorded
-    state against it; returns the relabelled episode's success.
+    """Move the goal, then draw and label every recorded state against it; returns the relabelled
+    episode's success.
 
-    The anchor is a recorded state from the second quarter of the episode on (a learner that ends
-    at the goal, or passes it on the way), and the goal lies within :data:`HINDSIGHT_RADIUS` of
-    what that state achieved.
+    ``"near"``: the anchor is a recorded state from the second quarter of the episode on (a learner
+    that ends at the goal, or passes it on the way), and the goal lies within
+    :data:`HINDSIGHT_RADIUS` of what that state achieved. ``"uniform"``: anywhere in the goal disc.
     """
     rng = np.random.default_rng([seed, 0x48534754])  # the plan's seed, a stream of its own
-    anchor = int(rng.integers(len(sims) // 4, len(sims)))
-    task.restore_sim_state(sims[anchor])
-    goal = hindsight_goal(task.achieved_goal(), rng)
+    if mode == "uniform":
+        goal = uniform_goal(rng)
+    else:
+        anchor = int(rng.integers(len(sims) // 4, len(sims)))
+        task.restore_sim_state(sims[anchor])
+        goal = hindsight_goal(task.achieved_goal(), rng)
     for i, sim in enumerate(sims):
         task.restore_sim_state(sim)
         task.move_goal(goal, restart=i == 0)

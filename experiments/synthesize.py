@@ -6,6 +6,8 @@
         policies=[outputs/zero_shot_rl/<run>/critic_seed0/policy.zip]   # 100 episodes per policy
     python experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 hindsight=true \
         policies=[...] out=data/reacher-hindsight     # the goal moved to near where the arm went
+    python experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 hindsight=uniform \
+        policies=[...] out=data/reacher-anygoal      # ... or anywhere the task draws its goals
 
 Writes the episodes to ``out`` (re-running skips those already there), then, in ``out`` and in
 the run dir: ``summary.json`` / ``summary.md`` (expert success, per failure type how often it
@@ -212,7 +214,7 @@ def _planned(row: dict) -> str | None:
     """The failure a row was planned with (its id's suffix), for failures that did not happen;
     ``"policy"`` for a policy rollout (hindsight-relabelled or not)."""
     suffix = row["episode_id"].rsplit("-", 1)[-1]
-    if suffix.startswith("policy_") or suffix == "hindsight":
+    if suffix.startswith(("policy_", "hindsight")):
         return "policy"
     return None if suffix == "expert" else suffix
 

@@ -169,6 +169,22 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         raise TrainConfigError(
             f"teacher_tasks={list(tasks)} has no teacher; set teacher=<checkpoint folder>"
         )
+    chosen = cfg.get("teacher_data")
+    if chosen is not None:
+        folders = [str(d) for d in (cfg.data or [])]
+        listed = isinstance(chosen, Sequence | ListConfig) and not isinstance(chosen, str)
+        missing = [str(f) for f in chosen if str(f) not in folders] if listed else []
+        if not listed or not chosen or missing:
+            raise TrainConfigError(
+                f"teacher_data={chosen!r} needs a non-empty list of data folders, each written as "
+                f"in data= ({folders}); "
+                + (f"{missing} are not among them; " if missing else "")
+                + "null: the teacher labels every folder"
+            )
+        if teacher is None:
+            raise TrainConfigError(
+                f"teacher_data={list(chosen)} has no teacher; set teacher=<checkpoint folder>"
+            )
     if cfg.resume is not None and not Path(cfg.resume).is_dir():
         raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
     if cfg.dtype not in DTYPES:

@@ -70,18 +70,23 @@ def load_samples(
 
 def label_with_teacher(cfg: DictConfig, samples: list, batch: int = 64) -> int:
     """Give the digit-answer (``score``, ``frozen``) samples of ``cfg.teacher_tasks`` (``null``:
-    every task) the teacher's distribution over the ten answer digits, read from the same prompt
+    every task) and of ``cfg.teacher_data`` (``data`` folders; ``null``: every folder) the
+    teacher's distribution over the ten answer digits, read from the same prompt
     (``sample.target["digit_probs"]``); SFT then distils it (:mod:`critic.train.sft`). Returns
     how many samples it labelled.
 
     The teacher (``cfg.teacher``, a checkpoint folder) keeps what it reads on those tasks while
     the student learns others: a student trained further on true labels alone drifts from it.
+    The samples of the other folders keep their true labels, so a round can keep the teacher's
+    reading of one dataset and correct it on another of the same task.
     """
     from critic.factory import make_critic
 
     tasks = None if cfg.get("teacher_tasks") is None else set(cfg.teacher_tasks)
+    folders = None if cfg.get("teacher_data") is None else teacher_folders(cfg)
     chosen = [s for s in samples if s.kind in ("score", "frozen")
-              and (tasks is None or s.env_id in tasks)]  # fmt: skip
+              and (tasks is None or s.env_id in tasks)
+              and (folders is None or s.meta["data_folder"] in folders)]  # fmt: skip
     if not chosen:
         return 0
     teacher = make_critic({"name": str(cfg.teacher), "device": cfg.device, "cache": False})
@@ -94,6 +99,13 @@ def label_with_teacher(cfg: DictConfig, samples: list, batch: int = 64) -> int:
     finally:
         teacher.close()
     return len(chosen)
+
+
+def teacher_folders(cfg: DictConfig) -> set[int]:
+    """The indices in ``cfg.data`` of the folders ``cfg.teacher_data`` names (each as written in
+    ``data``; :func:`critic.train.config.check_config` has checked that every one is there)."""
+    data = [str(d) for d in cfg.data]
+    return {data.index(str(folder)) for folder in cfg.teacher_data}
 
 
 def draw_probabilities(

@@ -16,10 +16,12 @@ from envs.synth import (
     POLICY_FAILURE,
     EpisodePlan,
     hindsight_goal,
+    hindsight_mode,
     plan_policy_episodes,
     policy_digest,
     record_episode,
     synthesize,
+    uniform_goal,
 )
 
 
@@ -131,6 +133,25 @@ def test_hindsight_goals_lie_in_the_disc_around_the_reached_point_and_in_reach()
     assert np.linalg.norm(edge, axis=1).max() <= 0.2 + 1e-12
 
 
+def test_uniform_goals_are_drawn_as_reacher_draws_its_targets():
+    rng = np.random.default_rng(0)
+    goals = np.stack([uniform_goal(rng) for _ in range(4000)])
+    radii = np.linalg.norm(goals, axis=1)
+    assert radii.max() <= 0.2
+    # Uniform over the disc's area: a quarter within half the radius, half within 0.2 / sqrt(2).
+    assert abs(np.mean(radii < 0.1) - 0.25) < 0.03
+    assert abs(np.mean(radii < 0.2 / np.sqrt(2)) - 0.5) < 0.03
+    assert abs(np.mean(goals[:, 0] > 0) - 0.5) < 0.03  # no side favoured
+
+
+@pytest.mark.parametrize(
+    ("given", "mode"), [(False, None), (None, None), (True, "near"), ("near", "near"),
+                        ("uniform", "uniform")],
+)  # fmt: skip
+def test_hindsight_modes(given, mode):
+    assert hindsight_mode(given) == mode
+
+
 def test_moving_reachers_goal_moves_nothing_else():
     env = make_task_env("Reacher-v5")
     try:
@@ -173,8 +194,42 @@ def test_a_hindsight_episode_replays_the_same_arm_against_a_moved_goal(policies)
     np.testing.assert_array_equal(record_episode(plan, every=1).progress, moved.progress)
 
 
+def test_a_uniform_hindsight_episode_replays_the_arm_against_a_goal_anywhere(policies):
+    plan = EpisodePlan("Reacher-v5", 4, policy=policies["sac"], hindsight="uniform")
+    assert plan.episode_id.endswith("-hindsight_uniform")
+    assert plan.episode_id != EpisodePlan("Reacher-v5", 4, policy=policies["sac"],
+                                          hindsight="near").episode_id  # fmt: skip
+    original = record_episode(EpisodePlan("Reacher-v5", 4, policy=policies["sac"]), every=1)
+    moved = record_episode(plan, every=1)
+    assert len(moved) == len(original) == 51
+    differs = np.any(moved.frames["view"] != original.frames["view"], axis=-1)
+    assert differs.mean() < 0.05  # the same arm; only the target is drawn elsewhere
+    # The goal is where uniform_goal puts it for the plan's seed, and stays there.
+    goal = uniform_goal(np.random.default_rng([4, 0x48534754]))
+    env = make_task_env("Reacher-v5")
+    try:
+        task = env.unwrapped
+        env.reset(seed=4)
+        task.move_goal(goal, restart=True)
+        assert moved.state["fingertip_to_target_cm"][0] == pytest.approx(
+            task.privileged_state()["fingertip_to_target_cm"], abs=1e-3
+        )
+    finally:
+        env.close()
+    assert moved.progress[0] == 0.0 and np.all((moved.progress >= 0) & (moved.progress <= 1))
+    np.testing.assert_array_equal(record_episode(plan, every=1).progress, moved.progress)
+    plans = plan_policy_episodes("Reacher-v5", [policies["sac"]], 2, hindsight="uniform")
+    assert [p.hindsight for p in plans] == ["uniform", "uniform"]
+
+
 def test_hindsight_needs_a_task_whose_goal_can_move(policies):
     with pytest.raises(InvalidOptionError, match=r"Pusher-v5's cannot.*\['Reacher-v5'\]"):
         plan_policy_episodes("Pusher-v5", [policies["pusher"]], 1, hindsight=True)
-    with pytest.raises(InvalidOptionError, match="hindsight='yes' must be true or false"):
+    with pytest.raises(InvalidOptionError, match="hindsight=uniform needs a task"):
+        plan_policy_episodes("Pusher-v5", [policies["pusher"]], 1, hindsight="uniform")
+    with pytest.raises(
+        InvalidOptionError,
+        match=r"hindsight='yes' must be false, true \(the same as near\) or one of "
+        r"\['near', 'uniform'\]",
+    ):
         plan_policy_episodes("Reacher-v5", [policies["sac"]], 1, hindsight="yes")

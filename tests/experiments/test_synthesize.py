@@ -73,14 +73,16 @@ def test_synthesize_records_saved_policies(tmp_path):
     assert rollouts["episodes"] == 2 and rollouts["success_rate"] == 0.0
     assert "expert" not in summary["dataset_total"] and summary["dataset_total"]["failures"] == {}
     assert "policy rollouts: 2, success 0%" in done.stdout
-    # The same rollouts relabelled in hindsight join the policy group: 2 more, none re-recorded.
-    moved = _run(tmp_path, "env=Reacher-v5", "episodes=2", "workers=1", "every=10",
-                 f"policies=[{policy}]", "hindsight=true")  # fmt: skip
-    assert moved.returncode == 0, moved.stderr[-3000:]
-    summary = json.loads((tmp_path / "data" / "summary.json").read_text())
-    assert summary["this_run"]["policy"]["episodes"] == 2
-    assert summary["dataset_total"]["policy"]["episodes"] == 4
-    assert summary["dataset_total"]["failures"] == {}
+    # The same rollouts relabelled in hindsight (near, then anywhere) join the policy group: 2 more
+    # each, none re-recorded.
+    for mode, total in (("true", 4), ("uniform", 6)):
+        moved = _run(tmp_path, "env=Reacher-v5", "episodes=2", "workers=1", "every=10",
+                     f"policies=[{policy}]", f"hindsight={mode}")  # fmt: skip
+        assert moved.returncode == 0, moved.stderr[-3000:]
+        summary = json.loads((tmp_path / "data" / "summary.json").read_text())
+        assert summary["this_run"]["policy"]["episodes"] == 2
+        assert summary["dataset_total"]["policy"]["episodes"] == total
+        assert summary["dataset_total"]["failures"] == {}
     pusher = _run(tmp_path, "env=Pusher-v5", f"policies=[{policy}]", "hindsight=true")
     assert pusher.returncode == 1 and "Traceback" not in pusher.stderr
     assert "hindsight=true needs a task whose goal can move" in pusher.stderr

@@ -273,6 +273,35 @@ def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny
     assert np.isfinite(last["loss"]) and last["loss"] > 0
 
 
+def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):
+    from critic.models import save_model
+    from critic.train.recipe import label_with_teacher, load_samples
+
+    twin = tmp_path / "twin"
+    twin.symlink_to(dataset)
+    save_model(*tiny_model, tmp_path / "teacher")
+    _, cfg = _recipe(f"data=[{dataset},{twin}]", f"teacher={tmp_path / 'teacher'}",
+                     f"teacher_data=[{twin}]", *TINY)  # fmt: skip
+    train = load_samples(cfg, ("score", "frozen"), "train")
+    taught = label_with_teacher(cfg, train)
+    assert taught == sum(s.meta["data_folder"] == 1 for s in train) > 0
+    assert all(("digit_probs" in s.target) == (s.meta["data_folder"] == 1) for s in train)
+    for overrides, message in [
+        ([f"teacher_data=[{tmp_path / 'other'}]"],
+         f"teacher_data=['{tmp_path / 'other'}'] needs a non-empty list of data folders, each "
+         f"written as in data= (['{dataset}', '{twin}']); ['{tmp_path / 'other'}'] are not among "
+         "them; null: the teacher labels every folder"),
+        (["teacher_data=[]"], "teacher_data=[] needs a non-empty list of data folders"),
+        ([f"teacher_data={twin}"], f"teacher_data='{twin}' needs a non-empty list"),
+    ]:  # fmt: skip
+        with pytest.raises(Exception) as err:
+            _check(f"data=[{dataset},{twin}]", "teacher=viscritic-small", *overrides)
+        assert type(err.value).__name__ == "TrainConfigError"
+        assert str(err.value).startswith(message)
+    with pytest.raises(Exception, match=r"teacher_data=\[.*\] has no teacher; set teacher="):
+        _check(f"data=[{dataset},{twin}]", f"teacher_data=[{twin}]")
+
+
 def test_the_readout_trains_digit_answers_unless_told_to_add_the_verdict(dataset):
     plans, _ = _check(f"data=[{dataset}]", "pipeline=[readout]")
     assert plans["readout"]["kinds"] == ("score", "frozen")
