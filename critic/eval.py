@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from critic.base import Critic, FailureQuery, ProgressQuery, active_length
-from critic.data.episodes import Episode
+from critic.data.episodes import Episode, is_policy_rollout
 from critic.data.samples import clip
 
 
@@ -232,6 +232,7 @@ class EpisodeProgress:
     true: np.ndarray
     active: int
     achieved: np.ndarray | None = None  # P(achieved) per frame (nan: none given)
+    policy: bool = False  # a saved policy's rollout: neither an expert's nor an injected failure
 
     @property
     def voc(self) -> float:
@@ -255,11 +256,12 @@ def evaluate_progress(
             EpisodeProgress(
                 episode.episode_id,
                 episode.env_id,
-                episode.failure_type is None,
+                episode.expert,
                 predicted,
                 truth,
                 active_length(truth),
                 achieved,
+                is_policy_rollout(episode.episode_id),
             )
         )
     return results
@@ -267,11 +269,14 @@ def evaluate_progress(
 
 def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
     """MAE (all frames), VOC (active part, mean over episodes) and the best constant's MAE (the
-    median of the true progress), for experts and for failures, plus the readable share."""
+    median of the true progress), for experts, for failures and for saved policies' rollouts
+    (``policy``: a learner's episode is neither an expert's nor a planned failure, whether it
+    succeeded or not), plus the readable share."""
     summary: dict[str, Any] = {}
     for group, mine in (
-        ("expert", [r for r in results if r.expert]),
-        ("failure", [r for r in results if not r.expert]),
+        ("expert", [r for r in results if r.expert and not r.policy]),
+        ("failure", [r for r in results if not r.expert and not r.policy]),
+        ("policy", [r for r in results if r.policy]),
     ):
         if not mine:
             continue

@@ -80,7 +80,7 @@ def run_probes(
     rng = np.random.default_rng(seed)
     stats: dict[str, list[float]] = {name: [] for name in PROBES}
     for episode in episodes:
-        if episode.failure_type is not None or active_length(episode.progress) < 4:
+        if not episode.expert or active_length(episode.progress) < 4:
             continue
         freeze = max(1, active_length(episode.progress) // 2)
         for name, (video, truth) in probe_videos(episode, rng).items():

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from critic.data.episodes import Episode, finished_ids, write_episode
+from critic.data.episodes import POLICY_MARK, Episode, finished_ids, write_episode
 from envs.errors import InvalidOptionError
 from envs.experts import failure_types, make_expert, planned_failure_types
 from envs.tasks import TaskEnv, get_task, make_task_env, task_names
@@ -105,7 +105,7 @@ class EpisodePlan:
         if self.policy is not None:
             mode = hindsight_mode(self.hindsight)
             tail = {None: "", "near": "-hindsight", "uniform": "-hindsight_uniform"}[mode]
-            return f"{self.task}-{self.seed:06d}-policy_{policy_digest(self.policy)}{tail}"
+            return f"{self.task}-{self.seed:06d}{POLICY_MARK}{policy_digest(self.policy)}{tail}"
         return f"{self.task}-{self.seed:06d}-{self.failure or 'expert'}"
 
 

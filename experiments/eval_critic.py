@@ -180,7 +180,7 @@ def evaluate_critic(
             achieved_threshold=thresholds["achieved"],
         )  # fmt: skip
         if cfg.probes and has_progress:
-            experts = [e for e in episodes if e.failure_type is None][: cfg.probe_episodes]
+            experts = [e for e in episodes if e.expert][: cfg.probe_episodes]
             row["probes"] = run_probes(critic, experts, cfg.seed, frames, cfg.batch)
         row["seconds"] = time.perf_counter() - start
         out[task] = row
@@ -239,6 +239,22 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
                 f"| {_fmt(ex.get('voc'))} | {_fmt(fa.get('mae'))} | {_fmt(fa.get('voc'))} "
                 f"| {_fmt(ex.get('readable'))} |"
             )
+    policy = [(name, task, row["progress"]["policy"]) for name, by_task in results.items()
+              for task, row in by_task.items() if "policy" in row.get("progress", {})]  # fmt: skip
+    if policy:
+        lines += [
+            "",
+            "Saved policies' rollouts (a learner's own episodes, successful or not; no VOC: a "
+            "learner need not progress in time order):",
+            "",
+            "| critic | task | episodes | MAE | const MAE | readable |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {task} | {p['episodes']} | {_fmt(p['mae'])} | {_fmt(p['constant_mae'])} "
+            f"| {_fmt(p['readable'])} |"
+            for name, task, p in policy
+        ]
     lines += [
         "",
         "## Failure detection",

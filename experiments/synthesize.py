@@ -213,9 +213,11 @@ def main(cfg: DictConfig) -> None:
 def _planned(row: dict) -> str | None:
     """The failure a row was planned with (its id's suffix), for failures that did not happen;
     ``"policy"`` for a policy rollout (hindsight-relabelled or not)."""
-    suffix = row["episode_id"].rsplit("-", 1)[-1]
-    if suffix.startswith(("policy_", "hindsight")):
+    from critic.data.episodes import is_policy_rollout
+
+    if is_policy_rollout(row["episode_id"]):
         return "policy"
+    suffix = row["episode_id"].rsplit("-", 1)[-1]
     return None if suffix == "expert" else suffix
 
 

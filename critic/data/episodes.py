@@ -32,6 +32,15 @@ CODECS = {
 }
 
 
+POLICY_MARK = "-policy_"  # in the id of a saved policy's rollout: <task>-<seed>-policy_<digest>[...]
+
+
+def is_policy_rollout(episode_id: str) -> bool:
+    """Whether an episode id is a saved RL policy's rollout (``envs.synth``), not a scripted
+    expert's or an injected failure's episode."""
+    return POLICY_MARK in episode_id
+
+
 class EpisodeFormatError(ValueError):
     """An episode file is missing, corrupt, truncated, or disagrees with its metadata."""
 
@@ -48,7 +57,8 @@ class Episode:
         progress: privileged progress in [0, 1] of each frame, float32 ``[T]``.
         steps: env step of each frame, int64 ``[T]`` (frames are every k-th step).
         success: whether the task was achieved.
-        failure_type: the injected failure, or ``None`` for expert episodes.
+        failure_type: the injected failure, or ``None`` for expert episodes (and for a policy
+            rollout that achieved the task; ``"unknown"`` when it did not).
         failure_step: env step at which the failure happened, or ``None``.
         fps: frames per second of the recording (env rate / k).
         seed: the env and expert seed.
@@ -88,6 +98,11 @@ class Episode:
 
     def __len__(self) -> int:
         return len(self.progress)
+
+    @property
+    def expert(self) -> bool:
+        """A scripted expert's episode: no failure, and not a policy's rollout that succeeded."""
+        return self.failure_type is None and not is_policy_rollout(self.episode_id)
 
     @property
     def cameras(self) -> list[str]:

@@ -120,3 +120,11 @@ def test_inconsistent_episodes_are_refused(tmp_path):
         write_episode(odd, tmp_path, codec="h264")
     with pytest.raises(EpisodeFormatError, match="codec='png' is not supported"):
         write_episode(odd, tmp_path, codec="png")
+
+
+def test_an_expert_is_neither_a_failure_nor_a_policy_rollout():
+    assert _episode("Reacher-v5-000003-expert").expert
+    assert not _episode("Reacher-v5-000003-stall", failure="stall").expert
+    # a learner's rollout that succeeded has no failure type, and is still no expert's episode
+    assert not _episode("Reacher-v5-000003-policy_4f8f09d4").expert
+    assert not _episode("Reacher-v5-000003-policy_4f8f09d4-hindsight_uniform").expert

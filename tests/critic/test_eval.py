@@ -90,6 +90,13 @@ def test_progress_summary_hand_worked():
     assert summary["expert"]["constant"] == pytest.approx(0.5)
     assert summary["expert"]["constant_mae"] == pytest.approx(0.35)
     assert "failure" not in summary
+    # a learner's rollout (no failure, or "unknown") is its own group, whatever its outcome
+    rollout = EpisodeProgress("Reacher-v5-000001-policy_0123abcd", "T", False,
+                              np.array([0.5, 0.5]), np.array([0.2, 0.6]), 2, policy=True)  # fmt: skip
+    summary = progress_summary([expert, rollout])
+    assert summary["expert"]["episodes"] == 1 and "failure" not in summary
+    assert summary["policy"]["episodes"] == 1
+    assert summary["policy"]["mae"] == pytest.approx(0.2)  # (0.3 + 0.1) / 2
 
 
 def test_reading_by_state_hand_worked():

@@ -158,3 +158,34 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
     assert done.returncode == 1 and "UnknownCriticError: unknown critic 'magic'" in done.stderr
+
+
+def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
+    """A learner's successful rollout has no failure, yet is not an expert's episode: the progress
+    table reports it apart, and the probes (built from expert episodes) never use it."""
+    from stable_baselines3 import SAC
+
+    from envs import make_task_env
+    from envs.synth import plan_episodes, plan_policy_episodes, synthesize
+
+    env = make_task_env("Reacher-v5")
+    SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [8]}).save(tmp_path / "policy.zip")
+    env.close()
+    data = tmp_path / "data"
+    plans = plan_episodes("Reacher-v5", 4, 0.5) + plan_policy_episodes(
+        "Reacher-v5", [str(tmp_path / "policy.zip")], 3, first_seed=100, hindsight=True
+    )  # hindsight goals: some rollouts end as successes, with failure_type None
+    rows = synthesize(plans, data, progress_bar=False, every=5, image_size=28)
+    assert any(r["success"] for r in rows if r["policy"] is not None)  # the case this tests
+    done = _run(tmp_path / "run", f"data=[{data}]", "split=all", "critics=[oracle]",
+                "episodes_per_task=7", "probe_episodes=7", "calibration_split=null")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    oracle = json.loads((tmp_path / "run" / "metrics.json").read_text())["critics"]["oracle"]
+    progress = oracle["Reacher-v5"]["progress"]
+    assert progress["expert"]["episodes"] == 2 and progress["failure"]["episodes"] == 2
+    assert progress["policy"]["episodes"] == 3 and progress["policy"]["mae"] == 0.0
+    assert {p["episodes"] for p in oracle["Reacher-v5"]["probes"].values()} == {2}  # the experts
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Saved policies' rollouts" in report and "| oracle | Reacher-v5 | 3 | 0.00 |" in report
+    # the failure detector still scores every episode by what happened
+    assert oracle["Reacher-v5"]["failure"]["episodes"] == 7
