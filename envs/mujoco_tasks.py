@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.errors import InvalidOptionError
 from envs.render import Appearance, CriticView, FreeCamera
 from envs.tasks import TaskEnv, TaskSpec, register_task
 from rollout.imports import require_package
@@ -88,17 +89,41 @@ class ReacherTask(GymMujocoTask):
 
     Success: fingertip centre within 2 cm of the target centre (the two spheres touch).
     Progress: the fraction of the initial fingertip-target distance closed, reaching 1 at success.
+
+    Args:
+        min_start_distance: a floor (m) on the start distance progress is measured from, so
+            progress stays well defined when the target spawns close (default 5 cm). Under a larger
+            floor a near start's progress is its absolute closeness, ``(floor - now) / (floor -
+            2 cm)``, not a ratio of two short distances.
+        **env_kwargs: as :class:`GymMujocoTask`.
     """
 
     env_class_path = "gymnasium.envs.mujoco.reacher_v5:ReacherEnv"
     success_radius = 0.02
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        view: CriticView,
+        render_mode: str | None = None,
+        min_start_distance: float = 0.05,
+        **env_kwargs: Any,
+    ) -> None:
+        if not (isinstance(min_start_distance, int | float) and not isinstance(min_start_distance, bool)
+                and self.success_radius < min_start_distance < 1.0):  # fmt: skip
+            raise InvalidOptionError(
+                f"min_start_distance={min_start_distance!r} must be a distance in metres above "
+                f"the {self.success_radius} m success radius and below 1, e.g. 0.05 (the default)"
+            )
+        self.min_start_distance = float(min_start_distance)
+        super().__init__(spec, view, render_mode, **env_kwargs)
 
     def _distance(self) -> float:
         return float(np.linalg.norm(self._body_xy("fingertip") - self._body_xy("target")))
 
     def _start_episode(self) -> None:
         # A floor on the start distance keeps progress well defined when the target spawns close.
-        self._start_distance = max(self._distance(), self.success_radius + 0.03)
+        self._start_distance = max(self._distance(), self.min_start_distance)
 
     def achieved_goal(self) -> np.ndarray:
         return self._body_xy("fingertip")

@@ -77,6 +77,32 @@ def test_reacher_start_distance_has_a_floor(reacher):
     assert reacher.progress() == pytest.approx(0.5, abs=1e-9)
 
 
+def test_reacher_start_floor_is_an_option():
+    # Under a 15 cm floor a start 8 cm away is measured from 15 cm: at the start progress is
+    # (0.15 - 0.08) / (0.15 - 0.02) = 7/13, at 5 cm (0.15 - 0.05) / 0.13 = 10/13.
+    env = envs.make_task_env("Reacher-v5", min_start_distance=0.15)
+    try:
+        env.reset(seed=0)
+        task = env.unwrapped
+        tip = task.mj_data.body("fingertip").xpos[:2].copy()
+        right = np.array([1.0, 0.0])
+        _move_body(task, "target", ("target_x", "target_y"), tip + 0.08 * right)
+        task._start_episode()
+        assert task.progress() == pytest.approx(7 / 13, abs=1e-9)
+        _move_body(task, "target", ("target_x", "target_y"), tip + 0.05 * right)
+        assert task.progress() == pytest.approx(10 / 13, abs=1e-9)
+        # a start beyond the floor is unchanged: the fraction of its own distance closed
+        _move_body(task, "target", ("target_x", "target_y"), tip + 0.20 * right)
+        task._start_episode()
+        _move_body(task, "target", ("target_x", "target_y"), tip + 0.11 * right)
+        assert task.progress() == pytest.approx(0.5, abs=1e-9)
+    finally:
+        env.close()
+    for bad in (0.02, 0.01, 1.5, "5cm", True):
+        with pytest.raises(envs.InvalidOptionError, match=f"min_start_distance={bad!r} must be"):
+            envs.make_task_env("Reacher-v5", min_start_distance=bad)
+
+
 def test_pusher_progress_weights_reach_then_push(pusher):
     # Everything on one line from the arm tip T, direction u:
     #   T ---- object ---- goal,  object at T + a·u, goal fixed at T + 0.57·u.
