@@ -122,6 +122,12 @@ def nanmean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def nanstd(values: Sequence[float]) -> float:
+    """The (population) standard deviation of the finite values; ``nan`` when there are none."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.std(values)) if values else float("nan")
+
+
 def reading_by_state(
     values: Sequence[float],
     predicted: Sequence[float],
@@ -271,7 +277,12 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
     """MAE (all frames), VOC (active part, mean over episodes) and the best constant's MAE (the
     median of the true progress), for experts, for failures and for saved policies' rollouts
     (``policy``: a learner's episode is neither an expert's nor a planned failure, whether it
-    succeeded or not), plus the readable share."""
+    succeeded or not), plus the readable share.
+
+    ``offset_sd`` is the standard deviation over episodes of each episode's mean error (read −
+    true, readable frames): an error every reading of an episode shares. As a reward it changes
+    which episodes look good, which a per-frame MAE does not show (docs/training.md, "Goals
+    anywhere")."""
     summary: dict[str, Any] = {}
     for group, mine in (
         ("expert", [r for r in results if r.expert and not r.policy]),
@@ -294,6 +305,7 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
             "readable": float(readable.mean()),
             "constant": constant,
             "constant_mae": float(np.abs(constant - true).mean()),
+            "offset_sd": nanstd([nanmean(r.predicted - r.true) for r in mine]),
         }
     return summary
 

@@ -234,6 +234,8 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
             if "progress" not in row:
                 continue
             ex, fa = row["progress"].get("expert", {}), row["progress"].get("failure", {})
+            if not ex and not fa:  # only policy rollouts: their own table, below
+                continue
             lines.append(
                 f"| {name} | {task} | {_fmt(ex.get('mae'))} | {_fmt(ex.get('constant_mae'))} "
                 f"| {_fmt(ex.get('voc'))} | {_fmt(fa.get('mae'))} | {_fmt(fa.get('voc'))} "
@@ -245,14 +247,15 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         lines += [
             "",
             "Saved policies' rollouts (a learner's own episodes, successful or not; no VOC: a "
-            "learner need not progress in time order):",
+            "learner need not progress in time order). `offset SD`: the spread over episodes of "
+            "each episode's mean error, which every reward of an episode shares:",
             "",
-            "| critic | task | episodes | MAE | const MAE | readable |",
-            "|---|---|---|---|---|---|",
+            "| critic | task | episodes | MAE | const MAE | offset SD | readable |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {name} | {task} | {p['episodes']} | {_fmt(p['mae'])} | {_fmt(p['constant_mae'])} "
-            f"| {_fmt(p['readable'])} |"
+            f"| {_fmt(p['offset_sd'])} | {_fmt(p['readable'])} |"
             for name, task, p in policy
         ]
     lines += [

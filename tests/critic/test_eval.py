@@ -97,6 +97,12 @@ def test_progress_summary_hand_worked():
     assert summary["expert"]["episodes"] == 1 and "failure" not in summary
     assert summary["policy"]["episodes"] == 1
     assert summary["policy"]["mae"] == pytest.approx(0.2)  # (0.3 + 0.1) / 2
+    # per-episode mean error: the expert's errors +0.1, +0.1, -0.1, -0.1 average 0.0, the
+    # rollout's +0.3, -0.1 average 0.1; one episode per group, so no spread
+    assert summary["expert"]["offset_sd"] == 0.0 and summary["policy"]["offset_sd"] == 0.0
+    other = EpisodeProgress("b", "T", True, np.array([0.5, 0.5]), np.array([0.2, 0.4]), 2)
+    # expert offsets 0.0 and +0.2 (0.3, 0.1): population SD 0.1
+    assert progress_summary([expert, other])["expert"]["offset_sd"] == pytest.approx(0.1)
 
 
 def test_reading_by_state_hand_worked():

@@ -187,5 +187,6 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     assert {p["episodes"] for p in oracle["Reacher-v5"]["probes"].values()} == {2}  # the experts
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Saved policies' rollouts" in report and "| oracle | Reacher-v5 | 3 | 0.00 |" in report
+    assert progress["policy"]["offset_sd"] == 0.0  # the oracle reads the truth
     # the failure detector still scores every episode by what happened
     assert oracle["Reacher-v5"]["failure"]["episodes"] == 7
