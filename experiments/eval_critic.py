@@ -121,13 +121,15 @@ def evaluate_critic(
     """Every metric of one critic, by task. ``calibration`` (episodes by task, another split) fits
     the failure-probability threshold that the failure table also scores."""
     from critic.base import query_frames
-    from critic.eval import (
+    from critic.detection import (
         FAILURE_DETECTORS,
-        accuracy_threshold,
         evaluate_failures,
-        evaluate_progress,
         failure_scores,
         last_frame_scores,
+    )
+    from critic.eval import (
+        accuracy_threshold,
+        evaluate_progress,
         progress_summary,
         reading_by_state,
     )

@@ -7,16 +7,14 @@ import pytest
 
 from critic.base import Critic, FailureVerdict, ProgressEstimate, active_length
 from critic.data.episodes import Episode
+from critic.detection import evaluate_failures, failure_probability, failure_scores
 from critic.eval import (
     EpisodeProgress,
     accuracy_threshold,
     auroc,
     binary_metrics,
     calibration,
-    evaluate_failures,
     evaluate_progress,
-    failure_probability,
-    failure_scores,
     progress_queries,
     progress_summary,
     value_order_correlation,

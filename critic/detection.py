@@ -1,0 +1,244 @@
+"""Failure detection (RoboFail-style): a critic's verdict on each whole episode, its failure
+probability from the verdict, from the last frame's progress or from P(achieved), thresholds fit
+on one split and scored on another, confusion by failure type and the detection delay.
+
+The metric functions it scores with (accuracy, precision / recall / F1 with *failure* as the
+positive class, AUROC) are in :mod:`critic.eval`, with hand-worked tests in
+``tests/critic/test_eval.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from critic.base import Critic, FailureQuery
+from critic.data.episodes import Episode
+from critic.data.samples import clip
+from critic.eval import (
+    auroc,
+    binary_metrics,
+    nanmean,
+    predict_estimates,
+    progress_query,
+)
+
+
+def evaluate_failures(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    frames: int = 16,
+    delay_points: int = 4,
+    camera: str | None = None,
+    threshold: float | None = None,
+    progress_threshold: float | None = None,
+    frames_per_query: int = 8,
+    achieved_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay), and
+    the same decision read from the reward's own query on each episode's last frame: its
+    progress, and the probability that the task is achieved there.
+
+    ``threshold`` (fit on other episodes with :func:`accuracy_threshold`) also scores the
+    decision ``failure probability >= threshold`` (``threshold_accuracy``, ``threshold_f1``, ...);
+    ``progress_threshold`` does the same for ``1 - final progress`` under ``progress``, and
+    ``achieved_threshold`` for ``1 - P(achieved)`` under ``achieved`` (absent when the critic
+    gives no such probability).
+
+    Returns:
+        ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
+        failure probability, ``readable``, ``confusion`` (true label → predicted label → count,
+        labels ``success`` or the failure type, ``unreadable``), ``type_accuracy`` (right type
+        among detected failures), ``detection_delay_s`` (mean over detected failures),
+        ``detected_in_time`` (share of failures whose prefixes are judged failures before the end),
+        the best constant's accuracy (the majority label), and ``progress``: the
+        :func:`threshold_metrics` of the final-progress detector and, given
+        ``progress_threshold``, ``judged_failure_by_type`` (the share of each kind of episode,
+        ``success`` or its failure type, that it calls a failure); ``achieved``: the same for the
+        achieved detector.
+    """
+    verdicts = failure_verdicts(critic, episodes, frames, camera)
+    actual = [not e.success for e in episodes]
+    predicted = [v.success is False for v in verdicts]
+    scores = [failure_probability(v) for v in verdicts]
+    last = last_frame_scores(critic, episodes, frames_per_query, camera)
+    by_progress, by_achieved = last["progress"], last["achieved"]
+    confusion: dict[str, dict[str, int]] = {}
+    typed = []
+    for episode, verdict in zip(episodes, verdicts, strict=True):
+        truth = "success" if episode.success else (episode.failure_type or "failure")
+        said = (
+            "unreadable"
+            if verdict.success is None
+            else "success"
+            if verdict.success
+            else (verdict.failure_type or "failure")
+        )
+        confusion.setdefault(truth, {}).setdefault(said, 0)
+        confusion[truth][said] += 1
+        if not episode.success and verdict.success is False:
+            typed.append(said == truth)
+    delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera)
+    majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
+    return {
+        "episodes": len(episodes),
+        **binary_metrics(predicted, actual),
+        **threshold_metrics(scores, actual, threshold),
+        "progress": {
+            **threshold_metrics(by_progress, actual, progress_threshold),
+            **_judged_by_type(episodes, by_progress, progress_threshold),
+        },
+        **(
+            {
+                "achieved": {
+                    **threshold_metrics(by_achieved, actual, achieved_threshold),
+                    **_judged_by_type(episodes, by_achieved, achieved_threshold),
+                }
+            }
+            if np.isfinite(by_achieved).any()
+            else {}
+        ),
+        "readable": float(np.mean([v.success is not None for v in verdicts])),
+        "type_accuracy": nanmean([float(t) for t in typed]),
+        "detection_delay_s": nanmean(delays),
+        "detected_in_time": nanmean([float(t) for t in in_time]),
+        "constant_accuracy": float(majority),
+        "confusion": confusion,
+    }
+
+
+def _judged_by_type(
+    episodes: Sequence[Episode], scores: Sequence[float], threshold: float | None
+) -> dict[str, dict[str, float]]:
+    """Share of each kind of episode (``success`` or its failure type) that ``score >=
+    threshold`` calls a failure: recall per failure type, the false-alarm rate for successes."""
+    if threshold is None:
+        return {}
+    judged: dict[str, list[bool]] = {}
+    for episode, score in zip(episodes, scores, strict=True):
+        truth = "success" if episode.success else (episode.failure_type or "failure")
+        judged.setdefault(truth, []).append(score >= threshold)
+    return {"judged_failure_by_type": {k: float(np.mean(v)) for k, v in sorted(judged.items())}}
+
+
+def failure_verdicts(
+    critic: Critic, episodes: Sequence[Episode], frames: int = 16, camera: str | None = None
+) -> list:
+    """The critic's verdict on each whole episode (``frames`` frames spread over it)."""
+    queries = [
+        FailureQuery(
+            episode.instruction,
+            clip(v := episode.frames[camera or episode.cameras[0]], len(v) - 1, frames),
+            privileged_success=episode.success,
+            privileged_failure_type=episode.failure_type,
+        )
+        for episode in episodes
+    ]
+    return critic.detect_failure(queries)
+
+
+FAILURE_DETECTORS = {
+    # name: how the critic's probability that an episode failed is read
+    "verdict": "the generated verdict and its confidence (a failure query over the whole episode)",
+    "progress": "1 - the progress it gives the last frame (the reward's own query)",
+    "achieved": "1 - the probability it gives the task achieved at the last frame (same query)",
+}
+
+
+def failure_scores(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    detector: str = "verdict",
+    frames: int = 16,
+    frames_per_query: int = 8,
+    camera: str | None = None,
+    batch: int = 32,
+) -> list[float]:
+    """Each episode's probability of failure by ``detector`` (:data:`FAILURE_DETECTORS`); 0.5
+    where the answer is unreadable, ``nan`` where the critic gives no probability that the task
+    is achieved (``achieved``). ``frames``: the verdict query's frames; ``frames_per_query``: the
+    progress query's.
+
+    Raises:
+        ValueError: an unknown ``detector``.
+    """
+    if detector == "verdict":
+        return [failure_probability(v) for v in failure_verdicts(critic, episodes, frames, camera)]
+    if detector in FAILURE_DETECTORS:
+        return last_frame_scores(critic, episodes, frames_per_query, camera, batch)[detector]
+    raise ValueError(f"detector={detector!r} is not one of {list(FAILURE_DETECTORS)}")
+
+
+def last_frame_scores(
+    critic: Critic,
+    episodes: Sequence[Episode],
+    frames_per_query: int = 8,
+    camera: str | None = None,
+    batch: int = 32,
+) -> dict[str, list[float]]:
+    """The failure probabilities of both last-frame detectors from one reading of each
+    episode's last frame (the reward's query): ``progress`` (``1 - progress``) and ``achieved``
+    (``1 - P(achieved)``; ``nan`` where the critic gives none); 0.5 where unreadable."""
+    queries = []
+    for episode in episodes:
+        video = episode.frames[camera or episode.cameras[0]]
+        queries.append(
+            progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
+        )
+    progress, achieved = predict_estimates(critic, queries, batch)
+    unread = np.isnan(progress)
+    return {
+        "progress": np.where(unread, 0.5, 1.0 - progress).tolist(),
+        "achieved": np.where(unread, 0.5, 1.0 - achieved).tolist(),  # nan stays nan: none given
+    }
+
+
+def threshold_metrics(
+    scores: Sequence[float], actual: Sequence[bool], threshold: float | None = None
+) -> dict[str, float]:
+    """AUROC of ``scores`` for the ``actual`` failures and, given a ``threshold`` fit elsewhere,
+    accuracy / precision / recall / F1 of ``score >= threshold``."""
+    out = {"auroc": auroc(scores, actual)}
+    if threshold is not None:
+        at = binary_metrics([s >= threshold for s in scores], actual)
+        out.update({"threshold": float(threshold), **{f"threshold_{k}": v for k, v in at.items()}})
+    return out
+
+
+def failure_probability(verdict) -> float:
+    """The critic's probability that the episode failed, from its verdict and confidence (0.5
+    when the verdict is unreadable)."""
+    if verdict.success is None:
+        return 0.5
+    return 1.0 - verdict.confidence if verdict.success else verdict.confidence
+
+
+def _detection_delays(critic, episodes, frames, points, camera):
+    """For each true failure with a failure time: prefixes ending at ``points`` frames spread from
+    the failure frame to the last one; the delay is the first judged a failure (seconds)."""
+    delays, in_time = [], []
+    for episode in episodes:
+        if episode.success or episode.failure_step is None or points < 1:
+            continue
+        video = episode.frames[camera or episode.cameras[0]]
+        start = int(np.searchsorted(episode.steps, episode.failure_step))
+        ends = sorted({int(e) for e in np.linspace(min(start, len(video) - 1), len(video) - 1, points).round()})  # fmt: skip
+        queries = [
+            FailureQuery(
+                episode.instruction,
+                clip(video, end, frames),
+                privileged_success=False,
+                privileged_failure_type=episode.failure_type,
+            )
+            for end in ends
+        ]
+        verdicts = critic.detect_failure(queries)
+        hit = next((end for end, v in zip(ends, verdicts, strict=True) if v.success is False), None)
+        in_time.append(hit is not None)
+        if hit is not None:
+            delays.append(
+                max(0.0, (episode.steps[hit] - episode.failure_step) * episode.step_seconds)
+            )
+    return delays, in_time
