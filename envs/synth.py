@@ -47,14 +47,19 @@ HINDSIGHT_MODES = ("near", "uniform")  # where a hindsight goal goes (True means
 GOAL_BOUND = 0.2  # m: Reacher draws its targets uniformly in this disc around the arm's base
 
 
+def _point_in_disc(rng: np.random.Generator, radius: float) -> np.ndarray:
+    """A point uniform over the area of the disc of ``radius`` around the origin."""
+    distance = radius * np.sqrt(rng.uniform())
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    return distance * np.array([np.cos(angle), np.sin(angle)])
+
+
 def hindsight_goal(
     reached: np.ndarray, rng: np.random.Generator, bound: float = GOAL_BOUND
 ) -> np.ndarray:
     """A goal uniform in the disc of :data:`HINDSIGHT_RADIUS` around a reached point, pulled into
     the task's goal disc of radius ``bound`` (Reacher samples its targets within 0.2 m)."""
-    radius = HINDSIGHT_RADIUS * np.sqrt(rng.uniform())  # uniform over the disc's area
-    angle = rng.uniform(0.0, 2.0 * np.pi)
-    goal = np.asarray(reached, np.float64)[:2] + radius * np.array([np.cos(angle), np.sin(angle)])
+    goal = np.asarray(reached, np.float64)[:2] + _point_in_disc(rng, HINDSIGHT_RADIUS)
     norm = float(np.linalg.norm(goal))
     return goal * (bound / norm) if norm > bound else goal
 
@@ -62,9 +67,7 @@ def hindsight_goal(
 def uniform_goal(rng: np.random.Generator, bound: float = GOAL_BOUND) -> np.ndarray:
     """A goal uniform over the area of the task's goal disc of radius ``bound`` (how Reacher-v5
     draws its targets: uniform in the square, rejected outside the disc)."""
-    radius = bound * np.sqrt(rng.uniform())
-    angle = rng.uniform(0.0, 2.0 * np.pi)
-    return radius * np.array([np.cos(angle), np.sin(angle)])
+    return _point_in_disc(rng, bound)
 
 
 def hindsight_mode(value: Any) -> str | None:
