@@ -76,7 +76,7 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
 
 
 def test_summary_reads_success_from_the_test_with_a_wilson_interval():
-    from experiments.zero_shot_rl import RunResult, final_test_summary, summarise
+    from rl_results import RunResult, final_test_summary, summarise
 
     def run(condition, seed, successes, curve_success):
         return RunResult(
@@ -115,7 +115,7 @@ def test_summary_reads_success_from_the_test_with_a_wilson_interval():
 
 
 def test_success_ratio_interval_over_seeds_by_hand():
-    from experiments.zero_shot_rl import RunResult, success_ratio_interval, summarise
+    from rl_results import RunResult, success_ratio_interval, summarise
 
     # Two seeds a side, critic 0.0 and 0.2, true reward 0.1 and 0.3. A resample's mean is 0, 0.1
     # or 0.2 for the critic (1/4, 1/2, 1/4) and 0.1, 0.2 or 0.3 for the truth: the ratio is 0
@@ -161,7 +161,7 @@ def test_the_test_start_states_are_fixed(tmp_path):
 
 
 def test_fidelity_summary_pools_the_last_quarter_of_each_run():
-    from experiments.zero_shot_rl import RunResult, fidelity_summary
+    from rl_results import RunResult, fidelity_summary
 
     def run(episodes):
         return RunResult("critic", 0, [], [], [], 1.0, 0, episodes=episodes)
@@ -292,7 +292,7 @@ def _run_dir(tmp_path: Path, name: str, edit=None, seed_offset: int = 0, keep=No
 
 
 def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare(tmp_path):
-    from experiments.zero_shot_rl import ExperimentConfigError, merge_runs, summarise
+    from rl_results import ExperimentConfigError, merge_runs, summarise
 
     first = _run_dir(tmp_path, "first")
     more = _run_dir(tmp_path, "more", seed_offset=3, keep=("critic", "ground_truth"))

@@ -1,0 +1,425 @@
+"""Results of zero-shot RL runs: what one run records, the summary over seeds, the report, and
+merging the ``results.json`` of earlier runs into one comparison.
+
+Split from ``zero_shot_rl.py`` (which trains) along the line between running an experiment and
+reading its results; both it and the tests import this module. ``python
+experiments/zero_shot_rl.py`` finds it beside itself (a script's folder is on ``sys.path``); the
+tests find it through pytest's ``pythonpath``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+CONDITIONS = ("critic", "oracle", "ground_truth")
+TEST_SEED = 20_000  # the final test's start states: the same for every condition and seed
+
+
+class ExperimentConfigError(ValueError):
+    """The experiment config (or a merge's run dirs) asks for something the script cannot do."""
+
+
+@dataclass
+class RunResult:
+    """One (condition, seed) run: evaluation curve and costs."""
+
+    condition: str
+    seed: int
+    timesteps: list[int]
+    success_rate: list[float]
+    true_return: list[float]
+    wall_seconds: float
+    env_steps: int
+    # critic-rewarded conditions: (timestep, critic's final progress, true final progress, true
+    # success) per training episode, from envs.vec_env.CriticFidelityCallback
+    episodes: list[tuple[int, float, float, bool]] = field(default_factory=list)
+    # the final policy on the test start states: true success and true return per episode
+    test_successes: list[bool] = field(default_factory=list)
+    test_returns: list[float] = field(default_factory=list)
+
+
+def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, Any] | None:
+    """How the critic's final progress compares with the truth on the learner's own episodes,
+    over the last quarter of each run's training (pooled over seeds): the mean of each, their
+    mean absolute difference, and the false-success rate (critic at or above
+    ``success_threshold`` on an episode that truly failed). None without episodes."""
+    rows = []
+    for run in runs:
+        if run.episodes:
+            last = max(t for t, *_ in run.episodes)
+            rows += [e for e in run.episodes if e[0] > 0.75 * last]
+    if not rows:
+        return None
+    _, critic, truth, success = (np.asarray(c, dtype=float) for c in zip(*rows, strict=True))
+    failed = success == 0
+    return {
+        "episodes": len(rows),
+        "critic_final_progress": float(critic.mean()),
+        "true_final_progress": float(truth.mean()),
+        "final_progress_mae": float(np.abs(critic - truth).mean()),
+        "false_success_rate": (
+            float((critic[failed] >= success_threshold).mean()) if failed.any() else None
+        ),
+        "true_success_rate": float(success.mean()),
+    }
+
+
+def final_test_summary(runs: list[RunResult]) -> dict[str, Any] | None:
+    """The final test of a condition's runs: success rate per seed (mean and std over seeds), the
+    pooled count with its 95 % Wilson interval, and the mean true return. None without a test."""
+    from scipy.stats import binomtest
+
+    tested = [r for r in runs if r.test_successes]
+    if not tested:
+        return None
+    per_seed = _test_rates(tested)
+    successes = int(sum(sum(r.test_successes) for r in tested))
+    episodes = sum(len(r.test_successes) for r in tested)
+    interval = binomtest(successes, episodes).proportion_ci(method="wilson")
+    return {
+        "episodes": episodes,
+        "successes": successes,
+        "successes_per_seed": [int(sum(r.test_successes)) for r in tested],
+        "success_mean": float(np.mean(per_seed)),
+        "success_std": float(np.std(per_seed)),
+        "success_ci95": [float(interval.low), float(interval.high)],
+        "true_return_mean": float(np.mean([np.mean(r.test_returns) for r in tested])),
+    }
+
+
+def _test_rates(runs: list[RunResult]) -> list[float]:
+    """Each tested run's success rate on the final test."""
+    return [float(np.mean(r.test_successes)) for r in runs if r.test_successes]
+
+
+def success_ratio_interval(
+    critic_rates: list[float],
+    truth_rates: list[float],
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> list[float | None] | None:
+    """The interval over seeds of the critic / true-reward success ratio, ``mean(critic) /
+    mean(truth)`` of the seeds' test success rates: a percentile bootstrap that resamples each
+    condition's seeds on its own (their learners are independent). With a handful of seeds the
+    ratio swings far (ten Reacher seeds at 20k steps: 0.50-1.34 about 0.80), and the interval
+    says so.
+
+    ``None`` with fewer than two seeds on either side or no true-reward success at all; the upper
+    bound is ``None`` (unbounded) when the resampled true-reward seeds can all fail often enough.
+    """
+    from scipy.stats import bootstrap
+
+    critic, truth = np.asarray(critic_rates, float), np.asarray(truth_rates, float)
+    if len(critic) < 2 or len(truth) < 2 or not truth.any():
+        return None
+
+    def ratio(x, y, axis=-1):
+        return np.mean(x, axis=axis) / np.mean(y, axis=axis)
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample of failing seeds: x / 0
+        low, high = bootstrap(
+            (critic, truth), ratio, n_resamples=resamples, confidence_level=confidence,
+            method="percentile", paired=False, vectorized=True, rng=np.random.default_rng(seed),
+        ).confidence_interval  # fmt: skip
+    return [float(low), float(high) if np.isfinite(high) else None]
+
+
+def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[str, Any]:
+    """Per condition: the final test (success and true return), the last curve evaluation (mean
+    and std over seeds), costs, and for critic-rewarded conditions the reward's fidelity on the
+    learner's episodes. The critic / ground-truth success ratio is the final test's where there is
+    one, else the last curve evaluation's."""
+    summary: dict[str, Any] = {}
+    by_condition = {
+        c: [r for r in runs if r.condition == c] for c in dict.fromkeys(r.condition for r in runs)
+    }
+    for condition, mine in by_condition.items():
+        final_success = [r.success_rate[-1] for r in mine if r.success_rate]
+        final_return = [r.true_return[-1] for r in mine if r.true_return]
+        summary[condition] = {
+            "seeds": [r.seed for r in mine],
+            "test": final_test_summary(mine),
+            # the last point of the learning curve (eval_episodes per seed)
+            "final_success_mean": float(np.mean(final_success)) if final_success else None,
+            "final_success_std": float(np.std(final_success)) if final_success else None,
+            "final_true_return_mean": float(np.mean(final_return)) if final_return else None,
+            "wall_seconds_mean": float(np.mean([r.wall_seconds for r in mine])),
+            "env_steps_per_second": float(
+                np.sum([r.env_steps for r in mine]) / np.sum([r.wall_seconds for r in mine])
+            ),
+        }
+        fidelity = fidelity_summary(mine, success_threshold)
+        if fidelity is not None:
+            summary[condition]["training_episodes"] = fidelity
+    if "critic" in summary and "ground_truth" in summary:
+        gt, cr = summary["ground_truth"], summary["critic"]
+        tested = gt["test"] is not None and cr["test"] is not None
+        key = "success_mean" if tested else "final_success_mean"
+        gt_success = gt["test"][key] if tested else gt[key]
+        cr_success = cr["test"][key] if tested else cr[key]
+        summary["critic_vs_ground_truth"] = {
+            "success_ratio": cr_success / gt_success if gt_success else None,
+            "success_ratio_from": "test" if tested else "last curve evaluation",
+            "success_ratio_ci95": (
+                success_ratio_interval(
+                    *(_test_rates(by_condition[c]) for c in ("critic", "ground_truth"))
+                )
+                if tested
+                else None
+            ),
+            "wall_time_ratio": cr["wall_seconds_mean"] / gt["wall_seconds_mean"],
+        }
+    return summary
+
+
+def _added_rewards(reward: DictConfig) -> str:
+    """What the report's first line says is added to the critic's reward, when anything is."""
+    added = {"achieved_weight": "the critic's P(task achieved)",
+             "env_reward_weight": "the true env reward"}  # fmt: skip
+    terms = [f"{reward.get(key)} × {what}" for key, what in added.items() if reward.get(key)]
+    return f", plus {' and '.join(terms)}" if terms else ""
+
+
+def write_report(
+    cfg: DictConfig,
+    runs: list[RunResult],
+    summary: dict,
+    out_dir: Path,
+    sources: list[dict[str, Any]] | None = None,
+) -> None:
+    """results.json, report.md and learning_curves.png in the run dir; ``sources``: the run dirs
+    a merged report's runs came from (:func:`merge_runs`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "summary": summary,
+                **({"merged_from": sources} if sources else {}),
+                "runs": [r.__dict__ for r in runs],
+            },
+            indent=2,
+        )
+    )
+    fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for condition in dict.fromkeys(r.condition for r in runs):
+        mine = [r for r in runs if r.condition == condition and r.timesteps]
+        if not mine:
+            continue
+        steps = mine[0].timesteps
+        for ax, key in ((ax_s, "success_rate"), (ax_r, "true_return")):
+            values = np.array([getattr(r, key)[: len(steps)] for r in mine])
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            ax.plot(steps, mean, label=condition)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax_s.set(xlabel="env steps", ylabel="true success rate", ylim=(-0.05, 1.05))
+    ax_r.set(xlabel="env steps", ylabel="true return")
+    ax_s.legend()
+    fig.suptitle(
+        f"{cfg.env.name}: {cfg.algo._target_.rsplit('.', 1)[-1]}, critic {cfg.critic._target_.rsplit('.', 1)[-1]}"
+    )
+    fig.tight_layout()
+    fig.savefig(out_dir / "learning_curves.png", dpi=120)
+    plt.close(fig)
+
+    frames = cfg.reward.get("frames_per_query") or "the critic's own number of"
+    lines = [
+        f"# Zero-shot RL on {cfg.env.name}",
+        "",
+        f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
+        f"critic `{cfg.critic._target_}` ({cfg.critic.get('model', '')}), reward mode "
+        f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
+        f"{frames} frames per query)"
+        f"{_added_rewards(cfg.reward)}"
+        f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
+        f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
+        "",
+        f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
+        f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
+        f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "
+        f"(Wilson) interval. The learning curve's last point ({cfg.eval_episodes} episodes per "
+        "seed) is beside it.",
+        "",
+        "| condition | true success (test) | successes (95 % CI) | true return (test) "
+        "| true success (curve, last) | true return (curve, last) | wall s / run | env steps/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for condition, row in summary.items():
+        if condition == "critic_vs_ground_truth":
+            continue
+        test = row["test"]
+        tested = (
+            (
+                f"{_fmt(test['success_mean'])} ± {_fmt(test['success_std'])} "
+                f"| {test['successes']} / {test['episodes']} "
+                f"({_fmt(test['success_ci95'][0])}–{_fmt(test['success_ci95'][1])}) "
+                f"| {_fmt(test['true_return_mean'])}"
+            )
+            if test
+            else "n/a | n/a | n/a"
+        )
+        lines.append(
+            f"| {condition} | {tested} "
+            f"| {_fmt(row['final_success_mean'])} ± {_fmt(row['final_success_std'])} "
+            f"| {_fmt(row['final_true_return_mean'])} | {row['wall_seconds_mean']:.1f} "
+            f"| {row['env_steps_per_second']:.0f} |"
+        )
+    if sources:
+        lines += ["", f"Merged from {len(sources)} run dirs (`merge`):", ""]
+        lines += [f"- `{x['run_dir']}`: {', '.join(x['runs'])}" for x in sources]
+    per_seed = {
+        c: row["test"]["successes_per_seed"]
+        for c, row in summary.items()
+        if c != "critic_vs_ground_truth" and row["test"]
+    }
+    if per_seed:
+        listed = "; ".join(f"{c} {', '.join(map(str, n))}" for c, n in per_seed.items())
+        lines += ["", f"Test successes per seed (seeds {list(cfg.seeds)}): {listed}."]
+    if "critic_vs_ground_truth" in summary:
+        ratio = summary["critic_vs_ground_truth"]
+        interval = ratio.get("success_ratio_ci95")
+        spread = (
+            f"; 95 % over seeds, bootstrap: {_fmt(interval[0])}–"
+            f"{'unbounded' if interval[1] is None else _fmt(interval[1])}"
+            if interval
+            else ""
+        )
+        apart = _dirs_holding(sources, "critic") != _dirs_holding(sources, "ground_truth")
+        lines += [
+            "",
+            f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])} "
+            f"(from the {ratio['success_ratio_from']}{spread}), "
+            f"wall-time ratio {ratio['wall_time_ratio']:.2f}"
+            + (" (not side by side: the two conditions ran in different run dirs)." if apart
+               else "."),
+        ]  # fmt: skip
+    faithful = {
+        c: row["training_episodes"] for c, row in summary.items() if "training_episodes" in row
+    }
+    if faithful:
+        lines += [
+            "",
+            "The reward on the learner's own training episodes (last quarter of training, seeds "
+            "pooled): the critic's final progress against the simulator's. A policy that games "
+            "the critic shows here as a high critic progress, a low true one and false successes "
+            f"(critic ≥ {cfg.reward.success_threshold} on an episode that truly failed).",
+            "",
+            "| condition | episodes | critic final progress | true final progress | mean abs diff "
+            "| false-success rate | true success |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for condition, f in faithful.items():
+            lines.append(
+                f"| {condition} | {f['episodes']} | {_fmt(f['critic_final_progress'])} "
+                f"| {_fmt(f['true_final_progress'])} | {_fmt(f['final_progress_mae'])} "
+                f"| {_fmt(f['false_success_rate'])} | {_fmt(f['true_success_rate'])} |"
+            )
+    lines += ["", "![learning curves](learning_curves.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[str]:
+    """The merged run dirs that hold runs of ``condition`` (none for a report of one run)."""
+    return {x["run_dir"] for x in sources or [] if any(r.startswith(f"{condition}_seed")
+                                                      for r in x["runs"])}  # fmt: skip
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+# What must agree between merged runs: for every run, and for the runs of the conditions that
+# learn from the reward wrapper (the ground truth's learner never sees the critic or its options).
+MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_episodes",
+              "test_episodes")  # fmt: skip
+MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel")}
+
+
+def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
+    """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
+    conditions of all of them, the critic's options from the runs that used one), the runs in
+    condition and seed order, and where each came from. An entry ``<run dir>:<condition>`` takes
+    that condition's runs of the folder only.
+
+    Raises:
+        ExperimentConfigError: a folder without a readable ``results.json``, runs that differ in
+            what makes them comparable (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`), or the same
+            condition and seed twice.
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunResult)}
+    loaded = []
+    for entry in run_dirs:
+        head, _, tail = str(entry).rpartition(":")
+        folder, only = (Path(head), tail) if head and tail in CONDITIONS else (Path(entry), None)
+        path = folder / "results.json"
+        try:
+            results = json.loads(path.read_text())
+            config, runs = OmegaConf.create(results["config"]), results["runs"]
+            if not all(isinstance(r, dict) and {"condition", "seed"} <= r.keys() for r in runs):
+                raise ValueError("a run without its condition and seed")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExperimentConfigError(
+                f"merge: {path} is not a results.json that zero_shot_rl.py wrote ({exc!r}); give "
+                "the run dirs of earlier runs"
+            ) from exc
+        if only:
+            runs = [r for r in runs if r["condition"] == only]
+            if not runs:
+                raise ExperimentConfigError(f"merge: {folder} has no {only} runs ({entry!r})")
+        loaded.append((folder, config, runs))
+    holding = {c: [x for x in loaded if any(r["condition"] == c for r in x[2])]
+               for c in MERGE_SAME_FOR}  # fmt: skip
+    for keys, group in [(MERGE_SAME, loaded)] + [
+        (MERGE_SAME_FOR[c], g) for c, g in holding.items()
+    ]:
+        for key in keys:
+            values = [(f, OmegaConf.to_container(c, resolve=True).get(key)) for f, c, _ in group]
+            for folder, value in values[1:]:
+                if value != values[0][1]:
+                    raise ExperimentConfigError(
+                        f"merge: {values[0][0]} has {key}={values[0][1]!r} and {folder} has "
+                        f"{key}={value!r}; only runs with the same task, algorithm, budget, "
+                        "tests and reward options make one comparison"
+                    )
+    seen: dict[tuple[str, int], Path] = {}
+    merged: list[RunResult] = []
+    sources = []
+    for folder, _, runs in loaded:
+        for record in runs:
+            key = (record["condition"], int(record["seed"]))
+            if key in seen:
+                raise ExperimentConfigError(
+                    f"merge: {key[0]} seed {key[1]} is in both {seen[key]} and {folder}; "
+                    "merge each run once"
+                )
+            seen[key] = folder
+            values = {k: v for k, v in record.items() if k in known}
+            values["episodes"] = [tuple(e) for e in values.get("episodes", [])]
+            merged.append(RunResult(**values))
+        ordered = sorted(runs, key=lambda r: (r["condition"], int(r["seed"])))
+        sources.append({"run_dir": str(folder),
+                        "runs": [f"{r['condition']}_seed{r['seed']}" for r in ordered]})  # fmt: skip
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    merged.sort(key=lambda r: (order.get(r.condition, len(order)), r.seed))
+    # the reward's and critic's options come from the runs that used them
+    user = next((g[0][1] for g in holding.values() if g), loaded[0][1])
+    config = OmegaConf.merge(
+        loaded[0][1],
+        {k: user[k] for k in ("critic", "reward", "relabel")},
+        {"conditions": list(dict.fromkeys(r.condition for r in merged)),
+         "seeds": sorted({r.seed for r in merged})},
+    )  # fmt: skip
+    return config, merged, sources
