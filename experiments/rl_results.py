@@ -187,6 +187,20 @@ def _added_rewards(reward: DictConfig) -> str:
     return f", plus {' and '.join(terms)}" if terms else ""
 
 
+def _task_options(env: DictConfig) -> list[str]:
+    """The report's line on the task's constructor options, when any are set: they can change
+    what success, progress and the true reward mean (e.g. Reacher's ``min_start_distance``)."""
+    options = OmegaConf.to_container(env, resolve=True).get("task_kwargs") or {}
+    if not options:
+        return []
+    listed = ", ".join(f"`{key}={value}`" for key, value in options.items())
+    return [
+        f"Task options (`env.task_kwargs`): {listed}. Every condition's true reward, success "
+        "and return below are those of the task so configured.",
+        "",
+    ]
+
+
 def write_report(
     cfg: DictConfig,
     runs: list[RunResult],
@@ -245,6 +259,7 @@ def write_report(
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         "",
+        *_task_options(cfg.env),
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
         f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
         f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "

@@ -187,6 +187,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mb() -> float | None:
+    """Resident memory of this process now (None where ``/proc`` does not say): unlike the peak,
+    it falls when memory is freed, so a leak shows as a climb step after step."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _shuffled_labels(samples: list, rng: np.random.Generator) -> list:
     """Format-only warm start: each sample gets the completion of a random sample of the same
     kind, so SFT teaches the answer format but not the answers (the model stays at chance, and a
@@ -384,6 +396,8 @@ class Trainer:
             # peak memory, so each stage's cost is in the history
             record["samples_per_s"] = (step + 1 - first) * settings.batch_size / record["seconds"]
             record["peak_rss_mb"] = _peak_rss_mb()
+            if (rss := _rss_mb()) is not None:
+                record["rss_mb"] = rss
             if cfg.device != "cpu":
                 import torch
 

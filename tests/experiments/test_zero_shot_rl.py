@@ -366,3 +366,23 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
+
+
+def test_the_report_names_the_task_options_the_runs_had(tmp_path):
+    from rl_results import merge_runs, summarise, write_report
+
+    def floor(config):
+        config["env"]["task_kwargs"] = {"min_start_distance": 0.15}
+
+    for name, edit, line in [
+        ("plain", None, None),
+        ("floor", floor, "Task options (`env.task_kwargs`): `min_start_distance=0.15`. Every "
+                         "condition's true reward, success and return below are those of the "
+                         "task so configured."),
+    ]:  # fmt: skip
+        config, runs, sources = merge_runs([str(_run_dir(tmp_path, name, edit))])
+        out = tmp_path / f"{name}_report"
+        out.mkdir()
+        write_report(config, runs, summarise(runs), out, sources)
+        lines = (out / "report.md").read_text().splitlines()
+        assert [x for x in lines if x.startswith("Task options")] == ([line] if line else [])
