@@ -1,4 +1,7 @@
-"""Critics: the contract, the oracle, and (later) VLM critics. Never imports ``envs``."""
+"""Critics: the contract, the oracle (exact or with set errors), VLM critics.
+
+Never imports ``envs``.
+"""
 
 from critic.base import (
     Critic,
@@ -10,13 +13,14 @@ from critic.base import (
     ProgressQuery,
 )
 from critic.factory import UnknownCriticError, available_critics, make_critic
-from critic.oracle import OracleCritic
+from critic.oracle import NoisyOracleCritic, OracleCritic
 
 __all__ = [
     "Critic",
     "CriticError",
     "FailureQuery",
     "FailureVerdict",
+    "NoisyOracleCritic",
     "OracleCritic",
     "ParseStatus",
     "ProgressEstimate",

@@ -21,7 +21,7 @@ def available_critics() -> list[str]:
     from critic.models import PRESETS
     from critic.weights import SHIPPED
 
-    return ["oracle", "vlm", "ensemble", *sorted(SHIPPED), *sorted(PRESETS)]
+    return ["oracle", "noisy_oracle", "vlm", "ensemble", *sorted(SHIPPED), *sorted(PRESETS)]
 
 
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
@@ -54,6 +54,10 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         from critic.oracle import OracleCritic
 
         return OracleCritic(**kwargs)
+    if name == "noisy_oracle":
+        from critic.oracle import NoisyOracleCritic
+
+        return NoisyOracleCritic(**kwargs)
     if name == "ensemble":
         from critic.ensemble import EnsembleCritic
 

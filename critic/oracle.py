@@ -2,12 +2,17 @@
 
 It is the baseline every learned critic is compared with and the labeller of synthetic data. It
 sees the same queries as a VLM critic; it just reads the privileged fields instead of the frames.
+:class:`NoisyOracleCritic` adds errors of a chosen size to its progress, to measure how good a
+learned critic must be before a policy learns from it as from the truth.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from critic.base import (
     ACHIEVED,
@@ -71,3 +76,84 @@ class OracleCritic(Critic):
                 )
             )
         return verdicts
+
+
+@dataclass
+class NoisyOracleCritic(OracleCritic):
+    """The oracle's progress with errors of a set size: ``clip(p + o_e + n_q, 0, 1)``.
+
+    A learned critic's error on an episode splits into an offset ``o_e`` that all its readings
+    share and a part ``n_q`` that changes from query to query; ``eval_critic.py`` reports the
+    first as the policy rollouts' ``offset SD``. This critic draws both, so RL can be run at a
+    chosen error size (``zero_shot_rl.py critic=noisy_oracle critic.offset_sd=0.1``).
+
+    The offset is drawn once per episode, from a generator seeded by ``seed`` and the bytes of
+    the episode's first frame (so every query of one episode, in any batch or process, shares
+    it); the query noise comes from one generator seeded by ``seed``. The reset query (the first
+    frame against itself) is read exactly, as a critic comparing a frame with itself would.
+    ``achieved`` is the noisy progress at the top (1.0), as the oracle's.
+
+    Args:
+        offset_sd: SD of the per-episode offset, >= 0.
+        step_sd: SD of the per-query noise, >= 0.
+        seed: seeds both draws.
+
+    Example:
+        >>> frame = np.zeros((4, 4, 3), np.uint8)
+        >>> q = ProgressQuery("reach", initial_frame=frame, current_frame=frame + 1,
+        ...                   privileged_progress=0.5)
+        >>> NoisyOracleCritic(offset_sd=0.0, step_sd=0.0).estimate_progress([q])[0].progress
+        0.5
+    """
+
+    offset_sd: float = 0.2
+    step_sd: float = 0.0
+    seed: int = 0
+    needs_frames: bool = True
+    _noise: np.random.Generator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for key in ("offset_sd", "step_sd"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise CriticError(
+                    f"NoisyOracleCritic {key}={value!r} must be a number >= 0 (an SD of progress, "
+                    "e.g. 0.2; 0: none)"
+                )
+        if self.offset_sd and not self.needs_frames:
+            raise CriticError(
+                "NoisyOracleCritic keys each episode's offset by its first frame, so it needs "
+                "frames: keep needs_frames=True, or set offset_sd=0"
+            )
+        self._noise = np.random.default_rng(self.seed)
+
+    @property
+    def name(self) -> str:
+        return f"noisy_oracle(offset_sd={self.offset_sd}, step_sd={self.step_sd})"
+
+    def episode_offset(self, initial_frame: np.ndarray) -> float:
+        """The offset every query of the episode that starts at ``initial_frame`` shares."""
+        digest = hashlib.blake2b(np.ascontiguousarray(initial_frame).tobytes(), digest_size=8)
+        key = int.from_bytes(digest.digest(), "little")
+        return float(np.random.default_rng([self.seed, key]).normal(0.0, self.offset_sd))
+
+    def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        estimates = super().estimate_progress(queries)
+        noisy = []
+        for i, (query, estimate) in enumerate(zip(queries, estimates, strict=True)):
+            first, now = query.initial_frame, query.current_frame
+            if self.offset_sd and (first is None or now is None):
+                raise CriticError(
+                    f"NoisyOracleCritic got query {i} without its first and current frames; "
+                    "it keys each episode's offset by the first frame (build queries through "
+                    "envs.VisCriticReward, which renders them)"
+                )
+            if first is not None and now is not None and np.array_equal(first, now):
+                noisy.append(estimate)  # the reset query: a frame against itself reads 0 error
+                continue
+            error = self.episode_offset(first) if self.offset_sd else 0.0
+            if self.step_sd:
+                error += float(self._noise.normal(0.0, self.step_sd))
+            progress = float(np.clip(estimate.progress + error, 0.0, 1.0))
+            noisy.append(replace(estimate, progress=progress, achieved=float(progress >= ACHIEVED)))
+        return noisy

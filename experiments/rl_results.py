@@ -187,6 +187,15 @@ def _added_rewards(reward: DictConfig) -> str:
     return f", plus {' and '.join(terms)}" if terms else ""
 
 
+def _critic_options(critic: DictConfig) -> str:
+    """The critic's model in the report's first line, or its options when it has no model (a
+    noisy oracle's error sizes, an ensemble's members)."""
+    if critic.get("model"):
+        return str(critic.model)
+    options = OmegaConf.to_container(critic, resolve=True)
+    return ", ".join(f"{key}={value}" for key, value in options.items() if key != "_target_")
+
+
 def _task_options(env: DictConfig) -> list[str]:
     """The report's line on the task's constructor options, when any are set: they can change
     what success, progress and the true reward mean (e.g. Reacher's ``min_start_distance``)."""
@@ -252,7 +261,7 @@ def write_report(
         f"# Zero-shot RL on {cfg.env.name}",
         "",
         f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
-        f"critic `{cfg.critic._target_}` ({cfg.critic.get('model', '')}), reward mode "
+        f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), reward mode "
         f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
         f"{frames} frames per query)"
         f"{_added_rewards(cfg.reward)}"

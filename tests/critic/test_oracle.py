@@ -57,7 +57,93 @@ def test_factory():
     with pytest.raises(UnknownCriticError) as err:
         make_critic("gpt")
     assert str(err.value) == (
-        "unknown critic 'gpt'; known critics: ['oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', 'tiny']. Pass one of these names, "
+        "unknown critic 'gpt'; known critics: ['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', 'tiny']. Pass one of these names, "
         "a checkpoint directory, a critic server URL (http://host:port), a mapping "
         "{'name': ..., **kwargs}, or a critic.Critic instance."
     )
+
+
+def _episode(first_value: int, progress: list[float]) -> list[ProgressQuery]:
+    """An episode's queries: the reset query (the first frame against itself), then one per
+    progress value, each with a new current frame."""
+    import numpy as np
+
+    first = np.full((4, 4, 3), first_value, np.uint8)
+    now = [first]
+    for i in range(len(progress)):  # 255 with the index in two bytes: never the first frame
+        frame = np.full((4, 4, 3), 255, np.uint8)
+        frame.flat[:2] = divmod(i, 256)
+        now.append(frame)
+    return [ProgressQuery("reach", initial_frame=first, current_frame=frame, privileged_progress=p)
+            for frame, p in zip(now, [0.0, *progress], strict=True)]  # fmt: skip
+
+
+def test_noisy_oracle_shares_one_offset_per_episode_and_reads_the_reset_exactly():
+    import numpy as np
+
+    from critic import NoisyOracleCritic
+
+    critic = NoisyOracleCritic(offset_sd=0.2, seed=3)
+    queries = _episode(7, [0.3, 0.5, 0.6])
+    offset = critic.episode_offset(queries[0].initial_frame)
+    # the offset is a normal draw keyed by the seed and the first frame's bytes
+    digest = __import__("hashlib").blake2b(queries[0].initial_frame.tobytes(), digest_size=8)
+    expected = np.random.default_rng([3, int.from_bytes(digest.digest(), "little")]).normal(0, 0.2)
+    assert offset == pytest.approx(expected) and offset != 0.0
+    read = [e.progress for e in critic.estimate_progress(queries)]
+    assert read == pytest.approx(
+        [0.0] + [float(np.clip(p + offset, 0, 1)) for p in (0.3, 0.5, 0.6)]
+    )
+    # the same episode in another batch order, or by another instance, gets the same offset
+    again = NoisyOracleCritic(offset_sd=0.2, seed=3).estimate_progress(queries[::-1])
+    assert [e.progress for e in again][::-1] == pytest.approx(read)
+    # another first frame, another offset; another seed, another offset
+    assert critic.episode_offset(_episode(8, [0.1])[0].initial_frame) != offset
+    assert (
+        NoisyOracleCritic(offset_sd=0.2, seed=4).episode_offset(queries[0].initial_frame) != offset
+    )
+
+
+def test_noisy_oracle_errors_have_the_sizes_asked_and_stay_in_range():
+    import numpy as np
+
+    from critic import NoisyOracleCritic
+
+    critic = NoisyOracleCritic(offset_sd=0.2, seed=0)
+    offsets = [critic.episode_offset(np.full((2, 2, 3), v, np.uint8)) for v in range(256)]
+    assert np.std(offsets) == pytest.approx(0.2, abs=0.03)  # 256 episodes: SE of the SD ~0.009
+    assert abs(np.mean(offsets)) < 0.04
+    steps = NoisyOracleCritic(offset_sd=0.0, step_sd=0.1, seed=0)
+    read = [e.progress for e in steps.estimate_progress(_episode(1, [0.5] * 400))[1:]]
+    assert np.std(read) == pytest.approx(0.1, abs=0.015) and len(set(read)) == 400
+    # clipped to [0, 1], and "achieved" from the noisy reading
+    ends = NoisyOracleCritic(offset_sd=0.0, step_sd=5.0, seed=1).estimate_progress(
+        _episode(1, [0.5] * 50)
+    )[1:]
+    read = [e.progress for e in ends]
+    assert all(0.0 <= p <= 1.0 for p in read) and {0.0, 1.0} <= set(read)
+    assert all(e.achieved == float(e.progress == 1.0) for e in ends)
+    # no error asked: the oracle
+    exact = NoisyOracleCritic(offset_sd=0.0, step_sd=0.0).estimate_progress(_episode(1, [0.3]))
+    assert [e.progress for e in exact] == [0.0, 0.3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"offset_sd": -0.1}, "NoisyOracleCritic offset_sd=-0.1 must be a number >= 0"),
+        ({"step_sd": "lots"}, "NoisyOracleCritic step_sd='lots' must be a number >= 0"),
+        (
+            {"needs_frames": False},
+            "NoisyOracleCritic keys each episode's offset by its first frame",
+        ),
+    ],
+)
+def test_noisy_oracle_bad_options_are_typed_errors(kwargs, message):
+    from critic import NoisyOracleCritic
+
+    with pytest.raises(CriticError, match=message.replace("(", r"\(")):
+        NoisyOracleCritic(**kwargs)
+    with pytest.raises(CriticError, match=r"without its first and current frames"):
+        NoisyOracleCritic().estimate_progress([ProgressQuery("a", privileged_progress=0.2)])
+    assert make_critic({"name": "noisy_oracle", "offset_sd": 0.1}).offset_sd == 0.1
