@@ -1,50 +1,40 @@
 """experiments/train_critic.py end to end on a tiny model and a tiny synthesised Reacher dataset:
 the four stages, exact resume, typed config errors before any model loads, and a real 2-process
-DeepSpeed run (ZeRO-2 and ZeRO-3, gloo on CPU)."""
+DeepSpeed run (ZeRO-2 and ZeRO-3, gloo on CPU). The data options are in
+test_train_critic_data.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["frames=2", "cuts=2", "pretext_count=1", "eval_samples=4", "eval_max_new_tokens=4",
-        "grpo.max_new_tokens=4", "progress_bar=false"]  # fmt: skip
-
-
-def _run(run_dir: Path, *overrides: str, torchrun: bool = False) -> subprocess.CompletedProcess:
-    launcher = (
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-        if torchrun
-        else [sys.executable]
-    )
-    return subprocess.run(
-        [*launcher, str(ROOT / "experiments" / "train_critic.py"), f"hydra.run.dir={run_dir}", *TINY, *overrides],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
-
-
-def _history(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+from tests.experiments.train_critic_cli import (
+    TINY,
+    check_overrides,
+    load_recipe,
+    read_history,
+    run_train,
+)
 
 
 def test_four_stage_pipeline(dataset, tmp_path):
-    done = _run(tmp_path, f"data=[{dataset}]", "pipeline=[sft,pretext,joint,outcome,readout]",
-                "stages.sft.steps=2", "stages.pretext.steps=1", "stages.readout.steps=1",
-                "stages.joint.steps=1", "stages.outcome.steps=1", "stages.pretext.batch_size=8",
-                "stages.joint.batch_size=8", "stages.outcome.batch_size=8", "eval_every=1",
-                "stages.readout.batch_size=2", "grpo.temporal_bonus=0.3")  # fmt: skip
+    done = run_train(
+        tmp_path,
+        f"data=[{dataset}]",
+        "pipeline=[sft,pretext,joint,outcome,readout]",
+        "stages.sft.steps=2",
+        "stages.pretext.steps=1",
+        "stages.readout.steps=1",
+        "stages.joint.steps=1",
+        "stages.outcome.steps=1",
+        "stages.pretext.batch_size=8",
+        "stages.joint.batch_size=8",
+        "stages.outcome.batch_size=8",
+        "eval_every=1",
+        "stages.readout.batch_size=2",
+        "grpo.temporal_bonus=0.3",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    history = _history(tmp_path)
+    history = read_history(tmp_path)
     # step 0 of each stage: the validation metrics it starts from
     assert [(h["stage"], h["step"]) for h in history] == [
         ("sft", 0), ("sft", 1), ("sft", 2), ("pretext", 0), ("pretext", 1), ("joint", 0),
@@ -74,33 +64,16 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     args = [f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=4", "stages.sft.batch_size=2",
             "checkpoint_every=2", "eval_every=0", "stages.sft.schedule=cosine",
             "stages.sft.warmup=1"]  # fmt: skip
-    assert _run(full, *args).returncode == 0
-    done = _run(resumed, *args, f"resume={full / 'sft' / 'checkpoint-2'}")
+    assert run_train(full, *args).returncode == 0
+    done = run_train(resumed, *args, f"resume={full / 'sft' / 'checkpoint-2'}")
     assert done.returncode == 0, done.stderr[-3000:]
-    losses = [h["loss"] for h in _history(full)]
-    again = [h["loss"] for h in _history(resumed)]
-    assert [h["step"] for h in _history(resumed)] == [3, 4]
+    losses = [h["loss"] for h in read_history(full)]
+    again = [h["loss"] for h in read_history(resumed)]
+    assert [h["step"] for h in read_history(resumed)] == [3, 4]
     assert again == losses[2:]  # exactly the same steps 3 and 4
     # lr 1e-3, 1 warm-up step, then cosine over 3: 1e-3, 1e-3, 0.75e-3, 0.25e-3 (resumed too)
-    assert [h["lr"] for h in _history(full)] == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
-    assert [h["lr"] for h in _history(resumed)] == pytest.approx([0.75e-3, 0.25e-3])
-
-
-def _recipe(*overrides: str, config: str = "train_critic"):
-    """The recipe module, imported in this process, and ``config`` composed with ``overrides``."""
-    spec = importlib.util.spec_from_file_location(
-        "train_critic", ROOT / "experiments" / "train_critic.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config, overrides=list(overrides))
-    return module, cfg
-
-
-def _check(*overrides: str):
-    module, cfg = _recipe(*overrides)
-    return module.check_config(cfg), module.TrainConfigError
+    assert [h["lr"] for h in read_history(full)] == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
+    assert [h["lr"] for h in read_history(resumed)] == pytest.approx([0.75e-3, 0.25e-3])
 
 
 @pytest.mark.parametrize(
@@ -122,195 +95,20 @@ def _check(*overrides: str):
 )  # fmt: skip
 def test_bad_configs_fail_before_any_model_loads(dataset, overrides, message):
     with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", *overrides)
+        check_overrides(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value) == message
-
-
-@pytest.mark.parametrize(
-    ("weights", "shown"),
-    [("[1,3]", "[1, 3]"), ("[0]", "[0]"), ("[true]", "[True]"), ("[-2]", "[-2]"), ("2", "2")],
-)
-def test_data_weights_need_one_positive_number_per_folder(dataset, weights, shown):
-    with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", f"data_weights={weights}")
-    assert type(err.value).__name__ == "TrainConfigError"
-    assert str(err.value) == (
-        f"data_weights={shown} needs one positive number per data folder (1: ['{dataset}']), e.g. "
-        "data_weights=[3] draws the last folder's samples three times as often; "
-        "data_weights=null draws every sample alike"
-    )
-
-
-def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
-    from critic.train.recipe import draw_probabilities, load_samples
-
-    twin = tmp_path / "twin"
-    twin.symlink_to(dataset)  # the same episodes as a second folder: equal sample counts
-    _, cfg = _recipe(f"data=[{dataset},{twin}]", "data_weights=[1,3]", *TINY)
-    train = load_samples(cfg, ("score", "frozen"), "train")  # the readout stage's kinds
-    folders = [s.meta["data_folder"] for s in train]
-    assert folders.count(0) == folders.count(1) > 0
-    chance, shares = draw_probabilities(cfg, train)
-    # n samples per folder, weights 1 and 3: each sample of the first 1/(4n), of the second 3/(4n)
-    n = folders.count(0)
-    assert chance == pytest.approx([1 / (4 * n) if f == 0 else 3 / (4 * n) for f in folders])
-    assert shares == pytest.approx({str(dataset): 0.25, str(twin): 0.75})
-    val = load_samples(cfg, ("score", "frozen"), "val", limit=5)  # shared out: 3 + 2
-    assert [s.meta["data_folder"] for s in val] == [0, 0, 0, 1, 1]
-    picks = np.random.default_rng(0).choice(len(train), size=4000, p=chance)
-    assert np.mean([folders[i] for i in picks]) == pytest.approx(0.75, abs=0.03)
-    cfg.data_weights = None  # unweighted: uniform draws, the chances left to numpy
-    assert draw_probabilities(cfg, train) == (
-        None,
-        pytest.approx({str(dataset): 0.5, str(twin): 0.5}),
-    )
-    run = tmp_path / "run"
-    done = _run(run, f"data=[{dataset},{twin}]", "data_weights=[1,3]", "pipeline=[readout]",
-                "stages.readout.steps=1", "stages.readout.batch_size=2", "eval_every=1")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    start = _history(run)[0]
-    assert start["step"] == 0 and start["train_samples"] == len(train)
-    assert start[f"data_share/{twin}"] == pytest.approx(0.75)
-
-
-@pytest.mark.parametrize(
-    ("value", "shown"),
-    [("{Reacher-v5: 0}", "{'Reacher-v5': 0}"), ("{Reacher-v5: true}", "{'Reacher-v5': True}"),
-     ("3", "3"), ("[1]", "[1]")],
-)  # fmt: skip
-def test_task_frames_need_a_mapping_of_positive_integers(dataset, value, shown):
-    with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", f"task_frames={value}")
-    assert type(err.value).__name__ == "TrainConfigError"
-    assert str(err.value) == (
-        f"task_frames={shown} needs a mapping of task name to frames per clip (an integer >= 1), "
-        "e.g. 'task_frames={Reacher-v5: 1}' trains Reacher's clips at one frame and every other "
-        "task's at frames=; task_frames={} uses frames= for all"
-    )
-
-
-def test_task_frames_set_a_task_s_clip_and_travel_with_the_checkpoint(dataset, tmp_path):
-    from critic.factory import make_critic
-    from critic.train.recipe import load_samples
-
-    def clip_lengths(cfg) -> set[int]:  # anchored prompts: initial image, the clip, current image
-        return {
-            s.prompt.videos[1].shape[0] for s in load_samples(cfg, ("score", "frozen"), "train")
-        }
-
-    _, cfg = _recipe(f"data=[{dataset}]", "task_frames={Reacher-v5: 1}", *TINY)  # frames=2
-    assert clip_lengths(cfg) == {1}
-    cfg.task_frames = {"Lift": 1}  # another task: Reacher's episodes keep frames=
-    assert clip_lengths(cfg) == {2}
-    first, second = tmp_path / "first", tmp_path / "second"
-    one_step = ["pipeline=[readout]", "stages.readout.steps=1", "stages.readout.batch_size=2",
-                "eval_every=0"]  # fmt: skip
-    done = _run(first, f"data=[{dataset}]", "task_frames={Reacher-v5: 1}", *one_step)
-    assert done.returncode == 0, done.stderr[-3000:]
-    critic = make_critic(str(first / "readout" / "final"))
-    assert critic.clip_frames == 2
-    assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Lift")] == [1, 2]
-    critic.close()
-    # a run from it without task_frames records its own clips, not the starting checkpoint's
-    done = _run(second, f"data=[{dataset}]", f"model={first / 'readout' / 'final'}", *one_step)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert make_critic(str(second / "readout" / "final")).clip_frames_for("Reacher-v5") == 2
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["teacher=/nonexistent/ckpt"], "teacher='/nonexistent/ckpt' is not a checkpoint folder or a "
-         "shipped critic (['viscritic-small']); give the folder of the critic whose readout to distil"),
-        (["teacher=viscritic-small", "teacher_tasks=Reacher-v5"], "teacher_tasks='Reacher-v5' needs a "
-         "list of task names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
-        (["teacher_tasks=[Reacher-v5]"], "teacher_tasks=['Reacher-v5'] has no teacher; set "
-         "teacher=<checkpoint folder>"),
-        (["teacher=viscritic-small", "teacher_tasks=[]"], "teacher_tasks=[] needs a list of task "
-         "names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
-    ],
-)  # fmt: skip
-def test_teacher_configs_fail_before_any_model_loads(dataset, overrides, message):
-    with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", *overrides)
-    assert type(err.value).__name__ == "TrainConfigError"
-    assert str(err.value) == message
-
-
-def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny_model):
-    from critic.base import ProgressQuery
-    from critic.data.episodes import iter_episodes
-    from critic.factory import make_critic
-    from critic.models import save_model
-    from critic.train.recipe import label_with_teacher, load_samples
-
-    save_model(*tiny_model, tmp_path / "teacher")
-    _, cfg = _recipe(f"data=[{dataset}]", f"teacher={tmp_path / 'teacher'}",
-                     "teacher_tasks=[Reacher-v5]", *TINY)  # fmt: skip
-    train = load_samples(cfg, ("score", "frozen"), "train")
-    assert label_with_teacher(cfg, train) == len(train) > 0
-    teacher = make_critic(str(tmp_path / "teacher"))
-    instructions = {e.episode_id: e.instruction for e in iter_episodes(dataset)}
-    for sample in train[:4]:  # the reading the teacher gives the same query as a reward
-        initial, clip, current = sample.prompt.videos
-        query = ProgressQuery(instructions[sample.episode_id], clip, initial_frame=initial[0],
-                              current_frame=current[0])  # fmt: skip
-        probs = np.asarray(sample.target["digit_probs"])
-        assert probs.sum() == pytest.approx(1.0) and probs.std() > 0
-        expected = teacher.estimate_progress([query])[0].progress
-        assert probs @ (np.arange(10) / 9) == pytest.approx(expected, abs=1e-5)
-    teacher.close()
-    cfg.teacher_tasks = ["Lift"]  # another task: nothing labelled
-    assert label_with_teacher(cfg, load_samples(cfg, ("score", "frozen"), "train")) == 0
-    run = tmp_path / "run"
-    done = _run(run, f"data=[{dataset}]", f"teacher={tmp_path / 'teacher'}", "pipeline=[readout]",
-                "stages.readout.kinds=[score,frozen,failure]", "stages.readout.steps=2",
-                "stages.readout.batch_size=4", "eval_every=2")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    start, last = _history(run)[0], _history(run)[-1]
-    # teacher_tasks null: every digit answer; the verdicts (one per episode) keep their labels
-    assert 0 < start["teacher_samples"] < start["train_samples"]
-    assert np.isfinite(last["loss"]) and last["loss"] > 0
-
-
-def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):
-    from critic.models import save_model
-    from critic.train.recipe import label_with_teacher, load_samples
-
-    twin = tmp_path / "twin"
-    twin.symlink_to(dataset)
-    save_model(*tiny_model, tmp_path / "teacher")
-    _, cfg = _recipe(f"data=[{dataset},{twin}]", f"teacher={tmp_path / 'teacher'}",
-                     f"teacher_data=[{twin}]", *TINY)  # fmt: skip
-    train = load_samples(cfg, ("score", "frozen"), "train")
-    taught = label_with_teacher(cfg, train)
-    assert taught == sum(s.meta["data_folder"] == 1 for s in train) > 0
-    assert all(("digit_probs" in s.target) == (s.meta["data_folder"] == 1) for s in train)
-    for overrides, message in [
-        ([f"teacher_data=[{tmp_path / 'other'}]"],
-         f"teacher_data=['{tmp_path / 'other'}'] needs a non-empty list of data folders, each "
-         f"written as in data= (['{dataset}', '{twin}']); ['{tmp_path / 'other'}'] are not among "
-         "them; null: the teacher labels every folder"),
-        (["teacher_data=[]"], "teacher_data=[] needs a non-empty list of data folders"),
-        ([f"teacher_data={twin}"], f"teacher_data='{twin}' needs a non-empty list"),
-    ]:  # fmt: skip
-        with pytest.raises(Exception) as err:
-            _check(f"data=[{dataset},{twin}]", "teacher=viscritic-small", *overrides)
-        assert type(err.value).__name__ == "TrainConfigError"
-        assert str(err.value).startswith(message)
-    with pytest.raises(Exception, match=r"teacher_data=\[.*\] has no teacher; set teacher="):
-        _check(f"data=[{dataset},{twin}]", f"teacher_data=[{twin}]")
 
 
 def test_the_readout_trains_digit_answers_unless_told_to_add_the_verdict(dataset):
-    plans, _ = _check(f"data=[{dataset}]", "pipeline=[readout]")
+    plans, _ = check_overrides(f"data=[{dataset}]", "pipeline=[readout]")
     assert plans["readout"]["kinds"] == ("score", "frozen")
-    plans, _ = _check(f"data=[{dataset}]", "pipeline=[readout]",
-                      "stages.readout.kinds=[score,frozen,failure]")  # fmt: skip
+    plans, _ = check_overrides(
+        f"data=[{dataset}]", "pipeline=[readout]", "stages.readout.kinds=[score,frozen,failure]"
+    )
     assert plans["readout"]["kinds"] == ("score", "frozen", "failure")
     with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", "pipeline=[readout]", "stages.readout.kinds=[pretext]")
+        check_overrides(f"data=[{dataset}]", "pipeline=[readout]", "stages.readout.kinds=[pretext]")
     assert str(err.value) == (
         "stages.readout.kinds has ['pretext'], which stage 'readout' cannot train on; pick from "
         "['score', 'frozen', 'failure']"
@@ -318,19 +116,19 @@ def test_the_readout_trains_digit_answers_unless_told_to_add_the_verdict(dataset
 
 
 def test_anneal_recipe_needs_its_starting_weights(dataset):
-    module, cfg = _recipe(f"data=[{dataset}]", config="viscritic_small_anneal")
+    module, cfg = load_recipe(f"data=[{dataset}]", config="viscritic_small_anneal")
     with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):
         module.check_config(cfg)
-    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_anneal")
+    module, cfg = load_recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_anneal")
     plans = module.check_config(cfg)
     assert list(plans) == ["readout"]
     settings = plans["readout"]["settings"]
     assert (settings.steps, settings.schedule, settings.warmup) == (600, "cosine", 30)
     # the last stage inherits the annealed readout and its need for starting weights
-    module, cfg = _recipe(f"data=[{dataset}]", config="viscritic_small_reacher56")
+    module, cfg = load_recipe(f"data=[{dataset}]", config="viscritic_small_reacher56")
     with pytest.raises(module.TrainConfigError, match="model=null: give the weights to start from"):
         module.check_config(cfg)
-    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_reacher56")
+    module, cfg = load_recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_reacher56")
     plan = module.check_config(cfg)["readout"]
     settings = plan["settings"]
     assert (settings.steps, settings.schedule, settings.warmup, settings.lr) == (
@@ -341,7 +139,7 @@ def test_anneal_recipe_needs_its_starting_weights(dataset):
     )
     assert plan["kinds"] == ("score",)  # the shipped stages before frozen samples existed
     # the stage after it adds frozen samples; a plain readout stage trains on both by default
-    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_frozen")
+    module, cfg = load_recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_frozen")
     plan = module.check_config(cfg)["readout"]
     assert plan["kinds"] == ("score", "frozen") and cfg.frozen_count == 4
     assert (plan["settings"].steps, plan["settings"].lr, plan["settings"].schedule) == (
@@ -350,20 +148,20 @@ def test_anneal_recipe_needs_its_starting_weights(dataset):
         "cosine",
     )
     # the measured, unshipped flail stage: the same kinds, 500 steps from the shipped weights
-    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_flail")
+    module, cfg = load_recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_flail")
     plan = module.check_config(cfg)["readout"]
     assert plan["kinds"] == ("score", "frozen") and plan["settings"].steps == 500
     # the learned-reward loop's round: the same stage, policy rollouts in the data
-    module, cfg = _recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_policy")
+    module, cfg = load_recipe(f"data=[{dataset}]", "model=tiny", config="viscritic_small_policy")
     plan = module.check_config(cfg)["readout"]
     assert plan["kinds"] == ("score", "frozen") and plan["settings"].steps == 500
     assert plan["settings"].lr == 1.0e-4 and list(cfg.pipeline) == ["readout"]
-    module, cfg = _recipe(f"data=[{dataset}]", "pipeline=[readout]")
+    module, cfg = load_recipe(f"data=[{dataset}]", "pipeline=[readout]")
     assert module.check_config(cfg)["readout"]["kinds"] == ("score", "frozen")
 
 
 def test_bad_config_is_a_message_from_the_script(tmp_path):
-    done = _run(tmp_path, "grpo.group_size=1", "data=[/nonexistent]")
+    done = run_train(tmp_path, "grpo.group_size=1", "data=[/nonexistent]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("train_critic: grpo: group_size=1 must be")
 
@@ -371,12 +169,21 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_deepspeed_two_processes_on_cpu(dataset, tmp_path, zero):
     pytest.importorskip("deepspeed")
-    done = _run(tmp_path, f"data=[{dataset}]", "pipeline=[sft,pretext]", "stages.sft.steps=2",
-                "stages.sft.batch_size=2", "stages.pretext.steps=1", "stages.pretext.batch_size=8",
-                "eval_every=0", "checkpoint_every=0", f"deepspeed_config=configs/deepspeed/{zero}.json",
-                torchrun=True)  # fmt: skip
+    done = run_train(
+        tmp_path,
+        f"data=[{dataset}]",
+        "pipeline=[sft,pretext]",
+        "stages.sft.steps=2",
+        "stages.sft.batch_size=2",
+        "stages.pretext.steps=1",
+        "stages.pretext.batch_size=8",
+        "eval_every=0",
+        "checkpoint_every=0",
+        f"deepspeed_config=configs/deepspeed/{zero}.json",
+        torchrun=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert [h["stage"] for h in _history(tmp_path)] == ["sft", "sft", "pretext"]  # rank 0 logs
+    assert [h["stage"] for h in read_history(tmp_path)] == ["sft", "sft", "pretext"]  # rank 0 logs
     from critic.models import load_model
 
     model, _ = load_model(tmp_path / "pretext" / "final")  # gathered full weights, not shards
@@ -389,28 +196,38 @@ def test_deepspeed_resume_repeats_the_uninterrupted_losses(dataset, tmp_path, ze
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     args = [f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=4", "stages.sft.batch_size=4",
             "checkpoint_every=2", "eval_every=0", f"deepspeed_config=configs/deepspeed/{zero}.json"]  # fmt: skip
-    done = _run(full, *args, torchrun=True)
+    done = run_train(full, *args, torchrun=True)
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = full / "sft" / "checkpoint-2"
     assert sorted(p.name for p in (checkpoint / "deepspeed").glob("rank*.pt")) == [
         "rank0.pt",
         "rank1.pt",
     ]
-    done = _run(resumed, *args, f"resume={checkpoint}", torchrun=True)
+    done = run_train(resumed, *args, f"resume={checkpoint}", torchrun=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    losses = [h["loss"] for h in _history(full)]  # rank 0's
-    assert [h["step"] for h in _history(resumed)] == [3, 4]
-    assert [h["loss"] for h in _history(resumed)] == losses[2:]  # exactly steps 3 and 4
+    losses = [h["loss"] for h in read_history(full)]  # rank 0's
+    assert [h["step"] for h in read_history(resumed)] == [3, 4]
+    assert [h["loss"] for h in read_history(resumed)] == losses[2:]  # exactly steps 3 and 4
 
 
 def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
     plain = tmp_path / "plain"
-    done = _run(plain, f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=2",
-                "stages.sft.batch_size=2", "checkpoint_every=1", "eval_every=0")  # fmt: skip
+    done = run_train(
+        plain,
+        f"data=[{dataset}]",
+        "pipeline=[sft]",
+        "stages.sft.steps=2",
+        "stages.sft.batch_size=2",
+        "checkpoint_every=1",
+        "eval_every=0",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", f"resume={plain / 'sft' / 'checkpoint-1'}",
-               "deepspeed_config=configs/deepspeed/zero2.json")  # fmt: skip
+        check_overrides(
+            f"data=[{dataset}]",
+            f"resume={plain / 'sft' / 'checkpoint-1'}",
+            "deepspeed_config=configs/deepspeed/zero2.json",
+        )
     assert "has no deepspeed/ folder: it was written without deepspeed_config=" in str(err.value)
 
 
@@ -432,16 +249,23 @@ def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
 )  # fmt: skip
 def test_more_bad_configs(dataset, overrides, message):
     with pytest.raises(Exception) as err:
-        _check(f"data=[{dataset}]", *overrides)
+        check_overrides(f"data=[{dataset}]", *overrides)
     assert str(err.value) == message
 
 
 def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp_path):
-    done = _run(tmp_path / "kl", f"data=[{dataset}]", "pipeline=[pretext]", "stages.pretext.steps=1",
-                "stages.pretext.batch_size=8", "grpo.kl_coef=0.05", "eval_every=0")  # fmt: skip
+    done = run_train(
+        tmp_path / "kl",
+        f"data=[{dataset}]",
+        "pipeline=[pretext]",
+        "stages.pretext.steps=1",
+        "stages.pretext.batch_size=8",
+        "grpo.kl_coef=0.05",
+        "eval_every=0",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "kl" in _history(tmp_path / "kl")[0]
-    bad = _run(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
+    assert "kl" in read_history(tmp_path / "kl")[0]
+    bad = run_train(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"train_critic: cannot load critic model {tmp_path / 'no-model'}")
 
@@ -477,10 +301,17 @@ class FakeVLLM:
 def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monkeypatch):
     import torch
 
-    module, cfg = _recipe(f"data=[{dataset}]", *TINY, "pipeline=[pretext,joint]",
-                          "stages.pretext.steps=2", "stages.joint.steps=1", "eval_every=0",
-                          "stages.pretext.batch_size=8", "stages.joint.batch_size=8",
-                          "checkpoint_every=0")  # fmt: skip
+    module, cfg = load_recipe(
+        f"data=[{dataset}]",
+        *TINY,
+        "pipeline=[pretext,joint]",
+        "stages.pretext.steps=2",
+        "stages.joint.steps=1",
+        "eval_every=0",
+        "stages.pretext.batch_size=8",
+        "stages.joint.batch_size=8",
+        "checkpoint_every=0",
+    )
     import critic.train.recipe
 
     monkeypatch.setattr(critic.train.recipe, "make_vllm_engine", FakeVLLM)
@@ -499,6 +330,6 @@ def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monke
     assert fake.prompts == 3 * 2  # 3 steps of 8 completions = 2 prompts x G 4
     # synced after each of the 3 steps, and at the joint stage's start
     assert fake.loads == 4
-    assert [h.get("weights_synced") for h in _history(tmp_path) if h["step"] > 0] == [True] * 3
+    assert [h.get("weights_synced") for h in read_history(tmp_path) if h["step"] > 0] == [True] * 3
     trained, copy = trainer.model.state_dict(), fake.model.state_dict()
     assert all(torch.equal(trained[name], copy[name]) for name in trained)

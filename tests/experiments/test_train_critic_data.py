@@ -1,0 +1,211 @@
+"""experiments/train_critic.py's data options on a tiny model and dataset: how much each data
+folder is drawn (data_weights), a clip length per task (task_frames), and a teacher's labels
+(teacher, teacher_tasks, teacher_data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.experiments.train_critic_cli import (
+    TINY,
+    check_overrides,
+    load_recipe,
+    read_history,
+    run_train,
+)
+
+
+@pytest.mark.parametrize(
+    ("weights", "shown"),
+    [("[1,3]", "[1, 3]"), ("[0]", "[0]"), ("[true]", "[True]"), ("[-2]", "[-2]"), ("2", "2")],
+)
+def test_data_weights_need_one_positive_number_per_folder(dataset, weights, shown):
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", f"data_weights={weights}")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"data_weights={shown} needs one positive number per data folder (1: ['{dataset}']), e.g. "
+        "data_weights=[3] draws the last folder's samples three times as often; "
+        "data_weights=null draws every sample alike"
+    )
+
+
+def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
+    from critic.train.recipe import draw_probabilities, load_samples
+
+    twin = tmp_path / "twin"
+    twin.symlink_to(dataset)  # the same episodes as a second folder: equal sample counts
+    _, cfg = load_recipe(f"data=[{dataset},{twin}]", "data_weights=[1,3]", *TINY)
+    train = load_samples(cfg, ("score", "frozen"), "train")  # the readout stage's kinds
+    folders = [s.meta["data_folder"] for s in train]
+    assert folders.count(0) == folders.count(1) > 0
+    chance, shares = draw_probabilities(cfg, train)
+    # n samples per folder, weights 1 and 3: each sample of the first 1/(4n), of the second 3/(4n)
+    n = folders.count(0)
+    assert chance == pytest.approx([1 / (4 * n) if f == 0 else 3 / (4 * n) for f in folders])
+    assert shares == pytest.approx({str(dataset): 0.25, str(twin): 0.75})
+    val = load_samples(cfg, ("score", "frozen"), "val", limit=5)  # shared out: 3 + 2
+    assert [s.meta["data_folder"] for s in val] == [0, 0, 0, 1, 1]
+    picks = np.random.default_rng(0).choice(len(train), size=4000, p=chance)
+    assert np.mean([folders[i] for i in picks]) == pytest.approx(0.75, abs=0.03)
+    cfg.data_weights = None  # unweighted: uniform draws, the chances left to numpy
+    assert draw_probabilities(cfg, train) == (
+        None,
+        pytest.approx({str(dataset): 0.5, str(twin): 0.5}),
+    )
+    run = tmp_path / "run"
+    done = run_train(
+        run,
+        f"data=[{dataset},{twin}]",
+        "data_weights=[1,3]",
+        "pipeline=[readout]",
+        "stages.readout.steps=1",
+        "stages.readout.batch_size=2",
+        "eval_every=1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = read_history(run)[0]
+    assert start["step"] == 0 and start["train_samples"] == len(train)
+    assert start[f"data_share/{twin}"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("{Reacher-v5: 0}", "{'Reacher-v5': 0}"), ("{Reacher-v5: true}", "{'Reacher-v5': True}"),
+     ("3", "3"), ("[1]", "[1]")],
+)  # fmt: skip
+def test_task_frames_need_a_mapping_of_positive_integers(dataset, value, shown):
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", f"task_frames={value}")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"task_frames={shown} needs a mapping of task name to frames per clip (an integer >= 1), "
+        "e.g. 'task_frames={Reacher-v5: 1}' trains Reacher's clips at one frame and every other "
+        "task's at frames=; task_frames={} uses frames= for all"
+    )
+
+
+def test_task_frames_set_a_task_s_clip_and_travel_with_the_checkpoint(dataset, tmp_path):
+    from critic.factory import make_critic
+    from critic.train.recipe import load_samples
+
+    def clip_lengths(cfg) -> set[int]:  # anchored prompts: initial image, the clip, current image
+        return {
+            s.prompt.videos[1].shape[0] for s in load_samples(cfg, ("score", "frozen"), "train")
+        }
+
+    _, cfg = load_recipe(f"data=[{dataset}]", "task_frames={Reacher-v5: 1}", *TINY)  # frames=2
+    assert clip_lengths(cfg) == {1}
+    cfg.task_frames = {"Lift": 1}  # another task: Reacher's episodes keep frames=
+    assert clip_lengths(cfg) == {2}
+    first, second = tmp_path / "first", tmp_path / "second"
+    one_step = ["pipeline=[readout]", "stages.readout.steps=1", "stages.readout.batch_size=2",
+                "eval_every=0"]  # fmt: skip
+    done = run_train(first, f"data=[{dataset}]", "task_frames={Reacher-v5: 1}", *one_step)
+    assert done.returncode == 0, done.stderr[-3000:]
+    critic = make_critic(str(first / "readout" / "final"))
+    assert critic.clip_frames == 2
+    assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Lift")] == [1, 2]
+    critic.close()
+    # a run from it without task_frames records its own clips, not the starting checkpoint's
+    done = run_train(second, f"data=[{dataset}]", f"model={first / 'readout' / 'final'}", *one_step)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert make_critic(str(second / "readout" / "final")).clip_frames_for("Reacher-v5") == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["teacher=/nonexistent/ckpt"], "teacher='/nonexistent/ckpt' is not a checkpoint folder or a "
+         "shipped critic (['viscritic-small']); give the folder of the critic whose readout to distil"),
+        (["teacher=viscritic-small", "teacher_tasks=Reacher-v5"], "teacher_tasks='Reacher-v5' needs a "
+         "list of task names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
+        (["teacher_tasks=[Reacher-v5]"], "teacher_tasks=['Reacher-v5'] has no teacher; set "
+         "teacher=<checkpoint folder>"),
+        (["teacher=viscritic-small", "teacher_tasks=[]"], "teacher_tasks=[] needs a list of task "
+         "names, e.g. teacher_tasks=[Reacher-v5]; null: every task"),
+    ],
+)  # fmt: skip
+def test_teacher_configs_fail_before_any_model_loads(dataset, overrides, message):
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", *overrides)
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == message
+
+
+def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny_model):
+    from critic.base import ProgressQuery
+    from critic.data.episodes import iter_episodes
+    from critic.factory import make_critic
+    from critic.models import save_model
+    from critic.train.recipe import label_with_teacher, load_samples
+
+    save_model(*tiny_model, tmp_path / "teacher")
+    _, cfg = load_recipe(
+        f"data=[{dataset}]", f"teacher={tmp_path / 'teacher'}", "teacher_tasks=[Reacher-v5]", *TINY
+    )
+    train = load_samples(cfg, ("score", "frozen"), "train")
+    assert label_with_teacher(cfg, train) == len(train) > 0
+    teacher = make_critic(str(tmp_path / "teacher"))
+    instructions = {e.episode_id: e.instruction for e in iter_episodes(dataset)}
+    for sample in train[:4]:  # the reading the teacher gives the same query as a reward
+        initial, clip, current = sample.prompt.videos
+        query = ProgressQuery(instructions[sample.episode_id], clip, initial_frame=initial[0],
+                              current_frame=current[0])  # fmt: skip
+        probs = np.asarray(sample.target["digit_probs"])
+        assert probs.sum() == pytest.approx(1.0) and probs.std() > 0
+        expected = teacher.estimate_progress([query])[0].progress
+        assert probs @ (np.arange(10) / 9) == pytest.approx(expected, abs=1e-5)
+    teacher.close()
+    cfg.teacher_tasks = ["Lift"]  # another task: nothing labelled
+    assert label_with_teacher(cfg, load_samples(cfg, ("score", "frozen"), "train")) == 0
+    run = tmp_path / "run"
+    done = run_train(
+        run,
+        f"data=[{dataset}]",
+        f"teacher={tmp_path / 'teacher'}",
+        "pipeline=[readout]",
+        "stages.readout.kinds=[score,frozen,failure]",
+        "stages.readout.steps=2",
+        "stages.readout.batch_size=4",
+        "eval_every=2",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    start, last = read_history(run)[0], read_history(run)[-1]
+    # teacher_tasks null: every digit answer; the verdicts (one per episode) keep their labels
+    assert 0 < start["teacher_samples"] < start["train_samples"]
+    assert np.isfinite(last["loss"]) and last["loss"] > 0
+
+
+def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):
+    from critic.models import save_model
+    from critic.train.recipe import label_with_teacher, load_samples
+
+    twin = tmp_path / "twin"
+    twin.symlink_to(dataset)
+    save_model(*tiny_model, tmp_path / "teacher")
+    _, cfg = load_recipe(
+        f"data=[{dataset},{twin}]",
+        f"teacher={tmp_path / 'teacher'}",
+        f"teacher_data=[{twin}]",
+        *TINY,
+    )
+    train = load_samples(cfg, ("score", "frozen"), "train")
+    taught = label_with_teacher(cfg, train)
+    assert taught == sum(s.meta["data_folder"] == 1 for s in train) > 0
+    assert all(("digit_probs" in s.target) == (s.meta["data_folder"] == 1) for s in train)
+    for overrides, message in [
+        ([f"teacher_data=[{tmp_path / 'other'}]"],
+         f"teacher_data=['{tmp_path / 'other'}'] needs a non-empty list of data folders, each "
+         f"written as in data= (['{dataset}', '{twin}']); ['{tmp_path / 'other'}'] are not among "
+         "them; null: the teacher labels every folder"),
+        (["teacher_data=[]"], "teacher_data=[] needs a non-empty list of data folders"),
+        ([f"teacher_data={twin}"], f"teacher_data='{twin}' needs a non-empty list"),
+    ]:  # fmt: skip
+        with pytest.raises(Exception) as err:
+            check_overrides(f"data=[{dataset},{twin}]", "teacher=viscritic-small", *overrides)
+        assert type(err.value).__name__ == "TrainConfigError"
+        assert str(err.value).startswith(message)
+    with pytest.raises(Exception, match=r"teacher_data=\[.*\] has no teacher; set teacher="):
+        check_overrides(f"data=[{dataset},{twin}]", f"teacher_data=[{twin}]")
