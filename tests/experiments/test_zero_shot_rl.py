@@ -386,3 +386,17 @@ def test_the_report_names_the_task_options_the_runs_had(tmp_path):
         write_report(config, runs, summarise(runs), out, sources)
         lines = (out / "report.md").read_text().splitlines()
         assert [x for x in lines if x.startswith("Task options")] == ([line] if line else [])
+        assert "critic `critic.vlm.VLMCritic` (viscritic-small)" in lines[2]
+
+
+def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
+    from rl_results import merge_runs, summarise, write_report
+
+    def noisy(config):
+        config["critic"] = {"_target_": "critic.oracle.NoisyOracleCritic", "offset_sd": 0.1,
+                            "step_sd": 0.0, "seed": 0}  # fmt: skip
+
+    config, runs, sources = merge_runs([str(_run_dir(tmp_path, "noisy", noisy))])
+    write_report(config, runs, summarise(runs), tmp_path, sources)
+    first = (tmp_path / "report.md").read_text().splitlines()[2]
+    assert "critic `critic.oracle.NoisyOracleCritic` (offset_sd=0.1, step_sd=0.0, seed=0)" in first
