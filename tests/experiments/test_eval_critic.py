@@ -177,10 +177,11 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     )  # hindsight goals: some rollouts end as successes, with failure_type None
     rows = synthesize(plans, data, progress_bar=False, every=5, image_size=28)
     assert any(r["success"] for r in rows if r["policy"] is not None)  # the case this tests
-    done = _run(tmp_path / "run", f"data=[{data}]", "split=all", "critics=[oracle]",
+    done = _run(tmp_path / "run", f"data=[{data}]", "split=all", "critics=[oracle,noisy_oracle]",
                 "episodes_per_task=7", "probe_episodes=7", "calibration_split=null")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    oracle = json.loads((tmp_path / "run" / "metrics.json").read_text())["critics"]["oracle"]
+    critics = json.loads((tmp_path / "run" / "metrics.json").read_text())["critics"]
+    oracle = critics["oracle"]
     progress = oracle["Reacher-v5"]["progress"]
     assert progress["expert"]["episodes"] == 2 and progress["failure"]["episodes"] == 2
     assert progress["policy"]["episodes"] == 3 and progress["policy"]["mae"] == 0.0
@@ -188,5 +189,8 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Saved policies' rollouts" in report and "| oracle | Reacher-v5 | 3 | 0.00 |" in report
     assert progress["policy"]["offset_sd"] == 0.0  # the oracle reads the truth
+    # the noisy oracle's per-episode offset (SD 0.2 by default) is what offset SD reports
+    noisy = critics["noisy_oracle"]["Reacher-v5"]["progress"]["policy"]
+    assert noisy["offset_sd"] > 0.0 and noisy["mae"] > 0.0
     # the failure detector still scores every episode by what happened
     assert oracle["Reacher-v5"]["failure"]["episodes"] == 7
