@@ -9,6 +9,7 @@ learned critic must be before a policy learns from it as from the truth.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -115,10 +116,11 @@ class NoisyOracleCritic(OracleCritic):
     def __post_init__(self) -> None:
         for key in ("offset_sd", "step_sd"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not 0 <= value < math.inf):  # fmt: skip
                 raise CriticError(
-                    f"NoisyOracleCritic {key}={value!r} must be a number >= 0 (an SD of progress, "
-                    "e.g. 0.2; 0: none)"
+                    f"NoisyOracleCritic {key}={value!r} must be a finite number >= 0 (an SD of "
+                    "progress, e.g. 0.2; 0: none)"
                 )
         if self.offset_sd and not self.needs_frames:
             raise CriticError(

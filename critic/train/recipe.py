@@ -187,7 +187,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def release_freed_memory() -> None:
+def _release_freed_memory() -> None:
     """Hand memory the process has freed back to the system (glibc's ``malloc_trim``; nothing
     elsewhere). Batches of different sizes (one Reacher frame, eight Lift frames) leave freed
     blocks that glibc keeps: measured on the shipped critic's readout round, resident memory
@@ -417,7 +417,7 @@ class Trainer:
             # samples per second over the stage so far (GRPO: completions), and the process's
             # peak memory, so each stage's cost is in the history
             record["samples_per_s"] = (step + 1 - first) * settings.batch_size / record["seconds"]
-            release_freed_memory()
+            _release_freed_memory()
             record["peak_rss_mb"] = _peak_rss_mb()
             if (rss := _rss_mb()) is not None:
                 record["rss_mb"] = rss

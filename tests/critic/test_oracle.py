@@ -131,8 +131,9 @@ def test_noisy_oracle_errors_have_the_sizes_asked_and_stay_in_range():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"offset_sd": -0.1}, "NoisyOracleCritic offset_sd=-0.1 must be a number >= 0"),
-        ({"step_sd": "lots"}, "NoisyOracleCritic step_sd='lots' must be a number >= 0"),
+        ({"offset_sd": -0.1}, "NoisyOracleCritic offset_sd=-0.1 must be a finite number >= 0"),
+        ({"step_sd": "lots"}, "NoisyOracleCritic step_sd='lots' must be a finite number >= 0"),
+        ({"step_sd": float("inf")}, "NoisyOracleCritic step_sd=inf must be a finite number >= 0"),
         (
             {"needs_frames": False},
             "NoisyOracleCritic keys each episode's offset by its first frame",
