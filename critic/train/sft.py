@@ -5,7 +5,7 @@ the generation prompt), the completion and ``<|im_end|>`` are appended, and only
 tokens carry labels: the model learns to answer, not to repeat the question.
 
 A digit-answer sample may carry a teacher's distribution over the ten answer digits
-(``sample.target["digit_probs"]``, :func:`critic.train.recipe.label_with_teacher`): its digit's
+(``sample.target["digit_probs"]``, :func:`critic.train.draws.label_with_teacher`): its digit's
 loss is then the cross-entropy against that distribution (distillation, Hinton et al. 2015), and a
 one-hot distribution gives exactly the plain loss.
 """

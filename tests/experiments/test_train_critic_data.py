@@ -32,7 +32,7 @@ def test_data_weights_need_one_positive_number_per_folder(dataset, weights, show
 
 
 def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
-    from critic.train.recipe import draw_probabilities, load_samples
+    from critic.train.draws import draw_probabilities, load_samples
 
     twin = tmp_path / "twin"
     twin.symlink_to(dataset)  # the same episodes as a second folder: equal sample counts
@@ -88,7 +88,7 @@ def test_task_frames_need_a_mapping_of_positive_integers(dataset, value, shown):
 
 def test_task_frames_set_a_task_s_clip_and_travel_with_the_checkpoint(dataset, tmp_path):
     from critic.factory import make_critic
-    from critic.train.recipe import load_samples
+    from critic.train.draws import load_samples
 
     def clip_lengths(cfg) -> set[int]:  # anchored prompts: initial image, the clip, current image
         return {
@@ -139,7 +139,7 @@ def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny
     from critic.data.episodes import iter_episodes
     from critic.factory import make_critic
     from critic.models import save_model
-    from critic.train.recipe import label_with_teacher, load_samples
+    from critic.train.draws import label_with_teacher, load_samples
 
     save_model(*tiny_model, tmp_path / "teacher")
     _, cfg = load_recipe(
@@ -180,7 +180,7 @@ def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny
 
 def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):
     from critic.models import save_model
-    from critic.train.recipe import label_with_teacher, load_samples
+    from critic.train.draws import label_with_teacher, load_samples
 
     twin = tmp_path / "twin"
     twin.symlink_to(dataset)

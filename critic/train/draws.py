@@ -1,0 +1,116 @@
+"""What a training stage draws its batches from: the samples of the ``data`` folders, a teacher's
+labels on them, each folder's share of the draws, and the format-only warm start's shuffled
+labels. :class:`critic.train.recipe.Trainer` calls these once per stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from omegaconf import DictConfig
+
+
+def load_samples(
+    cfg: DictConfig, kinds: tuple[str, ...], split: str, limit: int | None = None
+) -> list:
+    """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded.
+
+    ``limit`` (the validation set) is shared out evenly over the ``data`` folders, in their
+    order, so a mixed run validates on every dataset and not only the first. Each sample's
+    ``meta["data_folder"]`` is the index of its folder in ``cfg.data``. An episode's clips have
+    ``cfg.task_frames[its task]`` frames, else ``cfg.frames``.
+    """
+    from critic.data.episodes import iter_episodes
+    from critic.data.samples import build_samples, seed_split
+
+    rng = np.random.default_rng(cfg.seed)
+    task_frames = dict(cfg.get("task_frames") or {})
+    samples = []
+    for index, folder in enumerate(cfg.data):
+        quota = None if limit is None else limit // len(cfg.data) + (index < limit % len(cfg.data))
+        taken: list = []
+        for episode in iter_episodes(folder):
+            if quota is not None and len(taken) >= quota:
+                break
+            if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
+                continue
+            frames = task_frames.get(episode.env_id, cfg.frames)
+            built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,
+                                  frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,
+                                  transforms=tuple(cfg.transforms))  # fmt: skip
+            for sample in built:
+                sample.meta["data_folder"] = index
+            taken += built
+        samples += taken[:quota]
+    return samples
+
+
+def label_with_teacher(cfg: DictConfig, samples: list, batch: int = 64) -> int:
+    """Give the digit-answer (``score``, ``frozen``) samples of ``cfg.teacher_tasks`` (``null``:
+    every task) and of ``cfg.teacher_data`` (``data`` folders; ``null``: every folder) the
+    teacher's distribution over the ten answer digits, read from the same prompt
+    (``sample.target["digit_probs"]``); SFT then distils it (:mod:`critic.train.sft`). Returns
+    how many samples it labelled.
+
+    The teacher (``cfg.teacher``, a checkpoint folder) keeps what it reads on those tasks while
+    the student learns others: a student trained further on true labels alone drifts from it.
+    The samples of the other folders keep their true labels, so a round can keep the teacher's
+    reading of one dataset and correct it on another of the same task.
+    """
+    from critic.factory import make_critic
+
+    tasks = None if cfg.get("teacher_tasks") is None else set(cfg.teacher_tasks)
+    folders = None if cfg.get("teacher_data") is None else teacher_folders(cfg)
+    chosen = [s for s in samples if s.kind in ("score", "frozen")
+              and (tasks is None or s.env_id in tasks)
+              and (folders is None or s.meta["data_folder"] in folders)]  # fmt: skip
+    if not chosen:
+        return 0
+    teacher = make_critic({"name": str(cfg.teacher), "device": cfg.device, "cache": False})
+    try:
+        for start in range(0, len(chosen), batch):
+            part = chosen[start : start + batch]
+            probs = teacher.digit_probs([s.prompt for s in part])
+            for sample, row in zip(part, probs, strict=True):
+                sample.target["digit_probs"] = [float(p) for p in row]
+    finally:
+        teacher.close()
+    return len(chosen)
+
+
+def teacher_folders(cfg: DictConfig) -> set[int]:
+    """The indices in ``cfg.data`` of the folders ``cfg.teacher_data`` names (each as written in
+    ``data``; :func:`critic.train.config.check_config` has checked that every one is there)."""
+    data = [str(d) for d in cfg.data]
+    return {data.index(str(folder)) for folder in cfg.teacher_data}
+
+
+def draw_probabilities(
+    cfg: DictConfig, samples: list
+) -> tuple[np.ndarray | None, dict[str, float]]:
+    """Each training sample's chance per batch draw, and each ``data`` folder's share of the draws.
+
+    ``data_weights`` (one per folder) multiplies the chance of that folder's samples: weight 3
+    draws them three times as often as weight 1. Without it every sample is equally likely, and
+    the chances are ``None`` (the draws are the unweighted ones, so earlier runs repeat exactly).
+    """
+    folders = np.asarray([s.meta["data_folder"] for s in samples], dtype=int)
+    weights = cfg.get("data_weights")
+    chance = np.ones(len(samples)) if weights is None else np.asarray(list(weights), float)[folders]
+    chance = chance / chance.sum()
+    shares = {str(folder): float(chance[folders == i].sum()) for i, folder in enumerate(cfg.data)}
+    return (None if weights is None else chance), shares
+
+
+def shuffled_labels(samples: list, rng: np.random.Generator) -> list:
+    """Format-only warm start: each sample gets the completion of a random sample of the same
+    kind, so SFT teaches the answer format but not the answers (the model stays at chance, and a
+    later GRPO stage has to learn the answers from its rewards)."""
+    from dataclasses import replace
+
+    by_kind: dict[str, list] = {}
+    for s in samples:
+        by_kind.setdefault(s.kind, []).append(s.completion)
+    return [
+        replace(s, completion=by_kind[s.kind][int(rng.integers(len(by_kind[s.kind])))])
+        for s in samples
+    ]
