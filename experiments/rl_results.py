@@ -267,6 +267,7 @@ def write_report(
         f"{_added_rewards(cfg.reward)}"
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
+        *_schedule(cfg),
         "",
         *_task_options(cfg.env),
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
@@ -359,6 +360,19 @@ def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[s
                                                       for r in x["runs"])}  # fmt: skip
 
 
+def _schedule(cfg: DictConfig) -> list[str]:
+    """When the ground truth's learner trained, said where it could differ from the others'."""
+    if "ground_truth" not in cfg.conditions:
+        return []
+    if cfg.get("ground_truth_per_episode", False):
+        return ["The ground truth's learner trained once per episode, with as many gradient steps "
+                "as env steps (`ground_truth_per_episode=true`)."]  # fmt: skip
+    if cfg.relabel and {"critic", "oracle"} & set(cfg.conditions):
+        return ["The ground truth's learner trained at every step; the relabelled learners once "
+                "per episode, with as many gradient steps."]  # fmt: skip
+    return []
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -367,7 +381,9 @@ def _fmt(value: float | None) -> str:
 # learn from the reward wrapper (the ground truth's learner never sees the critic or its options).
 MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_episodes",
               "test_episodes")  # fmt: skip
-MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel")}
+MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel"),
+                  "ground_truth": ("ground_truth_per_episode",)}  # fmt: skip
+MERGE_DEFAULTS = {"ground_truth_per_episode": False}  # what runs made before the option had
 
 
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
@@ -410,7 +426,10 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
         (MERGE_SAME_FOR[c], g) for c, g in holding.items()
     ]:
         for key in keys:
-            values = [(f, OmegaConf.to_container(c, resolve=True).get(key)) for f, c, _ in group]
+            values = [
+                (f, OmegaConf.to_container(c, resolve=True).get(key, MERGE_DEFAULTS.get(key)))
+                for f, c, _ in group
+            ]
             for folder, value in values[1:]:
                 if value != values[0][1]:
                     raise ExperimentConfigError(
@@ -439,10 +458,12 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
     order = {c: i for i, c in enumerate(CONDITIONS)}
     merged.sort(key=lambda r: (order.get(r.condition, len(order)), r.seed))
     # the reward's and critic's options come from the runs that used them
-    user = next((g[0][1] for g in holding.values() if g), loaded[0][1])
+    user = next((holding[c][0][1] for c in ("critic", "oracle") if holding[c]), loaded[0][1])
+    truth = holding["ground_truth"][0][1] if holding["ground_truth"] else loaded[0][1]
     config = OmegaConf.merge(
         loaded[0][1],
         {k: user[k] for k in ("critic", "reward", "relabel")},
+        {"ground_truth_per_episode": truth.get("ground_truth_per_episode", False)},
         {"conditions": list(dict.fromkeys(r.condition for r in merged)),
          "seeds": sorted({r.seed for r in merged})},
     )  # fmt: skip

@@ -91,6 +91,17 @@ def check_config(cfg: DictConfig) -> None:
             f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
             f"{cfg.algo._target_} has none: give it per-step rewards with {per_step}"
         )
+    same_schedule = cfg.get("ground_truth_per_episode", False)
+    if not isinstance(same_schedule, bool):
+        raise ExperimentConfigError(
+            f"ground_truth_per_episode={same_schedule!r} must be true or false"
+        )
+    if same_schedule and ("train_freq" not in cfg.algo or cfg.n_envs != 1):
+        raise ExperimentConfigError(
+            "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
+            f"which needs an off-policy algorithm (algo=sac; {cfg.algo._target_}) and n_envs=1 "
+            f"(n_envs={cfg.n_envs}); set ground_truth_per_episode=false"
+        )
 
 
 def build_train_env(cfg: DictConfig, condition: str, seed: int):
@@ -146,6 +157,20 @@ def _true_reward_env(env_cfg: dict[str, Any], envs_module):
     )
 
 
+def training_schedule(cfg: DictConfig, condition: str) -> dict[str, Any]:
+    """The algorithm's options that set when a condition's learner trains.
+
+    Relabelled rewards (VLM-RM style) come at each episode's end, so those learners train once per
+    episode, with as many gradient steps as the episode had env steps. The ground truth's learner
+    trains at every step as the algorithm's config says, or on the relabelled learners' schedule
+    with ``ground_truth_per_episode=true``: then the two differ in the reward alone.
+    """
+    per_episode = (
+        cfg.relabel if condition != "ground_truth" else cfg.get("ground_truth_per_episode")
+    )
+    return {"train_freq": (1, "episode"), "gradient_steps": -1} if per_episode else {}
+
+
 def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:
     """Train one condition on one seed and evaluate it on the true task along the way."""
     from stable_baselines3.common.callbacks import EvalCallback
@@ -167,7 +192,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         log_path=str(log_dir),
         verbose=0,
     )
-    algo_options = {}
+    algo_options = training_schedule(cfg, condition)
     fidelity = None
     if condition != "ground_truth":
         from stable_baselines3.common.callbacks import CallbackList
@@ -177,8 +202,6 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         fidelity = CriticFidelityCallback()
         callbacks = [fidelity, callback]
         if cfg.relabel:
-            # VLM-RM style: rewards come at each episode's end, so train per episode
-            algo_options = {"train_freq": (1, "episode"), "gradient_steps": -1}
             callbacks.insert(0, RelabelCallback())
         callback = CallbackList(callbacks)
     model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed, **algo_options)

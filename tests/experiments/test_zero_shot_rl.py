@@ -259,6 +259,49 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     )
 
 
+def test_the_ground_truth_can_train_on_the_relabelled_learners_schedule(tmp_path):
+    from omegaconf import OmegaConf
+    from stable_baselines3 import SAC
+    from zero_shot_rl import training_schedule
+
+    per_episode = {"train_freq": (1, "episode"), "gradient_steps": -1}
+    cfg = OmegaConf.load(ROOT / "configs" / "zero_shot_rl.yaml")
+    assert [training_schedule(cfg, c) for c in ("critic", "oracle", "ground_truth")] == [
+        per_episode, per_episode, {}]  # fmt: skip
+    same = OmegaConf.merge(cfg, {"ground_truth_per_episode": True})
+    assert training_schedule(same, "ground_truth") == per_episode
+    assert training_schedule(OmegaConf.merge(cfg, {"relabel": False}), "critic") == {}
+    # what the options do in SB3: one update round per episode, a gradient step per env step
+    import gymnasium as gym
+
+    env = gym.wrappers.TimeLimit(gym.make("Pendulum-v1"), max_episode_steps=20)
+    model = SAC("MlpPolicy", env, seed=0, learning_starts=10, batch_size=8,
+                policy_kwargs={"net_arch": [8]}, **per_episode)  # fmt: skip
+    model.learn(total_timesteps=60)
+    assert model._n_updates == 60  # 3 episodes of 20: each ends past learning_starts
+
+    done = _run(tmp_path, "conditions=[oracle,ground_truth]", "seeds=[0]",
+                "ground_truth_per_episode=true")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (tmp_path / "report.md").read_text()
+    assert "The ground truth's learner trained once per episode, with as many gradient steps as " \
+        "env steps (`ground_truth_per_episode=true`)." in report  # fmt: skip
+    default = _run(tmp_path / "default", "conditions=[oracle,ground_truth]", "seeds=[0]")
+    assert "The ground truth's learner trained at every step; the relabelled learners once per " \
+        "episode" in (tmp_path / "default" / "report.md").read_text()  # fmt: skip
+    assert default.returncode == 0
+    for bad, says in [
+        ("ground_truth_per_episode=maybe", "ground_truth_per_episode='maybe' must be true or false"),
+        ("n_envs=2", "ground_truth_per_episode=true trains the ground truth's learner once per "
+                     "episode, which needs an off-policy algorithm (algo=sac; "
+                     "stable_baselines3.SAC) and n_envs=1 (n_envs=2)"),
+    ]:  # fmt: skip
+        done = _run(tmp_path / "bad", "conditions=[ground_truth]", "relabel=false",
+                    "reward.between_queries=hold", "ground_truth_per_episode=true", bad)  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert says in done.stderr, done.stderr[-1000:]
+
+
 def test_the_achieved_bonus_is_a_config_away_and_the_report_says_so(tmp_path):
     done = _run(tmp_path, "conditions=[oracle]", "seeds=[0]", "reward.achieved_weight=0.5")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -320,6 +363,14 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
     critic = _run_dir(tmp_path, "critic", bonus, seed_offset=6, keep=("critic",))
     with pytest.raises(ExperimentConfigError, match=r"critic has reward=.*'achieved_weight': 1.0"):
         merge_runs([str(first), str(critic)])
+    # runs made before ground_truth_per_episode existed trained the truth at every step
+    schedule = _run_dir(tmp_path, "schedule", lambda c: c.update(ground_truth_per_episode=True), 9,
+                        keep=("ground_truth",))  # fmt: skip
+    with pytest.raises(ExperimentConfigError, match=r"schedule has ground_truth_per_episode=True"):
+        merge_runs([str(first), str(schedule)])
+    stepwise = _run_dir(tmp_path, "stepwise", lambda c: c.update(ground_truth_per_episode=False),
+                        9, keep=("ground_truth",))  # fmt: skip
+    assert merge_runs([str(first), str(stepwise)])[0].ground_truth_per_episode is False
     longer = _run_dir(tmp_path, "longer", lambda c: c.update(total_timesteps=40000), 3)
     with pytest.raises(ExperimentConfigError, match=r"longer has total_timesteps=40000"):
         merge_runs([str(first), str(longer)])
