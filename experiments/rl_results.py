@@ -260,7 +260,8 @@ def write_report(
     lines = [
         f"# Zero-shot RL on {cfg.env.name}",
         "",
-        f"Algorithm `{cfg.algo._target_}`, {cfg.total_timesteps} env steps, seeds {list(cfg.seeds)}, "
+        f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {cfg.total_timesteps} env steps, "
+        f"seeds {list(cfg.seeds)}, "
         f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), reward mode "
         f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
         f"{frames} frames per query)"
@@ -360,6 +361,12 @@ def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[s
                                                       for r in x["runs"])}  # fmt: skip
 
 
+def _discount(algo: DictConfig) -> str:
+    """The learner's discount, which sets how far ahead it values reward (and moved the true
+    reward's success more than twofold on Reacher: docs/training.md, "The learner's discount")."""
+    return f" (discount γ = {algo.gamma})" if "gamma" in algo else ""
+
+
 def _schedule(cfg: DictConfig) -> list[str]:
     """When the ground truth's learner trained, said where it could differ from the others'."""
     if "ground_truth" not in cfg.conditions:
@@ -384,6 +391,15 @@ MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_ep
 MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel"),
                   "ground_truth": ("ground_truth_per_episode",)}  # fmt: skip
 MERGE_DEFAULTS = {"ground_truth_per_episode": False}  # what runs made before the option had
+
+
+def _compared(config: DictConfig, key: str) -> Any:
+    """A run's ``key`` as merge compares it: the default where the run predates the option, and
+    without the reward's ``gamma`` where the reward mode is not ``potential`` (unused there)."""
+    value = OmegaConf.to_container(config, resolve=True).get(key, MERGE_DEFAULTS.get(key))
+    if key == "reward" and isinstance(value, dict) and value.get("reward_mode") != "potential":
+        value = {k: v for k, v in value.items() if k != "gamma"}
+    return value
 
 
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
@@ -426,10 +442,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
         (MERGE_SAME_FOR[c], g) for c, g in holding.items()
     ]:
         for key in keys:
-            values = [
-                (f, OmegaConf.to_container(c, resolve=True).get(key, MERGE_DEFAULTS.get(key)))
-                for f, c, _ in group
-            ]
+            values = [(f, _compared(c, key)) for f, c, _ in group]
             for folder, value in values[1:]:
                 if value != values[0][1]:
                     raise ExperimentConfigError(

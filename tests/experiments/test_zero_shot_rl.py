@@ -236,6 +236,8 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     assert results["config"]["reward"]["between_queries"] == "interpolate"
     report = (tmp_path / "report.md").read_text()
     assert "rewards relabelled at episode end, interpolated between queries" in report
+    assert "Algorithm `stable_baselines3.SAC` (discount γ = 0.95), 160 env steps" in report
+    assert results["config"]["reward"]["gamma"] == 0.95  # the potential mode's is the learner's
     per_step = ["relabel=false", "reward.between_queries=hold"]
     done = _run(tmp_path / "hold", "conditions=[oracle]", "reward.query_every=2", *per_step)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -314,12 +316,12 @@ def test_the_achieved_bonus_is_a_config_away_and_the_report_says_so(tmp_path):
     assert "achieved_weight=-1 must be a finite number >= 0" in bad.stderr
 
 
-DEFAULT_RUN = ROOT / "docs" / "results" / "zero_shot_rl_reacher"  # critic, oracle, truth; seeds 0-2
+DEFAULT_RUN = ROOT / "docs" / "results" / "zero_shot_rl_reacher_gamma099"  # seeds 0-2
 
 
 def _run_dir(tmp_path: Path, name: str, edit=None, seed_offset: int = 0, keep=None) -> Path:
-    """A run dir whose results.json is the shipped default run's, its seeds shifted, its
-    conditions filtered to ``keep`` and its config edited."""
+    """A run dir whose results.json is the default run of 2026-12-04 (γ 0.99), its seeds
+    shifted, its conditions filtered to ``keep`` and its config edited."""
     results = json.loads((DEFAULT_RUN / "results.json").read_text())
     results["runs"] = [
         {**r, "seed": r["seed"] + seed_offset}
@@ -363,6 +365,22 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
     critic = _run_dir(tmp_path, "critic", bonus, seed_offset=6, keep=("critic",))
     with pytest.raises(ExperimentConfigError, match=r"critic has reward=.*'achieved_weight': 1.0"):
         merge_runs([str(first), str(critic)])
+
+    # the reward's discount is compared only where the reward uses it (reward_mode=potential)
+    def discount(config):
+        config["reward"]["gamma"] = 0.5
+
+    other = _run_dir(tmp_path, "other", discount, seed_offset=12, keep=("critic",))
+    assert len(merge_runs([str(first), str(other)])[1]) == 12
+
+    def potential(config):
+        config["reward"]["reward_mode"] = "potential"
+
+    shaped = _run_dir(tmp_path, "shaped", potential, seed_offset=12, keep=("critic",))
+    shaped_other = _run_dir(tmp_path, "shaped_other", lambda c: (potential(c), discount(c)), 15,
+                            keep=("critic",))  # fmt: skip
+    with pytest.raises(ExperimentConfigError, match=r"shaped_other has reward=.*'gamma': 0.5"):
+        merge_runs([str(shaped), str(shaped_other)])
     # runs made before ground_truth_per_episode existed trained the truth at every step
     schedule = _run_dir(tmp_path, "schedule", lambda c: c.update(ground_truth_per_episode=True), 9,
                         keep=("ground_truth",))  # fmt: skip
