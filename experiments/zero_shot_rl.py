@@ -97,10 +97,15 @@ def check_config(cfg: DictConfig) -> None:
             f"ground_truth_per_episode={same_schedule!r} must be true or false"
         )
     if same_schedule and ("train_freq" not in cfg.algo or cfg.n_envs != 1):
+        wrong = (
+            f"{cfg.algo._target_} has no replay buffer (algo=sac has)"
+            if "train_freq" not in cfg.algo
+            else f"n_envs={cfg.n_envs} (set n_envs=1)"
+        )
         raise ExperimentConfigError(
             "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
-            f"which needs an off-policy algorithm (algo=sac; {cfg.algo._target_}) and n_envs=1 "
-            f"(n_envs={cfg.n_envs}); set ground_truth_per_episode=false"
+            f"which needs an off-policy algorithm and one env: {wrong}; or set "
+            "ground_truth_per_episode=false"
         )
 
 

@@ -295,11 +295,16 @@ def test_the_ground_truth_can_train_on_the_relabelled_learners_schedule(tmp_path
     for bad, says in [
         ("ground_truth_per_episode=maybe", "ground_truth_per_episode='maybe' must be true or false"),
         ("n_envs=2", "ground_truth_per_episode=true trains the ground truth's learner once per "
-                     "episode, which needs an off-policy algorithm (algo=sac; "
-                     "stable_baselines3.SAC) and n_envs=1 (n_envs=2)"),
+                     "episode, which needs an off-policy algorithm and one env: n_envs=2 (set "
+                     "n_envs=1); or set ground_truth_per_episode=false"),
+        ("algo=ppo", "ground_truth_per_episode=true trains the ground truth's learner once per "
+                     "episode, which needs an off-policy algorithm and one env: "
+                     "stable_baselines3.PPO has no replay buffer (algo=sac has)"),
     ]:  # fmt: skip
-        done = _run(tmp_path / "bad", "conditions=[ground_truth]", "relabel=false",
-                    "reward.between_queries=hold", "ground_truth_per_episode=true", bad)  # fmt: skip
+        # _cli, not _run: PPO has no learning_starts for the SAC-sized TINY overrides
+        done = _cli(f"hydra.run.dir={tmp_path / 'bad'}", "conditions=[ground_truth]",
+                    "relabel=false", "reward.between_queries=hold",
+                    "ground_truth_per_episode=true", bad)  # fmt: skip
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert says in done.stderr, done.stderr[-1000:]
 
