@@ -285,7 +285,7 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
 
     ``offset_sd`` is the standard deviation over episodes of each episode's mean error (read −
     true, readable frames): an error every reading of an episode shares. As a reward it changes
-    which episodes look good, which a per-frame MAE does not show (docs/training.md, "Goals
+    which episodes look good, which a per-frame MAE does not show (docs/zero_shot_rl.md, "Goals
     anywhere")."""
     summary: dict[str, Any] = {}
     for group, mine in (

@@ -10,7 +10,7 @@ episodes already there, so an interrupted run resumes where it stopped.
 Policy episodes (:func:`plan_policy_episodes`) roll out a stable-baselines3 ``policy.zip`` (what
 ``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL learner actually
 visits, labelled with the simulator's progress, so a critic can be trained on them (the learned-
-reward loop; docs/training.md). Their label is what happened: ``failure_type="unknown"`` when the
+reward loop; docs/reward_loop.md). Their label is what happened: ``failure_type="unknown"`` when the
 task was not achieved, ``None`` when it was. With ``hindsight`` the goal is moved, after the rollout
 (hindsight relabelling, as HER does for goals): ``"near"`` (or ``True``) to near where the policy's
 arm went, so the same learner poses are seen at and around success, which a learner's own rollouts

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The two-frame critic after the learned-reward loop (docs/training.md, "A two-frame critic in
+# The two-frame critic after the learned-reward loop (docs/reward_loop.md, "A two-frame critic in
 # the loop", "Round 5 and hindsight rollouts", "One checkpoint for the three tasks"), from the
 # 8-frame critic of step 1 of scripts/train_viscritic_small.sh (which runs this script next):
 #   1. data: scripted Reacher at every frame, random-torque (flail) episodes, and rollouts of
@@ -14,9 +14,10 @@
 #   5. the shipped viscritic-small (<RUN>/pertask/readout/final): the candidate's ten learners and
 #      their (hindsight) rollouts, then one round with a clip per task (Reacher 1 frame, Pusher and
 #      Lift 8) in which Reacher's digit answers are distilled from the candidate while Pusher and
-#      Lift learn their true labels (docs/training.md, "One checkpoint, a clip per task").
+#      Lift learn their true labels (docs/zero_shot_rl.md, "One checkpoint, a clip per task").
 # Each step is a command that ran on the 2-core CPU (2026-12-03/04); one round takes about 30 min
-# there, steps 1-4 about 4.5 h, step 5 about 40 min. Figures: docs/training.md and the model cards.
+# there, steps 1-4 about 4.5 h, step 5 about 40 min. Figures: docs/reward_loop.md, docs/zero_shot_rl.md and the
+# model cards.
 #   bash scripts/train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

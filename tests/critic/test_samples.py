@@ -167,7 +167,7 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
 
 def test_samples_own_their_pixels_so_the_episode_video_can_be_freed():
     # a view (the anchor frame video[0][None]) would pin the whole decoded episode in memory for
-    # as long as its samples live: 3x a training set's memory (docs/training.md)
+    # as long as its samples live: 3x a training set's memory (docs/zero_shot_rl.md)
     episode = _episode()
     video = episode.frames["cam"]
     for s in build_samples(episode, KINDS, RNG(0), cuts=3, pretext_count=3):
