@@ -196,6 +196,20 @@ def _critic_options(critic: DictConfig) -> str:
     return ", ".join(f"{key}={value}" for key, value in options.items() if key != "_target_")
 
 
+# Hydra's and the experiment's own keys of an algo config: how it is built, not how it learns.
+_ALGO_PLUMBING = ("_target_", "_partial_", "_convert_", "verbose")
+
+
+def _algo_options(algo: DictConfig) -> list[str]:
+    """The report's line on every option the algorithm was given (its own defaults fill the
+    rest), so an override such as ``+algo.ent_coef=auto_0.1`` shows in the report it changed."""
+    options = OmegaConf.to_container(algo, resolve=True)
+    listed = ", ".join(
+        f"`{key}={value}`" for key, value in options.items() if key not in _ALGO_PLUMBING
+    )
+    return [f"Algorithm options (`algo`; the algorithm's defaults for the rest): {listed}.", ""]
+
+
 def _task_options(env: DictConfig) -> list[str]:
     """The report's line on the task's constructor options, when any are set: they can change
     what success, progress and the true reward mean (e.g. Reacher's ``min_start_distance``)."""
@@ -270,6 +284,7 @@ def write_report(
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         *_schedule(cfg),
         "",
+        *_algo_options(cfg.algo),
         *_task_options(cfg.env),
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
         f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "

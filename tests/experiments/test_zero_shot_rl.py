@@ -463,6 +463,30 @@ def test_the_report_names_the_task_options_the_runs_had(tmp_path):
         assert "critic `critic.vlm.VLMCritic` (viscritic-small)" in lines[2]
 
 
+def test_the_report_lists_every_algorithm_option_so_an_override_shows(tmp_path):
+    from rl_results import merge_runs, summarise, write_report
+
+    def entropy(config):
+        config["algo"]["ent_coef"] = "auto_0.1"
+
+    for name, edit in [("plain", None), ("entropy", entropy)]:
+        config, runs, sources = merge_runs([str(_run_dir(tmp_path, name, edit))])
+        out = tmp_path / f"{name}_report"
+        out.mkdir()
+        write_report(config, runs, summarise(runs), out, sources)
+        lines = (out / "report.md").read_text().splitlines()
+        (line,) = [x for x in lines if x.startswith("Algorithm options")]
+        # the fixture's run (γ 0.99): sac_small's options as they were, none of hydra's keys
+        assert line.startswith(
+            "Algorithm options (`algo`; the algorithm's defaults for the rest): "
+            "`policy=MlpPolicy`, `learning_rate=0.001`, `buffer_size=100000`, "
+            "`learning_starts=1000`, `batch_size=128`, `gamma=0.99`, "
+        )
+        assert "`policy_kwargs={'net_arch': [64, 64]}`" in line
+        assert "_target_" not in line and "verbose" not in line
+        assert line.endswith("`ent_coef=auto_0.1`.") == (name == "entropy")
+
+
 def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
     from rl_results import merge_runs, summarise, write_report
 
