@@ -196,7 +196,7 @@ def _critic_options(critic: DictConfig) -> str:
     return ", ".join(f"{key}={value}" for key, value in options.items() if key != "_target_")
 
 
-# Hydra's and the experiment's own keys of an algo config: how it is built, not how it learns.
+# Keys of an algo config that say how it is built or how much it prints, not how it learns.
 _ALGO_PLUMBING = ("_target_", "_partial_", "_convert_", "verbose")
 
 
