@@ -39,9 +39,11 @@ class RunResult:
     # critic-rewarded conditions: (timestep, critic's final progress, true final progress, true
     # success) per training episode, from envs.vec_env.CriticFidelityCallback
     episodes: list[tuple[int, float, float, bool]] = field(default_factory=list)
-    # the final policy on the test start states: true success and true return per episode
+    # the final policy on the test start states: true success, true return and the task's true
+    # progress at the last step, per episode (runs made before 2026-12-05 have no progress)
     test_successes: list[bool] = field(default_factory=list)
     test_returns: list[float] = field(default_factory=list)
+    test_final_progress: list[float] = field(default_factory=list)
 
 
 def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, Any] | None:
@@ -72,7 +74,9 @@ def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[st
 
 def final_test_summary(runs: list[RunResult]) -> dict[str, Any] | None:
     """The final test of a condition's runs: success rate per seed (mean and std over seeds), the
-    pooled count with its 95 % Wilson interval, and the mean true return. None without a test."""
+    pooled count with its 95 % Wilson interval, the mean true return, and the mean true progress
+    at the episodes' end (how near the learners get, beside whether they get there; None where a
+    run did not record it). None without a test."""
     from scipy.stats import binomtest
 
     tested = [r for r in runs if r.test_successes]
@@ -90,6 +94,11 @@ def final_test_summary(runs: list[RunResult]) -> dict[str, Any] | None:
         "success_std": float(np.std(per_seed)),
         "success_ci95": [float(interval.low), float(interval.high)],
         "true_return_mean": float(np.mean([np.mean(r.test_returns) for r in tested])),
+        "final_progress_mean": (
+            float(np.mean([np.mean(r.test_final_progress) for r in tested]))
+            if all(r.test_final_progress for r in tested)
+            else None
+        ),
     }
 
 
@@ -293,8 +302,9 @@ def write_report(
         "seed) is beside it.",
         "",
         "| condition | true success (test) | successes (95 % CI) | true return (test) "
-        "| true success (curve, last) | true return (curve, last) | wall s / run | env steps/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| true final progress (test) | true success (curve, last) | true return (curve, last) "
+        "| wall s / run | env steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for condition, row in summary.items():
         if condition == "critic_vs_ground_truth":
@@ -305,10 +315,10 @@ def write_report(
                 f"{_fmt(test['success_mean'])} ± {_fmt(test['success_std'])} "
                 f"| {test['successes']} / {test['episodes']} "
                 f"({_fmt(test['success_ci95'][0])}–{_fmt(test['success_ci95'][1])}) "
-                f"| {_fmt(test['true_return_mean'])}"
+                f"| {_fmt(test['true_return_mean'])} | {_fmt(test['final_progress_mean'])}"
             )
             if test
-            else "n/a | n/a | n/a"
+            else "n/a | n/a | n/a | n/a"
         )
         lines.append(
             f"| {condition} | {tested} "

@@ -220,7 +220,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         train_env.close()
         eval_env.close()
     model.save(log_dir / "policy.zip")  # the final policy, to watch or reload (SAC.load)
-    test_successes, test_returns = evaluate_final_policy(cfg, model)
+    test_successes, test_returns, test_final_progress = evaluate_final_policy(cfg, model)
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     return RunResult(
@@ -234,14 +234,16 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         episodes=fidelity.episodes if fidelity is not None else [],
         test_successes=test_successes,
         test_returns=test_returns,
+        test_final_progress=test_final_progress,
     )
 
 
-def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[float]]:
+def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[float], list[float]]:
     """The final policy (deterministic) on ``cfg.test_episodes`` episodes of the bare task from the
-    start states of ``TEST_SEED``: true success at each episode's end and true return."""
+    start states of ``TEST_SEED``: true success at each episode's end, true return, and the task's
+    true progress at the last step (how near it got, where it did not succeed)."""
     if not cfg.get("test_episodes", 0):
-        return [], []
+        return [], [], []
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -254,10 +256,12 @@ def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[floa
         seed=TEST_SEED,
     )
     successes: list[bool] = []
+    final_progress: list[float] = []
 
     def on_step(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
-        if local_vars["done"]:  # SB3's EvalCallback reads success the same way
+        if local_vars["done"]:  # the last step's info (SB3's EvalCallback reads success so)
             successes.append(bool(local_vars["info"].get("is_success", False)))
+            final_progress.append(float(local_vars["info"]["progress"]))
 
     try:
         returns, _ = evaluate_policy(
@@ -270,7 +274,7 @@ def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[floa
         )
     finally:
         env.close()
-    return successes, [float(r) for r in returns]
+    return successes, [float(r) for r in returns], final_progress
 
 
 def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:

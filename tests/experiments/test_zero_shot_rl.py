@@ -61,10 +61,13 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     # the final test: 3 episodes per seed, the ratio read from it
     for run in results["runs"]:
         assert len(run["test_successes"]) == len(run["test_returns"]) == 3
+        assert len(run["test_final_progress"]) == 3
+        assert all(0.0 <= p <= 1.0 for p in run["test_final_progress"])
     for condition in ("critic", "oracle", "ground_truth"):
         test = summary[condition]["test"]
         assert test["episodes"] == 6 and 0 <= test["successes"] <= 6
         assert 0.0 <= test["success_ci95"][0] <= test["success_ci95"][1] <= 1.0
+        assert 0.0 <= test["final_progress_mean"] <= 1.0
     assert report.count(" / 6 (") == 3  # a count and its interval per condition
     assert summary["critic_vs_ground_truth"]["success_ratio_from"] == "test"
     assert "same 3 start states (seeded 20000)" in report
@@ -157,7 +160,15 @@ def test_the_test_start_states_are_fixed(tmp_path):
     first, again = evaluate_final_policy(cfg, model), evaluate_final_policy(cfg, model)
     assert len(first[1]) == 4 and first == again
     assert len(set(first[1])) == 4  # four different start states, not one repeated
-    assert evaluate_final_policy(OmegaConf.merge(cfg, {"test_episodes": 0}), model) == ([], [])
+    assert evaluate_final_policy(OmegaConf.merge(cfg, {"test_episodes": 0}), model) == ([], [], [])
+    # the final progress is the task's own at the first test episode's last step
+    obs, _ = env.reset(seed=20000)  # TEST_SEED: make_vec_env seeds its one env's first reset so
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(model.predict(obs, deterministic=True)[0])
+        done = terminated or truncated
+    assert len(first[2]) == 4 and first[2][0] == pytest.approx(info["progress"])
+    assert first[0][0] == info["is_success"]
 
 
 def test_fidelity_summary_pools_the_last_quarter_of_each_run():
@@ -485,6 +496,10 @@ def test_the_report_lists_every_algorithm_option_so_an_override_shows(tmp_path):
         assert "`policy_kwargs={'net_arch': [64, 64]}`" in line
         assert "_target_" not in line and "verbose" not in line
         assert line.endswith("`ent_coef=auto_0.1`.") == (name == "entropy")
+        # the fixture's runs predate the final progress: the column says n/a, nothing breaks
+        assert summarise(runs)["critic"]["test"]["final_progress_mean"] is None
+        (row,) = [x for x in lines if x.startswith("| critic | 0.")]
+        assert row.split(" | ")[4] == "n/a"
 
 
 def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
