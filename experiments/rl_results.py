@@ -298,8 +298,9 @@ def write_report(
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
         f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
         f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "
-        f"(Wilson) interval. The learning curve's last point ({cfg.eval_episodes} episodes per "
-        "seed) is beside it.",
+        f"(Wilson) interval; the true final progress is the task's progress at the episode's end "
+        "(mean over episodes: how near the policy gets). The learning curve's last point "
+        f"({cfg.eval_episodes} episodes per seed) is beside it.",
         "",
         "| condition | true success (test) | successes (95 % CI) | true return (test) "
         "| true final progress (test) | true success (curve, last) | true return (curve, last) "
