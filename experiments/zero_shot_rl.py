@@ -37,7 +37,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-# Beside this script (its folder is on sys.path): what a run records, summaries, report, merge.
+# Beside this script (its folder is on sys.path): what a run records, summaries, merge; report.
+from rl_report import write_report
 from rl_results import (
     CONDITIONS,
     TEST_SEED,
@@ -45,7 +46,6 @@ from rl_results import (
     RunResult,
     merge_runs,
     summarise,
-    write_report,
 )
 
 

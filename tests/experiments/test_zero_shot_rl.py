@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.experiments.rl_runs import run_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "zero_shot_rl.py"
 TINY = [
@@ -78,73 +80,6 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     assert ("95 % over seeds, bootstrap" in report) == (interval is not None)
 
 
-def test_summary_reads_success_from_the_test_with_a_wilson_interval():
-    from rl_results import RunResult, final_test_summary, summarise
-
-    def run(condition, seed, successes, curve_success):
-        return RunResult(
-            condition, seed, [100], [curve_success], [-5.0], 10.0, 100,
-            test_successes=successes, test_returns=[-4.0] * len(successes),
-        )  # fmt: skip
-
-    # ground truth: 1 of 10 and 3 of 10; critic: 0 of 10 and 2 of 10; the last curve point differs
-    runs = [
-        run("ground_truth", 0, [True] + [False] * 9, 0.0),
-        run("ground_truth", 1, [True] * 3 + [False] * 7, 0.0),
-        run("critic", 0, [False] * 10, 0.5),
-        run("critic", 1, [True] * 2 + [False] * 8, 0.5),
-    ]
-    summary = summarise(runs)
-    gt, cr = summary["ground_truth"]["test"], summary["critic"]["test"]
-    assert (gt["successes"], gt["episodes"]) == (4, 20) and (cr["successes"], cr["episodes"]) == (
-        2,
-        20,
-    )
-    assert gt["success_mean"] == pytest.approx(0.2) and gt["success_std"] == pytest.approx(0.1)
-    ratio = summary["critic_vs_ground_truth"]
-    assert ratio["success_ratio"] == pytest.approx(0.1 / 0.2)  # not 0.5 / 0.0 from the curve
-    assert ratio["success_ratio_from"] == "test"
-    # Wilson, 1 of 10 at z = 1.96: centre (0.1 + 0.19208) / 1.38416 = 0.21102, half-width
-    # 1.96 * sqrt(0.009 + 0.009604) / 1.38416 = 0.19314 -> 0.0179 .. 0.4042
-    low, high = final_test_summary([run("critic", 0, [True] + [False] * 9, 0.0)])["success_ci95"]
-    assert (low, high) == (pytest.approx(0.0179, abs=1e-4), pytest.approx(0.4042, abs=1e-4))
-    # without a test (test_episodes=0) the ratio falls back to the curve's last point
-    untested = [run("ground_truth", 0, [], 0.4), run("critic", 0, [], 0.2)]
-    ratio = summarise(untested)["critic_vs_ground_truth"]
-    assert ratio["success_ratio"] == pytest.approx(0.5)
-    assert ratio["success_ratio_from"] == "last curve evaluation"
-    assert summarise(untested)["critic"]["test"] is None
-    assert ratio["success_ratio_ci95"] is None
-
-
-def test_success_ratio_interval_over_seeds_by_hand():
-    from rl_results import RunResult, success_ratio_interval, summarise
-
-    # Two seeds a side, critic 0.0 and 0.2, true reward 0.1 and 0.3. A resample's mean is 0, 0.1
-    # or 0.2 for the critic (1/4, 1/2, 1/4) and 0.1, 0.2 or 0.3 for the truth: the ratio is 0
-    # with probability 1/4 and 2 (0.2 / 0.1) with 1/16, both above the 2.5 % tails.
-    assert success_ratio_interval([0.0, 0.2], [0.1, 0.3]) == [0.0, pytest.approx(2.0)]
-    # the true reward's resampled seeds all fail with probability 1/4: no upper bound; the
-    # lowest ratio is 0.1 / 0.2
-    assert success_ratio_interval([0.1, 0.1], [0.0, 0.2]) == [pytest.approx(0.5), None]
-    # every seed alike: the interval is the ratio itself
-    assert success_ratio_interval([0.05] * 3, [0.1] * 3) == [pytest.approx(0.5)] * 2
-    # too few seeds, or no true-reward success: no interval
-    assert success_ratio_interval([0.1], [0.2]) is None
-    assert success_ratio_interval([0.1, 0.2], [0.0, 0.0]) is None
-
-    def run(condition, seed, successes):
-        return RunResult(condition, seed, [100], [0.0], [-5.0], 10.0, 100,
-                         test_successes=[True] * successes + [False] * (10 - successes),
-                         test_returns=[-4.0] * 10)  # fmt: skip
-
-    runs = [run("ground_truth", 0, 1), run("ground_truth", 1, 3), run("critic", 0, 0),
-            run("critic", 1, 2)]  # fmt: skip
-    summary = summarise(runs)
-    assert summary["critic"]["test"]["successes_per_seed"] == [0, 2]
-    assert summary["critic_vs_ground_truth"]["success_ratio_ci95"] == [0.0, pytest.approx(2.0)]
-
-
 def test_the_test_start_states_are_fixed(tmp_path):
     """Every run is tested from the same start states: one policy tested twice scores the same."""
     from omegaconf import OmegaConf
@@ -169,25 +104,6 @@ def test_the_test_start_states_are_fixed(tmp_path):
         done = terminated or truncated
     assert len(first[2]) == 4 and first[2][0] == pytest.approx(info["progress"])
     assert first[0][0] == info["is_success"]
-
-
-def test_fidelity_summary_pools_the_last_quarter_of_each_run():
-    from rl_results import RunResult, fidelity_summary
-
-    def run(episodes):
-        return RunResult("critic", 0, [], [], [], 1.0, 0, episodes=episodes)
-
-    a = run([(t, 0.1, 0.1, False) for t in range(50, 301, 50)])  # last 400: only t > 300 count
-    a.episodes += [(350, 0.96, 0.60, False), (400, 0.97, 1.00, True)]
-    b = run([(100, 0.9, 0.0, False), (200, 0.50, 0.70, False)])  # last 200: only t > 150 counts
-    f = fidelity_summary([a, b, run([])], success_threshold=0.95)
-    assert f["episodes"] == 3
-    assert f["critic_final_progress"] == pytest.approx((0.96 + 0.97 + 0.50) / 3)
-    assert f["true_final_progress"] == pytest.approx((0.60 + 1.00 + 0.70) / 3)
-    assert f["final_progress_mae"] == pytest.approx((0.36 + 0.03 + 0.20) / 3)
-    assert f["false_success_rate"] == 0.5  # of the two true failures, one read as a success
-    assert f["true_success_rate"] == pytest.approx(1 / 3)
-    assert fidelity_summary([run([])], 0.95) is None
 
 
 def test_bad_config_is_a_message_not_a_traceback(tmp_path):
@@ -332,106 +248,9 @@ def test_the_achieved_bonus_is_a_config_away_and_the_report_says_so(tmp_path):
     assert "achieved_weight=-1 must be a finite number >= 0" in bad.stderr
 
 
-DEFAULT_RUN = ROOT / "docs" / "results" / "zero_shot_rl_reacher_gamma099"  # seeds 0-2
-
-
-def _run_dir(tmp_path: Path, name: str, edit=None, seed_offset: int = 0, keep=None) -> Path:
-    """A run dir whose results.json is the default run of 2026-12-04 (γ 0.99), its seeds
-    shifted, its conditions filtered to ``keep`` and its config edited."""
-    results = json.loads((DEFAULT_RUN / "results.json").read_text())
-    results["runs"] = [
-        {**r, "seed": r["seed"] + seed_offset}
-        for r in results["runs"]
-        if keep is None or r["condition"] in keep
-    ]
-    if edit:
-        edit(results["config"])
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "results.json").write_text(json.dumps(results))
-    return folder
-
-
-def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare(tmp_path):
-    from rl_results import ExperimentConfigError, merge_runs, summarise
-
-    first = _run_dir(tmp_path, "first")
-    more = _run_dir(tmp_path, "more", seed_offset=3, keep=("critic", "ground_truth"))
-    config, runs, sources = merge_runs([str(first), str(more)])
-    assert list(config.seeds) == [0, 1, 2, 3, 4, 5]
-    assert list(config.conditions) == ["critic", "oracle", "ground_truth"]
-    assert [(r.condition, r.seed) for r in runs][:6] == [("critic", s) for s in range(6)]
-    assert sources[1] == {"run_dir": str(more),
-                          "runs": [f"{c}_seed{s}" for c in ("critic", "ground_truth")
-                                   for s in (3, 4, 5)]}  # fmt: skip
-    summary = summarise(runs)
-    # the default run: critic 2, 3, 8 and truth 7, 3, 12 of 100; the copy repeats them
-    assert summary["critic"]["test"]["successes_per_seed"] == [2, 3, 8, 2, 3, 8]
-    assert summary["critic"]["test"]["successes"] == 26
-    assert summary["critic_vs_ground_truth"]["success_ratio"] == pytest.approx(13 / 22)
-    assert summary["oracle"]["seeds"] == [0, 1, 2]
-
-    # the true reward's learner never sees the reward's options: a run of it alone merges
-    def bonus(config):
-        config["reward"]["achieved_weight"] = 1.0
-
-    truth = _run_dir(tmp_path, "truth", bonus, seed_offset=6, keep=("ground_truth",))
-    assert len(merge_runs([str(first), str(truth)])[1]) == 12
-    # ... but a critic learner with another reward does not
-    critic = _run_dir(tmp_path, "critic", bonus, seed_offset=6, keep=("critic",))
-    with pytest.raises(ExperimentConfigError, match=r"critic has reward=.*'achieved_weight': 1.0"):
-        merge_runs([str(first), str(critic)])
-
-    # the reward's discount is compared only where the reward uses it (reward_mode=potential)
-    def discount(config):
-        config["reward"]["gamma"] = 0.5
-
-    other = _run_dir(tmp_path, "other", discount, seed_offset=12, keep=("critic",))
-    assert len(merge_runs([str(first), str(other)])[1]) == 12
-
-    def potential(config):
-        config["reward"]["reward_mode"] = "potential"
-
-    shaped = _run_dir(tmp_path, "shaped", potential, seed_offset=12, keep=("critic",))
-    shaped_other = _run_dir(tmp_path, "shaped_other", lambda c: (potential(c), discount(c)), 15,
-                            keep=("critic",))  # fmt: skip
-    with pytest.raises(ExperimentConfigError, match=r"shaped_other has reward=.*'gamma': 0.5"):
-        merge_runs([str(shaped), str(shaped_other)])
-    # runs made before ground_truth_per_episode existed trained the truth at every step
-    schedule = _run_dir(tmp_path, "schedule", lambda c: c.update(ground_truth_per_episode=True), 9,
-                        keep=("ground_truth",))  # fmt: skip
-    with pytest.raises(ExperimentConfigError, match=r"schedule has ground_truth_per_episode=True"):
-        merge_runs([str(first), str(schedule)])
-    stepwise = _run_dir(tmp_path, "stepwise", lambda c: c.update(ground_truth_per_episode=False),
-                        9, keep=("ground_truth",))  # fmt: skip
-    assert merge_runs([str(first), str(stepwise)])[0].ground_truth_per_episode is False
-    longer = _run_dir(tmp_path, "longer", lambda c: c.update(total_timesteps=40000), 3)
-    with pytest.raises(ExperimentConfigError, match=r"longer has total_timesteps=40000"):
-        merge_runs([str(first), str(longer)])
-    with pytest.raises(
-        ExperimentConfigError, match=r"critic seed 0 is in both .*first and .*first"
-    ):
-        merge_runs([str(first), str(first)])
-    # <run dir>:<condition> takes that condition's runs only
-    _, runs, _ = merge_runs([f"{first}:critic", f"{more}:ground_truth"])
-    assert {(r.condition, r.seed) for r in runs} == {("critic", 0), ("critic", 1), ("critic", 2),
-        ("ground_truth", 3), ("ground_truth", 4), ("ground_truth", 5)}  # fmt: skip
-    with pytest.raises(ExperimentConfigError, match=r"more has no oracle runs"):
-        merge_runs([f"{more}:oracle"])
-    with pytest.raises(ExperimentConfigError, match=r"nowhere.results\.json is not a results"):
-        merge_runs([str(tmp_path / "nowhere")])
-    torn = tmp_path / "torn"
-    torn.mkdir()
-    (torn / "results.json").write_text(
-        json.dumps({"config": {}, "runs": [{"condition": "critic"}]})
-    )
-    with pytest.raises(ExperimentConfigError, match=r"a run without its condition and seed"):
-        merge_runs([str(torn)])
-
-
 def test_merge_from_the_command_line_writes_one_report(tmp_path):
-    first = _run_dir(tmp_path, "first")
-    more = _run_dir(tmp_path, "more", seed_offset=3)
+    first = run_dir(tmp_path, "first")
+    more = run_dir(tmp_path, "more", seed_offset=3)
     out = tmp_path / "merged"
     done = _cli(f"merge=[{first},{more}]", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -451,65 +270,3 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
-
-
-def test_the_report_names_the_task_options_the_runs_had(tmp_path):
-    from rl_results import merge_runs, summarise, write_report
-
-    def floor(config):
-        config["env"]["task_kwargs"] = {"min_start_distance": 0.15}
-
-    for name, edit, line in [
-        ("plain", None, None),
-        ("floor", floor, "Task options (`env.task_kwargs`): `min_start_distance=0.15`. Every "
-                         "condition's true reward, success and return below are those of the "
-                         "task so configured."),
-    ]:  # fmt: skip
-        config, runs, sources = merge_runs([str(_run_dir(tmp_path, name, edit))])
-        out = tmp_path / f"{name}_report"
-        out.mkdir()
-        write_report(config, runs, summarise(runs), out, sources)
-        lines = (out / "report.md").read_text().splitlines()
-        assert [x for x in lines if x.startswith("Task options")] == ([line] if line else [])
-        assert "critic `critic.vlm.VLMCritic` (viscritic-small)" in lines[2]
-
-
-def test_the_report_lists_every_algorithm_option_so_an_override_shows(tmp_path):
-    from rl_results import merge_runs, summarise, write_report
-
-    def entropy(config):
-        config["algo"]["ent_coef"] = "auto_0.1"
-
-    for name, edit in [("plain", None), ("entropy", entropy)]:
-        config, runs, sources = merge_runs([str(_run_dir(tmp_path, name, edit))])
-        out = tmp_path / f"{name}_report"
-        out.mkdir()
-        write_report(config, runs, summarise(runs), out, sources)
-        lines = (out / "report.md").read_text().splitlines()
-        (line,) = [x for x in lines if x.startswith("Algorithm options")]
-        # the fixture's run (γ 0.99): sac_small's options as they were, none of hydra's keys
-        assert line.startswith(
-            "Algorithm options (`algo`; the algorithm's defaults for the rest): "
-            "`policy=MlpPolicy`, `learning_rate=0.001`, `buffer_size=100000`, "
-            "`learning_starts=1000`, `batch_size=128`, `gamma=0.99`, "
-        )
-        assert "`policy_kwargs={'net_arch': [64, 64]}`" in line
-        assert "_target_" not in line and "verbose" not in line
-        assert line.endswith("`ent_coef=auto_0.1`.") == (name == "entropy")
-        # the fixture's runs predate the final progress: the column says n/a, nothing breaks
-        assert summarise(runs)["critic"]["test"]["final_progress_mean"] is None
-        (row,) = [x for x in lines if x.startswith("| critic | 0.")]
-        assert row.split(" | ")[4] == "n/a"
-
-
-def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
-    from rl_results import merge_runs, summarise, write_report
-
-    def noisy(config):
-        config["critic"] = {"_target_": "critic.oracle.NoisyOracleCritic", "offset_sd": 0.1,
-                            "step_sd": 0.0, "seed": 0}  # fmt: skip
-
-    config, runs, sources = merge_runs([str(_run_dir(tmp_path, "noisy", noisy))])
-    write_report(config, runs, summarise(runs), tmp_path, sources)
-    first = (tmp_path / "report.md").read_text().splitlines()[2]
-    assert "critic `critic.oracle.NoisyOracleCritic` (offset_sd=0.1, step_sd=0.0, seed=0)" in first

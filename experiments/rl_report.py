@@ -1,0 +1,239 @@
+"""The report of zero-shot RL runs: ``results.json``, the learning curves and ``report.md``.
+
+Split from ``rl_results.py`` (what a run records, the summaries over seeds, merging) along the
+line between computing results and writing them down; ``zero_shot_rl.py`` and the tests import
+both. Every option that changes what a figure means is named in the report: the algorithm's, the
+task's, the critic's, the reward's, and where merged runs came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from rl_results import TEST_SEED, RunResult
+
+
+def _added_rewards(reward: DictConfig) -> str:
+    """What the report's first line says is added to the critic's reward, when anything is."""
+    added = {"achieved_weight": "the critic's P(task achieved)",
+             "env_reward_weight": "the true env reward"}  # fmt: skip
+    terms = [f"{reward.get(key)} × {what}" for key, what in added.items() if reward.get(key)]
+    return f", plus {' and '.join(terms)}" if terms else ""
+
+
+def _critic_options(critic: DictConfig) -> str:
+    """The critic's model in the report's first line, or its options when it has no model (a
+    noisy oracle's error sizes, an ensemble's members)."""
+    if critic.get("model"):
+        return str(critic.model)
+    options = OmegaConf.to_container(critic, resolve=True)
+    return ", ".join(f"{key}={value}" for key, value in options.items() if key != "_target_")
+
+
+# Keys of an algo config that say how it is built or how much it prints, not how it learns.
+_ALGO_PLUMBING = ("_target_", "_partial_", "_convert_", "verbose")
+
+
+def _algo_options(algo: DictConfig) -> list[str]:
+    """The report's line on every option the algorithm was given (its own defaults fill the
+    rest), so an override such as ``+algo.ent_coef=auto_0.1`` shows in the report it changed."""
+    options = OmegaConf.to_container(algo, resolve=True)
+    listed = ", ".join(
+        f"`{key}={value}`" for key, value in options.items() if key not in _ALGO_PLUMBING
+    )
+    return [f"Algorithm options (`algo`; the algorithm's defaults for the rest): {listed}.", ""]
+
+
+def _task_options(env: DictConfig) -> list[str]:
+    """The report's line on the task's constructor options, when any are set: they can change
+    what success, progress and the true reward mean (e.g. Reacher's ``min_start_distance``)."""
+    options = OmegaConf.to_container(env, resolve=True).get("task_kwargs") or {}
+    if not options:
+        return []
+    listed = ", ".join(f"`{key}={value}`" for key, value in options.items())
+    return [
+        f"Task options (`env.task_kwargs`): {listed}. Every condition's true reward, success "
+        "and return below are those of the task so configured.",
+        "",
+    ]
+
+
+def write_report(
+    cfg: DictConfig,
+    runs: list[RunResult],
+    summary: dict,
+    out_dir: Path,
+    sources: list[dict[str, Any]] | None = None,
+) -> None:
+    """results.json, report.md and learning_curves.png in the run dir; ``sources``: the run dirs
+    a merged report's runs came from (:func:`merge_runs`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "summary": summary,
+                **({"merged_from": sources} if sources else {}),
+                "runs": [r.__dict__ for r in runs],
+            },
+            indent=2,
+        )
+    )
+    fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for condition in dict.fromkeys(r.condition for r in runs):
+        mine = [r for r in runs if r.condition == condition and r.timesteps]
+        if not mine:
+            continue
+        steps = mine[0].timesteps
+        for ax, key in ((ax_s, "success_rate"), (ax_r, "true_return")):
+            values = np.array([getattr(r, key)[: len(steps)] for r in mine])
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            ax.plot(steps, mean, label=condition)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax_s.set(xlabel="env steps", ylabel="true success rate", ylim=(-0.05, 1.05))
+    ax_r.set(xlabel="env steps", ylabel="true return")
+    ax_s.legend()
+    fig.suptitle(
+        f"{cfg.env.name}: {cfg.algo._target_.rsplit('.', 1)[-1]}, critic {cfg.critic._target_.rsplit('.', 1)[-1]}"
+    )
+    fig.tight_layout()
+    fig.savefig(out_dir / "learning_curves.png", dpi=120)
+    plt.close(fig)
+
+    frames = cfg.reward.get("frames_per_query") or "the critic's own number of"
+    lines = [
+        f"# Zero-shot RL on {cfg.env.name}",
+        "",
+        f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {cfg.total_timesteps} env steps, "
+        f"seeds {list(cfg.seeds)}, "
+        f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), reward mode "
+        f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
+        f"{frames} frames per query)"
+        f"{_added_rewards(cfg.reward)}"
+        f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
+        f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
+        *_schedule(cfg),
+        "",
+        *_algo_options(cfg.algo),
+        *_task_options(cfg.env),
+        f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
+        f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
+        f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "
+        f"(Wilson) interval; the true final progress is the task's progress at the episode's end "
+        "(mean over episodes: how near the policy gets). The learning curve's last point "
+        f"({cfg.eval_episodes} episodes per seed) is beside it.",
+        "",
+        "| condition | true success (test) | successes (95 % CI) | true return (test) "
+        "| true final progress (test) | true success (curve, last) | true return (curve, last) "
+        "| wall s / run | env steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for condition, row in summary.items():
+        if condition == "critic_vs_ground_truth":
+            continue
+        test = row["test"]
+        tested = (
+            (
+                f"{_fmt(test['success_mean'])} ± {_fmt(test['success_std'])} "
+                f"| {test['successes']} / {test['episodes']} "
+                f"({_fmt(test['success_ci95'][0])}–{_fmt(test['success_ci95'][1])}) "
+                f"| {_fmt(test['true_return_mean'])} | {_fmt(test['final_progress_mean'])}"
+            )
+            if test
+            else "n/a | n/a | n/a | n/a"
+        )
+        lines.append(
+            f"| {condition} | {tested} "
+            f"| {_fmt(row['final_success_mean'])} ± {_fmt(row['final_success_std'])} "
+            f"| {_fmt(row['final_true_return_mean'])} | {row['wall_seconds_mean']:.1f} "
+            f"| {row['env_steps_per_second']:.0f} |"
+        )
+    if sources:
+        lines += ["", f"Merged from {len(sources)} run dirs (`merge`):", ""]
+        lines += [f"- `{x['run_dir']}`: {', '.join(x['runs'])}" for x in sources]
+    per_seed = {
+        c: row["test"]["successes_per_seed"]
+        for c, row in summary.items()
+        if c != "critic_vs_ground_truth" and row["test"]
+    }
+    if per_seed:
+        listed = "; ".join(f"{c} {', '.join(map(str, n))}" for c, n in per_seed.items())
+        lines += ["", f"Test successes per seed (seeds {list(cfg.seeds)}): {listed}."]
+    if "critic_vs_ground_truth" in summary:
+        ratio = summary["critic_vs_ground_truth"]
+        interval = ratio.get("success_ratio_ci95")
+        spread = (
+            f"; 95 % over seeds, bootstrap: {_fmt(interval[0])}–"
+            f"{'unbounded' if interval[1] is None else _fmt(interval[1])}"
+            if interval
+            else ""
+        )
+        apart = _dirs_holding(sources, "critic") != _dirs_holding(sources, "ground_truth")
+        lines += [
+            "",
+            f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])} "
+            f"(from the {ratio['success_ratio_from']}{spread}), "
+            f"wall-time ratio {ratio['wall_time_ratio']:.2f}"
+            + (" (not side by side: the two conditions ran in different run dirs)." if apart
+               else "."),
+        ]  # fmt: skip
+    faithful = {
+        c: row["training_episodes"] for c, row in summary.items() if "training_episodes" in row
+    }
+    if faithful:
+        lines += [
+            "",
+            "The reward on the learner's own training episodes (last quarter of training, seeds "
+            "pooled): the critic's final progress against the simulator's. A policy that games "
+            "the critic shows here as a high critic progress, a low true one and false successes "
+            f"(critic ≥ {cfg.reward.success_threshold} on an episode that truly failed).",
+            "",
+            "| condition | episodes | critic final progress | true final progress | mean abs diff "
+            "| false-success rate | true success |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for condition, f in faithful.items():
+            lines.append(
+                f"| {condition} | {f['episodes']} | {_fmt(f['critic_final_progress'])} "
+                f"| {_fmt(f['true_final_progress'])} | {_fmt(f['final_progress_mae'])} "
+                f"| {_fmt(f['false_success_rate'])} | {_fmt(f['true_success_rate'])} |"
+            )
+    lines += ["", "![learning curves](learning_curves.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[str]:
+    """The merged run dirs that hold runs of ``condition`` (none for a report of one run)."""
+    return {x["run_dir"] for x in sources or [] if any(r.startswith(f"{condition}_seed")
+                                                      for r in x["runs"])}  # fmt: skip
+
+
+def _discount(algo: DictConfig) -> str:
+    """The learner's discount, which sets how far ahead it values reward (and moved the true
+    reward's success more than twofold on Reacher: docs/zero_shot_rl.md, "The learner's discount")."""
+    return f" (discount γ = {algo.gamma})" if "gamma" in algo else ""
+
+
+def _schedule(cfg: DictConfig) -> list[str]:
+    """When the ground truth's learner trained, said where it could differ from the others'."""
+    if "ground_truth" not in cfg.conditions:
+        return []
+    if cfg.get("ground_truth_per_episode", False):
+        return ["The ground truth's learner trained once per episode, with as many gradient steps "
+                "as env steps (`ground_truth_per_episode=true`)."]  # fmt: skip
+    if cfg.relabel and {"critic", "oracle"} & set(cfg.conditions):
+        return ["The ground truth's learner trained at every step; the relabelled learners once "
+                "per episode, with as many gradient steps."]  # fmt: skip
+    return []
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
