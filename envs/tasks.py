@@ -179,8 +179,11 @@ class TaskEnv(gym.Env):
 
     def privileged_state(self) -> dict[str, float]:
         """Named privileged quantities of the current state, recorded with synthesised episodes
-        for grounded chains of thought. Names follow ``critic.data.reasoning``: ``<a>_to_<b>_cm``,
-        ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``."""
+        for grounded chains of thought and read by the final test of zero-shot RL (where its
+        policies end). Names follow ``critic.data.reasoning``: ``<a>_to_<b>_cm``,
+        ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``. The last
+        ``<a>_to_<b>_cm`` named is the distance left to the goal (the RL report splits its test
+        starts by it: ``experiments/rl_results.py``, ``goal_distance_key``)."""
         return {}
 
     # -- hindsight goals (optional; docs/data.md) ---------------------------------------------

@@ -104,3 +104,38 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def close(self) -> None:
         self.critic.close()
         super().close()
+
+
+class TaskStateInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Put the task's privileged state into ``info``, for measuring where episodes end.
+
+    ``info["task_state"]`` is :meth:`envs.tasks.TaskEnv.privileged_state` now (named distances,
+    heights and angles, e.g. Reacher's ``fingertip_to_target_cm``) and ``info["task_start_state"]``
+    the same at the episode's reset, so an episode's last step says both where it began and where
+    it ended (a vectorised env resets the task before the step's info is read). The final test of
+    ``experiments/zero_shot_rl.py`` reads both; nothing that learns sees them.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        if not isinstance(env.unwrapped, TaskEnv):
+            raise InvalidOptionError(
+                f"TaskStateInfo needs a VisCritic task env underneath, got "
+                f"{type(env.unwrapped).__name__}; build it with envs.make_task_env(name)"
+            )
+        self._task: TaskEnv = env.unwrapped
+        self._start: dict[str, float] = {}
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {**info, "task_state": self._task.privileged_state(),
+                "task_start_state": dict(self._start)}  # fmt: skip
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._start = self._task.privileged_state()
+        return obs, self._info(info)
+
+    def step(self, action) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._info(info)

@@ -9,12 +9,13 @@ task's, the critic's, the reward's, and where merged runs came from.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rl_results import TEST_SEED, RunResult
+from rl_results import CONDITIONS, TEST_SEED, RunResult
 
 
 def _added_rewards(reward: DictConfig) -> str:
@@ -137,7 +138,7 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for condition, row in summary.items():
-        if condition == "critic_vs_ground_truth":
+        if condition not in CONDITIONS:
             continue
         test = row["test"]
         tested = (
@@ -162,7 +163,7 @@ def write_report(
     per_seed = {
         c: row["test"]["successes_per_seed"]
         for c, row in summary.items()
-        if c != "critic_vs_ground_truth" and row["test"]
+        if c in CONDITIONS and row["test"]
     }
     if per_seed:
         listed = "; ".join(f"{c} {', '.join(map(str, n))}" for c, n in per_seed.items())
@@ -185,8 +186,12 @@ def write_report(
             + (" (not side by side: the two conditions ran in different run dirs)." if apart
                else "."),
         ]  # fmt: skip
+    if "where_they_end" in summary:
+        lines += _where_they_end(summary["where_they_end"])
     faithful = {
-        c: row["training_episodes"] for c, row in summary.items() if "training_episodes" in row
+        c: row["training_episodes"]
+        for c, row in summary.items()
+        if c in CONDITIONS and "training_episodes" in row
     }
     if faithful:
         lines += [
@@ -208,6 +213,48 @@ def write_report(
             )
     lines += ["", "![learning curves](learning_curves.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _where_they_end(ends: dict[str, Any]) -> list[str]:
+    """The report's section on where the final policies end, by where they start
+    (:func:`rl_results.where_they_end`)."""
+    key, edges = ends["split_by"], ends["edges"]
+    bounds = [f"< {edges[0]:.1f}"]
+    bounds += [f"{low:.1f}–{high:.1f}" for low, high in pairwise(edges)]
+    bounds += [f"≥ {edges[-1]:.1f}"]
+    names = list(ends["start_median"])
+    lines = [
+        "",
+        f"Where the final policies end (test), by where they start: the test's start states in "
+        f"{len(bounds)} equal shares by `{key}` at the reset (the task's distance to its goal), "
+        "the same shares for every condition; per share the true success rate and the median "
+        f"`{key}` at the episode's end.",
+        "",
+        "| condition | " + " | ".join(f"start {b}" for b in bounds) + " |",
+        "|---|" + "---|" * len(bounds),
+    ]
+    for condition, row in ends["conditions"].items():
+        cells = [
+            f"{_fmt(share['success'])}, ends at {_fmt(share['final_median'])}"
+            for share in row["shares"]
+        ]
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The task's privileged state, median over the test episodes, at the reset (the same for "
+        "every condition) and at the episode's end:",
+        "",
+        "| | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+        "| start | " + " | ".join(_fmt(ends["start_median"][n]) for n in names) + " |",
+    ]
+    for condition, row in ends["conditions"].items():
+        lines.append(
+            f"| {condition}, end | "
+            + " | ".join(_fmt(row["final_median"][n]) for n in names)
+            + " |"
+        )
+    return lines
 
 
 def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[str]:

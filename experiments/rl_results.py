@@ -44,6 +44,10 @@ class RunResult:
     test_successes: list[bool] = field(default_factory=list)
     test_returns: list[float] = field(default_factory=list)
     test_final_progress: list[float] = field(default_factory=list)
+    # the task's privileged state (envs.tasks.TaskEnv.privileged_state: named distances, heights,
+    # angles) at each test episode's reset and at its last step (none before 2026-12-05, evening)
+    test_start_state: list[dict[str, float]] = field(default_factory=list)
+    test_final_state: list[dict[str, float]] = field(default_factory=list)
 
 
 def fidelity_summary(runs: list[RunResult], success_threshold: float) -> dict[str, Any] | None:
@@ -102,6 +106,64 @@ def final_test_summary(runs: list[RunResult]) -> dict[str, Any] | None:
     }
 
 
+def goal_distance_key(state: dict[str, float]) -> str | None:
+    """The distance left to the task's goal among a privileged state's names: the last
+    ``<a>_to_<b>_cm`` (``envs.tasks.TaskEnv.privileged_state`` names it last: Reacher's
+    ``fingertip_to_target_cm``, Pusher's ``object_to_goal_cm``, Lift's ``gripper_to_cube_cm``)."""
+    distances = [name for name in state if "_to_" in name and name.endswith("_cm")]
+    return distances[-1] if distances else None
+
+
+def where_they_end(runs: list[RunResult], parts: int = 3) -> dict[str, Any] | None:
+    """Where the final policies end on the test, by where they start.
+
+    Every condition is tested from the same start states, so they are split once, into ``parts``
+    equal shares by the goal distance at the start (:func:`goal_distance_key`; edges at its
+    quantiles over the test episodes). Per condition: the median of every privileged quantity at
+    the episodes' end, and per share the success rate and the median goal distance at the end.
+    Where the learners of a weaker reward miss shows here: a reward that teaches little from far
+    starts, or one that brings them near but not onto the goal (docs/zero_shot_rl.md, "What else
+    the default could change"). None unless every tested run recorded its states and the task
+    names a goal distance.
+    """
+    tested = [r for r in runs if r.test_successes]
+    if not tested or not all(r.test_start_state and r.test_final_state for r in tested):
+        return None
+    key = goal_distance_key(tested[0].test_start_state[0])
+    if key is None:
+        return None
+    starts = np.array([s[key] for r in tested for s in r.test_start_state])
+    edges = [float(e) for e in np.quantile(starts, np.arange(1, parts) / parts)]
+    names = list(tested[0].test_start_state[0])
+    at_start = {n: [s[n] for r in tested for s in r.test_start_state] for n in names}
+    result: dict[str, Any] = {
+        "split_by": key,
+        "edges": edges,
+        "start_median": {n: float(np.median(v)) for n, v in at_start.items()},
+        "conditions": {},
+    }
+    for condition in dict.fromkeys(r.condition for r in tested):
+        mine = [r for r in tested if r.condition == condition]
+        start = np.array([s[key] for r in mine for s in r.test_start_state])
+        end = {n: np.array([s[n] for r in mine for s in r.test_final_state]) for n in names}
+        success = np.array([x for r in mine for x in r.test_successes], dtype=float)
+        share = np.digitize(start, edges)  # 0 below the first edge, parts - 1 from the last on
+        result["conditions"][condition] = {
+            "final_median": {n: float(np.median(v)) for n, v in end.items()},
+            "shares": [
+                {
+                    "episodes": int((share == i).sum()),
+                    "success": float(success[share == i].mean()) if (share == i).any() else None,
+                    "final_median": (
+                        float(np.median(end[key][share == i])) if (share == i).any() else None
+                    ),
+                }
+                for i in range(parts)
+            ],
+        }
+    return result
+
+
 def _test_rates(runs: list[RunResult]) -> list[float]:
     """Each tested run's success rate on the final test."""
     return [float(np.mean(r.test_successes)) for r in runs if r.test_successes]
@@ -144,7 +206,8 @@ def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[st
     """Per condition: the final test (success and true return), the last curve evaluation (mean
     and std over seeds), costs, and for critic-rewarded conditions the reward's fidelity on the
     learner's episodes. The critic / ground-truth success ratio is the final test's where there is
-    one, else the last curve evaluation's."""
+    one, else the last curve evaluation's; ``where_they_end`` (:func:`where_they_end`) where the
+    runs recorded the task's state on the test."""
     summary: dict[str, Any] = {}
     by_condition = {
         c: [r for r in runs if r.condition == c] for c in dict.fromkeys(r.condition for r in runs)
@@ -167,6 +230,9 @@ def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[st
         fidelity = fidelity_summary(mine, success_threshold)
         if fidelity is not None:
             summary[condition]["training_episodes"] = fidelity
+    ends = where_they_end(runs)
+    if ends is not None:
+        summary["where_they_end"] = ends
     if "critic" in summary and "ground_truth" in summary:
         gt, cr = summary["ground_truth"], summary["critic"]
         tested = gt["test"] is not None and cr["test"] is not None

@@ -143,11 +143,15 @@ def build_train_env(cfg: DictConfig, condition: str, seed: int):
     return make_vec_env(make_one, n_envs=cfg.n_envs, seed=seed)
 
 
-def _true_reward_env(env_cfg: dict[str, Any], envs_module):
+def _true_reward_env(env_cfg: dict[str, Any], envs_module, task_state: bool = False):
     """The bare task with its own reward, time limit and a Monitor that records true return and
-    success: what the ground-truth condition learns in and every evaluation plays."""
+    success: what the ground-truth condition learns in and every evaluation plays. ``task_state``:
+    each step's info also carries the task's privileged state now and at the episode's reset (the
+    final test reads where each episode began and ended)."""
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
+
+    from envs.wrappers import TaskStateInfo
 
     spec = envs_module.get_task(env_cfg["name"])
     task = envs_module.make_task_env(
@@ -157,9 +161,8 @@ def _true_reward_env(env_cfg: dict[str, Any], envs_module):
         **env_cfg["task_kwargs"],
     )
     horizon = env_cfg["horizon"] or spec.horizon
-    return Monitor(
-        gym.wrappers.TimeLimit(task, max_episode_steps=horizon), info_keywords=("is_success",)
-    )
+    limited = gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
+    return Monitor(TaskStateInfo(limited) if task_state else limited, info_keywords=("is_success",))
 
 
 def training_schedule(cfg: DictConfig, condition: str) -> dict[str, Any]:
@@ -220,7 +223,6 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         train_env.close()
         eval_env.close()
     model.save(log_dir / "policy.zip")  # the final policy, to watch or reload (SAC.load)
-    test_successes, test_returns, test_final_progress = evaluate_final_policy(cfg, model)
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     return RunResult(
@@ -232,18 +234,20 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         wall_seconds=wall,
         env_steps=int(model.num_timesteps),
         episodes=fidelity.episodes if fidelity is not None else [],
-        test_successes=test_successes,
-        test_returns=test_returns,
-        test_final_progress=test_final_progress,
+        **evaluate_final_policy(cfg, model),
     )
 
 
-def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[float], list[float]]:
+def evaluate_final_policy(cfg: DictConfig, model) -> dict[str, list]:
     """The final policy (deterministic) on ``cfg.test_episodes`` episodes of the bare task from the
-    start states of ``TEST_SEED``: true success at each episode's end, true return, and the task's
-    true progress at the last step (how near it got, where it did not succeed)."""
+    start states of ``TEST_SEED``, as :class:`RunResult`'s ``test_*`` fields, one entry per
+    episode: true success at the episode's end, true return, the task's true progress at the last
+    step (how near it got, where it did not succeed), and the task's privileged state at the reset
+    and at the last step (where it began and where it ended)."""
+    test: dict[str, list] = {"test_successes": [], "test_returns": [], "test_final_progress": [],
+                             "test_start_state": [], "test_final_state": []}  # fmt: skip
     if not cfg.get("test_episodes", 0):
-        return [], [], []
+        return test
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -251,17 +255,19 @@ def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[floa
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = make_vec_env(
-        lambda: _true_reward_env(env_cfg, envs),
+        lambda: _true_reward_env(env_cfg, envs, task_state=True),
         n_envs=1,
         seed=TEST_SEED,
     )
-    successes: list[bool] = []
-    final_progress: list[float] = []
 
     def on_step(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
         if local_vars["done"]:  # the last step's info (SB3's EvalCallback reads success so)
-            successes.append(bool(local_vars["info"].get("is_success", False)))
-            final_progress.append(float(local_vars["info"]["progress"]))
+            info = local_vars["info"]
+            test["test_successes"].append(bool(info.get("is_success", False)))
+            test["test_final_progress"].append(float(info["progress"]))
+            for key, state in (("test_start_state", "task_start_state"),
+                               ("test_final_state", "task_state")):  # fmt: skip
+                test[key].append({name: float(v) for name, v in info[state].items()})
 
     try:
         returns, _ = evaluate_policy(
@@ -274,7 +280,8 @@ def evaluate_final_policy(cfg: DictConfig, model) -> tuple[list[bool], list[floa
         )
     finally:
         env.close()
-    return successes, [float(r) for r in returns], final_progress
+    test["test_returns"] = [float(r) for r in returns]
+    return test
 
 
 def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:

@@ -242,6 +242,26 @@ def test_wrapper_needs_a_task_env():
     )
 
 
+def test_task_state_info_says_where_an_episode_began_and_where_it_is():
+    from envs.wrappers import TaskStateInfo
+
+    with pytest.raises(InvalidOptionError, match="TaskStateInfo needs a VisCritic task env"):
+        TaskStateInfo(gym.make("CartPole-v1"))
+    env = TaskStateInfo(gym.wrappers.TimeLimit(envs.make_task_env("Pusher-v5"), 5))
+    try:
+        _, info = env.reset(seed=3)
+        task = env.unwrapped
+        start = task.privileged_state()
+        assert info["task_state"] == info["task_start_state"] == start
+        assert set(start) == {"fingertip_to_object_cm", "object_to_goal_cm"}
+        for action in _actions(env, 5):
+            *_, truncated, info = env.step(action)
+        assert truncated and info["task_start_state"] == start
+        assert info["task_state"] == task.privileged_state() != start  # the arm has moved
+    finally:
+        env.close()
+
+
 def test_make_without_importing_envs_first_gives_the_shipped_critic():
     # Gymnasium imports the module named before the colon; no critic named: viscritic-small.
     env = gym.make("envs:VisCriticReward-v0", env="Reacher-v5")

@@ -236,3 +236,61 @@ def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
     write_report(config, runs, summarise(runs), tmp_path, sources)
     first = (tmp_path / "report.md").read_text().splitlines()[2]
     assert "critic `critic.oracle.NoisyOracleCritic` (offset_sd=0.1, step_sd=0.0, seed=0)" in first
+
+
+def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(tmp_path):
+    from omegaconf import OmegaConf
+    from rl_report import write_report
+    from rl_results import RunResult, goal_distance_key, merge_runs, summarise, where_they_end
+
+    assert goal_distance_key({"fingertip_to_object_cm": 1.0, "object_to_goal_cm": 2.0}) == (
+        "object_to_goal_cm"  # Pusher: the last distance named is the goal's
+    )
+    assert goal_distance_key({"gripper_to_cube_cm": 1.0, "cube_height_cm": 0.0}) == (
+        "gripper_to_cube_cm"
+    )
+    assert goal_distance_key({"door_angle_deg": 3.0}) is None
+
+    starts = [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]  # the same six test starts for both conditions
+
+    def run(condition, ends, successes):
+        return RunResult(
+            condition, 0, [100], [0.0], [-5.0], 10.0, 100,
+            test_successes=successes, test_returns=[-4.0] * 6, test_final_progress=[0.5] * 6,
+            test_start_state=[{"fingertip_to_target_cm": s} for s in starts],
+            test_final_state=[{"fingertip_to_target_cm": e} for e in ends],
+        )  # fmt: skip
+
+    runs = [
+        run("critic", [1.0, 3.0, 4.0, 8.0, 12.0, 20.0], [True, False, False, False, False, False]),
+        run("ground_truth", [1.0, 1.5, 1.0, 3.0, 1.5, 4.0], [True, True, True, False, True, False]),
+    ]
+    ends = where_they_end(runs)
+    # twelve pooled starts 5, 5, 10, 10, ..., 30, 30: the 1/3 quantile lies 2/3 of the way from
+    # the 4th (10) to the 5th (15), 13.33; the 2/3 quantile 1/3 of the way from 20 to 25, 21.67
+    assert ends["split_by"] == "fingertip_to_target_cm"
+    assert ends["edges"] == [pytest.approx(40 / 3), pytest.approx(65 / 3)]
+    assert ends["start_median"] == {"fingertip_to_target_cm": 17.5}
+    critic, truth = ends["conditions"]["critic"], ends["conditions"]["ground_truth"]
+    # shares: starts 5 and 10, 15 and 20, 25 and 30
+    assert [s["episodes"] for s in critic["shares"]] == [2, 2, 2]
+    assert [s["success"] for s in critic["shares"]] == [0.5, 0.0, 0.0]
+    assert [s["final_median"] for s in critic["shares"]] == [2.0, 6.0, 16.0]
+    assert [s["success"] for s in truth["shares"]] == [1.0, 0.5, 0.5]
+    assert [s["final_median"] for s in truth["shares"]] == [1.25, 2.0, 2.75]
+    assert critic["final_median"] == {"fingertip_to_target_cm": 6.0}  # median of 1, 3, 4, 8, 12, 20
+    assert summarise(runs)["where_they_end"] == ends
+
+    report_cfg = OmegaConf.create(
+        json.loads((run_dir(tmp_path, "any") / "results.json").read_text())["config"]
+    )
+    write_report(report_cfg, runs, summarise(runs), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "3 equal shares by `fingertip_to_target_cm` at the reset" in report
+    assert "| condition | start < 13.3 | start 13.3–21.7 | start ≥ 21.7 |" in report
+    assert "| critic | 0.50, ends at 2.00 | 0.00, ends at 6.00 | 0.00, ends at 16.00 |" in report
+    assert "| start | 17.50 |" in report and "| ground_truth, end | 1.50 |" in report
+
+    # runs made before the states were recorded (the committed run of 2026-12-04): no section
+    _, old_runs, _ = merge_runs([str(run_dir(tmp_path, "old"))])
+    assert where_they_end(old_runs) is None and "where_they_end" not in summarise(old_runs)

@@ -40,7 +40,9 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     summary = results["summary"]
-    assert set(summary) == {"critic", "oracle", "ground_truth", "critic_vs_ground_truth"}
+    assert set(summary) == {
+        "critic", "oracle", "ground_truth", "critic_vs_ground_truth", "where_they_end"
+    }  # fmt: skip
     assert summary["critic"]["seeds"] == [0, 1]
     for run in results["runs"]:
         assert run["timesteps"] == [80, 160]  # one evaluation every 80 steps
@@ -65,6 +67,14 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
         assert len(run["test_successes"]) == len(run["test_returns"]) == 3
         assert len(run["test_final_progress"]) == 3
         assert all(0.0 <= p <= 1.0 for p in run["test_final_progress"])
+        assert [set(s) for s in run["test_final_state"]] == [{"fingertip_to_target_cm"}] * 3
+    # every condition starts from the same test states, so the shares by start are the same size
+    ends = summary["where_they_end"]
+    assert ends["split_by"] == "fingertip_to_target_cm" and len(ends["edges"]) == 2
+    sizes = {c: [s["episodes"] for s in row["shares"]] for c, row in ends["conditions"].items()}
+    assert set(sizes) == {"critic", "oracle", "ground_truth"}
+    assert len({tuple(v) for v in sizes.values()}) == 1 and sum(sizes["critic"]) == 6
+    assert "equal shares by `fingertip_to_target_cm` at the reset" in report
     for condition in ("critic", "oracle", "ground_truth"):
         test = summary[condition]["test"]
         assert test["episodes"] == 6 and 0 <= test["successes"] <= 6
@@ -93,17 +103,26 @@ def test_the_test_start_states_are_fixed(tmp_path):
     env = _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
     model = SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [8]})
     first, again = evaluate_final_policy(cfg, model), evaluate_final_policy(cfg, model)
-    assert len(first[1]) == 4 and first == again
-    assert len(set(first[1])) == 4  # four different start states, not one repeated
-    assert evaluate_final_policy(OmegaConf.merge(cfg, {"test_episodes": 0}), model) == ([], [], [])
-    # the final progress is the task's own at the first test episode's last step
+    assert len(first["test_returns"]) == 4 and first == again
+    assert len(set(first["test_returns"])) == 4  # four different start states, not one repeated
+    none = evaluate_final_policy(OmegaConf.merge(cfg, {"test_episodes": 0}), model)
+    assert none == {k: [] for k in first}
+    # the final progress and states are the task's own at the first test episode's reset and
+    # last step
     obs, _ = env.reset(seed=20000)  # TEST_SEED: make_vec_env seeds its one env's first reset so
+    task = env.unwrapped
+    start = task.privileged_state()["fingertip_to_target_cm"]
     done = False
     while not done:
         obs, _, terminated, truncated, info = env.step(model.predict(obs, deterministic=True)[0])
         done = terminated or truncated
-    assert len(first[2]) == 4 and first[2][0] == pytest.approx(info["progress"])
-    assert first[0][0] == info["is_success"]
+    assert len(first["test_final_progress"]) == 4
+    assert first["test_final_progress"][0] == pytest.approx(info["progress"])
+    assert first["test_successes"][0] == info["is_success"]
+    assert first["test_start_state"][0] == {"fingertip_to_target_cm": pytest.approx(start)}
+    end = task.privileged_state()["fingertip_to_target_cm"]
+    assert first["test_final_state"][0] == {"fingertip_to_target_cm": pytest.approx(end)}
+    assert len({s["fingertip_to_target_cm"] for s in first["test_start_state"]}) == 4
 
 
 def test_bad_config_is_a_message_not_a_traceback(tmp_path):
