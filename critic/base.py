@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,13 @@ def clip_indices(available: int, count: int) -> np.ndarray:
     if available < 1 or count < 1:
         raise ValueError(f"a clip needs frames and a count >= 1; got {available=}, {count=}")
     return np.linspace(0, available - 1, count).round().astype(int)
+
+
+def unknown_options(options: Mapping[str, Any], known: Iterable[str]) -> str | None:
+    """The options not among ``known`` as ``name=value, ...`` for an error message that names
+    them (the critic factory's and the reward wrapper's); None when every one is known."""
+    names = set(known)
+    return ", ".join(f"{k}={v!r}" for k, v in options.items() if k not in names) or None
 
 
 class CriticError(ValueError):

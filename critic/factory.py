@@ -9,11 +9,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from critic.base import Critic
+from critic.base import Critic, unknown_options
 
 
 class UnknownCriticError(ValueError):
     """The critic name is not one this factory can build."""
+
+
+class UnknownCriticOptionError(UnknownCriticError):
+    """A critic was given an option its constructor does not take."""
+
+
+def _build(cls: type[Critic], name: str, kwargs: dict[str, Any]) -> Critic:
+    """``cls(**kwargs)``, an option it does not take refused by name with the ones it does."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = None if takes_any else unknown_options(kwargs, params)
+    if unknown:
+        raise UnknownCriticOptionError(
+            f"{unknown}: not an option of the {name!r} critic; its options are {list(params)}"
+        )
+    return cls(**kwargs)
 
 
 def available_critics() -> list[str]:
@@ -38,6 +56,8 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
 
     Raises:
         UnknownCriticError: the name is not known; the message lists the known names.
+        UnknownCriticOptionError: an option the critic does not take; the message lists those
+            it takes.
 
     Example:
         >>> make_critic({"name": "oracle", "needs_frames": True}).needs_frames
@@ -50,18 +70,23 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         name = kwargs.pop("name", None)
     else:
         name, kwargs = spec, {}
+    if not isinstance(name, str):
+        raise UnknownCriticError(
+            f"critic {spec!r} names no critic; pass a name or path as a string (known critics: "
+            f"{available_critics()}), a mapping {{'name': ..., **kwargs}}, or a critic.Critic"
+        )
     if name == "oracle":
         from critic.oracle import OracleCritic
 
-        return OracleCritic(**kwargs)
+        return _build(OracleCritic, name, kwargs)
     if name == "noisy_oracle":
         from critic.oracle import NoisyOracleCritic
 
-        return NoisyOracleCritic(**kwargs)
+        return _build(NoisyOracleCritic, name, kwargs)
     if name == "ensemble":
         from critic.ensemble import EnsembleCritic
 
-        return EnsembleCritic(**kwargs)
+        return _build(EnsembleCritic, name, kwargs)
     from pathlib import Path
 
     from critic.models import PRESETS
@@ -79,7 +104,7 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
 
         if name != "vlm":
             kwargs.setdefault("model", name)
-        return VLMCritic(**kwargs)
+        return _build(VLMCritic, name, kwargs)
     raise UnknownCriticError(
         f"unknown critic {name!r}; known critics: {available_critics()}. Pass one of these names, "
         "a checkpoint directory, a critic server URL (http://host:port), a mapping {'name': ..., **kwargs}, or a critic.Critic instance."

@@ -19,7 +19,7 @@ and ``env_reward_weight * env_reward`` (0 by default: the critic is the only rew
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from critic.base import (
     ProgressQuery,
     clip_indices,
     query_frames,
+    unknown_options,
 )
 from envs.errors import CriticOutputError, InvalidOptionError
 
@@ -78,6 +79,19 @@ class CriticRewardConfig:
     terminate_on_success: bool = False
     success_threshold: float = 0.95
     between_queries: str = "hold"
+
+    @classmethod
+    def from_options(cls, **options: Any) -> CriticRewardConfig:
+        """The config of a wrapper's reward options, an unknown name refused by name with the
+        names there are (a dataclass would raise a bare ``TypeError``)."""
+        names = [f.name for f in fields(cls)]
+        unknown = unknown_options(options, names)
+        if unknown:
+            raise InvalidOptionError(
+                f"{unknown}: not a reward option; the reward options are {names} (task options "
+                "go in task_kwargs)"
+            )
+        return cls(**options)
 
     def __post_init__(self) -> None:
         if self.reward_mode not in REWARD_MODES:

@@ -13,7 +13,7 @@ import gymnasium as gym
 
 from critic.base import Critic
 from envs.critic_reward import DEFAULT_CRITIC
-from envs.tasks import check_horizon, get_task, make_task_env, task_names
+from envs.tasks import check_horizon, check_task_kwargs, get_task, make_task_env, task_names
 from envs.wrappers import VisCriticReward
 
 
@@ -50,7 +50,7 @@ def make_viscritic_env(
         camera=camera,
         image_size=image_size,
         render_mode=render_mode,
-        **dict(task_kwargs or {}),
+        **check_task_kwargs(task_kwargs),
     )
     try:
         return VisCriticReward(

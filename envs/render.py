@@ -22,9 +22,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.errors import InvalidOptionError
+
 
 class RenderError(RuntimeError):
-    """The offscreen OpenGL context could not be created or a camera is unknown."""
+    """The offscreen OpenGL context could not be created, or the view names what the model has
+    not."""
+
+
+class UnknownCameraError(RenderError, InvalidOptionError):
+    """The view names a camera the model does not have: an option error (the experiment scripts
+    report it as one), and a render error as before."""
 
 
 @dataclass(frozen=True)
@@ -195,9 +203,12 @@ def check_view(model, view: CriticView) -> None:
             or mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cam) < 0
         ):
             names = [model.camera(i).name for i in range(model.ncam)]
-            raise RenderError(
+            raise UnknownCameraError(
                 f"unknown camera {cam!r}; this model has cameras {names}. Pass one of these, "
                 "a list of them to tile, or an envs.FreeCamera"
+                if names
+                else f"unknown camera {cam!r}; this model has no named camera: leave the task's "
+                "default camera, or pass an envs.FreeCamera"
             )
     for item in view.appearance:
         kind, name = (

@@ -9,7 +9,8 @@ training and RL all see the very same frames.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -101,13 +102,36 @@ def make_task_env(
     if image_size is not None:
         height, width = _image_size(image_size)
         view = dataclasses.replace(view, height=height, width=width)
-    env = spec.make(spec, view=view, render_mode=render_mode, **kwargs)
+    try:
+        env = spec.make(spec, view=view, render_mode=render_mode, **kwargs)
+    except TypeError as exc:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown is None or unknown.group(1) not in kwargs:
+            raise
+        key = unknown.group(1)
+        raise InvalidOptionError(
+            f"{key}={kwargs[key]!r} is not an option of the task {name!r} ({exc}); remove it or "
+            "correct its name: task options are the task class's and its simulator's "
+            "constructor arguments (e.g. Reacher-v5's min_start_distance, reward_dist_weight)"
+        ) from exc
     try:
         check_view(env.mj_model, view)
     except Exception:
         env.close()
         raise
     return env
+
+
+def check_task_kwargs(value: Any) -> dict[str, Any]:
+    """The task options a wrapper was given (``task_kwargs``) as a dict; ``None`` is none."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidOptionError(
+            f"task_kwargs={value!r} must be a mapping of option names to values, e.g. "
+            "{'min_start_distance': 0.15} on Reacher-v5, or None"
+        )
+    return dict(value)
 
 
 def _image_size(value: Any) -> tuple[int, int]:

@@ -362,11 +362,12 @@ def make_viscritic_vec_env(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.monitor import Monitor
 
-    from envs.tasks import check_horizon, get_task, make_task_env
+    from envs.tasks import check_horizon, check_task_kwargs, get_task, make_task_env
 
     if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
         raise InvalidOptionError(f"n_envs={n_envs!r} must be an integer >= 1")
-    config = CriticRewardConfig(**options)
+    config = CriticRewardConfig.from_options(**options)
+    task_options = check_task_kwargs(task_kwargs)
     max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
     VisCriticVecEnv.check_config(config, relabel)  # every option before the critic loads
     built = make_critic(critic)
@@ -374,7 +375,7 @@ def make_viscritic_vec_env(
     render = built.needs_frames  # a bool, so workers never receive (pickle) the critic itself
 
     def make_one() -> gym.Env:
-        task = make_task_env(env, camera=camera, image_size=image_size, **dict(task_kwargs or {}))
+        task = make_task_env(env, camera=camera, image_size=image_size, **task_options)
         timed = gym.wrappers.TimeLimit(task, max_episode_steps=max_steps)
         monitored = Monitor(timed, info_keywords=("is_success",))
         return CriticFrames(monitored, config, render=render)

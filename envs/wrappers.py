@@ -57,7 +57,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 f"{type(env.unwrapped).__name__}; build it with envs.make_task_env(name) or "
                 "gym.make('VisCriticReward-v0', env=name)"
             )
-        self.config = CriticRewardConfig(**options)
+        self.config = CriticRewardConfig.from_options(**options)
         if self.config.between_queries == "interpolate":
             raise InvalidOptionError(
                 "between_queries='interpolate' needs the next query's estimate, which a reward "

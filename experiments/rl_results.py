@@ -272,6 +272,32 @@ def _compared(config: DictConfig, key: str) -> Any:
     return value
 
 
+# What merge reads from a results.json's config, besides the options of MERGE_SAME it compares.
+MERGE_READS = ("env", "algo", "total_timesteps", "critic", "reward", "relabel")
+
+
+def _check_results(config: Any, runs: Any) -> None:
+    """Raise ``ValueError`` naming what a results.json lacks for merge: its config's
+    :data:`MERGE_READS`, a run, or a run's required fields, a known condition and an int seed."""
+    from dataclasses import MISSING, fields
+
+    if not isinstance(config, dict) or any(key not in config for key in MERGE_READS):
+        have = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"its config must hold {list(MERGE_READS)}, it has {have}")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"it holds no runs (runs={runs!r})")
+    required = {f.name for f in fields(RunResult)
+                if f.default is MISSING and f.default_factory is MISSING}  # fmt: skip
+    for run in runs:
+        if not isinstance(run, dict) or not required <= run.keys():
+            lacks = sorted(required - run.keys()) if isinstance(run, dict) else "everything"
+            raise ValueError(f"a run without {lacks}")
+        if run["condition"] not in CONDITIONS:
+            raise ValueError(f"a run of condition {run['condition']!r}, not one of {CONDITIONS}")
+        if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
+            raise ValueError(f"a run whose seed is {run['seed']!r}, not an int")
+
+
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
     """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
     conditions of all of them, the critic's options from the runs that used one), the runs in
@@ -293,9 +319,9 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
         path = folder / "results.json"
         try:
             results = json.loads(path.read_text())
-            config, runs = OmegaConf.create(results["config"]), results["runs"]
-            if not all(isinstance(r, dict) and {"condition", "seed"} <= r.keys() for r in runs):
-                raise ValueError("a run without its condition and seed")
+            config, runs = results["config"], results["runs"]
+            _check_results(config, runs)
+            config = OmegaConf.create(config)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ExperimentConfigError(
                 f"merge: {path} is not a results.json that zero_shot_rl.py wrote ({exc!r}); give "

@@ -51,6 +51,14 @@ from rl_results import (
 
 def check_config(cfg: DictConfig) -> None:
     """Fail before anything is built when the config cannot run."""
+    for key, example in (("conditions", "[critic,ground_truth]"), ("seeds", "[0,1,2]")):
+        if not OmegaConf.is_list(cfg.get(key)):
+            raise ExperimentConfigError(
+                f"{key}={cfg.get(key)!r} must be a list, e.g. {key}={example}"
+            )
+    for key in ("relabel", "progress_bar"):
+        if not isinstance(cfg.get(key), bool):
+            raise ExperimentConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     unknown = [c for c in cfg.conditions if c not in CONDITIONS]
     if unknown or not cfg.conditions:
         raise ExperimentConfigError(
@@ -71,7 +79,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ExperimentConfigError(f"seeds={list(cfg.seeds)!r} must be a non-empty list of ints")
     from envs.critic_reward import CriticRewardConfig
 
-    CriticRewardConfig(
+    CriticRewardConfig.from_options(
         **OmegaConf.to_container(cfg.reward, resolve=True)
     )  # before any critic loads
     per_step = "relabel=false reward.between_queries=hold"  # the fix for the checks below

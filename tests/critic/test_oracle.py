@@ -61,6 +61,29 @@ def test_factory():
         "a checkpoint directory, a critic server URL (http://host:port), a mapping "
         "{'name': ..., **kwargs}, or a critic.Critic instance."
     )
+    with pytest.raises(UnknownCriticError, match=r"^critic \['oracle'\] names no critic; pass"):
+        make_critic(["oracle"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "oracle", "bogus": 1},
+         "bogus=1: not an option of the 'oracle' critic; its options are ['needs_frames']"),
+        ({"name": "ensemble", "members": ["oracle"], "mean": True},
+         "mean=True: not an option of the 'ensemble' critic; its options are ['members', "
+         "'combine', 'std_weight', 'needs_frames']"),
+        ({"name": "tiny", "temp": 0.5}, "temp=0.5: not an option of the 'tiny' critic; its "
+                                         "options are ['needs_frames', 'model', 'mode', "),
+    ],
+)  # fmt: skip
+def test_an_option_a_critic_does_not_take_is_named_with_those_it_does(spec, message):
+    from critic.factory import UnknownCriticOptionError
+
+    with pytest.raises(UnknownCriticOptionError) as err:
+        make_critic(spec)
+    assert str(err.value).startswith(message)
+    assert isinstance(err.value, UnknownCriticError)  # caught wherever an unknown critic is
 
 
 def _episode(first_value: int, progress: list[float]) -> list[ProgressQuery]:

@@ -74,9 +74,27 @@ def test_unknown_camera_message_is_exact_on_a_model_without_cameras(reacher):
     with pytest.raises(RenderError) as err:
         check_view(reacher.mj_model, view)
     assert str(err.value) == (
-        "unknown camera 3; this model has cameras []. Pass one of these, a list of them to tile, "
-        "or an envs.FreeCamera"
+        "unknown camera 3; this model has no named camera: leave the task's default camera, or "
+        "pass an envs.FreeCamera"
     )
+    # an option error too, so the experiment scripts report it as a message, not a traceback
+    assert isinstance(err.value, InvalidOptionError)
+
+
+def test_unknown_camera_names_the_ones_the_model_has(reacher):
+    import mujoco
+
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><worldbody><camera name="top" pos="0 0 1"/><camera name="side" pos="1 0 0"/>'
+        "</worldbody></mujoco>"
+    )
+    with pytest.raises(InvalidOptionError) as err:
+        check_view(model, dataclasses.replace(reacher.view, cameras=("nope",), appearance=()))
+    assert str(err.value) == (
+        "unknown camera 'nope'; this model has cameras ['top', 'side']. Pass one of these, a list "
+        "of them to tile, or an envs.FreeCamera"
+    )
+    check_view(model, dataclasses.replace(reacher.view, cameras=("side",), appearance=()))
 
 
 @pytest.mark.parametrize("target", ["nope", "body:nope"])

@@ -169,3 +169,21 @@ def test_privileged_state_speaks_the_reasoning_vocabulary(task):
         assert not re.fullmatch(
             r".* is -?\d+\.\d\d", describe(key, value, np.random.default_rng(0))
         )
+
+
+def test_an_option_a_task_does_not_take_is_named():
+    with pytest.raises(InvalidOptionError) as err:
+        envs.make_task_env("Reacher-v5", min_start_distance=0.1, bogus=1)
+    assert str(err.value).startswith(
+        "bogus=1 is not an option of the task 'Reacher-v5' (MujocoEnv.__init__() got an "
+        "unexpected keyword argument 'bogus'); remove it or correct its name"
+    )
+    # through the wrapper's task_kwargs, which must be a mapping
+    with pytest.raises(InvalidOptionError, match=r"^bogus=1 is not an option of the task"):
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", task_kwargs={"bogus": 1})
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", task_kwargs="x")
+    assert str(err.value) == (
+        "task_kwargs='x' must be a mapping of option names to values, e.g. "
+        "{'min_start_distance': 0.15} on Reacher-v5, or None"
+    )

@@ -242,6 +242,20 @@ def test_wrapper_needs_a_task_env():
     )
 
 
+def test_an_unknown_reward_option_is_named_with_the_ones_there_are():
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", query_evry=5)
+    assert str(err.value).startswith(
+        "query_evry=5: not a reward option; the reward options are ['reward_mode', 'gamma', "
+        "'query_every', "
+    )
+    assert str(err.value).endswith("(task options go in task_kwargs)")
+    from envs.vec_env import make_viscritic_vec_env
+
+    with pytest.raises(InvalidOptionError, match=r"^query_evry=5: not a reward option"):
+        make_viscritic_vec_env("Reacher-v5", critic="oracle", query_evry=5)
+
+
 def test_task_state_info_says_where_an_episode_began_and_where_it_is():
     from envs.wrappers import TaskStateInfo
 

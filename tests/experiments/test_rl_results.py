@@ -164,13 +164,29 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
         merge_runs([f"{more}:oracle"])
     with pytest.raises(ExperimentConfigError, match=r"nowhere.results\.json is not a results"):
         merge_runs([str(tmp_path / "nowhere")])
-    torn = tmp_path / "torn"
-    torn.mkdir()
-    (torn / "results.json").write_text(
-        json.dumps({"config": {}, "runs": [{"condition": "critic"}]})
-    )
-    with pytest.raises(ExperimentConfigError, match=r"a run without its condition and seed"):
-        merge_runs([str(torn)])
+    # hand-edited or torn results.json files: what is missing is named
+    config = json.loads((first / "results.json").read_text())["config"]
+    good = json.loads((first / "results.json").read_text())["runs"][0]
+    for name, results, message in [
+        ("noconf", {"config": {}, "runs": [good]},
+         r"its config must hold \['env', 'algo', 'total_timesteps', 'critic', 'reward', "
+         r"'relabel'\], it has \[\]"),
+        ("empty", {"config": config, "runs": []}, r"it holds no runs \(runs=\[\]\)"),
+        ("torn", {"config": config, "runs": [{"condition": "critic", "seed": 0}]},
+         r"a run without \['env_steps', 'success_rate', 'timesteps', 'true_return', "
+         r"'wall_seconds'\]"),
+        ("magic", {"config": config, "runs": [{**good, "condition": "magic"}]},
+         r"a run of condition 'magic', not one of \('critic', 'oracle', 'ground_truth'\)"),
+        ("seedstr", {"config": config, "runs": [{**good, "seed": "abc"}]},
+         r"a run whose seed is 'abc', not an int"),
+    ]:  # fmt: skip
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(results))
+        with pytest.raises(
+            ExperimentConfigError, match=rf"{name}.results\.json is not a .*{message}"
+        ):
+            merge_runs([str(folder)])
 
 
 def test_the_report_names_the_task_options_the_runs_had(tmp_path):

@@ -289,3 +289,37 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seeds=5", "seeds=5 must be a list, e.g. seeds=[0,1,2]"),
+        ("seeds=null", "seeds=None must be a list, e.g. seeds=[0,1,2]"),
+        ("conditions=oracle", "conditions='oracle' must be a list, e.g. conditions=[critic,ground_truth]"),
+        ("conditions=null", "conditions=None must be a list, e.g. conditions=[critic,ground_truth]"),
+        ("relabel=abc", "relabel='abc' must be true or false"),
+        ("progress_bar=1", "progress_bar=1 must be true or false"),
+        ("+reward.query_evry=5", "query_evry=5: not a reward option; the reward options are "),
+    ],
+)  # fmt: skip
+def test_the_config_is_checked_before_anything_is_built(override, message):
+    from hydra import compose, initialize_config_dir
+
+    from envs import InvalidOptionError
+    from experiments.zero_shot_rl import ExperimentConfigError, check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=[override])
+    with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
+        check_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_an_unknown_task_option_is_a_message_from_the_worker_processes(tmp_path):
+    done = _run(tmp_path, "+env.task_kwargs.bogus=1", "conditions=[oracle,ground_truth]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        "zero_shot_rl: InvalidOptionError: bogus=1 is not an option of the task 'Reacher-v5'"
+        in (done.stderr)
+    )
