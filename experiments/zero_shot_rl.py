@@ -99,6 +99,15 @@ def check_config(cfg: DictConfig) -> None:
             f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
             f"{cfg.algo._target_} has none: give it per-step rewards with {per_step}"
         )
+    starts = cfg.algo.get("learning_starts")
+    if isinstance(starts, int) and starts >= cfg.total_timesteps:
+        logging.getLogger(__name__).warning(
+            "algo.learning_starts=%d >= total_timesteps=%d: the learners never update, and every "
+            "policy tested is its random start (a smoke test); lower algo.learning_starts or "
+            "raise total_timesteps for a result",
+            starts,
+            cfg.total_timesteps,
+        )
     same_schedule = cfg.get("ground_truth_per_episode", False)
     if not isinstance(same_schedule, bool):
         raise ExperimentConfigError(

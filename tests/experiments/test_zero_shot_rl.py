@@ -323,3 +323,20 @@ def test_an_unknown_task_option_is_a_message_from_the_worker_processes(tmp_path)
         "zero_shot_rl: InvalidOptionError: bogus=1 is not an option of the task 'Reacher-v5'"
         in (done.stderr)
     )
+
+
+def test_a_budget_below_learning_starts_is_warned_of(caplog):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.zero_shot_rl import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=["total_timesteps=300"])
+    check_config(cfg)
+    assert "algo.learning_starts=1000 >= total_timesteps=300: the learners never update" in (
+        caplog.text
+    )
+    caplog.clear()
+    cfg.total_timesteps = 20000
+    check_config(cfg)
+    assert "learning_starts" not in caplog.text
