@@ -34,10 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from critic.data.episodes import POLICY_MARK, Episode, finished_ids, write_episode
+from critic.data.episodes import (
+    CODECS,
+    POLICY_MARK,
+    Episode,
+    file_in_the_way,
+    finished_ids,
+    write_episode,
+)
 from envs.errors import InvalidOptionError
 from envs.experts import failure_types, make_expert, planned_failure_types
-from envs.tasks import TaskEnv, get_task, make_task_env, task_names
+from envs.tasks import TaskEnv, check_task_kwargs, get_task, make_task_env, task_names
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
 POLICY_FAILURE = "unknown"  # the failure label of a policy episode that did not achieve the task
@@ -45,6 +52,7 @@ HINDSIGHT_RADIUS = 0.05  # m: hindsight goals lie within this of the reached poi
 # its 2 cm success radius, so a near miss is as likely as a success)
 HINDSIGHT_MODES = ("near", "uniform")  # where a hindsight goal goes (True means "near")
 GOAL_BOUND = 0.2  # m: Reacher draws its targets uniformly in this disc around the arm's base
+_FIRST_SEED_FIX = " (episode seeds are first_seed, first_seed + 1, ...)"
 
 
 def _point_in_disc(rng: np.random.Generator, radius: float) -> np.ndarray:
@@ -88,6 +96,39 @@ def hindsight_mode(value: Any) -> str | None:
         f"{list(HINDSIGHT_MODES)}: near moves the goal to near where the arm went, uniform to "
         f"anywhere the task draws its goals"
     )
+
+
+def _check_int(name: str, value: Any, minimum: int, fix: str = "") -> None:
+    """A typed error unless ``value`` is an integer (not a bool) of at least ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidOptionError(f"{name}={value!r} must be an integer >= {minimum}{fix}")
+
+
+def _check_recording(every: Any = 2, linger: Any = 10, horizon: Any = None) -> None:
+    """:func:`record_episode`'s counts, checked before any simulator starts."""
+    _check_int("every", every, 1, " (steps between frames)")
+    if linger is not None:
+        _check_int("linger", linger, 0, " (steps an expert runs on after success), or null for "
+                   "the whole horizon")  # fmt: skip
+    if horizon is not None:
+        _check_int("horizon", horizon, 1, ", or null for the task's own")
+
+
+def check_dataset_folder(root: str | Path) -> None:
+    """A typed error when the dataset folder cannot be made or written into: it, or the nearest
+    of its parents that exists, is a file.
+
+    Raises:
+        InvalidOptionError: that file's path, and the fix.
+    """
+    root = Path(root)
+    existing = file_in_the_way(root)
+    if existing is not None:
+        where = "is a file" if existing == root else f"cannot be made: {str(existing)!r} is a file"
+        raise InvalidOptionError(
+            f"the dataset folder {str(root)!r} {where}; pass a folder that does not exist yet or "
+            "holds a dataset (out=<folder> in experiments/synthesize.py)"
+        )
 
 
 @dataclass(frozen=True)
@@ -199,8 +240,8 @@ def plan_policy_episodes(
             to anywhere the task draws its goals; ``False`` keeps the goal.
 
     Raises:
-        InvalidOptionError: a bad count, no policies, a policy file that cannot be read, or
-            ``hindsight`` on a task whose goal cannot move.
+        InvalidOptionError: a bad count or first seed, no policies, a policy file that cannot
+            be read, or ``hindsight`` on a task whose goal cannot move.
     """
     get_task(task)  # the registry's typed error for an unknown task
     mode = hindsight_mode(hindsight)
@@ -210,8 +251,8 @@ def plan_policy_episodes(
             f"hindsight={str(hindsight).lower()} needs a task whose goal can move without changing the dynamics; "
             f"{task}'s cannot. Tasks that can: {movable}"
         )
-    if not isinstance(episodes, int) or episodes < 1:
-        raise InvalidOptionError(f"episodes={episodes!r} must be an integer >= 1")
+    _check_int("episodes", episodes, 1)
+    _check_int("first_seed", first_seed, 0, _FIRST_SEED_FIX)
     policies = [policies] if isinstance(policies, str) else list(policies)
     if not policies:
         raise InvalidOptionError("policies=[] names no policy; pass one or more policy.zip paths")
@@ -242,11 +283,15 @@ def plan_episodes(
             ``"flail"`` are asked for by name).
 
     Raises:
-        InvalidOptionError: a bad count, fraction or failure type, or a task without an expert.
+        InvalidOptionError: a bad count, first seed, fraction or failure type, or a task without
+            an expert.
     """
-    if not isinstance(episodes, int) or episodes < 1:
-        raise InvalidOptionError(f"episodes={episodes!r} must be an integer >= 1")
-    if not 0.0 <= failure_fraction <= 1.0:
+    _check_int("episodes", episodes, 1)
+    _check_int("first_seed", first_seed, 0, _FIRST_SEED_FIX)
+    fraction_ok = isinstance(failure_fraction, int | float) and not isinstance(
+        failure_fraction, bool
+    )
+    if not (fraction_ok and 0.0 <= failure_fraction <= 1.0):
         raise InvalidOptionError(f"failure_fraction={failure_fraction!r} must be in [0, 1]")
     if failures is None:
         kinds = planned_failure_types(task)
@@ -292,13 +337,16 @@ def record_episode(
         task_kwargs: task constructor options (e.g. ``{"control_freq": 10}`` for robosuite).
         deterministic: policy plans only: act with the policy's mean action instead of sampling
             (sampling, the default, visits the states a learner explores).
+
+    Raises:
+        InvalidOptionError: ``every``, ``linger`` or ``horizon`` is not a count it accepts.
     """
-    if not isinstance(every, int) or every < 1:
-        raise InvalidOptionError(f"every={every!r} must be an integer >= 1 (steps between frames)")
+    _check_recording(every, linger, horizon)
     spec = get_task(plan.task)
     horizon = horizon or spec.horizon
     expert_run = plan.failure is None and plan.policy is None
-    env = make_task_env(plan.task, camera=camera, image_size=image_size, **(task_kwargs or {}))
+    options = check_task_kwargs(task_kwargs)
+    env = make_task_env(plan.task, camera=camera, image_size=image_size, **options)
     with contextlib.ExitStack() as scope:
         scope.callback(env.close)
         task = env.unwrapped
@@ -445,9 +493,17 @@ def synthesize(
         codec: ``ffv1`` (lossless) or ``h264``.
         progress_bar: show tqdm's bar.
         **options: passed to :func:`record_episode` (``every``, ``image_size``, ``linger``, ...).
+
+    Raises:
+        InvalidOptionError: a bad ``workers``, ``codec`` or count in ``options``, or a ``root``
+            that is a file (or lies under one); raised before any episode is recorded.
     """
-    if not isinstance(workers, int) or workers < 1:
-        raise InvalidOptionError(f"workers={workers!r} must be an integer >= 1")
+    _check_int("workers", workers, 1)
+    if not isinstance(codec, str) or codec not in CODECS:
+        raise InvalidOptionError(f"codec={codec!r} is not supported; pick one of {list(CODECS)}")
+    _check_recording(**{k: options[k] for k in ("every", "linger", "horizon") if k in options})
+    check_task_kwargs(options.get("task_kwargs"))
+    check_dataset_folder(root)  # before any episode is recorded, not when the first is written
     from tqdm.auto import tqdm
 
     done = finished_ids(root)

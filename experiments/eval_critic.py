@@ -26,7 +26,7 @@ from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -35,9 +35,23 @@ class EvalConfigError(ValueError):
     """The evaluation config cannot run (found before any critic loads)."""
 
 
+def list_option(value: Any) -> list:
+    """A list option (``critics``, ``data``) as a list: one critic or folder given bare
+    (``critics=oracle``, ``data=data/Lift``) is a list of one, as ``synthesize.py`` takes
+    ``policies=<one path>``; null is none."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail before any critic loads when the config cannot run."""
-    if not cfg.critics:
+    from critic.data.episodes import finished_ids
+
+    data = list_option(cfg.data)
+    if not list_option(cfg.critics):
         raise EvalConfigError("critics is empty; give at least one, e.g. critics=[oracle]")
     if cfg.split not in SPLITS:
         raise EvalConfigError(f"split={cfg.split!r} is not a split; pick one of {list(SPLITS)}")
@@ -60,7 +74,22 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.delay_points, int) or cfg.delay_points < 0:
         raise EvalConfigError(f"delay_points={cfg.delay_points!r} must be an integer >= 0")
-    missing = [str(d) for d in cfg.data if not (Path(d) / "episodes").is_dir()]
+    probes = cfg.probe_episodes
+    if cfg.probes and (not isinstance(probes, int) or isinstance(probes, bool) or probes < 1):
+        # 0 would run every probe on no episode and report each as failed: probes=false is "none"
+        raise EvalConfigError(
+            f"probe_episodes={probes!r} must be an integer >= 1 (expert episodes per task the "
+            "probes transform); to run no probes, set probes=false"
+        )
+    paths = [d for d in data if not isinstance(d, str)]
+    if paths:
+        given = [OmegaConf.to_container(d) if isinstance(d, DictConfig | ListConfig) else d
+                 for d in paths]  # fmt: skip
+        raise EvalConfigError(
+            f"data: {given} are not folders; give dataset folders, e.g. data=[data/Reacher-v5] "
+            "or data=[data/Reacher-v5,data/Lift]"
+        )
+    missing = [d for d in data if not finished_ids(d)]  # no episodes/ folder, or an empty one
     if missing:
         raise EvalConfigError(
             f"data: no episodes in {missing}; make them with "
@@ -68,13 +97,14 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.external is not None and not Path(cfg.external).is_dir():
         raise EvalConfigError(f"external={cfg.external!r} is not a folder of labelled videos")
-    if not cfg.data and cfg.external is None:
+    if not data and cfg.external is None:
         raise EvalConfigError("nothing to evaluate: data is empty and external is not set")
     for task, spec in (cfg.get("by_state") or {}).items():
         edges = spec.get("bins") if isinstance(spec, DictConfig) else None
         if (
             not isinstance(spec, DictConfig)
             or not isinstance(spec.get("key"), str)
+            or not isinstance(edges, ListConfig)
             or not edges
             or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
             or any(b <= a for a, b in itertools.pairwise(edges))
@@ -94,7 +124,7 @@ def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
 
     split = split or cfg.split
     by_task: dict[str, list] = {}
-    for folder in cfg.data:
+    for folder in list_option(cfg.data):
         for row in read_table(folder):  # metadata only: decode just the episodes kept
             mine = by_task.setdefault(row["env_id"], [])
             if len(mine) < cfg.episodes_per_task and (
@@ -413,7 +443,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.calibration_split is not None and cfg.calibration_split != cfg.split:
         calibration = load_episodes(cfg, cfg.calibration_split)
     results: dict[str, dict[str, Any]] = {}
-    for spec in cfg.critics:
+    for spec in list_option(cfg.critics):
         name, spec = critic_label(spec)
         critic = make_critic(spec)
         try:

@@ -164,6 +164,13 @@ def main(cfg: DictConfig) -> None:
         **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
     try:
+        # checked here, not where the sheet is drawn: that is after the episodes are written
+        frames = cfg.sheet_frames
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+            raise InvalidOptionError(
+                f"sheet_frames={frames!r} must be an integer >= 1 (frames per row of the contact "
+                "sheet)"
+            )
         failures = (
             cfg.failures
             if cfg.failures is None or isinstance(cfg.failures, str)

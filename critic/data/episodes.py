@@ -116,6 +116,15 @@ class Episode:
         return 1.0 / (self.fps * (float(gaps.mean()) if len(gaps) else 1.0))
 
 
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file that keeps ``folder`` from being made or written into: the folder itself, or the
+    nearest of its parents that exists, when that is not a folder; None when nothing is in the
+    way. Checked before long work that ends by writing there (a dataset, an export)."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def write_episode(episode: Episode, root: str | Path, codec: str = "ffv1") -> Path:
     """Write ``episode`` into the dataset at ``root``; returns its row file.
 

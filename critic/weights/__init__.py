@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from critic.data.episodes import file_in_the_way
+
 SHIPPED = {"viscritic-small": Path(__file__).parent / "viscritic-small"}
 
 # What a loadable checkpoint needs; the optimizer state (trainer_state.pt) stays behind.
@@ -29,6 +31,10 @@ MODEL_FILES = (
 )
 
 
+class ExportError(ValueError):
+    """The destination cannot take the export: a file, or the checkpoint folder itself."""
+
+
 def shipped_path(name: str) -> Path | None:
     """The folder of a shipped critic, or ``None`` when ``name`` is not one."""
     return SHIPPED.get(name) if isinstance(name, str) else None
@@ -40,11 +46,24 @@ def export(checkpoint: str | Path, destination: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: the checkpoint lacks the weights or the config.
+        ExportError: the destination is a file (or lies under one), or is the checkpoint itself.
     """
     checkpoint, destination = Path(checkpoint), Path(destination)
     missing = [f for f in MODEL_FILES[:2] if not (checkpoint / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{checkpoint} has no {missing}; pass a <run>/<stage>/final folder")
+    existing = file_in_the_way(destination)
+    if existing is not None:
+        where = "is a file" if existing == destination else f"lies under the file {existing}"
+        raise ExportError(
+            f"destination {destination} {where}; pass a folder (it is made if missing), e.g. "
+            "critic/weights/<name>"
+        )
+    if destination.is_dir() and destination.samefile(checkpoint):
+        raise ExportError(
+            f"destination {destination} is the checkpoint itself; pass another folder to copy "
+            "its model files into, e.g. critic/weights/<name>"
+        )
     destination.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         if (checkpoint / name).is_file():
@@ -58,7 +77,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         print(export(argv[1], argv[2]))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ExportError) as exc:
         print(f"critic.weights: {exc}", file=sys.stderr)
         return 1
     return 0

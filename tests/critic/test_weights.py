@@ -63,3 +63,34 @@ def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
     assert done.returncode == 1 and done.stderr.startswith("critic.weights: ")
     done = subprocess.run([sys.executable, "-m", "critic.weights"], capture_output=True, text=True)
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_export_refuses_a_file_or_the_checkpoint_itself(tmp_path, tiny_model):
+    from critic.models import save_model
+    from critic.weights import ExportError
+
+    checkpoint = save_model(*tiny_model, tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    cases = (
+        (afile, f"destination {afile} is a file; pass a folder (it is made if missing), e.g. "
+                "critic/weights/<name>"),
+        (afile / "sub", f"destination {afile / 'sub'} lies under the file {afile}; pass a folder"),
+        (checkpoint, f"destination {checkpoint} is the checkpoint itself; pass another folder to "
+                     "copy its model files into, e.g. critic/weights/<name>"),
+        (tmp_path / "ckpt" / ".." / "ckpt", "is the checkpoint itself; pass another folder"),
+    )  # fmt: skip
+    for destination, message in cases:
+        with pytest.raises(ExportError) as excinfo:
+            export(checkpoint, destination)
+        assert message in str(excinfo.value)
+    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
+                           str(afile)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"critic.weights: {cases[0][1]}"
+    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
+                           str(checkpoint)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip() == f"critic.weights: {cases[2][1]}"
+    assert afile.read_text() == "keep me"  # nothing copied over the file, or into the checkpoint
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before

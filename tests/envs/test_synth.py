@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,49 @@ def test_expert_labels_are_monotone_and_failures_keep_their_drops():
     assert np.all(np.diff(expert.progress) >= 0) and expert.progress[-1] == 1.0
     dropped = record_episode(EpisodePlan("Reacher-v5", 2, "overshoot"), every=1)
     assert dropped.progress.max() > dropped.progress[-1]  # the overshoot's fall is in the label
+
+
+def test_bad_options_are_typed_errors_before_anything_is_recorded(tmp_path):
+    from envs.synth import plan_policy_episodes
+
+    with pytest.raises(InvalidOptionError) as excinfo:
+        plan_episodes("Reacher-v5", 2, first_seed=-5)
+    assert str(excinfo.value) == (
+        "first_seed=-5 must be an integer >= 0 (episode seeds are first_seed, first_seed + 1, ...)"
+    )
+    # checked before the policy files are read
+    with pytest.raises(InvalidOptionError, match=r"^first_seed='x' must be an integer >= 0"):
+        plan_policy_episodes("Reacher-v5", ["nope.zip"], 2, first_seed="x")
+    with pytest.raises(InvalidOptionError, match=r"^failure_fraction='abc' must be in \[0, 1\]"):
+        plan_episodes("Reacher-v5", 2, failure_fraction="abc")
+    plans = plan_episodes("Reacher-v5", 2)
+    with pytest.raises(InvalidOptionError) as excinfo:
+        record_episode(plans[0], linger="abc")
+    assert str(excinfo.value) == (
+        "linger='abc' must be an integer >= 0 (steps an expert runs on after success), or null "
+        "for the whole horizon"
+    )
+    with pytest.raises(InvalidOptionError, match=r"^horizon=0 must be an integer >= 1, or null"):
+        record_episode(plans[0], horizon=0)
+    # synthesize checks its options and the folder before the first episode
+    data = tmp_path / "data"
+    for options, message in (
+        ({"linger": -1}, r"^linger=-1 must be an integer >= 0"),
+        ({"codec": "foo"}, r"^codec='foo' is not supported; pick one of \['ffv1', 'h264'\]"),
+        ({"task_kwargs": "abc"}, r"^task_kwargs='abc' must be a mapping of option names"),
+    ):
+        with pytest.raises(InvalidOptionError, match=message):
+            synthesize(plans, data, progress_bar=False, **options)
+        assert not data.exists()
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(plans, afile, progress_bar=False)
+    assert str(excinfo.value) == (
+        f"the dataset folder '{afile}' is a file; pass a folder that does not exist yet or holds "
+        "a dataset (out=<folder> in experiments/synthesize.py)"
+    )
+    with pytest.raises(InvalidOptionError, match=re.escape(f"cannot be made: '{afile}' is a file")):
+        synthesize(plans, afile / "sub", progress_bar=False)
+    assert afile.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

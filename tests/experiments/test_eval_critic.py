@@ -194,3 +194,37 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     assert noisy["offset_sd"] > 0.0 and noisy["mae"] > 0.0
     # the failure detector still scores every episode by what happened
     assert oracle["Reacher-v5"]["failure"]["episodes"] == 7
+
+
+def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "episodes").mkdir(parents=True)  # a folder with no episode in it
+    done = _run(tmp_path / "run", "critics=[oracle]", f"data=[{empty}]", "split=all")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"eval_critic: EvalConfigError: data: no episodes in ['{empty}']; make them with "
+        "`python experiments/synthesize.py env=<task> out=<folder>`"
+    )
+    assert not (tmp_path / "run" / "report.md").exists()  # no report of empty tables
+    # 0 probe episodes would report every probe failed on no episode: probes=false runs none
+    for count in (0, -1):
+        done = _run(tmp_path / "run", f"data=[{dataset}]", f"probe_episodes={count}")
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip().endswith(
+            f"eval_critic: EvalConfigError: probe_episodes={count} must be an integer >= 1 "
+            "(expert episodes per task the probes transform); to run no probes, set probes=false"
+        )
+    # one critic and one folder may be given bare, as a list of one
+    done = _run(tmp_path / "run", "critics=oracle", f"data={dataset}", "split=all", "probes=false",
+                "calibration_split=null", "probe_episodes=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(metrics["critics"]) == ["oracle"] and metrics["episodes"] == {"Reacher-v5": 4}
+    done = _run(tmp_path / "run", f"data=[{dataset},[1]]")
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        "eval_critic: EvalConfigError: data: [[1]] are not folders; give dataset folders, e.g. "
+        "data=[data/Reacher-v5] or data=[data/Reacher-v5,data/Lift]"
+    )
+    done = _run(tmp_path / "run", f"data=[{dataset}]", "by_state.Reacher-v5.bins=5")
+    assert done.returncode == 1 and "Traceback" not in done.stderr  # bins must be a list
+    assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': 5} must be" in done.stderr

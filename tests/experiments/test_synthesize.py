@@ -89,3 +89,39 @@ def test_synthesize_records_saved_policies(tmp_path):
     missing = _run(tmp_path, "env=Reacher-v5", f"policies=[{tmp_path / 'nope.zip'}]")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "cannot be read" in missing.stderr
+
+
+def test_sheet_frames_and_a_file_as_out_fail_before_any_episode(tmp_path):
+    # sheet_frames is used once the episodes are written (the contact sheet): checked first
+    done = _run(tmp_path, "episodes=2", "workers=1", "sheet_frames=0")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "synthesize: sheet_frames=0 must be an integer >= 1 (frames per row of the contact sheet)"
+    )
+    assert not (tmp_path / "data").exists()  # nothing recorded, nothing half-written
+    assert not (tmp_path / "run" / "summary.json").exists()
+    # out names a file: refused before recording, and the file is left as it was
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    done = _run(tmp_path, "episodes=2", "workers=1", f"out={afile}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"synthesize: the dataset folder '{afile}' is a file; pass a folder that does not exist "
+        "yet or holds a dataset (out=<folder> in experiments/synthesize.py)"
+    )
+    assert afile.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]
+
+
+def test_linger_and_first_seed_are_checked_up_front(tmp_path):
+    for override, message in (
+        ("linger=abc", "linger='abc' must be an integer >= 0 (steps an expert runs on after "
+                       "success), or null for the whole horizon"),
+        ("linger=-1", "linger=-1 must be an integer >= 0"),
+        ("first_seed=-5", "first_seed=-5 must be an integer >= 0 (episode seeds are first_seed, "
+                          "first_seed + 1, ...)"),
+    ):  # fmt: skip
+        done = _run(tmp_path, "episodes=2", "workers=2", override)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, override
+        assert f"synthesize: {message}" in done.stderr
+        assert not (tmp_path / "data").exists()
