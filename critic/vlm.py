@@ -10,6 +10,8 @@ Two ways to read progress:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
 )
-from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY
+from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, device_problem
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import VisionSpec
 
@@ -54,10 +56,11 @@ class VLMCritic(Critic):
         mode: ``score`` (one pass, expected digit) or ``reason`` (chain of thought, sampled).
         prompt: ``anchored`` (PRIMO R1) or ``stepwise`` (SOLE-R1).
         samples: completions per query in ``reason`` mode; their spread is reported.
-        temperature: sampling temperature in ``reason`` mode (0: greedy).
-        max_new_tokens: generation budget in ``reason`` mode.
-        seed: seeds sampling.
-        device: ``cpu`` or ``cuda``.
+        temperature: sampling temperature in ``reason`` mode: a finite number >= 0 (0: greedy).
+        max_new_tokens: generation budget in ``reason`` mode and of failure verdicts (>= 1).
+        seed: seeds sampling (an integer in ``[0, 2**63)``).
+        device: ``cpu``, ``cuda`` or ``cuda:<index>``, one this machine has (a server URL
+            ignores it: the server's own ``--device`` holds the model).
         cache: reuse vision-tower outputs of videos seen before (exact; see rollout.cache). A
             server keeps its own cache (``--no-cache`` turns it off there).
         failure_types: labels the failure-detection prompt offers.
@@ -85,11 +88,38 @@ class VLMCritic(Critic):
             raise CriticError(
                 f"prompt={self.prompt!r} is not a prompt format; pick one of {list(PROMPTS)}"
             )
-        if not isinstance(self.samples, int) or self.samples < 1:
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise CriticError(f"samples={self.samples!r} must be an integer >= 1")
+        temperature = self.temperature
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, numbers.Real)
+            or not 0 <= temperature < math.inf
+        ):
+            raise CriticError(
+                f"temperature={temperature!r} must be a finite number >= 0 (0: greedy answers); "
+                "e.g. temperature=0.7"
+            )
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or not isinstance(self.max_new_tokens, int)
+            or self.max_new_tokens < 1
+        ):
+            raise CriticError(
+                f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1 (the generation "
+                "budget of a reason-mode answer or a failure verdict), e.g. max_new_tokens=96"
+            )
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
+            raise CriticError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
         if is_server_url(self.model):
-            self._connect(self.model)
+            self._connect(self.model)  # the server's device holds the model; ours is unused
         else:
+            if (problem := device_problem(self.device)) is not None:
+                raise CriticError(problem)
             self._load_local()
         self._keep_videos = bool(getattr(self._engine, "needs_videos", False))
         self._digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]

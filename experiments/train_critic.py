@@ -32,6 +32,8 @@ from critic.train.recipe import Trainer, make_vllm_engine  # noqa: F401
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from critic.base import CriticError
+    from critic.models import ModelLoadError
     from critic.train.checkpoint import CheckpointError
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -45,13 +47,17 @@ def main(cfg: DictConfig) -> None:
     resume = Path(cfg.resume) if cfg.resume is not None else None
     if resume is not None:  # <run>/<stage>/checkpoint-<step>: skip the stages before it
         stage = resume.parent.name
+        if stage not in STAGES:
+            print(f"train_critic: resume={cfg.resume} is not in a <run dir>/<stage>/ folder (its "
+                  f"parent {stage!r} is not a stage of {list(STAGES)}); resume from the "
+                  "checkpoint-<step> folder where its run wrote it", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
         if stage not in pipeline:
             print(f"train_critic: resume={cfg.resume} is a checkpoint of stage {stage!r}, not in "
-                  f"pipeline {pipeline}", file=sys.stderr)  # fmt: skip
+                  f"pipeline {pipeline}; add {stage} to pipeline= (it resumes there and runs the "
+                  "stages after it)", file=sys.stderr)  # fmt: skip
             sys.exit(1)
         pipeline = pipeline[pipeline.index(stage) :]
-    from critic.models import ModelLoadError
-
     try:
         trainer.setup()
     except (ModelLoadError, TrainConfigError) as exc:
@@ -61,7 +67,8 @@ def main(cfg: DictConfig) -> None:
         final = None
         for i, stage in enumerate(pipeline):
             final = trainer.run_stage(stage, resume if i == 0 else None)
-    except (TrainConfigError, CheckpointError) as exc:
+    except (TrainConfigError, CheckpointError, ModelLoadError, CriticError) as exc:
+        # a teacher= that does not load, or a checkpoint a run did not finish
         print(f"train_critic: {exc}", file=sys.stderr)
         sys.exit(1)
     finally:

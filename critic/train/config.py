@@ -47,7 +47,9 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
     Raises:
         TrainConfigError: unknown stage, bad GRPO settings, a batch not divisible by the group
-            size, unknown rewards or weights of the wrong length, missing data.
+            size, unknown rewards or weights of the wrong length, missing data, a teacher= or
+            resume= folder that is not a checkpoint, a negative checkpoint_every / eval_every, or
+            a device this machine lacks.
     """
     from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
     from critic.train.rewards import RewardConfigError, combine_rewards
@@ -155,6 +157,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 f"teacher={teacher!r} is not a checkpoint folder or a shipped critic "
                 f"({sorted(SHIPPED)}); give the folder of the critic whose readout to distil"
             )
+        if str(teacher) not in SHIPPED and not (Path(str(teacher)) / "config.json").is_file():
+            raise TrainConfigError(
+                f"teacher={teacher!r} is a folder but not a checkpoint: it has no config.json; "
+                "give the folder a run wrote (<run dir>/<stage>/final) or a shipped critic "
+                f"({sorted(SHIPPED)})"
+            )
     if tasks is not None and (
         not isinstance(tasks, Sequence | ListConfig)
         or isinstance(tasks, str)
@@ -185,12 +193,32 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"teacher_data={list(chosen)} has no teacher; set teacher=<checkpoint folder>"
             )
-    if cfg.resume is not None and not Path(cfg.resume).is_dir():
-        raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
+    if cfg.resume is not None:
+        from critic.train.checkpoint import STATE
+
+        if not Path(cfg.resume).is_dir():
+            raise TrainConfigError(f"resume={cfg.resume!r} is not a checkpoint folder")
+        if not (Path(cfg.resume) / STATE).is_file():
+            raise TrainConfigError(
+                f"resume={cfg.resume!r} is not a training checkpoint: it has no {STATE}; resume "
+                "from a <run dir>/<stage>/checkpoint-<step> folder a run wrote (to start afresh "
+                "from a folder's weights, use model=<folder>)"
+            )
+    for name, low, meaning in (
+        ("checkpoint_every", 0, "steps between checkpoints (0: only the final one)"),
+        ("eval_every", 0, "steps between validations (0: none)"),
+        ("eval_samples", 0, "validation samples"),
+        ("eval_max_new_tokens", 1, "the generation budget of a validation answer"),
+    ):
+        value = cfg.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TrainConfigError(f"{name}={value!r} must be an integer >= {low}: {meaning}")
     if cfg.dtype not in DTYPES:
         raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")
-    if cfg.device not in ("cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise TrainConfigError(f"device={cfg.device!r}; use cpu, cuda or cuda:<index>")
+    from critic.models import device_problem
+
+    if (problem := device_problem(cfg.device)) is not None:
+        raise TrainConfigError(problem)
     if cfg.rollout_engine not in ROLLOUT_ENGINES:
         raise TrainConfigError(
             f"rollout_engine={cfg.rollout_engine!r} is not an engine; pick one of "

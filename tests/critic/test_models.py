@@ -48,3 +48,24 @@ def test_unloadable_model_names_the_fix(tmp_path):
     assert str(err.value).endswith(
         "Pass a local Qwen2.5-VL / Qwen3-VL checkpoint directory, or a preset (['small', 'tiny'])"
     )
+
+
+def test_a_device_this_machine_lacks_is_a_load_error_not_an_assertion(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only build
+    with pytest.raises(ModelLoadError) as err:
+        load_model("tiny", device="cuda")
+    assert str(err.value) == (
+        f"device='cuda', but this torch ({torch.__version__}) sees no CUDA GPU; use device=cpu, "
+        "or install a CUDA build of torch on a machine with a GPU"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, and cuda:3 asked
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ModelLoadError) as err:
+        load_model("tiny", device="cuda:3")
+    assert str(err.value) == (
+        "device='cuda:3', but this machine has 1 CUDA GPU(s); use cuda:0 to cuda:0, or device=cpu"
+    )
+    for name in ("gpu", "cuda:x", "cpu:0"):
+        with pytest.raises(ModelLoadError) as err:
+            load_model("tiny", device=name)
+        assert str(err.value) == f"device={name!r} is not a device; use cpu, cuda or cuda:<index>"

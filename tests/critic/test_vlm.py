@@ -97,6 +97,42 @@ def test_bad_options_and_missing_frames():
     )
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temperature": -1}, "temperature=-1 must be a finite number >= 0 (0: greedy answers); "
+         "e.g. temperature=0.7"),
+        ({"temperature": float("nan")}, "temperature=nan must be a finite number >= 0 (0: greedy "
+         "answers); e.g. temperature=0.7"),
+        ({"temperature": float("inf")}, "temperature=inf must be a finite number >= 0 (0: greedy "
+         "answers); e.g. temperature=0.7"),
+        ({"max_new_tokens": 0}, "max_new_tokens=0 must be an integer >= 1 (the generation budget "
+         "of a reason-mode answer or a failure verdict), e.g. max_new_tokens=96"),
+        ({"seed": -1}, "seed=-1 must be an integer in [0, 2**63)"),
+        ({"samples": True}, "samples=True must be an integer >= 1"),
+        ({"device": "gpu"}, "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
+    ],
+)  # fmt: skip
+def test_bad_sampling_options_fail_before_the_model_loads(options, message):
+    with pytest.raises(CriticError) as err:
+        make_critic({"name": "vlm", "model": "tiny", "mode": "reason", **options})
+    assert str(err.value) == message
+
+
+def test_a_cuda_critic_without_cuda_is_a_critic_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only build
+    with pytest.raises(CriticError) as err:
+        make_critic({"name": "vlm", "model": "tiny", "device": "cuda"})
+    assert str(err.value) == (
+        f"device='cuda', but this torch ({torch.__version__}) sees no CUDA GPU; use device=cpu, "
+        "or install a CUDA build of torch on a machine with a GPU"
+    )
+    critic = make_critic({"name": "tiny", "mode": "reason", "temperature": 0, "max_new_tokens": 2})
+    assert critic.temperature == 0  # 0 is greedy, and allowed
+
+
 def test_a_saved_checkpoint_directory_is_a_critic(tmp_path, tiny_model):
     from critic.models import save_model
 

@@ -245,12 +245,82 @@ def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
         (["stages.sft.schedule=step"], "stages.sft: schedule='step' is not one of ['constant', 'linear', "
          "'cosine']"),
         (["stages.sft.warmup=300"], "stages.sft: warmup=300 must be in [0, steps=300)"),
+        # -1 would save a checkpoint at every step ((step + 1) % -1 == 0)
+        (["checkpoint_every=-1"], "checkpoint_every=-1 must be an integer >= 0: steps between "
+         "checkpoints (0: only the final one)"),
+        (["eval_every=-1"], "eval_every=-1 must be an integer >= 0: steps between validations (0: none)"),
+        (["eval_max_new_tokens=0"], "eval_max_new_tokens=0 must be an integer >= 1: the generation "
+         "budget of a validation answer"),
+        (["device=gpu"], "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
+        (["device=cuda:x"], "device='cuda:x' is not a device; use cpu, cuda or cuda:<index>"),
     ],
 )  # fmt: skip
 def test_more_bad_configs(dataset, overrides, message):
     with pytest.raises(Exception) as err:
         check_overrides(f"data=[{dataset}]", *overrides)
     assert str(err.value) == message
+
+
+def test_a_cuda_device_this_machine_lacks_fails_before_any_model_loads(dataset, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only build
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", "device=cuda")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"device='cuda', but this torch ({torch.__version__}) sees no CUDA GPU; use device=cpu, "
+        "or install a CUDA build of torch on a machine with a GPU"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, and cuda:3 asked
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", "device=cuda:3")
+    assert str(err.value) == (
+        "device='cuda:3', but this machine has 1 CUDA GPU(s); use cuda:0 to cuda:0, or device=cpu"
+    )
+
+
+def test_device_cuda_without_cuda_is_a_message_from_the_script(dataset, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    done = run_train(tmp_path, f"data=[{dataset}]", "device=cuda")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("train_critic: device='cuda', but this torch (")
+    assert "sees no CUDA GPU; use device=cpu, or install a CUDA build of torch" in done.stderr
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_named_as_such(dataset, tmp_path):
+    empty = tmp_path / "probe"
+    empty.mkdir()
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", f"teacher={empty}")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"teacher={str(empty)!r} is a folder but not a checkpoint: it has no config.json; give the "
+        "folder a run wrote (<run dir>/<stage>/final) or a shipped critic (['viscritic-small'])"
+    )
+    # resume= of an empty folder: not taken for a checkpoint of a stage named after the folder
+    done = run_train(tmp_path / "run", f"data=[{dataset}]", f"resume={empty}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"train_critic: resume={str(empty)!r} is not a training checkpoint: it has no "
+        "trainer_state.pt; resume from a <run dir>/<stage>/checkpoint-<step> folder a run wrote "
+        "(to start afresh from a folder's weights, use model=<folder>)\n"
+    )
+
+
+def test_a_teacher_that_does_not_load_is_a_message(dataset, tmp_path):
+    broken = tmp_path / "teacher"  # a config.json, but not a model's: it fails as the stage starts
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    done = run_train(tmp_path / "run", f"data=[{dataset}]", f"teacher={broken}", "pipeline=[sft]",
+                     "stages.sft.steps=1", "stages.sft.batch_size=2", "eval_every=0")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"train_critic: cannot load critic model {broken}: ")
+    assert "Pass a local Qwen2.5-VL / Qwen3-VL checkpoint directory" in done.stderr
 
 
 def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp_path):
