@@ -277,6 +277,17 @@ def evaluate_progress(
     return results
 
 
+def _within_sd(results: Sequence[EpisodeProgress]) -> float:
+    """The RMS of each readable frame's error about its episode's mean error (``nan`` without a
+    readable frame)."""
+    spread = []
+    for r in results:
+        error = (r.predicted - r.true)[np.isfinite(r.predicted)]
+        spread.append(error - error.mean() if len(error) else error)
+    pooled = np.concatenate(spread) if spread else np.array([])
+    return float(np.sqrt(np.mean(pooled**2))) if len(pooled) else float("nan")
+
+
 def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
     """MAE (all frames), VOC (active part, mean over episodes) and the best constant's MAE (the
     median of the true progress), for experts, for failures and for saved policies' rollouts
@@ -286,7 +297,10 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
     ``offset_sd`` is the standard deviation over episodes of each episode's mean error (read −
     true, readable frames): an error every reading of an episode shares. As a reward it changes
     which episodes look good, which a per-frame MAE does not show (docs/zero_shot_rl.md, "Goals
-    anywhere")."""
+    anywhere"). ``within_sd`` is the rest: the root mean square, over readable frames, of each
+    error about its episode's mean error, the scatter from one reading of an episode to the next.
+    As a reward it costs most where progress pays least per centimetre, far from the goal
+    (docs/zero_shot_rl.md, "Where the learners end, in the report")."""
     summary: dict[str, Any] = {}
     for group, mine in (
         ("expert", [r for r in results if r.expert and not r.policy]),
@@ -310,5 +324,6 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
             "constant": constant,
             "constant_mae": float(np.abs(constant - true).mean()),
             "offset_sd": nanstd([nanmean(r.predicted - r.true) for r in mine]),
+            "within_sd": _within_sd(mine),
         }
     return summary

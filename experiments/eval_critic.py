@@ -280,14 +280,15 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
             "",
             "Saved policies' rollouts (a learner's own episodes, successful or not; no VOC: a "
             "learner need not progress in time order). `offset SD`: the spread over episodes of "
-            "each episode's mean error, which every reward of an episode shares:",
+            "each episode's mean error, which every reward of an episode shares; `within SD`: the "
+            "scatter of the errors about their episode's mean, from one reading to the next:",
             "",
-            "| critic | task | episodes | MAE | const MAE | offset SD | readable |",
-            "|---|---|---|---|---|---|---|",
+            "| critic | task | episodes | MAE | const MAE | offset SD | within SD | readable |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {name} | {task} | {p['episodes']} | {_fmt(p['mae'])} | {_fmt(p['constant_mae'])} "
-            f"| {_fmt(p['offset_sd'])} | {_fmt(p['readable'])} |"
+            f"| {_fmt(p['offset_sd'])} | {_fmt(p.get('within_sd'))} | {_fmt(p['readable'])} |"
             for name, task, p in policy
         ]
     lines += [

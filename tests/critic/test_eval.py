@@ -101,6 +101,18 @@ def test_progress_summary_hand_worked():
     other = EpisodeProgress("b", "T", True, np.array([0.5, 0.5]), np.array([0.2, 0.4]), 2)
     # expert offsets 0.0 and +0.2 (0.3, 0.1): population SD 0.1
     assert progress_summary([expert, other])["expert"]["offset_sd"] == pytest.approx(0.1)
+    # within an episode: the expert's errors ±0.1 about its mean 0.0, the rollout's +0.3 and
+    # -0.1 about 0.1 (±0.2); the other's +0.3, +0.1 about 0.2 (±0.1)
+    assert summary["expert"]["within_sd"] == pytest.approx(0.1)
+    assert summary["policy"]["within_sd"] == pytest.approx(0.2)
+    # pooled over episodes: six deviations of 0.1 -> 0.1; a frame not read is left out
+    assert progress_summary([expert, other])["expert"]["within_sd"] == pytest.approx(0.1)
+    unread = EpisodeProgress("c", "T", True, np.array([np.nan, 0.7, 0.3]),
+                             np.array([0.0, 0.4, 0.4]), 3)  # fmt: skip
+    # readable errors +0.3 and -0.1 about 0.1: ±0.2, with the expert's four ±0.1: sqrt(0.12 / 6)
+    assert progress_summary([expert, unread])["expert"]["within_sd"] == pytest.approx(
+        (0.12 / 6) ** 0.5
+    )
 
 
 def test_reading_by_state_hand_worked():

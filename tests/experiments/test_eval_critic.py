@@ -189,6 +189,8 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Saved policies' rollouts" in report and "| oracle | Reacher-v5 | 3 | 0.00 |" in report
     assert progress["policy"]["offset_sd"] == 0.0  # the oracle reads the truth
+    assert progress["policy"]["within_sd"] == 0.0
+    assert "| offset SD | within SD | readable |" in report
     # the noisy oracle's per-episode offset (SD 0.2 by default) is what offset SD reports
     noisy = critics["noisy_oracle"]["Reacher-v5"]["progress"]["policy"]
     assert noisy["offset_sd"] > 0.0 and noisy["mae"] > 0.0
