@@ -11,6 +11,7 @@ from stable_baselines3 import PPO, SAC
 
 from critic.data.episodes import read_episode
 from envs import InvalidOptionError, make_task_env
+from envs.policies import policy_digest
 from envs.synth import (
     HINDSIGHT_RADIUS,
     POLICY_FAILURE,
@@ -18,7 +19,6 @@ from envs.synth import (
     hindsight_goal,
     hindsight_mode,
     plan_policy_episodes,
-    policy_digest,
     record_episode,
     synthesize,
     uniform_goal,
