@@ -214,6 +214,7 @@ register_task(
         make=ReacherTask,
         family="mujoco",
         stages=("reach",),
+        goal_distance="fingertip_to_target_cm",
     )
 )
 
@@ -238,5 +239,6 @@ register_task(
         make=PusherTask,
         family="mujoco",
         stages=("reach", "push"),
+        goal_distance="object_to_goal_cm",
     )
 )

@@ -321,15 +321,18 @@ _STACK_VIEW = CriticView(
     appearance=(Appearance("body:cubeB_main", rgba=(0.1, 0.75, 0.1, 1.0)),),
 )  # fmt: skip
 
-for _name, _instruction, _horizon, _cls, _view, _stages in (
+# The goal distance (TaskSpec.goal_distance): Stack's and PickPlaceCan's goals are places on the
+# table, so the object's distance across the table to its place; Lift's is a height and Door's an
+# angle, which no distance measures.
+for _name, _instruction, _horizon, _cls, _view, _stages, _goal in (
     ("Lift", "Pick up the red cube and lift it off the table.", 250, LiftTask, _ROBOSUITE_VIEW,
-     ("reach", "grasp", "lift")),
+     ("reach", "grasp", "lift"), None),
     ("Stack", "Pick up the red cube and stack it on top of the green cube.", 400, StackTask,
-     _STACK_VIEW, ("reach", "grasp", "lift", "carry", "release")),
+     _STACK_VIEW, ("reach", "grasp", "lift", "carry", "release"), "red_cube_to_green_cube_cm"),
     ("Door", "Turn the door handle and pull the door open.", 300, DoorTask, _DOOR_VIEW,
-     ("reach", "turn", "open")),
+     ("reach", "turn", "open"), None),
     ("PickPlaceCan", "Pick up the can and place it into its bin.", 400, PickPlaceCanTask,
-     _ROBOSUITE_VIEW, ("reach", "grasp", "lift", "carry", "drop")),
+     _ROBOSUITE_VIEW, ("reach", "grasp", "lift", "carry", "drop"), "can_to_bin_cm"),
 ):  # fmt: skip
     register_task(
         TaskSpec(
@@ -340,5 +343,6 @@ for _name, _instruction, _horizon, _cls, _view, _stages in (
             make=_cls,
             family="robosuite",
             stages=_stages,
+            goal_distance=_goal,
         )
     )

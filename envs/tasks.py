@@ -9,6 +9,7 @@ training and RL all see the very same frames.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ class TaskSpec:
         make: builds the :class:`TaskEnv` from ``(spec, **kwargs)``.
         family: ``"mujoco"`` (gymnasium MuJoCo) or ``"robosuite"``.
         stages: names of the progress stages, in order (documentation for progress labels).
+        goal_distance: the quantity of :meth:`TaskEnv.privileged_state` (in cm) that says how far
+            a state is from the goal, e.g. Reacher's ``"fingertip_to_target_cm"``; the RL
+            report splits its test starts by it. ``None`` where no distance says it (Lift's goal
+            is a height, Door's an angle).
     """
 
     name: str
@@ -42,6 +47,7 @@ class TaskSpec:
     make: Callable[..., TaskEnv]
     family: str
     stages: tuple[str, ...] = ()
+    goal_distance: str | None = None
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -109,10 +115,16 @@ def make_task_env(
         if unknown is None or unknown.group(1) not in kwargs:
             raise
         key = unknown.group(1)
+        own = [
+            p.name
+            for p in inspect.signature(spec.make).parameters.values()
+            if p.name not in ("spec", "view", "render_mode")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
         raise InvalidOptionError(
             f"{key}={kwargs[key]!r} is not an option of the task {name!r} ({exc}); remove it or "
-            "correct its name: task options are the task class's and its simulator's "
-            "constructor arguments (e.g. Reacher-v5's min_start_distance, reward_dist_weight)"
+            f"correct its name: task options are {name}'s own ({', '.join(own) or 'none'}) and "
+            "its simulator's constructor arguments"
         ) from exc
     try:
         check_view(env.mj_model, view)
@@ -205,9 +217,8 @@ class TaskEnv(gym.Env):
         """Named privileged quantities of the current state, recorded with synthesised episodes
         for grounded chains of thought and read by the final test of zero-shot RL (where its
         policies end). Names follow ``critic.data.reasoning``: ``<a>_to_<b>_cm``,
-        ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``. The last
-        ``<a>_to_<b>_cm`` named is the distance left to the goal (the RL report splits its test
-        starts by it: ``experiments/rl_results.py``, ``goal_distance_key``)."""
+        ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``. The one that says
+        how far the state is from the goal is named by :attr:`TaskSpec.goal_distance`."""
         return {}
 
     # -- hindsight goals (optional; docs/data.md) ---------------------------------------------

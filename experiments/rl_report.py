@@ -175,6 +175,8 @@ def write_report(
             f"; 95 % over seeds, bootstrap: {_fmt(interval[0])}–"
             f"{'unbounded' if interval[1] is None else _fmt(interval[1])}"
             if interval
+            else "; too few seeds or successes for an interval over seeds"
+            if ratio["success_ratio_from"] == "test"
             else ""
         )
         apart = _dirs_holding(sources, "critic") != _dirs_holding(sources, "ground_truth")
@@ -187,7 +189,7 @@ def write_report(
                else "."),
         ]  # fmt: skip
     if "where_they_end" in summary:
-        lines += _where_they_end(summary["where_they_end"])
+        lines += _where_they_end(summary["where_they_end"], cfg.env.name)
     faithful = {
         c: row["training_episodes"]
         for c, row in summary.items()
@@ -215,30 +217,43 @@ def write_report(
     (out_dir / "report.md").write_text("\n".join(lines))
 
 
-def _where_they_end(ends: dict[str, Any]) -> list[str]:
+def _where_they_end(ends: dict[str, Any], task: str) -> list[str]:
     """The report's section on where the final policies end, by where they start
     (:func:`rl_results.where_they_end`)."""
-    key, edges = ends["split_by"], ends["edges"]
-    bounds = [f"< {edges[0]:.1f}"]
-    bounds += [f"{low:.1f}–{high:.1f}" for low, high in pairwise(edges)]
-    bounds += [f"≥ {edges[-1]:.1f}"]
-    names = list(ends["start_median"])
-    lines = [
-        "",
-        f"Where the final policies end (test), by where they start: the test's start states in "
-        f"{len(bounds)} equal shares by `{key}` at the reset (the task's distance to its goal), "
-        "the same shares for every condition; per share the true success rate and the median "
-        f"`{key}` at the episode's end.",
-        "",
-        "| condition | " + " | ".join(f"start {b}" for b in bounds) + " |",
-        "|---|" + "---|" * len(bounds),
-    ]
-    for condition, row in ends["conditions"].items():
-        cells = [
-            f"{_fmt(share['success'])}, ends at {_fmt(share['final_median'])}"
-            for share in row["shares"]
+    if "unrecorded" in ends:
+        return [
+            "",
+            "Where the final policies end: not in this report. These runs did not record the "
+            f"task's state on the test (made before 2026-12-05): {', '.join(ends['unrecorded'])}.",
         ]
-        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    names = list(ends["start_median"])
+    key = ends["split_by"]
+    lines = [""]
+    if key is None:
+        lines.append(
+            f"Where the final policies end (test): {task} names no distance to its goal "
+            "(`envs.tasks.TaskSpec.goal_distance`), so its test starts are not split by it."
+        )
+    else:
+        edges = ends["edges"]
+        bounds = [f"< {edges[0]:.1f}"]
+        bounds += [f"{low:.1f}–{high:.1f}" for low, high in pairwise(edges)]
+        bounds += [f"≥ {edges[-1]:.1f}"]
+        lines += [
+            f"Where the final policies end (test), by where they start: the test's start states "
+            f"in {len(bounds)} equal shares by `{key}` at the reset (the task's distance to its "
+            "goal), the same shares for every condition; per share the true success rate and the "
+            f"median `{key}` at the episode's end.",
+            "",
+            "| condition | " + " | ".join(f"start {b}" for b in bounds) + " |",
+            "|---|" + "---|" * len(bounds),
+        ]
+        for condition, row in ends["conditions"].items():
+            cells = [
+                f"{_fmt(share['success'])}, ends at {_fmt(share['final_median'])}"
+                for share in row["shares"]
+            ]
+            lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "The task's privileged state, median over the test episodes, at the reset (the same for "

@@ -10,6 +10,7 @@ tests find it through pytest's ``pythonpath``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,61 +107,60 @@ def final_test_summary(runs: list[RunResult]) -> dict[str, Any] | None:
     }
 
 
-def goal_distance_key(state: dict[str, float]) -> str | None:
-    """The distance left to the task's goal among a privileged state's names: the last
-    ``<a>_to_<b>_cm`` (``envs.tasks.TaskEnv.privileged_state`` names it last: Reacher's
-    ``fingertip_to_target_cm``, Pusher's ``object_to_goal_cm``, Lift's ``gripper_to_cube_cm``)."""
-    distances = [name for name in state if "_to_" in name and name.endswith("_cm")]
-    return distances[-1] if distances else None
-
-
-def where_they_end(runs: list[RunResult], parts: int = 3) -> dict[str, Any] | None:
+def where_they_end(
+    runs: list[RunResult], goal_key: str | None, parts: int = 3
+) -> dict[str, Any] | None:
     """Where the final policies end on the test, by where they start.
 
-    Every condition is tested from the same start states, so they are split once, into ``parts``
-    equal shares by the goal distance at the start (:func:`goal_distance_key`; edges at its
-    quantiles over the test episodes). Per condition: the median of every privileged quantity at
-    the episodes' end, and per share the success rate and the median goal distance at the end.
-    Where the learners of a weaker reward miss shows here: a reward that teaches little from far
-    starts, or one that brings them near but not onto the goal (docs/zero_shot_rl.md, "What else
-    the default could change"). None unless every tested run recorded its states and the task
-    names a goal distance.
+    Per condition, the median of every privileged quantity at the test episodes' end. Where the
+    task names its goal distance (``goal_key``, :attr:`envs.tasks.TaskSpec.goal_distance`), the
+    test starts, the same for every condition, are also split once into ``parts`` equal shares by
+    it (edges at its quantiles over the test episodes), with each condition's success rate and
+    median goal distance at the end per share. Where the learners of a weaker reward miss shows
+    here: a reward that teaches little from far starts, or one that brings them near but not onto
+    the goal (docs/zero_shot_rl.md, "What else the default could change").
+
+    ``None`` without a tested run; ``{"unrecorded": [<run>, ...]}`` when tested runs did not record
+    their states (runs made before 2026-12-05, merged), so the report can say which.
     """
     tested = [r for r in runs if r.test_successes]
-    if not tested or not all(r.test_start_state and r.test_final_state for r in tested):
+    if not tested:
         return None
-    key = goal_distance_key(tested[0].test_start_state[0])
-    if key is None:
-        return None
-    starts = np.array([s[key] for r in tested for s in r.test_start_state])
-    edges = [float(e) for e in np.quantile(starts, np.arange(1, parts) / parts)]
-    names = list(tested[0].test_start_state[0])
+    unrecorded = [r for r in tested if not (r.test_start_state and r.test_final_state)]
+    if unrecorded:
+        return {"unrecorded": [f"{r.condition}_seed{r.seed}" for r in unrecorded]}
+    states = [s for r in tested for s in (*r.test_start_state, *r.test_final_state)]
+    names = [n for n in states[0] if all(n in s for s in states)]  # every run's, in its order
     at_start = {n: [s[n] for r in tested for s in r.test_start_state] for n in names}
+    split = goal_key is not None and goal_key in names
+    edges: list[float] = []
+    if split:
+        edges = [float(e) for e in np.quantile(at_start[goal_key], np.arange(1, parts) / parts)]
     result: dict[str, Any] = {
-        "split_by": key,
+        "split_by": goal_key if split else None,
         "edges": edges,
         "start_median": {n: float(np.median(v)) for n, v in at_start.items()},
         "conditions": {},
     }
     for condition in dict.fromkeys(r.condition for r in tested):
         mine = [r for r in tested if r.condition == condition]
-        start = np.array([s[key] for r in mine for s in r.test_start_state])
         end = {n: np.array([s[n] for r in mine for s in r.test_final_state]) for n in names}
-        success = np.array([x for r in mine for x in r.test_successes], dtype=float)
-        share = np.digitize(start, edges)  # 0 below the first edge, parts - 1 from the last on
-        result["conditions"][condition] = {
-            "final_median": {n: float(np.median(v)) for n, v in end.items()},
-            "shares": [
+        row: dict[str, Any] = {"final_median": {n: float(np.median(v)) for n, v in end.items()}}
+        if split:
+            start = np.array([s[goal_key] for r in mine for s in r.test_start_state])
+            success = np.array([x for r in mine for x in r.test_successes], dtype=float)
+            share = np.digitize(start, edges)  # 0 below the first edge, parts - 1 from the last on
+            row["shares"] = [
                 {
                     "episodes": int((share == i).sum()),
                     "success": float(success[share == i].mean()) if (share == i).any() else None,
                     "final_median": (
-                        float(np.median(end[key][share == i])) if (share == i).any() else None
+                        float(np.median(end[goal_key][share == i])) if (share == i).any() else None
                     ),
                 }
                 for i in range(parts)
-            ],
-        }
+            ]
+        result["conditions"][condition] = row
     return result
 
 
@@ -182,10 +182,12 @@ def success_ratio_interval(
     ratio swings far (ten Reacher seeds at 20k steps: 0.50-1.34 about 0.80), and the interval
     says so.
 
-    ``None`` with fewer than two seeds on either side or no true-reward success at all; the upper
-    bound is ``None`` (unbounded) when the resampled true-reward seeds can all fail often enough.
+    ``None`` with fewer than two seeds on either side, no true-reward success at all, or so few
+    successes that resamples in which both sides fail (0 / 0: no ratio) reach the interval's tail;
+    the upper bound is ``None`` (unbounded) when the resampled true-reward seeds can all fail
+    often enough.
     """
-    from scipy.stats import bootstrap
+    from scipy.stats import DegenerateDataWarning, bootstrap
 
     critic, truth = np.asarray(critic_rates, float), np.asarray(truth_rates, float)
     if len(critic) < 2 or len(truth) < 2 or not truth.any():
@@ -194,20 +196,27 @@ def success_ratio_interval(
     def ratio(x, y, axis=-1):
         return np.mean(x, axis=axis) / np.mean(y, axis=axis)
 
-    with np.errstate(divide="ignore", invalid="ignore"):  # a resample of failing seeds: x / 0
+    # a resample of failing seeds is x / 0, and seeds all alike are one value: both are handled
+    # below, so numpy's and scipy's warnings about them would only be noise in the run's log
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
         low, high = bootstrap(
             (critic, truth), ratio, n_resamples=resamples, confidence_level=confidence,
             method="percentile", paired=False, vectorized=True, rng=np.random.default_rng(seed),
         ).confidence_interval  # fmt: skip
+    if np.isnan(low) or np.isnan(high):  # 0 / 0 in the tail: no ratio to bound
+        return None
     return [float(low), float(high) if np.isfinite(high) else None]
 
 
-def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[str, Any]:
+def summarise(
+    runs: list[RunResult], success_threshold: float = 0.95, goal_key: str | None = None
+) -> dict[str, Any]:
     """Per condition: the final test (success and true return), the last curve evaluation (mean
     and std over seeds), costs, and for critic-rewarded conditions the reward's fidelity on the
     learner's episodes. The critic / ground-truth success ratio is the final test's where there is
-    one, else the last curve evaluation's; ``where_they_end`` (:func:`where_they_end`) where the
-    runs recorded the task's state on the test."""
+    one, else the last curve evaluation's; ``where_they_end`` (:func:`where_they_end`, split by
+    ``goal_key``, the task's goal distance) where the runs were tested."""
     summary: dict[str, Any] = {}
     by_condition = {
         c: [r for r in runs if r.condition == c] for c in dict.fromkeys(r.condition for r in runs)
@@ -230,7 +239,7 @@ def summarise(runs: list[RunResult], success_threshold: float = 0.95) -> dict[st
         fidelity = fidelity_summary(mine, success_threshold)
         if fidelity is not None:
             summary[condition]["training_episodes"] = fidelity
-    ends = where_they_end(runs)
+    ends = where_they_end(runs, goal_key)
     if ends is not None:
         summary["where_they_end"] = ends
     if "critic" in summary and "ground_truth" in summary:
@@ -274,6 +283,8 @@ def _compared(config: DictConfig, key: str) -> Any:
 
 # What merge reads from a results.json's config, besides the options of MERGE_SAME it compares.
 MERGE_READS = ("env", "algo", "total_timesteps", "critic", "reward", "relabel")
+# a run's lists with one entry per test episode, beside test_successes
+TEST_FIELDS = ("test_returns", "test_final_progress", "test_start_state", "test_final_state")
 
 
 def _check_results(config: Any, runs: Any) -> None:
@@ -296,6 +307,24 @@ def _check_results(config: Any, runs: Any) -> None:
             raise ValueError(f"a run of condition {run['condition']!r}, not one of {CONDITIONS}")
         if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
             raise ValueError(f"a run whose seed is {run['seed']!r}, not an int")
+        name = f"{run['condition']}_seed{run['seed']}"
+        tests = run.get("test_successes") or []
+        for key in TEST_FIELDS:
+            value = run.get(key) or []  # absent or empty: a run made before it was recorded
+            if not isinstance(value, list) or (value and len(value) != len(tests)):
+                raise ValueError(
+                    f"run {name}: {key} must be a list of one entry per test episode "
+                    f"({len(tests)}), it is {value!r:.80}"
+                )
+        for key in ("test_start_state", "test_final_state"):
+            for state in run.get(key) or []:
+                if not isinstance(state, dict) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in state.values()
+                ):
+                    raise ValueError(
+                        f"run {name}: {key} must hold one mapping of names to numbers per test "
+                        f"episode, it holds {state!r:.80}"
+                    )
 
 
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:

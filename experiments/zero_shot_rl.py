@@ -337,6 +337,13 @@ def train_all(cfg: DictConfig, out_dir: Path) -> list[RunResult]:
             bar.close()
 
 
+def _goal_distance(cfg: DictConfig) -> str | None:
+    """The task's goal distance, which the report splits the test starts by."""
+    from envs import get_task
+
+    return get_task(cfg.env.name).goal_distance
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
@@ -344,13 +351,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         dirs = [cfg.merge] if isinstance(cfg.merge, str) else list(cfg.merge)
         config, runs, sources = merge_runs(dirs)
         out_dir.mkdir(parents=True, exist_ok=True)
-        summary = summarise(runs, config.reward.success_threshold)
+        summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
         write_report(config, runs, summary, out_dir, sources)
         return summary
     check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_all(cfg, out_dir)
-    summary = summarise(runs, cfg.reward.success_threshold)
+    summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
     write_report(cfg, runs, summary, out_dir)
     return summary
 

@@ -164,6 +164,9 @@ def test_privileged_state_speaks_the_reasoning_vocabulary(task):
     state = env.unwrapped.privileged_state()
     env.close()
     assert state and all(np.isfinite(v) for v in state.values())
+    # the goal distance the RL report splits test starts by is one of them, or none is named
+    goal = envs.get_task(task).goal_distance
+    assert goal is None or (goal in state and goal.endswith("_cm"))
     for key, value in state.items():
         # Every name is one the chain-of-thought writer has wordings for, not the generic fallback.
         assert not re.fullmatch(
@@ -176,7 +179,8 @@ def test_an_option_a_task_does_not_take_is_named():
         envs.make_task_env("Reacher-v5", min_start_distance=0.1, bogus=1)
     assert str(err.value).startswith(
         "bogus=1 is not an option of the task 'Reacher-v5' (MujocoEnv.__init__() got an "
-        "unexpected keyword argument 'bogus'); remove it or correct its name"
+        "unexpected keyword argument 'bogus'); remove it or correct its name: task options are "
+        "Reacher-v5's own (min_start_distance) and its simulator's constructor arguments"
     )
     # through the wrapper's task_kwargs, which must be a mapping
     with pytest.raises(InvalidOptionError, match=r"^bogus=1 is not an option of the task"):

@@ -64,6 +64,9 @@ def test_success_ratio_interval_over_seeds_by_hand():
     # too few seeds, or no true-reward success: no interval
     assert success_ratio_interval([0.1], [0.2]) is None
     assert success_ratio_interval([0.1, 0.2], [0.0, 0.0]) is None
+    # both sides all fail in 1/16 of the resamples (each side's two seeds both drawn at 0.0): the
+    # ratio is 0 / 0 there, above the 2.5 % tail, so no interval (not nan)
+    assert success_ratio_interval([0.0, 0.01], [0.0, 0.01]) is None
 
     def run(condition, seed, successes):
         return RunResult(condition, seed, [100], [0.0], [-5.0], 10.0, 100,
@@ -179,6 +182,14 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
          r"a run of condition 'magic', not one of \('critic', 'oracle', 'ground_truth'\)"),
         ("seedstr", {"config": config, "runs": [{**good, "seed": "abc"}]},
          r"a run whose seed is 'abc', not an int"),
+        # the test's lists hold one entry per test episode (good has 100), states map to numbers
+        ("short", {"config": config, "runs": [{**good, "test_start_state": [{"d_cm": 1.0}] * 2}]},
+         r"run critic_seed0: test_start_state must be a list of one entry per test episode "
+         r"\(100\), it is \[\{'d_cm': 1\.0\}, \{'d_cm': 1\.0\}\]"),
+        ("notnum", {"config": config, "runs": [{**good, "test_final_state": [{"d_cm": "x"}] * 100,
+                                                "test_start_state": [{"d_cm": 1}] * 100}]},
+         r"run critic_seed0: test_final_state must hold one mapping of names to numbers per "
+         r"test episode, it holds \{'d_cm': 'x'\}"),
     ]:  # fmt: skip
         folder = tmp_path / name
         folder.mkdir()
@@ -257,15 +268,7 @@ def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
 def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(tmp_path):
     from omegaconf import OmegaConf
     from rl_report import write_report
-    from rl_results import RunResult, goal_distance_key, merge_runs, summarise, where_they_end
-
-    assert goal_distance_key({"fingertip_to_object_cm": 1.0, "object_to_goal_cm": 2.0}) == (
-        "object_to_goal_cm"  # Pusher: the last distance named is the goal's
-    )
-    assert goal_distance_key({"gripper_to_cube_cm": 1.0, "cube_height_cm": 0.0}) == (
-        "gripper_to_cube_cm"
-    )
-    assert goal_distance_key({"door_angle_deg": 3.0}) is None
+    from rl_results import RunResult, merge_runs, summarise, where_they_end
 
     starts = [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]  # the same six test starts for both conditions
 
@@ -281,7 +284,8 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
         run("critic", [1.0, 3.0, 4.0, 8.0, 12.0, 20.0], [True, False, False, False, False, False]),
         run("ground_truth", [1.0, 1.5, 1.0, 3.0, 1.5, 4.0], [True, True, True, False, True, False]),
     ]
-    ends = where_they_end(runs)
+    goal = "fingertip_to_target_cm"  # envs.get_task("Reacher-v5").goal_distance
+    ends = where_they_end(runs, goal)
     # twelve pooled starts 5, 5, 10, 10, ..., 30, 30: the 1/3 quantile lies 2/3 of the way from
     # the 4th (10) to the 5th (15), 13.33; the 2/3 quantile 1/3 of the way from 20 to 25, 21.67
     assert ends["split_by"] == "fingertip_to_target_cm"
@@ -295,18 +299,34 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
     assert [s["success"] for s in truth["shares"]] == [1.0, 0.5, 0.5]
     assert [s["final_median"] for s in truth["shares"]] == [1.25, 2.0, 2.75]
     assert critic["final_median"] == {"fingertip_to_target_cm": 6.0}  # median of 1, 3, 4, 8, 12, 20
-    assert summarise(runs)["where_they_end"] == ends
+    assert summarise(runs, goal_key=goal)["where_they_end"] == ends
 
     report_cfg = OmegaConf.create(
         json.loads((run_dir(tmp_path, "any") / "results.json").read_text())["config"]
     )
-    write_report(report_cfg, runs, summarise(runs), tmp_path)
+    write_report(report_cfg, runs, summarise(runs, goal_key=goal), tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert "3 equal shares by `fingertip_to_target_cm` at the reset" in report
     assert "| condition | start < 13.3 | start 13.3–21.7 | start ≥ 21.7 |" in report
     assert "| critic | 0.50, ends at 2.00 | 0.00, ends at 6.00 | 0.00, ends at 16.00 |" in report
     assert "| start | 17.50 |" in report and "| ground_truth, end | 1.50 |" in report
 
-    # runs made before the states were recorded (the committed run of 2026-12-04): no section
+    # a task that names no goal distance (Lift, Door): the medians, no split
+    unsplit = where_they_end(runs, None)
+    assert unsplit["split_by"] is None and unsplit["edges"] == []
+    assert unsplit["conditions"]["critic"] == {"final_median": {goal: 6.0}}
+    write_report(report_cfg, runs, summarise(runs), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "Reacher-v5 names no distance to its goal" in report and "equal shares" not in report
+    assert "| start | 17.50 |" in report and "| critic, end | 6.00 |" in report
+
+    # runs made before the states were recorded (the committed run of 2026-12-04), merged with
+    # new ones: the report names the runs that lack them
     _, old_runs, _ = merge_runs([str(run_dir(tmp_path, "old"))])
-    assert where_they_end(old_runs) is None and "where_they_end" not in summarise(old_runs)
+    assert where_they_end(old_runs + runs, goal) == {
+        "unrecorded": [f"{r.condition}_seed{r.seed}" for r in old_runs if r.test_successes]
+    }
+    write_report(report_cfg, old_runs, summarise(old_runs, goal_key=goal), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "Where the final policies end: not in this report. These runs did not record" in report
+    assert where_they_end(runs[:0], goal) is None
