@@ -45,6 +45,11 @@ def is_server_url(model: str) -> bool:
 PROMPTS = ("anchored", "stepwise")
 
 
+def _is_integer(value: Any) -> bool:
+    """An integer of any kind (``int``, numpy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
 @dataclass
 class VLMCritic(Critic):
     """A Qwen2.5-VL / Qwen3-VL critic.
@@ -88,7 +93,7 @@ class VLMCritic(Critic):
             raise CriticError(
                 f"prompt={self.prompt!r} is not a prompt format; pick one of {list(PROMPTS)}"
             )
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+        if not _is_integer(self.samples) or self.samples < 1:
             raise CriticError(f"samples={self.samples!r} must be an integer >= 1")
         temperature = self.temperature
         if (
@@ -100,21 +105,19 @@ class VLMCritic(Critic):
                 f"temperature={temperature!r} must be a finite number >= 0 (0: greedy answers); "
                 "e.g. temperature=0.7"
             )
-        if (
-            isinstance(self.max_new_tokens, bool)
-            or not isinstance(self.max_new_tokens, int)
-            or self.max_new_tokens < 1
-        ):
+        if not _is_integer(self.max_new_tokens) or self.max_new_tokens < 1:
             raise CriticError(
                 f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1 (the generation "
                 "budget of a reason-mode answer or a failure verdict), e.g. max_new_tokens=96"
             )
-        if (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, int)
-            or not 0 <= self.seed < 2**63
-        ):
+        if not _is_integer(self.seed) or not 0 <= self.seed < 2**63:
             raise CriticError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
+        # numpy integers are integers too; the engine and the config record plain ints
+        self.samples, self.max_new_tokens, self.seed = (
+            int(self.samples),
+            int(self.max_new_tokens),
+            int(self.seed),
+        )
         if is_server_url(self.model):
             self._connect(self.model)  # the server's device holds the model; ours is unused
         else:

@@ -21,6 +21,7 @@ distance to the goal and the start distance no longer follow from the learner's 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -96,8 +97,9 @@ def hindsight_mode(value: Any) -> str | None:
 
 
 def _check_int(name: str, value: Any, minimum: int, fix: str = "") -> None:
-    """A typed error unless ``value`` is an integer (not a bool) of at least ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    """A typed error unless ``value`` is an integer (Python's or numpy's, not a bool) of at least
+    ``minimum``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise InvalidOptionError(f"{name}={value!r} must be an integer >= {minimum}{fix}")
 
 
@@ -184,7 +186,7 @@ def plan_policy_episodes(
         raise InvalidOptionError("policies=[] names no policy; pass one or more policy.zip paths")
     for path in policies:
         policy_digest(str(path))
-    return [EpisodePlan(task, first_seed + i, policy=str(path), hindsight=mode or False)
+    return [EpisodePlan(task, int(first_seed) + i, policy=str(path), hindsight=mode or False)
             for path in policies for i in range(episodes)]  # fmt: skip
 
 
@@ -236,7 +238,7 @@ def plan_episodes(
         inject = kinds and failures < round((i + 1) * failure_fraction)
         failure = kinds[failures % len(kinds)] if inject else None
         failures += bool(inject)
-        plans.append(EpisodePlan(task, first_seed + i, failure))
+        plans.append(EpisodePlan(task, int(first_seed) + i, failure))
     return plans
 
 

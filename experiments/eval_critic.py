@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,11 @@ class EvalConfigError(ValueError):
 
 def list_option(value: Any) -> list:
     """A list option (``critics``, ``data``) as a list: one critic or folder given bare
-    (``critics=oracle``, ``data=data/Lift``) is a list of one, as ``synthesize.py`` takes
-    ``policies=<one path>``; null is none."""
+    (``critics=oracle``, ``data=data/Lift``, ``critics={name: noisy_oracle, offset_sd: 0.1}``) is
+    a list of one, as ``synthesize.py`` takes ``policies=<one path>``; null is none."""
     if value is None:
         return []
-    if isinstance(value, str):
+    if isinstance(value, str | Mapping):  # a DictConfig is a Mapping
         return [value]
     return list(value)
 

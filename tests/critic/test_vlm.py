@@ -131,6 +131,11 @@ def test_a_cuda_critic_without_cuda_is_a_critic_error(monkeypatch):
     )
     critic = make_critic({"name": "tiny", "mode": "reason", "temperature": 0, "max_new_tokens": 2})
     assert critic.temperature == 0  # 0 is greedy, and allowed
+    # numpy integers are integers (a seed or budget computed with numpy), kept as plain ints
+    critic = make_critic({"name": "tiny", "mode": "reason", "samples": np.int64(2),
+                          "max_new_tokens": np.int64(2), "seed": np.int64(3)})  # fmt: skip
+    assert (critic.samples, critic.max_new_tokens, critic.seed) == (2, 2, 3)
+    assert all(type(v) is int for v in (critic.samples, critic.max_new_tokens, critic.seed))
 
 
 def test_a_saved_checkpoint_directory_is_a_critic(tmp_path, tiny_model):

@@ -17,6 +17,9 @@ def test_plans_spread_failures_evenly_and_cycle_types():
     # Episode i is a failure while failures so far < round((i + 1) / 2): round(0.5) = 0, round(1)
     # = 1, round(1.5) = 2, round(2) = 2, round(2.5) = 2 (to even), round(3) = 3 → i = 1, 2, 5.
     assert [p.seed for p in plans] == list(range(10, 16))
+    # a numpy integer is an integer; the plans hold plain ints
+    seeds = [p.seed for p in plan_episodes("Reacher-v5", 2, first_seed=np.int64(10))]
+    assert seeds == [10, 11] and all(type(x) is int for x in seeds)
     assert [p.failure for p in plans] == [None, "stall", "overshoot", None, None, "wrong_target"]
     assert plans[0].episode_id == "Reacher-v5-000010-" + (plans[0].failure or "expert")
     assert all(p.failure is None for p in plan_episodes("Reacher-v5", 4, failure_fraction=0.0))

@@ -230,3 +230,14 @@ def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
     done = _run(tmp_path / "run", f"data=[{dataset}]", "by_state.Reacher-v5.bins=5")
     assert done.returncode == 1 and "Traceback" not in done.stderr  # bins must be a list
     assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': 5} must be" in done.stderr
+
+
+def test_one_critic_may_be_given_bare_even_as_a_mapping():
+    from eval_critic import list_option
+    from omegaconf import OmegaConf
+
+    one = OmegaConf.create({"critics": {"name": "noisy_oracle", "offset_sd": 0.1}}).critics
+    assert list_option(one) == [one]  # not its keys
+    assert list_option("oracle") == ["oracle"] and list_option(None) == []
+    many = OmegaConf.create(["oracle", {"name": "noisy_oracle"}])
+    assert list_option(many) == ["oracle", {"name": "noisy_oracle"}]
