@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rl_results import CONDITIONS, TEST_SEED, RunResult
+from rl_results import CONDITIONS, MACHINE_PACKAGES, TEST_SEED, RunResult
 
 
 def _added_rewards(reward: DictConfig) -> str:
@@ -123,6 +123,7 @@ def write_report(
         f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
         *_schedule(cfg),
         "",
+        *_machines(runs),
         *_algo_options(cfg.algo),
         *_task_options(cfg.env),
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
@@ -215,6 +216,32 @@ def write_report(
             )
     lines += ["", "![learning curves](learning_curves.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _machines(runs: list[RunResult]) -> list[str]:
+    """Where the runs ran (:func:`rl_results.machine_record`): one line for one setup, a line per
+    setup with its runs for several (a merge of runs from different machines or versions)."""
+
+    def setup(machine: dict[str, str]) -> str:
+        parts = [f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"]
+        if "avx512" in machine:
+            parts[0] += f" (AVX-512: {machine['avx512']})"
+        if "gpu" in machine:
+            parts.append(f"GPU {machine['gpu']}")
+        parts.append(f"Python {machine.get('python', '?')}")
+        parts += [f"{name} {machine[name]}" for name in MACHINE_PACKAGES if name in machine]
+        return ", ".join(parts)
+
+    by_setup: dict[str, list[str]] = {}
+    for run in runs:
+        text = setup(run.machine) if run.machine else "not recorded (runs before 2026-12-05, night)"
+        by_setup.setdefault(text, []).append(f"{run.condition}_seed{run.seed}")
+    note = "A seed repeats a run only on the same hardware and library versions."
+    if len(by_setup) == 1:
+        return [f"Ran on: {next(iter(by_setup))}. {note}", ""]
+    lines = [f"Ran on {len(by_setup)} setups (a merge). {note}", ""]
+    lines += [f"- {text}: {', '.join(names)}" for text, names in by_setup.items()]
+    return [*lines, ""]
 
 
 def _where_they_end(ends: dict[str, Any], task: str) -> list[str]:

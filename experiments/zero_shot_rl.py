@@ -44,6 +44,7 @@ from rl_results import (
     TEST_SEED,
     ExperimentConfigError,
     RunResult,
+    machine_record,
     merge_runs,
     summarise,
 )
@@ -252,6 +253,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         env_steps=int(model.num_timesteps),
         episodes=fidelity.episodes if fidelity is not None else [],
         **evaluate_final_policy(cfg, model),
+        machine=machine_record(),
     )
 
 

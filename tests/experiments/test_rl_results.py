@@ -190,6 +190,8 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
                                                 "test_start_state": [{"d_cm": 1}] * 100}]},
          r"run critic_seed0: test_final_state must hold one mapping of names to numbers per "
          r"test episode, it holds \{'d_cm': 'x'\}"),
+        ("machine", {"config": config, "runs": [{**good, "machine": {"cores": 2}}]},
+         r"run critic_seed0: machine must map names to version strings, it is \{'cores': 2\}"),
     ]:  # fmt: skip
         folder = tmp_path / name
         folder.mkdir()
@@ -330,3 +332,41 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
     report = (tmp_path / "report.md").read_text()
     assert "Where the final policies end: not in this report. These runs did not record" in report
     assert where_they_end(runs[:0], goal) is None
+
+
+def test_the_report_says_what_each_run_ran_on(tmp_path):
+    from dataclasses import replace
+
+    from rl_report import write_report
+    from rl_results import MACHINE_PACKAGES, machine_record, merge_runs, summarise
+
+    here = machine_record()
+    assert {"cpu", "cores", "python", *MACHINE_PACKAGES} <= here.keys()
+    assert all(isinstance(v, str) and v for v in here.values())
+    import stable_baselines3
+    import torch
+
+    assert here["torch"] == torch.__version__  # e.g. 2.13.0+cpu
+    assert here["stable-baselines3"] == stable_baselines3.__version__
+
+    config, runs, _ = merge_runs([str(run_dir(tmp_path, "old"))])  # before machines were recorded
+    write_report(config, runs, summarise(runs), tmp_path)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert "Ran on: not recorded (runs before 2026-12-05, night). A seed repeats a run only on " \
+        "the same hardware and library versions." in lines  # fmt: skip
+
+    one = {"cpu": "AMD EPYC", "cores": "2", "avx512": "yes", "python": "3.11.2", "torch": "2.13.0"}
+    other = {**one, "avx512": "no"}
+    runs = [replace(r, machine=one if r.condition != "critic" else other) for r in runs]
+    write_report(config, runs, summarise(runs), tmp_path)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert "Ran on 2 setups (a merge). A seed repeats a run only on the same hardware and " \
+        "library versions." in lines  # fmt: skip
+    assert "- AMD EPYC, 2 cores (AVX-512: no), Python 3.11.2, torch 2.13.0: critic_seed0, " \
+        "critic_seed1, critic_seed2" in lines  # fmt: skip
+    # results.json keeps each run's record, and merge reads it back
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "results.json").write_text((tmp_path / "results.json").read_text())
+    _, merged, _ = merge_runs([str(again)])
+    assert [r.machine for r in merged] == [r.machine for r in runs]
