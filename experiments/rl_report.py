@@ -257,9 +257,13 @@ def _where_they_end(ends: dict[str, Any], task: str) -> list[str]:
     key = ends["split_by"]
     lines = [""]
     if key is None:
+        why = (
+            f"{task} names no distance to its goal (`envs.tasks.TaskSpec.goal_distance`)"
+            if ends.get("goal_key") is None
+            else f"its goal distance `{ends['goal_key']}` is not in every run's recorded states"
+        )
         lines.append(
-            f"Where the final policies end (test): {task} names no distance to its goal "
-            "(`envs.tasks.TaskSpec.goal_distance`), so its test starts are not split by it."
+            f"Where the final policies end (test): {why}, so the test starts are not split by it."
         )
     else:
         edges = ends["edges"]
@@ -281,6 +285,8 @@ def _where_they_end(ends: dict[str, Any], task: str) -> list[str]:
                 for share in row["shares"]
             ]
             lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    if not names:  # no quantity every run recorded
+        return lines
     lines += [
         "",
         "The task's privileged state, median over the test episodes, at the reset (the same for "

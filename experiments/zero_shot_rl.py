@@ -340,10 +340,14 @@ def train_all(cfg: DictConfig, out_dir: Path) -> list[RunResult]:
 
 
 def _goal_distance(cfg: DictConfig) -> str | None:
-    """The task's goal distance, which the report splits the test starts by."""
-    from envs import get_task
+    """The task's goal distance, which the report splits the test starts by; none for a task
+    not registered here (a merge of runs of a task a user's own script registered)."""
+    from envs import UnknownTaskError, get_task
 
-    return get_task(cfg.env.name).goal_distance
+    try:
+        return get_task(cfg.env.name).goal_distance
+    except UnknownTaskError:
+        return None
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:

@@ -65,8 +65,12 @@ def test_success_ratio_interval_over_seeds_by_hand():
     assert success_ratio_interval([0.1], [0.2]) is None
     assert success_ratio_interval([0.1, 0.2], [0.0, 0.0]) is None
     # both sides all fail in 1/16 of the resamples (each side's two seeds both drawn at 0.0): the
-    # ratio is 0 / 0 there, above the 2.5 % tail, so no interval (not nan)
+    # ratio is 0 / 0 there, more than the 2.5 % tail, so no interval (not nan)
     assert success_ratio_interval([0.0, 0.01], [0.0, 0.01]) is None
+    # three seeds a side: both all fail in (1/3)^3 * (1/3)^3 = 0.14 % of the resamples, which are
+    # left out; the critic's alone in 1/27 = 3.7 % (ratio 0: the lower bound), the truth's alone
+    # in 3.7 % too (x / 0: no upper bound)
+    assert success_ratio_interval([0.0, 0.3, 0.4], [0.0, 0.3, 0.5]) == [0.0, None]
 
     def run(condition, seed, successes):
         return RunResult(condition, seed, [100], [0.0], [-5.0], 10.0, 100,
@@ -192,6 +196,11 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
          r"test episode, it holds \{'d_cm': 'x'\}"),
         ("machine", {"config": config, "runs": [{**good, "machine": {"cores": 2}}]},
          r"run critic_seed0: machine must map names to version strings, it is \{'cores': 2\}"),
+        ("noreturns", {"config": config, "runs": [{**good, "test_returns": None}]},
+         r"run critic_seed0: test_returns must be a list of one entry per test episode \(100\), "
+         r"it is None"),
+        ("tests", {"config": config, "runs": [{**good, "test_successes": 3}]},
+         r"run critic_seed0: test_successes must be a list, it is 3"),
     ]:  # fmt: skip
         folder = tmp_path / name
         folder.mkdir()
@@ -200,6 +209,14 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
             ExperimentConfigError, match=rf"{name}.results\.json is not a .*{message}"
         ):
             merge_runs([str(folder)])
+    # null is absent: a run written with nulls for what it did not record merges
+    folder = tmp_path / "nulls"
+    folder.mkdir()
+    nulls = {**good, "machine": None, "episodes": None, "test_final_progress": None,
+             "test_start_state": None, "test_final_state": None}  # fmt: skip
+    (folder / "results.json").write_text(json.dumps({"config": config, "runs": [nulls]}))
+    (run,) = merge_runs([str(folder)])[1]
+    assert run.machine == {} and run.episodes == [] and run.test_start_state == []
 
 
 def test_the_report_names_the_task_options_the_runs_had(tmp_path):
@@ -321,6 +338,19 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
     report = (tmp_path / "report.md").read_text()
     assert "Reacher-v5 names no distance to its goal" in report and "equal shares" not in report
     assert "| start | 17.50 |" in report and "| critic, end | 6.00 |" in report
+    # the task names one, but a run's states lack it (another name, hand-edited): said so
+    from dataclasses import replace
+
+    renamed = replace(runs[1], test_start_state=[{"d_cm": x} for x in starts],
+                      test_final_state=[{"d_cm": 1.0}] * 6)  # fmt: skip
+    lacking = where_they_end([runs[0], renamed], goal)
+    assert lacking["goal_key"] == goal and lacking["split_by"] is None
+    write_report(report_cfg, [runs[0], renamed], summarise([runs[0], renamed], goal_key=goal),
+                 tmp_path)  # fmt: skip
+    report = (tmp_path / "report.md").read_text()
+    assert "its goal distance `fingertip_to_target_cm` is not in every run's recorded states, so " \
+        "the test starts are not split by it." in report  # fmt: skip
+    assert "The task's privileged state" not in report  # no quantity both runs recorded
 
     # runs made before the states were recorded (the committed run of 2026-12-04), merged with
     # new ones: the report names the runs that lack them
