@@ -28,6 +28,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
 )
+from rollout.checks import is_number
 
 COMBINE = ("mean", "min", "mean_minus_std")
 
@@ -59,8 +60,8 @@ class EnsembleCritic(Critic):
                 f"combine={self.combine!r} is not a rule; pick one of {list(COMBINE)}"
             )
         weight = self.std_weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
-            raise EnsembleConfigError(f"std_weight={weight!r} must be a number >= 0")
+        if not is_number(weight) or weight < 0:
+            raise EnsembleConfigError(f"std_weight={weight!r} must be a finite number >= 0")
         listed = isinstance(self.members, Sequence) and not isinstance(self.members, str)
         members = list(self.members) if listed else self.members
         if not listed or len(members) < 2:

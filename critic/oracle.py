@@ -9,7 +9,6 @@ learned critic must be before a policy learns from it as from the truth.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +23,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
 )
+from rollout.checks import is_number
 
 
 @dataclass
@@ -116,8 +116,7 @@ class NoisyOracleCritic(OracleCritic):
     def __post_init__(self) -> None:
         for key in ("offset_sd", "step_sd"):
             value = getattr(self, key)
-            if (isinstance(value, bool) or not isinstance(value, int | float)
-                    or not 0 <= value < math.inf):  # fmt: skip
+            if not is_number(value) or value < 0:
                 raise CriticError(
                     f"NoisyOracleCritic {key}={value!r} must be a finite number >= 0 (an SD of "
                     "progress, e.g. 0.2; 0: none)"

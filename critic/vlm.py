@@ -10,8 +10,6 @@ Two ways to read progress:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +31,7 @@ from critic.base import (
 from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, device_problem
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import VisionSpec
+from rollout.checks import is_int, is_number
 
 MODES = ("score", "reason")
 
@@ -43,11 +42,6 @@ def is_server_url(model: str) -> bool:
 
 
 PROMPTS = ("anchored", "stepwise")
-
-
-def _is_integer(value: Any) -> bool:
-    """An integer of any kind (``int``, numpy's), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass
@@ -93,24 +87,20 @@ class VLMCritic(Critic):
             raise CriticError(
                 f"prompt={self.prompt!r} is not a prompt format; pick one of {list(PROMPTS)}"
             )
-        if not _is_integer(self.samples) or self.samples < 1:
+        if not is_int(self.samples) or self.samples < 1:
             raise CriticError(f"samples={self.samples!r} must be an integer >= 1")
         temperature = self.temperature
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, numbers.Real)
-            or not 0 <= temperature < math.inf
-        ):
+        if not is_number(temperature) or temperature < 0:
             raise CriticError(
                 f"temperature={temperature!r} must be a finite number >= 0 (0: greedy answers); "
                 "e.g. temperature=0.7"
             )
-        if not _is_integer(self.max_new_tokens) or self.max_new_tokens < 1:
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             raise CriticError(
                 f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1 (the generation "
                 "budget of a reason-mode answer or a failure verdict), e.g. max_new_tokens=96"
             )
-        if not _is_integer(self.seed) or not 0 <= self.seed < 2**63:
+        if not is_int(self.seed) or not 0 <= self.seed < 2**63:
             raise CriticError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
         # numpy integers are integers too; the engine and the config record plain ints
         self.samples, self.max_new_tokens, self.seed = (

@@ -18,7 +18,6 @@ and ``env_reward_weight * env_reward`` (0 by default: the critic is the only rew
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -33,6 +32,7 @@ from critic.base import (
     unknown_options,
 )
 from envs.errors import CriticOutputError, InvalidOptionError
+from rollout.checks import is_int, is_number
 
 # The critic a reward wrapper uses when none is named: the shipped, trained VLM critic
 # (critic/weights/viscritic-small). critic="oracle" reads the simulator's privileged progress.
@@ -99,13 +99,13 @@ class CriticRewardConfig:
                 f"reward_mode={self.reward_mode!r} is not a reward mode; "
                 f"pick one of {list(REWARD_MODES)}"
             )
-        if not _is_int(self.query_every) or self.query_every < 1:
+        if not is_int(self.query_every) or self.query_every < 1:
             raise InvalidOptionError(
                 f"query_every={self.query_every!r} must be an integer >= 1 "
                 "(1 queries the critic every step; k holds the reward for k steps)"
             )
         if self.frames_per_query is not None and (
-            not _is_int(self.frames_per_query) or self.frames_per_query < 1
+            not is_int(self.frames_per_query) or self.frames_per_query < 1
         ):
             raise InvalidOptionError(
                 f"frames_per_query={self.frames_per_query!r} must be an integer >= 1, or None "
@@ -121,19 +121,19 @@ class CriticRewardConfig:
                 f"between_queries={self.between_queries!r} is not an option; pick one of "
                 f"{list(BETWEEN_QUERIES)}"
             )
-        if not _is_real(self.gamma) or not 0.0 < self.gamma <= 1.0:
+        if not is_number(self.gamma) or not 0.0 < self.gamma <= 1.0:
             raise InvalidOptionError(f"gamma={self.gamma!r} must be a number in (0, 1]")
-        if not _is_real(self.env_reward_weight):
+        if not is_number(self.env_reward_weight):
             raise InvalidOptionError(
                 f"env_reward_weight={self.env_reward_weight!r} must be a finite number "
                 "(0 gives the critic reward alone)"
             )
-        if not _is_real(self.achieved_weight) or self.achieved_weight < 0:
+        if not is_number(self.achieved_weight) or self.achieved_weight < 0:
             raise InvalidOptionError(
                 f"achieved_weight={self.achieved_weight!r} must be a finite number >= 0 "
                 "(0 adds nothing for the task achieved)"
             )
-        if not _is_real(self.success_threshold) or not 0.0 < self.success_threshold <= 1.0:
+        if not is_number(self.success_threshold) or not 0.0 < self.success_threshold <= 1.0:
             raise InvalidOptionError(
                 f"success_threshold={self.success_threshold!r} must be a number in (0, 1]"
             )
@@ -141,6 +141,12 @@ class CriticRewardConfig:
             raise InvalidOptionError(
                 f"terminate_on_success={self.terminate_on_success!r} must be True or False"
             )
+        # numpy numbers pass the checks; plain ones are kept (a config is logged and compared)
+        for name in ("gamma", "env_reward_weight", "achieved_weight", "success_threshold"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "query_every", int(self.query_every))
+        if self.frames_per_query is not None:
+            object.__setattr__(self, "frames_per_query", int(self.frames_per_query))
 
     def for_critic(self, critic: Any, task: str | None = None) -> CriticRewardConfig:
         """These options with ``frames_per_query`` settled for ``critic`` (``None``: no critic
@@ -154,18 +160,6 @@ class CriticRewardConfig:
         Example: k = 5 over a 12-step episode queries after steps 5, 10 and 12.
         """
         return done or step % self.query_every == 0
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 def interpolate_progress(
@@ -277,14 +271,14 @@ class EpisodeTracker:
                 f"{env_index}; use one of {[s.value for s in ParseStatus]}"
             ) from None
         value = estimate.progress
-        if value is not None and not (_is_real(value) and 0.0 <= value <= 1.0):
+        if value is not None and not (is_number(value) and 0.0 <= value <= 1.0):
             raise CriticOutputError(
                 f"critic {self.critic_name!r} returned progress {value!r} for env {env_index}; "
                 "progress must be a finite number in [0, 1], or None with a parse status when "
                 "the answer could not be read"
             )
         achieved = estimate.achieved
-        if achieved is not None and not (_is_real(achieved) and 0.0 <= achieved <= 1.0):
+        if achieved is not None and not (is_number(achieved) and 0.0 <= achieved <= 1.0):
             raise CriticOutputError(
                 f"critic {self.critic_name!r} returned achieved={achieved!r} for env "
                 f"{env_index}; the probability that the task is achieved must be a number in "

@@ -13,6 +13,7 @@ import numpy as np
 from envs.errors import InvalidOptionError
 from envs.render import Appearance, CriticView, FreeCamera
 from envs.tasks import TaskEnv, TaskSpec, register_task
+from rollout.checks import is_number
 from rollout.imports import require_package
 
 
@@ -109,8 +110,7 @@ class ReacherTask(GymMujocoTask):
         min_start_distance: float = 0.05,
         **env_kwargs: Any,
     ) -> None:
-        if not (isinstance(min_start_distance, int | float) and not isinstance(min_start_distance, bool)
-                and self.success_radius < min_start_distance < 1.0):  # fmt: skip
+        if not (is_number(min_start_distance) and self.success_radius < min_start_distance < 1.0):
             raise InvalidOptionError(
                 f"min_start_distance={min_start_distance!r} must be a distance in metres above "
                 f"the {self.success_radius} m success radius and below 1, e.g. 0.05 (the default)"

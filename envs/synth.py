@@ -21,7 +21,6 @@ distance to the goal and the start distance no longer follow from the learner's 
 from __future__ import annotations
 
 import contextlib
-import numbers
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -43,6 +42,7 @@ from envs.errors import InvalidOptionError
 from envs.experts import failure_types, make_expert, planned_failure_types
 from envs.policies import check_policy_spaces, load_policy, policy_digest
 from envs.tasks import TaskEnv, check_task_kwargs, get_task, make_task_env, task_names
+from rollout.checks import is_int, is_number
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
 POLICY_FAILURE = "unknown"  # the failure label of a policy episode that did not achieve the task
@@ -99,7 +99,7 @@ def hindsight_mode(value: Any) -> str | None:
 def _check_int(name: str, value: Any, minimum: int, fix: str = "") -> None:
     """A typed error unless ``value`` is an integer (Python's or numpy's, not a bool) of at least
     ``minimum``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise InvalidOptionError(f"{name}={value!r} must be an integer >= {minimum}{fix}")
 
 
@@ -216,10 +216,7 @@ def plan_episodes(
     """
     _check_int("episodes", episodes, 1)
     _check_int("first_seed", first_seed, 0, _FIRST_SEED_FIX)
-    fraction_ok = isinstance(failure_fraction, int | float) and not isinstance(
-        failure_fraction, bool
-    )
-    if not (fraction_ok and 0.0 <= failure_fraction <= 1.0):
+    if not (is_number(failure_fraction) and 0.0 <= failure_fraction <= 1.0):
         raise InvalidOptionError(f"failure_fraction={failure_fraction!r} must be in [0, 1]")
     if failures is None:
         kinds = planned_failure_types(task)

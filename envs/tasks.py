@@ -20,6 +20,7 @@ import numpy as np
 
 from envs.errors import InvalidOptionError, UnknownTaskError
 from envs.render import CriticView, FreeCamera, ViewRenderer, check_view
+from rollout.checks import is_int
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,6 @@ def check_task_kwargs(value: Any) -> dict[str, Any]:
 
 def _image_size(value: Any) -> tuple[int, int]:
     """``(height, width)`` from an int or a pair of ints, each in [16, 1024]."""
-    is_int = lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool)  # noqa: E731
     if is_int(value):
         sides = (int(value), int(value))
     elif isinstance(value, list | tuple) and len(value) == 2 and all(is_int(v) for v in value):
@@ -165,9 +165,9 @@ def _image_size(value: Any) -> tuple[int, int]:
 
 def check_horizon(value: Any) -> int:
     """Return ``value`` if it is a valid episode length, else raise :class:`InvalidOptionError`."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise InvalidOptionError(f"horizon={value!r} must be an integer >= 1 (steps per episode)")
-    return value
+    return int(value)
 
 
 class TaskEnv(gym.Env):

@@ -31,6 +31,7 @@ from envs.critic_reward import (
 )
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv
+from rollout.checks import is_int
 from rollout.imports import require_package
 
 _vec_env = require_package("stable_baselines3.common.vec_env", "rl", "envs.vec_env")
@@ -364,7 +365,7 @@ def make_viscritic_vec_env(
 
     from envs.tasks import check_horizon, check_task_kwargs, get_task, make_task_env
 
-    if not isinstance(n_envs, int) or isinstance(n_envs, bool) or n_envs < 1:
+    if not is_int(n_envs) or n_envs < 1:
         raise InvalidOptionError(f"n_envs={n_envs!r} must be an integer >= 1")
     config = CriticRewardConfig.from_options(**options)
     task_options = check_task_kwargs(task_kwargs)

@@ -29,6 +29,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rollout.checks import is_int, is_number
+
 SPLITS = ("train", "val", "test", "all")
 
 
@@ -63,20 +65,18 @@ def check_config(cfg: DictConfig) -> None:
         )
     for key in ("episodes_per_task", "stride", "failure_frames", "batch"):
         value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise EvalConfigError(f"{key}={value!r} must be an integer >= 1")
     frames = cfg.frames_per_query
-    if frames is not None and (
-        not isinstance(frames, int) or isinstance(frames, bool) or frames < 1
-    ):
+    if frames is not None and (not is_int(frames) or frames < 1):
         raise EvalConfigError(
             f"frames_per_query={frames!r} must be an integer >= 1, or null for each critic's own "
             "clip length"
         )
-    if not isinstance(cfg.delay_points, int) or cfg.delay_points < 0:
+    if not is_int(cfg.delay_points) or cfg.delay_points < 0:
         raise EvalConfigError(f"delay_points={cfg.delay_points!r} must be an integer >= 0")
     probes = cfg.probe_episodes
-    if cfg.probes and (not isinstance(probes, int) or isinstance(probes, bool) or probes < 1):
+    if cfg.probes and (not is_int(probes) or probes < 1):
         # 0 would run every probe on no episode and report each as failed: probes=false is "none"
         raise EvalConfigError(
             f"probe_episodes={probes!r} must be an integer >= 1 (expert episodes per task the "
@@ -107,7 +107,7 @@ def check_config(cfg: DictConfig) -> None:
             or not isinstance(spec.get("key"), str)
             or not isinstance(edges, ListConfig)
             or not edges
-            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
+            or not all(is_number(e) for e in edges)
             or any(b <= a for a, b in itertools.pairwise(edges))
         ):
             raise EvalConfigError(

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rollout.checks import is_int, is_number
+
 CONDITIONS = ("critic", "oracle", "ground_truth")
 TEST_SEED = 20_000  # the final test's start states: the same for every condition and seed
 
@@ -348,7 +350,7 @@ def _check_results(config: Any, runs: Any) -> None:
             raise ValueError(f"a run without {lacks}")
         if run["condition"] not in CONDITIONS:
             raise ValueError(f"a run of condition {run['condition']!r}, not one of {CONDITIONS}")
-        if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
+        if not is_int(run["seed"]):
             raise ValueError(f"a run whose seed is {run['seed']!r}, not an int")
         name = f"{run['condition']}_seed{run['seed']}"
         tests = run.get("test_successes") or []
@@ -373,7 +375,7 @@ def _check_results(config: Any, runs: Any) -> None:
         for key in ("test_start_state", "test_final_state"):
             for state in run.get(key) or []:
                 if not isinstance(state, dict) or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) for v in state.values()
+                    is_number(v, finite=False) for v in state.values()
                 ):
                     raise ValueError(
                         f"run {name}: {key} must hold one mapping of names to numbers per test "

@@ -28,6 +28,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rollout.checks import is_int
+
 
 def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
     """Success of expert episodes and, per failure type, non-success and progress reached; policy
@@ -166,7 +168,7 @@ def main(cfg: DictConfig) -> None:
     try:
         # checked here, not where the sheet is drawn: that is after the episodes are written
         frames = cfg.sheet_frames
-        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        if not is_int(frames) or frames < 1:
             raise InvalidOptionError(
                 f"sheet_frames={frames!r} must be an integer >= 1 (frames per row of the contact "
                 "sheet)"

@@ -49,6 +49,8 @@ from rl_results import (
     summarise,
 )
 
+from rollout.checks import is_int
+
 
 def check_config(cfg: DictConfig) -> None:
     """Fail before anything is built when the config cannot run."""
@@ -68,16 +70,19 @@ def check_config(cfg: DictConfig) -> None:
         )
     for key in ("total_timesteps", "eval_every", "eval_episodes", "n_envs", "workers"):
         value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise ExperimentConfigError(f"{key}={value!r} must be an integer >= 1")
     test = cfg.get("test_episodes", 0)
-    if not isinstance(test, int) or isinstance(test, bool) or test < 0:
+    if not is_int(test) or test < 0:
         raise ExperimentConfigError(
             f"test_episodes={test!r} must be an integer >= 0 (0: no final test; success is then "
             "read from the last evaluation of the curve)"
         )
-    if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
-        raise ExperimentConfigError(f"seeds={list(cfg.seeds)!r} must be a non-empty list of ints")
+    if not cfg.seeds or not all(is_int(s) and 0 <= s < 2**32 for s in cfg.seeds):
+        raise ExperimentConfigError(
+            f"seeds={list(cfg.seeds)!r} must be a non-empty list of integers in [0, 2**32), "
+            "e.g. seeds=[0,1,2]"
+        )
     from envs.critic_reward import CriticRewardConfig
 
     CriticRewardConfig.from_options(
@@ -101,7 +106,7 @@ def check_config(cfg: DictConfig) -> None:
             f"{cfg.algo._target_} has none: give it per-step rewards with {per_step}"
         )
     starts = cfg.algo.get("learning_starts")
-    if isinstance(starts, int) and starts >= cfg.total_timesteps:
+    if is_int(starts) and starts >= cfg.total_timesteps:
         logging.getLogger(__name__).warning(
             "algo.learning_starts=%d >= total_timesteps=%d: the learners never update, and every "
             "policy tested is its random start (a smoke test); lower algo.learning_starts or "

@@ -13,6 +13,8 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
+from rollout.checks import is_int
+
 
 class VideoEmbeddingCache:
     """An LRU map from (video patches, grid) to the tower's merged embeddings.
@@ -26,9 +28,9 @@ class VideoEmbeddingCache:
     """
 
     def __init__(self, max_videos: int = 4096) -> None:
-        if not isinstance(max_videos, int) or max_videos < 1:
+        if not is_int(max_videos) or max_videos < 1:
             raise ValueError(f"max_videos={max_videos!r} must be an integer >= 1")
-        self.max_videos = max_videos
+        self.max_videos = int(max_videos)
         self._store: OrderedDict[bytes, Any] = OrderedDict()
         self.hits = 0
         self.misses = 0

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rollout.checks import is_int, is_number
+
 
 @dataclass(frozen=True)
 class Request:
@@ -52,20 +54,24 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or self.n < 1:
+        if not is_int(self.n) or self.n < 1:
             raise ValueError(f"n={self.n!r} must be an integer >= 1 (completions per request)")
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature={self.temperature!r} must be >= 0 (0 is greedy)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
-        if self.seed is not None and (
-            not isinstance(self.seed, int)
-            or isinstance(self.seed, bool)
-            or not 0 <= self.seed < 2**63
-        ):
+        if not is_number(self.temperature) or self.temperature < 0:
+            raise ValueError(
+                f"temperature={self.temperature!r} must be a number >= 0 (0 is greedy)"
+            )
+        if not is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be a number in (0, 1]")
+        if self.seed is not None and (not is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise ValueError(f"seed={self.seed!r} must be None or an integer in [0, 2**63)")
+        # Plain Python numbers from here: numpy's do not serialise to JSON (rollout.wire).
+        plain = {"n": int, "max_new_tokens": int, "temperature": float, "top_p": float}
+        if self.seed is not None:
+            plain["seed"] = int
+        for name, kind in plain.items():
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
 
 class EngineError(RuntimeError):

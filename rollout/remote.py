@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from rollout.checks import is_int, is_number
 from rollout.engine import (
     Engine,
     EngineError,
@@ -50,12 +51,16 @@ class RemoteEngine(Engine):
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url={url!r} must start with http:// or https://")
-        if not isinstance(retries, int) or retries < 0:
+        if not is_int(retries) or retries < 0:
             raise ValueError(f"retries={retries!r} must be an integer >= 0")
+        if not is_number(timeout_s) or timeout_s <= 0:
+            raise ValueError(f"timeout_s={timeout_s!r} must be a number of seconds > 0")
+        if not is_number(backoff_s) or backoff_s < 0:
+            raise ValueError(f"backoff_s={backoff_s!r} must be a number of seconds >= 0")
         self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.backoff_s = float(backoff_s)
         self._info: dict | None = None
 
     @property

@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rollout.checks import is_int, is_number
 from rollout.engine import Engine, EngineError, InvalidRequestError, SamplingParams
 from rollout.wire import decode_requests
 
@@ -80,12 +81,12 @@ class DynamicBatcher:
     """
 
     def __init__(self, engine: Engine, max_batch: int = 16, max_wait_ms: float = 5.0) -> None:
-        if not isinstance(max_batch, int) or max_batch < 1:
+        if not is_int(max_batch) or max_batch < 1:
             raise ValueError(f"max_batch={max_batch!r} must be an integer >= 1")
-        if not max_wait_ms >= 0:
-            raise ValueError(f"max_wait_ms={max_wait_ms!r} must be >= 0")
+        if not is_number(max_wait_ms) or max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={max_wait_ms!r} must be a number >= 0")
         self.engine = engine
-        self.max_batch = max_batch
+        self.max_batch = int(max_batch)
         self.max_wait_s = max_wait_ms / 1000
         self.stats = BatchStats()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -277,9 +278,7 @@ class CriticServer:
         if path == "/v1/score":
             candidates, prefix = header.get("candidates"), header.get("prefix", [])
             for name, ids in (("candidates", candidates), ("prefix", prefix)):
-                if not isinstance(ids, list) or not all(
-                    isinstance(i, int) and not isinstance(i, bool) for i in ids
-                ):
+                if not isinstance(ids, list) or not all(is_int(i) for i in ids):
                     raise InvalidRequestError(f"header {name}={ids!r} must be a list of token ids")
             if not candidates:
                 raise InvalidRequestError("header candidates=[] must name at least one token id")

@@ -5,13 +5,13 @@ hold and :func:`check_config`, which turns ``configs/train_critic.yaml`` into pe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rollout.checks import is_int, is_number
 from rollout.imports import MissingExtraError, require_package
 
 STAGES = {
@@ -70,7 +70,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
         rule, kinds = STAGES[stage]
         allowed, kinds = kinds, DEFAULT_KINDS.get(stage, kinds)
-        if not isinstance(settings.steps, int) or settings.steps < 1:
+        if not is_int(settings.steps) or settings.steps < 1:
             raise TrainConfigError(
                 f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
             )
@@ -121,10 +121,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         if (
             not listed
             or len(values) != len(folders)
-            or not all(
-                isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf
-                for w in values
-            )
+            or not all(is_number(w) and w > 0 for w in values)
         ):
             raise TrainConfigError(
                 f"data_weights={values!r} needs one positive number per data folder "
@@ -134,14 +131,14 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             )
     for name, low in (("frames", 1), ("cuts", 1), ("frozen_count", 0), ("pretext_count", 0)):
         value = cfg.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise TrainConfigError(
                 f"{name}={value!r} must be an integer >= {low} (samples per episode: "
                 "critic/data/samples.py)"
             )
     task_frames = cfg.get("task_frames") or {}
     if not isinstance(task_frames, Mapping | DictConfig) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in task_frames.values()
+        is_int(n) and n >= 1 for n in task_frames.values()
     ):
         raise TrainConfigError(
             f"task_frames={task_frames!r} needs a mapping of task name to frames per clip "
@@ -211,7 +208,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         ("eval_max_new_tokens", 1, "the generation budget of a validation answer"),
     ):
         value = cfg.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise TrainConfigError(f"{name}={value!r} must be an integer >= {low}: {meaning}")
     if cfg.dtype not in DTYPES:
         raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")

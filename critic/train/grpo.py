@@ -28,6 +28,7 @@ from critic.train.losses import (
     temporal_bonus,
 )
 from critic.vision import VisionSpec
+from rollout.checks import is_int, is_number
 
 LOSSES = ("clip", "reg")
 
@@ -74,12 +75,18 @@ class GRPOConfig:
     temporal_correct: float = 0.5
 
     def __post_init__(self) -> None:
+        reals = ("temperature", "top_p", "eps_low", "eps_high", "kl_coef", "temporal_bonus",
+                 "temporal_mu", "temporal_correct")  # fmt: skip
+        for name in reals:
+            if not is_number(getattr(self, name)):
+                raise GRPOConfigError(f"{name}={getattr(self, name)!r} must be a finite number")
         checks = [
-            (isinstance(self.group_size, int) and self.group_size >= 2,
+            (is_int(self.group_size) and self.group_size >= 2,
              f"group_size={self.group_size!r} must be an integer >= 2 (GRPO compares completions)"),
-            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+            (is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
              f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1"),
             (self.temperature > 0, f"temperature={self.temperature!r} must be > 0: GRPO needs varied samples"),
+            (0 < self.top_p <= 1, f"top_p={self.top_p!r} must be in (0, 1]"),
             (self.loss in LOSSES, f"loss={self.loss!r} is not a GRPO loss; pick one of {list(LOSSES)}"),
             (self.advantage_scale in ADVANTAGE_SCALES,
              f"advantage_scale={self.advantage_scale!r}; pick one of {list(ADVANTAGE_SCALES)}"),

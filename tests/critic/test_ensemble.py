@@ -135,7 +135,7 @@ def test_members_with_a_clip_per_task_agree_on_the_task_they_read():
         ({"members": ["oracle"]}, "members=['oracle']: an ensemble needs a list of two or more"),
         ({"members": ["oracle", "oracle"], "combine": "median"},
          "combine='median' is not a rule; pick one of ['mean', 'min', 'mean_minus_std']"),
-        ({"members": ["oracle", "oracle"], "std_weight": -1}, "std_weight=-1 must be a number >= 0"),
+        ({"members": ["oracle", "oracle"], "std_weight": -1}, "std_weight=-1 must be a finite number >= 0"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_typed_messages(kwargs, message):

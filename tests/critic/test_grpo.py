@@ -179,3 +179,11 @@ def test_learning_rate_schedules():
         learning_rate(0, 10, 1.0, "step")
     with pytest.raises(ValueError, match=r"warmup=10 must be in \[0, steps=10\)"):
         learning_rate(0, 10, 1.0, "cosine", 10)
+
+
+def test_a_non_number_option_is_a_typed_error_not_a_type_error():
+    with pytest.raises(GRPOConfigError, match="temperature='1' must be a finite number"):
+        GRPOConfig(temperature="1")
+    with pytest.raises(GRPOConfigError, match=r"top_p=1.5 must be in \(0, 1\]"):
+        GRPOConfig(top_p=1.5)
+    assert GRPOConfig(group_size=np.int64(3)).group_size == 3

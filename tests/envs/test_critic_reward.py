@@ -273,3 +273,11 @@ def test_wrong_batch_size_raises():
         "critic 'my-critic' returned 3 estimates for 2 queries; a critic must return exactly "
         "one estimate per query, in order"
     )
+
+
+def test_numpy_options_are_taken_and_kept_as_plain_numbers():
+    config = CriticRewardConfig(
+        query_every=np.int64(5), frames_per_query=np.int32(2), gamma=np.float32(0.5)
+    )
+    assert (config.query_every, config.frames_per_query, config.gamma) == (5, 2, 0.5)
+    assert type(config.query_every) is int and type(config.gamma) is float

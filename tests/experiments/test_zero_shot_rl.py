@@ -296,6 +296,8 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     [
         ("seeds=5", "seeds=5 must be a list, e.g. seeds=[0,1,2]"),
         ("seeds=null", "seeds=None must be a list, e.g. seeds=[0,1,2]"),
+        ("seeds=[-1]", "seeds=[-1] must be a non-empty list of integers in [0, 2**32)"),
+        ("seeds=[true]", "seeds=[True] must be a non-empty list of integers in [0, 2**32)"),
         ("conditions=oracle", "conditions='oracle' must be a list, e.g. conditions=[critic,ground_truth]"),
         ("conditions=null", "conditions=None must be a list, e.g. conditions=[critic,ground_truth]"),
         ("relabel=abc", "relabel='abc' must be true or false"),

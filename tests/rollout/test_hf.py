@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -117,8 +119,12 @@ def test_seeded_sampling_repeats_and_n_groups(engine_and_requests):
     [
         ({"n": 0}, "n=0 must be an integer >= 1 (completions per request)"),
         ({"max_new_tokens": 0}, "max_new_tokens=0 must be an integer >= 1"),
-        ({"temperature": -1.0}, "temperature=-1.0 must be >= 0 (0 is greedy)"),
-        ({"top_p": 0.0}, "top_p=0.0 must be in (0, 1]"),
+        ({"temperature": -1.0}, "temperature=-1.0 must be a number >= 0 (0 is greedy)"),
+        ({"top_p": 0.0}, "top_p=0.0 must be a number in (0, 1]"),
+        ({"n": True}, "n=True must be an integer >= 1 (completions per request)"),
+        ({"temperature": "0.5"}, "temperature='0.5' must be a number >= 0 (0 is greedy)"),
+        ({"top_p": math.nan}, "top_p=nan must be a number in (0, 1]"),
+        ({"seed": -1}, "seed=-1 must be None or an integer in [0, 2**63)"),
     ],
 )
 def test_bad_sampling_params(options, message):

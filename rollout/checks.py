@@ -1,0 +1,35 @@
+"""What counts as an integer or a number in a user's option, for every layer.
+
+A count, seed or weight may come from a config (Python's ``int``), from numpy (``np.int64`` from an
+array, a ``np.float32`` from a model) or by mistake as a bool (``True`` is an ``int`` in Python).
+These two predicates are the one definition the option checks of ``rollout``, ``critic``, ``envs``
+and ``experiments`` share, so that an ``np.int64`` seed is taken everywhere a ``3`` is and
+``True`` nowhere. A check that accepts a numpy value should store ``int(value)`` or
+``float(value)``: numpy scalars do not serialise to JSON.
+
+Example:
+    >>> import numpy as np
+    >>> is_int(3), is_int(np.int64(3)), is_int(True), is_int(3.0)
+    (True, True, False, False)
+    >>> is_number(np.float32(0.5)), is_number(float("nan")), is_number(float("nan"), finite=False)
+    (True, False, True)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+
+def is_int(value: Any) -> bool:
+    """An integer of any kind (Python's, numpy's), not a bool."""
+    # numpy's bool_ is not registered as numbers.Integral, Python's bool is.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any, finite: bool = True) -> bool:
+    """A real number of any kind (int, float, numpy's), not a bool; finite unless told."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    return not finite or math.isfinite(value)
