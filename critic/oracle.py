@@ -23,7 +23,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
 )
-from rollout.checks import is_number
+from rollout.checks import is_int, is_number
 
 
 @dataclass
@@ -41,6 +41,11 @@ class OracleCritic(Critic):
     """
 
     needs_frames: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.needs_frames, bool | np.bool_):
+            raise CriticError(f"needs_frames={self.needs_frames!r} must be True or False")
+        self.needs_frames = bool(self.needs_frames)
 
     @property
     def name(self) -> str:
@@ -114,6 +119,10 @@ class NoisyOracleCritic(OracleCritic):
     _noise: np.random.Generator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if not is_int(self.seed) or self.seed < 0:
+            raise CriticError(f"NoisyOracleCritic seed={self.seed!r} must be an integer >= 0")
+        self.seed = int(self.seed)
         for key in ("offset_sd", "step_sd"):
             value = getattr(self, key)
             if not is_number(value) or value < 0:

@@ -10,7 +10,12 @@ select_gl_backend()  # before anything imports mujoco: it reads MUJOCO_GL at imp
 
 from envs import mujoco_tasks, robosuite_tasks  # noqa: E402, F401  (register the tasks)
 from envs.critic_reward import CriticRewardConfig  # noqa: E402
-from envs.errors import CriticOutputError, InvalidOptionError, UnknownTaskError  # noqa: E402
+from envs.errors import (  # noqa: E402
+    CriticOutputError,
+    InvalidActionError,
+    InvalidOptionError,
+    UnknownTaskError,
+)
 from envs.registration import bare_env_id, make_viscritic_env, register_envs  # noqa: E402
 from envs.render import Appearance, CriticView, FreeCamera, RenderError  # noqa: E402
 from envs.tasks import TaskEnv, TaskSpec, get_task, make_task_env, register_task, task_names  # noqa: E402
@@ -24,6 +29,7 @@ __all__ = [
     "CriticRewardConfig",
     "CriticView",
     "FreeCamera",
+    "InvalidActionError",
     "InvalidOptionError",
     "RenderError",
     "TaskEnv",

@@ -137,7 +137,7 @@ class CriticRewardConfig:
             raise InvalidOptionError(
                 f"success_threshold={self.success_threshold!r} must be a number in (0, 1]"
             )
-        if not isinstance(self.terminate_on_success, bool):
+        if not isinstance(self.terminate_on_success, bool | np.bool_):
             raise InvalidOptionError(
                 f"terminate_on_success={self.terminate_on_success!r} must be True or False"
             )
@@ -145,6 +145,7 @@ class CriticRewardConfig:
         for name in ("gamma", "env_reward_weight", "achieved_weight", "success_threshold"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "query_every", int(self.query_every))
+        object.__setattr__(self, "terminate_on_success", bool(self.terminate_on_success))
         if self.frames_per_query is not None:
             object.__setattr__(self, "frames_per_query", int(self.frames_per_query))
 

@@ -16,3 +16,8 @@ class InvalidOptionError(gym_error.Error, ValueError):
 class CriticOutputError(gym_error.Error, RuntimeError):
     """A critic broke its contract: wrong batch size, or a progress that is not a finite number
     in [0, 1]. Raised rather than turned into a reward, so a broken critic never trains a policy."""
+
+
+class InvalidActionError(gym_error.Error, ValueError):
+    """An action the task cannot take: not of the action space's shape, or not finite (a NaN
+    action would make every later observation and reward NaN)."""

@@ -13,7 +13,7 @@ import numpy as np
 from envs.errors import InvalidOptionError
 from envs.render import Appearance, CriticView, FreeCamera
 from envs.tasks import TaskEnv, TaskSpec, register_task
-from rollout.checks import is_number
+from rollout.checks import is_int, is_number
 from rollout.imports import require_package
 
 
@@ -33,6 +33,11 @@ class GymMujocoTask(TaskEnv):
         self, spec: TaskSpec, view: CriticView, render_mode: str | None = None, **env_kwargs: Any
     ) -> None:
         super().__init__(spec, view, render_mode)
+        skip = env_kwargs.get("frame_skip", 1)
+        if not is_int(skip) or skip < 1:
+            raise InvalidOptionError(
+                f"frame_skip={skip!r} must be an integer >= 1 (simulator steps per action)"
+            )
         require_package("mujoco", "sim", f"the MuJoCo task {spec.name!r}")
         module_name, class_name = self.env_class_path.rsplit(":", 1)
         module = require_package(module_name, "sim", f"the MuJoCo task {spec.name!r}")
@@ -63,12 +68,13 @@ class GymMujocoTask(TaskEnv):
         self._inner.set_state(*state)  # gymnasium's MujocoEnv: copies, then mj_forward
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+        seed = self._begin_reset(seed)
         obs, info = self._inner.reset(seed=seed, options=options)
         self._start_episode()
         return obs, {**info, **self.task_info()}
 
     def step(self, action):
+        action = self._checked_action(action).astype(self.action_space.dtype)
         obs, reward, terminated, truncated, info = self._inner.step(action)
         return obs, float(reward), terminated, truncated, {**info, **self.task_info()}
 

@@ -17,12 +17,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.errors import InvalidOptionError
 from envs.mujoco_tasks import _fraction_closed
 from envs.render import Appearance, CriticView
 from envs.tasks import TaskEnv, TaskSpec, register_task
+from rollout.checks import is_int, is_number
 from rollout.imports import require_package
 
 _OBS_KEYS = ("robot0_proprio-state", "object-state")
+# robosuite.make arguments each task sets itself (RobosuiteTask.__init__)
+_FIXED_ROBOSUITE_OPTIONS = frozenset({
+    "robots", "has_renderer", "has_offscreen_renderer", "use_camera_obs", "use_object_obs",
+    "horizon", "ignore_done", "hard_reset", "seed",
+})  # fmt: skip
 
 # robosuite logs INFO on every env build and warns at import about optional parts VisCritic does not
 # use (a private macro file, robosuite_models robots, mink IK for GR1); its other warnings still show.
@@ -69,6 +76,19 @@ class RobosuiteTask(TaskEnv):
         **robosuite_kwargs: Any,
     ) -> None:
         super().__init__(spec, view, render_mode)
+        if fixed := sorted(set(robosuite_kwargs) & _FIXED_ROBOSUITE_OPTIONS):
+            raise InvalidOptionError(
+                f"{spec.name}: {', '.join(f'{k}=' for k in fixed)} cannot be set: this task fixes "
+                f"{sorted(_FIXED_ROBOSUITE_OPTIONS)} (one Panda arm, one MjModel kept across "
+                "resets, the episode length from the task's horizon=, model_seed= for the seed)"
+            )
+        if not is_number(control_freq) or control_freq <= 0:
+            raise InvalidOptionError(
+                f"control_freq={control_freq!r} must be a number of actions per second > 0, "
+                "e.g. 20 (the default)"
+            )
+        if not is_int(model_seed) or model_seed < 0:
+            raise InvalidOptionError(f"model_seed={model_seed!r} must be an integer >= 0")
         suite = _import_robosuite(spec.name)
         self._env = suite.make(
             self.robosuite_env,
@@ -82,7 +102,7 @@ class RobosuiteTask(TaskEnv):
             horizon=spec.horizon,
             ignore_done=True,  # the horizon is a truncation, handled by TimeLimit
             hard_reset=False,  # keep one MjModel, so the renderer and model stay valid
-            seed=model_seed,
+            seed=int(model_seed),
             **{**self.robosuite_defaults, **robosuite_kwargs},
         )
         self.metadata = {**self.metadata, "render_fps": control_freq}
@@ -112,7 +132,7 @@ class RobosuiteTask(TaskEnv):
         return np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in _OBS_KEYS])
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+        seed = self._begin_reset(seed)
         if seed is not None:
             # In place: robosuite's samplers and robots hold this very Generator object.
             self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
@@ -121,7 +141,7 @@ class RobosuiteTask(TaskEnv):
         return self._observe(obs), self.task_info()
 
     def step(self, action):
-        obs, reward, _done, info = self._env.step(np.asarray(action, dtype=np.float64))
+        obs, reward, _done, info = self._env.step(self._checked_action(action))
         return self._observe(obs), float(reward), False, False, {**info, **self.task_info()}
 
     def close(self) -> None:

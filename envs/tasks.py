@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.errors import InvalidOptionError, UnknownTaskError
+from envs.errors import InvalidActionError, InvalidOptionError, UnknownTaskError
 from envs.render import CriticView, FreeCamera, ViewRenderer, check_view
 from rollout.checks import is_int
 
@@ -98,6 +98,7 @@ def make_task_env(
         **kwargs: task-specific options passed to the task's constructor.
     """
     spec = get_task(name)
+    check_task_kwargs(kwargs)
     view = spec.view
     if camera is not None:
         cams = tuple(camera) if isinstance(camera, list | tuple) else (camera,)
@@ -111,10 +112,19 @@ def make_task_env(
         view = dataclasses.replace(view, height=height, width=width)
     try:
         env = spec.make(spec, view=view, render_mode=render_mode, **kwargs)
-    except TypeError as exc:
+    except gym.error.Error:
+        raise  # the project's typed errors (InvalidOptionError, ...) say what to fix already
+    except (TypeError, ValueError, ArithmeticError) as exc:
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         if unknown is None or unknown.group(1) not in kwargs:
-            raise
+            if not kwargs:
+                raise
+            # a task option of the right name and a wrong value, refused deep in the simulator
+            raise InvalidOptionError(
+                f"the task {name!r} could not be built with its options {kwargs!r:.200}: "
+                f"{type(exc).__name__}: {exc}; check their types and ranges against the task's "
+                "constructor (envs/mujoco_tasks.py, envs/robosuite_tasks.py) and its simulator's"
+            ) from exc
         key = unknown.group(1)
         own = [
             p.name
@@ -144,7 +154,18 @@ def check_task_kwargs(value: Any) -> dict[str, Any]:
             f"task_kwargs={value!r} must be a mapping of option names to values, e.g. "
             "{'min_start_distance': 0.15} on Reacher-v5, or None"
         )
+    if reserved := sorted(set(value) & _NOT_TASK_OPTIONS):
+        raise InvalidOptionError(
+            f"task_kwargs names {reserved}, which are not task options: camera=, image_size= and "
+            "render_mode= are the environment's own arguments (e.g. "
+            "gym.make('VisCriticReward-v0', env=..., image_size=64)), and name, spec and view "
+            "are set from env=; remove them from task_kwargs"
+        )
     return dict(value)
+
+
+# What make_task_env and its callers set themselves; in task_kwargs they would be given twice.
+_NOT_TASK_OPTIONS = frozenset({"name", "spec", "view", "camera", "image_size", "render_mode"})
 
 
 def _image_size(value: Any) -> tuple[int, int]:
@@ -193,6 +214,50 @@ class TaskEnv(gym.Env):
         self.view = view
         self.render_mode = render_mode
         self._view_renderer: ViewRenderer | None = None
+        self._needs_reset = True
+
+    # -- what subclasses call from reset and step --------------------------------------------
+    def _begin_reset(self, seed: Any) -> int | None:
+        """Check ``seed`` (None, or an integer >= 0 of any kind), seed :attr:`np_random` with it
+        as :meth:`gymnasium.Env.reset` does, and allow :meth:`step`. Returns the seed as a plain
+        int, which gymnasium's and robosuite's own seeding require."""
+        if seed is not None and (not is_int(seed) or seed < 0):
+            raise InvalidOptionError(
+                f"seed={seed!r} must be None or an integer >= 0, e.g. env.reset(seed=0)"
+            )
+        seed = None if seed is None else int(seed)
+        super().reset(seed=seed)
+        self._needs_reset = False
+        return seed
+
+    def _checked_action(self, action: Any) -> np.ndarray:
+        """``action`` as a float array of the action space's shape, once the env is reset.
+
+        Raises:
+            gymnasium.error.ResetNeeded: :meth:`step` before the first :meth:`reset` (the task's
+                start state, and what progress is measured from, are set there).
+            InvalidActionError: the action is not of the space's shape, or not finite.
+        """
+        if self._needs_reset:
+            raise gym.error.ResetNeeded(
+                f"{self.task_name}: step() before reset(); call env.reset(seed=...) first"
+            )
+        shape = self.action_space.shape
+        try:
+            array = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.shape != shape:
+            raise InvalidActionError(
+                f"{self.task_name}: action {action!r:.80} must be an array of shape {shape} "
+                f"(env.action_space: {self.action_space})"
+            )
+        if not np.isfinite(array).all():
+            raise InvalidActionError(
+                f"{self.task_name}: action {array.tolist()} is not finite; a NaN or inf action "
+                "makes the simulation's state NaN (check the policy's outputs)"
+            )
+        return array
 
     # -- what subclasses provide -------------------------------------------------------------
     @property

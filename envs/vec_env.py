@@ -14,6 +14,7 @@ trains on them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,9 +101,19 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         relabel: bool = False,
     ) -> None:
         super().__init__(venv)
+        if isinstance(config, Mapping):
+            config = CriticRewardConfig.from_options(**config)
+        elif config is not None and not isinstance(config, CriticRewardConfig):
+            raise InvalidOptionError(
+                f"config={config!r:.80} must be a CriticRewardConfig, a mapping of its options "
+                "(e.g. {'query_every': 10}), or None for the defaults"
+            )
         self.config = config or CriticRewardConfig()
+        self.check_config(self.config, relabel)
         self.relabel = bool(relabel)
-        self.check_config(self.config, self.relabel)
+        # set by RelabelCallback; without it, relabelled rewards reach no learner (warned once)
+        self.relabel_callback_attached = False
+        self._warned_unconsumed = False
         self.critic = make_critic(critic)
         # the clip length is the critic's for each sub-env's task (a checkpoint may record one
         # per task); the query schedule is the same for all
@@ -115,6 +126,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
     @staticmethod
     def check_config(config: CriticRewardConfig, relabel: bool = False) -> None:
         """Raise :class:`InvalidOptionError` for options a vector of envs cannot honour."""
+        if not isinstance(relabel, bool | np.bool_):
+            raise InvalidOptionError(f"relabel={relabel!r} must be True or False")
         if config.terminate_on_success:
             raise InvalidOptionError(
                 "terminate_on_success=True is not available with VisCriticVecEnv (sub-envs "
@@ -213,6 +226,16 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         for i in finished:
             queries += [q for _, q in self._pending[i] if q is not None]
             owners += [(i, self._trackers[i])] * sum(q is not None for _, q in self._pending[i])
+        if finished and not self.relabel_callback_attached and not self._warned_unconsumed:
+            self._warned_unconsumed = True
+            warnings.warn(
+                "VisCriticVecEnv(relabel=True) returns a reward of 0 at every step and the "
+                "critic's rewards in the last step's info['critic_rewards']; no RelabelCallback "
+                "is attached to write them into a learner's replay buffer, so a learner trained "
+                "on this env sees zeros: pass callback=RelabelCallback() to learn(), or use "
+                "relabel=False",
+                stacklevel=4,  # the caller of VecEnv.step
+            )
         estimates = iter(self._estimate(queries, owners))
         for i in finished:
             replay = self._new_tracker(i)
@@ -286,6 +309,16 @@ class RelabelCallback(_callbacks.BaseCallback):
             )
         self._positions: list[list[int]] = [[] for _ in range(self.training_env.num_envs)]
         self._ready: list[tuple[int, list[int], np.ndarray]] = []
+        env = self.training_env  # through SB3's wrappers (VecMonitor, VecNormalize, ...)
+        while not isinstance(env, VisCriticVecEnv) and hasattr(env, "venv"):
+            env = env.venv
+        if not isinstance(env, VisCriticVecEnv) or not env.relabel:
+            raise InvalidOptionError(
+                "RelabelCallback needs a VisCriticVecEnv(relabel=True) under the learner's env "
+                "(envs.make_viscritic_vec_env(..., relabel=True)); this env gives its rewards "
+                "at every step and needs no callback"
+            )
+        env.relabel_callback_attached = True
 
     def _on_step(self) -> bool:
         position = self.model.replay_buffer.pos  # where this step's transition is stored next

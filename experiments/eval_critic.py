@@ -56,6 +56,13 @@ def check_config(cfg: DictConfig) -> None:
     data = list_option(cfg.data)
     if not list_option(cfg.critics):
         raise EvalConfigError("critics is empty; give at least one, e.g. critics=[oracle]")
+    labels = [critic_label(spec)[0] for spec in list_option(cfg.critics)]
+    if twice := sorted({label for label in labels if labels.count(label) > 1}):
+        raise EvalConfigError(
+            f"critics {twice} would share a column (and the second's results replace the "
+            "first's); label each, e.g. critics=[{name: <path>, label: run_a},{name: <path>, "
+            "label: run_b}]"
+        )
     if cfg.split not in SPLITS:
         raise EvalConfigError(f"split={cfg.split!r} is not a split; pick one of {list(SPLITS)}")
     if cfg.calibration_split is not None and cfg.calibration_split not in SPLITS:

@@ -59,8 +59,8 @@ def check_config(cfg: DictConfig) -> None:
             raise ExperimentConfigError(
                 f"{key}={cfg.get(key)!r} must be a list, e.g. {key}={example}"
             )
-    for key in ("relabel", "progress_bar"):
-        if not isinstance(cfg.get(key), bool):
+    for key in ("relabel", "progress_bar", "overwrite"):
+        if not isinstance(cfg.get(key, False), bool):
             raise ExperimentConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     unknown = [c for c in cfg.conditions if c not in CONDITIONS]
     if unknown or not cfg.conditions:
@@ -78,6 +78,12 @@ def check_config(cfg: DictConfig) -> None:
             f"test_episodes={test!r} must be an integer >= 0 (0: no final test; success is then "
             "read from the last evaluation of the curve)"
         )
+    for key in ("conditions", "seeds"):
+        if twice := sorted({str(v) for v in cfg[key] if list(cfg[key]).count(v) > 1}):
+            raise ExperimentConfigError(
+                f"{key}={list(cfg[key])!r} names {', '.join(twice)} more than once; each "
+                f"(condition, seed) run is one folder of the run dir: list each once"
+            )
     if not cfg.seeds or not all(is_int(s) and 0 <= s < 2**32 for s in cfg.seeds):
         raise ExperimentConfigError(
             f"seeds={list(cfg.seeds)!r} must be a non-empty list of integers in [0, 2**32), "
@@ -355,17 +361,37 @@ def _goal_distance(cfg: DictConfig) -> str | None:
         return None
 
 
+def _check_out_dir(out_dir: Path, run_dirs: list[str], overwrite: bool) -> None:
+    """Refuse a run dir that already holds what this run would write, unless ``overwrite``:
+    an earlier experiment's results are hours of CPU (hydra's default dir is a new timestamp;
+    this guards an explicit ``hydra.run.dir=``, and a merge written into one of its sources)."""
+    taken = [name for name in ["results.json", *run_dirs] if (out_dir / name).exists()]
+    if taken and not overwrite:
+        raise ExperimentConfigError(
+            f"{out_dir} already holds {', '.join(taken[:4])}{' ...' if len(taken) > 4 else ''} "
+            "from an earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
+        )
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
-    if cfg.get("merge"):
+    if cfg.get("merge") is not None:
         dirs = [cfg.merge] if isinstance(cfg.merge, str) else list(cfg.merge)
+        if not dirs:
+            raise ExperimentConfigError(
+                "merge=[] names no run dir; give merge=[<run dir>,<run dir>:<condition>,...], or "
+                "leave merge out (null) to train"
+            )
         config, runs, sources = merge_runs(dirs)
+        _check_out_dir(out_dir, [], cfg.get("overwrite", False))
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
         write_report(config, runs, summary, out_dir, sources)
         return summary
     check_config(cfg)
+    runs_dirs = [f"{c}_seed{s}" for c in cfg.conditions for s in cfg.seeds]
+    _check_out_dir(out_dir, runs_dirs, cfg.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_all(cfg, out_dir)
     summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))

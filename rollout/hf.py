@@ -33,6 +33,8 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         ModelLoadError: nothing loads from ``path``, or it is another kind of model.
     """
     transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
+    from safetensors import SafetensorError  # transformers' own dependency
+
     try:
         config = transformers.AutoConfig.from_pretrained(path)
         model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
@@ -43,12 +45,15 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             )
         model = model_cls.from_pretrained(path, dtype=dtype or "auto")
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         if isinstance(exc, ModelLoadError):
             raise
+        hint = ""
+        if isinstance(exc, SafetensorError):  # a truncated file, or a Git LFS pointer
+            hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
         raise ModelLoadError(
-            f"cannot load critic model {path!s}: {str(exc).rstrip('.')}. Pass a local Qwen2.5-VL / Qwen3-VL "
-            "checkpoint directory"
+            f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
+            "Qwen2.5-VL / Qwen3-VL checkpoint directory"
         ) from exc
     return model.to(device).eval(), tokenizer
 

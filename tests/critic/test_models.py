@@ -69,3 +69,13 @@ def test_a_device_this_machine_lacks_is_a_load_error_not_an_assertion(monkeypatc
         with pytest.raises(ModelLoadError) as err:
             load_model("tiny", device=name)
         assert str(err.value) == f"device={name!r} is not a device; use cpu, cuda or cuda:<index>"
+
+
+def test_a_damaged_weights_file_is_a_load_error_that_says_so(tmp_path):
+    model, tokenizer = load_model("tiny")
+    save_model(model, tokenizer, tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path / "ckpt")
+    assert "its weights file is damaged or not the real file" in str(err.value)

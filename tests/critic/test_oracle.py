@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from critic import (
@@ -171,3 +172,11 @@ def test_noisy_oracle_bad_options_are_typed_errors(kwargs, message):
     with pytest.raises(CriticError, match=r"without its first and current frames"):
         NoisyOracleCritic().estimate_progress([ProgressQuery("a", privileged_progress=0.2)])
     assert make_critic({"name": "noisy_oracle", "offset_sd": 0.1}).offset_sd == 0.1
+
+
+def test_oracle_options_are_typed_errors():
+    with pytest.raises(CriticError, match=r"^NoisyOracleCritic seed='a' must be an integer >= 0$"):
+        make_critic({"name": "noisy_oracle", "seed": "a"})
+    with pytest.raises(CriticError, match=r"^needs_frames='no' must be True or False$"):
+        make_critic({"name": "oracle", "needs_frames": "no"})
+    assert make_critic({"name": "noisy_oracle", "seed": np.int64(4)}).seed == 4

@@ -191,3 +191,61 @@ def test_an_option_a_task_does_not_take_is_named():
         "task_kwargs='x' must be a mapping of option names to values, e.g. "
         "{'min_start_distance': 0.15} on Reacher-v5, or None"
     )
+
+
+@pytest.mark.parametrize("task", ["Reacher-v5", "Pusher-v5"])
+def test_step_before_reset_is_reset_needed_not_a_wrong_reward(task):
+    env = envs.make_task_env(task)  # bare: gym.make's OrderEnforcing is not there
+    with pytest.raises(gym.error.ResetNeeded) as err:
+        env.step(env.action_space.sample())
+    assert str(err.value) == f"{task}: step() before reset(); call env.reset(seed=...) first"
+    env.close()
+
+
+def test_seeds_and_actions_are_checked_at_the_task():
+    env = envs.make_task_env("Reacher-v5")
+    first, _ = env.reset(seed=np.int64(3))  # numpy's integers are seeds too
+    again, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(first, again)
+    for seed in (-1, "3", 1.5):
+        with pytest.raises(InvalidOptionError) as err:
+            env.reset(seed=seed)
+        assert str(err.value) == (
+            f"seed={seed!r} must be None or an integer >= 0, e.g. env.reset(seed=0)"
+        )
+    env.reset(seed=0)
+    with pytest.raises(envs.InvalidActionError) as err:
+        env.step(np.array([np.nan, 0.0]))
+    assert str(err.value).startswith("Reacher-v5: action [nan, 0.0] is not finite")
+    with pytest.raises(envs.InvalidActionError, match=r"must be an array of shape \(2,\)"):
+        env.step(np.zeros(3))
+    _, reward, *_ = env.step([0.1, -0.1])  # a list is an action
+    assert np.isfinite(reward)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "message"),
+    [
+        ("Reacher-v5", {"frame_skip": 0},
+         "frame_skip=0 must be an integer >= 1 (simulator steps per action)"),
+        ("Lift", {"control_freq": "10"},
+         "control_freq='10' must be a number of actions per second > 0, e.g. 20 (the default)"),
+        ("Lift", {"robots": "UR5e"}, "Lift: robots= cannot be set: this task fixes ["),
+        ("Lift", {"model_seed": -1}, "model_seed=-1 must be an integer >= 0"),
+    ],
+)  # fmt: skip
+def test_task_option_values_are_checked_before_the_simulator_sees_them(task, options, message):
+    with pytest.raises(InvalidOptionError) as err:
+        envs.make_task_env(task, **options)
+    assert str(err.value).startswith(message)
+
+
+def test_an_environment_argument_in_task_kwargs_is_named():
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle",
+                 task_kwargs={"camera": "top", "image_size": 64})  # fmt: skip
+    assert str(err.value).startswith(
+        "task_kwargs names ['camera', 'image_size'], which are not task options: camera=, "
+        "image_size= and render_mode= are the environment's own arguments"
+    )

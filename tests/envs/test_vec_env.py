@@ -147,6 +147,9 @@ def test_contract_errors_name_the_env():
     venv.close()
 
 
+@pytest.mark.filterwarnings(
+    "ignore:VisCriticVecEnv.relabel=True. returns:UserWarning"
+)  # read by hand
 @pytest.mark.parametrize("reward_mode", ["progress", "delta"])
 def test_relabelled_rewards_equal_per_step_rewards_in_one_call_per_episode_end(reward_mode):
     options = {"reward_mode": reward_mode, "query_every": 3, "frames_per_query": 2}
@@ -181,6 +184,9 @@ class SquaredAchieved(RecordingCritic):
         return [replace(e, achieved=e.progress**2) for e in super().estimate_progress(queries)]
 
 
+@pytest.mark.filterwarnings(
+    "ignore:VisCriticVecEnv.relabel=True. returns:UserWarning"
+)  # read by hand
 def test_relabelled_rewards_add_the_achieved_probability_as_per_step_rewards_do():
     options = {"query_every": 3, "frames_per_query": 2, "achieved_weight": 0.5}
     per_step = make_viscritic_vec_env("Reacher-v5", N_ENVS, SquaredAchieved(), seed=5,
@@ -215,6 +221,9 @@ def _relabelled_rewards(venv) -> np.ndarray:
     return np.stack([np.concatenate(got[i]) for i in range(N_ENVS)], axis=1)
 
 
+@pytest.mark.filterwarnings(
+    "ignore:VisCriticVecEnv.relabel=True. returns:UserWarning"
+)  # read by hand
 def test_interpolated_rewards_join_the_queries_with_straight_lines():
     options = {"query_every": 4, "frames_per_query": 2, "relabel": True, "seed": 5,
                "horizon": HORIZON}  # fmt: skip
@@ -265,3 +274,29 @@ def test_relabel_callback_writes_the_critic_rewards_into_sacs_replay_buffer():
     with pytest.raises(InvalidOptionError, match="PPO has none"):
         PPO("MlpPolicy", venv, n_steps=8, batch_size=8).learn(2, callback=RelabelCallback())
     venv.close()
+
+
+def test_relabel_without_its_callback_is_warned_and_a_bad_relabel_or_config_refused():
+    from stable_baselines3 import SAC
+
+    from envs.vec_env import RelabelCallback, VisCriticVecEnv
+
+    with pytest.raises(InvalidOptionError, match=r"^relabel='no' must be True or False$"):
+        make_viscritic_vec_env("Reacher-v5", 1, "oracle", horizon=HORIZON, relabel="no")
+    venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed=0, horizon=HORIZON,
+                                  relabel=True)  # fmt: skip
+    venv.reset()
+    with pytest.warns(UserWarning, match="no RelabelCallback is attached"):
+        for _ in range(HORIZON):
+            venv.step(np.zeros((1, 2), np.float32))
+    venv.close()
+    # a reward config given as a mapping of its options is built; anything else is refused
+    plain = make_viscritic_vec_env("Reacher-v5", 1, "oracle", horizon=HORIZON)
+    assert VisCriticVecEnv(plain.venv, "oracle", {"query_every": 5}).config.query_every == 5
+    with pytest.raises(InvalidOptionError, match=r"^config=3 must be a CriticRewardConfig"):
+        VisCriticVecEnv(plain.venv, "oracle", 3)
+    with pytest.raises(InvalidOptionError, match="needs a VisCriticVecEnv\\(relabel=True\\)"):
+        SAC("MlpPolicy", plain, train_freq=(1, "episode"), seed=0).learn(
+            2, callback=RelabelCallback()
+        )
+    plain.close()

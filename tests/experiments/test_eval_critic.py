@@ -158,6 +158,10 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
     assert done.returncode == 1 and "UnknownCriticError: unknown critic 'magic'" in done.stderr
+    # two checkpoints of one name in different runs would share a column: one would be lost
+    done = _run(tmp_path, f"data=[{dataset}]", "critics=[/a/outcome/final,/b/outcome/final]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "EvalConfigError: critics ['outcome/final'] would share a column" in done.stderr
 
 
 def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):

@@ -289,6 +289,24 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
+    # a run dir that holds results is not written over, unless told; merge=[] is no merge
+    before = (out / "results.json").read_text()
+    again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.strip().endswith(
+        f"zero_shot_rl: ExperimentConfigError: {out} already holds results.json from an earlier "
+        "run; give a new hydra.run.dir=, or overwrite=true to replace them"
+    )
+    assert (out / "results.json").read_text() == before
+    again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=true")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {r["condition"] for r in json.loads((out / "results.json").read_text())["runs"]} == {
+        "critic"
+    }
+    empty = _cli("merge=[]", f"hydra.run.dir={tmp_path / 'empty'}")
+    assert empty.stderr.strip().endswith("ExperimentConfigError: merge=[] names no run dir; give "
+                                         "merge=[<run dir>,<run dir>:<condition>,...], or leave "
+                                         "merge out (null) to train")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -296,6 +314,8 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     [
         ("seeds=5", "seeds=5 must be a list, e.g. seeds=[0,1,2]"),
         ("seeds=null", "seeds=None must be a list, e.g. seeds=[0,1,2]"),
+        ("seeds=[0,1,0]", "seeds=[0, 1, 0] names 0 more than once; each (condition, seed) run is one folder"),
+        ("conditions=[critic,critic]", "conditions=['critic', 'critic'] names critic more than once"),
         ("seeds=[-1]", "seeds=[-1] must be a non-empty list of integers in [0, 2**32)"),
         ("seeds=[true]", "seeds=[True] must be a non-empty list of integers in [0, 2**32)"),
         ("conditions=oracle", "conditions='oracle' must be a list, e.g. conditions=[critic,ground_truth]"),
