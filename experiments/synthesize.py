@@ -9,7 +9,8 @@
     python experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 hindsight=uniform \
         policies=[...] out=data/reacher-anygoal      # ... or anywhere the task draws its goals
 
-Writes the episodes to ``out`` (re-running skips those already there), then, in ``out`` and in
+Writes the episodes to ``out`` (re-running skips those already there; ``out/manifest.json`` keeps
+the options they were recorded with, and a re-run with others is refused), then, in ``out`` and in
 the run dir: ``summary.json`` / ``summary.md`` (expert success, per failure type how often it
 failed and how far it got, episodes/minute) and ``contact_sheet_<task>.png`` — frames of an expert
 and of each failure type with their progress, and the progress curves with the failure points — so
@@ -178,7 +179,7 @@ def main(cfg: DictConfig) -> None:
             if cfg.failures is None or isinstance(cfg.failures, str)
             else list(cfg.failures)
         )
-        if cfg.policies:
+        if cfg.policies is not None:  # [] is an error, not the expert
             policies = [cfg.policies] if isinstance(cfg.policies, str) else list(cfg.policies)
             plans = plan_policy_episodes(task, policies, cfg.episodes, cfg.first_seed,
                                          cfg.hindsight)  # fmt: skip

@@ -135,3 +135,70 @@ def test_bad_options_are_typed_errors_before_anything_is_recorded(tmp_path):
         synthesize(plans, afile / "sub", progress_bar=False)
     assert afile.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, caplog):
+    import json
+    import logging
+
+    from critic.data.episodes import finished_ids
+    from envs.synth import MANIFEST
+
+    caplog.set_level(logging.INFO, logger="envs.synth")
+    plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
+    synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
+    manifest = (tmp_path / MANIFEST).read_text()
+    assert json.loads(manifest)["tasks"] == {
+        "Reacher-v5": {"every": 5, "linger": 10, "horizon": 50, "image_size": [56, 56],
+                       "camera": None, "task_kwargs": {}, "deterministic": False, "codec": "ffv1"}
+    }  # fmt: skip
+    # the task's own size and horizon, given by value, are the same options: nothing to record
+    again = synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5, image_size=56,
+                       horizon=50)  # fmt: skip
+    assert again == []
+    assert caplog.messages == [f"2 of 2 episodes already in {tmp_path}; nothing to record"]
+    # other options: refused before anything is recorded, each named with both values and the fix
+    more = plan_episodes("Reacher-v5", 3, failure_fraction=0.0)
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(more, tmp_path, workers=1, progress_bar=False, every=1, image_size=64)
+    assert str(excinfo.value) == (
+        f"the dataset folder '{tmp_path}' holds 2 Reacher-v5 episodes recorded with other options "
+        "(every: 5 there, 1 now; image_size: [56,56] there, [64,64] now); a re-run records only "
+        "the missing episodes, so the dataset would mix the two. Pass a new out=<folder> for "
+        "these options, or the folder's own (every=5 env.image_size=[56,56] in "
+        "experiments/synthesize.py)"
+    )
+    assert finished_ids(tmp_path) == {p.episode_id for p in plans}
+    assert (tmp_path / MANIFEST).read_text() == manifest
+    # other episodes (ids name the failure type) with the same options join the dataset
+    flail = plan_episodes("Reacher-v5", 1, failure_fraction=1.0, failures=["flail"])
+    assert len(synthesize(flail, tmp_path, workers=1, progress_bar=False, every=5)) == 1
+    # a folder made before the manifest resumes, with a warning that it cannot be checked
+    (tmp_path / MANIFEST).unlink()
+    caplog.clear()
+    rows = synthesize(more, tmp_path, workers=1, progress_bar=False, every=5)
+    assert [r["seed"] for r in rows] == [2]
+    assert caplog.messages == [
+        f"{tmp_path} holds 3 Reacher-v5 episodes but manifest.json does not say what options "
+        "they were recorded with (the folder predates it), so whether they match every=5 "
+        "linger=10 horizon=50 image_size=[56,56] camera=null task_kwargs={} deterministic=false "
+        "codec=ffv1 cannot be checked. Only the missing episodes are recorded; pass a new "
+        "out=<folder> if the options differ",
+        f"2 of 3 episodes already in {tmp_path}; recording the other 1",
+    ]
+    assert not (tmp_path / MANIFEST).exists()  # what the old episodes were made with is unknown
+
+
+def test_a_manifest_without_episodes_gives_way(tmp_path):
+    # a first run that stopped before its first episode left only its options
+    import json
+
+    from envs.synth import MANIFEST, read_manifest
+
+    (tmp_path / MANIFEST).write_text(json.dumps({"tasks": {"Reacher-v5": {"every": 9}}}))
+    plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
+    assert len(synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)) == 1
+    assert read_manifest(tmp_path)["Reacher-v5"]["every"] == 5
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(InvalidOptionError, match=r"manifest\.json' is not a readable dataset"):
+        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)

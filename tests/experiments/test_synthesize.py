@@ -36,6 +36,27 @@ def test_synthesize_reacher_with_two_workers_then_resume(tmp_path):
     summary = json.loads((data / "summary.json").read_text())
     assert summary["skipped_existing"] == 4 and summary["this_run"]["episodes"] == 1
     assert summary["dataset_total"]["episodes"] == 5
+    assert f"4 of 5 episodes already in {data}; recording the other 1" in again.stdout
+    # Nothing new to record: said so.
+    same = _run(tmp_path, "env=Reacher-v5", "episodes=5", "workers=1", "every=5")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert f"5 of 5 episodes already in {data}; nothing to record" in same.stdout
+    # Other options are refused before anything is recorded: not skipped, not mixed in.
+    summary = (data / "summary.json").read_text()
+    other = _run(tmp_path, "env=Reacher-v5", "episodes=6", "workers=1", "every=1",
+                 "env.image_size=64")  # fmt: skip
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert other.stderr.strip().endswith(
+        f"synthesize: the dataset folder '{data}' holds 5 Reacher-v5 episodes recorded with other "
+        "options (every: 5 there, 1 now; image_size: [56,56] there, [64,64] now); a re-run "
+        "records only the missing episodes, so the dataset would mix the two. Pass a new "
+        "out=<folder> for these options, or the folder's own (every=5 env.image_size=[56,56] in "
+        "experiments/synthesize.py)"
+    )
+    assert len(list((data / "episodes").glob("*.parquet"))) == 5
+    assert (data / "summary.json").read_text() == summary
+    manifest = json.loads((data / "manifest.json").read_text())["tasks"]["Reacher-v5"]
+    assert manifest["every"] == 5 and manifest["image_size"] == [56, 56]
 
 
 def test_synthesize_bad_option_is_a_message(tmp_path):
@@ -125,3 +146,13 @@ def test_linger_and_first_seed_are_checked_up_front(tmp_path):
         assert done.returncode == 1 and "Traceback" not in done.stderr, override
         assert f"synthesize: {message}" in done.stderr
         assert not (tmp_path / "data").exists()
+
+
+def test_empty_policies_is_an_error_not_expert_episodes(tmp_path):
+    done = _run(tmp_path, "env=Reacher-v5", "episodes=2", "workers=1", "policies=[]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "synthesize: policies=[] names no policy; pass one or more policy.zip paths, or leave it "
+        "out (null) for expert episodes"
+    )
+    assert not (tmp_path / "data").exists()
