@@ -199,7 +199,10 @@ class TaskEnv(gym.Env):
     :meth:`progress` and :meth:`is_success` from privileged state.
 
     ``info`` of ``reset`` and ``step`` carries ``progress`` (privileged, in [0, 1]) and
-    ``is_success`` (true task success).
+    ``is_success`` (true task success). A subclass's ``reset`` starts with
+    ``seed = self._begin_reset(seed)`` and its ``step`` with ``action =
+    self._checked_action(action)``, so every task checks seeds and actions, and refuses a step
+    before its first reset, alike.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
