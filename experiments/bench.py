@@ -31,6 +31,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from rollout.checks import is_int, list_option
+
 MODES = ("raw", "camera", "baseline camera", "oracle k=", "oracle+frames k=")
 
 
@@ -172,27 +174,54 @@ def _valid_mode(mode: str) -> bool:
     return prefix.strip() in ("oracle", "oracle+frames") and k.isdigit() and int(k) >= 1
 
 
+class BenchConfigError(ValueError):
+    """The bench config cannot run (found before any env is built)."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any env is built when the config cannot run."""
+    import envs
+
+    tasks, modes = list_option(cfg.tasks), list_option(cfg.modes)
+    if not tasks:
+        raise BenchConfigError("tasks is empty; give at least one, e.g. tasks=[Reacher-v5]")
+    unknown = [t for t in tasks if t not in envs.task_names()]
+    if unknown:
+        raise BenchConfigError(f"unknown tasks {unknown}; registered tasks: {envs.task_names()}")
+    if not modes:
+        raise BenchConfigError("modes is empty; give at least one, e.g. modes=[raw,camera]")
+    bad_modes = [m for m in modes if not _valid_mode(m)]
+    if bad_modes:
+        raise BenchConfigError(
+            f"unknown modes {bad_modes}; use raw, camera, 'baseline camera', "
+            "'oracle k=<int>' or 'oracle+frames k=<int>'"
+        )
+    for key, meaning in (("steps", "env steps per mode per round"),
+                         ("rounds", "interleaved rounds, the median reported")):  # fmt: skip
+        value = cfg[key]
+        if not is_int(value) or value < 1:
+            raise BenchConfigError(f"{key}={value!r} must be an integer >= 1 ({meaning})")
+
+
 @hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from tqdm import tqdm
 
-    import envs
+    from envs import InvalidOptionError, UnknownTaskError
+    from rollout.imports import MissingExtraError
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
-    unknown = [t for t in cfg.tasks if t not in envs.task_names()]
-    if unknown:
-        sys.exit(f"bench: unknown tasks {unknown}; registered tasks: {envs.task_names()}")
-    bad_modes = [m for m in cfg.modes if not _valid_mode(m)]
-    if bad_modes:
-        sys.exit(
-            f"bench: unknown modes {bad_modes}; use raw, camera, 'baseline camera', "
-            "'oracle k=<int>' or 'oracle+frames k=<int>'"
-        )
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    results = {}
-    for task in tqdm(list(cfg.tasks), desc="bench", unit="task"):
-        results[task] = bench_task(task, list(cfg.modes), cfg.steps, cfg.rounds)
+    try:
+        check_config(cfg)
+        # one task or mode given bare is a list of one
+        cfg.tasks, cfg.modes = list_option(cfg.tasks), list_option(cfg.modes)
+        results = {}
+        for task in tqdm(list(cfg.tasks), desc="bench", unit="task"):
+            results[task] = bench_task(task, list(cfg.modes), cfg.steps, cfg.rounds)
+    except (BenchConfigError, UnknownTaskError, InvalidOptionError, MissingExtraError) as exc:
+        sys.exit(f"bench: {type(exc).__name__}: {exc}")
     print(write_report(results, cfg, out_dir))
     print(f"results: {out_dir}")
 

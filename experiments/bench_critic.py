@@ -22,12 +22,61 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rollout.checks import is_int, list_option
+
+
+class BenchConfigError(ValueError):
+    """The bench config cannot run (found before any env or model is built)."""
+
+
+def batch_sizes(value: Any) -> list:
+    """``batches`` as a list: one batch size given bare (``batches=4``) is a list of one."""
+    return [value] if is_int(value) else list_option(value)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any env or model is built when the config cannot run."""
+    import envs
+    from critic.vlm import is_server_url
+
+    if not isinstance(cfg.model, str) or is_server_url(cfg.model):
+        raise BenchConfigError(
+            f"model={cfg.model!r} must be a preset (tiny, small) or a checkpoint folder: the bench "
+            "times the model in this process, not a critic server"
+        )
+    if cfg.task not in envs.task_names():
+        raise BenchConfigError(
+            f"task={cfg.task!r} is not a registered task; pick one of {envs.task_names()}"
+        )
+    for key, meaning in (
+        ("episode_steps", "env steps whose queries are recorded"),
+        ("frames_per_query", "frames per query"),
+        ("repeats", "timed repeats, the median reported"),
+        ("reason_samples", "completions per reason-mode query"),
+        ("reason_tokens", "the generation budget of a reason-mode answer"),
+    ):
+        value = cfg[key]
+        if not is_int(value) or value < 1:
+            raise BenchConfigError(f"{key}={value!r} must be an integer >= 1 ({meaning})")
+    batches = batch_sizes(cfg.batches)
+    if not batches or not all(is_int(b) and b >= 1 for b in batches):
+        given = cfg.batches
+        given = (
+            OmegaConf.to_container(given) if isinstance(given, DictConfig | ListConfig) else given
+        )
+        raise BenchConfigError(
+            f"batches={given!r} must be a non-empty list of integers >= 1 (queries per call), "
+            "e.g. batches=[1,4,16]"
+        )
 
 
 def _queries(task: str, steps: int, frames_per_query: int, seed: int = 0) -> list:
@@ -105,14 +154,12 @@ def _rate(fn, items: int, repeats: int) -> float:
     return items / float(np.median(times))
 
 
-@hydra.main(config_path="../configs", config_name="bench_critic", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Check the config, record the queries, time the critic; writes bench_critic.json."""
     from critic.vlm import VLMCritic
 
-    logging.getLogger("OpenGL").setLevel(logging.WARNING)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_config(cfg)
+    cfg.batches = [int(b) for b in batch_sizes(cfg.batches)]  # batches=4: a list of one
     queries = _queries(cfg.task, cfg.episode_steps, cfg.frames_per_query)
     plain = VLMCritic(model=cfg.model, mode="score", cache=False)
     plain.engine.share_prefix = False  # batching alone; the shared prefix is measured below
@@ -204,6 +251,26 @@ def main(cfg: DictConfig) -> None:
         "reason_over_score": reason_latency / score_latency,
     }
     (out_dir / "bench_critic.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+@hydra.main(config_path="../configs", config_name="bench_critic", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from critic.base import CriticError
+    from critic.models import ModelLoadError
+    from envs import InvalidOptionError, UnknownTaskError
+    from rollout.engine import EngineError
+    from rollout.imports import MissingExtraError
+
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run(cfg, out_dir)
+    except (BenchConfigError, UnknownTaskError, InvalidOptionError, ModelLoadError, CriticError,
+            EngineError, MissingExtraError) as exc:  # fmt: skip
+        sys.exit(f"bench_critic: {type(exc).__name__}: {exc}")
     print(json.dumps(results, indent=2))
     print(f"results: {out_dir}")
 

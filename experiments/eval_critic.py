@@ -21,7 +21,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +28,13 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rollout.checks import is_int, is_number
+from rollout.checks import folder_problem, is_int, is_number, list_option
 
 SPLITS = ("train", "val", "test", "all")
 
 
 class EvalConfigError(ValueError):
     """The evaluation config cannot run (found before any critic loads)."""
-
-
-def list_option(value: Any) -> list:
-    """A list option (``critics``, ``data``) as a list: one critic or folder given bare
-    (``critics=oracle``, ``data=data/Lift``, ``critics={name: noisy_oracle, offset_sd: 0.1}``) is
-    a list of one, as ``synthesize.py`` takes ``policies=<one path>``; null is none."""
-    if value is None:
-        return []
-    if isinstance(value, str | Mapping):  # a DictConfig is a Mapping
-        return [value]
-    return list(value)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -89,14 +77,8 @@ def check_config(cfg: DictConfig) -> None:
             f"probe_episodes={probes!r} must be an integer >= 1 (expert episodes per task the "
             "probes transform); to run no probes, set probes=false"
         )
-    paths = [d for d in data if not isinstance(d, str)]
-    if paths:
-        given = [OmegaConf.to_container(d) if isinstance(d, DictConfig | ListConfig) else d
-                 for d in paths]  # fmt: skip
-        raise EvalConfigError(
-            f"data: {given} are not folders; give dataset folders, e.g. data=[data/Reacher-v5] "
-            "or data=[data/Reacher-v5,data/Lift]"
-        )
+    if problem := folder_problem("data", data):
+        raise EvalConfigError(problem)
     missing = [d for d in data if not finished_ids(d)]  # no episodes/ folder, or an empty one
     if missing:
         raise EvalConfigError(

@@ -1,4 +1,4 @@
-"""What counts as an integer or a number in a user's option, for every layer.
+"""What counts as an integer, a number or a list in a user's option, for every layer.
 
 A count, seed or weight may come from a config (Python's ``int``), from numpy (``np.int64`` from an
 array, a ``np.float32`` from a model) or by mistake as a bool (``True`` is an ``int`` in Python).
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -33,3 +35,34 @@ def is_number(value: Any, finite: bool = True) -> bool:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
     return not finite or math.isfinite(value)
+
+
+def list_option(value: Any) -> list:
+    """A list option (``critics``, ``data``, ``pipeline``, ``tasks``, ...) as a list: one value
+    given bare on the command line (``data=data/Lift``, ``critics={name: oracle}``) is a list of
+    one, not its characters or keys; null is none.
+
+    Example:
+        >>> list_option("data/Lift"), list_option(["a", "b"]), list_option(None)
+        (['data/Lift'], ['a', 'b'], [])
+    """
+    if value is None:
+        return []
+    if isinstance(value, str | Mapping) or not hasattr(value, "__iter__"):  # DictConfig: Mapping
+        return [value]
+    return list(value)
+
+
+def folder_problem(option: str, values: list) -> str | None:
+    """What is wrong with a list of dataset folders given as ``option=``, or None: entries that
+    are not paths (a nested list or mapping from a mistyped override)."""
+    bad = [v for v in values if not isinstance(v, str | Path)]
+    if not bad:
+        return None
+    from omegaconf import OmegaConf
+
+    given = [OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in bad]
+    return (
+        f"{option}: {given} are not folders; give dataset folders, e.g. {option}=[data/Reacher-v5] "
+        f"or {option}=[data/Reacher-v5,data/Lift]"
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rollout.checks import is_int, is_number
+from rollout.checks import folder_problem, is_int, is_number, list_option
 from rollout.imports import MissingExtraError, require_package
 
 STAGES = {
@@ -59,8 +59,17 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             "model=null: give the weights to start from, a preset (tiny, small) or a checkpoint "
             "folder, e.g. model=outputs/viscritic_small/run/readout/final"
         )
+    # One stage or folder given bare is a list of one; the recipe reads the lists from cfg.
+    for key in ("pipeline", "data"):
+        if not isinstance(cfg[key], ListConfig):
+            cfg[key] = list_option(cfg[key])
+    if not cfg.pipeline:
+        raise TrainConfigError(
+            f"pipeline is empty; give the stages to run, e.g. pipeline=[sft] (stages are "
+            f"{list(STAGES)})"
+        )
     unknown = [s for s in cfg.pipeline if s not in STAGES]
-    if unknown or not cfg.pipeline:
+    if unknown:
         raise TrainConfigError(f"pipeline={list(cfg.pipeline)} has unknown stages {unknown}; "
                                f"stages are {list(STAGES)}")  # fmt: skip
     plans: dict[str, dict[str, Any]] = {}
@@ -74,19 +83,31 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
             )
+        lr, batch_size = settings.get("lr"), settings.get("batch_size")
+        if not is_number(lr) or lr <= 0:
+            raise TrainConfigError(
+                f"stages.{stage}.lr={lr!r} must be a finite number > 0, e.g. "
+                f"stages.{stage}.lr=1.0e-4"
+            )
+        if not is_int(batch_size) or batch_size < 1:
+            raise TrainConfigError(
+                f"stages.{stage}.batch_size={batch_size!r} must be an integer >= 1 (samples per "
+                "step, or completions per step in a GRPO stage)"
+            )
         schedule, warmup = settings.get("schedule", "constant"), settings.get("warmup", 0)
         try:
             learning_rate(0, settings.steps, 1.0, schedule, warmup)
         except ValueError as exc:
             raise TrainConfigError(f"stages.{stage}: {exc}") from exc
         if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
-            extra = [k for k in settings.kinds if k not in allowed]
+            chosen = list_option(settings.kinds)  # kinds=score: one kind
+            extra = [k for k in chosen if k not in allowed]
             if extra:
                 raise TrainConfigError(
                     f"stages.{stage}.kinds has {extra}, which stage {stage!r} cannot train on; "
                     f"pick from {list(allowed)}"
                 )
-            kinds = tuple(settings.kinds)
+            kinds = tuple(chosen)
         plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
         if rule == "grpo":
             try:
@@ -98,15 +119,18 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                     f"stages.{stage}.batch_size={settings.batch_size} completions is not divisible "
                     f"by grpo.group_size={grpo.group_size}; use a multiple of it"
                 )
+            rewards = list_option(settings.get("rewards"))  # rewards=transform: one function
             try:
                 plan["reward"] = combine_rewards(
-                    list(settings.rewards), list(settings.reward_weights)
+                    rewards, list_option(settings.get("reward_weights"))
                 )
             except RewardConfigError as exc:
                 raise TrainConfigError(f"stages.{stage}: {exc}") from exc
             plan["grpo"] = grpo
-            plan["reward_names"] = list(settings.rewards)
+            plan["reward_names"] = rewards
         plans[stage] = plan
+    if problem := folder_problem("data", list(cfg.data)):
+        raise TrainConfigError(problem)
     folders = [Path(d) for d in cfg.data]
     missing = [str(d) for d in folders if not (d / "episodes").is_dir()]
     if not folders or missing:
@@ -129,12 +153,16 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 f"data_weights={[1] * (len(folders) - 1) + [3]} draws the last folder's samples "
                 "three times as often; data_weights=null draws every sample alike"
             )
-    for name, low in (("frames", 1), ("cuts", 1), ("frozen_count", 0), ("pretext_count", 0)):
+    for name, low, meaning in (
+        ("frames", 1, "frames per clip"),
+        ("cuts", 1, "samples per episode"),
+        ("frozen_count", 0, "samples per episode"),
+        ("pretext_count", 0, "samples per episode"),
+    ):
         value = cfg.get(name)
         if not is_int(value) or value < low:
             raise TrainConfigError(
-                f"{name}={value!r} must be an integer >= {low} (samples per episode: "
-                "critic/data/samples.py)"
+                f"{name}={value!r} must be an integer >= {low} ({meaning}: critic/data/samples.py)"
             )
     task_frames = cfg.get("task_frames") or {}
     if not isinstance(task_frames, Mapping | DictConfig) or not all(

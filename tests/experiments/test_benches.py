@@ -32,7 +32,44 @@ def test_bench_tiny_run(tmp_path):
 def test_bench_bad_mode_is_a_message(tmp_path):
     done = _run("bench.py", tmp_path, "tasks=[Reacher-v5]", "modes=[warp]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "bench: unknown modes ['warp']" in done.stderr
+    assert "bench: BenchConfigError: unknown modes ['warp']; use raw, camera" in done.stderr
+
+
+def _compose(config: str, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config, overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # 0 divided by zero, abc was a TypeError, -5 reported negative steps/s, 0 rounds a NaN
+        ("steps=0", "steps=0 must be an integer >= 1 (env steps per mode per round)"),
+        ("steps=abc", "steps='abc' must be an integer >= 1 (env steps per mode per round)"),
+        ("steps=-5", "steps=-5 must be an integer >= 1 (env steps per mode per round)"),
+        ("rounds=0", "rounds=0 must be an integer >= 1 (interleaved rounds, the median reported)"),
+        ("tasks=Reacher-v", "unknown tasks ['Reacher-v']; registered tasks: ["),
+        ("tasks=[]", "tasks is empty; give at least one, e.g. tasks=[Reacher-v5]"),
+        ("modes=rew", "unknown modes ['rew']; use raw, camera, 'baseline camera', 'oracle k=<int>' "
+         "or 'oracle+frames k=<int>'"),
+    ],
+)  # fmt: skip
+def test_bench_config_is_checked_before_any_env_is_built(override, message):
+    from bench import BenchConfigError, check_config
+
+    with pytest.raises(BenchConfigError) as err:
+        check_config(_compose("bench", override))
+    assert str(err.value).startswith(message)
+
+
+def test_bench_takes_a_bare_task_and_mode():
+    # they were split into characters: "unknown tasks ['R', 'e', ...]", "unknown modes ['r', ...]"
+    from bench import check_config
+
+    check_config(_compose("bench", "tasks=Reacher-v5", "modes=raw"))
+    check_config(_compose("bench", "modes='oracle k=5'"))
 
 
 def test_bench_critic_tiny_run(tmp_path):
@@ -51,6 +88,51 @@ def test_bench_critic_tiny_run(tmp_path):
     # The tower really ran inside the forward pass, and every query had its tokens counted.
     assert 0 < split["vision_tower_ms"] < split["forward_ms"] and split["encode_ms"] > 0
     assert split["tokens_per_query"] > 100  # anchored prompt: text plus three videos
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task=Reachr", "task='Reachr' is not a registered task; pick one of ["),
+        # each of these was a traceback (int not iterable, ConfigIndexError, ZeroDivisionError)
+        # or a NaN in the results
+        ("batches=[]", "batches=[] must be a non-empty list of integers >= 1 (queries per call), "
+         "e.g. batches=[1,4,16]"),
+        ("batches=[1,0]", "batches=[1, 0] must be a non-empty list of integers >= 1"),
+        ("batches=abc", "batches='abc' must be a non-empty list of integers >= 1"),
+        ("episode_steps=0", "episode_steps=0 must be an integer >= 1 (env steps whose queries are "
+         "recorded)"),
+        ("repeats=0", "repeats=0 must be an integer >= 1 (timed repeats, the median reported)"),
+        ("frames_per_query=abc", "frames_per_query='abc' must be an integer >= 1 (frames per query)"),
+        ("reason_samples=0", "reason_samples=0 must be an integer >= 1"),
+        ("reason_tokens=-1", "reason_tokens=-1 must be an integer >= 1"),
+        ("model=http://localhost:8000", "model='http://localhost:8000' must be a preset (tiny, small) "
+         "or a checkpoint folder: the bench times the model in this process, not a critic server"),
+    ],
+)  # fmt: skip
+def test_bench_critic_config_is_checked_before_anything_is_built(override, message):
+    from bench_critic import BenchConfigError, check_config
+
+    with pytest.raises(BenchConfigError) as err:
+        check_config(_compose("bench_critic", override))
+    assert str(err.value).startswith(message)
+
+
+def test_bench_critic_takes_a_bare_batch_size():
+    from bench_critic import batch_sizes, check_config
+
+    cfg = _compose("bench_critic", "batches=4")  # was: TypeError: 'int' object is not iterable
+    check_config(cfg)
+    assert batch_sizes(cfg.batches) == [4]
+
+
+def test_bench_critic_a_model_that_does_not_load_is_a_message(tmp_path):
+    (tmp_path / "model").mkdir()  # a folder, but not a checkpoint
+    done = _run("bench_critic.py", tmp_path, f"model={tmp_path / 'model'}", "episode_steps=1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"bench_critic: ModelLoadError: cannot load critic model {tmp_path / 'model'}" in (
+        done.stderr
+    )
 
 
 def _bench_gpu_module():

@@ -237,8 +237,9 @@ def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
 
 
 def test_one_critic_may_be_given_bare_even_as_a_mapping():
-    from eval_critic import list_option
     from omegaconf import OmegaConf
+
+    from rollout.checks import list_option
 
     one = OmegaConf.create({"critics": {"name": "noisy_oracle", "offset_sd": 0.1}}).critics
     assert list_option(one) == [one]  # not its keys

@@ -89,6 +89,19 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
         (["frozen_count=-1"], "frozen_count=-1 must be an integer >= 0 (samples per episode: "
          "critic/data/samples.py)"),
         (["cuts=0"], "cuts=0 must be an integer >= 1 (samples per episode: critic/data/samples.py)"),
+        (["frames=0"], "frames=0 must be an integer >= 1 (frames per clip: critic/data/samples.py)"),
+        # lr and batch_size reached torch (TypeError, ValueError) or trained on 1 sample per step
+        (["stages.sft.lr=abc"], "stages.sft.lr='abc' must be a finite number > 0, e.g. stages.sft.lr=1.0e-4"),
+        (["stages.sft.lr=-1"], "stages.sft.lr=-1 must be a finite number > 0, e.g. stages.sft.lr=1.0e-4"),
+        (["stages.sft.lr=inf"], "stages.sft.lr=inf must be a finite number > 0, e.g. stages.sft.lr=1.0e-4"),
+        (["stages.pretext.batch_size=abc"], "stages.pretext.batch_size='abc' must be an integer >= 1 "
+         "(samples per step, or completions per step in a GRPO stage)"),
+        (["stages.sft.batch_size=0"], "stages.sft.batch_size=0 must be an integer >= 1 (samples per "
+         "step, or completions per step in a GRPO stage)"),
+        (["pipeline=[]"], "pipeline is empty; give the stages to run, e.g. pipeline=[sft] (stages are "
+         "['sft', 'pretext', 'joint', 'outcome', 'readout'])"),
+        (["data=[/nonexistent/data,[1]]"], "data: [[1]] are not folders; give dataset folders, e.g. "
+         "data=[data/Reacher-v5] or data=[data/Reacher-v5,data/Lift]"),
         (["data=[/nonexistent/data]"], "data=['/nonexistent/data']: no episodes in ['/nonexistent/data']; "
          "make them with `python experiments/synthesize.py env=<task> out=<folder>`"),
     ],
@@ -98,6 +111,24 @@ def test_bad_configs_fail_before_any_model_loads(dataset, overrides, message):
         check_overrides(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value) == message
+
+
+def test_a_bare_stage_or_folder_is_a_list_of_one(dataset):
+    # they were split into characters: "unknown stages ['s', 'f', 't']", "no episodes in ['/', ...]"
+    module, cfg = load_recipe(f"data={dataset}", "pipeline=sft")
+    assert list(module.check_config(cfg)) == ["sft"]
+    # the recipe reads the lists from cfg
+    assert list(cfg.pipeline) == ["sft"] and list(cfg.data) == [str(dataset)]
+    with pytest.raises(Exception) as err:
+        check_overrides("data=/nonexistent/data")
+    assert str(err.value).startswith(
+        "data=['/nonexistent/data']: no episodes in ['/nonexistent/data']; make them with"
+    )
+    plans, _ = check_overrides(f"data={dataset}", "pipeline=readout", "stages.readout.kinds=score")
+    assert plans["readout"]["kinds"] == ("score",)
+    plans, _ = check_overrides(f"data={dataset}", "pipeline=pretext",
+                               "stages.pretext.rewards=transform", "stages.pretext.reward_weights=1")  # fmt: skip
+    assert plans["pretext"]["reward_names"] == ["transform"]
 
 
 def test_the_readout_trains_digit_answers_unless_told_to_add_the_verdict(dataset):
