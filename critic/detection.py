@@ -189,9 +189,12 @@ def last_frame_scores(
         )
     progress, achieved = predict_estimates(critic, queries, batch)
     unread = np.isnan(progress)
+    # a critic that gives no P(achieved) on any readable answer has no such detector: all nan
+    # (not 0.5 at its unread answers, which would report one)
+    gives_achieved = np.isfinite(achieved[~unread]).any()
     return {
         "progress": np.where(unread, 0.5, 1.0 - progress).tolist(),
-        "achieved": np.where(unread, 0.5, 1.0 - achieved).tolist(),  # nan stays nan: none given
+        "achieved": np.where(unread & gives_achieved, 0.5, 1.0 - achieved).tolist(),
     }
 
 

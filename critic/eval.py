@@ -47,11 +47,24 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 def value_order_correlation(predictions: Sequence[float]) -> float:
     """VOC: Spearman between predictions in time order and time itself (1: rises monotonically).
 
+    Unreadable frames (``nan``) are left out and the rest keep their times, so one unparsed
+    answer does not drop an episode. Predictions that are constant over two or more readable
+    frames show no order: 0, not ``nan`` (a flat critic must not be left out of a mean over
+    episodes, nor pass a probe as if unread). ``nan`` with fewer than two readable frames.
+
     Example:
         >>> value_order_correlation([0.1, 0.3, 0.2, 0.9])  # ranks 1 3 2 4 vs 1 2 3 4
         0.8
+        >>> value_order_correlation([0.9, float("nan"), 0.1]), value_order_correlation([0.5, 0.5])
+        (-1.0, 0.0)
     """
-    return spearman(predictions, np.arange(len(predictions)))
+    values = np.asarray(predictions, dtype=float)
+    readable = np.isfinite(values)
+    if readable.sum() < 2:
+        return float("nan")
+    if np.ptp(values[readable]) == 0:
+        return 0.0
+    return spearman(values[readable], np.flatnonzero(readable))
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -155,8 +168,9 @@ def reading_by_state(
         )
     rows = []
     bounds = [None, *edges, None]
+    known = np.isfinite(v)  # a frame whose state value is missing falls in no bin, nor the shares
     for low, high in itertools.pairwise(bounds):
-        inside = np.ones(len(v), bool)
+        inside = known.copy()
         if low is not None:
             inside &= v >= low
         if high is not None:
@@ -166,7 +180,7 @@ def reading_by_state(
         read, given = p[inside], a[inside]
         rows.append({
             "low": low, "high": high, "frames": int(inside.sum()),
-            "share": float(inside.mean()),
+            "share": float(inside.sum() / known.sum()),
             "progress": nanmean(read), "true_progress": float(t[inside].mean()),
             "achieved": nanmean(given),
             "achieved_over_half": float((given[np.isfinite(given)] > 0.5).mean())
@@ -312,7 +326,9 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
         pred = np.concatenate([r.predicted for r in mine])
         true = np.concatenate([r.true for r in mine])
         readable = np.isfinite(pred)
-        constant = float(np.median(true))
+        # the best constant is fit and scored on the frames the critic's MAE is scored on
+        constant = float(np.median(true[readable])) if readable.any() else float("nan")
+        offsets = [nanmean(r.predicted - r.true) for r in mine]
         summary[group] = {
             "episodes": len(mine),
             "frames": len(pred),
@@ -322,8 +338,11 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
             "voc": nanmean([r.voc for r in mine]),
             "readable": float(readable.mean()),
             "constant": constant,
-            "constant_mae": float(np.abs(constant - true).mean()),
-            "offset_sd": nanstd([nanmean(r.predicted - r.true) for r in mine]),
+            "constant_mae": float(np.abs(constant - true[readable]).mean())
+            if readable.any()
+            else float("nan"),
+            # an SD over one episode is not a spread: n/a
+            "offset_sd": nanstd(offsets) if np.isfinite(offsets).sum() > 1 else float("nan"),
             "within_sd": _within_sd(mine),
         }
     return summary

@@ -294,7 +294,10 @@ def summarise(
         gt_success = gt["test"][key] if tested else gt[key]
         cr_success = cr["test"][key] if tested else cr[key]
         summary["critic_vs_ground_truth"] = {
-            "success_ratio": cr_success / gt_success if gt_success else None,
+            # None where either side has no success rate (no test and no curve point)
+            "success_ratio": cr_success / gt_success
+            if gt_success and cr_success is not None
+            else None,
             "success_ratio_from": "test" if tested else "last curve evaluation",
             "success_ratio_ci95": (
                 success_ratio_interval(

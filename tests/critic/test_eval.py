@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from critic.base import Critic, FailureVerdict, ProgressEstimate, active_length
+from critic.base import Critic, FailureVerdict, ParseStatus, ProgressEstimate, active_length
 from critic.data.episodes import Episode
 from critic.detection import evaluate_failures, failure_probability, failure_scores
 from critic.eval import (
@@ -42,7 +42,10 @@ def test_value_order_correlation_and_auroc_hand_worked():
     # ranks 1 3 2 4 against 1 2 3 4: 1 - 6 (0 + 1 + 1 + 0) / (4 (16 - 1)) = 0.8
     assert value_order_correlation([0.1, 0.3, 0.2, 0.9]) == pytest.approx(0.8)
     assert value_order_correlation([0.9, 0.5, 0.1]) == pytest.approx(-1.0)
-    assert np.isnan(value_order_correlation([0.5, 0.5, 0.5]))  # a constant has no order
+    assert value_order_correlation([0.5, 0.5, 0.5]) == 0.0  # a constant: no order, counted
+    # an unreadable frame is left out, the rest keep their times: 0.9, 0.7, 0.2 at 0, 2, 3
+    assert value_order_correlation([0.9, np.nan, 0.7, 0.2]) == pytest.approx(-1.0)
+    assert np.isnan(value_order_correlation([0.4, np.nan]))  # one readable frame: no order read
     # positives 0.9 and 0.3, negatives 0.8 and 0.1: of the 4 pairs, 0.3 < 0.8 is the one
     # misordered → 3/4
     assert auroc([0.9, 0.8, 0.3, 0.1], [True, False, True, False]) == pytest.approx(0.75)
@@ -96,8 +99,8 @@ def test_progress_summary_hand_worked():
     assert summary["policy"]["episodes"] == 1
     assert summary["policy"]["mae"] == pytest.approx(0.2)  # (0.3 + 0.1) / 2
     # per-episode mean error: the expert's errors +0.1, +0.1, -0.1, -0.1 average 0.0, the
-    # rollout's +0.3, -0.1 average 0.1; one episode per group, so no spread
-    assert summary["expert"]["offset_sd"] == 0.0 and summary["policy"]["offset_sd"] == 0.0
+    # rollout's +0.3, -0.1 average 0.1; one episode per group: no spread to read (n/a)
+    assert np.isnan(summary["expert"]["offset_sd"]) and np.isnan(summary["policy"]["offset_sd"])
     other = EpisodeProgress("b", "T", True, np.array([0.5, 0.5]), np.array([0.2, 0.4]), 2)
     # expert offsets 0.0 and +0.2 (0.3, 0.1): population SD 0.1
     assert progress_summary([expert, other])["expert"]["offset_sd"] == pytest.approx(0.1)
@@ -113,6 +116,15 @@ def test_progress_summary_hand_worked():
     assert progress_summary([expert, unread])["expert"]["within_sd"] == pytest.approx(
         (0.12 / 6) ** 0.5
     )
+    # the best constant is fit and scored on the frames the critic read: truths 0.4 and 0.4
+    # of the unread episode alone → median 0.4, MAE 0; a flat critic's VOC counts as 0, and one
+    # unread frame does not drop an episode from the mean: (1.0 + 0 - 1.0) / 3 = 0
+    alone = progress_summary([unread])["expert"]
+    assert alone["constant"] == pytest.approx(0.4) and alone["constant_mae"] == pytest.approx(0)
+    flat = EpisodeProgress("d", "T", True, np.full(3, 0.5), np.array([0.0, 0.5, 1.0]), 3)
+    falling = EpisodeProgress("e", "T", True, np.array([0.9, np.nan, 0.1]),
+                              np.array([0.0, 0.5, 1.0]), 3)  # fmt: skip
+    assert progress_summary([expert, flat, falling])["expert"]["voc"] == pytest.approx(0.0)
 
 
 def test_reading_by_state_hand_worked():
@@ -135,6 +147,10 @@ def test_reading_by_state_hand_worked():
     assert all(np.isnan(r["achieved"]) and np.isnan(r["achieved_over_half"]) for r in none)
     # an empty bin is left out
     assert len(reading_by_state(values, read, true, None, [1, 2, 4, 10])) == 4
+    # a frame whose state is missing is in no bin and out of the shares, which sum to 1
+    gaps = reading_by_state([*values, np.nan], [*read, 0.5], [*true, 0.5], None, [1, 2, 10])
+    assert sum(r["share"] for r in gaps) == pytest.approx(1.0)
+    assert [r["frames"] for r in gaps] == [1, 2, 1, 2]
     with pytest.raises(ValueError, match=r"bin edges \[2.0, 1.0\] must increase"):
         reading_by_state(values, read, true, None, [2, 1])
     with pytest.raises(ValueError, match="6 values, 5 readings"):
@@ -177,6 +193,21 @@ def test_probes_pass_for_the_oracle_and_fail_for_a_clock():
     # the clock rises on a static video, on a reversed one and after a freeze: it fails all
     assert {name: p["passed"] for name, p in clock.items()} == dict.fromkeys(clock, False)
     assert clock["reversed"]["statistic"] > 0.9
+    # one unparsed answer per call no longer hides the clock's order from the shuffled probe
+    # (its VOC was nan, counted as "no order", and the probe passed)
+    unread = run_probes(LapsingClockCritic(), episodes, batch=1000)
+    assert not unread["shuffled"]["passed"] and unread["shuffled"]["statistic"] > 0.9
+    assert not unread["reversed"]["passed"]
+
+
+class LapsingClockCritic(ClockCritic):
+    """The clock, with the third answer of every call unreadable."""
+
+    def estimate_progress(self, queries):
+        estimates = super().estimate_progress(queries)
+        if len(estimates) > 2:
+            estimates[2] = ProgressEstimate(None, status=ParseStatus.NO_ANSWER)
+        return estimates
 
 
 def test_failure_detection_oracle_and_constant():
@@ -227,5 +258,8 @@ def test_failure_from_final_progress():
     # a critic that gives no such probability has no achieved detector (nan scores, no entry)
     assert np.isnan(failure_scores(ClockCritic(), episodes, "achieved")).all()
     assert "achieved" not in evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0)
+    # nor does one whose first answer is unreadable (its unread 0.5 used to report one)
+    assert "achieved" not in evaluate_failures(LapsingClockCritic(), episodes, frames=4,
+                                               delay_points=0)  # fmt: skip
     with pytest.raises(ValueError, match="detector='vote'"):
         failure_scores(OracleCritic(), episodes, "vote")

@@ -47,6 +47,9 @@ def test_summary_reads_success_from_the_test_with_a_wilson_interval():
     assert ratio["success_ratio_from"] == "last curve evaluation"
     assert summarise(untested)["critic"]["test"] is None
     assert ratio["success_ratio_ci95"] is None
+    # a critic run with neither a test nor a curve point (a budget below eval_every) has no rate
+    curveless = RunResult("critic", 0, [], [], [], 10.0, 100)
+    assert summarise([untested[0], curveless])["critic_vs_ground_truth"]["success_ratio"] is None
 
 
 def test_success_ratio_interval_over_seeds_by_hand():
