@@ -117,7 +117,13 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         self.critic = make_critic(critic)
         # the clip length is the critic's for each sub-env's task (a checkpoint may record one
         # per task); the query schedule is the same for all
-        tasks = venv.get_attr("task_name")  # names, not specs: worker processes send them back
+        try:  # names, not specs: worker processes send them back
+            tasks = venv.get_attr("task_name")
+        except AttributeError:
+            raise InvalidOptionError(
+                "VisCriticVecEnv needs VisCritic task envs underneath (envs.make_task_env, with "
+                "CriticFrames on top); build the stack with envs.vec_env.make_viscritic_vec_env"
+            ) from None
         self._configs = [self.config.for_critic(self.critic, task) for task in tasks]
         self.config = self._configs[0]
         self._instructions = venv.get_attr("instruction")
@@ -395,11 +401,21 @@ def make_viscritic_vec_env(
     """
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import VecEnv
 
     from envs.tasks import check_horizon, check_task_kwargs, get_task, make_task_env
 
     if not is_int(n_envs) or n_envs < 1:
         raise InvalidOptionError(f"n_envs={n_envs!r} must be an integer >= 1")
+    if seed is not None and (not is_int(seed) or seed < 0):
+        raise InvalidOptionError(f"seed={seed!r} must be None or an integer >= 0")
+    if vec_env_cls is not None and not (
+        isinstance(vec_env_cls, type) and issubclass(vec_env_cls, VecEnv)
+    ):
+        raise InvalidOptionError(
+            f"vec_env_cls={vec_env_cls!r} must be an SB3 VecEnv class, e.g. "
+            "stable_baselines3.common.vec_env.SubprocVecEnv, or None for DummyVecEnv"
+        )
     config = CriticRewardConfig.from_options(**options)
     task_options = check_task_kwargs(task_kwargs)
     max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
@@ -414,5 +430,6 @@ def make_viscritic_vec_env(
         monitored = Monitor(timed, info_keywords=("is_success",))
         return CriticFrames(monitored, config, render=render)
 
+    seed = None if seed is None else int(seed)
     venv = make_vec_env(make_one, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
     return VisCriticVecEnv(venv, built, config, relabel=relabel)

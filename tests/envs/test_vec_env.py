@@ -300,3 +300,18 @@ def test_relabel_without_its_callback_is_warned_and_a_bad_relabel_or_config_refu
             2, callback=RelabelCallback()
         )
     plain.close()
+
+
+def test_a_bad_seed_vec_env_class_or_env_underneath_is_named():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from envs.vec_env import VisCriticVecEnv
+
+    with pytest.raises(InvalidOptionError, match=r"^vec_env_cls='subproc' must be an SB3 VecEnv"):
+        make_viscritic_vec_env("Reacher-v5", 1, "oracle", vec_env_cls="subproc")
+    with pytest.raises(InvalidOptionError, match=r"^seed='3' must be None or an integer >= 0$"):
+        make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed="3")
+    bare = make_vec_env("Pendulum-v1", 1)
+    with pytest.raises(InvalidOptionError, match="needs VisCritic task envs underneath"):
+        VisCriticVecEnv(bare, "oracle")
+    bare.close()
