@@ -44,6 +44,7 @@ from rl_results import (
     TEST_SEED,
     ExperimentConfigError,
     RunResult,
+    check_out_dir,
     machine_record,
     merge_runs,
     summarise,
@@ -361,18 +362,6 @@ def _goal_distance(cfg: DictConfig) -> str | None:
         return None
 
 
-def _check_out_dir(out_dir: Path, run_dirs: list[str], overwrite: bool) -> None:
-    """Refuse a run dir that already holds what this run would write, unless ``overwrite``:
-    an earlier experiment's results are hours of CPU (hydra's default dir is a new timestamp;
-    this guards an explicit ``hydra.run.dir=``, and a merge written into one of its sources)."""
-    taken = [name for name in ["results.json", *run_dirs] if (out_dir / name).exists()]
-    if taken and not overwrite:
-        raise ExperimentConfigError(
-            f"{out_dir} already holds {', '.join(taken[:4])}{' ...' if len(taken) > 4 else ''} "
-            "from an earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
-        )
-
-
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
@@ -384,14 +373,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "leave merge out (null) to train"
             )
         config, runs, sources = merge_runs(dirs)
-        _check_out_dir(out_dir, [], cfg.get("overwrite", False))
+        check_out_dir(cfg, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
         write_report(config, runs, summary, out_dir, sources)
         return summary
     check_config(cfg)
-    runs_dirs = [f"{c}_seed{s}" for c in cfg.conditions for s in cfg.seeds]
-    _check_out_dir(out_dir, runs_dirs, cfg.overwrite)
+    check_out_dir(cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_all(cfg, out_dir)
     summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))

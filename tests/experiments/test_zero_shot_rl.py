@@ -192,7 +192,7 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     assert held["training_episodes"]["episodes"] == 6  # 2 per seed: per-step rewards too
     assert held["training_episodes"]["final_progress_mae"] == 0.0
     # PPO has no learning_starts: not the SAC-sized TINY overrides
-    done = _cli("algo=ppo", f"hydra.run.dir={tmp_path}")
+    done = _cli("algo=ppo", f"hydra.run.dir={tmp_path / 'ppo'}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         "ExperimentConfigError: relabel=true needs an off-policy algorithm with a replay buffer "
@@ -291,6 +291,7 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
     # a run dir that holds results is not written over, unless told; merge=[] is no merge
     before = (out / "results.json").read_text()
+    record = (out / ".hydra" / "overrides.yaml").read_text()  # hydra's own record of the command
     again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}")
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert again.stderr.strip().endswith(
@@ -298,6 +299,11 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
         "run; give a new hydra.run.dir=, or overwrite=true to replace them"
     )
     assert (out / "results.json").read_text() == before
+    assert (out / ".hydra" / "overrides.yaml").read_text() == record  # refused before hydra wrote
+    bad = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=no")
+    assert bad.stderr.strip().endswith(
+        "ExperimentConfigError: overwrite='no' must be true or false"
+    )
     again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=true")
     assert again.returncode == 0, again.stderr[-2000:]
     assert {r["condition"] for r in json.loads((out / "results.json").read_text())["runs"]} == {
