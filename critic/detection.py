@@ -52,7 +52,7 @@ def evaluate_failures(
         failure probability, ``readable``, ``confusion`` (true label → predicted label → count,
         labels ``success`` or the failure type, ``unreadable``), ``type_accuracy`` (right type
         among detected failures), ``detection_delay_s`` (mean over detected failures),
-        ``detected_in_time`` (share of failures whose prefixes are judged failures before the end),
+        ``detected_in_time`` (share of failures whose prefixes are judged failures by the last frame),
         the best constant's accuracy (the majority label), and ``progress``: the
         :func:`threshold_metrics` of the final-progress detector and, given
         ``progress_threshold``, ``judged_failure_by_type`` (the share of each kind of episode,

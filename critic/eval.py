@@ -303,8 +303,8 @@ def _within_sd(results: Sequence[EpisodeProgress]) -> float:
 
 
 def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
-    """MAE (all frames), VOC (active part, mean over episodes) and the best constant's MAE (the
-    median of the true progress), for experts, for failures and for saved policies' rollouts
+    """MAE (every readable frame), VOC (active part, mean over episodes) and the best constant's
+    MAE (the median of the true progress, on the same frames), for experts, for failures and for saved policies' rollouts
     (``policy``: a learner's episode is neither an expert's nor a planned failure, whether it
     succeeded or not), plus the readable share.
 

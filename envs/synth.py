@@ -441,14 +441,22 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
     spec = get_task(task)
     size, camera = given["image_size"], given["camera"]
     sides = (spec.view.height, spec.view.width) if size is None else _image_size(size)
+    if camera is None:  # the task's own, so naming it gives the same record
+        camera = list(spec.view.cameras)
+    # the task constructor's own options at their defaults, so naming a default changes nothing
+    own = {
+        name: p.default
+        for name, p in inspect.signature(spec.make).parameters.items()
+        if name not in ("spec", "view", "render_mode") and p.default is not p.empty
+    }
     return _plain(
         {
             "every": given["every"],
             "linger": given["linger"],
             "horizon": given["horizon"] or spec.horizon,  # as record_episode reads it
             "image_size": sides,
-            "camera": camera if camera is None or isinstance(camera, list | tuple) else [camera],
-            "task_kwargs": check_task_kwargs(given["task_kwargs"]),
+            "camera": list(camera) if isinstance(camera, list | tuple) else [camera],
+            "task_kwargs": {**own, **check_task_kwargs(given["task_kwargs"])},
             "deterministic": given["deterministic"],
             "codec": codec,
         }

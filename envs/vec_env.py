@@ -85,12 +85,13 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
     Args:
         venv: the vector of ``CriticFrames``-wrapped task envs.
         critic: a critic name, ``{"name": ..., **kwargs}`` mapping, or instance.
-        config: the reward options (``terminate_on_success`` is not available here: sub-envs
-            reset themselves).
+        config: the reward options, a :class:`CriticRewardConfig` or a mapping of its fields
+            (``terminate_on_success`` is not available here: sub-envs reset themselves).
         relabel: defer the critic to each episode's end: one batched call over all of the
             episode's queries, the rewards in the last step's ``info["critic_rewards"]`` and a
-            placeholder 0 from every step (use with :class:`RelabelCallback`). Queries carry no
-            previous estimate in this mode.
+            placeholder 0 from every step (use with :class:`RelabelCallback`; stepping it without
+            one warns once, since a learner would see only the zeros). Queries carry no previous
+            estimate in this mode.
     """
 
     def __init__(
@@ -289,7 +290,8 @@ class RelabelCallback(_callbacks.BaseCallback):
     (``train_freq=(1, "episode")``), so no placeholder reward is ever sampled.
 
     Raises:
-        InvalidOptionError: the learner has no replay buffer or trains per step.
+        InvalidOptionError: the learner has no replay buffer or trains per step, or its env has
+            no ``VisCriticVecEnv(relabel=True)`` underneath.
     """
 
     def _on_training_start(self) -> None:

@@ -246,7 +246,8 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         "## Progress",
         "",
         "VOC over the active part of expert episodes (up to the first frame the task is achieved); "
-        "MAE over all frames. `const` is the best constant predictor (the median truth).",
+        "MAE over every frame read (`readable` is their share). `const` is the best constant "
+        "predictor (the median truth of the same frames).",
         "",
         "| critic | task | expert MAE | const MAE | expert VOC | failure MAE | failure VOC | readable |",
         "|---|---|---|---|---|---|---|---|",

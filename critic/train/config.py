@@ -122,7 +122,10 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             rewards = list_option(settings.get("rewards"))  # rewards=transform: one function
             try:
                 plan["reward"] = combine_rewards(
-                    rewards, list_option(settings.get("reward_weights"))
+                    rewards,
+                    None  # null: weight 1 each (combine_rewards)
+                    if (weights := settings.get("reward_weights")) is None
+                    else list_option(weights),
                 )
             except RewardConfigError as exc:
                 raise TrainConfigError(f"stages.{stage}: {exc}") from exc

@@ -258,7 +258,7 @@ def test_failure_from_final_progress():
     # a critic that gives no such probability has no achieved detector (nan scores, no entry)
     assert np.isnan(failure_scores(ClockCritic(), episodes, "achieved")).all()
     assert "achieved" not in evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0)
-    # nor does one whose first answer is unreadable (its unread 0.5 used to report one)
+    # nor does one with an unreadable answer (the third) (its unread 0.5 used to report one)
     assert "achieved" not in evaluate_failures(LapsingClockCritic(), episodes, frames=4,
                                                delay_points=0)  # fmt: skip
     with pytest.raises(ValueError, match="detector='vote'"):

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+import envs
 from critic.data.episodes import read_episode
 from envs import InvalidOptionError
 from envs.synth import CAMERA, EpisodePlan, plan_episodes, record_episode, synthesize
@@ -150,11 +151,17 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
     manifest = (tmp_path / MANIFEST).read_text()
     assert json.loads(manifest)["tasks"] == {
         "Reacher-v5": {"every": 5, "linger": 10, "horizon": 50, "image_size": [56, 56],
-                       "camera": None, "task_kwargs": {}, "deterministic": False, "codec": "ffv1"}
+                       "camera": [{"lookat": [0.0, 0.0, 0.0], "distance": 0.75, "azimuth": 90.0,
+                                   "elevation": -90.0}],
+                       "task_kwargs": {"min_start_distance": 0.05}, "deterministic": False,
+                       "codec": "ffv1"}
     }  # fmt: skip
-    # the task's own size and horizon, given by value, are the same options: nothing to record
+    # the task's own size, horizon, camera and options, given by value, are the same options:
+    # nothing to record
+    own_camera = envs.get_task("Reacher-v5").view.cameras[0]
     again = synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5, image_size=56,
-                       horizon=50)  # fmt: skip
+                       horizon=50, camera=own_camera,
+                       task_kwargs={"min_start_distance": 0.05})  # fmt: skip
     assert again == []
     assert caplog.messages == [f"2 of 2 episodes already in {tmp_path}; nothing to record"]
     # other options: refused before anything is recorded, each named with both values and the fix
@@ -181,7 +188,8 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
     assert caplog.messages == [
         f"{tmp_path} holds 3 Reacher-v5 episodes but manifest.json does not say what options "
         "they were recorded with (the folder predates it), so whether they match every=5 "
-        "linger=10 horizon=50 image_size=[56,56] camera=null task_kwargs={} deterministic=false "
+        "linger=10 horizon=50 image_size=[56,56] camera=[{lookat:[0.0,0.0,0.0],distance:0.75,"
+        "azimuth:90.0,elevation:-90.0}] task_kwargs={min_start_distance:0.05} deterministic=false "
         "codec=ffv1 cannot be checked. Only the missing episodes are recorded; pass a new "
         "out=<folder> if the options differ",
         f"2 of 3 episodes already in {tmp_path}; recording the other 1",

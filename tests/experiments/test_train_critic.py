@@ -129,6 +129,10 @@ def test_a_bare_stage_or_folder_is_a_list_of_one(dataset):
     plans, _ = check_overrides(f"data={dataset}", "pipeline=pretext",
                                "stages.pretext.rewards=transform", "stages.pretext.reward_weights=1")  # fmt: skip
     assert plans["pretext"]["reward_names"] == ["transform"]
+    # null weights are combine_rewards' "1 each", not an empty list of them
+    plans, _ = check_overrides(f"data={dataset}", "pipeline=outcome",
+                               "stages.outcome.reward_weights=null")  # fmt: skip
+    assert "reward" in plans["outcome"]
 
 
 def test_the_readout_trains_digit_answers_unless_told_to_add_the_verdict(dataset):
