@@ -10,13 +10,11 @@ tests find it through pytest's ``pythonpath``.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rollout.checks import is_int, is_number
@@ -27,37 +25,6 @@ TEST_SEED = 20_000  # the final test's start states: the same for every conditio
 
 class ExperimentConfigError(ValueError):
     """The experiment config (or a merge's run dirs) asks for something the script cannot do."""
-
-
-def check_out_dir(cfg: DictConfig, out_dir: Path) -> None:
-    """Refuse a run dir that already holds what this run would write (its ``results.json``, a
-    ``<condition>_seed<seed>`` folder), unless ``overwrite=true``: an earlier experiment's
-    results are hours of CPU. Hydra's default run dir is a new timestamp; this guards an explicit
-    ``hydra.run.dir=``, and a merge written into one of its sources."""
-    overwrite = cfg.get("overwrite", False)
-    if not isinstance(overwrite, bool):
-        raise ExperimentConfigError(f"overwrite={overwrite!r} must be true or false")
-    runs = [] if cfg.get("merge") is not None else [
-        f"{c}_seed{s}" for c in cfg.get("conditions") or [] for s in cfg.get("seeds") or []
-    ]  # fmt: skip
-    taken = [name for name in ["results.json", *runs] if (Path(out_dir) / name).exists()]
-    if taken and not overwrite:
-        raise ExperimentConfigError(
-            f"{out_dir} already holds {', '.join(taken[:4])}{' ...' if len(taken) > 4 else ''} "
-            "from an earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
-        )
-
-
-class RunDirGuard(Callback):
-    """:func:`check_out_dir` before hydra writes anything into the run dir (its ``.hydra/``
-    record of the earlier run's command line would be replaced first), in ``configs/
-    zero_shot_rl.yaml``'s ``hydra.callbacks``."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            check_out_dir(config, Path(config.hydra.run.dir))
-        except ExperimentConfigError as exc:
-            sys.exit(f"zero_shot_rl: ExperimentConfigError: {exc}")
 
 
 @dataclass

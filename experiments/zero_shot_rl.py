@@ -44,11 +44,11 @@ from rl_results import (
     TEST_SEED,
     ExperimentConfigError,
     RunResult,
-    check_out_dir,
     machine_record,
     merge_runs,
     summarise,
 )
+from run_dir import RunDirError, check_run_dir
 
 from rollout.checks import is_int
 
@@ -373,13 +373,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "leave merge out (null) to train"
             )
         config, runs, sources = merge_runs(dirs)
-        check_out_dir(cfg, out_dir)
+        check_run_dir("zero_shot_rl", cfg, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
         write_report(config, runs, summary, out_dir, sources)
         return summary
     check_config(cfg)
-    check_out_dir(cfg, out_dir)
+    check_run_dir("zero_shot_rl", cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_all(cfg, out_dir)
     summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
@@ -403,6 +403,7 @@ def main(cfg: DictConfig) -> None:
         run(cfg, out_dir)
     except (
         ExperimentConfigError,
+        RunDirError,
         GymError,
         UnknownCriticError,
         EnsembleConfigError,

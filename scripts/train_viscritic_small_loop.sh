@@ -43,7 +43,7 @@ readout() {  # readout FROM OUT STEPS DATA...: one round of the 1-frame readout
     local dirs
     dirs=$(IFS=,; echo "$*")
     $PY experiments/train_critic.py --config-name viscritic_small_twoframe model="$from" \
-        stages.readout.steps="$steps" "data=[$dirs]" progress_bar=false hydra.run.dir="$out"
+        stages.readout.steps="$steps" "data=[$dirs]" progress_bar=false overwrite=true hydra.run.dir="$out"
 }
 
 # 1. Reacher data: scripted, flail, and the true reward's learners
@@ -96,4 +96,4 @@ $PY experiments/train_critic.py --config-name viscritic_small_twoframe model="$C
     teacher="$CANDIDATE" "teacher_tasks=[Reacher-v5]" frames=8 "task_frames={Reacher-v5: 1}" \
     "stages.readout.kinds=[score,frozen]" stages.readout.steps=600 \
     "data=[$REACHER,$DATA/Pusher-v5,$DATA/Lift]" "data_weights=[1,1,1,1,1,1,7,7]" \
-    progress_bar=false hydra.run.dir="$RUN/pertask"
+    progress_bar=false overwrite=true hydra.run.dir="$RUN/pertask"

@@ -154,6 +154,7 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     )
     assert "'fingertip_to_target_cm'" in done.stdout + done.stderr  # what there is instead
     assert "## Reading by state" not in (tmp_path / "report.md").read_text()
+    tmp_path = tmp_path / "more"  # a new run dir: the one above now holds results
     done = _run(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
@@ -226,12 +227,19 @@ def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert list(metrics["critics"]) == ["oracle"] and metrics["episodes"] == {"Reacher-v5": 4}
-    done = _run(tmp_path / "run", f"data=[{dataset},[1]]")
+    # that run dir now holds results: not written over unless told, refused before hydra writes
+    again = _run(tmp_path / "run", "critics=[oracle,oracle]")
+    assert again.returncode == 1 and again.stderr.strip().endswith(
+        f"eval_critic: RunDirError: {tmp_path / 'run'} already holds metrics.json from an earlier "
+        "run; give a new hydra.run.dir=, or overwrite=true to replace them"
+    )
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    done = _run(tmp_path / "other", f"data=[{dataset},[1]]")
     assert done.returncode == 1 and done.stderr.strip().endswith(
         "eval_critic: EvalConfigError: data: [[1]] are not folders; give dataset folders, e.g. "
         "data=[data/Reacher-v5] or data=[data/Reacher-v5,data/Lift]"
     )
-    done = _run(tmp_path / "run", f"data=[{dataset}]", "by_state.Reacher-v5.bins=5")
+    done = _run(tmp_path / "other", f"data=[{dataset}]", "by_state.Reacher-v5.bins=5")
     assert done.returncode == 1 and "Traceback" not in done.stderr  # bins must be a list
     assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': 5} must be" in done.stderr
 

@@ -295,15 +295,13 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}")
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert again.stderr.strip().endswith(
-        f"zero_shot_rl: ExperimentConfigError: {out} already holds results.json from an earlier "
+        f"zero_shot_rl: RunDirError: {out} already holds results.json from an earlier "
         "run; give a new hydra.run.dir=, or overwrite=true to replace them"
     )
     assert (out / "results.json").read_text() == before
     assert (out / ".hydra" / "overrides.yaml").read_text() == record  # refused before hydra wrote
     bad = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=no")
-    assert bad.stderr.strip().endswith(
-        "ExperimentConfigError: overwrite='no' must be true or false"
-    )
+    assert bad.stderr.strip().endswith("RunDirError: overwrite='no' must be true or false")
     again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=true")
     assert again.returncode == 0, again.stderr[-2000:]
     assert {r["condition"] for r in json.loads((out / "results.json").read_text())["runs"]} == {

@@ -1,0 +1,88 @@
+"""Refuse a ``hydra.run.dir=`` that holds an earlier run's results, before hydra writes into it.
+
+An experiment's outputs can be hours of CPU (an RL comparison, a trained critic), and hydra's
+run dir is whatever ``hydra.run.dir=`` says: its default is a new timestamp, but a script or a
+user that names one can name it twice. :class:`RunDirGuard` is a hydra callback each script's
+config lists under ``hydra.callbacks``; its ``on_run_start`` runs before hydra writes the run
+dir's ``.hydra/`` record, and it exits with ``<script>: RunDirError: ...`` when the dir holds
+what the run would write, unless the run says ``overwrite=true``. The outputs each script
+writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from rollout.checks import list_option
+
+
+class RunDirError(ValueError):
+    """The run dir holds an earlier run's results, or ``overwrite`` is not a bool."""
+
+
+def zero_shot_rl_outputs(cfg: DictConfig) -> list[str]:
+    """``results.json``, and each (condition, seed) run's folder when it trains."""
+    if cfg.get("merge") is not None:
+        return ["results.json"]
+    conditions, seeds = list_option(cfg.get("conditions")), list_option(cfg.get("seeds"))
+    return ["results.json", *(f"{c}_seed{s}" for c in conditions for s in seeds)]
+
+
+def eval_critic_outputs(cfg: DictConfig) -> list[str]:
+    """``metrics.json`` (the report and plots are made from it)."""
+    return ["metrics.json"]
+
+
+def train_critic_outputs(cfg: DictConfig) -> list[str]:
+    """Each stage's folder (checkpoints, final weights), unless ``resume=`` continues a run in
+    this dir: that rewrites its stage and the later ones, as asked."""
+    if cfg.get("resume") is not None:
+        return []
+    return [str(stage) for stage in list_option(cfg.get("pipeline"))]
+
+
+OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
+    "zero_shot_rl": zero_shot_rl_outputs,
+    "eval_critic": eval_critic_outputs,
+    "train_critic": train_critic_outputs,
+}
+
+
+def check_run_dir(script: str, cfg: DictConfig, run_dir: Path) -> None:
+    """Raise :class:`RunDirError` when ``run_dir`` holds one of ``script``'s outputs and
+    ``cfg.overwrite`` is not true."""
+    overwrite = cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise RunDirError(f"overwrite={overwrite!r} must be true or false")
+    taken = [name for name in OUTPUTS[script](cfg) if (Path(run_dir) / name).exists()]
+    if taken and not overwrite:
+        more = " ..." if len(taken) > 4 else ""
+        raise RunDirError(
+            f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
+            "new hydra.run.dir=, or overwrite=true to replace them"
+        )
+
+
+class RunDirGuard(Callback):
+    """:func:`check_run_dir` before hydra writes anything into the run dir.
+
+    Args:
+        script: the script's name (a key of :data:`OUTPUTS`), which also starts its message.
+    """
+
+    def __init__(self, script: str) -> None:
+        if script not in OUTPUTS:
+            raise ValueError(f"RunDirGuard(script={script!r}): scripts are {list(OUTPUTS)}")
+        self.script = script
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_run_dir(self.script, config, Path(config.hydra.run.dir))
+        except RunDirError as exc:
+            sys.exit(f"{self.script}: RunDirError: {exc}")

@@ -1,0 +1,49 @@
+"""The run-dir guard: a hydra.run.dir= holding an earlier run's results is refused, by script."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.experiments.train_critic_cli import run_train
+
+
+def test_what_each_script_would_write_over_by_hand(tmp_path):
+    from run_dir import RunDirError, RunDirGuard, check_run_dir
+
+    rl = OmegaConf.create({"conditions": ["critic", "oracle"], "seeds": [0, 1], "merge": None})
+    check_run_dir("zero_shot_rl", rl, tmp_path)  # an empty dir: nothing to refuse
+    (tmp_path / "oracle_seed1").mkdir()  # a run of a run that stopped before its results.json
+    with pytest.raises(RunDirError) as err:
+        check_run_dir("zero_shot_rl", rl, tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path} already holds oracle_seed1 from an earlier run; give a new hydra.run.dir=, "
+        "or overwrite=true to replace them"
+    )
+    check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": True}), tmp_path)
+    check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"merge": ["x"]}), tmp_path)  # no runs
+    with pytest.raises(RunDirError, match=r"^overwrite='yes' must be true or false$"):
+        check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": "yes"}), tmp_path)
+    # train_critic: a stage's folder, unless resume= continues the run in this dir
+    train = OmegaConf.create({"pipeline": ["sft", "readout"], "resume": None})
+    (tmp_path / "readout").mkdir()
+    with pytest.raises(RunDirError, match="already holds readout from an earlier run"):
+        check_run_dir("train_critic", train, tmp_path)
+    check_run_dir("train_critic", OmegaConf.merge(train, {"resume": "x/readout/c"}), tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(RunDirError, match=r"already holds metrics\.json"):
+        check_run_dir("eval_critic", OmegaConf.create({}), tmp_path)
+    with pytest.raises(ValueError, match="RunDirGuard\\(script='bench'\\): scripts are"):
+        RunDirGuard("bench")
+
+
+def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "final").mkdir()  # hours of training, in a real run
+    done = run_train(tmp_path, "pipeline=[sft]", "data=[/nonexistent]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"train_critic: RunDirError: {tmp_path} already holds sft from an earlier run; give a new "
+        "hydra.run.dir=, or overwrite=true to replace them"
+    )
+    assert not (tmp_path / ".hydra").exists()
