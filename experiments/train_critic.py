@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from critic.base import CriticError
+    from critic.data.episodes import EpisodeFormatError
     from critic.models import ModelLoadError
     from critic.train.checkpoint import CheckpointError
 
@@ -40,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         trainer = Trainer(cfg, run_dir)
-    except TrainConfigError as exc:
+    except (TrainConfigError, EpisodeFormatError) as exc:
         print(f"train_critic: {exc}", file=sys.stderr)
         sys.exit(1)
     pipeline = list(cfg.pipeline)
@@ -60,14 +61,15 @@ def main(cfg: DictConfig) -> None:
         pipeline = pipeline[pipeline.index(stage) :]
     try:
         trainer.setup()
-    except (ModelLoadError, TrainConfigError) as exc:
+    except (ModelLoadError, TrainConfigError, EpisodeFormatError) as exc:
         print(f"train_critic: {exc}", file=sys.stderr)
         sys.exit(1)
     try:
         final = None
         for i, stage in enumerate(pipeline):
             final = trainer.run_stage(stage, resume if i == 0 else None)
-    except (TrainConfigError, CheckpointError, ModelLoadError, CriticError) as exc:
+    except (TrainConfigError, CheckpointError, ModelLoadError, CriticError,
+            EpisodeFormatError) as exc:  # fmt: skip
         # a teacher= that does not load, or a checkpoint a run did not finish
         print(f"train_critic: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,19 @@ def list_option(value: Any) -> list:
 
 def folder_problem(option: str, values: list) -> str | None:
     """What is wrong with a list of dataset folders given as ``option=``, or None: entries that
-    are not paths (a nested list or mapping from a mistyped override)."""
+    are not paths (a nested list or mapping from a mistyped override), or one folder listed twice
+    (``data=[ds,ds/]``: its episodes would count twice)."""
     bad = [v for v in values if not isinstance(v, str | Path)]
     if not bad:
+        # the same path spelled twice (ds, ds/, ./ds); a symlink is taken as another folder
+        resolved = [os.path.abspath(v) for v in values]
+        twice = sorted({str(v) for v, r in zip(values, resolved, strict=True)
+                        if resolved.count(r) > 1})  # fmt: skip
+        if twice:
+            return (
+                f"{option}: {twice} name the same folder more than once; its episodes would "
+                "count twice. List each folder once"
+            )
         return None
     from omegaconf import OmegaConf
 

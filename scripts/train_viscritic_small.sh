@@ -36,4 +36,4 @@ $PY experiments/train_critic.py --config-name viscritic_small_frozen \
     overwrite=true hydra.run.dir="$RUN/frozen"
 PYTHON="$PY" bash scripts/train_viscritic_small_loop.sh "$RUN/frozen/readout/final" "$DATA/twoframe" \
     "$RUN/loop"
-$PY -m critic.weights export "$RUN/loop/pertask/readout/final" critic/weights/viscritic-small
+$PY -m critic.weights export "$RUN/loop/pertask/readout/final" critic/weights/viscritic-small --overwrite

@@ -195,6 +195,11 @@ def finished_ids(root: str | Path) -> set[str]:
     )
 
 
+# What read_episode reads from an episode's row (besides ``videos``).
+_ROW_FIELDS = ("episode_id", "env_id", "instruction", "num_frames", "progress", "steps", "success",
+               "failure_type", "failure_step", "fps", "seed", "state")  # fmt: skip
+
+
 def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = None) -> Episode:
     """Load one episode (all cameras, or ``cameras``).
 
@@ -204,13 +209,25 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
     """
     root = Path(root)
     row_path = root / "episodes" / f"{episode_id}.parquet"
-    row = _read_row(row_path)
-    videos = json.loads(row["videos"])
-    wanted = cameras or list(videos)
-    unknown = [c for c in wanted if c not in videos]
-    if unknown:
-        raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
-    frames = {c: _read_video(root / "videos" / videos[c], row["num_frames"]) for c in wanted}
+    try:
+        row = _read_row(row_path)
+        try:
+            videos = json.loads(row["videos"])
+            missing = [k for k in _ROW_FIELDS if k not in row]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EpisodeFormatError(f"{row_path}: its videos field is not JSON ({exc})") from exc
+        if missing:
+            raise EpisodeFormatError(f"{row_path}: the episode row lacks {missing}")
+        wanted = cameras or list(videos)
+        unknown = [c for c in wanted if c not in videos]
+        if unknown:
+            raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
+        frames = {c: _read_video(root / "videos" / videos[c], row["num_frames"]) for c in wanted}
+    except EpisodeFormatError as exc:
+        raise EpisodeFormatError(
+            f"{exc}. To record the episode again, delete {row_path} and re-run synthesize.py with "
+            "the same out= and options (it records only what is missing)"
+        ) from exc
     return Episode(
         episode_id=row["episode_id"],
         env_id=row["env_id"],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from critic.data.episodes import Episode, EpisodeFormatError, read_video
+from rollout.checks import is_number
 
 REQUIRED = ("video", "instruction", "success")
 
@@ -37,8 +38,12 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
             f"{labels}: no such file; an external dataset needs labels.jsonl with one "
             '{"video", "instruction", "success"} object per line'
         )
-    episodes = []
-    for number, line in enumerate(labels.read_text().splitlines(), start=1):
+    try:
+        text = labels.read_text(encoding="utf-8-sig")  # a byte-order mark is tolerated
+    except UnicodeDecodeError as exc:
+        raise EpisodeFormatError(f"{labels}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    episodes, seen = [], {}
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -52,12 +57,32 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
             raise EpisodeFormatError(
                 f"{labels}:{number}: success={row['success']!r} must be true or false"
             )
-        frames, fps = read_video(folder / row["video"], size=size)
+        video, failure_time = row["video"], row.get("failure_time_s")
+        if not isinstance(video, str) or not video:
+            raise EpisodeFormatError(
+                f"{labels}:{number}: video={video!r} must be a file name relative to {folder}"
+            )
+        if video in seen:
+            raise EpisodeFormatError(
+                f"{labels}:{number}: {video!r} is labelled again (first on line {seen[video]}); "
+                "label each video once"
+            )
+        seen[video] = number
+        if failure_time is not None and not (is_number(failure_time) and failure_time >= 0):
+            raise EpisodeFormatError(
+                f"{labels}:{number}: failure_time_s={failure_time!r} must be a number of seconds "
+                ">= 0 from the video's start, or absent"
+            )
+        failure_kind = row.get("failure_type")
+        if failure_kind is not None and not isinstance(failure_kind, str):
+            raise EpisodeFormatError(
+                f"{labels}:{number}: failure_type={failure_kind!r} must be a name, e.g. \"drop\""
+            )
+        frames, fps = read_video(folder / video, size=size)
         steps = np.arange(len(frames))
-        failure_time = row.get("failure_time_s")
         episodes.append(
             Episode(
-                episode_id=Path(row["video"]).stem,
+                episode_id=Path(video).stem,
                 env_id="external",
                 instruction=str(row["instruction"]),
                 frames={"video": frames},

@@ -55,8 +55,20 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
             f"{path} is not a complete training checkpoint (no {STATE}); resume from a "
             "checkpoint-<step> folder a run wrote"
         )
-    state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # a truncated or foreign file
+        raise CheckpointError(
+            f"{file} cannot be read ({str(exc).splitlines()[0]}); the save was cut short or the "
+            "file damaged: resume from an earlier checkpoint-<step> folder of the run"
+        ) from exc
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path}'s optimizer state does not fit this run's parameters ({exc}); resume with "
+            "the options the checkpoint was trained with (freeze_vision=, the model's size)"
+        ) from exc
     set_rng_states(state["rng"])
     return {"step": int(state["step"]), "extra": state["extra"]}
 

@@ -167,6 +167,15 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"{name}={value!r} must be an integer >= {low} ({meaning}: critic/data/samples.py)"
             )
+    from critic.data.transforms import TRANSFORMS
+
+    transforms = list_option(cfg.get("transforms"))
+    unknown = [t for t in transforms if t not in TRANSFORMS]
+    if len(transforms) < 2 or unknown:
+        raise TrainConfigError(
+            f"transforms={transforms} must name two or more of {list(TRANSFORMS)} (the pretext "
+            f"question asks which was applied){f'; {unknown} are not transforms' if unknown else ''}"
+        )
     task_frames = cfg.get("task_frames") or {}
     if not isinstance(task_frames, Mapping | DictConfig) or not all(
         is_int(n) and n >= 1 for n in task_frames.values()

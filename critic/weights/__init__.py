@@ -7,11 +7,12 @@ env="Reacher-v5", critic="viscritic-small")``, ``train_critic.py model=viscritic
 critic server takes its folder (``python -m rollout.serve --model critic/weights/viscritic-small``:
 ``rollout`` knows no critic names).
 
-    python -m critic.weights export outputs/viscritic_small/run/outcome/final critic/weights/viscritic-small
+    python -m critic.weights export outputs/viscritic_small/run/outcome/final critic/weights/viscritic-small --overwrite
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -40,18 +41,36 @@ def shipped_path(name: str) -> Path | None:
     return SHIPPED.get(name) if isinstance(name, str) else None
 
 
-def export(checkpoint: str | Path, destination: str | Path) -> Path:
+def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
     """Copy a checkpoint's model and tokenizer files (not its optimizer state) to
     ``destination``, keeping a model card that is already there.
 
+    The files are copied into a hidden folder beside them first and moved into place once all
+    are there, so an interrupted export leaves the destination as it was; model files of an
+    earlier export that this checkpoint lacks are removed, so the folder never mixes two.
+
+    Args:
+        overwrite: replace the weights a destination already holds (refused otherwise).
+
     Raises:
-        FileNotFoundError: the checkpoint lacks the weights or the config.
-        ExportError: the destination is a file (or lies under one), or is the checkpoint itself.
+        FileNotFoundError: the checkpoint lacks a file a critic loads from (its weights, config,
+            tokenizer or chat template), or its weights file is damaged.
+        ExportError: the destination is a file (or lies under one), is the checkpoint itself,
+            or holds weights and ``overwrite`` is not set.
     """
     checkpoint, destination = Path(checkpoint), Path(destination)
-    missing = [f for f in MODEL_FILES[:2] if not (checkpoint / f).is_file()]
+    missing = [f for f in MODEL_FILES if f not in OPTIONAL and not (checkpoint / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{checkpoint} has no {missing}; pass a <run>/<stage>/final folder")
+        raise FileNotFoundError(
+            f"{checkpoint} has no {missing}; pass a <run>/<stage>/final folder (a training run "
+            "writes them all there)"
+        )
+    problem = _weights_problem(checkpoint / MODEL_FILES[0])
+    if problem is not None:
+        raise FileNotFoundError(
+            f"{checkpoint / MODEL_FILES[0]} is damaged ({problem}); copy the checkpoint again, "
+            "or export its run's checkpoint-<step> folder"
+        )
     existing = file_in_the_way(destination)
     if existing is not None:
         where = "is a file" if existing == destination else f"lies under the file {existing}"
@@ -64,19 +83,55 @@ def export(checkpoint: str | Path, destination: str | Path) -> Path:
             f"destination {destination} is the checkpoint itself; pass another folder to copy "
             "its model files into, e.g. critic/weights/<name>"
         )
-    destination.mkdir(parents=True, exist_ok=True)
+    if (destination / MODEL_FILES[0]).exists() and not overwrite:
+        raise ExportError(
+            f"destination {destination} already holds a critic's weights; pass --overwrite "
+            "(python -m critic.weights export CHECKPOINT DESTINATION --overwrite) to replace "
+            "them (a MODEL_CARD.md there is kept), or another folder"
+        )
+    staging = destination / ".export-partial"
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted export left
+    staging.mkdir(parents=True)
+    present = [name for name in MODEL_FILES if (checkpoint / name).is_file()]
+    for name in present:
+        shutil.copy2(checkpoint / name, staging / name)
     for name in MODEL_FILES:
-        if (checkpoint / name).is_file():
-            shutil.copy2(checkpoint / name, destination / name)
+        if name in present:
+            os.replace(staging / name, destination / name)
+        else:
+            (destination / name).unlink(missing_ok=True)  # an earlier export's, not this one's
+    staging.rmdir()
     return destination
 
 
+# A checkpoint may lack these and still load.
+OPTIONAL = ("generation_config.json",)
+
+
+def _weights_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's header (a truncated copy, a Git LFS pointer), or
+    None. Reads the header only."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            weights.keys()
+    except (SafetensorError, OSError) as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str]) -> int:
+    overwrite = "--overwrite" in argv
+    argv = [a for a in argv if a != "--overwrite"]
     if len(argv) != 3 or argv[0] != "export":
-        print("usage: python -m critic.weights export CHECKPOINT DESTINATION", file=sys.stderr)
+        print(
+            "usage: python -m critic.weights export CHECKPOINT DESTINATION [--overwrite]",
+            file=sys.stderr,
+        )
         return 2
     try:
-        print(export(argv[1], argv[2]))
+        print(export(argv[1], argv[2], overwrite=overwrite))
     except (FileNotFoundError, ExportError) as exc:
         print(f"critic.weights: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -94,3 +95,36 @@ def test_export_refuses_a_file_or_the_checkpoint_itself(tmp_path, tiny_model):
     assert done.returncode == 1 and done.stderr.strip() == f"critic.weights: {cases[2][1]}"
     assert afile.read_text() == "keep me"  # nothing copied over the file, or into the checkpoint
     assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
+
+
+def test_export_replaces_weights_only_when_told_and_never_mixes_two(tmp_path, tiny_model):
+    from critic.models import save_model
+    from critic.weights import ExportError
+
+    checkpoint = save_model(*tiny_model, tmp_path / "ckpt")
+    out = tmp_path / "out"
+    export(checkpoint, out)
+    (out / "MODEL_CARD.md").write_text("card")
+    with pytest.raises(ExportError, match="already holds a critic's weights; pass --overwrite"):
+        export(checkpoint, out)
+    # a checkpoint without the optional generation config: the earlier one's is removed
+    lean = tmp_path / "lean"
+    shutil.copytree(checkpoint, lean)
+    (lean / "generation_config.json").unlink()
+    export(lean, out, overwrite=True)
+    assert not (out / "generation_config.json").exists() and (out / "MODEL_CARD.md").exists()
+    assert not (out / ".export-partial").exists()
+    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
+                           str(out), "--overwrite"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0 and (out / "generation_config.json").exists()
+    # an incomplete or damaged checkpoint is refused, naming what is wrong
+    (lean / "chat_template.jinja").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no \['chat_template.jinja'\]"):
+        export(lean, tmp_path / "out3")
+    cut = tmp_path / "cut"
+    shutil.copytree(checkpoint, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors is damaged"):
+        export(cut, tmp_path / "out4")
+    assert not (tmp_path / "out4").exists()

@@ -125,6 +125,25 @@ def test_external_labelled_videos(tmp_path):
     (folder / "labels.jsonl").write_text('{"video": "a.mkv", "success": "yes"}\n')
     with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:1: missing \['instruction'\]"):
         read_labelled_videos(folder)
+    # each field's type, a video labelled twice, and text that is not UTF-8: named, by line
+    line = '{"video": "a.mkv", "instruction": "x", "success": false'
+    for extra, message in (
+        (', "failure_time_s": "1.2"}', "labels.jsonl:1: failure_time_s='1.2' must be a number"),
+        (', "failure_time_s": -1}', "labels.jsonl:1: failure_time_s=-1 must be a number"),
+        (', "failure_type": 3}', "labels.jsonl:1: failure_type=3 must be a name"),
+        ('}\n{"video": "a.mkv", "instruction": "x", "success": true}',
+         "labels.jsonl:2: 'a.mkv' is labelled again \\(first on line 1\\)"),
+    ):  # fmt: skip
+        (folder / "labels.jsonl").write_text(line + extra + "\n")
+        with pytest.raises(EpisodeFormatError, match=message):
+            read_labelled_videos(folder)
+    (folder / "labels.jsonl").write_text('{"video": null, "instruction": "x", "success": true}\n')
+    with pytest.raises(EpisodeFormatError, match="video=None must be a file name relative to"):
+        read_labelled_videos(folder)
+    (folder / "labels.jsonl").write_bytes(b'{"video": "a.mkv", "instruction": "caf\xe9", '
+                                          b'"success": true}\n')  # fmt: skip
+    with pytest.raises(EpisodeFormatError, match="not UTF-8 text"):
+        read_labelled_videos(folder)
 
 
 def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):

@@ -288,12 +288,27 @@ def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
          "budget of a validation answer"),
         (["device=gpu"], "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         (["device=cuda:x"], "device='cuda:x' is not a device; use cpu, cuda or cuda:<index>"),
+        (["transforms=[]"], "transforms=[] must name two or more of ['none', 'rotate_90', "
+         "'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', 'speed_2x'] (the pretext "
+         "question asks which was applied)"),
+        (["transforms=[none,flip]"], "transforms=['none', 'flip'] must name two or more of ['none', "
+         "'rotate_90', 'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', 'speed_2x'] (the "
+         "pretext question asks which was applied); ['flip'] are not transforms"),
     ],
 )  # fmt: skip
 def test_more_bad_configs(dataset, overrides, message):
     with pytest.raises(Exception) as err:
         check_overrides(f"data=[{dataset}]", *overrides)
     assert str(err.value) == message
+
+
+def test_one_folder_listed_twice_is_refused_not_counted_twice(dataset):
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset},{dataset}/]")
+    assert str(err.value) == (
+        f"data: ['{dataset}', '{dataset}/'] name the same folder more than once; its episodes "
+        "would count twice. List each folder once"
+    )
 
 
 def test_a_cuda_device_this_machine_lacks_fails_before_any_model_loads(dataset, monkeypatch):
@@ -438,3 +453,41 @@ def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monke
     assert [h.get("weights_synced") for h in read_history(tmp_path) if h["step"] > 0] == [True] * 3
     trained, copy = trainer.model.state_dict(), fake.model.state_dict()
     assert all(torch.equal(trained[name], copy[name]) for name in trained)
+
+
+def test_a_damaged_episode_is_a_message_that_says_how_to_record_it_again(dataset, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "data"
+    shutil.copytree(dataset, damaged)
+    video = sorted((damaged / "videos").iterdir())[0]
+    video.unlink()
+    done = run_train(tmp_path / "run", f"data=[{damaged}]", "pipeline=[sft]", "stages.sft.steps=1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"train_critic: {video}: no such video file. To record the episode again, delete " in (
+        done.stderr
+    )
+
+
+def test_a_damaged_or_mismatched_optimizer_state_is_a_checkpoint_error(tmp_path):
+    import torch
+
+    from critic.train.checkpoint import STATE, CheckpointError, load_trainer_state, rng_states
+
+    weights = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(weights.parameters())
+    weights(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    (tmp_path / "ck").mkdir()  # what save_checkpoint writes beside the model
+    torch.save({"step": 1, "optimizer": optimizer.state_dict(), "rng": rng_states(), "extra": {}},
+               tmp_path / "ck" / STATE)  # fmt: skip
+    assert load_trainer_state(tmp_path / "ck", optimizer)["step"] == 1
+    other = torch.optim.AdamW([*weights.parameters(), torch.nn.Parameter(torch.ones(3))])
+    with pytest.raises(CheckpointError, match="optimizer state does not fit this run's parameters"):
+        load_trainer_state(tmp_path / "ck", other)
+    state = tmp_path / "ck" / STATE
+    state.write_bytes(state.read_bytes()[:100])  # a save cut short
+    with pytest.raises(
+        CheckpointError, match=r"cannot be read .*resume from an earlier checkpoint"
+    ):
+        load_trainer_state(tmp_path / "ck", optimizer)
