@@ -69,15 +69,10 @@ class EnsembleCritic(Critic):
                 f"members={members!r}: an ensemble needs a list of two or more critics, e.g. "
                 "critic.members=[critic/weights/viscritic-small-reacher-2f,/ckpt/round6]"
             )
+        # Members may read different lengths on tasks the ensemble is not used for (the shipped
+        # critic reads Lift from 8 frames, a Reacher-only round none): the lengths are checked
+        # per task, where a query is built (clip_frames_for).
         self.critics = [make_critic(m) for m in members]
-        lengths = {c.clip_frames for c in self.critics if c.clip_frames is not None}
-        if len(lengths) > 1:
-            self.close()  # the members built so far hold models, servers or connections
-            raise EnsembleConfigError(
-                f"members read different clip lengths {sorted(lengths)} "
-                f"({[c.name for c in self.critics]}); one query goes to all of them, so "
-                "ensemble critics trained on the same number of frames"
-            )
         self.needs_frames = any(c.needs_frames for c in self.critics)
 
     @property
@@ -86,8 +81,8 @@ class EnsembleCritic(Critic):
 
     @property
     def clip_frames(self) -> int | None:
-        lengths = [c.clip_frames for c in self.critics if c.clip_frames is not None]
-        return lengths[0] if lengths else None
+        """The members' common default clip length (:meth:`clip_frames_for` with no task)."""
+        return self.clip_frames_for(None)
 
     def clip_frames_for(self, task: str | None) -> int | None:
         """The members' common clip length on ``task``; members that record a length per task

@@ -27,6 +27,28 @@ class ExperimentConfigError(ValueError):
     """The experiment config (or a merge's run dirs) asks for something the script cannot do."""
 
 
+def expand_seeds(seeds: list) -> list:
+    """``seeds`` with each ``...`` between two integers replaced by the integers between them:
+    ``[0, "...", 9]`` (``seeds=[0,...,9]`` on the command line) is 0 to 9.
+
+    Raises:
+        ExperimentConfigError: a ``...`` not between two increasing integers.
+    """
+    out = []
+    for i, seed in enumerate(seeds):
+        if seed != "...":
+            out.append(seed)
+            continue
+        before, after = seeds[i - 1] if i else None, seeds[i + 1] if i + 1 < len(seeds) else None
+        if not (is_int(before) and is_int(after) and before < after):
+            raise ExperimentConfigError(
+                f"seeds={list(seeds)!r}: '...' goes between two increasing integers, e.g. "
+                "seeds=[0,...,9] for 0 to 9"
+            )
+        out.extend(range(before + 1, after))
+    return out
+
+
 @dataclass
 class RunResult:
     """One (condition, seed) run: evaluation curve and costs."""

@@ -11,6 +11,7 @@ writes are the functions below. Beside the scripts (their folder is on ``sys.pat
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,11 @@ def zero_shot_rl_outputs(cfg: DictConfig) -> list[str]:
     """``results.json``, and each (condition, seed) run's folder when it trains."""
     if cfg.get("merge") is not None:
         return ["results.json"]
+    from rl_results import ExperimentConfigError, expand_seeds
+
     conditions, seeds = list_option(cfg.get("conditions")), list_option(cfg.get("seeds"))
+    with contextlib.suppress(ExperimentConfigError):  # zero_shot_rl's own check says what
+        seeds = expand_seeds(seeds)  # seeds=[0,...,9]
     return ["results.json", *(f"{c}_seed{s}" for c in conditions for s in seeds)]
 
 

@@ -44,6 +44,7 @@ from rl_results import (
     TEST_SEED,
     ExperimentConfigError,
     RunResult,
+    expand_seeds,
     machine_record,
     merge_runs,
     summarise,
@@ -60,6 +61,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ExperimentConfigError(
                 f"{key}={cfg.get(key)!r} must be a list, e.g. {key}={example}"
             )
+    cfg.seeds = expand_seeds(list(cfg.seeds))  # seeds=[0,...,9]: 0 to 9
     for key in ("relabel", "progress_bar", "overwrite"):
         if not isinstance(cfg.get(key, False), bool):
             raise ExperimentConfigError(f"{key}={cfg.get(key)!r} must be true or false")

@@ -105,8 +105,9 @@ def test_the_verdict_is_the_readable_majority():
 
 def test_members_share_one_clip_length_and_the_ensemble_reports_it():
     assert EnsembleCritic([Fixed(frames=1), Fixed(frames=None)]).clip_frames == 1
-    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\]"):
-        EnsembleCritic([Fixed(frames=1), Fixed(frames=8)])
+    # built, but asked for a clip it has none to give
+    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\] on None"):
+        EnsembleCritic([Fixed(frames=1), Fixed(frames=8)]).clip_frames  # noqa: B018
 
 
 @dataclass
@@ -125,6 +126,12 @@ def test_members_with_a_clip_per_task_agree_on_the_task_they_read():
     assert [critic.clip_frames_for(t) for t in ("Reacher-v5", "Pusher-v5")] == [1, 8]
     with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[4, 8\] on Lift"):
         critic.clip_frames_for("Lift")
+    # members whose defaults differ may still read the task they are used for alike (the shipped
+    # critic, 8 frames but 1 on Reacher, beside a Reacher-only 1-frame round)
+    mixed = EnsembleCritic([PerTask(frames=8, tasks={"Reacher-v5": 1}), PerTask(frames=1)])
+    assert mixed.clip_frames_for("Reacher-v5") == 1
+    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\] on Lift"):
+        mixed.clip_frames_for("Lift")
 
 
 @pytest.mark.parametrize(

@@ -318,6 +318,7 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     [
         ("seeds=5", "seeds=5 must be a list, e.g. seeds=[0,1,2]"),
         ("seeds=null", "seeds=None must be a list, e.g. seeds=[0,1,2]"),
+        ("seeds=[3,...,1]", "seeds=[3, '...', 1]: '...' goes between two increasing integers"),
         ("seeds=[0,1,0]", "seeds=[0, 1, 0] names 0 more than once; each (condition, seed) run is one folder"),
         ("conditions=[critic,critic]", "conditions=['critic', 'critic'] names critic more than once"),
         ("seeds=[-1]", "seeds=[-1] must be a non-empty list of integers in [0, 2**32)"),
@@ -340,6 +341,17 @@ def test_the_config_is_checked_before_anything_is_built(override, message):
     with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
         check_config(cfg)
     assert str(err.value).startswith(message)
+
+
+def test_seeds_may_be_a_range_as_the_docs_write_them():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.zero_shot_rl import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=["seeds=[0,...,3,10]"])
+    check_config(cfg)
+    assert list(cfg.seeds) == [0, 1, 2, 3, 10]
 
 
 def test_an_unknown_task_option_is_a_message_from_the_worker_processes(tmp_path):
