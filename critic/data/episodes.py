@@ -301,6 +301,7 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     try:
         with av.open(str(path)) as container:
             rate = container.streams.video[0].average_rate
+            duration = container.duration  # microseconds, from the header; None if unknown
             frames = [
                 (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
                     format="rgb24"
@@ -311,6 +312,14 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
     if not frames:
         raise EpisodeFormatError(f"{path}: the video holds no frames")
+    # a file cut short decodes the frames before the cut without an error: its header still
+    # says how long it was (5 % of slack for variable frame rates and rounding)
+    said = round(duration / 1e6 * float(rate)) if duration and rate else 0
+    if len(frames) < said - max(2, 0.05 * said):
+        raise EpisodeFormatError(
+            f"{path}: {len(frames)} frames decoded, its header says about {said} "
+            f"({duration / 1e6:.2f} s at {float(rate):g} fps): the file is cut short; copy it again"
+        )
     return np.stack(frames), float(rate) if rate else 20.0
 
 

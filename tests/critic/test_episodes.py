@@ -12,6 +12,7 @@ from critic.data.episodes import (
     iter_episodes,
     read_episode,
     read_table,
+    read_video,
     write_episode,
 )
 
@@ -93,6 +94,13 @@ def test_damaged_files_name_the_file(tmp_path):
     with pytest.raises(EpisodeFormatError) as err:
         read_episode(tmp_path, "ep0")
     assert str(err.value).startswith(f"{video}:")
+    assert str(err.value).endswith(
+        f"To record the episode again, delete {tmp_path / 'episodes' / 'ep0.parquet'} and re-run "
+        "synthesize.py with the same out= and options (it records only what is missing)"
+    )
+    # read alone, as an external video is (no row to say how many frames): its header says
+    with pytest.raises(EpisodeFormatError, match="frames decoded, its header says about 6"):
+        read_video(video)
     video.write_bytes(b"\x00" * 100)  # garbage
     with pytest.raises(EpisodeFormatError, match=f"^{video}: not a readable video"):
         read_episode(tmp_path, "ep0")
