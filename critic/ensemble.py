@@ -90,7 +90,8 @@ class EnsembleCritic(Critic):
         lengths = {c.clip_frames_for(task) for c in self.critics} - {None}
         if len(lengths) > 1:
             raise EnsembleConfigError(
-                f"members read different clip lengths {sorted(lengths)} on {task} "
+                f"members read different clip lengths {sorted(lengths)} "
+                f"{'by default' if task is None else f'on {task}'} "
                 f"({[c.name for c in self.critics]}); one query goes to all of them, so "
                 "ensemble critics trained on the same number of frames for this task"
             )

@@ -5,7 +5,8 @@ run dir is whatever ``hydra.run.dir=`` says: its default is a new timestamp, but
 user that names one can name it twice. :class:`RunDirGuard` is a hydra callback each script's
 config lists under ``hydra.callbacks``; its ``on_run_start`` runs before hydra writes the run
 dir's ``.hydra/`` record, and it exits with ``<script>: RunDirError: ...`` when the dir holds
-what the run would write, unless the run says ``overwrite=true``. The outputs each script
+what the run would write, unless the run says ``overwrite=true``. (``--multirun`` sweeps write
+each job to its own numbered dir and do not call it.) The outputs each script
 writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
 """
 
@@ -87,6 +88,9 @@ class RunDirGuard(Callback):
         self.script = script
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # so hydra.run.dir=...${hydra:job.name} resolves
         try:
             check_run_dir(self.script, config, Path(config.hydra.run.dir))
         except RunDirError as exc:

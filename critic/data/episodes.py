@@ -195,6 +195,13 @@ def finished_ids(root: str | Path) -> set[str]:
     )
 
 
+def _record_again(row_path: Path) -> str:
+    return (
+        f"To record the episode again, delete {row_path} and re-run synthesize.py with the same "
+        "out= and options (it records only what is missing)"
+    )
+
+
 # What read_episode reads from an episode's row (besides ``videos``).
 _ROW_FIELDS = ("episode_id", "env_id", "instruction", "num_frames", "progress", "steps", "success",
                "failure_type", "failure_step", "fps", "seed", "state")  # fmt: skip
@@ -211,23 +218,25 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
     row_path = root / "episodes" / f"{episode_id}.parquet"
     try:
         row = _read_row(row_path)
-        try:
-            videos = json.loads(row["videos"])
-            missing = [k for k in _ROW_FIELDS if k not in row]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EpisodeFormatError(f"{row_path}: its videos field is not JSON ({exc})") from exc
+        missing = [k for k in ("videos", *_ROW_FIELDS) if k not in row]
         if missing:
             raise EpisodeFormatError(f"{row_path}: the episode row lacks {missing}")
-        wanted = cameras or list(videos)
-        unknown = [c for c in wanted if c not in videos]
-        if unknown:
-            raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
+        try:
+            videos = json.loads(row["videos"])
+        except (TypeError, ValueError) as exc:
+            raise EpisodeFormatError(f"{row_path}: its videos field is not JSON ({exc})") from exc
+        if not isinstance(videos, dict):
+            raise EpisodeFormatError(f"{row_path}: its videos field is not a camera → file map")
+    except EpisodeFormatError as exc:
+        raise EpisodeFormatError(f"{exc}. {_record_again(row_path)}") from exc
+    wanted = cameras or list(videos)
+    unknown = [c for c in wanted if c not in videos]
+    if unknown:  # the episode is whole; the caller asked for a camera it was not recorded with
+        raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
+    try:
         frames = {c: _read_video(root / "videos" / videos[c], row["num_frames"]) for c in wanted}
     except EpisodeFormatError as exc:
-        raise EpisodeFormatError(
-            f"{exc}. To record the episode again, delete {row_path} and re-run synthesize.py with "
-            "the same out= and options (it records only what is missing)"
-        ) from exc
+        raise EpisodeFormatError(f"{exc}. {_record_again(row_path)}") from exc
     return Episode(
         episode_id=row["episode_id"],
         env_id=row["env_id"],
@@ -292,7 +301,8 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     frame rate (20 when the container does not say).
 
     Raises:
-        EpisodeFormatError: the file is missing, unreadable or holds no frames.
+        EpisodeFormatError: the file is missing, unreadable, holds no frames, or is cut short
+            (its frames end well before the length its header gives).
     """
     av = require_package("av", "data", "reading videos")
     path = Path(path)
@@ -300,25 +310,35 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         raise EpisodeFormatError(f"{path}: no such video file")
     try:
         with av.open(str(path)) as container:
-            rate = container.streams.video[0].average_rate
-            duration = container.duration  # microseconds, from the header; None if unknown
-            frames = [
-                (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
-                    format="rgb24"
+            stream = container.streams.video[0]
+            rate = stream.average_rate
+            # how long the header says the video stream is (seconds; None when it does not say)
+            if stream.duration is not None and stream.time_base is not None:
+                length = float(stream.duration * stream.time_base)
+            elif len(container.streams) == 1 and container.duration:  # the video's alone
+                length = container.duration / 1e6
+            else:  # an audio track may run longer: no length to hold the video to
+                length = None
+            frames, end = [], None
+            for f in container.decode(video=0):
+                frames.append(
+                    (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
+                        format="rgb24"
+                    )
                 )
-                for f in container.decode(video=0)
-            ]
+                end = f.time
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
     if not frames:
         raise EpisodeFormatError(f"{path}: the video holds no frames")
-    # a file cut short decodes the frames before the cut without an error: its header still
-    # says how long it was (5 % of slack for variable frame rates and rounding)
-    said = round(duration / 1e6 * float(rate)) if duration and rate else 0
-    if len(frames) < said - max(2, 0.05 * said):
+    # A file cut short decodes the frames before the cut without an error; its header still says
+    # how long the stream was. Compared by time, not frame count: a variable frame rate or a
+    # longer audio track makes duration x rate no count of frames.
+    step = 1 / float(rate) if rate else 0.05
+    if length and end is not None and end + step < length - max(2 * step, 0.05 * length):
         raise EpisodeFormatError(
-            f"{path}: {len(frames)} frames decoded, its header says about {said} "
-            f"({duration / 1e6:.2f} s at {float(rate):g} fps): the file is cut short; copy it again"
+            f"{path}: {len(frames)} frames decoded, ending at {end + step:.2f} s where its "
+            f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
         )
     return np.stack(frames), float(rate) if rate else 20.0
 

@@ -13,6 +13,7 @@ so the episodes carry ``nan`` progress and the evaluator scores failure detectio
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +63,13 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
             raise EpisodeFormatError(
                 f"{labels}:{number}: video={video!r} must be a file name relative to {folder}"
             )
-        if video in seen:
+        same = os.path.normpath(video)  # a.mkv and ./a.mkv are one video
+        if same in seen:
             raise EpisodeFormatError(
-                f"{labels}:{number}: {video!r} is labelled again (first on line {seen[video]}); "
+                f"{labels}:{number}: {video!r} is labelled again (first on line {seen[same]}); "
                 "label each video once"
             )
-        seen[video] = number
+        seen[same] = number
         if failure_time is not None and not (is_number(failure_time) and failure_time >= 0):
             raise EpisodeFormatError(
                 f"{labels}:{number}: failure_time_s={failure_time!r} must be a number of seconds "

@@ -7,6 +7,7 @@ Layout: ``<dir>/model.safetensors`` (+ config, tokenizer), ``<dir>/trainer_state
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,19 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
         )
     try:
         state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # a truncated or foreign file
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        # a truncated, damaged or foreign file (a Git LFS pointer, another program's pickle)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
-            f"{file} cannot be read ({str(exc).splitlines()[0]}); the save was cut short or the "
-            "file damaged: resume from an earlier checkpoint-<step> folder of the run"
+            f"{file} cannot be read ({reason}); the save was cut short or the file damaged: "
+            "resume from an earlier checkpoint-<step> folder of the run"
         ) from exc
+    fields = {"step", "optimizer", "rng", "extra"}
+    if not isinstance(state, dict) or not fields <= state.keys():
+        raise CheckpointError(
+            f"{file} is not a trainer state this project wrote (it needs {sorted(fields)}); "
+            "resume from a checkpoint-<step> folder of a train_critic.py run"
+        )
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, TypeError) as exc:

@@ -171,9 +171,9 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
     transforms = list_option(cfg.get("transforms"))
     unknown = [t for t in transforms if t not in TRANSFORMS]
-    if len(transforms) < 2 or unknown:
+    if len(set(transforms)) < 2 or unknown:
         raise TrainConfigError(
-            f"transforms={transforms} must name two or more of {list(TRANSFORMS)} (the pretext "
+            f"transforms={transforms} must name two or more different ones of {list(TRANSFORMS)} (the pretext "
             f"question asks which was applied){f'; {unknown} are not transforms' if unknown else ''}"
         )
     task_frames = cfg.get("task_frames") or {}

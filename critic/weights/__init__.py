@@ -33,7 +33,8 @@ MODEL_FILES = (
 
 
 class ExportError(ValueError):
-    """The destination cannot take the export: a file, or the checkpoint folder itself."""
+    """The destination cannot take the export: a file, the checkpoint folder itself, or a folder
+    that holds a critic's files already (without ``overwrite``)."""
 
 
 def shipped_path(name: str) -> Path | None:
@@ -46,8 +47,9 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
     ``destination``, keeping a model card that is already there.
 
     The files are copied into a hidden folder beside them first and moved into place once all
-    are there, so an interrupted export leaves the destination as it was; model files of an
-    earlier export that this checkpoint lacks are removed, so the folder never mixes two.
+    are there, so an export interrupted while copying (the slow part) leaves the destination as
+    it was; model files of an earlier export that this checkpoint lacks are removed, so the
+    folder never mixes two.
 
     Args:
         overwrite: replace the weights a destination already holds (refused otherwise).
@@ -83,14 +85,19 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
             f"destination {destination} is the checkpoint itself; pass another folder to copy "
             "its model files into, e.g. critic/weights/<name>"
         )
-    if (destination / MODEL_FILES[0]).exists() and not overwrite:
+    held = [name for name in MODEL_FILES if (destination / name).exists()]
+    if held and not overwrite:
         raise ExportError(
-            f"destination {destination} already holds a critic's weights; pass --overwrite "
+            f"destination {destination} already holds a critic's files ({', '.join(held)}); "
+            "pass --overwrite "
             "(python -m critic.weights export CHECKPOINT DESTINATION --overwrite) to replace "
             "them (a MODEL_CARD.md there is kept), or another folder"
         )
     staging = destination / ".export-partial"
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted export left
+    if staging.is_dir():
+        shutil.rmtree(staging)  # what an interrupted export left
+    else:
+        staging.unlink(missing_ok=True)
     staging.mkdir(parents=True)
     present = [name for name in MODEL_FILES if (checkpoint / name).is_file()]
     for name in present:

@@ -106,7 +106,7 @@ def test_the_verdict_is_the_readable_majority():
 def test_members_share_one_clip_length_and_the_ensemble_reports_it():
     assert EnsembleCritic([Fixed(frames=1), Fixed(frames=None)]).clip_frames == 1
     # built, but asked for a clip it has none to give
-    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\] on None"):
+    with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\] by default"):
         EnsembleCritic([Fixed(frames=1), Fixed(frames=8)]).clip_frames  # noqa: B018
 
 

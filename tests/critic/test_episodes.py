@@ -99,7 +99,9 @@ def test_damaged_files_name_the_file(tmp_path):
         "synthesize.py with the same out= and options (it records only what is missing)"
     )
     # read alone, as an external video is (no row to say how many frames): its header says
-    with pytest.raises(EpisodeFormatError, match="frames decoded, its header says about 6"):
+    with pytest.raises(
+        EpisodeFormatError, match=r"frames decoded, ending at .* the file is cut short"
+    ):
         read_video(video)
     video.write_bytes(b"\x00" * 100)  # garbage
     with pytest.raises(EpisodeFormatError, match=f"^{video}: not a readable video"):

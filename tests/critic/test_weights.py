@@ -105,7 +105,9 @@ def test_export_replaces_weights_only_when_told_and_never_mixes_two(tmp_path, ti
     out = tmp_path / "out"
     export(checkpoint, out)
     (out / "MODEL_CARD.md").write_text("card")
-    with pytest.raises(ExportError, match="already holds a critic's weights; pass --overwrite"):
+    with pytest.raises(
+        ExportError, match=r"already holds a critic's files \(model.safetensors, config.json"
+    ):
         export(checkpoint, out)
     # a checkpoint without the optional generation config: the earlier one's is removed
     lean = tmp_path / "lean"

@@ -288,10 +288,13 @@ def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
          "budget of a validation answer"),
         (["device=gpu"], "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         (["device=cuda:x"], "device='cuda:x' is not a device; use cpu, cuda or cuda:<index>"),
-        (["transforms=[]"], "transforms=[] must name two or more of ['none', 'rotate_90', "
+        (["transforms=[none,none]"], "transforms=['none', 'none'] must name two or more different "
+         "ones of ['none', 'rotate_90', 'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', "
+         "'speed_2x'] (the pretext question asks which was applied)"),
+        (["transforms=[]"], "transforms=[] must name two or more different ones of ['none', 'rotate_90', "
          "'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', 'speed_2x'] (the pretext "
          "question asks which was applied)"),
-        (["transforms=[none,flip]"], "transforms=['none', 'flip'] must name two or more of ['none', "
+        (["transforms=[none,flip]"], "transforms=['none', 'flip'] must name two or more different ones of ['none', "
          "'rotate_90', 'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', 'speed_2x'] (the "
          "pretext question asks which was applied); ['flip'] are not transforms"),
     ],
@@ -486,6 +489,14 @@ def test_a_damaged_or_mismatched_optimizer_state_is_a_checkpoint_error(tmp_path)
     with pytest.raises(CheckpointError, match="optimizer state does not fit this run's parameters"):
         load_trainer_state(tmp_path / "ck", other)
     state = tmp_path / "ck" / STATE
+    torch.save(torch.ones(2), state)  # another program's file
+    with pytest.raises(CheckpointError, match="is not a trainer state this project wrote"):
+        load_trainer_state(tmp_path / "ck", optimizer)
+    state.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\n")  # a pointer
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_trainer_state(tmp_path / "ck", optimizer)
+    torch.save({"step": 1, "optimizer": optimizer.state_dict(), "rng": rng_states(), "extra": {}},
+               state)  # fmt: skip
     state.write_bytes(state.read_bytes()[:100])  # a save cut short
     with pytest.raises(
         CheckpointError, match=r"cannot be read .*resume from an earlier checkpoint"
