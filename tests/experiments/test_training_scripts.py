@@ -73,5 +73,6 @@ def test_the_shipped_critic_s_script_runs_the_8_frame_recipe_then_the_loop_then_
     assert f"model={run}/frozen/readout/final" in trains[4]
     assert f"{data}/twoframe/loop/Reacher-v5" in trains[4]  # the loop's data in its own folder
     assert lines[-1] == (
-        f"-m critic.weights export {run}/loop/pertask/readout/final critic/weights/viscritic-small"
+        f"-m critic.weights export {run}/loop/pertask/readout/final critic/weights/viscritic-small "
+        "--overwrite"  # the shipped weights are there: replaced, their model card kept
     )
