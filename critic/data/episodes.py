@@ -225,7 +225,7 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
             videos = json.loads(row["videos"])
         except (TypeError, ValueError) as exc:
             raise EpisodeFormatError(f"{row_path}: its videos field is not JSON ({exc})") from exc
-        if not isinstance(videos, dict):
+        if not isinstance(videos, dict) or not all(isinstance(v, str) for v in videos.values()):
             raise EpisodeFormatError(f"{row_path}: its videos field is not a camera → file map")
     except EpisodeFormatError as exc:
         raise EpisodeFormatError(f"{exc}. {_record_again(row_path)}") from exc
@@ -326,7 +326,10 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
                         format="rgb24"
                     )
                 )
-                end = f.time
+                # where the frame stops showing: its own duration when it has one (a last frame
+                # held on screen), else one frame period (added below)
+                held = f.duration * f.time_base if f.duration and f.time_base else None
+                end = None if f.time is None else (f.time, held)
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
     if not frames:
@@ -335,9 +338,10 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     # how long the stream was. Compared by time, not frame count: a variable frame rate or a
     # longer audio track makes duration x rate no count of frames.
     step = 1 / float(rate) if rate else 0.05
-    if length and end is not None and end + step < length - max(2 * step, 0.05 * length):
+    stop = None if end is None else end[0] + (float(end[1]) if end[1] else step)
+    if length and stop is not None and stop < length - max(2 * step, 0.05 * length):
         raise EpisodeFormatError(
-            f"{path}: {len(frames)} frames decoded, ending at {end + step:.2f} s where its "
+            f"{path}: {len(frames)} frames decoded, ending at {stop:.2f} s where its "
             f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
         )
     return np.stack(frames), float(rate) if rate else 20.0

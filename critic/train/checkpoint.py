@@ -58,7 +58,8 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
         )
     try:
         state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, ImportError,
+            AttributeError) as exc:  # fmt: skip
         # a truncated, damaged or foreign file (a Git LFS pointer, another program's pickle)
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
@@ -78,7 +79,13 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
             f"{path}'s optimizer state does not fit this run's parameters ({exc}); resume with "
             "the options the checkpoint was trained with (freeze_vision=, the model's size)"
         ) from exc
-    set_rng_states(state["rng"])
+    try:
+        set_rng_states(state["rng"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{file}'s random generator states are not this project's ({exc!r}); resume from a "
+            "checkpoint-<step> folder of a train_critic.py run"
+        ) from exc
     return {"step": int(state["step"]), "extra": state["extra"]}
 
 

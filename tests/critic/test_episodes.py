@@ -138,3 +138,15 @@ def test_an_expert_is_neither_a_failure_nor_a_policy_rollout():
     # a learner's rollout that succeeded has no failure type, and is still no expert's episode
     assert not _episode("Reacher-v5-000003-policy_4f8f09d4").expert
     assert not _episode("Reacher-v5-000003-policy_4f8f09d4-hindsight_uniform").expert
+
+
+def test_a_last_frame_held_on_screen_is_not_a_cut_short_video(tmp_path):
+    # a GIF whose last frame shows for 3 s of its 3.9: the header's length is the frames' own
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(10)]
+    images[0].save(tmp_path / "held.gif", save_all=True, append_images=images[1:],
+                   duration=[100] * 9 + [3000])  # fmt: skip
+    frames, _ = read_video(tmp_path / "held.gif")
+    assert len(frames) == 10

@@ -47,3 +47,23 @@ def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):
         "hydra.run.dir=, or overwrite=true to replace them"
     )
     assert not (tmp_path / ".hydra").exists()
+
+
+def test_a_run_dir_named_with_hydra_interpolations_is_guarded_too(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.experiments.train_critic_cli import ROOT
+
+    (tmp_path / "eval_critic").mkdir()
+    (tmp_path / "eval_critic" / "metrics.json").write_text("{}")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "eval_critic.py"),
+         f"hydra.run.dir={tmp_path}/${{hydra:job.name}}", "data=[]"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        f"eval_critic: RunDirError: {tmp_path}/eval_critic already holds metrics.json from an "
+        "earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
+    )
+    assert (tmp_path / "eval_critic" / "metrics.json").read_text() == "{}"

@@ -492,6 +492,13 @@ def test_a_damaged_or_mismatched_optimizer_state_is_a_checkpoint_error(tmp_path)
     torch.save(torch.ones(2), state)  # another program's file
     with pytest.raises(CheckpointError, match="is not a trainer state this project wrote"):
         load_trainer_state(tmp_path / "ck", optimizer)
+    state.write_bytes(b"\x80\x04c__main__\nNoSuch\n)\x81.")  # a class this process lacks
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_trainer_state(tmp_path / "ck", optimizer)
+    torch.save({"step": 1, "optimizer": optimizer.state_dict(), "rng": {"python": 1}, "extra": {}},
+               state)  # fmt: skip
+    with pytest.raises(CheckpointError, match="random generator states are not this project's"):
+        load_trainer_state(tmp_path / "ck", optimizer)
     state.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\n")  # a pointer
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_trainer_state(tmp_path / "ck", optimizer)
