@@ -6,8 +6,8 @@ One :class:`EpisodePlan` (task, seed, failure or policy) becomes one
 progress and state of each recorded frame, true success, and the failure type and step the expert
 reports. :func:`synthesize` writes plans to a dataset folder with worker processes and skips
 episodes already there, so an interrupted run resumes where it stopped. The folder's
-``manifest.json`` (:data:`MANIFEST`) keeps, per task, the options its episodes were recorded with
-(:func:`recording_options`); a re-run with other options is refused, not mixed in.
+``manifest.json`` (:mod:`envs.manifest`) keeps, per task, the options its episodes were
+recorded with (:func:`recording_options`); a re-run with other options is refused, not mixed in.
 
 Policy episodes (:func:`plan_policy_episodes`) roll out a stable-baselines3 ``policy.zip`` (what
 ``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL learner actually
@@ -23,11 +23,8 @@ distance to the goal and the start distance no longer follow from the learner's 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
-import json
 import logging
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -48,6 +45,7 @@ from critic.data.episodes import (
 )
 from envs.errors import InvalidOptionError
 from envs.experts import failure_types, make_expert, planned_failure_types
+from envs.manifest import check_folder_options, plain
 from envs.policies import check_policy_spaces, load_policy, policy_digest
 from envs.tasks import (
     TaskEnv,
@@ -66,8 +64,6 @@ HINDSIGHT_RADIUS = 0.05  # m: hindsight goals lie within this of the reached poi
 HINDSIGHT_MODES = ("near", "uniform")  # where a hindsight goal goes (True means "near")
 GOAL_BOUND = 0.2  # m: Reacher draws its targets uniformly in this disc around the arm's base
 _FIRST_SEED_FIX = " (episode seeds are first_seed, first_seed + 1, ...)"
-MANIFEST = "manifest.json"  # in a dataset folder: per task, the options of its episodes
-_ENV_OPTIONS = ("image_size", "horizon", "camera", "task_kwargs")  # env.<name> in synthesize.py
 
 logger = logging.getLogger(__name__)
 
@@ -449,7 +445,7 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
         for name, p in inspect.signature(spec.make).parameters.items()
         if name not in ("spec", "view", "render_mode") and p.default is not p.empty
     }
-    return _plain(
+    return plain(
         {
             "every": given["every"],
             "linger": given["linger"],
@@ -463,115 +459,10 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
     )
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as JSON reads it back (tuples as lists, numpy scalars as Python's)."""
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return dataclasses.asdict(obj)
-        return repr(obj)
-
-    return json.loads(json.dumps(value, default=default))
-
-
-def _override(value: Any) -> str:
-    """``value`` as a hydra command-line override writes it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ",".join(_override(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_override(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def read_manifest(root: str | Path) -> dict[str, dict[str, Any]]:
-    """The recording options of each task in the dataset folder ``root`` (:data:`MANIFEST`);
-    empty when it has none.
-
-    Raises:
-        InvalidOptionError: the manifest is there but not one this module wrote.
-    """
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        tasks = json.loads(path.read_text())["tasks"]
-        if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
-            raise TypeError("'tasks' is not a mapping of task names to options")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidOptionError(
-            f"{str(path)!r} is not a readable dataset manifest ({exc!r}); restore it, or move it "
-            "away to resume without checking the options (or pass a new out=<folder>)"
-        ) from exc
-    return tasks
-
-
-def _write_manifest(root: Path, tasks: dict[str, dict[str, Any]]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "about": "the options each task's episodes here were recorded with (envs/synth.py "
-        "recording_options); a re-run into this folder must use the same",
-        "tasks": tasks,
-    }
-    partial = root / f"{MANIFEST}.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, root / MANIFEST)
-
-
-def _check_folder_options(
-    root: Path, plans: Sequence[EpisodePlan], done: set[str], codec: str, options: dict
-) -> None:
-    """Compare each planned task's options with those its episodes in ``root`` were recorded
-    with; record them for a task with no episodes there yet. A task with episodes there but no
-    manifest entry (a folder made before the manifest) resumes with a warning."""
-    tasks = read_manifest(root)
-    new: dict[str, dict[str, Any]] = {}
-    for task in dict.fromkeys(p.task for p in plans):
-        wanted = recording_options(task, codec, **options)
-        mine = re.compile(rf"{re.escape(task)}-\d{{6,}}-")
-        present = sum(1 for i in done if mine.match(i))
-        if not present:
-            if tasks.get(task) != wanted:  # none recorded yet: whatever was planned before
-                new[task] = wanted
-            continue
-        if task not in tasks:
-            logger.warning(
-                f"{root} holds {present} {task} episodes but {MANIFEST} does not say what options "
-                "they were recorded with (the folder predates it), so whether they match "
-                f"{_listing(wanted)} cannot be checked. Only the missing episodes are recorded; "
-                "pass a new out=<folder> if the options differ"
-            )
-            continue
-        recorded = tasks[task]
-        differ = [k for k in wanted if recorded.get(k, "(not recorded)") != wanted[k]]
-        if differ:
-            there = "; ".join(
-                f"{k}: {_override(recorded.get(k, '(not recorded)'))} there, "
-                f"{_override(wanted[k])} now"
-                for k in differ
-            )
-            fix = " ".join(
-                f"{'env.' if k in _ENV_OPTIONS else ''}{k}={_override(recorded[k])}"
-                for k in differ
-                if k in recorded
-            )
-            raise InvalidOptionError(
-                f"the dataset folder {str(root)!r} holds {present} {task} episodes recorded with "
-                f"other options ({there}); a re-run records only the missing episodes, so the "
-                f"dataset would mix the two. Pass a new out=<folder> for these options, or the "
-                f"folder's own ({fix} in experiments/synthesize.py)"
-            )
-    if new:
-        _write_manifest(root, {**tasks, **new})
-
-
-def _listing(options: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_override(v)}" for k, v in options.items())
+def _count_of(task: str, episode_ids: set[str]) -> int:
+    """How many of ``episode_ids`` are episodes of ``task`` (ids start ``<task>-<seed>-``)."""
+    mine = re.compile(rf"{re.escape(task)}-\d{{6,}}-")
+    return sum(1 for i in episode_ids if mine.match(i))
 
 
 def synthesize(
@@ -592,9 +483,9 @@ def synthesize(
         progress_bar: show tqdm's bar.
         **options: passed to :func:`record_episode` (``every``, ``image_size``, ``linger``, ...).
 
-    ``root``'s :data:`MANIFEST` records, per task, the options its episodes are recorded with
-    (:func:`recording_options`), written before the first episode of the task; episodes already
-    there are skipped only when they were recorded with this call's options.
+    ``root``'s manifest (:mod:`envs.manifest`) records, per task, the options its episodes are
+    recorded with (:func:`recording_options`), written before the first episode of the task;
+    episodes already there are skipped only when they were recorded with this call's options.
 
     Raises:
         InvalidOptionError: a bad ``workers``, ``codec`` or count in ``options``, a ``root``
@@ -613,7 +504,12 @@ def synthesize(
     root = Path(root)
     done = finished_ids(root)
     todo = [p for p in plans if p.episode_id not in done]
-    _check_folder_options(root, plans, done, codec, options)
+    tasks = dict.fromkeys(p.task for p in plans)
+    check_folder_options(
+        root,
+        {task: recording_options(task, codec, **options) for task in tasks},
+        {task: _count_of(task, done) for task in tasks},
+    )
     if len(todo) < len(plans):
         rest = f"recording the other {len(todo)}" if todo else "nothing to record"
         logger.info(f"{len(plans) - len(todo)} of {len(plans)} episodes already in {root}; {rest}")

@@ -143,7 +143,7 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
     import logging
 
     from critic.data.episodes import finished_ids
-    from envs.synth import MANIFEST
+    from envs.manifest import MANIFEST
 
     caplog.set_level(logging.INFO, logger="envs.synth")
     plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
@@ -201,7 +201,7 @@ def test_a_manifest_without_episodes_gives_way(tmp_path):
     # a first run that stopped before its first episode left only its options
     import json
 
-    from envs.synth import MANIFEST, read_manifest
+    from envs.manifest import MANIFEST, read_manifest
 
     (tmp_path / MANIFEST).write_text(json.dumps({"tasks": {"Reacher-v5": {"every": 9}}}))
     plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)

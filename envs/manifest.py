@@ -1,0 +1,141 @@
+"""A dataset folder's ``manifest.json``: per task, the options its episodes were recorded with.
+
+:func:`envs.synth.synthesize` skips episodes already in its folder, so a re-run resumes where an
+interrupted one stopped; with other options (another ``every``, image size, camera...) it would
+mix two settings in one dataset. The manifest, written before a task's first episode, lets
+:func:`check_folder_options` refuse that, naming each difference and the fix. The options
+themselves are :func:`envs.synth.recording_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import InvalidOptionError
+
+MANIFEST = "manifest.json"  # in a dataset folder: per task, the options of its episodes
+ENV_OPTIONS = ("image_size", "horizon", "camera", "task_kwargs")  # env.<name> in synthesize.py
+
+logger = logging.getLogger("envs.synth")  # one logger for a synthesis run's messages
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists, numpy scalars as Python's)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return dataclasses.asdict(obj)
+        return repr(obj)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _override(value: Any) -> str:
+    """``value`` as a hydra command-line override writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_override(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def read_manifest(root: str | Path) -> dict[str, dict[str, Any]]:
+    """The recording options of each task in the dataset folder ``root`` (:data:`MANIFEST`);
+    empty when it has none.
+
+    Raises:
+        InvalidOptionError: the manifest is there but not one this module wrote.
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        tasks = json.loads(path.read_text())["tasks"]
+        if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
+            raise TypeError("'tasks' is not a mapping of task names to options")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidOptionError(
+            f"{str(path)!r} is not a readable dataset manifest ({exc!r}); restore it, or move it "
+            "away to resume without checking the options (or pass a new out=<folder>)"
+        ) from exc
+    return tasks
+
+
+def write_manifest(root: Path, tasks: dict[str, dict[str, Any]]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "about": "the options each task's episodes here were recorded with (envs/synth.py "
+        "recording_options); a re-run into this folder must use the same",
+        "tasks": tasks,
+    }
+    partial = root / f"{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, root / MANIFEST)
+
+
+def check_folder_options(
+    root: Path, wanted: dict[str, dict[str, Any]], present: dict[str, int]
+) -> None:
+    """Compare each task's options (``wanted``, :func:`envs.synth.recording_options`) with those
+    its ``present`` episodes in ``root`` were recorded with; record them for a task with no
+    episodes there yet. A task with episodes there but no manifest entry (a folder made before
+    the manifest) resumes with a warning.
+
+    Raises:
+        InvalidOptionError: a task's episodes in ``root`` were recorded with other options (each
+            differing option, the folder's value and this call's, and the fix).
+    """
+    tasks = read_manifest(root)
+    new: dict[str, dict[str, Any]] = {}
+    for task, options in wanted.items():
+        count = present.get(task, 0)
+        if not count:
+            if tasks.get(task) != options:  # none recorded yet: whatever was planned before
+                new[task] = options
+            continue
+        if task not in tasks:
+            logger.warning(
+                f"{root} holds {count} {task} episodes but {MANIFEST} does not say what options "
+                "they were recorded with (the folder predates it), so whether they match "
+                f"{_listing(options)} cannot be checked. Only the missing episodes are recorded; "
+                "pass a new out=<folder> if the options differ"
+            )
+            continue
+        recorded = tasks[task]
+        differ = [k for k in options if recorded.get(k, "(not recorded)") != options[k]]
+        if differ:
+            there = "; ".join(
+                f"{k}: {_override(recorded.get(k, '(not recorded)'))} there, "
+                f"{_override(options[k])} now"
+                for k in differ
+            )
+            fix = " ".join(
+                f"{'env.' if k in ENV_OPTIONS else ''}{k}={_override(recorded[k])}"
+                for k in differ
+                if k in recorded
+            )
+            raise InvalidOptionError(
+                f"the dataset folder {str(root)!r} holds {count} {task} episodes recorded with "
+                f"other options ({there}); a re-run records only the missing episodes, so the "
+                f"dataset would mix the two. Pass a new out=<folder> for these options, or the "
+                f"folder's own ({fix} in experiments/synthesize.py)"
+            )
+    if new:
+        write_manifest(root, {**tasks, **new})
+
+
+def _listing(options: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_override(v)}" for k, v in options.items())
