@@ -5,9 +5,10 @@ run dir is whatever ``hydra.run.dir=`` says: its default is a new timestamp, but
 user that names one can name it twice. :class:`RunDirGuard` is a hydra callback each script's
 config lists under ``hydra.callbacks``; its ``on_run_start`` runs before hydra writes the run
 dir's ``.hydra/`` record, and it exits with ``<script>: RunDirError: ...`` when the dir holds
-what the run would write, unless the run says ``overwrite=true``. (``--multirun`` sweeps write
-each job to its own numbered dir and do not call it.) The outputs each script
-writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
+what the run would write, unless the run says ``overwrite=true``. A ``--multirun`` sweep writes
+each job to its own dir (``hydra.sweep.dir``/``hydra.sweep.subdir``): its ``on_job_start`` checks
+that dir before the job runs (after hydra has written the job's ``.hydra/`` record, the one thing
+the sweep's own callbacks cannot keep). The outputs each script writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
 }
 
 
-def check_run_dir(script: str, cfg: DictConfig, run_dir: Path) -> None:
+def check_run_dir(
+    script: str, cfg: DictConfig, run_dir: Path, dir_option: str = "hydra.run.dir"
+) -> None:
     """Raise :class:`RunDirError` when ``run_dir`` holds one of ``script``'s outputs and
-    ``cfg.overwrite`` is not true."""
+    ``cfg.overwrite`` is not true; ``dir_option`` is the option the message says to change."""
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
@@ -71,7 +74,7 @@ def check_run_dir(script: str, cfg: DictConfig, run_dir: Path) -> None:
         more = " ..." if len(taken) > 4 else ""
         raise RunDirError(
             f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
-            "new hydra.run.dir=, or overwrite=true to replace them"
+            f"new {dir_option}=, or overwrite=true to replace them"
         )
 
 
@@ -91,7 +94,16 @@ class RunDirGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # so hydra.run.dir=...${hydra:job.name} resolves
+        self._check(config, Path(config.hydra.run.dir))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:  # a single run was checked by on_run_start
+            self._check(config, Path(config.hydra.runtime.output_dir), "hydra.sweep.dir")
+
+    def _check(self, config: DictConfig, run_dir: Path, option: str = "hydra.run.dir") -> None:
         try:
-            check_run_dir(self.script, config, Path(config.hydra.run.dir))
+            check_run_dir(self.script, config, run_dir, option)
         except RunDirError as exc:
             sys.exit(f"{self.script}: RunDirError: {exc}")

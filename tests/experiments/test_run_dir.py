@@ -67,3 +67,24 @@ def test_a_run_dir_named_with_hydra_interpolations_is_guarded_too(tmp_path):
         "earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
     )
     assert (tmp_path / "eval_critic" / "metrics.json").read_text() == "{}"
+
+
+def test_a_multirun_job_is_refused_a_dir_holding_an_earlier_jobs_results(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.experiments.train_critic_cli import ROOT
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "metrics.json").write_text("{}")  # job 0 of an earlier sweep
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), "--multirun",
+         f"hydra.sweep.dir={tmp_path}", "data=[]"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"eval_critic: RunDirError: {tmp_path}/0 already holds metrics.json from an earlier run; "
+        "give a new hydra.sweep.dir=, or overwrite=true to replace them"
+    )
+    assert (tmp_path / "0" / "metrics.json").read_text() == "{}"
