@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rollout.checks import is_int, is_number
 from rollout.imports import require_package
 
 CODECS = {
@@ -32,7 +33,9 @@ CODECS = {
 }
 
 
-POLICY_MARK = "-policy_"  # in the id of a saved policy's rollout: <task>-<seed>-policy_<digest>[...]
+POLICY_MARK = (
+    "-policy_"  # in the id of a saved policy's rollout: <task>-<seed>-policy_<digest>[...]
+)
 
 
 def is_policy_rollout(episode_id: str) -> bool:
@@ -234,23 +237,78 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
     if unknown:  # the episode is whole; the caller asked for a camera it was not recorded with
         raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
     try:
+        fields = _typed_fields(row, row_path)
         frames = {c: _read_video(root / "videos" / videos[c], row["num_frames"]) for c in wanted}
+        return Episode(episode_id=row["episode_id"], frames=frames, **fields)
     except EpisodeFormatError as exc:
         raise EpisodeFormatError(f"{exc}. {_record_again(row_path)}") from exc
-    return Episode(
-        episode_id=row["episode_id"],
-        env_id=row["env_id"],
-        instruction=row["instruction"],
-        frames=frames,
-        progress=np.asarray(row["progress"], np.float32),
-        steps=np.asarray(row["steps"], np.int64),
-        success=bool(row["success"]),
-        failure_type=row["failure_type"],
-        failure_step=row["failure_step"],
-        fps=float(row["fps"]),
-        seed=int(row["seed"]),
-        state={k: np.asarray(v, np.float32) for k, v in json.loads(row["state"]).items()},
-    )
+
+
+def _typed_fields(row: Mapping[str, Any], row_path: Path) -> dict[str, Any]:
+    """The row's fields as :class:`Episode` holds them; a field of the wrong type (a row edited by
+    hand or by another program: a null progress value, a text seed) is named."""
+    typed: dict[str, Any] = {}
+
+    def convert(name: str, make: Any) -> None:
+        try:
+            typed[name] = make(row[name])
+        except (TypeError, ValueError, OverflowError) as exc:
+            value = repr(row[name])
+            value = value if len(value) <= 60 else value[:57] + "..."
+            raise EpisodeFormatError(
+                f"{row_path}: its {name} field {value} is not valid ({exc})"
+            ) from exc
+
+    def text(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"a string is needed, not {type(value).__name__}")
+        return value
+
+    def per_frame(dtype: Any) -> Any:
+        def make(values: Any) -> np.ndarray:
+            if not isinstance(values, list) or any(
+                v is None or isinstance(v, (bool, str)) for v in values
+            ):
+                raise TypeError("a list of numbers is needed, one per frame")
+            return np.asarray(values, dtype)
+
+        return make
+
+    def optional(make: Any) -> Any:
+        return lambda value: None if value is None else make(value)
+
+    def state(value: Any) -> dict[str, np.ndarray]:
+        named = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(named, dict):
+            raise TypeError("a JSON map of name -> per-frame values is needed")
+        return {str(k): per_frame(np.float32)(v) for k, v in named.items()}
+
+    def whole(value: Any) -> int:
+        if not is_int(value):
+            raise TypeError(f"an integer is needed, not {type(value).__name__}")
+        return int(value)
+
+    def boolean(value: Any) -> bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"true or false is needed, not {type(value).__name__}")
+        return bool(value)
+
+    def number(value: Any) -> float:
+        if not is_number(value):
+            raise TypeError(f"a number is needed, not {type(value).__name__}")
+        return float(value)
+
+    convert("env_id", text)
+    convert("instruction", text)
+    convert("progress", per_frame(np.float32))
+    convert("steps", per_frame(np.int64))
+    convert("success", boolean)
+    convert("failure_type", optional(text))
+    convert("failure_step", optional(whole))
+    convert("fps", number)
+    convert("seed", whole)
+    convert("state", state)
+    return typed
 
 
 def iter_episodes(root: str | Path, cameras: list[str] | None = None) -> Iterator[Episode]:

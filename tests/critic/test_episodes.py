@@ -150,3 +150,31 @@ def test_a_last_frame_held_on_screen_is_not_a_cut_short_video(tmp_path):
                    duration=[100] * 9 + [3000])  # fmt: skip
     frames, _ = read_video(tmp_path / "held.gif")
     assert len(frames) == 10
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("progress", [0.0, None, 0.5, 1.0], r"its progress field \[0\.0, None, 0\.5, 1\.0\] is not valid \(a list of numbers is needed, one per frame\)"),
+        ("steps", ["0", "2", "4", "6"], r"its steps field \['0', '2', '4', '6'\] is not valid"),
+        ("seed", "three", r"its seed field 'three' is not valid \(an integer is needed, not str\)"),
+        ("fps", None, r"its fps field None is not valid \(a number is needed, not NoneType\)"),
+        ("success", "yes", r"its success field 'yes' is not valid \(true or false is needed"),
+        ("failure_step", 2.5, r"its failure_step field 2\.5 is not valid"),
+        ("state", '{"distance": [0.2, null, 0.1, 0.0]}', r"its state field .* is not valid"),
+        ("state", "not json", r"its state field 'not json' is not valid \(Expecting value"),
+        ("env_id", None, r"its env_id field None is not valid \(a string is needed, not NoneType\)"),
+    ],
+)  # fmt: skip
+def test_a_row_edited_by_hand_names_the_field_it_got_wrong(tmp_path, field, value, says):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_episode(_episode(t=4, size=16), tmp_path)
+    path = tmp_path / "episodes" / "ep0.parquet"
+    row = pq.read_table(path).to_pylist()[0]
+    row[field] = value  # another program, or a hand, wrote it
+    pq.write_table(pa.Table.from_pylist([row]), path)
+    with pytest.raises(EpisodeFormatError, match=f"^{path}: {says}") as err:
+        read_episode(tmp_path, "ep0")
+    assert str(err.value).endswith("(it records only what is missing)")
