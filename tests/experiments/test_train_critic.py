@@ -1,14 +1,13 @@
 """experiments/train_critic.py end to end on a tiny model and a tiny synthesised Reacher dataset:
-the four stages, exact resume, typed config errors before any model loads, and a real 2-process
-DeepSpeed run (ZeRO-2 and ZeRO-3, gloo on CPU). The data options are in
-test_train_critic_data.py."""
+the four stages, exact resume, and typed config errors before any model loads. The data options
+are in test_train_critic_data.py; the DeepSpeed and vLLM back ends in
+test_train_critic_backends.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.experiments.train_critic_cli import (
-    TINY,
     check_overrides,
     load_recipe,
     read_history,
@@ -201,71 +200,6 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
     assert done.stderr.startswith("train_critic: grpo: group_size=1 must be")
 
 
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_deepspeed_two_processes_on_cpu(dataset, tmp_path, zero):
-    pytest.importorskip("deepspeed")
-    done = run_train(
-        tmp_path,
-        f"data=[{dataset}]",
-        "pipeline=[sft,pretext]",
-        "stages.sft.steps=2",
-        "stages.sft.batch_size=2",
-        "stages.pretext.steps=1",
-        "stages.pretext.batch_size=8",
-        "eval_every=0",
-        "checkpoint_every=0",
-        f"deepspeed_config=configs/deepspeed/{zero}.json",
-        torchrun=True,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert [h["stage"] for h in read_history(tmp_path)] == ["sft", "sft", "pretext"]  # rank 0 logs
-    from critic.models import load_model
-
-    model, _ = load_model(tmp_path / "pretext" / "final")  # gathered full weights, not shards
-    assert sum(p.numel() for p in model.parameters()) > 100_000
-
-
-@pytest.mark.parametrize("zero", ["zero3"])  # partitioned weights and optimizer (zero2 passes too)
-def test_deepspeed_resume_repeats_the_uninterrupted_losses(dataset, tmp_path, zero):
-    pytest.importorskip("deepspeed")
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    args = [f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=4", "stages.sft.batch_size=4",
-            "checkpoint_every=2", "eval_every=0", f"deepspeed_config=configs/deepspeed/{zero}.json"]  # fmt: skip
-    done = run_train(full, *args, torchrun=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    checkpoint = full / "sft" / "checkpoint-2"
-    assert sorted(p.name for p in (checkpoint / "deepspeed").glob("rank*.pt")) == [
-        "rank0.pt",
-        "rank1.pt",
-    ]
-    done = run_train(resumed, *args, f"resume={checkpoint}", torchrun=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    losses = [h["loss"] for h in read_history(full)]  # rank 0's
-    assert [h["step"] for h in read_history(resumed)] == [3, 4]
-    assert [h["loss"] for h in read_history(resumed)] == losses[2:]  # exactly steps 3 and 4
-
-
-def test_deepspeed_resume_needs_a_deepspeed_checkpoint(dataset, tmp_path):
-    plain = tmp_path / "plain"
-    done = run_train(
-        plain,
-        f"data=[{dataset}]",
-        "pipeline=[sft]",
-        "stages.sft.steps=2",
-        "stages.sft.batch_size=2",
-        "checkpoint_every=1",
-        "eval_every=0",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    with pytest.raises(Exception) as err:
-        check_overrides(
-            f"data=[{dataset}]",
-            f"resume={plain / 'sft' / 'checkpoint-1'}",
-            "deepspeed_config=configs/deepspeed/zero2.json",
-        )
-    assert "has no deepspeed/ folder: it was written without deepspeed_config=" in str(err.value)
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -391,71 +325,6 @@ def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp
     bad = run_train(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"train_critic: cannot load critic model {tmp_path / 'no-model'}")
-
-
-_MADE: list = []  # the FakeVLLM engines a test's recipe made
-
-
-class FakeVLLM:
-    """Stands in for vLLM (GPU only): its own copy of the weights, loaded from the folder the
-    recipe wrote and replaced by ``load_weights``; it generates through transformers with it."""
-
-    needs_videos = True
-
-    def __init__(self, folder, video_token_id, eos_token_id, **options):
-        from critic.models import load_model
-        from rollout.hf import HFEngine
-
-        self.model, tokenizer = load_model(str(folder))
-        self.engine = HFEngine(self.model, tokenizer.pad_token_id, eos_token_id)
-        self.video_token_id, self.options, self.loads, self.prompts = video_token_id, options, 0, 0
-        _MADE.append(self)
-
-    def generate(self, requests, params):
-        assert all(r.videos is not None for r in requests)  # vLLM takes frames, not patches
-        self.prompts += len(requests)
-        return self.engine.generate(requests, params)
-
-    def load_weights(self, weights):
-        self.loads += 1
-        self.model.load_state_dict(dict(weights))
-
-
-def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monkeypatch):
-    import torch
-
-    module, cfg = load_recipe(
-        f"data=[{dataset}]",
-        *TINY,
-        "pipeline=[pretext,joint]",
-        "stages.pretext.steps=2",
-        "stages.joint.steps=1",
-        "eval_every=0",
-        "stages.pretext.batch_size=8",
-        "stages.joint.batch_size=8",
-        "checkpoint_every=0",
-    )
-    import critic.train.recipe
-
-    monkeypatch.setattr(critic.train.recipe, "make_vllm_engine", FakeVLLM)
-    _MADE.clear()
-    trainer = module.Trainer(cfg, tmp_path)
-    trainer.cfg.rollout_engine = "vllm"  # after check_config, which asks for a GPU
-    trainer.setup()
-    try:
-        for stage in ("pretext", "joint"):
-            trainer.run_stage(stage)
-    finally:
-        trainer.cleanup()
-    (fake,) = _MADE  # made once, at the first GRPO stage, from the weights then
-    assert fake.options == {"gpu_memory_utilization": 0.3, "enable_sleep_mode": False}
-    assert fake.video_token_id == trainer.model.config.video_token_id
-    assert fake.prompts == 3 * 2  # 3 steps of 8 completions = 2 prompts x G 4
-    # synced after each of the 3 steps, and at the joint stage's start
-    assert fake.loads == 4
-    assert [h.get("weights_synced") for h in read_history(tmp_path) if h["step"] > 0] == [True] * 3
-    trained, copy = trainer.model.state_dict(), fake.model.state_dict()
-    assert all(torch.equal(trained[name], copy[name]) for name in trained)
 
 
 def test_a_damaged_episode_is_a_message_that_says_how_to_record_it_again(dataset, tmp_path):
