@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollout.hf import ModelLoadError
+from rollout.hf import ModelLoadError, device_problem
 from rollout.imports import require_package
 
 __all__ = [
@@ -181,41 +181,6 @@ def build_preset(name: str, seed: int = 0):
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
     return model.eval(), tokenizer
-
-
-def device_problem(device: Any) -> str | None:
-    """Why a critic cannot run on ``device`` here (a message naming it and the fix), or ``None``.
-
-    ``cpu``, ``cuda`` and ``cuda:<index>`` are devices; CUDA ones only where this torch build sees
-    that GPU. The callers raise their own error with it: ``train_critic.py``'s config check
-    (``TrainConfigError``), ``VLMCritic`` (``CriticError``) and :func:`load_model`
-    (``ModelLoadError``), so a bad device fails before a model loads, not in ``model.to``.
-
-    Example:
-        >>> device_problem("cpu") is None
-        True
-        >>> device_problem("gpu")
-        "device='gpu' is not a device; use cpu, cuda or cuda:<index>"
-    """
-    name = str(device)
-    kind, colon, index = name.partition(":")
-    if name == "cpu":
-        return None
-    if kind != "cuda" or (colon and not (index.isascii() and index.isdigit())):
-        return f"device={name!r} is not a device; use cpu, cuda or cuda:<index>"
-    torch = require_package("torch", "vlm", f"device={name}")
-    if not torch.cuda.is_available():
-        return (
-            f"device={name!r}, but this torch ({torch.__version__}) sees no CUDA GPU; use "
-            "device=cpu, or install a CUDA build of torch on a machine with a GPU"
-        )
-    count = torch.cuda.device_count()
-    if index and int(index) >= count:
-        return (
-            f"device={name!r}, but this machine has {count} CUDA GPU(s); use cuda:0 to "
-            f"cuda:{count - 1}, or device=cpu"
-        )
-    return None
 
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cpu", seed: int = 0):

@@ -30,11 +30,22 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
 
     Raises:
-        ModelLoadError: nothing loads from ``path``, or it is another kind of model.
+        ModelLoadError: nothing loads from ``path``, it is another kind of model, its folder has
+            no tokenizer or chat template (a critic needs both to build its prompts), or
+            ``device`` or ``dtype`` is not one this machine has.
     """
     transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
     from safetensors import SafetensorError  # transformers' own dependency
 
+    if (problem := device_problem(device)) is not None:
+        raise ModelLoadError(problem)
+    torch = require_package("torch", "vlm", f"loading the critic {path!s}")
+    named = dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype)
+    if not named and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        raise ModelLoadError(
+            f"dtype={dtype!r} is not a torch dtype; use float32, bfloat16 or float16 (or "
+            "leave it out for the checkpoint's own)"
+        )
     try:
         config = transformers.AutoConfig.from_pretrained(path)
         model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
@@ -55,7 +66,58 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
             "Qwen2.5-VL / Qwen3-VL checkpoint directory"
         ) from exc
+    video_token = getattr(config, "video_token_id", None)
+    if video_token is not None and len(tokenizer) <= video_token:
+        # transformers builds an empty tokenizer from a folder without tokenizer files
+        raise ModelLoadError(
+            f"{path!s} has no tokenizer files (the tokenizer loaded from it knows "
+            f"{len(tokenizer)} tokens; the model's video token is id {video_token}); save the "
+            "tokenizer beside the weights (tokenizer.save_pretrained) or export a training run's "
+            "checkpoint with python -m critic.weights export"
+        )
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(
+            f"{path!s} has no chat template (chat_template.jinja, or one in "
+            "tokenizer_config.json): a critic builds its prompts with it; save the processor's "
+            "or tokenizer's files beside the weights"
+        )
     return model.to(device).eval(), tokenizer
+
+
+def device_problem(device: Any) -> str | None:
+    """Why a critic cannot run on ``device`` here (a message naming it and the fix), or ``None``.
+
+    ``cpu``, ``cuda`` and ``cuda:<index>`` are devices; CUDA ones only where this torch build sees
+    that GPU. The callers raise their own error with it: ``train_critic.py``'s config check
+    (``TrainConfigError``), ``VLMCritic`` (``CriticError``), :func:`load_checkpoint` and
+    ``critic.models.load_model`` (``ModelLoadError``), so a bad device fails before a model
+    loads, not in ``model.to``.
+
+    Example:
+        >>> device_problem("cpu") is None
+        True
+        >>> device_problem("gpu")
+        "device='gpu' is not a device; use cpu, cuda or cuda:<index>"
+    """
+    name = str(device)
+    kind, colon, index = name.partition(":")
+    if name == "cpu":
+        return None
+    if kind != "cuda" or (colon and not (index.isascii() and index.isdigit())):
+        return f"device={name!r} is not a device; use cpu, cuda or cuda:<index>"
+    torch = require_package("torch", "vlm", f"device={name}")
+    if not torch.cuda.is_available():
+        return (
+            f"device={name!r}, but this torch ({torch.__version__}) sees no CUDA GPU; use "
+            "device=cpu, or install a CUDA build of torch on a machine with a GPU"
+        )
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        return (
+            f"device={name!r}, but this machine has {count} CUDA GPU(s); use cuda:0 to "
+            f"cuda:{count - 1}, or device=cpu"
+        )
+    return None
 
 
 class HFEngine(Engine):
@@ -140,6 +202,8 @@ class HFEngine(Engine):
             return
         if not isinstance(grid, torch.Tensor) or grid.dim() != 2 or grid.shape[1] != 3:
             raise InvalidRequestError(f"video_grid_thw must be a [V, 3] tensor, got {_shape(grid)}")
+        if grid.dtype not in (torch.int64, torch.int32):
+            raise InvalidRequestError(f"video_grid_thw must be int64 or int32, got {grid.dtype}")
         merge = vision.spatial_merge_size
         if bool((grid < 1).any()) or bool((grid[:, 1:] % merge).any()):
             raise InvalidRequestError(
@@ -218,6 +282,9 @@ class HFEngine(Engine):
             return []
         batch = self._batch(requests)
         greedy = params.temperature == 0
+        # Greedy decoding gives one completion: generate it once and give it n times (vLLM's
+        # answer too), where transformers refuses n > 1 without sampling.
+        copies, n = (params.n, 1) if greedy else (1, params.n)
         sampling = (
             {} if greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         )
@@ -228,7 +295,7 @@ class HFEngine(Engine):
                 **batch,
                 suppress_tokens=self.vision_token_ids,
                 do_sample=not greedy,
-                num_return_sequences=params.n,
+                num_return_sequences=n,
                 max_new_tokens=params.max_new_tokens,
                 pad_token_id=self.pad_token_id,
                 eos_token_id=self.eos_token_id,
@@ -238,11 +305,11 @@ class HFEngine(Engine):
         completions = []
         for i in range(len(requests)):
             group = []
-            for seq in new[i * params.n : (i + 1) * params.n]:
+            for seq in new[i * n : (i + 1) * n]:
                 if self.eos_token_id in seq:
                     seq = seq[: seq.index(self.eos_token_id)]
                 group.append([t for t in seq if t != self.pad_token_id])
-            completions.append(group)
+            completions.append([list(c) for c in group * copies])
         return completions
 
     def score(
@@ -250,6 +317,8 @@ class HFEngine(Engine):
     ):
         """See :meth:`Engine.score`; ``prefix`` tokens (e.g. ``<answer>``) are appended first."""
         torch = self.torch
+        if not requests:
+            return torch.zeros((0, len(candidates)))
         batch = self._batch(requests, prefix)
         shared = self.shared_prefix(requests, batch) if self.share_prefix else None
         self.last_shared_prefix = shared[0] if shared else 0

@@ -5,7 +5,9 @@ rollout.serve``) batch them on one model. A call that the server rejects raises
 :class:`~rollout.engine.InvalidRequestError` with the server's message (no retry: it would fail
 again). A server that is down, restarting or overloaded is retried with exponential back-off a
 bounded number of times, then :class:`~rollout.engine.ServerUnavailableError` says so: a reward is
-never silently made up.
+never silently made up. A call the server was still running when its own time ran out (a 504) is
+not sent again, and an answer that is not the server's (another service at that address, a
+reply with too few rows) is an :class:`~rollout.engine.EngineError` naming the address.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
@@ -49,8 +52,16 @@ class RemoteEngine(Engine):
     def __init__(
         self, url: str, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.25
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not url.strip().startswith(("http://", "https://")):
             raise ValueError(f"url={url!r} must start with http:// or https://")
+        url = url.strip()
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        except ValueError as exc:
+            raise ValueError(f"url={url!r} is not a server address ({exc})") from exc
+        if not parts.hostname or any(c.isspace() for c in url):
+            raise ValueError(f"url={url!r} is not a server address; give http://host:port")
         if not is_int(retries) or retries < 0:
             raise ValueError(f"retries={retries!r} must be an integer >= 0")
         if not is_number(timeout_s) or timeout_s <= 0:
@@ -71,23 +82,41 @@ class RemoteEngine(Engine):
     def model_info(self) -> dict:
         """The served model's config and tokenizer files (fetched once)."""
         if self._info is None:
-            self._info = self._call("GET", "/v1/model")
+            info = self._call("GET", "/v1/model")
+            self._answer(info, "config", "/v1/model")
+            self._info = info
         return self._info
 
     def health(self) -> dict:
         """``{"status": "ok", ...batching stats}`` from the server."""
-        return self._call("GET", "/v1/health")
+        health = self._call("GET", "/v1/health")
+        self._answer(health, "status", "/v1/health")
+        return health
 
     def score(
         self, requests: Sequence[Request], candidates: Sequence[int], prefix: Sequence[int] = ()
     ):
         import torch
 
+        for name, ids in (("candidates", candidates), ("prefix", prefix)):
+            if isinstance(ids, (str, bytes)) or not all(is_int(i) for i in ids):
+                raise InvalidRequestError(f"{name}={ids!r} must be a list of token ids")
         if not requests:
             return torch.zeros((0, len(candidates)))
         header = {"candidates": [int(c) for c in candidates], "prefix": [int(p) for p in prefix]}
         body = encode_requests(requests, header, videos=self.needs_videos)
-        return torch.tensor(self._call("POST", "/v1/score", body)["probs"])
+        probs = self._answer(self._call("POST", "/v1/score", body), "probs", "/v1/score")
+        try:
+            out = torch.tensor(probs, dtype=torch.float32)
+        except (TypeError, ValueError) as exc:
+            raise self._foreign("/v1/score", f"its probs are not a table ({exc})") from exc
+        if tuple(out.shape) != (len(requests), len(candidates)):
+            raise self._foreign(
+                "/v1/score",
+                f"it gave probs of shape {tuple(out.shape)} for {len(requests)} requests and "
+                f"{len(candidates)} candidates",
+            )
+        return out
 
     def generate(
         self, requests: Sequence[Request], params: SamplingParams
@@ -96,7 +125,33 @@ class RemoteEngine(Engine):
             return []
         fields = {k: getattr(params, k) for k in SamplingParams.__dataclass_fields__}
         body = encode_requests(requests, {"params": fields}, videos=self.needs_videos)
-        return self._call("POST", "/v1/generate", body)["completions"]
+        path = "/v1/generate"
+        groups = self._answer(self._call("POST", path, body), "completions", path)
+        if (
+            not isinstance(groups, list)
+            or len(groups) != len(requests)
+            or not all(isinstance(g, list) and len(g) == params.n for g in groups)
+            or not all(isinstance(c, list) and all(is_int(t) for t in c) for g in groups for c in g)
+        ):
+            count = len(groups) if isinstance(groups, list) else type(groups).__name__
+            raise self._foreign(
+                path,
+                f"it gave {count} completion groups for {len(requests)} requests of "
+                f"n={params.n} token-id lists each",
+            )
+        return groups
+
+    def _answer(self, payload: Any, key: str, path: str) -> Any:
+        """``payload[key]``, or an :class:`EngineError` when the answer is not the server's."""
+        if not isinstance(payload, dict) or key not in payload:
+            raise self._foreign(path, f"its answer has no {key!r}")
+        return payload[key]
+
+    def _foreign(self, path: str, what: str) -> EngineError:
+        return EngineError(
+            f"{self.url}{path} did not answer as a critic server does: {what}. Is it one "
+            "(python -m rollout.serve), and of this VisCritic version?"
+        )
 
     def _call(self, method: str, path: str, body: bytes | None = None) -> Any:
         last: str = ""
@@ -112,12 +167,22 @@ class RemoteEngine(Engine):
             )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return json.loads(response.read())
+                    data = response.read()
             except urllib.error.HTTPError as exc:
                 message = _server_message(exc)
                 if exc.code == 503:
                     last = f"503 {message}"
                     continue
+                if exc.code == 504:  # it ran out of time on this call, and still runs it
+                    raise ServerUnavailableError(
+                        f"the critic server at {self.url} gave up waiting for {method} {path}: "
+                        f"{message}"
+                    ) from exc
+                if exc.code == 404:
+                    raise EngineError(
+                        f"{self.url}{path}: no such endpoint ({message}); is it a critic server "
+                        "(python -m rollout.serve)?"
+                    ) from exc
                 if 400 <= exc.code < 500:
                     raise InvalidRequestError(
                         f"the critic server refused the call: {message}"
@@ -135,6 +200,11 @@ class RemoteEngine(Engine):
                         "or give a longer timeout_s"
                     ) from exc
                 last = f"{type(exc).__name__}: {reason}"
+                continue
+            try:
+                return json.loads(data)
+            except ValueError as exc:  # HTML from a proxy, another service, bytes
+                raise self._foreign(path, f"its answer is not JSON ({exc})") from exc
         raise ServerUnavailableError(
             f"the critic server at {self.url} did not answer {method} {path} after "
             f"{self.retries + 1} tries over {time.monotonic() - started:.1f} s (last: {last}). "

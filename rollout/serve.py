@@ -4,7 +4,10 @@ Clients (:class:`rollout.remote.RemoteEngine`, and ``VLMCritic(model="http://hos
 build prompts, tokens and patches themselves, in their own processes, and send the encoded
 requests; the server only batches and runs the model. Concurrent calls that arrive within
 ``max_wait_ms`` of each other (up to ``max_batch`` requests) share one forward pass. A malformed
-call gets a 4xx with a message and the server keeps serving.
+call gets a 4xx with a message and the server keeps serving; a merged batch that fails in the
+engine is run again call by call, so one client's bad call fails only that call. A call still
+running when its ``timeout_s`` ends gets a 504 (the client does not send it again: that would
+only queue the same work behind itself); one that never started gets a 503 (retried).
 
 Endpoints (JSON answers; bodies of POSTs are :mod:`rollout.wire` archives):
 
@@ -50,6 +53,18 @@ class UnknownEndpointError(LookupError):
     """A POST to a path the server does not serve."""
 
 
+class CallTimeoutError(TimeoutError):
+    """A call's result did not come within the server's ``timeout_s``.
+
+    Attributes:
+        started: whether the engine had started on it (it runs to its end regardless).
+    """
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
+
+
 @dataclass
 class BatchStats:
     """What the batcher has done: calls received, requests in them, engine calls made."""
@@ -76,7 +91,8 @@ class DynamicBatcher:
 
     Args:
         engine: the engine to run.
-        max_batch: most requests merged into one engine call (a larger single call runs whole).
+        max_batch: most requests merged into one engine call (a larger single call runs whole;
+            a call that would take a batch past it waits for the next).
         max_wait_ms: how long the first call of a batch waits for company.
     """
 
@@ -90,6 +106,7 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_ms / 1000
         self.stats = BatchStats()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._held: _Job | None = None  # did not fit the last batch: starts the next
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="viscritic-batcher", daemon=True)
         self._thread.start()
@@ -115,7 +132,7 @@ class DynamicBatcher:
 
     def _loop(self) -> None:
         while True:
-            job = self._queue.get()
+            job, self._held = (self._held or self._queue.get()), None
             if job is None:
                 return
             try:
@@ -138,6 +155,9 @@ class DynamicBatcher:
             if nxt is None:
                 stop = True  # finish this batch, then stop
                 break
+            if size + len(nxt.requests) > self.max_batch:
+                self._held = nxt
+                break
             jobs.append(nxt)
             size += len(nxt.requests)
         jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]  # timed out: skip
@@ -156,11 +176,14 @@ class DynamicBatcher:
             raise
         return stop
 
-    def _run(self, jobs: list[_Job]) -> None:
+    def _run(self, jobs: list[_Job], again: bool = False) -> None:
+        """One engine call for ``jobs`` (of one key); ``again``: a failed batch's call, rerun
+        alone (already counted as a call)."""
         requests = [r for j in jobs for r in j.requests]
         stats = self.stats
-        stats.calls += len(jobs)
-        stats.requests += len(requests)
+        if not again:
+            stats.calls += len(jobs)
+            stats.requests += len(requests)
         stats.batches += 1
         stats.largest_batch = max(stats.largest_batch, len(requests))
         stats.batch_sizes[len(requests)] = stats.batch_sizes.get(len(requests), 0) + 1
@@ -169,8 +192,20 @@ class DynamicBatcher:
                 out = self.engine.score(requests, **jobs[0].args).tolist()
             else:
                 out = self.engine.generate(requests, **jobs[0].args)
+            if len(out) != len(requests):
+                raise EngineError(f"it answered {len(out)} of {len(requests)} requests")
         except Exception as exc:  # the server must outlive any one batch: report, keep serving
             stats.failed_batches += 1
+            if len(jobs) > 1:  # one call's requests may be what broke it: each call alone
+                log.warning(
+                    "engine call failed on a batch of %d calls (%s: %s); running them one by one",
+                    len(jobs),
+                    type(exc).__name__,
+                    exc,
+                )
+                for j in jobs:
+                    self._run([j], again=True)
+                return
             log.exception("engine call failed on a batch of %d requests", len(requests))
             for j in jobs:
                 j.future.set_exception(
@@ -212,9 +247,13 @@ class CriticServer:
         timeout_s: float = 300.0,
         max_body_mb: float = 512.0,
     ) -> None:
+        if not is_number(timeout_s) or timeout_s <= 0:
+            raise ValueError(f"timeout_s={timeout_s!r} must be a number of seconds > 0")
+        if not is_number(max_body_mb) or max_body_mb <= 0:
+            raise ValueError(f"max_body_mb={max_body_mb!r} must be a number of megabytes > 0")
         self.engine = engine
         self.batcher = DynamicBatcher(engine, max_batch=max_batch, max_wait_ms=max_wait_ms)
-        self.timeout_s = timeout_s
+        self.timeout_s = float(timeout_s)
         self.max_body = int(max_body_mb * 2**20)
         self.model_info = {
             **(engine.describe() if hasattr(engine, "describe") else {}),
@@ -308,8 +347,10 @@ class CriticServer:
         try:
             return future.result(timeout=self.timeout_s)
         except FutureTimeout as exc:
-            future.cancel()  # still queued: it will not run for nobody
-            raise TimeoutError(f"no result within {self.timeout_s:.0f} s") from exc
+            started = not future.cancel()  # still queued: it will not run for nobody
+            raise CallTimeoutError(
+                f"no result within the server's timeout_s={self.timeout_s:g} s", started
+            ) from exc
 
 
 def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
@@ -321,11 +362,15 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: HTTPStatus, payload: dict) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: nobody to tell
+                log.info("%s left before its answer (%d)", self.address_string(), int(status))
+                self.close_connection = True
 
         def _error(self, status: HTTPStatus, message: str) -> None:
             self._send(status, {"error": message, "status": int(status)})
@@ -362,8 +407,15 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {self.path}")
             except InvalidRequestError as exc:
                 self._error(HTTPStatus.BAD_REQUEST, str(exc))
-            except TimeoutError as exc:
-                self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is overloaded: {exc}")
+            except CallTimeoutError as exc:
+                if exc.started:  # it runs to its end: the same call again would queue behind it
+                    self._error(
+                        HTTPStatus.GATEWAY_TIMEOUT,
+                        f"the call was still running: {exc}; send smaller calls, or start the "
+                        "server with a longer --timeout-s",
+                    )
+                else:
+                    self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is overloaded: {exc}")
             except EngineError as exc:
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
             except Exception as exc:  # a bug must cost one call, not the server
@@ -384,6 +436,17 @@ def _tokenizer_files(tokenizer) -> dict[str, str]:
         }
 
 
+def _port(text: str) -> int:
+    """``--port``: an integer in [0, 65535]."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; use 0-65535 (0: a free one)")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -392,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="checkpoint directory (save_pretrained)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
-    parser.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
+    parser.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--dtype", default=None, help="float32, bfloat16, ... (default: checkpoint's)"
@@ -400,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=16, help="most requests per forward pass")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill")
     parser.add_argument("--max-body-mb", type=float, default=512.0, help="largest call accepted")
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=300.0,
+        help="longest a call may wait for its result (a 504 after; keep clients' timeout_s longer)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -423,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             max_body_mb=args.max_body_mb,
+            timeout_s=args.timeout_s,
         )
     except (ModelLoadError, ValueError, RuntimeError, AttributeError, TypeError) as exc:
         # a bad --model, --device (no CUDA here) or --dtype

@@ -90,5 +90,8 @@ def decode_requests(body: bytes) -> tuple[list[Request], dict[str, Any]]:
 
 def _numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()  # numpy has no bfloat16; the server casts to its model's dtype
+        return value.numpy()
     return np.asarray(value)

@@ -1,0 +1,280 @@
+"""The critic server and its client when something goes wrong: one client's bad call among
+others, a call slower than the server's timeout, a batch past ``max_batch``, an address that is
+not a critic server, bad options, and the engine's edge cases (greedy with n > 1, an empty
+batch, a checkpoint without its tokenizer)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from critic import prompts
+from rollout.engine import (
+    EngineError,
+    InvalidRequestError,
+    Request,
+    SamplingParams,
+    ServerUnavailableError,
+)
+from rollout.hf import HFEngine, ModelLoadError, load_checkpoint
+from rollout.remote import RemoteEngine
+from rollout.serve import CriticServer, DynamicBatcher
+
+DIGITS = list(range(10, 20))
+
+
+def _request(tokenizer, seed: int = 0, frames: int = 1) -> Request:
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 256, (frames, 56, 56, 3), dtype=np.uint8)
+    return Request(**prompts.encode(prompts.stepwise_progress("reach", video, None), tokenizer))
+
+
+class _Recording:
+    """A stand-in engine: scores each request with its first token id, records each batch,
+    fails a batch holding a request whose first id is ``poison``, sleeps ``delay_s`` a call."""
+
+    def __init__(self, poison: int | None = None, delay_s: float = 0.0, short: bool = False):
+        self.batches: list[int] = []
+        self.poison, self.delay_s, self.short = poison, delay_s, short
+
+    def score(self, requests, candidates, prefix=()):
+        self.batches.append(len(requests))
+        time.sleep(self.delay_s)
+        firsts = [int(r.input_ids[0]) for r in requests]
+        if self.poison in firsts:
+            raise TypeError("slice indices must be integers")
+        rows = torch.tensor(firsts, dtype=torch.float32)[:, None].repeat(1, len(candidates))
+        return rows[:-1] if self.short else rows
+
+
+def _plain(first: int, length: int = 3) -> Request:
+    ids = torch.tensor([first] + [1] * (length - 1))
+    return Request(ids, torch.zeros_like(ids))
+
+
+def test_a_bad_call_batched_with_good_ones_fails_alone():
+    engine = _Recording(poison=666)
+    batcher = DynamicBatcher(engine, max_batch=16, max_wait_ms=300)
+    try:
+        good = batcher.submit("score", [_plain(5), _plain(6)], ("score",), {"candidates": [1]})
+        bad = batcher.submit("score", [_plain(666)], ("score",), {"candidates": [1]})
+        later = batcher.submit("score", [_plain(7)], ("score",), {"candidates": [1]})
+        assert good.result(timeout=30) == [[5.0], [6.0]]
+        assert later.result(timeout=30) == [[7.0]]
+        with pytest.raises(EngineError, match="the engine failed: TypeError: slice indices"):
+            bad.result(timeout=30)
+    finally:
+        batcher.close()
+    assert engine.batches == [4, 2, 1, 1]  # merged, then each call alone
+    assert batcher.stats.calls == 3 and batcher.stats.requests == 4
+
+
+def test_max_batch_is_a_cap_on_merged_calls():
+    engine = _Recording()
+    batcher = DynamicBatcher(engine, max_batch=4, max_wait_ms=300)
+    try:
+        calls = [
+            batcher.submit("score", [_plain(i) for i in range(n)], ("score",), {"candidates": [1]})
+            for n in (3, 4, 1, 6)  # a single call past the cap still runs whole
+        ]
+        assert [len(c.result(timeout=30)) for c in calls] == [3, 4, 1, 6]
+    finally:
+        batcher.close()
+    assert engine.batches == [3, 4, 1, 6]
+    assert max(engine.batches[:3]) <= 4
+
+
+def test_an_engine_answering_too_few_rows_fails_the_call():
+    batcher = DynamicBatcher(_Recording(short=True), max_batch=4, max_wait_ms=0)
+    try:
+        call = batcher.submit("score", [_plain(1), _plain(2)], ("score",), {"candidates": [1]})
+        with pytest.raises(EngineError, match="it answered 1 of 2 requests"):
+            call.result(timeout=30)
+    finally:
+        batcher.close()
+
+
+def test_a_call_still_running_at_the_servers_timeout_is_not_sent_again(tiny_model):
+    _, tokenizer = tiny_model
+    engine = _Recording(delay_s=1.0)
+    with CriticServer(engine, tokenizer, timeout_s=0.3, max_wait_ms=0) as server:
+        remote = RemoteEngine(server.url, retries=4, backoff_s=0.05)
+        remote._info = {"config": {}}  # the stand-in engine describes no model
+        with pytest.raises(ServerUnavailableError) as err:
+            remote.score([_request(tokenizer)], DIGITS)
+        time.sleep(1.2)  # let the one run end
+    assert engine.batches == [1]  # run once, not five times
+    assert str(err.value) == (
+        f"the critic server at {server.url} gave up waiting for POST /v1/score: the call was "
+        "still running: no result within the server's timeout_s=0.3 s; send smaller calls, or "
+        "start the server with a longer --timeout-s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout_s": "30"}, r"^timeout_s='30' must be a number of seconds > 0$"),
+        ({"max_body_mb": -1}, r"^max_body_mb=-1 must be a number of megabytes > 0$"),
+        ({"max_body_mb": float("nan")}, r"^max_body_mb=nan must be a number of megabytes > 0$"),
+    ],
+)
+def test_server_options_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        CriticServer(_Recording(), **options)
+
+
+class _Foreign(http.server.BaseHTTPRequestHandler):
+    """Another service at the address: answers whatever its class attribute says."""
+
+    answer: tuple[int, bytes] = (200, b"<html>hello</html>")
+
+    def _reply(self):
+        if self.command == "POST":
+            self.rfile.read(int(self.headers["Content-Length"]))
+        status, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def foreign():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "says"),
+    [
+        (200, b"<html>hello</html>", "its answer is not JSON"),
+        (200, b"\xff\xfe", "its answer is not JSON"),
+        (200, b"[1, 2]", "its answer has no 'probs'"),
+        (200, b'{"result": 1}', "its answer has no 'probs'"),
+        (200, b'{"probs": [[0.5, 0.5]]}', r"it gave probs of shape \(1, 2\) for 2 requests and 2"),
+        (200, b'{"probs": "x"}', "its probs are not a table"),
+    ],
+)
+def test_an_address_that_is_not_a_critic_server_is_named(tiny_model, foreign, status, body, says):
+    _, tokenizer = tiny_model
+    _Foreign.answer = (status, body)
+    url = f"http://127.0.0.1:{foreign.server_address[1]}"
+    remote = RemoteEngine(url, retries=0)
+    remote._info = {"config": {}}
+    with pytest.raises(EngineError, match=f"^{url}/v1/score did not answer as a critic server "
+                       f"does: {says}") as err:  # fmt: skip
+        remote.score([_request(tokenizer, 0), _request(tokenizer, 1)], [10, 11])
+    assert not isinstance(err.value, InvalidRequestError)
+
+
+def test_a_short_generate_answer_and_a_foreign_404_are_named(tiny_model, foreign):
+    _, tokenizer = tiny_model
+    url = f"http://127.0.0.1:{foreign.server_address[1]}"
+    remote = RemoteEngine(url, retries=0)
+    remote._info = {"config": {}}
+    _Foreign.answer = (200, json.dumps({"completions": [[[1, 2]]]}).encode())
+    with pytest.raises(EngineError, match="it gave 1 completion groups for 3 requests of n=1"):
+        remote.generate([_request(tokenizer, i) for i in range(3)], SamplingParams(n=1))
+    _Foreign.answer = (200, b"[]")
+    with pytest.raises(
+        EngineError, match=r"/v1/model did not answer .*: its answer has no 'config'"
+    ):
+        RemoteEngine(url, retries=0).model_info()
+    _Foreign.answer = (404, b"Not Found")
+    with pytest.raises(EngineError, match=f"^{url}/v1/health: no such endpoint .*is it a critic"):
+        RemoteEngine(url, retries=0).health()
+
+
+def test_client_addresses_and_ids_are_checked():
+    assert RemoteEngine("http://127.0.0.1:8000/\n").url == "http://127.0.0.1:8000"
+    with pytest.raises(ValueError, match=r"^url='http://127.0.0.1:abc' is not a server address"):
+        RemoteEngine("http://127.0.0.1:abc")
+    with pytest.raises(ValueError, match="is not a server address; give http://host:port"):
+        RemoteEngine("http://")
+    remote = RemoteEngine("http://127.0.0.1:1", retries=0)
+    with pytest.raises(InvalidRequestError, match=r"^candidates=\[2.9, '7', True\] must be a list"):
+        remote.score([], [2.9, "7", True])
+    with pytest.raises(InvalidRequestError, match=r"^prefix='ab' must be a list of token ids"):
+        remote.score([], [1], prefix="ab")
+
+
+def test_the_local_engine_edge_cases(tiny_model):
+    model, tokenizer = tiny_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert engine.score([], DIGITS).shape == (0, 10)
+    request = _request(tokenizer)
+    twice = engine.generate(
+        [request, request], SamplingParams(n=3, temperature=0, max_new_tokens=4)
+    )
+    once = engine.generate([request], SamplingParams(n=1, temperature=0, max_new_tokens=4))
+    assert twice == [once[0] * 3, once[0] * 3]  # greedy: one completion, n times
+    float_grid = Request(
+        request.input_ids, request.mm_token_type_ids, request.pixel_values_videos,
+        request.video_grid_thw.float(),
+    )  # fmt: skip
+    with pytest.raises(InvalidRequestError, match="video_grid_thw must be int64 or int32"):
+        engine.check_request(float_grid)
+
+
+def test_bfloat16_patches_go_over_the_wire(tiny_model):
+    model, tokenizer = tiny_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    request = _request(tokenizer, 3)
+    bf16 = Request(request.input_ids, request.mm_token_type_ids,
+                   request.pixel_values_videos.bfloat16(), request.video_grid_thw)  # fmt: skip
+    with CriticServer(engine, tokenizer) as server:
+        served = RemoteEngine(server.url).score([bf16], DIGITS)
+    torch.testing.assert_close(served, engine.score([bf16], DIGITS), rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path):
+    model, tokenizer = tiny_model
+    model.save_pretrained(tmp_path)  # the weights alone
+    with pytest.raises(ModelLoadError, match=f"^{tmp_path} has no tokenizer files"):
+        load_checkpoint(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=f"^{tmp_path} has no chat template"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"^dtype='bogus' is not a torch dtype"):
+        load_checkpoint(tmp_path, dtype="bogus")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "70000"], "argument --port: '70000' is not a port; use 0-65535"),
+        (["--port", "x"], "argument --port: 'x' is not a port"),
+        (["--device", "gpu"], "error: device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
+        (["--dtype", "bogus"], "error: dtype='bogus' is not a torch dtype"),
+        (["--max-body-mb", "nan"], "error: max_body_mb=nan must be a number of megabytes > 0"),
+    ],
+)
+def test_cli_bad_options_are_messages(args, says):
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout.serve", "--model", "critic/weights/viscritic-small",
+         "--port", "0", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert says in done.stderr
