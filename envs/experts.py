@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv, get_task
+from rollout.checks import is_int
 
 
 class Expert(abc.ABC):
@@ -45,6 +47,7 @@ class Expert(abc.ABC):
     # the failures default plans cycle through (:func:`envs.synth.plan_episodes`); the others are
     # asked for by name
     planned_failures: ClassVar[tuple[str, ...] | None] = None  # None: all of ``failures``
+    task: ClassVar[str] = ""  # set by :func:`register_expert`
 
     def __init__(self, failure: str | None = None) -> None:
         if failure is not None and failure not in self.failures:
@@ -56,21 +59,48 @@ class Expert(abc.ABC):
         self.failure_step: int | None = None
         self.steps = 0
         self.rng = np.random.default_rng(0)
+        self._planned = False
 
     def reset(self, env: TaskEnv, seed: int | None = None) -> None:
         """Start a new episode; call right after ``env.reset``. ``seed`` varies the failure's
-        timing and the expert's small random choices (same seed, same episode)."""
-        self.rng = np.random.default_rng(seed)
+        timing and the expert's small random choices (same seed, same episode). A wrapped env
+        (``gym.make``'s) is read through its ``unwrapped`` task."""
+        env = self._task_env(env)
+        if seed is not None and (not is_int(seed) or seed < 0):
+            raise InvalidOptionError(f"seed={seed!r} must be None or an integer >= 0")
+        self.rng = np.random.default_rng(None if seed is None else int(seed))
         self.failure_step = None
         self.steps = 0
+        self._planned = False
         self._reset(env)
+        self._planned = True
 
     def act(self, env: TaskEnv) -> np.ndarray:
         """The action for the env's current state, inside ``env.action_space``."""
+        env = self._task_env(env)
+        if not self._planned:
+            raise gym.error.ResetNeeded(
+                f"{type(self).__name__}.act() before its reset(); call expert.reset(env, seed=...) "
+                "right after env.reset(...)"
+            )
         action = np.asarray(self._act(env), dtype=np.float32)
         low, high = env.action_space.low, env.action_space.high
         self.steps += 1
         return np.clip(action, low, high)
+
+    def _task_env(self, env: Any) -> TaskEnv:
+        task = getattr(env, "unwrapped", env)
+        if not isinstance(task, TaskEnv):
+            raise InvalidOptionError(
+                f"{type(self).__name__} drives a VisCritic task env, got {type(task).__name__}; "
+                f"pass envs.make_task_env({self.task!r}) or its gym.make env"
+            )
+        if self.task and task.task_name != self.task:
+            raise InvalidOptionError(
+                f"{type(self).__name__} is {self.task}'s expert, and the env is "
+                f"{task.task_name}; use envs.make_expert({task.task_name!r})"
+            )
+        return task
 
     def _mark_failure(self) -> None:
         if self.failure_step is None:
@@ -92,6 +122,7 @@ def register_expert(task: str) -> Callable[[type[Expert]], type[Expert]]:
     """Class decorator: ``cls`` is the expert of ``task``."""
 
     def decorate(cls: type[Expert]) -> type[Expert]:
+        cls.task = task
         _EXPERTS[task] = cls
         return cls
 

@@ -15,6 +15,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from envs.errors import InvalidOptionError
 
 
@@ -69,6 +71,7 @@ def _load_policy(path: str, mtime_ns: int, size: int) -> Any:
             **data.get("policy_kwargs", {}),
         )  # fmt: skip
         policy.load_state_dict(params["policy"])
+        policy.viscritic_task = data.get("viscritic_task")  # zero_shot_rl.py records it
     except (zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise InvalidOptionError(
             f"policy={path!r} is not a stable-baselines3 model save ({type(exc).__name__}: {exc}); "
@@ -79,7 +82,14 @@ def _load_policy(path: str, mtime_ns: int, size: int) -> Any:
 
 
 def check_policy_spaces(model: Any, task: str, env: Any) -> None:
-    """A typed error when the policy was trained on spaces other than ``task``'s."""
+    """A typed error when the policy was trained on another task than ``task``: the task its
+    file records (``zero_shot_rl.py`` saves it), or spaces of other shapes, or other action
+    bounds (a policy's actions are squashed into the bounds it was trained with)."""
+    trained_on = getattr(model, "viscritic_task", None)
+    if trained_on is not None and trained_on != task:
+        raise InvalidOptionError(
+            f"the policy was trained on {trained_on}, not {task}; pass a policy trained on {task}"
+        )
     for name in ("observation_space", "action_space"):
         mine, theirs = getattr(env, name), getattr(model, name)
         if getattr(mine, "shape", None) != getattr(theirs, "shape", None):
@@ -87,3 +97,11 @@ def check_policy_spaces(model: Any, task: str, env: Any) -> None:
                 f"the policy's {name} has shape {theirs.shape}, {task}'s has {mine.shape}: "
                 f"was it trained on another task? Pass a policy trained on {task}"
             )
+    mine, theirs = env.action_space, model.action_space
+    bounded = hasattr(mine, "low") and hasattr(theirs, "low")
+    if bounded and not (np.allclose(mine.low, theirs.low) and np.allclose(mine.high, theirs.high)):
+        raise InvalidOptionError(
+            f"the policy's actions lie in [{np.min(theirs.low):g}, {np.max(theirs.high):g}], "
+            f"{task}'s in [{np.min(mine.low):g}, {np.max(mine.high):g}]: was it trained on "
+            f"another task? Pass a policy trained on {task}"
+        )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.errors import InvalidOptionError
+from rollout.checks import is_number
 
 
 class RenderError(RuntimeError):
@@ -43,6 +44,27 @@ class FreeCamera:
     distance: float
     azimuth: float = 90.0
     elevation: float = -90.0
+
+    def __post_init__(self) -> None:
+        lookat = self.lookat
+        if (
+            isinstance(lookat, (str, bytes))
+            or not hasattr(lookat, "__len__")
+            or len(lookat) != 3
+            or not all(is_number(v) for v in lookat)
+        ):
+            raise InvalidOptionError(
+                f"FreeCamera lookat={lookat!r} must be three finite numbers (x, y, z in metres)"
+            )
+        if not is_number(self.distance) or self.distance <= 0:
+            raise InvalidOptionError(
+                f"FreeCamera distance={self.distance!r} must be a number of metres > 0"
+            )
+        for name in ("azimuth", "elevation"):
+            if not is_number(getattr(self, name)):
+                raise InvalidOptionError(
+                    f"FreeCamera {name}={getattr(self, name)!r} must be a finite number of degrees"
+                )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from envs.errors import InvalidOptionError
 from envs.experts import register_expert
 from envs.osc import CLOSED, DOWN, OPEN, UP, OSCExpert, about, face_yaw, gripper_down
 from envs.tasks import TaskEnv
@@ -403,6 +404,11 @@ class DoorExpert(OSCExpert):
 
     def _plan(self, env: TaskEnv) -> None:
         door = env.robosuite.door
+        if not env.robosuite.use_latch:
+            raise InvalidOptionError(
+                "Door's scripted expert turns the handle's latch, and this door has none "
+                "(use_latch=False); record Door episodes with its default use_latch=True"
+            )
         self.hinge_joint, self.latch_joint = door.joints[0], door.joints[1]
         pivot, into_door, _ = self._joint(env, self.latch_joint)  # the lever's axis
         # Columns: finger axis vertical, approach axis into the door.

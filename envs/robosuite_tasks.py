@@ -64,6 +64,8 @@ class RobosuiteTask(TaskEnv):
 
     robosuite_env: str = ""
     robosuite_defaults: dict[str, Any] = {}  # noqa: RUF012 - read-only class constant
+    # robosuite options that would make it another task (the tracked object, its instruction)
+    task_defining: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -82,6 +84,17 @@ class RobosuiteTask(TaskEnv):
                 f"{sorted(_FIXED_ROBOSUITE_OPTIONS)} (one Panda arm, one MjModel kept across "
                 "resets, the episode length from the task's horizon=, model_seed= for the seed)"
             )
+        if defining := sorted(set(robosuite_kwargs) & set(self.task_defining)):
+            raise InvalidOptionError(
+                f"{spec.name}: {', '.join(f'{k}=' for k in defining)} cannot be set: "
+                f"{self.robosuite_defaults} is what makes this task {spec.name} (its progress, "
+                f"success and instruction follow it); register another task for another setting"
+            )
+        if not isinstance(reward_shaping, (bool, np.bool_)):
+            raise InvalidOptionError(
+                f"reward_shaping={reward_shaping!r} must be true or false (robosuite's dense "
+                "shaped reward, or its sparse one)"
+            )
         if not is_number(control_freq) or control_freq <= 0:
             raise InvalidOptionError(
                 f"control_freq={control_freq!r} must be a number of actions per second > 0, "
@@ -97,7 +110,7 @@ class RobosuiteTask(TaskEnv):
             has_offscreen_renderer=False,
             use_camera_obs=False,
             use_object_obs=True,
-            reward_shaping=reward_shaping,
+            reward_shaping=bool(reward_shaping),
             control_freq=control_freq,
             horizon=spec.horizon,
             ignore_done=True,  # the horizon is a truncation, handled by TimeLimit
@@ -132,10 +145,14 @@ class RobosuiteTask(TaskEnv):
         return np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in _OBS_KEYS])
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        first = self._np_random is None  # never reset, never seeded
         seed = self._begin_reset(seed)
-        if seed is not None:
-            # In place: robosuite's samplers and robots hold this very Generator object.
-            self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        if seed is not None or first:
+            # In place: robosuite's samplers and robots hold this very Generator object. Its
+            # build seeded it from model_seed, so an env's first unseeded reset draws from
+            # np_random (seeded from entropy), as gymnasium's reset(seed=None) promises.
+            start = seed if seed is not None else int(self.np_random.integers(2**63))
+            self._env.rng.bit_generator.state = np.random.default_rng(start).bit_generator.state
         obs = self._env.reset()
         self._start_episode()
         return self._observe(obs), self.task_info()
@@ -289,6 +306,7 @@ class PickPlaceCanTask(RobosuiteTask):
 
     robosuite_env = "PickPlace"
     robosuite_defaults = {"single_object_mode": 2, "object_type": "can"}  # noqa: RUF012
+    task_defining = ("single_object_mode", "object_type")
 
     def _can(self):
         return self._env.objects[self._env.object_id]

@@ -118,8 +118,15 @@ def _check_int(name: str, value: Any, minimum: int, fix: str = "") -> None:
         raise InvalidOptionError(f"{name}={value!r} must be an integer >= {minimum}{fix}")
 
 
-def _check_recording(every: Any = 2, linger: Any = 10, horizon: Any = None) -> None:
-    """:func:`record_episode`'s counts, checked before any simulator starts."""
+def _check_recording(
+    every: Any = 2, linger: Any = 10, horizon: Any = None, deterministic: Any = False
+) -> None:
+    """:func:`record_episode`'s counts and switches, checked before any simulator starts."""
+    if not isinstance(deterministic, (bool, np.bool_)):
+        raise InvalidOptionError(
+            f"deterministic={deterministic!r} must be true or false (a policy's mean action, or "
+            "actions sampled as in training)"
+        )
     _check_int("every", every, 1, " (steps between frames)")
     if linger is not None:
         _check_int("linger", linger, 0, " (steps an expert runs on after success), or null for "
@@ -202,10 +209,29 @@ def plan_policy_episodes(
             "policies=[] names no policy; pass one or more policy.zip paths, or leave it out "
             "(null) for expert episodes"
         )
+    digests: dict[str, str] = {}
     for path in policies:
-        policy_digest(str(path))
+        digest = policy_digest(str(path))
+        if digest in digests:
+            raise InvalidOptionError(
+                f"policies lists {path} and {digests[digest]}, one file: each episode would be "
+                "recorded twice under one id; list each policy once"
+            )
+        digests[digest] = str(path)
+    _check_policies_fit(task, policies)
     return [EpisodePlan(task, int(first_seed) + i, policy=str(path), hindsight=mode or False)
             for path in policies for i in range(episodes)]  # fmt: skip
+
+
+def _check_policies_fit(task: str, policies: list) -> None:
+    """Each policy loads and acts in ``task``'s spaces, before any episode is recorded (one
+    that does not would stop a run part-way, after the others' episodes)."""
+    env = make_task_env(task)
+    try:
+        for path in policies:
+            check_policy_spaces(load_policy(str(path)), task, env)
+    finally:
+        env.close()
 
 
 def _goal_movable(task: str) -> bool:
@@ -284,7 +310,7 @@ def record_episode(
     Raises:
         InvalidOptionError: ``every``, ``linger`` or ``horizon`` is not a count it accepts.
     """
-    _check_recording(every, linger, horizon)
+    _check_recording(every, linger, horizon, deterministic)
     spec = get_task(plan.task)
     horizon = horizon or spec.horizon
     expert_run = plan.failure is None and plan.policy is None
@@ -496,7 +522,9 @@ def synthesize(
     _check_int("workers", workers, 1)
     if not isinstance(codec, str) or codec not in CODECS:
         raise InvalidOptionError(f"codec={codec!r} is not supported; pick one of {list(CODECS)}")
-    _check_recording(**{k: options[k] for k in ("every", "linger", "horizon") if k in options})
+    _check_recording(
+        **{k: options[k] for k in ("every", "linger", "horizon", "deterministic") if k in options}
+    )
     check_task_kwargs(options.get("task_kwargs"))
     check_dataset_folder(root)  # before any episode is recorded, not when the first is written
     from tqdm.auto import tqdm

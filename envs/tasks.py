@@ -114,7 +114,8 @@ def make_task_env(
         env = spec.make(spec, view=view, render_mode=render_mode, **kwargs)
     except gym.error.Error:
         raise  # the project's typed errors (InvalidOptionError, ...) say what to fix already
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except (TypeError, ValueError, ArithmeticError, AttributeError, AssertionError, KeyError,
+            IndexError) as exc:  # fmt: skip  # what simulators raise for an option they cannot use
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         if unknown is None or unknown.group(1) not in kwargs:
             if not kwargs:
@@ -229,6 +230,7 @@ class TaskEnv(gym.Env):
                 f"seed={seed!r} must be None or an integer >= 0, e.g. env.reset(seed=0)"
             )
         seed = None if seed is None else int(seed)
+        self._check_open()
         super().reset(seed=seed)
         self._needs_reset = False
         return seed
@@ -241,6 +243,7 @@ class TaskEnv(gym.Env):
                 start state, and what progress is measured from, are set there).
             InvalidActionError: the action is not of the space's shape, or not finite.
         """
+        self._check_open()
         if self._needs_reset:
             raise gym.error.ResetNeeded(
                 f"{self.task_name}: step() before reset(); call env.reset(seed=...) first"
@@ -325,6 +328,7 @@ class TaskEnv(gym.Env):
 
     def render_critic_view(self) -> np.ndarray:
         """The critic's frame of the current state: uint8 ``[H, W * n_cameras, 3]``."""
+        self._check_open()
         if self._view_renderer is None:
             self._view_renderer = ViewRenderer(self.mj_model, self.view)
         return self._view_renderer.render(self.mj_data)
@@ -335,7 +339,16 @@ class TaskEnv(gym.Env):
         return None
 
     def close(self) -> None:
+        """Release the renderer and the simulator; a second call does nothing."""
+        self._closed = True
         if self._view_renderer is not None:
             self._view_renderer.close()
             self._view_renderer = None
         super().close()
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", False):
+            raise gym.error.ClosedEnvironmentError(
+                f"{self.task_name}: the env is closed; make a new one (envs.make_task_env or "
+                "gym.make)"
+            )

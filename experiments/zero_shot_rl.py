@@ -254,7 +254,10 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         wall = time.perf_counter() - start
         train_env.close()
         eval_env.close()
-    model.save(log_dir / "policy.zip")  # the final policy, to watch or reload (SAC.load)
+    # The final policy, to watch or reload (SAC.load); the task it learned is saved with it, so
+    # that recording its rollouts on another task with spaces of the same shapes is refused.
+    model.viscritic_task = eval_env.unwrapped.task_name
+    model.save(log_dir / "policy.zip")
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     return RunResult(

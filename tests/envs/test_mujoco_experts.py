@@ -150,3 +150,26 @@ def test_every_failure_episode_over_50_seeds_fails_with_its_step_marked(task, fa
     for seed in range(50):
         episode = run_episode(task, seed, failure)
         assert episode.failure_step is not None and not episode.success[-1], seed
+
+
+def test_an_expert_misused_says_how_to_use_it():
+    import gymnasium as gym
+
+    expert = make_expert("Reacher-v5")
+    env = gym.make("VisCritic/Reacher-v5")  # wrapped: the expert reads its task underneath
+    env.reset(seed=0)
+    with pytest.raises(gym.error.ResetNeeded, match=r"ReacherExpert.act\(\) before its reset"):
+        expert.act(env)
+    for seed in (-1, 1.5):
+        with pytest.raises(InvalidOptionError, match=f"^seed={seed!r} must be None or an integer"):
+            expert.reset(env, seed=seed)
+    expert.reset(env, seed=0)
+    assert env.action_space.contains(expert.act(env))
+    other = envs.make_task_env("Pusher-v5")
+    with pytest.raises(InvalidOptionError, match="ReacherExpert is Reacher-v5's expert, and the "
+                       r"env is Pusher-v5; use envs.make_expert\('Pusher-v5'\)"):  # fmt: skip
+        expert.reset(other, seed=0)
+    with pytest.raises(InvalidOptionError, match="drives a VisCritic task env, got str"):
+        expert.reset("Reacher-v5")
+    other.close()
+    env.close()

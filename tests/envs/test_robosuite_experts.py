@@ -223,3 +223,12 @@ def test_injected_failure_never_succeeds_over_50_seeds(task_env, task, failure):
     expert = make_expert(task, failure)
     for seed in range(50):
         check_failure_episode(run_episode(env, expert, seed), task, failure)
+
+
+def test_the_door_expert_refuses_a_door_without_its_latch():
+    env = envs.make_task_env("Door", use_latch=False)  # the task itself takes it
+    env.reset(seed=0)
+    assert 0.0 <= env.progress() <= 1.0
+    with pytest.raises(InvalidOptionError, match="Door's scripted expert turns the handle's latch"):
+        make_expert("Door").reset(env, seed=0)
+    env.close()

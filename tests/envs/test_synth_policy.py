@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -106,6 +107,54 @@ def test_a_policy_of_another_task_or_no_policy_is_a_typed_error(policies, tmp_pa
     text.write_text("not a zip")
     with pytest.raises(InvalidOptionError, match="not a stable-baselines3 model save"):
         record_episode(EpisodePlan("Reacher-v5", 0, policy=str(text)), every=25)
+
+
+def test_plans_refuse_a_policy_listed_twice_or_one_that_does_not_fit(policies, tmp_path):
+    sac = policies["sac"]
+    with pytest.raises(InvalidOptionError, match="one file: each episode would be recorded twice"):
+        plan_policy_episodes("Reacher-v5", [sac, policies["ppo"], sac], 1)
+    # checked when planning, before any episode of the fitting policies is recorded
+    with pytest.raises(InvalidOptionError, match=r"observation_space has shape \(23,\)"):
+        plan_policy_episodes("Reacher-v5", [sac, policies["pusher"]], 1)
+    with pytest.raises(InvalidOptionError, match=r"^deterministic='no' must be true or false"):
+        synthesize(plan_policy_episodes("Reacher-v5", [sac], 1), tmp_path, deterministic="no",
+                   progress_bar=False)  # fmt: skip
+
+
+def test_a_policy_recorded_as_another_tasks_is_refused_though_its_spaces_fit(tmp_path):
+    env = make_task_env("Reacher-v5")
+    try:
+        model = SAC("MlpPolicy", env, policy_kwargs={"net_arch": [8]})
+        model.viscritic_task = "Pusher-v5"  # as zero_shot_rl.py records a Pusher learner
+        model.save(tmp_path / "tagged.zip")
+        wide = gym.spaces.Box(-5.0, 5.0, env.action_space.shape, np.float32)
+        other = SAC(
+            "MlpPolicy", _Spaces(env.observation_space, wide), policy_kwargs={"net_arch": [8]}
+        )
+        other.save(tmp_path / "wide.zip")
+    finally:
+        env.close()
+    with pytest.raises(
+        InvalidOptionError, match=r"^the policy was trained on Pusher-v5, not Reacher"
+    ):
+        plan_policy_episodes("Reacher-v5", [str(tmp_path / "tagged.zip")], 1)
+    with pytest.raises(
+        InvalidOptionError, match=r"actions lie in \[-5, 5\], Reacher-v5's in \[-1, 1\]"
+    ):
+        plan_policy_episodes("Reacher-v5", [str(tmp_path / "wide.zip")], 1)
+
+
+class _Spaces(gym.Env):
+    """Only spaces: what an SB3 model is built against before it is saved."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
 
 
 def test_policy_episodes_round_trip_through_a_dataset(policies, tmp_path):

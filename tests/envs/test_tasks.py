@@ -233,6 +233,12 @@ def test_seeds_and_actions_are_checked_at_the_task():
          "control_freq='10' must be a number of actions per second > 0, e.g. 20 (the default)"),
         ("Lift", {"robots": "UR5e"}, "Lift: robots= cannot be set: this task fixes ["),
         ("Lift", {"model_seed": -1}, "model_seed=-1 must be an integer >= 0"),
+        ("Lift", {"reward_shaping": "no"}, "reward_shaping='no' must be true or false"),
+        ("PickPlaceCan", {"object_type": "milk"}, "PickPlaceCan: object_type= cannot be set: "
+         "{'single_object_mode': 2, 'object_type': 'can'} is what makes this task PickPlaceCan"),
+        ("PickPlaceCan", {"single_object_mode": 1}, "PickPlaceCan: single_object_mode= cannot"),
+        ("Lift", {"controller_configs": "OSC"}, "the task 'Lift' could not be built with its "
+         "options {'controller_configs': 'OSC'}: AttributeError"),
     ],
 )  # fmt: skip
 def test_task_option_values_are_checked_before_the_simulator_sees_them(task, options, message):
@@ -249,3 +255,60 @@ def test_an_environment_argument_in_task_kwargs_is_named():
         "task_kwargs names ['camera', 'image_size'], which are not task options: camera=, "
         "image_size= and render_mode= are the environment's own arguments"
     )
+
+
+@pytest.mark.parametrize("task", ["Reacher-v5", "Lift"])
+def test_a_closed_env_says_so(task):
+    env = envs.make_task_env(task)
+    env.reset(seed=0)
+    env.close()
+    env.close()  # twice is fine
+    for use in (lambda: env.reset(seed=0), lambda: env.step(env.action_space.sample()),
+                env.render_critic_view):  # fmt: skip
+        with pytest.raises(gym.error.ClosedEnvironmentError) as err:
+            use()
+        assert str(err.value) == (
+            f"{task}: the env is closed; make a new one (envs.make_task_env or gym.make)"
+        )
+
+
+def test_robosuite_envs_reset_without_a_seed_start_anywhere():
+    starts = []
+    for _ in range(2):
+        env = envs.make_task_env("Lift")
+        starts.append(env.reset()[0])  # no seed: gymnasium draws one
+        env.close()
+    assert not np.allclose(starts[0], starts[1])
+    seeded = [envs.make_task_env("Lift") for _ in range(2)]
+    first, second = (e.reset(seed=4)[0] for e in seeded)
+    np.testing.assert_array_equal(first, second)  # a seed still repeats the episode
+    np.testing.assert_array_equal(seeded[0].reset()[0], seeded[1].reset()[0])  # and goes on alike
+    for e in seeded:
+        e.close()
+
+
+def test_a_reset_that_raised_leaves_gym_make_envs_usable():
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle")
+    with pytest.raises(InvalidOptionError):
+        env.reset(seed=-1)
+    env.reset(seed=0)
+    _, reward, *_ = env.step(env.action_space.sample())  # gymnasium's own checker broke here
+    assert np.isfinite(reward)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lookat": (0.0, 0.0), "distance": 1.0}, r"lookat=\(0.0, 0.0\) must be three finite"),
+        ({"lookat": (0.0, 0.0, float("nan")), "distance": 1.0}, "must be three finite numbers"),
+        ({"lookat": (0.0, 0.0, 0.0), "distance": -1.0}, "distance=-1.0 must be a number of metres"),
+        ({"lookat": (0.0, 0.0, 0.0), "distance": "far"}, "distance='far' must be a number"),
+        ({"lookat": (0.0, 0.0, 0.0), "distance": 1.0, "azimuth": None}, "azimuth=None must be"),
+    ],
+)  # fmt: skip
+def test_free_camera_placements_are_checked(kwargs, message):
+    from envs.render import FreeCamera
+
+    with pytest.raises(InvalidOptionError, match=message):
+        FreeCamera(**kwargs)

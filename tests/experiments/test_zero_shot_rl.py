@@ -49,6 +49,10 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
         assert all(0.0 <= s <= 1.0 for s in run["success_rate"])
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert (tmp_path / "critic_seed1" / "policy.zip").is_file()  # the final policy, to reload
+    from envs.policies import load_policy
+
+    # it records the task it learned: its rollouts on another task are refused (envs.policies)
+    assert load_policy(str(tmp_path / "critic_seed1" / "policy.zip")).viscritic_task == "Reacher-v5"
     report = (tmp_path / "report.md").read_text()
     assert "| critic |" in report and "| oracle |" in report and "| ground_truth |" in report
     assert "viscritic-small" in report  # the shipped critic is the default
