@@ -105,7 +105,7 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
         return failed
     reasoning = _reasoning(text)
     match = re.fullmatch(
-        r"(success|failure)\s*(?:[:(\-]\s*([\w ]+?)\s*\)?)?", answer.strip().lower()
+        r"(success|failure)\s*(?:[:(\-]\s*([\w \-]+?)\s*\)?)?", answer.strip().lower()
     )
     if match is None:
         return Parsed(

@@ -47,7 +47,6 @@ class Expert(abc.ABC):
     # the failures default plans cycle through (:func:`envs.synth.plan_episodes`); the others are
     # asked for by name
     planned_failures: ClassVar[tuple[str, ...] | None] = None  # None: all of ``failures``
-    task: ClassVar[str] = ""  # set by :func:`register_expert`
 
     def __init__(self, failure: str | None = None) -> None:
         if failure is not None and failure not in self.failures:
@@ -93,11 +92,12 @@ class Expert(abc.ABC):
         if not isinstance(task, TaskEnv):
             raise InvalidOptionError(
                 f"{type(self).__name__} drives a VisCritic task env, got {type(task).__name__}; "
-                f"pass envs.make_task_env({self.task!r}) or its gym.make env"
+                "pass the env of envs.make_task_env(<task>), or its gym.make env"
             )
-        if self.task and task.task_name != self.task:
+        mine = [name for name, cls in _EXPERTS.items() if isinstance(self, cls)]
+        if mine and task.task_name not in mine:  # an unregistered expert drives any task
             raise InvalidOptionError(
-                f"{type(self).__name__} is {self.task}'s expert, and the env is "
+                f"{type(self).__name__} is the expert of {', '.join(mine)}, and the env is "
                 f"{task.task_name}; use envs.make_expert({task.task_name!r})"
             )
         return task
@@ -122,7 +122,6 @@ def register_expert(task: str) -> Callable[[type[Expert]], type[Expert]]:
     """Class decorator: ``cls`` is the expert of ``task``."""
 
     def decorate(cls: type[Expert]) -> type[Expert]:
-        cls.task = task
         _EXPERTS[task] = cls
         return cls
 

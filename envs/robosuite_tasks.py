@@ -78,13 +78,19 @@ class RobosuiteTask(TaskEnv):
         **robosuite_kwargs: Any,
     ) -> None:
         super().__init__(spec, view, render_mode)
+        self._rng_started = False  # robosuite's generator seeded by a reset (not model_seed's)
         if fixed := sorted(set(robosuite_kwargs) & _FIXED_ROBOSUITE_OPTIONS):
             raise InvalidOptionError(
                 f"{spec.name}: {', '.join(f'{k}=' for k in fixed)} cannot be set: this task fixes "
                 f"{sorted(_FIXED_ROBOSUITE_OPTIONS)} (one Panda arm, one MjModel kept across "
                 "resets, the episode length from the task's horizon=, model_seed= for the seed)"
             )
-        if defining := sorted(set(robosuite_kwargs) & set(self.task_defining)):
+        defining = sorted(
+            k
+            for k in set(robosuite_kwargs) & set(self.task_defining)
+            if robosuite_kwargs[k] != self.robosuite_defaults.get(k)
+        )
+        if defining:
             raise InvalidOptionError(
                 f"{spec.name}: {', '.join(f'{k}=' for k in defining)} cannot be set: "
                 f"{self.robosuite_defaults} is what makes this task {spec.name} (its progress, "
@@ -145,14 +151,14 @@ class RobosuiteTask(TaskEnv):
         return np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in _OBS_KEYS])
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        first = self._np_random is None  # never reset, never seeded
         seed = self._begin_reset(seed)
-        if seed is not None or first:
+        if seed is not None or not self._rng_started:
             # In place: robosuite's samplers and robots hold this very Generator object. Its
             # build seeded it from model_seed, so an env's first unseeded reset draws from
             # np_random (seeded from entropy), as gymnasium's reset(seed=None) promises.
             start = seed if seed is not None else int(self.np_random.integers(2**63))
             self._env.rng.bit_generator.state = np.random.default_rng(start).bit_generator.state
+            self._rng_started = True
         obs = self._env.reset()
         self._start_episode()
         return self._observe(obs), self.task_info()

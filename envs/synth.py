@@ -218,20 +218,25 @@ def plan_policy_episodes(
                 "recorded twice under one id; list each policy once"
             )
         digests[digest] = str(path)
-    _check_policies_fit(task, policies)
     return [EpisodePlan(task, int(first_seed) + i, policy=str(path), hindsight=mode or False)
             for path in policies for i in range(episodes)]  # fmt: skip
 
 
-def _check_policies_fit(task: str, policies: list) -> None:
-    """Each policy loads and acts in ``task``'s spaces, before any episode is recorded (one
-    that does not would stop a run part-way, after the others' episodes)."""
-    env = make_task_env(task)
-    try:
-        for path in policies:
-            check_policy_spaces(load_policy(str(path)), task, env)
-    finally:
-        env.close()
+def _check_policies_fit(plans: Sequence[EpisodePlan], task_kwargs: Any) -> None:
+    """Each plan's policy loads and acts in its task's spaces (built with the run's
+    ``task_kwargs``), before any episode is recorded: one that does not would stop a run
+    part-way, after the other policies' episodes."""
+    by_task: dict[str, dict[str, None]] = {}
+    for plan in plans:
+        if plan.policy is not None:
+            by_task.setdefault(plan.task, {})[plan.policy] = None
+    for task, policies in by_task.items():
+        env = make_task_env(task, **check_task_kwargs(task_kwargs))
+        try:
+            for path in policies:
+                check_policy_spaces(load_policy(path), task, env)
+        finally:
+            env.close()
 
 
 def _goal_movable(task: str) -> bool:
@@ -533,6 +538,7 @@ def synthesize(
     done = finished_ids(root)
     todo = [p for p in plans if p.episode_id not in done]
     tasks = dict.fromkeys(p.task for p in plans)
+    _check_policies_fit(todo, options.get("task_kwargs"))
     check_folder_options(
         root,
         {task: recording_options(task, codec, **options) for task in tasks},

@@ -6,9 +6,10 @@ user that names one can name it twice. :class:`RunDirGuard` is a hydra callback 
 config lists under ``hydra.callbacks``; its ``on_run_start`` runs before hydra writes the run
 dir's ``.hydra/`` record, and it exits with ``<script>: RunDirError: ...`` when the dir holds
 what the run would write, unless the run says ``overwrite=true``. A ``--multirun`` sweep writes
-each job to its own dir (``hydra.sweep.dir``/``hydra.sweep.subdir``): its ``on_job_start`` checks
-that dir before the job runs (after hydra has written the job's ``.hydra/`` record, the one thing
-the sweep's own callbacks cannot keep). The outputs each script writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
+each job to its own dir under ``hydra.sweep.dir``: ``on_multirun_start`` refuses a sweep dir
+whose job dirs hold the script's outputs before the sweep writes anything, and ``on_job_start``
+checks each job's own dir before it runs (a job's outputs can depend on its swept options). The
+outputs each script writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,15 @@ class RunDirGuard(Callback):
 
         HydraConfig.instance().set_config(config)  # so hydra.run.dir=...${hydra:job.name} resolves
         self._check(config, Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)
+        sweep = Path(config.hydra.sweep.dir)
+        for job_dir in sorted(sweep.iterdir()) if sweep.is_dir() else []:
+            if job_dir.is_dir():
+                self._check(config, job_dir, "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.types import RunMode

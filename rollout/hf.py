@@ -54,8 +54,10 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
                 f"{path!s} is a {config.model_type!r} model; VisCritic critics are Qwen2.5-VL or "
                 "Qwen3-VL checkpoints"
             )
-        model = model_cls.from_pretrained(path, dtype=dtype or "auto")
+        # the tokenizer first: a folder without one is refused before minutes of loading weights
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+        _check_tokenizer(path, config, tokenizer)
+        model = model_cls.from_pretrained(path, dtype=dtype or "auto")
     except (OSError, ValueError, SafetensorError) as exc:
         if isinstance(exc, ModelLoadError):
             raise
@@ -66,6 +68,11 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
             "Qwen2.5-VL / Qwen3-VL checkpoint directory"
         ) from exc
+    return model.to(device).eval(), tokenizer
+
+
+def _check_tokenizer(path: str | Path, config: Any, tokenizer: Any) -> None:
+    """A :class:`ModelLoadError` when ``tokenizer`` cannot build a critic's prompts."""
     video_token = getattr(config, "video_token_id", None)
     if video_token is not None and len(tokenizer) <= video_token:
         # transformers builds an empty tokenizer from a folder without tokenizer files
@@ -81,7 +88,6 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             "tokenizer_config.json): a critic builds its prompts with it; save the processor's "
             "or tokenizer's files beside the weights"
         )
-    return model.to(device).eval(), tokenizer
 
 
 def device_problem(device: Any) -> str | None:

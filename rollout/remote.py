@@ -40,7 +40,9 @@ class RemoteEngine(Engine):
 
     Args:
         url: the server, ``http://host:port``.
-        timeout_s: how long one HTTP call may take (a batch of generations can be slow).
+        timeout_s: how long one HTTP call may take (a batch of generations can be slow); longer
+            than the server's own ``--timeout-s`` (240 s by default), so that a call the server
+            gives up on is its 504, not this client's guess.
         retries: extra tries after a failed connection or a 503.
         backoff_s: first wait between tries; doubles each time, capped at 2 s.
 
@@ -83,7 +85,7 @@ class RemoteEngine(Engine):
         """The served model's config and tokenizer files (fetched once)."""
         if self._info is None:
             info = self._call("GET", "/v1/model")
-            self._answer(info, "config", "/v1/model")
+            self._answer(info, "tokenizer", "/v1/model")  # what every critic server sends
             self._info = info
         return self._info
 

@@ -198,10 +198,9 @@ class DynamicBatcher:
             stats.failed_batches += 1
             if len(jobs) > 1:  # one call's requests may be what broke it: each call alone
                 log.warning(
-                    "engine call failed on a batch of %d calls (%s: %s); running them one by one",
+                    "engine call failed on a batch of %d calls; running them one by one",
                     len(jobs),
-                    type(exc).__name__,
-                    exc,
+                    exc_info=True,
                 )
                 for j in jobs:
                     self._run([j], again=True)
@@ -228,7 +227,9 @@ class CriticServer:
         port: port to bind; 0 picks a free one (read :attr:`url`).
         max_batch: most requests per engine call.
         max_wait_ms: how long a call waits for others to batch with.
-        timeout_s: how long one call may wait for its result before a 503.
+        timeout_s: how long one call may wait for its result: a 503 (retried) if it never
+            started, a 504 (not retried) if it was running. Shorter than the clients' own
+            ``timeout_s`` (300 s by default), so that they hear why.
         max_body_mb: larger bodies get a 413.
 
     Example:
@@ -244,7 +245,7 @@ class CriticServer:
         port: int = 0,
         max_batch: int = 16,
         max_wait_ms: float = 5.0,
-        timeout_s: float = 300.0,
+        timeout_s: float = 240.0,
         max_body_mb: float = 512.0,
     ) -> None:
         if not is_number(timeout_s) or timeout_s <= 0:
@@ -347,9 +348,16 @@ class CriticServer:
         try:
             return future.result(timeout=self.timeout_s)
         except FutureTimeout as exc:
-            started = not future.cancel()  # still queued: it will not run for nobody
+            if future.cancel():  # still queued: it will not run for nobody
+                raise CallTimeoutError(
+                    f"not started within the server's timeout_s={self.timeout_s:g} s", False
+                ) from exc
+            if future.done():  # it finished as the wait ended
+                return future.result()
             raise CallTimeoutError(
-                f"no result within the server's timeout_s={self.timeout_s:g} s", started
+                f"no result within the server's timeout_s={self.timeout_s:g} s (the server is "
+                "busy, or the call is large)",
+                True,
             ) from exc
 
 
@@ -411,8 +419,8 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                 if exc.started:  # it runs to its end: the same call again would queue behind it
                     self._error(
                         HTTPStatus.GATEWAY_TIMEOUT,
-                        f"the call was still running: {exc}; send smaller calls, or start the "
-                        "server with a longer --timeout-s",
+                        f"the call was still running: {exc}; send smaller calls, add servers, or "
+                        "start the server with a longer --timeout-s",
                     )
                 else:
                     self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is overloaded: {exc}")
@@ -447,6 +455,32 @@ def _port(text: str) -> int:
     return port
 
 
+def _at_least(low: float, kind: type = float):
+    """An argparse type: a ``kind`` number >= ``low``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not is_number(value) or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__} >= {low:g}")
+        return value
+
+    return parse
+
+
+def _above_zero(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not is_number(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -460,14 +494,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dtype", default=None, help="float32, bfloat16, ... (default: checkpoint's)"
     )
-    parser.add_argument("--max-batch", type=int, default=16, help="most requests per forward pass")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill")
-    parser.add_argument("--max-body-mb", type=float, default=512.0, help="largest call accepted")
+    parser.add_argument(
+        "--max-batch", type=_at_least(1, int), default=16, help="most requests per forward pass"
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=_at_least(0), default=5.0, help="wait for a batch to fill"
+    )
+    parser.add_argument(
+        "--max-body-mb", type=_above_zero, default=512.0, help="largest call accepted"
+    )
     parser.add_argument(
         "--timeout-s",
-        type=float,
-        default=300.0,
-        help="longest a call may wait for its result (a 504 after; keep clients' timeout_s longer)",
+        type=_above_zero,
+        default=240.0,
+        help="longest a call may wait for its result (then a 503 if it never started, a 504 if "
+        "it was running); keep it shorter than the clients' timeout_s (300 s by default)",
     )
     parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
     args = parser.parse_args(argv)

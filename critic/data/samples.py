@@ -33,6 +33,7 @@ from critic.base import FAILURE_TYPES, active_length, clip_indices
 from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
 from critic.data.transforms import TRANSFORMS, apply_transform, window_length
+from critic.parse import normalize_label
 
 KINDS = ("progress", "sft", "score", "frozen", "failure", "pretext", "joint")
 
@@ -193,7 +194,13 @@ def failure_sample(
         when = ""
         if episode.failure_step is not None and episode.fps:
             when = f" at {episode.failure_step * episode.step_seconds:.1f} s"
-        answer = f"failure: {episode.failure_type}" if episode.failure_type else "failure"
+        # The type is named only where the prompt offers it: a policy rollout's "unknown" (or a
+        # type outside failure_types) is a plain "failure", the answer the parser takes.
+        offered = {normalize_label(t) for t in failure_types}
+        named = episode.failure_type is not None and (
+            not offered or normalize_label(episode.failure_type) in offered
+        )
+        answer = f"failure: {episode.failure_type}" if named else "failure"
         why = f"progress peaks at {peak}% and ends at {final}%; {kind}{when}"
     return Sample(
         "failure",

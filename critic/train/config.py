@@ -52,7 +52,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             a device this machine lacks.
     """
     from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
-    from critic.train.rewards import RewardConfigError, combine_rewards
+    from critic.train.rewards import REWARD_KINDS, RewardConfigError, combine_rewards
 
     if cfg.model is None and cfg.resume is None:
         raise TrainConfigError(
@@ -129,6 +129,19 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 )
             except RewardConfigError as exc:
                 raise TrainConfigError(f"stages.{stage}: {exc}") from exc
+            idle = [
+                name
+                for name in rewards
+                if isinstance(name, str)
+                and REWARD_KINDS.get(name) is not None
+                and not REWARD_KINDS[name] & set(kinds)
+            ]
+            if idle:
+                raise TrainConfigError(
+                    f"stages.{stage}.rewards has {idle}, which score none of the stage's sample "
+                    f"kinds {list(kinds)} (it would train on nothing); "
+                    + "; ".join(f"{n} scores {sorted(REWARD_KINDS[n])}" for n in idle)
+                )
             plan["grpo"] = grpo
             plan["reward_names"] = rewards
         plans[stage] = plan

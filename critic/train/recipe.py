@@ -191,11 +191,7 @@ class Trainer:
         from critic.vision import VisionSpec
 
         self.vision = VisionSpec.from_config(self.model.config.vision_config)  # Qwen3-VL: 16 px
-        self.reference = None
-        if cfg.grpo.kl_coef > 0 and any(p["rule"] == "grpo" for p in self.plans.values()):
-            import copy
-
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.reference = None  # the KL term's frozen model, set at each GRPO stage's start
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -261,6 +257,8 @@ class Trainer:
             first = state["step"]
             rng.bit_generator.state = state["extra"]["sampler"]
         stage_dir = self.run_dir / stage
+        if plan["rule"] == "grpo" and cfg.grpo.kl_coef > 0:
+            self.reference = self._kl_reference(stage, resume)
         engine = (
             self._rollout_engine()
             if plan["rule"] == "grpo"
@@ -342,6 +340,38 @@ class Trainer:
                 self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng, model)
         bar.close()
         return self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
+
+    def _kl_reference(self, stage: str, resume: Path | None):
+        """The frozen model GRPO's KL term pulls toward: the weights ``stage`` started from (the
+        policy as RL began, as in DeepSeek-R1's GRPO), so a resumed stage rebuilds the same one:
+        the earlier stage's ``final`` folder of the run it resumes, or ``model=`` for the first.
+
+        Raises:
+            TrainConfigError: resuming, and those starting weights are not on disk.
+        """
+        import torch
+
+        from critic.models import load_model
+
+        cfg = self.cfg
+        if resume is None:  # this stage starts from the weights in memory
+            with self._gathered():
+                state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            reference = type(self.model)(self.model.config)
+            reference.load_state_dict(state)
+        else:
+            pipeline = [str(s) for s in cfg.pipeline]
+            before = pipeline[: pipeline.index(stage)]
+            start = resume.parent.parent / before[-1] / "final" if before else cfg.model
+            if before and not Path(start).is_dir():
+                raise TrainConfigError(
+                    f"resuming {stage} with grpo.kl_coef={cfg.grpo.kl_coef:g} needs the weights "
+                    f"it started from, {start} (the KL term's reference), and they are not there; "
+                    "resume with the run folder whole, or with grpo.kl_coef=0"
+                )
+            reference, _ = load_model(start, device=cfg.device, seed=cfg.seed)
+        dtype = getattr(torch, cfg.dtype)
+        return reference.to(device=cfg.device, dtype=dtype).eval().requires_grad_(False)
 
     def _gathered(self):
         """A context in which every parameter is whole (ZeRO-3 partitions them)."""

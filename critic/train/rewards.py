@@ -232,7 +232,8 @@ def verdict_reward(
     Args:
         completions: generated texts.
         success: per sample, whether the episode succeeded.
-        failure_type: per sample, the failure's type, or ``None`` (success, or an unknown type).
+        failure_type: per sample, the failure's type, or ``None`` (success, or an unknown type;
+            a type outside ``choices``, such as a policy rollout's ``"unknown"``, counts as none).
         choices: per sample, the failure types the prompt offered; absent or empty: any type.
 
     Example:
@@ -248,9 +249,12 @@ def verdict_reward(
             out.append(None)
             continue
         parsed = parse_verdict(_text(completion), tuple(allowed or ()))
+        expected = None if kind is None else normalize_label(str(kind))
+        if allowed and expected not in {normalize_label(str(c)) for c in allowed}:
+            expected = None  # a type the prompt does not offer ("unknown"): plain "failure"
         if parsed.status is not ParseStatus.OK or parsed.value != bool(target):
             out.append(0.0)
-        elif bool(target) or parsed.label == (None if kind is None else normalize_label(str(kind))):
+        elif bool(target) or parsed.label == expected:
             out.append(1.0)
         else:
             out.append(0.5)
@@ -321,6 +325,15 @@ REWARDS: dict[str, RewardFunction] = {
     "verdict": verdict_reward,
     "transform": transform_reward,
     "joint": joint_reward,
+}
+# The sample kinds (critic.data.samples.KINDS) whose targets each built-in reward reads; it
+# returns None for the others. None: every kind (the format reward reads the answer's layout).
+REWARD_KINDS: dict[str, frozenset[str] | None] = {
+    "format": None,
+    "progress": frozenset({"progress", "sft", "score", "frozen", "joint"}),
+    "verdict": frozenset({"failure"}),
+    "transform": frozenset({"pretext", "joint"}),
+    "joint": frozenset({"joint"}),
 }
 
 

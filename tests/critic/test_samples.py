@@ -165,6 +165,22 @@ def test_every_kind_builds_and_every_completion_parses_to_its_target():
         build_samples(_episode(), ["video"], RNG(0))
 
 
+def test_a_failure_of_unknown_type_is_taught_as_the_plain_answer_the_parser_takes():
+    import dataclasses
+
+    from critic.train.rewards import verdict_reward
+
+    rollout = dataclasses.replace(_episode(False), failure_type="unknown", failure_step=None)
+    (sample,) = build_samples(rollout, ["failure"], RNG(0))  # a policy rollout that failed
+    assert sample.completion.endswith("<answer>failure</answer>")
+    verdict = parse_verdict(sample.completion, sample.prompt.choices)
+    assert verdict.status is ParseStatus.OK and (verdict.value, verdict.label) == (False, None)
+    fields = {"success": [False], "failure_type": ["unknown"], "choices": [sample.prompt.choices]}
+    assert verdict_reward([sample.completion], **fields) == [1.0]  # the reference is right
+    hyphen = parse_verdict("<answer>failure: drop-after-lift</answer>", ["drop_after_lift"])
+    assert (hyphen.status, hyphen.label) == (ParseStatus.OK, "drop_after_lift")
+
+
 def test_samples_own_their_pixels_so_the_episode_video_can_be_freed():
     # a view (the anchor frame video[0][None]) would pin the whole decoded episode in memory for
     # as long as its samples live: 3x a training set's memory (docs/zero_shot_rl.md)

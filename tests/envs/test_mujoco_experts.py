@@ -166,7 +166,7 @@ def test_an_expert_misused_says_how_to_use_it():
     expert.reset(env, seed=0)
     assert env.action_space.contains(expert.act(env))
     other = envs.make_task_env("Pusher-v5")
-    with pytest.raises(InvalidOptionError, match="ReacherExpert is Reacher-v5's expert, and the "
+    with pytest.raises(InvalidOptionError, match="ReacherExpert is the expert of Reacher-v5, and the "
                        r"env is Pusher-v5; use envs.make_expert\('Pusher-v5'\)"):  # fmt: skip
         expert.reset(other, seed=0)
     with pytest.raises(InvalidOptionError, match="drives a VisCritic task env, got str"):

@@ -113,9 +113,11 @@ def test_plans_refuse_a_policy_listed_twice_or_one_that_does_not_fit(policies, t
     sac = policies["sac"]
     with pytest.raises(InvalidOptionError, match="one file: each episode would be recorded twice"):
         plan_policy_episodes("Reacher-v5", [sac, policies["ppo"], sac], 1)
-    # checked when planning, before any episode of the fitting policies is recorded
+    # checked before any episode of the fitting policies is recorded
+    plans = plan_policy_episodes("Reacher-v5", [sac, policies["pusher"]], 1)
     with pytest.raises(InvalidOptionError, match=r"observation_space has shape \(23,\)"):
-        plan_policy_episodes("Reacher-v5", [sac, policies["pusher"]], 1)
+        synthesize(plans, tmp_path / "mixed", progress_bar=False)
+    assert not (tmp_path / "mixed" / "episodes").exists()
     with pytest.raises(InvalidOptionError, match=r"^deterministic='no' must be true or false"):
         synthesize(plan_policy_episodes("Reacher-v5", [sac], 1), tmp_path, deterministic="no",
                    progress_bar=False)  # fmt: skip
@@ -137,11 +139,12 @@ def test_a_policy_recorded_as_another_tasks_is_refused_though_its_spaces_fit(tmp
     with pytest.raises(
         InvalidOptionError, match=r"^the policy was trained on Pusher-v5, not Reacher"
     ):
-        plan_policy_episodes("Reacher-v5", [str(tmp_path / "tagged.zip")], 1)
+        record_episode(EpisodePlan("Reacher-v5", 0, policy=str(tmp_path / "tagged.zip")))
     with pytest.raises(
         InvalidOptionError, match=r"actions lie in \[-5, 5\], Reacher-v5's in \[-1, 1\]"
     ):
-        plan_policy_episodes("Reacher-v5", [str(tmp_path / "wide.zip")], 1)
+        synthesize(plan_policy_episodes("Reacher-v5", [str(tmp_path / "wide.zip")], 1),
+                   tmp_path / "wide", progress_bar=False)  # fmt: skip
 
 
 class _Spaces(gym.Env):

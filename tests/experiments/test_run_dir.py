@@ -88,3 +88,5 @@ def test_a_multirun_job_is_refused_a_dir_holding_an_earlier_jobs_results(tmp_pat
         "give a new hydra.sweep.dir=, or overwrite=true to replace them"
     )
     assert (tmp_path / "0" / "metrics.json").read_text() == "{}"
+    assert not (tmp_path / "0" / ".hydra").exists()  # refused before the sweep wrote anything
+    assert not (tmp_path / "multirun.yaml").exists()

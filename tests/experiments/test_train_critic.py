@@ -222,6 +222,10 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
          "budget of a validation answer"),
         (["device=gpu"], "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         (["device=cuda:x"], "device='cuda:x' is not a device; use cpu, cuda or cuda:<index>"),
+        (["stages.pretext.rewards=[progress]", "stages.pretext.reward_weights=[1.0]"],
+         "stages.pretext.rewards has ['progress'], which score none of the stage's sample kinds "
+         "['pretext'] (it would train on nothing); progress scores ['frozen', 'joint', "
+         "'progress', 'score', 'sft']"),
         (["transforms=[none,none]"], "transforms=['none', 'none'] must name two or more different "
          "ones of ['none', 'rotate_90', 'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', "
          "'speed_2x'] (the pretext question asks which was applied)"),
@@ -325,6 +329,30 @@ def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp
     bad = run_train(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"train_critic: cannot load critic model {tmp_path / 'no-model'}")
+
+
+def test_the_kl_reference_is_the_grpo_stages_start_and_a_resume_rebuilds_it(dataset, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = [f"data=[{dataset}]", "pipeline=[sft,pretext]", "stages.sft.steps=2",
+            "stages.sft.batch_size=2", "stages.sft.lr=0.01", "stages.pretext.steps=3",
+            "stages.pretext.batch_size=8", "grpo.kl_coef=0.1", "checkpoint_every=1",
+            "eval_every=0"]  # fmt: skip
+    done = run_train(full, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kl = [h["kl"] for h in read_history(full) if h["stage"] == "pretext"]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6)  # the policy is its reference at the start
+    done = run_train(resumed, *args, f"resume={full / 'pretext' / 'checkpoint-1'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = [h for h in read_history(resumed) if h["stage"] == "pretext"]
+    assert [h["step"] for h in again] == [2, 3]
+    assert [h["kl"] for h in again] == kl[1:]  # the same reference, rebuilt from sft/final
+    assert [h["loss"] for h in again] == [h["loss"] for h in read_history(full)][-2:]
+    import shutil
+
+    shutil.rmtree(full / "sft" / "final")
+    done = run_train(tmp_path / "again", *args, f"resume={full / 'pretext' / 'checkpoint-1'}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"needs the weights it started from, {full / 'sft' / 'final'}" in done.stderr
 
 
 def test_a_damaged_episode_is_a_message_that_says_how_to_record_it_again(dataset, tmp_path):

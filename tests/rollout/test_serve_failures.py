@@ -107,15 +107,15 @@ def test_a_call_still_running_at_the_servers_timeout_is_not_sent_again(tiny_mode
     engine = _Recording(delay_s=1.0)
     with CriticServer(engine, tokenizer, timeout_s=0.3, max_wait_ms=0) as server:
         remote = RemoteEngine(server.url, retries=4, backoff_s=0.05)
-        remote._info = {"config": {}}  # the stand-in engine describes no model
         with pytest.raises(ServerUnavailableError) as err:
             remote.score([_request(tokenizer)], DIGITS)
         time.sleep(1.2)  # let the one run end
     assert engine.batches == [1]  # run once, not five times
     assert str(err.value) == (
         f"the critic server at {server.url} gave up waiting for POST /v1/score: the call was "
-        "still running: no result within the server's timeout_s=0.3 s; send smaller calls, or "
-        "start the server with a longer --timeout-s"
+        "still running: no result within the server's timeout_s=0.3 s (the server is busy, or the "
+        "call is large); send smaller calls, add servers, or start the server with a longer "
+        "--timeout-s"
     )
 
 
@@ -136,11 +136,15 @@ class _Foreign(http.server.BaseHTTPRequestHandler):
     """Another service at the address: answers whatever its class attribute says."""
 
     answer: tuple[int, bytes] = (200, b"<html>hello</html>")
+    model_ok = True  # /v1/model as a critic server answers it (the calls after it go wrong)
 
     def _reply(self):
         if self.command == "POST":
             self.rfile.read(int(self.headers["Content-Length"]))
         status, body = self.answer
+        if self.path == "/v1/model" and self.model_ok:
+            status, body = 200, b'{"tokenizer": {}, "needs_videos": false}'
+
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -154,6 +158,7 @@ class _Foreign(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def foreign():
+    _Foreign.model_ok = True
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd
@@ -177,7 +182,6 @@ def test_an_address_that_is_not_a_critic_server_is_named(tiny_model, foreign, st
     _Foreign.answer = (status, body)
     url = f"http://127.0.0.1:{foreign.server_address[1]}"
     remote = RemoteEngine(url, retries=0)
-    remote._info = {"config": {}}
     with pytest.raises(EngineError, match=f"^{url}/v1/score did not answer as a critic server "
                        f"does: {says}") as err:  # fmt: skip
         remote.score([_request(tokenizer, 0), _request(tokenizer, 1)], [10, 11])
@@ -188,13 +192,12 @@ def test_a_short_generate_answer_and_a_foreign_404_are_named(tiny_model, foreign
     _, tokenizer = tiny_model
     url = f"http://127.0.0.1:{foreign.server_address[1]}"
     remote = RemoteEngine(url, retries=0)
-    remote._info = {"config": {}}
     _Foreign.answer = (200, json.dumps({"completions": [[[1, 2]]]}).encode())
     with pytest.raises(EngineError, match="it gave 1 completion groups for 3 requests of n=1"):
         remote.generate([_request(tokenizer, i) for i in range(3)], SamplingParams(n=1))
-    _Foreign.answer = (200, b"[]")
+    _Foreign.answer, _Foreign.model_ok = (200, b"[]"), False
     with pytest.raises(
-        EngineError, match=r"/v1/model did not answer .*: its answer has no 'config'"
+        EngineError, match=r"/v1/model did not answer .*: its answer has no 'tokenizer'"
     ):
         RemoteEngine(url, retries=0).model_info()
     _Foreign.answer = (404, b"Not Found")
@@ -267,7 +270,9 @@ def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path
         (["--port", "x"], "argument --port: 'x' is not a port"),
         (["--device", "gpu"], "error: device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         (["--dtype", "bogus"], "error: dtype='bogus' is not a torch dtype"),
-        (["--max-body-mb", "nan"], "error: max_body_mb=nan must be a number of megabytes > 0"),
+        (["--max-body-mb", "nan"], "argument --max-body-mb: 'nan' is not a number > 0"),
+        (["--timeout-s", "0"], "argument --timeout-s: '0' is not a number > 0"),
+        (["--max-batch", "0"], "argument --max-batch: '0' is not a int >= 1"),
     ],
 )
 def test_cli_bad_options_are_messages(args, says):
