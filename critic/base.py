@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import abc
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from rollout.checks import is_number
 
 # The failure vocabulary shared by experts (labels), prompts (choices) and the evaluator.
 FAILURE_TYPES = (
@@ -67,6 +70,25 @@ class CriticError(ValueError):
     """A critic was asked something it cannot answer (for example a query missing a field)."""
 
 
+# Prompt syntax an instruction must not carry: the video placeholder critic.prompts fills, and
+# the chat template's special tokens (<|im_end|>, <|video_pad|>, ...).
+_PROMPT_SYNTAX = re.compile(r"<video>|<\|[^|<>]*\|>")
+
+
+def check_instruction(instruction: Any) -> None:
+    """A :class:`CriticError` unless ``instruction`` is text a prompt can hold as it is."""
+    if not isinstance(instruction, str):
+        raise CriticError(
+            f"instruction={instruction!r} must be the task in words (a string), e.g. "
+            "'Lift the cube.'"
+        )
+    if found := _PROMPT_SYNTAX.search(instruction):
+        raise CriticError(
+            f"instruction={instruction!r} holds {found.group()!r}, the prompt's own syntax (a "
+            "video placeholder or a special token); reword it"
+        )
+
+
 class ParseStatus(str, enum.Enum):
     """Whether a critic's answer could be read. Parsers return it instead of raising."""
 
@@ -97,6 +119,15 @@ class ProgressQuery:
     current_frame: np.ndarray | None = None
     previous_progress: float | None = None
     privileged_progress: float | None = None
+
+    def __post_init__(self) -> None:
+        check_instruction(self.instruction)
+        previous = self.previous_progress
+        if previous is not None and not (is_number(previous) and 0.0 <= previous <= 1.0):
+            raise CriticError(
+                f"previous_progress={previous!r} must be None or a number in [0, 1] (the last "
+                "estimate of this episode)"
+            )
 
 
 @dataclass(frozen=True)
@@ -136,6 +167,9 @@ class FailureQuery:
     frames: np.ndarray | None = None
     privileged_success: bool | None = None
     privileged_failure_type: str | None = None
+
+    def __post_init__(self) -> None:
+        check_instruction(self.instruction)
 
 
 @dataclass(frozen=True)

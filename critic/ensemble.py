@@ -3,7 +3,9 @@
 
 Each member answers every query; the progress is their ``mean``, their ``min`` (worst case), or
 ``mean_minus_std`` (uncertainty-weighted: ``mean - std_weight * std``, clipped to [0, 1]); the
-probability that the task is achieved is combined by the same rule, when every member gives one. A
+probability that the task is achieved is combined by the same rule, when every member gives one.
+A member's unreadable answer leaves the ``mean`` to the others; under ``min`` and
+``mean_minus_std`` it makes the estimate unreadable (the worst case is not known without it). A
 learner that finds a state one member over-reads gains less where the members disagree. Every
 member must read the same clip length (on the task it is used for), since one query goes to all
 of them.
@@ -102,8 +104,11 @@ class EnsembleCritic(Critic):
         out = []
         for per_query in zip(*answers, strict=True):
             read = np.asarray([a.progress for a in per_query if a.progress is not None], float)
-            if read.size == 0:
-                out.append(ProgressEstimate(None, status=per_query[0].status))
+            unread = [a for a in per_query if a.progress is None]
+            if read.size == 0 or (unread and self.combine != "mean"):
+                # the pessimistic rules do not know their worst case without every member: an
+                # answer steered unreadable must not leave the optimistic members to decide
+                out.append(ProgressEstimate(None, status=unread[0].status))
                 continue
             achieved = [a.achieved for a in per_query if a.progress is not None]
             out.append(

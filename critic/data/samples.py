@@ -32,7 +32,7 @@ from critic import prompts
 from critic.base import FAILURE_TYPES, active_length, clip_indices
 from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
-from critic.data.transforms import TRANSFORMS, apply_transform, window_length
+from critic.data.transforms import TEMPORAL, TRANSFORMS, apply_transform, window_length
 from critic.parse import normalize_label
 
 KINDS = ("progress", "sft", "score", "frozen", "failure", "pretext", "joint")
@@ -229,10 +229,18 @@ def pretext_samples(
 ) -> list[Sample]:
     """``count`` transformed clips; ``joint`` also asks the progress of the original clip's end."""
     video = _camera(episode, camera)
+    # Only transforms that keep the clip's length and change it where the episode allows: a
+    # speed_2x clip shorter than the others would give its label away, and reversing or
+    # shuffling one frame changes nothing.
+    length = min(frames, len(video))
+    usable = [
+        t for t in transforms
+        if window_length(t, length) <= len(video) and (length > 1 or t not in TEMPORAL)
+    ]  # fmt: skip
     samples = []
-    for _ in range(count):
-        name = transforms[int(rng.integers(len(transforms)))]
-        start, end = _window(len(video), window_length(name, frames), rng)
+    for _ in range(count if usable else 0):
+        name = usable[int(rng.integers(len(usable)))]
+        start, end = _window(len(video), window_length(name, length), rng)
         shown = apply_transform(name, video[start:end], rng)
         target: dict[str, Any] = {"transform": name}
         if joint:

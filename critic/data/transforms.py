@@ -28,6 +28,7 @@ TRANSFORMS = (
     "speed_2x",
 )
 ROTATIONS = ("none", "rotate_90", "rotate_180", "rotate_270")
+TEMPORAL = ("reverse", "shuffle", "speed_2x")  # change the frames' order or rate: need 2 or more
 
 
 def _shuffle(frames: np.ndarray, rng: np.random.Generator, groups: int = 4) -> np.ndarray:

@@ -60,9 +60,9 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             "folder, e.g. model=outputs/viscritic_small/run/readout/final"
         )
     # One stage or folder given bare is a list of one; the recipe reads the lists from cfg.
-    for key in ("pipeline", "data"):
-        if not isinstance(cfg[key], ListConfig):
-            cfg[key] = list_option(cfg[key])
+    for key in ("pipeline", "data", "held_out_tasks"):
+        if key in cfg and not isinstance(cfg[key], ListConfig):
+            cfg[key] = list_option(cfg[key])  # held_out_tasks=null: none
     if not cfg.pipeline:
         raise TrainConfigError(
             f"pipeline is empty; give the stages to run, e.g. pipeline=[sft] (stages are "
@@ -154,6 +154,19 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
             "them with `python experiments/synthesize.py env=<task> out=<folder>`"
         )
+    held = list(cfg.get("held_out_tasks") or [])
+    if held:
+        from critic.data.episodes import read_table
+
+        if not all(isinstance(t, str) for t in held):
+            raise TrainConfigError(f"held_out_tasks={held!r} must be a list of task names")
+        present = sorted({str(row.get("env_id")) for f in folders for row in read_table(f)})
+        absent = [t for t in held if t not in present]
+        if absent:
+            raise TrainConfigError(
+                f"held_out_tasks names {absent}, which no episode of data= is of (it would hold "
+                f"nothing out); the data's tasks are {present}"
+            )
     weights = cfg.get("data_weights")
     if weights is not None:
         listed = isinstance(weights, Sequence | ListConfig) and not isinstance(weights, str)

@@ -23,6 +23,7 @@ def load_samples(
     from critic.data.samples import build_samples, seed_split
 
     rng = np.random.default_rng(cfg.seed)
+    held = set(cfg.get("held_out_tasks") or [])
     task_frames = dict(cfg.get("task_frames") or {})
     samples = []
     for index, folder in enumerate(cfg.data):
@@ -31,7 +32,7 @@ def load_samples(
         for episode in iter_episodes(folder):
             if quota is not None and len(taken) >= quota:
                 break
-            if episode.env_id in cfg.held_out_tasks or seed_split(episode.seed) != split:
+            if episode.env_id in held or seed_split(episode.seed) != split:
                 continue
             frames = task_frames.get(episode.env_id, cfg.frames)
             built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,

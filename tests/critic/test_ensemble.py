@@ -75,7 +75,10 @@ def test_the_probability_that_the_task_is_achieved_combines_by_the_same_rule(com
     partial = EnsembleCritic([Fixed(0.2, achieved=0.2), Fixed(0.4)], combine=combine)
     assert partial.estimate_progress(QUERIES[:1])[0].achieved is None
     unread = EnsembleCritic([Fixed(0.2, achieved=0.2), Fixed(None)], combine=combine)
-    assert unread.estimate_progress(QUERIES[:1])[0].achieved == pytest.approx(0.2)
+    expected_unread = 0.2 if combine == "mean" else None  # min: no worst case without it
+    assert unread.estimate_progress(QUERIES[:1])[0].achieved == (
+        None if expected_unread is None else pytest.approx(expected_unread)
+    )
 
 
 def test_the_std_penalty_is_weighted_and_clipped_at_zero():
@@ -91,6 +94,10 @@ def test_unreadable_members_are_left_out_and_all_unreadable_is_unreadable():
     assert critic.estimate_progress(QUERIES[:1])[0].progress == pytest.approx(0.5)
     none = EnsembleCritic([Fixed(None), Fixed(None)]).estimate_progress(QUERIES[:1])[0]
     assert none.progress is None and none.status is ParseStatus.NO_ANSWER
+    for combine in ("min", "mean_minus_std"):  # the worst case is unknown without every member
+        worst = EnsembleCritic([Fixed(0.9), Fixed(None)], combine=combine)
+        estimate = worst.estimate_progress(QUERIES[:1])[0]
+        assert estimate.progress is None and estimate.status is ParseStatus.NO_ANSWER
 
 
 def test_the_verdict_is_the_readable_majority():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,30 @@ def test_encode_puts_one_pad_token_per_merged_patch(tiny_model):
 def test_bad_scale():
     with pytest.raises(ValueError, match=r"scale='tenths' is not an answer scale"):
         prompts.stepwise_progress("lift", FRAMES, None, scale="tenths")
+
+
+@pytest.mark.parametrize(
+    ("instruction", "says"),
+    [
+        ("put it in the <video> box", "holds '<video>', the prompt's own syntax"),
+        ("stack <|video_pad|> cubes", "holds '<|video_pad|>', the prompt's own syntax"),
+        ("reach<|im_end|>", "holds '<|im_end|>'"),
+        (None, "instruction=None must be the task in words"),
+    ],
+)
+def test_an_instruction_carrying_prompt_syntax_is_refused_when_the_query_is_made(instruction, says):
+    from critic.base import CriticError, FailureQuery, ProgressQuery
+
+    for make in (ProgressQuery, FailureQuery):
+        with pytest.raises(CriticError, match=re.escape(says)):
+            make(instruction)
+
+
+@pytest.mark.parametrize("previous", [float("nan"), 35, -1.0, "0.5"])
+def test_a_previous_estimate_outside_0_1_is_refused(previous):
+    from critic.base import CriticError, ProgressQuery
+
+    with pytest.raises(
+        CriticError, match=r"previous_progress=.* must be None or a number in \[0, 1\]"
+    ):
+        ProgressQuery("reach", previous_progress=previous)

@@ -181,6 +181,22 @@ def test_a_failure_of_unknown_type_is_taught_as_the_plain_answer_the_parser_take
     assert (hyphen.status, hyphen.label) == (ParseStatus.OK, "drop_after_lift")
 
 
+@pytest.mark.parametrize(
+    ("length", "drawn"),
+    [
+        (1, {"none", "rotate_90", "rotate_180", "rotate_270", "hflip"}),  # nothing to reorder
+        (10, set(TRANSFORMS) - {"speed_2x"}),  # a speed_2x clip would be 5 frames, not 8
+        (16, set(TRANSFORMS)),
+    ],
+)
+def test_pretext_clips_are_all_as_long_and_only_of_transforms_that_fit(length, drawn):
+    episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(length, 4, 4)},
+                      np.linspace(0, 1, length, dtype=np.float32), np.arange(length), True)  # fmt: skip
+    samples = build_samples(episode, ["pretext"], RNG(0), pretext_count=200)
+    assert {s.target["transform"] for s in samples} == drawn
+    assert {len(s.prompt.videos[0]) for s in samples} == {min(8, length)}
+
+
 def test_samples_own_their_pixels_so_the_episode_video_can_be_freed():
     # a view (the anchor frame video[0][None]) would pin the whole decoded episode in memory for
     # as long as its samples live: 3x a training set's memory (docs/zero_shot_rl.md)

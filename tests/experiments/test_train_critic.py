@@ -222,6 +222,10 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
          "budget of a validation answer"),
         (["device=gpu"], "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         (["device=cuda:x"], "device='cuda:x' is not a device; use cpu, cuda or cuda:<index>"),
+        (["held_out_tasks=[Nope-v0]"], "held_out_tasks names ['Nope-v0'], which no episode of "
+         "data= is of (it would hold nothing out); the data's tasks are ['Reacher-v5']"),
+        (["held_out_tasks=Reacher"], "held_out_tasks names ['Reacher'], which no episode of "
+         "data= is of (it would hold nothing out); the data's tasks are ['Reacher-v5']"),
         (["stages.pretext.rewards=[progress]", "stages.pretext.reward_weights=[1.0]"],
          "stages.pretext.rewards has ['progress'], which score none of the stage's sample kinds "
          "['pretext'] (it would train on nothing); progress scores ['frozen', 'joint', "
