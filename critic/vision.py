@@ -76,6 +76,8 @@ def smart_resize(
 
     Example: 128 x 128 with factor 28 → round(128 / 28) * 28 = 5 * 28 = 140 per side.
     """
+    if min(height, width) < 1:
+        raise FrameError(f"a frame of {height}x{width} pixels has no pixels to read")
     if max(height, width) / min(height, width) > 200:
         raise FrameError(
             f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200"

@@ -202,6 +202,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"transforms={transforms} must name two or more different ones of {list(TRANSFORMS)} (the pretext "
             f"question asks which was applied){f'; {unknown} are not transforms' if unknown else ''}"
         )
+    if len(set(transforms)) < len(transforms):
+        twice = sorted({t for t in transforms if transforms.count(t) > 1})
+        raise TrainConfigError(
+            f"transforms={transforms} lists {twice} more than once (each would be drawn that "
+            "many times as often); list each transform once"
+        )
     task_frames = cfg.get("task_frames") or {}
     if not isinstance(task_frames, Mapping | DictConfig) or not all(
         is_int(n) and n >= 1 for n in task_frames.values()

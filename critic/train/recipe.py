@@ -228,6 +228,9 @@ class Trainer:
         if not train:
             raise TrainConfigError(
                 f"stage {stage}: no training samples of kinds {plan['kinds']} in {list(cfg.data)}"
+                " (episodes are split by seed, about 80 % train, 10 % val and 10 % test "
+                "(critic.data.samples.seed_split), and held_out_tasks are left out: a folder of a "
+                "few episodes may hold none in train; record more, with other first_seed=)"
             )
         chance, shares = draw_probabilities(cfg, train)
         val = load_samples(cfg, plan["kinds"], "val", limit=cfg.eval_samples)

@@ -110,3 +110,10 @@ def test_reversed_and_strided_views_are_accepted():
     strided, _ = frames_to_patches(video[:, ::-1], VisionSpec())  # a mirrored view
     mirrored, _ = frames_to_patches(np.ascontiguousarray(video[:, ::-1]), VisionSpec())
     np.testing.assert_array_equal(strided.numpy(), mirrored.numpy())
+
+
+def test_a_frame_without_pixels_is_a_frame_error():
+    from critic.vision import FrameError, smart_resize
+
+    with pytest.raises(FrameError, match="a frame of 0x56 pixels has no pixels to read"):
+        smart_resize(0, 56)

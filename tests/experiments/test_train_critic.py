@@ -222,6 +222,8 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
          "budget of a validation answer"),
         (["device=gpu"], "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         (["device=cuda:x"], "device='cuda:x' is not a device; use cpu, cuda or cuda:<index>"),
+        (["transforms=[none,none,hflip]"], "transforms=['none', 'none', 'hflip'] lists ['none'] "
+         "more than once (each would be drawn that many times as often); list each transform once"),
         (["held_out_tasks=[Nope-v0]"], "held_out_tasks names ['Nope-v0'], which no episode of "
          "data= is of (it would hold nothing out); the data's tasks are ['Reacher-v5']"),
         (["held_out_tasks=Reacher"], "held_out_tasks names ['Reacher'], which no episode of "
@@ -410,3 +412,10 @@ def test_a_damaged_or_mismatched_optimizer_state_is_a_checkpoint_error(tmp_path)
         CheckpointError, match=r"cannot be read .*resume from an earlier checkpoint"
     ):
         load_trainer_state(tmp_path / "ck", optimizer)
+
+
+def test_no_training_samples_says_how_episodes_are_split(dataset, tmp_path):
+    done = run_train(tmp_path, f"data=[{dataset}]", "held_out_tasks=[Reacher-v5]", "pipeline=[sft]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "train_critic: stage sft: no training samples of kinds" in done.stderr
+    assert "episodes are split by seed, about 80 % train" in done.stderr
