@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import Critic, FailureQuery
+from critic.base import FAILURE_TYPES, Critic, FailureQuery
 from critic.data.episodes import Episode
 from critic.data.samples import clip
 from critic.eval import (
@@ -24,6 +24,7 @@ from critic.eval import (
     predict_estimates,
     progress_query,
 )
+from critic.parse import normalize_label
 
 
 def evaluate_failures(
@@ -50,8 +51,9 @@ def evaluate_failures(
     Returns:
         ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
         failure probability, ``readable``, ``confusion`` (true label → predicted label → count,
-        labels ``success`` or the failure type, ``unreadable``), ``type_accuracy`` (right type
-        among detected failures), ``detection_delay_s`` (mean over detected failures),
+        labels ``success`` or the failure type, ``unreadable``; a type outside
+        :data:`critic.base.FAILURE_TYPES`, such as a policy rollout's ``unknown``, is ``failure``),
+        ``type_accuracy`` (right type among detected failures of a named type), ``detection_delay_s`` (mean over detected failures),
         ``detected_in_time`` (share of failures whose prefixes are judged failures by the last frame),
         the best constant's accuracy (the majority label), and ``progress``: the
         :func:`threshold_metrics` of the final-progress detector and, given
@@ -67,8 +69,16 @@ def evaluate_failures(
     by_progress, by_achieved = last["progress"], last["achieved"]
     confusion: dict[str, dict[str, int]] = {}
     typed = []
+    named = {normalize_label(t) for t in FAILURE_TYPES}
     for episode, verdict in zip(episodes, verdicts, strict=True):
-        truth = "success" if episode.success else (episode.failure_type or "failure")
+        # a type no prompt offers ("unknown": a policy rollout, an external label without one)
+        # is a plain failure, the answer the critic is taught for it
+        kind = episode.failure_type
+        truth = (
+            "success"
+            if episode.success
+            else (kind if kind is not None and normalize_label(kind) in named else "failure")
+        )
         said = (
             "unreadable"
             if verdict.success is None
@@ -78,8 +88,8 @@ def evaluate_failures(
         )
         confusion.setdefault(truth, {}).setdefault(said, 0)
         confusion[truth][said] += 1
-        if not episode.success and verdict.success is False:
-            typed.append(said == truth)
+        if not episode.success and verdict.success is False and truth != "failure":
+            typed.append(normalize_label(said) == normalize_label(truth))
     delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera)
     majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
     return {

@@ -114,6 +114,8 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
             reasoning,
         )
     success = match.group(1) == "success"
+    if success and match.group(2) and _HEDGE.search(match.group(2)):  # "success - or failure"
+        return Parsed(None, ParseStatus.HEDGED, reasoning)
     label = None if success else normalize_label(match.group(2))
     if (
         label is not None

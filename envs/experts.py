@@ -94,7 +94,8 @@ class Expert(abc.ABC):
                 f"{type(self).__name__} drives a VisCritic task env, got {type(task).__name__}; "
                 "pass the env of envs.make_task_env(<task>), or its gym.make env"
             )
-        mine = [name for name, cls in _EXPERTS.items() if isinstance(self, cls)]
+        own = next((k for k in type(self).__mro__ if k in _EXPERTS.values()), None)
+        mine = [name for name, cls in _EXPERTS.items() if cls is own]
         if mine and task.task_name not in mine:  # an unregistered expert drives any task
             raise InvalidOptionError(
                 f"{type(self).__name__} is the expert of {', '.join(mine)}, and the env is "

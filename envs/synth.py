@@ -191,7 +191,9 @@ def plan_policy_episodes(
 
     Raises:
         InvalidOptionError: a bad count or first seed, no policies, a policy file that cannot
-            be read, or ``hindsight`` on a task whose goal cannot move.
+            be read or is listed twice, or ``hindsight`` on a task whose goal cannot move. Whether
+            each policy acts in the task's spaces (built with the run's ``task_kwargs``) is
+            checked by :func:`synthesize`, before it records anything.
     """
     get_task(task)  # the registry's typed error for an unknown task
     mode = hindsight_mode(hindsight)

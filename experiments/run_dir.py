@@ -6,9 +6,10 @@ user that names one can name it twice. :class:`RunDirGuard` is a hydra callback 
 config lists under ``hydra.callbacks``; its ``on_run_start`` runs before hydra writes the run
 dir's ``.hydra/`` record, and it exits with ``<script>: RunDirError: ...`` when the dir holds
 what the run would write, unless the run says ``overwrite=true``. A ``--multirun`` sweep writes
-each job to its own dir under ``hydra.sweep.dir``: ``on_multirun_start`` refuses a sweep dir
-whose job dirs hold the script's outputs before the sweep writes anything, and ``on_job_start``
-checks each job's own dir before it runs (a job's outputs can depend on its swept options). The
+each job to its own dir under ``hydra.sweep.dir``: with hydra's numbered job dirs (the default
+``hydra.sweep.subdir``), ``on_multirun_start`` refuses a sweep dir whose numbered dirs hold the
+script's outputs before the sweep writes anything, and ``on_job_start`` checks each job's own
+dir before it runs (a job's outputs, and a custom subdir, can depend on its swept options). The
 outputs each script writes are the functions below. Beside the scripts (their folder is on ``sys.path``).
 """
 
@@ -99,11 +100,15 @@ class RunDirGuard(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
 
         HydraConfig.instance().set_config(config)
-        sweep = Path(config.hydra.sweep.dir)
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+        if subdir != "${hydra.job.num}":  # jobs named otherwise: each job's own check
+            return
+        sweep = Path(config.hydra.sweep.dir)  # the jobs write 0, 1, 2, ...: an earlier sweep's
         for job_dir in sorted(sweep.iterdir()) if sweep.is_dir() else []:
-            if job_dir.is_dir():
+            if job_dir.is_dir() and job_dir.name.isdigit():
                 self._check(config, job_dir, "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -420,7 +420,8 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                     self._error(
                         HTTPStatus.GATEWAY_TIMEOUT,
                         f"the call was still running: {exc}; send smaller calls, add servers, or "
-                        "start the server with a longer --timeout-s",
+                        "start the server with a longer --timeout-s (and the clients with a "
+                        "longer timeout_s still)",
                     )
                 else:
                     self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"the server is overloaded: {exc}")
@@ -464,7 +465,8 @@ def _at_least(low: float, kind: type = float):
         except ValueError:
             value = None
         if value is None or not is_number(value) or value < low:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__} >= {low:g}")
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} >= {low:g}")
         return value
 
     return parse

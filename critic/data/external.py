@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from critic.base import CriticError, check_instruction
 from critic.data.episodes import Episode, EpisodeFormatError, read_video
 from rollout.checks import is_number
 
@@ -75,6 +76,10 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
                 f"{labels}:{number}: failure_time_s={failure_time!r} must be a number of seconds "
                 ">= 0 from the video's start, or absent"
             )
+        try:  # before any video is decoded
+            check_instruction(row["instruction"])
+        except CriticError as exc:
+            raise EpisodeFormatError(f"{labels}:{number}: {exc}") from exc
         failure_kind = row.get("failure_type")
         if failure_kind is not None and not isinstance(failure_kind, str):
             raise EpisodeFormatError(
@@ -86,7 +91,7 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
             Episode(
                 episode_id=Path(video).stem,
                 env_id="external",
-                instruction=str(row["instruction"]),
+                instruction=row["instruction"],
                 frames={"video": frames},
                 progress=np.full(len(frames), np.nan, dtype=np.float32),
                 steps=steps,

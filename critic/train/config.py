@@ -33,6 +33,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 # DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
 # shard) and every rank's random generators and batch sampler, for an exact resume.
 DS_STATE = "deepspeed"
+# In a GRPO stage's folder: where the weights it started from (its KL reference) were loaded from
+KL_RECORD = "kl_reference.json"
 # What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
 # on the GPU whose weights are synced after every optimizer step.
 ROLLOUT_ENGINES = ("hf", "vllm")
@@ -139,7 +141,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             if idle:
                 raise TrainConfigError(
                     f"stages.{stage}.rewards has {idle}, which score none of the stage's sample "
-                    f"kinds {list(kinds)} (it would train on nothing); "
+                    f"kinds {list(kinds)} (they add nothing to its reward); "
                     + "; ".join(f"{n} scores {sorted(REWARD_KINDS[n])}" for n in idle)
                 )
             plan["grpo"] = grpo

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from critic.train.config import DS_STATE, TrainConfigError, check_config
+from critic.train.config import DS_STATE, KL_RECORD, TrainConfigError, check_config
 from critic.train.draws import (
     draw_probabilities,
     label_with_teacher,
@@ -157,6 +157,7 @@ class Trainer:
         self.plans = check_config(cfg)  # before any model loads
         self.history: list[dict[str, Any]] = []
         self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
+        self._last_final: Path | None = None  # the last stage's weights written by this run
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -342,39 +343,51 @@ class Trainer:
             ):
                 self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng, model)
         bar.close()
-        return self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
+        self._last_final = self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
+        return self._last_final
 
     def _kl_reference(self, stage: str, resume: Path | None):
         """The frozen model GRPO's KL term pulls toward: the weights ``stage`` started from (the
-        policy as RL began, as in DeepSeek-R1's GRPO), so a resumed stage rebuilds the same one:
-        the earlier stage's ``final`` folder of the run it resumes, or ``model=`` for the first.
+        policy as RL began, as in DeepSeek-R1's GRPO), loaded from disk: the ``final`` folder of
+        the stage run before it here, else ``model=``. The stage folder records where they came
+        from (:data:`KL_RECORD`), so a resumed stage, and a resume of a resumed run, loads the
+        same weights whatever its own ``pipeline=`` and ``model=`` say.
 
         Raises:
-            TrainConfigError: resuming, and those starting weights are not on disk.
+            TrainConfigError: resuming from a checkpoint whose stage folder records no reference
+                (written before the record existed), or whose reference is gone.
         """
         import torch
 
         from critic.models import load_model
 
         cfg = self.cfg
-        if resume is None:  # this stage starts from the weights in memory
-            with self._gathered():
-                state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            reference = type(self.model)(self.model.config)
-            reference.load_state_dict(state)
+        if resume is None:
+            source = str(self._last_final) if self._last_final is not None else str(cfg.model)
+            if Path(source).exists():
+                source = str(Path(source).resolve())
         else:
-            pipeline = [str(s) for s in cfg.pipeline]
-            before = pipeline[: pipeline.index(stage)]
-            start = resume.parent.parent / before[-1] / "final" if before else cfg.model
-            if before and not Path(start).is_dir():
+            record = resume.parent / KL_RECORD
+            if not record.is_file():
+                raise TrainConfigError(
+                    f"resuming {stage} with grpo.kl_coef={cfg.grpo.kl_coef:g}: {record} is missing, "
+                    "so the weights the stage started from (the KL term's reference) are not "
+                    "known; resume with grpo.kl_coef=0, or run the stage again"
+                )
+            source = json.loads(record.read_text())["from"]
+            if not Path(source).exists() and "/" in source:
                 raise TrainConfigError(
                     f"resuming {stage} with grpo.kl_coef={cfg.grpo.kl_coef:g} needs the weights "
-                    f"it started from, {start} (the KL term's reference), and they are not there; "
-                    "resume with the run folder whole, or with grpo.kl_coef=0"
+                    f"it started from, {source} (the KL term's reference), and they are not "
+                    "there; restore them, or resume with grpo.kl_coef=0"
                 )
-            reference, _ = load_model(start, device=cfg.device, seed=cfg.seed)
+        if self.rank == 0:
+            (self.run_dir / stage).mkdir(parents=True, exist_ok=True)
+            (self.run_dir / stage / KL_RECORD).write_text(json.dumps({"from": source}) + "\n")
+        self.reference = None  # the last stage's, before the next is loaded
         dtype = getattr(torch, cfg.dtype)
-        return reference.to(device=cfg.device, dtype=dtype).eval().requires_grad_(False)
+        reference, _ = load_model(source, device=cfg.device, dtype=dtype, seed=cfg.seed)
+        return reference.to(dtype=dtype).eval().requires_grad_(False)
 
     def _gathered(self):
         """A context in which every parameter is whole (ZeRO-3 partitions them)."""

@@ -333,7 +333,7 @@ REWARD_KINDS: dict[str, frozenset[str] | None] = {
     "progress": frozenset({"progress", "sft", "score", "frozen", "joint"}),
     "verdict": frozenset({"failure"}),
     "transform": frozenset({"pretext", "joint"}),
-    "joint": frozenset({"joint"}),
+    "joint": frozenset({"pretext", "joint", "progress", "sft", "score", "frozen"}),
 }
 
 

@@ -229,6 +229,11 @@ def test_failure_detection_oracle_and_constant():
     at = evaluate_failures(ClockCritic(), episodes, frames=4, delay_points=0, threshold=0.05)
     assert at["threshold"] == 0.05 and at["threshold_accuracy"] == 0.5 and at["recall"] == 0.0
     assert failure_probability(FailureVerdict(None)) == 0.5
+    # a failure of a type no prompt offers (a policy rollout's "unknown") is a plain failure:
+    # the answer critics are taught for it, left out of the type accuracy
+    rollout = [*episodes, _episode(4, "unknown")]
+    mixed = evaluate_failures(OracleCritic(), rollout, frames=4, delay_points=0)
+    assert mixed["confusion"]["failure"] == {"unknown": 1} and mixed["type_accuracy"] == 1.0
 
 
 def test_failure_from_final_progress():

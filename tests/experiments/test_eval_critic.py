@@ -137,6 +137,12 @@ def test_external_labelled_videos(tmp_path):
         (folder / "labels.jsonl").write_text(line + extra + "\n")
         with pytest.raises(EpisodeFormatError, match=message):
             read_labelled_videos(folder)
+    (folder / "labels.jsonl").write_text(
+        '{"video": "a.mkv", "instruction": "put it in the <video> box", "success": true}\n'
+    )
+    with pytest.raises(EpisodeFormatError, match=r"labels\.jsonl:1: instruction='put it in the "
+                       r"<video> box' holds '<video>', the prompt's own syntax"):  # fmt: skip
+        read_labelled_videos(folder)
     (folder / "labels.jsonl").write_text('{"video": null, "instruction": "x", "success": true}\n')
     with pytest.raises(EpisodeFormatError, match="video=None must be a file name relative to"):
         read_labelled_videos(folder)

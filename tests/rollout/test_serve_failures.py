@@ -115,7 +115,7 @@ def test_a_call_still_running_at_the_servers_timeout_is_not_sent_again(tiny_mode
         f"the critic server at {server.url} gave up waiting for POST /v1/score: the call was "
         "still running: no result within the server's timeout_s=0.3 s (the server is busy, or the "
         "call is large); send smaller calls, add servers, or start the server with a longer "
-        "--timeout-s"
+        "--timeout-s (and the clients with a longer timeout_s still)"
     )
 
 
@@ -272,7 +272,7 @@ def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path
         (["--dtype", "bogus"], "error: dtype='bogus' is not a torch dtype"),
         (["--max-body-mb", "nan"], "argument --max-body-mb: 'nan' is not a number > 0"),
         (["--timeout-s", "0"], "argument --timeout-s: '0' is not a number > 0"),
-        (["--max-batch", "0"], "argument --max-batch: '0' is not a int >= 1"),
+        (["--max-batch", "0"], "argument --max-batch: '0' is not an integer >= 1"),
     ],
 )
 def test_cli_bad_options_are_messages(args, says):
