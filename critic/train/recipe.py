@@ -374,7 +374,14 @@ class Trainer:
                     "so the weights the stage started from (the KL term's reference) are not "
                     "known; resume with grpo.kl_coef=0, or run the stage again"
                 )
-            source = json.loads(record.read_text())["from"]
+            try:
+                source = str(json.loads(record.read_text())["from"])
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                raise TrainConfigError(
+                    f"resuming {stage}: {record} is damaged ({type(exc).__name__}: {exc}); it "
+                    "names the weights the stage started from (the KL term's reference): restore "
+                    'it as {"from": "<that folder>"}, or resume with grpo.kl_coef=0'
+                ) from exc
             if not Path(source).exists() and "/" in source:
                 raise TrainConfigError(
                     f"resuming {stage} with grpo.kl_coef={cfg.grpo.kl_coef:g} needs the weights "

@@ -362,6 +362,14 @@ def test_the_kl_reference_is_the_grpo_stages_start_and_a_resume_rebuilds_it(data
                      f"resume={resumed / 'pretext' / 'checkpoint-2'}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert [h["kl"] for h in read_history(twice)] == kl[2:]
+    record = full / "pretext" / "kl_reference.json"
+    good = record.read_text()
+    record.write_text("{")
+    done = run_train(tmp_path / "damaged", *data, "pipeline=[pretext]",
+                     f"resume={full / 'pretext' / 'checkpoint-1'}")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"resuming pretext: {record} is damaged (JSONDecodeError" in done.stderr
+    record.write_text(good)
     import shutil
 
     shutil.rmtree(full / "sft" / "final")
