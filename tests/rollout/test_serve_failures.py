@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from critic import prompts
+from rollout.batcher import DynamicBatcher
 from rollout.engine import (
     EngineError,
     InvalidRequestError,
@@ -26,7 +27,7 @@ from rollout.engine import (
 )
 from rollout.hf import HFEngine, ModelLoadError, load_checkpoint
 from rollout.remote import RemoteEngine
-from rollout.serve import CriticServer, DynamicBatcher
+from rollout.serve import CriticServer
 
 DIGITS = list(range(10, 20))
 
