@@ -9,7 +9,12 @@ Reward modes, with ``p_t`` the critic's progress after step ``t`` (held between 
 - ``progress``: ``r_t = p_t`` (dense, VLM-RM style);
 - ``delta``: ``r_t = p_t - p_{t-1}`` (sums to ``p_T - p_0`` over an episode);
 - ``potential``: ``r_t = gamma * p_t - p_{t-1}`` (potential-based shaping, Ng et al. 1999);
-- ``success``: ``r_t = 1`` if ``p_t >= success_threshold`` else ``0``.
+- ``success``: ``r_t = 1`` if ``p_t >= success_threshold`` else ``0``;
+- ``log``: ``r_t = log((1 + e) / (1 - p_t + e)) / log((1 + e) / e)`` with ``e = log_floor``: 0 at
+  ``p_t = 0`` and 1 at ``p_t = 1``, like ``progress``, but paying the last stretch most. Where
+  progress is the share of a start distance closed (Reacher), ``1 - p_t`` is the distance left
+  over the start distance, so up to a constant per episode the reward is ``-log`` of the distance
+  left: every halving of it pays the same, from any start.
 
 ``achieved_weight * a_t`` is added to each, with ``a_t`` the critic's probability that the task is
 achieved (:attr:`critic.ProgressEstimate.achieved`, held between queries like ``p_t``; 0 by default),
@@ -18,6 +23,7 @@ and ``env_reward_weight * env_reward`` (0 by default: the critic is the only rew
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -37,7 +43,7 @@ from rollout.checks import is_int, is_number
 # The critic a reward wrapper uses when none is named: the shipped, trained VLM critic
 # (critic/weights/viscritic-small). critic="oracle" reads the simulator's privileged progress.
 DEFAULT_CRITIC = "viscritic-small"
-REWARD_MODES = ("progress", "delta", "potential", "success")
+REWARD_MODES = ("progress", "delta", "potential", "success", "log")
 FRAME_SAMPLING = ("uniform", "last")
 BETWEEN_QUERIES = ("hold", "interpolate")
 
@@ -47,8 +53,11 @@ class CriticRewardConfig:
     """Options of the critic reward; every value is checked here, once.
 
     Attributes:
-        reward_mode: one of ``progress``, ``delta``, ``potential``, ``success`` (module doc).
+        reward_mode: one of ``progress``, ``delta``, ``potential``, ``success``, ``log``
+            (module doc).
         gamma: discount of the ``potential`` mode, in (0, 1].
+        log_floor: ``e`` of the ``log`` mode, in (0, 1]: the share of the task left below which
+            the reward stops growing as fast (smaller pays the last stretch more).
         query_every: query the critic every k steps (and at the episode's last step); the reward
             is held in between. k >= 1.
         frames_per_query: frames sent per query, >= 1; ``None``: the critic's own clip length
@@ -71,6 +80,7 @@ class CriticRewardConfig:
 
     reward_mode: str = "progress"
     gamma: float = 0.99
+    log_floor: float = 0.05
     query_every: int = 1
     frames_per_query: int | None = None
     frame_sampling: str = "uniform"
@@ -123,6 +133,11 @@ class CriticRewardConfig:
             )
         if not is_number(self.gamma) or not 0.0 < self.gamma <= 1.0:
             raise InvalidOptionError(f"gamma={self.gamma!r} must be a number in (0, 1]")
+        if not is_number(self.log_floor) or not 0.0 < self.log_floor <= 1.0:
+            raise InvalidOptionError(
+                f"log_floor={self.log_floor!r} must be a number in (0, 1] (the log mode's floor "
+                "on the share of the task left; 0.05 by default)"
+            )
         if not is_number(self.env_reward_weight):
             raise InvalidOptionError(
                 f"env_reward_weight={self.env_reward_weight!r} must be a finite number "
@@ -142,7 +157,13 @@ class CriticRewardConfig:
                 f"terminate_on_success={self.terminate_on_success!r} must be True or False"
             )
         # numpy numbers pass the checks; plain ones are kept (a config is logged and compared)
-        for name in ("gamma", "env_reward_weight", "achieved_weight", "success_threshold"):
+        for name in (
+            "gamma",
+            "log_floor",
+            "env_reward_weight",
+            "achieved_weight",
+            "success_threshold",
+        ):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "query_every", int(self.query_every))
         object.__setattr__(self, "terminate_on_success", bool(self.terminate_on_success))
@@ -318,6 +339,11 @@ class EpisodeTracker:
             reward = current - previous
         elif mode == "potential":
             reward = self.config.gamma * current - previous
+        elif mode == "log":
+            floor = self.config.log_floor
+            reward = math.log((1.0 + floor) / (1.0 - current + floor)) / math.log(
+                (1.0 + floor) / floor
+            )
         else:  # "success", the only mode left after validation
             reward = float(current >= self.config.success_threshold)
         if self.config.achieved_weight:

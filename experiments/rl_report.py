@@ -18,6 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from rl_results import CONDITIONS, MACHINE_PACKAGES, TEST_SEED, RunResult
 
 
+def _mode_options(reward: DictConfig) -> str:
+    """The options the reward mode reads, for the report: `` (γ 0.95)``, `` (floor 0.05)``."""
+    if reward.reward_mode == "potential":
+        return f" (γ {reward.gamma})"
+    if reward.reward_mode == "log":
+        return f" (floor {reward.get('log_floor', 0.05)})"
+    return ""
+
+
 def _added_rewards(reward: DictConfig) -> str:
     """What the report's first line says is added to the critic's reward, when anything is."""
     added = {"achieved_weight": "the critic's P(task achieved)",
@@ -116,7 +125,7 @@ def write_report(
         f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {cfg.total_timesteps} env steps, "
         f"seeds {list(cfg.seeds)}, "
         f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), reward mode "
-        f"`{cfg.reward.reward_mode}`, query every {cfg.reward.query_every} ("
+        f"`{cfg.reward.reward_mode}`{_mode_options(cfg.reward)}, query every {cfg.reward.query_every} ("
         f"{frames} frames per query)"
         f"{_added_rewards(cfg.reward)}"
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"

@@ -340,14 +340,18 @@ MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_ep
 MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel"),
                   "ground_truth": ("ground_truth_per_episode",)}  # fmt: skip
 MERGE_DEFAULTS = {"ground_truth_per_episode": False}  # what runs made before the option had
+# reward options read by one reward mode only: left out of the comparison under the others (and
+# missing from runs made before the option existed)
+MODE_OPTIONS = {"gamma": "potential", "log_floor": "log"}
 
 
 def _compared(config: DictConfig, key: str) -> Any:
     """A run's ``key`` as merge compares it: the default where the run predates the option, and
-    without the reward's ``gamma`` where the reward mode is not ``potential`` (unused there)."""
+    without a reward option its reward mode does not read (:data:`MODE_OPTIONS`)."""
     value = OmegaConf.to_container(config, resolve=True).get(key, MERGE_DEFAULTS.get(key))
-    if key == "reward" and isinstance(value, dict) and value.get("reward_mode") != "potential":
-        value = {k: v for k, v in value.items() if k != "gamma"}
+    if key == "reward" and isinstance(value, dict):
+        mode = value.get("reward_mode")
+        value = {k: v for k, v in value.items() if MODE_OPTIONS.get(k, mode) == mode}
     return value
 
 

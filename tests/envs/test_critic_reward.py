@@ -84,6 +84,25 @@ def test_success_mode():
     assert _rewards(config, _ESTIMATES) == [0.0, 0.0, 1.0]
 
 
+def test_log_mode():
+    # e = 0.05, r_t = log(1.05 / (1.05 - p_t)) / log(1.05 / 0.05) = log(1.05 / (1.05 - p_t)) / log 21:
+    # p = 0.3: log(1.4) / log(21) = 0.33647 / 3.04452 = 0.11052 (held at the next step);
+    # p = 0.6: log(2.3333) / log(21) = 0.84730 / 3.04452 = 0.27830
+    rewards = _rewards(CriticRewardConfig(reward_mode="log"), _ESTIMATES)
+    assert rewards == pytest.approx([0.11052, 0.11052, 0.27830], abs=1e-5)
+    # the ends are 0 and 1, as in progress mode; e = 0.5 at p = 0.5: log(1.5 / 1) / log(3) = 0.36907
+    assert _rewards(CriticRewardConfig(reward_mode="log"), [ProgressEstimate(0.0)]) == [0.0]
+    assert _rewards(CriticRewardConfig(reward_mode="log"), [ProgressEstimate(1.0)]) == [
+        pytest.approx(1.0)
+    ]
+    half = CriticRewardConfig(reward_mode="log", log_floor=0.5)
+    assert _rewards(half, [ProgressEstimate(0.5)]) == pytest.approx([math.log(1.5) / math.log(3)])
+    # every halving of what is left pays alike: 1 - p from 0.4 to 0.2 and from 0.2 to 0.1 (e -> 0)
+    tiny = CriticRewardConfig(reward_mode="log", log_floor=1e-9)
+    r = _rewards(tiny, [ProgressEstimate(0.6), ProgressEstimate(0.8), ProgressEstimate(0.9)])
+    assert r[1] - r[0] == pytest.approx(r[2] - r[1], rel=1e-6)
+
+
 def test_env_reward_mixed_in():
     # progress + 0.5 * env: 0.3+0.5, 0.3+1.0, 0.6+1.5
     config = CriticRewardConfig(env_reward_weight=0.5)
@@ -162,7 +181,12 @@ def test_returns_are_tracked():
         (
             {"reward_mode": "dense"},
             "reward_mode='dense' is not a reward mode; pick one of "
-            "['progress', 'delta', 'potential', 'success']",
+            "['progress', 'delta', 'potential', 'success', 'log']",
+        ),
+        (
+            {"log_floor": 0.0},
+            "log_floor=0.0 must be a number in (0, 1] (the log mode's floor on the share of "
+            "the task left; 0.05 by default)",
         ),
         (
             {"query_every": 0},

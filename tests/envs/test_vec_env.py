@@ -22,7 +22,7 @@ def _action_plan(space: gym.spaces.Box, seed: int = 0) -> np.ndarray:
     return rng.uniform(space.low, space.high, size=(STEPS, N_ENVS, *space.shape)).astype(np.float32)
 
 
-@pytest.mark.parametrize("reward_mode", ["progress", "delta"])
+@pytest.mark.parametrize("reward_mode", ["progress", "delta", "log"])
 def test_batched_rewards_equal_single_env_rewards(reward_mode):
     options = {"reward_mode": reward_mode, "query_every": 3, "frames_per_query": 2}
     critic = RecordingCritic()
@@ -150,7 +150,7 @@ def test_contract_errors_name_the_env():
 @pytest.mark.filterwarnings(
     "ignore:VisCriticVecEnv.relabel=True. returns:UserWarning"
 )  # read by hand
-@pytest.mark.parametrize("reward_mode", ["progress", "delta"])
+@pytest.mark.parametrize("reward_mode", ["progress", "delta", "log"])
 def test_relabelled_rewards_equal_per_step_rewards_in_one_call_per_episode_end(reward_mode):
     options = {"reward_mode": reward_mode, "query_every": 3, "frames_per_query": 2}
     per_step = make_viscritic_vec_env("Reacher-v5", N_ENVS, RecordingCritic(), seed=5,

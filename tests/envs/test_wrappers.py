@@ -171,7 +171,7 @@ def test_unknown_reward_mode():
         gym.make("VisCriticReward-v0", env="Reacher-v5", reward_mode="sparse")
     assert str(err.value) == (
         "reward_mode='sparse' is not a reward mode; pick one of "
-        "['progress', 'delta', 'potential', 'success']"
+        "['progress', 'delta', 'potential', 'success', 'log']"
     )
 
 
@@ -247,7 +247,7 @@ def test_an_unknown_reward_option_is_named_with_the_ones_there_are():
         gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", query_evry=5)
     assert str(err.value).startswith(
         "query_evry=5: not a reward option; the reward options are ['reward_mode', 'gamma', "
-        "'query_every', "
+        "'log_floor', 'query_every', "
     )
     assert str(err.value).endswith("(task options go in task_kwargs)")
     from envs.vec_env import make_viscritic_vec_env

@@ -151,6 +151,21 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
                             keep=("critic",))  # fmt: skip
     with pytest.raises(ExperimentConfigError, match=r"shaped_other has reward=.*'gamma': 0.5"):
         merge_runs([str(shaped), str(shaped_other)])
+
+    # so is the log mode's floor, under the log mode only (runs made before it lack it)
+    def floor(config):
+        config["reward"]["log_floor"] = 0.2
+
+    floored = run_dir(tmp_path, "floored", floor, seed_offset=18, keep=("critic",))
+    assert len(merge_runs([str(first), str(floored)])[1]) == 12
+
+    def log(config):
+        config["reward"]["reward_mode"] = "log"
+
+    logged = run_dir(tmp_path, "logged", log, seed_offset=21, keep=("critic",))
+    log_other = run_dir(tmp_path, "log_other", lambda c: (log(c), floor(c)), 24, keep=("critic",))
+    with pytest.raises(ExperimentConfigError, match=r"log_other has reward=.*'log_floor': 0.2"):
+        merge_runs([str(logged), str(log_other)])
     # runs made before ground_truth_per_episode existed trained the truth at every step
     schedule = run_dir(tmp_path, "schedule", lambda c: c.update(ground_truth_per_episode=True), 9,
                         keep=("ground_truth",))  # fmt: skip
@@ -403,3 +418,21 @@ def test_the_report_says_what_each_run_ran_on(tmp_path):
     (again / "results.json").write_text((tmp_path / "results.json").read_text())
     _, merged, _ = merge_runs([str(again)])
     assert [r.machine for r in merged] == [r.machine for r in runs]
+
+
+def test_the_report_names_the_options_of_the_reward_mode(tmp_path):
+    from rl_report import write_report
+    from rl_results import merge_runs, summarise
+
+    def log(config):
+        config["reward"].update(reward_mode="log", log_floor=0.02)
+
+    def potential(config):
+        config["reward"].update(reward_mode="potential", gamma=0.9)
+
+    for name, edit, said in [("log", log, "reward mode `log` (floor 0.02), query every"),
+                             ("pot", potential, "reward mode `potential` (γ 0.9), query every"),
+                             ("plain", None, "reward mode `progress`, query every")]:  # fmt: skip
+        config, runs, sources = merge_runs([str(run_dir(tmp_path, name, edit))])
+        write_report(config, runs, summarise(runs), tmp_path / name, sources)
+        assert said in (tmp_path / name / "report.md").read_text().splitlines()[2]
