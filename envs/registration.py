@@ -18,7 +18,7 @@ from envs.wrappers import VisCriticReward
 
 
 def make_viscritic_env(
-    env: str,
+    env: str | None = None,
     critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
     *,
     camera: Any = None,
@@ -32,16 +32,19 @@ def make_viscritic_env(
     ``VisCriticReward-v0``.
 
     Args:
-        env: a registered task name (``envs.task_names()``).
+        env: a registered task name (``envs.task_names()``); required (``None`` raises
+            :class:`envs.UnknownTaskError` listing them).
         critic: the critic: a name, ``{"name": ..., **kwargs}``, or a ``critic.Critic``.
         camera: override the task's camera(s); a list tiles several views into one frame.
         image_size: override the critic image size (int or ``(height, width)``).
         horizon: override the task's episode length.
         render_mode: ``None`` or ``"rgb_array"`` (the critic's view).
         task_kwargs: options for the task env (e.g. ``{"control_freq": 10}`` on robosuite).
-        **options: reward options (``reward_mode``, ``gamma``, ``query_every``,
-            ``frames_per_query``, ``frame_sampling``, ``env_reward_weight``,
-            ``terminate_on_success``, ``success_threshold``).
+        **options: reward options: the fields of
+            :class:`envs.critic_reward.CriticRewardConfig` (``reward_mode``, ``gamma``,
+            ``log_floor``, ``query_every``, ``frames_per_query``, ``frame_sampling``,
+            ``env_reward_weight``, ``achieved_weight``, ``terminate_on_success``,
+            ``success_threshold``, ``between_queries``).
     """
     spec = get_task(env)
     max_steps = check_horizon(spec.horizon if horizon is None else horizon)

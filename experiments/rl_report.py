@@ -170,14 +170,24 @@ def write_report(
     if sources:
         lines += ["", f"Merged from {len(sources)} run dirs (`merge`):", ""]
         lines += [f"- `{x['run_dir']}`: {', '.join(x['runs'])}" for x in sources]
-    per_seed = {
-        c: row["test"]["successes_per_seed"]
+    per_seed = {  # (seed, successes) of each tested run, by condition
+        c: [
+            (r.seed, int(sum(r.test_successes)))
+            for r in runs
+            if r.condition == c and r.test_successes
+        ]
         for c, row in summary.items()
         if c in CONDITIONS and row["test"]
     }
-    if per_seed:
-        listed = "; ".join(f"{c} {', '.join(map(str, n))}" for c, n in per_seed.items())
-        lines += ["", f"Test successes per seed (seeds {list(cfg.seeds)}): {listed}."]
+    seed_sets = {tuple(seed for seed, _ in pairs) for pairs in per_seed.values()}
+    if len(seed_sets) == 1:
+        listed = "; ".join(f"{c} {', '.join(str(n) for _, n in p)}" for c, p in per_seed.items())
+        lines += ["", f"Test successes per seed (seeds {list(seed_sets.pop())}): {listed}."]
+    elif per_seed:  # conditions with other seeds (a merge): each count beside its seed
+        listed = "; ".join(
+            f"{c} {', '.join(f'{seed}: {n}' for seed, n in p)}" for c, p in per_seed.items()
+        )
+        lines += ["", f"Test successes per seed (seed: successes): {listed}."]
     if "critic_vs_ground_truth" in summary:
         ratio = summary["critic_vs_ground_truth"]
         interval = ratio.get("success_ratio_ci95")

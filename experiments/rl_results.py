@@ -486,9 +486,10 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
     truth = holding["ground_truth"][0][1] if holding["ground_truth"] else loaded[0][1]
     config = OmegaConf.merge(
         loaded[0][1],
-        {k: user[k] for k in ("critic", "reward", "relabel")},
         {"ground_truth_per_episode": truth.get("ground_truth_per_episode", False)},
         {"conditions": list(dict.fromkeys(r.condition for r in merged)),
          "seeds": sorted({r.seed for r in merged})},
     )  # fmt: skip
+    for key in ("critic", "reward", "relabel"):  # replaced, not merged: no keys of another critic
+        OmegaConf.update(config, key, user[key], merge=False)
     return config, merged, sources

@@ -51,7 +51,7 @@ from rl_results import (
 )
 from run_dir import RunDirError, check_run_dir
 
-from rollout.checks import is_int
+from rollout.checks import is_int, list_option
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -92,9 +92,15 @@ def check_config(cfg: DictConfig) -> None:
             f"seeds={list(cfg.seeds)!r} must be a non-empty list of integers in [0, 2**32), "
             "e.g. seeds=[0,1,2]"
         )
+    if test == 0 and cfg.eval_every > cfg.total_timesteps:
+        raise ExperimentConfigError(
+            f"test_episodes=0 and eval_every={cfg.eval_every} > total_timesteps="
+            f"{cfg.total_timesteps} measure no success at all; set test_episodes >= 1 (the "
+            "default 100) or eval_every <= total_timesteps"
+        )
     from envs.critic_reward import CriticRewardConfig
 
-    CriticRewardConfig.from_options(
+    reward = CriticRewardConfig.from_options(
         **OmegaConf.to_container(cfg.reward, resolve=True)
     )  # before any critic loads
     per_step = "relabel=false reward.between_queries=hold"  # the fix for the checks below
@@ -139,6 +145,46 @@ def check_config(cfg: DictConfig) -> None:
             f"which needs an off-policy algorithm and one env: {wrong}; or set "
             "ground_truth_per_episode=false"
         )
+    horizon = _check_env(cfg)
+    per_episode = [c for c in cfg.conditions if training_schedule(cfg, c)]
+    if per_episode and cfg.total_timesteps % horizon:
+        # SB3 stops a learner that trains once per episode only at an episode's end
+        below = cfg.total_timesteps - cfg.total_timesteps % horizon
+        raise ExperimentConfigError(
+            f"total_timesteps={cfg.total_timesteps} is not a whole number of {horizon}-step "
+            f"episodes: {', '.join(per_episode)} (trained once per episode) would run "
+            f"{below + horizon} env steps, not the budget the report states; set "
+            f"total_timesteps={below or horizon} or {below + horizon}"
+        )
+    if "critic" in cfg.conditions or "oracle" in cfg.conditions:
+        from envs.vec_env import VisCriticVecEnv
+
+        VisCriticVecEnv.check_config(reward, cfg.relabel)
+    if "critic" in cfg.conditions:
+        _check_critic(cfg)
+
+
+def _check_env(cfg: DictConfig) -> int:
+    """Build the task once (its name, camera, image size, options and horizon checked by the
+    task itself) and return the episode length, before any run starts."""
+    import envs
+
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    _true_reward_env(env_cfg, envs).close()
+    horizon = env_cfg["horizon"]
+    return envs.get_task(env_cfg["name"]).horizon if horizon is None else int(horizon)
+
+
+def _check_critic(cfg: DictConfig) -> None:
+    """Build the critic once before any run starts, so that a critic that cannot load (a wrong
+    path, a missing extra) is said now, not after the other conditions' runs have trained; the
+    runs build their own."""
+    import gc
+
+    critic = hydra.utils.instantiate(cfg.critic)
+    critic.close()
+    del critic
+    gc.collect()
 
 
 def build_train_env(cfg: DictConfig, condition: str, seed: int):
@@ -183,16 +229,17 @@ def _true_reward_env(env_cfg: dict[str, Any], envs_module, task_state: bool = Fa
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
 
+    from envs.tasks import check_horizon, check_task_kwargs
     from envs.wrappers import TaskStateInfo
 
     spec = envs_module.get_task(env_cfg["name"])
+    horizon = check_horizon(spec.horizon if env_cfg["horizon"] is None else env_cfg["horizon"])
     task = envs_module.make_task_env(
         env_cfg["name"],
         camera=env_cfg["camera"],
         image_size=env_cfg["image_size"],
-        **env_cfg["task_kwargs"],
+        **check_task_kwargs(env_cfg["task_kwargs"]),
     )
-    horizon = env_cfg["horizon"] or spec.horizon
     limited = gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
     return Monitor(TaskStateInfo(limited) if task_state else limited, info_keywords=("is_success",))
 
@@ -328,32 +375,83 @@ def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) 
     return train_one(cfg, condition, seed, out_dir)
 
 
-def train_all(cfg: DictConfig, out_dir: Path) -> list[RunResult]:
+def train_all(
+    cfg: DictConfig, out_dir: Path, finished: list[RunResult] | None = None
+) -> list[RunResult]:
     """Every (condition, seed) run, in ``cfg.workers`` processes; results in config order.
 
     Runs are independent, so with ``workers=2`` on a 2-core machine the experiment takes about half
     the wall time. Each run's ``wall_seconds`` is then measured beside another run, for every
     condition alike, so the critic / ground-truth wall-time ratio compares like with like.
+
+    A run that fails (or Ctrl-C) stops the experiment: runs not yet started are cancelled, and
+    those that finished are in ``finished`` (config order) when the error propagates.
     """
     jobs = [(condition, int(seed)) for condition in cfg.conditions for seed in cfg.seeds]
-    if cfg.workers == 1:
-        return [train_one(cfg, condition, seed, out_dir) for condition, seed in jobs]
+    done: dict[int, RunResult] = {}
+    try:
+        if cfg.workers == 1:
+            for index, (condition, seed) in enumerate(jobs):
+                done[index] = train_one(cfg, condition, seed, out_dir)
+        else:
+            _train_in_pool(cfg, out_dir, jobs, done)
+    finally:
+        if finished is not None:
+            finished[:] = [done[i] for i in sorted(done)]
+    return [done[i] for i in sorted(done)]
+
+
+def _train_in_pool(
+    cfg: DictConfig, out_dir: Path, jobs: list[tuple[str, int]], done: dict[int, RunResult]
+) -> None:
+    """The runs of ``jobs`` in worker processes, each result put in ``done`` under its job's
+    index as it finishes; the first failure cancels the runs not yet started and, once the
+    running ones end, propagates."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
     quiet = OmegaConf.merge(cfg, {"progress_bar": False})  # one bar per run would interleave
     context = multiprocessing.get_context("spawn")  # each run builds its own GL contexts
+    bar = tqdm(total=len(jobs), desc="runs", disable=not cfg.progress_bar)
     with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=context) as pool:
-        futures = [pool.submit(_train_in_worker, quiet, c, s, out_dir) for c, s in jobs]
-        bar = tqdm(total=len(jobs), desc="runs", disable=not cfg.progress_bar)
-        for future in futures:
-            future.add_done_callback(lambda _: bar.update())
+        futures = {pool.submit(_train_in_worker, quiet, c, s, out_dir): i
+                   for i, (c, s) in enumerate(jobs)}  # fmt: skip
         try:
-            return [future.result() for future in futures]
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                bar.update()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the running runs end first
+            for future, index in futures.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    done[index] = future.result()
+            raise
         finally:
             bar.close()
+
+
+def _keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> None:
+    """After a failed run: the runs that finished, in results.json and the report (a partial
+    experiment, which ``merge`` can join with a rerun of the rest)."""
+    planned = len(cfg.conditions) * len(cfg.seeds)
+    kept = OmegaConf.merge(
+        cfg,
+        {"conditions": list(dict.fromkeys(r.condition for r in finished)),
+         "seeds": sorted({r.seed for r in finished})},
+    )  # fmt: skip
+    write_report(kept, finished, summarise(finished, cfg.reward.success_threshold,
+                                           _goal_distance(cfg)), out_dir)  # fmt: skip
+    logging.getLogger(__name__).warning(
+        "%d of the %d runs finished before the experiment stopped; they are kept in %s "
+        "(results.json, report.md). Run the others into another hydra.run.dir= and join them "
+        "with merge=[%s,<that dir>]",
+        len(finished),
+        planned,
+        out_dir,
+        out_dir,
+    )
 
 
 def _goal_distance(cfg: DictConfig) -> str | None:
@@ -371,7 +469,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
     if cfg.get("merge") is not None:
-        dirs = [cfg.merge] if isinstance(cfg.merge, str) else list(cfg.merge)
+        dirs = [str(entry) for entry in list_option(cfg.merge)]
         if not dirs:
             raise ExperimentConfigError(
                 "merge=[] names no run dir; give merge=[<run dir>,<run dir>:<condition>,...], or "
@@ -386,7 +484,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     check_config(cfg)
     check_run_dir("zero_shot_rl", cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = train_all(cfg, out_dir)
+    finished: list[RunResult] = []
+    try:
+        runs = train_all(cfg, out_dir, finished)
+    except BaseException:
+        if finished:
+            _keep_finished(cfg, finished, out_dir)
+        raise
     summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
     write_report(cfg, runs, summary, out_dir)
     return summary

@@ -292,3 +292,12 @@ def test_bare_task_envs_are_registered():
     assert env.spec.max_episode_steps == envs.get_task("Lift").horizon
     env.close()
     assert envs.bare_env_id("Reacher-v5") == "VisCritic/Reacher-v5"
+
+
+def test_a_reward_env_without_a_task_lists_the_tasks():
+    with pytest.raises(envs.UnknownTaskError) as err:
+        gym.make("VisCriticReward-v0", critic="oracle")
+    assert str(err.value) == (
+        f"unknown task None; registered tasks: {envs.task_names()}. Pass one of these as "
+        "env=..., or register your own with envs.register_task."
+    )

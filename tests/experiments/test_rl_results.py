@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from tests.experiments.rl_runs import run_dir
 
@@ -436,3 +437,44 @@ def test_the_report_names_the_options_of_the_reward_mode(tmp_path):
         config, runs, sources = merge_runs([str(run_dir(tmp_path, name, edit))])
         write_report(config, runs, summarise(runs), tmp_path / name, sources)
         assert said in (tmp_path / name / "report.md").read_text().splitlines()[2]
+
+
+def test_a_merge_takes_the_critic_of_the_critic_runs_whole(tmp_path):
+    from rl_report import write_report
+    from rl_results import merge_runs, summarise
+
+    oracle = {"_target_": "critic.oracle.OracleCritic", "needs_frames": False}
+    truth = run_dir(tmp_path, "truth", keep=("ground_truth",))  # its config names viscritic-small
+    critic = run_dir(tmp_path, "critic", lambda c: c.update(critic=oracle), keep=("critic",))
+    config, runs, sources = merge_runs([str(truth), str(critic)])
+    assert OmegaConf.to_container(config.critic) == oracle  # no keys of the unused critic
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    write_report(config, runs, summarise(runs), merged, sources)
+    assert "critic `critic.oracle.OracleCritic` (needs_frames=False)" in (
+        (merged / "report.md").read_text()
+    )
+    # ... so the merged dir merges again with more runs of the same critic
+    more = run_dir(tmp_path, "more", lambda c: c.update(critic=oracle), 3, keep=("critic",))
+    assert len(merge_runs([str(merged), str(more)])[1]) == 9
+
+
+def test_per_seed_counts_name_their_seeds_when_conditions_ran_other_seeds(tmp_path):
+    from rl_report import write_report
+    from rl_results import merge_runs, summarise
+
+    truth = run_dir(tmp_path, "truth", keep=("ground_truth",))
+    critic = run_dir(tmp_path, "critic", seed_offset=3, keep=("critic",))
+    config, runs, sources = merge_runs([str(truth), str(critic)])
+    write_report(config, runs, summarise(runs), tmp_path, sources)
+    counts = {c: [(r.seed, sum(r.test_successes)) for r in runs if r.condition == c]
+              for c in ("critic", "ground_truth")}  # fmt: skip
+    line = next(x for x in (tmp_path / "report.md").read_text().splitlines()
+                if x.startswith("Test successes per seed"))  # fmt: skip
+    assert line == (
+        "Test successes per seed (seed: successes): "
+        + "; ".join(f"{c} {', '.join(f'{s}: {n}' for s, n in p)}" for c, p in counts.items())
+        + "."
+    )
+    assert line.startswith("Test successes per seed (seed: successes): critic 3: ")
+    assert line.endswith("ground_truth 0: 7, 1: 3, 2: 12.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,15 @@ TINY = [
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
+    # the repo on the path: a run may name a test critic (tests.helpers) as its critic
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
     )
 
 
@@ -311,6 +319,9 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     assert {r["condition"] for r in json.loads((out / "results.json").read_text())["runs"]} == {
         "critic"
     }
+    scalar = _cli("merge=5", f"hydra.run.dir={tmp_path / 'scalar'}")  # a dir named 5: not here
+    assert scalar.returncode == 1 and "Traceback" not in scalar.stderr
+    assert "zero_shot_rl: ExperimentConfigError: merge: " in scalar.stderr
     empty = _cli("merge=[]", f"hydra.run.dir={tmp_path / 'empty'}")
     assert empty.stderr.strip().endswith("ExperimentConfigError: merge=[] names no run dir; give "
                                          "merge=[<run dir>,<run dir>:<condition>,...], or leave "
@@ -358,13 +369,89 @@ def test_seeds_may_be_a_range_as_the_docs_write_them():
     assert list(cfg.seeds) == [0, 1, 2, 3, 10]
 
 
-def test_an_unknown_task_option_is_a_message_from_the_worker_processes(tmp_path):
+def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
     done = _run(tmp_path, "+env.task_kwargs.bogus=1", "conditions=[oracle,ground_truth]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert (
         "zero_shot_rl: InvalidOptionError: bogus=1 is not an option of the task 'Reacher-v5'"
         in (done.stderr)
     )
+    assert not list(tmp_path.glob("*_seed*"))  # said before any run trained
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["test_episodes=0", "eval_every=30000"],
+         "test_episodes=0 and eval_every=30000 > total_timesteps=20000 measure no success at "
+         "all; set test_episodes >= 1 (the default 100) or eval_every <= total_timesteps"),
+        # SB3 would run the relabelled learners to the end of their episode: 20050 steps
+        (["total_timesteps=20010"],
+         "total_timesteps=20010 is not a whole number of 50-step episodes: critic, oracle "
+         "(trained once per episode) would run 20050 env steps, not the budget the report "
+         "states; set total_timesteps=20000 or 20050"),
+        (["total_timesteps=30", "conditions=[oracle]"],
+         "total_timesteps=30 is not a whole number of 50-step episodes: oracle (trained once "
+         "per episode) would run 50 env steps, not the budget the report states; set "
+         "total_timesteps=50 or 50"),
+        (["env.horizon=-5"], "horizon=-5 must be an integer >= 1 (steps per episode)"),
+        (["env.horizon=0", "conditions=[ground_truth]"],
+         "horizon=0 must be an integer >= 1 (steps per episode)"),
+        (["env.horizon=2.5"], "horizon=2.5 must be an integer >= 1 (steps per episode)"),
+        (["+reward.terminate_on_success=true"],
+         "terminate_on_success=True is not available with VisCriticVecEnv"),
+    ],
+)  # fmt: skip
+def test_the_task_budget_and_reward_wrapper_are_checked_before_any_run(overrides, message):
+    from hydra import compose, initialize_config_dir
+
+    from envs import InvalidOptionError
+    from experiments.zero_shot_rl import ExperimentConfigError, check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=overrides)
+    with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
+        check_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_a_critic_that_cannot_load_is_said_before_the_other_conditions_train(tmp_path):
+    done = _run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
+                "critic.model=/nonexistent/ckpt")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "cannot load" in done.stderr and "/nonexistent/ckpt" in done.stderr
+    assert not (tmp_path / "ground_truth_seed0").exists()
+
+
+def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
+    # The critic breaks its contract at its first query (one estimate short): its runs fail in
+    # the worker processes after the ground truth's two have trained; those two are kept.
+    broken = ["critic=oracle", "critic._target_=tests.helpers.ScriptedCritic",
+              "+critic.answers=[0.5]", "+critic.batch_size_error=-1"]  # fmt: skip
+    done = _run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0,1]", *broken)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "zero_shot_rl: CriticOutputError: " in done.stderr
+    assert "2 of the 4 runs finished before the experiment stopped; they are kept in " in (
+        done.stdout  # hydra's log
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["condition"], r["seed"]) for r in results["runs"]] == [
+        ("ground_truth", 0), ("ground_truth", 1)
+    ]  # fmt: skip
+    assert results["config"]["conditions"] == ["ground_truth"]
+    # one after another (workers=1): the same, the first run kept
+    one = tmp_path / "one"
+    done = _run(one, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1", *broken)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"1 of the 2 runs finished before the experiment stopped; they are kept in {one} " in (
+        done.stdout
+    )
+    runs = json.loads((one / "results.json").read_text())["runs"]
+    assert [(r["condition"], r["seed"]) for r in runs] == [("ground_truth", 0)]
+    # the kept runs merge with a rerun of the rest
+    merged = _cli(f"merge=[{tmp_path},{one}:ground_truth]", f"hydra.run.dir={tmp_path / 'm'}")
+    assert merged.returncode != 0  # ground_truth seed 0 is in both
+    assert "ground_truth seed 0 is in both" in merged.stderr
 
 
 def test_a_budget_below_learning_starts_is_warned_of(caplog):
