@@ -230,14 +230,18 @@ def failure_probability(verdict) -> float:
 
 def _detection_delays(critic, episodes, frames, points, camera):
     """For each true failure with a failure time: prefixes ending at ``points`` frames spread from
-    the failure frame to the last one; the delay is the first judged a failure (seconds)."""
+    the failure frame to the last one; the delay is the first judged a failure (seconds). The last
+    prefix is always the whole episode: one point is the whole episode alone."""
     delays, in_time = [], []
     for episode in episodes:
         if episode.success or episode.failure_step is None or points < 1:
             continue
         video = episode.frames[camera or episode.cameras[0]]
-        start = int(np.searchsorted(episode.steps, episode.failure_step))
-        ends = sorted({int(e) for e in np.linspace(min(start, len(video) - 1), len(video) - 1, points).round()})  # fmt: skip
+        last = len(video) - 1
+        start = min(int(np.searchsorted(episode.steps, episode.failure_step)), last)
+        # linspace(start, last, 1) is [start]: one point would never query the whole episode
+        spread = np.linspace(start, last, points) if points > 1 else np.array([last])
+        ends = sorted({int(e) for e in spread.round()})
         queries = [
             FailureQuery(
                 episode.instruction,

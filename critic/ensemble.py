@@ -130,7 +130,8 @@ class EnsembleCritic(Critic):
 
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
         """The majority of the readable verdicts (a tie is a failure); confidence is the share
-        of readable members that agree."""
+        of readable members that agree. A failure's type is the most common among them, the
+        first member's (in ``members`` order) on a tie."""
         answers = [c.detect_failure(queries) for c in self.critics]
         out = []
         for per_query in zip(*answers, strict=True):
@@ -145,7 +146,7 @@ class EnsembleCritic(Critic):
             out.append(
                 FailureVerdict(
                     success,
-                    None if success or not types else max(set(types), key=types.count),
+                    None if success or not types else max(types, key=types.count),
                     confidence=len(agree) / len(readable),
                 )
             )

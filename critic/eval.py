@@ -99,12 +99,22 @@ def accuracy_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float
 
 
 def binary_metrics(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 of ``predicted`` positives (0 where undefined)."""
+    """Accuracy, precision, recall and F1 of ``predicted`` positives; ``nan`` where undefined.
+
+    Precision is undefined when nothing is predicted positive, recall when nothing is positive,
+    F1 (``2 tp / (2 tp + fp + fn)``) when neither: a perfect critic on a set with no failures
+    reads n/a, not a total miss (0), and one that calls no failure among failures still scores
+    F1 0.
+
+    Example:
+        >>> binary_metrics([False, False], [False, False])["recall"]  # no positive to recall
+        nan
+    """
     p, a = np.asarray(predicted, dtype=bool), np.asarray(actual, dtype=bool)
     tp, fp, fn = int((p & a).sum()), int((p & ~a).sum()), int((~p & a).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
     return {
         "accuracy": float((p == a).mean()) if len(p) else float("nan"),
         "precision": precision,

@@ -20,6 +20,7 @@ from critic.base import (
     CriticError,
     FailureQuery,
     FailureVerdict,
+    ParseStatus,
     ProgressEstimate,
     ProgressQuery,
 )
@@ -28,7 +29,9 @@ from rollout.checks import is_int, is_number
 
 @dataclass
 class OracleCritic(Critic):
-    """Reads ``privileged_progress`` / ``privileged_success`` from each query.
+    """Reads ``privileged_progress`` / ``privileged_success`` from each query. A progress query
+    whose privileged progress is not finite (``nan``: a labelled video has none) gets an
+    unreadable estimate (``progress`` and ``achieved`` ``None``, ``ParseStatus.NOT_A_NUMBER``).
 
     Args:
         needs_frames: ``False`` by default: the oracle needs no pixels. Set it to ``True`` to have
@@ -61,6 +64,11 @@ class OracleCritic(Critic):
                     "fills it from the task) or set ProgressQuery.privileged_progress."
                 )
             progress = float(query.privileged_progress)
+            if not np.isfinite(progress):
+                # no ground truth to read (an external video's nan): unreadable, not progress nan
+                # with achieved 0, which the evaluator read as a sure failure
+                estimates.append(ProgressEstimate(None, status=ParseStatus.NOT_A_NUMBER))
+                continue
             estimates.append(
                 ProgressEstimate(progress=progress, achieved=float(progress >= ACHIEVED))
             )
@@ -158,8 +166,12 @@ class NoisyOracleCritic(OracleCritic):
                     "it keys each episode's offset by the first frame (build queries through "
                     "envs.VisCriticReward, which renders them)"
                 )
-            if first is not None and now is not None and np.array_equal(first, now):
-                noisy.append(estimate)  # the reset query: a frame against itself reads 0 error
+            if estimate.progress is None or (
+                first is not None and now is not None and np.array_equal(first, now)
+            ):
+                # unreadable (no ground truth) stays so; the reset query, a frame against itself,
+                # reads 0 error
+                noisy.append(estimate)
                 continue
             error = self.episode_offset(first) if self.offset_sd else 0.0
             if self.step_sd:

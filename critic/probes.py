@@ -74,7 +74,12 @@ def run_probes(
     frames_per_query: int = 8,
     batch: int = 32,
 ) -> dict[str, dict[str, Any]]:
-    """Every probe on every expert episode: the mean statistic, its rule, and pass/fail."""
+    """Every probe on every expert episode: the mean statistic, its rule, and pass/fail.
+
+    ``passed`` is ``None`` for a probe that ran on no episode (no expert episode with an active
+    part of 4 frames or more, e.g. a split of failures only): nothing was probed, so nothing
+    passed or failed.
+    """
     rng = np.random.default_rng(seed)
     stats: dict[str, list[float]] = {name: [] for name in PROBES}
     for episode in episodes:
@@ -92,6 +97,6 @@ def run_probes(
             "expected": PROBES[name],
             "statistic": statistic,
             "episodes": len(values),
-            "passed": bool(values) and probe_passes(name, statistic),
+            "passed": probe_passes(name, statistic) if values else None,
         }
     return out

@@ -3,15 +3,18 @@
     python experiments/eval_critic.py                                    # oracle vs viscritic-small
     python experiments/eval_critic.py data=[data/Reacher-v5,data/Lift] \\
         critics='[viscritic-small,outputs/train_critic/RUN/outcome/final]'
-    python experiments/eval_critic.py external=/data/robofail critics=[viscritic-small]
+    python experiments/eval_critic.py external=/data/robofail critics=[viscritic-small] data=[]
 
 For every critic and task (metrics in :mod:`critic.eval` and :mod:`critic.probes`): progress MAE and VOC on expert episodes
 and on failures with the best constant predictor beside them, failure-detection accuracy / F1 /
 AUROC / confusion by type / detection delay, and the reward-hacking probes with pass/fail. The run
-dir (hydra) gets ``metrics.json``, ``report.md`` and ``calibration.png``.
+dir (hydra) gets ``metrics.json`` (strict JSON: an undefined metric is ``null``), ``report.md``
+and, given progress data, ``calibration.png``. A critic that fails to load or errors mid-run stops
+the run, but the critics before it keep their results (the report names the one that failed).
 
 ``external=FOLDER`` scores your own labelled videos (RoboFail-style; layout in
-:func:`critic.data.external.read_labelled_videos`) for failure detection.
+:func:`critic.data.external.read_labelled_videos`) for failure detection; ``data=[]`` scores them
+alone.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import numbers
 import sys
 import time
 from pathlib import Path
@@ -51,12 +55,27 @@ def check_config(cfg: DictConfig) -> None:
             "first's); label each, e.g. critics=[{name: <path>, label: run_a},{name: <path>, "
             "label: run_b}]"
         )
+    for spec in list_option(cfg.critics):  # every name, before the first critic loads
+        check_critic_spec(spec)
     if cfg.split not in SPLITS:
         raise EvalConfigError(f"split={cfg.split!r} is not a split; pick one of {list(SPLITS)}")
     if cfg.calibration_split is not None and cfg.calibration_split not in SPLITS:
         raise EvalConfigError(
             f"calibration_split={cfg.calibration_split!r} is not a split; pick one of "
             f"{list(SPLITS)}, or null to fit no failure threshold"
+        )
+    calibration_split = cfg.calibration_split
+    if calibration_split is not None and (
+        calibration_split == cfg.split or "all" in (calibration_split, cfg.split)
+    ):
+        raise EvalConfigError(
+            f"calibration_split={calibration_split!r} overlaps split={cfg.split!r}: τ would be "
+            "fit on the episodes it scores; give a split apart from the evaluated one (e.g. "
+            "split=test calibration_split=val), or calibration_split=null to fit no τ"
+        )
+    if not is_int(cfg.seed) or cfg.seed < 0:
+        raise EvalConfigError(
+            f"seed={cfg.seed!r} must be an integer >= 0 (it seeds the probes' shuffles), e.g. seed=0"
         )
     for key in ("episodes_per_task", "stride", "failure_frames", "batch"):
         value = cfg[key]
@@ -77,6 +96,20 @@ def check_config(cfg: DictConfig) -> None:
             f"probe_episodes={probes!r} must be an integer >= 1 (expert episodes per task the "
             "probes transform); to run no probes, set probes=false"
         )
+    external = cfg.external
+    if external is not None and not isinstance(external, str):
+        given = OmegaConf.to_container(external) if OmegaConf.is_config(external) else external
+        raise EvalConfigError(
+            f"external={given!r} must be one folder of labelled videos, e.g. "
+            "external=/data/robofail, or null for none"
+        )
+    size = cfg.external_size
+    if size is not None and (not is_int(size) or size < 1):
+        raise EvalConfigError(
+            f"external_size={size!r} must be an integer >= 1 (the square size, in pixels, the "
+            "external videos' frames are resized to), e.g. external_size=128, or null to keep "
+            "their own size"
+        )
     if problem := folder_problem("data", data):
         raise EvalConfigError(problem)
     missing = [d for d in data if not finished_ids(d)]  # no episodes/ folder, or an empty one
@@ -84,12 +117,21 @@ def check_config(cfg: DictConfig) -> None:
         raise EvalConfigError(
             f"data: no episodes in {missing}; make them with "
             "`python experiments/synthesize.py env=<task> out=<folder>`"
+            + ("" if external is None else ", or give data=[] to score the external videos alone")
         )
-    if cfg.external is not None and not Path(cfg.external).is_dir():
-        raise EvalConfigError(f"external={cfg.external!r} is not a folder of labelled videos")
-    if not data and cfg.external is None:
+    if external is not None and not Path(external).is_dir():
+        raise EvalConfigError(f"external={external!r} is not a folder of labelled videos")
+    if not data and external is None:
         raise EvalConfigError("nothing to evaluate: data is empty and external is not set")
-    for task, spec in (cfg.get("by_state") or {}).items():
+    by_state = cfg.get("by_state")
+    if by_state is not None and not isinstance(by_state, DictConfig):
+        given = OmegaConf.to_container(by_state) if OmegaConf.is_config(by_state) else by_state
+        raise EvalConfigError(
+            f"by_state={given!r} must map each task to {{key: <privileged state name>, bins: "
+            "[increasing numbers]}, e.g. by_state={Reacher-v5: {key: fingertip_to_target_cm, "
+            "bins: [1, 2, 4]}}, or be null for no reading by state"
+        )
+    for task, spec in (by_state or {}).items():
         edges = spec.get("bins") if isinstance(spec, DictConfig) else None
         if (
             not isinstance(spec, DictConfig)
@@ -104,6 +146,45 @@ def check_config(cfg: DictConfig) -> None:
                 " must be {key: <privileged state name>, bins: [increasing numbers]}, e.g. "
                 "{key: fingertip_to_target_cm, bins: [1, 2, 3, 4, 6, 10]}"
             )
+
+
+def check_critic_spec(spec: Any) -> None:
+    """Refuse, before any critic loads, a critic :func:`critic.factory.make_critic` could not
+    name: by the factory's rules, a name is a known critic, an existing checkpoint
+    folder or a critic server URL; an ensemble's members are checked alike. No weights load.
+
+    Raises:
+        EvalConfigError: the spec names no critic, a name that is none of those (named), or a
+            server URL that is no address.
+    """
+    from critic.factory import available_critics
+    from critic.vlm import is_server_url
+    from rollout.remote import RemoteEngine
+
+    if OmegaConf.is_config(spec):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str):
+        raise EvalConfigError(
+            f"critics: {spec!r} names no critic; give a name or path, or a mapping "
+            "{name: <name or path>, label: <column>, **options}"
+        )
+    url = spec.get("model") if name == "vlm" and isinstance(spec, dict) else name
+    if is_server_url(url):
+        try:
+            RemoteEngine(url)  # parses the address as the critic's client will; connects later
+        except ValueError as exc:
+            raise EvalConfigError(f"critics: {exc}") from exc
+    elif name not in available_critics() and not Path(name).is_dir():
+        raise EvalConfigError(
+            f"critics: {name!r} is neither a known critic ({available_critics()}), an existing "
+            "checkpoint folder, nor a critic server URL (http://host:port); fix the name or path"
+        )
+    if name == "ensemble" and isinstance(spec, dict):
+        members = spec.get("members")
+        if isinstance(members, list):  # anything else: the ensemble's own message, as it loads
+            for member in members:
+                check_critic_spec(member)
 
 
 def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
@@ -131,7 +212,10 @@ def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
         ]
     empty = [task for task, episodes in by_task.items() if not episodes]
     if empty:
-        raise EvalConfigError(f"no {cfg.split} episodes for {empty}; synthesise more episodes")
+        alone = ", or give data=[] to score the external videos alone" if cfg.external else ""
+        raise EvalConfigError(
+            f"no {cfg.split} episodes for {empty}; synthesise more episodes{alone}"
+        )
     return by_task
 
 
@@ -238,11 +322,23 @@ def _final_row(name: str, task: str, detector: str, f: dict, p: dict) -> str:
     )
 
 
-def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[str]:
-    """The markdown report: one progress table, one failure table, one probe table."""
-    lines = [
-        f"# Critic evaluation ({cfg.split} split)",
-        "",
+def report_lines(
+    results: dict[str, dict[str, Any]],
+    cfg: DictConfig,
+    plotted: bool = True,
+    failed: tuple[str, str] | None = None,
+) -> list[str]:
+    """The markdown report: one progress table, one failure table, one probe table; the
+    calibration plot when ``plotted``; first, the critic that ``failed`` (its name and error), if
+    one stopped the run."""
+    lines = [f"# Critic evaluation ({cfg.split} split)", ""]
+    if failed is not None:
+        lines += [
+            f"**Incomplete:** critic `{failed[0]}` failed ({failed[1]}); the tables hold the "
+            "critics before it, and those after it were not run.",
+            "",
+        ]
+    lines += [
         "## Progress",
         "",
         "VOC over the active part of expert episodes (up to the first frame the task is achieved); "
@@ -292,8 +388,8 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         (
             f"`τ` is the failure-probability threshold fit on the {cfg.calibration_split} split "
             "(most accurate there); `acc@τ` is this split's accuracy of `P(failure) >= τ`. "
-            if cfg.calibration_split not in (None, cfg.split)
-            else "No threshold fit (`calibration_split` unset or the evaluated split). "
+            if cfg.calibration_split is not None
+            else "No threshold fit (`calibration_split` unset). "
         )
         + "`accuracy` is the greedy verdict's.",
         "",
@@ -320,7 +416,7 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
         "at its own `τ` fit on the "
         + (
             f"{cfg.calibration_split} split."
-            if cfg.calibration_split not in (None, cfg.split)
+            if cfg.calibration_split is not None
             else "(no calibration split: no τ)."
         )
         + " A success ends at progress 1, a failure below it.",
@@ -350,12 +446,14 @@ def report_lines(results: dict[str, dict[str, Any]], cfg: DictConfig) -> list[st
                   "|---|---|" + "---|" * len(PROBES)]  # fmt: skip
         for name, task, probes in probe_rows:
             cells = [
-                f"{_fmt(p['statistic'])} {'pass' if p['passed'] else '**FAIL**'}"
+                "n/a (no expert episodes)"
+                if p["passed"] is None
+                else f"{_fmt(p['statistic'])} {'pass' if p['passed'] else '**FAIL**'}"
                 for p in probes.values()
             ]
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
     lines += _by_state_lines(results)
-    lines += ["", "![calibration](calibration.png)", ""]
+    lines += ["", "![calibration](calibration.png)", ""] if plotted else [""]
     return lines
 
 
@@ -392,8 +490,9 @@ def _by_state_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
-    """Mean true progress per bin of predicted progress, one panel per task."""
+def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> bool:
+    """Mean true progress per bin of predicted progress, one panel per task; whether it wrote
+    ``path`` (not without progress data: external videos alone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,7 +503,7 @@ def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
     tasks = list(dict.fromkeys(t for by_task in results.values() for t, r in by_task.items()
                                if "calibration_points" in r))  # fmt: skip
     if not tasks:
-        return
+        return False
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
@@ -422,26 +521,40 @@ def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Load the split, evaluate every critic, write metrics.json, report.md and calibration.png."""
-    from critic.factory import make_critic
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (an undefined metric's ``nan``) as ``None`` and numpy
+    numbers as Python's, for strict JSON (``null``; ``NaN`` is no JSON).
 
-    check_config(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    by_task = load_episodes(cfg)
-    calibration = None
-    if cfg.calibration_split is not None and cfg.calibration_split != cfg.split:
-        calibration = load_episodes(cfg, cfg.calibration_split)
-    results: dict[str, dict[str, Any]] = {}
-    for spec in list_option(cfg.critics):
-        name, spec = critic_label(spec)
-        critic = make_critic(spec)
-        try:
-            results[name] = evaluate_critic(critic, by_task, cfg, calibration)
-        finally:
-            critic.close()
+    Example:
+        >>> finite_or_null({"auroc": float("nan"), "n": [np.int64(2), np.float32(0.5)]})
+        {'auroc': None, 'n': [2, 0.5]}
+    """
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def write_results(
+    results: dict[str, dict[str, Any]],
+    by_task: dict[str, list],
+    cfg: DictConfig,
+    out_dir: Path,
+    failed: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write metrics.json, calibration.png (removing a stale one when there is nothing to plot)
+    and report.md for ``results``; ``failed`` (its name and error) names a critic that stopped
+    the run. Returns the metrics."""
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "episodes": {task: len(e) for task, e in by_task.items()},
@@ -452,11 +565,51 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             }
             for name, by_task_rows in results.items()
         },
+        **({} if failed is None else {"failed": {"critic": failed[0], "error": failed[1]}}),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    (out_dir / "report.md").write_text("\n".join(report_lines(results, cfg)))
-    plot_calibration(results, out_dir / "calibration.png")
+    text = json.dumps(finite_or_null(metrics), indent=2, allow_nan=False)
+    (out_dir / "metrics.json").write_text(text)
+    plot = out_dir / "calibration.png"
+    plotted = plot_calibration(results, plot)
+    if not plotted:
+        plot.unlink(missing_ok=True)  # an earlier run's (overwrite=true) is not this run's
+    (out_dir / "report.md").write_text("\n".join(report_lines(results, cfg, plotted, failed)))
     return metrics
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Load the split, evaluate every critic, write metrics.json, report.md and calibration.png.
+
+    A critic that fails to load or errors mid-run stops the run with its error, after the
+    critics before it have their results written (the report and ``metrics.json``'s ``failed``
+    name it)."""
+    from critic.factory import make_critic
+
+    check_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_task = load_episodes(cfg)
+    calibration = None
+    if cfg.calibration_split is not None:  # check_config: a split apart from the evaluated one
+        calibration = load_episodes(cfg, cfg.calibration_split)
+    results: dict[str, dict[str, Any]] = {}
+    name = None
+    try:
+        for spec in list_option(cfg.critics):
+            name, spec = critic_label(spec)
+            critic = make_critic(spec)
+            try:
+                results[name] = evaluate_critic(critic, by_task, cfg, calibration)
+            finally:
+                critic.close()
+    except BaseException as exc:  # an interrupt too: keep what the critics before it found
+        if results:
+            write_results(results, by_task, cfg, out_dir, (name, f"{type(exc).__name__}: {exc}"))
+            logging.getLogger(__name__).error(
+                "critic %s failed; metrics.json and report.md in %s hold the critics before it: %s",
+                name, out_dir, list(results),
+            )  # fmt: skip
+        raise
+    return write_results(results, by_task, cfg, out_dir)
 
 
 @hydra.main(config_path="../configs", config_name="eval_critic", version_base="1.3")

@@ -31,7 +31,8 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
 
     Raises:
         EpisodeFormatError: no ``labels.jsonl``, a line that is not a JSON object with the
-            required fields, or a video that is missing or unreadable (the message names it).
+            required fields, a ``failure_time_s`` past its video's end, or a video that is
+            missing or unreadable (the message names it).
     """
     folder = Path(folder)
     labels = folder / "labels.jsonl"
@@ -86,6 +87,13 @@ def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Epi
                 f"{labels}:{number}: failure_type={failure_kind!r} must be a name, e.g. \"drop\""
             )
         frames, fps = read_video(folder / video, size=size)
+        length_s = len(frames) / fps
+        if failure_time is not None and failure_time > length_s:
+            # clipped to the last frame it would read as a failure caught the moment it happened
+            raise EpisodeFormatError(
+                f"{labels}:{number}: failure_time_s={failure_time!r} is past the end of {video!r} "
+                f"({length_s:g} s long); give the time of the failure within the video"
+            )
         steps = np.arange(len(frames))
         episodes.append(
             Episode(

@@ -110,6 +110,16 @@ def test_the_verdict_is_the_readable_majority():
     assert tie.detect_failure([FailureQuery("reach")])[0].success is False  # a tie is a failure
 
 
+@pytest.mark.parametrize("first", ["stall", "overshoot"])
+def test_a_tie_between_failure_types_goes_to_the_first_member(first):
+    # two members agree on a failure, one type each (a count of 1 apiece): the first member's
+    # type, whatever the string hash's seed (the tie was broken by set order)
+    other = {"stall": "overshoot", "overshoot": "stall"}[first]
+    members = [Fixed(success=False, failure_type=first), Fixed(success=False, failure_type=other)]
+    verdict = EnsembleCritic(members).detect_failure([FailureQuery("reach")])[0]
+    assert (verdict.success, verdict.failure_type) == (False, first)
+
+
 def test_members_share_one_clip_length_and_the_ensemble_reports_it():
     assert EnsembleCritic([Fixed(frames=1), Fixed(frames=None)]).clip_frames == 1
     # built, but asked for a clip it has none to give

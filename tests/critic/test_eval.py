@@ -71,8 +71,18 @@ def test_binary_metrics_and_active_length_hand_worked():
     # predicted T T F F, actual T F T F: tp 1, fp 1, fn 1, tn 1
     m = binary_metrics([True, True, False, False], [True, False, True, False])
     assert m == pytest.approx({"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5})
-    # nothing predicted positive: precision and F1 are 0 rather than undefined
-    assert binary_metrics([False, False], [True, False])["f1"] == 0.0
+    # nothing predicted positive among one failure: tp 0, fp 0, fn 1 → precision 0/0 undefined,
+    # recall 0/1 = 0, F1 2·0 / (0 + 0 + 1) = 0: a total miss
+    m = binary_metrics([False, False], [True, False])
+    assert np.isnan(m["precision"]) and m["recall"] == 0.0 and m["f1"] == 0.0
+    # no failure to find and none called: tp = fp = fn = 0 → precision, recall and F1 all 0/0,
+    # undefined (nan), not a total miss (0); accuracy 2/2
+    m = binary_metrics([False, False], [False, False])
+    assert m["accuracy"] == 1.0 and all(np.isnan(m[k]) for k in ("precision", "recall", "f1"))
+    # a false alarm on a set of successes: tp 0, fp 1 → precision 0/1 = 0, recall 0/0 undefined,
+    # F1 2·0 / (0 + 1 + 0) = 0
+    m = binary_metrics([True, False], [False, False])
+    assert m["precision"] == 0.0 and np.isnan(m["recall"]) and m["f1"] == 0.0
     assert active_length(np.array([0.0, 0.5, 1.0, 1.0])) == 3  # up to the first achieved frame
     assert active_length(np.array([0.0, 0.5, 0.9])) == 3  # never achieved: all
     cal = calibration([0.05, 0.15, 0.12, 0.95], [0.0, 0.2, 0.1, 1.0], bins=10)
@@ -200,6 +210,15 @@ def test_probes_pass_for_the_oracle_and_fail_for_a_clock():
     assert not unread["reversed"]["passed"]
 
 
+def test_probes_without_an_expert_episode_neither_pass_nor_fail():
+    # failures alone (a split of failures, or a folder of labelled failures): nothing to probe
+    probes = run_probes(OracleCritic(), [_episode(0, "stall"), _episode(1, "overshoot")])
+    assert {name: (p["passed"], p["episodes"]) for name, p in probes.items()} == dict.fromkeys(
+        probes, (None, 0)
+    )
+    assert all(np.isnan(p["statistic"]) for p in probes.values())
+
+
 class LapsingClockCritic(ClockCritic):
     """The clock, with the third answer of every call unreadable."""
 
@@ -219,6 +238,11 @@ def test_failure_detection_oracle_and_constant():
     assert oracle["type_accuracy"] == 1.0
     # the failure is at env step 6 = frame 3; the first prefix ends there → no delay
     assert oracle["detection_delay_s"] == 0.0 and oracle["detected_in_time"] == 1.0
+    # one delay point: the one prefix is the whole episode (frame 11, env step 22), not the
+    # failure frame; the oracle calls it a failure there: (22 - 6) steps × 1 / (10 fps × 2 steps
+    # a frame) = 16 × 0.05 s = 0.8 s
+    one = evaluate_failures(OracleCritic(), episodes, frames=4, delay_points=1)
+    assert one["detection_delay_s"] == pytest.approx(0.8) and one["detected_in_time"] == 1.0
     assert oracle["constant_accuracy"] == 0.5
     assert "threshold_accuracy" not in oracle  # only with a threshold fit elsewhere
     clock = evaluate_failures(ClockCritic(), episodes, frames=4)

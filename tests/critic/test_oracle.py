@@ -37,6 +37,23 @@ def test_oracle_refuses_queries_without_ground_truth():
     )
 
 
+def test_oracle_progress_is_unreadable_without_a_finite_ground_truth():
+    # a labelled video's episode carries nan progress: nothing to read, so no progress and no
+    # P(achieved) (float(nan >= ACHIEVED) was 0: every such episode a sure failure)
+    from critic.base import ParseStatus, ProgressEstimate
+    from critic.oracle import NoisyOracleCritic
+
+    queries = [ProgressQuery("a", privileged_progress=float("nan")),
+               ProgressQuery("a", privileged_progress=0.4)]  # fmt: skip
+    unread = ProgressEstimate(None, status=ParseStatus.NOT_A_NUMBER)
+    assert OracleCritic().estimate_progress(queries) == [
+        unread,
+        ProgressEstimate(0.4, achieved=0.0),
+    ]
+    noisy = NoisyOracleCritic(offset_sd=0.0, step_sd=0.1).estimate_progress(queries)
+    assert noisy[0] == unread and noisy[1].progress is not None
+
+
 def test_oracle_failure_verdicts():
     verdicts = OracleCritic().detect_failure(
         [

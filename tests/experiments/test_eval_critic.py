@@ -17,6 +17,33 @@ TINY = ["episodes_per_task=4", "frames_per_query=2", "failure_frames=2", "delay_
         "probe_episodes=1", "stride=4"]  # fmt: skip
 
 
+def _strict_json(text: str):
+    """``text`` parsed as strict JSON: ``NaN`` and ``Infinity`` are no JSON (Python's parser takes
+    them, browsers' and jq's do not)."""
+
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _module():
+    """experiments/eval_critic.py as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location(
+        "eval_critic", ROOT / "experiments" / "eval_critic.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("eval_critic", overrides=list(overrides))
+
+
 def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), f"hydra.run.dir={run_dir}",
@@ -26,10 +53,11 @@ def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
-    done = _run(tmp_path, f"data=[{dataset}]", "split=all",
+    # the train split's first 4 (seeds 0, 2, 3, 4): τ is fit on the val split apart from it
+    done = _run(tmp_path, f"data=[{dataset}]", "split=train",
                 "critics=[oracle,{name: tiny, max_new_tokens: 4}]")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = _strict_json((tmp_path / "metrics.json").read_text())
     assert metrics["episodes"] == {"Reacher-v5": 4}
     oracle = metrics["critics"]["oracle"]["Reacher-v5"]
     assert oracle["progress"]["expert"]["mae"] == 0.0
@@ -72,8 +100,6 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
 
 
 def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
-    from hydra import compose, initialize_config_dir
-
     from critic.data.episodes import iter_episodes
     from tests.helpers import RecordingCritic
 
@@ -81,18 +107,28 @@ def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
         def clip_frames_for(self, task):
             return 1 if task == "Reacher-v5" else 8
 
-    spec = importlib.util.spec_from_file_location(
-        "eval_critic", ROOT / "experiments" / "eval_critic.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("eval_critic", overrides=["probes=false", "delay_points=0", "stride=4"])
+    module = _module()
+    cfg = _config("probes=false", "delay_points=0", "stride=4")
     episodes = list(iter_episodes(dataset))[:2]
     critic = PerTask()
     row = module.evaluate_critic(critic, {"Reacher-v5": episodes}, cfg)["Reacher-v5"]
     assert row["frames_per_query"] == 1
     assert {len(q.frames) for batch in critic.batches for q in batch} == {1}
+
+
+def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
+    from critic.data.episodes import iter_episodes
+    from critic.oracle import OracleCritic
+
+    module = _module()
+    cfg = _config("delay_points=0", "stride=4", "probe_episodes=2", "calibration_split=null")
+    failures = [e for e in iter_episodes(dataset) if not e.success][:2]  # no expert to probe
+    results = {"oracle": module.evaluate_critic(OracleCritic(), {"Reacher-v5": failures}, cfg)}
+    assert {p["passed"] for p in results["oracle"]["Reacher-v5"]["probes"].values()} == {None}
+    report = "\n".join(module.report_lines(results, cfg))
+    probes = "n/a (no expert episodes)"
+    assert f"| oracle | Reacher-v5 | {probes} | {probes} | {probes} | {probes} |" in report
+    assert "FAIL" not in report
 
 
 def test_external_labelled_videos(tmp_path):
@@ -112,11 +148,44 @@ def test_external_labelled_videos(tmp_path):
     episodes = read_labelled_videos(folder, size=28)
     assert [e.frames["video"].shape for e in episodes] == [(6, 28, 28, 3)] * 2
     assert episodes[1].failure_type == "stall" and episodes[1].failure_step == 3  # 0.3 s × 10 fps
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "calibration.png").write_bytes(b"an earlier run's plot")
     done = _run(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]")
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = _strict_json((tmp_path / "run" / "metrics.json").read_text())
     external = metrics["critics"]["oracle"]["external"]
     assert external["failure"]["accuracy"] == 1.0 and "progress" not in external
+    # no progress to read in a labelled video: the oracle's last-frame readings are unreadable,
+    # not "achieved 0" (which called every video a sure failure), so it has no achieved detector
+    assert "achieved" not in external["failure"]
+    # nothing to plot: no calibration.png, an earlier run's removed, and none linked
+    assert not (tmp_path / "run" / "calibration.png").exists()
+    assert "calibration.png" not in (tmp_path / "run" / "report.md").read_text()
+    # successes alone: no failure to recall, AUROC, type or delay to read; null in the JSON,
+    # n/a in the report (recall read 0.00, a total miss, for a critic right on every video)
+    (folder / "labels.jsonl").write_text(
+        '{"video": "a.mkv", "instruction": "Pick the cup.", "success": true}\n'
+        '{"video": "b.mkv", "instruction": "Pick the cup.", "success": true}\n'
+    )
+    done = _run(tmp_path / "run2", "data=[]", f"external={folder}", "critics=[oracle]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    failure = _strict_json((tmp_path / "run2" / "metrics.json").read_text())["critics"]["oracle"][
+        "external"
+    ]["failure"]
+    assert failure["accuracy"] == 1.0
+    undefined = ("precision", "recall", "f1", "auroc", "type_accuracy", "detection_delay_s",
+                 "detected_in_time")  # fmt: skip
+    assert {key: failure[key] for key in undefined} == dict.fromkeys(undefined)
+    assert "| oracle | external | 2 | 1.00 | n/a | n/a | 1.00 | n/a | n/a | n/a | n/a | n/a " in (
+        (tmp_path / "run2" / "report.md").read_text()
+    )
+    # external videos with the data folders at their default: data=[] scores the videos alone
+    done = _run(tmp_path / "run3", f"data=[{tmp_path / 'none'}]", f"external={folder}")
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        f"eval_critic: EvalConfigError: data: no episodes in ['{tmp_path / 'none'}']; make them "
+        "with `python experiments/synthesize.py env=<task> out=<folder>`, or give data=[] to "
+        "score the external videos alone"
+    )
     (folder / "labels.jsonl").write_text(
         '{"video": "c.mkv", "instruction": "x", "success": true}\n'
     )
@@ -130,6 +199,9 @@ def test_external_labelled_videos(tmp_path):
     for extra, message in (
         (', "failure_time_s": "1.2"}', "labels.jsonl:1: failure_time_s='1.2' must be a number"),
         (', "failure_time_s": -1}', "labels.jsonl:1: failure_time_s=-1 must be a number"),
+        # 6 frames at 10 fps: 0.6 s (it was clipped to the last frame: an instant detection)
+        (', "failure_time_s": 0.9}', "labels.jsonl:1: failure_time_s=0.9 is past the end of "
+         "'a.mkv' \\(0.6 s long\\); give the time of the failure within the video"),
         (', "failure_type": 3}', "labels.jsonl:1: failure_type=3 must be a name"),
         ('}\n{"video": "a.mkv", "instruction": "x", "success": true}',
          "labels.jsonl:2: 'a.mkv' is labelled again \\(first on line 1\\)"),
@@ -183,11 +255,73 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     done = _run(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
-    assert done.returncode == 1 and "UnknownCriticError: unknown critic 'magic'" in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "EvalConfigError: critics: 'magic' is neither a known critic (['oracle'," in done.stderr
+    # a server URL that is no address: the client's message, not its traceback
+    done = _run(tmp_path, f"data=[{dataset}]", "critics=['http://']")
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        "eval_critic: EvalConfigError: critics: url='http://' is not a server address; give "
+        "http://host:port"
+    )
     # two checkpoints of one name in different runs would share a column: one would be lost
     done = _run(tmp_path, f"data=[{dataset}]", "critics=[/a/outcome/final,/b/outcome/final]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EvalConfigError: critics ['outcome/final'] would share a column" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["seed=-1"], "seed=-1 must be an integer >= 0 (it seeds the probes' shuffles), e.g. seed=0"),
+        (["seed=abc"], "seed='abc' must be an integer >= 0"),
+        (["by_state=5"], "by_state=5 must map each task to {key: <privileged state name>, bins: "
+         "[increasing numbers]}, e.g. by_state={Reacher-v5: {key: fingertip_to_target_cm, "
+         "bins: [1, 2, 4]}}, or be null for no reading by state"),
+        (["external=[a]"], "external=['a'] must be one folder of labelled videos, e.g. "
+         "external=/data/robofail, or null for none"),
+        (["external_size=abc"], "external_size='abc' must be an integer >= 1 (the square size, in "
+         "pixels, the external videos' frames are resized to), e.g. external_size=128, or null "
+         "to keep their own size"),
+        (["external_size=0"], "external_size=0 must be an integer >= 1"),
+        (["external_size=-3"], "external_size=-3 must be an integer >= 1"),
+        (["critics=[oracle,outputs/typo/final]"], "critics: 'outputs/typo/final' is neither a known "
+         "critic (['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', "
+         "'tiny']), an existing checkpoint folder, nor a critic server URL (http://host:port); "
+         "fix the name or path"),
+        (["critics=[{name: ensemble, members: [oracle, nope]}]"], "critics: 'nope' is neither"),
+        (["critics=[{label: a}]"], "critics: {'label': 'a'} names no critic"),
+        # τ fit on episodes it then scores
+        (["split=test", "calibration_split=all"], "calibration_split='all' overlaps split='test': "
+         "τ would be fit on the episodes it scores; give a split apart from the evaluated one "
+         "(e.g. split=test calibration_split=val), or calibration_split=null to fit no τ"),
+        (["split=all"], "calibration_split='val' overlaps split='all'"),
+        (["split=val"], "calibration_split='val' overlaps split='val'"),
+    ],
+)  # fmt: skip
+def test_options_are_checked_before_any_critic_loads(dataset, overrides, message):
+    module = _module()
+    cfg = _config(f"data=[{dataset}]", *overrides)
+    with pytest.raises(module.EvalConfigError) as err:
+        module.check_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
+    # the second critic's options fail as it is built, after the oracle has its results
+    done = _run(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=null",
+                "probes=false", "critics=[oracle,{name: noisy_oracle, offset_sd: -1}]")  # fmt: skip
+    error = (
+        "CriticError: NoisyOracleCritic offset_sd=-1 must be a finite number >= 0 (an SD of "
+        "progress, e.g. 0.2; 0: none)"
+    )
+    assert done.returncode == 1 and done.stderr.strip().endswith(f"eval_critic: {error}")
+    metrics = _strict_json((tmp_path / "metrics.json").read_text())
+    assert list(metrics["critics"]) == ["oracle"]
+    assert metrics["failed"] == {"critic": "noisy_oracle", "error": error}
+    report = (tmp_path / "report.md").read_text()
+    assert f"**Incomplete:** critic `noisy_oracle` failed ({error}); the tables hold" in report
+    assert "| oracle | Reacher-v5 |" in report
+    assert "critic noisy_oracle failed; metrics.json and report.md in" in done.stdout + done.stderr
 
 
 def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
@@ -231,7 +365,8 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
 def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
     empty = tmp_path / "empty"
     (empty / "episodes").mkdir(parents=True)  # a folder with no episode in it
-    done = _run(tmp_path / "run", "critics=[oracle]", f"data=[{empty}]", "split=all")
+    done = _run(tmp_path / "run", "critics=[oracle]", f"data=[{empty}]", "split=all",
+                "calibration_split=null")  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         f"eval_critic: EvalConfigError: data: no episodes in ['{empty}']; make them with "
