@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import logging
 import re
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -64,6 +65,7 @@ HINDSIGHT_RADIUS = 0.05  # m: hindsight goals lie within this of the reached poi
 HINDSIGHT_MODES = ("near", "uniform")  # where a hindsight goal goes (True means "near")
 GOAL_BOUND = 0.2  # m: Reacher draws its targets uniformly in this disc around the arm's base
 _FIRST_SEED_FIX = " (episode seeds are first_seed, first_seed + 1, ...)"
+MAX_SEED = 2**63 - 1  # an episode's row stores its seed as an int64
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,19 @@ def _check_recording(
         _check_int("horizon", horizon, 1, ", or null for the task's own")
 
 
+def _check_seeds(first_seed: Any, episodes: Any) -> None:
+    """``first_seed`` and ``episodes`` as counts, and the last seed they give one an episode's row
+    can store."""
+    _check_int("episodes", episodes, 1)
+    _check_int("first_seed", first_seed, 0, _FIRST_SEED_FIX)
+    last = int(first_seed) + int(episodes) - 1
+    if last > MAX_SEED:
+        raise InvalidOptionError(
+            f"first_seed={first_seed} with episodes={episodes} gives seeds up to {last}, past the "
+            f"largest an episode stores ({MAX_SEED}); pass first_seed <= {MAX_SEED - episodes + 1}"
+        )
+
+
 def check_dataset_folder(root: str | Path) -> None:
     """A typed error when the dataset folder cannot be made or written into: it, or the nearest
     of its parents that exists, is a file.
@@ -190,8 +205,8 @@ def plan_policy_episodes(
             to anywhere the task draws its goals; ``False`` keeps the goal.
 
     Raises:
-        InvalidOptionError: a bad count or first seed, no policies, a policy file that cannot
-            be read or is listed twice, or ``hindsight`` on a task whose goal cannot move. Whether
+        InvalidOptionError: a bad count or first seed (the last seed must be at most
+            :data:`MAX_SEED`), no policies, a policy file that cannot be read or is listed twice, or ``hindsight`` on a task whose goal cannot move. Whether
             each policy acts in the task's spaces (built with the run's ``task_kwargs``) is
             checked by :func:`synthesize`, before it records anything.
     """
@@ -203,8 +218,7 @@ def plan_policy_episodes(
             f"hindsight={str(hindsight).lower()} needs a task whose goal can move without changing the dynamics; "
             f"{task}'s cannot. Tasks that can: {movable}"
         )
-    _check_int("episodes", episodes, 1)
-    _check_int("first_seed", first_seed, 0, _FIRST_SEED_FIX)
+    _check_seeds(first_seed, episodes)
     policies = [policies] if isinstance(policies, str) else list(policies)
     if not policies:
         raise InvalidOptionError(
@@ -262,11 +276,10 @@ def plan_episodes(
             ``"flail"`` are asked for by name).
 
     Raises:
-        InvalidOptionError: a bad count, first seed, fraction or failure type, or a task without
-            an expert.
+        InvalidOptionError: a bad count, first seed (the last seed must be at most
+            :data:`MAX_SEED`), fraction or failure type, or a task without an expert.
     """
-    _check_int("episodes", episodes, 1)
-    _check_int("first_seed", first_seed, 0, _FIRST_SEED_FIX)
+    _check_seeds(first_seed, episodes)
     if not (is_number(failure_fraction) and 0.0 <= failure_fraction <= 1.0):
         raise InvalidOptionError(f"failure_fraction={failure_fraction!r} must be in [0, 1]")
     if failures is None:
@@ -452,6 +465,27 @@ def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -
     }
 
 
+_stop: Any = None  # in a worker process: the run's stop event (set once the run has stopped)
+
+
+def _start_worker(stop: Any) -> None:
+    """A worker process leaves Ctrl-C to the parent (which stops the run) and keeps its stop
+    event."""
+    global _stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop = stop
+
+
+def _record_in_worker(
+    plan: EpisodePlan, root: str, codec: str, options: dict
+) -> dict[str, Any] | None:
+    """:func:`_record_and_write` in a worker process; ``None`` for a plan that the executor had
+    already handed to the worker when the run stopped."""
+    if _stop is not None and _stop.is_set():
+        return None
+    return _record_and_write(plan, root, codec, options)
+
+
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:
     """What decides the content of an episode of ``task`` beyond its id, as plain JSON values:
     :func:`record_episode`'s options (its defaults where not given; the task's own image size and
@@ -492,6 +526,19 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
     )
 
 
+def _check_h264_sides(task: str, recording: dict[str, Any]) -> None:
+    """h264 encodes even frame sides only: a frame is the view's size, its cameras side by
+    side (:meth:`envs.tasks.TaskEnv.render_critic_view`)."""
+    (height, width), cameras = recording["image_size"], len(recording["camera"])
+    if height % 2 or (width * cameras) % 2:
+        tiled = f" per camera, {cameras} cameras side by side" if cameras > 1 else ""
+        raise InvalidOptionError(
+            f"codec='h264' needs even frame sides, but {task}'s frames would be "
+            f"{height}x{width * cameras} (image_size [{height}, {width}]{tiled}); use "
+            "codec='ffv1' or an even env.image_size"
+        )
+
+
 def _count_of(task: str, episode_ids: set[str]) -> int:
     """How many of ``episode_ids`` are episodes of ``task`` (ids start ``<task>-<seed>-``)."""
     mine = re.compile(rf"{re.escape(task)}-\d{{6,}}-")
@@ -520,8 +567,14 @@ def synthesize(
     recorded with (:func:`recording_options`), written before the first episode of the task;
     episodes already there are skipped only when they were recorded with this call's options.
 
+    An episode that fails, a worker process that dies (``BrokenProcessPool``) or Ctrl-C
+    (``KeyboardInterrupt``) stops the run: plans not yet started are dropped, episodes being
+    recorded in other workers finish, and the error is raised. The episodes written are kept; the
+    same call again records the rest.
+
     Raises:
-        InvalidOptionError: a bad ``workers``, ``codec`` or count in ``options``, a ``root``
+        InvalidOptionError: a bad ``workers``, ``codec`` or count in ``options``, ``h264`` with
+            a frame side that is odd (the view's size, its cameras side by side), a ``root``
             that is a file (or lies under one), or ``root`` holding episodes of a planned task
             recorded with other options (each differing option, the folder's value and this
             call's); raised before any episode is recorded.
@@ -540,12 +593,12 @@ def synthesize(
     done = finished_ids(root)
     todo = [p for p in plans if p.episode_id not in done]
     tasks = dict.fromkeys(p.task for p in plans)
+    recorded_with = {task: recording_options(task, codec, **options) for task in tasks}
+    if codec == "h264":
+        for task, recording in recorded_with.items():
+            _check_h264_sides(task, recording)
     _check_policies_fit(todo, options.get("task_kwargs"))
-    check_folder_options(
-        root,
-        {task: recording_options(task, codec, **options) for task in tasks},
-        {task: _count_of(task, done) for task in tasks},
-    )
+    check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks})
     if len(todo) < len(plans):
         rest = f"recording the other {len(todo)}" if todo else "nothing to record"
         logger.info(f"{len(plans) - len(todo)} of {len(plans)} episodes already in {root}; {rest}")
@@ -559,15 +612,24 @@ def synthesize(
         else:
             import multiprocessing
 
-            with ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn")
-            ) as pool:
+            context = multiprocessing.get_context("spawn")
+            stop = context.Event()
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                       initargs=(stop,))  # fmt: skip
+            try:
                 futures = [
-                    pool.submit(_record_and_write, p, str(root), codec, options) for p in todo
+                    pool.submit(_record_in_worker, p, str(root), codec, options) for p in todo
                 ]
                 for future in as_completed(futures):
                     rows.append(future.result())
                     bar.update()
+            except BaseException:
+                # A failed episode, a killed worker or Ctrl-C stops the run: the plans not yet
+                # started are dropped (a re-run records them), the episodes being recorded finish.
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
     finally:
         bar.close()
     return rows

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -66,8 +68,10 @@ def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
     return summary
 
 
-def _markdown(task: str, summary: dict) -> str:
+def _markdown(task: str, summary: dict, unreadable: int = 0) -> str:
     lines = [f"# Synthesised episodes: {task}", "", f"episodes: {summary['episodes']}"]
+    if unreadable:
+        lines.append(f"unreadable episodes (left out): {unreadable}; summary.json names them")
     if "episodes_per_minute" in summary:
         lines.append(f"episodes/minute (this run): {summary['episodes_per_minute']:.1f}")
     if "expert" in summary:
@@ -93,24 +97,38 @@ def _markdown(task: str, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def contact_sheet(root: Path, task: str, path: Path, frames: int = 8) -> Path | None:
+def contact_sheet(
+    root: Path,
+    task: str,
+    rows: list[dict],
+    path: Path,
+    frames: int = 8,
+    unreadable: dict[str, str] | None = None,
+) -> Path | None:
     """One row of frames per episode kind (expert first, then each failure type), titled with
-    progress; below, every shown episode's progress curve with its failure step marked."""
+    progress; below, every shown episode's progress curve with its failure step marked.
+
+    ``rows`` are the task's episode rows; one whose videos cannot be read is passed over for the
+    next of its kind and added to ``unreadable`` (episode id → what is wrong)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from critic.data.episodes import read_episode, read_table
+    from critic.data.episodes import EpisodeFormatError, read_episode
     from envs.synth import CAMERA
 
-    rows = [r for r in read_table(root) if r["env_id"] == task]
-    chosen: dict[str, str] = {}
+    unreadable = {} if unreadable is None else unreadable
+    chosen: dict[str, Any] = {}
     for r in rows:
         kind = "policy" if _planned(r) == "policy" else r["failure_type"]
         kind = kind or ("expert" if r["success"] else None)
-        if kind is not None and kind not in chosen:
-            chosen[kind] = r["episode_id"]
+        if kind is None or kind in chosen or r["episode_id"] in unreadable:
+            continue
+        try:
+            chosen[kind] = read_episode(root, r["episode_id"], [CAMERA])
+        except EpisodeFormatError as exc:
+            unreadable[r["episode_id"]] = str(exc)
     if not chosen:
         return None
     order = (
@@ -118,7 +136,7 @@ def contact_sheet(root: Path, task: str, path: Path, frames: int = 8) -> Path | 
         if "expert" in chosen
         else sorted(chosen)
     )
-    episodes = [read_episode(root, chosen[k], [CAMERA]) for k in order]
+    episodes = [chosen[k] for k in order]
     fig, axes = plt.subplots(len(episodes) + 1, frames, figsize=(1.6 * frames, 1.8 * (len(episodes) + 1.5)),
                              squeeze=False)  # fmt: skip
     for row, (kind, ep) in enumerate(zip(order, episodes, strict=True)):
@@ -151,14 +169,16 @@ def contact_sheet(root: Path, task: str, path: Path, frames: int = 8) -> Path | 
 
 @hydra.main(config_path="../configs", config_name="synthesize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
     from hydra.core.hydra_config import HydraConfig
 
     from envs import InvalidOptionError, UnknownTaskError
-    from envs.synth import plan_episodes, plan_policy_episodes, synthesize
+    from envs.synth import hindsight_mode, plan_episodes, plan_policy_episodes, synthesize
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    task, root = cfg.env.name, Path(cfg.out)
+    task = cfg.env.name
     env = OmegaConf.to_container(cfg.env, resolve=True)  # plain values: an int, a list, a dict
     options = {
         "every": cfg.every,
@@ -166,7 +186,17 @@ def main(cfg: DictConfig) -> None:
         "deterministic": cfg.deterministic,
         **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
+    kept = (
+        "the episodes recorded so far are kept in {}, and re-running the same command records "
+        "the rest"
+    )
     try:
+        if not isinstance(cfg.out, str) or not cfg.out:  # '' would be the current folder
+            shown = "null" if cfg.out is None else repr(cfg.out)
+            raise InvalidOptionError(
+                f"out={shown} must name the dataset folder (out=<folder>, e.g. out=data/{task})"
+            )
+        root = Path(cfg.out)
         # checked here, not where the sheet is drawn: that is after the episodes are written
         frames = cfg.sheet_frames
         if not is_int(frames) or frames < 1:
@@ -179,11 +209,21 @@ def main(cfg: DictConfig) -> None:
             if cfg.failures is None or isinstance(cfg.failures, str)
             else list(cfg.failures)
         )
+        hindsight = hindsight_mode(cfg.hindsight)  # its value is checked with or without policies
         if cfg.policies is not None:  # [] is an error, not the expert
             policies = [cfg.policies] if isinstance(cfg.policies, str) else list(cfg.policies)
             plans = plan_policy_episodes(task, policies, cfg.episodes, cfg.first_seed,
                                          cfg.hindsight)  # fmt: skip
         else:
+            for name, what, on in (("hindsight", "moves the goal of policy rollouts", hindsight),
+                                   ("deterministic", "picks a policy's mean action",
+                                    cfg.deterministic is True)):  # fmt: skip
+                if on:
+                    value = str(cfg[name]).lower()
+                    raise InvalidOptionError(
+                        f"{name}={value} {what}; pass policies=[<policy.zip>,...], or "
+                        f"{name}=false for the experts' episodes"
+                    )
             plans = plan_episodes(task, cfg.episodes, cfg.failure_fraction, cfg.first_seed,
                                   failures)  # fmt: skip
         start = time.perf_counter()
@@ -193,31 +233,79 @@ def main(cfg: DictConfig) -> None:
     except (InvalidOptionError, UnknownTaskError, ValueError) as exc:
         print(f"synthesize: {exc}", file=sys.stderr)
         sys.exit(1)
-    from critic.data.episodes import read_table
+    except BrokenProcessPool:
+        print(f"synthesize: a worker process died (killed, or out of memory); {kept.format(cfg.out)} "
+              "(workers=1 needs less memory)", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"synthesize: interrupted; {kept.format(cfg.out)}", file=sys.stderr)
+        sys.exit(130)  # as a shell reports a Ctrl-C
 
+    rows_there, unreadable = _task_rows(root, task)
+    sheet = contact_sheet(root, task, rows_there, root / f"contact_sheet_{task}.png",
+                          cfg.sheet_frames, unreadable)  # fmt: skip
     everything = [
         {"failure": r["failure_type"] if r["failure_type"] else _planned(r), "success": r["success"],
          "policy": _planned(r) == "policy",
          "max_progress": max(r["progress"]), "final_progress": r["progress"][-1]}
-        for r in read_table(root) if r["env_id"] == task
+        for r in rows_there if r["episode_id"] not in unreadable
     ]  # fmt: skip
+    if unreadable:
+        logging.getLogger(__name__).warning(
+            f"{len(unreadable)} {task} episodes in {root} cannot be read and are left out of the "
+            f"summary and the contact sheet: {'; '.join(unreadable.values())}. To record one "
+            "again, delete its row (episodes/<id>.parquet) and re-run the same command (it "
+            "records only what is missing)"
+        )
     summary = {
         "task": task,
         "dataset": str(root),
         "this_run": summarize(rows, wall) if rows else {"episodes": 0},
         "dataset_total": summarize(everything),
         "skipped_existing": len(plans) - len(rows),
+        "unreadable": list(unreadable.values()),
     }
-    sheet = contact_sheet(root, task, root / f"contact_sheet_{task}.png", cfg.sheet_frames)
     for folder in (root, run_dir):
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        (folder / "summary.md").write_text(_markdown(task, summary["dataset_total"]))
+        (folder / "summary.md").write_text(
+            _markdown(task, summary["dataset_total"], len(unreadable))
+        )
     if sheet is not None and run_dir != root:
         (run_dir / sheet.name).write_bytes(sheet.read_bytes())
-    print(_markdown(task, summary["dataset_total"]))
+    print(_markdown(task, summary["dataset_total"], len(unreadable)))
     if rows:
         print(f"this run: {len(rows)} episodes in {wall:.0f} s ({60 * len(rows) / wall:.1f}/min)")
     print(f"dataset: {root}  (contact sheet: {sheet})")
+
+
+def _task_rows(root: Path, task: str) -> tuple[list[dict], dict[str, str]]:
+    """The rows of ``task``'s episodes in ``root`` (ids ``<task>-<seed>-...``: other tasks' files
+    are not read), and for each episode whose row cannot be read, or whose video is gone, what
+    is wrong, naming the file (episode id → message)."""
+    from critic.data.episodes import EpisodeFormatError, _read_row, finished_ids
+
+    mine = re.compile(rf"{re.escape(task)}-\d{{6,}}-")
+    rows, unreadable = [], {}
+    for episode_id in sorted(i for i in finished_ids(root) if mine.match(i)):
+        path = root / "episodes" / f"{episode_id}.parquet"
+        try:
+            row = dict(_read_row(path))
+            videos = json.loads(row["videos"])
+            progress = [float(p) for p in row["progress"]]
+            if not progress or not isinstance(row["success"], bool):
+                raise ValueError("no progress, or a success that is not true or false")
+            if not isinstance(row["failure_type"], str | None):
+                raise ValueError("a failure_type that is not text or null")
+            for video in (root / "videos" / v for v in videos.values()):
+                if not video.is_file():
+                    raise EpisodeFormatError(f"{video}: no such video file")
+        except EpisodeFormatError as exc:
+            unreadable[episode_id] = str(exc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a row edited by hand
+            unreadable[episode_id] = f"{path}: not an episode row ({type(exc).__name__}: {exc})"
+        else:
+            rows.append({**row, "episode_id": episode_id, "progress": progress})
+    return rows, unreadable
 
 
 def _planned(row: dict) -> str | None:

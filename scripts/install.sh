@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-sim,rl,vlm,data,train,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 python3-venv)  # venv: pip in .venv
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
@@ -26,9 +26,11 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
+# A venv made without pip (python3 -m venv failing half-way, before python3-venv was installed) is
+# made again, not skipped: everything below needs its pip.
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     echo "[install] virtual environment in $VENV"
-    "$PYTHON" -m venv "$VENV"
+    "$PYTHON" -m venv --clear "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # torch first, pinned to the CPU build: a range left open would pull the CUDA wheels.

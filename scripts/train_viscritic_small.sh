@@ -11,29 +11,35 @@
 #   3. export that round's weights.
 # Times and figures on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
 #   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
+# PYTHON=<interpreter> runs the steps with it; by default, .venv/bin/python after
+# scripts/install.sh (which skips what is already there).
 # A re-run after a failure redoes every step (overwrite=true: each step replaces its run dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data}
 RUN=${2:-outputs/viscritic_small/run}
-PY=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ]; then
+    bash scripts/install.sh
+    PYTHON=.venv/bin/python
+fi
+PY=("$PYTHON")  # quoted wherever it runs: a path with a space stays one word
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-$PY experiments/synthesize.py env=Reacher-v5 env.image_size=64 episodes=600 every=1 workers=2 \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 env.image_size=64 episodes=600 every=1 workers=2 \
     out="$DATA/Reacher-v5-64"
-$PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
-$PY experiments/synthesize.py env=Lift episodes=160 every=2 workers=2 out="$DATA/Lift"
-$PY experiments/train_critic.py --config-name viscritic_small \
+"${PY[@]}" experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
+"${PY[@]}" experiments/synthesize.py env=Lift episodes=160 every=2 workers=2 out="$DATA/Lift"
+"${PY[@]}" experiments/train_critic.py --config-name viscritic_small \
     "data=[$DATA/Reacher-v5-64,$DATA/Pusher-v5,$DATA/Lift]" overwrite=true hydra.run.dir="$RUN"
-$PY experiments/train_critic.py --config-name viscritic_small_anneal model="$RUN/readout/final" \
+"${PY[@]}" experiments/train_critic.py --config-name viscritic_small_anneal model="$RUN/readout/final" \
     "data=[$DATA/Reacher-v5-64,$DATA/Pusher-v5,$DATA/Lift]" overwrite=true hydra.run.dir="$RUN/anneal"
-$PY experiments/synthesize.py env=Reacher-v5 episodes=2400 every=1 workers=2 out="$DATA/Reacher-v5"
-$PY experiments/train_critic.py --config-name viscritic_small_reacher56 \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=2400 every=1 workers=2 out="$DATA/Reacher-v5"
+"${PY[@]}" experiments/train_critic.py --config-name viscritic_small_reacher56 \
     model="$RUN/anneal/readout/final" "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" \
     overwrite=true hydra.run.dir="$RUN/reacher56"
-$PY experiments/train_critic.py --config-name viscritic_small_frozen \
+"${PY[@]}" experiments/train_critic.py --config-name viscritic_small_frozen \
     model="$RUN/reacher56/readout/final" "data=[$DATA/Reacher-v5,$DATA/Pusher-v5,$DATA/Lift]" \
     overwrite=true hydra.run.dir="$RUN/frozen"
-PYTHON="$PY" bash scripts/train_viscritic_small_loop.sh "$RUN/frozen/readout/final" "$DATA/twoframe" \
+PYTHON="$PYTHON" bash scripts/train_viscritic_small_loop.sh "$RUN/frozen/readout/final" "$DATA/twoframe" \
     "$RUN/loop"
-$PY -m critic.weights export "$RUN/loop/pertask/readout/final" critic/weights/viscritic-small --overwrite
+"${PY[@]}" -m critic.weights export "$RUN/loop/pertask/readout/final" critic/weights/viscritic-small --overwrite

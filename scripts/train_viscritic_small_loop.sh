@@ -19,12 +19,18 @@
 # there, steps 1-4 about 4.5 h, step 5 about 40 min. Figures: docs/reward_loop.md, docs/zero_shot_rl.md and the
 # model cards.
 #   bash scripts/train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]
+# PYTHON=<interpreter> runs the steps with it; by default, .venv/bin/python after
+# scripts/install.sh (which skips what is already there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=${1:?usage: train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]}
 DATA=${2:-data}
 RUN=${3:-outputs/viscritic_small/loop}
-PY=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ]; then
+    bash scripts/install.sh
+    PYTHON=.venv/bin/python
+fi
+PY=("$PYTHON")  # quoted wherever it runs: a path with a space stays one word
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$RUN"
 
@@ -34,7 +40,7 @@ learners() {  # the saved policies of an RL run dir: policies=[...]
     echo "${out#,}"
 }
 rl() {  # rl CRITIC OUT: SAC on Reacher learns from the critic alone, seeds 0-3
-    $PY experiments/zero_shot_rl.py conditions=[critic] critic.model="$1" seeds=[0,1,2,3] \
+    "${PY[@]}" experiments/zero_shot_rl.py conditions=[critic] critic.model="$1" seeds=[0,1,2,3] \
         progress_bar=false overwrite=true hydra.run.dir="$2"  # a re-run after a failure retrains
 }
 readout() {  # readout FROM OUT STEPS DATA...: one round of the 1-frame readout
@@ -42,16 +48,16 @@ readout() {  # readout FROM OUT STEPS DATA...: one round of the 1-frame readout
     shift 3
     local dirs
     dirs=$(IFS=,; echo "$*")
-    $PY experiments/train_critic.py --config-name viscritic_small_twoframe model="$from" \
+    "${PY[@]}" experiments/train_critic.py --config-name viscritic_small_twoframe model="$from" \
         stages.readout.steps="$steps" "data=[$dirs]" progress_bar=false overwrite=true hydra.run.dir="$out"
 }
 
 # 1. Reacher data: scripted, flail, and the true reward's learners
-$PY experiments/synthesize.py env=Reacher-v5 episodes=1200 every=1 workers=2 out="$DATA/loop/Reacher-v5"
-$PY experiments/synthesize.py env=Reacher-v5 episodes=400 failure_fraction=1.0 failures=[flail] \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=1200 every=1 workers=2 out="$DATA/loop/Reacher-v5"
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=400 failure_fraction=1.0 failures=[flail] \
     every=1 workers=2 out="$DATA/loop/flail"
-$PY experiments/zero_shot_rl.py conditions=[ground_truth] progress_bar=false overwrite=true hydra.run.dir="$RUN/gt"
-$PY experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=10000 workers=2 \
+"${PY[@]}" experiments/zero_shot_rl.py conditions=[ground_truth] progress_bar=false overwrite=true hydra.run.dir="$RUN/gt"
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=10000 workers=2 \
     "policies=[$(learners "$RUN/gt" ground_truth "0 1 2")]" out="$DATA/loop/gtpol"
 SETS=("$DATA/loop/Reacher-v5" "$DATA/loop/flail" "$DATA/loop/gtpol")
 
@@ -59,7 +65,7 @@ SETS=("$DATA/loop/Reacher-v5" "$DATA/loop/flail" "$DATA/loop/gtpol")
 readout "$START" "$RUN/two1" 300 "${SETS[@]}"
 rl "$RUN/two1/readout/final" "$RUN/rl1"
 for N in 2 3 4 5; do
-    $PY experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=$((10000 + 1000 * N)) \
+    "${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=$((10000 + 1000 * N)) \
         workers=2 "policies=[$(learners "$RUN/rl$((N - 1))" critic "0 1 2 3")]" out="$DATA/loop/policy_r$N"
     SETS+=("$DATA/loop/policy_r$N")
     readout "$RUN/two$((N - 1))/readout/final" "$RUN/two$N" 300 "${SETS[@]}"
@@ -69,30 +75,30 @@ done
 # 3. hindsight rollouts of the 19 saved learners (true reward, rounds 1-4), one more round
 POLICIES=$(learners "$RUN/gt" ground_truth "0 1 2")
 for N in 1 2 3 4; do POLICIES="$POLICIES,$(learners "$RUN/rl$N" critic "0 1 2 3")"; done
-$PY experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 first_seed=20000 hindsight=true \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 first_seed=20000 hindsight=true \
     workers=2 "policies=[$POLICIES]" out="$DATA/loop/hindsight"
 SETS+=("$DATA/loop/hindsight")
 readout "$RUN/two5/readout/final" "$RUN/hindsight" 300 "${SETS[@]}"
 
 # 4. the three tasks in one checkpoint
-$PY experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
-$PY experiments/synthesize.py env=Lift episodes=240 every=2 workers=2 out="$DATA/Lift"
+"${PY[@]}" experiments/synthesize.py env=Pusher-v5 episodes=300 every=2 workers=2 out="$DATA/Pusher-v5"
+"${PY[@]}" experiments/synthesize.py env=Lift episodes=240 every=2 workers=2 out="$DATA/Lift"
 readout "$RUN/hindsight/readout/final" "$RUN/mixed" 400 "${SETS[@]}" "$DATA/Pusher-v5" "$DATA/Lift"
 
 # 5. the shipped checkpoint: the candidate's learners (10 seeds), their rollouts, the distilled round
 CANDIDATE="$RUN/hindsight/readout/final"
-$PY experiments/synthesize.py env=Reacher-v5 episodes=150 every=1 first_seed=20000 hindsight=true \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=150 every=1 first_seed=20000 hindsight=true \
     workers=2 "policies=[$(learners "$RUN/gt" ground_truth "0 1 2")]" out="$DATA/loop/hindsight_gt"
-$PY experiments/zero_shot_rl.py conditions=[critic] critic.model="$CANDIDATE" seeds=[0,1,2,3,4,5,6,7,8,9] \
+"${PY[@]}" experiments/zero_shot_rl.py conditions=[critic] critic.model="$CANDIDATE" seeds=[0,1,2,3,4,5,6,7,8,9] \
     progress_bar=false overwrite=true hydra.run.dir="$RUN/rl_candidate"
 LEARNERS=$(learners "$RUN/rl_candidate" critic "0 1 2 3 4 5 6 7 8 9")
-$PY experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=16000 workers=2 \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=16000 workers=2 \
     "policies=[$LEARNERS]" out="$DATA/loop/policy_r6"
-$PY experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 first_seed=26000 hindsight=true \
+"${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=50 every=1 first_seed=26000 hindsight=true \
     workers=2 "policies=[$LEARNERS]" out="$DATA/loop/hindsight_r6"
 REACHER="$DATA/loop/Reacher-v5,$DATA/loop/flail,$DATA/loop/gtpol,$DATA/loop/hindsight_gt"
 REACHER="$REACHER,$DATA/loop/hindsight_r6,$DATA/loop/policy_r6"
-$PY experiments/train_critic.py --config-name viscritic_small_twoframe model="$CANDIDATE" \
+"${PY[@]}" experiments/train_critic.py --config-name viscritic_small_twoframe model="$CANDIDATE" \
     teacher="$CANDIDATE" "teacher_tasks=[Reacher-v5]" frames=8 "task_frames={Reacher-v5: 1}" \
     "stages.readout.kinds=[score,frozen]" stages.readout.steps=600 \
     "data=[$REACHER,$DATA/Pusher-v5,$DATA/Lift]" "data_weights=[1,1,1,1,1,1,7,7]" \

@@ -210,3 +210,54 @@ def test_a_manifest_without_episodes_gives_way(tmp_path):
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(InvalidOptionError, match=r"manifest\.json' is not a readable dataset"):
         synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
+
+
+def test_a_failed_episode_stops_the_run_without_recording_the_queued_plans(tmp_path):
+    # the first plan fails in its worker (no such failure type): the 20 plans queued behind it are
+    # cancelled, not recorded before the error surfaces
+    from critic.data.episodes import finished_ids
+
+    plans = [EpisodePlan("Reacher-v5", 0, "nope"), *plan_episodes("Reacher-v5", 20, 0.0, 1)]
+    with pytest.raises(InvalidOptionError, match=r"^failure='nope' is not a failure type"):
+        synthesize(plans, tmp_path, workers=2, progress_bar=False, every=5)
+    # at most the episodes the other worker was recording meanwhile
+    assert len(finished_ids(tmp_path)) < 10
+
+
+def test_h264_with_an_odd_frame_side_is_refused_before_recording(tmp_path):
+    plans = plan_episodes("Reacher-v5", 2)
+    data = tmp_path / "data"
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(plans, data, workers=2, codec="h264", progress_bar=False, image_size=57)
+    assert str(excinfo.value) == (
+        "codec='h264' needs even frame sides, but Reacher-v5's frames would be 57x57 "
+        "(image_size [57, 57]); use codec='ffv1' or an even env.image_size"
+    )
+    assert not data.exists()
+    # two cameras side by side: 2 x 57 = 114 wide, so only the height must be even
+    camera = envs.get_task("Reacher-v5").view.cameras[0]
+    with pytest.raises(InvalidOptionError, match=re.escape(
+        "frames would be 57x112 (image_size [57, 56] per camera, 2 cameras side by side)"
+    )):  # fmt: skip
+        synthesize(plans, data, codec="h264", progress_bar=False, image_size=(57, 56),
+                   camera=[camera, camera])  # fmt: skip
+    assert not data.exists()
+    rows = synthesize(plans[:1], data, codec="h264", progress_bar=False, every=10,
+                      image_size=(56, 57), camera=[camera, camera])  # fmt: skip
+    assert read_episode(data, rows[0]["episode_id"]).frames[CAMERA].shape[1:] == (56, 114, 3)
+
+
+def test_seeds_past_what_an_episode_row_stores_are_refused():
+    from envs.synth import plan_policy_episodes
+
+    last = 2**63 - 1  # an int64, what the episode row stores
+    assert [p.seed for p in plan_episodes("Reacher-v5", 1, first_seed=last)] == [last]
+    with pytest.raises(InvalidOptionError) as excinfo:
+        plan_episodes("Reacher-v5", 2, first_seed=last)
+    assert str(excinfo.value) == (
+        f"first_seed={last} with episodes=2 gives seeds up to {last + 1}, past the largest an "
+        f"episode stores ({last}); pass first_seed <= {last - 1}"
+    )
+    # checked before the policy files are read
+    with pytest.raises(InvalidOptionError, match=rf"^first_seed={2**63} with episodes=1 gives"):
+        plan_policy_episodes("Reacher-v5", ["nope.zip"], 1, first_seed=2**63)

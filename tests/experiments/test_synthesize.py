@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _command(tmp_path: Path, *overrides: str) -> list[str]:
+    out = [] if any(o.startswith("out=") for o in overrides) else [f"out={tmp_path / 'data'}"]
+    return [sys.executable, str(ROOT / "experiments" / "synthesize.py"),
+            f"hydra.run.dir={tmp_path / 'run'}", *out, "progress_bar=false", *overrides]  # fmt: skip
+
+
+def _run(tmp_path: Path, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "synthesize.py"), f"hydra.run.dir={tmp_path / 'run'}",
-         f"out={tmp_path / 'data'}", "progress_bar=false", *overrides],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+        _command(tmp_path, *overrides), capture_output=True, text=True, timeout=600, cwd=cwd
+    )
 
 
 def test_synthesize_reacher_with_two_workers_then_resume(tmp_path):
@@ -156,3 +163,144 @@ def test_empty_policies_is_an_error_not_expert_episodes(tmp_path):
         "out (null) for expert episodes"
     )
     assert not (tmp_path / "data").exists()
+
+
+def _recorded(data: Path) -> int:
+    return len(list((data / "episodes").glob("*.parquet")))
+
+
+def _wait_until_recorded(data: Path, count: int, run: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while _recorded(data) < count:
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, f"{_recorded(data)} episodes after 300 s"
+        time.sleep(0.02)
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The pool's worker processes of ``parent`` (not multiprocessing's resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_a_killed_worker_or_ctrl_c_stops_the_run_and_the_same_command_resumes(tmp_path):
+    data = tmp_path / "data"
+    # failures run the whole horizon: 100 episodes take the two workers ~10 s
+    args = ("env=Reacher-v5", "episodes=100", "failure_fraction=1.0", "workers=2", "every=5")
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(_command(tmp_path, *args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                start_new_session=True)  # fmt: skip
+
+    # a worker killed (as the OOM killer does): a message, not BrokenProcessPool's traceback
+    run = start()
+    _wait_until_recorded(data, 3, run)
+    os.kill(_worker_pids(run.pid)[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().endswith(
+        "synthesize: a worker process died (killed, or out of memory); the episodes recorded so "
+        f"far are kept in {data}, and re-running the same command records the rest (workers=1 "
+        "needs less memory)"
+    )
+    # Ctrl-C (SIGINT to the whole process group, as a terminal sends it): the run stops at once,
+    # the workers do not go on through the queued plans
+    before = _recorded(data)
+    assert before < 100
+    run = start()
+    _wait_until_recorded(data, before + 3, run)
+    os.killpg(run.pid, signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().endswith(
+        "synthesize: interrupted; the episodes recorded so far are kept in "
+        f"{data}, and re-running the same command records the rest"
+    )
+    stopped = _recorded(data)
+    assert stopped <= before + 3 + 6  # + the two being recorded, and a few polls' worth
+    # the same command records only the rest
+    done = _run(tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((data / "summary.json").read_text())
+    assert (
+        summary["skipped_existing"] == stopped and summary["this_run"]["episodes"] == 100 - stopped
+    )
+    assert summary["dataset_total"]["episodes"] == 100 and summary["unreadable"] == []
+
+
+def test_unreadable_episodes_are_named_and_left_out_of_the_summary(tmp_path):
+    args = ("env=Reacher-v5", "workers=1", "every=10", "failure_fraction=0")
+    assert _run(tmp_path, "episodes=3", *args).returncode == 0
+    data = tmp_path / "data"
+    ids = sorted(p.name[: -len(".parquet")] for p in (data / "episodes").glob("*.parquet"))
+    garbage = data / "episodes" / f"{ids[0]}.parquet"
+    garbage.write_bytes(b"not parquet")
+    video = data / "videos" / f"{ids[1]}.view.mkv"
+    video.unlink()
+    # another task's damaged row in the same folder is not this summary's business
+    (data / "episodes" / "Pusher-v5-000000-expert.parquet").write_bytes(b"not parquet")
+    done = _run(tmp_path, "episodes=4", *args)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["this_run"]["episodes"] == 1 and summary["skipped_existing"] == 3
+    assert summary["dataset_total"]["episodes"] == 2  # the 2 readable of the 4
+    first, second = summary["unreadable"]
+    assert first.startswith(f"{garbage}: not a readable parquet file (")
+    assert second == f"{video}: no such video file"
+    assert (
+        f"2 Reacher-v5 episodes in {data} cannot be read and are left out of the summary and the "
+        f"contact sheet: {first}; {second}. To record one again, delete its row "
+        "(episodes/<id>.parquet) and re-run the same command (it records only what is missing)"
+    ) in done.stdout
+    assert "unreadable episodes (left out): 2" in (data / "summary.md").read_text()
+    assert (data / "contact_sheet_Reacher-v5.png").exists()
+    # the fix the warning gives
+    garbage.unlink()
+    (data / "episodes" / f"{ids[1]}.parquet").unlink()
+    again = _run(tmp_path, "episodes=4", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["this_run"]["episodes"] == 2 and summary["dataset_total"]["episodes"] == 4
+    assert summary["unreadable"] == []
+
+
+def test_out_must_name_a_folder(tmp_path):
+    # run from tmp_path: out='' was the current folder
+    for value, shown in (("null", "null"), ("''", "''")):
+        done = _run(tmp_path, "episodes=1", "workers=1", f"out={value}", cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert done.stderr.strip().endswith(
+            f"synthesize: out={shown} must name the dataset folder (out=<folder>, e.g. "
+            "out=data/Reacher-v5)"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_policy_options_without_policies_are_refused(tmp_path):
+    for override, message in (
+        ("hindsight=maybe", "hindsight='maybe' must be false, true (the same as near) or one of "
+                            "['near', 'uniform']: near moves the goal to near where the arm went, "
+                            "uniform to anywhere the task draws its goals"),
+        ("hindsight=true", "hindsight=true moves the goal of policy rollouts; pass "
+                           "policies=[<policy.zip>,...], or hindsight=false for the experts' "
+                           "episodes"),
+        ("hindsight=uniform", "hindsight=uniform moves the goal of policy rollouts; pass "
+                              "policies=[<policy.zip>,...], or hindsight=false for the experts' "
+                              "episodes"),
+        ("deterministic=true", "deterministic=true picks a policy's mean action; pass "
+                               "policies=[<policy.zip>,...], or deterministic=false for the "
+                               "experts' episodes"),
+    ):  # fmt: skip
+        done = _run(tmp_path, "env=Reacher-v5", "episodes=1", "workers=1", override)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, override
+        assert done.stderr.strip().endswith(f"synthesize: {message}"), done.stderr[-3000:]
+        assert not (tmp_path / "data").exists()
