@@ -57,16 +57,25 @@ class Expert(abc.ABC):
         self.failure = failure
         self.failure_step: int | None = None
         self.steps = 0
+        self.horizon = 0  # the episode's length, set by reset
         self.rng = np.random.default_rng(0)
         self._planned = False
 
-    def reset(self, env: TaskEnv, seed: int | None = None) -> None:
+    def reset(self, env: TaskEnv, seed: int | None = None, horizon: int | None = None) -> None:
         """Start a new episode; call right after ``env.reset``. ``seed`` varies the failure's
-        timing and the expert's small random choices (same seed, same episode). A wrapped env
+        timing and the expert's small random choices (same seed, same episode). ``horizon`` is
+        the number of steps the episode will run (``None``: the task's own): a failure's deadline
+        is drawn as a share of it, so that it falls inside the episode. A wrapped env
         (``gym.make``'s) is read through its ``unwrapped`` task."""
         env = self._task_env(env)
         if seed is not None and (not is_int(seed) or seed < 0):
             raise InvalidOptionError(f"seed={seed!r} must be None or an integer >= 0")
+        if horizon is not None and (not is_int(horizon) or horizon < 1):
+            raise InvalidOptionError(
+                f"horizon={horizon!r} must be None (the task's own) or an integer >= 1: the steps "
+                "the episode will run"
+            )
+        self.horizon = env.spec_task.horizon if horizon is None else int(horizon)
         self.rng = np.random.default_rng(None if seed is None else int(seed))
         self.failure_step = None
         self.steps = 0
@@ -109,7 +118,8 @@ class Expert(abc.ABC):
 
     @abc.abstractmethod
     def _reset(self, env: TaskEnv) -> None:
-        """Plan the episode (read the initial state; pick failure timing with ``self.rng``)."""
+        """Plan the episode (read the initial state; pick failure timing with ``self.rng``, within
+        the :attr:`horizon` steps the episode runs)."""
 
     @abc.abstractmethod
     def _act(self, env: TaskEnv) -> np.ndarray:

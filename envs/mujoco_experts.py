@@ -92,7 +92,7 @@ class ReacherExpert(Expert):
         "wrong_target": (0.25, 0.45),
         "flail": (0.0, 0.4),
     }
-    trigger_deadline = (0.4, 0.6)  # fraction of the horizon: the latest a failure may start
+    trigger_deadline = (0.4, 0.6)  # share of the episode's horizon: the latest a failure starts
     flail_deadline = (0.0, 0.2)
 
     def _reset(self, env: TaskEnv) -> None:
@@ -120,7 +120,7 @@ class ReacherExpert(Expert):
                 self.rng,
                 self.trigger_progress[self.failure],
                 self.flail_deadline if self.failure == "flail" else self.trigger_deadline,
-                env.spec_task.horizon,
+                self.horizon,
             )
         self._flail: np.ndarray | None = None  # the last random action, once flailing
         self._flail_rho = float(self.rng.uniform(0.0, 0.9)) if self.failure == "flail" else 0.0
@@ -255,7 +255,7 @@ class PusherExpert(Expert):
         "object_pushed_away": (0.5, 0.7),
         "wrong_target": (0.35, 0.5),
     }
-    trigger_deadline = (0.55, 0.7)  # fraction of the horizon: the latest a failure may start
+    trigger_deadline = (0.55, 0.7)  # share of the episode's horizon: the latest a failure starts
 
     def _reset(self, env: TaskEnv) -> None:
         mujoco = self._mujoco = require_package("mujoco", "sim", "the Pusher-v5 expert")
@@ -294,7 +294,7 @@ class PusherExpert(Expert):
                 self.rng,
                 self.trigger_progress[self.failure],
                 self.trigger_deadline,
-                env.spec_task.horizon,
+                self.horizon,
             )
 
     # -- grips: how the fork holds the object while pushing ------------------------------------

@@ -16,6 +16,20 @@ from envs.tasks import TaskEnv, TaskSpec, register_task
 from rollout.checks import is_int, is_number
 from rollout.imports import require_package
 
+# gymnasium MujocoEnv's render arguments, which the critic's view replaces: what to set instead
+_SIZE_FIX = "set the frame size with image_size= (an int, or (height, width))"
+_CAMERA_FIX = "set the camera with camera= (a camera name, an envs.FreeCamera, or a list to tile)"
+_VIEW_FIX = "what is drawn is the task spec's view (envs.CriticView, see envs.register_task)"
+_RENDER_ARGUMENTS = {
+    "width": _SIZE_FIX,
+    "height": _SIZE_FIX,
+    "camera_name": _CAMERA_FIX,
+    "camera_id": _CAMERA_FIX,
+    "default_camera_config": _CAMERA_FIX,
+    "max_geom": _VIEW_FIX,
+    "visual_options": _VIEW_FIX,
+}
+
 
 class GymMujocoTask(TaskEnv):
     """A gymnasium MuJoCo env as a :class:`TaskEnv`.
@@ -24,7 +38,8 @@ class GymMujocoTask(TaskEnv):
         spec: the task spec.
         view: the critic's view.
         render_mode: ``None`` or ``"rgb_array"``.
-        **env_kwargs: passed to the gymnasium env class (e.g. ``frame_skip``).
+        **env_kwargs: passed to the gymnasium env class (e.g. ``frame_skip``), but for its
+            render arguments (``width``, ``camera_name``, ...): the critic's view replaces them.
     """
 
     env_class_path: str = ""
@@ -33,11 +48,25 @@ class GymMujocoTask(TaskEnv):
         self, spec: TaskSpec, view: CriticView, render_mode: str | None = None, **env_kwargs: Any
     ) -> None:
         super().__init__(spec, view, render_mode)
+        if render_arguments := sorted(set(env_kwargs) & set(_RENDER_ARGUMENTS)):
+            key = render_arguments[0]
+            raise InvalidOptionError(
+                f"{key}={env_kwargs[key]!r} is an argument of gymnasium's own renderer, which "
+                f"{spec.name} does not use: its frames are the critic's view. Remove it; "
+                f"{_RENDER_ARGUMENTS[key]}"
+            )
         skip = env_kwargs.get("frame_skip", 1)
         if not is_int(skip) or skip < 1:
             raise InvalidOptionError(
                 f"frame_skip={skip!r} must be an integer >= 1 (simulator steps per action)"
             )
+        for key in sorted(k for k in env_kwargs if k.endswith("_weight")):
+            # gymnasium takes any value here and fails on it at the first step's reward
+            if not is_number(env_kwargs[key]):
+                raise InvalidOptionError(
+                    f"{key}={env_kwargs[key]!r} must be a finite number (a weight in gymnasium's "
+                    f"reward of {spec.name}), e.g. 1.0"
+                )
         require_package("mujoco", "sim", f"the MuJoCo task {spec.name!r}")
         module_name, class_name = self.env_class_path.rsplit(":", 1)
         module = require_package(module_name, "sim", f"the MuJoCo task {spec.name!r}")
@@ -132,9 +161,11 @@ class ReacherTask(GymMujocoTask):
         self._start_distance = max(self._distance(), self.min_start_distance)
 
     def achieved_goal(self) -> np.ndarray:
+        self._check_reset("achieved_goal()")
         return self._body_xy("fingertip")
 
     def move_goal(self, goal: np.ndarray, *, restart: bool = False) -> None:
+        self._check_reset("move_goal()")
         # The target's two slide joints are the last entries of qpos and qvel; its geom collides
         # with nothing, so the arm's trajectory is the same wherever it is.
         qpos, qvel = self.sim_state()
@@ -145,14 +176,17 @@ class ReacherTask(GymMujocoTask):
             self._start_episode()
 
     def is_success(self) -> bool:
+        self._check_reset("is_success()")
         return self._distance() < self.success_radius
 
     def progress(self) -> float:
+        self._check_reset("progress()")
         if self.is_success():
             return 1.0
         return _fraction_closed(self._start_distance, self._distance(), self.success_radius)
 
     def privileged_state(self) -> dict[str, float]:
+        self._check_reset("privileged_state()")
         return {"fingertip_to_target_cm": 100 * self._distance()}
 
 
@@ -180,9 +214,11 @@ class PusherTask(GymMujocoTask):
         self._start_push = max(push, self.success_radius + 0.05)
 
     def is_success(self) -> bool:
+        self._check_reset("is_success()")
         return self._distances()[1] < self.success_radius
 
     def progress(self) -> float:
+        self._check_reset("progress()")
         if self.is_success():
             return 1.0
         reach, push = self._distances()
@@ -192,6 +228,7 @@ class PusherTask(GymMujocoTask):
         return self.reach_weight * _fraction_closed(self._start_reach, reach, self.reach_radius)
 
     def privileged_state(self) -> dict[str, float]:
+        self._check_reset("privileged_state()")
         reach, push = self._distances()
         return {"fingertip_to_object_cm": 100 * reach, "object_to_goal_cm": 100 * push}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ def _load_policy(path: str, mtime_ns: int, size: int) -> Any:
         )  # fmt: skip
         policy.load_state_dict(params["policy"])
         policy.viscritic_task = data.get("viscritic_task")  # zero_shot_rl.py records it
-    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError,
+            pickle.UnpicklingError, EOFError) as exc:  # fmt: skip  # the last two: a corrupt or
+        # truncated member (policy.pth) of a zip that is otherwise a model save
         raise InvalidOptionError(
             f"policy={path!r} is not a stable-baselines3 model save ({type(exc).__name__}: {exc}); "
             "pass the zip of model.save(...)"

@@ -1,7 +1,9 @@
 """Gymnasium registration: ``VisCriticReward-v0`` and one bare env per task.
 
 Gymnasium 1.x has no plugin entry points, so ``import envs`` registers these;
-``gym.make("envs:VisCriticReward-v0", ...)`` imports ``envs`` by itself.
+``gym.make("envs:VisCriticReward-v0", ...)`` imports ``envs`` by itself. A task's bare env is
+registered by :func:`envs.register_task` itself (:func:`envs.tasks.register_bare_env`), so one
+registered later, or again with another spec, has its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import gymnasium as gym
 
 from critic.base import Critic
 from envs.critic_reward import DEFAULT_CRITIC
-from envs.tasks import check_horizon, check_task_kwargs, get_task, make_task_env, task_names
+from envs.tasks import (
+    bare_env_id,
+    check_horizon,
+    check_task_kwargs,
+    get_task,
+    make_task_env,
+    register_bare_env,
+    task_names,
+)
 from envs.wrappers import VisCriticReward
 
 
@@ -64,15 +74,11 @@ def make_viscritic_env(
         raise
 
 
-def bare_env_id(task: str) -> str:
-    """The gymnasium id of a task's bare env: ``VisCritic/Lift-v0``, ``VisCritic/Reacher-v5``."""
-    return f"VisCritic/{task}" if "-v" in task else f"VisCritic/{task}-v0"
-
-
 def register_envs() -> None:
-    """Register ``VisCriticReward-v0`` and ``VisCritic/<task>`` for every task (idempotent).
+    """Register ``VisCriticReward-v0``, and ``VisCritic/<task>`` for every task that lacks it
+    (idempotent; :func:`envs.register_task` registers a task's bare env, replacing an old one).
 
-    Entry points are strings, so env specs serialise (``env.spec.to_json()``). gymnasium's
+    The entry point is a string, so env specs serialise (``env.spec.to_json()``). gymnasium's
     passive env checker is off for these (the tests run its full ``check_env`` on every task and
     on the wrapper): in gymnasium 1.4 a reset that raises (a typed error for ``seed=-1``) leaves
     it unable to check the next step, which then fails with its own TypeError.
@@ -84,12 +90,5 @@ def register_envs() -> None:
             disable_env_checker=True,
         )
     for name in task_names():
-        env_id = bare_env_id(name)
-        if env_id not in gym.registry:
-            gym.register(
-                env_id,
-                entry_point="envs.tasks:make_task_env",
-                kwargs={"name": name},
-                max_episode_steps=get_task(name).horizon,
-                disable_env_checker=True,
-            )
+        if bare_env_id(name) not in gym.registry:
+            register_bare_env(get_task(name))

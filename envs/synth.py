@@ -4,8 +4,9 @@ labelled episodes.
 One :class:`EpisodePlan` (task, seed, failure or policy) becomes one
 :class:`critic.data.episodes.Episode`: the critic's view every ``every`` steps, the privileged
 progress and state of each recorded frame, true success, and the failure type and step the expert
-reports. :func:`synthesize` writes plans to a dataset folder with worker processes and skips
-episodes already there, so an interrupted run resumes where it stopped. The folder's
+reports (``"unknown"`` for a planned failure the episode ended before).
+:func:`synthesize` writes plans to a dataset folder with worker processes and skips episodes
+already there, so an interrupted run resumes where it stopped. The folder's
 ``manifest.json`` (:mod:`envs.manifest`) keeps, per task, the options its episodes were
 recorded with (:func:`recording_options`); a re-run with other options is refused, not mixed in.
 
@@ -59,7 +60,8 @@ from envs.tasks import (
 from rollout.checks import is_int, is_number
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
-POLICY_FAILURE = "unknown"  # the failure label of a policy episode that did not achieve the task
+UNKNOWN_FAILURE = "unknown"  # a failure of no known type (the critic is taught a plain "failure")
+POLICY_FAILURE = UNKNOWN_FAILURE  # the label of a policy episode that did not achieve the task
 HINDSIGHT_RADIUS = 0.05  # m: hindsight goals lie within this of the reached point (Reacher: 2.5×
 # its 2 cm success radius, so a near miss is as likely as a success)
 HINDSIGHT_MODES = ("near", "uniform")  # where a hindsight goal goes (True means "near")
@@ -354,7 +356,7 @@ def record_episode(
 
         else:
             expert = make_expert(plan.task, plan.failure)
-            expert.reset(task, seed=plan.seed)
+            expert.reset(task, seed=plan.seed, horizon=horizon)  # its deadlines fall inside
 
             def act() -> np.ndarray:
                 return expert.act(task)
@@ -398,8 +400,16 @@ def record_episode(
     label = np.maximum.accumulate(raw) if expert_run else raw
     if plan.policy is not None:
         failure_type = None if success else POLICY_FAILURE
-    else:  # an injected failure that did not stop the task is no failure
-        failure_type = plan.failure if (plan.failure is not None and not success) else None
+    elif success:  # an injected failure that did not stop the task is no failure
+        failure_type = None
+    elif plan.failure is not None and failure_step is None:
+        # The planned failure never happened (the episode ended before its trigger: a horizon too
+        # short for it), so its type would be a false label; the expert may still have strayed
+        # from its plan for it (a missed grasp aims beside the object from the start), so the
+        # episode is not an expert's either: a failure of no known type.
+        failure_type = UNKNOWN_FAILURE
+    else:
+        failure_type = plan.failure
     return Episode(
         episode_id=plan.episode_id,
         env_id=plan.task,

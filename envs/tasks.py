@@ -55,9 +55,48 @@ _TASKS: dict[str, TaskSpec] = {}
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Add ``spec`` to the registry (replacing one of the same name) and return it."""
+    """Add ``spec`` to the registry (replacing one of the same name) and return it, and register
+    its bare env with gymnasium (:func:`register_bare_env`), so ``gym.make(bare_env_id(name))``
+    builds it with this spec's horizon.
+
+    Raises:
+        InvalidOptionError: the name makes no gymnasium id (e.g. it has a space or a ``/``).
+    """
+    register_bare_env(spec)
     _TASKS[spec.name] = spec
     return spec
+
+
+def bare_env_id(task: str) -> str:
+    """The gymnasium id of a task's bare env: ``VisCritic/Lift-v0``, ``VisCritic/Reacher-v5``."""
+    return f"VisCritic/{task}" if "-v" in task else f"VisCritic/{task}-v0"
+
+
+def register_bare_env(spec: TaskSpec) -> None:
+    """Register ``VisCritic/<task>`` (:func:`bare_env_id`): the bare task env under a
+    ``TimeLimit`` of the spec's horizon, replacing an entry of that id (a spec registered again).
+
+    Here rather than in :mod:`envs.registration`, which imports this module: every
+    :func:`register_task` registers its bare env, tasks added after ``import envs`` included.
+    Registered as :func:`envs.registration.register_envs` says (a string entry point, gymnasium's
+    passive env checker off).
+    """
+    env_id = bare_env_id(spec.name)
+    try:
+        gym.envs.registration.parse_env_id(env_id)
+    except gym.error.Error as exc:
+        raise InvalidOptionError(
+            f"task name {spec.name!r} makes no gymnasium id ({exc}); name the task with letters, "
+            "digits and '_', '-', '.', e.g. 'MyReacher' or 'MyReacher-v1'"
+        ) from None
+    gym.registry.pop(env_id, None)  # replaced, without gymnasium's warning about overriding it
+    gym.register(
+        env_id,
+        entry_point="envs.tasks:make_task_env",
+        kwargs={"name": spec.name},
+        max_episode_steps=spec.horizon,
+        disable_env_checker=True,
+    )
 
 
 def task_names() -> list[str]:
@@ -115,7 +154,8 @@ def make_task_env(
     except gym.error.Error:
         raise  # the project's typed errors (InvalidOptionError, ...) say what to fix already
     except (TypeError, ValueError, ArithmeticError, AttributeError, AssertionError, KeyError,
-            IndexError) as exc:  # fmt: skip  # what simulators raise for an option they cannot use
+            IndexError, OSError) as exc:  # fmt: skip  # what simulators raise for an option they
+        # cannot use (OSError: a model file, xml_file=, that is not there or cannot be read)
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         if unknown is None or unknown.group(1) not in kwargs:
             if not kwargs:
@@ -243,11 +283,7 @@ class TaskEnv(gym.Env):
                 start state, and what progress is measured from, are set there).
             InvalidActionError: the action is not of the space's shape, or not finite.
         """
-        self._check_open()
-        if self._needs_reset:
-            raise gym.error.ResetNeeded(
-                f"{self.task_name}: step() before reset(); call env.reset(seed=...) first"
-            )
+        self._check_reset("step()")
         shape = self.action_space.shape
         try:
             array = np.asarray(action, dtype=np.float64)
@@ -277,7 +313,9 @@ class TaskEnv(gym.Env):
         raise NotImplementedError
 
     def progress(self) -> float:
-        """Privileged task progress in [0, 1]; 1 exactly when the task is achieved."""
+        """Privileged task progress in [0, 1]; 1 exactly when the task is achieved. This, like
+        :meth:`is_success` and :meth:`privileged_state`, raises
+        :class:`gymnasium.error.ResetNeeded` before the first :meth:`reset`."""
         raise NotImplementedError
 
     def is_success(self) -> bool:
@@ -327,8 +365,12 @@ class TaskEnv(gym.Env):
         return {"progress": float(self.progress()), "is_success": bool(self.is_success())}
 
     def render_critic_view(self) -> np.ndarray:
-        """The critic's frame of the current state: uint8 ``[H, W * n_cameras, 3]``."""
-        self._check_open()
+        """The critic's frame of the current state: uint8 ``[H, W * n_cameras, 3]``.
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first :meth:`reset` (there is no state yet).
+        """
+        self._check_reset("render_critic_view()")
         if self._view_renderer is None:
             self._view_renderer = ViewRenderer(self.mj_model, self.view)
         return self._view_renderer.render(self.mj_data)
@@ -345,6 +387,17 @@ class TaskEnv(gym.Env):
             self._view_renderer.close()
             self._view_renderer = None
         super().close()
+
+    def _check_reset(self, what: str) -> None:
+        """Refuse ``what`` (a method call) on a closed env, or before the first :meth:`reset`:
+        the task's start state, what progress is measured from and the simulator's derived
+        quantities (positions, contacts) exist from there on, and before it every distance reads
+        0 (success, from nothing done)."""
+        self._check_open()
+        if self._needs_reset:
+            raise gym.error.ResetNeeded(
+                f"{self.task_name}: {what} before reset(); call env.reset(seed=...) first"
+            )
 
     def _check_open(self) -> None:
         if getattr(self, "_closed", False):

@@ -42,7 +42,7 @@ def run_episode(
     try:
         _, info = env.reset(seed=seed)
         expert = make_expert(task, failure)
-        expert.reset(env, seed=seed)
+        expert.reset(env, seed=seed, horizon=horizon)
         actions, progress, success = [], [info["progress"]], [info["is_success"]]
         for _ in range(horizon or env.spec_task.horizon):
             action = expert.act(env)
@@ -152,6 +152,16 @@ def test_every_failure_episode_over_50_seeds_fails_with_its_step_marked(task, fa
         assert episode.failure_step is not None and not episode.success[-1], seed
 
 
+@pytest.mark.parametrize(("task", "horizon"), [("Reacher-v5", 5), ("Pusher-v5", 60)])
+def test_a_failure_deadline_falls_inside_the_horizon_the_episode_runs(task, horizon):
+    # The deadline is a share of the horizon given to reset, not of the task's own (50, 150):
+    # Reacher's stall by 0.4-0.6 * 5 = step 2 at the latest (the task's would be 20-30, past the
+    # end); Pusher's by 0.55-0.7 * 60 = step 33-42 (the task's 82-105).
+    episode = run_episode(task, 0, "stall", horizon=horizon)
+    assert episode.failure_step is not None and episode.failure_step < horizon
+    assert episode.failure_step <= int(EXPERTS[task].trigger_deadline[1] * horizon)
+
+
 def test_an_expert_misused_says_how_to_use_it():
     import gymnasium as gym
 
@@ -163,7 +173,15 @@ def test_an_expert_misused_says_how_to_use_it():
     for seed in (-1, 1.5):
         with pytest.raises(InvalidOptionError, match=f"^seed={seed!r} must be None or an integer"):
             expert.reset(env, seed=seed)
+    for horizon in (0, 2.5):
+        with pytest.raises(InvalidOptionError) as excinfo:
+            expert.reset(env, seed=0, horizon=horizon)
+        assert str(excinfo.value) == (
+            f"horizon={horizon!r} must be None (the task's own) or an integer >= 1: the steps "
+            "the episode will run"
+        )
     expert.reset(env, seed=0)
+    assert expert.horizon == 50  # the task's own
     assert env.action_space.contains(expert.act(env))
     other = envs.make_task_env("Pusher-v5")
     with pytest.raises(InvalidOptionError, match="ReacherExpert is the expert of Reacher-v5, and the "

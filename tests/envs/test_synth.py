@@ -71,6 +71,24 @@ def test_failure_episodes_carry_type_and_step(failure):
     assert episode.steps[-1] == 50  # failures run the whole horizon
 
 
+def test_a_failure_episode_under_a_short_horizon_carries_its_failure():
+    # The expert is told the horizon recorded: Pusher's stall falls by 0.7 * 60 = step 42, inside
+    # the episode, not at 0.55-0.7 of the task's 150 steps, after it.
+    episode = record_episode(EpisodePlan("Pusher-v5", 0, "stall"), horizon=60, image_size=16,
+                             every=60)  # fmt: skip
+    assert episode.failure_type == "stall" and 0 < episode.failure_step <= 42
+    assert episode.steps[-1] == 60
+
+
+def test_a_planned_failure_that_never_happened_is_no_label_of_its_type():
+    # Lift's stall comes after the grasp, dozens of steps in: 4 steps end before it. The episode
+    # is a failure of no known type, not a "stall" the expert never carried out.
+    pytest.importorskip("robosuite")
+    episode = record_episode(EpisodePlan("Lift", 0, "stall"), horizon=4, image_size=16, every=4)
+    assert not episode.success and episode.failure_step is None
+    assert episode.failure_type == "unknown" and not episode.expert
+
+
 def test_synthesize_writes_resumes_and_round_trips(tmp_path):
     plans = plan_episodes("Reacher-v5", 3, failure_fraction=0.34)
     rows = synthesize(plans, tmp_path, workers=1, progress_bar=False, every=3)

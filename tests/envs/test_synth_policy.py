@@ -109,6 +109,23 @@ def test_a_policy_of_another_task_or_no_policy_is_a_typed_error(policies, tmp_pa
         record_episode(EpisodePlan("Reacher-v5", 0, policy=str(text)), every=25)
 
 
+@pytest.mark.parametrize(("weights", "error"), [(b"not a pickle", "UnpicklingError"),
+                                                 (b"", "EOFError")])  # fmt: skip
+def test_a_policy_save_with_corrupt_weights_is_a_typed_error(policies, tmp_path, weights, error):
+    # A real SAC save whose policy.pth alone is garbled (or cut to nothing).
+    corrupt = tmp_path / "corrupt.zip"
+    with zipfile.ZipFile(policies["sac"]) as save, zipfile.ZipFile(corrupt, "w") as archive:
+        for name in save.namelist():
+            archive.writestr(name, weights if name == "policy.pth" else save.read(name))
+    with pytest.raises(InvalidOptionError) as err:
+        record_episode(EpisodePlan("Reacher-v5", 0, policy=str(corrupt)), every=25)
+    message = str(err.value)
+    assert message.startswith(
+        f"policy={str(corrupt)!r} is not a stable-baselines3 model save ({error}: "
+    )
+    assert message.endswith("); pass the zip of model.save(...)")
+
+
 def test_plans_refuse_a_policy_listed_twice_or_one_that_does_not_fit(policies, tmp_path):
     sac = policies["sac"]
     with pytest.raises(InvalidOptionError, match="one file: each episode would be recorded twice"):

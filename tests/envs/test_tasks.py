@@ -11,6 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs import InvalidOptionError, RenderError, UnknownTaskError
+from envs.experts import make_expert
 from envs.mujoco_tasks import _fraction_closed
 
 TASKS = envs.task_names()
@@ -202,6 +203,26 @@ def test_step_before_reset_is_reset_needed_not_a_wrong_reward(task):
     env.close()
 
 
+@pytest.mark.parametrize("task", ["Reacher-v5", "Pusher-v5"])
+def test_reading_the_task_before_reset_is_reset_needed_not_a_success(task):
+    # Before the first reset MuJoCo's derived positions are all zero: every distance read 0, and
+    # the task reported success from nothing done (and an expert marked its failure at step 0).
+    env = envs.make_task_env(task)
+    for name in ("is_success", "progress", "privileged_state", "render_critic_view"):
+        with pytest.raises(gym.error.ResetNeeded) as err:
+            getattr(env, name)()
+        assert str(err.value) == (
+            f"{task}: {name}() before reset(); call env.reset(seed=...) first"
+        )
+    expert = make_expert(task, "stall")
+    expert.reset(env, seed=0)
+    with pytest.raises(gym.error.ResetNeeded, match=rf"^{task}: progress\(\) before reset\(\)"):
+        expert.act(env)
+    env.reset(seed=0)
+    assert not env.is_success() and env.progress() == 0.0
+    env.close()
+
+
 def test_seeds_and_actions_are_checked_at_the_task():
     env = envs.make_task_env("Reacher-v5")
     first, _ = env.reset(seed=np.int64(3))  # numpy's integers are seeds too
@@ -239,12 +260,51 @@ def test_seeds_and_actions_are_checked_at_the_task():
         ("PickPlaceCan", {"single_object_mode": 1}, "PickPlaceCan: single_object_mode= cannot"),
         ("Lift", {"controller_configs": "OSC"}, "the task 'Lift' could not be built with its "
          "options {'controller_configs': 'OSC'}: AttributeError"),
+        # a model file that is not there is a bad option value too, not a raw OSError
+        ("Reacher-v5", {"xml_file": "/nope.xml"}, "the task 'Reacher-v5' could not be built with "
+         "its options {'xml_file': '/nope.xml'}: OSError: File /nope.xml does not exist; check"),
+        # gymnasium takes any reward weight and fails on it at the first step
+        ("Reacher-v5", {"reward_dist_weight": "x"}, "reward_dist_weight='x' must be a finite "
+         "number (a weight in gymnasium's reward of Reacher-v5), e.g. 1.0"),
+        ("Pusher-v5", {"reward_control_weight": None}, "reward_control_weight=None must be a "
+         "finite number (a weight in gymnasium's reward of Pusher-v5), e.g. 1.0"),
+        ("Pusher-v5", {"reward_near_weight": float("inf")}, "reward_near_weight=inf must be a "
+         "finite number"),
     ],
 )  # fmt: skip
 def test_task_option_values_are_checked_before_the_simulator_sees_them(task, options, message):
     with pytest.raises(InvalidOptionError) as err:
         envs.make_task_env(task, **options)
     assert str(err.value).startswith(message)
+
+
+_SIZE_FIX = "set the frame size with image_size= (an int, or (height, width))"
+_CAMERA_FIX = "set the camera with camera= (a camera name, an envs.FreeCamera, or a list to tile)"
+_VIEW_FIX = "what is drawn is the task spec's view (envs.CriticView, see envs.register_task)"
+
+
+@pytest.mark.parametrize(
+    ("options", "fix"),
+    [
+        ({"width": 64}, _SIZE_FIX),
+        ({"height": 64}, _SIZE_FIX),
+        ({"camera_name": "nope"}, _CAMERA_FIX),
+        ({"camera_id": 0}, _CAMERA_FIX),
+        ({"default_camera_config": {"distance": 2.0}}, _CAMERA_FIX),
+        ({"max_geom": 100}, _VIEW_FIX),
+        ({"visual_options": {}}, _VIEW_FIX),
+    ],
+)
+def test_gymnasium_render_arguments_are_refused_for_the_critics_view(options, fix):
+    # gymnasium's MujocoEnv takes them for its own renderer, which the critic's frames never use:
+    # accepted, they changed nothing (a camera_name that does not exist was not even noticed).
+    ((key, value),) = options.items()
+    with pytest.raises(InvalidOptionError) as err:
+        envs.make_task_env("Pusher-v5", **options)
+    assert str(err.value) == (
+        f"{key}={value!r} is an argument of gymnasium's own renderer, which Pusher-v5 does not "
+        f"use: its frames are the critic's view. Remove it; {fix}"
+    )
 
 
 def test_an_environment_argument_in_task_kwargs_is_named():

@@ -231,6 +231,7 @@ def test_missing_optional_extra_names_the_extra():
         assert str(err.value).endswith("Install it with: pip install 'viscritic[sim]'")
     finally:
         envs.tasks._TASKS.pop("NeedsMissingSim")
+        gym.registry.pop(envs.bare_env_id("NeedsMissingSim"))
 
 
 def test_wrapper_needs_a_task_env():
@@ -292,6 +293,39 @@ def test_bare_task_envs_are_registered():
     assert env.spec.max_episode_steps == envs.get_task("Lift").horizon
     env.close()
     assert envs.bare_env_id("Reacher-v5") == "VisCritic/Reacher-v5"
+
+
+def test_a_task_registered_later_or_again_gets_its_bare_env_with_its_horizon():
+    import dataclasses
+
+    reacher = envs.get_task("Reacher-v5")
+    try:
+        # Another spec under the same name: the bare env follows it (the old one ran 50 steps).
+        envs.register_task(dataclasses.replace(reacher, horizon=7))
+        env = gym.make(envs.bare_env_id("Reacher-v5"))
+        assert env.spec.max_episode_steps == 7
+        env.close()
+        # A task registered after import envs has a bare env too.
+        envs.register_task(dataclasses.replace(reacher, name="MyReacher", horizon=9))
+        env = gym.make(envs.bare_env_id("MyReacher"))
+        assert env.spec.id == "VisCritic/MyReacher-v0" and env.spec.max_episode_steps == 9
+        assert env.unwrapped.task_name == "MyReacher"
+        env.close()
+    finally:
+        envs.register_task(reacher)
+        envs.tasks._TASKS.pop("MyReacher", None)
+        gym.registry.pop("VisCritic/MyReacher-v0", None)
+    assert gym.spec(envs.bare_env_id("Reacher-v5")).max_episode_steps == 50
+    with pytest.raises(InvalidOptionError) as err:
+        envs.register_task(dataclasses.replace(reacher, name="My Reacher"))
+    assert str(err.value).startswith(
+        "task name 'My Reacher' makes no gymnasium id (Malformed environment ID: "
+        "VisCritic/My Reacher-v0."
+    )
+    assert str(err.value).endswith(
+        "name the task with letters, digits and '_', '-', '.', e.g. 'MyReacher' or 'MyReacher-v1'"
+    )
+    assert "My Reacher" not in envs.task_names()
 
 
 def test_a_reward_env_without_a_task_lists_the_tasks():
