@@ -49,17 +49,31 @@ def eval_critic_outputs(cfg: DictConfig) -> list[str]:
 
 
 def train_critic_outputs(cfg: DictConfig) -> list[str]:
-    """Each stage's folder (checkpoints, final weights), unless ``resume=`` continues a run in
-    this dir: that rewrites its stage and the later ones, as asked."""
-    if cfg.get("resume") is not None:
-        return []
-    return [str(stage) for stage in list_option(cfg.get("pipeline"))]
+    """``history.jsonl``, ``tensorboard/`` and every stage's folder (checkpoints, final weights),
+    whichever pipeline wrote them: another run into the dir would append to its history and mix
+    its checkpoints with the new ones."""
+    from critic.train.config import STAGES
+
+    return ["history.jsonl", "tensorboard", *STAGES]
+
+
+def train_critic_continues(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether ``resume=`` is a checkpoint in ``run_dir``: the run continues the one there
+    (appending to its history, writing its stage and the later ones again), as asked."""
+    resume = cfg.get("resume")
+    if not isinstance(resume, str):
+        return False
+    return Path(run_dir).resolve() in Path(resume).resolve().parents
 
 
 OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
     "zero_shot_rl": zero_shot_rl_outputs,
     "eval_critic": eval_critic_outputs,
     "train_critic": train_critic_outputs,
+}
+# Scripts whose run may continue an earlier run in the same dir (its outputs are not refused).
+CONTINUES: dict[str, Callable[[DictConfig, Path], bool]] = {
+    "train_critic": train_critic_continues,
 }
 
 
@@ -72,12 +86,48 @@ def check_run_dir(
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
     taken = [name for name in OUTPUTS[script](cfg) if (Path(run_dir) / name).exists()]
-    if taken and not overwrite:
+    continues = script in CONTINUES and CONTINUES[script](cfg, Path(run_dir))
+    if continues and overwrite:
+        raise RunDirError(
+            f"overwrite=true would remove resume={cfg.get('resume')}, which lies in {run_dir}; "
+            "drop overwrite=true to continue that run there"
+        )
+    if taken and not overwrite and not continues:
         more = " ..." if len(taken) > 4 else ""
         raise RunDirError(
             f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
             f"new {dir_option}=, or overwrite=true to replace them"
         )
+
+
+def remove_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = ()) -> list[str]:
+    """Remove what an earlier run of ``script`` wrote in ``run_dir`` (``overwrite=true``: the
+    dir then holds this run's outputs alone); returns the names removed.
+
+    Raises:
+        RunDirError: one of ``keep`` (the paths this run reads: its starting weights, a teacher)
+            lies in an output it would remove.
+    """
+    import shutil
+
+    taken = [Path(run_dir) / n for n in OUTPUTS[script](cfg) if (Path(run_dir) / n).exists()]
+    for path in (Path(str(k)) for k in keep if k is not None):
+        inside = [
+            t
+            for t in taken
+            if path.exists() and t.resolve() in (path.resolve(), *path.resolve().parents)
+        ]
+        if inside:
+            raise RunDirError(
+                f"overwrite=true would remove {inside[0]}, and this run reads {path} from it; "
+                "copy it elsewhere first, or give a new hydra.run.dir="
+            )
+    for path in taken:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return [path.name for path in taken]
 
 
 class RunDirGuard(Callback):

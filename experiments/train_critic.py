@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> None:
     from critic.data.episodes import EpisodeFormatError
     from critic.models import ModelLoadError
     from critic.train.checkpoint import CheckpointError
+    from critic.train.grpo import NonFiniteError
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -59,25 +60,55 @@ def main(cfg: DictConfig) -> None:
                   "stages after it)", file=sys.stderr)  # fmt: skip
             sys.exit(1)
         pipeline = pipeline[pipeline.index(stage) :]
+    if cfg.overwrite and trainer.rank == 0:  # the dir holds this run's outputs alone
+        from run_dir import RunDirError, remove_outputs
+
+        try:
+            remove_outputs("train_critic", cfg, run_dir, keep=[cfg.model, cfg.teacher])
+        except RunDirError as exc:
+            print(f"train_critic: RunDirError: {exc}", file=sys.stderr)
+            sys.exit(1)
     try:
         trainer.setup()
-    except (ModelLoadError, TrainConfigError, EpisodeFormatError) as exc:
-        print(f"train_critic: {exc}", file=sys.stderr)
-        sys.exit(1)
-    try:
         final = None
         for i, stage in enumerate(pipeline):
             final = trainer.run_stage(stage, resume if i == 0 else None)
-    except (TrainConfigError, CheckpointError, ModelLoadError, CriticError,
-            EpisodeFormatError) as exc:  # fmt: skip
-        # a teacher= that does not load, or a checkpoint a run did not finish
+    except (TrainConfigError, CheckpointError, ModelLoadError, CriticError, EpisodeFormatError,
+            NonFiniteError) as exc:  # fmt: skip
+        # a model or teacher= that does not load, a checkpoint a run did not finish, a NaN loss
         print(f"train_critic: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C: where to continue from, not a traceback
+        if trainer.rank == 0:
+            print(f"train_critic: {interrupted(trainer, pipeline)}", file=sys.stderr)
+        sys.exit(130)
     finally:
         trainer.cleanup()
     if trainer.rank == 0:
         print(f"critic: {final}  (load it with make_critic({str(final)!r}))")
         print(f"logs: {run_dir}")
+
+
+def interrupted(trainer: Trainer, pipeline: list[str]) -> str:
+    """What to say when Ctrl-C stops a run: where it was, and the ``resume=`` that continues it."""
+    stage, last = trainer.stage, trainer.last_checkpoint
+    if stage is None:
+        return "interrupted before training began; nothing was trained"
+    done = f"interrupted in stage {stage} at step {trainer.step}"
+    if last is not None:
+        return (
+            f"{done}; continue from its latest checkpoint with resume={last} (and the same options)"
+        )
+    return (
+        f"{done}, before its first checkpoint (checkpoint_every={trainer.cfg.checkpoint_every}); "
+        f"nothing of the stage to continue from: run pipeline={pipeline[pipeline.index(stage) :]} "
+        "again"
+        + (
+            f" from the earlier stages' weights, model={trainer._last_final}"
+            if trainer._last_final is not None
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

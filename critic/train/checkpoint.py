@@ -2,13 +2,17 @@
 the optimizer, the step and every random generator, so a resumed run repeats the uninterrupted
 run's losses exactly (same seed, hardware and library versions).
 
-Layout: ``<dir>/model.safetensors`` (+ config, tokenizer), ``<dir>/trainer_state.pt``.
+Layout: ``<dir>/model.safetensors`` (+ config, tokenizer), ``<dir>/trainer_state.pt`` and
+``<dir>/trainer_config.json`` (the run's options and the step), written to a hidden sibling folder
+that takes ``<dir>``'s place when complete.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +26,60 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing or incomplete."""
 
 
-def save_checkpoint(
-    path: str | Path, model, tokenizer, optimizer, step: int, extra: dict[str, Any] | None = None
-) -> Path:
-    """Write model, tokenizer, optimizer, step and RNG states to ``path`` (a folder)."""
+def staging_folder(path: str | Path) -> Path:
+    """Where a save of ``path`` is written before it takes ``path``'s place: a hidden sibling,
+    which :func:`latest_checkpoint` does not see."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    return path.parent / f".{path.name}.partial"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model,
+    tokenizer,
+    optimizer,
+    step: int,
+    extra: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    staged: bool = False,
+) -> Path:
+    """Write model, tokenizer, optimizer, step and RNG states to ``path`` (a folder).
+
+    Everything goes to :func:`staging_folder` first, which is renamed to ``path`` at the end (an
+    earlier save there is replaced only then), so a save cut short never leaves a folder that
+    reads as complete with another save's files in it.
+
+    Args:
+        options: the run's resolved options, recorded with the step in
+            :data:`critic.train.config.RUN_RECORD` (a resume= with other options is refused).
+        staged: the staging folder already holds this save's other files (DeepSpeed's shards);
+            otherwise it is emptied first (a save cut short left it).
+    """
+    from critic.train.config import RUN_RECORD
+
+    path = Path(path)
+    staging = staging_folder(path)
+    if not staged:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if options is not None:
+        record = json.dumps({"step": step, "options": options}, indent=1)
+        (staging / RUN_RECORD).write_text(record + "\n")
     state = {
         "step": step,
         "optimizer": optimizer.state_dict(),
         "rng": rng_states(),
         "extra": extra or {},
     }
-    partial = path / (STATE + ".partial")
-    torch.save(state, partial)
-    partial.replace(path / STATE)  # the state appears last: a folder with it is complete
+    torch.save(state, staging / STATE)
+    replaced = path.parent / f".{path.name}.old"
+    shutil.rmtree(replaced, ignore_errors=True)
+    if path.exists():  # an earlier save of this folder (a resumed run's): out of the way first
+        path.rename(replaced)
+    staging.rename(path)
+    shutil.rmtree(replaced, ignore_errors=True)
     return path
 
 

@@ -29,7 +29,16 @@ STAGES = {
 DEFAULT_KINDS = {"readout": ("score", "frozen")}
 
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")  # float16 needs loss scaling, which the recipe lacks
+# Options that must be true or false: a string ("off", "no") would count as true.
+BOOL_OPTIONS = ("freeze_vision", "gradient_checkpointing", "progress_bar")
+# In every checkpoint: the resolved options of the run that wrote it and its step, so a resume=
+# that would continue it with other options is refused before any model loads.
+RUN_RECORD = "trainer_config.json"
+# Options a resume may change: where the run dir is and how it shows progress, which stages run
+# before and after the resumed one, the weights it does not start from, and how often it saves.
+RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "model",
+               "checkpoint_every")  # fmt: skip
 # DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
 # shard) and every rank's random generators and batch sampler, for an exact resume.
 DS_STATE = "deepspeed"
@@ -44,18 +53,93 @@ class TrainConfigError(ValueError):
     """The training config cannot run (found before any model loads)."""
 
 
+def run_record(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved options a checkpoint records (:data:`RUN_RECORD`): all but where the run dir
+    is, ``resume``, ``overwrite`` and ``progress_bar``."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("hydra", "resume", "overwrite", "progress_bar"):
+        options.pop(key, None)
+    return options
+
+
+def _flat(options: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested options as ``{"stages.sft.lr": 0.001, ...}``."""
+    if not isinstance(options, dict) or not options:
+        return {prefix: options}
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _resume_problem(cfg: DictConfig, folder: Path) -> str | None:
+    """Why ``resume=folder`` cannot continue with ``cfg``'s options, or None: an option that
+    differs from the checkpoint's run (:data:`RESUME_FREE` aside), or fewer steps than it has
+    trained. A checkpoint written before the record existed is not compared."""
+    import json
+
+    record = folder / RUN_RECORD
+    if not record.is_file():
+        return None
+    try:
+        saved = json.loads(record.read_text())
+        step, before = int(saved["step"]), saved["options"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return (
+            f"resume={str(cfg.resume)!r}: {record} is damaged ({type(exc).__name__}: {exc}); "
+            "resume from another checkpoint-<step> folder of the run"
+        )
+    stage = folder.parent.name
+    steps = cfg.stages[stage].steps if stage in cfg.stages else None
+    if is_int(steps) and steps < step:
+        return (
+            f"stages.{stage}.steps={steps} is below the step of resume={str(cfg.resume)!r} "
+            f"({step}): give stages.{stage}.steps={step} or more (the run it continues had "
+            f"{before.get('stages', {}).get(stage, {}).get('steps')})"
+        )
+
+    def compared(options: dict[str, Any]) -> dict[str, Any]:
+        free = (*RESUME_FREE, f"stages.{stage}.steps")
+        return {
+            key: value
+            for key, value in _flat(options).items()
+            if not any(key == f or key.startswith(f"{f}.") for f in free)
+            and not (key.startswith("stages.") and not key.startswith(f"stages.{stage}."))
+        }
+
+    now, then = compared(run_record(cfg)), compared(before)
+    differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    if not differ:
+        return None
+    shown = "; ".join(f"{k}={then.get(k)!r} there, {now.get(k)!r} here" for k in differ)
+    return (
+        f"resume={str(cfg.resume)!r} continues a run trained with other options ({shown}); "
+        "resume with the run's options (they are in its .hydra/config.yaml and in "
+        f"{RUN_RECORD}), or start a new run from its weights with model={cfg.resume}"
+    )
+
+
 def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Validate everything that can be checked without a model; returns per-stage plans.
 
     Raises:
-        TrainConfigError: unknown stage, bad GRPO settings, a batch not divisible by the group
-            size, unknown rewards or weights of the wrong length, missing data, a teacher= or
-            resume= folder that is not a checkpoint, a negative checkpoint_every / eval_every, or
-            a device this machine lacks.
+        TrainConfigError: unknown stage or one listed twice, bad GRPO settings, a batch not
+            divisible by the group size (and the processes, under DeepSpeed), unknown rewards or
+            weights of the wrong length, missing data, a stage whose kinds make no samples, a
+            task name the data lacks, a teacher= or resume= folder that is not a checkpoint, a
+            resume= whose run had other options, a bool that is not true or false, a bad seed or
+            max_grad_norm, dtype=float16, a negative checkpoint_every / eval_every, or a device
+            this machine lacks.
     """
     from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
     from critic.train.rewards import REWARD_KINDS, RewardConfigError, combine_rewards
 
+    for name, example in (("resume", "outputs/train_critic/<run>/sft/checkpoint-50"),
+                          ("deepspeed_config", "configs/deepspeed/zero2.json")):  # fmt: skip
+        if cfg.get(name) is not None and not isinstance(cfg.get(name), str):
+            raise TrainConfigError(
+                f"{name}={cfg.get(name)!r} must be a path, e.g. {name}={example}"
+            )
     if cfg.model is None and cfg.resume is None:
         raise TrainConfigError(
             "model=null: give the weights to start from, a preset (tiny, small) or a checkpoint "
@@ -74,11 +158,40 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     if unknown:
         raise TrainConfigError(f"pipeline={list(cfg.pipeline)} has unknown stages {unknown}; "
                                f"stages are {list(STAGES)}")  # fmt: skip
+    twice = sorted({s for s in cfg.pipeline if list(cfg.pipeline).count(s) > 1})
+    if twice:
+        raise TrainConfigError(
+            f"pipeline={list(cfg.pipeline)} lists {twice} more than once (a stage writes "
+            "<run dir>/<stage>/, so the second pass would write over the first); list each stage "
+            "once, and train further in a new run from its weights (model=<run dir>/<stage>/final)"
+        )
+    if not isinstance(cfg.get("stages"), DictConfig):
+        raise TrainConfigError(
+            f"stages={cfg.get('stages')!r} must be a mapping of each stage's settings (steps, "
+            "batch_size, lr, ...), as in configs/train_critic.yaml"
+        )
+    seed = cfg.get("seed")
+    if not is_int(seed) or not 0 <= seed < 2**31:
+        raise TrainConfigError(f"seed={seed!r} must be an integer in [0, 2**31), e.g. seed=0")
+    for name in BOOL_OPTIONS:
+        if not isinstance(cfg.get(name), bool):
+            raise TrainConfigError(f"{name}={cfg.get(name)!r} must be true or false")
+    norm = cfg.get("max_grad_norm")
+    if norm is not None and (not is_number(norm) or norm <= 0):
+        raise TrainConfigError(
+            f"max_grad_norm={norm!r} must be a finite number > 0 (each step's gradient norm is "
+            "clipped to it), or null (no clipping)"
+        )
     plans: dict[str, dict[str, Any]] = {}
     for stage in cfg.pipeline:
         settings = cfg.stages.get(stage)
         if settings is None:
             raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
+        if not isinstance(settings, DictConfig):
+            raise TrainConfigError(
+                f"stages.{stage}={settings!r} must be a mapping of the stage's settings (steps, "
+                "batch_size, lr, ...), as in configs/train_critic.yaml"
+            )
         rule, kinds = STAGES[stage]
         allowed, kinds = kinds, DEFAULT_KINDS.get(stage, kinds)
         if not is_int(settings.steps) or settings.steps < 1:
@@ -97,12 +210,26 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 "step, or completions per step in a GRPO stage)"
             )
         schedule, warmup = settings.get("schedule", "constant"), settings.get("warmup", 0)
+        if not is_int(warmup):
+            raise TrainConfigError(
+                f"stages.{stage}: warmup={warmup!r} must be an integer in [0, "
+                f"steps={settings.steps})"
+            )
+        if not isinstance(settings.get("shuffle_labels", False), bool):
+            raise TrainConfigError(
+                f"stages.{stage}.shuffle_labels={settings.shuffle_labels!r} must be true or false"
+            )
         try:
             learning_rate(0, settings.steps, 1.0, schedule, warmup)
         except ValueError as exc:
             raise TrainConfigError(f"stages.{stage}: {exc}") from exc
         if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
             chosen = list_option(settings.kinds)  # kinds=score: one kind
+            if not chosen:
+                raise TrainConfigError(
+                    f"stages.{stage}.kinds=[] trains on nothing; name some of {list(allowed)}, or "
+                    f"kinds=null for {list(kinds)}"
+                )
             extra = [k for k in chosen if k not in allowed]
             if extra:
                 raise TrainConfigError(
@@ -112,6 +239,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             kinds = tuple(chosen)
         plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
         if rule == "grpo":
+            if not isinstance(cfg.get("grpo"), DictConfig):
+                raise TrainConfigError(
+                    f"grpo={cfg.get('grpo')!r} must be a mapping of the GRPO settings (group_size, "
+                    f"max_new_tokens, ...) for stage {stage!r}, as in configs/train_critic.yaml"
+                )
             try:
                 grpo = GRPOConfig(**OmegaConf.to_object(cfg.grpo))
             except (GRPOConfigError, TypeError) as exc:
@@ -156,14 +288,22 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
             "them with `python experiments/synthesize.py env=<task> out=<folder>`"
         )
-    held = list(cfg.get("held_out_tasks") or [])
-    if held:
+    present: list[str] = []
+
+    def data_tasks() -> list[str]:  # the tasks of data='s episodes, read once when needed
         from critic.data.episodes import read_table
 
+        if not present:
+            present.extend(
+                sorted({str(row.get("env_id")) for f in folders for row in read_table(f)})
+            )
+        return present
+
+    held = list(cfg.get("held_out_tasks") or [])
+    if held:
         if not all(isinstance(t, str) for t in held):
             raise TrainConfigError(f"held_out_tasks={held!r} must be a list of task names")
-        present = sorted({str(row.get("env_id")) for f in folders for row in read_table(f)})
-        absent = [t for t in held if t not in present]
+        absent = [t for t in held if t not in data_tasks()]
         if absent:
             raise TrainConfigError(
                 f"held_out_tasks names {absent}, which no episode of data= is of (it would hold "
@@ -195,6 +335,16 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"{name}={value!r} must be an integer >= {low} ({meaning}: critic/data/samples.py)"
             )
+    counts = {"pretext": "pretext_count", "joint": "pretext_count", "frozen": "frozen_count"}
+    for stage, plan in plans.items():  # kinds whose count is 0 make no samples
+        if all(cfg.get(counts.get(k, "cuts")) == 0 for k in plan["kinds"]):
+            zero = sorted({counts[k] for k in plan["kinds"]})
+            raise TrainConfigError(
+                f"stage {stage!r} trains on {list(plan['kinds'])} samples, and "
+                f"{' and '.join(f'{n}=0' for n in zero)} makes none of them; set "
+                f"{' and '.join(f'{n}=' for n in zero)} to 1 or more, or give the stage other "
+                f"kinds (stages.{stage}.kinds=)"
+            )
     from critic.data.transforms import TRANSFORMS
 
     transforms = list_option(cfg.get("transforms"))
@@ -218,6 +368,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"task_frames={task_frames!r} needs a mapping of task name to frames per clip "
             "(an integer >= 1), e.g. 'task_frames={Reacher-v5: 1}' trains Reacher's clips at one "
             "frame and every other task's at frames=; task_frames={} uses frames= for all"
+        )
+    absent = [str(t) for t in task_frames if str(t) not in (data_tasks() if task_frames else [])]
+    if absent:
+        raise TrainConfigError(
+            f"task_frames names {absent}, which no episode of data= is of (it would change "
+            f"nothing, and the checkpoint would record it); the data's tasks are {data_tasks()}"
         )
     teacher, tasks = cfg.get("teacher"), cfg.get("teacher_tasks")
     if teacher is not None:
@@ -247,6 +403,20 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     if tasks is not None and teacher is None:
         raise TrainConfigError(
             f"teacher_tasks={list(tasks)} has no teacher; set teacher=<checkpoint folder>"
+        )
+    if tasks is not None and (absent := [t for t in tasks if t not in data_tasks()]):
+        raise TrainConfigError(
+            f"teacher_tasks names {absent}, which no episode of data= is of (the teacher would "
+            f"label nothing of it); the data's tasks are {data_tasks()}"
+        )
+    taught = [
+        s for s, p in plans.items() if p["rule"] == "sft" and {"score", "frozen"} & set(p["kinds"])
+    ]
+    if teacher is not None and not taught:
+        raise TrainConfigError(
+            f"teacher={teacher} labels score and frozen samples, and no stage of "
+            f"pipeline={list(cfg.pipeline)} trains on them with a supervised loss (sft, readout); "
+            "add one, or drop teacher="
         )
     chosen = cfg.get("teacher_data")
     if chosen is not None:
@@ -284,6 +454,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         value = cfg.get(name)
         if not is_int(value) or value < low:
             raise TrainConfigError(f"{name}={value!r} must be an integer >= {low}: {meaning}")
+    if cfg.dtype == "float16":
+        raise TrainConfigError(
+            "dtype=float16 cannot train here: the recipe has no loss scaling, so its gradients "
+            "overflow and every weight turns NaN; use dtype=bfloat16 (GPUs since Ampere) or "
+            "dtype=float32"
+        )
     if cfg.dtype not in DTYPES:
         raise TrainConfigError(f"dtype={cfg.dtype!r} is not supported; pick one of {list(DTYPES)}")
     from critic.models import device_problem
@@ -317,4 +493,52 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 "deepspeed_config=, and a DeepSpeed run resumes only from its own checkpoints "
                 "(every rank's optimizer shard and sampler); or resume it without deepspeed_config="
             )
+        check_deepspeed(cfg, plans)
+    if cfg.resume is not None and (problem := _resume_problem(cfg, Path(cfg.resume))):
+        raise TrainConfigError(problem)
     return plans
+
+
+def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
+    """The checks a ``deepspeed_config=`` run adds: launched by torchrun (``RANK`` and
+    ``WORLD_SIZE`` set), every stage's batch shared out evenly over the processes (a GRPO stage's
+    in whole groups), and the JSON's ``gradient_clipping`` agreeing with ``max_grad_norm``.
+
+    Raises:
+        TrainConfigError: naming the value and the fix.
+    """
+    import json
+    import os
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} runs one process per GPU, started by "
+            "torchrun (RANK and WORLD_SIZE are not set); launch it with `torchrun "
+            "--nproc_per_node <processes> experiments/train_critic.py ...`, or drop "
+            "deepspeed_config= to train in this one process"
+        )
+    world = int(os.environ["WORLD_SIZE"])
+    for stage, plan in plans.items():
+        size = plan["settings"].batch_size
+        group = plan["grpo"].group_size if plan["rule"] == "grpo" else 1
+        if size % (world * group):
+            whole = f" in whole groups of grpo.group_size={group}" if group > 1 else ""
+            raise TrainConfigError(
+                f"stages.{stage}.batch_size={size} cannot be shared out evenly over "
+                f"WORLD_SIZE={world} processes{whole}; use a multiple of {world * group}"
+            )
+    try:
+        options = json.loads(Path(cfg.deepspeed_config).read_text())
+        clip = options.get("gradient_clipping", "auto")
+    except (ValueError, AttributeError) as exc:
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} is not a DeepSpeed JSON object ({exc})"
+        ) from exc
+    wanted = cfg.max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
+    if clip != "auto" and (not is_number(clip) or float(clip) != float(wanted)):
+        norm = "null (no clipping)" if cfg.max_grad_norm is None else cfg.max_grad_norm
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} has gradient_clipping={clip!r} and "
+            f"max_grad_norm={norm}; make them agree: max_grad_norm={clip}, or "
+            '"gradient_clipping": "auto" in the JSON (the recipe fills it from max_grad_norm)'
+        )

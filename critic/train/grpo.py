@@ -192,16 +192,36 @@ def _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vis
     return torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
 
 
+class NonFiniteError(ValueError):
+    """A loss or gradient norm is NaN or infinite: the step would ruin every weight."""
+
+
+def check_finite(name: str, value: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` when ``value`` is NaN or infinite."""
+    if not torch.isfinite(value.detach()).all():
+        raise NonFiniteError(f"the {name} is {float(value.detach().float().sum()):g}")
+
+
 def optimizer_update(
     model, optimizer, max_grad_norm: float | None = 1.0
 ) -> Callable[[torch.Tensor], None]:
-    """The plain-PyTorch ``update``: zero grads, backward, clip to ``max_grad_norm``, step."""
+    """The plain-PyTorch ``update``: zero grads, backward, clip to ``max_grad_norm``, step.
+
+    Raises:
+        NonFiniteError: the loss or the gradient norm is NaN or infinite; the weights are left
+            as they were.
+    """
 
     def update(loss: torch.Tensor) -> None:
+        check_finite("loss", loss)
         optimizer.zero_grad()
         loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), math.inf if max_grad_norm is None else max_grad_norm
+        )
+        if not torch.isfinite(norm):
+            optimizer.zero_grad()
+            check_finite("gradient norm", norm)
         optimizer.step()
 
     return update

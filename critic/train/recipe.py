@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from critic.train.config import DS_STATE, KL_RECORD, TrainConfigError, check_config
+from critic.train.config import DS_STATE, KL_RECORD, TrainConfigError, check_config, run_record
 from critic.train.draws import (
     draw_probabilities,
     label_with_teacher,
@@ -94,6 +94,14 @@ def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) 
     return metrics
 
 
+def _json_number(value: Any) -> Any:
+    """``value``, with a NaN or infinite float as None: JSON has no NaN (Python writes a bare
+    ``NaN`` that strict readers refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
     import resource
@@ -135,10 +143,16 @@ def _rss_mb() -> float | None:
         return None
 
 
-def _deepspeed_config(path: str, lr: float, bf16: bool, micro_batch: int) -> dict:
-    """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them)."""
+def _deepspeed_config(
+    path: str, lr: float, bf16: bool, micro_batch: int, max_grad_norm: float | None = None
+) -> dict:
+    """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them), and
+    ``gradient_clipping`` from ``max_grad_norm`` where the JSON leaves it to us (``auto`` or
+    absent; check_config refused a JSON that disagrees with it)."""
     config = json.loads(Path(path).read_text())
     config["train_micro_batch_size_per_gpu"] = micro_batch
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
     params = config.get("optimizer", {}).get("params", {})
     if params.get("lr") == "auto":
         params["lr"] = lr
@@ -156,8 +170,14 @@ class Trainer:
         self.rank, self.world = _rank()
         self.plans = check_config(cfg)  # before any model loads
         self.history: list[dict[str, Any]] = []
+        self.writer = None  # tensorboard's, made by setup (rank 0)
         self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
         self._last_final: Path | None = None  # the last stage's weights written by this run
+        # where training is, for a message when it stops: the stage, its step, and its latest
+        # complete checkpoint (the one it resumed from, or the last it saved)
+        self.stage: str | None = None
+        self.step = 0
+        self.last_checkpoint: Path | None = None
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -206,6 +226,8 @@ class Trainer:
 
         from critic.train.checkpoint import load_trainer_state
         from critic.train.grpo import (
+            NonFiniteError,
+            check_finite,
             grpo_step,
             learning_rate,
             optimizer_update,
@@ -218,6 +240,7 @@ class Trainer:
 
         cfg, plan = self.cfg, self.plans[stage]
         settings = plan["settings"]
+        self.stage, self.step, self.last_checkpoint = stage, 0, resume
         train = load_samples(cfg, plan["kinds"], "train")
         taught = 0
         if plan["rule"] == "sft":
@@ -240,15 +263,17 @@ class Trainer:
         if cfg.deepspeed_config is not None:
             deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
             micro = settings.batch_size // self.world if plan["rule"] == "sft" else 1
-            ds_config = _deepspeed_config(
-                cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16", max(micro, 1)
-            )
+            ds_config = _deepspeed_config(cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16",
+                                          max(micro, 1), cfg.max_grad_norm)  # fmt: skip
             model, optimizer, _, _ = deepspeed.initialize(model=self.model, model_parameters=params,
                                                           config=ds_config)  # fmt: skip
 
             def update(loss):
+                check_finite("loss", loss)
                 model.backward(loss)
                 model.step()
+                if (norm := model.get_global_grad_norm()) is not None:
+                    check_finite("gradient norm", torch.as_tensor(norm))
         else:
             optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
             update = optimizer_update(self.model, optimizer, cfg.max_grad_norm)
@@ -271,49 +296,60 @@ class Trainer:
         per_rank = max(1, settings.batch_size // self.world)
         bar = tqdm(range(first, settings.steps), desc=stage, disable=self.rank != 0 or not cfg.progress_bar,
                    initial=first, total=settings.steps)  # fmt: skip
-        if cfg.eval_every and first == 0:  # the stage's starting point, so each shows its gain
-            before = evaluate(self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision)
+        if first == 0:  # the stage's starting point (validated, so each shows its gain)
+            before = (
+                evaluate(self.model, self.tokenizer, val, cfg.eval_max_new_tokens, self.vision)
+                if cfg.eval_every
+                else {}
+            )
             self._log(stage, 0, {"stage": stage, "step": 0, "train_samples": len(train),
                                  **({"teacher_samples": taught} if cfg.get("teacher") else {}),
                                  **{f"data_share/{k}": v for k, v in shares.items()},
                                  **{f"val/{k}": v for k, v in before.items()}})  # fmt: skip
         started = time.perf_counter()
         for step in bar:
+            self.step = step + 1
             lr = learning_rate(step, settings.steps, settings.lr, settings.get("schedule", "constant"),
                                settings.get("warmup", 0))  # fmt: skip
             set_learning_rate(optimizer, lr)
             record: dict[str, Any] = {"stage": stage, "step": step + 1, "lr": lr}
-            if plan["rule"] == "sft":
-                picks = rng.choice(
-                    len(train), size=per_rank, replace=len(train) < per_rank, p=chance
-                )
-                batch = collate(
-                    [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
-                    self.tokenizer.pad_token_id,
-                )
-                model.train()
-                loss = sft_loss(model, batch, digit_token_ids(self.tokenizer))
-                update(loss)
-                record["loss"] = float(loss.detach())
-            else:
-                grpo = plan["grpo"]
-                prompts_per_step = max(1, per_rank // grpo.group_size)
-                picks = rng.choice(len(train), size=prompts_per_step,
-                                   replace=len(train) < prompts_per_step, p=chance)  # fmt: skip
+            try:
+                if plan["rule"] == "sft":
+                    picks = rng.choice(
+                        len(train), size=per_rank, replace=len(train) < per_rank, p=chance
+                    )
+                    batch = collate(
+                        [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
+                        self.tokenizer.pad_token_id,
+                    )
+                    model.train()
+                    loss = sft_loss(model, batch, digit_token_ids(self.tokenizer))
+                    update(loss)
+                    record["loss"] = float(loss.detach())
+                else:
+                    grpo = plan["grpo"]
+                    prompts_per_step = max(1, per_rank // grpo.group_size)
+                    picks = rng.choice(len(train), size=prompts_per_step,
+                                       replace=len(train) < prompts_per_step, p=chance)  # fmt: skip
 
-                def components(texts, **fields):
-                    return reward_components(plan["reward_names"], texts, **fields)
+                    def components(texts, **fields):
+                        return reward_components(plan["reward_names"], texts, **fields)
 
-                result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
-                                   plan["reward"], grpo, vision=self.vision, reference=self.reference,
-                                   seed=int(rng.integers(2**31)), components=components)  # fmt: skip
-                if engine is self._vllm:  # a copy of the weights: give it this step's
-                    with self._gathered():
-                        record["weights_synced"] = sync_rollout_weights(engine, self.model)
-                record.update(
-                    {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
-                )
-                record.update({f"reward/{k}": v for k, v in result.rewards_by_component.items()})
+                    result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
+                                       plan["reward"], grpo, vision=self.vision, reference=self.reference,
+                                       seed=int(rng.integers(2**31)), components=components)  # fmt: skip
+                    if engine is self._vllm:  # a copy of the weights: give it this step's
+                        with self._gathered():
+                            record["weights_synced"] = sync_rollout_weights(engine, self.model)
+                    record.update(
+                        {k: v for k, v in asdict(result).items() if k != "rewards_by_component"}
+                    )
+                    record.update(
+                        {f"reward/{k}": v for k, v in result.rewards_by_component.items()}
+                    )
+            except NonFiniteError as exc:  # stop before it ruins the weights, and write no final
+                bar.close()
+                raise NonFiniteError(self._diverged(stage, step + 1, lr, exc)) from None
             record["seconds"] = time.perf_counter() - started
             # samples per second over the stage so far (GRPO: completions), and the process's
             # peak memory, so each stage's cost is in the history
@@ -341,10 +377,27 @@ class Trainer:
                 and (step + 1) % cfg.checkpoint_every == 0
                 and step + 1 < settings.steps
             ):
-                self._save(stage_dir / f"checkpoint-{step + 1}", optimizer, step + 1, rng, model)
+                path = stage_dir / f"checkpoint-{step + 1}"
+                self.last_checkpoint = self._save(path, optimizer, step + 1, rng, model)
         bar.close()
         self._last_final = self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
         return self._last_final
+
+    def _diverged(self, stage: str, step: int, lr: float, problem: Exception) -> str:
+        """What to say when a step's loss or gradient norm is not finite: the step, and the
+        checkpoint to start again from."""
+        last = self.last_checkpoint
+        where = (
+            f"the last checkpoint before it is {last}: start again from its weights with "
+            f"model={last} and a lower stages.{stage}.lr= (resume= would repeat the same steps)"
+            if last is not None
+            else f"no checkpoint of the stage was written before it (checkpoint_every="
+            f"{self.cfg.checkpoint_every}); run it again with a lower stages.{stage}.lr="
+        )
+        return (
+            f"stage {stage}, step {step}: {problem} (lr={lr:g}, dtype={self.cfg.dtype}); the run "
+            f"stops there and writes no {stage}/final. {where[0].upper()}{where[1:]}"
+        )
 
     def _kl_reference(self, stage: str, resume: Path | None):
         """The frozen model GRPO's KL term pulls toward: the weights ``stage`` started from (the
@@ -439,25 +492,34 @@ class Trainer:
     def _save(
         self, path: Path, optimizer, step: int, rng: np.random.Generator, engine=None
     ) -> Path:
-        from critic.train.checkpoint import save_checkpoint, save_rank_state
+        from critic.train.checkpoint import save_checkpoint, save_rank_state, staging_folder
 
         extra = {"sampler": rng.bit_generator.state}
+        options = run_record(self.cfg)  # a resume= with other options is refused
         if self.cfg.deepspeed_config is not None:
+            import shutil
+
             import torch
 
             deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
-            # every rank: DeepSpeed's shards, then this rank's generators and sampler; rank 0's
-            # trainer_state.pt (below, after the barrier) marks the folder complete
-            engine.save_checkpoint(str(path / DS_STATE), tag="state", save_latest=False)
-            save_rank_state(path / DS_STATE, self.rank,
+            # every rank: DeepSpeed's shards, then this rank's generators and sampler, into the
+            # staging folder; rank 0 adds the model and moves the folder into place (below)
+            staging = staging_folder(path)
+            if self.rank == 0:
+                shutil.rmtree(staging, ignore_errors=True)  # a save cut short left it
+            torch.distributed.barrier()
+            engine.save_checkpoint(str(staging / DS_STATE), tag="state", save_latest=False)
+            save_rank_state(staging / DS_STATE, self.rank,
                             {"step": step, "sampler": rng.bit_generator.state})  # fmt: skip
             torch.distributed.barrier()
             params = list(self.model.parameters())
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 if self.rank == 0:
-                    save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
+                    save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra,
+                                    options, staged=True)  # fmt: skip
+            torch.distributed.barrier()  # in place before any rank goes on
         elif self.rank == 0:
-            save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra)
+            save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra, options)
         return path
 
     def _load_deepspeed_state(self, engine, path: Path, rng: np.random.Generator) -> int:
@@ -480,8 +542,8 @@ class Trainer:
                 and math.isfinite(value)
             ):
                 self.writer.add_scalar(f"{stage}/{key}", value, step)
-        with (self.run_dir / "history.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        with (self.run_dir / "history.jsonl").open("a") as f:  # strict JSON: NaN is null
+            f.write(json.dumps({k: _json_number(v) for k, v in record.items()}) + "\n")
 
     # -- cleanup ----------------------------------------------------------------------------
     def cleanup(self) -> None:

@@ -187,3 +187,25 @@ def test_a_non_number_option_is_a_typed_error_not_a_type_error():
     with pytest.raises(GRPOConfigError, match=r"top_p=1.5 must be in \(0, 1\]"):
         GRPOConfig(top_p=1.5)
     assert GRPOConfig(group_size=np.int64(3)).group_size == 3
+
+
+def test_optimizer_update_refuses_a_non_finite_loss_or_gradient_norm():
+    from critic.train.grpo import NonFiniteError, optimizer_update
+
+    weights = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        weights.weight.fill_(1e-3)
+    before = weights.weight.detach().clone()
+    optimizer = torch.optim.SGD(weights.parameters(), lr=1.0)
+    update = optimizer_update(weights, optimizer, max_grad_norm=None)
+    with pytest.raises(NonFiniteError, match=r"^the loss is nan$"):
+        update(weights(torch.ones(1, 2)).sum() * float("nan"))
+    # loss 2e-3 * 3e38 = 6e35 is finite; each gradient is 3e38, the norm sqrt(2) * 3e38
+    # overflows float32 (max 3.4e38): clipping, or a step, would write inf or NaN weights
+    for norm in (None, 1.0):
+        update = optimizer_update(weights, optimizer, max_grad_norm=norm)
+        with pytest.raises(NonFiniteError, match=r"^the gradient norm is inf$"):
+            update(weights(torch.full((1, 2), 3e38)).sum())
+        assert torch.equal(weights.weight, before)  # no step taken
+    update(weights(torch.ones(1, 2)).sum())  # a finite one steps
+    assert not torch.equal(weights.weight, before)

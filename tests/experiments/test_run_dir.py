@@ -29,12 +29,64 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
     (tmp_path / "readout").mkdir()
     with pytest.raises(RunDirError, match="already holds readout from an earlier run"):
         check_run_dir("train_critic", train, tmp_path)
-    check_run_dir("train_critic", OmegaConf.merge(train, {"resume": "x/readout/c"}), tmp_path)
+    here = str(tmp_path / "readout" / "checkpoint-2")
+    check_run_dir("train_critic", OmegaConf.merge(train, {"resume": here}), tmp_path)
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(RunDirError, match=r"already holds metrics\.json"):
         check_run_dir("eval_critic", OmegaConf.create({}), tmp_path)
     with pytest.raises(ValueError, match="RunDirGuard\\(script='bench'\\): scripts are"):
         RunDirGuard("bench")
+
+
+def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_path):
+    from run_dir import RunDirError, check_run_dir
+
+    train = OmegaConf.create({"pipeline": ["sft"], "resume": None, "model": "tiny"})
+    check_run_dir("train_critic", train, tmp_path)
+    # another pipeline's stage, or a bare history: the old guard looked at this pipeline's
+    # stages alone, and the run appended to history.jsonl
+    for name in ("readout", "tensorboard"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(RunDirError) as err:
+            check_run_dir("train_critic", train, tmp_path)
+        assert str(err.value) == (
+            f"{tmp_path} already holds {name} from an earlier run; give a new hydra.run.dir=, "
+            "or overwrite=true to replace them"
+        )
+        (tmp_path / name).rmdir()
+    (tmp_path / "history.jsonl").write_text("{}\n")
+    with pytest.raises(RunDirError, match=r"already holds history\.jsonl from an earlier run"):
+        check_run_dir("train_critic", train, tmp_path)
+    (tmp_path / "sft" / "final").mkdir(parents=True)
+    (tmp_path / "readout" / "checkpoint-4").mkdir(parents=True)
+    # resume= of another run's checkpoint turned the guard off for any dir
+    other = tmp_path.parent / "other" / "readout" / "checkpoint-2"
+    with pytest.raises(RunDirError, match=r"already holds history\.jsonl, sft, readout from an"):
+        check_run_dir("train_critic", OmegaConf.merge(train, {"resume": str(other)}), tmp_path)
+    here = OmegaConf.merge(train, {"resume": str(tmp_path / "readout" / "checkpoint-4")})
+    check_run_dir("train_critic", here, tmp_path)  # it continues the run in this dir
+    with pytest.raises(RunDirError) as err:
+        check_run_dir("train_critic", OmegaConf.merge(here, {"overwrite": True}), tmp_path)
+    assert str(err.value) == (
+        f"overwrite=true would remove resume={tmp_path / 'readout' / 'checkpoint-4'}, which lies "
+        f"in {tmp_path}; drop overwrite=true to continue that run there"
+    )
+    # overwrite=true: every earlier output goes, not only this pipeline's stages
+    from run_dir import remove_outputs
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError) as err:  # unless the run starts from weights in them
+        remove_outputs("train_critic", train, tmp_path, keep=[str(tmp_path / "sft" / "final")])
+    assert str(err.value) == (
+        f"overwrite=true would remove {tmp_path / 'sft'}, and this run reads "
+        f"{tmp_path / 'sft' / 'final'} from it; copy it elsewhere first, or give a new "
+        "hydra.run.dir="
+    )
+    assert remove_outputs("train_critic", train, tmp_path, keep=["tiny", None]) == [
+        "history.jsonl", "sft", "readout"
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "notes.txt"]
 
 
 def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):

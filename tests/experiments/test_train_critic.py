@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.experiments.train_critic_cli import (
+    TINY,
     check_overrides,
     load_recipe,
     read_history,
@@ -64,15 +65,47 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
             "checkpoint_every=2", "eval_every=0", "stages.sft.schedule=cosine",
             "stages.sft.warmup=1"]  # fmt: skip
     assert run_train(full, *args).returncode == 0
-    done = run_train(resumed, *args, f"resume={full / 'sft' / 'checkpoint-2'}")
+    checkpoint = full / "sft" / "checkpoint-2"
+    done = run_train(resumed, *args, f"resume={checkpoint}")
     assert done.returncode == 0, done.stderr[-3000:]
-    losses = [h["loss"] for h in read_history(full)]
+    start, *history = read_history(full)
+    # eval_every=0 wrote no step-0 line, though it records the stage's samples and shares
+    assert start["step"] == 0 and start["train_samples"] > 0 and "data_share/" in str(start)
+    losses = [h["loss"] for h in history]
     again = [h["loss"] for h in read_history(resumed)]
     assert [h["step"] for h in read_history(resumed)] == [3, 4]
     assert again == losses[2:]  # exactly the same steps 3 and 4
     # lr 1e-3, 1 warm-up step, then cosine over 3: 1e-3, 1e-3, 0.75e-3, 0.25e-3 (resumed too)
-    assert [h["lr"] for h in read_history(full)] == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
+    assert [h["lr"] for h in history] == pytest.approx([1e-3, 1e-3, 0.75e-3, 0.25e-3])
     assert [h["lr"] for h in read_history(resumed)] == pytest.approx([0.75e-3, 0.25e-3])
+    # a resume with another option went on with it; steps below the checkpoint's wrote a final
+    # whose state said step 1 with two steps' weights
+    for overrides, message in [
+        (["stages.sft.batch_size=4"], f"resume={str(checkpoint)!r} continues a run trained with "
+         "other options (stages.sft.batch_size=2 there, 4 here); resume with the run's options "
+         "(they are in its .hydra/config.yaml and in trainer_config.json), or start a new run from "
+         f"its weights with model={checkpoint}"),
+        (["stages.sft.steps=3", f"resume={full / 'sft' / 'final'}"], "stages.sft.steps=3 is below "
+         f"the step of resume={str(full / 'sft' / 'final')!r} (4): give stages.sft.steps=4 or more "
+         "(the run it continues had 4)"),
+    ]:  # fmt: skip
+        with pytest.raises(Exception) as err:
+            check_overrides(*TINY, *args, f"resume={checkpoint}", *overrides)
+        assert type(err.value).__name__ == "TrainConfigError"
+        assert str(err.value) == message
+    # where it may differ: the stages around it, how often it saves, and more steps
+    check_overrides(*TINY, *args, f"resume={checkpoint}", "pipeline=[sft,readout]", "checkpoint_every=1",
+                    "stages.sft.steps=6", "stages.readout.lr=1")  # fmt: skip
+    # resumed in its own run dir, it continues the run there (another run's dir is refused)
+    done = run_train(full, *args, f"resume={checkpoint}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [h["step"] for h in read_history(full)] == [0, 1, 2, 3, 4, 3, 4]
+    done = run_train(resumed, *args, f"resume={checkpoint}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"train_critic: RunDirError: {resumed} already holds history.jsonl, tensorboard, sft from "
+        "an earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,7 +236,7 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["dtype=bf16"], "dtype='bf16' is not supported; pick one of ['float32', 'bfloat16', 'float16']"),
+        (["dtype=bf16"], "dtype='bf16' is not supported; pick one of ['float32', 'bfloat16']"),
         (["deepspeed_config=configs/deepspeed/zero9.json"], "deepspeed_config='configs/deepspeed/zero9.json' "
          "is not a file; use configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"),
         (["grpo.loss=reg", "grpo.kl_coef=0.1"], "grpo: kl_coef=0.1 has no effect with loss='reg' (Reg-GRPO "
@@ -331,7 +364,7 @@ def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp
         "eval_every=0",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "kl" in read_history(tmp_path / "kl")[0]
+    assert "kl" in read_history(tmp_path / "kl")[1]
     bad = run_train(tmp_path / "bad", f"data=[{dataset}]", f"model={tmp_path / 'no-model'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"train_critic: cannot load critic model {tmp_path / 'no-model'}")
@@ -344,7 +377,7 @@ def test_the_kl_reference_is_the_grpo_stages_start_and_a_resume_rebuilds_it(data
             "grpo.kl_coef=0.1", "checkpoint_every=1", "eval_every=0"]  # fmt: skip
     done = run_train(full, *data, "pipeline=[sft,pretext]")
     assert done.returncode == 0, done.stderr[-3000:]
-    history = read_history(full)
+    history = [h for h in read_history(full) if h["step"] > 0]
     kl = [h["kl"] for h in history if h["stage"] == "pretext"]
     # the policy is its reference at the start (the pre-SFT model would be ~0.1 away); these
     # 4-token completions earn no reward, so the policy stays there and any other reference shows
@@ -437,3 +470,240 @@ def test_no_training_samples_says_how_episodes_are_split(dataset, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "train_critic: stage sft: no training samples of kinds" in done.stderr
     assert "episodes are split by seed, about 80 % train" in done.stderr
+
+
+STAGE_KINDS = "['sft', 'score', 'failure', 'pretext', 'joint']"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # trained every weight to NaN and printed the final as a usable critic
+        (["dtype=float16"], "dtype=float16 cannot train here: the recipe has no loss scaling, so its "
+         "gradients overflow and every weight turns NaN; use dtype=bfloat16 (GPUs since Ampere) or "
+         "dtype=float32"),
+        # -1 trained the wrong way, 0 zeroed the gradients, abc failed after the model loaded
+        *[([f"max_grad_norm={v}"], f"max_grad_norm={shown} must be a finite number > 0 (each step's "
+           "gradient norm is clipped to it), or null (no clipping)")
+          for v, shown in (("-1", "-1"), ("0", "0"), ("abc", "'abc'"), ("inf", "inf"))],
+        # the second pass wrote over the first, and a resume ran an extra one
+        (["pipeline=[sft,sft]"], "pipeline=['sft', 'sft'] lists ['sft'] more than once (a stage "
+         "writes <run dir>/<stage>/, so the second pass would write over the first); list each stage "
+         "once, and train further in a new run from its weights (model=<run dir>/<stage>/final)"),
+        # "off" counted as true
+        (["freeze_vision=off"], "freeze_vision='off' must be true or false"),
+        (["gradient_checkpointing=no"], "gradient_checkpointing='no' must be true or false"),
+        (["progress_bar=off"], "progress_bar='off' must be true or false"),
+        (["stages.sft.shuffle_labels=off"], "stages.sft.shuffle_labels='off' must be true or false"),
+        # tracebacks
+        *[([f"seed={v}"], f"seed={shown} must be an integer in [0, 2**31), e.g. seed=0")
+          for v, shown in (("abc", "'abc'"), ("-1", "-1"), ("1.5", "1.5"), ("null", "None"))],
+        (["stages.sft.warmup=abc"], "stages.sft: warmup='abc' must be an integer in [0, steps=300)"),
+        (["stages.sft.warmup=null"], "stages.sft: warmup=None must be an integer in [0, steps=300)"),
+        (["grpo=null", "pipeline=[pretext]"], "grpo=None must be a mapping of the GRPO settings "
+         "(group_size, max_new_tokens, ...) for stage 'pretext', as in configs/train_critic.yaml"),
+        (["stages=null"], "stages=None must be a mapping of each stage's settings (steps, batch_size, "
+         "lr, ...), as in configs/train_critic.yaml"),
+        (["resume=1"], "resume=1 must be a path, e.g. resume=outputs/train_critic/<run>/sft/checkpoint-50"),
+        (["deepspeed_config=1"], "deepspeed_config=1 must be a path, e.g. "
+         "deepspeed_config=configs/deepspeed/zero2.json"),
+        # names not in the data did nothing (and the checkpoint recorded a task that does not exist)
+        (["teacher=viscritic-small", "teacher_tasks=[Reacher]"], "teacher_tasks names ['Reacher'], "
+         "which no episode of data= is of (the teacher would label nothing of it); the data's tasks "
+         "are ['Reacher-v5']"),
+        (["task_frames={Reacher: 1}"], "task_frames names ['Reacher'], which no episode of data= is "
+         "of (it would change nothing, and the checkpoint would record it); the data's tasks are "
+         "['Reacher-v5']"),
+        (["teacher=viscritic-small", "pipeline=[pretext,outcome]"], "teacher=viscritic-small labels "
+         "score and frozen samples, and no stage of pipeline=['pretext', 'outcome'] trains on them "
+         "with a supervised loss (sft, readout); add one, or drop teacher="),
+        # found only after the model loaded (and earlier stages trained), blaming the seed split
+        (["pretext_count=0", "pipeline=[sft,joint]"], "stage 'joint' trains on ['joint'] samples, and "
+         "pretext_count=0 makes none of them; set pretext_count= to 1 or more, or give the stage "
+         "other kinds (stages.joint.kinds=)"),
+        (["stages.sft.kinds=[]"], f"stages.sft.kinds=[] trains on nothing; name some of {STAGE_KINDS}, "
+         f"or kinds=null for {STAGE_KINDS}"),
+        (["frozen_count=0", "pipeline=[readout]", "stages.readout.kinds=[frozen]"], "stage 'readout' "
+         "trains on ['frozen'] samples, and frozen_count=0 makes none of them; set frozen_count= to 1 "
+         "or more, or give the stage other kinds (stages.readout.kinds=)"),
+    ],
+)  # fmt: skip
+def test_options_that_trained_wrongly_or_crashed_are_refused_first(dataset, overrides, message):
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", *overrides)
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == message
+
+
+def test_deepspeed_needs_torchrun_an_even_share_and_one_clipping(dataset, monkeypatch):
+    ds = "deepspeed_config=configs/deepspeed/zero2.json"
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(Exception) as err:  # mpi4py's ModuleNotFoundError, after the checks
+        check_overrides(f"data=[{dataset}]", ds)
+    assert str(err.value) == (
+        "deepspeed_config=configs/deepspeed/zero2.json runs one process per GPU, started by "
+        "torchrun (RANK and WORLD_SIZE are not set); launch it with `torchrun --nproc_per_node "
+        "<processes> experiments/train_critic.py ...`, or drop deepspeed_config= to train in this "
+        "one process"
+    )
+    monkeypatch.setenv("RANK", "0")  # as torchrun --nproc_per_node 2 sets them
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_overrides(f"data=[{dataset}]", ds, "stages.sft.batch_size=4")  # an even share: taken
+    # batches were silently cut to 1 per process (3 // 2), and GRPO groups to 1 prompt of 4
+    for overrides, message in [
+        (["stages.sft.batch_size=3"], "stages.sft.batch_size=3 cannot be shared out evenly over "
+         "WORLD_SIZE=2 processes; use a multiple of 2"),
+        (["stages.pretext.batch_size=12"], "stages.pretext.batch_size=12 cannot be shared out evenly "
+         "over WORLD_SIZE=2 processes in whole groups of grpo.group_size=4; use a multiple of 8"),
+        # the JSON's gradient_clipping was used and max_grad_norm ignored
+        (["max_grad_norm=0.5"], "deepspeed_config=configs/deepspeed/zero2.json has "
+         "gradient_clipping=1.0 and max_grad_norm=0.5; make them agree: max_grad_norm=1.0, or "
+         '"gradient_clipping": "auto" in the JSON (the recipe fills it from max_grad_norm)'),
+        (["max_grad_norm=null"], "deepspeed_config=configs/deepspeed/zero2.json has "
+         "gradient_clipping=1.0 and max_grad_norm=null (no clipping); make them agree: "
+         'max_grad_norm=1.0, or "gradient_clipping": "auto" in the JSON (the recipe fills it from '
+         "max_grad_norm)"),
+    ]:  # fmt: skip
+        with pytest.raises(Exception) as err:
+            check_overrides(f"data=[{dataset}]", ds, "stages.sft.batch_size=4", *overrides)
+        assert type(err.value).__name__ == "TrainConfigError"
+        assert str(err.value) == message
+
+
+def test_max_grad_norm_reaches_deepspeed_where_the_json_leaves_it(tmp_path):
+    import json
+
+    from critic.train.recipe import _deepspeed_config
+
+    config = {"optimizer": {"params": {"lr": "auto"}}, "gradient_clipping": "auto"}
+    (tmp_path / "auto.json").write_text(json.dumps(config))
+    assert (
+        _deepspeed_config(str(tmp_path / "auto.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
+        == 0.5
+    )
+    del config["gradient_clipping"]  # absent: DeepSpeed's default, no clipping, ignored it
+    (tmp_path / "none.json").write_text(json.dumps(config))
+    assert (
+        _deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
+        == 0.5
+    )
+    assert (
+        _deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, None)["gradient_clipping"]
+        == 0.0
+    )
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(dataset, tmp_path):
+    # lr 1e30: step 1 throws the weights to ~1e30 and step 2's loss is NaN. Before, every weight
+    # went NaN, the run exited 0 with a final, and history.jsonl held bare NaN
+    done = run_train(tmp_path, f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=4",
+                     "stages.sft.batch_size=2", "stages.sft.lr=1e30", "checkpoint_every=1",
+                     "eval_every=0")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = tmp_path / "sft" / "checkpoint-1"
+    assert done.stderr.strip().splitlines()[-1] == (
+        "train_critic: stage sft, step 2: the loss is nan (lr=1e+30, dtype=float32); the run stops "
+        f"there and writes no sft/final. The last checkpoint before it is {last}: start again from "
+        f"its weights with model={last} and a lower stages.sft.lr= (resume= would repeat the same "
+        "steps)"
+    )
+    assert not (tmp_path / "sft" / "final").exists()
+    assert not (tmp_path / "sft" / "checkpoint-2").exists()
+    assert [h["step"] for h in read_history(tmp_path)] == [0, 1]  # strict JSON
+
+
+def test_ctrl_c_names_the_checkpoint_to_resume_from(dataset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.experiments.train_critic_cli import ROOT
+
+    run = subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments" / "train_critic.py"), f"hydra.run.dir={tmp_path}",
+         *TINY, f"data=[{dataset}]", "pipeline=[sft]", "stages.sft.steps=1000",
+         "stages.sft.batch_size=2", "checkpoint_every=1", "eval_every=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "sft" / "checkpoint-2" / "trainer_state.pt").is_file():
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-3000:]
+        time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("train_critic: interrupted in stage sft at step ")
+    latest = max((tmp_path / "sft").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    assert line.endswith(
+        f"; continue from its latest checkpoint with resume={latest} (and the same options)"
+    )
+
+
+def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_path):
+    one_step = [f"data=[{dataset}]", "stages.sft.steps=1", "stages.sft.batch_size=2",
+                "stages.readout.steps=2", "stages.readout.batch_size=2", "checkpoint_every=1",
+                "eval_every=0"]  # fmt: skip
+    assert run_train(tmp_path, *one_step, "pipeline=[readout]").returncode == 0
+    # another pipeline into the same dir: the guard looked at this pipeline's stages alone, and
+    # the run appended to the earlier history
+    done = run_train(tmp_path, *one_step, "pipeline=[sft]")
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        f"train_critic: RunDirError: {tmp_path} already holds history.jsonl, tensorboard, readout "
+        "from an earlier run; give a new hydra.run.dir=, or overwrite=true to replace them"
+    )
+    # overwrite=true replaced nothing: readout/ and its checkpoint stayed, the history held both
+    done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "readout").exists()
+    assert [(h["stage"], h["step"]) for h in read_history(tmp_path)] == [("sft", 0), ("sft", 1)]
+    assert len(list((tmp_path / "tensorboard").iterdir())) == 1  # this run's events alone
+    # a run that starts from weights in the dir keeps them: refused before anything is removed
+    done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true",
+                     f"model={tmp_path / 'sft' / 'final'}")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        f"train_critic: RunDirError: overwrite=true would remove {tmp_path / 'sft'}, and this run "
+        f"reads {tmp_path / 'sft' / 'final'} from it; copy it elsewhere first, or give a new "
+        "hydra.run.dir="
+    )
+    assert (tmp_path / "sft" / "final" / "trainer_state.pt").is_file()
+
+
+def test_a_save_cut_short_leaves_the_earlier_checkpoint_whole(tmp_path, tiny_model, monkeypatch):
+    import copy
+
+    import torch
+
+    from critic.models import load_model
+    from critic.train.checkpoint import STATE, latest_checkpoint, save_checkpoint
+
+    model, tokenizer = tiny_model
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = tmp_path / "sft" / "checkpoint-2"
+    save_checkpoint(path, model, tokenizer, optimizer, 2)
+    first = {k: v.clone() for k, v in load_model(path)[0].state_dict().items()}
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        next(trained.parameters()).add_(1.0)
+
+    def cut_short(*args, **kwargs):  # Ctrl-C, or a full disk, as the state is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(KeyboardInterrupt):  # a resumed run's save of the same folder
+        save_checkpoint(path, trained, tokenizer, optimizer, 2)
+    monkeypatch.undo()
+    # before: the new weights lay beside the old trainer_state.pt, a complete-looking mix
+    again = load_model(path)[0].state_dict()
+    assert all(torch.equal(again[k], v) for k, v in first.items())
+    assert latest_checkpoint(tmp_path / "sft") == path
+    save_checkpoint(path, trained, tokenizer, optimizer, 2)  # the next save replaces it whole
+    again = load_model(path)[0].state_dict()
+    assert not all(torch.equal(again[k], v) for k, v in first.items())
+    assert (path / STATE).is_file()
+    assert sorted(p.name for p in (tmp_path / "sft").iterdir()) == ["checkpoint-2"]

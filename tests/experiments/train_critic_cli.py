@@ -35,7 +35,13 @@ def run_train(
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    """The run's ``history.jsonl``, read as strict JSON (a bare NaN is refused)."""
+
+    def refuse(constant: str):
+        raise ValueError(f"history.jsonl holds {constant}, which is not JSON")
+
+    text = (run_dir / "history.jsonl").read_text()
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
 
 
 def load_recipe(*overrides: str, config: str = "train_critic"):
