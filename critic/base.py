@@ -75,6 +75,17 @@ class CriticError(ValueError):
 _PROMPT_SYNTAX = re.compile(r"<video>|<\|[^|<>]*\|>")
 
 
+def prompt_syntax_problem(name: str, text: str) -> str | None:
+    """Why ``text`` (the value of ``name``) cannot go into a prompt as it is, or ``None``: it
+    holds the prompt's own syntax."""
+    if found := _PROMPT_SYNTAX.search(text):
+        return (
+            f"{name}={text!r} holds {found.group()!r}, the prompt's own syntax (a video "
+            "placeholder or a special token); reword it"
+        )
+    return None
+
+
 def check_instruction(instruction: Any) -> None:
     """A :class:`CriticError` unless ``instruction`` is text a prompt can hold as it is."""
     if not isinstance(instruction, str):
@@ -82,11 +93,8 @@ def check_instruction(instruction: Any) -> None:
             f"instruction={instruction!r} must be the task in words (a string), e.g. "
             "'Lift the cube.'"
         )
-    if found := _PROMPT_SYNTAX.search(instruction):
-        raise CriticError(
-            f"instruction={instruction!r} holds {found.group()!r}, the prompt's own syntax (a "
-            "video placeholder or a special token); reword it"
-        )
+    if problem := prompt_syntax_problem("instruction", instruction):
+        raise CriticError(problem)
 
 
 class ParseStatus(str, enum.Enum):
@@ -189,6 +197,29 @@ class FailureVerdict:
     confidence: float = 1.0
     reasoning: str = ""
     status: ParseStatus = ParseStatus.OK
+
+
+def check_queries(queries: Any, kind: type, method: str) -> None:
+    """A :class:`CriticError` unless ``queries`` is a list (or tuple) of ``kind`` queries: what a
+    critic's ``estimate_progress`` / ``detect_failure`` (named by ``method``) takes.
+
+    Example:
+        >>> check_queries(ProgressQuery("lift"), ProgressQuery, "oracle.estimate_progress")
+        Traceback (most recent call last):
+        ...
+        critic.base.CriticError: oracle.estimate_progress takes a list of ProgressQuery, got a ProgressQuery; pass a list of ProgressQuery, e.g. [query]
+    """
+    if not isinstance(queries, Sequence) or isinstance(queries, str | bytes):
+        got = f"a {type(queries).__name__}"
+    else:
+        bad = [(i, q) for i, q in enumerate(queries) if not isinstance(q, kind)]
+        if not bad:
+            return
+        got = f"a list whose item {bad[0][0]} is a {type(bad[0][1]).__name__}"
+    raise CriticError(
+        f"{method} takes a list of {kind.__name__}, got {got}; pass a list of {kind.__name__}, "
+        "e.g. [query]"
+    )
 
 
 # Frames per progress query for a critic that does not record its own (Critic.clip_frames).

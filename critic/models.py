@@ -184,7 +184,8 @@ def build_preset(name: str, seed: int = 0):
 
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cpu", seed: int = 0):
-    """A preset name, or a Qwen2.5-VL / Qwen3-VL checkpoint (local path or hub id).
+    """A preset name, or a Qwen2.5-VL checkpoint (local path or hub id; Qwen3-VL is refused:
+    not supported yet, see :func:`rollout.hf.load_checkpoint`).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on ``device``.

@@ -23,6 +23,7 @@ from critic.base import (
     ParseStatus,
     ProgressEstimate,
     ProgressQuery,
+    check_queries,
 )
 from rollout.checks import is_int, is_number
 
@@ -55,6 +56,7 @@ class OracleCritic(Critic):
         return "oracle"
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        check_queries(queries, ProgressQuery, f"{self.name}.estimate_progress")
         estimates = []
         for i, query in enumerate(queries):
             if query.privileged_progress is None:
@@ -75,6 +77,7 @@ class OracleCritic(Critic):
         return estimates
 
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
+        check_queries(queries, FailureQuery, f"{self.name}.detect_failure")
         verdicts = []
         for i, query in enumerate(queries):
             if query.privileged_success is None:

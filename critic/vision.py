@@ -1,4 +1,4 @@
-"""Video frames → ``pixel_values_videos`` and ``video_grid_thw`` for Qwen2.5-VL / Qwen3-VL.
+"""Video frames → ``pixel_values_videos`` and ``video_grid_thw`` for Qwen2.5-VL.
 
 transformers' Qwen video processor needs torchvision, which has no CPU build on our machines, so
 this is the same computation in plain torch: resize each frame so both sides are multiples of
@@ -7,17 +7,35 @@ anti-aliasing on uint8 as torchvision does, rescale to [0, 1], normalise with th
 std, repeat the last frame to a multiple of ``temporal_patch_size``, and flatten into patches in
 the vision tower's order. ``tests/critic/test_vision.py`` compares it with the official processor
 wherever torchvision is installed.
+
+The pixel budget (smallest and largest resized frame area) is the project's own, small one
+(:data:`PROJECT_PIXELS`), unless the checkpoint's folder holds a processor config
+(:func:`rollout.hf.processor_config`): a real Qwen checkpoint then reads frames at the size its own
+video processor gives them. The presets and the checkpoints this project saves hold none, so they
+keep the budget they were trained at.
+
+Qwen3-VL is not supported: it takes 16-pixel patches normalised with mean/std 0.5, and each
+temporal patch in its own timestamped segment of the prompt.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# (min_pixels, max_pixels) of the presets and of every checkpoint this project trains: 64² frames
+# read at 56² (4 video tokens a frame pair), what a CPU-trained critic can afford.
+PROJECT_PIXELS = (56 * 56, 28 * 28 * 1280)
+# transformers' Qwen2VLVideoProcessor defaults (size shortest_edge / longest_edge): what a
+# processor config that names no budget of its own means.
+QWEN_VIDEO_PIXELS = (128 * 28 * 28, 768 * 28 * 28)
 
 
 class FrameError(ValueError):
@@ -26,7 +44,8 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class VisionSpec:
-    """The vision tower's input geometry (defaults: Qwen2.5-VL's).
+    """The vision tower's input geometry (defaults: Qwen2.5-VL's patches, the project's pixel
+    budget :data:`PROJECT_PIXELS`).
 
     Attributes:
         patch_size: pixels per patch side.
@@ -39,19 +58,36 @@ class VisionSpec:
     patch_size: int = 14
     temporal_patch_size: int = 2
     merge_size: int = 2
-    min_pixels: int = 56 * 56
-    max_pixels: int = 28 * 28 * 1280
+    min_pixels: int = PROJECT_PIXELS[0]
+    max_pixels: int = PROJECT_PIXELS[1]
 
     @classmethod
-    def from_config(cls, vision_config) -> VisionSpec:
-        """The geometry of a model's ``vision_config`` (a config object or its dict)."""
+    def from_config(cls, vision_config, processor: Mapping[str, Any] | None = None) -> VisionSpec:
+        """The geometry of a model's ``vision_config`` (a config object or its dict).
+
+        Args:
+            processor: the checkpoint's video processor settings
+                (:func:`rollout.hf.processor_config`): their pixel budget as transformers reads
+                it (``min_pixels`` / ``max_pixels``, else ``size``'s ``shortest_edge`` /
+                ``longest_edge``, else :data:`QWEN_VIDEO_PIXELS`). ``None`` (no processor config: a preset or a
+                checkpoint this project saved): the project's :data:`PROJECT_PIXELS`.
+        """
         get = (
             vision_config.get if isinstance(vision_config, dict) else vision_config.__getattribute__
         )
+        min_pixels, max_pixels = PROJECT_PIXELS
+        if processor is not None:
+            size = processor.get("size") or {}
+            min_pixels = processor.get("min_pixels") or size.get("shortest_edge")
+            max_pixels = processor.get("max_pixels") or size.get("longest_edge")
+            min_pixels = int(min_pixels or QWEN_VIDEO_PIXELS[0])
+            max_pixels = int(max_pixels or QWEN_VIDEO_PIXELS[1])
         return cls(
             patch_size=get("patch_size"),
             temporal_patch_size=get("temporal_patch_size"),
             merge_size=get("spatial_merge_size"),
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
         )
 
     @property
@@ -69,8 +105,8 @@ def smart_resize(
     height: int,
     width: int,
     factor: int = 28,
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 28 * 28 * 1280,
+    min_pixels: int = PROJECT_PIXELS[0],
+    max_pixels: int = PROJECT_PIXELS[1],
 ) -> tuple[int, int]:
     """Qwen's resize rule: sides multiples of ``factor``, area in [min, max], aspect kept.
 

@@ -10,6 +10,7 @@ Two ways to read progress:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +28,14 @@ from critic.base import (
     ParseStatus,
     ProgressEstimate,
     ProgressQuery,
+    check_queries,
+    prompt_syntax_problem,
 )
-from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, device_problem
+from critic.models import CLIP_FRAMES_KEY, PRESETS, TASK_CLIP_FRAMES_KEY, device_problem
 from critic.parse import parse_progress, parse_verdict
-from critic.vision import VisionSpec
+from critic.vision import FrameError, VisionSpec
 from rollout.checks import is_int, is_number
+from rollout.hf import processor_config
 
 MODES = ("score", "reason")
 
@@ -43,26 +47,34 @@ def is_server_url(model: str) -> bool:
 
 PROMPTS = ("anchored", "stepwise")
 
+# Below this a temperature divides logits into inf and the sampling probabilities into nan.
+MIN_TEMPERATURE = 1e-5
+
 
 @dataclass
 class VLMCritic(Critic):
-    """A Qwen2.5-VL / Qwen3-VL critic.
+    """A Qwen2.5-VL critic (Qwen3-VL checkpoints are refused: not supported yet).
 
     Args:
-        model: a preset name (``tiny``, ``small``), a checkpoint path / hub id, or the URL of a
-            critic server (``http://host:port``, see ``python -m rollout.serve``): prompts are then
-            built here and the server batches the model calls of many workers.
+        model: a preset name (``tiny``, ``small``), a shipped critic (``viscritic-small``), a
+            checkpoint path (a string or ``os.PathLike``) / hub id, or the URL of a critic server
+            (``http://host:port``, see ``python -m rollout.serve``): prompts are then built here
+            and the server batches the model calls of many workers.
         mode: ``score`` (one pass, expected digit) or ``reason`` (chain of thought, sampled).
         prompt: ``anchored`` (PRIMO R1) or ``stepwise`` (SOLE-R1).
-        samples: completions per query in ``reason`` mode; their spread is reported.
-        temperature: sampling temperature in ``reason`` mode: a finite number >= 0 (0: greedy).
+        samples: completions per query in ``reason`` mode; the spread of the readable ones is
+            reported (when 2 or more are readable and the answers are sampled).
+        temperature: sampling temperature in ``reason`` mode: 0 (greedy) or a finite number
+            >= 1e-5 (smaller ones overflow the sampling probabilities and are refused).
         max_new_tokens: generation budget in ``reason`` mode and of failure verdicts (>= 1).
         seed: seeds sampling (an integer in ``[0, 2**63)``).
         device: ``cpu``, ``cuda`` or ``cuda:<index>``, one this machine has (a server URL
             ignores it: the server's own ``--device`` holds the model).
         cache: reuse vision-tower outputs of videos seen before (exact; see rollout.cache). A
             server keeps its own cache (``--no-cache`` turns it off there).
-        failure_types: labels the failure-detection prompt offers.
+        failure_types: labels the failure-detection prompt offers: a list or tuple of one or
+            more non-empty strings (a bare string is refused, not split into letters), kept as a
+            tuple.
     """
 
     model: str = "tiny"
@@ -95,6 +107,12 @@ class VLMCritic(Critic):
                 f"temperature={temperature!r} must be a finite number >= 0 (0: greedy answers); "
                 "e.g. temperature=0.7"
             )
+        if 0 < temperature < MIN_TEMPERATURE:
+            raise CriticError(
+                f"temperature={temperature!r} is too small to sample with (below "
+                f"{MIN_TEMPERATURE:g} the sampling probabilities overflow); use temperature=0 for "
+                "greedy answers, or one >= 1e-05, e.g. temperature=0.7"
+            )
         if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             raise CriticError(
                 f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1 (the generation "
@@ -108,6 +126,16 @@ class VLMCritic(Critic):
             int(self.max_new_tokens),
             int(self.seed),
         )
+        self.failure_types = _checked_failure_types(self.failure_types)
+        if not isinstance(self.model, str | os.PathLike):
+            from critic.weights import SHIPPED
+
+            raise CriticError(
+                f"model={self.model!r} names no critic model; pass a preset ({sorted(PRESETS)}), "
+                f"a shipped critic ({sorted(SHIPPED)}), a checkpoint folder or hub id (a str or "
+                "os.PathLike), or a critic server URL ('http://host:port')"
+            )
+        self.model = os.fspath(self.model)
         if is_server_url(self.model):
             self._connect(self.model)  # the server's device holds the model; ours is unused
         else:
@@ -132,7 +160,10 @@ class VLMCritic(Critic):
             self.tokenizer.eos_token_id,
             cache=VideoEmbeddingCache() if self.cache else None,
         )
-        self.vision = VisionSpec.from_config(self._model.config.vision_config)
+        # a checkpoint's own pixel budget, where its folder has a processor config (real Qwen
+        # checkpoints); the project's presets and the checkpoints it saves have none
+        processor = None if self.model in PRESETS else processor_config(self._model.name_or_path)
+        self.vision = VisionSpec.from_config(self._model.config.vision_config, processor)
         self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
         self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})
 
@@ -149,7 +180,7 @@ class VLMCritic(Critic):
                 "start it with `python -m rollout.serve --model PATH`"
             )
         self.tokenizer = load_served_tokenizer(info["tokenizer"])
-        self.vision = VisionSpec.from_config(info["config"]["vision_config"])
+        self.vision = VisionSpec.from_config(info["config"]["vision_config"], info.get("processor"))
         self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
         self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
 
@@ -169,16 +200,19 @@ class VLMCritic(Critic):
         """The rollout engine (shared with training)."""
         return self._engine
 
-    def _prompt(self, query: ProgressQuery, scale: str) -> prompts.Prompt:
+    def _prompt(self, query: ProgressQuery, scale: str, index: int = 0) -> prompts.Prompt:
         if query.frames is None or len(query.frames) == 0:
             raise CriticError(
                 f"{self.name} needs frames in every query; build queries through "
                 "envs.VisCriticReward (which renders them) or set ProgressQuery.frames"
             )
-        frames = np.asarray(query.frames)
+        frames = _checked_frames(query.frames, "frames", index)
         if self.prompt == "anchored":
-            initial = frames[0] if query.initial_frame is None else query.initial_frame
-            current = frames[-1] if query.current_frame is None else query.current_frame
+            initial, current = frames[0], frames[-1]
+            if query.initial_frame is not None:
+                initial = _checked_frames(query.initial_frame, "initial_frame", index)
+            if query.current_frame is not None:
+                current = _checked_frames(query.current_frame, "current_frame", index)
             return prompts.anchored_progress(query.instruction, initial, frames, current, scale)
         return prompts.stepwise_progress(query.instruction, frames, query.previous_progress, scale)
 
@@ -197,10 +231,11 @@ class VLMCritic(Critic):
         return np.asarray(self._engine.score(requests, self._digits, prefix=self._answer_prefix))
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        check_queries(queries, ProgressQuery, f"{self.name}.estimate_progress")
         if not queries:
             return []
         if self.mode == "score":
-            probs = self.digit_probs([self._prompt(q, "digit") for q in queries])
+            probs = self.digit_probs([self._prompt(q, "digit", i) for i, q in enumerate(queries)])
             levels = np.arange(10) / 9.0  # digit d means progress d / 9
             expected = probs @ levels  # [B]
             spread = np.sqrt((probs * (levels[None, :] - expected[:, None]) ** 2).sum(axis=1))
@@ -210,7 +245,7 @@ class VLMCritic(Critic):
             ]
         from rollout.engine import SamplingParams
 
-        requests = [self._request(self._prompt(q, "percent")) for q in queries]
+        requests = [self._request(self._prompt(q, "percent", i)) for i, q in enumerate(queries)]
         params = SamplingParams(
             n=self.samples,
             max_new_tokens=self.max_new_tokens,
@@ -221,13 +256,16 @@ class VLMCritic(Critic):
         for group in self._engine.generate(requests, params):
             texts = [self.tokenizer.decode(ids, skip_special_tokens=False) for ids in group]
             parsed = [parse_progress(t, "percent") for t in texts]
-            values = [p.value for p in parsed if p.status == ParseStatus.OK]
+            readable = [i for i, p in enumerate(parsed) if p.status == ParseStatus.OK]
+            values = [parsed[i].value for i in readable]
             if values:
+                # a spread needs two readable answers that were drawn, not copies of one greedy
+                sampled = self.temperature > 0 and len(values) > 1
                 estimates.append(
                     ProgressEstimate(
                         float(np.mean(values)),
-                        reasoning=texts[0],
-                        spread=float(np.std(values)) if len(group) > 1 else None,
+                        reasoning=texts[readable[0]],  # the text of an answer that was read
+                        spread=float(np.std(values)) if sampled else None,
                         achieved=float(np.mean([v >= ACHIEVED for v in values])),
                     )
                 )
@@ -240,16 +278,16 @@ class VLMCritic(Critic):
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
         from rollout.engine import SamplingParams
 
+        check_queries(queries, FailureQuery, f"{self.name}.detect_failure")
         if not queries:
             return []
         requests = []
-        for q in queries:
+        for i, q in enumerate(queries):
             if q.frames is None or len(q.frames) == 0:
                 raise CriticError(f"{self.name} needs the episode's frames in every failure query")
+            frames = _checked_frames(q.frames, "frames", i)
             requests.append(
-                self._request(
-                    prompts.failure_detection(q.instruction, q.frames, self.failure_types)
-                )
+                self._request(prompts.failure_detection(q.instruction, frames, self.failure_types))
             )
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0, seed=self.seed)
         verdicts = []
@@ -282,3 +320,61 @@ class VLMCritic(Critic):
         prefix = generated[: generated.index(answer) + 1]
         p_success, p_failure = np.asarray(self._engine.score([request], first, prefix=prefix))[0]
         return float(p_success if success else p_failure)
+
+
+def _checked_failure_types(failure_types: Any) -> tuple[str, ...]:
+    """``failure_types`` as a tuple of labels, or a :class:`CriticError` naming what is wrong."""
+    example = "e.g. failure_types=['stall', 'missed_grasp']"
+    if isinstance(failure_types, str):
+        raise CriticError(
+            f"failure_types={failure_types!r} is one string, not a list of labels (it would be "
+            f"read letter by letter); pass a list, e.g. failure_types=[{failure_types!r}]"
+        )
+    if not isinstance(failure_types, Sequence) or len(failure_types) == 0:
+        raise CriticError(
+            f"failure_types={failure_types!r} must be a list or tuple of one or more failure "
+            f"labels (non-empty strings), {example}"
+        )
+    for i, label in enumerate(failure_types):
+        if not isinstance(label, str) or not label.strip():
+            raise CriticError(
+                f"failure_types[{i}]={label!r} must be a non-empty string (a failure label), "
+                f"{example}"
+            )
+        if problem := prompt_syntax_problem(f"failure_types[{i}]", label):
+            raise CriticError(problem)
+    return tuple(failure_types)
+
+
+def _checked_frames(value: Any, name: str, index: int) -> np.ndarray:
+    """A query's ``frames`` (uint8 ``[T, H, W, 3]``) or anchor frame (``initial_frame`` /
+    ``current_frame``: uint8 ``[H, W, 3]``) as an array, or a :class:`FrameError` that names the
+    field, the query's index in the batch, what it holds and the fix."""
+    video = name == "frames"
+    where = f"query {index}'s {name}"
+    if video and isinstance(value, list | tuple):
+        sizes = list(dict.fromkeys(np.shape(frame) for frame in value))
+        if len(sizes) > 1:
+            raise FrameError(
+                f"{where} hold frames of different sizes {sizes}; resize them to one size "
+                "(e.g. each to the first frame's) before building the query"
+            )
+    array = np.asarray(value)
+    layout = "[T, H, W, 3] (a video)" if video else "[H, W, 3] (one frame)"
+    ndim = 4 if video else 3
+    if array.dtype == np.uint8 and array.ndim == ndim and array.shape[-1] == 3:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        fix = "from floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+    elif array.ndim == ndim and array.shape[-1] == 1:
+        fix = "from grey frames: np.repeat(x, 3, axis=-1)"
+    elif video and array.ndim == 3 and array.shape[-1] == 3:
+        fix = "from one frame: x[None]"
+    elif array.ndim == ndim - 1:
+        fix = "from grey frames: np.repeat(x[..., None], 3, axis=-1)"
+    else:
+        fix = f"e.g. a uint8 array of shape {(8, 64, 64, 3) if video else (64, 64, 3)}"
+    raise FrameError(
+        f"{where} {'are' if video else 'is'} {array.dtype} of shape {array.shape}; "
+        f"{'they' if video else 'it'} must be uint8 RGB {layout}: {fix}"
+    )

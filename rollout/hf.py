@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,17 @@ from rollout.imports import require_package
 # model_type → the transformers class that generates for it (looked up lazily by name).
 MODEL_CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+}
+# Qwen-VL model types transformers loads but a critic cannot read yet: model_type → what is missing.
+# A Qwen3-VL checkpoint loads, then fails every query (or, worse, reads pixels it was not trained
+# on): it wants each temporal patch in its own timestamped segment, 16-pixel patches normalised
+# with mean/std 0.5, and deepstack features the video cache does not keep.
+UNSUPPORTED_MODEL_TYPES = {
+    "qwen3_vl": (
+        "Qwen3-VL checkpoints are not supported yet (the critic's prompts, preprocessing and "
+        "video cache do not follow Qwen3-VL's timestamped video format, 16-pixel patches, "
+        "mean/std 0.5 and deepstack features)"
+    ),
 }
 
 
@@ -23,14 +34,61 @@ class ModelLoadError(ValueError):
     """No Qwen-VL model loads from the given name or path."""
 
 
+# Where a checkpoint's processor settings live, in the order transformers' video processor reads
+# them: processor_config.json's "video_processor", then the video and the image processor files.
+PROCESSOR_FILES = (
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "preprocessor_config.json",
+)
+
+
+def processor_config(checkpoint: str | Path) -> dict | None:
+    """A checkpoint's video processor settings, read as transformers' video processor reads them
+    (:data:`PROCESSOR_FILES`, first found wins), or ``None`` when it has no processor config.
+
+    ``checkpoint`` is a folder; a hub id is read through the hub cache (transformers'
+    ``cached_file``, which fetches the file if the model came from the hub). ``""`` (a model
+    built in memory, as the presets are): ``None``.
+
+    The critic reads its pixel budget from these settings (``critic.vision.VisionSpec``); the
+    project's presets and the checkpoints it saves have none, and keep the project's budget.
+    """
+    if not str(checkpoint):
+        return None
+    folder = Path(checkpoint)
+    for name in PROCESSOR_FILES:
+        if folder.is_dir():
+            path = folder / name if (folder / name).is_file() else None
+        else:
+            from transformers.utils import cached_file
+
+            try:
+                path = cached_file(
+                    str(checkpoint), name, _raise_exceptions_for_missing_entries=False
+                )
+            except (OSError, ValueError):  # not a hub id either: nothing to read
+                path = None
+        if path is None:
+            continue
+        settings = json.loads(Path(path).read_text())
+        if name == "processor_config.json":
+            settings = settings.get("video_processor")
+            if settings is None:  # a processor config without nested video settings: read on
+                continue
+        return settings
+    return None
+
+
 def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu"):
-    """A Qwen2.5-VL / Qwen3-VL checkpoint (local directory or hub id) and its tokenizer.
+    """A Qwen2.5-VL checkpoint (local directory or hub id) and its tokenizer.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
 
     Raises:
-        ModelLoadError: nothing loads from ``path``, it is another kind of model, its folder has
+        ModelLoadError: nothing loads from ``path``, it is another kind of model (a Qwen3-VL
+            checkpoint too, refused before its weights load: not supported yet), its folder has
             no tokenizer or chat template (a critic needs both to build its prompts), or
             ``device`` or ``dtype`` is not one this machine has.
     """
@@ -48,11 +106,16 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         )
     try:
         config = transformers.AutoConfig.from_pretrained(path)
+        if (missing := UNSUPPORTED_MODEL_TYPES.get(config.model_type)) is not None:
+            raise ModelLoadError(
+                f"{path!s} is a {config.model_type!r} model: {missing}; VisCritic critics are "
+                "Qwen2.5-VL checkpoints (model_type 'qwen2_5_vl')"
+            )
         model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
         if model_cls is None:
             raise ModelLoadError(
-                f"{path!s} is a {config.model_type!r} model; VisCritic critics are Qwen2.5-VL or "
-                "Qwen3-VL checkpoints"
+                f"{path!s} is a {config.model_type!r} model; VisCritic critics are Qwen2.5-VL "
+                "checkpoints (model_type 'qwen2_5_vl')"
             )
         # the tokenizer first: a folder without one is refused before minutes of loading weights
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
@@ -66,7 +129,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
         raise ModelLoadError(
             f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
-            "Qwen2.5-VL / Qwen3-VL checkpoint directory"
+            "Qwen2.5-VL checkpoint directory"
         ) from exc
     return model.to(device).eval(), tokenizer
 
@@ -169,10 +232,14 @@ class HFEngine(Engine):
         return [int(i) for i in (getattr(config, n, None) for n in names) if i is not None]
 
     def describe(self) -> dict:
-        """What a client needs to build requests for this model: its config as a plain dict."""
-        import json
-
-        return {"config": json.loads(self.model.config.to_json_string()), "needs_videos": False}
+        """What a client needs to build requests for this model: its config as a plain dict, and
+        the video processor settings of the folder it was loaded from (:func:`processor_config`;
+        ``None`` for the project's presets and checkpoints), which set the client's pixel budget."""
+        return {
+            "config": json.loads(self.model.config.to_json_string()),
+            "processor": processor_config(getattr(self.model, "name_or_path", "")),
+            "needs_videos": False,
+        }
 
     def check_request(self, request: Request) -> None:
         """Raise :class:`InvalidRequestError` if ``request`` cannot run on this model.

@@ -123,7 +123,7 @@ class VLLMEngine(Engine):
     """vLLM's in-process ``LLM`` behind the engine interface.
 
     Args:
-        model: a checkpoint path (a Qwen2.5-VL / Qwen3-VL directory or hub id).
+        model: a checkpoint path (a Qwen2.5-VL directory or hub id).
         video_token_id: the model's ``<|video_pad|>`` id (``config.video_token_id``).
         eos_token_id: id that ends a completion.
         gpu_memory_utilization: share of GPU memory vLLM may take.

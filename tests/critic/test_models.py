@@ -46,7 +46,36 @@ def test_unloadable_model_names_the_fix(tmp_path):
         load_model(tmp_path / "nothing-here")
     assert str(err.value).startswith(f"cannot load critic model {tmp_path / 'nothing-here'}:")
     assert str(err.value).endswith(
-        "Pass a local Qwen2.5-VL / Qwen3-VL checkpoint directory, or a preset (['small', 'tiny'])"
+        "Pass a local Qwen2.5-VL checkpoint directory, or a preset (['small', 'tiny'])"
+    )
+
+
+def test_a_qwen3_vl_checkpoint_is_refused_before_its_weights_load(tmp_path):
+    import transformers
+
+    from critic.models import SPECIAL_TOKENS, build_tokenizer
+
+    # A Qwen3-VL folder with its config and tokenizer but no weights: loading them would fail on
+    # the missing model.safetensors, so the refusal below proves it comes first.
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = transformers.Qwen3VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "num_hidden_layers": 1},
+        vision_config={"depth": 1, "hidden_size": 32, "out_hidden_size": 64},
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    config.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path} is a 'qwen3_vl' model: Qwen3-VL checkpoints are not supported yet (the "
+        "critic's prompts, preprocessing and video cache do not follow Qwen3-VL's timestamped "
+        "video format, 16-pixel patches, mean/std 0.5 and deepstack features); VisCritic critics "
+        "are Qwen2.5-VL checkpoints (model_type 'qwen2_5_vl')"
     )
 
 

@@ -197,3 +197,27 @@ def test_oracle_options_are_typed_errors():
     with pytest.raises(CriticError, match=r"^needs_frames='no' must be True or False$"):
         make_critic({"name": "oracle", "needs_frames": "no"})
     assert make_critic({"name": "noisy_oracle", "seed": np.int64(4)}).seed == 4
+
+
+@pytest.mark.parametrize("critic", [OracleCritic(), make_critic({"name": "noisy_oracle"})])
+def test_oracle_takes_a_list_of_queries_of_the_right_kind(critic):
+    progress = ProgressQuery("lift", privileged_progress=0.5)
+    failure = FailureQuery("lift", privileged_success=True)
+    with pytest.raises(CriticError) as err:
+        critic.estimate_progress(progress)
+    assert str(err.value) == (
+        f"{critic.name}.estimate_progress takes a list of ProgressQuery, got a ProgressQuery; "
+        "pass a list of ProgressQuery, e.g. [query]"
+    )
+    with pytest.raises(CriticError) as err:
+        critic.estimate_progress([failure])
+    assert str(err.value) == (
+        f"{critic.name}.estimate_progress takes a list of ProgressQuery, got a list whose item 0 "
+        "is a FailureQuery; pass a list of ProgressQuery, e.g. [query]"
+    )
+    with pytest.raises(CriticError) as err:
+        critic.detect_failure(failure)
+    assert str(err.value) == (
+        f"{critic.name}.detect_failure takes a list of FailureQuery, got a FailureQuery; pass a "
+        "list of FailureQuery, e.g. [query]"
+    )

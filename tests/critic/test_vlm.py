@@ -108,6 +108,9 @@ def test_bad_options_and_missing_frames():
          "answers); e.g. temperature=0.7"),
         ({"max_new_tokens": 0}, "max_new_tokens=0 must be an integer >= 1 (the generation budget "
          "of a reason-mode answer or a failure verdict), e.g. max_new_tokens=96"),
+        ({"temperature": 1e-300}, "temperature=1e-300 is too small to sample with (below 1e-05 "
+         "the sampling probabilities overflow); use temperature=0 for greedy answers, or one >= "
+         "1e-05, e.g. temperature=0.7"),
         ({"seed": -1}, "seed=-1 must be an integer in [0, 2**63)"),
         ({"samples": True}, "samples=True must be an integer >= 1"),
         ({"device": "gpu"}, "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
@@ -222,3 +225,196 @@ def test_sampled_answers_give_the_share_at_100_percent_as_achieved(monkeypatch):
     estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
     # progress: the mean of 1, 1, 0.5, 0.9; achieved: 2 of the 4 samples say 100 %
     assert estimate.progress == pytest.approx(0.85) and estimate.achieved == pytest.approx(0.5)
+
+
+def test_reason_mode_spread_and_reasoning_come_from_readable_samples(monkeypatch):
+    critic = make_critic({"name": "tiny", "mode": "reason", "samples": 4})
+    texts = ["<answer>maybe</answer>", "no tags at all", "<answer>40%</answer>",
+             "<answer>30 or 60</answer>"]  # fmt: skip
+    ids = [critic.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    monkeypatch.setattr(critic._engine, "generate", lambda requests, params: [ids] * len(requests))
+    estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
+    # one readable sample (40 %): no spread to speak of, and the reasoning is that sample's
+    assert estimate.progress == pytest.approx(0.4) and estimate.spread is None
+    assert estimate.reasoning == "<answer>40%</answer>"
+    texts = ["<answer>x</answer>", "<answer>40%</answer>", "<answer>60%</answer>", "none"]
+    ids = [critic.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
+    # two readable: 0.4 and 0.6, mean 0.5, population SD 0.1
+    assert estimate.spread == pytest.approx(0.1) and estimate.reasoning == "<answer>40%</answer>"
+
+
+def test_greedy_answers_have_no_spread(monkeypatch):
+    critic = make_critic({"name": "tiny", "mode": "reason", "samples": 4, "temperature": 0})
+    ids = critic.tokenizer.encode("<answer>100%</answer>", add_special_tokens=False)
+    # the engine gives a greedy answer n times (HFEngine.generate): copies, nothing sampled
+    monkeypatch.setattr(
+        critic._engine, "generate", lambda requests, params: [[ids] * params.n for _ in requests]
+    )
+    estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
+    assert estimate.progress == pytest.approx(1.0) and estimate.spread is None
+
+
+@pytest.mark.parametrize(
+    ("failure_types", "message"),
+    [
+        ("stall", "failure_types='stall' is one string, not a list of labels (it would be read "
+         "letter by letter); pass a list, e.g. failure_types=['stall']"),
+        (None, "failure_types=None must be a list or tuple of one or more failure labels "
+         "(non-empty strings), e.g. failure_types=['stall', 'missed_grasp']"),
+        ((), "failure_types=() must be a list or tuple of one or more failure labels (non-empty "
+         "strings), e.g. failure_types=['stall', 'missed_grasp']"),
+        (["stall", 3], "failure_types[1]=3 must be a non-empty string (a failure label), e.g. "
+         "failure_types=['stall', 'missed_grasp']"),
+        (["stall", " "], "failure_types[1]=' ' must be a non-empty string (a failure label), e.g. "
+         "failure_types=['stall', 'missed_grasp']"),
+        (("a<video>",), "failure_types[0]='a<video>' holds '<video>', the prompt's own syntax (a "
+         "video placeholder or a special token); reword it"),
+    ],
+)  # fmt: skip
+def test_bad_failure_types_fail_before_the_model_loads(failure_types, message):
+    with pytest.raises(CriticError) as err:
+        make_critic({"name": "tiny", "failure_types": failure_types})
+    assert str(err.value) == message
+
+
+def test_failure_types_are_kept_as_a_tuple_and_offered_whole():
+    critic = make_critic({"name": "tiny", "failure_types": ["stall"], "max_new_tokens": 2})
+    assert critic.failure_types == ("stall",)
+    verdict = critic.detect_failure([FailureQuery("lift", frames=FRAMES)])[0]
+    assert isinstance(verdict.status, ParseStatus)
+
+
+@pytest.mark.parametrize("model", [None, 123])
+def test_a_model_that_is_not_a_name_or_path_is_refused_before_any_download(model):
+    with pytest.raises(CriticError) as err:
+        make_critic({"name": "vlm", "model": model})
+    assert str(err.value) == (
+        f"model={model!r} names no critic model; pass a preset (['small', 'tiny']), a shipped "
+        "critic (['viscritic-small']), a checkpoint folder or hub id (a str or os.PathLike), or "
+        "a critic server URL ('http://host:port')"
+    )
+
+
+def test_a_checkpoint_path_object_is_a_model(tmp_path, tiny_model):
+    from critic.models import save_model
+
+    save_model(*tiny_model, tmp_path / "ckpt")
+    critic = make_critic({"name": "vlm", "model": tmp_path / "ckpt"})
+    assert critic.model == str(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("method", ["estimate_progress", "detect_failure"])
+def test_one_query_or_the_wrong_kind_is_a_critic_error(method):
+    critic = make_critic("tiny")
+    kind = "ProgressQuery" if method == "estimate_progress" else "FailureQuery"
+    progress, failure = ProgressQuery("lift", frames=FRAMES), FailureQuery("lift", frames=FRAMES)
+    one, other = (progress, failure) if method == "estimate_progress" else (failure, progress)
+    with pytest.raises(CriticError) as err:
+        getattr(critic, method)(one)
+    assert str(err.value) == (
+        f"vlm:tiny:score.{method} takes a list of {kind}, got a {kind}; pass a list of {kind}, "
+        "e.g. [query]"
+    )
+    with pytest.raises(CriticError) as err:
+        getattr(critic, method)([one, other])
+    assert str(err.value) == (
+        f"vlm:tiny:score.{method} takes a list of {kind}, got a list whose item 1 is a "
+        f"{type(other).__name__}; pass a list of {kind}, e.g. [query]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (ProgressQuery("lift", frames=[FRAMES[0], FRAMES[1, :32, :48]]),
+         "query 1's frames hold frames of different sizes [(64, 64, 3), (32, 48, 3)]; resize "
+         "them to one size (e.g. each to the first frame's) before building the query"),
+        (ProgressQuery("lift", frames=FRAMES / 255.0),
+         "query 1's frames are float64 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, "
+         "3] (a video): from floats in [0, 1]: (x * 255).round().astype(np.uint8)"),
+        (ProgressQuery("lift", frames=FRAMES[..., 0]),
+         "query 1's frames are uint8 of shape (3, 64, 64); they must be uint8 RGB [T, H, W, 3] "
+         "(a video): from grey frames: np.repeat(x[..., None], 3, axis=-1)"),
+        (ProgressQuery("lift", frames=FRAMES[0]),
+         "query 1's frames are uint8 of shape (64, 64, 3); they must be uint8 RGB [T, H, W, 3] (a "
+         "video): from one frame: x[None]"),
+        (ProgressQuery("lift", frames=FRAMES, initial_frame=FRAMES[0, ..., :1]),
+         "query 1's initial_frame is uint8 of shape (64, 64, 1); it must be uint8 RGB [H, W, 3] "
+         "(one frame): from grey frames: np.repeat(x, 3, axis=-1)"),
+        (ProgressQuery("lift", frames=FRAMES, current_frame=FRAMES[-1].astype(np.float32)),
+         "query 1's current_frame is float32 of shape (64, 64, 3); it must be uint8 RGB [H, W, 3] "
+         "(one frame): from floats in [0, 1]: (x * 255).round().astype(np.uint8)"),
+    ],
+)  # fmt: skip
+def test_bad_frames_are_named_by_field_and_query_with_the_fix(query, message):
+    from critic.vision import FrameError
+
+    critic = make_critic("tiny")
+    with pytest.raises(FrameError) as err:
+        critic.estimate_progress([ProgressQuery("lift", frames=FRAMES), query])
+    assert str(err.value) == message
+
+
+def test_failure_query_frames_are_checked_too():
+    from critic.vision import FrameError
+
+    with pytest.raises(FrameError) as err:
+        make_critic("tiny").detect_failure([FailureQuery("lift", frames=FRAMES / 255.0)])
+    assert str(err.value) == (
+        "query 0's frames are float64 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, "
+        "3] (a video): from floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+    )
+
+
+def _grid(critic, frames=FRAMES) -> list[int]:
+    from critic.vision import frames_to_patches
+
+    return frames_to_patches(frames, critic.vision)[1][0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("files", "pixels", "grid"),
+    [
+        # transformers' Qwen2VLVideoProcessor defaults (no budget named): 128 and 768 28² tiles;
+        # 64² → 336² (min area 100352 = 316.8²; ceil(64 * 4.95 / 28) * 28 = 336), 24 patches a side
+        ({"video_preprocessor_config.json": {"patch_size": 14}}, (100352, 602112), [2, 24, 24]),
+        ({"video_preprocessor_config.json": {"size": {"shortest_edge": 12544,
+                                                      "longest_edge": 602112}}},
+         (12544, 602112), [2, 8, 8]),  # 64² → 112² (ceil(64 * 1.75 / 28) * 28)
+        # the image processor's min_pixels / max_pixels, as transformers falls back to them
+        ({"preprocessor_config.json": {"min_pixels": 3136, "max_pixels": 12845056}},
+         (3136, 12845056), [2, 4, 4]),
+        # processor_config.json's nested video settings come first
+        ({"processor_config.json": {"video_processor": {"min_pixels": 12544}},
+          "preprocessor_config.json": {"min_pixels": 3136}}, (12544, 602112), [2, 8, 8]),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_reads_frames_at_its_own_processors_pixel_budget(
+    tmp_path, tiny_model, files, pixels, grid
+):
+    from critic.models import save_model
+
+    save_model(*tiny_model, tmp_path / "ckpt")
+    for name, settings in files.items():
+        (tmp_path / "ckpt" / name).write_text(json.dumps(settings))
+    critic = make_critic(str(tmp_path / "ckpt"))
+    assert (critic.vision.min_pixels, critic.vision.max_pixels) == pixels
+    assert _grid(critic) == grid
+    assert critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0].status == "ok"
+
+
+def test_the_projects_presets_and_checkpoints_keep_the_projects_pixel_budget(tmp_path, tiny_model):
+    from critic.models import save_model
+    from critic.vision import PROJECT_PIXELS
+    from critic.weights import SHIPPED
+
+    save_model(*tiny_model, tmp_path / "ckpt")  # what the project saves: no processor config
+    shipped = SHIPPED["viscritic-small"]
+    assert not [p.name for p in shipped.iterdir() if "processor" in p.name]
+    for name in ("tiny", str(tmp_path / "ckpt"), "viscritic-small"):
+        critic = make_critic(name)
+        assert (critic.vision.min_pixels, critic.vision.max_pixels) == PROJECT_PIXELS
+        assert (critic.vision.min_pixels, critic.vision.max_pixels) == (3136, 1003520)
+        # 64² frames → 56² (round(64 / 28) * 28), 4 patches a side: what viscritic-small trained on
+        assert _grid(critic) == [2, 4, 4]

@@ -150,3 +150,20 @@ def test_vision_placeholders_are_never_generated(engine_and_requests):
     assert banned & set(
         control[:, engine._batch(requests)["input_ids"].shape[1] :].flatten().tolist()
     )
+
+
+def test_describe_hands_a_client_the_checkpoints_processor_settings(tiny_model, tmp_path):
+    import json
+
+    from critic.models import save_model
+    from rollout.hf import load_checkpoint
+
+    model, tokenizer = tiny_model
+    assert HFEngine(model, 0, 1).describe()["processor"] is None  # built in memory: none
+    save_model(model, tokenizer, tmp_path)
+    loaded, _ = load_checkpoint(tmp_path)
+    assert HFEngine(loaded, 0, 1).describe()["processor"] is None  # saved by the project: none
+    settings = {"size": {"shortest_edge": 12544, "longest_edge": 602112}}
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(settings))
+    loaded, _ = load_checkpoint(tmp_path)
+    assert HFEngine(loaded, 0, 1).describe()["processor"] == settings

@@ -254,6 +254,21 @@ def test_cli_serves_the_wrapper_and_a_stopped_server_is_an_error(checkpoint):
     env.close()
 
 
+def test_a_remote_critic_reads_frames_at_the_served_checkpoints_pixel_budget(tiny_model, tmp_path):
+    from rollout.hf import load_checkpoint
+
+    save_model(*tiny_model, tmp_path)
+    settings = {"size": {"shortest_edge": 12544, "longest_edge": 602112}}
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(settings))
+    model, tokenizer = load_checkpoint(tmp_path)
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    with CriticServer(engine, tokenizer) as server:
+        remote = make_critic(server.url)
+    local = make_critic(str(tmp_path))
+    assert remote.vision == local.vision
+    assert (remote.vision.min_pixels, remote.vision.max_pixels) == (12544, 602112)
+
+
 def test_cli_bad_model_is_a_message_not_a_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "rollout.serve", "--model", str(tmp_path / "none")],
