@@ -42,6 +42,43 @@ def available_critics() -> list[str]:
     return ["oracle", "noisy_oracle", "vlm", "ensemble", *sorted(SHIPPED), *sorted(PRESETS)]
 
 
+def model_source_problem(model: Any) -> str | None:
+    """What is wrong with a VLM critic's ``model`` before anything loads, or None: it must be a
+    shipped critic, a preset, an existing checkpoint folder, or a critic server URL whose address
+    parses (nothing downloads at run time). No weights load, no connection is made.
+
+    Example:
+        >>> model_source_problem("viscritic-small") is None
+        True
+    """
+    import os
+    from pathlib import Path
+
+    from critic.models import PRESETS
+    from critic.vlm import is_server_url
+    from critic.weights import SHIPPED
+
+    if not isinstance(model, str | os.PathLike):
+        return f"model={model!r} must be a name, a checkpoint folder or a server URL"
+    model = str(model)
+    if is_server_url(model):
+        from rollout.remote import RemoteEngine
+
+        try:
+            RemoteEngine(model)  # parses the address as the critic's client will; connects later
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if model in PRESETS or model in SHIPPED or Path(model).is_dir():
+        return None
+    return (
+        f"model={model!r} is neither a shipped critic ({sorted(SHIPPED)}), a preset "
+        f"({sorted(PRESETS)}), an existing checkpoint folder nor a critic server URL "
+        "(http://host:port); nothing downloads at run time: put the checkpoint on disk and name "
+        "its folder"
+    )
+
+
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
     """Return a critic for ``spec``.
 

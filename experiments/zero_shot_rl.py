@@ -176,15 +176,27 @@ def _check_env(cfg: DictConfig) -> int:
 
 
 def _check_critic(cfg: DictConfig) -> None:
-    """Build the critic once before any run starts, so that a critic that cannot load (a wrong
-    path, a missing extra) is said now, not after the other conditions' runs have trained; the
-    runs build their own."""
-    import gc
+    """Say now, not after the other conditions' runs have trained, that the critic cannot load:
+    a VLM critic's model (and an ensemble's members) must name a shipped critic, a preset, a
+    checkpoint folder or a server URL, checked without loading (a 7B critic on a GPU node is
+    not loaded a third time, nor held in this process beside the runs'); any other critic is
+    built once here (the oracles: nothing to load)."""
+    from critic.factory import available_critics, model_source_problem
 
-    critic = hydra.utils.instantiate(cfg.critic)
-    critic.close()
-    del critic
-    gc.collect()
+    critic = OmegaConf.to_container(cfg.critic, resolve=True)
+    target = critic.get("_target_")
+    if target == "critic.vlm.VLMCritic":
+        models = [critic.get("model")]
+    elif target == "critic.ensemble.EnsembleCritic":  # members: names, paths, URLs, mappings
+        named = [m.get("name") if isinstance(m, dict) else m for m in critic.get("members") or []]
+        # a known name is fine ({name: vlm, model: ...} is checked as it loads); the rest are models
+        models = [m for m in named if m not in available_critics()]
+    else:
+        hydra.utils.instantiate(cfg.critic).close()
+        return
+    for model in models:
+        if problem := model_source_problem(model):
+            raise ExperimentConfigError(f"critic: {problem}")
 
 
 def build_train_env(cfg: DictConfig, condition: str, seed: int):

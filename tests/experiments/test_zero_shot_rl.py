@@ -419,8 +419,16 @@ def test_a_critic_that_cannot_load_is_said_before_the_other_conditions_train(tmp
     done = _run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
                 "critic.model=/nonexistent/ckpt")  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "cannot load" in done.stderr and "/nonexistent/ckpt" in done.stderr
+    assert done.stderr.startswith(
+        "zero_shot_rl: ExperimentConfigError: critic: model='/nonexistent/ckpt' is neither a "
+        "shipped critic (['viscritic-small']), a preset "
+    )
     assert not (tmp_path / "ground_truth_seed0").exists()
+    # an ensemble's members alike; the oracles are fine
+    done = _run(tmp_path / "ens", "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
+                "critic=ensemble", "critic.members=[viscritic-small,oracle,/nowhere]")  # fmt: skip
+    assert "ExperimentConfigError: critic: model='/nowhere' is neither" in done.stderr
+    assert not (tmp_path / "ens").exists() or not list((tmp_path / "ens").glob("*_seed*"))
 
 
 def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
