@@ -4,7 +4,8 @@
     python experiments/train_critic.py data=[data/Reacher-v5]            # tiny model, this CPU
     python experiments/train_critic.py pipeline=[pretext] stages.pretext.steps=300
     torchrun --nproc_per_node 8 experiments/train_critic.py model=/ckpt/Qwen2.5-VL-7B-Instruct \\
-        deepspeed_config=configs/deepspeed/zero3.json device=cuda dtype=bfloat16 freeze_vision=true
+        deepspeed_config=configs/deepspeed/zero3.json device=cuda dtype=bfloat16 freeze_vision=true \\
+        stages.pretext.batch_size=32 stages.joint.batch_size=32 stages.outcome.batch_size=32
 
 A plain recipe (torchtune style): ``setup`` checks the whole config before any model loads, then
 each stage of ``pipeline`` runs from the previous stage's weights and writes

@@ -53,12 +53,29 @@ class TrainConfigError(ValueError):
     """The training config cannot run (found before any model loads)."""
 
 
+# Options that name files or folders: recorded as absolute paths where they exist, so that a
+# resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
+PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")
+
+
+def _absolute(value: Any) -> Any:
+    """``value`` (a path, or a list of them) with each existing path made absolute."""
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
 def run_record(cfg: DictConfig) -> dict[str, Any]:
     """The resolved options a checkpoint records (:data:`RUN_RECORD`): all but where the run dir
-    is, ``resume``, ``overwrite`` and ``progress_bar``."""
+    is, ``resume``, ``overwrite`` and ``progress_bar``; paths (:data:`PATH_OPTIONS`) absolute."""
     options = OmegaConf.to_container(cfg, resolve=True)
     for key in ("hydra", "resume", "overwrite", "progress_bar"):
         options.pop(key, None)
+    for key in PATH_OPTIONS:
+        if key in options:
+            options[key] = _absolute(options[key])
     return options
 
 

@@ -96,6 +96,9 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     # where it may differ: the stages around it, how often it saves, and more steps
     check_overrides(*TINY, *args, f"resume={checkpoint}", "pipeline=[sft,readout]", "checkpoint_every=1",
                     "stages.sft.steps=6", "stages.readout.lr=1")  # fmt: skip
+    # the same data folder spelled another way is the same run (paths are compared resolved)
+    respelled = [f"data=[{dataset}/.]" if a.startswith("data=") else a for a in args]
+    check_overrides(*TINY, *respelled, f"resume={checkpoint}")
     # resumed in its own run dir, it continues the run there (another run's dir is refused)
     done = run_train(full, *args, f"resume={checkpoint}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -628,6 +631,9 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(dataset, tmp_path):
          "stages.sft.batch_size=2", "checkpoint_every=1", "eval_every=0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONHASHSEED": "0"},
+        # SIGINT at its default: a job started in the background (nohup ... &, a CI runner)
+        # inherits it ignored, and Ctrl-C would then reach nothing
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while not (tmp_path / "sft" / "checkpoint-2" / "trainer_state.pt").is_file():
