@@ -12,25 +12,29 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-sim,rl,vlm,data,train,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 python3-venv)  # venv: pip in .venv
+SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
 
-missing=()
-for pkg in "${SYSTEM_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
+apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
     echo "[install] system packages: ${missing[*]}"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+apt_install "${SYSTEM_PACKAGES[@]}"
 
-# A venv made without pip (python3 -m venv failing half-way, before python3-venv was installed) is
-# made again, not skipped: everything below needs its pip.
-if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+# Everything below needs the venv's pip. A venv without it (uv's, or python3 -m venv failing
+# half-way) gets pip from ensurepip, keeping its packages; only where that fails is it made again.
+# Debian/Ubuntu's own python3 makes venvs only with python3-venv: installed then, not before.
+has_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
+if ! has_pip && ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m ensurepip >/dev/null 2>&1 && has_pip; }; then
     echo "[install] virtual environment in $VENV"
-    "$PYTHON" -m venv --clear "$VENV"
+    "$PYTHON" -m venv --clear "$VENV" || { apt_install python3-venv && "$PYTHON" -m venv --clear "$VENV"; }
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # torch first, pinned to the CPU build: a range left open would pull the CUDA wheels.
