@@ -191,15 +191,21 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_killed_worker_or_ctrl_c_stops_the_run_and_the_same_command_resumes(tmp_path):
     data = tmp_path / "data"
     # failures run the whole horizon: 100 episodes take the two workers ~10 s
     args = ("env=Reacher-v5", "episodes=100", "failure_fraction=1.0", "workers=2", "every=5")
 
     def start() -> subprocess.Popen:
+        # SIGINT at its default: a job started in the background (nohup ... &, a CI runner)
+        # inherits it ignored, and Ctrl-C would then reach nothing
         return subprocess.Popen(_command(tmp_path, *args), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
 
     # a worker killed (as the OOM killer does): a message, not BrokenProcessPool's traceback
     run = start()
