@@ -3,7 +3,6 @@ tiny VLM side by side, an external folder of labelled videos, and typed errors."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,16 +24,6 @@ def _strict_json(text: str):
         raise ValueError(f"{token} is not JSON")
 
     return json.loads(text, parse_constant=refuse)
-
-
-def _module():
-    """experiments/eval_critic.py as a module, for its functions."""
-    spec = importlib.util.spec_from_file_location(
-        "eval_critic", ROOT / "experiments" / "eval_critic.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _config(*overrides: str):
@@ -107,7 +96,8 @@ def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
         def clip_frames_for(self, task):
             return 1 if task == "Reacher-v5" else 8
 
-    module = _module()
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
     cfg = _config("probes=false", "delay_points=0", "stride=4")
     episodes = list(iter_episodes(dataset))[:2]
     critic = PerTask()
@@ -117,10 +107,11 @@ def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
 
 
 def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
     from critic.data.episodes import iter_episodes
     from critic.oracle import OracleCritic
 
-    module = _module()
     cfg = _config("delay_points=0", "stride=4", "probe_episodes=2", "calibration_split=null")
     failures = [e for e in iter_episodes(dataset) if not e.success][:2]  # no expert to probe
     results = {"oracle": module.evaluate_critic(OracleCritic(), {"Reacher-v5": failures}, cfg)}
@@ -301,7 +292,8 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     ],
 )  # fmt: skip
 def test_options_are_checked_before_any_critic_loads(dataset, overrides, message):
-    module = _module()
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
     cfg = _config(f"data=[{dataset}]", *overrides)
     with pytest.raises(module.EvalConfigError) as err:
         module.check_config(cfg)
