@@ -1,8 +1,9 @@
-"""Qwen2.5-VL critics: load a checkpoint, or build a named preset offline.
+"""Qwen-VL critics: load a checkpoint, or build a named preset offline.
 
-Presets (``tiny`` for tests, ``small`` for the CPU-trainable critic) are Qwen2.5-VL models built
-from configs with random weights and a tokenizer trained here, offline, with ``tokenizers``: byte-
-level BPE, the ChatML template and Qwen's special tokens. Nothing is downloaded. A preset saved with
+Presets (``tiny`` for tests, ``small`` for the CPU-trainable critic; ``tiny-qwen3vl`` and
+``small-qwen3vl`` the same sizes in Qwen3-VL's architecture) are models built from configs with
+random weights and a tokenizer trained here, offline, with ``tokenizers``: byte-level BPE, the
+ChatML template and Qwen's special tokens. Nothing is downloaded. A preset saved with
 ``save_pretrained`` loads back through the same :func:`load_model` as a real checkpoint.
 
 Seen with transformers 5.23 (DESIGN.md): ``PreTrainedTokenizerFast(tokenizer_object=...)`` with a
@@ -29,6 +30,7 @@ __all__ = [
     "device_problem",
     "load_model",
     "load_served_tokenizer",
+    "model_type",
     "save_model",
 ]
 
@@ -76,7 +78,7 @@ _CORPUS = [
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes of a preset Qwen2.5-VL model."""
+    """Sizes of a preset model, and its architecture (``qwen2_5_vl`` or ``qwen3_vl``)."""
 
     hidden_size: int
     intermediate_size: int
@@ -88,6 +90,7 @@ class Preset:
     vision_intermediate_size: int
     vision_heads: int
     vocab_size: int = 1024
+    family: str = "qwen2_5_vl"
 
 
 PRESETS: dict[str, Preset] = {
@@ -95,6 +98,9 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(64, 128, 2, 4, 2, 2, 32, 64, 2),
     # ≈ 5 M parameters: trains on a 2-core CPU in tens of minutes (DESIGN.md's measured prototype).
     "small": Preset(192, 512, 4, 6, 2, 4, 96, 256, 4, vocab_size=2048),
+    # the same sizes in Qwen3-VL's architecture (16-px patches, deepstack, timestamped video)
+    "tiny-qwen3vl": Preset(64, 128, 2, 4, 2, 2, 32, 64, 2, family="qwen3_vl"),
+    "small-qwen3vl": Preset(192, 512, 4, 6, 2, 4, 96, 256, 4, vocab_size=2048, family="qwen3_vl"),
 }
 
 
@@ -122,7 +128,7 @@ def build_tokenizer(vocab_size: int = 1024):
 
 
 def build_preset(name: str, seed: int = 0):
-    """A randomly initialised Qwen2.5-VL model and its tokenizer: ``(model, tokenizer)``."""
+    """A randomly initialised preset model and its tokenizer: ``(model, tokenizer)``."""
     torch = require_package("torch", "vlm", f"the {name!r} critic preset")
     transformers = require_package("transformers", "vlm", f"the {name!r} critic preset")
     if name not in PRESETS:
@@ -134,49 +140,57 @@ def build_preset(name: str, seed: int = 0):
     # mrope splits half the head dim into (temporal, height, width) sections: Qwen uses 1/4, 3/8, 3/8.
     half = head_dim // 2
     mrope = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
-    config = transformers.Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": size.hidden_size,
-            "intermediate_size": size.intermediate_size,
-            "num_hidden_layers": size.num_hidden_layers,
-            "num_attention_heads": size.num_attention_heads,
-            "num_key_value_heads": size.num_key_value_heads,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": mrope,
-            },
-            "tie_word_embeddings": True,
-            # Qwen's defaults (151643, ...) are outside this vocabulary: transformers warns on load.
-            "bos_token_id": None,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "depth": size.vision_depth,
-            "hidden_size": size.vision_hidden_size,
-            "intermediate_size": size.vision_intermediate_size,
-            "num_heads": size.vision_heads,
-            "out_hidden_size": size.hidden_size,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [size.vision_depth - 1],
-        },
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": size.hidden_size,
+        "intermediate_size": size.intermediate_size,
+        "num_hidden_layers": size.num_hidden_layers,
+        "num_attention_heads": size.num_attention_heads,
+        "num_key_value_heads": size.num_key_value_heads,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+        "tie_word_embeddings": True,
+        # Qwen's defaults (151643, ...) are outside this vocabulary: transformers warns on load.
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "depth": size.vision_depth,
+        "hidden_size": size.vision_hidden_size,
+        "intermediate_size": size.vision_intermediate_size,
+        "num_heads": size.vision_heads,
+        "out_hidden_size": size.hidden_size,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if size.family == "qwen3_vl":
+        # Qwen3-VL: 16-px patches, a learned position grid (interpolated: 8² covers any frame),
+        # deepstack features from the first tower block, interleaved mrope
+        config_cls = transformers.Qwen3VLConfig
+        model_cls = transformers.Qwen3VLForConditionalGeneration
+        extra = {}
+        text.update(head_dim=head_dim)
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0])
+    else:
+        config_cls = transformers.Qwen2_5_VLConfig
+        model_cls = transformers.Qwen2_5_VLForConditionalGeneration
+        vision.update(patch_size=14, window_size=112, fullatt_block_indexes=[size.vision_depth - 1])
+        tokens = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+        extra = {**tokens, "bos_token_id": None}  # Qwen2.5-VL's top-level config keeps them too
+    config = config_cls(
+        text_config=text,
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
         tie_word_embeddings=True,
+        **extra,
     )
     torch.manual_seed(seed)
-    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+    model = model_cls(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
@@ -184,8 +198,8 @@ def build_preset(name: str, seed: int = 0):
 
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cpu", seed: int = 0):
-    """A preset name, or a Qwen2.5-VL checkpoint (local path or hub id; Qwen3-VL is refused:
-    not supported yet, see :func:`rollout.hf.load_checkpoint`).
+    """A preset name, or a Qwen2.5-VL or Qwen3-VL checkpoint (local path or hub id, see
+    :func:`rollout.hf.load_checkpoint`).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on ``device``.
@@ -210,6 +224,23 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
         if str(exc).startswith("cannot load"):
             raise ModelLoadError(f"{exc}, or a preset ({sorted(PRESETS)})") from exc.__cause__
         raise
+
+
+def model_type(name_or_path: str | Path) -> str | None:
+    """The ``model_type`` a preset, shipped critic or checkpoint folder loads as, read from its
+    config.json without loading weights; ``None`` where there is none to read (a hub id, a
+    server URL, a missing folder)."""
+    import json
+
+    from critic.weights import shipped_path
+
+    if str(name_or_path) in PRESETS:
+        return PRESETS[str(name_or_path)].family
+    config = Path(shipped_path(name_or_path) or name_or_path) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_served_tokenizer(files: dict[str, str]):

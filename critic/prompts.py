@@ -182,9 +182,8 @@ def encode(
     messages = [dict(m) for m in prompt.messages]
     pieces = messages[-1]["content"].split(VIDEO)
     text = pieces[0]
-    for grid, piece in zip(grids, pieces[1:], strict=True):
-        n = spec.tokens(tuple(grid[0].tolist()))
-        text += "<|vision_start|>" + "<|video_pad|>" * n + "<|vision_end|>" + piece
+    for video, grid, piece in zip(videos, grids, pieces[1:], strict=True):
+        text += spec.video_text(tuple(grid[0].tolist()), len(video)) + piece
     messages[-1]["content"] = text
     rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = torch.tensor(tokenizer(rendered, add_special_tokens=False).input_ids)

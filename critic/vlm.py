@@ -33,7 +33,7 @@ from critic.base import (
 )
 from critic.models import CLIP_FRAMES_KEY, PRESETS, TASK_CLIP_FRAMES_KEY, device_problem
 from critic.parse import parse_progress, parse_verdict
-from critic.vision import FrameError, VisionSpec
+from critic.vision import FrameError, ProcessorConfigError, VisionSpec
 from rollout.checks import is_int, is_number
 from rollout.hf import processor_config
 
@@ -53,10 +53,10 @@ MIN_TEMPERATURE = 1e-5
 
 @dataclass
 class VLMCritic(Critic):
-    """A Qwen2.5-VL critic (Qwen3-VL checkpoints are refused: not supported yet).
+    """A Qwen2.5-VL or Qwen3-VL critic (the video input each takes: ``critic.vision``).
 
     Args:
-        model: a preset name (``tiny``, ``small``), a shipped critic (``viscritic-small``), a
+        model: a preset name (``tiny``, ``small``, ``tiny-qwen3vl``, ``small-qwen3vl``), a shipped critic (``viscritic-small``), a
             checkpoint path (a string or ``os.PathLike``) / hub id, or the URL of a critic server
             (``http://host:port``, see ``python -m rollout.serve``): prompts are then built here
             and the server batches the model calls of many workers.
@@ -163,7 +163,7 @@ class VLMCritic(Critic):
         # a checkpoint's own pixel budget, where its folder has a processor config (real Qwen
         # checkpoints); the project's presets and the checkpoints it saves have none
         processor = None if self.model in PRESETS else processor_config(self._model.name_or_path)
-        self.vision = VisionSpec.from_config(self._model.config.vision_config, processor)
+        self.vision = _vision(self._model.config.vision_config, processor, self.model)
         self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
         self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})
 
@@ -180,7 +180,7 @@ class VLMCritic(Critic):
                 "start it with `python -m rollout.serve --model PATH`"
             )
         self.tokenizer = load_served_tokenizer(info["tokenizer"])
-        self.vision = VisionSpec.from_config(info["config"]["vision_config"], info.get("processor"))
+        self.vision = _vision(info["config"]["vision_config"], info.get("processor"), url)
         self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
         self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
 
@@ -378,3 +378,15 @@ def _checked_frames(value: Any, name: str, index: int) -> np.ndarray:
         f"{where} {'are' if video else 'is'} {array.dtype} of shape {array.shape}; "
         f"{'they' if video else 'it'} must be uint8 RGB {layout}: {fix}"
     )
+
+
+def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSpec:
+    """The model's :class:`VisionSpec`; a processor setting it cannot read with is a
+    :class:`CriticError` naming where it came from."""
+    try:
+        return VisionSpec.from_config(vision_config, processor)
+    except ProcessorConfigError as exc:
+        raise CriticError(
+            f"{source}'s video processor config cannot be read: {exc}; fix it in the checkpoint's "
+            "video_preprocessor_config.json (or processor_config.json / preprocessor_config.json)"
+        ) from None

@@ -4,7 +4,9 @@ Queries share videos: the initial frame of an episode is in every anchored query
 completions of one prompt (transformers' ``generate`` repeats the video for each). The tower sees
 each video on its own (attention never crosses videos), so its output for a video depends on that
 video alone and can be reused exactly. The cache wraps ``get_video_features`` of a Qwen-VL model
-instance: known videos are looked up, the rest go through the tower in one call.
+instance: known videos are looked up, the rest go through the tower in one call. Qwen3-VL's
+deepstack features (the tower's intermediate layers, added inside the language model) are kept
+beside each embedding.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class VideoEmbeddingCache:
 
     Example:
         >>> cache = VideoEmbeddingCache()
-        >>> cache.attach(model)  # doctest: +SKIP  (model: a Qwen2.5-VL *ForConditionalGeneration)
+        >>> cache.attach(model)  # doctest: +SKIP  (model: a Qwen-VL *ForConditionalGeneration)
     """
 
     def __init__(self, max_videos: int = 4096) -> None:
@@ -40,10 +42,12 @@ class VideoEmbeddingCache:
 
     @staticmethod
     def key(patches, grid) -> bytes:
-        """Content key of one video: its grid and a digest of its patch values."""
-        digest = hashlib.blake2b(
-            patches.detach().cpu().contiguous().numpy().tobytes(), digest_size=16
-        )
+        """Content key of one video: its grid and a digest of its patch values (their bytes, so
+        bfloat16 patches, which numpy cannot hold, hash too)."""
+        import torch
+
+        raw = patches.detach().cpu().contiguous().flatten()
+        digest = hashlib.blake2b(raw.view(torch.uint8).numpy().tobytes(), digest_size=16)
         digest.update(str(tuple(int(x) for x in grid)).encode())
         return digest.digest()
 
@@ -62,7 +66,6 @@ class VideoEmbeddingCache:
 
     def _features(self, original, pixel_values_videos, video_grid_thw, **kwargs):
         import torch
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         chunks = torch.split(pixel_values_videos, video_grid_thw.prod(-1).tolist())
         keys = [self.key(c, g) for c, g in zip(chunks, video_grid_thw, strict=True)]
@@ -72,16 +75,37 @@ class VideoEmbeddingCache:
         if missing:
             rows = [keys.index(k) for k in missing]
             out = original(torch.cat([chunks[i] for i in rows]), video_grid_thw[rows], **kwargs)
-            for k, embedding in zip(missing, out.pooler_output, strict=True):
-                self._store[k] = embedding.detach()
-        embeddings = []
+            # Qwen3-VL's tower also gives deepstack features (one split per layer it feeds),
+            # which the language model adds at the video's positions: kept with the embedding
+            deepstack = getattr(out, "deepstack_features", None)
+            for i, (k, embedding) in enumerate(zip(missing, out.pooler_output, strict=True)):
+                layers = None if deepstack is None else tuple(f[i].detach() for f in deepstack)
+                self._store[k] = (embedding.detach(), layers)
+        entries = []
         for k in keys:
             self._store.move_to_end(k)
-            embeddings.append(self._store[k])
+            entries.append(self._store[k])
         while len(self._store) > self.max_videos:
             self._store.popitem(last=False)
-        return BaseModelOutputWithPooling(pooler_output=tuple(embeddings))
+        return _output(entries)
 
     def clear(self) -> None:
         """Forget every stored embedding (after the model's weights change)."""
         self._store.clear()
+
+
+def _output(entries: list[tuple[Any, tuple | None]]):
+    """The tower's output for cached ``(embedding, deepstack layers)`` entries, shaped as the
+    model's ``get_video_features`` returns it: Qwen2.5-VL's pooled embeddings per video, or
+    Qwen3-VL's with ``deepstack_features`` (per layer, a tuple over the videos)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    pooled = tuple(embedding for embedding, _ in entries)
+    if entries[0][1] is None:
+        return BaseModelOutputWithPooling(pooler_output=pooled)
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import (
+        BaseModelOutputWithDeepstackFeatures,
+    )
+
+    layers = [tuple(layers[j] for _, layers in entries) for j in range(len(entries[0][1]))]
+    return BaseModelOutputWithDeepstackFeatures(pooler_output=pooled, deepstack_features=layers)

@@ -16,18 +16,16 @@ from rollout.imports import require_package
 # model_type → the transformers class that generates for it (looked up lazily by name).
 MODEL_CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
 }
-# Qwen-VL model types transformers loads but a critic cannot read yet: model_type → what is missing.
-# A Qwen3-VL checkpoint loads, then fails every query (or, worse, reads pixels it was not trained
-# on): it wants each temporal patch in its own timestamped segment, 16-pixel patches normalised
-# with mean/std 0.5, and deepstack features the video cache does not keep.
-UNSUPPORTED_MODEL_TYPES = {
-    "qwen3_vl": (
-        "Qwen3-VL checkpoints are not supported yet (the critic's prompts, preprocessing and "
-        "video cache do not follow Qwen3-VL's timestamped video format, 16-pixel patches, "
-        "mean/std 0.5 and deepstack features)"
-    ),
-}
+# Models whose prompts hold each video as one timestamped segment per temporal patch (Qwen3-VL:
+# critic.vision.VisionSpec.video_text), so a grid row of t temporal patches is t runs of video
+# tokens; Qwen2.5-VL's is one run.
+SEGMENTED_MODEL_TYPES = frozenset({"qwen3_vl", "qwen3_vl_moe"})
+SUPPORTED = (
+    "Qwen2.5-VL or Qwen3-VL checkpoints (model_type 'qwen2_5_vl', 'qwen3_vl' or 'qwen3_vl_moe')"
+)
 
 
 class ModelLoadError(ValueError):
@@ -81,15 +79,14 @@ def processor_config(checkpoint: str | Path) -> dict | None:
 
 
 def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu"):
-    """A Qwen2.5-VL checkpoint (local directory or hub id) and its tokenizer.
+    """A Qwen2.5-VL or Qwen3-VL checkpoint (local directory or hub id) and its tokenizer.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
 
     Raises:
-        ModelLoadError: nothing loads from ``path``, it is another kind of model (a Qwen3-VL
-            checkpoint too, refused before its weights load: not supported yet), its folder has
-            no tokenizer or chat template (a critic needs both to build its prompts), or
+        ModelLoadError: nothing loads from ``path``, it is another kind of model (refused
+            before its weights load), its folder has no tokenizer or chat template (a critic needs both to build its prompts), or
             ``device`` or ``dtype`` is not one this machine has.
     """
     transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
@@ -106,16 +103,10 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         )
     try:
         config = transformers.AutoConfig.from_pretrained(path)
-        if (missing := UNSUPPORTED_MODEL_TYPES.get(config.model_type)) is not None:
-            raise ModelLoadError(
-                f"{path!s} is a {config.model_type!r} model: {missing}; VisCritic critics are "
-                "Qwen2.5-VL checkpoints (model_type 'qwen2_5_vl')"
-            )
         model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
         if model_cls is None:
             raise ModelLoadError(
-                f"{path!s} is a {config.model_type!r} model; VisCritic critics are Qwen2.5-VL "
-                "checkpoints (model_type 'qwen2_5_vl')"
+                f"{path!s} is a {config.model_type!r} model; VisCritic critics are {SUPPORTED}"
             )
         # the tokenizer first: a folder without one is refused before minutes of loading weights
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
@@ -129,7 +120,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
         raise ModelLoadError(
             f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
-            "Qwen2.5-VL checkpoint directory"
+            "Qwen2.5-VL or Qwen3-VL checkpoint directory"
         ) from exc
     return model.to(device).eval(), tokenizer
 
@@ -199,7 +190,7 @@ class HFEngine(Engine):
         cache: a video-embedding cache to route the vision tower through, or ``None``. Clear it
             when the weights change (training).
         share_prefix: in :meth:`score`, run the tokens (and videos) that every prompt of the batch
-            starts with once and reuse their KV cache (:meth:`shared_prefix`). Qwen2.5-VL only.
+            starts with once and reuse their KV cache (:meth:`shared_prefix`).
 
     Attributes:
         last_shared_prefix: tokens the last :meth:`score` call ran once for the whole batch (0: it
@@ -297,10 +288,13 @@ class HFEngine(Engine):
                 f"input_ids hold {video_tokens} video tokens but grid {grid.tolist()} makes "
                 f"{patches // merge**2} (one per {merge}x{merge} merged patch)"
             )
-        # One run of video tokens per grid row, each as long as its row makes: the model assigns
-        # grids to runs in order, across the whole batch.
+        # One run of video tokens per grid row, each as long as its row makes (Qwen3-VL: one per
+        # temporal patch of the row): the model assigns grids to runs in order, across the batch.
         runs = [end - start for start, end in _video_runs(ids == config.video_token_id)]
-        expected = [int(row.prod()) // merge**2 for row in grid]
+        if config.model_type in SEGMENTED_MODEL_TYPES:
+            expected = [int(h * w) // merge**2 for t, h, w in grid.tolist() for _ in range(t)]
+        else:
+            expected = [int(row.prod()) // merge**2 for row in grid]
         if runs != expected:
             raise InvalidRequestError(
                 f"video token runs of lengths {runs} do not match the grid rows {grid.tolist()}, "
@@ -415,7 +409,7 @@ class HFEngine(Engine):
         work. A video counts as shared only when it lies wholly inside the common tokens and its
         patches are equal in every prompt; the prefix ends before the first video that is not.
         ``None`` (run in full) for one prompt, padded batches (prompts of different lengths),
-        prompts without videos or with different numbers of them, models other than Qwen2.5-VL,
+        prompts without videos or with different numbers of them, models other than Qwen-VL's,
         and prefixes that would save less than one prompt's worth of tokens.
         """
         torch = self.torch
@@ -423,7 +417,7 @@ class HFEngine(Engine):
         rows, width = ids.shape
         if (
             rows < 2
-            or self.model.config.model_type != "qwen2_5_vl"
+            or self.model.config.model_type not in MODEL_CLASSES
             or not bool(batch["attention_mask"].all())
             or any(r.video_grid_thw is None for r in requests)
             or len({len(r.video_grid_thw) for r in requests}) != 1
@@ -433,7 +427,14 @@ class HFEngine(Engine):
         length = width - 1 if bool(agree.all()) else int(agree.int().argmin())
         length = min(length, width - 1)  # the batched pass needs a token of its own
         videos = 0
-        for j, (begin, end) in enumerate(_video_runs(ids[0] == self.model.config.video_token_id)):
+        spans = _video_spans(
+            ids[0] == self.model.config.video_token_id,
+            requests[0].video_grid_thw,
+            self.model.config.model_type in SEGMENTED_MODEL_TYPES,
+        )
+        if spans is None:  # runs and grid disagree (a request check_request would refuse)
+            return None
+        for j, (begin, end) in enumerate(spans):
             if begin >= length:
                 break
             same = end <= length and all(
@@ -508,6 +509,23 @@ def _video_runs(is_video) -> list[tuple[int, int]]:
             runs.append((start, start + size))
         start += size
     return runs
+
+
+def _video_spans(is_video, grid, segmented: bool) -> list[tuple[int, int]] | None:
+    """``[start, end)`` of each video's tokens in a 1-D boolean mask, from its first run to its
+    last: one run a video, or (``segmented``, Qwen3-VL) one run per temporal patch of its grid
+    row, the timestamps and segment marks between them included. ``None`` where the runs do not
+    make the grid's videos."""
+    runs = _video_runs(is_video)
+    if len(runs) != (int(grid[:, 0].sum()) if segmented else len(grid)):
+        return None
+    if not segmented:
+        return runs
+    spans, first = [], 0
+    for t in grid[:, 0].tolist():
+        spans.append((runs[first][0], runs[first + t - 1][1]))
+        first += t
+    return spans
 
 
 def _video(request: Request, index: int):

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="python -m rollout.serve",
-        description="Serve a Qwen2.5-VL critic checkpoint to many env workers.",
+        description="Serve a Qwen2.5-VL or Qwen3-VL critic checkpoint to many env workers.",
     )
     parser.add_argument("--model", required=True, help="checkpoint directory (save_pretrained)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")

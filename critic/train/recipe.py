@@ -211,7 +211,7 @@ class Trainer:
             self.model.gradient_checkpointing_enable()
         from critic.vision import VisionSpec
 
-        self.vision = VisionSpec.from_config(self.model.config.vision_config)  # Qwen3-VL: 16 px
+        self.vision = VisionSpec.from_config(self.model.config.vision_config)
         self.reference = None  # the KL term's frozen model, set at each GRPO stage's start
         self.writer = None
         if self.rank == 0:

@@ -27,7 +27,10 @@ def test_presets_sizes():
     model, _ = load_model("tiny")
     params = sum(p.numel() for p in model.parameters())
     assert 1e5 < params < 2e6
-    assert set(PRESETS) == {"tiny", "small"}
+    assert set(PRESETS) == {"tiny", "small", "tiny-qwen3vl", "small-qwen3vl"}
+    qwen3, _ = load_model("tiny-qwen3vl")  # the same sizes in Qwen3-VL's architecture
+    assert qwen3.config.model_type == "qwen3_vl"
+    assert 1e5 < sum(p.numel() for p in qwen3.parameters()) < 2e6
 
 
 def test_save_and_load_round_trip(tmp_path, tiny_model):
@@ -46,36 +49,74 @@ def test_unloadable_model_names_the_fix(tmp_path):
         load_model(tmp_path / "nothing-here")
     assert str(err.value).startswith(f"cannot load critic model {tmp_path / 'nothing-here'}:")
     assert str(err.value).endswith(
-        "Pass a local Qwen2.5-VL checkpoint directory, or a preset (['small', 'tiny'])"
+        "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory, or a preset (['small', "
+        "'small-qwen3vl', 'tiny', 'tiny-qwen3vl'])"
     )
 
 
-def test_a_qwen3_vl_checkpoint_is_refused_before_its_weights_load(tmp_path):
+def _qwen3_vl_moe(tokenizer):
+    """A tiny Qwen3-VL-MoE (4 experts, 2 a token) in the presets' tokenizer."""
     import transformers
 
-    from critic.models import SPECIAL_TOKENS, build_tokenizer
+    from critic.models import SPECIAL_TOKENS
 
-    # A Qwen3-VL folder with its config and tokenizer but no weights: loading them would fail on
-    # the missing model.safetensors, so the refusal below proves it comes first.
-    tokenizer = build_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = transformers.Qwen3VLConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "num_hidden_layers": 1},
-        vision_config={"depth": 1, "hidden_size": 32, "out_hidden_size": 64},
+    config = transformers.Qwen3VLMoeConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
+                     "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
+                     "mrope_section": [2, 3, 3], "mrope_interleaved": True}},
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                       "out_hidden_size": 64, "num_position_embeddings": 64,
+                       "deepstack_visual_indexes": [0]},
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-    )
-    config.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.Qwen3VLMoeForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("kind", ["qwen3_vl", "qwen3_vl_moe"])
+def test_a_qwen3_vl_checkpoint_is_a_critic(tmp_path, kind):
+    """A Qwen3-VL (dense or MoE) folder loads as a critic and reads progress as the model does."""
+    import numpy as np
+
+    from critic import ProgressQuery, make_critic
+    from critic.models import build_preset
+
+    model, tokenizer = build_preset("tiny-qwen3vl")
+    if kind == "qwen3_vl_moe":
+        model = _qwen3_vl_moe(tokenizer)
+    save_model(model, tokenizer, tmp_path)
+    critic = make_critic({"name": str(tmp_path), "mode": "score"})
+    assert critic._model.config.model_type == kind
+    assert critic.vision.segmented and critic.vision.patch_size == 16
+    frames = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    queries = [ProgressQuery("lift", frames=frames[:n]) for n in (1, 3, 5)]
+    estimates = critic.estimate_progress(queries)
+    # by hand: each query alone through the model as saved, no cache, no shared prefix
+    plain = make_critic({"name": str(tmp_path), "mode": "score", "cache": False})
+    plain.engine.share_prefix = False
+    alone = [plain.estimate_progress([q])[0].progress for q in queries]
+    np.testing.assert_allclose([e.progress for e in estimates], alone, atol=1e-6)
+    assert len({round(p, 6) for p in alone}) == 3  # the clips read differently: a real check
+
+
+def test_another_kind_of_model_is_refused_before_its_weights_load(tmp_path):
+    import transformers
+
+    # a Qwen2-VL folder with its config and tokenizer but no weights: loading them would fail on
+    # the missing model.safetensors, so the refusal below proves it comes first
+    build_tokenizer().save_pretrained(tmp_path)
+    transformers.Qwen2VLConfig().save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError) as err:
         load_model(tmp_path)
     assert str(err.value) == (
-        f"{tmp_path} is a 'qwen3_vl' model: Qwen3-VL checkpoints are not supported yet (the "
-        "critic's prompts, preprocessing and video cache do not follow Qwen3-VL's timestamped "
-        "video format, 16-pixel patches, mean/std 0.5 and deepstack features); VisCritic critics "
-        "are Qwen2.5-VL checkpoints (model_type 'qwen2_5_vl')"
+        f"{tmp_path} is a 'qwen2_vl' model; VisCritic critics are Qwen2.5-VL or Qwen3-VL "
+        "checkpoints (model_type 'qwen2_5_vl', 'qwen3_vl' or 'qwen3_vl_moe')"
     )
 
 

@@ -75,7 +75,7 @@ def test_factory():
     with pytest.raises(UnknownCriticError) as err:
         make_critic("gpt")
     assert str(err.value) == (
-        "unknown critic 'gpt'; known critics: ['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', 'tiny']. Pass one of these names, "
+        "unknown critic 'gpt'; known critics: ['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', 'small-qwen3vl', 'tiny', 'tiny-qwen3vl']. Pass one of these names, "
         "a checkpoint directory, a critic server URL (http://host:port), a mapping "
         "{'name': ..., **kwargs}, or a critic.Critic instance."
     )

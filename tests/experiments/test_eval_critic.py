@@ -279,7 +279,8 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
         (["external_size=-3"], "external_size=-3 must be an integer >= 1"),
         (["critics=[oracle,outputs/typo/final]"], "critics: 'outputs/typo/final' is neither a known "
          "critic (['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', "
-         "'tiny']), an existing checkpoint folder, nor a critic server URL (http://host:port); "
+         "'small-qwen3vl', 'tiny', 'tiny-qwen3vl']), an existing checkpoint folder, nor a critic "
+         "server URL (http://host:port); "
          "fix the name or path"),
         (["critics=[{name: ensemble, members: [oracle, nope]}]"], "critics: 'nope' is neither"),
         (["critics=[{label: a}]"], "critics: {'label': 'a'} names no critic"),

@@ -12,19 +12,19 @@ from rollout.engine import Request, SamplingParams
 from rollout.hf import HFEngine
 
 
-def _requests(tokenizer, seed: int = 0) -> list[Request]:
+def _requests(tokenizer, seed: int = 0, spec=None) -> list[Request]:
     rng = np.random.default_rng(seed)
     episode = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     # Sliding windows over one episode: the initial frame is shared by every anchored query.
     return [
-        Request(**prompts.encode(prompts.anchored_progress("lift", episode[0], episode[: t + 2], episode[t + 1]), tokenizer))
+        Request(**prompts.encode(prompts.anchored_progress("lift", episode[0], episode[: t + 2], episode[t + 1]), tokenizer, spec))
         for t in range(4)
     ]  # fmt: skip
 
 
-def test_cached_outputs_equal_uncached(tiny_model):
-    model, tokenizer = tiny_model
-    requests = _requests(tokenizer)
+def test_cached_outputs_equal_uncached(vl_model):
+    model, tokenizer, spec = vl_model  # Qwen3-VL's cache keeps its deepstack features too
+    requests = _requests(tokenizer, spec=spec)
     plain = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
     greedy = SamplingParams(temperature=0, max_new_tokens=6)
     expected_gen = plain.generate(requests, greedy)
@@ -45,16 +45,17 @@ def test_cached_outputs_equal_uncached(tiny_model):
     assert cache.misses == 9 and cache.hits == 4 * 12 - 9
 
 
-def test_g_samples_of_one_prompt_encode_the_video_once(tiny_model):
+def test_g_samples_of_one_prompt_encode_the_video_once(vl_model):
     import copy
 
-    model, tokenizer = tiny_model
+    model, tokenizer, spec = vl_model
     cache = VideoEmbeddingCache()
     engine = HFEngine(
         copy.deepcopy(model), tokenizer.pad_token_id, tokenizer.eos_token_id, cache=cache
     )
     engine.generate(
-        _requests(tokenizer)[:1], SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=0)
+        _requests(tokenizer, spec=spec)[:1],
+        SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=0),
     )
     assert cache.misses == 3  # the prompt's 3 videos, though generate repeats them for 4 samples
 
@@ -81,3 +82,20 @@ def test_lru_evicts_the_least_recently_used(tiny_model):
     assert (cache.hits, cache.misses) == (1, 4)
     with pytest.raises(ValueError, match=r"max_videos=0 must be an integer >= 1"):
         VideoEmbeddingCache(max_videos=0)
+
+
+def test_bfloat16_patches_are_cached(vl_model):
+    """Real Qwen checkpoints ship in bfloat16, which numpy cannot hold: the key hashes the bytes."""
+    import copy
+
+    model, tokenizer, spec = vl_model
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    requests = _requests(tokenizer, spec=spec)
+    plain = HFEngine(half, tokenizer.pad_token_id, tokenizer.eos_token_id).score(requests, [0, 1])
+    cache = VideoEmbeddingCache()
+    cached = HFEngine(
+        copy.deepcopy(half), tokenizer.pad_token_id, tokenizer.eos_token_id, cache=cache
+    )
+    for _ in range(2):
+        torch.testing.assert_close(cached.score(requests, [0, 1]), plain, atol=0, rtol=0)
+    assert cache.misses == 9 and cache.hits == 2 * 12 - 9

@@ -1,4 +1,5 @@
-"""The transformers engine on a real tiny Qwen2.5-VL: batching must not change results."""
+"""The transformers engine on a real tiny Qwen2.5-VL and Qwen3-VL: batching must not change
+results."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from rollout.hf import HFEngine
 
 
 @pytest.fixture(scope="module")
-def engine_and_requests(tiny_model):
-    model, tokenizer = tiny_model
+def engine_and_requests(vl_model):
+    model, tokenizer, spec = vl_model
     engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
     rng = np.random.default_rng(0)
     # Different video lengths → different prompt lengths → real left padding in the batch.
     requests = [
-        Request(**prompts.encode(prompts.stepwise_progress("lift", rng.integers(0, 256, (t, 64, 64, 3), dtype=np.uint8), None), tokenizer))
+        Request(**prompts.encode(prompts.stepwise_progress("lift", rng.integers(0, 256, (t, 64, 64, 3), dtype=np.uint8), None), tokenizer, spec))
         for t in (2, 4, 6)
     ]  # fmt: skip
     assert len({len(r.input_ids) for r in requests}) > 1
@@ -52,11 +53,11 @@ def test_score_batched_equals_sequential(engine_and_requests):
     torch.testing.assert_close(engine.score(requests[:1], candidates), expected, atol=1e-6, rtol=0)
 
 
-def _anchored(tokenizer, initial, video, ends):
+def _anchored(tokenizer, initial, video, ends, spec=None):
     """The reward's queries of one episode: the same initial frame, the video so far, the current
     frame (all prompts the same length)."""
     return [
-        Request(**prompts.encode(prompts.anchored_progress("lift", initial, video[: e + 1][-4:], video[e], "digit"), tokenizer))
+        Request(**prompts.encode(prompts.anchored_progress("lift", initial, video[: e + 1][-4:], video[e], "digit"), tokenizer, spec))
         for e in ends
     ]  # fmt: skip
 
@@ -65,16 +66,16 @@ def _anchored(tokenizer, initial, video, ends):
 # the old ``past_key_values`` warns, and is to be removed in 5.40)
 @pytest.mark.filterwarnings("error::FutureWarning")
 @pytest.mark.parametrize("case", ["one_episode", "different_initial_frames", "identical"])
-def test_score_shared_prefix_equals_full_forward(tiny_model, case):
-    model, tokenizer = tiny_model
+def test_score_shared_prefix_equals_full_forward(vl_model, case):
+    model, tokenizer, spec = vl_model
     rng = np.random.default_rng(3)
     video = rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
     if case == "one_episode":
-        requests = _anchored(tokenizer, video[0], video, [5, 7, 9, 11])
+        requests = _anchored(tokenizer, video[0], video, [5, 7, 9, 11], spec)
     elif case == "different_initial_frames":
-        requests = [_anchored(tokenizer, video[i], video, [11])[0] for i in range(4)]
+        requests = [_anchored(tokenizer, video[i], video, [11], spec)[0] for i in range(4)]
     else:
-        requests = _anchored(tokenizer, video[0], video, [11, 11, 11])
+        requests = _anchored(tokenizer, video[0], video, [11, 11, 11], spec)
     candidates = list(range(10))
     prefix = [int(tokenizer.convert_tokens_to_ids("<answer>"))]
     full = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, share_prefix=False)
@@ -167,3 +168,22 @@ def test_describe_hands_a_client_the_checkpoints_processor_settings(tiny_model, 
     (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(settings))
     loaded, _ = load_checkpoint(tmp_path)
     assert HFEngine(loaded, 0, 1).describe()["processor"] == settings
+
+
+def test_qwen3_vl_requests_are_checked_segment_by_segment(vl_model):
+    """A Qwen3-VL grid row of t temporal patches is t runs of video tokens; a prompt with the
+    video in one run (Qwen2.5-VL's layout) is refused, not misplaced."""
+    from critic.vision import VisionSpec
+    from rollout.engine import InvalidRequestError
+
+    model, tokenizer, spec = vl_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    video = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    prompt = prompts.stepwise_progress("lift", video, None)
+    engine.check_request(Request(**prompts.encode(prompt, tokenizer, spec)))  # its own layout
+    other = VisionSpec(**{**spec.__dict__, "segmented": not spec.segmented})
+    wrong = Request(**prompts.encode(prompt, tokenizer, other))
+    with pytest.raises(InvalidRequestError, match="video token runs of lengths"):
+        engine.check_request(wrong)
+    # an unchecked one is not shared (its runs do not make the grid's videos), not an IndexError
+    assert engine.shared_prefix([wrong, wrong], engine._batch([wrong, wrong])) is None

@@ -1,4 +1,5 @@
-"""The critic server on loopback with a real tiny Qwen2.5-VL: batching, 4xx, retries, the CLI."""
+"""The critic server on loopback with a real tiny Qwen2.5-VL (and Qwen3-VL): batching, 4xx,
+retries, the CLI."""
 
 from __future__ import annotations
 
@@ -267,6 +268,31 @@ def test_a_remote_critic_reads_frames_at_the_served_checkpoints_pixel_budget(tin
     local = make_critic(str(tmp_path))
     assert remote.vision == local.vision
     assert (remote.vision.min_pixels, remote.vision.max_pixels) == (12544, 602112)
+
+
+def test_a_served_qwen3_vl_critic_reads_as_the_local_one(tmp_path):
+    """A client builds Qwen3-VL's timestamped prompts from the served config and processor
+    settings; the server checks their segments against the grids, and scores them."""
+    from critic.base import ProgressQuery
+    from critic.models import build_preset
+    from rollout.hf import load_checkpoint
+
+    save_model(*build_preset("tiny-qwen3vl"), tmp_path)
+    settings = {"size": {"shortest_edge": 4096, "longest_edge": 65536}, "fps": 4,
+                "image_mean": [0.5] * 3, "image_std": [0.5] * 3}  # fmt: skip
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(settings))
+    model, tokenizer = load_checkpoint(tmp_path)
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    queries = [ProgressQuery("lift", frames=frames[:n]) for n in (1, 4, 5)]
+    with CriticServer(engine, tokenizer) as server:
+        remote = make_critic(server.url)
+        remote_values = [e.progress for e in remote.estimate_progress(queries)]
+    local = make_critic(str(tmp_path))
+    assert remote.vision == local.vision
+    assert remote.vision.segmented and (remote.vision.fps, remote.vision.max_pixels) == (4, 65536)
+    local_values = [e.progress for e in local.estimate_progress(queries)]
+    np.testing.assert_allclose(remote_values, local_values, atol=1e-5)
 
 
 def test_cli_bad_model_is_a_message_not_a_traceback(tmp_path):
