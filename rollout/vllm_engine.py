@@ -15,11 +15,30 @@ that build requests, which are tested there.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
+from rollout.hf import SEGMENTED_MODEL_TYPES, ModelLoadError
 from rollout.imports import require_package
+
+
+def vllm_model_problem(model_type: str | None) -> str | None:
+    """Why the vLLM engine cannot run a model of ``model_type``, or ``None``.
+
+    Qwen3-VL's prompts hold one timestamped segment per temporal patch, which vLLM's processor
+    writes itself from video metadata: :func:`build_vllm_prompt` hands it Qwen2.5-VL's layout
+    only, and no GPU run has checked the two against each other.
+    """
+    if model_type in SEGMENTED_MODEL_TYPES:
+        return (
+            f"the vLLM engine does not run {model_type!r} models yet (their timestamped video "
+            "prompts are not handed to vLLM); use rollout_engine=hf (transformers) for a "
+            "Qwen3-VL critic"
+        )
+    return None
 
 
 def build_vllm_prompt(request: Request, video_token_id: int) -> dict[str, Any]:
@@ -123,7 +142,8 @@ class VLLMEngine(Engine):
     """vLLM's in-process ``LLM`` behind the engine interface.
 
     Args:
-        model: a checkpoint path (a Qwen2.5-VL directory or hub id).
+        model: a checkpoint path (a Qwen2.5-VL directory or hub id; Qwen3-VL is refused,
+            :func:`vllm_model_problem`).
         video_token_id: the model's ``<|video_pad|>`` id (``config.video_token_id``).
         eos_token_id: id that ends a completion.
         gpu_memory_utilization: share of GPU memory vLLM may take.
@@ -143,6 +163,14 @@ class VLLMEngine(Engine):
         enable_sleep_mode: bool = True,
         **llm_kwargs: Any,
     ) -> None:
+        local = Path(model) / "config.json"  # a folder's model is refused before vLLM is needed
+        if local.is_file():
+            try:
+                kind = json.loads(local.read_text()).get("model_type")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ModelLoadError(f"{local} is not a readable model config: {exc}") from None
+            if (problem := vllm_model_problem(kind)) is not None:
+                raise ModelLoadError(f"{model}: {problem}")
         vllm = require_package("vllm", "vllm", "the vLLM engine")
         self.vllm = vllm
         self.video_token_id = video_token_id
@@ -150,6 +178,8 @@ class VLLMEngine(Engine):
         config = require_package(
             "transformers", "vlm", "the vLLM engine"
         ).AutoConfig.from_pretrained(model)
+        if (problem := vllm_model_problem(config.model_type)) is not None:  # a hub id's
+            raise ModelLoadError(f"{model}: {problem}")
         names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
         self.banned_token_ids = [
             int(i) for i in (getattr(config, n, None) for n in names) if i is not None

@@ -489,6 +489,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"{list(ROLLOUT_ENGINES)}"
         )
     if cfg.rollout_engine == "vllm" and any(p["rule"] == "grpo" for p in plans.values()):
+        from critic.models import model_type
+        from rollout.vllm_engine import vllm_model_problem
+
+        if (problem := vllm_model_problem(model_type(cfg.resume or cfg.model))) is not None:
+            name = f"resume={cfg.resume}" if cfg.resume else f"model={cfg.model}"
+            raise TrainConfigError(f"{name}: {problem}")
         if not str(cfg.device).startswith("cuda"):
             raise TrainConfigError(
                 f"rollout_engine=vllm runs on GPUs, and device={cfg.device!r}; use device=cuda, "

@@ -149,3 +149,25 @@ def test_vllm_matches_transformers_on_gpu(tiny_model, tmp_path):
     engine.wake_up()
     engine.load_weights(model.state_dict().items())
     assert engine.generate(requests, greedy) == hf.generate(requests, greedy)
+
+
+def test_a_qwen3_vl_checkpoint_is_refused_before_vllm_is_needed(tmp_path):
+    """Qwen3-VL's timestamped prompts are not handed to vLLM: refused by name, on any machine."""
+    from critic.models import build_preset, save_model
+    from rollout.hf import ModelLoadError
+
+    save_model(*build_preset("tiny-qwen3vl"), tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        VLLMEngine(str(tmp_path), video_token_id=0, eos_token_id=0)
+    assert str(err.value) == (
+        f"{tmp_path}: the vLLM engine does not run 'qwen3_vl' models yet (their timestamped video "
+        "prompts are not handed to vLLM); use rollout_engine=hf (transformers) for a Qwen3-VL critic"
+    )
+
+
+def test_an_unreadable_model_config_is_a_load_error(tmp_path):
+    from rollout.hf import ModelLoadError
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"config.json is not a readable model config: "):
+        VLLMEngine(str(tmp_path), video_token_id=0, eos_token_id=0)
