@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollout.hf import ModelLoadError, device_problem
+from rollout.checkpoint import ModelLoadError, device_problem
 from rollout.imports import require_package
 
 __all__ = [
@@ -199,7 +199,7 @@ def build_preset(name: str, seed: int = 0):
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cpu", seed: int = 0):
     """A preset name, or a Qwen2.5-VL or Qwen3-VL checkpoint (local path or hub id, see
-    :func:`rollout.hf.load_checkpoint`).
+    :func:`rollout.checkpoint.load_checkpoint`).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on ``device``.
@@ -214,7 +214,7 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
         model, tokenizer = build_preset(str(name_or_path), seed=seed)
         return model.to(device), tokenizer
     from critic.weights import shipped_path
-    from rollout.hf import load_checkpoint
+    from rollout.checkpoint import load_checkpoint
 
     name_or_path = shipped_path(name_or_path) or name_or_path
 

@@ -34,8 +34,8 @@ from critic.base import (
 from critic.models import CLIP_FRAMES_KEY, PRESETS, TASK_CLIP_FRAMES_KEY, device_problem
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import FrameError, ProcessorConfigError, VisionSpec
+from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
-from rollout.hf import processor_config
 
 MODES = ("score", "reason")
 

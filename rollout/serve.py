@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     from rollout.cache import VideoEmbeddingCache
-    from rollout.hf import HFEngine, ModelLoadError, load_checkpoint
+    from rollout.checkpoint import ModelLoadError, load_checkpoint
+    from rollout.hf import HFEngine
 
     try:
         model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=args.device)

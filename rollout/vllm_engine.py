@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rollout.checkpoint import SEGMENTED_MODEL_TYPES, ModelLoadError
 from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
-from rollout.hf import SEGMENTED_MODEL_TYPES, ModelLoadError
 from rollout.imports import require_package
 
 

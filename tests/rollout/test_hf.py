@@ -157,7 +157,7 @@ def test_describe_hands_a_client_the_checkpoints_processor_settings(tiny_model, 
     import json
 
     from critic.models import save_model
-    from rollout.hf import load_checkpoint
+    from rollout.checkpoint import load_checkpoint
 
     model, tokenizer = tiny_model
     assert HFEngine(model, 0, 1).describe()["processor"] is None  # built in memory: none

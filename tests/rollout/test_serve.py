@@ -256,7 +256,7 @@ def test_cli_serves_the_wrapper_and_a_stopped_server_is_an_error(checkpoint):
 
 
 def test_a_remote_critic_reads_frames_at_the_served_checkpoints_pixel_budget(tiny_model, tmp_path):
-    from rollout.hf import load_checkpoint
+    from rollout.checkpoint import load_checkpoint
 
     save_model(*tiny_model, tmp_path)
     settings = {"size": {"shortest_edge": 12544, "longest_edge": 602112}}
@@ -275,7 +275,7 @@ def test_a_served_qwen3_vl_critic_reads_as_the_local_one(tmp_path):
     settings; the server checks their segments against the grids, and scores them."""
     from critic.base import ProgressQuery
     from critic.models import build_preset
-    from rollout.hf import load_checkpoint
+    from rollout.checkpoint import load_checkpoint
 
     save_model(*build_preset("tiny-qwen3vl"), tmp_path)
     settings = {"size": {"shortest_edge": 4096, "longest_edge": 65536}, "fps": 4,

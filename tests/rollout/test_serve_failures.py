@@ -18,6 +18,7 @@ import torch
 
 from critic import prompts
 from rollout.batcher import DynamicBatcher
+from rollout.checkpoint import ModelLoadError, load_checkpoint
 from rollout.engine import (
     EngineError,
     InvalidRequestError,
@@ -25,7 +26,7 @@ from rollout.engine import (
     SamplingParams,
     ServerUnavailableError,
 )
-from rollout.hf import HFEngine, ModelLoadError, load_checkpoint
+from rollout.hf import HFEngine
 from rollout.remote import RemoteEngine
 from rollout.serve import CriticServer
 

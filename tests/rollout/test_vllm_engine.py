@@ -154,7 +154,7 @@ def test_vllm_matches_transformers_on_gpu(tiny_model, tmp_path):
 def test_a_qwen3_vl_checkpoint_is_refused_before_vllm_is_needed(tmp_path):
     """Qwen3-VL's timestamped prompts are not handed to vLLM: refused by name, on any machine."""
     from critic.models import build_preset, save_model
-    from rollout.hf import ModelLoadError
+    from rollout.checkpoint import ModelLoadError
 
     save_model(*build_preset("tiny-qwen3vl"), tmp_path)
     with pytest.raises(ModelLoadError) as err:
@@ -166,7 +166,7 @@ def test_a_qwen3_vl_checkpoint_is_refused_before_vllm_is_needed(tmp_path):
 
 
 def test_an_unreadable_model_config_is_a_load_error(tmp_path):
-    from rollout.hf import ModelLoadError
+    from rollout.checkpoint import ModelLoadError
 
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"config.json is not a readable model config: "):

@@ -1,0 +1,176 @@
+"""Loading a Qwen-VL checkpoint for the engines: which model types a critic can be, the
+folder's processor settings, the device check, and ``load_checkpoint`` itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rollout.imports import require_package
+
+# model_type → the transformers class that generates for it (looked up lazily by name).
+MODEL_CLASSES = {
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+}
+# Models whose prompts hold each video as one timestamped segment per temporal patch (Qwen3-VL:
+# critic.vision.VisionSpec.video_text), so a grid row of t temporal patches is t runs of video
+# tokens; Qwen2.5-VL's is one run.
+SEGMENTED_MODEL_TYPES = frozenset({"qwen3_vl", "qwen3_vl_moe"})
+SUPPORTED = (
+    "Qwen2.5-VL or Qwen3-VL checkpoints (model_type 'qwen2_5_vl', 'qwen3_vl' or 'qwen3_vl_moe')"
+)
+
+
+class ModelLoadError(ValueError):
+    """No Qwen-VL model loads from the given name or path."""
+
+
+# Where a checkpoint's processor settings live, in the order transformers' video processor reads
+# them: processor_config.json's "video_processor", then the video and the image processor files.
+PROCESSOR_FILES = (
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "preprocessor_config.json",
+)
+
+
+def processor_config(checkpoint: str | Path) -> dict | None:
+    """A checkpoint's video processor settings, read as transformers' video processor reads them
+    (:data:`PROCESSOR_FILES`, first found wins), or ``None`` when it has no processor config.
+
+    ``checkpoint`` is a folder; a hub id is read through the hub cache (transformers'
+    ``cached_file``, which fetches the file if the model came from the hub). ``""`` (a model
+    built in memory, as the presets are): ``None``.
+
+    The critic reads its pixel budget from these settings (``critic.vision.VisionSpec``); the
+    project's presets and the checkpoints it saves have none, and keep the project's budget.
+    """
+    if not str(checkpoint):
+        return None
+    folder = Path(checkpoint)
+    for name in PROCESSOR_FILES:
+        if folder.is_dir():
+            path = folder / name if (folder / name).is_file() else None
+        else:
+            from transformers.utils import cached_file
+
+            try:
+                path = cached_file(
+                    str(checkpoint), name, _raise_exceptions_for_missing_entries=False
+                )
+            except (OSError, ValueError):  # not a hub id either: nothing to read
+                path = None
+        if path is None:
+            continue
+        settings = json.loads(Path(path).read_text())
+        if name == "processor_config.json":
+            settings = settings.get("video_processor")
+            if settings is None:  # a processor config without nested video settings: read on
+                continue
+        return settings
+    return None
+
+
+def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu"):
+    """A Qwen2.5-VL or Qwen3-VL checkpoint (local directory or hub id) and its tokenizer.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
+
+    Raises:
+        ModelLoadError: nothing loads from ``path``, it is another kind of model (refused
+            before its weights load), its folder has no tokenizer or chat template (a critic needs both to build its prompts), or
+            ``device`` or ``dtype`` is not one this machine has.
+    """
+    transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
+    from safetensors import SafetensorError  # transformers' own dependency
+
+    if (problem := device_problem(device)) is not None:
+        raise ModelLoadError(problem)
+    torch = require_package("torch", "vlm", f"loading the critic {path!s}")
+    named = dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype)
+    if not named and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        raise ModelLoadError(
+            f"dtype={dtype!r} is not a torch dtype; use float32, bfloat16 or float16 (or "
+            "leave it out for the checkpoint's own)"
+        )
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
+        if model_cls is None:
+            raise ModelLoadError(
+                f"{path!s} is a {config.model_type!r} model; VisCritic critics are {SUPPORTED}"
+            )
+        # the tokenizer first: a folder without one is refused before minutes of loading weights
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+        _check_tokenizer(path, config, tokenizer)
+        model = model_cls.from_pretrained(path, dtype=dtype or "auto")
+    except (OSError, ValueError, SafetensorError) as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        hint = ""
+        if isinstance(exc, SafetensorError):  # a truncated file, or a Git LFS pointer
+            hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
+        raise ModelLoadError(
+            f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
+            "Qwen2.5-VL or Qwen3-VL checkpoint directory"
+        ) from exc
+    return model.to(device).eval(), tokenizer
+
+
+def _check_tokenizer(path: str | Path, config: Any, tokenizer: Any) -> None:
+    """A :class:`ModelLoadError` when ``tokenizer`` cannot build a critic's prompts."""
+    video_token = getattr(config, "video_token_id", None)
+    if video_token is not None and len(tokenizer) <= video_token:
+        # transformers builds an empty tokenizer from a folder without tokenizer files
+        raise ModelLoadError(
+            f"{path!s} has no tokenizer files (the tokenizer loaded from it knows "
+            f"{len(tokenizer)} tokens; the model's video token is id {video_token}); save the "
+            "tokenizer beside the weights (tokenizer.save_pretrained) or export a training run's "
+            "checkpoint with python -m critic.weights export"
+        )
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(
+            f"{path!s} has no chat template (chat_template.jinja, or one in "
+            "tokenizer_config.json): a critic builds its prompts with it; save the processor's "
+            "or tokenizer's files beside the weights"
+        )
+
+
+def device_problem(device: Any) -> str | None:
+    """Why a critic cannot run on ``device`` here (a message naming it and the fix), or ``None``.
+
+    ``cpu``, ``cuda`` and ``cuda:<index>`` are devices; CUDA ones only where this torch build sees
+    that GPU. The callers raise their own error with it: ``train_critic.py``'s config check
+    (``TrainConfigError``), ``VLMCritic`` (``CriticError``), :func:`load_checkpoint` and
+    ``critic.models.load_model`` (``ModelLoadError``), so a bad device fails before a model
+    loads, not in ``model.to``.
+
+    Example:
+        >>> device_problem("cpu") is None
+        True
+        >>> device_problem("gpu")
+        "device='gpu' is not a device; use cpu, cuda or cuda:<index>"
+    """
+    name = str(device)
+    kind, colon, index = name.partition(":")
+    if name == "cpu":
+        return None
+    if kind != "cuda" or (colon and not (index.isascii() and index.isdigit())):
+        return f"device={name!r} is not a device; use cpu, cuda or cuda:<index>"
+    torch = require_package("torch", "vlm", f"device={name}")
+    if not torch.cuda.is_available():
+        return (
+            f"device={name!r}, but this torch ({torch.__version__}) sees no CUDA GPU; use "
+            "device=cpu, or install a CUDA build of torch on a machine with a GPU"
+        )
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        return (
+            f"device={name!r}, but this machine has {count} CUDA GPU(s); use cuda:0 to "
+            f"cuda:{count - 1}, or device=cpu"
+        )
+    return None
