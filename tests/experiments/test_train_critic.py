@@ -396,7 +396,7 @@ def test_a_teacher_that_does_not_load_is_a_message(dataset, tmp_path):
                      "stages.sft.steps=1", "stages.sft.batch_size=2", "eval_every=0")  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"train_critic: cannot load critic model {broken}: ")
-    assert "Pass a local Qwen2.5-VL checkpoint directory" in done.stderr
+    assert "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory" in done.stderr
 
 
 def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp_path):
