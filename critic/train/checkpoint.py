@@ -51,11 +51,11 @@ def save_checkpoint(
 
     Args:
         options: the run's resolved options, recorded with the step in
-            :data:`critic.train.config.RUN_RECORD` (a resume= with other options is refused).
+            :data:`critic.train.run_record.RUN_RECORD` (a resume= with other options is refused).
         staged: the staging folder already holds this save's other files (DeepSpeed's shards);
             otherwise it is emptied first (a save cut short left it).
     """
-    from critic.train.config import RUN_RECORD
+    from critic.train.run_record import RUN_RECORD
 
     path = Path(path)
     staging = staging_folder(path)

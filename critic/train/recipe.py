@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from critic.train.config import DS_STATE, KL_RECORD, TrainConfigError, check_config, run_record
+from critic.train.config import DS_STATE, KL_RECORD, TrainConfigError, check_config
 from critic.train.draws import (
     draw_probabilities,
     label_with_teacher,
     load_samples,
     shuffled_labels,
 )
+from critic.train.run_record import run_record
 from rollout.imports import require_package
 
 

@@ -1,0 +1,101 @@
+"""The run record: the resolved options every checkpoint keeps of the run that wrote it
+(:data:`RUN_RECORD`), and whether a ``resume=`` with today's options continues that run
+(:func:`resume_problem`), decided before any model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rollout.checks import is_int
+
+# In every checkpoint: the resolved options of the run that wrote it and its step, so a resume=
+# that would continue it with other options is refused before any model loads.
+RUN_RECORD = "trainer_config.json"
+# Options a resume may change: where the run dir is and how it shows progress, which stages run
+# before and after the resumed one, the weights it does not start from, and how often it saves.
+RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "model",
+               "checkpoint_every")  # fmt: skip
+# Options that name files or folders: recorded as absolute paths where they exist, so that a
+# resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
+PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")
+
+
+def _absolute(value: Any) -> Any:
+    """``value`` (a path, or a list of them) with each existing path made absolute."""
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+def run_record(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved options a checkpoint records (:data:`RUN_RECORD`): all but where the run dir
+    is, ``resume``, ``overwrite`` and ``progress_bar``; paths (:data:`PATH_OPTIONS`) absolute."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("hydra", "resume", "overwrite", "progress_bar"):
+        options.pop(key, None)
+    for key in PATH_OPTIONS:
+        if key in options:
+            options[key] = _absolute(options[key])
+    return options
+
+
+def _flat(options: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested options as ``{"stages.sft.lr": 0.001, ...}``."""
+    if not isinstance(options, dict) or not options:
+        return {prefix: options}
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def resume_problem(cfg: DictConfig, folder: Path) -> str | None:
+    """Why ``resume=folder`` cannot continue with ``cfg``'s options, or None: an option that
+    differs from the checkpoint's run (:data:`RESUME_FREE` aside), or fewer steps than it has
+    trained. A checkpoint written before the record existed is not compared."""
+    import json
+
+    record = folder / RUN_RECORD
+    if not record.is_file():
+        return None
+    try:
+        saved = json.loads(record.read_text())
+        step, before = int(saved["step"]), saved["options"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return (
+            f"resume={str(cfg.resume)!r}: {record} is damaged ({type(exc).__name__}: {exc}); "
+            "resume from another checkpoint-<step> folder of the run"
+        )
+    stage = folder.parent.name
+    steps = cfg.stages[stage].steps if stage in cfg.stages else None
+    if is_int(steps) and steps < step:
+        return (
+            f"stages.{stage}.steps={steps} is below the step of resume={str(cfg.resume)!r} "
+            f"({step}): give stages.{stage}.steps={step} or more (the run it continues had "
+            f"{before.get('stages', {}).get(stage, {}).get('steps')})"
+        )
+
+    def compared(options: dict[str, Any]) -> dict[str, Any]:
+        free = (*RESUME_FREE, f"stages.{stage}.steps")
+        return {
+            key: value
+            for key, value in _flat(options).items()
+            if not any(key == f or key.startswith(f"{f}.") for f in free)
+            and not (key.startswith("stages.") and not key.startswith(f"stages.{stage}."))
+        }
+
+    now, then = compared(run_record(cfg)), compared(before)
+    differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    if not differ:
+        return None
+    shown = "; ".join(f"{k}={then.get(k)!r} there, {now.get(k)!r} here" for k in differ)
+    return (
+        f"resume={str(cfg.resume)!r} continues a run trained with other options ({shown}); "
+        "resume with the run's options (they are in its .hydra/config.yaml and in "
+        f"{RUN_RECORD}), or start a new run from its weights with model={cfg.resume}"
+    )
