@@ -44,7 +44,7 @@ class Expert(abc.ABC):
     """
 
     failures: ClassVar[tuple[str, ...]] = ()
-    # the failures default plans cycle through (:func:`envs.synth.plan_episodes`); the others are
+    # the failures default plans cycle through (:func:`envs.plans.plan_episodes`); the others are
     # asked for by name
     planned_failures: ClassVar[tuple[str, ...] | None] = None  # None: all of ``failures``
 

@@ -174,7 +174,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from envs import InvalidOptionError, UnknownTaskError
-    from envs.synth import hindsight_mode, plan_episodes, plan_policy_episodes, synthesize
+    from envs.plans import hindsight_mode, plan_episodes, plan_policy_episodes
+    from envs.synth import synthesize
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

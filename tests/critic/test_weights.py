@@ -34,7 +34,8 @@ def test_viscritic_small_is_shipped_and_reads_progress():
 def test_the_shipped_critic_reads_a_scripted_expert_rising(task):
     from critic.base import active_length, query_frames
     from critic.eval import predict_progress, progress_queries, value_order_correlation
-    from envs.synth import plan_episodes, record_episode
+    from envs.plans import plan_episodes
+    from envs.synth import record_episode
 
     episode = record_episode(plan_episodes(task, 1, failure_fraction=0.0, first_seed=7)[0])
     critic = make_critic("viscritic-small")

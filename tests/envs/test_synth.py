@@ -10,7 +10,8 @@ import pytest
 import envs
 from critic.data.episodes import read_episode
 from envs import InvalidOptionError
-from envs.synth import CAMERA, EpisodePlan, plan_episodes, record_episode, synthesize
+from envs.plans import EpisodePlan, plan_episodes
+from envs.synth import CAMERA, record_episode, synthesize
 
 
 def test_plans_spread_failures_evenly_and_cycle_types():
@@ -111,7 +112,7 @@ def test_expert_labels_are_monotone_and_failures_keep_their_drops():
 
 
 def test_bad_options_are_typed_errors_before_anything_is_recorded(tmp_path):
-    from envs.synth import plan_policy_episodes
+    from envs.plans import plan_policy_episodes
 
     with pytest.raises(InvalidOptionError) as excinfo:
         plan_episodes("Reacher-v5", 2, first_seed=-5)
@@ -266,7 +267,7 @@ def test_h264_with_an_odd_frame_side_is_refused_before_recording(tmp_path):
 
 
 def test_seeds_past_what_an_episode_row_stores_are_refused():
-    from envs.synth import plan_policy_episodes
+    from envs.plans import plan_policy_episodes
 
     last = 2**63 - 1  # an int64, what the episode row stores
     assert [p.seed for p in plan_episodes("Reacher-v5", 1, first_seed=last)] == [last]

@@ -12,18 +12,16 @@ from stable_baselines3 import PPO, SAC
 
 from critic.data.episodes import read_episode
 from envs import InvalidOptionError, make_task_env
-from envs.policies import policy_digest
-from envs.synth import (
+from envs.plans import (
     HINDSIGHT_RADIUS,
-    POLICY_FAILURE,
     EpisodePlan,
     hindsight_goal,
     hindsight_mode,
     plan_policy_episodes,
-    record_episode,
-    synthesize,
     uniform_goal,
 )
+from envs.policies import policy_digest
+from envs.synth import POLICY_FAILURE, record_episode, synthesize
 
 
 def _save(algo, task: str, path, seed: int = 0) -> str:

@@ -9,7 +9,8 @@ import pytest
 def dataset(tmp_path_factory):
     """12 Reacher episodes (half with failures), 28² frames every 2 steps. Seeds 0..11 cover the
     train and val splits (seed_split: 1 and 5 are test, 10 val)."""
-    from envs.synth import plan_episodes, synthesize
+    from envs.plans import plan_episodes
+    from envs.synth import synthesize
 
     root = tmp_path_factory.mktemp("reacher")
     synthesize(plan_episodes("Reacher-v5", 12, 0.5), root, progress_bar=False, every=2,

@@ -325,7 +325,8 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     from stable_baselines3 import SAC
 
     from envs import make_task_env
-    from envs.synth import plan_episodes, plan_policy_episodes, synthesize
+    from envs.plans import plan_episodes, plan_policy_episodes
+    from envs.synth import synthesize
 
     env = make_task_env("Reacher-v5")
     SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [8]}).save(tmp_path / "policy.zip")
