@@ -25,7 +25,9 @@ from critic.train.draws import (
     load_samples,
     shuffled_labels,
 )
+from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import run_record
+from critic.train.validation import evaluate
 from rollout.imports import require_package
 
 
@@ -40,108 +42,12 @@ def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) -> dict[str, float]:
-    """Greedy answers on validation samples: progress MAE, verdict and transform accuracy, and the
-    share of answers that parse."""
-    from critic import prompts
-    from critic.base import ParseStatus
-    from critic.parse import parse_progress, parse_transform, parse_verdict
-    from rollout.engine import Request, SamplingParams
-    from rollout.hf import HFEngine
-
-    if not samples:
-        return {}
-    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    errors, verdicts, transforms, readable = [], [], [], []
-    for start in range(0, len(samples), 8):
-        chunk = samples[start : start + 8]
-        requests = [Request(**prompts.encode(s.prompt, tokenizer, vision)) for s in chunk]
-        outs = engine.generate(
-            requests, SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
-        )
-        for s, out in zip(chunk, outs, strict=True):
-            text = tokenizer.decode(out[0], skip_special_tokens=False)
-            if "transform" in s.target:
-                parsed = parse_transform(text, s.prompt.choices)
-                transforms.append(
-                    parsed.status is ParseStatus.OK and parsed.value == s.target["transform"]
-                )
-                readable.append(parsed.status is ParseStatus.OK)
-            if "progress" in s.target and s.prompt.answer in (
-                "percent",
-                "digit",
-                "transform+percent",
-            ):
-                parsed = parse_progress(text, "digit" if s.prompt.answer == "digit" else "percent")
-                readable.append(parsed.status is ParseStatus.OK)
-                errors.append(
-                    abs(parsed.value - s.target["progress"])
-                    if parsed.status is ParseStatus.OK
-                    else 1.0
-                )
-            if "success" in s.target:
-                parsed = parse_verdict(text, s.prompt.choices)
-                readable.append(parsed.status is ParseStatus.OK)
-                verdicts.append(
-                    parsed.status is ParseStatus.OK and parsed.value == s.target["success"]
-                )
-    metrics = {"readable": float(np.mean(readable))} if readable else {}
-    if errors:
-        metrics["progress_mae"] = float(np.mean(errors))
-    if verdicts:
-        metrics["verdict_accuracy"] = float(np.mean(verdicts))
-    if transforms:
-        metrics["transform_accuracy"] = float(np.mean(transforms))
-    return metrics
-
-
 def _json_number(value: Any) -> Any:
     """``value``, with a NaN or infinite float as None: JSON has no NaN (Python writes a bare
     ``NaN`` that strict readers refuse)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _release_freed_memory() -> None:
-    """Hand memory the process has freed back to the system (glibc's ``malloc_trim``; nothing
-    elsewhere). Batches of different sizes (one Reacher frame, eight Lift frames) leave freed
-    blocks that glibc keeps: measured on the shipped critic's readout round, resident memory
-    climbed 4.8 → 7.8 GB over 220 steps without it and stayed at 3.9 GB with it, at the same
-    1.7 s a step (2-core CPU)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None  # glibc's malloc_trim, False where there is none; looked up on first use
-
-
-def _rss_mb() -> float | None:
-    """Resident memory of this process now (None where ``/proc`` does not say): unlike the peak,
-    it falls when memory is freed, so a leak shows as a climb step after step."""
-    import os
-
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _deepspeed_config(
@@ -355,9 +261,9 @@ class Trainer:
             # samples per second over the stage so far (GRPO: completions), and the process's
             # peak memory, so each stage's cost is in the history
             record["samples_per_s"] = (step + 1 - first) * settings.batch_size / record["seconds"]
-            _release_freed_memory()
-            record["peak_rss_mb"] = _peak_rss_mb()
-            if (rss := _rss_mb()) is not None:
+            release_freed_memory()
+            record["peak_rss_mb"] = peak_rss_mb()
+            if (rss := rss_mb()) is not None:
                 record["rss_mb"] = rss
             if cfg.device != "cpu":
                 import torch

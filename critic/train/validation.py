@@ -1,0 +1,61 @@
+"""Validation during critic training: greedy answers on held-out samples, read by the same
+parsers as inference (progress MAE, verdict and transform accuracy, the share that parse)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) -> dict[str, float]:
+    """Greedy answers on validation samples: progress MAE, verdict and transform accuracy, and the
+    share of answers that parse."""
+    from critic import prompts
+    from critic.base import ParseStatus
+    from critic.parse import parse_progress, parse_transform, parse_verdict
+    from rollout.engine import Request, SamplingParams
+    from rollout.hf import HFEngine
+
+    if not samples:
+        return {}
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    errors, verdicts, transforms, readable = [], [], [], []
+    for start in range(0, len(samples), 8):
+        chunk = samples[start : start + 8]
+        requests = [Request(**prompts.encode(s.prompt, tokenizer, vision)) for s in chunk]
+        outs = engine.generate(
+            requests, SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
+        )
+        for s, out in zip(chunk, outs, strict=True):
+            text = tokenizer.decode(out[0], skip_special_tokens=False)
+            if "transform" in s.target:
+                parsed = parse_transform(text, s.prompt.choices)
+                transforms.append(
+                    parsed.status is ParseStatus.OK and parsed.value == s.target["transform"]
+                )
+                readable.append(parsed.status is ParseStatus.OK)
+            if "progress" in s.target and s.prompt.answer in (
+                "percent",
+                "digit",
+                "transform+percent",
+            ):
+                parsed = parse_progress(text, "digit" if s.prompt.answer == "digit" else "percent")
+                readable.append(parsed.status is ParseStatus.OK)
+                errors.append(
+                    abs(parsed.value - s.target["progress"])
+                    if parsed.status is ParseStatus.OK
+                    else 1.0
+                )
+            if "success" in s.target:
+                parsed = parse_verdict(text, s.prompt.choices)
+                readable.append(parsed.status is ParseStatus.OK)
+                verdicts.append(
+                    parsed.status is ParseStatus.OK and parsed.value == s.target["success"]
+                )
+    metrics = {"readable": float(np.mean(readable))} if readable else {}
+    if errors:
+        metrics["progress_mae"] = float(np.mean(errors))
+    if verdicts:
+        metrics["verdict_accuracy"] = float(np.mean(verdicts))
+    if transforms:
+        metrics["transform_accuracy"] = float(np.mean(transforms))
+    return metrics
