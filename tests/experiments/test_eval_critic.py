@@ -44,7 +44,8 @@ def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     # the train split's first 4 (seeds 0, 2, 3, 4): τ is fit on the val split apart from it
     done = _run(tmp_path, f"data=[{dataset}]", "split=train",
-                "critics=[oracle,{name: tiny, max_new_tokens: 4}]")  # fmt: skip
+                "critics=[oracle,{name: tiny, max_new_tokens: 4},"
+                "{name: tiny-qwen3vl, max_new_tokens: 4}]")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = _strict_json((tmp_path / "metrics.json").read_text())
     assert metrics["episodes"] == {"Reacher-v5": 4}
@@ -68,8 +69,15 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     assert 0.0 <= tiny["progress"]["expert"]["mae"] <= 1.0
     assert tiny["frames_per_query"] == 2  # as asked; null: the critic's own clip length
     assert set(tiny["probes"]) == {"static", "reversed", "shuffled", "frozen"}
+    qwen3 = metrics["critics"]["tiny-qwen3vl"][
+        "Reacher-v5"
+    ]  # Qwen3-VL's architecture, the same way
+    assert 0.0 <= qwen3["progress"]["expert"]["mae"] <= 1.0 and set(qwen3["probes"]) == set(
+        tiny["probes"]
+    )
     report = (tmp_path / "report.md").read_text()
     assert "| oracle | Reacher-v5 |" in report and "| tiny | Reacher-v5 |" in report
+    assert "| tiny-qwen3vl | Reacher-v5 |" in report
     assert "### Failure from the last frame" in report and "success 0.00" in report
     assert "| oracle | Reacher-v5 | achieved | 4 |" in report
     assert ("| tiny | Reacher-v5 | achieved |" in report) == ("achieved" in tiny["failure"])
