@@ -13,6 +13,7 @@ empty vocabulary, so it is not used.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,8 @@ def model_type(name_or_path: str | Path) -> str | None:
 
     from critic.weights import shipped_path
 
+    if not isinstance(name_or_path, str | os.PathLike):
+        return None
     if str(name_or_path) in PRESETS:
         return PRESETS[str(name_or_path)].family
     config = Path(shipped_path(name_or_path) or name_or_path) / "config.json"

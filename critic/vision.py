@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from rollout.checks import is_int, is_number
+from rollout.checks import is_number
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -130,6 +130,10 @@ class VisionSpec:
         mean, std = (HALF, HALF) if segmented else (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
         extra: dict[str, Any] = {}
         if processor is not None:
+            if not isinstance(processor, Mapping):
+                raise ProcessorConfigError(
+                    f"the settings are {type(processor).__name__} {processor!r:.60}, not a mapping"
+                )
             size = processor.get("size") or {}
             if not isinstance(size, Mapping):
                 raise ProcessorConfigError(f"size={size!r} must be a mapping of edges to pixels")
@@ -245,13 +249,13 @@ def _maybe(get, name: str) -> Any:
 
 
 def _pixels(name: str, settings: Mapping[str, Any], default: int | None) -> int | None:
-    """A processor config's positive integer setting (``name``'s last dotted part), or
-    ``default`` where it is absent or null."""
+    """A processor config's positive whole-number setting (``name``'s last dotted part; 4096.0
+    is 4096), or ``default`` where it is absent, null or 0 (unset, as transformers reads it)."""
     value = settings.get(name.rpartition(".")[2])
-    if value is None:
+    if value is None or (is_number(value) and value == 0):
         return default
-    if not is_int(value) or value < 1:
-        raise ProcessorConfigError(f"{name}={value!r} must be an integer >= 1")
+    if not is_number(value) or value < 1 or value != int(value):
+        raise ProcessorConfigError(f"{name}={value!r} must be a whole number >= 1")
     return int(value)
 
 

@@ -129,7 +129,7 @@ def plan_policy_episodes(
         InvalidOptionError: a bad count or first seed (the last seed must be at most
             :data:`MAX_SEED`), no policies, a policy file that cannot be read or is listed twice, or ``hindsight`` on a task whose goal cannot move. Whether
             each policy acts in the task's spaces (built with the run's ``task_kwargs``) is
-            checked by :func:`synthesize`, before it records anything.
+            checked by :func:`envs.synth.synthesize`, before it records anything.
     """
     get_task(task)  # the registry's typed error for an unknown task
     mode = hindsight_mode(hindsight)

@@ -256,7 +256,7 @@ def _relabel_in_hindsight(
 
     ``"near"``: the anchor is a recorded state from the second quarter of the episode on (a learner
     that ends at the goal, or passes it on the way), and the goal lies within
-    :data:`HINDSIGHT_RADIUS` of what that state achieved. ``"uniform"``: anywhere in the goal disc.
+    :data:`envs.plans.HINDSIGHT_RADIUS` of what that state achieved. ``"uniform"``: anywhere in the goal disc.
     """
     rng = np.random.default_rng([seed, 0x48534754])  # the plan's seed, a stream of its own
     if mode == "uniform":

@@ -50,8 +50,8 @@ def check_config(cfg: DictConfig) -> None:
 
     if not isinstance(cfg.model, str) or is_server_url(cfg.model):
         raise BenchConfigError(
-            f"model={cfg.model!r} must be a preset (tiny, small) or a checkpoint folder: the bench "
-            "times the model in this process, not a critic server"
+            f"model={cfg.model!r} must be a preset (tiny, small, tiny-qwen3vl, small-qwen3vl) or "
+            "a checkpoint folder: the bench times the model in this process, not a critic server"
         )
     if cfg.task not in envs.task_names():
         raise BenchConfigError(

@@ -65,11 +65,19 @@ def processor_config(checkpoint: str | Path) -> dict | None:
                 path = None
         if path is None:
             continue
-        settings = json.loads(Path(path).read_text())
-        if name == "processor_config.json":
+        try:
+            settings = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path} is not a readable processor config: {exc}") from None
+        if name == "processor_config.json" and isinstance(settings, dict):
             settings = settings.get("video_processor")
             if settings is None:  # a processor config without nested video settings: read on
                 continue
+        if not isinstance(settings, dict):
+            raise ModelLoadError(
+                f"{path} holds {type(settings).__name__} {settings!r:.60}, not a mapping of "
+                "processor settings"
+            )
         return settings
     return None
 

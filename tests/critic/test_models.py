@@ -149,3 +149,29 @@ def test_a_damaged_weights_file_is_a_load_error_that_says_so(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         load_model(tmp_path / "ckpt")
     assert "its weights file is damaged or not the real file" in str(err.value)
+
+
+def test_model_type_reads_without_loading_and_says_none_for_what_it_cannot_read(tmp_path):
+    from critic.models import build_preset, model_type
+
+    assert (
+        model_type("tiny-qwen3vl") == "qwen3_vl" and model_type("viscritic-small") == "qwen2_5_vl"
+    )
+    save_model(*build_preset("tiny-qwen3vl"), tmp_path)
+    assert model_type(tmp_path) == "qwen3_vl"
+    assert model_type(5) is None and model_type(tmp_path / "missing") is None  # not a name: no type
+
+
+def test_an_unreadable_processor_config_is_a_load_error(tmp_path):
+    from critic import make_critic
+    from critic.models import build_preset
+
+    save_model(*build_preset("tiny-qwen3vl"), tmp_path)
+    (tmp_path / "video_preprocessor_config.json").write_text("[1, 2]")
+    with pytest.raises(
+        ModelLoadError, match=r"video_preprocessor_config.json holds list \[1, 2\], not a"
+    ):
+        make_critic(str(tmp_path))
+    (tmp_path / "video_preprocessor_config.json").write_text("{oops")
+    with pytest.raises(ModelLoadError, match=r"video_preprocessor_config.json is not a readable"):
+        make_critic(str(tmp_path))

@@ -251,9 +251,11 @@ def test_qwen3_cap_counts_one_frame_as_the_two_it_is_padded_to():
         ({"fps": "two"}, "fps='two' must be a number > 0 (frames a second)"),
         ({"cap_pixels_per_frame": "false"}, "cap_pixels_per_frame='false' must be true, false or null"),
         ({"size": {"longest_edge": 100000}}, "the pixel budget's minimum 131072 exceeds its maximum 100000"),
-        ({"size": {"shortest_edge": -4}}, "size.shortest_edge=-4 must be an integer >= 1"),
+        ({"size": {"shortest_edge": -4}}, "size.shortest_edge=-4 must be a whole number >= 1"),
+        ({"size": {"shortest_edge": 4096.5}}, "size.shortest_edge=4096.5 must be a whole number >= 1"),
         ({"size": [1, 2]}, "size=[1, 2] must be a mapping of edges to pixels"),
-        ({"max_video_tokens": 0}, "max_video_tokens=0 must be an integer >= 1"),
+        ({"max_video_tokens": -1}, "max_video_tokens=-1 must be a whole number >= 1"),
+        ([1, 2], "the settings are list [1, 2], not a mapping"),
     ],
 )  # fmt: skip
 def test_processor_settings_frames_cannot_be_read_with_are_refused(settings, message):
@@ -280,3 +282,12 @@ def test_a_critic_names_the_checkpoint_whose_processor_config_is_bad(tmp_path):
         "a second); fix it in the checkpoint's video_preprocessor_config.json (or "
         "processor_config.json / preprocessor_config.json)"
     )
+
+
+def test_unset_budgets_and_whole_float_sizes_read_as_transformers_reads_them():
+    """0 (or null) leaves a budget to the next place it is read from, as the ``or`` chain of
+    Qwen2VLVideoProcessor does; 4096.0 is 4096."""
+    transformers = pytest.importorskip("transformers")
+    vision = transformers.Qwen2_5_VLConfig().vision_config
+    spec = VisionSpec.from_config(vision, {"min_pixels": 0, "size": {"shortest_edge": 4096.0}})
+    assert (spec.min_pixels, spec.max_pixels) == (4096, 602112)

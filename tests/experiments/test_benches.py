@@ -106,8 +106,9 @@ def test_bench_critic_tiny_run(tmp_path):
         ("frames_per_query=abc", "frames_per_query='abc' must be an integer >= 1 (frames per query)"),
         ("reason_samples=0", "reason_samples=0 must be an integer >= 1"),
         ("reason_tokens=-1", "reason_tokens=-1 must be an integer >= 1"),
-        ("model=http://localhost:8000", "model='http://localhost:8000' must be a preset (tiny, small) "
-         "or a checkpoint folder: the bench times the model in this process, not a critic server"),
+        ("model=http://localhost:8000", "model='http://localhost:8000' must be a preset (tiny, small, "
+         "tiny-qwen3vl, small-qwen3vl) or a checkpoint folder: the bench times the model in this "
+         "process, not a critic server"),
     ],
 )  # fmt: skip
 def test_bench_critic_config_is_checked_before_anything_is_built(override, message):
