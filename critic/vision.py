@@ -25,9 +25,9 @@ critic's clip is read as a video sampled at that rate (its frames carry no times
 
 The pixel budget (smallest and largest resized frame area) is the project's own, small one
 (:data:`PROJECT_PIXELS`), unless the checkpoint's folder holds a processor config
-(:func:`rollout.checkpoint.processor_config`): a real Qwen checkpoint then reads frames at the size its own
-video processor gives them. The presets and the checkpoints this project saves hold none, so they
-keep the budget they were trained at.
+(:func:`rollout.checkpoint.processor_config`): a real Qwen checkpoint then reads frames at the size
+its own video processor gives them. The presets and the checkpoints this project saves hold none, so
+they keep the budget they were trained at.
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ class VisionSpec:
 
         Args:
             processor: the checkpoint's video processor settings
-                (:func:`rollout.checkpoint.processor_config`): their pixel budget as transformers reads
-                it (Qwen2.5-VL: ``min_pixels`` / ``max_pixels``, else ``size``'s
+                (:func:`rollout.checkpoint.processor_config`): their pixel budget as
+                transformers reads it (Qwen2.5-VL: ``min_pixels`` / ``max_pixels``, else ``size``'s
                 ``shortest_edge`` / ``longest_edge``, else :data:`QWEN_VIDEO_PIXELS`; Qwen3-VL:
                 ``size``'s only, whose processor ignores the top-level keys, else
                 :data:`QWEN3_VIDEO_PIXELS`), mean, std and frame rate. ``None`` (no processor

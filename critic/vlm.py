@@ -56,10 +56,11 @@ class VLMCritic(Critic):
     """A Qwen2.5-VL or Qwen3-VL critic (the video input each takes: ``critic.vision``).
 
     Args:
-        model: a preset name (``tiny``, ``small``, ``tiny-qwen3vl``, ``small-qwen3vl``), a shipped critic (``viscritic-small``), a
-            checkpoint path (a string or ``os.PathLike``) / hub id, or the URL of a critic server
-            (``http://host:port``, see ``python -m rollout.serve``): prompts are then built here
-            and the server batches the model calls of many workers.
+        model: a preset name (``tiny``, ``small``, ``tiny-qwen3vl``, ``small-qwen3vl``), a
+            shipped critic (``viscritic-small``), a checkpoint path (a string or
+            ``os.PathLike``) / hub id, or the URL of a critic server (``http://host:port``, see
+            ``python -m rollout.serve``): prompts are then built here and the server batches the
+            model calls of many workers.
         mode: ``score`` (one pass, expected digit) or ``reason`` (chain of thought, sampled).
         prompt: ``anchored`` (PRIMO R1) or ``stepwise`` (SOLE-R1).
         samples: completions per query in ``reason`` mode; the spread of the readable ones is

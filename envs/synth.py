@@ -1,24 +1,25 @@
 """Episode synthesis: scripted experts (with injected failures) or saved RL policies, recorded as
 labelled episodes.
 
-One :class:`~envs.plans.EpisodePlan` (task, seed, failure or policy; made by :mod:`envs.plans`) becomes one
-:class:`critic.data.episodes.Episode`: the critic's view every ``every`` steps, the privileged
-progress and state of each recorded frame, true success, and the failure type and step the expert
-reports (``"unknown"`` for a planned failure the episode ended before).
-:func:`synthesize` writes plans to a dataset folder with worker processes and skips episodes
-already there, so an interrupted run resumes where it stopped. The folder's
-``manifest.json`` (:mod:`envs.manifest`) keeps, per task, the options its episodes were
-recorded with (:func:`recording_options`); a re-run with other options is refused, not mixed in.
+One :class:`~envs.plans.EpisodePlan` (task, seed, failure or policy; made by :mod:`envs.plans`)
+becomes one :class:`critic.data.episodes.Episode`: the critic's view every ``every`` steps, the
+privileged progress and state of each recorded frame, true success, and the failure type and step
+the expert reports (``"unknown"`` for a planned failure the episode ended before).
+:func:`synthesize` writes plans to a dataset folder with worker processes and skips episodes already
+there, so an interrupted run resumes where it stopped. The folder's ``manifest.json``
+(:mod:`envs.manifest`) keeps, per task, the options its episodes were recorded with
+(:func:`recording_options`); a re-run with other options is refused, not mixed in.
 
-Policy episodes (:func:`envs.plans.plan_policy_episodes`) roll out a stable-baselines3 ``policy.zip`` (what
-``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL learner actually
-visits, labelled with the simulator's progress, so a critic can be trained on them (the learned-
-reward loop; docs/reward_loop.md). Their label is what happened: ``failure_type="unknown"`` when the
-task was not achieved, ``None`` when it was. With ``hindsight`` the goal is moved, after the rollout
-(hindsight relabelling, as HER does for goals): ``"near"`` (or ``True``) to near where the policy's
-arm went, so the same learner poses are seen at and around success, which a learner's own rollouts
-rarely reach; ``"uniform"`` to anywhere the task draws its goals (HER's "random" strategy), so the
-distance to the goal and the start distance no longer follow from the learner's pose.
+Policy episodes (:func:`envs.plans.plan_policy_episodes`) roll out a stable-baselines3
+``policy.zip`` (what ``experiments/zero_shot_rl.py`` saves per run) on the task: the states an RL
+learner actually visits, labelled with the simulator's progress, so a critic can be trained on them
+(the learned-reward loop; docs/reward_loop.md). Their label is what happened:
+``failure_type="unknown"`` when the task was not achieved, ``None`` when it was. With ``hindsight``
+the goal is moved, after the rollout (hindsight relabelling, as HER does for goals): ``"near"`` (or
+``True``) to near where the policy's arm went, so the same learner poses are seen at and around
+success, which a learner's own rollouts rarely reach; ``"uniform"`` to anywhere the task draws its
+goals (HER's "random" strategy), so the distance to the goal and the start distance no longer follow
+from the learner's pose.
 """
 
 from __future__ import annotations
@@ -256,7 +257,8 @@ def _relabel_in_hindsight(
 
     ``"near"``: the anchor is a recorded state from the second quarter of the episode on (a learner
     that ends at the goal, or passes it on the way), and the goal lies within
-    :data:`envs.plans.HINDSIGHT_RADIUS` of what that state achieved. ``"uniform"``: anywhere in the goal disc.
+    :data:`envs.plans.HINDSIGHT_RADIUS` of what that state achieved. ``"uniform"``: anywhere in
+    the goal disc.
     """
     rng = np.random.default_rng([seed, 0x48534754])  # the plan's seed, a stream of its own
     if mode == "uniform":

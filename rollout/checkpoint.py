@@ -90,8 +90,9 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
 
     Raises:
         ModelLoadError: nothing loads from ``path``, it is another kind of model (refused
-            before its weights load), its folder has no tokenizer or chat template (a critic needs both to build its prompts), or
-            ``device`` or ``dtype`` is not one this machine has.
+            before its weights load), its folder has no tokenizer or chat template (a critic
+            needs both to build its prompts), or ``device`` or ``dtype`` is not one this machine
+            has; or its processor config is not a readable mapping.
     """
     transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
     from safetensors import SafetensorError  # transformers' own dependency
