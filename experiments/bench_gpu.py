@@ -1,9 +1,10 @@
-"""Critic throughput on a GPU: a Qwen2.5-VL-7B-shaped model with random weights.
+"""Critic throughput on a GPU: a Qwen2.5-VL-7B- or Qwen3-VL-8B-shaped model with random weights.
 
 Prefill (the ``score`` readout is one prefill) tokens/s and its model FLOPs utilisation (MFU), and
 decode tokens/s of ``reason``-style generation, for a batch of video prompts.
 
     python experiments/bench_gpu.py                       # 7B shapes, bf16, on cuda
+    python experiments/bench_gpu.py shape=qwen3-8b        # Qwen3-VL: 8B language model, 27-block tower
     python experiments/bench_gpu.py shape=tiny device=cpu dtype=float32 peak_tflops=1   # smoke run
 
 FLOPs of one forward pass (counted from the model's own linear layers, so any shape works):
@@ -11,9 +12,11 @@ FLOPs of one forward pass (counted from the model's own linear layers, so any sh
 attention: QKᵀ and AV are 2·T²·d each, counted in full as PaLM's MFU does, although the causal mask
 could skip half) and ``2 · P_vision · N + 2 · P_merger · N/m² + 4 · Σ_layers N · S · d_vision`` for
 the vision tower (N patches, m the merge size, S the patches each one attends to: a window, or a
-whole frame pair in the full-attention blocks). ``P``: weights of the linear layers (and the patch
-embedding) each token or patch goes through. A test checks the matmul part against
-``torch.utils.flop_counter`` on the tiny model.
+whole frame pair in the full-attention blocks; Qwen3-VL's tower attends over the whole frame pair in
+every block). ``P``: weights of the linear layers (and the patch embedding) each token or patch goes
+through; Qwen3-VL's deepstack mergers run on merged tokens, as the merger does. Qwen3-VL's prompt
+holds each temporal patch in its own segment: one text token between segments stands for the
+timestamp. A test checks the matmul part against ``torch.utils.flop_counter`` on both tiny models.
 """
 
 from __future__ import annotations
@@ -30,29 +33,54 @@ from omegaconf import DictConfig
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
+SHAPES = ("7b", "qwen3-8b", "tiny", "tiny-qwen3vl")
+# Qwen3-VL-8B's sizes: Qwen3-8B's language model and the 27-block, 1152-wide vision tower
+# (transformers' Qwen3VLConfig defaults are no released size).
+QWEN3_8B = {
+    "text_config": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+                    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                    "vocab_size": 151936, "rope_parameters": {"rope_type": "default",
+                    "rope_theta": 5e6, "mrope_section": [24, 20, 20], "mrope_interleaved": True}},
+    "vision_config": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304,
+                      "num_heads": 16, "out_hidden_size": 4096,
+                      "deepstack_visual_indexes": [8, 16, 24]},
+}  # fmt: skip
+
+
 def build_model(shape: str, device: str, dtype: str):
-    """A Qwen2.5-VL with random weights: ``7b`` (transformers' defaults are the 7B shapes) or
-    ``tiny`` (the project's tiny preset)."""
+    """A model with random weights: ``7b`` (Qwen2.5-VL; transformers' defaults are the 7B shapes),
+    ``qwen3-8b`` (Qwen3-VL, :data:`QWEN3_8B`), or the project's tiny presets ``tiny`` and
+    ``tiny-qwen3vl``."""
     import torch
     import transformers
 
-    if shape == "tiny":
+    if shape in ("tiny", "tiny-qwen3vl"):
         from critic.models import build_preset
 
-        model, _ = build_preset("tiny")
+        model, _ = build_preset(shape)
         return model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    if shape != "7b":
-        raise ValueError(f"shape={shape!r} is not a bench shape; pick 7b or tiny")
-    config = transformers.Qwen2_5_VLConfig()
+    if shape == "7b":
+        config = transformers.Qwen2_5_VLConfig()
+        model_cls = transformers.Qwen2_5_VLForConditionalGeneration
+    elif shape == "qwen3-8b":
+        config = transformers.Qwen3VLConfig(**QWEN3_8B)
+        model_cls = transformers.Qwen3VLForConditionalGeneration
+    else:
+        raise ValueError(f"shape={shape!r} is not a bench shape; pick one of {list(SHAPES)}")
     config._attn_implementation = "sdpa"
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))
     try:
         with torch.device(device):
-            model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+            model = model_cls(config)
     finally:
         torch.set_default_dtype(previous)
     return model.eval()
+
+
+def _segmented(model) -> bool:
+    """Qwen3-VL: one prompt segment per temporal patch (critic.vision.VisionSpec.video_text)."""
+    return model.config.model_type in ("qwen3_vl", "qwen3_vl_moe")
 
 
 def linear_params(module) -> int:
@@ -77,15 +105,21 @@ def forward_flops(
     t, h, w = grid_thw
     patches = t * h * w
     video_tokens = patches // vision.spatial_merge_size**2
-    seq = text_len + video_tokens
-    p_merger = linear_params(model.model.visual.merger)  # runs on merged tokens, not patches
-    p_vision = linear_params(model.model.visual) - p_merger
+    seq = text_len + video_tokens + (t - 1 if _segmented(model) else 0)  # + timestamp tokens
+    visual = model.model.visual
+    mergers = [visual.merger, *getattr(visual, "deepstack_merger_list", [])]
+    p_merger = sum(linear_params(m) for m in mergers)  # run on merged tokens, not patches
+    p_vision = linear_params(visual) - p_merger
     p_text = linear_params(model) - p_vision - p_merger
     matmul = 2 * batch * (p_text * seq + p_vision * patches + p_merger * video_tokens)
-    d_attn = text.num_attention_heads * (text.hidden_size // text.num_attention_heads)
-    window = (vision.window_size // vision.patch_size) ** 2  # patches per attention window
-    full = set(vision.fullatt_block_indexes)
-    attended = sum(h * w if i in full else min(window, h * w) for i in range(vision.depth))
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    d_attn = text.num_attention_heads * head_dim
+    if _segmented(model):  # every block attends over the frame pair
+        attended = vision.depth * h * w
+    else:
+        window = (vision.window_size // vision.patch_size) ** 2  # patches per attention window
+        full = set(vision.fullatt_block_indexes)
+        attended = sum(h * w if i in full else min(window, h * w) for i in range(vision.depth))
     attention = (
         4
         * batch
@@ -115,6 +149,13 @@ def _inputs(model, batch: int, text_len: int, frames: int, frame_size: int, devi
     )
     text = words[torch.randint(0, len(words), (batch, text_len), generator=generator)]
     video = torch.full((batch, video_tokens), config.video_token_id)
+    if _segmented(model):  # one segment per temporal patch, a text token (its time) between
+        per_patch = video_tokens // grid[0]
+        stamps = words[torch.randint(0, len(words), (batch, grid[0]), generator=generator)]
+        pieces = [video[:, :per_patch]]
+        for k in range(1, grid[0]):
+            pieces += [stamps[:, k : k + 1], video[:, :per_patch]]
+        video = torch.cat(pieces, dim=1)
     ids = torch.cat([text[:, : text_len // 2], video, text[:, text_len // 2 :]], dim=1)
     width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
     dtype = next(model.parameters()).dtype

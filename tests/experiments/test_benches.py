@@ -169,6 +169,35 @@ def test_bench_gpu_flop_count():
     assert flops["total"] == flops["matmul"] + flops["attention"]
 
 
+def test_bench_gpu_flop_count_qwen3_vl():
+    """Qwen3-VL: deepstack mergers on merged tokens, full attention in every tower block, and one
+    prompt segment per temporal patch (a text token between segments)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bench = _bench_gpu_module()
+    model = bench.build_model("tiny-qwen3vl", "cpu", "float32")
+    inputs, grid = bench._inputs(model, batch=2, text_len=32, frames=4, frame_size=64, device="cpu")
+    assert grid == (2, 4, 4) and inputs["input_ids"].shape == (2, 32 + 8 + 1)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(**inputs, use_cache=False)
+    flops = bench.forward_flops(model, 2, 32, grid)
+    assert flops["matmul"] == counter.get_total_flops()
+    # By hand: 32 patches → 8 video tokens in 2 segments, + 1 timestamp token: seq 41. Text 2
+    # layers, d_attn 4 heads x 16: 4 · 2 · (2 · 41² · 64) = 1,721,344. Vision depth 2, width 32,
+    # every block over the 16 patches of a frame pair: 4 · 2 · 32 · (16 + 16) · 32 = 262,144.
+    assert flops["attention"] == 1_721_344 + 262_144
+
+
+def test_bench_gpu_qwen3_8b_shape_has_the_released_size():
+    """Built without memory (the meta device): 8.77 B parameters, Qwen3-VL-8B's published size,
+    0.58 B of them in the vision tower."""
+    model = _bench_gpu_module().build_model("qwen3-8b", "meta", "bfloat16")
+    assert sum(p.numel() for p in model.parameters()) == 8_767_123_696
+    assert sum(p.numel() for p in model.model.visual.parameters()) == 576_388_336
+
+
 def test_bench_gpu_cpu_smoke_run(tmp_path):
     done = _run("bench_gpu.py", tmp_path, "shape=tiny", "device=cpu", "dtype=float32",
                 "peak_tflops=1", "batch=2", "frames=4", "frame_size=56", "text_tokens=16",
