@@ -147,47 +147,34 @@ def _bench_gpu_module():
     return module
 
 
-def test_bench_gpu_flop_count():
+# Attention by hand. Both tiny presets: text 2 layers, d_attn 64 (4 heads x 16); vision depth 2,
+# width 32; 4 frames → grid (2, 4, 4): 32 patches, 8 video tokens.
+# tiny (Qwen2.5-VL, 56² frames): seq = 32 + 8 = 40; text 4 · batch 2 · (2 · 40² · 64) = 1,638,400;
+#   window (112/14)² = 64 patches, block 1 full: each patch attends min(64, 16) = 16 in block 0
+#   and 16 in block 1 → 4 · 2 · 32 · 32 · 32 = 262,144.
+# tiny-qwen3vl (64² frames): the 2 temporal patches are 2 prompt segments with a timestamp token
+#   between, seq = 41; text 4 · 2 · (2 · 41² · 64) = 1,721,344; every tower block attends over
+#   the 16 patches of a frame pair → 262,144; deepstack mergers run on merged tokens.
+@pytest.mark.parametrize(
+    ("shape", "frame_size", "seq", "attention"),
+    [("tiny", 56, 40, 1_638_400 + 262_144), ("tiny-qwen3vl", 64, 41, 1_721_344 + 262_144)],
+)
+def test_bench_gpu_flop_count(shape, frame_size, seq, attention):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     bench = _bench_gpu_module()
-    model = bench.build_model("tiny", "cpu", "float32")
-    inputs, grid = bench._inputs(model, batch=2, text_len=32, frames=4, frame_size=56, device="cpu")
-    assert grid == (2, 4, 4)
+    model = bench.build_model(shape, "cpu", "float32")
+    inputs, grid = bench._inputs(model, batch=2, text_len=32, frames=4, frame_size=frame_size, device="cpu")  # fmt: skip
+    assert grid == (2, 4, 4) and inputs["input_ids"].shape == (2, seq)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         model(**inputs, use_cache=False)
     flops = bench.forward_flops(model, 2, 32, grid)
     # The weight matmuls are exactly what torch counts (it does not count CPU sdpa).
     assert flops["matmul"] == counter.get_total_flops()
-    # Attention by hand, tiny preset: text 2 layers, d_attn 64; vision depth 2, width 32, window
-    # (112/14)² = 64 patches, block 1 full. 32 patches → 8 video tokens, seq = 32 + 8 = 40.
-    # text: 4 · batch 2 · (2 · 40² · 64) = 1,638,400; vision: each patch attends min(64, 16) = 16
-    # in block 0 and 16 in block 1 → 4 · 2 · 32 · 32 · 32 = 262,144.
-    assert flops["attention"] == 1_638_400 + 262_144
+    assert flops["attention"] == attention
     assert flops["total"] == flops["matmul"] + flops["attention"]
-
-
-def test_bench_gpu_flop_count_qwen3_vl():
-    """Qwen3-VL: deepstack mergers on merged tokens, full attention in every tower block, and one
-    prompt segment per temporal patch (a text token between segments)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    bench = _bench_gpu_module()
-    model = bench.build_model("tiny-qwen3vl", "cpu", "float32")
-    inputs, grid = bench._inputs(model, batch=2, text_len=32, frames=4, frame_size=64, device="cpu")
-    assert grid == (2, 4, 4) and inputs["input_ids"].shape == (2, 32 + 8 + 1)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model(**inputs, use_cache=False)
-    flops = bench.forward_flops(model, 2, 32, grid)
-    assert flops["matmul"] == counter.get_total_flops()
-    # By hand: 32 patches → 8 video tokens in 2 segments, + 1 timestamp token: seq 41. Text 2
-    # layers, d_attn 4 heads x 16: 4 · 2 · (2 · 41² · 64) = 1,721,344. Vision depth 2, width 32,
-    # every block over the 16 patches of a frame pair: 4 · 2 · 32 · (16 + 16) · 32 = 262,144.
-    assert flops["attention"] == 1_721_344 + 262_144
 
 
 def test_bench_gpu_qwen3_8b_shape_has_the_released_size():
