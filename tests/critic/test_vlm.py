@@ -216,12 +216,16 @@ def test_the_video_cache_is_on_by_default_and_changes_nothing():
     assert cached.engine.cache.hits > 0
 
 
-def test_sampled_answers_give_the_share_at_100_percent_as_achieved(monkeypatch):
-    critic = make_critic({"name": "tiny", "mode": "reason", "samples": 4})
-    texts = ["<answer>100%</answer>", "<answer>100</answer>", "<answer>50%</answer>",
-             "<answer>90%</answer>"]  # fmt: skip
+def _answering(critic, monkeypatch, texts: list[str]) -> None:
+    """Make ``critic``'s engine give ``texts`` as the samples of every query."""
     ids = [critic.tokenizer.encode(t, add_special_tokens=False) for t in texts]
     monkeypatch.setattr(critic._engine, "generate", lambda requests, params: [ids] * len(requests))
+
+
+def test_sampled_answers_give_the_share_at_100_percent_as_achieved(monkeypatch):
+    critic = make_critic({"name": "tiny", "mode": "reason", "samples": 4})
+    _answering(critic, monkeypatch, ["<answer>100%</answer>", "<answer>100</answer>",
+                                     "<answer>50%</answer>", "<answer>90%</answer>"])  # fmt: skip
     estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
     # progress: the mean of 1, 1, 0.5, 0.9; achieved: 2 of the 4 samples say 100 %
     assert estimate.progress == pytest.approx(0.85) and estimate.achieved == pytest.approx(0.5)
@@ -229,16 +233,14 @@ def test_sampled_answers_give_the_share_at_100_percent_as_achieved(monkeypatch):
 
 def test_reason_mode_spread_and_reasoning_come_from_readable_samples(monkeypatch):
     critic = make_critic({"name": "tiny", "mode": "reason", "samples": 4})
-    texts = ["<answer>maybe</answer>", "no tags at all", "<answer>40%</answer>",
-             "<answer>30 or 60</answer>"]  # fmt: skip
-    ids = [critic.tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    monkeypatch.setattr(critic._engine, "generate", lambda requests, params: [ids] * len(requests))
+    _answering(critic, monkeypatch, ["<answer>maybe</answer>", "no tags at all",
+                                     "<answer>40%</answer>", "<answer>30 or 60</answer>"])  # fmt: skip
     estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
     # one readable sample (40 %): no spread to speak of, and the reasoning is that sample's
     assert estimate.progress == pytest.approx(0.4) and estimate.spread is None
     assert estimate.reasoning == "<answer>40%</answer>"
-    texts = ["<answer>x</answer>", "<answer>40%</answer>", "<answer>60%</answer>", "none"]
-    ids = [critic.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    _answering(critic, monkeypatch, ["<answer>x</answer>", "<answer>40%</answer>",
+                                     "<answer>60%</answer>", "none"])  # fmt: skip
     estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
     # two readable: 0.4 and 0.6, mean 0.5, population SD 0.1
     assert estimate.spread == pytest.approx(0.1) and estimate.reasoning == "<answer>40%</answer>"
