@@ -105,14 +105,15 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
 def test_the_test_start_states_are_fixed(tmp_path):
     """Every run is tested from the same start states: one policy tested twice scores the same."""
     from omegaconf import OmegaConf
+    from rl_setup import true_reward_env
     from stable_baselines3 import SAC
+    from zero_shot_rl import evaluate_final_policy
 
     import envs
-    from experiments.zero_shot_rl import _true_reward_env, evaluate_final_policy
 
     cfg = OmegaConf.load(ROOT / "configs" / "env" / "Reacher-v5.yaml")
     cfg = OmegaConf.create({"env": cfg, "test_episodes": 4})
-    env = _true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
+    env = true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
     model = SAC("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": [8]})
     first, again = evaluate_final_policy(cfg, model), evaluate_final_policy(cfg, model)
     assert len(first["test_returns"]) == 4 and first == again
@@ -221,8 +222,8 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
 
 def test_the_ground_truth_can_train_on_the_relabelled_learners_schedule(tmp_path):
     from omegaconf import OmegaConf
+    from rl_setup import training_schedule
     from stable_baselines3 import SAC
-    from zero_shot_rl import training_schedule
 
     per_episode = {"train_freq": (1, "episode"), "gradient_steps": -1}
     cfg = OmegaConf.load(ROOT / "configs" / "zero_shot_rl.yaml")
@@ -347,9 +348,10 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
 )  # fmt: skip
 def test_the_config_is_checked_before_anything_is_built(override, message):
     from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
 
     from envs import InvalidOptionError
-    from experiments.zero_shot_rl import ExperimentConfigError, check_config
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="zero_shot_rl", overrides=[override])
@@ -360,8 +362,7 @@ def test_the_config_is_checked_before_anything_is_built(override, message):
 
 def test_seeds_may_be_a_range_as_the_docs_write_them():
     from hydra import compose, initialize_config_dir
-
-    from experiments.zero_shot_rl import check_config
+    from rl_setup import check_config
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="zero_shot_rl", overrides=["seeds=[0,...,3,10]"])
@@ -404,9 +405,10 @@ def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
 )  # fmt: skip
 def test_the_task_budget_and_reward_wrapper_are_checked_before_any_run(overrides, message):
     from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
 
     from envs import InvalidOptionError
-    from experiments.zero_shot_rl import ExperimentConfigError, check_config
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="zero_shot_rl", overrides=overrides)
@@ -464,8 +466,7 @@ def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
 
 def test_a_budget_below_learning_starts_is_warned_of(caplog):
     from hydra import compose, initialize_config_dir
-
-    from experiments.zero_shot_rl import check_config
+    from rl_setup import check_config
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="zero_shot_rl", overrides=["total_timesteps=300"])

@@ -1,0 +1,237 @@
+"""What a zero-shot RL run is built from: the config check, the env each condition learns in
+(the critic's or the oracle's reward wrapper, or the bare task with its true reward), and when
+its learner trains.
+
+Split from ``zero_shot_rl.py`` (which trains, tests and reports) along the line between setting up
+a run and running it; the config check builds the task and reads the training schedule, as the
+runs do, so the three live together here. ``python experiments/zero_shot_rl.py`` finds this module
+beside itself (a script's folder is on ``sys.path``); the tests find it through pytest's
+``pythonpath``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from rl_results import CONDITIONS, ExperimentConfigError, expand_seeds
+
+from rollout.checks import is_int
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before anything is built when the config cannot run."""
+    for key, example in (("conditions", "[critic,ground_truth]"), ("seeds", "[0,1,2]")):
+        if not OmegaConf.is_list(cfg.get(key)):
+            raise ExperimentConfigError(
+                f"{key}={cfg.get(key)!r} must be a list, e.g. {key}={example}"
+            )
+    cfg.seeds = expand_seeds(list(cfg.seeds))  # seeds=[0,...,9]: 0 to 9
+    for key in ("relabel", "progress_bar", "overwrite"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ExperimentConfigError(f"{key}={cfg.get(key)!r} must be true or false")
+    unknown = [c for c in cfg.conditions if c not in CONDITIONS]
+    if unknown or not cfg.conditions:
+        raise ExperimentConfigError(
+            f"conditions={list(cfg.conditions)!r} must be a non-empty list drawn from "
+            f"{list(CONDITIONS)}"
+        )
+    for key in ("total_timesteps", "eval_every", "eval_episodes", "n_envs", "workers"):
+        value = cfg[key]
+        if not is_int(value) or value < 1:
+            raise ExperimentConfigError(f"{key}={value!r} must be an integer >= 1")
+    test = cfg.get("test_episodes", 0)
+    if not is_int(test) or test < 0:
+        raise ExperimentConfigError(
+            f"test_episodes={test!r} must be an integer >= 0 (0: no final test; success is then "
+            "read from the last evaluation of the curve)"
+        )
+    for key in ("conditions", "seeds"):
+        if twice := sorted({str(v) for v in cfg[key] if list(cfg[key]).count(v) > 1}):
+            raise ExperimentConfigError(
+                f"{key}={list(cfg[key])!r} names {', '.join(twice)} more than once; each "
+                f"(condition, seed) run is one folder of the run dir: list each once"
+            )
+    if not cfg.seeds or not all(is_int(s) and 0 <= s < 2**32 for s in cfg.seeds):
+        raise ExperimentConfigError(
+            f"seeds={list(cfg.seeds)!r} must be a non-empty list of integers in [0, 2**32), "
+            "e.g. seeds=[0,1,2]"
+        )
+    if test == 0 and cfg.eval_every > cfg.total_timesteps:
+        raise ExperimentConfigError(
+            f"test_episodes=0 and eval_every={cfg.eval_every} > total_timesteps="
+            f"{cfg.total_timesteps} measure no success at all; set test_episodes >= 1 (the "
+            "default 100) or eval_every <= total_timesteps"
+        )
+    from envs.critic_reward import CriticRewardConfig
+
+    reward = CriticRewardConfig.from_options(
+        **OmegaConf.to_container(cfg.reward, resolve=True)
+    )  # before any critic loads
+    per_step = "relabel=false reward.between_queries=hold"  # the fix for the checks below
+    if cfg.reward.get("between_queries") == "interpolate" and not cfg.relabel:
+        raise ExperimentConfigError(
+            "reward.between_queries=interpolate needs the next query's estimate, known only "
+            "with relabel=true (rewards written at each episode's end); or set "
+            "reward.between_queries=hold"
+        )
+    if cfg.relabel and cfg.n_envs != 1:
+        raise ExperimentConfigError(
+            f"relabel=true trains once per episode, which SB3 allows with one env only; "
+            f"n_envs={cfg.n_envs}: set n_envs=1, or per-step rewards with {per_step}"
+        )
+    if cfg.relabel and "train_freq" not in cfg.algo:
+        raise ExperimentConfigError(
+            f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
+            f"{cfg.algo._target_} has none: give it per-step rewards with {per_step}"
+        )
+    starts = cfg.algo.get("learning_starts")
+    if is_int(starts) and starts >= cfg.total_timesteps:
+        logging.getLogger(__name__).warning(
+            "algo.learning_starts=%d >= total_timesteps=%d: the learners never update, and every "
+            "policy tested is its random start (a smoke test); lower algo.learning_starts or "
+            "raise total_timesteps for a result",
+            starts,
+            cfg.total_timesteps,
+        )
+    same_schedule = cfg.get("ground_truth_per_episode", False)
+    if not isinstance(same_schedule, bool):
+        raise ExperimentConfigError(
+            f"ground_truth_per_episode={same_schedule!r} must be true or false"
+        )
+    if same_schedule and ("train_freq" not in cfg.algo or cfg.n_envs != 1):
+        wrong = (
+            f"{cfg.algo._target_} has no replay buffer (algo=sac has)"
+            if "train_freq" not in cfg.algo
+            else f"n_envs={cfg.n_envs} (set n_envs=1)"
+        )
+        raise ExperimentConfigError(
+            "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
+            f"which needs an off-policy algorithm and one env: {wrong}; or set "
+            "ground_truth_per_episode=false"
+        )
+    horizon = _check_env(cfg)
+    per_episode = [c for c in cfg.conditions if training_schedule(cfg, c)]
+    if per_episode and cfg.total_timesteps % horizon:
+        # SB3 stops a learner that trains once per episode only at an episode's end
+        below = cfg.total_timesteps - cfg.total_timesteps % horizon
+        raise ExperimentConfigError(
+            f"total_timesteps={cfg.total_timesteps} is not a whole number of {horizon}-step "
+            f"episodes: {', '.join(per_episode)} (trained once per episode) would run "
+            f"{below + horizon} env steps, not the budget the report states; set "
+            f"total_timesteps={below or horizon} or {below + horizon}"
+        )
+    if "critic" in cfg.conditions or "oracle" in cfg.conditions:
+        from envs.vec_env import VisCriticVecEnv
+
+        VisCriticVecEnv.check_config(reward, cfg.relabel)
+    if "critic" in cfg.conditions:
+        _check_critic(cfg)
+
+
+def _check_env(cfg: DictConfig) -> int:
+    """Build the task once (its name, camera, image size, options and horizon checked by the
+    task itself) and return the episode length, before any run starts."""
+    import envs
+
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    true_reward_env(env_cfg, envs).close()
+    horizon = env_cfg["horizon"]
+    return envs.get_task(env_cfg["name"]).horizon if horizon is None else int(horizon)
+
+
+def _check_critic(cfg: DictConfig) -> None:
+    """Say now, not after the other conditions' runs have trained, that the critic cannot load:
+    a VLM critic's model (and an ensemble's members) must name a shipped critic, a preset, a
+    checkpoint folder or a server URL, checked without loading (a 7B critic on a GPU node is
+    not loaded a third time, nor held in this process beside the runs'); any other critic is
+    built once here (the oracles: nothing to load)."""
+    from critic.factory import available_critics, model_source_problem
+
+    critic = OmegaConf.to_container(cfg.critic, resolve=True)
+    target = critic.get("_target_")
+    if target == "critic.vlm.VLMCritic":
+        models = [critic.get("model")]
+    elif target == "critic.ensemble.EnsembleCritic":  # members: names, paths, URLs, mappings
+        named = [m.get("name") if isinstance(m, dict) else m for m in critic.get("members") or []]
+        # a known name is fine ({name: vlm, model: ...} is checked as it loads); the rest are models
+        models = [m for m in named if m not in available_critics()]
+    else:
+        hydra.utils.instantiate(cfg.critic).close()
+        return
+    for model in models:
+        if problem := model_source_problem(model):
+            raise ExperimentConfigError(f"critic: {problem}")
+
+
+def build_train_env(cfg: DictConfig, condition: str, seed: int):
+    """The vector env a condition learns in. The stack is built in envs, in one visible place."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs
+    from envs.vec_env import make_viscritic_vec_env
+
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    if condition in ("critic", "oracle"):
+        if condition == "critic":
+            critic = hydra.utils.instantiate(cfg.critic)
+        else:
+            from critic.oracle import OracleCritic
+
+            critic = OracleCritic()
+        return make_viscritic_vec_env(
+            env_cfg["name"],
+            n_envs=cfg.n_envs,
+            critic=critic,
+            seed=seed,
+            camera=env_cfg["camera"],
+            image_size=env_cfg["image_size"],
+            horizon=env_cfg["horizon"],
+            task_kwargs=env_cfg["task_kwargs"],
+            relabel=cfg.relabel,
+            **OmegaConf.to_container(cfg.reward, resolve=True),
+        )
+
+    def make_one():
+        return true_reward_env(env_cfg, envs)
+
+    return make_vec_env(make_one, n_envs=cfg.n_envs, seed=seed)
+
+
+def true_reward_env(env_cfg: dict[str, Any], envs_module, task_state: bool = False):
+    """The bare task with its own reward, time limit and a Monitor that records true return and
+    success: what the ground-truth condition learns in and every evaluation plays. ``task_state``:
+    each step's info also carries the task's privileged state now and at the episode's reset (the
+    final test reads where each episode began and ended)."""
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+
+    from envs.tasks import check_horizon, check_task_kwargs
+    from envs.wrappers import TaskStateInfo
+
+    spec = envs_module.get_task(env_cfg["name"])
+    horizon = check_horizon(spec.horizon if env_cfg["horizon"] is None else env_cfg["horizon"])
+    task = envs_module.make_task_env(
+        env_cfg["name"],
+        camera=env_cfg["camera"],
+        image_size=env_cfg["image_size"],
+        **check_task_kwargs(env_cfg["task_kwargs"]),
+    )
+    limited = gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
+    return Monitor(TaskStateInfo(limited) if task_state else limited, info_keywords=("is_success",))
+
+
+def training_schedule(cfg: DictConfig, condition: str) -> dict[str, Any]:
+    """The algorithm's options that set when a condition's learner trains.
+
+    Relabelled rewards (VLM-RM style) come at each episode's end, so those learners train once per
+    episode, with as many gradient steps as the episode had env steps. The ground truth's learner
+    trains at every step as the algorithm's config says, or on the relabelled learners' schedule
+    with ``ground_truth_per_episode=true``: then the two differ in the reward alone.
+    """
+    per_episode = (
+        cfg.relabel if condition != "ground_truth" else cfg.get("ground_truth_per_episode")
+    )
+    return {"train_freq": (1, "episode"), "gradient_steps": -1} if per_episode else {}
