@@ -1,8 +1,8 @@
 """experiments/train_critic.py's training back ends on a tiny model and a tiny synthesised Reacher
 dataset: a real 2-process DeepSpeed run on CPU (ZeRO-2 and ZeRO-3 over gloo) and its exact
 resume, and the vLLM rollout engine's weight sync (vLLM itself is GPU-only, so a stand-in that
-generates through transformers takes its place). The recipe's own stages and config checks are
-in test_train_critic.py."""
+generates through transformers takes its place). The recipe's own stages are in
+test_train_critic.py, its config checks in test_train_critic_config.py."""
 
 from __future__ import annotations
 

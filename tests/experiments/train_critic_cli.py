@@ -1,7 +1,7 @@
 """Running experiments/train_critic.py from tests: as a user does (a subprocess, or torchrun),
 or its recipe imported in this process to check a config without loading a model. Shared by
-test_train_critic.py (the stages, resume, DeepSpeed) and test_train_critic_data.py (the data
-options)."""
+test_train_critic.py (the stages, resume), test_train_critic_config.py (the config checks),
+test_train_critic_data.py (the data options) and test_train_critic_backends.py (DeepSpeed, vLLM)."""
 
 from __future__ import annotations
 
