@@ -28,6 +28,37 @@ class ModelLoadError(ValueError):
     """No Qwen-VL model loads from the given name or path."""
 
 
+# Installed packages name the checkpoints they ship through this entry-point group: each entry is
+# a mapping name → folder (``critic`` registers ``critic.weights.SHIPPED``, viscritic-small among
+# them). rollout reads them through the installed metadata, so it need not import the packages
+# that build on it; a new shipped critic needs no change here or in pyproject.toml.
+CHECKPOINT_GROUP = "viscritic.checkpoints"
+
+
+def named_checkpoints() -> dict[str, Path]:
+    """The checkpoints installed packages ship, by name (:data:`CHECKPOINT_GROUP`)."""
+    from importlib.metadata import entry_points
+
+    named: dict[str, Path] = {}
+    for entry in entry_points(group=CHECKPOINT_GROUP):
+        try:
+            shipped = entry.load()
+        except (ImportError, AttributeError) as exc:  # a package half-removed: its names only
+            raise ModelLoadError(
+                f"the installed package that ships checkpoints as {entry.value!r} does not "
+                f"import ({exc}); reinstall it (bash scripts/install.sh)"
+            ) from None
+        named.update({str(name): Path(folder) for name, folder in dict(shipped).items()})
+    return named
+
+
+def checkpoint_path(model: str | Path) -> str | Path:
+    """A shipped checkpoint's folder for its name (``viscritic-small``), else ``model`` as given
+    (a folder or hub id), so ``python -m rollout.serve --model viscritic-small`` serves the
+    shipped critic as ``make_critic("viscritic-small")`` loads it."""
+    return named_checkpoints().get(model, model) if isinstance(model, str) else model
+
+
 # Where a checkpoint's processor settings live, in the order transformers' video processor reads
 # them: processor_config.json's "video_processor", then the video and the image processor files.
 PROCESSOR_FILES = (
@@ -83,7 +114,8 @@ def processor_config(checkpoint: str | Path) -> dict | None:
 
 
 def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu"):
-    """A Qwen2.5-VL or Qwen3-VL checkpoint (local directory or hub id) and its tokenizer.
+    """A Qwen2.5-VL or Qwen3-VL checkpoint (local directory, shipped name or hub id) and its
+    tokenizer.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
@@ -94,6 +126,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             needs both to build its prompts), or ``device`` or ``dtype`` is not one this machine
             has; or its processor config is not a readable mapping.
     """
+    path = checkpoint_path(path)
     transformers = require_package("transformers", "vlm", f"loading the critic {path!s}")
     from safetensors import SafetensorError  # transformers' own dependency
 

@@ -337,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m rollout.serve",
         description="Serve a Qwen2.5-VL or Qwen3-VL critic checkpoint to many env workers.",
     )
-    parser.add_argument("--model", required=True, help="checkpoint directory (save_pretrained)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory (save_pretrained), or a shipped critic's name (viscritic-small)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     parser.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -293,6 +294,28 @@ def test_a_served_qwen3_vl_critic_reads_as_the_local_one(tmp_path):
     assert remote.vision.segmented and (remote.vision.fps, remote.vision.max_pixels) == (4, 65536)
     local_values = [e.progress for e in local.estimate_progress(queries)]
     np.testing.assert_allclose(remote_values, local_values, atol=1e-5)
+
+
+def test_the_shipped_critic_is_served_by_its_name():
+    """``python -m rollout.serve --model viscritic-small`` serves the shipped critic: rollout finds
+    the name through the package's entry point (it imports no critic module), and the served
+    critic reads as ``make_critic("viscritic-small")``."""
+    from critic.base import ProgressQuery
+    from critic.weights import SHIPPED
+    from rollout.checkpoint import checkpoint_path, load_checkpoint, named_checkpoints
+
+    assert named_checkpoints() == SHIPPED
+    assert checkpoint_path("viscritic-small") == SHIPPED["viscritic-small"]
+    assert checkpoint_path("/ckpt/other") == "/ckpt/other"  # not a name: as given
+    model, tokenizer = load_checkpoint("viscritic-small")
+    assert Path(model.name_or_path) == SHIPPED["viscritic-small"]  # its processor settings too
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    queries = [ProgressQuery("reach the target", frames=frames[:n]) for n in (2, 4)]
+    with CriticServer(engine, tokenizer) as server:
+        remote = [e.progress for e in make_critic(server.url).estimate_progress(queries)]
+    local = [e.progress for e in make_critic("viscritic-small").estimate_progress(queries)]
+    np.testing.assert_allclose(remote, local, atol=1e-5)
 
 
 def test_cli_bad_model_is_a_message_not_a_traceback(tmp_path):
