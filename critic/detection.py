@@ -16,7 +16,7 @@ import numpy as np
 
 from critic.base import FAILURE_TYPES, Critic, FailureQuery
 from critic.data.episodes import Episode
-from critic.data.samples import clip
+from critic.data.samples import camera_frames, clip
 from critic.eval import (
     auroc,
     binary_metrics,
@@ -37,6 +37,7 @@ def evaluate_failures(
     progress_threshold: float | None = None,
     frames_per_query: int = 8,
     achieved_threshold: float | None = None,
+    batch: int = 32,
 ) -> dict[str, Any]:
     """Whole-episode verdicts (and, for true failures, verdicts on prefixes for the delay), and
     the same decision read from the reward's own query on each episode's last frame: its
@@ -46,7 +47,7 @@ def evaluate_failures(
     decision ``failure probability >= threshold`` (``threshold_accuracy``, ``threshold_f1``, ...);
     ``progress_threshold`` does the same for ``1 - final progress`` under ``progress``, and
     ``achieved_threshold`` for ``1 - P(achieved)`` under ``achieved`` (absent when the critic
-    gives no such probability).
+    gives no such probability). ``batch``: the most queries sent to the critic in one call.
 
     Returns:
         ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
@@ -61,11 +62,11 @@ def evaluate_failures(
         ``success`` or its failure type, that it calls a failure); ``achieved``: the same for the
         achieved detector.
     """
-    verdicts = failure_verdicts(critic, episodes, frames, camera)
+    verdicts = failure_verdicts(critic, episodes, frames, camera, batch)
     actual = [not e.success for e in episodes]
     predicted = [v.success is False for v in verdicts]
     scores = [failure_probability(v) for v in verdicts]
-    last = last_frame_scores(critic, episodes, frames_per_query, camera)
+    last = last_frame_scores(critic, episodes, frames_per_query, camera, batch)
     by_progress, by_achieved = last["progress"], last["achieved"]
     confusion: dict[str, dict[str, int]] = {}
     typed = []
@@ -90,7 +91,7 @@ def evaluate_failures(
         confusion[truth][said] += 1
         if not episode.success and verdict.success is False and truth != "failure":
             typed.append(normalize_label(said) == normalize_label(truth))
-    delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera)
+    delays, in_time = _detection_delays(critic, episodes, frames, delay_points, camera, batch)
     majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
     return {
         "episodes": len(episodes),
@@ -134,19 +135,52 @@ def _judged_by_type(
 
 
 def failure_verdicts(
-    critic: Critic, episodes: Sequence[Episode], frames: int = 16, camera: str | None = None
+    critic: Critic,
+    episodes: Sequence[Episode],
+    frames: int = 16,
+    camera: str | None = None,
+    batch: int = 32,
 ) -> list:
-    """The critic's verdict on each whole episode (``frames`` frames spread over it)."""
+    """The critic's verdict on each whole episode (``frames`` frames spread over it), asked
+    ``batch`` episodes at a time.
+
+    Raises:
+        ValueError: ``frames`` < 2 (a clip spread from the first frame to the last, of one frame,
+            is the first frame: it would not show how the episode ended), or ``batch`` < 1.
+    """
+    check_failure_frames(frames)
     queries = [
         FailureQuery(
             episode.instruction,
-            clip(v := episode.frames[camera or episode.cameras[0]], len(v) - 1, frames),
+            clip(v := camera_frames(episode, camera), len(v) - 1, frames),
             privileged_success=episode.success,
             privileged_failure_type=episode.failure_type,
         )
         for episode in episodes
     ]
-    return critic.detect_failure(queries)
+    return _detect(critic, queries, batch)
+
+
+def check_failure_frames(frames: Any) -> None:
+    """A failure query's clip must reach the episode's end: at least 2 frames (the first and the
+    last; :func:`critic.base.clip_indices` of 1 frame is the first)."""
+    if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 2:
+        raise ValueError(
+            f"failure_frames={frames!r} must be an integer >= 2: a failure query's clip is spread "
+            "from the episode's first frame to its last, and one frame would be the first alone, "
+            "which does not show how the episode ended (16 by default)"
+        )
+
+
+def _detect(critic: Critic, queries: list[FailureQuery], batch: int) -> list:
+    """``critic.detect_failure`` over ``queries``, ``batch`` at a time (one call generates every
+    query it gets at once: a whole evaluation in one call would not fit a GPU's memory)."""
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise ValueError(f"batch={batch!r} must be an integer >= 1")
+    verdicts = []
+    for start in range(0, len(queries), batch):
+        verdicts.extend(critic.detect_failure(queries[start : start + batch]))
+    return verdicts
 
 
 FAILURE_DETECTORS = {
@@ -169,13 +203,14 @@ def failure_scores(
     """Each episode's probability of failure by ``detector`` (:data:`FAILURE_DETECTORS`); 0.5
     where the answer is unreadable, ``nan`` where the critic gives no probability that the task
     is achieved (``achieved``). ``frames``: the verdict query's frames; ``frames_per_query``: the
-    progress query's.
+    progress query's; ``batch``: the most queries in one call to the critic.
 
     Raises:
         ValueError: an unknown ``detector``.
     """
     if detector == "verdict":
-        return [failure_probability(v) for v in failure_verdicts(critic, episodes, frames, camera)]
+        verdicts = failure_verdicts(critic, episodes, frames, camera, batch)
+        return [failure_probability(v) for v in verdicts]
     if detector in FAILURE_DETECTORS:
         return last_frame_scores(critic, episodes, frames_per_query, camera, batch)[detector]
     raise ValueError(f"detector={detector!r} is not one of {list(FAILURE_DETECTORS)}")
@@ -193,7 +228,7 @@ def last_frame_scores(
     (``1 - P(achieved)``; ``nan`` where the critic gives none); 0.5 where unreadable."""
     queries = []
     for episode in episodes:
-        video = episode.frames[camera or episode.cameras[0]]
+        video = camera_frames(episode, camera)
         queries.append(
             progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
         )
@@ -228,7 +263,7 @@ def failure_probability(verdict) -> float:
     return 1.0 - verdict.confidence if verdict.success else verdict.confidence
 
 
-def _detection_delays(critic, episodes, frames, points, camera):
+def _detection_delays(critic, episodes, frames, points, camera, batch=32):
     """For each true failure with a failure time: prefixes ending at ``points`` frames spread from
     the failure frame to the last one; the delay is the first judged a failure (seconds). The last
     prefix is always the whole episode: one point is the whole episode alone."""
@@ -236,7 +271,7 @@ def _detection_delays(critic, episodes, frames, points, camera):
     for episode in episodes:
         if episode.success or episode.failure_step is None or points < 1:
             continue
-        video = episode.frames[camera or episode.cameras[0]]
+        video = camera_frames(episode, camera)
         last = len(video) - 1
         start = min(int(np.searchsorted(episode.steps, episode.failure_step)), last)
         # linspace(start, last, 1) is [start]: one point would never query the whole episode
@@ -251,7 +286,7 @@ def _detection_delays(critic, episodes, frames, points, camera):
             )
             for end in ends
         ]
-        verdicts = critic.detect_failure(queries)
+        verdicts = _detect(critic, queries, batch)
         hit = next((end for end, v in zip(ends, verdicts, strict=True) if v.success is False), None)
         in_time.append(hit is not None)
         if hit is not None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from critic.base import Critic, ProgressQuery, active_length
 from critic.data.episodes import Episode, is_policy_rollout
-from critic.data.samples import clip
+from critic.data.samples import camera_frames, clip
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def progress_queries(
     ``frames`` and ``progress`` replace the episode's own (the probes pass transformed videos);
     the privileged progress goes along for oracle critics.
     """
-    video = episode.frames[camera or episode.cameras[0]] if frames is None else frames
+    video = camera_frames(episode, camera) if frames is None else frames
     truth = episode.progress if progress is None else progress
     return [
         progress_query(episode, video, truth, t, frames_per_query)

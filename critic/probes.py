@@ -13,6 +13,7 @@ import numpy as np
 
 from critic.base import Critic, active_length
 from critic.data.episodes import Episode
+from critic.data.samples import camera_frames
 from critic.eval import nanmean, predict_progress, progress_queries, value_order_correlation
 
 PROBES = {
@@ -28,7 +29,7 @@ def probe_videos(
     episode: Episode, rng: np.random.Generator, camera: str | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The probes' videos and the privileged progress they show, from one expert episode."""
-    video = episode.frames[camera or episode.cameras[0]]
+    video = camera_frames(episode, camera)
     truth = np.asarray(episode.progress, dtype=float)
     active = active_length(truth)
     video, truth = video[:active], truth[:active]
@@ -50,6 +51,10 @@ def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None)
     if name in ("reversed", "shuffled"):
         return value_order_correlation(predicted)
     if name == "frozen":
+        if isinstance(freeze, bool) or not isinstance(freeze, int | np.integer):
+            raise ValueError(
+                f"probe 'frozen' needs freeze=<the frame index the arm froze at>, got {freeze!r}"
+            )
         return float(np.nanmean(predicted[freeze + 1 :]) - predicted[freeze])
     raise ValueError(f"unknown probe {name!r}; probes are {list(PROBES)}")
 

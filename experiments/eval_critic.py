@@ -45,6 +45,7 @@ class EvalConfigError(ValueError):
 def check_config(cfg: DictConfig) -> None:
     """Fail before any critic loads when the config cannot run."""
     from critic.data.episodes import finished_ids
+    from critic.detection import check_failure_frames
 
     data = list_option(cfg.data)
     if not list_option(cfg.critics):
@@ -82,6 +83,10 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg[key]
         if not is_int(value) or value < 1:
             raise EvalConfigError(f"{key}={value!r} must be an integer >= 1")
+    try:
+        check_failure_frames(cfg.failure_frames)
+    except ValueError as exc:
+        raise EvalConfigError(str(exc)) from None
     frames = cfg.frames_per_query
     if frames is not None and (not is_int(frames) or frames < 1):
         raise EvalConfigError(
@@ -275,7 +280,9 @@ def evaluate_critic(
         if calibration and calibration.get(task):
             fit = calibration[task]
             by_detector = {
-                "verdict": failure_scores(critic, fit, "verdict", cfg.failure_frames),
+                "verdict": failure_scores(
+                    critic, fit, "verdict", cfg.failure_frames, batch=cfg.batch
+                ),
                 **last_frame_scores(critic, fit, frames, batch=cfg.batch),  # one reading of both
             }
             for detector, scores in by_detector.items():
@@ -284,7 +291,7 @@ def evaluate_critic(
         row["failure"] = evaluate_failures(
             critic, episodes, cfg.failure_frames, cfg.delay_points, threshold=thresholds["verdict"],
             progress_threshold=thresholds["progress"], frames_per_query=frames,
-            achieved_threshold=thresholds["achieved"],
+            achieved_threshold=thresholds["achieved"], batch=cfg.batch,
         )  # fmt: skip
         if cfg.probes and has_progress:
             experts = [e for e in episodes if e.expert][: cfg.probe_episodes]

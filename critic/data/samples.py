@@ -82,7 +82,12 @@ def clip(frames: np.ndarray, end: int, count: int) -> np.ndarray:
     return frames[clip_indices(end + 1, count)]
 
 
-def _camera(episode: Episode, camera: str | None) -> np.ndarray:
+def camera_frames(episode: Episode, camera: str | None = None) -> np.ndarray:
+    """The episode's frames from ``camera`` (its first camera when ``None``).
+
+    Raises:
+        ValueError: the episode has no such camera (the message names the ones it has).
+    """
     name = camera or episode.cameras[0]
     if name not in episode.frames:
         raise ValueError(
@@ -134,7 +139,7 @@ def progress_samples(
     ``sft`` (the grounded chain of thought) or ``score`` (digit scale, answer only)."""
     if kind not in ("progress", "sft", "score"):
         raise ValueError(f"kind={kind!r} is not a progress kind; pick progress, sft or score")
-    video = _camera(episode, camera)
+    video = camera_frames(episode, camera)
     return [
         _anchored_sample(episode, video, c, c, frames, kind, rng)
         for c in cut_points(len(episode), cuts, rng)
@@ -158,7 +163,7 @@ def frozen_samples(
     Example:
         ``f = 3, c = 6``: the clip is drawn from frames ``0 1 2 3 3 3 3``; target ``progress[3]``.
     """
-    video = _camera(episode, camera)
+    video = camera_frames(episode, camera)
     # f <= last: before the first achieved frame, and before the last frame (c > f must exist)
     last = min(active_length(episode.progress) - 1, len(video) - 1) - 1
     if last < 1:
@@ -179,7 +184,7 @@ def failure_sample(
     failure_types: Sequence[str] = FAILURE_TYPES,
 ) -> Sample:
     """The whole episode → ``success`` or ``failure: <type>``, with a short grounded rationale."""
-    video = _camera(episode, camera)
+    video = camera_frames(episode, camera)
     prompt = prompts.failure_detection(
         episode.instruction, clip(video, len(video) - 1, frames), failure_types
     )
@@ -228,7 +233,7 @@ def pretext_samples(
     joint: bool = False,
 ) -> list[Sample]:
     """``count`` transformed clips; ``joint`` also asks the progress of the original clip's end."""
-    video = _camera(episode, camera)
+    video = camera_frames(episode, camera)
     # Only transforms that keep the clip's length and change it where the episode allows: a
     # speed_2x clip shorter than the others would give its label away, and reversing or
     # shuffling one frame changes nothing.

@@ -292,3 +292,69 @@ def test_failure_from_final_progress():
                                                delay_points=0)  # fmt: skip
     with pytest.raises(ValueError, match="detector='vote'"):
         failure_scores(OracleCritic(), episodes, "vote")
+
+
+class CallSizeOracle(OracleCritic):
+    """The oracle, recording how many queries each call carries and the frames (by their fill
+    value, 20 k at frame k) each failure query shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.shown = [], []
+
+    def estimate_progress(self, queries):
+        self.calls.append(len(queries))
+        return super().estimate_progress(queries)
+
+    def detect_failure(self, queries):
+        self.calls.append(len(queries))
+        self.shown += [(q.frames[:, 0, 0, 0] // 20).tolist() for q in queries]
+        return super().detect_failure(queries)
+
+
+def test_failure_detection_asks_the_critic_batch_queries_at_a_time():
+    # before, every episode's verdict query went to the critic in one call, whatever batch= said
+    # (a whole evaluation generated at once on a GPU)
+    episodes = [_episode(i, None if i % 2 else "stall") for i in range(5)]
+    critic = CallSizeOracle()
+    batched = evaluate_failures(critic, episodes, frames=4, delay_points=3, batch=2)
+    # 5 verdicts, then 5 last-frame readings, then 3 prefixes of each of the 3 failures
+    assert critic.calls == [2, 2, 1] + [2, 2, 1] + [2, 1] * 3
+    assert batched == evaluate_failures(OracleCritic(), episodes, frames=4, delay_points=3)
+    # the whole-episode clip of 4 frames runs from the first frame to the last (frame 11)
+    assert critic.shown[:2] == [[0, 4, 7, 11], [0, 4, 7, 11]]
+    critic.calls.clear()
+    failure_scores(critic, episodes, "verdict", frames=4, batch=3)
+    assert critic.calls == [3, 2]
+    with pytest.raises(ValueError, match=r"batch=0 must be an integer >= 1"):
+        evaluate_failures(critic, episodes, frames=4, batch=0)
+
+
+def test_a_failure_clip_of_one_frame_or_an_unknown_camera_is_refused():
+    # one frame spread from the first to the last is the first alone: every verdict was read from
+    # a frame that shows nothing of the outcome
+    episodes = [_episode(0), _episode(1, "stall")]
+    for call in (
+        lambda: evaluate_failures(OracleCritic(), episodes, frames=1),
+        lambda: failure_scores(OracleCritic(), episodes, "verdict", frames=1),
+    ):
+        with pytest.raises(
+            ValueError, match=r"failure_frames=1 must be an integer >= 2: a failure"
+        ):
+            call()
+    # a camera the episodes lack names the ones they have (it was a bare KeyError: 'wrist')
+    for call in (
+        lambda: evaluate_failures(OracleCritic(), episodes, frames=4, camera="wrist"),
+        lambda: progress_queries(episodes[0], camera="wrist"),
+    ):
+        with pytest.raises(ValueError, match=r"has no camera 'wrist'; it has \['cam'\]"):
+            call()
+
+
+def test_the_frozen_probe_needs_its_freeze_index():
+    from critic.probes import probe_statistic
+
+    predicted = np.array([0.1, 0.3, 0.3, 0.5])
+    assert probe_statistic("frozen", predicted, 1) == pytest.approx(0.1)  # mean(.3, .5) - .3
+    with pytest.raises(ValueError, match=r"probe 'frozen' needs freeze=<the frame index"):
+        probe_statistic("frozen", predicted)  # was a TypeError: None + 1

@@ -284,6 +284,9 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
          "pixels, the external videos' frames are resized to), e.g. external_size=128, or null "
          "to keep their own size"),
         (["external_size=0"], "external_size=0 must be an integer >= 1"),
+        # one frame spread from the first to the last is the first: no outcome to judge
+        (["failure_frames=1"], "failure_frames=1 must be an integer >= 2: a failure query's clip "
+         "is spread from the episode's first frame to its last"),
         (["external_size=-3"], "external_size=-3 must be an integer >= 1"),
         (["critics=[oracle,outputs/typo/final]"], "critics: 'outputs/typo/final' is neither a known "
          "critic (['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', "
