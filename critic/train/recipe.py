@@ -154,7 +154,8 @@ class Trainer:
             train = [s for s in train if s.completion]
             if settings.get("shuffle_labels"):
                 train = shuffled_labels(train, np.random.default_rng(cfg.seed))
-            if cfg.get("teacher") is not None:
+            elif cfg.get("teacher") is not None:
+                # not a format-only stage: its soft targets would teach the teacher's readings
                 taught = label_with_teacher(cfg, train)
         if not train:
             raise TrainConfigError(

@@ -178,6 +178,27 @@ def test_a_teacher_labels_its_tasks_with_its_own_readout(dataset, tmp_path, tiny
     assert np.isfinite(last["loss"]) and last["loss"] > 0
 
 
+def test_a_format_only_stage_is_not_taught_the_teacher_s_readings(dataset, tmp_path, tiny_model):
+    # shuffle_labels: answers permuted across samples, so the stage teaches the format alone; the
+    # teacher's soft targets (which SFT trains on in place of the answer) taught the real readings
+    from critic.models import save_model
+
+    save_model(*tiny_model, tmp_path / "teacher")
+    run = tmp_path / "run"
+    done = run_train(
+        run,
+        f"data=[{dataset}]",
+        f"teacher={tmp_path / 'teacher'}",
+        "pipeline=[readout]",
+        "+stages.readout.shuffle_labels=true",
+        "stages.readout.steps=1",
+        "stages.readout.batch_size=2",
+        "eval_every=1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_history(run)[0]["teacher_samples"] == 0
+
+
 def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):
     from critic.models import save_model
     from critic.train.draws import label_with_teacher, load_samples
