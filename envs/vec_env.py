@@ -8,8 +8,8 @@ the worker is what lets the last frame of an episode reach the critic before the
 
 With ``relabel=True`` (off-policy learners, as VLM-RM does) the critic is called once per finished
 episode instead, on all of its queries in one batch; steps return a placeholder reward of 0 and
-:class:`RelabelCallback` writes the critic's rewards into the replay buffer before the learner
-trains on them.
+:class:`envs.callbacks.RelabelCallback` writes the critic's rewards into the replay buffer before
+the learner trains on them.
 """
 
 from __future__ import annotations
@@ -58,6 +58,16 @@ class CriticFrames(gym.Wrapper):
         self._render = render
         self._steps = 0
 
+    @property
+    def critic_query_every(self) -> int:
+        """The query schedule this worker renders frames on (the wrapper above must share it)."""
+        return self._config.query_every
+
+    @property
+    def renders_critic_frames(self) -> bool:
+        """Whether this worker renders the critic's frames at all."""
+        return self._render
+
     def _frame(self) -> np.ndarray | None:
         return self.env.unwrapped.render_critic_view() if self._render else None
 
@@ -89,7 +99,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             (``terminate_on_success`` is not available here: sub-envs reset themselves).
         relabel: defer the critic to each episode's end: one batched call over all of the
             episode's queries, the rewards in the last step's ``info["critic_rewards"]`` and a
-            placeholder 0 from every step (use with :class:`RelabelCallback`; stepping it without
+            placeholder 0 from every step (use with :class:`envs.callbacks.RelabelCallback`; stepping it without
             one warns once, since a learner would see only the zeros). Queries carry no previous
             estimate in this mode.
     """
@@ -127,8 +137,41 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             ) from None
         self._configs = [self.config.for_critic(self.critic, task) for task in tasks]
         self.config = self._configs[0]
+        self._check_workers(venv)
         self._instructions = venv.get_attr("instruction")
         self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
+        # relabel: where the learner stored each step of every env's running episode in its
+        # replay buffer (RelabelCallback keeps it here, with the episode, across learn() calls)
+        self.relabel_positions: list[list[int]] = [[] for _ in range(self.num_envs)]
+
+    def _check_workers(self, venv) -> None:
+        """A critic that reads frames needs them on every query step: the workers must render,
+        and on a schedule that holds this wrapper's (a worker rendering every 5th step under a
+        wrapper querying every step sent no frame to 4 queries in 5, which then showed an old
+        frame while their reward was paid)."""
+        fix = "build the stack with envs.vec_env.make_viscritic_vec_env, or give both one config"
+        try:
+            schedules = venv.get_attr("critic_query_every")
+            renders = venv.get_attr("renders_critic_frames")
+        except AttributeError:
+            raise InvalidOptionError(
+                "VisCriticVecEnv needs CriticFrames workers directly underneath (each task env "
+                f"wrapped in envs.vec_env.CriticFrames); {fix}"
+            ) from None
+        if not self.critic.needs_frames:
+            return
+        if not all(renders):
+            raise InvalidOptionError(
+                f"the critic {self.critic.name!r} reads frames, but the CriticFrames workers were "
+                f"built with render=False; {fix}"
+            )
+        every = self.config.query_every
+        if any(every % k for k in schedules):
+            raise InvalidOptionError(
+                f"the CriticFrames workers render every {sorted(set(schedules))} steps, and this "
+                f"wrapper queries every {every}: queries on steps without a frame would show an "
+                f"old one; {fix}"
+            )
 
     @staticmethod
     def check_config(config: CriticRewardConfig, relabel: bool = False) -> None:
@@ -164,9 +207,23 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             for (env_index, tracker), est in zip(owners, estimates, strict=True)
         ]
 
+    def _reset_info(self, index: int) -> dict:
+        """Env ``index``'s info from its last reset, which must carry the task's progress."""
+        info = self.venv.reset_infos[index]
+        if "progress" not in info:
+            raise InvalidOptionError(
+                f"the reset info of env {index} has no 'progress': an SB3 VecEnvWrapper "
+                f"({type(self.venv).__name__}) sits between VisCriticVecEnv and its CriticFrames "
+                "workers, and passes no reset infos up; put SB3's wrappers (VecMonitor, "
+                "VecNormalize, ...) above VisCriticVecEnv"
+            )
+        return info
+
     def reset(self):
         obs = self.venv.reset()
-        for i, info in enumerate(self.venv.reset_infos):
+        self.relabel_positions = [[] for _ in range(self.num_envs)]
+        for i in range(self.num_envs):
+            info = self._reset_info(i)
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(info.get("critic_frame"), info["progress"])
         if self.relabel:
@@ -192,7 +249,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 owners.append((i, tracker))
                 asks.append((i, "step"))
             if done:
-                reset_info = self.venv.reset_infos[i]
+                reset_info = self._reset_info(i)
                 fresh[i] = self._new_tracker(i)
                 fresh[i].start(reset_info.get("critic_frame"), reset_info["progress"])
                 queries.append(fresh[i].query())
@@ -239,137 +296,58 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 "VisCriticVecEnv(relabel=True) returns a reward of 0 at every step and the "
                 "critic's rewards in the last step's info['critic_rewards']; no RelabelCallback "
                 "is attached to write them into a learner's replay buffer, so a learner trained "
-                "on this env sees zeros: pass callback=RelabelCallback() to learn(), or use "
-                "relabel=False",
+                "on this env sees zeros: pass callback=envs.callbacks.RelabelCallback() to "
+                "learn(), or use relabel=False",
                 stacklevel=4,  # the caller of VecEnv.step
             )
         estimates = iter(self._estimate(queries, owners))
         for i in finished:
-            replay = self._new_tracker(i)
             # the reset query's estimate, then one per step (None between queries)
             per_step = [next(estimates) if q is not None else None for _, q in self._pending[i]]
-            if self.config.between_queries == "interpolate":
-                per_step = [
-                    None if p is None else ProgressEstimate(p, achieved=a)
-                    for p, a in zip(
-                        interpolate_progress(per_step),
-                        interpolate_progress(per_step, "achieved"),
-                        strict=True,
-                    )
-                ]
-            replay.begin(per_step[0] or ProgressEstimate(None, status=ParseStatus.NO_ANSWER))
-            rewards = [
-                replay.reward(r, estimate)
-                for (r, _), estimate in zip(self._pending[i][1:], per_step[1:], strict=True)
-            ]
-            infos[i]["critic_rewards"] = np.asarray(rewards, dtype=np.float32)
+            rewards, replay = self._replay(i, per_step)
+            infos[i]["critic_rewards"] = rewards
             infos[i]["critic_return"] = replay.critic_return
             infos[i]["critic_progress"] = replay.progress
             infos[i]["critic_achieved"] = replay.achieved
-            reset_info = self.venv.reset_infos[i]
+            reset_info = self._reset_info(i)
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(reset_info.get("critic_frame"), reset_info["progress"])
             self._pending[i] = [(None, self._trackers[i].query())]
         return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
 
+    def _replay(self, index: int, per_step: list) -> tuple[np.ndarray, EpisodeTracker]:
+        """Env ``index``'s pending steps replayed through a fresh tracker with ``per_step``
+        estimates (the reset query's first): the rewards, one per step, and the tracker."""
+        if self.config.between_queries == "interpolate":
+            per_step = [
+                None if p is None else ProgressEstimate(p, achieved=a)
+                for p, a in zip(
+                    interpolate_progress(per_step),
+                    interpolate_progress(per_step, "achieved"),
+                    strict=True,
+                )
+            ]
+        replay = self._new_tracker(index)
+        replay.begin(per_step[0] or ProgressEstimate(None, status=ParseStatus.NO_ANSWER))
+        rewards = [
+            replay.reward(r, estimate)
+            for (r, _), estimate in zip(self._pending[index][1:], per_step[1:], strict=True)
+        ]
+        return np.asarray(rewards, dtype=np.float32), replay
+
+    def rewards_so_far(self, index: int) -> np.ndarray:
+        """The critic rewards of env ``index``'s running episode so far, one per step, as if it
+        ended now (relabel mode; one critic call over its queries): for an episode that a
+        learner's ``learn()`` stops in the middle of, whose steps are in the replay buffer."""
+        pending = self._pending[index]
+        queries = [q for _, q in pending if q is not None]
+        estimates = iter(self._estimate(queries, [(index, self._trackers[index])] * len(queries)))
+        per_step = [next(estimates) if q is not None else None for _, q in pending]
+        return self._replay(index, per_step)[0]
+
     def close(self) -> None:
         self.critic.close()
         super().close()
-
-
-_callbacks = require_package("stable_baselines3.common.callbacks", "rl", "envs.vec_env")
-
-
-class RelabelCallback(_callbacks.BaseCallback):
-    """Write the critic rewards of finished episodes (``VisCriticVecEnv(relabel=True)``) into an
-    off-policy learner's replay buffer, before it trains on them.
-
-    SB3 calls ``_on_step`` just before it stores a step's transition at ``replay_buffer.pos``, and
-    ``_on_rollout_end`` after the last store of a rollout: the positions are noted in the first,
-    the rewards written in the second. The learner must train per episode
-    (``train_freq=(1, "episode")``), so no placeholder reward is ever sampled.
-
-    Raises:
-        InvalidOptionError: the learner has no replay buffer or trains per step, or its env has
-            no ``VisCriticVecEnv(relabel=True)`` underneath.
-    """
-
-    def _on_training_start(self) -> None:
-        from stable_baselines3.common.type_aliases import TrainFrequencyUnit
-
-        buffer = getattr(self.model, "replay_buffer", None)
-        frequency = getattr(self.model, "train_freq", None)
-        if buffer is None or frequency is None:
-            raise InvalidOptionError(
-                f"relabelling needs an off-policy learner with a replay buffer (SAC, TD3, DQN); "
-                f"{type(self.model).__name__} has none: use the per-step critic reward instead"
-            )
-        if self.training_env.num_envs != 1:
-            raise InvalidOptionError(
-                f"relabelling trains once per finished episode, which SB3 allows with one env "
-                f"only; this one has {self.training_env.num_envs}: use n_envs=1"
-            )
-        if frequency.unit != TrainFrequencyUnit.EPISODE:
-            raise InvalidOptionError(
-                f"train_freq=({frequency.frequency}, {frequency.unit.value!r}) trains on steps "
-                "whose critic reward is not known "
-                "yet; relabel with train_freq=(1, 'episode') and gradient_steps=-1"
-            )
-        self._positions: list[list[int]] = [[] for _ in range(self.training_env.num_envs)]
-        self._ready: list[tuple[int, list[int], np.ndarray]] = []
-        env = self.training_env  # through SB3's wrappers (VecMonitor, VecNormalize, ...)
-        while not isinstance(env, VisCriticVecEnv) and hasattr(env, "venv"):
-            env = env.venv
-        if not isinstance(env, VisCriticVecEnv) or not env.relabel:
-            raise InvalidOptionError(
-                "RelabelCallback needs a VisCriticVecEnv(relabel=True) under the learner's env "
-                "(envs.make_viscritic_vec_env(..., relabel=True)); this env gives its rewards "
-                "at every step and needs no callback"
-            )
-        env.relabel_callback_attached = True
-
-    def _on_step(self) -> bool:
-        position = self.model.replay_buffer.pos  # where this step's transition is stored next
-        for i, info in enumerate(self.locals["infos"]):
-            self._positions[i].append(position)
-            if "critic_rewards" in info:
-                self._ready.append((i, self._positions[i], info["critic_rewards"]))
-                self._positions[i] = []
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = self.model.replay_buffer
-        for env_index, positions, rewards in self._ready:
-            buffer.rewards[positions, env_index] = rewards
-        self._ready = []
-
-
-class CriticFidelityCallback(_callbacks.BaseCallback):
-    """Record, for every episode the learner finishes, the critic's final progress beside the
-    simulator's privileged progress and true success: how faithful the reward stays on the
-    learner's own states, where a policy that games the critic shows up first.
-
-    Works below any learner on :class:`VisCriticVecEnv` (per-step or relabelled rewards): it reads
-    ``critic_return`` (set at each episode's end), ``critic_progress``, ``progress`` and
-    ``is_success`` from ``infos``. ``episodes`` holds ``(timestep, critic progress, true progress,
-    true success)`` rows in order.
-    """
-
-    def _on_training_start(self) -> None:
-        self.episodes: list[tuple[int, float, float, bool]] = []
-
-    def _on_step(self) -> bool:
-        for info in self.locals["infos"]:
-            if "critic_return" in info and info.get("critic_progress") is not None:
-                self.episodes.append(
-                    (
-                        int(self.num_timesteps),
-                        float(info["critic_progress"]),
-                        float(info["progress"]),
-                        bool(info.get("is_success", False)),
-                    )
-                )
-        return True
 
 
 def make_viscritic_vec_env(
@@ -433,5 +411,9 @@ def make_viscritic_vec_env(
         return CriticFrames(monitored, config, render=render)
 
     seed = None if seed is None else int(seed)
+    if vec_env_cls is not None and vec_env_cls is not _vec_env.DummyVecEnv:
+        # workers in other processes would report a bad camera, image size or task option as a
+        # lost connection: build one env here first, so the typed error reaches the caller
+        make_one().close()
     venv = make_vec_env(make_one, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
     return VisCriticVecEnv(venv, built, config, relabel=relabel)

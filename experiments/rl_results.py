@@ -61,7 +61,7 @@ class RunResult:
     wall_seconds: float
     env_steps: int
     # critic-rewarded conditions: (timestep, critic's final progress, true final progress, true
-    # success) per training episode, from envs.vec_env.CriticFidelityCallback
+    # success) per training episode, from envs.callbacks.CriticFidelityCallback
     episodes: list[tuple[int, float, float, bool]] = field(default_factory=list)
     # the final policy on the test start states: true success, true return and the task's true
     # progress at the last step, per episode (runs made before 2026-12-05 have no progress)

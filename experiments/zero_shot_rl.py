@@ -80,7 +80,7 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
     if condition != "ground_truth":
         from stable_baselines3.common.callbacks import CallbackList
 
-        from envs.vec_env import CriticFidelityCallback, RelabelCallback
+        from envs.callbacks import CriticFidelityCallback, RelabelCallback
 
         fidelity = CriticFidelityCallback()
         callbacks = [fidelity, callback]

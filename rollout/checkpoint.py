@@ -43,7 +43,7 @@ def named_checkpoints() -> dict[str, Path]:
     for entry in entry_points(group=CHECKPOINT_GROUP):
         try:
             shipped = entry.load()
-        except (ImportError, AttributeError) as exc:  # a package half-removed: its names only
+        except (ImportError, AttributeError) as exc:  # a broken install: say so, not a traceback
             raise ModelLoadError(
                 f"the installed package that ships checkpoints as {entry.value!r} does not "
                 f"import ({exc}); reinstall it (bash scripts/install.sh)"

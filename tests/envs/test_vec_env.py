@@ -251,7 +251,7 @@ def test_relabel_callback_writes_the_critic_rewards_into_sacs_replay_buffer():
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-    from envs.vec_env import RelabelCallback
+    from envs.callbacks import RelabelCallback
 
     venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed=0, horizon=HORIZON,
                                   relabel=True, reward_mode="delta")  # fmt: skip
@@ -279,7 +279,8 @@ def test_relabel_callback_writes_the_critic_rewards_into_sacs_replay_buffer():
 def test_relabel_without_its_callback_is_warned_and_a_bad_relabel_or_config_refused():
     from stable_baselines3 import SAC
 
-    from envs.vec_env import RelabelCallback, VisCriticVecEnv
+    from envs.callbacks import RelabelCallback
+    from envs.vec_env import VisCriticVecEnv
 
     with pytest.raises(InvalidOptionError, match=r"^relabel='no' must be True or False$"):
         make_viscritic_vec_env("Reacher-v5", 1, "oracle", horizon=HORIZON, relabel="no")
@@ -315,3 +316,132 @@ def test_a_bad_seed_vec_env_class_or_env_underneath_is_named():
     with pytest.raises(InvalidOptionError, match="needs VisCritic task envs underneath"):
         VisCriticVecEnv(bare, "oracle")
     bare.close()
+
+
+class _RecordRelabelled:
+    """An SB3 callback (built lazily: SB3 is an extra) that keeps each episode's relabelled
+    rewards, and one that stops ``learn()`` once ``num_timesteps`` reaches ``stop_at``."""
+
+    @staticmethod
+    def make(episodes: list, stop_at: int | None = None):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Record(BaseCallback):
+            def _on_step(self) -> bool:
+                episodes.extend(i["critic_rewards"] for i in self.locals["infos"]
+                                if "critic_rewards" in i)  # fmt: skip
+                return stop_at is None or self.num_timesteps < stop_at
+
+        return Record()
+
+
+def _relabelling_sac(**options):
+    from stable_baselines3 import SAC
+
+    venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed=0, horizon=HORIZON,
+                                  relabel=True, reward_mode="delta", **options)  # fmt: skip
+    return SAC("MlpPolicy", venv, train_freq=(1, "episode"), gradient_steps=-1, batch_size=8,
+               learning_starts=5, seed=0)  # fmt: skip
+
+
+def test_a_learn_stopped_on_an_episode_s_last_step_still_writes_its_rewards():
+    # StopTrainingOnMaxEpisodes returns False on the second episode's last step, before SB3
+    # stores it and without _on_rollout_end: that episode's rewards were never written (zeros)
+    from stable_baselines3.common.callbacks import CallbackList, StopTrainingOnMaxEpisodes
+
+    from envs.callbacks import RelabelCallback
+
+    model, episodes = _relabelling_sac(), []
+    stop = StopTrainingOnMaxEpisodes(2)
+    model.learn(10 * HORIZON, callback=CallbackList([_RecordRelabelled.make(episodes),
+                                                     RelabelCallback(), stop]))  # fmt: skip
+    assert model.replay_buffer.pos == 2 * HORIZON - 1  # the last step was not stored
+    stored = model.replay_buffer.rewards[: 2 * HORIZON - 1, 0]
+    np.testing.assert_allclose(stored, np.concatenate(episodes)[: 2 * HORIZON - 1], atol=1e-6)
+    assert np.abs(stored[HORIZON:]).sum() > 0
+
+
+def test_a_learn_stopped_mid_episode_relabels_it_so_far_and_a_resume_finishes_it():
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from envs.callbacks import RelabelCallback
+
+    model, episodes = _relabelling_sac(), []
+    # stops at the second episode's 4th step, which is not stored: 3 of its steps are
+    model.learn(10 * HORIZON, callback=CallbackList([_RecordRelabelled.make(episodes, HORIZON + 4),
+                                                     RelabelCallback()]))  # fmt: skip
+    buffer = model.replay_buffer
+    assert buffer.pos == HORIZON + 3 and len(episodes) == 1
+    first_three = buffer.rewards[HORIZON : HORIZON + 3, 0].copy()
+    assert np.abs(first_three).sum() > 0  # the oracle's deltas so far, not placeholder zeros
+    # a resume continues the episode (it was a ValueError: 10 rewards for 6 positions)
+    # (to num_timesteps 2 * HORIZON: the episode's end, the 4 steps before counted)
+    model.learn(HORIZON - 4, callback=CallbackList([_RecordRelabelled.make(episodes),
+                                                RelabelCallback()]), reset_num_timesteps=False)  # fmt: skip
+    assert len(episodes) == 2 and len(episodes[1]) == HORIZON
+    # the episode's 4th env step was never stored; its 5th was stored where the 4th would be
+    expected = np.delete(episodes[1], 3)
+    np.testing.assert_allclose(buffer.rewards[HORIZON : 2 * HORIZON - 1, 0], expected, atol=1e-6)
+    np.testing.assert_allclose(first_three, episodes[1][:3], atol=1e-6)  # so far = at the end
+
+
+def test_reward_normalisation_above_relabelled_rewards_is_refused():
+    # VecNormalize(norm_reward=True) learnt its scale from the placeholder zeros: SAC trained on
+    # rewards divided by ~2e-3 and clipped to 10
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from envs.callbacks import RelabelCallback
+
+    venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed=0, horizon=HORIZON,
+                                  relabel=True)  # fmt: skip
+    model = SAC("MlpPolicy", VecNormalize(venv, norm_obs=False, norm_reward=True),
+                train_freq=(1, "episode"), seed=0)  # fmt: skip
+    with pytest.raises(InvalidOptionError, match=r"^VecNormalize\(norm_reward=True\) learns"):
+        model.learn(2, callback=RelabelCallback())
+    SAC("MlpPolicy", VecNormalize(venv, norm_obs=True, norm_reward=False),
+        train_freq=(1, "episode"), learning_starts=5, seed=0).learn(HORIZON, callback=RelabelCallback())  # fmt: skip
+    venv.close()
+
+
+@pytest.mark.filterwarnings("ignore:The environment is already wrapped with a `Monitor`")
+def test_workers_that_cannot_serve_the_wrapper_are_named():
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from envs.critic_reward import CriticRewardConfig
+    from envs.vec_env import CriticFrames
+
+    def workers(query_every: int = 1, render: bool = True):
+        config = CriticRewardConfig(query_every=query_every)
+        return make_vec_env(lambda: CriticFrames(gym.wrappers.TimeLimit(
+            envs.make_task_env("Reacher-v5"), HORIZON), config, render=render), n_envs=1)  # fmt: skip
+
+    # workers rendering every 5th step under a wrapper querying every step: 4 queries in 5 showed
+    # the reset frame while progress rose
+    with pytest.raises(InvalidOptionError, match=r"render every \[5\] steps, and this wrapper "
+                                                 r"queries every 1: queries on steps"):  # fmt: skip
+        VisCriticVecEnv(workers(5), RecordingCritic(), {"query_every": 1})
+    with pytest.raises(InvalidOptionError, match="were built with render=False"):
+        VisCriticVecEnv(workers(render=False), RecordingCritic())
+    VisCriticVecEnv(workers(1), RecordingCritic(), {"query_every": 5}).close()  # a superset: fine
+    VisCriticVecEnv(workers(5, render=False), "oracle", {"query_every": 1}).close()  # no frames
+    # an SB3 wrapper between the workers and VisCriticVecEnv passes no reset infos up (KeyError)
+    below = VisCriticVecEnv(VecMonitor(workers()), "oracle")
+    with pytest.raises(InvalidOptionError, match=r"put SB3's wrappers \(VecMonitor, VecNorm"):
+        below.reset()
+    below.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"camera": "nope"}, "UnknownCameraError"),
+        ({"task_kwargs": {"bogus": 1}}, "InvalidOptionError"),
+    ],
+)
+def test_a_worker_s_option_error_reaches_the_caller_typed(options, error):
+    # in worker processes it was a ConnectionResetError, the typed error only in their stderr
+    with pytest.raises(Exception) as err:
+        make_viscritic_vec_env("Reacher-v5", 2, "oracle", vec_env_cls=SubprocVecEnv, **options)
+    assert type(err.value).__name__ == error
