@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -170,8 +171,9 @@ def write_report(results: dict[str, dict[str, float]], cfg: DictConfig, out_dir:
 def _valid_mode(mode: str) -> bool:
     if mode in MODES[:3]:
         return True
-    prefix, _, k = str(mode).partition("k=")
-    return prefix.strip() in ("oracle", "oracle+frames") and k.isdigit() and int(k) >= 1
+    # exactly as the loops read it (' oracle k=1' passed here and failed there)
+    matched = re.fullmatch(r"(oracle|oracle\+frames) k=(\d+)", str(mode))
+    return matched is not None and int(matched[2]) >= 1
 
 
 class BenchConfigError(ValueError):

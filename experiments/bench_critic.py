@@ -154,6 +154,12 @@ def _rate(fn, items: int, repeats: int) -> float:
     return items / float(np.median(times))
 
 
+def _take(queries: list, count: int) -> list:
+    """Exactly ``count`` queries, the recorded ones repeated in order as many times as needed (a
+    batch larger than 16 episodes' worth timed fewer queries than its rate was divided by)."""
+    return [queries[i % len(queries)] for i in range(count)]
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Check the config, record the queries, time the critic; writes bench_critic.json."""
     from critic.vlm import VLMCritic
@@ -169,7 +175,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
     batch_rates = {}
     for batch in cfg.batches:
-        chunk = (queries * 16)[:batch]
+        chunk = _take(queries, batch)
         batch_rates[batch] = _rate(
             lambda chunk=chunk: plain.estimate_progress(chunk), batch, cfg.repeats
         )
@@ -177,7 +183,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     results["batch_speedup"] = {b: r / batch_rates[cfg.batches[0]] for b, r in batch_rates.items()}
 
     results["per_query_ms"] = {
-        batch: _breakdown(plain, (queries * 16)[:batch], cfg.repeats)
+        batch: _breakdown(plain, _take(queries, batch), cfg.repeats)
         for batch in (cfg.batches[0], cfg.batches[-1])
     }
 
@@ -240,7 +246,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         "speedup": float(np.median(full_s) / np.median(shared_s)),
     }
 
-    reason = VLMCritic(model=cfg.model, mode="reason", samples=cfg.reason_samples,
+    # no cache, as the score critic: a repeated query would skip the vision tower in one of them
+    reason = VLMCritic(model=cfg.model, mode="reason", samples=cfg.reason_samples, cache=False,
                        max_new_tokens=cfg.reason_tokens, temperature=1.0)  # fmt: skip
     one = queries[-1:]
     score_latency = 1.0 / _rate(lambda: plain.estimate_progress(one), 1, cfg.repeats)

@@ -54,6 +54,9 @@ def _compose(config: str, *overrides: str):
         ("tasks=[]", "tasks is empty; give at least one, e.g. tasks=[Reacher-v5]"),
         ("modes=rew", "unknown modes ['rew']; use raw, camera, 'baseline camera', 'oracle k=<int>' "
          "or 'oracle+frames k=<int>'"),
+        # passed the check, then a bare ValueError when the loops were built
+        ("modes=[' oracle k=1']", "unknown modes [' oracle k=1']; use raw"),
+        ("modes=['oracle k=0']", "unknown modes ['oracle k=0']; use raw"),
     ],
 )  # fmt: skip
 def test_bench_config_is_checked_before_any_env_is_built(override, message):
@@ -70,6 +73,15 @@ def test_bench_takes_a_bare_task_and_mode():
 
     check_config(_compose("bench", "tasks=Reacher-v5", "modes=raw"))
     check_config(_compose("bench", "modes='oracle k=5'"))
+
+
+def test_bench_critic_times_exactly_the_batch_it_divides_by():
+    # (queries * 16)[:batch] held 16 episodes' queries: batch 64 over a 1-step episode (2 queries)
+    # timed 32 queries and reported twice the rate
+    from bench_critic import _take
+
+    assert _take(["a", "b", "c"], 7) == ["a", "b", "c", "a", "b", "c", "a"]
+    assert _take(["a", "b"], 64) == ["a", "b"] * 32
 
 
 def test_bench_critic_tiny_run(tmp_path):
