@@ -35,7 +35,10 @@ def is_number(value: Any, finite: bool = True) -> bool:
     """A real number of any kind (int, float, numpy's), not a bool; finite unless told."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
-    return not finite or math.isfinite(value)
+    try:
+        return not finite or math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400): no finite number here
+        return False
 
 
 def list_option(value: Any) -> list:

@@ -373,6 +373,8 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
             # how long the header says the video stream is (seconds; None when it does not say)
             if stream.duration is not None and stream.time_base is not None:
                 length = float(stream.duration * stream.time_base)
+            elif (tagged := _tagged_duration(stream.metadata)) is not None:  # mkv/webm tracks
+                length = tagged
             elif len(container.streams) == 1 and container.duration:  # the video's alone
                 length = container.duration / 1e6
             else:  # an audio track may run longer: no length to hold the video to
@@ -392,6 +394,12 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
     if not frames:
         raise EpisodeFormatError(f"{path}: the video holds no frames")
+    if size is None and len(sizes := {f.shape for f in frames}) > 1:
+        raise EpisodeFormatError(
+            f"{path}: its frames change size ({', '.join(f'{w}x{h}' for h, w, _ in sorted(sizes))}"
+            "), so they cannot be read as one video; give a frame size to resize every frame to "
+            "(eval_critic.py external_size=<pixels>, the default 128)"
+        )
     # A file cut short decodes the frames before the cut without an error; its header still says
     # how long the stream was. Compared by time, not frame count: a variable frame rate or a
     # longer audio track makes duration x rate no count of frames.
@@ -403,6 +411,19 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
             f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
         )
     return np.stack(frames), float(rate) if rate else 20.0
+
+
+def _tagged_duration(metadata: Any) -> float | None:
+    """A Matroska/WebM track's own ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``) in seconds, or None:
+    those containers give no stream duration, and the tag is written at the file's start, so a
+    file cut short still says how long its video was."""
+    text = str((metadata or {}).get("DURATION", ""))
+    hours, _, rest = text.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def _read_video(path: Path, expected: int) -> np.ndarray:

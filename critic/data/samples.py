@@ -32,7 +32,13 @@ from critic import prompts
 from critic.base import FAILURE_TYPES, active_length, clip_indices
 from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
-from critic.data.transforms import TEMPORAL, TRANSFORMS, apply_transform, window_length
+from critic.data.transforms import (
+    QUARTER_TURNS,
+    TEMPORAL,
+    TRANSFORMS,
+    apply_transform,
+    window_length,
+)
 from critic.parse import normalize_label
 
 KINDS = ("progress", "sft", "score", "frozen", "failure", "pretext", "joint")
@@ -234,22 +240,27 @@ def pretext_samples(
 ) -> list[Sample]:
     """``count`` transformed clips; ``joint`` also asks the progress of the original clip's end."""
     video = camera_frames(episode, camera)
-    # Only transforms that keep the clip's length and change it where the episode allows: a
-    # speed_2x clip shorter than the others would give its label away, and reversing or
-    # shuffling one frame changes nothing.
+    # Only transforms that keep the clip's shape and change it where the episode allows: a
+    # speed_2x clip shorter than the others would give its label away, as would a quarter turn
+    # of non-square frames (the tower's grid turns with it); reversing one frame changes nothing,
+    # and 2 frames shuffled are the 2 reversed.
     length = min(frames, len(video))
+    square = video.shape[1] == video.shape[2]
     usable = [
         t for t in transforms
         if window_length(t, length) <= len(video) and (length > 1 or t not in TEMPORAL)
+        and (length > 2 or t != "shuffle") and (square or t not in QUARTER_TURNS)
     ]  # fmt: skip
     samples = []
     for _ in range(count if usable else 0):
         name = usable[int(rng.integers(len(usable)))]
         start, end = _window(len(video), window_length(name, length), rng)
         shown = apply_transform(name, video[start:end], rng)
+        # the original clip's last frame the model is shown (speed_2x keeps every second one)
+        last = start + 2 * (length - 1) if name == "speed_2x" else end - 1
         target: dict[str, Any] = {"transform": name}
         if joint:
-            target["progress"] = float(episode.progress[end - 1])
+            target["progress"] = float(episode.progress[last])
             prompt = prompts.joint(episode.instruction, shown, transforms)
             completion = (
                 f"<think></think><transform>{name}</transform>"
@@ -264,7 +275,7 @@ def pretext_samples(
                 prompt,
                 target,
                 completion,
-                frame=end - 1,
+                frame=last,
                 meta={"window": (start, end)},
                 **_meta(episode),
             )

@@ -29,14 +29,21 @@ TRANSFORMS = (
 )
 ROTATIONS = ("none", "rotate_90", "rotate_180", "rotate_270")
 TEMPORAL = ("reverse", "shuffle", "speed_2x")  # change the frames' order or rate: need 2 or more
+QUARTER_TURNS = ("rotate_90", "rotate_270")  # swap height and width
 
 
 def _shuffle(frames: np.ndarray, rng: np.random.Generator, groups: int = 4) -> np.ndarray:
-    if len(frames) < 2:
-        raise ValueError(f"shuffle needs at least 2 frames, got {len(frames)}")
+    if len(frames) < 3:
+        raise ValueError(
+            f"shuffle needs at least 3 frames, got {len(frames)}: 2 frames have no order but "
+            "the clip's and its reverse"
+        )
     chunks = np.array_split(np.arange(len(frames)), min(groups, len(frames)))
     order = np.arange(len(chunks))
-    while np.array_equal(order, np.arange(len(chunks))):
+    # one frame a chunk (clips of up to `groups` frames): the chunks reversed would be the
+    # `reverse` transform's clip, taught under another label
+    ruled_out = [order.copy()] + ([order[::-1].copy()] if len(chunks) == len(frames) else [])
+    while any(np.array_equal(order, r) for r in ruled_out):
         order = rng.permutation(len(chunks))
     return frames[np.concatenate([chunks[i] for i in order])]
 

@@ -10,9 +10,17 @@ from omegaconf import DictConfig
 
 
 def load_samples(
-    cfg: DictConfig, kinds: tuple[str, ...], split: str, limit: int | None = None
+    cfg: DictConfig,
+    kinds: tuple[str, ...],
+    split: str,
+    limit: int | None = None,
+    stream: str | None = None,
 ) -> list:
     """Samples of ``kinds`` from the episodes of ``split`` (by seed), held-out tasks excluded.
+
+    The draws (cuts, windows, transforms) come from ``cfg.seed``, or, given a ``stream`` name
+    (a GRPO stage's), from a stream of their own: the pretext and joint stages drew the same
+    windows and transforms from the run's seed, so the second replayed the first's clips.
 
     ``limit`` (the validation set) is shared out evenly over the ``data`` folders, in their
     order, so a mixed run validates on every dataset and not only the first. Each sample's
@@ -22,7 +30,7 @@ def load_samples(
     from critic.data.episodes import iter_episodes
     from critic.data.samples import build_samples, seed_split
 
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed if stream is None else [int(cfg.seed), *stream.encode()])
     held = set(cfg.get("held_out_tasks") or [])
     task_frames = dict(cfg.get("task_frames") or {})
     samples = []

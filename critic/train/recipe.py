@@ -148,7 +148,11 @@ class Trainer:
         cfg, plan = self.cfg, self.plans[stage]
         settings = plan["settings"]
         self.stage, self.step, self.last_checkpoint = stage, 0, resume
-        train = load_samples(cfg, plan["kinds"], "train")
+        # SFT stages draw from the run's seed (as the shipped critic's recipe did); each GRPO
+        # stage from its own stream, so pretext and joint do not replay each other's clips
+        train = load_samples(
+            cfg, plan["kinds"], "train", stream=None if plan["rule"] == "sft" else stage
+        )
         taught = 0
         if plan["rule"] == "sft":
             train = [s for s in train if s.completion]

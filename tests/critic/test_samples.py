@@ -17,7 +17,7 @@ from critic.data.samples import (
     seed_split,
     task_split,
 )
-from critic.data.transforms import TRANSFORMS, apply_transform, window_length
+from critic.data.transforms import QUARTER_TURNS, TRANSFORMS, apply_transform, window_length
 from critic.parse import parse_progress, parse_transform, parse_verdict
 
 RNG = np.random.default_rng
@@ -185,6 +185,8 @@ def test_a_failure_of_unknown_type_is_taught_as_the_plain_answer_the_parser_take
     ("length", "drawn"),
     [
         (1, {"none", "rotate_90", "rotate_180", "rotate_270", "hflip"}),  # nothing to reorder
+        # 2 frames shuffled are the 2 reversed: taught as both labels, every shuffle was a reverse
+        (2, {"none", "rotate_90", "rotate_180", "rotate_270", "hflip", "reverse"}),
         (10, set(TRANSFORMS) - {"speed_2x"}),  # a speed_2x clip would be 5 frames, not 8
         (16, set(TRANSFORMS)),
     ],
@@ -195,6 +197,42 @@ def test_pretext_clips_are_all_as_long_and_only_of_transforms_that_fit(length, d
     samples = build_samples(episode, ["pretext"], RNG(0), pretext_count=200)
     assert {s.target["transform"] for s in samples} == drawn
     assert {len(s.prompt.videos[0]) for s in samples} == {min(8, length)}
+
+
+def test_quarter_turns_of_non_square_frames_are_not_drawn():
+    # a 4x6 clip turned is 6x4: the tower's grid gave the label away
+    episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(16, 4, 6)},
+                      np.linspace(0, 1, 16, dtype=np.float32), np.arange(16), True)  # fmt: skip
+    samples = build_samples(episode, ["pretext"], RNG(0), pretext_count=200)
+    assert {s.target["transform"] for s in samples} == set(TRANSFORMS) - set(QUARTER_TURNS)
+    assert {s.prompt.videos[0].shape[1:3] for s in samples} == {(4, 6)}
+
+
+def test_short_shuffles_are_never_the_reverse():
+    for t in (3, 4):  # one frame a group: the reversed order was a valid "shuffle"
+        f = _frames(t=t)
+        orders = {tuple(apply_transform("shuffle", f, RNG(seed))[:, 0, 0, 0] // 30)
+                  for seed in range(200)}  # fmt: skip
+        assert tuple(range(t)) not in orders and tuple(range(t))[::-1] not in orders
+        assert len(orders) == (4 if t == 3 else 22)  # 3! - 2 and 4! - 2 orders are left
+    with pytest.raises(ValueError, match="shuffle needs at least 3 frames, got 2"):
+        apply_transform("shuffle", _frames(t=2), RNG(0))
+
+
+def test_a_joint_speed_2x_sample_asks_the_progress_of_the_last_frame_it_shows():
+    # its target was the progress of the window's last frame, one the sped-up clip skips
+    episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(8, 2, 2)},
+                      np.linspace(0, 0.7, 8, dtype=np.float32), np.arange(8), True)  # fmt: skip
+    samples = build_samples(episode, ["joint"], RNG(0), frames=3, pretext_count=100)
+    fast = [s for s in samples if s.target["transform"] == "speed_2x"]
+    assert fast
+    for sample in fast:
+        start, end = sample.meta["window"]
+        shown = (sample.prompt.videos[0][:, 0, 0, 0] // 30).tolist()
+        assert end - start == 6 and shown == [start, start + 2, start + 4]
+        assert sample.frame == start + 4 and sample.target["progress"] == pytest.approx(
+            0.1 * (start + 4)
+        )
 
 
 def test_samples_own_their_pixels_so_the_episode_video_can_be_freed():

@@ -13,6 +13,7 @@ from tests.experiments.train_critic_cli import (
     check_overrides,
     load_recipe,
     read_history,
+    run_stages,
     run_train,
 )
 
@@ -133,12 +134,7 @@ def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monke
     _MADE.clear()
     trainer = module.Trainer(cfg, tmp_path)
     trainer.cfg.rollout_engine = "vllm"  # after check_config, which asks for a GPU
-    trainer.setup()
-    try:
-        for stage in ("pretext", "joint"):
-            trainer.run_stage(stage)
-    finally:
-        trainer.cleanup()
+    run_stages(trainer, ("pretext", "joint"))
     (fake,) = _MADE  # made once, at the first GRPO stage, from the weights then
     assert fake.options == {"gpu_memory_utilization": 0.3, "enable_sleep_mode": False}
     assert fake.video_token_id == trainer.model.config.video_token_id

@@ -12,6 +12,7 @@ from tests.experiments.train_critic_cli import (
     check_overrides,
     load_recipe,
     read_history,
+    run_stages,
     run_train,
 )
 
@@ -230,3 +231,37 @@ def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_m
         assert str(err.value).startswith(message)
     with pytest.raises(Exception, match=r"teacher_data=\[.*\] has no teacher; set teacher="):
         check_overrides(f"data=[{dataset},{twin}]", f"teacher_data=[{twin}]")
+
+
+def test_each_grpo_stage_draws_its_own_clips(dataset, tmp_path, monkeypatch):
+    # both stages drew from the run's seed, and pretext and joint samples consume it alike: the
+    # joint stage replayed the pretext stage's windows and transforms, clip for clip
+    import critic.train.recipe
+    from critic.train.draws import load_samples
+
+    module, cfg = load_recipe(
+        f"data=[{dataset}]", *TINY, "pipeline=[pretext,joint]", "stages.pretext.steps=1",
+        "stages.joint.steps=1", "stages.pretext.batch_size=4", "stages.joint.batch_size=4",
+        "eval_every=0", "checkpoint_every=0",
+    )  # fmt: skip
+
+    def clips(samples):
+        return [(s.episode_id, s.meta["window"], s.target["transform"]) for s in samples]
+
+    drawn = {}
+
+    def recording(cfg, kinds, split, limit=None, stream=None):
+        samples = load_samples(cfg, kinds, split, limit, stream)
+        if split == "train":
+            drawn[tuple(kinds)] = clips(samples)
+        return samples
+
+    monkeypatch.setattr(critic.train.recipe, "load_samples", recording)
+    trainer = module.Trainer(cfg, tmp_path)
+    run_stages(trainer, ("pretext", "joint"))
+    pretext, joint = drawn[("pretext",)], drawn[("joint",)]
+    assert len(pretext) == len(joint) > 2 and pretext != joint
+    # from the run's seed alone (what SFT stages still draw from) the two are the same clips
+    assert clips(load_samples(cfg, ("pretext",), "train")) == clips(
+        load_samples(cfg, ("joint",), "train")
+    )

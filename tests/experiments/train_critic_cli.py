@@ -59,3 +59,13 @@ def load_recipe(*overrides: str, config: str = "train_critic"):
 def check_overrides(*overrides: str):
     module, cfg = load_recipe(*overrides)
     return module.check_config(cfg), module.TrainConfigError
+
+
+def run_stages(trainer, stages) -> None:
+    """Set a built ``Trainer`` up, run ``stages`` in order, and clean up whatever happens."""
+    trainer.setup()
+    try:
+        for stage in stages:
+            trainer.run_stage(stage)
+    finally:
+        trainer.cleanup()

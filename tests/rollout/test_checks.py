@@ -28,6 +28,7 @@ from rollout.remote import RemoteEngine
         ("3", False, False),
         (None, False, False),
         ([3], False, False),
+        (10**400, True, False),  # too large for a float: was an OverflowError, not False
     ],
 )
 def test_what_counts_as_an_integer_and_a_number(value, integer, number):
