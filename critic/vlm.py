@@ -36,6 +36,7 @@ from critic.parse import parse_progress, parse_verdict
 from critic.vision import FrameError, ProcessorConfigError, VisionSpec
 from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
+from rollout.engine import MIN_TEMPERATURE
 
 MODES = ("score", "reason")
 
@@ -48,7 +49,6 @@ def is_server_url(model: str) -> bool:
 PROMPTS = ("anchored", "stepwise")
 
 # Below this a temperature divides logits into inf and the sampling probabilities into nan.
-MIN_TEMPERATURE = 1e-5
 
 
 @dataclass

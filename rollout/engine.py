@@ -14,6 +14,9 @@ from typing import Any
 
 from rollout.checks import is_int, is_number
 
+# Below this, logits / temperature overflow float32 and sampling fails (torch.multinomial).
+MIN_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class Request:
@@ -61,6 +64,11 @@ class SamplingParams:
         if not is_number(self.temperature) or self.temperature < 0:
             raise ValueError(
                 f"temperature={self.temperature!r} must be a number >= 0 (0 is greedy)"
+            )
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature={self.temperature!r} is too small to sample with (below "
+                f"{MIN_TEMPERATURE:g} the sampling probabilities overflow); use 0 for greedy"
             )
         if not is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p!r} must be a number in (0, 1]")

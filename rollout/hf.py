@@ -35,6 +35,7 @@ class HFEngine(Engine):
         self, model, pad_token_id: int, eos_token_id: int, cache=None, share_prefix: bool = True
     ) -> None:
         self.torch = require_package("torch", "vlm", "the transformers engine")
+        self.transformers = require_package("transformers", "vlm", "the transformers engine")
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
@@ -98,8 +99,16 @@ class HFEngine(Engine):
                     f"{video_tokens} video tokens in input_ids but no pixel_values_videos"
                 )
             return
-        if not isinstance(grid, torch.Tensor) or grid.dim() != 2 or grid.shape[1] != 3:
-            raise InvalidRequestError(f"video_grid_thw must be a [V, 3] tensor, got {_shape(grid)}")
+        if (
+            not isinstance(grid, torch.Tensor)
+            or grid.dim() != 2
+            or grid.shape[1] != 3
+            or len(grid) == 0
+        ):
+            raise InvalidRequestError(
+                f"video_grid_thw must be a [V, 3] tensor with V >= 1, got {_shape(grid)} (a "
+                "request without video gives None for it and for pixel_values_videos)"
+            )
         if grid.dtype not in (torch.int64, torch.int32):
             raise InvalidRequestError(f"video_grid_thw must be int64 or int32, got {grid.dtype}")
         merge = vision.spatial_merge_size
@@ -151,12 +160,17 @@ class HFEngine(Engine):
             )
 
     def _batch(self, requests: Sequence[Request], suffix: Sequence[int] = ()) -> dict:
-        """Left-pad ids, masks and token types; concatenate video tensors in request order."""
+        """Left-pad ids, masks and token types; concatenate video tensors in request order.
+
+        The token types are rebuilt from the ids (2 on video tokens, as the server does,
+        :meth:`with_token_types`): the model places videos by them, and a request's own (from
+        ``prompts.encode(video_token_type=1)``, or all zeros) made the local engine crash or
+        answer other than a served one."""
         torch = self.torch
         suffix_t = torch.tensor(list(suffix), dtype=torch.int64)
         ids = [torch.cat([r.input_ids.to(torch.int64), suffix_t]) for r in requests]
-        types = [torch.cat([r.mm_token_type_ids.to(torch.int32), torch.zeros(len(suffix), dtype=torch.int32)])
-                 for r in requests]  # fmt: skip
+        video_id = self.model.config.video_token_id
+        types = [(seq == video_id).to(torch.int32) * 2 for seq in ids]
         width = max(len(i) for i in ids)
         input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.int64)
         attention = torch.zeros((len(ids), width), dtype=torch.int64)
@@ -189,27 +203,39 @@ class HFEngine(Engine):
         sampling = (
             {} if greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         )
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            out = self.model.generate(
-                **batch,
-                suppress_tokens=self.vision_token_ids,
-                do_sample=not greedy,
-                num_return_sequences=n,
-                max_new_tokens=params.max_new_tokens,
-                pad_token_id=self.pad_token_id,
-                eos_token_id=self.eos_token_id,
-                **sampling,
-            )
+        # The params alone say how to decode. transformers fills every option a call leaves
+        # unset from the model's generation_config (a checkpoint's generation_config.json: Qwen's
+        # Instruct releases set a repetition penalty, top_k and top_p), so GRPO would train on
+        # completions of another distribution than the one whose log-probabilities it computes:
+        # the defaults stand in for it during the call.
+        own = self.model.generation_config
+        self.model.generation_config = self.transformers.GenerationConfig()
+        try:
+            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                out = self.model.generate(
+                    **batch,
+                    suppress_tokens=self.vision_token_ids,
+                    do_sample=not greedy,
+                    num_return_sequences=n,
+                    max_new_tokens=params.max_new_tokens,
+                    pad_token_id=self.pad_token_id,
+                    eos_token_id=self.eos_token_id,
+                    **sampling,
+                )
+        finally:
+            self.model.generation_config = own
         new = out[:, batch["input_ids"].shape[1] :].tolist()
         completions = []
         for i in range(len(requests)):
             group = []
             for seq in new[i * n : (i + 1) * n]:
-                if self.eos_token_id in seq:
-                    seq = seq[: seq.index(self.eos_token_id)]
-                group.append([t for t in seq if t != self.pad_token_id])
+                # transformers pads a row only after its EOS: what comes before is the model's,
+                # pad tokens it generated included
+                group.append(
+                    seq[: seq.index(self.eos_token_id)] if self.eos_token_id in seq else seq
+                )
             completions.append([list(c) for c in group * copies])
         return completions
 
@@ -218,6 +244,10 @@ class HFEngine(Engine):
     ):
         """See :meth:`Engine.score`; ``prefix`` tokens (e.g. ``<answer>``) are appended first."""
         torch = self.torch
+        if not len(candidates):
+            raise InvalidRequestError("candidates must name at least one token id")
+        self.check_token_ids(list(candidates), "candidates")  # -1 read the last token's logit
+        self.check_token_ids(list(prefix), "prefix")
         if not requests:
             return torch.zeros((0, len(candidates)))
         batch = self._batch(requests, prefix)

@@ -126,8 +126,11 @@ def test_seeded_sampling_repeats_and_n_groups(engine_and_requests):
         ({"temperature": "0.5"}, "temperature='0.5' must be a number >= 0 (0 is greedy)"),
         ({"top_p": math.nan}, "top_p=nan must be a number in (0, 1]"),
         ({"seed": -1}, "seed=-1 must be None or an integer in [0, 2**63)"),
+        # logits / 1e-40 overflow: a raw RuntimeError from torch.multinomial before
+        ({"temperature": 1e-40}, "temperature=1e-40 is too small to sample with (below 1e-05 "
+         "the sampling probabilities overflow); use 0 for greedy"),
     ],
-)
+)  # fmt: skip
 def test_bad_sampling_params(options, message):
     with pytest.raises(ValueError) as err:
         SamplingParams(**options)
@@ -187,3 +190,77 @@ def test_qwen3_vl_requests_are_checked_segment_by_segment(vl_model):
         engine.check_request(wrong)
     # an unchecked one is not shared (its runs do not make the grid's videos), not an IndexError
     assert engine.shared_prefix([wrong, wrong], engine._batch([wrong, wrong])) is None
+
+
+def test_the_checkpoint_s_generation_config_does_not_change_decoding(tiny_model):
+    # transformers fills every option a call leaves unset from the model's generation_config, so
+    # a checkpoint's repetition penalty changed greedy answers and GRPO's sampling distribution
+    import copy
+
+    model, tokenizer = tiny_model
+    model = copy.deepcopy(model)
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    request = Request(**prompts.encode(prompts.stepwise_progress("lift", frames, None), tokenizer))
+    greedy = SamplingParams(temperature=0, max_new_tokens=12)
+    sampled = SamplingParams(n=2, temperature=1.0, max_new_tokens=12, seed=0)
+    plain = engine.generate([request], greedy), engine.generate([request], sampled)
+    model.generation_config.repetition_penalty = 1.3
+    model.generation_config.no_repeat_ngram_size = 2
+    model.generation_config.top_k = 5
+    assert (engine.generate([request], greedy), engine.generate([request], sampled)) == plain
+    assert model.generation_config.repetition_penalty == 1.3  # the model's own is left as it was
+    with torch.inference_mode():  # the control: the penalty does change what the model says
+        out = model.generate(**engine._batch([request]), do_sample=False, max_new_tokens=12,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=-1,
+                             suppress_tokens=engine.vision_token_ids)  # fmt: skip
+    assert out[0, len(request.input_ids) :].tolist() != plain[0][0][0]
+
+
+def test_a_generated_pad_token_stays_in_the_completion(tiny_model):
+    # pads come only after a row's EOS, where the completion is cut; one the model says itself
+    # was deleted, so the engine returned a sequence the model never produced
+    import copy
+
+    model, tokenizer = tiny_model
+    model = copy.deepcopy(model)
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    request = Request(**prompts.encode(prompts.stepwise_progress("lift", frames, None), tokenizer))
+    greedy = SamplingParams(temperature=0, max_new_tokens=8)
+    (before,) = engine.generate([request], greedy)[0]
+    with torch.no_grad():  # the pad where the model said before[1]
+        weights = model.get_output_embeddings().weight
+        weights[tokenizer.pad_token_id] = 3 * weights[before[1]]
+    (after,) = engine.generate([request], greedy)[0]
+    assert after[1] == tokenizer.pad_token_id and len(after) == 8
+
+
+def test_the_local_engine_reads_token_types_from_the_ids_as_the_server_does(engine_and_requests):
+    # a request's own types placed its videos: video_token_type=1 crashed inside transformers and
+    # all-zero types gave another answer than the server, which rebuilds them from the ids
+    engine, requests = engine_and_requests
+    expected = engine.score(requests, list(range(10)))
+    for fill in (0, 1):
+        odd = [Request(**{**r.__dict__, "mm_token_type_ids": torch.full_like(r.mm_token_type_ids, fill)})
+               for r in requests]  # fmt: skip
+        torch.testing.assert_close(engine.score(odd, list(range(10))), expected, atol=1e-6, rtol=0)
+
+
+def test_score_refuses_what_the_server_refuses(engine_and_requests):
+    engine, requests = engine_and_requests
+    from rollout.engine import InvalidRequestError
+
+    for candidates, message in (
+        ([-1, 28], r"\[-1\]"),
+        ([], "at least one token id"),
+        ([10**6], "outside"),
+    ):
+        with pytest.raises(InvalidRequestError, match=message):  # -1 read the last token's
+            engine.score(requests, candidates)
+    with pytest.raises(InvalidRequestError, match="prefix holds ids outside the vocabulary"):
+        engine.score(requests, [1, 2], prefix=[-5])
+    empty = Request(requests[0].input_ids, requests[0].mm_token_type_ids,
+                    requests[0].pixel_values_videos[:0], requests[0].video_grid_thw[:0])  # fmt: skip
+    with pytest.raises(InvalidRequestError, match=r"must be a \[V, 3\] tensor with V >= 1"):
+        engine.check_request(empty)  # it passed, then torch.cat([]) inside the model
