@@ -192,9 +192,8 @@ def test_qwen3_vl_requests_are_checked_segment_by_segment(vl_model):
     assert engine.shared_prefix([wrong, wrong], engine._batch([wrong, wrong])) is None
 
 
-def test_the_checkpoint_s_generation_config_does_not_change_decoding(tiny_model):
-    # transformers fills every option a call leaves unset from the model's generation_config, so
-    # a checkpoint's repetition penalty changed greedy answers and GRPO's sampling distribution
+def _own_copy(tiny_model):
+    """A copy of the tiny model to change, its engine, and one video request for it."""
     import copy
 
     model, tokenizer = tiny_model
@@ -202,6 +201,13 @@ def test_the_checkpoint_s_generation_config_does_not_change_decoding(tiny_model)
     engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
     frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     request = Request(**prompts.encode(prompts.stepwise_progress("lift", frames, None), tokenizer))
+    return model, tokenizer, engine, request
+
+
+def test_the_checkpoint_s_generation_config_does_not_change_decoding(tiny_model):
+    # transformers fills every option a call leaves unset from the model's generation_config, so
+    # a checkpoint's repetition penalty changed greedy answers and GRPO's sampling distribution
+    model, tokenizer, engine, request = _own_copy(tiny_model)
     greedy = SamplingParams(temperature=0, max_new_tokens=12)
     sampled = SamplingParams(n=2, temperature=1.0, max_new_tokens=12, seed=0)
     plain = engine.generate([request], greedy), engine.generate([request], sampled)
@@ -220,13 +226,7 @@ def test_the_checkpoint_s_generation_config_does_not_change_decoding(tiny_model)
 def test_a_generated_pad_token_stays_in_the_completion(tiny_model):
     # pads come only after a row's EOS, where the completion is cut; one the model says itself
     # was deleted, so the engine returned a sequence the model never produced
-    import copy
-
-    model, tokenizer = tiny_model
-    model = copy.deepcopy(model)
-    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    request = Request(**prompts.encode(prompts.stepwise_progress("lift", frames, None), tokenizer))
+    model, tokenizer, engine, request = _own_copy(tiny_model)
     greedy = SamplingParams(temperature=0, max_new_tokens=8)
     (before,) = engine.generate([request], greedy)[0]
     with torch.no_grad():  # the pad where the model said before[1]
