@@ -50,11 +50,13 @@ def report_lines(
         "## Progress",
         "",
         "VOC over the active part of expert episodes (up to the first frame the task is achieved); "
-        "MAE over every frame read (`readable` is their share). `const` is the best constant "
-        "predictor (the median truth of the same frames).",
+        "MAE over every frame read (`readable`: their share, of the expert and of the failure "
+        "episodes' frames). `const` is the best constant predictor (the median truth of the same "
+        "frames).",
         "",
-        "| critic | task | expert MAE | const MAE | expert VOC | failure MAE | failure VOC | readable |",
-        "|---|---|---|---|---|---|---|---|",
+        "| critic | task | expert MAE | const MAE | expert VOC | expert readable | failure MAE "
+        "| failure VOC | failure readable |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, by_task in results.items():
         for task, row in by_task.items():
@@ -65,8 +67,8 @@ def report_lines(
                 continue
             lines.append(
                 f"| {name} | {task} | {_fmt(ex.get('mae'))} | {_fmt(ex.get('constant_mae'))} "
-                f"| {_fmt(ex.get('voc'))} | {_fmt(fa.get('mae'))} | {_fmt(fa.get('voc'))} "
-                f"| {_fmt(ex.get('readable'))} |"
+                f"| {_fmt(ex.get('voc'))} | {_fmt(ex.get('readable'))} | {_fmt(fa.get('mae'))} "
+                f"| {_fmt(fa.get('voc'))} | {_fmt(fa.get('readable'))} |"
             )
     policy = [(name, task, row["progress"]["policy"]) for name, by_task in results.items()
               for task, row in by_task.items() if "policy" in row.get("progress", {})]  # fmt: skip

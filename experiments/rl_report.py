@@ -1,6 +1,6 @@
 """The report of zero-shot RL runs: ``results.json``, the learning curves and ``report.md``.
 
-Split from ``rl_results.py`` (what a run records, the summaries over seeds, merging) along the
+Split from ``rl_results.py`` (what a run records, the summaries over seeds) along the
 line between computing results and writing them down; ``zero_shot_rl.py`` and the tests import
 both. Every option that changes what a figure means is named in the report: the algorithm's, the
 task's, the critic's, the reward's, and where merged runs came from.
@@ -102,7 +102,8 @@ def write_report(
         mine = [r for r in runs if r.condition == condition and r.timesteps]
         if not mine:
             continue
-        steps = mine[0].timesteps
+        # the points every run has (a run cut short, or edited, has fewer)
+        steps = mine[0].timesteps[: min(len(r.timesteps) for r in mine)]
         for ax, key in ((ax_s, "success_rate"), (ax_r, "true_return")):
             values = np.array([getattr(r, key)[: len(steps)] for r in mine])
             mean, std = values.mean(axis=0), values.std(axis=0)
@@ -138,11 +139,13 @@ def write_report(
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
         f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
         f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "
-        f"(Wilson) interval; the true final progress is the task's progress at the episode's end "
+        f"Wilson interval, which takes the episodes as independent draws and so leaves out the "
+        f"spread between seeds (the ± and the ratio's interval over seeds carry it); the true "
+        f"final progress is the task's progress at the episode's end "
         "(mean over episodes: how near the policy gets). The learning curve's last point "
         f"({cfg.eval_episodes} episodes per seed) is beside it.",
         "",
-        "| condition | true success (test) | successes (95 % CI) | true return (test) "
+        "| condition | true success (test) | successes, pooled (95 % Wilson) | true return (test) "
         "| true final progress (test) | true success (curve, last) | true return (curve, last) "
         "| wall s / run | env steps/s |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -1,5 +1,5 @@
-"""Results of zero-shot RL runs: what one run records, the summary over seeds, and merging the
-``results.json`` of earlier runs into one comparison (the report is ``rl_report.py``).
+"""Results of zero-shot RL runs: what one run records and the summary over seeds (merging the
+``results.json`` of earlier runs is ``rl_merge.py``, the report ``rl_report.py``).
 
 Split from ``zero_shot_rl.py`` (which trains) along the line between running an experiment and
 reading its results; both it and the tests import this module. ``python
@@ -9,15 +9,13 @@ tests find it through pytest's ``pythonpath``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from rollout.checks import is_int, is_number
+from rollout.checks import is_int
 
 CONDITIONS = ("critic", "oracle", "ground_truth")
 TEST_SEED = 20_000  # the final test's start states: the same for every condition and seed
@@ -331,165 +329,3 @@ def summarise(
             "wall_time_ratio": cr["wall_seconds_mean"] / gt["wall_seconds_mean"],
         }
     return summary
-
-
-# What must agree between merged runs: for every run, and for the runs of the conditions that
-# learn from the reward wrapper (the ground truth's learner never sees the critic or its options).
-MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_episodes",
-              "test_episodes")  # fmt: skip
-MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel"),
-                  "ground_truth": ("ground_truth_per_episode",)}  # fmt: skip
-MERGE_DEFAULTS = {"ground_truth_per_episode": False}  # what runs made before the option had
-# reward options read by one reward mode only: left out of the comparison under the others (and
-# missing from runs made before the option existed)
-MODE_OPTIONS = {"gamma": "potential", "log_floor": "log"}
-
-
-def _compared(config: DictConfig, key: str) -> Any:
-    """A run's ``key`` as merge compares it: the default where the run predates the option, and
-    without a reward option its reward mode does not read (:data:`MODE_OPTIONS`)."""
-    value = OmegaConf.to_container(config, resolve=True).get(key, MERGE_DEFAULTS.get(key))
-    if key == "reward" and isinstance(value, dict):
-        mode = value.get("reward_mode")
-        value = {k: v for k, v in value.items() if MODE_OPTIONS.get(k, mode) == mode}
-    return value
-
-
-# What merge reads from a results.json's config, besides the options of MERGE_SAME it compares.
-MERGE_READS = ("env", "algo", "total_timesteps", "critic", "reward", "relabel")
-# a run's lists with one entry per test episode, beside test_successes
-TEST_FIELDS = ("test_returns", "test_final_progress", "test_start_state", "test_final_state")
-
-
-def _check_results(config: Any, runs: Any) -> None:
-    """Raise ``ValueError`` naming what a results.json lacks for merge: its config's
-    :data:`MERGE_READS`, a run, or a run's required fields, a known condition and an int seed."""
-    from dataclasses import MISSING, fields
-
-    if not isinstance(config, dict) or any(key not in config for key in MERGE_READS):
-        have = sorted(config) if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"its config must hold {list(MERGE_READS)}, it has {have}")
-    if not isinstance(runs, list) or not runs:
-        raise ValueError(f"it holds no runs (runs={runs!r})")
-    required = {f.name for f in fields(RunResult)
-                if f.default is MISSING and f.default_factory is MISSING}  # fmt: skip
-    for run in runs:
-        if not isinstance(run, dict) or not required <= run.keys():
-            lacks = sorted(required - run.keys()) if isinstance(run, dict) else "everything"
-            raise ValueError(f"a run without {lacks}")
-        if run["condition"] not in CONDITIONS:
-            raise ValueError(f"a run of condition {run['condition']!r}, not one of {CONDITIONS}")
-        if not is_int(run["seed"]):
-            raise ValueError(f"a run whose seed is {run['seed']!r}, not an int")
-        name = f"{run['condition']}_seed{run['seed']}"
-        tests = run.get("test_successes") or []
-        if not isinstance(tests, list):
-            raise ValueError(f"run {name}: test_successes must be a list, it is {tests!r:.80}")
-        for key in TEST_FIELDS:
-            value = run.get(key)
-            # absent, null or empty: a run made before it was recorded (the returns never were)
-            missing = value is None or value == []
-            if (missing and key == "test_returns" and tests) or not (
-                missing or (isinstance(value, list) and len(value) == len(tests))
-            ):
-                raise ValueError(
-                    f"run {name}: {key} must be a list of one entry per test episode "
-                    f"({len(tests)}), it is {value!r:.80}"
-                )
-        machine = run.get("machine") or {}
-        if not isinstance(machine, dict) or not all(isinstance(v, str) for v in machine.values()):
-            raise ValueError(
-                f"run {name}: machine must map names to version strings, it is {machine!r:.80}"
-            )
-        for key in ("test_start_state", "test_final_state"):
-            for state in run.get(key) or []:
-                if not isinstance(state, dict) or not all(
-                    is_number(v, finite=False) for v in state.values()
-                ):
-                    raise ValueError(
-                        f"run {name}: {key} must hold one mapping of names to numbers per test "
-                        f"episode, it holds {state!r:.80}"
-                    )
-
-
-def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
-    """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
-    conditions of all of them, the critic's options from the runs that used one), the runs in
-    condition and seed order, and where each came from. An entry ``<run dir>:<condition>`` takes
-    that condition's runs of the folder only.
-
-    Raises:
-        ExperimentConfigError: a folder without a readable ``results.json``, runs that differ in
-            what makes them comparable (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`), or the same
-            condition and seed twice.
-    """
-    from dataclasses import fields
-
-    known = {f.name for f in fields(RunResult)}
-    loaded = []
-    for entry in run_dirs:
-        head, _, tail = str(entry).rpartition(":")
-        folder, only = (Path(head), tail) if head and tail in CONDITIONS else (Path(entry), None)
-        path = folder / "results.json"
-        try:
-            results = json.loads(path.read_text())
-            config, runs = results["config"], results["runs"]
-            _check_results(config, runs)
-            config = OmegaConf.create(config)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ExperimentConfigError(
-                f"merge: {path} is not a results.json that zero_shot_rl.py wrote ({exc!r}); give "
-                "the run dirs of earlier runs"
-            ) from exc
-        if only:
-            runs = [r for r in runs if r["condition"] == only]
-            if not runs:
-                raise ExperimentConfigError(f"merge: {folder} has no {only} runs ({entry!r})")
-        loaded.append((folder, config, runs))
-    holding = {c: [x for x in loaded if any(r["condition"] == c for r in x[2])]
-               for c in MERGE_SAME_FOR}  # fmt: skip
-    for keys, group in [(MERGE_SAME, loaded)] + [
-        (MERGE_SAME_FOR[c], g) for c, g in holding.items()
-    ]:
-        for key in keys:
-            values = [(f, _compared(c, key)) for f, c, _ in group]
-            for folder, value in values[1:]:
-                if value != values[0][1]:
-                    raise ExperimentConfigError(
-                        f"merge: {values[0][0]} has {key}={values[0][1]!r} and {folder} has "
-                        f"{key}={value!r}; only runs with the same task, algorithm, budget, "
-                        "tests and reward options make one comparison"
-                    )
-    seen: dict[tuple[str, int], Path] = {}
-    merged: list[RunResult] = []
-    sources = []
-    for folder, _, runs in loaded:
-        for record in runs:
-            key = (record["condition"], int(record["seed"]))
-            if key in seen:
-                raise ExperimentConfigError(
-                    f"merge: {key[0]} seed {key[1]} is in both {seen[key]} and {folder}; "
-                    "merge each run once"
-                )
-            seen[key] = folder
-            # null is absent (the field's default), as in runs made before it was recorded
-            values = {k: v for k, v in record.items() if k in known and v is not None}
-            values["episodes"] = [tuple(e) for e in values.get("episodes", [])]
-            merged.append(RunResult(**values))
-        ordered = sorted(runs, key=lambda r: (r["condition"], int(r["seed"])))
-        sources.append({"run_dir": str(folder),
-                        "runs": [f"{r['condition']}_seed{r['seed']}" for r in ordered]})  # fmt: skip
-    order = {c: i for i, c in enumerate(CONDITIONS)}
-    merged.sort(key=lambda r: (order.get(r.condition, len(order)), r.seed))
-    # the reward's and critic's options come from the runs that used them
-    user = next((holding[c][0][1] for c in ("critic", "oracle") if holding[c]), loaded[0][1])
-    truth = holding["ground_truth"][0][1] if holding["ground_truth"] else loaded[0][1]
-    config = OmegaConf.merge(
-        loaded[0][1],
-        {"ground_truth_per_episode": truth.get("ground_truth_per_episode", False)},
-        {"conditions": list(dict.fromkeys(r.condition for r in merged)),
-         "seeds": sorted({r.seed for r in merged})},
-    )  # fmt: skip
-    for key in ("critic", "reward", "relabel"):  # replaced, not merged: no keys of another critic
-        OmegaConf.update(config, key, user[key], merge=False)
-    return config, merged, sources

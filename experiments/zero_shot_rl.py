@@ -36,18 +36,12 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from rl_merge import merge_runs
 
 # Beside this script (its folder is on sys.path): what a run records, summaries, merge; report;
 # the config check and the envs each condition learns in.
 from rl_report import write_report
-from rl_results import (
-    TEST_SEED,
-    ExperimentConfigError,
-    RunResult,
-    machine_record,
-    merge_runs,
-    summarise,
-)
+from rl_results import TEST_SEED, ExperimentConfigError, RunResult, machine_record, summarise
 from rl_setup import build_train_env, check_config, training_schedule, true_reward_env
 from run_dir import RunDirError, check_run_dir
 

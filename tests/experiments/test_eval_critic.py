@@ -127,6 +127,11 @@ def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
     from eval_report import report_lines
 
     report = "\n".join(report_lines(results, cfg))
+    # the progress row: nothing of experts, the failures' MAE with their own readable share (the
+    # one column read the experts' share, n/a here beside a failure MAE read on every frame)
+    progress = next(line for line in report.splitlines() if line.startswith("| oracle |"))
+    assert progress.startswith("| oracle | Reacher-v5 | n/a | n/a | n/a | n/a | 0.00 |")
+    assert progress.endswith("| 1.00 |")
     probes = "n/a (no expert episodes)"
     assert f"| oracle | Reacher-v5 | {probes} | {probes} | {probes} | {probes} |" in report
     assert "FAIL" not in report

@@ -108,7 +108,8 @@ def test_fidelity_summary_pools_the_last_quarter_of_each_run():
 
 
 def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare(tmp_path):
-    from rl_results import ExperimentConfigError, merge_runs, summarise
+    from rl_merge import merge_runs
+    from rl_results import ExperimentConfigError, summarise
 
     first = run_dir(tmp_path, "first")
     more = run_dir(tmp_path, "more", seed_offset=3, keep=("critic", "ground_truth"))
@@ -167,6 +168,15 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
     log_other = run_dir(tmp_path, "log_other", lambda c: (log(c), floor(c)), 24, keep=("critic",))
     with pytest.raises(ExperimentConfigError, match=r"log_other has reward=.*'log_floor': 0.2"):
         merge_runs([str(logged), str(log_other)])
+    # the oracle learns through the critic's wrapper and options: a critic of one dir and an
+    # oracle of another were never compared, and the report stated the critic's reward for both
+    oracle_shaped = run_dir(tmp_path, "oracle_shaped", potential, 27, keep=("oracle",))
+    with pytest.raises(ExperimentConfigError, match=r"oracle_shaped has reward=.*'potential'"):
+        merge_runs([f"{first}:critic", str(oracle_shaped)])
+    assert len(merge_runs([str(shaped), str(oracle_shaped)])[1]) == 6
+    # a misspelled condition is named, not read as part of a folder's name
+    with pytest.raises(ExperimentConfigError, match=r"'critc' is not a condition; write <run dir>"):
+        merge_runs([f"{first}:critc"])
     # runs made before ground_truth_per_episode existed trained the truth at every step
     schedule = run_dir(tmp_path, "schedule", lambda c: c.update(ground_truth_per_episode=True), 9,
                         keep=("ground_truth",))  # fmt: skip
@@ -211,8 +221,29 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
          r"\(100\), it is \[\{'d_cm': 1\.0\}, \{'d_cm': 1\.0\}\]"),
         ("notnum", {"config": config, "runs": [{**good, "test_final_state": [{"d_cm": "x"}] * 100,
                                                 "test_start_state": [{"d_cm": 1}] * 100}]},
-         r"run critic_seed0: test_final_state must hold one mapping of names to numbers per "
-         r"test episode, it holds \{'d_cm': 'x'\}"),
+         r"run critic_seed0: test_final_state must hold one mapping of names to finite numbers "
+         r"per test episode, it holds \{'d_cm': 'x'\}"),
+        # one NaN start made the start thirds' edges NaN
+        ("nan", {"config": config, "runs": [{**good, "test_start_state": [{"d_cm": float("nan")}] * 100}]},
+         r"test_start_state must hold one mapping of names to finite numbers"),
+        # values the summary reads: each was a raw TypeError, ValueError or ZeroDivisionError
+        ("nullwall", {"config": config, "runs": [{**good, "wall_seconds": None}]},
+         r"run critic_seed0: wall_seconds=None must be a number > 0"),
+        ("zerowall", {"config": config, "runs": [{**good, "wall_seconds": 0}]},
+         r"run critic_seed0: wall_seconds=0 must be a number > 0"),
+        ("curve", {"config": config, "runs": [{**good, "success_rate": good["success_rate"][:-1]}]},
+         r"run critic_seed0: timesteps, success_rate and true_return must be lists of numbers of "
+         r"one length"),
+        ("ratestr", {"config": config, "runs": [{**good, "success_rate": ["0.5"] * len(good["timesteps"])}]},
+         r"must be lists of numbers of one length"),
+        ("rows", {"config": config, "runs": [{**good, "episodes": [[1, 0.5, 0.4]]}]},
+         r"run critic_seed0: episodes must be a list of \[timestep, critic progress, true "
+         r"progress, success\] rows"),
+        ("successstr", {"config": config, "runs": [{**good, "test_successes": ["yes"] * 100}]},
+         r"run critic_seed0: test_successes must be a list of true/false"),
+        ("nothreshold", {"config": {**config, "reward": {k: v for k, v in config["reward"].items()
+                                                         if k != "success_threshold"}}, "runs": [good]},
+         r"its config has no reward\.success_threshold"),
         ("machine", {"config": config, "runs": [{**good, "machine": {"cores": 2}}]},
          r"run critic_seed0: machine must map names to version strings, it is \{'cores': 2\}"),
         ("noreturns", {"config": config, "runs": [{**good, "test_returns": None}]},
@@ -239,8 +270,9 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
 
 
 def test_the_report_names_the_task_options_the_runs_had(tmp_path):
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import merge_runs, summarise
+    from rl_results import summarise
 
     def floor(config):
         config["env"]["task_kwargs"] = {"min_start_distance": 0.15}
@@ -261,8 +293,9 @@ def test_the_report_names_the_task_options_the_runs_had(tmp_path):
 
 
 def test_the_report_lists_every_algorithm_option_so_an_override_shows(tmp_path):
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import merge_runs, summarise
+    from rl_results import summarise
 
     def entropy(config):
         config["algo"]["ent_coef"] = "auto_0.1"
@@ -290,8 +323,9 @@ def test_the_report_lists_every_algorithm_option_so_an_override_shows(tmp_path):
 
 
 def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import merge_runs, summarise
+    from rl_results import summarise
 
     def noisy(config):
         config["critic"] = {"_target_": "critic.oracle.NoisyOracleCritic", "offset_sd": 0.1,
@@ -305,8 +339,9 @@ def test_the_report_names_a_model_less_critic_by_its_options(tmp_path):
 
 def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(tmp_path):
     from omegaconf import OmegaConf
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import RunResult, merge_runs, summarise, where_they_end
+    from rl_results import RunResult, summarise, where_they_end
 
     starts = [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]  # the same six test starts for both conditions
 
@@ -386,8 +421,9 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
 def test_the_report_says_what_each_run_ran_on(tmp_path):
     from dataclasses import replace
 
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import MACHINE_PACKAGES, machine_record, merge_runs, summarise
+    from rl_results import MACHINE_PACKAGES, machine_record, summarise
 
     here = machine_record()
     assert {"cpu", "cores", "python", *MACHINE_PACKAGES} <= here.keys()
@@ -422,8 +458,9 @@ def test_the_report_says_what_each_run_ran_on(tmp_path):
 
 
 def test_the_report_names_the_options_of_the_reward_mode(tmp_path):
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import merge_runs, summarise
+    from rl_results import summarise
 
     def log(config):
         config["reward"].update(reward_mode="log", log_floor=0.02)
@@ -440,8 +477,9 @@ def test_the_report_names_the_options_of_the_reward_mode(tmp_path):
 
 
 def test_a_merge_takes_the_critic_of_the_critic_runs_whole(tmp_path):
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import merge_runs, summarise
+    from rl_results import summarise
 
     oracle = {"_target_": "critic.oracle.OracleCritic", "needs_frames": False}
     truth = run_dir(tmp_path, "truth", keep=("ground_truth",))  # its config names viscritic-small
@@ -460,8 +498,9 @@ def test_a_merge_takes_the_critic_of_the_critic_runs_whole(tmp_path):
 
 
 def test_per_seed_counts_name_their_seeds_when_conditions_ran_other_seeds(tmp_path):
+    from rl_merge import merge_runs
     from rl_report import write_report
-    from rl_results import merge_runs, summarise
+    from rl_results import summarise
 
     truth = run_dir(tmp_path, "truth", keep=("ground_truth",))
     critic = run_dir(tmp_path, "critic", seed_offset=3, keep=("critic",))
@@ -478,3 +517,20 @@ def test_per_seed_counts_name_their_seeds_when_conditions_ran_other_seeds(tmp_pa
     )
     assert line.startswith("Test successes per seed (seed: successes): critic 3: ")
     assert line.endswith("ground_truth 0: 7, 1: 3, 2: 12.")
+
+
+def test_the_curves_plot_the_points_every_run_has(tmp_path):
+    # a run with a shorter curve (cut short, or edited) was a raw numpy ValueError
+    # ("inhomogeneous shape") from the plot, after the merge had read it
+    import dataclasses
+
+    from rl_merge import merge_runs
+    from rl_report import write_report
+    from rl_results import summarise
+
+    config, runs, sources = merge_runs([str(run_dir(tmp_path, "curves"))])
+    runs[1] = dataclasses.replace(runs[1], timesteps=runs[1].timesteps[:-1],
+                                  success_rate=runs[1].success_rate[:-1],
+                                  true_return=runs[1].true_return[:-1])  # fmt: skip
+    write_report(config, runs, summarise(runs), tmp_path, sources)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0

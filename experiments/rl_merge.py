@@ -1,0 +1,232 @@
+"""Merging the ``results.json`` of earlier zero-shot RL runs into one experiment
+(``zero_shot_rl.py merge=[...]``): what a results.json must hold to be read, what must agree
+between runs to make one comparison, and the merged config, runs and sources.
+
+Split from ``rl_results.py`` (what a run records and the summaries over runs) along the line
+between summarising runs and reading them back from disk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rl_results import CONDITIONS, ExperimentConfigError, RunResult
+
+from rollout.checks import is_int, is_number
+
+# What must agree between merged runs: for every run, and for the runs of the conditions that
+# learn from the reward wrapper (the ground truth's learner never sees the critic or its options).
+MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_episodes",
+              "test_episodes")  # fmt: skip
+MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel"),
+                  "ground_truth": ("ground_truth_per_episode",)}  # fmt: skip
+MERGE_DEFAULTS = {"ground_truth_per_episode": False}  # what runs made before the option had
+# reward options read by one reward mode only: left out of the comparison under the others (and
+# missing from runs made before the option existed)
+MODE_OPTIONS = {"gamma": "potential", "log_floor": "log"}
+
+
+def _compared(config: DictConfig, key: str) -> Any:
+    """A run's ``key`` as merge compares it: the default where the run predates the option, and
+    without a reward option its reward mode does not read (:data:`MODE_OPTIONS`)."""
+    value = OmegaConf.to_container(config, resolve=True).get(key, MERGE_DEFAULTS.get(key))
+    if key == "reward" and isinstance(value, dict):
+        mode = value.get("reward_mode")
+        value = {k: v for k, v in value.items() if MODE_OPTIONS.get(k, mode) == mode}
+    return value
+
+
+# What merge reads from a results.json's config, besides the options of MERGE_SAME it compares.
+MERGE_READS = ("env", "algo", "total_timesteps", "critic", "reward", "relabel")
+# ... and what the summary and the report read inside it
+CONFIG_READS = ("env.name", "algo._target_", "critic._target_", "reward.reward_mode",
+                "reward.query_every", "reward.success_threshold", "eval_episodes")  # fmt: skip
+# a run's lists with one entry per test episode, beside test_successes
+TEST_FIELDS = ("test_returns", "test_final_progress", "test_start_state", "test_final_state")
+
+
+def _check_results(config: Any, runs: Any) -> None:
+    """Raise ``ValueError`` naming what a results.json lacks for merge: its config's
+    :data:`MERGE_READS`, a run, or a run's required fields, a known condition and an int seed."""
+    from dataclasses import MISSING, fields
+
+    if not isinstance(config, dict) or any(key not in config for key in MERGE_READS):
+        have = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"its config must hold {list(MERGE_READS)}, it has {have}")
+    for path in CONFIG_READS:  # what the summary and the report read of it
+        node: Any = config
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            raise ValueError(f"its config has no {path}")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"it holds no runs (runs={runs!r})")
+    required = {f.name for f in fields(RunResult)
+                if f.default is MISSING and f.default_factory is MISSING}  # fmt: skip
+    for run in runs:
+        if not isinstance(run, dict) or not required <= run.keys():
+            lacks = sorted(required - run.keys()) if isinstance(run, dict) else "everything"
+            raise ValueError(f"a run without {lacks}")
+        if run["condition"] not in CONDITIONS:
+            raise ValueError(f"a run of condition {run['condition']!r}, not one of {CONDITIONS}")
+        if not is_int(run["seed"]):
+            raise ValueError(f"a run whose seed is {run['seed']!r}, not an int")
+        name = f"{run['condition']}_seed{run['seed']}"
+        _check_run_values(name, run)
+        tests = run.get("test_successes") or []
+        if not isinstance(tests, list):
+            raise ValueError(f"run {name}: test_successes must be a list, it is {tests!r:.80}")
+        for key in TEST_FIELDS:
+            value = run.get(key)
+            # absent, null or empty: a run made before it was recorded (the returns never were)
+            missing = value is None or value == []
+            if (missing and key == "test_returns" and tests) or not (
+                missing or (isinstance(value, list) and len(value) == len(tests))
+            ):
+                raise ValueError(
+                    f"run {name}: {key} must be a list of one entry per test episode "
+                    f"({len(tests)}), it is {value!r:.80}"
+                )
+        machine = run.get("machine") or {}
+        if not isinstance(machine, dict) or not all(isinstance(v, str) for v in machine.values()):
+            raise ValueError(
+                f"run {name}: machine must map names to version strings, it is {machine!r:.80}"
+            )
+        for key in ("test_start_state", "test_final_state"):
+            for state in run.get(key) or []:
+                # finite: one NaN start made the start-distance thirds' edges NaN
+                if not isinstance(state, dict) or not all(is_number(v) for v in state.values()):
+                    raise ValueError(
+                        f"run {name}: {key} must hold one mapping of names to finite numbers per "
+                        f"test episode, it holds {state!r:.80}"
+                    )
+
+
+def _check_run_values(name: str, run: dict) -> None:
+    """Raise ``ValueError`` naming a run's field whose value the summary cannot read (a
+    results.json edited by hand, or written in part)."""
+
+    def numbers(value: Any) -> bool:
+        return isinstance(value, list) and all(is_number(v) for v in value)
+
+    curve = {key: run[key] for key in ("timesteps", "success_rate", "true_return")}
+    if not all(numbers(v) for v in curve.values()) or len({len(v) for v in curve.values()}) > 1:
+        raise ValueError(
+            f"run {name}: timesteps, success_rate and true_return must be lists of numbers of "
+            f"one length (the learning curve's points), they are {curve!r:.120}"
+        )
+    if not is_number(run["wall_seconds"]) or run["wall_seconds"] <= 0:
+        raise ValueError(f"run {name}: wall_seconds={run['wall_seconds']!r} must be a number > 0")
+    if not is_int(run["env_steps"]) or run["env_steps"] < 0:
+        raise ValueError(f"run {name}: env_steps={run['env_steps']!r} must be an integer >= 0")
+    episodes = run.get("episodes") or []
+    if not isinstance(episodes, list) or not all(
+        isinstance(e, list | tuple) and len(e) == 4 and all(is_number(v) for v in e[:3])
+        for e in episodes
+    ):
+        raise ValueError(
+            f"run {name}: episodes must be a list of [timestep, critic progress, true progress, "
+            f"success] rows, it is {episodes!r:.80}"
+        )
+    tests = run.get("test_successes") or []
+    if isinstance(tests, list) and not all(isinstance(t, bool) for t in tests):
+        raise ValueError(
+            f"run {name}: test_successes must be a list of true/false, it is {tests!r:.80}"
+        )
+    for key in ("test_returns", "test_final_progress"):
+        if (value := run.get(key)) and not numbers(value):
+            raise ValueError(f"run {name}: {key} must be a list of numbers, it is {value!r:.80}")
+
+
+def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
+    """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
+    conditions of all of them, the critic's options from the runs that used one), the runs in
+    condition and seed order, and where each came from. An entry ``<run dir>:<condition>`` takes
+    that condition's runs of the folder only.
+
+    Raises:
+        ExperimentConfigError: a folder without a readable ``results.json``, runs that differ in
+            what makes them comparable (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`), or the same
+            condition and seed twice.
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunResult)}
+    loaded = []
+    for entry in run_dirs:
+        head, _, tail = str(entry).rpartition(":")
+        if head and tail not in CONDITIONS and Path(head).is_dir() and not Path(entry).is_dir():
+            raise ExperimentConfigError(
+                f"merge: {entry!r}: {tail!r} is not a condition; write <run dir>:<condition> "
+                f"with one of {list(CONDITIONS)}, or the run dir alone for all its runs"
+            )
+        folder, only = (Path(head), tail) if head and tail in CONDITIONS else (Path(entry), None)
+        path = folder / "results.json"
+        try:
+            results = json.loads(path.read_text())
+            config, runs = results["config"], results["runs"]
+            _check_results(config, runs)
+            config = OmegaConf.create(config)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExperimentConfigError(
+                f"merge: {path} is not a results.json that zero_shot_rl.py wrote ({exc!r}); give "
+                "the run dirs of earlier runs"
+            ) from exc
+        if only:
+            runs = [r for r in runs if r["condition"] == only]
+            if not runs:
+                raise ExperimentConfigError(f"merge: {folder} has no {only} runs ({entry!r})")
+        loaded.append((folder, config, runs))
+    holding = {c: [x for x in loaded if any(r["condition"] == c for r in x[2])]
+               for c in MERGE_SAME_FOR}  # fmt: skip
+    # the oracle learns through the critic's reward wrapper and options: a critic and an oracle
+    # from two dirs must share them too (the report states one reward for both)
+    wrapped = [x for x in loaded if any(r["condition"] in ("critic", "oracle") for r in x[2])]
+    for keys, group in [(MERGE_SAME, loaded), (("reward", "relabel"), wrapped)] + [
+        (MERGE_SAME_FOR[c], g) for c, g in holding.items()
+    ]:
+        for key in keys:
+            values = [(f, _compared(c, key)) for f, c, _ in group]
+            for folder, value in values[1:]:
+                if value != values[0][1]:
+                    raise ExperimentConfigError(
+                        f"merge: {values[0][0]} has {key}={values[0][1]!r} and {folder} has "
+                        f"{key}={value!r}; only runs with the same task, algorithm, budget, "
+                        "tests and reward options make one comparison"
+                    )
+    seen: dict[tuple[str, int], Path] = {}
+    merged: list[RunResult] = []
+    sources = []
+    for folder, _, runs in loaded:
+        for record in runs:
+            key = (record["condition"], int(record["seed"]))
+            if key in seen:
+                raise ExperimentConfigError(
+                    f"merge: {key[0]} seed {key[1]} is in both {seen[key]} and {folder}; "
+                    "merge each run once"
+                )
+            seen[key] = folder
+            # null is absent (the field's default), as in runs made before it was recorded
+            values = {k: v for k, v in record.items() if k in known and v is not None}
+            values["episodes"] = [tuple(e) for e in values.get("episodes", [])]
+            merged.append(RunResult(**values))
+        ordered = sorted(runs, key=lambda r: (r["condition"], int(r["seed"])))
+        sources.append({"run_dir": str(folder),
+                        "runs": [f"{r['condition']}_seed{r['seed']}" for r in ordered]})  # fmt: skip
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    merged.sort(key=lambda r: (order.get(r.condition, len(order)), r.seed))
+    # the reward's and critic's options come from the runs that used them
+    user = next((holding[c][0][1] for c in ("critic", "oracle") if holding[c]), loaded[0][1])
+    truth = holding["ground_truth"][0][1] if holding["ground_truth"] else loaded[0][1]
+    config = OmegaConf.merge(
+        loaded[0][1],
+        {"ground_truth_per_episode": truth.get("ground_truth_per_episode", False)},
+        {"conditions": list(dict.fromkeys(r.condition for r in merged)),
+         "seeds": sorted({r.seed for r in merged})},
+    )  # fmt: skip
+    for key in ("critic", "reward", "relabel"):  # replaced, not merged: no keys of another critic
+        OmegaConf.update(config, key, user[key], merge=False)
+    return config, merged, sources
