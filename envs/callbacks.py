@@ -103,17 +103,21 @@ class RelabelCallback(_callbacks.BaseCallback):
         # A callback that stopped learn() did so before SB3 stored the step it was called on:
         # that step's position is the buffer's next (unless it was stored and the rollout ended).
         unstored = self.model.replay_buffer.pos
+
+        def stored(positions: list[int], rewards: np.ndarray) -> tuple[list[int], np.ndarray]:
+            # every trailing step at that position went unstored (a resumed learn() stopped on
+            # its first step again adds a second one); their rewards end the episode's too
+            cut = len(positions)
+            while cut and positions[cut - 1] == unstored:
+                cut -= 1
+            return positions[:cut], rewards[: len(rewards) - (len(positions) - cut)]
+
         for env_index, positions, rewards in self._ready:
-            if positions and positions[-1] == unstored:
-                positions, rewards = positions[:-1], rewards[:-1]
-            self._write(env_index, positions, rewards)
+            self._write(env_index, *stored(positions, rewards))
         self._ready = []
         for env_index, positions in enumerate(self._env.relabel_positions):
             if positions:  # an episode still running: its stored steps get the rewards so far
-                rewards = self._env.rewards_so_far(env_index)
-                if positions[-1] == unstored:
-                    positions, rewards = positions[:-1], rewards[: len(positions) - 1]
-                self._write(env_index, positions, rewards)
+                self._write(env_index, *stored(positions, self._env.rewards_so_far(env_index)))
 
     def _write(self, env_index: int, positions: list[int], rewards: np.ndarray) -> None:
         """``rewards`` into the buffer at ``positions``; both end at the episode's last stored

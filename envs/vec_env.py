@@ -149,6 +149,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         and on a schedule that holds this wrapper's (a worker rendering every 5th step under a
         wrapper querying every step sent no frame to 4 queries in 5, which then showed an old
         frame while their reward was paid)."""
+        if not self.critic.needs_frames:  # nothing to render: any task workers will do
+            return
         fix = "build the stack with envs.vec_env.make_viscritic_vec_env, or give both one config"
         try:
             schedules = venv.get_attr("critic_query_every")
@@ -158,8 +160,6 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 "VisCriticVecEnv needs CriticFrames workers directly underneath (each task env "
                 f"wrapped in envs.vec_env.CriticFrames); {fix}"
             ) from None
-        if not self.critic.needs_frames:
-            return
         if not all(renders):
             raise InvalidOptionError(
                 f"the critic {self.critic.name!r} reads frames, but the CriticFrames workers were "
@@ -417,3 +417,13 @@ def make_viscritic_vec_env(
         make_one().close()
     venv = make_vec_env(make_one, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
     return VisCriticVecEnv(venv, built, config, relabel=relabel)
+
+
+def __getattr__(name: str):
+    """``envs.vec_env.RelabelCallback`` and ``CriticFidelityCallback``, where they were before
+    they moved to :mod:`envs.callbacks` (which imports this module, hence not imported above)."""
+    if name in ("RelabelCallback", "CriticFidelityCallback"):
+        from envs import callbacks
+
+        return getattr(callbacks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,8 +30,9 @@ class ModelLoadError(ValueError):
 
 # Installed packages name the checkpoints they ship through this entry-point group: each entry is
 # a mapping name → folder (``critic`` registers ``critic.weights.SHIPPED``, viscritic-small among
-# them). rollout reads them through the installed metadata, so it need not import the packages
-# that build on it; a new shipped critic needs no change here or in pyproject.toml.
+# them). rollout finds them through the installed metadata, so no rollout module names a package
+# that builds on it (loading the entry imports that package, at run time, for a name only); a new
+# shipped critic needs no change here or in pyproject.toml.
 CHECKPOINT_GROUP = "viscritic.checkpoints"
 
 
@@ -55,8 +56,11 @@ def named_checkpoints() -> dict[str, Path]:
 def checkpoint_path(model: str | Path) -> str | Path:
     """A shipped checkpoint's folder for its name (``viscritic-small``), else ``model`` as given
     (a folder or hub id), so ``python -m rollout.serve --model viscritic-small`` serves the
-    shipped critic as ``make_critic("viscritic-small")`` loads it."""
-    return named_checkpoints().get(model, model) if isinstance(model, str) else model
+    shipped critic as ``make_critic("viscritic-small")`` loads it. A path that exists is never
+    taken for a name (the names are looked up only for what is not one)."""
+    if not isinstance(model, str) or Path(model).exists():
+        return model
+    return named_checkpoints().get(model, model)
 
 
 # Where a checkpoint's processor settings live, in the order transformers' video processor reads
@@ -156,9 +160,17 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         hint = ""
         if isinstance(exc, SafetensorError):  # a truncated file, or a Git LFS pointer
             hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
+        names = sorted(named_checkpoints()) if not Path(path).exists() else []
         raise ModelLoadError(
             f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
-            "Qwen2.5-VL or Qwen3-VL checkpoint directory"
+            "Qwen2.5-VL or Qwen3-VL checkpoint directory, or a shipped critic's name ("
+            + (
+                ", ".join(names)
+                if names
+                else "none is installed: bash scripts/install.sh installs "
+                "the package with viscritic-small"
+            )
+            + ")"
         ) from exc
     return model.to(device).eval(), tokenizer
 

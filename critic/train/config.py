@@ -337,9 +337,10 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"teacher_tasks names {absent}, which no episode of data= is of (the teacher would "
             f"label nothing of it); the data's tasks are {data_tasks()}"
         )
-    taught = [
+    taught = [  # a format-only stage (shuffle_labels) is not labelled by the teacher
         s for s, p in plans.items() if p["rule"] == "sft" and {"score", "frozen"} & set(p["kinds"])
-    ]
+        and not p["settings"].get("shuffle_labels")
+    ]  # fmt: skip
     if teacher is not None and not taught:
         raise TrainConfigError(
             f"teacher={teacher} labels score and frozen samples, and no stage of "

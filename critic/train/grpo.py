@@ -29,6 +29,7 @@ from critic.train.losses import (
 )
 from critic.vision import VisionSpec
 from rollout.checks import is_int, is_number
+from rollout.engine import MIN_TEMPERATURE
 
 LOSSES = ("clip", "reg")
 
@@ -85,7 +86,9 @@ class GRPOConfig:
              f"group_size={self.group_size!r} must be an integer >= 2 (GRPO compares completions)"),
             (is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
              f"max_new_tokens={self.max_new_tokens!r} must be an integer >= 1"),
-            (self.temperature > 0, f"temperature={self.temperature!r} must be > 0: GRPO needs varied samples"),
+            (self.temperature >= MIN_TEMPERATURE,
+             f"temperature={self.temperature!r} must be >= {MIN_TEMPERATURE:g}: GRPO needs varied "
+             "samples, and below that the sampling probabilities overflow"),
             (0 < self.top_p <= 1, f"top_p={self.top_p!r} must be in (0, 1]"),
             (self.loss in LOSSES, f"loss={self.loss!r} is not a GRPO loss; pick one of {list(LOSSES)}"),
             (self.advantage_scale in ADVANTAGE_SCALES,

@@ -4,8 +4,9 @@
 ``viscritic-small/MODEL_CARD.md``, says how, and how well). Load it by name anywhere a critic or
 model is asked for: ``make_critic("viscritic-small")``, ``gym.make("VisCriticReward-v0",
 env="Reacher-v5", critic="viscritic-small")``, ``train_critic.py model=viscritic-small``,
-``python -m rollout.serve --model viscritic-small`` (``rollout`` reads :data:`SHIPPED` through the
-package's entry point ``viscritic.checkpoints`` in pyproject.toml, not by importing this module).
+``python -m rollout.serve --model viscritic-small`` (``rollout`` finds :data:`SHIPPED` through the
+package's entry point ``viscritic.checkpoints`` in pyproject.toml, which imports this module at run
+time, for a name only: no rollout module names it).
 
     python -m critic.weights export outputs/viscritic_small/run/outcome/final critic/weights/viscritic-small --overwrite
 """

@@ -40,8 +40,12 @@ def test_config_errors_are_typed_and_exact():
     assert str(err.value) == "group_size=1 must be an integer >= 2 (GRPO compares completions)"
     with pytest.raises(GRPOConfigError, match="loss='ppo' is not a GRPO loss"):
         GRPOConfig(loss="ppo")
-    with pytest.raises(GRPOConfigError, match="temperature=0 must be > 0"):
+    with pytest.raises(GRPOConfigError, match=r"temperature=0 must be >= 1e-05: GRPO needs"):
         GRPOConfig(temperature=0)
+    # below it the engine refuses to sample: it was a ValueError at the first GRPO step, after
+    # the model loaded and the stages before had trained
+    with pytest.raises(GRPOConfigError, match=r"temperature=1e-06 must be >= 1e-05"):
+        GRPOConfig(temperature=1e-6)
 
 
 def test_sample_fields_repeat_per_completion():

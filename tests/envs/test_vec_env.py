@@ -385,6 +385,30 @@ def test_a_learn_stopped_mid_episode_relabels_it_so_far_and_a_resume_finishes_it
     np.testing.assert_allclose(first_three, episodes[1][:3], atol=1e-6)  # so far = at the end
 
 
+def test_a_resume_stopped_again_on_its_first_step_writes_no_slot_it_did_not_store():
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from envs.callbacks import RelabelCallback
+
+    # the true reward added: every step's reward is nonzero, so a slot written shows
+    model, episodes = _relabelling_sac(env_reward_weight=1.0), []
+    for stop_at in (HORIZON + 4, HORIZON + 5):  # the second learn() stops on its first step
+        model.learn(10 * HORIZON, reset_num_timesteps=False,
+                    callback=CallbackList([_RecordRelabelled.make(episodes, stop_at), RelabelCallback()]))  # fmt: skip
+    buffer = model.replay_buffer
+    assert buffer.pos == HORIZON + 3 and buffer.rewards[buffer.pos, 0] == 0  # never stored
+    assert (buffer.rewards[HORIZON : HORIZON + 3, 0] != 0).all()
+
+
+def test_the_callbacks_still_import_from_where_they_were():
+    from envs import callbacks, vec_env
+
+    assert vec_env.RelabelCallback is callbacks.RelabelCallback
+    assert vec_env.CriticFidelityCallback is callbacks.CriticFidelityCallback
+    with pytest.raises(AttributeError, match="has no attribute 'Relabel'"):
+        vec_env.Relabel  # noqa: B018
+
+
 def test_reward_normalisation_above_relabelled_rewards_is_refused():
     # VecNormalize(norm_reward=True) learnt its scale from the placeholder zeros: SAC trained on
     # rewards divided by ~2e-3 and clipped to 10
@@ -426,6 +450,12 @@ def test_workers_that_cannot_serve_the_wrapper_are_named():
         VisCriticVecEnv(workers(render=False), RecordingCritic())
     VisCriticVecEnv(workers(1), RecordingCritic(), {"query_every": 5}).close()  # a superset: fine
     VisCriticVecEnv(workers(5, render=False), "oracle", {"query_every": 1}).close()  # no frames
+    # a critic that reads no frames needs no CriticFrames at all: plain task workers will do
+    plain = make_vec_env(lambda: gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), HORIZON))
+    oracle = VisCriticVecEnv(plain, "oracle")
+    oracle.reset()
+    assert np.isfinite(oracle.step(np.zeros((1, 2), np.float32))[1]).all()
+    oracle.close()
     # an SB3 wrapper between the workers and VisCriticVecEnv passes no reset infos up (KeyError)
     below = VisCriticVecEnv(VecMonitor(workers()), "oracle")
     with pytest.raises(InvalidOptionError, match=r"put SB3's wrappers \(VecMonitor, VecNorm"):

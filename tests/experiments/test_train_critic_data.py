@@ -190,14 +190,22 @@ def test_a_format_only_stage_is_not_taught_the_teacher_s_readings(dataset, tmp_p
         run,
         f"data=[{dataset}]",
         f"teacher={tmp_path / 'teacher'}",
-        "pipeline=[readout]",
-        "+stages.readout.shuffle_labels=true",
+        "pipeline=[sft,readout]",
+        "stages.sft.shuffle_labels=true",
+        "stages.sft.kinds=[score]",
+        "stages.sft.steps=1",
+        "stages.sft.batch_size=2",
         "stages.readout.steps=1",
         "stages.readout.batch_size=2",
         "eval_every=1",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert read_history(run)[0]["teacher_samples"] == 0
+    starts = {row["stage"]: row for row in read_history(run) if row["step"] == 0}
+    assert starts["sft"]["teacher_samples"] == 0 and starts["readout"]["teacher_samples"] > 0
+    # a teacher whose only stage is format-only would label nothing: refused before it runs
+    with pytest.raises(Exception, match=r"no stage of pipeline=\['readout'\] trains on them"):
+        check_overrides(f"data=[{dataset}]", "teacher=viscritic-small", "pipeline=[readout]",
+                        "+stages.readout.shuffle_labels=true")  # fmt: skip
 
 
 def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):

@@ -296,10 +296,10 @@ def test_a_served_qwen3_vl_critic_reads_as_the_local_one(tmp_path):
     np.testing.assert_allclose(remote_values, local_values, atol=1e-5)
 
 
-def test_the_shipped_critic_is_served_by_its_name():
+def test_the_shipped_critic_is_served_by_its_name(tmp_path, monkeypatch):
     """``python -m rollout.serve --model viscritic-small`` serves the shipped critic: rollout finds
-    the name through the package's entry point (it imports no critic module), and the served
-    critic reads as ``make_critic("viscritic-small")``."""
+    the name through the package's entry point (no rollout module names critic), and the served
+    critic reads as ``make_critic("viscritic-small")``; a folder of that name is a folder."""
     from critic.base import ProgressQuery
     from critic.weights import SHIPPED
     from rollout.checkpoint import checkpoint_path, load_checkpoint, named_checkpoints
@@ -307,6 +307,10 @@ def test_the_shipped_critic_is_served_by_its_name():
     assert named_checkpoints() == SHIPPED
     assert checkpoint_path("viscritic-small") == SHIPPED["viscritic-small"]
     assert checkpoint_path("/ckpt/other") == "/ckpt/other"  # not a name: as given
+    (tmp_path / "viscritic-small").mkdir()  # a folder that exists is the folder, whatever its name
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_path("viscritic-small") == "viscritic-small"
+    monkeypatch.chdir(Path(__file__).parent)
     model, tokenizer = load_checkpoint("viscritic-small")
     assert Path(model.name_or_path) == SHIPPED["viscritic-small"]  # its processor settings too
     engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
