@@ -75,15 +75,26 @@ def read_manifest(root: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def write_manifest(root: Path, tasks: dict[str, dict[str, Any]]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
+    """Write ``root``'s manifest (through a temporary file and a rename).
+
+    Raises:
+        InvalidOptionError: ``root`` cannot be made or written to (the message names it).
+    """
     manifest = {
         "about": "the options each task's episodes here were recorded with (envs/synth.py "
         "recording_options); a re-run into this folder must use the same",
         "tasks": tasks,
     }
-    partial = root / f"{MANIFEST}.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, root / MANIFEST)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        partial = root / f"{MANIFEST}.partial"
+        partial.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(partial, root / MANIFEST)
+    except OSError as exc:
+        raise InvalidOptionError(
+            f"the dataset folder {str(root)!r} cannot be written to ({exc.strerror or exc}); "
+            "give out= a folder this user can write"
+        ) from None
 
 
 def check_folder_options(

@@ -73,7 +73,9 @@ class GymMujocoTask(TaskEnv):
         self._inner = getattr(module, class_name)(**env_kwargs)
         self.observation_space = self._inner.observation_space
         self.action_space = self._inner.action_space
-        self.metadata = {**self.metadata, "render_fps": self._inner.metadata["render_fps"]}
+        # actions a second: gymnasium's render_fps is rounded to an int (3 for frame_skip=30's
+        # 3.33, 0 for frame_skip=200's 0.5), the dt is exact
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self._inner.dt}
 
     @property
     def mj_model(self):

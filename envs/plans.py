@@ -101,6 +101,14 @@ class EpisodePlan:
     policy: str | None = None
     hindsight: bool | str = False
 
+    def __post_init__(self) -> None:
+        # an expert plan with hindsight had the plain expert's id, and relabelled nothing
+        if self.policy is None and hindsight_mode(self.hindsight) is not None:
+            raise InvalidOptionError(
+                f"hindsight={self.hindsight!r} relabels a policy's rollouts: give policy=<a "
+                "saved SB3 model> with it, or leave hindsight out for an expert episode"
+            )
+
     @property
     def episode_id(self) -> str:
         if self.policy is not None:

@@ -48,6 +48,13 @@ def _import_robosuite(task: str):
     return require_package("robosuite", "sim", f"the robosuite task {task!r}")
 
 
+# robosuite's own cameras and renderer, which the critic's view replaces (task options naming
+# them were silently ignored: the frames kept the task's size and camera)
+_RENDER_ARGUMENTS = ("camera_names", "camera_heights", "camera_widths", "camera_depths",
+                     "camera_segmentations", "render_camera", "render_collision_mesh",
+                     "render_visual_mesh", "render_gpu_device_id")  # fmt: skip
+
+
 class RobosuiteTask(TaskEnv):
     """A robosuite manipulation env as a :class:`TaskEnv`.
 
@@ -108,7 +115,30 @@ class RobosuiteTask(TaskEnv):
             )
         if not is_int(model_seed) or model_seed < 0:
             raise InvalidOptionError(f"model_seed={model_seed!r} must be an integer >= 0")
+        if render_arguments := sorted(set(robosuite_kwargs) & set(_RENDER_ARGUMENTS)):
+            key = render_arguments[0]
+            raise InvalidOptionError(
+                f"{key}={robosuite_kwargs[key]!r} is an option of robosuite's own cameras and "
+                f"renderer, which {spec.name} does not use: its frames are the critic's view. "
+                "Remove it; set the frame size with image_size= and the camera with camera="
+            )
+        for key in ("reward_scale",):  # robosuite fails on a non-number only at the first step
+            if key in robosuite_kwargs and not (
+                robosuite_kwargs[key] is None or is_number(robosuite_kwargs[key])
+            ):
+                raise InvalidOptionError(
+                    f"{key}={robosuite_kwargs[key]!r} must be a number (or null for robosuite's "
+                    "unscaled reward)"
+                )
         suite = _import_robosuite(spec.name)
+        substeps = 1 / control_freq / suite.macros.SIMULATION_TIMESTEP
+        if substeps < 1:  # robosuite then runs no physics at all: every frame the first
+            raise InvalidOptionError(
+                f"control_freq={control_freq!r} is faster than the simulation's own step "
+                f"({suite.macros.SIMULATION_TIMESTEP} s, {1 / suite.macros.SIMULATION_TIMESTEP:g} "
+                "steps a second): no physics step would run between actions; use at most that, "
+                "e.g. 20 (the default)"
+            )
         self._env = suite.make(
             self.robosuite_env,
             robots="Panda",

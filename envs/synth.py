@@ -167,6 +167,12 @@ def record_episode(
             model = load_policy(plan.policy)
             check_policy_spaces(model, plan.task, env)
             torch.manual_seed(plan.seed)
+            # gSDE (use_sde) drew its exploration noise when the policy was built, from whatever
+            # the torch RNG held then: the same plan gave other episodes by load order or worker
+            if getattr(getattr(model, "actor", None), "use_sde", False) or getattr(
+                model, "use_sde", False
+            ):
+                model.reset_noise()
 
             def act() -> np.ndarray:
                 return model.predict(obs, deterministic=deterministic)[0]
@@ -210,11 +216,12 @@ def record_episode(
             )
     failure_step = expert.failure_step if plan.failure is not None else None
     raw = np.asarray(progress, np.float32)
-    # An expert never regresses on purpose: its label is the running maximum of the privileged
-    # progress, whose stage formulas dip briefly where a stage's condition flips (PickPlaceCan's
-    # grasp check at release, Door's handle at the swing). Failures and policies keep the raw
-    # curve: there a drop is real.
-    label = np.maximum.accumulate(raw) if expert_run else raw
+    # An expert that succeeds never regresses on purpose: its label is the running maximum of the
+    # privileged progress, whose stage formulas dip briefly where a stage's condition flips
+    # (PickPlaceCan's grasp check at release, Door's handle at the swing). Failures, policies and
+    # an expert that failed keep the raw curve: there a drop is real (a Pusher expert's object
+    # sliding from 7.9 to 9.1 cm of the goal read as flat).
+    label = np.maximum.accumulate(raw) if expert_run and success else raw
     if plan.policy is not None:
         failure_type = None if success else POLICY_FAILURE
     elif success:  # an injected failure that did not stop the task is no failure
@@ -224,6 +231,10 @@ def record_episode(
         # short for it), so its type would be a false label; the expert may still have strayed
         # from its plan for it (a missed grasp aims beside the object from the start), so the
         # episode is not an expert's either: a failure of no known type.
+        failure_type = UNKNOWN_FAILURE
+    elif expert_run:
+        # the expert missed the goal by itself (4 % of Pusher's at its horizon): no expert
+        # demonstration, so not one for the expert metrics and probes, and no failure it planned
         failure_type = UNKNOWN_FAILURE
     else:
         failure_type = plan.failure
@@ -296,12 +307,29 @@ def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -
 _stop: Any = None  # in a worker process: the run's stop event (set once the run has stopped)
 
 
-def _start_worker(stop: Any) -> None:
-    """A worker process leaves Ctrl-C to the parent (which stops the run) and keeps its stop
-    event."""
+def _start_worker(stop: Any, specs: dict[str, Any], experts: dict[str, Any]) -> None:
+    """A worker process leaves Ctrl-C to the parent (which stops the run), keeps its stop event,
+    and registers the parent's specs and experts of the run's tasks: a spawned worker imports
+    ``envs`` afresh, and would record the built-in spec where the parent's manifest says a
+    task registered or replaced after import (``envs.register_task``)."""
     global _stop
+    from envs.experts import _EXPERTS
+    from envs.tasks import register_task
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop = stop
+    for spec in specs.values():
+        register_task(spec)
+    _EXPERTS.update(experts)
+
+
+def _registered(plans: Sequence[EpisodePlan]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This process's task specs and scripted experts of the plans' tasks, for its workers."""
+    from envs.experts import _EXPERTS, _load_experts
+
+    _load_experts()
+    tasks = {plan.task for plan in plans}
+    return {t: get_task(t) for t in tasks}, {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
 
 
 def _record_in_worker(
@@ -443,7 +471,7 @@ def synthesize(
             context = multiprocessing.get_context("spawn")
             stop = context.Event()
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                       initargs=(stop,))  # fmt: skip
+                                       initargs=(stop, *_registered(todo)))  # fmt: skip
             try:
                 futures = [
                     pool.submit(_record_in_worker, p, str(root), codec, options) for p in todo

@@ -280,3 +280,49 @@ def test_seeds_past_what_an_episode_row_stores_are_refused():
     # checked before the policy files are read
     with pytest.raises(InvalidOptionError, match=rf"^first_seed={2**63} with episodes=1 gives"):
         plan_policy_episodes("Reacher-v5", ["nope.zip"], 1, first_seed=2**63)
+
+
+def test_an_expert_that_fails_is_no_expert_and_keeps_its_drop():
+    # Pusher's expert misses on seed 5: its object slides from 7.9 back to 9.1 cm of the goal. It
+    # was recorded as an expert (for the expert metrics and probes) with a flat running maximum
+    episode = record_episode(EpisodePlan("Pusher-v5", 5), every=10, image_size=16)
+    assert not episode.success and episode.failure_type == "unknown" and not episode.expert
+    assert episode.progress.max() > episode.progress[-1]
+
+
+def test_workers_record_the_task_as_this_process_registered_it(tmp_path, monkeypatch):
+    # spawned workers import envs afresh: they recorded the built-in spec (56x56, 50 steps)
+    # where the manifest said the replaced one, and knew no task registered after import
+    import dataclasses
+
+    from critic.data.episodes import iter_episodes
+    from envs import experts
+    from envs.tasks import _TASKS
+
+    experts._load_experts()
+    # the registrations end with the test
+    monkeypatch.setattr(envs.tasks, "_TASKS", dict(_TASKS))
+    monkeypatch.setattr(experts, "_EXPERTS", dict(experts._EXPERTS))
+    reacher = envs.get_task("Reacher-v5")
+    envs.register_task(dataclasses.replace(reacher, name="ShortReacher", horizon=12))
+    experts.register_expert("ShortReacher")(experts._EXPERTS["Reacher-v5"])
+    plans = plan_episodes("ShortReacher", 2, failure_fraction=0.0)
+    synthesize(plans, tmp_path, workers=2, progress_bar=False, every=4, image_size=24)
+    episodes = list(iter_episodes(tmp_path))
+    assert [e.frames[CAMERA].shape[1:3] for e in episodes] == [(24, 24)] * 2
+    assert all(e.steps[-1] <= 12 for e in episodes)
+
+
+def test_an_unwritable_out_folder_and_a_hindsight_expert_are_named():
+    with pytest.raises(InvalidOptionError, match=r"cannot be written to .*give out= a folder"):
+        synthesize(plan_episodes("Reacher-v5", 1), "/proc/viscritic-test-data", workers=1,
+                   progress_bar=False)  # fmt: skip
+    with pytest.raises(InvalidOptionError, match=r"hindsight='uniform' relabels a policy's"):
+        EpisodePlan("Reacher-v5", 0, hindsight="uniform")  # had the plain expert's id
+
+
+def test_the_recorded_frame_rate_is_the_simulator_s_own():
+    # gymnasium rounds render_fps to an int: frame_skip=30 recorded 3 fps (3.33), 200 recorded 0
+    fast = record_episode(EpisodePlan("Reacher-v5", 0), every=1, horizon=3, image_size=16,
+                          task_kwargs={"frame_skip": 30})  # fmt: skip
+    assert fast.fps == pytest.approx(1 / 0.3)

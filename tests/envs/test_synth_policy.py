@@ -300,3 +300,27 @@ def test_hindsight_needs_a_task_whose_goal_can_move(policies):
         r"\['near', 'uniform'\]",
     ):
         plan_policy_episodes("Reacher-v5", [policies["sac"]], 1, hindsight="yes")
+
+
+def test_a_gsde_policy_records_the_same_episode_for_the_same_plan(tmp_path):
+    # gSDE's exploration noise was drawn when the policy was built, from whatever the torch RNG
+    # held then: the same plan recorded other episodes by load order or worker
+    import torch
+
+    from envs import policies
+
+    env = make_task_env("Reacher-v5")
+    try:
+        SAC("MlpPolicy", env, seed=0, use_sde=True, policy_kwargs={"net_arch": [8]}).save(
+            tmp_path / "sde.zip"
+        )
+    finally:
+        env.close()
+    plan = EpisodePlan("Reacher-v5", 5, policy=str(tmp_path / "sde.zip"))
+    recorded = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        policies._load_policy.cache_clear()  # built again, from another RNG state
+        recorded.append(record_episode(plan, every=10, image_size=16).state)
+    for key in recorded[0]:
+        np.testing.assert_array_equal(recorded[0][key], recorded[1][key])

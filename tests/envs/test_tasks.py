@@ -255,6 +255,14 @@ def test_seeds_and_actions_are_checked_at_the_task():
         ("Lift", {"robots": "UR5e"}, "Lift: robots= cannot be set: this task fixes ["),
         ("Lift", {"model_seed": -1}, "model_seed=-1 must be an integer >= 0"),
         ("Lift", {"reward_shaping": "no"}, "reward_shaping='no' must be true or false"),
+        # faster than robosuite's 500 Hz physics: no step between actions, every frame the first
+        ("Lift", {"control_freq": 1000}, "control_freq=1000 is faster than the simulation's own "
+         "step (0.002 s, 500 steps a second)"),
+        # robosuite's own cameras were silently ignored: the frames kept the critic's view
+        ("Lift", {"camera_heights": 64}, "camera_heights=64 is an option of robosuite's own "
+         "cameras and renderer, which Lift does not use"),
+        # a string failed at the first step's reward, after a manifest was written
+        ("Lift", {"reward_scale": "x"}, "reward_scale='x' must be a number"),
         ("PickPlaceCan", {"object_type": "milk"}, "PickPlaceCan: object_type= cannot be set: "
          "{'single_object_mode': 2, 'object_type': 'can'} is what makes this task PickPlaceCan"),
         ("PickPlaceCan", {"single_object_mode": 1}, "PickPlaceCan: single_object_mode= cannot"),
