@@ -5,6 +5,7 @@ hold and :func:`check_config`, which turns ``configs/train_critic.yaml`` into pe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -416,6 +417,15 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             require_package("vllm", "vllm", "rollout_engine=vllm")
         except MissingExtraError as exc:
             raise TrainConfigError(str(exc)) from None
+    world = os.environ.get("WORLD_SIZE", "1")
+    if cfg.deepspeed_config is None and world.isdigit() and int(world) > 1:
+        # each process trained its own copy on its share of the batch, rank 0's alone was saved
+        raise TrainConfigError(
+            f"torchrun started {world} processes (WORLD_SIZE={world}) but deepspeed_config is "
+            "null: without DeepSpeed they would not share gradients, and each would train its own "
+            "copy on a share of the batch; give deepspeed_config=configs/deepspeed/zero2.json, or "
+            "run one process (python experiments/train_critic.py ...)"
+        )
     if cfg.deepspeed_config is not None:
         if not Path(cfg.deepspeed_config).is_file():
             raise TrainConfigError(

@@ -80,6 +80,23 @@ def resume_problem(cfg: DictConfig, folder: Path) -> str | None:
             f"{before.get('stages', {}).get(stage, {}).get('steps')})"
         )
 
+    ran = before.get("stages", {}).get(stage, {})
+    schedule = cfg.stages[stage].get("schedule", "constant") if stage in cfg.stages else None
+    if (
+        is_int(steps)
+        and is_int(ran.get("steps"))
+        and steps != ran["steps"]
+        and schedule != "constant"
+    ):
+        # the rate is a function of the step and the stage's length: the resumed steps would get
+        # rates of neither run (a linear decay's jumped from 2.5e-4 back to 5e-4)
+        return (
+            f"stages.{stage}.steps={steps} differs from the {ran['steps']} of the run that "
+            f"resume={str(cfg.resume)!r} continues, and stages.{stage}.schedule={schedule} decays "
+            f"over the stage's steps: give stages.{stage}.steps={ran['steps']}, or start a new run "
+            f"from its weights with model={cfg.resume} (a constant schedule may change its steps)"
+        )
+
     def compared(options: dict[str, Any]) -> dict[str, Any]:
         free = (*RESUME_FREE, f"stages.{stage}.steps")
         return {

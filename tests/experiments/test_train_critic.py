@@ -127,14 +127,21 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
         (["stages.sft.steps=3", f"resume={full / 'sft' / 'final'}"], "stages.sft.steps=3 is below "
          f"the step of resume={str(full / 'sft' / 'final')!r} (4): give stages.sft.steps=4 or more "
          "(the run it continues had 4)"),
+        # the cosine's rate is a function of the stage's length: 6 steps would resume on rates
+        # of neither run
+        (["stages.sft.steps=6"], "stages.sft.steps=6 differs from the 4 of the run that "
+         f"resume={str(checkpoint)!r} continues, and stages.sft.schedule=cosine decays over the "
+         "stage's steps: give stages.sft.steps=4, or start a new run from its weights with "
+         f"model={checkpoint} (a constant schedule may change its steps)"),
     ]:  # fmt: skip
         with pytest.raises(Exception) as err:
             check_overrides(*TINY, *args, f"resume={checkpoint}", *overrides)
         assert type(err.value).__name__ == "TrainConfigError"
         assert str(err.value) == message
-    # where it may differ: the stages around it, how often it saves, and more steps
+    # where it may differ: the stages around it and how often it saves (and, with a constant
+    # schedule, its steps)
     check_overrides(*TINY, *args, f"resume={checkpoint}", "pipeline=[sft,readout]", "checkpoint_every=1",
-                    "stages.sft.steps=6", "stages.readout.lr=1")  # fmt: skip
+                    "stages.readout.lr=1")  # fmt: skip
     # the same data folder spelled another way is the same run (paths are compared resolved)
     respelled = [f"data=[{dataset}/.]" if a.startswith("data=") else a for a in args]
     check_overrides(*TINY, *respelled, f"resume={checkpoint}")

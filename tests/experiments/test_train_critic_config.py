@@ -353,3 +353,11 @@ def test_max_grad_norm_reaches_deepspeed_where_the_json_leaves_it(tmp_path):
         _deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, None)["gradient_clipping"]
         == 0.0
     )
+
+
+def test_torchrun_without_deepspeed_is_refused(dataset, monkeypatch):
+    # each process trained its own copy on a share of the batch, and rank 0's alone was saved
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exception, match=r"torchrun started 2 processes \(WORLD_SIZE=2\) but "
+                                        r"deepspeed_config is null"):  # fmt: skip
+        check_overrides(f"data=[{dataset}]")
