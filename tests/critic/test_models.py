@@ -49,8 +49,8 @@ def test_unloadable_model_names_the_fix(tmp_path):
         load_model(tmp_path / "nothing-here")
     assert str(err.value).startswith(f"cannot load critic model {tmp_path / 'nothing-here'}:")
     assert str(err.value).endswith(
-        "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory, or a preset (['small', "
-        "'small-qwen3vl', 'tiny', 'tiny-qwen3vl'])"
+        "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory, or a shipped critic's name "
+        "(viscritic-small), or a preset (['small', 'small-qwen3vl', 'tiny', 'tiny-qwen3vl'])"
     )
 
 
