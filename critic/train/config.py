@@ -472,6 +472,17 @@ def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
                 f"stages.{stage}.batch_size={size} cannot be shared out evenly over "
                 f"WORLD_SIZE={world} processes{whole}; use a multiple of {world * group}"
             )
+    if cfg.resume is not None:
+        # each process restores its own shard: another count is DeepSpeed's raw error after the
+        # model has loaded (fewer), or a missing rank state (more)
+        written = len(list((Path(cfg.resume) / DS_STATE).glob("rank*.pt")))
+        if written and written != world:
+            raise TrainConfigError(
+                f"resume={str(cfg.resume)!r} was written by {written} processes and "
+                f"WORLD_SIZE={world}: DeepSpeed restores one optimizer shard per process; resume "
+                f"it with torchrun --nproc_per_node {written}, or start a new run from its "
+                f"weights with model={cfg.resume}"
+            )
     try:
         options = json.loads(Path(cfg.deepspeed_config).read_text())
         clip = options.get("gradient_clipping", "auto")
@@ -479,6 +490,14 @@ def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
         raise TrainConfigError(
             f"deepspeed_config={cfg.deepspeed_config} is not a DeepSpeed JSON object ({exc})"
         ) from exc
+    if not isinstance(options.get("optimizer"), dict):
+        # DeepSpeed's ZeRO builds the optimizer from it: without, a raw AssertionError after the
+        # model had loaded
+        raise TrainConfigError(
+            f'deepspeed_config={cfg.deepspeed_config} has no "optimizer" section; add one, e.g. '
+            '"optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": 0.0}} '
+            "(configs/deepspeed/zero2.json)"
+        )
     wanted = cfg.max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
     if clip != "auto" and (not is_number(clip) or float(clip) != float(wanted)):
         norm = "null (no clipping)" if cfg.max_grad_norm is None else cfg.max_grad_norm

@@ -332,6 +332,30 @@ def test_deepspeed_needs_torchrun_an_even_share_and_one_clipping(dataset, monkey
         assert str(err.value) == message
 
 
+def test_deepspeed_needs_an_optimizer_and_the_processes_that_wrote_a_resume(dataset, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    # both were raw errors from DeepSpeed after the model had loaded: an AssertionError ("zero
+    # stage 2 requires an optimizer"), and a ZeRORuntimeException for fewer processes
+    import json
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": "auto"}))
+    with pytest.raises(Exception, match=r"has no \"optimizer\" section; add one"):
+        check_overrides(f"data=[{dataset}]", f"deepspeed_config={bare}", "stages.sft.batch_size=4")
+    shards = tmp_path / "ck" / "deepspeed"
+    shards.mkdir(parents=True)
+    (tmp_path / "ck" / "trainer_state.pt").write_bytes(b"")  # the rest is read after the check
+    for rank in range(3):
+        (shards / f"rank{rank}.pt").write_bytes(b"")
+    with pytest.raises(Exception, match=r"was written by 3 processes and WORLD_SIZE=2: DeepSpeed "
+                                        r"restores one optimizer shard per process; resume it "
+                                        r"with torchrun --nproc_per_node 3"):  # fmt: skip
+        check_overrides(f"data=[{dataset}]", "deepspeed_config=configs/deepspeed/zero2.json",
+                        "stages.sft.batch_size=4", f"resume={tmp_path / 'ck'}")  # fmt: skip
+
+
 def test_max_grad_norm_reaches_deepspeed_where_the_json_leaves_it(tmp_path):
     import json
 
