@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.errors import InvalidOptionError
-from rollout.checks import is_number
+from rollout.checks import is_int, is_number
 
 
 class RenderError(RuntimeError):
@@ -81,6 +81,28 @@ class Appearance:
     rgba: tuple[float, float, float, float] | None = None
     size_scale: float = 1.0
 
+    def __post_init__(self) -> None:
+        # checked here, not at the first render (a 3-number rgba was a numpy broadcast error)
+        if not isinstance(self.target, str) or not self.target:
+            raise InvalidOptionError(
+                f"Appearance target={self.target!r} must be a geom name or 'body:<name>'"
+            )
+        rgba = self.rgba
+        if rgba is not None and (
+            isinstance(rgba, (str, bytes))
+            or not hasattr(rgba, "__len__")
+            or len(rgba) != 4
+            or not all(is_number(v) and 0 <= v <= 1 for v in rgba)
+        ):
+            raise InvalidOptionError(
+                f"Appearance rgba={rgba!r} must be four numbers in [0, 1] (red, green, blue, "
+                "alpha), or None to keep the model's colour"
+            )
+        if not is_number(self.size_scale) or self.size_scale <= 0:
+            raise InvalidOptionError(
+                f"Appearance size_scale={self.size_scale!r} must be a number > 0"
+            )
+
 
 @dataclass(frozen=True)
 class CriticView:
@@ -99,6 +121,35 @@ class CriticView:
     width: int = 128
     geom_groups: tuple[int, ...] | None = None
     appearance: tuple[Appearance, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # checked here, not at the first render (a float height was a raw TypeError in MuJoCo,
+        # a height of 0 an "install the GL packages" message, cameras="top" camera 't')
+        cameras = self.cameras
+        if isinstance(cameras, (str, FreeCamera)) or not isinstance(cameras, (tuple, list)):
+            raise InvalidOptionError(
+                f"CriticView cameras={cameras!r} must be a tuple of camera names or FreeCameras, "
+                f"e.g. ({cameras!r},)"
+            )
+        if not cameras:  # what each names is checked against the model (check_view)
+            raise InvalidOptionError(
+                "CriticView cameras=() must hold one or more camera names or FreeCameras"
+            )
+        for side in ("height", "width"):
+            value = getattr(self, side)
+            if not is_int(value) or not 16 <= value <= 1024:
+                raise InvalidOptionError(
+                    f"CriticView {side}={value!r} must be an integer number of pixels in [16, 1024]"
+                )
+        groups = self.geom_groups
+        if groups is not None and (
+            not isinstance(groups, (tuple, list))
+            or not all(is_int(g) and 0 <= g < 6 for g in groups)
+        ):
+            raise InvalidOptionError(
+                f"CriticView geom_groups={groups!r} must be None or a tuple of MuJoCo geom groups "
+                "(integers 0-5), e.g. (0,) for collision geoms"
+            )
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:

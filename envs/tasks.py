@@ -62,6 +62,11 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     Raises:
         InvalidOptionError: the name makes no gymnasium id (e.g. it has a space or a ``/``).
     """
+    check_horizon(spec.horizon)  # gymnasium's TimeLimit took 0 or 50.0 and failed at make
+    if not isinstance(spec.view, CriticView):
+        raise InvalidOptionError(
+            f"task {spec.name!r}: view={spec.view!r:.60} must be an envs.CriticView"
+        )
     register_bare_env(spec)
     _TASKS[spec.name] = spec
     return spec
@@ -92,8 +97,8 @@ def register_bare_env(spec: TaskSpec) -> None:
     gym.registry.pop(env_id, None)  # replaced, without gymnasium's warning about overriding it
     gym.register(
         env_id,
-        entry_point="envs.tasks:make_task_env",
-        kwargs={"name": spec.name},
+        entry_point="envs.tasks:make_registered_task",
+        kwargs={"registered_task": spec.name},
         max_episode_steps=spec.horizon,
         disable_env_checker=True,
     )
@@ -117,6 +122,18 @@ def get_task(name: str) -> TaskSpec:
             f"unknown task {name!r}; registered tasks: {task_names()}. "
             "Pass one of these as env=..., or register your own with envs.register_task."
         ) from None
+
+
+def make_registered_task(registered_task: str, **kwargs: Any) -> TaskEnv:
+    """``gym.make(bare_env_id(task), ...)``'s entry point: :func:`make_task_env` of the task its
+    id names. A ``name=`` there would build another task under this one's time limit."""
+    if "name" in kwargs:
+        raise InvalidOptionError(
+            f"name={kwargs['name']!r}: gym.make({bare_env_id(registered_task)!r}) builds "
+            f"{registered_task}; make another task by its own id, e.g. "
+            f"gym.make({bare_env_id(str(kwargs['name']))!r})"
+        )
+    return make_task_env(registered_task, **kwargs)
 
 
 def make_task_env(

@@ -335,3 +335,50 @@ def test_a_reward_env_without_a_task_lists_the_tasks():
         f"unknown task None; registered tasks: {envs.task_names()}. Pass one of these as "
         "env=..., or register your own with envs.register_task."
     )
+
+
+def test_a_bare_env_builds_the_task_its_id_names():
+    # name= replaced the registered task: Pusher under Reacher's 50-step time limit
+    with pytest.raises(InvalidOptionError, match=r"name='Pusher-v5': gym.make\('VisCritic/Reacher-v5'\) "
+                                                 r"builds Reacher-v5; make another task by its own id, "
+                                                 r"e.g. gym.make\('VisCritic/Pusher-v5'\)"):  # fmt: skip
+        gym.make("VisCritic/Reacher-v5", name="Pusher-v5")
+    env = gym.make("VisCritic/Reacher-v5", image_size=32)  # the task's own options pass through
+    assert env.unwrapped.task_name == "Reacher-v5" and env.unwrapped.view.height == 32
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"horizon": 0}, "horizon=0 must be an integer >= 1"),
+        ({"horizon": 50.0}, "horizon=50.0 must be an integer >= 1"),
+        ({"view": "top"}, "task 'Reacher-v5': view='top' must be an envs.CriticView"),
+    ],
+)
+def test_register_task_checks_the_spec_before_anything_uses_it(edit, message):
+    # each failed later: in gymnasium's TimeLimit at make, or at the first render
+    import dataclasses
+
+    with pytest.raises(InvalidOptionError) as err:
+        envs.register_task(dataclasses.replace(envs.get_task("Reacher-v5"), **edit))
+    assert str(err.value).startswith(message)
+    assert gym.spec(envs.bare_env_id("Reacher-v5")).max_episode_steps == 50  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: envs.CriticView(cameras=("top",), height=56.0), "CriticView height=56.0 must be an integer"),
+        (lambda: envs.CriticView(cameras=("top",), height=0), "CriticView height=0 must be an integer"),
+        (lambda: envs.CriticView(cameras="topcam"), "CriticView cameras='topcam' must be a tuple"),
+        (lambda: envs.CriticView(cameras=("top",), geom_groups=(7,)), "CriticView geom_groups=(7,) must be"),
+        (lambda: envs.Appearance("body:arm", rgba=(1, 0, 0)), "Appearance rgba=(1, 0, 0) must be four numbers"),
+    ],
+)  # fmt: skip
+def test_a_view_that_cannot_render_is_refused_when_built(build, message):
+    # a float height was a raw TypeError in MuJoCo, 0 an "install the GL packages" message, a
+    # bare string camera "unknown camera 't'", group 7 an IndexError, a 3-number rgba a broadcast
+    with pytest.raises(InvalidOptionError) as err:
+        build()
+    assert str(err.value).startswith(message)
