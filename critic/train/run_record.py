@@ -34,14 +34,33 @@ def _absolute(value: Any) -> Any:
 
 def run_record(cfg: DictConfig) -> dict[str, Any]:
     """The resolved options a checkpoint records (:data:`RUN_RECORD`): all but where the run dir
-    is, ``resume``, ``overwrite`` and ``progress_bar``; paths (:data:`PATH_OPTIONS`) absolute."""
+    is, ``resume``, ``overwrite`` and ``progress_bar``; paths (:data:`PATH_OPTIONS`) absolute;
+    and what each data folder holds (:data:`DATA_EPISODES`)."""
     options = OmegaConf.to_container(cfg, resolve=True)
     for key in ("hydra", "resume", "overwrite", "progress_bar"):
         options.pop(key, None)
     for key in PATH_OPTIONS:
         if key in options:
             options[key] = _absolute(options[key])
+    options[DATA_EPISODES] = {
+        str(folder): _episodes_of(folder) for folder in options.get("data") or []
+    }
     return options
+
+
+# What each data folder held: its finished episodes' count and a digest of their ids. A folder
+# that synthesize.py extended after the checkpoint gave a resume other draws, silently.
+DATA_EPISODES = "data_episodes"
+
+
+def _episodes_of(folder: Any) -> str:
+    import hashlib
+
+    from critic.data.episodes import finished_ids
+
+    ids = sorted(finished_ids(folder)) if isinstance(folder, str) else []
+    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+    return f"{len(ids)} episodes (ids {digest})"
 
 
 def _flat(options: Any, prefix: str = "") -> dict[str, Any]:
@@ -107,7 +126,11 @@ def resume_problem(cfg: DictConfig, folder: Path) -> str | None:
         }
 
     now, then = compared(run_record(cfg)), compared(before)
-    differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    differ = sorted(
+        k for k in now.keys() | then.keys() if now.get(k) != then.get(k)
+        # a checkpoint written before the data's episodes were recorded: not compared
+        and not (k.startswith(f"{DATA_EPISODES}.") and DATA_EPISODES not in before)
+    )  # fmt: skip
     if not differ:
         return None
     shown = "; ".join(f"{k}={then.get(k)!r} there, {now.get(k)!r} here" for k in differ)

@@ -416,3 +416,25 @@ def test_a_save_cut_short_leaves_the_earlier_checkpoint_whole(tmp_path, tiny_mod
     assert not all(torch.equal(again[k], v) for k, v in first.items())
     assert (path / STATE).is_file()
     assert sorted(p.name for p in (tmp_path / "sft").iterdir()) == ["checkpoint-2"]
+
+
+def test_a_resume_whose_data_folder_changed_is_refused(dataset, tmp_path):
+    # synthesize.py into the same out= adds episodes: a resume then drew other samples and its
+    # losses left the uninterrupted run's, silently
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    args = [f"data=[{data}]", "pipeline=[sft]", "stages.sft.steps=2", "stages.sft.batch_size=2",
+            "checkpoint_every=1", "eval_every=0"]  # fmt: skip
+    assert run_train(tmp_path / "run", *args).returncode == 0
+    checkpoint = tmp_path / "run" / "sft" / "checkpoint-1"
+    check_overrides(*TINY, *args, f"resume={checkpoint}")  # the same folder, as it was: taken
+    removed = sorted((data / "episodes").glob("*.parquet"))[0]
+    removed.unlink()
+    with pytest.raises(Exception) as err:
+        check_overrides(*TINY, *args, f"resume={checkpoint}")
+    assert type(err.value).__name__ == "TrainConfigError"
+    count = len(list((data / "episodes").glob("*.parquet")))
+    assert f"data_episodes.{data}='{count + 1} episodes (ids " in str(err.value)
+    assert f"there, '{count} episodes (ids " in str(err.value)
