@@ -313,13 +313,14 @@ def _start_worker(stop: Any, specs: dict[str, Any], experts: dict[str, Any]) -> 
     ``envs`` afresh, and would record the built-in spec where the parent's manifest says a
     task registered or replaced after import (``envs.register_task``)."""
     global _stop
-    from envs.experts import _EXPERTS
+    from envs.experts import _EXPERTS, _load_experts
     from envs.tasks import register_task
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop = stop
     for spec in specs.values():
         register_task(spec)
+    _load_experts()  # the built-in experts first: the parent's replace them, not the other way
     _EXPERTS.update(experts)
 
 

@@ -10,6 +10,7 @@ import pytest
 import envs
 from critic.data.episodes import read_episode
 from envs import InvalidOptionError
+from envs.experts import Expert
 from envs.plans import EpisodePlan, plan_episodes
 from envs.synth import CAMERA, record_episode, synthesize
 
@@ -311,6 +312,33 @@ def test_workers_record_the_task_as_this_process_registered_it(tmp_path, monkeyp
     episodes = list(iter_episodes(tmp_path))
     assert [e.frames[CAMERA].shape[1:3] for e in episodes] == [(24, 24)] * 2
     assert all(e.steps[-1] <= 12 for e in episodes)
+
+
+class _StillExpert(Expert):
+    """Holds the arm still: a replacement for Reacher's expert that, like a user's own, does not
+    import the built-in experts (module level: spawned workers import it by name)."""
+
+    def _reset(self, env) -> None:
+        pass
+
+    def _act(self, env) -> np.ndarray:
+        return np.zeros(2)
+
+
+def test_workers_keep_an_expert_this_process_put_in_place_of_a_built_in_one(tmp_path, monkeypatch):
+    # the worker's own import of the built-in experts came after the parent's were put in place,
+    # and put the built-in one back
+    from critic.data.episodes import iter_episodes
+    from envs import experts
+
+    experts._load_experts()
+    monkeypatch.setattr(experts, "_EXPERTS", dict(experts._EXPERTS))
+    experts.register_expert("Reacher-v5")(_StillExpert)
+    plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
+    synthesize(plans, tmp_path, workers=2, progress_bar=False, every=5, horizon=10, image_size=16)
+    for episode in iter_episodes(tmp_path):  # the arm never moved: the distance never changed
+        distance = episode.state["fingertip_to_target_cm"]
+        assert np.ptp(distance) < 0.1 and not episode.success
 
 
 def test_an_unwritable_out_folder_and_a_hindsight_expert_are_named():
