@@ -1,0 +1,110 @@
+"""How a training run is launched: one process, or several under torchrun with DeepSpeed, and
+what that asks of the config (the JSON, the batch shares, a resume written by as many processes).
+
+Split from ``config.py`` (the checked stages) along the line between what a run trains and how
+its processes are started; :func:`critic.train.config.check_config` calls :func:`check_launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from critic.train.config import DS_STATE, TrainConfigError
+from rollout.checks import is_number
+
+
+def check_launch(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
+    """Several processes train one model only with ``deepspeed_config=``; with it, the JSON is
+    a file, a resume is a DeepSpeed checkpoint, and :func:`check_deepspeed` holds.
+
+    Raises:
+        TrainConfigError: naming the value and the fix.
+    """
+    world = os.environ.get("WORLD_SIZE", "1")
+    if cfg.deepspeed_config is None and world.isdigit() and int(world) > 1:
+        # each process trained its own copy on its share of the batch, rank 0's alone was saved
+        raise TrainConfigError(
+            f"torchrun started {world} processes (WORLD_SIZE={world}) but deepspeed_config is "
+            "null: without DeepSpeed they would not share gradients, and each would train its own "
+            "copy on a share of the batch; give deepspeed_config=configs/deepspeed/zero2.json, or "
+            "run one process (python experiments/train_critic.py ...)"
+        )
+    if cfg.deepspeed_config is not None:
+        if not Path(cfg.deepspeed_config).is_file():
+            raise TrainConfigError(
+                f"deepspeed_config={cfg.deepspeed_config!r} is not a file; use "
+                "configs/deepspeed/zero2.json or zero3.json, or your own DeepSpeed JSON"
+            )
+        if cfg.resume is not None and not (Path(cfg.resume) / DS_STATE).is_dir():
+            raise TrainConfigError(
+                f"resume={cfg.resume!r} has no {DS_STATE}/ folder: it was written without "
+                "deepspeed_config=, and a DeepSpeed run resumes only from its own checkpoints "
+                "(every rank's optimizer shard and sampler); or resume it without deepspeed_config="
+            )
+        check_deepspeed(cfg, plans)
+
+
+def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
+    """The checks a ``deepspeed_config=`` run adds: launched by torchrun (``RANK`` and
+    ``WORLD_SIZE`` set), every stage's batch shared out evenly over the processes (a GRPO stage's
+    in whole groups), and the JSON's ``gradient_clipping`` agreeing with ``max_grad_norm``.
+
+    Raises:
+        TrainConfigError: naming the value and the fix.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} runs one process per GPU, started by "
+            "torchrun (RANK and WORLD_SIZE are not set); launch it with `torchrun "
+            "--nproc_per_node <processes> experiments/train_critic.py ...`, or drop "
+            "deepspeed_config= to train in this one process"
+        )
+    world = int(os.environ["WORLD_SIZE"])
+    for stage, plan in plans.items():
+        size = plan["settings"].batch_size
+        group = plan["grpo"].group_size if plan["rule"] == "grpo" else 1
+        if size % (world * group):
+            whole = f" in whole groups of grpo.group_size={group}" if group > 1 else ""
+            raise TrainConfigError(
+                f"stages.{stage}.batch_size={size} cannot be shared out evenly over "
+                f"WORLD_SIZE={world} processes{whole}; use a multiple of {world * group}"
+            )
+    if cfg.resume is not None:
+        # each process restores its own shard: another count is DeepSpeed's raw error after the
+        # model has loaded (fewer), or a missing rank state (more)
+        written = len(list((Path(cfg.resume) / DS_STATE).glob("rank*.pt")))
+        if written and written != world:
+            raise TrainConfigError(
+                f"resume={str(cfg.resume)!r} was written by {written} processes and "
+                f"WORLD_SIZE={world}: DeepSpeed restores one optimizer shard per process; resume "
+                f"it with torchrun --nproc_per_node {written}, or start a new run from its "
+                f"weights with model={cfg.resume}"
+            )
+    try:
+        options = json.loads(Path(cfg.deepspeed_config).read_text())
+        clip = options.get("gradient_clipping", "auto")
+    except (ValueError, AttributeError) as exc:
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} is not a DeepSpeed JSON object ({exc})"
+        ) from exc
+    if not isinstance(options.get("optimizer"), dict):
+        # DeepSpeed's ZeRO builds the optimizer from it: without, a raw AssertionError after the
+        # model had loaded
+        raise TrainConfigError(
+            f'deepspeed_config={cfg.deepspeed_config} has no "optimizer" section; add one, e.g. '
+            '"optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": 0.0}} '
+            "(configs/deepspeed/zero2.json)"
+        )
+    wanted = cfg.max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
+    if clip != "auto" and (not is_number(clip) or float(clip) != float(wanted)):
+        norm = "null (no clipping)" if cfg.max_grad_norm is None else cfg.max_grad_norm
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} has gradient_clipping={clip!r} and "
+            f"max_grad_norm={norm}; make them agree: max_grad_norm={clip}, or "
+            '"gradient_clipping": "auto" in the JSON (the recipe fills it from max_grad_norm)'
+        )
