@@ -324,7 +324,7 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
     anywhere"). ``within_sd`` is the rest: the root mean square, over readable frames, of each
     error about its episode's mean error, the scatter from one reading of an episode to the next.
     As a reward it costs most where progress pays least per centimetre, far from the goal
-    (docs/zero_shot_rl.md, "Where the learners end, in the report")."""
+    (docs/rl_learner.md, "Where the learners end, in the report")."""
     summary: dict[str, Any] = {}
     for group, mine in (
         ("expert", [r for r in results if r.expert and not r.policy]),

@@ -335,7 +335,7 @@ def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[s
 
 def _discount(algo: DictConfig) -> str:
     """The learner's discount, which sets how far ahead it values reward (and moved the true
-    reward's success more than twofold on Reacher: docs/zero_shot_rl.md, "The learner's discount")."""
+    reward's success more than twofold on Reacher: docs/rl_learner.md, "The learner's discount")."""
     return f" (discount γ = {algo.gamma})" if "gamma" in algo else ""
 
 

@@ -185,7 +185,7 @@ def where_they_end(
     it (edges at its quantiles over the test episodes), with each condition's success rate and
     median goal distance at the end per share. Where the learners of a weaker reward miss shows
     here: a reward that teaches little from far starts, or one that brings them near but not onto
-    the goal (docs/zero_shot_rl.md, "What else the default could change").
+    the goal (docs/rl_learner.md, "What else the default could change").
 
     ``None`` without a tested run; ``{"unrecorded": [<run>, ...]}`` when tested runs did not record
     their states (runs made before 2026-12-05, merged), so the report can say which.
