@@ -34,6 +34,18 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 SHAPES = ("7b", "qwen3-8b", "tiny", "tiny-qwen3vl")
+# Qwen2.5-VL-7B's sizes, from its released config.json (transformers' Qwen2_5_VLConfig defaults are
+# the 72B language model, 8192 wide and 80 layers deep, with a 3584-wide vision tower: 75.8 B).
+QWEN2_5_7B = {
+    "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+                    "max_position_embeddings": 128000, "rope_parameters": {"rope_type": "default",
+                    "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
+    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                      "out_hidden_size": 3584, "fullatt_block_indexes": [7, 15, 23, 31],
+                      "tokens_per_second": 2},
+    "tie_word_embeddings": False,
+}  # fmt: skip
 # Qwen3-VL-8B's sizes: Qwen3-8B's language model and the 27-block, 1152-wide vision tower
 # (transformers' Qwen3VLConfig defaults are no released size).
 QWEN3_8B = {
@@ -48,7 +60,7 @@ QWEN3_8B = {
 
 
 def build_model(shape: str, device: str, dtype: str):
-    """A model with random weights: ``7b`` (Qwen2.5-VL; transformers' defaults are the 7B shapes),
+    """A model with random weights: ``7b`` (Qwen2.5-VL, :data:`QWEN2_5_7B`),
     ``qwen3-8b`` (Qwen3-VL, :data:`QWEN3_8B`), or the project's tiny presets ``tiny`` and
     ``tiny-qwen3vl``."""
     import torch
@@ -60,7 +72,7 @@ def build_model(shape: str, device: str, dtype: str):
         model, _ = build_preset(shape)
         return model.to(device=device, dtype=getattr(torch, dtype)).eval()
     if shape == "7b":
-        config = transformers.Qwen2_5_VLConfig()
+        config = transformers.Qwen2_5_VLConfig(**QWEN2_5_7B)
         model_cls = transformers.Qwen2_5_VLForConditionalGeneration
     elif shape == "qwen3-8b":
         config = transformers.Qwen3VLConfig(**QWEN3_8B)

@@ -197,6 +197,15 @@ def test_bench_gpu_qwen3_8b_shape_has_the_released_size():
     assert sum(p.numel() for p in model.model.visual.parameters()) == 576_388_336
 
 
+def test_bench_gpu_7b_shape_has_the_released_size():
+    """Qwen2.5-VL-7B-Instruct's 8.29 B parameters, 0.68 B in the vision tower, with an untied head.
+    transformers' default Qwen2_5_VLConfig is the 72B language model (75.8 B in all)."""
+    model = _bench_gpu_module().build_model("7b", "meta", "bfloat16")
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
+    assert sum(p.numel() for p in model.model.visual.parameters()) == 676_550_144
+    assert model.lm_head.weight is not model.model.language_model.embed_tokens.weight
+
+
 def test_bench_gpu_cpu_smoke_run(tmp_path):
     done = _run("bench_gpu.py", tmp_path, "shape=tiny", "device=cpu", "dtype=float32",
                 "peak_tflops=1", "batch=2", "frames=4", "frame_size=56", "text_tokens=16",
