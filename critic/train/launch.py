@@ -34,6 +34,12 @@ def check_launch(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
             "copy on a share of the batch; give deepspeed_config=configs/deepspeed/zero2.json, or "
             "run one process (python experiments/train_critic.py ...)"
         )
+    if world.isdigit() and int(world) > 1 and str(cfg.device).startswith("cuda:"):
+        # every process would load onto the one GPU named, and run out of its memory
+        raise TrainConfigError(
+            f"device={cfg.device!r} names one GPU for all {world} processes torchrun started; "
+            "give device=cuda, and each process takes the GPU of its LOCAL_RANK"
+        )
     if cfg.deepspeed_config is not None:
         if not Path(cfg.deepspeed_config).is_file():
             raise TrainConfigError(
@@ -47,6 +53,17 @@ def check_launch(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
                 "(every rank's optimizer shard and sampler); or resume it without deepspeed_config="
             )
         check_deepspeed(cfg, plans)
+
+
+def bind_local_device(device: str) -> None:
+    """Under torchrun, make this process's GPU (``LOCAL_RANK``) the current one before the model
+    loads: ``.to("cuda")`` means the current GPU, and DeepSpeed sets it only later, inside
+    ``deepspeed.initialize``, so every process would have loaded its copy onto GPU 0."""
+    local = os.environ.get("LOCAL_RANK")
+    if device == "cuda" and local is not None and local.isdigit():
+        import torch
+
+        torch.cuda.set_device(int(local))
 
 
 def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:

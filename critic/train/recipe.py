@@ -25,6 +25,7 @@ from critic.train.draws import (
     load_samples,
     shuffled_labels,
 )
+from critic.train.launch import bind_local_device
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import run_record
 from critic.train.validation import evaluate
@@ -96,6 +97,7 @@ class Trainer:
         random.seed(cfg.seed + self.rank)
         np.random.seed(cfg.seed + self.rank)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        bind_local_device(str(cfg.device))
         if cfg.deepspeed_config is not None:
             deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
             deepspeed.init_distributed(dist_backend="gloo" if cfg.device == "cpu" else "nccl")

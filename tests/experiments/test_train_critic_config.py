@@ -385,3 +385,34 @@ def test_torchrun_without_deepspeed_is_refused(dataset, monkeypatch):
     with pytest.raises(Exception, match=r"torchrun started 2 processes \(WORLD_SIZE=2\) but "
                                         r"deepspeed_config is null"):  # fmt: skip
         check_overrides(f"data=[{dataset}]")
+
+
+def test_torchrun_processes_each_take_their_own_gpu(dataset, monkeypatch):
+    """``.to("cuda")`` means the current GPU and DeepSpeed sets it only inside ``initialize``, so
+    every process loaded its copy onto GPU 0; now each binds LOCAL_RANK's first. One GPU named
+    for all processes is refused."""
+    import torch
+
+    from critic.train.launch import bind_local_device
+
+    bound = []
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    bind_local_device("cuda")
+    bind_local_device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    bind_local_device("cuda")  # one process, no torchrun: the current GPU stays
+    assert bound == [3]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", "device=cuda:1",
+                        "deepspeed_config=configs/deepspeed/zero2.json")  # fmt: skip
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        "device='cuda:1' names one GPU for all 2 processes torchrun started; give device=cuda, "
+        "and each process takes the GPU of its LOCAL_RANK"
+    )
