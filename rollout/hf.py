@@ -67,6 +67,16 @@ class HFEngine(Engine):
             "needs_videos": False,
         }
 
+    def _synced(self) -> bool:
+        """Whether every process of a distributed run must take part in each decoding step.
+        Under DeepSpeed ZeRO-3 a forward pass gathers each layer's weights from all processes, so
+        a process whose completions ended first must go on stepping until all have, or the others
+        hang. transformers decides this from a config object this project does not make
+        (``HfDeepSpeedConfig``), so the engine says it whenever several processes run: under
+        ZeRO-2 it costs a finished process a few idle steps."""
+        dist = self.torch.distributed
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
     def check_request(self, request: Request) -> None:
         """Raise :class:`InvalidRequestError` if ``request`` cannot run on this model.
 
@@ -216,6 +226,7 @@ class HFEngine(Engine):
                     torch.manual_seed(params.seed)
                 out = self.model.generate(
                     **batch,
+                    synced_gpus=self._synced(),
                     suppress_tokens=self.vision_token_ids,
                     do_sample=not greedy,
                     num_return_sequences=n,

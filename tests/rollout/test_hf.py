@@ -264,3 +264,24 @@ def test_score_refuses_what_the_server_refuses(engine_and_requests):
                     requests[0].pixel_values_videos[:0], requests[0].video_grid_thw[:0])  # fmt: skip
     with pytest.raises(InvalidRequestError, match=r"must be a \[V, 3\] tensor with V >= 1"):
         engine.check_request(empty)  # it passed, then torch.cat([]) inside the model
+
+
+def test_decoding_steps_in_step_across_processes(tiny_model, monkeypatch):
+    # under DeepSpeed ZeRO-3 every forward gathers weights from all processes: a process whose
+    # completions ended first must keep stepping, or the others hang. transformers decides this
+    # from an HfDeepSpeedConfig the project never makes, so the engine says it itself
+    model, _, engine, request = _own_copy(tiny_model)
+    asked = []
+    generate = model.generate
+
+    def recording(*args, synced_gpus=None, **kwargs):
+        asked.append(synced_gpus)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording)
+    greedy = SamplingParams(temperature=0, max_new_tokens=4)
+    alone = engine.generate([request], greedy)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    assert engine.generate([request], greedy) == alone
+    assert asked == [False, True]
