@@ -16,6 +16,7 @@ that build requests, which are tested there.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,20 @@ def vllm_model_problem(model_type: str | None) -> str | None:
     return None
 
 
-def build_vllm_prompt(request: Request, video_token_id: int) -> dict[str, Any]:
+def build_vllm_prompt(
+    request: Request, video_token_id: int, temporal_patch_size: int = 2
+) -> dict[str, Any]:
     """One :class:`Request` as a vLLM ``TokensPrompt`` dict.
 
     Each run of ``video_token_id`` becomes one placeholder token, and ``multi_modal_data["video"]``
-    holds the request's frames, one uint8 ``[T, H, W, 3]`` array per run, in order.
+    holds the request's videos in order, each as vLLM's ``(frames, metadata)`` pair: the uint8
+    ``[T, H, W, 3]`` frames and a frame rate of ``temporal_patch_size`` frames a second.
+
+    That rate keeps the temporal positions the model was trained with. Qwen2.5-VL spaces its
+    temporal patches ``second_per_grid_ts`` apart in its rotary positions; the transformers
+    engine (training, scoring, the reward) passes none, which the model reads as 1 second, while
+    the processor vLLM calls reads ``temporal_patch_size / fps`` from the metadata, with 24 fps
+    for frames that come without (1/12 second).
 
     Raises:
         InvalidRequestError: the request has video tokens but no frames, or the runs and the
@@ -72,12 +82,29 @@ def build_vllm_prompt(request: Request, video_token_id: int) -> dict[str, Any]:
         )
     prompt: dict[str, Any] = {"prompt_token_ids": collapsed}
     if videos:
-        prompt["multi_modal_data"] = {"video": videos[0] if len(videos) == 1 else videos}
+        fps = float(temporal_patch_size)  # one temporal patch a second, as the model trained
+        items = [
+            (v, {"fps": fps, "total_num_frames": len(v), "frames_indices": list(range(len(v))),
+                 "duration": len(v) / fps})
+            for v in videos
+        ]  # fmt: skip
+        prompt["multi_modal_data"] = {"video": items[0] if len(items) == 1 else items}
         # The frames are already at their grid size: bound the processor's resize to their areas
         # so it keeps them (its defaults would enlarge small frames).
         areas = [int(v.shape[1]) * int(v.shape[2]) for v in videos]
         prompt["mm_processor_kwargs"] = {"min_pixels": min(areas), "max_pixels": max(areas)}
     return prompt
+
+
+def vllm_launch_kwargs(environ: Any = os.environ) -> dict[str, Any]:
+    """``vllm.LLM`` options for how this process runs vLLM: under torchrun (``WORLD_SIZE`` > 1)
+    each process keeps its own engine on its own GPU through vLLM's ``external_launcher``
+    executor, which reads ``RANK`` and ``LOCAL_RANK`` (as TRL's colocate mode does). vLLM's
+    default executor places every process's engine on GPU 0."""
+    world = str(environ.get("WORLD_SIZE", "1"))
+    if world.isdigit() and int(world) > 1:
+        return {"distributed_executor_backend": "external_launcher"}
+    return {}
 
 
 def vllm_sampling_kwargs(
@@ -184,6 +211,13 @@ class VLLMEngine(Engine):
         self.banned_token_ids = [
             int(i) for i in (getattr(config, n, None) for n in names) if i is not None
         ]
+        vision = getattr(config, "vision_config", None)
+        self.temporal_patch_size = int(getattr(vision, "temporal_patch_size", 2))
+        # vLLM runs its engine core in a child process by default, and :meth:`load_weights`
+        # would then send every tensor through a socket, which its decoder does not rebuild as
+        # tensors (vllm-project/vllm#16434): the engine stays in this process, as RL needs.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        llm_kwargs = {**vllm_launch_kwargs(), **llm_kwargs}
         self.llm = vllm.LLM(
             model=model,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -194,7 +228,9 @@ class VLLMEngine(Engine):
         )
 
     def _prompts(self, requests: Sequence[Request]) -> list[dict[str, Any]]:
-        return [build_vllm_prompt(r, self.video_token_id) for r in requests]
+        return [
+            build_vllm_prompt(r, self.video_token_id, self.temporal_patch_size) for r in requests
+        ]
 
     def generate(
         self, requests: Sequence[Request], params: SamplingParams

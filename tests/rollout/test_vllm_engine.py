@@ -17,6 +17,7 @@ from rollout.vllm_engine import (
     VLLMEngine,
     build_vllm_prompt,
     candidate_probs,
+    vllm_launch_kwargs,
     vllm_sampling_kwargs,
     vllm_score_kwargs,
 )
@@ -28,17 +29,35 @@ def test_video_runs_collapse_to_one_placeholder_per_video():
     request = Request(ids, (ids == 9).int() * 2, videos=(a, b))
     prompt = build_vllm_prompt(request, video_token_id=9)
     assert prompt["prompt_token_ids"] == [1, 9, 2, 9, 3]
-    assert prompt["multi_modal_data"]["video"][0] is a
-    assert prompt["multi_modal_data"]["video"][1] is b
-    # One video is passed as the array itself; no video, no multi_modal_data.
+    (first, first_meta), (second, second_meta) = prompt["multi_modal_data"]["video"]
+    assert first is a and second is b
+    # Each video comes with its frame rate: 2 frames a second, one temporal patch of 2 frames a
+    # second, the spacing the transformers engine's positions have (vLLM's processor reads
+    # temporal_patch_size / fps from it; without it, 24 fps: a twelfth of a second)
+    assert first_meta == {"fps": 2.0, "total_num_frames": 2, "frames_indices": [0, 1],
+                          "duration": 1.0}  # fmt: skip
+    assert second_meta == {"fps": 2.0, "total_num_frames": 4, "frames_indices": [0, 1, 2, 3],
+                           "duration": 2.0}  # fmt: skip
+    # One video is passed as its pair itself; no video, no multi_modal_data.
     one = build_vllm_prompt(Request(ids[:5], ids[:5], videos=(a,)), video_token_id=9)
     assert one == {
         "prompt_token_ids": [1, 9, 2],
-        "multi_modal_data": {"video": a},
+        "multi_modal_data": {"video": (a, first_meta)},
         "mm_processor_kwargs": {"min_pixels": 28 * 28, "max_pixels": 28 * 28},
     }
     assert prompt["mm_processor_kwargs"] == {"min_pixels": 28 * 28, "max_pixels": 28 * 56}
     assert build_vllm_prompt(Request(ids[:1], ids[:1]), 9) == {"prompt_token_ids": [1]}
+    # a model whose temporal patches hold 4 frames is given 4 frames a second
+    four = build_vllm_prompt(Request(ids[:5], ids[:5], videos=(b,)), 9, temporal_patch_size=4)
+    assert four["multi_modal_data"]["video"][1]["fps"] == 4.0
+
+
+def test_under_torchrun_each_process_runs_its_own_vllm_on_its_gpu():
+    # vLLM's default executor put every process's engine on GPU 0
+    assert vllm_launch_kwargs({"WORLD_SIZE": "4", "RANK": "1", "LOCAL_RANK": "1"}) == {
+        "distributed_executor_backend": "external_launcher"
+    }
+    assert vllm_launch_kwargs({"WORLD_SIZE": "1"}) == vllm_launch_kwargs({}) == {}
 
 
 def test_runs_and_videos_must_pair_up():
