@@ -47,7 +47,9 @@ def make_viscritic_env(
         critic: the critic: a name, ``{"name": ..., **kwargs}``, or a ``critic.Critic``.
         camera: override the task's camera(s); a list tiles several views into one frame.
         image_size: override the critic image size (int or ``(height, width)``).
-        horizon: override the task's episode length.
+        horizon: override the task's episode length. Not gym.make's ``max_episode_steps=``:
+            that TimeLimit sits outside the reward wrapper, which does not see its episodes end
+            (it warns when two in a row are cut at the same step).
         render_mode: ``None`` or ``"rgb_array"`` (the critic's view).
         task_kwargs: options for the task env (e.g. ``{"control_freq": 10}`` on robosuite).
         **options: reward options: the fields of

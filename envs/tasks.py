@@ -133,6 +133,12 @@ def make_registered_task(registered_task: str, **kwargs: Any) -> TaskEnv:
             f"{registered_task}; make another task by its own id, e.g. "
             f"gym.make({bare_env_id(str(kwargs['name']))!r})"
         )
+    if "horizon" in kwargs:  # VisCriticReward-v0's option, not a task's
+        raise InvalidOptionError(
+            f"horizon={kwargs['horizon']!r} is an option of VisCriticReward-v0, not of the bare "
+            f"task; give gym.make({bare_env_id(registered_task)!r}, "
+            f"max_episode_steps={kwargs['horizon']!r}) for its episode length"
+        )
     return make_task_env(registered_task, **kwargs)
 
 
@@ -391,6 +397,20 @@ class TaskEnv(gym.Env):
         if self._view_renderer is None:
             self._view_renderer = ViewRenderer(self.mj_model, self.view)
         return self._view_renderer.render(self.mj_data)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the renderer out (a GL context and the mujoco module, which
+        do not copy); the copy makes its own at its first frame."""
+        state = self.__dict__.copy()
+        state["_view_renderer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy starts unreset, as gymnasium's own MuJoCo envs copy (they are rebuilt from
+        their constructor's arguments, so the simulator's state is not carried over): stepping
+        or rendering it before :meth:`reset` is refused, not run from a state it does not hold."""
+        self.__dict__.update(state)
+        self._needs_reset = True
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":

@@ -1,11 +1,15 @@
 """``VisCriticReward``: the critic watching rendered frames becomes the env's reward.
 
 A stateful reward wrapper (it keeps the episode's frames), so it subclasses ``gym.Wrapper`` and
-records only serialisable constructor arguments, as Gymnasium's own stateful wrappers do.
+records its constructor arguments, as Gymnasium's own stateful wrappers do: a critic given by
+name or mapping is recorded so, and ``env.spec`` serialises; a critic given as an instance is
+recorded as that instance, so ``gym.make(env.spec)`` rebuilds this critic (its name alone may name
+another, or none), and ``env.spec.to_json()`` refuses it.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
@@ -48,8 +52,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
         **options: Any,
     ) -> None:
-        recorded = critic.name if isinstance(critic, Critic) else critic
-        gym.utils.RecordConstructorArgs.__init__(self, critic=recorded, **options)
+        gym.utils.RecordConstructorArgs.__init__(self, critic=critic, **options)
         gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, TaskEnv):
             raise InvalidOptionError(
@@ -68,6 +71,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._task: TaskEnv = env.unwrapped
         self.config = self.config.for_critic(self.critic, self._task.task_name)
         self._tracker = EpisodeTracker(self.config, self._task.instruction, self.critic.name)
+        self._ended, self._last_cut, self._warned = True, None, False  # _warn_if_cut_short
 
     def _frame(self):
         return self._task.render_critic_view() if self.critic.needs_frames else None
@@ -78,6 +82,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self._tracker.check(estimates[0])
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._warn_if_cut_short()
         obs, info = self.env.reset(seed=seed, options=options)
         self._tracker.start(self._frame(), info["progress"])
         estimate = self._estimate()
@@ -93,6 +98,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         reward = self._tracker.reward(float(env_reward), estimate)
         if self.config.terminate_on_success and self._tracker.critic_success():
             terminated = True
+        self._ended = terminated or truncated
         return (
             obs,
             reward,
@@ -100,6 +106,28 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             truncated,
             {**info, **self._tracker.info(env_reward, estimate)},
         )
+
+    def _warn_if_cut_short(self) -> None:
+        """Warn once when two episodes in a row are reset at the same step before this wrapper
+        saw them end: the mark of a time limit outside it (``gym.make("VisCriticReward-v0",
+        max_episode_steps=N)`` among them; gymnasium keeps that option from the entry point, so
+        it cannot serve as the horizon). Such a limit ends episodes where the critic was not
+        queried, and pays their last step an older estimate. One episode ended early on
+        purpose, or an env checker's short ones, say nothing."""
+        steps, cut = self._tracker.step_count, None
+        if steps > 1 and not self._ended:
+            cut = steps
+            if cut == self._last_cut and not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"two episodes in a row were reset at step {steps} of "
+                    f"{self._task.task_name} before VisCriticReward saw them end: if a time "
+                    f"limit outside it cuts them (gym.make(..., max_episode_steps={steps}), a "
+                    "TimeLimit wrapper), their last step is paid an older estimate, not a query; "
+                    f"give horizon={steps} to VisCriticReward-v0 instead",
+                    stacklevel=3,
+                )
+        self._last_cut = cut
 
     def close(self) -> None:
         self.critic.close()

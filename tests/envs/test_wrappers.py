@@ -144,12 +144,13 @@ def test_unreadable_answers_are_reported_and_hold_progress():
     env.close()
 
 
-def test_wrapper_records_only_serialisable_arguments():
-    # A critic object is recorded by its name, never as the object (Gymnasium's stateful wrappers).
+def test_wrapper_records_its_arguments():
+    # A critic object is recorded as the object: its name alone may rebuild another critic
+    # (test_a_critic_given_as_an_instance_is_the_one_the_spec_rebuilds).
     task = gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), 50)
-    wrapper = envs.VisCriticReward(task, critic=RecordingCritic(), query_every=3)
-    assert wrapper._saved_kwargs == {"critic": "oracle", "query_every": 3}
-    json.dumps(wrapper._saved_kwargs)
+    critic = RecordingCritic()
+    wrapper = envs.VisCriticReward(task, critic=critic, query_every=3)
+    assert wrapper._saved_kwargs == {"critic": critic, "query_every": 3}
     wrapper.close()
     # With a critic given by name or mapping, the whole gym.make spec serialises.
     env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic={"name": "oracle"}, query_every=3)
@@ -382,3 +383,95 @@ def test_a_view_that_cannot_render_is_refused_when_built(build, message):
     with pytest.raises(InvalidOptionError) as err:
         build()
     assert str(err.value).startswith(message)
+
+
+def test_a_time_limit_outside_the_wrapper_is_named_at_the_next_reset():
+    """gymnasium keeps ``max_episode_steps`` from the entry point and puts its TimeLimit outside
+    the wrapper, which then never sees the episode end: its last step was paid the estimate of
+    step 14, and in ``delta`` mode the episode returned 0 where the progress was 0.21. Two
+    episodes cut at the same step are named once; one cut short, or an env checker's, are not."""
+    import warnings
+
+    def episode(env, seed):
+        env.reset(seed=seed)
+        while True:
+            *_, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+            if terminated or truncated:
+                return info
+
+    options = dict(env="Reacher-v5", critic="oracle", query_every=7, reward_mode="delta")
+    outer = gym.make("VisCriticReward-v0", max_episode_steps=20, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = episode(outer, 0)
+        assert not info["critic_queried"] and info["critic_progress"] != info["progress"]
+        episode(outer, 1)  # the first cut says nothing: an episode may end early on purpose
+    with pytest.warns(UserWarning) as caught:
+        episode(outer, 2)
+    assert [str(w.message) for w in caught] == [
+        "two episodes in a row were reset at step 20 of Reacher-v5 before VisCriticReward saw "
+        "them end: if a time limit outside it cuts them (gym.make(..., max_episode_steps=20), a "
+        "TimeLimit wrapper), their last step is paid an older estimate, not a query; give "
+        "horizon=20 to VisCriticReward-v0 instead"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        episode(outer, 3)
+        outer.reset(seed=4)  # once per wrapper
+        inner = gym.make("VisCriticReward-v0", horizon=20, **options)
+        for seed in range(3):
+            info = episode(inner, seed)  # its own horizon ends the episodes: nothing to say
+        assert info["critic_queried"] and info["critic_progress"] == info["progress"]
+    with warnings.catch_warnings(record=True) as caught:  # gymnasium's checker resets early too
+        warnings.simplefilter("always")
+        gym_check_env(inner)
+    assert not [w for w in caught if "episodes in a row" in str(w.message)]
+    outer.close()
+    inner.close()
+
+
+def test_an_env_that_has_rendered_copies_and_pickles():
+    # the renderer holds a GL context and the mujoco module: TypeError: cannot pickle 'module'
+    # object. A copy starts unreset, as gymnasium's own MuJoCo envs copy (rebuilt from their
+    # arguments, at the model's initial state, which the copy's progress was not measured from)
+    import copy
+    import pickle
+
+    env = gym.make("VisCritic/Reacher-v5", render_mode="rgb_array")
+    env.reset(seed=3)
+    env.render()
+    twins = copy.deepcopy(env), pickle.loads(pickle.dumps(env))
+    env.reset(seed=0)
+    frame = env.render()
+    for twin in twins:
+        with pytest.raises(gym.error.ResetNeeded, match=r"render_critic_view\(\) before reset"):
+            twin.render()
+        twin.reset(seed=0)
+        np.testing.assert_array_equal(twin.render(), frame)
+        twin.close()
+    env.close()
+
+
+def test_a_critic_given_as_an_instance_is_the_one_the_spec_rebuilds():
+    # the spec recorded the critic's display name: "noisy_oracle(offset_sd=0.3, step_sd=0.0)"
+    # names no critic, and "oracle" rebuilt an OracleCritic without needs_frames
+    from critic.oracle import NoisyOracleCritic, OracleCritic
+
+    for critic in (NoisyOracleCritic(offset_sd=0.3), OracleCritic(needs_frames=True)):
+        wrapped = envs.VisCriticReward(gym.make("VisCritic/Reacher-v5"), critic=critic)
+        again = gym.make(wrapped.spec)
+        assert again.get_wrapper_attr("critic") is critic
+        again.close()
+        wrapped.close()
+    by_name = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle")
+    assert json.loads(by_name.spec.to_json())["kwargs"]["critic"] == "oracle"
+    by_name.close()
+
+
+def test_horizon_on_a_bare_task_names_max_episode_steps():
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCritic/Reacher-v5", horizon=10)
+    assert str(err.value) == (
+        "horizon=10 is an option of VisCriticReward-v0, not of the bare task; give "
+        "gym.make('VisCritic/Reacher-v5', max_episode_steps=10) for its episode length"
+    )
