@@ -39,9 +39,12 @@ learners() {  # the saved policies of an RL run dir: policies=[...]
     for s in $seeds; do out="$out,$dir/${condition}_seed$s/policy.zip"; done
     echo "${out#,}"
 }
+# The loop's learners ran SAC at gamma 0.99, the experiment's default until 2026-12-05: their
+# rollouts are the loop's data, so the recipe keeps that discount (the default is now 0.95).
+RL_GAMMA=algo.gamma=0.99
 rl() {  # rl CRITIC OUT: SAC on Reacher learns from the critic alone, seeds 0-3
     "${PY[@]}" experiments/zero_shot_rl.py conditions=[critic] critic.model="$1" seeds=[0,1,2,3] \
-        progress_bar=false overwrite=true hydra.run.dir="$2"  # a re-run after a failure retrains
+        "$RL_GAMMA" progress_bar=false overwrite=true hydra.run.dir="$2"  # a re-run retrains
 }
 readout() {  # readout FROM OUT STEPS DATA...: one round of the 1-frame readout
     local from=$1 out=$2 steps=$3
@@ -56,7 +59,8 @@ readout() {  # readout FROM OUT STEPS DATA...: one round of the 1-frame readout
 "${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=1200 every=1 workers=2 out="$DATA/loop/Reacher-v5"
 "${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=400 failure_fraction=1.0 failures=[flail] \
     every=1 workers=2 out="$DATA/loop/flail"
-"${PY[@]}" experiments/zero_shot_rl.py conditions=[ground_truth] progress_bar=false overwrite=true hydra.run.dir="$RUN/gt"
+"${PY[@]}" experiments/zero_shot_rl.py conditions=[ground_truth] "$RL_GAMMA" progress_bar=false \
+    overwrite=true hydra.run.dir="$RUN/gt"
 "${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=10000 workers=2 \
     "policies=[$(learners "$RUN/gt" ground_truth "0 1 2")]" out="$DATA/loop/gtpol"
 SETS=("$DATA/loop/Reacher-v5" "$DATA/loop/flail" "$DATA/loop/gtpol")
@@ -90,7 +94,7 @@ CANDIDATE="$RUN/hindsight/readout/final"
 "${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=150 every=1 first_seed=20000 hindsight=true \
     workers=2 "policies=[$(learners "$RUN/gt" ground_truth "0 1 2")]" out="$DATA/loop/hindsight_gt"
 "${PY[@]}" experiments/zero_shot_rl.py conditions=[critic] critic.model="$CANDIDATE" seeds=[0,1,2,3,4,5,6,7,8,9] \
-    progress_bar=false overwrite=true hydra.run.dir="$RUN/rl_candidate"
+    "$RL_GAMMA" progress_bar=false overwrite=true hydra.run.dir="$RUN/rl_candidate"
 LEARNERS=$(learners "$RUN/rl_candidate" critic "0 1 2 3 4 5 6 7 8 9")
 "${PY[@]}" experiments/synthesize.py env=Reacher-v5 episodes=100 every=1 first_seed=16000 workers=2 \
     "policies=[$LEARNERS]" out="$DATA/loop/policy_r6"

@@ -35,6 +35,9 @@ def test_loop_script_chains_rounds_hindsight_the_three_tasks_and_the_shipped_rou
     # the true reward's learners, then rounds 1-4's (round 5's are not needed), then the
     # candidate's ten
     assert len(rls) == 6 and "conditions=[ground_truth]" in rls[0]
+    # the learners whose rollouts the shipped critic learned from ran at gamma 0.99 (the default
+    # then; 0.95 since): the recipe keeps it, or a rerun trains on other states
+    assert all("algo.gamma=0.99" in line for line in rls)
     assert [f"critic.model={run}/two{n}/readout/final" in rls[n] for n in range(1, 5)] == [True] * 4
     # round N rolls out round N-1's four learners; the data grows by one folder per round
     round3 = next(line for line in lines if "first_seed=13000" in line)
