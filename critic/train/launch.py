@@ -8,6 +8,7 @@ its processes are started; :func:`critic.train.config.check_config` calls :func:
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,33 @@ def bind_local_device(device: str) -> None:
         import torch
 
         torch.cuda.set_device(int(local))
+
+
+def over_ranks(values: dict[str, float | int]) -> dict[str, float | int]:
+    """What the processes of a distributed run measured, as one run: each float's mean, NaNs left
+    out (a GRPO reward component none of a process's completions had), and each int's sum (counts,
+    such as the GRPO groups used). A run of one process gets ``values`` back. Every process must
+    call it with the same keys: it is one collective. What a process measures on its own share
+    of the batch is logged by rank 0 alone, so without this the history showed rank 0's share."""
+    import torch
+
+    dist = torch.distributed
+    if not values or not (dist.is_available() and dist.is_initialized()):
+        return dict(values)
+    if dist.get_world_size() == 1:
+        return dict(values)
+    keys = sorted(values)
+    raw = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    known = torch.isfinite(raw)
+    sums = torch.stack([torch.where(known, raw, torch.zeros_like(raw)), known.double()])
+    if dist.get_backend() == "nccl":
+        sums = sums.cuda()
+    dist.all_reduce(sums)
+    total, count = sums.cpu().tolist()
+    return {
+        k: int(t) if isinstance(values[k], int) else (t / c if c > 0 else math.nan)
+        for k, t, c in zip(keys, total, count, strict=True)
+    }
 
 
 def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:

@@ -25,7 +25,7 @@ from critic.train.draws import (
     load_samples,
     shuffled_labels,
 )
-from critic.train.launch import bind_local_device
+from critic.train.launch import bind_local_device, over_ranks
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import run_record
 from critic.train.validation import evaluate
@@ -264,6 +264,10 @@ class Trainer:
             except NonFiniteError as exc:  # stop before it ruins the weights, and write no final
                 bar.close()
                 raise NonFiniteError(self._diverged(stage, step + 1, lr, exc)) from None
+            # each process measured its own share of the batch: the history logs them as one run
+            shared = [k for k, v in record.items() if k not in ("step", "lr", "weights_synced")
+                      and isinstance(v, float | int) and not isinstance(v, bool)]  # fmt: skip
+            record.update(over_ranks({k: record[k] for k in shared}))
             record["seconds"] = time.perf_counter() - started
             # samples per second over the stage so far (GRPO: completions), and the process's
             # peak memory, so each stage's cost is in the history

@@ -6,6 +6,8 @@ test_train_critic.py, its config checks in test_train_critic_config.py."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tests.experiments.train_critic_cli import (
@@ -144,3 +146,41 @@ def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monke
     assert [h.get("weights_synced") for h in read_history(tmp_path) if h["step"] > 0] == [True] * 3
     trained, copy = trainer.model.state_dict(), fake.model.state_dict()
     assert all(torch.equal(trained[name], copy[name]) for name in trained)
+
+
+def _mean_on_rank(rank: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    from critic.train.launch import over_ranks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:  # rank 0's share: loss 1, no reward of the component; rank 1's: loss 2, reward 0.5
+        queue.put((rank, over_ranks({"loss": 1.0 + rank, "reward/x": [math.nan, 0.5][rank],
+                                          "groups_used": 3 * rank})))  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_what_each_process_measured_is_logged_as_one_run():
+    # rank 0 logged its own share of every step (its loss, its completions' rewards): now the
+    # floats' means over the processes (NaNs left out) and the counts' sums
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from critic.train.launch import over_ranks
+
+    assert over_ranks({"loss": 2.0}) == {"loss": 2.0}  # one process: as it was
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    procs = [context.Process(target=_mean_on_rank, args=(r, port, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert results[0] == results[1] == {"loss": 1.5, "reward/x": 0.5, "groups_used": 3}
+    assert isinstance(results[0]["groups_used"], int)
