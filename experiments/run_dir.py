@@ -100,17 +100,35 @@ def check_run_dir(
         )
 
 
-def remove_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = ()) -> list[str]:
-    """Remove what an earlier run of ``script`` wrote in ``run_dir`` (``overwrite=true``: the
-    dir then holds this run's outputs alone); returns the names removed.
+ASIDE = ".overwritten"  # where overwrite=true keeps an earlier run until this one has trained
+
+
+def _outputs_in(script: str, cfg: DictConfig, run_dir: Path) -> list[Path]:
+    return [Path(run_dir) / n for n in OUTPUTS[script](cfg) if (Path(run_dir) / n).exists()]
+
+
+def _remove(paths: list[Path]) -> None:
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def set_aside_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = ()) -> Path | None:
+    """``overwrite=true``: move what an earlier run of ``script`` wrote in ``run_dir`` into
+    ``run_dir/.overwritten/``, so that the dir holds this run's outputs alone; returns that folder
+    (``None`` when there was nothing). :func:`restore_outputs` puts them back if this run stops
+    before it trains (a model that does not load, no samples), :func:`discard_outputs` removes
+    them once it has: a run refused at its start loses no earlier run.
 
     Raises:
         RunDirError: one of ``keep`` (the paths this run reads: its starting weights, a teacher)
-            lies in an output it would remove.
+            lies in an output it would move.
     """
-    import shutil
-
-    taken = [Path(run_dir) / n for n in OUTPUTS[script](cfg) if (Path(run_dir) / n).exists()]
+    taken = _outputs_in(script, cfg, run_dir)
     for path in (Path(str(k)) for k in keep if k is not None):
         inside = [
             t
@@ -122,12 +140,30 @@ def remove_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = ())
                 f"overwrite=true would remove {inside[0]}, and this run reads {path} from it; "
                 "copy it elsewhere first, or give a new hydra.run.dir="
             )
+    if not taken:
+        return None
+    aside = Path(run_dir) / ASIDE
+    _remove([aside] if aside.exists() else [])  # a run killed before it could clear it
+    aside.mkdir()
     for path in taken:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    return [path.name for path in taken]
+        path.rename(aside / path.name)
+    return aside
+
+
+def restore_outputs(script: str, cfg: DictConfig, run_dir: Path, aside: Path | None) -> None:
+    """Put back what :func:`set_aside_outputs` moved, in place of this run's own outputs."""
+    if aside is None or not aside.is_dir():
+        return
+    _remove(_outputs_in(script, cfg, run_dir))
+    for path in aside.iterdir():
+        path.rename(Path(run_dir) / path.name)
+    aside.rmdir()
+
+
+def discard_outputs(aside: Path | None) -> None:
+    """Remove the earlier run :func:`set_aside_outputs` kept: this run has trained."""
+    if aside is not None and aside.is_dir():
+        _remove([aside])
 
 
 class RunDirGuard(Callback):

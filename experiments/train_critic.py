@@ -61,14 +61,17 @@ def main(cfg: DictConfig) -> None:
                   "stages after it)", file=sys.stderr)  # fmt: skip
             sys.exit(1)
         pipeline = pipeline[pipeline.index(stage) :]
+    aside = None
     if cfg.overwrite and trainer.rank == 0:  # the dir holds this run's outputs alone
-        from run_dir import RunDirError, remove_outputs
+        from run_dir import RunDirError, discard_outputs, set_aside_outputs
 
         try:
-            remove_outputs("train_critic", cfg, run_dir, keep=[cfg.model, cfg.teacher])
+            aside = set_aside_outputs("train_critic", cfg, run_dir, keep=[cfg.model, cfg.teacher])
         except RunDirError as exc:
             print(f"train_critic: RunDirError: {exc}", file=sys.stderr)
             sys.exit(1)
+        # the earlier run is removed once this one has trained a step; kept until then
+        trainer.on_first_step = lambda: discard_outputs(aside)
     try:
         trainer.setup()
         final = None
@@ -77,17 +80,30 @@ def main(cfg: DictConfig) -> None:
     except (TrainConfigError, CheckpointError, ModelLoadError, CriticError, EpisodeFormatError,
             NonFiniteError) as exc:  # fmt: skip
         # a model or teacher= that does not load, a checkpoint a run did not finish, a NaN loss
-        print(f"train_critic: {exc}", file=sys.stderr)
+        print(f"train_critic: {exc}{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # Ctrl-C: where to continue from, not a traceback
         if trainer.rank == 0:
-            print(f"train_critic: {interrupted(trainer, pipeline)}", file=sys.stderr)
+            print(f"train_critic: {interrupted(trainer, pipeline)}"
+                  f"{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)  # fmt: skip
         sys.exit(130)
     finally:
         trainer.cleanup()
     if trainer.rank == 0:
         print(f"critic: {final}  (load it with make_critic({str(final)!r}))")
         print(f"logs: {run_dir}")
+
+
+def _kept(cfg: DictConfig, run_dir: Path, trainer: Trainer, aside: Path | None) -> str:
+    """A run that stops before it trained a step puts back the earlier run ``overwrite=true``
+    set aside, and says so."""
+    if aside is None or trainer.on_first_step is None:  # nothing set aside, or trained
+        return ""
+    from run_dir import restore_outputs
+
+    trainer.cleanup()  # its tensorboard writer holds a file in the folder put back
+    restore_outputs("train_critic", cfg, run_dir, aside)
+    return f"; the earlier run in {run_dir} is kept as it was (nothing was trained)"
 
 
 def interrupted(trainer: Trainer, pipeline: list[str]) -> str:

@@ -79,6 +79,7 @@ class Trainer:
         self.plans = check_config(cfg)  # before any model loads
         self.history: list[dict[str, Any]] = []
         self.writer = None  # tensorboard's, made by setup (rank 0)
+        self.on_first_step: Any = None  # called once, after the run's first trained step
         self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
         self._last_final: Path | None = None  # the last stage's weights written by this run
         # where training is, for a message when it stops: the stage, its step, and its latest
@@ -290,6 +291,9 @@ class Trainer:
                     }
                 )
             self._log(stage, step + 1, record)
+            if self.on_first_step is not None:  # e.g. remove the run overwrite=true replaces
+                self.on_first_step()
+                self.on_first_step = None
             if (
                 cfg.checkpoint_every
                 and (step + 1) % cfg.checkpoint_every == 0
@@ -467,3 +471,4 @@ class Trainer:
     def cleanup(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None

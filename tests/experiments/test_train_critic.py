@@ -371,6 +371,7 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
     assert not (tmp_path / "readout").exists()
     assert [(h["stage"], h["step"]) for h in read_history(tmp_path)] == [("sft", 0), ("sft", 1)]
     assert len(list((tmp_path / "tensorboard").iterdir())) == 1  # this run's events alone
+    assert not (tmp_path / ".overwritten").exists()  # the earlier run, once this one trained
     # a run that starts from weights in the dir keeps them: refused before anything is removed
     done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true",
                      f"model={tmp_path / 'sft' / 'final'}")  # fmt: skip
@@ -381,6 +382,18 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
         "hydra.run.dir="
     )
     assert (tmp_path / "sft" / "final" / "trainer_state.pt").is_file()
+    # a run refused at its start (a model that does not load, no samples left) kept nothing of
+    # the run it was to replace: the earlier run stays until this one has trained a step
+    before = read_history(tmp_path)
+    for bad in (f"model={dataset}", "held_out_tasks=[Reacher-v5]"):
+        done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true", bad)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().endswith(
+            f"the earlier run in {tmp_path} is kept as it was (nothing was trained)"
+        )
+        assert read_history(tmp_path) == before and not (tmp_path / ".overwritten").exists()
+        assert (tmp_path / "sft" / "final" / "trainer_state.pt").is_file()
+        assert len(list((tmp_path / "tensorboard").iterdir())) == 1
 
 
 def test_a_save_cut_short_leaves_the_earlier_checkpoint_whole(tmp_path, tiny_model, monkeypatch):
