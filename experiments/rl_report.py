@@ -72,6 +72,22 @@ def _task_options(env: DictConfig) -> list[str]:
     ]
 
 
+def _steps_run(cfg: DictConfig, runs: list[RunResult]) -> str:
+    """The step budget, as the runs ran it: an on-policy learner (PPO) stops after whole rollouts
+    of ``n_steps`` per env, so ``total_timesteps=100`` runs 1024 env steps."""
+    ran = sorted({r.env_steps for r in runs})
+    if not ran or ran == [cfg.total_timesteps]:
+        return f"{cfg.total_timesteps} env steps"
+    rollout = cfg.algo.get("n_steps")
+    why = (
+        f", whole rollouts of algo.n_steps={rollout} per env"
+        if rollout is not None and all(n % rollout == 0 for n in ran)
+        else ""
+    )
+    steps = str(ran[0]) if len(ran) == 1 else f"{ran[0]} to {ran[-1]}"
+    return f"{steps} env steps (total_timesteps={cfg.total_timesteps}{why})"
+
+
 def write_report(
     cfg: DictConfig,
     runs: list[RunResult],
@@ -123,7 +139,7 @@ def write_report(
     lines = [
         f"# Zero-shot RL on {cfg.env.name}",
         "",
-        f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {cfg.total_timesteps} env steps, "
+        f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {_steps_run(cfg, runs)}, "
         f"seeds {list(cfg.seeds)}, "
         f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), reward mode "
         f"`{cfg.reward.reward_mode}`{_mode_options(cfg.reward)}, query every {cfg.reward.query_every} ("

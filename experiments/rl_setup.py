@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from rl_results import CONDITIONS, ExperimentConfigError, expand_seeds
 
-from rollout.checks import is_int
+from rollout.checks import is_int, is_number
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -123,12 +123,54 @@ def check_config(cfg: DictConfig) -> None:
             f"{below + horizon} env steps, not the budget the report states; set "
             f"total_timesteps={below or horizon} or {below + horizon}"
         )
+    _check_algo(cfg)
     if "critic" in cfg.conditions or "oracle" in cfg.conditions:
         from envs.vec_env import VisCriticVecEnv
 
         VisCriticVecEnv.check_config(reward, cfg.relabel)
     if "critic" in cfg.conditions:
         _check_critic(cfg)
+
+
+# SB3 options that must be whole numbers, and the least each may be (gradient_steps may also be
+# -1: as many as the env steps since the last training)
+ALGO_COUNTS = {"batch_size": 1, "buffer_size": 1, "n_steps": 1, "n_epochs": 1,
+               "learning_starts": 0, "gradient_steps": 1}  # fmt: skip
+
+
+def _check_algo(cfg: DictConfig) -> None:
+    """The learner's options, before any run: each count a whole number in range (SB3 takes
+    ``batch_size=0`` and never updates), then the algorithm built once on the true-reward env,
+    where SB3 refuses what it cannot use (an AssertionError, a ValueError, a TypeError)."""
+    for key, least in ALGO_COUNTS.items():
+        value = cfg.algo.get(key)
+        if value is None or (key == "gradient_steps" and value == -1):
+            continue
+        if not is_int(value) or value < least:
+            also = " (or -1: as many as the env steps between trainings)"
+            raise ExperimentConfigError(
+                f"algo.{key}={value!r} must be an integer >= {least}"
+                + (also if key == "gradient_steps" else "")
+            )
+    rate = cfg.algo.get("learning_rate")
+    if rate is not None and (not is_number(rate) or not 0 < rate < float("inf")):
+        raise ExperimentConfigError(
+            f"algo.learning_rate={rate!r} must be a number > 0, e.g. algo.learning_rate=3e-4"
+        )
+    import envs
+
+    env = true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
+    try:
+        build = hydra.utils.instantiate(cfg.algo)
+        build(env=env, seed=0, **training_schedule(cfg, "critic"))
+    except (hydra.errors.InstantiationException, AssertionError, ValueError, TypeError) as exc:
+        cause = exc.__cause__ if isinstance(exc, hydra.errors.InstantiationException) else exc
+        raise ExperimentConfigError(
+            f"algo: {cfg.algo.get('_target_')} refuses these options ({type(cause).__name__}: "
+            f"{cause}); check the algo.* overrides against its constructor"
+        ) from None
+    finally:
+        env.close()
 
 
 def _check_env(cfg: DictConfig) -> int:

@@ -478,3 +478,43 @@ def test_a_budget_below_learning_starts_is_warned_of(caplog):
     cfg.total_timesteps = 20000
     check_config(cfg)
     assert "learning_starts" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # SB3 took batch_size=0 and never updated: the saved actor was its initialisation
+        ("algo.batch_size=0", "algo.batch_size=0 must be an integer >= 1"),
+        ("algo.gradient_steps=0", "algo.gradient_steps=0 must be an integer >= 1 (or -1: as many "
+                                  "as the env steps between trainings)"),
+        ("algo.buffer_size=1.5", "algo.buffer_size=1.5 must be an integer >= 1"),
+        # a raw AssertionError from SB3's schedule
+        ("algo.learning_rate=abc", "algo.learning_rate='abc' must be a number > 0, e.g. "
+                                   "algo.learning_rate=3e-4"),
+        ("+algo.polcy_kwargs={}", "algo: stable_baselines3.SAC refuses these options (TypeError: "
+                                  "SAC.__init__() got an unexpected keyword argument "
+                                  "'polcy_kwargs'); check the algo.* overrides against its "
+                                  "constructor"),
+    ],
+)  # fmt: skip
+def test_bad_algorithm_options_are_refused_before_any_run(override, message):
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("zero_shot_rl", overrides=["conditions=[ground_truth]", override])
+    with pytest.raises(ExperimentConfigError) as err:
+        check_config(cfg)
+    assert str(err.value) == message
+
+
+def test_the_report_states_the_steps_an_on_policy_learner_ran(tmp_path):
+    # PPO runs whole rollouts of n_steps: total_timesteps=100 ran 1024, and the report said 100
+    done = _cli("algo=ppo", "relabel=false", "reward.between_queries=hold", "total_timesteps=100",
+                "algo.n_steps=64", "conditions=[ground_truth]", "seeds=[0]", "eval_every=64",
+                "eval_episodes=1", "test_episodes=1", "env.horizon=20", "progress_bar=false",
+                f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "`stable_baselines3.PPO` (discount γ = 0.99), 128 env steps (total_timesteps=100, " \
+        "whole rollouts of algo.n_steps=64 per env)," in (tmp_path / "report.md").read_text()  # fmt: skip
