@@ -69,6 +69,13 @@ def model_source_problem(model: Any) -> str | None:
         except ValueError as exc:
             return str(exc)
         return None
+    if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        return (
+            f"model={model!r} is a folder but not a checkpoint (it holds no config.json); name "
+            "the folder that holds the model's config.json and weights (a training run's is "
+            "<run>/<stage>/final), or a shipped critic "
+            f"({sorted(SHIPPED)})"
+        )
     if model in PRESETS or model in SHIPPED or Path(model).is_dir():
         return None
     return (

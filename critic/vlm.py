@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,43 @@ class VLMCritic(Critic):
     _clip_frames: int | None = field(default=None, init=False, repr=False)
     _task_clip_frames: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """Refuse, with the :class:`CriticError` the critic would raise, options it cannot run
+        with, without loading or connecting to a model: a script checks its critic before other
+        work starts (``zero_shot_rl.py`` trains the other conditions first)."""
+        names = {f.name for f in fields(cls) if f.init}
+        if unknown := sorted(set(options) - names):
+            raise CriticError(
+                f"{', '.join(unknown)}: not an option of the VLM critic; its options are "
+                f"{sorted(names)}"
+            )
+        critic = cls.__new__(cls)
+        for f in fields(cls):
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            setattr(critic, f.name, options.get(f.name, default))
+        critic._check_options()
+        if not is_server_url(os.fspath(critic.model)) and (
+            problem := device_problem(critic.device)
+        ):
+            raise CriticError(problem)
+
     def __post_init__(self) -> None:
+        self._check_options()
+        self.model = os.fspath(self.model)
+        if is_server_url(self.model):
+            self._connect(self.model)  # the server's device holds the model; ours is unused
+        else:
+            if (problem := device_problem(self.device)) is not None:
+                raise CriticError(problem)
+            self._load_local()
+        self._keep_videos = bool(getattr(self._engine, "needs_videos", False))
+        self._digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+        self._answer_prefix = self.tokenizer(
+            "<think></think><answer>", add_special_tokens=False
+        ).input_ids
+
+    def _check_options(self) -> None:
         if self.mode not in MODES:
             raise CriticError(f"mode={self.mode!r} is not a critic mode; pick one of {list(MODES)}")
         if self.prompt not in PROMPTS:
@@ -136,18 +172,6 @@ class VLMCritic(Critic):
                 f"a shipped critic ({sorted(SHIPPED)}), a checkpoint folder or hub id (a str or "
                 "os.PathLike), or a critic server URL ('http://host:port')"
             )
-        self.model = os.fspath(self.model)
-        if is_server_url(self.model):
-            self._connect(self.model)  # the server's device holds the model; ours is unused
-        else:
-            if (problem := device_problem(self.device)) is not None:
-                raise CriticError(problem)
-            self._load_local()
-        self._keep_videos = bool(getattr(self._engine, "needs_videos", False))
-        self._digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
-        self._answer_prefix = self.tokenizer(
-            "<think></think><answer>", add_special_tokens=False
-        ).input_ids
 
     def _load_local(self) -> None:
         from critic.models import load_model

@@ -195,6 +195,14 @@ def _check_critic(cfg: DictConfig) -> None:
     critic = OmegaConf.to_container(cfg.critic, resolve=True)
     target = critic.get("_target_")
     if target == "critic.vlm.VLMCritic":
+        from critic.base import CriticError
+        from critic.vlm import VLMCritic
+
+        options = {k: v for k, v in critic.items() if not k.startswith("_")}
+        try:  # its mode, prompt, sampling and device, as it would check them, without loading
+            VLMCritic.check_options(**options)
+        except CriticError as exc:
+            raise ExperimentConfigError(f"critic: {exc}") from None
         models = [critic.get("model")]
     elif target == "critic.ensemble.EnsembleCritic":  # members: names, paths, URLs, mappings
         named = [m.get("name") if isinstance(m, dict) else m for m in critic.get("members") or []]

@@ -160,7 +160,9 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         hint = ""
         if isinstance(exc, SafetensorError):  # a truncated file, or a Git LFS pointer
             hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
-        names = sorted(named_checkpoints()) if not Path(path).exists() else []
+        names = sorted(named_checkpoints())
+        if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+            hint = " (it is a folder but not a checkpoint: no config.json in it)"
         raise ModelLoadError(
             f"cannot load critic model {path!s}: {str(exc).rstrip('.')}{hint}. Pass a local "
             "Qwen2.5-VL or Qwen3-VL checkpoint directory, or a shipped critic's name ("

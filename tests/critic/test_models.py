@@ -52,6 +52,14 @@ def test_unloadable_model_names_the_fix(tmp_path):
         "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory, or a shipped critic's name "
         "(viscritic-small), or a preset (['small', 'small-qwen3vl', 'tiny', 'tiny-qwen3vl'])"
     )
+    # a folder that exists but holds no checkpoint said the shipped critics were not installed
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path / "data")
+    assert "(it is a folder but not a checkpoint: no config.json in it). Pass a local" in str(
+        err.value
+    )
+    assert "a shipped critic's name (viscritic-small)" in str(err.value)
 
 
 def _qwen3_vl_moe(tokenizer):

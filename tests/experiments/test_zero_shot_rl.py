@@ -518,3 +518,31 @@ def test_the_report_states_the_steps_an_on_policy_learner_ran(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "`stable_baselines3.PPO` (discount γ = 0.99), 128 env steps (total_timesteps=100, " \
         "whole rollouts of algo.n_steps=64 per env)," in (tmp_path / "report.md").read_text()  # fmt: skip
+
+
+def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_path):
+    # a mode typo, a bad device or a folder that is no checkpoint was said only when the critic's
+    # run began, after the true reward's and the oracle's runs had trained
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    folder = tmp_path / "not_a_checkpoint"
+    folder.mkdir()
+    for override, message in [
+        ("critic.mode=scor", "critic: mode='scor' is not a critic mode; pick one of ['score', "
+                             "'reason']"),
+        ("critic.device=gpu", "critic: device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
+        (f"critic.model={folder}", f"critic: model='{folder}' is a folder but not a checkpoint (it "
+                                   "holds no config.json); name the folder that holds the model's "
+                                   "config.json and weights (a training run's is "
+                                   "<run>/<stage>/final), or a shipped critic (['viscritic-small'])"),
+        ("+critic.sample=4", "critic: sample: not an option of the VLM critic; its options are "
+                             "['cache', 'device', 'failure_types', 'max_new_tokens', 'mode', "
+                             "'model', 'needs_frames', 'prompt', 'samples', 'seed', 'temperature']"),
+    ]:  # fmt: skip
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("zero_shot_rl", overrides=[override])
+        with pytest.raises(ExperimentConfigError) as err:
+            check_config(cfg)
+        assert str(err.value) == message
