@@ -200,6 +200,8 @@ class Trainer:
             state = load_trainer_state(resume, optimizer)
             first = state["step"]
             rng.bit_generator.state = state["extra"]["sampler"]
+        if resume is not None and self.rank == 0:
+            self._trim_history(stage, first)
         stage_dir = self.run_dir / stage
         if plan["rule"] == "grpo" and cfg.grpo.kl_coef > 0:
             self.reference = self._kl_reference(stage, resume)
@@ -452,6 +454,28 @@ class Trainer:
         engine.load_checkpoint(str(path / DS_STATE), tag="state")
         rng.bit_generator.state = state["sampler"]
         return int(state["step"])
+
+    def _trim_history(self, stage: str, step: int) -> None:
+        """A resume from ``stage``'s checkpoint at ``step`` trains the steps after it again: the
+        rows an interrupted run logged for them (and for any stage after it) leave the history,
+        which would hold those steps twice."""
+        path = self.run_dir / "history.jsonl"
+        if not path.is_file():
+            return
+        pipeline = [str(p) for p in self.cfg.pipeline]
+        later = set(pipeline[pipeline.index(stage) + 1 :]) if stage in pipeline else set()
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut short when the run was killed
+                continue
+            if row.get("stage") in later or (
+                row.get("stage") == stage and row.get("step", 0) > step
+            ):
+                continue
+            kept.append(line)
+        path.write_text("".join(f"{line}\n" for line in kept))
 
     def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
         if self.rank != 0:
