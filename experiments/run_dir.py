@@ -70,6 +70,9 @@ OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
     "zero_shot_rl": zero_shot_rl_outputs,
     "eval_critic": eval_critic_outputs,
     "train_critic": train_critic_outputs,
+    # its episodes go to out=, which it resumes: only its log is in the run dir, checked for
+    # being a folder it can make
+    "synthesize": lambda cfg: [],
 }
 # Scripts whose run may continue an earlier run in the same dir (its outputs are not refused).
 CONTINUES: dict[str, Callable[[DictConfig, Path], bool]] = {
@@ -82,6 +85,18 @@ def check_run_dir(
 ) -> None:
     """Raise :class:`RunDirError` when ``run_dir`` holds one of ``script``'s outputs and
     ``cfg.overwrite`` is not true; ``dir_option`` is the option the message says to change."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(
+            f"{dir_option}={run_dir} is a file, not a folder; give a folder for the run's outputs"
+        )
+    try:  # hydra makes it next, and its OSError was a traceback
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(
+            f"{dir_option}={run_dir} cannot be made ({exc.strerror or exc}); give a folder you "
+            "can write to"
+        ) from None
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")

@@ -36,6 +36,37 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
         check_run_dir("eval_critic", OmegaConf.create({}), tmp_path)
     with pytest.raises(ValueError, match="RunDirGuard\\(script='bench'\\): scripts are"):
         RunDirGuard("bench")
+    # a run dir that is a file, or cannot be made, was hydra's raw FileExistsError and OSError
+    (tmp_path / "a_file").write_text("")
+    for script in ("zero_shot_rl", "train_critic", "eval_critic", "synthesize"):
+        with pytest.raises(RunDirError) as err:
+            check_run_dir(script, rl, tmp_path / "a_file")
+        assert str(err.value) == (
+            f"hydra.run.dir={tmp_path / 'a_file'} is a file, not a folder; give a folder for the "
+            "run's outputs"
+        )
+        with pytest.raises(RunDirError) as err:
+            check_run_dir(script, rl, tmp_path / "a_file" / "below")
+        assert str(err.value) == (
+            f"hydra.run.dir={tmp_path / 'a_file' / 'below'} cannot be made (Not a directory); "
+            "give a folder you can write to"
+        )
+
+
+def test_synthesize_refuses_a_run_dir_it_cannot_make(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "a_file").write_text("")
+    script = Path(__file__).resolve().parents[2] / "experiments" / "synthesize.py"
+    done = subprocess.run([sys.executable, str(script), f"hydra.run.dir={tmp_path / 'a_file'}"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"synthesize: RunDirError: hydra.run.dir={tmp_path / 'a_file'} is a file, not a folder; "
+        "give a folder for the run's outputs"
+    )
 
 
 def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_path):
@@ -71,21 +102,28 @@ def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_pa
         f"overwrite=true would remove resume={tmp_path / 'readout' / 'checkpoint-4'}, which lies "
         f"in {tmp_path}; drop overwrite=true to continue that run there"
     )
-    # overwrite=true: every earlier output goes, not only this pipeline's stages
-    from run_dir import remove_outputs
+    # overwrite=true: every earlier output goes, not only this pipeline's stages; set aside
+    # until the new run has trained a step, and put back if it stops before
+    from run_dir import ASIDE, discard_outputs, restore_outputs, set_aside_outputs
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError) as err:  # unless the run starts from weights in them
-        remove_outputs("train_critic", train, tmp_path, keep=[str(tmp_path / "sft" / "final")])
+        set_aside_outputs("train_critic", train, tmp_path, keep=[str(tmp_path / "sft" / "final")])
     assert str(err.value) == (
         f"overwrite=true would remove {tmp_path / 'sft'}, and this run reads "
         f"{tmp_path / 'sft' / 'final'} from it; copy it elsewhere first, or give a new "
         "hydra.run.dir="
     )
-    assert remove_outputs("train_critic", train, tmp_path, keep=["tiny", None]) == [
-        "history.jsonl", "sft", "readout"
-    ]  # fmt: skip
+    before = sorted(p.name for p in tmp_path.iterdir())
+    aside = set_aside_outputs("train_critic", train, tmp_path, keep=["tiny", None])
+    assert sorted(p.name for p in aside.iterdir()) == ["history.jsonl", "readout", "sft"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ASIDE, ".hydra", "notes.txt"])
+    (tmp_path / "sft").mkdir()  # the new run's first output, then it stops before training
+    restore_outputs("train_critic", train, tmp_path, aside)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "sft" / "final").is_dir()  # the earlier run's, not the new empty one
+    discard_outputs(set_aside_outputs("train_critic", train, tmp_path, keep=["tiny", None]))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "notes.txt"]
 
 
