@@ -197,6 +197,34 @@ def _timed(fn, repeats: int, device: str) -> float:
     return float(np.median(times[1:]))
 
 
+class BenchConfigError(ValueError):
+    """A bench_gpu option it cannot run with; the message names the value and the fix."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse, before any model is built, what the bench cannot run."""
+    from rollout.checkpoint import device_problem
+    from rollout.checks import is_int, is_number
+
+    if cfg.shape not in SHAPES:
+        raise BenchConfigError(
+            f"shape={cfg.shape!r} is not a bench shape; pick one of {list(SHAPES)}"
+        )
+    if cfg.dtype not in ("float32", "bfloat16", "float16"):
+        raise BenchConfigError(f"dtype={cfg.dtype!r} must be float32, bfloat16 or float16")
+    if not str(cfg.device).startswith("cuda") and (problem := device_problem(cfg.device)):
+        raise BenchConfigError(problem)
+    for key in ("batch", "text_tokens", "frames", "frame_size", "new_tokens", "repeats"):
+        if not is_int(cfg[key]) or cfg[key] < 1:
+            raise BenchConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
+    peak = cfg.peak_tflops
+    if peak is not None and (not is_number(peak) or peak <= 0):
+        raise BenchConfigError(
+            f"peak_tflops={peak!r} must be a number > 0 (the GPU's dense bf16 TFLOP/s), or null "
+            "to look it up from the GPU's name"
+        )
+
+
 @hydra.main(config_path="../configs", config_name="bench_gpu", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     import torch
@@ -204,7 +232,11 @@ def main(cfg: DictConfig) -> None:
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        check_config(cfg)
+    except BenchConfigError as exc:
+        raise SystemExit(f"bench_gpu: BenchConfigError: {exc}") from None
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(
             "bench_gpu: no CUDA GPU here; run it on a GPU node (or device=cpu shape=tiny)"
         )
@@ -223,7 +255,8 @@ def main(cfg: DictConfig) -> None:
     flops = forward_flops(model, cfg.batch, cfg.text_tokens, grid)["total"]
     name = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
     peak = cfg.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    decode_s = max(generate_s - prefill_s, 1e-9)
+    # generation's time past the prefill; too short to time (a tiny model on a CPU): no rate
+    decode_s = generate_s - prefill_s
     results = {
         "device": name,
         "shape": cfg.shape,
@@ -237,7 +270,7 @@ def main(cfg: DictConfig) -> None:
         "prefill_tflops_per_s": flops / prefill_s / 1e12,
         "mfu": flops / prefill_s / (peak * 1e12) if peak else None,
         "peak_tflops": peak,
-        "decode_tokens_per_s": cfg.batch * cfg.new_tokens / decode_s,
+        "decode_tokens_per_s": cfg.batch * cfg.new_tokens / decode_s if decode_s > 0 else None,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30
         if cfg.device.startswith("cuda")
         else None,
