@@ -339,10 +339,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 critic.close()
     except BaseException as exc:  # an interrupt too: keep what the critics before it found
         if results:
-            write_results(results, by_task, cfg, out_dir, (name, f"{type(exc).__name__}: {exc}"))
+            stopped = isinstance(exc, KeyboardInterrupt)
+            problem = "interrupted (Ctrl-C)" if stopped else f"{type(exc).__name__}: {exc}"
+            write_results(results, by_task, cfg, out_dir, (name, problem))
             logging.getLogger(__name__).error(
-                "critic %s failed; metrics.json and report.md in %s hold the critics before it: %s",
-                name, out_dir, list(results),
+                "critic %s %s; metrics.json and report.md in %s hold the critics before it: %s",
+                name, "was interrupted" if stopped else "failed", out_dir, list(results),
             )  # fmt: skip
         raise
     return write_results(results, by_task, cfg, out_dir)
@@ -366,6 +368,10 @@ def main(cfg: DictConfig) -> None:
     except (EvalConfigError, UnknownCriticError, ModelLoadError, CriticError, EngineError,
             EpisodeFormatError, MissingExtraError) as exc:  # fmt: skip
         sys.exit(f"eval_critic: {type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:  # what the critics before it found is written (run's log says so)
+        print(f"eval_critic: interrupted (Ctrl-C); results so far, if any, are in {out_dir}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
     print((out_dir / "report.md").read_text())
     print(f"results: {out_dir}")
 

@@ -158,11 +158,26 @@ def evaluate_final_policy(cfg: DictConfig, model) -> dict[str, list]:
 
 
 def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:
-    """One run in a worker process: one torch thread, so parallel runs do not oversubscribe."""
+    """One run in a worker process: one torch thread, so parallel runs do not oversubscribe. A
+    Ctrl-C stops the run (its exception goes back to the main process, which says what is kept);
+    a worker waiting for its next run ignores it, where it printed a traceback."""
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
-    return train_one(cfg, condition, seed, out_dir)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return train_one(cfg, condition, seed, out_dir)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ignore_ctrl_c() -> None:
+    """A worker process's initializer: idle, it leaves Ctrl-C to the main process."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_all(
@@ -205,7 +220,9 @@ def _train_in_pool(
     quiet = OmegaConf.merge(cfg, {"progress_bar": False})  # one bar per run would interleave
     context = multiprocessing.get_context("spawn")  # each run builds its own GL contexts
     bar = tqdm(total=len(jobs), desc="runs", disable=not cfg.progress_bar)
-    with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        min(cfg.workers, len(jobs)), mp_context=context, initializer=_ignore_ctrl_c
+    ) as pool:
         futures = {pool.submit(_train_in_worker, quiet, c, s, out_dir): i
                    for i, (c, s) in enumerate(jobs)}  # fmt: skip
         try:
@@ -310,6 +327,10 @@ def main(cfg: DictConfig) -> None:
         InstantiationException,
     ) as exc:
         sys.exit(f"zero_shot_rl: {type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:  # the runs that finished are kept (logged above, when any)
+        print(f"zero_shot_rl: interrupted (Ctrl-C); the runs that finished, if any, are in "
+              f"{out_dir}", file=sys.stderr)  # fmt: skip
+        sys.exit(130)
     print((out_dir / "report.md").read_text())
     print(f"results: {out_dir}")
 

@@ -546,3 +546,30 @@ def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_
         with pytest.raises(ExperimentConfigError) as err:
             check_config(cfg)
         assert str(err.value) == message
+
+
+def test_ctrl_c_keeps_the_runs_that_finished_and_says_so(tmp_path):
+    # Ctrl-C printed the main process's and the idle workers' KeyboardInterrupt tracebacks
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *TINY, "total_timesteps=400", f"hydra.run.dir={tmp_path}",
+         "conditions=[ground_truth]", "seeds=[0,1,2,3,4,5]", "workers=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        start_new_session=True,  # SIGINT at its default: started in the background, it is ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("*/policy.zip")) and time.monotonic() < deadline:
+        assert run.poll() is None, run.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().endswith(
+        f"zero_shot_rl: interrupted (Ctrl-C); the runs that finished, if any, are in {tmp_path}"
+    )
+    kept = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert 1 <= len(kept) < 6
