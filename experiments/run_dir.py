@@ -223,3 +223,52 @@ class RunDirGuard(Callback):
             check_run_dir(self.script, config, run_dir, option)
         except RunDirError as exc:
             sys.exit(f"{self.script}: RunDirError: {exc}")
+
+
+class AddedKeyGuard(Callback):
+    """Refuse a ``+key=value`` override that adds an option the script does not read.
+
+    Hydra's own hint for a misspelled key (``Key 'warm_up' is not in struct``) is "To append to
+    your config use +stages.sft.warm_up=1"; followed, the run went on without the option. A key
+    may be added only where the script passes options on to what checks them (``open``: patterns
+    such as ``algo.*``, SB3's constructor; ``env.task_kwargs.*``, the task's).
+
+    Args:
+        script: the script's name, which starts its message.
+        open: ``fnmatch`` patterns of the keys that may be added.
+    """
+
+    def __init__(self, script: str, open: list[str] | None = None) -> None:
+        self.script = script
+        self.open = [str(p) for p in open or []]
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:  # a single run was checked by on_run_start
+            self._check(config)
+
+    def _check(self, config: DictConfig) -> None:
+        import fnmatch
+
+        from omegaconf import OmegaConf
+
+        for override in config.hydra.overrides.task:
+            if not override.startswith("+") or override.startswith("++"):
+                continue
+            key = override[1:].split("=", 1)[0]
+            if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.open):
+                continue
+            parent, _, name = key.rpartition(".")
+            around = OmegaConf.select(config, parent) if parent else config
+            known = sorted(k for k in around if k not in (name, "hydra")) if isinstance(
+                around, DictConfig) else []  # fmt: skip
+            where = f" under {parent}" if parent else ""
+            sys.exit(
+                f"{self.script}: ConfigKeyError: {override} adds {key}, an option "
+                f"{self.script} does not read (a misspelled option would be ignored); the "
+                f"options{where} are {known}"
+            )

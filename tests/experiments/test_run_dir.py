@@ -180,3 +180,41 @@ def test_a_multirun_job_is_refused_a_dir_holding_an_earlier_jobs_results(tmp_pat
     assert (tmp_path / "0" / "metrics.json").read_text() == "{}"
     assert not (tmp_path / "0" / ".hydra").exists()  # refused before the sweep wrote anything
     assert not (tmp_path / "multirun.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "message"),
+    [
+        # hydra's own hint for a misspelled key is "To append to your config use +..."; followed,
+        # the run went on without the option (warm-up 0)
+        ("train_critic", "+stages.sft.warm_up=1",
+         "train_critic: ConfigKeyError: +stages.sft.warm_up=1 adds stages.sft.warm_up, an option "
+         "train_critic does not read (a misspelled option would be ignored); the options under "
+         "stages.sft are ['batch_size', 'kinds', 'lr', 'schedule', 'shuffle_labels', 'steps', "
+         "'warmup']"),
+        ("zero_shot_rl", "+test_episode=5", "zero_shot_rl: ConfigKeyError: +test_episode=5 adds "
+         "test_episode, an option zero_shot_rl does not read"),
+        ("eval_critic", "+episode_per_task=1", "eval_critic: ConfigKeyError: +episode_per_task=1"),
+        ("synthesize", "+episode=3", "synthesize: ConfigKeyError: +episode=3 adds episode"),
+    ],
+)  # fmt: skip
+def test_an_added_option_the_script_does_not_read_is_refused(config, override, message):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config, overrides=[override], return_hydra_config=True)
+        # where a script passes options on to what checks them, a key may be added
+        opened = {"train_critic": "+stages.readout.shuffle_labels=true",
+                  "zero_shot_rl": "+env.task_kwargs.min_start_distance=0.45",
+                  "eval_critic": "+by_state.Door={key: a, bins: [1]}",
+                  "synthesize": "+env.task_kwargs.control_freq=10"}[config]  # fmt: skip
+        fine = compose(config, overrides=[opened], return_hydra_config=True)
+    guard = instantiate(cfg.hydra.callbacks.added_key_guard)
+    with pytest.raises(SystemExit) as stop:
+        guard.on_run_start(cfg)
+    assert str(stop.value.code).startswith(message)
+    guard.on_run_start(fine)
