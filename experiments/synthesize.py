@@ -198,6 +198,8 @@ def main(cfg: DictConfig) -> None:
                 f"out={shown} must name the dataset folder (out=<folder>, e.g. out=data/{task})"
             )
         root = Path(cfg.out)
+        if not isinstance(cfg.progress_bar, bool):
+            raise InvalidOptionError(f"progress_bar={cfg.progress_bar!r} must be true or false")
         # checked here, not where the sheet is drawn: that is after the episodes are written
         frames = cfg.sheet_frames
         if not is_int(frames) or frames < 1:

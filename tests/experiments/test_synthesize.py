@@ -128,6 +128,10 @@ def test_sheet_frames_and_a_file_as_out_fail_before_any_episode(tmp_path):
     )
     assert not (tmp_path / "data").exists()  # nothing recorded, nothing half-written
     assert not (tmp_path / "run" / "summary.json").exists()
+    done = _run(tmp_path, "episodes=2", "workers=1", "progress_bar=maybe")  # was taken as true
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        "synthesize: progress_bar='maybe' must be true or false"
+    )
     # out names a file: refused before recording, and the file is left as it was
     afile = tmp_path / "afile"
     afile.write_text("keep me")
