@@ -272,6 +272,16 @@ def _goal_distance(cfg: DictConfig) -> str | None:
         return None
 
 
+def _ignored_by_merge() -> list[str]:
+    """The command line's options that a merge does not use (it trains nothing)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    used = ("merge", "overwrite", "progress_bar", "hydra.", "+hydra.", "++hydra.")
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(used)]
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
@@ -283,6 +293,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "leave merge out (null) to train"
             )
         config, runs, sources = merge_runs(dirs)
+        if ignored := _ignored_by_merge():
+            logging.getLogger(__name__).warning(
+                "merge= reports the runs as their own configs ran them: %s ignored",
+                ", ".join(ignored),
+            )
         check_run_dir("zero_shot_rl", cfg, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))

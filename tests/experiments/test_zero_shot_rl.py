@@ -299,6 +299,13 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(not side by side: the two conditions ran in different run dirs)" in done.stdout
+    assert "ignored" not in done.stdout + done.stderr
+    # a merge trains nothing: options it does not use are named, where they passed silently
+    done = _cli(f"merge=[{first}]", "seeds=[0,0]", "total_timesteps=-5",
+                f"hydra.run.dir={tmp_path / 'options'}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "merge= reports the runs as their own configs ran them: seeds=[0,0], " \
+        "total_timesteps=-5 ignored" in done.stdout + done.stderr  # fmt: skip
     bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
