@@ -1,11 +1,45 @@
-"""Run dirs for the tests of merging and reporting zero-shot RL runs, made from a committed run."""
+"""Zero-shot RL runs for the tests: the script run tiny from the command line, and run dirs made from
+a committed run for the tests of merging and reporting."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = ROOT / "experiments" / "zero_shot_rl.py"
+TINY = [
+    "total_timesteps=160",
+    "eval_every=80",
+    "eval_episodes=2",
+    "test_episodes=3",
+    "env.horizon=20",
+    "algo.learning_starts=40",
+    "algo.batch_size=16",
+    "progress_bar=false",
+]
+
+
+def rl_cli(*args: str) -> subprocess.CompletedProcess:
+    # the repo on the path: a run may name a test critic (tests.helpers) as its critic
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def rl_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return rl_cli(*TINY, f"hydra.run.dir={tmp_path}", *overrides)
+
 
 DEFAULT_RUN = ROOT / "docs" / "results" / "zero_shot_rl_reacher_gamma099"  # seeds 0-2
 

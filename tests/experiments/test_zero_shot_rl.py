@@ -10,41 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.experiments.rl_runs import run_dir
+from tests.experiments.rl_runs import SCRIPT, TINY, rl_cli, rl_run, run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "experiments" / "zero_shot_rl.py"
-TINY = [
-    "total_timesteps=160",
-    "eval_every=80",
-    "eval_episodes=2",
-    "test_episodes=3",
-    "env.horizon=20",
-    "algo.learning_starts=40",
-    "algo.batch_size=16",
-    "progress_bar=false",
-]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    # the repo on the path: a run may name a test critic (tests.helpers) as its critic
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
-
-
-def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return _cli(*TINY, f"hydra.run.dir={tmp_path}", *overrides)
 
 
 def test_tiny_run_writes_results_report_and_curves(tmp_path):
-    done = _run(tmp_path, "seeds=[0,1]")  # 6 runs in the default 2 worker processes
+    done = rl_run(tmp_path, "seeds=[0,1]")  # 6 runs in the default 2 worker processes
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     summary = results["summary"]
@@ -139,7 +111,7 @@ def test_the_test_start_states_are_fixed(tmp_path):
 
 
 def test_bad_config_is_a_message_not_a_traceback(tmp_path):
-    done = _run(tmp_path, "conditions=[critic,magic]")
+    done = rl_run(tmp_path, "conditions=[critic,magic]")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
@@ -149,13 +121,13 @@ def test_bad_config_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_bad_workers_or_interpolation_is_a_message_not_a_traceback(tmp_path):
-    done = _run(tmp_path, "workers=0")
+    done = rl_run(tmp_path, "workers=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith("ExperimentConfigError: workers=0 must be an integer >= 1")
-    done = _run(tmp_path, "test_episodes=-1")
+    done = rl_run(tmp_path, "test_episodes=-1")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "ExperimentConfigError: test_episodes=-1 must be an integer >= 0" in done.stderr
-    done = _run(tmp_path, "relabel=false")  # the default interpolates between queries
+    done = rl_run(tmp_path, "relabel=false")  # the default interpolates between queries
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "interpolate needs the next query's estimate, known only with relabel=true" in (
         done.stderr
@@ -163,7 +135,7 @@ def test_bad_workers_or_interpolation_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_bad_reward_option_is_a_message_not_a_traceback(tmp_path):
-    done = _run(tmp_path, "reward.reward_mode=sparse")
+    done = rl_run(tmp_path, "reward.reward_mode=sparse")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "InvalidOptionError: reward_mode='sparse' is not a reward mode" in done.stderr
 
@@ -179,7 +151,7 @@ def test_ensemble_members_reading_different_clips_on_the_task_is_a_message(tmp_p
         config.update({CLIP_FRAMES_KEY: 8, TASK_CLIP_FRAMES_KEY: per_task})
         (folder / "config.json").write_text(json.dumps(config))
         members.append(str(folder))
-    done = _run(tmp_path / "run", "critic=ensemble", f"critic.members=[{','.join(members)}]",
+    done = rl_run(tmp_path / "run", "critic=ensemble", f"critic.members=[{','.join(members)}]",
                 "conditions=[critic]")  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EnsembleConfigError: members read different clip lengths [1, 8] on Reacher-v5" in (
@@ -188,7 +160,7 @@ def test_ensemble_members_reading_different_clips_on_the_task_is_a_message(tmp_p
 
 
 def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path):
-    done = _run(tmp_path, "conditions=[oracle]")  # relabel=true, interpolated, query every 10
+    done = rl_run(tmp_path, "conditions=[oracle]")  # relabel=true, interpolated, query every 10
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["runs"][0]["timesteps"] == [80, 160]
@@ -198,21 +170,21 @@ def test_relabel_is_the_default_and_per_step_rewards_are_a_config_away(tmp_path)
     assert "Algorithm `stable_baselines3.SAC` (discount γ = 0.95), 160 env steps" in report
     assert results["config"]["reward"]["gamma"] == 0.95  # the potential mode's is the learner's
     per_step = ["relabel=false", "reward.between_queries=hold"]
-    done = _run(tmp_path / "hold", "conditions=[oracle]", "reward.query_every=2", *per_step)
+    done = rl_run(tmp_path / "hold", "conditions=[oracle]", "reward.query_every=2", *per_step)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "relabelled" not in (tmp_path / "hold" / "report.md").read_text()
     held = json.loads((tmp_path / "hold" / "results.json").read_text())["summary"]["oracle"]
     assert held["training_episodes"]["episodes"] == 6  # 2 per seed: per-step rewards too
     assert held["training_episodes"]["final_progress_mae"] == 0.0
     # PPO has no learning_starts: not the SAC-sized TINY overrides
-    done = _cli("algo=ppo", f"hydra.run.dir={tmp_path / 'ppo'}")
+    done = rl_cli("algo=ppo", f"hydra.run.dir={tmp_path / 'ppo'}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         "ExperimentConfigError: relabel=true needs an off-policy algorithm with a replay buffer "
         "(algo=sac); stable_baselines3.PPO has none: give it per-step rewards with "
         "relabel=false reward.between_queries=hold"
     )
-    done = _run(tmp_path / "n2", "n_envs=2")
+    done = rl_run(tmp_path / "n2", "n_envs=2")
     assert done.returncode == 1 and done.stderr.strip().endswith(
         "ExperimentConfigError: relabel=true trains once per episode, which SB3 allows with one env "
         "only; n_envs=2: set n_envs=1, or per-step rewards with relabel=false "
@@ -241,13 +213,13 @@ def test_the_ground_truth_can_train_on_the_relabelled_learners_schedule(tmp_path
     model.learn(total_timesteps=60)
     assert model._n_updates == 60  # 3 episodes of 20: each ends past learning_starts
 
-    done = _run(tmp_path, "conditions=[oracle,ground_truth]", "seeds=[0]",
+    done = rl_run(tmp_path, "conditions=[oracle,ground_truth]", "seeds=[0]",
                 "ground_truth_per_episode=true")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     report = (tmp_path / "report.md").read_text()
     assert "The ground truth's learner trained once per episode, with as many gradient steps as " \
         "env steps (`ground_truth_per_episode=true`)." in report  # fmt: skip
-    default = _run(tmp_path / "default", "conditions=[oracle,ground_truth]", "seeds=[0]")
+    default = rl_run(tmp_path / "default", "conditions=[oracle,ground_truth]", "seeds=[0]")
     assert "The ground truth's learner trained at every step; the relabelled learners once per " \
         "episode" in (tmp_path / "default" / "report.md").read_text()  # fmt: skip
     assert default.returncode == 0
@@ -261,7 +233,7 @@ def test_the_ground_truth_can_train_on_the_relabelled_learners_schedule(tmp_path
                      "stable_baselines3.PPO has no replay buffer (algo=sac has)"),
     ]:  # fmt: skip
         # _cli, not _run: PPO has no learning_starts for the SAC-sized TINY overrides
-        done = _cli(f"hydra.run.dir={tmp_path / 'bad'}", "conditions=[ground_truth]",
+        done = rl_cli(f"hydra.run.dir={tmp_path / 'bad'}", "conditions=[ground_truth]",
                     "relabel=false", "reward.between_queries=hold",
                     "ground_truth_per_episode=true", bad)  # fmt: skip
         assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -269,13 +241,13 @@ def test_the_ground_truth_can_train_on_the_relabelled_learners_schedule(tmp_path
 
 
 def test_the_achieved_bonus_is_a_config_away_and_the_report_says_so(tmp_path):
-    done = _run(tmp_path, "conditions=[oracle]", "seeds=[0]", "reward.achieved_weight=0.5")
+    done = rl_run(tmp_path, "conditions=[oracle]", "seeds=[0]", "reward.achieved_weight=0.5")
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["reward"]["achieved_weight"] == 0.5
     report = (tmp_path / "report.md").read_text()
     assert "plus 0.5 × the critic's P(task achieved)" in report
-    bad = _run(tmp_path / "bad", "conditions=[oracle]", "reward.achieved_weight=-1")
+    bad = rl_run(tmp_path / "bad", "conditions=[oracle]", "reward.achieved_weight=-1")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "achieved_weight=-1 must be a finite number >= 0" in bad.stderr
 
@@ -284,7 +256,7 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     first = run_dir(tmp_path, "first")
     more = run_dir(tmp_path, "more", seed_offset=3)
     out = tmp_path / "merged"
-    done = _cli(f"merge=[{first},{more}]", f"hydra.run.dir={out}")
+    done = rl_cli(f"merge=[{first},{more}]", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.stderr[-2000:]
     report = (out / "report.md").read_text()
     assert "Merged from 2 run dirs" in report and report in done.stdout
@@ -294,25 +266,25 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     assert [s["run_dir"] for s in results["merged_from"]] == [str(first), str(more)]
     assert results["summary"]["ground_truth"]["test"]["episodes"] == 600
     # critic from one dir, truth from another: the wall-time ratio is not side by side
-    done = _cli(
+    done = rl_cli(
         f"merge=[{first}:critic,{more}:ground_truth]", f"hydra.run.dir={tmp_path / 'apart'}"
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(not side by side: the two conditions ran in different run dirs)" in done.stdout
     assert "ignored" not in done.stdout + done.stderr
     # a merge trains nothing: options it does not use are named, where they passed silently
-    done = _cli(f"merge=[{first}]", "seeds=[0,0]", "total_timesteps=-5",
+    done = rl_cli(f"merge=[{first}]", "seeds=[0,0]", "total_timesteps=-5",
                 f"hydra.run.dir={tmp_path / 'options'}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "merge= reports the runs as their own configs ran them: seeds=[0,0], " \
         "total_timesteps=-5 ignored" in done.stdout + done.stderr  # fmt: skip
-    bad = _cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
+    bad = rl_cli(f"merge=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge:" in bad.stderr
     # a run dir that holds results is not written over, unless told; merge=[] is no merge
     before = (out / "results.json").read_text()
     record = (out / ".hydra" / "overrides.yaml").read_text()  # hydra's own record of the command
-    again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}")
+    again = rl_cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}")
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert again.stderr.strip().endswith(
         f"zero_shot_rl: RunDirError: {out} already holds results.json from an earlier "
@@ -320,124 +292,20 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     )
     assert (out / "results.json").read_text() == before
     assert (out / ".hydra" / "overrides.yaml").read_text() == record  # refused before hydra wrote
-    bad = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=no")
+    bad = rl_cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=no")
     assert bad.stderr.strip().endswith("RunDirError: overwrite='no' must be true or false")
-    again = _cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=true")
+    again = rl_cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}", "overwrite=true")
     assert again.returncode == 0, again.stderr[-2000:]
     assert {r["condition"] for r in json.loads((out / "results.json").read_text())["runs"]} == {
         "critic"
     }
-    scalar = _cli("merge=5", f"hydra.run.dir={tmp_path / 'scalar'}")  # a dir named 5: not here
+    scalar = rl_cli("merge=5", f"hydra.run.dir={tmp_path / 'scalar'}")  # a dir named 5: not here
     assert scalar.returncode == 1 and "Traceback" not in scalar.stderr
     assert "zero_shot_rl: ExperimentConfigError: merge: " in scalar.stderr
-    empty = _cli("merge=[]", f"hydra.run.dir={tmp_path / 'empty'}")
+    empty = rl_cli("merge=[]", f"hydra.run.dir={tmp_path / 'empty'}")
     assert empty.stderr.strip().endswith("ExperimentConfigError: merge=[] names no run dir; give "
                                          "merge=[<run dir>,<run dir>:<condition>,...], or leave "
                                          "merge out (null) to train")  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("seeds=5", "seeds=5 must be a list, e.g. seeds=[0,1,2]"),
-        ("seeds=null", "seeds=None must be a list, e.g. seeds=[0,1,2]"),
-        ("seeds=[3,...,1]", "seeds=[3, '...', 1]: '...' goes between two increasing integers"),
-        ("seeds=[0,1,0]", "seeds=[0, 1, 0] names 0 more than once; each (condition, seed) run is one folder"),
-        ("conditions=[critic,critic]", "conditions=['critic', 'critic'] names critic more than once"),
-        ("seeds=[-1]", "seeds=[-1] must be a non-empty list of integers in [0, 2**32)"),
-        ("seeds=[true]", "seeds=[True] must be a non-empty list of integers in [0, 2**32)"),
-        ("conditions=oracle", "conditions='oracle' must be a list, e.g. conditions=[critic,ground_truth]"),
-        ("conditions=null", "conditions=None must be a list, e.g. conditions=[critic,ground_truth]"),
-        ("relabel=abc", "relabel='abc' must be true or false"),
-        ("progress_bar=1", "progress_bar=1 must be true or false"),
-        ("+reward.query_evry=5", "query_evry=5: not a reward option; the reward options are "),
-    ],
-)  # fmt: skip
-def test_the_config_is_checked_before_anything_is_built(override, message):
-    from hydra import compose, initialize_config_dir
-    from rl_results import ExperimentConfigError
-    from rl_setup import check_config
-
-    from envs import InvalidOptionError
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="zero_shot_rl", overrides=[override])
-    with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
-        check_config(cfg)
-    assert str(err.value).startswith(message)
-
-
-def test_seeds_may_be_a_range_as_the_docs_write_them():
-    from hydra import compose, initialize_config_dir
-    from rl_setup import check_config
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="zero_shot_rl", overrides=["seeds=[0,...,3,10]"])
-    check_config(cfg)
-    assert list(cfg.seeds) == [0, 1, 2, 3, 10]
-
-
-def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
-    done = _run(tmp_path, "+env.task_kwargs.bogus=1", "conditions=[oracle,ground_truth]")
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert (
-        "zero_shot_rl: InvalidOptionError: bogus=1 is not an option of the task 'Reacher-v5'"
-        in (done.stderr)
-    )
-    assert not list(tmp_path.glob("*_seed*"))  # said before any run trained
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["test_episodes=0", "eval_every=30000"],
-         "test_episodes=0 and eval_every=30000 > total_timesteps=20000 measure no success at "
-         "all; set test_episodes >= 1 (the default 100) or eval_every <= total_timesteps"),
-        # SB3 would run the relabelled learners to the end of their episode: 20050 steps
-        (["total_timesteps=20010"],
-         "total_timesteps=20010 is not a whole number of 50-step episodes: critic, oracle "
-         "(trained once per episode) would run 20050 env steps, not the budget the report "
-         "states; set total_timesteps=20000 or 20050"),
-        (["total_timesteps=30", "conditions=[oracle]"],
-         "total_timesteps=30 is not a whole number of 50-step episodes: oracle (trained once "
-         "per episode) would run 50 env steps, not the budget the report states; set "
-         "total_timesteps=50 or 50"),
-        (["env.horizon=-5"], "horizon=-5 must be an integer >= 1 (steps per episode)"),
-        (["env.horizon=0", "conditions=[ground_truth]"],
-         "horizon=0 must be an integer >= 1 (steps per episode)"),
-        (["env.horizon=2.5"], "horizon=2.5 must be an integer >= 1 (steps per episode)"),
-        (["+reward.terminate_on_success=true"],
-         "terminate_on_success=True is not available with VisCriticVecEnv"),
-    ],
-)  # fmt: skip
-def test_the_task_budget_and_reward_wrapper_are_checked_before_any_run(overrides, message):
-    from hydra import compose, initialize_config_dir
-    from rl_results import ExperimentConfigError
-    from rl_setup import check_config
-
-    from envs import InvalidOptionError
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="zero_shot_rl", overrides=overrides)
-    with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
-        check_config(cfg)
-    assert str(err.value).startswith(message)
-
-
-def test_a_critic_that_cannot_load_is_said_before_the_other_conditions_train(tmp_path):
-    done = _run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
-                "critic.model=/nonexistent/ckpt")  # fmt: skip
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.startswith(
-        "zero_shot_rl: ExperimentConfigError: critic: model='/nonexistent/ckpt' is neither a "
-        "shipped critic (['viscritic-small']), a preset "
-    )
-    assert not (tmp_path / "ground_truth_seed0").exists()
-    # an ensemble's members alike; the oracles are fine
-    done = _run(tmp_path / "ens", "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
-                "critic=ensemble", "critic.members=[viscritic-small,oracle,/nowhere]")  # fmt: skip
-    assert "ExperimentConfigError: critic: model='/nowhere' is neither" in done.stderr
-    assert not (tmp_path / "ens").exists() or not list((tmp_path / "ens").glob("*_seed*"))
 
 
 def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
@@ -445,7 +313,7 @@ def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
     # the worker processes after the ground truth's two have trained; those two are kept.
     broken = ["critic=oracle", "critic._target_=tests.helpers.ScriptedCritic",
               "+critic.answers=[0.5]", "+critic.batch_size_error=-1"]  # fmt: skip
-    done = _run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0,1]", *broken)
+    done = rl_run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0,1]", *broken)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "zero_shot_rl: CriticOutputError: " in done.stderr
     assert "2 of the 4 runs finished before the experiment stopped; they are kept in " in (
@@ -458,7 +326,7 @@ def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
     assert results["config"]["conditions"] == ["ground_truth"]
     # one after another (workers=1): the same, the first run kept
     one = tmp_path / "one"
-    done = _run(one, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1", *broken)
+    done = rl_run(one, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1", *broken)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"1 of the 2 runs finished before the experiment stopped; they are kept in {one} " in (
         done.stdout
@@ -466,93 +334,20 @@ def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
     runs = json.loads((one / "results.json").read_text())["runs"]
     assert [(r["condition"], r["seed"]) for r in runs] == [("ground_truth", 0)]
     # the kept runs merge with a rerun of the rest
-    merged = _cli(f"merge=[{tmp_path},{one}:ground_truth]", f"hydra.run.dir={tmp_path / 'm'}")
+    merged = rl_cli(f"merge=[{tmp_path},{one}:ground_truth]", f"hydra.run.dir={tmp_path / 'm'}")
     assert merged.returncode != 0  # ground_truth seed 0 is in both
     assert "ground_truth seed 0 is in both" in merged.stderr
 
 
-def test_a_budget_below_learning_starts_is_warned_of(caplog):
-    from hydra import compose, initialize_config_dir
-    from rl_setup import check_config
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="zero_shot_rl", overrides=["total_timesteps=300"])
-    check_config(cfg)
-    assert "algo.learning_starts=1000 >= total_timesteps=300: the learners never update" in (
-        caplog.text
-    )
-    caplog.clear()
-    cfg.total_timesteps = 20000
-    check_config(cfg)
-    assert "learning_starts" not in caplog.text
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        # SB3 took batch_size=0 and never updated: the saved actor was its initialisation
-        ("algo.batch_size=0", "algo.batch_size=0 must be an integer >= 1"),
-        ("algo.gradient_steps=0", "algo.gradient_steps=0 must be an integer >= 1 (or -1: as many "
-                                  "as the env steps between trainings)"),
-        ("algo.buffer_size=1.5", "algo.buffer_size=1.5 must be an integer >= 1"),
-        # a raw AssertionError from SB3's schedule
-        ("algo.learning_rate=abc", "algo.learning_rate='abc' must be a number > 0, e.g. "
-                                   "algo.learning_rate=3e-4"),
-        ("+algo.polcy_kwargs={}", "algo: stable_baselines3.SAC refuses these options (TypeError: "
-                                  "SAC.__init__() got an unexpected keyword argument "
-                                  "'polcy_kwargs'); check the algo.* overrides against its "
-                                  "constructor"),
-    ],
-)  # fmt: skip
-def test_bad_algorithm_options_are_refused_before_any_run(override, message):
-    from hydra import compose, initialize_config_dir
-    from rl_results import ExperimentConfigError
-    from rl_setup import check_config
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("zero_shot_rl", overrides=["conditions=[ground_truth]", override])
-    with pytest.raises(ExperimentConfigError) as err:
-        check_config(cfg)
-    assert str(err.value) == message
-
-
 def test_the_report_states_the_steps_an_on_policy_learner_ran(tmp_path):
     # PPO runs whole rollouts of n_steps: total_timesteps=100 ran 1024, and the report said 100
-    done = _cli("algo=ppo", "relabel=false", "reward.between_queries=hold", "total_timesteps=100",
+    done = rl_cli("algo=ppo", "relabel=false", "reward.between_queries=hold", "total_timesteps=100",
                 "algo.n_steps=64", "conditions=[ground_truth]", "seeds=[0]", "eval_every=64",
                 "eval_episodes=1", "test_episodes=1", "env.horizon=20", "progress_bar=false",
                 f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "`stable_baselines3.PPO` (discount γ = 0.99), 128 env steps (total_timesteps=100, " \
         "whole rollouts of algo.n_steps=64 per env)," in (tmp_path / "report.md").read_text()  # fmt: skip
-
-
-def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_path):
-    # a mode typo, a bad device or a folder that is no checkpoint was said only when the critic's
-    # run began, after the true reward's and the oracle's runs had trained
-    from hydra import compose, initialize_config_dir
-    from rl_results import ExperimentConfigError
-    from rl_setup import check_config
-
-    folder = tmp_path / "not_a_checkpoint"
-    folder.mkdir()
-    for override, message in [
-        ("critic.mode=scor", "critic: mode='scor' is not a critic mode; pick one of ['score', "
-                             "'reason']"),
-        ("critic.device=gpu", "critic: device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
-        (f"critic.model={folder}", f"critic: model='{folder}' is a folder but not a checkpoint (it "
-                                   "holds no config.json); name the folder that holds the model's "
-                                   "config.json and weights (a training run's is "
-                                   "<run>/<stage>/final), or a shipped critic (['viscritic-small'])"),
-        ("+critic.sample=4", "critic: sample: not an option of the VLM critic; its options are "
-                             "['cache', 'device', 'failure_types', 'max_new_tokens', 'mode', "
-                             "'model', 'needs_frames', 'prompt', 'samples', 'seed', 'temperature']"),
-    ]:  # fmt: skip
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("zero_shot_rl", overrides=[override])
-        with pytest.raises(ExperimentConfigError) as err:
-            check_config(cfg)
-        assert str(err.value) == message
 
 
 def test_ctrl_c_keeps_the_runs_that_finished_and_says_so(tmp_path):

@@ -1,0 +1,188 @@
+"""zero_shot_rl.py's config checks: what it refuses before any run, and how it says so.
+
+Split from test_zero_shot_rl.py (the runs themselves) along the line train_critic's tests draw:
+the checks, most without a run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.experiments.rl_runs import ROOT, rl_run
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seeds=5", "seeds=5 must be a list, e.g. seeds=[0,1,2]"),
+        ("seeds=null", "seeds=None must be a list, e.g. seeds=[0,1,2]"),
+        ("seeds=[3,...,1]", "seeds=[3, '...', 1]: '...' goes between two increasing integers"),
+        ("seeds=[0,1,0]", "seeds=[0, 1, 0] names 0 more than once; each (condition, seed) run is one folder"),
+        ("conditions=[critic,critic]", "conditions=['critic', 'critic'] names critic more than once"),
+        ("seeds=[-1]", "seeds=[-1] must be a non-empty list of integers in [0, 2**32)"),
+        ("seeds=[true]", "seeds=[True] must be a non-empty list of integers in [0, 2**32)"),
+        ("conditions=oracle", "conditions='oracle' must be a list, e.g. conditions=[critic,ground_truth]"),
+        ("conditions=null", "conditions=None must be a list, e.g. conditions=[critic,ground_truth]"),
+        ("relabel=abc", "relabel='abc' must be true or false"),
+        ("progress_bar=1", "progress_bar=1 must be true or false"),
+        ("+reward.query_evry=5", "query_evry=5: not a reward option; the reward options are "),
+    ],
+)  # fmt: skip
+def test_the_config_is_checked_before_anything_is_built(override, message):
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    from envs import InvalidOptionError
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=[override])
+    with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
+        check_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_seeds_may_be_a_range_as_the_docs_write_them():
+    from hydra import compose, initialize_config_dir
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=["seeds=[0,...,3,10]"])
+    check_config(cfg)
+    assert list(cfg.seeds) == [0, 1, 2, 3, 10]
+
+
+def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
+    done = rl_run(tmp_path, "+env.task_kwargs.bogus=1", "conditions=[oracle,ground_truth]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        "zero_shot_rl: InvalidOptionError: bogus=1 is not an option of the task 'Reacher-v5'"
+        in (done.stderr)
+    )
+    assert not list(tmp_path.glob("*_seed*"))  # said before any run trained
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["test_episodes=0", "eval_every=30000"],
+         "test_episodes=0 and eval_every=30000 > total_timesteps=20000 measure no success at "
+         "all; set test_episodes >= 1 (the default 100) or eval_every <= total_timesteps"),
+        # SB3 would run the relabelled learners to the end of their episode: 20050 steps
+        (["total_timesteps=20010"],
+         "total_timesteps=20010 is not a whole number of 50-step episodes: critic, oracle "
+         "(trained once per episode) would run 20050 env steps, not the budget the report "
+         "states; set total_timesteps=20000 or 20050"),
+        (["total_timesteps=30", "conditions=[oracle]"],
+         "total_timesteps=30 is not a whole number of 50-step episodes: oracle (trained once "
+         "per episode) would run 50 env steps, not the budget the report states; set "
+         "total_timesteps=50 or 50"),
+        (["env.horizon=-5"], "horizon=-5 must be an integer >= 1 (steps per episode)"),
+        (["env.horizon=0", "conditions=[ground_truth]"],
+         "horizon=0 must be an integer >= 1 (steps per episode)"),
+        (["env.horizon=2.5"], "horizon=2.5 must be an integer >= 1 (steps per episode)"),
+        (["+reward.terminate_on_success=true"],
+         "terminate_on_success=True is not available with VisCriticVecEnv"),
+    ],
+)  # fmt: skip
+def test_the_task_budget_and_reward_wrapper_are_checked_before_any_run(overrides, message):
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    from envs import InvalidOptionError
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=overrides)
+    with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
+        check_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_a_critic_that_cannot_load_is_said_before_the_other_conditions_train(tmp_path):
+    done = rl_run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
+                "critic.model=/nonexistent/ckpt")  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        "zero_shot_rl: ExperimentConfigError: critic: model='/nonexistent/ckpt' is neither a "
+        "shipped critic (['viscritic-small']), a preset "
+    )
+    assert not (tmp_path / "ground_truth_seed0").exists()
+    # an ensemble's members alike; the oracles are fine
+    done = rl_run(tmp_path / "ens", "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
+                "critic=ensemble", "critic.members=[viscritic-small,oracle,/nowhere]")  # fmt: skip
+    assert "ExperimentConfigError: critic: model='/nowhere' is neither" in done.stderr
+    assert not (tmp_path / "ens").exists() or not list((tmp_path / "ens").glob("*_seed*"))
+
+
+def test_a_budget_below_learning_starts_is_warned_of(caplog):
+    from hydra import compose, initialize_config_dir
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl", overrides=["total_timesteps=300"])
+    check_config(cfg)
+    assert "algo.learning_starts=1000 >= total_timesteps=300: the learners never update" in (
+        caplog.text
+    )
+    caplog.clear()
+    cfg.total_timesteps = 20000
+    check_config(cfg)
+    assert "learning_starts" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # SB3 took batch_size=0 and never updated: the saved actor was its initialisation
+        ("algo.batch_size=0", "algo.batch_size=0 must be an integer >= 1"),
+        ("algo.gradient_steps=0", "algo.gradient_steps=0 must be an integer >= 1 (or -1: as many "
+                                  "as the env steps between trainings)"),
+        ("algo.buffer_size=1.5", "algo.buffer_size=1.5 must be an integer >= 1"),
+        # a raw AssertionError from SB3's schedule
+        ("algo.learning_rate=abc", "algo.learning_rate='abc' must be a number > 0, e.g. "
+                                   "algo.learning_rate=3e-4"),
+        ("+algo.polcy_kwargs={}", "algo: stable_baselines3.SAC refuses these options (TypeError: "
+                                  "SAC.__init__() got an unexpected keyword argument "
+                                  "'polcy_kwargs'); check the algo.* overrides against its "
+                                  "constructor"),
+    ],
+)  # fmt: skip
+def test_bad_algorithm_options_are_refused_before_any_run(override, message):
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("zero_shot_rl", overrides=["conditions=[ground_truth]", override])
+    with pytest.raises(ExperimentConfigError) as err:
+        check_config(cfg)
+    assert str(err.value) == message
+
+
+def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_path):
+    # a mode typo, a bad device or a folder that is no checkpoint was said only when the critic's
+    # run began, after the true reward's and the oracle's runs had trained
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    folder = tmp_path / "not_a_checkpoint"
+    folder.mkdir()
+    for override, message in [
+        ("critic.mode=scor", "critic: mode='scor' is not a critic mode; pick one of ['score', "
+                             "'reason']"),
+        ("critic.device=gpu", "critic: device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
+        (f"critic.model={folder}", f"critic: model='{folder}' is a folder but not a checkpoint (it "
+                                   "holds no config.json); name the folder that holds the model's "
+                                   "config.json and weights (a training run's is "
+                                   "<run>/<stage>/final), or a shipped critic (['viscritic-small'])"),
+        ("+critic.sample=4", "critic: sample: not an option of the VLM critic; its options are "
+                             "['cache', 'device', 'failure_types', 'max_new_tokens', 'mode', "
+                             "'model', 'needs_frames', 'prompt', 'samples', 'seed', 'temperature']"),
+    ]:  # fmt: skip
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("zero_shot_rl", overrides=[override])
+        with pytest.raises(ExperimentConfigError) as err:
+            check_config(cfg)
+        assert str(err.value) == message
