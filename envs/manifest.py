@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from envs.errors import InvalidOptionError
+from rollout.files import write_atomic
 
 MANIFEST = "manifest.json"  # in a dataset folder: per task, the options of its episodes
 ENV_OPTIONS = ("image_size", "horizon", "camera", "task_kwargs")  # env.<name> in synthesize.py
@@ -87,9 +87,7 @@ def write_manifest(root: Path, tasks: dict[str, dict[str, Any]]) -> None:
     }
     try:
         root.mkdir(parents=True, exist_ok=True)
-        partial = root / f"{MANIFEST}.partial"
-        partial.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(partial, root / MANIFEST)
+        write_atomic(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     except OSError as exc:
         raise InvalidOptionError(
             f"the dataset folder {str(root)!r} cannot be written to ({exc.strerror or exc}); "

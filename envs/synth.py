@@ -28,11 +28,7 @@ import contextlib
 import inspect
 import logging
 import re
-import signal
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +39,6 @@ from critic.data.episodes import (
     Episode,
     file_in_the_way,
     finished_ids,
-    write_episode,
 )
 from envs.errors import InvalidOptionError
 from envs.experts import make_expert
@@ -63,6 +58,7 @@ from envs.tasks import (
     get_task,
     make_task_env,
 )
+from rollout.files import LOCK, FolderBusyError, lock_folder, release
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
 UNKNOWN_FAILURE = "unknown"  # a failure of no known type (the critic is taught a plain "failure")
@@ -287,62 +283,6 @@ def _relabel_in_hindsight(
     return bool(task.is_success())
 
 
-def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -> dict[str, Any]:
-    start = time.perf_counter()
-    episode = record_episode(plan, **options)
-    write_episode(episode, root, codec=codec)
-    return {
-        **asdict(plan),
-        "episode_id": plan.episode_id,
-        "success": episode.success,
-        "failure_type": episode.failure_type,
-        "failure_step": episode.failure_step,
-        "frames": len(episode),
-        "final_progress": float(episode.progress[-1]),
-        "max_progress": float(episode.progress.max()),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-_stop: Any = None  # in a worker process: the run's stop event (set once the run has stopped)
-
-
-def _start_worker(stop: Any, specs: dict[str, Any], experts: dict[str, Any]) -> None:
-    """A worker process leaves Ctrl-C to the parent (which stops the run), keeps its stop event,
-    and registers the parent's specs and experts of the run's tasks: a spawned worker imports
-    ``envs`` afresh, and would record the built-in spec where the parent's manifest says a
-    task registered or replaced after import (``envs.register_task``)."""
-    global _stop
-    from envs.experts import _EXPERTS, _load_experts
-    from envs.tasks import register_task
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _stop = stop
-    for spec in specs.values():
-        register_task(spec)
-    _load_experts()  # the built-in experts first: the parent's replace them, not the other way
-    _EXPERTS.update(experts)
-
-
-def _registered(plans: Sequence[EpisodePlan]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """This process's task specs and scripted experts of the plans' tasks, for its workers."""
-    from envs.experts import _EXPERTS, _load_experts
-
-    _load_experts()
-    tasks = {plan.task for plan in plans}
-    return {t: get_task(t) for t in tasks}, {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
-
-
-def _record_in_worker(
-    plan: EpisodePlan, root: str, codec: str, options: dict
-) -> dict[str, Any] | None:
-    """:func:`_record_and_write` in a worker process; ``None`` for a plan that the executor had
-    already handed to the worker when the run stopped."""
-    if _stop is not None and _stop.is_set():
-        return None
-    return _record_and_write(plan, root, codec, options)
-
-
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:
     """What decides the content of an episode of ``task`` beyond its id, as plain JSON values:
     :func:`record_episode`'s options (its defaults where not given; the task's own image size and
@@ -444,8 +384,6 @@ def synthesize(
     )
     check_task_kwargs(options.get("task_kwargs"))
     check_dataset_folder(root)  # before any episode is recorded, not when the first is written
-    from tqdm.auto import tqdm
-
     root = Path(root)
     done = finished_ids(root)
     todo = [p for p in plans if p.episode_id not in done]
@@ -455,38 +393,25 @@ def synthesize(
         for task, recording in recorded_with.items():
             _check_h264_sides(task, recording)
     _check_policies_fit(todo, options.get("task_kwargs"))
-    check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks})
-    if len(todo) < len(plans):
-        rest = f"recording the other {len(todo)}" if todo else "nothing to record"
-        logger.info(f"{len(plans) - len(todo)} of {len(plans)} episodes already in {root}; {rest}")
-    bar = tqdm(total=len(todo), desc="episodes", disable=not progress_bar)
-    rows: list[dict[str, Any]] = []
+    # the folder's lock, from the manifest's check to the last episode written: two runs into
+    # one out= both passed the check before either wrote, then mixed their episodes
+    made = not root.exists()
     try:
-        if workers == 1:
-            for plan in todo:
-                rows.append(_record_and_write(plan, str(root), codec, options))
-                bar.update()
-        else:
-            import multiprocessing
+        lock = lock_folder(root, "synthesize.py run (out=)")
+    except FolderBusyError as exc:
+        raise InvalidOptionError(str(exc)) from None
+    except OSError as exc:
+        raise InvalidOptionError(
+            f"the dataset folder {str(root)!r} cannot be written to ({exc.strerror or exc}); "
+            "give out= a folder this user can write"
+        ) from None
+    try:
+        check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks})
+        from envs.synth_workers import record_all  # its workers import this module
 
-            context = multiprocessing.get_context("spawn")
-            stop = context.Event()
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                       initargs=(stop, *_registered(todo)))  # fmt: skip
-            try:
-                futures = [
-                    pool.submit(_record_in_worker, p, str(root), codec, options) for p in todo
-                ]
-                for future in as_completed(futures):
-                    rows.append(future.result())
-                    bar.update()
-            except BaseException:
-                # A failed episode, a killed worker or Ctrl-C stops the run: the plans not yet
-                # started are dropped (a re-run records them), the episodes being recorded finish.
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown()
+        return record_all(plans, todo, root, codec, workers, progress_bar, options)
     finally:
-        bar.close()
-    return rows
+        release(lock)
+        if made and [p.name for p in root.iterdir()] == [LOCK]:  # refused: leave no folder
+            (root / LOCK).unlink()
+            root.rmdir()

@@ -366,7 +366,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, out_dir)
     except (EvalConfigError, UnknownCriticError, ModelLoadError, CriticError, EngineError,
-            EpisodeFormatError, MissingExtraError) as exc:  # fmt: skip
+            EpisodeFormatError, MissingExtraError, OSError) as exc:  # fmt: skip
         sys.exit(f"eval_critic: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:  # what the critics before it found is written (run's log says so)
         print(f"eval_critic: interrupted (Ctrl-C); results so far, if any, are in {out_dir}",

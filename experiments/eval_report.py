@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from rollout.files import write_atomic
+
 
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
@@ -278,7 +280,7 @@ def write_results(
         **({} if failed is None else {"failed": {"critic": failed[0], "error": failed[1]}}),
     }
     text = json.dumps(finite_or_null(metrics), indent=2, allow_nan=False)
-    (out_dir / "metrics.json").write_text(text)
+    write_atomic(out_dir / "metrics.json", text)  # whole, or the earlier one as it was
     plot = out_dir / "calibration.png"
     plotted = plot_calibration(results, plot)
     if not plotted:

@@ -17,6 +17,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rl_results import CONDITIONS, MACHINE_PACKAGES, TEST_SEED, RunResult
 
+from rollout.files import write_atomic
+
 
 def _mode_options(reward: DictConfig) -> str:
     """The options the reward mode reads, for the report: `` (γ 0.95)``, `` (floor 0.05)``."""
@@ -102,7 +104,8 @@ def write_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (out_dir / "results.json").write_text(
+    write_atomic(  # merge= and the next run read it back: whole, or the earlier one
+        out_dir / "results.json",
         json.dumps(
             {
                 "config": OmegaConf.to_container(cfg, resolve=True),
@@ -111,7 +114,7 @@ def write_report(
                 "runs": [r.__dict__ for r in runs],
             },
             indent=2,
-        )
+        ),
     )
     fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8))
     for condition in dict.fromkeys(r.condition for r in runs):

@@ -100,6 +100,12 @@ def check_run_dir(
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
+    if (run_dir / ASIDE).exists():  # a run killed after overwrite=true set the earlier one aside
+        raise RunDirError(
+            f"{run_dir / ASIDE} holds an earlier run that overwrite=true set aside, and the run "
+            f"that replaced it stopped before it trained; move its contents back into {run_dir} "
+            "(or delete it), then run again"
+        )
     taken = [name for name in OUTPUTS[script](cfg) if (Path(run_dir) / name).exists()]
     continues = script in CONTINUES and CONTINUES[script](cfg, Path(run_dir))
     if continues and overwrite:
@@ -151,6 +157,7 @@ def set_aside_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = 
             if path.exists() and t.resolve() in (path.resolve(), *path.resolve().parents)
         ]
         if inside:
+            _put_back_record(Path(run_dir))
             raise RunDirError(
                 f"overwrite=true would remove {inside[0]}, and this run reads {path} from it; "
                 "copy it elsewhere first, or give a new hydra.run.dir="
@@ -158,11 +165,20 @@ def set_aside_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = 
     if not taken:
         return None
     aside = Path(run_dir) / ASIDE
-    _remove([aside] if aside.exists() else [])  # a run killed before it could clear it
-    aside.mkdir()
+    aside.mkdir(exist_ok=True)  # RunDirGuard may have kept the earlier .hydra/ there
     for path in taken:
         path.rename(aside / path.name)
     return aside
+
+
+def _put_back_record(run_dir: Path) -> None:
+    """The earlier run's ``.hydra/`` that :class:`RunDirGuard` kept aside, back in place of the
+    refused run's (nothing else was moved yet)."""
+    aside = run_dir / ASIDE
+    if (aside / ".hydra").is_dir():
+        _remove([p for p in [run_dir / ".hydra"] if p.exists()])
+        (aside / ".hydra").rename(run_dir / ".hydra")
+        aside.rmdir()
 
 
 def restore_outputs(script: str, cfg: DictConfig, run_dir: Path, aside: Path | None) -> None:
@@ -171,6 +187,7 @@ def restore_outputs(script: str, cfg: DictConfig, run_dir: Path, aside: Path | N
         return
     _remove(_outputs_in(script, cfg, run_dir))
     for path in aside.iterdir():
+        _remove([p for p in [Path(run_dir) / path.name] if p.exists()])  # this run's .hydra/
         path.rename(Path(run_dir) / path.name)
     aside.rmdir()
 
@@ -192,12 +209,32 @@ class RunDirGuard(Callback):
         if script not in OUTPUTS:
             raise ValueError(f"RunDirGuard(script={script!r}): scripts are {list(OUTPUTS)}")
         self.script = script
+        self._lock = None  # the run dir's, held while the run writes there
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # so hydra.run.dir=...${hydra:job.name} resolves
         self._check(config, Path(config.hydra.run.dir))
+        self._take(Path(config.hydra.run.dir))
+        self._keep_record(config, Path(config.hydra.run.dir))
+
+    def _keep_record(self, config: DictConfig, run_dir: Path) -> None:
+        """``overwrite=true`` of a training run: its ``.hydra/`` (the options a resume needs)
+        goes aside with its outputs (:func:`set_aside_outputs`), before hydra writes this run's."""
+        import shutil
+
+        record = run_dir / ".hydra"
+        if self.script != "train_critic" or config.get("overwrite") is not True:
+            return
+        if record.is_dir() and _outputs_in(self.script, config, run_dir):
+            shutil.copytree(record, run_dir / ASIDE / ".hydra")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from rollout.files import release
+
+        release(self._lock)
+        self._lock = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -217,6 +254,28 @@ class RunDirGuard(Callback):
 
         if config.hydra.mode == RunMode.MULTIRUN:  # a single run was checked by on_run_start
             self._check(config, Path(config.hydra.runtime.output_dir), "hydra.sweep.dir")
+            self._take(Path(config.hydra.runtime.output_dir))
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self.on_run_end(config)
+
+    def _take(self, run_dir: Path) -> None:
+        """Hold the run dir's lock while the run writes there: a second run into it (the guard's
+        check passes both while neither has written) mixed or replaced the first's files. Under
+        torchrun the first process holds it for all."""
+        import os
+
+        from rollout.files import FolderBusyError, lock_folder
+
+        if os.environ.get("RANK", "0") != "0":
+            return
+        try:
+            self._lock = lock_folder(run_dir, f"{self.script} run (hydra.run.dir=)")
+        except FolderBusyError as exc:
+            sys.exit(f"{self.script}: RunDirError: {exc}")
 
     def _check(self, config: DictConfig, run_dir: Path, option: str = "hydra.run.dir") -> None:
         try:

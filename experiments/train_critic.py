@@ -87,6 +87,10 @@ def main(cfg: DictConfig) -> None:
             print(f"train_critic: {interrupted(trainer, pipeline)}"
                   f"{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)  # fmt: skip
         sys.exit(130)
+    except BaseException:  # any other stop before a step trained keeps the earlier run too
+        if kept := _kept(cfg, run_dir, trainer, aside):
+            print(f"train_critic: {kept[2:]}", file=sys.stderr)
+        raise
     finally:
         trainer.cleanup()
     if trainer.rank == 0:

@@ -340,6 +340,7 @@ def main(cfg: DictConfig) -> None:
         EnsembleConfigError,
         MissingExtraError,
         InstantiationException,
+        OSError,  # a full disk or a folder not writable: results.json is written whole or not
     ) as exc:
         sys.exit(f"zero_shot_rl: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:  # the runs that finished are kept (logged above, when any)

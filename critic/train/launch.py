@@ -56,6 +56,29 @@ def check_launch(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
         check_deepspeed(cfg, plans)
 
 
+def process_rank() -> tuple[int, int]:
+    """This process's rank and the number of processes (torchrun's; 0 and 1 alone)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def deepspeed_config(
+    path: str, lr: float, bf16: bool, micro_batch: int, max_grad_norm: float | None = None
+) -> dict:
+    """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them), and
+    ``gradient_clipping`` from ``max_grad_norm`` where the JSON leaves it to us (``auto`` or
+    absent; check_config refused a JSON that disagrees with it)."""
+    config = json.loads(Path(path).read_text())
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
+    params = config.get("optimizer", {}).get("params", {})
+    if params.get("lr") == "auto":
+        params["lr"] = lr
+    if config.get("bf16", {}).get("enabled") == "auto":
+        config["bf16"]["enabled"] = bf16
+    return config
+
+
 def bind_local_device(device: str) -> None:
     """Under torchrun, make this process's GPU (``LOCAL_RANK``) the current one before the model
     loads: ``.to("cuda")`` means the current GPU, and DeepSpeed sets it only later, inside

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict
@@ -25,10 +24,11 @@ from critic.train.draws import (
     load_samples,
     shuffled_labels,
 )
-from critic.train.launch import bind_local_device, over_ranks
+from critic.train.launch import bind_local_device, deepspeed_config, over_ranks, process_rank
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import run_record
 from critic.train.validation import evaluate
+from rollout.files import write_atomic
 from rollout.imports import require_package
 
 
@@ -39,10 +39,6 @@ def make_vllm_engine(folder: Path, video_token_id: int, eos_token_id: int, **opt
     return VLLMEngine(str(folder), video_token_id, eos_token_id, **options)
 
 
-def _rank() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def _json_number(value: Any) -> Any:
     """``value``, with a NaN or infinite float as None: JSON has no NaN (Python writes a bare
     ``NaN`` that strict readers refuse)."""
@@ -51,31 +47,13 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _deepspeed_config(
-    path: str, lr: float, bf16: bool, micro_batch: int, max_grad_norm: float | None = None
-) -> dict:
-    """DeepSpeed's JSON with our ``auto`` fields filled (DeepSpeed does not resolve them), and
-    ``gradient_clipping`` from ``max_grad_norm`` where the JSON leaves it to us (``auto`` or
-    absent; check_config refused a JSON that disagrees with it)."""
-    config = json.loads(Path(path).read_text())
-    config["train_micro_batch_size_per_gpu"] = micro_batch
-    if config.get("gradient_clipping", "auto") == "auto":
-        config["gradient_clipping"] = max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
-    params = config.get("optimizer", {}).get("params", {})
-    if params.get("lr") == "auto":
-        params["lr"] = lr
-    if config.get("bf16", {}).get("enabled") == "auto":
-        config["bf16"]["enabled"] = bf16
-    return config
-
-
 class Trainer:
     """State shared by the stages: the model, tokenizer, writer, run dir (setup / train / cleanup)."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
-        self.rank, self.world = _rank()
+        self.rank, self.world = process_rank()
         self.plans = check_config(cfg)  # before any model loads
         self.history: list[dict[str, Any]] = []
         self.writer = None  # tensorboard's, made by setup (rank 0)
@@ -178,7 +156,7 @@ class Trainer:
         if cfg.deepspeed_config is not None:
             deepspeed = require_package("deepspeed", "train", "deepspeed_config=")
             micro = settings.batch_size // self.world if plan["rule"] == "sft" else 1
-            ds_config = _deepspeed_config(cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16",
+            ds_config = deepspeed_config(cfg.deepspeed_config, settings.lr, cfg.dtype == "bfloat16",
                                           max(micro, 1), cfg.max_grad_norm)  # fmt: skip
             model, optimizer, _, _ = deepspeed.initialize(model=self.model, model_parameters=params,
                                                           config=ds_config)  # fmt: skip
@@ -365,9 +343,14 @@ class Trainer:
                     f"it started from, {source} (the KL term's reference), and they are not "
                     "there; restore them, or resume with grpo.kl_coef=0"
                 )
-        if self.rank == 0:
-            (self.run_dir / stage).mkdir(parents=True, exist_ok=True)
-            (self.run_dir / stage / KL_RECORD).write_text(json.dumps({"from": source}) + "\n")
+        written = self.run_dir / stage / KL_RECORD
+        # a resume in its own run reads the record and leaves it as it is (a rewrite cut short
+        # would lose it); a run, or a resume into another dir, writes its own
+        if self.rank == 0 and (
+            resume is None or written.resolve() != (resume.parent / KL_RECORD).resolve()
+        ):
+            written.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(written, json.dumps({"from": source}) + "\n")
         self.reference = None  # the last stage's, before the next is loaded
         dtype = getattr(torch, cfg.dtype)
         reference, _ = load_model(source, device=cfg.device, dtype=dtype, seed=cfg.seed)
@@ -475,7 +458,7 @@ class Trainer:
             ):
                 continue
             kept.append(line)
-        path.write_text("".join(f"{line}\n" for line in kept))
+        write_atomic(path, "".join(f"{line}\n" for line in kept))  # never half a history
 
     def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
         if self.rank != 0:

@@ -101,8 +101,12 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
         staging.unlink(missing_ok=True)
     staging.mkdir(parents=True)
     present = [name for name in MODEL_FILES if (checkpoint / name).is_file()]
-    for name in present:
-        shutil.copy2(checkpoint / name, staging / name)
+    try:
+        for name in present:
+            shutil.copy2(checkpoint / name, staging / name)
+    except BaseException:  # a full disk, Ctrl-C: the destination keeps what it had
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     for name in MODEL_FILES:
         if name in present:
             os.replace(staging / name, destination / name)
@@ -142,5 +146,9 @@ def main(argv: list[str]) -> int:
         print(export(argv[1], argv[2], overwrite=overwrite))
     except (FileNotFoundError, ExportError) as exc:
         print(f"critic.weights: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a folder not writable: the copy is staged, then moved
+        print(f"critic.weights: cannot write {argv[2]} ({exc.strerror or exc}); the destination "
+              "is unchanged", file=sys.stderr)  # fmt: skip
         return 1
     return 0

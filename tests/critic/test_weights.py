@@ -67,6 +67,31 @@ def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
     assert done.returncode == 2 and "usage" in done.stderr
 
 
+def test_an_export_that_cannot_write_is_a_message_and_changes_nothing(tmp_path, tiny_model,
+                                                                    monkeypatch, capsys):  # fmt: skip
+    # a full disk mid-copy was a raw OSError traceback
+    import shutil
+
+    from critic.models import save_model
+    from critic.weights import main
+
+    checkpoint = save_model(*tiny_model, tmp_path / "ckpt")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "MODEL_CARD.md").write_text("card")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copy2", full_disk)
+    assert main(["export", str(checkpoint), str(tmp_path / "out")]) == 1
+    said = capsys.readouterr().err.strip()
+    assert said.endswith(
+        f"critic.weights: cannot write {tmp_path / 'out'} (No space left on device); the "
+        "destination is unchanged"
+    )
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["MODEL_CARD.md"]
+
+
 def test_export_refuses_a_file_or_the_checkpoint_itself(tmp_path, tiny_model):
     from critic.models import save_model
     from critic.weights import ExportError

@@ -349,6 +349,23 @@ def test_an_unwritable_out_folder_and_a_hindsight_expert_are_named():
         EpisodePlan("Reacher-v5", 0, hindsight="uniform")  # had the plain expert's id
 
 
+def test_a_dataset_folder_another_run_is_writing_in_is_refused(tmp_path):
+    # two runs into one out= both passed the manifest's check before either wrote it, and the
+    # folder said every=2 over rows recorded every=1
+    from rollout.files import lock_folder, release
+
+    held = lock_folder(tmp_path / "data", "run")
+    with pytest.raises(InvalidOptionError, match=r"data is in use by another run \(process"):
+        synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "data", workers=1,
+                   progress_bar=False)  # fmt: skip
+    release(held)
+    # a run refused before it records leaves no folder it made (here: its options)
+    with pytest.raises(InvalidOptionError):
+        synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "new", workers=1, codec="h264",
+                   progress_bar=False, image_size=15)  # fmt: skip
+    assert not (tmp_path / "new").exists()
+
+
 def test_the_recorded_frame_rate_is_the_simulator_s_own():
     # gymnasium rounds render_fps to an int: frame_skip=30 recorded 3 fps (3.33), 200 recorded 0
     fast = record_episode(EpisodePlan("Reacher-v5", 0), every=1, horizon=3, image_size=16,

@@ -125,6 +125,18 @@ def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_pa
     assert (tmp_path / "sft" / "final").is_dir()  # the earlier run's, not the new empty one
     discard_outputs(set_aside_outputs("train_critic", train, tmp_path, keep=["tiny", None]))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "notes.txt"]
+    # a run killed after it set the earlier one aside leaves it there: the next run is refused,
+    # where overwrite=true deleted it
+    (tmp_path / "sft").mkdir()
+    set_aside_outputs("train_critic", train, tmp_path)
+    for options in (train, OmegaConf.merge(train, {"overwrite": True})):
+        with pytest.raises(RunDirError) as err:
+            check_run_dir("train_critic", options, tmp_path)
+        assert str(err.value) == (
+            f"{tmp_path / ASIDE} holds an earlier run that overwrite=true set aside, and the run "
+            f"that replaced it stopped before it trained; move its contents back into {tmp_path} "
+            "(or delete it), then run again"
+        )
 
 
 def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):
@@ -218,3 +230,28 @@ def test_an_added_option_the_script_does_not_read_is_refused(config, override, m
         guard.on_run_start(cfg)
     assert str(stop.value.code).startswith(message)
     guard.on_run_start(fine)
+
+
+def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
+    # the guard's check passed both runs while neither had written: the second replaced the
+    # first's results.json (zero_shot_rl) or its final weights (train_critic)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rollout.files import lock_folder, release
+
+    root = Path(__file__).resolve().parents[2]
+    held = lock_folder(tmp_path, "run")  # a run writing there now
+    for script in ("zero_shot_rl", "train_critic", "eval_critic"):
+        done = subprocess.run([sys.executable, str(root / "experiments" / f"{script}.py"),
+                               f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                              timeout=120, cwd=root)  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip() == (
+            f"{script}: RunDirError: {tmp_path} is in use by another run (process {os.getpid()}): "
+            "two runs writing there would mix or replace each other's files; wait for it to "
+            f"end, or give this {script} run (hydra.run.dir=) another folder"
+        )
+    release(held)

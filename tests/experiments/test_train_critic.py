@@ -384,9 +384,13 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
         "hydra.run.dir="
     )
     assert (tmp_path / "sft" / "final" / "trainer_state.pt").is_file()
+    assert "pipeline=[sft]" in (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    assert "model=" not in (tmp_path / ".hydra" / "overrides.yaml").read_text()  # the run's own
+    assert not (tmp_path / ".overwritten").exists()
     # a run refused at its start (a model that does not load, no samples left) kept nothing of
     # the run it was to replace: the earlier run stays until this one has trained a step
     before = read_history(tmp_path)
+    record = (tmp_path / ".hydra" / "overrides.yaml").read_text()  # the options a resume needs
     for bad in (f"model={dataset}", "held_out_tasks=[Reacher-v5]"):
         done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true", bad)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
@@ -394,6 +398,7 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
             f"the earlier run in {tmp_path} is kept as it was (nothing was trained)"
         )
         assert read_history(tmp_path) == before and not (tmp_path / ".overwritten").exists()
+        assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == record
         assert (tmp_path / "sft" / "final" / "trainer_state.pt").is_file()
         assert len(list((tmp_path / "tensorboard").iterdir())) == 1
 

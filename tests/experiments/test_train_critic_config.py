@@ -359,22 +359,22 @@ def test_deepspeed_needs_an_optimizer_and_the_processes_that_wrote_a_resume(data
 def test_max_grad_norm_reaches_deepspeed_where_the_json_leaves_it(tmp_path):
     import json
 
-    from critic.train.recipe import _deepspeed_config
+    from critic.train.launch import deepspeed_config
 
     config = {"optimizer": {"params": {"lr": "auto"}}, "gradient_clipping": "auto"}
     (tmp_path / "auto.json").write_text(json.dumps(config))
     assert (
-        _deepspeed_config(str(tmp_path / "auto.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
+        deepspeed_config(str(tmp_path / "auto.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
         == 0.5
     )
     del config["gradient_clipping"]  # absent: DeepSpeed's default, no clipping, ignored it
     (tmp_path / "none.json").write_text(json.dumps(config))
     assert (
-        _deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
+        deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
         == 0.5
     )
     assert (
-        _deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, None)["gradient_clipping"]
+        deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, None)["gradient_clipping"]
         == 0.0
     )
 

@@ -1,0 +1,85 @@
+"""Files a later run reads back: written whole or not at all, and one writer per folder.
+
+A run's records (``results.json``, ``history.jsonl``, a dataset's manifest) are what a resume, a
+``merge=`` or the next ``synthesize.py`` reads. Written in place, a kill or a full disk mid-write
+left half a file where the whole earlier one had been; two runs in one folder interleaved or
+replaced each other's. :func:`write_atomic` writes a sibling ``.partial`` and renames it over the
+file (atomic on POSIX), and :func:`lock_folder` holds an exclusive ``flock`` on ``<folder>/.lock``
+for as long as a run writes there. The lowest layer has them so that every layer writes alike.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_atomic(folder / "a.json", "{}")
+    >>> (folder / "a.json").read_text()
+    '{}'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LOCK = ".lock"
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock: it is writing there now."""
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole, or leave the earlier ``path`` as it was.
+
+    Raises:
+        OSError: the write failed (a full disk, a folder not writable); ``path`` is unchanged and
+            no ``.partial`` file is left.
+    """
+    path = Path(path)
+    partial = path.with_name(f"{path.name}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def lock_folder(folder: str | Path, what: str):
+    """Take the exclusive lock of ``folder`` (made if missing) for this process; returns the open
+    lock file, held until :func:`release`, the file's collection or the process's end (a killed
+    run frees it too).
+
+    Args:
+        folder: the run dir or dataset folder.
+        what: what this process is, for the message (``"run"``, ``"synthesize.py run"``).
+
+    Raises:
+        FolderBusyError: another process holds it (the message names its pid, when it wrote it).
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open: the lock lives with it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read(32).strip()
+        handle.close()
+        pid = f" (process {holder})" if holder.isdigit() else ""
+        raise FolderBusyError(
+            f"{folder} is in use by another run{pid}: two runs writing there would mix or replace "
+            f"each other's files; wait for it to end, or give this {what} another folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def release(handle) -> None:
+    """Give back a lock :func:`lock_folder` took (``None``: nothing to give back)."""
+    if handle is not None:
+        handle.close()  # closing the file releases its flock

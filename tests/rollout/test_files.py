@@ -1,0 +1,59 @@
+"""Files a later run reads back: written whole or not at all, one writer per folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rollout.files import FolderBusyError, lock_folder, release, write_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_write_that_fails_midway_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    # results.json written in place by a run that hit a full disk was half a file, and the
+    # merge= after it refused the whole run dir
+    target = tmp_path / "results.json"
+    target.write_text('{"runs": [1, 2, 3]}')
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, '{"runs": [4, 5, 6, 7]}')
+    monkeypatch.undo()
+    assert target.read_text() == '{"runs": [1, 2, 3]}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no .partial left
+    write_atomic(target, "{}")
+    assert target.read_text() == "{}"
+
+
+def _lock_elsewhere(folder: Path) -> subprocess.CompletedProcess:
+    code = f"from rollout.files import lock_folder; lock_folder({str(folder)!r}, 'test run')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)  # fmt: skip
+
+
+def test_a_folder_has_one_writer_at_a_time(tmp_path):
+    folder = tmp_path / "run"
+    held = lock_folder(folder, "run")  # made if missing
+    other = _lock_elsewhere(folder)
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"rollout.files.FolderBusyError: {folder} is in use by another run (process "
+        f"{__import__('os').getpid()}): two runs writing there would mix or replace each other's "
+        "files; wait for it to end, or give this test run another folder"
+    )
+    release(held)
+    assert _lock_elsewhere(folder).returncode == 0  # given back, and freed when a process ends
+    assert _lock_elsewhere(folder).returncode == 0
+    with pytest.raises(FolderBusyError):
+        held = lock_folder(folder, "run")
+        lock_folder(folder, "run")  # another open file of this process is another holder too
+    release(held)
