@@ -100,6 +100,7 @@ def check_run_dir(
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
+    put_back_record(run_dir)  # a run killed before it set anything else aside
     if (run_dir / ASIDE).exists():  # a run killed after overwrite=true set the earlier one aside
         raise RunDirError(
             f"{run_dir / ASIDE} holds an earlier run that overwrite=true set aside, and the run "
@@ -157,7 +158,7 @@ def set_aside_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = 
             if path.exists() and t.resolve() in (path.resolve(), *path.resolve().parents)
         ]
         if inside:
-            _put_back_record(Path(run_dir))
+            put_back_record(Path(run_dir))
             raise RunDirError(
                 f"overwrite=true would remove {inside[0]}, and this run reads {path} from it; "
                 "copy it elsewhere first, or give a new hydra.run.dir="
@@ -171,11 +172,12 @@ def set_aside_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = 
     return aside
 
 
-def _put_back_record(run_dir: Path) -> None:
+def put_back_record(run_dir: Path) -> None:
     """The earlier run's ``.hydra/`` that :class:`RunDirGuard` kept aside, back in place of the
-    refused run's (nothing else was moved yet)."""
+    refused run's, when nothing else was moved yet (a run stopped before it set its outputs
+    aside); nothing when there is no such copy."""
     aside = run_dir / ASIDE
-    if (aside / ".hydra").is_dir():
+    if aside.is_dir() and [p.name for p in aside.iterdir()] == [".hydra"]:
         _remove([p for p in [run_dir / ".hydra"] if p.exists()])
         (aside / ".hydra").rename(run_dir / ".hydra")
         aside.rmdir()
@@ -222,10 +224,13 @@ class RunDirGuard(Callback):
     def _keep_record(self, config: DictConfig, run_dir: Path) -> None:
         """``overwrite=true`` of a training run: its ``.hydra/`` (the options a resume needs)
         goes aside with its outputs (:func:`set_aside_outputs`), before hydra writes this run's."""
+        import os
         import shutil
 
         record = run_dir / ".hydra"
         if self.script != "train_critic" or config.get("overwrite") is not True:
+            return
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process's to keep
             return
         if record.is_dir() and _outputs_in(self.script, config, run_dir):
             shutil.copytree(record, run_dir / ASIDE / ".hydra")

@@ -18,6 +18,7 @@ learning rate. The recipe itself is :mod:`critic.train.recipe`; this file is its
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,14 +34,24 @@ from critic.train.recipe import Trainer, make_vllm_engine  # noqa: F401
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        _main(cfg, run_dir)
+    finally:  # a run that stopped before it set the earlier run aside: its record back in place
+        from run_dir import put_back_record
+
+        if os.environ.get("RANK", "0") == "0":
+            put_back_record(run_dir)
+
+
+def _main(cfg: DictConfig, run_dir: Path) -> None:
     from critic.base import CriticError
     from critic.data.episodes import EpisodeFormatError
     from critic.models import ModelLoadError
     from critic.train.checkpoint import CheckpointError
     from critic.train.grpo import NonFiniteError
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         trainer = Trainer(cfg, run_dir)
     except (TrainConfigError, EpisodeFormatError) as exc:

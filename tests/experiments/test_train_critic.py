@@ -401,6 +401,11 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
         assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == record
         assert (tmp_path / "sft" / "final" / "trainer_state.pt").is_file()
         assert len(list((tmp_path / "tensorboard").iterdir())) == 1
+    # refused by its config check, before anything was set aside: the record is put back too
+    done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true", "stages.sft.lr=-1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == record
+    assert not (tmp_path / ".overwritten").exists()
 
 
 def test_a_save_cut_short_leaves_the_earlier_checkpoint_whole(tmp_path, tiny_model, monkeypatch):
