@@ -89,10 +89,15 @@ def write_manifest(root: Path, tasks: dict[str, dict[str, Any]]) -> None:
         root.mkdir(parents=True, exist_ok=True)
         write_atomic(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     except OSError as exc:
-        raise InvalidOptionError(
-            f"the dataset folder {str(root)!r} cannot be written to ({exc.strerror or exc}); "
-            "give out= a folder this user can write"
-        ) from None
+        raise not_writable(root, exc) from None
+
+
+def not_writable(root: Path, exc: OSError) -> InvalidOptionError:
+    """The error for a dataset folder that cannot be made or written to."""
+    return InvalidOptionError(
+        f"the dataset folder {str(root)!r} cannot be written to ({exc.strerror or exc}); give "
+        "out= a folder this user can write"
+    )
 
 
 def check_folder_options(

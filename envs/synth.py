@@ -42,7 +42,7 @@ from critic.data.episodes import (
 )
 from envs.errors import InvalidOptionError
 from envs.experts import make_expert
-from envs.manifest import check_folder_options, plain
+from envs.manifest import check_folder_options, not_writable, plain
 from envs.plans import (
     EpisodePlan,
     _check_int,
@@ -401,10 +401,7 @@ def synthesize(
     except FolderBusyError as exc:
         raise InvalidOptionError(str(exc)) from None
     except OSError as exc:
-        raise InvalidOptionError(
-            f"the dataset folder {str(root)!r} cannot be written to ({exc.strerror or exc}); "
-            "give out= a folder this user can write"
-        ) from None
+        raise not_writable(root, exc) from None
     try:
         check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks})
         from envs.synth_workers import record_all  # its workers import this module
