@@ -77,6 +77,15 @@ class HFEngine(Engine):
         dist = self.torch.distributed
         return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
+    def _no_grad(self):
+        """The context a forward pass without gradients runs in: ``inference_mode`` (the
+        cheapest) in one process, ``no_grad`` when several run. Under DeepSpeed ZeRO-3 the
+        forward gathers each layer's weights into tensors made inside it, and those it keeps
+        whole (small ones) would stay inference tensors, which the next training forward cannot
+        use: "Inference tensors cannot be saved for backward" at the first GRPO update. TRL
+        generates under ``no_grad`` for the same reason."""
+        return self.torch.no_grad() if self._synced() else self.torch.inference_mode()
+
     def check_request(self, request: Request) -> None:
         """Raise :class:`InvalidRequestError` if ``request`` cannot run on this model.
 
@@ -221,7 +230,7 @@ class HFEngine(Engine):
         own = self.model.generation_config
         self.model.generation_config = self.transformers.GenerationConfig()
         try:
-            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            with torch.random.fork_rng(devices=[]), self._no_grad():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
                 out = self.model.generate(
@@ -264,7 +273,7 @@ class HFEngine(Engine):
         batch = self._batch(requests, prefix)
         shared = self.shared_prefix(requests, batch) if self.share_prefix else None
         self.last_shared_prefix = shared[0] if shared else 0
-        with torch.inference_mode():
+        with self._no_grad():
             # the last position only: a real checkpoint's vocabulary (~152k) over every position
             # of a batch of video prompts would be gigabytes of logits
             if shared:

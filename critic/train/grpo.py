@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from critic import prompts
+from critic.train.launch import all_ranks, any_rank
 from critic.train.losses import (
     ADVANTAGE_SCALES,
     LOSS_AGGREGATIONS,
@@ -200,8 +201,13 @@ class NonFiniteError(ValueError):
 
 
 def check_finite(name: str, value: torch.Tensor) -> None:
-    """Raise :class:`NonFiniteError` naming ``name`` when ``value`` is NaN or infinite."""
-    if not torch.isfinite(value.detach()).all():
+    """Raise :class:`NonFiniteError` naming ``name`` when ``value`` is NaN or infinite, on every
+    process of a distributed run when it is so on any (a collective: each process calls it at
+    the same point), so that none goes on alone into the update's gradient reduction."""
+    finite = bool(torch.isfinite(value.detach()).all())
+    if not all_ranks(finite):
+        if finite:
+            raise NonFiniteError(f"the {name} of another process is not finite")
         raise NonFiniteError(f"the {name} is {float(value.detach().float().sum()):g}")
 
 
@@ -226,6 +232,26 @@ def optimizer_update(
             optimizer.zero_grad()
             check_finite("gradient norm", norm)
         optimizer.step()
+
+    return update
+
+
+def deepspeed_update(engine) -> Callable[[torch.Tensor], None]:
+    """DeepSpeed's ``update`` over a ``deepspeed.initialize`` engine: backward and step (DeepSpeed
+    clips and zeroes the gradients itself). Every process of the run must call it once per step,
+    as its gradient reduction is a collective.
+
+    Raises:
+        NonFiniteError: the loss is NaN or infinite on any process (no step is taken on any), or
+            the global gradient norm is (the step was taken: write no weights after it).
+    """
+
+    def update(loss: torch.Tensor) -> None:
+        check_finite("loss", loss)
+        engine.backward(loss)
+        engine.step()
+        if (norm := engine.get_global_grad_norm()) is not None:
+            check_finite("gradient norm", torch.as_tensor(norm))
 
     return update
 
@@ -347,8 +373,14 @@ def grpo_step(
         completion_tokens=float(sum(len(c) for g in completions for c in g) / len(texts)),
         groups_used=int(keep.sum()), groups_total=len(samples),
     )  # fmt: skip
-    if not keep.any():
-        return result  # nothing to learn from: every group's rewards were equal
+    kept_here = bool(keep.any())
+    if not any_rank(kept_here):
+        return result  # nothing to learn from: every group's rewards were equal, on every process
+    if not kept_here:
+        # other processes learn from theirs, and DeepSpeed's update is a collective: this one
+        # takes its part with its whole batch at weight 0 (the same modules run forward, so
+        # ZeRO-3 gathers the same weights), adding nothing to the gradients they average
+        keep = torch.ones_like(keep)
     rows = keep.repeat_interleave(cfg.group_size)
     advantages = group_advantages(rewards, cfg.group_size, cfg.advantage_scale)[rows]
     kept = [i for i in range(len(samples)) if keep[i]]
@@ -367,6 +399,12 @@ def grpo_step(
     else:
         loss, stats = grpo_loss(logprobs, old, advantages, mask, cfg.eps_low, cfg.eps_high, ref,
                                 cfg.kl_coef, cfg.aggregation)  # fmt: skip
+    if not kept_here:
+        update(loss * 0.0)
+        policy.eval()
+        # nothing of this process's was learned: left out of the run's means (over_ranks)
+        result.loss = result.kl = result.clip_fraction = math.nan
+        return result
     update(loss)
     policy.eval()
     result.loss, result.kl = float(stats.policy_loss), float(stats.kl)

@@ -117,6 +117,29 @@ def over_ranks(values: dict[str, float | int]) -> dict[str, float | int]:
     }
 
 
+def all_ranks(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process of a distributed run (``flag`` itself alone).
+    Every process must call it at the same point: it is one collective. A process that decides
+    alone to skip its part of a collective (a NaN loss it caught, no GRPO group it kept) leaves
+    the others waiting in theirs: a hang, not an error."""
+    import torch
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bool(flag)
+    agree = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        agree = agree.cuda()
+    dist.all_reduce(agree, op=dist.ReduceOp.MIN)
+    return bool(agree.item() > 0)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on some process of a distributed run (a collective, as
+    :func:`all_ranks`)."""
+    return not all_ranks(not flag)
+
+
 def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
     """The checks a ``deepspeed_config=`` run adds: launched by torchrun (``RANK`` and
     ``WORLD_SIZE`` set), every stage's batch shared out evenly over the processes (a GRPO stage's

@@ -115,7 +115,7 @@ class Trainer:
         from critic.train.checkpoint import load_trainer_state
         from critic.train.grpo import (
             NonFiniteError,
-            check_finite,
+            deepspeed_update,
             grpo_step,
             learning_rate,
             optimizer_update,
@@ -160,13 +160,7 @@ class Trainer:
                                           max(micro, 1), cfg.max_grad_norm)  # fmt: skip
             model, optimizer, _, _ = deepspeed.initialize(model=self.model, model_parameters=params,
                                                           config=ds_config)  # fmt: skip
-
-            def update(loss):
-                check_finite("loss", loss)
-                model.backward(loss)
-                model.step()
-                if (norm := model.get_global_grad_norm()) is not None:
-                    check_finite("gradient norm", torch.as_tensor(norm))
+            update = deepspeed_update(model)
         else:
             optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
             update = optimizer_update(self.model, optimizer, cfg.max_grad_norm)

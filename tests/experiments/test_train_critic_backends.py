@@ -184,3 +184,110 @@ def test_what_each_process_measured_is_logged_as_one_run():
         p.join(timeout=60)
     assert results[0] == results[1] == {"loss": 1.5, "reward/x": 0.5, "groups_used": 3}
     assert isinstance(results[0]["groups_used"], int)
+
+
+def _grpo_step_on_rank(rank: int, port: int, case: str, queue) -> None:
+    """One GRPO step of a real 2-process DeepSpeed ZeRO-3 run over gloo. ``empty``: rank 1's
+    rewards are flat, so dynamic sampling keeps none of its groups; ``nan``: rank 1's loss is NaN."""
+    import datetime
+    import os
+
+    os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))  # fmt: skip
+    import deepspeed
+    import torch
+
+    from critic.train.grpo import GRPOConfig, NonFiniteError, deepspeed_update, grpo_step
+    from critic.train.launch import deepspeed_config
+    from rollout.hf import HFEngine
+    from tests.conftest import _redrawn
+    from tests.critic.test_grpo import _reward_by_length, _samples
+    from tests.experiments.train_critic_cli import ROOT
+
+    deepspeed.init_distributed(dist_backend="gloo", timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        model, tokenizer = _redrawn("tiny")
+        config = deepspeed_config(str(ROOT / "configs" / "deepspeed" / "zero3.json"), 1e-2, False, 1, 1.0)  # fmt: skip
+        params = [p for p in model.parameters() if p.requires_grad]
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=config)
+
+        def weights() -> float:
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+                return float(sum(p.double().sum() for p in model.parameters()))
+
+        update = deepspeed_update(engine)
+        reward = _reward_by_length
+        if rank == 1 and case == "nan":
+            update = lambda loss, inner=update: inner(loss * math.nan)  # noqa: E731
+        if rank == 1 and case == "empty":
+            reward = lambda completions, **f: [1.0] * len(completions)  # noqa: E731
+        cfg = GRPOConfig(group_size=4, max_new_tokens=6, dynamic_sampling=True)
+        hf = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+        before = weights()
+        try:
+            result = grpo_step(engine, update, hf, tokenizer, _samples(2), reward, cfg, seed=0)
+        except NonFiniteError as exc:
+            queue.put((rank, ("NonFiniteError", str(exc), weights() == before)))
+        else:
+            queue.put((rank, (result.groups_used, result.loss, before, weights())))
+    except Exception:  # the test shows it, where it would wait for a timeout
+        import traceback
+
+        queue.put((rank, traceback.format_exc()))
+    finally:
+        deepspeed.comm.destroy_process_group()
+
+
+def _two_ranks(case: str) -> dict:
+    import queue as queue_module
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    procs = [context.Process(target=_grpo_step_on_rank, args=(r, port, case, queue)) for r in (0, 1)]  # fmt: skip
+    for p in procs:
+        p.start()
+    results, waited = {}, 0
+    try:
+        while len(results) < len(procs) and waited < 240:
+            try:
+                rank, result = queue.get(timeout=5)
+                results[rank] = result
+            except queue_module.Empty:  # a process that died without a word ends the wait
+                waited += 5
+                if not any(p.is_alive() for p in procs) and queue.empty():
+                    break
+        assert sorted(results) == [0, 1], results
+        assert not any(isinstance(r, str) for r in results.values()), results
+        return results
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+
+
+def test_a_process_that_keeps_no_group_still_takes_its_part_in_the_update():
+    # rank 1's groups were all flat: it returned before the update while rank 0 waited in
+    # DeepSpeed's gradient reduction (a hang; gloo's timeout here). Now it joins at weight 0
+    pytest.importorskip("deepspeed")
+    results = _two_ranks("empty")
+    (used0, loss0, before0, after0), (used1, loss1, before1, after1) = results[0], results[1]
+    assert used0 == 2 and used1 == 0
+    assert math.isfinite(loss0) and math.isnan(loss1)  # left out of the run's mean loss
+    assert before0 == before1 and after0 == after1 != before0  # one step, the same on both
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process():
+    # rank 1 raised alone before its backward while rank 0 waited in the reduction
+    pytest.importorskip("deepspeed")
+    results = _two_ranks("nan")
+    assert results[1][:2] == ("NonFiniteError", "the loss is nan")
+    assert results[0][:2] == ("NonFiniteError", "the loss of another process is not finite")
+    assert results[0][2] and results[1][2]  # no step taken on either
