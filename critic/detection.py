@@ -50,8 +50,9 @@ def evaluate_failures(
     gives no such probability). ``batch``: the most queries sent to the critic in one call.
 
     Returns:
-        ``accuracy``, ``precision``, ``recall``, ``f1`` (failure positive), ``auroc`` of the
-        failure probability, ``readable``, ``confusion`` (true label → predicted label → count,
+        ``accuracy`` (an unreadable verdict is wrong), ``precision``, ``recall``, ``f1``
+        (failure positive; an unreadable verdict calls no failure), ``auroc`` of the failure
+        probability (n/a, as every figure of a detector, when it read no episode), ``readable``, ``confusion`` (true label → predicted label → count,
         labels ``success`` or the failure type, ``unreadable``; a type outside
         :data:`critic.base.FAILURE_TYPES`, such as a policy rollout's ``unknown``, is ``failure``),
         ``type_accuracy`` (right type among detected failures of a named type), ``detection_delay_s`` (mean over detected failures),
@@ -65,8 +66,10 @@ def evaluate_failures(
     verdicts = failure_verdicts(critic, episodes, frames, camera, batch)
     actual = [not e.success for e in episodes]
     predicted = [v.success is False for v in verdicts]
+    answered = [v.success is not None for v in verdicts]
     scores = [failure_probability(v) for v in verdicts]
-    last = last_frame_scores(critic, episodes, frames_per_query, camera, batch)
+    progress, achieved = _last_frame_readings(critic, episodes, frames_per_query, camera, batch)
+    last = _last_frame_failure(progress, achieved)
     by_progress, by_achieved = last["progress"], last["achieved"]
     confusion: dict[str, dict[str, int]] = {}
     typed = []
@@ -95,10 +98,13 @@ def evaluate_failures(
     majority = max(np.mean(actual), 1 - np.mean(actual)) if actual else float("nan")
     return {
         "episodes": len(episodes),
-        **binary_metrics(predicted, actual),
-        **threshold_metrics(scores, actual, threshold),
+        **binary_metrics(predicted, actual, answered),
+        **_none_read(threshold_metrics(scores, actual, threshold), any(answered)),
         "progress": {
-            **threshold_metrics(by_progress, actual, progress_threshold),
+            **_none_read(
+                threshold_metrics(by_progress, actual, progress_threshold),
+                bool(np.isfinite(progress).any()),
+            ),
             **_judged_by_type(episodes, by_progress, progress_threshold),
         },
         **(
@@ -226,13 +232,24 @@ def last_frame_scores(
     """The failure probabilities of both last-frame detectors from one reading of each
     episode's last frame (the reward's query): ``progress`` (``1 - progress``) and ``achieved``
     (``1 - P(achieved)``; ``nan`` where the critic gives none); 0.5 where unreadable."""
+    return _last_frame_failure(
+        *_last_frame_readings(critic, episodes, frames_per_query, camera, batch)
+    )
+
+
+def _last_frame_readings(critic, episodes, frames_per_query, camera, batch):
+    """The critic's progress and P(achieved) on each episode's last frame (``nan`` unread)."""
     queries = []
     for episode in episodes:
         video = camera_frames(episode, camera)
         queries.append(
             progress_query(episode, video, episode.progress, len(video) - 1, frames_per_query)
         )
-    progress, achieved = predict_estimates(critic, queries, batch)
+    return predict_estimates(critic, queries, batch)
+
+
+def _last_frame_failure(progress: np.ndarray, achieved: np.ndarray) -> dict[str, list[float]]:
+    """:func:`last_frame_scores` from the readings."""
     unread = np.isnan(progress)
     # a critic that gives no P(achieved) on any readable answer has no such detector: all nan
     # (not 0.5 at its unread answers, which would report one)
@@ -253,6 +270,16 @@ def threshold_metrics(
         at = binary_metrics([s >= threshold for s in scores], actual)
         out.update({"threshold": float(threshold), **{f"threshold_{k}": v for k, v in at.items()}})
     return out
+
+
+def _none_read(metrics: dict[str, float], read: bool) -> dict[str, float]:
+    """A detector's ``metrics``, or every one ``nan`` (n/a) when it read no episode: each score
+    was the 0.5 of an unreadable answer, and an AUROC of 0.5 would read as a real figure."""
+    return (
+        metrics
+        if read
+        else {k: v if k == "threshold" else float("nan") for k, v in metrics.items()}
+    )
 
 
 def failure_probability(verdict) -> float:

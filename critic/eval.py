@@ -98,8 +98,13 @@ def accuracy_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float
     return float(best[np.argmin(np.abs(best - 0.5))])
 
 
-def binary_metrics(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
+def binary_metrics(
+    predicted: Sequence[bool], actual: Sequence[bool], answered: Sequence[bool] | None = None
+) -> dict[str, float]:
     """Accuracy, precision, recall and F1 of ``predicted`` positives; ``nan`` where undefined.
+    ``answered`` (all by default) marks the predictions that were given: one that was not (an
+    unreadable verdict, counted as no positive) is wrong in the accuracy whatever the truth, so
+    a critic that answers nothing does not score the share of negatives.
 
     Precision is undefined when nothing is predicted positive, recall when nothing is positive,
     F1 (``2 tp / (2 tp + fp + fn)``) when neither: a perfect critic on a set with no failures
@@ -111,12 +116,13 @@ def binary_metrics(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[st
         nan
     """
     p, a = np.asarray(predicted, dtype=bool), np.asarray(actual, dtype=bool)
+    given = np.ones_like(p) if answered is None else np.asarray(answered, dtype=bool)
     tp, fp, fn = int((p & a).sum()), int((p & ~a).sum()), int((~p & a).sum())
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
     return {
-        "accuracy": float((p == a).mean()) if len(p) else float("nan"),
+        "accuracy": float(((p == a) & given).mean()) if len(p) else float("nan"),
         "precision": precision,
         "recall": recall,
         "f1": f1,

@@ -103,17 +103,19 @@ def report_lines(
             if cfg.calibration_split is not None
             else "No threshold fit (`calibration_split` unset). "
         )
-        + "`accuracy` is the greedy verdict's.",
+        + "`accuracy` is the greedy verdict's, an unreadable verdict counted wrong (`readable`: the "
+        "share of verdicts that could be read; an unreadable one calls no failure in precision and "
+        "recall).",
         "",
-        "| critic | task | episodes | accuracy | τ | acc@τ | const | precision | recall | F1 | AUROC | type acc | delay s | in time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| critic | task | episodes | accuracy | readable | τ | acc@τ | const | precision | recall | F1 | AUROC | type acc | delay s | in time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, by_task in results.items():
         for task, row in by_task.items():
             f = row["failure"]
             lines.append(
                 f"| {name} | {task} | {f['episodes']} | {_fmt(f['accuracy'])} "
-                f"| {_fmt(f.get('threshold'))} | {_fmt(f.get('threshold_accuracy'))} "
+                f"| {_fmt(f['readable'])} | {_fmt(f.get('threshold'))} | {_fmt(f.get('threshold_accuracy'))} "
                 f"| {_fmt(f['constant_accuracy'])} | {_fmt(f['precision'])} | {_fmt(f['recall'])} "
                 f"| {_fmt(f['f1'])} | {_fmt(f['auroc'])} | {_fmt(f['type_accuracy'])} "
                 f"| {_fmt(f['detection_delay_s'], 1)} | {_fmt(f['detected_in_time'])} |"

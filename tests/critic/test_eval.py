@@ -260,6 +260,43 @@ def test_failure_detection_oracle_and_constant():
     assert mixed["confusion"]["failure"] == {"unknown": 1} and mixed["type_accuracy"] == 1.0
 
 
+class MuteCritic(Critic):
+    """Never gives a readable answer."""
+
+    def estimate_progress(self, queries):
+        return [ProgressEstimate(None, status=ParseStatus.NO_ANSWER) for _ in queries]
+
+    def detect_failure(self, queries):
+        return [FailureVerdict(None, status=ParseStatus.NO_ANSWER) for _ in queries]
+
+
+class MuteOnSuccessCritic(OracleCritic):
+    """The oracle's verdicts, unreadable where the episode succeeded."""
+
+    def detect_failure(self, queries):
+        return [
+            FailureVerdict(None, status=ParseStatus.NO_ANSWER) if q.privileged_success else v
+            for q, v in zip(queries, super().detect_failure(queries), strict=True)
+        ]
+
+
+def test_an_unreadable_verdict_is_wrong_and_a_detector_that_read_nothing_is_n_a():
+    # unreadable verdicts were counted as "success" calls: a critic that never answered scored
+    # the share of successes (0.75 here), and its AUROC of all-0.5 scores read 0.5
+    episodes = [_episode(0), _episode(1), _episode(2), _episode(3, "stall")]
+    mute = evaluate_failures(MuteCritic(), episodes, frames=4, delay_points=0)
+    assert mute["readable"] == 0.0 and mute["accuracy"] == 0.0 and mute["recall"] == 0.0
+    assert np.isnan(mute["auroc"]) and np.isnan(mute["progress"]["auroc"])
+    assert mute["constant_accuracy"] == 0.75
+    # the oracle's calls on the failure, none on the three successes: 1 of 4 right; precision
+    # 1 (no false alarm), recall 1; the verdict's AUROC from failure probabilities 0.5, 0.5, 0.5
+    # and 1.0 is 1.0
+    half = evaluate_failures(MuteOnSuccessCritic(), episodes, frames=4, delay_points=0)
+    assert half["readable"] == 0.25 and half["accuracy"] == 0.25
+    assert half["precision"] == 1.0 and half["recall"] == 1.0 and half["auroc"] == 1.0
+    assert half["progress"]["auroc"] == 1.0  # the progress reading is the oracle's
+
+
 def test_failure_from_final_progress():
     episodes = [_episode(0), _episode(1), _episode(2, "stall"), _episode(3, "overshoot")]
     # the oracle's last-frame progress: experts 1.0, failures 0.2 → P(failure) 0, 0, 0.8, 0.8

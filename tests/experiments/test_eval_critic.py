@@ -182,8 +182,9 @@ def test_external_labelled_videos(tmp_path):
     undefined = ("precision", "recall", "f1", "auroc", "type_accuracy", "detection_delay_s",
                  "detected_in_time")  # fmt: skip
     assert {key: failure[key] for key in undefined} == dict.fromkeys(undefined)
-    assert "| oracle | external | 2 | 1.00 | n/a | n/a | 1.00 | n/a | n/a | n/a | n/a | n/a " in (
-        (tmp_path / "run2" / "report.md").read_text()
+    assert (
+        "| oracle | external | 2 | 1.00 | 1.00 | n/a | n/a | 1.00 | n/a | n/a | n/a | n/a | n/a "
+        in ((tmp_path / "run2" / "report.md").read_text())
     )
     # external videos with the data folders at their default: data=[] scores the videos alone
     done = _run(tmp_path / "run3", f"data=[{tmp_path / 'none'}]", f"external={folder}")
