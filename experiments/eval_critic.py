@@ -36,6 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rollout.checks import folder_problem, is_int, is_number, list_option
 
 SPLITS = ("train", "val", "test", "all")
+MAX_EXTERNAL_SIZE = 1024  # pixels a side: the critics read 56-448
 
 
 class EvalConfigError(ValueError):
@@ -110,11 +111,17 @@ def check_config(cfg: DictConfig) -> None:
             "external=/data/robofail, or null for none"
         )
     size = cfg.external_size
-    if size is not None and (not is_int(size) or size < 1):
+    if size is not None and (not is_int(size) or not 1 <= size <= MAX_EXTERNAL_SIZE):
+        # 100000 asked PyAV for 30 GB frames, and the error blamed the video
         raise EvalConfigError(
-            f"external_size={size!r} must be an integer >= 1 (the square size, in pixels, the "
-            "external videos' frames are resized to), e.g. external_size=128, or null to keep "
-            "their own size"
+            f"external_size={size!r} must be an integer in [1, {MAX_EXTERNAL_SIZE}] (the square "
+            "size, in pixels, the external videos' frames are resized to), e.g. "
+            "external_size=128, or null to keep their own size"
+        )
+    if external is not None and not external.strip():
+        raise EvalConfigError(
+            "external='' names no folder (it would read the working directory); give the "
+            "folder of labelled videos, e.g. external=/data/robofail, or external=null for none"
         )
     if problem := folder_problem("data", data):
         raise EvalConfigError(problem)
@@ -211,11 +218,24 @@ def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
     if split != cfg.split:
         return {task: episodes for task, episodes in by_task.items() if episodes}
     if cfg.external is not None:
-        from critic.data.external import read_labelled_videos
+        from critic.data.external import read_labelled_videos, read_labels
 
-        by_task["external"] = read_labelled_videos(cfg.external, size=cfg.external_size)[
-            : cfg.episodes_per_task
-        ]
+        labelled = len(read_labels(cfg.external))
+        if not labelled:
+            raise EvalConfigError(
+                f"external={cfg.external!r}: its labels.jsonl labels no video; give one "
+                '{"video", "instruction", "success"} object per line'
+            )
+        if labelled > cfg.episodes_per_task:  # the cap is every task's: it cut them silently
+            print(
+                f"eval_critic: external: scoring the first {cfg.episodes_per_task} of the "
+                f"{labelled} labelled videos (episodes_per_task={cfg.episodes_per_task}); give "
+                f"episodes_per_task={labelled} to score them all",
+                file=sys.stderr,
+            )
+        by_task["external"] = read_labelled_videos(
+            cfg.external, size=cfg.external_size, limit=cfg.episodes_per_task
+        )
     empty = [task for task, episodes in by_task.items() if not episodes]
     if empty:
         alone = ", or give data=[] to score the external videos alone" if cfg.external else ""

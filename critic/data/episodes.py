@@ -364,10 +364,17 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     """
     av = require_package("av", "data", "reading videos")
     path = Path(path)
+    if path.is_dir():
+        raise EpisodeFormatError(
+            f"{path}: a folder, not a video file; frame folders are not read: encode the frames "
+            f"as one video first (e.g. ffmpeg -i {path}/%05d.png -c:v ffv1 {path}.mkv)"
+        )
     if not path.is_file():
         raise EpisodeFormatError(f"{path}: no such video file")
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:  # audio alone, or a video of no stream
+                raise EpisodeFormatError(f"{path}: holds no video stream (no frames to read)")
             stream = container.streams.video[0]
             rate = stream.average_rate
             # how long the header says the video stream is (seconds; None when it does not say)
@@ -390,6 +397,8 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
                 # held on screen), else one frame period (added below)
                 held = f.duration * f.time_base if f.duration and f.time_base else None
                 end = None if f.time is None else (f.time, held)
+    except EpisodeFormatError:
+        raise
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
     if not frames:

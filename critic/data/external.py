@@ -12,9 +12,11 @@ so the episodes carry ``nan`` progress and the evaluator scores failure detectio
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,69 +25,110 @@ from critic.data.episodes import Episode, EpisodeFormatError, read_video
 from rollout.checks import is_number
 
 REQUIRED = ("video", "instruction", "success")
+OPTIONAL = ("failure_type", "failure_time_s")
 
 
-def read_labelled_videos(folder: str | Path, size: int | None = 128) -> list[Episode]:
-    """Every labelled video of ``folder`` as an :class:`Episode` (frames resized to
-    ``size`` × ``size`` when given), in the order of ``labels.jsonl``.
+def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """The checked rows of ``folder``'s ``labels.jsonl``, with their line numbers; no video is
+    decoded. Keys other than :data:`REQUIRED` and :data:`OPTIONAL` are the user's own and are
+    kept, except one that looks like a misspelling of those (``failure_typ``).
 
     Raises:
-        EpisodeFormatError: no ``labels.jsonl``, a line that is not a JSON object with the
-            required fields, a ``failure_time_s`` past its video's end, or a video that is
-            missing or unreadable (the message names it).
+        EpisodeFormatError: naming the line, the value and the fix.
     """
     folder = Path(folder)
     labels = folder / "labels.jsonl"
     if not labels.is_file():
+        what = "is a folder, not a file" if labels.is_dir() else "no such file"
         raise EpisodeFormatError(
-            f"{labels}: no such file; an external dataset needs labels.jsonl with one "
+            f"{labels}: {what}; an external dataset needs labels.jsonl with one "
             '{"video", "instruction", "success"} object per line'
         )
     try:
         text = labels.read_text(encoding="utf-8-sig")  # a byte-order mark is tolerated
     except UnicodeDecodeError as exc:
         raise EpisodeFormatError(f"{labels}: not UTF-8 text ({exc}); save it as UTF-8") from exc
-    episodes, seen = [], {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    rows, seen = [], {}
+    # JSON Lines ends lines at \n alone: splitlines() also cut at U+2028 or U+0085 inside a string
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EpisodeFormatError(f"{labels}:{number}: not JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:  # too deep, or an integer of 5000 digits
+            raise EpisodeFormatError(f"{labels}:{number}: not JSON ({str(exc)[:200]})") from exc
+        where = f"{labels}:{number}"
         missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
         if missing:
-            raise EpisodeFormatError(f"{labels}:{number}: missing {missing}; each line needs {list(REQUIRED)}")  # fmt: skip
+            raise EpisodeFormatError(f"{where}: missing {missing}; each line needs {list(REQUIRED)}")  # fmt: skip
+        for key in row:
+            if key not in REQUIRED + OPTIONAL and (
+                near := difflib.get_close_matches(key, REQUIRED + OPTIONAL, n=1, cutoff=0.8)
+            ):
+                raise EpisodeFormatError(
+                    f"{where}: {key!r} is not a label this loader reads; did you mean "
+                    f"{near[0]!r}? (it reads {list(REQUIRED + OPTIONAL)})"
+                )
         if not isinstance(row["success"], bool):
-            raise EpisodeFormatError(
-                f"{labels}:{number}: success={row['success']!r} must be true or false"
-            )
+            raise EpisodeFormatError(f"{where}: success={row['success']!r} must be true or false")
         video, failure_time = row["video"], row.get("failure_time_s")
         if not isinstance(video, str) or not video:
             raise EpisodeFormatError(
-                f"{labels}:{number}: video={video!r} must be a file name relative to {folder}"
+                f"{where}: video={video!r} must be a file name relative to {folder}"
             )
-        same = os.path.normpath(video)  # a.mkv and ./a.mkv are one video
+        # a.mkv, ./a.mkv, its absolute path and a link to it are one video
+        same = os.path.realpath(folder / video)
         if same in seen:
             raise EpisodeFormatError(
-                f"{labels}:{number}: {video!r} is labelled again (first on line {seen[same]}); "
+                f"{where}: {video!r} is labelled again (the same file as line {seen[same]}); "
                 "label each video once"
             )
         seen[same] = number
         if failure_time is not None and not (is_number(failure_time) and failure_time >= 0):
             raise EpisodeFormatError(
-                f"{labels}:{number}: failure_time_s={failure_time!r} must be a number of seconds "
+                f"{where}: failure_time_s={failure_time!r} must be a number of seconds "
                 ">= 0 from the video's start, or absent"
             )
-        try:  # before any video is decoded
+        try:
             check_instruction(row["instruction"])
         except CriticError as exc:
-            raise EpisodeFormatError(f"{labels}:{number}: {exc}") from exc
+            raise EpisodeFormatError(f"{where}: {exc}") from exc
+        if not row["instruction"].strip():
+            raise EpisodeFormatError(
+                f"{where}: instruction={row['instruction']!r} is empty; give the task in words, "
+                "e.g. \"Pick up the cup.\""
+            )
         failure_kind = row.get("failure_type")
         if failure_kind is not None and not isinstance(failure_kind, str):
             raise EpisodeFormatError(
-                f"{labels}:{number}: failure_type={failure_kind!r} must be a name, e.g. \"drop\""
+                f"{where}: failure_type={failure_kind!r} must be a name, e.g. \"drop\""
             )
+        if row["success"] and (given := [k for k in OPTIONAL if row.get(k) is not None]):
+            raise EpisodeFormatError(
+                f"{where}: success=true with {given}: a successful video has no failure; set "
+                "success=false, or drop " + " and ".join(given)
+            )
+        rows.append((number, row))
+    return rows
+
+
+def read_labelled_videos(
+    folder: str | Path, size: int | None = 128, limit: int | None = None
+) -> list[Episode]:
+    """Every labelled video of ``folder`` (the first ``limit`` when given; every line is checked
+    first, before any video is decoded) as an :class:`Episode` (frames resized to ``size`` ×
+    ``size`` when given), in the order of ``labels.jsonl``.
+
+    Raises:
+        EpisodeFormatError: no ``labels.jsonl``, a line that is not a JSON object with the
+            required fields (:func:`read_labels`), a ``failure_time_s`` past its video's end, or
+            a video that is missing or unreadable (the message names it).
+    """
+    folder = Path(folder)
+    labels = folder / "labels.jsonl"
+    episodes = []
+    for number, row in read_labels(folder)[:limit]:
+        video, failure_time = row["video"], row.get("failure_time_s")
         frames, fps = read_video(folder / video, size=size)
         length_s = len(frames) / fps
         if failure_time is not None and failure_time > length_s:

@@ -211,7 +211,7 @@ def test_external_labelled_videos(tmp_path):
          "'a.mkv' \\(0.6 s long\\); give the time of the failure within the video"),
         (', "failure_type": 3}', "labels.jsonl:1: failure_type=3 must be a name"),
         ('}\n{"video": "a.mkv", "instruction": "x", "success": true}',
-         "labels.jsonl:2: 'a.mkv' is labelled again \\(first on line 1\\)"),
+         "labels.jsonl:2: 'a.mkv' is labelled again \\(the same file as line 1\\)"),
     ):  # fmt: skip
         (folder / "labels.jsonl").write_text(line + extra + "\n")
         with pytest.raises(EpisodeFormatError, match=message):
@@ -286,14 +286,18 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
          "bins: [1, 2, 4]}}, or be null for no reading by state"),
         (["external=[a]"], "external=['a'] must be one folder of labelled videos, e.g. "
          "external=/data/robofail, or null for none"),
-        (["external_size=abc"], "external_size='abc' must be an integer >= 1 (the square size, in "
-         "pixels, the external videos' frames are resized to), e.g. external_size=128, or null "
-         "to keep their own size"),
-        (["external_size=0"], "external_size=0 must be an integer >= 1"),
+        (["external_size=abc"], "external_size='abc' must be an integer in [1, 1024] (the square "
+         "size, in pixels, the external videos' frames are resized to), e.g. external_size=128, "
+         "or null to keep their own size"),
+        (["external_size=0"], "external_size=0 must be an integer in [1, 1024]"),
+        # 30 GB frames, and the error blamed the video
+        (["external_size=100000"], "external_size=100000 must be an integer in [1, 1024]"),
+        # it read the working directory's labels.jsonl
+        (["external=''"], "external='' names no folder (it would read the working directory)"),
         # one frame spread from the first to the last is the first: no outcome to judge
         (["failure_frames=1"], "failure_frames=1 must be an integer >= 2: a failure query's clip "
          "is spread from the episode's first frame to its last"),
-        (["external_size=-3"], "external_size=-3 must be an integer >= 1"),
+        (["external_size=-3"], "external_size=-3 must be an integer in [1, 1024]"),
         (["critics=[oracle,outputs/typo/final]"], "critics: 'outputs/typo/final' is neither a known "
          "critic (['oracle', 'noisy_oracle', 'vlm', 'ensemble', 'viscritic-small', 'small', "
          "'small-qwen3vl', 'tiny', 'tiny-qwen3vl']), an existing checkpoint folder, nor a critic "
@@ -427,3 +431,30 @@ def test_one_critic_may_be_given_bare_even_as_a_mapping():
     assert list_option("oracle") == ["oracle"] and list_option(None) == []
     many = OmegaConf.create(["oracle", {"name": "noisy_oracle"}])
     assert list_option(many) == ["oracle", {"name": "noisy_oracle"}]
+
+
+def test_external_videos_past_episodes_per_task_are_named_not_dropped_silently(tmp_path, capsys):
+    # 45 labelled, 40 scored: the last 5 (the only successes) were dropped without a word
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
+    from critic.data.episodes import _write_video
+
+    frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
+    for name in ("a", "b", "c"):
+        _write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
+    (tmp_path / "labels.jsonl").write_text(
+        "".join(f'{{"video": "{n}.mkv", "instruction": "x", "success": true}}\n' for n in "abc")
+    )
+    cfg = _config("data=[]", f"external={tmp_path}", "episodes_per_task=2", "external_size=16")
+    assert [e.episode_id for e in module.load_episodes(cfg)["external"]] == ["a", "b"]
+    assert capsys.readouterr().err == (
+        "eval_critic: external: scoring the first 2 of the 3 labelled videos "
+        "(episodes_per_task=2); give episodes_per_task=3 to score them all\n"
+    )
+    (tmp_path / "labels.jsonl").write_text("\n \n")
+    with pytest.raises(module.EvalConfigError) as err:  # it said to synthesise more episodes
+        module.load_episodes(cfg)
+    assert str(err.value) == (
+        f"external={str(tmp_path)!r}: its labels.jsonl labels no video; give one "
+        '{"video", "instruction", "success"} object per line'
+    )

@@ -1,0 +1,133 @@
+"""critic.data.external: a user's own labelled videos (RoboFail-style), read as they come, messy
+labels refused line by line with the fix (the well-formed cases and eval_critic's use of them are
+in tests/experiments/test_eval_critic.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from critic.data.episodes import EpisodeFormatError, _write_video
+from critic.data.external import read_labelled_videos, read_labels
+
+pytest.importorskip("av")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Two 6-frame videos, a.mkv and b.mkv, at 10 fps; no labels yet."""
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    for name in ("a", "b"):
+        _write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
+    return tmp_path
+
+
+def _label(folder, *rows) -> None:
+    (folder / "labels.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+
+
+A = {"video": "a.mkv", "instruction": "Pick up the cup.", "success": True}
+B = {"video": "b.mkv", "instruction": "Pick up the cup.", "success": False}
+
+
+def test_a_line_separator_inside_a_string_is_json_lines_not_a_new_line(folder):
+    # splitlines() cut the line at U+2028 inside the instruction: "not JSON"
+    _label(folder, {**A, "instruction": "Pick up the cup.\u2028Then stop."}, B)
+    episodes = read_labelled_videos(folder, size=28)
+    assert episodes[0].instruction == "Pick up the cup.\u2028Then stop."
+    assert [e.success for e in episodes] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, r"labels.jsonl:1: not JSON \(maximum recursion depth"),
+        ('{"video": "a.mkv", "success": false, "failure_time_s": ' + "1" * 5000 + "}",
+         r"labels.jsonl:1: not JSON \(Exceeds the limit \(4300 digits\)"),
+    ],
+)  # fmt: skip
+def test_json_python_cannot_read_is_a_typed_error(folder, line, message):
+    # a RecursionError and a ValueError, raw tracebacks before
+    (folder / "labels.jsonl").write_text(line + "\n")
+    with pytest.raises(EpisodeFormatError, match=message):
+        read_labels(folder)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        # misspelt: ignored, so the failure had no type and no time
+        ([{**B, "failure_typ": "stall"}], "labels.jsonl:1: 'failure_typ' is not a label this "
+         "loader reads; did you mean 'failure_type'? (it reads ['video', 'instruction', "
+         "'success', 'failure_type', 'failure_time_s'])"),
+        ([{**A, "failure_type": "stall", "failure_time_s": 0.2}], "labels.jsonl:1: success=true "
+         "with ['failure_type', 'failure_time_s']: a successful video has no failure; set "
+         "success=false, or drop failure_type and failure_time_s"),
+        ([{**A, "instruction": "  "}], "labels.jsonl:1: instruction='  ' is empty; give the task "
+         "in words"),
+    ],
+)  # fmt: skip
+def test_labels_that_would_change_the_figures_silently_are_refused(folder, rows, message):
+    _label(folder, *rows)
+    with pytest.raises(EpisodeFormatError) as err:
+        read_labelled_videos(folder)
+    assert str(err.value).startswith(str(folder / message))
+
+
+def test_the_users_own_keys_are_kept(folder):
+    _label(folder, {**A, "robot": "franka", "operator": "ana"})
+    assert read_labels(folder)[0][1]["robot"] == "franka"
+    assert len(read_labelled_videos(folder)) == 1
+
+
+def test_one_file_labelled_twice_under_another_name_is_refused(folder):
+    # by its absolute path or a link to it: accepted, once as a success and once as a failure
+    (folder / "link.mkv").symlink_to(folder / "a.mkv")
+    for again in (str(folder / "a.mkv"), "link.mkv", "./a.mkv"):
+        _label(folder, A, {**B, "video": again})
+        with pytest.raises(EpisodeFormatError) as err:
+            read_labels(folder)
+        assert str(err.value) == (
+            f"{folder / 'labels.jsonl'}:2: {again!r} is labelled again (the same file as line "
+            "1); label each video once"
+        )
+
+
+def test_what_is_not_a_video_is_named(folder):
+    # each read "not a readable video (tuple index out of range)" or "no such video file"
+    (folder / "frames").mkdir()
+    _label(folder, {**A, "video": "frames"})
+    with pytest.raises(EpisodeFormatError) as err:
+        read_labelled_videos(folder)
+    assert str(err.value).startswith(
+        f"{folder / 'frames'}: a folder, not a video file; frame folders are not read: encode "
+        "the frames as one video first (e.g. ffmpeg -i"
+    )
+    import av
+
+    with av.open(str(folder / "sound.wav"), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")  # fmt: skip
+        frame.rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    _label(folder, {**A, "video": "sound.wav"})
+    with pytest.raises(EpisodeFormatError) as err:
+        read_labelled_videos(folder)
+    assert str(err.value) == f"{folder / 'sound.wav'}: holds no video stream (no frames to read)"
+    (folder / "labels.jsonl").unlink()
+    (folder / "labels.jsonl").mkdir()
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl: is a folder, not a file; an"):
+        read_labels(folder)
+
+
+def test_limit_decodes_the_first_videos_after_checking_every_line(folder):
+    _label(folder, A, B, {**A, "video": "missing.mkv"})
+    assert [e.episode_id for e in read_labelled_videos(folder, limit=2)] == ["a", "b"]
+    _label(folder, A, B, {**A, "video": "c.mkv", "success": "yes"})  # a bad third line
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:3: success='yes'"):
+        read_labelled_videos(folder, limit=1)
