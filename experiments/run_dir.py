@@ -32,20 +32,23 @@ class RunDirError(ValueError):
 
 
 def zero_shot_rl_outputs(cfg: DictConfig) -> list[str]:
-    """``results.json``, and each (condition, seed) run's folder when it trains."""
+    """``results.json``, its report and plot (a file of the user's by those names was replaced
+    without a word), and each (condition, seed) run's folder when it trains."""
+    report = ["results.json", "report.md", "learning_curves.png"]
     if cfg.get("merge") is not None:
-        return ["results.json"]
+        return report
     from rl_results import ExperimentConfigError, expand_seeds
 
     conditions, seeds = list_option(cfg.get("conditions")), list_option(cfg.get("seeds"))
     with contextlib.suppress(ExperimentConfigError):  # zero_shot_rl's own check says what
         seeds = expand_seeds(seeds)  # seeds=[0,...,9]
-    return ["results.json", *(f"{c}_seed{s}" for c in conditions for s in seeds)]
+    return [*report, *(f"{c}_seed{s}" for c in conditions for s in seeds)]
 
 
 def eval_critic_outputs(cfg: DictConfig) -> list[str]:
-    """``metrics.json`` (the report and plots are made from it)."""
-    return ["metrics.json"]
+    """``metrics.json``, and the report and plot made from it (a file of the user's by those
+    names, in a run dir that held no metrics.json, was replaced or deleted without a word)."""
+    return ["metrics.json", "report.md", "calibration.png"]
 
 
 def train_critic_outputs(cfg: DictConfig) -> list[str]:

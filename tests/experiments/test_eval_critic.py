@@ -157,6 +157,9 @@ def test_external_labelled_videos(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "calibration.png").write_bytes(b"an earlier run's plot")
     done = _run(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]")
+    assert done.returncode == 1 and "already holds calibration.png" in done.stderr  # not ours
+    done = _run(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]",
+                "overwrite=true")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = _strict_json((tmp_path / "run" / "metrics.json").read_text())
     external = metrics["critics"]["oracle"]["external"]
@@ -407,8 +410,9 @@ def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
     # that run dir now holds results: not written over unless told, refused before hydra writes
     again = _run(tmp_path / "run", "critics=[oracle,oracle]")
     assert again.returncode == 1 and again.stderr.strip().endswith(
-        f"eval_critic: RunDirError: {tmp_path / 'run'} already holds metrics.json from an earlier "
-        "run; give a new hydra.run.dir=, or overwrite=true to replace them"
+        f"eval_critic: RunDirError: {tmp_path / 'run'} already holds metrics.json, report.md, "
+        "calibration.png from an earlier run; give a new hydra.run.dir=, or overwrite=true to "
+        "replace them"
     )
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
     done = _run(tmp_path / "other", f"data=[{dataset},[1]]")

@@ -31,6 +31,19 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
         check_run_dir("train_critic", train, tmp_path)
     here = str(tmp_path / "readout" / "checkpoint-2")
     check_run_dir("train_critic", OmegaConf.merge(train, {"resume": here}), tmp_path)
+    # a report or plot by the names the scripts write, alone (the user's own notes in a dataset
+    # folder given as the run dir): replaced or deleted without a word
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "report.md").write_text("MY NOTES")
+    with pytest.raises(RunDirError, match=r"already holds report\.md from an earlier run"):
+        check_run_dir("eval_critic", OmegaConf.create({}), notes)
+    with pytest.raises(RunDirError, match=r"already holds report\.md from an earlier run"):
+        check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"merge": ["x"]}), notes)
+    (notes / "report.md").unlink()
+    (notes / "calibration.png").write_bytes(b"")
+    with pytest.raises(RunDirError, match=r"already holds calibration\.png from an earlier run"):
+        check_run_dir("eval_critic", OmegaConf.create({}), notes)
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(RunDirError, match=r"already holds metrics\.json"):
         check_run_dir("eval_critic", OmegaConf.create({}), tmp_path)

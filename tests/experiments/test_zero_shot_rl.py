@@ -287,8 +287,9 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     again = rl_cli(f"merge=[{first}:critic]", f"hydra.run.dir={out}")
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert again.stderr.strip().endswith(
-        f"zero_shot_rl: RunDirError: {out} already holds results.json from an earlier "
-        "run; give a new hydra.run.dir=, or overwrite=true to replace them"
+        f"zero_shot_rl: RunDirError: {out} already holds results.json, report.md, "
+        "learning_curves.png from an earlier run; give a new hydra.run.dir=, or overwrite=true "
+        "to replace them"
     )
     assert (out / "results.json").read_text() == before
     assert (out / ".hydra" / "overrides.yaml").read_text() == record  # refused before hydra wrote
