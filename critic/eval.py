@@ -132,8 +132,11 @@ def binary_metrics(
 def calibration(
     predicted: Sequence[float], actual: Sequence[float], bins: int = 10
 ) -> dict[str, list[float]]:
-    """Mean true progress per bin of predicted progress (bins of equal width over [0, 1])."""
+    """Mean true progress per bin of predicted progress (bins of equal width over [0, 1]);
+    unreadable predictions (``nan``) are left out, where they fell into the first bin."""
     predicted, actual = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    read = np.isfinite(predicted)
+    predicted, actual = predicted[read], actual[read]
     index = np.clip((predicted * bins).astype(int), 0, bins - 1)
     centers, mean_pred, mean_true, counts = [], [], [], []
     for b in range(bins):

@@ -157,7 +157,7 @@ def write_report(
         *_task_options(cfg.env),
         f"Test: each seed's final policy on the same {cfg.get('test_episodes', 0)} start states "
         f"(seeded {TEST_SEED}), deterministic; success is the task's true success at the episode's "
-        f"end, as a rate (mean ± std over seeds) and as a count over all seeds with its 95 % "
+        f"end, as a rate (mean ± sample SD over seeds, n/a for one seed) and as a count over all seeds with its 95 % "
         f"Wilson interval, which takes the episodes as independent draws and so leaves out the "
         f"spread between seeds (the ± and the ratio's interval over seeds carry it); the true "
         f"final progress is the task's progress at the episode's end "

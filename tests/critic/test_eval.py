@@ -395,3 +395,13 @@ def test_the_frozen_probe_needs_its_freeze_index():
     assert probe_statistic("frozen", predicted, 1) == pytest.approx(0.1)  # mean(.3, .5) - .3
     with pytest.raises(ValueError, match=r"probe 'frozen' needs freeze=<the frame index"):
         probe_statistic("frozen", predicted)  # was a TypeError: None + 1
+
+
+def test_calibration_leaves_unreadable_predictions_out():
+    # nan * bins cast to int is INT_MIN, clipped into the first bin: its count went up by the
+    # unread frames, its true mean took their progress and its predicted mean read nan
+    from critic.eval import calibration
+
+    bins = calibration([np.nan, 0.05, 0.95], [0.9, 0.1, 1.0])
+    assert bins["count"][0] == 1 and bins["true"][0] == pytest.approx(0.1)
+    assert bins["predicted"][0] == pytest.approx(0.05) and sum(bins["count"]) == 2

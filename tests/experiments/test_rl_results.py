@@ -34,7 +34,13 @@ def test_summary_reads_success_from_the_test_with_a_wilson_interval():
         2,
         20,
     )
-    assert gt["success_mean"] == pytest.approx(0.2) and gt["success_std"] == pytest.approx(0.1)
+    # rates 0.1 and 0.3: sample SD sqrt((0.1² + 0.1²) / (2 - 1)) = 0.1414 (the population SD,
+    # 0.1, understated it); one seed has no spread to give: n/a, where it read "± 0.00"
+    assert gt["success_mean"] == pytest.approx(0.2)
+    assert gt["success_std"] == pytest.approx(0.1 * 2**0.5)
+    one = final_test_summary([run("critic", 0, [True] + [False] * 9, 0.0)])
+    assert one["success_std"] is None
+    assert summarise(runs[:1])["ground_truth"]["final_success_std"] is None
     ratio = summary["critic_vs_ground_truth"]
     assert ratio["success_ratio"] == pytest.approx(0.1 / 0.2)  # not 0.5 / 0.0 from the curve
     assert ratio["success_ratio_from"] == "test"
