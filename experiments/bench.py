@@ -192,6 +192,12 @@ def check_config(cfg: DictConfig) -> None:
         raise BenchConfigError(f"unknown tasks {unknown}; registered tasks: {envs.task_names()}")
     if not modes:
         raise BenchConfigError("modes is empty; give at least one, e.g. modes=[raw,camera]")
+    twice = sorted({m for m in modes if modes.count(m) > 1})
+    if twice or len(set(tasks)) < len(tasks):  # one column or row of the table, twice
+        again = twice or sorted({t for t in tasks if tasks.count(t) > 1})
+        raise BenchConfigError(
+            f"{'modes' if twice else 'tasks'} name {again} more than once; give each once"
+        )
     bad_modes = [m for m in modes if not _valid_mode(m)]
     if bad_modes:
         raise BenchConfigError(

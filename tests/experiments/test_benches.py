@@ -57,6 +57,9 @@ def _compose(config: str, *overrides: str):
         # passed the check, then a bare ValueError when the loops were built
         ("modes=[' oracle k=1']", "unknown modes [' oracle k=1']; use raw"),
         ("modes=['oracle k=0']", "unknown modes ['oracle k=0']; use raw"),
+        # a duplicate column, or row, of the table
+        ("modes=[raw,camera,raw]", "modes name ['raw'] more than once; give each once"),
+        ("tasks=[Reacher-v5,Reacher-v5]", "tasks name ['Reacher-v5'] more than once; give each"),
     ],
 )  # fmt: skip
 def test_bench_config_is_checked_before_any_env_is_built(override, message):
