@@ -208,13 +208,29 @@ def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
 
     split = split or cfg.split
     by_task: dict[str, list] = {}
+    left: dict[str, dict[str, int]] = {}  # task -> folder -> episodes of the split past the cap
     for folder in list_option(cfg.data):
         for row in read_table(folder):  # metadata only: decode just the episodes kept
             mine = by_task.setdefault(row["env_id"], [])
-            if len(mine) < cfg.episodes_per_task and (
-                split == "all" or seed_split(row["seed"]) == split
-            ):
+            if split != "all" and seed_split(row["seed"]) != split:
+                continue
+            if len(mine) < cfg.episodes_per_task:
                 mine.append(read_episode(folder, row["episode_id"]))
+            else:
+                counts = left.setdefault(row["env_id"], {})
+                counts[str(folder)] = counts.get(str(folder), 0) + 1
+    for task, counts in left.items():
+        # the first folders fill the cap: a later folder of the task (a learner's rollouts
+        # beside the scripted episodes) was left out without a word
+        more = sum(counts.values())
+        print(
+            f"eval_critic: {task}: scoring the first {cfg.episodes_per_task} episodes of "
+            f"split={split} in data= order, {more} more left out ("
+            + ", ".join(f"{n} of {folder}" for folder, n in counts.items())
+            + f"; episodes_per_task={cfg.episodes_per_task}); give episodes_per_task="
+            f"{cfg.episodes_per_task + more} to score them all",
+            file=sys.stderr,
+        )
     if split != cfg.split:
         return {task: episodes for task, episodes in by_task.items() if episodes}
     if cfg.external is not None:

@@ -60,11 +60,11 @@ def list_option(value: Any) -> list:
 def folder_problem(option: str, values: list) -> str | None:
     """What is wrong with a list of dataset folders given as ``option=``, or None: entries that
     are not paths (a nested list or mapping from a mistyped override), or one folder listed twice
-    (``data=[ds,ds/]``: its episodes would count twice)."""
+    (``data=[ds,ds/]``, or ``ds`` and a link to it: its episodes would count twice)."""
     bad = [v for v in values if not isinstance(v, str | Path)]
     if not bad:
-        # the same path spelled twice (ds, ds/, ./ds); a symlink is taken as another folder
-        resolved = [os.path.abspath(v) for v in values]
+        # the same folder named twice: ds, ds/, ./ds, or a link to it
+        resolved = [os.path.realpath(v) for v in values]
         twice = sorted({str(v) for v, r in zip(values, resolved, strict=True)
                         if resolved.count(r) > 1})  # fmt: skip
         if twice:

@@ -37,11 +37,17 @@ def load_samples(
     for index, folder in enumerate(cfg.data):
         quota = None if limit is None else limit // len(cfg.data) + (index < limit % len(cfg.data))
         taken: list = []
+        episodes = kept = chosen = 0  # in the folder; of a task not held out; in the split
         for episode in iter_episodes(folder):
             if quota is not None and len(taken) >= quota:
                 break
-            if episode.env_id in held or seed_split(episode.seed) != split:
+            episodes += 1
+            if episode.env_id in held:
                 continue
+            kept += 1
+            if seed_split(episode.seed) != split:
+                continue
+            chosen += 1
             frames = task_frames.get(episode.env_id, cfg.frames)
             built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,
                                   frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,
@@ -49,6 +55,26 @@ def load_samples(
             for sample in built:
                 sample.meta["data_folder"] = index
             taken += built
+        if split == "train" and len(cfg.data) > 1 and not taken and (kept or not episodes):
+            # with other folders to draw from it was left out without a word, its data_weights
+            # share going to them (one folder alone: the recipe's own message); a folder of
+            # held-out tasks alone is left out as asked
+            from critic.train.config import TrainConfigError
+
+            weight = cfg.get("data_weights")
+            asked = "" if weight is None else f" (data_weights gives it {weight[index]})"
+            why = (
+                f"its {chosen} train episodes give no samples of kinds {list(kinds)}"
+                if chosen
+                else f"of its {episodes} episodes, {kept} are of tasks not held out and none of "
+                "those is in the train split (episodes are split by seed, about 80 % train, "
+                "10 % val and 10 % test: critic.data.samples.seed_split); record more there "
+                "with other first_seed="
+            )
+            raise TrainConfigError(
+                f"data[{index}]={folder} gives no train samples{asked}: {why}; or leave it out "
+                "of data="
+            )
         samples += taken[:quota]
     return samples
 

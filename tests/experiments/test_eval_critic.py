@@ -462,3 +462,24 @@ def test_external_videos_past_episodes_per_task_are_named_not_dropped_silently(t
         f"external={str(tmp_path)!r}: its labels.jsonl labels no video; give one "
         '{"video", "instruction", "success"} object per line'
     )
+
+
+def test_episodes_past_the_cap_are_named_by_folder(dataset, tmp_path, capsys):
+    # the first folder filled episodes_per_task, and a second folder of the task (a learner's
+    # rollouts beside the scripted episodes) was never scored, without a word
+    import shutil
+
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
+    second = tmp_path / "second"
+    shutil.copytree(dataset, second)
+    cfg = _config(f"data=[{dataset},{second}]", "split=all", "episodes_per_task=10")
+    episodes = module.load_episodes(cfg)["Reacher-v5"]
+    assert len(episodes) == 10
+    assert capsys.readouterr().err == (
+        "eval_critic: Reacher-v5: scoring the first 10 episodes of split=all in data= order, 14 "
+        f"more left out (2 of {dataset}, 12 of {second}; episodes_per_task=10); give "
+        "episodes_per_task=24 to score them all\n"
+    )
+    module.load_episodes(_config(f"data=[{dataset}]", "split=all", "episodes_per_task=12"))
+    assert capsys.readouterr().err == ""  # all scored: nothing to say

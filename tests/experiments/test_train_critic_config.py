@@ -186,13 +186,18 @@ def test_more_bad_configs(dataset, overrides, message):
     assert str(err.value) == message
 
 
-def test_one_folder_listed_twice_is_refused_not_counted_twice(dataset):
+def test_one_folder_listed_twice_is_refused_not_counted_twice(dataset, tmp_path):
     with pytest.raises(Exception) as err:
         check_overrides(f"data=[{dataset},{dataset}/]")
     assert str(err.value) == (
         f"data: ['{dataset}', '{dataset}/'] name the same folder more than once; its episodes "
         "would count twice. List each folder once"
     )
+    link = tmp_path / "link"  # a link to it was taken as another folder: every episode twice
+    link.symlink_to(dataset)
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset},{link}]")
+    assert str(err.value).startswith(f"data: ['{dataset}', '{link}'] name the same folder")
 
 
 def test_a_cuda_device_this_machine_lacks_fails_before_any_model_loads(dataset, monkeypatch):

@@ -33,10 +33,12 @@ def test_data_weights_need_one_positive_number_per_folder(dataset, weights, show
 
 
 def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
+    import shutil
+
     from critic.train.draws import draw_probabilities, load_samples
 
-    twin = tmp_path / "twin"
-    twin.symlink_to(dataset)  # the same episodes as a second folder: equal sample counts
+    twin = tmp_path / "twin"  # the same episodes as a second folder: equal sample counts (a
+    shutil.copytree(dataset, twin)  # link to it is refused: the same folder twice)
     _, cfg = load_recipe(f"data=[{dataset},{twin}]", "data_weights=[1,3]", *TINY)
     train = load_samples(cfg, ("score", "frozen"), "train")  # the readout stage's kinds
     folders = [s.meta["data_folder"] for s in train]
@@ -69,6 +71,33 @@ def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
     start = read_history(run)[0]
     assert start["step"] == 0 and start["train_samples"] == len(train)
     assert start[f"data_share/{twin}"] == pytest.approx(0.75)
+
+
+def test_a_folder_that_gives_no_train_samples_is_named_not_left_out(dataset, tmp_path):
+    # with another folder to draw from, it was dropped without a word, its data_weights share
+    # going to the other (a synthesize killed in its first episode leaves such a folder)
+    from critic.train.config import TrainConfigError
+    from critic.train.draws import load_samples
+
+    empty = tmp_path / "empty"
+    (empty / "episodes").mkdir(parents=True)
+    _, cfg = load_recipe(f"data=[{dataset},{empty}]", "data_weights=[1,3]", *TINY)
+    with pytest.raises(TrainConfigError) as err:
+        load_samples(cfg, ("score", "frozen"), "train")
+    assert str(err.value) == (
+        f"data[1]={empty} gives no train samples (data_weights gives it 3): of its 0 episodes, "
+        "0 are of tasks not held out and none of those is in the train split (episodes are split "
+        "by seed, about 80 % train, 10 % val and 10 % test: critic.data.samples.seed_split); "
+        "record more there with other first_seed=; or leave it out of data="
+    )
+    assert load_samples(cfg, ("score", "frozen"), "val", limit=4)  # val may come from one
+    # a folder of held-out tasks alone is left out as asked (here both: the recipe says so)
+    import shutil
+
+    shutil.copytree(dataset, tmp_path / "copy")
+    _, cfg = load_recipe(f"data=[{dataset},{tmp_path / 'copy'}]", "held_out_tasks=[Reacher-v5]",
+                         *TINY)  # fmt: skip
+    assert load_samples(cfg, ("score", "frozen"), "train") == []
 
 
 @pytest.mark.parametrize(
@@ -209,11 +238,13 @@ def test_a_format_only_stage_is_not_taught_the_teacher_s_readings(dataset, tmp_p
 
 
 def test_teacher_data_labels_only_the_folders_it_names(dataset, tmp_path, tiny_model):
+    import shutil
+
     from critic.models import save_model
     from critic.train.draws import label_with_teacher, load_samples
 
     twin = tmp_path / "twin"
-    twin.symlink_to(dataset)
+    shutil.copytree(dataset, twin)  # a copy: a link to it is the same folder twice
     save_model(*tiny_model, tmp_path / "teacher")
     _, cfg = load_recipe(
         f"data=[{dataset},{twin}]",
