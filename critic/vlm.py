@@ -43,7 +43,7 @@ MODES = ("score", "reason")
 
 def is_server_url(model: str) -> bool:
     """Whether ``model`` names a critic server rather than a preset or checkpoint."""
-    return isinstance(model, str) and model.startswith(("http://", "https://"))
+    return isinstance(model, str) and model.strip().lower().startswith(("http://", "https://"))
 
 
 PROMPTS = ("anchored", "stepwise")

@@ -13,6 +13,8 @@ from rollout.checkpoint import MODEL_CLASSES, SEGMENTED_MODEL_TYPES, processor_c
 from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
 from rollout.imports import require_package
 
+MAX_GRID = 2**15  # patches along one axis of a video grid: far above any real video's
+
 
 class HFEngine(Engine):
     """Runs a ``*ForConditionalGeneration`` Qwen-VL model with ``model.generate``.
@@ -131,6 +133,11 @@ class HFEngine(Engine):
         if grid.dtype not in (torch.int64, torch.int32):
             raise InvalidRequestError(f"video_grid_thw must be int64 or int32, got {grid.dtype}")
         merge = vision.spatial_merge_size
+        if bool((grid > MAX_GRID).any()):  # the product below would wrap around in int64
+            raise InvalidRequestError(
+                f"video_grid_thw {grid.tolist()[:4]} holds a value above {MAX_GRID} patches; no "
+                "video the processor makes is that long or that large"
+            )
         if bool((grid < 1).any()) or bool((grid[:, 1:] % merge).any()):
             raise InvalidRequestError(
                 f"video_grid_thw {grid.tolist()} must be positive with h and w multiples of the "
@@ -168,6 +175,30 @@ class HFEngine(Engine):
         model reads the types to place videos, so a server does not take a client's word."""
         types = (request.input_ids == self.model.config.video_token_id).to(self.torch.int32) * 2
         return dataclasses.replace(request, mm_token_type_ids=types)
+
+    def check_prefix(self, prefix: Sequence[int]) -> None:
+        """Raise :class:`InvalidRequestError` unless ``prefix`` (tokens appended to each prompt
+        before scoring) is inside the vocabulary and holds no video placeholder: the model would
+        look for more video patches than the request has, and fail the batch (a 500)."""
+        self.check_token_ids(prefix, "prefix")
+        video = getattr(self.model.config, "video_token_id", None)
+        if video is not None and video in prefix:
+            raise InvalidRequestError(
+                f"prefix holds the video placeholder id {video}; a prefix is text (e.g. <answer>)"
+            )
+
+    def check_length(self, requests: Sequence[Request], max_new_tokens: int) -> None:
+        """Raise :class:`InvalidRequestError` when the longest prompt and ``max_new_tokens``
+        do not fit the model's context: such a call would run for minutes past the positions
+        the model was made for, holding the server's batcher the while."""
+        context = getattr(self.model.config.text_config, "max_position_embeddings", None)
+        longest = max((len(r.input_ids) for r in requests), default=0)
+        if context is not None and longest + max_new_tokens > context:
+            raise InvalidRequestError(
+                f"a prompt of {longest} tokens and max_new_tokens={max_new_tokens} exceed the "
+                f"model's context of {context} positions; give max_new_tokens <= "
+                f"{max(context - longest, 0)}"
+            )
 
     def check_token_ids(self, ids: Sequence[int], what: str) -> None:
         """Raise :class:`InvalidRequestError` unless every id is inside the vocabulary."""
@@ -214,6 +245,7 @@ class HFEngine(Engine):
         torch = self.torch
         if not requests:
             return []
+        self.check_length(requests, params.max_new_tokens)
         batch = self._batch(requests)
         greedy = params.temperature == 0
         # Greedy decoding gives one completion: generate it once and give it n times (vLLM's
@@ -267,7 +299,7 @@ class HFEngine(Engine):
         if not len(candidates):
             raise InvalidRequestError("candidates must name at least one token id")
         self.check_token_ids(list(candidates), "candidates")  # -1 read the last token's logit
-        self.check_token_ids(list(prefix), "prefix")
+        self.check_prefix(list(prefix))
         if not requests:
             return torch.zeros((0, len(candidates)))
         batch = self._batch(requests, prefix)

@@ -54,7 +54,7 @@ class RemoteEngine(Engine):
     def __init__(
         self, url: str, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.25
     ) -> None:
-        if not isinstance(url, str) or not url.strip().startswith(("http://", "https://")):
+        if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
             raise ValueError(f"url={url!r} must start with http:// or https://")
         url = url.strip()
         try:
@@ -64,6 +64,18 @@ class RemoteEngine(Engine):
             raise ValueError(f"url={url!r} is not a server address ({exc})") from exc
         if not parts.hostname or any(c.isspace() for c in url):
             raise ValueError(f"url={url!r} is not a server address; give http://host:port")
+        extra = [
+            name
+            for name, value in (("a path", parts.path.strip("/")), ("a query", parts.query),
+                                ("a fragment", parts.fragment),
+                                ("credentials", parts.username or parts.password))
+            if value
+        ]  # fmt: skip
+        if extra:  # the endpoints were appended to them: .../v1/v1/model, /?x=1/v1/model
+            raise ValueError(
+                f"url={url!r} has {' and '.join(extra)}; a critic server is addressed by "
+                f"http://host:port alone, e.g. {parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+            )
         if not is_int(retries) or retries < 0:
             raise ValueError(f"retries={retries!r} must be an integer >= 0")
         if not is_number(timeout_s) or timeout_s <= 0:
@@ -106,7 +118,7 @@ class RemoteEngine(Engine):
         if not requests:
             return torch.zeros((0, len(candidates)))
         header = {"candidates": [int(c) for c in candidates], "prefix": [int(p) for p in prefix]}
-        body = encode_requests(requests, header, videos=self.needs_videos)
+        body = self._sized(encode_requests(requests, header, videos=self.needs_videos))
         probs = self._answer(self._call("POST", "/v1/score", body), "probs", "/v1/score")
         try:
             out = torch.tensor(probs, dtype=torch.float32)
@@ -126,7 +138,7 @@ class RemoteEngine(Engine):
         if not requests:
             return []
         fields = {k: getattr(params, k) for k in SamplingParams.__dataclass_fields__}
-        body = encode_requests(requests, {"params": fields}, videos=self.needs_videos)
+        body = self._sized(encode_requests(requests, {"params": fields}, videos=self.needs_videos))
         path = "/v1/generate"
         groups = self._answer(self._call("POST", path, body), "completions", path)
         if (
@@ -142,6 +154,19 @@ class RemoteEngine(Engine):
                 f"n={params.n} token-id lists each",
             )
         return groups
+
+    def _sized(self, body: bytes) -> bytes:
+        """``body``, or :class:`InvalidRequestError` when it is larger than the server takes: the
+        server answers such a call 413 without reading it, and the client, still sending, saw a
+        broken pipe, retried and called the server down."""
+        limit = self.model_info().get("max_body_bytes")
+        if is_int(limit) and len(body) > limit:
+            raise InvalidRequestError(
+                f"the call's body of {len(body)} bytes exceeds the critic server's {limit} (split "
+                "the batch: fewer queries per call, or start the server with a larger "
+                "--max-body-mb)"
+            )
+        return body
 
     def _answer(self, payload: Any, key: str, path: str) -> Any:
         """``payload[key]``, or an :class:`EngineError` when the answer is not the server's."""

@@ -107,15 +107,16 @@ class CriticServer:
         self.model_info = {
             **(engine.describe() if hasattr(engine, "describe") else {}),
             "tokenizer": _tokenizer_files(tokenizer) if tokenizer is not None else {},
+            "max_body_bytes": self.max_body,  # clients refuse a larger call before sending it
         }
-        self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self.httpd = _server_class(host, port)((host, port), _handler_for(self))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> CriticServer:
         """Serve on a background thread (returns at once)."""
@@ -172,7 +173,8 @@ class CriticServer:
                 raise InvalidRequestError("header candidates=[] must name at least one token id")
             if hasattr(self.engine, "check_token_ids"):
                 self.engine.check_token_ids(candidates, "candidates")
-                self.engine.check_token_ids(prefix, "prefix")
+            if hasattr(self.engine, "check_prefix"):
+                self.engine.check_prefix(prefix)
             key = ("score", tuple(candidates), tuple(prefix))
             future = self.batcher.submit(
                 "score", requests, key, {"candidates": candidates, "prefix": prefix}
@@ -185,6 +187,8 @@ class CriticServer:
             params = SamplingParams(**raw)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(f"bad sampling params {raw!r}: {exc}") from exc
+        if hasattr(self.engine, "check_length"):  # before it holds the batcher for minutes
+            self.engine.check_length(requests, params.max_new_tokens)
         # Seeded sampling is only reproducible when the call runs alone: other calls in a batch
         # would draw from the same generator. Greedy and unseeded calls batch freely.
         alone = params.seed is not None and params.temperature > 0
@@ -280,6 +284,18 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
     return Handler
+
+
+def _server_class(host: str, port: int) -> type[ThreadingHTTPServer]:
+    """A threading HTTP server of ``host``'s address family (IPv6 for ``::1``; the stdlib's
+    class is IPv4 only), as ``python -m http.server`` chooses it."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
+    except (OSError, UnicodeError):  # binding says what is wrong with the name
+        family = socket.AF_INET
+    return type("CriticHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
 
 
 def _tokenizer_files(tokenizer) -> dict[str, str]:

@@ -59,6 +59,15 @@ def decode_requests(body: bytes) -> tuple[list[Request], dict[str, Any]]:
             "makes"
         )
     try:
+        with zipfile.ZipFile(io.BytesIO(body)) as members:
+            packed = [
+                i.filename for i in members.infolist() if i.compress_type != zipfile.ZIP_STORED
+            ]
+        if packed:  # a 600 KB body of compressed zeros unpacked to 600 MB in the server
+            raise InvalidRequestError(
+                f"the request archive holds compressed members {packed[:3]}; send them stored, "
+                "as rollout.wire.encode_requests does (np.savez, not np.savez_compressed)"
+            )
         with _NPY_HEADER_LOCK:
             archive = np.load(io.BytesIO(body), allow_pickle=False)
             arrays = {name: archive[name] for name in archive.files}

@@ -1,0 +1,155 @@
+"""What a critic server refuses before it costs the server (a body too large, a compressed
+archive that unpacks to hundreds of MB, a grid whose product wraps around, a generation past the
+model's context, a video placeholder in a score prefix), said as a 4xx naming the fix, not a
+500, a hang or a client's "server down"; and the addresses a server listens on and a client
+takes."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from critic import prompts
+from rollout.engine import InvalidRequestError, Request, SamplingParams
+from rollout.hf import MAX_GRID, HFEngine
+from rollout.remote import RemoteEngine
+from rollout.serve import CriticServer
+from rollout.wire import decode_requests, encode_requests
+
+DIGITS = list(range(10, 20))
+
+
+def _request(tokenizer, frames: int = 1, side: int = 56) -> Request:
+    video = np.random.default_rng(0).integers(0, 256, (frames, side, side, 3), dtype=np.uint8)
+    return Request(**prompts.encode(prompts.stepwise_progress("reach", video, None), tokenizer))
+
+
+@pytest.fixture(scope="module")
+def small_server(tiny_model):
+    """A server that takes bodies of at most 0.5 MB."""
+    model, tokenizer = tiny_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    server = CriticServer(engine, tokenizer, max_body_mb=0.5).start()
+    yield server, engine, tokenizer
+    server.stop()
+
+
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=60) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())["error"]
+
+
+def test_a_call_larger_than_the_server_takes_is_refused_before_it_is_sent(small_server):
+    # the server answers 413 without reading the body: the client, still sending, saw a broken
+    # pipe, retried five times and said the server was down
+    server, _, tokenizer = small_server
+    remote = RemoteEngine(server.url, retries=4)
+    big = [_request(tokenizer, frames=8, side=112)] * 4
+    with pytest.raises(InvalidRequestError) as err:
+        remote.score(big, DIGITS)
+    assert str(err.value).startswith("the call's body of ")
+    assert f"exceeds the critic server's {server.max_body} (split the batch" in str(err.value)
+    assert remote.score([_request(tokenizer)], DIGITS).shape == (1, 10)  # a small one passes
+
+
+def test_a_compressed_archive_is_refused_before_it_is_unpacked(small_server):
+    # 600 KB of compressed zeros unpacked to 600 MB in the server
+    server, _, tokenizer = small_server
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, junk=np.zeros(2_000_000, np.float32))
+    assert len(buffer.getvalue()) < server.max_body
+    status, message = _post(server.url + "/v1/score", buffer.getvalue())
+    assert status == 400 and message.startswith(
+        "the request archive holds compressed members ['junk.npy']; send them stored"
+    )
+    body = encode_requests([_request(tokenizer)], {"candidates": DIGITS})
+    assert all(i.compress_type == zipfile.ZIP_STORED for i in zipfile.ZipFile(io.BytesIO(body)).infolist())  # fmt: skip
+    assert len(decode_requests(body)[0]) == 1
+
+
+def test_calls_the_model_would_fail_are_refused_as_bad_calls(small_server):
+    server, engine, tokenizer = small_server
+    request = _request(tokenizer)
+    video = engine.model.config.video_token_id
+    # a video placeholder in the prefix: the model looked for one more patch than sent (a 500)
+    header = {"candidates": DIGITS, "prefix": [video]}
+    status, message = _post(server.url + "/v1/score", encode_requests([request], header))
+    assert (status, message) == (
+        400,
+        f"prefix holds the video placeholder id {video}; a prefix is text (e.g. <answer>)",
+    )
+    # t = 2**60 + 1 wrapped around in the grid's product, so the patch count still matched
+    grid = request.video_grid_thw.clone()
+    grid[0, 0] = 2**60 + 1
+    wrapped = Request(request.input_ids, request.mm_token_type_ids, request.pixel_values_videos, grid)  # fmt: skip
+    with pytest.raises(InvalidRequestError, match=rf"holds a value above {MAX_GRID} patches"):
+        engine.check_request(wrapped)
+    # a generation past the model's context ran on for minutes, every other client's calls
+    # answered 503 meanwhile
+    context = engine.model.config.text_config.max_position_embeddings
+    too_long = SamplingParams(max_new_tokens=context, temperature=0)
+    with pytest.raises(InvalidRequestError) as err:
+        RemoteEngine(server.url).generate([request], too_long)
+    assert str(err.value) == (
+        f"the critic server refused the call: a prompt of {len(request.input_ids)} tokens and "
+        f"max_new_tokens={context} exceed the model's context of {context} positions; give "
+        f"max_new_tokens <= {context - len(request.input_ids)}"
+    )
+    with pytest.raises(InvalidRequestError, match="exceed the model's context"):
+        engine.generate([request], too_long)  # in process too
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8000/v1", "has a path"),  # it called .../v1/v1/model
+        ("http://127.0.0.1:8000/?x=1", "has a query"),
+        ("http://127.0.0.1:8000#top", "has a fragment"),
+        ("http://user:pw@127.0.0.1:8000", "has credentials"),
+    ],
+)
+def test_a_server_address_is_host_and_port_alone(url, says):
+    with pytest.raises(ValueError) as err:
+        RemoteEngine(url)
+    assert str(err.value).startswith(f"url={url!r} {says}; a critic server is addressed by ")
+    assert str(err.value).endswith("e.g. http://127.0.0.1:8000")
+
+
+def test_a_server_url_in_capitals_or_with_spaces_is_a_server_url():
+    from critic.factory import model_source_problem
+
+    # it was "unknown critic" though the client takes it
+    assert model_source_problem(" HTTP://127.0.0.1:8000") is None
+    assert RemoteEngine("HTTP://127.0.0.1:8000/").url == "HTTP://127.0.0.1:8000"
+    assert "has a path" in model_source_problem("http://127.0.0.1:8000/v1")
+
+
+def test_a_server_listens_on_ipv6(tiny_model):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    model, tokenizer = tiny_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    server = CriticServer(engine, tokenizer, host="::1", port=0).start()
+    try:  # "Address family for hostname not supported": the stdlib server is IPv4 alone
+        assert server.url.startswith("http://[::1]:")
+        assert RemoteEngine(server.url).health()["status"] == "ok"
+        out = RemoteEngine(server.url).score([_request(tokenizer)], DIGITS)
+        assert torch.allclose(out, engine.score([_request(tokenizer)], DIGITS))
+    finally:
+        server.stop()
