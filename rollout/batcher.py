@@ -74,10 +74,12 @@ class DynamicBatcher:
         self._queue.put(_Job(kind, key, requests, args, future))
         return future
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking calls and wait up to ``timeout`` seconds for the batch running now
+        (:attr:`alive` says whether it ended)."""
         self._closed = True
         self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
 
     @property
     def alive(self) -> bool:

@@ -153,3 +153,49 @@ def test_a_server_listens_on_ipv6(tiny_model):
         assert torch.allclose(out, engine.score([_request(tokenizer)], DIGITS))
     finally:
         server.stop()
+
+
+def test_ctrl_c_while_a_batch_runs_stops_the_server_cleanly(tmp_path):
+    # it waited 30 s for the batch, then the interpreter's exit under it aborted: "terminate
+    # called without an active exception", exit 134. The preset's untrained weights repeat one
+    # token, so its generations run to the context's end (about 10 s for 4 on this CPU)
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from critic.models import build_preset, save_model
+
+    model, tokenizer = build_preset("tiny")
+    save_model(model, tokenizer, tmp_path / "tiny")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout.serve", "--model", str(tmp_path / "tiny"), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+    try:
+        url = proc.stdout.readline().split()[3]
+        request = _request(tokenizer)
+        longest = SamplingParams(
+            temperature=0,
+            max_new_tokens=model.config.text_config.max_position_embeddings
+            - len(request.input_ids),
+        )
+
+        def call():
+            with contextlib.suppress(Exception):  # the server stops under it: no answer
+                RemoteEngine(url, retries=0).generate([request] * 16, longest)
+
+        threading.Thread(target=call, daemon=True).start()
+        time.sleep(2.0)  # the batch runs
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "terminate called" not in err and "Traceback" not in err
+    assert time.monotonic() - started < 15  # at most 5 s for the batch, not all of it (20 s+)
