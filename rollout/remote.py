@@ -186,12 +186,13 @@ class RemoteEngine(Engine):
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 2.0))
-            request = urllib.request.Request(
-                self.url + path,
-                data=body,
-                method=method,
-                headers={"Content-Type": "application/octet-stream"} if body is not None else {},
-            )
+            headers = {}
+            if body is not None:
+                headers["Content-Type"] = "application/octet-stream"
+                if self._info is not None and "model_id" in self._info:
+                    headers["X-VisCritic-Model"] = str(self._info["model_id"])  # rollout.serve
+            request = urllib.request.Request(self.url + path, data=body, method=method,
+                                             headers=headers)  # fmt: skip
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     data = response.read()
@@ -205,6 +206,8 @@ class RemoteEngine(Engine):
                         f"the critic server at {self.url} gave up waiting for {method} {path}: "
                         f"{message}"
                     ) from exc
+                if exc.code == 409:  # restarted on another model: these requests are not its
+                    raise EngineError(f"the critic server at {self.url}: {message}") from exc
                 if exc.code == 404:
                     raise EngineError(
                         f"{self.url}{path}: no such endpoint ({message}); is it a critic server "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -110,6 +111,13 @@ class CriticServer:
             "tokenizer": _tokenizer_files(tokenizer) if tokenizer is not None else {},
             "max_body_bytes": self.max_body,  # clients refuse a larger call before sending it
         }
+        # what a client built its requests for: a server restarted on another model at the same
+        # address refuses its calls (409), where they failed on a patch width or, with the same
+        # geometry and another tokenizer, were answered wrong without a word
+        self.model_id = hashlib.sha256(
+            json.dumps(self.model_info, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+        self.model_info["model_id"] = self.model_id
         self.httpd = _server_class(host, port)((host, port), _handler_for(self))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -262,6 +270,15 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             body = self.rfile.read(int(length))
+            built_for = self.headers.get(MODEL_HEADER)
+            if built_for is not None and built_for != server.model_id:
+                self._error(
+                    HTTPStatus.CONFLICT,
+                    f"this server now serves another model (id {server.model_id}) than the one "
+                    f"the client read from it (id {built_for}): it restarted on another "
+                    "checkpoint; make the critic again (make_critic(url)) to read the new one",
+                )
+                return
             try:
                 self._send(HTTPStatus.OK, server.handle(self.path, body))
             except UnknownEndpointError:
@@ -285,6 +302,9 @@ def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
     return Handler
+
+
+MODEL_HEADER = "X-VisCritic-Model"  # the model id a client's calls were built for
 
 
 def _server_class(host: str, port: int) -> type[ThreadingHTTPServer]:

@@ -199,3 +199,41 @@ def test_ctrl_c_while_a_batch_runs_stops_the_server_cleanly(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert "terminate called" not in err and "Traceback" not in err
     assert time.monotonic() - started < 15  # at most 5 s for the batch, not all of it (20 s+)
+
+
+def test_a_server_restarted_on_another_model_refuses_calls_built_for_the_first(tiny_model):
+    # the client's requests, built from the first model's tokenizer and geometry, failed on a
+    # patch width ("pixel_values_videos must be [48, 1536]"), or with the same geometry and
+    # another tokenizer were answered without a word
+    from critic.models import build_preset
+    from rollout.engine import EngineError
+
+    model, tokenizer = tiny_model
+    first = CriticServer(HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id), tokenizer).start()  # fmt: skip
+    port = first.httpd.server_address[1]
+    remote = RemoteEngine(first.url, retries=0)
+    assert remote.score([_request(tokenizer)], DIGITS).shape == (1, 10)
+    first.stop()
+    other, other_tokenizer = build_preset("tiny-qwen3vl")
+    engine = HFEngine(other, other_tokenizer.pad_token_id, other_tokenizer.eos_token_id)
+    second = CriticServer(engine, other_tokenizer, port=port).start()
+    try:
+        with pytest.raises(EngineError) as err:
+            remote.score([_request(tokenizer)], DIGITS)
+        assert str(err.value) == (
+            f"the critic server at {remote.url}: this server now serves another model (id "
+            f"{second.model_id}) than the one the client read from it (id {first.model_id}): it "
+            "restarted on another checkpoint; make the critic again (make_critic(url)) to read "
+            "the new one"
+        )
+        fresh = RemoteEngine(second.url)
+        request = Request(**prompts.encode(prompts.stepwise_progress("reach", np.zeros((1, 64, 64, 3), np.uint8), None), other_tokenizer, fresh_vision(fresh)))  # fmt: skip
+        assert fresh.score([request], DIGITS).shape == (1, 10)
+    finally:
+        second.stop()
+
+
+def fresh_vision(remote: RemoteEngine):
+    from critic.vision import VisionSpec
+
+    return VisionSpec.from_config(remote.model_info()["config"]["vision_config"])
