@@ -101,12 +101,17 @@ def not_writable(root: Path, exc: OSError) -> InvalidOptionError:
 
 
 def check_folder_options(
-    root: Path, wanted: dict[str, dict[str, Any]], present: dict[str, int]
+    root: Path,
+    wanted: dict[str, dict[str, Any]],
+    present: dict[str, int],
+    defaults: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Compare each task's options (``wanted``, :func:`envs.synth.recording_options`) with those
     its ``present`` episodes in ``root`` were recorded with; record them for a task with no
     episodes there yet. A task with episodes there but no manifest entry (a folder made before
-    the manifest) resumes with a warning.
+    the manifest) resumes with a warning. ``defaults``: each task's options with nothing given
+    (its own camera and constructor options), which an older manifest's ``camera: null`` and
+    ``task_kwargs: {}`` stand for.
 
     Raises:
         InvalidOptionError: a task's episodes in ``root`` were recorded with other options (each
@@ -128,7 +133,8 @@ def check_folder_options(
                 "pass a new out=<folder> if the options differ"
             )
             continue
-        recorded = tasks[task]
+        own = (defaults or {}).get(task, {})
+        recorded = _as_now(tasks[task], own)
         differ = [k for k in options if recorded.get(k, "(not recorded)") != options[k]]
         if differ:
             there = "; ".join(
@@ -137,18 +143,51 @@ def check_folder_options(
                 for k in differ
             )
             fix = " ".join(
-                f"{'env.' if k in ENV_OPTIONS else ''}{k}={_override(recorded[k])}"
-                for k in differ
-                if k in recorded
+                _fix(k, recorded[k], options[k], own.get(k)) for k in differ if k in recorded
             )
+            unknown = [k for k in differ if k not in recorded]
+            instead = f"or the folder's own ({fix} in experiments/synthesize.py)" if fix else ""
+            if unknown:  # a manifest written before these options were recorded
+                instead += (" " if fix else "") + (
+                    f"{'and ' if fix else 'or, '}if its episodes were recorded with "
+                    + ", ".join(f"{k}={_override(options[k])}" for k in unknown)
+                    + f", add {'those' if len(unknown) > 1 else 'it'} to its {MANIFEST} (its "
+                    "version did not record them)"
+                )
             raise InvalidOptionError(
                 f"the dataset folder {str(root)!r} holds {count} {task} episodes recorded with "
                 f"other options ({there}); a re-run records only the missing episodes, so the "
-                f"dataset would mix the two. Pass a new out=<folder> for these options, or the "
-                f"folder's own ({fix} in experiments/synthesize.py)"
+                f"dataset would mix the two. Pass a new out=<folder> for these options, {instead}"
             )
     if new:
         write_manifest(root, {**tasks, **new})
+
+
+def _as_now(recorded: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's options as :func:`envs.synth.recording_options` writes them now: an older
+    version wrote the task's own camera as ``null`` and its constructor's defaults as ``{}``, so
+    a re-run with the same options was refused, and so was the fix the refusal gave."""
+    recorded = dict(recorded)
+    if "camera" in recorded and recorded["camera"] is None and "camera" in own:
+        recorded["camera"] = own["camera"]
+    if isinstance(recorded.get("task_kwargs"), dict) and isinstance(own.get("task_kwargs"), dict):
+        recorded["task_kwargs"] = {**own["task_kwargs"], **recorded["task_kwargs"]}
+    return recorded
+
+
+def _fix(key: str, there: Any, now: Any, own: Any) -> str:
+    """The synthesize.py override that gives ``key`` the folder's value ``there`` (``now``: this
+    run's; ``own``: the task's default). ``env.task_kwargs={k:v}`` was refused by hydra (a key
+    not in the config) and a camera given by value is no camera name: each part is said as the
+    command line takes it."""
+    if key == "camera" and there == own:
+        return "env.camera=null"  # the task's own: a free camera is no name the option takes
+    if key == "task_kwargs" and isinstance(there, dict) and isinstance(now, dict):
+        parts = [f"++env.task_kwargs.{k}={_override(v)}" for k, v in there.items()
+                 if now.get(k, object()) != v]  # fmt: skip
+        parts += [f"no env.task_kwargs.{k}" for k in now if k not in there]
+        return " ".join(parts)
+    return f"{'env.' if key in ENV_OPTIONS else ''}{key}={_override(there)}"
 
 
 def _listing(options: dict[str, Any]) -> str:

@@ -403,7 +403,8 @@ def synthesize(
     except OSError as exc:
         raise not_writable(root, exc) from None
     try:
-        check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks})
+        check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks},
+                             {task: recording_options(task, codec) for task in tasks})  # fmt: skip
         from envs.synth_workers import record_all  # its workers import this module
 
         return record_all(plans, todo, root, codec, workers, progress_bar, options)

@@ -371,3 +371,37 @@ def test_the_recorded_frame_rate_is_the_simulator_s_own():
     fast = record_episode(EpisodePlan("Reacher-v5", 0), every=1, horizon=3, image_size=16,
                           task_kwargs={"frame_skip": 30})  # fmt: skip
     assert fast.fps == pytest.approx(1 / 0.3)
+
+
+def test_an_older_manifest_and_the_fix_a_refusal_gives(tmp_path):
+    # an older version wrote the task's own camera as null and its default options as {}: the
+    # same options were refused, and so was the fix the refusal gave; env.task_kwargs={k:v} is
+    # refused by hydra, and a camera given by value is no camera name
+    import json
+
+    from envs.manifest import MANIFEST
+
+    plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
+    synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5,
+               task_kwargs={"min_start_distance": 0.15})  # fmt: skip
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    options = manifest["tasks"]["Reacher-v5"]
+    with pytest.raises(InvalidOptionError) as excinfo:  # the default min_start_distance now
+        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5, camera="track")
+    assert str(excinfo.value).endswith(
+        "Pass a new out=<folder> for these options, or the folder's own (env.camera=null "
+        "++env.task_kwargs.min_start_distance=0.15 in experiments/synthesize.py)"
+    )
+    options.update(camera=None, task_kwargs={})  # as an older version wrote the defaults
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    assert synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5) == []
+    del options["every"]  # an option added after the manifest was written
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
+    assert str(excinfo.value).endswith(
+        "(every: (not recorded) there, 5 now); a re-run records only the missing episodes, so "
+        "the dataset would mix the two. Pass a new out=<folder> for these options, or, if its "
+        "episodes were recorded with every=5, add it to its manifest.json (its version did not "
+        "record them)"
+    )
