@@ -50,7 +50,9 @@ def _start_worker(stop: Any, specs: dict[str, Any], experts: dict[str, Any]) -> 
     global _stop
     from envs.experts import _EXPERTS, _load_experts
     from envs.tasks import register_task
+    from rollout.workers import end_with_parent
 
+    end_with_parent()  # a killed parent left its workers waiting for ever
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop = stop
     for spec in specs.values():

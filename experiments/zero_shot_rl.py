@@ -174,9 +174,13 @@ def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) 
 
 
 def _ignore_ctrl_c() -> None:
-    """A worker process's initializer: idle, it leaves Ctrl-C to the main process."""
+    """A worker process's initializer: idle, it leaves Ctrl-C to the main process, and it ends
+    with the main process (a killed one left its workers waiting for ever)."""
     import signal
 
+    from rollout.workers import end_with_parent
+
+    end_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
