@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ from critic.data.episodes import (
 )
 from envs.errors import InvalidOptionError
 from envs.experts import make_expert
-from envs.manifest import check_folder_options, not_writable, plain
+from envs.manifest import MANIFEST, check_folder_options, not_writable, plain
 from envs.plans import (
     EpisodePlan,
     _check_int,
@@ -92,6 +93,14 @@ def check_dataset_folder(root: str | Path) -> None:
         InvalidOptionError: that file's path, and the fix.
     """
     root = Path(root)
+    inside = Path(os.path.abspath(root)).parent
+    if (inside / MANIFEST).is_file() and (inside / "episodes").is_dir():
+        # out=<dataset>/episodes nested a second dataset among the first's rows
+        raise InvalidOptionError(
+            f"the dataset folder {str(root)!r} is inside the dataset folder {str(inside)!r} "
+            f"(it holds {MANIFEST}); give that folder itself, out={inside}, to add episodes to "
+            "it, or a folder outside it"
+        )
     existing = file_in_the_way(root)
     if existing is not None:
         where = "is a file" if existing == root else f"cannot be made: {str(existing)!r} is a file"

@@ -405,3 +405,18 @@ def test_an_older_manifest_and_the_fix_a_refusal_gives(tmp_path):
         "episodes were recorded with every=5, add it to its manifest.json (its version did not "
         "record them)"
     )
+
+
+def test_a_dataset_is_not_made_inside_another_s_rows(tmp_path):
+    # out=<dataset>/episodes nested a second manifest, videos/ and episodes/ among the first's
+    plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
+    synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
+    for inner in ("episodes", "videos"):
+        with pytest.raises(InvalidOptionError) as excinfo:
+            synthesize(plans, tmp_path / inner, workers=1, progress_bar=False, every=5)
+        assert str(excinfo.value) == (
+            f"the dataset folder '{tmp_path / inner}' is inside the dataset folder "
+            f"'{tmp_path}' (it holds manifest.json); give that folder itself, out={tmp_path}, to "
+            "add episodes to it, or a folder outside it"
+        )
+    assert not (tmp_path / "episodes" / "manifest.json").exists()
