@@ -176,6 +176,16 @@ class CriticRewardConfig:
         given, else the critic's clip length for the task, else 8."""
         return replace(self, frames_per_query=query_frames(critic, self.frames_per_query, task))
 
+    @property
+    def keeps_every_frame(self) -> bool:
+        """Whether a frame is kept after every step, not only on query steps: a clip of several
+        frames is spread over the episode so far, as training spreads its clips over every
+        recorded frame (:func:`critic.base.clip_indices`). From the query steps' frames alone,
+        query 2 of ``query_every=10`` sent ``[0,0,10,10,10,10,20,20]`` for the training clip's
+        ``[0,3,6,9,11,14,17,20]``: repeated frames, which in training mark an episode's first
+        steps. One frame (with the first) needs no more than the query step's."""
+        return self.frames_per_query is not None and self.frames_per_query > 1
+
     def is_query_step(self, step: int, done: bool) -> bool:
         """Whether the critic is queried after ``step`` (1-based): every k-th step and the last.
 
@@ -253,6 +263,12 @@ class EpisodeTracker:
 
     def observe(self, frame: np.ndarray | None, privileged_progress: float) -> None:
         """Record the state of a query step."""
+        self.keep(frame)
+        self.privileged_progress = float(privileged_progress)
+
+    def keep(self, frame: np.ndarray | None) -> None:
+        """Keep a step's frame for later clips (every step's when
+        :attr:`CriticRewardConfig.keeps_every_frame`, else the query steps')."""
         if frame is not None:
             if (
                 self.config.frame_sampling == "last"
@@ -260,7 +276,6 @@ class EpisodeTracker:
             ):
                 self.frames.pop(0)  # "last" never looks further back: keep memory flat
             self.frames.append(frame)
-        self.privileged_progress = float(privileged_progress)
 
     def query(self) -> ProgressQuery:
         """The query for the current state."""

@@ -39,11 +39,13 @@ _vec_env = require_package("stable_baselines3.common.vec_env", "rl", "envs.vec_e
 
 
 class CriticFrames(gym.Wrapper):
-    """Worker side: put the critic's frame into ``info["critic_frame"]`` on query steps and reset.
+    """Worker side: put the critic's frame into ``info["critic_frame"]`` on query steps and reset
+    (after every step for a clip of several frames, :attr:`CriticRewardConfig.keeps_every_frame`).
 
     Args:
         env: a task env (usually inside a ``TimeLimit``).
-        config: the reward options; only the query schedule is used here.
+        config: the reward options, settled for the critic (``config.for_critic``); only the query
+            schedule and the clip length are used here.
         render: ``False`` for critics that need no frames (nothing is rendered).
     """
 
@@ -64,6 +66,12 @@ class CriticFrames(gym.Wrapper):
         return self._config.query_every
 
     @property
+    def critic_keeps_every_frame(self) -> bool:
+        """Whether this worker sends a frame after every step (a clip critic's), not only on
+        query steps."""
+        return self._config.keeps_every_frame
+
+    @property
     def renders_critic_frames(self) -> bool:
         """Whether this worker renders the critic's frames at all."""
         return self._render
@@ -79,7 +87,9 @@ class CriticFrames(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._steps += 1
-        if self._config.is_query_step(self._steps, terminated or truncated):
+        if self._config.keeps_every_frame or self._config.is_query_step(
+            self._steps, terminated or truncated
+        ):
             info = {**info, "critic_frame": self._frame()}
         return obs, reward, terminated, truncated, info
 
@@ -172,6 +182,16 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 f"wrapper queries every {every}: queries on steps without a frame would show an "
                 f"old one; {fix}"
             )
+        every_step = [c.keeps_every_frame for c in self._configs]
+        sent = venv.get_attr("critic_keeps_every_frame")
+        if any(want and not has for want, has in zip(every_step, sent, strict=True)):
+            clips = sorted({c.frames_per_query for c in self._configs})
+            raise InvalidOptionError(
+                f"the critic {self.critic.name!r} reads clips of {clips} frames spread over the "
+                "episode, but the CriticFrames workers send frames on query steps alone (their "
+                "config's frames_per_query is 1, or unset where this critic's clip is longer); "
+                f"{fix}"
+            )
 
     @staticmethod
     def check_config(config: CriticRewardConfig, relabel: bool = False) -> None:
@@ -248,6 +268,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 queries.append(tracker.query())
                 owners.append((i, tracker))
                 asks.append((i, "step"))
+            else:  # a clip critic's frame between queries (CriticFrames sends one)
+                tracker.keep(info.get("critic_frame"))
             if done:
                 reset_info = self._reset_info(i)
                 fresh[i] = self._new_tracker(i)
@@ -280,6 +302,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             if self.config.is_query_step(tracker.step_count + 1, bool(done)):
                 tracker.observe(info.get("critic_frame"), info["progress"])
                 query = tracker.query()
+            else:
+                tracker.keep(info.get("critic_frame"))
             tracker.step_count += 1
             self._pending[i].append((float(env_rewards[i]), query))
             infos[i].pop("critic_frame", None)

@@ -26,8 +26,9 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Replace the env reward by a critic's judgement of rendered frames.
 
     The env underneath must be a VisCritic task env (``envs.make_task_env``), usually inside a
-    ``TimeLimit``. Frames are rendered only on the steps where the critic is queried, and only if
-    the critic needs frames.
+    ``TimeLimit``. Frames are rendered only if the critic needs frames: on the steps where it is
+    queried, and, for a clip of several frames, after every step (the clip spreads over the
+    episode so far, as training's clips do).
 
     ``info`` gains ``env_reward`` and ``env_return`` (the true reward and its episode sum),
     ``critic_progress``, ``critic_achieved`` (the critic's probability that the task is achieved,
@@ -95,6 +96,8 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.config.is_query_step(self._tracker.step_count + 1, terminated or truncated):
             self._tracker.observe(self._frame(), info["progress"])
             estimate = self._estimate()
+        elif self.config.keeps_every_frame:  # a clip spreads over every step, as in training
+            self._tracker.keep(self._frame())
         reward = self._tracker.reward(float(env_reward), estimate)
         if self.config.terminate_on_success and self._tracker.critic_success():
             terminated = True
