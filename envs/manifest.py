@@ -185,7 +185,7 @@ def _fix(key: str, there: Any, now: Any, own: Any) -> str:
     if key == "task_kwargs" and isinstance(there, dict) and isinstance(now, dict):
         parts = [f"++env.task_kwargs.{k}={_override(v)}" for k, v in there.items()
                  if now.get(k, object()) != v]  # fmt: skip
-        parts += [f"no env.task_kwargs.{k}" for k in now if k not in there]
+        parts += [f"(without +env.task_kwargs.{k})" for k in now if k not in there]
         return " ".join(parts)
     return f"{'env.' if key in ENV_OPTIONS else ''}{key}={_override(there)}"
 

@@ -219,7 +219,7 @@ def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
             else:
                 counts = left.setdefault(row["env_id"], {})
                 counts[str(folder)] = counts.get(str(folder), 0) + 1
-    for task, counts in left.items():
+    for task, counts in left.items() if split == cfg.split else ():  # not for τ's episodes
         # the first folders fill the cap: a later folder of the task (a learner's rollouts
         # beside the scripted episodes) was left out without a word
         more = sum(counts.values())

@@ -192,12 +192,21 @@ class HFEngine(Engine):
         do not fit the model's context: such a call would run for minutes past the positions
         the model was made for, holding the server's batcher the while."""
         context = getattr(self.model.config.text_config, "max_position_embeddings", None)
-        longest = max((len(r.input_ids) for r in requests), default=0)
+        video = getattr(self.model.config, "video_token_id", None)
+        # a lower bound on the positions a prompt takes: its text tokens (a video's patches take
+        # fewer positions than tokens under M-RoPE: 32 frames at 448² are 4246 tokens and 165
+        # positions), so no call that fits is refused
+        longest = max((int((r.input_ids != video).sum()) for r in requests), default=0)
         if context is not None and longest + max_new_tokens > context:
+            room = context - longest
+            fix = (
+                f"give max_new_tokens <= {room}"
+                if room > 0
+                else "the prompt's text alone fills it: shorten it"
+            )
             raise InvalidRequestError(
-                f"a prompt of {longest} tokens and max_new_tokens={max_new_tokens} exceed the "
-                f"model's context of {context} positions; give max_new_tokens <= "
-                f"{max(context - longest, 0)}"
+                f"a prompt of {longest} text tokens and max_new_tokens={max_new_tokens} exceed "
+                f"the model's context of {context} positions; {fix}"
             )
 
     def check_token_ids(self, ids: Sequence[int], what: str) -> None:

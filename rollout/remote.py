@@ -160,6 +160,9 @@ class RemoteEngine(Engine):
         server answers such a call 413 without reading it, and the client, still sending, saw a
         broken pipe, retried and called the server down."""
         limit = self.model_info().get("max_body_bytes")
+        if is_int(limit) and len(body) > limit:  # the server may have restarted with a larger
+            self._info = None
+            limit = self.model_info().get("max_body_bytes")
         if is_int(limit) and len(body) > limit:
             raise InvalidRequestError(
                 f"the call's body of {len(body)} bytes exceeds the critic server's {limit} (split "

@@ -114,8 +114,13 @@ class CriticServer:
         # what a client built its requests for: a server restarted on another model at the same
         # address refuses its calls (409), where they failed on a patch width or, with the same
         # geometry and another tokenizer, were answered wrong without a word
+        built_from = {k: v for k, v in self.model_info.items() if k != "max_body_bytes"}
+        config = dict(built_from.get("config") or {})
+        for key in ("dtype", "torch_dtype"):  # a --dtype of the same weights: the same requests
+            config.pop(key, None)
+        built_from["config"] = config
         self.model_id = hashlib.sha256(
-            json.dumps(self.model_info, sort_keys=True, default=str).encode()
+            json.dumps(built_from, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         self.model_info["model_id"] = self.model_id
         self.httpd = _server_class(host, port)((host, port), _handler_for(self))
@@ -308,14 +313,13 @@ MODEL_HEADER = "X-VisCritic-Model"  # the model id a client's calls were built f
 
 
 def _server_class(host: str, port: int) -> type[ThreadingHTTPServer]:
-    """A threading HTTP server of ``host``'s address family (IPv6 for ``::1``; the stdlib's
-    class is IPv4 only), as ``python -m http.server`` chooses it."""
+    """A threading HTTP server of ``host``'s address family (IPv6 for a literal such as ``::1``;
+    the stdlib's class is IPv4 only)."""
     import socket
 
-    try:
-        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
-    except (OSError, UnicodeError):  # binding says what is wrong with the name
-        family = socket.AF_INET
+    # an IPv6 literal (::1, ::) alone: a name such as localhost stays IPv4, where clients of
+    # http://127.0.0.1:port reach it (some systems resolve localhost to ::1 first)
+    family = socket.AF_INET6 if ":" in (host or "") else socket.AF_INET
     return type("CriticHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
 
 

@@ -31,7 +31,8 @@ OPTIONAL = ("failure_type", "failure_time_s")
 def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """The checked rows of ``folder``'s ``labels.jsonl``, with their line numbers; no video is
     decoded. Keys other than :data:`REQUIRED` and :data:`OPTIONAL` are the user's own and are
-    kept, except one that looks like a misspelling of those (``failure_typ``).
+    kept, except one that looks like a misspelling of an optional key the line lacks
+    (``failure_typ``; ``instruction_id`` beside ``instruction`` is the user's own).
 
     Raises:
         EpisodeFormatError: naming the line, the value and the fix.
@@ -61,9 +62,10 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
         missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
         if missing:
             raise EpisodeFormatError(f"{where}: missing {missing}; each line needs {list(REQUIRED)}")  # fmt: skip
+        absent = [k for k in OPTIONAL if k not in row]  # a required key is there by now
         for key in row:
             if key not in REQUIRED + OPTIONAL and (
-                near := difflib.get_close_matches(key, REQUIRED + OPTIONAL, n=1, cutoff=0.8)
+                near := difflib.get_close_matches(key, absent, n=1, cutoff=0.8)
             ):
                 raise EpisodeFormatError(
                     f"{where}: {key!r} is not a label this loader reads; did you mean "

@@ -79,7 +79,8 @@ def test_labels_that_would_change_the_figures_silently_are_refused(folder, rows,
 
 
 def test_the_users_own_keys_are_kept(folder):
-    _label(folder, {**A, "robot": "franka", "operator": "ana"})
+    # instruction_id beside instruction was refused as a misspelling of it
+    _label(folder, {**A, "robot": "franka", "operator": "ana", "instruction_id": 7, "videos": 2})
     assert read_labels(folder)[0][1]["robot"] == "franka"
     assert len(read_labelled_videos(folder)) == 1
 

@@ -483,3 +483,7 @@ def test_episodes_past_the_cap_are_named_by_folder(dataset, tmp_path, capsys):
     )
     module.load_episodes(_config(f"data=[{dataset}]", "split=all", "episodes_per_task=12"))
     assert capsys.readouterr().err == ""  # all scored: nothing to say
+    # the calibration split's episodes only fit τ: its cut is not a scoring note
+    cfg = _config(f"data=[{dataset},{second}]", "split=test", "episodes_per_task=1")
+    module.load_episodes(cfg, split="val")
+    assert capsys.readouterr().err == ""

@@ -99,15 +99,21 @@ def test_calls_the_model_would_fail_are_refused_as_bad_calls(small_server):
     # answered 503 meanwhile
     context = engine.model.config.text_config.max_position_embeddings
     too_long = SamplingParams(max_new_tokens=context, temperature=0)
+    text = int((request.input_ids != engine.model.config.video_token_id).sum())
     with pytest.raises(InvalidRequestError) as err:
         RemoteEngine(server.url).generate([request], too_long)
     assert str(err.value) == (
-        f"the critic server refused the call: a prompt of {len(request.input_ids)} tokens and "
+        f"the critic server refused the call: a prompt of {text} text tokens and "
         f"max_new_tokens={context} exceed the model's context of {context} positions; give "
-        f"max_new_tokens <= {context - len(request.input_ids)}"
+        f"max_new_tokens <= {context - text}"
     )
     with pytest.raises(InvalidRequestError, match="exceed the model's context"):
         engine.generate([request], too_long)  # in process too
+    # a video's patches take fewer positions than tokens (M-RoPE): 32 frames at 448² are more
+    # tokens than the context and were refused with "give max_new_tokens <= 0"
+    long_video = _request(tokenizer, frames=32, side=448)
+    assert len(long_video.input_ids) > context
+    engine.check_length([long_video], 16)
 
 
 @pytest.mark.parametrize(
@@ -214,6 +220,12 @@ def test_a_server_restarted_on_another_model_refuses_calls_built_for_the_first(t
     remote = RemoteEngine(first.url, retries=0)
     assert remote.score([_request(tokenizer)], DIGITS).shape == (1, 10)
     first.stop()
+    # the same model with other server options is the same model: its calls pass
+    same = CriticServer(HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id), tokenizer,
+                        port=port, max_body_mb=1024).start()  # fmt: skip
+    assert same.model_id == first.model_id
+    assert remote.score([_request(tokenizer)], DIGITS).shape == (1, 10)
+    same.stop()
     other, other_tokenizer = build_preset("tiny-qwen3vl")
     engine = HFEngine(other, other_tokenizer.pad_token_id, other_tokenizer.eos_token_id)
     second = CriticServer(engine, other_tokenizer, port=port).start()
