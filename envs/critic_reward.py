@@ -71,7 +71,8 @@ class CriticRewardConfig:
             one-pass readout still puts a sharp probability on its top digit. The critic must
             give the probability (:attr:`critic.ProgressEstimate.achieved`).
         terminate_on_success: end the episode when the critic's progress reaches
-            ``success_threshold`` (off by default: the true task decides nothing here).
+            ``success_threshold`` on a step it read (off by default: the true task decides
+            nothing here).
         success_threshold: progress counted as success by the ``success`` mode and termination.
         between_queries: the progress of steps between two queries: ``hold`` the last estimate,
             or ``interpolate`` linearly to the next one (known only once the episode has ended:

@@ -99,7 +99,12 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         elif self.config.keeps_every_frame:  # a clip spreads over every step, as in training
             self._tracker.keep(self._frame())
         reward = self._tracker.reward(float(env_reward), estimate)
-        if self.config.terminate_on_success and self._tracker.critic_success():
+        # on a step the critic read: the reset's reading of 0.97 ended step 1 before any read
+        if (
+            self.config.terminate_on_success
+            and estimate is not None
+            and self._tracker.critic_success()
+        ):
             terminated = True
         self._ended = terminated or truncated
         return (

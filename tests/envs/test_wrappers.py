@@ -131,6 +131,14 @@ def test_critic_success_can_terminate():
     _, _, terminated, _, info = env.step(env.action_space.sample())
     assert terminated and info["critic_progress"] == 0.97 and not info["is_success"]
     env.close()
+    # only on a step the critic read: a reset read at 0.97 ended step 1, which no query saw
+    critic = ScriptedCritic(answers=[0.97, 0.3])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic,
+                   terminate_on_success=True, query_every=3)  # fmt: skip
+    env.reset(seed=0)
+    ends = [env.step(env.action_space.sample())[2] for _ in range(3)]
+    assert ends == [False, False, False] and critic.calls == 2  # step 3 read 0.3
+    env.close()
 
 
 def test_unreadable_answers_are_reported_and_hold_progress():
