@@ -24,7 +24,13 @@ from critic.train.draws import (
     load_samples,
     shuffled_labels,
 )
-from critic.train.launch import bind_local_device, deepspeed_config, over_ranks, process_rank
+from critic.train.launch import (
+    all_ranks,
+    bind_local_device,
+    deepspeed_config,
+    over_ranks,
+    process_rank,
+)
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import run_record
 from critic.train.validation import evaluate
@@ -409,19 +415,48 @@ class Trainer:
             if self.rank == 0:
                 shutil.rmtree(staging, ignore_errors=True)  # a save cut short left it
             torch.distributed.barrier()
-            engine.save_checkpoint(str(staging / DS_STATE), tag="state", save_latest=False)
-            save_rank_state(staging / DS_STATE, self.rank,
-                            {"step": step, "sampler": rng.bit_generator.state})  # fmt: skip
-            torch.distributed.barrier()
+            problem = None
+            try:
+                engine.save_checkpoint(str(staging / DS_STATE), tag="state", save_latest=False)
+                save_rank_state(staging / DS_STATE, self.rank,
+                                {"step": step, "sampler": rng.bit_generator.state})  # fmt: skip
+            except OSError as exc:
+                problem = exc
+            # every process stops if one could not write: one raising alone left the others
+            # waiting at the next collective (a full disk on one node hung the run)
+            if not all_ranks(problem is None):
+                raise self._unsaved(path, problem)
             params = list(self.model.parameters())
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 if self.rank == 0:
-                    save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra,
-                                    options, staged=True)  # fmt: skip
-            torch.distributed.barrier()  # in place before any rank goes on
+                    try:
+                        save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra,
+                                        options, staged=True)  # fmt: skip
+                    except OSError as exc:
+                        problem = exc
+            if not all_ranks(problem is None):  # in place before any rank goes on
+                raise self._unsaved(path, problem)
         elif self.rank == 0:
-            save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra, options)
+            try:
+                save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra, options)
+            except OSError as exc:  # a full disk: a traceback, and no word of what was kept
+                raise self._unsaved(path, exc) from None
         return path
+
+    def _unsaved(self, path: Path, problem: OSError | None) -> Exception:
+        """The error for a checkpoint that could not be written (``problem`` is ``None`` on a
+        process whose own part was written while another's was not)."""
+        from critic.train.checkpoint import CheckpointError
+
+        why = "another process could not write its part" if problem is None else (
+            problem.strerror or str(problem))  # fmt: skip
+        last = self.last_checkpoint
+        then = (
+            f"the last checkpoint written is {last}: resume={last} once there is room"
+            if last is not None
+            else "no checkpoint of this run was written before it: run it again once there is room"
+        )
+        return CheckpointError(f"cannot write the checkpoint {path} ({why}); {then}")
 
     def _load_deepspeed_state(self, engine, path: Path, rng: np.random.Generator) -> int:
         """Restore DeepSpeed's shards and this rank's generators and sampler; returns the step."""

@@ -13,7 +13,9 @@ import pytest
 from tests.experiments.train_critic_cli import (
     TINY,
     check_overrides,
+    load_recipe,
     read_history,
+    run_stages,
     run_train,
 )
 
@@ -463,3 +465,31 @@ def test_a_resume_whose_data_folder_changed_is_refused(dataset, tmp_path):
     count = len(list((data / "episodes").glob("*.parquet")))
     assert f"data_episodes.{data}='{count + 1} episodes (ids " in str(err.value)
     assert f"there, '{count} episodes (ids " in str(err.value)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named_with_the_one_to_resume(
+    dataset, tmp_path, monkeypatch
+):
+    # a full disk at a checkpoint was a raw OSError traceback, with no word of what was kept
+    import critic.train.checkpoint
+    from critic.train.checkpoint import CheckpointError
+
+    module, cfg = load_recipe(f"data=[{dataset}]", *TINY, "pipeline=[sft]", "stages.sft.steps=3",
+                              "stages.sft.batch_size=2", "eval_every=0", "checkpoint_every=1")  # fmt: skip
+    real, calls = critic.train.checkpoint.save_checkpoint, []
+
+    def full_disk(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 1:  # checkpoint-1 is written, checkpoint-2 is not
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(critic.train.checkpoint, "save_checkpoint", full_disk)
+    with pytest.raises(CheckpointError) as err:
+        run_stages(module.Trainer(cfg, tmp_path), ("sft",))
+    first = tmp_path / "sft" / "checkpoint-1"
+    assert str(err.value) == (
+        f"cannot write the checkpoint {tmp_path / 'sft' / 'checkpoint-2'} (No space left on "
+        f"device); the last checkpoint written is {first}: resume={first} once there is room"
+    )
+    assert (first / "config.json").is_file()
