@@ -152,6 +152,11 @@ class HFEngine(Engine):
             )
         if not pixels.is_floating_point():
             raise InvalidRequestError(f"pixel_values_videos must be float, got {pixels.dtype}")
+        if not bool(torch.isfinite(pixels).all()):  # answered with NaN probabilities: not JSON
+            raise InvalidRequestError(
+                "pixel_values_videos holds NaN or infinite values; build them from uint8 frames "
+                "(critic.prompts.encode)"
+            )
         if video_tokens != patches // merge**2:
             raise InvalidRequestError(
                 f"input_ids hold {video_tokens} video tokens but grid {grid.tolist()} makes "

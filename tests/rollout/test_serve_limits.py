@@ -95,6 +95,15 @@ def test_calls_the_model_would_fail_are_refused_as_bad_calls(small_server):
     wrapped = Request(request.input_ids, request.mm_token_type_ids, request.pixel_values_videos, grid)  # fmt: skip
     with pytest.raises(InvalidRequestError, match=rf"holds a value above {MAX_GRID} patches"):
         engine.check_request(wrapped)
+    # NaN patches were answered {"probs": [[NaN, ...]]}, which is no JSON
+    nan = request.pixel_values_videos.clone()
+    nan[0, 0] = float("nan")
+    bad = Request(request.input_ids, request.mm_token_type_ids, nan, request.video_grid_thw)
+    status, message = _post(
+        server.url + "/v1/score", encode_requests([bad], {"candidates": DIGITS})
+    )
+    assert (status, message) == (400, "request 0: pixel_values_videos holds NaN or infinite "
+                                      "values; build them from uint8 frames (critic.prompts.encode)")  # fmt: skip
     # a generation past the model's context ran on for minutes, every other client's calls
     # answered 503 meanwhile
     context = engine.model.config.text_config.max_position_embeddings
