@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def lock_folder(folder: str | Path, what: str):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if (folder / LOCK).is_dir():  # "cannot be written to (Is a directory)" named the folder
+        raise IsADirectoryError(
+            errno.EISDIR, f"{folder / LOCK} is a folder where the run's lock file goes; remove it"
+        )
     handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open: the lock lives with it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

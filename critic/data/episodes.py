@@ -318,8 +318,20 @@ def iter_episodes(root: str | Path, cameras: list[str] | None = None) -> Iterato
 
 
 def read_table(root: str | Path) -> list[dict[str, Any]]:
-    """The metadata rows of all episodes (no video decoding), in id order."""
-    return [_read_row(Path(root) / "episodes" / f"{i}.parquet") for i in sorted(finished_ids(root))]
+    """The metadata rows of all episodes (no video decoding), in id order.
+
+    Raises:
+        EpisodeFormatError: a row that cannot be read, and how to record it again (as
+            :func:`read_episode` says; eval_critic's listing said only that it was unreadable).
+    """
+    rows = []
+    for episode_id in sorted(finished_ids(root)):
+        path = Path(root) / "episodes" / f"{episode_id}.parquet"
+        try:
+            rows.append(_read_row(path))
+        except EpisodeFormatError as exc:
+            raise EpisodeFormatError(f"{exc}. {_record_again(path)}") from exc
+    return rows
 
 
 def _read_row(path: Path) -> Mapping[str, Any]:

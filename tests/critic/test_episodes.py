@@ -113,6 +113,16 @@ def test_damaged_files_name_the_file(tmp_path):
     row.write_bytes(b"not parquet")
     with pytest.raises(EpisodeFormatError, match=f"^{row}: not a readable parquet file"):
         read_episode(tmp_path, "ep0")
+    # the table eval_critic lists says how to mend it too (it said only "not readable")
+    from critic.data.episodes import read_table
+
+    with pytest.raises(EpisodeFormatError) as err:
+        read_table(tmp_path)
+    assert str(err.value).startswith(f"{row}: not a readable parquet file (")
+    assert str(err.value).endswith(
+        f"). To record the episode again, delete {row} and re-run synthesize.py with the same "
+        "out= and options (it records only what is missing)"
+    )
     with pytest.raises(EpisodeFormatError, match="no such episode file"):
         read_episode(tmp_path, "missing")
 

@@ -57,3 +57,13 @@ def test_a_folder_has_one_writer_at_a_time(tmp_path):
         held = lock_folder(folder, "run")
         lock_folder(folder, "run")  # another open file of this process is another holder too
     release(held)
+
+
+def test_a_lock_file_that_is_a_folder_is_named(tmp_path):
+    # synthesize said the whole dataset folder "cannot be written to (Is a directory)"
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        lock_folder(tmp_path, "run")
+    assert err.value.strerror == (
+        f"{tmp_path / '.lock'} is a folder where the run's lock file goes; remove it"
+    )
