@@ -26,6 +26,20 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing or incomplete."""
 
 
+def unwritten(path: Path, problem: OSError | None, last: Path | None) -> CheckpointError:
+    """The error for the checkpoint ``path`` that could not be written (``problem``: ``None`` on a
+    process whose own part was written while another's was not), naming ``last``, the run's last
+    checkpoint written, to resume from (a full disk was a raw OSError traceback)."""
+    why = "another process could not write its part" if problem is None else (
+        problem.strerror or str(problem))  # fmt: skip
+    then = (
+        f"the last checkpoint written is {last}: resume={last} once there is room"
+        if last is not None
+        else "no checkpoint of this run was written before it: run it again once there is room"
+    )
+    return CheckpointError(f"cannot write the checkpoint {path} ({why}); {then}")
+
+
 def staging_folder(path: str | Path) -> Path:
     """Where a save of ``path`` is written before it takes ``path``'s place: a hidden sibling,
     which :func:`latest_checkpoint` does not see."""

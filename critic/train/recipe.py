@@ -399,7 +399,12 @@ class Trainer:
     def _save(
         self, path: Path, optimizer, step: int, rng: np.random.Generator, engine=None
     ) -> Path:
-        from critic.train.checkpoint import save_checkpoint, save_rank_state, staging_folder
+        from critic.train.checkpoint import (
+            save_checkpoint,
+            save_rank_state,
+            staging_folder,
+            unwritten,
+        )
 
         extra = {"sampler": rng.bit_generator.state}
         options = run_record(self.cfg)  # a resume= with other options is refused
@@ -425,7 +430,7 @@ class Trainer:
             # every process stops if one could not write: one raising alone left the others
             # waiting at the next collective (a full disk on one node hung the run)
             if not all_ranks(problem is None):
-                raise self._unsaved(path, problem)
+                raise unwritten(path, problem, self.last_checkpoint)
             params = list(self.model.parameters())
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 if self.rank == 0:
@@ -435,28 +440,13 @@ class Trainer:
                     except OSError as exc:
                         problem = exc
             if not all_ranks(problem is None):  # in place before any rank goes on
-                raise self._unsaved(path, problem)
+                raise unwritten(path, problem, self.last_checkpoint)
         elif self.rank == 0:
             try:
                 save_checkpoint(path, self.model, self.tokenizer, optimizer, step, extra, options)
             except OSError as exc:  # a full disk: a traceback, and no word of what was kept
-                raise self._unsaved(path, exc) from None
+                raise unwritten(path, exc, self.last_checkpoint) from None
         return path
-
-    def _unsaved(self, path: Path, problem: OSError | None) -> Exception:
-        """The error for a checkpoint that could not be written (``problem`` is ``None`` on a
-        process whose own part was written while another's was not)."""
-        from critic.train.checkpoint import CheckpointError
-
-        why = "another process could not write its part" if problem is None else (
-            problem.strerror or str(problem))  # fmt: skip
-        last = self.last_checkpoint
-        then = (
-            f"the last checkpoint written is {last}: resume={last} once there is room"
-            if last is not None
-            else "no checkpoint of this run was written before it: run it again once there is room"
-        )
-        return CheckpointError(f"cannot write the checkpoint {path} ({why}); {then}")
 
     def _load_deepspeed_state(self, engine, path: Path, rng: np.random.Generator) -> int:
         """Restore DeepSpeed's shards and this rank's generators and sampler; returns the step."""
