@@ -14,6 +14,7 @@ from envs.errors import (  # noqa: E402
     CriticOutputError,
     InvalidActionError,
     InvalidOptionError,
+    TaskContractError,
     UnknownTaskError,
 )
 from envs.registration import bare_env_id, make_viscritic_env, register_envs  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidActionError",
     "InvalidOptionError",
     "RenderError",
+    "TaskContractError",
     "TaskEnv",
     "TaskSpec",
     "UnknownTaskError",

@@ -21,3 +21,10 @@ class CriticOutputError(gym_error.Error, RuntimeError):
 class InvalidActionError(gym_error.Error, ValueError):
     """An action the task cannot take: not of the action space's shape, or not finite (a NaN
     action would make every later observation and reward NaN)."""
+
+
+class TaskContractError(gym_error.Error, RuntimeError):
+    """A task broke the contract of :class:`envs.TaskEnv` (usually a task of your own,
+    ``envs.register_task``): a progress that is not a number in [0, 1], or not 1 on success, an
+    ``is_success`` that is not a bool, an info without them, a method left out. Raised where the
+    value is made, so no wrong label is recorded and no wrong reward trains a policy."""

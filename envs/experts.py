@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import abc
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -173,5 +174,12 @@ def _expert_class(task: str) -> Callable[..., Expert]:
 
 
 def _load_experts() -> None:
-    """Import the modules that register experts (kept out of ``import envs``)."""
+    """Import the modules that register experts (kept out of ``import envs``). An expert
+    registered before they load (one's own, for a built-in task) stays: theirs do not replace it.
+    """
+    if "envs.mujoco_experts" in sys.modules and "envs.robosuite_experts" in sys.modules:
+        return
+    own = dict(_EXPERTS)
     from envs import mujoco_experts, robosuite_experts  # noqa: F401
+
+    _EXPERTS.update(own)

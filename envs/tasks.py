@@ -1,26 +1,48 @@
-"""The task registry and the environment base every task implements.
+"""The task registry: specs, their gymnasium ids, and building a task's env by name.
 
 A task is a simulator scene plus what VisCritic needs to use it as a critic's subject: the
 instruction, true success, privileged progress in [0, 1], the horizon, and the critic's view
 (cameras, size, appearance). The view lives here, in the spec, so that data synthesis, critic
-training and RL all see the very same frames.
+training and RL all see the very same frames. The env base every task implements,
+:class:`TaskEnv`, and its contract are in :mod:`envs.task_env` (re-exported here).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import os
 import re
-from collections.abc import Callable, Mapping
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
-from envs.errors import InvalidActionError, InvalidOptionError, UnknownTaskError
-from envs.render import CriticView, FreeCamera, ViewRenderer, check_view
+from envs.errors import InvalidOptionError, TaskContractError, UnknownTaskError
+from envs.render import CriticView, FreeCamera, check_view
+from envs.task_env import TaskEnv, check_task_info
 from rollout.checks import is_int
+
+__all__ = [  # TaskEnv and check_task_info live in envs.task_env; imported from here as before
+    "TaskEnv",
+    "TaskSpec",
+    "bare_env_id",
+    "check_horizon",
+    "check_task_info",
+    "check_task_kwargs",
+    "get_task",
+    "import_task_modules",
+    "make_registered_task",
+    "make_task_env",
+    "register_bare_env",
+    "register_task",
+    "registered_spec",
+    "task_names",
+]
 
 
 @dataclass(frozen=True)
@@ -62,14 +84,59 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     Raises:
         InvalidOptionError: the name makes no gymnasium id (e.g. it has a space or a ``/``).
     """
+    if not isinstance(spec, TaskSpec):
+        raise InvalidOptionError(f"register_task({spec!r:.60}) takes an envs.TaskSpec")
+    if not isinstance(spec.name, str) or not spec.name.strip():
+        raise InvalidOptionError(
+            f"task name {spec.name!r} must be a non-empty string, e.g. 'MyReacher-v1'"
+        )
     check_horizon(spec.horizon)  # gymnasium's TimeLimit took 0 or 50.0 and failed at make
     if not isinstance(spec.view, CriticView):
         raise InvalidOptionError(
             f"task {spec.name!r}: view={spec.view!r:.60} must be an envs.CriticView"
         )
+    _check_instruction(spec)
+    if spec.family not in FAMILIES:
+        raise InvalidOptionError(
+            f"task {spec.name!r}: family={spec.family!r} must be one of {list(FAMILIES)} (the "
+            "simulator it runs on; a gymnasium MuJoCo env is 'mujoco')"
+        )
+    if not callable(spec.make):
+        raise InvalidOptionError(
+            f"task {spec.name!r}: make={spec.make!r:.60} must build the env from (spec, view=, "
+            "render_mode=, **options): a TaskEnv subclass, e.g. make=MyTask"
+        )
+    taken = next(
+        (t for t in _TASKS if t != spec.name and bare_env_id(t) == bare_env_id(spec.name)), None
+    )
+    if taken is not None:  # 'Foo' and 'Foo-v0' are both VisCritic/Foo-v0
+        raise InvalidOptionError(
+            f"task {spec.name!r} would take the gymnasium id {bare_env_id(spec.name)!r} of the "
+            f"registered task {taken!r}; name it apart, e.g. {spec.name + '2'!r}"
+        )
     register_bare_env(spec)
     _TASKS[spec.name] = spec
     return spec
+
+
+FAMILIES = ("mujoco", "robosuite")  # TaskSpec.family: the simulators tasks run on
+
+
+def _check_instruction(spec: TaskSpec) -> None:
+    """The instruction a critic is given: words, without the prompt's own syntax."""
+    from critic.base import prompt_syntax_problem
+
+    instruction = spec.instruction
+    problem = None
+    if not isinstance(instruction, str) or not instruction.strip():
+        problem = (
+            f"instruction={instruction!r} must be the task in words, e.g. 'Lift the cube.' (what "
+            "the critic is told the robot should do)"
+        )
+    else:
+        problem = prompt_syntax_problem("instruction", instruction)
+    if problem:
+        raise InvalidOptionError(f"task {spec.name!r}: {problem}")
 
 
 def bare_env_id(task: str) -> str:
@@ -109,6 +176,66 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
+def import_task_modules(modules: Any, option: str = "imports") -> list[str]:
+    """Import the modules that register one's own tasks and experts (:func:`register_task`,
+    ``envs.experts.register_expert``), as the experiment scripts' ``imports=[my_tasks]`` does.
+
+    Modules are found as ``python -m`` finds them: on ``sys.path`` and in the current directory
+    (added at the end of ``sys.path``, where worker processes find it too). A module imported
+    already is not imported again.
+
+    Args:
+        modules: a module name (``"my_tasks"``, ``"lab.tasks"``), a list of them, or ``None``.
+        option: the option's name, for messages.
+
+    Returns:
+        The names imported.
+
+    Raises:
+        InvalidOptionError: a name that is no module name, a module not found, or one whose own
+            code raised (the message names the file and line).
+    """
+    if modules is None:
+        return []
+    names = [modules] if isinstance(modules, str) else modules
+    if not isinstance(names, Sequence) or not all(
+        isinstance(n, str) and all(part.isidentifier() for part in n.split(".")) for n in names
+    ):
+        raise InvalidOptionError(
+            f"{option}={modules!r} must be a list of module names, e.g. {option}=[my_tasks] for "
+            "my_tasks.py in the current directory (not a file path), or [] for none"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name or name.startswith(f"{exc.name}."):  # the module itself
+                raise InvalidOptionError(
+                    f"{option}=[{name}]: no module named {name!r} in the current directory "
+                    f"({os.getcwd()}) or on PYTHONPATH; run from the folder holding "
+                    f"{name.replace('.', '/')}.py, or add that folder to PYTHONPATH"
+                ) from None
+            raise _import_failed(option, name, exc) from exc
+        except Exception as exc:  # the module's own code failed: its file and line say where
+            raise _import_failed(option, name, exc) from exc
+    return list(names)
+
+
+def _import_failed(option: str, name: str, exc: BaseException) -> InvalidOptionError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return InvalidOptionError(
+        f"{option}=[{name}]: importing {name!r} failed{where}: {type(exc).__name__}: {exc}"
+    )
+
+
+def registered_spec(name: str) -> TaskSpec | None:
+    """The spec registered under ``name``, or ``None``."""
+    return _TASKS.get(name) if isinstance(name, str) else None
+
+
 def get_task(name: str) -> TaskSpec:
     """The spec registered under ``name``.
 
@@ -120,7 +247,8 @@ def get_task(name: str) -> TaskSpec:
     except (KeyError, TypeError):
         raise UnknownTaskError(
             f"unknown task {name!r}; registered tasks: {task_names()}. "
-            "Pass one of these as env=..., or register your own with envs.register_task."
+            "Pass one of these as env=..., or register your own with envs.register_task "
+            "(docs/tasks.md; the experiment scripts import its module with imports=[my_tasks])."
         ) from None
 
 
@@ -201,6 +329,20 @@ def make_task_env(
             f"correct its name: task options are {name}'s own ({', '.join(own) or 'none'}) and "
             "its simulator's constructor arguments"
         ) from exc
+    if not isinstance(env, TaskEnv) or not hasattr(env, "spec_task"):
+        what = type(env).__name__
+        if isinstance(env, gym.Env) and not isinstance(env, TaskEnv):  # half-built: no close
+            env.close()
+        raise TaskContractError(
+            f"task {name!r}: make={getattr(spec.make, '__name__', spec.make)!r} built a {what}"
+            + (
+                ", whose __init__ never called TaskEnv.__init__; call "
+                "super().__init__(spec, view, render_mode) first"
+                if isinstance(env, TaskEnv)
+                else ", not an envs.TaskEnv; make a TaskEnv subclass (envs.mujoco_tasks."
+                "GymMujocoTask wraps a gymnasium MuJoCo env) and give it as make="
+            )
+        )
     try:
         check_view(env.mj_model, view)
     except Exception:
@@ -253,192 +395,3 @@ def check_horizon(value: Any) -> int:
     if not is_int(value) or value < 1:
         raise InvalidOptionError(f"horizon={value!r} must be an integer >= 1 (steps per episode)")
     return int(value)
-
-
-class TaskEnv(gym.Env):
-    """A task's simulator as a gymnasium env with privileged progress and success.
-
-    Subclasses wrap one simulator family. They expose the MuJoCo model and data through
-    :attr:`mj_model` / :attr:`mj_data`, so rendering is shared, and implement
-    :meth:`progress` and :meth:`is_success` from privileged state.
-
-    ``info`` of ``reset`` and ``step`` carries ``progress`` (privileged, in [0, 1]) and
-    ``is_success`` (true task success). A subclass's ``reset`` starts with
-    ``seed = self._begin_reset(seed)`` and its ``step`` with ``action =
-    self._checked_action(action)``, so every task checks seeds and actions, and refuses a step
-    before its first reset, alike.
-    """
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
-
-    def __init__(self, spec: TaskSpec, view: CriticView, render_mode: str | None = None) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise InvalidOptionError(
-                f"render_mode={render_mode!r} is not supported; use None or 'rgb_array' "
-                "(headless: the critic's view is returned as an image)"
-            )
-        self.spec_task = spec
-        self.view = view
-        self.render_mode = render_mode
-        self._view_renderer: ViewRenderer | None = None
-        self._needs_reset = True
-
-    # -- what subclasses call from reset and step --------------------------------------------
-    def _begin_reset(self, seed: Any) -> int | None:
-        """Check ``seed`` (None, or an integer >= 0 of any kind), seed :attr:`np_random` with it
-        as :meth:`gymnasium.Env.reset` does, and allow :meth:`step`. Returns the seed as a plain
-        int, which gymnasium's and robosuite's own seeding require."""
-        if seed is not None and (not is_int(seed) or seed < 0):
-            raise InvalidOptionError(
-                f"seed={seed!r} must be None or an integer >= 0, e.g. env.reset(seed=0)"
-            )
-        seed = None if seed is None else int(seed)
-        self._check_open()
-        super().reset(seed=seed)
-        self._needs_reset = False
-        return seed
-
-    def _checked_action(self, action: Any) -> np.ndarray:
-        """``action`` as a float array of the action space's shape, once the env is reset.
-
-        Raises:
-            gymnasium.error.ResetNeeded: :meth:`step` before the first :meth:`reset` (the task's
-                start state, and what progress is measured from, are set there).
-            InvalidActionError: the action is not of the space's shape, or not finite.
-        """
-        self._check_reset("step()")
-        shape = self.action_space.shape
-        try:
-            array = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = None
-        if array is None or array.shape != shape:
-            raise InvalidActionError(
-                f"{self.task_name}: action {action!r:.80} must be an array of shape {shape} "
-                f"(env.action_space: {self.action_space})"
-            )
-        if not np.isfinite(array).all():
-            raise InvalidActionError(
-                f"{self.task_name}: action {array.tolist()} is not finite; a NaN or inf action "
-                "makes the simulation's state NaN (check the policy's outputs)"
-            )
-        return array
-
-    # -- what subclasses provide -------------------------------------------------------------
-    @property
-    def mj_model(self):
-        """The ``mujoco.MjModel`` being simulated."""
-        raise NotImplementedError
-
-    @property
-    def mj_data(self):
-        """The ``mujoco.MjData`` being simulated."""
-        raise NotImplementedError
-
-    def progress(self) -> float:
-        """Privileged task progress in [0, 1]; 1 exactly when the task is achieved. This, like
-        :meth:`is_success` and :meth:`privileged_state`, raises
-        :class:`gymnasium.error.ResetNeeded` before the first :meth:`reset`."""
-        raise NotImplementedError
-
-    def is_success(self) -> bool:
-        """True task success."""
-        raise NotImplementedError
-
-    def privileged_state(self) -> dict[str, float]:
-        """Named privileged quantities of the current state, recorded with synthesised episodes
-        for grounded chains of thought and read by the final test of zero-shot RL (where its
-        policies end). Names follow ``critic.data.reasoning``: ``<a>_to_<b>_cm``,
-        ``<object>_height_cm``, ``<object>_grasped`` (0/1), ``<object>_angle_deg``. The one that says
-        how far the state is from the goal is named by :attr:`TaskSpec.goal_distance`."""
-        return {}
-
-    # -- hindsight goals (optional; docs/data.md) ---------------------------------------------
-    def sim_state(self) -> Any:
-        """A copy of the simulator state, for :meth:`restore_sim_state`."""
-        raise NotImplementedError(f"{self.spec_task.name} cannot save its simulator state")
-
-    def restore_sim_state(self, state: Any) -> None:
-        """Put the simulator back into a state :meth:`sim_state` returned (no physics step)."""
-        raise NotImplementedError(f"{self.spec_task.name} cannot restore its simulator state")
-
-    def achieved_goal(self) -> np.ndarray:
-        """Where the goal would have to be for the current state to achieve the task."""
-        raise NotImplementedError(f"{self.spec_task.name} has no movable goal")
-
-    def move_goal(self, goal: np.ndarray, *, restart: bool = False) -> None:
-        """Move the goal to ``goal`` and nothing else. ``restart``: progress is measured from the
-        current state on, as after a reset. Only tasks whose goal never touches the dynamics can
-        do this (Reacher's target is drawn, not simulated), so a recorded trajectory stays valid."""
-        raise NotImplementedError(f"{self.spec_task.name} has no movable goal")
-
-    # -- shared ------------------------------------------------------------------------------
-    @property
-    def instruction(self) -> str:
-        """The task instruction given to the critic."""
-        return self.spec_task.instruction
-
-    @property
-    def task_name(self) -> str:
-        """The registered name of the task (a checkpoint's clip length per task is keyed by it)."""
-        return self.spec_task.name
-
-    def task_info(self) -> dict[str, Any]:
-        """The privileged fields put into every ``info``."""
-        return {"progress": float(self.progress()), "is_success": bool(self.is_success())}
-
-    def render_critic_view(self) -> np.ndarray:
-        """The critic's frame of the current state: uint8 ``[H, W * n_cameras, 3]``.
-
-        Raises:
-            gymnasium.error.ResetNeeded: before the first :meth:`reset` (there is no state yet).
-        """
-        self._check_reset("render_critic_view()")
-        if self._view_renderer is None:
-            self._view_renderer = ViewRenderer(self.mj_model, self.view)
-        return self._view_renderer.render(self.mj_data)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Copies and pickles leave the renderer out (a GL context and the mujoco module, which
-        do not copy); the copy makes its own at its first frame."""
-        state = self.__dict__.copy()
-        state["_view_renderer"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """A copy starts unreset, as gymnasium's own MuJoCo envs copy (they are rebuilt from
-        their constructor's arguments, so the simulator's state is not carried over): stepping
-        or rendering it before :meth:`reset` is refused, not run from a state it does not hold."""
-        self.__dict__.update(state)
-        self._needs_reset = True
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode == "rgb_array":
-            return self.render_critic_view()
-        return None
-
-    def close(self) -> None:
-        """Release the renderer and the simulator; a second call does nothing."""
-        self._closed = True
-        if self._view_renderer is not None:
-            self._view_renderer.close()
-            self._view_renderer = None
-        super().close()
-
-    def _check_reset(self, what: str) -> None:
-        """Refuse ``what`` (a method call) on a closed env, or before the first :meth:`reset`:
-        the task's start state, what progress is measured from and the simulator's derived
-        quantities (positions, contacts) exist from there on, and before it every distance reads
-        0 (success, from nothing done)."""
-        self._check_open()
-        if self._needs_reset:
-            raise gym.error.ResetNeeded(
-                f"{self.task_name}: {what} before reset(); call env.reset(seed=...) first"
-            )
-
-    def _check_open(self) -> None:
-        if getattr(self, "_closed", False):
-            raise gym.error.ClosedEnvironmentError(
-                f"{self.task_name}: the env is closed; make a new one (envs.make_task_env or "
-                "gym.make)"
-            )

@@ -31,7 +31,7 @@ from envs.critic_reward import (
     interpolate_progress,
 )
 from envs.errors import InvalidOptionError
-from envs.tasks import TaskEnv
+from envs.tasks import TaskEnv, check_task_info
 from rollout.checks import is_int
 from rollout.imports import require_package
 
@@ -81,11 +81,13 @@ class CriticFrames(gym.Wrapper):
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
+        info = check_task_info(info, self.env.unwrapped, "reset")
         self._steps = 0
         return obs, {**info, "critic_frame": self._frame()}
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        info = check_task_info(info, self.env.unwrapped, "step")
         self._steps += 1
         if self._config.keeps_every_frame or self._config.is_query_step(
             self._steps, terminated or truncated
@@ -407,7 +409,14 @@ def make_viscritic_vec_env(
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import VecEnv
 
-    from envs.tasks import check_horizon, check_task_kwargs, get_task, make_task_env
+    from envs.tasks import (
+        check_horizon,
+        check_task_kwargs,
+        get_task,
+        make_task_env,
+        register_task,
+        registered_spec,
+    )
 
     if not is_int(n_envs) or n_envs < 1:
         raise InvalidOptionError(f"n_envs={n_envs!r} must be an integer >= 1")
@@ -422,13 +431,18 @@ def make_viscritic_vec_env(
         )
     config = CriticRewardConfig.from_options(**options)
     task_options = check_task_kwargs(task_kwargs)
-    max_steps = check_horizon(get_task(env).horizon if horizon is None else horizon)
+    spec = get_task(env)
+    max_steps = check_horizon(spec.horizon if horizon is None else horizon)
     VisCriticVecEnv.check_config(config, relabel)  # every option before the critic loads
     built = make_critic(critic)
     config = config.for_critic(built, env)
     render = built.needs_frames  # a bool, so workers never receive (pickle) the critic itself
 
     def make_one() -> gym.Env:
+        # a worker process imports envs afresh: the task registered (or replaced) here is not
+        # there, or is the built-in one, so it gets this process's spec
+        if registered_spec(env) != spec:
+            register_task(spec)
         task = make_task_env(env, camera=camera, image_size=image_size, **task_options)
         timed = gym.wrappers.TimeLimit(task, max_episode_steps=max_steps)
         monitored = Monitor(timed, info_keywords=("is_success",))

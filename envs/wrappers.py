@@ -19,7 +19,7 @@ from critic.base import Critic
 from critic.factory import make_critic
 from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
 from envs.errors import InvalidOptionError
-from envs.tasks import TaskEnv
+from envs.tasks import TaskEnv, check_task_info
 
 
 class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -85,6 +85,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._warn_if_cut_short()
         obs, info = self.env.reset(seed=seed, options=options)
+        info = check_task_info(info, self._task, "reset")
         self._tracker.start(self._frame(), info["progress"])
         estimate = self._estimate()
         self._tracker.begin(estimate)
@@ -92,6 +93,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(action)
+        info = check_task_info(info, self._task, "step")
         estimate = None
         if self.config.is_query_step(self._tracker.step_count + 1, terminated or truncated):
             self._tracker.observe(self._frame(), info["progress"])

@@ -176,6 +176,7 @@ def main(cfg: DictConfig) -> None:
     from envs import InvalidOptionError, UnknownTaskError
     from envs.plans import hindsight_mode, plan_episodes, plan_policy_episodes
     from envs.synth import synthesize
+    from envs.tasks import import_task_modules
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -192,6 +193,7 @@ def main(cfg: DictConfig) -> None:
         "the rest"
     )
     try:
+        import_task_modules(cfg.get("imports"))  # one's own tasks and experts, before any is used
         if not isinstance(cfg.out, str) or not cfg.out:  # '' would be the current folder
             shown = "null" if cfg.out is None else repr(cfg.out)
             raise InvalidOptionError(

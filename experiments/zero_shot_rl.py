@@ -173,15 +173,21 @@ def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _ignore_ctrl_c() -> None:
-    """A worker process's initializer: idle, it leaves Ctrl-C to the main process, and it ends
-    with the main process (a killed one left its workers waiting for ever)."""
+def _start_worker(specs: dict[str, Any]) -> None:
+    """A worker process's initializer: idle, it leaves Ctrl-C to the main process, it ends
+    with the main process (a killed one left its workers waiting for ever), and it registers the
+    main process's spec of the run's task: a spawned worker imports ``envs`` afresh, without a
+    task registered after import (``imports=``, ``envs.register_task``) or with the built-in one
+    where that was replaced."""
     import signal
 
+    from envs.tasks import register_task
     from rollout.workers import end_with_parent
 
     end_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for spec in specs.values():
+        register_task(spec)
 
 
 def train_all(
@@ -224,8 +230,14 @@ def _train_in_pool(
     quiet = OmegaConf.merge(cfg, {"progress_bar": False})  # one bar per run would interleave
     context = multiprocessing.get_context("spawn")  # each run builds its own GL contexts
     bar = tqdm(total=len(jobs), desc="runs", disable=not cfg.progress_bar)
+    from envs import get_task
+
+    specs = {cfg.env.name: get_task(cfg.env.name)}
     with ProcessPoolExecutor(
-        min(cfg.workers, len(jobs)), mp_context=context, initializer=_ignore_ctrl_c
+        min(cfg.workers, len(jobs)),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(specs,),
     ) as pool:
         futures = {pool.submit(_train_in_worker, quiet, c, s, out_dir): i
                    for i, (c, s) in enumerate(jobs)}  # fmt: skip
@@ -289,6 +301,9 @@ def _ignored_by_merge() -> list[str]:
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
+    from envs.tasks import import_task_modules
+
+    import_task_modules(cfg.get("imports"))  # one's own tasks, before any is looked up
     if cfg.get("merge") is not None:
         dirs = [str(entry) for entry in list_option(cfg.merge)]
         if not dirs:

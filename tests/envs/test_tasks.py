@@ -111,7 +111,8 @@ def test_unknown_task():
         envs.get_task("Nope")
     assert str(err.value) == (
         f"unknown task 'Nope'; registered tasks: {TASKS}. Pass one of these as env=..., or "
-        "register your own with envs.register_task."
+        "register your own with envs.register_task (docs/tasks.md; the experiment scripts import "
+        "its module with imports=[my_tasks])."
     )
 
 

@@ -171,7 +171,8 @@ def test_unknown_env_name():
         gym.make("VisCriticReward-v0", env="Lfit")
     assert str(err.value) == (
         f"unknown task 'Lfit'; registered tasks: {envs.task_names()}. Pass one of these as "
-        "env=..., or register your own with envs.register_task."
+        "env=..., or register your own with envs.register_task (docs/tasks.md; the experiment "
+        "scripts import its module with imports=[my_tasks])."
     )
 
 
@@ -342,7 +343,8 @@ def test_a_reward_env_without_a_task_lists_the_tasks():
         gym.make("VisCriticReward-v0", critic="oracle")
     assert str(err.value) == (
         f"unknown task None; registered tasks: {envs.task_names()}. Pass one of these as "
-        "env=..., or register your own with envs.register_task."
+        "env=..., or register your own with envs.register_task (docs/tasks.md; the experiment "
+        "scripts import its module with imports=[my_tasks])."
     )
 
 
