@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from envs.errors import InvalidOptionError
+from rollout.imports import require_package
 
 
 def _stamp(path: str) -> tuple[str, int, int]:
@@ -60,7 +61,8 @@ def load_policy(path: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _load_policy(path: str, mtime_ns: int, size: int) -> Any:
-    from stable_baselines3.common.save_util import load_from_zip_file
+    save_util = require_package("stable_baselines3.common.save_util", "rl", "saved policies")
+    load_from_zip_file = save_util.load_from_zip_file
 
     try:
         # Only acting is needed: schedules are not rebuilt (they may not unpickle across versions).

@@ -19,10 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from rl_results import CONDITIONS, ExperimentConfigError, expand_seeds
 
 from rollout.checks import is_int, is_number
+from rollout.imports import require_package
 
 
 def check_config(cfg: DictConfig) -> None:
     """Fail before anything is built when the config cannot run."""
+    require_package("stable_baselines3", "rl", "zero_shot_rl.py")  # its learners
     for key, example in (("conditions", "[critic,ground_truth]"), ("seeds", "[0,1,2]")):
         if not OmegaConf.is_list(cfg.get(key)):
             raise ExperimentConfigError(

@@ -171,12 +171,14 @@ def contact_sheet(
 def main(cfg: DictConfig) -> None:
     from concurrent.futures.process import BrokenProcessPool
 
+    from gymnasium.error import Error as GymError
     from hydra.core.hydra_config import HydraConfig
 
-    from envs import InvalidOptionError, UnknownTaskError
+    from envs import InvalidOptionError
     from envs.plans import hindsight_mode, plan_episodes, plan_policy_episodes
     from envs.synth import synthesize
     from envs.tasks import import_task_modules
+    from rollout.imports import MissingExtraError
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -235,7 +237,7 @@ def main(cfg: DictConfig) -> None:
         rows = synthesize(plans, root, workers=cfg.workers, codec=cfg.codec,
                           progress_bar=cfg.progress_bar, **options)  # fmt: skip
         wall = time.perf_counter() - start
-    except (InvalidOptionError, UnknownTaskError, ValueError) as exc:
+    except (GymError, ValueError, MissingExtraError) as exc:  # GymError: envs' typed errors
         print(f"synthesize: {exc}", file=sys.stderr)
         sys.exit(1)
     except BrokenProcessPool:

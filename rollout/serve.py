@@ -372,10 +372,17 @@ def _above_zero(text: str) -> float:
     return value
 
 
+def _prog() -> str:
+    """The command as it was run: ``viscritic-serve`` (the installed script) or ``python -m
+    rollout.serve``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("viscritic-serve") else "python -m rollout.serve"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m rollout.serve",
+        prog=_prog(),
         description="Serve a Qwen2.5-VL or Qwen3-VL critic checkpoint to many env workers.",
     )
     parser.add_argument(
@@ -409,10 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    from rollout.cache import VideoEmbeddingCache
-    from rollout.checkpoint import ModelLoadError, load_checkpoint
-    from rollout.hf import HFEngine
+    from rollout.imports import MissingExtraError
 
+    try:
+        from rollout.cache import VideoEmbeddingCache
+        from rollout.checkpoint import ModelLoadError, load_checkpoint
+        from rollout.hf import HFEngine
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=args.device)
         engine = HFEngine(
@@ -431,7 +443,14 @@ def main(argv: list[str] | None = None) -> int:
             max_body_mb=args.max_body_mb,
             timeout_s=args.timeout_s,
         )
-    except (ModelLoadError, ValueError, RuntimeError, AttributeError, TypeError) as exc:
+    except (
+        ModelLoadError,
+        MissingExtraError,
+        ValueError,
+        RuntimeError,
+        AttributeError,
+        TypeError,
+    ) as exc:
         # a bad --model, --device (no CUDA here) or --dtype
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,10 @@
 #
 #   bash scripts/install.sh            # extras: sim,rl,vlm,data,train,dev (everything that runs on a CPU)
 #   EXTRAS=sim,rl bash scripts/install.sh
+#   PYTHON=python3.12 VENV=.venv312 bash scripts/install.sh
+#   TORCH_INDEX=<url> bash scripts/install.sh   # where torch's CPU build comes from, where this
+#                                               # machine has no local wheel of it
+#   SKIP_SYSTEM_PACKAGES=1 bash scripts/install.sh   # no apt: the EGL/OSMesa libraries are there
 #
 # Safe to re-run: it skips what is already there.
 set -euo pipefail
@@ -12,7 +16,18 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-sim,rl,vlm,data,train,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+KNOWN_EXTRAS=(sim rl vlm data train dev vllm all)
+
+fail() { echo "[install] $*" >&2; exit 1; }
+
+# The extras, checked before anything is installed: pip only warns about one it does not know.
+IFS=',' read -r -a asked <<< "$EXTRAS,"  # the comma keeps a trailing empty item
+for extra in "${asked[@]}"; do
+    [[ " ${KNOWN_EXTRAS[*]} " == *" $extra "* ]] \
+        || fail "EXTRAS=$EXTRAS: '$extra' is not an extra; pick from ${KNOWN_EXTRAS[*]} (comma-separated, no spaces, e.g. EXTRAS=sim,rl)"
+done
 
 apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
     local missing=() pkg
@@ -26,24 +41,50 @@ apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
-apt_install "${SYSTEM_PACKAGES[@]}"
+if [ "${SKIP_SYSTEM_PACKAGES:-0}" = 1 ]; then
+    echo "[install] system packages skipped (SKIP_SYSTEM_PACKAGES=1): ${SYSTEM_PACKAGES[*]} or their like must be there"
+elif ! command -v apt-get >/dev/null || ! command -v dpkg-query >/dev/null; then
+    fail "no apt-get here: install the EGL and OSMesa libraries headless MuJoCo renders with (Debian: ${SYSTEM_PACKAGES[*]}) with this system's package manager, then run again with SKIP_SYSTEM_PACKAGES=1"
+else
+    apt_install "${SYSTEM_PACKAGES[@]}"
+fi
 
 # Everything below needs the venv's pip. A venv without it (uv's, or python3 -m venv failing
 # half-way) gets pip from ensurepip, keeping its packages; only where that fails is it made again.
 # Debian/Ubuntu's own python3 makes venvs only with python3-venv: installed then, not before.
 has_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
+# numpy < 2 (robosuite 1.5.2) has wheels up to Python 3.12; the code needs 3.10
+python_fits='import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))'
+if [ -x "$VENV/bin/python" ]; then
+    "$VENV/bin/python" -c "$python_fits" \
+        || fail "$VENV has Python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12: remove $VENV, or give another with VENV=.venv312 PYTHON=python3.12"
+else
+    command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON is not a command; give a Python 3.10-3.12, e.g. PYTHON=python3.12"
+    "$PYTHON" -c "$python_fits" \
+        || fail "PYTHON=$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12 (numpy < 2, which robosuite needs, has no wheels for newer): e.g. PYTHON=python3.12 bash scripts/install.sh"
+fi
 if ! has_pip && ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m ensurepip >/dev/null 2>&1 && has_pip; }; then
     echo "[install] virtual environment in $VENV"
     "$PYTHON" -m venv --clear "$VENV" || { apt_install python3-venv && "$PYTHON" -m venv --clear "$VENV"; }
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-# torch first, pinned to the CPU build: a range left open would pull the CUDA wheels.
+# torch first, pinned to the CPU build: PyPI's Linux wheel of the same version pulls CUDA's
+# (gigabytes). It comes from a local wheel where pip's find-links hold one (these machines), else
+# from PyTorch's CPU index. A torch that imports and computes is kept (a GPU node's own build).
 # grep drops pip's notes about unused local index folders on these machines; a pip failure still
 # fails the script (pipefail), only grep's "nothing left to print" is forgiven.
-"$VENV/bin/python" -c "import torch" 2>/dev/null \
-    || "${PIP[@]}" install "torch==2.13.0" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+quiet_pip() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; }; }
+if ! "$VENV/bin/python" -c "import torch; torch.zeros(1)" >/dev/null 2>&1; then
+    if "${PIP[@]}" install --dry-run --no-deps --no-index "torch==2.13.0+cpu" >/dev/null 2>&1; then
+        quiet_pip install "torch==2.13.0+cpu"
+    else
+        quiet_pip install "torch==2.13.0+cpu" --extra-index-url "$TORCH_INDEX"
+    fi
+fi
 # DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it needs it compiles on first use.
-DS_BUILD_OPS=0 "${PIP[@]}" install -e ".[${EXTRAS}]" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
-"$VENV/bin/python" -c "import critic, envs, rollout" \
-    || { echo "[install] failed: the packages do not import" >&2; exit 1; }
-echo "[install] done: $VENV ($("$VENV/bin/python" -c 'import mujoco, robosuite, torch; print("mujoco", mujoco.__version__, "robosuite", robosuite.__version__, "torch", torch.__version__)' 2>/dev/null | tail -1))"
+DS_BUILD_OPS=0 quiet_pip install -e ".[${EXTRAS}]"
+"$VENV/bin/python" -c "import critic, envs, rollout" || fail "failed: the packages do not import"
+versions='import importlib.metadata as m
+print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "mujoco", "robosuite", "transformers")
+                if __import__("importlib.util").util.find_spec(p)))'
+echo "[install] done: $VENV (extras $EXTRAS; $("$VENV/bin/python" -c "$versions"))"

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/python experiments/zero_shot_rl.py "$@"
+"${VENV:-.venv}"/bin/python experiments/zero_shot_rl.py "$@"

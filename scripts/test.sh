@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export PYTHONHASHSEED=0
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
-.venv/bin/python -m pytest "$@"
+"${VENV:-.venv}"/bin/ruff check .
+"${VENV:-.venv}"/bin/ruff format --check .
+"${VENV:-.venv}"/bin/python -m pytest "$@"

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from critic.data.episodes import file_in_the_way
+from rollout.imports import MissingExtraError, require_package
 
 SHIPPED = {"viscritic-small": Path(__file__).parent / "viscritic-small"}
 
@@ -123,7 +124,8 @@ OPTIONAL = ("generation_config.json",)
 def _weights_problem(path: Path) -> str | None:
     """What is wrong with a safetensors file's header (a truncated copy, a Git LFS pointer), or
     None. Reads the header only."""
-    from safetensors import SafetensorError, safe_open
+    safetensors = require_package("safetensors", "vlm", f"reading the weights {path}")
+    SafetensorError, safe_open = safetensors.SafetensorError, safetensors.safe_open
 
     try:
         with safe_open(str(path), framework="pt") as weights:
@@ -144,7 +146,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         print(export(argv[1], argv[2], overwrite=overwrite))
-    except (FileNotFoundError, ExportError) as exc:
+    except (FileNotFoundError, ExportError, MissingExtraError) as exc:
         print(f"critic.weights: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk, a folder not writable: the copy is staged, then moved

@@ -35,3 +35,43 @@ def test_importing_the_packages_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+_HIDDEN = """import runpy, sys
+sys.modules[{module!r}] = None  # as if its extra were not installed
+sys.argv = {argv!r}
+if sys.argv[0].endswith(".py"):
+    runpy.run_path(sys.argv[0], run_name="__main__")
+else:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "extra"),
+    [
+        ("stable_baselines3", ["experiments/zero_shot_rl.py"], "rl"),
+        ("stable_baselines3", ["experiments/synthesize.py", "policies=[p.zip]", "out=ds"], "rl"),
+        ("transformers", ["rollout.serve", "--model", "viscritic-small"], "vlm"),
+        ("safetensors", ["critic.weights", "export", "critic/weights/viscritic-small", "x"], "vlm"),
+    ],
+    ids=["zero_shot_rl", "synthesize_policies", "serve", "weights_export"],
+)
+def test_an_entry_point_without_its_extra_says_which_to_install(tmp_path, module, argv, extra):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "p.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: a policy path
+    argv = [str(root / a) if a.endswith(".py") or a.startswith("critic/") else a for a in argv]
+    argv += [f"hydra.run.dir={tmp_path / 'run'}"] if argv[0].endswith(".py") else []
+    done = subprocess.run(
+        [sys.executable, "-c", _HIDDEN.format(module=module, argv=argv)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": f"{root}:{root / 'experiments'}"},
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"Install it with: pip install 'viscritic[{extra}]'" in done.stderr
