@@ -177,10 +177,20 @@ def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def shuffle_frames(prompt: prompts.Prompt, rng: np.random.Generator) -> prompts.Prompt:
-    """The prompt with the frames of each of its multi-frame videos in a random order (single
-    images, such as the anchored prompt's initial and current frames, stay)."""
-    videos = tuple(v[rng.permutation(len(v))] if len(v) > 1 else v for v in prompt.videos)
-    return replace(prompt, videos=videos)
+    """The prompt with the frames of each of its multi-frame videos in a random order other than
+    their own (single images, such as the anchored prompt's initial and current frames, stay).
+    An order drawn the same as the video's would leave nothing for T-GRPO to compare: half of
+    all draws for a 2-frame clip."""
+    return replace(prompt, videos=tuple(_reordered(v, rng) for v in prompt.videos))
+
+
+def _reordered(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(video) < 2:
+        return video
+    order = rng.permutation(len(video))
+    while (order == np.arange(len(video))).all():
+        order = rng.permutation(len(video))
+    return video[order]
 
 
 def _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vision, seed):

@@ -20,6 +20,7 @@ from critic.train.grpo import (
     sequences,
     token_logprobs,
 )
+from critic.train.losses import reg_grpo_loss
 from rollout.engine import Request
 from rollout.hf import HFEngine
 
@@ -110,7 +111,7 @@ def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_mod
     assert all(torch.equal(p, snapshot[n]) for n, p in policy.named_parameters())
 
 
-def test_kl_to_a_reference_and_reg_grpo(tiny_model):
+def test_kl_to_a_reference_and_reg_grpo(tiny_model, monkeypatch):
     model, tokenizer = tiny_model
     policy, reference = copy.deepcopy(model), copy.deepcopy(model)
     with torch.no_grad():  # a reference that differs from the policy: the KL must be positive
@@ -125,10 +126,23 @@ def test_kl_to_a_reference_and_reg_grpo(tiny_model):
     with pytest.raises(GRPOConfigError, match=r"kl_coef=0\.1 needs a reference model"):
         grpo_step(policy, update, engine, tokenizer, _samples(1), _reward_by_length, cfg)
     reg = GRPOConfig(group_size=2, max_new_tokens=4, loss="reg")
+    from critic.train import grpo as grpo_module
+
+    seen = []
+
+    def spy(logprobs, old, advantages, mask, group_size):
+        seen.append(advantages.detach().clone())
+        return reg_grpo_loss(logprobs, old, advantages, mask, group_size)
+
+    monkeypatch.setattr(grpo_module, "reg_grpo_loss", spy)
     result = grpo_step(
         policy, update, engine, tokenizer, _samples(1), _reward_by_length, reg, seed=1
     )
-    assert np.isfinite(result.loss)
+    # one update per rollout: pi = pi_old, so every centred log-ratio is 0 and Reg-GRPO's loss is
+    # mean(A^2); the clipped surrogate's would be -mean(A) over tokens
+    (advantages,) = seen
+    assert advantages.abs().min() > 0  # the group's completions were rewarded apart
+    assert result.loss == pytest.approx(float((advantages**2).mean()), rel=1e-5)
     with pytest.raises(GRPOConfigError, match="has no effect with loss='reg'"):
         GRPOConfig(loss="reg", kl_coef=0.1)
 
@@ -139,6 +153,13 @@ def test_t_grpo_pays_the_bonus_when_order_helps(tiny_model):
     model, tokenizer = tiny_model
     policy = copy.deepcopy(model)
     engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    generate, sent = engine.generate, []
+
+    def recorded(requests, params):  # what each generation is given
+        sent.append([r.pixel_values_videos.numpy().copy() for r in requests])
+        return generate(requests, params)
+
+    engine.generate = recorded
     calls = []
 
     def ordered_right_shuffled_wrong(completions, **fields):
@@ -155,13 +176,26 @@ def test_t_grpo_pays_the_bonus_when_order_helps(tiny_model):
         {"shuffled_video_reward": 0.0, "temporal_bonus": 0.3}
     )
     assert result.reward_mean == pytest.approx(1.3)
+    # the second generation saw the same prompts' frames in another order: other patches, the
+    # same pixel values
+    (ordered, shuffled_sent) = sent
+    assert any(not np.array_equal(a, b) for a, b in zip(ordered, shuffled_sent, strict=True))
+    for a, b in zip(ordered, shuffled_sent, strict=True):
+        assert np.array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
     prompt = _samples(1)[0].prompt
-    shuffled = shuffle_frames(prompt, np.random.default_rng(0))
-    for before, after in zip(prompt.videos, shuffled.videos, strict=True):
-        # same frames, as a multiset; single images stay where they are
-        assert sorted(map(bytes, before)) == sorted(map(bytes, after))
-        if len(before) == 1:
-            np.testing.assert_array_equal(before, after)
+    rng = np.random.default_rng(0)
+    orders = set()
+    for _ in range(8):
+        shuffled = shuffle_frames(prompt, rng)
+        for before, after in zip(prompt.videos, shuffled.videos, strict=True):
+            # same frames, as a multiset; single images stay where they are
+            assert sorted(map(bytes, before)) == sorted(map(bytes, after))
+            if len(before) == 1:
+                np.testing.assert_array_equal(before, after)
+            else:
+                orders.add(tuple(next(i for i, f in enumerate(before) if np.array_equal(f, g))
+                                 for g in after))  # fmt: skip
+    assert orders == {(1, 0)}  # a 2-frame clip comes back reversed, never as it was
     with pytest.raises(GRPOConfigError, match=r"temporal_bonus=-1 must be >= 0"):
         GRPOConfig(temporal_bonus=-1)
 

@@ -336,7 +336,9 @@ def test_workers_keep_an_expert_this_process_put_in_place_of_a_built_in_one(tmp_
     experts.register_expert("Reacher-v5")(_StillExpert)
     plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
     synthesize(plans, tmp_path, workers=2, progress_bar=False, every=5, horizon=10, image_size=16)
-    for episode in iter_episodes(tmp_path):  # the arm never moved: the distance never changed
+    episodes = list(iter_episodes(tmp_path))
+    assert len(episodes) == 2
+    for episode in episodes:  # the arm never moved: the distance never changed
         distance = episode.state["fingertip_to_target_cm"]
         assert np.ptp(distance) < 0.1 and not episode.success
 

@@ -20,7 +20,7 @@ from tests.experiments.train_critic_cli import (
 )
 
 
-def test_four_stage_pipeline(dataset, tmp_path):
+def test_every_stage_of_the_pipeline_in_turn(dataset, tmp_path):
     done = run_train(
         tmp_path,
         f"data=[{dataset}]",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -157,7 +158,10 @@ def test_vllm_matches_transformers_on_gpu(tiny_model, tmp_path):
         Request(**prompts.encode(prompts.stepwise_progress("lift", rng.integers(0, 256, (t, 56, 56, 3), dtype=np.uint8), None), tokenizer, keep_videos=True))
         for t in (2, 4)
     ]  # fmt: skip
-    hf = HFEngine(model.cuda().float(), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    # a copy: .cuda() moves in place, and the session's tiny_model is every later test's too
+    hf = HFEngine(
+        copy.deepcopy(model).cuda().float(), tokenizer.pad_token_id, tokenizer.eos_token_id
+    )
     engine = VLLMEngine(str(tmp_path), video_id, tokenizer.eos_token_id, dtype="float32")
     greedy = SamplingParams(temperature=0, max_new_tokens=8)
     assert engine.generate(requests, greedy) == hf.generate(requests, greedy)
