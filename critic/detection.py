@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import FAILURE_TYPES, Critic, FailureQuery
+from critic.base import Critic, FailureQuery
 from critic.data.episodes import Episode
-from critic.data.samples import camera_frames, clip
+from critic.data.samples import camera_frames, clip, failure_vocabulary
 from critic.eval import (
     auroc,
     binary_metrics,
@@ -54,7 +54,7 @@ def evaluate_failures(
         (failure positive; an unreadable verdict calls no failure), ``auroc`` of the failure
         probability (n/a, as every figure of a detector, when it read no episode), ``readable``, ``confusion`` (true label → predicted label → count,
         labels ``success`` or the failure type, ``unreadable``; a type outside
-        :data:`critic.base.FAILURE_TYPES`, such as a policy rollout's ``unknown``, is ``failure``),
+        the critic's ``failure_types`` (else :data:`critic.base.FAILURE_TYPES` and these episodes' types), such as a policy rollout's ``unknown``, is ``failure``),
         ``type_accuracy`` (right type among detected failures of a named type), ``detection_delay_s`` (mean over detected failures),
         ``detected_in_time`` (share of failures whose prefixes are judged failures by the last frame),
         the best constant's accuracy (the majority label), and ``progress``: the
@@ -73,7 +73,12 @@ def evaluate_failures(
     by_progress, by_achieved = last["progress"], last["achieved"]
     confusion: dict[str, dict[str, int]] = {}
     typed = []
-    named = {normalize_label(t) for t in FAILURE_TYPES}
+    # the critic's own vocabulary (a checkpoint trained on a task of one's own offers its types
+    # too), else the built-in one and the types of these episodes (the oracle names any)
+    vocabulary = getattr(critic, "failure_types", None) or failure_vocabulary(
+        e.failure_type for e in episodes
+    )
+    named = {normalize_label(t) for t in vocabulary}
     for episode, verdict in zip(episodes, verdicts, strict=True):
         # a type no prompt offers ("unknown": a policy rollout, an external label without one)
         # is a plain failure, the answer the critic is taught for it

@@ -23,6 +23,7 @@ from rollout.imports import require_package
 
 __all__ = [
     "CLIP_FRAMES_KEY",
+    "FAILURE_TYPES_KEY",
     "PRESETS",
     "TASK_CLIP_FRAMES_KEY",
     "ModelLoadError",
@@ -41,6 +42,9 @@ CLIP_FRAMES_KEY = "viscritic_clip_frames"
 # Beside it, the tasks trained at another clip length: {task name: frames} (train_critic.py's
 # task_frames=). A checkpoint can read Reacher's reward from 1 frame and Lift from 8.
 TASK_CLIP_FRAMES_KEY = "viscritic_task_clip_frames"
+# The failure types its failure-detection prompts offered: the built-in vocabulary and the types
+# of its data beyond it (a task of one's own, docs/tasks.md); a critic offers the same.
+FAILURE_TYPES_KEY = "viscritic_failure_types"
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

@@ -31,7 +31,13 @@ from critic.base import (
     check_queries,
     prompt_syntax_problem,
 )
-from critic.models import CLIP_FRAMES_KEY, PRESETS, TASK_CLIP_FRAMES_KEY, device_problem
+from critic.models import (
+    CLIP_FRAMES_KEY,
+    FAILURE_TYPES_KEY,
+    PRESETS,
+    TASK_CLIP_FRAMES_KEY,
+    device_problem,
+)
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import FrameError, ProcessorConfigError, VisionSpec
 from rollout.checkpoint import processor_config
@@ -191,6 +197,7 @@ class VLMCritic(Critic):
         self.vision = _vision(self._model.config.vision_config, processor, self.model)
         self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
         self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})
+        self._trained_failure_types(getattr(self._model.config, FAILURE_TYPES_KEY, None))
 
     def _connect(self, url: str) -> None:
         from critic.models import load_served_tokenizer
@@ -208,6 +215,13 @@ class VLMCritic(Critic):
         self.vision = _vision(info["config"]["vision_config"], info.get("processor"), url)
         self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
         self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
+        self._trained_failure_types(info["config"].get(FAILURE_TYPES_KEY))
+
+    def _trained_failure_types(self, recorded: Any) -> None:
+        """The failure types the checkpoint's prompts offered (its data's own beyond the
+        built-in ones), where it records them and ``failure_types`` was left at the default."""
+        if recorded and self.failure_types == FAILURE_TYPES:
+            self.failure_types = _checked_failure_types(list(recorded))
 
     @property
     def name(self) -> str:

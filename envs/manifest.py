@@ -129,7 +129,7 @@ def check_folder_options(
             logger.warning(
                 f"{root} holds {count} {task} episodes but {MANIFEST} does not say what options "
                 "they were recorded with (the folder predates it), so whether they match "
-                f"{_listing(options)} cannot be checked. Only the missing episodes are recorded; "
+                f"{_listing({k: v for k, v in options.items() if k not in DEFINITION})} cannot be checked. Only the missing episodes are recorded; "
                 "pass a new out=<folder> if the options differ"
             )
             continue
@@ -143,10 +143,18 @@ def check_folder_options(
                 for k in differ
             )
             fix = " ".join(
-                _fix(k, recorded[k], options[k], own.get(k)) for k in differ if k in recorded
+                _fix(k, recorded[k], options[k], own.get(k))
+                for k in differ
+                if k in recorded and k not in DEFINITION
             )
             unknown = [k for k in differ if k not in recorded]
             instead = f"or the folder's own ({fix} in experiments/synthesize.py)" if fix else ""
+            if redefined := [k for k in differ if k in DEFINITION]:
+                instead += (" and " if fix else "or ") + (
+                    f"the {' and '.join(redefined)} that recorded them (the task's make, "
+                    "instruction and view; its scripted expert: registered in this process by "
+                    "import envs or imports=)"
+                )
             if unknown:  # a manifest written before these options were recorded
                 instead += (" " if fix else "") + (
                     f"{'and ' if fix else 'or, '}if its episodes were recorded with "
@@ -163,11 +171,18 @@ def check_folder_options(
         write_manifest(root, {**tasks, **new})
 
 
+# What defines a task's episodes beyond the options (envs.synth.task_definition)
+DEFINITION = ("definition", "expert")
+
+
 def _as_now(recorded: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """A manifest's options as :func:`envs.synth.recording_options` writes them now: an older
     version wrote the task's own camera as ``null`` and its constructor's defaults as ``{}``, so
     a re-run with the same options was refused, and so was the fix the refusal gave."""
     recorded = dict(recorded)
+    for key in DEFINITION:  # recorded since 2026-12-06: an older manifest cannot say
+        if key not in recorded and key in own:
+            recorded[key] = own[key]
     if "camera" in recorded and recorded["camera"] is None and "camera" in own:
         recorded["camera"] = own["camera"]
     if isinstance(recorded.get("task_kwargs"), dict) and isinstance(own.get("task_kwargs"), dict):

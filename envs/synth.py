@@ -25,6 +25,7 @@ from the learner's pose.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
@@ -328,8 +329,30 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
             "task_kwargs": {**own, **check_task_kwargs(given["task_kwargs"])},
             "deterministic": given["deterministic"],
             "codec": codec,
+            **task_definition(task),
         }
     )
+
+
+def task_definition(task: str) -> dict[str, Any]:
+    """What in this process defines ``task``'s episodes beyond the options: the spec's ``make``,
+    instruction and view (a digest), and the scripted expert's class (``None``: none). A task or
+    expert of one's own (``imports=``), or a built-in one replaced, records other episodes under
+    the same ids."""
+    from envs.experts import _EXPERTS, _load_experts
+
+    spec = get_task(task)
+    _load_experts()
+    expert = _EXPERTS.get(task)
+    view = hashlib.sha1(repr(spec.view).encode()).hexdigest()[:10]
+    return {
+        "definition": f"{_qualname(spec.make)} {spec.instruction!r} view {view}",
+        "expert": None if expert is None else _qualname(expert),
+    }
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
 def _check_h264_sides(task: str, recording: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from critic.data.episodes import write_episode
 from envs.manifest import logger
 from envs.plans import EpisodePlan
 from envs.synth import record_episode
-from envs.tasks import get_task
+from envs.tasks import specs_for_workers
 
 
 def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -> dict[str, Any]:
@@ -66,8 +66,8 @@ def _registered(plans: Sequence[EpisodePlan]) -> tuple[dict[str, Any], dict[str,
     from envs.experts import _EXPERTS, _load_experts
 
     _load_experts()
-    tasks = {plan.task for plan in plans}
-    return {t: get_task(t) for t in tasks}, {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
+    tasks = sorted({plan.task for plan in plans})
+    return specs_for_workers(tasks), {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
 
 
 def _record_in_worker(

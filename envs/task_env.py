@@ -163,25 +163,7 @@ class TaskEnv(gym.Env):
             TaskContractError: ``progress()`` is not a number in [0, 1], or not 1 where
                 ``is_success()`` is true; ``is_success()`` is not a bool.
         """
-        progress, success = self.progress(), self.is_success()
-        name = f"{self.task_name} ({type(self).__name__})"
-        if not isinstance(success, bool | np.bool_):
-            raise TaskContractError(
-                f"{name}: is_success() returned {success!r:.60} ({type(success).__name__}); it "
-                "must return a bool, e.g. bool(distance < radius)"
-            )
-        if not is_number(progress) or not 0.0 <= float(progress) <= 1.0:
-            raise TaskContractError(
-                f"{name}: progress() returned {progress!r:.60}; it must return a finite number "
-                "in [0, 1] (the share of the task done, from privileged state)"
-            )
-        if success and float(progress) != 1.0:
-            raise TaskContractError(
-                f"{name}: progress() returned {float(progress)!r} where is_success() is true; it "
-                "must be exactly 1 when the task is achieved (the oracle and every report read "
-                "'achieved' from it): return 1.0 first when is_success()"
-            )
-        return {"progress": float(progress), "is_success": bool(success)}
+        return _checked_fields(self, self.progress(), self.is_success(), "")
 
     def render_critic_view(self) -> np.ndarray:
         """The critic's frame of the current state: uint8 ``[H, W * n_cameras, 3]``.
@@ -253,4 +235,32 @@ def check_task_info(info: Any, task: TaskEnv, method: str) -> dict[str, Any]:
             "'progress' and 'is_success'; a TaskEnv's reset and step return "
             "{**info, **self.task_info()}"
         )
+    # checked again here: a task may put them in its info without task_info()
+    _checked_fields(task, info["progress"], info["is_success"], f"the info of its {method}() ")
     return info
+
+
+def _checked_fields(task: TaskEnv, progress: Any, success: Any, where: str) -> dict[str, Any]:
+    """``progress`` and ``success`` of ``task`` (from its methods, or ``where``: its info), as
+    the contract has them, or :class:`TaskContractError`."""
+    name = f"{task.task_name} ({type(task).__name__})"
+    said = {"": ("is_success() returned", "progress() returned")}.get(
+        where, (f"{where}has is_success", f"{where}has progress")
+    )
+    if not isinstance(success, bool | np.bool_):
+        raise TaskContractError(
+            f"{name}: {said[0]} {success!r:.60} ({type(success).__name__}); it must be a bool, "
+            "e.g. bool(distance < radius)"
+        )
+    if not is_number(progress) or not 0.0 <= float(progress) <= 1.0:
+        raise TaskContractError(
+            f"{name}: {said[1]} {progress!r:.60}; it must be a finite number in [0, 1] (the "
+            "share of the task done, from privileged state)"
+        )
+    if success and float(progress) != 1.0:
+        raise TaskContractError(
+            f"{name}: {said[1]} {float(progress)!r} where is_success is true; it must be exactly 1 "
+            "when the task is achieved (the oracle and every report read 'achieved' from it): "
+            "return 1.0 first when is_success()"
+        )
+    return {"progress": float(progress), "is_success": bool(success)}

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import pickle
 import re
 import sys
 import traceback
@@ -180,9 +181,9 @@ def import_task_modules(modules: Any, option: str = "imports") -> list[str]:
     """Import the modules that register one's own tasks and experts (:func:`register_task`,
     ``envs.experts.register_expert``), as the experiment scripts' ``imports=[my_tasks]`` does.
 
-    Modules are found as ``python -m`` finds them: on ``sys.path`` and in the current directory
-    (added at the end of ``sys.path``, where worker processes find it too). A module imported
-    already is not imported again.
+    Modules are found on ``sys.path`` and in the current directory (added at the end of
+    ``sys.path``, where worker processes find it too; a file here that another module of its name
+    hides, ``test.py``, is refused). A module imported already is not imported again.
 
     Args:
         modules: a module name (``"my_tasks"``, ``"lab.tasks"``), a list of them, or ``None``.
@@ -209,7 +210,7 @@ def import_task_modules(modules: Any, option: str = "imports") -> list[str]:
         sys.path.append(os.getcwd())
     for name in names:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name == name or name.startswith(f"{exc.name}."):  # the module itself
                 raise InvalidOptionError(
@@ -220,6 +221,13 @@ def import_task_modules(modules: Any, option: str = "imports") -> list[str]:
             raise _import_failed(option, name, exc) from exc
         except Exception as exc:  # the module's own code failed: its file and line say where
             raise _import_failed(option, name, exc) from exc
+        here = os.path.join(os.getcwd(), *name.split(".")) + ".py"
+        found = getattr(module, "__file__", None)
+        if os.path.isfile(here) and (found is None or not os.path.samefile(found, here)):
+            raise InvalidOptionError(
+                f"{option}=[{name}] imported the module {name!r} of {found or 'Python itself'}, "
+                f"not {here}, which the name means here: rename that file (e.g. my_tasks.py)"
+            )
     return list(names)
 
 
@@ -229,6 +237,28 @@ def _import_failed(option: str, name: str, exc: BaseException) -> InvalidOptionE
     return InvalidOptionError(
         f"{option}=[{name}]: importing {name!r} failed{where}: {type(exc).__name__}: {exc}"
     )
+
+
+def specs_for_workers(names: Any) -> dict[str, TaskSpec]:
+    """The specs of the tasks ``names``, for worker processes (which import ``envs`` afresh and
+    register them from these), checked to pickle.
+
+    Raises:
+        UnknownTaskError: a name that is not registered.
+        InvalidOptionError: a spec that cannot be sent (a ``make`` that is a lambda or a local
+            function).
+    """
+    specs = {name: get_task(name) for name in names}
+    for name, spec in specs.items():
+        try:
+            pickle.dumps(spec)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise InvalidOptionError(
+                f"the task {name!r} cannot be sent to worker processes ({type(exc).__name__}: "
+                f"{exc}); its make= (and view) must be module-level, e.g. make=MyTask, not a "
+                "lambda or a function defined inside another; or run with workers=1"
+            ) from None
+    return specs
 
 
 def registered_spec(name: str) -> TaskSpec | None:

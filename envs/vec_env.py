@@ -441,7 +441,7 @@ def make_viscritic_vec_env(
     def make_one() -> gym.Env:
         # a worker process imports envs afresh: the task registered (or replaced) here is not
         # there, or is the built-in one, so it gets this process's spec
-        if registered_spec(env) != spec:
+        if registered_spec(env) is not spec:  # (not !=: a view may hold numpy arrays)
             register_task(spec)
         task = make_task_env(env, camera=camera, image_size=image_size, **task_options)
         timed = gym.wrappers.TimeLimit(task, max_episode_steps=max_steps)

@@ -337,6 +337,26 @@ def evaluate_critic(
     return out
 
 
+def one_class_left_out(calibration: dict[str, list], cfg: DictConfig) -> dict[str, list]:
+    """The calibration episodes of the tasks whose episodes there are successes and failures: a
+    threshold fit on one class alone lies below (or above) every score, and calls every test
+    episode a failure (or none). The others are said, and get no threshold."""
+    kept = {}
+    for task, episodes in calibration.items():
+        labels = {bool(e.success) for e in episodes}
+        if len(labels) == 2:
+            kept[task] = episodes
+            continue
+        logging.getLogger(__name__).warning(
+            "the %s split's %d %s episodes are all %s: no failure threshold is fit for %s (the "
+            "thresholded rows read n/a); give it both kinds, with more episodes "
+            "(episodes_per_task=, or more recorded) or another calibration_split=",
+            cfg.calibration_split, len(episodes), task,
+            "successes" if labels == {True} else "failures", task,
+        )  # fmt: skip
+    return kept
+
+
 def critic_label(spec: Any) -> tuple[str, Any]:
     """A critic's column name and its :func:`critic.factory.make_critic` spec: a string names
     itself (a path by its last two parts); a mapping may carry a ``label``."""
@@ -362,7 +382,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     by_task = load_episodes(cfg)
     calibration = None
     if cfg.calibration_split is not None:  # check_config: a split apart from the evaluated one
-        calibration = load_episodes(cfg, cfg.calibration_split)
+        calibration = one_class_left_out(load_episodes(cfg, cfg.calibration_split), cfg)
     results: dict[str, dict[str, Any]] = {}
     name = None
     try:

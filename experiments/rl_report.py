@@ -298,11 +298,16 @@ def _where_they_end(ends: dict[str, Any], task: str) -> list[str]:
     key = ends["split_by"]
     lines = [""]
     if key is None:
-        why = (
-            f"{task} names no distance to its goal (`envs.tasks.TaskSpec.goal_distance`)"
-            if ends.get("goal_key") is None
-            else f"its goal distance `{ends['goal_key']}` is not in every run's recorded states"
-        )
+        if ends.get("starts_alike"):
+            why = (
+                f"the test starts take fewer distinct values of its goal distance "
+                f"`{ends['goal_key']}` than there are shares (median "
+                f"{_fmt(ends['start_median'][ends['goal_key']])})"
+            )
+        elif ends.get("goal_key") is None:
+            why = f"{task} names no distance to its goal (`envs.tasks.TaskSpec.goal_distance`)"
+        else:
+            why = f"its goal distance `{ends['goal_key']}` is not in every run's recorded states"
         lines.append(
             f"Where the final policies end (test): {why}, so the test starts are not split by it."
         )

@@ -10,6 +10,7 @@ tests find it through pytest's ``pythonpath``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +211,15 @@ def where_they_end(
     edges: list[float] = []
     if split:
         edges = [float(e) for e in np.quantile(at_start[goal_key], np.arange(1, parts) / parts)]
+    # starts all alike (a task whose goal is as far at every reset): shares with equal edges
+    alike = split and not all(low < high for low, high in pairwise(edges))
+    alike = alike or (split and np.unique(at_start[goal_key]).size < parts)
+    if alike:
+        split, edges = False, []
     result: dict[str, Any] = {
         "goal_key": goal_key,  # the task's; split_by is None where the states lack it
         "split_by": goal_key if split else None,
+        "starts_alike": bool(alike),  # too few distinct starts to split by goal_key
         "edges": edges,
         "start_median": {n: float(np.median(v)) for n, v in at_start.items()},
         "conditions": {},

@@ -230,9 +230,9 @@ def _train_in_pool(
     quiet = OmegaConf.merge(cfg, {"progress_bar": False})  # one bar per run would interleave
     context = multiprocessing.get_context("spawn")  # each run builds its own GL contexts
     bar = tqdm(total=len(jobs), desc="runs", disable=not cfg.progress_bar)
-    from envs import get_task
+    from envs.tasks import specs_for_workers
 
-    specs = {cfg.env.name: get_task(cfg.env.name)}
+    specs = specs_for_workers([cfg.env.name])
     with ProcessPoolExecutor(
         min(cfg.workers, len(jobs)),
         mp_context=context,
@@ -277,6 +277,20 @@ def _keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) ->
     )
 
 
+def _import_merged_tasks(config: DictConfig) -> None:
+    """The modules the merged runs imported (their ``imports=``), so that their task's goal
+    distance is known here; a module not found here leaves the report without that split."""
+    from envs import InvalidOptionError
+    from envs.tasks import import_task_modules
+
+    try:
+        import_task_modules(config.get("imports"), "the merged runs' imports")
+    except InvalidOptionError as exc:
+        logging.getLogger(__name__).warning(
+            "%s; the report leaves out where they end by start", exc
+        )
+
+
 def _goal_distance(cfg: DictConfig) -> str | None:
     """The task's goal distance, which the report splits the test starts by; none for a task
     not registered here (a merge of runs of a task a user's own script registered)."""
@@ -285,6 +299,11 @@ def _goal_distance(cfg: DictConfig) -> str | None:
     try:
         return get_task(cfg.env.name).goal_distance
     except UnknownTaskError:
+        logging.getLogger(__name__).warning(
+            "the task %r is not registered here (give imports=[<its module>]); the report leaves "
+            "out where the final policies end by start",
+            cfg.env.name,
+        )
         return None
 
 
@@ -294,7 +313,7 @@ def _ignored_by_merge() -> list[str]:
 
     if not HydraConfig.initialized():
         return []
-    used = ("merge", "overwrite", "progress_bar", "hydra.", "+hydra.", "++hydra.")
+    used = ("merge", "overwrite", "progress_bar", "imports", "hydra.", "+hydra.", "++hydra.")
     return [o for o in HydraConfig.get().overrides.task if not o.startswith(used)]
 
 
@@ -312,6 +331,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "leave merge out (null) to train"
             )
         config, runs, sources = merge_runs(dirs)
+        _import_merged_tasks(config)
         if ignored := _ignored_by_merge():
             logging.getLogger(__name__).warning(
                 "merge= reports the runs as their own configs ran them: %s ignored",

@@ -23,11 +23,23 @@ KNOWN_EXTRAS=(sim rl vlm data train dev vllm all)
 fail() { echo "[install] $*" >&2; exit 1; }
 
 # The extras, checked before anything is installed: pip only warns about one it does not know.
+is_extra() { local known; for known in "${KNOWN_EXTRAS[@]}"; do [ "$1" = "$known" ] && return 0; done; return 1; }
 IFS=',' read -r -a asked <<< "$EXTRAS,"  # the comma keeps a trailing empty item
 for extra in "${asked[@]}"; do
-    [[ " ${KNOWN_EXTRAS[*]} " == *" $extra "* ]] \
+    is_extra "$extra" \
         || fail "EXTRAS=$EXTRAS: '$extra' is not an extra; pick from ${KNOWN_EXTRAS[*]} (comma-separated, no spaces, e.g. EXTRAS=sim,rl)"
 done
+
+# numpy < 2 (robosuite 1.5.2) has wheels up to Python 3.12; the code needs 3.10
+python_fits='import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))'
+if [ -x "$VENV/bin/python" ]; then
+    "$VENV/bin/python" -c "$python_fits" \
+        || fail "$VENV has Python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12: remove $VENV, or give another with VENV=.venv312 PYTHON=python3.12"
+else
+    command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON is not a command; give a Python 3.10-3.12, e.g. PYTHON=python3.12"
+    "$PYTHON" -c "$python_fits" \
+        || fail "PYTHON=$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12 (numpy < 2, which robosuite needs, has no wheels for newer): e.g. PYTHON=python3.12 bash scripts/install.sh"
+fi
 
 apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
     local missing=() pkg
@@ -53,16 +65,6 @@ fi
 # half-way) gets pip from ensurepip, keeping its packages; only where that fails is it made again.
 # Debian/Ubuntu's own python3 makes venvs only with python3-venv: installed then, not before.
 has_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
-# numpy < 2 (robosuite 1.5.2) has wheels up to Python 3.12; the code needs 3.10
-python_fits='import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))'
-if [ -x "$VENV/bin/python" ]; then
-    "$VENV/bin/python" -c "$python_fits" \
-        || fail "$VENV has Python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12: remove $VENV, or give another with VENV=.venv312 PYTHON=python3.12"
-else
-    command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON is not a command; give a Python 3.10-3.12, e.g. PYTHON=python3.12"
-    "$PYTHON" -c "$python_fits" \
-        || fail "PYTHON=$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12 (numpy < 2, which robosuite needs, has no wheels for newer): e.g. PYTHON=python3.12 bash scripts/install.sh"
-fi
 if ! has_pip && ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m ensurepip >/dev/null 2>&1 && has_pip; }; then
     echo "[install] virtual environment in $VENV"
     "$PYTHON" -m venv --clear "$VENV" || { apt_install python3-venv && "$PYTHON" -m venv --clear "$VENV"; }

@@ -22,7 +22,7 @@ Splits are by seed (:func:`seed_split`), so every sample of an episode lands in 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +181,17 @@ def frozen_samples(
         frozen = video[np.minimum(np.arange(cut + 1), freeze)]
         samples.append(_anchored_sample(episode, frozen, cut, freeze, frames, "frozen", rng))
     return samples
+
+
+def failure_vocabulary(types: Iterable[str | None]) -> tuple[str, ...]:
+    """The failure types prompts offer for data labelled with ``types``: the built-in
+    :data:`critic.base.FAILURE_TYPES`, then those of the data beyond them, sorted (an expert of
+    one's own injects its own; a policy rollout's ``unknown`` is none)."""
+    offered = {normalize_label(t): t for t in FAILURE_TYPES}
+    for kind in sorted({t for t in types if isinstance(t, str) and t.strip()}):
+        if normalize_label(kind) not in (*offered, "unknown"):
+            offered[normalize_label(kind)] = kind  # one spelling of each
+    return tuple(offered.values())
 
 
 def failure_sample(

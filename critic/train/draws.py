@@ -5,6 +5,8 @@ labels. :class:`critic.train.recipe.Trainer` calls these once per stage.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from omegaconf import DictConfig
 
@@ -33,6 +35,7 @@ def load_samples(
     rng = np.random.default_rng(cfg.seed if stream is None else [int(cfg.seed), *stream.encode()])
     held = set(cfg.get("held_out_tasks") or [])
     task_frames = dict(cfg.get("task_frames") or {})
+    vocabulary = data_failure_types(cfg)  # the same list in every prompt, whatever its episode
     samples = []
     for index, folder in enumerate(cfg.data):
         quota = None if limit is None else limit // len(cfg.data) + (index < limit % len(cfg.data))
@@ -51,7 +54,8 @@ def load_samples(
             frames = task_frames.get(episode.env_id, cfg.frames)
             built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,
                                   frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,
-                                  transforms=tuple(cfg.transforms))  # fmt: skip
+                                  transforms=tuple(cfg.transforms),
+                                  failure_types=vocabulary)  # fmt: skip
             for sample in built:
                 sample.meta["data_folder"] = index
             taken += built
@@ -149,3 +153,28 @@ def shuffled_labels(samples: list, rng: np.random.Generator) -> list:
         replace(s, completion=by_kind[s.kind][int(rng.integers(len(by_kind[s.kind])))])
         for s in samples
     ]
+
+
+def data_failure_types(cfg: DictConfig) -> tuple[str, ...]:
+    """The failure types the run's prompts offer (:func:`critic.data.samples.failure_vocabulary`
+    of its ``data`` folders' labels), read from the folders' tables (no video decoding)."""
+    from critic.data.episodes import read_table
+    from critic.data.samples import failure_vocabulary
+
+    return failure_vocabulary(
+        row.get("failure_type") for folder in cfg.data for row in read_table(folder)
+    )
+
+
+def record_draws(config: Any, cfg: DictConfig) -> None:
+    """Record in a model's ``config`` (saved with every checkpoint) how its samples were drawn,
+    replacing what the starting checkpoint recorded: its clip length and the tasks trained at
+    another (the reward and the evaluator send as many frames per query unless told otherwise:
+    :meth:`critic.Critic.clip_frames_for`), and the failure types its prompts offered
+    (:func:`data_failure_types`), which a critic loaded from it offers too."""
+    from critic.models import CLIP_FRAMES_KEY, FAILURE_TYPES_KEY, TASK_CLIP_FRAMES_KEY
+
+    setattr(config, CLIP_FRAMES_KEY, int(cfg.frames))
+    task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
+    setattr(config, TASK_CLIP_FRAMES_KEY, task_frames)
+    setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg)))

@@ -22,6 +22,7 @@ from critic.train.draws import (
     draw_probabilities,
     label_with_teacher,
     load_samples,
+    record_draws,
     shuffled_labels,
 )
 from critic.train.launch import (
@@ -76,7 +77,7 @@ class Trainer:
     def setup(self) -> None:
         import torch
 
-        from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, load_model
+        from critic.models import load_model
 
         cfg = self.cfg
         random.seed(cfg.seed + self.rank)
@@ -92,12 +93,7 @@ class Trainer:
             start, device=cfg.device, dtype=dtype, seed=cfg.seed
         )
         self.model = self.model.to(dtype)
-        # every checkpoint records its clip length, and the tasks trained at another (replacing
-        # what the starting checkpoint recorded): the reward and the evaluator send as many
-        # frames per query unless told otherwise (critic.Critic.clip_frames_for)
-        setattr(self.model.config, CLIP_FRAMES_KEY, int(cfg.frames))
-        task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
-        setattr(self.model.config, TASK_CLIP_FRAMES_KEY, task_frames)
+        record_draws(self.model.config, cfg)  # clip lengths and failure types, for the critic
         if cfg.freeze_vision:
             for p in self.model.model.visual.parameters():
                 p.requires_grad_(False)

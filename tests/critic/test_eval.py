@@ -258,6 +258,12 @@ def test_failure_detection_oracle_and_constant():
     rollout = [*episodes, _episode(4, "unknown")]
     mixed = evaluate_failures(OracleCritic(), rollout, frames=4, delay_points=0)
     assert mixed["confusion"]["failure"] == {"unknown": 1} and mixed["type_accuracy"] == 1.0
+    # a type of one's own ("flip", docs/tasks.md) is a type like the built-in ones: the oracle
+    # (no vocabulary of its own) names it, and it counts in the type accuracy; it was "failure"
+    own = evaluate_failures(OracleCritic(), [*episodes, _episode(5, "flip")], frames=4,
+                            delay_points=0)  # fmt: skip
+    assert own["confusion"]["flip"] == {"flip": 1} and "failure" not in own["confusion"]
+    assert own["type_accuracy"] == 1.0
 
 
 class MuteCritic(Critic):

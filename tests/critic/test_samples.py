@@ -283,3 +283,37 @@ def test_splits():
         task_split("Door", held_out=["Door"]) == "zero_shot"
         and task_split("Lift", ["Door"]) == "train"
     )
+
+
+def test_a_failure_type_of_ones_own_is_offered_taught_and_recorded(tmp_path):
+    """An expert of one's own (docs/tasks.md) injects types outside the built-in vocabulary:
+    they were taught as a plain 'failure', offered in no prompt, and scored as 'failure'."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from critic.base import FAILURE_TYPES
+    from critic.data.episodes import write_episode
+    from critic.data.samples import failure_vocabulary, seed_split
+    from critic.models import FAILURE_TYPES_KEY
+    from critic.train.draws import load_samples, record_draws
+
+    # built-in types first, then the data's own once each (one spelling), never 'unknown'
+    assert failure_vocabulary(["stall", "flip", "Flip", "unknown", None, "Missed grasp"]) == (
+        *FAILURE_TYPES,
+        "Flip",
+    )
+    seeds = [s for s in range(50) if seed_split(s) == "train"][:2]
+    flipped = replace(_episode(False), episode_id="flip", failure_type="flip", seed=seeds[0])
+    for episode in (flipped, replace(_episode(True), episode_id="ok", seed=seeds[1])):
+        write_episode(episode, tmp_path)
+    cfg = OmegaConf.create({"data": [str(tmp_path)], "seed": 0, "frames": 2, "cuts": 1,
+                            "frozen_count": 1, "pretext_count": 1, "transforms": list(TRANSFORMS),
+                            "held_out_tasks": [], "task_frames": {}})  # fmt: skip
+    (failure,) = [s for s in load_samples(cfg, ("failure",), "train") if not s.target["success"]]
+    assert failure.prompt.choices == (*FAILURE_TYPES, "flip")
+    assert failure.completion.endswith("<answer>failure: flip</answer>")
+    config = SimpleNamespace()
+    record_draws(config, cfg)  # what a checkpoint saves, and a critic loaded from it offers
+    assert getattr(config, FAILURE_TYPES_KEY) == [*FAILURE_TYPES, "flip"]

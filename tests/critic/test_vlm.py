@@ -188,6 +188,20 @@ def test_the_clip_length_a_checkpoint_records_is_what_the_reward_sends(tmp_path,
     assert _frames_sent(critic, "Reacher-v5", frames_per_query=4) == (4, [4, 4])  # asked: wins
 
 
+def test_a_critic_offers_the_failure_types_its_checkpoint_was_trained_with(tmp_path, tiny_model):
+    # a checkpoint trained on a task of one's own (an expert injecting "flip") offers "flip" in
+    # its failure prompts, unless told other types
+    from critic.base import FAILURE_TYPES
+    from critic.models import FAILURE_TYPES_KEY, save_model
+
+    save_model(*tiny_model, tmp_path / "ckpt")
+    assert make_critic(str(tmp_path / "ckpt")).failure_types == FAILURE_TYPES
+    _record(tmp_path / "ckpt", **{FAILURE_TYPES_KEY: [*FAILURE_TYPES, "flip"]})
+    assert make_critic(str(tmp_path / "ckpt")).failure_types == (*FAILURE_TYPES, "flip")
+    asked = {"name": "vlm", "model": str(tmp_path / "ckpt"), "failure_types": ["stall"]}
+    assert make_critic(asked).failure_types == ("stall",)
+
+
 def test_a_checkpoint_may_record_a_clip_length_per_task(tmp_path, tiny_model):
     from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, save_model
 

@@ -76,18 +76,25 @@ def test_the_task_reaches_worker_processes(own_tasks):
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     import_task_modules("my_tasks")
-    register_task(  # a built-in task replaced in this process only, after its workers' import
-        TaskSpec(**{**vars(get_task("Reacher-v5")), "instruction": "Touch the target, then stop."})
-    )
-    for name, instruction in (
-        ("CheetahRun-v1", "Make the cheetah run forward three metres."),
-        ("Reacher-v5", "Touch the target, then stop."),
+    # built-in tasks replaced in this process only, after the workers' own import: Pusher's
+    # instruction, Reacher's view, whose camera's numpy look-at made comparing specs with ==
+    # raise in the worker (the instruction, the same, did not stop the comparison before it)
+    pusher = get_task("Pusher-v5")
+    register_task(TaskSpec(**{**vars(pusher), "instruction": "Push it onto the disc."}))
+    camera = envs.FreeCamera(lookat=np.zeros(3), distance=0.75)
+    view = envs.CriticView(cameras=(camera,), height=40, width=40)
+    register_task(TaskSpec(**{**vars(get_task("Reacher-v5")), "view": view}))
+    for name, instruction, height in (
+        ("CheetahRun-v1", "Make the cheetah run forward three metres.", 56),
+        ("Pusher-v5", "Push it onto the disc.", pusher.view.height),
+        ("Reacher-v5", get_task("Reacher-v5").instruction, 40),
     ):
         venv = make_viscritic_vec_env(
             name, n_envs=1, critic="oracle", vec_env_cls=SubprocVecEnv, horizon=3
         )
         try:
             assert venv.venv.get_attr("instruction") == [instruction]
+            assert venv.venv.get_attr("view")[0].height == height
             venv.reset()
             venv.step(np.zeros((1, *venv.action_space.shape)))
         finally:
@@ -142,6 +149,21 @@ def test_a_module_that_is_not_there_or_fails_is_a_message(own_tasks):
         import_task_modules(["needs_more"])
     with pytest.raises(InvalidOptionError, match="must be a list of module names"):
         import_task_modules(["./my_tasks.py"])
+    # the example saved as test.py: Python's own test package comes first on sys.path
+    (own_tasks / "test.py").write_text(_example_code())
+    with pytest.raises(
+        InvalidOptionError, match=r"imports=\[test\] imported the module 'test' of "
+    ):
+        import_task_modules(["test"])
+    # a spec that cannot reach worker processes, where workers > 1 run
+    from envs.tasks import specs_for_workers
+
+    import_task_modules("my_tasks")
+    spec = get_task("CheetahRun-v1")
+    register_task(TaskSpec(**{**vars(spec), "name": "Lambda-v1", "make": lambda s, **k: None}))
+    assert specs_for_workers(["CheetahRun-v1"]) == {"CheetahRun-v1": spec}
+    with pytest.raises(InvalidOptionError, match=r"'Lambda-v1' cannot be sent to worker processes"):
+        specs_for_workers(["Lambda-v1"])
     done = _script(own_tasks, "synthesize.py", "imports=[my_taks]", "env.name=CheetahRun-v1")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "no module named 'my_taks'" in done.stderr
@@ -165,7 +187,7 @@ def _task_with(**overrides):
     [
         (
             {"progress": lambda self: math.nan},
-            r"progress\(\) returned nan; it must return a finite",
+            r"progress\(\) returned nan; it must be a finite",
         ),
         ({"progress": lambda self: 1.7}, r"progress\(\) returned 1.7"),
         ({"progress": lambda self: None}, r"progress\(\) returned None"),
@@ -173,7 +195,7 @@ def _task_with(**overrides):
         ({"is_success": lambda self: np.array([True])}, r"is_success\(\) returned .*ndarray"),
         (
             {"is_success": lambda self: True, "progress": lambda self: 0.9998},
-            r"progress\(\) returned 0.9998 where is_success\(\) is true; it must be exactly 1",
+            r"progress\(\) returned 0.9998 where is_success is true; it must be exactly 1",
         ),
     ],
 )
@@ -213,6 +235,20 @@ def test_a_subclass_that_leaves_out_its_part_is_named(own_tasks):
     venv = make_viscritic_vec_env("OwnInfo-v1", n_envs=1, critic="oracle")
     with pytest.raises(TaskContractError, match=r"info of its reset\(\) has no 'progress'"):
         venv.reset()
+
+    class OwnFields(my_tasks.CheetahRunTask):  # its own progress and success, without task_info
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self._inner.step(action)
+            return obs, reward, terminated, truncated, {**info, "progress": 0.5, "is_success": True}
+
+    register_task(TaskSpec(**{**base, "name": "OwnFields-v1", "make": OwnFields}))
+    env = gym.make("VisCriticReward-v0", env="OwnFields-v1", critic="oracle")
+    env.reset(seed=0)
+    with pytest.raises(
+        TaskContractError,
+        match=r"the info of its step\(\) has progress 0.5 where is_success is true",
+    ):
+        env.step(env.action_space.sample())
     bare = envs.TaskEnv(get_task("CheetahRun-v1"), get_task("CheetahRun-v1").view)
     with pytest.raises(TaskContractError, match=r"TaskEnv does not define progress\(\)"):
         bare.progress()
@@ -260,3 +296,42 @@ def test_an_expert_of_ones_own_for_a_built_in_task_is_kept():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "Mine"
+
+
+def test_synthesize_records_the_task_with_an_expert_of_ones_own(own_tasks):
+    """imports= brings the task and its expert; an expert episode that misses counts against the
+    expert's success in the summary (it was filed under the failure 'unknown', leaving the
+    expert's rate at 100 % of its successes)."""
+    (own_tasks / "my_expert.py").write_text(
+        "import numpy as np\n"
+        "import my_tasks  # noqa: F401\n"
+        "from envs.experts import Expert, register_expert\n\n\n"
+        "@register_expert('CheetahRun-v1')\n"
+        "class Still(Expert):\n"
+        "    failures = ('stall',)\n\n"
+        "    def _reset(self, env):\n"
+        "        pass\n\n"
+        "    def _act(self, env):\n"
+        "        return np.zeros(6)\n"
+    )
+    done = _script(
+        own_tasks,
+        "synthesize.py",
+        "imports=[my_expert]",
+        "env.name=CheetahRun-v1",
+        "episodes=2",
+        "failure_fraction=0",
+        "workers=1",
+        "env.horizon=10",
+        "env.image_size=[28,56]",
+        "progress_bar=false",
+        f"out={own_tasks / 'data'}",
+        f"hydra.run.dir={own_tasks / 'run'}",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    total = json.loads((own_tasks / "run" / "summary.json").read_text())["dataset_total"]
+    assert total["expert"] == {"episodes": 2, "success_rate": 0.0}
+    assert total["failures"] == {}
+    assert "expert success: 0% of 2" in done.stdout

@@ -174,7 +174,11 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
                        "camera": [{"lookat": [0.0, 0.0, 0.0], "distance": 0.75, "azimuth": 90.0,
                                    "elevation": -90.0}],
                        "task_kwargs": {"min_start_distance": 0.05}, "deterministic": False,
-                       "codec": "ffv1"}
+                       "codec": "ffv1",
+                       # what defines the task's episodes here: its spec, and its expert
+                       "definition": "envs.mujoco_tasks.ReacherTask 'Move the tip of the "
+                                     "two-link arm to touch the red target.' view aafcf9524c",
+                       "expert": "envs.mujoco_experts.ReacherExpert"}
     }  # fmt: skip
     # the task's own size, horizon, camera and options, given by value, are the same options:
     # nothing to record
@@ -343,6 +347,41 @@ def test_workers_keep_an_expert_this_process_put_in_place_of_a_built_in_one(tmp_
         assert np.ptp(distance) < 0.1 and not episode.success
 
 
+def test_a_folder_recorded_by_one_expert_or_task_refuses_another(tmp_path, monkeypatch):
+    # an expert of one's own (imports=) recorded its episodes into the built-in one's folder
+    # under the same ids, and the summary mixed the two
+    from envs import experts
+
+    experts._load_experts()
+    monkeypatch.setattr(experts, "_EXPERTS", dict(experts._EXPERTS))
+    options = {"workers": 1, "progress_bar": False, "every": 5, "horizon": 5, "image_size": 16}
+    synthesize(plan_episodes("Reacher-v5", 1, failure_fraction=0.0), tmp_path, **options)
+    built_in = experts._EXPERTS["Reacher-v5"]
+    experts.register_expert("Reacher-v5")(_StillExpert)
+    more = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(more, tmp_path, **options)
+    assert (
+        "(expert: envs.mujoco_experts.ReacherExpert there, "
+        "tests.envs.test_synth._StillExpert now)" in str(excinfo.value)
+    )
+    assert str(excinfo.value).endswith(
+        "Pass a new out=<folder> for these options, or the expert that recorded them (the "
+        "task's make, instruction and view; its scripted expert: registered in this process by "
+        "import envs or imports=)"
+    )
+    experts._EXPERTS["Reacher-v5"] = built_in
+    spec = envs.get_task("Reacher-v5")
+    try:  # the task's instruction changed
+        envs.register_task(envs.TaskSpec(**{**vars(spec), "instruction": "Touch it."}))
+        with pytest.raises(InvalidOptionError, match=r"\(definition: envs.mujoco_tasks.ReacherTask "
+                           r"'Move the tip .*' view \w+ there, envs.mujoco_tasks.ReacherTask "
+                           r"'Touch it.' view \w+ now\)"):  # fmt: skip
+            synthesize(more, tmp_path, **options)
+    finally:
+        envs.register_task(spec)
+
+
 def test_an_unwritable_out_folder_and_a_hindsight_expert_are_named():
     with pytest.raises(InvalidOptionError, match=r"cannot be written to .*give out= a folder"):
         synthesize(plan_episodes("Reacher-v5", 1), "/proc/viscritic-test-data", workers=1,
@@ -395,6 +434,7 @@ def test_an_older_manifest_and_the_fix_a_refusal_gives(tmp_path):
         "++env.task_kwargs.min_start_distance=0.15 in experiments/synthesize.py)"
     )
     options.update(camera=None, task_kwargs={})  # as an older version wrote the defaults
+    del options["definition"], options["expert"]  # recorded since 2026-12-06
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     assert synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5) == []
     del options["every"]  # an option added after the manifest was written

@@ -42,8 +42,10 @@ def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
-    # the train split's first 4 (seeds 0, 2, 3, 4): τ is fit on the val split apart from it
-    done = _run(tmp_path, f"data=[{dataset}]", "split=train",
+    # the train split's first 4 (seeds 1, 2, 3, 4); τ is fit on the test split apart from it
+    # (seeds 0 and 5, a success and a failure: the val split's one episode is one class, on
+    # which no threshold is fit)
+    done = _run(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=test",
                 "critics=[oracle,{name: tiny, max_new_tokens: 4},"
                 "{name: tiny-qwen3vl, max_new_tokens: 4}]")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -52,7 +54,7 @@ def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     oracle = metrics["critics"]["oracle"]["Reacher-v5"]
     assert oracle["progress"]["expert"]["mae"] == 0.0
     assert oracle["failure"]["accuracy"] == 1.0
-    # τ is fit on the val split (seed 10) and scored here: the oracle's probabilities are 0 or 1
+    # τ is fit on the test split and scored here: the oracle's probabilities are 0 or 1
     assert 0.0 < oracle["failure"]["threshold"] < 1.0
     assert oracle["failure"]["threshold_accuracy"] == 1.0
     # and from the last frame's progress: 1 for a success, below it for a failure
@@ -487,3 +489,24 @@ def test_episodes_past_the_cap_are_named_by_folder(dataset, tmp_path, capsys):
     cfg = _config(f"data=[{dataset},{second}]", "split=test", "episodes_per_task=1")
     module.load_episodes(cfg, split="val")
     assert capsys.readouterr().err == ""
+
+
+def test_a_calibration_split_of_one_class_fits_no_threshold(caplog):
+    # a small dataset whose val split held only failures: the threshold fit there lay below
+    # every score, and the perfect oracle called every test success a failure
+    from types import SimpleNamespace
+
+    from eval_critic import one_class_left_out
+
+    def episodes(*successes):
+        return [SimpleNamespace(success=s) for s in successes]
+
+    mixed, failures = episodes(True, False), episodes(False, False)
+    cfg = SimpleNamespace(calibration_split="val")
+    kept = one_class_left_out({"Reacher-v5": mixed, "CheetahRun-v1": failures}, cfg)
+    assert kept == {"Reacher-v5": mixed}
+    assert caplog.messages == [
+        "the val split's 2 CheetahRun-v1 episodes are all failures: no failure threshold is fit "
+        "for CheetahRun-v1 (the thresholded rows read n/a); give it both kinds, with more "
+        "episodes (episodes_per_task=, or more recorded) or another calibration_split="
+    ]

@@ -250,6 +250,18 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
         "the test starts are not split by it." in report  # fmt: skip
     assert "The task's privileged state" not in report  # no quantity both runs recorded
 
+    # every start as far from the goal (docs/tasks.md's cheetah, 300 cm at each reset): the three
+    # shares' edges coincide, and two shares held nothing; no split, and the report says why
+    alike = [replace(r, test_start_state=[{goal: 300.0}] * 6) for r in runs]
+    same = where_they_end(alike, goal)
+    assert same["split_by"] is None and same["starts_alike"] and same["edges"] == []
+    assert same["start_median"] == {goal: 300.0}
+    write_report(report_cfg, alike, summarise(alike, goal_key=goal), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "the test starts take fewer distinct values of its goal distance " \
+        "`fingertip_to_target_cm` than there are shares (median 300.00)" in report  # fmt: skip
+    assert "equal shares" not in report
+
     # runs made before the states were recorded (the committed run of 2026-12-04), merged with
     # new ones: the report names the runs that lack them
     _, old_runs, _ = merge_runs([str(run_dir(tmp_path, "old"))])

@@ -24,7 +24,8 @@ def _install(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    ("extras", "bad"), [("sim,dta", "dta"), ("sim,", ""), ("sim, rl", " rl"), ("sim,,rl", "")]
+    ("extras", "bad"),
+    [("sim,dta", "dta"), ("sim,", ""), ("sim, rl", " rl"), ("sim,,rl", ""), ("sim rl", "sim rl")],
 )
 def test_an_extra_that_is_not_one_is_refused_before_anything_is_installed(tmp_path, extras, bad):
     done = _install(tmp_path, EXTRAS=extras)
@@ -42,7 +43,15 @@ def test_a_python_too_new_or_missing_is_named_with_the_fix(tmp_path):
         '#!/usr/bin/env bash\ncase "$2" in *platform*) echo 3.13.1;; *) exit 1;; esac\n'
     )
     python.chmod(0o755)
-    done = _install(tmp_path, PYTHON=str(python))
+    # before any system package is asked for: apt-get and dpkg-query stand-ins that log a call
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("apt-get", "dpkg-query"):
+        (bin_dir / tool).write_text(f"#!/usr/bin/env bash\necho {tool} >> {tmp_path}/apt.log\n")
+        (bin_dir / tool).chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    done = _install(tmp_path, PYTHON=str(python), SKIP_SYSTEM_PACKAGES="0", PATH=path)
+    assert not (tmp_path / "apt.log").exists()
     assert done.returncode == 1
     assert f"PYTHON={python} is Python 3.13.1; VisCritic needs 3.10 to 3.12" in done.stderr
     assert "e.g. PYTHON=python3.12 bash scripts/install.sh" in done.stderr
