@@ -82,6 +82,13 @@ class EnsembleCritic(Critic):
         return f"ensemble-{self.combine}({', '.join(c.name for c in self.critics)})"
 
     @property
+    def failure_types(self) -> tuple[str, ...] | None:
+        """The failure types its members' prompts offer (in their order, each once), which the
+        evaluator scores types against; ``None`` where no member has a vocabulary (oracles)."""
+        types = [t for c in self.critics for t in (getattr(c, "failure_types", None) or ())]
+        return tuple(dict.fromkeys(types)) or None
+
+    @property
     def clip_frames(self) -> int | None:
         """The members' common default clip length (:meth:`clip_frames_for` with no task)."""
         return self.clip_frames_for(None)

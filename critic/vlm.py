@@ -98,6 +98,7 @@ class VLMCritic(Critic):
     _engine: Any = field(default=None, init=False, repr=False)
     _clip_frames: int | None = field(default=None, init=False, repr=False)
     _task_clip_frames: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _default_failure_types: bool = field(default=True, init=False, repr=False)
 
     @classmethod
     def check_options(cls, **options: Any) -> None:
@@ -169,6 +170,8 @@ class VLMCritic(Critic):
             int(self.max_new_tokens),
             int(self.seed),
         )
+        # left at the default (this very tuple), a checkpoint's recorded types replace it
+        self._default_failure_types = self.failure_types is FAILURE_TYPES
         self.failure_types = _checked_failure_types(self.failure_types)
         if not isinstance(self.model, str | os.PathLike):
             from critic.weights import SHIPPED
@@ -220,7 +223,7 @@ class VLMCritic(Critic):
     def _trained_failure_types(self, recorded: Any) -> None:
         """The failure types the checkpoint's prompts offered (its data's own beyond the
         built-in ones), where it records them and ``failure_types`` was left at the default."""
-        if recorded and self.failure_types == FAILURE_TYPES:
+        if recorded and self._default_failure_types:
             self.failure_types = _checked_failure_types(list(recorded))
 
     @property

@@ -135,7 +135,13 @@ def check_folder_options(
             continue
         own = (defaults or {}).get(task, {})
         recorded = _as_now(tasks[task], own)
-        differ = [k for k in options if recorded.get(k, "(not recorded)") != options[k]]
+        differ = [
+            k
+            for k in options
+            if recorded.get(k, "(not recorded)") != options[k]
+            # no expert recorded its episodes, or records these (policy rollouts alone)
+            and not (k == "expert" and None in (recorded.get(k), options[k]))
+        ]
         if differ:
             there = "; ".join(
                 f"{k}: {_override(recorded.get(k, '(not recorded)'))} there, "

@@ -25,6 +25,7 @@ from the learner's pose.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -352,7 +353,16 @@ def task_definition(task: str) -> dict[str, Any]:
 
 
 def _qualname(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+    """A callable's name, the same in every process: a partial's function and arguments, an
+    instance's class (a default repr holds a memory address)."""
+    if isinstance(obj, functools.partial):
+        arguments = [*map(repr, obj.args), *(f"{k}={v!r}" for k, v in obj.keywords.items())]
+        named = f"{_qualname(obj.func)}({', '.join(arguments)})"
+    elif hasattr(obj, "__qualname__"):
+        named = f"{obj.__module__}.{obj.__qualname__}"
+    else:
+        named = f"{type(obj).__module__}.{type(obj).__qualname__} instance"
+    return re.sub(r" at 0x[0-9a-f]+", "", named)
 
 
 def _check_h264_sides(task: str, recording: dict[str, Any]) -> None:
@@ -421,6 +431,9 @@ def synthesize(
     todo = [p for p in plans if p.episode_id not in done]
     tasks = dict.fromkeys(p.task for p in plans)
     recorded_with = {task: recording_options(task, codec, **options) for task in tasks}
+    for task, recording in recorded_with.items():  # policy rollouts alone: no expert records
+        if all(p.policy is not None for p in plans if p.task == task):
+            recording["expert"] = None
     if codec == "h264":
         for task, recording in recorded_with.items():
             _check_h264_sides(task, recording)

@@ -251,10 +251,10 @@ def main(cfg: DictConfig) -> None:
     rows_there, unreadable = _task_rows(root, task)
     sheet = contact_sheet(root, task, rows_there, root / f"contact_sheet_{task}.png",
                           cfg.sheet_frames, unreadable)  # fmt: skip
-    # grouped by plan: an expert episode that missed (labelled failure 'unknown') counts against
-    # the expert's success rate, which otherwise held its successes alone (always 100 %)
+    # grouped by plan, as this run's rows: an expert episode that missed (labelled failure
+    # 'unknown') counts against the expert's success rate, which held its successes alone
     everything = [
-        {"failure": None if _planned(r) is None else r["failure_type"] or _planned(r),
+        {"failure": _planned(r),  # as this run's rows: a planned failure that did not fire too
          "success": r["success"], "policy": _planned(r) == "policy",
          "max_progress": max(r["progress"]), "final_progress": r["progress"][-1]}
         for r in rows_there if r["episode_id"] not in unreadable

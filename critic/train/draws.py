@@ -161,8 +161,12 @@ def data_failure_types(cfg: DictConfig) -> tuple[str, ...]:
     from critic.data.episodes import read_table
     from critic.data.samples import failure_vocabulary
 
+    held = set(cfg.get("held_out_tasks") or [])  # a held-out task's types stay unseen
     return failure_vocabulary(
-        row.get("failure_type") for folder in cfg.data for row in read_table(folder)
+        row.get("failure_type")
+        for folder in cfg.data
+        for row in read_table(folder)
+        if row.get("env_id") not in held
     )
 
 

@@ -196,3 +196,17 @@ def test_an_ensemble_of_a_trained_critic_reads_as_the_critic_in_a_real_env():
         env.close()
     assert rewards[0] == pytest.approx(rewards[1], abs=1e-6)
     assert len(set(rewards[0])) > 1  # the readings move: the comparison is not of constants
+
+
+def test_an_ensemble_offers_its_members_failure_types():
+    # the evaluator scores types against them: without, it took the built-in ones and the
+    # episodes' own, and counted a type no member was offered as a missed type
+    from critic.oracle import OracleCritic
+
+    @dataclass
+    class Offering(OracleCritic):
+        failure_types: tuple = ("stall", "flip")
+
+    assert EnsembleCritic(members=[OracleCritic(), OracleCritic()]).failure_types is None
+    mixed = EnsembleCritic(members=[Offering(), Offering(failure_types=("flip", "drop"))])
+    assert mixed.failure_types == ("stall", "flip", "drop")

@@ -200,6 +200,8 @@ def test_a_critic_offers_the_failure_types_its_checkpoint_was_trained_with(tmp_p
     assert make_critic(str(tmp_path / "ckpt")).failure_types == (*FAILURE_TYPES, "flip")
     asked = {"name": "vlm", "model": str(tmp_path / "ckpt"), "failure_types": ["stall"]}
     assert make_critic(asked).failure_types == ("stall",)
+    asked["failure_types"] = list(FAILURE_TYPES)  # the built-in ones, asked for: not replaced
+    assert make_critic(asked).failure_types == FAILURE_TYPES
 
 
 def test_a_checkpoint_may_record_a_clip_length_per_task(tmp_path, tiny_model):

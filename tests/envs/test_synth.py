@@ -462,3 +462,31 @@ def test_a_dataset_is_not_made_inside_another_s_rows(tmp_path):
             "add episodes to it, or a folder outside it"
         )
     assert not (tmp_path / "episodes" / "manifest.json").exists()
+
+
+def _make_far(spec, view, render_mode=None, goal_m=3.0):
+    """A module-level make with an option, for a partial."""
+
+
+def test_a_task_definition_is_named_alike_in_every_process(tmp_path):
+    # a partial's repr holds a memory address: every re-run into its folder was refused
+    import functools
+
+    from envs.manifest import check_folder_options, write_manifest
+    from envs.synth import _qualname
+
+    far = functools.partial(_make_far, goal_m=5.0)
+    assert _qualname(far) == "tests.envs.test_synth._make_far(goal_m=5.0)"
+    assert _qualname(_StillExpert()) == "tests.envs.test_synth._StillExpert instance"
+    # no expert recorded a folder of policy rollouts, and a run of those names none: either
+    # side's null matches any expert; two experts do not
+    options = {"every": 5, "expert": "lab.tasks.CheetahExpert"}
+    write_manifest(tmp_path, {"CheetahRun-v1": {**options, "expert": None}})
+    check_folder_options(tmp_path, {"CheetahRun-v1": options}, {"CheetahRun-v1": 2})
+    write_manifest(tmp_path, {"CheetahRun-v1": options})
+    check_folder_options(
+        tmp_path, {"CheetahRun-v1": {**options, "expert": None}}, {"CheetahRun-v1": 2}
+    )
+    with pytest.raises(InvalidOptionError, match=r"expert: lab\.tasks\.CheetahExpert there, "):
+        check_folder_options(tmp_path, {"CheetahRun-v1": {**options, "expert": "a.B"}},
+                             {"CheetahRun-v1": 2})  # fmt: skip
