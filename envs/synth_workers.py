@@ -7,6 +7,7 @@ episode and running many: the workers, their stop event, and what they must regi
 
 from __future__ import annotations
 
+import pickle
 import signal
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from critic.data.episodes import write_episode
+from envs.errors import InvalidOptionError
 from envs.manifest import logger
 from envs.plans import EpisodePlan
 from envs.synth import record_episode
@@ -67,7 +69,17 @@ def _registered(plans: Sequence[EpisodePlan]) -> tuple[dict[str, Any], dict[str,
 
     _load_experts()
     tasks = sorted({plan.task for plan in plans})
-    return specs_for_workers(tasks), {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
+    experts = {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
+    for task, expert in experts.items():
+        try:
+            pickle.dumps(expert)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise InvalidOptionError(
+                f"the expert of {task!r} cannot be sent to worker processes "
+                f"({type(exc).__name__}: {exc}); define its class at a module's top level, not "
+                "inside a function, or run with workers=1"
+            ) from None
+    return specs_for_workers(tasks), experts
 
 
 def _record_in_worker(

@@ -490,3 +490,21 @@ def test_a_task_definition_is_named_alike_in_every_process(tmp_path):
     with pytest.raises(InvalidOptionError, match=r"expert: lab\.tasks\.CheetahExpert there, "):
         check_folder_options(tmp_path, {"CheetahRun-v1": {**options, "expert": "a.B"}},
                              {"CheetahRun-v1": 2})  # fmt: skip
+
+
+def test_an_expert_that_cannot_reach_the_workers_is_named(tmp_path, monkeypatch):
+    # a class defined inside a function does not pickle: workers=2 ended in a traceback
+    from envs import experts
+
+    experts._load_experts()
+    monkeypatch.setattr(experts, "_EXPERTS", dict(experts._EXPERTS))
+
+    @experts.register_expert("Reacher-v5")
+    class Local(_StillExpert):
+        pass
+
+    plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
+    with pytest.raises(InvalidOptionError, match=r"the expert of 'Reacher-v5' cannot be sent to "
+                       r"worker processes .*top level, not inside a function, or run with "
+                       r"workers=1"):  # fmt: skip
+        synthesize(plans, tmp_path, workers=2, progress_bar=False, every=5, horizon=5)
