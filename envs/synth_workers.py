@@ -7,7 +7,6 @@ episode and running many: the workers, their stop event, and what they must regi
 
 from __future__ import annotations
 
-import pickle
 import signal
 import time
 from collections.abc import Sequence
@@ -17,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from critic.data.episodes import write_episode
-from envs.errors import InvalidOptionError
 from envs.manifest import logger
 from envs.plans import EpisodePlan
 from envs.synth import record_episode
-from envs.tasks import specs_for_workers
+from envs.tasks import check_sendable, specs_for_workers
 
 
 def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -> dict[str, Any]:
@@ -71,14 +69,10 @@ def _registered(plans: Sequence[EpisodePlan]) -> tuple[dict[str, Any], dict[str,
     tasks = sorted({plan.task for plan in plans})
     experts = {t: _EXPERTS[t] for t in tasks if t in _EXPERTS}
     for task, expert in experts.items():
-        try:
-            pickle.dumps(expert)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise InvalidOptionError(
-                f"the expert of {task!r} cannot be sent to worker processes "
-                f"({type(exc).__name__}: {exc}); define its class at a module's top level, not "
-                "inside a function, or run with workers=1"
-            ) from None
+        check_sendable(
+            expert, f"the expert of {task!r}", "define its class at a module's top level, not "
+            "inside a function"
+        )  # fmt: skip
     return specs_for_workers(tasks), experts
 
 

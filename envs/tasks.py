@@ -33,6 +33,7 @@ __all__ = [  # TaskEnv and check_task_info live in envs.task_env; imported from 
     "TaskSpec",
     "bare_env_id",
     "check_horizon",
+    "check_sendable",
     "check_task_info",
     "check_task_kwargs",
     "get_task",
@@ -250,15 +251,25 @@ def specs_for_workers(names: Any) -> dict[str, TaskSpec]:
     """
     specs = {name: get_task(name) for name in names}
     for name, spec in specs.items():
-        try:
-            pickle.dumps(spec)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise InvalidOptionError(
-                f"the task {name!r} cannot be sent to worker processes ({type(exc).__name__}: "
-                f"{exc}); its make= (and view) must be module-level, e.g. make=MyTask, not a "
-                "lambda or a function defined inside another; or run with workers=1"
-            ) from None
+        check_sendable(
+            spec,
+            f"the task {name!r}",
+            "its make= (and view) must be module-level, e.g. make=MyTask, not a lambda or a "
+            "function defined inside another",
+        )
     return specs
+
+
+def check_sendable(value: Any, what: str, fix: str) -> None:
+    """Refuse ``value`` (``what``: its name in the message) that cannot be pickled to a worker
+    process, saying ``fix`` and that ``workers=1`` needs none."""
+    try:
+        pickle.dumps(value)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise InvalidOptionError(
+            f"{what} cannot be sent to worker processes ({type(exc).__name__}: {exc}); {fix}; or "
+            "run with workers=1"
+        ) from None
 
 
 def registered_spec(name: str) -> TaskSpec | None:

@@ -505,6 +505,6 @@ def test_an_expert_that_cannot_reach_the_workers_is_named(tmp_path, monkeypatch)
 
     plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
     with pytest.raises(InvalidOptionError, match=r"the expert of 'Reacher-v5' cannot be sent to "
-                       r"worker processes .*top level, not inside a function, or run with "
+                       r"worker processes .*top level, not inside a function; or run with "
                        r"workers=1"):  # fmt: skip
         synthesize(plans, tmp_path, workers=2, progress_bar=False, every=5, horizon=5)
