@@ -84,7 +84,10 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     builds it with this spec's horizon.
 
     Raises:
-        InvalidOptionError: the name makes no gymnasium id (e.g. it has a space or a ``/``).
+        InvalidOptionError: the name is empty or makes no gymnasium id (e.g. it has a space or a
+            ``/``) or one another task takes (``Foo`` and ``Foo-v0``); the instruction is empty
+            or holds the prompt's own syntax; the family is not one of :data:`FAMILIES`; ``make``
+            is not callable; the horizon or the view is not valid (docs/tasks.md).
     """
     if not isinstance(spec, TaskSpec):
         raise InvalidOptionError(f"register_task({spec!r:.60}) takes an envs.TaskSpec")
