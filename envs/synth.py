@@ -289,9 +289,9 @@ def _relabel_in_hindsight(
         task.restore_sim_state(sim)
         task.move_goal(goal, restart=i == 0)
         frames.append(task.render_critic_view())
-        progress.append(float(task.progress()))
+        progress.append(task.task_info()["progress"])  # checked, as every recorded label
         states.append(task.privileged_state())
-    return bool(task.is_success())
+    return task.task_info()["is_success"]
 
 
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:

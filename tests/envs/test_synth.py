@@ -508,3 +508,27 @@ def test_an_expert_that_cannot_reach_the_workers_is_named(tmp_path, monkeypatch)
                        r"worker processes .*top level, not inside a function; or run with "
                        r"workers=1"):  # fmt: skip
         synthesize(plans, tmp_path, workers=2, progress_bar=False, every=5, horizon=5)
+
+
+def test_hindsight_labels_are_checked_against_the_task_contract():
+    # a relabelled episode's progress was read from progress() directly: a task of one's own
+    # whose moved goal gave NaN wrote NaN labels, where every other label is checked
+    from envs import TaskContractError
+    from envs.mujoco_tasks import ReacherTask
+    from envs.synth import _relabel_in_hindsight
+
+    class MovedGoalNaN(ReacherTask):
+        def progress(self):
+            return float("nan") if getattr(self, "_moved", False) else super().progress()
+
+        def move_goal(self, goal, *, restart=False):
+            super().move_goal(goal, restart=restart)
+            self._moved = True
+
+    spec = envs.get_task("Reacher-v5")
+    task = MovedGoalNaN(spec, spec.view)
+    task.reset(seed=0)
+    sims = [task.sim_state() for _ in range(4)]
+    with pytest.raises(TaskContractError, match=r"progress\(\) returned nan"):
+        _relabel_in_hindsight(task, sims, 0, [], [], [], "uniform")
+    task.close()
