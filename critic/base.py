@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import enum
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,6 +225,28 @@ def check_queries(queries: Any, kind: type, method: str) -> None:
 
 # Frames per progress query for a critic that does not record its own (Critic.clip_frames).
 DEFAULT_CLIP_FRAMES = 8
+
+
+def warn_if_untrained(critic: Any, task: str | None) -> None:
+    """Warn, once per critic and task, where ``critic`` records the tasks it was trained on
+    (``trained_tasks``) and ``task`` is not one: its readings there may mean little (the shipped
+    critic on a task of one's own, docs/tasks.md)."""
+    trained = getattr(critic, "trained_tasks", None)
+    if not trained or not isinstance(task, str) or task in trained:
+        return
+    key = (getattr(critic, "name", repr(critic)), task)
+    if key in _WARNED_UNTRAINED:
+        return
+    _WARNED_UNTRAINED.add(key)
+    warnings.warn(
+        f"critic {key[0]!r} was trained on {list(trained)}, not on {task!r}: its readings there "
+        "may mean little; train one on the task's episodes (docs/tasks.md) and check it with "
+        "eval_critic.py beside the oracle",
+        stacklevel=3,
+    )
+
+
+_WARNED_UNTRAINED: set[tuple[str, str]] = set()
 
 
 def query_frames(

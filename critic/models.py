@@ -26,6 +26,7 @@ __all__ = [
     "FAILURE_TYPES_KEY",
     "PRESETS",
     "TASK_CLIP_FRAMES_KEY",
+    "TRAINED_TASKS_KEY",
     "ModelLoadError",
     "build_preset",
     "build_tokenizer",
@@ -45,6 +46,9 @@ TASK_CLIP_FRAMES_KEY = "viscritic_task_clip_frames"
 # The failure types its failure-detection prompts offered: the built-in vocabulary and the types
 # of its data beyond it (a task of one's own, docs/tasks.md); a critic offers the same.
 FAILURE_TYPES_KEY = "viscritic_failure_types"
+# The tasks whose episodes it was trained on (and its starting checkpoint's): on another, the
+# reward wrapper and the evaluator warn that its readings may mean little.
+TRAINED_TASKS_KEY = "viscritic_tasks"
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

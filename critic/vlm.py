@@ -36,6 +36,7 @@ from critic.models import (
     FAILURE_TYPES_KEY,
     PRESETS,
     TASK_CLIP_FRAMES_KEY,
+    TRAINED_TASKS_KEY,
     device_problem,
 )
 from critic.parse import parse_progress, parse_verdict
@@ -99,6 +100,8 @@ class VLMCritic(Critic):
     _clip_frames: int | None = field(default=None, init=False, repr=False)
     _task_clip_frames: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _default_failure_types: bool = field(default=True, init=False, repr=False)
+    # the tasks its checkpoint records it was trained on; None: not recorded (any task)
+    trained_tasks: tuple[str, ...] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def check_options(cls, **options: Any) -> None:
@@ -201,6 +204,9 @@ class VLMCritic(Critic):
         self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
         self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})
         self._trained_failure_types(getattr(self._model.config, FAILURE_TYPES_KEY, None))
+        self.trained_tasks = (
+            tuple(getattr(self._model.config, TRAINED_TASKS_KEY, None) or ()) or None
+        )
 
     def _connect(self, url: str) -> None:
         from critic.models import load_served_tokenizer
@@ -219,6 +225,7 @@ class VLMCritic(Critic):
         self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
         self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
         self._trained_failure_types(info["config"].get(FAILURE_TYPES_KEY))
+        self.trained_tasks = tuple(info["config"].get(TRAINED_TASKS_KEY) or ()) or None
 
     def _trained_failure_types(self, recorded: Any) -> None:
         """The failure types the checkpoint's prompts offered (its data's own beyond the

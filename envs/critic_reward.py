@@ -36,6 +36,7 @@ from critic.base import (
     clip_indices,
     query_frames,
     unknown_options,
+    warn_if_untrained,
 )
 from envs.errors import CriticOutputError, InvalidOptionError
 from rollout.checks import is_int, is_number
@@ -175,6 +176,7 @@ class CriticRewardConfig:
         """These options with ``frames_per_query`` settled for ``critic`` (``None``: no critic
         known) on ``task`` (a registered task name) by :func:`critic.base.query_frames`: as
         given, else the critic's clip length for the task, else 8."""
+        warn_if_untrained(critic, task)
         return replace(self, frames_per_query=query_frames(critic, self.frames_per_query, task))
 
     @property

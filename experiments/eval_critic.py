@@ -266,7 +266,7 @@ def evaluate_critic(
 ) -> dict[str, Any]:
     """Every metric of one critic, by task. ``calibration`` (episodes by task, another split) fits
     the failure-probability threshold that the failure table also scores."""
-    from critic.base import query_frames
+    from critic.base import query_frames, warn_if_untrained
     from critic.detection import (
         FAILURE_DETECTORS,
         evaluate_failures,
@@ -285,6 +285,7 @@ def evaluate_critic(
     for task, episodes in by_task.items():
         start = time.perf_counter()
         frames = query_frames(critic, cfg.frames_per_query, task)  # null: the critic's own
+        warn_if_untrained(critic, task)
         row: dict[str, Any] = {"frames_per_query": frames}
         has_progress = all(np.isfinite(e.progress).all() for e in episodes)
         if has_progress:

@@ -175,10 +175,21 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
     replacing what the starting checkpoint recorded: its clip length and the tasks trained at
     another (the reward and the evaluator send as many frames per query unless told otherwise:
     :meth:`critic.Critic.clip_frames_for`), and the failure types its prompts offered
-    (:func:`data_failure_types`), which a critic loaded from it offers too."""
-    from critic.models import CLIP_FRAMES_KEY, FAILURE_TYPES_KEY, TASK_CLIP_FRAMES_KEY
+    (:func:`data_failure_types`), which a critic loaded from it offers too; and the tasks it was
+    trained on, added to the starting checkpoint's (held-out ones left out)."""
+    from critic.data.episodes import read_table
+    from critic.models import (
+        CLIP_FRAMES_KEY,
+        FAILURE_TYPES_KEY,
+        TASK_CLIP_FRAMES_KEY,
+        TRAINED_TASKS_KEY,
+    )
 
     setattr(config, CLIP_FRAMES_KEY, int(cfg.frames))
     task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
     setattr(config, TASK_CLIP_FRAMES_KEY, task_frames)
     setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg)))
+    held = set(cfg.get("held_out_tasks") or [])
+    trained = {row.get("env_id") for folder in cfg.data for row in read_table(folder)} - held
+    before = getattr(config, TRAINED_TASKS_KEY, None) or []  # the starting checkpoint's
+    setattr(config, TRAINED_TASKS_KEY, sorted({*before, *(t for t in trained if t)}))

@@ -317,6 +317,7 @@ def test_a_failure_type_of_ones_own_is_offered_taught_and_recorded(tmp_path):
     config = SimpleNamespace()
     record_draws(config, cfg)  # what a checkpoint saves, and a critic loaded from it offers
     assert getattr(config, FAILURE_TYPES_KEY) == [*FAILURE_TYPES, "flip"]
+    assert config.viscritic_tasks == ["Lift"]  # the tasks it was trained on (critic.base)
     cfg.held_out_tasks = ["Lift"]  # a held-out task's types stay unseen, as its episodes
     record_draws(config, cfg)
     assert getattr(config, FAILURE_TYPES_KEY) == list(FAILURE_TYPES)

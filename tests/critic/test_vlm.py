@@ -436,3 +436,26 @@ def test_the_projects_presets_and_checkpoints_keep_the_projects_pixel_budget(tmp
         assert (critic.vision.min_pixels, critic.vision.max_pixels) == (3136, 1003520)
         # 64² frames → 56² (round(64 / 28) * 28), 4 patches a side: what viscritic-small trained on
         assert _grid(critic) == [2, 4, 4]
+
+
+def test_a_critic_on_a_task_it_was_not_trained_on_is_said(tmp_path, tiny_model):
+    # the shipped critic on a task of one's own read it without a word (docs/tasks.md)
+    import warnings
+
+    from critic.base import warn_if_untrained
+    from critic.models import TRAINED_TASKS_KEY, save_model
+
+    assert make_critic("viscritic-small").trained_tasks == ("Lift", "Pusher-v5", "Reacher-v5")
+    save_model(*tiny_model, tmp_path / "ckpt")
+    assert make_critic(str(tmp_path / "ckpt")).trained_tasks is None  # not recorded: no word
+    _record(tmp_path / "ckpt", **{TRAINED_TASKS_KEY: ["Reacher-v5"]})
+    critic = make_critic(str(tmp_path / "ckpt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_untrained(critic, "Reacher-v5")
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, frames_per_query=2)
+    with pytest.warns(UserWarning, match=r"was trained on \['Reacher-v5'\], not on 'Pusher-v5': "):
+        gym.make("VisCriticReward-v0", env="Pusher-v5", critic=critic, frames_per_query=2)
+    with warnings.catch_warnings():  # once per critic and task
+        warnings.simplefilter("error")
+        warn_if_untrained(critic, "Pusher-v5")
