@@ -155,19 +155,22 @@ def shuffled_labels(samples: list, rng: np.random.Generator) -> list:
     ]
 
 
-def data_failure_types(cfg: DictConfig) -> tuple[str, ...]:
+def data_failure_types(cfg: DictConfig, rows: list | None = None) -> tuple[str, ...]:
     """The failure types the run's prompts offer (:func:`critic.data.samples.failure_vocabulary`
-    of its ``data`` folders' labels), read from the folders' tables (no video decoding)."""
-    from critic.data.episodes import read_table
+    of its ``data`` folders' labels; ``rows``: :func:`_trained_rows`, read already)."""
     from critic.data.samples import failure_vocabulary
 
-    held = set(cfg.get("held_out_tasks") or [])  # a held-out task's types stay unseen
-    return failure_vocabulary(
-        row.get("failure_type")
-        for folder in cfg.data
-        for row in read_table(folder)
-        if row.get("env_id") not in held
-    )
+    return failure_vocabulary(row.get("failure_type") for row in rows or _trained_rows(cfg))
+
+
+def _trained_rows(cfg: DictConfig) -> list:
+    """The table rows of the ``data`` folders' episodes (no video decoding), held-out tasks left
+    out: their tasks and failure types stay unseen."""
+    from critic.data.episodes import read_table
+
+    held = set(cfg.get("held_out_tasks") or [])
+    rows = (row for folder in cfg.data for row in read_table(folder))
+    return [row for row in rows if row.get("env_id") not in held]
 
 
 def record_draws(config: Any, cfg: DictConfig) -> None:
@@ -177,7 +180,6 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
     :meth:`critic.Critic.clip_frames_for`), and the failure types its prompts offered
     (:func:`data_failure_types`), which a critic loaded from it offers too; and the tasks it was
     trained on, added to the starting checkpoint's (held-out ones left out)."""
-    from critic.data.episodes import read_table
     from critic.models import (
         CLIP_FRAMES_KEY,
         FAILURE_TYPES_KEY,
@@ -188,8 +190,8 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
     setattr(config, CLIP_FRAMES_KEY, int(cfg.frames))
     task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
     setattr(config, TASK_CLIP_FRAMES_KEY, task_frames)
-    setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg)))
-    held = set(cfg.get("held_out_tasks") or [])
-    trained = {row.get("env_id") for folder in cfg.data for row in read_table(folder)} - held
+    rows = _trained_rows(cfg)  # one read of the tables for both
+    setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg, rows)))
     before = getattr(config, TRAINED_TASKS_KEY, None) or []  # the starting checkpoint's
-    setattr(config, TRAINED_TASKS_KEY, sorted({*before, *(t for t in trained if t)}))
+    trained = {row.get("env_id") for row in rows} - {None, ""}
+    setattr(config, TRAINED_TASKS_KEY, sorted({*before, *trained}))

@@ -158,84 +158,6 @@ def test_bad_options_are_typed_errors_before_anything_is_recorded(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
-def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, caplog):
-    import json
-    import logging
-
-    from critic.data.episodes import finished_ids
-    from envs.manifest import MANIFEST
-
-    caplog.set_level(logging.INFO, logger="envs.synth")
-    plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
-    synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
-    manifest = (tmp_path / MANIFEST).read_text()
-    assert json.loads(manifest)["tasks"] == {
-        "Reacher-v5": {"every": 5, "linger": 10, "horizon": 50, "image_size": [56, 56],
-                       "camera": [{"lookat": [0.0, 0.0, 0.0], "distance": 0.75, "azimuth": 90.0,
-                                   "elevation": -90.0}],
-                       "task_kwargs": {"min_start_distance": 0.05}, "deterministic": False,
-                       "codec": "ffv1",
-                       # what defines the task's episodes here: its spec, and its expert
-                       "definition": "envs.mujoco_tasks.ReacherTask 'Move the tip of the "
-                                     "two-link arm to touch the red target.' view aafcf9524c",
-                       "expert": "envs.mujoco_experts.ReacherExpert"}
-    }  # fmt: skip
-    # the task's own size, horizon, camera and options, given by value, are the same options:
-    # nothing to record
-    own_camera = envs.get_task("Reacher-v5").view.cameras[0]
-    again = synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5, image_size=56,
-                       horizon=50, camera=own_camera,
-                       task_kwargs={"min_start_distance": 0.05})  # fmt: skip
-    assert again == []
-    assert caplog.messages == [f"2 of 2 episodes already in {tmp_path}; nothing to record"]
-    # other options: refused before anything is recorded, each named with both values and the fix
-    more = plan_episodes("Reacher-v5", 3, failure_fraction=0.0)
-    with pytest.raises(InvalidOptionError) as excinfo:
-        synthesize(more, tmp_path, workers=1, progress_bar=False, every=1, image_size=64)
-    assert str(excinfo.value) == (
-        f"the dataset folder '{tmp_path}' holds 2 Reacher-v5 episodes recorded with other options "
-        "(every: 5 there, 1 now; image_size: [56,56] there, [64,64] now); a re-run records only "
-        "the missing episodes, so the dataset would mix the two. Pass a new out=<folder> for "
-        "these options, or the folder's own (every=5 env.image_size=[56,56] in "
-        "experiments/synthesize.py)"
-    )
-    assert finished_ids(tmp_path) == {p.episode_id for p in plans}
-    assert (tmp_path / MANIFEST).read_text() == manifest
-    # other episodes (ids name the failure type) with the same options join the dataset
-    flail = plan_episodes("Reacher-v5", 1, failure_fraction=1.0, failures=["flail"])
-    assert len(synthesize(flail, tmp_path, workers=1, progress_bar=False, every=5)) == 1
-    # a folder made before the manifest resumes, with a warning that it cannot be checked
-    (tmp_path / MANIFEST).unlink()
-    caplog.clear()
-    rows = synthesize(more, tmp_path, workers=1, progress_bar=False, every=5)
-    assert [r["seed"] for r in rows] == [2]
-    assert caplog.messages == [
-        f"{tmp_path} holds 3 Reacher-v5 episodes but manifest.json does not say what options "
-        "they were recorded with (the folder predates it), so whether they match every=5 "
-        "linger=10 horizon=50 image_size=[56,56] camera=[{lookat:[0.0,0.0,0.0],distance:0.75,"
-        "azimuth:90.0,elevation:-90.0}] task_kwargs={min_start_distance:0.05} deterministic=false "
-        "codec=ffv1 cannot be checked. Only the missing episodes are recorded; pass a new "
-        "out=<folder> if the options differ",
-        f"2 of 3 episodes already in {tmp_path}; recording the other 1",
-    ]
-    assert not (tmp_path / MANIFEST).exists()  # what the old episodes were made with is unknown
-
-
-def test_a_manifest_without_episodes_gives_way(tmp_path):
-    # a first run that stopped before its first episode left only its options
-    import json
-
-    from envs.manifest import MANIFEST, read_manifest
-
-    (tmp_path / MANIFEST).write_text(json.dumps({"tasks": {"Reacher-v5": {"every": 9}}}))
-    plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
-    assert len(synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)) == 1
-    assert read_manifest(tmp_path)["Reacher-v5"]["every"] == 5
-    (tmp_path / MANIFEST).write_text("{not json")
-    with pytest.raises(InvalidOptionError, match=r"manifest\.json' is not a readable dataset"):
-        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
-
-
 def test_a_failed_episode_stops_the_run_without_recording_the_queued_plans(tmp_path):
     # the first plan fails in its worker (no such failure type): the 20 plans queued behind it are
     # cancelled, not recorded before the error surfaces
@@ -347,41 +269,6 @@ def test_workers_keep_an_expert_this_process_put_in_place_of_a_built_in_one(tmp_
         assert np.ptp(distance) < 0.1 and not episode.success
 
 
-def test_a_folder_recorded_by_one_expert_or_task_refuses_another(tmp_path, monkeypatch):
-    # an expert of one's own (imports=) recorded its episodes into the built-in one's folder
-    # under the same ids, and the summary mixed the two
-    from envs import experts
-
-    experts._load_experts()
-    monkeypatch.setattr(experts, "_EXPERTS", dict(experts._EXPERTS))
-    options = {"workers": 1, "progress_bar": False, "every": 5, "horizon": 5, "image_size": 16}
-    synthesize(plan_episodes("Reacher-v5", 1, failure_fraction=0.0), tmp_path, **options)
-    built_in = experts._EXPERTS["Reacher-v5"]
-    experts.register_expert("Reacher-v5")(_StillExpert)
-    more = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
-    with pytest.raises(InvalidOptionError) as excinfo:
-        synthesize(more, tmp_path, **options)
-    assert (
-        "(expert: envs.mujoco_experts.ReacherExpert there, "
-        "tests.envs.test_synth._StillExpert now)" in str(excinfo.value)
-    )
-    assert str(excinfo.value).endswith(
-        "Pass a new out=<folder> for these options, or the expert that recorded them (the "
-        "task's make, instruction and view; its scripted expert: registered in this process by "
-        "import envs or imports=)"
-    )
-    experts._EXPERTS["Reacher-v5"] = built_in
-    spec = envs.get_task("Reacher-v5")
-    try:  # the task's instruction changed
-        envs.register_task(envs.TaskSpec(**{**vars(spec), "instruction": "Touch it."}))
-        with pytest.raises(InvalidOptionError, match=r"\(definition: envs.mujoco_tasks.ReacherTask "
-                           r"'Move the tip .*' view \w+ there, envs.mujoco_tasks.ReacherTask "
-                           r"'Touch it.' view \w+ now\)"):  # fmt: skip
-            synthesize(more, tmp_path, **options)
-    finally:
-        envs.register_task(spec)
-
-
 def test_an_unwritable_out_folder_and_a_hindsight_expert_are_named():
     with pytest.raises(InvalidOptionError, match=r"cannot be written to .*give out= a folder"):
         synthesize(plan_episodes("Reacher-v5", 1), "/proc/viscritic-test-data", workers=1,
@@ -414,41 +301,6 @@ def test_the_recorded_frame_rate_is_the_simulator_s_own():
     assert fast.fps == pytest.approx(1 / 0.3)
 
 
-def test_an_older_manifest_and_the_fix_a_refusal_gives(tmp_path):
-    # an older version wrote the task's own camera as null and its default options as {}: the
-    # same options were refused, and so was the fix the refusal gave; env.task_kwargs={k:v} is
-    # refused by hydra, and a camera given by value is no camera name
-    import json
-
-    from envs.manifest import MANIFEST
-
-    plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
-    synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5,
-               task_kwargs={"min_start_distance": 0.15})  # fmt: skip
-    manifest = json.loads((tmp_path / MANIFEST).read_text())
-    options = manifest["tasks"]["Reacher-v5"]
-    with pytest.raises(InvalidOptionError) as excinfo:  # the default min_start_distance now
-        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5, camera="track")
-    assert str(excinfo.value).endswith(
-        "Pass a new out=<folder> for these options, or the folder's own (env.camera=null "
-        "++env.task_kwargs.min_start_distance=0.15 in experiments/synthesize.py)"
-    )
-    options.update(camera=None, task_kwargs={})  # as an older version wrote the defaults
-    del options["definition"], options["expert"]  # recorded since 2026-12-06
-    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
-    assert synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5) == []
-    del options["every"]  # an option added after the manifest was written
-    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(InvalidOptionError) as excinfo:
-        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
-    assert str(excinfo.value).endswith(
-        "(every: (not recorded) there, 5 now); a re-run records only the missing episodes, so "
-        "the dataset would mix the two. Pass a new out=<folder> for these options, or, if its "
-        "episodes were recorded with every=5, add it to its manifest.json (its version did not "
-        "record them)"
-    )
-
-
 def test_a_dataset_is_not_made_inside_another_s_rows(tmp_path):
     # out=<dataset>/episodes nested a second manifest, videos/ and episodes/ among the first's
     plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
@@ -462,34 +314,6 @@ def test_a_dataset_is_not_made_inside_another_s_rows(tmp_path):
             "add episodes to it, or a folder outside it"
         )
     assert not (tmp_path / "episodes" / "manifest.json").exists()
-
-
-def _make_far(spec, view, render_mode=None, goal_m=3.0):
-    """A module-level make with an option, for a partial."""
-
-
-def test_a_task_definition_is_named_alike_in_every_process(tmp_path):
-    # a partial's repr holds a memory address: every re-run into its folder was refused
-    import functools
-
-    from envs.manifest import check_folder_options, write_manifest
-    from envs.synth import _qualname
-
-    far = functools.partial(_make_far, goal_m=5.0)
-    assert _qualname(far) == "tests.envs.test_synth._make_far(goal_m=5.0)"
-    assert _qualname(_StillExpert()) == "tests.envs.test_synth._StillExpert instance"
-    # no expert recorded a folder of policy rollouts, and a run of those names none: either
-    # side's null matches any expert; two experts do not
-    options = {"every": 5, "expert": "lab.tasks.CheetahExpert"}
-    write_manifest(tmp_path, {"CheetahRun-v1": {**options, "expert": None}})
-    check_folder_options(tmp_path, {"CheetahRun-v1": options}, {"CheetahRun-v1": 2})
-    write_manifest(tmp_path, {"CheetahRun-v1": options})
-    check_folder_options(
-        tmp_path, {"CheetahRun-v1": {**options, "expert": None}}, {"CheetahRun-v1": 2}
-    )
-    with pytest.raises(InvalidOptionError, match=r"expert: lab\.tasks\.CheetahExpert there, "):
-        check_folder_options(tmp_path, {"CheetahRun-v1": {**options, "expert": "a.B"}},
-                             {"CheetahRun-v1": 2})  # fmt: skip
 
 
 def test_an_expert_that_cannot_reach_the_workers_is_named(tmp_path, monkeypatch):
