@@ -10,6 +10,7 @@ Two ways to read progress:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -80,6 +81,10 @@ class VLMCritic(Critic):
             ignores it: the server's own ``--device`` holds the model).
         cache: reuse vision-tower outputs of videos seen before (exact; see rollout.cache). A
             server keeps its own cache (``--no-cache`` turns it off there).
+        max_batch: most queries per model call (an integer >= 1): a longer list is read in calls
+            of this size, so relabelling a whole replay buffer in one call does not need the
+            memory of one batch of thousands of video prompts. Results do not depend on it (up
+            to float rounding; sampled answers take seed + k in the k-th call).
         failure_types: labels the failure-detection prompt offers: a list or tuple of one or
             more non-empty strings (a bare string is refused, not split into letters), kept as a
             tuple.
@@ -94,6 +99,7 @@ class VLMCritic(Critic):
     seed: int = 0
     device: str = "cpu"
     cache: bool = True
+    max_batch: int = 64
     failure_types: tuple[str, ...] = FAILURE_TYPES
     needs_frames: bool = True
     _engine: Any = field(default=None, init=False, repr=False)
@@ -167,11 +173,17 @@ class VLMCritic(Critic):
             )
         if not is_int(self.seed) or not 0 <= self.seed < 2**63:
             raise CriticError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
+        if not is_int(self.max_batch) or self.max_batch < 1:
+            raise CriticError(
+                f"max_batch={self.max_batch!r} must be an integer >= 1 (queries per model call), "
+                "e.g. max_batch=64"
+            )
         # numpy integers are integers too; the engine and the config record plain ints
-        self.samples, self.max_new_tokens, self.seed = (
+        self.samples, self.max_new_tokens, self.seed, self.max_batch = (
             int(self.samples),
             int(self.max_new_tokens),
             int(self.seed),
+            int(self.max_batch),
         )
         # left at the default (this very tuple), a checkpoint's recorded types replace it
         self._default_failure_types = self.failure_types is FAILURE_TYPES
@@ -277,7 +289,27 @@ class VLMCritic(Critic):
         answer digit ``d`` (progress ``d / 9``) right after ``<answer>``. Training distils these
         into another critic (``train_critic.py teacher=``)."""
         requests = [self._request(p) for p in prompts_]
-        return np.asarray(self._engine.score(requests, self._digits, prefix=self._answer_prefix))
+        if not requests:
+            return np.zeros((0, len(self._digits)))
+        return np.concatenate(
+            [
+                np.asarray(self._engine.score(part, self._digits, prefix=self._answer_prefix))
+                for part in self._calls(requests)
+            ]
+        )
+
+    def _calls(self, requests: list) -> list[list]:
+        """``requests`` in model calls of at most ``max_batch``."""
+        return [requests[i : i + self.max_batch] for i in range(0, len(requests), self.max_batch)]
+
+    def _generate(self, requests: list, params) -> list:
+        """The engine's completion groups for ``requests``, in calls of at most ``max_batch``; the
+        k-th call samples with ``seed + k``, so that two calls do not draw the same numbers."""
+        groups = []
+        for k, part in enumerate(self._calls(requests)):
+            seed = None if params.seed is None else (params.seed + k) % 2**63
+            groups.extend(self._engine.generate(part, dataclasses.replace(params, seed=seed)))
+        return groups
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         check_queries(queries, ProgressQuery, f"{self.name}.estimate_progress")
@@ -302,7 +334,7 @@ class VLMCritic(Critic):
             seed=self.seed,
         )
         estimates = []
-        for group in self._engine.generate(requests, params):
+        for group in self._generate(requests, params):
             texts = [self.tokenizer.decode(ids, skip_special_tokens=False) for ids in group]
             parsed = [parse_progress(t, "percent") for t in texts]
             readable = [i for i, p in enumerate(parsed) if p.status == ParseStatus.OK]
@@ -340,7 +372,7 @@ class VLMCritic(Critic):
             )
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0, seed=self.seed)
         verdicts = []
-        for request, group in zip(requests, self._engine.generate(requests, params), strict=True):
+        for request, group in zip(requests, self._generate(requests, params), strict=True):
             text = self.tokenizer.decode(group[0], skip_special_tokens=False)
             parsed = parse_verdict(text, self.failure_types)
             success = parsed.value if parsed.status == ParseStatus.OK else None

@@ -167,7 +167,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     check_config(cfg)
     cfg.batches = [int(b) for b in batch_sizes(cfg.batches)]  # batches=4: a list of one
     queries = _queries(cfg.task, cfg.episode_steps, cfg.frames_per_query)
-    plain = VLMCritic(model=cfg.model, mode="score", cache=False)
+    # each batch size timed is one model call, not several of the critic's default max_batch
+    plain = VLMCritic(model=cfg.model, mode="score", cache=False, max_batch=max(cfg.batches))
     plain.engine.share_prefix = False  # batching alone; the shared prefix is measured below
     cached = VLMCritic(model=cfg.model, mode="score", cache=True)
     params = sum(p.numel() for p in plain._model.parameters())

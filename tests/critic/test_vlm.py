@@ -459,3 +459,66 @@ def test_a_critic_on_a_task_it_was_not_trained_on_is_said(tmp_path, tiny_model):
     with warnings.catch_warnings():  # once per critic and task
         warnings.simplefilter("error")
         warn_if_untrained(critic, "Pusher-v5")
+
+
+def test_a_long_list_of_queries_is_read_in_calls_of_max_batch(monkeypatch):
+    # one call for a whole replay buffer was one batch of thousands of video prompts: a GPU's
+    # memory ran out (here: the engine's calls are counted and the readings compared)
+    queries = [
+        ProgressQuery("lift", frames=FRAMES[: t % 3 + 1], initial_frame=FRAMES[0]) for t in range(7)
+    ]
+    whole = make_critic({"name": "tiny", "max_batch": 64}).estimate_progress(queries)
+    critic = make_critic({"name": "tiny", "max_batch": 3})
+    sizes, score = [], critic._engine.score
+    monkeypatch.setattr(
+        critic._engine, "score", lambda r, *a, **k: sizes.append(len(r)) or score(r, *a, **k)
+    )
+    split = critic.estimate_progress(queries)
+    assert sizes == [3, 3, 1]
+    assert [e.progress for e in split] == pytest.approx([e.progress for e in whole], abs=1e-6)
+    assert [e.achieved for e in split] == pytest.approx([e.achieved for e in whole], abs=1e-6)
+    assert critic.digit_probs([]).shape == (0, 10)
+
+
+def test_sampled_calls_of_one_list_take_their_own_seeds(monkeypatch):
+    # the engine reseeds every call: two calls with one seed drew the same numbers for their
+    # k-th queries, so a split list's samples were correlated across its calls
+    critic = make_critic({"name": "tiny", "mode": "reason", "samples": 2, "max_batch": 2,
+                          "seed": 5, "max_new_tokens": 4})  # fmt: skip
+    calls = []
+    monkeypatch.setattr(
+        critic._engine,
+        "generate",
+        lambda requests, params: (
+            calls.append((len(requests), params.seed)) or [[[1]] * params.n for _ in requests]
+        ),
+    )
+    estimates = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)] * 5)
+    assert calls == [(2, 5), (2, 6), (1, 7)] and len(estimates) == 5
+    calls.clear()
+    assert len(critic.detect_failure([FailureQuery("lift", frames=FRAMES)] * 3)) == 3
+    assert calls == [(2, 5), (1, 6)]
+
+
+@pytest.mark.parametrize("max_batch", [0, 2.5, True, "8"])
+def test_a_bad_max_batch_fails_before_the_model_loads(max_batch):
+    with pytest.raises(CriticError) as err:
+        make_critic({"name": "tiny", "max_batch": max_batch})
+    assert str(err.value) == (
+        f"max_batch={max_batch!r} must be an integer >= 1 (queries per model call), "
+        "e.g. max_batch=64"
+    )
+
+
+@pytest.mark.parametrize("name", ["viscritic-small", "qwen2_5_vl_7b", "qwen3_vl_8b"])
+def test_the_critic_configs_name_options_the_critic_takes(name):
+    # the GPU nodes' configs run nowhere here: a key the critic lost would fail only there
+    from omegaconf import OmegaConf
+
+    from critic.vlm import VLMCritic
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "critic" / f"{name}.yaml"
+    options = OmegaConf.to_container(OmegaConf.load(path))
+    assert options.pop("_target_") == "critic.vlm.VLMCritic"
+    VLMCritic.check_options(**{**options, "device": "cpu"})  # the GPU's device checked apart
+    assert options["device"] in ("cpu", "cuda")
