@@ -144,6 +144,11 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             "leave it out for the checkpoint's own)"
         )
     try:
+        if isinstance(path, str) and path.startswith("~"):
+            path = str(Path(path).expanduser())  # transformers reads "~/ckpt" as a hub id
+        if _looks_local(path) and not Path(path).is_dir():
+            # transformers reads it as a hub id and says "Repo id must be in the form ..."
+            raise FileNotFoundError(f"no folder {path!s} on this machine")
         config = transformers.AutoConfig.from_pretrained(path)
         model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
         if model_cls is None:
@@ -175,6 +180,18 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             + ")"
         ) from exc
     return model.to(device).eval(), tokenizer
+
+
+def _looks_local(path: str | Path) -> bool:
+    """Whether ``path`` can only be a folder, not a hub id (``namespace/name``): absolute, or
+    starting ``.`` or ``~``, or of more than two parts."""
+    text = str(path)
+    return (
+        Path(text).is_absolute()
+        or text.startswith((".", "~"))
+        or len(Path(text).parts) > 2
+        or "\\" in text
+    )
 
 
 def _check_tokenizer(path: str | Path, config: Any, tokenizer: Any) -> None:

@@ -47,11 +47,19 @@ def test_save_and_load_round_trip(tmp_path, tiny_model):
 def test_unloadable_model_names_the_fix(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         load_model(tmp_path / "nothing-here")
-    assert str(err.value).startswith(f"cannot load critic model {tmp_path / 'nothing-here'}:")
+    # the cause was transformers' reading of a hub id ("Repo id must be in the form ...")
+    assert str(err.value).startswith(
+        f"cannot load critic model {tmp_path / 'nothing-here'}: no folder "
+        f"{tmp_path / 'nothing-here'} on this machine. Pass a local"
+    )
     assert str(err.value).endswith(
         "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory, or a shipped critic's name "
         "(viscritic-small), or a preset (['small', 'small-qwen3vl', 'tiny', 'tiny-qwen3vl'])"
     )
+    for local in ("./nothing-here", "runs/r1/sft/final"):  # relative, or more than an org/name
+        with pytest.raises(ModelLoadError) as err:
+            load_model(local)
+        assert str(err.value).startswith(f"cannot load critic model {local}: no folder {local} ")
     # a folder that exists but holds no checkpoint said the shipped critics were not installed
     (tmp_path / "data").mkdir()
     with pytest.raises(ModelLoadError) as err:
