@@ -28,6 +28,7 @@ from critic.train.losses import (
     reg_grpo_loss,
     temporal_bonus,
 )
+from critic.train.sft import on_model_device
 from critic.vision import VisionSpec
 from rollout.checks import is_int, is_number
 from rollout.engine import MIN_TEMPERATURE
@@ -169,6 +170,7 @@ def sequences(
 def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Log-probability of every token given the ones before it, ``[N, L]`` (0 at position 0);
     multiply by ``completion_mask`` to keep the completions'."""
+    batch = on_model_device(model, batch)
     inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
     logits = model(**inputs, use_cache=False).logits[:, :-1].float()  # [N, L-1, V]
     targets = batch["input_ids"][:, 1:]  # [N, L-1]

@@ -137,13 +137,14 @@ def grpo_loss(
         )
     if kl_coef > 0 and ref_logprobs is None:
         raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs (the reference policy's)")
-    mask = mask.to(logprobs.dtype)
+    # the rewards, advantages and mask are made on the CPU, the log-probabilities where the model is
+    mask = mask.to(logprobs.device, logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)  # [N, T]
-    adv = advantages.to(logprobs.dtype)[:, None]  # [N, 1]
+    adv = advantages.to(logprobs.device, logprobs.dtype)[:, None]  # [N, 1]
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
     per_token = -torch.minimum(unclipped, clipped)  # [N, T]
-    kl = torch.zeros((), dtype=logprobs.dtype)
+    kl = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
     if ref_logprobs is not None:
         kl_tokens = k3_kl(logprobs, ref_logprobs)  # [N, T]
         kl = _aggregate(kl_tokens, mask, aggregation)
@@ -179,11 +180,11 @@ def reg_grpo_loss(
     """
     if beta <= 0:
         raise ValueError(f"beta={beta!r} must be > 0")
-    mask = mask.to(logprobs.dtype)
+    mask = mask.to(logprobs.device, logprobs.dtype)
     log_ratio = ((logprobs - old_logprobs) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # [N]
     groups = _grouped(log_ratio, group_size)  # [B, G]
     centred = (groups - groups.mean(dim=1, keepdim=True)) / beta
-    loss = ((centred.reshape(-1) - advantages.to(logprobs.dtype)) ** 2).mean()
+    loss = ((centred.reshape(-1) - advantages.to(logprobs.device, logprobs.dtype)) ** 2).mean()
     ratio = torch.exp(logprobs - old_logprobs)
     stats = PolicyLossStats(
         policy_loss=loss.detach(),

@@ -112,10 +112,20 @@ def collate(encoded: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, t
     return batch
 
 
+def on_model_device(model, batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with its tensors on ``model``'s device. :func:`collate` and GRPO's sequences
+    build batches on the CPU, and neither transformers' forward nor DeepSpeed's engine moves its
+    inputs: a run with ``device=cuda`` failed at its first step ("Expected all tensors to be on
+    the same device")."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def sft_loss(model, batch: dict[str, torch.Tensor], digit_ids: Sequence[int] = ()) -> torch.Tensor:
     """Mean cross-entropy over the completion tokens of ``batch``. Tokens with a teacher's digit
     distribution (``soft_*`` from :func:`collate`; ``digit_ids``: the digits' token ids) count as
     one token each, scored against that distribution."""
+    batch = on_model_device(model, batch)
     if "soft_probs" not in batch:
         return model(**batch, use_cache=False).loss  # shifted inside the model
     if len(digit_ids) != batch["soft_probs"].shape[1]:
