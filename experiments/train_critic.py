@@ -143,5 +143,21 @@ def interrupted(trainer: Trainer, pipeline: list[str]) -> str:
     )
 
 
+def without_launcher_rank(argv: list[str]) -> list[str]:
+    """``argv`` without the ``--local_rank=N`` that DeepSpeed's launcher (``deepspeed ...
+    train_critic.py``) and torch's legacy ``torch.distributed.launch`` append: hydra refused it
+    ("unrecognized arguments"). Both launchers also set ``LOCAL_RANK``, which the run reads."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--local_rank", "--local-rank"):
+            skip = True  # "--local_rank 0"
+        elif not arg.startswith(("--local_rank=", "--local-rank=")):
+            kept.append(arg)
+    return kept
+
+
 if __name__ == "__main__":
+    sys.argv = without_launcher_rank(sys.argv)
     main()

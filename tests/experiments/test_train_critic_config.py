@@ -134,6 +134,19 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
     assert done.stderr.startswith("train_critic: grpo: group_size=1 must be")
 
 
+@pytest.mark.parametrize("rank", [["--local_rank=1"], ["--local-rank", "0"]])
+def test_the_rank_argument_a_launcher_appends_is_left_to_the_environment(tmp_path, rank):
+    # `deepspeed --num_gpus 8 experiments/train_critic.py ...` (docs/training.md) passes
+    # --local_rank=N before the overrides: hydra refused it, "unrecognized arguments", exit 2
+    from train_critic import without_launcher_rank
+
+    assert without_launcher_rank(["x.py", *rank, "a=1"]) == ["x.py", "a=1"]
+    done = run_train(tmp_path, *rank, "grpo.group_size=1", "data=[/nonexistent]")
+    assert done.returncode == 1 and done.stderr.startswith(
+        "train_critic: grpo: group_size=1 must be"
+    )
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
