@@ -158,6 +158,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         # the tokenizer first: a folder without one is refused before minutes of loading weights
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
         _check_tokenizer(path, config, tokenizer)
+        _fill_pad_token(path, tokenizer)
         model = model_cls.from_pretrained(path, dtype=dtype or "auto")
     except (OSError, ValueError, SafetensorError) as exc:
         if isinstance(exc, ModelLoadError):
@@ -211,6 +212,23 @@ def _check_tokenizer(path: str | Path, config: Any, tokenizer: Any) -> None:
             "tokenizer_config.json): a critic builds its prompts with it; save the processor's "
             "or tokenizer's files beside the weights"
         )
+
+
+def _fill_pad_token(path: str | Path, tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token Qwen's own (``<|endoftext|>``), else its end token:
+    batches are padded (left for generation, right for training) and every padded position is
+    masked, so which id fills them does not matter, but None did (a ``TypeError`` in the
+    engine, a 500 from the server, a traceback in training). No end token either is a
+    :class:`ModelLoadError`: completions could not end."""
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError(
+            f"{path!s}: its tokenizer has no end-of-sequence token (eos_token), so a critic's "
+            "answers could not end; set eos_token in its tokenizer_config.json (Qwen's Instruct "
+            "releases use <|im_end|>)"
+        )
+    if tokenizer.pad_token_id is None:
+        known = "<|endoftext|>" in tokenizer.get_vocab()
+        tokenizer.pad_token = "<|endoftext|>" if known else tokenizer.eos_token
 
 
 def device_problem(device: Any) -> str | None:

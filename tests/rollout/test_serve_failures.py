@@ -265,6 +265,31 @@ def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path
         load_checkpoint(tmp_path, dtype="bogus")
 
 
+def test_a_tokenizer_without_a_pad_token_gets_qwens_own(tiny_model, tmp_path):
+    # a fine-tuned release that left pad_token out: a TypeError in the engine's padding, a 500
+    # from the server, a traceback in training
+    from critic import ProgressQuery, make_critic
+    from critic.models import save_model
+
+    model, tokenizer = tiny_model
+    save_model(model, tokenizer, tmp_path)
+    path = tmp_path / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in config.items() if k != "pad_token"}))
+    _, loaded = load_checkpoint(tmp_path)
+    assert loaded.pad_token == "<|endoftext|>" and loaded.pad_token_id == tokenizer.pad_token_id
+    frames = np.zeros((2, 56, 56, 3), dtype=np.uint8)
+    estimates = make_critic(str(tmp_path)).estimate_progress(
+        [ProgressQuery("reach", frames=frames)] * 2
+    )
+    assert all(e.status.value == "ok" for e in estimates)
+    path.write_text(
+        json.dumps({k: v for k, v in config.items() if k not in ("pad_token", "eos_token")})
+    )
+    with pytest.raises(ModelLoadError, match=f"^{tmp_path}: its tokenizer has no end-of-sequence"):
+        load_checkpoint(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
