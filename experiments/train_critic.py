@@ -51,6 +51,7 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
     from critic.models import ModelLoadError
     from critic.train.checkpoint import CheckpointError
     from critic.train.grpo import NonFiniteError
+    from rollout.imports import MissingExtraError
 
     try:
         trainer = Trainer(cfg, run_dir)
@@ -89,7 +90,7 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
         for i, stage in enumerate(pipeline):
             final = trainer.run_stage(stage, resume if i == 0 else None)
     except (TrainConfigError, CheckpointError, ModelLoadError, CriticError, EpisodeFormatError,
-            NonFiniteError) as exc:  # fmt: skip
+            NonFiniteError, MissingExtraError) as exc:  # fmt: skip
         # a model or teacher= that does not load, a checkpoint a run did not finish, a NaN loss
         print(f"train_critic: {exc}{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)
         sys.exit(1)

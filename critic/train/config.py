@@ -416,6 +416,16 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             require_package("vllm", "vllm", "rollout_engine=vllm")
         except MissingExtraError as exc:
             raise TrainConfigError(str(exc)) from None
+    # a missing extra said here, not as a traceback after the model has loaded
+    needed = [("transformers", "vlm", "train_critic.py"),
+              ("tensorboard", "train", "train_critic.py's logs (tensorboard)")]  # fmt: skip
+    if cfg.deepspeed_config is not None:
+        needed.append(("deepspeed", "train", "deepspeed_config="))
+    for module, extra, purpose in needed:
+        try:
+            require_package(module, extra, purpose)
+        except MissingExtraError as exc:
+            raise TrainConfigError(str(exc)) from None
     from critic.train.launch import check_launch
 
     check_launch(cfg, plans)

@@ -4,6 +4,8 @@ runs themselves (stages, resume, checkpoints, interruption) are in test_train_cr
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tests.experiments.train_critic_cli import check_overrides, load_recipe, run_train
@@ -44,6 +46,30 @@ def test_bad_configs_fail_before_any_model_loads(dataset, overrides, message):
         check_overrides(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("module", "overrides", "message"),
+    [
+        ("tensorboard", [], "train_critic.py's logs (tensorboard) needs the optional package "
+         "'tensorboard'"),
+        ("deepspeed", ["deepspeed_config=configs/deepspeed/zero2.json"], "deepspeed_config= needs "
+         "the optional package 'deepspeed'"),
+        ("transformers", [], "train_critic.py needs the optional package 'transformers'"),
+    ],
+)  # fmt: skip
+def test_a_missing_extra_is_said_before_any_model_loads(dataset, monkeypatch, module, overrides,
+                                                        message):  # fmt: skip
+    # they were tracebacks: tensorboard's ImportError once the model had loaded, deepspeed's and
+    # transformers' MissingExtraError inside hydra's
+    monkeypatch.setitem(sys.modules, module, None)  # what an import finds where it is not installed
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", *overrides)
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value).startswith(message)
+    assert str(err.value).endswith(
+        f"Install it with: pip install 'viscritic[{'vlm' if module == 'transformers' else 'train'}]'"
+    )
 
 
 def test_a_bare_stage_or_folder_is_a_list_of_one(dataset):
