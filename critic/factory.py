@@ -69,6 +69,13 @@ def model_source_problem(model: Any) -> str | None:
         except ValueError as exc:
             return str(exc)
         return None
+    from rollout.checkpoint import folder_problem
+    from rollout.imports import MissingExtraError, require_package
+
+    try:  # every critic but a server's runs its model here
+        require_package("transformers", "vlm", f"the critic model={model!r}")
+    except MissingExtraError as exc:
+        return str(exc)
     if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
         return (
             f"model={model!r} is a folder but not a checkpoint (it holds no config.json); name "
@@ -76,7 +83,9 @@ def model_source_problem(model: Any) -> str | None:
             "<run>/<stage>/final), or a shipped critic "
             f"({sorted(SHIPPED)})"
         )
-    if model in PRESETS or model in SHIPPED or Path(model).is_dir():
+    if Path(model).is_dir():  # its model type, tokenizer and chat template, without its weights
+        return folder_problem(model)
+    if model in PRESETS or model in SHIPPED:
         return None
     return (
         f"model={model!r} is neither a shipped critic ({sorted(SHIPPED)}), a preset "

@@ -36,6 +36,46 @@ class ModelLoadError(ValueError):
 CHECKPOINT_GROUP = "viscritic.checkpoints"
 
 
+def folder_problem(folder: str | Path) -> str | None:
+    """What keeps a checkpoint folder from loading as a critic, read from its small files (no
+    weights load, transformers is not imported), or None: ``config.json`` readable with a model
+    type a critic can be, tokenizer files, and a chat template somewhere transformers reads one.
+    A script checks its critic with this before hours of other work; :func:`load_checkpoint`
+    checks the same and more as it loads."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{folder}/config.json is not a readable JSON file ({exc})"
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in MODEL_CLASSES:
+        return f"{folder} is a {model_type!r} model; VisCritic critics are {SUPPORTED}"
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return (
+            f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer "
+            "beside the weights (tokenizer.save_pretrained) or export a training run's checkpoint "
+            "with python -m critic.weights export"
+        )
+    try:
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        tokenizer_config = {}
+    templates = [folder / "chat_template.jinja", folder / "chat_template.json"]
+    if not any(p.is_file() for p in templates) and not (
+        isinstance(tokenizer_config, dict) and tokenizer_config.get("chat_template")
+    ):
+        return (
+            f"{folder} has no chat template (chat_template.jinja, or one in "
+            "tokenizer_config.json): a critic builds its prompts with it; save the processor's "
+            "or tokenizer's files beside the weights"
+        )
+    return None
+
+
+# The files a tokenizer loads from (fast, byte-level BPE, SentencePiece): one of them must be there.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+
+
 def named_checkpoints() -> dict[str, Path]:
     """The checkpoints installed packages ship, by name (:data:`CHECKPOINT_GROUP`)."""
     from importlib.metadata import entry_points
