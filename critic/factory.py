@@ -6,7 +6,9 @@ never imports transformers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from critic.base import Critic, unknown_options
@@ -51,9 +53,6 @@ def model_source_problem(model: Any) -> str | None:
         >>> model_source_problem("viscritic-small") is None
         True
     """
-    import os
-    from pathlib import Path
-
     from critic.models import PRESETS
     from critic.vlm import is_server_url
     from critic.weights import SHIPPED
@@ -123,6 +122,16 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         name = kwargs.pop("name", None)
     else:
         name, kwargs = spec, {}
+    if isinstance(name, os.PathLike):  # a folder, as VLMCritic(model=Path(...)) takes it
+        name = os.fspath(name)
+        if not isinstance(name, str) or not Path(name).is_dir():
+            raise UnknownCriticError(
+                f"critic {spec!r} is a path but not a folder here; give a checkpoint folder "
+                f"that exists, or a name (known critics: {available_critics()})"
+            )
+        from critic.vlm import VLMCritic
+
+        return _build(VLMCritic, name, {**kwargs, "model": name})
     if not isinstance(name, str):
         raise UnknownCriticError(
             f"critic {spec!r} names no critic; pass a name or path as a string (known critics: "
@@ -140,8 +149,6 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         from critic.ensemble import EnsembleCritic
 
         return _build(EnsembleCritic, name, kwargs)
-    from pathlib import Path
-
     from critic.models import PRESETS
     from critic.vlm import is_server_url
     from critic.weights import SHIPPED

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the env)
-from critic import CriticError, FailureQuery, ProgressQuery, make_critic
+from critic import CriticError, FailureQuery, ProgressQuery, UnknownCriticError, make_critic
 from critic.base import ParseStatus
 
 pytest.importorskip("transformers")
@@ -320,6 +320,15 @@ def test_a_checkpoint_path_object_is_a_model(tmp_path, tiny_model):
     save_model(*tiny_model, tmp_path / "ckpt")
     critic = make_critic({"name": "vlm", "model": tmp_path / "ckpt"})
     assert critic.model == str(tmp_path / "ckpt")
+    # the folder itself as the critic, as gym.make(..., critic=Path(...)) gives it: it was "names
+    # no critic; pass a name or path as a string"
+    for spec in (tmp_path / "ckpt", {"name": tmp_path / "ckpt", "mode": "score"}):
+        assert make_critic(spec).model == str(tmp_path / "ckpt")
+    with pytest.raises(UnknownCriticError) as err:
+        make_critic(tmp_path / "elsewhere")
+    assert str(err.value).startswith(
+        f"critic {tmp_path / 'elsewhere'!r} is a path but not a folder here; give a checkpoint"
+    )
 
 
 @pytest.mark.parametrize("method", ["estimate_progress", "detect_failure"])
