@@ -53,10 +53,12 @@ def value_order_correlation(predictions: Sequence[float]) -> float:
     episodes, nor pass a probe as if unread). ``nan`` with fewer than two readable frames.
 
     Example:
-        >>> value_order_correlation([0.1, 0.3, 0.2, 0.9])  # ranks 1 3 2 4 vs 1 2 3 4
+        >>> round(value_order_correlation([0.1, 0.3, 0.2, 0.9]), 6)  # ranks 1 3 2 4 vs 1 2 3 4
         0.8
-        >>> value_order_correlation([0.9, float("nan"), 0.1]), value_order_correlation([0.5, 0.5])
-        (-1.0, 0.0)
+        >>> round(value_order_correlation([0.9, float("nan"), 0.1]), 6)  # the nan left out
+        -1.0
+        >>> value_order_correlation([0.5, 0.5])  # flat: no order
+        0.0
     """
     values = np.asarray(predictions, dtype=float)
     readable = np.isfinite(values)

@@ -26,7 +26,7 @@ class VideoEmbeddingCache:
 
     Example:
         >>> cache = VideoEmbeddingCache()
-        >>> cache.attach(model)  # doctest: +SKIP  (model: a Qwen-VL *ForConditionalGeneration)
+        >>> cache.attach(model)  # a Qwen-VL *ForConditionalGeneration  # doctest: +SKIP
     """
 
     def __init__(self, max_videos: int = 4096) -> None:
