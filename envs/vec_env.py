@@ -362,9 +362,10 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         return np.asarray(rewards, dtype=np.float32), replay
 
     def rewards_so_far(self, index: int) -> np.ndarray:
-        """The critic rewards of env ``index``'s running episode so far, one per step, as if it
-        ended now (relabel mode; one critic call over its queries): for an episode that a
-        learner's ``learn()`` stops in the middle of, whose steps are in the replay buffer."""
+        """The critic rewards of env ``index``'s running episode so far, one per step (relabel
+        mode; one critic call over the queries it made): for an episode that a learner's
+        ``learn()`` stops in the middle of, whose steps are in the replay buffer. The current step
+        is not queried as a last step would be: the steps after the last query hold its reading."""
         pending = self._pending[index]
         queries = [q for _, q in pending if q is not None]
         estimates = iter(self._estimate(queries, [(index, self._trackers[index])] * len(queries)))
