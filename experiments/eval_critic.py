@@ -23,6 +23,7 @@ import itertools
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,17 +339,29 @@ def evaluate_critic(
     return out
 
 
-def one_class_left_out(calibration: dict[str, list], cfg: DictConfig) -> dict[str, list]:
+def one_class_left_out(
+    calibration: dict[str, list], cfg: DictConfig, evaluated: Sequence[str] = ()
+) -> dict[str, list]:
     """The calibration episodes of the tasks whose episodes there are successes and failures: a
     threshold fit on one class alone lies below (or above) every score, and calls every test
-    episode a failure (or none). The others are said, and get no threshold."""
+    episode a failure (or none). The others are said, and get no threshold, as are the
+    ``evaluated`` tasks of which the calibration split holds no episode."""
+    log = logging.getLogger(__name__)
+    for task in evaluated:
+        if not calibration.get(task):
+            log.warning(
+                "the %s split holds no %s episode: no failure threshold is fit for %s (the "
+                "thresholded rows read n/a); record more episodes of it (its seeds decide the "
+                "split) or give another calibration_split=",
+                cfg.calibration_split, task, task,
+            )  # fmt: skip
     kept = {}
     for task, episodes in calibration.items():
         labels = {bool(e.success) for e in episodes}
         if len(labels) == 2:
             kept[task] = episodes
             continue
-        logging.getLogger(__name__).warning(
+        log.warning(
             "the %s split's %d %s episodes are all %s: no failure threshold is fit for %s (the "
             "thresholded rows read n/a); give it both kinds, with more episodes "
             "(episodes_per_task=, or more recorded) or another calibration_split=",
@@ -383,7 +396,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     by_task = load_episodes(cfg)
     calibration = None
     if cfg.calibration_split is not None:  # check_config: a split apart from the evaluated one
-        calibration = one_class_left_out(load_episodes(cfg, cfg.calibration_split), cfg)
+        calibration = one_class_left_out(
+            load_episodes(cfg, cfg.calibration_split), cfg, evaluated=list(by_task)
+        )
     results: dict[str, dict[str, Any]] = {}
     name = None
     try:

@@ -237,6 +237,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 f"held_out_tasks names {absent}, which no episode of data= is of (it would hold "
                 f"nothing out); the data's tasks are {present}"
             )
+        if set(held) >= set(data_tasks()):  # said after the model had loaded, as too few seeds
+            raise TrainConfigError(
+                f"held_out_tasks={held} holds out every task of data= ({present}): nothing is "
+                "left to train on; hold out fewer, or add folders of other tasks to data="
+            )
     weights = cfg.get("data_weights")
     if weights is not None:
         listed = isinstance(weights, Sequence | ListConfig) and not isinstance(weights, str)

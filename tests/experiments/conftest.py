@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """12 Reacher episodes (half with failures), 28² frames every 2 steps. Seeds 0..11 cover the
-    train and val splits (seed_split: 1 and 5 are test, 10 val)."""
+    train and val splits (seed_split: 0 and 5 are test, 10 val)."""
     from envs.plans import plan_episodes
     from envs.synth import synthesize
 

@@ -510,3 +510,13 @@ def test_a_calibration_split_of_one_class_fits_no_threshold(caplog):
         "for CheetahRun-v1 (the thresholded rows read n/a); give it both kinds, with more "
         "episodes (episodes_per_task=, or more recorded) or another calibration_split="
     ]
+    # a task the split holds no episode of was left out without a word (one episode, seed 0)
+    caplog.clear()
+    assert one_class_left_out({"Reacher-v5": mixed}, cfg, ["Reacher-v5", "Lift"]) == {
+        "Reacher-v5": mixed
+    }
+    assert caplog.messages == [
+        "the val split holds no Lift episode: no failure threshold is fit for Lift (the "
+        "thresholded rows read n/a); record more episodes of it (its seeds decide the split) or "
+        "give another calibration_split="
+    ]

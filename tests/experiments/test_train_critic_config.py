@@ -204,6 +204,10 @@ def test_the_rank_argument_a_launcher_appends_is_left_to_the_environment(tmp_pat
          "data= is of (it would hold nothing out); the data's tasks are ['Reacher-v5']"),
         (["held_out_tasks=Reacher"], "held_out_tasks names ['Reacher'], which no episode of "
          "data= is of (it would hold nothing out); the data's tasks are ['Reacher-v5']"),
+        # found after the model had loaded, and blamed on too few seeds
+        (["held_out_tasks=[Reacher-v5]"], "held_out_tasks=['Reacher-v5'] holds out every task of "
+         "data= (['Reacher-v5']): nothing is left to train on; hold out fewer, or add folders of "
+         "other tasks to data="),
         (["stages.pretext.rewards=[progress]", "stages.pretext.reward_weights=[1.0]"],
          "stages.pretext.rewards has ['progress'], which score none of the stage's sample kinds "
          "['pretext'] (they add nothing to its reward); progress scores ['frozen', 'joint', "
@@ -270,8 +274,14 @@ def test_device_cuda_without_cuda_is_a_message_from_the_script(dataset, tmp_path
     assert "sees no CUDA GPU; use device=cpu, or install a CUDA build of torch" in done.stderr
 
 
-def test_no_training_samples_says_how_episodes_are_split(dataset, tmp_path):
-    done = run_train(tmp_path, f"data=[{dataset}]", "held_out_tasks=[Reacher-v5]", "pipeline=[sft]")
+def test_no_training_samples_says_how_episodes_are_split(tmp_path):
+    from envs.plans import plan_episodes
+    from envs.synth import synthesize
+
+    test_only = tmp_path / "test_only"  # seed 5 is a test seed: no episode to train on
+    synthesize(plan_episodes("Reacher-v5", 1, 0.0, first_seed=5), test_only, progress_bar=False,
+               every=10, image_size=28)  # fmt: skip
+    done = run_train(tmp_path / "run", f"data=[{test_only}]", "pipeline=[sft]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "train_critic: stage sft: no training samples of kinds" in done.stderr
     assert "episodes are split by seed, about 80 % train" in done.stderr
