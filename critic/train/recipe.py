@@ -7,6 +7,7 @@ checkpoints it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -153,6 +154,14 @@ class Trainer:
             )
         chance, shares = draw_probabilities(cfg, train)
         val = load_samples(cfg, plan["kinds"], "val", limit=cfg.eval_samples)
+        if cfg.eval_every and not val and self.rank == 0:  # the history's val/ keys just missed
+            logging.getLogger(__name__).warning(
+                "stage %s: no validation samples of kinds %s in %s (episodes are split by seed, "
+                "about 10 %% val: critic.data.samples.seed_split), so eval_every=%s validates "
+                "nothing and the history has no val/ figures; record more episodes, or give "
+                "eval_every=0",
+                stage, list(plan["kinds"]), list(cfg.data), cfg.eval_every,
+            )  # fmt: skip
         params = [p for p in self.model.parameters() if p.requires_grad]
         model, update = self.model, None
         if cfg.deepspeed_config is not None:

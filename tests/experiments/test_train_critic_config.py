@@ -287,6 +287,24 @@ def test_no_training_samples_says_how_episodes_are_split(tmp_path):
     assert "episodes are split by seed, about 80 % train" in done.stderr
 
 
+def test_validation_that_would_read_nothing_is_said(tmp_path):
+    # seeds 1 and 2 are both train: eval_every=1 validated nothing, and the history simply had
+    # no val/ keys
+    from envs.plans import plan_episodes
+    from envs.synth import synthesize
+
+    no_val = tmp_path / "no_val"
+    synthesize(plan_episodes("Reacher-v5", 2, 0.0, first_seed=1), no_val, progress_bar=False,
+               every=10, image_size=28)  # fmt: skip
+    done = run_train(tmp_path / "run", f"data=[{no_val}]", "pipeline=[sft]", "stages.sft.steps=1",
+                     "stages.sft.batch_size=2", "eval_every=1")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = done.stdout + done.stderr  # hydra logs to the console (stdout) and train_critic.log
+    assert "[critic.train.recipe][WARNING] - stage sft: no validation samples of kinds " in said
+    assert "so eval_every=1 validates nothing and the history has no val/ figures; record more " \
+        "episodes, or give eval_every=0" in said  # fmt: skip
+
+
 STAGE_KINDS = "['sft', 'score', 'failure', 'pretext', 'joint']"
 
 
