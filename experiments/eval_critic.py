@@ -46,7 +46,7 @@ class EvalConfigError(ValueError):
 
 def check_config(cfg: DictConfig) -> None:
     """Fail before any critic loads when the config cannot run."""
-    from critic.data.episodes import finished_ids
+    from critic.data.episodes import finished_ids, repeated_episodes
     from critic.detection import check_failure_frames
 
     data = list_option(cfg.data)
@@ -133,6 +133,8 @@ def check_config(cfg: DictConfig) -> None:
             "`python experiments/synthesize.py env=<task> out=<folder>`"
             + ("" if external is None else ", or give data=[] to score the external videos alone")
         )
+    if problem := repeated_episodes("data", data):  # each would be scored twice
+        raise EvalConfigError(problem)
     if external is not None and not Path(external).is_dir():
         raise EvalConfigError(f"external={external!r} is not a folder of labelled videos")
     if not data and external is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,27 @@ def finished_ids(root: str | Path) -> set[str]:
     folder = Path(root) / "episodes"
     return (
         {p.name[: -len(".parquet")] for p in folder.glob("*.parquet")} if folder.is_dir() else set()
+    )
+
+
+def repeated_episodes(option: str, folders: Sequence[str | Path]) -> str | None:
+    """What is wrong when episodes of the same id are in several of ``folders``, or None. An id
+    names the task, seed and plan (and a policy's digest), so such an episode was recorded twice:
+    a copied folder, or the same seeds at another image size or camera. Its samples would count
+    twice, and an evaluation would score it twice."""
+    where: dict[str, list[str]] = {}
+    for folder in folders:
+        for episode_id in finished_ids(folder):
+            where.setdefault(episode_id, []).append(str(folder))
+    repeated = {i: f for i, f in sorted(where.items()) if len(f) > 1}
+    if not repeated:
+        return None
+    first, places = next(iter(repeated.items()))
+    return (
+        f"{option}: {len(repeated)} episode ids are in more than one folder ({first} in "
+        f"{places}): the same task, seed and plan recorded twice (a copied folder, or the same "
+        "seeds at another image size or camera), whose samples would count twice; list one "
+        "folder of each, and record more episodes with another first_seed="
     )
 
 

@@ -216,6 +216,10 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "
             "them with `python experiments/synthesize.py env=<task> out=<folder>`"
         )
+    from critic.data.episodes import repeated_episodes
+
+    if problem := repeated_episodes("data", folders):
+        raise TrainConfigError(f"{problem} (to weigh a folder: data_weights=[...])")
     present: list[str] = []
 
     def data_tasks() -> list[str]:  # the tasks of data='s episodes, read once when needed

@@ -327,6 +327,25 @@ def test_options_are_checked_before_any_critic_loads(dataset, overrides, message
     assert str(err.value).startswith(message)
 
 
+def test_episodes_recorded_twice_are_refused(dataset, tmp_path):
+    # a copied folder: its test episodes were scored twice, each counted as two
+    import shutil
+
+    import eval_critic as module
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    with pytest.raises(module.EvalConfigError) as err:
+        module.check_config(_config(f"data=[{dataset},{copy}]"))
+    assert str(err.value).startswith(
+        "data: 12 episode ids are in more than one folder (Reacher-v5-000000-"
+    )
+    assert f" in ['{dataset}', '{copy}']): the same task, seed and plan recorded twice (a copied " \
+        "folder, or the same seeds at another image size or camera), whose samples would count " \
+        "twice; list one folder of each, and record more episodes with another first_seed=" \
+        in str(err.value)  # fmt: skip
+
+
 def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
     # the second critic's options fail as it is built, after the oracle has its results
     done = _run(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=null",
