@@ -251,3 +251,14 @@ def test_a_row_edited_by_hand_names_the_field_it_got_wrong(tmp_path, field, valu
     with pytest.raises(EpisodeFormatError, match=f"^{path}: {says}") as err:
         read_episode(tmp_path, "ep0")
     assert str(err.value).endswith("(it records only what is missing)")
+
+
+def test_step_seconds_is_the_recording_gap_not_the_mean_one():
+    # Reacher at 50 frames/s recorded every 4 steps (12.5 frames/s) ends at step 50: frames at
+    # 0, 4, ..., 48 and the last at 50. The mean gap, 50 / 13 = 3.85, read 0.0208 s a step for
+    # the true 0.02 (a "stall at 0.3 s" in a rationale, a detection delay 4 % short)
+    episode = _episode(t=14)
+    episode.steps, episode.fps = np.asarray([*range(0, 49, 4), 50]), 12.5
+    assert episode.step_seconds == pytest.approx(0.02)
+    episode.steps, episode.fps = np.arange(5), 30.0  # every step, as external videos are read
+    assert episode.step_seconds == pytest.approx(1 / 30)
