@@ -455,6 +455,18 @@ def synthesize(
         return record_all(plans, todo, root, codec, workers, progress_bar, options)
     finally:
         release(lock)
-        if made and [p.name for p in root.iterdir()] == [LOCK]:  # refused: leave no folder
-            (root / LOCK).unlink()
-            root.rmdir()
+        if made and not finished_ids(root):  # refused, or stopped before its first episode
+            _remove_unused(root)
+
+
+def _remove_unused(root: Path) -> None:
+    """Remove the folder this run made and recorded no episode in: its lock, its manifest (a
+    bad camera was refused after the manifest recorded it) and empty subfolders. Anything
+    else in it stays, and so does the folder then."""
+    for name in (LOCK, MANIFEST):
+        (root / name).unlink(missing_ok=True)
+    for sub in (root / "episodes", root / "videos"):
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()

@@ -292,6 +292,11 @@ def test_a_dataset_folder_another_run_is_writing_in_is_refused(tmp_path):
         synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "new", workers=1, codec="h264",
                    progress_bar=False, image_size=15)  # fmt: skip
     assert not (tmp_path / "new").exists()
+    # nor one refused at its first episode, after its manifest recorded the bad camera
+    with pytest.raises(InvalidOptionError, match=r"^unknown camera 'nosuchcam'"):
+        synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "new", workers=1,
+                   progress_bar=False, camera="nosuchcam")  # fmt: skip
+    assert not (tmp_path / "new").exists()
 
 
 def test_the_recorded_frame_rate_is_the_simulator_s_own():
