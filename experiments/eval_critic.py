@@ -133,8 +133,8 @@ def check_config(cfg: DictConfig) -> None:
             "`python experiments/synthesize.py env=<task> out=<folder>`"
             + ("" if external is None else ", or give data=[] to score the external videos alone")
         )
-    if problem := repeated_episodes("data", data):  # each would be scored twice
-        raise EvalConfigError(problem)
+    if twice := repeated_episodes("data", data):  # each is scored once per folder
+        logging.getLogger(__name__).warning("%s", twice)
     if external is not None and not Path(external).is_dir():
         raise EvalConfigError(f"external={external!r} is not a folder of labelled videos")
     if not data and external is None:
@@ -399,7 +399,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     calibration = None
     if cfg.calibration_split is not None:  # check_config: a split apart from the evaluated one
         calibration = one_class_left_out(
-            load_episodes(cfg, cfg.calibration_split), cfg, evaluated=list(by_task)
+            load_episodes(cfg, cfg.calibration_split),
+            cfg,
+            evaluated=[t for t in by_task if t != "external"],  # no split: they get no τ
         )
     results: dict[str, dict[str, Any]] = {}
     name = None

@@ -202,10 +202,11 @@ def finished_ids(root: str | Path) -> set[str]:
 
 
 def repeated_episodes(option: str, folders: Sequence[str | Path]) -> str | None:
-    """What is wrong when episodes of the same id are in several of ``folders``, or None. An id
-    names the task, seed and plan (and a policy's digest), so such an episode was recorded twice:
-    a copied folder, or the same seeds at another image size or camera. Its samples would count
-    twice, and an evaluation would score it twice."""
+    """A warning when episodes of the same id are in several of ``folders``, or None. An id names
+    the task, seed and plan (and a policy's digest), so such an episode was recorded twice: a
+    copied folder, or the same seeds at another image size, camera or task option. Its samples
+    count once per folder, and an evaluation scores it once per folder: meant for a folder
+    re-rendered another way, not for a copy (weigh a folder with ``data_weights=`` instead)."""
     where: dict[str, list[str]] = {}
     for folder in folders:
         for episode_id in finished_ids(folder):
@@ -216,9 +217,9 @@ def repeated_episodes(option: str, folders: Sequence[str | Path]) -> str | None:
     first, places = next(iter(repeated.items()))
     return (
         f"{option}: {len(repeated)} episode ids are in more than one folder ({first} in "
-        f"{places}): the same task, seed and plan recorded twice (a copied folder, or the same "
-        "seeds at another image size or camera), whose samples would count twice; list one "
-        "folder of each, and record more episodes with another first_seed="
+        f"{places}): the same task, seed and plan, recorded twice (a copied folder, or the same "
+        "seeds at another image size or camera); each counts once per folder. If that is not "
+        "meant, list one folder of each (record more episodes with another first_seed=)"
     )
 
 

@@ -5,6 +5,7 @@ hold and :func:`check_config`, which turns ``configs/train_critic.yaml`` into pe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,8 +219,8 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         )
     from critic.data.episodes import repeated_episodes
 
-    if problem := repeated_episodes("data", folders):
-        raise TrainConfigError(f"{problem} (to weigh a folder: data_weights=[...])")
+    if twice := repeated_episodes("data", folders):  # said, not refused: it may be meant
+        logging.getLogger(__name__).warning("%s; to weigh a folder, data_weights=[...]", twice)
     present: list[str] = []
 
     def data_tasks() -> list[str]:  # the tasks of data='s episodes, read once when needed

@@ -393,7 +393,13 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
     # the run it was to replace: the earlier run stays until this one has trained a step
     before = read_history(tmp_path)
     record = (tmp_path / ".hydra" / "overrides.yaml").read_text()  # the options a resume needs
-    for bad in (f"model={dataset}", "held_out_tasks=[Reacher-v5]"):
+    from envs.plans import plan_episodes
+    from envs.synth import synthesize
+
+    test_only = tmp_path.parent / f"{tmp_path.name}_test_only"  # seed 5: a test seed, no train
+    synthesize(plan_episodes("Reacher-v5", 1, 0.0, first_seed=5), test_only, progress_bar=False,
+               every=10, image_size=28)  # fmt: skip
+    for bad in (f"model={dataset}", f"data=[{test_only}]"):
         done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true", bad)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert done.stderr.strip().endswith(
