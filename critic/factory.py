@@ -50,7 +50,7 @@ def model_source_problem(model: Any) -> str | None:
     parses (nothing downloads at run time). No weights load, no connection is made.
 
     Example:
-        >>> model_source_problem("viscritic-small") is None
+        >>> model_source_problem("http://127.0.0.1:8000") is None
         True
     """
     from critic.models import PRESETS

@@ -170,7 +170,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     # each batch size timed is one model call, not several of the critic's default max_batch
     plain = VLMCritic(model=cfg.model, mode="score", cache=False, max_batch=max(cfg.batches))
     plain.engine.share_prefix = False  # batching alone; the shared prefix is measured below
-    cached = VLMCritic(model=cfg.model, mode="score", cache=True)
+    # an episode's queries in one call, as the relabelling's is timed
+    cached = VLMCritic(
+        model=cfg.model,
+        mode="score",
+        cache=True,
+        max_batch=max(*cfg.batches, cfg.episode_steps + 1),
+    )
     params = sum(p.numel() for p in plain._model.parameters())
     results: dict = {"model": cfg.model, "parameters": params, "task": cfg.task}
 

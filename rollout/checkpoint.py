@@ -197,6 +197,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             )
         # the tokenizer first: a folder without one is refused before minutes of loading weights
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+        _processor_template(path, tokenizer)
         _check_tokenizer(path, config, tokenizer)
         _fill_pad_token(path, tokenizer)
         model = model_cls.from_pretrained(path, dtype=dtype or "auto")
@@ -252,6 +253,21 @@ def _check_tokenizer(path: str | Path, config: Any, tokenizer: Any) -> None:
             "tokenizer_config.json): a critic builds its prompts with it; save the processor's "
             "or tokenizer's files beside the weights"
         )
+
+
+def _processor_template(path: str | Path, tokenizer: Any) -> None:
+    """Give a tokenizer without a chat template the one of its folder's ``chat_template.json``
+    (the processor's file, which the tokenizer does not read: a folder saved by a processor
+    alone holds its template there)."""
+    file = Path(path) / "chat_template.json"
+    if getattr(tokenizer, "chat_template", None) or not file.is_file():
+        return
+    try:
+        template = json.loads(file.read_text()).get("chat_template")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return  # _check_tokenizer says the folder has no chat template
+    if isinstance(template, str) and template.strip():
+        tokenizer.chat_template = template
 
 
 def _fill_pad_token(path: str | Path, tokenizer: Any) -> None:

@@ -210,12 +210,16 @@ def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_
                                      "'qwen2_5_vl', 'qwen3_vl' or 'qwen3_vl_moe')"),
         (f"critic.model={no_tokenizer}", f"critic: {no_tokenizer} has no tokenizer files "
                                          "(tokenizer.json, vocab.json, tokenizer.model); save the "
-                                         "tokenizer beside the weights"),
+                                         "tokenizer beside the weights (tokenizer.save_pretrained) "
+                                         "or export a training run's checkpoint with python -m "
+                                         "critic.weights export"),
         (f"critic.model={no_template}", f"critic: {no_template} has no chat template "
-                                        "(chat_template.jinja, or one in tokenizer_config.json)"),
+                                        "(chat_template.jinja, or one in tokenizer_config.json): a "
+                                        "critic builds its prompts with it; save the processor's or "
+                                        "tokenizer's files beside the weights"),
     ]:  # fmt: skip
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             cfg = compose("zero_shot_rl", overrides=[override])
         with pytest.raises(ExperimentConfigError) as err:
             check_config(cfg)
-        assert str(err.value).startswith(message)
+        assert str(err.value) == message

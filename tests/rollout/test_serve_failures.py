@@ -261,6 +261,14 @@ def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=f"^{tmp_path} has no chat template"):
         load_checkpoint(tmp_path)
+    # a folder a processor saved keeps its template in chat_template.json, which the tokenizer
+    # does not read: it was refused here, after zero_shot_rl's check of the folder had passed it
+    from critic.factory import model_source_problem
+
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": tokenizer.chat_template}))  # fmt: skip
+    assert model_source_problem(str(tmp_path)) is None
+    assert load_checkpoint(tmp_path)[1].chat_template == tokenizer.chat_template
+    (tmp_path / "chat_template.json").unlink()
     with pytest.raises(ModelLoadError, match=r"^dtype='bogus' is not a torch dtype"):
         load_checkpoint(tmp_path, dtype="bogus")
 
