@@ -111,9 +111,12 @@ def vllm_sampling_kwargs(
     params: SamplingParams, eos_token_id: int, banned_token_ids: Sequence[int] = ()
 ) -> dict[str, Any]:
     """Our :class:`SamplingParams` as ``vllm.SamplingParams`` keyword arguments; the banned ids
-    (image/video placeholders) get a -100 logit bias, as the transformers engine suppresses them."""
+    (image/video placeholders) get a -100 logit bias, as the transformers engine suppresses them.
+    Greedy decoding asks for one completion (vLLM refuses ``n > 1`` without sampling: "n must be
+    1 when using greedy sampling"); :meth:`VLLMEngine.generate` gives it ``n`` times, as the
+    transformers engine does."""
     kwargs: dict[str, Any] = {
-        "n": params.n,
+        "n": 1 if params.temperature == 0 else params.n,
         "max_tokens": params.max_new_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
@@ -217,7 +220,12 @@ class VLLMEngine(Engine):
         # would then send every tensor through a socket, which its decoder does not rebuild as
         # tensors (vllm-project/vllm#16434): the engine stays in this process, as RL needs.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        llm_kwargs = {**vllm_launch_kwargs(), **llm_kwargs}
+        # decode by our SamplingParams alone, as the transformers engine does: by default vLLM
+        # also stops on the checkpoint's generation_config.json end tokens (Qwen2.5-VL's list
+        # 151643 beside 151645), so completions ended where the transformers engine's go on
+        llm_kwargs = {"generation_config": "vllm", **vllm_launch_kwargs(), **llm_kwargs}
+        # candidates scored at once: vLLM returns at most max_logprobs log-probabilities
+        self.max_logprobs = int(llm_kwargs.get("max_logprobs", 20))
         self.llm = vllm.LLM(
             model=model,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -237,12 +245,22 @@ class VLLMEngine(Engine):
     ) -> list[list[list[int]]]:
         if not requests:
             return []
-        sampling = self.vllm.SamplingParams(
-            **vllm_sampling_kwargs(params, self.eos_token_id, self.banned_token_ids)
-        )
+        kwargs = vllm_sampling_kwargs(params, self.eos_token_id, self.banned_token_ids)
+        # one SamplingParams per prompt: vLLM seeds completion i of a prompt with seed + i, the
+        # same for every prompt, so each prompt's draws would repeat the others'
+        sampling = [
+            self.vllm.SamplingParams(
+                **{
+                    **kwargs,
+                    "seed": None if params.seed is None else (params.seed + k * params.n) % 2**63,
+                }
+            )
+            for k in range(len(requests))
+        ]
         outputs = self.llm.generate(self._prompts(requests), sampling, use_tqdm=False)
+        copies = params.n if params.temperature == 0 else 1  # greedy: one completion, n times
         return [
-            [[t for t in c.token_ids if t != self.eos_token_id] for c in out.outputs]
+            [[t for t in c.token_ids if t != self.eos_token_id] for c in out.outputs] * copies
             for out in outputs
         ]
 
@@ -251,6 +269,12 @@ class VLLMEngine(Engine):
     ):
         import torch
 
+        if len(candidates) > self.max_logprobs:  # vLLM refuses more log-probabilities
+            raise InvalidRequestError(
+                f"{len(candidates)} candidates, and this vLLM engine returns at most "
+                f"max_logprobs={self.max_logprobs} log-probabilities; score fewer, or make the "
+                f"engine with max_logprobs={len(candidates)} (vllm.max_logprobs= in training)"
+            )
         prompts = self._prompts(requests)
         for prompt in prompts:
             prompt["prompt_token_ids"] = prompt["prompt_token_ids"] + [int(p) for p in prefix]
@@ -269,6 +293,13 @@ class VLLMEngine(Engine):
 
     def load_weights(self, weights: Iterable[tuple[str, Any]]) -> None:
         """Load ``(name, tensor)`` pairs in Hugging Face naming (a trainer's ``state_dict``),
-        then drop cached prefixes computed with the old weights."""
+        then drop what was computed with the old weights: cached prefixes, and the vision
+        encoder's outputs, which vLLM keys by the video's content alone (GRPO sends the same
+        videos again, and a trained vision tower's old embeddings would be reused)."""
         self.llm.collective_rpc("viscritic_load_weights", args=(list(weights),))
         self.llm.reset_prefix_cache()
+        for owner, name in ((self.llm, "reset_encoder_cache"),
+                            (getattr(self.llm, "llm_engine", None), "reset_encoder_cache"),
+                            (self.llm, "reset_mm_cache")):  # fmt: skip
+            if callable(reset := getattr(owner, name, None)):
+                reset()

@@ -118,6 +118,74 @@ def test_sampling_and_score_parameters():
     }
 
 
+class _FakeLLM:
+    """vLLM's ``LLM`` as the engine calls it: records its options and calls; each completion is
+    the prompt's index and the seed it was drawn with."""
+
+    def __init__(self, **options):
+        self.options, self.calls = options, []
+
+    def generate(self, prompts, sampling, use_tqdm=False):
+        self.calls.append(("generate", sampling))
+        many = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
+        return [
+            SimpleNamespace(outputs=[SimpleNamespace(token_ids=[k, s.seed or 0, s.n])
+                                     for _ in range(s.n)])
+            for k, s in enumerate(many)
+        ]  # fmt: skip
+
+    def collective_rpc(self, method, args=()):
+        self.calls.append((method,))
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset_prefix_cache",))
+
+    def reset_encoder_cache(self):
+        self.calls.append(("reset_encoder_cache",))
+
+
+@pytest.fixture
+def fake_vllm_engine(tiny_model, tmp_path, monkeypatch):
+    """A VLLMEngine over a fake ``vllm`` module: what the engine asks of vLLM, on any machine."""
+    import sys
+
+    from critic.models import save_model
+
+    save_model(*tiny_model, tmp_path)
+    fake = SimpleNamespace(LLM=_FakeLLM, SamplingParams=lambda **k: SimpleNamespace(**k))
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    return VLLMEngine(str(tmp_path), video_token_id=9, eos_token_id=99)
+
+
+def test_what_the_engine_asks_of_vllm(fake_vllm_engine):
+    engine = fake_vllm_engine
+    # decoding by our SamplingParams alone: vLLM also stopped on the checkpoint's
+    # generation_config end tokens, where the transformers engine goes on
+    assert engine.llm.options["generation_config"] == "vllm"
+    requests = [Request(torch.tensor([1, 3]), torch.zeros(2, dtype=torch.int32))] * 3
+    # sampled: one SamplingParams per prompt, prompt k seeded seed + k * n (vLLM seeds
+    # completion i with seed + i, so every prompt drew the same numbers)
+    groups = engine.generate(requests, SamplingParams(n=2, temperature=0.7, seed=5))
+    assert groups == [[[k, 5 + 2 * k, 2]] * 2 for k in range(3)]
+    # greedy with n > 1: vLLM refuses it ("n must be 1 when using greedy sampling"); one
+    # completion, given n times, as the transformers engine does
+    groups = engine.generate(requests[:1], SamplingParams(n=3, temperature=0, seed=1))
+    assert groups == [[[0, 1, 1]] * 3]
+    assert vllm_sampling_kwargs(SamplingParams(n=3, temperature=0), 2)["n"] == 1
+    # new weights: the prefix cache and the vision encoder's outputs (keyed by the video's
+    # content alone) are dropped
+    engine.llm.calls.clear()
+    engine.load_weights([("w", torch.zeros(1))])
+    assert engine.llm.calls == [("viscritic_load_weights",), ("reset_prefix_cache",),
+                                ("reset_encoder_cache",)]  # fmt: skip
+    # more candidates than vLLM returns log-probabilities for: said, not a vLLM error
+    with pytest.raises(
+        InvalidRequestError,
+        match=r"^21 candidates, and this vLLM engine returns at most max_logprobs=20",
+    ):
+        engine.score(requests[:1], list(range(21)))
+
+
 def test_candidate_probs_renormalise_over_the_candidates():
     logprob = lambda p: SimpleNamespace(logprob=math.log(p))  # noqa: E731
     # 0.2 and 0.6 of the mass, the third candidate absent: renormalised 0.2/0.8, 0.6/0.8, 0.
@@ -170,8 +238,21 @@ def test_vllm_matches_transformers_on_gpu(tiny_model, tmp_path):
     )  # fmt: skip
     engine.sleep()
     engine.wake_up()
-    engine.load_weights(model.state_dict().items())
-    assert engine.generate(requests, greedy) == hf.generate(requests, greedy)
+    # other weights, the vision tower's and the language model's alike: reloading the ones it
+    # had could not show a sync that did nothing, nor vision outputs cached from the old weights
+    changed = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in changed.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    engine.load_weights(changed.state_dict().items())
+    hf_changed = HFEngine(changed.cuda().float(), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert engine.generate(requests, greedy) == hf_changed.generate(requests, greedy)
+    torch.testing.assert_close(
+        engine.score(requests, list(range(10, 20))), hf_changed.score(requests, list(range(10, 20))), atol=1e-3, rtol=0
+    )  # fmt: skip
+    assert not torch.allclose(hf_changed.score(requests, list(range(10, 20))),
+                              hf.score(requests, list(range(10, 20))), atol=1e-3)  # fmt: skip
 
 
 def test_a_qwen3_vl_checkpoint_is_refused_before_vllm_is_needed(tmp_path):
