@@ -172,8 +172,10 @@ class ViewRenderer:
     def __init__(self, model, view: CriticView) -> None:
         import mujoco
 
-        from envs.gl import bind_mujoco_backend
+        from envs.gl import bind_mujoco_backend, forked_gl_problem, note_gl_context
 
+        if problem := forked_gl_problem():  # a typed error, not a hang
+            raise RenderError(problem)
         bind_mujoco_backend()
         self._mujoco = mujoco
         self.view = view
@@ -192,6 +194,7 @@ class ViewRenderer:
                 "`bash scripts/install.sh` (Mesa EGL and OSMesa), or try "
                 "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa."
             ) from exc
+        note_gl_context()
         _register_exit_close()  # after the first GL context exists: see _register_exit_close
         _LIVE_RENDERERS.add(self)
         scene = self._renderer.scene

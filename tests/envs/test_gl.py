@@ -85,3 +85,61 @@ def test_bind_leaves_a_display_backend_alone(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "glfw")
     bind_mujoco_backend()
     assert gl_context.GLContext is before
+
+
+def _in_a_forked_child(work, timeout_s: float = 60.0):
+    """``work()``'s result (or the repr of what it raised) in a child forked from this process,
+    as gymnasium's AsyncVectorEnv starts its workers; "hung" when it had not ended in time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+
+    def child():
+        try:
+            answers.put(("ok", work()))
+        except BaseException as exc:  # what it raised is the answer
+            answers.put(("raised", f"{type(exc).__name__}: {exc}"))
+
+    process = context.Process(target=child)
+    process.start()
+    process.join(timeout_s)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return ("hung", None)
+    return answers.get(timeout=5)
+
+
+def test_a_child_forked_after_rendering_says_so_instead_of_hanging():
+    # a new GL context in a child forked from a process that had rendered hung (EGL and OSMesa)
+    from envs import make_task_env
+
+    env = make_task_env("Reacher-v5")
+    env.reset(seed=0)
+    env.render_critic_view()  # this process has a GL context now
+
+    def render_in_child():
+        child_env = make_task_env("Reacher-v5")
+        child_env.reset(seed=0)
+        return child_env.render_critic_view().shape
+
+    kind, said = _in_a_forked_child(render_in_child)
+    env.close()
+    assert kind == "raised", (kind, said)
+    assert said.startswith("RenderError: this process was forked from one that had rendered (pid ")
+    assert "start worker processes with 'forkserver' or 'spawn'" in said
+
+
+def test_torch_in_a_child_forked_after_torch_ran_does_not_hang():
+    # a parent's OpenMP pool is unusable in a forked child: its first parallel operation hung
+    import torch
+
+    a = torch.randn(512, 512)
+    (a @ a).sum()  # the parent's pool
+
+    def matmul_in_child():
+        b = torch.randn(512, 512)
+        return torch.get_num_threads(), float((b @ b).sum()) != 0.0
+
+    assert _in_a_forked_child(matmul_in_child, timeout_s=30.0) == ("ok", (1, True))
