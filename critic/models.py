@@ -199,8 +199,12 @@ def build_preset(name: str, seed: int = 0):
         tie_word_embeddings=True,
         **extra,
     )
-    torch.manual_seed(seed)
-    model = model_cls(config)
+    # the preset's weights from its own seed, the caller's generator left as it was: a script
+    # that seeds torch, makes the env (critic="tiny") and then its agent got one agent for
+    # every seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None

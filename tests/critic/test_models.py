@@ -191,3 +191,22 @@ def test_an_unreadable_processor_config_is_a_load_error(tmp_path):
     (tmp_path / "video_preprocessor_config.json").write_text("{oops")
     with pytest.raises(ModelLoadError, match=r"video_preprocessor_config.json is not a readable"):
         make_critic(str(tmp_path))
+
+
+def test_building_a_preset_leaves_the_callers_random_numbers_alone():
+    # torch.manual_seed(s), gym.make(..., critic="tiny"), then the agent: every seed s built the
+    # same agent, since the preset reseeded torch with its own seed
+    import torch
+
+    from critic.models import build_preset
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    first, _ = build_preset("tiny")
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(2)
+    again, _ = build_preset("tiny")  # the preset's own weights, whatever the caller's seed
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
+    )
