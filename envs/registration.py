@@ -76,6 +76,12 @@ def make_viscritic_env(
         raise
 
 
+# What gym.make reads of an entry point before calling it: with the render modes it knows,
+# render_mode="rgb_array_list" gets gymnasium's RenderCollection and "human" its HumanRendering
+# around an "rgb_array" env, where a function without metadata had them refused
+make_viscritic_env.metadata = {"render_modes": ["rgb_array"]}  # type: ignore[attr-defined]
+
+
 def register_envs() -> None:
     """Register ``VisCriticReward-v0``, and ``VisCritic/<task>`` for every task that lacks it
     (idempotent; :func:`envs.register_task` registers a task's bare env, replacing an old one).

@@ -314,6 +314,10 @@ def make_registered_task(registered_task: str, **kwargs: Any) -> TaskEnv:
     return make_task_env(registered_task, **kwargs)
 
 
+# gym.make reads it (see envs.registration): "rgb_array_list" and "human" are wrapped
+make_registered_task.metadata = {"render_modes": ["rgb_array"]}  # type: ignore[attr-defined]
+
+
 def make_task_env(
     name: str,
     *,

@@ -381,3 +381,18 @@ def test_free_camera_placements_are_checked(kwargs, message):
 
     with pytest.raises(InvalidOptionError, match=message):
         FreeCamera(**kwargs)
+
+
+@pytest.mark.parametrize("env_id", ["VisCriticReward-v0", "VisCritic/Reacher-v5"])
+def test_gym_make_wraps_a_render_mode_the_env_gives_in_pieces(env_id):
+    # gymnasium wraps "rgb_array_list" in RenderCollection around an env that renders
+    # "rgb_array", when its entry point says so (the functions had no metadata: refused)
+    import gymnasium as gym
+
+    options = {"env": "Reacher-v5", "critic": "oracle"} if env_id == "VisCriticReward-v0" else {}
+    env = gym.make(env_id, render_mode="rgb_array_list", **options)
+    env.reset(seed=0)
+    env.step(np.zeros(2, np.float32))
+    frames = env.render()  # the reset's and the step's critic view
+    assert len(frames) == 2 and all(f.shape == (56, 56, 3) for f in frames)
+    env.close()
