@@ -273,7 +273,7 @@ class VLLMEngine(Engine):
             raise InvalidRequestError(
                 f"{len(candidates)} candidates, and this vLLM engine returns at most "
                 f"max_logprobs={self.max_logprobs} log-probabilities; score fewer, or make the "
-                f"engine with max_logprobs={len(candidates)} (vllm.max_logprobs= in training)"
+                f"engine with max_logprobs={len(candidates)} (+vllm.max_logprobs= in training)"
             )
         prompts = self._prompts(requests)
         for prompt in prompts:
