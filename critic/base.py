@@ -13,7 +13,6 @@ from __future__ import annotations
 import abc
 import enum
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rollout.checks import is_number
+from rollout.warn import warn_user
 
 # The failure vocabulary shared by experts (labels), prompts (choices) and the evaluator.
 FAILURE_TYPES = (
@@ -238,11 +238,10 @@ def warn_if_untrained(critic: Any, task: str | None) -> None:
     if key in _WARNED_UNTRAINED:
         return
     _WARNED_UNTRAINED.add(key)
-    warnings.warn(
+    warn_user(
         f"critic {key[0]!r} was trained on {list(trained)}, not on {task!r}: its readings there "
         "may mean little; train one on the task's episodes (docs/tasks.md) and check it with "
-        "eval_critic.py beside the oracle",
-        stacklevel=3,
+        "eval_critic.py beside the oracle"
     )
 
 

@@ -8,13 +8,12 @@ learner's hooks into it.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from envs.errors import InvalidOptionError
 from envs.vec_env import VisCriticVecEnv
 from rollout.imports import require_package
+from rollout.warn import warn_user
 
 _callbacks = require_package("stable_baselines3.common.callbacks", "rl", "envs.vec_env")
 
@@ -125,10 +124,9 @@ class RelabelCallback(_callbacks.BaseCallback):
         ``min`` of each are paired, with a warning."""
         count = min(len(positions), len(rewards))
         if len(positions) != len(rewards):
-            warnings.warn(
+            warn_user(
                 f"RelabelCallback: {len(rewards)} critic rewards for {len(positions)} stored "
-                f"steps of env {env_index}'s episode; the last {count} are written",
-                stacklevel=2,
+                f"steps of env {env_index}'s episode; the last {count} are written"
             )
         # a position twice: a step left unstored by a stopped learn(), then stored there by the
         # next; the later step's reward is the one its transition earned

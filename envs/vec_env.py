@@ -14,7 +14,6 @@ the learner trains on them.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv, check_task_info
 from rollout.checks import is_int
 from rollout.imports import require_package
+from rollout.warn import warn_user
 
 _vec_env = require_package("stable_baselines3.common.vec_env", "rl", "envs.vec_env")
 
@@ -318,13 +318,12 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             owners += [(i, self._trackers[i])] * sum(q is not None for _, q in self._pending[i])
         if finished and not self.relabel_callback_attached and not self._warned_unconsumed:
             self._warned_unconsumed = True
-            warnings.warn(
+            warn_user(
                 "VisCriticVecEnv(relabel=True) returns a reward of 0 at every step and the "
                 "critic's rewards in the last step's info['critic_rewards']; no RelabelCallback "
                 "is attached to write them into a learner's replay buffer, so a learner trained "
                 "on this env sees zeros: pass callback=envs.callbacks.RelabelCallback() to "
-                "learn(), or use relabel=False",
-                stacklevel=4,  # the caller of VecEnv.step
+                "learn(), or use relabel=False"
             )
         estimates = iter(self._estimate(queries, owners))
         for i in finished:

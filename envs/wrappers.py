@@ -9,7 +9,6 @@ another, or none), and ``env.spec.to_json()`` refuses it.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
@@ -20,6 +19,7 @@ from critic.factory import make_critic
 from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv, check_task_info
+from rollout.warn import warn_user
 
 
 class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -129,13 +129,12 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             cut = steps
             if cut == self._last_cut and not self._warned:
                 self._warned = True
-                warnings.warn(
+                warn_user(
                     f"two episodes in a row were reset at step {steps} of "
                     f"{self._task.task_name} before VisCriticReward saw them end: if a time "
                     f"limit outside it cuts them (gym.make(..., max_episode_steps={steps}), a "
                     "TimeLimit wrapper), their last step is paid an older estimate, not a query; "
-                    f"give horizon={steps} to VisCriticReward-v0 instead",
-                    stacklevel=3,
+                    f"give horizon={steps} to VisCriticReward-v0 instead"
                 )
         self._last_cut = cut
 

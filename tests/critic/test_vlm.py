@@ -463,8 +463,11 @@ def test_a_critic_on_a_task_it_was_not_trained_on_is_said(tmp_path, tiny_model):
         warnings.simplefilter("error")
         warn_if_untrained(critic, "Reacher-v5")
         gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, frames_per_query=2)
-    with pytest.warns(UserWarning, match=r"was trained on \['Reacher-v5'\], not on 'Pusher-v5': "):
+    with pytest.warns(
+        UserWarning, match=r"was trained on \['Reacher-v5'\], not on 'Pusher-v5': "
+    ) as w:
         gym.make("VisCriticReward-v0", env="Pusher-v5", critic=critic, frames_per_query=2)
+    assert w[0].filename == __file__  # the gym.make line, not gymnasium's (rollout.warn)
     with warnings.catch_warnings():  # once per critic and task
         warnings.simplefilter("error")
         warn_if_untrained(critic, "Pusher-v5")

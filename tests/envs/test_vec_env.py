@@ -287,9 +287,10 @@ def test_relabel_without_its_callback_is_warned_and_a_bad_relabel_or_config_refu
     venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", seed=0, horizon=HORIZON,
                                   relabel=True)  # fmt: skip
     venv.reset()
-    with pytest.warns(UserWarning, match="no RelabelCallback is attached"):
+    with pytest.warns(UserWarning, match="no RelabelCallback is attached") as caught:
         for _ in range(HORIZON):
             venv.step(np.zeros((1, 2), np.float32))
+    assert caught[0].filename == __file__  # the caller of step, through SB3's wrapper's step
     venv.close()
     # a reward config given as a mapping of its options is built; anything else is refused
     plain = make_viscritic_vec_env("Reacher-v5", 1, "oracle", horizon=HORIZON)
@@ -398,6 +399,29 @@ def test_a_resume_stopped_again_on_its_first_step_writes_no_slot_it_did_not_stor
     buffer = model.replay_buffer
     assert buffer.pos == HORIZON + 3 and buffer.rewards[buffer.pos, 0] == 0  # never stored
     assert (buffer.rewards[HORIZON : HORIZON + 3, 0] != 0).all()
+
+
+def test_a_callback_attached_in_mid_episode_writes_the_steps_it_saw_with_a_warning():
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from envs.callbacks import RelabelCallback
+
+    model, episodes = _relabelling_sac(), []
+    with pytest.warns(UserWarning, match="no RelabelCallback is attached"):
+        # no relabelling; stopped at the second episode's 4th step, which is not stored
+        model.learn(10 * HORIZON, callback=_RecordRelabelled.make(episodes, HORIZON + 4))
+    assert model.replay_buffer.pos == HORIZON + 3
+    with pytest.warns(UserWarning) as caught:  # the callback sees the episode's last 6 steps
+        model.learn(HORIZON - 4, callback=CallbackList([_RecordRelabelled.make(episodes),
+                                                    RelabelCallback()]), reset_num_timesteps=False)  # fmt: skip
+    assert [str(w.message) for w in caught] == [
+        f"RelabelCallback: {HORIZON} critic rewards for {HORIZON - 4} stored steps of env 0's "
+        f"episode; the last {HORIZON - 4} are written"
+    ]
+    assert caught[0].filename == __file__  # the learn() line, not SB3's (rollout.warn)
+    np.testing.assert_allclose(
+        model.replay_buffer.rewards[HORIZON + 3 : 2 * HORIZON - 1, 0], episodes[1][4:], atol=1e-6
+    )
 
 
 def test_the_callbacks_still_import_from_where_they_were():

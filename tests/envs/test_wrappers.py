@@ -424,6 +424,7 @@ def test_a_time_limit_outside_the_wrapper_is_named_at_the_next_reset():
         "TimeLimit wrapper), their last step is paid an older estimate, not a query; give "
         "horizon=20 to VisCriticReward-v0 instead"
     ]
+    assert caught[0].filename == __file__  # the user's line, not gymnasium's reset (rollout.warn)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         episode(outer, 3)
