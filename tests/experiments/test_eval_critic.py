@@ -1,55 +1,25 @@
 """experiments/eval_critic.py end to end on a tiny synthesised Reacher dataset: the oracle and a
-tiny VLM side by side, an external folder of labelled videos, and typed errors."""
+tiny VLM side by side, probes, and typed errors (labelled videos of one's own:
+test_eval_critic_external.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["episodes_per_task=4", "frames_per_query=2", "failure_frames=2", "delay_points=2",
-        "probe_episodes=1", "stride=4"]  # fmt: skip
-
-
-def _strict_json(text: str):
-    """``text`` parsed as strict JSON: ``NaN`` and ``Infinity`` are no JSON (Python's parser takes
-    them, browsers' and jq's do not)."""
-
-    def refuse(token):
-        raise ValueError(f"{token} is not JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def _config(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("eval_critic", overrides=list(overrides))
-
-
-def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), f"hydra.run.dir={run_dir}",
-         *TINY, *overrides],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+from tests.experiments.eval_critic_cli import eval_config, run_eval, strict_json
 
 
 def test_oracle_and_tiny_vlm_side_by_side(dataset, tmp_path):
     # the train split's first 4 (seeds 1, 2, 3, 4); τ is fit on the test split apart from it
     # (seeds 0 and 5, a success and a failure: the val split's one episode is one class, on
     # which no threshold is fit)
-    done = _run(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=test",
+    done = run_eval(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=test",
                 "critics=[oracle,{name: tiny, max_new_tokens: 4},"
                 "{name: tiny-qwen3vl, max_new_tokens: 4}]")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = _strict_json((tmp_path / "metrics.json").read_text())
+    metrics = strict_json((tmp_path / "metrics.json").read_text())
     assert metrics["episodes"] == {"Reacher-v5": 4}
     oracle = metrics["critics"]["oracle"]["Reacher-v5"]
     assert oracle["progress"]["expert"]["mae"] == 0.0
@@ -108,7 +78,7 @@ def test_a_critic_is_queried_at_its_clip_length_for_each_task(dataset):
 
     import eval_critic as module  # experiments/ is on the test path (pyproject)
 
-    cfg = _config("probes=false", "delay_points=0", "stride=4")
+    cfg = eval_config("probes=false", "delay_points=0", "stride=4")
     episodes = list(iter_episodes(dataset))[:2]
     critic = PerTask()
     row = module.evaluate_critic(critic, {"Reacher-v5": episodes}, cfg)["Reacher-v5"]
@@ -122,7 +92,7 @@ def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
     from critic.data.episodes import iter_episodes
     from critic.oracle import OracleCritic
 
-    cfg = _config("delay_points=0", "stride=4", "probe_episodes=2", "calibration_split=null")
+    cfg = eval_config("delay_points=0", "stride=4", "probe_episodes=2", "calibration_split=null")
     failures = [e for e in iter_episodes(dataset) if not e.success][:2]  # no expert to probe
     results = {"oracle": module.evaluate_critic(OracleCritic(), {"Reacher-v5": failures}, cfg)}
     assert {p["passed"] for p in results["oracle"]["Reacher-v5"]["probes"].values()} == {None}
@@ -139,125 +109,26 @@ def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
     assert "FAIL" not in report
 
 
-def test_external_labelled_videos(tmp_path):
-    from critic.data.episodes import EpisodeFormatError, _write_video
-    from critic.data.external import read_labelled_videos
-
-    folder = tmp_path / "robofail"
-    folder.mkdir()
-    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    for name in ("a", "b"):
-        _write_video(folder / f"{name}.mkv", frames, 10.0, "ffv1")
-    (folder / "labels.jsonl").write_text(
-        '{"video": "a.mkv", "instruction": "Pick the cup.", "success": true}\n'
-        '{"video": "b.mkv", "instruction": "Pick the cup.", "success": false, '
-        '"failure_type": "stall", "failure_time_s": 0.3}\n'
-    )
-    episodes = read_labelled_videos(folder, size=28)
-    assert [e.frames["video"].shape for e in episodes] == [(6, 28, 28, 3)] * 2
-    assert episodes[1].failure_type == "stall" and episodes[1].failure_step == 3  # 0.3 s × 10 fps
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "calibration.png").write_bytes(b"an earlier run's plot")
-    done = _run(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]")
-    assert done.returncode == 1 and "already holds calibration.png" in done.stderr  # not ours
-    done = _run(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]",
-                "overwrite=true")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    # no seeds, no split: "the val split holds no external episode ... record more" was no fix
-    assert "no external episode" not in done.stdout + done.stderr
-    metrics = _strict_json((tmp_path / "run" / "metrics.json").read_text())
-    external = metrics["critics"]["oracle"]["external"]
-    assert external["failure"]["accuracy"] == 1.0 and "progress" not in external
-    # no progress to read in a labelled video: the oracle's last-frame readings are unreadable,
-    # not "achieved 0" (which called every video a sure failure), so it has no achieved detector
-    assert "achieved" not in external["failure"]
-    # nothing to plot: no calibration.png, an earlier run's removed, and none linked
-    assert not (tmp_path / "run" / "calibration.png").exists()
-    assert "calibration.png" not in (tmp_path / "run" / "report.md").read_text()
-    # successes alone: no failure to recall, AUROC, type or delay to read; null in the JSON,
-    # n/a in the report (recall read 0.00, a total miss, for a critic right on every video)
-    (folder / "labels.jsonl").write_text(
-        '{"video": "a.mkv", "instruction": "Pick the cup.", "success": true}\n'
-        '{"video": "b.mkv", "instruction": "Pick the cup.", "success": true}\n'
-    )
-    done = _run(tmp_path / "run2", "data=[]", f"external={folder}", "critics=[oracle]")
-    assert done.returncode == 0, done.stderr[-3000:]
-    failure = _strict_json((tmp_path / "run2" / "metrics.json").read_text())["critics"]["oracle"][
-        "external"
-    ]["failure"]
-    assert failure["accuracy"] == 1.0
-    undefined = ("precision", "recall", "f1", "auroc", "type_accuracy", "detection_delay_s",
-                 "detected_in_time")  # fmt: skip
-    assert {key: failure[key] for key in undefined} == dict.fromkeys(undefined)
-    assert (
-        "| oracle | external | 2 | 1.00 | 1.00 | n/a | n/a | 1.00 | n/a | n/a | n/a | n/a | n/a "
-        in ((tmp_path / "run2" / "report.md").read_text())
-    )
-    # external videos with the data folders at their default: data=[] scores the videos alone
-    done = _run(tmp_path / "run3", f"data=[{tmp_path / 'none'}]", f"external={folder}")
-    assert done.returncode == 1 and done.stderr.strip().endswith(
-        f"eval_critic: EvalConfigError: data: no episodes in ['{tmp_path / 'none'}']; make them "
-        "with `python experiments/synthesize.py env=<task> out=<folder>`, or give data=[] to "
-        "score the external videos alone"
-    )
-    (folder / "labels.jsonl").write_text(
-        '{"video": "c.mkv", "instruction": "x", "success": true}\n'
-    )
-    with pytest.raises(EpisodeFormatError, match=r"c.mkv: no such video file"):
-        read_labelled_videos(folder)
-    (folder / "labels.jsonl").write_text('{"video": "a.mkv", "success": "yes"}\n')
-    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:1: missing \['instruction'\]"):
-        read_labelled_videos(folder)
-    # each field's type, a video labelled twice, and text that is not UTF-8: named, by line
-    line = '{"video": "a.mkv", "instruction": "x", "success": false'
-    for extra, message in (
-        (', "failure_time_s": "1.2"}', "labels.jsonl:1: failure_time_s='1.2' must be a number"),
-        (', "failure_time_s": -1}', "labels.jsonl:1: failure_time_s=-1 must be a number"),
-        # 6 frames at 10 fps: 0.6 s (it was clipped to the last frame: an instant detection)
-        (', "failure_time_s": 0.9}', "labels.jsonl:1: failure_time_s=0.9 is past the end of "
-         "'a.mkv' \\(0.6 s long\\); give the time of the failure within the video"),
-        (', "failure_type": 3}', "labels.jsonl:1: failure_type=3 must be a name"),
-        ('}\n{"video": "a.mkv", "instruction": "x", "success": true}',
-         "labels.jsonl:2: 'a.mkv' is labelled again \\(the same file as line 1\\)"),
-    ):  # fmt: skip
-        (folder / "labels.jsonl").write_text(line + extra + "\n")
-        with pytest.raises(EpisodeFormatError, match=message):
-            read_labelled_videos(folder)
-    (folder / "labels.jsonl").write_text(
-        '{"video": "a.mkv", "instruction": "put it in the <video> box", "success": true}\n'
-    )
-    with pytest.raises(EpisodeFormatError, match=r"labels\.jsonl:1: instruction='put it in the "
-                       r"<video> box' holds '<video>', the prompt's own syntax"):  # fmt: skip
-        read_labelled_videos(folder)
-    (folder / "labels.jsonl").write_text('{"video": null, "instruction": "x", "success": true}\n')
-    with pytest.raises(EpisodeFormatError, match="video=None must be a file name relative to"):
-        read_labelled_videos(folder)
-    (folder / "labels.jsonl").write_bytes(b'{"video": "a.mkv", "instruction": "caf\xe9", '
-                                          b'"success": true}\n')  # fmt: skip
-    with pytest.raises(EpisodeFormatError, match="not UTF-8 text"):
-        read_labelled_videos(folder)
-
-
 def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
-    done = _run(tmp_path, f"data=[{dataset}]", "split=holdout")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "split=holdout")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
         "eval_critic: EvalConfigError: split='holdout' is not a split; pick one of "
         "['train', 'val', 'test', 'all']"
     )
-    done = _run(tmp_path, f"data=[{dataset}]", "calibration_split=dev")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "calibration_split=dev")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EvalConfigError: calibration_split='dev' is not a split" in done.stderr
-    done = _run(tmp_path, f"data=[{dataset}]", "frames_per_query=0")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "frames_per_query=0")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "frames_per_query=0 must be an integer >= 1, or null for each critic's" in done.stderr
-    done = _run(tmp_path, f"data=[{dataset}]", "by_state.Reacher-v5.bins=[2,1]")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "by_state.Reacher-v5.bins=[2,1]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': [2, 1]} must be" in (
         done.stderr
     )
     # a state the episodes do not record: said, and the rest of the evaluation runs
-    done = _run(tmp_path, f"data=[{dataset}]", "critics=[oracle]", "probes=false",
+    done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[oracle]", "probes=false",
                 "calibration_split=null", "by_state.Reacher-v5.key=nope")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "by_state.Reacher-v5.key='nope' is not in every episode's state" in (
@@ -266,19 +137,19 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     assert "'fingertip_to_target_cm'" in done.stdout + done.stderr  # what there is instead
     assert "## Reading by state" not in (tmp_path / "report.md").read_text()
     tmp_path = tmp_path / "more"  # a new run dir: the one above now holds results
-    done = _run(tmp_path, "data=[/nowhere]")
+    done = run_eval(tmp_path, "data=[/nowhere]")
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
-    done = _run(tmp_path, f"data=[{dataset}]", "critics=[magic]")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[magic]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EvalConfigError: critics: 'magic' is neither a known critic (['oracle'," in done.stderr
     # a server URL that is no address: the client's message, not its traceback
-    done = _run(tmp_path, f"data=[{dataset}]", "critics=['http://']")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "critics=['http://']")
     assert done.returncode == 1 and done.stderr.strip().endswith(
         "eval_critic: EvalConfigError: critics: url='http://' is not a server address; give "
         "http://host:port"
     )
     # two checkpoints of one name in different runs would share a column: one would be lost
-    done = _run(tmp_path, f"data=[{dataset}]", "critics=[/a/outcome/final,/b/outcome/final]")
+    done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[/a/outcome/final,/b/outcome/final]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EvalConfigError: critics ['outcome/final'] would share a column" in done.stderr
 
@@ -323,7 +194,7 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
 def test_options_are_checked_before_any_critic_loads(dataset, overrides, message):
     import eval_critic as module  # experiments/ is on the test path (pyproject)
 
-    cfg = _config(f"data=[{dataset}]", *overrides)
+    cfg = eval_config(f"data=[{dataset}]", *overrides)
     with pytest.raises(module.EvalConfigError) as err:
         module.check_config(cfg)
     assert str(err.value).startswith(message)
@@ -337,7 +208,7 @@ def test_episodes_recorded_twice_are_said(dataset, tmp_path, caplog):
 
     copy = tmp_path / "copy"
     shutil.copytree(dataset, copy)
-    module.check_config(_config(f"data=[{dataset},{copy}]"))
+    module.check_config(eval_config(f"data=[{dataset},{copy}]"))
     assert caplog.messages == [
         "data: 12 episode ids are in more than one folder (Reacher-v5-000000-expert in "
         f"['{dataset}', '{copy}']): the same task, seed and plan, recorded twice (a copied "
@@ -346,20 +217,20 @@ def test_episodes_recorded_twice_are_said(dataset, tmp_path, caplog):
         "another first_seed=)"
     ]
     caplog.clear()
-    module.check_config(_config(f"data=[{dataset}]"))
+    module.check_config(eval_config(f"data=[{dataset}]"))
     assert caplog.messages == []
 
 
 def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
     # the second critic's options fail as it is built, after the oracle has its results
-    done = _run(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=null",
+    done = run_eval(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=null",
                 "probes=false", "critics=[oracle,{name: noisy_oracle, offset_sd: -1}]")  # fmt: skip
     error = (
         "CriticError: NoisyOracleCritic offset_sd=-1 must be a finite number >= 0 (an SD of "
         "progress, e.g. 0.2; 0: none)"
     )
     assert done.returncode == 1 and done.stderr.strip().endswith(f"eval_critic: {error}")
-    metrics = _strict_json((tmp_path / "metrics.json").read_text())
+    metrics = strict_json((tmp_path / "metrics.json").read_text())
     assert list(metrics["critics"]) == ["oracle"]
     assert metrics["failed"] == {"critic": "noisy_oracle", "error": error}
     report = (tmp_path / "report.md").read_text()
@@ -386,7 +257,7 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
     )  # hindsight goals: some rollouts end as successes, with failure_type None
     rows = synthesize(plans, data, progress_bar=False, every=5, image_size=28)
     assert any(r["success"] for r in rows if r["policy"] is not None)  # the case this tests
-    done = _run(tmp_path / "run", f"data=[{data}]", "split=all", "critics=[oracle,noisy_oracle]",
+    done = run_eval(tmp_path / "run", f"data=[{data}]", "split=all", "critics=[oracle,noisy_oracle]",
                 "episodes_per_task=7", "probe_episodes=7", "calibration_split=null")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     critics = json.loads((tmp_path / "run" / "metrics.json").read_text())["critics"]
@@ -410,7 +281,7 @@ def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
 def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
     empty = tmp_path / "empty"
     (empty / "episodes").mkdir(parents=True)  # a folder with no episode in it
-    done = _run(tmp_path / "run", "critics=[oracle]", f"data=[{empty}]", "split=all",
+    done = run_eval(tmp_path / "run", "critics=[oracle]", f"data=[{empty}]", "split=all",
                 "calibration_split=null")  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
@@ -420,32 +291,32 @@ def test_no_episodes_probe_counts_and_bare_list_options(dataset, tmp_path):
     assert not (tmp_path / "run" / "report.md").exists()  # no report of empty tables
     # 0 probe episodes would report every probe failed on no episode: probes=false runs none
     for count in (0, -1):
-        done = _run(tmp_path / "run", f"data=[{dataset}]", f"probe_episodes={count}")
+        done = run_eval(tmp_path / "run", f"data=[{dataset}]", f"probe_episodes={count}")
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stderr.strip().endswith(
             f"eval_critic: EvalConfigError: probe_episodes={count} must be an integer >= 1 "
             "(expert episodes per task the probes transform); to run no probes, set probes=false"
         )
     # one critic and one folder may be given bare, as a list of one
-    done = _run(tmp_path / "run", "critics=oracle", f"data={dataset}", "split=all", "probes=false",
+    done = run_eval(tmp_path / "run", "critics=oracle", f"data={dataset}", "split=all", "probes=false",
                 "calibration_split=null", "probe_episodes=0")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert list(metrics["critics"]) == ["oracle"] and metrics["episodes"] == {"Reacher-v5": 4}
     # that run dir now holds results: not written over unless told, refused before hydra writes
-    again = _run(tmp_path / "run", "critics=[oracle,oracle]")
+    again = run_eval(tmp_path / "run", "critics=[oracle,oracle]")
     assert again.returncode == 1 and again.stderr.strip().endswith(
         f"eval_critic: RunDirError: {tmp_path / 'run'} already holds metrics.json, report.md, "
         "calibration.png from an earlier run; give a new hydra.run.dir=, or overwrite=true to "
         "replace them"
     )
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
-    done = _run(tmp_path / "other", f"data=[{dataset},[1]]")
+    done = run_eval(tmp_path / "other", f"data=[{dataset},[1]]")
     assert done.returncode == 1 and done.stderr.strip().endswith(
         "eval_critic: EvalConfigError: data: [[1]] are not folders; give dataset folders, e.g. "
         "data=[data/Reacher-v5] or data=[data/Reacher-v5,data/Lift]"
     )
-    done = _run(tmp_path / "other", f"data=[{dataset}]", "by_state.Reacher-v5.bins=5")
+    done = run_eval(tmp_path / "other", f"data=[{dataset}]", "by_state.Reacher-v5.bins=5")
     assert done.returncode == 1 and "Traceback" not in done.stderr  # bins must be a list
     assert "by_state.Reacher-v5={'key': 'fingertip_to_target_cm', 'bins': 5} must be" in done.stderr
 
@@ -462,33 +333,6 @@ def test_one_critic_may_be_given_bare_even_as_a_mapping():
     assert list_option(many) == ["oracle", {"name": "noisy_oracle"}]
 
 
-def test_external_videos_past_episodes_per_task_are_named_not_dropped_silently(tmp_path, capsys):
-    # 45 labelled, 40 scored: the last 5 (the only successes) were dropped without a word
-    import eval_critic as module  # experiments/ is on the test path (pyproject)
-
-    from critic.data.episodes import _write_video
-
-    frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
-    for name in ("a", "b", "c"):
-        _write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
-    (tmp_path / "labels.jsonl").write_text(
-        "".join(f'{{"video": "{n}.mkv", "instruction": "x", "success": true}}\n' for n in "abc")
-    )
-    cfg = _config("data=[]", f"external={tmp_path}", "episodes_per_task=2", "external_size=16")
-    assert [e.episode_id for e in module.load_episodes(cfg)["external"]] == ["a", "b"]
-    assert capsys.readouterr().err == (
-        "eval_critic: external: scoring the first 2 of the 3 labelled videos "
-        "(episodes_per_task=2); give episodes_per_task=3 to score them all\n"
-    )
-    (tmp_path / "labels.jsonl").write_text("\n \n")
-    with pytest.raises(module.EvalConfigError) as err:  # it said to synthesise more episodes
-        module.load_episodes(cfg)
-    assert str(err.value) == (
-        f"external={str(tmp_path)!r}: its labels.jsonl labels no video; give one "
-        '{"video", "instruction", "success"} object per line'
-    )
-
-
 def test_episodes_past_the_cap_are_named_by_folder(dataset, tmp_path, capsys):
     # the first folder filled episodes_per_task, and a second folder of the task (a learner's
     # rollouts beside the scripted episodes) was never scored, without a word
@@ -498,7 +342,7 @@ def test_episodes_past_the_cap_are_named_by_folder(dataset, tmp_path, capsys):
 
     second = tmp_path / "second"
     shutil.copytree(dataset, second)
-    cfg = _config(f"data=[{dataset},{second}]", "split=all", "episodes_per_task=10")
+    cfg = eval_config(f"data=[{dataset},{second}]", "split=all", "episodes_per_task=10")
     episodes = module.load_episodes(cfg)["Reacher-v5"]
     assert len(episodes) == 10
     assert capsys.readouterr().err == (
@@ -506,10 +350,10 @@ def test_episodes_past_the_cap_are_named_by_folder(dataset, tmp_path, capsys):
         f"more left out (2 of {dataset}, 12 of {second}; episodes_per_task=10); give "
         "episodes_per_task=24 to score them all\n"
     )
-    module.load_episodes(_config(f"data=[{dataset}]", "split=all", "episodes_per_task=12"))
+    module.load_episodes(eval_config(f"data=[{dataset}]", "split=all", "episodes_per_task=12"))
     assert capsys.readouterr().err == ""  # all scored: nothing to say
     # the calibration split's episodes only fit τ: its cut is not a scoring note
-    cfg = _config(f"data=[{dataset},{second}]", "split=test", "episodes_per_task=1")
+    cfg = eval_config(f"data=[{dataset},{second}]", "split=test", "episodes_per_task=1")
     module.load_episodes(cfg, split="val")
     assert capsys.readouterr().err == ""
 
