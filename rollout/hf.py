@@ -192,16 +192,28 @@ class HFEngine(Engine):
                 f"prefix holds the video placeholder id {video}; a prefix is text (e.g. <answer>)"
             )
 
-    def check_length(self, requests: Sequence[Request], max_new_tokens: int) -> None:
+    def check_length(
+        self, requests: Sequence[Request], max_new_tokens: int, prefix: Sequence[int] | None = None
+    ) -> None:
         """Raise :class:`InvalidRequestError` when the longest prompt and ``max_new_tokens``
         do not fit the model's context: such a call would run for minutes past the positions
-        the model was made for, holding the server's batcher the while."""
+        the model was made for, holding the server's batcher the while. A score call gives its
+        ``prefix`` instead: the prompt, the prefix and the one token scored after it must fit
+        (past them the model reads positions it was never trained on, without a word)."""
         context = getattr(self.model.config.text_config, "max_position_embeddings", None)
         video = getattr(self.model.config, "video_token_id", None)
         # a lower bound on the positions a prompt takes: its text tokens (a video's patches take
         # fewer positions than tokens under M-RoPE: 32 frames at 448² are 4246 tokens and 165
         # positions), so no call that fits is refused
         longest = max((int((r.input_ids != video).sum()) for r in requests), default=0)
+        if prefix is not None:
+            if context is not None and longest + len(prefix) + 1 > context:
+                raise InvalidRequestError(
+                    f"a prompt of {longest} text tokens, a prefix of {len(prefix)} and the "
+                    f"token scored after it exceed the model's context of {context} positions; "
+                    "shorten the prompt (its instruction)"
+                )
+            return
         if context is not None and longest + max_new_tokens > context:
             room = context - longest
             fix = (
@@ -316,6 +328,7 @@ class HFEngine(Engine):
         self.check_prefix(list(prefix))
         if not requests:
             return torch.zeros((0, len(candidates)))
+        self.check_length(requests, 1, prefix=list(prefix))
         batch = self._batch(requests, prefix)
         shared = self.shared_prefix(requests, batch) if self.share_prefix else None
         self.last_shared_prefix = shared[0] if shared else 0

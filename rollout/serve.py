@@ -189,6 +189,8 @@ class CriticServer:
                 self.engine.check_token_ids(candidates, "candidates")
             if hasattr(self.engine, "check_prefix"):
                 self.engine.check_prefix(prefix)
+            if hasattr(self.engine, "check_length"):
+                self.engine.check_length(requests, 1, prefix=prefix)
             key = ("score", tuple(candidates), tuple(prefix))
             future = self.batcher.submit(
                 "score", requests, key, {"candidates": candidates, "prefix": prefix}

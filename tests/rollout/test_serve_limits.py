@@ -123,6 +123,21 @@ def test_calls_the_model_would_fail_are_refused_as_bad_calls(small_server):
     long_video = _request(tokenizer, frames=32, side=448)
     assert len(long_video.input_ids) > context
     engine.check_length([long_video], 16)
+    # a score past the context was read without a word (generate refused the same prompt)
+    video = np.zeros((1, 56, 56, 3), np.uint8)
+    long_text = Request(**prompts.encode(prompts.stepwise_progress("reach " * context, video, None), tokenizer))  # fmt: skip
+    words = int((long_text.input_ids != engine.model.config.video_token_id).sum())
+    assert words > context
+    for score in (RemoteEngine(server.url).score, engine.score):  # the server's and in process
+        with pytest.raises(InvalidRequestError) as err:
+            score([long_text], DIGITS, prefix=[5])
+        assert str(err.value).endswith(
+            f"a prompt of {words} text tokens, a prefix of 1 and the token scored after it "
+            f"exceed the model's context of {context} positions; shorten the prompt (its "
+            "instruction)"
+        )
+    score = engine.score([request], DIGITS)  # a prompt that fits is read
+    assert score.shape == (1, len(DIGITS))
 
 
 @pytest.mark.parametrize(
