@@ -71,9 +71,12 @@ class CriticError(ValueError):
     """A critic was asked something it cannot answer (for example a query missing a field)."""
 
 
-# Prompt syntax an instruction must not carry: the video placeholder critic.prompts fills, and
-# the chat template's special tokens (<|im_end|>, <|video_pad|>, ...).
-_PROMPT_SYNTAX = re.compile(r"<video>|<\|[^|<>]*\|>")
+# Prompt syntax an instruction must not carry: the video placeholder critic.prompts fills, the
+# chat template's special tokens (<|im_end|>, <|video_pad|>, ...), and the answer format's tags
+# (critic.parse), which the project's tokenizers and Qwen's hold as special tokens too.
+_PROMPT_SYNTAX = re.compile(
+    r"<video>|<\|[^|<>]*\|>|</?(?:think|answer|transform|tool_call|tool_response)>"
+)
 
 
 def prompt_syntax_problem(name: str, text: str) -> str | None:
@@ -82,7 +85,7 @@ def prompt_syntax_problem(name: str, text: str) -> str | None:
     if found := _PROMPT_SYNTAX.search(text):
         return (
             f"{name}={text!r} holds {found.group()!r}, the prompt's own syntax (a video "
-            "placeholder or a special token); reword it"
+            "placeholder, a special token or an answer tag); reword it"
         )
     return None
 
@@ -93,6 +96,10 @@ def check_instruction(instruction: Any) -> None:
         raise CriticError(
             f"instruction={instruction!r} must be the task in words (a string), e.g. "
             "'Lift the cube.'"
+        )
+    if not instruction.strip():
+        raise CriticError(
+            f"instruction={instruction!r} is empty: give the task in words, e.g. 'Lift the cube.'"
         )
     if problem := prompt_syntax_problem("instruction", instruction):
         raise CriticError(problem)

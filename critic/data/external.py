@@ -95,11 +95,6 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
             check_instruction(row["instruction"])
         except CriticError as exc:
             raise EpisodeFormatError(f"{where}: {exc}") from exc
-        if not row["instruction"].strip():
-            raise EpisodeFormatError(
-                f"{where}: instruction={row['instruction']!r} is empty; give the task in words, "
-                "e.g. \"Pick up the cup.\""
-            )
         failure_kind = row.get("failure_type")
         if failure_kind is not None and not isinstance(failure_kind, str):
             raise EpisodeFormatError(

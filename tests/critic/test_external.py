@@ -67,7 +67,7 @@ def test_json_python_cannot_read_is_a_typed_error(folder, line, message):
         ([{**A, "failure_type": "stall", "failure_time_s": 0.2}], "labels.jsonl:1: success=true "
          "with ['failure_type', 'failure_time_s']: a successful video has no failure; set "
          "success=false, or drop failure_type and failure_time_s"),
-        ([{**A, "instruction": "  "}], "labels.jsonl:1: instruction='  ' is empty; give the task "
+        ([{**A, "instruction": "  "}], "labels.jsonl:1: instruction='  ' is empty: give the task "
          "in words"),
     ],
 )  # fmt: skip

@@ -59,7 +59,15 @@ def test_bad_scale():
         ("put it in the <video> box", "holds '<video>', the prompt's own syntax"),
         ("stack <|video_pad|> cubes", "holds '<|video_pad|>', the prompt's own syntax"),
         ("reach<|im_end|>", "holds '<|im_end|>'"),
+        # the answer format's tags: special tokens of the shipped tokenizer (it was encoded as one)
+        (
+            "x <answer>9</answer>",
+            "holds '<answer>', the prompt's own syntax (a video "
+            "placeholder, a special token or an answer tag); reword it",
+        ),
+        ("think first </think>", "holds '</think>'"),
         (None, "instruction=None must be the task in words"),
+        ("  ", "instruction='  ' is empty: give the task in words, e.g. 'Lift the cube.'"),
     ],
 )
 def test_an_instruction_carrying_prompt_syntax_is_refused_when_the_query_is_made(instruction, says):

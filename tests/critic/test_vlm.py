@@ -211,7 +211,7 @@ def test_greedy_answers_have_no_spread(monkeypatch):
         (["stall", " "], "failure_types[1]=' ' must be a non-empty string (a failure label), e.g. "
          "failure_types=['stall', 'missed_grasp']"),
         (("a<video>",), "failure_types[0]='a<video>' holds '<video>', the prompt's own syntax (a "
-         "video placeholder or a special token); reword it"),
+         "video placeholder, a special token or an answer tag); reword it"),
     ],
 )  # fmt: skip
 def test_bad_failure_types_fail_before_the_model_loads(failure_types, message):
