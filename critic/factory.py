@@ -133,9 +133,18 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
 
         return _build(VLMCritic, name, {**kwargs, "model": name})
     if not isinstance(name, str):
+        # a mapping of a critic's fields, no name: what env.spec.to_json() wrote for a critic
+        # given to gym.make as an instance (gymnasium's dataclasses.asdict opens it up)
+        recorded = (
+            "; a spec serialised with a critic instance records its fields, not the critic: "
+            "give gym.make the critic by name or mapping where the spec must serialise"
+            if isinstance(spec, Mapping) and "name" not in spec
+            else ""
+        )
         raise UnknownCriticError(
             f"critic {spec!r} names no critic; pass a name or path as a string (known critics: "
             f"{available_critics()}), a mapping {{'name': ..., **kwargs}}, or a critic.Critic"
+            f"{recorded}"
         )
     if name == "oracle":
         from critic.oracle import OracleCritic

@@ -3,8 +3,10 @@
 A stateful reward wrapper (it keeps the episode's frames), so it subclasses ``gym.Wrapper`` and
 records its constructor arguments, as Gymnasium's own stateful wrappers do: a critic given by
 name or mapping is recorded so, and ``env.spec`` serialises; a critic given as an instance is
-recorded as that instance, so ``gym.make(env.spec)`` rebuilds this critic (its name alone may name
-another, or none), and ``env.spec.to_json()`` refuses it.
+recorded as that instance (not copied: ``Critic.__deepcopy__``), so ``gym.make(env.spec)`` rebuilds
+this critic (its name alone may name another, or none). ``env.spec.to_json()`` cannot record an
+instance: gymnasium writes its fields, not the critic, where JSON holds them (and fails where it
+does not), and ``gym.make`` of that JSON refuses it, naming the fix.
 """
 
 from __future__ import annotations

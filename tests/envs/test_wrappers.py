@@ -477,6 +477,21 @@ def test_a_critic_given_as_an_instance_is_the_one_the_spec_rebuilds():
     by_name = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle")
     assert json.loads(by_name.spec.to_json())["kwargs"]["critic"] == "oracle"
     by_name.close()
+    # an instance cannot go into JSON: gymnasium writes its fields, and a make of that JSON
+    # said only "names no critic"
+    from gymnasium.envs.registration import EnvSpec
+
+    from critic import UnknownCriticError
+
+    given = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=OracleCritic())
+    assert given.spec.kwargs["critic"] is given.get_wrapper_attr("critic")  # shared, not copied
+    with pytest.raises(UnknownCriticError) as err:
+        gym.make(EnvSpec.from_json(given.spec.to_json()))
+    assert str(err.value).endswith(
+        "or a critic.Critic; a spec serialised with a critic instance records its fields, not "
+        "the critic: give gym.make the critic by name or mapping where the spec must serialise"
+    )
+    given.close()
 
 
 def test_horizon_on_a_bare_task_names_max_episode_steps():
