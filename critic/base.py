@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,15 @@ class ProgressQuery:
                 f"previous_progress={previous!r} must be None or a number in [0, 1] (the last "
                 "estimate of this episode)"
             )
+        truth = self.privileged_progress
+        # NaN: no ground truth to read (an external video's), which the oracle reads as unreadable
+        if truth is not None and not (
+            is_number(truth, finite=False) and (math.isnan(truth) or 0.0 <= truth <= 1.0)
+        ):
+            raise CriticError(
+                f"privileged_progress={truth!r} must be None, NaN (unknown) or a number in "
+                "[0, 1] (the simulator's progress, as task_info()['progress'] gives it)"
+            )
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,18 @@ class FailureQuery:
 
     def __post_init__(self) -> None:
         check_instruction(self.instruction)
+        success = self.privileged_success
+        if success is not None and not isinstance(success, (bool, np.bool_)):
+            raise CriticError(
+                f"privileged_success={success!r} must be None, True or False (the simulator's "
+                "success flag); the oracle would read any other value by its truth"
+            )
+        kind = self.privileged_failure_type
+        if kind is not None and not isinstance(kind, str):
+            raise CriticError(
+                f"privileged_failure_type={kind!r} must be None or a failure label (a string), "
+                "e.g. 'stall'"
+            )
 
 
 @dataclass(frozen=True)

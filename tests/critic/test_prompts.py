@@ -78,6 +78,41 @@ def test_an_instruction_carrying_prompt_syntax_is_refused_when_the_query_is_made
             make(instruction)
 
 
+@pytest.mark.parametrize(
+    ("make", "fields", "says"),
+    [
+        ("progress", {"privileged_progress": 1.5}, "privileged_progress=1.5 must be None, NaN "
+         "(unknown) or a number in [0, 1] (the simulator's progress, as task_info()['progress'] "
+         "gives it)"),
+        ("progress", {"privileged_progress": "0.5"}, "privileged_progress='0.5' must be"),
+        # the oracle read these by their truth: "False" and NaN were successes
+        ("failure", {"privileged_success": "False"}, "privileged_success='False' must be None, "
+         "True or False (the simulator's success flag); the oracle would read any other value by "
+         "its truth"),
+        ("failure", {"privileged_success": float("nan")}, "privileged_success=nan must be"),
+        ("failure", {"privileged_success": False, "privileged_failure_type": 123},
+         "privileged_failure_type=123 must be None or a failure label (a string), e.g. 'stall'"),
+    ],
+)  # fmt: skip
+def test_privileged_fields_the_oracle_would_misread_are_refused(make, fields, says):
+    from critic.base import CriticError, FailureQuery, ProgressQuery
+
+    with pytest.raises(CriticError) as err:
+        (ProgressQuery if make == "progress" else FailureQuery)("reach", **fields)
+    assert str(err.value).startswith(says)
+
+
+def test_privileged_fields_of_numpy_types_and_unknown_progress_are_taken():
+    from critic.base import FailureQuery, ProgressQuery
+    from critic.oracle import OracleCritic
+
+    oracle = OracleCritic()
+    for truth in (np.float32(0.25), np.float64(1.0), 0, float("nan")):
+        ProgressQuery("reach", privileged_progress=truth)
+    [verdict] = oracle.detect_failure([FailureQuery("reach", privileged_success=np.bool_(False))])
+    assert verdict.success is False
+
+
 @pytest.mark.parametrize("previous", [float("nan"), 35, -1.0, "0.5"])
 def test_a_previous_estimate_outside_0_1_is_refused(previous):
     from critic.base import CriticError, ProgressQuery
