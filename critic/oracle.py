@@ -25,6 +25,7 @@ from critic.base import (
     ProgressQuery,
     check_queries,
 )
+from critic.vision import checked_frames
 from rollout.checks import is_int, is_number
 
 
@@ -169,6 +170,12 @@ class NoisyOracleCritic(OracleCritic):
                     "it keys each episode's offset by the first frame (build queries through "
                     "envs.VisCriticReward, which renders them)"
                 )
+            # uint8 [H, W, 3], as a VLM critic takes them: a list of the same frame hashed to
+            # another offset (its int64 bytes)
+            if first is not None:
+                first = checked_frames(first, "initial_frame", i)
+            if now is not None:
+                now = checked_frames(now, "current_frame", i)
             if estimate.progress is None or (
                 first is not None and now is not None and np.array_equal(first, now)
             ):

@@ -69,6 +69,50 @@ class ProcessorConfigError(ValueError):
     """A checkpoint's processor config holds a setting the critic cannot read frames with."""
 
 
+def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
+    """A query's ``frames`` (uint8 ``[T, H, W, 3]``) or anchor frame (``initial_frame`` /
+    ``current_frame``: uint8 ``[H, W, 3]``) as an array, or a :class:`FrameError` that names the
+    field, the query's index in the batch, what it holds and the fix."""
+    video = name == "frames"
+    where = f"query {index}'s {name}"
+    if video and isinstance(value, list | tuple):
+        sizes = list(dict.fromkeys(np.shape(frame) for frame in value))
+        if len(sizes) > 1:
+            raise FrameError(
+                f"{where} hold frames of different sizes {sizes}; resize them to one size "
+                "(e.g. each to the first frame's) before building the query"
+            )
+    array = np.asarray(value)
+    layout = "[T, H, W, 3] (a video)" if video else "[H, W, 3] (one frame)"
+    ndim = 4 if video else 3
+    if array.dtype == np.uint8 and array.ndim == ndim and array.shape[-1] == 3:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        # floats in [0, 1] (a normalised image) or [0, 255] (an .astype(np.float32) of uint8):
+        # scaling the second by 255 wraps (200.0 became 56)
+        finite = array[np.isfinite(array)] if array.size else array
+        top = float(finite.max()) if finite.size else 0.0
+        fix = (
+            "from floats in [0, 255]: x.round().clip(0, 255).astype(np.uint8)"
+            if top > 1.0
+            else "from floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+        )
+        if finite.size < array.size:
+            fix += ", after replacing their NaN or infinite values"
+    elif array.ndim == ndim and array.shape[-1] == 1:
+        fix = "from grey frames: np.repeat(x, 3, axis=-1)"
+    elif video and array.ndim == 3 and array.shape[-1] == 3:
+        fix = "from one frame: x[None]"
+    elif array.ndim == ndim - 1:
+        fix = "from grey frames: np.repeat(x[..., None], 3, axis=-1)"
+    else:
+        fix = f"e.g. a uint8 array of shape {(8, 64, 64, 3) if video else (64, 64, 3)}"
+    raise FrameError(
+        f"{where} {'are' if video else 'is'} {array.dtype} of shape {array.shape}; "
+        f"{'they' if video else 'it'} must be uint8 RGB {layout}: {fix}"
+    )
+
+
 @dataclass(frozen=True)
 class VisionSpec:
     """The vision tower's input geometry (defaults: Qwen2.5-VL's patches, the project's pixel

@@ -41,7 +41,7 @@ from critic.models import (
     device_problem,
 )
 from critic.parse import parse_progress, parse_verdict
-from critic.vision import FrameError, ProcessorConfigError, VisionSpec
+from critic.vision import ProcessorConfigError, VisionSpec, checked_frames
 from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
 from rollout.engine import MIN_TEMPERATURE
@@ -267,13 +267,13 @@ class VLMCritic(Critic):
                 f"{self.name} needs frames in every query; build queries through "
                 "envs.VisCriticReward (which renders them) or set ProgressQuery.frames"
             )
-        frames = _checked_frames(query.frames, "frames", index)
+        frames = checked_frames(query.frames, "frames", index)
         if self.prompt == "anchored":
             initial, current = frames[0], frames[-1]
             if query.initial_frame is not None:
-                initial = _checked_frames(query.initial_frame, "initial_frame", index)
+                initial = checked_frames(query.initial_frame, "initial_frame", index)
             if query.current_frame is not None:
-                current = _checked_frames(query.current_frame, "current_frame", index)
+                current = checked_frames(query.current_frame, "current_frame", index)
             return prompts.anchored_progress(query.instruction, initial, frames, current, scale)
         return prompts.stepwise_progress(query.instruction, frames, query.previous_progress, scale)
 
@@ -366,7 +366,7 @@ class VLMCritic(Critic):
         for i, q in enumerate(queries):
             if q.frames is None or len(q.frames) == 0:
                 raise CriticError(f"{self.name} needs the episode's frames in every failure query")
-            frames = _checked_frames(q.frames, "frames", i)
+            frames = checked_frames(q.frames, "frames", i)
             requests.append(
                 self._request(prompts.failure_detection(q.instruction, frames, self.failure_types))
             )
@@ -425,40 +425,6 @@ def _checked_failure_types(failure_types: Any) -> tuple[str, ...]:
         if problem := prompt_syntax_problem(f"failure_types[{i}]", label):
             raise CriticError(problem)
     return tuple(failure_types)
-
-
-def _checked_frames(value: Any, name: str, index: int) -> np.ndarray:
-    """A query's ``frames`` (uint8 ``[T, H, W, 3]``) or anchor frame (``initial_frame`` /
-    ``current_frame``: uint8 ``[H, W, 3]``) as an array, or a :class:`FrameError` that names the
-    field, the query's index in the batch, what it holds and the fix."""
-    video = name == "frames"
-    where = f"query {index}'s {name}"
-    if video and isinstance(value, list | tuple):
-        sizes = list(dict.fromkeys(np.shape(frame) for frame in value))
-        if len(sizes) > 1:
-            raise FrameError(
-                f"{where} hold frames of different sizes {sizes}; resize them to one size "
-                "(e.g. each to the first frame's) before building the query"
-            )
-    array = np.asarray(value)
-    layout = "[T, H, W, 3] (a video)" if video else "[H, W, 3] (one frame)"
-    ndim = 4 if video else 3
-    if array.dtype == np.uint8 and array.ndim == ndim and array.shape[-1] == 3:
-        return array
-    if np.issubdtype(array.dtype, np.floating):
-        fix = "from floats in [0, 1]: (x * 255).round().astype(np.uint8)"
-    elif array.ndim == ndim and array.shape[-1] == 1:
-        fix = "from grey frames: np.repeat(x, 3, axis=-1)"
-    elif video and array.ndim == 3 and array.shape[-1] == 3:
-        fix = "from one frame: x[None]"
-    elif array.ndim == ndim - 1:
-        fix = "from grey frames: np.repeat(x[..., None], 3, axis=-1)"
-    else:
-        fix = f"e.g. a uint8 array of shape {(8, 64, 64, 3) if video else (64, 64, 3)}"
-    raise FrameError(
-        f"{where} {'are' if video else 'is'} {array.dtype} of shape {array.shape}; "
-        f"{'they' if video else 'it'} must be uint8 RGB {layout}: {fix}"
-    )
 
 
 def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSpec:

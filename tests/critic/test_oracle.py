@@ -169,6 +169,29 @@ def test_noisy_oracle_errors_have_the_sizes_asked_and_stay_in_range():
     assert [e.progress for e in exact] == [0.0, 0.3]
 
 
+def test_noisy_oracle_reads_one_frame_the_same_in_any_form_and_refuses_what_is_not_one():
+    import numpy as np
+
+    from critic import NoisyOracleCritic, ProgressQuery
+    from critic.vision import FrameError
+
+    critic = NoisyOracleCritic(offset_sd=0.2)
+    frame = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+
+    def read(first):
+        query = ProgressQuery("x", initial_frame=first, current_frame=frame[::-1],
+                              privileged_progress=0.5)  # fmt: skip
+        return critic.estimate_progress([query])[0].progress
+
+    assert read(frame) == read(np.asfortranarray(frame)) == read(frame[:, ::-1][:, ::-1])
+    # a list of the frame hashed its int64 bytes: another episode's offset (0.77 against 0.36);
+    # refused now, as a VLM critic refuses it
+    with pytest.raises(FrameError, match=r"^query 0's initial_frame is int64 of shape"):
+        read(frame.tolist())
+    with pytest.raises(FrameError, match=r"^query 0's initial_frame is float64 of shape"):
+        read(frame / 255.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

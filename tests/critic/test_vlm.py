@@ -276,9 +276,14 @@ def test_one_query_or_the_wrong_kind_is_a_critic_error(method):
         (ProgressQuery("lift", frames=FRAMES, initial_frame=FRAMES[0, ..., :1]),
          "query 1's initial_frame is uint8 of shape (64, 64, 1); it must be uint8 RGB [H, W, 3] "
          "(one frame): from grey frames: np.repeat(x, 3, axis=-1)"),
+        # floats in [0, 255] (an .astype of uint8 frames): the hint scaled them by 255, which wraps
         (ProgressQuery("lift", frames=FRAMES, current_frame=FRAMES[-1].astype(np.float32)),
          "query 1's current_frame is float32 of shape (64, 64, 3); it must be uint8 RGB [H, W, 3] "
-         "(one frame): from floats in [0, 1]: (x * 255).round().astype(np.uint8)"),
+         "(one frame): from floats in [0, 255]: x.round().clip(0, 255).astype(np.uint8)"),
+        (ProgressQuery("lift", frames=np.where(FRAMES > 250, np.nan, FRAMES / 255.0)),
+         "query 1's frames are float64 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, "
+         "3] (a video): from floats in [0, 1]: (x * 255).round().astype(np.uint8), after "
+         "replacing their NaN or infinite values"),
     ],
 )  # fmt: skip
 def test_bad_frames_are_named_by_field_and_query_with_the_fix(query, message):
