@@ -20,6 +20,7 @@ from critic.data.samples import camera_frames, clip, failure_vocabulary
 from critic.eval import (
     auroc,
     binary_metrics,
+    check_count,
     nanmean,
     predict_estimates,
     progress_query,
@@ -186,8 +187,7 @@ def check_failure_frames(frames: Any) -> None:
 def _detect(critic: Critic, queries: list[FailureQuery], batch: int) -> list:
     """``critic.detect_failure`` over ``queries``, ``batch`` at a time (one call generates every
     query it gets at once: a whole evaluation in one call would not fit a GPU's memory)."""
-    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
-        raise ValueError(f"batch={batch!r} must be an integer >= 1")
+    check_count("batch", batch)
     verdicts = []
     for start in range(0, len(queries), batch):
         verdicts.extend(critic.detect_failure(queries[start : start + batch]))

@@ -29,15 +29,25 @@ import numpy as np
 from critic.base import Critic, ProgressQuery, active_length
 from critic.data.episodes import Episode, is_policy_rollout
 from critic.data.samples import camera_frames, clip
+from rollout.checks import is_int
 
 
 # -- metrics ---------------------------------------------------------------------------------
+def _same_length(metric: str, **arrays: np.ndarray) -> None:
+    """A ValueError naming each array's length unless they agree: numpy broadcasts one of
+    length 1 against the rest, which read one prediction as every one's."""
+    if len({len(a) for a in arrays.values()}) > 1:
+        counts = ", ".join(f"{len(a)} {name}" for name, a in arrays.items())
+        raise ValueError(f"{metric}: {counts}; give one per item, in the same order")
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties); ``nan`` when either side is constant
     or there are fewer than 2 points."""
     from scipy.stats import rankdata
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    _same_length("spearman", x=x, y=y)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     rx, ry = rankdata(x), rankdata(y)
@@ -75,6 +85,7 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     from scipy.stats import rankdata
 
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    _same_length("auroc", scores=scores, labels=labels)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
@@ -91,6 +102,7 @@ def accuracy_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float
     give accuracies 0.5, 0.75, 0.5, 0.75, 0.5; 0.2 and 0.7 tie, and 0.7 is nearer 0.5 → τ = 0.7.
     """
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    _same_length("accuracy_threshold", scores=scores, labels=labels)
     if len(scores) == 0:
         raise ValueError("accuracy_threshold needs at least one score")
     distinct = np.unique(scores)
@@ -119,6 +131,7 @@ def binary_metrics(
     """
     p, a = np.asarray(predicted, dtype=bool), np.asarray(actual, dtype=bool)
     given = np.ones_like(p) if answered is None else np.asarray(answered, dtype=bool)
+    _same_length("binary_metrics", predicted=p, actual=a, answered=given)
     tp, fp, fn = int((p & a).sum()), int((p & ~a).sum()), int((~p & a).sum())
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
@@ -137,6 +150,7 @@ def calibration(
     """Mean true progress per bin of predicted progress (bins of equal width over [0, 1]);
     unreadable predictions (``nan``) are left out, where they fell into the first bin."""
     predicted, actual = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    _same_length("calibration", predicted=predicted, actual=actual)
     read = np.isfinite(predicted)
     predicted, actual = predicted[read], actual[read]
     index = np.clip((predicted * bins).astype(int), 0, bins - 1)
@@ -211,6 +225,14 @@ def reading_by_state(
 
 
 # -- putting a critic through episodes -------------------------------------------------------
+def check_count(option: str, value: Any) -> None:
+    """A ValueError unless ``value`` (the option ``option``: a stride, a batch size) is an
+    integer >= 1: a negative stride read the truth reversed against no predictions, and 0
+    raised range()'s error."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{option}={value!r} must be an integer >= 1")
+
+
 def progress_queries(
     episode: Episode,
     frames: np.ndarray | None = None,
@@ -225,6 +247,7 @@ def progress_queries(
     ``frames`` and ``progress`` replace the episode's own (the probes pass transformed videos);
     the privileged progress goes along for oracle critics.
     """
+    check_count("stride", stride)
     video = camera_frames(episode, camera) if frames is None else frames
     truth = episode.progress if progress is None else progress
     return [
@@ -257,6 +280,7 @@ def predict_estimates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The critic's progress and P(achieved) for every query, in batches; ``nan`` where an answer
     is unreadable or the critic gives no probability."""
+    check_count("batch", batch)
     progress, achieved = [], []
     for start in range(0, len(queries), batch):
         for estimate in critic.estimate_progress(queries[start : start + batch]):
@@ -292,6 +316,8 @@ def evaluate_progress(
     stride: int = 1,
 ) -> list[EpisodeProgress]:
     """Progress of ``critic`` on every ``stride``-th frame of every episode."""
+    check_count("stride", stride)
+    check_count("batch", batch)
     results = []
     for episode in episodes:
         queries = progress_queries(episode, frames_per_query=frames_per_query, stride=stride)

@@ -14,7 +14,13 @@ import numpy as np
 from critic.base import Critic, active_length
 from critic.data.episodes import Episode
 from critic.data.samples import camera_frames
-from critic.eval import nanmean, predict_progress, progress_queries, value_order_correlation
+from critic.eval import (
+    check_count,
+    nanmean,
+    predict_progress,
+    progress_queries,
+    value_order_correlation,
+)
 
 PROBES = {
     # name: (what a sound critic does, the statistic, the pass rule)
@@ -85,6 +91,7 @@ def run_probes(
     part of 4 frames or more, e.g. a split of failures only): nothing was probed, so nothing
     passed or failed.
     """
+    check_count("batch", batch)
     rng = np.random.default_rng(seed)
     stats: dict[str, list[float]] = {name: [] for name in PROBES}
     for episode in episodes:

@@ -17,6 +17,7 @@ from critic.eval import (
     evaluate_progress,
     progress_queries,
     progress_summary,
+    spearman,
     value_order_correlation,
 )
 from critic.oracle import OracleCritic
@@ -88,6 +89,40 @@ def test_binary_metrics_and_active_length_hand_worked():
     cal = calibration([0.05, 0.15, 0.12, 0.95], [0.0, 0.2, 0.1, 1.0], bins=10)
     assert cal["count"][:2] == [1, 2] and cal["count"][9] == 1
     assert cal["true"][1] == pytest.approx(0.15)  # bin [0.1, 0.2): truths 0.2 and 0.1
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        # a prediction of length 1 was broadcast against three truths: accuracy 0.33, no word
+        (lambda: binary_metrics([True], [True, False, False]),
+         "binary_metrics: 1 predicted, 3 actual, 1 answered; give one per item, in the same order"),
+        (lambda: binary_metrics([True, False], [True, False], [True]),
+         "binary_metrics: 2 predicted, 2 actual, 1 answered"),
+        (lambda: accuracy_threshold([0.1, 0.3, 0.5], [True]), "accuracy_threshold: 3 scores, 1 labels"),
+        (lambda: auroc([0.1, 0.2, 0.3], [True, False]), "auroc: 3 scores, 2 labels"),
+        (lambda: spearman([1, 2, 3], [1, 2]), "spearman: 3 x, 2 y"),
+        (lambda: calibration([0.1, 0.5], [0.1, 0.5, 0.9]), "calibration: 2 predicted, 3 actual"),
+    ],
+)  # fmt: skip
+def test_metrics_of_arrays_that_do_not_pair_up_are_refused(call, says):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert str(err.value).startswith(says)
+
+
+@pytest.mark.parametrize(("option", "value"), [("stride", -1), ("stride", 0), ("batch", 0),
+                                              ("batch", 2.0), ("stride", True)])  # fmt: skip
+def test_a_stride_or_batch_that_is_not_a_count_is_refused(option, value):
+    # stride=-1 read the truth reversed against no predictions; 0 was range()'s ValueError
+    episode = Episode("e", "Reacher-v5", "reach", {"view": np.zeros((10, 8, 8, 3), np.uint8)},
+                      np.linspace(0, 1, 10, dtype=np.float32), np.arange(10), True)  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        evaluate_progress(OracleCritic(), [episode], **{option: value})
+    assert str(err.value) == f"{option}={value!r} must be an integer >= 1"
+    if option == "batch":
+        with pytest.raises(ValueError, match=r"^batch="):
+            run_probes(OracleCritic(), [], batch=value)  # before any episode
 
 
 def test_progress_summary_hand_worked():
