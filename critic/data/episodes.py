@@ -391,6 +391,19 @@ def _write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> None
         container.mux(stream.encode(None))
 
 
+# The largest side read_video resizes to (8K video's width).
+MAX_VIDEO_SIDE = 8192
+
+
+def check_video_size(size: Any) -> None:
+    """A ValueError unless ``size`` is None or a side :func:`read_video` can resize to."""
+    if size is not None and not (is_int(size) and 1 <= size <= MAX_VIDEO_SIDE):
+        raise ValueError(
+            f"size={size!r} must be None (the video's own) or one side in pixels, an integer "
+            f"from 1 to {MAX_VIDEO_SIDE}, e.g. size=128"
+        )
+
+
 def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, float]:
     """Every frame of a video as uint8 ``[T, H, W, 3]`` (``size`` × ``size`` when given) and its
     frame rate (20 when the container does not say).
@@ -398,7 +411,9 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     Raises:
         EpisodeFormatError: the file is missing, unreadable, holds no frames, or is cut short
             (its frames end well before the length its header gives).
+        ValueError: ``size`` is not a side in pixels (it was blamed on the file).
     """
+    check_video_size(size)
     av = require_package("av", "data", "reading videos")
     path = Path(path)
     if path.is_dir():

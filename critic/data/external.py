@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from critic.base import CriticError, check_instruction
-from critic.data.episodes import Episode, EpisodeFormatError, read_video
-from rollout.checks import is_number
+from critic.data.episodes import Episode, EpisodeFormatError, check_video_size, read_video
+from rollout.checks import is_int, is_number
 
 REQUIRED = ("video", "instruction", "success")
 OPTIONAL = ("failure_type", "failure_time_s")
@@ -120,7 +120,14 @@ def read_labelled_videos(
         EpisodeFormatError: no ``labels.jsonl``, a line that is not a JSON object with the
             required fields (:func:`read_labels`), a ``failure_time_s`` past its video's end, or
             a video that is missing or unreadable (the message names it).
+        ValueError: ``size`` or ``limit`` is not one it takes.
     """
+    check_video_size(size)
+    if limit is not None and not (is_int(limit) and limit >= 0):
+        raise ValueError(
+            f"limit={limit!r} must be None (every video) or a count >= 0 of the first videos "
+            "to read"
+        )
     folder = Path(folder)
     labels = folder / "labels.jsonl"
     episodes = []

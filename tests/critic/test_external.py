@@ -132,3 +132,29 @@ def test_limit_decodes_the_first_videos_after_checking_every_line(folder):
     _label(folder, A, B, {**A, "video": "c.mkv", "success": "yes"})  # a bad third line
     with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:3: success='yes'"):
         read_labelled_videos(folder, limit=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        # a bad size was blamed on the file ("not a readable video (Invalid argument)")
+        ({"size": 0}, "size=0 must be None (the video's own) or one side in pixels, an integer "
+         "from 1 to 8192, e.g. size=128"),
+        ({"size": 100000}, "size=100000 must be None"),
+        ({"size": (32, 48)}, "size=(32, 48) must be None"),
+        # a negative limit dropped the last video without a word
+        ({"limit": -1}, "limit=-1 must be None (every video) or a count >= 0 of the first "
+         "videos to read"),
+        ({"limit": 1.5}, "limit=1.5 must be None"),
+    ],
+)  # fmt: skip
+def test_a_size_or_limit_it_cannot_take_is_named_not_blamed_on_a_video(folder, options, says):
+    from critic.data.episodes import read_video
+
+    _label(folder, A, B)
+    with pytest.raises(ValueError) as err:
+        read_labelled_videos(folder, **options)
+    assert str(err.value).startswith(says) and not isinstance(err.value, EpisodeFormatError)
+    if "size" in options:
+        with pytest.raises(ValueError, match=r"^size="):
+            read_video(folder / "a.mkv", size=options["size"])
