@@ -82,7 +82,13 @@ def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
                 f"{where} hold frames of different sizes {sizes}; resize them to one size "
                 "(e.g. each to the first frame's) before building the query"
             )
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (RuntimeError, TypeError) as exc:  # a tensor that requires grad, or on a GPU
+        raise FrameError(
+            f"{where} cannot be read as an array ({exc}); pass a uint8 numpy array, e.g. "
+            "x.detach().cpu().numpy() for a torch tensor"
+        ) from None
     layout = "[T, H, W, 3] (a video)" if video else "[H, W, 3] (one frame)"
     ndim = 4 if video else 3
     if array.dtype == np.uint8 and array.ndim == ndim and array.shape[-1] == 3:
@@ -99,6 +105,12 @@ def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
         )
         if finite.size < array.size:
             fix += ", after replacing their NaN or infinite values"
+    elif array.dtype == np.uint16:
+        fix = "from 16-bit frames: (x >> 8).astype(np.uint8)"
+    elif array.ndim == ndim and array.shape[-1] == 4:
+        fix = "from RGBA frames: x[..., :3]"
+    elif array.ndim == ndim and array.shape[-3] == 3:
+        fix = "from channels-first frames: np.moveaxis(x, -3, -1)"
     elif array.ndim == ndim and array.shape[-1] == 1:
         fix = "from grey frames: np.repeat(x, 3, axis=-1)"
     elif video and array.ndim == 3 and array.shape[-1] == 3:
@@ -415,8 +427,13 @@ def resize_frames(frames: np.ndarray, spec: VisionSpec | None = None):
     num_frames, height, width, _ = frames.shape
     new_h, new_w = spec.resized(num_frames, height, width)
     # A reversed view of one frame (frames[::-1][:1]) counts as contiguous to numpy, whatever its
-    # stride on the length-1 axis, and torch refuses negative strides: copy those.
-    if not frames.flags.c_contiguous or any(s < 0 for s in frames.strides):
+    # stride on the length-1 axis, and torch refuses negative strides: copy those; and read-only
+    # ones (a memory map, a decoded video's), which torch.from_numpy warns about
+    if (
+        not frames.flags.c_contiguous
+        or not frames.flags.writeable
+        or any(s < 0 for s in frames.strides)
+    ):
         frames = np.array(frames, order="C", copy=True)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, 3, H, W]
     if (new_h, new_w) != (height, width):

@@ -178,6 +178,10 @@ class VLMCritic(Critic):
                 f"max_batch={self.max_batch!r} must be an integer >= 1 (queries per model call), "
                 "e.g. max_batch=64"
             )
+        for key in ("cache", "needs_frames"):  # "no" was stored, and read as true
+            if not isinstance(getattr(self, key), bool | np.bool_):
+                raise CriticError(f"{key}={getattr(self, key)!r} must be True or False")
+            setattr(self, key, bool(getattr(self, key)))
         # numpy integers are integers too; the engine and the config record plain ints
         self.samples, self.max_new_tokens, self.seed, self.max_batch = (
             int(self.samples),

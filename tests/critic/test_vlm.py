@@ -112,6 +112,8 @@ def test_bad_options_and_missing_frames():
          "1e-05, e.g. temperature=0.7"),
         ({"seed": -1}, "seed=-1 must be an integer in [0, 2**63)"),
         ({"samples": True}, "samples=True must be an integer >= 1"),
+        ({"cache": "no"}, "cache='no' must be True or False"),  # stored, and read as true
+        ({"needs_frames": "false"}, "needs_frames='false' must be True or False"),
         ({"device": "gpu"}, "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
     ],
 )  # fmt: skip
@@ -280,6 +282,15 @@ def test_one_query_or_the_wrong_kind_is_a_critic_error(method):
         (ProgressQuery("lift", frames=FRAMES, current_frame=FRAMES[-1].astype(np.float32)),
          "query 1's current_frame is float32 of shape (64, 64, 3); it must be uint8 RGB [H, W, 3] "
          "(one frame): from floats in [0, 255]: x.round().clip(0, 255).astype(np.uint8)"),
+        (ProgressQuery("lift", frames=FRAMES.transpose(0, 3, 1, 2)),
+         "query 1's frames are uint8 of shape (3, 3, 64, 64); they must be uint8 RGB [T, H, W, 3] "
+         "(a video): from channels-first frames: np.moveaxis(x, -3, -1)"),
+        (ProgressQuery("lift", frames=np.concatenate([FRAMES, FRAMES[..., :1]], -1)),
+         "query 1's frames are uint8 of shape (3, 64, 64, 4); they must be uint8 RGB [T, H, W, 3] "
+         "(a video): from RGBA frames: x[..., :3]"),
+        (ProgressQuery("lift", frames=FRAMES.astype(np.uint16) * 257),
+         "query 1's frames are uint16 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, 3] "
+         "(a video): from 16-bit frames: (x >> 8).astype(np.uint8)"),
         (ProgressQuery("lift", frames=np.where(FRAMES > 250, np.nan, FRAMES / 255.0)),
          "query 1's frames are float64 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, "
          "3] (a video): from floats in [0, 1]: (x * 255).round().astype(np.uint8), after "
@@ -304,6 +315,27 @@ def test_failure_query_frames_are_checked_too():
         "query 0's frames are float64 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, "
         "3] (a video): from floats in [0, 1]: (x * 255).round().astype(np.uint8)"
     )
+
+
+def test_a_tensor_numpy_cannot_read_is_named_and_read_only_frames_read_without_a_warning():
+    import warnings
+
+    import torch
+
+    from critic.vision import FrameError
+
+    critic = make_critic("tiny")
+    tensor = torch.from_numpy(FRAMES).float().requires_grad_()  # torch's own RuntimeError
+    with pytest.raises(FrameError) as err:
+        critic.estimate_progress([ProgressQuery("lift", frames=tensor)])
+    assert str(err.value).startswith("query 0's frames cannot be read as an array (Can't call")
+    assert str(err.value).endswith("e.g. x.detach().cpu().numpy() for a torch tensor")
+    frozen = FRAMES.copy()
+    frozen.flags.writeable = False  # a memory map's, a decoded video's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.from_numpy warned "not writable"
+        [read] = critic.estimate_progress([ProgressQuery("lift", frames=frozen)])
+    assert read == critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
 
 
 def test_a_long_list_of_queries_is_read_in_calls_of_max_batch(monkeypatch):
