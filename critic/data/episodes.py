@@ -84,6 +84,12 @@ class Episode:
     def __post_init__(self) -> None:
         if not self.frames:
             raise EpisodeFormatError(f"episode {self.episode_id!r} has no camera frames")
+        for name, f in self.frames.items():
+            if not isinstance(f, np.ndarray):
+                raise EpisodeFormatError(
+                    f"episode {self.episode_id!r} camera {name!r}: frames must be a numpy array, "
+                    f"got a {type(f).__name__}; pass np.asarray(frames, np.uint8)"
+                )
         lengths = {name: len(f) for name, f in self.frames.items()}
         for name, f in self.frames.items():
             if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
@@ -91,6 +97,17 @@ class Episode:
                     f"episode {self.episode_id!r} camera {name!r}: frames must be uint8 "
                     f"[T, H, W, 3], got {f.dtype} {f.shape}"
                 )
+        if not isinstance(self.success, (bool, np.bool_)):
+            raise EpisodeFormatError(
+                f"episode {self.episode_id!r}: success={self.success!r} must be True or False"
+            )
+        progress = np.asarray(self.progress, dtype=float)
+        if ((progress < 0) | (progress > 1)).any():  # NaN: unknown (an external video's)
+            raise EpisodeFormatError(
+                f"episode {self.episode_id!r}: progress holds values outside [0, 1] "
+                f"({progress[(progress < 0) | (progress > 1)][:3].tolist()}); progress is the "
+                "share of the task done, NaN where unknown"
+            )
         per_frame = {"progress": len(self.progress), "steps": len(self.steps)}
         per_frame.update({f"state[{k}]": len(v) for k, v in self.state.items()})
         if len({*lengths.values(), *per_frame.values()}) != 1:

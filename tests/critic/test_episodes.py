@@ -140,6 +140,22 @@ def test_inconsistent_episodes_are_refused(tmp_path):
         write_episode(odd, tmp_path, codec="h264")
     with pytest.raises(EpisodeFormatError, match="codec='png' is not supported"):
         write_episode(odd, tmp_path, codec="png")
+    # a list of frames was an AttributeError ('list' object has no attribute 'dtype'); a success
+    # of "False" and progress past 1 were kept as given
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    for fields, says in (
+        ({"frames": {"cam": list(frames)}}, "episode 'x' camera 'cam': frames must be a numpy "
+         "array, got a list; pass np.asarray(frames, np.uint8)"),
+        ({"success": "False"}, "episode 'x': success='False' must be True or False"),
+        ({"progress": np.array([0, 0.5, 1.5], np.float32)}, "episode 'x': progress holds values "
+         "outside [0, 1] ([1.5]); progress is the share of the task done, NaN where unknown"),
+    ):  # fmt: skip
+        given = {"frames": {"cam": frames}, "progress": np.zeros(3, np.float32), "success": True}
+        with pytest.raises(EpisodeFormatError) as err:
+            Episode("x", "Lift", "lift", steps=np.arange(3), **{**given, **fields})
+        assert str(err.value) == says
+    unknown = np.full(3, np.nan, np.float32)  # an external video's: no progress to read
+    assert Episode("x", "Lift", "lift", {"cam": frames}, unknown, np.arange(3), np.bool_(True))
 
 
 def test_an_expert_is_neither_a_failure_nor_a_policy_rollout():
