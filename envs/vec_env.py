@@ -258,6 +258,18 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             tracker.begin(estimate)
         return obs
 
+    def step_async(self, actions) -> None:
+        # SB3's vec envs read action i for env i and leave any past the last without a word
+        count = len(actions) if np.ndim(actions) else None
+        if count != self.num_envs:
+            raise InvalidOptionError(
+                f"{count if count is not None else 'no'} action{'' if count == 1 else 's'} for "
+                f"{self.num_envs} envs "
+                f"(shape {np.shape(actions)}); give one per env, e.g. shape "
+                f"({self.num_envs}, *action_space.shape)"
+            )
+        self.venv.step_async(actions)
+
     def step_wait(self):
         if self.relabel:
             return self._step_relabel()

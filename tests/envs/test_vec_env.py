@@ -127,6 +127,23 @@ def test_bad_n_envs(n_envs, text):
     assert str(err.value) == f"{text} must be an integer >= 1"
 
 
+def test_a_step_with_another_count_of_actions_than_envs_is_refused():
+    # SB3's vec envs read one action per env and dropped the third without a word
+    venv = make_viscritic_vec_env("Reacher-v5", 2, "oracle", horizon=HORIZON)
+    venv.reset()
+    for actions, says in (
+        (np.zeros((3, 2), np.float32), "3 actions for 2 envs (shape (3, 2)); give one per env, "
+         "e.g. shape (2, *action_space.shape)"),
+        (np.zeros((1, 2), np.float32), "1 action for 2 envs (shape (1, 2))"),
+        (np.float32(0), "no actions for 2 envs (shape ())"),
+    ):  # fmt: skip
+        with pytest.raises(InvalidOptionError) as err:
+            venv.step(actions)
+        assert str(err.value).startswith(says)
+    venv.step([np.zeros(2, np.float32)] * 2)  # a list of one per env is taken
+    venv.close()
+
+
 def test_bad_horizon():
     with pytest.raises(InvalidOptionError) as err:
         make_viscritic_vec_env("Reacher-v5", 1, horizon=0)
