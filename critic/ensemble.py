@@ -29,6 +29,7 @@ from critic.base import (
     ParseStatus,
     ProgressEstimate,
     ProgressQuery,
+    check_queries,
 )
 from rollout.checks import is_number
 
@@ -107,6 +108,7 @@ class EnsembleCritic(Critic):
         return lengths.pop() if lengths else None
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
+        check_queries(queries, ProgressQuery, f"{self.name}.estimate_progress")  # not a member's
         answers = [c.estimate_progress(queries) for c in self.critics]
         out = []
         for per_query in zip(*answers, strict=True):
@@ -139,6 +141,7 @@ class EnsembleCritic(Critic):
         """The majority of the readable verdicts (a tie is a failure); confidence is the share
         of readable members that agree. A failure's type is the most common among them, the
         first member's (in ``members`` order) on a tie."""
+        check_queries(queries, FailureQuery, f"{self.name}.detect_failure")
         answers = [c.detect_failure(queries) for c in self.critics]
         out = []
         for per_query in zip(*answers, strict=True):

@@ -100,6 +100,16 @@ def test_unreadable_members_are_left_out_and_all_unreadable_is_unreadable():
         assert estimate.progress is None and estimate.status is ParseStatus.NO_ANSWER
 
 
+def test_a_bare_query_is_named_by_the_ensemble_not_its_first_member():
+    from critic.base import CriticError, FailureQuery
+
+    critic = EnsembleCritic([make_critic("oracle"), make_critic("oracle")])
+    for method, query in (("estimate_progress", QUERIES[0]), ("detect_failure", FailureQuery("x"))):
+        with pytest.raises(CriticError) as err:
+            getattr(critic, method)(query)
+        assert str(err.value).startswith(f"{critic.name}.{method} takes a list of ")  # not oracle.
+
+
 def test_the_verdict_is_the_readable_majority():
     members = [Fixed(success=False, failure_type="stall"), Fixed(success=False,
                failure_type="stall"), Fixed(success=True), Fixed(success=None)]  # fmt: skip
