@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -47,6 +46,7 @@ from rollout.batcher import DynamicBatcher
 from rollout.checks import is_int, is_number
 from rollout.engine import Engine, EngineError, InvalidRequestError, SamplingParams
 from rollout.wire import decode_requests
+from rollout.workers import stop_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -460,10 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
 
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_sigterm()
     print(
         f"critic server on {server.url} (model {args.model}, max batch {args.max_batch})",
         flush=True,

@@ -62,3 +62,52 @@ def test_workers_end_with_a_killed_parent(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGTERM)
     assert left == []  # without end_with_parent (argument "stays") both stay
+
+
+def test_sigterm_is_an_interrupt_that_says_it_was_a_sigterm():
+    from rollout.workers import interrupt_exit, stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's pre-emption
+            time.sleep(5)  # the handler runs at the next bytecode
+        assert interrupt_exit(stopped.value) == ("SIGTERM", 143)
+        assert interrupt_exit(KeyboardInterrupt()) == ("Ctrl-C", 130)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _ignores_ctrl_c(_=None) -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_workers_start_ignoring_ctrl_c():
+    # a Ctrl-C while the workers imported printed a KeyboardInterrupt traceback from each
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rollout.workers import hear_ctrl_c_as_ignored, workers_start_deaf_to_ctrl_c
+
+    context = multiprocessing.get_context("spawn")
+    handler = signal.getsignal(signal.SIGINT)
+    with workers_start_deaf_to_ctrl_c():
+        child = context.Process(target=_report, args=(queue := context.Queue(),))
+        child.start()
+    assert signal.getsignal(signal.SIGINT) is handler  # this process hears Ctrl-C again
+    assert queue.get(timeout=60) is True  # ignored from the worker's first line: its import too
+    child.join(60)
+    plain = context.Process(target=_report, args=(queue,))
+    plain.start()
+    assert queue.get(timeout=60) is False  # started outside: Python's KeyboardInterrupt handler
+    plain.join(60)
+    with (
+        workers_start_deaf_to_ctrl_c(),
+        ProcessPoolExecutor(1, mp_context=context, initializer=hear_ctrl_c_as_ignored) as pool,
+    ):
+        assert pool.submit(_ignores_ctrl_c).result(timeout=60) is True
+
+
+def _report(queue) -> None:
+    queue.put(_ignores_ctrl_c())
