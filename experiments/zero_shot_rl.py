@@ -43,14 +43,29 @@ from rl_merge import merge_runs
 from rl_report import write_report
 from rl_results import TEST_SEED, ExperimentConfigError, RunResult, machine_record, summarise
 from rl_setup import build_train_env, check_config, training_schedule, true_reward_env
-from run_dir import RunDirError, check_run_dir
+from run_dir import (
+    RunDirError,
+    discard_outputs,
+    put_back_record,
+    restore_outputs,
+    set_aside_outputs,
+)
 
 from rollout.checks import list_option
 
 
-def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:
-    """Train one condition on one seed and evaluate it on the true task along the way."""
-    from stable_baselines3.common.callbacks import EvalCallback
+class RunCancelled(Exception):
+    """A run stopped because the experiment had (a worker's run, handed to it before the stop)."""
+
+
+def train_one(
+    cfg: DictConfig, condition: str, seed: int, out_dir: Path, stop: Any = None
+) -> RunResult:
+    """Train one condition on one seed and evaluate it on the true task along the way. A
+    ``stop`` event (a worker's) that is set ends the run with :class:`RunCancelled` at the next
+    step: a worker told of a SIGTERM by the main process alone would otherwise train on for
+    minutes after the experiment stopped."""
+    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
 
     import envs
 
@@ -72,8 +87,6 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
     algo_options = training_schedule(cfg, condition)
     fidelity = None
     if condition != "ground_truth":
-        from stable_baselines3.common.callbacks import CallbackList
-
         from envs.callbacks import CriticFidelityCallback, RelabelCallback
 
         fidelity = CriticFidelityCallback()
@@ -81,6 +94,8 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         if cfg.relabel:
             callbacks.insert(0, RelabelCallback())
         callback = CallbackList(callbacks)
+    if stop is not None:
+        callback = CallbackList([_stop_callback(stop), callback])
     model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed, **algo_options)
     start = time.perf_counter()
     try:
@@ -109,6 +124,19 @@ def train_one(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunR
         **evaluate_final_policy(cfg, model),
         machine=machine_record(),
     )
+
+
+def _stop_callback(event: Any):
+    """An SB3 callback that ends learning with :class:`RunCancelled` once ``event`` is set."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopOn(BaseCallback):
+        def _on_step(self) -> bool:
+            if event.is_set():
+                raise RunCancelled("the experiment stopped")
+            return True
+
+    return StopOn()
 
 
 def evaluate_final_policy(cfg: DictConfig, model) -> dict[str, list]:
@@ -157,35 +185,45 @@ def evaluate_final_policy(cfg: DictConfig, model) -> dict[str, list]:
     return test
 
 
+# In a worker process: the experiment's events, set once it stops (no run starts after it) and
+# once it is interrupted (the running runs stop at their next step too).
+_stop: Any = None
+_interrupt: Any = None
+
+
 def _train_in_worker(cfg: DictConfig, condition: str, seed: int, out_dir: Path) -> RunResult:
     """One run in a worker process: one torch thread, so parallel runs do not oversubscribe. A
     Ctrl-C stops the run (its exception goes back to the main process, which says what is kept);
-    a worker waiting for its next run ignores it, where it printed a traceback."""
+    a worker waiting for its next run ignores it, where it printed a traceback. A run handed to
+    the worker after the experiment stopped (the pool queues one past those running) does not
+    start, and one running stops at its next step (:class:`RunCancelled`)."""
     import signal
 
     import torch
 
+    if _stop is not None and _stop.is_set():
+        raise RunCancelled("the experiment stopped before this run started")
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return train_one(cfg, condition, seed, out_dir)
+        return train_one(cfg, condition, seed, out_dir, stop=_interrupt)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _start_worker(specs: dict[str, Any]) -> None:
+def _start_worker(specs: dict[str, Any], stop: Any = None, interrupt: Any = None) -> None:
     """A worker process's initializer: idle, it leaves Ctrl-C to the main process, it ends
-    with the main process (a killed one left its workers waiting for ever), and it registers the
-    main process's spec of the run's task: a spawned worker imports ``envs`` afresh, without a
-    task registered after import (``imports=``, ``envs.register_task``) or with the built-in one
-    where that was replaced."""
-    import signal
-
+    with the main process (a killed one left its workers waiting for ever), it keeps the
+    experiment's stop events, and it registers the main process's spec of the run's task: a
+    spawned worker imports ``envs`` afresh, without a task registered after import
+    (``imports=``, ``envs.register_task``) or with the built-in one where that was replaced."""
+    global _stop, _interrupt
     from envs.tasks import register_task
-    from rollout.workers import end_with_parent
+    from rollout.workers import end_with_parent, hear_ctrl_c_as_ignored
 
     end_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    hear_ctrl_c_as_ignored()
+    _stop, _interrupt = stop, interrupt
     for spec in specs.values():
         register_task(spec)
 
@@ -227,26 +265,34 @@ def _train_in_pool(
 
     from tqdm.auto import tqdm
 
+    from envs.tasks import specs_for_workers
+    from rollout.workers import workers_start_deaf_to_ctrl_c
+
     quiet = OmegaConf.merge(cfg, {"progress_bar": False})  # one bar per run would interleave
     context = multiprocessing.get_context("spawn")  # each run builds its own GL contexts
     bar = tqdm(total=len(jobs), desc="runs", disable=not cfg.progress_bar)
-    from envs.tasks import specs_for_workers
-
     specs = specs_for_workers([cfg.env.name])
+    stop, interrupt = context.Event(), context.Event()
     with ProcessPoolExecutor(
         min(cfg.workers, len(jobs)),
         mp_context=context,
         initializer=_start_worker,
-        initargs=(specs,),
+        initargs=(specs, stop, interrupt),
     ) as pool:
-        futures = {pool.submit(_train_in_worker, quiet, c, s, out_dir): i
-                   for i, (c, s) in enumerate(jobs)}  # fmt: skip
+        with workers_start_deaf_to_ctrl_c():  # the workers start at the first submits
+            futures = {pool.submit(_train_in_worker, quiet, c, s, out_dir): i
+                       for i, (c, s) in enumerate(jobs)}  # fmt: skip
         try:
             for future in as_completed(futures):
                 done[futures[future]] = future.result()
                 bar.update()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # the running runs end first
+        except BaseException as exc:
+            # the runs queued in the pool do not start; after a failure the running ones finish
+            # (kept), after an interrupt (Ctrl-C, SIGTERM) they stop at their next step
+            stop.set()
+            if isinstance(exc, KeyboardInterrupt):
+                interrupt.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             for future, index in futures.items():
                 if future.done() and not future.cancelled() and future.exception() is None:
                     done[index] = future.result()
@@ -337,28 +383,50 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "merge= reports the runs as their own configs ran them: %s ignored",
                 ", ".join(ignored),
             )
-        check_run_dir("zero_shot_rl", cfg, out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
-        write_report(config, runs, summary, out_dir, sources)
+        out_dir.mkdir(parents=True, exist_ok=True)  # checked by run_dir.RunDirGuard (hydra)
+        aside = (
+            set_aside_outputs("zero_shot_rl", cfg, out_dir)
+            if cfg.get("overwrite") is True
+            else None
+        )
+        try:
+            summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
+            write_report(config, runs, summary, out_dir, sources)
+        except BaseException:
+            restore_outputs("zero_shot_rl", cfg, out_dir, aside)
+            raise
+        discard_outputs(aside)
         return summary
     check_config(cfg)
-    check_run_dir("zero_shot_rl", cfg, out_dir)
+    # checked by run_dir.RunDirGuard (hydra) before hydra wrote this run's record; a check here
+    # would put back the earlier run's record the guard set aside for overwrite=true
     out_dir.mkdir(parents=True, exist_ok=True)
+    # overwrite=true: the earlier run's results go aside, and come back if this run stops before
+    # a run of its own finished (they stayed beside this run's record, which named other options)
+    aside = (
+        set_aside_outputs("zero_shot_rl", cfg, out_dir) if cfg.get("overwrite") is True else None
+    )
     finished: list[RunResult] = []
     try:
         runs = train_all(cfg, out_dir, finished)
+        # inside the try: a Ctrl-C while the report is made lost every run
+        summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
+        write_report(cfg, runs, summary, out_dir)
     except BaseException:
         if finished:
+            discard_outputs(aside)
             _keep_finished(cfg, finished, out_dir)
+        else:
+            restore_outputs("zero_shot_rl", cfg, out_dir, aside)
         raise
-    summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
-    write_report(cfg, runs, summary, out_dir)
+    discard_outputs(aside)
     return summary
 
 
 @hydra.main(config_path="../configs", config_name="zero_shot_rl", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
     from gymnasium.error import Error as GymError
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
@@ -366,9 +434,11 @@ def main(cfg: DictConfig) -> None:
     from critic.ensemble import EnsembleConfigError
     from critic.factory import UnknownCriticError
     from rollout.imports import MissingExtraError
+    from rollout.workers import interrupt_exit, stop_on_sigterm
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # hydra's root logger is at INFO
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    stop_on_sigterm()  # a scheduler's pre-emption keeps the runs that finished, as Ctrl-C does
     try:
         run(cfg, out_dir)
     except (
@@ -382,10 +452,16 @@ def main(cfg: DictConfig) -> None:
         OSError,  # a full disk or a folder not writable: results.json is written whole or not
     ) as exc:
         sys.exit(f"zero_shot_rl: {type(exc).__name__}: {exc}")
-    except KeyboardInterrupt:  # the runs that finished are kept (logged above, when any)
-        print(f"zero_shot_rl: interrupted (Ctrl-C); the runs that finished, if any, are in "
+    except BrokenProcessPool:  # the runs that finished are kept (logged above, when any)
+        sys.exit(f"zero_shot_rl: a worker process died (killed, or out of memory); the runs that "
+                 f"finished, if any, are in {out_dir} (workers=1 needs less memory)")  # fmt: skip
+    except KeyboardInterrupt as exc:  # the runs that finished are kept (logged above, when any)
+        stopped, code = interrupt_exit(exc)
+        print(f"zero_shot_rl: interrupted ({stopped}); the runs that finished, if any, are in "
               f"{out_dir}", file=sys.stderr)  # fmt: skip
-        sys.exit(130)
+        sys.exit(code)
+    finally:  # a run stopped before it set the earlier run aside: its record back in place
+        put_back_record(out_dir)
     print((out_dir / "report.md").read_text())
     print(f"results: {out_dir}")
 

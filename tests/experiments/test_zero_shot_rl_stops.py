@@ -1,0 +1,164 @@
+"""experiments/zero_shot_rl.py stopped: by SIGTERM (a scheduler's pre-emption), by Ctrl-C while
+the report is made, by a worker that dies, and with overwrite=true before a run of its own
+finished. What finished is kept, the earlier run is not lost, and the run says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.experiments.rl_runs import ROOT, SCRIPT, TINY
+
+
+def _config(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("zero_shot_rl", overrides=[*TINY, *overrides])
+
+
+def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *TINY, f"hydra.run.dir={run_dir}", *overrides],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for_a_policy(run: subprocess.Popen, run_dir: Path, count: int = 1) -> None:
+    deadline = time.monotonic() + 240
+    while len(list(run_dir.glob("*/policy.zip"))) < count and time.monotonic() < deadline:
+        assert run.poll() is None, run.communicate()[1][-3000:]
+        time.sleep(0.2)
+
+
+def test_sigterm_keeps_the_runs_that_finished_and_says_so(tmp_path):
+    # SIGTERM (to the main process alone, as a scheduler may send it) ended the experiment at
+    # once with no results.json: every finished run was lost, and merge= refused the dir
+    run = _start(tmp_path, "total_timesteps=400", "conditions=[ground_truth]",
+                 "seeds=[0,1,2,3,4,5]", "workers=2")  # fmt: skip
+    _wait_for_a_policy(run, tmp_path)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().endswith(
+        f"zero_shot_rl: interrupted (SIGTERM); the runs that finished, if any, are in {tmp_path}"
+    )
+    kept = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert 1 <= len(kept) < 6
+    assert all((tmp_path / f"ground_truth_seed{r['seed']}" / "policy.zip").is_file() for r in kept)
+
+
+def test_a_stopped_experiment_starts_no_run_and_stops_a_running_one():
+    # a run the pool had already handed to a worker started after the stop, and a worker told
+    # of a SIGTERM by the main process alone trained on for minutes
+    import zero_shot_rl as module  # experiments/ is on the test path (pyproject)
+
+    cfg = _config("conditions=[ground_truth]", "seeds=[0]")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(module.RunCancelled):
+        module.train_one(cfg, "ground_truth", 0, Path("unused"), stop=stop)  # at its first step
+    previous = module._stop
+    module._stop = stop
+    try:
+        with pytest.raises(module.RunCancelled, match="before this run started"):
+            module._train_in_worker(cfg, "ground_truth", 0, Path("unused"))
+    finally:
+        module._stop = previous
+
+
+def test_an_interrupt_while_the_report_is_made_keeps_every_run(tmp_path, monkeypatch):
+    # a Ctrl-C in the second after the last run finished (summarise, the report) lost them all
+    import zero_shot_rl as module
+
+    summarise, calls = module.summarise, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return summarise(*args, **kwargs)
+
+    monkeypatch.setattr(module, "summarise", interrupted_once)
+    cfg = _config("conditions=[ground_truth]", "seeds=[0,1]", "workers=1")
+    with pytest.raises(KeyboardInterrupt):
+        module.run(cfg, tmp_path)
+    kept = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [(r["condition"], r["seed"]) for r in kept] == [("ground_truth", 0), ("ground_truth", 1)]
+
+
+def _earlier_run(run_dir: Path) -> dict[str, str]:
+    files = {"results.json": '{"earlier": true}', "report.md": "# earlier",
+             "ground_truth_seed0/evaluations.npz": "earlier"}  # fmt: skip
+    for name, text in files.items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text(text)
+    return files
+
+
+def test_overwrite_stopped_before_a_run_finished_puts_the_earlier_run_back(tmp_path, monkeypatch):
+    # the earlier results stayed beside the stopped run's files (and its record), and merge=
+    # reported them as this run's
+    import zero_shot_rl as module
+
+    earlier = _earlier_run(tmp_path)
+
+    def stopped(cfg, condition, seed, out_dir, stop=None):
+        (out_dir / f"{condition}_seed{seed}").mkdir(exist_ok=True)  # as EvalCallback makes it
+        (out_dir / f"{condition}_seed{seed}" / "evaluations.npz").write_text("this run's")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "train_one", stopped)
+    cfg = _config("conditions=[ground_truth]", "seeds=[0]", "workers=1", "overwrite=true")
+    with pytest.raises(KeyboardInterrupt):
+        module.run(cfg, tmp_path)
+    assert {n: (tmp_path / n).read_text() for n in earlier} == earlier
+    assert not (tmp_path / ".overwritten").exists()
+    monkeypatch.undo()  # a run that finishes replaces the earlier one, and keeps nothing aside
+    module.run(cfg, tmp_path)
+    assert "earlier" not in (tmp_path / "results.json").read_text()
+    assert not (tmp_path / ".overwritten").exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_a_worker_that_dies_is_named_and_the_finished_runs_are_kept(tmp_path):
+    # an OOM-killed worker was hydra's "Error executing job" and a BrokenProcessPool traceback
+    run = _start(tmp_path, "total_timesteps=400", "conditions=[ground_truth]",
+                 "seeds=[0,1,2,3,4,5]", "workers=2")  # fmt: skip
+    # a third policy: one worker has finished a run whole (its policy is saved before its test)
+    _wait_for_a_policy(run, tmp_path, count=3)
+    time.sleep(0.5)  # its result reaches the main process
+    workers = _children(run.pid)
+    assert workers, "no worker process found"
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().endswith(
+        f"zero_shot_rl: a worker process died (killed, or out of memory); the runs that finished, "
+        f"if any, are in {tmp_path} (workers=1 needs less memory)"
+    )
+    assert json.loads((tmp_path / "results.json").read_text())["runs"]
