@@ -33,8 +33,10 @@ import numpy as np
 # Beside this script (its folder is on sys.path): metrics.json, report.md and the calibration plot.
 from eval_report import write_results
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from run_dir import discard_outputs, put_back_record, restore_outputs, set_aside_outputs
 
 from rollout.checks import folder_problem, is_int, is_number, list_option
+from rollout.workers import interrupt_exit, stop_on_sigterm
 
 SPLITS = ("train", "val", "test", "all")
 MAX_EXTERNAL_SIZE = 1024  # pixels a side: the critics read 56-448
@@ -405,6 +407,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         )
     results: dict[str, dict[str, Any]] = {}
     name = None
+    # overwrite=true: the earlier run's results go aside, and come back if this run stops before
+    # it has any (they stayed beside this run's record, which named other options)
+    aside = set_aside_outputs("eval_critic", cfg, out_dir) if cfg.get("overwrite") is True else None
     try:
         for spec in list_option(cfg.critics):
             name, spec = critic_label(spec)
@@ -414,16 +419,25 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             finally:
                 critic.close()
     except BaseException as exc:  # an interrupt too: keep what the critics before it found
-        if results:
+        if not results:
+            restore_outputs("eval_critic", cfg, out_dir, aside)
+        else:
+            discard_outputs(aside)
             stopped = isinstance(exc, KeyboardInterrupt)
-            problem = "interrupted (Ctrl-C)" if stopped else f"{type(exc).__name__}: {exc}"
+            problem = (
+                f"interrupted ({interrupt_exit(exc)[0]})"
+                if stopped
+                else f"{type(exc).__name__}: {exc}"
+            )
             write_results(results, by_task, cfg, out_dir, (name, problem))
             logging.getLogger(__name__).error(
                 "critic %s %s; metrics.json and report.md in %s hold the critics before it: %s",
                 name, "was interrupted" if stopped else "failed", out_dir, list(results),
             )  # fmt: skip
         raise
-    return write_results(results, by_task, cfg, out_dir)
+    written = write_results(results, by_task, cfg, out_dir)
+    discard_outputs(aside)
+    return written
 
 
 @hydra.main(config_path="../configs", config_name="eval_critic", version_base="1.3")
@@ -439,15 +453,19 @@ def main(cfg: DictConfig) -> None:
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    stop_on_sigterm()  # a scheduler's pre-emption keeps the critics done, as Ctrl-C does
     try:
         run(cfg, out_dir)
     except (EvalConfigError, UnknownCriticError, ModelLoadError, CriticError, EngineError,
             EpisodeFormatError, MissingExtraError, OSError) as exc:  # fmt: skip
         sys.exit(f"eval_critic: {type(exc).__name__}: {exc}")
-    except KeyboardInterrupt:  # what the critics before it found is written (run's log says so)
-        print(f"eval_critic: interrupted (Ctrl-C); results so far, if any, are in {out_dir}",
+    except KeyboardInterrupt as exc:  # what the critics before it found is written (logged)
+        stopped, code = interrupt_exit(exc)
+        print(f"eval_critic: interrupted ({stopped}); results so far, if any, are in {out_dir}",
               file=sys.stderr)  # fmt: skip
-        sys.exit(130)
+        sys.exit(code)
+    finally:  # a run stopped before it set the earlier run aside: its record back in place
+        put_back_record(out_dir)
     print((out_dir / "report.md").read_text())
     print(f"results: {out_dir}")
 

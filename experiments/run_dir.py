@@ -121,8 +121,23 @@ def check_run_dir(
         more = " ..." if len(taken) > 4 else ""
         raise RunDirError(
             f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
-            f"new {dir_option}=, or overwrite=true to replace them"
+            f"new {dir_option}=, or overwrite=true to replace them{_unfinished(script, run_dir)}"
         )
+
+
+def _unfinished(script: str, run_dir: Path) -> str:
+    """For a training run stopped in a stage (a checkpoint, no ``final``): the ``resume=`` that
+    continues it, which the refusal named nowhere (overwrite=true would discard it)."""
+    if script != "train_critic":
+        return ""
+    from critic.train.checkpoint import latest_checkpoint
+    from critic.train.config import STAGES
+
+    for stage in STAGES:
+        folder = Path(run_dir) / stage
+        if not (folder / "final").exists() and (last := latest_checkpoint(folder)) is not None:
+            return f", or resume={last} to continue the run it stopped (in stage {stage})"
+    return ""
 
 
 ASIDE = ".overwritten"  # where overwrite=true keeps an earlier run until this one has trained
@@ -225,13 +240,14 @@ class RunDirGuard(Callback):
         self._keep_record(config, Path(config.hydra.run.dir))
 
     def _keep_record(self, config: DictConfig, run_dir: Path) -> None:
-        """``overwrite=true`` of a training run: its ``.hydra/`` (the options a resume needs)
-        goes aside with its outputs (:func:`set_aside_outputs`), before hydra writes this run's."""
+        """``overwrite=true``: the earlier run's ``.hydra/`` (the options a resume needs, the
+        record of what its results are) goes aside with its outputs (:func:`set_aside_outputs`),
+        before hydra writes this run's."""
         import os
         import shutil
 
         record = run_dir / ".hydra"
-        if self.script != "train_critic" or config.get("overwrite") is not True:
+        if config.get("overwrite") is not True:
             return
         if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process's to keep
             return

@@ -387,3 +387,48 @@ def test_a_calibration_split_of_one_class_fits_no_threshold(caplog):
         "thresholded rows read n/a); record more episodes of it (its seeds decide the split) or "
         "give another calibration_split="
     ]
+
+
+def test_overwrite_stopped_before_a_critic_finished_puts_the_earlier_run_back(
+    dataset, tmp_path, monkeypatch
+):
+    # the earlier metrics.json stayed beside the stopped run's record, which named other options
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
+    import critic.factory
+
+    earlier = {"metrics.json": '{"earlier": true}', "report.md": "# earlier"}
+    for name, text in earlier.items():
+        (tmp_path / name).write_text(text)
+
+    def interrupted(spec):
+        raise KeyboardInterrupt
+
+    cfg = eval_config(f"data=[{dataset}]", "critics=[oracle]", "overwrite=true", "probes=false",
+                      "episodes_per_task=2")  # fmt: skip
+    monkeypatch.setattr(critic.factory, "make_critic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        module.run(cfg, tmp_path)
+    assert {n: (tmp_path / n).read_text() for n in earlier} == earlier
+    assert not (tmp_path / ".overwritten").exists()
+    monkeypatch.undo()  # a run that finishes replaces the earlier one, and keeps nothing aside
+    module.run(cfg, tmp_path)
+    assert "earlier" not in (tmp_path / "metrics.json").read_text()
+    assert not (tmp_path / ".overwritten").exists()
+
+
+def test_overwrite_that_fails_before_a_critic_finished_keeps_the_earlier_record_too(
+    dataset, tmp_path
+):
+    # the earlier metrics.json stayed, but beside this run's .hydra record (other options)
+    first = run_eval(tmp_path, f"data=[{dataset}]", "critics=[oracle]", "probes=false")
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = (tmp_path / "metrics.json").read_text()
+    record = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    (tmp_path / "empty").mkdir()  # a folder that is no checkpoint: refused when it loads
+    failed = run_eval(tmp_path, f"data=[{dataset}]", f"critics=[{tmp_path / 'empty'}]",
+                      "probes=false", "overwrite=true")  # fmt: skip
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    assert (tmp_path / "metrics.json").read_text() == metrics
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == record
+    assert not (tmp_path / ".overwritten").exists()

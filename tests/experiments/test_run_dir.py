@@ -152,6 +152,25 @@ def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_pa
         )
 
 
+def test_a_training_run_stopped_in_a_stage_is_refused_with_the_resume_that_continues_it(tmp_path):
+    # the refusal named overwrite=true alone, which discards the checkpoints
+    from run_dir import RunDirError, check_run_dir
+
+    from critic.train.checkpoint import STATE
+
+    train = OmegaConf.create({"pipeline": ["sft", "readout"], "resume": None, "model": "tiny"})
+    (tmp_path / "sft" / "final").mkdir(parents=True)  # a stage that finished
+    for step in (2, 4):
+        (tmp_path / "readout" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "readout" / f"checkpoint-{step}" / STATE).write_bytes(b"")
+    with pytest.raises(RunDirError) as err:
+        check_run_dir("train_critic", train, tmp_path)
+    assert str(err.value).endswith(
+        "or overwrite=true to replace them, or resume="
+        f"{tmp_path / 'readout' / 'checkpoint-4'} to continue the run it stopped (in stage readout)"
+    )
+
+
 def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "final").mkdir()  # hours of training, in a real run
