@@ -7,7 +7,6 @@ episode and running many: the workers, their stop event, and what they must regi
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,6 +19,7 @@ from envs.manifest import logger
 from envs.plans import EpisodePlan
 from envs.synth import record_episode
 from envs.tasks import check_sendable, specs_for_workers
+from rollout.workers import workers_start_deaf_to_ctrl_c
 
 
 def _record_and_write(plan: EpisodePlan, root: str, codec: str, options: dict) -> dict[str, Any]:
@@ -50,10 +50,10 @@ def _start_worker(stop: Any, specs: dict[str, Any], experts: dict[str, Any]) -> 
     global _stop
     from envs.experts import _EXPERTS, _load_experts
     from envs.tasks import register_task
-    from rollout.workers import end_with_parent
+    from rollout.workers import end_with_parent, hear_ctrl_c_as_ignored
 
     end_with_parent()  # a killed parent left its workers waiting for ever
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    hear_ctrl_c_as_ignored()
     _stop = stop
     for spec in specs.values():
         register_task(spec)
@@ -116,9 +116,10 @@ def record_all(
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                        initargs=(stop, *_registered(todo)))  # fmt: skip
             try:
-                futures = [
-                    pool.submit(_record_in_worker, p, str(root), codec, options) for p in todo
-                ]
+                with workers_start_deaf_to_ctrl_c():  # the workers start at the first submits
+                    futures = [
+                        pool.submit(_record_in_worker, p, str(root), codec, options) for p in todo
+                    ]
                 for future in as_completed(futures):
                     rows.append(future.result())
                     bar.update()

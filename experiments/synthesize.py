@@ -179,8 +179,10 @@ def main(cfg: DictConfig) -> None:
     from envs.synth import synthesize
     from envs.tasks import import_task_modules
     from rollout.imports import MissingExtraError
+    from rollout.workers import interrupt_exit, stop_on_sigterm
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    stop_on_sigterm()  # a scheduler's pre-emption says what is kept, as Ctrl-C does
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task = cfg.env.name
     env = OmegaConf.to_container(cfg.env, resolve=True)  # plain values: an int, a list, a dict
@@ -190,10 +192,15 @@ def main(cfg: DictConfig) -> None:
         "deterministic": cfg.deterministic,
         **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
-    kept = (
-        "the episodes recorded so far are kept in {}, and re-running the same command records "
-        "the rest"
-    )
+
+    def kept(out: Any) -> str:
+        if isinstance(out, str) and out and not Path(out).exists():  # none: the folder went too
+            return "no episode was recorded, and re-running the same command records them all"
+        return (
+            f"the episodes recorded so far are kept in {out}, and re-running the same command "
+            "records the rest"
+        )
+
     try:
         import_task_modules(cfg.get("imports"))  # one's own tasks and experts, before any is used
         if not isinstance(cfg.out, str) or not cfg.out:  # '' would be the current folder
@@ -241,12 +248,13 @@ def main(cfg: DictConfig) -> None:
         print(f"synthesize: {exc}", file=sys.stderr)
         sys.exit(1)
     except BrokenProcessPool:
-        print(f"synthesize: a worker process died (killed, or out of memory); {kept.format(cfg.out)} "
+        print(f"synthesize: a worker process died (killed, or out of memory); {kept(cfg.out)} "
               "(workers=1 needs less memory)", file=sys.stderr)  # fmt: skip
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"synthesize: interrupted; {kept.format(cfg.out)}", file=sys.stderr)
-        sys.exit(130)  # as a shell reports a Ctrl-C
+    except KeyboardInterrupt as exc:
+        stopped, code = interrupt_exit(exc)
+        print(f"synthesize: interrupted ({stopped}); {kept(cfg.out)}", file=sys.stderr)
+        sys.exit(code)  # as a shell reports a Ctrl-C (130) or a SIGTERM (143)
 
     rows_there, unreadable = _task_rows(root, task)
     sheet = contact_sheet(root, task, rows_there, root / f"contact_sheet_{task}.png",

@@ -34,8 +34,11 @@ from critic.train.recipe import Trainer, make_vllm_engine  # noqa: F401
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from rollout.workers import stop_on_sigterm
+
     logging.getLogger("transformers").setLevel(logging.ERROR)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    stop_on_sigterm()  # a scheduler's pre-emption says where to resume, as Ctrl-C does
     try:
         _main(cfg, run_dir)
     finally:  # a run that stopped before it set the earlier run aside: its record back in place
@@ -94,11 +97,14 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
         # a model or teacher= that does not load, a checkpoint a run did not finish, a NaN loss
         print(f"train_critic: {exc}{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:  # Ctrl-C: where to continue from, not a traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: where to continue from, no traceback
+        from rollout.workers import interrupt_exit
+
+        stopped, code = interrupt_exit(exc)
         if trainer.rank == 0:
-            print(f"train_critic: {interrupted(trainer, pipeline)}"
+            print(f"train_critic: {interrupted(trainer, pipeline, stopped)}"
                   f"{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)  # fmt: skip
-        sys.exit(130)
+        sys.exit(code)
     except BaseException:  # any other stop before a step trained keeps the earlier run too
         if kept := _kept(cfg, run_dir, trainer, aside):
             print(f"train_critic: {kept[2:]}", file=sys.stderr)
@@ -122,12 +128,13 @@ def _kept(cfg: DictConfig, run_dir: Path, trainer: Trainer, aside: Path | None) 
     return f"; the earlier run in {run_dir} is kept as it was (nothing was trained)"
 
 
-def interrupted(trainer: Trainer, pipeline: list[str]) -> str:
-    """What to say when Ctrl-C stops a run: where it was, and the ``resume=`` that continues it."""
+def interrupted(trainer: Trainer, pipeline: list[str], by: str = "Ctrl-C") -> str:
+    """What to say when Ctrl-C (or ``by``, a SIGTERM) stops a run: where it was, and the
+    ``resume=`` that continues it."""
     stage, last = trainer.stage, trainer.last_checkpoint
     if stage is None:
-        return "interrupted before training began; nothing was trained"
-    done = f"interrupted in stage {stage} at step {trainer.step}"
+        return f"interrupted ({by}) before training began; nothing was trained"
+    done = f"interrupted ({by}) in stage {stage} at step {trainer.step}"
     if last is not None:
         return (
             f"{done}; continue from its latest checkpoint with resume={last} (and the same options)"

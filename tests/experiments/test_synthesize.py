@@ -232,7 +232,7 @@ def test_a_killed_worker_or_ctrl_c_stops_the_run_and_the_same_command_resumes(tm
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().endswith(
-        "synthesize: interrupted; the episodes recorded so far are kept in "
+        "synthesize: interrupted (Ctrl-C); the episodes recorded so far are kept in "
         f"{data}, and re-running the same command records the rest"
     )
     stopped = _recorded(data)

@@ -350,7 +350,7 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(dataset, tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     line = stderr.strip().splitlines()[-1]
-    assert line.startswith("train_critic: interrupted in stage sft at step ")
+    assert line.startswith("train_critic: interrupted (Ctrl-C) in stage sft at step ")
     latest = max((tmp_path / "sft").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
     assert line.endswith(
         f"; continue from its latest checkpoint with resume={latest} (and the same options)"
