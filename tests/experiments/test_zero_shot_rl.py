@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.experiments.rl_runs import SCRIPT, TINY, rl_cli, rl_run, run_dir
+from tests.experiments.rl_runs import rl_cli, rl_run, run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -349,33 +346,3 @@ def test_the_report_states_the_steps_an_on_policy_learner_ran(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "`stable_baselines3.PPO` (discount γ = 0.99), 128 env steps (total_timesteps=100, " \
         "whole rollouts of algo.n_steps=64 per env)," in (tmp_path / "report.md").read_text()  # fmt: skip
-
-
-def test_ctrl_c_keeps_the_runs_that_finished_and_says_so(tmp_path):
-    # Ctrl-C printed the main process's and the idle workers' KeyboardInterrupt tracebacks
-    import signal
-    import time
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    run = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *TINY, "total_timesteps=400", f"hydra.run.dir={tmp_path}",
-         "conditions=[ground_truth]", "seeds=[0,1,2,3,4,5]", "workers=2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-        start_new_session=True,  # SIGINT at its default: started in the background, it is ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    # a third policy: a worker has finished a run whole (a policy is saved before its test, and
-    # a Ctrl-C in the test stops that run too; the queued runs no longer start after it)
-    deadline = time.monotonic() + 240
-    while len(list(tmp_path.glob("*/policy.zip"))) < 3 and time.monotonic() < deadline:
-        assert run.poll() is None, run.communicate()[1][-3000:]
-        time.sleep(0.2)
-    time.sleep(0.5)  # its result reaches the main process
-    os.killpg(run.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
-    assert stderr.strip().endswith(
-        f"zero_shot_rl: interrupted (Ctrl-C); the runs that finished, if any, are in {tmp_path}"
-    )
-    kept = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert 1 <= len(kept) < 6

@@ -30,7 +30,8 @@ def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *TINY, f"hydra.run.dir={run_dir}", *overrides],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-        start_new_session=True,
+        start_new_session=True,  # SIGINT at its default: started in the background, it is ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
@@ -41,17 +42,26 @@ def _wait_for_a_policy(run: subprocess.Popen, run_dir: Path, count: int = 1) -> 
         time.sleep(0.2)
 
 
-def test_sigterm_keeps_the_runs_that_finished_and_says_so(tmp_path):
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
+def test_an_interrupt_keeps_the_runs_that_finished_and_says_so(tmp_path, stop):
+    # Ctrl-C printed the main process's and the idle workers' KeyboardInterrupt tracebacks;
     # SIGTERM (to the main process alone, as a scheduler may send it) ended the experiment at
     # once with no results.json: every finished run was lost, and merge= refused the dir
     run = _start(tmp_path, "total_timesteps=400", "conditions=[ground_truth]",
                  "seeds=[0,1,2,3,4,5]", "workers=2")  # fmt: skip
-    _wait_for_a_policy(run, tmp_path)
-    run.send_signal(signal.SIGTERM)
+    # a third policy: a worker has finished a run whole (a policy is saved before its test, and
+    # a Ctrl-C in the test stops that run too; the queued runs no longer start after it)
+    _wait_for_a_policy(run, tmp_path, count=3)
+    time.sleep(0.5)  # its result reaches the main process
+    if stop == "Ctrl-C":
+        os.killpg(run.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
+    else:
+        run.send_signal(signal.SIGTERM)
     _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    assert run.returncode == {"Ctrl-C": 130, "SIGTERM": 143}[stop], stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().endswith(
-        f"zero_shot_rl: interrupted (SIGTERM); the runs that finished, if any, are in {tmp_path}"
+        f"zero_shot_rl: interrupted ({stop}); the runs that finished, if any, are in {tmp_path}"
     )
     kept = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert 1 <= len(kept) < 6
