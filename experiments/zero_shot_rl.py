@@ -312,13 +312,21 @@ def _keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) ->
     )  # fmt: skip
     write_report(kept, finished, summarise(finished, cfg.reward.success_threshold,
                                            _goal_distance(cfg)), out_dir)  # fmt: skip
+    done = {(r.condition, r.seed) for r in finished}
+    missing = {c: [int(s) for s in cfg.seeds if (c, int(s)) not in done] for c in cfg.conditions}
+    rerun = "; ".join(
+        f"conditions=[{c}] seeds=[{','.join(map(str, seeds))}]"
+        for c, seeds in missing.items()
+        if seeds
+    )
     logging.getLogger(__name__).warning(
         "%d of the %d runs finished before the experiment stopped; they are kept in %s "
-        "(results.json, report.md). Run the others into another hydra.run.dir= and join them "
-        "with merge=[%s,<that dir>]",
+        "(results.json, report.md). Run the others (%s) into another hydra.run.dir= and join "
+        "them with merge=[%s,<that dir>]",
         len(finished),
         planned,
         out_dir,
+        rerun,
         out_dir,
     )
 
