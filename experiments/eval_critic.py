@@ -422,20 +422,30 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if not results:
             restore_outputs("eval_critic", cfg, out_dir, aside)
         else:
-            discard_outputs(aside)
             stopped = isinstance(exc, KeyboardInterrupt)
             problem = (
                 f"interrupted ({interrupt_exit(exc)[0]})"
                 if stopped
                 else f"{type(exc).__name__}: {exc}"
             )
-            write_results(results, by_task, cfg, out_dir, (name, problem))
+            _write_then_discard(results, by_task, cfg, out_dir, aside, (name, problem))
             logging.getLogger(__name__).error(
                 "critic %s %s; metrics.json and report.md in %s hold the critics before it: %s",
                 name, "was interrupted" if stopped else "failed", out_dir, list(results),
             )  # fmt: skip
         raise
-    written = write_results(results, by_task, cfg, out_dir)
+    return _write_then_discard(results, by_task, cfg, out_dir, aside)
+
+
+def _write_then_discard(results, by_task, cfg, out_dir: Path, aside: Path | None, failed=None):
+    """``write_results``, then the earlier run ``overwrite=true`` set aside is removed; if the
+    write stops (a full disk, a Ctrl-C while the plot is drawn), the earlier run is put back in
+    place of this run's half-written files, where it stayed aside and the next run was refused."""
+    try:
+        written = write_results(results, by_task, cfg, out_dir, failed)
+    except BaseException:
+        restore_outputs("eval_critic", cfg, out_dir, aside)
+        raise
     discard_outputs(aside)
     return written
 

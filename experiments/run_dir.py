@@ -107,8 +107,8 @@ def check_run_dir(
     if (run_dir / ASIDE).exists():  # a run killed after overwrite=true set the earlier one aside
         raise RunDirError(
             f"{run_dir / ASIDE} holds an earlier run that overwrite=true set aside, and the run "
-            f"that replaced it stopped before it trained; move its contents back into {run_dir} "
-            "(or delete it), then run again"
+            f"that replaced it stopped before it finished; move its contents back into {run_dir} "
+            "(its .hydra/ in place of the stopped run's), or delete it, then run again"
         )
     taken = [name for name in OUTPUTS[script](cfg) if (Path(run_dir) / name).exists()]
     continues = script in CONTINUES and CONTINUES[script](cfg, Path(run_dir))

@@ -279,10 +279,11 @@ def _train_in_pool(
         initializer=_start_worker,
         initargs=(specs, stop, interrupt),
     ) as pool:
-        with workers_start_deaf_to_ctrl_c():  # the workers start at the first submits
-            futures = {pool.submit(_train_in_worker, quiet, c, s, out_dir): i
-                       for i, (c, s) in enumerate(jobs)}  # fmt: skip
-        try:
+        futures = {}
+        try:  # a SIGTERM during the submits is an interrupt too
+            with workers_start_deaf_to_ctrl_c():  # the workers start at the first submits
+                for i, (c, s) in enumerate(jobs):
+                    futures[pool.submit(_train_in_worker, quiet, c, s, out_dir)] = i
             for future in as_completed(futures):
                 done[futures[future]] = future.result()
                 bar.update()
@@ -422,8 +423,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         write_report(cfg, runs, summary, out_dir)
     except BaseException:
         if finished:
-            discard_outputs(aside)
+            # written before the earlier run goes: where this write fails too (a full disk),
+            # both stay (the earlier in .overwritten/, this run's policies in place)
             _keep_finished(cfg, finished, out_dir)
+            discard_outputs(aside)
         else:
             restore_outputs("zero_shot_rl", cfg, out_dir, aside)
         raise
@@ -461,8 +464,9 @@ def main(cfg: DictConfig) -> None:
     ) as exc:
         sys.exit(f"zero_shot_rl: {type(exc).__name__}: {exc}")
     except BrokenProcessPool:  # the runs that finished are kept (logged above, when any)
-        sys.exit(f"zero_shot_rl: a worker process died (killed, or out of memory); the runs that "
-                 f"finished, if any, are in {out_dir} (workers=1 needs less memory)")  # fmt: skip
+        sys.exit(f"zero_shot_rl: a worker process died (killed, out of memory, or failed to start: "
+                 f"see above); the runs that finished, if any, are in {out_dir} (workers=1 needs "
+                 "less memory)")  # fmt: skip
     except KeyboardInterrupt as exc:  # the runs that finished are kept (logged above, when any)
         stopped, code = interrupt_exit(exc)
         print(f"zero_shot_rl: interrupted ({stopped}); the runs that finished, if any, are in "

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from importlib.util import find_spec
@@ -32,7 +33,9 @@ def _package_dirs() -> tuple[str, ...]:
     for name in _PACKAGES:
         spec = find_spec(name) if name not in sys.modules else sys.modules[name].__spec__
         if spec is not None and spec.submodule_search_locations:
-            dirs += [str(Path(p).resolve()) + "/" for p in spec.submodule_search_locations]
+            dirs += [
+                os.path.join(str(Path(p).resolve()), "") for p in spec.submodule_search_locations
+            ]
     return tuple(dirs)
 
 

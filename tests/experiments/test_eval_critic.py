@@ -411,6 +411,19 @@ def test_overwrite_stopped_before_a_critic_finished_puts_the_earlier_run_back(
         module.run(cfg, tmp_path)
     assert {n: (tmp_path / n).read_text() for n in earlier} == earlier
     assert not (tmp_path / ".overwritten").exists()
+    monkeypatch.undo()
+    # stopped while its results are written (a full disk, a Ctrl-C at the plot): the earlier
+    # run stayed aside beside half of this run's files, and the next run was refused
+
+    def half_written(results, by_task, cfg, out_dir, failed=None):
+        (out_dir / "metrics.json").write_text("half of this run's")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "write_results", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        module.run(cfg, tmp_path)
+    assert {n: (tmp_path / n).read_text() for n in earlier} == earlier
+    assert not (tmp_path / ".overwritten").exists()
     monkeypatch.undo()  # a run that finishes replaces the earlier one, and keeps nothing aside
     module.run(cfg, tmp_path)
     assert "earlier" not in (tmp_path / "metrics.json").read_text()

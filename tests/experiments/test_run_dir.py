@@ -147,8 +147,8 @@ def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_pa
             check_run_dir("train_critic", options, tmp_path)
         assert str(err.value) == (
             f"{tmp_path / ASIDE} holds an earlier run that overwrite=true set aside, and the run "
-            f"that replaced it stopped before it trained; move its contents back into {tmp_path} "
-            "(or delete it), then run again"
+            f"that replaced it stopped before it finished; move its contents back into {tmp_path} "
+            "(its .hydra/ in place of the stopped run's), or delete it, then run again"
         )
 
 

@@ -68,7 +68,7 @@ def test_an_interrupt_keeps_the_runs_that_finished_and_says_so(tmp_path, stop):
     assert all((tmp_path / f"ground_truth_seed{r['seed']}" / "policy.zip").is_file() for r in kept)
 
 
-def test_a_stopped_experiment_starts_no_run_and_stops_a_running_one():
+def test_a_stopped_experiment_starts_no_run_and_stops_a_running_one(tmp_path):
     # a run the pool had already handed to a worker started after the stop, and a worker told
     # of a SIGTERM by the main process alone trained on for minutes
     import zero_shot_rl as module  # experiments/ is on the test path (pyproject)
@@ -77,12 +77,12 @@ def test_a_stopped_experiment_starts_no_run_and_stops_a_running_one():
     stop = threading.Event()
     stop.set()
     with pytest.raises(module.RunCancelled):
-        module.train_one(cfg, "ground_truth", 0, Path("unused"), stop=stop)  # at its first step
+        module.train_one(cfg, "ground_truth", 0, tmp_path, stop=stop)  # at its first step
     previous = module._stop
     module._stop = stop
     try:
         with pytest.raises(module.RunCancelled, match="before this run started"):
-            module._train_in_worker(cfg, "ground_truth", 0, Path("unused"))
+            module._train_in_worker(cfg, "ground_truth", 0, tmp_path)
     finally:
         module._stop = previous
 
@@ -168,7 +168,7 @@ def test_a_worker_that_dies_is_named_and_the_finished_runs_are_kept(tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().endswith(
-        f"zero_shot_rl: a worker process died (killed, or out of memory); the runs that finished, "
-        f"if any, are in {tmp_path} (workers=1 needs less memory)"
+        f"zero_shot_rl: a worker process died (killed, out of memory, or failed to start: see "
+        f"above); the runs that finished, if any, are in {tmp_path} (workers=1 needs less memory)"
     )
     assert json.loads((tmp_path / "results.json").read_text())["runs"]
