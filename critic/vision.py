@@ -107,6 +107,13 @@ def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
             fix += ", after replacing their NaN or infinite values"
     elif array.dtype == np.uint16:
         fix = "from 16-bit frames: (x >> 8).astype(np.uint8)"
+    elif (
+        np.issubdtype(array.dtype, np.integer)
+        and array.ndim == ndim
+        and array.shape[-1] == 3
+        and (not array.size or (array.min() >= 0 and array.max() <= 255))
+    ):  # a list of numbers (frame.tolist()), an int64 array
+        fix = "from integers in [0, 255]: x.astype(np.uint8)"
     elif array.ndim == ndim and array.shape[-1] == 4:
         fix = "from RGBA frames: x[..., :3]"
     elif array.ndim == ndim and array.shape[-3] == 3:

@@ -101,7 +101,12 @@ class Episode:
             raise EpisodeFormatError(
                 f"episode {self.episode_id!r}: success={self.success!r} must be True or False"
             )
-        progress = np.asarray(self.progress, dtype=float)
+        try:
+            progress = np.asarray(self.progress, dtype=float)
+        except (TypeError, ValueError) as exc:  # strings, None
+            raise EpisodeFormatError(
+                f"episode {self.episode_id!r}: progress must be numbers, one per frame ({exc})"
+            ) from None
         if ((progress < 0) | (progress > 1)).any():  # NaN: unknown (an external video's)
             raise EpisodeFormatError(
                 f"episode {self.episode_id!r}: progress holds values outside [0, 1] "

@@ -147,6 +147,8 @@ def test_inconsistent_episodes_are_refused(tmp_path):
         ({"frames": {"cam": list(frames)}}, "episode 'x' camera 'cam': frames must be a numpy "
          "array, got a list; pass np.asarray(frames, np.uint8)"),
         ({"success": "False"}, "episode 'x': success='False' must be True or False"),
+        ({"progress": ["0", "0.5", "x"]}, "episode 'x': progress must be numbers, one per frame "
+         "(could not convert string to float: 'x')"),
         ({"progress": np.array([0, 0.5, 1.5], np.float32)}, "episode 'x': progress holds values "
          "outside [0, 1] ([1.5]); progress is the share of the task done, NaN where unknown"),
     ):  # fmt: skip

@@ -186,7 +186,8 @@ def test_noisy_oracle_reads_one_frame_the_same_in_any_form_and_refuses_what_is_n
     assert read(frame) == read(np.asfortranarray(frame)) == read(frame[:, ::-1][:, ::-1])
     # a list of the frame hashed its int64 bytes: another episode's offset (0.77 against 0.36);
     # refused now, as a VLM critic refuses it
-    with pytest.raises(FrameError, match=r"^query 0's initial_frame is int64 of shape"):
+    with pytest.raises(FrameError, match=r"^query 0's initial_frame is int64 of shape .*: from "
+                       r"integers in \[0, 255\]: x.astype\(np.uint8\)$"):  # fmt: skip
         read(frame.tolist())
     with pytest.raises(FrameError, match=r"^query 0's initial_frame is float64 of shape"):
         read(frame / 255.0)
