@@ -91,6 +91,23 @@ def test_workers_start_ignoring_ctrl_c():
     from rollout.workers import hear_ctrl_c_as_ignored, workers_start_deaf_to_ctrl_c
 
     context = multiprocessing.get_context("spawn")
+    # as in a terminal: started in the background (CI), this process ignores SIGINT, and so
+    # would every child of it
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _started_children_ignore_ctrl_c_only_inside(context)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    with (
+        workers_start_deaf_to_ctrl_c(),
+        ProcessPoolExecutor(1, mp_context=context, initializer=hear_ctrl_c_as_ignored) as pool,
+    ):
+        assert pool.submit(_ignores_ctrl_c).result(timeout=60) is True
+
+
+def _started_children_ignore_ctrl_c_only_inside(context) -> None:
+    from rollout.workers import workers_start_deaf_to_ctrl_c
+
     handler = signal.getsignal(signal.SIGINT)
     with workers_start_deaf_to_ctrl_c():
         child = context.Process(target=_report, args=(queue := context.Queue(),))
@@ -102,11 +119,6 @@ def test_workers_start_ignoring_ctrl_c():
     plain.start()
     assert queue.get(timeout=60) is False  # started outside: Python's KeyboardInterrupt handler
     plain.join(60)
-    with (
-        workers_start_deaf_to_ctrl_c(),
-        ProcessPoolExecutor(1, mp_context=context, initializer=hear_ctrl_c_as_ignored) as pool,
-    ):
-        assert pool.submit(_ignores_ctrl_c).result(timeout=60) is True
 
 
 def _report(queue) -> None:
