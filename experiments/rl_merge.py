@@ -141,6 +141,32 @@ def _check_run_values(name: str, run: dict) -> None:
             raise ValueError(f"run {name}: {key} must be a list of numbers, it is {value!r:.80}")
 
 
+# Each run's own record, ``<run dir>/<condition>_seed<seed>/result.json``, written as it finishes.
+RUN_RECORD = "result.json"
+
+
+def _read_results(folder: Path) -> dict[str, Any]:
+    """``folder``'s results.json; where it has none (its main process was killed before the end),
+    the experiment rebuilt from its runs' own records (:data:`RUN_RECORD`), in condition and seed
+    order, under the first's config with the conditions and seeds found.
+
+    Raises:
+        OSError, ValueError, KeyError, TypeError: neither can be read.
+    """
+    path = folder / "results.json"
+    records = sorted(folder.glob(f"*_seed*/{RUN_RECORD}"))
+    if path.exists() or not records:
+        return json.loads(path.read_text())
+    loaded = [json.loads(r.read_text()) for r in records]
+    runs = [record["run"] for record in loaded]
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    runs.sort(key=lambda r: (order.get(r["condition"], len(order)), int(r["seed"])))
+    config = {**loaded[0]["config"],
+              "conditions": list(dict.fromkeys(r["condition"] for r in runs)),
+              "seeds": sorted({int(r["seed"]) for r in runs})}  # fmt: skip
+    return {"config": config, "runs": runs}
+
+
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
     """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
     conditions of all of them, the critic's options from the runs that used one), the runs in
@@ -166,7 +192,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
         folder, only = (Path(head), tail) if head and tail in CONDITIONS else (Path(entry), None)
         path = folder / "results.json"
         try:
-            results = json.loads(path.read_text())
+            results = _read_results(folder)
             config, runs = results["config"], results["runs"]
             _check_results(config, runs)
             config = OmegaConf.create(config)

@@ -26,6 +26,7 @@ algorithm, step budget and tests, and, for the conditions that use it, the same 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -36,7 +37,7 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rl_merge import merge_runs
+from rl_merge import RUN_RECORD, merge_runs
 
 # Beside this script (its folder is on sys.path): what a run records, summaries, merge; report;
 # the config check and the envs each condition learns in.
@@ -52,6 +53,7 @@ from run_dir import (
 )
 
 from rollout.checks import list_option
+from rollout.files import write_atomic
 
 
 class RunCancelled(Exception):
@@ -112,7 +114,7 @@ def train_one(
     model.save(log_dir / "policy.zip")
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
-    return RunResult(
+    result = RunResult(
         condition=condition,
         seed=seed,
         timesteps=[int(t) for t in evaluations.evaluations_timesteps],
@@ -124,6 +126,14 @@ def train_one(
         **evaluate_final_policy(cfg, model),
         machine=machine_record(),
     )
+    # The run's record beside its policy, as it finishes: the experiment's results.json is
+    # written by the main process at the end, and a main process killed (SIGKILL, a node lost)
+    # took every finished run's record with it; merge= reads these where results.json is missing
+    write_atomic(
+        log_dir / RUN_RECORD,
+        json.dumps({"config": OmegaConf.to_container(cfg, resolve=True), "run": result.__dict__}),
+    )
+    return result
 
 
 def _stop_callback(event: Any):

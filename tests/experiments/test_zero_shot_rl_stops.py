@@ -172,3 +172,32 @@ def test_a_worker_that_dies_is_named_and_the_finished_runs_are_kept(tmp_path):
         f"above); the runs that finished, if any, are in {tmp_path} (workers=1 needs less memory)"
     )
     assert json.loads((tmp_path / "results.json").read_text())["runs"]
+
+
+def test_a_main_process_killed_leaves_records_merge_reads(tmp_path):
+    # a SIGKILL of the main process (a node lost, the OOM killer) left policies and no record:
+    # merge= refused the dir ("not a results.json"), and every finished run was to train again
+    from tests.experiments.rl_runs import rl_cli
+
+    killed = tmp_path / "killed"
+    run = _start(killed, "total_timesteps=400", "conditions=[ground_truth]",
+                 "seeds=[0,1,2,3,4,5]", "workers=2")  # fmt: skip
+    _wait_for_a_policy(run, killed, count=3)  # a worker has finished a run whole
+    time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGKILL)  # the main process and its workers, as an OOM kill
+    run.communicate(timeout=60)
+    assert not (killed / "results.json").exists()
+    records = sorted(p.parent.name for p in killed.glob("*/result.json"))
+    assert 1 <= len(records) < 6
+    merged = rl_cli(f"merge=[{killed}]", f"hydra.run.dir={tmp_path / 'merged'}")
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    results = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert sorted(f"{r['condition']}_seed{r['seed']}" for r in results["runs"]) == records
+    assert results["config"]["seeds"] == sorted(int(r.split("seed")[1]) for r in records)
+    # each record is the run results.json holds when the experiment ends
+    done = tmp_path / "done"
+    finished = rl_cli(*TINY, f"hydra.run.dir={done}", "conditions=[ground_truth]", "seeds=[0]",
+                      "workers=1")  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    whole = json.loads((done / "results.json").read_text())["runs"]
+    assert [json.loads((done / "ground_truth_seed0" / "result.json").read_text())["run"]] == whole
