@@ -129,10 +129,15 @@ def train_one(
     # The run's record beside its policy, as it finishes: the experiment's results.json is
     # written by the main process at the end, and a main process killed (SIGKILL, a node lost)
     # took every finished run's record with it; merge= reads these where results.json is missing
-    write_atomic(
-        log_dir / RUN_RECORD,
-        json.dumps({"config": OmegaConf.to_container(cfg, resolve=True), "run": result.__dict__}),
-    )
+    try:
+        record = {"config": OmegaConf.to_container(cfg, resolve=True), "run": result.__dict__}
+        write_atomic(log_dir / RUN_RECORD, json.dumps(record))
+    except Exception as exc:  # the run is whole without it: results.json holds it at the end
+        logging.getLogger(__name__).warning(
+            "%s was not written (%s); the run's result goes into results.json at the end",
+            log_dir / RUN_RECORD,
+            exc,
+        )
     return result
 
 
