@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from critic.base import CriticError, check_instruction
-from critic.data.episodes import Episode, EpisodeFormatError, check_video_size, read_video
+from critic.data.episodes import Episode, EpisodeFormatError
+from critic.data.video import check_video_size, read_video
 from rollout.checks import is_int, is_number
 
 REQUIRED = ("video", "instruction", "success")
@@ -98,7 +99,7 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
         failure_kind = row.get("failure_type")
         if failure_kind is not None and not isinstance(failure_kind, str):
             raise EpisodeFormatError(
-                f"{where}: failure_type={failure_kind!r} must be a name, e.g. \"drop\""
+                f'{where}: failure_type={failure_kind!r} must be a name, e.g. "drop"'
             )
         if row["success"] and (given := [k for k in OPTIONAL if row.get(k) is not None]):
             raise EpisodeFormatError(

@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from critic.data.episodes import EpisodeFormatError, _write_video
+from critic.data.episodes import EpisodeFormatError
 from critic.data.external import read_labelled_videos, read_labels
+from critic.data.video import write_video
 
 pytest.importorskip("av")
 
@@ -20,7 +21,7 @@ def folder(tmp_path):
     """Two 6-frame videos, a.mkv and b.mkv, at 10 fps; no labels yet."""
     frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     for name in ("a", "b"):
-        _write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
+        write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
     return tmp_path
 
 
@@ -149,7 +150,7 @@ def test_limit_decodes_the_first_videos_after_checking_every_line(folder):
     ],
 )  # fmt: skip
 def test_a_size_or_limit_it_cannot_take_is_named_not_blamed_on_a_video(folder, options, says):
-    from critic.data.episodes import read_video
+    from critic.data.video import read_video
 
     _label(folder, A, B)
     with pytest.raises(ValueError) as err:

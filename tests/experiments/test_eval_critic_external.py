@@ -10,14 +10,15 @@ from tests.experiments.eval_critic_cli import eval_config, run_eval, strict_json
 
 
 def test_external_labelled_videos(tmp_path):
-    from critic.data.episodes import EpisodeFormatError, _write_video
+    from critic.data.episodes import EpisodeFormatError
     from critic.data.external import read_labelled_videos
+    from critic.data.video import write_video
 
     folder = tmp_path / "robofail"
     folder.mkdir()
     frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     for name in ("a", "b"):
-        _write_video(folder / f"{name}.mkv", frames, 10.0, "ffv1")
+        write_video(folder / f"{name}.mkv", frames, 10.0, "ffv1")
     (folder / "labels.jsonl").write_text(
         '{"video": "a.mkv", "instruction": "Pick the cup.", "success": true}\n'
         '{"video": "b.mkv", "instruction": "Pick the cup.", "success": false, '
@@ -112,11 +113,11 @@ def test_external_videos_past_episodes_per_task_are_named_not_dropped_silently(t
     # 45 labelled, 40 scored: the last 5 (the only successes) were dropped without a word
     import eval_critic as module  # experiments/ is on the test path (pyproject)
 
-    from critic.data.episodes import _write_video
+    from critic.data.video import write_video
 
     frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
     for name in ("a", "b", "c"):
-        _write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
+        write_video(tmp_path / f"{name}.mkv", frames, 10.0, "ffv1")
     (tmp_path / "labels.jsonl").write_text(
         "".join(f'{{"video": "{n}.mkv", "instruction": "x", "success": true}}\n' for n in "abc")
     )

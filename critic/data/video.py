@@ -1,0 +1,144 @@
+"""Episode videos through PyAV: writing an episode's frames, reading any video back.
+
+Codecs: ``ffv1`` (lossless: frames load back bit-identical; the default for small frames) or
+``h264`` (lossy, ~20x smaller; even frame sides). :func:`read_video` reads any container PyAV
+does (an external dataset's mp4, webm, gif), checks it is whole, and resizes on request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from critic.data.errors import EpisodeFormatError
+from rollout.checks import is_int
+from rollout.imports import require_package
+
+CODECS = {
+    # name: (PyAV codec, pixel format in the file, encoder options)
+    "ffv1": ("ffv1", "bgr0", {}),
+    "h264": ("libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}),
+}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> None:
+    """Encode uint8 ``frames`` ``[T, H, W, 3]`` into ``path`` at ``fps`` with ``codec`` (a key of
+    :data:`CODECS`).
+
+    Raises:
+        EpisodeFormatError: ``h264`` with an odd frame side.
+    """
+    av = require_package("av", "data", "writing episode videos")
+    name, pix_fmt, options = CODECS[codec]
+    _, height, width, _ = frames.shape
+    if codec == "h264" and (height % 2 or width % 2):
+        raise EpisodeFormatError(
+            f"{path}: h264 needs even frame sides, got {height}x{width}; use codec='ffv1'"
+        )
+    from fractions import Fraction
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(name, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = dict(options)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+# The largest side read_video resizes to (8K video's width).
+MAX_VIDEO_SIDE = 8192
+
+
+def check_video_size(size: Any) -> None:
+    """A ValueError unless ``size`` is None or a side :func:`read_video` can resize to."""
+    if size is not None and not (is_int(size) and 1 <= size <= MAX_VIDEO_SIDE):
+        raise ValueError(
+            f"size={size!r} must be None (the video's own) or one side in pixels, an integer "
+            f"from 1 to {MAX_VIDEO_SIDE}, e.g. size=128"
+        )
+
+
+def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, float]:
+    """Every frame of a video as uint8 ``[T, H, W, 3]`` (``size`` × ``size`` when given) and its
+    frame rate (20 when the container does not say).
+
+    Raises:
+        EpisodeFormatError: the file is missing, unreadable, holds no frames, or is cut short
+            (its frames end well before the length its header gives).
+        ValueError: ``size`` is not a side in pixels (it was blamed on the file).
+    """
+    check_video_size(size)
+    av = require_package("av", "data", "reading videos")
+    path = Path(path)
+    if path.is_dir():
+        raise EpisodeFormatError(
+            f"{path}: a folder, not a video file; frame folders are not read: encode the frames "
+            f"as one video first (e.g. ffmpeg -i {path}/%05d.png -c:v ffv1 {path}.mkv)"
+        )
+    if not path.is_file():
+        raise EpisodeFormatError(f"{path}: no such video file")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:  # audio alone, or a video of no stream
+                raise EpisodeFormatError(f"{path}: holds no video stream (no frames to read)")
+            stream = container.streams.video[0]
+            rate = stream.average_rate
+            # how long the header says the video stream is (seconds; None when it does not say)
+            if stream.duration is not None and stream.time_base is not None:
+                length = float(stream.duration * stream.time_base)
+            elif (tagged := _tagged_duration(stream.metadata)) is not None:  # mkv/webm tracks
+                length = tagged
+            elif len(container.streams) == 1 and container.duration:  # the video's alone
+                length = container.duration / 1e6
+            else:  # an audio track may run longer: no length to hold the video to
+                length = None
+            frames, end = [], None
+            for f in container.decode(video=0):
+                frames.append(
+                    (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
+                        format="rgb24"
+                    )
+                )
+                # where the frame stops showing: its own duration when it has one (a last frame
+                # held on screen), else one frame period (added below)
+                held = f.duration * f.time_base if f.duration and f.time_base else None
+                end = None if f.time is None else (f.time, held)
+    except EpisodeFormatError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
+    if not frames:
+        raise EpisodeFormatError(f"{path}: the video holds no frames")
+    if size is None and len(sizes := {f.shape for f in frames}) > 1:
+        raise EpisodeFormatError(
+            f"{path}: its frames change size ({', '.join(f'{w}x{h}' for h, w, _ in sorted(sizes))}"
+            "), so they cannot be read as one video; give a frame size to resize every frame to "
+            "(eval_critic.py external_size=<pixels>, the default 128)"
+        )
+    # A file cut short decodes the frames before the cut without an error; its header still says
+    # how long the stream was. Compared by time, not frame count: a variable frame rate or a
+    # longer audio track makes duration x rate no count of frames.
+    step = 1 / float(rate) if rate else 0.05
+    stop = None if end is None else end[0] + (float(end[1]) if end[1] else step)
+    if length and stop is not None and stop < length - max(2 * step, 0.05 * length):
+        raise EpisodeFormatError(
+            f"{path}: {len(frames)} frames decoded, ending at {stop:.2f} s where its "
+            f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
+        )
+    return np.stack(frames), float(rate) if rate else 20.0
+
+
+def _tagged_duration(metadata: Any) -> float | None:
+    """A Matroska/WebM track's own ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``) in seconds, or None:
+    those containers give no stream duration, and the tag is written at the file's start, so a
+    file cut short still says how long its video was."""
+    text = str((metadata or {}).get("DURATION", ""))
+    hours, _, rest = text.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
