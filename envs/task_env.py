@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
@@ -15,9 +16,11 @@ import numpy as np
 
 from envs.errors import InvalidActionError, InvalidOptionError, TaskContractError
 from envs.render import CriticView, ViewRenderer
-from rollout.checks import is_int, is_number
+from rollout.checks import is_int, is_number, plain_values
 
 if TYPE_CHECKING:
+    from gymnasium.envs.registration import EnvSpec
+
     from envs.tasks import TaskSpec
 
 
@@ -36,6 +39,18 @@ class TaskEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    _spec: EnvSpec | None = None
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The spec ``gym.make`` recorded, its kwargs as plain Python values: gymnasium records
+        the options as given, and a numpy one (``query_every=np.int64(5)``) made
+        ``env.spec.to_json()`` fail."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        self._spec = spec if spec is None else replace(spec, kwargs=plain_values(spec.kwargs))
 
     def __init__(self, spec: TaskSpec, view: CriticView, render_mode: str | None = None) -> None:
         if render_mode not in (None, "rgb_array"):

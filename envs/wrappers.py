@@ -21,6 +21,7 @@ from critic.factory import make_critic
 from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
 from envs.errors import InvalidOptionError
 from envs.tasks import TaskEnv, check_task_info
+from rollout.checks import plain_values
 from rollout.warn import warn_user
 
 
@@ -55,7 +56,10 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
         **options: Any,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, critic=critic, **options)
+        # recorded as plain values (a numpy option kept env.spec from serialising)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, **plain_values({"critic": critic, **options})
+        )
         gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, TaskEnv):
             raise InvalidOptionError(

@@ -41,6 +41,22 @@ def is_number(value: Any, finite: bool = True) -> bool:
         return False
 
 
+def plain_values(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, at any depth of dicts, lists and tuples, turned into
+    Python's numbers and lists, which JSON holds; anything else is kept as it is. For options that
+    are recorded as given (gymnasium's env specs), so ``query_every=np.int64(5)`` serialises."""
+    if isinstance(value, Mapping):
+        return {k: plain_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [plain_values(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    import numpy as np
+
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return value
+
+
 def list_option(value: Any) -> list:
     """A list option (``critics``, ``data``, ``pipeline``, ``tasks``, ...) as a list: one value
     given bare on the command line (``data=data/Lift``, ``critics={name: oracle}``) is a list of

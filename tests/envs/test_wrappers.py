@@ -160,9 +160,13 @@ def test_wrapper_records_its_arguments():
     wrapper = envs.VisCriticReward(task, critic=critic, query_every=3)
     assert wrapper._saved_kwargs == {"critic": critic, "query_every": 3}
     wrapper.close()
-    # With a critic given by name or mapping, the whole gym.make spec serialises.
-    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic={"name": "oracle"}, query_every=3)
-    assert json.loads(env.spec.to_json())["kwargs"]["query_every"] == 3
+    # With a critic given by name or mapping, the whole gym.make spec serialises, numpy options
+    # too (gymnasium records them as given: np.int64 was json's TypeError)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic={"name": "oracle"},
+                   query_every=np.int64(3), image_size=(np.int64(32), 32))  # fmt: skip
+    spec = json.loads(env.spec.to_json())
+    assert spec["kwargs"]["query_every"] == 3 and spec["kwargs"]["image_size"] == [32, 32]
+    assert spec["additional_wrappers"][-1]["kwargs"]["query_every"] == 3
     env.close()
 
 

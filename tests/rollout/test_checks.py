@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rollout.cache import VideoEmbeddingCache
-from rollout.checks import is_int, is_number
+from rollout.checks import is_int, is_number, plain_values
 from rollout.engine import SamplingParams
 from rollout.remote import RemoteEngine
 
@@ -39,6 +39,17 @@ def test_what_counts_as_an_integer_and_a_number(value, integer, number):
 def test_a_number_may_be_left_unbounded_when_asked():
     assert is_number(math.nan, finite=False) and is_number(math.inf, finite=False)
     assert not is_number(True, finite=False)
+
+
+def test_plain_values_turns_numpy_into_what_json_holds_and_keeps_the_rest():
+    marker = object()  # a critic instance: kept, not copied
+    given = {"a": np.int64(3), "b": [np.float32(0.5), (np.int8(1), "x")], "c": np.arange(2),
+             "d": {"e": np.bool_(True)}, "f": marker, "g": None}  # fmt: skip
+    plain = plain_values(given)
+    assert plain == {"a": 3, "b": [0.5, (1, "x")], "c": [0, 1], "d": {"e": True}, "f": marker,
+                     "g": None}  # fmt: skip
+    assert type(plain["a"]) is int and type(plain["b"][1]) is tuple and plain["f"] is marker
+    assert type(plain["d"]["e"]) is bool and given["a"].dtype == np.int64  # the given is kept
 
 
 def test_numpy_sampling_params_are_stored_plain_and_go_over_the_wire():
