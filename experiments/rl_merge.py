@@ -167,6 +167,86 @@ def _read_results(folder: Path) -> dict[str, Any]:
     return {"config": config, "runs": runs}
 
 
+def run_result(record: dict[str, Any]) -> RunResult:
+    """A run as results.json and a run's record hold it, read back (fields checked by
+    :func:`_check_results`); null is absent, the field's default, as in runs made before the
+    field was recorded."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunResult)}
+    values = {k: v for k, v in record.items() if k in known and v is not None}
+    values["episodes"] = [tuple(e) for e in values.get("episodes", [])]
+    return RunResult(**values)
+
+
+def _differences(option: str, was: Any, now: Any) -> tuple[str, str]:
+    """``option``'s two values as the options that differ (``reward.achieved_weight=0.0``), not
+    as two whole dicts of which one entry differs."""
+    if not (isinstance(was, dict) and isinstance(now, dict)):
+        return f"{option}={was!r}", f"{option}={now!r}"
+    keys = [k for k in dict.fromkeys([*was, *now]) if was.get(k) != now.get(k)]
+    return tuple(  # type: ignore[return-value]
+        ", ".join(f"{option}.{k}={side.get(k)!r}" for k in keys) for side in (was, now)
+    )
+
+
+def finished_runs(cfg: DictConfig, folder: Path) -> list[RunResult]:
+    """``resume=true``: the runs of this experiment a stopped run in ``folder`` finished (their
+    records, :data:`RUN_RECORD`, or its results.json for runs without one), in config order.
+    Runs this command does not ask for are left out.
+
+    Raises:
+        ExperimentConfigError: a finished run that does not read, or that ran with other options
+            than this command gives (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`): joined, they
+            would make no comparison.
+    """
+    sources: list[tuple[Path, dict[str, Any], list]] = []
+    for path in sorted(folder.glob(f"*_seed*/{RUN_RECORD}")):
+        try:
+            record = json.loads(path.read_text())
+            sources.append((path, record["config"], [record["run"]]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExperimentConfigError(
+                f"resume=true: {path} does not read ({exc!r}); delete its folder to train that "
+                "run again"
+            ) from exc
+    if (folder / "results.json").is_file():
+        path = folder / "results.json"
+        try:
+            results = json.loads(path.read_text())
+            sources.append((path, results["config"], results["runs"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExperimentConfigError(
+                f"resume=true: {path} does not read ({exc!r}); delete it (the runs' own "
+                f"{RUN_RECORD} files are read without it)"
+            ) from exc
+    planned = [(str(c), int(s)) for c in cfg.conditions for s in cfg.seeds]
+    found: dict[tuple[str, int], RunResult] = {}
+    for path, config, runs in sources:
+        try:
+            _check_results(config, runs)
+        except ValueError as exc:
+            raise ExperimentConfigError(
+                f"resume=true: {path} is not a record zero_shot_rl.py wrote ({exc}); delete it "
+                "to train its runs again"
+            ) from exc
+        config = OmegaConf.create(config)
+        for record in runs:
+            key = (record["condition"], int(record["seed"]))
+            if key not in planned or key in found:  # not asked for; a run's record comes first
+                continue
+            for option in (*MERGE_SAME, *MERGE_SAME_FOR[key[0]]):
+                if (was := _compared(config, option)) != (now := _compared(cfg, option)):
+                    before, after = _differences(option, was, now)
+                    raise ExperimentConfigError(
+                        f"resume=true: {path} ran {key[0]} seed {key[1]} with {before}, this "
+                        f"command gives {after}; resume with the stopped run's options (its "
+                        ".hydra/overrides.yaml), or give a new hydra.run.dir="
+                    )
+            found[key] = run_result(record)
+    return [found[key] for key in planned if key in found]
+
+
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
     """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
     conditions of all of them, the critic's options from the runs that used one), the runs in
@@ -178,9 +258,6 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
             what makes them comparable (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`), or the same
             condition and seed twice.
     """
-    from dataclasses import fields
-
-    known = {f.name for f in fields(RunResult)}
     loaded = []
     for entry in run_dirs:
         head, _, tail = str(entry).rpartition(":")
@@ -235,10 +312,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
                     "merge each run once"
                 )
             seen[key] = folder
-            # null is absent (the field's default), as in runs made before it was recorded
-            values = {k: v for k, v in record.items() if k in known and v is not None}
-            values["episodes"] = [tuple(e) for e in values.get("episodes", [])]
-            merged.append(RunResult(**values))
+            merged.append(run_result(record))
         ordered = sorted(runs, key=lambda r: (r["condition"], int(r["seed"])))
         sources.append({"run_dir": str(folder),
                         "runs": [f"{r['condition']}_seed{r['seed']}" for r in ordered]})  # fmt: skip

@@ -31,7 +31,7 @@ def check_config(cfg: DictConfig) -> None:
                 f"{key}={cfg.get(key)!r} must be a list, e.g. {key}={example}"
             )
     cfg.seeds = expand_seeds(list(cfg.seeds))  # seeds=[0,...,9]: 0 to 9
-    for key in ("relabel", "progress_bar", "overwrite"):
+    for key in ("relabel", "progress_bar", "overwrite", "resume"):
         if not isinstance(cfg.get(key, False), bool):
             raise ExperimentConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     unknown = [c for c in cfg.conditions if c not in CONDITIONS]

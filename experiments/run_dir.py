@@ -69,6 +69,19 @@ def train_critic_continues(cfg: DictConfig, run_dir: Path) -> bool:
     return Path(run_dir).resolve() in Path(resume).resolve().parents
 
 
+def zero_shot_rl_continues(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether ``resume=true`` asks to continue a stopped experiment in ``run_dir``: its
+    finished runs are kept, the others trained (merge= trains nothing, and is refused so)."""
+    resume = cfg.get("resume", False)
+    if not isinstance(resume, bool):
+        raise RunDirError(f"resume={resume!r} must be true or false")
+    if resume and cfg.get("merge") is not None:
+        raise RunDirError(
+            "resume=true continues a stopped training run; merge= trains nothing: drop one"
+        )
+    return resume
+
+
 OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
     "zero_shot_rl": zero_shot_rl_outputs,
     "eval_critic": eval_critic_outputs,
@@ -80,6 +93,7 @@ OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
 # Scripts whose run may continue an earlier run in the same dir (its outputs are not refused).
 CONTINUES: dict[str, Callable[[DictConfig, Path], bool]] = {
     "train_critic": train_critic_continues,
+    "zero_shot_rl": zero_shot_rl_continues,
 }
 
 
@@ -116,18 +130,24 @@ def check_run_dir(
         raise RunDirError(
             f"overwrite=true would remove resume={cfg.get('resume')}, which lies in {run_dir}; "
             "drop overwrite=true to continue that run there"
+            if script == "train_critic"
+            else f"overwrite=true would remove the runs resume=true keeps in {run_dir}; drop "
+            "one (resume=true trains only the runs missing there)"
         )
     if taken and not overwrite and not continues:
         more = " ..." if len(taken) > 4 else ""
         raise RunDirError(
             f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
-            f"new {dir_option}=, or overwrite=true to replace them{_unfinished(script, run_dir)}"
+            f"new {dir_option}=, or overwrite=true to replace them{_unfinished(script, cfg, run_dir)}"
         )
 
 
-def _unfinished(script: str, run_dir: Path) -> str:
+def _unfinished(script: str, cfg: DictConfig, run_dir: Path) -> str:
     """For a training run stopped in a stage (a checkpoint, no ``final``): the ``resume=`` that
-    continues it, which the refusal named nowhere (overwrite=true would discard it)."""
+    continues it, which the refusal named nowhere (overwrite=true would discard it); for an RL
+    experiment, ``resume=true``, which keeps its finished runs."""
+    if script == "zero_shot_rl" and cfg.get("merge") is None:
+        return ", or resume=true to keep the runs it finished and train only the others"
     if script != "train_critic":
         return ""
     from critic.train.checkpoint import latest_checkpoint
@@ -242,12 +262,15 @@ class RunDirGuard(Callback):
     def _keep_record(self, config: DictConfig, run_dir: Path) -> None:
         """``overwrite=true``: the earlier run's ``.hydra/`` (the options a resume needs, the
         record of what its results are) goes aside with its outputs (:func:`set_aside_outputs`),
-        before hydra writes this run's."""
+        before hydra writes this run's. So does an RL experiment's under ``resume=true``, until
+        its finished runs are found to match this run's options: a resume refused for other
+        options put the stopped run's record back (it names the options to resume with)."""
         import os
         import shutil
 
         record = run_dir / ".hydra"
-        if config.get("overwrite") is not True:
+        resumes = self.script == "zero_shot_rl" and config.get("resume") is True
+        if config.get("overwrite") is not True and not resumes:
             return
         if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process's to keep
             return

@@ -18,6 +18,8 @@ its evaluations and final ``policy.zip``.
     python experiments/zero_shot_rl.py env=Lift algo=ppo relabel=false reward.between_queries=hold \\
         seeds=[0,1,2] total_timesteps=50000
     python experiments/zero_shot_rl.py merge=[<run dir>,<run dir>:ground_truth]   # no training
+    python experiments/zero_shot_rl.py <the same options> hydra.run.dir=<a stopped run's dir> \
+        resume=true   # trains only the runs it did not finish
 
 ``merge`` reads the ``results.json`` of earlier runs (more seeds, or a condition run on its own)
 and writes one report over all their runs, after checking that they are comparable: the same task,
@@ -37,7 +39,7 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rl_merge import RUN_RECORD, merge_runs
+from rl_merge import RUN_RECORD, finished_runs, merge_runs
 
 # Beside this script (its folder is on sys.path): what a run records, summaries, merge; report;
 # the config check and the envs each condition learns in.
@@ -45,6 +47,7 @@ from rl_report import write_report
 from rl_results import TEST_SEED, ExperimentConfigError, RunResult, machine_record, summarise
 from rl_setup import build_train_env, check_config, training_schedule, true_reward_env
 from run_dir import (
+    ASIDE,
     RunDirError,
     discard_outputs,
     put_back_record,
@@ -244,9 +247,13 @@ def _start_worker(specs: dict[str, Any], stop: Any = None, interrupt: Any = None
 
 
 def train_all(
-    cfg: DictConfig, out_dir: Path, finished: list[RunResult] | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    finished: list[RunResult] | None = None,
+    earlier: list[RunResult] = (),
 ) -> list[RunResult]:
     """Every (condition, seed) run, in ``cfg.workers`` processes; results in config order.
+    ``earlier`` runs (``resume=true``: those a stopped run finished) are not trained again.
 
     Runs are independent, so with ``workers=2`` on a 2-core machine the experiment takes about half
     the wall time. Each run's ``wall_seconds`` is then measured beside another run, for every
@@ -256,13 +263,15 @@ def train_all(
     those that finished are in ``finished`` (config order) when the error propagates.
     """
     jobs = [(condition, int(seed)) for condition in cfg.conditions for seed in cfg.seeds]
-    done: dict[int, RunResult] = {}
+    had = {(r.condition, r.seed): r for r in earlier}
+    done: dict[int, RunResult] = {i: had[job] for i, job in enumerate(jobs) if job in had}
+    todo = {i: job for i, job in enumerate(jobs) if job not in had}
     try:
         if cfg.workers == 1:
-            for index, (condition, seed) in enumerate(jobs):
+            for index, (condition, seed) in todo.items():
                 done[index] = train_one(cfg, condition, seed, out_dir)
-        else:
-            _train_in_pool(cfg, out_dir, jobs, done)
+        elif todo:
+            _train_in_pool(cfg, out_dir, todo, done)
     finally:
         if finished is not None:
             finished[:] = [done[i] for i in sorted(done)]
@@ -270,11 +279,11 @@ def train_all(
 
 
 def _train_in_pool(
-    cfg: DictConfig, out_dir: Path, jobs: list[tuple[str, int]], done: dict[int, RunResult]
+    cfg: DictConfig, out_dir: Path, jobs: dict[int, tuple[str, int]], done: dict[int, RunResult]
 ) -> None:
-    """The runs of ``jobs`` in worker processes, each result put in ``done`` under its job's
-    index as it finishes; the first failure cancels the runs not yet started and, once the
-    running ones end, propagates."""
+    """The runs of ``jobs`` (index → condition, seed) in worker processes, each result put in
+    ``done`` under its index as it finishes; the first failure cancels the runs not yet started
+    and, once the running ones end, propagates."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -297,7 +306,7 @@ def _train_in_pool(
         futures = {}
         try:  # a SIGTERM during the submits is an interrupt too
             with workers_start_deaf_to_ctrl_c():  # the workers start at the first submits
-                for i, (c, s) in enumerate(jobs):
+                for i, (c, s) in jobs.items():
                     futures[pool.submit(_train_in_worker, quiet, c, s, out_dir)] = i
             for future in as_completed(futures):
                 done[futures[future]] = future.result()
@@ -337,8 +346,9 @@ def _keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) ->
     )
     logging.getLogger(__name__).warning(
         "%d of the %d runs finished before the experiment stopped; they are kept in %s "
-        "(results.json, report.md). Run the others (%s) into another hydra.run.dir= and join "
-        "them with merge=[%s,<that dir>]",
+        "(results.json, report.md). To train the others (%s), run the same command again with "
+        "resume=true (it keeps these); or run them into another hydra.run.dir= and join them "
+        "with merge=[%s,<that dir>]",
         len(finished),
         planned,
         out_dir,
@@ -394,6 +404,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     import_task_modules(cfg.get("imports"))  # one's own tasks, before any is looked up
     if cfg.get("merge") is not None:
+        if cfg.get("resume") is True:  # the run-dir guard refuses it first, under hydra
+            raise ExperimentConfigError(
+                "resume=true continues a stopped training run; merge= trains nothing: drop one"
+            )
         dirs = [str(entry) for entry in list_option(cfg.merge)]
         if not dirs:
             raise ExperimentConfigError(
@@ -430,9 +444,22 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     aside = (
         set_aside_outputs("zero_shot_rl", cfg, out_dir) if cfg.get("overwrite") is True else None
     )
+    # resume=true: the runs a stopped experiment in this dir finished are not trained again.
+    # Refused (other options), the stopped run's .hydra/ record is put back (main's finally);
+    # accepted, this run's record replaces it
+    earlier = finished_runs(cfg, out_dir) if cfg.get("resume") is True else []
+    if cfg.get("resume") is True:
+        discard_outputs(out_dir / ASIDE)
+    if earlier:
+        logging.getLogger(__name__).info(
+            "resume=true: %d of the %d runs finished before (%s); training the others",
+            len(earlier),
+            len(cfg.conditions) * len(cfg.seeds),
+            ", ".join(f"{r.condition}_seed{r.seed}" for r in earlier),
+        )
     finished: list[RunResult] = []
     try:
-        runs = train_all(cfg, out_dir, finished)
+        runs = train_all(cfg, out_dir, finished, earlier)
         # inside the try: a Ctrl-C while the report is made lost every run
         summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
         write_report(cfg, runs, summary, out_dir)

@@ -192,3 +192,49 @@ def test_a_merge_takes_the_critic_of_the_critic_runs_whole(tmp_path):
     # ... so the merged dir merges again with more runs of the same critic
     more = run_dir(tmp_path, "more", lambda c: c.update(critic=oracle), 3, keep=("critic",))
     assert len(merge_runs([str(merged), str(more)])[1]) == 9
+
+
+def test_resume_reads_the_finished_runs_this_command_asks_for_and_checks_their_options(tmp_path):
+    from rl_merge import RUN_RECORD, finished_runs
+    from rl_results import ExperimentConfigError
+
+    folder = run_dir(tmp_path, "stopped", keep=("critic", "ground_truth"))
+    results = json.loads((folder / "results.json").read_text())
+    cfg = OmegaConf.create({**results["config"], "seeds": [0, 1, 2, 3]})
+    runs = finished_runs(cfg, folder)  # config order: each condition's seeds
+    assert [(r.condition, r.seed) for r in runs] == [("critic", s) for s in (0, 1, 2)] + [
+        ("ground_truth", s) for s in (0, 1, 2)
+    ]
+    # a run's own record (a main process killed before results.json) counts, and comes first
+    (folder / "oracle_seed3").mkdir()
+    record = {**results["runs"][0], "condition": "oracle", "seed": 3}
+    (folder / "oracle_seed3" / RUN_RECORD).write_text(
+        json.dumps({"config": results["config"], "run": record})
+    )
+    assert ("oracle", 3) in [(r.condition, r.seed) for r in finished_runs(cfg, folder)]
+    # runs this command does not ask for are left out
+    only = OmegaConf.merge(cfg, {"conditions": ["ground_truth"], "seeds": [1]})
+    assert [(r.condition, r.seed) for r in finished_runs(only, folder)] == [("ground_truth", 1)]
+    # another budget, or another reward for a critic's learner, makes no comparison
+    with pytest.raises(ExperimentConfigError) as err:
+        finished_runs(OmegaConf.merge(cfg, {"total_timesteps": 40000}), folder)
+    assert str(err.value).startswith("resume=true: ") and (
+        "with total_timesteps=20000, this command gives total_timesteps=40000; resume with the "
+        "stopped run's options (its .hydra/overrides.yaml), or give a new hydra.run.dir="
+    ) in str(err.value)
+    with pytest.raises(
+        ExperimentConfigError,
+        match=r"ran oracle seed 3 with reward\.achieved_weight"
+        r"=0\.0, this command gives reward\.achieved_weight=1\.0; resume with",
+    ):
+        finished_runs(OmegaConf.merge(cfg, {"reward": {"achieved_weight": 1.0}}), folder)
+    # ... but the true reward's learner never sees the reward's options
+    truth = OmegaConf.merge(cfg, {"conditions": ["ground_truth"], "reward": {"achieved_weight": 1.0}})  # fmt: skip
+    assert len(finished_runs(truth, folder)) == 3
+    # a record that does not read is named, with what to do
+    (folder / "oracle_seed3" / RUN_RECORD).write_text("{")
+    with pytest.raises(ExperimentConfigError) as err:
+        finished_runs(cfg, folder)
+    assert str(err.value).startswith(f"resume=true: {folder / 'oracle_seed3' / RUN_RECORD} does "
+                                     "not read (JSONDecodeError(")  # fmt: skip
+    assert str(err.value).endswith("delete its folder to train that run again")

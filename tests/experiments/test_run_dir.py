@@ -18,12 +18,23 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
         check_run_dir("zero_shot_rl", rl, tmp_path)
     assert str(err.value) == (
         f"{tmp_path} already holds oracle_seed1 from an earlier run; give a new hydra.run.dir=, "
-        "or overwrite=true to replace them"
+        "or overwrite=true to replace them, or resume=true to keep the runs it finished and "
+        "train only the others"
     )
     check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": True}), tmp_path)
     check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"merge": ["x"]}), tmp_path)  # no runs
     with pytest.raises(RunDirError, match=r"^overwrite='yes' must be true or false$"):
         check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": "yes"}), tmp_path)
+    # resume=true continues the stopped experiment here: its finished runs are kept
+    check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"resume": True}), tmp_path)
+    with pytest.raises(RunDirError, match=r"^resume='yes' must be true or false$"):
+        check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"resume": "yes"}), tmp_path)
+    with pytest.raises(RunDirError, match=r"would remove the runs resume=true keeps in .*; drop"):
+        check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"resume": True, "overwrite": True}),
+                      tmp_path)  # fmt: skip
+    with pytest.raises(RunDirError, match=r"^resume=true continues a stopped training run; merge"):
+        check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"resume": True, "merge": ["x"]}),
+                      tmp_path)  # fmt: skip
     # train_critic: a stage's folder, unless resume= continues the run in this dir
     train = OmegaConf.create({"pipeline": ["sft", "readout"], "resume": None})
     (tmp_path / "readout").mkdir()

@@ -318,9 +318,8 @@ def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
         done.stdout  # hydra's log
     )
     # the runs to run again, as options (it said "the others")
-    assert "Run the others (conditions=[critic] seeds=[0,1]) into another hydra.run.dir=" in (
-        done.stdout
-    )
+    assert "To train the others (conditions=[critic] seeds=[0,1]), run the same command again " \
+        "with resume=true (it keeps these)" in done.stdout  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["condition"], r["seed"]) for r in results["runs"]] == [
         ("ground_truth", 0), ("ground_truth", 1)

@@ -174,7 +174,7 @@ def test_a_worker_that_dies_is_named_and_the_finished_runs_are_kept(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["runs"]
 
 
-def test_a_main_process_killed_leaves_records_merge_reads(tmp_path):
+def test_a_main_process_killed_leaves_records_merge_and_resume_read(tmp_path):
     # a SIGKILL of the main process (a node lost, the OOM killer) left policies and no record:
     # merge= refused the dir ("not a results.json"), and every finished run was to train again
     from tests.experiments.rl_runs import rl_cli
@@ -194,6 +194,29 @@ def test_a_main_process_killed_leaves_records_merge_reads(tmp_path):
     results = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert sorted(f"{r['condition']}_seed{r['seed']}" for r in results["runs"]) == records
     assert results["config"]["seeds"] == sorted(int(r.split("seed")[1]) for r in records)
+    # the same command again with resume=true trains only the runs the killed one had not
+    # finished; one with other options is refused, and the killed run's record stays
+    kept = {p.parent.name: p.stat().st_mtime_ns for p in killed.glob("*/policy.zip")
+            if (p.parent / "result.json").exists()}  # fmt: skip
+    command = [*TINY, f"hydra.run.dir={killed}", "total_timesteps=400",
+               "conditions=[ground_truth]", "seeds=[0,1,2,3,4,5]", "resume=true"]  # fmt: skip
+    overrides = (killed / ".hydra" / "overrides.yaml").read_text()
+    other = rl_cli(*command, "algo.learning_rate=0.002")
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert f"ExperimentConfigError: resume=true: {killed}/ground_truth_seed" in other.stderr
+    assert "with algo.learning_rate=0.001, this command gives algo.learning_rate=0.002" in (
+        other.stderr
+    )
+    assert "resume with the stopped run's options" in other.stderr
+    assert (killed / ".hydra" / "overrides.yaml").read_text() == overrides
+    resumed = rl_cli(*command)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume=true: {len(records)} of the 6 runs finished before (" in resumed.stdout
+    runs = json.loads((killed / "results.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1, 2, 3, 4, 5]
+    assert {n: (killed / n / "policy.zip").stat().st_mtime_ns for n in kept} == kept
+    assert "resume=true" in (killed / ".hydra" / "overrides.yaml").read_text()
+    assert not (killed / ".overwritten").exists()
     # each record is the run results.json holds when the experiment ends
     done = tmp_path / "done"
     finished = rl_cli(*TINY, f"hydra.run.dir={done}", "conditions=[ground_truth]", "seeds=[0]",
