@@ -47,6 +47,23 @@ def staging_folder(path: str | Path) -> Path:
     return path.parent / f".{path.name}.partial"
 
 
+def as_write_error(exc: Exception, folder: Path) -> Exception:
+    """A failed write of a checkpoint into ``folder`` as the ``OSError`` it is: safetensors
+    raises its own ``SafetensorError`` ("I/O error: No space left on device") and ``torch.save``
+    a ``RuntimeError`` ("[enforce fail at inline_container.cc] . unexpected pos"), which went
+    past the callers' ``except OSError`` as tracebacks. Any other error is returned as it is."""
+    from safetensors import SafetensorError
+
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, SafetensorError) or (
+        isinstance(exc, RuntimeError) and "inline_container" in str(exc)
+    ):
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return OSError(f"{reason}: writing into {folder} failed; is the disk full?")
+    return exc
+
+
 def save_checkpoint(
     path: str | Path,
     model,
@@ -75,19 +92,23 @@ def save_checkpoint(
     staging = staging_folder(path)
     if not staged:
         shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if options is not None:
-        record = json.dumps({"step": step, "options": options}, indent=1)
-        (staging / RUN_RECORD).write_text(record + "\n")
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_states(),
-        "extra": extra or {},
-    }
-    torch.save(state, staging / STATE)
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if options is not None:
+            record = json.dumps({"step": step, "options": options}, indent=1)
+            (staging / RUN_RECORD).write_text(record + "\n")
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_states(),
+            "extra": extra or {},
+        }
+        torch.save(state, staging / STATE)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # half a save holds the room the user needs
+        raise as_write_error(exc, staging) from exc
     replaced = path.parent / f".{path.name}.old"
     shutil.rmtree(replaced, ignore_errors=True)
     if path.exists():  # an earlier save of this folder (a resumed run's): out of the way first

@@ -405,6 +405,7 @@ class Trainer:
         self, path: Path, optimizer, step: int, rng: np.random.Generator, engine=None
     ) -> Path:
         from critic.train.checkpoint import (
+            as_write_error,
             save_checkpoint,
             save_rank_state,
             staging_folder,
@@ -430,8 +431,9 @@ class Trainer:
                 engine.save_checkpoint(str(staging / DS_STATE), tag="state", save_latest=False)
                 save_rank_state(staging / DS_STATE, self.rank,
                                 {"step": step, "sampler": rng.bit_generator.state})  # fmt: skip
-            except OSError as exc:
-                problem = exc
+            except Exception as exc:  # a full disk is torch's RuntimeError in DeepSpeed's save
+                if not isinstance(problem := as_write_error(exc, staging), OSError):
+                    raise
             # every process stops if one could not write: one raising alone left the others
             # waiting at the next collective (a full disk on one node hung the run)
             if not all_ranks(problem is None):
