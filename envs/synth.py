@@ -61,7 +61,7 @@ from envs.tasks import (
     get_task,
     make_task_env,
 )
-from rollout.files import LOCK, FolderBusyError, lock_folder, release
+from rollout.files import LOCK, FolderBusyError, holds, lock_folder, release
 
 CAMERA = "view"  # the critic's view (several cameras are already tiled into it by the task)
 UNKNOWN_FAILURE = "unknown"  # a failure of no known type (the critic is taught a plain "failure")
@@ -441,8 +441,8 @@ def synthesize(
     # the folder's lock, from the manifest's check to the last episode written: two runs into
     # one out= both passed the check before either wrote, then mixed their episodes
     made = not root.exists()
-    try:
-        lock = lock_folder(root, "synthesize.py run (out=)")
+    try:  # held already where out= is the run dir: the run-dir guard's lock is the same one
+        lock = None if holds(root) else lock_folder(root, "synthesize.py run (out=)")
     except FolderBusyError as exc:
         raise InvalidOptionError(str(exc)) from None
     except OSError as exc:

@@ -97,12 +97,8 @@ CONTINUES: dict[str, Callable[[DictConfig, Path], bool]] = {
 }
 
 
-def check_run_dir(
-    script: str, cfg: DictConfig, run_dir: Path, dir_option: str = "hydra.run.dir"
-) -> None:
-    """Raise :class:`RunDirError` when ``run_dir`` holds one of ``script``'s outputs and
-    ``cfg.overwrite`` is not true; ``dir_option`` is the option the message says to change."""
-    run_dir = Path(run_dir)
+def check_folder(run_dir: Path, dir_option: str = "hydra.run.dir") -> None:
+    """Make ``run_dir`` if missing; :class:`RunDirError` when it is a file or cannot be made."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(
             f"{dir_option}={run_dir} is a file, not a folder; give a folder for the run's outputs"
@@ -114,6 +110,15 @@ def check_run_dir(
             f"{dir_option}={run_dir} cannot be made ({exc.strerror or exc}); give a folder you "
             "can write to"
         ) from None
+
+
+def check_run_dir(
+    script: str, cfg: DictConfig, run_dir: Path, dir_option: str = "hydra.run.dir"
+) -> None:
+    """Raise :class:`RunDirError` when ``run_dir`` holds one of ``script``'s outputs and
+    ``cfg.overwrite`` is not true; ``dir_option`` is the option the message says to change."""
+    run_dir = Path(run_dir)
+    check_folder(run_dir, dir_option)
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
@@ -255,8 +260,10 @@ class RunDirGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # so hydra.run.dir=...${hydra:job.name} resolves
-        self._check(config, Path(config.hydra.run.dir))
+        # the lock first: the check moves an earlier run's record back into place, and read a
+        # running run's files as a stopped run's ("move them back", "resume=" a live run)
         self._take(Path(config.hydra.run.dir))
+        self._check(config, Path(config.hydra.run.dir))
         self._keep_record(config, Path(config.hydra.run.dir))
 
     def _keep_record(self, config: DictConfig, run_dir: Path) -> None:
@@ -300,8 +307,8 @@ class RunDirGuard(Callback):
         from hydra.types import RunMode
 
         if config.hydra.mode == RunMode.MULTIRUN:  # a single run was checked by on_run_start
+            self._take(Path(config.hydra.runtime.output_dir), "hydra.sweep.dir")
             self._check(config, Path(config.hydra.runtime.output_dir), "hydra.sweep.dir")
-            self._take(Path(config.hydra.runtime.output_dir))
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         from hydra.types import RunMode
@@ -309,25 +316,36 @@ class RunDirGuard(Callback):
         if config.hydra.mode == RunMode.MULTIRUN:
             self.on_run_end(config)
 
-    def _take(self, run_dir: Path) -> None:
+    def _take(self, run_dir: Path, option: str = "hydra.run.dir") -> None:
         """Hold the run dir's lock while the run writes there: a second run into it (the guard's
         check passes both while neither has written) mixed or replaced the first's files. Under
-        torchrun the first process holds it for all."""
+        torchrun the first process holds it for all. A dir where no lock can be written (read
+        only, a folder named ``.lock``) is refused: hydra turned the error into a warning, and
+        the run went on without a lock, or failed at its log file with a traceback."""
+        import errno
         import os
 
         from rollout.files import FolderBusyError, lock_folder
 
-        if os.environ.get("RANK", "0") != "0":
-            return
         try:
+            check_folder(run_dir, option)
+            if os.environ.get("RANK", "0") != "0":
+                return
             self._lock = lock_folder(run_dir, f"{self.script} run (hydra.run.dir=)")
-        except FolderBusyError as exc:
+        except (RunDirError, FolderBusyError) as exc:
             sys.exit(f"{self.script}: RunDirError: {exc}")
+        except OSError as exc:
+            sys.exit(
+                f"{self.script}: RunDirError: {exc.strerror}" if exc.errno == errno.EISDIR else
+                f"{self.script}: RunDirError: {option}={run_dir} cannot be written to "
+                f"({exc.strerror or exc}); give a folder you can write to"
+            )  # fmt: skip
 
     def _check(self, config: DictConfig, run_dir: Path, option: str = "hydra.run.dir") -> None:
         try:
             check_run_dir(self.script, config, run_dir, option)
         except RunDirError as exc:
+            self.on_run_end(config)  # the lock given back before the process ends
             sys.exit(f"{self.script}: RunDirError: {exc}")
 
 

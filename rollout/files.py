@@ -20,8 +20,13 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 LOCK = ".lock"
+
+
+# The locks this process holds (the folder, resolved → its open lock file), for :func:`holds`.
+_HELD: dict[Path, Any] = {}
 
 
 class FolderBusyError(RuntimeError):
@@ -81,10 +86,22 @@ def lock_folder(folder: str | Path, what: str):
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
+    _HELD[folder.resolve()] = handle
     return handle
+
+
+def holds(folder: str | Path) -> bool:
+    """Whether this process holds ``folder``'s lock (:func:`lock_folder`, not yet released): a
+    second :func:`lock_folder` of it in this process is refused as another run's, so code that
+    may run under a holder of its own (a script whose dataset folder is its run dir, which the
+    run-dir guard locked) asks first."""
+    handle = _HELD.get(Path(folder).resolve())
+    return handle is not None and not handle.closed
 
 
 def release(handle) -> None:
     """Give back a lock :func:`lock_folder` took (``None``: nothing to give back)."""
     if handle is not None:
         handle.close()  # closing the file releases its flock
+        for folder in [f for f, h in _HELD.items() if h is handle]:
+            del _HELD[folder]

@@ -287,6 +287,12 @@ def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     held = lock_folder(tmp_path, "run")  # a run writing there now
+    # ... an overwrite=true run, between keeping the earlier run's record and setting its
+    # outputs aside: the refused run's check put that record back over the live run's own
+    (tmp_path / ".overwritten" / ".hydra").mkdir(parents=True)
+    (tmp_path / ".overwritten" / ".hydra" / "overrides.yaml").write_text("- EARLIER_RUN\n")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- overwrite=true\n")
     for script in ("zero_shot_rl", "train_critic", "eval_critic"):
         done = subprocess.run([sys.executable, str(root / "experiments" / f"{script}.py"),
                                f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
@@ -297,4 +303,24 @@ def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
             "two runs writing there would mix or replace each other's files; wait for it to "
             f"end, or give this {script} run (hydra.run.dir=) another folder"
         )
+        assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- overwrite=true\n"
     release(held)
+
+
+def test_a_run_dir_where_no_lock_can_be_written_is_refused(tmp_path):
+    # hydra turned the lock's error into a warning, and the run went on without a lock
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / ".lock").mkdir()
+    done = subprocess.run([sys.executable, str(root / "experiments" / "eval_critic.py"),
+                           f"hydra.run.dir={tmp_path}", "data=[]"], capture_output=True,
+                          text=True, timeout=120, cwd=root)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"eval_critic: RunDirError: {tmp_path / '.lock'} is a folder where the run's lock file "
+        "goes; remove it"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]

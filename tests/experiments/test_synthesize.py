@@ -66,6 +66,17 @@ def test_synthesize_reacher_with_two_workers_then_resume(tmp_path):
     assert manifest["every"] == 5 and manifest["image_size"] == [56, 56]
 
 
+def test_the_dataset_folder_may_be_the_run_dir(tmp_path):
+    # the run-dir guard's lock and the dataset's are one file: synthesize refused itself
+    # ("in use by another run (process <its own pid>)")
+    same = tmp_path / "same"
+    done = _run(tmp_path, "env=Reacher-v5", "episodes=1", "workers=1", "every=10",
+                "env.horizon=20", f"out={same}", f"hydra.run.dir={same}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((same / "episodes").glob("*.parquet"))) == 1
+    assert (same / "summary.json").is_file() and (same / ".hydra").is_dir()
+
+
 def test_synthesize_bad_option_is_a_message(tmp_path):
     done = _run(tmp_path, "failure_fraction=2")
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout.files import FolderBusyError, lock_folder, release, write_atomic
+from rollout.files import FolderBusyError, holds, lock_folder, release, write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,7 @@ def _lock_elsewhere(folder: Path) -> subprocess.CompletedProcess:
 def test_a_folder_has_one_writer_at_a_time(tmp_path):
     folder = tmp_path / "run"
     held = lock_folder(folder, "run")  # made if missing
+    assert holds(folder) and holds(tmp_path / "x" / ".." / "run") and not holds(tmp_path)
     other = _lock_elsewhere(folder)
     assert other.returncode == 1
     assert other.stderr.strip().splitlines()[-1] == (
@@ -51,6 +52,7 @@ def test_a_folder_has_one_writer_at_a_time(tmp_path):
         "files; wait for it to end, or give this test run another folder"
     )
     release(held)
+    assert not holds(folder)
     assert _lock_elsewhere(folder).returncode == 0  # given back, and freed when a process ends
     assert _lock_elsewhere(folder).returncode == 0
     with pytest.raises(FolderBusyError):
