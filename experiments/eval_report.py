@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rollout.files import write_atomic
+from rollout.files import write_atomic, written_whole
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -233,7 +233,8 @@ def plot_calibration(results: dict[str, dict[str, Any]], path: Path) -> bool:
                xlim=(0, 1), ylim=(0, 1))  # fmt: skip
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with written_whole(path) as partial:  # a full disk cut it short
+        fig.savefig(partial, dpi=110, format="png")
     plt.close(fig)
     return True
 
@@ -287,5 +288,5 @@ def write_results(
     plotted = plot_calibration(results, plot)
     if not plotted:
         plot.unlink(missing_ok=True)  # an earlier run's (overwrite=true) is not this run's
-    (out_dir / "report.md").write_text("\n".join(report_lines(results, cfg, plotted, failed)))
+    write_atomic(out_dir / "report.md", "\n".join(report_lines(results, cfg, plotted, failed)))
     return metrics

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rl_results import CONDITIONS, MACHINE_PACKAGES, TEST_SEED, RunResult
 
-from rollout.files import write_atomic
+from rollout.files import write_atomic, written_whole
 
 
 def _mode_options(reward: DictConfig) -> str:
@@ -135,7 +135,8 @@ def write_report(
         f"{cfg.env.name}: {cfg.algo._target_.rsplit('.', 1)[-1]}, critic {cfg.critic._target_.rsplit('.', 1)[-1]}"
     )
     fig.tight_layout()
-    fig.savefig(out_dir / "learning_curves.png", dpi=120)
+    with written_whole(out_dir / "learning_curves.png") as partial:  # a full disk cut it short
+        fig.savefig(partial, dpi=120, format="png")
     plt.close(fig)
 
     frames = cfg.reward.get("frames_per_query") or "the critic's own number of"
@@ -256,7 +257,7 @@ def write_report(
                 f"| {_fmt(f['false_success_rate'])} | {_fmt(f['true_success_rate'])} |"
             )
     lines += ["", "![learning curves](learning_curves.png)", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    write_atomic(out_dir / "report.md", "\n".join(lines))
 
 
 def _machines(runs: list[RunResult]) -> list[str]:

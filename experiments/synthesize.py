@@ -32,6 +32,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from rollout.checks import is_int
+from rollout.files import write_atomic, written_whole
 
 
 def summarize(rows: list[dict], wall_s: float | None = None) -> dict:
@@ -162,7 +163,8 @@ def contact_sheet(
     curve.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{task}: labelled episodes (red titles: after the failure)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with written_whole(path) as partial:  # a full disk cut it short, complete-looking
+        fig.savefig(partial, dpi=80, format="png")
     plt.close(fig)
     return path
 
@@ -247,6 +249,9 @@ def main(cfg: DictConfig) -> None:
     except (GymError, ValueError, MissingExtraError) as exc:  # GymError: envs' typed errors
         print(f"synthesize: {exc}", file=sys.stderr)
         sys.exit(1)
+    except OSError as exc:  # a full disk, a folder not writable (PyAV's errors are OSErrors)
+        print(f"synthesize: {exc}; {kept(cfg.out)} once there is room", file=sys.stderr)
+        sys.exit(1)
     except BrokenProcessPool:
         print(f"synthesize: a worker process died (killed, or out of memory); {kept(cfg.out)} "
               "(workers=1 needs less memory)", file=sys.stderr)  # fmt: skip
@@ -256,6 +261,19 @@ def main(cfg: DictConfig) -> None:
         print(f"synthesize: interrupted ({stopped}); {kept(cfg.out)}", file=sys.stderr)
         sys.exit(code)  # as a shell reports a Ctrl-C (130) or a SIGTERM (143)
 
+    try:
+        _report(cfg, task, root, run_dir, plans, rows, wall)
+    except OSError as exc:
+        print(f"synthesize: {exc}; the episodes are recorded in {root}: the summary and the "
+              "contact sheet were not written (the same command again writes them)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+
+
+def _report(cfg: DictConfig, task: str, root: Path, run_dir: Path, plans: list, rows: list,
+            wall: float) -> None:  # fmt: skip
+    """The task's contact sheet and summaries (``summary.json``, ``summary.md``) in the dataset
+    folder and the run dir, over every episode of the task there, and the summary printed."""
     rows_there, unreadable = _task_rows(root, task)
     sheet = contact_sheet(root, task, rows_there, root / f"contact_sheet_{task}.png",
                           cfg.sheet_frames, unreadable)  # fmt: skip
@@ -283,12 +301,12 @@ def main(cfg: DictConfig) -> None:
         "unreadable": list(unreadable.values()),
     }
     for folder in (root, run_dir):
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        (folder / "summary.md").write_text(
-            _markdown(task, summary["dataset_total"], len(unreadable))
-        )
+        write_atomic(folder / "summary.json", json.dumps(summary, indent=2))
+        write_atomic(folder / "summary.md", _markdown(task, summary["dataset_total"],
+                                                      len(unreadable)))  # fmt: skip
     if sheet is not None and run_dir != root:
-        (run_dir / sheet.name).write_bytes(sheet.read_bytes())
+        with written_whole(run_dir / sheet.name) as partial:
+            partial.write_bytes(sheet.read_bytes())
     print(_markdown(task, summary["dataset_total"], len(unreadable)))
     if rows:
         print(f"this run: {len(rows)} episodes in {wall:.0f} s ({60 * len(rows) / wall:.1f}/min)")

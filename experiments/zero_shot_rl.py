@@ -56,7 +56,7 @@ from run_dir import (
 )
 
 from rollout.checks import list_option
-from rollout.files import write_atomic
+from rollout.files import write_atomic, written_whole
 
 
 class RunCancelled(Exception):
@@ -114,7 +114,8 @@ def train_one(
     # The final policy, to watch or reload (SAC.load); the task it learned is saved with it, so
     # that recording its rollouts on another task with spaces of the same shapes is refused.
     model.viscritic_task = eval_env.unwrapped.task_name
-    model.save(log_dir / "policy.zip")
+    with written_whole(log_dir / "policy.zip") as partial:  # a full disk left it cut short
+        model.save(partial)
     evaluations = evaluator
     successes = [float(np.mean(s)) for s in evaluations.evaluations_successes]
     result = RunResult(

@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +39,32 @@ def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` whole, or leave the earlier ``path`` as it was.
 
     Raises:
-        OSError: the write failed (a full disk, a folder not writable); ``path`` is unchanged and
-            no ``.partial`` file is left.
+        OSError: the write failed (a full disk, a folder not writable), naming ``path``; ``path``
+            is unchanged and no ``.partial`` file is left.
+    """
+    with written_whole(path) as partial:
+        partial.write_text(text)
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """The sibling ``<name>.partial`` to write ``path`` through, renamed over ``path`` when the
+    block ends and removed when it raises: for files another library writes (a plot, a policy),
+    which a full disk left cut short and complete-looking. Give such a writer the format
+    explicitly (``savefig(..., format="png")``): it cannot read it from ``.partial``.
+
+    Raises:
+        OSError: the write failed, naming ``path`` (a full disk's error named no file).
     """
     path = Path(path)
     partial = path.with_name(f"{path.name}.partial")
     try:
-        partial.write_text(text)
+        yield partial
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

@@ -77,6 +77,32 @@ def test_the_dataset_folder_may_be_the_run_dir(tmp_path):
     assert (same / "summary.json").is_file() and (same / ".hydra").is_dir()
 
 
+def _small_files() -> None:
+    """In a child process: files past 20 kB cannot be written (EFBIG), as on a full disk."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails, the process goes on
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_a_full_disk_is_named_and_the_episodes_are_kept(tmp_path):
+    # the contact sheet failed with a traceback and stayed cut short, complete-looking
+    done = subprocess.run(_command(tmp_path, "env=Reacher-v5", "episodes=1", "workers=1",
+                                   "every=10", "env.horizon=20"),
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          preexec_fn=_small_files)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    data = tmp_path / "data"
+    sheet = data / "contact_sheet_Reacher-v5.png"
+    assert done.stderr.strip().endswith(
+        f"synthesize: [Errno 27] File too large: '{sheet}'; the episodes are recorded in {data}: "
+        "the summary and the contact sheet were not written (the same command again writes them)"
+    )
+    assert not sheet.exists() and not list(data.glob("*.partial"))
+    assert len(list((data / "episodes").glob("*.parquet"))) == 1
+
+
 def test_synthesize_bad_option_is_a_message(tmp_path):
     done = _run(tmp_path, "failure_fraction=2")
     assert done.returncode == 1 and "Traceback" not in done.stderr

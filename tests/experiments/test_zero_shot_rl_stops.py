@@ -224,3 +224,26 @@ def test_a_main_process_killed_leaves_records_merge_and_resume_read(tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     whole = json.loads((done / "results.json").read_text())["runs"]
     assert [json.loads((done / "ground_truth_seed0" / "result.json").read_text())["run"]] == whole
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_policy_cut_short(tmp_path):
+    # a full disk as the policy was saved: "OSError: [Errno 28] No space left on device" named
+    # no file, and policy.zip stayed cut short (a later load said "not a stable-baselines3
+    # model save")
+    import resource
+
+    def small_files():  # files past 100 kB cannot be written (EFBIG), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(SCRIPT), *TINY, f"hydra.run.dir={tmp_path}",
+                           "conditions=[ground_truth]", "seeds=[0]", "workers=1"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+                          preexec_fn=small_files)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    policy = tmp_path / "ground_truth_seed0" / "policy.zip"
+    assert done.stderr.strip().endswith(
+        f"zero_shot_rl: OSError: [Errno 27] File too large: '{policy}'"
+    )
+    assert not policy.exists() and not list(policy.parent.glob("*.partial"))

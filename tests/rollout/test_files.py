@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rollout.files import FolderBusyError, holds, lock_folder, release, write_atomic
+from rollout.files import (
+    FolderBusyError,
+    holds,
+    lock_folder,
+    release,
+    write_atomic,
+    written_whole,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +39,20 @@ def test_a_write_that_fails_midway_leaves_the_earlier_file_whole(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no .partial left
     write_atomic(target, "{}")
     assert target.read_text() == "{}"
+
+
+def test_a_file_another_library_writes_is_whole_or_not_there(tmp_path):
+    target = tmp_path / "policy.zip"
+    target.write_bytes(b"EARLIER")
+    with pytest.raises(OSError) as err, written_whole(target) as partial:
+        partial.write_bytes(b"half")
+        raise OSError(28, "No space left on device")  # the library's write, as a full disk ends
+    # the error names the file (a full disk's named none), and the earlier file is as it was
+    assert str(err.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert target.read_bytes() == b"EARLIER" and sorted(tmp_path.iterdir()) == [target]
+    with written_whole(target) as partial:
+        partial.write_bytes(b"NEW")
+    assert target.read_bytes() == b"NEW" and sorted(tmp_path.iterdir()) == [target]
 
 
 def _lock_elsewhere(folder: Path) -> subprocess.CompletedProcess:
