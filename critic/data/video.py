@@ -39,7 +39,9 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> None:
         )
     from fractions import Fraction
 
-    with av.open(str(path), mode="w") as container:
+    # bitexact: no random segment and track ids, no write date, so the same frames make the same
+    # bytes (checksums, deduplication and data versioning see a re-recorded episode as the same)
+    with av.open(str(path), mode="w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(name, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = dict(options)

@@ -82,3 +82,15 @@ def test_a_video_whose_frames_change_size_needs_a_size_to_be_read_at(tmp_path):
     with pytest.raises(EpisodeFormatError, match=r"its frames change size \(64x48, 96x64\)"):
         read_video(joined)
     assert read_video(joined, size=32)[0].shape[1:] == (32, 32, 3)
+
+
+@pytest.mark.parametrize("codec", ["ffv1", "h264"])
+def test_the_same_frames_make_the_same_bytes(tmp_path, codec):
+    # Matroska's random segment and track ids and its write date made every re-recorded video
+    # differ (44 bytes): checksums and data versioning saw a new file for the same episode
+    from critic.data.video import write_video
+
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    write_video(tmp_path / "a.mkv", frames, 10.0, codec)
+    write_video(tmp_path / "b.mkv", frames, 10.0, codec)
+    assert (tmp_path / "a.mkv").read_bytes() == (tmp_path / "b.mkv").read_bytes()
