@@ -107,7 +107,11 @@ class NoisyOracleCritic(OracleCritic):
 
     The offset is drawn once per episode, from a generator seeded by ``seed`` and the bytes of
     the episode's first frame (so every query of one episode, in any batch or process, shares
-    it); the query noise comes from one generator seeded by ``seed``. The reset query (the first
+    it); the query noise from ``seed`` and the bytes of the query's first and current frames, so
+    the same query reads the same in any order, batch, vec env or process, as a deterministic
+    critic's would (one generator for the critic's life made an episode's rewards depend on the
+    queries before it: ``reset(seed=3)`` twice read differently). Queries without frames
+    (``needs_frames=False``) draw it from one generator seeded by ``seed``. The reset query (the first
     frame against itself) is read exactly, as a critic comparing a frame with itself would.
     ``achieved`` is the noisy progress at the top (1.0), as the oracle's.
 
@@ -155,9 +159,17 @@ class NoisyOracleCritic(OracleCritic):
 
     def episode_offset(self, initial_frame: np.ndarray) -> float:
         """The offset every query of the episode that starts at ``initial_frame`` shares."""
-        digest = hashlib.blake2b(np.ascontiguousarray(initial_frame).tobytes(), digest_size=8)
-        key = int.from_bytes(digest.digest(), "little")
-        return float(np.random.default_rng([self.seed, key]).normal(0.0, self.offset_sd))
+        key = [self.seed, _digest(initial_frame)]
+        return float(np.random.default_rng(key).normal(0.0, self.offset_sd))
+
+    def query_noise(
+        self, initial_frame: np.ndarray | None, current_frame: np.ndarray | None
+    ) -> float:
+        """The error of one query, beside its episode's offset (see the class)."""
+        if initial_frame is None or current_frame is None:
+            return float(self._noise.normal(0.0, self.step_sd))
+        key = [self.seed, _digest(initial_frame), _digest(current_frame)]
+        return float(np.random.default_rng(key).normal(0.0, self.step_sd))
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         estimates = super().estimate_progress(queries)
@@ -185,7 +197,13 @@ class NoisyOracleCritic(OracleCritic):
                 continue
             error = self.episode_offset(first) if self.offset_sd else 0.0
             if self.step_sd:
-                error += float(self._noise.normal(0.0, self.step_sd))
+                error += self.query_noise(first, now)
             progress = float(np.clip(estimate.progress + error, 0.0, 1.0))
             noisy.append(replace(estimate, progress=progress, achieved=float(progress >= ACHIEVED)))
         return noisy
+
+
+def _digest(frame: np.ndarray) -> int:
+    """A frame's bytes as a 64-bit key of a noise draw."""
+    digest = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little")

@@ -245,3 +245,28 @@ def test_oracle_takes_a_list_of_queries_of_the_right_kind(critic):
         f"{critic.name}.detect_failure takes a list of FailureQuery, got a FailureQuery; pass a "
         "list of FailureQuery, e.g. [query]"
     )
+
+
+def test_noisy_oracle_reads_the_same_query_the_same_in_any_order():
+    # the query noise came from one generator for the critic's life: an env reset to the same
+    # seed twice read its episode differently (by up to 0.23), and so did a vec env's order
+    import gymnasium as gym
+
+    import envs  # noqa: F401 - registers VisCriticReward-v0
+    from critic import NoisyOracleCritic
+
+    critic = NoisyOracleCritic(offset_sd=0.1, step_sd=0.1, seed=2)
+    queries = _episode(5, [0.2, 0.4, 0.6, 0.8])
+    one_batch = [e.progress for e in critic.estimate_progress(queries)]
+    reversed_one_by_one = [critic.estimate_progress([q])[0].progress for q in queries[::-1]]
+    assert reversed_one_by_one[::-1] == one_batch
+    assert len(set(one_batch[1:])) == 4  # noise, not one value
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", query_every=5,
+                   critic={"name": "noisy_oracle", "offset_sd": 0.1, "step_sd": 0.1})  # fmt: skip
+    actions = [env.action_space.sample() for _ in range(20)]
+    episodes = []
+    for _ in range(2):
+        env.reset(seed=3)
+        episodes.append([env.step(a)[1] for a in actions])
+    env.close()
+    assert episodes[0] == episodes[1] and len(set(episodes[0])) > 2
