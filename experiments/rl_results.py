@@ -108,6 +108,8 @@ def machine_record() -> dict[str, str]:
 
         if torch.cuda.is_available():
             record["gpu"] = torch.cuda.get_device_name(0)
+        # the critic's float rounding differs with the thread count, and grows through training
+        record["torch_threads"] = str(torch.get_num_threads())
     except ImportError:
         pass
     record["python"] = platform.python_version()

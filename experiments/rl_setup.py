@@ -40,7 +40,14 @@ def check_config(cfg: DictConfig) -> None:
             f"conditions={list(cfg.conditions)!r} must be a non-empty list drawn from "
             f"{list(CONDITIONS)}"
         )
-    for key in ("total_timesteps", "eval_every", "eval_episodes", "n_envs", "workers"):
+    for key in (
+        "total_timesteps",
+        "eval_every",
+        "eval_episodes",
+        "n_envs",
+        "workers",
+        "torch_threads",
+    ):
         value = cfg[key]
         if not is_int(value) or value < 1:
             raise ExperimentConfigError(f"{key}={value!r} must be an integer >= 1")

@@ -69,6 +69,15 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     interval = summary["critic_vs_ground_truth"]["success_ratio_ci95"]
     assert (interval is None) == (summary["ground_truth"]["test"]["successes"] == 0)
     assert ("95 % over seeds, bootstrap" in report) == (interval is not None)
+    # a run in the main process (workers=1) is the same run as in a worker: it ran at torch's
+    # default threads, the workers' at one, and the critic's rounding moved the learner
+    one = rl_run(tmp_path / "one", "conditions=[critic]", "seeds=[1]", "workers=1")
+    assert one.returncode == 0, one.stderr[-2000:]
+    alone = json.loads((tmp_path / "one" / "results.json").read_text())["runs"][0]
+    beside = next(r for r in results["runs"] if (r["condition"], r["seed"]) == ("critic", 1))
+    for key in ("episodes", "success_rate", "true_return", "test_returns", "test_final_state"):
+        assert alone[key] == beside[key], key
+    assert alone["machine"]["torch_threads"] == beside["machine"]["torch_threads"] == "1"
 
 
 def test_the_test_start_states_are_fixed(tmp_path):
