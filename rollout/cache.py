@@ -52,14 +52,26 @@ class VideoEmbeddingCache:
         return digest.digest()
 
     def attach(self, model) -> None:
-        """Route ``model``'s video features through this cache (idempotent per model)."""
+        """Route ``model``'s video features through this cache (idempotent per model).
+
+        The patch holds the model weakly: the model's own bound method in its closure, stored
+        on the model, was a reference cycle, so a critic closed and dropped (an env re-made in
+        a notebook) kept its weights, on a GPU too, until Python's cycle collector ran."""
+        import weakref
+
         inner = getattr(model, "model", model)
         original = inner.get_video_features
         if getattr(original, "_viscritic_cache", None) is self:
             return
+        call = original
+        if getattr(original, "__self__", None) is inner:  # the model's own method, bound weakly
+            owner, method = weakref.ref(inner), original.__func__
+
+            def call(*args, **kwargs):
+                return method(owner(), *args, **kwargs)
 
         def cached_video_features(pixel_values_videos, video_grid_thw=None, **kwargs):
-            return self._features(original, pixel_values_videos, video_grid_thw, **kwargs)
+            return self._features(call, pixel_values_videos, video_grid_thw, **kwargs)
 
         cached_video_features._viscritic_cache = self
         inner.get_video_features = cached_video_features

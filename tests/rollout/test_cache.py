@@ -99,3 +99,23 @@ def test_bfloat16_patches_are_cached(vl_model):
     for _ in range(2):
         torch.testing.assert_close(cached.score(requests, [0, 1]), plain, atol=0, rtol=0)
     assert cache.misses == 9 and cache.hits == 2 * 12 - 9
+
+
+def test_a_dropped_critic_frees_its_model_without_the_cycle_collector():
+    # the patch held the model's bound method and was stored on the model: a reference cycle,
+    # so each closed env's critic (~8 MB here, a 7B model's weights on a GPU) stayed until
+    # Python's cycle collector happened to run (about every 20 re-makes in a notebook)
+    import gc
+    import weakref
+
+    from critic import make_critic
+
+    gc.disable()
+    try:
+        critic = make_critic("viscritic-small")
+        model = weakref.ref(critic._model)
+        assert critic._engine.cache is not None  # the patch is on
+        del critic
+        assert model() is None
+    finally:
+        gc.enable()
