@@ -104,6 +104,10 @@ def train_one(
     if stop is not None:
         callback = CallbackList([_stop_callback(stop), callback])
     model = hydra.utils.instantiate(cfg.algo)(env=train_env, seed=seed, **algo_options)
+    if model.tensorboard_log is None:  # SB3's own logger made an empty /tmp/SB3-<time> per run
+        from stable_baselines3.common.logger import configure
+
+        model.set_logger(configure(str(log_dir), ["stdout"] if model.verbose >= 1 else []))
     start = time.perf_counter()
     try:
         model.learn(

@@ -8,6 +8,15 @@ import functools
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_logs_in_pytest_tmp(tmp_path_factory):
+    """SB3's learners that the tests build log (nothing) into pytest's temporary folder, not into
+    a new ``/tmp/SB3-<time>`` per ``learn()``, which nothing removed."""
+    import os
+
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3"))
+
+
 @functools.cache
 def _redrawn(preset: str):
     """The preset with weights re-drawn at std 0.5, so greedy outputs vary by input (at the

@@ -226,7 +226,7 @@ def test_a_main_process_killed_leaves_records_merge_and_resume_read(tmp_path):
     assert [json.loads((done / "ground_truth_seed0" / "result.json").read_text())["run"]] == whole
 
 
-def test_a_full_disk_names_the_file_and_leaves_no_policy_cut_short(tmp_path):
+def test_a_full_disk_names_the_file_and_leaves_no_policy_cut_short_nor_sb3_logs(tmp_path):
     # a full disk as the policy was saved: "OSError: [Errno 28] No space left on device" named
     # no file, and policy.zip stayed cut short (a later load said "not a stable-baselines3
     # model save")
@@ -236,7 +236,11 @@ def test_a_full_disk_names_the_file_and_leaves_no_policy_cut_short(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # ... and SB3's own logger left an empty $TMPDIR/SB3-<time> folder per run
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
+    env.pop("SB3_LOGDIR", None)
     done = subprocess.run([sys.executable, str(SCRIPT), *TINY, f"hydra.run.dir={tmp_path}",
                            "conditions=[ground_truth]", "seeds=[0]", "workers=1"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
@@ -247,3 +251,4 @@ def test_a_full_disk_names_the_file_and_leaves_no_policy_cut_short(tmp_path):
         f"zero_shot_rl: OSError: [Errno 27] File too large: '{policy}'"
     )
     assert not policy.exists() and not list(policy.parent.glob("*.partial"))
+    assert not list(temp.glob("SB3-*"))
