@@ -204,6 +204,24 @@ def load_rank_state(folder: str | Path, rank: int) -> dict[str, Any]:
     return state
 
 
+def remove_older_checkpoints(folder: str | Path, keep: int) -> list[Path]:
+    """Remove the ``checkpoint-<step>`` folders under ``folder`` older than its latest ``keep``
+    (``keep_checkpoints=``; as transformers' ``save_total_limit``), once the newest is whole;
+    returns those removed. A folder that is not a whole checkpoint is left alone."""
+    found = sorted(
+        (
+            p
+            for p in Path(folder).glob("checkpoint-*")
+            if (p / STATE).is_file() and p.name[11:].isdigit()
+        ),
+        key=lambda p: int(p.name[11:]),
+    )
+    older = found[: max(len(found) - keep, 0)]
+    for path in older:
+        shutil.rmtree(path, ignore_errors=True)
+    return older
+
+
 def latest_checkpoint(folder: str | Path) -> Path | None:
     """The complete ``checkpoint-<step>`` folder with the highest step under ``folder``."""
     found = [

@@ -384,6 +384,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 "from a <run dir>/<stage>/checkpoint-<step> folder a run wrote (to start afresh "
                 "from a folder's weights, use model=<folder>)"
             )
+    keep = cfg.get("keep_checkpoints")
+    if keep is not None and (not is_int(keep) or keep < 1):
+        raise TrainConfigError(
+            f"keep_checkpoints={keep!r} must be null (keep every checkpoint) or an integer >= 1: "
+            "how many of each stage's latest checkpoints to keep"
+        )
     for name, low, meaning in (
         ("checkpoint_every", 0, "steps between checkpoints (0: only the final one)"),
         ("eval_every", 0, "steps between validations (0: none)"),

@@ -17,7 +17,7 @@ RUN_RECORD = "trainer_config.json"
 # Options a resume may change: where the run dir is and how it shows progress, which stages run
 # before and after the resumed one, the weights it does not start from, and how often it saves.
 RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "model",
-               "checkpoint_every")  # fmt: skip
+               "checkpoint_every", "keep_checkpoints")  # fmt: skip
 # Options that name files or folders: recorded as absolute paths where they exist, so that a
 # resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
 PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")

@@ -416,6 +416,16 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
     assert not (tmp_path / ".overwritten").exists()
 
 
+def test_keep_checkpoints_keeps_each_stage_s_latest(dataset, tmp_path):
+    # every checkpoint was kept: a 7B ZeRO-3 run's sixteen came to ~1.7 TB
+    module, cfg = load_recipe(f"data=[{dataset}]", *TINY, "pipeline=[sft]", "stages.sft.steps=5",
+                              "stages.sft.batch_size=2", "eval_every=0", "checkpoint_every=1",
+                              "keep_checkpoints=2")  # fmt: skip
+    run_stages(module.Trainer(cfg, tmp_path), ("sft",))
+    kept = sorted(p.name for p in (tmp_path / "sft").iterdir() if not p.name.startswith("."))
+    assert kept == ["checkpoint-3", "checkpoint-4", "final"]
+
+
 def test_a_resume_whose_data_folder_changed_is_refused(dataset, tmp_path):
     # synthesize.py into the same out= adds episodes: a resume then drew other samples and its
     # losses left the uninterrupted run's, silently

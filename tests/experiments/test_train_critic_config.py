@@ -208,6 +208,8 @@ def test_the_rank_argument_a_launcher_appends_is_left_to_the_environment(tmp_pat
         # -1 would save a checkpoint at every step ((step + 1) % -1 == 0)
         (["checkpoint_every=-1"], "checkpoint_every=-1 must be an integer >= 0: steps between "
          "checkpoints (0: only the final one)"),
+        (["keep_checkpoints=0"], "keep_checkpoints=0 must be null (keep every checkpoint) or an "
+         "integer >= 1: how many of each stage's latest checkpoints to keep"),
         (["eval_every=-1"], "eval_every=-1 must be an integer >= 0: steps between validations (0: none)"),
         (["eval_max_new_tokens=0"], "eval_max_new_tokens=0 must be an integer >= 1: the generation "
          "budget of a validation answer"),
