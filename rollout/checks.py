@@ -75,8 +75,9 @@ def list_option(value: Any) -> list:
 
 def folder_problem(option: str, values: list) -> str | None:
     """What is wrong with a list of dataset folders given as ``option=``, or None: entries that
-    are not paths (a nested list or mapping from a mistyped override), or one folder listed twice
-    (``data=[ds,ds/]``, or ``ds`` and a link to it: its episodes would count twice)."""
+    are not paths (a nested list or mapping from a mistyped override), one folder listed twice
+    (``data=[ds,ds/]``, or ``ds`` and a link to it: its episodes would count twice), or a folder
+    another run is writing now (:func:`rollout.files.writer_of`)."""
     bad = [v for v in values if not isinstance(v, str | Path)]
     if not bad:
         # the same folder named twice: ds, ds/, ./ds, or a link to it
@@ -88,6 +89,15 @@ def folder_problem(option: str, values: list) -> str | None:
                 f"{option}: {twice} name the same folder more than once; its episodes would "
                 "count twice. List each folder once"
             )
+        from rollout.files import writer_of
+
+        for value in values:
+            if who := writer_of(value):
+                return (
+                    f"{option}: {value} is being written by another run ({who}, e.g. "
+                    "synthesize.py): its episodes so far would be read as the whole dataset. "
+                    "Wait for it to end, or copy the episodes written so far to another folder"
+                )
         return None
     from omegaconf import OmegaConf
 

@@ -1,9 +1,14 @@
-"""Small real critics for tests: they keep or break the contract on purpose, and record queries."""
+"""Small real critics for tests: they keep or break the contract on purpose, and record queries;
+and a folder's lock held by another process, as a run writing there holds it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from critic.base import Critic, FailureQuery, FailureVerdict, ProgressEstimate, ProgressQuery
 from critic.oracle import OracleCritic
@@ -48,3 +53,19 @@ class ScriptedCritic(Critic):
 
     def detect_failure(self, queries: Sequence[FailureQuery]) -> list[FailureVerdict]:
         return [FailureVerdict(success=None) for _ in queries]
+
+
+@contextlib.contextmanager
+def held_elsewhere(folder: Path) -> Iterator[int]:
+    """``folder``'s lock (``rollout.files.lock_folder``) held by another process for the block,
+    as a run writing there holds it; yields that process's pid."""
+    code = ("import sys, time; from rollout.files import lock_folder; "
+            "lock_folder(sys.argv[1], 'run'); print('held', flush=True); time.sleep(300)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

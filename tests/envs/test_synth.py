@@ -280,25 +280,17 @@ def test_an_unwritable_out_folder_and_a_hindsight_expert_are_named():
 def test_a_dataset_folder_another_run_is_writing_in_is_refused(tmp_path):
     # two runs into one out= both passed the manifest's check before either wrote it, and the
     # folder said every=2 over rows recorded every=1
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from rollout.files import lock_folder, release
+    from tests.helpers import held_elsewhere
 
-    code = ("import sys, time; from rollout.files import lock_folder; "
-            "lock_folder(sys.argv[1], 'run'); print('held', flush=True); time.sleep(120)")  # fmt: skip
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data")],
-                              stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).resolve().parents[2])  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(InvalidOptionError, match=rf"data is in use by another run \(process {holder.pid}\)"):  # fmt: skip
-            synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "data", workers=1,
-                       progress_bar=False)  # fmt: skip
-    finally:
-        holder.kill()
-        holder.wait()
+    with (
+        held_elsewhere(tmp_path / "data") as pid,
+        pytest.raises(
+            InvalidOptionError, match=rf"data is in use by another run \(process {pid}\)"
+        ),
+    ):
+        synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "data", workers=1,
+                   progress_bar=False)  # fmt: skip
     # this process's own lock (the run-dir guard's, where out= is the run dir) is no other run's
     held = lock_folder(tmp_path / "data", "synthesize run (hydra.run.dir=)")
     synthesize(plan_episodes("Reacher-v5", 1), tmp_path / "data", workers=1, progress_bar=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rollout.cache import VideoEmbeddingCache
-from rollout.checks import is_int, is_number, plain_values
+from rollout.checks import folder_problem, is_int, is_number, plain_values
 from rollout.engine import SamplingParams
 from rollout.remote import RemoteEngine
 
@@ -72,3 +72,23 @@ def test_remote_engine_and_cache_take_numpy_counts_and_refuse_bad_times():
     assert VideoEmbeddingCache(max_videos=np.int64(4)).max_videos == 4
     with pytest.raises(ValueError, match="max_videos=True must be an integer >= 1"):
         VideoEmbeddingCache(max_videos=True)
+
+
+def test_a_dataset_another_run_is_writing_is_named(tmp_path):
+    # train_critic read 95 of the 400 episodes a synthesis was recording, without a word
+    from rollout.files import lock_folder, release
+    from tests.helpers import held_elsewhere
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert folder_problem("data", [str(data)]) is None  # no lock file: no writer
+    with held_elsewhere(data) as pid:
+        assert folder_problem("data", [str(data)]) == (
+            f"data: {data} is being written by another run (process {pid}, e.g. synthesize.py): "
+            "its episodes so far would be read as the whole dataset. Wait for it to end, or copy "
+            "the episodes written so far to another folder"
+        )
+    assert folder_problem("data", [str(data)]) is None  # it ended: its lock file stays, free
+    held = lock_folder(data, "run")  # this process's own (out= is the run dir): not another's
+    assert folder_problem("data", [str(data)]) is None
+    release(held)
