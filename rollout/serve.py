@@ -81,6 +81,9 @@ class CriticServer:
             started, a 504 (not retried) if it was running. Shorter than the clients' own
             ``timeout_s`` (300 s by default), so that they hear why.
         max_body_mb: larger bodies get a 413.
+        idle_timeout_s: how long a connection may stay silent (a request half sent, a kept-alive
+            connection between calls) before the server closes it: a client machine that died
+            without closing its connections left a thread and a socket each, for good.
 
     Example:
         >>> with CriticServer(engine, tokenizer) as server:  # doctest: +SKIP
@@ -97,14 +100,17 @@ class CriticServer:
         max_wait_ms: float = 5.0,
         timeout_s: float = 240.0,
         max_body_mb: float = 512.0,
+        idle_timeout_s: float = 60.0,
     ) -> None:
-        if not is_number(timeout_s) or timeout_s <= 0:
-            raise ValueError(f"timeout_s={timeout_s!r} must be a number of seconds > 0")
+        for name, value in (("timeout_s", timeout_s), ("idle_timeout_s", idle_timeout_s)):
+            if not is_number(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a number of seconds > 0")
         if not is_number(max_body_mb) or max_body_mb <= 0:
             raise ValueError(f"max_body_mb={max_body_mb!r} must be a number of megabytes > 0")
         self.engine = engine
         self.batcher = DynamicBatcher(engine, max_batch=max_batch, max_wait_ms=max_wait_ms)
         self.timeout_s = float(timeout_s)
+        self.idle_timeout_s = float(idle_timeout_s)
         self.max_body = int(max_body_mb * 2**20)
         self.model_info = {
             **(engine.describe() if hasattr(engine, "describe") else {}),
@@ -232,6 +238,7 @@ class CriticServer:
 def _handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive for clients that ask for it
+        timeout = server.idle_timeout_s  # each read and write on the connection
 
         def log_message(self, format: str, *args) -> None:
             log.debug("%s " + format, self.address_string(), *args)
@@ -414,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
         help="longest a call may wait for its result (then a 503 if it never started, a 504 if "
         "it was running); keep it shorter than the clients' timeout_s (300 s by default)",
     )
+    parser.add_argument(
+        "--idle-timeout-s",
+        type=_above_zero,
+        default=60.0,
+        help="close a connection silent this long (a request half sent, an idle keep-alive)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -428,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=args.device)
+        try:
+            model, tokenizer = load_checkpoint(args.model, dtype=args.dtype, device=args.device)
+        except OSError as exc:  # it read "cannot listen on host:port"
+            raise ModelLoadError(f"cannot read --model {args.model}: {exc}") from exc
         engine = HFEngine(
             model,
             tokenizer.pad_token_id,
@@ -444,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             max_wait_ms=args.max_wait_ms,
             max_body_mb=args.max_body_mb,
             timeout_s=args.timeout_s,
+            idle_timeout_s=args.idle_timeout_s,
         )
     except (
         ModelLoadError,

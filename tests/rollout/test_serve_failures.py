@@ -121,10 +121,26 @@ def test_a_call_still_running_at_the_servers_timeout_is_not_sent_again(tiny_mode
     )
 
 
+def test_a_silent_connection_is_closed_after_the_idle_timeout():
+    # a client machine that died mid-request (or a proxy holding connections half open) left a
+    # server thread and a socket each, for good: 20 such clients, 20 threads
+    import socket
+
+    with CriticServer(_Recording(), idle_timeout_s=0.3) as server:
+        host, port = server.httpd.server_address[:2]
+        for sent in (b"POST /v1/score HTTP/1.1\r\nContent-Length: 100\r\n\r\n{", b""):
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(sent)  # half a call, or nothing
+                started = time.monotonic()
+                assert sock.recv(1024) == b""  # closed by the server, not left waiting
+                assert time.monotonic() - started < 5
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"timeout_s": "30"}, r"^timeout_s='30' must be a number of seconds > 0$"),
+        ({"idle_timeout_s": 0}, r"^idle_timeout_s=0 must be a number of seconds > 0$"),
         ({"max_body_mb": -1}, r"^max_body_mb=-1 must be a number of megabytes > 0$"),
         ({"max_body_mb": float("nan")}, r"^max_body_mb=nan must be a number of megabytes > 0$"),
     ],
@@ -318,3 +334,18 @@ def test_cli_bad_options_are_messages(args, says):
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert says in done.stderr
+
+
+def test_a_model_that_cannot_be_read_is_not_called_a_port_problem(monkeypatch, capsys):
+    # any OSError from loading read "cannot listen on 127.0.0.1:8000"
+    import rollout.checkpoint
+    from rollout.serve import main
+
+    def unreadable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(rollout.checkpoint, "load_checkpoint", unreadable)
+    assert main(["--model", "/ckpt/critic", "--port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: cannot read --model /ckpt/critic: [Errno 5] Input/output error"
+    )
