@@ -285,14 +285,20 @@ def query_frames(
     :data:`DEFAULT_CLIP_FRAMES`.
 
     A critic trained on 1-frame clips (initial + current frame in the prompt) reads an 8-frame
-    clip as an input it never saw, so its own length is the default everywhere it is queried.
+    clip as an input it never saw, so its own length is the default everywhere it is queried,
+    and a ``requested`` length other than the one its checkpoint records is warned about.
     """
-    if requested is not None:
-        return int(requested)
-    if critic is None:
-        return DEFAULT_CLIP_FRAMES
     per_task = getattr(critic, "clip_frames_for", None)
     own = per_task(task) if callable(per_task) else getattr(critic, "clip_frames", None)
+    if requested is not None:
+        if own and int(requested) != int(own):
+            warn_user(
+                f"frames_per_query={requested}: {getattr(critic, 'name', type(critic).__name__)} "
+                f"was trained on clips of {own} "
+                f"frames{f' on {task}' if task else ''} and reads {requested} as an input it "
+                "never saw; leave frames_per_query unset (null) for its own length"
+            )
+        return int(requested)
     return int(own) if own else DEFAULT_CLIP_FRAMES
 
 
