@@ -193,12 +193,14 @@ def _differences(option: str, was: Any, now: Any) -> tuple[str, str]:
 def finished_runs(cfg: DictConfig, folder: Path) -> list[RunResult]:
     """``resume=true``: the runs of this experiment a stopped run in ``folder`` finished (their
     records, :data:`RUN_RECORD`, or its results.json for runs without one), in config order.
-    Runs this command does not ask for are left out.
+    Finished runs this command does not ask for are refused: the results.json it writes would
+    lose them.
 
     Raises:
-        ExperimentConfigError: a finished run that does not read, or that ran with other options
-            than this command gives (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`): joined, they
-            would make no comparison.
+        ExperimentConfigError: a finished run that does not read, that this command does not ask
+            for, or that ran with other options than this command gives (:data:`MERGE_SAME`,
+            :data:`MERGE_SAME_FOR`): joined, they would make no comparison; or a folder whose
+            results.json ``merge=`` made.
     """
     sources: list[tuple[Path, dict[str, Any], list]] = []
     for path in sorted(folder.glob(f"*_seed*/{RUN_RECORD}")):
@@ -220,6 +222,11 @@ def finished_runs(cfg: DictConfig, folder: Path) -> list[RunResult]:
                 f"resume=true: {path} does not read ({exc!r}); delete it (the runs' own "
                 f"{RUN_RECORD} files are read without it)"
             ) from exc
+        if isinstance(results, dict) and results.get("merged_from"):  # runs of other dirs
+            raise ExperimentConfigError(
+                f"resume=true: {folder} holds a report merge= made, not a stopped run; resume "
+                "in a stopped run's own hydra.run.dir=, or merge= again with a run of the rest"
+            )
     planned = [(str(c), int(s)) for c in cfg.conditions for s in cfg.seeds]
     found: dict[tuple[str, int], RunResult] = {}
     for path, config, runs in sources:
@@ -233,7 +240,14 @@ def finished_runs(cfg: DictConfig, folder: Path) -> list[RunResult]:
         config = OmegaConf.create(config)
         for record in runs:
             key = (record["condition"], int(record["seed"]))
-            if key not in planned or key in found:  # not asked for; a run's record comes first
+            if key not in planned:  # results.json, written over this command's runs, lost it
+                raise ExperimentConfigError(
+                    f"resume=true: {path} holds {key[0]} seed {key[1]}, a finished run this "
+                    "command does not ask for; resume with the stopped run's conditions= and "
+                    "seeds= (its .hydra/overrides.yaml), more if you like, or give a new "
+                    "hydra.run.dir="
+                )
+            if key in found:  # a run's own record comes first
                 continue
             for option in (*MERGE_SAME, *MERGE_SAME_FOR[key[0]]):
                 if (was := _compared(config, option)) != (now := _compared(cfg, option)):

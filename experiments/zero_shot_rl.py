@@ -475,11 +475,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.get("resume") is True:
         discard_outputs(out_dir / ASIDE)
     if earlier:
+        planned = len(cfg.conditions) * len(cfg.seeds)
         logging.getLogger(__name__).info(
-            "resume=true: %d of the %d runs finished before (%s); training the others",
+            "resume=true: %d of the %d runs finished before (%s); %s",
             len(earlier),
-            len(cfg.conditions) * len(cfg.seeds),
+            planned,
             ", ".join(f"{r.condition}_seed{r.seed}" for r in earlier),
+            "training the others" if len(earlier) < planned else "none is left to train",
         )
     finished: list[RunResult] = []
     try:

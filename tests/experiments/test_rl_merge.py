@@ -212,9 +212,11 @@ def test_resume_reads_the_finished_runs_this_command_asks_for_and_checks_their_o
         json.dumps({"config": results["config"], "run": record})
     )
     assert ("oracle", 3) in [(r.condition, r.seed) for r in finished_runs(cfg, folder)]
-    # runs this command does not ask for are left out
+    # finished runs this command does not ask for are refused: its results.json lost them
     only = OmegaConf.merge(cfg, {"conditions": ["ground_truth"], "seeds": [1]})
-    assert [(r.condition, r.seed) for r in finished_runs(only, folder)] == [("ground_truth", 1)]
+    with pytest.raises(ExperimentConfigError, match=r"holds oracle seed 3, a finished run this "
+                       r"command does not ask for; resume with the stopped run's conditions="):  # fmt: skip
+        finished_runs(only, folder)
     # another budget, or another reward for a critic's learner, makes no comparison
     with pytest.raises(ExperimentConfigError) as err:
         finished_runs(OmegaConf.merge(cfg, {"total_timesteps": 40000}), folder)
@@ -229,8 +231,14 @@ def test_resume_reads_the_finished_runs_this_command_asks_for_and_checks_their_o
     ):
         finished_runs(OmegaConf.merge(cfg, {"reward": {"achieved_weight": 1.0}}), folder)
     # ... but the true reward's learner never sees the reward's options
+    alone = run_dir(tmp_path, "truth", keep=("ground_truth",))
     truth = OmegaConf.merge(cfg, {"conditions": ["ground_truth"], "reward": {"achieved_weight": 1.0}})  # fmt: skip
-    assert len(finished_runs(truth, folder)) == 3
+    assert len(finished_runs(truth, alone)) == 3
+    # a report merge= made is no stopped run: its runs and policies are in other dirs
+    merged = json.loads((alone / "results.json").read_text())
+    (alone / "results.json").write_text(json.dumps({**merged, "merged_from": [{"run_dir": "x"}]}))
+    with pytest.raises(ExperimentConfigError, match=r"holds a report merge= made, not a stopped"):
+        finished_runs(truth, alone)
     # a record that does not read is named, with what to do
     (folder / "oracle_seed3" / RUN_RECORD).write_text("{")
     with pytest.raises(ExperimentConfigError) as err:
