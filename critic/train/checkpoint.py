@@ -108,7 +108,9 @@ def save_checkpoint(
         torch.save(state, staging / STATE)
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)  # half a save holds the room the user needs
-        raise as_write_error(exc, staging) from exc
+        if (error := as_write_error(exc, staging)) is exc:
+            raise
+        raise error from exc
     replaced = path.parent / f".{path.name}.old"
     shutil.rmtree(replaced, ignore_errors=True)
     if path.exists():  # an earlier save of this folder (a resumed run's): out of the way first
@@ -204,18 +206,19 @@ def load_rank_state(folder: str | Path, rank: int) -> dict[str, Any]:
     return state
 
 
-def remove_older_checkpoints(folder: str | Path, keep: int) -> list[Path]:
-    """Remove the ``checkpoint-<step>`` folders under ``folder`` older than its latest ``keep``
-    (``keep_checkpoints=``; as transformers' ``save_total_limit``), once the newest is whole;
-    returns those removed. A folder that is not a whole checkpoint is left alone."""
+def remove_older_checkpoints(newest: str | Path, keep: int) -> list[Path]:
+    """Remove the ``checkpoint-<step>`` folders beside ``newest`` (the one just written) older
+    than its ``keep`` latest, ``newest`` counted (``keep_checkpoints=``; as transformers'
+    ``save_total_limit``); returns those removed. Later steps (an earlier run's, resumed from
+    before them) are neither counted nor removed: counted, they removed ``newest``. A folder
+    that is not a whole checkpoint is left alone."""
+    newest = Path(newest)
+    step = int(newest.name[11:])
     found = sorted(
-        (
-            p
-            for p in Path(folder).glob("checkpoint-*")
-            if (p / STATE).is_file() and p.name[11:].isdigit()
-        ),
+        (p for p in newest.parent.glob("checkpoint-*")
+         if (p / STATE).is_file() and p.name[11:].isdigit() and int(p.name[11:]) <= step),
         key=lambda p: int(p.name[11:]),
-    )
+    )  # fmt: skip
     older = found[: max(len(found) - keep, 0)]
     for path in older:
         shutil.rmtree(path, ignore_errors=True)

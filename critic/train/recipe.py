@@ -289,7 +289,7 @@ class Trainer:
                 if self.rank == 0 and cfg.get("keep_checkpoints") is not None:
                     from critic.train.checkpoint import remove_older_checkpoints
 
-                    remove_older_checkpoints(stage_dir, cfg.keep_checkpoints)
+                    remove_older_checkpoints(path, cfg.keep_checkpoints)
         bar.close()
         self._last_final = self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
         return self._last_final

@@ -84,6 +84,7 @@ def test_a_full_disk_is_an_oserror_and_leaves_no_half_save(tmp_path, tiny_model,
         raise RuntimeError("bug")
 
     monkeypatch.setattr(torch, "save", bug)
-    with pytest.raises(RuntimeError, match=r"^bug$"):
+    with pytest.raises(RuntimeError, match=r"^bug$") as err:
         save_checkpoint(path, model, tokenizer, optimizer, 2)
+    assert err.value.__cause__ is None  # not its own cause
     assert not staging_folder(path).exists()

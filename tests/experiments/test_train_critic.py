@@ -424,6 +424,19 @@ def test_keep_checkpoints_keeps_each_stage_s_latest(dataset, tmp_path):
     run_stages(module.Trainer(cfg, tmp_path), ("sft",))
     kept = sorted(p.name for p in (tmp_path / "sft").iterdir() if not p.name.startswith("."))
     assert kept == ["checkpoint-3", "checkpoint-4", "final"]
+    # resumed from before a later checkpoint of the stopped run: the one just written is kept
+    # (counting the later one removed it, and the run's "last checkpoint" was gone)
+    import shutil
+
+    from critic.train.checkpoint import remove_older_checkpoints
+
+    for step in (1, 2):
+        shutil.copytree(tmp_path / "sft" / "checkpoint-3", tmp_path / "sft" / f"checkpoint-{step}")
+    assert remove_older_checkpoints(tmp_path / "sft" / "checkpoint-2", 1) == [
+        tmp_path / "sft" / "checkpoint-1"
+    ]
+    kept = sorted(p.name for p in (tmp_path / "sft").iterdir() if not p.name.startswith("."))
+    assert kept == ["checkpoint-2", "checkpoint-3", "checkpoint-4", "final"]
 
 
 def test_a_resume_whose_data_folder_changed_is_refused(dataset, tmp_path):
