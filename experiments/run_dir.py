@@ -342,6 +342,10 @@ class RunDirGuard(Callback):
             )  # fmt: skip
 
     def _check(self, config: DictConfig, run_dir: Path, option: str = "hydra.run.dir") -> None:
+        import os
+
+        if os.environ.get("RANK", "0") != "0":  # under torchrun the first process checks for all:
+            return  # another's check moved its kept record back, or refused its .overwritten/
         try:
             check_run_dir(self.script, config, run_dir, option)
         except RunDirError as exc:

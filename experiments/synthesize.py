@@ -250,7 +250,11 @@ def main(cfg: DictConfig) -> None:
         print(f"synthesize: {exc}", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:  # a full disk, a folder not writable (PyAV's errors are OSErrors)
-        print(f"synthesize: {exc}; {kept(cfg.out)} once there is room", file=sys.stderr)
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        print(f"synthesize: {exc}; {kept(cfg.out)}{' once there is room' if full else ''}",
+              file=sys.stderr)  # fmt: skip
         sys.exit(1)
     except BrokenProcessPool:
         print(f"synthesize: a worker process died (killed, or out of memory); {kept(cfg.out)} "

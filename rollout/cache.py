@@ -68,7 +68,13 @@ class VideoEmbeddingCache:
             owner, method = weakref.ref(inner), original.__func__
 
             def call(*args, **kwargs):
-                return method(owner(), *args, **kwargs)
+                if (target := owner()) is None:  # a deep copy of the model calls the patch
+                    raise RuntimeError(
+                        "this model's video features go through the cache of a model since "
+                        "freed (a copy of a patched model shares its patch); copy the model "
+                        "before attaching a cache, and attach one to each"
+                    )
+                return method(target, *args, **kwargs)
 
         def cached_video_features(pixel_values_videos, video_grid_thw=None, **kwargs):
             return self._features(call, pixel_values_videos, video_grid_thw, **kwargs)

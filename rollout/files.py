@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ from typing import Any
 LOCK = ".lock"
 
 
-# The locks this process holds (the folder, resolved → its open lock file), for :func:`holds`.
-_HELD: dict[Path, Any] = {}
+# The locks this process holds (the folder, resolved → its open lock file), for :func:`holds`;
+# weakly, so that a lock file dropped and collected still gives its lock back.
+_HELD: weakref.WeakValueDictionary[Path, Any] = weakref.WeakValueDictionary()
 
 
 class FolderBusyError(RuntimeError):
@@ -63,7 +66,8 @@ def written_whole(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
     except BaseException as exc:
         partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+        if (isinstance(exc, OSError) and exc.errno is not None
+                and exc.filename in (None, str(partial), partial)):  # fmt: skip
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
@@ -90,7 +94,14 @@ def lock_folder(folder: str | Path, what: str):
         )
     handle = open(folder / LOCK, "a+")  # noqa: SIM115 - held open: the lock lives with it
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for wait in (0.05, 0.2, None):  # a reader's shared lock (writer_of) lasts a moment
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait is None:
+                    raise
+                time.sleep(wait)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read(32).strip()

@@ -60,7 +60,7 @@ def held_elsewhere(folder: Path) -> Iterator[int]:
     """``folder``'s lock (``rollout.files.lock_folder``) held by another process for the block,
     as a run writing there holds it; yields that process's pid."""
     code = ("import sys, time; from rollout.files import lock_folder; "
-            "lock_folder(sys.argv[1], 'run'); print('held', flush=True); time.sleep(300)")  # fmt: skip
+            "held = lock_folder(sys.argv[1], 'run'); print('held', flush=True); time.sleep(300)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
                               text=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
     try:

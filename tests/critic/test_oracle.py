@@ -263,6 +263,7 @@ def test_noisy_oracle_reads_the_same_query_the_same_in_any_order():
     assert len(set(one_batch[1:])) == 4  # noise, not one value
     env = gym.make("VisCriticReward-v0", env="Reacher-v5", query_every=5,
                    critic={"name": "noisy_oracle", "offset_sd": 0.1, "step_sd": 0.1})  # fmt: skip
+    env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(20)]
     episodes = []
     for _ in range(2):

@@ -324,3 +324,21 @@ def test_a_run_dir_where_no_lock_can_be_written_is_refused(tmp_path):
         "goes; remove it"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_under_torchrun_only_the_first_process_checks(tmp_path, monkeypatch):
+    # the other processes' checks, after the first had kept the earlier run's record aside for
+    # overwrite=true, moved it back (and one later still found .overwritten/ and ended the job)
+    from run_dir import RunDirGuard
+
+    (tmp_path / ".overwritten" / ".hydra").mkdir(parents=True)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "results.json").write_text("{}")
+    cfg = OmegaConf.create({"conditions": ["critic"], "seeds": [0], "merge": None,
+                            "overwrite": True})  # fmt: skip
+    monkeypatch.setenv("RANK", "1")
+    RunDirGuard("zero_shot_rl")._check(cfg, tmp_path)  # no exit, nothing moved
+    assert (tmp_path / ".overwritten" / ".hydra").is_dir()
+    monkeypatch.setenv("RANK", "0")  # the first process's check does (a killed run's record)
+    RunDirGuard("zero_shot_rl")._check(cfg, tmp_path)
+    assert not (tmp_path / ".overwritten").exists()

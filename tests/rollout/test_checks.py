@@ -50,6 +50,12 @@ def test_plain_values_turns_numpy_into_what_json_holds_and_keeps_the_rest():
                      "g": None}  # fmt: skip
     assert type(plain["a"]) is int and type(plain["b"][1]) is tuple and plain["f"] is marker
     assert type(plain["d"]["e"]) is bool and given["a"].dtype == np.int64  # the given is kept
+    from omegaconf import OmegaConf  # a config's lists (an ensemble's members) are lists too
+
+    config = OmegaConf.create({"name": "ensemble", "members": ["oracle", {"name": "oracle"}]})
+    assert json.loads(json.dumps(plain_values(config))) == {
+        "name": "ensemble", "members": ["oracle", {"name": "oracle"}]
+    }  # fmt: skip
 
 
 def test_numpy_sampling_params_are_stored_plain_and_go_over_the_wire():
