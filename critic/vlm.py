@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -44,7 +44,7 @@ from critic.parse import parse_progress, parse_verdict
 from critic.vision import ProcessorConfigError, VisionSpec, checked_frames
 from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
-from rollout.engine import MIN_TEMPERATURE
+from rollout.engine import MIN_TEMPERATURE, Request
 
 MODES = ("score", "reason")
 
@@ -281,9 +281,7 @@ class VLMCritic(Critic):
             return prompts.anchored_progress(query.instruction, initial, frames, current, scale)
         return prompts.stepwise_progress(query.instruction, frames, query.previous_progress, scale)
 
-    def _request(self, prompt: prompts.Prompt):
-        from rollout.engine import Request
-
+    def _request(self, prompt: prompts.Prompt) -> Request:
         return Request(
             **prompts.encode(prompt, self.tokenizer, self.vision, keep_videos=self._keep_videos)
         )
@@ -292,25 +290,29 @@ class VLMCritic(Critic):
         """The one-pass readout of digit-answer prompts: ``[B, 10]``, the probability of each
         answer digit ``d`` (progress ``d / 9``) right after ``<answer>``. Training distils these
         into another critic (``train_critic.py teacher=``)."""
-        requests = [self._request(p) for p in prompts_]
-        if not requests:
+        if not prompts_:
             return np.zeros((0, len(self._digits)))
         return np.concatenate(
             [
                 np.asarray(self._engine.score(part, self._digits, prefix=self._answer_prefix))
-                for part in self._calls(requests)
+                for part in self._calls(prompts_)
             ]
         )
 
-    def _calls(self, requests: list) -> list[list]:
-        """``requests`` in model calls of at most ``max_batch``."""
-        return [requests[i : i + self.max_batch] for i in range(0, len(requests), self.max_batch)]
+    def _calls(self, prompts_: Sequence) -> Iterator[list]:
+        """``prompts_`` (or requests already made) as model calls of at most ``max_batch``
+        requests, each call's encoded when it is made: encoded all at once, their pixels (2.8 MB
+        a query at 128²) came to tens of GB for the queries of 16 envs' long episodes that
+        relabelling sends together, before the first forward pass."""
+        for i in range(0, len(prompts_), self.max_batch):
+            part = prompts_[i : i + self.max_batch]
+            yield [p if isinstance(p, Request) else self._request(p) for p in part]
 
-    def _generate(self, requests: list, params) -> list:
-        """The engine's completion groups for ``requests``, in calls of at most ``max_batch``; the
+    def _generate(self, prompts_: Sequence, params) -> list:
+        """The engine's completion groups for ``prompts_``, in calls of at most ``max_batch``; the
         k-th call samples with ``seed + k``, so that two calls do not draw the same numbers."""
         groups = []
-        for k, part in enumerate(self._calls(requests)):
+        for k, part in enumerate(self._calls(prompts_)):
             seed = None if params.seed is None else (params.seed + k) % 2**63
             groups.extend(self._engine.generate(part, dataclasses.replace(params, seed=seed)))
         return groups
@@ -330,7 +332,7 @@ class VLMCritic(Critic):
             ]
         from rollout.engine import SamplingParams
 
-        requests = [self._request(self._prompt(q, "percent", i)) for i, q in enumerate(queries)]
+        prompts_ = [self._prompt(q, "percent", i) for i, q in enumerate(queries)]
         params = SamplingParams(
             n=self.samples,
             max_new_tokens=self.max_new_tokens,
@@ -338,7 +340,7 @@ class VLMCritic(Critic):
             seed=self.seed,
         )
         estimates = []
-        for group in self._generate(requests, params):
+        for group in self._generate(prompts_, params):
             texts = [self.tokenizer.decode(ids, skip_special_tokens=False) for ids in group]
             parsed = [parse_progress(t, "percent") for t in texts]
             readable = [i for i, p in enumerate(parsed) if p.status == ParseStatus.OK]

@@ -350,8 +350,10 @@ def test_a_long_list_of_queries_is_read_in_calls_of_max_batch(monkeypatch):
     monkeypatch.setattr(
         critic._engine, "score", lambda r, *a, **k: sizes.append(len(r)) or score(r, *a, **k)
     )
+    encode = critic._request  # each call's queries encoded as it is made, not all first (their
+    monkeypatch.setattr(critic, "_request", lambda p: sizes.append("e") or encode(p))  # pixels)
     split = critic.estimate_progress(queries)
-    assert sizes == [3, 3, 1]
+    assert sizes == ["e", "e", "e", 3, "e", "e", "e", 3, "e", 1]
     assert [e.progress for e in split] == pytest.approx([e.progress for e in whole], abs=1e-6)
     assert [e.achieved for e in split] == pytest.approx([e.achieved for e in whole], abs=1e-6)
     assert critic.digit_probs([]).shape == (0, 10)
