@@ -362,14 +362,22 @@ def read_table(root: str | Path) -> list[dict[str, Any]]:
         EpisodeFormatError: a row that cannot be read, and how to record it again (as
             :func:`read_episode` says; eval_critic's listing said only that it was unreadable).
     """
-    rows = []
+    return [row for _, row in iter_rows(root)]
+
+
+def iter_rows(root: str | Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(episode id, metadata row)`` of every complete episode under ``root``, in id order, read
+    as they are asked for: a reader that decodes only some episodes picks them by their rows.
+
+    Raises:
+        EpisodeFormatError: as :func:`read_table`.
+    """
     for episode_id in sorted(finished_ids(root)):
         path = Path(root) / "episodes" / f"{episode_id}.parquet"
         try:
-            rows.append(_read_row(path))
+            yield episode_id, _read_row(path)
         except EpisodeFormatError as exc:
             raise EpisodeFormatError(f"{exc}. {_record_again(path)}") from exc
-    return rows
 
 
 def _read_row(path: Path) -> Mapping[str, Any]:

@@ -29,8 +29,9 @@ def load_samples(
     ``meta["data_folder"]`` is the index of its folder in ``cfg.data``. An episode's clips have
     ``cfg.task_frames[its task]`` frames, else ``cfg.frames``.
     """
-    from critic.data.episodes import iter_episodes
+    from critic.data.episodes import iter_rows, read_episode
     from critic.data.samples import build_samples, seed_split
+    from rollout.checks import is_int
 
     rng = np.random.default_rng(cfg.seed if stream is None else [int(cfg.seed), *stream.encode()])
     held = set(cfg.get("held_out_tasks") or [])
@@ -41,16 +42,22 @@ def load_samples(
         quota = None if limit is None else limit // len(cfg.data) + (index < limit % len(cfg.data))
         taken: list = []
         episodes = kept = chosen = 0  # in the folder; of a task not held out; in the split
-        for episode in iter_episodes(folder):
+        # rows first, videos only of the episodes chosen: every episode was decoded, then most
+        # dropped (a validation load decoded 177 of 200 episodes for its 64 samples)
+        for episode_id, row in iter_rows(folder):
             if quota is not None and len(taken) >= quota:
                 break
             episodes += 1
-            if episode.env_id in held:
+            env_id, seed = row.get("env_id"), row.get("seed")
+            if not (isinstance(env_id, str) and is_int(seed)):  # read_episode names the field
+                read_episode(folder, episode_id)
+            if env_id in held:
                 continue
             kept += 1
-            if seed_split(episode.seed) != split:
+            if seed_split(seed) != split:
                 continue
             chosen += 1
+            episode = read_episode(folder, episode_id)
             frames = task_frames.get(episode.env_id, cfg.frames)
             built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,
                                   frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,

@@ -254,9 +254,14 @@ def test_the_kl_reference_is_the_grpo_stages_start_and_a_resume_rebuilds_it(data
 def test_a_damaged_episode_is_a_message_that_says_how_to_record_it_again(dataset, tmp_path):
     import shutil
 
+    from critic.data.episodes import iter_rows
+    from critic.data.samples import seed_split
+
     damaged = tmp_path / "data"
     shutil.copytree(dataset, damaged)
-    video = sorted((damaged / "videos").iterdir())[0]
+    # a train episode's (training decodes the episodes of its splits alone, chosen by their rows)
+    train = next(i for i, row in iter_rows(damaged) if seed_split(row["seed"]) == "train")
+    video = next((damaged / "videos").glob(f"{train}.*"))
     video.unlink()
     done = run_train(tmp_path / "run", f"data=[{damaged}]", "pipeline=[sft]", "stages.sft.steps=1")
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -48,8 +48,17 @@ def test_data_weights_set_each_folders_share_of_the_draws(dataset, tmp_path):
     n = folders.count(0)
     assert chance == pytest.approx([1 / (4 * n) if f == 0 else 3 / (4 * n) for f in folders])
     assert shares == pytest.approx({str(dataset): 0.25, str(twin): 0.75})
-    val = load_samples(cfg, ("score", "frozen"), "val", limit=5)  # shared out: 3 + 2
+    import critic.data.episodes
+
+    read, decoded = critic.data.episodes.read_episode, []  # only the split's episodes decoded
+    with pytest.MonkeyPatch.context() as patch:  # (every episode was, then most dropped)
+        patch.setattr(critic.data.episodes, "read_episode",
+                      lambda root, i, *a: decoded.append(read(root, i, *a)) or decoded[-1])  # fmt: skip
+        val = load_samples(cfg, ("score", "frozen"), "val", limit=5)  # shared out: 3 + 2
     assert [s.meta["data_folder"] for s in val] == [0, 0, 0, 1, 1]
+    from critic.data.samples import seed_split
+
+    assert decoded and {seed_split(e.seed) for e in decoded} == {"val"}
     picks = np.random.default_rng(0).choice(len(train), size=4000, p=chance)
     assert np.mean([folders[i] for i in picks]) == pytest.approx(0.75, abs=0.03)
     cfg.data_weights = None  # unweighted: uniform draws, the chances left to numpy
