@@ -289,8 +289,11 @@ def query_frames(
     and a ``requested`` length other than the one its checkpoint records is warned about.
     """
     per_task = getattr(critic, "clip_frames_for", None)
-    own = per_task(task) if callable(per_task) else getattr(critic, "clip_frames", None)
     if requested is not None:
+        try:  # an ensemble whose members read other lengths has none of its own: asked, it reads
+            own = per_task(task) if callable(per_task) else getattr(critic, "clip_frames", None)
+        except ValueError:  # the length asked for (EnsembleConfigError), as before
+            own = None
         if own and int(requested) != int(own):
             warn_user(
                 f"frames_per_query={requested}: {getattr(critic, 'name', type(critic).__name__)} "
@@ -299,6 +302,7 @@ def query_frames(
                 "never saw; leave frames_per_query unset (null) for its own length"
             )
         return int(requested)
+    own = per_task(task) if callable(per_task) else getattr(critic, "clip_frames", None)
     return int(own) if own else DEFAULT_CLIP_FRAMES
 
 

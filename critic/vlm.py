@@ -309,13 +309,15 @@ class VLMCritic(Critic):
             yield [p if isinstance(p, Request) else self._request(p) for p in part]
 
     def _generate(self, prompts_: Sequence, params) -> list:
-        """The engine's completion groups for ``prompts_``, in calls of at most ``max_batch``; the
+        """The engine's completion groups for ``prompts_``, in calls of at most ``max_batch``."""
+        return [group for _, groups in self._generate_calls(prompts_, params) for group in groups]
+
+    def _generate_calls(self, prompts_: Sequence, params) -> Iterator[tuple[list, list]]:
+        """Each call's requests and completion groups, a call at a time (:meth:`_calls`); the
         k-th call samples with ``seed + k``, so that two calls do not draw the same numbers."""
-        groups = []
         for k, part in enumerate(self._calls(prompts_)):
             seed = None if params.seed is None else (params.seed + k) % 2**63
-            groups.extend(self._engine.generate(part, dataclasses.replace(params, seed=seed)))
-        return groups
+            yield part, self._engine.generate(part, dataclasses.replace(params, seed=seed))
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         check_queries(queries, ProgressQuery, f"{self.name}.estimate_progress")
@@ -368,29 +370,29 @@ class VLMCritic(Critic):
         check_queries(queries, FailureQuery, f"{self.name}.detect_failure")
         if not queries:
             return []
-        requests = []
+        prompts_ = []
         for i, q in enumerate(queries):
             if q.frames is None or len(q.frames) == 0:
                 raise CriticError(f"{self.name} needs the episode's frames in every failure query")
             frames = checked_frames(q.frames, "frames", i)
-            requests.append(
-                self._request(prompts.failure_detection(q.instruction, frames, self.failure_types))
-            )
+            prompts_.append(prompts.failure_detection(q.instruction, frames, self.failure_types))
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0, seed=self.seed)
         verdicts = []
-        for request, group in zip(requests, self._generate(requests, params), strict=True):
-            text = self.tokenizer.decode(group[0], skip_special_tokens=False)
-            parsed = parse_verdict(text, self.failure_types)
-            success = parsed.value if parsed.status == ParseStatus.OK else None
-            verdicts.append(
-                FailureVerdict(
-                    success=success,
-                    failure_type=parsed.label,
-                    confidence=self._verdict_confidence(request, list(group[0]), success),
-                    reasoning=text,
-                    status=parsed.status,
+        # a call at a time: a call's requests (whole episodes' clips) kept for their confidence
+        for part, groups in self._generate_calls(prompts_, params):
+            for request, group in zip(part, groups, strict=True):
+                text = self.tokenizer.decode(group[0], skip_special_tokens=False)
+                parsed = parse_verdict(text, self.failure_types)
+                success = parsed.value if parsed.status == ParseStatus.OK else None
+                verdicts.append(
+                    FailureVerdict(
+                        success=success,
+                        failure_type=parsed.label,
+                        confidence=self._verdict_confidence(request, list(group[0]), success),
+                        reasoning=text,
+                        status=parsed.status,
+                    )
                 )
-            )
         return verdicts
 
     def _verdict_confidence(self, request, generated: list[int], success: bool | None) -> float:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableSequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ def plain_values(value: Any) -> Any:
     are recorded as given (gymnasium's env specs), so ``query_every=np.int64(5)`` serialises."""
     if isinstance(value, Mapping):
         return {k: plain_values(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):  # OmegaConf's lists too
+    if isinstance(value, list | tuple) or (  # and OmegaConf's lists
+        isinstance(value, MutableSequence) and not isinstance(value, bytearray)
+    ):
         items = [plain_values(v) for v in value]
         return tuple(items) if isinstance(value, tuple) else items
     import numpy as np

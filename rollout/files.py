@@ -66,7 +66,8 @@ def written_whole(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
     except BaseException as exc:
         partial.unlink(missing_ok=True)
-        if (isinstance(exc, OSError) and exc.errno is not None
+        # the file asked for named (a full disk named none), unless the writer made no .partial
+        if (isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT)
                 and exc.filename in (None, str(partial), partial)):  # fmt: skip
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise

@@ -375,9 +375,10 @@ def iter_rows(root: str | Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for episode_id in sorted(finished_ids(root)):
         path = Path(root) / "episodes" / f"{episode_id}.parquet"
         try:
-            yield episode_id, _read_row(path)
+            row = _read_row(path)
         except EpisodeFormatError as exc:
             raise EpisodeFormatError(f"{exc}. {_record_again(path)}") from exc
+        yield episode_id, row
 
 
 def _read_row(path: Path) -> Mapping[str, Any]:

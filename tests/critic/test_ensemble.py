@@ -159,6 +159,14 @@ def test_members_with_a_clip_per_task_agree_on_the_task_they_read():
     assert mixed.clip_frames_for("Reacher-v5") == 1
     with pytest.raises(EnsembleConfigError, match=r"different clip lengths \[1, 8\] on Lift"):
         mixed.clip_frames_for("Lift")
+    # ... unless a length is asked for: the members read it, with no length of its own to warn of
+    import warnings
+
+    from critic.base import query_frames
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert query_frames(mixed, 4, "Lift") == 4
 
 
 @pytest.mark.parametrize(

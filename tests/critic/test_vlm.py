@@ -375,8 +375,10 @@ def test_sampled_calls_of_one_list_take_their_own_seeds(monkeypatch):
     estimates = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)] * 5)
     assert calls == [(2, 5), (2, 6), (1, 7)] and len(estimates) == 5
     calls.clear()
+    encode = critic._request  # a call's whole-episode clips encoded as the call is made
+    monkeypatch.setattr(critic, "_request", lambda p: calls.append("e") or encode(p))
     assert len(critic.detect_failure([FailureQuery("lift", frames=FRAMES)] * 3)) == 3
-    assert calls == [(2, 5), (1, 6)]
+    assert calls == ["e", "e", (2, 5), "e", (1, 6)]
 
 
 @pytest.mark.parametrize("max_batch", [0, 2.5, True, "8"])

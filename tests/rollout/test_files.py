@@ -50,6 +50,9 @@ def test_a_file_another_library_writes_is_whole_or_not_there(tmp_path):
     # the error names the file (a full disk's named none), and the earlier file is as it was
     assert str(err.value) == f"[Errno 28] No space left on device: '{target}'"
     assert target.read_bytes() == b"EARLIER" and sorted(tmp_path.iterdir()) == [target]
+    with pytest.raises(FileNotFoundError) as err, written_whole(target) as partial:
+        pass  # a writer that made no .partial (a library adding its own extension): named so
+    assert err.value.filename == str(partial)
     with pytest.raises(PermissionError) as err, written_whole(target) as partial:
         raise PermissionError(13, "Permission denied", str(partial))  # a folder not writable
     assert str(err.value) == f"[Errno 13] Permission denied: '{target}'"  # not <name>.partial
