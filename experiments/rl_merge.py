@@ -9,6 +9,7 @@ between summarising runs and reading them back from disk.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +345,27 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
     for key in ("critic", "reward", "relabel"):  # replaced, not merged: no keys of another critic
         OmegaConf.update(config, key, user[key], merge=False)
     return config, merged, sources
+
+
+def import_merged_tasks(config: DictConfig) -> None:
+    """The modules the merged runs imported (their ``imports=``), so that their task's goal
+    distance is known here; a module not found here leaves the report without that split."""
+    from envs import InvalidOptionError
+    from envs.tasks import import_task_modules
+
+    try:
+        import_task_modules(config.get("imports"), "the merged runs' imports")
+    except InvalidOptionError as exc:
+        logging.getLogger(__name__).warning(
+            "%s; the report leaves out where they end by start", exc
+        )
+
+
+def ignored_by_merge() -> list[str]:
+    """The command line's options that a merge does not use (it trains nothing)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    used = ("merge", "overwrite", "progress_bar", "imports", "hydra.", "+hydra.", "++hydra.")
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(used)]

@@ -9,13 +9,21 @@ task's, the critic's, the reward's, and where merged runs came from.
 from __future__ import annotations
 
 import json
+import logging
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rl_results import CONDITIONS, MACHINE_PACKAGES, TEST_SEED, RunResult
+from rl_results import (
+    CONDITIONS,
+    MACHINE_PACKAGES,
+    TEST_SEED,
+    RunResult,
+    goal_distance,
+    summarise,
+)
 
 from rollout.files import write_atomic, written_whole
 
@@ -379,3 +387,34 @@ def _schedule(cfg: DictConfig) -> list[str]:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> None:
+    """After a failed run: the runs that finished, in results.json and the report (a partial
+    experiment, which ``merge`` can join with a rerun of the rest)."""
+    planned = len(cfg.conditions) * len(cfg.seeds)
+    kept = OmegaConf.merge(
+        cfg,
+        {"conditions": list(dict.fromkeys(r.condition for r in finished)),
+         "seeds": sorted({r.seed for r in finished})},
+    )  # fmt: skip
+    write_report(kept, finished, summarise(finished, cfg.reward.success_threshold,
+                                           goal_distance(cfg)), out_dir)  # fmt: skip
+    done = {(r.condition, r.seed) for r in finished}
+    missing = {c: [int(s) for s in cfg.seeds if (c, int(s)) not in done] for c in cfg.conditions}
+    rerun = "; ".join(
+        f"conditions=[{c}] seeds=[{','.join(map(str, seeds))}]"
+        for c, seeds in missing.items()
+        if seeds
+    )
+    logging.getLogger(__name__).warning(
+        "%d of the %d runs finished before the experiment stopped; they are kept in %s "
+        "(results.json, report.md). To train the others (%s), run the same command again with "
+        "resume=true (it keeps these); or run them into another hydra.run.dir= and join them "
+        "with merge=[%s,<that dir>]",
+        len(finished),
+        planned,
+        out_dir,
+        rerun,
+        out_dir,
+    )

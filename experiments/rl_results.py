@@ -9,14 +9,18 @@ tests find it through pytest's ``pythonpath``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rollout.checks import is_int
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONDITIONS = ("critic", "oracle", "ground_truth")
 TEST_SEED = 20_000  # the final test's start states: the same for every condition and seed
@@ -345,3 +349,19 @@ def summarise(
             "wall_time_ratio": cr["wall_seconds_mean"] / gt["wall_seconds_mean"],
         }
     return summary
+
+
+def goal_distance(cfg: DictConfig) -> str | None:
+    """The task's goal distance, which the report splits the test starts by; none for a task
+    not registered here (a merge of runs of a task a user's own script registered)."""
+    from envs import UnknownTaskError, get_task
+
+    try:
+        return get_task(cfg.env.name).goal_distance
+    except UnknownTaskError:
+        logging.getLogger(__name__).warning(
+            "the task %r is not registered here (give imports=[<its module>]); the report leaves "
+            "out where the final policies end by start",
+            cfg.env.name,
+        )
+        return None

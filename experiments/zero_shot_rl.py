@@ -41,12 +41,19 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rl_merge import RUN_RECORD, finished_runs, merge_runs
+from rl_merge import RUN_RECORD, finished_runs, ignored_by_merge, import_merged_tasks, merge_runs
 
 # Beside this script (its folder is on sys.path): what a run records, summaries, merge; report;
 # the config check and the envs each condition learns in.
-from rl_report import write_report
-from rl_results import TEST_SEED, ExperimentConfigError, RunResult, machine_record, summarise
+from rl_report import keep_finished, write_report
+from rl_results import (
+    TEST_SEED,
+    ExperimentConfigError,
+    RunResult,
+    goal_distance,
+    machine_record,
+    summarise,
+)
 from rl_setup import build_train_env, check_config, training_schedule, true_reward_env
 from run_dir import (
     ASIDE,
@@ -350,77 +357,6 @@ def _train_in_pool(
             bar.close()
 
 
-def _keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> None:
-    """After a failed run: the runs that finished, in results.json and the report (a partial
-    experiment, which ``merge`` can join with a rerun of the rest)."""
-    planned = len(cfg.conditions) * len(cfg.seeds)
-    kept = OmegaConf.merge(
-        cfg,
-        {"conditions": list(dict.fromkeys(r.condition for r in finished)),
-         "seeds": sorted({r.seed for r in finished})},
-    )  # fmt: skip
-    write_report(kept, finished, summarise(finished, cfg.reward.success_threshold,
-                                           _goal_distance(cfg)), out_dir)  # fmt: skip
-    done = {(r.condition, r.seed) for r in finished}
-    missing = {c: [int(s) for s in cfg.seeds if (c, int(s)) not in done] for c in cfg.conditions}
-    rerun = "; ".join(
-        f"conditions=[{c}] seeds=[{','.join(map(str, seeds))}]"
-        for c, seeds in missing.items()
-        if seeds
-    )
-    logging.getLogger(__name__).warning(
-        "%d of the %d runs finished before the experiment stopped; they are kept in %s "
-        "(results.json, report.md). To train the others (%s), run the same command again with "
-        "resume=true (it keeps these); or run them into another hydra.run.dir= and join them "
-        "with merge=[%s,<that dir>]",
-        len(finished),
-        planned,
-        out_dir,
-        rerun,
-        out_dir,
-    )
-
-
-def _import_merged_tasks(config: DictConfig) -> None:
-    """The modules the merged runs imported (their ``imports=``), so that their task's goal
-    distance is known here; a module not found here leaves the report without that split."""
-    from envs import InvalidOptionError
-    from envs.tasks import import_task_modules
-
-    try:
-        import_task_modules(config.get("imports"), "the merged runs' imports")
-    except InvalidOptionError as exc:
-        logging.getLogger(__name__).warning(
-            "%s; the report leaves out where they end by start", exc
-        )
-
-
-def _goal_distance(cfg: DictConfig) -> str | None:
-    """The task's goal distance, which the report splits the test starts by; none for a task
-    not registered here (a merge of runs of a task a user's own script registered)."""
-    from envs import UnknownTaskError, get_task
-
-    try:
-        return get_task(cfg.env.name).goal_distance
-    except UnknownTaskError:
-        logging.getLogger(__name__).warning(
-            "the task %r is not registered here (give imports=[<its module>]); the report leaves "
-            "out where the final policies end by start",
-            cfg.env.name,
-        )
-        return None
-
-
-def _ignored_by_merge() -> list[str]:
-    """The command line's options that a merge does not use (it trains nothing)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    used = ("merge", "overwrite", "progress_bar", "imports", "hydra.", "+hydra.", "++hydra.")
-    return [o for o in HydraConfig.get().overrides.task if not o.startswith(used)]
-
-
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Set up, train every (condition, seed), write the report; returns the summary. With
     ``cfg.merge``, no training: one report over the runs of earlier run dirs."""
@@ -439,8 +375,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 "leave merge out (null) to train"
             )
         config, runs, sources = merge_runs(dirs)
-        _import_merged_tasks(config)
-        if ignored := _ignored_by_merge():
+        import_merged_tasks(config)
+        if ignored := ignored_by_merge():
             logging.getLogger(__name__).warning(
                 "merge= reports the runs as their own configs ran them: %s ignored",
                 ", ".join(ignored),
@@ -452,7 +388,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             else None
         )
         try:
-            summary = summarise(runs, config.reward.success_threshold, _goal_distance(config))
+            summary = summarise(runs, config.reward.success_threshold, goal_distance(config))
             write_report(config, runs, summary, out_dir, sources)
         except BaseException:
             restore_outputs("zero_shot_rl", cfg, out_dir, aside)
@@ -487,13 +423,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     try:
         runs = train_all(cfg, out_dir, finished, earlier)
         # inside the try: a Ctrl-C while the report is made lost every run
-        summary = summarise(runs, cfg.reward.success_threshold, _goal_distance(cfg))
+        summary = summarise(runs, cfg.reward.success_threshold, goal_distance(cfg))
         write_report(cfg, runs, summary, out_dir)
     except BaseException:
         if finished:
             # written before the earlier run goes: where this write fails too (a full disk),
             # both stay (the earlier in .overwritten/, this run's policies in place)
-            _keep_finished(cfg, finished, out_dir)
+            keep_finished(cfg, finished, out_dir)
             discard_outputs(aside)
         else:
             restore_outputs("zero_shot_rl", cfg, out_dir, aside)
