@@ -23,7 +23,7 @@ def run_train(
     run_dir: Path, *overrides: str, torchrun: bool = False
 ) -> subprocess.CompletedProcess:
     launcher = (
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
         if torchrun
         else [sys.executable]
     )
