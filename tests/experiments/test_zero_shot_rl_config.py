@@ -13,6 +13,8 @@ import pytest
 
 from tests.experiments.rl_runs import ROOT, rl_run
 
+PER_STEP = ["conditions=[ground_truth]", "relabel=false", "reward.between_queries=hold"]
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -86,6 +88,24 @@ def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
         (["env.horizon=2.5"], "horizon=2.5 must be an integer >= 1 (steps per episode)"),
         (["+reward.terminate_on_success=true"],
          "terminate_on_success=True is not available with VisCriticVecEnv"),
+        # relabelled rewards (the default) and the ground truth on their schedule
+        (["algo=ppo"],
+         "relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
+         "stable_baselines3.PPO has none: give it per-step rewards with relabel=false "
+         "reward.between_queries=hold"),
+        (["n_envs=2"],
+         "relabel=true trains once per episode, which SB3 allows with one env only; n_envs=2: "
+         "set n_envs=1, or per-step rewards with relabel=false reward.between_queries=hold"),
+        (["ground_truth_per_episode=maybe"],
+         "ground_truth_per_episode='maybe' must be true or false"),
+        ([*PER_STEP, "ground_truth_per_episode=true", "n_envs=2"],
+         "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
+         "which needs an off-policy algorithm and one env: n_envs=2 (set n_envs=1); or set "
+         "ground_truth_per_episode=false"),
+        ([*PER_STEP, "ground_truth_per_episode=true", "algo=ppo"],
+         "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
+         "which needs an off-policy algorithm and one env: stable_baselines3.PPO has no replay "
+         "buffer (algo=sac has)"),
     ],
 )  # fmt: skip
 def test_the_task_budget_and_reward_wrapper_are_checked_before_any_run(overrides, message):
