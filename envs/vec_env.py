@@ -6,10 +6,10 @@ query steps into ``info`` (:class:`CriticFrames`); the main process holds one
 first query of episodes that just auto-reset, to the critic in a single batch. Rendering inside
 the worker is what lets the last frame of an episode reach the critic before the auto-reset.
 
-With ``relabel=True`` (off-policy learners, as VLM-RM does) the critic is called once per finished
-episode instead, on all of its queries in one batch; steps return a placeholder reward of 0 and
-:class:`envs.callbacks.RelabelCallback` writes the critic's rewards into the replay buffer before
-the learner trains on them.
+With ``relabel=True`` (off-policy learners, as VLM-RM does) the critic is called when episodes
+end instead, on all of their queries at once (up to 256 per call); steps return a placeholder
+reward of 0 and :class:`envs.callbacks.RelabelCallback` writes the critic's rewards into the
+replay buffer before the learner trains on them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from critic.factory import make_critic
 from envs.critic_reward import (
     DEFAULT_CRITIC,
     CriticRewardConfig,
+    DeferredQuery,
     EpisodeTracker,
     check_batch,
     interpolate_progress,
@@ -109,12 +110,16 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         critic: a critic name, ``{"name": ..., **kwargs}`` mapping, or instance.
         config: the reward options, a :class:`CriticRewardConfig` or a mapping of its fields
             (``terminate_on_success`` is not available here: sub-envs reset themselves).
-        relabel: defer the critic to each episode's end: one batched call over all of the
-            episode's queries, the rewards in the last step's ``info["critic_rewards"]`` and a
+        relabel: defer the critic to each episode's end: batched calls over all of the
+            episode's queries (:attr:`RELABEL_CHUNK` at most per call), the rewards in the last step's ``info["critic_rewards"]`` and a
             placeholder 0 from every step (use with :class:`envs.callbacks.RelabelCallback`; stepping it without
             one warns once, since a learner would see only the zeros). Queries carry no previous
             estimate in this mode.
     """
+
+    # relabel: most queries stacked and sent to the critic in one call (a critic splits a call
+    # further by its own batch size, e.g. VLMCritic's max_batch)
+    RELABEL_CHUNK = 256
 
     def __init__(
         self,
@@ -229,6 +234,18 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             for (env_index, tracker), est in zip(owners, estimates, strict=True)
         ]
 
+    def _estimate_deferred(
+        self, queries: list[DeferredQuery], owners: list[tuple[int, EpisodeTracker]]
+    ) -> list:
+        """:meth:`_estimate` of relabelled episodes' queries, their clips stacked
+        :attr:`RELABEL_CHUNK` queries at a time: at once, 16 envs' 800-step episodes ending
+        together at ``query_every=1`` would hold 5.6 GB of clips (8 frames of 128²)."""
+        estimates = []
+        for start in range(0, len(queries), self.RELABEL_CHUNK):
+            part = slice(start, start + self.RELABEL_CHUNK)
+            estimates += self._estimate([q.build() for q in queries[part]], owners[part])
+        return estimates
+
     def _reset_info(self, index: int) -> dict:
         """Env ``index``'s info from its last reset, which must carry the task's progress."""
         info = self.venv.reset_infos[index]
@@ -249,7 +266,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(info.get("critic_frame"), info["progress"])
         if self.relabel:
-            self._pending = [[(None, t.query())] for t in self._trackers]
+            self._pending = [[(None, t.deferred_query())] for t in self._trackers]
             return obs
         estimates = self._estimate(
             [t.query() for t in self._trackers], list(enumerate(self._trackers))
@@ -315,7 +332,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             query = None
             if self.config.is_query_step(tracker.step_count + 1, bool(done)):
                 tracker.observe(info.get("critic_frame"), info["progress"])
-                query = tracker.query()
+                query = tracker.deferred_query()  # its clip stacked at the episode's end
             else:
                 tracker.keep(info.get("critic_frame"))
             tracker.step_count += 1
@@ -337,7 +354,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 "on this env sees zeros: pass callback=envs.callbacks.RelabelCallback() to "
                 "learn(), or use relabel=False"
             )
-        estimates = iter(self._estimate(queries, owners))
+        estimates = iter(self._estimate_deferred(queries, owners))
         for i in finished:
             # the reset query's estimate, then one per step (None between queries)
             per_step = [next(estimates) if q is not None else None for _, q in self._pending[i]]
@@ -349,7 +366,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             reset_info = self._reset_info(i)
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(reset_info.get("critic_frame"), reset_info["progress"])
-            self._pending[i] = [(None, self._trackers[i].query())]
+            self._pending[i] = [(None, self._trackers[i].deferred_query())]
         return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
 
     def _replay(self, index: int, per_step: list) -> tuple[np.ndarray, EpisodeTracker]:
@@ -379,7 +396,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         is not queried as a last step would be: the steps after the last query hold its reading."""
         pending = self._pending[index]
         queries = [q for _, q in pending if q is not None]
-        estimates = iter(self._estimate(queries, [(index, self._trackers[index])] * len(queries)))
+        owners = [(index, self._trackers[index])] * len(queries)
+        estimates = iter(self._estimate_deferred(queries, owners))
         per_step = [next(estimates) if q is not None else None for _, q in pending]
         return self._replay(index, per_step)[0]
 
