@@ -432,7 +432,7 @@ def make_viscritic_vec_env(
         camera, image_size: override the task's critic view.
         horizon: override the task's episode length.
         task_kwargs: options for the task env constructor.
-        relabel: one critic call per finished episode (see :class:`VisCriticVecEnv`).
+        relabel: the critic called when episodes end (see :class:`VisCriticVecEnv`).
         **options: the fields of :class:`~envs.critic_reward.CriticRewardConfig`.
     """
     from stable_baselines3.common.env_util import make_vec_env
