@@ -77,8 +77,8 @@ class RelabelCallback(_callbacks.BaseCallback):
         if not isinstance(env, VisCriticVecEnv) or not env.relabel:
             raise InvalidOptionError(
                 "RelabelCallback needs a VisCriticVecEnv(relabel=True) under the learner's env "
-                "(envs.make_viscritic_vec_env(..., relabel=True)); this env gives its rewards "
-                "at every step and needs no callback"
+                "(envs.vec_env.make_viscritic_vec_env(..., relabel=True)); this env gives its "
+                "rewards at every step and needs no callback"
             )
         env.relabel_callback_attached = True
         self._env = env

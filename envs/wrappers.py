@@ -71,7 +71,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self.config.between_queries == "interpolate":
             raise InvalidOptionError(
                 "between_queries='interpolate' needs the next query's estimate, which a reward "
-                "given at each step cannot wait for; use envs.make_viscritic_vec_env(..., "
+                "given at each step cannot wait for; use envs.vec_env.make_viscritic_vec_env(..., "
                 "relabel=True) with an off-policy learner, or between_queries='hold'"
             )
         self.critic = make_critic(critic)

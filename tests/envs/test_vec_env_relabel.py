@@ -349,3 +349,30 @@ def test_a_relabelled_episode_holds_each_frame_once_and_stacks_its_clips_in_chun
         np.testing.assert_array_equal(got.initial_frame, want.initial_frame)
     for venv in envs_:
         venv.close()
+
+
+def test_the_function_the_relabel_messages_name_exists():
+    # both named envs.make_viscritic_vec_env, which envs does not export
+    import importlib
+    import re
+
+    from envs.callbacks import RelabelCallback
+
+    messages = []
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle",
+                 between_queries="interpolate")  # fmt: skip
+    messages.append(str(err.value))
+    venv = make_viscritic_vec_env("Reacher-v5", 1, "oracle", horizon=HORIZON)
+    with pytest.raises(InvalidOptionError) as err:
+        from stable_baselines3 import SAC
+
+        SAC("MlpPolicy", venv, train_freq=(1, "episode"), learning_starts=5).learn(
+            2, callback=RelabelCallback()
+        )
+    venv.close()
+    messages.append(str(err.value))
+    for message in messages:
+        (named,) = re.findall(r"envs\.[\w.]+make_viscritic_vec_env", message)
+        module, _, name = named.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name)), message
