@@ -24,9 +24,9 @@ from critic.eval import (
 
 PROBES = {
     # name: (what a sound critic does, the statistic, the pass rule)
-    "static": "flat: the first frame repeated; mean |p_t - p_0| <= 0.1",
+    "static": "flat: the first frame repeated; mean over t >= 1 of |p_t - p_0| <= 0.1",
     "reversed": "falling: an expert episode backwards; VOC < 0",
-    "shuffled": "no order: an expert episode's frames shuffled; |VOC| <= 0.3",
+    "shuffled": "no order: an expert episode's frames shuffled; mean |VOC| <= 0.3",
     "frozen": "no growth after a freeze at half the active part; mean(p after) - p_freeze <= 0.1",
 }
 
@@ -51,11 +51,25 @@ def probe_videos(
 
 
 def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None) -> float:
-    """The statistic each probe's pass rule reads (see :data:`PROBES`)."""
+    """One episode's statistic for a probe's pass rule (see :data:`PROBES`); :func:`run_probes`
+    averages it over episodes.
+
+    - ``static``: the mean distance of the later readings from the first readable one ``p_0``
+      (``p_0``'s own zero is not counted: it shrank the mean by ``(n - 1) / n``); ``nan``
+      with fewer than two readable frames.
+    - ``reversed``: the VOC; ``shuffled``: its size ``|VOC|``, so that opposite orders on two
+      episodes do not cancel in the mean (VOCs of 0.94 and -0.94 averaged to 0: a pass).
+    """
     if name == "static":
-        return float(np.nanmean(np.abs(predicted - predicted[0])))
-    if name in ("reversed", "shuffled"):
+        readable = np.asarray(predicted, dtype=float)
+        readable = readable[np.isfinite(readable)]
+        if len(readable) < 2:
+            return float("nan")
+        return float(np.mean(np.abs(readable[1:] - readable[0])))
+    if name == "reversed":
         return value_order_correlation(predicted)
+    if name == "shuffled":
+        return abs(value_order_correlation(predicted))
     if name == "frozen":
         if isinstance(freeze, bool) or not isinstance(freeze, int | np.integer):
             raise ValueError(
@@ -73,7 +87,7 @@ def probe_passes(name: str, statistic: float) -> bool:
     return {
         "static": statistic <= 0.1,
         "reversed": statistic < 0.0,
-        "shuffled": abs(statistic) <= 0.3,
+        "shuffled": statistic <= 0.3,
         "frozen": statistic <= 0.1,
     }[name]
 

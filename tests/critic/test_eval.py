@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ from critic.eval import (
     value_order_correlation,
 )
 from critic.oracle import OracleCritic
-from critic.probes import run_probes
+from critic.probes import PROBES, run_probes
 
 
 def _episode(i: int, failure: str | None = None, t: int = 12) -> Episode:
@@ -243,6 +245,40 @@ def test_probes_pass_for_the_oracle_and_fail_for_a_clock():
     unread = run_probes(LapsingClockCritic(), episodes, batch=1000)
     assert not unread["shuffled"]["passed"] and unread["shuffled"]["statistic"] > 0.9
     assert not unread["reversed"]["passed"]
+
+
+class SwingingClockCritic(ClockCritic):
+    """A clock that runs forward on one episode's probe videos and backward on the next (the probes
+    send one video per call, four per episode): a strong order on every shuffled video."""
+
+    calls: int = 0
+
+    def estimate_progress(self, queries):
+        forward = (self.calls // len(PROBES)) % 2 == 0
+        self.calls += 1
+        n = len(queries)
+        return [ProgressEstimate((i if forward else n - 1 - i) / n) for i in range(n)]
+
+
+def test_opposite_orders_on_two_shuffled_videos_do_not_cancel():
+    # the rule read the mean VOC over episodes: +1 and -1 averaged to 0, "no order", a pass
+    probes = run_probes(SwingingClockCritic(), [_episode(i) for i in range(2)], batch=1000)
+    assert probes["shuffled"]["statistic"] == pytest.approx(1.0)
+    assert probes["shuffled"]["passed"] is False
+
+
+def test_the_static_statistic_reads_the_later_frames_against_the_first_readable_one():
+    from critic.probes import probe_statistic
+
+    # mean(.12, .12, .12): the first frame's own 0 made it .09, under the .1 of the rule
+    assert probe_statistic("static", np.array([0.1, 0.22, 0.22, 0.22])) == pytest.approx(0.12)
+    # an unreadable first frame: the reference is the first readable one, mean(.1, .2)
+    nan = float("nan")
+    assert probe_statistic("static", np.array([nan, 0.1, 0.2, 0.3])) == pytest.approx(0.15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" was raised here
+        assert np.isnan(probe_statistic("static", np.array([nan, 0.4, nan])))
+    assert probe_statistic("shuffled", np.array([0.4, 0.3, 0.2, 0.1])) == pytest.approx(1.0)
 
 
 def test_probes_without_an_expert_episode_neither_pass_nor_fail():
