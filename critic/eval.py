@@ -350,7 +350,8 @@ def _within_sd(results: Sequence[EpisodeProgress]) -> float:
 
 
 def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
-    """MAE (every readable frame), VOC (active part, mean over episodes) and the best constant's
+    """MAE (every readable frame), VOC (active part, mean over the ``voc_episodes`` that have
+    one) and the best constant's
     MAE (the median of the true progress, on the same frames), for experts, for failures and for saved policies' rollouts
     (``policy``: a learner's episode is neither an expert's nor a planned failure, whether it
     succeeded or not), plus the readable share.
@@ -383,6 +384,9 @@ def progress_summary(results: Sequence[EpisodeProgress]) -> dict[str, Any]:
             if readable.any()
             else float("nan"),
             "voc": nanmean([r.voc for r in mine]),
+            # an episode with under 2 readable frames in its active part (achieved at its
+            # first frame) has no VOC and is not in the mean
+            "voc_episodes": int(np.isfinite([r.voc for r in mine]).sum()),
             "readable": float(readable.mean()),
             "constant": constant,
             "constant_mae": float(np.abs(constant - true[readable]).mean())

@@ -21,6 +21,18 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _voc(group: dict) -> str:
+    """A group's VOC, with the episodes it is the mean of when some had none."""
+    text, counted, episodes = (
+        _fmt(group.get("voc")),
+        group.get("voc_episodes"),
+        group.get("episodes"),
+    )
+    if counted is not None and episodes and counted < episodes:
+        text += f" ({counted} of {episodes})"
+    return text
+
+
 def _final_row(name: str, task: str, detector: str, f: dict, p: dict) -> str:
     """One row of the last-frame failure table: detector ``p`` of failure metrics ``f``."""
     by_kind = ", ".join(f"{k} {_fmt(v)}" for k, v in p.get("judged_failure_by_type", {}).items())
@@ -54,7 +66,8 @@ def report_lines(
         "VOC over the active part of expert episodes (up to the first frame the task is achieved); "
         "MAE over every frame read (`readable`: their share, of the expert and of the failure "
         "episodes' frames). `const` is the best constant predictor (the median truth of the same "
-        "frames).",
+        "frames). An episode with fewer than two frames read in its active part has no VOC; where "
+        "some have none, the VOC says of how many episodes it is the mean.",
         "",
         "| critic | task | expert MAE | const MAE | expert VOC | expert readable | failure MAE "
         "| failure VOC | failure readable |",
@@ -69,8 +82,8 @@ def report_lines(
                 continue
             lines.append(
                 f"| {name} | {task} | {_fmt(ex.get('mae'))} | {_fmt(ex.get('constant_mae'))} "
-                f"| {_fmt(ex.get('voc'))} | {_fmt(ex.get('readable'))} | {_fmt(fa.get('mae'))} "
-                f"| {_fmt(fa.get('voc'))} | {_fmt(fa.get('readable'))} |"
+                f"| {_voc(ex)} | {_fmt(ex.get('readable'))} | {_fmt(fa.get('mae'))} "
+                f"| {_voc(fa)} | {_fmt(fa.get('readable'))} |"
             )
     policy = [(name, task, row["progress"]["policy"]) for name, by_task in results.items()
               for task, row in by_task.items() if "policy" in row.get("progress", {})]  # fmt: skip

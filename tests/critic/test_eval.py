@@ -172,6 +172,12 @@ def test_progress_summary_hand_worked():
     falling = EpisodeProgress("e", "T", True, np.array([0.9, np.nan, 0.1]),
                               np.array([0.0, 0.5, 1.0]), 3)  # fmt: skip
     assert progress_summary([expert, flat, falling])["expert"]["voc"] == pytest.approx(0.0)
+    # achieved at its first frame: an active part of 1 frame has no order, and no VOC; the mean
+    # is of the other two, and says so
+    at_once = EpisodeProgress("f", "T", True, np.array([0.9, 1.0]), np.array([1.0, 1.0]), 1)
+    summary = progress_summary([expert, falling, at_once])["expert"]
+    assert summary["voc"] == pytest.approx(0.0) and summary["episodes"] == 3
+    assert summary["voc_episodes"] == 2
 
 
 def test_reading_by_state_hand_worked():

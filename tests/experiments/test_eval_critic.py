@@ -109,6 +109,15 @@ def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
     assert "FAIL" not in report
 
 
+def test_a_voc_that_leaves_episodes_out_says_of_how_many_it_is_the_mean():
+    from eval_report import _voc
+
+    assert _voc({"voc": 0.5, "voc_episodes": 2, "episodes": 3}) == "0.50 (2 of 3)"
+    assert _voc({"voc": 1.0, "voc_episodes": 3, "episodes": 3}) == "1.00"
+    assert _voc({"voc": float("nan"), "voc_episodes": 0, "episodes": 1}) == "n/a (0 of 1)"
+    assert _voc({}) == "n/a"  # no such episodes
+
+
 def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     done = run_eval(tmp_path, f"data=[{dataset}]", "split=holdout")
     assert done.returncode == 1 and "Traceback" not in done.stderr
