@@ -26,7 +26,10 @@ PROBES = {
     # name: (what a sound critic does, the statistic, the pass rule)
     "static": "flat: the first frame repeated; mean over t >= 1 of |p_t - p_0| <= 0.1",
     "reversed": "falling: an expert episode backwards; VOC < 0",
-    "shuffled": "no order: an expert episode's frames shuffled; mean |VOC| <= 0.3",
+    "shuffled": (
+        "no order: an expert episode's frames shuffled; mean |VOC| - |VOC of the true progress| "
+        "<= 0.3"
+    ),
     "frozen": "no growth after a freeze at half the active part; mean(p after) - p_freeze <= 0.1",
 }
 
@@ -50,15 +53,26 @@ def probe_videos(
     }
 
 
-def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None) -> float:
+def probe_statistic(
+    name: str,
+    predicted: np.ndarray,
+    freeze: int | None = None,
+    truth: np.ndarray | None = None,
+) -> float:
     """One episode's statistic for a probe's pass rule (see :data:`PROBES`); :func:`run_probes`
     averages it over episodes.
 
     - ``static``: the mean distance of the later readings from the first readable one ``p_0``
       (``p_0``'s own zero is not counted: it shrank the mean by ``(n - 1) / n``); ``nan``
       with fewer than two readable frames.
-    - ``reversed``: the VOC; ``shuffled``: its size ``|VOC|``, so that opposite orders on two
-      episodes do not cancel in the mean (VOCs of 0.94 and -0.94 averaged to 0: a pass).
+    - ``reversed``: the VOC.
+    - ``shuffled``: the order the critic reads into the shuffled video beyond the order its true
+      progress (``truth``, shuffled alike) happens to have: ``|VOC(predicted)| - |VOC(truth)|``.
+      The size, so that opposite orders on two episodes do not cancel in the mean (VOCs of +1 and
+      -1 averaged to 0: a pass); less the truth's, since a random order of n frames has a mean
+      ``|VOC|`` of about ``sqrt(2 / (pi (n - 1)))`` (0.36 at 8 frames), which a critic that
+      reads the state exactly shows too.
+    - ``frozen``: the mean reading after the freeze (frame ``freeze``) less the reading at it.
     """
     if name == "static":
         readable = np.asarray(predicted, dtype=float)
@@ -69,7 +83,13 @@ def probe_statistic(name: str, predicted: np.ndarray, freeze: int | None = None)
     if name == "reversed":
         return value_order_correlation(predicted)
     if name == "shuffled":
-        return abs(value_order_correlation(predicted))
+        if truth is None or len(truth) != len(predicted):
+            raise ValueError(
+                "probe 'shuffled' needs truth=<the true progress of the shuffled frames>, one per "
+                f"prediction; got {None if truth is None else len(truth)} for {len(predicted)}"
+            )
+        chance = value_order_correlation(np.asarray(truth, dtype=float))
+        return abs(value_order_correlation(predicted)) - abs(np.nan_to_num(chance))
     if name == "frozen":
         if isinstance(freeze, bool) or not isinstance(freeze, int | np.integer):
             raise ValueError(
@@ -115,7 +135,7 @@ def run_probes(
         for name, (video, truth) in probe_videos(episode, rng).items():
             queries = progress_queries(episode, video, truth, frames_per_query)
             predicted = predict_progress(critic, queries, batch)
-            stats[name].append(probe_statistic(name, predicted, freeze))
+            stats[name].append(probe_statistic(name, predicted, freeze, truth))
     out = {}
     for name, values in stats.items():
         statistic = nanmean(values)

@@ -111,10 +111,10 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         config: the reward options, a :class:`CriticRewardConfig` or a mapping of its fields
             (``terminate_on_success`` is not available here: sub-envs reset themselves).
         relabel: defer the critic to each episode's end: batched calls over all of the
-            episode's queries (:attr:`RELABEL_CHUNK` at most per call), the rewards in the last step's ``info["critic_rewards"]`` and a
-            placeholder 0 from every step (use with :class:`envs.callbacks.RelabelCallback`; stepping it without
-            one warns once, since a learner would see only the zeros). Queries carry no previous
-            estimate in this mode.
+            episode's queries (:attr:`RELABEL_CHUNK` at most per call), the rewards in the last
+            step's ``info["critic_rewards"]`` and a placeholder 0 from every step (use with :class:`envs.callbacks.RelabelCallback`;
+            stepping it without one warns once, since a learner would see only the zeros).
+            Queries carry no previous estimate in this mode.
     """
 
     # relabel: most queries stacked and sent to the critic in one call (a critic splits a call
@@ -324,8 +324,9 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         return obs, rewards, dones, infos
 
     def _step_relabel(self):
-        """Record each env's step (its query, on query steps); when episodes end, one critic
-        call over all their queries, and their rewards replayed through a tracker."""
+        """Record each env's step (its query, on query steps); when episodes end, the critic
+        on all their queries (:meth:`_estimate_deferred`), and their rewards replayed through a
+        tracker."""
         obs, env_rewards, dones, infos = self.venv.step_wait()
         finished = []
         for i, (tracker, info, done) in enumerate(zip(self._trackers, infos, dones, strict=True)):

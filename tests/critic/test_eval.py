@@ -249,7 +249,7 @@ def test_probes_pass_for_the_oracle_and_fail_for_a_clock():
     # one unparsed answer per call no longer hides the clock's order from the shuffled probe
     # (its VOC was nan, counted as "no order", and the probe passed)
     unread = run_probes(LapsingClockCritic(), episodes, batch=1000)
-    assert not unread["shuffled"]["passed"] and unread["shuffled"]["statistic"] > 0.9
+    assert not unread["shuffled"]["passed"] and unread["shuffled"]["statistic"] > 0.7
     assert not unread["reversed"]["passed"]
 
 
@@ -269,7 +269,8 @@ class SwingingClockCritic(ClockCritic):
 def test_opposite_orders_on_two_shuffled_videos_do_not_cancel():
     # the rule read the mean VOC over episodes: +1 and -1 averaged to 0, "no order", a pass
     probes = run_probes(SwingingClockCritic(), [_episode(i) for i in range(2)], batch=1000)
-    assert probes["shuffled"]["statistic"] == pytest.approx(1.0)
+    # |VOC| 1 on each, less the true progress's own order in the shuffled frames (about 0.2)
+    assert probes["shuffled"]["statistic"] > 0.7
     assert probes["shuffled"]["passed"] is False
 
 
@@ -284,7 +285,20 @@ def test_the_static_statistic_reads_the_later_frames_against_the_first_readable_
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's "Mean of empty slice" was raised here
         assert np.isnan(probe_statistic("static", np.array([nan, 0.4, nan])))
-    assert probe_statistic("shuffled", np.array([0.4, 0.3, 0.2, 0.1])) == pytest.approx(1.0)
+    # shuffled: the order read beyond the true progress's own: |-1| - |VOC(.1 .3 .2 .4)|, whose
+    # ranks 1 3 2 4 give 1 - 6 (0 + 1 + 1 + 0) / (4 (16 - 1)) = 0.8: 1 - 0.8
+    assert probe_statistic("shuffled", np.array([0.4, 0.3, 0.2, 0.1]),
+                           truth=np.array([0.1, 0.3, 0.2, 0.4])) == pytest.approx(0.2)  # fmt: skip
+    with pytest.raises(ValueError, match=r"probe 'shuffled' needs truth=<the true progress"):
+        probe_statistic("shuffled", np.array([0.4, 0.3]))
+
+
+def test_a_critic_that_reads_short_shuffled_videos_exactly_passes():
+    # each episode's |VOC| alone: random orders of 6 frames average about 0.4, so the oracle
+    # failed the rule of 0.3 on short active parts however many episodes it read
+    probes = run_probes(OracleCritic(), [_episode(i, t=6) for i in range(24)])
+    assert probes["shuffled"]["statistic"] == pytest.approx(0.0, abs=1e-9)
+    assert probes["shuffled"]["passed"] is True
 
 
 def test_probes_without_an_expert_episode_neither_pass_nor_fail():
