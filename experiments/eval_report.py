@@ -112,7 +112,9 @@ def report_lines(
         "",
         (
             f"`τ` is the failure-probability threshold fit on the {cfg.calibration_split} split "
-            "(most accurate there); `acc@τ` is this split's accuracy of `P(failure) >= τ`. "
+            "(most accurate there); `acc@τ` is this split's accuracy of `P(failure) >= τ`, an "
+            "unreadable answer read as `P(failure) = 0.5` (so with `τ <= 0.5` it calls a "
+            "failure). "
             if cfg.calibration_split is not None
             else "No threshold fit (`calibration_split` unset). "
         )
@@ -146,7 +148,8 @@ def report_lines(
             if cfg.calibration_split is not None
             else "(no calibration split: no τ)."
         )
-        + " A success ends at progress 1, a failure below it.",
+        + " A success ends at progress 1, a failure below it; an unreadable answer reads "
+        "`P(failure) = 0.5`.",
         "",
         "| critic | task | detector | episodes | τ | acc@τ | const | precision | recall | F1 "
         "| AUROC | called a failure at τ, by kind |",
