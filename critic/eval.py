@@ -240,9 +240,9 @@ def progress_queries(
     frames_per_query: int = 8,
     camera: str | None = None,
     stride: int = 1,
-) -> list[ProgressQuery]:
+) -> Sequence[ProgressQuery]:
     """One query every ``stride`` frames, as the reward wrapper builds them (``uniform`` frame
-    sampling over the video so far).
+    sampling over the video so far), each built when it is read (:class:`EpisodeQueries`).
 
     ``frames`` and ``progress`` replace the episode's own (the probes pass transformed videos);
     the privileged progress goes along for oracle critics.
@@ -250,10 +250,35 @@ def progress_queries(
     check_count("stride", stride)
     video = camera_frames(episode, camera) if frames is None else frames
     truth = episode.progress if progress is None else progress
-    return [
-        progress_query(episode, video, truth, t, frames_per_query)
-        for t in range(0, len(video), stride)
-    ]
+    return EpisodeQueries(episode, video, truth, frames_per_query, range(0, len(video), stride))
+
+
+class EpisodeQueries(Sequence[ProgressQuery]):
+    """An episode's queries at frames ``times``, each built when it is read: a list of them held
+    every query's clip at once (394 MB for an episode of 1000 frames of 128² with 8-frame clips),
+    while the critic reads them a batch at a time (:func:`predict_estimates`)."""
+
+    def __init__(
+        self,
+        episode: Episode,
+        video: np.ndarray,
+        truth: np.ndarray,
+        frames_per_query: int,
+        times: range,
+    ) -> None:
+        self._episode, self._video, self._truth = episode, video, truth
+        self._frames, self._times = frames_per_query, times
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._query(t) for t in self._times[index]]
+        return self._query(self._times[index])
+
+    def _query(self, t: int) -> ProgressQuery:
+        return progress_query(self._episode, self._video, self._truth, t, self._frames)
 
 
 def progress_query(
@@ -270,16 +295,19 @@ def progress_query(
     )
 
 
-def predict_progress(critic: Critic, queries: list[ProgressQuery], batch: int = 32) -> np.ndarray:
+def predict_progress(
+    critic: Critic, queries: Sequence[ProgressQuery], batch: int = 32
+) -> np.ndarray:
     """The critic's progress for every query, in batches; an unreadable answer is ``nan``."""
     return predict_estimates(critic, queries, batch)[0]
 
 
 def predict_estimates(
-    critic: Critic, queries: list[ProgressQuery], batch: int = 32
+    critic: Critic, queries: Sequence[ProgressQuery], batch: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The critic's progress and P(achieved) for every query, in batches; ``nan`` where an answer
-    is unreadable or the critic gives no probability."""
+    """The critic's progress and P(achieved) for every query, in batches of ``batch`` (each
+    slice of ``queries`` is read as its call is made); ``nan`` where an answer is unreadable or
+    the critic gives no probability."""
     check_count("batch", batch)
     progress, achieved = [], []
     for start in range(0, len(queries), batch):

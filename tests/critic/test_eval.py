@@ -210,6 +210,22 @@ def test_reading_by_state_hand_worked():
         reading_by_state(values, read[:5], true, None, [1])
 
 
+def test_an_episode_s_queries_are_built_a_batch_at_a_time():
+    # a list of them held every clip at once: 394 MB for 1000 frames of 128² with 8-frame clips
+    import dataclasses
+    import tracemalloc
+
+    video = np.zeros((200, 64, 64, 3), np.uint8)
+    episode = dataclasses.replace(_episode(0, t=200), frames={"cam": video})
+    clip_bytes = 8 * video[0].nbytes
+    tracemalloc.start()
+    results = evaluate_progress(OracleCritic(), [episode], frames_per_query=8, batch=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(results[0].predicted) == 200
+    assert peak < 20 * clip_bytes, peak  # every query's clip at once: 200 clips (19.7 MB)
+
+
 def test_queries_match_the_reward_wrapper_and_the_oracle_scores_perfectly():
     from envs.critic_reward import sample_frames
 
