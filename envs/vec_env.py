@@ -112,9 +112,9 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             (``terminate_on_success`` is not available here: sub-envs reset themselves).
         relabel: defer the critic to each episode's end: batched calls over all of the
             episode's queries (:attr:`RELABEL_CHUNK` at most per call), the rewards in the last
-            step's ``info["critic_rewards"]`` and a placeholder 0 from every step (use with :class:`envs.callbacks.RelabelCallback`;
-            stepping it without one warns once, since a learner would see only the zeros).
-            Queries carry no previous estimate in this mode.
+            step's ``info["critic_rewards"]`` and a placeholder 0 from every step (use with
+            :class:`envs.callbacks.RelabelCallback`; stepping it without one warns once, since a
+            learner would see only the zeros). Queries carry no previous estimate in this mode.
     """
 
     # relabel: most queries stacked and sent to the critic in one call (a critic splits a call
