@@ -248,15 +248,24 @@ def progress_queries(
     the privileged progress goes along for oracle critics.
     """
     check_count("stride", stride)
+    check_count("frames_per_query", frames_per_query)
     video = camera_frames(episode, camera) if frames is None else frames
     truth = episode.progress if progress is None else progress
+    if len(truth) < len(video):  # read when each query is built: said here, where it is given
+        raise ValueError(
+            f"{len(truth)} progress values for {len(video)} frames of episode "
+            f"{episode.episode_id!r}; give one per frame"
+        )
     return EpisodeQueries(episode, video, truth, frames_per_query, range(0, len(video), stride))
 
 
 class EpisodeQueries(Sequence[ProgressQuery]):
     """An episode's queries at frames ``times``, each built when it is read: a list of them held
     every query's clip at once (394 MB for an episode of 1000 frames of 128² with 8-frame clips),
-    while the critic reads them a batch at a time (:func:`predict_estimates`)."""
+    while the critic reads them a batch at a time (:func:`predict_estimates`).
+
+    Each read builds a new query, so ``in``, ``index`` and ``==`` do not find one read before
+    (a query holds arrays, which do not compare as one value): ``list(queries)`` for those."""
 
     def __init__(
         self,
@@ -276,6 +285,10 @@ class EpisodeQueries(Sequence[ProgressQuery]):
         if isinstance(index, slice):
             return [self._query(t) for t in self._times[index]]
         return self._query(self._times[index])
+
+    def __iter__(self):  # not Sequence's, which ends at any IndexError, a query's own too
+        for t in self._times:
+            yield self._query(t)
 
     def _query(self, t: int) -> ProgressQuery:
         return progress_query(self._episode, self._video, self._truth, t, self._frames)

@@ -27,8 +27,8 @@ PROBES = {
     "static": "flat: the first frame repeated; mean over t >= 1 of |p_t - p_0| <= 0.1",
     "reversed": "falling: an expert episode backwards; VOC < 0",
     "shuffled": (
-        "no order: an expert episode's frames shuffled; mean |VOC| - |VOC of the true progress| "
-        "<= 0.3"
+        "no order: an expert episode's frames shuffled; mean of max(0, |VOC| - |VOC of the true "
+        "progress|) <= 0.3"
     ),
     "frozen": "no growth after a freeze at half the active part; mean(p after) - p_freeze <= 0.1",
 }
@@ -67,11 +67,13 @@ def probe_statistic(
       with fewer than two readable frames.
     - ``reversed``: the VOC.
     - ``shuffled``: the order the critic reads into the shuffled video beyond the order its true
-      progress (``truth``, shuffled alike) happens to have: ``|VOC(predicted)| - |VOC(truth)|``.
-      The size, so that opposite orders on two episodes do not cancel in the mean (VOCs of +1 and
-      -1 averaged to 0: a pass); less the truth's, since a random order of n frames has a mean
-      ``|VOC|`` of about ``sqrt(2 / (pi (n - 1)))`` (0.36 at 8 frames), which a critic that
-      reads the state exactly shows too.
+      progress (``truth``, shuffled alike, on the frames the critic read) happens to have:
+      ``max(0, |VOC(predicted)| - |VOC(truth)|)``. The size, so that opposite orders on two
+      episodes do not cancel in the mean (VOCs of +1 and -1 averaged to 0: a pass); less the
+      truth's, since a random order of n frames has a mean ``|VOC|`` of about
+      ``sqrt(2 / (pi (n - 1)))`` (0.36 at 6 frames, 0.30 at 8), which a critic reading the state
+      exactly shows too; at least 0, so that episodes read flat (below the truth's order) do
+      not cancel others read by the clock.
     - ``frozen``: the mean reading after the freeze (frame ``freeze``) less the reading at it.
     """
     if name == "static":
@@ -88,8 +90,11 @@ def probe_statistic(
                 "probe 'shuffled' needs truth=<the true progress of the shuffled frames>, one per "
                 f"prediction; got {None if truth is None else len(truth)} for {len(predicted)}"
             )
-        chance = value_order_correlation(np.asarray(truth, dtype=float))
-        return abs(value_order_correlation(predicted)) - abs(np.nan_to_num(chance))
+        read = np.isfinite(np.asarray(predicted, dtype=float))
+        # the truth's order on the frames read, where they were read (the VOC keeps positions)
+        chance = value_order_correlation(np.where(read, np.asarray(truth, dtype=float), np.nan))
+        voc = value_order_correlation(predicted)
+        return max(0.0, abs(voc) - abs(np.nan_to_num(chance))) if np.isfinite(voc) else voc
     if name == "frozen":
         if isinstance(freeze, bool) or not isinstance(freeze, int | np.integer):
             raise ValueError(

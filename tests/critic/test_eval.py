@@ -24,6 +24,7 @@ from critic.eval import (
 )
 from critic.oracle import OracleCritic
 from critic.probes import PROBES, run_probes
+from tests.helpers import ScriptedCritic
 
 
 def _episode(i: int, failure: str | None = None, t: int = 12) -> Episode:
@@ -226,6 +227,22 @@ def test_an_episode_s_queries_are_built_a_batch_at_a_time():
     assert peak < 20 * clip_bytes, peak  # every query's clip at once: 200 clips (19.7 MB)
 
 
+def test_episode_queries_say_a_bad_option_when_they_are_asked_for():
+    # built lazily, a short progress array ended a loop over them early without a word (an
+    # IndexError ends a Sequence's iteration), and frames_per_query=0 failed only when read
+    episode = _episode(0)
+    with pytest.raises(ValueError, match=r"^5 progress values for 12 frames of episode 'ep0'"):
+        progress_queries(episode, progress=np.linspace(0, 0.5, 5))
+    with pytest.raises(ValueError, match=r"^frames_per_query=0 must be an integer >= 1"):
+        progress_queries(episode, frames_per_query=0)
+    queries = progress_queries(episode, stride=5)
+    assert [q.privileged_progress for q in queries] == [0.0, 0.625, 1.0]
+    assert [q.privileged_progress for q in queries[::-1]] == [1.0, 0.625, 0.0]
+    assert queries[-1].privileged_progress == 1.0
+    with pytest.raises(IndexError):
+        queries[3]
+
+
 def test_queries_match_the_reward_wrapper_and_the_oracle_scores_perfectly():
     from envs.critic_reward import sample_frames
 
@@ -290,6 +307,29 @@ def test_opposite_orders_on_two_shuffled_videos_do_not_cancel():
     assert probes["shuffled"]["passed"] is False
 
 
+class HalfClockCritic(ClockCritic):
+    """The clock on every other episode's probe videos, flat (0.5) on the rest."""
+
+    calls: int = 0
+
+    def estimate_progress(self, queries):
+        clocked = (self.calls // len(PROBES)) % 2 == 0
+        self.calls += 1
+        if clocked:
+            return super().estimate_progress(queries)
+        return [ProgressEstimate(0.5) for _ in queries]
+
+
+def test_flat_episodes_do_not_cancel_clocked_ones_in_the_shuffled_probe():
+    # a flat reading scored |0| - |VOC of the truth|, below 0, and offset the clocked episodes:
+    # 0.22 on average, a pass
+    episodes = [_episode(i) for i in range(24)]
+    probes = run_probes(HalfClockCritic(), episodes, batch=1000)
+    assert probes["shuffled"]["statistic"] > 0.3 and probes["shuffled"]["passed"] is False
+    flat = run_probes(ScriptedCritic(answers=[0.5]), episodes, batch=1000)["shuffled"]
+    assert flat["statistic"] == 0.0 and flat["passed"] is True
+
+
 def test_the_static_statistic_reads_the_later_frames_against_the_first_readable_one():
     from critic.probes import probe_statistic
 
@@ -305,6 +345,10 @@ def test_the_static_statistic_reads_the_later_frames_against_the_first_readable_
     # ranks 1 3 2 4 give 1 - 6 (0 + 1 + 1 + 0) / (4 (16 - 1)) = 0.8: 1 - 0.8
     assert probe_statistic("shuffled", np.array([0.4, 0.3, 0.2, 0.1]),
                            truth=np.array([0.1, 0.3, 0.2, 0.4])) == pytest.approx(0.2)  # fmt: skip
+    # the truth's own order is read on the frames the critic read (.1 and .3 at 0 and 2): an
+    # exact reading with unread frames scored 1 - |VOC(.1 .4 .3 .2)| = 0.8
+    assert probe_statistic("shuffled", np.array([0.1, nan, 0.3, nan]),
+                           truth=np.array([0.1, 0.4, 0.3, 0.2])) == 0.0  # fmt: skip
     with pytest.raises(ValueError, match=r"probe 'shuffled' needs truth=<the true progress"):
         probe_statistic("shuffled", np.array([0.4, 0.3]))
 
