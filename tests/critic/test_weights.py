@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from critic import ProgressQuery, make_critic
 from critic.factory import available_critics
 from critic.weights import MODEL_FILES, SHIPPED, export, shipped_path
+from tests.zygote import run_python
 
 
 def test_viscritic_small_is_shipped_and_reads_progress():
@@ -60,10 +60,10 @@ def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
     assert make_critic(str(tmp_path / "out")).name.startswith("vlm:")
     with pytest.raises(FileNotFoundError, match="has no"):
         export(tmp_path / "nothing", tmp_path / "out2")
-    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(tmp_path / "nothing"),
+    done = run_python([sys.executable, "-m", "critic.weights", "export", str(tmp_path / "nothing"),
                            str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1 and done.stderr.startswith("critic.weights: ")
-    done = subprocess.run([sys.executable, "-m", "critic.weights"], capture_output=True, text=True)
+    done = run_python([sys.executable, "-m", "critic.weights"], capture_output=True, text=True)
     assert done.returncode == 2 and "usage" in done.stderr
 
 
@@ -112,11 +112,11 @@ def test_export_refuses_a_file_or_the_checkpoint_itself(tmp_path, tiny_model):
         with pytest.raises(ExportError) as excinfo:
             export(checkpoint, destination)
         assert message in str(excinfo.value)
-    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
+    done = run_python([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
                            str(afile)], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"critic.weights: {cases[0][1]}"
-    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
+    done = run_python([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
                            str(checkpoint)], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1 and done.stderr.strip() == f"critic.weights: {cases[2][1]}"
     assert afile.read_text() == "keep me"  # nothing copied over the file, or into the checkpoint
@@ -142,7 +142,7 @@ def test_export_replaces_weights_only_when_told_and_never_mixes_two(tmp_path, ti
     export(lean, out, overwrite=True)
     assert not (out / "generation_config.json").exists() and (out / "MODEL_CARD.md").exists()
     assert not (out / ".export-partial").exists()
-    done = subprocess.run([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
+    done = run_python([sys.executable, "-m", "critic.weights", "export", str(checkpoint),
                            str(out), "--overwrite"], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0 and (out / "generation_config.json").exists()
     # an incomplete or damaged checkpoint is refused, naming what is wrong

@@ -20,6 +20,7 @@ from envs import TaskContractError, TaskSpec
 from envs.errors import InvalidOptionError
 from envs.tasks import _TASKS, bare_env_id, get_task, import_task_modules, register_task
 from envs.vec_env import make_viscritic_vec_env
+from tests.zygote import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "tasks.md"
@@ -103,7 +104,7 @@ def test_the_task_reaches_worker_processes(own_tasks):
 
 def _script(folder: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
+    return run_python(
         [sys.executable, str(ROOT / "experiments" / script), *args],
         capture_output=True,
         text=True,

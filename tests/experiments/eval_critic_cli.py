@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.zygote import run_python
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["episodes_per_task=4", "frames_per_query=2", "failure_frames=2", "delay_points=2",
         "probe_episodes=1", "stride=4"]  # fmt: skip
@@ -34,7 +36,7 @@ def eval_config(*overrides: str):
 
 def run_eval(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``eval_critic.py`` at tiny size in ``run_dir``, as a user runs it."""
-    return subprocess.run(
+    return run_python(
         [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), f"hydra.run.dir={run_dir}",
          *TINY, *overrides],
         capture_output=True, text=True, timeout=600, cwd=ROOT,

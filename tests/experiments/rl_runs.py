@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.zygote import run_python
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = ROOT / "experiments" / "zero_shot_rl.py"
@@ -27,7 +29,7 @@ TINY = [
 def rl_cli(*args: str) -> subprocess.CompletedProcess:
     # the repo on the path: a run may name a test critic (tests.helpers) as its critic
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    return subprocess.run(
+    return run_python(
         [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,

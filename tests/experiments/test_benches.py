@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.zygote import run_python
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return run_python(
         [sys.executable, str(ROOT / "experiments" / script), f"hydra.run.dir={tmp_path}", *overrides],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip

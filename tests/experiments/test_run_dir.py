@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.experiments.train_critic_cli import run_train
+from tests.zygote import run_python
 
 
 def test_what_each_script_would_write_over_by_hand(tmp_path):
@@ -78,13 +79,12 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
 
 
 def test_synthesize_refuses_a_run_dir_it_cannot_make(tmp_path):
-    import subprocess
     import sys
     from pathlib import Path
 
     (tmp_path / "a_file").write_text("")
     script = Path(__file__).resolve().parents[2] / "experiments" / "synthesize.py"
-    done = subprocess.run([sys.executable, str(script), f"hydra.run.dir={tmp_path / 'a_file'}"],
+    done = run_python([sys.executable, str(script), f"hydra.run.dir={tmp_path / 'a_file'}"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip() == (
@@ -195,14 +195,13 @@ def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):
 
 
 def test_a_run_dir_named_with_hydra_interpolations_is_guarded_too(tmp_path):
-    import subprocess
     import sys
 
     from tests.experiments.train_critic_cli import ROOT
 
     (tmp_path / "eval_critic").mkdir()
     (tmp_path / "eval_critic" / "metrics.json").write_text("{}")
-    done = subprocess.run(
+    done = run_python(
         [sys.executable, str(ROOT / "experiments" / "eval_critic.py"),
          f"hydra.run.dir={tmp_path}/${{hydra:job.name}}", "data=[]"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
@@ -215,14 +214,13 @@ def test_a_run_dir_named_with_hydra_interpolations_is_guarded_too(tmp_path):
 
 
 def test_a_multirun_job_is_refused_a_dir_holding_an_earlier_jobs_results(tmp_path):
-    import subprocess
     import sys
 
     from tests.experiments.train_critic_cli import ROOT
 
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metrics.json").write_text("{}")  # job 0 of an earlier sweep
-    done = subprocess.run(
+    done = run_python(
         [sys.executable, str(ROOT / "experiments" / "eval_critic.py"), "--multirun",
          f"hydra.sweep.dir={tmp_path}", "data=[]"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
@@ -279,7 +277,6 @@ def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
     # the guard's check passed both runs while neither had written: the second replaced the
     # first's results.json (zero_shot_rl) or its final weights (train_critic)
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -294,7 +291,7 @@ def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- overwrite=true\n")
     for script in ("zero_shot_rl", "train_critic", "eval_critic"):
-        done = subprocess.run([sys.executable, str(root / "experiments" / f"{script}.py"),
+        done = run_python([sys.executable, str(root / "experiments" / f"{script}.py"),
                                f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
                               timeout=120, cwd=root)  # fmt: skip
         assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -309,13 +306,12 @@ def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
 
 def test_a_run_dir_where_no_lock_can_be_written_is_refused(tmp_path):
     # hydra turned the lock's error into a warning, and the run went on without a lock
-    import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     (tmp_path / ".lock").mkdir()
-    done = subprocess.run([sys.executable, str(root / "experiments" / "eval_critic.py"),
+    done = run_python([sys.executable, str(root / "experiments" / "eval_critic.py"),
                            f"hydra.run.dir={tmp_path}", "data=[]"], capture_output=True,
                           text=True, timeout=120, cwd=root)  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.zygote import run_python
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,7 +22,7 @@ def _command(tmp_path: Path, *overrides: str) -> list[str]:
 
 
 def _run(tmp_path: Path, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return run_python(
         _command(tmp_path, *overrides), capture_output=True, text=True, timeout=600, cwd=cwd
     )
 

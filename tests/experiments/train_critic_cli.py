@@ -14,6 +14,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from tests.zygote import run_python
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["frames=2", "cuts=2", "pretext_count=1", "eval_samples=4", "eval_max_new_tokens=4",
         "grpo.max_new_tokens=4", "progress_bar=false"]  # fmt: skip
@@ -27,7 +29,8 @@ def run_train(
         if torchrun
         else [sys.executable]
     )
-    return subprocess.run(
+    run = subprocess.run if torchrun else run_python  # torchrun's processes start fresh
+    return run(
         [*launcher, str(ROOT / "experiments" / "train_critic.py"), f"hydra.run.dir={run_dir}", *TINY, *overrides],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONHASHSEED": "0"},

@@ -1,0 +1,262 @@
+"""The project's scripts run as a user runs them, without paying their imports each time.
+
+A script run from the tests (``python experiments/train_critic.py ...``) spent about 5 of its 7
+seconds importing torch and transformers' Qwen-VL models, and the suite runs such scripts over a
+hundred times. :func:`run_python` takes the arguments of :func:`subprocess.run` and gives its
+:class:`subprocess.CompletedProcess`, but the new process is forked from a *zygote*: one Python
+started once per test session, with this project's environment, that has imported those libraries
+and done nothing else (no torch op, no thread, no simulator, no script of ours). The forked child
+takes the run's argv, environment, working folder and standard streams, runs the script in a new
+``__main__`` module (as ``python script.py`` does; ``python -m`` through runpy, as python itself
+does), and exits
+through the interpreter's own shutdown, so ``atexit``, exit codes, ``sys.exit`` messages and
+uncaught tracebacks are those of a fresh process.
+
+What a zygote cannot give, a fresh process does: a run whose environment differs from the
+zygote's in a variable read at import (``PYTHON*``, thread counts, ``TORCH*``, ``HF_*``, ...), a
+command that is not ``python <file>`` or ``python -m <module>``, or standard input. Set
+``VISCRITIC_TEST_FRESH_PROCESS=1`` to run every script in a fresh process (the suite takes
+minutes longer). Scripts that are signalled (Ctrl-C, SIGTERM) or launched by torchrun keep
+:class:`subprocess.Popen` in their tests.
+
+Run as a script, this file is the zygote: it reads one JSON request per line on stdin and answers
+the child's pid, then its exit status, on stdout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+# Imported by the zygote before it forks: what every script of ours imports and takes seconds.
+# Nothing that reads the environment a script sets first (envs.gl sets MUJOCO_GL before mujoco).
+PRELOAD = (
+    "numpy",
+    "torch",
+    "transformers",
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",
+    "transformers.models.qwen3_vl.modeling_qwen3_vl",
+    "hydra",
+    "omegaconf",
+    "stable_baselines3",
+)
+NEVER_PRELOADED = ("mujoco", "robosuite", "deepspeed", "OpenGL")
+# Variables read when a module is imported or the interpreter starts: a run that sets them other
+# than the zygote did gets a fresh process.
+READ_AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "TORCH", "HF_", "TRANSFORMERS", "TOKENIZERS",
+                 "KMP_", "LD_", "MALLOC")  # fmt: skip
+# ... but for these, read later (torch sets the first itself when it compiles; the child sets its
+# sys.path from the second).
+READ_LATER = ("TORCHINDUCTOR_CACHE_DIR", "PYTHONPATH")
+
+
+def _serve() -> None:
+    """The zygote's loop: fork a child per request, answer its pid and its exit status."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    loaded = [name for name in NEVER_PRELOADED if name in sys.modules]
+    if loaded:
+        raise RuntimeError(f"the zygote must not import {loaded}: scripts set their environment")
+    if threading.active_count() != 1:  # a fork copies the calling thread alone
+        raise RuntimeError(f"the zygote runs threads after its imports: {threading.enumerate()}")
+    requests, replies = sys.stdin, sys.stdout
+
+    def reply(message: dict) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    reply({"ready": os.getpid()})
+    for line in requests:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)  # never returns
+        reply({"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        reply({"returncode": os.waitstatus_to_exitcode(status)})
+
+
+def _child(request: dict) -> None:
+    """In the forked child: become the run the request describes, run it, and exit as it does."""
+    os.setpgid(0, 0)  # its own group: a timeout ends the run and whatever it started
+    for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                            (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
+                            (2, request["stderr"], os.O_WRONLY | os.O_TRUNC)):  # fmt: skip
+        opened = os.open(path, flags)
+        os.dup2(opened, fd)
+        os.close(opened)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the zygote's own stdin was the requests
+    started = os.environ.get("PYTHONPATH", "")
+    os.environ.clear()
+    os.environ.update(request["env"])
+    given = os.environ.get("PYTHONPATH", "")
+    if given != started:  # the folders python puts after the script's own, at its start
+        sys.path = (
+            [sys.path[0]]
+            + [p for p in given.split(os.pathsep) if p]
+            + [p for p in sys.path[1:] if p not in started.split(os.pathsep)]
+        )
+    os.chdir(request["cwd"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    import builtins
+    import importlib.machinery
+    import runpy
+    import types
+
+    args = request["args"]
+    code = 0
+    # The run's own __main__ module, kept until the process ends, as the interpreter keeps it:
+    # runpy.run_path put the zygote's back on return, and a worker's result pickled as
+    # __main__.<class> (or __mp_main__.<class>) then failed to load while the run's process pool
+    # shut down, which broke the pool.
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    zygote = sys.modules["__main__"]
+    for name, module in list(sys.modules.items()):  # __mp_main__ too: multiprocessing's import
+        if module is zygote:  # made it the zygote's, where python imports it during the script
+            sys.modules[name] = main
+    try:
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            sys.path[0] = os.getcwd()  # as python -m puts it first
+            runpy._run_module_as_main(args[1])  # what python -m itself calls
+        else:
+            sys.argv = list(args)
+            sys.path[0] = str(Path(args[0]).resolve().parent)  # as python <file> puts it first
+            main.__file__, main.__cached__ = args[0], None
+            main.__loader__ = importlib.machinery.SourceFileLoader("__main__", args[0])
+            try:
+                exec(compile(Path(args[0]).read_bytes(), args[0], "exec"), main.__dict__)
+            finally:  # as python does once the script has run
+                main.__dict__.pop("__file__", None), main.__dict__.pop("__cached__", None)
+    except SystemExit as stop:  # what the interpreter does with it, on its way out
+        code = stop.code
+    except BaseException as error:  # uncaught: its traceback from the script's frame on, status 1
+        import traceback
+
+        tb = error.__traceback__
+        while tb and tb.tb_frame.f_code.co_filename == __file__:  # the zygote's own frames
+            tb = tb.tb_next
+        traceback.print_exception(type(error), error, tb)
+        code = 1
+        if isinstance(error, KeyboardInterrupt):  # python ends by the signal itself
+            sys.stdout.flush(), sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(code)  # the interpreter's own shutdown: atexit, flushed streams
+
+
+class _Zygote:
+    """The client's handle on the zygote process (started on first use, ended at exit)."""
+
+    def __init__(self) -> None:
+        self.env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+        self.process = subprocess.Popen(
+            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=self.env, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+        self.lock = threading.Lock()
+        ready = self.process.stdout.readline()
+        if not ready:
+            raise RuntimeError(f"the test zygote did not start (exit {self.process.wait()})")
+        atexit.register(self.close)
+
+    def serves(self, env: dict[str, str]) -> bool:
+        keys = {k for k in {*env, *self.env} if k.startswith(READ_AT_START)} - set(READ_LATER)
+        if "PYTHONHASHSEED" not in env:  # a random seed: the zygote's is one
+            keys.discard("PYTHONHASHSEED")
+        return self.process.poll() is None and all(env.get(k) == self.env.get(k) for k in keys)
+
+    def run(self, args: list[str], env, cwd, timeout) -> tuple[int, str, str]:
+        with self.lock, tempfile.TemporaryDirectory(prefix="zygote-") as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            out.touch(), err.touch()
+            request = {"args": args, "env": env, "cwd": str(cwd), "stdout": str(out),
+                       "stderr": str(err)}  # fmt: skip
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            pid = json.loads(self.process.stdout.readline())["pid"]
+            killed = threading.Event()
+
+            def kill() -> None:  # the run and whatever it started: it is its group's leader
+                killed.set()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+            timer = threading.Timer(timeout, kill) if timeout else None
+            if timer:
+                timer.start()
+            try:
+                line = self.process.stdout.readline()
+            finally:
+                if timer:
+                    timer.cancel()
+            if not line:
+                raise RuntimeError("the test zygote ended during a run")
+            if killed.is_set():
+                raise subprocess.TimeoutExpired(args, timeout, out.read_text(), err.read_text())
+            code = json.loads(line)["returncode"]
+            return code, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+_zygote: _Zygote | None = None
+
+
+def _python_args(command: list) -> list[str] | None:
+    """The arguments after ``python`` when ``command`` is ``python <file>`` or ``python -m <mod>``."""
+    command = [str(c) for c in command]
+    if len(command) < 2 or command[0] != sys.executable:
+        return None
+    if command[1] == "-m" and len(command) >= 3:
+        return command[1:]
+    return command[1:] if command[1].endswith(".py") and Path(command[1]).is_file() else None
+
+
+def run_python(
+    command: list,
+    *,
+    capture_output: bool = True,
+    text: bool = True,
+    timeout: float | None = None,
+    cwd=None,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """:func:`subprocess.run` of ``[sys.executable, script, *args]`` (or ``-m module``), forked
+    from the session's zygote when it can serve the run (see the module's docstring)."""
+    global _zygote
+    env = dict(os.environ if env is None else env)
+    args = _python_args(command)
+    fresh = os.environ.get("VISCRITIC_TEST_FRESH_PROCESS") == "1" or not (capture_output and text)
+    if args is None or fresh:
+        return subprocess.run(command, capture_output=capture_output, text=text, timeout=timeout,
+                              cwd=cwd, env=env, check=check)  # fmt: skip
+    if _zygote is None:
+        _zygote = _Zygote()
+    if not _zygote.serves(env):
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env=env, check=check)  # fmt: skip
+    code, out, err = _zygote.run(args, env, cwd or os.getcwd(), timeout)
+    done = subprocess.CompletedProcess(command, code, out, err)
+    if check:
+        done.check_returncode()
+    return done
+
+
+if __name__ == "__main__":
+    _serve()
