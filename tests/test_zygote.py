@@ -141,3 +141,29 @@ def test_the_script_stays_main_until_the_process_ends(tmp_path):
         == fresh.stdout
         == ("Late('after main') Later('after main') SourceFileLoader None False\n")
     )
+
+
+def test_python_s_shutdown_is_kept_joins_threads_and_flushes_unclosed_files(tmp_path):
+    # the zygote's child skips the teardown of torch's and transformers' modules (1.3 s a run);
+    # what a script can see of python's shutdown stays
+    script = tmp_path / "shutdown.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "def late():\n"
+        "    time.sleep(0.5)\n"
+        "    print('thread done', flush=True)\n"
+        "threading.Thread(target=late).start()\n"
+        f"log = open({str(tmp_path / 'log.txt')!r}, 'w')\n"
+        "log.write('never closed')\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    for status in ("0", "3", "300"):
+        (tmp_path / "log.txt").unlink(missing_ok=True)
+        fresh = subprocess.run([sys.executable, str(script), status], capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert (tmp_path / "log.txt").read_text() == "never closed"
+        (tmp_path / "log.txt").unlink()
+        forked = run_python([sys.executable, str(script), status], timeout=60)
+        assert (tmp_path / "log.txt").read_text() == "never closed"
+        assert forked.returncode == fresh.returncode == int(status) % 256
+        assert forked.stdout == fresh.stdout == "thread done\n"
