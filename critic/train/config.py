@@ -33,7 +33,7 @@ DEFAULT_KINDS = {"readout": ("score", "frozen")}
 
 DTYPES = ("float32", "bfloat16")  # float16 needs loss scaling, which the recipe lacks
 # Options that must be true or false: a string ("off", "no") would count as true.
-BOOL_OPTIONS = ("freeze_vision", "gradient_checkpointing", "progress_bar")
+BOOL_OPTIONS = ("freeze_vision", "gradient_checkpointing", "progress_bar", "pack_samples")
 # DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
 # shard) and every rank's random generators and batch sampler, for an exact resume.
 DS_STATE = "deepspeed"

@@ -27,11 +27,15 @@ def load_samples(
     ``limit`` (the validation set) is shared out evenly over the ``data`` folders, in their
     order, so a mixed run validates on every dataset and not only the first. Each sample's
     ``meta["data_folder"]`` is the index of its folder in ``cfg.data``. An episode's clips have
-    ``cfg.task_frames[its task]`` frames, else ``cfg.frames``.
+    ``cfg.task_frames[its task]`` frames, else ``cfg.frames``. With ``cfg.pack_samples`` (the
+    default) each sample's videos are held zlib-packed (:func:`critic.prompts.pack`, lossless).
     """
+    from critic import prompts
     from critic.data.episodes import iter_rows, read_episode
     from critic.data.samples import build_samples, seed_split
     from rollout.checks import is_int
+
+    pack = bool(cfg.get("pack_samples", True))
 
     rng = np.random.default_rng(cfg.seed if stream is None else [int(cfg.seed), *stream.encode()])
     held = set(cfg.get("held_out_tasks") or [])
@@ -65,6 +69,8 @@ def load_samples(
                                   failure_types=vocabulary)  # fmt: skip
             for sample in built:
                 sample.meta["data_folder"] = index
+                if pack:  # each episode's clips packed as built: the set's peak is the packed size
+                    sample.prompt = prompts.pack(sample.prompt)
             taken += built
         if split == "train" and len(cfg.data) > 1 and not taken and (kept or not episodes):
             # with other folders to draw from it was left out without a word, its data_weights

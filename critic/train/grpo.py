@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -178,12 +178,15 @@ def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.pad(picked, (1, 0))  # [N, L], aligned with input_ids
 
 
-def shuffle_frames(prompt: prompts.Prompt, rng: np.random.Generator) -> prompts.Prompt:
+def shuffle_frames(
+    prompt: prompts.Prompt | prompts.PackedPrompt, rng: np.random.Generator
+) -> prompts.Prompt:
     """The prompt with the frames of each of its multi-frame videos in a random order other than
     their own (single images, such as the anchored prompt's initial and current frames, stay).
     An order drawn the same as the video's would leave nothing for T-GRPO to compare: half of
-    all draws for a 2-frame clip."""
-    return replace(prompt, videos=tuple(_reordered(v, rng) for v in prompt.videos))
+    all draws for a 2-frame clip. A packed prompt gives an unpacked one."""
+    videos = tuple(_reordered(v, rng) for v in prompt.videos)
+    return prompts.Prompt(prompt.messages, videos, prompt.answer, prompt.choices)
 
 
 def _reordered(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -15,9 +15,10 @@ from rollout.checks import is_int
 # that would continue it with other options is refused before any model loads.
 RUN_RECORD = "trainer_config.json"
 # Options a resume may change: where the run dir is and how it shows progress, which stages run
-# before and after the resumed one, the weights it does not start from, and how often it saves.
+# before and after the resumed one, the weights it does not start from, how often it saves, and
+# how it holds its samples in memory.
 RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "model",
-               "checkpoint_every", "keep_checkpoints")  # fmt: skip
+               "checkpoint_every", "keep_checkpoints", "pack_samples")  # fmt: skip
 # Options that name files or folders: recorded as absolute paths where they exist, so that a
 # resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
 PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")

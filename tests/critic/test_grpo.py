@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from critic import prompts
 from critic.data.episodes import Episode
 from critic.data.samples import pretext_samples
 from critic.train.grpo import (
@@ -196,6 +197,12 @@ def test_t_grpo_pays_the_bonus_when_order_helps(tiny_model):
                 orders.add(tuple(next(i for i, f in enumerate(before) if np.array_equal(f, g))
                                  for g in after))  # fmt: skip
     assert orders == {(1, 0)}  # a 2-frame clip comes back reversed, never as it was
+    # a training set's packed prompt shuffles as its plain one does, with the same draws
+    packed = shuffle_frames(prompts.pack(prompt), np.random.default_rng(5))
+    plain = shuffle_frames(prompt, np.random.default_rng(5))
+    assert isinstance(packed, prompts.Prompt) and packed.messages == plain.messages
+    for a, b in zip(plain.videos, packed.videos, strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(GRPOConfigError, match=r"temporal_bonus=-1 must be >= 0"):
         GRPOConfig(temporal_bonus=-1)
 

@@ -121,3 +121,40 @@ def test_a_previous_estimate_outside_0_1_is_refused(previous):
         CriticError, match=r"previous_progress=.* must be None or a number in \[0, 1\]"
     ):
         ProgressQuery("reach", previous_progress=previous)
+
+
+def _flat_frames(count: int, size: int = 64) -> np.ndarray:
+    """Rendered-looking frames: a flat floor and a flat block that moves."""
+    frames = np.full((count, size, size, 3), (90, 110, 130), np.uint8)
+    for t in range(count):
+        frames[t, 20 + t : 36 + t, 10 + 2 * t : 26 + 2 * t] = (200, 40, 40)
+    return frames
+
+
+def test_a_packed_prompt_reads_and_encodes_as_the_prompt_it_packs(tiny_model):
+    import torch
+
+    _, tokenizer = tiny_model
+    frames = _flat_frames(6)
+    prompt = prompts.anchored_progress("lift", frames[0], frames, frames[-1])
+    packed = prompts.pack(prompt)
+    assert prompts.pack(packed) is packed
+    assert (packed.messages, packed.answer, packed.choices) == (
+        prompt.messages,
+        prompt.answer,
+        prompt.choices,
+    )
+    for before, after in zip(prompt.videos, packed.videos, strict=True):
+        np.testing.assert_array_equal(before, after)
+        assert after.dtype == np.uint8 and after.flags.writeable  # torch takes it without a warning
+    held = sum(len(data) for data, _ in packed.packed)
+    assert sum(v.nbytes for v in prompt.videos) / held > 20  # flat colour: 8 frames of 64² here
+    np.testing.assert_array_equal(packed.unpacked().videos[1], frames)
+    plain, read = prompts.encode(prompt, tokenizer), prompts.encode(packed, tokenizer)
+    assert plain.keys() == read.keys()
+    for key in plain:
+        assert torch.equal(plain[key], read[key]), key
+    random = prompts.pack(prompts.pretext(FRAMES, ["none", "rotate_90"]))  # noise packs not at all
+    np.testing.assert_array_equal(random.videos[0], FRAMES)
+    with pytest.raises(ValueError, match="pack\\(\\) holds uint8 frames; this video is float32"):
+        prompts.pack(prompts.Prompt(prompt.messages, (frames.astype(np.float32),), "percent"))
