@@ -108,11 +108,12 @@ def test_what_a_zygote_cannot_give_runs_fresh(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(zygote.subprocess, "run", lambda *a, **k: calls.append(a) or fresh)
     run_python([sys.executable, str(script)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run_python([sys.executable, str(script)], env={**os.environ, "TMPDIR": str(tmp_path)})
     run_python([sys.executable, "-c", "print(1)"])
     run_python([sys.executable, str(tmp_path / "missing.py")])  # python's own message and status 2
     monkeypatch.setenv("VISCRITIC_TEST_FRESH_PROCESS", "1")
     run_python([sys.executable, str(script)])
-    assert len(calls) == 4 and zygote._zygote.process.pid == zygote_pid
+    assert len(calls) == 5 and zygote._zygote.process.pid == zygote_pid
 
 
 def test_the_script_stays_main_until_the_process_ends(tmp_path):
@@ -167,3 +168,63 @@ def test_python_s_shutdown_is_kept_joins_threads_and_flushes_unclosed_files(tmp_
         assert (tmp_path / "log.txt").read_text() == "never closed"
         assert forked.returncode == fresh.returncode == int(status) % 256
         assert forked.stdout == fresh.stdout == "thread done\n"
+
+
+def test_a_relative_script_path_reaches_spawned_workers(tmp_path):
+    # the script's __file__ was the relative path, and multiprocessing's folder python began in
+    # was the zygote's: a spawned worker looked for the script there (the pool's workers failed
+    # for ever, and the run hung)
+    (tmp_path / "pool.py").write_text(
+        "import multiprocessing\n"
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "if __name__ == '__main__':\n"
+        "    with multiprocessing.get_context('spawn').Pool(1) as pool:\n"
+        "        print(pool.map(double, [1, 2]))\n"
+    )
+    fresh, forked = _both([sys.executable, "pool.py"], cwd=tmp_path)
+    assert forked.returncode == fresh.returncode == 0, forked.stderr
+    assert forked.stdout == fresh.stdout == "[2, 4]\n"
+
+
+def test_a_hook_and_a_status_are_python_s(tmp_path):
+    script = tmp_path / "hooked.py"
+    script.write_text(
+        "import sys\n"
+        "if sys.argv[1] == 'hook':\n"
+        "    sys.excepthook = lambda *exc: print('my hook:', exc[1], file=sys.stderr)\n"
+        "    raise ValueError('raised')\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    for arg in ("hook", str(2**70), "-1", "256"):
+        fresh, forked = _both([sys.executable, str(script), arg])
+        assert (forked.returncode, forked.stderr) == (fresh.returncode, fresh.stderr), arg
+    assert forked.returncode == 0 and fresh.stderr == ""  # 256: the status's low byte
+
+
+def test_a_run_interrupted_while_waited_on_ends_and_the_next_run_is_its_own(tmp_path):
+    # a Ctrl-C (here SIGALRM's exception) while the client waited left the run going and its
+    # status unread: the next run read it as its own
+    import signal
+
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(3)\nprint('slow done')\n")
+    fast = tmp_path / "fast.py"
+    fast.write_text("print('fast')\n")
+    run_python([sys.executable, str(fast)])  # the zygote up before the alarm is set
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_python([sys.executable, str(slow)])
+        assert time.monotonic() - start < 2.5  # the run was ended, not waited for
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    done = run_python([sys.executable, str(fast)])
+    assert (done.returncode, done.stdout) == (0, "fast\n")

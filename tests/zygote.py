@@ -13,7 +13,8 @@ and uncaught tracebacks are those of a fresh process.
 
 What a zygote cannot give, a fresh process does: a run whose environment differs from the
 zygote's in a variable read at import (``PYTHON*``, thread counts, ``TORCH*``, ``HF_*``, ...), a
-command that is not ``python <file>`` or ``python -m <module>``, or standard input. Set
+command that is not ``python <file>`` or ``python -m <module>`` (a run reads no standard input:
+``/dev/null``, as ``subprocess.run`` under pytest), or a ``cwd`` that is not there. Set
 ``VISCRITIC_TEST_FRESH_PROCESS=1`` to run every script in a fresh process (the suite takes
 minutes longer). Scripts that are signalled (Ctrl-C, SIGTERM) or launched by torchrun keep
 :class:`subprocess.Popen` in their tests.
@@ -50,8 +51,9 @@ PRELOAD = (
 NEVER_PRELOADED = ("mujoco", "robosuite", "deepspeed", "OpenGL")
 # Variables read when a module is imported or the interpreter starts: a run that sets them other
 # than the zygote did gets a fresh process.
-READ_AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "TORCH", "HF_", "TRANSFORMERS", "TOKENIZERS",
-                 "KMP_", "LD_", "MALLOC")  # fmt: skip
+READ_AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "TORCH", "PYTORCH_", "HF_", "HUGGINGFACE_",
+                 "TRANSFORMERS", "TOKENIZERS", "KMP_", "LD_", "MALLOC", "TMPDIR", "TEMP", "TMP",
+                 "HOME", "XDG_", "TQDM_", "LANG", "LC_")  # fmt: skip
 # ... but for these, read later (torch sets the first itself when it compiles; the child sets its
 # sys.path from the second).
 READ_LATER = ("TORCHINDUCTOR_CACHE_DIR", "PYTHONPATH")
@@ -79,10 +81,15 @@ def _serve() -> None:
 
     reply({"ready": os.getpid()})
     for line in requests:
-        request = json.loads(line)
+        request = {**json.loads(line), "zygote": os.getpid()}
         pid = os.fork()
         if pid == 0:
-            _child(request)  # never returns
+            try:
+                _child(request)  # never returns
+            finally:  # a child that failed to become the run never goes back to the zygote's loop
+                os._exit(1)
+        with contextlib.suppress(OSError):  # in its own group before the client may signal it
+            os.setpgid(pid, pid)
         reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
         reply({"returncode": os.waitstatus_to_exitcode(status)})
@@ -91,6 +98,7 @@ def _serve() -> None:
 def _child(request: dict) -> None:
     """In the forked child: become the run the request describes, run it, and exit as it does."""
     os.setpgid(0, 0)  # its own group: a timeout ends the run and whatever it started
+    _die_with_zygote(request["zygote"])  # a Ctrl-C that ends pytest and the zygote ends the run
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
                             (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
                             (2, request["stderr"], os.O_WRONLY | os.O_TRUNC)):  # fmt: skip
@@ -105,10 +113,18 @@ def _child(request: dict) -> None:
     if given != started:  # the folders python puts after the script's own, at its start
         sys.path = (
             [sys.path[0]]
-            + [p for p in given.split(os.pathsep) if p]
+            + [os.path.abspath(p) for p in given.split(os.pathsep) if p]
             + [p for p in sys.path[1:] if p not in started.split(os.pathsep)]
         )
     os.chdir(request["cwd"])
+    if "multiprocessing" in sys.modules:  # imported in the zygote's folder: spawn finds a
+        import multiprocessing.process  # relative script path from the folder python began in
+
+        multiprocessing.process.ORIGINAL_DIR = os.getcwd()
+    if "numpy" in sys.modules:  # seeded once in the zygote: each run draws its own, as fresh
+        import numpy
+
+        numpy.random.seed()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     import builtins
     import importlib.machinery
@@ -135,23 +151,33 @@ def _child(request: dict) -> None:
         else:
             sys.argv = list(args)
             sys.path[0] = str(Path(args[0]).resolve().parent)  # as python <file> puts it first
-            main.__file__, main.__cached__ = args[0], None
-            main.__loader__ = importlib.machinery.SourceFileLoader("__main__", args[0])
+            path = os.path.abspath(args[0])  # python names the script by its absolute path
+            main.__file__, main.__cached__ = path, None
+            main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
             try:
-                exec(compile(Path(args[0]).read_bytes(), args[0], "exec"), main.__dict__)
+                exec(compile(Path(path).read_bytes(), path, "exec"), main.__dict__)
             finally:  # as python does once the script has run
                 main.__dict__.pop("__file__", None), main.__dict__.pop("__cached__", None)
     except SystemExit as stop:  # what python does with it: a message, or the status
         code = stop.code
     except BaseException as error:  # uncaught: its traceback from the script's frame on, status 1
-        import traceback
-
         tb = error.__traceback__
         while tb and tb.tb_frame.f_code.co_filename == __file__:  # the zygote's own frames
             tb = tb.tb_next
-        traceback.print_exception(type(error), error, tb)
+        sys.excepthook(type(error), error.with_traceback(tb), tb)  # the script's, if it set one
         code, interrupted = 1, isinstance(error, KeyboardInterrupt)
     _exit(code, main, interrupted)
+
+
+def _die_with_zygote(zygote: int) -> None:
+    """SIGKILL this process when the zygote (its parent) ends (Linux's ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != zygote:  # the zygote ended before the request
+        os._exit(1)
 
 
 def _exit(code, main, interrupted: bool) -> None:
@@ -166,8 +192,8 @@ def _exit(code, main, interrupted: bool) -> None:
 
     if code is None:
         status = 0
-    elif isinstance(code, int):
-        status = code & 0xFF
+    elif isinstance(code, int):  # python's C long, then the status's low byte (-1 on overflow)
+        status = (code if -(2**63) <= code < 2**63 else -1) & 0xFF
     else:
         print(code, file=sys.stderr)
         status = 1
@@ -188,7 +214,7 @@ class _Zygote:
     """The client's handle on the zygote process (started on first use, ended at exit)."""
 
     def __init__(self) -> None:
-        self.env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+        self.env = dict(os.environ)
         self.process = subprocess.Popen(
             [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env=self.env, cwd=Path(__file__).resolve().parents[1],
@@ -200,12 +226,11 @@ class _Zygote:
         atexit.register(self.close)
 
     def serves(self, env: dict[str, str]) -> bool:
+        # PYTHONHASHSEED too: unset, each fresh run draws its own, where the zygote has one
         keys = {k for k in {*env, *self.env} if k.startswith(READ_AT_START)} - set(READ_LATER)
-        if "PYTHONHASHSEED" not in env:  # a random seed: the zygote's is one
-            keys.discard("PYTHONHASHSEED")
         return self.process.poll() is None and all(env.get(k) == self.env.get(k) for k in keys)
 
-    def run(self, args: list[str], env, cwd, timeout) -> tuple[int, str, str]:
+    def run(self, command: list, args: list[str], env, cwd, timeout) -> tuple[int, str, str]:
         with self.lock, tempfile.TemporaryDirectory(prefix="zygote-") as folder:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             out.touch(), err.touch()
@@ -226,13 +251,18 @@ class _Zygote:
                 timer.start()
             try:
                 line = self.process.stdout.readline()
+            except BaseException:  # Ctrl-C, or a test's own timeout: the run ends first, and its
+                kill()  # status is read, or the next run would read it as its own
+                self.process.stdout.readline()
+                raise
             finally:
                 if timer:
                     timer.cancel()
             if not line:
                 raise RuntimeError("the test zygote ended during a run")
             if killed.is_set():
-                raise subprocess.TimeoutExpired(args, timeout, out.read_text(), err.read_text())
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(errors="replace"),
+                                                err.read_text(errors="replace"))  # fmt: skip
             code = json.loads(line)["returncode"]
             return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
@@ -245,14 +275,15 @@ class _Zygote:
 _zygote: _Zygote | None = None
 
 
-def _python_args(command: list) -> list[str] | None:
+def _python_args(command: list, cwd) -> list[str] | None:
     """The arguments after ``python`` when ``command`` is ``python <file>`` or ``python -m <mod>``."""
     command = [str(c) for c in command]
     if len(command) < 2 or command[0] != sys.executable:
         return None
     if command[1] == "-m" and len(command) >= 3:
         return command[1:]
-    return command[1:] if command[1].endswith(".py") and Path(command[1]).is_file() else None
+    script = Path(cwd or ".", command[1])  # where the run looks for it
+    return command[1:] if command[1].endswith(".py") and script.is_file() else None
 
 
 def run_python(
@@ -269,9 +300,9 @@ def run_python(
     from the session's zygote when it can serve the run (see the module's docstring)."""
     global _zygote
     env = dict(os.environ if env is None else env)
-    args = _python_args(command)
+    args = _python_args(command, cwd)
     fresh = os.environ.get("VISCRITIC_TEST_FRESH_PROCESS") == "1" or not (capture_output and text)
-    if args is None or fresh:
+    if args is None or fresh or not Path(cwd or ".").is_dir():  # subprocess names a missing cwd
         return subprocess.run(command, capture_output=capture_output, text=text, timeout=timeout,
                               cwd=cwd, env=env, check=check)  # fmt: skip
     if _zygote is None:
@@ -279,7 +310,7 @@ def run_python(
     if not _zygote.serves(env):
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                               env=env, check=check)  # fmt: skip
-    code, out, err = _zygote.run(args, env, cwd or os.getcwd(), timeout)
+    code, out, err = _zygote.run(command, args, env, cwd or os.getcwd(), timeout)
     done = subprocess.CompletedProcess(command, code, out, err)
     if check:
         done.check_returncode()
