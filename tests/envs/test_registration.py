@@ -1,0 +1,128 @@
+"""How the tasks and VisCriticReward-v0 are registered with gymnasium: making them by id, bare
+task envs, tasks registered later or again, and the checks a spec gets before anything uses it.
+(The wrapper's rewards and options are in test_wrappers.py.)"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+import envs
+from envs import InvalidOptionError
+
+
+def test_make_without_importing_envs_first_gives_the_shipped_critic():
+    # Gymnasium imports the module named before the colon; no critic named: viscritic-small.
+    env = gym.make("envs:VisCriticReward-v0", env="Reacher-v5")
+    assert env.get_wrapper_attr("critic").name == "vlm:viscritic-small:score"
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(env.action_space.sample())
+    assert info["critic_status"] == "ok" and 0.0 <= reward <= 1.0
+    env.close()
+
+
+def test_bare_task_envs_are_registered():
+    env = gym.make(envs.bare_env_id("Lift"))
+    assert env.spec.id == "VisCritic/Lift-v0"
+    assert env.spec.max_episode_steps == envs.get_task("Lift").horizon
+    env.close()
+    assert envs.bare_env_id("Reacher-v5") == "VisCritic/Reacher-v5"
+
+
+def test_a_task_registered_later_or_again_gets_its_bare_env_with_its_horizon():
+    import dataclasses
+
+    reacher = envs.get_task("Reacher-v5")
+    try:
+        # Another spec under the same name: the bare env follows it (the old one ran 50 steps).
+        envs.register_task(dataclasses.replace(reacher, horizon=7))
+        env = gym.make(envs.bare_env_id("Reacher-v5"))
+        assert env.spec.max_episode_steps == 7
+        env.close()
+        # A task registered after import envs has a bare env too.
+        envs.register_task(dataclasses.replace(reacher, name="MyReacher", horizon=9))
+        env = gym.make(envs.bare_env_id("MyReacher"))
+        assert env.spec.id == "VisCritic/MyReacher-v0" and env.spec.max_episode_steps == 9
+        assert env.unwrapped.task_name == "MyReacher"
+        env.close()
+    finally:
+        envs.register_task(reacher)
+        envs.tasks._TASKS.pop("MyReacher", None)
+        gym.registry.pop("VisCritic/MyReacher-v0", None)
+    assert gym.spec(envs.bare_env_id("Reacher-v5")).max_episode_steps == 50
+    with pytest.raises(InvalidOptionError) as err:
+        envs.register_task(dataclasses.replace(reacher, name="My Reacher"))
+    assert str(err.value).startswith(
+        "task name 'My Reacher' makes no gymnasium id (Malformed environment ID: "
+        "VisCritic/My Reacher-v0."
+    )
+    assert str(err.value).endswith(
+        "name the task with letters, digits and '_', '-', '.', e.g. 'MyReacher' or 'MyReacher-v1'"
+    )
+    assert "My Reacher" not in envs.task_names()
+
+
+def test_a_reward_env_without_a_task_lists_the_tasks():
+    with pytest.raises(envs.UnknownTaskError) as err:
+        gym.make("VisCriticReward-v0", critic="oracle")
+    assert str(err.value) == (
+        f"unknown task None; registered tasks: {envs.task_names()}. Pass one of these as "
+        "env=..., or register your own with envs.register_task (docs/tasks.md; the experiment "
+        "scripts import its module with imports=[my_tasks])."
+    )
+
+
+def test_a_bare_env_builds_the_task_its_id_names():
+    # name= replaced the registered task: Pusher under Reacher's 50-step time limit
+    with pytest.raises(InvalidOptionError, match=r"name='Pusher-v5': gym.make\('VisCritic/Reacher-v5'\) "
+                                                 r"builds Reacher-v5; make another task by its own id, "
+                                                 r"e.g. gym.make\('VisCritic/Pusher-v5'\)"):  # fmt: skip
+        gym.make("VisCritic/Reacher-v5", name="Pusher-v5")
+    env = gym.make("VisCritic/Reacher-v5", image_size=32)  # the task's own options pass through
+    assert env.unwrapped.task_name == "Reacher-v5" and env.unwrapped.view.height == 32
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"horizon": 0}, "horizon=0 must be an integer >= 1"),
+        ({"horizon": 50.0}, "horizon=50.0 must be an integer >= 1"),
+        ({"view": "top"}, "task 'Reacher-v5': view='top' must be an envs.CriticView"),
+    ],
+)
+def test_register_task_checks_the_spec_before_anything_uses_it(edit, message):
+    # each failed later: in gymnasium's TimeLimit at make, or at the first render
+    import dataclasses
+
+    with pytest.raises(InvalidOptionError) as err:
+        envs.register_task(dataclasses.replace(envs.get_task("Reacher-v5"), **edit))
+    assert str(err.value).startswith(message)
+    assert gym.spec(envs.bare_env_id("Reacher-v5")).max_episode_steps == 50  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: envs.CriticView(cameras=("top",), height=56.0), "CriticView height=56.0 must be an integer"),
+        (lambda: envs.CriticView(cameras=("top",), height=0), "CriticView height=0 must be an integer"),
+        (lambda: envs.CriticView(cameras="topcam"), "CriticView cameras='topcam' must be a tuple"),
+        (lambda: envs.CriticView(cameras=("top",), geom_groups=(7,)), "CriticView geom_groups=(7,) must be"),
+        (lambda: envs.Appearance("body:arm", rgba=(1, 0, 0)), "Appearance rgba=(1, 0, 0) must be four numbers"),
+    ],
+)  # fmt: skip
+def test_a_view_that_cannot_render_is_refused_when_built(build, message):
+    # a float height was a raw TypeError in MuJoCo, 0 an "install the GL packages" message, a
+    # bare string camera "unknown camera 't'", group 7 an IndexError, a 3-number rgba a broadcast
+    with pytest.raises(InvalidOptionError) as err:
+        build()
+    assert str(err.value).startswith(message)
+
+
+def test_horizon_on_a_bare_task_names_max_episode_steps():
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make("VisCritic/Reacher-v5", horizon=10)
+    assert str(err.value) == (
+        "horizon=10 is an option of VisCriticReward-v0, not of the bare task; give "
+        "gym.make('VisCritic/Reacher-v5', max_episode_steps=10) for its episode length"
+    )

@@ -1,0 +1,176 @@
+"""experiments/train_critic.py's checks of where and how it is launched: a CUDA device this
+machine has, DeepSpeed under torchrun with an even share of the batch, one gradient clipping, and
+one GPU per process. (The other config checks are in test_train_critic_config.py; DeepSpeed runs
+themselves in test_train_critic_backends.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.experiments.train_critic_cli import check_overrides, run_train
+
+
+@pytest.mark.parametrize("rank", [["--local_rank=1"], ["--local-rank", "0"]])
+def test_the_rank_argument_a_launcher_appends_is_left_to_the_environment(tmp_path, rank):
+    # `deepspeed --num_gpus 8 experiments/train_critic.py ...` (docs/training.md) passes
+    # --local_rank=N before the overrides: hydra refused it, "unrecognized arguments", exit 2
+    from train_critic import without_launcher_rank
+
+    assert without_launcher_rank(["x.py", *rank, "a=1"]) == ["x.py", "a=1"]
+    done = run_train(tmp_path, *rank, "grpo.group_size=1", "data=[/nonexistent]")
+    assert done.returncode == 1 and done.stderr.startswith(
+        "train_critic: grpo: group_size=1 must be"
+    )
+
+
+def test_a_cuda_device_this_machine_lacks_fails_before_any_model_loads(dataset, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only build
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", "device=cuda")
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        f"device='cuda', but this torch ({torch.__version__}) sees no CUDA GPU; use device=cpu, "
+        "or install a CUDA build of torch on a machine with a GPU"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, and cuda:3 asked
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", "device=cuda:3")
+    assert str(err.value) == (
+        "device='cuda:3', but this machine has 1 CUDA GPU(s); use cuda:0 to cuda:0, or device=cpu"
+    )
+
+
+def test_device_cuda_without_cuda_is_a_message_from_the_script(dataset, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    done = run_train(tmp_path, f"data=[{dataset}]", "device=cuda")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("train_critic: device='cuda', but this torch (")
+    assert "sees no CUDA GPU; use device=cpu, or install a CUDA build of torch" in done.stderr
+
+
+def test_deepspeed_needs_torchrun_an_even_share_and_one_clipping(dataset, monkeypatch):
+    ds = "deepspeed_config=configs/deepspeed/zero2.json"
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(Exception) as err:  # mpi4py's ModuleNotFoundError, after the checks
+        check_overrides(f"data=[{dataset}]", ds)
+    assert str(err.value) == (
+        "deepspeed_config=configs/deepspeed/zero2.json runs one process per GPU, started by "
+        "torchrun (RANK and WORLD_SIZE are not set); launch it with `torchrun --nproc_per_node "
+        "<processes> experiments/train_critic.py ...`, or drop deepspeed_config= to train in this "
+        "one process"
+    )
+    monkeypatch.setenv("RANK", "0")  # as torchrun --nproc_per_node 2 sets them
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_overrides(f"data=[{dataset}]", ds, "stages.sft.batch_size=4")  # an even share: taken
+    # batches were silently cut to 1 per process (3 // 2), and GRPO groups to 1 prompt of 4
+    for overrides, message in [
+        (["stages.sft.batch_size=3"], "stages.sft.batch_size=3 cannot be shared out evenly over "
+         "WORLD_SIZE=2 processes; use a multiple of 2"),
+        (["stages.pretext.batch_size=12"], "stages.pretext.batch_size=12 cannot be shared out evenly "
+         "over WORLD_SIZE=2 processes in whole groups of grpo.group_size=4; use a multiple of 8"),
+        # the JSON's gradient_clipping was used and max_grad_norm ignored
+        (["max_grad_norm=0.5"], "deepspeed_config=configs/deepspeed/zero2.json has "
+         "gradient_clipping=1.0 and max_grad_norm=0.5; make them agree: max_grad_norm=1.0, or "
+         '"gradient_clipping": "auto" in the JSON (the recipe fills it from max_grad_norm)'),
+        (["max_grad_norm=null"], "deepspeed_config=configs/deepspeed/zero2.json has "
+         "gradient_clipping=1.0 and max_grad_norm=null (no clipping); make them agree: "
+         'max_grad_norm=1.0, or "gradient_clipping": "auto" in the JSON (the recipe fills it from '
+         "max_grad_norm)"),
+    ]:  # fmt: skip
+        with pytest.raises(Exception) as err:
+            check_overrides(f"data=[{dataset}]", ds, "stages.sft.batch_size=4", *overrides)
+        assert type(err.value).__name__ == "TrainConfigError"
+        assert str(err.value) == message
+
+
+def test_deepspeed_needs_an_optimizer_and_the_processes_that_wrote_a_resume(dataset, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    # both were raw errors from DeepSpeed after the model had loaded: an AssertionError ("zero
+    # stage 2 requires an optimizer"), and a ZeRORuntimeException for fewer processes
+    import json
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": "auto"}))
+    with pytest.raises(Exception, match=r"has no \"optimizer\" section; add one"):
+        check_overrides(f"data=[{dataset}]", f"deepspeed_config={bare}", "stages.sft.batch_size=4")
+    shards = tmp_path / "ck" / "deepspeed"
+    shards.mkdir(parents=True)
+    (tmp_path / "ck" / "trainer_state.pt").write_bytes(b"")  # the rest is read after the check
+    for rank in range(3):
+        (shards / f"rank{rank}.pt").write_bytes(b"")
+    with pytest.raises(Exception, match=r"was written by 3 processes and WORLD_SIZE=2: DeepSpeed "
+                                        r"restores one optimizer shard per process; resume it "
+                                        r"with torchrun --nproc_per_node 3"):  # fmt: skip
+        check_overrides(f"data=[{dataset}]", "deepspeed_config=configs/deepspeed/zero2.json",
+                        "stages.sft.batch_size=4", f"resume={tmp_path / 'ck'}")  # fmt: skip
+
+
+def test_max_grad_norm_reaches_deepspeed_where_the_json_leaves_it(tmp_path):
+    import json
+
+    from critic.train.launch import deepspeed_config
+
+    config = {"optimizer": {"params": {"lr": "auto"}}, "gradient_clipping": "auto"}
+    (tmp_path / "auto.json").write_text(json.dumps(config))
+    assert (
+        deepspeed_config(str(tmp_path / "auto.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
+        == 0.5
+    )
+    del config["gradient_clipping"]  # absent: DeepSpeed's default, no clipping, ignored it
+    (tmp_path / "none.json").write_text(json.dumps(config))
+    assert (
+        deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, 0.5)["gradient_clipping"]
+        == 0.5
+    )
+    assert (
+        deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, None)["gradient_clipping"]
+        == 0.0
+    )
+
+
+def test_torchrun_without_deepspeed_is_refused(dataset, monkeypatch):
+    # each process trained its own copy on a share of the batch, and rank 0's alone was saved
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exception, match=r"torchrun started 2 processes \(WORLD_SIZE=2\) but "
+                                        r"deepspeed_config is null"):  # fmt: skip
+        check_overrides(f"data=[{dataset}]")
+
+
+def test_torchrun_processes_each_take_their_own_gpu(dataset, monkeypatch):
+    """``.to("cuda")`` means the current GPU and DeepSpeed sets it only inside ``initialize``, so
+    every process loaded its copy onto GPU 0; now each binds LOCAL_RANK's first. One GPU named
+    for all processes is refused."""
+    import torch
+
+    from critic.train.launch import bind_local_device
+
+    bound = []
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    bind_local_device("cuda")
+    bind_local_device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    bind_local_device("cuda")  # one process, no torchrun: the current GPU stays
+    assert bound == [3]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exception) as err:
+        check_overrides(f"data=[{dataset}]", "device=cuda:1",
+                        "deepspeed_config=configs/deepspeed/zero2.json")  # fmt: skip
+    assert type(err.value).__name__ == "TrainConfigError"
+    assert str(err.value) == (
+        "device='cuda:1' names one GPU for all 2 processes torchrun started; give device=cuda, "
+        "and each process takes the GPU of its LOCAL_RANK"
+    )
