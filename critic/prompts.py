@@ -50,8 +50,9 @@ class PackedPrompt:
 
     It reads as the prompt it packs: ``messages``, ``answer`` and ``choices`` as they were, and
     ``videos`` unpacked on each read (new, writable arrays equal to the originals). Rendered
-    frames are flat colour, so clips pack 5-18x at zlib level 1 (measured on this project's
-    recorded episodes), and a batch of 32 unpacks in milliseconds. Make one with :func:`pack`.
+    frames are flat colour, so a training set packs 5-14x at zlib level 1 (measured on this
+    project's recorded episodes: docs/training.md), and a batch of 32 unpacks in about 20 ms.
+    Make one with :func:`pack`.
     """
 
     messages: tuple[dict, ...]

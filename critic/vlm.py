@@ -286,7 +286,7 @@ class VLMCritic(Critic):
             **prompts.encode(prompt, self.tokenizer, self.vision, keep_videos=self._keep_videos)
         )
 
-    def digit_probs(self, prompts_: Sequence[prompts.Prompt]) -> np.ndarray:
+    def digit_probs(self, prompts_: Sequence[prompts.Prompt | prompts.PackedPrompt]) -> np.ndarray:
         """The one-pass readout of digit-answer prompts: ``[B, 10]``, the probability of each
         answer digit ``d`` (progress ``d / 9``) right after ``<answer>``. Training distils these
         into another critic (``train_critic.py teacher=``)."""

@@ -59,7 +59,7 @@ class Sample:
     """
 
     kind: str
-    prompt: prompts.Prompt
+    prompt: prompts.Prompt | prompts.PackedPrompt
     target: dict[str, Any]
     completion: str | None = None
     episode_id: str = ""
