@@ -228,3 +228,16 @@ def test_a_run_interrupted_while_waited_on_ends_and_the_next_run_is_its_own(tmp_
         signal.signal(signal.SIGALRM, previous)
     done = run_python([sys.executable, str(fast)])
     assert (done.returncode, done.stdout) == (0, "fast\n")
+
+
+def test_the_session_s_own_environment_moving_starts_a_new_zygote(tmp_path, monkeypatch):
+    # importing deepspeed in the tests' process sets PYTORCH_NVML_BASED_CUDA_CHECK (and cv2 sets
+    # LD_LIBRARY_PATH): every later run went fresh, the zygote unused for the rest of the suite
+    (tmp_path / "ok.py").write_text("print('ok')\n")
+    script = [sys.executable, str(tmp_path / "ok.py")]
+    run_python(script)
+    first = zygote._zygote.process
+    monkeypatch.setenv("PYTORCH_SET_BY_A_LIBRARY", "1")
+    assert run_python(script).returncode == 0
+    assert zygote._zygote.process is not first and first.poll() is not None
+    assert zygote._zygote.serves(os.environ)

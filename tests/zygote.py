@@ -225,10 +225,15 @@ class _Zygote:
             raise RuntimeError(f"the test zygote did not start (exit {self.process.wait()})")
         atexit.register(self.close)
 
-    def serves(self, env: dict[str, str]) -> bool:
-        # PYTHONHASHSEED too: unset, each fresh run draws its own, where the zygote has one
-        keys = {k for k in {*env, *self.env} if k.startswith(READ_AT_START)} - set(READ_LATER)
-        return self.process.poll() is None and all(env.get(k) == self.env.get(k) for k in keys)
+    def serves(self, env) -> bool:
+        return self.process.poll() is None and self.same_start(env, self.env)
+
+    @staticmethod
+    def same_start(env, other) -> bool:
+        """Whether ``env`` and ``other`` agree on every variable read at start or import
+        (PYTHONHASHSEED too: unset, each fresh run draws its own, where the zygote has one)."""
+        keys = {k for k in {*env, *other} if k.startswith(READ_AT_START)} - set(READ_LATER)
+        return all(env.get(k) == other.get(k) for k in keys)
 
     def run(self, command: list, args: list[str], env, cwd, timeout) -> tuple[int, str, str]:
         with self.lock, tempfile.TemporaryDirectory(prefix="zygote-") as folder:
@@ -305,9 +310,14 @@ def run_python(
     if args is None or fresh or not Path(cwd or ".").is_dir():  # subprocess names a missing cwd
         return subprocess.run(command, capture_output=capture_output, text=text, timeout=timeout,
                               cwd=cwd, env=env, check=check)  # fmt: skip
+    if _zygote and not _zygote.serves(os.environ) and _Zygote.same_start(env, os.environ):
+        # the session's own environment moved (importing deepspeed sets PYTORCH_*, cv2 sets
+        # LD_LIBRARY_PATH), or the zygote ended: one started anew serves this run and the next
+        _zygote.close()
+        _zygote = None
     if _zygote is None:
         _zygote = _Zygote()
-    if not _zygote.serves(env):
+    if not _zygote.serves(env):  # the run asks for values of its own
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                               env=env, check=check)  # fmt: skip
     code, out, err = _zygote.run(command, args, env, cwd or os.getcwd(), timeout)
