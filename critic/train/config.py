@@ -37,8 +37,6 @@ BOOL_OPTIONS = ("freeze_vision", "gradient_checkpointing", "progress_bar", "pack
 # DeepSpeed runs add this folder to each checkpoint: DeepSpeed's own save (every rank's optimizer
 # shard) and every rank's random generators and batch sampler, for an exact resume.
 DS_STATE = "deepspeed"
-# In a GRPO stage's folder: where the weights it started from (its KL reference) were loaded from
-KL_RECORD = "kl_reference.json"
 # What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
 # on the GPU whose weights are synced after every optimizer step.
 ROLLOUT_ENGINES = ("hf", "vllm")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from critic.train.config import DS_STATE, KL_RECORD, TrainConfigError, check_config
+from critic.train.config import DS_STATE, TrainConfigError, check_config
 from critic.train.draws import (
     draw_probabilities,
     label_with_teacher,
@@ -34,7 +34,7 @@ from critic.train.launch import (
     process_rank,
 )
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
-from critic.train.run_record import run_record
+from critic.train.run_record import kl_reference_source, record_kl_reference, run_record
 from critic.train.validation import evaluate
 from rollout.files import write_atomic
 from rollout.imports import require_package
@@ -311,55 +311,23 @@ class Trainer:
         )
 
     def _kl_reference(self, stage: str, resume: Path | None):
-        """The frozen model GRPO's KL term pulls toward: the weights ``stage`` started from (the
-        policy as RL began, as in DeepSeek-R1's GRPO), loaded from disk: the ``final`` folder of
-        the stage run before it here, else ``model=``. The stage folder records where they came
-        from (:data:`KL_RECORD`), so a resumed stage, and a resume of a resumed run, loads the
-        same weights whatever its own ``pipeline=`` and ``model=`` say.
+        """The frozen model GRPO's KL term pulls toward, loaded from where
+        :func:`~critic.train.run_record.kl_reference_source` finds it: the weights ``stage``
+        started from (the ``final`` folder of the stage run before it here, else ``model=``), or
+        on a resume those its stage folder records.
 
         Raises:
-            TrainConfigError: resuming from a checkpoint whose stage folder records no reference
-                (written before the record existed), or whose reference is gone.
+            TrainConfigError: a resume whose reference is not recorded or is gone.
         """
         import torch
 
         from critic.models import load_model
 
         cfg = self.cfg
-        if resume is None:
-            source = str(self._last_final) if self._last_final is not None else str(cfg.model)
-            if Path(source).exists():
-                source = str(Path(source).resolve())
-        else:
-            record = resume.parent / KL_RECORD
-            if not record.is_file():
-                raise TrainConfigError(
-                    f"resuming {stage} with grpo.kl_coef={cfg.grpo.kl_coef:g}: {record} is missing, "
-                    "so the weights the stage started from (the KL term's reference) are not "
-                    "known; resume with grpo.kl_coef=0, or run the stage again"
-                )
-            try:
-                source = str(json.loads(record.read_text())["from"])
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                raise TrainConfigError(
-                    f"resuming {stage}: {record} is damaged ({type(exc).__name__}: {exc}); it "
-                    "names the weights the stage started from (the KL term's reference): restore "
-                    'it as {"from": "<that folder>"}, or resume with grpo.kl_coef=0'
-                ) from exc
-            if not Path(source).exists() and "/" in source:
-                raise TrainConfigError(
-                    f"resuming {stage} with grpo.kl_coef={cfg.grpo.kl_coef:g} needs the weights "
-                    f"it started from, {source} (the KL term's reference), and they are not "
-                    "there; restore them, or resume with grpo.kl_coef=0"
-                )
-        written = self.run_dir / stage / KL_RECORD
-        # a resume in its own run reads the record and leaves it as it is (a rewrite cut short
-        # would lose it); a run, or a resume into another dir, writes its own
-        if self.rank == 0 and (
-            resume is None or written.resolve() != (resume.parent / KL_RECORD).resolve()
-        ):
-            written.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(written, json.dumps({"from": source}) + "\n")
+        started_from = str(self._last_final) if self._last_final is not None else str(cfg.model)
+        source = kl_reference_source(stage, cfg.grpo.kl_coef, started_from, resume)
+        if self.rank == 0:
+            record_kl_reference(self.run_dir / stage, source, resume)
         self.reference = None  # the last stage's, before the next is loaded
         dtype = getattr(torch, cfg.dtype)
         reference, _ = load_model(source, device=cfg.device, dtype=dtype, seed=cfg.seed)

@@ -1,6 +1,7 @@
 """The run record: the resolved options every checkpoint keeps of the run that wrote it
-(:data:`RUN_RECORD`), and whether a ``resume=`` with today's options continues that run
-(:func:`resume_problem`), decided before any model loads."""
+(:data:`RUN_RECORD`), whether a ``resume=`` with today's options continues that run
+(:func:`resume_problem`), decided before any model loads, and which weights a GRPO stage's KL term
+pulls toward (:data:`KL_RECORD`, :func:`kl_reference_source`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "mode
 # Options that name files or folders: recorded as absolute paths where they exist, so that a
 # resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
 PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")
+# In a GRPO stage's folder: where the weights it started from (its KL reference) were loaded from
+KL_RECORD = "kl_reference.json"
 
 
 def _absolute(value: Any) -> Any:
@@ -140,3 +143,61 @@ def resume_problem(cfg: DictConfig, folder: Path) -> str | None:
         "resume with the run's options (they are in its .hydra/config.yaml and in "
         f"{RUN_RECORD}), or start a new run from its weights with model={cfg.resume}"
     )
+
+
+def kl_reference_source(
+    stage: str, kl_coef: float, started_from: str, resume: Path | None = None
+) -> str:
+    """Where the frozen model GRPO's KL term pulls toward is loaded from: the weights ``stage``
+    started from (the policy as RL began, as in DeepSeek-R1's GRPO). A new stage gives
+    ``started_from`` (the ``final`` folder of the stage run before it, else ``model=``), made
+    absolute where it is a folder; a resumed one reads its stage folder's :data:`KL_RECORD`, so a
+    resumed stage, and a resume of a resumed run, loads the same weights whatever its own
+    ``pipeline=`` and ``model=`` say.
+
+    Raises:
+        TrainConfigError: resuming from a checkpoint whose stage folder records no reference
+            (written before the record existed), a damaged record, or a reference that is gone.
+    """
+    import json
+
+    from critic.train.config import TrainConfigError  # config reads this module's checks
+
+    if resume is None:
+        return str(Path(started_from).resolve()) if Path(started_from).exists() else started_from
+    record = resume.parent / KL_RECORD
+    if not record.is_file():
+        raise TrainConfigError(
+            f"resuming {stage} with grpo.kl_coef={kl_coef:g}: {record} is missing, so the "
+            "weights the stage started from (the KL term's reference) are not known; resume "
+            "with grpo.kl_coef=0, or run the stage again"
+        )
+    try:
+        source = str(json.loads(record.read_text())["from"])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise TrainConfigError(
+            f"resuming {stage}: {record} is damaged ({type(exc).__name__}: {exc}); it names the "
+            "weights the stage started from (the KL term's reference): restore it as "
+            '{"from": "<that folder>"}, or resume with grpo.kl_coef=0'
+        ) from exc
+    if not Path(source).exists() and "/" in source:
+        raise TrainConfigError(
+            f"resuming {stage} with grpo.kl_coef={kl_coef:g} needs the weights it started "
+            f"from, {source} (the KL term's reference), and they are not there; restore them, "
+            "or resume with grpo.kl_coef=0"
+        )
+    return source
+
+
+def record_kl_reference(stage_dir: Path, source: str, resume: Path | None = None) -> None:
+    """Write ``stage_dir``'s :data:`KL_RECORD` naming ``source``. A resume in its own run reads
+    the record and leaves it as it is (a rewrite cut short would lose it); a run, or a resume
+    into another run dir, writes its own."""
+    import json
+
+    from rollout.files import write_atomic
+
+    written = stage_dir / KL_RECORD
+    if resume is None or written.resolve() != (resume.parent / KL_RECORD).resolve():
+        written.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(written, json.dumps({"from": source}) + "\n")

@@ -1,0 +1,60 @@
+"""Where a GRPO stage's KL reference comes from, and its record (critic.train.run_record), read
+in-process. tests/experiments/test_train_critic.py runs the same through train_critic.py: a
+resumed stage's KL figures repeat the uninterrupted run's."""
+
+import json
+
+import pytest
+
+from critic.train.config import TrainConfigError
+from critic.train.run_record import KL_RECORD, kl_reference_source, record_kl_reference
+
+
+def test_a_new_stage_pulls_toward_where_it_started_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sft" / "final").mkdir(parents=True)
+    # a folder, spelt relative: the record names it wherever the next resume runs from
+    assert kl_reference_source("pretext", 0.1, "sft/final") == str(tmp_path / "sft" / "final")
+    # a name that is not a folder here (a shipped critic, a hub id) is kept as given
+    assert kl_reference_source("pretext", 0.1, "viscritic-small") == "viscritic-small"
+
+
+def test_a_resume_reads_the_record_and_a_missing_damaged_or_gone_one_says_what_to_do(tmp_path):
+    start = tmp_path / "sft" / "final"
+    start.mkdir(parents=True)
+    checkpoint = tmp_path / "run" / "pretext" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    record = checkpoint.parent / KL_RECORD
+    with pytest.raises(TrainConfigError) as missing:
+        kl_reference_source("pretext", 0.05, "elsewhere", resume=checkpoint)
+    assert str(missing.value) == (
+        f"resuming pretext with grpo.kl_coef=0.05: {record} is missing, so the weights the stage "
+        "started from (the KL term's reference) are not known; resume with grpo.kl_coef=0, or "
+        "run the stage again"
+    )
+    record.write_text(json.dumps({"from": str(start)}))
+    # the record, not what this resume's pipeline= and model= would start from
+    assert kl_reference_source("pretext", 0.05, "elsewhere", resume=checkpoint) == str(start)
+    record.write_text(json.dumps({"to": str(start)}))
+    with pytest.raises(TrainConfigError, match=r"is damaged \(KeyError: 'from'\); it names"):
+        kl_reference_source("pretext", 0.05, "elsewhere", resume=checkpoint)
+    record.write_text(json.dumps({"from": str(tmp_path / "gone")}))
+    with pytest.raises(TrainConfigError, match=f"needs the weights it started from, {tmp_path}/"):
+        kl_reference_source("pretext", 0.05, "elsewhere", resume=checkpoint)
+    record.write_text(json.dumps({"from": "viscritic-small"}))  # a name, not a path: loaded as one
+    assert kl_reference_source("pretext", 0.05, "elsewhere", resume=checkpoint) == (
+        "viscritic-small"
+    )
+
+
+def test_the_record_is_written_by_a_run_and_left_by_a_resume_in_its_own_run(tmp_path):
+    stage = tmp_path / "run" / "pretext"
+    record_kl_reference(stage, "/ckpt/a")
+    assert json.loads((stage / KL_RECORD).read_text()) == {"from": "/ckpt/a"}
+    # a resume in the same run: read, never rewritten (a rewrite cut short would lose it)
+    record_kl_reference(stage, "/ckpt/other", resume=stage / "checkpoint-1")
+    assert json.loads((stage / KL_RECORD).read_text()) == {"from": "/ckpt/a"}
+    # a resume into another run dir writes its own, for the resume of that run
+    other = tmp_path / "resumed" / "pretext"
+    record_kl_reference(other, "/ckpt/a", resume=stage / "checkpoint-1")
+    assert json.loads((other / KL_RECORD).read_text()) == {"from": "/ckpt/a"}
