@@ -30,7 +30,7 @@ from rollout.engine import (
     SamplingParams,
     ServerUnavailableError,
 )
-from rollout.wire import encode_requests
+from rollout.wire import MODEL_HEADER, encode_requests
 
 _TRANSIENT = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
@@ -193,7 +193,7 @@ class RemoteEngine(Engine):
             if body is not None:
                 headers["Content-Type"] = "application/octet-stream"
                 if self._info is not None and "model_id" in self._info:
-                    headers["X-VisCritic-Model"] = str(self._info["model_id"])  # rollout.serve
+                    headers[MODEL_HEADER] = str(self._info["model_id"])
             request = urllib.request.Request(self.url + path, data=body, method=method,
                                              headers=headers)  # fmt: skip
             try:

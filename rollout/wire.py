@@ -20,6 +20,9 @@ import numpy as np
 
 from rollout.engine import InvalidRequestError, Request
 
+# The header a client's POSTs carry: the id of the model it built them for (``/v1/model``'s
+# ``model_id``); a server now serving another model answers them 409.
+MODEL_HEADER = "X-VisCritic-Model"
 _FIELDS = ("input_ids", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
 # numpy parses .npy headers with ast.literal_eval, and CPython 3.11's AST constructor is not
 # thread-safe ("SystemError: AST constructor recursion depth mismatch", CPython gh-106905): seen
