@@ -61,7 +61,8 @@ def evaluate_failures(
         the best constant's accuracy (the majority label), and ``progress``: the
         :func:`threshold_metrics` of the final-progress detector and, given
         ``progress_threshold``, ``judged_failure_by_type`` (the share of each kind of episode,
-        ``success`` or its failure type, that it calls a failure); ``achieved``: the same for the
+        ``success`` or its failure type as the confusion names it, that it calls a failure);
+        ``achieved``: the same for the
         achieved detector.
     """
     verdicts = failure_verdicts(critic, episodes, frames, camera, batch)
@@ -80,15 +81,20 @@ def evaluate_failures(
         e.failure_type for e in episodes
     )
     named = {normalize_label(t) for t in vocabulary}
-    for episode, verdict in zip(episodes, verdicts, strict=True):
-        # a type no prompt offers ("unknown": a policy rollout, an external label without one)
-        # is a plain failure, the answer the critic is taught for it
-        kind = episode.failure_type
-        truth = (
-            "success"
-            if episode.success
-            else (kind if kind is not None and normalize_label(kind) in named else "failure")
+    # a type no prompt offers ("unknown": a policy rollout, an external label without one) is a
+    # plain failure, the answer the critic is taught for it: in the confusion and in each
+    # detector's judged_failure_by_type alike
+    kinds = [
+        "success"
+        if e.success
+        else (
+            e.failure_type
+            if e.failure_type is not None and normalize_label(e.failure_type) in named
+            else "failure"
         )
+        for e in episodes
+    ]
+    for episode, truth, verdict in zip(episodes, kinds, verdicts, strict=True):
         said = (
             "unreadable"
             if verdict.success is None
@@ -111,13 +117,13 @@ def evaluate_failures(
                 threshold_metrics(by_progress, actual, progress_threshold),
                 bool(np.isfinite(progress).any()),
             ),
-            **_judged_by_type(episodes, by_progress, progress_threshold),
+            **_judged_by_type(kinds, by_progress, progress_threshold),
         },
         **(
             {
                 "achieved": {
                     **threshold_metrics(by_achieved, actual, achieved_threshold),
-                    **_judged_by_type(episodes, by_achieved, achieved_threshold),
+                    **_judged_by_type(kinds, by_achieved, achieved_threshold),
                 }
             }
             if np.isfinite(by_achieved).any()
@@ -133,16 +139,16 @@ def evaluate_failures(
 
 
 def _judged_by_type(
-    episodes: Sequence[Episode], scores: Sequence[float], threshold: float | None
+    kinds: Sequence[str], scores: Sequence[float], threshold: float | None
 ) -> dict[str, dict[str, float]]:
-    """Share of each kind of episode (``success`` or its failure type) that ``score >=
-    threshold`` calls a failure: recall per failure type, the false-alarm rate for successes."""
+    """Share of each kind of episode (``success``, its failure type, or ``failure``) that
+    ``score >= threshold`` calls a failure: recall per failure type, the false-alarm rate for
+    successes."""
     if threshold is None:
         return {}
     judged: dict[str, list[bool]] = {}
-    for episode, score in zip(episodes, scores, strict=True):
-        truth = "success" if episode.success else (episode.failure_type or "failure")
-        judged.setdefault(truth, []).append(score >= threshold)
+    for kind, score in zip(kinds, scores, strict=True):
+        judged.setdefault(kind, []).append(score >= threshold)
     return {"judged_failure_by_type": {k: float(np.mean(v)) for k, v in sorted(judged.items())}}
 
 

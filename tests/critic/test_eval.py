@@ -305,8 +305,12 @@ def test_failure_detection_oracle_and_constant():
     # a failure of a type no prompt offers (a policy rollout's "unknown") is a plain failure:
     # the answer critics are taught for it, left out of the type accuracy
     rollout = [*episodes, _episode(4, "unknown")]
-    mixed = evaluate_failures(OracleCritic(), rollout, frames=4, delay_points=0)
+    mixed = evaluate_failures(OracleCritic(), rollout, frames=4, delay_points=0,
+                              progress_threshold=0.5)  # fmt: skip
     assert mixed["confusion"]["failure"] == {"unknown": 1} and mixed["type_accuracy"] == 1.0
+    # and the same kind where each detector's recall is split by kind (it was "unknown" there)
+    assert set(mixed["progress"]["judged_failure_by_type"]) == set(mixed["confusion"])
+    assert mixed["progress"]["judged_failure_by_type"]["failure"] == 1.0
     # a type of one's own ("flip", docs/tasks.md) is a type like the built-in ones: the oracle
     # (no vocabulary of its own) names it, and it counts in the type accuracy; it was "failure"
     own = evaluate_failures(OracleCritic(), [*episodes, _episode(5, "flip")], frames=4,
