@@ -82,6 +82,29 @@ def test_bad_frames(frames):
         frames_to_patches(frames)
 
 
+def test_one_frame_matches_the_official_image_processor_without_torchvision():
+    """The normalisation and patch layout against transformers' own (PIL) Qwen2-VL image
+    processor, which needs no torchvision, on frames it does not resize (its PIL resize differs
+    from the video processor's by up to 0.3); the tests above decode with this module's constants
+    and cannot see a wrong mean or std."""
+    from transformers import Qwen2VLImageProcessorPil
+    from transformers.image_utils import OPENAI_CLIP_MEAN as MEAN
+    from transformers.image_utils import OPENAI_CLIP_STD as STD
+
+    assert tuple(OPENAI_CLIP_MEAN) == tuple(MEAN) and tuple(OPENAI_CLIP_STD) == tuple(STD)
+    rng = np.random.default_rng(0)
+    for shape in [(56, 56, 3), (112, 84, 3)]:
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        official = Qwen2VLImageProcessorPil()(images=[frame], return_tensors="pt")
+        ours, grid = frames_to_patches(frame[None])
+        assert torch.equal(grid, official["image_grid_thw"])
+        assert torch.equal(ours, official["pixel_values"])
+    # where it resizes, the grid (smart_resize) is still the same
+    frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    official = Qwen2VLImageProcessorPil()(images=[frame], return_tensors="pt")
+    assert torch.equal(frames_to_patches(frame[None])[1], official["image_grid_thw"])
+
+
 def test_matches_the_official_processor_where_torchvision_exists():
     pytest.importorskip(
         "torchvision", reason="no torchvision here (no CPU build); runs on GPU nodes"

@@ -49,6 +49,15 @@ def test_score_readout_is_the_expected_digit():
     )[0]
     assert estimate.progress == pytest.approx(float(probs @ (np.arange(10) / 9)))
     assert estimate.achieved == pytest.approx(float(probs[9]))  # the top digit: progress 1
+    # what it scores is the trained answer's digit: a score sample's completion (pinned in
+    # test_samples) tokenizes as the critic's prefix, then digit d's token, then the rest; a
+    # prefix or digit ids of its own (another prompt format, a "▁5" token) would read noise
+    for d in range(10):
+        trained = critic.tokenizer(f"<think></think><answer>{d}</answer>",
+                                   add_special_tokens=False).input_ids  # fmt: skip
+        prefix = len(critic._answer_prefix)
+        assert trained[:prefix] == list(critic._answer_prefix)
+        assert trained[prefix] == critic._digits[d]
 
 
 def test_failure_detection_returns_one_verdict_per_query():

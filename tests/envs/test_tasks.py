@@ -93,15 +93,38 @@ def test_reacher_touching_the_target_is_success_and_full_progress():
 
 
 def test_lift_progress_rises_through_its_stages_when_the_cube_is_carried():
-    # Put the cube in the gripper's place and raise it: reach complete, then success at +4 cm.
+    # Stages: reach (40 %), grasp (10 %), lift to robosuite's 4 cm above the table (50 %).
     env = envs.make_task_env("Lift")
     env.reset(seed=0)
     rs = env.robosuite
     joint = rs.cube.joints[0]
-    qpos = rs.sim.data.get_joint_qpos(joint).copy()
-    qpos[2] += 0.06
-    rs.sim.data.set_joint_qpos(joint, qpos)
-    rs.sim.forward()
+    start = rs.sim.data.get_joint_qpos(joint).copy()
+
+    def cube_at(dx: float = 0.0, dz: float = 0.0) -> None:
+        qpos = start.copy()
+        qpos[0] += dx
+        qpos[2] += dz
+        rs.sim.data.set_joint_qpos(joint, qpos)
+        rs.sim.forward()
+
+    assert env.progress() == 0.0  # nothing reached yet
+    reach0 = env.privileged_state()["gripper_to_cube_cm"] / 100
+    # the cube slid 5 cm toward the gripper (it starts behind the cube, at lower x): the reach
+    # stage pays 40 % of the share of the distance closed to 1 cm
+    cube_at(dx=-0.05)
+    reach = env.privileged_state()["gripper_to_cube_cm"] / 100
+    assert reach < reach0 - 0.02
+    assert env.progress() == pytest.approx(0.4 * (reach0 - reach) / (reach0 - 0.01))
+    # held in the gripper: reach and grasp done (50 %), then the lift's share of the way from
+    # the cube's rest height to the success height
+    env._grasping = lambda obj: True
+    cube_at()
+    assert env.progress() == pytest.approx(0.5)
+    rise = env._success_z - env._start_z
+    cube_at(dz=rise / 2)
+    assert env.progress() == pytest.approx(0.75)
+    cube_at(dz=rise + 0.01)  # above robosuite's threshold: success, whatever the stages say
+    del env._grasping
     assert env.is_success() and env.progress() == 1.0
     env.close()
 

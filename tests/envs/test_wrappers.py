@@ -102,6 +102,8 @@ def test_oracle_needs_no_frames():
     env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic)
     env.reset(seed=0)
     env.step(env.action_space.sample())
+    # asked at the reset and at the step (query_every=1), with no pixels either time
+    assert [len(b) for b in critic.batches] == [1, 1]
     assert all(q.frames is None and q.current_frame is None for b in critic.batches for q in b)
     env.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -354,11 +355,12 @@ def test_per_seed_counts_name_their_seeds_when_conditions_ran_other_seeds(tmp_pa
     assert line.endswith("ground_truth 0: 7, 1: 3, 2: 12.")
 
 
-def test_the_curves_plot_the_points_every_run_has(tmp_path):
+def test_the_curves_plot_the_points_every_run_has(tmp_path, monkeypatch):
     # a run with a shorter curve (cut short, or edited) was a raw numpy ValueError
     # ("inhomogeneous shape") from the plot, after the merge had read it
     import dataclasses
 
+    from matplotlib.axes import Axes
     from rl_merge import merge_runs
     from rl_report import write_report
     from rl_results import summarise
@@ -367,5 +369,20 @@ def test_the_curves_plot_the_points_every_run_has(tmp_path):
     runs[1] = dataclasses.replace(runs[1], timesteps=runs[1].timesteps[:-1],
                                   success_rate=runs[1].success_rate[:-1],
                                   true_return=runs[1].true_return[:-1])  # fmt: skip
+    plotted = []
+    plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, y, **kw: plotted.append((kw["label"], list(x),
+                        list(y))) or plot(ax, x, y, **kw))  # fmt: skip
     write_report(config, runs, summarise(runs), tmp_path, sources)
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    # each condition a line of the mean over its seeds, on each of the two axes (success, return),
+    # over the points all its runs have: the shortened run's condition one point less
+    conditions = list(dict.fromkeys(r.condition for r in runs))
+    assert [label for label, _, _ in plotted] == [c for c in conditions for _ in range(2)]
+    for label, steps, mean in plotted[::2]:  # the success-rate axis
+        mine = [r for r in runs if r.condition == label]
+        points = min(len(r.timesteps) for r in mine)
+        assert points == len(mine[0].timesteps) - (label == runs[1].condition)
+        assert steps == list(mine[0].timesteps[:points])
+        assert mean == pytest.approx([np.mean([r.success_rate[i] for r in mine])
+                                      for i in range(points)])  # fmt: skip
