@@ -88,6 +88,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
             ``/``) or one another task takes (``Foo`` and ``Foo-v0``); the instruction is empty
             or holds the prompt's own syntax; the family is not one of :data:`FAMILIES`; ``make``
             is not callable; the horizon or the view is not valid (docs/tasks.md).
+        TaskContractError: ``make`` is a class but not a :class:`~envs.task_env.TaskEnv`.
     """
     if not isinstance(spec, TaskSpec):
         raise InvalidOptionError(f"register_task({spec!r:.60}) takes an envs.TaskSpec")
@@ -95,7 +96,9 @@ def register_task(spec: TaskSpec) -> TaskSpec:
         raise InvalidOptionError(
             f"task name {spec.name!r} must be a non-empty string, e.g. 'MyReacher-v1'"
         )
-    check_horizon(spec.horizon)  # gymnasium's TimeLimit took 0 or 50.0 and failed at make
+    horizon = check_horizon(spec.horizon)  # gymnasium's TimeLimit took 0 or 50.0 and failed
+    if type(spec.horizon) is not int:  # np.int64(50): gymnasium's registry takes an int alone
+        spec = dataclasses.replace(spec, horizon=horizon)
     if not isinstance(spec.view, CriticView):
         raise InvalidOptionError(
             f"task {spec.name!r}: view={spec.view!r:.60} must be an envs.CriticView"
@@ -110,6 +113,14 @@ def register_task(spec: TaskSpec) -> TaskSpec:
         raise InvalidOptionError(
             f"task {spec.name!r}: make={spec.make!r:.60} must build the env from (spec, view=, "
             "render_mode=, **options): a TaskEnv subclass, e.g. make=MyTask"
+        )
+    if isinstance(spec.make, type) and not issubclass(spec.make, TaskEnv):
+        # a gymnasium env class given as it is: gym.make failed with "MujocoEnv.__init__() got
+        # an unexpected keyword argument 'view'"
+        raise TaskContractError(
+            f"task {spec.name!r}: make={spec.make.__name__} is not an envs.TaskEnv subclass; make "
+            "a TaskEnv subclass (envs.mujoco_tasks.GymMujocoTask wraps a gymnasium MuJoCo env) "
+            "and give it as make="
         )
     taken = next(
         (t for t in _TASKS if t != spec.name and bare_env_id(t) == bare_env_id(spec.name)), None
@@ -356,6 +367,13 @@ def make_task_env(
             IndexError, OSError) as exc:  # fmt: skip  # what simulators raise for an option they
         # cannot use (OSError: a model file, xml_file=, that is not there or cannot be read)
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown is not None and unknown.group(1) in ("view", "render_mode"):
+            raise TaskContractError(
+                f"task {name!r}: make={getattr(spec.make, '__name__', spec.make)!r} does not take "
+                f"{unknown.group(1)}= ({type(exc).__name__}: {exc}); a task's make= builds its env "
+                "from (spec, view=, render_mode=, **options): a TaskEnv subclass "
+                "(envs.mujoco_tasks.GymMujocoTask wraps a gymnasium MuJoCo env)"
+            ) from exc
         if unknown is None or unknown.group(1) not in kwargs:
             if not kwargs:
                 raise

@@ -230,6 +230,32 @@ def test_a_subclass_that_leaves_out_its_part_is_named(own_tasks):
         envs.make_task_env("NoInit-v1")
     with pytest.raises(TaskContractError, match=r"built a TimeLimit, not an envs.TaskEnv"):
         envs.make_task_env("Plain-v1")
+    # a gymnasium env class as it is, or a make that takes no view=: the contract, not a
+    # TypeError from deep in gymnasium's constructor
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+    with pytest.raises(TaskContractError) as err:
+        register_task(TaskSpec(**{**base, "name": "Cheetah-v1", "make": HalfCheetahEnv}))
+    assert str(err.value) == (
+        "task 'Cheetah-v1': make=HalfCheetahEnv is not an envs.TaskEnv subclass; make a TaskEnv "
+        "subclass (envs.mujoco_tasks.GymMujocoTask wraps a gymnasium MuJoCo env) and give it as "
+        "make="
+    )
+    assert "Cheetah-v1" not in envs.task_names()
+
+    def no_view(spec, render_mode=None):
+        return HalfCheetahEnv(render_mode=render_mode)
+
+    register_task(TaskSpec(**{**base, "name": "NoView-v1", "make": no_view}))
+    with pytest.raises(TaskContractError) as err:
+        gym.make("VisCriticReward-v0", env="NoView-v1", critic="oracle")
+    assert str(err.value).startswith(
+        "task 'NoView-v1': make='no_view' does not take view= (TypeError: "
+    )
+    assert str(err.value).endswith(
+        "a task's make= builds its env from (spec, view=, render_mode=, **options): a TaskEnv "
+        "subclass (envs.mujoco_tasks.GymMujocoTask wraps a gymnasium MuJoCo env)"
+    )
     register_task(TaskSpec(**{**base, "name": "OwnInfo-v1", "make": OwnInfo}))
     with pytest.raises(TaskContractError, match=r"info of its reset\(\) has no 'progress'"):
         gym.make("VisCriticReward-v0", env="OwnInfo-v1", critic="oracle").reset(seed=0)

@@ -45,6 +45,17 @@ def test_a_task_registered_later_or_again_gets_its_bare_env_with_its_horizon():
         assert env.spec.id == "VisCritic/MyReacher-v0" and env.spec.max_episode_steps == 9
         assert env.unwrapped.task_name == "MyReacher"
         env.close()
+        # a numpy integer horizon is kept as an int (gymnasium's registry refused np.int64 at
+        # gym.make, after register_task had taken it)
+        import numpy as np
+
+        kept = envs.register_task(
+            dataclasses.replace(reacher, name="MyReacher", horizon=np.int64(8))
+        )
+        assert type(kept.horizon) is int and envs.get_task("MyReacher").horizon == 8
+        env = gym.make(envs.bare_env_id("MyReacher"))
+        assert env.spec.max_episode_steps == 8
+        env.close()
     finally:
         envs.register_task(reacher)
         envs.tasks._TASKS.pop("MyReacher", None)
