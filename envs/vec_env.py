@@ -115,6 +115,10 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             step's ``info["critic_rewards"]`` and a placeholder 0 from every step (use with
             :class:`envs.callbacks.RelabelCallback`; stepping it without one warns once, since a
             learner would see only the zeros). Queries carry no previous estimate in this mode.
+            Every step's info has ``env_reward``, ``env_return``, ``critic_pending`` and
+            ``critic_queried`` (the critic reads this step's frame at the episode's end); the
+            critic's own keys (``critic_progress``, ``critic_achieved``, ``critic_return``,
+            ``critic_rewards``) come with the episode's last step.
     """
 
     # relabel: most queries stacked and sent to the critic in one call (a critic splits a call
@@ -338,8 +342,10 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 tracker.keep(info.get("critic_frame"))
             tracker.step_count += 1
             self._pending[i].append((float(env_rewards[i]), query))
+            tracker.env_return += float(env_rewards[i])  # the replay at the end keeps its own
             infos[i].pop("critic_frame", None)
-            infos[i]["critic_pending"] = True
+            infos[i].update(critic_pending=True, critic_queried=query is not None,
+                            env_reward=float(env_rewards[i]), env_return=tracker.env_return)  # fmt: skip
             if done:
                 finished.append(i)
         queries, owners = [], []

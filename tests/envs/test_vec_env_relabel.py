@@ -30,9 +30,14 @@ def test_relabelled_rewards_equal_per_step_rewards_in_one_call_per_episode_end(r
     per_step.reset(), relabel.reset()
     expected, got = [], {i: [] for i in range(N_ENVS)}
     for t in range(STEPS):
-        expected.append(per_step.step(plan[t])[1])
+        _, rewards, _, live = per_step.step(plan[t])
+        expected.append(rewards)
         _, placeholder, _, infos = relabel.step(plan[t])
         assert (placeholder == 0).all() and all(info["critic_pending"] for info in infos)
+        # the true reward's keys at every step, as the per-step env gives them, and the steps
+        # the critic reads (asked at the episode's end here)
+        for key in ("env_reward", "env_return", "critic_queried"):
+            assert [info[key] for info in infos] == pytest.approx([info[key] for info in live])
         for i, info in enumerate(infos):
             if "critic_rewards" in info:
                 got[i].append(info["critic_rewards"])
