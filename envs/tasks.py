@@ -351,6 +351,9 @@ def make_task_env(
     view = spec.view
     if camera is not None:
         cams = tuple(camera) if isinstance(camera, list | tuple) else (camera,)
+        # a FreeCamera's fields as a mapping: how env.spec.to_json() writes one, and how a
+        # config file spells one
+        cams = tuple(_free_camera(c) if isinstance(c, Mapping) else c for c in cams)
         if not cams:
             raise InvalidOptionError(
                 "camera=[] names no camera; pass a camera name, or a list of names to tile"
@@ -415,6 +418,20 @@ def make_task_env(
         env.close()
         raise
     return env
+
+
+def _free_camera(fields: Mapping[str, Any]) -> FreeCamera:
+    """A :class:`~envs.render.FreeCamera` from its fields (``lookat``, ``distance``, ``azimuth``,
+    ``elevation``)."""
+    known = {f.name for f in dataclasses.fields(FreeCamera)}
+    if not set(fields) <= known or not {"lookat", "distance"} <= set(fields):
+        raise InvalidOptionError(
+            f"camera={dict(fields)!r} is not a FreeCamera's fields: give lookat and distance, "
+            "and azimuth and elevation if you like (degrees), e.g. {'lookat': [0, 0, 0], "
+            "'distance': 1.0}, or a camera name"
+        )
+    return FreeCamera(**{k: tuple(v) if k == "lookat" and isinstance(v, list) else v
+                         for k, v in fields.items()})  # fmt: skip
 
 
 def check_task_kwargs(value: Any) -> dict[str, Any]:

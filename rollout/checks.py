@@ -43,8 +43,11 @@ def is_number(value: Any, finite: bool = True) -> bool:
 
 def plain_values(value: Any) -> Any:
     """``value`` with numpy scalars and arrays, at any depth of dicts, lists and tuples, turned into
-    Python's numbers and lists, which JSON holds; anything else is kept as it is. For options that
-    are recorded as given (gymnasium's env specs), so ``query_every=np.int64(5)`` serialises."""
+    Python's numbers and lists, and paths (``os.PathLike``) into strings, which JSON holds;
+    anything else is kept as it is. For options that are recorded as given (gymnasium's env
+    specs), so ``query_every=np.int64(5)`` and ``critic=Path(...)`` serialise."""
+    import os
+
     if isinstance(value, Mapping):
         return {k: plain_values(v) for k, v in value.items()}
     if isinstance(value, list | tuple) or (  # and OmegaConf's lists
@@ -56,6 +59,8 @@ def plain_values(value: Any) -> Any:
 
     if isinstance(value, np.generic | np.ndarray):
         return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 

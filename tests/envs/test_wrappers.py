@@ -170,6 +170,32 @@ def test_wrapper_records_its_arguments():
     assert spec["kwargs"]["query_every"] == 3 and spec["kwargs"]["image_size"] == [32, 32]
     assert spec["additional_wrappers"][-1]["kwargs"]["query_every"] == 3
     env.close()
+    # a FreeCamera goes into JSON as its fields and comes back as the same camera; a critic
+    # given as a Path as its string (json's TypeError before)
+    from pathlib import Path
+
+    from gymnasium.envs.registration import EnvSpec
+
+    camera = envs.FreeCamera(lookat=(0.0, 0.0, 0.0), distance=1.0, elevation=-80.0)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", camera=camera)
+    again = gym.make(EnvSpec.from_json(env.spec.to_json()))
+    assert again.unwrapped.view.cameras == (camera,)
+    env.close(), again.close()
+    from critic.weights import SHIPPED
+
+    folder = Path(SHIPPED["viscritic-small"])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=folder)
+    assert json.loads(env.spec.to_json())["kwargs"]["critic"] == str(folder)
+    env.close()
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make(
+            "VisCriticReward-v0", env="Reacher-v5", critic="oracle", camera={"lookat": [0, 0, 0]}
+        )
+    assert str(err.value) == (
+        "camera={'lookat': [0, 0, 0]} is not a FreeCamera's fields: give lookat and distance, and "
+        "azimuth and elevation if you like (degrees), e.g. {'lookat': [0, 0, 0], 'distance': "
+        "1.0}, or a camera name"
+    )
 
 
 def test_unknown_env_name():
