@@ -425,6 +425,7 @@ def make_viscritic_vec_env(
     horizon: int | None = None,
     task_kwargs: Mapping[str, Any] | None = None,
     relabel: bool = False,
+    render_mode: str | None = None,
     **options: Any,
 ):
     """Build task → ``TimeLimit`` → ``Monitor`` (true return) → ``CriticFrames`` in each worker,
@@ -440,6 +441,8 @@ def make_viscritic_vec_env(
         horizon: override the task's episode length.
         task_kwargs: options for the task env constructor.
         relabel: the critic called when episodes end (see :class:`VisCriticVecEnv`).
+        render_mode: ``None`` or ``"rgb_array"``: each env renders the critic's view, so
+            ``venv.render()`` and SB3's ``VecVideoRecorder`` show what the critic reads.
         **options: the fields of :class:`~envs.critic_reward.CriticRewardConfig`.
     """
     from stable_baselines3.common.env_util import make_vec_env
@@ -480,7 +483,8 @@ def make_viscritic_vec_env(
         # there, or is the built-in one, so it gets this process's spec
         if registered_spec(env) is not spec:  # (not !=: a view may hold numpy arrays)
             register_task(spec)
-        task = make_task_env(env, camera=camera, image_size=image_size, **task_options)
+        task = make_task_env(env, camera=camera, image_size=image_size, render_mode=render_mode,
+                             **task_options)  # fmt: skip
         timed = gym.wrappers.TimeLimit(task, max_episode_steps=max_steps)
         monitored = Monitor(timed, info_keywords=("is_success",))
         return CriticFrames(monitored, config, render=render)

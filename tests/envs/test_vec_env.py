@@ -229,3 +229,20 @@ def test_a_worker_s_option_error_reaches_the_caller_typed(options, error):
     with pytest.raises(Exception) as err:
         make_viscritic_vec_env("Reacher-v5", 2, "oracle", vec_env_cls=SubprocVecEnv, **options)
     assert type(err.value).__name__ == error
+
+
+def test_the_stack_renders_the_critics_view_when_asked():
+    # rgb_array was refused as a reward option, and task_kwargs refuses render_mode: SB3's
+    # VecVideoRecorder had nothing to record from
+    import envs
+
+    venv = make_viscritic_vec_env("Reacher-v5", 2, "oracle", seed=0, render_mode="rgb_array")
+    venv.reset()
+    images = venv.get_images()
+    view = envs.make_task_env("Reacher-v5", render_mode="rgb_array")
+    view.reset(seed=0)  # env 0 of the stack: seed + 0
+    assert venv.render_mode == "rgb_array" and len(images) == 2
+    np.testing.assert_array_equal(images[0], view.render())
+    assert venv.render().shape == (112, 56, 3)  # SB3 tiles the two 56² views
+    view.close(), venv.close()
+    assert make_viscritic_vec_env("Reacher-v5", 1, "oracle").render_mode is None
