@@ -300,10 +300,23 @@ def get_task(name: str) -> TaskSpec:
     try:
         return _TASKS[name]
     except (KeyError, TypeError):
+        import multiprocessing
+
+        # a spawn / forkserver worker (gymnasium's AsyncVectorEnv) imports envs afresh: a task
+        # registered under `if __name__ == "__main__":` never ran there
+        worker = (
+            " This is a worker process: it has the tasks registered when its modules are "
+            "imported, so register yours at a module's top level (not under `if __name__ == "
+            '"__main__":`), or use envs.vec_env.make_viscritic_vec_env, which hands its workers '
+            "the spec."
+            if multiprocessing.parent_process() is not None
+            else ""
+        )
         raise UnknownTaskError(
             f"unknown task {name!r}; registered tasks: {task_names()}. "
             "Pass one of these as env=..., or register your own with envs.register_task "
             "(docs/tasks.md; the experiment scripts import its module with imports=[my_tasks])."
+            + worker
         ) from None
 
 

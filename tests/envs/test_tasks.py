@@ -137,6 +137,20 @@ def test_unknown_task():
         "register your own with envs.register_task (docs/tasks.md; the experiment scripts import "
         "its module with imports=[my_tasks])."
     )
+    # in a spawn / forkserver worker (gymnasium's AsyncVectorEnv), where a task registered
+    # under the __main__ guard never ran (checked by hand with a spawn Process)
+    import multiprocessing
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(multiprocessing, "parent_process", lambda: object())
+        with pytest.raises(UnknownTaskError) as err:
+            envs.get_task("Nope")
+    assert str(err.value).endswith(
+        "imports=[my_tasks]). This is a worker process: it has the tasks registered when its "
+        "modules are imported, so register yours at a module's top level (not under `if "
+        '__name__ == "__main__":`), or use envs.vec_env.make_viscritic_vec_env, which hands its '
+        "workers the spec."
+    )
 
 
 @pytest.mark.parametrize(
