@@ -94,6 +94,69 @@ def model_source_problem(model: Any) -> str | None:
     )
 
 
+def critic_spec_problem(spec: Any) -> str | None:
+    """What :func:`make_critic` would refuse in ``spec``, found without loading weights or
+    connecting, or None: an unknown name, an option the critic does not take, a VLM critic's
+    options and model (:meth:`critic.vlm.VLMCritic.check_options`, :func:`model_source_problem`),
+    an ensemble's members alike; the oracles, which load nothing, are built. A script checks
+    every critic this way before the first one runs for hours (``eval_critic.py``).
+
+    Example:
+        >>> critic_spec_problem({"name": "oracle", "bogus": 1})
+        "bogus=1: not an option of the 'oracle' critic; its options are ['needs_frames']"
+    """
+    import inspect
+
+    from critic.base import CriticError
+
+    if isinstance(spec, Critic):
+        return None
+    kwargs = dict(spec) if isinstance(spec, Mapping) else {}
+    name = kwargs.pop("name", None) if isinstance(spec, Mapping) else spec
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if name in ("oracle", "noisy_oracle"):
+        try:
+            make_critic({"name": name, **kwargs}).close()
+        except (UnknownCriticError, CriticError, ValueError, TypeError) as exc:
+            return str(exc)
+        return None
+    if name == "ensemble":
+        from critic.ensemble import EnsembleCritic
+
+        params = inspect.signature(EnsembleCritic).parameters
+        if unknown := unknown_options(kwargs, params):
+            return (
+                f"{unknown}: not an option of the 'ensemble' critic; its options are {list(params)}"
+            )
+        members = kwargs.get("members")
+        if isinstance(members, list | tuple):  # anything else: the ensemble's own message
+            for member in members:
+                if problem := critic_spec_problem(member):
+                    return f"ensemble member {member!r}: {problem}"
+        return None
+    from critic.models import PRESETS
+    from critic.vlm import VLMCritic, is_server_url
+    from critic.weights import SHIPPED
+
+    if not isinstance(name, str) or not (
+        name == "vlm" or name in PRESETS or name in SHIPPED or is_server_url(name)
+        or Path(name).is_dir()
+    ):  # fmt: skip
+        try:
+            make_critic(spec)  # its own message: names no critic, unknown name, not a folder
+        except UnknownCriticError as exc:
+            return str(exc)
+        raise AssertionError(f"make_critic built {spec!r}, a name this check does not know")
+    if name != "vlm":
+        kwargs.setdefault("model", name)
+    try:
+        VLMCritic.check_options(**kwargs)
+    except CriticError as exc:
+        return str(exc)
+    return model_source_problem(kwargs.get("model"))
+
+
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
     """Return a critic for ``spec``.
 

@@ -168,14 +168,16 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_critic_spec(spec: Any) -> None:
     """Refuse, before any critic loads, a critic :func:`critic.factory.make_critic` could not
-    name: by the factory's rules, a name is a known critic, an existing checkpoint
-    folder or a critic server URL; an ensemble's members are checked alike. No weights load.
+    build: by the factory's rules, a name is a known critic, an existing checkpoint
+    folder or a critic server URL; an ensemble's members are checked alike; and the options and
+    model each critic would refuse (:func:`critic.factory.critic_spec_problem`). No weights load.
 
     Raises:
-        EvalConfigError: the spec names no critic, a name that is none of those (named), or a
-            server URL that is no address.
+        EvalConfigError: the spec names no critic, a name that is none of those (named), a
+            server URL that is no address, a folder that is no checkpoint, or an option the
+            critic does not take or cannot run with.
     """
-    from critic.factory import available_critics
+    from critic.factory import available_critics, critic_spec_problem
     from critic.vlm import is_server_url
     from rollout.remote import RemoteEngine
 
@@ -203,6 +205,10 @@ def check_critic_spec(spec: Any) -> None:
         if isinstance(members, list):  # anything else: the ensemble's own message, as it loads
             for member in members:
                 check_critic_spec(member)
+    # its options and its model as the critic would check them, without loading it: a
+    # folder that is no checkpoint failed only after every critic before it had run
+    if problem := critic_spec_problem(critic_label(spec)[1]):
+        raise EvalConfigError(f"critics: {problem}")
 
 
 def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:

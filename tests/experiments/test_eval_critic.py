@@ -192,6 +192,16 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
          "fix the name or path"),
         (["critics=[{name: ensemble, members: [oracle, nope]}]"], "critics: 'nope' is neither"),
         (["critics=[{label: a}]"], "critics: {'label': 'a'} names no critic"),
+        # refused up front, where they failed only after the critics before them had run
+        (["critics=[oracle,{name: noisy_oracle, offset_sd: -1}]"], "critics: NoisyOracleCritic "
+         "offset_sd=-1 must be a finite number >= 0"),
+        (["critics=[{name: oracle, label: o, bogus: 1}]"], "critics: bogus=1: not an option of "
+         "the 'oracle' critic; its options are ['needs_frames']"),
+        (["critics=[{name: tiny, mode: nope}]"], "critics: mode='nope' is not a critic mode"),
+        (["critics=[{name: vlm, model: /nonexistent}]"], "critics: model='/nonexistent' is "
+         "neither a shipped critic"),
+        (["critics=[{name: ensemble, members: [oracle, tiny], x: 1}]"], "critics: x=1: not an "
+         "option of the 'ensemble' critic"),
         # τ fit on episodes it then scores
         (["split=test", "calibration_split=all"], "calibration_split='all' overlaps split='test': "
          "τ would be fit on the episodes it scores; give a split apart from the evaluated one "
@@ -231,21 +241,38 @@ def test_episodes_recorded_twice_are_said(dataset, tmp_path, caplog):
 
 
 def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
-    # the second critic's options fail as it is built, after the oracle has its results
-    done = run_eval(tmp_path, f"data=[{dataset}]", "split=train", "calibration_split=null",
-                "probes=false", "critics=[oracle,{name: noisy_oracle, offset_sd: -1}]")  # fmt: skip
-    error = (
-        "CriticError: NoisyOracleCritic offset_sd=-1 must be a finite number >= 0 (an SD of "
-        "progress, e.g. 0.2; 0: none)"
+    # the second critic's weights are damaged: a checkpoint that passes every check made before
+    # any critic loads (its config, tokenizer and template), and fails as it is built, after
+    # the oracle has its results
+    import shutil
+
+    import eval_critic as module
+
+    from critic.weights import SHIPPED
+
+    broken = tmp_path / "broken"
+    broken.mkdir()  # a run's folder, not its <stage>/final: refused before the oracle runs
+    with pytest.raises(module.EvalConfigError) as err:
+        module.check_config(eval_config(f"data=[{dataset}]", f"critics=[oracle,{broken}]"))
+    assert str(err.value).startswith(
+        f"critics: model='{broken}' is a folder but not a checkpoint (it holds no config.json)"
     )
-    assert done.returncode == 1 and done.stderr.strip().endswith(f"eval_critic: {error}")
-    metrics = strict_json((tmp_path / "metrics.json").read_text())
+    broken.rmdir()
+    shutil.copytree(SHIPPED["viscritic-small"], broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    run = tmp_path / "run"
+    done = run_eval(run, f"data=[{dataset}]", "split=train", "calibration_split=null",
+                "probes=false", f"critics=[oracle,{{name: {broken}, label: broken}}]")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    error = done.stderr.strip().splitlines()[-1].removeprefix("eval_critic: ")
+    assert error.startswith("ModelLoadError: ") and str(broken) in error
+    metrics = strict_json((run / "metrics.json").read_text())
     assert list(metrics["critics"]) == ["oracle"]
-    assert metrics["failed"] == {"critic": "noisy_oracle", "error": error}
-    report = (tmp_path / "report.md").read_text()
-    assert f"**Incomplete:** critic `noisy_oracle` failed ({error}); the tables hold" in report
+    assert metrics["failed"] == {"critic": "broken", "error": error}
+    report = (run / "report.md").read_text()
+    assert f"**Incomplete:** critic `broken` failed ({error}); the tables hold" in report
     assert "| oracle | Reacher-v5 |" in report
-    assert "critic noisy_oracle failed; metrics.json and report.md in" in done.stdout + done.stderr
+    assert "critic broken failed; metrics.json and report.md in" in done.stdout + done.stderr
 
 
 def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):
