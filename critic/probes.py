@@ -117,6 +117,18 @@ def probe_passes(name: str, statistic: float) -> bool:
     }[name]
 
 
+# the shortest active part (frames up to the first achieved one) a probe reads: a frozen arm
+# after partial progress needs frames before and after its freeze
+MIN_ACTIVE = 4
+
+
+def probe_candidates(episodes: Sequence[Episode]) -> list[Episode]:
+    """The episodes :func:`run_probes` probes, in order: experts whose active part has
+    :data:`MIN_ACTIVE` frames or more. Take the first ``n`` of these, not of all experts, to
+    probe ``n`` episodes."""
+    return [e for e in episodes if e.expert and active_length(e.progress) >= MIN_ACTIVE]
+
+
 def run_probes(
     critic: Critic,
     episodes: Sequence[Episode],
@@ -133,9 +145,7 @@ def run_probes(
     check_count("batch", batch)
     rng = np.random.default_rng(seed)
     stats: dict[str, list[float]] = {name: [] for name in PROBES}
-    for episode in episodes:
-        if not episode.expert or active_length(episode.progress) < 4:
-            continue
+    for episode in probe_candidates(episodes):
         freeze = max(1, active_length(episode.progress) // 2)
         for name, (video, truth) in probe_videos(episode, rng).items():
             queries = progress_queries(episode, video, truth, frames_per_query)

@@ -99,6 +99,8 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not is_int(cfg.delay_points) or cfg.delay_points < 0:
         raise EvalConfigError(f"delay_points={cfg.delay_points!r} must be an integer >= 0")
+    if not isinstance(cfg.probes, bool):  # probes=off or probes=no ran every probe
+        raise EvalConfigError(f"probes={cfg.probes!r} must be true or false")
     probes = cfg.probe_episodes
     if cfg.probes and (not is_int(probes) or probes < 1):
         # 0 would run every probe on no episode and report each as failed: probes=false is "none"
@@ -290,7 +292,7 @@ def evaluate_critic(
         progress_summary,
         reading_by_state,
     )
-    from critic.probes import run_probes
+    from critic.probes import probe_candidates, run_probes
 
     out: dict[str, Any] = {}
     for task, episodes in by_task.items():
@@ -342,7 +344,9 @@ def evaluate_critic(
             achieved_threshold=thresholds["achieved"], batch=cfg.batch,
         )  # fmt: skip
         if cfg.probes and has_progress:
-            experts = [e for e in episodes if e.expert][: cfg.probe_episodes]
+            # the first probe_episodes of those a probe can read (an expert achieved within
+            # its first frames has too short an active part, and cut first it left none)
+            experts = probe_candidates(episodes)[: cfg.probe_episodes]
             row["probes"] = run_probes(critic, experts, cfg.seed, frames, cfg.batch)
         row["seconds"] = time.perf_counter() - start
         out[task] = row

@@ -168,7 +168,7 @@ def report_lines(
         if "probes" in row
     ]
     if probe_rows:
-        from critic.probes import PROBES
+        from critic.probes import MIN_ACTIVE, PROBES
 
         lines += ["", "## Reward-hacking probes", ""]
         lines += [f"- `{probe}`: {rule}" for probe, rule in PROBES.items()]
@@ -176,7 +176,7 @@ def report_lines(
                   "|---|---|" + "---|" * len(PROBES)]  # fmt: skip
         for name, task, probes in probe_rows:
             cells = [
-                "n/a (no expert episodes)"
+                f"n/a (no expert episode with an active part of {MIN_ACTIVE} frames)"
                 if p["passed"] is None
                 else f"{_fmt(p['statistic'])} {'pass' if p['passed'] else '**FAIL**'}"
                 for p in probes.values()

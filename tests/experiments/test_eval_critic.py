@@ -104,9 +104,21 @@ def test_probes_without_expert_episodes_read_n_a_not_fail(dataset):
     progress = next(line for line in report.splitlines() if line.startswith("| oracle |"))
     assert progress.startswith("| oracle | Reacher-v5 | n/a | n/a | n/a | n/a | 0.00 |")
     assert progress.endswith("| 1.00 |")
-    probes = "n/a (no expert episodes)"
+    probes = "n/a (no expert episode with an active part of 4 frames)"
     assert f"| oracle | Reacher-v5 | {probes} | {probes} | {probes} | {probes} |" in report
     assert "FAIL" not in report
+    # probe_episodes counts the experts a probe can read: an expert achieved at its second frame
+    # (an active part of 2) listed first was taken, skipped, and left none probed
+    import dataclasses
+
+    import numpy as np
+
+    experts = [e for e in iter_episodes(dataset) if e.expert]
+    quick = dataclasses.replace(experts[0], progress=np.minimum(1.0, 2 * experts[0].progress))
+    quick.progress[1:] = 1.0
+    cfg = eval_config("delay_points=0", "stride=4", "probe_episodes=1", "calibration_split=null")
+    row = module.evaluate_critic(OracleCritic(), {"Reacher-v5": [quick, *experts[1:]]}, cfg)
+    assert {p["episodes"] for p in row["Reacher-v5"]["probes"].values()} == {1}
 
 
 def test_a_voc_that_leaves_episodes_out_says_of_how_many_it_is_the_mean():
@@ -167,6 +179,7 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     ("overrides", "message"),
     [
         (["seed=-1"], "seed=-1 must be an integer >= 0 (it seeds the probes' shuffles), e.g. seed=0"),
+        (["probes=off"], "probes='off' must be true or false"),  # it ran every probe
         (["seed=abc"], "seed='abc' must be an integer >= 0"),
         (["by_state=5"], "by_state=5 must map each task to {key: <privileged state name>, bins: "
          "[increasing numbers]}, e.g. by_state={Reacher-v5: {key: fingertip_to_target_cm, "
