@@ -73,18 +73,24 @@ def report_lines(
         "| failure VOC | failure readable |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, by_task in results.items():
-        for task, row in by_task.items():
-            if "progress" not in row:
-                continue
-            ex, fa = row["progress"].get("expert", {}), row["progress"].get("failure", {})
-            if not ex and not fa:  # only policy rollouts: their own table, below
-                continue
-            lines.append(
-                f"| {name} | {task} | {_fmt(ex.get('mae'))} | {_fmt(ex.get('constant_mae'))} "
-                f"| {_voc(ex)} | {_fmt(ex.get('readable'))} | {_fmt(fa.get('mae'))} "
-                f"| {_voc(fa)} | {_fmt(fa.get('readable'))} |"
-            )
+    rows = [
+        f"| {name} | {task} | {_fmt(ex.get('mae'))} | {_fmt(ex.get('constant_mae'))} "
+        f"| {_voc(ex)} | {_fmt(ex.get('readable'))} | {_fmt(fa.get('mae'))} "
+        f"| {_voc(fa)} | {_fmt(fa.get('readable'))} |"
+        for name, by_task in results.items()
+        for task, row in by_task.items()
+        if "progress" in row
+        for ex, fa in [(row["progress"].get("expert", {}), row["progress"].get("failure", {}))]
+        if ex or fa  # only policy rollouts: their own table, below
+    ]
+    if rows:
+        lines += rows
+    else:  # a header over nothing read as a table that lost its rows
+        lines = [  # the heading alone, without the explanation of columns there are none of
+            *lines[: lines.index("## Progress") + 2],
+            "No expert or planned-failure episode with per-frame progress here (videos of your "
+            "own have none: `external` is scored for failure detection alone).",
+        ]
     policy = [(name, task, row["progress"]["policy"]) for name, by_task in results.items()
               for task, row in by_task.items() if "policy" in row.get("progress", {})]  # fmt: skip
     if policy:
@@ -117,6 +123,11 @@ def report_lines(
             "failure). "
             if cfg.calibration_split is not None
             else "No threshold fit (`calibration_split` unset). "
+        )
+        + (
+            "Your own videos (`external`) have no calibration split, so their rows have no `τ`. "
+            if cfg.get("external") is not None
+            else ""
         )
         + "`accuracy` is the greedy verdict's, an unreadable verdict counted wrong (`readable`: the "
         "share of verdicts that could be read; an unreadable one calls no failure in precision and "

@@ -23,10 +23,13 @@ import numpy as np
 from critic.base import CriticError, check_instruction
 from critic.data.episodes import Episode, EpisodeFormatError
 from critic.data.video import check_video_size, read_video
+from critic.parse import normalize_label
 from rollout.checks import is_int, is_number
 
 REQUIRED = ("video", "instruction", "success")
 OPTIONAL = ("failure_type", "failure_time_s")
+# the evaluator's confusion labels an episode with these besides the failure types
+RESERVED_TYPES = ("success", "unreadable")
 
 
 def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
@@ -100,6 +103,12 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
         if failure_kind is not None and not isinstance(failure_kind, str):
             raise EpisodeFormatError(
                 f'{where}: failure_type={failure_kind!r} must be a name, e.g. "drop"'
+            )
+        if isinstance(failure_kind, str) and normalize_label(failure_kind) in RESERVED_TYPES:
+            # the confusion's own rows: the failure was counted as a success, or as unreadable
+            raise EpisodeFormatError(
+                f"{where}: failure_type={failure_kind!r} is a verdict the evaluator reports, not "
+                'a kind of failure; name how it failed (e.g. "drop"), or leave failure_type out'
             )
         if row["success"] and (given := [k for k in OPTIONAL if row.get(k) is not None]):
             raise EpisodeFormatError(

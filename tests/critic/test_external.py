@@ -70,6 +70,12 @@ def test_json_python_cannot_read_is_a_typed_error(folder, line, message):
          "success=false, or drop failure_type and failure_time_s"),
         ([{**A, "instruction": "  "}], "labels.jsonl:1: instruction='  ' is empty: give the task "
          "in words"),
+        # the confusion's own rows: counted as a success, or as unreadable with readable 1.0
+        ([{**B, "failure_type": "Success"}], "labels.jsonl:1: failure_type='Success' is a verdict "
+         "the evaluator reports, not a kind of failure; name how it failed (e.g. \"drop\"), or "
+         "leave failure_type out"),
+        ([{**B, "failure_type": "unreadable"}], "labels.jsonl:1: failure_type='unreadable' is a "
+         "verdict"),
     ],
 )  # fmt: skip
 def test_labels_that_would_change_the_figures_silently_are_refused(folder, rows, message):

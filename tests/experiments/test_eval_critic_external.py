@@ -60,10 +60,18 @@ def test_external_labelled_videos(tmp_path):
     undefined = ("precision", "recall", "f1", "auroc", "type_accuracy", "detection_delay_s",
                  "detected_in_time")  # fmt: skip
     assert {key: failure[key] for key in undefined} == dict.fromkeys(undefined)
+    report = (tmp_path / "run2" / "report.md").read_text()
     assert (
         "| oracle | external | 2 | 1.00 | 1.00 | n/a | n/a | 1.00 | n/a | n/a | n/a | n/a | n/a "
-        in ((tmp_path / "run2" / "report.md").read_text())
+        in (report)
     )
+    # the τ columns say why they are empty, and the progress table is no header over nothing
+    assert "Your own videos (`external`) have no calibration split, so their rows have no `τ`." in (
+        report
+    )
+    progress = report.split("## Progress\n\n", 1)[1].split("\n## ", 1)[0]
+    assert "| critic |" not in progress
+    assert progress.startswith("No expert or planned-failure episode with per-frame progress here")
     # external videos with the data folders at their default: data=[] scores the videos alone
     done = run_eval(tmp_path / "run3", f"data=[{tmp_path / 'none'}]", f"external={folder}")
     assert done.returncode == 1 and done.stderr.strip().endswith(
