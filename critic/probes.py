@@ -100,7 +100,8 @@ def probe_statistic(
             raise ValueError(
                 f"probe 'frozen' needs freeze=<the frame index the arm froze at>, got {freeze!r}"
             )
-        return float(np.nanmean(predicted[freeze + 1 :]) - predicted[freeze])
+        # nanmean of critic.eval: nothing read after the freeze is nan, without numpy's warning
+        return nanmean(list(predicted[freeze + 1 :])) - float(predicted[freeze])
     raise ValueError(f"unknown probe {name!r}; probes are {list(PROBES)}")
 
 

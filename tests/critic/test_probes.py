@@ -122,3 +122,9 @@ def test_the_frozen_probe_needs_its_freeze_index():
     assert probe_statistic("frozen", predicted, 1) == pytest.approx(0.1)  # mean(.3, .5) - .3
     with pytest.raises(ValueError, match=r"probe 'frozen' needs freeze=<the frame index"):
         probe_statistic("frozen", predicted)  # was a TypeError: None + 1
+    # a critic that read nothing after the freeze: n/a, without numpy's "Mean of empty slice"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(probe_statistic("frozen", np.array([0.1, 0.3, np.nan, np.nan]), 1))
