@@ -195,34 +195,24 @@ def _check_env(cfg: DictConfig) -> int:
 
 def _check_critic(cfg: DictConfig) -> None:
     """Say now, not after the other conditions' runs have trained, that the critic cannot load:
-    a VLM critic's model (and an ensemble's members) must name a shipped critic, a preset, a
-    checkpoint folder or a server URL, checked without loading (a 7B critic on a GPU node is
-    not loaded a third time, nor held in this process beside the runs'); any other critic is
-    built once here (the oracles: nothing to load)."""
-    from critic.factory import available_critics, model_source_problem
+    a VLM critic's options and model (and an ensemble's, and each member's) are checked as
+    eval_critic.py checks its critics (:func:`critic.factory.critic_spec_problem`), without
+    loading (a 7B critic on a GPU node is not loaded a third time, nor held in this process
+    beside the runs'); any other critic is built once here (the oracles: nothing to load)."""
+    from critic.factory import critic_spec_problem
 
     critic = OmegaConf.to_container(cfg.critic, resolve=True)
-    target = critic.get("_target_")
-    if target == "critic.vlm.VLMCritic":
-        from critic.base import CriticError
-        from critic.vlm import VLMCritic
-
-        options = {k: v for k, v in critic.items() if not k.startswith("_")}
-        try:  # its mode, prompt, sampling and device, as it would check them, without loading
-            VLMCritic.check_options(**options)
-        except CriticError as exc:
-            raise ExperimentConfigError(f"critic: {exc}") from None
-        models = [critic.get("model")]
-    elif target == "critic.ensemble.EnsembleCritic":  # members: names, paths, URLs, mappings
-        named = [m.get("name") if isinstance(m, dict) else m for m in critic.get("members") or []]
-        # a known name is fine ({name: vlm, model: ...} is checked as it loads); the rest are models
-        models = [m for m in named if m not in available_critics()]
-    else:
+    # the factory's name for each critic that loads a model; any other is built once here
+    name = {"critic.vlm.VLMCritic": "vlm", "critic.ensemble.EnsembleCritic": "ensemble"}.get(
+        critic.get("_target_")
+    )
+    if name is None:
         hydra.utils.instantiate(cfg.critic).close()
         return
-    for model in models:
-        if problem := model_source_problem(model):
-            raise ExperimentConfigError(f"critic: {problem}")
+    # its options, its model (or each member's) as the critic would check them, no weights loaded
+    options = {k: v for k, v in critic.items() if not k.startswith("_")}
+    if problem := critic_spec_problem({"name": name, **options}):
+        raise ExperimentConfigError(f"critic: {problem}")
 
 
 def build_train_env(cfg: DictConfig, condition: str, seed: int):

@@ -134,7 +134,10 @@ def test_a_critic_that_cannot_load_is_said_before_the_other_conditions_train(tmp
     # an ensemble's members alike; the oracles are fine
     done = rl_run(tmp_path / "ens", "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
                 "critic=ensemble", "critic.members=[viscritic-small,oracle,/nowhere]")  # fmt: skip
-    assert "ExperimentConfigError: critic: model='/nowhere' is neither" in done.stderr
+    assert (
+        "ExperimentConfigError: critic: ensemble member '/nowhere': unknown critic '/nowhere'; "
+        "known critics: ['oracle'," in done.stderr
+    )
     assert not (tmp_path / "ens").exists() or not list((tmp_path / "ens").glob("*_seed*"))
 
 
