@@ -129,6 +129,48 @@ def test_lift_progress_rises_through_its_stages_when_the_cube_is_carried():
     env.close()
 
 
+def test_stack_progress_pays_reach_grasp_lift_and_carry_by_hand():
+    # Stages: reach red (30 %), grasp (5 %), lift 4 cm (15 %), carry over green (40 %), release
+    # on it (10 %, success); the carry pays only as far as the cube is lifted.
+    env = envs.make_task_env("Stack")
+    env.reset(seed=0)
+    rs = env.robosuite
+    joint = rs.cubeA.joints[0]
+    start = rs.sim.data.get_joint_qpos(joint).copy()
+    green = rs.sim.data.get_joint_qpos(rs.cubeB.joints[0])[:2].copy()
+
+    def red_at(dx: float = 0.0, dz: float = 0.0, toward_green: float = 0.0) -> None:
+        qpos = start.copy()
+        qpos[0] += dx
+        qpos[:2] += toward_green * (green - start[:2])
+        qpos[2] += dz
+        rs.sim.data.set_joint_qpos(joint, qpos)
+        rs.sim.forward()
+
+    assert env.progress() == 0.0
+    reach0 = env.privileged_state()["gripper_to_red_cube_cm"] / 100
+    red_at(dx=-0.05)  # 5 cm toward the gripper, which starts behind it (lower x)
+    reach = env.privileged_state()["gripper_to_red_cube_cm"] / 100
+    assert reach < reach0 - 0.02
+    assert env.progress() == pytest.approx(0.3 * (reach0 - reach) / (reach0 - 0.01))
+    env._grasping = lambda obj: True  # held: reach and grasp paid (35 %)
+    red_at()
+    assert env.progress() == pytest.approx(0.35)
+    red_at(dz=0.02)  # half the lift, not moved toward green: 0.35 + 0.15 / 2
+    assert env.progress() == pytest.approx(0.425)
+    xy0 = float(np.linalg.norm(green - start[:2]))
+    # lifted, a fifth of the way over green (not yet touching it, which robosuite would call
+    # stacked once released): 0.5 + 0.4 × the share of the way carried
+    red_at(dz=0.04, toward_green=0.2)
+    assert not env.robosuite.check_contact(rs.cubeA, rs.cubeB)
+    xy = env.privileged_state()["red_cube_to_green_cube_cm"] / 100
+    assert xy == pytest.approx(xy0 * 0.8)
+    assert env.progress() == pytest.approx(0.5 + 0.4 * (xy0 - xy) / (xy0 - 0.01))
+    red_at(dz=0.02, toward_green=0.2)  # the same place half as high: the carry pays half
+    assert env.progress() == pytest.approx(0.35 + 0.075 + 0.4 * (xy0 - xy) / (xy0 - 0.01) * 0.5)
+    env.close()
+
+
 def test_unknown_task():
     with pytest.raises(UnknownTaskError) as err:
         envs.get_task("Nope")
