@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rl_results import CONDITIONS, ExperimentConfigError, expand_seeds
 
 from rollout.checks import is_int, is_number
@@ -121,8 +121,10 @@ def check_config(cfg: DictConfig) -> None:
             f"which needs an off-policy algorithm and one env: {wrong}; or set "
             "ground_truth_per_episode=false"
         )
+    if problem := _train_freq_problem(cfg.algo.get("train_freq")):
+        raise ExperimentConfigError(problem)
     horizon = _check_env(cfg)
-    per_episode = [c for c in cfg.conditions if training_schedule(cfg, c)]
+    per_episode = [c for c in cfg.conditions if _trains_per_episode(cfg, c)]
     if per_episode and cfg.total_timesteps % horizon:
         # SB3 stops a learner that trains once per episode only at an episode's end
         below = cfg.total_timesteps - cfg.total_timesteps % horizon
@@ -144,7 +146,38 @@ def check_config(cfg: DictConfig) -> None:
 # SB3 options that must be whole numbers, and the least each may be (gradient_steps may also be
 # -1: as many as the env steps since the last training)
 ALGO_COUNTS = {"batch_size": 1, "buffer_size": 1, "n_steps": 1, "n_epochs": 1,
-               "learning_starts": 0, "gradient_steps": 1}  # fmt: skip
+               "learning_starts": 0, "gradient_steps": 1,
+               "target_update_interval": 1}  # fmt: skip  # 0: a ZeroDivisionError at step one
+TRAIN_FREQ_UNITS = ("step", "episode")
+
+
+def _trains_per_episode(cfg: DictConfig, condition: str) -> bool:
+    """Whether ``condition``'s learner trains every n episodes (relabelled, or a train_freq of
+    ``[n, episode]``), so that SB3 stops it only at an episode's end."""
+    freq = training_schedule(cfg, condition).get("train_freq", cfg.algo.get("train_freq"))
+    return isinstance(freq, list | tuple | ListConfig) and freq[1] == "episode"
+
+
+def _train_freq_problem(value: Any) -> str | None:
+    """Why ``algo.train_freq`` is not what SB3 trains with (an integer >= 1, or ``[n, unit]``),
+    or None. SB3 checks it only inside ``learn()``: after the other conditions had trained."""
+    if value is None:
+        return None
+    if is_int(value) and value >= 1:
+        return None
+    if (
+        isinstance(value, list | tuple | ListConfig)
+        and len(value) == 2
+        and is_int(value[0])
+        and value[0] >= 1
+        and value[1] in TRAIN_FREQ_UNITS
+    ):
+        return None
+    given = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return (
+        f"algo.train_freq={given!r} must be an integer >= 1 (env steps between trainings) or "
+        "[n, step] / [n, episode], e.g. algo.train_freq=[1,episode]"
+    )
 
 
 def _check_algo(cfg: DictConfig) -> None:
@@ -171,7 +204,11 @@ def _check_algo(cfg: DictConfig) -> None:
     env = true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)
     try:
         build = hydra.utils.instantiate(cfg.algo)
-        build(env=env, seed=0, **training_schedule(cfg, "critic"))
+        # once for each schedule the conditions train on (the ground truth's may be the config's
+        # own, the relabelled learners' once per episode)
+        schedules = {repr(training_schedule(cfg, c)): c for c in cfg.conditions}
+        for condition in schedules.values():
+            build(env=env, seed=0, **training_schedule(cfg, condition))
     except (hydra.errors.InstantiationException, AssertionError, ValueError, TypeError) as exc:
         cause = exc.__cause__ if isinstance(exc, hydra.errors.InstantiationException) else exc
         raise ExperimentConfigError(
@@ -283,4 +320,9 @@ def training_schedule(cfg: DictConfig, condition: str) -> dict[str, Any]:
     per_episode = (
         cfg.relabel if condition != "ground_truth" else cfg.get("ground_truth_per_episode")
     )
-    return {"train_freq": (1, "episode"), "gradient_steps": -1} if per_episode else {}
+    if per_episode:
+        return {"train_freq": (1, "episode"), "gradient_steps": -1}
+    given = cfg.algo.get("train_freq")
+    # [1, episode] from the command line: hydra's _convert_: all makes it a list, which SB3
+    # refuses ("must be an integer and not [1, 'episode']"); it takes a tuple
+    return {"train_freq": tuple(given)} if isinstance(given, list | ListConfig) else {}
