@@ -410,11 +410,13 @@ def keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> 
     logging.getLogger(__name__).warning(
         "%d of the %d runs finished before the experiment stopped; they are kept in %s "
         "(results.json, report.md). To train the others (%s), run the same command again with "
-        "resume=true (it keeps these); or run them into another hydra.run.dir= and join them "
-        "with merge=[%s,<that dir>]",
+        "hydra.run.dir=%s resume=true (it keeps these; without hydra.run.dir= it would start a "
+        "new dir); or run them into another hydra.run.dir= and join them with merge=[%s,<that "
+        "dir>]",
         len(finished),
         planned,
         out_dir,
         rerun,
+        out_dir,
         out_dir,
     )

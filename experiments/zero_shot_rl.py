@@ -410,6 +410,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     earlier = finished_runs(cfg, out_dir) if cfg.get("resume") is True else []
     if cfg.get("resume") is True:
         discard_outputs(out_dir / ASIDE)
+    if cfg.get("resume") is True and not earlier:
+        # the default run dir is a new, dated one: the stopped run's dir must be given
+        logging.getLogger(__name__).warning(
+            "resume=true: no run of this experiment finished in %s before, so every run trains; "
+            "to continue a stopped experiment, give its folder: hydra.run.dir=<its dir> "
+            "resume=true",
+            out_dir,
+        )
     if earlier:
         planned = len(cfg.conditions) * len(cfg.seeds)
         logging.getLogger(__name__).info(
@@ -474,7 +482,8 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt as exc:  # the runs that finished are kept (logged above, when any)
         stopped, code = interrupt_exit(exc)
         print(f"zero_shot_rl: interrupted ({stopped}); the runs that finished, if any, are in "
-              f"{out_dir}", file=sys.stderr)  # fmt: skip
+              f"{out_dir}; to train the rest, run the same command with hydra.run.dir={out_dir} "
+              "resume=true", file=sys.stderr)  # fmt: skip
         sys.exit(code)
     finally:  # a run stopped before it set the earlier run aside: its record back in place
         put_back_record(out_dir)

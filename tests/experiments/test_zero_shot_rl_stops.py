@@ -57,12 +57,15 @@ def test_an_interrupt_keeps_the_runs_that_finished_and_says_so(tmp_path, stop):
         os.killpg(run.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
     else:
         run.send_signal(signal.SIGTERM)
-    _, stderr = run.communicate(timeout=120)
+    stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == {"Ctrl-C": 130, "SIGTERM": 143}[stop], stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
+    # the resume it names gives the run dir: resume=true alone started a new, dated one
     assert stderr.strip().endswith(
-        f"zero_shot_rl: interrupted ({stop}); the runs that finished, if any, are in {tmp_path}"
+        f"zero_shot_rl: interrupted ({stop}); the runs that finished, if any, are in {tmp_path}; "
+        f"to train the rest, run the same command with hydra.run.dir={tmp_path} resume=true"
     )
+    assert f"run the same command again with hydra.run.dir={tmp_path} resume=true" in stdout
     kept = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert 1 <= len(kept) < 6
     assert all((tmp_path / f"ground_truth_seed{r['seed']}" / "policy.zip").is_file() for r in kept)
@@ -105,6 +108,21 @@ def test_an_interrupt_while_the_report_is_made_keeps_every_run(tmp_path, monkeyp
         module.run(cfg, tmp_path)
     kept = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [(r["condition"], r["seed"]) for r in kept] == [("ground_truth", 0), ("ground_truth", 1)]
+
+
+def test_a_resume_that_finds_no_earlier_run_says_so(tmp_path, caplog):
+    # from the default run dir, resume=true is a new, dated folder: it retrained every run
+    # without a word
+    import zero_shot_rl as module
+
+    cfg = _config("conditions=[ground_truth]", "seeds=[0]", "workers=1", "resume=true")
+    with caplog.at_level("WARNING"):
+        module.run(cfg, tmp_path)
+    assert (
+        f"resume=true: no run of this experiment finished in {tmp_path} before, so every run "
+        "trains; to continue a stopped experiment, give its folder: hydra.run.dir=<its dir> "
+        "resume=true" in caplog.messages
+    )
 
 
 def _earlier_run(run_dir: Path) -> dict[str, str]:
