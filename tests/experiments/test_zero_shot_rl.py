@@ -299,7 +299,7 @@ def test_a_failed_run_keeps_the_runs_that_finished(tmp_path):
     )
     # the runs to run again, as options (it said "the others")
     assert "To train the others (conditions=[critic] seeds=[0,1]), run the same command again " \
-        "with resume=true (it keeps these)" in done.stdout  # fmt: skip
+        f"with hydra.run.dir={tmp_path} resume=true (it keeps these;" in done.stdout  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["condition"], r["seed"]) for r in results["runs"]] == [
         ("ground_truth", 0), ("ground_truth", 1)
