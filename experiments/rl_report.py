@@ -140,7 +140,12 @@ def write_report(
     ax_r.set(xlabel="env steps", ylabel="true return")
     ax_s.legend()
     fig.suptitle(
-        f"{cfg.env.name}: {cfg.algo._target_.rsplit('.', 1)[-1]}, critic {cfg.critic._target_.rsplit('.', 1)[-1]}"
+        f"{cfg.env.name}: {cfg.algo._target_.rsplit('.', 1)[-1]}"
+        + (
+            f", critic {cfg.critic._target_.rsplit('.', 1)[-1]}"
+            if "critic" in cfg.conditions
+            else ""
+        )
     )
     fig.tight_layout()
     with written_whole(out_dir / "learning_curves.png") as partial:  # a full disk cut it short
@@ -148,12 +153,19 @@ def write_report(
     plt.close(fig)
 
     frames = cfg.reward.get("frames_per_query") or "the critic's own number of"
+    # the config's critic, named only where a condition learned from it
+    critic = (
+        f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), "
+        if "critic" in cfg.conditions
+        else ""
+    )
     lines = [
         f"# Zero-shot RL on {cfg.env.name}",
         "",
         f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {_steps_run(cfg, runs)}, "
         f"seeds {list(cfg.seeds)}, "
-        f"critic `{cfg.critic._target_}` ({_critic_options(cfg.critic)}), reward mode "
+        f"{critic}"
+        f"reward mode "
         f"`{cfg.reward.reward_mode}`{_mode_options(cfg.reward)}, query every {cfg.reward.query_every} ("
         f"{frames} frames per query)"
         f"{_added_rewards(cfg.reward)}"
@@ -171,7 +183,10 @@ def write_report(
         f"spread between seeds (the ± and the ratio's interval over seeds carry it); the true "
         f"final progress is the task's progress at the episode's end "
         "(mean over episodes: how near the policy gets). The learning curve's last point "
-        f"({cfg.eval_episodes} episodes per seed) is beside it.",
+        f"({cfg.eval_episodes} episodes per seed) is beside it."
+        if cfg.get("test_episodes", 0)
+        else "No test of the final policies (`test_episodes=0`): the test columns read n/a; the "
+        f"learning curve's last point ({cfg.eval_episodes} episodes per seed) is the result.",
         "",
         "| condition | true success (test) | successes, pooled (95 % Wilson) | true return (test) "
         "| true final progress (test) | true success (curve, last) | true return (curve, last) "
@@ -373,9 +388,18 @@ def _discount(algo: DictConfig) -> str:
 
 
 def _schedule(cfg: DictConfig) -> list[str]:
-    """When the ground truth's learner trained, said where it could differ from the others'."""
+    """When the learners trained, said where it is not what the algorithm's options say: the
+    relabelled learners train once per episode whatever ``algo.train_freq`` and
+    ``algo.gradient_steps`` are, and the ground truth's may differ from theirs."""
+    relabelled = cfg.relabel and {"critic", "oracle"} & set(cfg.conditions)
     if "ground_truth" not in cfg.conditions:
-        return []
+        # the options line lists the config's train_freq and gradient_steps: used by none here
+        return (
+            ["The learners trained once per episode (relabelled rewards), with as many gradient "
+             "steps as env steps: `train_freq` and `gradient_steps` below applied to none."]
+            if relabelled
+            else []
+        )  # fmt: skip
     if cfg.get("ground_truth_per_episode", False):
         return ["The ground truth's learner trained once per episode, with as many gradient steps "
                 "as env steps (`ground_truth_per_episode=true`)."]  # fmt: skip

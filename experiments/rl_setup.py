@@ -74,6 +74,14 @@ def check_config(cfg: DictConfig) -> None:
             f"{cfg.total_timesteps} measure no success at all; set test_episodes >= 1 (the "
             "default 100) or eval_every <= total_timesteps"
         )
+    if test > 0 and cfg.eval_every > cfg.total_timesteps:
+        logging.getLogger(__name__).warning(
+            "eval_every=%d > total_timesteps=%d: no point of the learning curves is measured "
+            "(the report's curve columns read n/a and the plot is empty); the test of each "
+            "final policy is the result. Lower eval_every for curves",
+            cfg.eval_every,
+            cfg.total_timesteps,
+        )
     from envs.critic_reward import CriticRewardConfig
 
     reward = CriticRewardConfig.from_options(

@@ -386,3 +386,34 @@ def test_the_curves_plot_the_points_every_run_has(tmp_path, monkeypatch):
         assert steps == list(mine[0].timesteps[:points])
         assert mean == pytest.approx([np.mean([r.success_rate[i] for r in mine])
                                       for i in range(points)])  # fmt: skip
+
+
+def test_the_report_says_what_the_conditions_it_holds_used(tmp_path):
+    # it named the config's critic where no condition learned from it, listed train_freq and
+    # gradient_steps where every learner trained once per episode instead, and described a
+    # test of 0 start states
+    from rl_merge import merge_runs
+    from rl_report import write_report
+    from rl_results import summarise
+
+    def no_test(config):
+        config["test_episodes"] = 0
+
+    cases = [("both", ("oracle", "ground_truth"), None), ("oracle", ("oracle",), None),
+             ("all", None, no_test)]  # fmt: skip
+    reports = {}
+    for name, keep, edit in cases:
+        config, runs, sources = merge_runs([str(run_dir(tmp_path, name, edit, keep=keep))])
+        (tmp_path / f"{name}_out").mkdir()
+        write_report(config, runs, summarise(runs), tmp_path / f"{name}_out", sources)
+        reports[name] = (tmp_path / f"{name}_out" / "report.md").read_text().splitlines()
+    assert "critic `" not in reports["both"][2] and "critic `" not in reports["oracle"][2]
+    assert "critic `critic.vlm.VLMCritic`" in reports["all"][2]
+    relabelled = ("The learners trained once per episode (relabelled rewards), with as many "
+                  "gradient steps as env steps: `train_freq` and `gradient_steps` below applied "
+                  "to none.")  # fmt: skip
+    assert reports["oracle"][3] == relabelled and relabelled not in reports["both"]
+    assert not any(line.startswith("Test: each seed's final policy on the same 0 start")
+                   for line in reports["all"])  # fmt: skip
+    assert any(line.startswith("No test of the final policies (`test_episodes=0`)")
+               for line in reports["all"])  # fmt: skip

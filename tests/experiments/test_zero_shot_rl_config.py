@@ -155,6 +155,11 @@ def test_a_budget_below_learning_starts_is_warned_of(caplog):
     cfg.total_timesteps = 20000
     check_config(cfg)
     assert "learning_starts" not in caplog.text
+    # no curve point inside the budget: an empty plot, and matplotlib's legend warning
+    cfg.eval_every = 25000
+    check_config(cfg)
+    assert "eval_every=25000 > total_timesteps=20000: no point of the learning curves is " \
+        "measured" in caplog.text  # fmt: skip
 
 
 @pytest.mark.parametrize(
