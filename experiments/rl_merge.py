@@ -153,12 +153,30 @@ def _read_results(folder: Path) -> dict[str, Any]:
 
     Raises:
         OSError, ValueError, KeyError, TypeError: neither can be read.
+        ExperimentConfigError: two records ran with options that make them no comparison
+            (:data:`MERGE_SAME`, :data:`MERGE_SAME_FOR`), as ``merge=`` of two folders refuses.
     """
     path = folder / "results.json"
     records = sorted(folder.glob(f"*_seed*/{RUN_RECORD}"))
     if path.exists() or not records:
         return json.loads(path.read_text())
     loaded = [json.loads(r.read_text()) for r in records]
+    # a killed run's dir may hold another experiment's runs too: each option compared with the
+    # first record's (a condition's own options with its own first record's)
+    configs = [OmegaConf.create(x["config"]) for x in loaded]
+    firsts: dict[str, int] = {}
+    for i, x in enumerate(loaded):
+        condition = x["run"]["condition"]
+        firsts.setdefault(condition, i)
+        for option, j in [*((o, 0) for o in MERGE_SAME),
+                          *((o, firsts[condition]) for o in MERGE_SAME_FOR.get(condition, ()))]:  # fmt: skip
+            if (was := _compared(configs[j], option)) != (now := _compared(configs[i], option)):
+                before, after = _differences(option, was, now)
+                raise ExperimentConfigError(
+                    f"merge: {folder} holds no results.json, and its runs' records ran with "
+                    f"other options: {records[j]} with {before}, {records[i]} with {after}; "
+                    "merge each experiment's runs from a folder of their own"
+                )
     runs = [record["run"] for record in loaded]
     order = {c: i for i, c in enumerate(CONDITIONS)}
     runs.sort(key=lambda r: (order.get(r["condition"], len(order)), int(r["seed"])))
@@ -288,6 +306,8 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
             config, runs = results["config"], results["runs"]
             _check_results(config, runs)
             config = OmegaConf.create(config)
+        except ExperimentConfigError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ExperimentConfigError(
                 f"merge: {path} is not a results.json that zero_shot_rl.py wrote ({exc!r}); give "

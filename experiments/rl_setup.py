@@ -330,7 +330,7 @@ def training_schedule(cfg: DictConfig, condition: str) -> dict[str, Any]:
     )
     if per_episode:
         return {"train_freq": (1, "episode"), "gradient_steps": -1}
-    given = cfg.algo.get("train_freq")
+    given = (cfg.get("algo") or {}).get("train_freq")
     # [1, episode] from the command line: hydra's _convert_: all makes it a list, which SB3
     # refuses ("must be an integer and not [1, 'episode']"); it takes a tuple
     return {"train_freq": tuple(given)} if isinstance(given, list | ListConfig) else {}

@@ -129,7 +129,7 @@ def check_run_dir(
             f"that replaced it stopped before it finished; move its contents back into {run_dir} "
             "(its .hydra/ in place of the stopped run's), or delete it, then run again"
         )
-    taken = [name for name in OUTPUTS[script](cfg) if (Path(run_dir) / name).exists()]
+    taken = [path.name for path in _outputs_in(script, cfg, run_dir)]
     continues = script in CONTINUES and CONTINUES[script](cfg, Path(run_dir))
     if continues and overwrite:
         raise RunDirError(
@@ -168,8 +168,23 @@ def _unfinished(script: str, cfg: DictConfig, run_dir: Path) -> str:
 ASIDE = ".overwritten"  # where overwrite=true keeps an earlier run until this one has trained
 
 
+def _earlier_rl_runs(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """The (condition, seed) runs another zero_shot_rl experiment finished in ``run_dir`` (each
+    with its record), whatever this command's conditions and seeds: a new run beside them left a
+    dir whose runs ran with two configs, which its merge= joined."""
+    if cfg.get("merge") is not None:
+        return []
+    return sorted(p.parent.name for p in Path(run_dir).glob("*_seed*/result.json"))
+
+
+# Outputs of an earlier run that a script's own names (OUTPUTS) do not cover.
+FOUND: dict[str, Callable[[DictConfig, Path], list[str]]] = {"zero_shot_rl": _earlier_rl_runs}
+
+
 def _outputs_in(script: str, cfg: DictConfig, run_dir: Path) -> list[Path]:
-    return [Path(run_dir) / n for n in OUTPUTS[script](cfg) if (Path(run_dir) / n).exists()]
+    names = list(OUTPUTS[script](cfg))
+    names += [n for n in FOUND.get(script, lambda *_: [])(cfg, run_dir) if n not in names]
+    return [Path(run_dir) / n for n in names if (Path(run_dir) / n).exists()]
 
 
 def _remove(paths: list[Path]) -> None:

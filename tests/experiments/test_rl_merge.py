@@ -246,3 +246,34 @@ def test_resume_reads_the_finished_runs_this_command_asks_for_and_checks_their_o
     assert str(err.value).startswith(f"resume=true: {folder / 'oracle_seed3' / RUN_RECORD} does "
                                      "not read (JSONDecodeError(")  # fmt: skip
     assert str(err.value).endswith("delete its folder to train that run again")
+
+
+def test_a_killed_run_s_records_that_ran_with_other_options_are_not_merged(tmp_path):
+    # a second experiment into a killed run's dir (the guard knew only this command's seeds), or
+    # overwrite=true with fewer seeds killed in turn: merge= joined its records under the first's
+    # config, γ 0.95 and 0.99 in one report
+    from rl_merge import RUN_RECORD, merge_runs
+    from rl_results import ExperimentConfigError
+
+    results = json.loads((run_dir(tmp_path, "source") / "results.json").read_text())
+    killed = tmp_path / "killed"
+    for seed, gamma in ((0, 0.95), (1, 0.99)):
+        (killed / f"oracle_seed{seed}").mkdir(parents=True)
+        config = {**results["config"], "algo": {**results["config"]["algo"], "gamma": gamma}}
+        run = {**next(r for r in results["runs"] if r["condition"] == "oracle"), "seed": seed}
+        (killed / f"oracle_seed{seed}" / RUN_RECORD).write_text(
+            json.dumps({"config": config, "run": run})
+        )
+    with pytest.raises(ExperimentConfigError) as err:
+        merge_runs([str(killed)])
+    assert str(err.value) == (
+        f"merge: {killed} holds no results.json, and its runs' records ran with other options: "
+        f"{killed / 'oracle_seed0' / RUN_RECORD} with algo.gamma=0.95, "
+        f"{killed / 'oracle_seed1' / RUN_RECORD} with algo.gamma=0.99; merge each experiment's "
+        "runs from a folder of their own"
+    )
+    # the same options: one experiment, rebuilt
+    record = json.loads((killed / "oracle_seed1" / RUN_RECORD).read_text())
+    record["config"]["algo"]["gamma"] = 0.95
+    (killed / "oracle_seed1" / RUN_RECORD).write_text(json.dumps(record))
+    assert [r.seed for r in merge_runs([str(killed)])[1]] == [0, 1]

@@ -22,8 +22,18 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
         "or overwrite=true to replace them, or resume=true to keep the runs it finished and "
         "train only the others"
     )
+    # another experiment's finished run (its record), not among this command's seeds: a new run
+    # beside it left a dir of two configs, which merge= joined as one
+    (tmp_path / "ground_truth_seed7").mkdir()
+    (tmp_path / "ground_truth_seed7" / "result.json").write_text("{}")
+    other = OmegaConf.merge(rl, {"seeds": [2]})
+    with pytest.raises(RunDirError, match=r"already holds ground_truth_seed7 from an earlier run"):
+        check_run_dir("zero_shot_rl", other, tmp_path)
     check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": True}), tmp_path)
     check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"merge": ["x"]}), tmp_path)  # no runs
+    import shutil
+
+    shutil.rmtree(tmp_path / "ground_truth_seed7")
     with pytest.raises(RunDirError, match=r"^overwrite='yes' must be true or false$"):
         check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": "yes"}), tmp_path)
     # resume=true continues the stopped experiment here: its finished runs are kept
