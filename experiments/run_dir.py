@@ -123,6 +123,8 @@ def check_run_dir(
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
     put_back_record(run_dir)  # a run killed before it set anything else aside
+    if (run_dir / REMOVING).exists():  # an earlier run's removal, cut short: finished now
+        _remove([run_dir / REMOVING])
     if (run_dir / ASIDE).exists():  # a run killed after overwrite=true set the earlier one aside
         raise RunDirError(
             f"{run_dir / ASIDE} holds an earlier run that overwrite=true set aside, and the run "
@@ -166,6 +168,9 @@ def _unfinished(script: str, cfg: DictConfig, run_dir: Path) -> str:
 
 
 ASIDE = ".overwritten"  # where overwrite=true keeps an earlier run until this one has trained
+# where it goes to be removed, at once: a removal cut short (a large run takes a while) leaves
+# it here, no longer an earlier run to put back, and the next run in the dir finishes it
+REMOVING = ".overwritten-removing"
 
 
 def _earlier_rl_runs(cfg: DictConfig, run_dir: Path) -> list[str]:
@@ -253,9 +258,14 @@ def restore_outputs(script: str, cfg: DictConfig, run_dir: Path, aside: Path | N
 
 
 def discard_outputs(aside: Path | None) -> None:
-    """Remove the earlier run :func:`set_aside_outputs` kept: this run has trained."""
+    """Remove the earlier run :func:`set_aside_outputs` kept: this run has trained. It is first
+    renamed :data:`REMOVING`, so that a removal cut short is never taken for an earlier run to
+    put back half-deleted in place of this run's outputs."""
     if aside is not None and aside.is_dir():
-        _remove([aside])
+        removing = aside.parent / REMOVING
+        _remove([removing] if removing.exists() else [])
+        aside.rename(removing)
+        _remove([removing])
 
 
 class RunDirGuard(Callback):

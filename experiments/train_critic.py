@@ -41,6 +41,13 @@ def main(cfg: DictConfig) -> None:
     stop_on_sigterm()  # a scheduler's pre-emption says where to resume, as Ctrl-C does
     try:
         _main(cfg, run_dir)
+    except KeyboardInterrupt as exc:  # in its start (imports, the config check): no traceback
+        from rollout.workers import interrupt_exit
+
+        stopped, code = interrupt_exit(exc)
+        print(f"train_critic: interrupted ({stopped}) before training began; nothing was "
+              "trained", file=sys.stderr)  # fmt: skip
+        sys.exit(code)
     finally:  # a run that stopped before it set the earlier run aside: its record back in place
         from run_dir import put_back_record
 
@@ -92,6 +99,11 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
         final = None
         for i, stage in enumerate(pipeline):
             final = trainer.run_stage(stage, resume if i == 0 else None)
+        if aside is not None and trainer.on_first_step is not None:
+            # finished without a step to train (a resume of a finished stage): its outputs
+            # replace the earlier run's all the same, which stayed aside and blocked the dir
+            trainer.on_first_step = None
+            discard_outputs(aside)
     except (TrainConfigError, CheckpointError, ModelLoadError, CriticError, EpisodeFormatError,
             NonFiniteError, MissingExtraError) as exc:  # fmt: skip
         # a model or teacher= that does not load, a checkpoint a run did not finish, a NaN loss
@@ -142,7 +154,7 @@ def interrupted(trainer: Trainer, pipeline: list[str], by: str = "Ctrl-C") -> st
     return (
         f"{done}, before its first checkpoint (checkpoint_every={trainer.cfg.checkpoint_every}); "
         f"nothing of the stage to continue from: run pipeline={pipeline[pipeline.index(stage) :]} "
-        "again"
+        "again into a new hydra.run.dir="
         + (
             f" from the earlier stages' weights, model={trainer._last_final}"
             if trainer._last_final is not None

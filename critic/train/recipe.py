@@ -277,8 +277,10 @@ class Trainer:
                 )
             self._log(stage, step + 1, record)
             if self.on_first_step is not None:  # e.g. remove the run overwrite=true replaces
-                self.on_first_step()
-                self.on_first_step = None
+                # unset first: a Ctrl-C while it runs (a large earlier run takes a while to
+                # remove) stops a run that has trained, whose step must not be undone
+                hook, self.on_first_step = self.on_first_step, None
+                hook()
             if (
                 cfg.checkpoint_every
                 and (step + 1) % cfg.checkpoint_every == 0
@@ -300,10 +302,12 @@ class Trainer:
         last = self.last_checkpoint
         where = (
             f"the last checkpoint before it is {last}: start again from its weights with "
-            f"model={last} and a lower stages.{stage}.lr= (resume= would repeat the same steps)"
+            f"model={last} and a lower stages.{stage}.lr=, into a new hydra.run.dir= (resume= "
+            "would repeat the same steps)"
             if last is not None
             else f"no checkpoint of the stage was written before it (checkpoint_every="
-            f"{self.cfg.checkpoint_every}); run it again with a lower stages.{stage}.lr="
+            f"{self.cfg.checkpoint_every}); run it again with a lower stages.{stage}.lr=, into a "
+            "new hydra.run.dir= or with overwrite=true"
         )
         return (
             f"stage {stage}, step {step}: {problem} (lr={lr:g}, dtype={self.cfg.dtype}); the run "

@@ -159,6 +159,31 @@ def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_pa
     assert (tmp_path / "sft" / "final").is_dir()  # the earlier run's, not the new empty one
     discard_outputs(set_aside_outputs("train_critic", train, tmp_path, keep=["tiny", None]))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "notes.txt"]
+    # a removal cut short (Ctrl-C while a large earlier run is deleted) leaves no earlier run to
+    # put back: both were lost, the new run's trained step removed and half the old one moved
+    # back, "kept as it was"; the next run in the dir finishes the removal
+    import run_dir as module
+
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "weights").write_text("earlier")
+    aside = set_aside_outputs("train_critic", train, tmp_path)
+    remove = module._remove
+
+    def cut_short(paths):
+        if any(p.name == module.REMOVING for p in paths) and (tmp_path / module.REMOVING).exists():
+            (tmp_path / module.REMOVING / "sft" / "weights").unlink()  # half of it gone
+            raise KeyboardInterrupt
+        remove(paths)
+
+    module._remove = cut_short
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            discard_outputs(aside)
+    finally:
+        module._remove = remove
+    assert not aside.exists() and (tmp_path / module.REMOVING).is_dir()
+    check_run_dir("train_critic", OmegaConf.merge(train, {"overwrite": True}), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "notes.txt"]
     # a run killed after it set the earlier one aside leaves it there: the next run is refused,
     # where overwrite=true deleted it
     (tmp_path / "sft").mkdir()

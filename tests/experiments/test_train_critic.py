@@ -420,6 +420,16 @@ def test_overwrite_replaces_every_earlier_output_of_the_run_dir(dataset, tmp_pat
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == record
     assert not (tmp_path / ".overwritten").exists()
+    # a run that finishes with no step to train (a resume of another run's finished stage)
+    # replaces the earlier run too: it stayed in .overwritten/, and every later run was refused
+    import shutil
+
+    other = tmp_path.parent / f"{tmp_path.name}_other"
+    shutil.copytree(tmp_path, other)
+    done = run_train(tmp_path, *one_step, "pipeline=[sft]", "overwrite=true",
+                     f"resume={other / 'sft' / 'final'}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / ".overwritten").exists()
 
 
 def test_keep_checkpoints_keeps_each_stage_s_latest(dataset, tmp_path):
