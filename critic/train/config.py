@@ -157,6 +157,11 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                     f"stages.{stage}.kinds=[] trains on nothing; name some of {list(allowed)}, or "
                     f"kinds=null for {list(kinds)}"
                 )
+            if twice := sorted({k for k in chosen if chosen.count(k) > 1}):
+                # counted twice: the kind's samples drawn twice as often, without a word
+                raise TrainConfigError(
+                    f"stages.{stage}.kinds names {twice} more than once; list each kind once"
+                )
             extra = [k for k in chosen if k not in allowed]
             if extra:
                 raise TrainConfigError(

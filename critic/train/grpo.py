@@ -100,6 +100,9 @@ class GRPOConfig:
             (0 <= self.eps_low < 1 and self.eps_high >= 0,
              f"eps_low={self.eps_low!r} must be in [0, 1) and eps_high={self.eps_high!r} >= 0"),
             (self.kl_coef >= 0, f"kl_coef={self.kl_coef!r} must be >= 0"),
+            # dynamic_sampling=off was a string, true: sampling stayed on
+            (isinstance(self.dynamic_sampling, bool),
+             f"dynamic_sampling={self.dynamic_sampling!r} must be true or false"),
             (self.temporal_bonus >= 0 and self.temporal_mu > 0,
              f"temporal_bonus={self.temporal_bonus!r} must be >= 0 (0: T-GRPO off) and "
              f"temporal_mu={self.temporal_mu!r} > 0"),

@@ -183,6 +183,21 @@ def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
         raise TrainConfigError(
             f"deepspeed_config={cfg.deepspeed_config} is not a DeepSpeed JSON object ({exc})"
         ) from exc
+    left = {"train_batch_size": (None, "auto"), "gradient_accumulation_steps": (None, "auto", 1)}
+    if batch := sorted(k for k, fine in left.items() if options.get(k) not in fine):
+        # the recipe steps once per batch: accumulation 2 stepped every second batch, its
+        # weights unchanged after one step; train_batch_size was DeepSpeed's raw assertion
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config} sets {', '.join(batch)}; the batch comes "
+            "from stages.<stage>.batch_size, shared out over the processes, one optimizer step "
+            'each: remove them, or set them to "auto"'
+        )
+    if "scheduler" in options:  # the recipe sets each step's rate (stages.<stage>.schedule)
+        raise TrainConfigError(
+            f'deepspeed_config={cfg.deepspeed_config} has a "scheduler" section, which the '
+            "recipe's own schedule would override at every step; remove it and set "
+            "stages.<stage>.schedule= and .warmup="
+        )
     if not isinstance(options.get("optimizer"), dict):
         # DeepSpeed's ZeRO builds the optimizer from it: without, a raw AssertionError after the
         # model had loaded

@@ -332,6 +332,12 @@ STAGE_KINDS = "['sft', 'score', 'failure', 'pretext', 'joint']"
         (["frozen_count=0", "pipeline=[readout]", "stages.readout.kinds=[frozen]"], "stage 'readout' "
          "trains on ['frozen'] samples, and frozen_count=0 makes none of them; set frozen_count= to 1 "
          "or more, or give the stage other kinds (stages.readout.kinds=)"),
+        # counted twice: the verdict's samples drawn twice as often
+        (["pipeline=[readout]", "stages.readout.kinds=[score,failure,failure]"], "stages.readout."
+         "kinds names ['failure'] more than once; list each kind once"),
+        # a string, so true: dynamic sampling stayed on
+        (["pipeline=[pretext]", "grpo.dynamic_sampling=off"], "grpo: dynamic_sampling='off' must "
+         "be true or false"),
     ],
 )  # fmt: skip
 def test_options_that_trained_wrongly_or_crashed_are_refused_first(dataset, overrides, message):

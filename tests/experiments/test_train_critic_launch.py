@@ -102,6 +102,21 @@ def test_deepspeed_needs_an_optimizer_and_the_processes_that_wrote_a_resume(data
     bare.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": "auto"}))
     with pytest.raises(Exception, match=r"has no \"optimizer\" section; add one"):
         check_overrides(f"data=[{dataset}]", f"deepspeed_config={bare}", "stages.sft.batch_size=4")
+    # a batch or a schedule of its own: accumulation 2 stepped every second batch (one step's
+    # run kept its first weights), train_batch_size was DeepSpeed's raw assertion after the model
+    # loaded, and a scheduler was overridden at every step
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    zero2 = json.loads((root / "configs" / "deepspeed" / "zero2.json").read_text())
+    for extra, said in [({"gradient_accumulation_steps": 2}, "sets gradient_accumulation_steps; "),
+                        ({"train_batch_size": 8}, "sets train_batch_size; "),
+                        ({"scheduler": {"type": "WarmupLR"}}, 'has a "scheduler" section')]:  # fmt: skip
+        own = tmp_path / "own.json"
+        own.write_text(json.dumps({**zero2, **extra}))
+        with pytest.raises(Exception, match=said):
+            check_overrides(f"data=[{dataset}]", f"deepspeed_config={own}",
+                            "stages.sft.batch_size=4")  # fmt: skip
     shards = tmp_path / "ck" / "deepspeed"
     shards.mkdir(parents=True)
     (tmp_path / "ck" / "trainer_state.pt").write_bytes(b"")  # the rest is read after the check
