@@ -240,6 +240,17 @@ def _window(num_frames: int, length: int, rng: np.random.Generator) -> tuple[int
     return start, start + length
 
 
+def clip_transforms(transforms: Sequence[str], length: int) -> list[str]:
+    """The ``transforms`` that change a clip of ``length`` frames (the rest would give the answer
+    away): reversing or speeding one frame changes nothing, and 2 frames shuffled are the 2
+    reversed. :func:`pretext_samples` also leaves out, per episode, a window longer than the
+    video and quarter turns of non-square frames."""
+    return [
+        t for t in transforms
+        if (length > 1 or t not in TEMPORAL) and (length > 2 or t != "shuffle")
+    ]  # fmt: skip
+
+
 def pretext_samples(
     episode: Episode,
     rng: np.random.Generator,
@@ -258,9 +269,8 @@ def pretext_samples(
     length = min(frames, len(video))
     square = video.shape[1] == video.shape[2]
     usable = [
-        t for t in transforms
-        if window_length(t, length) <= len(video) and (length > 1 or t not in TEMPORAL)
-        and (length > 2 or t != "shuffle") and (square or t not in QUARTER_TURNS)
+        t for t in clip_transforms(transforms, length)
+        if window_length(t, length) <= len(video) and (square or t not in QUARTER_TURNS)
     ]  # fmt: skip
     samples = []
     for _ in range(count if usable else 0):

@@ -316,6 +316,24 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"task_frames names {absent}, which no episode of data= is of (it would change "
             f"nothing, and the checkpoint would record it); the data's tasks are {data_tasks()}"
         )
+    if any({"pretext", "joint"} & set(plan["kinds"]) for plan in plans.values()):
+        from critic.data.samples import clip_transforms
+
+        # the clip lengths the pretext question is asked at: frames=, and task_frames' for its
+        # tasks (a stage of them found no samples only after the model loaded and earlier stages
+        # trained, or asked a question with one answer)
+        lengths = {int(n): f"task_frames.{t}={n}" for t, n in task_frames.items()}
+        if not task_frames or set(data_tasks()) - {str(t) for t in task_frames}:
+            lengths[int(cfg.frames)] = f"frames={cfg.frames}"
+        for length, option in sorted(lengths.items()):
+            if len(usable := clip_transforms(transforms, length)) < 2:
+                raise TrainConfigError(
+                    f"transforms={transforms} leave {usable} for clips of {length} frame"
+                    f"{'s' if length > 1 else ''} ({option}): reversing or speeding up one frame "
+                    "changes nothing and 2 frames shuffled are 2 reversed, so the pretext question "
+                    "would have one answer or none; add transforms that change such a clip "
+                    "(none, rotate_180, hflip), or give longer clips"
+                )
     teacher, tasks = cfg.get("teacher"), cfg.get("teacher_tasks")
     if teacher is not None:
         from critic.weights import SHIPPED
