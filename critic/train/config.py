@@ -213,8 +213,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         plans[stage] = plan
     if problem := folder_problem("data", list(cfg.data)):
         raise TrainConfigError(problem)
+    from critic.data.episodes import finished_ids
+
     folders = [Path(d) for d in cfg.data]
-    missing = [str(d) for d in folders if not (d / "episodes").is_dir()]
+    # no finished episode (an episodes/ folder a recording made and never filled): found after
+    # the model loaded, blaming the seed split
+    missing = [str(d) for d in folders if not finished_ids(d)]
     if not folders or missing:
         raise TrainConfigError(
             f"data={[str(d) for d in folders]}: no episodes in {missing or 'an empty list'}; make "

@@ -64,7 +64,7 @@ class Trainer:
         self.rank, self.world = process_rank()
         self.plans = check_config(cfg)  # before any model loads
         self.history: list[dict[str, Any]] = []
-        self.writer = None  # tensorboard's, made by setup (rank 0)
+        self.writer = None  # tensorboard's, made at the first record (rank 0)
         self.on_first_step: Any = None  # called once, after the run's first trained step
         self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
         self._last_final: Path | None = None  # the last stage's weights written by this run
@@ -104,11 +104,6 @@ class Trainer:
 
         self.vision = VisionSpec.from_config(self.model.config.vision_config)
         self.reference = None  # the KL term's frozen model, set at each GRPO stage's start
-        self.writer = None
-        if self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # -- one stage --------------------------------------------------------------------------
     def run_stage(self, stage: str, resume: Path | None = None) -> Path:
@@ -466,6 +461,13 @@ class Trainer:
         if self.rank != 0:
             return
         self.history.append(record)
+        if self.writer is None:
+            # made at the first record, not at setup: a run that stopped before it logged
+            # anything (no samples, a teacher that does not load) left an events file that
+            # blocked the run dir for the corrected run
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         for key, value in record.items():
             if (
                 isinstance(value, float | int)

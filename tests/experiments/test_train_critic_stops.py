@@ -8,6 +8,7 @@ import pytest
 
 from tests.experiments.train_critic_cli import (
     TINY,
+    check_overrides,
     load_recipe,
     read_history,
     run_stages,
@@ -186,3 +187,27 @@ def test_a_checkpoint_that_cannot_be_written_is_named_with_the_one_to_resume(
         f"device); the last checkpoint written is {first}: resume={first} once there is room"
     )
     assert (first / "config.json").is_file()
+
+
+def test_a_run_that_stops_before_its_first_record_leaves_the_dir_free(dataset, tmp_path):
+    # tensorboard/ was made at setup: a run with no samples (here: only a test-split episode) left
+    # an events file, and the corrected run in the same dir was refused ("already holds
+    # tensorboard from an earlier run")
+    from envs.plans import plan_episodes
+    from envs.synth import synthesize
+
+    test_only = tmp_path / "test_only"  # seed 5: a test seed, no train episode
+    synthesize(plan_episodes("Reacher-v5", 1, 0.0, first_seed=5), test_only, progress_bar=False,
+               every=10, image_size=28)  # fmt: skip
+    run = tmp_path / "run"
+    one = ["pipeline=[sft]", "stages.sft.steps=1", "stages.sft.batch_size=2", "eval_every=0"]
+    done = run_train(run, f"data=[{test_only}]", *one)
+    assert done.returncode == 1 and "no training samples" in done.stderr, done.stderr[-2000:]
+    assert not (run / "tensorboard").exists()
+    done = run_train(run, f"data=[{dataset}]", *one)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((run / "tensorboard").iterdir())) == 1
+    # an episodes/ folder with no finished episode is refused before the model loads
+    (tmp_path / "empty" / "episodes").mkdir(parents=True)
+    with pytest.raises(Exception, match=r"no episodes in \["):
+        check_overrides(f"data=[{tmp_path / 'empty'}]")
