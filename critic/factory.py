@@ -105,12 +105,17 @@ def critic_spec_problem(spec: Any) -> str | None:
         >>> critic_spec_problem({"name": "oracle", "bogus": 1})
         "bogus=1: not an option of the 'oracle' critic; its options are ['needs_frames']"
     """
+    import dataclasses
     import inspect
 
     from critic.base import CriticError
 
     if isinstance(spec, Critic):
         return None
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(spec):  # an ensemble's members as a ListConfig were not checked
+        spec = OmegaConf.to_container(spec, resolve=True)
     kwargs = dict(spec) if isinstance(spec, Mapping) else {}
     name = kwargs.pop("name", None) if isinstance(spec, Mapping) else spec
     if isinstance(name, os.PathLike):
@@ -154,7 +159,9 @@ def critic_spec_problem(spec: Any) -> str | None:
         VLMCritic.check_options(**kwargs)
     except CriticError as exc:
         return str(exc)
-    return model_source_problem(kwargs.get("model"))
+    # {name: vlm} alone builds VLMCritic's own default model
+    default = next(f.default for f in dataclasses.fields(VLMCritic) if f.name == "model")
+    return model_source_problem(kwargs.get("model", default))
 
 
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:

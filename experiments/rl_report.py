@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rl_results import (
     CONDITIONS,
     MACHINE_PACKAGES,
@@ -404,13 +404,34 @@ def _schedule(cfg: DictConfig) -> list[str]:
         return ["The ground truth's learner trained once per episode, with as many gradient steps "
                 "as env steps (`ground_truth_per_episode=true`)."]  # fmt: skip
     if cfg.relabel and {"critic", "oracle"} & set(cfg.conditions):
-        return ["The ground truth's learner trained at every step; the relabelled learners once "
-                "per episode, with as many gradient steps."]  # fmt: skip
+        return [f"The ground truth's learner trained {_every(cfg.algo.get('train_freq', 1))}; the "
+                "relabelled learners once per episode, with as many gradient steps."]  # fmt: skip
     return []
+
+
+def _every(train_freq: Any) -> str:
+    """When a learner of ``algo.train_freq`` trains, in words: ``at every step`` for 1."""
+    n, unit = (train_freq if isinstance(train_freq, list | tuple | ListConfig)
+               else (train_freq, "step"))  # fmt: skip
+    if int(n) == 1:
+        return "at every step" if unit == "step" else "once per episode"
+    return f"every {int(n)} {unit}s"
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def resume_advice(cfg: DictConfig, out_dir: Path) -> str:
+    """How to train the runs a stopped experiment did not finish, in its own run dir (resume=true
+    alone started a new, dated one), without overwrite=true (which a resume refuses); nothing
+    for a merge=, which trains no run."""
+    if cfg.get("merge") is not None:
+        return ""
+    drop = " without overwrite=true" if cfg.get("overwrite") is True else ""
+    return (
+        f"; to train the rest, run the same command{drop} with hydra.run.dir={out_dir} resume=true"
+    )
 
 
 def keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> None:
@@ -431,9 +452,10 @@ def keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> 
         for c, seeds in missing.items()
         if seeds
     )
+    drop = " without overwrite=true" if cfg.get("overwrite") is True else ""
     logging.getLogger(__name__).warning(
         "%d of the %d runs finished before the experiment stopped; they are kept in %s "
-        "(results.json, report.md). To train the others (%s), run the same command again with "
+        "(results.json, report.md). To train the others (%s), run the same command again%s with "
         "hydra.run.dir=%s resume=true (it keeps these; without hydra.run.dir= it would start a "
         "new dir); or run them into another hydra.run.dir= and join them with merge=[%s,<that "
         "dir>]",
@@ -441,6 +463,7 @@ def keep_finished(cfg: DictConfig, finished: list[RunResult], out_dir: Path) -> 
         planned,
         out_dir,
         rerun,
+        drop,
         out_dir,
         out_dir,
     )

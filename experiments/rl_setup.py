@@ -132,16 +132,27 @@ def check_config(cfg: DictConfig) -> None:
     if problem := _train_freq_problem(cfg.algo.get("train_freq")):
         raise ExperimentConfigError(problem)
     horizon = _check_env(cfg)
-    per_episode = [c for c in cfg.conditions if _trains_per_episode(cfg, c)]
-    if per_episode and cfg.total_timesteps % horizon:
-        # SB3 stops a learner that trains once per episode only at an episode's end
-        below = cfg.total_timesteps - cfg.total_timesteps % horizon
-        raise ExperimentConfigError(
-            f"total_timesteps={cfg.total_timesteps} is not a whole number of {horizon}-step "
-            f"episodes: {', '.join(per_episode)} (trained once per episode) would run "
-            f"{below + horizon} env steps, not the budget the report states; set "
-            f"total_timesteps={below or horizon} or {below + horizon}"
-        )
+    by_round: dict[int, list[str]] = {}  # episodes between trainings -> the conditions
+    for condition in cfg.conditions:
+        if episodes := _episodes_per_training(cfg, condition):
+            by_round.setdefault(episodes, []).append(str(condition))
+    for episodes, conditions in sorted(by_round.items()):
+        round_ = episodes * horizon  # env steps between two of their trainings
+        if cfg.total_timesteps % round_:
+            # SB3 stops such a learner only at the end of a round of episodes
+            below = cfg.total_timesteps - cfg.total_timesteps % round_
+            what, every = (
+                (f"{horizon}-step episodes", "once per episode")
+                if episodes == 1
+                else (f"{round_}-step rounds ({episodes} episodes of {horizon} steps)",
+                      f"once every {episodes} episodes")
+            )  # fmt: skip
+            raise ExperimentConfigError(
+                f"total_timesteps={cfg.total_timesteps} is not a whole number of {what}: "
+                f"{', '.join(conditions)} (trained {every}) would run {below + round_} env "
+                f"steps, not the budget the report states; set total_timesteps="
+                f"{below or round_} or {below + round_}"
+            )
     _check_algo(cfg)
     if "critic" in cfg.conditions or "oracle" in cfg.conditions:
         from envs.vec_env import VisCriticVecEnv
@@ -159,11 +170,13 @@ ALGO_COUNTS = {"batch_size": 1, "buffer_size": 1, "n_steps": 1, "n_epochs": 1,
 TRAIN_FREQ_UNITS = ("step", "episode")
 
 
-def _trains_per_episode(cfg: DictConfig, condition: str) -> bool:
-    """Whether ``condition``'s learner trains every n episodes (relabelled, or a train_freq of
-    ``[n, episode]``), so that SB3 stops it only at an episode's end."""
+def _episodes_per_training(cfg: DictConfig, condition: str) -> int:
+    """How many episodes ``condition``'s learner collects between trainings (relabelled: 1; a
+    train_freq of ``[n, episode]``: n), or 0 where it counts steps. SB3 ends such a learner's
+    run only after a whole round of n episodes, past the budget if need be."""
     freq = training_schedule(cfg, condition).get("train_freq", cfg.algo.get("train_freq"))
-    return isinstance(freq, list | tuple | ListConfig) and freq[1] == "episode"
+    episodic = isinstance(freq, list | tuple | ListConfig) and freq[1] == "episode"
+    return int(freq[0]) if episodic else 0
 
 
 def _train_freq_problem(value: Any) -> str | None:

@@ -143,9 +143,13 @@ def check_run_dir(
         )
     if taken and not overwrite and not continues:
         more = " ..." if len(taken) > 4 else ""
+        # another experiment's runs alone (none of this command's names): a resume here would
+        # refuse them as runs it does not ask for
+        own = set(OUTPUTS[script](cfg)) & set(taken)
+        hint = _unfinished(script, cfg, run_dir) if own else ""
         raise RunDirError(
             f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
-            f"new {dir_option}=, or overwrite=true to replace them{_unfinished(script, cfg, run_dir)}"
+            f"new {dir_option}=, or overwrite=true to replace them{hint}"
         )
 
 

@@ -41,18 +41,23 @@ def main(cfg: DictConfig) -> None:
     stop_on_sigterm()  # a scheduler's pre-emption says where to resume, as Ctrl-C does
     try:
         _main(cfg, run_dir)
-    except KeyboardInterrupt as exc:  # in its start (imports, the config check): no traceback
+    except KeyboardInterrupt as exc:  # in its start (imports, the config check), or a second
+        # one while the first was handled: no traceback
         from rollout.workers import interrupt_exit
 
         stopped, code = interrupt_exit(exc)
-        print(f"train_critic: interrupted ({stopped}) before training began; nothing was "
-              "trained", file=sys.stderr)  # fmt: skip
+        print(f"train_critic: interrupted ({stopped}) "
+              + (f"as the run ended; what it wrote is in {run_dir}" if _STARTED else
+                 "before training began; nothing was trained"), file=sys.stderr)  # fmt: skip
         sys.exit(code)
     finally:  # a run that stopped before it set the earlier run aside: its record back in place
         from run_dir import put_back_record
 
         if os.environ.get("RANK", "0") == "0":
             put_back_record(run_dir)
+
+
+_STARTED = False  # whether _main reached training (set once; one run per process)
 
 
 def _main(cfg: DictConfig, run_dir: Path) -> None:
@@ -94,6 +99,8 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
             sys.exit(1)
         # the earlier run is removed once this one has trained a step; kept until then
         trainer.on_first_step = lambda: discard_outputs(aside)
+    global _STARTED
+    _STARTED = True  # from here on, _main's own handlers say where the run stopped
     try:
         trainer.setup()
         final = None

@@ -45,7 +45,7 @@ from rl_merge import RUN_RECORD, finished_runs, ignored_by_merge, import_merged_
 
 # Beside this script (its folder is on sys.path): what a run records, summaries, merge; report;
 # the config check and the envs each condition learns in.
-from rl_report import keep_finished, write_report
+from rl_report import keep_finished, resume_advice, write_report
 from rl_results import (
     TEST_SEED,
     ExperimentConfigError,
@@ -482,8 +482,7 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt as exc:  # the runs that finished are kept (logged above, when any)
         stopped, code = interrupt_exit(exc)
         print(f"zero_shot_rl: interrupted ({stopped}); the runs that finished, if any, are in "
-              f"{out_dir}; to train the rest, run the same command with hydra.run.dir={out_dir} "
-              "resume=true", file=sys.stderr)  # fmt: skip
+              f"{out_dir}{resume_advice(cfg, out_dir)}", file=sys.stderr)  # fmt: skip
         sys.exit(code)
     finally:  # a run stopped before it set the earlier run aside: its record back in place
         put_back_record(out_dir)

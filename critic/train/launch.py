@@ -183,14 +183,16 @@ def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
         raise TrainConfigError(
             f"deepspeed_config={cfg.deepspeed_config} is not a DeepSpeed JSON object ({exc})"
         ) from exc
-    left = {"train_batch_size": (None, "auto"), "gradient_accumulation_steps": (None, "auto", 1)}
+    # "auto" too: deepspeed_config() resolves only the micro batch, clipping, lr and bf16, and
+    # DeepSpeed compares an "auto" it is left with to a number (a TypeError)
+    left = {"train_batch_size": (None,), "gradient_accumulation_steps": (None, 1)}
     if batch := sorted(k for k, fine in left.items() if options.get(k) not in fine):
         # the recipe steps once per batch: accumulation 2 stepped every second batch, its
         # weights unchanged after one step; train_batch_size was DeepSpeed's raw assertion
         raise TrainConfigError(
             f"deepspeed_config={cfg.deepspeed_config} sets {', '.join(batch)}; the batch comes "
             "from stages.<stage>.batch_size, shared out over the processes, one optimizer step "
-            'each: remove them, or set them to "auto"'
+            "each: remove them (gradient_accumulation_steps may be 1)"
         )
     if "scheduler" in options:  # the recipe sets each step's rate (stages.<stage>.schedule)
         raise TrainConfigError(

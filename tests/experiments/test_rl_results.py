@@ -413,6 +413,13 @@ def test_the_report_says_what_the_conditions_it_holds_used(tmp_path):
                   "gradient steps as env steps: `train_freq` and `gradient_steps` below applied "
                   "to none.")  # fmt: skip
     assert reports["oracle"][3] == relabelled and relabelled not in reports["both"]
+    assert reports["both"][3].startswith("The ground truth's learner trained at every step; ")
+    # a train_freq of its own: said as it is ("at every step" was said of [2, episode] too)
+    from rl_report import _every
+
+    assert [_every(f) for f in (1, 4, [1, "episode"], (2, "episode"), [3, "step"])] == [
+        "at every step", "every 4 steps", "once per episode", "every 2 episodes", "every 3 steps"
+    ]  # fmt: skip
     assert not any(line.startswith("Test: each seed's final policy on the same 0 start")
                    for line in reports["all"])  # fmt: skip
     assert any(line.startswith("No test of the final policies (`test_episodes=0`)")

@@ -27,8 +27,12 @@ def test_what_each_script_would_write_over_by_hand(tmp_path):
     (tmp_path / "ground_truth_seed7").mkdir()
     (tmp_path / "ground_truth_seed7" / "result.json").write_text("{}")
     other = OmegaConf.merge(rl, {"seeds": [2]})
-    with pytest.raises(RunDirError, match=r"already holds ground_truth_seed7 from an earlier run"):
+    with pytest.raises(RunDirError) as err:
         check_run_dir("zero_shot_rl", other, tmp_path)
+    assert str(err.value) == (  # no resume=true: it refuses runs this command does not ask for
+        f"{tmp_path} already holds ground_truth_seed7 from an earlier run; give a new "
+        "hydra.run.dir=, or overwrite=true to replace them"
+    )
     check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"overwrite": True}), tmp_path)
     check_run_dir("zero_shot_rl", OmegaConf.merge(rl, {"merge": ["x"]}), tmp_path)  # no runs
     import shutil

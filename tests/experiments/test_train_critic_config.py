@@ -340,10 +340,15 @@ STAGE_KINDS = "['sft', 'score', 'failure', 'pretext', 'joint']"
          "would have one answer or none; add transforms that change such a clip (none, rotate_180, "
          "hflip), or give longer clips"),
         (["pipeline=[pretext]", "frames=2", "transforms=[none,shuffle]"], "transforms=['none', "
-         "'shuffle'] leave ['none'] for clips of 2 frames (frames=2): reversing"),
+         "'shuffle'] leave ['none'] for clips of 2 frames (frames=2): reversing or speeding up one "
+         "frame changes nothing and 2 frames shuffled are 2 reversed, so the pretext question "
+         "would have one answer or none; add transforms that change such a clip (none, rotate_180, "
+         "hflip), or give longer clips"),
         (["pipeline=[joint]", "task_frames={Reacher-v5: 1}", "transforms=[none,reverse]"],
          "transforms=['none', 'reverse'] leave ['none'] for clips of 1 frame (task_frames."
-         "Reacher-v5=1): reversing"),
+         "Reacher-v5=1): reversing or speeding up one frame changes nothing and 2 frames shuffled "
+         "are 2 reversed, so the pretext question would have one answer or none; add transforms "
+         "that change such a clip (none, rotate_180, hflip), or give longer clips"),
         # counted twice: the verdict's samples drawn twice as often
         (["pipeline=[readout]", "stages.readout.kinds=[score,failure,failure]"], "stages.readout."
          "kinds names ['failure'] more than once; list each kind once"),
@@ -356,4 +361,4 @@ def test_options_that_trained_wrongly_or_crashed_are_refused_first(dataset, over
     with pytest.raises(Exception) as err:
         check_overrides(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
-    assert str(err.value).startswith(message)
+    assert str(err.value) == message
