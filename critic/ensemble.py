@@ -55,23 +55,32 @@ class EnsembleCritic(Critic):
     std_weight: float = 1.0
     critics: list[Critic] = field(init=False, repr=False)
 
+    @classmethod
+    def check_options(
+        cls, members: Any = (), combine: str = "mean", std_weight: float = 1.0
+    ) -> list:
+        """The members as a list, or the :class:`EnsembleConfigError` the ensemble would raise
+        for its rule, its weight or its number of members, without building a member (a script
+        checks its critic before other work starts)."""
+        if combine not in COMBINE:
+            raise EnsembleConfigError(
+                f"combine={combine!r} is not a rule; pick one of {list(COMBINE)}"
+            )
+        if not is_number(std_weight) or std_weight < 0:
+            raise EnsembleConfigError(f"std_weight={std_weight!r} must be a finite number >= 0")
+        listed = isinstance(members, Sequence) and not isinstance(members, str)
+        listed_members = list(members) if listed else members
+        if not listed or len(listed_members) < 2:
+            raise EnsembleConfigError(
+                f"members={listed_members!r}: an ensemble needs a list of two or more critics, "
+                "e.g. critic.members=[critic/weights/viscritic-small-reacher-2f,/ckpt/round6]"
+            )
+        return listed_members
+
     def __post_init__(self) -> None:
         from critic.factory import make_critic
 
-        if self.combine not in COMBINE:
-            raise EnsembleConfigError(
-                f"combine={self.combine!r} is not a rule; pick one of {list(COMBINE)}"
-            )
-        weight = self.std_weight
-        if not is_number(weight) or weight < 0:
-            raise EnsembleConfigError(f"std_weight={weight!r} must be a finite number >= 0")
-        listed = isinstance(self.members, Sequence) and not isinstance(self.members, str)
-        members = list(self.members) if listed else self.members
-        if not listed or len(members) < 2:
-            raise EnsembleConfigError(
-                f"members={members!r}: an ensemble needs a list of two or more critics, e.g. "
-                "critic.members=[critic/weights/viscritic-small-reacher-2f,/ckpt/round6]"
-            )
+        members = self.check_options(self.members, self.combine, self.std_weight)
         # Members may read different lengths on tasks the ensemble is not used for (the shipped
         # critic reads Lift from 8 frames, a Reacher-only round none): the lengths are checked
         # per task, where a query is built (clip_frames_for).

@@ -82,8 +82,8 @@ def model_source_problem(model: Any) -> str | None:
             "<run>/<stage>/final), or a shipped critic "
             f"({sorted(SHIPPED)})"
         )
-    if Path(model).is_dir():  # its model type, tokenizer and chat template, without its weights
-        return folder_problem(model)
+    if Path(model).is_dir():  # its model type, tokenizer, chat template and weights' headers
+        return folder_problem(model) or _weights_files_problem(Path(model))
     if model in PRESETS or model in SHIPPED:
         return None
     return (
@@ -134,11 +134,16 @@ def critic_spec_problem(spec: Any) -> str | None:
             return (
                 f"{unknown}: not an option of the 'ensemble' critic; its options are {list(params)}"
             )
-        members = kwargs.get("members")
-        if isinstance(members, list | tuple):  # anything else: the ensemble's own message
-            for member in members:
-                if problem := critic_spec_problem(member):
-                    return f"ensemble member {member!r}: {problem}"
+        from critic.ensemble import EnsembleConfigError
+
+        options = {k: v for k, v in kwargs.items() if k in ("members", "combine", "std_weight")}
+        try:  # its rule, weight and number of members (combine=max, one member)
+            members = EnsembleCritic.check_options(**options)
+        except EnsembleConfigError as exc:
+            return str(exc)
+        for member in members:
+            if problem := critic_spec_problem(member):
+                return f"ensemble member {member!r}: {problem}"
         return None
     from critic.models import PRESETS
     from critic.vlm import VLMCritic, is_server_url
@@ -162,6 +167,26 @@ def critic_spec_problem(spec: Any) -> str | None:
     # {name: vlm} alone builds VLMCritic's own default model
     default = next(f.default for f in dataclasses.fields(VLMCritic) if f.name == "model")
     return model_source_problem(kwargs.get("model", default))
+
+
+def _weights_files_problem(folder: Path) -> str | None:
+    """A checkpoint folder without weights, or with a safetensors file whose header does not
+    read (a copy cut short, a Git LFS pointer), or None; the headers alone are read."""
+    from critic.weights import _weights_problem
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not any(folder.glob("*.bin")):
+        return (
+            f"{folder} holds no weights (model.safetensors, or its shards); copy them beside "
+            "its config.json"
+        )
+    for file in files:
+        if problem := _weights_problem(file):
+            return (
+                f"{file} is damaged or not the real file ({problem}): copy it again, or "
+                "`git lfs pull`"
+            )
+    return None
 
 
 def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:

@@ -56,6 +56,8 @@ def folder_problem(folder: str | Path) -> str | None:
             "beside the weights (tokenizer.save_pretrained) or export a training run's checkpoint "
             "with python -m critic.weights export"
         )
+    if problem := _tokenizer_config_problem(folder):
+        return problem
     try:
         tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError):
@@ -74,6 +76,25 @@ def folder_problem(folder: str | Path) -> str | None:
 
 # The files a tokenizer loads from (fast, byte-level BPE, SentencePiece): one of them must be there.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+
+
+def _tokenizer_config_problem(folder: Path) -> str | None:
+    """A folder with tokenizer files and no ``tokenizer_config.json``: transformers then builds
+    the model type's default tokenizer class (Qwen2Tokenizer, which splits " 0" into two tokens
+    and ends turns with <|endoftext|>), and the critic reads other tokens than it was trained on,
+    without a word (the shipped critic's reading of one query went from 0.30 to 0.08)."""
+    if (
+        any((folder / n).is_file() for n in TOKENIZER_FILES)
+        and not (folder / "tokenizer_config.json").is_file()
+    ):
+        return (
+            f"{folder} has tokenizer files but no tokenizer_config.json, without which "
+            "transformers builds another tokenizer than the one the critic was trained with "
+            "(other tokens, another end of turn); copy it from where the checkpoint came from, "
+            "save the tokenizer beside the weights (tokenizer.save_pretrained), or export a "
+            "training run's checkpoint with python -m critic.weights export"
+        )
+    return None
 
 
 def named_checkpoints() -> dict[str, Path]:
@@ -196,6 +217,8 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
                 f"{path!s} is a {config.model_type!r} model; VisCritic critics are {SUPPORTED}"
             )
         # the tokenizer first: a folder without one is refused before minutes of loading weights
+        if Path(path).is_dir() and (problem := _tokenizer_config_problem(Path(path))):
+            raise ModelLoadError(problem)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
         _processor_template(path, tokenizer)
         _check_tokenizer(path, config, tokenizer)

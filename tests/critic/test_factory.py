@@ -20,3 +20,29 @@ def test_a_spec_make_critic_builds_has_no_problem_and_one_it_refuses_is_named():
         "ensemble member {'name': 'oracle', 'x': 1}: x=1: not an option of the 'oracle' critic; "
         "its options are ['needs_frames']"
     )
+
+
+def test_an_ensemble_or_a_checkpoint_the_factory_would_refuse_is_named_before_it_loads(tmp_path):
+    # each passed the check and failed when built: hours later, after the other conditions ran
+    for spec, said in [
+        ({"name": "ensemble", "members": ["oracle", "oracle"], "combine": "max"},
+         "combine='max' is not a rule; pick one of "),
+        ({"name": "ensemble", "members": ["oracle"]}, "members=['oracle']: an ensemble needs a "
+         "list of two or more critics"),
+        ({"name": "ensemble"}, "members=[]: an ensemble needs a list of two or more critics"),
+        ({"name": "ensemble", "members": ["oracle", "oracle"], "std_weight": -1},
+         "std_weight=-1 must be a finite number >= 0"),
+    ]:  # fmt: skip
+        assert critic_spec_problem(spec).startswith(said)
+    # a checkpoint's small files without its weights (copied without them)
+    import shutil
+
+    from critic.weights import SHIPPED
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(SHIPPED["viscritic-small"], folder)
+    (folder / "model.safetensors").unlink()
+    assert critic_spec_problem(str(folder)) == (
+        f"{folder} holds no weights (model.safetensors, or its shards); copy them beside its "
+        "config.json"
+    )

@@ -254,10 +254,10 @@ def test_episodes_recorded_twice_are_said(dataset, tmp_path, caplog):
 
 
 def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
-    # the second critic's weights are damaged: a checkpoint that passes every check made before
-    # any critic loads (its config, tokenizer and template), and fails as it is built, after
-    # the oracle has its results
+    # the second critic is a server nobody listens on: an address that passes every check made
+    # before any critic loads, and fails as it is built, after the oracle has its results
     import shutil
+    import socket
 
     import eval_critic as module
 
@@ -271,21 +271,30 @@ def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
         f"critics: model='{broken}' is a folder but not a checkpoint (it holds no config.json)"
     )
     broken.rmdir()
+    # a checkpoint whose weights file is not the real one (a Git LFS pointer): refused too
     shutil.copytree(SHIPPED["viscritic-small"], broken)
-    (broken / "model.safetensors").write_bytes(b"not weights")
+    (broken / "model.safetensors").write_bytes(b"version https://git-lfs.github.com/spec/v1")
+    with pytest.raises(module.EvalConfigError) as err:
+        module.check_config(eval_config(f"data=[{dataset}]", f"critics=[oracle,{broken}]"))
+    assert str(err.value).startswith(
+        f"critics: {broken / 'model.safetensors'} is damaged or not the real file ("
+    )
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{free.getsockname()[1]}"
     run = tmp_path / "run"
     done = run_eval(run, f"data=[{dataset}]", "split=train", "calibration_split=null",
-                "probes=false", f"critics=[oracle,{{name: {broken}, label: broken}}]")  # fmt: skip
+                "probes=false", f"critics=[oracle,{{name: '{url}', label: remote}}]")  # fmt: skip
     assert done.returncode == 1, done.stderr[-3000:]
     error = done.stderr.strip().splitlines()[-1].removeprefix("eval_critic: ")
-    assert error.startswith("ModelLoadError: ") and str(broken) in error
+    assert error.startswith(f"ServerUnavailableError: the critic server at {url} did not answer")
     metrics = strict_json((run / "metrics.json").read_text())
     assert list(metrics["critics"]) == ["oracle"]
-    assert metrics["failed"] == {"critic": "broken", "error": error}
+    assert metrics["failed"] == {"critic": "remote", "error": error}
     report = (run / "report.md").read_text()
-    assert f"**Incomplete:** critic `broken` failed ({error}); the tables hold" in report
+    assert f"**Incomplete:** critic `remote` failed ({error}); the tables hold" in report
     assert "| oracle | Reacher-v5 |" in report
-    assert "critic broken failed; metrics.json and report.md in" in done.stdout + done.stderr
+    assert "critic remote failed; metrics.json and report.md in" in done.stdout + done.stderr
 
 
 def test_policy_rollouts_are_their_own_group_not_experts(tmp_path):

@@ -287,6 +287,14 @@ def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path
     (tmp_path / "chat_template.json").unlink()
     with pytest.raises(ModelLoadError, match=r"^dtype='bogus' is not a torch dtype"):
         load_checkpoint(tmp_path, dtype="bogus")
+    # tokenizer files without tokenizer_config.json: transformers built Qwen2Tokenizer (" 0" as
+    # two tokens, <|endoftext|> ending turns), and the shipped critic's copy read 0.08 for 0.30
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    said = f"{tmp_path} has tokenizer files but no tokenizer_config.json, without which"
+    assert model_source_problem(str(tmp_path)).startswith(said)
+    with pytest.raises(ModelLoadError, match=f"^{said}"):
+        load_checkpoint(tmp_path)
 
 
 def test_a_tokenizer_without_a_pad_token_gets_qwens_own(tiny_model, tmp_path):
