@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rollout.checks import is_number
+from rollout.checks import is_int, is_number
 from rollout.warn import warn_user
 
 # The failure vocabulary shared by experts (labels), prompts (choices) and the evaluator.
@@ -56,8 +56,11 @@ def clip_indices(available: int, count: int) -> np.ndarray:
     Example: 3 frames, count 8 → linspace(0, 2, 8) = 0, .29, .57, .86, 1.14, 1.43, 1.71, 2
     → [0, 0, 1, 1, 1, 1, 2, 2]; 10 frames, count 4 → [0, 3, 6, 9].
     """
-    if available < 1 or count < 1:
-        raise ValueError(f"a clip needs frames and a count >= 1; got {available=}, {count=}")
+    if not (is_int(available) and is_int(count)) or available < 1 or count < 1:
+        # nan gave [-2**63] * count, 2.5 a clip of its own
+        raise ValueError(
+            f"a clip needs whole numbers of frames and a count >= 1; got {available=}, {count=}"
+        )
     return np.linspace(0, available - 1, count).round().astype(int)
 
 

@@ -149,7 +149,7 @@ def critic_spec_problem(spec: Any) -> str | None:
     from critic.vlm import VLMCritic, is_server_url
     from critic.weights import SHIPPED
 
-    if not isinstance(name, str) or not (
+    if not isinstance(name, str) or not name.strip() or not (
         name == "vlm" or name in PRESETS or name in SHIPPED or is_server_url(name)
         or Path(name).is_dir()
     ):  # fmt: skip
@@ -158,8 +158,10 @@ def critic_spec_problem(spec: Any) -> str | None:
         except UnknownCriticError as exc:
             return str(exc)
         raise AssertionError(f"make_critic built {spec!r}, a name this check does not know")
-    if name != "vlm":
-        kwargs.setdefault("model", name)
+    try:
+        kwargs = _vlm_options(name, kwargs)
+    except UnknownCriticOptionError as exc:
+        return str(exc)
     try:
         VLMCritic.check_options(**kwargs)
     except CriticError as exc:
@@ -167,6 +169,19 @@ def critic_spec_problem(spec: Any) -> str | None:
     # {name: vlm} alone builds VLMCritic's own default model
     default = next(f.default for f in dataclasses.fields(VLMCritic) if f.name == "model")
     return model_source_problem(kwargs.get("model", default))
+
+
+def _vlm_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A VLM critic's options: a name other than ``vlm`` is its model, and a ``model=`` beside it
+    that names another is refused (``{name: viscritic-small, model: tiny}`` built tiny)."""
+    if name == "vlm":
+        return kwargs
+    if "model" in kwargs and str(kwargs["model"]) != name:
+        raise UnknownCriticOptionError(
+            f"critic {name!r} with model={kwargs['model']!r}: the name is the model; give "
+            f"{{name: vlm, model: {kwargs['model']}}} for that model, or drop model="
+        )
+    return {**kwargs, "model": name}
 
 
 def _weights_files_problem(folder: Path) -> str | None:
@@ -227,6 +242,11 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         from critic.vlm import VLMCritic
 
         return _build(VLMCritic, name, {**kwargs, "model": name})
+    if isinstance(name, str) and not name.strip():  # "" was the working directory, as a path
+        raise UnknownCriticError(
+            f"critic {spec!r} names no critic; known critics: {available_critics()}, or a "
+            "checkpoint folder or server URL"
+        )
     if not isinstance(name, str):
         # a mapping of a critic's fields, no name: what env.spec.to_json() wrote for a critic
         # given to gym.make as an instance (gymnasium's dataclasses.asdict opens it up)
@@ -266,9 +286,7 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
     ):
         from critic.vlm import VLMCritic
 
-        if name != "vlm":
-            kwargs.setdefault("model", name)
-        return _build(VLMCritic, name, kwargs)
+        return _build(VLMCritic, name, _vlm_options(name, kwargs))
     raise UnknownCriticError(
         f"unknown critic {name!r}; known critics: {available_critics()}. Pass one of these names, "
         "a checkpoint directory, a critic server URL (http://host:port), a mapping {'name': ..., **kwargs}, or a critic.Critic instance."

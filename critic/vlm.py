@@ -83,8 +83,9 @@ class VLMCritic(Critic):
             server keeps its own cache (``--no-cache`` turns it off there).
         max_batch: most queries per model call (an integer >= 1): a longer list is read in calls
             of this size, so relabelling a whole replay buffer in one call does not need the
-            memory of one batch of thousands of video prompts. Results do not depend on it (up
-            to float rounding; sampled answers take seed + k in the k-th call).
+            memory of one batch of thousands of video prompts. Score readings and greedy answers
+            do not depend on it (up to float rounding); sampled answers do (a call's rows share
+            one generator, seeded seed + k in the k-th call).
         failure_types: labels the failure-detection prompt offers: a list or tuple of one or
             more non-empty strings (a bare string is refused, not split into letters), kept as a
             tuple.

@@ -46,3 +46,20 @@ def test_an_ensemble_or_a_checkpoint_the_factory_would_refuse_is_named_before_it
         f"{folder} holds no weights (model.safetensors, or its shards); copy them beside its "
         "config.json"
     )
+
+
+def test_a_blank_name_or_a_model_beside_a_model_s_name_is_refused():
+    import pytest
+
+    from critic.factory import UnknownCriticError, UnknownCriticOptionError
+
+    # "" was the working directory as a path: "cannot load critic model : Repo id must use ..."
+    for spec in ("", {"name": " "}):
+        assert critic_spec_problem(spec).startswith(f"critic {spec!r} names no critic; known")
+        with pytest.raises(UnknownCriticError, match="names no critic"):
+            make_critic(spec)
+    # {name: viscritic-small, model: tiny} built tiny without a word
+    said = "critic 'viscritic-small' with model='tiny': the name is the model; give {name: vlm, "
+    assert critic_spec_problem({"name": "viscritic-small", "model": "tiny"}).startswith(said)
+    with pytest.raises(UnknownCriticOptionError, match="the name is the model"):
+        make_critic({"name": "viscritic-small", "model": "tiny"})

@@ -271,3 +271,26 @@ def test_noisy_oracle_reads_the_same_query_the_same_in_any_order():
         episodes.append([env.step(a)[1] for a in actions])
     env.close()
     assert episodes[0] == episodes[1] and len(set(episodes[0])) > 2
+
+
+def test_noisy_oracle_reads_a_query_of_frames_alone_by_its_first_and_last_frame():
+    # as a VLM critic reads one: it refused an offset ("without its first and current frames"),
+    # and drew step errors from its running generator, another reading on every call
+    from critic.base import clip_indices
+    from critic.oracle import NoisyOracleCritic
+
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    queries = [ProgressQuery("reach", frames=c, privileged_progress=0.5) for c in clips]
+    anchored = [ProgressQuery("reach", frames=c, privileged_progress=0.5, initial_frame=c[0],
+                              current_frame=c[-1]) for c in clips]  # fmt: skip
+    for options in ({"offset_sd": 0.0, "step_sd": 0.1}, {"offset_sd": 0.2}):
+        critic = NoisyOracleCritic(**options)
+        first = [e.progress for e in critic.estimate_progress(queries)]
+        assert [e.progress for e in critic.estimate_progress(queries)] == first
+        assert [e.progress for e in critic.estimate_progress(anchored)] == first
+        assert len(set(first)) == 3  # noisy, not the truth
+    # a clip's length and count are whole numbers: nan gave [-2**63] * 4, 2.5 a clip of its own
+    for available, count in ((float("nan"), 4), (2.5, 4), (10, 2.5)):
+        with pytest.raises(ValueError, match="a clip needs whole numbers of frames"):
+            clip_indices(available, count)
