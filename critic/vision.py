@@ -69,6 +69,9 @@ class ProcessorConfigError(ValueError):
     """A checkpoint's processor config holds a setting the critic cannot read frames with."""
 
 
+MAX_ASPECT = 200  # the longest side over the shortest that Qwen's resize rule takes
+
+
 def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
     """A query's ``frames`` (uint8 ``[T, H, W, 3]``) or anchor frame (``initial_frame`` /
     ``current_frame``: uint8 ``[H, W, 3]``) as an array, or a :class:`FrameError` that names the
@@ -92,6 +95,19 @@ def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
     layout = "[T, H, W, 3] (a video)" if video else "[H, W, 3] (one frame)"
     ndim = 4 if video else 3
     if array.dtype == np.uint8 and array.ndim == ndim and array.shape[-1] == 3:
+        height, width = array.shape[-3:-1]
+        # what the resize rule refuses, said here: before any model call, naming the query
+        if min(height, width) < 1:
+            raise FrameError(
+                f"{where} {'are' if video else 'is'} {height}x{width} pixels, with nothing "
+                "to read; render them at a size of 1x1 or more (e.g. 64x64)"
+            )
+        if max(height, width) / min(height, width) > MAX_ASPECT:
+            raise FrameError(
+                f"{where} {'are' if video else 'is'} {height}x{width} pixels, an aspect "
+                f"ratio over {MAX_ASPECT} (the vision tower's limit); crop or pad them "
+                "toward a square"
+            )
         return array
     if np.issubdtype(array.dtype, np.floating):
         # floats in [0, 1] (a normalised image) or [0, 255] (an .astype(np.float32) of uint8):
@@ -352,9 +368,9 @@ def smart_resize(
     """
     if min(height, width) < 1:
         raise FrameError(f"a frame of {height}x{width} pixels has no pixels to read")
-    if max(height, width) / min(height, width) > 200:
+    if max(height, width) / min(height, width) > MAX_ASPECT:
         raise FrameError(
-            f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200"
+            f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds {MAX_ASPECT}"
         )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
@@ -389,9 +405,9 @@ def smart_resize_video(
     """
     if min(height, width) < 1:
         raise FrameError(f"a frame of {height}x{width} pixels has no pixels to read")
-    if max(height, width) / min(height, width) > 200:
+    if max(height, width) / min(height, width) > MAX_ASPECT:
         raise FrameError(
-            f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200"
+            f"frame aspect ratio {max(height, width) / min(height, width):.0f} exceeds {MAX_ASPECT}"
         )
     num_frames = max(num_frames, temporal_factor)
     if height < factor or width < factor:

@@ -304,6 +304,17 @@ def test_one_query_or_the_wrong_kind_is_a_critic_error(method):
          "query 1's frames are float64 of shape (3, 64, 64, 3); they must be uint8 RGB [T, H, W, "
          "3] (a video): from floats in [0, 1]: (x * 255).round().astype(np.uint8), after "
          "replacing their NaN or infinite values"),
+        # a raw TypeError (len() of a 0-d array), and two errors that named neither the query nor
+        # the fix, raised after the calls before the query's had run
+        (ProgressQuery("lift", frames=np.uint8(0)),
+         "query 1's frames are uint8 of shape (); they must be uint8 RGB [T, H, W, 3] (a video): "
+         "e.g. a uint8 array of shape (8, 64, 64, 3)"),
+        (ProgressQuery("lift", frames=np.zeros((2, 0, 5, 3), np.uint8)),
+         "query 1's frames are 0x5 pixels, with nothing to read; render them at a size of 1x1 or "
+         "more (e.g. 64x64)"),
+        (ProgressQuery("lift", frames=FRAMES, current_frame=np.zeros((2, 600, 3), np.uint8)),
+         "query 1's current_frame is 2x600 pixels, an aspect ratio over 200 (the vision tower's "
+         "limit); crop or pad them toward a square"),
     ],
 )  # fmt: skip
 def test_bad_frames_are_named_by_field_and_query_with_the_fix(query, message):
