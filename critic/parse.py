@@ -104,8 +104,10 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
     if failed is not None:
         return failed
     reasoning = _reasoning(text)
+    # "failure: <type>", "failure - <type>" or "failure (<type>)", its bracket closed
     match = re.fullmatch(
-        r"(success|failure)\s*(?:[:(\-]\s*([\w \-]+?)\s*\)?)?", answer.strip().lower()
+        r"(success|failure)\s*(?:[:\-]\s*([\w \-]+?)|\(\s*([\w \-]+?)\s*\))?\s*",
+        answer.strip().lower(),
     )
     if match is None:
         return Parsed(
@@ -114,14 +116,16 @@ def parse_verdict(text: str, failure_types: Sequence[str] = ()) -> Parsed:
             reasoning,
         )
     success = match.group(1) == "success"
-    if success and match.group(2) and _HEDGE.search(match.group(2)):  # "success - or failure"
+    named = match.group(2) or match.group(3)
+    offered = {normalize_label(t) for t in failure_types}
+    # "success - or failure"; a failure's type read as two ("stall or flail") unless offered
+    hedged = named and (_HEDGE.search(named) if success else re.search(r"\bor\b", named))
+    if hedged and normalize_label(named) not in offered:
         return Parsed(None, ParseStatus.HEDGED, reasoning)
-    label = None if success else normalize_label(match.group(2))
-    if (
-        label is not None
-        and failure_types
-        and label not in {normalize_label(t) for t in failure_types}
-    ):
+    if success and named:  # "success: stall" names a failure: no verdict to read
+        return Parsed(None, ParseStatus.NOT_A_NUMBER, reasoning)
+    label = None if success else normalize_label(named)
+    if label is not None and failure_types and label not in offered:
         return Parsed(None, ParseStatus.OUT_OF_RANGE, reasoning)
     return Parsed(success, ParseStatus.OK, reasoning, label)
 

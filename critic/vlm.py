@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -433,6 +434,12 @@ def _checked_failure_types(failure_types: Any) -> tuple[str, ...]:
             )
         if problem := prompt_syntax_problem(f"failure_types[{i}]", label):
             raise CriticError(problem)
+        if not re.fullmatch(r"[\w \-]+", label.strip()):
+            # "stall: x", "cube fell off!": every verdict naming it was unreadable
+            raise CriticError(
+                f"failure_types[{i}]={label!r} holds characters a verdict naming it cannot be "
+                "read back with: use letters, digits, spaces, '_' and '-', e.g. 'cube_fell_off'"
+            )
     return tuple(failure_types)
 
 

@@ -62,6 +62,11 @@ def test_progress_fraction_scale_and_reasoning():
         ("<answer>failure: teleported</answer>", None, None, ParseStatus.OUT_OF_RANGE),
         ("<answer>success or failure</answer>", None, None, HEDGED),
         ("<answer>yes</answer>", None, None, ParseStatus.NOT_A_NUMBER),
+        # a success that names a failure was read as a success; a bracket left open was taken;
+        # two types were read as one ("stall_or_flail")
+        ("<answer>success: missed grasp</answer>", None, None, ParseStatus.NOT_A_NUMBER),
+        ("<answer>failure (drop_after_lift</answer>", None, None, ParseStatus.NOT_A_NUMBER),
+        ("<answer>failure: missed grasp or drop_after_lift</answer>", None, None, HEDGED),
     ],
 )
 def test_verdicts(text, success, label, status):

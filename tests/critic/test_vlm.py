@@ -223,6 +223,12 @@ def test_greedy_answers_have_no_spread(monkeypatch):
          "failure_types=['stall', 'missed_grasp']"),
         (("a<video>",), "failure_types[0]='a<video>' holds '<video>', the prompt's own syntax (a "
          "video placeholder, a special token or an answer tag); reword it"),
+        # every verdict naming it was unreadable: the parser reads letters, digits, _, - and spaces
+        (["stall", "cube fell off!"], "failure_types[1]='cube fell off!' holds characters a "
+         "verdict naming it cannot be read back with: use letters, digits, spaces, '_' and '-', "
+         "e.g. 'cube_fell_off'"),
+        (["stall: x"], "failure_types[0]='stall: x' holds characters a verdict naming it cannot "
+         "be read back with: use letters, digits, spaces, '_' and '-', e.g. 'cube_fell_off'"),
     ],
 )  # fmt: skip
 def test_bad_failure_types_fail_before_the_model_loads(failure_types, message):
