@@ -66,8 +66,9 @@ class RemoteEngine(Engine):
             raise ValueError(f"url={url!r} is not a server address; give http://host:port")
         extra = [
             name
-            for name, value in (("a path", parts.path.strip("/")), ("a query", parts.query),
-                                ("a fragment", parts.fragment),
+            for name, value in (("a path", parts.path.strip("/")),
+                                ("a query", parts.query or "?" in url),
+                                ("a fragment", parts.fragment or "#" in url),
                                 ("credentials", parts.username or parts.password))
             if value
         ]  # fmt: skip
@@ -161,8 +162,19 @@ class RemoteEngine(Engine):
         broken pipe, retried and called the server down."""
         limit = self.model_info().get("max_body_bytes")
         if is_int(limit) and len(body) > limit:  # the server may have restarted with a larger
-            self._info = None
-            limit = self.model_info().get("max_body_bytes")
+            before, self._info = self._info, None
+            now = self.model_info()
+            if before is not None and now.get("model_id") != before.get("model_id"):
+                # calls stay built for the model read first: its id would have let calls built
+                # for another model through without the server's 409
+                self._info = before
+                raise EngineError(
+                    f"the critic server at {self.url}: this server now serves another model (id "
+                    f"{now.get('model_id')}) than the one the client read from it (id "
+                    f"{before.get('model_id')}): it restarted on another checkpoint; make the "
+                    "critic again (make_critic(url)) to read the new one"
+                )
+            limit = now.get("max_body_bytes")
         if is_int(limit) and len(body) > limit:
             raise InvalidRequestError(
                 f"the call's body of {len(body)} bytes exceeds the critic server's {limit} (split "

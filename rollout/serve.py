@@ -46,6 +46,11 @@ from rollout.handler import CallTimeoutError, UnknownEndpointError, handler_for,
 from rollout.wire import decode_requests
 from rollout.workers import stop_on_sigterm
 
+# The most completions one call may ask for (requests x n) and the most tokens each: what a
+# critic asks for (64 queries x a few samples, a hundred tokens) with room to spare.
+MAX_COMPLETIONS = 1024
+MAX_NEW_TOKENS = 4096
+
 
 class CriticServer:
     """An engine served over HTTP on ``host:port`` (port 0 picks a free one).
@@ -85,7 +90,7 @@ class CriticServer:
         for name, value in (("timeout_s", timeout_s), ("idle_timeout_s", idle_timeout_s)):
             if not is_number(value) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a number of seconds > 0")
-        if not is_number(max_body_mb) or max_body_mb <= 0:
+        if not is_number(max_body_mb) or max_body_mb * 2**20 < 1:  # 1e-9: a limit of 0 bytes
             raise ValueError(f"max_body_mb={max_body_mb!r} must be a number of megabytes > 0")
         self.engine = engine
         self.batcher = DynamicBatcher(engine, max_batch=max_batch, max_wait_ms=max_wait_ms)
@@ -101,10 +106,9 @@ class CriticServer:
         # address refuses its calls (409), where they failed on a patch width or, with the same
         # geometry and another tokenizer, were answered wrong without a word
         built_from = {k: v for k, v in self.model_info.items() if k != "max_body_bytes"}
-        config = dict(built_from.get("config") or {})
-        for key in ("dtype", "torch_dtype"):  # a --dtype of the same weights: the same requests
-            config.pop(key, None)
-        built_from["config"] = config
+        # a --dtype of the same weights: the same requests (the text and vision configs hold one
+        # each too: a restart with --dtype was a 409 for every client)
+        built_from["config"] = _without_dtypes(built_from.get("config") or {})
         self.model_id = hashlib.sha256(
             json.dumps(built_from, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
@@ -189,6 +193,19 @@ class CriticServer:
             params = SamplingParams(**raw)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(f"bad sampling params {raw!r}: {exc}") from exc
+        # one small body could ask for requests x n completions at once, each holding its video's
+        # patches (n=6000 of one 600 KB request took 3.9 GB), or for hours of tokens
+        if len(requests) * params.n > MAX_COMPLETIONS:
+            raise InvalidRequestError(
+                f"the call asks for {len(requests)} requests x n={params.n} = "
+                f"{len(requests) * params.n} completions, over this server's {MAX_COMPLETIONS} "
+                "a call; send fewer requests or samples per call"
+            )
+        if params.max_new_tokens > MAX_NEW_TOKENS:
+            raise InvalidRequestError(
+                f"max_new_tokens={params.max_new_tokens} is over this server's {MAX_NEW_TOKENS} "
+                "a completion; a critic's answer needs far fewer"
+            )
         if hasattr(self.engine, "check_length"):  # before it holds the batcher for minutes
             self.engine.check_length(requests, params.max_new_tokens)
         # Seeded sampling is only reproducible when the call runs alone: other calls in a batch
@@ -213,6 +230,15 @@ class CriticServer:
                 "busy, or the call is large)",
                 True,
             ) from exc
+
+
+def _without_dtypes(value: Any) -> Any:
+    """A model config without its ``dtype`` / ``torch_dtype`` entries, at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: _without_dtypes(v) for k, v in value.items() if k not in ("dtype", "torch_dtype")
+        }
+    return value
 
 
 def _tokenizer_files(tokenizer) -> dict[str, str]:

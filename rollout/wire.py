@@ -92,7 +92,10 @@ def decode_requests(body: bytes) -> tuple[list[Request], dict[str, Any]]:
             requests.append(Request(**fields, videos=tuple(frames) if frames else None))
     except InvalidRequestError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+    # MemoryError: an array header claiming 2**40 items; RecursionError: a JSON header nested
+    # 100k deep (each was a 500, not the 400 a malformed call gets)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, MemoryError,
+            RecursionError) as exc:  # fmt: skip
         raise InvalidRequestError(
             f"the body is not a request archive ({type(exc).__name__}: {exc}); send what "
             "rollout.wire.encode_requests makes"

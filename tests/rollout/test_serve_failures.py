@@ -142,6 +142,7 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout():
         ({"timeout_s": "30"}, r"^timeout_s='30' must be a number of seconds > 0$"),
         ({"idle_timeout_s": 0}, r"^idle_timeout_s=0 must be a number of seconds > 0$"),
         ({"max_body_mb": -1}, r"^max_body_mb=-1 must be a number of megabytes > 0$"),
+        ({"max_body_mb": 1e-9}, r"^max_body_mb=1e-09 must be a number of megabytes > 0$"),  # 0 B
         ({"max_body_mb": float("nan")}, r"^max_body_mb=nan must be a number of megabytes > 0$"),
     ],
 )

@@ -147,6 +147,9 @@ def test_calls_the_model_would_fail_are_refused_as_bad_calls(small_server):
         ("http://127.0.0.1:8000/?x=1", "has a query"),
         ("http://127.0.0.1:8000#top", "has a fragment"),
         ("http://user:pw@127.0.0.1:8000", "has credentials"),
+        # empty, but there: the endpoints were appended to them (".../?/v1/model")
+        ("http://127.0.0.1:8000?", "has a query"),
+        ("http://127.0.0.1:8000#", "has a fragment"),
     ],
 )
 def test_a_server_address_is_host_and_port_alone(url, says):
@@ -275,3 +278,68 @@ def fresh_vision(remote: RemoteEngine):
     from critic.vision import VisionSpec
 
     return VisionSpec.from_config(remote.model_info()["config"]["vision_config"])
+
+
+def test_a_generation_of_too_many_completions_or_tokens_is_refused(small_server):
+    # one small body asked for requests x n completions at once, each holding its video's
+    # patches (n=6000 of one 600 KB request took 3.9 GB), or for hours of tokens
+    from rollout.serve import MAX_COMPLETIONS, MAX_NEW_TOKENS
+
+    server, _, tokenizer = small_server
+    remote = RemoteEngine(server.url, retries=0)
+    request = _request(tokenizer)
+    with pytest.raises(InvalidRequestError) as err:
+        remote.generate([request] * 2, SamplingParams(n=MAX_COMPLETIONS // 2 + 1, max_new_tokens=1))
+    assert str(err.value) == (
+        f"the critic server refused the call: the call asks for 2 requests x n="
+        f"{MAX_COMPLETIONS // 2 + 1} = {MAX_COMPLETIONS + 2} completions, over this server's "
+        f"{MAX_COMPLETIONS} a call; send fewer requests or samples per call"
+    )
+    with pytest.raises(InvalidRequestError, match=f"is over this server's {MAX_NEW_TOKENS} a"):
+        remote.generate([request], SamplingParams(max_new_tokens=MAX_NEW_TOKENS + 1))
+    assert len(remote.generate([request], SamplingParams(n=2, max_new_tokens=1))[0]) == 2
+
+
+def test_a_header_nested_too_deep_is_a_bad_call():
+    # a RecursionError from json, a 500 where a malformed call gets a 400
+    buffer = io.BytesIO()
+    np.savez(buffer, header=np.array("[" * 100_000 + "]" * 100_000))
+    with pytest.raises(InvalidRequestError):
+        decode_requests(buffer.getvalue())
+
+
+def test_a_restart_with_another_dtype_is_the_same_model():
+    # the text and vision configs hold a dtype too: a --dtype restart was a 409 for every client
+    from rollout.serve import _without_dtypes
+
+    config = {"dtype": "float32", "text_config": {"dtype": "float32", "hidden_size": 8},
+              "vision_config": {"torch_dtype": "float32", "depth": 1}}  # fmt: skip
+    assert _without_dtypes(config) == {
+        "text_config": {"hidden_size": 8},
+        "vision_config": {"depth": 1},
+    }
+
+
+def test_an_oversized_call_to_a_restarted_server_keeps_the_model_it_was_built_for(tiny_model):
+    # the client read the new server's model id to learn its body limit, and its next calls,
+    # built for the first model, passed the server's 409 check and failed on a patch width
+    from critic.models import build_preset
+    from rollout.engine import EngineError
+
+    model, tokenizer = tiny_model
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    first = CriticServer(engine, tokenizer, max_body_mb=0.5).start()
+    port = first.httpd.server_address[1]
+    remote = RemoteEngine(first.url, retries=0)
+    assert remote.score([_request(tokenizer)], DIGITS).shape == (1, 10)
+    first.stop()
+    other, other_tokenizer = build_preset("tiny-qwen3vl")
+    second_engine = HFEngine(other, other_tokenizer.pad_token_id, other_tokenizer.eos_token_id)
+    second = CriticServer(second_engine, other_tokenizer, port=port, max_body_mb=0.5).start()
+    try:
+        big = [_request(tokenizer, frames=8, side=112)] * 4
+        for call in (big, [_request(tokenizer)]):  # then a small one: still the server's 409
+            with pytest.raises(EngineError, match="now serves another model"):
+                remote.score(call, DIGITS)
+    finally:
+        second.stop()
