@@ -176,10 +176,12 @@ class NoisyOracleCritic(OracleCritic):
         noisy = []
         for i, (query, estimate) in enumerate(zip(queries, estimates, strict=True)):
             first, now = query.initial_frame, query.current_frame
-            if query.frames is not None and np.ndim(query.frames) == 4 and len(query.frames):
-                # as a VLM critic reads a query of frames alone: its first and its last
-                first = query.frames[0] if first is None else first
-                now = query.frames[-1] if now is None else now
+            if (first is None or now is None) and query.frames is not None:
+                # as a VLM critic reads a query of frames alone: its first and its last (checked
+                # as it checks them: a ragged list or a 0-d value is a FrameError naming it)
+                frames = checked_frames(query.frames, "frames", i)
+                first = frames[0] if first is None and len(frames) else first
+                now = frames[-1] if now is None and len(frames) else now
             if self.offset_sd and (first is None or now is None):
                 raise CriticError(
                     f"NoisyOracleCritic got query {i} without its first and current frames; "

@@ -294,3 +294,11 @@ def test_noisy_oracle_reads_a_query_of_frames_alone_by_its_first_and_last_frame(
     for available, count in ((float("nan"), 4), (2.5, 4), (10, 2.5)):
         with pytest.raises(ValueError, match="a clip needs whole numbers of frames"):
             clip_indices(available, count)
+    # frames it cannot read are named, as a VLM critic names them (a ragged list was numpy's
+    # raw ValueError)
+    from critic.vision import FrameError
+
+    ragged = [np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4, 3), np.uint8)]
+    with pytest.raises(FrameError, match=r"query 0's frames hold frames of different sizes"):
+        NoisyOracleCritic().estimate_progress([ProgressQuery("reach", frames=ragged,
+                                                             privileged_progress=0.5)])  # fmt: skip
