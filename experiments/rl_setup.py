@@ -278,7 +278,7 @@ def build_train_env(cfg: DictConfig, condition: str, seed: int):
     from stable_baselines3.common.env_util import make_vec_env
 
     import envs
-    from envs.vec_env import make_viscritic_vec_env
+    from envs.vec_stack import make_viscritic_vec_env
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if condition in ("critic", "oracle"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401 - registers VisCriticReward-v0
-from envs.vec_env import make_viscritic_vec_env
+from envs.vec_stack import make_viscritic_vec_env
 from tests.helpers import RecordingCritic
 
 

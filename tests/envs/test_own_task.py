@@ -19,7 +19,7 @@ import envs
 from envs import TaskContractError, TaskSpec
 from envs.errors import InvalidOptionError
 from envs.tasks import _TASKS, bare_env_id, get_task, import_task_modules, register_task
-from envs.vec_env import make_viscritic_vec_env
+from envs.vec_stack import make_viscritic_vec_env
 from tests.zygote import run_python
 
 ROOT = Path(__file__).resolve().parents[2]

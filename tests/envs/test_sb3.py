@@ -8,7 +8,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
-from envs.vec_env import make_viscritic_vec_env
+from envs.vec_stack import make_viscritic_vec_env
 
 
 def test_ppo_on_the_batched_critic_env():

@@ -9,7 +9,8 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs
 from envs import InvalidOptionError
-from envs.vec_env import VisCriticVecEnv, make_viscritic_vec_env
+from envs.vec_env import VisCriticVecEnv
+from envs.vec_stack import make_viscritic_vec_env
 from tests.helpers import RecordingCritic
 
 N_ENVS, HORIZON, STEPS = 3, 10, 25  # 25 steps cross two episode boundaries (after 10 and 20)
@@ -183,7 +184,7 @@ def test_workers_that_cannot_serve_the_wrapper_are_named():
     from stable_baselines3.common.vec_env import VecMonitor
 
     from envs.critic_reward import CriticRewardConfig
-    from envs.vec_env import CriticFrames
+    from envs.vec_stack import CriticFrames
 
     def workers(query_every: int = 1, render: bool = True, clip: int | None = 8):
         config = CriticRewardConfig(query_every=query_every, frames_per_query=clip)

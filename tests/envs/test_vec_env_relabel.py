@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from envs import InvalidOptionError
-from envs.vec_env import make_viscritic_vec_env
+from envs.vec_stack import make_viscritic_vec_env
 from tests.envs.test_vec_env import HORIZON, N_ENVS, STEPS, _action_plan
 from tests.helpers import RecordingCritic
 
@@ -282,11 +282,13 @@ def test_a_callback_attached_in_mid_episode_writes_the_steps_it_saw_with_a_warni
     )
 
 
-def test_the_callbacks_still_import_from_where_they_were():
-    from envs import callbacks, vec_env
+def test_moved_names_still_import_from_where_they_were():
+    from envs import callbacks, vec_env, vec_stack
 
     assert vec_env.RelabelCallback is callbacks.RelabelCallback
     assert vec_env.CriticFidelityCallback is callbacks.CriticFidelityCallback
+    assert vec_env.CriticFrames is vec_stack.CriticFrames
+    assert vec_env.make_viscritic_vec_env is vec_stack.make_viscritic_vec_env
     with pytest.raises(AttributeError, match="has no attribute 'Relabel'"):
         vec_env.Relabel  # noqa: B018
 

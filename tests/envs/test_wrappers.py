@@ -293,7 +293,7 @@ def test_an_unknown_reward_option_is_named_with_the_ones_there_are():
         "'log_floor', 'query_every', "
     )
     assert str(err.value).endswith("(task options go in task_kwargs)")
-    from envs.vec_env import make_viscritic_vec_env
+    from envs.vec_stack import make_viscritic_vec_env
 
     with pytest.raises(InvalidOptionError, match=r"^query_evry=5: not a reward option"):
         make_viscritic_vec_env("Reacher-v5", critic="oracle", query_evry=5)
