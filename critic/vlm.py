@@ -90,6 +90,9 @@ class VLMCritic(Critic):
         failure_types: labels the failure-detection prompt offers: a list or tuple of one or
             more non-empty strings (a bare string is refused, not split into letters), kept as a
             tuple.
+        timeout_s: a critic server's time limit for one call's answer, in seconds (``None``: the
+            client's 300 s); give one longer than the server's ``--timeout-s`` when that is
+            raised. Only for a server URL: a local model has no time limit, and refuses one.
     """
 
     model: str = "tiny"
@@ -104,6 +107,7 @@ class VLMCritic(Critic):
     max_batch: int = 64
     failure_types: tuple[str, ...] = FAILURE_TYPES
     needs_frames: bool = True
+    timeout_s: float | None = None
     _engine: Any = field(default=None, init=False, repr=False)
     _clip_frames: int | None = field(default=None, init=False, repr=False)
     _task_clip_frames: dict[str, int] = field(default_factory=dict, init=False, repr=False)
@@ -202,6 +206,19 @@ class VLMCritic(Critic):
                 f"a shipped critic ({sorted(SHIPPED)}), a checkpoint folder or hub id (a str or "
                 "os.PathLike), or a critic server URL ('http://host:port')"
             )
+        if self.timeout_s is not None:
+            if not is_number(self.timeout_s) or self.timeout_s <= 0:
+                raise CriticError(
+                    f"timeout_s={self.timeout_s!r} must be a number of seconds > 0 (a critic "
+                    "server's time limit for one call), or None for the client's 300 s"
+                )
+            if not is_server_url(os.fspath(self.model)):
+                raise CriticError(
+                    f"timeout_s={self.timeout_s!r} is a critic server's time limit, and "
+                    f"model={os.fspath(self.model)!r} runs here, with none; leave timeout_s out, "
+                    "or give a server URL (http://host:port)"
+                )
+            self.timeout_s = float(self.timeout_s)
 
     def _load_local(self) -> None:
         from critic.models import load_model
@@ -231,7 +248,11 @@ class VLMCritic(Critic):
         from rollout.remote import RemoteEngine
 
         self._model = None
-        self._engine = RemoteEngine(url)
+        self._engine = (
+            RemoteEngine(url)
+            if self.timeout_s is None
+            else RemoteEngine(url, timeout_s=self.timeout_s)
+        )
         info = self._engine.model_info()
         if not info.get("tokenizer") or "vision_config" not in info.get("config", {}):
             raise CriticError(

@@ -8,10 +8,16 @@ bounded number of times, then :class:`~rollout.engine.ServerUnavailableError` sa
 never silently made up. A call the server was still running when its own time ran out (a 504) is
 not sent again, and an answer that is not the server's (another service at that address, a
 reply with too few rows) is an :class:`~rollout.engine.EngineError` naming the address.
+
+Connecting has its own short time limit (``connect_timeout_s``): a host that does not answer
+at all (down, a wrong address, a firewall dropping packets) is retried like a refused
+connection and reported as unreachable, where waiting ``timeout_s`` for it had blocked for
+minutes and then called the server overloaded.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import time
@@ -35,6 +41,58 @@ from rollout.wire import MODEL_HEADER, encode_requests
 _TRANSIENT = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
 
+class _ConnectTimeout(ConnectionError):
+    """No connection within ``connect_timeout_s``: retried, not read as a slow answer."""
+
+
+class _Connect:
+    """Mix-in for ``http.client`` connections: connect within ``connect_timeout``, then wait
+    for the answer as long as the call's own timeout (urllib has one timeout for both)."""
+
+    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+
+    def connect(self) -> None:
+        answer_timeout = self.timeout
+        self.timeout = min(self.connect_timeout, answer_timeout)
+        try:
+            super().connect()
+        except TimeoutError as exc:
+            raise _ConnectTimeout(
+                f"no connection within connect_timeout_s={self.timeout:g} s"
+            ) from exc
+        finally:
+            self.timeout = answer_timeout
+        self.sock.settimeout(answer_timeout)
+
+
+class _HTTPConnection(_Connect, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Connect, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self._connection = functools.partial(_HTTPConnection, connect_timeout=connect_timeout)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self._connection = functools.partial(_HTTPSConnection, connect_timeout=connect_timeout)
+
+    def https_open(self, req):
+        return self.do_open(self._connection, req, context=self._context)
+
+
 class RemoteEngine(Engine):
     """Talks to a critic server.
 
@@ -45,6 +103,8 @@ class RemoteEngine(Engine):
             gives up on is its 504, not this client's guess.
         retries: extra tries after a failed connection or a 503.
         backoff_s: first wait between tries; doubles each time, capped at 2 s.
+        connect_timeout_s: how long to wait for a connection (each try); a host that does not
+            answer within it is retried, then reported unreachable.
 
     Example:
         >>> engine = RemoteEngine("http://127.0.0.1:8000")  # doctest: +SKIP
@@ -52,7 +112,12 @@ class RemoteEngine(Engine):
     """
 
     def __init__(
-        self, url: str, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.25
+        self,
+        url: str,
+        timeout_s: float = 300.0,
+        retries: int = 4,
+        backoff_s: float = 0.25,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
             raise ValueError(f"url={url!r} must start with http:// or https://")
@@ -83,10 +148,18 @@ class RemoteEngine(Engine):
             raise ValueError(f"timeout_s={timeout_s!r} must be a number of seconds > 0")
         if not is_number(backoff_s) or backoff_s < 0:
             raise ValueError(f"backoff_s={backoff_s!r} must be a number of seconds >= 0")
+        if not is_number(connect_timeout_s) or connect_timeout_s <= 0:
+            raise ValueError(
+                f"connect_timeout_s={connect_timeout_s!r} must be a number of seconds > 0"
+            )
         self.url = url.rstrip("/")
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self._opener = urllib.request.build_opener(
+            _HTTPHandler(self.connect_timeout_s), _HTTPSHandler(self.connect_timeout_s)
+        )
         self._info: dict | None = None
 
     @property
@@ -209,7 +282,7 @@ class RemoteEngine(Engine):
             request = urllib.request.Request(self.url + path, data=body, method=method,
                                              headers=headers)  # fmt: skip
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
                     data = response.read()
             except urllib.error.HTTPError as exc:
                 message = _server_message(exc)
@@ -242,7 +315,8 @@ class RemoteEngine(Engine):
                     raise ServerUnavailableError(
                         f"the critic server at {self.url} did not answer {method} {path} within "
                         f"timeout_s={self.timeout_s:g} s; it is overloaded or stuck (check its log), "
-                        "or give a longer timeout_s"
+                        "or give a longer timeout_s (a critic's option: {'name': URL, 'timeout_s': "
+                        "600})"
                     ) from exc
                 last = f"{type(exc).__name__}: {reason}"
                 continue

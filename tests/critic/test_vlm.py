@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -415,6 +416,23 @@ def test_a_bad_max_batch_fails_before_the_model_loads(max_batch):
         f"max_batch={max_batch!r} must be an integer >= 1 (queries per model call), "
         "e.g. max_batch=64"
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"name": "http://127.0.0.1:1", "timeout_s": 0}, "timeout_s=0 must be a number of seconds"),
+        ({"name": "http://127.0.0.1:1", "timeout_s": "600"}, "timeout_s='600' must be a number"),
+        ({"name": "tiny", "timeout_s": 600}, "timeout_s=600 is a critic server's time limit, "
+         "and model='tiny' runs here, with none; leave timeout_s out, or give a server URL"),
+    ],
+)  # fmt: skip
+def test_a_time_limit_is_a_servers_and_checked_before_anything_loads(spec, says):
+    from critic.factory import critic_spec_problem
+
+    assert says in critic_spec_problem(spec)
+    with pytest.raises(CriticError, match=re.escape(says)):
+        make_critic(spec)
 
 
 @pytest.mark.parametrize("name", ["viscritic-small", "qwen2_5_vl_7b", "qwen3_vl_8b"])

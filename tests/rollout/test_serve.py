@@ -232,6 +232,8 @@ def test_cli_serves_the_wrapper_and_a_stopped_server_is_an_error(checkpoint):
         url = line.split()[3]
         remote_critic = make_critic(url)
         local_critic = make_critic(str(checkpoint))
+        assert remote_critic._engine.timeout_s == 300  # the client's own limit
+        assert make_critic({"name": url, "timeout_s": 600})._engine.timeout_s == 600
         env = gym.make("envs:VisCriticReward-v0", env="Reacher-v5", critic=url, image_size=56)
         env.reset(seed=0)
         frames = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -156,8 +157,10 @@ class _Foreign(http.server.BaseHTTPRequestHandler):
 
     answer: tuple[int, bytes] = (200, b"<html>hello</html>")
     model_ok = True  # /v1/model as a critic server answers it (the calls after it go wrong)
+    delay_s = 0.0  # how long it takes to answer, once connected
 
     def _reply(self):
+        time.sleep(self.delay_s)
         if self.command == "POST":
             self.rfile.read(int(self.headers["Content-Length"]))
         status, body = self.answer
@@ -177,7 +180,7 @@ class _Foreign(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def foreign():
-    _Foreign.model_ok = True
+    _Foreign.model_ok, _Foreign.delay_s = True, 0.0
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd
@@ -235,6 +238,39 @@ def test_client_addresses_and_ids_are_checked():
         remote.score([], [2.9, "7", True])
     with pytest.raises(InvalidRequestError, match=r"^prefix='ab' must be a list of token ids"):
         remote.score([], [1], prefix="ab")
+
+
+def test_a_host_that_does_not_connect_is_retried_then_named_unreachable(foreign):
+    # a listening socket whose accept queue is full drops new connections' SYNs, as a host that
+    # is down or firewalled does: the client waited its whole timeout_s (300 s by default) and
+    # then called the server overloaded, with no retry
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)
+    port = silent.getsockname()[1]
+    queued = []
+    for _ in range(3):  # fill the queue; these are never accepted
+        queued.append(socket.socket())
+        queued[-1].setblocking(False)
+        queued[-1].connect_ex(("127.0.0.1", port))
+    try:
+        remote = RemoteEngine(f"http://127.0.0.1:{port}", timeout_s=60, retries=1, backoff_s=0,
+                              connect_timeout_s=0.3)  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match=(
+            r"did not answer GET /v1/health after 2 tries over .* \(last: URLError: no "
+            r"connection within connect_timeout_s=0.3 s\)\. Start it with")):  # fmt: skip
+            remote.health()
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in [*queued, silent]:
+            sock.close()
+    # once connected, an answer may take longer than the connection did
+    _Foreign.answer, _Foreign.delay_s = (200, b'{"status": "ok"}'), 0.5
+    url = f"http://127.0.0.1:{foreign.server_address[1]}"
+    assert RemoteEngine(url, retries=0, connect_timeout_s=0.1).health() == {"status": "ok"}
+    with pytest.raises(ValueError, match=r"connect_timeout_s=0 must be a number of seconds > 0"):
+        RemoteEngine(url, connect_timeout_s=0)
 
 
 def test_the_local_engine_edge_cases(tiny_model):
