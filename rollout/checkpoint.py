@@ -249,12 +249,13 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
 
 def _looks_local(path: str | Path) -> bool:
     """Whether ``path`` can only be a folder, not a hub id (``namespace/name``): absolute, or
-    starting ``.`` or ``~``, or of more than two parts."""
+    starting ``.`` or ``~``, or of one part or more than two. A hub model without a namespace
+    (``gpt2``) is none a critic can be; looking ``tiny`` up on the hub took 26 s offline."""
     text = str(path)
     return (
         Path(text).is_absolute()
         or text.startswith((".", "~"))
-        or len(Path(text).parts) > 2
+        or len(Path(text).parts) != 2
         or "\\" in text
     )
 

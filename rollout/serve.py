@@ -297,49 +297,8 @@ def _prog() -> str:
     return name if name.startswith("viscritic-serve") else "python -m rollout.serve"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
-    parser = argparse.ArgumentParser(
-        prog=_prog(),
-        description="Serve a Qwen2.5-VL or Qwen3-VL critic checkpoint to many env workers.",
-    )
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="checkpoint directory (save_pretrained), or a shipped critic's name (viscritic-small)",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
-    parser.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument(
-        "--dtype", default=None, help="float32, bfloat16, ... (default: checkpoint's)"
-    )
-    parser.add_argument(
-        "--max-batch", type=_at_least(1, int), default=16, help="most requests per forward pass"
-    )
-    parser.add_argument(
-        "--max-wait-ms", type=_at_least(0), default=5.0, help="wait for a batch to fill"
-    )
-    parser.add_argument(
-        "--max-body-mb", type=_above_zero, default=512.0, help="largest call accepted"
-    )
-    parser.add_argument(
-        "--timeout-s",
-        type=_above_zero,
-        default=240.0,
-        help="longest a call may wait for its result (then a 503 if it never started, a 504 if "
-        "it was running); keep it shorter than the clients' timeout_s (300 s by default)",
-    )
-    parser.add_argument(
-        "--idle-timeout-s",
-        type=_above_zero,
-        default=60.0,
-        help="close a connection silent this long (a request half sent, an idle keep-alive)",
-    )
-    parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
+def _start(args: argparse.Namespace) -> CriticServer | int:
+    """The server the command line asks for, its model loaded, or 2 with the error printed."""
     from rollout.imports import MissingExtraError
 
     try:
@@ -385,6 +344,72 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
+    return server
+
+
+def _log_to_stderr() -> None:
+    """The server's own log (``rollout.serve``: clients that left, batches that failed) on
+    stderr at INFO. Not the root logger's level: that turned on every library's INFO records
+    (torch's among them) in the server's output."""
+    log = logging.getLogger("rollout.serve")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rollout.serve --model PATH``: serve a checkpoint until Ctrl-C / SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog=_prog(),
+        description="Serve a Qwen2.5-VL or Qwen3-VL critic checkpoint to many env workers.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory (save_pretrained), or a shipped critic's name (viscritic-small)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    parser.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, ... (default: checkpoint's)"
+    )
+    parser.add_argument(
+        "--max-batch", type=_at_least(1, int), default=16, help="most requests per forward pass"
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=_at_least(0), default=5.0, help="wait for a batch to fill"
+    )
+    parser.add_argument(
+        "--max-body-mb", type=_above_zero, default=512.0, help="largest call accepted"
+    )
+    parser.add_argument(
+        "--timeout-s",
+        type=_above_zero,
+        default=240.0,
+        help="longest a call may wait for its result (then a 503 if it never started, a 504 if "
+        "it was running); keep it shorter than the clients' timeout_s (300 s by default)",
+    )
+    parser.add_argument(
+        "--idle-timeout-s",
+        type=_above_zero,
+        default=60.0,
+        help="close a connection silent this long (a request half sent, an idle keep-alive)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
+    args = parser.parse_args(argv)
+    _log_to_stderr()
+    try:
+        server = _start(args)
+    except KeyboardInterrupt:  # Ctrl-C during minutes of imports and weights loading
+        print("critic server: stopped before it served (interrupted while loading)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 130
+    if not isinstance(server, CriticServer):
+        return server  # the exit status of a start that failed, its error printed
 
     stop_on_sigterm()
     print(

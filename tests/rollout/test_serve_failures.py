@@ -369,6 +369,8 @@ def test_a_tokenizer_without_a_pad_token_gets_qwens_own(tiny_model, tmp_path):
         (["--max-body-mb", "nan"], "argument --max-body-mb: 'nan' is not a number > 0"),
         (["--timeout-s", "0"], "argument --timeout-s: '0' is not a number > 0"),
         (["--max-batch", "0"], "argument --max-batch: '0' is not an integer >= 1"),
+        # a preset is built in-process, not served: it was looked up on the hub for 26 s
+        (["--model", "tiny"], "error: cannot load critic model tiny: no folder tiny on this"),
     ],
 )
 def test_cli_bad_options_are_messages(args, says):
@@ -394,3 +396,33 @@ def test_a_model_that_cannot_be_read_is_not_called_a_port_problem(monkeypatch, c
     assert capsys.readouterr().err.strip() == (
         "error: cannot read --model /ckpt/critic: [Errno 5] Input/output error"
     )
+
+
+def test_ctrl_c_while_the_model_loads_is_a_message_and_libraries_keep_their_log_levels(
+    monkeypatch, capsys
+):
+    import logging
+
+    import rollout.checkpoint
+    from rollout.serve import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rollout.checkpoint, "load_checkpoint", interrupted)
+    log = logging.getLogger("rollout.serve")
+    before = (list(log.handlers), log.level, log.propagate, logging.getLogger().level)
+    try:
+        try:
+            assert main(["--model", "/ckpt/critic", "--port", "0"]) == 130
+        except KeyboardInterrupt:  # not left to stop the whole test session
+            pytest.fail("Ctrl-C while the model loads reached the user as a traceback")
+        assert capsys.readouterr().err.strip() == (
+            "critic server: stopped before it served (interrupted while loading)"
+        )
+        # the server's own records at INFO; the root logger (so torch's, transformers') untouched
+        assert log.isEnabledFor(logging.INFO) and logging.getLogger().level == before[3]
+        assert not logging.getLogger("torch").isEnabledFor(logging.INFO)
+    finally:
+        log.handlers[:], log.propagate = before[0], before[2]
+        log.setLevel(before[1])
