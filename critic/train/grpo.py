@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from critic import prompts
-from critic.train.launch import all_ranks, any_rank
+from critic.train.launch import all_ranks, any_rank, rank_share
 from critic.train.losses import (
     ADVANTAGE_SCALES,
     LOSS_AGGREGATIONS,
@@ -51,7 +51,11 @@ class GRPOConfig:
         loss: ``clip`` (GRPO / DAPO clipped surrogate) or ``reg`` (Reg-GRPO regression).
         advantage_scale: ``std`` (GRPO) or ``none`` (Dr. GRPO).
         aggregation: ``token`` (DAPO, Dr. GRPO) or ``sequence`` (GRPO).
-        eps_low, eps_high: ratio clip range; ``eps_high > eps_low`` is DAPO's clip-higher.
+        eps_low, eps_high: ratio clip range; ``eps_high > eps_low`` is DAPO's clip-higher. The
+            ratio is to the policy that sampled the completions, so the clip binds only from a
+            batch's second update on (``updates`` > 1): at one update it is 1 everywhere.
+        updates: policy updates on each batch of completions (GRPO's mu, TRL's
+            ``num_iterations``); 1 is on-policy GRPO, where the clip has no effect.
         kl_coef: weight of the k3 KL to the reference model (0: no reference needed).
         dynamic_sampling: drop groups whose rewards are all equal (DAPO).
         temporal_bonus: T-GRPO's (Video-R1) alpha: each prompt is also sampled with its video's
@@ -71,6 +75,7 @@ class GRPOConfig:
     aggregation: str = "token"
     eps_low: float = 0.2
     eps_high: float = 0.2
+    updates: int = 1
     kl_coef: float = 0.0
     dynamic_sampling: bool = False
     temporal_bonus: float = 0.0
@@ -92,6 +97,9 @@ class GRPOConfig:
              f"temperature={self.temperature!r} must be >= {MIN_TEMPERATURE:g}: GRPO needs varied "
              "samples, and below that the sampling probabilities overflow"),
             (0 < self.top_p <= 1, f"top_p={self.top_p!r} must be in (0, 1]"),
+            (is_int(self.updates) and self.updates >= 1,
+             f"updates={self.updates!r} must be an integer >= 1 (policy updates per batch of "
+             "completions; 1: on-policy)"),
             (self.loss in LOSSES, f"loss={self.loss!r} is not a GRPO loss; pick one of {list(LOSSES)}"),
             (self.advantage_scale in ADVANTAGE_SCALES,
              f"advantage_scale={self.advantage_scale!r}; pick one of {list(ADVANTAGE_SCALES)}"),
@@ -170,12 +178,16 @@ def sequences(
     return batch
 
 
-def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def token_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
     """Log-probability of every token given the ones before it, ``[N, L]`` (0 at position 0);
-    multiply by ``completion_mask`` to keep the completions'."""
+    multiply by ``completion_mask`` to keep the completions'. ``temperature``: the one the
+    completions were sampled at (the policy that sampled them is ``softmax(logits / T)``, as
+    TRL's GRPO reads it; at T = 0.5 the plain logits' gradients were 7 times off in ratio)."""
     batch = on_model_device(model, batch)
     inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
     logits = model(**inputs, use_cache=False).logits[:, :-1].float()  # [N, L-1, V]
+    if temperature != 1.0:
+        logits = logits / temperature
     targets = batch["input_ids"][:, 1:]  # [N, L-1]
     picked = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
     return torch.nn.functional.pad(picked, (1, 0))  # [N, L], aligned with input_ids
@@ -404,29 +416,43 @@ def grpo_step(
     kept = [i for i in range(len(samples)) if keep[i]]
     batch = sequences([requests[i] for i in kept], [completions[i] for i in kept],
                       tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens)  # fmt: skip
-    mask = batch["completion_mask"][:, :]  # [N, L]
+    mask = batch["completion_mask"]  # [N, L]
+    # this process's loss is a mean over its own tokens (or completions): weighted so that the
+    # processes' averaged gradients are those of one mean over all of theirs (1 alone)
+    if not kept_here:
+        units = 0.0
+    elif cfg.loss == "clip" and cfg.aggregation == "token":
+        units = float(mask.sum())
+    else:  # a mean over completions
+        units = float(len(mask))
+    share = rank_share(units)
     policy.train()
-    logprobs = token_logprobs(policy, batch)  # [N, L]
-    old = logprobs.detach()  # one update per rollout: the sampler is the current policy
-    ref = None
+    ref = old = None
     if reference is not None and cfg.kl_coef > 0:
         with torch.no_grad():
-            ref = token_logprobs(reference, batch)
-    if cfg.loss == "reg":
-        loss, stats = reg_grpo_loss(logprobs, old, advantages, mask, cfg.group_size)
-    else:
-        loss, stats = grpo_loss(logprobs, old, advantages, mask, cfg.eps_low, cfg.eps_high, ref,
-                                cfg.kl_coef, cfg.aggregation)  # fmt: skip
+            ref = token_logprobs(reference, batch, cfg.temperature)
+    if cfg.updates > 1:  # the sampling policy's, kept across the batch's updates
+        with torch.no_grad():
+            old = token_logprobs(policy, batch, cfg.temperature)
+    stats_seen = []
+    for _ in range(cfg.updates):
+        logprobs = token_logprobs(policy, batch, cfg.temperature)  # [N, L]
+        sampled = logprobs.detach() if old is None else old  # one update: the current policy
+        if cfg.loss == "reg":
+            loss, stats = reg_grpo_loss(logprobs, sampled, advantages, mask, cfg.group_size)
+        else:
+            loss, stats = grpo_loss(logprobs, sampled, advantages, mask, cfg.eps_low,
+                                    cfg.eps_high, ref, cfg.kl_coef, cfg.aggregation)  # fmt: skip
+        update(loss * share)  # 0 where this process kept no group
+        stats_seen.append(stats)
+    policy.eval()
     if not kept_here:
-        update(loss * 0.0)
-        policy.eval()
         # nothing of this process's was learned: left out of the run's means (over_ranks)
         result.loss = result.kl = result.clip_fraction = math.nan
         return result
-    update(loss)
-    policy.eval()
-    result.loss, result.kl = float(stats.policy_loss), float(stats.kl)
-    result.clip_fraction = float(stats.clip_fraction)
+    result.loss = float(np.mean([float(s.policy_loss) for s in stats_seen]))
+    result.kl = float(np.mean([float(s.kl) for s in stats_seen]))
+    result.clip_fraction = float(np.mean([float(s.clip_fraction) for s in stats_seen]))
     return result
 
 

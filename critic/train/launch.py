@@ -117,6 +117,26 @@ def over_ranks(values: dict[str, float | int]) -> dict[str, float | int]:
     }
 
 
+def rank_share(units: float) -> float:
+    """This process's weight on a loss it averaged over its own ``units`` (kept completion tokens,
+    or completions), so that the processes' gradients, which DeepSpeed averages, are those of one
+    mean over every process's units: ``units * world / total``. 1 in a run of one process; 0 for
+    a process with no units (it takes part in the update at weight 0). Without it a short
+    completion's tokens weighed more on a process whose completions were short, and a process
+    that kept no group halved the others' step. A collective, as :func:`all_ranks`."""
+    import torch
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 1.0
+    total = torch.tensor([float(units)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        total = total.cuda()
+    dist.all_reduce(total)
+    total_units = float(total.item())
+    return float(units) * dist.get_world_size() / total_units if total_units > 0 else 0.0
+
+
 def all_ranks(flag: bool) -> bool:
     """Whether ``flag`` holds on every process of a distributed run (``flag`` itself alone).
     Every process must call it at the same point: it is one collective. A process that decides

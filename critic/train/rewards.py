@@ -270,8 +270,8 @@ def transform_reward(
     """The pretext reward (ViSS-R1, Pretext-GRPO): which transform was applied to the video.
 
     ``r = 1`` if the ``<transform>`` tag names the target transform (one of the sample's
-    ``choices``, or of :data:`critic.data.transforms.TRANSFORMS` when it has none; case, spaces
-    and ``_`` ignored), else ``r = 0`` (a wrong name, an unknown one, a hedge, no tag or several).
+    ``choices``, or of :data:`critic.data.transforms.TRANSFORMS` when it has none; case ignored, a
+    space read as ``_``: ``H_Flip`` and ``h flip`` name ``h_flip``, not ``hflip``), else ``r = 0`` (a wrong name, an unknown one, a hedge, no tag or several).
     ``None`` where the target is ``None``.
 
     Example:

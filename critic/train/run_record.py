@@ -20,6 +20,9 @@ RUN_RECORD = "trainer_config.json"
 # how it holds its samples in memory.
 RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "model",
                "checkpoint_every", "keep_checkpoints", "pack_samples")  # fmt: skip
+# Options added after runs were recorded, with the value every run before them had: a checkpoint
+# that does not record one ran with that value (resume compares it so, not as a change)
+ADDED_OPTIONS = {"grpo.updates": 1}
 # Options that name files or folders: recorded as absolute paths where they exist, so that a
 # resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
 PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")
@@ -130,6 +133,7 @@ def resume_problem(cfg: DictConfig, folder: Path) -> str | None:
         }
 
     now, then = compared(run_record(cfg)), compared(before)
+    then = {**{k: v for k, v in ADDED_OPTIONS.items() if k in now}, **then}
     differ = sorted(
         k for k in now.keys() | then.keys() if now.get(k) != then.get(k)
         # a checkpoint written before the data's episodes were recorded: not compared

@@ -8,7 +8,10 @@ import numpy as np
 
 def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) -> dict[str, float]:
     """Greedy answers on validation samples: progress MAE, verdict and transform accuracy, and the
-    share of answers that parse."""
+    share of answers that parse. An unreadable progress answer counts as an error of 1 (the
+    largest a reading can make at a target of 0 or 1), so that a model that stops answering
+    does not improve its MAE; the evaluator's MAE (:mod:`critic.eval`) is over readable answers,
+    beside the share readable."""
     from critic import prompts
     from critic.base import ParseStatus
     from critic.parse import parse_progress, parse_transform, parse_verdict

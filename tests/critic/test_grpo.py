@@ -83,6 +83,11 @@ def test_token_logprobs_match_the_logits(tiny_model):
     expected = torch.log_softmax(logits[0, 1], -1)[5]  # token 5 given tokens 3, 4
     torch.testing.assert_close(got[0, 2], expected)
     assert got[0, 0] == 0
+    # sampled at T = 0.5, the sampling policy is softmax(logits / T): its log-probabilities
+    with torch.no_grad():
+        cooler = token_logprobs(model, batch, temperature=0.5)
+    torch.testing.assert_close(cooler[0, 2], torch.log_softmax(logits[0, 1] / 0.5, -1)[5])
+    assert not torch.allclose(cooler[0, 1:], got[0, 1:])
 
 
 def _reward_by_length(completions, **fields):
@@ -110,6 +115,32 @@ def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_mod
                        lambda completions, **f: [1.0] * len(completions), flat, seed=1)  # fmt: skip
     assert result.groups_used == 0 and result.reward_std == 0.0
     assert all(torch.equal(p, snapshot[n]) for n, p in policy.named_parameters())
+
+
+def test_the_clip_binds_from_a_batchs_second_update(tiny_model):
+    # one update per batch: the ratio to the sampling policy is 1, and eps_low / eps_high (the
+    # config's clip-higher) did nothing; with updates=2 the second update's ratio moves off 1
+    model, tokenizer = tiny_model
+    results, calls = {}, {}
+    for updates in (1, 2):
+        policy = copy.deepcopy(model)
+        engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+        inner = optimizer_update(policy, torch.optim.SGD(policy.parameters(), lr=0.5))
+        calls[updates] = 0
+
+        def update(loss, inner=inner, updates=updates):
+            calls[updates] += 1
+            inner(loss)
+
+        cfg = GRPOConfig(group_size=4, max_new_tokens=6, eps_low=0.0, eps_high=0.0,
+                         updates=updates)  # fmt: skip
+        results[updates] = grpo_step(policy, update, engine, tokenizer, _samples(2),
+                                     _reward_by_length, cfg, seed=0)  # fmt: skip
+    assert calls == {1: 1, 2: 2}
+    assert results[1].clip_fraction == 0.0  # at one update the clip cannot bind, whatever eps
+    assert results[2].clip_fraction > 0.0  # the second update's ratio is off 1: clipped at 0
+    with pytest.raises(GRPOConfigError, match=r"updates=0 must be an integer >= 1"):
+        GRPOConfig(updates=0)
 
 
 def test_kl_to_a_reference_and_reg_grpo(tiny_model, monkeypatch):

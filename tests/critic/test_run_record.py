@@ -58,3 +58,25 @@ def test_the_record_is_written_by_a_run_and_left_by_a_resume_in_its_own_run(tmp_
     other = tmp_path / "resumed" / "pretext"
     record_kl_reference(other, "/ckpt/a", resume=stage / "checkpoint-1")
     assert json.loads((other / KL_RECORD).read_text()) == {"from": "/ckpt/a"}
+
+
+def test_a_checkpoint_from_before_an_option_existed_resumes_at_that_options_old_value(tmp_path):
+    # grpo.updates came after runs were recorded: a checkpoint without it ran with 1, so a resume
+    # at 1 continues it, and one at 2 is a change
+    from hydra import compose, initialize_config_dir
+
+    from critic.train.run_record import RUN_RECORD, resume_problem, run_record
+    from tests.configs.test_compose import CONFIGS
+
+    checkpoint = tmp_path / "run" / "pretext" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train_critic", overrides=[f"resume={checkpoint}"])
+        changed = compose(
+            config_name="train_critic", overrides=[f"resume={checkpoint}", "grpo.updates=2"]
+        )
+    options = run_record(cfg)
+    del options["grpo"]["updates"]
+    (checkpoint / RUN_RECORD).write_text(json.dumps({"step": 2, "options": options}))
+    assert resume_problem(cfg, checkpoint) is None
+    assert "(grpo.updates=1 there, 2 here)" in resume_problem(changed, checkpoint)

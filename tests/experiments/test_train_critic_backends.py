@@ -161,29 +161,59 @@ def _mean_on_rank(rank: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
-def test_what_each_process_measured_is_logged_as_one_run():
-    # rank 0 logged its own share of every step (its loss, its completions' rewards): now the
-    # floats' means over the processes (NaNs left out) and the counts' sums
+def _gloo_pair(target) -> dict:
+    """``target(rank, port, queue)`` run in 2 spawned processes joined over gloo: what each put."""
     import socket
 
     import torch.multiprocessing as mp
 
-    from critic.train.launch import over_ranks
-
-    assert over_ranks({"loss": 2.0}) == {"loss": 2.0}  # one process: as it was
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = mp.get_context("spawn")
     queue = context.Queue()
-    procs = [context.Process(target=_mean_on_rank, args=(r, port, queue)) for r in (0, 1)]
+    procs = [context.Process(target=target, args=(r, port, queue)) for r in (0, 1)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
+    return results
+
+
+def test_what_each_process_measured_is_logged_as_one_run():
+    # rank 0 logged its own share of every step (its loss, its completions' rewards): now the
+    # floats' means over the processes (NaNs left out) and the counts' sums
+    from critic.train.launch import over_ranks
+
+    assert over_ranks({"loss": 2.0}) == {"loss": 2.0}  # one process: as it was
+    results = _gloo_pair(_mean_on_rank)
     assert results[0] == results[1] == {"loss": 1.5, "reward/x": 0.5, "groups_used": 3}
     assert isinstance(results[0]["groups_used"], int)
+
+
+def _share_on_rank(rank: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    from critic.train.launch import rank_share
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:  # rank 0 kept 4 tokens, rank 1 one; then rank 0 none (its groups were flat), rank 1 three
+        queue.put((rank, (rank_share([4, 1][rank]), rank_share([0, 3][rank]))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_processs_loss_weighs_as_its_share_of_the_runs_tokens():
+    # each process averaged its loss over its own tokens and DeepSpeed averaged the gradients:
+    # rank 0's 4 tokens weighed 1/8 each and rank 1's one token 1/2, where one mean over the 5
+    # weighs each 1/5; and a rank that kept nothing halved the other's step
+    from critic.train.launch import rank_share
+
+    assert rank_share(7) == 1.0  # one process: as it was
+    results = _gloo_pair(_share_on_rank)
+    # (share / world) / own tokens = 1 / all tokens: (1.6 / 2) / 4 = (0.4 / 2) / 1 = 1 / 5
+    assert results[0] == pytest.approx((1.6, 0.0)) and results[1] == pytest.approx((0.4, 2.0))
 
 
 def _grpo_step_on_rank(rank: int, port: int, case: str, queue) -> None:
