@@ -212,7 +212,7 @@ def build_preset(name: str, seed: int = 0):
 
 
 def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cpu", seed: int = 0):
-    """A preset name, or a Qwen2.5-VL or Qwen3-VL checkpoint (local path or hub id, see
+    """A preset name, or a Qwen2.5-VL or Qwen3-VL checkpoint folder (see
     :func:`rollout.checkpoint.load_checkpoint`).
 
     Returns:

@@ -66,10 +66,11 @@ class VLMCritic(Critic):
 
     Args:
         model: a preset name (``tiny``, ``small``, ``tiny-qwen3vl``, ``small-qwen3vl``), a
-            shipped critic (``viscritic-small``), a checkpoint path (a string or
-            ``os.PathLike``) / hub id, or the URL of a critic server (``http://host:port``, see
-            ``python -m rollout.serve``): prompts are then built here and the server batches the
-            model calls of many workers.
+            shipped critic (``viscritic-small``), a checkpoint folder (a string or
+            ``os.PathLike``; a hub model is downloaded to a folder first: nothing downloads at
+            run time), or the URL of a critic server (``http://host:port``, see ``python -m
+            rollout.serve``): prompts are then built here and the server batches the model calls
+            of many workers.
         mode: ``score`` (one pass, expected digit) or ``reason`` (chain of thought, sampled).
         prompt: ``anchored`` (PRIMO R1) or ``stepwise`` (SOLE-R1).
         samples: completions per query in ``reason`` mode; the spread of the readable ones is
@@ -203,7 +204,7 @@ class VLMCritic(Critic):
 
             raise CriticError(
                 f"model={self.model!r} names no critic model; pass a preset ({sorted(PRESETS)}), "
-                f"a shipped critic ({sorted(SHIPPED)}), a checkpoint folder or hub id (a str or "
+                f"a shipped critic ({sorted(SHIPPED)}), a checkpoint folder (a str or "
                 "os.PathLike), or a critic server URL ('http://host:port')"
             )
         if self.timeout_s is not None:

@@ -116,7 +116,7 @@ def named_checkpoints() -> dict[str, Path]:
 
 def checkpoint_path(model: str | Path) -> str | Path:
     """A shipped checkpoint's folder for its name (``viscritic-small``), else ``model`` as given
-    (a folder or hub id), so ``python -m rollout.serve --model viscritic-small`` serves the
+    (a folder), so ``python -m rollout.serve --model viscritic-small`` serves the
     shipped critic as ``make_critic("viscritic-small")`` loads it. A path that exists is never
     taken for a name (the names are looked up only for what is not one)."""
     if not isinstance(model, str) or Path(model).exists():
@@ -137,29 +137,18 @@ def processor_config(checkpoint: str | Path) -> dict | None:
     """A checkpoint's video processor settings, read as transformers' video processor reads them
     (:data:`PROCESSOR_FILES`, first found wins), or ``None`` when it has no processor config.
 
-    ``checkpoint`` is a folder; a hub id is read through the hub cache (transformers'
-    ``cached_file``, which fetches the file if the model came from the hub). ``""`` (a model
-    built in memory, as the presets are): ``None``.
+    ``checkpoint`` is the folder the model loaded from (:func:`load_checkpoint` loads folders
+    only); anything else (``""``: a model built in memory, as the presets are) has none.
 
     The critic reads its pixel budget from these settings (``critic.vision.VisionSpec``); the
     project's presets and the checkpoints it saves have none, and keep the project's budget.
     """
-    if not str(checkpoint):
-        return None
     folder = Path(checkpoint)
+    if not str(checkpoint) or not folder.is_dir():
+        return None
     for name in PROCESSOR_FILES:
-        if folder.is_dir():
-            path = folder / name if (folder / name).is_file() else None
-        else:
-            from transformers.utils import cached_file
-
-            try:
-                path = cached_file(
-                    str(checkpoint), name, _raise_exceptions_for_missing_entries=False
-                )
-            except (OSError, ValueError):  # not a hub id either: nothing to read
-                path = None
-        if path is None:
+        path = folder / name
+        if not path.is_file():
             continue
         try:
             settings = json.loads(Path(path).read_text())
@@ -179,8 +168,8 @@ def processor_config(checkpoint: str | Path) -> dict | None:
 
 
 def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu"):
-    """A Qwen2.5-VL or Qwen3-VL checkpoint (local directory, shipped name or hub id) and its
-    tokenizer.
+    """A Qwen2.5-VL or Qwen3-VL checkpoint (a local directory or a shipped name; a hub id is
+    refused: nothing downloads at run time) and its tokenizer.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode on ``device``, the tokenizer left-padding.
@@ -207,9 +196,19 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
     try:
         if isinstance(path, str) and path.startswith("~"):
             path = str(Path(path).expanduser())  # transformers reads "~/ckpt" as a hub id
-        if _looks_local(path) and not Path(path).is_dir():
-            # transformers reads it as a hub id and says "Repo id must be in the form ..."
-            raise FileNotFoundError(f"no folder {path!s} on this machine")
+        if not Path(path).is_dir():
+            # nothing downloads at run time (the scripts' early check refused a hub id, while
+            # gym.make and the server tried the hub: 26 s offline, a download where online)
+            hub = (
+                ""
+                if _looks_local(path)
+                else (
+                    f" (it reads as a hub id, and nothing downloads at run time: download it first, "
+                    f"e.g. `huggingface-cli download {path} --local-dir /ckpt/{Path(str(path)).name}`, "
+                    "and name that folder)"
+                )
+            )
+            raise FileNotFoundError(f"no folder {path!s} on this machine{hub}")
         config = transformers.AutoConfig.from_pretrained(path)
         model_cls = getattr(transformers, MODEL_CLASSES.get(config.model_type, ""), None)
         if model_cls is None:

@@ -60,6 +60,16 @@ def test_unloadable_model_names_the_fix(tmp_path):
         with pytest.raises(ModelLoadError) as err:
             load_model(local)
         assert str(err.value).startswith(f"cannot load critic model {local}: no folder {local} ")
+    # a hub id: nothing downloads at run time (it was looked up on the hub, 26 s offline, and
+    # would have downloaded where the machine has a network; the scripts' check refused it)
+    with pytest.raises(ModelLoadError) as err:
+        load_model("Qwen/Qwen2.5-VL-7B-Instruct")
+    assert str(err.value).startswith(
+        "cannot load critic model Qwen/Qwen2.5-VL-7B-Instruct: no folder Qwen/Qwen2.5-VL-7B-Instruct "
+        "on this machine (it reads as a hub id, and nothing downloads at run time: download it "
+        "first, e.g. `huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct --local-dir "
+        "/ckpt/Qwen2.5-VL-7B-Instruct`, and name that folder). Pass a local"
+    )
     # a folder that exists but holds no checkpoint said the shipped critics were not installed
     (tmp_path / "data").mkdir()
     with pytest.raises(ModelLoadError) as err:

@@ -251,7 +251,7 @@ def test_a_model_that_is_not_a_name_or_path_is_refused_before_any_download(model
         make_critic({"name": "vlm", "model": model})
     assert str(err.value) == (
         f"model={model!r} names no critic model; pass a preset (['small', 'small-qwen3vl', 'tiny', 'tiny-qwen3vl']), a shipped "
-        "critic (['viscritic-small']), a checkpoint folder or hub id (a str or os.PathLike), or "
+        "critic (['viscritic-small']), a checkpoint folder (a str or os.PathLike), or "
         "a critic server URL ('http://host:port')"
     )
 
