@@ -382,8 +382,32 @@ class RunDirGuard(Callback):
             sys.exit(f"{self.script}: RunDirError: {exc}")
 
 
+_ABSENT = object()
+
+
+def _composed(config: DictConfig, overrides: list[str]) -> DictConfig | None:
+    """The script's config composed again with ``overrides`` alone, or None where it cannot be
+    (no primary config folder recorded, or the overrides do not compose without the others)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    name = config.hydra.job.config_name
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside the script's own hydra.main
+            return compose(name, overrides=overrides, return_hydra_config=True)
+        folder = next(s.path for s in config.hydra.runtime.config_sources
+                      if s.provider == "main" and s.schema == "file")  # fmt: skip
+        with initialize_config_dir(config_dir=folder, version_base="1.3"):
+            return compose(name, overrides=overrides, return_hydra_config=True)
+    except (StopIteration, HydraException, OmegaConfBaseException, ValueError):
+        return None
+
+
 class AddedKeyGuard(Callback):
-    """Refuse a ``+key=value`` override that adds an option the script does not read.
+    """Refuse a ``+key=value`` (or ``++key=value``) override that adds an option the script does
+    not read.
 
     Hydra's own hint for a misspelled key (``Key 'warm_up' is not in struct``) is "To append to
     your config use +stages.sft.warm_up=1"; followed, the run went on without the option. A key
@@ -413,12 +437,21 @@ class AddedKeyGuard(Callback):
 
         from omegaconf import OmegaConf
 
-        for override in config.hydra.overrides.task:
-            if not override.startswith("+") or override.startswith("++"):
+        overrides = list(config.hydra.overrides.task)
+        forced = [o for o in overrides if o.startswith("++")]
+        # ++key=value sets an option or, where there is none, adds it (hydra's own hint for a +
+        # on a key that exists): which it did is read from the config composed without them
+        before = _composed(config, [o for o in overrides if o not in forced]) if forced else None
+        for override in overrides:
+            if not override.startswith("+"):
                 continue
-            key = override[1:].split("=", 1)[0]
+            key = override.lstrip("+").split("=", 1)[0]
             if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.open):
                 continue
+            if override in forced and (
+                before is None or OmegaConf.select(before, key, default=_ABSENT) is not _ABSENT
+            ):
+                continue  # it set an option the script has (or the check could not tell)
             parent, _, name = key.rpartition(".")
             around = OmegaConf.select(config, parent) if parent else config
             known = sorted(k for k in around if k not in (name, "hydra")) if isinstance(

@@ -288,6 +288,11 @@ def test_a_multirun_job_is_refused_a_dir_holding_an_earlier_jobs_results(tmp_pat
          "test_episode, an option zero_shot_rl does not read"),
         ("eval_critic", "+episode_per_task=1", "eval_critic: ConfigKeyError: +episode_per_task=1"),
         ("synthesize", "+episode=3", "synthesize: ConfigKeyError: +episode=3 adds episode"),
+        # ++ sets an option or adds it where there is none: the misspelled one ran with rc 0
+        ("eval_critic", "++probe_episode=3", "eval_critic: ConfigKeyError: ++probe_episode=3 "
+         "adds probe_episode, an option eval_critic does not read"),
+        ("train_critic", "++stages.sft.warm_up=1", "train_critic: ConfigKeyError: "
+         "++stages.sft.warm_up=1 adds stages.sft.warm_up"),
     ],
 )  # fmt: skip
 def test_an_added_option_the_script_does_not_read_is_refused(config, override, message):
@@ -305,11 +310,16 @@ def test_an_added_option_the_script_does_not_read_is_refused(config, override, m
                   "eval_critic": "+by_state.Door={key: a, bins: [1]}",
                   "synthesize": "+env.task_kwargs.control_freq=10"}[config]  # fmt: skip
         fine = compose(config, overrides=[opened], return_hydra_config=True)
+        # ++ on an option the script has sets it (hydra's hint for a + on a key that exists)
+        existing = "++seed=3" if config in ("train_critic", "eval_critic") else "++imports=[]"
+        forced = compose(config, overrides=[existing, "++hydra.job.chdir=false"],
+                         return_hydra_config=True)  # fmt: skip
     guard = instantiate(cfg.hydra.callbacks.added_key_guard)
     with pytest.raises(SystemExit) as stop:
         guard.on_run_start(cfg)
     assert str(stop.value.code).startswith(message)
     guard.on_run_start(fine)
+    guard.on_run_start(forced)
 
 
 def test_a_run_dir_another_run_is_writing_in_is_refused(tmp_path):
