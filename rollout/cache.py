@@ -15,7 +15,7 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
-from rollout.checks import is_int
+from rollout.checks import is_int, is_number
 
 
 class VideoEmbeddingCache:
@@ -23,17 +23,26 @@ class VideoEmbeddingCache:
 
     Args:
         max_videos: how many videos' embeddings to keep.
+        max_mb: how many megabytes (2**20 bytes) of embeddings to keep, where the model holds
+            them (a GPU's memory for a model there); ``None``: no limit but ``max_videos``. A
+            7B model's video embeddings take about 2 MB each (256 tokens of 3584 bfloat16
+            values), so 4096 videos alone could hold 7 GB of a GPU.
 
     Example:
         >>> cache = VideoEmbeddingCache()
         >>> cache.attach(model)  # a Qwen-VL *ForConditionalGeneration  # doctest: +SKIP
     """
 
-    def __init__(self, max_videos: int = 4096) -> None:
+    def __init__(self, max_videos: int = 4096, max_mb: float | None = 1024.0) -> None:
         if not is_int(max_videos) or max_videos < 1:
             raise ValueError(f"max_videos={max_videos!r} must be an integer >= 1")
+        if max_mb is not None and (not is_number(max_mb) or max_mb <= 0):
+            raise ValueError(f"max_mb={max_mb!r} must be a number of megabytes > 0, or None")
         self.max_videos = int(max_videos)
+        self.max_bytes = None if max_mb is None else int(float(max_mb) * 2**20)
         self._store: OrderedDict[bytes, Any] = OrderedDict()
+        self._sizes: dict[bytes, int] = {}
+        self.nbytes = 0  # of the embeddings kept
         self.hits = 0
         self.misses = 0
 
@@ -99,17 +108,26 @@ class VideoEmbeddingCache:
             for i, (k, embedding) in enumerate(zip(missing, out.pooler_output, strict=True)):
                 layers = None if deepstack is None else tuple(f[i].detach() for f in deepstack)
                 self._store[k] = (embedding.detach(), layers)
+                self._sizes[k] = sum(t.nelement() * t.element_size()
+                                     for t in (embedding, *(layers or ())))  # fmt: skip
+                self.nbytes += self._sizes[k]
         entries = []
         for k in keys:
             self._store.move_to_end(k)
             entries.append(self._store[k])
-        while len(self._store) > self.max_videos:
-            self._store.popitem(last=False)
+        # the least recently used go first; this call's own entries are already in hand
+        while len(self._store) > self.max_videos or (
+            self.max_bytes is not None and self.nbytes > self.max_bytes and self._store
+        ):
+            gone, _ = self._store.popitem(last=False)
+            self.nbytes -= self._sizes.pop(gone)
         return _output(entries)
 
     def clear(self) -> None:
         """Forget every stored embedding (after the model's weights change)."""
         self._store.clear()
+        self._sizes.clear()
+        self.nbytes = 0
 
 
 def _output(entries: list[tuple[Any, tuple | None]]):

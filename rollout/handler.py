@@ -40,6 +40,15 @@ class CallTimeoutError(TimeoutError):
         self.started = started
 
 
+def _cache_stats(server: CriticServer) -> dict[str, float | int]:
+    """The video-embedding cache's size and use, for ``/v1/health`` (none without a cache)."""
+    cache = getattr(server.engine, "cache", None)
+    if cache is None:
+        return {}
+    return {"cache_videos": len(cache), "cache_mb": round(cache.nbytes / 2**20, 3),
+            "cache_hits": cache.hits, "cache_misses": cache.misses}  # fmt: skip
+
+
 def handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
     """The request handler class of ``server``: GETs read its health and model, POSTs go to
     :meth:`~rollout.serve.CriticServer.handle` and each way a call can end becomes its status."""
@@ -71,7 +80,7 @@ def handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
                 alive = server.batcher.alive
                 status = HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE
                 self._send(status, {"status": "ok" if alive else "batcher down",
-                                    **asdict(server.batcher.stats)})  # fmt: skip
+                                    **asdict(server.batcher.stats), **_cache_stats(server)})  # fmt: skip
             elif self.path == "/v1/model":
                 self._send(HTTPStatus.OK, server.model_info)
             else:

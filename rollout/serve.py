@@ -11,7 +11,7 @@ only queue the same work behind itself); one that never started gets a 503 (retr
 
 Endpoints (JSON answers; bodies of POSTs are :mod:`rollout.wire` archives):
 
-- ``GET /v1/health``: ``{"status": "ok", ...batching stats}``;
+- ``GET /v1/health``: ``{"status": "ok", ...batching stats, ...video cache size and use}``;
 - ``GET /v1/model``: the model config and tokenizer files, so a client can encode requests;
 - ``POST /v1/score``: header ``{"candidates": [ids], "prefix": [ids]}`` → ``{"probs": [[...]]}``;
 - ``POST /v1/generate``: header ``{"params": {SamplingParams fields}}`` →
@@ -317,7 +317,7 @@ def _start(args: argparse.Namespace) -> CriticServer | int:
             model,
             tokenizer.pad_token_id,
             tokenizer.eos_token_id,
-            cache=None if args.no_cache else VideoEmbeddingCache(),
+            cache=None if args.no_cache else VideoEmbeddingCache(max_mb=args.cache_mb),
         )
         server = CriticServer(
             engine,
@@ -400,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         help="close a connection silent this long (a request half sent, an idle keep-alive)",
     )
     parser.add_argument("--no-cache", action="store_true", help="no video-embedding cache")
+    parser.add_argument(
+        "--cache-mb",
+        type=_above_zero,
+        default=1024.0,
+        help="most megabytes of video embeddings the cache keeps, where the model is (a GPU's "
+        "memory for a model there); the least recently used go first",
+    )
     args = parser.parse_args(argv)
     _log_to_stderr()
     try:

@@ -82,6 +82,20 @@ def test_lru_evicts_the_least_recently_used(tiny_model):
     assert (cache.hits, cache.misses) == (1, 4)
     with pytest.raises(ValueError, match=r"max_videos=0 must be an integer >= 1"):
         VideoEmbeddingCache(max_videos=0)
+    # a cap in megabytes (where a 7B model's 4,096 videos could hold 7 GB of a GPU) evicts alike
+    one = cache.nbytes // len(cache)
+    assert one == 4 * model.config.text_config.hidden_size * 4  # 4 tokens of float32 values
+    by_size = VideoEmbeddingCache(max_mb=2.5 * one / 2**20)  # room for two videos
+    engine = HFEngine(
+        copy.deepcopy(model), tokenizer.pad_token_id, tokenizer.eos_token_id, cache=by_size
+    )
+    for request in [*requests, requests[2], requests[0]]:
+        engine.score([request], [0, 1])
+    assert (len(by_size), by_size.nbytes, by_size.hits, by_size.misses) == (2, 2 * one, 1, 4)
+    by_size.clear()
+    assert (len(by_size), by_size.nbytes) == (0, 0)
+    with pytest.raises(ValueError, match=r"max_mb=0 must be a number of megabytes > 0, or None"):
+        VideoEmbeddingCache(max_mb=0)
 
 
 def test_bfloat16_patches_are_cached(vl_model):

@@ -249,6 +249,9 @@ def test_cli_serves_the_wrapper_and_a_stopped_server_is_an_error(checkpoint):
         remote_value = remote_critic.estimate_progress([query])[0].progress
         local_value = local_critic.estimate_progress([query])[0].progress
         assert remote_value == pytest.approx(local_value, abs=1e-5)
+        health = RemoteEngine(url).health()  # the server's video cache: its size and use
+        assert health["cache_videos"] >= 2 and 0 < health["cache_mb"] < 1
+        assert health["cache_hits"] + health["cache_misses"] >= health["cache_videos"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

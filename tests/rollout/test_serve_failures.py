@@ -368,6 +368,7 @@ def test_a_tokenizer_without_a_pad_token_gets_qwens_own(tiny_model, tmp_path):
         (["--dtype", "bogus"], "error: dtype='bogus' is not a torch dtype"),
         (["--max-body-mb", "nan"], "argument --max-body-mb: 'nan' is not a number > 0"),
         (["--timeout-s", "0"], "argument --timeout-s: '0' is not a number > 0"),
+        (["--cache-mb", "0"], "argument --cache-mb: '0' is not a number > 0"),
         (["--max-batch", "0"], "argument --max-batch: '0' is not an integer >= 1"),
         # a preset is built in-process, not served: it was looked up on the hub for 26 s
         (["--model", "tiny"], "error: cannot load critic model tiny: no folder tiny on this"),
