@@ -263,7 +263,7 @@ def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_
         ("+critic.sample=4", "critic: sample: not an option of the VLM critic; its options are "
                              "['cache', 'device', 'failure_types', 'max_batch', 'max_new_tokens', "
                              "'mode', 'model', 'needs_frames', 'prompt', 'samples', 'seed', "
-                             "'temperature']"),
+                             "'temperature', 'timeout_s']"),
         # a checkpoint of another model, or one without its tokenizer: said when the critic's
         # run began, hours of other conditions later on a GPU node
         (f"critic.model={qwen2_vl}", f"critic: {qwen2_vl} is a 'qwen2_vl' model; VisCritic critics "
