@@ -61,35 +61,37 @@ class VideoEmbeddingCache:
         return digest.digest()
 
     def attach(self, model) -> None:
-        """Route ``model``'s video features through this cache (idempotent per model).
+        """Route ``model``'s video features through this cache, in place of any cache attached
+        before (idempotent per model).
 
-        The patch holds the model weakly: the model's own bound method in its closure, stored
-        on the model, was a reference cycle, so a critic closed and dropped (an env re-made in
-        a notebook) kept its weights, on a GPU too, until Python's cycle collector ran."""
-        import weakref
-
+        The patch holds the model weakly (a strong reference, stored on the model, was a
+        reference cycle that kept a dropped critic's weights until Python's cycle collector
+        ran), replaces an earlier cache's patch rather than wrapping it (wrapped, a fresh cache
+        still answered from the earlier one's entries), and a deep copy of the model gets its
+        own tower back, uncached (the copy had run the original's weights through the patch)."""
         inner = getattr(model, "model", model)
-        original = inner.get_video_features
-        if getattr(original, "_viscritic_cache", None) is self:
-            return
-        call = original
-        if getattr(original, "__self__", None) is inner:  # the model's own method, bound weakly
-            owner, method = weakref.ref(inner), original.__func__
+        current = inner.get_video_features
+        if isinstance(current, _CachedVideoFeatures):
+            if current.cache is self and current.owner() is inner:
+                return
+            inner.get_video_features = _CachedVideoFeatures(
+                self, inner, current.method, current.plain
+            )
+        elif getattr(current, "__self__", None) is inner:  # the model's own method
+            inner.get_video_features = _CachedVideoFeatures(self, inner, current.__func__)
+        else:  # another wrapper of it: called as it is
+            inner.get_video_features = _CachedVideoFeatures(self, inner, None, current)
 
-            def call(*args, **kwargs):
-                if (target := owner()) is None:  # a deep copy of the model calls the patch
-                    raise RuntimeError(
-                        "this model's video features go through the cache of a model since "
-                        "freed (a copy of a patched model shares its patch); copy the model "
-                        "before attaching a cache, and attach one to each"
-                    )
-                return method(target, *args, **kwargs)
-
-        def cached_video_features(pixel_values_videos, video_grid_thw=None, **kwargs):
-            return self._features(call, pixel_values_videos, video_grid_thw, **kwargs)
-
-        cached_video_features._viscritic_cache = self
-        inner.get_video_features = cached_video_features
+    @staticmethod
+    def detach(model) -> None:
+        """Take any cache's patch off ``model``: its video features are computed afresh."""
+        inner = getattr(model, "model", model)
+        current = inner.__dict__.get("get_video_features")
+        if isinstance(current, _CachedVideoFeatures):
+            if current.plain is None:
+                del inner.get_video_features
+            else:
+                inner.get_video_features = current.plain
 
     def _features(self, original, pixel_values_videos, video_grid_thw, **kwargs):
         import torch
@@ -128,6 +130,41 @@ class VideoEmbeddingCache:
         self._store.clear()
         self._sizes.clear()
         self.nbytes = 0
+
+
+class _CachedVideoFeatures:
+    """The ``get_video_features`` :meth:`VideoEmbeddingCache.attach` puts on a model: ``cache``
+    (``None``: none, a copy's) in front of the model's own ``method`` (its class's function,
+    called on the model, held weakly) or of ``plain`` (another wrapper, called as it is)."""
+
+    def __init__(self, cache, owner, method=None, plain=None) -> None:
+        import weakref
+
+        self.cache, self.method, self.plain = cache, method, plain
+        self.owner = weakref.ref(owner)
+
+    def _call(self, *args, **kwargs):
+        if self.plain is not None:
+            return self.plain(*args, **kwargs)
+        if (target := self.owner()) is None:
+            raise RuntimeError(
+                "this model's video features go through the cache of a model since freed; "
+                "attach a cache to this model itself"
+            )
+        return self.method(target, *args, **kwargs)
+
+    def __call__(self, pixel_values_videos, video_grid_thw=None, **kwargs):
+        if self.cache is None:
+            return self._call(pixel_values_videos, video_grid_thw, **kwargs)
+        return self.cache._features(self._call, pixel_values_videos, video_grid_thw, **kwargs)
+
+    def __deepcopy__(self, memo):
+        # copied with its model: the copy's own tower, with no cache (the entries are the
+        # original's, and the copy's weights may change on their own)
+        copy = memo.get(id(self.owner()))
+        if copy is None:  # copied alone, not with its model
+            return self
+        return _CachedVideoFeatures(None, copy, self.method, self.plain)
 
 
 def _output(entries: list[tuple[Any, tuple | None]]):

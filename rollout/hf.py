@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import itertools
@@ -23,8 +24,9 @@ class HFEngine(Engine):
         model: the model (eval mode).
         pad_token_id: id used for left padding.
         eos_token_id: id that ends a completion.
-        cache: a video-embedding cache to route the vision tower through, or ``None``. Clear it
-            when the weights change (training).
+        cache: a video-embedding cache to route the vision tower through (in place of any
+            cache attached to ``model`` before), or ``None`` (none: one attached before is taken
+            off). Clear it when the weights change (training).
         share_prefix: in :meth:`score`, run the tokens (and videos) that every prompt of the batch
             starts with once and reuse their KV cache (:meth:`shared_prefix`).
 
@@ -44,8 +46,12 @@ class HFEngine(Engine):
         self.cache = cache
         self.share_prefix = share_prefix
         self.last_shared_prefix = 0
+        from rollout.cache import VideoEmbeddingCache
+
         if cache is not None:
             cache.attach(model)
+        else:  # an earlier engine's cache would answer with what the weights then gave
+            VideoEmbeddingCache.detach(model)
 
     @property
     def device(self):
@@ -287,8 +293,15 @@ class HFEngine(Engine):
         # the defaults stand in for it during the call.
         own = self.model.generation_config
         self.model.generation_config = self.transformers.GenerationConfig()
+        # A seeded call draws from its own seed and leaves the caller's generators as they were
+        # (the model's device's too); an unseeded one draws from them and moves them on (kept
+        # and put back, every unseeded call had drawn the same samples on a CPU).
+        seeded = contextlib.nullcontext()
+        if params.seed is not None:
+            device = self.model.device
+            seeded = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
         try:
-            with torch.random.fork_rng(devices=[]), self._no_grad():
+            with seeded, self._no_grad():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
                 out = self.model.generate(

@@ -260,7 +260,11 @@ class VLLMEngine(Engine):
         outputs = self.llm.generate(self._prompts(requests), sampling, use_tqdm=False)
         copies = params.n if params.temperature == 0 else 1  # greedy: one completion, n times
         return [
-            [[t for t in c.token_ids if t != self.eos_token_id] for c in out.outputs] * copies
+            [  # n lists of their own, as HFEngine gives (not n references to one list)
+                [t for t in c.token_ids if t != self.eos_token_id]
+                for _ in range(copies)
+                for c in out.outputs
+            ]
             for out in outputs
         ]
 

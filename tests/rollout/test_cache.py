@@ -133,3 +133,60 @@ def test_a_dropped_critic_frees_its_model_without_the_cycle_collector():
         assert model() is None
     finally:
         gc.enable()
+
+
+def _scaled_tower(model, factor: float) -> None:
+    with torch.no_grad():
+        for p in model.model.visual.parameters():
+            p.mul_(factor)
+
+
+def test_a_fresh_cache_or_none_reads_the_current_weights(tiny_model):
+    # a second attach wrapped the first cache's patch, so a new engine with a fresh cache (or
+    # with none) still answered from the first cache's entries, made by the weights before
+    import copy
+
+    model, tokenizer = tiny_model
+    model = copy.deepcopy(model)
+    requests = _requests(tokenizer)
+    first = HFEngine(
+        model, tokenizer.pad_token_id, tokenizer.eos_token_id, cache=VideoEmbeddingCache()
+    )
+    first.score(requests, [0, 1])
+    used = (first.cache.hits, first.cache.misses)
+    _scaled_tower(model, -3.0)
+    fresh = VideoEmbeddingCache()
+    again = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, cache=fresh)
+    now = again.score(requests, [0, 1])
+    # the first cache is out of the way: every video read afresh, through the new one alone
+    assert fresh.misses == 9 and (first.cache.hits, first.cache.misses) == used
+    plain = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)  # cache=None
+    torch.testing.assert_close(plain.score(requests, [0, 1]), now, atol=1e-6, rtol=0)
+    assert "get_video_features" not in vars(model.model)  # no cache's patch left on it
+    assert fresh.misses == 9  # nothing went through the cache
+
+
+def test_a_copy_of_a_cached_model_runs_its_own_tower(tiny_model):
+    # the copy kept the patch, which held the original model: the copy ran the original's
+    # vision weights, and shared its cache
+    import copy
+
+    model, tokenizer = tiny_model
+    original = copy.deepcopy(model)
+    cache = VideoEmbeddingCache()
+    engine = HFEngine(original, tokenizer.pad_token_id, tokenizer.eos_token_id, cache=cache)
+    requests = _requests(tokenizer)
+    before = engine.score(requests, [0, 1])
+    clone = copy.deepcopy(original)
+    _scaled_tower(clone, -3.0)
+    expected = copy.deepcopy(model)
+    _scaled_tower(expected, -3.0)
+    on_clone = HFEngine(clone, tokenizer.pad_token_id, tokenizer.eos_token_id).score(
+        requests, [0, 1]
+    )
+    truth = HFEngine(expected, tokenizer.pad_token_id, tokenizer.eos_token_id).score(
+        requests, [0, 1]
+    )
+    torch.testing.assert_close(on_clone, truth, atol=1e-6, rtol=0)
+    assert not torch.allclose(on_clone, before, atol=1e-3)
+    torch.testing.assert_close(engine.score(requests, [0, 1]), before, atol=0, rtol=0)

@@ -113,6 +113,17 @@ def test_seeded_sampling_repeats_and_n_groups(engine_and_requests):
     assert first != engine.generate(
         requests, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=12)
     )
+    # a seeded call leaves the caller's generator as it was; an unseeded one draws from it and
+    # moves it on (kept and put back, every unseeded call on a CPU drew the same samples)
+    state = torch.get_rng_state()
+    engine.generate(requests, params)
+    assert torch.equal(torch.get_rng_state(), state)
+    unseeded = SamplingParams(n=3, temperature=1.0, max_new_tokens=6)
+    drawn = engine.generate(requests, unseeded)
+    assert not torch.equal(torch.get_rng_state(), state)
+    assert drawn != engine.generate(requests, unseeded)
+    torch.set_rng_state(state)  # the caller's seed repeats the unseeded draws
+    assert engine.generate(requests, unseeded) == drawn
 
 
 @pytest.mark.parametrize(

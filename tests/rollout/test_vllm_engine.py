@@ -171,6 +171,8 @@ def test_what_the_engine_asks_of_vllm(fake_vllm_engine):
     # completion, given n times, as the transformers engine does
     groups = engine.generate(requests[:1], SamplingParams(n=3, temperature=0, seed=1))
     assert groups == [[[0, 1, 1]] * 3]
+    groups[0][0].append(99)  # n lists of their own: one changed leaves the others
+    assert groups[0][1:] == [[0, 1, 1]] * 2
     assert vllm_sampling_kwargs(SamplingParams(n=3, temperature=0), 2)["n"] == 1
     # new weights: the prefix cache and the vision encoder's outputs (keyed by the video's
     # content alone) are dropped
