@@ -226,6 +226,13 @@ class RobosuiteTask(TaskEnv):
         return bool(self._env._check_success())
 
 
+def _resting_z(env, cube) -> float:
+    """Where ``cube``'s centre rests on the table: its height is measured from here. robosuite
+    spawns it 1 cm above, and it settles in the first steps; measured from the spawn, the first
+    centimetre of a lift read as no progress, and a cube at rest read -1.0 cm high."""
+    return float(env.model.mujoco_arena.table_offset[2] - cube.bottom_offset[2])
+
+
 class LiftTask(RobosuiteTask):
     """Lift the cube. Stages: reach (40 %), grasp (10 %), lift 4 cm above the table (50 %)."""
 
@@ -234,7 +241,7 @@ class LiftTask(RobosuiteTask):
     def _start_episode(self) -> None:
         env = self._env
         self._start_reach = max(self._reach_distance(env.cube.root_body), 0.05)
-        self._start_z = self._body_pos(env.cube_body_id)[2]
+        self._start_z = _resting_z(env, env.cube)
         self._success_z = env.model.mujoco_arena.table_offset[2] + 0.04  # robosuite's threshold
 
     def progress(self) -> float:
@@ -271,7 +278,7 @@ class StackTask(RobosuiteTask):
         env = self._env
         a, b = self._body_pos(env.cubeA_body_id), self._body_pos(env.cubeB_body_id)
         self._start_reach = max(self._reach_distance(env.cubeA.root_body), 0.05)
-        self._start_z = a[2]
+        self._start_z = _resting_z(env, env.cubeA)
         self._start_xy = max(float(np.linalg.norm(a[:2] - b[:2])), 0.05)
 
     def progress(self) -> float:

@@ -99,19 +99,25 @@ def test_lift_progress_rises_through_its_stages_when_the_cube_is_carried():
     rs = env.robosuite
     joint = rs.cube.joints[0]
     start = rs.sim.data.get_joint_qpos(joint).copy()
+    # the height is measured from where the cube rests: the table's top plus half the cube
+    # (robosuite spawns it 1 cm above; measured from there a cube at rest read -1.0 cm)
+    rest = 0.8 + rs.cube.size[2]
+    assert start[2] == pytest.approx(rest + 0.01)
 
     def cube_at(dx: float = 0.0, dz: float = 0.0) -> None:
         qpos = start.copy()
         qpos[0] += dx
-        qpos[2] += dz
+        qpos[2] = rest + dz
         rs.sim.data.set_joint_qpos(joint, qpos)
         rs.sim.forward()
+
+    assert env.privileged_state()["cube_height_cm"] == pytest.approx(1.0)
 
     assert env.progress() == 0.0  # nothing reached yet
     reach0 = env.privileged_state()["gripper_to_cube_cm"] / 100
     # the cube slid 5 cm toward the gripper (it starts behind the cube, at lower x): the reach
     # stage pays 40 % of the share of the distance closed to 1 cm
-    cube_at(dx=-0.05)
+    cube_at(dx=-0.05, dz=0.01)  # at its spawn height
     reach = env.privileged_state()["gripper_to_cube_cm"] / 100
     assert reach < reach0 - 0.02
     assert env.progress() == pytest.approx(0.4 * (reach0 - reach) / (reach0 - 0.01))
@@ -119,8 +125,11 @@ def test_lift_progress_rises_through_its_stages_when_the_cube_is_carried():
     # the cube's rest height to the success height
     env._grasping = lambda obj: True
     cube_at()
+    assert env.privileged_state()["cube_height_cm"] == pytest.approx(0.0, abs=1e-9)
     assert env.progress() == pytest.approx(0.5)
-    rise = env._success_z - env._start_z
+    rise = 0.84 - rest  # robosuite's success height: 4 cm above the table's top
+    cube_at(dz=0.01)  # the first centimetre of the lift pays (it read 0.5 from the spawn height)
+    assert env.progress() == pytest.approx(0.5 + 0.5 * 0.01 / rise) and 0.01 / rise > 0.45
     cube_at(dz=rise / 2)
     assert env.progress() == pytest.approx(0.75)
     cube_at(dz=rise + 0.01)  # above robosuite's threshold: success, whatever the stages say
@@ -138,18 +147,22 @@ def test_stack_progress_pays_reach_grasp_lift_and_carry_by_hand():
     joint = rs.cubeA.joints[0]
     start = rs.sim.data.get_joint_qpos(joint).copy()
     green = rs.sim.data.get_joint_qpos(rs.cubeB.joints[0])[:2].copy()
+    rest = 0.8 + rs.cubeA.size[2]  # the height at rest on the table (it spawns 1 cm above)
+    assert start[2] == pytest.approx(rest + 0.01)
 
     def red_at(dx: float = 0.0, dz: float = 0.0, toward_green: float = 0.0) -> None:
         qpos = start.copy()
         qpos[0] += dx
         qpos[:2] += toward_green * (green - start[:2])
-        qpos[2] += dz
+        qpos[2] = rest + dz
         rs.sim.data.set_joint_qpos(joint, qpos)
         rs.sim.forward()
 
     assert env.progress() == 0.0
     reach0 = env.privileged_state()["gripper_to_red_cube_cm"] / 100
-    red_at(dx=-0.05)  # 5 cm toward the gripper, which starts behind it (lower x)
+    red_at(
+        dx=-0.05, dz=0.01
+    )  # 5 cm toward the gripper (behind it, at lower x), at its spawn height
     reach = env.privileged_state()["gripper_to_red_cube_cm"] / 100
     assert reach < reach0 - 0.02
     assert env.progress() == pytest.approx(0.3 * (reach0 - reach) / (reach0 - 0.01))
