@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,20 @@ from rollout.imports import require_package
 POLICY_MARK = (
     "-policy_"  # in the id of a saved policy's rollout: <task>-<seed>-policy_<digest>[...]
 )
+
+
+# the id of a recorded episode: <task>-<seed, 6 digits>-<its plan: expert, or the failure injected>
+_PLANNED = re.compile(r"-\d{6}-(?P<plan>[\w\- ]+)$")
+
+
+def injected_failure(episode_id: str) -> str | None:
+    """The failure its plan injected into a recorded episode (``envs.synth``: the id ends
+    ``<seed>-<failure>``), whatever then happened; ``None`` for an expert's plan, a policy's
+    rollout, or an id of another form."""
+    match = _PLANNED.search(episode_id)
+    if match is None or is_policy_rollout(episode_id) or match["plan"] == "expert":
+        return None
+    return match["plan"]
 
 
 def is_policy_rollout(episode_id: str) -> bool:
@@ -117,8 +132,14 @@ class Episode:
 
     @property
     def expert(self) -> bool:
-        """A scripted expert's episode: no failure, and not a policy's rollout that succeeded."""
-        return self.failure_type is None and not is_policy_rollout(self.episode_id)
+        """A scripted expert's episode: no failure, not a policy's rollout that succeeded, and
+        not one with a failure injected that succeeded all the same (random torques that hit
+        Reacher's target: a success, but no demonstration, and its label keeps its dips)."""
+        return (
+            self.failure_type is None
+            and not is_policy_rollout(self.episode_id)
+            and injected_failure(self.episode_id) is None
+        )
 
     @property
     def cameras(self) -> list[str]:

@@ -161,11 +161,19 @@ def test_inconsistent_episodes_are_refused(tmp_path):
 
 
 def test_an_expert_is_neither_a_failure_nor_a_policy_rollout():
+    from critic.data.episodes import injected_failure
+
     assert _episode("Reacher-v5-000003-expert").expert
     assert not _episode("Reacher-v5-000003-stall", failure="stall").expert
     # a learner's rollout that succeeded has no failure type, and is still no expert's episode
     assert not _episode("Reacher-v5-000003-policy_4f8f09d4").expert
     assert not _episode("Reacher-v5-000003-policy_4f8f09d4-hindsight_uniform").expert
+    # nor is an injected failure that succeeded all the same (flailing onto Reacher's target:
+    # seed 369 of 800; it had joined the expert metrics and probes with its label's dips)
+    assert not _episode("Reacher-v5-000369-flail").expert
+    assert injected_failure("Lift-000003-missed_grasp") == "missed_grasp"
+    assert injected_failure("Reacher-v5-000003-policy_4f8f09d4") is None
+    assert _episode("my-own-episode").expert  # an id of another form: read by its failure alone
 
 
 @pytest.mark.parametrize(
