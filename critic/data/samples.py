@@ -234,6 +234,10 @@ def failure_sample(
     )
 
 
+# windows drawn for a pretext transform before a clip it does not change is shown as "none"
+STILL_TRIES = 8
+
+
 def _window(num_frames: int, length: int, rng: np.random.Generator) -> tuple[int, int]:
     length = min(length, num_frames)
     start = int(rng.integers(0, num_frames - length + 1))
@@ -275,8 +279,16 @@ def pretext_samples(
     samples = []
     for _ in range(count if usable else 0):
         name = usable[int(rng.integers(len(usable)))]
-        start, end = _window(len(video), window_length(name, length), rng)
-        shown = apply_transform(name, video[start:end], rng)
+        for _ in range(STILL_TRIES):
+            start, end = _window(len(video), window_length(name, length), rng)
+            shown = apply_transform(name, video[start:end], rng)
+            # a still stretch (a stall, frames byte for byte alike) reversed or shuffled is the
+            # clip as it was: labelled with the transform, its only right reading was "none"
+            if name == "none" or not np.array_equal(shown, video[start : start + length]):
+                break
+        else:  # no window of this episode shows the transform: the clip is shown as it is
+            name, end = "none", start + length
+            shown = video[start:end].copy()
         # the original clip's last frame the model is shown (speed_2x keeps every second one)
         last = start + 2 * (length - 1) if name == "speed_2x" else end - 1
         target: dict[str, Any] = {"transform": name}

@@ -199,6 +199,32 @@ def test_pretext_clips_are_all_as_long_and_only_of_transforms_that_fit(length, d
     assert {len(s.prompt.videos[0]) for s in samples} == {min(8, length)}
 
 
+def test_a_transform_is_never_labelled_on_a_clip_it_left_as_it_was():
+    # a stall's frames are alike byte for byte: reversed or shuffled, its clip was the clip as it
+    # was, labelled reverse or shuffle, while its only right reading was "none"
+    frames = _frames(16, 4, 4)
+    frames[4:12] = frames[4]  # a still stretch of 8 frames in 16
+    episode = Episode("ep", "Lift", "Lift.", {"cam": frames},
+                      np.linspace(0, 1, 16, dtype=np.float32), np.arange(16), True)  # fmt: skip
+    for length in (2, 3, 8):
+        samples = build_samples(episode, ["pretext"], RNG(0), frames=length, pretext_count=300)
+        temporal = [s for s in samples if s.target["transform"] in ("reverse", "shuffle")]
+        assert temporal
+        for s in samples:
+            start, _ = s.meta["window"]
+            if s.target["transform"] != "none":
+                assert not np.array_equal(s.prompt.videos[0], frames[start : start + length])
+    still = Episode("ep", "Lift", "Lift.", {"cam": np.repeat(frames[:1], 16, axis=0)},
+                    np.zeros(16, dtype=np.float32), np.arange(16), False)  # fmt: skip
+    samples = build_samples(still, ["pretext"], RNG(0), frames=3, pretext_count=100)
+    # no window of a still episode changes under reverse, shuffle or speed_2x: shown as "none"
+    assert {s.target["transform"] for s in samples} == set(TRANSFORMS) - {
+        "reverse",
+        "shuffle",
+        "speed_2x",
+    }
+
+
 def test_quarter_turns_of_non_square_frames_are_not_drawn():
     # a 4x6 clip turned is 6x4: the tower's grid gave the label away
     episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(16, 4, 6)},
