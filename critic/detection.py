@@ -263,11 +263,12 @@ def _last_frame_failure(progress: np.ndarray, achieved: np.ndarray) -> dict[str,
     """:func:`last_frame_scores` from the readings."""
     unread = np.isnan(progress)
     # a critic that gives no P(achieved) on any readable answer has no such detector: all nan
-    # (not 0.5 at its unread answers, which would report one)
+    # (not 0.5 at its unread answers, which would report one); one that gives it on some reads
+    # 0.5 where it gave none (a nan score there had made the whole detector's AUROC nan)
     gives_achieved = np.isfinite(achieved[~unread]).any()
     return {
         "progress": np.where(unread, 0.5, 1.0 - progress).tolist(),
-        "achieved": np.where(unread & gives_achieved, 0.5, 1.0 - achieved).tolist(),
+        "achieved": np.where(np.isnan(achieved) & gives_achieved, 0.5, 1.0 - achieved).tolist(),
     }
 
 

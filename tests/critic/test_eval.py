@@ -386,8 +386,23 @@ def test_failure_from_final_progress():
     # nor does one with an unreadable answer (the third) (its unread 0.5 used to report one)
     assert "achieved" not in evaluate_failures(LapsingClockCritic(), episodes, frames=4,
                                                delay_points=0)  # fmt: skip
+    # one readable answer without P(achieved) among others with it reads 0.5 there: its nan
+    # score had made the detector's AUROC n/a
+    assert failure_scores(SometimesAchievedOracle(), episodes, "achieved") == [0.0, 0.0, 0.5, 1.0]
+    some = evaluate_failures(SometimesAchievedOracle(), episodes, frames=4, delay_points=0)
+    assert some["achieved"]["auroc"] == 1.0
     with pytest.raises(ValueError, match="detector='vote'"):
         failure_scores(OracleCritic(), episodes, "vote")
+
+
+class SometimesAchievedOracle(OracleCritic):
+    """The oracle, with no P(achieved) on the third answer of a call (its progress still read)."""
+
+    def estimate_progress(self, queries):
+        estimates = super().estimate_progress(queries)
+        if len(estimates) > 2:
+            estimates[2] = ProgressEstimate(estimates[2].progress)
+        return estimates
 
 
 class CallSizeOracle(OracleCritic):
