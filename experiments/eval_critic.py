@@ -14,7 +14,8 @@ the run, but the critics before it keep their results (the report names the one 
 
 ``external=FOLDER`` scores your own labelled videos (RoboFail-style; layout in
 :func:`critic.data.external.read_labelled_videos`) for failure detection; ``data=[]`` scores them
-alone.
+alone. Labels that give each video its ``split`` get a failure threshold fit on their own
+``calibration_split`` videos.
 """
 
 from __future__ import annotations
@@ -213,9 +214,17 @@ def check_critic_spec(spec: Any) -> None:
         raise EvalConfigError(f"critics: {problem}")
 
 
+def external_has_splits(cfg: DictConfig) -> bool:
+    """Whether ``cfg.external``'s labels give their videos' splits (then they get a τ too)."""
+    from critic.data.external import has_splits, read_labels
+
+    return cfg.external is not None and has_splits(read_labels(cfg.external))
+
+
 def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
     """Episodes of ``split`` (default ``cfg.split``), by task, at most ``episodes_per_task`` each
-    (in id order); the external videos join the evaluated split only."""
+    (in id order); the external videos join the evaluated split, and the calibration split too
+    where their labels give splits (:func:`critic.data.external.in_split`)."""
     from critic.data.episodes import read_episode, read_table
     from critic.data.samples import seed_split
 
@@ -245,25 +254,41 @@ def load_episodes(cfg: DictConfig, split: str | None = None) -> dict[str, list]:
             file=sys.stderr,
         )
     if split != cfg.split:
+        if cfg.external is not None and external_has_splits(cfg):
+            from critic.data.external import read_labelled_videos
+
+            by_task["external"] = read_labelled_videos(
+                cfg.external, size=cfg.external_size, limit=cfg.episodes_per_task, split=split
+            )
         return {task: episodes for task, episodes in by_task.items() if episodes}
     if cfg.external is not None:
-        from critic.data.external import read_labelled_videos, read_labels
+        from critic.data.external import in_split, read_labelled_videos, read_labels
 
-        labelled = len(read_labels(cfg.external))
-        if not labelled:
+        rows = read_labels(cfg.external)
+        if not rows:
             raise EvalConfigError(
                 f"external={cfg.external!r}: its labels.jsonl labels no video; give one "
                 '{"video", "instruction", "success"} object per line'
             )
+        labelled = len(in_split(rows, split))
+        of = f"{labelled} labelled videos" + (
+            f" of split={split}" if external_has_splits(cfg) and split != "all" else ""
+        )
         if labelled > cfg.episodes_per_task:  # the cap is every task's: it cut them silently
             print(
                 f"eval_critic: external: scoring the first {cfg.episodes_per_task} of the "
-                f"{labelled} labelled videos (episodes_per_task={cfg.episodes_per_task}); give "
+                f"{of} (episodes_per_task={cfg.episodes_per_task}); give "
                 f"episodes_per_task={labelled} to score them all",
                 file=sys.stderr,
             )
         by_task["external"] = read_labelled_videos(
-            cfg.external, size=cfg.external_size, limit=cfg.episodes_per_task
+            cfg.external, size=cfg.external_size, limit=cfg.episodes_per_task, split=split
+        )
+    if "external" in by_task and not by_task["external"]:
+        raise EvalConfigError(
+            f"external={cfg.external!r}: no video of split={split} in its labels.jsonl; give "
+            f'some videos "split": "{split}" (and "val" ones to fit τ on), or leave split out of '
+            "every line to score them all with no τ"
         )
     empty = [task for task, episodes in by_task.items() if not episodes]
     if empty:
@@ -413,7 +438,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         calibration = one_class_left_out(
             load_episodes(cfg, cfg.calibration_split),
             cfg,
-            evaluated=[t for t in by_task if t != "external"],  # no split: they get no τ
+            # external videos whose labels give no split have no τ (the report says so)
+            evaluated=[t for t in by_task if t != "external" or external_has_splits(cfg)],
         )
     results: dict[str, dict[str, Any]] = {}
     name = None

@@ -15,6 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from rollout.files import write_atomic, written_whole
 
 
+def _external_tau(results: dict) -> bool:
+    """Whether a threshold was fit for the external videos (their labels gave splits)."""
+    return any(
+        by_task.get("external", {}).get("failure", {}).get("threshold") is not None
+        for by_task in results.values()
+    )
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
@@ -125,8 +133,9 @@ def report_lines(
             else "No threshold fit (`calibration_split` unset). "
         )
         + (
-            "Your own videos (`external`) have no calibration split, so their rows have no `τ`. "
-            if cfg.get("external") is not None
+            "Your own videos (`external`) give no `split` in their labels.jsonl, so they have no "
+            "calibration split and their rows have no `τ`. "
+            if cfg.get("external") is not None and not _external_tau(results)
             else ""
         )
         + "`accuracy` is the greedy verdict's, an unreadable verdict counted wrong (`readable`: the "

@@ -6,8 +6,10 @@ Layout: a folder with the videos (any container PyAV decodes: mp4, webm, avi...)
     {"video": "pick_03.mp4", "instruction": "Pick up the cup.", "success": false,
      "failure_type": "drop_after_lift", "failure_time_s": 4.2}
 
-``failure_type`` and ``failure_time_s`` are optional. There is no per-frame progress in such data,
-so the episodes carry ``nan`` progress and the evaluator scores failure detection only.
+``failure_type`` and ``failure_time_s`` are optional, and so is ``split`` (``train``, ``val`` or
+``test``: given on every line or on none), which lets the evaluator fit its failure threshold on
+the ``val`` videos and score the ``test`` ones. There is no per-frame progress in such data, so
+the episodes carry ``nan`` progress and the evaluator scores failure detection only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from critic.parse import normalize_label
 from rollout.checks import is_int, is_number
 
 REQUIRED = ("video", "instruction", "success")
-OPTIONAL = ("failure_type", "failure_time_s")
+FAILURE_KEYS = ("failure_type", "failure_time_s")  # a failure's: not beside success=true
+OPTIONAL = (*FAILURE_KEYS, "split")
+SPLITS = ("train", "val", "test")
 # the evaluator's confusion labels an episode with these besides the failure types
 RESERVED_TYPES = ("success", "unreadable")
 
@@ -110,21 +114,49 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
                 f"{where}: failure_type={failure_kind!r} is a verdict the evaluator reports, not "
                 'a kind of failure; name how it failed (e.g. "drop"), or leave failure_type out'
             )
-        if row["success"] and (given := [k for k in OPTIONAL if row.get(k) is not None]):
+        if row["success"] and (given := [k for k in FAILURE_KEYS if row.get(k) is not None]):
             raise EpisodeFormatError(
                 f"{where}: success=true with {given}: a successful video has no failure; set "
                 "success=false, or drop " + " and ".join(given)
             )
+        if "split" in row and row["split"] not in SPLITS:
+            raise EpisodeFormatError(
+                f"{where}: split={row['split']!r} is not a split; give one of {list(SPLITS)} (val: "
+                "the videos the failure threshold is fit on, test: those it is scored on)"
+            )
         rows.append((number, row))
+    with_split = [number for number, row in rows if "split" in row]
+    if with_split and len(with_split) < len(rows):
+        without = next(number for number, row in rows if "split" not in row)
+        raise EpisodeFormatError(
+            f"{labels}:{without}: no split, where line {with_split[0]} gives one; give every "
+            "line its split, or none"
+        )
     return rows
 
 
+def has_splits(rows: list[tuple[int, dict[str, Any]]]) -> bool:
+    """Whether :func:`read_labels`'s ``rows`` give their videos' splits (all of them, or none)."""
+    return bool(rows) and "split" in rows[0][1]
+
+
+def in_split(
+    rows: list[tuple[int, dict[str, Any]]], split: str | None
+) -> list[tuple[int, dict[str, Any]]]:
+    """The ``rows`` of ``split``; all of them for ``None`` or ``"all"``, or where the labels give
+    no splits."""
+    if split in (None, "all") or not has_splits(rows):
+        return rows
+    return [(number, row) for number, row in rows if row["split"] == split]
+
+
 def read_labelled_videos(
-    folder: str | Path, size: int | None = 128, limit: int | None = None
+    folder: str | Path, size: int | None = 128, limit: int | None = None, split: str | None = None
 ) -> list[Episode]:
-    """Every labelled video of ``folder`` (the first ``limit`` when given; every line is checked
-    first, before any video is decoded) as an :class:`Episode` (frames resized to ``size`` ×
-    ``size`` when given), in the order of ``labels.jsonl``.
+    """Every labelled video of ``folder`` (of ``split`` alone where the labels give splits, see
+    :func:`in_split`; the first ``limit`` when given; every line is checked first, before any
+    video is decoded) as an :class:`Episode` (frames resized to ``size`` × ``size`` when
+    given), in the order of ``labels.jsonl``.
 
     Raises:
         EpisodeFormatError: no ``labels.jsonl``, a line that is not a JSON object with the
@@ -141,7 +173,7 @@ def read_labelled_videos(
     folder = Path(folder)
     labels = folder / "labels.jsonl"
     episodes = []
-    for number, row in read_labels(folder)[:limit]:
+    for number, row in in_split(read_labels(folder), split)[:limit]:
         video, failure_time = row["video"], row.get("failure_time_s")
         frames, fps = read_video(folder / video, size=size)
         length_s = len(frames) / fps

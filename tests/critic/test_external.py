@@ -64,7 +64,7 @@ def test_json_python_cannot_read_is_a_typed_error(folder, line, message):
         # misspelt: ignored, so the failure had no type and no time
         ([{**B, "failure_typ": "stall"}], "labels.jsonl:1: 'failure_typ' is not a label this "
          "loader reads; did you mean 'failure_type'? (it reads ['video', 'instruction', "
-         "'success', 'failure_type', 'failure_time_s'])"),
+         "'success', 'failure_type', 'failure_time_s', 'split'])"),
         ([{**A, "failure_type": "stall", "failure_time_s": 0.2}], "labels.jsonl:1: success=true "
          "with ['failure_type', 'failure_time_s']: a successful video has no failure; set "
          "success=false, or drop failure_type and failure_time_s"),

@@ -66,8 +66,9 @@ def test_external_labelled_videos(tmp_path):
         in (report)
     )
     # the τ columns say why they are empty, and the progress table is no header over nothing
-    assert "Your own videos (`external`) have no calibration split, so their rows have no `τ`." in (
-        report
+    assert (
+        "Your own videos (`external`) give no `split` in their labels.jsonl, so they have no "
+        "calibration split and their rows have no `τ`." in report
     )
     progress = report.split("## Progress\n\n", 1)[1].split("\n## ", 1)[0]
     assert "| critic |" not in progress
@@ -142,3 +143,52 @@ def test_external_videos_past_episodes_per_task_are_named_not_dropped_silently(t
         f"external={str(tmp_path)!r}: its labels.jsonl labels no video; give one "
         '{"video", "instruction", "success"} object per line'
     )
+
+
+def test_external_videos_with_splits_get_a_threshold_fit_on_their_val_videos(tmp_path):
+    # they had no seeds, so no calibration split: their rows never had a τ
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
+    from critic.data.episodes import EpisodeFormatError
+    from critic.data.external import read_labelled_videos
+    from critic.data.video import write_video
+
+    folder = tmp_path / "robofail"
+    folder.mkdir()
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    for name in ("a", "b", "c", "d", "e"):
+        write_video(folder / f"{name}.mkv", frames, 10.0, "ffv1")
+    rows = [("a", "val", True), ("b", "val", False), ("c", "test", True), ("d", "test", False),
+            ("e", "train", False)]  # fmt: skip
+    (folder / "labels.jsonl").write_text("".join(
+        f'{{"video": "{v}.mkv", "instruction": "Pick the cup.", "success": {str(ok).lower()}, '
+        f'"split": "{split}"}}\n' for v, split, ok in rows
+    ))  # fmt: skip
+    assert [e.episode_id for e in read_labelled_videos(folder, split="val")] == ["a", "b"]
+    assert len(read_labelled_videos(folder)) == 5  # no split asked: every video
+    cfg = eval_config("data=[]", f"external={folder}", "external_size=16")
+    assert [e.episode_id for e in module.load_episodes(cfg)["external"]] == ["c", "d"]
+    assert [e.episode_id for e in module.load_episodes(cfg, "val")["external"]] == ["a", "b"]
+    done = run_eval(tmp_path / "run", "data=[]", f"external={folder}", "critics=[oracle]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    failure = strict_json((tmp_path / "run" / "metrics.json").read_text())["critics"]["oracle"][
+        "external"
+    ]["failure"]
+    assert failure["episodes"] == 2 and failure["threshold"] is not None
+    assert failure["threshold_accuracy"] == 1.0
+    assert "have no `τ`" not in (tmp_path / "run" / "report.md").read_text()
+    # a split on some lines alone, or one that is not a split, is refused by line
+    lines = (folder / "labels.jsonl").read_text().splitlines()
+    (folder / "labels.jsonl").write_text(
+        lines[0] + "\n" + lines[1].replace(', "split": "val"', "") + "\n"
+    )
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:2: no split, where line 1 gives "
+                       "one; give every line its split, or none"):  # fmt: skip
+        read_labelled_videos(folder)
+    (folder / "labels.jsonl").write_text(lines[0].replace('"val"', '"dev"') + "\n")
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:1: split='dev' is not a split"):
+        read_labelled_videos(folder)
+    # no video of the scored split: said, where it read as "synthesise more episodes"
+    (folder / "labels.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(module.EvalConfigError, match=r"no video of split=test in its labels.jsonl"):
+        module.load_episodes(cfg)
