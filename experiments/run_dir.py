@@ -382,7 +382,13 @@ class RunDirGuard(Callback):
             sys.exit(f"{self.script}: RunDirError: {exc}")
 
 
-_ABSENT = object()
+def _has_key(config: DictConfig, key: str) -> bool:
+    """Whether ``config`` has ``key`` (dotted), whatever its value (``???`` too)."""
+    from omegaconf import OmegaConf
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(config, parent, throw_on_missing=False) if parent else config
+    return isinstance(node, DictConfig) and name in list(node)  # `in node` is False for ???
 
 
 def _composed(config: DictConfig, overrides: list[str]) -> DictConfig | None:
@@ -448,9 +454,7 @@ class AddedKeyGuard(Callback):
             key = override.lstrip("+").split("=", 1)[0]
             if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.open):
                 continue
-            if override in forced and (
-                before is None or OmegaConf.select(before, key, default=_ABSENT) is not _ABSENT
-            ):
+            if override in forced and (before is None or _has_key(before, key)):
                 continue  # it set an option the script has (or the check could not tell)
             parent, _, name = key.rpartition(".")
             around = OmegaConf.select(config, parent) if parent else config

@@ -108,8 +108,12 @@ class VideoEmbeddingCache:
             # which the language model adds at the video's positions: kept with the embedding
             deepstack = getattr(out, "deepstack_features", None)
             for i, (k, embedding) in enumerate(zip(missing, out.pooler_output, strict=True)):
-                layers = None if deepstack is None else tuple(f[i].detach() for f in deepstack)
-                self._store[k] = (embedding.detach(), layers)
+                # copies of their own: views of the call's one output tensor would each hold
+                # the whole batch's memory, past what max_mb counts
+                layers = (
+                    None if deepstack is None else tuple(f[i].detach().clone() for f in deepstack)
+                )
+                self._store[k] = (embedding.detach().clone(), layers)
                 self._sizes[k] = sum(t.nelement() * t.element_size()
                                      for t in (embedding, *(layers or ())))  # fmt: skip
                 self.nbytes += self._sizes[k]

@@ -347,13 +347,24 @@ def _start(args: argparse.Namespace) -> CriticServer | int:
     return server
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a record is written (a handler bound to the one at its start
+    wrote into a stream since closed: a test's capture, a redirected run)."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _log_to_stderr() -> None:
     """The server's own log (``rollout.serve``: clients that left, batches that failed) on
     stderr at INFO. Not the root logger's level: that turned on every library's INFO records
     (torch's among them) in the server's output."""
     log = logging.getLogger("rollout.serve")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = logging.StreamHandler(_CurrentStderr())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.propagate = False

@@ -172,8 +172,8 @@ class VLLMEngine(Engine):
     """vLLM's in-process ``LLM`` behind the engine interface.
 
     Args:
-        model: a checkpoint path (a Qwen2.5-VL directory or hub id; Qwen3-VL is refused,
-            :func:`vllm_model_problem`).
+        model: a Qwen2.5-VL checkpoint folder (a hub id is refused: nothing downloads at run
+            time; Qwen3-VL is refused, :func:`vllm_model_problem`).
         video_token_id: the model's ``<|video_pad|>`` id (``config.video_token_id``).
         eos_token_id: id that ends a completion.
         gpu_memory_utilization: share of GPU memory vLLM may take.
@@ -194,13 +194,17 @@ class VLLMEngine(Engine):
         **llm_kwargs: Any,
     ) -> None:
         local = Path(model) / "config.json"  # a folder's model is refused before vLLM is needed
-        if local.is_file():
-            try:
-                kind = json.loads(local.read_text()).get("model_type")
-            except (OSError, ValueError, AttributeError) as exc:
-                raise ModelLoadError(f"{local} is not a readable model config: {exc}") from None
-            if (problem := vllm_model_problem(kind)) is not None:
-                raise ModelLoadError(f"{model}: {problem}")
+        if not local.is_file():
+            raise ModelLoadError(
+                f"{model}: no checkpoint folder (no config.json in it) on this machine; nothing "
+                "downloads at run time: download a hub model to a folder first and name it"
+            )
+        try:
+            kind = json.loads(local.read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"{local} is not a readable model config: {exc}") from None
+        if (problem := vllm_model_problem(kind)) is not None:
+            raise ModelLoadError(f"{model}: {problem}")
         vllm = require_package("vllm", "vllm", "the vLLM engine")
         self.vllm = vllm
         self.video_token_id = video_token_id
@@ -208,8 +212,6 @@ class VLLMEngine(Engine):
         config = require_package(
             "transformers", "vlm", "the vLLM engine"
         ).AutoConfig.from_pretrained(model)
-        if (problem := vllm_model_problem(config.model_type)) is not None:  # a hub id's
-            raise ModelLoadError(f"{model}: {problem}")
         names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
         self.banned_token_ids = [
             int(i) for i in (getattr(config, n, None) for n in names) if i is not None

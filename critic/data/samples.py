@@ -286,7 +286,9 @@ def pretext_samples(
             # clip as it was: labelled with the transform, its only right reading was "none"
             if name == "none" or not np.array_equal(shown, video[start : start + length]):
                 break
-        else:  # no window of this episode shows the transform: the clip is shown as it is
+        else:  # no window of this episode shows the transform: the clip is shown as it is,
+            if "none" not in transforms:  # where "none" is an answer the prompt offers
+                continue
             name, end = "none", start + length
             shown = video[start:end].copy()
         # the original clip's last frame the model is shown (speed_2x keeps every second one)

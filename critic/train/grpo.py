@@ -268,8 +268,8 @@ def optimizer_update(
 
 def deepspeed_update(engine) -> Callable[[torch.Tensor], None]:
     """DeepSpeed's ``update`` over a ``deepspeed.initialize`` engine: backward and step (DeepSpeed
-    clips and zeroes the gradients itself). Every process of the run must call it once per step,
-    as its gradient reduction is a collective.
+    clips and zeroes the gradients itself). Every process of the run must call it at every
+    update (``grpo.updates`` a step), as its gradient reduction is a collective.
 
     Raises:
         NonFiniteError: the loss is NaN or infinite on any process (no step is taken on any), or
@@ -348,7 +348,7 @@ def grpo_step(
     seed: int | None = None,
     components: Callable[..., dict[str, list[float | None]]] | None = None,
 ) -> StepResult:
-    """Sample, reward, and update ``policy`` once on ``samples``.
+    """Sample, reward, and update ``policy`` on ``samples`` (``cfg.updates`` times).
 
     Args:
         policy: the model being trained (the engine generates with it); a DeepSpeed engine works.

@@ -143,6 +143,36 @@ def test_the_clip_binds_from_a_batchs_second_update(tiny_model):
         GRPOConfig(updates=0)
 
 
+def test_a_step_reads_its_samples_at_their_temperature_and_weights_its_loss_by_its_share(
+    tiny_model, monkeypatch
+):
+    # the completions sampled at T = 0.5 were scored by the plain logits; and under DeepSpeed
+    # each process's token mean weighed its own tokens, whatever the others held
+    from critic.train import grpo as grpo_module
+
+    model, tokenizer = tiny_model
+    policy = copy.deepcopy(model)
+    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    temperatures, units, losses = [], [], []
+    real = grpo_module.token_logprobs
+
+    def spy(model, batch, temperature=1.0):
+        temperatures.append(temperature)
+        return real(model, batch, temperature)
+
+    monkeypatch.setattr(grpo_module, "token_logprobs", spy)
+    monkeypatch.setattr(grpo_module, "rank_share", lambda n: units.append(n) or 2.0)
+    cfg = GRPOConfig(group_size=4, max_new_tokens=6, temperature=0.5, kl_coef=0.1)
+    result = grpo_step(policy, lambda loss: losses.append(float(loss.detach())), engine, tokenizer,
+                       _samples(2), _reward_by_length, cfg, reference=copy.deepcopy(model),
+                       seed=0)  # fmt: skip
+    assert temperatures == [0.5, 0.5]  # the reference's log-probabilities and the policy's
+    # its kept tokens (8 completions of 1 to 6 tokens, each with its EOS where it stopped)
+    (tokens,) = units
+    assert tokens == int(tokens) and 8 <= tokens <= 8 * 7
+    assert losses == [pytest.approx(2.0 * result.loss)]  # the loss weighted by the share
+
+
 def test_kl_to_a_reference_and_reg_grpo(tiny_model, monkeypatch):
     model, tokenizer = tiny_model
     policy, reference = copy.deepcopy(model), copy.deepcopy(model)

@@ -218,11 +218,12 @@ def test_a_transform_is_never_labelled_on_a_clip_it_left_as_it_was():
                     np.zeros(16, dtype=np.float32), np.arange(16), False)  # fmt: skip
     samples = build_samples(still, ["pretext"], RNG(0), frames=3, pretext_count=100)
     # no window of a still episode changes under reverse, shuffle or speed_2x: shown as "none"
-    assert {s.target["transform"] for s in samples} == set(TRANSFORMS) - {
-        "reverse",
-        "shuffle",
-        "speed_2x",
-    }
+    temporal = {"reverse", "shuffle", "speed_2x"}
+    assert {s.target["transform"] for s in samples} == set(TRANSFORMS) - temporal
+    # unless "none" is no answer the prompt offers: then no sample (a "none" there was a label
+    # outside the choices, every answer rewarded 0)
+    assert not build_samples(still, ["pretext"], RNG(0), frames=3, pretext_count=50,
+                             transforms=["reverse", "shuffle"])  # fmt: skip
 
 
 def test_quarter_turns_of_non_square_frames_are_not_drawn():

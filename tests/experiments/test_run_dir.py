@@ -387,3 +387,18 @@ def test_under_torchrun_only_the_first_process_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")  # the first process's check does (a killed run's record)
     RunDirGuard("zero_shot_rl")._check(cfg, tmp_path)
     assert not (tmp_path / ".overwritten").exists()
+
+
+def test_a_forced_option_whose_value_is_still_to_be_given_is_one_the_script_reads(tmp_path):
+    # ++req=1 on a `req: ???` option was read as adding an unknown one (its value "missing")
+    from hydra import compose, initialize_config_dir
+    from run_dir import AddedKeyGuard
+
+    (tmp_path / "app.yaml").write_text("req: ???\nnested:\n  deep: ???\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        given = compose("app", overrides=["++req=1", "++nested.deep=2"], return_hydra_config=True)
+        typo = compose("app", overrides=["++rq=1"], return_hydra_config=True)
+    guard = AddedKeyGuard("app")
+    guard.on_run_start(given)
+    with pytest.raises(SystemExit, match=r"^app: ConfigKeyError: \+\+rq=1 adds rq, an option app"):
+        guard.on_run_start(typo)

@@ -92,6 +92,16 @@ def test_lru_evicts_the_least_recently_used(tiny_model):
     for request in [*requests, requests[2], requests[0]]:
         engine.score([request], [0, 1])
     assert (len(by_size), by_size.nbytes, by_size.hits, by_size.misses) == (2, 2 * one, 1, 4)
+    # what it counts is what it holds: each entry its own copy, not a view of its call's whole
+    # output (9 videos in one call, one kept, held the memory of all 9, past the cap)
+    one_call = VideoEmbeddingCache(max_mb=1.5 * one / 2**20)
+    engine = HFEngine(
+        copy.deepcopy(model), tokenizer.pad_token_id, tokenizer.eos_token_id, cache=one_call
+    )
+    engine.score(_requests(tokenizer), [0, 1])
+    held = {e.untyped_storage().data_ptr(): e.untyped_storage().nbytes()
+            for e, _ in one_call._store.values()}  # fmt: skip
+    assert len(one_call) == 1 and sum(held.values()) == one_call.nbytes == one
     by_size.clear()
     assert (len(by_size), by_size.nbytes) == (0, 0)
     with pytest.raises(ValueError, match=r"max_mb=0 must be a number of megabytes > 0, or None"):

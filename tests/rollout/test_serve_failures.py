@@ -424,6 +424,14 @@ def test_ctrl_c_while_the_model_loads_is_a_message_and_libraries_keep_their_log_
         # the server's own records at INFO; the root logger (so torch's, transformers') untouched
         assert log.isEnabledFor(logging.INFO) and logging.getLogger().level == before[3]
         assert not logging.getLogger("torch").isEnabledFor(logging.INFO)
+        # its records go to stderr as it is when written (bound to the one at the start, they
+        # went into a stream since closed: a test's capture)
+        import io
+
+        later = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", later)
+        log.warning("a client left")
+        assert later.getvalue().endswith("WARNING a client left\n")
     finally:
         log.handlers[:], log.propagate = before[0], before[2]
         log.setLevel(before[1])

@@ -197,7 +197,7 @@ def test_candidate_probs_renormalise_over_the_candidates():
         candidate_probs({}, [1])
 
 
-def test_engine_without_vllm_names_the_extra():
+def test_engine_without_vllm_names_the_extra(tmp_path):
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401
@@ -205,8 +205,9 @@ def test_engine_without_vllm_names_the_extra():
         pass
     else:
         pytest.skip("vllm is installed here")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')  # a checkpoint folder
     with pytest.raises(MissingExtraError) as err:
-        VLLMEngine("some/checkpoint", video_token_id=1, eos_token_id=2)
+        VLLMEngine(str(tmp_path), video_token_id=1, eos_token_id=2)
     assert str(err.value).startswith("the vLLM engine needs the optional package 'vllm'")
     assert str(err.value).endswith("Install it with: pip install 'viscritic[vllm]'")
 
@@ -277,3 +278,6 @@ def test_an_unreadable_model_config_is_a_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"config.json is not a readable model config: "):
         VLLMEngine(str(tmp_path), video_token_id=0, eos_token_id=0)
+    # a hub id: nothing downloads at run time (it went on to vLLM, which would fetch it)
+    with pytest.raises(ModelLoadError, match=r"^Qwen/Qwen2.5-VL-7B-Instruct: no checkpoint folder"):
+        VLLMEngine("Qwen/Qwen2.5-VL-7B-Instruct", video_token_id=0, eos_token_id=0)
