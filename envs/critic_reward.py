@@ -8,7 +8,10 @@ Reward modes, with ``p_t`` the critic's progress after step ``t`` (held between 
 
 - ``progress``: ``r_t = p_t`` (dense, VLM-RM style);
 - ``delta``: ``r_t = p_t - p_{t-1}`` (sums to ``p_T - p_0`` over an episode);
-- ``potential``: ``r_t = gamma * p_t - p_{t-1}`` (potential-based shaping, Ng et al. 1999);
+- ``potential``: ``r_t = gamma * p_t - p_{t-1}`` (potential-based shaping, Ng et al. 1999), with
+  ``p_T = 0`` on a step that terminates the episode (not on a time limit's truncation, which the
+  learner bootstraps through): the return then telescopes to ``-p_0`` whatever the policy does,
+  where ending early at high progress had earned ``gamma * p_T`` more;
 - ``success``: ``r_t = 1`` if ``p_t >= success_threshold`` else ``0``;
 - ``log``: ``r_t = log((1 + e) / (1 - p_t + e)) / log((1 + e) / e)`` with ``e = log_floor``: 0 at
   ``p_t = 0`` and 1 at ``p_t = 1``, like ``progress``, but paying the last stretch most. Where
@@ -364,10 +367,14 @@ class EpisodeTracker:
         self.progress = 0.0 if estimate.progress is None else float(estimate.progress)
         self.achieved = estimate.achieved if estimate.progress is not None else None
 
-    def reward(self, env_reward: float, estimate: ProgressEstimate | None) -> float:
+    def reward(
+        self, env_reward: float, estimate: ProgressEstimate | None, terminal: bool = False
+    ) -> float:
         """Advance one step and return its reward; ``estimate`` is ``None`` between queries.
 
-        An unreadable estimate (``progress is None``) holds the previous progress.
+        An unreadable estimate (``progress is None``) holds the previous progress. ``terminal``:
+        the step terminates the episode (not a truncation), where the ``potential`` mode's
+        potential is 0.
         """
         self.step_count += 1
         previous = 0.0 if self.progress is None else self.progress
@@ -382,7 +389,7 @@ class EpisodeTracker:
         elif mode == "delta":
             reward = current - previous
         elif mode == "potential":
-            reward = self.config.gamma * current - previous
+            reward = (0.0 if terminal else self.config.gamma * current) - previous
         elif mode == "log":
             floor = self.config.log_floor
             reward = math.log((1.0 + floor) / (1.0 - current + floor)) / math.log(

@@ -214,6 +214,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             self._trackers[i].start(info.get("critic_frame"), info["progress"])
         if self.relabel:
             self._pending = [[(None, t.deferred_query())] for t in self._trackers]
+            self._terminal = [False] * self.num_envs  # whether each pending episode terminated
             return obs
         estimates = self._estimate(
             [t.query() for t in self._trackers], list(enumerate(self._trackers))
@@ -261,7 +262,9 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         for i, tracker in enumerate(self._trackers):
             estimate = answers.get((i, "step"))
-            rewards[i] = tracker.reward(float(env_rewards[i]), estimate)
+            rewards[i] = tracker.reward(
+                float(env_rewards[i]), estimate, _terminal(dones[i], infos[i])
+            )
             infos[i].pop("critic_frame", None)
             infos[i].update(tracker.info(env_rewards[i], estimate))
             if i in fresh:
@@ -285,6 +288,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 tracker.keep(info.get("critic_frame"))
             tracker.step_count += 1
             self._pending[i].append((float(env_rewards[i]), query))
+            self._terminal[i] = _terminal(done, info)
             tracker.env_return += float(env_rewards[i])  # the replay at the end keeps its own
             infos[i].pop("critic_frame", None)
             infos[i].update(critic_pending=True, critic_queried=query is not None,
@@ -333,9 +337,11 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             ]
         replay = self._new_tracker(index)
         replay.begin(per_step[0] or ProgressEstimate(None, status=ParseStatus.NO_ANSWER))
+        steps = list(zip(self._pending[index][1:], per_step[1:], strict=True))
         rewards = [
-            replay.reward(r, estimate)
-            for (r, _), estimate in zip(self._pending[index][1:], per_step[1:], strict=True)
+            # the last step of an episode that terminated (the running one's has not)
+            replay.reward(r, estimate, terminal=self._terminal[index] and k == len(steps) - 1)
+            for k, ((r, _), estimate) in enumerate(steps)
         ]
         return np.asarray(rewards, dtype=np.float32), replay
 
@@ -354,6 +360,12 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
     def close(self) -> None:
         self.critic.close()
         super().close()
+
+
+def _terminal(done, info: dict) -> bool:
+    """Whether a vector env's step ended its episode by termination, not by a time limit's
+    truncation (which SB3 marks in ``info["TimeLimit.truncated"]``)."""
+    return bool(done) and not info.get("TimeLimit.truncated", False)
 
 
 # names that moved out of this module, served from where they live now (both modules import

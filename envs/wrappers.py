@@ -106,14 +106,16 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             estimate = self._estimate()
         elif self.config.keeps_every_frame:  # a clip spreads over every step, as in training
             self._tracker.keep(self._frame())
-        reward = self._tracker.reward(float(env_reward), estimate)
-        # on a step the critic read: the reset's reading of 0.97 ended step 1 before any read
+        # on a step the critic read: the reset's reading of 0.97 ended step 1 before any read,
+        # and so did an unreadable answer, on the reading it held
         if (
             self.config.terminate_on_success
             and estimate is not None
-            and self._tracker.critic_success()
+            and estimate.progress is not None
+            and float(estimate.progress) >= self.config.success_threshold
         ):
             terminated = True
+        reward = self._tracker.reward(float(env_reward), estimate, terminal=terminated)
         self._ended = terminated or truncated
         return (
             obs,

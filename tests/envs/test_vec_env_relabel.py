@@ -383,3 +383,38 @@ def test_the_function_the_relabel_messages_name_exists():
         (named,) = re.findall(r"envs\.[\w.]+make_viscritic_vec_env", message)
         module, _, name = named.rpartition(".")
         assert callable(getattr(importlib.import_module(module), name)), message
+
+
+@pytest.mark.parametrize("relabel", [False, True])
+def test_potential_shaping_pays_no_potential_at_a_termination(monkeypatch, relabel):
+    # a task whose step terminates: p_T = 0 there (the step paid 0.9 * 0.97 - 0.5 = 0.373, a
+    # bonus for ending early); SB3 marks a time limit's truncation apart, which keeps 0.9 p_T
+    from envs.mujoco_tasks import GymMujocoTask
+    from envs.vec_env import _terminal
+    from tests.helpers import ScriptedCritic
+
+    real = GymMujocoTask.step
+
+    def ending(self, action):
+        obs, reward, _, truncated, info = real(self, action)
+        self._steps_taken = getattr(self, "_steps_taken", 0) + 1
+        return obs, reward, self._steps_taken == 2, truncated, info
+
+    monkeypatch.setattr(GymMujocoTask, "step", ending)
+    critic = ScriptedCritic(answers=[0.1, 0.5, 0.97, 0.1])  # reset, steps 1 and 2, next reset
+    venv = make_viscritic_vec_env("Reacher-v5", 1, critic, reward_mode="potential", gamma=0.9,
+                                  relabel=relabel)  # fmt: skip
+    venv.relabel_callback_attached = True  # (no learner here to read the relabelled rewards)
+    venv.reset()
+    rewards, infos = [], []
+    for _ in range(2):
+        venv.step_async(np.zeros((1, 2), dtype=np.float32))
+        _, reward, done, info = venv.step_wait()
+        rewards.append(float(reward[0]))
+        infos.append(info[0])
+    assert done[0]
+    paid = infos[-1]["critic_rewards"].tolist() if relabel else rewards
+    assert paid == pytest.approx([0.9 * 0.5 - 0.1, 0.0 - 0.5])
+    venv.close()
+    assert _terminal(True, {}) and not _terminal(True, {"TimeLimit.truncated": True})
+    assert not _terminal(False, {})

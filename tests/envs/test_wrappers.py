@@ -141,6 +141,39 @@ def test_critic_success_can_terminate():
     ends = [env.step(env.action_space.sample())[2] for _ in range(3)]
     assert ends == [False, False, False] and critic.calls == 2  # step 3 read 0.3
     env.close()
+    # nor on a step whose answer could not be read, on the 0.97 it held from the reset
+    unreadable = ProgressEstimate(None, status="no_answer")
+    critic = ScriptedCritic(answers=[0.97, unreadable, 0.3])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, terminate_on_success=True)
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step(env.action_space.sample())
+    assert not terminated and info["critic_status"] == "no_answer"
+    env.close()
+
+
+def test_potential_shaping_pays_no_potential_at_a_termination():
+    # r = 0.9 p_t - p_{t-1}, with p_T = 0 at a true terminal: the return telescopes to -p_0
+    # whatever the policy; step 2 paid 0.9 * 0.97 - 0.5 = 0.373, a bonus for ending early
+    critic = ScriptedCritic(answers=[0.1, 0.5, 0.97])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, reward_mode="potential",
+                   gamma=0.9, terminate_on_success=True)  # fmt: skip
+    env.reset(seed=0)
+    rewards = []
+    for _ in range(2):
+        _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        rewards.append(reward)
+    assert terminated and not truncated
+    assert rewards == pytest.approx([0.9 * 0.5 - 0.1, 0.0 - 0.5])
+    assert rewards[0] + 0.9 * rewards[1] == pytest.approx(-0.1)  # the discounted return: -p_0
+    env.close()
+    # a time limit's truncation is no terminal: the learner bootstraps through it
+    critic = ScriptedCritic(answers=[0.1, 0.5])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=critic, reward_mode="potential",
+                   gamma=0.9, horizon=1)  # fmt: skip
+    env.reset(seed=0)
+    _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+    assert truncated and not terminated and reward == pytest.approx(0.9 * 0.5 - 0.1)
+    env.close()
 
 
 def test_unreadable_answers_are_reported_and_hold_progress():
