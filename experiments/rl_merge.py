@@ -146,10 +146,18 @@ def _check_run_values(name: str, run: dict) -> None:
 RUN_RECORD = "result.json"
 
 
+def _record_run(record: Path) -> tuple[str, str]:
+    """The (condition, seed) a run's record names by its folder, ``<condition>_seed<seed>``."""
+    condition, _, seed = record.parent.name.rpartition("_seed")
+    return condition, seed
+
+
 def _read_results(folder: Path) -> dict[str, Any]:
     """``folder``'s results.json; where it has none (its main process was killed before the end),
-    the experiment rebuilt from its runs' own records (:data:`RUN_RECORD`), in condition and seed
-    order, under the first's config with the conditions and seeds found.
+    or its runs' own records (:data:`RUN_RECORD`) hold runs it does not (a resume that finished
+    more runs, then was killed), the experiment rebuilt from the records, with any run of
+    results.json that has no record, in condition and seed order, under the first record's
+    config with the conditions and seeds found.
 
     Raises:
         OSError, ValueError, KeyError, TypeError: neither can be read.
@@ -158,8 +166,17 @@ def _read_results(folder: Path) -> dict[str, Any]:
     """
     path = folder / "results.json"
     records = sorted(folder.glob(f"*_seed*/{RUN_RECORD}"))
+    listed: list[dict[str, Any]] = []
     if path.exists() or not records:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
+        listed = results.get("runs") if isinstance(results, dict) else None
+        listed = listed if isinstance(listed, list) else []  # _check_results names what is wrong
+        # (compared as text: a field results.json holds wrongly is _check_results' to name)
+        have = {
+            (str(r.get("condition")), str(r.get("seed"))) for r in listed if isinstance(r, dict)
+        }
+        if all(_record_run(r) in have for r in records):
+            return results
     loaded = [json.loads(r.read_text()) for r in records]
     # a killed run's dir may hold another experiment's runs too: each option compared with the
     # first record's (a condition's own options with its own first record's)
@@ -173,11 +190,15 @@ def _read_results(folder: Path) -> dict[str, Any]:
             if (was := _compared(configs[j], option)) != (now := _compared(configs[i], option)):
                 before, after = _differences(option, was, now)
                 raise ExperimentConfigError(
-                    f"merge: {folder} holds no results.json, and its runs' records ran with "
+                    f"merge: {folder} holds "
+                    + ("runs its results.json lacks" if path.exists() else "no results.json")
+                    + ", and its runs' records ran with "
                     f"other options: {records[j]} with {before}, {records[i]} with {after}; "
                     "merge each experiment's runs from a folder of their own"
                 )
     runs = [record["run"] for record in loaded]
+    recorded = {(str(r["condition"]), str(r["seed"])) for r in runs}
+    runs += [r for r in listed if (str(r.get("condition")), str(r.get("seed"))) not in recorded]
     order = {c: i for i, c in enumerate(CONDITIONS)}
     runs.sort(key=lambda r: (order.get(r["condition"], len(order)), int(r["seed"])))
     config = {**loaded[0]["config"],

@@ -133,9 +133,11 @@ def write_report(
         steps = mine[0].timesteps[: min(len(r.timesteps) for r in mine)]
         for ax, key in ((ax_s, "success_rate"), (ax_r, "true_return")):
             values = np.array([getattr(r, key)[: len(steps)] for r in mine])
-            mean, std = values.mean(axis=0), values.std(axis=0)
+            mean = values.mean(axis=0)
             ax.plot(steps, mean, label=condition)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            if len(values) > 1:  # the sample SD over seeds, as the table beside it gives
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
     ax_s.set(xlabel="env steps", ylabel="true success rate", ylim=(-0.05, 1.05))
     ax_r.set(xlabel="env steps", ylabel="true return")
     ax_s.legend()
@@ -238,7 +240,7 @@ def write_report(
         ratio = summary["critic_vs_ground_truth"]
         interval = ratio.get("success_ratio_ci95")
         spread = (
-            f"; 95 % over seeds, bootstrap: {_fmt(interval[0])}–"
+            f"; 95 % over seeds (Fieller, t): {_fmt(interval[0])}–"
             f"{'unbounded' if interval[1] is None else _fmt(interval[1])}"
             if interval
             else "; too few seeds or successes for an interval over seeds"

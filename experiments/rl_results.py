@@ -261,37 +261,38 @@ def success_ratio_interval(
     critic_rates: list[float],
     truth_rates: list[float],
     confidence: float = 0.95,
-    resamples: int = 10_000,
-    seed: int = 0,
 ) -> list[float | None] | None:
     """The interval over seeds of the critic / true-reward success ratio, ``mean(critic) /
-    mean(truth)`` of the seeds' test success rates: a percentile bootstrap that resamples each
-    condition's seeds on its own (their learners are independent). With a handful of seeds the
-    ratio swings far (ten Reacher seeds at 20k steps: 0.50-1.34 about 0.80), and the interval
-    says so.
+    mean(truth)`` of the seeds' test success rates: Fieller's interval for a ratio of two
+    independent means (their learners are independent), with Student's t at ``min(n) - 1``
+    degrees of freedom. With a handful of seeds the ratio swings far, and the interval says so.
 
-    ``None`` with fewer than two seeds on either side, no true-reward success at all, or so few
-    successes that resamples in which both sides fail (0 / 0: no ratio) are more than a tail's
-    share (2.5 % at 95 %); rarer ones are left out. The upper bound is ``None`` (unbounded) when
-    the resampled true-reward seeds all fail (x / 0) in more than a tail's share.
+    It replaced a percentile bootstrap over seeds (until 2026-12-07), which covers the true
+    ratio far less often than it says at few seeds: drawn from the thirty Reacher seeds of
+    docs/rl_learner.md, 77 % of its "95 %" intervals held the thirty's ratio at 3 seeds a side,
+    90 % at 10 and 95 % at 30; Fieller's held it 97 % and 96 % at 3 and 10. On those three
+    seeds it reads 0.00-1.52 where the bootstrap read 0.22-0.63; on all thirty 0.25-0.43 (the
+    bootstrap's 0.26-0.42).
 
-    Written out rather than scipy's ``bootstrap``, whose quantiles are nan as soon as one resample
-    is 0 / 0 (three seeds a side, 0.0, 0.3, 0.4 against 0.0, 0.3, 0.5: 0.14 % of resamples).
+    ``None`` with fewer than two seeds on either side, or no true-reward success at all. The
+    lower bound is at least 0 (a ratio of rates); the upper bound is ``None`` (unbounded) when
+    the true reward's mean is not known to be above 0 at this confidence (``mean^2 <= t^2 *
+    var``: the interval is then no bounded range).
     """
+    from scipy import stats
+
     critic, truth = np.asarray(critic_rates, float), np.asarray(truth_rates, float)
     if len(critic) < 2 or len(truth) < 2 or not truth.any():
         return None
-    rng = np.random.default_rng(seed)
-    drawn_critic = critic[rng.integers(len(critic), size=(resamples, len(critic)))].mean(axis=1)
-    drawn_truth = truth[rng.integers(len(truth), size=(resamples, len(truth)))].mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):  # x / 0 is inf, 0 / 0 nan
-        ratios = drawn_critic / drawn_truth
-    tail = (1 - confidence) / 2
-    if np.isnan(ratios).mean() > tail:
-        return None
-    # quantiles without interpolation: between two infinite ratios it would be inf - inf
-    low, high = np.quantile(ratios[~np.isnan(ratios)], [tail, 1 - tail], method="inverted_cdf")
-    return [float(low), float(high) if np.isfinite(high) else None]
+    mc, mt = critic.mean(), truth.mean()
+    vc, vt = critic.var(ddof=1) / len(critic), truth.var(ddof=1) / len(truth)
+    t = float(stats.t.ppf(0.5 + confidence / 2, min(len(critic), len(truth)) - 1))
+    # the ratios r with (mc - r mt)^2 <= t^2 (vc + r^2 vt): a r^2 - 2 mc mt r + mc^2 - t^2 vc <= 0
+    a = mt**2 - t**2 * vt
+    if a <= 0:
+        return [0.0, None]
+    root = np.sqrt(max(t**2 * (vc * mt**2 + vt * mc**2) - t**4 * vc * vt, 0.0))
+    return [max(0.0, float((mc * mt - root) / a)), float((mc * mt + root) / a)]
 
 
 def summarise(

@@ -277,3 +277,10 @@ def test_a_killed_run_s_records_that_ran_with_other_options_are_not_merged(tmp_p
     record["config"]["algo"]["gamma"] = 0.95
     (killed / "oracle_seed1" / RUN_RECORD).write_text(json.dumps(record))
     assert [r.seed for r in merge_runs([str(killed)])[1]] == [0, 1]
+    # a results.json of seed 0 alone (written when a first run stopped), and a resume that
+    # finished seed 1, then was killed: the merge read results.json alone and lost seed 1
+    first = json.loads((killed / "oracle_seed0" / RUN_RECORD).read_text())
+    (killed / "results.json").write_text(
+        json.dumps({**results, "config": first["config"], "runs": [first["run"]]})
+    )
+    assert [r.seed for r in merge_runs([str(killed)])[1]] == [0, 1]
