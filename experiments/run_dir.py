@@ -234,8 +234,18 @@ def set_aside_outputs(script: str, cfg: DictConfig, run_dir: Path, keep: list = 
         return None
     aside = Path(run_dir) / ASIDE
     aside.mkdir(exist_ok=True)  # RunDirGuard may have kept the earlier .hydra/ there
-    for path in taken:
-        path.rename(aside / path.name)
+    moved: list[Path] = []
+    try:
+        for path in taken:
+            path.rename(aside / path.name)
+            moved.append(path)
+    except BaseException:  # a Ctrl-C between two moves: the earlier run whole, where it was
+        for path in reversed(moved):
+            (aside / path.name).rename(path)
+        if not any(aside.iterdir()):
+            aside.rmdir()
+        put_back_record(Path(run_dir))  # (where the guard kept the earlier .hydra/ there)
+        raise
     return aside
 
 

@@ -202,6 +202,37 @@ def test_train_critic_refuses_any_earlier_run_unless_it_continues_it_here(tmp_pa
         )
 
 
+def test_a_ctrl_c_while_the_earlier_run_is_set_aside_leaves_it_where_it_was(tmp_path, monkeypatch):
+    # half of it moved into .overwritten/: the next run was refused, and the user told to move
+    # it back by hand
+    from pathlib import Path
+
+    from run_dir import set_aside_outputs
+
+    train = OmegaConf.create({"pipeline": ["sft", "readout"], "resume": None, "model": "tiny"})
+    for name in ("sft", "readout"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights").write_text(name)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rename, moves = Path.rename, []
+
+    def interrupted(self, target):  # the second move, once
+        moves.append(self)
+        if len(moves) == 2:
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        set_aside_outputs("train_critic", train, tmp_path)
+    monkeypatch.setattr(Path, "rename", rename)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no .overwritten/ left
+    assert [(tmp_path / n / "weights").read_text() for n in ("sft", "readout")] == [
+        "sft",
+        "readout",
+    ]
+
+
 def test_a_training_run_stopped_in_a_stage_is_refused_with_the_resume_that_continues_it(tmp_path):
     # the refusal named overwrite=true alone, which discards the checkpoints
     from run_dir import RunDirError, check_run_dir
