@@ -175,9 +175,18 @@ def _read_results(folder: Path) -> dict[str, Any]:
         have = {
             (str(r.get("condition")), str(r.get("seed"))) for r in listed if isinstance(r, dict)
         }
-        if all(_record_run(r) in have for r in records):
-            return results
+        if all(_record_run(r) in have for r in records) or any(
+            not isinstance(r, dict) for r in listed
+        ):
+            return results  # (a run that is no mapping: _check_results names it)
     loaded = [json.loads(r.read_text()) for r in records]
+    sources: list[Path] = list(records)
+    # results.json's runs without a record of their own, checked with the records
+    recorded = {(str(x["run"]["condition"]), str(x["run"]["seed"])) for x in loaded}
+    for run in listed:
+        if (str(run.get("condition")), str(run.get("seed"))) not in recorded:
+            loaded.append({"config": results["config"], "run": run})
+            sources.append(path)
     # a killed run's dir may hold another experiment's runs too: each option compared with the
     # first record's (a condition's own options with its own first record's)
     configs = [OmegaConf.create(x["config"]) for x in loaded]
@@ -191,14 +200,16 @@ def _read_results(folder: Path) -> dict[str, Any]:
                 before, after = _differences(option, was, now)
                 raise ExperimentConfigError(
                     f"merge: {folder} holds "
-                    + ("runs its results.json lacks" if path.exists() else "no results.json")
-                    + ", and its runs' records ran with "
-                    f"other options: {records[j]} with {before}, {records[i]} with {after}; "
+                    + (
+                        "runs its results.json lacks, and its runs"
+                        if path.exists()
+                        else "no results.json, and its runs' records"
+                    )
+                    + " ran with "
+                    f"other options: {sources[j]} with {before}, {sources[i]} with {after}; "
                     "merge each experiment's runs from a folder of their own"
                 )
     runs = [record["run"] for record in loaded]
-    recorded = {(str(r["condition"]), str(r["seed"])) for r in runs}
-    runs += [r for r in listed if (str(r.get("condition")), str(r.get("seed"))) not in recorded]
     order = {c: i for i, c in enumerate(CONDITIONS)}
     runs.sort(key=lambda r: (order.get(r["condition"], len(order)), int(r["seed"])))
     config = {**loaded[0]["config"],

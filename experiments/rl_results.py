@@ -274,8 +274,10 @@ def success_ratio_interval(
     seeds it reads 0.00-1.52 where the bootstrap read 0.22-0.63; on all thirty 0.25-0.43 (the
     bootstrap's 0.26-0.42).
 
-    ``None`` with fewer than two seeds on either side, or no true-reward success at all. The
-    lower bound is at least 0 (a ratio of rates); the upper bound is ``None`` (unbounded) when
+    ``None`` with fewer than two seeds on either side, or no true-reward success at all. Seeds
+    alike on a side add no spread: a critic whose learners never succeed reads ``[0, 0]``, and
+    identical rates on both sides the ratio itself. The lower bound is at least 0 (a ratio of
+    rates); the upper bound is ``None`` (unbounded) when
     the true reward's mean is not known to be above 0 at this confidence (``mean^2 <= t^2 *
     var``: the interval is then no bounded range).
     """

@@ -277,6 +277,15 @@ def test_a_killed_run_s_records_that_ran_with_other_options_are_not_merged(tmp_p
     record["config"]["algo"]["gamma"] = 0.95
     (killed / "oracle_seed1" / RUN_RECORD).write_text(json.dumps(record))
     assert [r.seed for r in merge_runs([str(killed)])[1]] == [0, 1]
+    # a run results.json holds without a record of its own is checked with the records: one
+    # at γ 0.99 had joined them under the first record's 0.95
+    other = {**results["config"], "algo": {**results["config"]["algo"], "gamma": 0.99}}
+    lone = {**next(r for r in results["runs"] if r["condition"] == "oracle"), "seed": 5}
+    (killed / "results.json").write_text(json.dumps({**results, "config": other, "runs": [lone]}))
+    with pytest.raises(ExperimentConfigError, match=r"holds runs its results.json lacks, and its "
+                       r"runs ran with other options: .* with algo.gamma=0.95, .*results.json "
+                       r"with algo.gamma=0.99"):  # fmt: skip
+        merge_runs([str(killed)])
     # a results.json of seed 0 alone (written when a first run stopped), and a resume that
     # finished seed 1, then was killed: the merge read results.json alone and lost seed 1
     first = json.loads((killed / "oracle_seed0" / RUN_RECORD).read_text())

@@ -70,7 +70,7 @@ def test_tiny_run_writes_results_report_and_curves(tmp_path):
     # two seeds a side: an interval over seeds whenever the true reward succeeded at all
     interval = summary["critic_vs_ground_truth"]["success_ratio_ci95"]
     assert (interval is None) == (summary["ground_truth"]["test"]["successes"] == 0)
-    assert ("95 % over seeds, bootstrap" in report) == (interval is not None)
+    assert ("95 % over seeds (Fieller, t)" in report) == (interval is not None)
     # a run in the main process (workers=1) is the same run as in a worker: it ran at torch's
     # default threads, the workers' at one, and the critic's rounding moved the learner
     one = rl_run(tmp_path / "one", "conditions=[critic]", "seeds=[1]", "workers=1")
