@@ -92,24 +92,33 @@ def test_reacher_touching_the_target_is_success_and_full_progress():
     env.close()
 
 
+def _cube_mover(rs, cube, toward=None):
+    """Place robosuite's ``cube``: ``dx`` from its spawn along x, ``dz`` above where it rests
+    (the table's top plus half the cube; robosuite spawns it 1 cm above, and measured from there
+    a cube at rest read -1.0 cm), a share ``toward`` of the way to the xy point ``toward``."""
+    joint = cube.joints[0]
+    start = rs.sim.data.get_joint_qpos(joint).copy()
+    rest = 0.8 + cube.size[2]
+    assert start[2] == pytest.approx(rest + 0.01)
+
+    def move(dx: float = 0.0, dz: float = 0.0, share: float = 0.0) -> None:
+        qpos = start.copy()
+        qpos[0] += dx
+        if share:
+            qpos[:2] += share * (toward - start[:2])
+        qpos[2] = rest + dz
+        rs.sim.data.set_joint_qpos(joint, qpos)
+        rs.sim.forward()
+
+    return move, start, rest
+
+
 def test_lift_progress_rises_through_its_stages_when_the_cube_is_carried():
     # Stages: reach (40 %), grasp (10 %), lift to robosuite's 4 cm above the table (50 %).
     env = envs.make_task_env("Lift")
     env.reset(seed=0)
     rs = env.robosuite
-    joint = rs.cube.joints[0]
-    start = rs.sim.data.get_joint_qpos(joint).copy()
-    # the height is measured from where the cube rests: the table's top plus half the cube
-    # (robosuite spawns it 1 cm above; measured from there a cube at rest read -1.0 cm)
-    rest = 0.8 + rs.cube.size[2]
-    assert start[2] == pytest.approx(rest + 0.01)
-
-    def cube_at(dx: float = 0.0, dz: float = 0.0) -> None:
-        qpos = start.copy()
-        qpos[0] += dx
-        qpos[2] = rest + dz
-        rs.sim.data.set_joint_qpos(joint, qpos)
-        rs.sim.forward()
+    cube_at, _, rest = _cube_mover(rs, rs.cube)  # heights from where the cube rests
 
     assert env.privileged_state()["cube_height_cm"] == pytest.approx(1.0)
 
@@ -144,19 +153,11 @@ def test_stack_progress_pays_reach_grasp_lift_and_carry_by_hand():
     env = envs.make_task_env("Stack")
     env.reset(seed=0)
     rs = env.robosuite
-    joint = rs.cubeA.joints[0]
-    start = rs.sim.data.get_joint_qpos(joint).copy()
     green = rs.sim.data.get_joint_qpos(rs.cubeB.joints[0])[:2].copy()
-    rest = 0.8 + rs.cubeA.size[2]  # the height at rest on the table (it spawns 1 cm above)
-    assert start[2] == pytest.approx(rest + 0.01)
+    move, start, _ = _cube_mover(rs, rs.cubeA, toward=green)
 
     def red_at(dx: float = 0.0, dz: float = 0.0, toward_green: float = 0.0) -> None:
-        qpos = start.copy()
-        qpos[0] += dx
-        qpos[:2] += toward_green * (green - start[:2])
-        qpos[2] = rest + dz
-        rs.sim.data.set_joint_qpos(joint, qpos)
-        rs.sim.forward()
+        move(dx, dz, toward_green)
 
     assert env.progress() == 0.0
     reach0 = env.privileged_state()["gripper_to_red_cube_cm"] / 100
