@@ -261,6 +261,7 @@ def success_ratio_interval(
     critic_rates: list[float],
     truth_rates: list[float],
     confidence: float = 0.95,
+    episodes: tuple[int, int] | None = None,
 ) -> list[float | None] | None:
     """The interval over seeds of the critic / true-reward success ratio, ``mean(critic) /
     mean(truth)`` of the seeds' test success rates: Fieller's interval for a ratio of two
@@ -274,10 +275,16 @@ def success_ratio_interval(
     seeds it reads 0.00-1.52 where the bootstrap read 0.22-0.63; on all thirty 0.25-0.43 (the
     bootstrap's 0.26-0.42).
 
-    ``None`` with fewer than two seeds on either side, or no true-reward success at all. Seeds
-    alike on a side add no spread: a critic whose learners never succeed reads ``[0, 0]``, and
-    identical rates on both sides the ratio itself. The lower bound is at least 0 (a ratio of
-    rates); the upper bound is ``None`` (unbounded) when
+    ``episodes`` (the test episodes on each side, all seeds together) floors each side's
+    variance of the mean at the binomial one of its pooled count, ``p(1 - p) / episodes`` with
+    the Agresti-Coull ``p = (successes + z^2 / 2) / (episodes + z^2)``: a seed's rate is a count
+    of test episodes, and seeds that happen to agree (every critic seed 0 of 100) do not make
+    the mean exact. Without it, seeds alike on a side add no spread: a critic whose learners
+    never succeed would read ``[0, 0]``. The floor binds only where the seeds spread less than
+    their episodes' binomial noise; the figures quoted above are unchanged by it.
+
+    ``None`` with fewer than two seeds on either side, or no true-reward success at all. The
+    lower bound is at least 0 (a ratio of rates); the upper bound is ``None`` (unbounded) when
     the true reward's mean is not known to be above 0 at this confidence (``mean^2 <= t^2 *
     var``: the interval is then no bounded range).
     """
@@ -288,6 +295,14 @@ def success_ratio_interval(
         return None
     mc, mt = critic.mean(), truth.mean()
     vc, vt = critic.var(ddof=1) / len(critic), truth.var(ddof=1) / len(truth)
+    if episodes is not None:
+        z2 = float(stats.norm.ppf(0.5 + confidence / 2)) ** 2
+
+        def binomial(mean: float, n: int) -> float:
+            p = (mean * n + z2 / 2) / (n + z2)
+            return p * (1 - p) / n
+
+        vc, vt = max(vc, binomial(mc, episodes[0])), max(vt, binomial(mt, episodes[1]))
     t = float(stats.t.ppf(0.5 + confidence / 2, min(len(critic), len(truth)) - 1))
     # the ratios r with (mc - r mt)^2 <= t^2 (vc + r^2 vt): a r^2 - 2 mc mt r + mc^2 - t^2 vc <= 0
     a = mt**2 - t**2 * vt
@@ -344,7 +359,8 @@ def summarise(
             "success_ratio_from": "test" if tested else "last curve evaluation",
             "success_ratio_ci95": (
                 success_ratio_interval(
-                    *(_test_rates(by_condition[c]) for c in ("critic", "ground_truth"))
+                    *(_test_rates(by_condition[c]) for c in ("critic", "ground_truth")),
+                    episodes=(cr["test"]["episodes"], gt["test"]["episodes"]),
                 )
                 if tested
                 else None

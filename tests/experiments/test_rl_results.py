@@ -87,8 +87,28 @@ def test_success_ratio_interval_over_seeds_by_hand():
     # two seeds a side (t at 1 degree of freedom, 12.7): the true reward's mean is not known to
     # be above 0, so no upper bound
     assert success_ratio_interval([0.0, 0.2], [0.1, 0.3]) == [0.0, None]
-    # every seed alike: the interval is the ratio itself
+    # every seed alike: without the episodes, the interval is the ratio itself
     assert success_ratio_interval([0.05] * 3, [0.1] * 3) == [pytest.approx(0.5)] * 2
+    # with them, each side's variance of the mean is floored at its pooled count's binomial one.
+    # Critic 0, 0, 0 and true reward 0.2, 0.25, 0.3, of 100 episodes each: z^2 = 3.841459;
+    # critic p = 1.920729 / 303.841459 = 0.0063215, floor 0.0063215 * 0.9936785 / 300 =
+    # 2.09384e-5 (its seeds' own 0); true reward: seeds 0.0025 / 3 = 8.3333e-4, above its floor
+    # (p = 76.920729 / 303.841459 = 0.253161, 6.3024e-4). a = 0.0625 - 18.51282 * 8.3333e-4 =
+    # 0.0470726; root sqrt(18.51282 * 2.09384e-5 * 0.0625 - 18.51282^2 * 2.09384e-5 * 8.3333e-4)
+    # = 0.0042715; upper 0.0042715 / 0.0470726 = 0.09074 where the seeds alone said [0, 0]
+    never, truth = [0.0] * 3, [0.2, 0.25, 0.3]
+    assert success_ratio_interval(never, truth) == [0.0, 0.0]
+    assert success_ratio_interval(never, truth, episodes=(300, 300)) == [
+        0.0,
+        pytest.approx(0.09074, abs=2e-5),
+    ]
+    # seeds that spread more than their binomial noise: the floor does not bind (the issue's
+    # three seeds read the same 0.00-1.52)
+    issue = [0.14, 0.09, 0.05], [0.23, 0.31, 0.18]
+    assert success_ratio_interval(*issue, episodes=(300, 300)) == [
+        0.0,
+        pytest.approx(1.5232, abs=1e-4),
+    ]
     # too few seeds, or no true-reward success: no interval
     assert success_ratio_interval([0.1], [0.2]) is None
     assert success_ratio_interval([0.1, 0.2], [0.0, 0.0]) is None
@@ -104,6 +124,12 @@ def test_success_ratio_interval_over_seeds_by_hand():
     assert summary["critic"]["test"]["successes_per_seed"] == [0, 2]
     # the two-seed case above: critic 0.0 and 0.2, true reward 0.1 and 0.3
     assert summary["critic_vs_ground_truth"]["success_ratio_ci95"] == [0.0, None]
+    # the summary floors by the tests' episodes: three critic seeds that never succeed do not
+    # read [0, 0]
+    runs = [run("ground_truth", s, k) for s, k in enumerate((4, 5, 6))]
+    runs += [run("critic", s, 0) for s in range(3)]
+    interval = summarise(runs)["critic_vs_ground_truth"]["success_ratio_ci95"]
+    assert interval[0] == 0.0 and interval[1] > 0.1
 
 
 def test_fidelity_summary_pools_the_last_quarter_of_each_run():
