@@ -69,6 +69,9 @@ class Expert(abc.ABC):
         is drawn as a share of it, so that it falls inside the episode. A wrapped env
         (``gym.make``'s) is read through its ``unwrapped`` task."""
         env = self._task_env(env)
+        # it plans from the env's state: before the env's reset there is none (robosuite's
+        # experts read the state robosuite was built in)
+        env._check_reset(f"{type(self).__name__}.reset()")
         if seed is not None and (not is_int(seed) or seed < 0):
             raise InvalidOptionError(f"seed={seed!r} must be None or an integer >= 0")
         if horizon is not None and (not is_int(horizon) or horizon < 1):

@@ -85,6 +85,9 @@ class RobosuiteTask(TaskEnv):
         **robosuite_kwargs: Any,
     ) -> None:
         super().__init__(spec, view, render_mode)
+        # what a copy is rebuilt from (__reduce__)
+        self._arguments = (spec, view, render_mode, control_freq, reward_shaping, model_seed)
+        self._robosuite_kwargs = dict(robosuite_kwargs)
         self._rng_started = False  # robosuite's generator seeded by a reset (not model_seed's)
         if fixed := sorted(set(robosuite_kwargs) & _FIXED_ROBOSUITE_OPTIONS):
             raise InvalidOptionError(
@@ -201,6 +204,14 @@ class RobosuiteTask(TaskEnv):
         self._env.close()
         super().close()
 
+    def __reduce__(self):
+        """Copies and pickles are built again from the constructor's arguments. robosuite's
+        observables are closures over its own robot: a copied robosuite env stepped its own
+        simulator but read its observations from the original's, and it did not pickle. The
+        copy starts unreset, as every task's copy does (:meth:`TaskEnv.__setstate__`)."""
+        state = {"_spec": self._spec, "_closed": getattr(self, "_closed", False)}
+        return _built_again, (type(self), self._arguments, self._robosuite_kwargs), state
+
     # -- helpers for progress ----------------------------------------------------------------
     @property
     def _gripper(self):
@@ -223,7 +234,13 @@ class RobosuiteTask(TaskEnv):
         """Record what progress is measured against (called after every reset)."""
 
     def is_success(self) -> bool:
+        self._check_reset("is_success()")
         return bool(self._env._check_success())
+
+
+def _built_again(cls: type[RobosuiteTask], arguments: tuple, kwargs: dict) -> RobosuiteTask:
+    """A robosuite task built from the arguments it was made with (its copies and pickles)."""
+    return cls(*arguments, **kwargs)
 
 
 def _resting_z(env, cube) -> float:
@@ -245,6 +262,7 @@ class LiftTask(RobosuiteTask):
         self._success_z = env.model.mujoco_arena.table_offset[2] + 0.04  # robosuite's threshold
 
     def progress(self) -> float:
+        self._check_reset("progress()")
         env = self._env
         if self.is_success():
             return 1.0
@@ -257,6 +275,7 @@ class LiftTask(RobosuiteTask):
         return 0.4 * _fraction_closed(self._start_reach, reach, 0.01)
 
     def privileged_state(self) -> dict[str, float]:
+        self._check_reset("privileged_state()")
         env = self._env
         return {
             "gripper_to_cube_cm": 100 * self._reach_distance(env.cube.root_body),
@@ -282,6 +301,7 @@ class StackTask(RobosuiteTask):
         self._start_xy = max(float(np.linalg.norm(a[:2] - b[:2])), 0.05)
 
     def progress(self) -> float:
+        self._check_reset("progress()")
         env = self._env
         if self.is_success():
             return 1.0
@@ -295,6 +315,7 @@ class StackTask(RobosuiteTask):
         return 0.35 + 0.15 * lifted + 0.4 * carried * lifted
 
     def privileged_state(self) -> dict[str, float]:
+        self._check_reset("privileged_state()")
         env = self._env
         a, b = self._body_pos(env.cubeA_body_id), self._body_pos(env.cubeB_body_id)
         return {
@@ -317,6 +338,7 @@ class DoorTask(RobosuiteTask):
         self._start_reach = max(self._reach_distance(self._handle_site(), "site"), 0.05)
 
     def progress(self) -> float:
+        self._check_reset("progress()")
         env = self._env
         if self.is_success():
             return 1.0
@@ -331,6 +353,7 @@ class DoorTask(RobosuiteTask):
         )
 
     def privileged_state(self) -> dict[str, float]:
+        self._check_reset("privileged_state()")
         env = self._env
         handle = abs(float(env.sim.data.qpos[env.handle_qpos_addr])) if env.use_latch else 0.0
         return {
@@ -367,6 +390,7 @@ class PickPlaceCanTask(RobosuiteTask):
         self._start_xy = max(float(np.linalg.norm(can[:2] - self._target_xy())), 0.05)
 
     def progress(self) -> float:
+        self._check_reset("progress()")
         if self.is_success():
             return 1.0
         can = self._can()
@@ -382,6 +406,7 @@ class PickPlaceCanTask(RobosuiteTask):
         return 0.3 + 0.2 * lifted + 0.4 * carried * lifted
 
     def privileged_state(self) -> dict[str, float]:
+        self._check_reset("privileged_state()")
         can, pos = self._can(), self._can_pos()
         return {
             "gripper_to_can_cm": 100 * self._reach_distance(can.root_body),

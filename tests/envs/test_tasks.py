@@ -297,10 +297,12 @@ def test_step_before_reset_is_reset_needed_not_a_wrong_reward(task):
     env.close()
 
 
-@pytest.mark.parametrize("task", ["Reacher-v5", "Pusher-v5"])
+@pytest.mark.parametrize("task", ["Reacher-v5", "Pusher-v5", "Lift"])
 def test_reading_the_task_before_reset_is_reset_needed_not_a_success(task):
     # Before the first reset MuJoCo's derived positions are all zero: every distance read 0, and
     # the task reported success from nothing done (and an expert marked its failure at step 0).
+    # robosuite's tasks read the state robosuite built them in (Lift: progress 0.0, the cube
+    # "1.0 cm" high), and after close an AttributeError from inside robosuite.
     env = envs.make_task_env(task)
     for name in ("is_success", "progress", "privileged_state", "render_critic_view"):
         with pytest.raises(gym.error.ResetNeeded) as err:
@@ -309,12 +311,14 @@ def test_reading_the_task_before_reset_is_reset_needed_not_a_success(task):
             f"{task}: {name}() before reset(); call env.reset(seed=...) first"
         )
     expert = make_expert(task, "stall")
-    expert.reset(env, seed=0)
-    with pytest.raises(gym.error.ResetNeeded, match=rf"^{task}: progress\(\) before reset\(\)"):
-        expert.act(env)
+    with pytest.raises(gym.error.ResetNeeded, match=rf"^{task}: \w+\.reset\(\) before reset\(\)"):
+        expert.reset(env, seed=0)
     env.reset(seed=0)
     assert not env.is_success() and env.progress() == 0.0
     env.close()
+    for name in ("is_success", "progress", "privileged_state", "render_critic_view"):
+        with pytest.raises(gym.error.ClosedEnvironmentError, match=rf"^{task}: the env is closed"):
+            getattr(env, name)()
 
 
 def test_seeds_and_actions_are_checked_at_the_task():

@@ -398,25 +398,35 @@ def test_a_time_limit_outside_the_wrapper_is_named_at_the_next_reset():
     inner.close()
 
 
-def test_an_env_that_has_rendered_copies_and_pickles():
+@pytest.mark.parametrize("task", ["Reacher-v5", "Lift"])
+def test_an_env_that_has_rendered_copies_and_pickles(task):
     # the renderer holds a GL context and the mujoco module: TypeError: cannot pickle 'module'
     # object. A copy starts unreset, as gymnasium's own MuJoCo envs copy (rebuilt from their
-    # arguments, at the model's initial state, which the copy's progress was not measured from)
+    # arguments, at the model's initial state, which the copy's progress was not measured from).
+    # robosuite's observables are closures over its own robot: a copied Lift stepped its own
+    # simulator and read its observations from the original's, and it did not pickle.
     import copy
     import pickle
 
-    env = gym.make("VisCritic/Reacher-v5", render_mode="rgb_array")
+    env = gym.make(f"VisCritic/{task}", render_mode="rgb_array")
     env.reset(seed=3)
     env.render()
     twins = copy.deepcopy(env), pickle.loads(pickle.dumps(env))
-    env.reset(seed=0)
+    start, _ = env.reset(seed=0)
     frame = env.render()
+    action = np.full(env.action_space.shape, 0.5, np.float32)
     for twin in twins:
         with pytest.raises(gym.error.ResetNeeded, match=r"render_critic_view\(\) before reset"):
             twin.render()
-        twin.reset(seed=0)
+        assert twin.spec == env.spec
+        obs, _ = twin.reset(seed=0)
+        np.testing.assert_array_equal(obs, start)
         np.testing.assert_array_equal(twin.render(), frame)
+        moved, *_ = twin.step(action)  # the twin's own observations, the original's untouched
+        assert not np.array_equal(moved, start)
         twin.close()
+    again, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(again, start)
     env.close()
 
 
