@@ -27,6 +27,17 @@ from envs.tasks import (
 from envs.wrappers import VisCriticReward
 
 
+class HorizonLimit(gym.wrappers.TimeLimit):
+    """The entry point's own time limit, ``horizon=``. It leaves ``env.spec.max_episode_steps``
+    as registered (``None``): that field is gym.make's own limit, put outside the env. A plain
+    TimeLimit wrote the horizon there, so ``gym.make(env.spec, horizon=80)`` put a second,
+    50-step limit outside and cut every episode at 50; the horizon is in ``env.spec.kwargs``."""
+
+    @property
+    def spec(self):
+        return self.env.spec
+
+
 def make_viscritic_env(
     env: str | None = None,
     critic: str | Mapping[str, Any] | Critic = DEFAULT_CRITIC,
@@ -69,7 +80,7 @@ def make_viscritic_env(
     )
     try:
         return VisCriticReward(
-            gym.wrappers.TimeLimit(task, max_episode_steps=max_steps), critic=critic, **options
+            HorizonLimit(task, max_episode_steps=max_steps), critic=critic, **options
         )
     except Exception:
         task.close()

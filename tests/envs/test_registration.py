@@ -137,3 +137,24 @@ def test_horizon_on_a_bare_task_names_max_episode_steps():
         "horizon=10 is an option of VisCriticReward-v0, not of the bare task; give "
         "gym.make('VisCritic/Reacher-v5', max_episode_steps=10) for its episode length"
     )
+
+
+def test_a_spec_rebuilds_the_wrapper_with_its_own_horizon_and_no_second_limit():
+    # The inner TimeLimit wrote the horizon into env.spec.max_episode_steps, which is gym.make's
+    # own limit: gym.make(env.spec, horizon=80) put a 50-step TimeLimit outside the wrapper and
+    # cut every episode at 50.
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle")
+    assert env.spec.max_episode_steps is None and env.spec.kwargs["env"] == "Reacher-v5"
+    longer = gym.make(env.spec, horizon=80)
+    assert not isinstance(longer, gym.wrappers.TimeLimit)
+    longer.reset(seed=0)
+    steps, ended = 0, False
+    while not ended:
+        *_, terminated, truncated, _ = longer.step(longer.action_space.sample())
+        steps, ended = steps + 1, terminated or truncated
+    assert steps == 80
+    # gym.make's own limit is still the one it puts outside (the wrapper warns of it)
+    outer = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", max_episode_steps=20)
+    assert outer.spec.max_episode_steps == 20 and isinstance(outer, gym.wrappers.TimeLimit)
+    for e in (env, longer, outer):
+        e.close()
