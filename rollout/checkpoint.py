@@ -24,6 +24,23 @@ SUPPORTED = (
 )
 
 
+def video_times(model: Any, video_grid_thw: Any) -> dict[str, Any]:
+    """``{"second_per_grid_ts": ones}`` for a Qwen2.5-VL model's videos, else ``{}``: extra
+    inputs of a batch holding ``video_grid_thw``.
+
+    Qwen2.5-VL spaces a video's temporal patches in its rope by these seconds per patch. Left
+    out, transformers' ``get_rope_index`` (5.x) reads its default 1 from an iterator as long as
+    the batch's sequence, not its videos, so a batch holding more videos than tokens per prompt
+    (75 anchored 3-video prompts of 223 tokens) ended in a bare ``StopIteration``. Ones are that
+    default: the positions are unchanged. ``model`` may be wrapped (a DeepSpeed engine)."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    if video_grid_thw is None or getattr(config, "model_type", None) != "qwen2_5_vl":
+        return {}
+    import torch
+
+    return {"second_per_grid_ts": torch.ones(len(video_grid_thw), device=video_grid_thw.device)}
+
+
 class ModelLoadError(ValueError):
     """No Qwen-VL model loads from the given name or path."""
 

@@ -10,7 +10,7 @@ import itertools
 import json
 from collections.abc import Sequence
 
-from rollout.checkpoint import MODEL_CLASSES, SEGMENTED_MODEL_TYPES, processor_config
+from rollout.checkpoint import MODEL_CLASSES, SEGMENTED_MODEL_TYPES, processor_config, video_times
 from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
 from rollout.imports import require_package
 
@@ -269,6 +269,7 @@ class HFEngine(Engine):
                 dtype
             )
             batch["video_grid_thw"] = torch.cat([r.video_grid_thw for r in videos])
+            batch.update(video_times(self.model, batch["video_grid_thw"]))
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def generate(
@@ -415,8 +416,9 @@ class HFEngine(Engine):
         rows = ids.shape[0]
         per_prompt = len(grid) // rows
         # the whole batch's 3-D rope positions, then each pass takes its slice
+        times = {k: batch[k] for k in ("second_per_grid_ts",) if k in batch}
         positions, _ = self.model.model.get_rope_index(
-            ids, mm_token_type_ids=types, video_grid_thw=grid, attention_mask=mask
+            ids, mm_token_type_ids=types, video_grid_thw=grid, attention_mask=mask, **times
         )
         chunks = torch.split(batch["pixel_values_videos"], grid.prod(-1).tolist())
 

@@ -20,6 +20,7 @@ import torch
 
 from critic import prompts
 from critic.vision import VisionSpec
+from rollout.checkpoint import video_times
 
 IGNORE = -100  # label of tokens the loss skips (transformers' convention)
 
@@ -116,8 +117,10 @@ def on_model_device(model, batch: dict[str, Any]) -> dict[str, Any]:
     """``batch`` with its tensors on ``model``'s device. :func:`collate` and GRPO's sequences
     build batches on the CPU, and neither transformers' forward nor DeepSpeed's engine moves its
     inputs: a run with ``device=cuda`` failed at its first step ("Expected all tensors to be on
-    the same device")."""
+    the same device"). A Qwen2.5-VL model's batch also gets its videos' times
+    (:func:`rollout.checkpoint.video_times`)."""
     device = next(model.parameters()).device
+    batch = {**batch, **video_times(model, batch.get("video_grid_thw"))}
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 

@@ -156,3 +156,21 @@ def test_training_on_a_teacher_distribution_moves_the_student_to_it(tiny_model):
         loss.backward()
         optimizer.step()
     assert kl_to_target() < 0.25 * before  # measured: 6.29 -> 0.38
+
+
+def test_a_batch_of_more_videos_than_tokens_trains(tiny_model):
+    # 75 anchored samples (3 videos each, 223 tokens) ended in a bare StopIteration inside
+    # transformers' rope (Qwen2.5-VL's seconds per video were drawn from an iterator as long as
+    # the sequence); here 8 prompts of 20 one-token videos in 134 tokens
+    model, tokenizer = tiny_model
+    rng = np.random.default_rng(0)
+    frames = tuple(rng.integers(0, 256, (1, 28, 28, 3), dtype=np.uint8) for _ in range(20))
+    prompt = prompts.Prompt(({"role": "user", "content": prompts.VIDEO * 20},), frames, "digit")
+    sample = Sample("score", prompt, {"progress": 0.5}, "<answer>4</answer>", episode_id="ep")
+    encoded = encode_sft(sample, tokenizer)
+    assert 8 * len(encoded["video_grid_thw"]) > len(encoded["input_ids"])
+    model.eval()  # no dropout: the batch's loss is the one sample's
+    with torch.no_grad():
+        one = sft_loss(model, collate([encoded], tokenizer.pad_token_id))
+        eight = sft_loss(model, collate([encoded] * 8, tokenizer.pad_token_id))
+    torch.testing.assert_close(eight, one, atol=1e-5, rtol=0)

@@ -296,3 +296,39 @@ def test_decoding_steps_in_step_across_processes(tiny_model, monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
     assert engine.generate([request], greedy) == alone
     assert asked == [False, True]
+
+
+def _many_videos(tokenizer, spec, videos=20):
+    """One prompt of ``videos`` one-frame 28² videos (a merged token each) and little text: the
+    batch then holds more videos than tokens per prompt."""
+    rng = np.random.default_rng(0)
+    frames = tuple(rng.integers(0, 256, (1, 28, 28, 3), dtype=np.uint8) for _ in range(videos))
+    prompt = prompts.Prompt(({"role": "user", "content": prompts.VIDEO * videos},), frames, "digit")
+    return Request(**prompts.encode(prompt, tokenizer, spec))
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_a_batch_of_more_videos_than_tokens_runs(vl_model, share_prefix):
+    # Qwen2.5-VL's rope reads each video's seconds per temporal patch; left out, transformers
+    # drew its default from an iterator as long as the sequence, not the videos: 8 prompts of 20
+    # videos in 134 tokens ended in a bare StopIteration (so did 75 anchored training samples)
+    model, tokenizer, spec = vl_model
+    request = _many_videos(tokenizer, spec)
+    if model.config.model_type == "qwen2_5_vl":  # Qwen3-VL's timestamps make its prompts longer
+        assert 8 * len(request.video_grid_thw) > len(request.input_ids)
+    engine = HFEngine(
+        model, tokenizer.pad_token_id, tokenizer.eos_token_id, share_prefix=share_prefix
+    )
+    one = engine.score([request], list(range(10)))
+    torch.testing.assert_close(
+        engine.score([request] * 8, list(range(10))), one.expand(8, -1), atol=1e-5, rtol=0
+    )
+    greedy = engine.generate([request] * 8, SamplingParams(temperature=0, max_new_tokens=3))
+    assert (
+        greedy
+        == [engine.generate([request], SamplingParams(temperature=0, max_new_tokens=3))[0]] * 8
+    )
+    sampled = engine.generate(
+        [request] * 8, SamplingParams(temperature=1.0, n=2, max_new_tokens=3, seed=0)
+    )
+    assert len(sampled) == 8 and all(len(group) == 2 for group in sampled)
