@@ -40,6 +40,7 @@ import numpy as np
 from critic.data.episodes import (
     CODECS,
     Episode,
+    episode_of,
     file_in_the_way,
     finished_ids,
 )
@@ -380,8 +381,7 @@ def _check_h264_sides(task: str, recording: dict[str, Any]) -> None:
 
 def _count_of(task: str, episode_ids: set[str]) -> int:
     """How many of ``episode_ids`` are episodes of ``task`` (ids start ``<task>-<seed>-``)."""
-    mine = re.compile(rf"{re.escape(task)}-\d{{6,}}-")
-    return sum(1 for i in episode_ids if mine.match(i))
+    return sum(1 for i in episode_ids if episode_of(task, i))
 
 
 def synthesize(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -122,8 +121,7 @@ def contact_sheet(
     unreadable = {} if unreadable is None else unreadable
     chosen: dict[str, Any] = {}
     for r in rows:
-        kind = "policy" if _planned(r) == "policy" else r["failure_type"]
-        kind = kind or ("expert" if r["success"] else None)
+        kind = sheet_kind(r)
         if kind is None or kind in chosen or r["episode_id"] in unreadable:
             continue
         try:
@@ -321,11 +319,10 @@ def _task_rows(root: Path, task: str) -> tuple[list[dict], dict[str, str]]:
     """The rows of ``task``'s episodes in ``root`` (ids ``<task>-<seed>-...``: other tasks' files
     are not read), and for each episode whose row cannot be read, or whose video is gone, what
     is wrong, naming the file (episode id → message)."""
-    from critic.data.episodes import EpisodeFormatError, _read_row, finished_ids
+    from critic.data.episodes import EpisodeFormatError, _read_row, episode_of, finished_ids
 
-    mine = re.compile(rf"{re.escape(task)}-\d{{6,}}-")
     rows, unreadable = [], {}
-    for episode_id in sorted(i for i in finished_ids(root) if mine.match(i)):
+    for episode_id in sorted(i for i in finished_ids(root) if episode_of(task, i)):
         path = root / "episodes" / f"{episode_id}.parquet"
         try:
             row = dict(_read_row(path))
@@ -347,15 +344,26 @@ def _task_rows(root: Path, task: str) -> tuple[list[dict], dict[str, str]]:
     return rows, unreadable
 
 
+def sheet_kind(row: dict) -> str | None:
+    """The contact sheet's row an episode may show in: ``"policy"``, its failure type, or
+    ``"expert"`` for an expert's plan that succeeded; ``None`` for one that fits none (an
+    injected failure that reached the goal all the same had shown as the expert)."""
+    planned = _planned(row)
+    if planned == "policy":
+        return "policy"
+    if row["failure_type"]:
+        return row["failure_type"]
+    return "expert" if row["success"] and planned is None else None
+
+
 def _planned(row: dict) -> str | None:
     """The failure a row was planned with (its id's suffix), for failures that did not happen;
     ``"policy"`` for a policy rollout (hindsight-relabelled or not)."""
-    from critic.data.episodes import is_policy_rollout
+    from critic.data.episodes import injected_failure, is_policy_rollout
 
     if is_policy_rollout(row["episode_id"]):
         return "policy"
-    suffix = row["episode_id"].rsplit("-", 1)[-1]
-    return None if suffix == "expert" else suffix
+    return injected_failure(row["episode_id"])
 
 
 if __name__ == "__main__":

@@ -34,8 +34,14 @@ POLICY_MARK = (
 )
 
 
-# the id of a recorded episode: <task>-<seed, 6 digits>-<its plan: expert, or the failure injected>
-_PLANNED = re.compile(r"-\d{6}-(?P<plan>[\w\- ]+)$")
+# the id of a recorded episode: <task>-<seed, 6 digits or more>-<its plan: expert, or the
+# failure injected> (envs.plans.EpisodePlan.episode_id; seeds from 1,000,000 have 7 digits)
+_PLANNED = re.compile(r"-\d{6,}-(?P<plan>[\w\- ]+)$")
+
+
+def episode_of(task: str, episode_id: str) -> bool:
+    """Whether ``episode_id`` is a recorded episode of ``task`` (ids ``<task>-<seed>-...``)."""
+    return re.match(rf"{re.escape(task)}-\d{{6,}}-", episode_id) is not None
 
 
 def injected_failure(episode_id: str) -> str | None:
@@ -407,7 +413,9 @@ def _read_row(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
         raise EpisodeFormatError(f"{path}: no such episode file")
     try:
-        rows = pq.read_table(path).to_pylist()
+        # one file, no partitions: a folder named like one (.../seed=0/) had pyarrow add its
+        # value as a column, and every row of the folder failed to read
+        rows = pq.read_table(path, partitioning=None).to_pylist()
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise EpisodeFormatError(f"{path}: not a readable parquet file ({exc})") from exc
     if len(rows) != 1:

@@ -172,6 +172,10 @@ def test_an_expert_is_neither_a_failure_nor_a_policy_rollout():
     # seed 369 of 800; it had joined the expert metrics and probes with its label's dips)
     assert not _episode("Reacher-v5-000369-flail").expert
     assert injected_failure("Lift-000003-missed_grasp") == "missed_grasp"
+    # seeds from 1,000,000 have seven digits: such an injected failure that succeeded had read
+    # as an expert's episode
+    assert injected_failure("Reacher-v5-1000268-flail") == "flail"
+    assert not _episode("Reacher-v5-1000268-flail").expert
     assert injected_failure("Reacher-v5-000003-policy_4f8f09d4") is None
     assert _episode("my-own-episode").expert  # an id of another form: read by its failure alone
 
@@ -213,3 +217,21 @@ def test_step_seconds_is_the_recording_gap_not_the_mean_one():
     assert episode.step_seconds == pytest.approx(0.02)
     episode.steps, episode.fps = np.arange(5), 30.0  # every step, as external videos are read
     assert episode.step_seconds == pytest.approx(1 / 30)
+
+
+def test_a_folder_named_like_a_partition_reads(tmp_path):
+    # pyarrow read .../seed=0/ as a partition and added seed as a column: every row of the folder
+    # failed to read, and the message told the user to delete good files
+    root = tmp_path / "seed=0" / "success=false"
+    write_episode(_episode(failure="stall"), root, codec="ffv1")
+    assert [row["seed"] for row in read_table(root)] == [3]
+    assert read_episode(root, "ep0").failure_type == "stall"
+
+
+def test_episode_ids_of_a_task():
+    from critic.data.episodes import episode_of
+
+    assert episode_of("Reacher-v5", "Reacher-v5-000003-expert")
+    assert episode_of("Reacher-v5", "Reacher-v5-1000003-stall")
+    assert not episode_of("Reacher-v5", "Reacher-v5-0003-expert")
+    assert not episode_of("Lift", "Reacher-v5-000003-expert")

@@ -353,3 +353,18 @@ def test_policy_options_without_policies_are_refused(tmp_path):
         assert done.returncode == 1 and "Traceback" not in done.stderr, override
         assert done.stderr.strip().endswith(f"synthesize: {message}"), done.stderr[-3000:]
         assert not (tmp_path / "data").exists()
+
+
+def test_the_contact_sheet_shows_no_lucky_failure_as_the_expert():
+    # an injected failure that reached the goal all the same (flail onto Reacher's target) has no
+    # failure type and succeeded: it had been drawn in the sheet's "expert" row
+    from synthesize import sheet_kind
+
+    def row(episode_id, success, failure_type=None):
+        return {"episode_id": episode_id, "success": success, "failure_type": failure_type}
+
+    assert sheet_kind(row("Reacher-v5-000001-expert", True)) == "expert"
+    assert sheet_kind(row("Reacher-v5-1000268-flail", True)) is None
+    assert sheet_kind(row("Reacher-v5-000002-stall", False, "stall")) == "stall"
+    assert sheet_kind(row("Reacher-v5-000003-policy_4f8f09d4", True)) == "policy"
+    assert sheet_kind(row("Reacher-v5-000004-expert", False, "unknown")) == "unknown"
