@@ -8,8 +8,12 @@
 #   TORCH_INDEX=<url> bash scripts/install.sh   # where torch's CPU build comes from, where this
 #                                               # machine has no local wheel of it
 #   SKIP_SYSTEM_PACKAGES=1 bash scripts/install.sh   # no apt: the EGL/OSMesa libraries are there
+#   UNPINNED=1 bash scripts/install.sh   # newest releases in pyproject's ranges, not
+#                                        # scripts/constraints.txt's (the measured ones)
 #
-# Safe to re-run: it skips what is already there.
+# On a GPU node, install torch 2.13.0 of its CUDA build into the venv first: a torch that imports
+# is kept. Safe to re-run: it skips what is already there (the package install too, while
+# pyproject.toml, the constraints and EXTRAS are as they were).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,15 +34,16 @@ for extra in "${asked[@]}"; do
         || fail "EXTRAS=$EXTRAS: '$extra' is not an extra; pick from ${KNOWN_EXTRAS[*]} (comma-separated, no spaces, e.g. EXTRAS=sim,rl)"
 done
 
-# numpy < 2 (robosuite 1.5.2) has wheels up to Python 3.12; the code needs 3.10
-python_fits='import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))'
+# numpy < 2 (robosuite 1.5.2) has wheels up to Python 3.12; transformers 5.23 needs 3.11
+python_fits='import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))'
+version_of() { "$1" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo "that does not run"; }
 if [ -x "$VENV/bin/python" ]; then
-    "$VENV/bin/python" -c "$python_fits" \
-        || fail "$VENV has Python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12: remove $VENV, or give another with VENV=.venv312 PYTHON=python3.12"
+    "$VENV/bin/python" -c "$python_fits" 2>/dev/null \
+        || fail "$VENV has Python $(version_of "$VENV/bin/python"); VisCritic needs 3.11 or 3.12: remove $VENV, or give another with VENV=.venv312 PYTHON=python3.12"
 else
-    command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON is not a command; give a Python 3.10-3.12, e.g. PYTHON=python3.12"
-    "$PYTHON" -c "$python_fits" \
-        || fail "PYTHON=$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); VisCritic needs 3.10 to 3.12 (numpy < 2, which robosuite needs, has no wheels for newer): e.g. PYTHON=python3.12 bash scripts/install.sh"
+    command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON is not a command; give a Python 3.11 or 3.12, e.g. PYTHON=python3.12"
+    "$PYTHON" -c "$python_fits" 2>/dev/null \
+        || fail "PYTHON=$PYTHON is Python $(version_of "$PYTHON"); VisCritic needs 3.11 or 3.12 (transformers 5 needs 3.11; numpy < 2, which robosuite needs, has no wheels for 3.13): e.g. PYTHON=python3.12 bash scripts/install.sh"
 fi
 
 apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
@@ -48,10 +53,17 @@ apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
     done
     ((${#missing[@]})) || return 0
     echo "[install] system packages: ${missing[*]}"
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    local sudo=() how="run again as root, or install them with this system's package manager and run again with SKIP_SYSTEM_PACKAGES=1"
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || fail "installing ${missing[*]} needs root, and there is no sudo here: $how"
+        sudo -n true 2>/dev/null || fail "installing ${missing[*]} needs root, and sudo asks for a password (none can be typed here): $how"
+        sudo=(sudo -n)
+    fi
+    # another apt (unattended-upgrades on a fresh VM) may hold its lock: wait for it up to 5 min
+    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq)
+    "${apt[@]}" update || fail "apt-get update failed (above); $how"
+    "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null \
+        || fail "apt-get install ${missing[*]} failed (above); $how"
 }
 if [ "${SKIP_SYSTEM_PACKAGES:-0}" = 1 ]; then
     echo "[install] system packages skipped (SKIP_SYSTEM_PACKAGES=1): ${SYSTEM_PACKAGES[*]} or their like must be there"
@@ -79,13 +91,30 @@ quiet_pip() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is neither a file nor a directo
 if ! "$VENV/bin/python" -c "import torch; torch.zeros(1)" >/dev/null 2>&1; then
     if "${PIP[@]}" install --dry-run --no-deps --no-index "torch==2.13.0+cpu" >/dev/null 2>&1; then
         quiet_pip install "torch==2.13.0+cpu"
-    else
-        quiet_pip install "torch==2.13.0+cpu" --extra-index-url "$TORCH_INDEX"
+    elif ! quiet_pip install "torch==2.13.0+cpu" --extra-index-url "$TORCH_INDEX"; then
+        echo "[install] torch's CPU build is not at $TORCH_INDEX (TORCH_INDEX= names another); torch 2.13.0 from PyPI instead, whose Linux wheel pulls CUDA's libraries (gigabytes)"
+        quiet_pip install "torch==2.13.0"
     fi
 fi
-# DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it needs it compiles on first use.
-DS_BUILD_OPS=0 quiet_pip install -e ".[${EXTRAS}]"
-"$VENV/bin/python" -c "import critic, envs, rollout" || fail "failed: the packages do not import"
+# a torch kept from before must be in pyproject's range, or pip replaces it with PyPI's CUDA build
+torch_fits='import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(not (2, 4) <= v <= (2, 13))'
+"$VENV/bin/python" -c "$torch_fits" \
+    || fail "$VENV has torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'); VisCritic takes 2.4 to 2.13.0, and pip would replace it with PyPI's 2.13.0 (CUDA's libraries, gigabytes): install torch 2.13.0 of your build into $VENV, or remove $VENV"
+# The measured releases (scripts/constraints.txt: the dev venv's, which the suite and every figure
+# ran on) unless UNPINNED=1; vLLM brings its own transformers and torch, so its extra is unpinned.
+PINS=(-c scripts/constraints.txt)
+if [ "${UNPINNED:-0}" = 1 ] || [[ ",$EXTRAS," == *,vllm,* ]]; then PINS=(); fi
+# The package install is skipped while what it installs from is unchanged (pip would otherwise
+# reach the index for setuptools on every run.sh and test.sh, and fail without it).
+stamp="$VENV/.viscritic-install"
+wanted="$(cat pyproject.toml scripts/constraints.txt | cksum) extras=$EXTRAS pins=${#PINS[@]}"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! "$VENV/bin/python" -c "import critic, envs, rollout" 2>/dev/null; then
+    rm -f "$stamp"
+    # DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it compiles on first use.
+    DS_BUILD_OPS=0 quiet_pip install -e ".[${EXTRAS}]" "${PINS[@]}"
+    "$VENV/bin/python" -c "import critic, envs, rollout" || fail "failed: the packages do not import"
+    echo "$wanted" > "$stamp"
+fi
 versions='import importlib.metadata as m
 print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "mujoco", "robosuite", "transformers")
                 if __import__("importlib.util").util.find_spec(p)))'

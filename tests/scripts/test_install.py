@@ -1,11 +1,12 @@
 """scripts/install.sh refuses what it cannot install before it installs anything: an extra that
 is not one (pip only warns, and the run then fails far from the cause), and a Python whose
-wheels the pinned packages lack (numpy < 2 has none past 3.12)."""
+wheels the pinned packages lack (numpy < 2 has none past 3.12; transformers 5 needs 3.11)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,12 +38,21 @@ def test_an_extra_that_is_not_one_is_refused_before_anything_is_installed(tmp_pa
     assert not (tmp_path / "venv").exists()
 
 
-def test_a_python_too_new_or_missing_is_named_with_the_fix(tmp_path):
-    python = tmp_path / "python3.13"  # a stand-in that reports 3.13 and fails the range check
-    python.write_text(
-        '#!/usr/bin/env bash\ncase "$2" in *platform*) echo 3.13.1;; *) exit 1;; esac\n'
+def _stand_in(path: Path, script: str) -> Path:
+    path.write_text(f"#!/usr/bin/env bash\n{script}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize(("version", "reads"), [("3.13.1", "3.13.1"), ("3.10.12", "3.10.12"),
+                                                ("", "that does not run")])  # fmt: skip
+def test_a_python_too_new_too_old_or_broken_is_named_with_the_fix(tmp_path, version, reads):
+    # 3.10 passed the check and failed at pip, after apt and torch: transformers 5 needs 3.11.
+    # A stand-in that reports the version and fails the range check (or, broken, fails to run).
+    answer = f"echo {version}" if version else "exit 127"
+    python = _stand_in(
+        tmp_path / "python3", f'case "$2" in *platform*) {answer};; *) exit 1;; esac'
     )
-    python.chmod(0o755)
     # before any system package is asked for: apt-get and dpkg-query stand-ins that log a call
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -53,9 +63,28 @@ def test_a_python_too_new_or_missing_is_named_with_the_fix(tmp_path):
     done = _install(tmp_path, PYTHON=str(python), SKIP_SYSTEM_PACKAGES="0", PATH=path)
     assert not (tmp_path / "apt.log").exists()
     assert done.returncode == 1
-    assert f"PYTHON={python} is Python 3.13.1; VisCritic needs 3.10 to 3.12" in done.stderr
+    assert f"PYTHON={python} is Python {reads}; VisCritic needs 3.11 or 3.12" in done.stderr
     assert "e.g. PYTHON=python3.12 bash scripts/install.sh" in done.stderr
     done = _install(tmp_path, PYTHON="python3.99")
     assert done.returncode == 1
     assert "PYTHON=python3.99 is not a command" in done.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_system_packages_without_root_or_sudo_name_the_way_on(tmp_path):
+    # not root and no sudo: "sudo: command not found" (rc 127), with no word of the way on
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stand_in(bin_dir / "id", "echo 1000")
+    _stand_in(bin_dir / "dpkg-query", "exit 1")  # nothing installed
+    _stand_in(bin_dir / "apt-get", f"echo apt-get >> {tmp_path}/apt.log")
+    for tool in ("bash", "env", "cat", "grep", "dirname"):  # no sudo on this PATH
+        (bin_dir / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
+    (bin_dir / "python3").symlink_to(Path(sys.executable).resolve())  # not a pyenv shim
+    done = _install(tmp_path, SKIP_SYSTEM_PACKAGES="0", PATH=str(bin_dir))
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        "needs root, and there is no sudo here: run again as root, or install them with this "
+        "system's package manager and run again with SKIP_SYSTEM_PACKAGES=1"
+    )
+    assert not (tmp_path / "apt.log").exists() and not (tmp_path / "venv").exists()
