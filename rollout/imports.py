@@ -30,5 +30,5 @@ def require_package(module: str, extra: str, purpose: str) -> ModuleType:
     except ImportError as exc:
         raise MissingExtraError(
             f"{purpose} needs the optional package {module!r}, which is not installed "
-            f"({exc}). Install it with: pip install 'viscritic[{extra}]'"
+            f"({exc}). Install it with: pip install -e '.[{extra}]' (in the repository's root)"
         ) from exc

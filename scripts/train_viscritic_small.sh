@@ -11,7 +11,7 @@
 #   3. export that round's weights.
 # Times and figures on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
 #   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
-# PYTHON=<interpreter> runs the steps with it; by default, .venv/bin/python after
+# PYTHON=<interpreter> runs the steps with it; by default, ${VENV:-.venv}/bin/python after
 # scripts/install.sh (which skips what is already there).
 # A re-run after a failure redoes every step (overwrite=true: each step replaces its run dir).
 set -euo pipefail
@@ -20,7 +20,7 @@ DATA=${1:-data}
 RUN=${2:-outputs/viscritic_small/run}
 if [ -z "${PYTHON:-}" ]; then
     bash scripts/install.sh
-    PYTHON=.venv/bin/python
+    PYTHON="${VENV:-.venv}/bin/python"
 fi
 PY=("$PYTHON")  # quoted wherever it runs: a path with a space stays one word
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -19,7 +19,7 @@
 # there, steps 1-4 about 4.5 h, step 5 about 40 min. Figures: docs/reward_loop.md, docs/zero_shot_rl.md and the
 # model cards.
 #   bash scripts/train_viscritic_small_loop.sh START_MODEL [DATA_DIR] [RUN_DIR]
-# PYTHON=<interpreter> runs the steps with it; by default, .venv/bin/python after
+# PYTHON=<interpreter> runs the steps with it; by default, ${VENV:-.venv}/bin/python after
 # scripts/install.sh (which skips what is already there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ DATA=${2:-data}
 RUN=${3:-outputs/viscritic_small/loop}
 if [ -z "${PYTHON:-}" ]; then
     bash scripts/install.sh
-    PYTHON=.venv/bin/python
+    PYTHON="${VENV:-.venv}/bin/python"
 fi
 PY=("$PYTHON")  # quoted wherever it runs: a path with a space stays one word
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}

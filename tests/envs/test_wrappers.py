@@ -303,7 +303,9 @@ def test_missing_optional_extra_names_the_extra():
             "the MuJoCo task 'NeedsMissingSim' needs the optional package "
             "'viscritic_missing_simulator_xyz', which is not installed"
         )
-        assert str(err.value).endswith("Install it with: pip install 'viscritic[sim]'")
+        assert str(err.value).endswith(
+            "Install it with: pip install -e '.[sim]' (in the repository's root)"
+        )
     finally:
         envs.tasks._TASKS.pop("NeedsMissingSim")
         gym.registry.pop(envs.bare_env_id("NeedsMissingSim"))

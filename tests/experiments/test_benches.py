@@ -38,6 +38,15 @@ def test_bench_bad_mode_is_a_message(tmp_path):
     assert "bench: BenchConfigError: unknown modes ['warp']; use raw, camera" in done.stderr
 
 
+@pytest.mark.parametrize("script", ["bench.py", "bench_critic.py", "bench_gpu.py"])
+def test_a_bench_refuses_an_added_key_it_does_not_read(tmp_path, script):
+    # +tsks=[Lift] ran the default tasks with rc 0: the benches had no key guard
+    done = _run(script, tmp_path, "+tsks=[Lift]")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "+tsks=[Lift] adds tsks, an option" in done.stderr
+    assert not (tmp_path / "bench.json").exists()
+
+
 def _compose(config: str, *overrides: str):
     from hydra import compose, initialize_config_dir
 

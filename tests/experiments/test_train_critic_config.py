@@ -68,7 +68,7 @@ def test_a_missing_extra_is_said_before_any_model_loads(dataset, monkeypatch, mo
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value).startswith(message)
     assert str(err.value).endswith(
-        f"Install it with: pip install 'viscritic[{'vlm' if module == 'transformers' else 'train'}]'"
+        f"Install it with: pip install -e '.[{'vlm' if module == 'transformers' else 'train'}]' (in the repository's root)"
     )
 
 

@@ -22,7 +22,7 @@ def test_missing_package_names_the_extra():
         "the robosuite task 'Lift' needs the optional package 'definitely_not_a_pkg_xyz', which "
         "is not installed"
     )
-    assert message.endswith("Install it with: pip install 'viscritic[sim]'")
+    assert message.endswith("Install it with: pip install -e '.[sim]' (in the repository's root)")
     assert isinstance(err.value, ImportError)
 
 
@@ -74,4 +74,4 @@ def test_an_entry_point_without_its_extra_says_which_to_install(tmp_path, module
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert f"Install it with: pip install 'viscritic[{extra}]'" in done.stderr
+    assert f"Install it with: pip install -e '.[{extra}]' (in the repository's root)" in done.stderr

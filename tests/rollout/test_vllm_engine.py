@@ -209,7 +209,9 @@ def test_engine_without_vllm_names_the_extra(tmp_path):
     with pytest.raises(MissingExtraError) as err:
         VLLMEngine(str(tmp_path), video_token_id=1, eos_token_id=2)
     assert str(err.value).startswith("the vLLM engine needs the optional package 'vllm'")
-    assert str(err.value).endswith("Install it with: pip install 'viscritic[vllm]'")
+    assert str(err.value).endswith(
+        "Install it with: pip install -e '.[vllm]' (in the repository's root)"
+    )
 
 
 @pytest.mark.gpu
