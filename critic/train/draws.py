@@ -153,6 +153,15 @@ def draw_probabilities(
     return (None if weights is None else chance), shares
 
 
+def draw_batch(rng: np.random.Generator, count: int, size: int, chance: np.ndarray | None):
+    """The indices of one batch's ``size`` samples out of ``count``, drawn with
+    :func:`draw_probabilities`'s ``chance``. Weighted draws are with replacement: drawn without,
+    a small folder of high weight cannot fill its share of a batch (40 samples at weight 10
+    beside 200 at weight 1 got 60 % of the draws, not 67 %). Unweighted ones are without, where
+    there are enough samples (the draws of earlier runs)."""
+    return rng.choice(count, size=size, replace=count < size or chance is not None, p=chance)
+
+
 def shuffled_labels(samples: list, rng: np.random.Generator) -> list:
     """Format-only warm start: each sample gets the completion of a random sample of the same
     kind, so SFT teaches the answer format but not the answers (the model stays at chance, and a
@@ -190,9 +199,10 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
     """Record in a model's ``config`` (saved with every checkpoint) how its samples were drawn,
     replacing what the starting checkpoint recorded: its clip length and the tasks trained at
     another (the reward and the evaluator send as many frames per query unless told otherwise:
-    :meth:`critic.Critic.clip_frames_for`), and the failure types its prompts offered
-    (:func:`data_failure_types`), which a critic loaded from it offers too; and the tasks it was
-    trained on, added to the starting checkpoint's (held-out ones left out)."""
+    :meth:`critic.Critic.clip_frames_for`; a task only the starting checkpoint was trained on
+    keeps its length), and the failure types its prompts offered (:func:`data_failure_types`),
+    which a critic loaded from it offers too; and the tasks it was trained on, added to the
+    starting checkpoint's (held-out ones left out)."""
     from critic.models import (
         CLIP_FRAMES_KEY,
         FAILURE_TYPES_KEY,
@@ -200,11 +210,26 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
         TRAINED_TASKS_KEY,
     )
 
-    setattr(config, CLIP_FRAMES_KEY, int(cfg.frames))
-    task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
-    setattr(config, TASK_CLIP_FRAMES_KEY, task_frames)
-    rows = _trained_rows(cfg)  # one read of the tables for both
-    setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg, rows)))
+    rows = _trained_rows(cfg)  # one read of the tables for all
     before = getattr(config, TRAINED_TASKS_KEY, None) or []  # the starting checkpoint's
     trained = {row.get("env_id") for row in rows} - {None, ""}
+    # A task the starting checkpoint was trained on and this run's data lacks keeps the clip
+    # length it was trained at: it had been recorded at frames=, and a run on Pusher alone from
+    # a checkpoint reading Reacher at 1 frame sent Reacher 8 (task_frames= cannot name a task
+    # without data, so it could not be restated)
+    old_frames = getattr(config, CLIP_FRAMES_KEY, None)
+    old_task_frames = dict(getattr(config, TASK_CLIP_FRAMES_KEY, None) or {})
+    kept = {
+        str(task): int(old_task_frames.get(task, old_frames))
+        for task in before
+        if task not in trained and old_task_frames.get(task, old_frames) is not None
+    }
+    task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}
+    task_frames = {
+        **{t: n for t, n in kept.items() if n != int(cfg.frames)},
+        **task_frames,
+    }
+    setattr(config, CLIP_FRAMES_KEY, int(cfg.frames))
+    setattr(config, TASK_CLIP_FRAMES_KEY, task_frames)
+    setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg, rows)))
     setattr(config, TRAINED_TASKS_KEY, sorted({*before, *trained}))

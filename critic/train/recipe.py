@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from critic.train.config import DS_STATE, TrainConfigError, check_config
 from critic.train.draws import (
+    draw_batch,
     draw_probabilities,
     label_with_teacher,
     load_samples,
@@ -35,7 +36,7 @@ from critic.train.launch import (
 )
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import kl_reference_source, record_kl_reference, run_record
-from critic.train.validation import evaluate
+from critic.train.validation import budget_problem, evaluate
 from rollout.files import write_atomic
 from rollout.imports import require_package
 
@@ -157,6 +158,9 @@ class Trainer:
                 "eval_every=0",
                 stage, list(plan["kinds"]), list(cfg.data), cfg.eval_every,
             )  # fmt: skip
+        validated = cfg.eval_every and self.rank == 0 and resume is None
+        if validated and (problem := budget_problem(self.tokenizer, val, cfg.eval_max_new_tokens)):
+            logging.getLogger(__name__).warning("stage %s: %s", stage, problem)
         params = [p for p in self.model.parameters() if p.requires_grad]
         model, update = self.model, None
         if cfg.deepspeed_config is not None:
@@ -210,9 +214,7 @@ class Trainer:
             record: dict[str, Any] = {"stage": stage, "step": step + 1, "lr": lr}
             try:
                 if plan["rule"] == "sft":
-                    picks = rng.choice(
-                        len(train), size=per_rank, replace=len(train) < per_rank, p=chance
-                    )
+                    picks = draw_batch(rng, len(train), per_rank, chance)
                     batch = collate(
                         [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
                         self.tokenizer.pad_token_id,
@@ -224,8 +226,7 @@ class Trainer:
                 else:
                     grpo = plan["grpo"]
                     prompts_per_step = max(1, per_rank // grpo.group_size)
-                    picks = rng.choice(len(train), size=prompts_per_step,
-                                       replace=len(train) < prompts_per_step, p=chance)  # fmt: skip
+                    picks = draw_batch(rng, len(train), prompts_per_step, chance)
 
                     def components(texts, **fields):
                         return reward_components(plan["reward_names"], texts, **fields)

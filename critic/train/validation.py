@@ -62,3 +62,19 @@ def evaluate(model, tokenizer, samples: list, max_new_tokens: int, vision=None) 
     if transforms:
         metrics["transform_accuracy"] = float(np.mean(transforms))
     return metrics
+
+
+def budget_problem(tokenizer, samples: list, max_new_tokens: int) -> str | None:
+    """What a validation budget of ``max_new_tokens`` cuts: the samples whose reference answer
+    is longer, which a model that answers exactly so would have read as
+    unreadable, an error of 1. ``None`` where the budget holds every reference."""
+    lengths = [len(tokenizer(s.completion).input_ids) for s in samples if s.completion]
+    cut = [n for n in lengths if n > max_new_tokens]
+    if not cut:
+        return None
+    return (
+        f"eval_max_new_tokens={max_new_tokens} cuts {len(cut)} of the {len(lengths)} validation "
+        f"samples' reference answers (the longest {max(cut)} tokens): a model that answers as "
+        f"they do reads as unreadable there, an error of 1 in val/progress_mae; give "
+        f"eval_max_new_tokens={max(cut)} or more"
+    )

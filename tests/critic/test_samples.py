@@ -348,3 +348,35 @@ def test_a_failure_type_of_ones_own_is_offered_taught_and_recorded(tmp_path):
     cfg.held_out_tasks = ["Lift"]  # a held-out task's types stay unseen, as its episodes
     record_draws(config, cfg)
     assert getattr(config, FAILURE_TYPES_KEY) == list(FAILURE_TYPES)
+
+
+def test_a_task_only_the_starting_checkpoint_knows_keeps_its_clip_length(tmp_path):
+    # a run on Lift alone from a checkpoint that read Reacher at 1 frame and Pusher at 8 had
+    # recorded Reacher at this run's frames=, so a critic loaded from it sent Reacher 2 frames
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from critic.data.episodes import write_episode
+    from critic.train.draws import record_draws
+
+    write_episode(_episode(True), tmp_path)  # a Lift episode
+    cfg = OmegaConf.create({"data": [str(tmp_path)], "frames": 2, "held_out_tasks": [],
+                            "task_frames": {}, "transforms": list(TRANSFORMS)})  # fmt: skip
+    start = {"viscritic_clip_frames": 8, "viscritic_task_clip_frames": {"Reacher-v5": 1},
+             "viscritic_tasks": ["Lift", "Pusher-v5", "Reacher-v5"]}  # fmt: skip
+    config = SimpleNamespace(**start)
+    record_draws(config, cfg)
+    assert config.viscritic_clip_frames == 2  # this run's, which Lift was trained at
+    assert config.viscritic_task_clip_frames == {"Reacher-v5": 1, "Pusher-v5": 8}
+    assert config.viscritic_tasks == ["Lift", "Pusher-v5", "Reacher-v5"]
+    # a task this run trains takes this run's length, as given or frames=
+    cfg.task_frames = {"Lift": 4}
+    config = SimpleNamespace(**start)
+    record_draws(config, cfg)
+    assert config.viscritic_task_clip_frames == {"Reacher-v5": 1, "Pusher-v5": 8, "Lift": 4}
+    # a starting checkpoint read at this run's length needs no entry of its own
+    cfg.task_frames, cfg.frames = {}, 8
+    config = SimpleNamespace(**start)
+    record_draws(config, cfg)
+    assert config.viscritic_task_clip_frames == {"Reacher-v5": 1}

@@ -350,3 +350,21 @@ def test_samples_are_held_packed_and_read_as_the_plain_ones(dataset):
     assert held_plain > pixels and held_plain / held_packed > 3, (pixels, held_plain, held_packed)
     with pytest.raises(Exception, match=r"^pack_samples='yes' must be true or false$"):
         check_overrides(f"data=[{dataset}]", "pack_samples=yes")
+
+
+def test_a_weighted_batch_gives_each_folder_its_share():
+    # drawn without replacement, a small folder of high weight could not fill its share of a
+    # batch: 40 samples at weight 10 beside 200 at weight 1, declared 0.667, got 0.60
+    from critic.train.draws import draw_batch
+
+    folders = np.array([0] * 200 + [1] * 40)
+    chance = np.where(folders == 1, 10.0, 1.0)
+    chance /= chance.sum()
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([draw_batch(rng, len(folders), 32, chance) for _ in range(2000)])
+    assert np.mean(folders[drawn]) == pytest.approx(400 / 600, abs=0.01)
+    # unweighted draws stay without replacement where there are enough samples (earlier runs')
+    batch = draw_batch(np.random.default_rng(0), 240, 32, None)
+    assert len(set(batch.tolist())) == 32
+    np.testing.assert_array_equal(batch, np.random.default_rng(0).choice(240, 32, replace=False))
+    assert len(draw_batch(np.random.default_rng(0), 8, 32, None)) == 32  # fewer: with
