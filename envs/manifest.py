@@ -68,8 +68,8 @@ def read_manifest(root: str | Path) -> dict[str, dict[str, Any]]:
             raise TypeError("'tasks' is not a mapping of task names to options")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidOptionError(
-            f"{str(path)!r} is not a readable dataset manifest ({exc!r}); restore it, or move it "
-            "away to resume without checking the options (or pass a new out=<folder>)"
+            f"{str(path)!r} is not a readable dataset manifest ({exc!r}); restore it, or pass a "
+            "new out=<folder>"
         ) from exc
     return tasks
 
@@ -109,13 +109,15 @@ def check_folder_options(
     """Compare each task's options (``wanted``, :func:`envs.synth.recording_options`) with those
     its ``present`` episodes in ``root`` were recorded with; record them for a task with no
     episodes there yet. A task with episodes there but no manifest entry (a folder made before
-    the manifest) resumes with a warning. ``defaults``: each task's options with nothing given
+    the manifest, or one whose manifest was moved away) is refused: it had resumed with a
+    warning, and every later run then mixed freely. ``defaults``: each task's options with nothing given
     (its own camera and constructor options), which an older manifest's ``camera: null`` and
     ``task_kwargs: {}`` stand for.
 
     Raises:
         InvalidOptionError: a task's episodes in ``root`` were recorded with other options (each
-            differing option, the folder's value and this call's, and the fix).
+            differing option, the folder's value and this call's, and the fix), by another
+            version of the recording (:data:`envs.synth.RECORDING`), or with none recorded.
     """
     tasks = read_manifest(root)
     new: dict[str, dict[str, Any]] = {}
@@ -126,15 +128,24 @@ def check_folder_options(
                 new[task] = options
             continue
         if task not in tasks:
-            logger.warning(
-                f"{root} holds {count} {task} episodes but {MANIFEST} does not say what options "
-                "they were recorded with (the folder predates it), so whether they match "
-                f"{_listing({k: v for k, v in options.items() if k not in DEFINITION})} cannot be checked. Only the missing episodes are recorded; "
-                "pass a new out=<folder> if the options differ"
+            raise InvalidOptionError(
+                f"the dataset folder {str(root)!r} holds {count} {task} episodes but its "
+                f"{MANIFEST} does not say how they were recorded (a folder from before the "
+                "manifest, or one whose manifest was moved away), so a re-run could not tell "
+                "whether the episodes it adds match them; pass a new out=<folder>, or restore "
+                f"its {MANIFEST}"
             )
-            continue
         own = (defaults or {}).get(task, {})
         recorded = _as_now(tasks[task], own)
+        if recorded.get("recording", 1) != options.get("recording", 1):
+            raise InvalidOptionError(
+                f"the dataset folder {str(root)!r} holds {count} {task} episodes recorded by "
+                f"another version of VisCritic's recording (recording {recorded.get('recording', 1)}"
+                f" there, {options.get('recording', 1)} now: envs.synth.RECORDING says what "
+                "changed), whose labels or episodes differ from what this one records; a re-run "
+                "records only the missing episodes, so the dataset would mix the two. Pass a new "
+                "out=<folder>, or record the whole folder again"
+            )
         differ = [
             k
             for k in options
@@ -209,7 +220,3 @@ def _fix(key: str, there: Any, now: Any, own: Any) -> str:
         parts += [f"(without +env.task_kwargs.{k})" for k in now if k not in there]
         return " ".join(parts)
     return f"{'env.' if key in ENV_OPTIONS else ''}{key}={_override(there)}"
-
-
-def _listing(options: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_override(v)}" for k, v in options.items())

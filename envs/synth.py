@@ -295,6 +295,14 @@ def _relabel_in_hindsight(
     return task.task_info()["is_success"]
 
 
+# What this version of the recording code records, beside the options: a folder recorded by
+# another is not resumed into (its labels or episodes differ; a manifest without it is 1).
+#   1: until 2026-12-07.
+#   2: Lift's and Stack's cube heights from where the cube rests, not its spawn 1 cm above; each
+#      scripted expert draws from a stream of its own, not the one the start was drawn from.
+RECORDING = 2
+
+
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:
     """What decides the content of an episode of ``task`` beyond its id, as plain JSON values:
     :func:`record_episode`'s options (its defaults where not given; the task's own image size and
@@ -331,6 +339,7 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
             "task_kwargs": {**own, **check_task_kwargs(given["task_kwargs"])},
             "deterministic": given["deterministic"],
             "codec": codec,
+            "recording": RECORDING,
             **task_definition(task),
         }
     )

@@ -28,7 +28,7 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
                        "camera": [{"lookat": [0.0, 0.0, 0.0], "distance": 0.75, "azimuth": 90.0,
                                    "elevation": -90.0}],
                        "task_kwargs": {"min_start_distance": 0.05}, "deterministic": False,
-                       "codec": "ffv1",
+                       "codec": "ffv1", "recording": 2,
                        # what defines the task's episodes here: its spec, and its expert
                        "definition": "envs.mujoco_tasks.ReacherTask 'Move the tip of the "
                                      "two-link arm to touch the red target.' view aafcf9524c",
@@ -58,21 +58,18 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
     # other episodes (ids name the failure type) with the same options join the dataset
     flail = plan_episodes("Reacher-v5", 1, failure_fraction=1.0, failures=["flail"])
     assert len(synthesize(flail, tmp_path, workers=1, progress_bar=False, every=5)) == 1
-    # a folder made before the manifest resumes, with a warning that it cannot be checked
+    # a folder without its manifest is refused: it had resumed with a warning, wrote no
+    # manifest, and so every later run into it mixed options freely (every=1 into every=5)
     (tmp_path / MANIFEST).unlink()
-    caplog.clear()
-    rows = synthesize(more, tmp_path, workers=1, progress_bar=False, every=5)
-    assert [r["seed"] for r in rows] == [2]
-    assert caplog.messages == [
-        f"{tmp_path} holds 3 Reacher-v5 episodes but manifest.json does not say what options "
-        "they were recorded with (the folder predates it), so whether they match every=5 "
-        "linger=10 horizon=50 image_size=[56,56] camera=[{lookat:[0.0,0.0,0.0],distance:0.75,"
-        "azimuth:90.0,elevation:-90.0}] task_kwargs={min_start_distance:0.05} deterministic=false "
-        "codec=ffv1 cannot be checked. Only the missing episodes are recorded; pass a new "
-        "out=<folder> if the options differ",
-        f"2 of 3 episodes already in {tmp_path}; recording the other 1",
-    ]
-    assert not (tmp_path / MANIFEST).exists()  # what the old episodes were made with is unknown
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(more, tmp_path, workers=1, progress_bar=False, every=5)
+    assert str(excinfo.value) == (
+        f"the dataset folder '{tmp_path}' holds 3 Reacher-v5 episodes but its manifest.json does "
+        "not say how they were recorded (a folder from before the manifest, or one whose "
+        "manifest was moved away), so a re-run could not tell whether the episodes it adds "
+        "match them; pass a new out=<folder>, or restore its manifest.json"
+    )
+    assert finished_ids(tmp_path) == {p.episode_id for p in plans + flail}
 
 
 def test_a_manifest_without_episodes_gives_way(tmp_path):
@@ -186,3 +183,27 @@ def test_a_task_definition_is_named_alike_in_every_process(tmp_path):
     with pytest.raises(InvalidOptionError, match=r"expert: lab\.tasks\.CheetahExpert there, "):
         check_folder_options(tmp_path, {"CheetahRun-v1": {**options, "expert": "a.B"}},
                              {"CheetahRun-v1": 2})  # fmt: skip
+
+
+def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
+    # Lift's cube heights from its spawn and experts drawing from the start's stream (recording
+    # 1, a manifest without the key) resumed silently with today's labels: one folder, two kinds
+    import json
+
+    from envs.manifest import MANIFEST
+    from envs.synth import RECORDING
+
+    plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
+    synthesize(plans[:1], tmp_path, workers=1, progress_bar=False, every=5)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["tasks"]["Reacher-v5"].pop("recording") == RECORDING == 2
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))  # as an older version wrote it
+    with pytest.raises(InvalidOptionError) as excinfo:
+        synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
+    assert str(excinfo.value) == (
+        f"the dataset folder '{tmp_path}' holds 1 Reacher-v5 episodes recorded by another version "
+        "of VisCritic's recording (recording 1 there, 2 now: envs.synth.RECORDING says what "
+        "changed), whose labels or episodes differ from what this one records; a re-run records "
+        "only the missing episodes, so the dataset would mix the two. Pass a new out=<folder>, "
+        "or record the whole folder again"
+    )

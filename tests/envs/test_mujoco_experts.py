@@ -195,3 +195,19 @@ def test_an_expert_misused_says_how_to_use_it():
         expert.reset("Reacher-v5")
     other.close()
     env.close()
+
+
+def test_a_failure_s_timing_is_not_read_off_the_start():
+    # The expert drew from default_rng(seed), the very stream env.reset(seed=seed) draws the
+    # start from: Reacher's first joint offset and its stall's trigger correlated at 1.0 over 40
+    # seeds, a shortcut from frame 0 to when the failure starts.
+    env = envs.make_task_env("Reacher-v5")
+    expert = make_expert("Reacher-v5", "stall")
+    offsets, triggers = [], []
+    for seed in range(40):
+        env.reset(seed=seed)
+        expert.reset(env, seed=seed)
+        offsets.append(float(env.mj_data.qpos[0]))
+        triggers.append(expert._trigger.progress)
+    env.close()
+    assert abs(np.corrcoef(offsets, triggers)[0, 1]) < 0.5
