@@ -5,6 +5,7 @@ labels. :class:`critic.train.recipe.Trainer` calls these once per stage.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,16 @@ def label_with_teacher(cfg: DictConfig, samples: list, batch: int = 64) -> int:
     if not chosen:
         return 0
     teacher = make_critic({"name": str(cfg.teacher), "device": cfg.device, "cache": False})
+    own = {str(t): int(n) for t, n in (cfg.get("task_frames") or {}).items()}
+    for task in sorted({s.env_id for s in chosen}):
+        theirs, mine = teacher.clip_frames_for(task), own.get(task, int(cfg.frames))
+        if theirs is not None and theirs != mine:  # read at a length it never learned
+            logging.getLogger(__name__).warning(
+                "the teacher %s was trained on %s at %d frames per clip and reads this run's "
+                "clips of %d (frames=, task_frames=): its readings there may mean little; give "
+                "'task_frames={%s: %d}' to read it as it was trained",
+                cfg.teacher, task, theirs, mine, task, theirs,
+            )  # fmt: skip
     try:
         for start in range(0, len(chosen), batch):
             part = chosen[start : start + batch]

@@ -368,3 +368,33 @@ def test_a_weighted_batch_gives_each_folder_its_share():
     assert len(set(batch.tolist())) == 32
     np.testing.assert_array_equal(batch, np.random.default_rng(0).choice(240, 32, replace=False))
     assert len(draw_batch(np.random.default_rng(0), 8, 32, None)) == 32  # fewer: with
+
+
+def test_a_teacher_read_at_another_clip_length_is_warned_of(dataset, tmp_path, tiny_model, caplog):
+    # teacher=viscritic-small (Reacher at 1 frame) on 2-frame Reacher clips distilled readings
+    # from a length it never learned, without a word
+    import json
+    import logging
+
+    from critic.models import CLIP_FRAMES_KEY, TASK_CLIP_FRAMES_KEY, save_model
+    from critic.train.draws import label_with_teacher, load_samples
+
+    teacher = tmp_path / "teacher"
+    save_model(*tiny_model, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config.update({CLIP_FRAMES_KEY: 8, TASK_CLIP_FRAMES_KEY: {"Reacher-v5": 1}})
+    (teacher / "config.json").write_text(json.dumps(config))
+    _, cfg = load_recipe(f"data=[{dataset}]", f"teacher={teacher}", *TINY)
+    train = load_samples(cfg, ("score",), "train")
+    with caplog.at_level(logging.WARNING, logger="critic.train.draws"):
+        assert label_with_teacher(cfg, train[:2]) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the teacher {teacher} was trained on Reacher-v5 at 1 frames per clip and reads this "
+        f"run's clips of {cfg.frames} (frames=, task_frames=): its readings there may mean "
+        "little; give 'task_frames={Reacher-v5: 1}' to read it as it was trained"
+    ]
+    caplog.clear()
+    cfg.task_frames = {"Reacher-v5": 1}  # read as it was trained: nothing to say
+    with caplog.at_level(logging.WARNING, logger="critic.train.draws"):
+        label_with_teacher(cfg, load_samples(cfg, ("score",), "train")[:2])
+    assert not caplog.records
