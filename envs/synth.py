@@ -428,6 +428,12 @@ def synthesize(
             call's); raised before any episode is recorded.
     """
     _check_int("workers", workers, 1)
+    if workers > (cores := len(os.sched_getaffinity(0))):
+        logger.warning(
+            f"workers={workers} is more than the {cores} cores this process may use: the workers "
+            "take turns, each holding its own simulators and memory, and record fewer episodes "
+            f"a minute than workers={cores} would; use workers={cores}"
+        )
     if not isinstance(codec, str) or codec not in CODECS:
         raise InvalidOptionError(f"codec={codec!r} is not supported; pick one of {list(CODECS)}")
     _check_recording(
