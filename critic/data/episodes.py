@@ -286,9 +286,6 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
     row_path = root / "episodes" / f"{episode_id}.parquet"
     try:
         row = _read_row(row_path)
-        missing = [k for k in ("videos", *_ROW_FIELDS) if k not in row]
-        if missing:
-            raise EpisodeFormatError(f"{row_path}: the episode row lacks {missing}")
         try:
             videos = json.loads(row["videos"])
         except (TypeError, ValueError) as exc:
@@ -420,6 +417,12 @@ def _read_row(path: Path) -> Mapping[str, Any]:
         raise EpisodeFormatError(f"{path}: not a readable parquet file ({exc})") from exc
     if len(rows) != 1:
         raise EpisodeFormatError(f"{path}: expected one episode row, found {len(rows)}")
+    # every field, checked before any reader takes one (a row edited by hand had ended in a
+    # KeyError or TypeError inside the evaluator, which lists rows without reading episodes)
+    missing = [k for k in ("videos", *_ROW_FIELDS) if k not in rows[0]]
+    if missing:
+        raise EpisodeFormatError(f"{path}: the episode row lacks {missing}")
+    _typed_fields(rows[0], path)
     return rows[0]
 
 

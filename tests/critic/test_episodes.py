@@ -206,6 +206,11 @@ def test_a_row_edited_by_hand_names_the_field_it_got_wrong(tmp_path, field, valu
     with pytest.raises(EpisodeFormatError, match=f"^{path}: {says}") as err:
         read_episode(tmp_path, "ep0")
     assert str(err.value).endswith("(it records only what is missing)")
+    # so does the listing the evaluator reads rows from before it decodes any episode (an edited
+    # row had ended in a KeyError or TypeError there)
+    with pytest.raises(EpisodeFormatError, match=f"^{path}: {says}") as err:
+        read_table(tmp_path)
+    assert str(err.value).endswith("(it records only what is missing)")
 
 
 def test_step_seconds_is_the_recording_gap_not_the_mean_one():
