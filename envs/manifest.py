@@ -144,7 +144,7 @@ def check_folder_options(
                 f" there, {options.get('recording', 1)} now: envs.synth.RECORDING says what "
                 "changed), whose labels or episodes differ from what this one records; a re-run "
                 "records only the missing episodes, so the dataset would mix the two. Pass a new "
-                "out=<folder>, or record the whole folder again"
+                "out=<folder>, or move this one away and run again to record it all"
             )
         differ = [
             k

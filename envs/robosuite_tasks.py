@@ -74,6 +74,11 @@ class RobosuiteTask(TaskEnv):
     # robosuite options that would make it another task (the tracked object, its instruction)
     task_defining: tuple[str, ...] = ()
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        task = super().__new__(cls)
+        task._arguments = (args, kwargs)  # what a copy is built again from (__reduce__)
+        return task
+
     def __init__(
         self,
         spec: TaskSpec,
@@ -85,9 +90,6 @@ class RobosuiteTask(TaskEnv):
         **robosuite_kwargs: Any,
     ) -> None:
         super().__init__(spec, view, render_mode)
-        # what a copy is rebuilt from (__reduce__)
-        self._arguments = (spec, view, render_mode, control_freq, reward_shaping, model_seed)
-        self._robosuite_kwargs = dict(robosuite_kwargs)
         self._rng_started = False  # robosuite's generator seeded by a reset (not model_seed's)
         if fixed := sorted(set(robosuite_kwargs) & _FIXED_ROBOSUITE_OPTIONS):
             raise InvalidOptionError(
@@ -205,12 +207,21 @@ class RobosuiteTask(TaskEnv):
         super().close()
 
     def __reduce__(self):
-        """Copies and pickles are built again from the constructor's arguments. robosuite's
-        observables are closures over its own robot: a copied robosuite env stepped its own
-        simulator but read its observations from the original's, and it did not pickle. The
-        copy starts unreset, as every task's copy does (:meth:`TaskEnv.__setstate__`)."""
-        state = {"_spec": self._spec, "_closed": getattr(self, "_closed", False)}
-        return _built_again, (type(self), self._arguments, self._robosuite_kwargs), state
+        """Copies and pickles are built again from the arguments the task was made with (a
+        subclass's own too). robosuite's observables are closures over its own robot: a copied
+        robosuite env stepped its own simulator but read its observations from the original's,
+        and it did not pickle. The copy starts unreset, as every task's copy does
+        (:meth:`TaskEnv.__setstate__`), with the original's ``np_random``; a closed task's copy
+        is closed."""
+        args, kwargs = self._arguments
+        state = {"_spec": self._spec, "_closed": getattr(self, "_closed", False),
+                 "_np_random": self._np_random, "_np_random_seed": self._np_random_seed}  # fmt: skip
+        return _built_again, (type(self), args, kwargs), state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if self._closed:  # built again to be copied: nothing is to run in it
+            self._env.close()
 
     # -- helpers for progress ----------------------------------------------------------------
     @property
@@ -238,9 +249,9 @@ class RobosuiteTask(TaskEnv):
         return bool(self._env._check_success())
 
 
-def _built_again(cls: type[RobosuiteTask], arguments: tuple, kwargs: dict) -> RobosuiteTask:
+def _built_again(cls: type[RobosuiteTask], args: tuple, kwargs: dict) -> RobosuiteTask:
     """A robosuite task built from the arguments it was made with (its copies and pickles)."""
-    return cls(*arguments, **kwargs)
+    return cls(*args, **kwargs)
 
 
 def _resting_z(env, cube) -> float:

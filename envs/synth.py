@@ -428,7 +428,8 @@ def synthesize(
             call's); raised before any episode is recorded.
     """
     _check_int("workers", workers, 1)
-    if workers > (cores := len(os.sched_getaffinity(0))):
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    if workers > (cores := len(affinity(0)) if affinity else os.cpu_count() or 1):
         logger.warning(
             f"workers={workers} is more than the {cores} cores this process may use: the workers "
             "take turns, each holding its own simulators and memory, and record fewer episodes "

@@ -56,8 +56,12 @@ apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
     local sudo=() how="run again as root, or install them with this system's package manager and run again with SKIP_SYSTEM_PACKAGES=1"
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null || fail "installing ${missing[*]} needs root, and there is no sudo here: $how"
-        sudo -n true 2>/dev/null || fail "installing ${missing[*]} needs root, and sudo asks for a password (none can be typed here): $how"
-        sudo=(sudo -n)
+        if [ -t 0 ]; then  # at a terminal sudo may ask for the password
+            sudo=(sudo)
+        else
+            sudo -n true 2>/dev/null || fail "installing ${missing[*]} needs root, and sudo asks for a password, which cannot be typed here (no terminal): $how"
+            sudo=(sudo -n)
+        fi
     fi
     # another apt (unattended-upgrades on a fresh VM) may hold its lock: wait for it up to 5 min
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq)
@@ -97,18 +101,29 @@ if ! "$VENV/bin/python" -c "import torch; torch.zeros(1)" >/dev/null 2>&1; then
     fi
 fi
 # a torch kept from before must be in pyproject's range, or pip replaces it with PyPI's CUDA build
-torch_fits='import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(not (2, 4) <= v <= (2, 13))'
-"$VENV/bin/python" -c "$torch_fits" \
+# (the release only: 2.13.1 is past <=2.13.0, a local build's 2.13.0a0+git... is not)
+torch_release='import re, torch; print(".".join(re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", torch.__version__).groups("0")))'
+release="$("$VENV/bin/python" -c "$torch_release")"
+"$VENV/bin/python" -c "import sys; v = tuple(map(int, '$release'.split('.'))); sys.exit(not (2, 4, 0) <= v <= (2, 13, 0))" \
     || fail "$VENV has torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'); VisCritic takes 2.4 to 2.13.0, and pip would replace it with PyPI's 2.13.0 (CUDA's libraries, gigabytes): install torch 2.13.0 of your build into $VENV, or remove $VENV"
-# The measured releases (scripts/constraints.txt: the dev venv's, which the suite and every figure
-# ran on) unless UNPINNED=1; vLLM brings its own transformers and torch, so its extra is unpinned.
+# The measured releases (scripts/constraints.txt: the dev venv's, which the suite runs on) unless
+# UNPINNED=1. They pin torch 2.13.0's own requirements (sympy, networkx...), which another kept
+# torch may not take, and vLLM brings its own transformers and torch: both go unpinned.
 PINS=(-c scripts/constraints.txt)
-if [ "${UNPINNED:-0}" = 1 ] || [[ ",$EXTRAS," == *,vllm,* ]]; then PINS=(); fi
+if [ "${UNPINNED:-0}" = 1 ] || [[ ",$EXTRAS," == *,vllm,* ]]; then
+    PINS=()
+elif [ "$release" != 2.13.0 ]; then
+    echo "[install] torch $release kept: the packages go unpinned (scripts/constraints.txt holds torch 2.13.0's own requirements)"
+    PINS=()
+fi
 # The package install is skipped while what it installs from is unchanged (pip would otherwise
 # reach the index for setuptools on every run.sh and test.sh, and fail without it).
 stamp="$VENV/.viscritic-install"
 wanted="$(cat pyproject.toml scripts/constraints.txt | cksum) extras=$EXTRAS pins=${#PINS[@]}"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! "$VENV/bin/python" -c "import critic, envs, rollout" 2>/dev/null; then
+# installed, not merely importable from this folder (the check runs from /)
+installed='import importlib.metadata as m, critic, envs, rollout; m.version("viscritic")'
+venv_python="$(cd "$VENV" && pwd)/bin/python"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! (cd / && "$venv_python" -c "$installed" 2>/dev/null); then
     rm -f "$stamp"
     # DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it compiles on first use.
     DS_BUILD_OPS=0 quiet_pip install -e ".[${EXTRAS}]" "${PINS[@]}"

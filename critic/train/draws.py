@@ -120,15 +120,18 @@ def label_with_teacher(cfg: DictConfig, samples: list, batch: int = 64) -> int:
         return 0
     teacher = make_critic({"name": str(cfg.teacher), "device": cfg.device, "cache": False})
     own = {str(t): int(n) for t, n in (cfg.get("task_frames") or {}).items()}
+    known = getattr(teacher, "trained_tasks", None)  # None: not recorded (any task may be)
     for task in sorted({s.env_id for s in chosen}):
         theirs, mine = teacher.clip_frames_for(task), own.get(task, int(cfg.frames))
-        if theirs is not None and theirs != mine:  # read at a length it never learned
-            logging.getLogger(__name__).warning(
-                "the teacher %s was trained on %s at %d frames per clip and reads this run's "
-                "clips of %d (frames=, task_frames=): its readings there may mean little; give "
-                "'task_frames={%s: %d}' to read it as it was trained",
-                cfg.teacher, task, theirs, mine, task, theirs,
-            )  # fmt: skip
+        if theirs is None or theirs == mine or (known is not None and task not in known):
+            continue
+        matched = ", ".join(f"{t}: {n}" for t, n in {**own, task: theirs}.items())
+        logging.getLogger(__name__).warning(  # read at a length it never learned
+            "the teacher %s was trained on %s at %d frames per clip and reads this run's clips "
+            "of %d (frames=, task_frames=): its readings there may mean little; give "
+            "'task_frames={%s}' to read it as it was trained",
+            cfg.teacher, task, theirs, mine, matched,
+        )  # fmt: skip
     try:
         for start in range(0, len(chosen), batch):
             part = chosen[start : start + batch]
@@ -232,7 +235,7 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
     old_task_frames = dict(getattr(config, TASK_CLIP_FRAMES_KEY, None) or {})
     kept = {
         str(task): int(old_task_frames.get(task, old_frames))
-        for task in before
+        for task in sorted({*before, *old_task_frames})  # a length recorded before the task list
         if task not in trained and old_task_frames.get(task, old_frames) is not None
     }
     task_frames = {str(task): int(n) for task, n in (cfg.get("task_frames") or {}).items()}

@@ -380,3 +380,7 @@ def test_a_task_only_the_starting_checkpoint_knows_keeps_its_clip_length(tmp_pat
     config = SimpleNamespace(**start)
     record_draws(config, cfg)
     assert config.viscritic_task_clip_frames == {"Reacher-v5": 1}
+    # one from before the task list was recorded keeps the lengths it names
+    config = SimpleNamespace(viscritic_clip_frames=8, viscritic_task_clip_frames={"Reacher-v5": 1})
+    record_draws(config, cfg)
+    assert config.viscritic_task_clip_frames == {"Reacher-v5": 1}

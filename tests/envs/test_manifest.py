@@ -205,5 +205,5 @@ def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
         "of VisCritic's recording (recording 1 there, 2 now: envs.synth.RECORDING says what "
         "changed), whose labels or episodes differ from what this one records; a re-run records "
         "only the missing episodes, so the dataset would mix the two. Pass a new out=<folder>, "
-        "or record the whole folder again"
+        "or move this one away and run again to record it all"
     )

@@ -398,3 +398,10 @@ def test_a_teacher_read_at_another_clip_length_is_warned_of(dataset, tmp_path, t
     with caplog.at_level(logging.WARNING, logger="critic.train.draws"):
         label_with_teacher(cfg, load_samples(cfg, ("score",), "train")[:2])
     assert not caplog.records
+    # a teacher that records the tasks it knows, Reacher not among them: no length to claim
+    config["viscritic_tasks"] = ["Pusher-v5"]
+    (teacher / "config.json").write_text(json.dumps(config))
+    cfg.task_frames = {}
+    with caplog.at_level(logging.WARNING, logger="critic.train.draws"):
+        label_with_teacher(cfg, train[:2])
+    assert not caplog.records
