@@ -213,10 +213,12 @@ def reading_by_state(
         if not inside.any():
             continue
         read, given = p[inside], a[inside]
+        answered = t[inside][np.isfinite(read)]  # the truth of the frames read, as progress is
         rows.append({
             "low": low, "high": high, "frames": int(inside.sum()),
             "share": float(inside.sum() / known.sum()),
-            "progress": nanmean(read), "true_progress": float(t[inside].mean()),
+            "progress": nanmean(read),
+            "true_progress": float(answered.mean()) if len(answered) else float("nan"),
             "achieved": nanmean(given),
             "achieved_over_half": float((given[np.isfinite(given)] > 0.5).mean())
             if np.isfinite(given).any() else float("nan"),

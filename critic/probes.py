@@ -100,8 +100,13 @@ def probe_statistic(
             raise ValueError(
                 f"probe 'frozen' needs freeze=<the frame index the arm froze at>, got {freeze!r}"
             )
-        # nanmean of critic.eval: nothing read after the freeze is nan, without numpy's warning
-        return nanmean(list(predicted[freeze + 1 :])) - float(predicted[freeze])
+        # nanmean of critic.eval: nothing read after the freeze is nan, without numpy's warning;
+        # the reading at the freeze is the last one read up to it (an unreadable answer there
+        # had made the episode's statistic nan, and it still counted among the episodes)
+        before = [float(x) for x in predicted[: freeze + 1] if np.isfinite(x)]
+        if not before:
+            return float("nan")
+        return nanmean(list(predicted[freeze + 1 :])) - before[-1]
     raise ValueError(f"unknown probe {name!r}; probes are {list(PROBES)}")
 
 
@@ -158,7 +163,7 @@ def run_probes(
         out[name] = {
             "expected": PROBES[name],
             "statistic": statistic,
-            "episodes": len(values),
+            "episodes": int(np.isfinite(values).sum()),  # those it could be read on
             "passed": probe_passes(name, statistic) if values else None,
         }
     return out

@@ -141,7 +141,8 @@ def evaluate_critic(
     from critic.detection import (
         FAILURE_DETECTORS,
         evaluate_failures,
-        failure_scores,
+        failure_probability,
+        failure_verdicts,
         last_frame_scores,
     )
     from critic.eval import (
@@ -187,12 +188,14 @@ def evaluate_critic(
         thresholds = dict.fromkeys(FAILURE_DETECTORS)
         if calibration and calibration.get(task):
             fit = calibration[task]
+            verdicts = failure_verdicts(critic, fit, cfg.failure_frames, batch=cfg.batch)
             by_detector = {
-                "verdict": failure_scores(
-                    critic, fit, "verdict", cfg.failure_frames, batch=cfg.batch
-                ),
+                "verdict": [failure_probability(v) for v in verdicts],
                 **last_frame_scores(critic, fit, frames, batch=cfg.batch),  # one reading of both
             }
+            # no verdict read: every score 0.5, and a τ fit on none (0.4 or 0.6) was printed
+            if all(v.success is None for v in verdicts):
+                del by_detector["verdict"]
             for detector, scores in by_detector.items():
                 if np.isfinite(scores).all():  # nan: the critic gives no P(achieved)
                     thresholds[detector] = accuracy_threshold(scores, [not e.success for e in fit])

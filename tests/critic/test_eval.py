@@ -192,6 +192,10 @@ def test_reading_by_state_hand_worked():
         (None, 1.0, 1), (1.0, 2.0, 2), (2.0, 10.0, 1), (10.0, None, 2)]  # fmt: skip
     assert rows[1]["share"] == pytest.approx(2 / 6)
     assert rows[1]["progress"] == pytest.approx(0.8) and rows[1]["true_progress"] == 1.0
+    # the truth is averaged over the frames read, as the reading is: a critic exact wherever it
+    # answered read 0.40 against a truth of 0.525 that counted the frame it left unanswered
+    exact = reading_by_state([1.0] * 4, [0.2, np.nan, 0.4, 0.6], [0.2, 0.9, 0.4, 0.6], None, [2])
+    assert exact[0]["progress"] == pytest.approx(0.4) == exact[0]["true_progress"]
     assert rows[1]["achieved"] == pytest.approx(0.6) and rows[1]["achieved_over_half"] == 1.0
     assert rows[3]["progress"] == pytest.approx(0.2) and rows[3]["achieved_over_half"] == 0.0
     # a critic that gives no P(achieved): nan, not an error

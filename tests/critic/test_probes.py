@@ -120,6 +120,9 @@ def test_the_frozen_probe_needs_its_freeze_index():
 
     predicted = np.array([0.1, 0.3, 0.3, 0.5])
     assert probe_statistic("frozen", predicted, 1) == pytest.approx(0.1)  # mean(.3, .5) - .3
+    # an unreadable answer at the freeze: the last reading up to it (the episode's statistic was
+    # nan, and it still counted among the probe's episodes): mean(.3, .3) - .2
+    assert probe_statistic("frozen", [0.1, 0.2, np.nan, 0.3, 0.3], 2) == pytest.approx(0.1)
     with pytest.raises(ValueError, match=r"probe 'frozen' needs freeze=<the frame index"):
         probe_statistic("frozen", predicted)  # was a TypeError: None + 1
     # a critic that read nothing after the freeze: n/a, without numpy's "Mean of empty slice"

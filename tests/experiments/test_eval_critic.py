@@ -325,3 +325,25 @@ def test_overwrite_that_fails_before_a_critic_finished_keeps_the_earlier_record_
     assert (tmp_path / "metrics.json").read_text() == metrics
     assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == record
     assert not (tmp_path / ".overwritten").exists()
+
+
+def test_no_verdict_read_fits_no_verdict_threshold(dataset):
+    # every verdict unreadable: every score 0.5, and a τ of 0.4 or 0.6, fit on nothing read, was
+    # printed beside the verdict row
+    import eval_critic as module  # experiments/ is on the test path (pyproject)
+
+    from critic.base import FailureVerdict, ParseStatus
+    from critic.data.episodes import iter_episodes
+    from critic.oracle import OracleCritic
+
+    class Mute(OracleCritic):
+        def detect_failure(self, queries):
+            return [FailureVerdict(None, status=ParseStatus.NO_ANSWER) for _ in queries]
+
+    episodes = list(iter_episodes(dataset))
+    fit = [e for e in episodes if e.success][:1] + [e for e in episodes if not e.success][:1]
+    cfg = eval_config("probes=false", "delay_points=0", "stride=4")
+    row = module.evaluate_critic(Mute(), {"Reacher-v5": fit}, cfg, {"Reacher-v5": fit})
+    failure = row["Reacher-v5"]["failure"]
+    assert "threshold" not in failure and failure["readable"] == 0.0  # the report: n/a
+    assert "threshold" in failure["achieved"]  # the last frame's reading still fits
