@@ -253,8 +253,12 @@ def write_report(
             f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])} "
             f"(from the {ratio['success_ratio_from']}{spread}), "
             f"wall-time ratio {ratio['wall_time_ratio']:.2f}"
-            + (" (not side by side: the two conditions ran in different run dirs)." if apart
-               else "."),
+            + (" (not side by side: the two conditions ran in different run dirs)" if apart
+               else "")
+            + (f"; critic / oracle wall time {ratio['wall_time_ratio_to_oracle']:.2f} (the same "
+               "schedule and wrapper: the critic's own cost)"
+               if ratio.get("wall_time_ratio_to_oracle") else "")
+            + ".",
         ]  # fmt: skip
     if "where_they_end" in summary:
         lines += _where_they_end(summary["where_they_end"], cfg.env.name)

@@ -129,6 +129,21 @@ def check_config(cfg: DictConfig) -> None:
             f"which needs an off-policy algorithm and one env: {wrong}; or set "
             "ground_truth_per_episode=false"
         )
+    if same_schedule and not cfg.relabel and {"critic", "oracle"} & set(cfg.conditions):
+        raise ExperimentConfigError(
+            "ground_truth_per_episode=true puts the ground truth's learner on the relabelled "
+            "learners' schedule, once per episode, and with relabel=false the others train at "
+            "every step: the schedules would differ the other way; set relabel=true, or "
+            "ground_truth_per_episode=false"
+        )
+    updates = cfg.algo.get("gradient_steps")
+    relabelled = cfg.relabel and {"critic", "oracle"} & set(cfg.conditions)
+    if relabelled and "ground_truth" in cfg.conditions and updates not in (None, 1, -1):
+        raise ExperimentConfigError(
+            f"algo.gradient_steps={updates!r} with relabel=true: the relabelled learners train "
+            "once per episode with one gradient step per env step, whatever it says, so it "
+            "would change the ground truth's updates alone; leave it at 1, or relabel=false"
+        )
     if problem := _train_freq_problem(cfg.algo.get("train_freq")):
         raise ExperimentConfigError(problem)
     horizon = _check_env(cfg)

@@ -124,6 +124,15 @@ def test_success_ratio_interval_over_seeds_by_hand():
     assert summary["critic"]["test"]["successes_per_seed"] == [0, 2]
     # the two-seed case above: critic 0.0 and 0.2, true reward 0.1 and 0.3
     assert summary["critic_vs_ground_truth"]["success_ratio_ci95"] == [0.0, None]
+    # the critic's own cost beside the true reward's: against the oracle, on the same schedule
+    # and wrapper (the true reward's learner may train at every step, cheaper per episode)
+    timed = [run("ground_truth", 0, 1), run("critic", 0, 1), run("oracle", 0, 1)]
+    for r, seconds in zip(timed, (80.0, 96.0, 72.0), strict=True):
+        r.wall_seconds = seconds
+    ratio = summarise(timed)["critic_vs_ground_truth"]
+    assert ratio["wall_time_ratio"] == pytest.approx(1.2)
+    assert ratio["wall_time_ratio_to_oracle"] == pytest.approx(96 / 72)
+    assert summarise(timed[:2])["critic_vs_ground_truth"]["wall_time_ratio_to_oracle"] is None
     # the summary floors by the tests' episodes: three critic seeds that never succeed do not
     # read [0, 0]
     runs = [run("ground_truth", s, k) for s, k in enumerate((4, 5, 6))]

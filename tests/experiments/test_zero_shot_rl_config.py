@@ -102,6 +102,15 @@ def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
          "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
          "which needs an off-policy algorithm and one env: n_envs=2 (set n_envs=1); or set "
          "ground_truth_per_episode=false"),
+        # the schedules would differ the other way round (the option's purpose inverted)
+        (["relabel=false", "reward.between_queries=hold", "ground_truth_per_episode=true"],
+         "ground_truth_per_episode=true puts the ground truth's learner on the relabelled "
+         "learners' schedule, once per episode, and with relabel=false the others train at "
+         "every step"),
+        # a replay ratio that would change the true reward's learner alone
+        (["algo.gradient_steps=4"],
+         "algo.gradient_steps=4 with relabel=true: the relabelled learners train once per "
+         "episode with one gradient step per env step, whatever it says"),
         ([*PER_STEP, "ground_truth_per_episode=true", "algo=ppo"],
          "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
          "which needs an off-policy algorithm and one env: stable_baselines3.PPO has no replay "
