@@ -368,7 +368,7 @@ def summarise(
             "wall_time_ratio": cr["wall_seconds_mean"] / gt["wall_seconds_mean"],
             # the critic's own cost: the oracle's learners train on the critic's schedule, through
             # the same wrapper, with a reward that costs nothing (the true reward's may train at
-            # every step, which costs more in itself: 78.1 s a run against the oracle's 72.0)
+            # every step, which costs more in itself: 78.1 s a run against the oracle's 72.0 in one run)
             "wall_time_ratio_to_oracle": (
                 cr["wall_seconds_mean"] / summary["oracle"]["wall_seconds_mean"]
                 if "oracle" in summary
