@@ -136,13 +136,24 @@ def check_config(cfg: DictConfig) -> None:
             "every step: the schedules would differ the other way; set relabel=true, or "
             "ground_truth_per_episode=false"
         )
-    updates = cfg.algo.get("gradient_steps")
+    updates, every = cfg.algo.get("gradient_steps"), cfg.algo.get("train_freq")
+    one_step = every in (None, 1) or (
+        isinstance(every, list | tuple | ListConfig) and list(every) == [1, "step"]
+    )
     relabelled = cfg.relabel and {"critic", "oracle"} & set(cfg.conditions)
-    if relabelled and "ground_truth" in cfg.conditions and updates not in (None, 1, -1):
+    if (
+        relabelled
+        and "ground_truth" in cfg.conditions
+        and not same_schedule
+        and updates != -1
+        and (updates not in (None, 1) or not one_step)
+    ):
+        given = OmegaConf.to_container(every) if OmegaConf.is_config(every) else every
         raise ExperimentConfigError(
-            f"algo.gradient_steps={updates!r} with relabel=true: the relabelled learners train "
-            "once per episode with one gradient step per env step, whatever it says, so it "
-            "would change the ground truth's updates alone; leave it at 1, or relabel=false"
+            f"algo.gradient_steps={updates!r} with algo.train_freq={given!r} and relabel=true: "
+            "the relabelled learners train once per episode with one gradient step per env "
+            "step, whatever these say, so they would change the ground truth's updates alone; "
+            "leave them at 1, give algo.gradient_steps=-1, or relabel=false"
         )
     if problem := _train_freq_problem(cfg.algo.get("train_freq")):
         raise ExperimentConfigError(problem)

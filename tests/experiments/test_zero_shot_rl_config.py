@@ -109,8 +109,11 @@ def test_an_unknown_task_option_is_a_message_before_any_run(tmp_path):
          "every step"),
         # a replay ratio that would change the true reward's learner alone
         (["algo.gradient_steps=4"],
-         "algo.gradient_steps=4 with relabel=true: the relabelled learners train once per "
-         "episode with one gradient step per env step, whatever it says"),
+         "algo.gradient_steps=4 with algo.train_freq=1 and relabel=true: the relabelled learners "
+         "train once per episode with one gradient step per env step, whatever these say"),
+        (["algo.train_freq=[1,episode]"],
+         "algo.gradient_steps=1 with algo.train_freq=[1, 'episode'] and relabel=true: the "
+         "relabelled learners train once per episode"),
         ([*PER_STEP, "ground_truth_per_episode=true", "algo=ppo"],
          "ground_truth_per_episode=true trains the ground truth's learner once per episode, "
          "which needs an off-policy algorithm and one env: stable_baselines3.PPO has no replay "
