@@ -285,7 +285,7 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
     root = Path(root)
     row_path = root / "episodes" / f"{episode_id}.parquet"
     try:
-        row = _read_row(row_path)
+        row, fields = _checked_row(row_path)
         try:
             videos = json.loads(row["videos"])
         except (TypeError, ValueError) as exc:
@@ -299,7 +299,6 @@ def read_episode(root: str | Path, episode_id: str, cameras: list[str] | None = 
     if unknown:  # the episode is whole; the caller asked for a camera it was not recorded with
         raise EpisodeFormatError(f"{row_path}: no camera {unknown}; it has {list(videos)}")
     try:
-        fields = _typed_fields(row, row_path)
         frames = {c: _read_video(root / "videos" / videos[c], row["num_frames"]) for c in wanted}
         return Episode(episode_id=row["episode_id"], frames=frames, **fields)
     except EpisodeFormatError as exc:
@@ -406,6 +405,12 @@ def iter_rows(root: str | Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
 
 
 def _read_row(path: Path) -> Mapping[str, Any]:
+    """``path``'s episode row, every field checked (:func:`_checked_row`)."""
+    return _checked_row(path)[0]
+
+
+def _checked_row(path: Path) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """``path``'s episode row and its fields as :class:`Episode` holds them (:func:`_typed_fields`)."""
     pq = require_package("pyarrow.parquet", "data", "reading episodes")
     if not path.is_file():
         raise EpisodeFormatError(f"{path}: no such episode file")
@@ -422,8 +427,7 @@ def _read_row(path: Path) -> Mapping[str, Any]:
     missing = [k for k in ("videos", *_ROW_FIELDS) if k not in rows[0]]
     if missing:
         raise EpisodeFormatError(f"{path}: the episode row lacks {missing}")
-    _typed_fields(rows[0], path)
-    return rows[0]
+    return rows[0], _typed_fields(rows[0], path)
 
 
 def _read_video(path: Path, expected: int) -> np.ndarray:
