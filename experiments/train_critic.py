@@ -130,6 +130,9 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
         raise
     finally:
         trainer.cleanup()
+    from critic.train.launch import leave_process_group
+
+    leave_process_group()  # finished: no process is left in a collective
     if trainer.rank == 0:
         print(f"critic: {final}  (load it with make_critic({str(final)!r}))")
         print(f"logs: {run_dir}")

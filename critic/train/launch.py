@@ -160,6 +160,20 @@ def any_rank(flag: bool) -> bool:
     return not all_ranks(not flag)
 
 
+def leave_process_group() -> None:
+    """At the end of a run that finished, every process waits for the others and leaves the
+    process group (PyTorch's documented shutdown). A process that exited with it still there
+    aborted now and then as Python shut down (gloo's threads still held tensors: "terminate
+    called without an active exception", SIGABRT), failing a 2-process run that had saved its
+    last stage. Not after an error: a process still in a collective would hang the others."""
+    import torch
+
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
     """The checks a ``deepspeed_config=`` run adds: launched by torchrun (``RANK`` and
     ``WORLD_SIZE`` set), every stage's batch shared out evenly over the processes (a GRPO stage's
