@@ -24,6 +24,12 @@ SYSTEM = (
     "You are a critic of robot videos. Reason step by step inside <think></think>, then give "
     "exactly one answer inside <answer></answer>."
 )
+# The pretext question answers inside <transform> alone: its format reward pays nothing for an
+# <answer> tag, so its system message must not ask for one.
+PRETEXT_SYSTEM = (
+    "You are a critic of robot videos. Reason step by step inside <think></think>, then name "
+    "exactly one transform inside <transform></transform>."
+)
 
 
 @dataclass(frozen=True)
@@ -96,10 +102,12 @@ def _image(frame: np.ndarray) -> np.ndarray:
     return np.asarray(frame)[None]
 
 
-def _user(text: str, videos: Sequence[np.ndarray], answer: str, choices=()) -> Prompt:
+def _user(
+    text: str, videos: Sequence[np.ndarray], answer: str, choices=(), system: str = SYSTEM
+) -> Prompt:
     if text.count(VIDEO) != len(videos):
         raise ValueError(f"{text.count(VIDEO)} video markers for {len(videos)} videos")
-    messages = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": text})
+    messages = ({"role": "system", "content": system}, {"role": "user", "content": text})
     # A prompt owns its pixels: a view (the anchor frame ``video[0]``) would keep the whole decoded
     # episode alive for as long as the sample, 3x the memory of a training set's samples.
     owned = tuple(v if v.flags.owndata else v.copy() for v in map(np.asarray, videos))
@@ -188,6 +196,7 @@ def pretext(frames: np.ndarray, transforms: Sequence[str]) -> Prompt:
         [frames],
         "transform",
         transforms,
+        system=PRETEXT_SYSTEM,
     )
 
 

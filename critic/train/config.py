@@ -187,12 +187,9 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 )
             rewards = list_option(settings.get("rewards"))  # rewards=transform: one function
             try:
-                plan["reward"] = combine_rewards(
-                    rewards,
-                    None  # null: weight 1 each (combine_rewards)
-                    if (weights := settings.get("reward_weights")) is None
-                    else list_option(weights),
-                )
+                weights = settings.get("reward_weights")  # null: weight 1 each (combine_rewards)
+                weights = None if weights is None else list_option(weights)
+                plan["reward"] = combine_rewards(rewards, weights)
             except RewardConfigError as exc:
                 raise TrainConfigError(f"stages.{stage}: {exc}") from exc
             idle = [
@@ -207,6 +204,21 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                     f"stages.{stage}.rewards has {idle}, which score none of the stage's sample "
                     f"kinds {list(kinds)} (they add nothing to its reward); "
                     + "; ".join(f"{n} scores {sorted(REWARD_KINDS[n])}" for n in idle)
+                )
+            if grpo.temporal_bonus > 0:  # T-GRPO's "correct" reads the answers' accuracy alone
+                accuracy = [
+                    (name, w)
+                    for name, w in zip(rewards, weights or [1.0] * len(rewards), strict=True)
+                    if name != "format" and getattr(name, "__name__", None) != "format_reward"
+                ]
+                if not accuracy:
+                    raise TrainConfigError(
+                        f"stages.{stage}: grpo.temporal_bonus={grpo.temporal_bonus} counts a "
+                        "completion correct by its accuracy, the rewards other than format, and "
+                        f"the stage's rewards are {rewards}; add one, or set grpo.temporal_bonus=0"
+                    )
+                plan["accuracy"] = combine_rewards(
+                    [n for n, _ in accuracy], [w for _, w in accuracy]
                 )
             plan["grpo"] = grpo
             plan["reward_names"] = rewards

@@ -50,7 +50,9 @@ class GRPOConfig:
         temperature, top_p: sampling.
         loss: ``clip`` (GRPO / DAPO clipped surrogate) or ``reg`` (Reg-GRPO regression).
         advantage_scale: ``std`` (GRPO) or ``none`` (Dr. GRPO).
-        aggregation: ``token`` (DAPO, Dr. GRPO) or ``sequence`` (GRPO).
+        aggregation: ``token`` (DAPO: a mean over the batch's tokens), ``sequence`` (GRPO: each
+            completion's token mean, averaged) or ``constant`` (Dr. GRPO: the sum over tokens
+            divided by completions x ``max_new_tokens``).
         eps_low, eps_high: ratio clip range; ``eps_high > eps_low`` is DAPO's clip-higher. The
             ratio is to the policy that sampled the completions, so the clip binds only from a
             batch's second update on (``updates`` > 1): at one update it is 1 everywhere.
@@ -58,12 +60,14 @@ class GRPOConfig:
             ``num_iterations``); 1 is on-policy GRPO, where the clip has no effect.
         kl_coef: weight of the k3 KL to the reference model (0: no reference needed).
         dynamic_sampling: drop groups whose rewards are all equal (DAPO).
-        temporal_bonus: T-GRPO's (Video-R1) alpha: each prompt is also sampled with its video's
-            frames shuffled, and the correct completions of groups that do at least
-            ``temporal_mu`` times as well on the ordered video earn this bonus (0: off, one
-            generation per step; > 0: two).
+        temporal_bonus: T-GRPO's (Video-R1) alpha: each prompt with a video of two frames or more
+            is also sampled with its frames shuffled, and the correct completions of groups whose
+            share correct on the ordered video is at least ``temporal_mu`` times the share on
+            shuffled frames earn this bonus (0: off, one generation per step; > 0: two). Prompts
+            whose videos are single frames, where order cannot matter, earn none.
         temporal_mu: T-GRPO's mu.
-        temporal_correct: a reward above this counts as a correct completion for T-GRPO.
+        temporal_correct: an accuracy above this counts as a correct completion for T-GRPO (the
+            reward without its format part: ``grpo_step``'s ``accuracy_fn``).
     """
 
     group_size: int = 4
@@ -213,17 +217,37 @@ def _reordered(video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return video[order]
 
 
-def _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vision, seed):
-    """T-GRPO's second generation: the same prompts with shuffled frames, rewarded alike."""
+def _scores(reward_fn, texts, fields) -> torch.Tensor:
+    return torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
+
+
+def _temporal_bonus(engine, tokenizer, samples, accuracy_fn, accuracy, fields, params, vision,
+                    seed, cfg, by_component) -> torch.Tensor:  # fmt: skip
+    """T-GRPO's bonus ``[N]``: a second generation of the prompts that hold a video of two frames
+    or more, with those frames shuffled; correct means an accuracy above ``temporal_correct``
+    (``accuracy``: ``[N]`` on the ordered videos), on both generations. Logs the shuffled
+    generation's mean accuracy and the mean bonus."""
     from rollout.engine import Request
 
-    rng = np.random.default_rng(seed)
-    videos = bool(getattr(engine, "needs_videos", False))  # vLLM takes frames, not patches
-    requests = [Request(**prompts.encode(shuffle_frames(s.prompt, rng), tokenizer, vision,
-                                         keep_videos=videos)) for s in samples]  # fmt: skip
-    completions = engine.generate(requests, params)
-    texts = [tokenizer.decode(c, skip_special_tokens=False) for group in completions for c in group]
-    return torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
+    g = cfg.group_size
+    bonus = torch.zeros(len(accuracy))
+    orderable = [i for i, s in enumerate(samples) if any(len(v) > 1 for v in s.prompt.videos)]
+    if orderable:
+        rng = np.random.default_rng(seed)
+        videos = bool(getattr(engine, "needs_videos", False))  # vLLM takes frames, not patches
+        requests = [Request(**prompts.encode(shuffle_frames(samples[i].prompt, rng), tokenizer,
+                                             vision, keep_videos=videos)) for i in orderable]  # fmt: skip
+        completions = engine.generate(requests, params)
+        shuffled_texts = [tokenizer.decode(c, skip_special_tokens=False)
+                          for group in completions for c in group]  # fmt: skip
+        rows = [i * g + k for i in orderable for k in range(g)]
+        mine = {name: [values[r] for r in rows] for name, values in fields.items()}
+        shuffled = _scores(accuracy_fn, shuffled_texts, mine)
+        bonus[rows] = temporal_bonus(accuracy[rows], shuffled, g, cfg.temporal_bonus, cfg.temporal_mu,
+                                     cfg.temporal_correct)  # fmt: skip
+        by_component["shuffled_video_reward"] = float(shuffled.mean())
+    by_component["temporal_bonus"] = float(bonus.mean())
+    return bonus
 
 
 class NonFiniteError(ValueError):
@@ -347,6 +371,7 @@ def grpo_step(
     reference=None,
     seed: int | None = None,
     components: Callable[..., dict[str, list[float | None]]] | None = None,
+    accuracy_fn: Callable[..., list[float | None]] | None = None,
 ) -> StepResult:
     """Sample, reward, and update ``policy`` on ``samples`` (``cfg.updates`` times).
 
@@ -362,6 +387,8 @@ def grpo_step(
         reference: the frozen reference model, needed when ``cfg.kl_coef > 0``.
         seed: seeds the sampling.
         components: optional ``f(completions, **fields) -> {name: values}`` for logging.
+        accuracy_fn: the reward without its format part, which decides T-GRPO's correct
+            completions (``cfg.temporal_bonus > 0``); default ``reward_fn``.
     """
     from rollout.engine import Request, SamplingParams
 
@@ -380,18 +407,16 @@ def grpo_step(
     completions = engine.generate(requests, params)  # [B][G][tokens]
     texts = [tokenizer.decode(c, skip_special_tokens=False) for group in completions for c in group]
     fields = sample_fields(samples, cfg.group_size)
-    rewards = torch.tensor([0.0 if r is None else float(r) for r in reward_fn(texts, **fields)])
+    rewards = _scores(reward_fn, texts, fields)
     by_component = {}
     if components is not None:
         for name, values in components(texts, **fields).items():
             known = [v for v in values if v is not None]
             by_component[name] = float(sum(known) / len(known)) if known else math.nan
     if cfg.temporal_bonus > 0:
-        shuffled = _shuffled_rewards(engine, tokenizer, samples, reward_fn, fields, params, vision, seed)  # fmt: skip
-        bonus = temporal_bonus(rewards, shuffled, cfg.group_size, cfg.temporal_bonus,
-                               cfg.temporal_mu, cfg.temporal_correct)  # fmt: skip
-        by_component["shuffled_video_reward"] = float(shuffled.mean())
-        by_component["temporal_bonus"] = float(bonus.mean())
+        accuracy = rewards if accuracy_fn is None else _scores(accuracy_fn, texts, fields)
+        bonus = _temporal_bonus(engine, tokenizer, samples, accuracy_fn or reward_fn, accuracy,
+                                fields, params, vision, seed, cfg, by_component)  # fmt: skip
         rewards = rewards + bonus
 
     keep = torch.ones(len(samples), dtype=torch.bool)
@@ -421,7 +446,7 @@ def grpo_step(
     # processes' averaged gradients are those of one mean over all of theirs (1 alone)
     if not kept_here:
         units = 0.0
-    elif cfg.loss == "clip" and cfg.aggregation == "token":
+    elif cfg.loss == "clip" and cfg.aggregation == "token":  # "constant" is a mean over completions
         units = float(mask.sum())
     else:  # a mean over completions
         units = float(len(mask))
@@ -442,7 +467,8 @@ def grpo_step(
             loss, stats = reg_grpo_loss(logprobs, sampled, advantages, mask, cfg.group_size)
         else:
             loss, stats = grpo_loss(logprobs, sampled, advantages, mask, cfg.eps_low,
-                                    cfg.eps_high, ref, cfg.kl_coef, cfg.aggregation)  # fmt: skip
+                                    cfg.eps_high, ref, cfg.kl_coef, cfg.aggregation,
+                                    cfg.max_new_tokens)  # fmt: skip
         update(loss * share)  # 0 where this process kept no group
         stats_seen.append(stats)
     policy.eval()

@@ -4,13 +4,17 @@ prompt, ``N = B * G`` completions (grouped consecutively: completions ``g*G .. g
 prompt ``g``), ``T`` completion tokens.
 
 - GRPO (DeepSeekMath): advantage = (r - group mean) / (group std + eps); PPO's clipped surrogate.
-- Dr. GRPO: no std division (it over-weights near-uniform groups), token-level loss averaging.
+- Dr. GRPO: no std division (it over-weights near-uniform groups), and the loss summed over tokens
+  and divided by a constant, completions times the generation budget (``constant``), so a token's
+  weight does not depend on the other completions' lengths.
 - DAPO: clip-higher (``eps_high > eps_low``), dynamic sampling (drop groups whose rewards are all
-  equal: their advantages are zero and they only dilute the batch), token-level averaging.
+  equal: their advantages are zero and they only dilute the batch), token-level averaging (the
+  loss's mean over the batch's tokens, ``token``).
 - Reg-GRPO (DeepVideo-R1): regress the advantage with the group-normalised policy ratio instead of
   clipping it.
-- T-GRPO (Video-R1): a bonus for correct answers in groups that do better on the ordered video than
-  on shuffled frames, so the model is paid for using temporal order.
+- T-GRPO (Video-R1): a bonus for the correct answers of groups whose share correct on the ordered
+  video, ``p``, is at least ``mu`` times the share on shuffled frames, ``p~`` (``mu < 1`` pays
+  ties too, as Video-R1's 0.8 does), so the model is paid for using temporal order.
 - k3 KL estimator to a reference policy (Schulman): ``exp(ref - lp) - (ref - lp) - 1`` per token.
 """
 
@@ -21,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 ADVANTAGE_SCALES = ("std", "none")
-LOSS_AGGREGATIONS = ("token", "sequence")
+LOSS_AGGREGATIONS = ("token", "sequence", "constant")
 
 
 def _grouped(values: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -67,12 +71,14 @@ def temporal_bonus(
 ) -> torch.Tensor:
     """T-GRPO (Video-R1): ``[N]`` bonus ``alpha`` for the correct completions (reward > ``correct``)
     of groups whose share correct on the ordered video, ``p``, is at least ``mu`` times the share on
-    shuffled frames, ``p~``; zero elsewhere.
+    shuffled frames, ``p~``; zero elsewhere. Give it the answers' accuracy, not a total with a
+    format reward in it (Video-R1 thresholds the accuracy reward alone): a well-formatted wrong
+    answer would count as correct.
 
     Args:
-        rewards: ``[N]`` rewards on the ordered video.
-        shuffled_rewards: ``[M]`` rewards of completions for the same prompts with shuffled frames,
-            grouped the same way (``M = B * G'``).
+        rewards: ``[N]`` accuracy rewards on the ordered video.
+        shuffled_rewards: ``[M]`` accuracy rewards of completions for the same prompts with
+            shuffled frames, grouped the same way (``M = B * G'``).
     """
     ordered = _grouped(rewards.float(), group_size) > correct  # [B, G]
     shuffled = shuffled_rewards.float().view(ordered.shape[0], -1) > correct  # [B, G']
@@ -97,9 +103,13 @@ class PolicyLossStats(NamedTuple):
     ratio_mean: torch.Tensor
 
 
-def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "token":  # every token weighs the same (DAPO, Dr. GRPO)
+def _aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, how: str, max_tokens: int | None = None
+) -> torch.Tensor:
+    if how == "token":  # every token of the batch weighs the same (DAPO)
         return (per_token * mask).sum() / mask.sum().clamp(min=1)
+    if how == "constant":  # every token weighs 1 / (N * budget), whatever the others' lengths
+        return (per_token * mask).sum() / (len(mask) * max_tokens)
     # every sequence weighs the same (the original GRPO)
     lengths = mask.sum(dim=1).clamp(min=1)  # [N]
     return ((per_token * mask).sum(dim=1) / lengths).mean()
@@ -115,6 +125,7 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     aggregation: str = "token",
+    max_tokens: int | None = None,
 ) -> tuple[torch.Tensor, PolicyLossStats]:
     """The clipped surrogate per token, plus ``kl_coef`` times k3 KL to the reference.
 
@@ -126,7 +137,10 @@ def grpo_loss(
         eps_low, eps_high: the ratio is clipped to ``[1 - eps_low, 1 + eps_high]``
             (``eps_high > eps_low`` is DAPO's clip-higher).
         ref_logprobs: ``[N, T]`` reference log-probabilities, needed when ``kl_coef > 0``.
-        aggregation: ``token`` (DAPO / Dr. GRPO) or ``sequence`` (GRPO).
+        aggregation: ``token`` (DAPO: a mean over the batch's tokens), ``sequence`` (GRPO: a
+            mean over completions of each one's token mean) or ``constant`` (Dr. GRPO: the sum
+            over tokens divided by ``N * max_tokens``).
+        max_tokens: the generation budget per completion, needed for ``constant``.
 
     Returns:
         the scalar loss to minimise, and detached stats.
@@ -137,6 +151,11 @@ def grpo_loss(
         )
     if kl_coef > 0 and ref_logprobs is None:
         raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs (the reference policy's)")
+    if aggregation == "constant" and not (isinstance(max_tokens, int) and max_tokens >= 1):
+        raise ValueError(
+            f"aggregation='constant' divides by completions x max_tokens; max_tokens={max_tokens!r} "
+            "must be the generation budget, an integer >= 1"
+        )
     # the rewards, advantages and mask are made on the CPU, the log-probabilities where the model is
     mask = mask.to(logprobs.device, logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)  # [N, T]
@@ -147,10 +166,10 @@ def grpo_loss(
     kl = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
     if ref_logprobs is not None:
         kl_tokens = k3_kl(logprobs, ref_logprobs)  # [N, T]
-        kl = _aggregate(kl_tokens, mask, aggregation)
+        kl = _aggregate(kl_tokens, mask, aggregation, max_tokens)
         if kl_coef > 0:
             per_token = per_token + kl_coef * kl_tokens
-    loss = _aggregate(per_token, mask, aggregation)
+    loss = _aggregate(per_token, mask, aggregation, max_tokens)
     was_clipped = (clipped < unclipped).to(logprobs.dtype)  # the clip bound the objective
     stats = PolicyLossStats(
         policy_loss=loss.detach(),

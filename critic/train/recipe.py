@@ -233,7 +233,8 @@ class Trainer:
 
                     result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
                                        plan["reward"], grpo, vision=self.vision, reference=self.reference,
-                                       seed=int(rng.integers(2**31)), components=components)  # fmt: skip
+                                       seed=int(rng.integers(2**31)), components=components,
+                                       accuracy_fn=plan.get("accuracy"))  # fmt: skip
                     if engine is self._vllm:  # a copy of the weights: give it this step's
                         with self._gathered():
                             record["weights_synced"] = sync_rollout_weights(engine, self.model)

@@ -20,9 +20,12 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from critic.base import ParseStatus
 from critic.data.transforms import TRANSFORMS
@@ -140,6 +143,15 @@ def _progress_target(index: int, target: Any) -> float:
     return value
 
 
+def _success_target(index: int, target: Any) -> bool:
+    # bool() of the text "False" is True: only a truth value (or 0 / 1) says which verdict is right
+    if isinstance(target, np.bool_) or (isinstance(target, numbers.Integral) and target in (0, 1)):
+        return bool(target)
+    raise RewardConfigError(
+        f"success[{index}] = {target!r} is not a success target; give True, False or None"
+    )
+
+
 def make_progress_reward(scale: float = 1.0) -> RewardFunction:
     """A progress-accuracy reward with tolerance ``scale`` (the PRIMO R1 / SOLE-R1 outcome reward).
 
@@ -236,6 +248,11 @@ def verdict_reward(
             a type outside ``choices``, such as a policy rollout's ``"unknown"``, counts as none).
         choices: per sample, the failure types the prompt offered; absent or empty: any type.
 
+    Raises:
+        RewardConfigError: a ``success`` target other than a truth value (``True``, ``False``,
+            0, 1) or ``None`` (the text ``"False"`` would read as a success), or a field of the
+            wrong length.
+
     Example:
         >>> verdict_reward(["<answer>failure: stall</answer>"], [False], ["missed_grasp"])
         [0.5]
@@ -244,10 +261,13 @@ def verdict_reward(
     targets, types = _column("success", success, n), _column("failure_type", failure_type, n)
     offered = _column("choices", choices, n)
     out: list[float | None] = []
-    for completion, target, kind, allowed in zip(completions, targets, types, offered, strict=True):
+    for i, (completion, target, kind, allowed) in enumerate(
+        zip(completions, targets, types, offered, strict=True)
+    ):
         if target is None:
             out.append(None)
             continue
+        target = _success_target(i, target)
         parsed = parse_verdict(_text(completion), tuple(allowed or ()))
         expected = None if kind is None else normalize_label(str(kind))
         if allowed and expected not in {normalize_label(str(c)) for c in allowed}:
@@ -394,7 +414,10 @@ def reward_components(
                 "completions; return one per completion"
             )
         for i, value in enumerate(values):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            # numpy's scalars too (np.float32, np.int64, np.bool_), which reward code returns
+            if value is not None and not (
+                isinstance(value, (numbers.Real, np.bool_)) and math.isfinite(float(value))
+            ):
                 raise RewardConfigError(
                     f"reward function {name!r} returned {value!r} for completion {i}; "
                     "return a finite number or None"

@@ -315,3 +315,52 @@ def test_optimizer_update_refuses_a_non_finite_loss_or_gradient_norm():
         assert torch.equal(weights.weight, before)  # no step taken
     update(weights(torch.ones(1, 2)).sum())  # a finite one steps
     assert not torch.equal(weights.weight, before)
+
+
+def test_t_grpo_reads_correct_from_accuracy_and_skips_prompts_whose_order_cannot_matter(
+    tiny_model,
+):
+    import dataclasses
+
+    model, tokenizer = tiny_model
+    policy = copy.deepcopy(model)
+    engine = HFEngine(policy, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    generate, sent = engine.generate, []
+
+    def recorded(requests, params):
+        sent.append(len(requests))
+        return generate(requests, params)
+
+    engine.generate = recorded
+    two = _samples(1)[0]  # a 2-frame clip
+    one = dataclasses.replace(two, prompt=prompts.pretext(two.prompt.videos[0][:1], ["none"]))
+    calls = []
+
+    def total(completions, **fields):  # a format reward's 0.1 on top of a wrong answer's 0.45
+        return [0.55] * len(completions)
+
+    def accuracy(completions, **fields):  # wrong on the ordered video, right on shuffled frames
+        calls.append(len(completions))
+        return [0.45 if len(calls) == 1 else 1.0] * len(completions)
+
+    cfg = GRPOConfig(group_size=2, max_new_tokens=4, temporal_bonus=0.3)
+    update = optimizer_update(policy, torch.optim.SGD(policy.parameters(), lr=1e-2))
+    result = grpo_step(policy, update, engine, tokenizer, [two, one], total, cfg, seed=0,
+                       accuracy_fn=accuracy)  # fmt: skip
+    # the ordered answers' total (0.55) is above temporal_correct = 0.5, their accuracy is not:
+    # p = 0 on the ordered video earns nothing (it earned 0.3 when the total decided)
+    assert result.rewards_by_component == pytest.approx(
+        {"shuffled_video_reward": 1.0, "temporal_bonus": 0.0}
+    )
+    # the single-frame prompt, the same video shuffled, was not generated a second time
+    assert sent == [2, 1] and calls == [4, 2]
+
+    def right(completions, **fields):
+        return [1.0] * len(completions)
+
+    sent.clear()
+    result = grpo_step(policy, update, engine, tokenizer, [two, one], right, cfg, seed=0)
+    # p = 1 >= 0.8 p~ = 0.8 on the 2-frame prompt: its two completions earn 0.3; the 1-frame
+    # prompt's none (it had earned 0.3 on a shuffle that changed nothing)
+    assert result.rewards_by_component["temporal_bonus"] == pytest.approx(0.15)
+    assert sent == [2, 1]

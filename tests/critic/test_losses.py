@@ -108,3 +108,23 @@ def test_reg_grpo_by_hand():
     loss, _ = reg_grpo_loss(at_old, torch.zeros(2, 1), adv, torch.ones(2, 1), 2, beta=0.1)
     loss.backward()
     torch.testing.assert_close(at_old.grad, torch.tensor([[-10 * 0.70710678], [10 * 0.70710678]]))
+
+
+def test_constant_aggregation_weighs_a_token_alike_whatever_the_other_lengths():
+    # Dr. GRPO: the loss is a sum over tokens / (N * budget). At ratio 1 the loss is -sum(A * mask)
+    # / (N * T), so d loss / d lp of a token of completion 0 (A = +1) is -1 / (2 * 8) = -0.0625,
+    # whether its partner (A = -1) has 2 tokens or 8. The token mean (DAPO) gives -1/4 and -1/10.
+    grads = {}
+    for how in ("constant", "token"):
+        for partner in (2, 8):
+            lp = torch.zeros(2, 8, requires_grad=True)
+            mask = torch.zeros(2, 8)
+            mask[0, :2], mask[1, :partner] = 1, 1
+            loss, _ = grpo_loss(lp, lp.detach(), torch.tensor([1.0, -1.0]), mask,
+                                aggregation=how, max_tokens=8)  # fmt: skip
+            loss.backward()
+            grads[how, partner] = float(lp.grad[0, 0])
+    assert grads["constant", 2] == pytest.approx(-0.0625) == grads["constant", 8]
+    assert (grads["token", 2], grads["token", 8]) == pytest.approx((-0.25, -0.1))
+    with pytest.raises(ValueError, match=r"max_tokens=None must be the generation budget"):
+        grpo_loss(lp, lp.detach(), torch.tensor([1.0, -1.0]), mask, aggregation="constant")

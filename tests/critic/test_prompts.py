@@ -158,3 +158,21 @@ def test_a_packed_prompt_reads_and_encodes_as_the_prompt_it_packs(tiny_model):
     np.testing.assert_array_equal(random.videos[0], FRAMES)
     with pytest.raises(ValueError, match="pack\\(\\) holds uint8 frames; this video is float32"):
         prompts.pack(prompts.Prompt(prompt.messages, (frames.astype(np.float32),), "percent"))
+
+
+def test_the_pretext_question_asks_only_for_the_tags_its_format_reward_pays():
+    from critic.train.rewards import format_reward
+
+    prompt = prompts.pretext(FRAMES, ["none", "rotate_90"])
+    asked = " ".join(m["content"] for m in prompt.messages)
+    # the shared system message asked for an <answer> too, which the pretext format pays 0 for
+    assert "<answer>" not in asked and "<transform></transform>" in prompt.messages[0]["content"]
+    obeying = "<think>turned</think><transform>rotate_90</transform>"
+    assert format_reward(
+        [obeying, obeying + "<answer>rotate_90</answer>"], [prompt.answer] * 2
+    ) == [
+        1.0,
+        0.0,
+    ]
+    # every other question keeps the system message that asks for <answer>
+    assert prompts.joint("lift", FRAMES, ["none"]).messages[0]["content"] == prompts.SYSTEM

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -169,6 +170,18 @@ def test_verdict_reward(answer, success, failure_type, expected):
     assert rewards == [expected]
 
 
+def test_verdict_reward_refuses_a_success_target_that_is_not_a_truth_value():
+    text = "<answer>success</answer>"
+    # numpy's bools and 0 / 1 are truth values; the text "False" would read as a success
+    assert verdict_reward([text] * 3, [np.bool_(True), 0, np.bool_(False)]) == [1.0, 0.0, 0.0]
+    for target in ("False", "0", 0.5, 2):
+        with pytest.raises(RewardConfigError) as info:
+            verdict_reward([text], [target])
+        assert str(info.value) == (
+            f"success[0] = {target!r} is not a success target; give True, False or None"
+        )
+
+
 def test_verdict_reward_none_and_no_choices():
     texts = ["<answer>failure: banana</answer>", "<answer>success</answer>", "no tag"]
     # without choices any type reads: right verdict, wrong type → 0.5
@@ -276,6 +289,13 @@ def test_combine_rewards_rejects_bad_component_values():
         "reward function 'short_reward' returned 0 values for 1 completions; "
         "return one per completion"
     )
+
+
+def test_reward_components_take_numpy_scalars():
+    def np_reward(completions, **fields):  # what reward code built on numpy returns
+        return [np.float32(0.5), np.int64(1), np.bool_(True)][: len(completions)]
+
+    assert combine_rewards([np_reward])([GOOD] * 3) == [0.5, 1.0, 1.0]
 
 
 def test_get_reward():

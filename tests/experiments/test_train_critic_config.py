@@ -216,6 +216,11 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
          "stages.pretext.rewards has ['progress'], which score none of the stage's sample kinds "
          "['pretext'] (they add nothing to its reward); progress scores ['frozen', 'joint', "
          "'progress', 'score', 'sft']"),
+        # T-GRPO's "correct" reads the answers' accuracy: a format reward alone has none
+        (["stages.pretext.rewards=[format]", "stages.pretext.reward_weights=[1.0]",
+          "grpo.temporal_bonus=0.3"], "stages.pretext: grpo.temporal_bonus=0.3 counts a completion "
+         "correct by its accuracy, the rewards other than format, and the stage's rewards are "
+         "['format']; add one, or set grpo.temporal_bonus=0"),
         (["transforms=[none,none]"], "transforms=['none', 'none'] must name two or more different "
          "ones of ['none', 'rotate_90', 'rotate_180', 'rotate_270', 'hflip', 'reverse', 'shuffle', "
          "'speed_2x'] (the pretext question asks which was applied)"),
@@ -362,3 +367,15 @@ def test_options_that_trained_wrongly_or_crashed_are_refused_first(dataset, over
         check_overrides(f"data=[{dataset}]", *overrides)
     assert type(err.value).__name__ == "TrainConfigError"
     assert str(err.value) == message
+
+
+def test_t_grpo_reads_correct_from_the_rewards_other_than_format(dataset):
+    plans, _ = check_overrides(f"data=[{dataset}]", "grpo.temporal_bonus=0.3")
+    outcome = plans["outcome"]
+    assert outcome["reward"].__name__ == "progress_accuracy_reward+verdict_reward+format_reward"
+    assert outcome["accuracy"].__name__ == "progress_accuracy_reward+verdict_reward"
+    # with the stage's own weights: a right verdict (1.0) weighs as the stage weighs it
+    text = "<think>x</think><answer>success</answer>"
+    weight = dict(zip(outcome["reward_names"], outcome["settings"].reward_weights, strict=True))
+    assert outcome["accuracy"]([text], success=[True]) == [weight["verdict"]]
+    assert "accuracy" not in check_overrides(f"data=[{dataset}]")[0]["outcome"]
