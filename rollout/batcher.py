@@ -142,7 +142,11 @@ class DynamicBatcher:
             stats.requests += len(requests)
         stats.batches += 1
         stats.largest_batch = max(stats.largest_batch, len(requests))
-        stats.batch_sizes[len(requests)] = stats.batch_sizes.get(len(requests), 0) + 1
+        # a new dict, not the one changed in place: /v1/health reads it on another thread, and a
+        # dict that gains a key while it is read raises there (the health call then went unanswered)
+        sizes = dict(stats.batch_sizes)
+        sizes[len(requests)] = sizes.get(len(requests), 0) + 1
+        stats.batch_sizes = sizes
         try:
             if jobs[0].kind == "score":
                 out = self.engine.score(requests, **jobs[0].args).tolist()

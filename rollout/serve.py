@@ -113,7 +113,11 @@ class CriticServer:
             json.dumps(built_from, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         self.model_info["model_id"] = self.model_id
-        self.httpd = server_class(host, port)((host, port), handler_for(self))
+        try:
+            self.httpd = server_class(host, port)((host, port), handler_for(self))
+        except BaseException:  # a port in use: the batcher's thread would hold the model for good
+            self.batcher.close()
+            raise
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rollout.checkpoint import SEGMENTED_MODEL_TYPES, ModelLoadError
-from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
+from rollout.engine import Engine, EngineError, InvalidRequestError, Request, SamplingParams
 from rollout.imports import require_package
 
 
@@ -302,10 +302,19 @@ class VLLMEngine(Engine):
         then drop what was computed with the old weights: cached prefixes, and the vision
         encoder's outputs, which vLLM keys by the video's content alone (GRPO sends the same
         videos again, and a trained vision tower's old embeddings would be reused)."""
+        # reset_mm_cache clears the processor's cache, not the encoder's outputs: a vLLM without
+        # reset_encoder_cache would go on answering from the old vision tower's embeddings
+        resets = [reset for owner in (self.llm, getattr(self.llm, "llm_engine", None))
+                  if callable(reset := getattr(owner, "reset_encoder_cache", None))]  # fmt: skip
+        if not resets:
+            raise EngineError(
+                f"this vLLM ({getattr(self.vllm, '__version__', 'of unknown version')}) has no "
+                "reset_encoder_cache: after new weights it would reuse the old vision tower's "
+                "embeddings of every video it has seen (keyed by content alone); install a vLLM "
+                "whose LLM has reset_encoder_cache, or train with rollout_engine=hf"
+            )
         self.llm.collective_rpc("viscritic_load_weights", args=(list(weights),))
         self.llm.reset_prefix_cache()
-        for owner, name in ((self.llm, "reset_encoder_cache"),
-                            (getattr(self.llm, "llm_engine", None), "reset_encoder_cache"),
-                            (self.llm, "reset_mm_cache")):  # fmt: skip
-            if callable(reset := getattr(owner, name, None)):
-                reset()
+        resets[0]()
+        if callable(reset := getattr(self.llm, "reset_mm_cache", None)):
+            reset()

@@ -152,6 +152,37 @@ def test_server_options_are_checked(options, message):
         CriticServer(_Recording(), **options)
 
 
+def test_a_server_whose_port_is_taken_lets_its_batcher_and_engine_go():
+    import gc
+    import weakref
+
+    taken = CriticServer(_Recording())
+    engine = _Recording()
+    alive = weakref.ref(engine)
+    threads = threading.active_count()
+    try:
+        with pytest.raises(OSError):
+            CriticServer(engine, port=taken.httpd.server_address[1])
+    finally:
+        taken.stop()
+    del engine
+    gc.collect()
+    # the batcher's thread had held the engine (a real checkpoint: the whole model) for good
+    assert alive() is None and threading.active_count() <= threads
+
+
+def test_the_batch_sizes_health_reads_are_never_changed_in_place():
+    # /v1/health iterates batch_sizes on its own thread: a key added meanwhile raised there
+    batcher = DynamicBatcher(_Recording(), max_wait_ms=0)
+    try:
+        batcher.submit("score", [_plain(5)], ("score",), {"candidates": [1]}).result(timeout=30)
+        seen = batcher.stats.batch_sizes
+        batcher.submit("score", [_plain(5)] * 2, ("score",), {"candidates": [1]}).result(timeout=30)
+    finally:
+        batcher.close()
+    assert seen == {1: 1} and batcher.stats.batch_sizes == {1: 1, 2: 1}
+
+
 class _Foreign(http.server.BaseHTTPRequestHandler):
     """Another service at the address: answers whatever its class attribute says."""
 

@@ -188,6 +188,22 @@ def test_what_the_engine_asks_of_vllm(fake_vllm_engine):
         engine.score(requests[:1], list(range(21)))
 
 
+def test_a_vllm_that_cannot_drop_its_encoder_outputs_is_refused_before_new_weights_load(
+    fake_vllm_engine, monkeypatch
+):
+    from rollout.engine import EngineError
+
+    engine = fake_vllm_engine
+    # reset_mm_cache clears the processor's cache, not the vision encoder's outputs
+    monkeypatch.delattr(_FakeLLM, "reset_encoder_cache")
+    monkeypatch.setattr(_FakeLLM, "reset_mm_cache", lambda self: None, raising=False)
+    engine.llm.calls.clear()
+    with pytest.raises(EngineError, match=r"has no reset_encoder_cache: after new weights it would "
+                       r"reuse the old vision tower's embeddings"):  # fmt: skip
+        engine.load_weights([("w", torch.zeros(1))])
+    assert engine.llm.calls == []  # nothing loaded
+
+
 def test_candidate_probs_renormalise_over_the_candidates():
     logprob = lambda p: SimpleNamespace(logprob=math.log(p))  # noqa: E731
     # 0.2 and 0.6 of the mass, the third candidate absent: renormalised 0.2/0.8, 0.6/0.8, 0.
