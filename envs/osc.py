@@ -85,6 +85,27 @@ class OSCExpert(Expert):
                 f"input_type={getattr(arm, 'input_type', None)!r}; build the task without "
                 "controller_configs (robosuite's default for the Panda)"
             )
+        # Other OSC_POSE set-ups the expert cannot drive: variable impedance adds gains to the
+        # action (13 or 19 values, a numpy broadcast error at the first act), and robosuite 1.5's
+        # interpolator reads a base-frame goal as a world position (the arm wandered and every
+        # "expert" episode failed without a failure label)
+        shape = getattr(env.action_space, "shape", None)
+        interpolated = arm.interpolator_pos is not None or arm.interpolator_ori is not None
+        problems = [
+            f"impedance_mode={arm.impedance_mode!r} (use 'fixed')"
+            if getattr(arm, "impedance_mode", "fixed") != "fixed" else None,
+            "an interpolator with input_ref_frame='base' (use interpolation=None, or "
+            "input_ref_frame='world')"
+            if interpolated and arm.input_ref_frame != "world" else None,
+            f"an action space of shape {shape} (the expert acts with 7 values: 6 of the arm's, 1 "
+            "of the gripper's)" if shape != (7,) else None,
+        ]  # fmt: skip
+        if problems := [p for p in problems if p]:
+            raise InvalidOptionError(
+                f"the scripted experts drive the arm through OSC_POSE with fixed gains, but this "
+                f"{env.spec_task.name} env has {'; '.join(problems)}; build the task without "
+                "controller_configs (robosuite's default for the Panda)"
+            )
         self._base_pos = np.asarray(arm.origin_pos)
         # Deltas are read in the robot base frame (or the world frame): world → base is base_rot.T.
         world = arm.input_ref_frame == "world"

@@ -4,6 +4,7 @@ starts; and the hindsight goals a policy episode's goal may be moved to."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ def hindsight_mode(value: Any) -> str | None:
     Raises:
         InvalidOptionError: anything else.
     """
+    if isinstance(value, np.bool_):  # numpy's bools are not `is True`
+        value = bool(value)
     if value is None or value is False:
         return None
     if value is True:
@@ -148,7 +151,13 @@ def plan_policy_episodes(
             f"{task}'s cannot. Tasks that can: {movable}"
         )
     _check_seeds(first_seed, episodes)
-    policies = [policies] if isinstance(policies, str) else list(policies)
+    if isinstance(policies, (str, os.PathLike)):
+        policies = [policies]
+    elif not isinstance(policies, Sequence):
+        raise InvalidOptionError(
+            f"policies={policies!r} must be a policy.zip path or a list of them"
+        )
+    policies = list(policies)
     if not policies:
         raise InvalidOptionError(
             "policies=[] names no policy; pass one or more policy.zip paths, or leave it out "

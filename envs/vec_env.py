@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from critic.base import Critic, ParseStatus, ProgressEstimate, ProgressQuery
@@ -104,6 +105,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         self._check_workers(venv)
         self._instructions = venv.get_attr("instruction")
         self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
+        self._pending: list | None = None  # relabel mode's queries per env, from reset()
         # relabel: where the learner stored each step of every env's running episode in its
         # replay buffer (RelabelCallback keeps it here, with the episode, across learn() calls)
         self.relabel_positions: list[list[int]] = [[] for _ in range(self.num_envs)]
@@ -350,6 +352,14 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         mode; one critic call over the queries it made): for an episode that a learner's
         ``learn()`` stops in the middle of, whose steps are in the replay buffer. The current step
         is not queried as a last step would be: the steps after the last query hold its reading."""
+        # unset, SB3's wrapper forwarded the lookup: "'DummyVecEnv' object has no attribute"
+        if not self.relabel:
+            raise InvalidOptionError(
+                "rewards_so_far() reads the queries a relabel=True env defers; this env rewards "
+                "each step as it goes (relabel=False): its rewards are the ones step() returned"
+            )
+        if self._pending is None:
+            raise gym.error.ResetNeeded("rewards_so_far() before venv.reset(): call reset() first")
         pending = self._pending[index]
         queries = [q for _, q in pending if q is not None]
         owners = [(index, self._trackers[index])] * len(queries)

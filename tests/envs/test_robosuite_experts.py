@@ -187,6 +187,46 @@ def test_an_arm_controller_other_than_delta_osc_pose_is_a_typed_error():
         env.close()
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        # the action grows to 13 values: a numpy broadcast error at the first act
+        ({"impedance_mode": "variable_kp"}, "impedance_mode='variable_kp' (use 'fixed'); an action "
+         "space of shape (13,) (the expert acts with 7 values: 6 of the arm's, 1 of the gripper's)"),
+        # robosuite's interpolator reads the base-frame goal as a world position: the arm wandered
+        # and every expert episode failed, unlabelled
+        ({"interpolation": "linear"}, "an interpolator with input_ref_frame='base' (use "
+         "interpolation=None, or input_ref_frame='world')"),
+    ],
+)  # fmt: skip
+def test_an_osc_pose_set_up_the_expert_cannot_drive_is_a_typed_error(change, says):
+    from robosuite.controllers import load_composite_controller_config
+
+    config = load_composite_controller_config(controller="BASIC", robot="Panda")
+    config["body_parts"]["right"].update(change)
+    env = envs.make_task_env("Lift", controller_configs=config)
+    try:
+        env.reset(seed=0)
+        with pytest.raises(InvalidOptionError) as caught:
+            make_expert("Lift").reset(env, seed=0)
+        assert str(caught.value) == (
+            f"the scripted experts drive the arm through OSC_POSE with fixed gains, but this Lift "
+            f"env has {says}; build the task without controller_configs (robosuite's default for "
+            "the Panda)"
+        )
+    finally:
+        env.close()
+    # with the interpolator in the world frame the expert drives it (the reviewer's run succeeded)
+    config["body_parts"]["right"].update(interpolation="linear", input_ref_frame="world")
+    config["body_parts"]["right"].pop("impedance_mode", None)
+    env = envs.make_task_env("Lift", controller_configs=config)
+    try:
+        env.reset(seed=0)
+        make_expert("Lift").reset(env, seed=0)
+    finally:
+        env.close()
+
+
 def test_same_seed_gives_the_same_actions(task_env):
     # missed_grasp draws its side and offset from the expert's generator, and the cube's pose comes
     # from the env's: a fresh env and expert with the same seed repeat the actions exactly, and

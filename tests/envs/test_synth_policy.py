@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -61,6 +62,13 @@ def test_bad_plans_are_typed_errors(policies, tmp_path):
     for bad in (tmp_path / "missing.zip", tmp_path):  # no file, a folder
         with pytest.raises(InvalidOptionError, match=r"cannot be read.*policy\.zip"):
             plan_policy_episodes("Reacher-v5", [str(bad)], 1)
+    # one path, as a pathlib.Path, is one policy (it was list(Path): a bare TypeError)
+    one = plan_policy_episodes("Reacher-v5", Path(policies["sac"]), 1)
+    assert one == plan_policy_episodes("Reacher-v5", [policies["sac"]], 1)
+    with pytest.raises(
+        InvalidOptionError, match=r"^policies=3 must be a policy.zip path or a list"
+    ):
+        plan_policy_episodes("Reacher-v5", 3, 1)
 
 
 def test_a_policy_saved_again_at_the_same_path_gets_new_ids(tmp_path):
@@ -213,7 +221,7 @@ def test_uniform_goals_are_drawn_as_reacher_draws_its_targets():
 
 @pytest.mark.parametrize(
     ("given", "mode"), [(False, None), (None, None), (True, "near"), ("near", "near"),
-                        ("uniform", "uniform")],
+                        ("uniform", "uniform"), (np.True_, "near"), (np.False_, None)],
 )  # fmt: skip
 def test_hindsight_modes(given, mode):
     assert hindsight_mode(given) == mode

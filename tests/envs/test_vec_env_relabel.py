@@ -418,3 +418,20 @@ def test_potential_shaping_pays_no_potential_at_a_termination(monkeypatch, relab
     venv.close()
     assert _terminal(True, {}) and not _terminal(True, {"TimeLimit.truncated": True})
     assert not _terminal(False, {})
+
+
+def test_rewards_so_far_before_reset_or_without_relabelling_is_named():
+    relabel = make_viscritic_vec_env("Reacher-v5", 1, RecordingCritic(), seed=0, horizon=HORIZON,
+                                     relabel=True)  # fmt: skip
+    per_step = make_viscritic_vec_env("Reacher-v5", 1, RecordingCritic(), seed=0, horizon=HORIZON)
+    try:
+        # it was "'DummyVecEnv' object has no attribute '_pending'": SB3 forwarded the lookup
+        with pytest.raises(gym.error.ResetNeeded, match=r"before venv.reset\(\): call reset"):
+            relabel.rewards_so_far(0)
+        relabel.reset()
+        assert relabel.rewards_so_far(0).shape == (0,)  # no step yet
+        per_step.reset()
+        with pytest.raises(InvalidOptionError, match=r"reads the queries a relabel=True env"):
+            per_step.rewards_so_far(0)
+    finally:
+        relabel.close(), per_step.close()
