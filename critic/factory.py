@@ -6,6 +6,7 @@ never imports transformers.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,33 @@ def _build(cls: type[Critic], name: str, kwargs: dict[str, Any]) -> Critic:
     return cls(**kwargs)
 
 
+def _expanded(value: Any) -> Any:
+    """A ``~/...`` path with the user's home put in, as :func:`rollout.checkpoint.load_checkpoint`
+    reads it; anything else as it is."""
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+
+
+def _path_like(value: str) -> bool:
+    """Whether a name that is no critic reads as a path (a server URL's slashes do not)."""
+    return Path(value).is_file() or (
+        ("/" in value or value.startswith((".", "~"))) and "://" not in value
+    )
+
+
+def _not_a_folder(value: str) -> str:
+    """What is wrong with a name that reads as a path but is no folder here."""
+    path = Path(value)
+    if path.is_file():
+        return f"{value} is a file; name the checkpoint folder that holds it ({path.parent})"
+    if value.count("/") == 1 and not value.startswith((".", "/", "~")):  # Org/Model: a hub id
+        return (
+            f"{value!r} is no folder here; it reads as a Hugging Face Hub id, and nothing "
+            "downloads at run time: download the checkpoint on a machine with internet "
+            f"(huggingface-cli download {value} --local-dir <folder>) and name that folder"
+        )
+    return f"there is no folder {value} on this machine; name a checkpoint folder that exists"
+
+
 def available_critics() -> list[str]:
     """Names :func:`make_critic` accepts (besides a checkpoint directory path)."""
     from critic.models import PRESETS
@@ -59,7 +87,7 @@ def model_source_problem(model: Any) -> str | None:
 
     if not isinstance(model, str | os.PathLike):
         return f"model={model!r} must be a name, a checkpoint folder or a server URL"
-    model = str(model)
+    model = _expanded(str(model))
     if is_server_url(model):
         from rollout.remote import RemoteEngine
 
@@ -82,10 +110,16 @@ def model_source_problem(model: Any) -> str | None:
             "<run>/<stage>/final), or a shipped critic "
             f"({sorted(SHIPPED)})"
         )
-    if Path(model).is_dir():  # its model type, tokenizer, chat template and weights' headers
-        return folder_problem(model) or _weights_files_problem(Path(model))
+    if Path(model).is_dir():  # its model type, tokenizer, chat template, processor and weights
+        return (
+            folder_problem(model)
+            or _processor_problem(Path(model))
+            or _weights_files_problem(Path(model))
+        )
     if model in PRESETS or model in SHIPPED:
         return None
+    if _path_like(model):
+        return f"model={model!r}: {_not_a_folder(model)}"
     return (
         f"model={model!r} is neither a shipped critic ({sorted(SHIPPED)}), a preset "
         f"({sorted(PRESETS)}), an existing checkpoint folder nor a critic server URL "
@@ -120,6 +154,9 @@ def critic_spec_problem(spec: Any) -> str | None:
     name = kwargs.pop("name", None) if isinstance(spec, Mapping) else spec
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
+    name = _expanded(name)
+    if "model" in kwargs:
+        kwargs["model"] = _expanded(kwargs["model"])
     if name in ("oracle", "noisy_oracle"):
         try:
             make_critic({"name": name, **kwargs}).close()
@@ -201,6 +238,36 @@ def _weights_files_problem(folder: Path) -> str | None:
                 f"{file} is damaged or not the real file ({problem}): copy it again, or "
                 "`git lfs pull`"
             )
+    for index in folder.glob("*.safetensors.index.json"):  # a sharded checkpoint's map
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{index} is not a readable shard index (no weight_map); copy it again"
+        if missing := sorted(s for s in shards if not (folder / str(s)).is_file()):
+            return (
+                f"{folder} lacks {len(missing)} of the {len(shards)} weight shards its "
+                f"{index.name} names ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                "the copy was cut short: copy them beside its config.json"
+            )
+    return None
+
+
+def _processor_problem(folder: Path) -> str | None:
+    """A checkpoint's video processor config that frames cannot be read with, found as the
+    critic would find it when it loads (:func:`critic.vlm._vision`), or None."""
+    from critic.vision import ProcessorConfigError, VisionSpec
+    from rollout.checkpoint import ModelLoadError, processor_config
+
+    try:
+        config = json.loads((folder / "config.json").read_text())  # read by folder_problem
+        VisionSpec.from_config(config.get("vision_config") or {}, processor_config(folder))
+    except ModelLoadError as exc:
+        return str(exc)
+    except ProcessorConfigError as exc:
+        return (
+            f"{folder}'s video processor config cannot be read: {exc}; fix it in the checkpoint's "
+            "video_preprocessor_config.json (or processor_config.json / preprocessor_config.json)"
+        )
     return None
 
 
@@ -232,6 +299,9 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         name = kwargs.pop("name", None)
     else:
         name, kwargs = spec, {}
+    name = _expanded(name)
+    if "model" in kwargs:
+        kwargs["model"] = _expanded(kwargs["model"])
     if isinstance(name, os.PathLike):  # a folder, as VLMCritic(model=Path(...)) takes it
         name = os.fspath(name)
         if not isinstance(name, str) or not Path(name).is_dir():
@@ -287,6 +357,8 @@ def make_critic(spec: str | Mapping[str, Any] | Critic) -> Critic:
         from critic.vlm import VLMCritic
 
         return _build(VLMCritic, name, _vlm_options(name, kwargs))
+    if isinstance(name, str) and _path_like(name):
+        raise UnknownCriticError(f"critic {name!r}: {_not_a_folder(name)}")
     raise UnknownCriticError(
         f"unknown critic {name!r}; known critics: {available_critics()}. Pass one of these names, "
         "a checkpoint directory, a critic server URL (http://host:port), a mapping {'name': ..., **kwargs}, or a critic.Critic instance."

@@ -177,7 +177,7 @@ def check_critic_spec(spec: Any) -> None:
             RemoteEngine(url)  # parses the address as the critic's client will; connects later
         except ValueError as exc:
             raise EvalConfigError(f"critics: {exc}") from exc
-    elif name not in available_critics() and not Path(name).is_dir():
+    elif name not in available_critics() and not Path(name).expanduser().is_dir():
         raise EvalConfigError(
             f"critics: {name!r} is neither a known critic ({available_critics()}), an existing "
             "checkpoint folder, nor a critic server URL (http://host:port); fix the name or path"

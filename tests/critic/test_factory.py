@@ -63,3 +63,70 @@ def test_a_blank_name_or_a_model_beside_a_model_s_name_is_refused():
     assert critic_spec_problem({"name": "viscritic-small", "model": "tiny"}).startswith(said)
     with pytest.raises(UnknownCriticOptionError, match="the name is the model"):
         make_critic({"name": "viscritic-small", "model": "tiny"})
+
+
+def test_a_checkpoint_copied_short_or_with_a_processor_config_it_cannot_read_is_named(
+    tiny_model, tmp_path
+):
+    import json
+    import shutil
+
+    from critic.models import save_model
+
+    good = tmp_path / "good"
+    save_model(*tiny_model, good)
+    assert critic_spec_problem(str(good)) is None
+    # a sharded checkpoint one shard short (a 7B copy cut off): it passed, and failed to load
+    # after the other conditions had run
+    short = tmp_path / "short"
+    shutil.copytree(good, short)
+    (short / "model.safetensors").rename(short / "model-00001-of-00002.safetensors")
+    shards = {
+        "a.weight": "model-00001-of-00002.safetensors",
+        "b.weight": "model-00002-of-00002.safetensors",
+    }
+    (short / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
+    assert critic_spec_problem(str(short)) == (
+        f"{short} lacks 1 of the 2 weight shards its model.safetensors.index.json names "
+        "(model-00002-of-00002.safetensors); the copy was cut short: copy them beside its "
+        "config.json"
+    )
+    # a processor config frames cannot be read with: found before loading, as loading finds it
+    for text, says in [("{bad", "is not a readable processor config"),
+                       (json.dumps({"image_std": [0, 0, 0]}), "video processor config cannot be "
+                        "read: image_std=")]:  # fmt: skip
+        bad = tmp_path / f"proc{len(text)}"
+        shutil.copytree(good, bad)
+        (bad / "preprocessor_config.json").write_text(text)
+        assert says in critic_spec_problem(str(bad))
+
+
+def test_a_home_relative_folder_builds_and_a_path_that_is_no_folder_says_what_it_is(
+    tiny_model, tmp_path, monkeypatch
+):
+    import pytest
+
+    from critic.factory import UnknownCriticError
+    from critic.models import save_model
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_model(*tiny_model, tmp_path / "ckpt")
+    # load_checkpoint reads ~ as the home folder; the factory refused the folder as unknown
+    for spec in ("~/ckpt", {"name": "vlm", "model": "~/ckpt"}):
+        assert critic_spec_problem(spec) is None
+        assert make_critic(spec).model == str(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    for name, says in [
+        (str(weights), f"{weights} is a file; name the checkpoint folder that holds it "
+         f"({tmp_path / 'ckpt'})"),
+        ("/nowhere/ckpt", "there is no folder /nowhere/ckpt on this machine; name a checkpoint "
+         "folder that exists"),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "'Qwen/Qwen2.5-VL-7B-Instruct' is no folder here; it "
+         "reads as a Hugging Face Hub id, and nothing downloads at run time"),
+    ]:  # fmt: skip
+        with pytest.raises(UnknownCriticError) as caught:
+            make_critic(name)
+        assert str(caught.value).startswith(f"critic {name!r}: {says}")
+        assert critic_spec_problem({"name": "vlm", "model": name}).startswith(
+            f"model={name!r}: {says}"
+        )

@@ -92,8 +92,8 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
         (["critics=[{name: oracle, label: o, bogus: 1}]"], "critics: bogus=1: not an option of "
          "the 'oracle' critic; its options are ['needs_frames']"),
         (["critics=[{name: tiny, mode: nope}]"], "critics: mode='nope' is not a critic mode"),
-        (["critics=[{name: vlm, model: /nonexistent}]"], "critics: model='/nonexistent' is "
-         "neither a shipped critic"),
+        (["critics=[{name: vlm, model: /nonexistent}]"], "critics: model='/nonexistent': there "
+         "is no folder /nonexistent on this machine; name a checkpoint folder that exists"),
         (["critics=[{name: ensemble, members: [oracle, tiny], x: 1}]"], "critics: x=1: not an "
          "option of the 'ensemble' critic"),
         # τ fit on episodes it then scores
