@@ -35,6 +35,7 @@ __all__ = [
     "load_served_tokenizer",
     "model_type",
     "save_model",
+    "unrecorded_pixel_budget",
 ]
 
 # The key of a checkpoint's config.json that records the frames per progress query it was trained
@@ -49,6 +50,29 @@ FAILURE_TYPES_KEY = "viscritic_failure_types"
 # The tasks whose episodes it was trained on (and its starting checkpoint's): on another, the
 # reward wrapper and the evaluator warn that its readings may mean little.
 TRAINED_TASKS_KEY = "viscritic_tasks"
+
+# Qwen2.5-VL's and Qwen3-VL's released vocabularies (151,936 and 151,936 rows); the presets' is
+# a few hundred tokens.
+QWEN_VOCABULARY = 150_000
+
+
+def unrecorded_pixel_budget(config: Any, source: str) -> str | None:
+    """A warning for a checkpoint that reads as Qwen's own (its vocabulary), not this project's
+    (no ``viscritic_*`` key), saved without a processor config: a model fine-tuned elsewhere and
+    saved with ``save_pretrained`` alone, which then reads frames at the project's small pixel
+    budget rather than its release's; or None."""
+    text = getattr(config, "text_config", None) or config
+    vocabulary = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", 0) or 0
+    ours = any(str(key).startswith("viscritic_") for key in vars(config))
+    if vocabulary < QWEN_VOCABULARY or ours:
+        return None
+    return (
+        f"{source} has no processor config (video_preprocessor_config.json, "
+        "preprocessor_config.json or processor_config.json), so its frames are read at this "
+        "project's small pixel budget, not at its release's; copy the release's processor config "
+        "beside its config.json if it was trained at that budget"
+    )
+
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

@@ -40,12 +40,14 @@ from critic.models import (
     TASK_CLIP_FRAMES_KEY,
     TRAINED_TASKS_KEY,
     device_problem,
+    unrecorded_pixel_budget,
 )
 from critic.parse import parse_progress, parse_verdict
 from critic.vision import ProcessorConfigError, VisionSpec, checked_frames
 from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
 from rollout.engine import MIN_TEMPERATURE, Request
+from rollout.warn import warn_user
 
 MODES = ("score", "reason")
 
@@ -236,6 +238,8 @@ class VLMCritic(Critic):
         # a checkpoint's own pixel budget, where its folder has a processor config (real Qwen
         # checkpoints); the project's presets and the checkpoints it saves have none
         processor = None if self.model in PRESETS else processor_config(self._model.name_or_path)
+        if processor is None and (said := unrecorded_pixel_budget(self._model.config, self.model)):
+            warn_user(said)
         self.vision = _vision(self._model.config.vision_config, processor, self.model)
         self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
         self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})

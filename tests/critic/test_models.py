@@ -220,3 +220,19 @@ def test_building_a_preset_leaves_the_callers_random_numbers_alone():
     assert all(
         torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True)
     )
+
+
+def test_a_qwen_release_saved_without_its_processor_config_is_warned_of(tiny_model):
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    from critic.models import CLIP_FRAMES_KEY, unrecorded_pixel_budget
+
+    # Qwen's own vocabulary, no record of this project's training: fine-tuned elsewhere and saved
+    # with save_pretrained alone, it read frames at the project's budget without a word
+    for config in (Qwen2_5_VLConfig(), Qwen3VLConfig()):
+        said = unrecorded_pixel_budget(config, "/ckpt/mine")
+        assert said.startswith("/ckpt/mine has no processor config (video_preprocessor_config.json")
+    # this project's checkpoints record their training; the presets' vocabulary is small
+    ours = Qwen2_5_VLConfig(**{CLIP_FRAMES_KEY: 8})
+    assert unrecorded_pixel_budget(ours, "x") is None
+    assert unrecorded_pixel_budget(tiny_model[0].config, "tiny") is None
