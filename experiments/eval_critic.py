@@ -224,11 +224,15 @@ def one_class_left_out(
     log = logging.getLogger(__name__)
     for task in evaluated:
         if not calibration.get(task):
+            more = (
+                f'give some of your videos "split": "{cfg.calibration_split}" in labels.jsonl'
+                if task == "external"
+                else "record more episodes of it (its seeds decide the split)"
+            )
             log.warning(
                 "the %s split holds no %s episode: no failure threshold is fit for %s (the "
-                "thresholded rows read n/a); record more episodes of it (its seeds decide the "
-                "split) or give another calibration_split=",
-                cfg.calibration_split, task, task,
+                "thresholded rows read n/a); %s or give another calibration_split=",
+                cfg.calibration_split, task, task, more,
             )  # fmt: skip
     kept = {}
     for task, episodes in calibration.items():

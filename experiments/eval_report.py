@@ -16,10 +16,30 @@ from rollout.files import write_atomic, written_whole
 
 
 def _external_tau(results: dict) -> bool:
-    """Whether a threshold was fit for the external videos (their labels gave splits)."""
-    return any(
-        by_task.get("external", {}).get("failure", {}).get("threshold") is not None
-        for by_task in results.values()
+    """Whether a threshold was fit for the external videos, on any row: the verdict's, or the
+    last frame's progress or P(achieved) (a critic whose verdicts do not read has the latter)."""
+    for by_task in results.values():
+        failure = by_task.get("external", {}).get("failure", {})
+        rows = [failure, *(v for v in failure.values() if isinstance(v, dict))]
+        if any(row.get("threshold") is not None for row in rows):
+            return True
+    return False
+
+
+def _external_no_tau(cfg: DictConfig) -> str:
+    """Why the external videos' rows have no τ: their labels give no splits, or they do and the
+    calibration split could fit none."""
+    from critic.data.external import has_splits, read_labels
+
+    if not has_splits(read_labels(cfg.external)):
+        return (
+            "Your own videos (`external`) give no `split` in their labels.jsonl, so they have no "
+            "calibration split and their rows have no `τ`. "
+        )
+    return (
+        f'Your own videos (`external`) have no `τ`: those whose labels.jsonl gives `"split": '
+        f'"{cfg.calibration_split}"` are not both successes and failures, or none was read '
+        "(the run's log says which). "
     )
 
 
@@ -133,9 +153,10 @@ def report_lines(
             else "No threshold fit (`calibration_split` unset). "
         )
         + (
-            "Your own videos (`external`) give no `split` in their labels.jsonl, so they have no "
-            "calibration split and their rows have no `τ`. "
-            if cfg.get("external") is not None and not _external_tau(results)
+            _external_no_tau(cfg)
+            if cfg.get("external") is not None
+            and cfg.calibration_split is not None
+            and not _external_tau(results)
             else ""
         )
         + "`accuracy` is the greedy verdict's, an unreadable verdict counted wrong (`readable`: the "

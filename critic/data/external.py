@@ -150,6 +150,13 @@ def in_split(
     return [(number, row) for number, row in rows if row["split"] == split]
 
 
+# Frames kept of one video: a minute at 30 fps is 1,800 frames (88 MB at 128², 1.1 GB at 448²),
+# and every video of the evaluated and calibration splits stays in memory, where detection reads
+# a clip of 16 and a few prefixes. A longer video keeps this many, evenly spread (its frame rate
+# scaled to match, so a failure's time still lands on its frame).
+MAX_FRAMES = 512
+
+
 def read_labelled_videos(
     folder: str | Path, size: int | None = 128, limit: int | None = None, split: str | None = None
 ) -> list[Episode]:
@@ -177,6 +184,9 @@ def read_labelled_videos(
         video, failure_time = row["video"], row.get("failure_time_s")
         frames, fps = read_video(folder / video, size=size)
         length_s = len(frames) / fps
+        if len(frames) > MAX_FRAMES:  # evenly, so the kept frames are again at a constant rate
+            fps *= (MAX_FRAMES - 1) / (len(frames) - 1)  # the kept frames' spacing
+            frames = frames[np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)]
         if failure_time is not None and failure_time > length_s:
             # clipped to the last frame it would read as a failure caught the moment it happened
             raise EpisodeFormatError(

@@ -15,6 +15,7 @@ import numpy as np
 from critic.data.errors import EpisodeFormatError
 from rollout.checks import is_int
 from rollout.imports import require_package
+from rollout.warn import warn_user
 
 CODECS = {
     # name: (PyAV codec, pixel format in the file, encoder options)
@@ -86,24 +87,37 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         with av.open(str(path)) as container:
             if not container.streams.video:  # audio alone, or a video of no stream
                 raise EpisodeFormatError(f"{path}: holds no video stream (no frames to read)")
+            if len(container.streams.video) > 1:  # a second camera: say which one is read
+                shapes = [f"{v.width}x{v.height}" for v in container.streams.video]
+                warn_user(
+                    f"{path}: holds {len(shapes)} video streams ({', '.join(shapes)}); the first "
+                    f"({shapes[0]}) is read; keep the camera to score alone in its own file "
+                    "(ffmpeg -i IN -map 0:v:1 -c copy OUT)"
+                )
             stream = container.streams.video[0]
             rate = stream.average_rate
-            # how long the header says the video stream is (seconds; None when it does not say)
+            # how long the header says the video stream is (seconds; None when it does not say),
+            # and whether the stream's own record says it (then a cut shows to within frames)
+            own = True
             if stream.duration is not None and stream.time_base is not None:
                 length = float(stream.duration * stream.time_base)
             elif (tagged := _tagged_duration(stream.metadata)) is not None:  # mkv/webm tracks
                 length = tagged
             elif len(container.streams) == 1 and container.duration:  # the video's alone
-                length = container.duration / 1e6
+                length, own = container.duration / 1e6, False
             else:  # an audio track may run longer: no length to hold the video to
                 length = None
-            frames, end = [], None
+            frames, times, end = [], [], None
             for f in container.decode(video=0):
-                frames.append(
-                    (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
-                        format="rgb24"
-                    )
+                pixels = (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
+                    format="rgb24"
                 )
+                # a phone's portrait video is stored sideways with a display matrix that turns it
+                # (PyAV: degrees counter-clockwise, as np.rot90 turns)
+                if turns := round((getattr(f, "rotation", 0) or 0) / 90) % 4:
+                    pixels = np.ascontiguousarray(np.rot90(pixels, turns))
+                frames.append(pixels)
+                times.append(f.time)
                 # where the frame stops showing: its own duration when it has one (a last frame
                 # held on screen), else one frame period (added below)
                 held = f.duration * f.time_base if f.duration and f.time_base else None
@@ -125,12 +139,34 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     # longer audio track makes duration x rate no count of frames.
     step = 1 / float(rate) if rate else 0.05
     stop = None if end is None else end[0] + (float(end[1]) if end[1] else step)
-    if length and stop is not None and stop < length - max(2 * step, 0.05 * length):
+    # the stream's own length is exact to a frame or two; a container's may run on (5 %)
+    slack = max(3 * step, 0.005 * length) if own and length else 0.05 * (length or 0)
+    if length and stop is not None and stop < length - slack:
         raise EpisodeFormatError(
             f"{path}: {len(frames)} frames decoded, ending at {stop:.2f} s where its "
             f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
         )
-    return np.stack(frames), float(rate) if rate else 20.0
+    frames, rate = _constant_rate(frames, times, float(rate) if rate else 20.0)
+    return np.stack(frames), rate
+
+
+def _constant_rate(frames: list, times: list, rate: float) -> tuple[list, float]:
+    """Frames of a variable frame rate (a phone's; gaps between frames that differ by more than
+    half) put on a constant clock, each tick showing the frame on screen
+    then, so a frame's index counts time as the rest of the project reads it (a failure's time,
+    a clip spread over the episode); frames already at a constant rate as they are."""
+    if len(frames) < 3 or any(t is None for t in times):
+        return frames, rate
+    t = np.asarray(times, dtype=float)
+    gaps = np.diff(t)
+    if gaps.min() <= 0 or gaps.max() <= 1.5 * gaps.min():
+        return frames, rate
+    # the clock ticks at the video's fast frames (a tenth of its gaps are shorter), at most 4x
+    # as many frames as it has, so a slow stretch repeats frames rather than fast ones merging
+    period = max(float(np.percentile(gaps, 10)), (t[-1] - t[0]) / (4 * len(frames)))
+    grid = t[0] + period * np.arange(int((t[-1] - t[0]) / period + 1e-9) + 1)
+    shown = np.searchsorted(t, grid + 1e-9, side="right") - 1
+    return [frames[i] for i in shown], 1 / period
 
 
 def _tagged_duration(metadata: Any) -> float | None:

@@ -165,3 +165,18 @@ def test_a_size_or_limit_it_cannot_take_is_named_not_blamed_on_a_video(folder, o
     if "size" in options:
         with pytest.raises(ValueError, match=r"^size="):
             read_video(folder / "a.mkv", size=options["size"])
+
+
+def test_a_long_video_keeps_an_even_share_of_its_frames_and_its_failure_s_time(tmp_path):
+    from critic.data.external import MAX_FRAMES
+
+    # 40 s at 30 fps: every frame of every video stayed in memory (a minute at 448² is 1 GB)
+    frames = (np.arange(1200) // 6).astype(np.uint8)[:, None, None, None]  # frame i: i // 6
+    write_video(tmp_path / "long.mkv", np.broadcast_to(frames, (1200, 16, 16, 3)), 30.0, "ffv1")
+    _label(tmp_path, {"video": "long.mkv", "instruction": "x", "success": False,
+                      "failure_time_s": 30.0})  # fmt: skip
+    (episode,) = read_labelled_videos(tmp_path, size=None)
+    assert len(episode.frames["video"]) == MAX_FRAMES == 512
+    assert len(episode.frames["video"]) / episode.fps == pytest.approx(40.0, rel=0.01)
+    # the failure's step is still the frame shown 30 s in: frame 900, filled with 900 // 6 = 150
+    assert episode.frames["video"][episode.failure_step].mean() == pytest.approx(150, abs=1)

@@ -94,3 +94,89 @@ def test_the_same_frames_make_the_same_bytes(tmp_path, codec):
     write_video(tmp_path / "a.mkv", frames, 10.0, codec)
     write_video(tmp_path / "b.mkv", frames, 10.0, codec)
     assert (tmp_path / "a.mkv").read_bytes() == (tmp_path / "b.mkv").read_bytes()
+
+
+def _write(path, pts_ms, codec="ffv1", shape=(48, 64), marker=False):
+    """Frame i filled with 10 i (a marker block in its top-left corner), shown from pts_ms[i]."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = shape[1], shape[0], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, pts in enumerate(pts_ms):
+            pixels = np.full((*shape, 3), 10 * i, np.uint8)
+            if marker:
+                pixels[:8, :8] = 250
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def test_a_variable_frame_rate_video_is_read_on_a_constant_clock(tmp_path):
+    # 10 frames at 30 fps, then 10 shown half a second each (a phone's): mkv's average rate said
+    # 30 fps, so the video read as 0.67 s long where it runs 5.4 s, and the frame a time named
+    # was another (frame 15 for 0.5 s, shown at 2.8 s)
+    shown_from = [33 * i for i in range(10)] + [330 + 500 * (i + 1) for i in range(10)]
+    _write(tmp_path / "vfr.mkv", shown_from)
+    frames, fps = read_video(tmp_path / "vfr.mkv")
+    # every tick shows the frame on screen at its time (a tick is at most a quarter of a frame's
+    # share of the video: 4x as many frames, so the fast stretch is read a tick at a time)
+    for index in range(len(frames)):
+        on_screen = max(i for i, pts in enumerate(shown_from) if pts <= 1000 * index / fps + 1e-6)
+        assert abs(int(frames[index].mean()) - 10 * on_screen) <= 2, index
+    assert frames[int(4.0 * fps)].mean() == pytest.approx(10 * 16, abs=2)  # shown from 3.83 s
+    assert len(frames) / fps == pytest.approx(5.33 + 1 / fps, abs=0.01)  # the last shown at 5.33 s
+    # a constant rate is read frame for frame
+    frames, fps = read_video(_write(tmp_path / "cfr.mkv", [33 * i for i in range(20)]) or
+                             tmp_path / "cfr.mkv")  # fmt: skip
+    assert len(frames) == 20 and fps == pytest.approx(30, rel=0.05)
+
+
+def test_a_video_stored_sideways_is_turned_as_its_display_matrix_says(tmp_path):
+    import struct
+
+    _write(tmp_path / "flat.mp4", [33 * i for i in range(4)], codec="libx264", marker=True)
+    data = bytearray((tmp_path / "flat.mp4").read_bytes())
+    # a phone's portrait recording: the track header's matrix turns the stored frame a quarter
+    # clockwise (mp4's tkhd, version 0: the matrix follows 76 bytes of other fields)
+    at = data.find(b"tkhd") + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 2 + 2 + 2 + 2
+    data[at : at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    (tmp_path / "portrait.mp4").write_bytes(bytes(data))
+    frames, _ = read_video(tmp_path / "portrait.mp4")
+    # it was read as stored: 48x64, the marker top left; shown turned, the marker is top right
+    assert frames.shape[1:] == (64, 48, 3)
+    assert frames[0, :8, -8:].mean() > 200 and frames[0, :8, :8].mean() < 100
+
+
+def test_a_video_cut_a_few_seconds_short_of_its_stream_s_length_is_refused(tmp_path):
+    # the stream's own length allowed 5 % of slack: 2.3 s of a minute went without a word
+    _write(tmp_path / "minute.mkv", [round(1000 * i / 30) for i in range(1800)], shape=(16, 16))
+    data = (tmp_path / "minute.mkv").read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: int(len(data) * 0.955)])
+    with pytest.raises(EpisodeFormatError, match=r"the file is cut short"):
+        read_video(tmp_path / "cut.mkv")
+    assert len(read_video(tmp_path / "minute.mkv")[0]) == 1800
+
+
+def test_a_second_camera_s_stream_is_named_and_the_first_read(tmp_path):
+    import av
+
+    with av.open(str(tmp_path / "two.mkv"), "w") as container:
+        small, main = container.add_stream("ffv1", rate=10), container.add_stream("ffv1", rate=10)
+        for stream, (h, w) in ((small, (24, 32)), (main, (48, 64))):
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(4):
+            for stream in (small, main):
+                pixels = np.full((stream.height, stream.width, 3), 10 * i, np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        for stream in (small, main):
+            container.mux(stream.encode(None))
+    # a multi-camera recording was scored on whichever camera was muxed first, without a word
+    with pytest.warns(UserWarning, match=r"holds 2 video streams \(32x24, 64x48\); the first "
+                      r"\(32x24\) is read"):  # fmt: skip
+        frames, _ = read_video(tmp_path / "two.mkv")
+    assert frames.shape == (4, 24, 32, 3)

@@ -177,6 +177,23 @@ def test_external_videos_with_splits_get_a_threshold_fit_on_their_val_videos(tmp
     assert failure["episodes"] == 2 and failure["threshold"] is not None
     assert failure["threshold_accuracy"] == 1.0
     assert "have no `τ`" not in (tmp_path / "run" / "report.md").read_text()
+    # val videos of one class: no τ, and the report says why, not that the labels give no split
+    (folder / "labels.jsonl").write_text(
+        (folder / "labels.jsonl").read_text().replace('"b.mkv", "instruction": "Pick the cup.", '
+                                                      '"success": false', '"b.mkv", "instruction": '
+                                                      '"Pick the cup.", "success": true')
+    )  # fmt: skip
+    done = run_eval(tmp_path / "run1", "data=[]", f"external={folder}", "critics=[oracle]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "run1" / "report.md").read_text()
+    assert "give no `split`" not in report and (
+        'Your own videos (`external`) have no `τ`: those whose labels.jsonl gives `"split": '
+        '"val"` are not both successes and failures, or none was read' in report
+    )
+    (folder / "labels.jsonl").write_text("".join(
+        f'{{"video": "{v}.mkv", "instruction": "Pick the cup.", "success": {str(ok).lower()}, '
+        f'"split": "{split}"}}\n' for v, split, ok in rows
+    ))  # fmt: skip
     # a split on some lines alone, or one that is not a split, is refused by line
     lines = (folder / "labels.jsonl").read_text().splitlines()
     (folder / "labels.jsonl").write_text(
