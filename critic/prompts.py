@@ -235,7 +235,11 @@ def encode(
     videos = prompt.videos
     if keep_videos:  # resized once here: the patches then come from exactly these frames
         videos = [resize_frames(v, spec).permute(0, 2, 3, 1).numpy() for v in videos]
-    patches, grids = zip(*(frames_to_patches(v, spec) for v in videos), strict=True)
+    # a text-only prompt has no patches (zip of nothing was a bare unpacking error)
+    patches, grids = tuple(zip(*(frames_to_patches(v, spec) for v in videos), strict=True)) or (
+        (),
+        (),
+    )
     messages = [dict(m) for m in prompt.messages]
     pieces = messages[-1]["content"].split(VIDEO)
     text = pieces[0]
@@ -248,8 +252,8 @@ def encode(
     encoded = {
         "input_ids": ids,
         "mm_token_type_ids": (ids == video_id).to(torch.int32) * video_token_type,
-        "pixel_values_videos": torch.cat(patches),
-        "video_grid_thw": torch.cat(grids),
+        "pixel_values_videos": torch.cat(patches) if patches else None,
+        "video_grid_thw": torch.cat(grids) if grids else None,
     }
     if keep_videos:
         encoded["videos"] = tuple(videos)

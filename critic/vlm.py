@@ -89,7 +89,7 @@ class VLMCritic(Critic):
             of this size, so relabelling a whole replay buffer in one call does not need the
             memory of one batch of thousands of video prompts. Score readings and greedy answers
             do not depend on it (up to float rounding); sampled answers do (a call's rows share
-            one generator, seeded seed + k in the k-th call).
+            one generator, seeded seed + k in the critic's k-th sampled call).
         failure_types: labels the failure-detection prompt offers: a list or tuple of one or
             more non-empty strings (a bare string is refused, not split into letters), kept as a
             tuple.
@@ -191,6 +191,7 @@ class VLMCritic(Critic):
             if not isinstance(getattr(self, key), bool | np.bool_):
                 raise CriticError(f"{key}={getattr(self, key)!r} must be True or False")
             setattr(self, key, bool(getattr(self, key)))
+        self._sampled_calls = 0  # sampled model calls made: the next one's seed is seed + this
         # numpy integers are integers too; the engine and the config record plain ints
         self.samples, self.max_new_tokens, self.seed, self.max_batch = (
             int(self.samples),
@@ -342,9 +343,13 @@ class VLMCritic(Critic):
 
     def _generate_calls(self, prompts_: Sequence, params) -> Iterator[tuple[list, list]]:
         """Each call's requests and completion groups, a call at a time (:meth:`_calls`); the
-        k-th call samples with ``seed + k``, so that two calls do not draw the same numbers."""
-        for k, part in enumerate(self._calls(prompts_)):
-            seed = None if params.seed is None else (params.seed + k) % 2**63
+        critic's k-th sampled call samples with ``seed + k``, so no two draw the same numbers (the
+        reward's queries, a call each, drew the same at every step); greedy calls count none."""
+        for part in self._calls(prompts_):
+            seed = params.seed
+            if seed is not None and params.temperature > 0:
+                seed = (seed + self._sampled_calls) % 2**63
+                self._sampled_calls += 1
             yield part, self._engine.generate(part, dataclasses.replace(params, seed=seed))
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
@@ -354,7 +359,9 @@ class VLMCritic(Critic):
         if self.mode == "score":
             probs = self.digit_probs([self._prompt(q, "digit", i) for i, q in enumerate(queries)])
             levels = np.arange(10) / 9.0  # digit d means progress d / 9
-            expected = probs @ levels  # [B]
+            # a sure 9 rounds to p9 = 1.0 in float32 beside digits still above 0: the expected
+            # digit came out 1 + 1e-8, which the reward refuses (at the moment a learner succeeds)
+            expected = np.clip(probs @ levels, 0.0, 1.0)  # [B]
             spread = np.sqrt((probs * (levels[None, :] - expected[:, None]) ** 2).sum(axis=1))
             return [  # the top digit (progress 1) is the task achieved
                 ProgressEstimate(float(e), spread=float(s), achieved=float(a))

@@ -153,8 +153,8 @@ class HFEngine(Engine):
         patches = int(grid.prod(-1).sum())
         if not isinstance(pixels, torch.Tensor) or tuple(pixels.shape) != (patches, width):
             raise InvalidRequestError(
-                f"pixel_values_videos must be [{patches}, {width}] for grid {grid.tolist()}, got "
-                f"{_shape(pixels)}"
+                f"pixel_values_videos must be a torch tensor of [{patches}, {width}] for grid "
+                f"{grid.tolist()}, got {_shape(pixels)}"
             )
         if not pixels.is_floating_point():
             raise InvalidRequestError(f"pixel_values_videos must be float, got {pixels.dtype}")
@@ -290,21 +290,23 @@ class HFEngine(Engine):
         # The params alone say how to decode. transformers fills every option a call leaves
         # unset from the model's generation_config (a checkpoint's generation_config.json: Qwen's
         # Instruct releases set a repetition penalty, top_k and top_p), so GRPO would train on
-        # completions of another distribution than the one whose log-probabilities it computes:
-        # the defaults stand in for it during the call.
+        # another distribution than the one whose log-probabilities it computes: not in a call.
         own = self.model.generation_config
         self.model.generation_config = self.transformers.GenerationConfig()
         # A seeded call draws from its own seed and leaves the caller's generators as they were
-        # (the model's device's too); an unseeded one draws from them and moves them on (kept
-        # and put back, every unseeded call had drawn the same samples on a CPU).
+        # (the model's device's too, and other GPUs' untouched: a CPU critic had reset a learner's
+        # CUDA noise); an unseeded one draws from them and moves them on.
         seeded = contextlib.nullcontext()
         if params.seed is not None:
             device = self.model.device
             seeded = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
         try:
             with seeded, self._no_grad():
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
+                if params.seed is not None:  # the forked ones (manual_seed seeded every GPU's)
+                    torch.random.default_generator.manual_seed(params.seed)
+                    if device.type == "cuda":
+                        with torch.cuda.device(device):
+                            torch.cuda.manual_seed(params.seed)
                 out = self.model.generate(
                     **batch,
                     synced_gpus=self._synced(),

@@ -176,3 +176,11 @@ def test_the_pretext_question_asks_only_for_the_tags_its_format_reward_pays():
     ]
     # every other question keeps the system message that asks for <answer>
     assert prompts.joint("lift", FRAMES, ["none"]).messages[0]["content"] == prompts.SYSTEM
+
+
+def test_a_prompt_without_a_video_encodes_with_no_patches(tiny_model):
+    # zip(*()) had no two values to unpack: a bare ValueError
+    _, tokenizer = tiny_model
+    encoded = prompts.encode(prompts._user("Task: lift. How far along?", [], "digit"), tokenizer)
+    assert encoded["pixel_values_videos"] is None and encoded["video_grid_thw"] is None
+    assert len(encoded["input_ids"]) > 0 and int(encoded["mm_token_type_ids"].sum()) == 0

@@ -36,6 +36,19 @@ def test_tiny_vlm_critic_drives_the_reward(mode):
     env.close()
 
 
+def test_a_sure_top_digit_reads_progress_1_not_just_above(monkeypatch):
+    import torch
+
+    # float32's softmax rounds a sure 9 to p9 = 1.0 beside digits still above 0: the expected
+    # digit read 1.0000000079, which the reward refused the moment a learner succeeded
+    critic = make_critic("tiny")
+    sure = torch.tensor([[1e-9] * 9 + [1.0]], dtype=torch.float32)
+    monkeypatch.setattr(critic._engine, "score", lambda requests, *a, **k: sure)
+    assert float(sure.double() @ (torch.arange(10) / 9).double()) > 1  # what it read
+    (estimate,) = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])
+    assert estimate.progress == 1.0 and estimate.achieved == 1.0
+
+
 def test_score_readout_is_the_expected_digit():
     critic = make_critic("tiny")
     estimate = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])[0]
@@ -401,11 +414,17 @@ def test_sampled_calls_of_one_list_take_their_own_seeds(monkeypatch):
     )
     estimates = critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)] * 5)
     assert calls == [(2, 5), (2, 6), (1, 7)] and len(estimates) == 5
+    # the next list goes on from there: the reward's queries, a list each, had drawn the same
+    # numbers at every step of an episode
+    calls.clear()
+    critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])
+    critic.estimate_progress([ProgressQuery("lift", frames=FRAMES)])
+    assert calls == [(1, 8), (1, 9)]
     calls.clear()
     encode = critic._request  # a call's whole-episode clips encoded as the call is made
     monkeypatch.setattr(critic, "_request", lambda p: calls.append("e") or encode(p))
     assert len(critic.detect_failure([FailureQuery("lift", frames=FRAMES)] * 3)) == 3
-    assert calls == ["e", "e", (2, 5), "e", (1, 6)]
+    assert calls == ["e", "e", (2, 5), "e", (1, 5)]  # greedy: no numbers drawn, none counted
 
 
 @pytest.mark.parametrize("max_batch", [0, 2.5, True, "8"])

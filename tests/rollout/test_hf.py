@@ -126,6 +126,20 @@ def test_seeded_sampling_repeats_and_n_groups(engine_and_requests):
     assert engine.generate(requests, unseeded) == drawn
 
 
+def test_a_seeded_call_on_the_cpu_leaves_every_gpu_s_generator_alone(
+    engine_and_requests, monkeypatch
+):
+    # torch.manual_seed seeds every CUDA device too, and the fork kept only the CPU's: a CPU
+    # critic beside a learner on a GPU reset the learner's exploration noise at every call
+    engine, requests = engine_and_requests
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeded.append)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=4, seed=7)
+    first = engine.generate(requests, params)
+    assert seeded == [] and engine.generate(requests, params) == first
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -174,8 +174,8 @@ def test_invalid_requests_get_400_with_the_reason_and_server_keeps_serving(serve
         (
             Request(good.input_ids, good.mm_token_type_ids, good.pixel_values_videos[:-4], good.video_grid_thw),
             {"candidates": DIGITS},
-            f"request 0: pixel_values_videos must be [{patches}, 1176] for grid {grid}, got Tensor of "
-            f"shape ({patches - 4}, 1176)",
+            f"request 0: pixel_values_videos must be a torch tensor of [{patches}, 1176] for grid "
+            f"{grid}, got Tensor of shape ({patches - 4}, 1176)",
         ),
         (good, {"candidates": []}, "header candidates=[] must name at least one token id"),
         (good, {"candidates": ["7"]}, "header candidates=['7'] must be a list of token ids"),
