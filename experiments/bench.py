@@ -95,7 +95,11 @@ def _robosuite_default_loop(task: str, horizon: int):
 def _gymnasium_default_loop(task: str):
     import gymnasium as gym
 
-    env = gym.make(task, render_mode="rgb_array")  # gymnasium's default 480 x 480 renderer
+    import envs
+
+    # gymnasium's default 480 x 480 renderer; the task's horizon, as the other modes reset at
+    # (Pusher's registered limit is 100 steps, its task's 150)
+    env = gym.make(task, render_mode="rgb_array", max_episode_steps=envs.get_task(task).horizon)
     return _loop(env, env.render)
 
 
@@ -147,9 +151,14 @@ def bench_task(task: str, modes: list[str], steps: int, rounds: int) -> dict[str
 
 def write_report(results: dict[str, dict[str, float]], cfg: DictConfig, out_dir: Path) -> str:
     modes = list(cfg.modes)
+    from rl_results import machine_record
+
+    machine = machine_record()
     lines = [
         f"Env steps/s (median of {cfg.rounds} interleaved rounds of {cfg.steps} steps; "
-        "ratios are what to compare across machines).",
+        "ratios are what to compare across machines), on "
+        f"{machine['cpu']}, {machine['cores']} cores, torch threads "
+        f"{machine.get('torch_threads', '?')} (bench.json's `machine`).",
         "",
         "| task | " + " | ".join(modes) + " | camera ÷ baseline camera | oracle k=1 ÷ raw |",
         "|---|" + "---|" * (len(modes) + 2),
@@ -164,7 +173,7 @@ def write_report(results: dict[str, dict[str, float]], cfg: DictConfig, out_dir:
         )
     text = "\n".join(lines) + "\n"
     (out_dir / "bench.md").write_text(text)
-    (out_dir / "bench.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "bench.json").write_text(json.dumps({**results, "machine": machine}, indent=2))
     return text
 
 

@@ -146,12 +146,29 @@ def _breakdown(critic, queries: list, repeats: int) -> dict:
 
 
 def _rate(fn, items: int, repeats: int) -> float:
+    """``items`` per second of ``fn``: the median of ``repeats`` timed calls (one side of a
+    comparison alone: :func:`_rates` times the sides of one in turn)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return items / float(np.median(times))
+
+
+def _rates(sides: dict[Any, tuple], repeats: int) -> dict[Any, float]:
+    """Each side's ``items`` per second, ``{side: (fn, items)}``: one untimed call of each first
+    (a model's first forward pass took 1.7x its later ones), then ``repeats`` rounds that time
+    every side once in turn, so a slow spell of a shared machine falls on all of them."""
+    for fn, _ in sides.values():
+        fn()
+    times: dict[Any, list[float]] = {side: [] for side in sides}
+    for _ in range(repeats):
+        for side, (fn, _) in sides.items():
+            start = time.perf_counter()
+            fn()
+            times[side].append(time.perf_counter() - start)
+    return {side: items / float(np.median(times[side])) for side, (_, items) in sides.items()}
 
 
 def _take(queries: list, count: int) -> list:
@@ -177,15 +194,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         cache=True,
         max_batch=max(*cfg.batches, cfg.episode_steps + 1),
     )
-    params = sum(p.numel() for p in plain._model.parameters())
-    results: dict = {"model": cfg.model, "parameters": params, "task": cfg.task}
+    from rl_results import machine_record
 
-    batch_rates = {}
-    for batch in cfg.batches:
-        chunk = _take(queries, batch)
-        batch_rates[batch] = _rate(
-            lambda chunk=chunk: plain.estimate_progress(chunk), batch, cfg.repeats
-        )
+    params = sum(p.numel() for p in plain._model.parameters())
+    results: dict = {"model": cfg.model, "parameters": params, "task": cfg.task,
+                     "machine": machine_record()}  # fmt: skip
+
+    chunks = {batch: _take(queries, batch) for batch in cfg.batches}
+    batch_rates = _rates(
+        {batch: (lambda c=chunks[batch]: plain.estimate_progress(c), batch)
+         for batch in cfg.batches},
+        cfg.repeats,
+    )  # fmt: skip
     results["score_queries_per_s"] = batch_rates
     results["batch_speedup"] = {b: r / batch_rates[cfg.batches[0]] for b, r in batch_rates.items()}
 
@@ -203,8 +223,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         for q in window:
             critic.estimate_progress([q])
 
-    uncached_rate = _rate(lambda: sliding(plain), len(window), cfg.repeats)
-    cached_rate = _rate(lambda: sliding(cached), len(window), cfg.repeats)
+    sides = _rates(
+        {"uncached": (lambda: sliding(plain), len(window)),
+         "cached": (lambda: sliding(cached), len(window))},
+        cfg.repeats,
+    )  # fmt: skip
+    uncached_rate, cached_rate = sides["uncached"], sides["cached"]
     results["sliding_window"] = {
         "uncached_queries_per_s": uncached_rate,
         "cached_queries_per_s": cached_rate,
@@ -257,8 +281,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     reason = VLMCritic(model=cfg.model, mode="reason", samples=cfg.reason_samples, cache=False,
                        max_new_tokens=cfg.reason_tokens, temperature=1.0)  # fmt: skip
     one = queries[-1:]
-    score_latency = 1.0 / _rate(lambda: plain.estimate_progress(one), 1, cfg.repeats)
-    reason_latency = 1.0 / _rate(lambda: reason.estimate_progress(one), 1, cfg.repeats)
+    latency = _rates(
+        {"score": (lambda: plain.estimate_progress(one), 1),
+         "reason": (lambda: reason.estimate_progress(one), 1)},
+        cfg.repeats,
+    )  # fmt: skip
+    score_latency, reason_latency = 1.0 / latency["score"], 1.0 / latency["reason"]
     results["latency_s"] = {
         "score": score_latency,
         f"reason ({cfg.reason_samples} x {cfg.reason_tokens} tokens)": reason_latency,

@@ -29,8 +29,27 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-# bf16 dense peak (no sparsity) by device name; MFU = achieved FLOP/s / this.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+log = logging.getLogger(__name__)
+
+# bf16 / fp16 dense peak (no sparsity) by device name, the most specific name first (the PCIe and
+# NVL cards run slower clocks than the SXM ones); MFU = achieved FLOP/s / this. float32's peak
+# hangs on TF32 being allowed: give it as peak_tflops=.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("A100", 312.0),
+)
+
+
+def peak_tflops(name: str, dtype: str) -> float | None:
+    """The dense bf16/fp16 peak of the GPU ``name`` (:data:`PEAK_TFLOPS`), or None: float32, or a
+    GPU not in the table."""
+    if dtype == "float32":
+        return None
+    return next((value for key, value in PEAK_TFLOPS if key in name), None)
 
 
 SHAPES = ("7b", "qwen3-8b", "tiny", "tiny-qwen3vl")
@@ -107,11 +126,16 @@ def linear_params(module) -> int:
 
 
 def forward_flops(
-    model, batch: int, text_len: int, grid_thw: tuple[int, int, int]
+    model,
+    batch: int,
+    text_len: int,
+    grid_thw: tuple[int, int, int],
+    logits_to_keep: int | None = None,
 ) -> dict[str, float]:
     """FLOPs of one forward pass over ``batch`` prompts of ``text_len`` text tokens, each with one
     video of ``grid_thw`` patches, split into ``matmul`` (weights) and ``attention`` parts, with
-    their ``total`` (see the module docstring for the formula)."""
+    their ``total`` (see the module docstring for the formula); ``logits_to_keep``: the output
+    head runs on that many last positions of each prompt (the score readout's 1), not all."""
     config = model.config
     text, vision = config.text_config, config.vision_config
     t, h, w = grid_thw
@@ -122,8 +146,14 @@ def forward_flops(
     mergers = [visual.merger, *getattr(visual, "deepstack_merger_list", [])]
     p_merger = sum(linear_params(m) for m in mergers)  # run on merged tokens, not patches
     p_vision = linear_params(visual) - p_merger
-    p_text = linear_params(model) - p_vision - p_merger
-    matmul = 2 * batch * (p_text * seq + p_vision * patches + p_merger * video_tokens)
+    p_head = linear_params(model.lm_head)
+    p_text = linear_params(model) - p_vision - p_merger - p_head
+    head_positions = seq if logits_to_keep is None else min(logits_to_keep, seq)
+    matmul = (
+        2
+        * batch
+        * (p_text * seq + p_head * head_positions + p_vision * patches + p_merger * video_tokens)
+    )
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     d_attn = text.num_attention_heads * head_dim
     if _segmented(model):  # every block attends over the frame pair
@@ -187,12 +217,12 @@ def _timed(fn, repeats: int, device: str) -> float:
 
     times = []
     for _ in range(repeats + 1):  # the first is warm-up
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        if device.startswith("cuda"):  # the model's GPU: a bare synchronize() waits on cuda:0
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         fn()
         if device.startswith("cuda"):
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
 
@@ -212,7 +242,10 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.dtype not in ("float32", "bfloat16", "float16"):
         raise BenchConfigError(f"dtype={cfg.dtype!r} must be float32, bfloat16 or float16")
-    if not str(cfg.device).startswith("cuda") and (problem := device_problem(cfg.device)):
+    # "cuda" on a machine without one is said as the run starts (the bench's own message)
+    if (problem := device_problem(cfg.device)) and not (
+        cfg.device == "cuda" and "sees no CUDA GPU" in problem
+    ):
         raise BenchConfigError(problem)
     for key in ("batch", "text_tokens", "frames", "frame_size", "new_tokens", "repeats"):
         if not is_int(cfg[key]) or cfg[key] < 1:
@@ -220,8 +253,8 @@ def check_config(cfg: DictConfig) -> None:
     peak = cfg.peak_tflops
     if peak is not None and (not is_number(peak) or peak <= 0):
         raise BenchConfigError(
-            f"peak_tflops={peak!r} must be a number > 0 (the GPU's dense bf16 TFLOP/s), or null "
-            "to look it up from the GPU's name"
+            f"peak_tflops={peak!r} must be a number > 0 (the GPU's dense TFLOP/s at dtype), or "
+            "null to look it up from the GPU's name"
         )
 
 
@@ -245,18 +278,29 @@ def main(cfg: DictConfig) -> None:
         model, cfg.batch, cfg.text_tokens, cfg.frames, cfg.frame_size, cfg.device
     )
     tokens = inputs["input_ids"].numel()
+
+    def generate(new_tokens: int):
+        return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              do_sample=False)  # fmt: skip
+
     with torch.inference_mode():
-        prefill_s = _timed(lambda: model(**inputs, use_cache=False), cfg.repeats, cfg.device)
-        generate_s = _timed(
-            lambda: model.generate(**inputs, max_new_tokens=cfg.new_tokens,
-                                   min_new_tokens=cfg.new_tokens, do_sample=False),
-            max(1, cfg.repeats // 2), cfg.device,
-        )  # fmt: skip
-    flops = forward_flops(model, cfg.batch, cfg.text_tokens, grid)["total"]
-    name = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"
-    peak = cfg.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    # generation's time past the prefill; too short to time (a tiny model on a CPU): no rate
-    decode_s = generate_s - prefill_s
+        # the score readout's prefill: the output head on the last position alone (logits at
+        # every position were 5 GiB and 5 % of the FLOPs that the critic never computes)
+        prefill_s = _timed(
+            lambda: model(**inputs, use_cache=False, logits_to_keep=1), cfg.repeats, cfg.device
+        )
+        # decoding alone: generate's time for N tokens less its time for 1 (its own prefill and
+        # first token), over the N - 1 tokens decoded after them
+        generate_s = _timed(lambda: generate(cfg.new_tokens), max(1, cfg.repeats // 2), cfg.device)
+        first_s = _timed(lambda: generate(1), max(1, cfg.repeats // 2), cfg.device)
+    flops = forward_flops(model, cfg.batch, cfg.text_tokens, grid, logits_to_keep=1)["total"]
+    gpu = torch.device(cfg.device) if cfg.device.startswith("cuda") else None
+    name = torch.cuda.get_device_name(gpu) if gpu is not None else "cpu"
+    peak = cfg.peak_tflops or peak_tflops(name, cfg.dtype)
+    if peak is None and gpu is not None:
+        log.warning("no peak TFLOP/s for %s at %s: no MFU; give peak_tflops=", name, cfg.dtype)
+    # too short to time (a tiny model on a CPU): no rate
+    decode_s = generate_s - first_s
     results = {
         "device": name,
         "shape": cfg.shape,
@@ -270,9 +314,11 @@ def main(cfg: DictConfig) -> None:
         "prefill_tflops_per_s": flops / prefill_s / 1e12,
         "mfu": flops / prefill_s / (peak * 1e12) if peak else None,
         "peak_tflops": peak,
-        "decode_tokens_per_s": cfg.batch * cfg.new_tokens / decode_s if decode_s > 0 else None,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30
-        if cfg.device.startswith("cuda")
+        "decode_tokens_per_s": cfg.batch * (cfg.new_tokens - 1) / decode_s
+        if decode_s > 0 and cfg.new_tokens > 1
+        else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(gpu) / 2**30
+        if gpu is not None
         else None,
     }
     (out_dir / "bench_gpu.json").write_text(json.dumps(results, indent=2))

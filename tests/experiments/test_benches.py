@@ -30,6 +30,34 @@ def test_bench_tiny_run(tmp_path):
     assert set(results["Reacher-v5"]) == {"raw", "camera", "oracle k=2", "oracle+frames k=2"}
     assert all(rate > 0 for rate in results["Reacher-v5"].values())
     assert "| Reacher-v5 |" in (tmp_path / "bench.md").read_text()
+    # which machine: the figures were a machine's and its thread count's, said nowhere
+    assert (
+        results["machine"]["cores"]
+        and "cores, torch threads" in (tmp_path / "bench.md").read_text()
+    )
+
+
+def test_the_gymnasium_baseline_resets_at_the_task_s_horizon():
+    # Pusher's registered limit is 100 steps, its task's 150: the baseline reset 1.5x as often
+    from bench import _gymnasium_default_loop
+
+    _, close = _gymnasium_default_loop("Pusher-v5")
+    env = close.__self__  # the loop's env, whose close it hands back
+    try:
+        assert env.spec.max_episode_steps == 150
+    finally:
+        close()
+
+
+def test_the_sides_of_a_comparison_are_warmed_then_timed_in_turn():
+    from bench_critic import _rates
+
+    calls = []
+    rates = _rates({"a": (lambda: calls.append("a"), 2), "b": (lambda: calls.append("b"), 1)}, 3)
+    # one untimed call of each (a model's first forward pass took 1.7x its later ones), then
+    # rounds in turn (all of a's repeats, then all of b's, met different spells of the machine)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert set(rates) == {"a", "b"} and rates["a"] > 0
 
 
 def test_bench_bad_mode_is_a_message(tmp_path):
@@ -98,7 +126,7 @@ def test_bench_critic_tiny_run(tmp_path):
     results = json.loads((tmp_path / "bench_critic.json").read_text())
     assert set(results["score_queries_per_s"]) == {"1", "2"}
     assert 0.0 < results["sliding_window"]["hit_rate"] < 1.0
-    assert results["latency_s"]["score"] > 0
+    assert results["latency_s"]["score"] > 0 and results["machine"]["cores"]
     relabel = results["episode_relabel"]  # the reset query and 3 steps
     assert relabel["queries"] == 4 and relabel["per_step_s"] > 0 and relabel["relabelled_s"] > 0
     shared = results["shared_prefix"]  # text and initial frame, run once for the 4 queries
@@ -236,8 +264,10 @@ def test_bench_gpu_cpu_smoke_run(tmp_path):
         ("device=gpu", "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         ("batch=0", "batch=0 must be an integer >= 1"),
         ("frames=abc", "frames='abc' must be an integer >= 1"),
-        ("peak_tflops=-1", "peak_tflops=-1 must be a number > 0 (the GPU's dense bf16 TFLOP/s), "
-                           "or null to look it up from the GPU's name"),
+        ("peak_tflops=-1", "peak_tflops=-1 must be a number > 0 (the GPU's dense TFLOP/s at "
+                           "dtype), or null to look it up from the GPU's name"),
+        # a GPU index or name it cannot run on was taken, and failed after the model was built
+        ("device=cudafoo", "device='cudafoo' is not a device; use cpu, cuda or cuda:<index>"),
     ],
 )  # fmt: skip
 def test_bench_gpu_bad_options_are_messages(override, message):
@@ -247,6 +277,30 @@ def test_bench_gpu_bad_options_are_messages(override, message):
         bench.check_config(_compose("bench_gpu", override))
     assert str(err.value) == message
     bench.check_config(_compose("bench_gpu", "device=cpu", "shape=tiny"))
+
+
+def test_bench_gpu_peak_is_the_card_s_own_at_its_dtype_and_the_head_reads_one_position():
+    bench = _bench_gpu_module()
+    # every H100 and H200 read the SXM card's 989: a PCIe card's MFU read 0.76 of its own
+    names = ["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
+             "NVIDIA H200 NVL", "NVIDIA A100-SXM4-80GB", "NVIDIA L4"]  # fmt: skip
+    assert [bench.peak_tflops(n, "bfloat16") for n in names] == [
+        989.0, 756.0, 835.0, 989.0, 835.0, 312.0, None
+    ]  # fmt: skip
+    # float32's peak hangs on TF32: none looked up (the bf16 peak made MFU 15x too low)
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "float32") is None
+    # the score readout's prefill runs the output head on the last position of each prompt
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = bench.build_model("tiny", "cpu", "float32")
+    inputs, grid = bench._inputs(model, batch=2, text_len=32, frames=4, frame_size=56, device="cpu")  # fmt: skip
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(**inputs, use_cache=False, logits_to_keep=1)
+    kept = bench.forward_flops(model, 2, 32, grid, logits_to_keep=1)
+    assert kept["matmul"] == counter.get_total_flops()
+    assert kept["matmul"] < bench.forward_flops(model, 2, 32, grid)["matmul"]
 
 
 def test_bench_gpu_without_gpu_is_a_message(tmp_path):
