@@ -36,6 +36,19 @@ SPLITS = ("train", "val", "test")
 RESERVED_TYPES = ("success", "unreadable")
 
 
+class _TwiceError(ValueError):
+    """A JSON object names a key twice."""
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise _TwiceError(f"{key!r} is given twice ({row[key]!r}, then {value!r})")
+        row[key] = value
+    return row
+
+
 def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """The checked rows of ``folder``'s ``labels.jsonl``, with their line numbers; no video is
     decoded. Keys other than :data:`REQUIRED` and :data:`OPTIONAL` are the user's own and are
@@ -62,11 +75,13 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
+        where = f"{labels}:{number}"
+        try:  # a key given twice kept its last value without a word
+            row = json.loads(line, object_pairs_hook=_once)
+        except _TwiceError as exc:
+            raise EpisodeFormatError(f"{where}: {exc}; give each key once") from None
         except (ValueError, RecursionError) as exc:  # too deep, or an integer of 5000 digits
             raise EpisodeFormatError(f"{labels}:{number}: not JSON ({str(exc)[:200]})") from exc
-        where = f"{labels}:{number}"
         missing = [k for k in REQUIRED if not isinstance(row, dict) or k not in row]
         if missing:
             raise EpisodeFormatError(f"{where}: missing {missing}; each line needs {list(REQUIRED)}")  # fmt: skip
@@ -104,9 +119,11 @@ def read_labels(folder: str | Path) -> list[tuple[int, dict[str, Any]]]:
         except CriticError as exc:
             raise EpisodeFormatError(f"{where}: {exc}") from exc
         failure_kind = row.get("failure_type")
-        if failure_kind is not None and not isinstance(failure_kind, str):
-            raise EpisodeFormatError(
-                f'{where}: failure_type={failure_kind!r} must be a name, e.g. "drop"'
+        if failure_kind is not None and not (
+            isinstance(failure_kind, str) and failure_kind.strip()
+        ):
+            raise EpisodeFormatError(  # blank was kept as a type of its own, named "  "
+                f'{where}: failure_type={failure_kind!r} must be a name, e.g. "drop", or absent'
             )
         if isinstance(failure_kind, str) and normalize_label(failure_kind) in RESERVED_TYPES:
             # the confusion's own rows: the failure was counted as a success, or as unreadable

@@ -19,11 +19,16 @@ import sys
 from pathlib import Path
 
 from critic.data.episodes import file_in_the_way
+from rollout.checkpoint import PROCESSOR_FILES
 from rollout.imports import MissingExtraError, require_package
 
 SHIPPED = {"viscritic-small": Path(__file__).parent / "viscritic-small"}
 
-# What a loadable checkpoint needs; the optimizer state (trainer_state.pt) stays behind.
+# What a loadable checkpoint needs; the optimizer state (trainer_state.pt) stays behind. The
+# weights are one file or, for a model saved in shards (a 7B's save_pretrained), an index and the
+# shards it names; the chat template is in one of two files (transformers 5 writes the .jinja,
+# Qwen's releases the .json); a processor config, where there is one, holds the pixel budget the
+# model was trained at (without it the critic reads frames at the project's own).
 MODEL_FILES = (
     "model.safetensors",
     "config.json",
@@ -32,6 +37,56 @@ MODEL_FILES = (
     "tokenizer_config.json",
     "chat_template.jinja",
 )
+SHARD_INDEX = "model.safetensors.index.json"
+CHAT_TEMPLATES = ("chat_template.jinja", "chat_template.json")
+
+
+def _critic_files(folder: Path) -> list[str]:
+    """The names in ``folder`` that belong to a critic's checkpoint (what an export copies, and
+    what a later export replaces), :data:`MODEL_FILES` first in their order."""
+    if not folder.is_dir():
+        return []
+    named = {*MODEL_FILES, SHARD_INDEX, *CHAT_TEMPLATES, *PROCESSOR_FILES}
+    found = [p.name for p in folder.iterdir() if p.name in named or p.name.endswith(".safetensors")]
+    order = {name: i for i, name in enumerate(MODEL_FILES)}
+    return sorted(found, key=lambda name: (order.get(name, len(order)), name))
+
+
+def _checkpoint_files(checkpoint: Path) -> list[str]:
+    """What of ``checkpoint`` a critic loads from, in the order they are copied.
+
+    Raises:
+        FileNotFoundError: the config, tokenizer, chat template or weights are missing (a shard
+            its index names, too).
+    """
+    missing = [f for f in ("config.json", "tokenizer.json", "tokenizer_config.json")
+               if not (checkpoint / f).is_file()]  # fmt: skip
+    weights = ["model.safetensors"]
+    if not (checkpoint / weights[0]).is_file() and (checkpoint / SHARD_INDEX).is_file():
+        import json
+
+        try:
+            shards = sorted(
+                set(json.loads((checkpoint / SHARD_INDEX).read_text())["weight_map"].values())
+            )
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            raise FileNotFoundError(
+                f"{checkpoint / SHARD_INDEX} is not a readable shard index (no weight_map); copy "
+                "the checkpoint again"
+            ) from None
+        weights = [SHARD_INDEX, *map(str, shards)]
+    missing += [f for f in weights if not (checkpoint / f).is_file()]
+    templates = [f for f in CHAT_TEMPLATES if (checkpoint / f).is_file()]
+    if not templates:
+        missing.append(CHAT_TEMPLATES[0])
+    if missing:
+        raise FileNotFoundError(
+            f"{checkpoint} has no {missing}; pass a <run>/<stage>/final folder (a training run "
+            "writes them all there), or a checkpoint with its weights, tokenizer and chat template"
+        )
+    optional = [f for f in (*OPTIONAL, *PROCESSOR_FILES) if (checkpoint / f).is_file()]
+    return [*weights, "config.json", "tokenizer.json", "tokenizer_config.json", *templates,
+            *optional]  # fmt: skip
 
 
 class ExportError(ValueError):
@@ -63,18 +118,13 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
             or holds weights and ``overwrite`` is not set.
     """
     checkpoint, destination = Path(checkpoint), Path(destination)
-    missing = [f for f in MODEL_FILES if f not in OPTIONAL and not (checkpoint / f).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{checkpoint} has no {missing}; pass a <run>/<stage>/final folder (a training run "
-            "writes them all there)"
-        )
-    problem = _weights_problem(checkpoint / MODEL_FILES[0])
-    if problem is not None:
-        raise FileNotFoundError(
-            f"{checkpoint / MODEL_FILES[0]} is damaged ({problem}); copy the checkpoint again, "
-            "or export its run's checkpoint-<step> folder"
-        )
+    present = _checkpoint_files(checkpoint)
+    for name in (f for f in present if f.endswith(".safetensors")):
+        if (problem := _weights_problem(checkpoint / name)) is not None:
+            raise FileNotFoundError(
+                f"{checkpoint / name} is damaged ({problem}); copy the checkpoint again, or "
+                "export its run's checkpoint-<step> folder"
+            )
     existing = file_in_the_way(destination)
     if existing is not None:
         where = "is a file" if existing == destination else f"lies under the file {existing}"
@@ -87,7 +137,7 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
             f"destination {destination} is the checkpoint itself; pass another folder to copy "
             "its model files into, e.g. critic/weights/<name>"
         )
-    held = [name for name in MODEL_FILES if (destination / name).exists()]
+    held = _critic_files(destination)
     if held and not overwrite:
         raise ExportError(
             f"destination {destination} already holds a critic's files ({', '.join(held)}); "
@@ -101,18 +151,17 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
     else:
         staging.unlink(missing_ok=True)
     staging.mkdir(parents=True)
-    present = [name for name in MODEL_FILES if (checkpoint / name).is_file()]
+    earlier = _critic_files(destination)
     try:
         for name in present:
             shutil.copy2(checkpoint / name, staging / name)
     except BaseException:  # a full disk, Ctrl-C: the destination keeps what it had
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    for name in MODEL_FILES:
-        if name in present:
-            os.replace(staging / name, destination / name)
-        else:
-            (destination / name).unlink(missing_ok=True)  # an earlier export's, not this one's
+    for name in present:
+        os.replace(staging / name, destination / name)
+    for name in set(earlier) - set(present):  # an earlier export's, not this one's
+        (destination / name).unlink(missing_ok=True)
     staging.rmdir()
     return destination
 

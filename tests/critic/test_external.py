@@ -180,3 +180,18 @@ def test_a_long_video_keeps_an_even_share_of_its_frames_and_its_failure_s_time(t
     assert len(episode.frames["video"]) / episode.fps == pytest.approx(40.0, rel=0.01)
     # the failure's step is still the frame shown 30 s in: frame 900, filled with 900 // 6 = 150
     assert episode.frames["video"][episode.failure_step].mean() == pytest.approx(150, abs=1)
+
+
+def test_a_key_given_twice_or_a_blank_failure_type_is_named(folder):
+    # the last of two values was kept without a word; a blank type was a type of its own
+    (folder / "labels.jsonl").write_text(
+        '{"video": "b.mkv", "instruction": "x", "success": false, "failure_time_s": 0.5, '
+        '"failure_time_s": 0.1}\n'
+    )
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:1: 'failure_time_s' is given "
+                       r"twice \(0.5, then 0.1\); give each key once"):  # fmt: skip
+        read_labels(folder)
+    _label(folder, {**B, "failure_type": "  "})
+    with pytest.raises(EpisodeFormatError, match=r"labels.jsonl:1: failure_type='  ' must be a "
+                       r'name, e.g. "drop", or absent'):  # fmt: skip
+        read_labels(folder)

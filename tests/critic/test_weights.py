@@ -156,3 +156,41 @@ def test_export_replaces_weights_only_when_told_and_never_mixes_two(tmp_path, ti
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors is damaged"):
         export(cut, tmp_path / "out4")
     assert not (tmp_path / "out4").exists()
+
+
+def test_export_takes_a_sharded_checkpoint_with_qwen_s_own_files(tmp_path, tiny_model):
+    import json
+
+    from critic.models import save_model
+    from rollout.checkpoint import processor_config
+
+    model, tokenizer = tiny_model
+    checkpoint = tmp_path / "sharded"
+    # a 7B's save_pretrained writes shards and an index; Qwen's releases carry chat_template.json
+    # and a processor config: the export refused the first two, and dropped the third, so the
+    # exported critic read frames at another pixel budget than its checkpoint
+    model.save_pretrained(checkpoint, max_shard_size="200KB")
+    tokenizer.save_pretrained(checkpoint)
+    shards = sorted(p.name for p in checkpoint.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (checkpoint / "model.safetensors.index.json").is_file()
+    template = (checkpoint / "chat_template.jinja").read_text()
+    (checkpoint / "chat_template.jinja").unlink()
+    (checkpoint / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    budget = {"min_pixels": 3136, "max_pixels": 12544}
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(budget))
+    out = export(checkpoint, tmp_path / "out")
+    copied = {p.name for p in out.iterdir()}
+    assert {*shards, "model.safetensors.index.json", "chat_template.json",
+            "preprocessor_config.json"} <= copied  # fmt: skip
+    assert processor_config(out) == budget
+    frames = np.zeros((2, 64, 64, 3), dtype=np.uint8)  # the copy loads, shards and all, and reads
+    (estimate,) = make_critic(str(out)).estimate_progress([ProgressQuery("x", frames=frames)])
+    assert 0.0 <= estimate.progress <= 1.0
+    # a single-file export over it leaves no shard of the earlier one beside its weights
+    export(save_model(model, tokenizer, tmp_path / "single"), out, overwrite=True)
+    assert not any(out.glob("model-*.safetensors")) and (out / "model.safetensors").is_file()
+    assert not (out / "preprocessor_config.json").exists()
+    # a shard its index names, missing: refused, named
+    (checkpoint / shards[-1]).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"has no \['{shards[-1]}'\]"):
+        export(checkpoint, tmp_path / "out2")
