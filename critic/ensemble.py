@@ -2,7 +2,9 @@
 (Coste et al., 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
 
 Each member answers every query; the progress is their ``mean``, their ``min`` (worst case), or
-``mean_minus_std`` (uncertainty-weighted: ``mean - std_weight * std``, clipped to [0, 1]); the
+``mean_minus_std`` (``mean - std_weight * std``, the population SD, clipped to [0, 1]: a
+variant of Coste et al.'s uncertainty-weighted optimisation, which subtracts the variance; it can
+read below every member, [0.5, 0.5, 1.0] reading 0.43 where ``min`` reads 0.5); the
 probability that the task is achieved is combined by the same rule, when every member gives one.
 A member's unreadable answer leaves the ``mean`` to the others; under ``min`` and
 ``mean_minus_std`` it makes the estimate unreadable (the worst case is not known without it). A
@@ -118,7 +120,10 @@ class EnsembleCritic(Critic):
 
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         check_queries(queries, ProgressQuery, f"{self.name}.estimate_progress")  # not a member's
-        answers = [c.estimate_progress(queries) for c in self.critics]
+        answers = [
+            _checked(c, c.estimate_progress(queries), len(queries), ProgressEstimate)
+            for c in self.critics
+        ]
         out = []
         for per_query in zip(*answers, strict=True):
             read = np.asarray([a.progress for a in per_query if a.progress is not None], float)
@@ -151,7 +156,10 @@ class EnsembleCritic(Critic):
         of readable members that agree. A failure's type is the most common among them, the
         first member's (in ``members`` order) on a tie."""
         check_queries(queries, FailureQuery, f"{self.name}.detect_failure")
-        answers = [c.detect_failure(queries) for c in self.critics]
+        answers = [
+            _checked(c, c.detect_failure(queries), len(queries), FailureVerdict)
+            for c in self.critics
+        ]
         out = []
         for per_query in zip(*answers, strict=True):
             readable = [v for v in per_query if v.success is not None]
@@ -174,3 +182,22 @@ class EnsembleCritic(Critic):
     def close(self) -> None:
         for critic in self.critics:
             critic.close()
+
+
+def _checked(member: Critic, answers: Any, queries: int, kind: type) -> list:
+    """A member's answers, one ``kind`` per query, or a :class:`CriticError` naming the member (a
+    wrong count was a bare zip error, a None an AttributeError, naming no member)."""
+    try:
+        answers = list(answers)
+    except TypeError:
+        answers = None
+    if answers is None or len(answers) != queries or not all(isinstance(a, kind) for a in answers):
+        got = "no list" if answers is None else f"{len(answers)} answers"
+        if answers is not None and len(answers) == queries:
+            wrong = next(type(a).__name__ for a in answers if not isinstance(a, kind))
+            got = f"a {wrong} among its answers"
+        raise CriticError(
+            f"ensemble member {member.name!r} returned {got} for {queries} queries; a critic "
+            f"returns one {kind.__name__} per query, in order"
+        )
+    return answers

@@ -110,10 +110,15 @@ class NoisyOracleCritic(OracleCritic):
     it); the query noise from ``seed`` and the bytes of the query's first and current frames, so
     the same query reads the same in any order, batch, vec env or process, as a deterministic
     critic's would (one generator for the critic's life made an episode's rewards depend on the
-    queries before it: ``reset(seed=3)`` twice read differently). Queries without frames
-    (``needs_frames=False``) draw it from one generator seeded by ``seed``. The reset query (the first
-    frame against itself) is read exactly, as a critic comparing a frame with itself would.
-    ``achieved`` is the noisy progress at the top (1.0), as the oracle's.
+    queries before it: ``reset(seed=3)`` twice read differently). A query given without frames
+    (called directly) draws it from one generator seeded by ``seed``; a critic that renders none
+    (``needs_frames=False``) takes no noise, since every env built from one spec would draw the
+    same. The reset query (the first frame against itself) is read exactly, as a critic
+    comparing a frame with itself would. ``achieved`` is the noisy progress at the top (1.0), as
+    a learned critic's comes from its own reading: an episode whose offset is below 0 never reads
+    achieved (at ``offset_sd=0.2``, half of the successes), and one above reads it from a true
+    progress of ``1 - o``; :meth:`detect_failure` stays exact. Clipping pulls readings near 0
+    and 1 toward the middle (at 0.2, a true 1.0 reads 0.92 on average, a true 0 reads 0.08).
 
     Args:
         offset_sd: SD of the per-episode offset, >= 0.
@@ -150,6 +155,12 @@ class NoisyOracleCritic(OracleCritic):
             raise CriticError(
                 "NoisyOracleCritic keys each episode's offset by its first frame, so it needs "
                 "frames: keep needs_frames=True, or set offset_sd=0"
+            )
+        if self.step_sd and not self.needs_frames:  # one stream per critic, the same in each env
+            raise CriticError(
+                "NoisyOracleCritic keys each query's noise by its frames (without them every env "
+                "built from one spec drew the same noise, step for step): keep needs_frames=True, "
+                "or set step_sd=0"
             )
         self._noise = np.random.default_rng(self.seed)
 

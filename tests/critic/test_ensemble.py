@@ -12,6 +12,7 @@ import pytest
 import envs  # noqa: F401 - registers VisCriticReward-v0
 from critic.base import (
     Critic,
+    CriticError,
     FailureQuery,
     FailureVerdict,
     ParseStatus,
@@ -98,6 +99,32 @@ def test_unreadable_members_are_left_out_and_all_unreadable_is_unreadable():
         worst = EnsembleCritic([Fixed(0.9), Fixed(None)], combine=combine)
         estimate = worst.estimate_progress(QUERIES[:1])[0]
         assert estimate.progress is None and estimate.status is ParseStatus.NO_ANSWER
+
+
+@pytest.mark.parametrize(
+    ("answers", "says"),
+    [
+        ([], "returned 0 answers"),
+        ([None, None], "returned a NoneType among its answers"),
+    ],
+)
+def test_a_member_that_breaks_the_contract_is_named(answers, says):
+    # a wrong count was a bare zip() error, a None an AttributeError: no member named
+    @dataclass
+    class Broken(Fixed):
+        def estimate_progress(self, queries):
+            return answers
+
+        def detect_failure(self, queries):
+            return answers
+
+    ensemble = EnsembleCritic([Fixed(0.5), Broken(0.5)])
+    for read, kind in ((ensemble.estimate_progress, "ProgressEstimate"),
+                       (ensemble.detect_failure, "FailureVerdict")):  # fmt: skip
+        queries = QUERIES if kind == "ProgressEstimate" else [FailureQuery("reach")] * 2
+        with pytest.raises(CriticError, match=rf"ensemble member '.*' {says} for 2 queries; a "
+                           rf"critic returns one {kind} per query, in order"):  # fmt: skip
+            read(queries)
 
 
 def test_a_bare_query_is_named_by_the_ensemble_not_its_first_member():

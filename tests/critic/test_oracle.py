@@ -203,6 +203,11 @@ def test_noisy_oracle_reads_one_frame_the_same_in_any_form_and_refuses_what_is_n
             {"needs_frames": False},
             "NoisyOracleCritic keys each episode's offset by its first frame",
         ),
+        # one stream per critic: every env built from one spec drew the same noise (corr 1.0)
+        (
+            {"needs_frames": False, "offset_sd": 0.0, "step_sd": 0.15},
+            "NoisyOracleCritic keys each query's noise by its frames (without them every env",
+        ),
     ],
 )
 def test_noisy_oracle_bad_options_are_typed_errors(kwargs, message):
