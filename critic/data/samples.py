@@ -7,6 +7,9 @@
 - ``score``: the same query in the digit scale with an empty chain of thought,
   ``<think></think><answer>d</answer>`` with ``d = round(9 p)``: what ``VLMCritic``'s one-pass
   ``score`` readout reads (the expected digit / 9), so SFT trains the readout the RL reward uses.
+  The readout's ``achieved`` is the probability of digit 9, which ``round`` also teaches on frames
+  a little short of done (p >= 17/18: a Reacher arm 3 cm off); ``top_digit="achieved"`` keeps 9
+  for achieved frames alone (:func:`digit_label`).
 - ``frozen``: the ``score`` query on a video frozen after partial progress (frames after a freeze
   point repeat it: the evaluator's frozen-arm probe, as training data); target: the progress of the
   frozen frame, not of the time elapsed. A critic trained only on moving experts learns that a
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from critic import prompts
-from critic.base import FAILURE_TYPES, active_length, clip_indices
+from critic.base import ACHIEVED, FAILURE_TYPES, active_length, clip_indices
 from critic.data.episodes import Episode
 from critic.data.reasoning import chain_of_thought
 from critic.data.transforms import (
@@ -42,6 +45,23 @@ from critic.data.transforms import (
 from critic.parse import normalize_label
 
 KINDS = ("progress", "sft", "score", "frozen", "failure", "pretext", "joint")
+# How a progress becomes the score answer's digit (digit_label); "round" trained the shipped critic.
+TOP_DIGIT_RULES = ("round", "achieved")
+
+
+def digit_label(progress: float, top_digit: str = "round") -> int:
+    """The score answer's digit for ``progress``: ``round(9 p)`` (``round``), or the same with 9
+    kept for the task achieved (``achieved``: ``p >= ACHIEVED``; a frame short of it reads at
+    most 8), so that the readout's probability of 9 is its probability that the task is done.
+
+    Example:
+        >>> digit_label(0.957), digit_label(0.957, "achieved"), digit_label(1.0, "achieved")
+        (9, 8, 9)
+    """
+    if top_digit not in TOP_DIGIT_RULES:
+        raise ValueError(f"top_digit={top_digit!r}; pick one of {list(TOP_DIGIT_RULES)}")
+    digit = round(9 * progress)
+    return digit if top_digit == "round" or progress >= ACHIEVED else min(8, digit)
 
 
 @dataclass
@@ -114,6 +134,7 @@ def _anchored_sample(
     frames: int,
     kind: str,
     rng: np.random.Generator,
+    top_digit: str = "round",
 ) -> Sample:
     """The anchored query at ``cut`` of ``video``, whose current frame is the episode's frame
     ``shown`` (``cut`` itself unless the video is frozen): target ``progress[shown]``."""
@@ -127,7 +148,7 @@ def _anchored_sample(
         state = {k: float(v[shown]) for k, v in episode.state.items()}
         completion = chain_of_thought(state, target, rng)
     elif kind in ("score", "frozen"):
-        completion = f"<think></think><answer>{round(9 * target)}</answer>"
+        completion = f"<think></think><answer>{digit_label(target, top_digit)}</answer>"
     meta = {"freeze": shown, "cut": cut} if shown != cut else {}
     return Sample(kind, prompt, {"progress": target}, completion, frame=shown, meta=meta,
                   **_meta(episode))  # fmt: skip
@@ -140,14 +161,16 @@ def progress_samples(
     frames: int = 8,
     camera: str | None = None,
     kind: str = "progress",
+    top_digit: str = "round",
 ) -> list[Sample]:
     """Anchored progress queries at ``cuts`` points, as ``kind``: ``progress`` (no completion),
-    ``sft`` (the grounded chain of thought) or ``score`` (digit scale, answer only)."""
+    ``sft`` (the grounded chain of thought) or ``score`` (digit scale, answer only: its digit by
+    :func:`digit_label`'s ``top_digit`` rule)."""
     if kind not in ("progress", "sft", "score"):
         raise ValueError(f"kind={kind!r} is not a progress kind; pick progress, sft or score")
     video = camera_frames(episode, camera)
     return [
-        _anchored_sample(episode, video, c, c, frames, kind, rng)
+        _anchored_sample(episode, video, c, c, frames, kind, rng, top_digit)
         for c in cut_points(len(episode), cuts, rng)
     ]
 
@@ -158,6 +181,7 @@ def frozen_samples(
     count: int = 2,
     frames: int = 8,
     camera: str | None = None,
+    top_digit: str = "round",
 ) -> list[Sample]:
     """``count`` score queries on the episode frozen after partial progress.
 
@@ -179,7 +203,9 @@ def frozen_samples(
         freeze = int(rng.integers(1, last + 1))
         cut = int(rng.integers(freeze + 1, len(video)))
         frozen = video[np.minimum(np.arange(cut + 1), freeze)]
-        samples.append(_anchored_sample(episode, frozen, cut, freeze, frames, "frozen", rng))
+        samples.append(
+            _anchored_sample(episode, frozen, cut, freeze, frames, "frozen", rng, top_digit)
+        )
     return samples
 
 
@@ -324,7 +350,7 @@ def build_samples(
     """Samples of every kind in ``kinds`` from one episode.
 
     Options (all optional): ``cuts``, ``frames``, ``camera``, ``frozen_count``,
-    ``pretext_count``, ``transforms``, ``failure_frames``, ``failure_types``.
+    ``pretext_count``, ``transforms``, ``failure_frames``, ``failure_types``, ``top_digit``.
 
     Raises:
         ValueError: an unknown kind (the message lists them).
@@ -333,12 +359,15 @@ def build_samples(
     if unknown:
         raise ValueError(f"unknown sample kinds {unknown}; pick from {list(KINDS)}")
     frames, camera = options.get("frames", 8), options.get("camera")
+    top_digit = options.get("top_digit", "round")
     out: list[Sample] = []
     for kind in kinds:
         if kind in ("progress", "sft", "score"):
-            out += progress_samples(episode, rng, options.get("cuts", 4), frames, camera, kind)
+            out += progress_samples(episode, rng, options.get("cuts", 4), frames, camera, kind,
+                                    top_digit)  # fmt: skip
         elif kind == "frozen":
-            out += frozen_samples(episode, rng, options.get("frozen_count", 2), frames, camera)
+            out += frozen_samples(episode, rng, options.get("frozen_count", 2), frames, camera,
+                                  top_digit)  # fmt: skip
         elif kind == "failure":
             out.append(failure_sample(episode, options.get("failure_frames", 16), camera,
                                       options.get("failure_types", FAILURE_TYPES)))  # fmt: skip

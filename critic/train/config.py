@@ -292,6 +292,13 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             raise TrainConfigError(
                 f"{name}={value!r} must be an integer >= {low} ({meaning}: critic/data/samples.py)"
             )
+    from critic.data.samples import TOP_DIGIT_RULES
+
+    if (top := cfg.get("top_digit", "round")) not in TOP_DIGIT_RULES:
+        raise TrainConfigError(
+            f"top_digit={top!r} must be one of {list(TOP_DIGIT_RULES)}: round, d = round(9 p) (the "
+            "shipped critic's); achieved, 9 for the task achieved alone"
+        )
     counts = {"pretext": "pretext_count", "joint": "pretext_count", "frozen": "frozen_count"}
     for stage, plan in plans.items():  # kinds whose count is 0 make no samples
         if all(cfg.get(counts.get(k, "cuts")) == 0 for k in plan["kinds"]):

@@ -66,8 +66,8 @@ def load_samples(
             frames = task_frames.get(episode.env_id, cfg.frames)
             built = build_samples(episode, kinds, rng, frames=frames, cuts=cfg.cuts,
                                   frozen_count=cfg.frozen_count, pretext_count=cfg.pretext_count,
-                                  transforms=tuple(cfg.transforms),
-                                  failure_types=vocabulary)  # fmt: skip
+                                  transforms=tuple(cfg.transforms), failure_types=vocabulary,
+                                  top_digit=cfg.get("top_digit", "round"))  # fmt: skip
             for sample in built:
                 sample.meta["data_folder"] = index
                 if pack:  # each episode's clips packed as built: the set's peak is the packed size

@@ -75,8 +75,12 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_at_that_options_old_
         changed = compose(
             config_name="train_critic", overrides=[f"resume={checkpoint}", "grpo.updates=2"]
         )
+        labels = compose(
+            config_name="train_critic", overrides=[f"resume={checkpoint}", "top_digit=achieved"]
+        )
     options = run_record(cfg)
-    del options["grpo"]["updates"]
+    del options["grpo"]["updates"], options["top_digit"]  # top_digit: round before it existed
     (checkpoint / RUN_RECORD).write_text(json.dumps({"step": 2, "options": options}))
     assert resume_problem(cfg, checkpoint) is None
     assert "(grpo.updates=1 there, 2 here)" in resume_problem(changed, checkpoint)
+    assert "(top_digit='round' there, 'achieved' here)" in resume_problem(labels, checkpoint)

@@ -384,3 +384,25 @@ def test_a_task_only_the_starting_checkpoint_knows_keeps_its_clip_length(tmp_pat
     config = SimpleNamespace(viscritic_clip_frames=8, viscritic_task_clip_frames={"Reacher-v5": 1})
     record_draws(config, cfg)
     assert config.viscritic_task_clip_frames == {"Reacher-v5": 1}
+
+
+def test_the_top_digit_can_be_kept_for_the_task_achieved():
+    from critic.data.samples import build_samples, digit_label
+
+    # round(9 p) teaches 9 from p = 17/18 on: a Reacher arm 3 cm short (p 0.957) read as done, and
+    # the readout's P(9) is its P(achieved)
+    assert [digit_label(p) for p in (0.0, 0.5, 0.944, 0.957, 1.0)] == [0, 4, 8, 9, 9]
+    assert [digit_label(p, "achieved") for p in (0.0, 0.5, 0.944, 0.957, 1.0)] == [0, 4, 8, 8, 9]
+    with pytest.raises(ValueError, match=r"top_digit='top'; pick one of \['round', 'achieved'\]"):
+        digit_label(0.5, "top")
+    video = _frames(t=8)
+    progress = np.array([0.0, 0.3, 0.6, 0.9, 0.96, 0.98, 1.0, 1.0], np.float32)
+    episode = Episode("ep", "Reacher-v5", "Reach.", {"cam": video}, progress, np.arange(8), True)
+    for rule in ("round", "achieved"):
+        built = build_samples(episode, ["score", "frozen"], RNG(0), cuts=8, frozen_count=20,
+                              frames=4, top_digit=rule)  # fmt: skip
+        for s in built:
+            p = float(progress[s.frame])
+            assert s.completion == f"<think></think><answer>{digit_label(p, rule)}</answer>"
+        nines = {s.frame for s in built if s.completion.endswith(">9</answer>")}
+        assert nines == ({4, 5, 6, 7} if rule == "round" else {6, 7})  # frames 4, 5: 0.96, 0.98

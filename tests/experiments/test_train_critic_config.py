@@ -216,6 +216,8 @@ def test_bad_config_is_a_message_from_the_script(tmp_path):
          "stages.pretext.rewards has ['progress'], which score none of the stage's sample kinds "
          "['pretext'] (they add nothing to its reward); progress scores ['frozen', 'joint', "
          "'progress', 'score', 'sft']"),
+        (["top_digit=top"], "top_digit='top' must be one of ['round', 'achieved']: round, d = "
+         "round(9 p) (the shipped critic's); achieved, 9 for the task achieved alone"),
         # T-GRPO's "correct" reads the answers' accuracy: a format reward alone has none
         (["stages.pretext.rewards=[format]", "stages.pretext.reward_weights=[1.0]",
           "grpo.temporal_bonus=0.3"], "stages.pretext: grpo.temporal_bonus=0.3 counts a completion "
