@@ -309,8 +309,14 @@ def pretext_samples(
             start, end = _window(len(video), window_length(name, length), rng)
             shown = apply_transform(name, video[start:end], rng)
             # a still stretch (a stall, frames byte for byte alike) reversed or shuffled is the
-            # clip as it was: labelled with the transform, its only right reading was "none"
-            if name == "none" or not np.array_equal(shown, video[start : start + length]):
+            # clip as it was: labelled with the transform, its only right reading was "none";
+            # and a shuffle of one with still frames can show the clip reversed ([4, 5, 5] as
+            # [5, 5, 4]): the same pixels under two labels
+            window = video[start : start + length]
+            if name == "none" or not (
+                np.array_equal(shown, window)
+                or (name == "shuffle" and np.array_equal(shown, window[::-1]))
+            ):
                 break
         else:  # no window of this episode shows the transform: the clip is shown as it is,
             if "none" not in transforms:  # where "none" is an answer the prompt offers

@@ -246,6 +246,24 @@ def test_short_shuffles_are_never_the_reverse():
         apply_transform("shuffle", _frames(t=2), RNG(0))
 
 
+def test_a_shuffle_never_shows_the_pixels_of_its_window_reversed():
+    # an arm that moves to frame 5, then stays: a shuffle of [4, 5, 5] as [5, 5, 4] showed what
+    # reverse shows, under another label (6 of 135 shuffles here)
+    frames = _frames(t=16, h=2, w=2)
+    frames[5:] = frames[5]
+    episode = Episode("ep", "Lift", "Lift.", {"cam": frames},
+                      np.linspace(0, 1, 16, dtype=np.float32), np.arange(16), True)  # fmt: skip
+    from critic.data.samples import pretext_samples
+
+    samples = pretext_samples(episode, RNG(0), count=400, frames=3,
+                              transforms=("none", "reverse", "shuffle"))  # fmt: skip
+    shuffles = [s for s in samples if s.target["transform"] == "shuffle"]
+    assert len(shuffles) > 100
+    for sample in shuffles:
+        start, end = sample.meta["window"]
+        assert not np.array_equal(sample.prompt.videos[0], frames[start:end][::-1])
+
+
 def test_a_joint_speed_2x_sample_asks_the_progress_of_the_last_frame_it_shows():
     # its target was the progress of the window's last frame, one the sped-up clip skips
     episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(8, 2, 2)},
