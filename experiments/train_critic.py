@@ -5,7 +5,8 @@
     python experiments/train_critic.py pipeline=[pretext] stages.pretext.steps=300
     torchrun --nproc_per_node 8 experiments/train_critic.py model=/ckpt/Qwen2.5-VL-7B-Instruct \\
         deepspeed_config=configs/deepspeed/zero3.json device=cuda dtype=bfloat16 freeze_vision=true \\
-        stages.pretext.batch_size=32 stages.joint.batch_size=32 stages.outcome.batch_size=32
+        stages.pretext.batch_size=32 stages.joint.batch_size=32 stages.outcome.batch_size=32 \\
+        hydra.run.dir=outputs/train_critic/qwen7b   # one folder for every process's part
 
 A plain recipe (torchtune style): ``setup`` checks the whole config before any model loads, then
 each stage of ``pipeline`` runs from the previous stage's weights and writes
@@ -38,6 +39,9 @@ def main(cfg: DictConfig) -> None:
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if (problem := shared_dir_problem(HydraConfig.get())) is not None:
+        print(f"train_critic: {problem}", file=sys.stderr)
+        sys.exit(1)
     stop_on_sigterm()  # a scheduler's pre-emption says where to resume, as Ctrl-C does
     try:
         _main(cfg, run_dir)
@@ -58,6 +62,24 @@ def main(cfg: DictConfig) -> None:
 
 
 _STARTED = False  # whether _main reached training (set once; one run per process)
+
+
+def shared_dir_problem(hydra_config) -> str | None:
+    """Why several processes (``WORLD_SIZE`` > 1) cannot share this run's folder, or None: the
+    default folder is named by each process's own clock, so processes that started in different
+    seconds (or on nodes whose clocks differ) wrote one run into several folders, each holding
+    its own optimizer shard; the run's folder must be given."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit() or int(world) <= 1:
+        return None
+    given = [o for o in hydra_config.overrides.hydra if str(o).startswith("hydra.run.dir=")]
+    if given or hydra_config.mode.name == "MULTIRUN":
+        return None
+    return (
+        f"a run of WORLD_SIZE={world} processes needs its folder given: each process names the "
+        "default one by its own clock, and processes that start a second apart split the run "
+        "(and its optimizer shards) across folders; add hydra.run.dir=outputs/train_critic/<name>"
+    )
 
 
 def _main(cfg: DictConfig, run_dir: Path) -> None:

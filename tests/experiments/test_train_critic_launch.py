@@ -192,3 +192,24 @@ def test_torchrun_processes_each_take_their_own_gpu(dataset, monkeypatch):
         "device='cuda:1' names one GPU for all 2 processes torchrun started; give device=cuda, "
         "and each process takes the GPU of its LOCAL_RANK"
     )
+
+
+def test_several_processes_need_the_run_s_folder_given(monkeypatch):
+    # each process named the default folder by its own clock: a second apart, one run's parts
+    # (and optimizer shards) landed in two folders, and resuming it blamed the process count
+    from types import SimpleNamespace
+
+    from train_critic import shared_dir_problem
+
+    def hydra(*overrides, mode="RUN"):
+        return SimpleNamespace(overrides=SimpleNamespace(hydra=list(overrides)),
+                               mode=SimpleNamespace(name=mode))  # fmt: skip
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert shared_dir_problem(hydra()).startswith(
+        "a run of WORLD_SIZE=2 processes needs its folder given: each process names the default "
+        "one by its own clock"
+    )
+    assert shared_dir_problem(hydra("hydra.run.dir=outputs/x")) is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert shared_dir_problem(hydra()) is None
