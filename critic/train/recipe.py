@@ -291,6 +291,10 @@ class Trainer:
                     remove_older_checkpoints(path, cfg.keep_checkpoints)
         bar.close()
         self._last_final = self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
+        if model is not self.model and callable(getattr(model, "destroy", None)):
+            # the next stage's engine wraps the same module: this one's hooks and optimizer
+            # (fp32 master weights, Adam's state) had stayed alive with it, a copy per stage
+            model.destroy()
         return self._last_final
 
     def _diverged(self, stage: str, step: int, lr: float, problem: Exception) -> str:
