@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,13 @@ def _not_a_folder(value: str) -> str:
     path = Path(value)
     if path.is_file():
         return f"{value} is a file; name the checkpoint folder that holds it ({path.parent})"
-    if value.count("/") == 1 and not value.startswith((".", "/", "~")):  # Org/Model: a hub id
+    org = value.split("/", 1)[0]
+    # Org/Model, whose Org is no folder here (outputs/final is a run folder mistyped)
+    if (
+        re.fullmatch(r"[\w.-]+/[\w.-]+", value)
+        and not org.startswith(".")
+        and not Path(org).is_dir()
+    ):
         return (
             f"{value!r} is no folder here; it reads as a Hugging Face Hub id, and nothing "
             "downloads at run time: download the checkpoint on a machine with internet "

@@ -75,6 +75,11 @@ def shared_dir_problem(hydra_config) -> str | None:
     given = [o for o in hydra_config.overrides.hydra if str(o).startswith("hydra.run.dir=")]
     if given or hydra_config.mode.name == "MULTIRUN":
         return None
+    import re
+
+    # a config of one's own may name a fixed folder: only the timestamped default splits
+    if not re.search(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", str(hydra_config.run.dir)):
+        return None
     return (
         f"a run of WORLD_SIZE={world} processes needs its folder given: each process names the "
         "default one by its own clock, and processes that start a second apart split the run "

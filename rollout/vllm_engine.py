@@ -297,24 +297,37 @@ class VLLMEngine(Engine):
         """Undo :meth:`sleep`."""
         self.llm.wake_up()
 
+    # a trainer whose vision tower does not train sets this: its old embeddings stay right
+    vision_frozen = False
+
+    def _encoder_cache_reset(self):
+        # reset_mm_cache clears the processor's cache, not the encoder's outputs
+        owners = (self.llm, getattr(self.llm, "llm_engine", None))
+        return next((r for o in owners if callable(r := getattr(o, "reset_encoder_cache", None))),
+                    None)  # fmt: skip
+
+    def encoder_cache_problem(self) -> str | None:
+        """Why new weights would be read with the old vision tower's embeddings, or None."""
+        if self._encoder_cache_reset() is not None:
+            return None
+        return (
+            f"this vLLM ({getattr(self.vllm, '__version__', 'of unknown version')}) has no "
+            "reset_encoder_cache: after new weights it would reuse the old vision tower's "
+            "embeddings of every video it has seen (keyed by content alone); install a vLLM "
+            "whose LLM has reset_encoder_cache, train with freeze_vision=true, or with "
+            "rollout_engine=hf"
+        )
+
     def load_weights(self, weights: Iterable[tuple[str, Any]]) -> None:
         """Load ``(name, tensor)`` pairs in Hugging Face naming (a trainer's ``state_dict``),
         then drop what was computed with the old weights: cached prefixes, and the vision
         encoder's outputs, which vLLM keys by the video's content alone (GRPO sends the same
         videos again, and a trained vision tower's old embeddings would be reused)."""
-        # reset_mm_cache clears the processor's cache, not the encoder's outputs: a vLLM without
-        # reset_encoder_cache would go on answering from the old vision tower's embeddings
-        resets = [reset for owner in (self.llm, getattr(self.llm, "llm_engine", None))
-                  if callable(reset := getattr(owner, "reset_encoder_cache", None))]  # fmt: skip
-        if not resets:
-            raise EngineError(
-                f"this vLLM ({getattr(self.vllm, '__version__', 'of unknown version')}) has no "
-                "reset_encoder_cache: after new weights it would reuse the old vision tower's "
-                "embeddings of every video it has seen (keyed by content alone); install a vLLM "
-                "whose LLM has reset_encoder_cache, or train with rollout_engine=hf"
-            )
+        if (problem := self.encoder_cache_problem()) is not None and not self.vision_frozen:
+            raise EngineError(problem)
         self.llm.collective_rpc("viscritic_load_weights", args=(list(weights),))
         self.llm.reset_prefix_cache()
-        resets[0]()
+        if problem is None:
+            self._encoder_cache_reset()()
         if callable(reset := getattr(self.llm, "reset_mm_cache", None)):
             reset()

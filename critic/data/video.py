@@ -85,16 +85,19 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         raise EpisodeFormatError(f"{path}: no such video file")
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:  # audio alone, or a video of no stream
+            # a cover picture (an mp4's thumbnail) is a video stream of one frame: not a camera
+            cameras = [v for v in container.streams.video
+                       if not int(v.disposition) & int(av.stream.Disposition.attached_pic)]  # fmt: skip
+            if not cameras:  # audio alone, or a video of no stream
                 raise EpisodeFormatError(f"{path}: holds no video stream (no frames to read)")
-            if len(container.streams.video) > 1:  # a second camera: say which one is read
-                shapes = [f"{v.width}x{v.height}" for v in container.streams.video]
+            if len(cameras) > 1:  # a second camera: say which one is read
+                shapes = [f"{v.width}x{v.height}" for v in cameras]
                 warn_user(
                     f"{path}: holds {len(shapes)} video streams ({', '.join(shapes)}); the first "
                     f"({shapes[0]}) is read; keep the camera to score alone in its own file "
                     "(ffmpeg -i IN -map 0:v:1 -c copy OUT)"
                 )
-            stream = container.streams.video[0]
+            stream = cameras[0]
             rate = stream.average_rate
             # how long the header says the video stream is (seconds; None when it does not say),
             # and whether the stream's own record says it (then a cut shows to within frames)
@@ -108,7 +111,7 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
             else:  # an audio track may run longer: no length to hold the video to
                 length = None
             frames, times, end = [], [], None
-            for f in container.decode(video=0):
+            for f in container.decode(stream):
                 pixels = (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
                     format="rgb24"
                 )
@@ -146,20 +149,24 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
             f"{path}: {len(frames)} frames decoded, ending at {stop:.2f} s where its "
             f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
         )
-    frames, rate = _constant_rate(frames, times, float(rate) if rate else 20.0)
+    tick = float(stream.time_base) if stream.time_base else 0.0
+    frames, rate = _constant_rate(frames, times, float(rate) if rate else 20.0, tick)
     return np.stack(frames), rate
 
 
-def _constant_rate(frames: list, times: list, rate: float) -> tuple[list, float]:
-    """Frames of a variable frame rate (a phone's; gaps between frames that differ by more than
-    half) put on a constant clock, each tick showing the frame on screen
-    then, so a frame's index counts time as the rest of the project reads it (a failure's time,
-    a clip spread over the episode); frames already at a constant rate as they are."""
+def _constant_rate(frames: list, times: list, rate: float, tick: float = 0.0) -> tuple[list, float]:
+    """Frames of a variable frame rate (a phone's: a frame more than a quarter of a gap, and more
+    than a timestamp tick and a half, off the even clock from the first to the last) put on a
+    constant clock, each tick showing the frame on screen then, so a frame's index counts time as
+    the rest of the project reads it (a failure's time, a clip spread over the episode); frames
+    at a constant rate as they are (timestamps rounded to whole ticks, as mkv's milliseconds
+    round a 600 fps video's, included)."""
     if len(frames) < 3 or any(t is None for t in times):
         return frames, rate
     t = np.asarray(times, dtype=float)
     gaps = np.diff(t)
-    if gaps.min() <= 0 or gaps.max() <= 1.5 * gaps.min():
+    even = t[0] + (t[-1] - t[0]) * np.arange(len(t)) / (len(t) - 1)
+    if gaps.min() <= 0 or np.abs(t - even).max() <= max(1.5 * tick, 0.25 * gaps.mean()):
         return frames, rate
     # the clock ticks at the video's fast frames (a tenth of its gaps are shorter), at most 4x
     # as many frames as it has, so a slow stretch repeats frames rather than fast ones merging

@@ -370,6 +370,10 @@ class Trainer:
                 self.tokenizer.eos_token_id,
                 **OmegaConf.to_container(self.cfg.vllm, resolve=True),
             )
+            self._vllm.vision_frozen = bool(self.cfg.freeze_vision)
+            check = getattr(self._vllm, "encoder_cache_problem", None)
+            if not self.cfg.freeze_vision and check is not None and (problem := check()):
+                raise TrainConfigError(problem)  # before a step, where it was after the first
             if folder == start:  # earlier stages of this run may have changed the weights
                 with self._gathered():
                     sync_rollout_weights(self._vllm, self.model)

@@ -130,3 +130,18 @@ def test_a_home_relative_folder_builds_and_a_path_that_is_no_folder_says_what_it
         assert critic_spec_problem({"name": "vlm", "model": name}).startswith(
             f"model={name!r}: {says}"
         )
+
+
+def test_a_mistyped_run_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    from critic.factory import UnknownCriticError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    # outputs/ is a folder here: outputs/final is a run folder mistyped, not Org/Model
+    try:
+        make_critic("outputs/final")
+    except UnknownCriticError as exc:
+        assert "there is no folder outputs/final on this machine" in str(exc)
+        assert "Hub" not in str(exc)
+    else:
+        raise AssertionError("outputs/final built a critic")

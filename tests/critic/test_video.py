@@ -180,3 +180,40 @@ def test_a_second_camera_s_stream_is_named_and_the_first_read(tmp_path):
                       r"\(32x24\) is read"):  # fmt: skip
         frames, _ = read_video(tmp_path / "two.mkv")
     assert frames.shape == (4, 24, 32, 3)
+
+
+def test_a_constant_rate_whose_stamps_round_to_ticks_and_a_cover_picture_read_as_they_are(
+    tmp_path,
+):
+    import warnings
+
+    import av
+
+    from critic.data.video import write_video
+
+    # mkv stamps whole milliseconds: a 600 fps episode's gaps read 1 and 2 ms, which the
+    # variable-rate check took for a phone's (40 frames read as 66, and the episode refused)
+    frames = (np.arange(40, dtype=np.uint8) * 5)[:, None, None, None].repeat(16, 1).repeat(16, 2)
+    write_video(tmp_path / "fast.mkv", np.repeat(frames, 3, axis=3), 600.0, "ffv1")
+    read, fps = read_video(tmp_path / "fast.mkv")
+    assert len(read) == 40 and fps == pytest.approx(600)
+    # an mp4's thumbnail (a stream marked attached_pic) is no second camera
+    with av.open(str(tmp_path / "cover.mp4"), "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width = cover.height = 32
+        cover.pix_fmt = "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+        for packet in [*cover.encode(picture), *cover.encode(None)]:
+            container.mux(packet)
+        for i in range(30):
+            pixels = np.full((64, 64, 3), 5 * i, np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(video.encode(None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "holds 2 video streams"
+        read, _ = read_video(tmp_path / "cover.mp4")
+    assert read.shape == (30, 64, 64, 3)

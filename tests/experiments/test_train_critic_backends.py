@@ -149,6 +149,20 @@ def test_vllm_rollouts_get_the_weights_after_every_step(dataset, tmp_path, monke
     trained, copy = trainer.model.state_dict(), fake.model.state_dict()
     assert all(torch.equal(trained[name], copy[name]) for name in trained)
 
+    # a vLLM that cannot drop its vision encoder's outputs: refused as the engine is made, before
+    # a step, where the tower trains (it was a raw EngineError after the first step)
+    class Stale(FakeVLLM):
+        def encoder_cache_problem(self):
+            return "this vLLM has no reset_encoder_cache"
+
+    monkeypatch.setattr(critic.train.recipe, "make_vllm_engine", Stale)
+    cfg.rollout_engine = "hf"  # as check_config takes it on this CPU (the trainer above set it)
+    trainer = module.Trainer(cfg, tmp_path / "stale")
+    trainer.cfg.rollout_engine = "vllm"
+    with pytest.raises(module.TrainConfigError, match="has no reset_encoder_cache"):
+        run_stages(trainer, ("pretext",))
+    assert not (tmp_path / "stale" / "pretext" / "final").exists()
+
 
 def _mean_on_rank(rank: int, port: int, queue) -> None:
     import torch.distributed as dist

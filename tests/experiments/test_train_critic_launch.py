@@ -201,9 +201,10 @@ def test_several_processes_need_the_run_s_folder_given(monkeypatch):
 
     from train_critic import shared_dir_problem
 
-    def hydra(*overrides, mode="RUN"):
+    def hydra(*overrides, mode="RUN", run_dir="outputs/train_critic/2026-12-07_12-00-00"):
         return SimpleNamespace(overrides=SimpleNamespace(hydra=list(overrides)),
-                               mode=SimpleNamespace(name=mode))  # fmt: skip
+                               mode=SimpleNamespace(name=mode),
+                               run=SimpleNamespace(dir=run_dir))  # fmt: skip
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert shared_dir_problem(hydra()).startswith(
@@ -211,5 +212,7 @@ def test_several_processes_need_the_run_s_folder_given(monkeypatch):
         "one by its own clock"
     )
     assert shared_dir_problem(hydra("hydra.run.dir=outputs/x")) is None
+    # a config of one's own that names a fixed folder: every process names the same
+    assert shared_dir_problem(hydra(run_dir="/shared/runs/qwen7b")) is None
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert shared_dir_problem(hydra()) is None

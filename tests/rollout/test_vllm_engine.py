@@ -202,6 +202,11 @@ def test_a_vllm_that_cannot_drop_its_encoder_outputs_is_refused_before_new_weigh
                        r"reuse the old vision tower's embeddings"):  # fmt: skip
         engine.load_weights([("w", torch.zeros(1))])
     assert engine.llm.calls == []  # nothing loaded
+    assert "train with freeze_vision=true" in engine.encoder_cache_problem()
+    # a vision tower that does not train: its embeddings stay right, the weights load
+    engine.vision_frozen = True
+    engine.load_weights([("w", torch.zeros(1))])
+    assert engine.llm.calls == [("viscritic_load_weights",), ("reset_prefix_cache",)]
 
 
 def test_candidate_probs_renormalise_over_the_candidates():
