@@ -26,6 +26,34 @@ from rollout.engine import Engine, EngineError, InvalidRequestError, Request, Sa
 from rollout.imports import require_package
 
 
+def vllm_options_problem(vllm: Any, options: dict[str, Any]) -> str | None:
+    """An option of ``vllm.LLM`` this vLLM does not take (neither ``LLM()``'s own argument nor an
+    ``EngineArgs`` field, where its other keywords go), or None; found before training, where it
+    failed as the first GRPO stage built the engine, after the stages before it had trained. A
+    vLLM whose options cannot be listed is not checked."""
+    import contextlib
+    import dataclasses
+    import difflib
+    import inspect
+
+    known: set[str] = set()
+    if dataclasses.is_dataclass(args := getattr(vllm, "EngineArgs", None)):
+        known |= {f.name for f in dataclasses.fields(args)}
+    if (llm := getattr(vllm, "LLM", None)) is not None:
+        with contextlib.suppress(TypeError, ValueError):  # a signature it cannot read
+            known |= set(inspect.signature(llm).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(options) - known) if known else []
+    if not unknown:
+        return None
+    near = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    return (
+        f"vllm.{unknown[0]}={options[unknown[0]]!r} is not an option of this vLLM's LLM() (vLLM "
+        f"{getattr(vllm, '__version__', '?')})"
+        + (f"; did you mean vllm.{near[0]}?" if near else "")
+        + "; drop it, or give one of LLM()'s or EngineArgs' options"
+    )
+
+
 def vllm_model_problem(model_type: str | None) -> str | None:
     """Why the vLLM engine cannot run a model of ``model_type``, or ``None``.
 

@@ -473,9 +473,13 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 "or rollout_engine=hf (transformers) on CPU"
             )
         try:
-            require_package("vllm", "vllm", "rollout_engine=vllm")
+            vllm = require_package("vllm", "vllm", "rollout_engine=vllm")
         except MissingExtraError as exc:
             raise TrainConfigError(str(exc)) from None
+        from rollout.vllm_engine import vllm_options_problem
+
+        if problem := vllm_options_problem(vllm, OmegaConf.to_container(cfg.vllm) or {}):
+            raise TrainConfigError(problem)
     # a missing extra said here, not as a traceback after the model has loaded
     needed = [("transformers", "vlm", "train_critic.py"),
               ("tensorboard", "train", "train_critic.py's logs (tensorboard)")]  # fmt: skip

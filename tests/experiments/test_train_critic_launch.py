@@ -216,3 +216,23 @@ def test_several_processes_need_the_run_s_folder_given(monkeypatch):
     assert shared_dir_problem(hydra(run_dir="/shared/runs/qwen7b")) is None
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert shared_dir_problem(hydra()) is None
+
+
+def test_a_vllm_option_this_vllm_does_not_take_is_refused_by_the_config_check(dataset, monkeypatch):
+    import sys
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    import torch
+
+    @dataclass
+    class EngineArgs:
+        gpu_memory_utilization: float = 0.9
+        enable_sleep_mode: bool = False
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(EngineArgs=EngineArgs,
+                                                             __version__="0.99"))  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(Exception, match=r"vllm\.bogus=1 is not an option of this vLLM's LLM\(\)"):
+        check_overrides(f"data=[{dataset}]", "device=cuda", "rollout_engine=vllm", "+vllm.bogus=1")

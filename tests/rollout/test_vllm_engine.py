@@ -304,3 +304,29 @@ def test_an_unreadable_model_config_is_a_load_error(tmp_path):
     # a hub id: nothing downloads at run time (it went on to vLLM, which would fetch it)
     with pytest.raises(ModelLoadError, match=r"^Qwen/Qwen2.5-VL-7B-Instruct: no checkpoint folder"):
         VLLMEngine("Qwen/Qwen2.5-VL-7B-Instruct", video_token_id=0, eos_token_id=0)
+
+
+def test_an_option_vllm_does_not_take_is_named_before_training():
+    # it reached vllm.LLM(**options) at the first GRPO stage, after the stages before had trained
+    from dataclasses import dataclass
+
+    from rollout.vllm_engine import vllm_options_problem
+
+    @dataclass
+    class EngineArgs:  # where LLM() sends the keywords it does not name itself
+        gpu_memory_utilization: float = 0.9
+        enable_sleep_mode: bool = False
+        max_model_len: int | None = None
+
+    class LLM:
+        def __init__(self, model, tokenizer=None, **kwargs):
+            pass
+
+    vllm = SimpleNamespace(EngineArgs=EngineArgs, LLM=LLM, __version__="0.99")
+    good = {"gpu_memory_utilization": 0.3, "enable_sleep_mode": True, "tokenizer": "t"}
+    assert vllm_options_problem(vllm, good) is None
+    assert vllm_options_problem(vllm, {"max_model_lenght": 4096}) == (
+        "vllm.max_model_lenght=4096 is not an option of this vLLM's LLM() (vLLM 0.99); did you "
+        "mean vllm.max_model_len?; drop it, or give one of LLM()'s or EngineArgs' options"
+    )
+    assert vllm_options_problem(SimpleNamespace(), {"anything": 1}) is None  # cannot list them
