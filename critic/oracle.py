@@ -25,7 +25,7 @@ from critic.base import (
     ProgressQuery,
     check_queries,
 )
-from critic.vision import checked_frames
+from critic.frames import checked_frames
 from rollout.checks import is_int, is_number
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from critic.frames import MAX_ASPECT, FrameError
 from rollout.checks import is_number
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -59,93 +60,13 @@ QWEN_VIDEO_PIXELS = (128 * 28 * 28, 768 * 28 * 28)
 # Qwen3VLVideoProcessor's (over frames x area), and the frame rate its timestamps count at.
 QWEN3_VIDEO_PIXELS = (128 * 32 * 32, 768 * 32 * 32)
 QWEN3_FPS = 2.0
-
-
-class FrameError(ValueError):
-    """Frames are not a uint8 ``[T, H, W, 3]`` array the vision tower can take."""
+# the processors' default max_video_tokens: Qwen3-VL's merged tokens a frame, Qwen2.5-VL's context
+QWEN3_FRAME_TOKENS = 768
+QWEN_CONTEXT_TOKENS = 128000
 
 
 class ProcessorConfigError(ValueError):
     """A checkpoint's processor config holds a setting the critic cannot read frames with."""
-
-
-MAX_ASPECT = 200  # the longest side over the shortest that Qwen's resize rule takes
-
-
-def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
-    """A query's ``frames`` (uint8 ``[T, H, W, 3]``) or anchor frame (``initial_frame`` /
-    ``current_frame``: uint8 ``[H, W, 3]``) as an array, or a :class:`FrameError` that names the
-    field, the query's index in the batch, what it holds and the fix."""
-    video = name == "frames"
-    where = f"query {index}'s {name}"
-    if video and isinstance(value, list | tuple):
-        sizes = list(dict.fromkeys(np.shape(frame) for frame in value))
-        if len(sizes) > 1:
-            raise FrameError(
-                f"{where} hold frames of different sizes {sizes}; resize them to one size "
-                "(e.g. each to the first frame's) before building the query"
-            )
-    try:
-        array = np.asarray(value)
-    except (RuntimeError, TypeError) as exc:  # a tensor that requires grad, or on a GPU
-        raise FrameError(
-            f"{where} cannot be read as an array ({exc}); pass a uint8 numpy array, e.g. "
-            "x.detach().cpu().numpy() for a torch tensor"
-        ) from None
-    layout = "[T, H, W, 3] (a video)" if video else "[H, W, 3] (one frame)"
-    ndim = 4 if video else 3
-    if array.dtype == np.uint8 and array.ndim == ndim and array.shape[-1] == 3:
-        height, width = array.shape[-3:-1]
-        # what the resize rule refuses, said here: before any model call, naming the query
-        if min(height, width) < 1:
-            raise FrameError(
-                f"{where} {'are' if video else 'is'} {height}x{width} pixels, with nothing "
-                "to read; render them at a size of 1x1 or more (e.g. 64x64)"
-            )
-        if max(height, width) / min(height, width) > MAX_ASPECT:
-            raise FrameError(
-                f"{where} {'are' if video else 'is'} {height}x{width} pixels, an aspect "
-                f"ratio over {MAX_ASPECT} (the vision tower's limit); crop or pad them "
-                "toward a square"
-            )
-        return array
-    if np.issubdtype(array.dtype, np.floating):
-        # floats in [0, 1] (a normalised image) or [0, 255] (an .astype(np.float32) of uint8):
-        # scaling the second by 255 wraps (200.0 became 56)
-        finite = array[np.isfinite(array)] if array.size else array
-        top = float(finite.max()) if finite.size else 0.0
-        fix = (
-            "from floats in [0, 255]: x.round().clip(0, 255).astype(np.uint8)"
-            if top > 1.0
-            else "from floats in [0, 1]: (x * 255).round().astype(np.uint8)"
-        )
-        if finite.size < array.size:
-            fix += ", after replacing their NaN or infinite values"
-    elif array.dtype == np.uint16:
-        fix = "from 16-bit frames: (x >> 8).astype(np.uint8)"
-    elif (
-        np.issubdtype(array.dtype, np.integer)
-        and array.ndim == ndim
-        and array.shape[-1] == 3
-        and (not array.size or (array.min() >= 0 and array.max() <= 255))
-    ):  # a list of numbers (frame.tolist()), an int64 array
-        fix = "from integers in [0, 255]: x.astype(np.uint8)"
-    elif array.ndim == ndim and array.shape[-1] == 4:
-        fix = "from RGBA frames: x[..., :3]"
-    elif array.ndim == ndim and array.shape[-3] == 3:
-        fix = "from channels-first frames: np.moveaxis(x, -3, -1)"
-    elif array.ndim == ndim and array.shape[-1] == 1:
-        fix = "from grey frames: np.repeat(x, 3, axis=-1)"
-    elif video and array.ndim == 3 and array.shape[-1] == 3:
-        fix = "from one frame: x[None]"
-    elif array.ndim == ndim - 1:
-        fix = "from grey frames: np.repeat(x[..., None], 3, axis=-1)"
-    else:
-        fix = f"e.g. a uint8 array of shape {(8, 64, 64, 3) if video else (64, 64, 3)}"
-    raise FrameError(
-        f"{where} {'are' if video else 'is'} {array.dtype} of shape {array.shape}; "
-        f"{'they' if video else 'it'} must be uint8 RGB {layout}: {fix}"
-    )
 
 
 @dataclass(frozen=True)
@@ -165,9 +86,14 @@ class VisionSpec:
         segmented: Qwen3-VL's video format: the budget counts every frame, and each temporal
             patch is its own ``<t seconds>`` segment of the prompt (:meth:`video_text`).
         fps: the frame rate a segmented video's timestamps count at.
-        cap_pixels_per_frame: Qwen3-VL processors' per-frame cap (``max_video_tokens`` tokens a
-            frame, at least 1.05 x ``min_pixels``), where a processor config asks for it.
-        max_video_tokens: that cap, in merged tokens a frame.
+        cap_pixels_per_frame: the video processors' per-frame cap, where a processor config asks
+            for it (transformers' ``cap_pixels_per_frame``; off where unset, as transformers
+            reads it): Qwen3-VL's caps each frame at ``max_video_tokens`` merged tokens and an
+            even share of ``max_pixels``; Qwen2.5-VL's at an even share of 90 % of
+            ``max_video_tokens`` (the context length) a temporal patch; both at least 1.05 x
+            ``min_pixels``.
+        max_video_tokens: that cap's size; ``None``: the processor's default (Qwen3-VL 768 a
+            frame, Qwen2.5-VL a context of 128,000).
     """
 
     patch_size: int = 14
@@ -180,7 +106,7 @@ class VisionSpec:
     segmented: bool = False
     fps: float = QWEN3_FPS
     cap_pixels_per_frame: bool = False
-    max_video_tokens: int = 768
+    max_video_tokens: int | None = None
 
     @classmethod
     def from_config(cls, vision_config, processor: Mapping[str, Any] | None = None) -> VisionSpec:
@@ -238,16 +164,14 @@ class VisionSpec:
                     raise ProcessorConfigError(
                         f"fps={fps!r} must be a number > 0 (frames a second)"
                     )
-                cap = processor.get("cap_pixels_per_frame")
-                if cap is not None and not isinstance(cap, bool):
-                    raise ProcessorConfigError(
-                        f"cap_pixels_per_frame={cap!r} must be true, false or null"
-                    )
-                extra = {
-                    "fps": float(fps),
-                    "cap_pixels_per_frame": bool(cap),
-                    "max_video_tokens": _pixels("max_video_tokens", processor, 768),
-                }
+                extra["fps"] = float(fps)
+            cap = processor.get("cap_pixels_per_frame")
+            if cap is not None and not isinstance(cap, bool):
+                raise ProcessorConfigError(
+                    f"cap_pixels_per_frame={cap!r} must be true, false or null"
+                )
+            extra["cap_pixels_per_frame"] = bool(cap)
+            extra["max_video_tokens"] = _pixels("max_video_tokens", processor, None)
         return cls(
             patch_size=get("patch_size"),
             temporal_patch_size=get("temporal_patch_size"),
@@ -273,13 +197,18 @@ class VisionSpec:
     def resized(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The sides a video of ``num_frames`` frames of ``height`` x ``width`` is resized to:
         :func:`smart_resize` per frame, or :func:`smart_resize_video` where ``segmented``."""
-        if not self.segmented:
-            return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
         max_pixels = self.max_pixels
+        if not self.segmented:
+            if self.cap_pixels_per_frame:  # Qwen2VLVideoProcessor.resize's cap, as it computes it
+                context = self.max_video_tokens or QWEN_CONTEXT_TOKENS
+                share = int(context * self.factor**2 * 0.9) * self.temporal_patch_size // num_frames
+                max_pixels = max(min(max_pixels, share), int(self.min_pixels * 1.05))
+            return smart_resize(height, width, self.factor, self.min_pixels, max_pixels)
         if self.cap_pixels_per_frame:  # Qwen3VLVideoProcessor.resize's cap, as it computes it
             frames = max(num_frames, self.temporal_patch_size)  # what smart_resize_video counts
+            tokens = self.max_video_tokens or QWEN3_FRAME_TOKENS
             per_frame = max(
-                min(self.max_video_tokens * self.factor**2, self.max_pixels // frames),
+                min(tokens * self.factor**2, self.max_pixels // frames),
                 int(self.min_pixels * 1.05),
             )
             max_pixels = per_frame * frames

@@ -33,6 +33,7 @@ from critic.base import (
     check_queries,
     prompt_syntax_problem,
 )
+from critic.frames import checked_frames
 from critic.models import (
     CLIP_FRAMES_KEY,
     FAILURE_TYPES_KEY,
@@ -43,7 +44,7 @@ from critic.models import (
     unrecorded_pixel_budget,
 )
 from critic.parse import parse_progress, parse_verdict
-from critic.vision import ProcessorConfigError, VisionSpec, checked_frames
+from critic.vision import ProcessorConfigError, VisionSpec
 from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
 from rollout.engine import MIN_TEMPERATURE, Request
@@ -490,7 +491,7 @@ def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSp
 
 def _no_frames(frames: Any) -> bool:
     """Whether a query holds no frames: ``None`` or empty. A value with no length (a 0-d array,
-    a number) is left to :func:`critic.vision.checked_frames`, which names it (``len()`` of it
+    a number) is left to :func:`critic.frames.checked_frames`, which names it (``len()`` of it
     was a raw TypeError)."""
     if frames is None:
         return True

@@ -314,3 +314,23 @@ def test_unset_budgets_and_whole_float_sizes_read_as_transformers_reads_them():
     vision = transformers.Qwen2_5_VLConfig().vision_config
     spec = VisionSpec.from_config(vision, {"min_pixels": 0, "size": {"shortest_edge": 4096.0}})
     assert (spec.min_pixels, spec.max_pixels) == (4096, 602112)
+
+
+def test_qwen25_per_frame_cap_as_transformers_computes_it():
+    """Qwen2VLVideoProcessor's cap, read from a processor config (it was read for Qwen3-VL only).
+
+    A context of 1000 tokens: 90 % of it is int(1000 x 28² x 0.9) = 705600 px a temporal patch,
+    so 16 frames get 705600 x 2 // 16 = 88200 px each (above 1.05 x 3136 = 3292): beta =
+    sqrt(720 x 1280 / 88200) = 3.2325; floor(720 / 3.2325 / 28) = 7 → 196, floor(1280 / 3.2325 /
+    28) = 14 → 392. Uncapped, 720 x 1280 rounds to 728 x 1288 (26 and 46 tokens of 28).
+    """
+    transformers = pytest.importorskip("transformers")
+    settings = {"min_pixels": 3136, "max_pixels": 12845056, "max_video_tokens": 1000}
+    vision_config = transformers.Qwen2_5_VLConfig().vision_config
+    capped = VisionSpec.from_config(vision_config, {**settings, "cap_pixels_per_frame": True})
+    assert capped.resized(16, 720, 1280) == (196, 392)
+    assert VisionSpec.from_config(vision_config, settings).resized(16, 720, 1280) == (728, 1288)
+    # the default context (128,000 tokens) leaves a 16-frame 720p video as it was
+    default = VisionSpec.from_config(vision_config, {**settings, "max_video_tokens": None,
+                                                     "cap_pixels_per_frame": True})  # fmt: skip
+    assert default.resized(16, 720, 1280) == (728, 1288)
