@@ -103,6 +103,15 @@ class TaskEnv(gym.Env):
                 f"{self.task_name}: action {array.tolist()} is not finite; a NaN or inf action "
                 "makes the simulation's state NaN (check the policy's outputs)"
             )
+        dtype = np.dtype(self.action_space.dtype)
+        if np.issubdtype(dtype, np.floating):
+            with np.errstate(over="ignore"):
+                cast = array.astype(dtype)
+            if not np.isfinite(cast).all():  # 1e39 is inf as float32: a task's cost of inf
+                raise InvalidActionError(
+                    f"{self.task_name}: action {array.tolist()} overflows the action space's "
+                    f"{dtype} (env.action_space: {self.action_space}); check the policy's outputs"
+                )
         return array
 
     # -- what subclasses provide -------------------------------------------------------------
@@ -253,6 +262,24 @@ def check_task_info(info: Any, task: TaskEnv, method: str) -> dict[str, Any]:
     # checked again here: a task may put them in its info without task_info()
     _checked_fields(task, info["progress"], info["is_success"], f"the info of its {method}() ")
     return info
+
+
+def check_task_reward(reward: Any, task: TaskEnv) -> float:
+    """The reward of the task's ``step`` as a float, which must be a finite number: the critic
+    reward adds it (``env_reward_weight``) and reports its return beside the critic's, and an
+    infinite one made the critic's reward NaN even at weight 0.
+
+    Raises:
+        TaskContractError: it is not a finite number.
+    """
+    if isinstance(reward, np.ndarray) and reward.ndim == 0:
+        reward = reward.item()
+    if not is_number(reward):
+        raise TaskContractError(
+            f"{task.task_name} ({type(task).__name__}): its step() returned reward "
+            f"{reward!r:.60} ({type(reward).__name__}); a task's reward must be a finite number"
+        )
+    return float(reward)
 
 
 def _checked_fields(task: TaskEnv, progress: Any, success: Any, where: str) -> dict[str, Any]:

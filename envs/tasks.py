@@ -25,7 +25,7 @@ import gymnasium as gym
 
 from envs.errors import InvalidOptionError, TaskContractError, UnknownTaskError
 from envs.render import CriticView, FreeCamera, check_view
-from envs.task_env import TaskEnv, check_task_info
+from envs.task_env import TaskEnv, check_task_info, check_task_reward
 from rollout.checks import is_int
 
 __all__ = [  # TaskEnv and check_task_info live in envs.task_env; imported from here as before
@@ -36,6 +36,7 @@ __all__ = [  # TaskEnv and check_task_info live in envs.task_env; imported from 
     "check_sendable",
     "check_task_info",
     "check_task_kwargs",
+    "check_task_reward",
     "get_task",
     "import_task_modules",
     "make_registered_task",

@@ -2,7 +2,7 @@
 
 :class:`CriticFrames` runs in each worker (``DummyVecEnv`` or ``SubprocVecEnv``) and renders the
 critic's frame into ``info`` on query steps; :func:`make_viscritic_vec_env` builds task →
-``TimeLimit`` → ``Monitor`` → ``CriticFrames`` in every worker and the batched critic wrapper on
+``TimeLimit`` → ``CriticFrames`` → ``Monitor`` in every worker and the batched critic wrapper on
 top. Split from ``envs/vec_env.py`` (which keeps the main process's side and re-exports both
 names) along the line between the worker processes and the main one.
 """
@@ -19,7 +19,7 @@ from critic.base import Critic
 from critic.factory import make_critic
 from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig
 from envs.errors import InvalidOptionError
-from envs.tasks import TaskEnv, check_task_info
+from envs.tasks import TaskEnv, check_task_info, check_task_reward
 from envs.vec_env import VisCriticVecEnv, _vec_env
 from rollout.checks import is_int
 
@@ -74,6 +74,7 @@ class CriticFrames(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         info = check_task_info(info, self.env.unwrapped, "step")
+        reward = check_task_reward(reward, self.env.unwrapped)
         self._steps += 1
         if self._config.keeps_every_frame or self._config.is_query_step(
             self._steps, terminated or truncated
@@ -97,8 +98,8 @@ def make_viscritic_vec_env(
     render_mode: str | None = None,
     **options: Any,
 ):
-    """Build task → ``TimeLimit`` → ``Monitor`` (true return) → ``CriticFrames`` in each worker,
-    then :class:`VisCriticVecEnv` on top. The stack is built here, in one visible place.
+    """Build task → ``TimeLimit`` → ``CriticFrames`` → ``Monitor`` (true return and success) in each
+    worker, then :class:`VisCriticVecEnv` on top. The stack is built here, in one visible place.
 
     Args:
         env: a registered task name.
@@ -115,7 +116,6 @@ def make_viscritic_vec_env(
         **options: the fields of :class:`~envs.critic_reward.CriticRewardConfig`.
     """
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import VecEnv
 
     from envs.tasks import (
@@ -155,13 +155,21 @@ def make_viscritic_vec_env(
         task = make_task_env(env, camera=camera, image_size=image_size, render_mode=render_mode,
                              **task_options)  # fmt: skip
         timed = gym.wrappers.TimeLimit(task, max_episode_steps=max_steps)
-        monitored = Monitor(timed, info_keywords=("is_success",))
-        return CriticFrames(monitored, config, render=render)
+        return CriticFrames(timed, config, render=render)  # make_vec_env adds the Monitor
 
     seed = None if seed is None else int(seed)
     if vec_env_cls is not None and vec_env_cls is not _vec_env.DummyVecEnv:
         # workers in other processes would report a bad camera, image size or task option as a
         # lost connection: build one env here first, so the typed error reaches the caller
         make_one().close()
-    venv = make_vec_env(make_one, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls)
+    # make_vec_env wraps each env in a Monitor, below the critic reward: the true return and
+    # success (a Monitor of make_one's own was wrapped in a second, whose episode info had no
+    # is_success)
+    venv = make_vec_env(
+        make_one,
+        n_envs=n_envs,
+        seed=seed,
+        vec_env_cls=vec_env_cls,
+        monitor_kwargs={"info_keywords": ("is_success",)},
+    )
     return VisCriticVecEnv(venv, built, config, relabel=relabel)

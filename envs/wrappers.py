@@ -20,7 +20,7 @@ from critic.base import Critic
 from critic.factory import make_critic
 from envs.critic_reward import DEFAULT_CRITIC, CriticRewardConfig, EpisodeTracker, check_batch
 from envs.errors import InvalidOptionError
-from envs.tasks import TaskEnv, check_task_info
+from envs.tasks import TaskEnv, check_task_info, check_task_reward
 from rollout.checks import plain_values
 from rollout.warn import warn_user
 
@@ -100,6 +100,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(action)
         info = check_task_info(info, self._task, "step")
+        env_reward = check_task_reward(env_reward, self._task)
         estimate = None
         if self.config.is_query_step(self._tracker.step_count + 1, terminated or truncated):
             self._tracker.observe(self._frame(), info["progress"])

@@ -281,6 +281,33 @@ def test_a_subclass_that_leaves_out_its_part_is_named(own_tasks):
         bare.progress()
 
 
+@pytest.mark.parametrize("reward", [math.inf, math.nan, None])
+def test_a_task_whose_reward_is_not_a_finite_number_is_stopped(own_tasks, reward):
+    """The critic reward adds the task's reward (``env_reward_weight``, 0 by default) and
+    reports its return: an infinite one made the critic's reward NaN, and nothing was raised."""
+    import_task_modules("my_tasks")
+    import my_tasks
+
+    class BadReward(my_tasks.CheetahRunTask):
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            return obs, reward, terminated, truncated, info
+
+    register_task(TaskSpec(**{**vars(get_task("CheetahRun-v1")), "name": "BadReward-v1",
+                              "make": BadReward}))  # fmt: skip
+    said = rf"BadReward-v1 \(BadReward\): its step\(\) returned reward {reward}"
+    env = gym.make("VisCriticReward-v0", env="BadReward-v1", critic="oracle")
+    env.reset(seed=0)
+    with pytest.raises(TaskContractError, match=said):
+        env.step(env.action_space.sample())
+    venv = make_viscritic_vec_env("BadReward-v1", n_envs=1, critic="oracle", seed=0)
+    venv.reset()
+    with pytest.raises(TaskContractError, match=said):
+        venv.step(np.zeros((1, *venv.action_space.shape)))
+    env.close()
+    venv.close()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
