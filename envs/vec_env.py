@@ -207,6 +207,16 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             )
         return info
 
+    def _report_reset(self, index: int, estimate: ProgressEstimate | None) -> None:
+        """Set env ``index``'s ``reset_infos`` entry as the single-env wrapper's reset returns
+        it: the task's info (its frame left out) and the critic's reading of the reset state, or
+        ``critic_pending`` where it is read at the episode's end (relabelling). SB3's VecEnv
+        left it empty."""
+        info = {k: v for k, v in self._reset_info(index).items() if k != "critic_frame"}
+        tracker = self._trackers[index]
+        critic = {"critic_pending": True} if estimate is None else tracker.info(0.0, estimate)
+        self.reset_infos[index] = {**info, **critic}
+
     def reset(self):
         obs = self.venv.reset()
         self.relabel_positions = [[] for _ in range(self.num_envs)]
@@ -217,12 +227,15 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         if self.relabel:
             self._pending = [[(None, t.deferred_query())] for t in self._trackers]
             self._terminal = [False] * self.num_envs  # whether each pending episode terminated
+            for i in range(self.num_envs):
+                self._report_reset(i, None)
             return obs
         estimates = self._estimate(
             [t.query() for t in self._trackers], list(enumerate(self._trackers))
         )
-        for tracker, estimate in zip(self._trackers, estimates, strict=True):
+        for i, (tracker, estimate) in enumerate(zip(self._trackers, estimates, strict=True)):
             tracker.begin(estimate)
+            self._report_reset(i, estimate)
         return obs
 
     def step_async(self, actions) -> None:
@@ -273,6 +286,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 infos[i]["critic_return"] = tracker.critic_return
                 fresh[i].begin(answers[(i, "start")])
                 self._trackers[i] = fresh[i]
+                self._report_reset(i, answers[(i, "start")])
         return obs, rewards, dones, infos
 
     def _step_relabel(self):
@@ -323,6 +337,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             self._trackers[i] = self._new_tracker(i)
             self._trackers[i].start(reset_info.get("critic_frame"), reset_info["progress"])
             self._pending[i] = [(None, self._trackers[i].deferred_query())]
+            self._report_reset(i, None)
         return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
 
     def _replay(self, index: int, per_step: list) -> tuple[np.ndarray, EpisodeTracker]:

@@ -301,8 +301,6 @@ def _check_critic(cfg: DictConfig) -> None:
 
 def build_train_env(cfg: DictConfig, condition: str, seed: int):
     """The vector env a condition learns in. The stack is built in envs, in one visible place."""
-    from stable_baselines3.common.env_util import make_vec_env
-
     import envs
     from envs.vec_stack import make_viscritic_vec_env
 
@@ -327,17 +325,34 @@ def build_train_env(cfg: DictConfig, condition: str, seed: int):
             **OmegaConf.to_container(cfg.reward, resolve=True),
         )
 
+    return true_reward_vec_env(env_cfg, envs, n_envs=cfg.n_envs, seed=seed)
+
+
+def true_reward_vec_env(
+    env_cfg: dict[str, Any], envs_module, n_envs: int, seed: int, task_state: bool = False
+):
+    """:func:`true_reward_env` in SB3's ``DummyVecEnv``, each env with one Monitor (its own,
+    which ``make_vec_env`` adds)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
     def make_one():
-        return true_reward_env(env_cfg, envs)
+        return true_reward_env(env_cfg, envs_module, task_state=task_state, monitored=False)
 
-    return make_vec_env(make_one, n_envs=cfg.n_envs, seed=seed)
+    return make_vec_env(make_one, n_envs=n_envs, seed=seed, monitor_kwargs=MONITOR_KWARGS)
 
 
-def true_reward_env(env_cfg: dict[str, Any], envs_module, task_state: bool = False):
+MONITOR_KWARGS = {"info_keywords": ("is_success",)}  # the Monitor's episode info: true success
+
+
+def true_reward_env(
+    env_cfg: dict[str, Any], envs_module, task_state: bool = False, monitored: bool = True
+):
     """The bare task with its own reward, time limit and a Monitor that records true return and
     success: what the ground-truth condition learns in and every evaluation plays. ``task_state``:
     each step's info also carries the task's privileged state now and at the episode's reset (the
-    final test reads where each episode began and ended)."""
+    final test reads where each episode began and ended). ``monitored=False`` leaves the Monitor
+    to SB3's ``make_vec_env``, which adds one (``monitor_kwargs=MONITOR_KWARGS``): a Monitor of
+    its own was wrapped in a second, whose episode info had no ``is_success``."""
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
 
@@ -353,7 +368,8 @@ def true_reward_env(env_cfg: dict[str, Any], envs_module, task_state: bool = Fal
         **check_task_kwargs(env_cfg["task_kwargs"]),
     )
     limited = gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
-    return Monitor(TaskStateInfo(limited) if task_state else limited, info_keywords=("is_success",))
+    inner = TaskStateInfo(limited) if task_state else limited
+    return Monitor(inner, **MONITOR_KWARGS) if monitored else inner
 
 
 def training_schedule(cfg: DictConfig, condition: str) -> dict[str, Any]:

@@ -54,7 +54,13 @@ from rl_results import (
     machine_record,
     summarise,
 )
-from rl_setup import build_train_env, check_config, training_schedule, true_reward_env
+from rl_setup import (
+    build_train_env,
+    check_config,
+    training_schedule,
+    true_reward_env,
+    true_reward_vec_env,
+)
 from run_dir import (
     ASIDE,
     RunDirError,
@@ -181,17 +187,12 @@ def evaluate_final_policy(cfg: DictConfig, model) -> dict[str, list]:
                              "test_start_state": [], "test_final_state": []}  # fmt: skip
     if not cfg.get("test_episodes", 0):
         return test
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
     import envs
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    env = make_vec_env(
-        lambda: true_reward_env(env_cfg, envs, task_state=True),
-        n_envs=1,
-        seed=TEST_SEED,
-    )
+    env = true_reward_vec_env(env_cfg, envs, n_envs=1, seed=TEST_SEED, task_state=True)
 
     def on_step(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
         if local_vars["done"]:  # the last step's info (SB3's EvalCallback reads success so)

@@ -95,6 +95,39 @@ def test_episode_end_reports_true_and_critic_returns():
         assert info["episode"]["r"] == pytest.approx(info["env_return"], abs=1e-4)
         assert "critic_return" in info and "terminal_observation" in info
         assert isinstance(info["is_success"], bool)
+        # one Monitor, with the true success: a second one above it wrote an episode without it
+        assert info["episode"]["is_success"] == info["is_success"]
+    wrappers = []
+    inner = venv.venv.envs[0]
+    while isinstance(inner, gym.Wrapper):
+        wrappers.append(type(inner).__name__)
+        inner = inner.env
+    assert wrappers == ["Monitor", "CriticFrames", "TimeLimit"]
+    venv.close()
+
+
+@pytest.mark.filterwarnings("ignore:VisCriticVecEnv\\(relabel=True\\) returns")
+@pytest.mark.parametrize("relabel", [False, True])
+def test_reset_infos_carry_the_task_s_and_the_critic_s_reading_of_the_reset(relabel):
+    """As the single-env wrapper's reset info does (SB3's VecEnv left them empty)."""
+    venv = make_viscritic_vec_env("Reacher-v5", 2, "oracle", seed=0, horizon=HORIZON,
+                                  relabel=relabel)  # fmt: skip
+    venv.reset()
+    single = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle")
+    _, expected = single.reset(seed=0)
+    first = [dict(info) for info in venv.reset_infos]
+    venv.reset_infos[0] = {"stale": True}  # the autoreset at the episode's end writes its own
+    for _ in range(HORIZON):
+        venv.step(np.zeros((2, *venv.action_space.shape), np.float32))
+    for infos in (first, venv.reset_infos):
+        for info in infos:
+            assert "critic_frame" not in info and 0.0 <= info["progress"] <= 1.0
+            if relabel:  # read at the episode's end
+                assert info["critic_pending"] is True and "critic_progress" not in info
+            else:  # the oracle reads the task's progress
+                assert info["critic_progress"] == pytest.approx(info["progress"])
+                assert info.keys() == expected.keys() - {"critic_frame"}
+    single.close()
     venv.close()
 
 
