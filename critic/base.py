@@ -11,6 +11,7 @@ that the oracle and a learned critic see the very same queries.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import math
 import re
@@ -230,6 +231,52 @@ class FailureVerdict:
     confidence: float = 1.0
     reasoning: str = ""
     status: ParseStatus = ParseStatus.OK
+
+
+def checked_answers(answers: Any, queries: int, kind: type, who: str) -> list:
+    """``answers`` to ``queries`` queries as a list, if they keep the contract: one ``kind``
+    (:class:`ProgressEstimate` or :class:`FailureVerdict`) per query, progress and ``achieved``
+    in [0, 1] or None, a verdict's ``success`` a bool or None (a numpy bool is made a bool: it is
+    not ``False`` to ``is``, so the evaluator counted no failure call) and its confidence in
+    [0, 1]. Else a :class:`CriticError` naming ``who`` (e.g. ``"critic 'vlm:...'"``) and the
+    answer: a wrong count was a bare zip or index error, naming no critic, and a reading of 1.5
+    was scored.
+    """
+    try:
+        answers = list(answers)
+    except TypeError:
+        answers = None
+    if answers is None or len(answers) != queries or not all(isinstance(a, kind) for a in answers):
+        got = "no list" if answers is None else f"{len(answers)} answers"
+        if answers is not None and len(answers) == queries:
+            wrong = next(type(a).__name__ for a in answers if not isinstance(a, kind))
+            got = f"a {wrong} among its answers"
+        raise CriticError(
+            f"{who} returned {got} for {queries} queries; a critic returns one {kind.__name__} "
+            "per query, in order"
+        )
+    checked = []
+    for i, answer in enumerate(answers):
+        if isinstance(answer, FailureVerdict):
+            fields = {"confidence": answer.confidence}
+            if answer.success is not None and not isinstance(answer.success, bool | np.bool_):
+                raise CriticError(
+                    f"{who} returned success={answer.success!r} for query {i}; a verdict's "
+                    "success is True, False, or None when the answer could not be read"
+                )
+            if isinstance(answer.success, np.bool_):
+                answer = dataclasses.replace(answer, success=bool(answer.success))
+        else:
+            fields = {"progress": answer.progress, "achieved": answer.achieved}
+        for name, value in fields.items():
+            if value is not None and not (is_number(value) and 0.0 <= value <= 1.0):
+                raise CriticError(
+                    f"{who} returned {name}={value!r} for query {i}; it must be a finite number "
+                    "in [0, 1]"
+                    + (", or None when the critic cannot say" if name != "confidence" else "")
+                )
+        checked.append(answer)
+    return checked
 
 
 def check_queries(queries: Any, kind: type, method: str) -> None:

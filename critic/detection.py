@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import Critic, FailureQuery
+from critic.base import Critic, FailureQuery, FailureVerdict, checked_answers
 from critic.data.episodes import Episode
 from critic.data.samples import camera_frames, clip, failure_vocabulary
 from critic.eval import (
     auroc,
     binary_metrics,
     check_count,
+    critic_name,
     nanmean,
     predict_estimates,
     progress_query,
@@ -117,7 +118,12 @@ def evaluate_failures(
                 threshold_metrics(by_progress, actual, progress_threshold),
                 bool(np.isfinite(progress).any()),
             ),
-            **_judged_by_type(kinds, by_progress, progress_threshold),
+            # the shares it calls failures, where it read something (none read: every score nan)
+            **(
+                _judged_by_type(kinds, by_progress, progress_threshold)
+                if np.isfinite(progress).any()
+                else {}
+            ),
         },
         **(
             {
@@ -196,7 +202,9 @@ def _detect(critic: Critic, queries: list[FailureQuery], batch: int) -> list:
     check_count("batch", batch)
     verdicts = []
     for start in range(0, len(queries), batch):
-        verdicts.extend(critic.detect_failure(queries[start : start + batch]))
+        asked = queries[start : start + batch]
+        answers = critic.detect_failure(asked)
+        verdicts += checked_answers(answers, len(asked), FailureVerdict, critic_name(critic))
     return verdicts
 
 
@@ -218,8 +226,9 @@ def failure_scores(
     batch: int = 32,
 ) -> list[float]:
     """Each episode's probability of failure by ``detector`` (:data:`FAILURE_DETECTORS`); 0.5
-    where the answer is unreadable, ``nan`` where the critic gives no probability that the task
-    is achieved (``achieved``). ``frames``: the verdict query's frames; ``frames_per_query``: the
+    where the answer is unreadable, ``nan`` everywhere where the detector read nothing: the
+    critic gives no probability that the task is achieved (``achieved``), or no progress
+    answer could be read (``progress``). ``frames``: the verdict query's frames; ``frames_per_query``: the
     progress query's; ``batch``: the most queries in one call to the critic.
 
     Raises:
@@ -242,7 +251,8 @@ def last_frame_scores(
 ) -> dict[str, list[float]]:
     """The failure probabilities of both last-frame detectors from one reading of each
     episode's last frame (the reward's query): ``progress`` (``1 - progress``) and ``achieved``
-    (``1 - P(achieved)``; ``nan`` where the critic gives none); 0.5 where unreadable."""
+    (``1 - P(achieved)``); 0.5 where unreadable, and ``nan`` everywhere where a detector read
+    nothing (no P(achieved) given, or no progress read), so no threshold is fit on it."""
     return _last_frame_failure(
         *_last_frame_readings(critic, episodes, frames_per_query, camera, batch)
     )
@@ -266,8 +276,10 @@ def _last_frame_failure(progress: np.ndarray, achieved: np.ndarray) -> dict[str,
     # (not 0.5 at its unread answers, which would report one); one that gives it on some reads
     # 0.5 where it gave none (a nan score there had made the whole detector's AUROC nan)
     gives_achieved = np.isfinite(achieved[~unread]).any()
+    # none read: every score the 0.5 of an unreadable answer, on which a τ was fit and printed
+    read_any = bool((~unread).any())
     return {
-        "progress": np.where(unread, 0.5, 1.0 - progress).tolist(),
+        "progress": np.where(unread, 0.5 if read_any else np.nan, 1.0 - progress).tolist(),
         "achieved": np.where(np.isnan(achieved) & gives_achieved, 0.5, 1.0 - achieved).tolist(),
     }
 

@@ -32,6 +32,7 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
     check_queries,
+    checked_answers,
 )
 from rollout.checks import is_number
 
@@ -185,19 +186,6 @@ class EnsembleCritic(Critic):
 
 
 def _checked(member: Critic, answers: Any, queries: int, kind: type) -> list:
-    """A member's answers, one ``kind`` per query, or a :class:`CriticError` naming the member (a
-    wrong count was a bare zip error, a None an AttributeError, naming no member)."""
-    try:
-        answers = list(answers)
-    except TypeError:
-        answers = None
-    if answers is None or len(answers) != queries or not all(isinstance(a, kind) for a in answers):
-        got = "no list" if answers is None else f"{len(answers)} answers"
-        if answers is not None and len(answers) == queries:
-            wrong = next(type(a).__name__ for a in answers if not isinstance(a, kind))
-            got = f"a {wrong} among its answers"
-        raise CriticError(
-            f"ensemble member {member.name!r} returned {got} for {queries} queries; a critic "
-            f"returns one {kind.__name__} per query, in order"
-        )
-    return answers
+    """A member's answers, if they keep the contract (:func:`critic.base.checked_answers`), or a
+    :class:`CriticError` naming the member."""
+    return checked_answers(answers, queries, kind, f"ensemble member {member.name!r}")

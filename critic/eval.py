@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import Critic, ProgressQuery, active_length
+from critic.base import Critic, ProgressEstimate, ProgressQuery, active_length, checked_answers
 from critic.data.episodes import Episode, is_policy_rollout
 from critic.data.samples import camera_frames, clip
 from rollout.checks import is_int
@@ -105,6 +105,11 @@ def accuracy_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float
     _same_length("accuracy_threshold", scores=scores, labels=labels)
     if len(scores) == 0:
         raise ValueError("accuracy_threshold needs at least one score")
+    if not np.isfinite(scores).all():  # a nan sorted last among the candidates and was ignored
+        raise ValueError(
+            f"accuracy_threshold needs finite scores; got {scores[~np.isfinite(scores)][:3].tolist()}"
+            " (leave out the items a detector could not score)"
+        )
     distinct = np.unique(scores)
     candidates = np.r_[distinct[0] - 0.1, (distinct[:-1] + distinct[1:]) / 2, distinct[-1] + 0.1]
     accuracy = np.array([((scores >= t) == labels).mean() for t in candidates])
@@ -317,6 +322,11 @@ def predict_progress(
     return predict_estimates(critic, queries, batch)[0]
 
 
+def critic_name(critic: Critic) -> str:
+    """A critic as an error names it."""
+    return f"critic {getattr(critic, 'name', type(critic).__name__)!r}"
+
+
 def predict_estimates(
     critic: Critic, queries: Sequence[ProgressQuery], batch: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +336,9 @@ def predict_estimates(
     check_count("batch", batch)
     progress, achieved = [], []
     for start in range(0, len(queries), batch):
-        for estimate in critic.estimate_progress(queries[start : start + batch]):
+        asked = queries[start : start + batch]
+        answers = critic.estimate_progress(asked)
+        for estimate in checked_answers(answers, len(asked), ProgressEstimate, critic_name(critic)):
             progress.append(np.nan if estimate.progress is None else estimate.progress)
             unread = estimate.progress is None or estimate.achieved is None
             achieved.append(np.nan if unread else estimate.achieved)
