@@ -25,6 +25,7 @@ MERGE_SAME = ("env", "algo", "total_timesteps", "n_envs", "eval_every", "eval_ep
 MERGE_SAME_FOR = {"critic": ("critic", "reward", "relabel"), "oracle": ("reward", "relabel"),
                   "ground_truth": ("ground_truth_per_episode",)}  # fmt: skip
 MERGE_DEFAULTS = {"ground_truth_per_episode": False}  # what runs made before the option had
+REWARD_DEFAULTS = {"achieved_weight": 0.0}  # ... and reward options (added 2026-12-04)
 # reward options read by one reward mode only: left out of the comparison under the others (and
 # missing from runs made before the option existed)
 MODE_OPTIONS = {"gamma": "potential", "log_floor": "log"}
@@ -35,6 +36,7 @@ def _compared(config: DictConfig, key: str) -> Any:
     without a reward option its reward mode does not read (:data:`MODE_OPTIONS`)."""
     value = OmegaConf.to_container(config, resolve=True).get(key, MERGE_DEFAULTS.get(key))
     if key == "reward" and isinstance(value, dict):
+        value = {**REWARD_DEFAULTS, **value}
         mode = value.get("reward_mode")
         value = {k: v for k, v in value.items() if MODE_OPTIONS.get(k, mode) == mode}
     return value
@@ -194,8 +196,14 @@ def _read_results(folder: Path) -> dict[str, Any]:
     for i, x in enumerate(loaded):
         condition = x["run"]["condition"]
         firsts.setdefault(condition, i)
+        # the critic's and the oracle's learners share the reward wrapper and its options, as
+        # merge_runs compares them between dirs (the report states one reward for both)
+        wrapped = condition in ("critic", "oracle")
+        if wrapped:
+            firsts.setdefault("wrapped", i)
         for option, j in [*((o, 0) for o in MERGE_SAME),
-                          *((o, firsts[condition]) for o in MERGE_SAME_FOR.get(condition, ()))]:  # fmt: skip
+                          *((o, firsts[condition]) for o in MERGE_SAME_FOR.get(condition, ())),
+                          *((o, firsts["wrapped"]) for o in ("reward", "relabel") if wrapped)]:  # fmt: skip
             if (was := _compared(configs[j], option)) != (now := _compared(configs[i], option)):
                 before, after = _differences(option, was, now)
                 raise ExperimentConfigError(
@@ -362,10 +370,11 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
             values = [(f, _compared(c, key)) for f, c, _ in group]
             for folder, value in values[1:]:
                 if value != values[0][1]:
+                    before, after = _differences(key, values[0][1], value)
                     raise ExperimentConfigError(
-                        f"merge: {values[0][0]} has {key}={values[0][1]!r} and {folder} has "
-                        f"{key}={value!r}; only runs with the same task, algorithm, budget, "
-                        "tests and reward options make one comparison"
+                        f"merge: {values[0][0]} has {before} and {folder} has {after}; only runs "
+                        "with the same task, algorithm, budget, tests and reward options make "
+                        "one comparison"
                     )
     seen: dict[tuple[str, int], Path] = {}
     merged: list[RunResult] = []

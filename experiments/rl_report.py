@@ -161,18 +161,16 @@ def write_report(
         if "critic" in cfg.conditions
         else ""
     )
+    # the reward's options, where a condition learned from the reward wrapper (the true
+    # reward's learners were neither relabelled nor interpolated)
+    wrapped = {"critic", "oracle"} & set(cfg.conditions)
     lines = [
         f"# Zero-shot RL on {cfg.env.name}",
         "",
         f"Algorithm `{cfg.algo._target_}`{_discount(cfg.algo)}, {_steps_run(cfg, runs)}, "
-        f"seeds {list(cfg.seeds)}, "
+        f"seeds {list(cfg.seeds)}{', ' if wrapped else ''}"
         f"{critic}"
-        f"reward mode "
-        f"`{cfg.reward.reward_mode}`{_mode_options(cfg.reward)}, query every {cfg.reward.query_every} ("
-        f"{frames} frames per query)"
-        f"{_added_rewards(cfg.reward)}"
-        f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
-        f"{', interpolated between queries' if cfg.reward.get('between_queries') == 'interpolate' else ''}.",
+        f"{_reward_clause(cfg, frames) if wrapped else ''}.",
         *_schedule(cfg),
         "",
         *_machines(runs),
@@ -248,6 +246,8 @@ def write_report(
             else ""
         )
         apart = _dirs_holding(sources, "critic") != _dirs_holding(sources, "ground_truth")
+        # (a merge of a critic and an oracle from two dirs timed them apart, on another hour)
+        oracle_apart = _dirs_holding(sources, "critic") != _dirs_holding(sources, "oracle")
         lines += [
             "",
             f"Critic / ground truth: success ratio {_fmt(ratio['success_ratio'])} "
@@ -255,8 +255,9 @@ def write_report(
             f"wall-time ratio {ratio['wall_time_ratio']:.2f}"
             + (" (not side by side: the two conditions ran in different run dirs)" if apart
                else "")
-            + (f"; critic / oracle wall time {ratio['wall_time_ratio_to_oracle']:.2f} (the same "
-               "schedule and wrapper: the critic's own cost)"
+            + (f"; critic / oracle wall time {ratio['wall_time_ratio_to_oracle']:.2f} "
+               + ("(not side by side: the two ran in different run dirs)" if oracle_apart
+                  else "(the same schedule and wrapper: the critic's own cost)")
                if ratio.get("wall_time_ratio_to_oracle") else "")
             + ".",
         ]  # fmt: skip
@@ -379,6 +380,17 @@ def _where_they_end(ends: dict[str, Any], task: str) -> list[str]:
             + " |"
         )
     return lines
+
+
+def _reward_clause(cfg: DictConfig, frames: Any) -> str:
+    """The critic reward's options as the report's first line states them."""
+    reward = cfg.reward
+    return (
+        f"reward mode `{reward.reward_mode}`{_mode_options(reward)}, query every "
+        f"{reward.query_every} ({frames} frames per query){_added_rewards(reward)}"
+        f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
+        f"{', interpolated between queries' if reward.get('between_queries') == 'interpolate' else ''}"
+    )
 
 
 def _dirs_holding(sources: list[dict[str, Any]] | None, condition: str) -> set[str]:

@@ -39,7 +39,10 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
     assert len(merge_runs([str(first), str(truth)])[1]) == 12
     # ... but a critic learner with another reward does not
     critic = run_dir(tmp_path, "critic", bonus, seed_offset=6, keep=("critic",))
-    with pytest.raises(ExperimentConfigError, match=r"critic has reward=.*'achieved_weight': 1.0"):
+    with pytest.raises(
+        ExperimentConfigError,
+        match=r"first has reward.achieved_weight=0.0 and .*critic has reward.achieved_weight=1.0;",
+    ):
         merge_runs([str(first), str(critic)])
 
     # the reward's discount is compared only where the reward uses it (reward_mode=potential)
@@ -55,7 +58,7 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
     shaped = run_dir(tmp_path, "shaped", potential, seed_offset=12, keep=("critic",))
     shaped_other = run_dir(tmp_path, "shaped_other", lambda c: (potential(c), discount(c)), 15,
                             keep=("critic",))  # fmt: skip
-    with pytest.raises(ExperimentConfigError, match=r"shaped_other has reward=.*'gamma': 0.5"):
+    with pytest.raises(ExperimentConfigError, match=r"shaped_other has reward.gamma=0.5;"):
         merge_runs([str(shaped), str(shaped_other)])
 
     # so is the log mode's floor, under the log mode only (runs made before it lack it)
@@ -70,14 +73,19 @@ def test_merge_joins_the_seeds_of_earlier_runs_and_refuses_what_does_not_compare
 
     logged = run_dir(tmp_path, "logged", log, seed_offset=21, keep=("critic",))
     log_other = run_dir(tmp_path, "log_other", lambda c: (log(c), floor(c)), 24, keep=("critic",))
-    with pytest.raises(ExperimentConfigError, match=r"log_other has reward=.*'log_floor': 0.2"):
+    with pytest.raises(ExperimentConfigError, match=r"log_other has reward.log_floor=0.2;"):
         merge_runs([str(logged), str(log_other)])
     # the oracle learns through the critic's wrapper and options: a critic of one dir and an
     # oracle of another were never compared, and the report stated the critic's reward for both
     oracle_shaped = run_dir(tmp_path, "oracle_shaped", potential, 27, keep=("oracle",))
-    with pytest.raises(ExperimentConfigError, match=r"oracle_shaped has reward=.*'potential'"):
+    with pytest.raises(
+        ExperimentConfigError, match=r"oracle_shaped has reward.reward_mode='potential'"
+    ):
         merge_runs([f"{first}:critic", str(oracle_shaped)])
     assert len(merge_runs([str(shaped), str(oracle_shaped)])[1]) == 6
+    # a run made before reward.achieved_weight existed ran at 0: it merges with one that says so
+    old = run_dir(tmp_path, "old", lambda c: c["reward"].pop("achieved_weight"), 30, ("critic",))
+    assert len(merge_runs([str(first), str(old)])[1]) == 12
     # a misspelled condition is named, not read as part of a folder's name
     with pytest.raises(ExperimentConfigError, match=r"'critc' is not a condition; write <run dir>"):
         merge_runs([f"{first}:critc"])
@@ -277,6 +285,17 @@ def test_a_killed_run_s_records_that_ran_with_other_options_are_not_merged(tmp_p
     record["config"]["algo"]["gamma"] = 0.95
     (killed / "oracle_seed1" / RUN_RECORD).write_text(json.dumps(record))
     assert [r.seed for r in merge_runs([str(killed)])[1]] == [0, 1]
+    # a critic's record beside the oracle's with another reward: compared as merge compares
+    # two dirs (the report had stated the first's reward for both)
+    (killed / "critic_seed0").mkdir()
+    critic = {**record["config"], "reward": {**record["config"]["reward"], "reward_mode": "log"}}
+    run = {**next(r for r in results["runs"] if r["condition"] == "critic"), "seed": 0}
+    (killed / "critic_seed0" / RUN_RECORD).write_text(json.dumps({"config": critic, "run": run}))
+    with pytest.raises(ExperimentConfigError, match=r"critic_seed0.* with "
+                       r"reward.reward_mode='log', .*oracle_seed0.* with reward.reward_mode='progress'"):  # fmt: skip
+        merge_runs([str(killed)])
+    (killed / "critic_seed0" / RUN_RECORD).unlink()
+    (killed / "critic_seed0").rmdir()
     # a run results.json holds without a record of its own is checked with the records: one
     # at γ 0.99 had joined them under the first record's 0.95
     other = {**results["config"], "algo": {**results["config"]["algo"], "gamma": 0.99}}

@@ -249,6 +249,29 @@ def test_merge_from_the_command_line_writes_one_report(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(not side by side: the two conditions ran in different run dirs)" in done.stdout
     assert "ignored" not in done.stdout + done.stderr
+    # the critic and the oracle from two dirs: their wall-time ratio is no "own cost" either;
+    # and a report of the true reward alone states no critic reward it never learned from
+    done = rl_cli(f"merge=[{first}:critic,{more}:oracle,{first}:ground_truth]",
+                  f"hydra.run.dir={tmp_path / 'oracle_apart'}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "critic / oracle wall time 1.28 (not side by side: the two ran in different run " \
+        "dirs)" in done.stdout  # fmt: skip
+    done = rl_cli(f"merge=[{first}:ground_truth]", f"hydra.run.dir={tmp_path / 'truth'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    first_line = (tmp_path / "truth" / "report.md").read_text().splitlines()[2]
+    assert first_line.endswith("seeds [0, 1, 2].") and "reward mode" not in first_line
+    # a merge into a folder it reads would replace that folder's results (and a stopped run's
+    # record of its options, which resume=true there needs): refused before hydra writes
+    for entry in (str(first), f"{first}:critic"):
+        into = rl_cli(f"merge=[{entry},{more}]", f"hydra.run.dir={first}", "overwrite=true")
+        assert into.returncode == 1 and "Traceback" not in into.stderr
+        assert into.stderr.strip().endswith(
+            f"zero_shot_rl: RunDirError: merge= reads {entry}, which is this run's "
+            "hydra.run.dir: the merged results.json and report would replace that folder's own "
+            "(a stopped run's there could no longer be resumed); give the merged report a new "
+            "hydra.run.dir="
+        )
+        assert not (first / ".hydra").exists()
     # a merge trains nothing: options it does not use are named, where they passed silently
     done = rl_cli(f"merge=[{first}]", "seeds=[0,0]", "total_timesteps=-5",
                 f"hydra.run.dir={tmp_path / 'options'}")  # fmt: skip
