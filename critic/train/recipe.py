@@ -6,9 +6,7 @@ checkpoints it.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict
@@ -27,17 +25,18 @@ from critic.train.draws import (
     record_draws,
     shuffled_labels,
 )
+from critic.train.history import RunHistory
 from critic.train.launch import (
     all_ranks,
     bind_local_device,
     deepspeed_config,
     over_ranks,
     process_rank,
+    rank_share,
 )
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
 from critic.train.run_record import kl_reference_source, record_kl_reference, run_record
 from critic.train.validation import budget_problem, evaluate
-from rollout.files import write_atomic
 from rollout.imports import require_package
 
 
@@ -48,14 +47,6 @@ def make_vllm_engine(folder: Path, video_token_id: int, eos_token_id: int, **opt
     return VLLMEngine(str(folder), video_token_id, eos_token_id, **options)
 
 
-def _json_number(value: Any) -> Any:
-    """``value``, with a NaN or infinite float as None: JSON has no NaN (Python writes a bare
-    ``NaN`` that strict readers refuse)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class Trainer:
     """State shared by the stages: the model, tokenizer, writer, run dir (setup / train / cleanup)."""
 
@@ -64,8 +55,7 @@ class Trainer:
         self.run_dir = run_dir
         self.rank, self.world = process_rank()
         self.plans = check_config(cfg)  # before any model loads
-        self.history: list[dict[str, Any]] = []
-        self.writer = None  # tensorboard's, made at the first record (rank 0)
+        self.log = RunHistory(run_dir)  # history.jsonl and tensorboard's events (rank 0)
         self.on_first_step: Any = None  # called once, after the run's first trained step
         self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
         self._last_final: Path | None = None  # the last stage's weights written by this run
@@ -122,7 +112,13 @@ class Trainer:
             sync_rollout_weights,
         )
         from critic.train.rewards import reward_components
-        from critic.train.sft import collate, digit_token_ids, encode_sft, sft_loss
+        from critic.train.sft import (
+            collate,
+            digit_token_ids,
+            encode_sft,
+            sft_loss,
+            trained_tokens,
+        )
         from rollout.hf import HFEngine
 
         cfg, plan = self.cfg, self.plans[stage]
@@ -175,7 +171,10 @@ class Trainer:
             optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
             update = optimizer_update(self.model, optimizer, cfg.max_grad_norm)
         first = 0
-        rng = np.random.default_rng([cfg.seed, self.rank])  # draws the batches
+        # draws the batches: one stream on every process, each taking its slice of one draw of
+        # the whole batch (a stream per process drew one sample into two processes' halves of a
+        # step; one process draws as it did)
+        rng = np.random.default_rng([cfg.seed, 0])
         if resume is not None and cfg.deepspeed_config is not None:
             first = self._load_deepspeed_state(model, resume, rng)
         elif resume is not None:
@@ -183,7 +182,7 @@ class Trainer:
             first = state["step"]
             rng.bit_generator.state = state["extra"]["sampler"]
         if resume is not None and self.rank == 0:
-            self._trim_history(stage, first)
+            self.log.trim(stage, first, [str(p) for p in cfg.pipeline])
         stage_dir = self.run_dir / stage
         if plan["rule"] == "grpo" and cfg.grpo.kl_coef > 0:
             self.reference = self._kl_reference(stage, resume)
@@ -214,26 +213,31 @@ class Trainer:
             record: dict[str, Any] = {"stage": stage, "step": step + 1, "lr": lr}
             try:
                 if plan["rule"] == "sft":
-                    picks = draw_batch(rng, len(train), per_rank, chance)
+                    picks = self._slice(draw_batch(rng, len(train), per_rank * self.world, chance))
                     batch = collate(
                         [encode_sft(train[i], self.tokenizer, self.vision) for i in picks],
                         self.tokenizer.pad_token_id,
                     )
                     model.train()
                     loss = sft_loss(model, batch, digit_token_ids(self.tokenizer))
-                    update(loss)
+                    # a mean over this process's tokens, weighed by their share of the step's
+                    # (DeepSpeed averages the processes' gradients: a 6-token answer on one
+                    # weighed 7x a 44-token chain of thought on another), as GRPO's loss is
+                    update(loss * rank_share(trained_tokens(batch)))
                     record["loss"] = float(loss.detach())
                 else:
                     grpo = plan["grpo"]
                     prompts_per_step = max(1, per_rank // grpo.group_size)
-                    picks = draw_batch(rng, len(train), prompts_per_step, chance)
+                    picks = self._slice(
+                        draw_batch(rng, len(train), prompts_per_step * self.world, chance)
+                    )
 
                     def components(texts, **fields):
                         return reward_components(plan["reward_names"], texts, **fields)
 
                     result = grpo_step(model, update, engine, self.tokenizer, [train[i] for i in picks],
                                        plan["reward"], grpo, vision=self.vision, reference=self.reference,
-                                       seed=int(rng.integers(2**31)), components=components,
+                                       seed=int(rng.integers(2**31)) + self.rank, components=components,
                                        accuracy_fn=plan.get("accuracy"))  # fmt: skip
                     if engine is self._vllm:  # a copy of the weights: give it this step's
                         with self._gathered():
@@ -436,6 +440,11 @@ class Trainer:
                 raise unwritten(path, exc, self.last_checkpoint) from None
         return path
 
+    def _slice(self, picks: np.ndarray) -> np.ndarray:
+        """This process's share of a draw of the whole step's batch."""
+        share = len(picks) // self.world
+        return picks[self.rank * share : (self.rank + 1) * share]
+
     def _load_deepspeed_state(self, engine, path: Path, rng: np.random.Generator) -> int:
         """Restore DeepSpeed's shards and this rank's generators and sampler; returns the step."""
         from critic.train.checkpoint import load_rank_state
@@ -445,51 +454,10 @@ class Trainer:
         rng.bit_generator.state = state["sampler"]
         return int(state["step"])
 
-    def _trim_history(self, stage: str, step: int) -> None:
-        """A resume from ``stage``'s checkpoint at ``step`` trains the steps after it again: the
-        rows an interrupted run logged for them (and for any stage after it) leave the history,
-        which would hold those steps twice."""
-        path = self.run_dir / "history.jsonl"
-        if not path.is_file():
-            return
-        pipeline = [str(p) for p in self.cfg.pipeline]
-        later = set(pipeline[pipeline.index(stage) + 1 :]) if stage in pipeline else set()
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut short when the run was killed
-                continue
-            if row.get("stage") in later or (
-                row.get("stage") == stage and row.get("step", 0) > step
-            ):
-                continue
-            kept.append(line)
-        write_atomic(path, "".join(f"{line}\n" for line in kept))  # never half a history
-
-    def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        self.history.append(record)
-        if self.writer is None:
-            # made at the first record, not at setup: a run that stopped before it logged
-            # anything (no samples, a teacher that does not load) left an events file that
-            # blocked the run dir for the corrected run
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        for key, value in record.items():
-            if (
-                isinstance(value, float | int)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            ):
-                self.writer.add_scalar(f"{stage}/{key}", value, step)
-        with (self.run_dir / "history.jsonl").open("a") as f:  # strict JSON: NaN is null
-            f.write(json.dumps({k: _json_number(v) for k, v in record.items()}) + "\n")
-
     # -- cleanup ----------------------------------------------------------------------------
     def cleanup(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        self.log.close()
+
+    def _log(self, stage: str, step: int, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.log.add(stage, step, record)

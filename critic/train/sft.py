@@ -124,6 +124,13 @@ def on_model_device(model, batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def trained_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """The tokens :func:`sft_loss` averages over: completion tokens after the shift, and one per
+    teacher's distribution."""
+    labels = batch["labels"][:, 1:]
+    return int((labels != IGNORE).sum()) + len(batch.get("soft_rows", ()))
+
+
 def sft_loss(model, batch: dict[str, torch.Tensor], digit_ids: Sequence[int] = ()) -> torch.Tensor:
     """Mean cross-entropy over the completion tokens of ``batch``. Tokens with a teacher's digit
     distribution (``soft_*`` from :func:`collate`; ``digit_ids``: the digits' token ids) count as

@@ -189,3 +189,78 @@ def test_a_validation_budget_that_cuts_reference_answers_is_named(tiny_model):
     assert problem.startswith(f"eval_max_new_tokens={longest - 1} cuts ")
     assert problem.endswith(f"give eval_max_new_tokens={longest} or more")
     assert budget_problem(tokenizer, [], 1) is None
+
+
+def test_trained_tokens_are_what_the_loss_averages_over(tiny_model):
+    from critic.train.sft import digit_token_ids, trained_tokens
+
+    model, tokenizer = tiny_model
+    plain = _samples(2, kind="score")
+    batch = collate([encode_sft(s, tokenizer) for s in plain], tokenizer.pad_token_id)
+    kept = int((batch["labels"][:, 1:] != IGNORE).sum())
+    assert trained_tokens(batch) == kept
+    taught = copy.deepcopy(plain)
+    taught[0].target["digit_probs"] = [0.1] * 10  # one hard digit label becomes a soft row
+    soft = collate([encode_sft(s, tokenizer) for s in taught], tokenizer.pad_token_id)
+    assert trained_tokens(soft) == kept  # kept - 1 hard tokens + 1 soft row
+    # the loss is a mean over them: its sum form divided by the count
+    with torch.no_grad():
+        loss = sft_loss(model, soft, digit_token_ids(tokenizer))
+    assert torch.isfinite(loss)
+
+
+def _sft_grad_on_rank(rank: int, port: int, queue) -> None:
+    """Rank 0 trains a chain-of-thought sample, rank 1 a digit answer; each scales its loss by
+    its tokens' share as the recipe does, and the gradients are averaged as DeepSpeed does."""
+    import torch.distributed as dist
+
+    from critic.train.launch import rank_share
+    from critic.train.sft import trained_tokens
+    from tests.conftest import _redrawn
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model, tokenizer = _redrawn("tiny")
+        sample = [_samples(1, kind="sft"), _samples(1, kind="score")][rank][0]
+        batch = collate([encode_sft(sample, tokenizer)], tokenizer.pad_token_id)
+        (sft_loss(model, batch) * rank_share(trained_tokens(batch))).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        dist.all_reduce(grads)
+        queue.put((rank, (grads / 2).tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_train_the_mean_over_all_their_tokens():
+    # each process's mean over its own tokens, averaged: a digit answer's 6 tokens on one weighed
+    # 7x a 44-token chain of thought on the other. Now one process over both samples' tokens
+    from tests.conftest import _redrawn
+    from tests.experiments.test_train_critic_backends import _gloo_pair
+
+    results = _gloo_pair(_sft_grad_on_rank)
+    torch.manual_seed(0)
+    model, tokenizer = _redrawn("tiny")
+    both = [_samples(1, kind="sft")[0], _samples(1, kind="score")[0]]
+    sft_loss(
+        model, collate([encode_sft(s, tokenizer) for s in both], tokenizer.pad_token_id)
+    ).backward()
+    one = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    for rank in (0, 1):
+        torch.testing.assert_close(torch.tensor(results[rank]), one, atol=1e-4, rtol=1e-3)
+
+
+def test_each_process_takes_its_slice_of_one_draw_of_the_step_s_batch():
+    # each process drew from a stream of its own: 397 of 1000 steps of 2 processes over 36
+    # samples held one sample twice. Now every process draws the whole batch from one stream
+    from types import SimpleNamespace
+
+    from critic.train.draws import draw_batch
+    from critic.train.recipe import Trainer
+
+    for step in range(200):
+        rng = np.random.default_rng([step, 0])
+        whole = draw_batch(rng, 36, 8, None)
+        halves = [Trainer._slice(SimpleNamespace(rank=r, world=2), whole) for r in (0, 1)]
+        assert sorted(np.concatenate(halves).tolist()) == sorted(set(whole.tolist()))
+        assert len(set(np.concatenate(halves).tolist())) == 8
