@@ -13,23 +13,15 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from critic.train.run_record import resume_problem
+from critic.train.stages import (  # noqa: F401 (imported from here by others)
+    DEFAULT_KINDS,
+    STAGE_KEYS,
+    STAGES,
+    TrainConfigError,
+    stage_plan,
+)
 from rollout.checks import folder_problem, is_int, is_number, list_option
 from rollout.imports import MissingExtraError, require_package
-
-STAGES = {
-    # stage: (learning rule, sample kinds it trains on)
-    "sft": ("sft", ("sft", "score", "failure", "pretext", "joint")),
-    "pretext": ("grpo", ("pretext",)),
-    "joint": ("grpo", ("joint",)),
-    "outcome": ("grpo", ("progress", "score", "failure")),
-    # supervised, on answer-only digit samples: the one-pass readout the reward wrappers use, on
-    # real clips and on clips frozen after partial progress (critic/data/samples.py); with
-    # kinds=[score, frozen, failure] also the whole-episode verdict
-    "readout": ("sft", ("score", "frozen", "failure")),
-}
-# The kinds a stage trains on when its settings name none (the readout: digit answers only).
-DEFAULT_KINDS = {"readout": ("score", "frozen")}
-
 
 DTYPES = ("float32", "bfloat16")  # float16 needs loss scaling, which the recipe lacks
 # Options that must be true or false: a string ("off", "no") would count as true.
@@ -40,10 +32,6 @@ DS_STATE = "deepspeed"
 # What GRPO samples completions with: the policy itself through transformers, or a vLLM copy of it
 # on the GPU whose weights are synced after every optimizer step.
 ROLLOUT_ENGINES = ("hf", "vllm")
-
-
-class TrainConfigError(ValueError):
-    """The training config cannot run (found before any model loads)."""
 
 
 def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -58,8 +46,6 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             max_grad_norm, dtype=float16, a negative checkpoint_every / eval_every, or a device
             this machine lacks.
     """
-    from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
-    from critic.train.rewards import REWARD_KINDS, RewardConfigError, combine_rewards
 
     for name, example in (("resume", "outputs/train_critic/<run>/sft/checkpoint-50"),
                           ("deepspeed_config", "configs/deepspeed/zero2.json")):  # fmt: skip
@@ -109,120 +95,7 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"max_grad_norm={norm!r} must be a finite number > 0 (each step's gradient norm is "
             "clipped to it), or null (no clipping)"
         )
-    plans: dict[str, dict[str, Any]] = {}
-    for stage in cfg.pipeline:
-        settings = cfg.stages.get(stage)
-        if settings is None:
-            raise TrainConfigError(f"stage {stage!r} has no settings under stages.{stage}")
-        if not isinstance(settings, DictConfig):
-            raise TrainConfigError(
-                f"stages.{stage}={settings!r} must be a mapping of the stage's settings (steps, "
-                "batch_size, lr, ...), as in configs/train_critic.yaml"
-            )
-        rule, kinds = STAGES[stage]
-        allowed, kinds = kinds, DEFAULT_KINDS.get(stage, kinds)
-        if not is_int(settings.steps) or settings.steps < 1:
-            raise TrainConfigError(
-                f"stages.{stage}.steps={settings.steps!r} must be an integer >= 1"
-            )
-        lr, batch_size = settings.get("lr"), settings.get("batch_size")
-        if not is_number(lr) or lr <= 0:
-            raise TrainConfigError(
-                f"stages.{stage}.lr={lr!r} must be a finite number > 0, e.g. "
-                f"stages.{stage}.lr=1.0e-4"
-            )
-        if not is_int(batch_size) or batch_size < 1:
-            raise TrainConfigError(
-                f"stages.{stage}.batch_size={batch_size!r} must be an integer >= 1 (samples per "
-                "step, or completions per step in a GRPO stage)"
-            )
-        schedule, warmup = settings.get("schedule", "constant"), settings.get("warmup", 0)
-        if not is_int(warmup):
-            raise TrainConfigError(
-                f"stages.{stage}: warmup={warmup!r} must be an integer in [0, "
-                f"steps={settings.steps})"
-            )
-        if not isinstance(settings.get("shuffle_labels", False), bool):
-            raise TrainConfigError(
-                f"stages.{stage}.shuffle_labels={settings.shuffle_labels!r} must be true or false"
-            )
-        try:
-            learning_rate(0, settings.steps, 1.0, schedule, warmup)
-        except ValueError as exc:
-            raise TrainConfigError(f"stages.{stage}: {exc}") from exc
-        if settings.get("kinds") is not None:  # a stage may train on a subset of its kinds
-            chosen = list_option(settings.kinds)  # kinds=score: one kind
-            if not chosen:
-                raise TrainConfigError(
-                    f"stages.{stage}.kinds=[] trains on nothing; name some of {list(allowed)}, or "
-                    f"kinds=null for {list(kinds)}"
-                )
-            if twice := sorted({k for k in chosen if chosen.count(k) > 1}):
-                # counted twice: the kind's samples drawn twice as often, without a word
-                raise TrainConfigError(
-                    f"stages.{stage}.kinds names {twice} more than once; list each kind once"
-                )
-            extra = [k for k in chosen if k not in allowed]
-            if extra:
-                raise TrainConfigError(
-                    f"stages.{stage}.kinds has {extra}, which stage {stage!r} cannot train on; "
-                    f"pick from {list(allowed)}"
-                )
-            kinds = tuple(chosen)
-        plan: dict[str, Any] = {"rule": rule, "kinds": kinds, "settings": settings}
-        if rule == "grpo":
-            if not isinstance(cfg.get("grpo"), DictConfig):
-                raise TrainConfigError(
-                    f"grpo={cfg.get('grpo')!r} must be a mapping of the GRPO settings (group_size, "
-                    f"max_new_tokens, ...) for stage {stage!r}, as in configs/train_critic.yaml"
-                )
-            try:
-                grpo = GRPOConfig(**OmegaConf.to_object(cfg.grpo))
-            except (GRPOConfigError, TypeError) as exc:
-                raise TrainConfigError(f"grpo: {exc}") from exc
-            if settings.batch_size % grpo.group_size:
-                raise TrainConfigError(
-                    f"stages.{stage}.batch_size={settings.batch_size} completions is not divisible "
-                    f"by grpo.group_size={grpo.group_size}; use a multiple of it"
-                )
-            rewards = list_option(settings.get("rewards"))  # rewards=transform: one function
-            try:
-                weights = settings.get("reward_weights")  # null: weight 1 each (combine_rewards)
-                weights = None if weights is None else list_option(weights)
-                plan["reward"] = combine_rewards(rewards, weights)
-            except RewardConfigError as exc:
-                raise TrainConfigError(f"stages.{stage}: {exc}") from exc
-            idle = [
-                name
-                for name in rewards
-                if isinstance(name, str)
-                and REWARD_KINDS.get(name) is not None
-                and not REWARD_KINDS[name] & set(kinds)
-            ]
-            if idle:
-                raise TrainConfigError(
-                    f"stages.{stage}.rewards has {idle}, which score none of the stage's sample "
-                    f"kinds {list(kinds)} (they add nothing to its reward); "
-                    + "; ".join(f"{n} scores {sorted(REWARD_KINDS[n])}" for n in idle)
-                )
-            if grpo.temporal_bonus > 0:  # T-GRPO's "correct" reads the answers' accuracy alone
-                accuracy = [
-                    (name, w)
-                    for name, w in zip(rewards, weights or [1.0] * len(rewards), strict=True)
-                    if name != "format" and getattr(name, "__name__", None) != "format_reward"
-                ]
-                if not accuracy:
-                    raise TrainConfigError(
-                        f"stages.{stage}: grpo.temporal_bonus={grpo.temporal_bonus} counts a "
-                        "completion correct by its accuracy, the rewards other than format, and "
-                        f"the stage's rewards are {rewards}; add one, or set grpo.temporal_bonus=0"
-                    )
-                plan["accuracy"] = combine_rewards(
-                    [n for n, _ in accuracy], [w for _, w in accuracy]
-                )
-            plan["grpo"] = grpo
-            plan["reward_names"] = rewards
-        plans[stage] = plan
+    plans = {stage: stage_plan(cfg, stage) for stage in cfg.pipeline}
     if problem := folder_problem("data", list(cfg.data)):
         raise TrainConfigError(problem)
     from critic.data.episodes import finished_ids

@@ -39,6 +39,12 @@ from tests.experiments.train_critic_cli import check_overrides, load_recipe, run
          "data=[data/Reacher-v5] or data=[data/Reacher-v5,data/Lift]"),
         (["data=[/nonexistent/data]"], "data=['/nonexistent/data']: no episodes in ['/nonexistent/data']; "
          "make them with `python experiments/synthesize.py env=<task> out=<folder>`"),
+        # a typo in a config of one's own trained on the default schedule without a word; a
+        # stage without steps was a raw ConfigAttributeError
+        (["+stages.sft.shedule=cosine"], "stages.sft has ['shedule'], which no stage reads; a "
+         "stage's settings are ['batch_size', 'kinds', 'lr', 'reward_weights', 'rewards', "
+         "'schedule', 'shuffle_labels', 'steps', 'warmup']"),
+        (["~stages.sft.steps"], "stages.sft.steps=None must be an integer >= 1"),
     ],
 )  # fmt: skip
 def test_bad_configs_fail_before_any_model_loads(dataset, overrides, message):
