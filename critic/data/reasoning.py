@@ -83,6 +83,8 @@ def chain_of_thought(state: Mapping[str, float], progress: float, rng: np.random
     order = rng.permutation(len(keys)) if len(keys) > 1 else range(len(keys))
     facts = [describe(keys[i], float(state[keys[i]]), rng) for i in order]
     opener = _OPENERS[int(rng.integers(len(_OPENERS)))]
-    body = "; ".join(facts) if facts else "the scene has not changed much"
     closing = _PROGRESS[int(rng.integers(len(_PROGRESS)))].format(p=percent)
-    return f"<think>{opener} {body}; {closing}.</think><answer>{percent}%</answer>"
+    if not facts:  # a task that records no state: the progress alone ("the scene has not
+        # changed much" was taught beside every answer, 91 % too)
+        return f"<think>{closing[0].upper()}{closing[1:]}.</think><answer>{percent}%</answer>"
+    return f"<think>{opener} {'; '.join(facts)}; {closing}.</think><answer>{percent}%</answer>"

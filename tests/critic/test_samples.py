@@ -96,6 +96,17 @@ def test_chain_of_thought_is_grounded_varied_and_parses_to_the_truth():
         chain_of_thought(state, 1.5, RNG(0))
 
 
+def test_a_task_without_state_is_taught_its_progress_alone():
+    # "the scene has not changed much" was written beside every answer, 91 % too
+    texts = {chain_of_thought({}, 0.91, RNG(s)) for s in range(30)}
+    assert texts == {
+        "<think>So the task is about 91% done.</think><answer>91%</answer>",
+        "<think>Overall progress: 91%.</think><answer>91%</answer>",
+        "<think>I estimate 91% progress.</think><answer>91%</answer>",
+        "<think>That puts the task at 91%.</think><answer>91%</answer>",
+    }
+
+
 def test_cut_points_and_clip():
     for seed in range(20):
         points = cut_points(40, 4, RNG(seed))
