@@ -27,8 +27,15 @@ def require_package(module: str, extra: str, purpose: str) -> ModuleType:
     """
     try:
         return importlib.import_module(module)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise MissingExtraError(
             f"{purpose} needs the optional package {module!r}, which is not installed "
             f"({exc}). Install it with: pip install -e '.[{extra}]' (in the repository's root)"
+        ) from exc
+    except ImportError as exc:  # installed, and a system library it loads is not (pip cannot help)
+        raise MissingExtraError(
+            f"{purpose} needs the optional package {module!r}, which is installed and does not "
+            f"import ({exc}): a system library it loads is missing. On Debian/Ubuntu `bash "
+            "scripts/install.sh` installs those the project needs (robosuite's OpenCV: libgl1 "
+            "libglib2.0-0)"
         ) from exc

@@ -21,7 +21,12 @@ EXTRAS="${EXTRAS:-sim,rl,vlm,data,train,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
-SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+# Mesa for headless MuJoCo; libGL and GLib, which robosuite's OpenCV loads at import (none of
+# the Mesa ones brings them: every robosuite task failed to import without them)
+SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libgl1 libglib2.0-0)
+# a compiler and C headers: evdev (robosuite -> pynput) has no wheel and is built from source, and
+# DeepSpeed compiles its CPU communication op on first use (the train extra's 2-process tests)
+BUILD_PACKAGES=(g++ libc6-dev)
 KNOWN_EXTRAS=(sim rl vlm data train dev vllm all)
 
 fail() { echo "[install] $*" >&2; exit 1; }
@@ -75,6 +80,14 @@ elif ! command -v apt-get >/dev/null || ! command -v dpkg-query >/dev/null; then
     fail "no apt-get here: install the EGL and OSMesa libraries headless MuJoCo renders with (Debian: ${SYSTEM_PACKAGES[*]}) with this system's package manager, then run again with SKIP_SYSTEM_PACKAGES=1"
 else
     apt_install "${SYSTEM_PACKAGES[@]}"
+    if [[ ",$EXTRAS," =~ ,(sim|train|all), ]]; then
+        apt_install "${BUILD_PACKAGES[@]}"
+        # the chosen Python's own headers (Python.h), where it has none (Debian's python3.X-dev)
+        interpreter="$PYTHON"; [ -x "$VENV/bin/python" ] && interpreter="$VENV/bin/python"
+        has_headers='import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+        "$interpreter" -c "$has_headers" \
+            || apt_install "python$("$interpreter" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-dev"
+    fi
 fi
 
 # Everything below needs the venv's pip. A venv without it (uv's, or python3 -m venv failing
@@ -83,7 +96,11 @@ fi
 has_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
 if ! has_pip && ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m ensurepip >/dev/null 2>&1 && has_pip; }; then
     echo "[install] virtual environment in $VENV"
-    "$PYTHON" -m venv --clear "$VENV" || { apt_install python3-venv && "$PYTHON" -m venv --clear "$VENV"; }
+    # the chosen Python's own venv package (python3-venv is the default python3's alone)
+    "$PYTHON" -m venv --clear "$VENV" || {
+        apt_install "python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv" \
+            && "$PYTHON" -m venv --clear "$VENV"
+    }
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # torch first, pinned to the CPU build: PyPI's Linux wheel of the same version pulls CUDA's
@@ -92,7 +109,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # grep drops pip's notes about unused local index folders on these machines; a pip failure still
 # fails the script (pipefail), only grep's "nothing left to print" is forgiven.
 quiet_pip() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; }; }
-if ! "$VENV/bin/python" -c "import torch; torch.zeros(1)" >/dev/null 2>&1; then
+# (-W ignore: torch warns that numpy, installed after it, is missing)
+if ! "$VENV/bin/python" -W ignore -c "import torch; torch.zeros(1)" >/dev/null 2>&1; then
     if "${PIP[@]}" install --dry-run --no-deps --no-index "torch==2.13.0+cpu" >/dev/null 2>&1; then
         quiet_pip install "torch==2.13.0+cpu"
     elif ! quiet_pip install "torch==2.13.0+cpu" --extra-index-url "$TORCH_INDEX"; then
@@ -103,7 +121,7 @@ fi
 # a torch kept from before must be in pyproject's range, or pip replaces it with PyPI's CUDA build
 # (the release only: 2.13.1 is past <=2.13.0, a local build's 2.13.0a0+git... is not)
 torch_release='import re, torch; print(".".join(re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", torch.__version__).groups("0")))'
-release="$("$VENV/bin/python" -c "$torch_release")"
+release="$("$VENV/bin/python" -W ignore -c "$torch_release")"
 "$VENV/bin/python" -c "import sys; v = tuple(map(int, '$release'.split('.'))); sys.exit(not (2, 4, 0) <= v <= (2, 13, 0))" \
     || fail "$VENV has torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'); VisCritic takes 2.4 to 2.13.0, and pip would replace it with PyPI's 2.13.0 (CUDA's libraries, gigabytes): install torch 2.13.0 of your build into $VENV, or remove $VENV"
 # The measured releases (scripts/constraints.txt: the dev venv's, which the suite runs on) unless

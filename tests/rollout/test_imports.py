@@ -26,6 +26,26 @@ def test_missing_package_names_the_extra():
     assert isinstance(err.value, ImportError)
 
 
+def test_an_installed_package_whose_system_library_is_missing_is_not_blamed_on_pip(
+    tmp_path, monkeypatch
+):
+    # robosuite without libGL (its OpenCV loads it at import) was "not installed ... pip install
+    # -e '.[sim]'", which fixes nothing
+    (tmp_path / "needs_libgl.py").write_text(
+        "raise ImportError('libGL.so.1: cannot open shared object file: No such file or directory')"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingExtraError) as err:
+        require_package("needs_libgl", "sim", "the robosuite task 'Lift'")
+    assert str(err.value) == (
+        "the robosuite task 'Lift' needs the optional package 'needs_libgl', which is installed "
+        "and does not import (libGL.so.1: cannot open shared object file: No such file or "
+        "directory): a system library it loads is missing. On Debian/Ubuntu `bash "
+        "scripts/install.sh` installs those the project needs (robosuite's OpenCV: libgl1 "
+        "libglib2.0-0)"
+    )
+
+
 def test_importing_the_packages_is_cheap():
     # No simulator, torch or transformers at import time (DESIGN.md).
     code = (

@@ -88,3 +88,31 @@ def test_system_packages_without_root_or_sudo_name_the_way_on(tmp_path):
         "system's package manager and run again with SKIP_SYSTEM_PACKAGES=1"
     )
     assert not (tmp_path / "apt.log").exists() and not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize(
+    ("extras", "missing", "asked"),
+    [
+        # robosuite's OpenCV loads libGL and GLib at import: no Mesa package brings them
+        ("sim", "libgl1 libglib2.0-0", "libgl1 libglib2.0-0"),
+        # evdev (robosuite -> pynput) is built from source; DeepSpeed compiles its CPU op
+        ("sim", "g++ libc6-dev", "g++ libc6-dev"),
+        ("train", "g++", "g++"),
+    ],
+)
+def test_the_system_packages_the_extras_need_are_asked_for(tmp_path, extras, missing, asked):
+    """(Stopped at apt's install, which fails here: nothing is installed.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # root; dpkg-query says only `missing` are not installed; apt-get logs its install and fails
+    _stand_in(bin_dir / "id", "echo 0")
+    _stand_in(bin_dir / "dpkg-query",
+              f'case " {missing} " in *" ${{@: -1}} "*) exit 1;; esac; echo "install ok installed"')  # fmt: skip
+    _stand_in(bin_dir / "apt-get", f'[ "$4" = install ] || exit 0; echo "${{@:7}}" >> '
+                                   f'{tmp_path}/apt.log; exit 1')  # fmt: skip
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    done = _install(tmp_path, SKIP_SYSTEM_PACKAGES="0", EXTRAS=extras, PATH=path,
+                    PYTHON=str(Path(sys.executable).resolve()))  # fmt: skip
+    assert done.returncode == 1
+    assert (tmp_path / "apt.log").read_text().split() == asked.split()
+    assert f"apt-get install {asked} failed" in done.stderr
