@@ -287,9 +287,14 @@ def _check_critic(cfg: DictConfig) -> None:
 
     critic = OmegaConf.to_container(cfg.critic, resolve=True)
     # the factory's name for each critic that loads a model; any other is built once here
-    name = {"critic.vlm.VLMCritic": "vlm", "critic.ensemble.EnsembleCritic": "ensemble"}.get(
-        critic.get("_target_")
-    )
+    name = {
+        "critic.vlm.VLMCritic": "vlm",
+        "critic.ensemble.EnsembleCritic": "ensemble",
+        # built by the factory's check, whose refusal names the option and lists the others (a
+        # +critic.foo=1 was hydra's three-line InstantiationException)
+        "critic.oracle.OracleCritic": "oracle",
+        "critic.oracle.NoisyOracleCritic": "noisy_oracle",
+    }.get(critic.get("_target_"))
     if name is None:
         hydra.utils.instantiate(cfg.critic).close()
         return

@@ -318,6 +318,12 @@ class RunDirGuard(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # so hydra.run.dir=...${hydra:job.name} resolves
+        if not str(config.hydra.run.dir or "").strip():  # hydra.run.dir=$RUN with RUN unset: the
+            # current folder (the repository's root) took the run's outputs
+            sys.exit(
+                f"{self.script}: RunDirError: hydra.run.dir={config.hydra.run.dir!r} is empty; give "
+                "a folder for the run's outputs, e.g. hydra.run.dir=outputs/<name>"
+            )
         # the lock first: the check moves an earlier run's record back into place, and read a
         # running run's files as a stopped run's ("move them back", "resume=" a live run)
         self._take(Path(config.hydra.run.dir))

@@ -296,3 +296,38 @@ def test_the_critic_s_options_are_refused_before_the_other_conditions_train(tmp_
         with pytest.raises(ExperimentConfigError) as err:
             check_config(cfg)
         assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("critic", "message"),
+    [
+        ("oracle", "critic: foo=1: not an option of the 'oracle' critic; its options are "
+                   "['needs_frames']"),
+        ("noisy_oracle", "critic: foo=1: not an option of the 'noisy_oracle' critic; its options "
+                         "are ["),
+    ],
+)  # fmt: skip
+def test_an_oracle_s_stray_option_is_named_with_the_options_it_takes(critic, message):
+    # it was hydra's InstantiationException, in three lines, with no options listed
+    from hydra import compose, initialize_config_dir
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("zero_shot_rl", overrides=[f"critic={critic}", "+critic.foo=1"])
+    with pytest.raises(ExperimentConfigError) as err:
+        check_config(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_an_empty_run_dir_is_refused_not_taken_for_the_current_folder():
+    # hydra.run.dir=$RUN with RUN unset: the run trained into the repository's root
+    from tests.experiments.rl_runs import rl_cli
+
+    done = rl_cli("hydra.run.dir=")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "zero_shot_rl: RunDirError: hydra.run.dir='' is empty; give a folder for the run's "
+        "outputs, e.g. hydra.run.dir=outputs/<name>"
+    )
+    assert not (ROOT / ".hydra").exists() and not (ROOT / "critic_seed0").exists()
