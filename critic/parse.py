@@ -151,3 +151,18 @@ def parse_transform(text: str, transforms: Sequence[str]) -> Parsed:
 def normalize_label(name: str | None) -> str | None:
     """A label as the parsers compare it: lower case, runs of spaces, ``_`` and ``-`` as ``_``."""
     return None if name is None else re.sub(r"[\s_\-]+", "_", name.strip().lower())
+
+
+def answer_start(tokenizer, generated: Sequence[int], tag: str = "<answer>") -> int | None:
+    """How many of the ``generated`` tokens end with ``tag`` (the position its answer's first
+    token is predicted after), or None where the text never reaches it, or a token runs past it.
+    A tag may be one token (this project's tokenizer) or several (Qwen's: ``<``, ``answer``,
+    ``>``), so the decoded text is read, not a token id.
+
+    Example: tokens decoding to ``"<think>x</think>"``, ``"<answer>"``, ``"success"`` → 2.
+    """
+    for end in range(1, len(generated) + 1):
+        text = tokenizer.decode(list(generated[:end]), skip_special_tokens=False)
+        if tag in text:
+            return end if text.endswith(tag) else None
+    return None

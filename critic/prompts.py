@@ -12,11 +12,14 @@ the previous estimate (SOLE-R1), shuffled per-frame progress (GVL), failure dete
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from critic.base import CriticError, prompt_syntax_problem
 from critic.vision import VisionSpec, frames_to_patches, resize_frames
 
 VIDEO = "<video>"
@@ -258,3 +261,33 @@ def encode(
     if keep_videos:
         encoded["videos"] = tuple(videos)
     return encoded
+
+
+def checked_failure_types(failure_types: Any) -> tuple[str, ...]:
+    """``failure_types`` as a tuple of labels, or a :class:`CriticError` naming what is wrong."""
+    example = "e.g. failure_types=['stall', 'missed_grasp']"
+    if isinstance(failure_types, str):
+        raise CriticError(
+            f"failure_types={failure_types!r} is one string, not a list of labels (it would be "
+            f"read letter by letter); pass a list, e.g. failure_types=[{failure_types!r}]"
+        )
+    if not isinstance(failure_types, Sequence) or len(failure_types) == 0:
+        raise CriticError(
+            f"failure_types={failure_types!r} must be a list or tuple of one or more failure "
+            f"labels (non-empty strings), {example}"
+        )
+    for i, label in enumerate(failure_types):
+        if not isinstance(label, str) or not label.strip():
+            raise CriticError(
+                f"failure_types[{i}]={label!r} must be a non-empty string (a failure label), "
+                f"{example}"
+            )
+        if problem := prompt_syntax_problem(f"failure_types[{i}]", label):
+            raise CriticError(problem)
+        if not re.fullmatch(r"[\w \-]+", label.strip()):
+            # "stall: x", "cube fell off!": every verdict naming it was unreadable
+            raise CriticError(
+                f"failure_types[{i}]={label!r} holds characters a verdict naming it cannot be "
+                "read back with: use letters, digits, spaces, '_' and '-', e.g. 'cube_fell_off'"
+            )
+    return tuple(failure_types)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -31,7 +30,6 @@ from critic.base import (
     ProgressEstimate,
     ProgressQuery,
     check_queries,
-    prompt_syntax_problem,
 )
 from critic.frames import checked_frames
 from critic.models import (
@@ -43,7 +41,8 @@ from critic.models import (
     device_problem,
     unrecorded_pixel_budget,
 )
-from critic.parse import parse_progress, parse_verdict
+from critic.parse import answer_start, parse_progress, parse_verdict
+from critic.prompts import checked_failure_types
 from critic.vision import ProcessorConfigError, VisionSpec
 from rollout.checkpoint import processor_config
 from rollout.checks import is_int, is_number
@@ -202,7 +201,7 @@ class VLMCritic(Critic):
         )
         # left at the default (this very tuple), a checkpoint's recorded types replace it
         self._default_failure_types = self.failure_types is FAILURE_TYPES
-        self.failure_types = _checked_failure_types(self.failure_types)
+        self.failure_types = checked_failure_types(self.failure_types)
         if not isinstance(self.model, str | os.PathLike):
             from critic.weights import SHIPPED
 
@@ -277,7 +276,7 @@ class VLMCritic(Critic):
         """The failure types the checkpoint's prompts offered (its data's own beyond the
         built-in ones), where it records them and ``failure_types`` was left at the default."""
         if recorded and self._default_failure_types:
-            self.failure_types = _checked_failure_types(list(recorded))
+            self.failure_types = checked_failure_types(list(recorded))
 
     @property
     def name(self) -> str:
@@ -435,46 +434,18 @@ class VLMCritic(Critic):
         """The probability of the given verdict at the answer's first token: the model's
         ``success`` against ``failure`` after its own chain of thought, renormalised over the two
         (the failure-detection AUROC ranks episodes by it). 1.0 when there is no verdict."""
-        answer = self.tokenizer.convert_tokens_to_ids("<answer>")
-        if success is None or answer not in generated:
+        # (convert_tokens_to_ids("<answer>") found it only where it is one token: this
+        # project's tokenizer, not Qwen's, where every verdict's confidence read 1.0)
+        end = answer_start(self.tokenizer, generated)
+        if success is None or end is None:
             return 1.0
         first = [
             self.tokenizer(word, add_special_tokens=False).input_ids[0]
             for word in ("success", "failure")
         ]
-        prefix = generated[: generated.index(answer) + 1]
+        prefix = generated[:end]
         p_success, p_failure = np.asarray(self._engine.score([request], first, prefix=prefix))[0]
         return float(p_success if success else p_failure)
-
-
-def _checked_failure_types(failure_types: Any) -> tuple[str, ...]:
-    """``failure_types`` as a tuple of labels, or a :class:`CriticError` naming what is wrong."""
-    example = "e.g. failure_types=['stall', 'missed_grasp']"
-    if isinstance(failure_types, str):
-        raise CriticError(
-            f"failure_types={failure_types!r} is one string, not a list of labels (it would be "
-            f"read letter by letter); pass a list, e.g. failure_types=[{failure_types!r}]"
-        )
-    if not isinstance(failure_types, Sequence) or len(failure_types) == 0:
-        raise CriticError(
-            f"failure_types={failure_types!r} must be a list or tuple of one or more failure "
-            f"labels (non-empty strings), {example}"
-        )
-    for i, label in enumerate(failure_types):
-        if not isinstance(label, str) or not label.strip():
-            raise CriticError(
-                f"failure_types[{i}]={label!r} must be a non-empty string (a failure label), "
-                f"{example}"
-            )
-        if problem := prompt_syntax_problem(f"failure_types[{i}]", label):
-            raise CriticError(problem)
-        if not re.fullmatch(r"[\w \-]+", label.strip()):
-            # "stall: x", "cube fell off!": every verdict naming it was unreadable
-            raise CriticError(
-                f"failure_types[{i}]={label!r} holds characters a verdict naming it cannot be "
-                "read back with: use letters, digits, spaces, '_' and '-', e.g. 'cube_fell_off'"
-            )
-    return tuple(failure_types)
 
 
 def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSpec:

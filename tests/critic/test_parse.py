@@ -107,3 +107,33 @@ def test_unknown_scale_is_a_caller_error_and_double_percent_is_not_a_number():
         parse_progress("<answer>35</answer>", "percentage")
     assert parse_progress("<answer>35%%</answer>").status == ParseStatus.NOT_A_NUMBER
     assert parse_progress("<answer> 35% </answer>").value == 0.35
+
+
+def _byte_bpe(special: tuple[str, ...]):
+    """A real byte-level BPE trained here, with ``special`` as single tokens (Qwen's tokenizer
+    has no ``<answer>`` token: the tag is several)."""
+    import tokenizers
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=list(special), show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    bpe.train_from_iterator(["the arm reached the target; success failure"] * 4, trainer=trainer)
+    return bpe
+
+
+@pytest.mark.parametrize("special", [("<answer>",), ()], ids=["one_token", "several_tokens"])
+def test_answer_start_finds_the_tag_whatever_its_tokens(special):
+    # the verdict's confidence looked the tag up as one token id: with Qwen's tokenizer it was
+    # never found, and every verdict's confidence read 1.0
+    from critic.parse import answer_start
+
+    bpe = _byte_bpe(special)
+    head = bpe.encode("<think>the arm reached the target</think><answer>").ids
+    generated = head + bpe.encode("success</answer>").ids
+    assert (len(bpe.encode("<answer>").ids) == 1) == bool(special)
+    assert answer_start(bpe, generated) == len(head)
+    assert answer_start(bpe, bpe.encode("<think>no tag</think>").ids) is None
