@@ -98,6 +98,11 @@ def test_the_test_start_states_are_fixed(tmp_path):
     first, again = evaluate_final_policy(cfg, model), evaluate_final_policy(cfg, model)
     assert len(first["test_returns"]) == 4 and first == again
     assert len(set(first["test_returns"])) == 4  # four different start states, not one repeated
+    # another policy (another learner, condition or seed) starts from the same states
+    other = SAC("MlpPolicy", env, seed=1, policy_kwargs={"net_arch": [8]})
+    theirs = evaluate_final_policy(cfg, other)
+    assert theirs["test_start_state"] == first["test_start_state"]
+    assert theirs["test_returns"] != first["test_returns"]  # and they are other policies
     none = evaluate_final_policy(OmegaConf.merge(cfg, {"test_episodes": 0}), model)
     assert none == {k: [] for k in first}
     # the final progress and states are the task's own at the first test episode's reset and
