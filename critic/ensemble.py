@@ -35,6 +35,7 @@ from critic.base import (
     checked_answers,
 )
 from rollout.checks import is_number
+from rollout.warn import warn_user
 
 COMBINE = ("mean", "min", "mean_minus_std")
 
@@ -87,6 +88,17 @@ class EnsembleCritic(Critic):
         # Members may read different lengths on tasks the ensemble is not used for (the shipped
         # critic reads Lift from 8 frames, a Reacher-only round none): the lengths are checked
         # per task, where a query is built (clip_frames_for).
+        # the same spec twice answers alike (a noisy oracle's default seed is every copy's): the
+        # ensemble then averages nothing, and an ensemble of noisy oracles was no ensemble
+        specs = [m if isinstance(m, str | Mapping) else None for m in members]
+        for i, spec in enumerate(specs):
+            if spec is not None and spec in specs[:i]:
+                warn_user(
+                    f"ensemble members {specs.index(spec)} and {i} are the same critic "
+                    f"({dict(spec) if isinstance(spec, Mapping) else spec!r}): they answer alike, "
+                    "and the ensemble combines copies; give each its own seed= (a noisy "
+                    "oracle's) or checkpoint"
+                )
         self.critics = [make_critic(m) for m in members]
         self.needs_frames = any(c.needs_frames for c in self.critics)
 

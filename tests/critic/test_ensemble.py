@@ -3,6 +3,7 @@ config errors, and an ensemble as the reward of a real Reacher env."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,6 +214,7 @@ def test_bad_configs_are_typed_messages(kwargs, message):
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.filterwarnings("ignore:ensemble members 0 and 1 are the same critic")  # meant
 def test_an_ensemble_of_oracles_is_the_reward_of_a_real_env():
     env = gym.make(
         "VisCriticReward-v0",
@@ -225,6 +227,7 @@ def test_an_ensemble_of_oracles_is_the_reward_of_a_real_env():
     env.close()
 
 
+@pytest.mark.filterwarnings("ignore:ensemble members 0 and 1 are the same critic")  # meant
 def test_an_ensemble_of_a_trained_critic_reads_as_the_critic_in_a_real_env():
     # Two copies of the shipped two-frame checkpoint: their mean is the single critic's reading,
     # and the ensemble sends the members' own clip length (1 frame) without being told.
@@ -255,3 +258,16 @@ def test_an_ensemble_offers_its_members_failure_types():
     assert EnsembleCritic(members=[OracleCritic(), OracleCritic()]).failure_types is None
     mixed = EnsembleCritic(members=[Offering(), Offering(failure_types=("flip", "drop"))])
     assert mixed.failure_types == ("stall", "flip", "drop")
+
+
+def test_the_same_member_twice_is_warned_of():
+    # two noisy oracles at the default seed draw the same noise: the "ensemble" averaged copies
+    from critic.ensemble import EnsembleCritic
+
+    noisy = {"name": "noisy_oracle", "offset_sd": 0.2}
+    with pytest.warns(UserWarning, match=r"ensemble members 0 and 1 are the same critic \("
+                      r"\{'name': 'noisy_oracle', 'offset_sd': 0.2\}\): they answer alike"):  # fmt: skip
+        EnsembleCritic(members=[noisy, dict(noisy)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EnsembleCritic(members=[noisy, {**noisy, "seed": 1}])  # two seeds: two draws
