@@ -1,8 +1,9 @@
 """Pick the headless OpenGL backend before MuJoCo is imported.
 
-EGL (Mesa on CPU, the vendor driver on GPU) by default; OSMesa when no EGL library is installed. A
-choice the user made in ``MUJOCO_GL`` is kept. ``PYOPENGL_PLATFORM`` is set to match, as PyOpenGL
-and MuJoCo must agree.
+EGL (Mesa on CPU, the vendor driver on GPU) by default; OSMesa when no EGL library is installed,
+or glvnd's has no driver to load. A choice the user made in ``MUJOCO_GL``, or in
+``PYOPENGL_PLATFORM`` alone, is kept. ``PYOPENGL_PLATFORM`` is set to match, as PyOpenGL and
+MuJoCo must agree (:func:`gl_mismatch` names them where they do not).
 """
 
 from __future__ import annotations
@@ -50,20 +51,62 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_one_torch_thread)
 
 
+HEADLESS = ("egl", "osmesa")
+# where glvnd's libEGL finds the drivers that make it usable (a compute-only GPU container has the
+# library and none of them)
+EGL_VENDOR_DIRS = ("/usr/share/glvnd/egl_vendor.d", "/etc/glvnd/egl_vendor.d")
+
+
+def _egl_vendor_present() -> bool:
+    """Whether glvnd's libEGL has a driver to load (a vendor JSON), as it looks for them."""
+    files = os.environ.get("__EGL_VENDOR_LIBRARY_FILENAMES")
+    if files:
+        return any(os.path.isfile(f) for f in files.split(":"))
+    dirs = os.environ.get("__EGL_VENDOR_LIBRARY_DIRS")
+    for folder in dirs.split(":") if dirs else EGL_VENDOR_DIRS:
+        if os.path.isdir(folder) and any(n.endswith(".json") for n in os.listdir(folder)):
+            return True
+    return False
+
+
 def select_gl_backend() -> str | None:
-    """Set ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` if unset and return the backend in force."""
-    backend = os.environ.get("MUJOCO_GL")
+    """Set ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` if unset and return the backend in force.
+
+    Unset (or empty) ``MUJOCO_GL``: the headless backend ``PYOPENGL_PLATFORM`` names, where it
+    names one (a dm_control-style ``PYOPENGL_PLATFORM=osmesa`` had MuJoCo import EGL beside it,
+    and refuse to); else EGL where its library has a driver to load, OSMesa where EGL has none
+    or is missing, EGL where OSMesa is missing too (MuJoCo then says why).
+    """
+    backend = (os.environ.get("MUJOCO_GL") or "").strip() or None  # MUJOCO_GL= is unset
+    platform = (os.environ.get("PYOPENGL_PLATFORM") or "").strip().lower()
     if backend is None:
-        if ctypes.util.find_library("EGL"):
+        if platform in HEADLESS:
+            backend = platform
+        elif ctypes.util.find_library("EGL") and (
+            _egl_vendor_present() or not ctypes.util.find_library("OSMesa")
+        ):
             backend = "egl"
         elif ctypes.util.find_library("OSMesa"):
             backend = "osmesa"
         else:
             return None  # MuJoCo will say what is missing when a renderer is made
         os.environ["MUJOCO_GL"] = backend
-    if backend in ("egl", "osmesa"):
+    if backend in HEADLESS:
         os.environ.setdefault("PYOPENGL_PLATFORM", backend)
     return backend
+
+
+def gl_mismatch() -> str | None:
+    """Why MuJoCo refuses to import here, where ``MUJOCO_GL`` and ``PYOPENGL_PLATFORM`` name two
+    headless backends (it needs them to agree), or None."""
+    backend = (os.environ.get("MUJOCO_GL") or "").strip().lower()
+    platform = (os.environ.get("PYOPENGL_PLATFORM") or "").strip().lower()
+    if backend in HEADLESS and platform and platform != backend:
+        return (
+            f"MUJOCO_GL={backend!r} and PYOPENGL_PLATFORM={platform!r} name two OpenGL backends, "
+            "which MuJoCo refuses; set both to one (egl or osmesa), or unset PYOPENGL_PLATFORM"
+        )
+    return None
 
 
 def bind_mujoco_backend() -> None:
@@ -85,3 +128,16 @@ def bind_mujoco_backend() -> None:
     if current is not None and current.__module__ == f"mujoco.{backend}":
         return
     gl_context.GLContext = importlib.import_module(f"mujoco.{backend}").GLContext
+
+
+def require_simulator(module: str, purpose: str):
+    """Import ``module`` (``mujoco``, a gymnasium MuJoCo env, ``robosuite``) for ``purpose``, or
+    a typed error: :class:`~envs.errors.InvalidOptionError` where the GL variables disagree
+    (:func:`gl_mismatch`; it was a "missing system library" message), else
+    :class:`~rollout.imports.MissingExtraError` naming the extra."""
+    from envs.errors import InvalidOptionError
+    from rollout.imports import require_package
+
+    if problem := gl_mismatch():
+        raise InvalidOptionError(f"{purpose} cannot render: {problem}")
+    return require_package(module, "sim", purpose)

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from envs.errors import InvalidOptionError
+from envs.gl import require_simulator
 from envs.render import Appearance, CriticView, FreeCamera
 from envs.tasks import TaskEnv, TaskSpec, register_task
 from rollout.checks import is_int, is_number
-from rollout.imports import require_package
 
 # gymnasium MujocoEnv's render arguments, which the critic's view replaces: what to set instead
 _SIZE_FIX = "set the frame size with image_size= (an int, or (height, width))"
@@ -67,9 +67,9 @@ class GymMujocoTask(TaskEnv):
                     f"{key}={env_kwargs[key]!r} must be a finite number (a weight in gymnasium's "
                     f"reward of {spec.name}), e.g. 1.0"
                 )
-        require_package("mujoco", "sim", f"the MuJoCo task {spec.name!r}")
+        require_simulator("mujoco", f"the MuJoCo task {spec.name!r}")
         module_name, class_name = self.env_class_path.rsplit(":", 1)
-        module = require_package(module_name, "sim", f"the MuJoCo task {spec.name!r}")
+        module = require_simulator(module_name, f"the MuJoCo task {spec.name!r}")
         self._inner = getattr(module, class_name)(**env_kwargs)
         self.observation_space = self._inner.observation_space
         self.action_space = self._inner.action_space

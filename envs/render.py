@@ -144,11 +144,12 @@ class CriticView:
         groups = self.geom_groups
         if groups is not None and (
             not isinstance(groups, (tuple, list))
+            or not groups  # (): nothing drawn, a blank frame every step
             or not all(is_int(g) and 0 <= g < 6 for g in groups)
         ):
             raise InvalidOptionError(
-                f"CriticView geom_groups={groups!r} must be None or a tuple of MuJoCo geom groups "
-                "(integers 0-5), e.g. (0,) for collision geoms"
+                f"CriticView geom_groups={groups!r} must be None or a tuple of one or more MuJoCo "
+                "geom groups (integers 0-5), e.g. (0,) for collision geoms"
             )
 
     @property

@@ -18,11 +18,11 @@ import gymnasium as gym
 import numpy as np
 
 from envs.errors import InvalidOptionError
+from envs.gl import require_simulator
 from envs.mujoco_tasks import _fraction_closed
 from envs.render import Appearance, CriticView
 from envs.tasks import TaskEnv, TaskSpec, register_task
 from rollout.checks import is_int, is_number
-from rollout.imports import require_package
 
 _OBS_KEYS = ("robot0_proprio-state", "object-state")
 # robosuite.make arguments each task sets itself (RobosuiteTask.__init__)
@@ -45,7 +45,7 @@ def _import_robosuite(task: str):
     logger = logging.getLogger("robosuite_logs")
     if _robosuite_log_filter not in logger.filters:
         logger.addFilter(_robosuite_log_filter)
-    return require_package("robosuite", "sim", f"the robosuite task {task!r}")
+    return require_simulator("robosuite", f"the robosuite task {task!r}")
 
 
 # robosuite's own cameras and renderer, which the critic's view replaces (task options naming

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from envs.gl import bind_mujoco_backend, select_gl_backend
+from envs.gl import bind_mujoco_backend, gl_mismatch, select_gl_backend
 
 
 @pytest.fixture
@@ -56,6 +56,55 @@ def test_no_gl_library_leaves_the_choice_to_mujoco(clean_gl_env):
     clean_gl_env.setattr(ctypes.util, "find_library", _libraries())
     assert select_gl_backend() is None
     assert "MUJOCO_GL" not in os.environ and "PYOPENGL_PLATFORM" not in os.environ
+
+
+@pytest.mark.parametrize("platform", ["osmesa", "EGL"])
+def test_a_pyopengl_platform_set_alone_picks_the_backend(clean_gl_env, platform):
+    # dm_control's headless set-up: PYOPENGL_PLATFORM=osmesa alone. EGL was picked beside it, and
+    # MuJoCo refused to import ("should be either unset or 'egl'"): no task could be built
+    clean_gl_env.setattr(ctypes.util, "find_library", _libraries("EGL", "OSMesa"))
+    clean_gl_env.setenv("PYOPENGL_PLATFORM", platform)
+    assert select_gl_backend() == platform.lower()
+    assert os.environ["MUJOCO_GL"] == platform.lower() and gl_mismatch() is None
+
+
+def test_an_empty_mujoco_gl_is_unset(clean_gl_env):
+    # MUJOCO_GL= (an empty export) was kept as a choice: MuJoCo fell back to GLFW, with no display
+    clean_gl_env.setattr(ctypes.util, "find_library", _libraries("EGL", "OSMesa"))
+    clean_gl_env.setenv("MUJOCO_GL", " ")
+    assert select_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"
+
+
+def test_egl_without_a_driver_to_load_falls_back_to_osmesa(clean_gl_env, tmp_path):
+    # glvnd's libEGL with no vendor JSON (a compute-only GPU container): EGL failed at the first
+    # render, though OSMesa was installed
+    clean_gl_env.setattr(ctypes.util, "find_library", _libraries("EGL", "OSMesa"))
+    clean_gl_env.setenv("__EGL_VENDOR_LIBRARY_DIRS", str(tmp_path))  # no *.json there
+    assert select_gl_backend() == "osmesa"
+    clean_gl_env.delenv("MUJOCO_GL")
+    clean_gl_env.delenv("PYOPENGL_PLATFORM")
+    (tmp_path / "50_mesa.json").write_text("{}")
+    assert select_gl_backend() == "egl"
+    clean_gl_env.delenv("MUJOCO_GL")
+    clean_gl_env.delenv("PYOPENGL_PLATFORM")
+    (tmp_path / "50_mesa.json").unlink()
+    clean_gl_env.setattr(ctypes.util, "find_library", _libraries("EGL"))  # no OSMesa either
+    assert select_gl_backend() == "egl"  # MuJoCo says why at the first render
+
+
+def test_two_backends_named_are_a_typed_error_naming_both(clean_gl_env):
+    import envs
+
+    clean_gl_env.setenv("MUJOCO_GL", "egl")
+    clean_gl_env.setenv("PYOPENGL_PLATFORM", "osmesa")
+    message = (
+        "the MuJoCo task 'Reacher-v5' cannot render: MUJOCO_GL='egl' and "
+        "PYOPENGL_PLATFORM='osmesa' name two OpenGL backends, which MuJoCo refuses; set both to "
+        "one (egl or osmesa), or unset PYOPENGL_PLATFORM"
+    )
+    with pytest.raises(envs.InvalidOptionError) as err:
+        envs.make_task_env("Reacher-v5")
+    assert str(err.value) == message
 
 
 def _backend_in_force() -> str:

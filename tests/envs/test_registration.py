@@ -119,6 +119,8 @@ def test_register_task_checks_the_spec_before_anything_uses_it(edit, message):
         (lambda: envs.CriticView(cameras=("top",), height=0), "CriticView height=0 must be an integer"),
         (lambda: envs.CriticView(cameras="topcam"), "CriticView cameras='topcam' must be a tuple"),
         (lambda: envs.CriticView(cameras=("top",), geom_groups=(7,)), "CriticView geom_groups=(7,) must be"),
+        (lambda: envs.CriticView(cameras=("top",), geom_groups=()), "CriticView geom_groups=() must be "
+         "None or a tuple of one or more"),
         (lambda: envs.Appearance("body:arm", rgba=(1, 0, 0)), "Appearance rgba=(1, 0, 0) must be four numbers"),
     ],
 )  # fmt: skip
