@@ -184,6 +184,10 @@ def check_folder_options(
                 f"other options ({there}); a re-run records only the missing episodes, so the "
                 f"dataset would mix the two. Pass a new out=<folder> for these options, {instead}"
             )
+        if tasks[task].get("expert") is None and options.get("expert") is not None:
+            # policy rollouts recorded alone, experts now: the expert is recorded, so that a
+            # later run's other expert is refused (a null stayed, and any expert was taken)
+            new[task] = {**tasks[task], "expert": options["expert"]}
     if new:
         write_manifest(root, {**tasks, **new})
 

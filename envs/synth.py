@@ -113,16 +113,20 @@ def check_dataset_folder(root: str | Path) -> None:
         )
 
 
-def _check_policies_fit(plans: Sequence[EpisodePlan], task_kwargs: Any) -> None:
-    """Each plan's policy loads and acts in its task's spaces (built with the run's
-    ``task_kwargs``), before any episode is recorded: one that does not would stop a run
+def _check_tasks_build(plans: Sequence[EpisodePlan], options: dict[str, Any]) -> None:
+    """Each task with episodes to record builds with the run's options (its ``task_kwargs``,
+    camera and image size), and each plan's policy loads and acts in its task's spaces, before
+    any episode is recorded: a bad option value was found at the first episode, after the
+    manifest was written and the workers started, and a policy that does not fit stopped a run
     part-way, after the other policies' episodes."""
     by_task: dict[str, dict[str, None]] = {}
     for plan in plans:
+        policies = by_task.setdefault(plan.task, {})
         if plan.policy is not None:
-            by_task.setdefault(plan.task, {})[plan.policy] = None
+            policies[plan.policy] = None
     for task, policies in by_task.items():
-        env = make_task_env(task, **check_task_kwargs(task_kwargs))
+        env = make_task_env(task, camera=options.get("camera"), image_size=options.get("image_size"),
+                            **check_task_kwargs(options.get("task_kwargs")))  # fmt: skip
         try:
             for path in policies:
                 check_policy_spaces(load_policy(path), task, env)
@@ -443,8 +447,6 @@ def synthesize(
     check_task_kwargs(options.get("task_kwargs"))
     check_dataset_folder(root)  # before any episode is recorded, not when the first is written
     root = Path(root)
-    done = finished_ids(root)
-    todo = [p for p in plans if p.episode_id not in done]
     tasks = dict.fromkeys(p.task for p in plans)
     recorded_with = {task: recording_options(task, codec, **options) for task in tasks}
     for task, recording in recorded_with.items():  # policy rollouts alone: no expert records
@@ -453,9 +455,10 @@ def synthesize(
     if codec == "h264":
         for task, recording in recorded_with.items():
             _check_h264_sides(task, recording)
-    _check_policies_fit(todo, options.get("task_kwargs"))
-    # the folder's lock, from the manifest's check to the last episode written: two runs into
-    # one out= both passed the check before either wrote, then mixed their episodes
+    # the folder's lock, from reading what it holds to the last episode written: two runs into
+    # one out= both passed the check before either wrote, then mixed their episodes; and a run
+    # that read the folder before the lock (its policies load for seconds) took another's
+    # finished episodes for none, and wrote its own options over theirs
     made = not root.exists()
     try:  # held already where out= is the run dir: the run-dir guard's lock is the same one
         lock = None if holds(root) else lock_folder(root, "synthesize.py run (out=)")
@@ -464,15 +467,18 @@ def synthesize(
     except OSError as exc:
         raise not_writable(root, exc) from None
     try:
+        done = finished_ids(root)
+        todo = [p for p in plans if p.episode_id not in done]
+        _check_tasks_build(todo, options)
         check_folder_options(root, recorded_with, {task: _count_of(task, done) for task in tasks},
                              {task: recording_options(task, codec) for task in tasks})  # fmt: skip
         from envs.synth_workers import record_all  # its workers import this module
 
         return record_all(plans, todo, root, codec, workers, progress_bar, options)
     finally:
-        release(lock)
         if made and not finished_ids(root):  # refused, or stopped before its first episode
-            _remove_unused(root)
+            _remove_unused(root)  # under the lock: another run may take it once given back
+        release(lock)
 
 
 def _remove_unused(root: Path) -> None:

@@ -386,3 +386,31 @@ def test_more_workers_than_cores_is_warned_of(tmp_path, caplog, monkeypatch):
         "holding its own simulators and memory, and record fewer episodes a minute than "
         "workers=1 would; use workers=1"
     )
+
+
+def test_an_injected_failure_that_reached_the_goal_all_the_same_keeps_no_failure_step():
+    # random torques onto the target (seed 396 of Reacher's flail plans): a success, with no
+    # failure step or type to say otherwise (a kept failure_step passed every test)
+    plan = plan_episodes("Reacher-v5", 397, failure_fraction=1.0, failures=["flail"])[396]
+    assert plan.episode_id == "Reacher-v5-000396-flail"
+    episode = record_episode(plan, every=25, image_size=16)
+    assert episode.success and episode.progress[-1] == 1.0
+    assert episode.failure_step is None and episode.failure_type is None
+
+
+def test_a_task_option_value_is_refused_before_the_folder_is_touched(tmp_path, monkeypatch):
+    # an expert run found it at its first episode, with its manifest written (then removed) and
+    # its workers started; policy runs found it earlier
+    import envs.synth_workers
+
+    def started(*args, **kwargs):
+        raise AssertionError("the recording started")
+
+    monkeypatch.setattr(envs.synth_workers, "record_all", started)
+    out = tmp_path / "out"
+    plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
+    with pytest.raises(InvalidOptionError, match=r"min_start_distance=5 must be a distance in "
+                       r"metres above"):  # fmt: skip
+        synthesize(plans, out, progress_bar=False, workers=2,
+                   task_kwargs={"min_start_distance": 5})  # fmt: skip
+    assert not out.exists()

@@ -252,6 +252,18 @@ def test_moving_reachers_goal_moves_nothing_else():
         env.close()
 
 
+def _labelled_against_its_goal(episode) -> None:
+    """Each frame's progress is Reacher's, from the recorded distance to the (moved) goal: the
+    share of the start distance (at least 5 cm) closed toward 2 cm, 1 within 2 cm; success is
+    the last frame's. (A relabelling that read progress before moving the goal passed the
+    range checks above.)"""
+    distance = episode.state["fingertip_to_target_cm"].astype(float)
+    start = max(distance[0], 5.0)
+    expected = np.where(distance < 2.0, 1.0, np.clip((start - distance) / (start - 2.0), 0, 1))
+    np.testing.assert_allclose(episode.progress, expected, atol=2e-3)
+    assert episode.success == bool(episode.progress[-1] == 1.0)
+
+
 def test_a_hindsight_episode_replays_the_same_arm_against_a_moved_goal(policies):
     plan = EpisodePlan("Reacher-v5", 4, policy=policies["sac"], hindsight=True)
     assert plan.episode_id.endswith("-hindsight")
@@ -267,6 +279,7 @@ def test_a_hindsight_episode_replays_the_same_arm_against_a_moved_goal(policies)
     assert distances[12:].min() <= 100 * HINDSIGHT_RADIUS + 1e-3
     assert moved.progress[0] == 0.0 and np.all((moved.progress >= 0) & (moved.progress <= 1))
     np.testing.assert_array_equal(record_episode(plan, every=1).progress, moved.progress)
+    _labelled_against_its_goal(moved)
 
 
 def test_a_uniform_hindsight_episode_replays_the_arm_against_a_goal_anywhere(policies):
@@ -293,6 +306,7 @@ def test_a_uniform_hindsight_episode_replays_the_arm_against_a_goal_anywhere(pol
         env.close()
     assert moved.progress[0] == 0.0 and np.all((moved.progress >= 0) & (moved.progress <= 1))
     np.testing.assert_array_equal(record_episode(plan, every=1).progress, moved.progress)
+    _labelled_against_its_goal(moved)
     plans = plan_policy_episodes("Reacher-v5", [policies["sac"]], 2, hindsight="uniform")
     assert [p.hindsight for p in plans] == ["uniform", "uniform"]
 
@@ -332,3 +346,48 @@ def test_a_gsde_policy_records_the_same_episode_for_the_same_plan(tmp_path):
         recorded.append(record_episode(plan, every=10, image_size=16).state)
     for key in recorded[0]:
         np.testing.assert_array_equal(recorded[0][key], recorded[1][key])
+
+
+def test_a_run_reads_the_folder_under_its_lock(policies, tmp_path, monkeypatch):
+    # a run read what the folder held before it took the lock (its policies load for seconds):
+    # another run that finished in between was taken for none, its manifest overwritten with this
+    # run's options, and the folder mixed every=5 experts with every=3 rollouts
+    import envs.synth as synth
+    from envs.plans import plan_episodes
+
+    take = synth.lock_folder
+    injected = []
+
+    def another_run_first(root, what):
+        if not injected:  # the other run finishes just before this one's lock
+            injected.append(True)
+            synthesize(plan_episodes("Reacher-v5", 1, failure_fraction=0.0), root,
+                       progress_bar=False, every=5, horizon=5, image_size=16)  # fmt: skip
+        return take(root, what)
+
+    monkeypatch.setattr(synth, "lock_folder", another_run_first)
+    plans = plan_policy_episodes("Reacher-v5", [policies["sac"]], 1, 0)
+    with pytest.raises(InvalidOptionError, match=r"holds 1 Reacher-v5 episodes recorded with "
+                       r"other options \(every: 5 there, 3 now"):  # fmt: skip
+        synthesize(plans, tmp_path, progress_bar=False, every=3, horizon=5, image_size=16)
+
+
+def test_a_folder_begun_with_policy_rollouts_records_its_expert_when_one_comes(
+    policies, tmp_path, monkeypatch
+):
+    # the policies-only run recorded "expert": null, and a null was never replaced: any expert
+    # was taken from then on, the built-in one and one's own alike
+    from envs import experts
+    from envs.plans import plan_episodes
+    from tests.envs.test_synth import _StillExpert
+
+    options = {"progress_bar": False, "every": 5, "horizon": 5, "image_size": 16}
+    rollouts = plan_policy_episodes("Reacher-v5", [policies["sac"]], 1, 0)
+    synthesize(rollouts, tmp_path, **options)
+    synthesize(plan_episodes("Reacher-v5", 1, failure_fraction=0.0), tmp_path, **options)
+    experts._load_experts()
+    monkeypatch.setattr(experts, "_EXPERTS", dict(experts._EXPERTS))
+    experts.register_expert("Reacher-v5")(_StillExpert)
+    with pytest.raises(InvalidOptionError, match=r"\(expert: envs.mujoco_experts.ReacherExpert "
+                       r"there, tests.envs.test_synth._StillExpert now\)"):  # fmt: skip
+        synthesize(plan_episodes("Reacher-v5", 2, failure_fraction=0.0), tmp_path, **options)
