@@ -15,7 +15,6 @@ default, or ``h264``).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 from critic.data.errors import EpisodeFormatError
 from critic.data.video import CODECS, read_video, write_video
 from rollout.checks import is_int, is_number
+from rollout.files import written_whole
 from rollout.imports import require_package
 
 POLICY_MARK = (
@@ -185,7 +185,12 @@ def write_episode(episode: Episode, root: str | Path, codec: str = "ffv1") -> Pa
     videos = {}
     for camera, frames in episode.frames.items():
         path = root / "videos" / f"{episode.episode_id}.{camera}.mkv"
-        write_video(path, frames, episode.fps, codec)
+        try:
+            write_video(path, frames, episode.fps, codec)
+        except OSError as exc:  # PyAV's named no file ("[Errno 30] Read-only file system")
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         videos[camera] = path.name
     pa = require_package("pyarrow", "data", "writing episodes")
     pq = require_package("pyarrow.parquet", "data", "writing episodes")
@@ -227,9 +232,9 @@ def write_episode(episode: Episode, root: str | Path, codec: str = "ffv1") -> Pa
     )
     table = pa.Table.from_pylist([row], schema=schema)
     final = root / "episodes" / f"{episode.episode_id}.parquet"
-    partial = final.with_suffix(".parquet.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, final)  # the row appears only once the episode is whole
+    # the row appears only once the episode is whole; a failed write names it (pyarrow's did not)
+    with written_whole(final) as partial:
+        pq.write_table(table, partial)
     return final
 
 

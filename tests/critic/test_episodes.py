@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -240,3 +242,22 @@ def test_episode_ids_of_a_task():
     assert episode_of("Reacher-v5", "Reacher-v5-1000003-stall")
     assert not episode_of("Reacher-v5", "Reacher-v5-0003-expert")
     assert not episode_of("Lift", "Reacher-v5-000003-expert")
+
+
+def test_a_row_that_cannot_be_written_is_named_and_leaves_no_episode(tmp_path, monkeypatch):
+    # a file-size limit or a full disk: pyarrow's "[Errno 27] Error writing bytes to file" named
+    # no file. The video is written, the row is not: the episode does not count as finished
+    import errno
+
+    import pyarrow.parquet as pq
+
+    def full(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1")  # cut short, as a full disk leaves it
+        raise OSError(errno.EFBIG, "Error writing bytes to file")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    with pytest.raises(OSError) as err:
+        write_episode(_episode(), tmp_path)
+    assert err.value.filename == str(tmp_path / "episodes" / "ep0.parquet")
+    assert finished_ids(tmp_path) == set()
+    assert list((tmp_path / "episodes").iterdir()) == []
