@@ -32,10 +32,17 @@ def require_package(module: str, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs the optional package {module!r}, which is not installed "
             f"({exc}). Install it with: pip install -e '.[{extra}]' (in the repository's root)"
         ) from exc
-    except ImportError as exc:  # installed, and a system library it loads is not (pip cannot help)
-        raise MissingExtraError(
+    except ImportError as exc:
+        if ".so" in str(exc) or "shared object" in str(exc):  # a system library it loads is
+            # missing: pip cannot help (the pip line was given, and fixed nothing)
+            raise MissingExtraError(
+                f"{purpose} needs the optional package {module!r}, which is installed and does "
+                f"not import ({exc}): a system library it loads is missing. On Debian/Ubuntu "
+                "`bash scripts/install.sh` installs those the project needs (robosuite's OpenCV: "
+                "libgl1 libglib2.0-0)"
+            ) from exc
+        raise MissingExtraError(  # installed packages that do not fit each other
             f"{purpose} needs the optional package {module!r}, which is installed and does not "
-            f"import ({exc}): a system library it loads is missing. On Debian/Ubuntu `bash "
-            "scripts/install.sh` installs those the project needs (robosuite's OpenCV: libgl1 "
-            "libglib2.0-0)"
+            f"import ({exc}). Reinstall it with: pip install -e '.[{extra}]' (in the repository's "
+            "root)"
         ) from exc

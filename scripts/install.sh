@@ -23,7 +23,7 @@ PYTHON="${PYTHON:-python3}"
 TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 # Mesa for headless MuJoCo; libGL and GLib, which robosuite's OpenCV loads at import (none of
 # the Mesa ones brings them: every robosuite task failed to import without them)
-SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libgl1 libglib2.0-0)
+SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libgl1 "libglib2.0-0t64|libglib2.0-0")
 # a compiler and C headers: evdev (robosuite -> pynput) has no wheel and is built from source, and
 # DeepSpeed compiles its CPU communication op on first use (the train extra's 2-process tests)
 BUILD_PACKAGES=(g++ libc6-dev)
@@ -51,10 +51,20 @@ else
         || fail "PYTHON=$PYTHON is Python $(version_of "$PYTHON"); VisCritic needs 3.11 or 3.12 (transformers 5 needs 3.11; numpy < 2, which robosuite needs, has no wheels for 3.13): e.g. PYTHON=python3.12 bash scripts/install.sh"
 fi
 
-apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet
-    local missing=() pkg
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+apt_install() {  # the Debian/Ubuntu packages of "$@" not installed yet; "a|b": either name (a
+    # library renamed by a release: Ubuntu 24.04's libglib2.0-0t64 for libglib2.0-0), the first
+    # this system's apt knows installed where neither is (the last where apt knows none)
+    local missing=() pkg name
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+        local found=""
+        for name in ${pkg//|/ }; do installed "$name" && found=1; done
+        [ -n "$found" ] && continue
+        local choice="${pkg##*|}"
+        for name in ${pkg//|/ }; do
+            if apt-cache show "$name" >/dev/null 2>&1; then choice="$name"; break; fi
+        done
+        missing+=("$choice")
     done
     ((${#missing[@]})) || return 0
     echo "[install] system packages: ${missing[*]}"

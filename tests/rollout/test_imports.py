@@ -46,6 +46,20 @@ def test_an_installed_package_whose_system_library_is_missing_is_not_blamed_on_p
     )
 
 
+def test_an_installed_package_that_does_not_import_for_another_reason_is_reinstalled(
+    tmp_path, monkeypatch
+):
+    # packages that do not fit each other ("cannot import name"): no system library to blame
+    (tmp_path / "mismatched.py").write_text("from json import no_such_name")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingExtraError) as err:
+        require_package("mismatched", "vlm", "the VLM critic")
+    assert "system library" not in str(err.value)
+    assert str(err.value).endswith(
+        "Reinstall it with: pip install -e '.[vlm]' (in the repository's root)"
+    )
+
+
 def test_importing_the_packages_is_cheap():
     # No simulator, torch or transformers at import time (DESIGN.md).
     code = (

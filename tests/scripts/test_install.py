@@ -94,7 +94,9 @@ def test_system_packages_without_root_or_sudo_name_the_way_on(tmp_path):
     ("extras", "missing", "asked"),
     [
         # robosuite's OpenCV loads libGL and GLib at import: no Mesa package brings them
-        ("sim", "libgl1 libglib2.0-0", "libgl1 libglib2.0-0"),
+        ("sim", "libgl1 libglib2.0-0 libglib2.0-0t64", "libgl1 libglib2.0-0"),
+        # either name of a renamed library counts (Ubuntu 24.04's libglib2.0-0t64)
+        ("sim", "libgl1 libglib2.0-0", "libgl1"),
         # evdev (robosuite -> pynput) is built from source; DeepSpeed compiles its CPU op
         ("sim", "g++ libc6-dev", "g++ libc6-dev"),
         ("train", "g++", "g++"),
@@ -110,6 +112,8 @@ def test_the_system_packages_the_extras_need_are_asked_for(tmp_path, extras, mis
               f'case " {missing} " in *" ${{@: -1}} "*) exit 1;; esac; echo "install ok installed"')  # fmt: skip
     _stand_in(bin_dir / "apt-get", f'[ "$4" = install ] || exit 0; echo "${{@:7}}" >> '
                                    f'{tmp_path}/apt.log; exit 1')  # fmt: skip
+    # this apt knows the older name of GLib's package only (Debian 12)
+    _stand_in(bin_dir / "apt-cache", '[ "$2" = libglib2.0-0t64 ] && exit 100; exit 0')
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     done = _install(tmp_path, SKIP_SYSTEM_PACKAGES="0", EXTRAS=extras, PATH=path,
                     PYTHON=str(Path(sys.executable).resolve()))  # fmt: skip
