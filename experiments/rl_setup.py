@@ -361,7 +361,7 @@ def true_reward_env(
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
 
-    from envs.tasks import check_horizon, check_task_kwargs
+    from envs.tasks import check_horizon, check_task_kwargs, check_task_reward
     from envs.wrappers import TaskStateInfo
 
     spec = envs_module.get_task(env_cfg["name"])
@@ -373,6 +373,9 @@ def true_reward_env(
         **check_task_kwargs(env_cfg["task_kwargs"]),
     )
     limited = gym.wrappers.TimeLimit(task, max_episode_steps=horizon)
+    # a task's reward that is not a finite number, named (the learner trained on NaN without a
+    # word), as the critic reward's wrappers name it
+    limited = gym.wrappers.TransformReward(limited, lambda r: check_task_reward(r, task))
     inner = TaskStateInfo(limited) if task_state else limited
     return Monitor(inner, **MONITOR_KWARGS) if monitored else inner
 

@@ -331,3 +331,36 @@ def test_an_empty_run_dir_is_refused_not_taken_for_the_current_folder():
         "outputs, e.g. hydra.run.dir=outputs/<name>"
     )
     assert not (ROOT / ".hydra").exists() and not (ROOT / "critic_seed0").exists()
+
+
+def test_the_true_reward_s_learner_is_not_given_a_reward_that_is_not_a_number():
+    # the ground-truth learner (and every evaluation) took a task's NaN reward without a word
+    import math
+
+    import gymnasium as gym
+    from rl_setup import true_reward_env
+
+    import envs
+    from envs import TaskContractError
+    from envs.mujoco_tasks import ReacherTask
+
+    class NaNReward(ReacherTask):
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            return obs, math.nan, terminated, truncated, info
+
+    from envs.tasks import _TASKS, bare_env_id
+
+    spec = envs.get_task("Reacher-v5")
+    envs.register_task(envs.TaskSpec(**{**vars(spec), "name": "NaNReward-v1", "make": NaNReward}))
+    try:
+        env = true_reward_env({"name": "NaNReward-v1", "camera": None, "image_size": None,
+                               "horizon": None, "task_kwargs": {}}, envs)  # fmt: skip
+        env.reset(seed=0)
+        with pytest.raises(TaskContractError, match=r"NaNReward-v1 \(NaNReward\): its step\(\) "
+                           r"returned reward nan"):  # fmt: skip
+            env.step(env.action_space.sample())
+        env.close()
+    finally:  # the other tests' tasks as they were
+        del _TASKS["NaNReward-v1"]
+        gym.registry.pop(bare_env_id("NaNReward-v1"), None)
