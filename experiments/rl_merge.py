@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rl_results import CONDITIONS, ExperimentConfigError, RunResult
 
-from rollout.checks import is_int, is_number
+from rollout.checks import is_int, is_number, list_option
 
 # What must agree between merged runs: for every run, and for the runs of the conditions that
 # learn from the reward wrapper (the ground truth's learner never sees the critic or its options).
@@ -320,6 +320,23 @@ def finished_runs(cfg: DictConfig, folder: Path) -> list[RunResult]:
     return [found[key] for key in planned if key in found]
 
 
+def merge_entry(entry: Any) -> tuple[Path, str | None]:
+    """A ``merge=`` entry as its run dir and the condition it takes (``None``: all of them):
+    ``<run dir>`` or ``<run dir>:<condition>``."""
+    head, _, tail = str(entry).rpartition(":")
+    return (Path(head), tail) if head and tail in CONDITIONS else (Path(str(entry)), None)
+
+
+def merge_reads(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The ``merge=`` entry that names ``run_dir`` itself, if one does: the merged report would
+    replace that folder's own (:func:`run_dir.check_run_dir` refuses it)."""
+    for entry in list_option(cfg.get("merge")):
+        folder = merge_entry(entry)[0]
+        if folder.exists() and folder.resolve() == Path(run_dir).resolve():
+            return str(entry)
+    return None
+
+
 def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[dict[str, Any]]]:
     """The runs of earlier ``results.json`` files as one experiment: its config (the seeds and
     conditions of all of them, the critic's options from the runs that used one), the runs in
@@ -339,7 +356,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
                 f"merge: {entry!r}: {tail!r} is not a condition; write <run dir>:<condition> "
                 f"with one of {list(CONDITIONS)}, or the run dir alone for all its runs"
             )
-        folder, only = (Path(head), tail) if head and tail in CONDITIONS else (Path(entry), None)
+        folder, only = merge_entry(entry)
         path = folder / "results.json"
         try:
             results = _read_results(folder)

@@ -122,7 +122,9 @@ def check_run_dir(
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise RunDirError(f"overwrite={overwrite!r} must be true or false")
-    if script == "zero_shot_rl" and (read := _merge_reads(cfg, run_dir)):
+    from rl_merge import merge_reads  # (beside this module, as rl_results)
+
+    if script == "zero_shot_rl" and (read := merge_reads(cfg, run_dir)):
         raise RunDirError(
             f"merge= reads {read}, which is this run's {dir_option}: the merged results.json "
             "and report would replace that folder's own (a stopped run's there could no longer "
@@ -157,19 +159,6 @@ def check_run_dir(
             f"{run_dir} already holds {', '.join(taken[:4])}{more} from an earlier run; give a "
             f"new {dir_option}=, or overwrite=true to replace them{hint}"
         )
-
-
-def _merge_reads(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The ``merge=`` entry that names ``run_dir`` itself (``<dir>`` or ``<dir>:<condition>``),
-    if one does."""
-    from rl_results import CONDITIONS
-
-    for entry in list_option(cfg.get("merge")):
-        head, _, tail = str(entry).rpartition(":")
-        folder = Path(head) if head and tail in CONDITIONS else Path(str(entry))
-        if folder.exists() and folder.resolve() == run_dir.resolve():
-            return str(entry)
-    return None
 
 
 def _unfinished(script: str, cfg: DictConfig, run_dir: Path) -> str:
