@@ -337,3 +337,49 @@ def test_a_non_finite_loss_on_one_process_stops_every_process():
     assert results[1][:2] == ("NonFiniteError", "the loss is nan")
     assert results[0][:2] == ("NonFiniteError", "the loss of another process is not finite")
     assert results[0][2] and results[1][2]  # no step taken on either
+
+
+def test_a_process_trains_its_slice_of_the_step_s_one_draw_weighed_by_its_tokens(
+    dataset, tmp_path, monkeypatch
+):
+    # Process 1 of 2, in this process (no collective: rank_share is stood in for). Each process
+    # drew its own batch from a stream of its own (two could hold one sample), and SFT's loss
+    # was each process's token mean, unweighted (a digit answer weighed 7x a chain of thought)
+    import numpy as np
+
+    import critic.train.recipe as recipe
+    import critic.train.sft as sft
+
+    module, cfg = load_recipe(f"data=[{dataset}]", *TINY, "pipeline=[sft]", "stages.sft.steps=1",
+                              "stages.sft.batch_size=8", "eval_every=0", "checkpoint_every=0")  # fmt: skip
+    draws, shares, encoded = [], [], []
+
+    def draw(rng, count, size, chance):
+        draws.append((size, rng.bit_generator.state["state"]["state"]))
+        return np.arange(size)
+
+    def share(tokens):
+        shares.append(tokens)
+        return 1.0
+
+    monkeypatch.setattr(recipe, "draw_batch", draw)
+    monkeypatch.setattr(recipe, "rank_share", share)
+    encode = sft.encode_sft
+    monkeypatch.setattr(
+        sft, "encode_sft", lambda s, *a, **k: encoded.append(s) or encode(s, *a, **k)
+    )
+    trainers = []
+    for rank in (0, 1):
+        trainer = module.Trainer(cfg, tmp_path / str(rank))
+        trainer.rank, trainer.world = rank, 2
+        trainers.append(trainer)
+        run_stages(trainer, ("sft",))
+    # both drew the whole batch (8) from one stream (the same state), and trained halves of it
+    assert [size for size, _ in draws] == [8, 8] and draws[0][1] == draws[1][1]
+    assert len(encoded) == 8  # 4 a process: the first half, then the second
+
+    def where(s):
+        return (s.episode_id, s.frame, s.kind)
+
+    assert not {where(s) for s in encoded[:4]} & {where(s) for s in encoded[4:]}
+    assert shares and all(isinstance(n, int) and n > 0 for n in shares)
