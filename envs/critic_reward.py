@@ -103,8 +103,9 @@ class CriticRewardConfig:
         unknown = unknown_options(options, names)
         if unknown:
             raise InvalidOptionError(
-                f"{unknown}: not a reward option; the reward options are {names} (task options "
-                "go in task_kwargs)"
+                f"{unknown}: not a reward option; the reward options are {names}, given beside "
+                "the env's own (env, critic, camera, image_size, horizon, render_mode, and "
+                "task_kwargs for the task's constructor options)"
             )
         return cls(**options)
 

@@ -8,9 +8,10 @@
 #   2. the learned-reward loop at one frame from it, and the round with a clip per task in which
 #      Reacher is distilled from the loop's critic (scripts/train_viscritic_small_loop.sh, about
 #      5 h here, in its own data folder);
-#   3. export that round's weights.
+#   3. export that round's weights, into EXPORT_DIR (default RUN_DIR/viscritic-small; give
+#      critic/weights/viscritic-small to replace the shipped critic's weights, its model card kept).
 # Times and figures on the 2-core CPU are in critic/weights/viscritic-small/MODEL_CARD.md.
-#   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR]
+#   bash scripts/train_viscritic_small.sh [DATA_DIR] [RUN_DIR] [EXPORT_DIR]
 # PYTHON=<interpreter> runs the steps with it; by default, ${VENV:-.venv}/bin/python after
 # scripts/install.sh (which skips what is already there).
 # A re-run after a failure redoes every step (overwrite=true: each step replaces its run dir).
@@ -18,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data}
 RUN=${2:-outputs/viscritic_small/run}
+EXPORT=${3:-$RUN/viscritic-small}  # not over the shipped weights, unless told: every figure reads them
 if [ -z "${PYTHON:-}" ]; then
     bash scripts/install.sh
     PYTHON="${VENV:-.venv}/bin/python"
@@ -42,4 +44,4 @@ export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     overwrite=true hydra.run.dir="$RUN/frozen"
 PYTHON="$PYTHON" bash scripts/train_viscritic_small_loop.sh "$RUN/frozen/readout/final" "$DATA/twoframe" \
     "$RUN/loop"
-"${PY[@]}" -m critic.weights export "$RUN/loop/pertask/readout/final" critic/weights/viscritic-small --overwrite
+"${PY[@]}" -m critic.weights export "$RUN/loop/pertask/readout/final" "$EXPORT" --overwrite

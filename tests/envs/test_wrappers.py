@@ -327,7 +327,10 @@ def test_an_unknown_reward_option_is_named_with_the_ones_there_are():
         "query_evry=5: not a reward option; the reward options are ['reward_mode', 'gamma', "
         "'log_floor', 'query_every', "
     )
-    assert str(err.value).endswith("(task options go in task_kwargs)")
+    assert str(err.value).endswith(
+        "given beside the env's own (env, critic, camera, image_size, horizon, render_mode, and "
+        "task_kwargs for the task's constructor options)"
+    )
     from envs.vec_stack import make_viscritic_vec_env
 
     with pytest.raises(InvalidOptionError, match=r"^query_evry=5: not a reward option"):

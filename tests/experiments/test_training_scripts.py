@@ -75,7 +75,16 @@ def test_the_shipped_critic_s_script_runs_the_8_frame_recipe_then_the_loop_then_
     assert configs[4:] == ["viscritic_small_twoframe"] * 8
     assert f"model={run}/frozen/readout/final" in trains[4]
     assert f"{data}/twoframe/loop/Reacher-v5" in trains[4]  # the loop's data in its own folder
+    # into the run's own folder: the shipped weights, which every figure reads, are not replaced
+    # unless asked (a reproduction attempt replaced them)
     assert lines[-1] == (
+        f"-m critic.weights export {run}/loop/pertask/readout/final {run}/viscritic-small "
+        "--overwrite"
+    )
+    asked = _dry_run(
+        "train_viscritic_small.sh", str(data), str(run), "critic/weights/viscritic-small"
+    )
+    assert asked.stdout.splitlines()[-1] == (
         f"-m critic.weights export {run}/loop/pertask/readout/final critic/weights/viscritic-small "
-        "--overwrite"  # the shipped weights are there: replaced, their model card kept
+        "--overwrite"  # the shipped weights replaced, their model card kept
     )
