@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -44,3 +45,16 @@ def test_registered_bare_env_passes_both_checkers_with_only_advisory_warnings(ta
         {str(w.message) for w in caught if not any(a in str(w.message) for a in allowed)}
     )
     assert unexpected == []
+
+
+def test_an_action_that_overflows_the_action_space_s_dtype_is_refused():
+    # finite as float64, inf in the space's float32: the task's control cost was -inf, and the
+    # critic reward 0 x -inf = NaN, without an error
+    env = envs.make_task_env("Reacher-v5")
+    env.reset(seed=0)
+    with pytest.raises(envs.InvalidActionError) as err:
+        env.step(np.array([1e39, 0.0]))
+    assert str(err.value).startswith(
+        "Reacher-v5: action [1e+39, 0.0] overflows the action space's float32"
+    )
+    env.close()

@@ -338,13 +338,6 @@ def test_seeds_and_actions_are_checked_at_the_task():
     assert str(err.value).startswith("Reacher-v5: action [nan, 0.0] is not finite")
     with pytest.raises(envs.InvalidActionError, match=r"must be an array of shape \(2,\)"):
         env.step(np.zeros(3))
-    # finite as float64, inf in the space's float32: the task's control cost was -inf, and the
-    # critic reward 0 x -inf = NaN, without an error
-    with pytest.raises(envs.InvalidActionError) as err:
-        env.step(np.array([1e39, 0.0]))
-    assert str(err.value).startswith(
-        "Reacher-v5: action [1e+39, 0.0] overflows the action space's float32"
-    )
     _, reward, *_ = env.step([0.1, -0.1])  # a list is an action
     assert np.isfinite(reward)
     env.close()
