@@ -103,9 +103,10 @@ class CriticRewardConfig:
         unknown = unknown_options(options, names)
         if unknown:
             raise InvalidOptionError(
-                f"{unknown}: not a reward option; the reward options are {names}, given beside "
-                "the env's own (env, critic, camera, image_size, horizon, render_mode, and "
-                "task_kwargs for the task's constructor options)"
+                f"{unknown}: not a reward option; the reward options are {names} (the env's "
+                "camera, image size, horizon and task options are not the reward's: camera=, "
+                "image_size=, horizon= and task_kwargs= beside them in gym.make, env.* in the "
+                "experiments' configs)"
             )
         return cls(**options)
 

@@ -64,8 +64,11 @@ def _egl_vendor_present() -> bool:
         return any(os.path.isfile(f) for f in files.split(":"))
     dirs = os.environ.get("__EGL_VENDOR_LIBRARY_DIRS")
     for folder in dirs.split(":") if dirs else EGL_VENDOR_DIRS:
-        if os.path.isdir(folder) and any(n.endswith(".json") for n in os.listdir(folder)):
-            return True
+        try:  # (at import: an unreadable folder must not stop `import envs`)
+            if any(n.endswith(".json") for n in os.listdir(folder)):
+                return True
+        except OSError:
+            continue
     return False
 
 

@@ -33,8 +33,10 @@ def require_package(module: str, extra: str, purpose: str) -> ModuleType:
             f"({exc}). Install it with: pip install -e '.[{extra}]' (in the repository's root)"
         ) from exc
     except ImportError as exc:
-        if ".so" in str(exc) or "shared object" in str(exc):  # a system library it loads is
-            # missing: pip cannot help (the pip line was given, and fixed nothing)
+        said = str(exc)
+        if "cannot open shared object file" in said or ("GLIBC" in said and "not found" in said):
+            # a system library it loads is missing: pip cannot help (the pip line was given, and
+            # fixed nothing); an undefined symbol is two pip packages that do not fit (below)
             raise MissingExtraError(
                 f"{purpose} needs the optional package {module!r}, which is installed and does "
                 f"not import ({exc}): a system library it loads is missing. On Debian/Ubuntu "

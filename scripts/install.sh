@@ -107,9 +107,11 @@ has_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
 if ! has_pip && ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m ensurepip >/dev/null 2>&1 && has_pip; }; then
     echo "[install] virtual environment in $VENV"
     # the chosen Python's own venv package (python3-venv is the default python3's alone)
+    venv_package="python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"
     "$PYTHON" -m venv --clear "$VENV" || {
-        apt_install "python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv" \
-            && "$PYTHON" -m venv --clear "$VENV"
+        [ "${SKIP_SYSTEM_PACKAGES:-0}" != 1 ] \
+            || fail "$PYTHON cannot make a virtual environment; install its venv module (Debian: $venv_package), or run again without SKIP_SYSTEM_PACKAGES=1"
+        apt_install "$venv_package" && "$PYTHON" -m venv --clear "$VENV"
     }
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)

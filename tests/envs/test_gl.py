@@ -11,15 +11,22 @@ import os
 
 import pytest
 
+import envs.gl
 from envs.gl import bind_mujoco_backend, gl_mismatch, select_gl_backend
+
+_VENDOR_PRESENT = envs.gl._egl_vendor_present  # the real one, before a test stands one in
 
 
 @pytest.fixture
 def clean_gl_env(monkeypatch):
-    """Neither variable set; setenv first so that monkeypatch restores the real values."""
+    """Neither variable set; setenv first so that monkeypatch restores the real values. EGL has
+    a driver to load, whatever this machine has (a test that needs none says so)."""
     for name in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
+    for name in ("__EGL_VENDOR_LIBRARY_DIRS", "__EGL_VENDOR_LIBRARY_FILENAMES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(envs.gl, "_egl_vendor_present", lambda: True)
     return monkeypatch
 
 
@@ -75,10 +82,18 @@ def test_an_empty_mujoco_gl_is_unset(clean_gl_env):
     assert select_gl_backend() == "egl" and os.environ["MUJOCO_GL"] == "egl"
 
 
+def test_an_unreadable_vendor_folder_does_not_stop_the_import(clean_gl_env, tmp_path):
+    clean_gl_env.setattr(envs.gl, "_egl_vendor_present", _VENDOR_PRESENT)
+    clean_gl_env.setenv("__EGL_VENDOR_LIBRARY_DIRS", f"{tmp_path / 'file'}:{tmp_path}")
+    (tmp_path / "file").write_text("not a folder")  # listdir raises NotADirectoryError
+    assert _VENDOR_PRESENT() is False
+
+
 def test_egl_without_a_driver_to_load_falls_back_to_osmesa(clean_gl_env, tmp_path):
     # glvnd's libEGL with no vendor JSON (a compute-only GPU container): EGL failed at the first
     # render, though OSMesa was installed
     clean_gl_env.setattr(ctypes.util, "find_library", _libraries("EGL", "OSMesa"))
+    clean_gl_env.setattr(envs.gl, "_egl_vendor_present", _VENDOR_PRESENT)  # the real check
     clean_gl_env.setenv("__EGL_VENDOR_LIBRARY_DIRS", str(tmp_path))  # no *.json there
     assert select_gl_backend() == "osmesa"
     clean_gl_env.delenv("MUJOCO_GL")

@@ -328,8 +328,9 @@ def test_an_unknown_reward_option_is_named_with_the_ones_there_are():
         "'log_floor', 'query_every', "
     )
     assert str(err.value).endswith(
-        "given beside the env's own (env, critic, camera, image_size, horizon, render_mode, and "
-        "task_kwargs for the task's constructor options)"
+        "(the env's camera, image size, horizon and task options are not the reward's: camera=, "
+        "image_size=, horizon= and task_kwargs= beside them in gym.make, env.* in the "
+        "experiments' configs)"
     )
     from envs.vec_stack import make_viscritic_vec_env
 

@@ -51,6 +51,9 @@ def test_an_installed_package_that_does_not_import_for_another_reason_is_reinsta
 ):
     # packages that do not fit each other ("cannot import name"): no system library to blame
     (tmp_path / "mismatched.py").write_text("from json import no_such_name")
+    (tmp_path / "symbol.py").write_text(
+        "raise ImportError('/x/torchvision/_C.so: undefined symbol: _ZN3c10')"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(MissingExtraError) as err:
         require_package("mismatched", "vlm", "the VLM critic")
@@ -58,6 +61,9 @@ def test_an_installed_package_that_does_not_import_for_another_reason_is_reinsta
     assert str(err.value).endswith(
         "Reinstall it with: pip install -e '.[vlm]' (in the repository's root)"
     )
+    with pytest.raises(MissingExtraError) as err:  # torch and torchvision that do not fit
+        require_package("symbol", "vlm", "the VLM critic")
+    assert "system library" not in str(err.value) and "Reinstall it with" in str(err.value)
 
 
 def test_importing_the_packages_is_cheap():
