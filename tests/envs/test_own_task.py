@@ -59,6 +59,9 @@ def test_the_docs_example_task_is_a_task_like_the_built_in_ones(own_tasks):
     assert frame.shape == (56, 112, 3) and frame.dtype == np.uint8
     steps = 0
     truncated = False
+    # seeded: unseeded torques (the space draws from the OS's entropy) ran 3 m on a rare draw in
+    # one CI run, and the test failed by chance
+    env.action_space.seed(0)
     while not truncated:
         _, reward, terminated, truncated, info = env.step(env.action_space.sample())
         steps += 1
