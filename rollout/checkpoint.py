@@ -91,6 +91,13 @@ def folder_problem(folder: str | Path) -> str | None:
     return None
 
 
+# The tokens a critic's prompt puts around its frames, by the config key naming each one's id.
+VISION_TOKENS = {
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+}
+
 # The files a tokenizer loads from (fast, byte-level BPE, SentencePiece): one of them must be there.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 
@@ -111,6 +118,17 @@ def _tokenizer_config_problem(folder: Path) -> str | None:
             "save the tokenizer beside the weights (tokenizer.save_pretrained), or export a "
             "training run's checkpoint with python -m critic.weights export"
         )
+    if (folder / "tokenizer_config.json").is_file():
+        try:
+            tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return f"{folder}/tokenizer_config.json is not a readable JSON file ({exc})"
+        if not isinstance(tokenizer_config, dict):
+            return (
+                f"{folder}/tokenizer_config.json holds a {type(tokenizer_config).__name__}, not "
+                "a mapping of the tokenizer's settings; save the tokenizer beside the weights "
+                "(tokenizer.save_pretrained)"
+            )
     return None
 
 
@@ -239,11 +257,18 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
         _processor_template(path, tokenizer)
         _check_tokenizer(path, config, tokenizer)
         _fill_pad_token(path, tokenizer)
-        model = model_cls.from_pretrained(path, dtype=dtype or "auto")
-    except (OSError, ValueError, SafetensorError) as exc:
-        if isinstance(exc, ModelLoadError):
+        model, loading = model_cls.from_pretrained(
+            path, dtype=dtype or "auto", output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        if isinstance(exc, (ModelLoadError, torch.OutOfMemoryError)):
             raise
         hint = ""
+        if isinstance(exc, RuntimeError):  # transformers' refusal of weights of other shapes
+            hint = (
+                " (its config.json does not describe the weights beside it: copied from another "
+                "model size? keep each checkpoint's files together)"
+            )
         if isinstance(exc, SafetensorError):  # a truncated file, or a Git LFS pointer
             hint = " (its weights file is damaged or not the real file: copy it again, or `git lfs pull`)"
         names = sorted(named_checkpoints())
@@ -260,6 +285,15 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str = "cpu")
             )
             + ")"
         ) from exc
+    if missing := sorted(loading.get("missing_keys") or ()):
+        # transformers fills them with random values and prints a table: a partly random critic
+        raise ModelLoadError(
+            f"{path!s}'s weights lack {len(missing)} of the model's tensors (e.g. "
+            f"{', '.join(missing[:3])}): its weights file is another model's, was saved without "
+            "some modules, or with a prefix on every name (module.); save the whole model "
+            "with save_pretrained, or export a training run's checkpoint with python -m "
+            "critic.weights export"
+        )
     return model.to(device).eval(), tokenizer
 
 
@@ -287,6 +321,22 @@ def _check_tokenizer(path: str | Path, config: Any, tokenizer: Any) -> None:
             "tokenizer beside the weights (tokenizer.save_pretrained) or export a training run's "
             "checkpoint with python -m critic.weights export"
         )
+    vocab = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ModelLoadError(
+            f"{path!s} has a tokenizer of {len(tokenizer)} tokens for a model of {vocab}: "
+            "the tokenizer files are another model's; copy the ones saved with these weights"
+        )
+    for name in ("video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        want = getattr(config, name, None)
+        token = VISION_TOKENS[name]
+        got = tokenizer.convert_tokens_to_ids(token)
+        if want is not None and got != want:
+            raise ModelLoadError(
+                f"{path!s}: its tokenizer reads {token} as id {got}, its config.json's "
+                f"{name} is {want}; the tokenizer files are another model's: copy the ones "
+                "saved with these weights"
+            )
     if not getattr(tokenizer, "chat_template", None):
         raise ModelLoadError(
             f"{path!s} has no chat template (chat_template.jinja, or one in "

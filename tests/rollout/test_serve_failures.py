@@ -137,6 +137,17 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout():
                 assert time.monotonic() - started < 5
 
 
+def test_a_content_length_that_is_not_ascii_digits_is_answered_411():
+    # "²" passes str.isdigit and not int(): the handler raised, the client got no answer at all
+    import socket
+
+    with CriticServer(_Recording()) as server:
+        host, port = server.httpd.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/score HTTP/1.1\r\nContent-Length: \xb2\r\n\r\nab")
+            assert sock.recv(1024).startswith(b"HTTP/1.1 411 ")
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -362,6 +373,63 @@ def test_a_checkpoint_without_its_tokenizer_is_a_load_error(tiny_model, tmp_path
     said = f"{tmp_path} has tokenizer files but no tokenizer_config.json, without which"
     assert model_source_problem(str(tmp_path)).startswith(said)
     with pytest.raises(ModelLoadError, match=f"^{said}"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("[]")  # an AttributeError from transformers
+    said = f"{tmp_path}/tokenizer_config.json holds a list, not a mapping"
+    assert model_source_problem(str(tmp_path)).startswith(said)
+    with pytest.raises(ModelLoadError, match=f"^{said}"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_whose_files_do_not_belong_together_is_a_load_error(
+    tiny_model, tmp_path, monkeypatch
+):
+    # each loaded, or failed only at the first query, or loaded with random weights in place
+    # of those the folder lacked (transformers prints a table and goes on)
+    from safetensors.torch import load_file, save_file
+
+    from critic.models import build_tokenizer, save_model
+
+    model, tokenizer = tiny_model
+    save_model(model, tokenizer, tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("visual.")},
+              tmp_path / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    dropped = sum(k.startswith("visual.") for k in weights)
+    with pytest.raises(ModelLoadError, match=rf"^{tmp_path}'s weights lack {dropped} of the "):
+        load_checkpoint(tmp_path)
+    save_file({f"module.{k}": v for k, v in weights.items()}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})  # fmt: skip
+    with pytest.raises(ModelLoadError, match=r"weights lack \d+ of the model.s tensors"):
+        load_checkpoint(tmp_path)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((tmp_path / "config.json").read_text())
+    wider = json.loads(json.dumps(config))
+    wider["text_config"]["hidden_size"] *= 2  # another model size's config (a RuntimeError)
+    (tmp_path / "config.json").write_text(json.dumps(wider))
+    with pytest.raises(ModelLoadError, match=r"does not describe the weights beside it"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    # another model's tokenizer: an IndexError in the embedding at the first query
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).unlink()
+    other = build_tokenizer(len(tokenizer))
+    other.add_tokens([f"<extra_{i}>" for i in range(10)])  # one beyond the embedding: IndexError
+    other.save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match=rf"has a tokenizer of {len(other)} tokens for a "):
+        load_checkpoint(tmp_path)
+    # one of the same size whose special tokens sit at other ids: frames read as text
+    import critic.models
+
+    monkeypatch.setattr(critic.models, "SPECIAL_TOKENS", critic.models.SPECIAL_TOKENS[::-1])
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).unlink()
+    shuffled = build_tokenizer(len(tokenizer))
+    assert len(shuffled) <= model.config.get_text_config().vocab_size
+    shuffled.save_pretrained(tmp_path)
+    video = model.config.video_token_id
+    with pytest.raises(ModelLoadError, match=rf"reads <\|video_pad\|> as id \d+, its config.json's "
+                       rf"video_token_id is {video}; the tokenizer files are another model's"):  # fmt: skip
         load_checkpoint(tmp_path)
 
 
