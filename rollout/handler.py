@@ -61,7 +61,7 @@ def handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
             log.debug("%s " + format, self.address_string(), *args)
 
         def _send(self, status: HTTPStatus, payload: dict) -> None:
-            data = json.dumps(payload).encode()
+            data = json.dumps(payload, allow_nan=False).encode()  # NaN is no JSON
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -88,7 +88,7 @@ def handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            if length is None or not (length.isascii() and length.isdigit()):  # not "²"
                 self._error(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
                 self.close_connection = True
                 return

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 
 from rollout.checkpoint import MODEL_CLASSES, SEGMENTED_MODEL_TYPES, processor_config, video_times
-from rollout.engine import Engine, InvalidRequestError, Request, SamplingParams
+from rollout.engine import Engine, EngineError, InvalidRequestError, Request, SamplingParams
 from rollout.imports import require_package
 
 MAX_GRID = 2**15  # patches along one axis of a video grid: far above any real video's
@@ -158,10 +158,11 @@ class HFEngine(Engine):
             )
         if not pixels.is_floating_point():
             raise InvalidRequestError(f"pixel_values_videos must be float, got {pixels.dtype}")
-        if not bool(torch.isfinite(pixels).all()):  # answered with NaN probabilities: not JSON
+        # as the model reads them: 1e300 is finite in float64 and infinite in float32 weights
+        if not bool(torch.isfinite(pixels.to(self.model.dtype)).all()):
             raise InvalidRequestError(
-                "pixel_values_videos holds NaN or infinite values; build them from uint8 frames "
-                "(critic.prompts.encode)"
+                "pixel_values_videos holds NaN or infinite values (or values beyond the model's "
+                f"{self.model.dtype}); build them from uint8 frames (critic.prompts.encode)"
             )
         if video_tokens != patches // merge**2:
             raise InvalidRequestError(
@@ -357,7 +358,16 @@ class HFEngine(Engine):
                 out = self.model(**batch, use_cache=False, logits_to_keep=1)
             logits = out.logits[:, -1, :]  # [B, V]
         chosen = logits[:, list(candidates)].float()  # [B, K]
-        return torch.softmax(chosen, dim=-1).cpu()
+        probs = torch.softmax(chosen, dim=-1).cpu()
+        if bad := [i for i, row in enumerate(probs) if not bool(torch.isfinite(row).all())]:
+            # a made-up reward is worse than none: overflowing activations (pixels near the
+            # dtype's limit, float16 weights) must not read as probabilities
+            raise EngineError(
+                f"the model's scores of request(s) {bad} are not finite (its activations "
+                f"overflowed in {self.model.dtype}): check those requests' pixels, or load the "
+                "model in float32 or bfloat16"
+            )
+        return probs
 
     def shared_prefix(self, requests: Sequence[Request], batch: dict) -> tuple[int, int] | None:
         """How much of a batch every prompt starts with: ``(tokens, videos)``, or ``None``.

@@ -198,6 +198,8 @@ class RemoteEngine(Engine):
             out = torch.tensor(probs, dtype=torch.float32)
         except (TypeError, ValueError) as exc:
             raise self._foreign("/v1/score", f"its probs are not a table ({exc})") from exc
+        if not bool(torch.isfinite(out).all()):
+            raise self._foreign("/v1/score", "its probs are not all finite numbers")
         if tuple(out.shape) != (len(requests), len(candidates)):
             raise self._foreign(
                 "/v1/score",

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from critic import prompts
-from rollout.engine import InvalidRequestError, Request, SamplingParams
+from rollout.engine import EngineError, InvalidRequestError, Request, SamplingParams
 from rollout.hf import MAX_GRID, HFEngine
 from rollout.remote import RemoteEngine
 from rollout.serve import CriticServer
@@ -102,8 +102,26 @@ def test_calls_the_model_would_fail_are_refused_as_bad_calls(small_server):
     status, message = _post(
         server.url + "/v1/score", encode_requests([bad], {"candidates": DIGITS})
     )
-    assert (status, message) == (400, "request 0: pixel_values_videos holds NaN or infinite "
-                                      "values; build them from uint8 frames (critic.prompts.encode)")  # fmt: skip
+    said = ("request 0: pixel_values_videos holds NaN or infinite values (or values beyond the "
+            "model's torch.float32); build them from uint8 frames (critic.prompts.encode)")  # fmt: skip
+    assert (status, message) == (400, said)
+    # finite as sent, infinite in the model's float32: the same NaN answer
+    huge = Request(request.input_ids, request.mm_token_type_ids,
+                   torch.full_like(request.pixel_values_videos, 1e300, dtype=torch.float64),
+                   request.video_grid_thw)  # fmt: skip
+    status, message = _post(
+        server.url + "/v1/score", encode_requests([huge], {"candidates": DIGITS})
+    )
+    assert (status, message) == (400, said)
+    # finite in float32, overflowing inside the model: an error, never NaN read as probabilities
+    overflow = Request(request.input_ids, request.mm_token_type_ids,
+                       torch.full_like(request.pixel_values_videos, 3e38), request.video_grid_thw)  # fmt: skip
+    status, message = _post(
+        server.url + "/v1/score", encode_requests([overflow], {"candidates": DIGITS})
+    )
+    assert status == 500 and "the model's scores of request(s) [0] are not finite" in message
+    with pytest.raises(EngineError, match=r"scores of request\(s\) \[0\] are not finite"):
+        RemoteEngine(server.url, retries=0).score([overflow], DIGITS)
     # a generation past the model's context ran on for minutes, every other client's calls
     # answered 503 meanwhile
     context = engine.model.config.text_config.max_position_embeddings
