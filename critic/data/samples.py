@@ -150,8 +150,10 @@ def _anchored_sample(
     elif kind in ("score", "frozen"):
         completion = f"<think></think><answer>{digit_label(target, top_digit)}</answer>"
     meta = {"freeze": shown, "cut": cut} if shown != cut else {}
-    return Sample(kind, prompt, {"progress": target}, completion, frame=shown, meta=meta,
-                  **_meta(episode))  # fmt: skip
+    goal = {"progress": target}
+    if kind in ("score", "frozen") and top_digit != "round":  # the rule its rewards must pay by
+        goal["top_digit"] = top_digit
+    return Sample(kind, prompt, goal, completion, frame=shown, meta=meta, **_meta(episode))
 
 
 def progress_samples(

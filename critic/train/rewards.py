@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from critic.base import ParseStatus
+from critic.base import ACHIEVED, ParseStatus
 from critic.data.transforms import TRANSFORMS
 
 # Targets are compared the way the parser reads labels (``normalize_label``), reused, not copied.
@@ -191,7 +191,9 @@ def make_progress_reward(scale: float = 1.0) -> RewardFunction:
         for the ``digit`` format), t the ``progress`` target. An unreadable answer (no answer tag,
         a hedge, several numbers, out of range) earns 0.0. ``None`` where the target is ``None``
         or the answer format holds no single progress (``verdict``, ``transform``,
-        ``percent_list``).
+        ``percent_list``). A digit answer whose sample's ``top_digit`` field is ``achieved`` is
+        paid against the digit its label has (at most 8 short of the task achieved,
+        :func:`critic.data.samples.digit_label`), not against ``round(9 t)``.
 
         Raises:
             RewardConfigError: a target outside [0, 1], an unknown answer format, or a field of
@@ -199,15 +201,19 @@ def make_progress_reward(scale: float = 1.0) -> RewardFunction:
         """
         n = len(completions)
         targets, formats = _column("progress", progress, n), _column("answer", answer, n)
+        rules = _column("top_digit", fields.get("top_digit"), n)
         out: list[float | None] = []
-        for i, (completion, target, fmt) in enumerate(
-            zip(completions, targets, formats, strict=True)
+        for i, (completion, target, fmt, rule) in enumerate(
+            zip(completions, targets, formats, rules, strict=True)
         ):
             parse_scale = _PROGRESS_SCALES.get(_answer_format(fmt))
             if target is None or parse_scale is None:
                 out.append(None)
                 continue
             t = _progress_target(i, target)
+            if rule == "achieved" and _answer_format(fmt) == "digit" and t < ACHIEVED:
+                # the sample's label reads at most 8 short of done (digit_label): paid as 8/9
+                t = min(t, 8 / 9)
             parsed = parse_progress(_text(completion), parse_scale)
             if parsed.status is not ParseStatus.OK:
                 out.append(0.0)

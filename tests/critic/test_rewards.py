@@ -124,6 +124,16 @@ def test_progress_reward_reads_the_answer_format():
     # joint 40% vs 0.5 → 0.9;  a verdict prompt has no progress answer → None
     assert rewards[:3] == pytest.approx([1.0, 1 - abs(0.03 - 1 / 3), 0.9])
     assert rewards[3] is None
+    # top_digit=achieved: short of done (0.95) the label is 8, so 8 is paid most: 8 → 1.0,
+    # 9 → 1 - (1 - 8/9) = 8/9; done (1.0) the label is 9; percent answers and round as before
+    eight, nine = "<think></think><answer>8</answer>", "<think></think><answer>9</answer>"
+    rewards = progress_accuracy_reward(
+        [eight, nine, eight, nine, nine, "<think></think><answer>95%</answer>"],
+        progress=[0.95, 0.95, 1.0, 1.0, 0.95, 0.95],
+        answer=["digit"] * 5 + ["percent"],
+        top_digit=["achieved"] * 4 + ["round", "achieved"],
+    )
+    assert rewards == pytest.approx([1.0, 8 / 9, 8 / 9, 1.0, 0.95, 1.0])
 
 
 def test_progress_reward_errors():

@@ -435,3 +435,16 @@ def test_the_top_digit_can_be_kept_for_the_task_achieved():
             assert s.completion == f"<think></think><answer>{digit_label(p, rule)}</answer>"
         nines = {s.frame for s in built if s.completion.endswith(">9</answer>")}
         assert nines == ({4, 5, 6, 7} if rule == "round" else {6, 7})  # frames 4, 5: 0.96, 0.98
+        # the outcome stage's reward pays what the label teaches: it paid 9 over the label's 8
+        # at 0.96 and 0.98 (0.96 against 0.929; 0.98 against 0.909)
+        from critic.train.grpo import sample_fields
+        from critic.train.rewards import progress_accuracy_reward
+
+        short = [s for s in built if s.frame in (4, 5)]
+        fields = sample_fields(short, 1)
+        paid = {}
+        for digit in (8, 9):
+            answer = f"<think></think><answer>{digit}</answer>"
+            paid[digit] = progress_accuracy_reward([answer] * len(short), **fields)
+        best = [8 if eight > nine else 9 for eight, nine in zip(paid[8], paid[9], strict=True)]
+        assert best == [digit_label(float(progress[s.frame]), rule) for s in short]
