@@ -430,7 +430,10 @@ def grpo_step(
     )  # fmt: skip
     kept_here = bool(keep.any())
     if not any_rank(kept_here):
-        return result  # nothing to learn from: every group's rewards were equal, on every process
+        # nothing to learn from: every group's rewards were equal, on every process; no loss or
+        # KL was computed, so none is logged (a logged 0 read as a policy at its reference)
+        result.loss = result.kl = result.clip_fraction = math.nan
+        return result
     if not kept_here:
         # other processes learn from theirs, and DeepSpeed's update is a collective: this one
         # takes its part with its whole batch at weight 0 (the same modules run forward, so

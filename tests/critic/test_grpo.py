@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -115,6 +116,8 @@ def test_step_updates_the_policy_and_dynamic_sampling_skips_flat_groups(tiny_mod
                        lambda completions, **f: [1.0] * len(completions), flat, seed=1)  # fmt: skip
     assert result.groups_used == 0 and result.reward_std == 0.0
     assert all(torch.equal(p, snapshot[n]) for n, p in policy.named_parameters())
+    # no loss or KL was computed: none is reported (a 0 read as a policy at its reference)
+    assert all(math.isnan(v) for v in (result.loss, result.kl, result.clip_fraction))
 
 
 def test_the_clip_binds_from_a_batchs_second_update(tiny_model):
