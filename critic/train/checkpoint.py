@@ -134,22 +134,7 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
             f"{path} is not a complete training checkpoint (no {STATE}); resume from a "
             "checkpoint-<step> folder a run wrote"
         )
-    try:
-        state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, ImportError,
-            AttributeError) as exc:  # fmt: skip
-        # a truncated, damaged or foreign file (a Git LFS pointer, another program's pickle)
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(
-            f"{file} cannot be read ({reason}); the save was cut short or the file damaged: "
-            "resume from an earlier checkpoint-<step> folder of the run"
-        ) from exc
-    fields = {"step", "optimizer", "rng", "extra"}
-    if not isinstance(state, dict) or not fields <= state.keys():
-        raise CheckpointError(
-            f"{file} is not a trainer state this project wrote (it needs {sorted(fields)}); "
-            "resume from a checkpoint-<step> folder of a train_critic.py run"
-        )
+    state = _read_state(file, {"step", "optimizer", "rng", "extra"})
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -157,6 +142,11 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
             f"{path}'s optimizer state does not fit this run's parameters ({exc}); resume with "
             "the options the checkpoint was trained with (freeze_vision=, the model's size)"
         ) from exc
+    _restore_rng(file, state)
+    return {"step": int(state["step"]), "extra": state["extra"]}
+
+
+def _restore_rng(file: Path, state: dict[str, Any]) -> None:
     try:
         set_rng_states(state["rng"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -164,7 +154,6 @@ def load_trainer_state(path: str | Path, optimizer) -> dict[str, Any]:
             f"{file}'s random generator states are not this project's ({exc!r}); resume from a "
             "checkpoint-<step> folder of a train_critic.py run"
         ) from exc
-    return {"step": int(state["step"]), "extra": state["extra"]}
 
 
 def rng_states() -> dict[str, Any]:
@@ -201,8 +190,29 @@ def load_rank_state(folder: str | Path, rank: int) -> dict[str, Any]:
             f"{path.parent} has no rank{rank}.pt: the checkpoint was written by a run with fewer "
             "processes; resume with the same number of processes"
         )
-    state = torch.load(path, weights_only=False)  # our own file: RNG states are tuples
-    set_rng_states(state["rng"])
+    state = _read_state(path, {"rng"})
+    _restore_rng(path, state)
+    return state
+
+
+def _read_state(file: Path, fields: set[str]) -> dict[str, Any]:
+    """The dict of ``fields`` (and more) that this project saved in ``file``, or a
+    :class:`CheckpointError` that says the file is damaged or foreign."""
+    try:
+        state = torch.load(file, weights_only=False)  # our own file: it holds RNG states (tuples)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, ImportError,
+            AttributeError) as exc:  # fmt: skip
+        # a truncated, damaged or foreign file (a Git LFS pointer, another program's pickle)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{file} cannot be read ({reason}); the save was cut short or the file damaged: "
+            "resume from an earlier checkpoint-<step> folder of the run"
+        ) from exc
+    if not isinstance(state, dict) or not fields <= state.keys():
+        raise CheckpointError(
+            f"{file} is not a trainer state this project wrote (it needs {sorted(fields)}); "
+            "resume from a checkpoint-<step> folder of a train_critic.py run"
+        )
     return state
 
 

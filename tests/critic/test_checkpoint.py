@@ -88,3 +88,28 @@ def test_a_full_disk_is_an_oserror_and_leaves_no_half_save(tmp_path, tiny_model,
         save_checkpoint(path, model, tokenizer, optimizer, 2)
     assert err.value.__cause__ is None  # not its own cause
     assert not staging_folder(path).exists()
+
+
+def test_a_process_s_state_restores_its_generators_and_a_damaged_one_is_a_checkpoint_error(
+    tmp_path,
+):
+    import numpy as np
+    import torch
+
+    from critic.train.checkpoint import CheckpointError, load_rank_state, save_rank_state
+
+    path = save_rank_state(tmp_path, 1, {"step": 3})
+    after = (torch.rand(2), np.random.rand())
+    torch.rand(5), np.random.rand()  # the run went on
+    state = load_rank_state(tmp_path, 1)
+    assert state["step"] == 3
+    assert torch.equal(torch.rand(2), after[0]) and np.random.rand() == after[1]
+    with pytest.raises(CheckpointError, match=r"has no rank0\.pt: the checkpoint was written"):
+        load_rank_state(tmp_path, 0)
+    # a save cut short (DeepSpeed's resume): a raw RuntimeError from torch.load
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=rf"^{path} cannot be read \(.*\); the save was cut"):
+        load_rank_state(tmp_path, 1)
+    torch.save({"step": 3}, path)  # no generators in it
+    with pytest.raises(CheckpointError, match=rf"^{path} is not a trainer state this project"):
+        load_rank_state(tmp_path, 1)
