@@ -118,6 +118,9 @@ class GRPOConfig:
             (self.temporal_bonus >= 0 and self.temporal_mu > 0,
              f"temporal_bonus={self.temporal_bonus!r} must be >= 0 (0: T-GRPO off) and "
              f"temporal_mu={self.temporal_mu!r} > 0"),
+            (0 <= self.temporal_correct < 1,
+             f"temporal_correct={self.temporal_correct!r} must be in [0, 1): a completion whose "
+             "accuracy reward is above it counts as correct for T-GRPO"),
             (not (self.loss == "reg" and self.kl_coef > 0),
              f"kl_coef={self.kl_coef!r} has no effect with loss='reg' (Reg-GRPO has no KL term); "
              "set kl_coef=0 or use loss='clip'"),
@@ -125,6 +128,8 @@ class GRPOConfig:
         for ok, message in checks:
             if not ok:
                 raise GRPOConfigError(message)
+        for name in ("group_size", "max_new_tokens", "updates"):  # numpy ints as the ints they are
+            object.__setattr__(self, name, int(getattr(self, name)))
 
 
 def sample_fields(samples: Sequence, group_size: int) -> dict[str, list[Any]]:

@@ -22,7 +22,7 @@ RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "mode
                "checkpoint_every", "keep_checkpoints", "pack_samples")  # fmt: skip
 # Options added after runs were recorded, with the value every run before them had: a checkpoint
 # that does not record one ran with that value (resume compares it so, not as a change)
-ADDED_OPTIONS = {"grpo.updates": 1, "top_digit": "round"}
+ADDED_OPTIONS = {"grpo.updates": 1, "top_digit": "round", "grpo.temporal_correct": 0.5}
 # Options that name files or folders: recorded as absolute paths where they exist, so that a
 # resume spelling the same folder another way (data/R, ./data/R, /abs/data/R) is the same run.
 PATH_OPTIONS = ("data", "teacher", "teacher_data", "deepspeed_config")

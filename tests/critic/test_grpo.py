@@ -49,6 +49,12 @@ def test_config_errors_are_typed_and_exact():
     # the model loaded and the stages before had trained
     with pytest.raises(GRPOConfigError, match=r"temperature=1e-06 must be >= 1e-05"):
         GRPOConfig(temperature=1e-6)
+    with pytest.raises(GRPOConfigError, match=r"^temporal_correct=1.0 must be in \[0, 1\): a "):
+        GRPOConfig(temporal_correct=1.0)
+    # numpy ints are the ints they are: a ValueError mid-step from the constant aggregation
+    cfg = GRPOConfig(group_size=np.int64(2), max_new_tokens=np.int64(8), updates=np.int32(1),
+                     aggregation="constant")  # fmt: skip
+    assert [type(v) for v in (cfg.group_size, cfg.max_new_tokens, cfg.updates)] == [int] * 3
 
 
 def test_sample_fields_repeat_per_completion():

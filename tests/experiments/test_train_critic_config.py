@@ -387,3 +387,7 @@ def test_t_grpo_reads_correct_from_the_rewards_other_than_format(dataset):
     weight = dict(zip(outcome["reward_names"], outcome["settings"].reward_weights, strict=True))
     assert outcome["accuracy"]([text], success=[True]) == [weight["verdict"]]
     assert "accuracy" not in check_overrides(f"data=[{dataset}]")[0]["outcome"]
+    # the threshold for "correct" is a documented option (it was refused as one no stage reads)
+    plans, _ = check_overrides(f"data=[{dataset}]", "grpo.temporal_bonus=0.3",
+                               "grpo.temporal_correct=0.9")  # fmt: skip
+    assert plans["outcome"]["grpo"].temporal_correct == 0.9
