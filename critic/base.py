@@ -385,6 +385,13 @@ class Critic(abc.ABC):
         task (``train_critic.py task_frames=``); otherwise every task reads :attr:`clip_frames`."""
         return self.clip_frames
 
+    @property
+    def reads_previous_progress(self) -> bool:
+        """Whether its answers depend on :attr:`ProgressQuery.previous_progress` (a stepwise,
+        SOLE-R1-style prompt): the evaluator then reads an episode's queries in order, each with
+        the critic's last reading, as the reward does (:func:`critic.eval.predict_in_order`)."""
+        return False
+
     @abc.abstractmethod
     def estimate_progress(self, queries: Sequence[ProgressQuery]) -> list[ProgressEstimate]:
         """Estimate progress for a batch of queries: exactly one estimate per query, in order."""

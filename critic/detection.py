@@ -24,7 +24,10 @@ from critic.eval import (
     critic_name,
     nanmean,
     predict_estimates,
+    predict_in_order,
+    progress_queries,
     progress_query,
+    reads_in_order,
 )
 from critic.parse import normalize_label
 
@@ -259,7 +262,15 @@ def last_frame_scores(
 
 
 def _last_frame_readings(critic, episodes, frames_per_query, camera, batch):
-    """The critic's progress and P(achieved) on each episode's last frame (``nan`` unread)."""
+    """The critic's progress and P(achieved) on each episode's last frame (``nan`` unread).
+    A critic that reads its last estimate reads each whole episode in order first, as the
+    reward would have given it that estimate (:func:`critic.eval.predict_in_order`)."""
+    if reads_in_order(critic):
+        read = predict_in_order(critic, [
+            progress_queries(e, frames_per_query=frames_per_query, camera=camera) for e in episodes
+        ], batch)  # fmt: skip
+        return (np.array([p[-1] for p, _ in read], dtype=float),
+                np.array([a[-1] for _, a in read], dtype=float))  # fmt: skip
     queries = []
     for episode in episodes:
         video = camera_frames(episode, camera)

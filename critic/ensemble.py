@@ -114,6 +114,10 @@ class EnsembleCritic(Critic):
         return tuple(dict.fromkeys(types)) or None
 
     @property
+    def reads_previous_progress(self) -> bool:
+        return any(c.reads_previous_progress for c in self.critics)
+
+    @property
     def clip_frames(self) -> int | None:
         """The members' common default clip length (:meth:`clip_frames_for` with no task)."""
         return self.clip_frames_for(None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -345,6 +345,49 @@ def predict_estimates(
     return np.asarray(progress, dtype=float), np.asarray(achieved, dtype=float)
 
 
+def predict_in_order(
+    critic: Critic, episodes: Sequence[Sequence[ProgressQuery]], batch: int = 32
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Progress and P(achieved) for each episode's queries (as :func:`predict_estimates`), read
+    in order with the critic's last reading as each query's ``previous_progress``, as the reward
+    wrapper sends it (none at the first; an unreadable first reading counts 0, a later one holds
+    the reading before it): what a critic that reads it (a stepwise prompt,
+    :attr:`Critic.reads_previous_progress`) is given online. The ``t``-th queries of every
+    episode are read together, in batches of ``batch``."""
+    check_count("batch", batch)
+    lists = list(episodes)  # each a lazy sequence: a query's clip is built as it is read
+    previous: list[float | None] = [None] * len(lists)
+    progress = [[] for _ in lists]
+    achieved = [[] for _ in lists]
+    for t in range(max((len(q) for q in lists), default=0)):
+        live = [i for i, q in enumerate(lists) if t < len(q)]
+        for start in range(0, len(live), batch):
+            chunk = live[start : start + batch]
+            asked = [replace(lists[i][t], previous_progress=previous[i]) for i in chunk]
+            answers = checked_answers(
+                critic.estimate_progress(asked), len(asked), ProgressEstimate, critic_name(critic)
+            )
+            for i, estimate in zip(chunk, answers, strict=True):
+                unread = estimate.progress is None
+                progress[i].append(np.nan if unread else estimate.progress)
+                achieved[i].append(
+                    np.nan if unread or estimate.achieved is None else estimate.achieved
+                )
+                if not unread:
+                    previous[i] = float(estimate.progress)
+                elif previous[i] is None:
+                    previous[i] = 0.0
+    return [
+        (np.asarray(p, dtype=float), np.asarray(a, dtype=float))
+        for p, a in zip(progress, achieved, strict=True)
+    ]
+
+
+def reads_in_order(critic: Critic) -> bool:
+    """Whether ``critic``'s queries must be read in order (:func:`predict_in_order`)."""
+    return bool(getattr(critic, "reads_previous_progress", False))
+
+
 @dataclass
 class EpisodeProgress:
     """A critic's per-frame progress on one episode next to the truth."""
@@ -374,10 +417,18 @@ def evaluate_progress(
     check_count("stride", stride)
     check_count("batch", batch)
     results = []
+    in_order = None
+    if reads_in_order(critic):  # every episode's t-th queries together, each with its last reading
+        in_order = iter(predict_in_order(critic, [
+            progress_queries(e, frames_per_query=frames_per_query, stride=stride) for e in episodes
+        ], batch))  # fmt: skip
     for episode in episodes:
         queries = progress_queries(episode, frames_per_query=frames_per_query, stride=stride)
         truth = np.asarray(episode.progress, dtype=float)[::stride]
-        predicted, achieved = predict_estimates(critic, queries, batch)
+        if in_order is None:
+            predicted, achieved = predict_estimates(critic, queries, batch)
+        else:
+            predicted, achieved = next(in_order)
         results.append(
             EpisodeProgress(
                 episode.episode_id,

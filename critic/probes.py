@@ -1,7 +1,8 @@
 """Reward-hacking probes built from the pretext transforms, each with the behaviour a sound critic
 shows: a static video (flat), a reversed expert episode (falling), shuffled frames (low VOC), and
 the arm frozen after partial progress (no growth after the freeze). The queries are built as
-:mod:`critic.eval` builds them, so a probe measures what RL sees online.
+:mod:`critic.eval` builds them, so a probe measures what RL sees online (a critic that reads its
+last estimate, a stepwise prompt, is given it query by query, as the reward gives it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from critic.data.samples import camera_frames
 from critic.eval import (
     check_count,
     nanmean,
+    predict_in_order,
     predict_progress,
     progress_queries,
+    reads_in_order,
     value_order_correlation,
 )
 
@@ -153,10 +156,16 @@ def run_probes(
     stats: dict[str, list[float]] = {name: [] for name in PROBES}
     for episode in probe_candidates(episodes):
         freeze = max(1, active_length(episode.progress) // 2)
-        for name, (video, truth) in probe_videos(episode, rng).items():
-            queries = progress_queries(episode, video, truth, frames_per_query)
-            predicted = predict_progress(critic, queries, batch)
-            stats[name].append(probe_statistic(name, predicted, freeze, truth))
+        videos = probe_videos(episode, rng)
+        queries = {name: progress_queries(episode, video, truth, frames_per_query)
+                   for name, (video, truth) in videos.items()}  # fmt: skip
+        if reads_in_order(critic):  # each probe video read as the reward reads an episode
+            read = predict_in_order(critic, list(queries.values()), batch)
+            predictions = {name: p for name, (p, _) in zip(queries, read, strict=True)}
+        else:
+            predictions = {name: predict_progress(critic, q, batch) for name, q in queries.items()}
+        for name, (_, truth) in videos.items():
+            stats[name].append(probe_statistic(name, predictions[name], freeze, truth))
     out = {}
     for name, values in stats.items():
         statistic = nanmean(values)

@@ -286,6 +286,10 @@ class VLMCritic(Critic):
     def clip_frames(self) -> int | None:
         return self._clip_frames
 
+    @property
+    def reads_previous_progress(self) -> bool:
+        return self.prompt == "stepwise"  # its prompt states the last estimate
+
     def clip_frames_for(self, task: str | None) -> int | None:
         return self._task_clip_frames.get(task, self._clip_frames)
 

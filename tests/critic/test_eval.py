@@ -480,3 +480,52 @@ def test_calibration_leaves_unreadable_predictions_out():
     bins = calibration([np.nan, 0.05, 0.95], [0.9, 0.1, 1.0])
     assert bins["count"][0] == 1 and bins["true"][0] == pytest.approx(0.1)
     assert bins["predicted"][0] == pytest.approx(0.05) and sum(bins["count"]) == 2
+
+
+def test_a_critic_that_reads_its_last_estimate_is_given_it_in_order():
+    # a stepwise critic was read with previous_progress=None at every frame, unlike online
+    from dataclasses import dataclass
+
+    from critic.eval import evaluate_progress
+    from critic.oracle import OracleCritic
+
+    @dataclass
+    class Stepwise(OracleCritic):
+        @property
+        def reads_previous_progress(self) -> bool:
+            return True
+
+        def __post_init__(self):
+            self.seen: list[list[float | None]] = []
+
+        def estimate_progress(self, queries):
+            self.seen.append([q.previous_progress for q in queries])
+            read = super().estimate_progress(queries)
+            # the first episode's second frame is unreadable: the reading before it is held
+            return [ProgressEstimate(None) if len(self.seen) == 3 and i == 0 else e
+                    for i, e in enumerate(read)]  # fmt: skip
+
+    critic = Stepwise()
+    results = evaluate_progress(critic, [_episode(0, t=4), _episode(1, t=3)], batch=1)
+    # one call per episode per frame, the t-th frames of both episodes in turn (batch=1):
+    # previous_progress is the critic's last reading in that episode, none at the first
+    assert critic.seen == [[None], [None], [0.0], [0.0], [0.0], [0.125], [0.25]]
+    np.testing.assert_allclose(results[0].predicted, [0.0, np.nan, 0.25, 0.375])
+    np.testing.assert_allclose(results[1].predicted, [0.0, 0.125, 0.25])
+
+
+def test_the_last_frame_detector_reads_a_stepwise_critic_after_the_episode_before_it():
+    from critic.detection import last_frame_scores
+    from tests.helpers import ScriptedCritic
+
+    class Counting(ScriptedCritic):  # its last estimate + 0.25: online it reads 0.75 at frame 3
+        @property
+        def reads_previous_progress(self) -> bool:
+            return True
+
+        def estimate_progress(self, queries):
+            return [ProgressEstimate(0.0 if q.previous_progress is None
+                                     else min(1.0, q.previous_progress + 0.25)) for q in queries]  # fmt: skip
+
+    scores = last_frame_scores(Counting(), [_episode(0, t=4), _episode(1, t=2)])
+    assert scores["progress"] == pytest.approx([0.25, 0.75])  # 1 - progress

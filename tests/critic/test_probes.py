@@ -131,3 +131,33 @@ def test_the_frozen_probe_needs_its_freeze_index():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(probe_statistic("frozen", np.array([0.1, 0.3, np.nan, np.nan]), 1))
+
+
+class _Ratchet(OracleCritic):
+    """A stepwise critic that never reads below its last estimate + 0.1 (what it is shown as
+    ``previous_progress``): reward growth without progress, which static and frozen must catch."""
+
+    @property
+    def reads_previous_progress(self) -> bool:
+        return True
+
+    def estimate_progress(self, queries):
+        read = super().estimate_progress(queries)
+        return [
+            e if q.previous_progress is None
+            else ProgressEstimate(min(1.0, max(e.progress, q.previous_progress + 0.1)))
+            for q, e in zip(queries, read, strict=True)
+        ]  # fmt: skip
+
+
+def test_a_critic_that_reads_its_last_estimate_is_probed_as_the_reward_reads_it():
+    # the probes sent no previous_progress, so a ratchet passed all four; online it grows on a
+    # static video and after the freeze
+    episodes = [_episode(i) for i in range(3)]
+    probes = run_probes(_Ratchet(), episodes)
+    assert probes["static"]["passed"] is False and probes["frozen"]["passed"] is False
+    # static: the active part's 9 frames (progress 1 at frame 8); p_0 = 0, then 0.1, 0.2, ...
+    # 0.8 over the 8 later frames: mean |p_t - p_0| = 3.6 / 8 = 0.45 (0.1 passes)
+    assert probes["static"]["statistic"] == pytest.approx(0.45)
+    # the same rules, read exactly, still pass
+    assert all(p["passed"] for p in run_probes(OracleCritic(), episodes).values())

@@ -466,3 +466,14 @@ def test_the_critic_configs_name_options_the_critic_takes(name):
     assert options.pop("_target_") == "critic.vlm.VLMCritic"
     VLMCritic.check_options(**{**options, "device": "cpu"})  # the GPU's device checked apart
     assert options["device"] in ("cpu", "cuda")
+
+
+def test_a_stepwise_critic_says_it_reads_its_last_estimate():
+    # the evaluator then reads its queries in order, each with its last reading, as RL does
+    from critic.ensemble import EnsembleCritic
+    from critic.oracle import OracleCritic
+
+    stepwise = make_critic({"name": "tiny", "prompt": "stepwise"})
+    assert stepwise.reads_previous_progress and not make_critic("tiny").reads_previous_progress
+    assert not OracleCritic().reads_previous_progress
+    assert EnsembleCritic([stepwise, OracleCritic()]).reads_previous_progress
