@@ -248,13 +248,12 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
     """
     if (problem := device_problem(device)) is not None:
         raise ModelLoadError(problem)
-    if str(name_or_path) in PRESETS:
+    if is_preset(name_or_path):
         model, tokenizer = build_preset(str(name_or_path), seed=seed)
         return model.to(device), tokenizer
-    from critic.weights import shipped_path
-    from rollout.checkpoint import load_checkpoint
+    from rollout.checkpoint import checkpoint_path, load_checkpoint
 
-    name_or_path = shipped_path(name_or_path) or name_or_path
+    name_or_path = checkpoint_path(name_or_path)  # a shipped critic's folder, by its name
 
     try:
         return load_checkpoint(name_or_path, dtype=dtype, device=device)
@@ -262,6 +261,21 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
         if str(exc).startswith("cannot load"):
             raise ModelLoadError(f"{exc}, or a preset ({sorted(PRESETS)})") from exc.__cause__
         raise
+
+
+def is_preset(name: Any, warn: bool = True) -> bool:
+    """Whether ``name`` names a preset (:data:`PRESETS`) and no path of that name exists here: an
+    existing path is read as the path, as :func:`rollout.checkpoint.checkpoint_path` reads a
+    shipped critic's name (``warn``: say so where a preset has that name)."""
+    if not isinstance(name, str | os.PathLike) or str(name) not in PRESETS:
+        return False
+    if Path(name).exists():
+        if warn:
+            from rollout.checkpoint import name_shadowed
+
+            name_shadowed(str(name), f"the preset {str(name)!r}")
+        return False
+    return True
 
 
 def model_type(name_or_path: str | Path) -> str | None:
@@ -274,9 +288,11 @@ def model_type(name_or_path: str | Path) -> str | None:
 
     if not isinstance(name_or_path, str | os.PathLike):
         return None
-    if str(name_or_path) in PRESETS:
+    if is_preset(name_or_path, warn=False):
         return PRESETS[str(name_or_path)].family
-    config = Path(shipped_path(name_or_path) or name_or_path) / "config.json"
+    if not Path(name_or_path).exists():
+        name_or_path = shipped_path(name_or_path) or name_or_path
+    config = Path(name_or_path) / "config.json"
     try:
         return json.loads(config.read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):

@@ -39,6 +39,7 @@ from critic.models import (
     TASK_CLIP_FRAMES_KEY,
     TRAINED_TASKS_KEY,
     device_problem,
+    is_preset,
     unrecorded_pixel_budget,
 )
 from critic.parse import answer_start, parse_progress, parse_verdict
@@ -238,7 +239,9 @@ class VLMCritic(Critic):
         )
         # a checkpoint's own pixel budget, where its folder has a processor config (real Qwen
         # checkpoints); the project's presets and the checkpoints it saves have none
-        processor = None if self.model in PRESETS else processor_config(self._model.name_or_path)
+        processor = (
+            None if is_preset(self.model, warn=False) else processor_config(self._model.name_or_path)
+        )
         if processor is None and (said := unrecorded_pixel_budget(self._model.config, self.model)):
             warn_user(said)
         self.vision = _vision(self._model.config.vision_config, processor, self.model)

@@ -154,9 +154,25 @@ def checkpoint_path(model: str | Path) -> str | Path:
     (a folder), so ``python -m rollout.serve --model viscritic-small`` serves the
     shipped critic as ``make_critic("viscritic-small")`` loads it. A path that exists is never
     taken for a name (the names are looked up only for what is not one)."""
-    if not isinstance(model, str) or Path(model).exists():
+    if not isinstance(model, str):
         return model
-    return named_checkpoints().get(model, model)
+    named = named_checkpoints()
+    if Path(model).exists():
+        if model in named:
+            name_shadowed(model, f"the shipped critic {model!r} ({named[model]})")
+        return model
+    return named.get(model, model)
+
+
+def name_shadowed(path: str, what: str) -> None:
+    """Warn that the existing path ``path`` is read where ``what`` has that name too."""
+    import warnings
+
+    warnings.warn(
+        f"{path!r} is a path here and the name of {what}: the path is read, as an existing path "
+        "always is; name the folder another way, or run from another folder, to read the other",
+        stacklevel=3,
+    )
 
 
 # Where a checkpoint's processor settings live, in the order transformers' video processor reads

@@ -1,8 +1,13 @@
 """critic.factory.critic_spec_problem: what make_critic would refuse, found without loading."""
 
+from pathlib import Path
+
+import pytest
+import torch
 from omegaconf import OmegaConf
 
 from critic.factory import critic_spec_problem, make_critic
+from rollout.checkpoint import ModelLoadError
 
 
 def test_a_spec_make_critic_builds_has_no_problem_and_one_it_refuses_is_named():
@@ -145,3 +150,30 @@ def test_a_mistyped_run_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
         assert "Hub" not in str(exc)
     else:
         raise AssertionError("outputs/final built a critic")
+
+
+def test_a_folder_named_as_a_shipped_critic_or_preset_is_read_as_the_folder_everywhere(
+    tmp_path, monkeypatch, tiny_model
+):
+    # the check read the folder, make_critic the shipped critic, the server the folder
+    from critic.factory import critic_spec_problem
+    from critic.models import load_model, model_type, save_model
+    from rollout.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "viscritic-small").mkdir()  # empty: refused by the check and by every loader
+    assert critic_spec_problem("viscritic-small").startswith(
+        "model='viscritic-small' is a folder but not a checkpoint"
+    )
+    with pytest.warns(UserWarning, match=r"'viscritic-small' is a path here and the name of the "
+                      r"shipped critic"), pytest.raises(ModelLoadError):  # fmt: skip
+        make_critic("viscritic-small")
+    model, tokenizer = tiny_model
+    save_model(model, tokenizer, tmp_path / "small")  # a checkpoint folder named as a preset
+    assert model_type("small") == model.config.model_type
+    with pytest.warns(UserWarning, match=r"'small' is a path here and the name of the preset"):
+        loaded, _ = load_model("small")
+    assert Path(loaded.name_or_path) == Path("small")  # not the preset built in memory
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    with pytest.warns(UserWarning, match=r"the shipped critic"), pytest.raises(ModelLoadError):
+        load_checkpoint("viscritic-small")  # the server: the folder, as the check and critic
