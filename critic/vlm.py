@@ -240,7 +240,9 @@ class VLMCritic(Critic):
         # a checkpoint's own pixel budget, where its folder has a processor config (real Qwen
         # checkpoints); the project's presets and the checkpoints it saves have none
         processor = (
-            None if is_preset(self.model, warn=False) else processor_config(self._model.name_or_path)
+            None
+            if is_preset(self.model, warn=False)
+            else processor_config(self._model.name_or_path)
         )
         if processor is None and (said := unrecorded_pixel_budget(self._model.config, self.model)):
             warn_user(said)
