@@ -242,6 +242,32 @@ def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
             '"optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": 0.0}} '
             "(configs/deepspeed/zero2.json)"
         )
+    params = options["optimizer"].get("params", {})
+    # DeepSpeed hands the optimizer's params over as written: Hugging Face's templates' "auto"
+    # betas were a ValueError at the first optimizer step, after the model had loaded
+    if not isinstance(params, dict) or (auto := sorted(k for k, v in params.items()
+                                                       if v == "auto" and k != "lr")):  # fmt: skip
+        named = "optimizer.params is not a mapping" if not isinstance(params, dict) else (
+            f"optimizer.params {', '.join(auto)} = \"auto\", which only lr may be (the recipe "
+            "fills it from stages.<stage>.lr)"
+        )  # fmt: skip
+        raise TrainConfigError(
+            f"deepspeed_config={cfg.deepspeed_config}: {named}; give numbers (AdamW's defaults: "
+            '"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0) or leave them out'
+        )
+    for section, wanted_on in (("bf16", cfg.dtype == "bfloat16"), ("fp16", False)):
+        block = options.get(section)
+        default = "auto" if section == "bf16" else False  # bf16: filled from dtype=
+        enabled = block.get("enabled", default) if isinstance(block, dict) else default
+        if enabled != "auto" and bool(enabled) != wanted_on:
+            # a JSON that turned bf16 on trained and saved bf16 weights where the run recorded
+            # dtype=float32
+            raise TrainConfigError(
+                f'deepspeed_config={cfg.deepspeed_config} has "{section}": {{"enabled": '
+                f"{json.dumps(enabled)}}} and dtype={cfg.dtype}; make them agree: set dtype= "
+                f'and leave "bf16": {{"enabled": "auto"}} in the JSON (the recipe fills it from '
+                "dtype; float16 is refused: no loss scaling here)"
+            )
     wanted = cfg.max_grad_norm or 0.0  # DeepSpeed's 0: no clipping
     if clip != "auto" and (not is_number(clip) or float(clip) != float(wanted)):
         norm = "null (no clipping)" if cfg.max_grad_norm is None else cfg.max_grad_norm

@@ -114,7 +114,16 @@ def test_deepspeed_needs_an_optimizer_and_the_processes_that_wrote_a_resume(data
                         # DeepSpeed does not resolve it: a TypeError after the model loaded
                         ({"train_batch_size": "auto"}, "sets train_batch_size; "),
                         ({"gradient_accumulation_steps": "auto"}, "sets gradient_accumulation"),
-                        ({"scheduler": {"type": "WarmupLR"}}, 'has a "scheduler" section')]:  # fmt: skip
+                        ({"scheduler": {"type": "WarmupLR"}}, 'has a "scheduler" section'),
+                        # Hugging Face's templates: a ValueError at the first optimizer step
+                        ({"optimizer": {"type": "AdamW", "params": {
+                            "lr": "auto", "betas": "auto", "eps": "auto"}}},
+                         r'optimizer.params betas, eps = "auto", which only lr may be'),
+                        # bf16 weights saved where the run recorded float32
+                        ({"bf16": {"enabled": True}},
+                         r'has "bf16": \{"enabled": true\} and dtype=float32; make them agree'),
+                        ({"fp16": {"enabled": True}},
+                         r'has "fp16": \{"enabled": true\} and dtype=float32')]:  # fmt: skip
         own = tmp_path / "own.json"
         own.write_text(json.dumps({**zero2, **extra}))
         with pytest.raises(Exception, match=said):
