@@ -144,3 +144,23 @@ def require_simulator(module: str, purpose: str):
     if problem := gl_mismatch():
         raise InvalidOptionError(f"{purpose} cannot render: {problem}")
     return require_package(module, "sim", purpose)
+
+
+def gl_renderer() -> str | None:
+    """The OpenGL renderer MuJoCo draws with here (``GL_RENDERER``: ``llvmpipe`` is Mesa's
+    software renderer, a GPU's name its vendor driver), read from a 16×16 context; ``None`` where
+    no context can be made. A benchmark records it: the same ``MUJOCO_GL=egl`` renders on the
+    GPU or on the CPU, at very different speeds."""
+    try:
+        import mujoco
+        from OpenGL import GL
+
+        context = mujoco.GLContext(16, 16)
+        try:
+            context.make_current()
+            name = GL.glGetString(GL.GL_RENDERER)
+        finally:
+            context.free()
+    except Exception:  # no display, no library, no driver: nothing to record
+        return None
+    return name.decode(errors="replace") if isinstance(name, bytes) else None

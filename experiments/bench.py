@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -154,11 +155,18 @@ def write_report(results: dict[str, dict[str, float]], cfg: DictConfig, out_dir:
     from rl_results import machine_record
 
     machine = machine_record()
+    # the same MUJOCO_GL=egl renders on a GPU or in software (a GPU node without EGL's vendor
+    # driver falls back to OSMesa): the camera columns depend on it
+    from envs.gl import gl_renderer
+
+    machine["gl"] = os.environ.get("MUJOCO_GL") or "none"
+    machine["gl_renderer"] = gl_renderer() or "none"
     lines = [
         f"Env steps/s (median of {cfg.rounds} interleaved rounds of {cfg.steps} steps; "
         "ratios are what to compare across machines), on "
         f"{machine['cpu']}, {machine['cores']} cores, torch threads "
-        f"{machine.get('torch_threads', '?')} (bench.json's `machine`).",
+        f"{machine.get('torch_threads', '?')}, OpenGL {machine['gl']} "
+        f"({machine['gl_renderer']}) (bench.json's `machine`).",
         "",
         "| task | " + " | ".join(modes) + " | camera ÷ baseline camera | oracle k=1 ÷ raw |",
         "|---|" + "---|" * (len(modes) + 2),

@@ -53,6 +53,10 @@ def peak_tflops(name: str, dtype: str) -> float | None:
 
 
 SHAPES = ("7b", "qwen3-8b", "tiny", "tiny-qwen3vl")
+# Each shape's vision patch side (Qwen2.5-VL 14, Qwen3-VL 16), merged 2 × 2 into one token, read
+# 2 frames to a temporal patch: a clip the bench builds is a whole number of each.
+PATCH_SIDES = {"7b": 14, "qwen3-8b": 16, "tiny": 14, "tiny-qwen3vl": 16}
+MERGE, TEMPORAL_PATCH = 2, 2
 # Qwen2.5-VL-7B's sizes, from its released config.json (transformers' Qwen2_5_VLConfig defaults are
 # the 72B language model, 8192 wide and 80 layers deep, with a 3584-wide vision tower: 75.8 B).
 QWEN2_5_7B = {
@@ -250,6 +254,22 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("batch", "text_tokens", "frames", "frame_size", "new_tokens", "repeats"):
         if not is_int(cfg[key]) or cfg[key] < 1:
             raise BenchConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
+    # a raw reshape error after the model was built (minutes, for 8 B parameters); an odd
+    # number of frames ran as one fewer
+    if cfg.frames % TEMPORAL_PATCH:
+        raise BenchConfigError(
+            f"frames={cfg.frames} must be a multiple of {TEMPORAL_PATCH} (a video is read "
+            f"{TEMPORAL_PATCH} frames to a patch); use {max(2, cfg.frames - 1)} or "
+            f"{cfg.frames + 1}"
+        )
+    unit = PATCH_SIDES[cfg.shape] * MERGE
+    if cfg.frame_size % unit:
+        below = cfg.frame_size // unit * unit
+        nearest = f"{below} or {below + unit}" if below else str(unit)
+        raise BenchConfigError(
+            f"frame_size={cfg.frame_size} must be a multiple of {unit} for shape={cfg.shape} "
+            f"(patches of {PATCH_SIDES[cfg.shape]} px, merged {MERGE} × {MERGE}); use {nearest}"
+        )
     peak = cfg.peak_tflops
     if peak is not None and (not is_number(peak) or peak <= 0):
         raise BenchConfigError(
@@ -301,10 +321,19 @@ def main(cfg: DictConfig) -> None:
         log.warning("no peak TFLOP/s for %s at %s: no MFU; give peak_tflops=", name, cfg.dtype)
     # too short to time (a tiny model on a CPU): no rate
     decode_s = generate_s - first_s
+    from rl_results import machine_record
+
     results = {
         "device": name,
+        "machine": {
+            **machine_record(),
+            "cuda": torch.version.cuda or "none",
+            "attention": getattr(model.config, "_attn_implementation", None) or "?",
+        },
         "shape": cfg.shape,
         "dtype": cfg.dtype,
+        "frames": cfg.frames,
+        "frame_size": cfg.frame_size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch": cfg.batch,
         "tokens_per_prompt": tokens // cfg.batch,

@@ -35,6 +35,10 @@ def test_bench_tiny_run(tmp_path):
         results["machine"]["cores"]
         and "cores, torch threads" in (tmp_path / "bench.md").read_text()
     )
+    # and which OpenGL renderer drew the camera columns (EGL on a GPU or in software)
+    assert results["machine"]["gl"] in ("egl", "osmesa")
+    assert results["machine"]["gl_renderer"] not in ("", "none")
+    assert f"OpenGL {results['machine']['gl']} (" in (tmp_path / "bench.md").read_text()
 
 
 def test_the_gymnasium_baseline_resets_at_the_task_s_horizon():
@@ -253,6 +257,9 @@ def test_bench_gpu_cpu_smoke_run(tmp_path):
     decode = results["decode_tokens_per_s"]
     assert decode is None or 0 < decode < 1e7
     assert 0 < results["mfu"] < 1
+    # what it ran on and what it read, as the other benches say
+    assert results["machine"]["cores"] and results["machine"]["cuda"]
+    assert (results["frames"], results["frame_size"]) == (4, 56)
 
 
 @pytest.mark.parametrize(
@@ -264,6 +271,13 @@ def test_bench_gpu_cpu_smoke_run(tmp_path):
         ("device=gpu", "device='gpu' is not a device; use cpu, cuda or cuda:<index>"),
         ("batch=0", "batch=0 must be an integer >= 1"),
         ("frames=abc", "frames='abc' must be an integer >= 1"),
+        # raw reshape errors after the model was built; 3 frames ran as 2
+        ("frames=3", "frames=3 must be a multiple of 2 (a video is read 2 frames to a patch); "
+                     "use 2 or 4"),
+        ("frame_size=434", "frame_size=434 must be a multiple of 28 for shape=7b (patches of 14 "
+                           "px, merged 2 × 2); use 420 or 448"),
+        ("frame_size=20", "frame_size=20 must be a multiple of 28 for shape=7b (patches of 14 px, "
+                          "merged 2 × 2); use 28"),
         ("peak_tflops=-1", "peak_tflops=-1 must be a number > 0 (the GPU's dense TFLOP/s at "
                            "dtype), or null to look it up from the GPU's name"),
         # a GPU index or name it cannot run on was taken, and failed after the model was built
