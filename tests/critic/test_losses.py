@@ -49,6 +49,18 @@ def test_temporal_bonus_by_hand():
     torch.testing.assert_close(bonus, torch.tensor([0.3, 0.3, 0.0, 0.3, 0, 0, 0, 0]))
 
 
+def test_temporal_bonus_needs_mu_times_the_shuffled_share_and_pays_at_it():
+    # G = 4 ordered, G' = 5 shuffled: p = 3/4 = 0.75 against p~ = 4/5 = 0.8. 0.75 >= 0.8 × 0.8 =
+    # 0.64: bonus 0.3 to the 3 correct completions (p >= p~ alone would pay none)
+    ordered = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    shuffled = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
+    bonus = temporal_bonus(ordered, shuffled, 4, alpha=0.3, mu=0.8)
+    torch.testing.assert_close(bonus, torch.tensor([0.3, 0.3, 0.3, 0.0]))
+    # exactly at the boundary: p = 0.75 = 0.75 × p~ (1.0, every shuffled answer right) earns it
+    at = temporal_bonus(ordered, torch.ones(4), 4, alpha=0.3, mu=0.75)
+    torch.testing.assert_close(at, torch.tensor([0.3, 0.3, 0.3, 0.0]))
+
+
 def test_k3_kl_by_hand():
     # r = ref - lp = log 0.5 - log 0.25 = log 2: exp(log 2) - log 2 - 1 = 2 - 0.6931 - 1 = 0.3069.
     lp, ref = torch.log(torch.tensor([[0.25, 0.5]])), torch.log(torch.tensor([[0.5, 0.5]]))
@@ -77,6 +89,19 @@ def test_clipped_surrogate_by_hand():
     # Gradients flow only where the clip does not bind: token (0, 1) gets d/dlp(-r A) = -1 / 3.
     loss.backward()
     torch.testing.assert_close(lp.grad, torch.tensor([[0.0, -1 / 3], [0.0, 0.0]]))
+
+
+def test_a_ratio_past_the_clip_on_the_side_the_min_ignores_is_not_clipped():
+    # ratio 0.5 with A = +1: min(0.5, clip 0.8) = 0.5, the unclipped term; ratio 1.5 with A = -1:
+    # min(-1.5, clip -1.2) = -1.5, unclipped too. The clip binds neither: clip fraction 0, loss
+    # (-0.5 + 1.5) / 2 = 0.5, and both tokens get the gradient d/dlp(-r A) = -r A / 2: -0.25, 0.75
+    lp = torch.tensor([[math.log(0.5)], [math.log(1.5)]], requires_grad=True)
+    loss, stats = grpo_loss(lp, torch.zeros(2, 1), torch.tensor([1.0, -1.0]), torch.ones(2, 1),
+                            eps_low=0.2, eps_high=0.2)  # fmt: skip
+    assert loss.item() == pytest.approx(0.5)
+    assert stats.clip_fraction.item() == 0.0
+    loss.backward()
+    torch.testing.assert_close(lp.grad, torch.tensor([[-0.25], [0.75]]))
 
 
 def test_kl_term_by_hand():

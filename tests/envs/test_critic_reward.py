@@ -84,6 +84,17 @@ def test_success_mode():
     assert _rewards(config, _ESTIMATES) == [0.0, 0.0, 1.0]
 
 
+def test_success_at_a_threshold_of_one_is_reached_by_a_reading_of_one():
+    # success_threshold = 1.0 is allowed ((0, 1]): p = 0.99 → 0, p = 1.0 >= 1.0 → 1, and the
+    # tracker counts it a success (with >, a threshold of 1 could never be met)
+    config = CriticRewardConfig(reward_mode="success", success_threshold=1.0)
+    tracker = EpisodeTracker(config, "do it", "test")
+    tracker.start(None, 0.0)
+    tracker.begin(ProgressEstimate(0.1))
+    assert tracker.reward(0.0, ProgressEstimate(0.99)) == 0.0 and not tracker.critic_success()
+    assert tracker.reward(0.0, ProgressEstimate(1.0)) == 1.0 and tracker.critic_success()
+
+
 def test_log_mode():
     # e = 0.05, r_t = log(1.05 / (1.05 - p_t)) / log(1.05 / 0.05) = log(1.05 / (1.05 - p_t)) / log 21:
     # p = 0.3: log(1.4) / log(21) = 0.33647 / 3.04452 = 0.11052 (held at the next step);
@@ -143,6 +154,18 @@ def test_unreadable_answer_holds_previous_progress():
     assert _rewards(config, [ProgressEstimate(0.3), unreadable, ProgressEstimate(0.6)]) == (
         pytest.approx([0.2, 0.0, 0.3])
     )
+
+
+def test_an_unreadable_first_estimate_gives_no_probability_that_the_task_is_achieved():
+    # the reset state's answer was not read but carried achieved=0.9: p_0 is 0 and P(achieved)
+    # unknown, so progress + 2 × achieved pays 0 + 2 × 0 at a step with no query (it paid
+    # 2 × 0.9 = 1.8 for a number read from an answer that was not), then 0.5 + 2 × 0.2 = 0.9
+    tracker = EpisodeTracker(CriticRewardConfig(achieved_weight=2.0), "do it", "test")
+    tracker.start(None, 0.0)
+    tracker.begin(ProgressEstimate(None, status=ParseStatus.NO_ANSWER, achieved=0.9))
+    assert tracker.progress == 0.0 and tracker.achieved is None
+    assert tracker.reward(0.0, None) == 0.0
+    assert tracker.reward(0.0, ProgressEstimate(0.5, achieved=0.2)) == pytest.approx(0.9)
 
 
 def test_interpolated_progress_hand_worked():

@@ -1,9 +1,9 @@
-"""Privileged progress worked by hand on the real Reacher and Pusher sims.
+"""Privileged progress worked by hand on the real Reacher, Pusher, Door and PickPlaceCan sims.
 
-Bodies are moved along their slide joints and the kinematics recomputed (``mj_forward``); nothing is
-stepped, so the distances are exactly the ones placed. ``_start_episode`` is the hook ``reset``
-calls to record what progress is measured against; calling it after placing the bodies fixes the
-start distances to hand-chosen values.
+Bodies are moved along their slide joints (robosuite's: their joints' qpos) and the kinematics
+recomputed (``mj_forward``); nothing is stepped, so the distances are exactly the ones placed.
+``_start_episode`` is the hook ``reset`` calls to record what progress is measured against;
+calling it after placing the bodies fixes the start distances to hand-chosen values.
 """
 
 from __future__ import annotations
@@ -132,3 +132,96 @@ def test_pusher_progress_weights_reach_then_push(pusher):
     # a = 0.54: push 0.03 < 0.05: success, progress exactly 1.
     place_object(0.54)
     assert pusher.is_success() and pusher.progress() == 1.0
+
+
+def test_pusher_counts_the_push_stage_from_the_first_centimetre_pushed(pusher):
+    # The line of the test above: object at a = 0.27 from the tip, goal at 0.57: reach 0.27,
+    # push 0.30. Pushed 1 cm on (a = 0.28): push 0.29, pushed (0.30 - 0.29) / (0.30 - 0.05) =
+    # 0.04 of the way: the push stage, 0.25 + 0.75 × 0.04 = 0.28, not the reach stage, where
+    # the tip is now 0.28 away, farther than at the start: 0.
+    tip = pusher.mj_data.body("tips_arm").xpos[:2].copy()
+    u = np.array([-1.0, 0.0])
+    _move_body(pusher, "goal", ("goal_slidex", "goal_slidey"), tip + 0.57 * u)
+    _move_body(pusher, "object", ("obj_slidex", "obj_slidey"), tip + 0.27 * u)
+    pusher._start_episode()
+    _move_body(pusher, "object", ("obj_slidex", "obj_slidey"), tip + 0.28 * u)
+    assert pusher.progress() == pytest.approx(0.28, abs=1e-9)
+
+
+def test_door_progress_pays_the_handle_turn_then_the_swing_by_hand():
+    # Stages: reach the handle (30 %), turn it a quarter turn (20 %), swing the door 0.3 rad
+    # (50 %, robosuite's success past 0.3). The joints are set directly, nothing stepped.
+    env = envs.make_task_env("Door")
+    try:
+        env.reset(seed=0)
+        rs = env.robosuite
+        assert rs.use_latch
+
+        def door_at(hinge: float, handle: float) -> None:
+            rs.sim.data.qpos[rs.hinge_qpos_addr] = hinge
+            rs.sim.data.qpos[rs.handle_qpos_addr] = handle
+            rs.sim.forward()
+
+        # handle turned π/4, half of π/2, either way: 0.3 + 0.2 × 0.5 = 0.4
+        door_at(0.0, 0.25 * np.pi)
+        assert env.progress() == pytest.approx(0.4)
+        door_at(0.0, -0.25 * np.pi)
+        assert env.progress() == pytest.approx(0.4)
+        door_at(0.0, np.pi)  # past a quarter turn: the stage's whole 20 %
+        assert env.progress() == pytest.approx(0.5)
+        # swung 0.15 rad, half of 0.3: 0.5 + 0.5 × 0.5 = 0.75, whatever the handle reads
+        door_at(0.15, 0.0)
+        assert env.progress() == pytest.approx(0.75)
+        door_at(0.15, 0.25 * np.pi)
+        assert env.progress() == pytest.approx(0.75)
+        # 0.29 rad: 0.5 + 0.5 × 29 / 30 = 0.98333, not yet open; 0.31: open, exactly 1
+        door_at(0.29, 0.0)
+        assert not env.is_success() and env.progress() == pytest.approx(0.5 + 0.5 * 29 / 30)
+        door_at(0.31, 0.0)
+        assert env.is_success() and env.progress() == 1.0
+    finally:
+        env.close()
+
+
+def test_pick_place_can_pays_the_carry_only_as_far_as_the_can_is_lifted():
+    # Stages: reach (20 %), grasp (10 %), lift 10 cm (20 %), carry over the bin (40 %), drop in
+    # (10 %, success): 0.3 + 0.2 × lifted + 0.4 × carried × lifted once held.
+    env = envs.make_task_env("PickPlaceCan")
+    try:
+        env.reset(seed=0)
+        rs = env.robosuite
+        joint = env._can().joints[0]
+        start = rs.sim.data.get_joint_qpos(joint).copy()
+        target = env._target_xy()
+
+        def can_at(dz: float = 0.0, share: float = 0.0) -> None:
+            """The can ``dz`` above where it stood, a ``share`` of the way over the bin."""
+            qpos = start.copy()
+            qpos[:2] += share * (target - start[:2])
+            qpos[2] += dz
+            rs.sim.data.set_joint_qpos(joint, qpos)
+            rs.sim.forward()
+
+        env._grasping = lambda obj: True  # held: reach and grasp paid (30 %)
+        can_at()
+        assert env.progress() == pytest.approx(0.3)
+        # carried half the way over the bin without lifting it (slid on the table): the carry
+        # pays nothing, 0.3 (it would pay 0.4 × 0.515 more if it did not need the lift)
+        xy0 = env.privileged_state()["can_to_bin_cm"] / 100  # seed 0: 69.42 cm
+        can_at(share=0.5)
+        xy = env.privileged_state()["can_to_bin_cm"] / 100
+        assert xy == pytest.approx(xy0 / 2)
+        carried = (xy0 - xy) / (xy0 - 0.02)  # 0.3471 / 0.6742 = 0.515 of the way to 2 cm
+        assert env.progress() == pytest.approx(0.3)
+        # lifted 5 cm of 10: 0.3 + 0.2 × 0.5 = 0.4 where it stood; half the way over the bin
+        # the carry pays half: 0.4 + 0.4 × 0.515 × 0.5 = 0.503
+        can_at(dz=0.05)
+        assert env.progress() == pytest.approx(0.4)
+        can_at(dz=0.05, share=0.5)
+        assert env.progress() == pytest.approx(0.4 + 0.4 * carried * 0.5)
+        assert env.progress() == pytest.approx(0.503, abs=1e-3)
+        # lifted the whole 10 cm: 0.5 + 0.4 × 0.515 = 0.706
+        can_at(dz=0.10, share=0.5)
+        assert env.progress() == pytest.approx(0.5 + 0.4 * carried)
+    finally:
+        env.close()

@@ -141,6 +141,53 @@ def test_success_ratio_interval_over_seeds_by_hand():
     assert interval[0] == 0.0 and interval[1] > 0.1
 
 
+def test_success_ratio_interval_with_unequal_seeds_and_episodes_by_hand():
+    from rl_results import RunResult, success_ratio_interval, summarise
+
+    # Three critic seeds 0.1, 0.2, 0.3 and five true-reward seeds 0.4, 0.5, 0.5, 0.6, 0.5: each
+    # side's variance of the mean over its own seeds, 0.01 / 3 = 0.0033333 and (0.01 + 0.01) / 4
+    # / 5 = 0.001, and t at min(3, 5) - 1 = 2 degrees of freedom, t^2 = 18.5128. a = 0.25 -
+    # 18.5128 * 0.001 = 0.231487; root sqrt(18.5128 * (0.0033333 * 0.25 + 0.001 * 0.04) -
+    # 18.5128^2 * 0.0033333 * 0.001) = sqrt(0.016168 - 0.0011424) = 0.122578; bounds (0.1 -+
+    # 0.122578) / 0.231487: below 0 (held at 0) and 0.96151. (t at 4 degrees read 0.07910 to
+    # 0.74635; the truth's variance over 3 seeds, 0.005 / 3, read up to 1.01066.)
+    assert success_ratio_interval([0.1, 0.2, 0.3], [0.4, 0.5, 0.5, 0.6, 0.5]) == [
+        0.0,
+        pytest.approx(0.96151, abs=2e-5),
+    ]
+    # Critic 0, 0, 0 of 20 episodes each (60), true reward 0.3, 0.4, 0.5 of 40 each (120): each
+    # floor from its own side's count. z^2 = 3.841459. Critic p = 1.920729 / 63.841459 =
+    # 0.030086, floor 0.030086 * 0.969914 / 60 = 4.86346e-4. True reward: seeds 0.01 / 3 =
+    # 0.0033333 over its floor (p = 49.920729 / 123.841459 = 0.403102, 0.0020051). a = 0.16 -
+    # 18.5128 * 0.0033333 = 0.0982906; root sqrt(18.5128 * 4.86346e-4 * 0.16 - 18.5128^2 *
+    # 4.86346e-4 * 0.0033333) = sqrt(0.00144058 - 0.00055561) = 0.0297485; upper 0.0297485 /
+    # 0.0982906 = 0.30266. (The counts swapped, the critic floored at 120 and the truth at 60,
+    # read 0.16590.)
+    never, truth = [0.0] * 3, [0.3, 0.4, 0.5]
+    assert success_ratio_interval(never, truth, episodes=(60, 120)) == [
+        0.0,
+        pytest.approx(0.30266, abs=2e-5),
+    ]
+
+    def run(condition, seed, successes, episodes):
+        return RunResult(condition, seed, [100], [0.0], [-5.0], 10.0, 100,
+                         test_successes=[True] * successes + [False] * (episodes - successes),
+                         test_returns=[-4.0] * episodes)  # fmt: skip
+
+    # the summary gives each side its own count of test episodes: the same runs, the same bounds
+    runs = [run("critic", s, 0, 20) for s in range(3)]
+    runs += [run("ground_truth", s, k, 40) for s, k in enumerate((12, 16, 20))]
+    summary = summarise(runs)
+    assert (summary["critic"]["test"]["episodes"], summary["ground_truth"]["test"]["episodes"]) == (
+        60,
+        120,
+    )
+    assert summary["critic_vs_ground_truth"]["success_ratio_ci95"] == [
+        0.0,
+        pytest.approx(0.30266, abs=2e-5),
+    ]
+
+
 def test_fidelity_summary_pools_the_last_quarter_of_each_run():
     from rl_results import RunResult, fidelity_summary
 
