@@ -20,7 +20,7 @@ the current frame (PRIMO R1), so what is measured here is what RL sees online.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -345,42 +345,55 @@ def predict_estimates(
     return np.asarray(progress, dtype=float), np.asarray(achieved, dtype=float)
 
 
+def read_in_order(
+    episodes: Sequence[Sequence[Any]],
+    estimate: Callable[[list[ProgressQuery], list[int]], Sequence[ProgressEstimate]],
+    batch: int,
+    build: Callable[[Any], ProgressQuery] = lambda query: query,
+) -> list[list[ProgressEstimate]]:
+    """Each episode's estimates, its queries read in order with the critic's last reading as
+    each one's ``previous_progress``, as the reward wrapper sends it (none at the first; an
+    unreadable first reading counts 0, a later one holds the reading before it): what a critic
+    that reads it (a stepwise prompt, :attr:`Critic.reads_previous_progress`) is given online.
+
+    The ``t``-th queries of every episode are read together, ``batch`` at a time, by
+    ``estimate(queries, episode_indices)``; ``build`` makes a query of an episode's entry as it
+    is read (the reward's deferred queries)."""
+    previous: list[float | None] = [None] * len(episodes)
+    out: list[list[ProgressEstimate]] = [[] for _ in episodes]
+    for t in range(max((len(q) for q in episodes), default=0)):
+        live = [i for i, q in enumerate(episodes) if t < len(q)]
+        for start in range(0, len(live), batch):
+            chunk = live[start : start + batch]
+            asked = [replace(build(episodes[i][t]), previous_progress=previous[i]) for i in chunk]
+            for i, answer in zip(chunk, estimate(asked, chunk), strict=True):
+                out[i].append(answer)
+                if answer.progress is not None:
+                    previous[i] = float(answer.progress)
+                elif previous[i] is None:
+                    previous[i] = 0.0
+    return out
+
+
 def predict_in_order(
     critic: Critic, episodes: Sequence[Sequence[ProgressQuery]], batch: int = 32
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Progress and P(achieved) for each episode's queries (as :func:`predict_estimates`), read
-    in order with the critic's last reading as each query's ``previous_progress``, as the reward
-    wrapper sends it (none at the first; an unreadable first reading counts 0, a later one holds
-    the reading before it): what a critic that reads it (a stepwise prompt,
-    :attr:`Critic.reads_previous_progress`) is given online. The ``t``-th queries of every
-    episode are read together, in batches of ``batch``."""
+    in order as the reward reads a critic that reads its last estimate (:func:`read_in_order`)."""
     check_count("batch", batch)
-    lists = list(episodes)  # each a lazy sequence: a query's clip is built as it is read
-    previous: list[float | None] = [None] * len(lists)
-    progress = [[] for _ in lists]
-    achieved = [[] for _ in lists]
-    for t in range(max((len(q) for q in lists), default=0)):
-        live = [i for i, q in enumerate(lists) if t < len(q)]
-        for start in range(0, len(live), batch):
-            chunk = live[start : start + batch]
-            asked = [replace(lists[i][t], previous_progress=previous[i]) for i in chunk]
-            answers = checked_answers(
-                critic.estimate_progress(asked), len(asked), ProgressEstimate, critic_name(critic)
-            )
-            for i, estimate in zip(chunk, answers, strict=True):
-                unread = estimate.progress is None
-                progress[i].append(np.nan if unread else estimate.progress)
-                achieved[i].append(
-                    np.nan if unread or estimate.achieved is None else estimate.achieved
-                )
-                if not unread:
-                    previous[i] = float(estimate.progress)
-                elif previous[i] is None:
-                    previous[i] = 0.0
-    return [
-        (np.asarray(p, dtype=float), np.asarray(a, dtype=float))
-        for p, a in zip(progress, achieved, strict=True)
-    ]
+
+    def estimate(asked: list[ProgressQuery], _: list[int]) -> list[ProgressEstimate]:
+        answers = critic.estimate_progress(asked)
+        return checked_answers(answers, len(asked), ProgressEstimate, critic_name(critic))
+
+    out = []
+    for answers in read_in_order(episodes, estimate, batch):
+        progress = [np.nan if e.progress is None else e.progress for e in answers]
+        achieved = [
+            np.nan if e.progress is None or e.achieved is None else e.achieved for e in answers
+        ]
+        out.append((np.asarray(progress, dtype=float), np.asarray(achieved, dtype=float)))
+    return out
 
 
 def reads_in_order(critic: Critic) -> bool:

@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from critic.base import Critic, ParseStatus, ProgressEstimate, ProgressQuery
+from critic.eval import read_in_order
 from critic.factory import make_critic
 from envs.critic_reward import (
     DEFAULT_CRITIC,
@@ -58,7 +59,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             episode's queries (:attr:`RELABEL_CHUNK` at most per call), the rewards in the last
             step's ``info["critic_rewards"]`` and a placeholder 0 from every step (use with
             :class:`envs.callbacks.RelabelCallback`; stepping it without one warns once, since a
-            learner would see only the zeros). Queries carry no previous estimate in this mode.
+            learner would see only the zeros). A critic that reads its last estimate (a stepwise
+            prompt) is given it, each episode's queries read in order.
             Every step's info has ``env_reward``, ``env_return``, ``critic_pending`` and
             ``critic_queried`` (the critic reads this step's frame at the episode's end); the
             critic's own keys (``critic_progress``, ``critic_achieved``, ``critic_return``,
@@ -184,16 +186,31 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         ]
 
     def _estimate_deferred(
-        self, queries: list[DeferredQuery], owners: list[tuple[int, EpisodeTracker]]
-    ) -> list:
-        """:meth:`_estimate` of relabelled episodes' queries, their clips stacked
+        self, episodes: list[list[DeferredQuery]], owners: list[tuple[int, EpisodeTracker]]
+    ) -> list[list]:
+        """:meth:`_estimate` of relabelled episodes' queries (``owners``: each episode's env
+        index and tracker), each episode's estimates in a list, their clips stacked
         :attr:`RELABEL_CHUNK` queries at a time: at once, 16 envs' 800-step episodes ending
-        together at ``query_every=1`` would hold 5.6 GB of clips (8 frames of 128²)."""
+        together at ``query_every=1`` would hold 5.6 GB of clips (8 frames of 128²).
+
+        A critic that reads its last estimate (a stepwise prompt) has each episode's queries read
+        in order, each with its last reading, as it would be online (:func:`read_in_order`);
+        every other critic, all queries in as few calls as the chunks allow."""
+        if getattr(self.critic, "reads_previous_progress", False):
+            return read_in_order(
+                episodes,
+                lambda asked, chunk: self._estimate(asked, [owners[k] for k in chunk]),
+                self.RELABEL_CHUNK,
+                build=DeferredQuery.build,
+            )
+        queries = [q for episode in episodes for q in episode]
+        mine = [owner for owner, episode in zip(owners, episodes, strict=True) for _ in episode]
         estimates = []
         for start in range(0, len(queries), self.RELABEL_CHUNK):
             part = slice(start, start + self.RELABEL_CHUNK)
-            estimates += self._estimate([q.build() for q in queries[part]], owners[part])
-        return estimates
+            estimates += self._estimate([q.build() for q in queries[part]], mine[part])
+        answers = iter(estimates)
+        return [[next(answers) for _ in episode] for episode in episodes]
 
     def _reset_info(self, index: int) -> dict:
         """Env ``index``'s info from its last reset, which must carry the task's progress."""
@@ -311,10 +328,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                             env_reward=float(env_rewards[i]), env_return=tracker.env_return)  # fmt: skip
             if done:
                 finished.append(i)
-        queries, owners = [], []
-        for i in finished:
-            queries += [q for _, q in self._pending[i] if q is not None]
-            owners += [(i, self._trackers[i])] * sum(q is not None for _, q in self._pending[i])
+        queries = [[q for _, q in self._pending[i] if q is not None] for i in finished]
+        owners = [(i, self._trackers[i]) for i in finished]
         if finished and not self.relabel_callback_attached and not self._warned_unconsumed:
             self._warned_unconsumed = True
             warn_user(
@@ -324,9 +339,10 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 "on this env sees zeros: pass callback=envs.callbacks.RelabelCallback() to "
                 "learn(), or use relabel=False"
             )
-        estimates = iter(self._estimate_deferred(queries, owners))
-        for i in finished:
+        read = self._estimate_deferred(queries, owners)
+        for i, answers in zip(finished, read, strict=True):
             # the reset query's estimate, then one per step (None between queries)
+            estimates = iter(answers)
             per_step = [next(estimates) if q is not None else None for _, q in self._pending[i]]
             rewards, replay = self._replay(i, per_step)
             infos[i]["critic_rewards"] = rewards
@@ -377,8 +393,8 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
             raise gym.error.ResetNeeded("rewards_so_far() before venv.reset(): call reset() first")
         pending = self._pending[index]
         queries = [q for _, q in pending if q is not None]
-        owners = [(index, self._trackers[index])] * len(queries)
-        estimates = iter(self._estimate_deferred(queries, owners))
+        (read,) = self._estimate_deferred([queries], [(index, self._trackers[index])])
+        estimates = iter(read)
         per_step = [next(estimates) if q is not None else None for _, q in pending]
         return self._replay(index, per_step)[0]
 

@@ -82,6 +82,43 @@ def test_relabelled_rewards_add_the_achieved_probability_as_per_step_rewards_do(
                                atol=1e-6)  # fmt: skip
 
 
+class Ratchet(RecordingCritic):
+    """A stepwise critic: the oracle, but never below its last estimate (what it is shown as
+    ``previous_progress``) + 0.05, so its rewards depend on being given that estimate."""
+
+    @property
+    def reads_previous_progress(self) -> bool:
+        return True
+
+    def estimate_progress(self, queries):
+        read = super().estimate_progress(queries)
+        return [e if q.previous_progress is None
+                else replace(e, progress=min(1.0, max(e.progress, q.previous_progress + 0.05)))
+                for q, e in zip(queries, read, strict=True)]  # fmt: skip
+
+
+@pytest.mark.filterwarnings(
+    "ignore:VisCriticVecEnv.relabel=True. returns:UserWarning"
+)  # read by hand
+def test_a_critic_that_reads_its_last_estimate_gets_it_when_relabelled_as_online():
+    # every relabelled query went with previous_progress=None ("none yet" in a stepwise prompt)
+    options = {"query_every": 3, "frames_per_query": 2}
+    per_step = make_viscritic_vec_env("Reacher-v5", N_ENVS, Ratchet(), seed=5, horizon=HORIZON,
+                                      **options)  # fmt: skip
+    plan = _action_plan(per_step.action_space)
+    per_step.reset()
+    expected = np.asarray([per_step.step(plan[t])[1] for t in range(STEPS)])
+    per_step.close()
+    critic = Ratchet()
+    relabel = make_viscritic_vec_env("Reacher-v5", N_ENVS, critic, seed=5, horizon=HORIZON,
+                                     relabel=True, **options)  # fmt: skip
+    np.testing.assert_allclose(_relabelled_rewards(relabel), expected[: 2 * HORIZON], atol=1e-6)
+    # each episode's queries in order (its reset query, then 3, 6, 9 and the last step), the
+    # t-th of the 3 envs' episodes in one call: 5 calls of 3 at each of the two episode ends
+    assert [len(b) for b in critic.batches] == [3] * 10
+    assert not (expected[: 2 * HORIZON] == 0).all()
+
+
 def _relabelled_rewards(venv) -> np.ndarray:
     """Each env's relabelled rewards over its first two episodes, [2 * HORIZON, N_ENVS]."""
     plan, got = _action_plan(venv.action_space), {i: [] for i in range(N_ENVS)}
