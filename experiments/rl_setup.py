@@ -88,18 +88,21 @@ def check_config(cfg: DictConfig) -> None:
         **OmegaConf.to_container(cfg.reward, resolve=True)
     )  # before any critic loads
     per_step = "relabel=false reward.between_queries=hold"  # the fix for the checks below
-    if cfg.reward.get("between_queries") == "interpolate" and not cfg.relabel:
+    # a ground-truth run alone builds no critic reward: none of these apply to it (relabel=true
+    # with algo=ppo conditions=[ground_truth] was refused)
+    rewarded = bool({"critic", "oracle"} & set(cfg.conditions))
+    if rewarded and cfg.reward.get("between_queries") == "interpolate" and not cfg.relabel:
         raise ExperimentConfigError(
             "reward.between_queries=interpolate needs the next query's estimate, known only "
             "with relabel=true (rewards written at each episode's end); or set "
             "reward.between_queries=hold"
         )
-    if cfg.relabel and cfg.n_envs != 1:
+    if rewarded and cfg.relabel and cfg.n_envs != 1:
         raise ExperimentConfigError(
             f"relabel=true trains once per episode, which SB3 allows with one env only; "
             f"n_envs={cfg.n_envs}: set n_envs=1, or per-step rewards with {per_step}"
         )
-    if cfg.relabel and "train_freq" not in cfg.algo:
+    if rewarded and cfg.relabel and "train_freq" not in cfg.algo:
         raise ExperimentConfigError(
             f"relabel=true needs an off-policy algorithm with a replay buffer (algo=sac); "
             f"{cfg.algo._target_} has none: give it per-step rewards with {per_step}"

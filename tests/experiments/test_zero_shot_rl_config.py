@@ -134,6 +134,23 @@ def test_the_task_budget_and_reward_wrapper_are_checked_before_any_run(overrides
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [["algo=ppo", "conditions=[ground_truth]"],
+     ["relabel=false", "conditions=[ground_truth]"],  # between_queries=interpolate, unused
+     ["n_envs=2", "conditions=[ground_truth]"]],
+)  # fmt: skip
+def test_a_ground_truth_run_alone_is_not_refused_for_the_critic_reward_it_does_not_build(
+    overrides,
+):
+    # the relabelled reward's checks refused PPO and several envs on the true reward alone
+    from hydra import compose, initialize_config_dir
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        check_config(compose(config_name="zero_shot_rl", overrides=overrides))
+
+
 def test_a_critic_that_cannot_load_is_said_before_the_other_conditions_train(tmp_path):
     done = rl_run(tmp_path, "conditions=[ground_truth,critic]", "seeds=[0]", "workers=1",
                 "critic.model=/nonexistent/ckpt")  # fmt: skip
