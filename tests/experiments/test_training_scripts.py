@@ -57,6 +57,26 @@ def test_loop_script_chains_rounds_hindsight_the_three_tasks_and_the_shipped_rou
     assert pertask.count(f"{data}/loop/") == 6 and "data_weights=[1,1,1,1,1,1,7,7]" in pertask
 
 
+def test_the_model_card_s_last_round_trains_on_the_folders_the_script_gives_it(tmp_path):
+    # the card and docs named <data>/hindsight (the 19 policies' rollouts) where the script's
+    # round reads hindsight_gt (the true-reward learners'): the card's "exact command" trained on
+    # other data than the shipped weights
+    import re
+
+    data = tmp_path / "DATA"
+    done = _dry_run("train_viscritic_small.sh", str(data), str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    pertask = [line for line in done.stdout.splitlines() if "teacher_tasks=" in line][-1]
+    script = re.search(r"data=\[([^\]]*)\]", pertask).group(1).split(",")
+    for doc in ("critic/weights/viscritic-small/MODEL_CARD.md", "docs/zero_shot_rl.md"):
+        text = (ROOT / doc).read_text()
+        command = text[: text.index('"data_weights=[1,1,1,1,1,1,7,7]"')].rsplit("data=[", 1)[1]
+        folders = command.split("]")[0].split(",")
+        written = [f.replace("<DATA>", str(data)).replace("<data>", str(data / "twoframe"))
+                   for f in folders]  # fmt: skip
+        assert written == script, doc
+
+
 def test_loop_script_needs_a_start_model():
     done = _dry_run("train_viscritic_small_loop.sh")
     assert done.returncode != 0 and "usage: train_viscritic_small_loop.sh START" in done.stderr
