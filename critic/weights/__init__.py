@@ -8,7 +8,7 @@ env="Reacher-v5", critic="viscritic-small")``, ``train_critic.py model=viscritic
 package's entry point ``viscritic.checkpoints`` in pyproject.toml, which imports this module at run
 time, for a name only: no rollout module names it).
 
-    python -m critic.weights export outputs/viscritic_small/run/outcome/final critic/weights/viscritic-small --overwrite
+    python -m critic.weights export outputs/viscritic_small/run/loop/pertask/readout/final critic/weights/viscritic-small --overwrite
 """
 
 from __future__ import annotations
@@ -166,8 +166,10 @@ def export(checkpoint: str | Path, destination: str | Path, overwrite: bool = Fa
     return destination
 
 
-# A checkpoint may lack these and still load.
-OPTIONAL = ("generation_config.json",)
+# A checkpoint may lack these and still load. The run record (train_critic.py's resolved options,
+# critic.train.run_record.RUN_RECORD) goes along where there is one: what the weights were trained
+# with, which a model card's command can be checked against.
+OPTIONAL = ("generation_config.json", "trainer_config.json")
 
 
 def _weights_problem(path: Path) -> str | None:

@@ -51,12 +51,15 @@ def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
 
     checkpoint = save_model(*tiny_model, tmp_path / "ckpt")
     (checkpoint / "trainer_state.pt").write_bytes(b"optimizer")
+    (checkpoint / "trainer_config.json").write_text('{"step": 3, "options": {}}')
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "MODEL_CARD.md").write_text("card")
     export(checkpoint, tmp_path / "out")
     copied = {p.name for p in (tmp_path / "out").iterdir()}
     assert "trainer_state.pt" not in copied and "MODEL_CARD.md" in copied
-    assert {"model.safetensors", "config.json"} <= copied <= {*MODEL_FILES, "MODEL_CARD.md"}
+    # the run record goes along (the shipped weights' did not: their options could not be checked)
+    assert {"model.safetensors", "config.json", "trainer_config.json"} <= copied
+    assert copied <= {*MODEL_FILES, "MODEL_CARD.md", "trainer_config.json"}
     assert make_critic(str(tmp_path / "out")).name.startswith("vlm:")
     with pytest.raises(FileNotFoundError, match="has no"):
         export(tmp_path / "nothing", tmp_path / "out2")
