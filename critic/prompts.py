@@ -12,6 +12,7 @@ the previous estimate (SOLE-R1), shuffled per-frame progress (GVL), failure dete
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -221,12 +222,17 @@ def encode(
     spec: VisionSpec | None = None,
     video_token_type: int = 2,
     keep_videos: bool = False,
+    memo: dict | None = None,
 ) -> dict:
     """Prompt → model inputs for one sequence (no batch dimension on the token tensors).
 
     Args:
         keep_videos: also return the frames (uint8 ``[T, h, w, 3]``, already resized to the
             grid), for engines that run the model's own video processor (vLLM).
+        memo: a dict shared by the prompts of one call (one tokenizer and ``spec``): a video
+            already patched and a text already tokenised are taken from it, not made again
+            (a relabelled episode's queries share their instruction and first frame; 11 % of a
+            critic call was encoding). The same tensors are returned, so read them only.
 
     Returns:
         ``{"input_ids": [L], "mm_token_type_ids": [L], "pixel_values_videos": [N, D],
@@ -238,19 +244,35 @@ def encode(
     videos = prompt.videos
     if keep_videos:  # resized once here: the patches then come from exactly these frames
         videos = [resize_frames(v, spec).permute(0, 2, 3, 1).numpy() for v in videos]
+
+    def patched(video: np.ndarray):
+        if memo is None:
+            return frames_to_patches(video, spec)
+        frames = np.ascontiguousarray(video)
+        digest = hashlib.blake2b(frames.data, digest_size=16).digest()
+        key = ("patches", id(spec), frames.shape, frames.dtype.str, digest)
+        if key not in memo:
+            memo[key] = frames_to_patches(video, spec)
+        return memo[key]
+
     # a text-only prompt has no patches (zip of nothing was a bare unpacking error)
-    patches, grids = tuple(zip(*(frames_to_patches(v, spec) for v in videos), strict=True)) or (
-        (),
-        (),
-    )
+    patches, grids = tuple(zip(*(patched(v) for v in videos), strict=True)) or ((), ())
     messages = [dict(m) for m in prompt.messages]
     pieces = messages[-1]["content"].split(VIDEO)
     text = pieces[0]
     for video, grid, piece in zip(videos, grids, pieces[1:], strict=True):
         text += spec.video_text(tuple(grid[0].tolist()), len(video)) + piece
     messages[-1]["content"] = text
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = torch.tensor(tokenizer(rendered, add_special_tokens=False).input_ids)
+    key = ("ids", id(tokenizer), tuple(tuple(sorted(m.items())) for m in messages))
+    if memo is not None and key in memo:
+        ids = memo[key]
+    else:
+        rendered = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        ids = torch.tensor(tokenizer(rendered, add_special_tokens=False).input_ids)
+        if memo is not None:
+            memo[key] = ids
     video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     encoded = {
         "input_ids": ids,

@@ -319,9 +319,11 @@ class VLMCritic(Critic):
             return prompts.anchored_progress(query.instruction, initial, frames, current, scale)
         return prompts.stepwise_progress(query.instruction, frames, query.previous_progress, scale)
 
-    def _request(self, prompt: prompts.Prompt) -> Request:
+    def _request(self, prompt: prompts.Prompt, memo: dict | None = None) -> Request:
         return Request(
-            **prompts.encode(prompt, self.tokenizer, self.vision, keep_videos=self._keep_videos)
+            **prompts.encode(
+                prompt, self.tokenizer, self.vision, keep_videos=self._keep_videos, memo=memo
+            )
         )
 
     def digit_probs(self, prompts_: Sequence[prompts.Prompt | prompts.PackedPrompt]) -> np.ndarray:
@@ -344,7 +346,8 @@ class VLMCritic(Critic):
         relabelling sends together, before the first forward pass."""
         for i in range(0, len(prompts_), self.max_batch):
             part = prompts_[i : i + self.max_batch]
-            yield [p if isinstance(p, Request) else self._request(p) for p in part]
+            memo: dict = {}  # the call's shared instruction and first frame, encoded once
+            yield [p if isinstance(p, Request) else self._request(p, memo) for p in part]
 
     def _generate(self, prompts_: Sequence, params) -> list:
         """The engine's completion groups for ``prompts_``, in calls of at most ``max_batch``."""

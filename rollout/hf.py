@@ -429,9 +429,25 @@ class HFEngine(Engine):
         per_prompt = len(grid) // rows
         # the whole batch's 3-D rope positions, then each pass takes its slice
         times = {k: batch[k] for k in ("second_per_grid_ts",) if k in batch}
-        positions, _ = self.model.model.get_rope_index(
-            ids, mm_token_type_ids=types, video_grid_thw=grid, attention_mask=mask, **times
-        )
+        config = self.model.config
+        marks = (types, mask, ids == config.vision_start_token_id)
+        layouts = [
+            grid.view(rows, per_prompt, 3),
+            *(t.view(rows, per_prompt) for t in times.values()),
+        ]
+        if all(bool((m == m[:1]).all()) for m in (*marks, *layouts)):
+            # every prompt laid out as the first (a relabelled episode's queries): the positions
+            # are the first's, which are integers, so the same bit for bit; 4 % of a call
+            one = {k: t[:per_prompt] for k, t in times.items()}
+            positions, _ = self.model.model.get_rope_index(
+                ids[:1], mm_token_type_ids=types[:1], video_grid_thw=grid[:per_prompt],
+                attention_mask=mask[:1], **one,
+            )  # fmt: skip
+            positions = positions.expand(-1, rows, -1)
+        else:
+            positions, _ = self.model.model.get_rope_index(
+                ids, mm_token_type_ids=types, video_grid_thw=grid, attention_mask=mask, **times
+            )
         chunks = torch.split(batch["pixel_values_videos"], grid.prod(-1).tolist())
 
         def video_inputs(indices: list[int]) -> dict:

@@ -391,7 +391,9 @@ def test_a_long_list_of_queries_is_read_in_calls_of_max_batch(monkeypatch):
         critic._engine, "score", lambda r, *a, **k: sizes.append(len(r)) or score(r, *a, **k)
     )
     encode = critic._request  # each call's queries encoded as it is made, not all first (their
-    monkeypatch.setattr(critic, "_request", lambda p: sizes.append("e") or encode(p))  # pixels)
+    monkeypatch.setattr(
+        critic, "_request", lambda p, memo=None: sizes.append("e") or encode(p, memo)
+    )  # pixels)
     split = critic.estimate_progress(queries)
     assert sizes == ["e", "e", "e", 3, "e", "e", "e", 3, "e", 1]
     assert [e.progress for e in split] == pytest.approx([e.progress for e in whole], abs=1e-6)
@@ -422,7 +424,9 @@ def test_sampled_calls_of_one_list_take_their_own_seeds(monkeypatch):
     assert calls == [(1, 8), (1, 9)]
     calls.clear()
     encode = critic._request  # a call's whole-episode clips encoded as the call is made
-    monkeypatch.setattr(critic, "_request", lambda p: calls.append("e") or encode(p))
+    monkeypatch.setattr(
+        critic, "_request", lambda p, memo=None: calls.append("e") or encode(p, memo)
+    )
     assert len(critic.detect_failure([FailureQuery("lift", frames=FRAMES)] * 3)) == 3
     assert calls == ["e", "e", (2, 5), "e", (1, 5)]  # greedy: no numbers drawn, none counted
 

@@ -98,6 +98,61 @@ def test_score_shared_prefix_equals_full_forward(vl_model, case):
         assert shared.last_shared_prefix == len(ids)
 
 
+def test_prompts_laid_out_alike_take_their_rope_positions_from_the_first(vl_model, monkeypatch):
+    # integers, so the same bit for bit: the whole batch's were 4 % of a relabelled call
+    model, tokenizer, spec = vl_model
+    video = np.random.default_rng(4).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+    requests = _anchored(tokenizer, video[0], video, [5, 7, 9, 11], spec)
+    rows = []
+    rope = model.model.get_rope_index
+    monkeypatch.setattr(model.model, "get_rope_index",
+                        lambda ids, **k: rows.append(len(ids)) or rope(ids, **k))  # fmt: skip
+    engine = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    got = engine.score(requests, list(range(10)))
+    assert rows[0] == 1 and engine.last_shared_prefix > 0
+    monkeypatch.setattr(model.model, "get_rope_index", rope)
+    # the first prompt's positions are every prompt's, as the whole batch's reading gives them
+    batch = engine._batch(requests)
+    times = {k: batch[k] for k in ("second_per_grid_ts",) if k in batch}
+    every, _ = rope(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                    video_grid_thw=batch["video_grid_thw"], attention_mask=batch["attention_mask"],
+                    **times)  # fmt: skip
+    per = len(batch["video_grid_thw"]) // len(requests)
+    first, _ = rope(batch["input_ids"][:1], mm_token_type_ids=batch["mm_token_type_ids"][:1],
+                    video_grid_thw=batch["video_grid_thw"][:per],
+                    attention_mask=batch["attention_mask"][:1],
+                    **{k: t[:per] for k, t in times.items()})  # fmt: skip
+    assert torch.equal(first.expand(-1, len(requests), -1), every)
+    full = HFEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, share_prefix=False)
+    torch.testing.assert_close(got, full.score(requests, list(range(10))), atol=1e-5, rtol=0)
+
+
+def test_encoding_a_call_s_prompts_with_a_memo_gives_the_same_inputs_once_made(
+    tiny_model, monkeypatch
+):
+    # a relabelled episode's queries share the instruction and the first frame: 11 % of a call
+    # was encoding them again for every query
+    import critic.prompts as module
+
+    _, tokenizer = tiny_model
+    video = np.random.default_rng(5).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8)
+    made = [module.anchored_progress("lift", video[0], video[: e + 1][-2:], video[e], "digit")
+            for e in (3, 5, 7)]  # fmt: skip
+    plain = [module.encode(p, tokenizer) for p in made]
+    patched = []
+    to_patches = module.frames_to_patches
+    monkeypatch.setattr(
+        module, "frames_to_patches", lambda v, s: patched.append(1) or to_patches(v, s)
+    )
+    memo: dict = {}
+    memoed = [module.encode(p, tokenizer, memo=memo) for p in made]
+    for a, b in zip(plain, memoed, strict=True):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # 3 prompts of 3 videos each: the first frame once, each clip and current frame once
+    assert len(patched) == 1 + 3 + 3
+
+
 def test_score_shares_nothing_when_padded(engine_and_requests):
     engine, requests = engine_and_requests  # prompts of different lengths: left padding
     engine.score(requests, list(range(10)))
