@@ -46,7 +46,7 @@ def _critic_files(folder: Path) -> list[str]:
     what a later export replaces), :data:`MODEL_FILES` first in their order."""
     if not folder.is_dir():
         return []
-    named = {*MODEL_FILES, SHARD_INDEX, *CHAT_TEMPLATES, *PROCESSOR_FILES}
+    named = {*MODEL_FILES, SHARD_INDEX, *CHAT_TEMPLATES, *PROCESSOR_FILES, *OPTIONAL}
     found = [p.name for p in folder.iterdir() if p.name in named or p.name.endswith(".safetensors")]
     order = {name: i for i, name in enumerate(MODEL_FILES)}
     return sorted(found, key=lambda name: (order.get(name, len(order)), name))

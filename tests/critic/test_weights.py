@@ -60,6 +60,10 @@ def test_export_copies_the_model_not_the_optimizer(tmp_path, tiny_model):
     # the run record goes along (the shipped weights' did not: their options could not be checked)
     assert {"model.safetensors", "config.json", "trainer_config.json"} <= copied
     assert copied <= {*MODEL_FILES, "MODEL_CARD.md", "trainer_config.json"}
+    # a later export without a run record takes the earlier one's away: never two runs' files
+    (checkpoint / "trainer_config.json").unlink()
+    export(checkpoint, tmp_path / "out", overwrite=True)
+    assert not (tmp_path / "out" / "trainer_config.json").exists()
     assert make_critic(str(tmp_path / "out")).name.startswith("vlm:")
     with pytest.raises(FileNotFoundError, match="has no"):
         export(tmp_path / "nothing", tmp_path / "out2")
