@@ -264,12 +264,12 @@ def load_model(name_or_path: str | Path, *, dtype: Any = None, device: str = "cp
 
 
 def is_preset(name: Any, warn: bool = True) -> bool:
-    """Whether ``name`` names a preset (:data:`PRESETS`) and no path of that name exists here: an
-    existing path is read as the path, as :func:`rollout.checkpoint.checkpoint_path` reads a
+    """Whether ``name`` names a preset (:data:`PRESETS`) and no folder of that name is here: an
+    existing folder is read as the folder, as :func:`rollout.checkpoint.checkpoint_path` reads a
     shipped critic's name (``warn``: say so where a preset has that name)."""
     if not isinstance(name, str | os.PathLike) or str(name) not in PRESETS:
         return False
-    if Path(name).exists():
+    if Path(name).is_dir():  # a file of that name is no checkpoint: the preset
         if warn:
             from rollout.checkpoint import name_shadowed
 
@@ -290,7 +290,7 @@ def model_type(name_or_path: str | Path) -> str | None:
         return None
     if is_preset(name_or_path, warn=False):
         return PRESETS[str(name_or_path)].family
-    if not Path(name_or_path).exists():
+    if not Path(name_or_path).is_dir():
         name_or_path = shipped_path(name_or_path) or name_or_path
     config = Path(name_or_path) / "config.json"
     try:

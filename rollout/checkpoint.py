@@ -152,25 +152,27 @@ def named_checkpoints() -> dict[str, Path]:
 def checkpoint_path(model: str | Path) -> str | Path:
     """A shipped checkpoint's folder for its name (``viscritic-small``), else ``model`` as given
     (a folder), so ``python -m rollout.serve --model viscritic-small`` serves the
-    shipped critic as ``make_critic("viscritic-small")`` loads it. A path that exists is never
-    taken for a name (the names are looked up only for what is not one)."""
+    shipped critic as ``make_critic("viscritic-small")`` loads it. A folder that exists is never
+    taken for a name (a warning says so where it has one)."""
     if not isinstance(model, str):
         return model
     named = named_checkpoints()
-    if Path(model).exists():
-        if model in named:
-            name_shadowed(model, f"the shipped critic {model!r} ({named[model]})")
+    if model not in named:
         return model
-    return named.get(model, model)
+    if Path(model).is_dir():  # a folder is read as one (a file of that name is no checkpoint)
+        name_shadowed(model, f"the shipped critic {model!r} ({named[model]})")
+        return model
+    return named[model]
 
 
 def name_shadowed(path: str, what: str) -> None:
-    """Warn that the existing path ``path`` is read where ``what`` has that name too."""
+    """Warn that the folder ``path`` is read where ``what`` has that name too."""
     import warnings
 
     warnings.warn(
-        f"{path!r} is a path here and the name of {what}: the path is read, as an existing path "
-        "always is; name the folder another way, or run from another folder, to read the other",
+        f"{path!r} is a folder here and the name of {what}: the folder is read, as an existing "
+        "folder always is; name the folder another way, or run from another folder, to read the "
+        "other",
         stacklevel=3,
     )
 

@@ -165,15 +165,19 @@ def test_a_folder_named_as_a_shipped_critic_or_preset_is_read_as_the_folder_ever
     assert critic_spec_problem("viscritic-small").startswith(
         "model='viscritic-small' is a folder but not a checkpoint"
     )
-    with pytest.warns(UserWarning, match=r"'viscritic-small' is a path here and the name of the "
+    with pytest.warns(UserWarning, match=r"'viscritic-small' is a folder here and the name of the "
                       r"shipped critic"), pytest.raises(ModelLoadError):  # fmt: skip
         make_critic("viscritic-small")
     model, tokenizer = tiny_model
     save_model(model, tokenizer, tmp_path / "small")  # a checkpoint folder named as a preset
     assert model_type("small") == model.config.model_type
-    with pytest.warns(UserWarning, match=r"'small' is a path here and the name of the preset"):
+    with pytest.warns(UserWarning, match=r"'small' is a folder here and the name of the preset"):
         loaded, _ = load_model("small")
     assert Path(loaded.name_or_path) == Path("small")  # not the preset built in memory
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
     with pytest.warns(UserWarning, match=r"the shipped critic"), pytest.raises(ModelLoadError):
         load_checkpoint("viscritic-small")  # the server: the folder, as the check and critic
+    # a file of a preset's name is no checkpoint: the preset, as the check reads it
+    (tmp_path / "tiny").write_text("notes")
+    assert critic_spec_problem("tiny") is None
+    assert make_critic("tiny").name == "vlm:tiny:score"

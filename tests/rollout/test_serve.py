@@ -314,7 +314,7 @@ def test_the_shipped_critic_is_served_by_its_name(tmp_path, monkeypatch):
     assert checkpoint_path("/ckpt/other") == "/ckpt/other"  # not a name: as given
     (tmp_path / "viscritic-small").mkdir()  # a folder that exists is the folder, whatever its name
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"is a path here and the name of the shipped critic"):
+    with pytest.warns(UserWarning, match=r"is a folder here and the name of the shipped critic"):
         assert checkpoint_path("viscritic-small") == "viscritic-small"
     monkeypatch.chdir(Path(__file__).parent)
     model, tokenizer = load_checkpoint("viscritic-small")
