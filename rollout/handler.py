@@ -88,7 +88,8 @@ def handler_for(server: CriticServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = self.headers.get("Content-Length")
-            if length is None or not (length.isascii() and length.isdigit()):  # not "²"
+            # not "²", nor more digits than int() reads (4,300) or any body could have
+            if length is None or not (length.isascii() and length.isdigit()) or len(length) > 20:
                 self._error(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
                 self.close_connection = True
                 return

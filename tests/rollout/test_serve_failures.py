@@ -146,6 +146,10 @@ def test_a_content_length_that_is_not_ascii_digits_is_answered_411():
         with socket.create_connection((host, port), timeout=10) as sock:
             sock.sendall(b"POST /v1/score HTTP/1.1\r\nContent-Length: \xb2\r\n\r\nab")
             assert sock.recv(1024).startswith(b"HTTP/1.1 411 ")
+        # more digits than int() reads (4,300): a ValueError, and no answer again
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/score HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
+            assert sock.recv(1024).startswith(b"HTTP/1.1 411 ")
 
 
 @pytest.mark.parametrize(
