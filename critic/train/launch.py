@@ -74,8 +74,9 @@ def deepspeed_config(
     params = config.get("optimizer", {}).get("params", {})
     if params.get("lr") == "auto":
         params["lr"] = lr
-    if config.get("bf16", {}).get("enabled") == "auto":
-        config["bf16"]["enabled"] = bf16
+    section = config.setdefault("bf16", {})  # absent: as "auto" (check_deepspeed reads it so)
+    if isinstance(section, dict) and section.get("enabled", "auto") == "auto":
+        section["enabled"] = bf16
     return config
 
 

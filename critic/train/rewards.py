@@ -191,9 +191,9 @@ def make_progress_reward(scale: float = 1.0) -> RewardFunction:
         for the ``digit`` format), t the ``progress`` target. An unreadable answer (no answer tag,
         a hedge, several numbers, out of range) earns 0.0. ``None`` where the target is ``None``
         or the answer format holds no single progress (``verdict``, ``transform``,
-        ``percent_list``). A digit answer whose sample's ``top_digit`` field is ``achieved`` is
-        paid against the digit its label has (at most 8 short of the task achieved,
-        :func:`critic.data.samples.digit_label`), not against ``round(9 t)``.
+        ``percent_list``). A digit answer whose sample's ``top_digit`` field is ``achieved`` has its
+        target capped at 8/9 short of the task achieved, so the digit its label has (at most 8
+        there, :func:`critic.data.samples.digit_label`) is the one paid most, not 9.
 
         Raises:
             RewardConfigError: a target outside [0, 1], an unknown answer format, or a field of
@@ -212,7 +212,7 @@ def make_progress_reward(scale: float = 1.0) -> RewardFunction:
                 continue
             t = _progress_target(i, target)
             if rule == "achieved" and _answer_format(fmt) == "digit" and t < ACHIEVED:
-                # the sample's label reads at most 8 short of done (digit_label): paid as 8/9
+                # the sample's label reads at most 8 short of done (digit_label): capped at 8/9
                 t = min(t, 8 / 9)
             parsed = parse_progress(_text(completion), parse_scale)
             if parsed.status is not ParseStatus.OK:

@@ -162,6 +162,12 @@ def test_max_grad_norm_reaches_deepspeed_where_the_json_leaves_it(tmp_path):
         deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2, None)["gradient_clipping"]
         == 0.0
     )
+    # no "bf16" block is "auto", as the check reads it: filled from dtype= (DeepSpeed ran bf16
+    # weights with bf16 off)
+    assert deepspeed_config(str(tmp_path / "none.json"), 1e-3, True, 2)["bf16"] == {"enabled": True}
+    assert deepspeed_config(str(tmp_path / "none.json"), 1e-3, False, 2)["bf16"] == {
+        "enabled": False
+    }
 
 
 def test_torchrun_without_deepspeed_is_refused(dataset, monkeypatch):
