@@ -74,7 +74,7 @@ class ReacherExpert(Expert):
     - ``"flail"``: the arm swings under random torques, as an untrained or exploring policy does:
       each step's action is ``rho * previous + (1 - rho) * uniform(-1, 1)``, with ``rho`` drawn per
       episode in [0, 0.9) (from white noise to slow sweeps). It starts early (below 0.4 progress,
-      by a fifth of the horizon at the latest); over seeds 0..799, 6 episodes land in the target
+      by a fifth of the horizon at the latest); over seeds 0..799, 5 episodes land in the target
       by chance at the end and are recorded as the successes they are. It is not in
       :attr:`planned_failures` (``plan_episodes(..., failures=["flail"])`` asks for it), so the
       default plans, and the datasets built from them, stay as they were.
@@ -409,6 +409,9 @@ class PusherExpert(Expert):
             side = 1.0 if self.rng.random() < 0.5 else -1.0
             across = _rotate(self._direction, side * np.pi / 2)
             self._push_to = self._goal + across * self.rng.uniform(0.10, 0.15)
+            # behind the object again for the new direction: pushing on with the corner it had,
+            # the object drifted into the goal (seed 21: a success)
+            self._phase = "approach"
         self._mark_failure()
 
     def _torque(

@@ -118,6 +118,13 @@ def test_failure_is_marked_where_the_episode_leaves_the_expert_and_it_fails(task
     assert not np.allclose(episode.actions[step], expert.actions[step])
 
 
+def test_a_pusher_sent_beside_the_goal_gets_behind_the_object_for_the_new_way():
+    # it pushed on with the corner it had, and on seed 21 the object drifted into the goal: a
+    # "wrong_target" episode that succeeded (49 of seeds 0-49 failed; now 50)
+    episode = run_episode("Pusher-v5", 21, "wrong_target")
+    assert episode.failure_step is not None and not episode.success.any()
+
+
 @pytest.mark.parametrize("task", sorted(EXPERTS))
 def test_same_seed_same_actions_and_failure_step(task):
     failure = EXPERTS[task].failures[0]
