@@ -223,5 +223,18 @@ def test_pick_place_can_pays_the_carry_only_as_far_as_the_can_is_lifted():
         # lifted the whole 10 cm: 0.5 + 0.4 × 0.515 = 0.706
         can_at(dz=0.10, share=0.5)
         assert env.progress() == pytest.approx(0.5 + 0.4 * carried)
+        # over the target bin the lift has done its work: lowered into it, held, the carry's
+        # 0.9 (within 2 cm of the bin's middle) stays; let go there, 0.9 until it is in (the
+        # reach stage's 0.2 was paid: a dip of 0.67 at every expert's release)
+        bin_z = rs.bin2_pos[2]
+        for dz in (0.10, bin_z + 0.105 - start[2]):  # 0.5 cm above where it counts as in
+            can_at(dz=dz, share=1.0)
+            assert env._over_target_bin(env._can_pos()) and not env.is_success()
+            assert env.progress() == pytest.approx(0.9)
+        env._grasping = lambda obj: False
+        can_at(dz=0.10, share=1.0)
+        assert env.progress() == pytest.approx(0.9)
+        can_at(share=0.5)  # let go on the way: the reach stage's, no more than 0.2
+        assert env.progress() <= 0.2
     finally:
         env.close()
