@@ -424,11 +424,16 @@ class PickPlaceCanTask(RobosuiteTask):
         return 0.3 + 0.2 * lifted + 0.4 * carried * lifted
 
     def _over_target_bin(self, pos: np.ndarray) -> bool:
-        """Whether ``pos`` is above the target bin's floor, within its walls: where robosuite's
-        ``not_in_bin`` counts the can in once it is below the walls' top."""
+        """Whether a can at ``pos`` is above the target bin's floor with its whole footprint
+        within the bin's walls, where robosuite's ``not_in_bin`` counts it in once it is below
+        their top. Its centre alone was not enough: a can standing on a wall or divider top,
+        never to drop in, read as let go over the bin."""
         rs = self._env
-        floor = rs.bin2_pos[2]
-        inside = not rs.not_in_bin(np.array([pos[0], pos[1], floor + 0.05]), rs.object_id)
+        floor, r = rs.bin2_pos[2], self._can().horizontal_radius
+        inside = all(
+            not rs.not_in_bin(np.array([pos[0] + dx, pos[1] + dy, floor + 0.05]), rs.object_id)
+            for dx, dy in ((r, 0.0), (-r, 0.0), (0.0, r), (0.0, -r))
+        )
         return inside and pos[2] > floor
 
     def privileged_state(self) -> dict[str, float]:

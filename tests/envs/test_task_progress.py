@@ -236,5 +236,11 @@ def test_pick_place_can_pays_the_carry_only_as_far_as_the_can_is_lifted():
         assert env.progress() == pytest.approx(0.9)
         can_at(share=0.5)  # let go on the way: the reach stage's, no more than 0.2
         assert env.progress() <= 0.2
+        # standing on the divider's top, never to drop in: not over the bin (it read 0.9)
+        qpos = start.copy()
+        qpos[:3] = [rs.bin2_pos[0] + 0.005, rs.bin2_pos[1] + 0.005, 0.94]
+        rs.sim.data.set_joint_qpos(joint, qpos)
+        rs.sim.forward()
+        assert not env._over_target_bin(env._can_pos()) and env.progress() <= 0.2
     finally:
         env.close()
