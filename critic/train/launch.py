@@ -256,6 +256,19 @@ def check_deepspeed(cfg: DictConfig, plans: dict[str, dict[str, Any]]) -> None:
             f"deepspeed_config={cfg.deepspeed_config}: {named}; give numbers (AdamW's defaults: "
             '"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0) or leave them out'
         )
+    if "bfloat16" in options:  # DeepSpeed's old name, read where "bf16" is absent
+        raise TrainConfigError(
+            f'deepspeed_config={cfg.deepspeed_config} has a "bfloat16" block, DeepSpeed\'s old '
+            'name for "bf16"; remove it and leave "bf16": {"enabled": "auto"} (the recipe fills '
+            "it from dtype=)"
+        )
+    for section in ("bf16", "fp16"):
+        if section in options and not isinstance(options[section], dict):
+            raise TrainConfigError(
+                f'deepspeed_config={cfg.deepspeed_config} has "{section}": '
+                f"{json.dumps(options[section])}, which DeepSpeed reads as a mapping; give "
+                f'"{section}": {{"enabled": ...}} ("auto" for bf16: filled from dtype=)'
+            )
     for section, wanted_on in (("bf16", cfg.dtype == "bfloat16"), ("fp16", False)):
         block = options.get(section)
         default = "auto" if section == "bf16" else False  # bf16: filled from dtype=

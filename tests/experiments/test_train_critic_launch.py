@@ -123,7 +123,11 @@ def test_deepspeed_needs_an_optimizer_and_the_processes_that_wrote_a_resume(data
                         ({"bf16": {"enabled": True}},
                          r'has "bf16": \{"enabled": true\} and dtype=float32; make them agree'),
                         ({"fp16": {"enabled": True}},
-                         r'has "fp16": \{"enabled": true\} and dtype=float32')]:  # fmt: skip
+                         r'has "fp16": \{"enabled": true\} and dtype=float32'),
+                        # a TypeError in DeepSpeed; null read as bf16 off
+                        ({"bf16": True}, r'has "bf16": true, which DeepSpeed reads as a mapping'),
+                        ({"bf16": None}, r'has "bf16": null, which DeepSpeed reads as a mapping'),
+                        ({"bfloat16": {"enabled": True}}, r'has a "bfloat16" block')]:  # fmt: skip
         own = tmp_path / "own.json"
         own.write_text(json.dumps({**zero2, **extra}))
         with pytest.raises(Exception, match=said):
