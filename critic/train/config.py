@@ -234,12 +234,14 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     if teacher is not None:
         from critic.weights import SHIPPED
 
-        if not (str(teacher) in SHIPPED or Path(str(teacher)).is_dir()):
+        # a folder of a shipped critic's name is read as the folder (rollout.checkpoint_path)
+        shipped = str(teacher) in SHIPPED and not Path(str(teacher)).is_dir()
+        if not (shipped or Path(str(teacher)).is_dir()):
             raise TrainConfigError(
                 f"teacher={teacher!r} is not a checkpoint folder or a shipped critic "
                 f"({sorted(SHIPPED)}); give the folder of the critic whose readout to distil"
             )
-        if str(teacher) not in SHIPPED and not (Path(str(teacher)) / "config.json").is_file():
+        if not shipped and not (Path(str(teacher)) / "config.json").is_file():
             raise TrainConfigError(
                 f"teacher={teacher!r} is a folder but not a checkpoint: it has no config.json; "
                 "give the folder a run wrote (<run dir>/<stage>/final) or a shipped critic "

@@ -165,7 +165,7 @@ def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
     )
 
 
-def test_a_folder_that_is_not_a_checkpoint_is_named_as_such(dataset, tmp_path):
+def test_a_folder_that_is_not_a_checkpoint_is_named_as_such(dataset, tmp_path, monkeypatch):
     empty = tmp_path / "probe"
     empty.mkdir()
     with pytest.raises(Exception) as err:
@@ -175,6 +175,14 @@ def test_a_folder_that_is_not_a_checkpoint_is_named_as_such(dataset, tmp_path):
         f"teacher={str(empty)!r} is a folder but not a checkpoint: it has no config.json; give the "
         "folder a run wrote (<run dir>/<stage>/final) or a shipped critic (['viscritic-small'])"
     )
+    # a folder of the shipped critic's name is read as the folder, as make_critic reads it: the
+    # check passed it as the shipped critic, and the run failed once it started
+    named = tmp_path / "here" / "viscritic-small"
+    named.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(Exception, match=r"^teacher='viscritic-small' is a folder but not a "):
+        check_overrides(f"data=[{dataset}]", "teacher=viscritic-small")
+    monkeypatch.chdir(tmp_path)
     # resume= of an empty folder: not taken for a checkpoint of a stage named after the folder
     done = run_train(tmp_path / "run", f"data=[{dataset}]", f"resume={empty}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
