@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from critic.base import Critic, ParseStatus, ProgressEstimate, ProgressQuery
-from critic.eval import read_in_order
+from critic.eval import read_in_order, reads_in_order
 from critic.factory import make_critic
 from envs.critic_reward import (
     DEFAULT_CRITIC,
@@ -196,7 +196,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         A critic that reads its last estimate (a stepwise prompt) has each episode's queries read
         in order, each with its last reading, as it would be online (:func:`read_in_order`);
         every other critic, all queries in as few calls as the chunks allow."""
-        if getattr(self.critic, "reads_previous_progress", False):
+        if reads_in_order(self.critic):
             return read_in_order(
                 episodes,
                 lambda asked, chunk: self._estimate(asked, [owners[k] for k in chunk]),
