@@ -389,7 +389,7 @@ class Critic(abc.ABC):
     def reads_previous_progress(self) -> bool:
         """Whether its answers depend on :attr:`ProgressQuery.previous_progress` (a stepwise,
         SOLE-R1-style prompt): the evaluator then reads an episode's queries in order, each with
-        the critic's last reading, as the reward does (:func:`critic.eval.predict_in_order`)."""
+        the critic's last reading, as the reward does (:func:`critic.queries.predict_in_order`)."""
         return False
 
     @abc.abstractmethod

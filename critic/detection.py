@@ -17,19 +17,17 @@ import numpy as np
 from critic.base import Critic, FailureQuery, FailureVerdict, checked_answers
 from critic.data.episodes import Episode
 from critic.data.samples import camera_frames, clip, failure_vocabulary
-from critic.eval import (
-    auroc,
-    binary_metrics,
+from critic.eval import auroc, binary_metrics, nanmean
+from critic.parse import normalize_label
+from critic.queries import (
     check_count,
     critic_name,
-    nanmean,
     predict_estimates,
     predict_in_order,
     progress_queries,
     progress_query,
     reads_in_order,
 )
-from critic.parse import normalize_label
 
 
 def evaluate_failures(
@@ -264,7 +262,7 @@ def last_frame_scores(
 def _last_frame_readings(critic, episodes, frames_per_query, camera, batch):
     """The critic's progress and P(achieved) on each episode's last frame (``nan`` unread).
     A critic that reads its last estimate reads each whole episode in order first, as the
-    reward would have given it that estimate (:func:`critic.eval.predict_in_order`)."""
+    reward would have given it that estimate (:func:`critic.queries.predict_in_order`)."""
     if reads_in_order(critic):
         read = predict_in_order(critic, [
             progress_queries(e, frames_per_query=frames_per_query, camera=camera) for e in episodes

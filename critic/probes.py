@@ -1,7 +1,7 @@
 """Reward-hacking probes built from the pretext transforms, each with the behaviour a sound critic
 shows: a static video (flat), a reversed expert episode (falling), shuffled frames (low VOC), and
 the arm frozen after partial progress (no growth after the freeze). The queries are built as
-:mod:`critic.eval` builds them, so a probe measures what RL sees online (a critic that reads its
+:mod:`critic.queries` builds them, so a probe measures what RL sees online (a critic that reads its
 last estimate, a stepwise prompt, is given it query by query, as the reward gives it).
 """
 
@@ -15,14 +15,13 @@ import numpy as np
 from critic.base import Critic, active_length
 from critic.data.episodes import Episode
 from critic.data.samples import camera_frames
-from critic.eval import (
+from critic.eval import nanmean, value_order_correlation
+from critic.queries import (
     check_count,
-    nanmean,
     predict_in_order,
     predict_progress,
     progress_queries,
     reads_in_order,
-    value_order_correlation,
 )
 
 PROBES = {

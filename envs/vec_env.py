@@ -25,8 +25,8 @@ import gymnasium as gym
 import numpy as np
 
 from critic.base import Critic, ParseStatus, ProgressEstimate, ProgressQuery
-from critic.eval import read_in_order, reads_in_order
 from critic.factory import make_critic
+from critic.queries import read_in_order, reads_in_order
 from envs.critic_reward import (
     DEFAULT_CRITIC,
     CriticRewardConfig,

@@ -22,13 +22,13 @@ from critic.eval import (
     binary_metrics,
     calibration,
     evaluate_progress,
-    progress_queries,
     progress_summary,
     spearman,
     value_order_correlation,
 )
 from critic.oracle import OracleCritic
 from critic.probes import run_probes
+from critic.queries import progress_queries
 
 
 def _episode(i: int, failure: str | None = None, t: int = 12) -> Episode:

@@ -14,14 +14,13 @@ from critic.eval import (
     accuracy_threshold,
     calibration,
     evaluate_progress,
-    predict_estimates,
-    progress_queries,
     progress_summary,
     reading_by_state,
     value_order_correlation,
 )
 from critic.oracle import OracleCritic
 from critic.probes import probe_passes
+from critic.queries import predict_estimates, progress_queries
 from tests.critic.test_eval import MuteCritic, _episode
 
 

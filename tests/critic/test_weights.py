@@ -33,7 +33,8 @@ def test_viscritic_small_is_shipped_and_reads_progress():
 @pytest.mark.parametrize("task", ["Reacher-v5", "Pusher-v5"])
 def test_the_shipped_critic_reads_a_scripted_expert_rising(task):
     from critic.base import active_length, query_frames
-    from critic.eval import predict_progress, progress_queries, value_order_correlation
+    from critic.eval import value_order_correlation
+    from critic.queries import predict_progress, progress_queries
     from envs.plans import plan_episodes
     from envs.synth import record_episode
 
