@@ -92,7 +92,7 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
     from critic.data.episodes import EpisodeFormatError
     from critic.models import ModelLoadError
     from critic.train.checkpoint import CheckpointError
-    from critic.train.grpo import NonFiniteError
+    from critic.train.optim import NonFiniteError
     from rollout.imports import MissingExtraError
 
     try:

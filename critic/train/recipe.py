@@ -102,14 +102,13 @@ class Trainer:
         from tqdm.auto import tqdm
 
         from critic.train.checkpoint import load_trainer_state
-        from critic.train.grpo import (
+        from critic.train.grpo import grpo_step, sync_rollout_weights
+        from critic.train.optim import (
             NonFiniteError,
             deepspeed_update,
-            grpo_step,
             learning_rate,
             optimizer_update,
             set_learning_rate,
-            sync_rollout_weights,
         )
         from critic.train.rewards import reward_components
         from critic.train.sft import (

@@ -44,7 +44,8 @@ def stage_plan(cfg: DictConfig, stage: str) -> dict[str, Any]:
         TrainConfigError: the stage's settings are missing, hold a key no stage reads, or a value
             it cannot train with.
     """
-    from critic.train.grpo import GRPOConfig, GRPOConfigError, learning_rate
+    from critic.train.grpo import GRPOConfig, GRPOConfigError
+    from critic.train.optim import learning_rate
     from critic.train.rewards import REWARD_KINDS, RewardConfigError, combine_rewards
 
     settings = cfg.stages.get(stage)

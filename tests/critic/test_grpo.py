@@ -16,13 +16,12 @@ from critic.train.grpo import (
     GRPOConfig,
     GRPOConfigError,
     grpo_step,
-    learning_rate,
-    optimizer_update,
     sample_fields,
     sequences,
     token_logprobs,
 )
 from critic.train.losses import reg_grpo_loss
+from critic.train.optim import learning_rate, optimizer_update
 from rollout.engine import Request
 from rollout.hf import HFEngine
 
@@ -305,7 +304,7 @@ def test_a_non_number_option_is_a_typed_error_not_a_type_error():
 
 
 def test_optimizer_update_refuses_a_non_finite_loss_or_gradient_norm():
-    from critic.train.grpo import NonFiniteError, optimizer_update
+    from critic.train.optim import NonFiniteError, optimizer_update
 
     weights = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():

@@ -15,8 +15,9 @@ import torch
 
 from critic.data.episodes import Episode
 from critic.data.samples import progress_samples
-from critic.train.grpo import GRPOConfig, grpo_step, optimizer_update, sequences, token_logprobs
+from critic.train.grpo import GRPOConfig, grpo_step, sequences, token_logprobs
 from critic.train.losses import grpo_loss, reg_grpo_loss
+from critic.train.optim import optimizer_update
 from critic.train.sft import collate, digit_token_ids, encode_sft, sft_loss
 from rollout.engine import Request
 

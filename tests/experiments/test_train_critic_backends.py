@@ -243,8 +243,9 @@ def _grpo_step_on_rank(rank: int, port: int, case: str, queue) -> None:
     import deepspeed
     import torch
 
-    from critic.train.grpo import GRPOConfig, NonFiniteError, deepspeed_update, grpo_step
+    from critic.train.grpo import GRPOConfig, grpo_step
     from critic.train.launch import deepspeed_config
+    from critic.train.optim import NonFiniteError, deepspeed_update
     from rollout.hf import HFEngine
     from tests.conftest import _redrawn
     from tests.critic.test_grpo import _reward_by_length, _samples
