@@ -40,6 +40,15 @@ def test_dynamic_sampling_drops_uniform_groups():
     assert informative_groups(rewards, 2).tolist() == [False, True, False]
 
 
+def test_dynamic_sampling_reads_float_noise_as_a_uniform_group():
+    # the same reward computed twice can differ in its last float32 bit (0.5 and 0.50000012):
+    # that group teaches nothing and is dropped; a group 1e-3 apart is kept
+    rewards = torch.tensor([0.5, 0.5 + 1e-7, 0.5, 0.501], dtype=torch.float32)
+    assert rewards[1] != rewards[0]  # the noise is there in float32
+    assert informative_groups(rewards, 2).tolist() == [False, True]
+    assert informative_groups(rewards, 2, tol=1e-2).tolist() == [False, False]
+
+
 def test_temporal_bonus_by_hand():
     # Two prompts, G = 4. Prompt 0: 3/4 correct ordered, 1/4 shuffled → 0.75 >= 0.8 * 0.25: bonus
     # 0.3 to its 3 correct completions. Prompt 1: 1/4 ordered vs 3/4 shuffled → 0.25 < 0.6: none.

@@ -205,6 +205,11 @@ def test_fidelity_summary_pools_the_last_quarter_of_each_run():
     assert f["false_success_rate"] == 0.5  # of the two true failures, one read as a success
     assert f["true_success_rate"] == pytest.approx(1 / 3)
     assert fidelity_summary([run([])], 0.95) is None
+    # a failed episode read exactly at the threshold is a false success ("at or above")
+    at = fidelity_summary([run([(10, 0.9499, 0.5, False), (20, 0.95, 0.5, False)])], 0.95)
+    assert at["episodes"] == 1 and at["false_success_rate"] == 1.0
+    both = fidelity_summary([run([(40, 0.95, 0.5, False), (40, 0.9499, 0.5, False)])], 0.95)
+    assert both["false_success_rate"] == 0.5
 
 
 def test_the_report_names_the_task_options_the_runs_had(tmp_path):
@@ -320,6 +325,15 @@ def test_where_they_end_splits_the_shared_test_starts_into_equal_shares_by_hand(
     assert "| condition | start < 13.3 | start 13.3–21.7 | start ≥ 21.7 |" in report
     assert "| critic | 0.50, ends at 2.00 | 0.00, ends at 6.00 | 0.00, ends at 16.00 |" in report
     assert "| start | 17.50 |" in report and "| ground_truth, end | 1.50 |" in report
+
+    # a start on an edge is in the share above it, as the report's "start ≥" says: pooled
+    # starts 0, 0, 10, 10, 20, 20, 30, 30 put the edges on 10 and 20 exactly
+    on_edges = [run(r.condition, [1.0] * 4, [True] * 4) for r in runs]
+    for r in on_edges:
+        r.test_start_state = [{goal: s} for s in (0.0, 10.0, 20.0, 30.0)]
+    split = where_they_end(on_edges, goal)
+    assert split["edges"] == [10.0, 20.0]
+    assert [s["episodes"] for s in split["conditions"]["critic"]["shares"]] == [1, 1, 2]
 
     # a task that names no goal distance (Lift, Door): the medians, no split
     unsplit = where_they_end(runs, None)
