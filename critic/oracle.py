@@ -45,7 +45,7 @@ class OracleCritic(Critic):
         [ProgressEstimate(progress=0.4, reasoning='', status=<ParseStatus.OK: 'ok'>, spread=None, achieved=0.0)]
     """
 
-    needs_frames: bool = False
+    needs_frames: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.needs_frames, bool | np.bool_):
@@ -136,7 +136,7 @@ class NoisyOracleCritic(OracleCritic):
     offset_sd: float = 0.2
     step_sd: float = 0.0
     seed: int = 0
-    needs_frames: bool = True
+    needs_frames: bool = field(default=True, kw_only=True)
     _noise: np.random.Generator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -110,7 +110,9 @@ class VLMCritic(Critic):
     cache: bool = True
     max_batch: int = 64
     failure_types: tuple[str, ...] = FAILURE_TYPES
-    needs_frames: bool = True
+    needs_frames: bool = field(
+        default=True, kw_only=True
+    )  # as Critic's: the first argument is model
     timeout_s: float | None = None
     _engine: Any = field(default=None, init=False, repr=False)
     _clip_frames: int | None = field(default=None, init=False, repr=False)
@@ -154,6 +156,20 @@ class VLMCritic(Critic):
         self._answer_prefix = self.tokenizer(
             "<think></think><answer>", add_special_tokens=False
         ).input_ids
+
+    def __reduce__(self):
+        """A pickled critic (an env holding it handed to ``SubprocVecEnv``, a spec sent to a
+        worker) is built again from its options where it is loaded: its model is read there
+        again from the preset, checkpoint folder (by its absolute path) or server it names, as
+        ``gym.make`` of a critic's name builds it. A model and its engine do not pickle (a raw
+        ``TypeError`` on a weakref before). ``copy.deepcopy`` still shares the critic
+        (:meth:`Critic.__deepcopy__`); sampled calls are seeded afresh in the copy."""
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        if not is_server_url(self.model) and os.path.isdir(self.model):
+            options["model"] = os.path.abspath(self.model)  # a worker may start elsewhere
+        if self._default_failure_types:  # the checkpoint's own, read again
+            options["failure_types"] = FAILURE_TYPES
+        return _built_again, (type(self), options)
 
     def _check_options(self) -> None:
         if self.mode not in MODES:
@@ -458,6 +474,11 @@ class VLMCritic(Critic):
         prefix = generated[:end]
         p_success, p_failure = np.asarray(self._engine.score([request], first, prefix=prefix))[0]
         return float(p_success if success else p_failure)
+
+
+def _built_again(cls: type[VLMCritic], options: dict[str, Any]) -> VLMCritic:
+    """A pickled :class:`VLMCritic`, built again from its options (:meth:`VLMCritic.__reduce__`)."""
+    return cls(**options)
 
 
 def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSpec:

@@ -402,6 +402,14 @@ class EpisodeTracker:
         if self.config.achieved_weight:
             reward += self.config.achieved_weight * (self.achieved or 0.0)
         reward += self.config.env_reward_weight * float(env_reward)
+        if not math.isfinite(reward):  # each term is checked finite; their weighted sum may not be
+            raise InvalidOptionError(
+                f"the reward at step {self.step_count} is {reward}: env_reward_weight="
+                f"{self.config.env_reward_weight:g} times the task's reward {float(env_reward):g}"
+                f" (plus achieved_weight={self.config.achieved_weight:g} times P(achieved)) "
+                "overflows a float; give weights of the size of the rewards, e.g. "
+                "env_reward_weight=0.1"
+            )
         self.env_return += float(env_reward)
         self.critic_return += reward
         return reward

@@ -92,7 +92,7 @@ def test_factory():
          "mean=True: not an option of the 'ensemble' critic; its options are ['members', "
          "'combine', 'std_weight', 'needs_frames']"),
         ({"name": "tiny", "temp": 0.5}, "temp=0.5: not an option of the 'tiny' critic; its "
-                                         "options are ['needs_frames', 'model', 'mode', "),
+                                         "options are ['model', 'mode', 'prompt', "),
     ],
 )  # fmt: skip
 def test_an_option_a_critic_does_not_take_is_named_with_those_it_does(spec, message):
@@ -218,6 +218,9 @@ def test_noisy_oracle_bad_options_are_typed_errors(kwargs, message):
     with pytest.raises(CriticError, match=r"without its first and current frames"):
         NoisyOracleCritic().estimate_progress([ProgressQuery("a", privileged_progress=0.2)])
     assert make_critic({"name": "noisy_oracle", "offset_sd": 0.1}).offset_sd == 0.1
+    # its first argument is its own first option: needs_frames, Critic's, is keyword-only (it
+    # took the 0.3 and refused it as no bool)
+    assert NoisyOracleCritic(0.3).offset_sd == 0.3 and NoisyOracleCritic(0.3).needs_frames
 
 
 def test_oracle_options_are_typed_errors():

@@ -329,3 +329,12 @@ def test_numpy_options_are_taken_and_kept_as_plain_numbers():
     )
     assert (config.query_every, config.frames_per_query, config.gamma) == (5, 2, 0.5)
     assert type(config.query_every) is int and type(config.gamma) is float
+
+
+def test_a_reward_that_overflows_is_refused_naming_the_weight():
+    # each weight and reward is finite; their weighted sum is not (-1.5e308 - 1.5e308 = -inf)
+    tracker = EpisodeTracker(CriticRewardConfig(env_reward_weight=1e308), "x", "test")
+    assert tracker.reward(-1.5, None) == pytest.approx(-1.5e308)
+    with pytest.raises(InvalidOptionError, match=r"reward at step 2 is -inf: env_reward_weight="
+                       r"1e\+308 times the task's reward -2 .*overflows a float"):  # fmt: skip
+        tracker.reward(-2.0, None)

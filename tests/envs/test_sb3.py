@@ -49,3 +49,33 @@ def test_ppo_on_robosuite_lift():
     model.learn(total_timesteps=32)
     assert model.num_timesteps == 32
     venv.close()
+
+
+def test_an_env_holding_the_shipped_critic_pickles_as_subproc_vec_env_sends_it(
+    tmp_path, monkeypatch
+):
+    # SubprocVecEnv([lambda: env]) pickles the env: its critic's model and engine do not
+    # (TypeError: cannot pickle 'weakref.ReferenceType' object). The critic is built again from
+    # its options where it is loaded, and reads as the original does.
+    import pickle
+    from pathlib import Path
+
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", horizon=6)
+    twin = pickle.loads(pickle.dumps(env))
+    assert twin.get_wrapper_attr("critic") is not env.get_wrapper_attr("critic")
+    rewards = []
+    for e in (env, twin):
+        e.reset(seed=3)
+        rewards.append([e.step(np.zeros(2, np.float32))[1] for _ in range(6)])
+        e.close()
+    assert rewards[0] == rewards[1] and len(set(rewards[0])) > 1
+
+    # a checkpoint folder given by a relative path is read again by its absolute one: a worker
+    # may start elsewhere
+    from critic.vlm import VLMCritic
+
+    weights = Path(__file__).resolve().parents[2] / "critic" / "weights"
+    monkeypatch.chdir(weights)
+    sent = pickle.dumps(VLMCritic("viscritic-small/", mode="score"))
+    monkeypatch.chdir(tmp_path)
+    assert pickle.loads(sent).model == str(weights / "viscritic-small")
