@@ -5,7 +5,8 @@ this module turns into sentences, each in several wordings:
 
 - ``<a>_to_<b>_cm``: a distance, "the gripper is 4.0 cm from the cube";
 - ``<object>_height_cm``: "the cube is 3.2 cm above the table";
-- ``<object>_grasped`` (0 or 1): "the cube is grasped" / "the cube is not grasped yet";
+- ``<object>_grasped`` (0 or 1): "the cube is grasped" / "the cube is not grasped" (said of
+  the frame alone: the object may have been released, so no "yet" or "still");
 - ``<object>_angle_deg``: "the door is open 12 degrees";
 - anything else: "<name> is <value>".
 
@@ -35,9 +36,9 @@ _HEIGHT = (
 )
 _GRASPED = ("the {o} is grasped", "the gripper holds the {o}", "the {o} is in the gripper")
 _NOT_GRASPED = (
-    "the {o} is not grasped yet",
+    "the {o} is not grasped",
     "the gripper does not hold the {o}",
-    "the {o} is still free of the gripper",
+    "the {o} is free of the gripper",
 )
 _ANGLE = ("the {o} is open {v:.0f} degrees", "the {o} has swung {v:.0f} degrees open")
 _PROGRESS = (
