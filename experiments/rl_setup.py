@@ -82,6 +82,19 @@ def check_config(cfg: DictConfig) -> None:
             cfg.eval_every,
             cfg.total_timesteps,
         )
+    for key, fix in (
+        ("reward", "the critic reward's options; leave reward out for its defaults"),
+        ("env", "the task's options, e.g. env=Reacher-v5"),
+    ):
+        if not OmegaConf.is_dict(cfg.get(key)):
+            raise ExperimentConfigError(f"{key}={cfg.get(key)!r} must be a mapping of {fix}")
+    if missing := [k for k in ENV_KEYS if k not in cfg.env]:
+        raise ExperimentConfigError(
+            f"env has no {', '.join(missing)}: every env config gives {list(ENV_KEYS)} "
+            "(null: the task's own choice), as configs/env/*.yaml do; give them back, e.g. "
+            "env.horizon=null"
+        )
+    _check_algo_values(cfg)  # before the schedule checks below read them
     from envs.critic_reward import CriticRewardConfig
 
     reward = CriticRewardConfig.from_options(
@@ -158,8 +171,6 @@ def check_config(cfg: DictConfig) -> None:
             "step, whatever these say, so they would change the ground truth's updates alone; "
             "leave them at 1, give algo.gradient_steps=-1, or relabel=false"
         )
-    if problem := _train_freq_problem(cfg.algo.get("train_freq")):
-        raise ExperimentConfigError(problem)
     horizon = _check_env(cfg)
     by_round: dict[int, list[str]] = {}  # episodes between trainings -> the conditions
     for condition in cfg.conditions:
@@ -197,6 +208,7 @@ ALGO_COUNTS = {"batch_size": 1, "buffer_size": 1, "n_steps": 1, "n_epochs": 1,
                "learning_starts": 0, "gradient_steps": 1,
                "target_update_interval": 1}  # fmt: skip  # 0: a ZeroDivisionError at step one
 TRAIN_FREQ_UNITS = ("step", "episode")
+ENV_KEYS = ("name", "camera", "image_size", "horizon", "task_kwargs")  # configs/env/*.yaml
 
 
 def _episodes_per_training(cfg: DictConfig, condition: str) -> int:
@@ -230,10 +242,12 @@ def _train_freq_problem(value: Any) -> str | None:
     )
 
 
-def _check_algo(cfg: DictConfig) -> None:
-    """The learner's options, before any run: each count a whole number in range (SB3 takes
-    ``batch_size=0`` and never updates), then the algorithm built once on the true-reward env,
-    where SB3 refuses what it cannot use (an AssertionError, a ValueError, a TypeError)."""
+def _check_algo_values(cfg: DictConfig) -> None:
+    """The learner's options, each on its own: every count a whole number in range (SB3 takes
+    ``batch_size=0`` and never updates), the learning rate, ``train_freq``. Checked before the
+    checks that read them together (a ``train_freq=abc`` was blamed on relabelling)."""
+    if problem := _train_freq_problem(cfg.algo.get("train_freq")):
+        raise ExperimentConfigError(problem)
     for key, least in ALGO_COUNTS.items():
         value = cfg.algo.get(key)
         if value is None or (key == "gradient_steps" and value == -1):
@@ -249,6 +263,12 @@ def _check_algo(cfg: DictConfig) -> None:
         raise ExperimentConfigError(
             f"algo.learning_rate={rate!r} must be a number > 0, e.g. algo.learning_rate=3e-4"
         )
+
+
+def _check_algo(cfg: DictConfig) -> None:
+    """The algorithm built once on the true-reward env, before any run, where SB3 refuses what
+    it cannot use (an AssertionError, a ValueError, a TypeError); its options each checked
+    first (:func:`_check_algo_values`)."""
     import envs
 
     env = true_reward_env(OmegaConf.to_container(cfg.env, resolve=True), envs)

@@ -31,6 +31,8 @@ PER_STEP = ["conditions=[ground_truth]", "relabel=false", "reward.between_querie
         ("relabel=abc", "relabel='abc' must be true or false"),
         ("progress_bar=1", "progress_bar=1 must be true or false"),
         ("+reward.query_evry=5", "query_evry=5: not a reward option; the reward options are "),
+        # a raw ValueError from OmegaConf
+        ("reward=null", "reward=None must be a mapping of the critic reward's options; leave reward out"),
     ],
 )  # fmt: skip
 def test_the_config_is_checked_before_anything_is_built(override, message):
@@ -45,6 +47,22 @@ def test_the_config_is_checked_before_anything_is_built(override, message):
     with pytest.raises((ExperimentConfigError, InvalidOptionError)) as err:
         check_config(cfg)
     assert str(err.value).startswith(message)
+
+
+def test_an_env_config_without_a_key_is_named():
+    # a KeyError: 'horizon' (an env config of a user's own, an ~env.horizon)
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from rl_results import ExperimentConfigError
+    from rl_setup import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="zero_shot_rl")
+    with open_dict(cfg):
+        del cfg.env.horizon
+    with pytest.raises(ExperimentConfigError, match=r"env has no horizon: every env config gives "
+                       r"\['name', 'camera', 'image_size', 'horizon', 'task_kwargs'\]"):  # fmt: skip
+        check_config(cfg)
 
 
 def test_seeds_may_be_a_range_as_the_docs_write_them():
@@ -217,13 +235,18 @@ def test_a_budget_below_learning_starts_is_warned_of(caplog):
         ("+algo.target_update_interval=0", "algo.target_update_interval=0 must be an integer >= 1"),
     ],
 )  # fmt: skip
-def test_bad_algorithm_options_are_refused_before_any_run(override, message):
+# the default conditions too: a relabelled critic beside the ground truth had a train_freq=0 blamed
+# on relabelling ("algo.gradient_steps=1 with algo.train_freq=0 and relabel=true: ...")
+@pytest.mark.parametrize(
+    "conditions", ["conditions=[ground_truth]", "conditions=[oracle,ground_truth]"]
+)
+def test_bad_algorithm_options_are_refused_before_any_run(override, message, conditions):
     from hydra import compose, initialize_config_dir
     from rl_results import ExperimentConfigError
     from rl_setup import check_config
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("zero_shot_rl", overrides=["conditions=[ground_truth]", override])
+        cfg = compose("zero_shot_rl", overrides=[conditions, override])
     with pytest.raises(ExperimentConfigError) as err:
         check_config(cfg)
     assert str(err.value) == message
