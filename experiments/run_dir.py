@@ -86,8 +86,8 @@ OUTPUTS: dict[str, Callable[[DictConfig], list[str]]] = {
     "zero_shot_rl": zero_shot_rl_outputs,
     "eval_critic": eval_critic_outputs,
     "train_critic": train_critic_outputs,
-    # its episodes go to out=, which it resumes: only its log is in the run dir, checked for
-    # being a folder it can make
+    # its episodes go to out=, which it resumes; what it writes in the run dir besides its log
+    # is found there (_earlier_synthesis)
     "synthesize": lambda cfg: [],
 }
 # Scripts whose run may continue an earlier run in the same dir (its outputs are not refused).
@@ -194,8 +194,31 @@ def _earlier_rl_runs(cfg: DictConfig, run_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(run_dir).glob("*_seed*/result.json"))
 
 
+def _earlier_synthesis(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """The copies of another dataset's summary and contact sheet an earlier synthesize run left in
+    ``run_dir`` (a run into the same dir for another ``out=`` replaced them, and the record of
+    the run, without a word). A re-run for the same dataset resumes it and writes its summary
+    again: nothing is refused, as where the run dir is the dataset folder itself."""
+    import json
+
+    out, run_dir = cfg.get("out"), Path(run_dir)
+    if not isinstance(out, str) or not out:  # synthesize's own check names it
+        return []
+    try:
+        earlier = json.loads((run_dir / "summary.json").read_text())["dataset"]
+        if Path(earlier).resolve() == Path(out).resolve():
+            return []
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none, or unreadable: whatever is there is listed
+    sheets = sorted(p.name for p in run_dir.glob("contact_sheet_*.png"))
+    return ["summary.json", "summary.md", *sheets]
+
+
 # Outputs of an earlier run that a script's own names (OUTPUTS) do not cover.
-FOUND: dict[str, Callable[[DictConfig, Path], list[str]]] = {"zero_shot_rl": _earlier_rl_runs}
+FOUND: dict[str, Callable[[DictConfig, Path], list[str]]] = {
+    "zero_shot_rl": _earlier_rl_runs,
+    "synthesize": _earlier_synthesis,
+}
 
 
 def _outputs_in(script: str, cfg: DictConfig, run_dir: Path) -> list[Path]:

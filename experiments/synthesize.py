@@ -29,6 +29,7 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from run_dir import discard_outputs, restore_outputs, set_aside_outputs
 
 from rollout.checks import is_int
 from rollout.files import write_atomic, written_whole
@@ -169,17 +170,9 @@ def contact_sheet(
 
 @hydra.main(config_path="../configs", config_name="synthesize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from concurrent.futures.process import BrokenProcessPool
-
-    from gymnasium.error import Error as GymError
     from hydra.core.hydra_config import HydraConfig
 
-    from envs import InvalidOptionError
-    from envs.plans import hindsight_mode, plan_episodes, plan_policy_episodes
-    from envs.synth import synthesize
-    from envs.tasks import import_task_modules
-    from rollout.imports import MissingExtraError
-    from rollout.workers import interrupt_exit, stop_on_sigterm
+    from rollout.workers import stop_on_sigterm
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     stop_on_sigterm()  # a scheduler's pre-emption says what is kept, as Ctrl-C does
@@ -193,13 +186,39 @@ def main(cfg: DictConfig) -> None:
         **{key: env[key] for key in ("image_size", "horizon", "camera", "task_kwargs")},
     }
 
-    def kept(out: Any) -> str:
-        if isinstance(out, str) and out and not Path(out).exists():  # none: the folder went too
-            return "no episode was recorded, and re-running the same command records them all"
-        return (
-            f"the episodes recorded so far are kept in {out}, and re-running the same command "
-            "records the rest"
-        )
+    # overwrite=true: an earlier run's summary copies in the run dir go aside, back if this run
+    # stops before it writes its own, and are removed once it has
+    aside = set_aside_outputs("synthesize", cfg, run_dir) if cfg.get("overwrite") is True else None
+    try:
+        _record(cfg, task, run_dir, options)
+    except BaseException:
+        restore_outputs("synthesize", cfg, run_dir, aside)
+        raise
+    discard_outputs(aside)
+
+
+def _kept(out: Any) -> str:
+    """What an interrupted or failed recording into ``out`` keeps, as its message says it."""
+    if isinstance(out, str) and out and not Path(out).exists():  # none: the folder went too
+        return "no episode was recorded, and re-running the same command records them all"
+    return (
+        f"the episodes recorded so far are kept in {out}, and re-running the same command "
+        "records the rest"
+    )
+
+
+def _record(cfg: DictConfig, task: str, run_dir: Path, options: dict) -> None:
+    """Record the planned episodes into ``out=`` and write the summary (:func:`main`'s work)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from gymnasium.error import Error as GymError
+
+    from envs import InvalidOptionError
+    from envs.plans import hindsight_mode, plan_episodes, plan_policy_episodes
+    from envs.synth import synthesize
+    from envs.tasks import import_task_modules
+    from rollout.imports import MissingExtraError
+    from rollout.workers import interrupt_exit
 
     try:
         import_task_modules(cfg.get("imports"))  # one's own tasks and experts, before any is used
@@ -251,16 +270,16 @@ def main(cfg: DictConfig) -> None:
         import errno
 
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-        print(f"synthesize: {exc}; {kept(cfg.out)}{' once there is room' if full else ''}",
+        print(f"synthesize: {exc}; {_kept(cfg.out)}{' once there is room' if full else ''}",
               file=sys.stderr)  # fmt: skip
         sys.exit(1)
     except BrokenProcessPool:
-        print(f"synthesize: a worker process died (killed, or out of memory); {kept(cfg.out)} "
+        print(f"synthesize: a worker process died (killed, or out of memory); {_kept(cfg.out)} "
               "(workers=1 needs less memory)", file=sys.stderr)  # fmt: skip
         sys.exit(1)
     except KeyboardInterrupt as exc:
         stopped, code = interrupt_exit(exc)
-        print(f"synthesize: interrupted ({stopped}); {kept(cfg.out)}", file=sys.stderr)
+        print(f"synthesize: interrupted ({stopped}); {_kept(cfg.out)}", file=sys.stderr)
         sys.exit(code)  # as a shell reports a Ctrl-C (130) or a SIGTERM (143)
 
     try:

@@ -79,6 +79,30 @@ def test_the_dataset_folder_may_be_the_run_dir(tmp_path):
     assert (same / "summary.json").is_file() and (same / ".hydra").is_dir()
 
 
+def test_a_run_dir_holding_another_dataset_s_summary_is_refused_unless_overwrite(tmp_path):
+    # a second run into one hydra.run.dir= for another out= replaced the first's summary copies
+    # and its record without a word; a re-run for the same dataset resumes it (the test above)
+    tiny = ["episodes=1", "workers=1", "every=10", "env.horizon=20"]
+    assert _run(tmp_path, "env=Reacher-v5", *tiny).returncode == 0
+    run = tmp_path / "run"
+    summary, record = (
+        (run / "summary.json").read_text(),
+        (run / ".hydra" / "overrides.yaml").read_text(),
+    )
+    other = _run(tmp_path, "env=Pusher-v5", f"out={tmp_path / 'pusher'}", *tiny)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert f"RunDirError: {run} already holds summary.json, summary.md, contact_sheet_Reacher-v5.png" \
+        " from an earlier run; give a new hydra.run.dir=, or overwrite=true" in other.stderr  # fmt: skip
+    assert (run / "summary.json").read_text() == summary
+    assert (run / ".hydra" / "overrides.yaml").read_text() == record
+    assert not (tmp_path / "pusher").exists()
+    done = _run(tmp_path, "env=Pusher-v5", f"out={tmp_path / 'pusher'}", "overwrite=true", *tiny)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["task"] == "Pusher-v5"
+    assert sorted(p.name for p in run.glob("contact_sheet_*")) == ["contact_sheet_Pusher-v5.png"]
+    assert not (run / ".overwritten").exists()
+
+
 def _small_files() -> None:
     """In a child process: files past 20 kB cannot be written (EFBIG), as on a full disk."""
     import resource
