@@ -182,12 +182,11 @@ def report_lines(
         "",
         "The same decision read from the reward's own query on the last frame, with no verdict "
         "generated: `progress` reads `P(failure) = 1 - progress`, `achieved` reads "
-        "`P(failure) = 1 - P(task achieved)` (a one-pass readout's top digit), each thresholded "
-        "at its own `τ` fit on the "
+        "`P(failure) = 1 - P(task achieved)` (a one-pass readout's top digit)"
         + (
-            f"{cfg.calibration_split} split."
+            f", each thresholded at its own `τ` fit on the {cfg.calibration_split} split."
             if cfg.calibration_split is not None
-            else "(no calibration split: no τ)."
+            else "; with no calibration split, no `τ` is fit."
         )
         + " A success ends at progress 1, a failure below it; an unreadable answer reads "
         "`P(failure) = 0.5`.",

@@ -387,7 +387,9 @@ def _reward_clause(cfg: DictConfig, frames: Any) -> str:
     reward = cfg.reward
     return (
         f"reward mode `{reward.reward_mode}`{_mode_options(reward)}, query every "
-        f"{reward.query_every} ({frames} frames per query){_added_rewards(reward)}"
+        f"{reward.query_every} ({frames} frames per query"
+        f"{'' if reward.get('frame_sampling', 'uniform') == 'uniform' else ', the last ones'})"
+        f"{_added_rewards(reward)}"
         f"{', rewards relabelled at episode end' if cfg.relabel else ''}"
         f"{', interpolated between queries' if reward.get('between_queries') == 'interpolate' else ''}"
     )

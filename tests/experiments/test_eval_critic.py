@@ -169,6 +169,7 @@ def test_a_critic_that_fails_keeps_the_results_before_it(dataset, tmp_path):
     assert list(metrics["critics"]) == ["oracle"]
     assert metrics["failed"] == {"critic": "remote", "error": error}
     report = (run / "report.md").read_text()
+    assert "(a one-pass readout's top digit); with no calibration split, no `τ` is fit." in report
     assert f"**Incomplete:** critic `remote` failed ({error}); the tables hold" in report
     assert "| oracle | Reacher-v5 |" in report
     assert "critic remote failed; metrics.json and report.md in" in done.stdout + done.stderr

@@ -433,7 +433,10 @@ def test_the_report_names_the_options_of_the_reward_mode(tmp_path):
 
     for name, edit, said in [("log", log, "reward mode `log` (floor 0.02), query every"),
                              ("pot", potential, "reward mode `potential` (γ 0.9), query every"),
-                             ("plain", None, "reward mode `progress`, query every")]:  # fmt: skip
+                             ("plain", None, "reward mode `progress`, query every"),
+                             # the newest frames, not frames over the episode: unnamed before
+                             ("last", lambda c: c["reward"].update(frame_sampling="last"),
+                              "frames per query, the last ones)")]:  # fmt: skip
         config, runs, sources = merge_runs([str(run_dir(tmp_path, name, edit))])
         write_report(config, runs, summarise(runs), tmp_path / name, sources)
         assert said in (tmp_path / name / "report.md").read_text().splitlines()[2]
