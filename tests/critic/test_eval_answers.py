@@ -21,7 +21,8 @@ from critic.eval import (
 from critic.oracle import OracleCritic
 from critic.probes import probe_passes
 from critic.queries import predict_estimates, progress_queries
-from tests.critic.test_eval import MuteCritic, _episode
+from tests.critic.test_detection import MuteCritic
+from tests.critic.test_eval import _episode
 
 
 def test_a_detector_that_read_nothing_calls_no_kind_a_failure_and_fits_no_threshold():
