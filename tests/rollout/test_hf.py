@@ -309,9 +309,11 @@ def test_a_generated_pad_token_stays_in_the_completion(tiny_model):
     model, tokenizer, engine, request = _own_copy(tiny_model)
     greedy = SamplingParams(temperature=0, max_new_tokens=8)
     (before,) = engine.generate([request], greedy)[0]
-    with torch.no_grad():  # the pad where the model said before[1]
+    with torch.no_grad():  # the pad where the model said before[1]: the two rows swapped, the
+        # pad takes the step's highest logit (3x the row was lower where that logit was negative)
         weights = model.get_output_embeddings().weight
-        weights[tokenizer.pad_token_id] = 3 * weights[before[1]]
+        pad, said = tokenizer.pad_token_id, before[1]
+        weights[[pad, said]] = weights[[said, pad]]
     (after,) = engine.generate([request], greedy)[0]
     assert after[1] == tokenizer.pad_token_id and len(after) == 8
 
