@@ -14,6 +14,7 @@ empty vocabulary, so it is not used.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,16 @@ def unrecorded_pixel_budget(config: Any, source: str) -> str | None:
     """A warning for a checkpoint that reads as Qwen's own (its vocabulary), not this project's
     (no ``viscritic_*`` key), saved without a processor config: a model fine-tuned elsewhere and
     saved with ``save_pretrained`` alone, which then reads frames at the project's small pixel
-    budget rather than its release's; or None."""
-    text = getattr(config, "text_config", None) or config
-    vocabulary = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", 0) or 0
-    ours = any(str(key).startswith("viscritic_") for key in vars(config))
+    budget rather than its release's; or None. ``config``: the model's config, or a served one's
+    as a mapping (``GET /v1/model``)."""
+
+    def field(holder: Any, key: str) -> Any:
+        return holder.get(key) if isinstance(holder, Mapping) else getattr(holder, key, None)
+
+    text = field(config, "text_config") or config
+    vocabulary = field(text, "vocab_size") or field(config, "vocab_size") or 0
+    keys = config if isinstance(config, Mapping) else vars(config)
+    ours = any(str(key).startswith("viscritic_") for key in keys)
     if vocabulary < QWEN_VOCABULARY or ours:
         return None
     return (

@@ -287,6 +287,11 @@ class VLMCritic(Critic):
                 "start it with `python -m rollout.serve --model PATH`"
             )
         self.tokenizer = load_served_tokenizer(info["tokenizer"])
+        served = f"the checkpoint served at {url}"  # warned of here: the server said nothing
+        if info.get("processor") is None and (
+            said := unrecorded_pixel_budget(info["config"], served)
+        ):
+            warn_user(said)
         self.vision = _vision(info["config"]["vision_config"], info.get("processor"), url)
         self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
         self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})

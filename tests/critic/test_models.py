@@ -236,3 +236,8 @@ def test_a_qwen_release_saved_without_its_processor_config_is_warned_of(tiny_mod
     ours = Qwen2_5_VLConfig(**{CLIP_FRAMES_KEY: 8})
     assert unrecorded_pixel_budget(ours, "x") is None
     assert unrecorded_pixel_budget(tiny_model[0].config, "tiny") is None
+    # a served checkpoint's config, as GET /v1/model gives it: read alike
+    said = unrecorded_pixel_budget(Qwen3VLConfig().to_dict(), "the checkpoint served at u")
+    assert said.startswith("the checkpoint served at u has no processor config")
+    assert unrecorded_pixel_budget(ours.to_dict(), "x") is None
+    assert unrecorded_pixel_budget(tiny_model[0].config.to_dict(), "tiny") is None

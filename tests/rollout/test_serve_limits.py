@@ -11,6 +11,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 
 import numpy as np
@@ -361,3 +362,28 @@ def test_an_oversized_call_to_a_restarted_server_keeps_the_model_it_was_built_fo
                 remote.score(call, DIGITS)
     finally:
         second.stop()
+
+
+def test_a_served_qwen_release_without_its_processor_config_is_warned_of(small_server, monkeypatch):
+    # read locally, such a checkpoint was warned of; served, neither the server nor the client
+    # said that its frames were read at this project's small pixel budget
+    from critic.vlm import VLMCritic
+
+    server, _, _ = small_server
+    served = RemoteEngine.model_info
+
+    def a_release(self):  # Qwen's own vocabulary, as a release fine-tuned elsewhere has
+        info = served(self)
+        config = {**info["config"], "vocab_size": 151_936}
+        if "text_config" in config:
+            config["text_config"] = {**config["text_config"], "vocab_size": 151_936}
+        return {**info, "config": config}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VLMCritic(server.url)  # the tiny model's own: no warning
+    monkeypatch.setattr(RemoteEngine, "model_info", a_release)
+    with pytest.warns(
+        UserWarning, match=f"^the checkpoint served at {server.url} has no processor"
+    ):
+        VLMCritic(server.url)
