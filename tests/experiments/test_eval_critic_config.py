@@ -44,6 +44,11 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[magic]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "EvalConfigError: critics: 'magic' is neither a known critic (['oracle'," in done.stderr
+    # a hub id: said so, with the download that fixes it, as the other scripts say it
+    done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[Qwen/Qwen3-VL-2B-Instruct]")
+    assert done.returncode == 1 and "it reads as a Hugging Face Hub id, and nothing downloads " \
+        "at run time: download the checkpoint on a machine with internet (huggingface-cli " \
+        "download Qwen/Qwen3-VL-2B-Instruct --local-dir <folder>)" in done.stderr  # fmt: skip
     # a server URL that is no address: the client's message, not its traceback
     done = run_eval(tmp_path, f"data=[{dataset}]", "critics=['http://']")
     assert done.returncode == 1 and done.stderr.strip().endswith(
