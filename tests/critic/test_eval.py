@@ -11,6 +11,7 @@ from critic.base import (
     FailureVerdict,
     ParseStatus,
     ProgressEstimate,
+    ProgressQuery,
     active_length,
 )
 from critic.data.episodes import Episode
@@ -240,6 +241,8 @@ def test_episode_queries_say_a_bad_option_when_they_are_asked_for():
     episode = _episode(0)
     with pytest.raises(ValueError, match=r"^5 progress values for 12 frames of episode 'ep0'"):
         progress_queries(episode, progress=np.linspace(0, 0.5, 5))
+    with pytest.raises(ValueError, match=r"^11 progress values for 12 frames"):  # one short
+        progress_queries(episode, progress=episode.progress[:-1])
     with pytest.raises(ValueError, match=r"^frames_per_query=0 must be an integer >= 1"):
         progress_queries(episode, frames_per_query=0)
     queries = progress_queries(episode, stride=5)
@@ -295,6 +298,22 @@ def test_calibration_leaves_unreadable_predictions_out():
     bins = calibration([np.nan, 0.05, 0.95], [0.9, 0.1, 1.0])
     assert bins["count"][0] == 1 and bins["true"][0] == pytest.approx(0.1)
     assert bins["predicted"][0] == pytest.approx(0.05) and sum(bins["count"]) == 2
+
+
+def test_an_unreadable_first_reading_is_passed_on_as_0_as_the_reward_holds_it():
+    # the reward holds 0 for an unreadable first estimate (EpisodeTracker.begin); the evaluator
+    # must give a stepwise critic the same, not None again
+    from critic.queries import read_in_order
+
+    seen = []
+
+    def estimate(asked, _):
+        seen.extend(q.previous_progress for q in asked)
+        return [ProgressEstimate(None) if len(seen) == 1 else ProgressEstimate(0.5) for _ in asked]
+
+    query = ProgressQuery("reach")
+    read_in_order([[query, query, query]], estimate, batch=4)
+    assert seen == [None, 0.0, 0.5]
 
 
 def test_a_critic_that_reads_its_last_estimate_is_given_it_in_order():

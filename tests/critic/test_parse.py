@@ -24,6 +24,7 @@ OK, HEDGED = ParseStatus.OK, ParseStatus.HEDGED
         ("<answer>30-60</answer>", None, HEDGED),
         ("<answer>between 20 and 40</answer>", None, HEDGED),
         ("<answer>~40</answer>", None, HEDGED),
+        ("<answer>about 30%</answer>", None, HEDGED),  # a hedge, not an unreadable number
         ("<answer>30 60</answer>", None, HEDGED),
         ("<answer>130</answer>", None, ParseStatus.OUT_OF_RANGE),
         ("<answer>-5</answer>", None, ParseStatus.OUT_OF_RANGE),
@@ -72,6 +73,17 @@ def test_progress_fraction_scale_and_reasoning():
 def test_verdicts(text, success, label, status):
     parsed = parse_verdict(text, failure_types=["missed grasp", "drop_after_lift"])
     assert (parsed.value, parsed.label, parsed.status) == (success, label, status)
+
+
+def test_an_offered_type_named_with_or_is_no_hedge_and_a_digit_answer_is_one_digit():
+    # "door or drawer" is the offered door_or_drawer, not two types
+    parsed = parse_verdict("<answer>failure: door or drawer</answer>", ["door_or_drawer"])
+    assert (parsed.value, parsed.label, parsed.status) == (False, "door_or_drawer", OK)
+    # a digit prompt's answer is one digit 0-9 (k/9): "4.5" and "05" are out of its range
+    assert parse_progress("<answer>7</answer>", "digit").value == pytest.approx(7 / 9)
+    for answer in ("4.5", "05", "10"):
+        parsed = parse_progress(f"<answer>{answer}</answer>", "digit")
+        assert (parsed.value, parsed.status) == (None, ParseStatus.OUT_OF_RANGE), answer
 
 
 def test_transforms():
@@ -137,3 +149,11 @@ def test_answer_start_finds_the_tag_whatever_its_tokens(special):
     assert (len(bpe.encode("<answer>").ids) == 1) == bool(special)
     assert answer_start(bpe, generated) == len(head)
     assert answer_start(bpe, bpe.encode("<think>no tag</think>").ids) is None
+    # a token that runs past the tag (part of the answer in it): no position where the answer
+    # starts on a token boundary
+
+    class Pieces:
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join(("<think>x</think>", "<answer>succ", "ess</answer>")[i] for i in ids)
+
+    assert answer_start(Pieces(), [0, 1, 2]) is None

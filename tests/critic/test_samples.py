@@ -278,6 +278,17 @@ def test_a_shuffle_never_shows_the_pixels_of_its_window_reversed():
         assert not np.array_equal(sample.prompt.videos[0], frames[start:end][::-1])
 
 
+def test_pretext_windows_reach_every_start_up_to_the_one_ending_at_the_last_frame():
+    # an 8-frame episode has 3-frame windows starting at 0..5: the last one ends at the achieved
+    # frame, which a window drawn from range(n - length) never showed
+    from critic.data.samples import pretext_samples
+
+    episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(8, 2, 2)},
+                      np.linspace(0, 1, 8, dtype=np.float32), np.arange(8), True)  # fmt: skip
+    samples = pretext_samples(episode, RNG(0), count=200, frames=3, transforms=("none", "reverse"))
+    assert {tuple(x.meta["window"]) for x in samples} == {(s, s + 3) for s in range(6)}
+
+
 def test_a_joint_speed_2x_sample_asks_the_progress_of_the_last_frame_it_shows():
     # its target was the progress of the window's last frame, one the sped-up clip skips
     episode = Episode("ep", "Lift", "Lift.", {"cam": _frames(8, 2, 2)},

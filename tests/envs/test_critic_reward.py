@@ -76,6 +76,9 @@ def test_potential_mode():
     # r_t = 0.9 p_t - p_{t-1}: 0.27-0.1=0.17, 0.27-0.3=-0.03, 0.54-0.3=0.24
     config = CriticRewardConfig(reward_mode="potential", gamma=0.9)
     assert _rewards(config, _ESTIMATES) == pytest.approx([0.17, -0.03, 0.24])
+    # gamma = 1 is in its range (0, 1]: r_t = p_t - p_{t-1}, the delta mode's: 0.2, 0.0, 0.3
+    config = CriticRewardConfig(reward_mode="potential", gamma=1.0)
+    assert _rewards(config, _ESTIMATES) == pytest.approx([0.2, 0.0, 0.3])
 
 
 def test_success_mode():

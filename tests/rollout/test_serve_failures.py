@@ -79,6 +79,49 @@ def test_a_bad_call_batched_with_good_ones_fails_alone():
     assert batcher.stats.calls == 3 and batcher.stats.requests == 4
 
 
+def _score(batcher, *firsts: int):
+    return batcher.submit("score", [_plain(f) for f in firsts], ("score",), {"candidates": [1]})
+
+
+def test_a_bad_call_merged_with_one_good_call_fails_alone_and_is_counted():
+    # two calls merged (not only three or more) are each run again alone when the batch fails
+    engine = _Recording(poison=666)
+    batcher = DynamicBatcher(engine, max_batch=16, max_wait_ms=300)
+    try:
+        good, bad = _score(batcher, 5), _score(batcher, 666)
+        assert good.result(timeout=30) == [[5.0]]
+        with pytest.raises(EngineError):
+            bad.result(timeout=30)
+    finally:
+        batcher.close()
+    assert engine.batches == [2, 1, 1]
+    assert batcher.stats.failed_batches == 2  # the merged batch and the bad call's own
+
+
+def test_calls_that_fill_max_batch_exactly_are_merged_and_the_largest_batch_is_kept():
+    engine = _Recording()
+    batcher = DynamicBatcher(engine, max_batch=4, max_wait_ms=300)
+    try:
+        assert [c.result(timeout=30) for c in (_score(batcher, 1, 2, 3), _score(batcher, 4))] \
+            == [[[1.0], [2.0], [3.0]], [[4.0]]]  # fmt: skip
+        _score(batcher, 5).result(timeout=30)  # a smaller batch after it
+    finally:
+        batcher.close()
+    assert engine.batches == [4, 1]
+    assert batcher.stats.largest_batch == 4
+
+
+def test_a_call_that_fills_the_batch_alone_does_not_wait_for_company():
+    # max_wait_ms is for a batch with room left; a full one goes at once (a 10 s wait here)
+    batcher = DynamicBatcher(_Recording(), max_batch=2, max_wait_ms=10_000)
+    try:
+        start = time.monotonic()
+        assert _score(batcher, 1, 2).result(timeout=30) == [[1.0], [2.0]]
+        assert time.monotonic() - start < 5
+    finally:
+        batcher.close()
+
+
 def test_max_batch_is_a_cap_on_merged_calls():
     engine = _Recording()
     batcher = DynamicBatcher(engine, max_batch=4, max_wait_ms=300)
