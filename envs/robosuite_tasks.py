@@ -333,7 +333,7 @@ class StackTask(RobosuiteTask):
             "gripper_to_red_cube_cm": 100 * self._reach_distance(env.cubeA.root_body),
             "red_cube_grasped": float(self._grasping(env.cubeA)),
             "red_cube_height_cm": 100 * (a[2] - self._start_z),
-            "red_cube_to_green_cube_cm": 100 * float(np.linalg.norm(a[:2] - b[:2])),
+            "red_cube_over_green_cube_cm": 100 * float(np.linalg.norm(a[:2] - b[:2])),
         }
 
 
@@ -443,7 +443,7 @@ class PickPlaceCanTask(RobosuiteTask):
             "gripper_to_can_cm": 100 * self._reach_distance(can.root_body),
             "can_grasped": float(self._grasping(can)),
             "can_height_cm": 100 * (pos[2] - self._start_z),
-            "can_to_bin_cm": 100 * float(np.linalg.norm(pos[:2] - self._target_xy())),
+            "can_over_target_spot_cm": 100 * float(np.linalg.norm(pos[:2] - self._target_xy())),
         }
 
 
@@ -465,11 +465,11 @@ for _name, _instruction, _horizon, _cls, _view, _stages, _goal in (
     ("Lift", "Pick up the red cube and lift it off the table.", 250, LiftTask, _ROBOSUITE_VIEW,
      ("reach", "grasp", "lift"), None),
     ("Stack", "Pick up the red cube and stack it on top of the green cube.", 400, StackTask,
-     _STACK_VIEW, ("reach", "grasp", "lift", "carry", "release"), "red_cube_to_green_cube_cm"),
+     _STACK_VIEW, ("reach", "grasp", "lift", "carry", "release"), "red_cube_over_green_cube_cm"),
     ("Door", "Turn the door handle and pull the door open.", 300, DoorTask, _DOOR_VIEW,
      ("reach", "turn", "open"), None),
     ("PickPlaceCan", "Pick up the can and place it into its bin.", 400, PickPlaceCanTask,
-     _ROBOSUITE_VIEW, ("reach", "grasp", "lift", "carry", "drop"), "can_to_bin_cm"),
+     _ROBOSUITE_VIEW, ("reach", "grasp", "lift", "carry", "drop"), "can_over_target_spot_cm"),
 ):  # fmt: skip
     register_task(
         TaskSpec(

@@ -4,10 +4,13 @@ Episodes carry privileged quantities per frame (``Episode.state``), named by a s
 this module turns into sentences, each in several wordings:
 
 - ``<a>_to_<b>_cm``: a distance, "the gripper is 4.0 cm from the cube";
+- ``<a>_over_<b>_cm``: a distance across the table (seen from above), "the red cube is 0.7 cm
+  from being over the green cube" (true while the cube is carried high above it, where "0.7 cm
+  from the green cube" was not);
 - ``<object>_height_cm``: "the cube is 3.2 cm above the table";
 - ``<object>_grasped`` (0 or 1): "the cube is grasped" / "the cube is not grasped" (said of
   the frame alone: the object may have been released, so no "yet" or "still");
-- ``<object>_angle_deg``: "the door is open 12 degrees";
+- ``<object>_angle_deg``: "the door has turned 12 degrees";
 - anything else: "<name> is <value>".
 
 Example:
@@ -29,6 +32,11 @@ _DISTANCE = (
     "{v:.1f} cm separate the {a} and the {b}",
     "the {a} is about {v:.0f} cm away from the {b}",
 )
+_OVER = (
+    "the {a} is {v:.1f} cm from being over the {b}",
+    "seen from above, the {a} is {v:.1f} cm from the {b}",
+    "across the table, the {a} is about {v:.0f} cm from the {b}",
+)
 _HEIGHT = (
     "the {o} is {v:.1f} cm above the table",
     "the {o} has been lifted {v:.1f} cm",
@@ -40,7 +48,12 @@ _NOT_GRASPED = (
     "the gripper does not hold the {o}",
     "the {o} is free of the gripper",
 )
-_ANGLE = ("the {o} is open {v:.0f} degrees", "the {o} has swung {v:.0f} degrees open")
+# true of a door and of its handle alike ("the handle is open 30 degrees" was not)
+_ANGLE = (
+    "the {o} has turned {v:.0f} degrees",
+    "the {o} is at {v:.0f} degrees",
+    "the {o} has swung {v:.0f} degrees",
+)
 _PROGRESS = (
     "so the task is about {p}% done",
     "overall progress: {p}%",
@@ -57,6 +70,8 @@ def _name(text: str) -> str:
 def describe(key: str, value: float, rng: np.random.Generator) -> str:
     """One sentence about one privileged quantity (see the module docstring for the names)."""
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    if m := re.fullmatch(r"(\w+?)_over_(\w+)_cm", key):
+        return pick(_OVER).format(a=_name(m.group(1)), b=_name(m.group(2)), v=value)
     if key.endswith("_cm") and "_to_" in key:
         a, b = key[: -len("_cm")].split("_to_", 1)
         return pick(_DISTANCE).format(a=_name(a), b=_name(b), v=value)

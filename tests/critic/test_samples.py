@@ -83,6 +83,13 @@ def test_describe_each_kind_of_state():
         "the gripper does not hold the cube",
         "the cube is free of the gripper",
     }
+    # a distance across the table is said as one: not "0.7 cm from the green cube" of a cube
+    # carried high above it
+    assert {describe("red_cube_over_green_cube_cm", 0.74, RNG(s)) for s in range(20)} == {
+        "the red cube is 0.7 cm from being over the green cube",
+        "seen from above, the red cube is 0.7 cm from the green cube",
+        "across the table, the red cube is about 1 cm from the green cube",
+    }
     assert "12 degrees" in describe("door_angle_deg", 12.0, RNG(0))
     assert describe("joint_speed", 0.5, RNG(0)) == "joint speed is 0.50"
 

@@ -207,3 +207,15 @@ def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
         "only the missing episodes, so the dataset would mix the two. Pass a new out=<folder>, "
         "or move this one away and run again to record it all"
     )
+    # Stack's and PickPlaceCan's episodes changed alone (their distances across the table
+    # renamed): a version of their own, every other task's folder still read as version 2
+    from envs.synth import recording_options
+
+    assert (
+        recording_options("Stack")["recording"]
+        == recording_options("PickPlaceCan")["recording"]
+        == 3
+    )
+    assert (
+        recording_options("Lift")["recording"] == recording_options("Pusher-v5")["recording"] == 2
+    )

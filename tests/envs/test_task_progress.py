@@ -207,9 +207,9 @@ def test_pick_place_can_pays_the_carry_only_as_far_as_the_can_is_lifted():
         assert env.progress() == pytest.approx(0.3)
         # carried half the way over the bin without lifting it (slid on the table): the carry
         # pays nothing, 0.3 (it would pay 0.4 × 0.515 more if it did not need the lift)
-        xy0 = env.privileged_state()["can_to_bin_cm"] / 100  # seed 0: 69.42 cm
+        xy0 = env.privileged_state()["can_over_target_spot_cm"] / 100  # seed 0: 69.42 cm
         can_at(share=0.5)
-        xy = env.privileged_state()["can_to_bin_cm"] / 100
+        xy = env.privileged_state()["can_over_target_spot_cm"] / 100
         assert xy == pytest.approx(xy0 / 2)
         carried = (xy0 - xy) / (xy0 - 0.02)  # 0.3471 / 0.6742 = 0.515 of the way to 2 cm
         assert env.progress() == pytest.approx(0.3)

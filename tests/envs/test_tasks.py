@@ -177,7 +177,7 @@ def test_stack_progress_pays_reach_grasp_lift_and_carry_by_hand():
     # stacked once released): 0.5 + 0.4 × the share of the way carried
     red_at(dz=0.04, toward_green=0.2)
     assert not env.robosuite.check_contact(rs.cubeA, rs.cubeB)
-    xy = env.privileged_state()["red_cube_to_green_cube_cm"] / 100
+    xy = env.privileged_state()["red_cube_over_green_cube_cm"] / 100
     assert xy == pytest.approx(xy0 * 0.8)
     assert env.progress() == pytest.approx(0.5 + 0.4 * (xy0 - xy) / (xy0 - 0.01))
     red_at(dz=0.02, toward_green=0.2)  # the same place half as high: the carry pays half
