@@ -205,13 +205,24 @@ def _earlier_synthesis(cfg: DictConfig, run_dir: Path) -> list[str]:
     if not isinstance(out, str) or not out:  # synthesize's own check names it
         return []
     try:
-        earlier = json.loads((run_dir / "summary.json").read_text())["dataset"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        # the dataset's absolute path; a summary from before it was recorded gives out= as it
+        # was typed, read from the folder that run started in (its hydra record says which)
+        earlier = summary.get("dataset_path") or _from_recorded_cwd(run_dir, summary["dataset"])
         if Path(earlier).resolve() == Path(out).resolve():
             return []
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # none, or unreadable: whatever is there is listed
     sheets = sorted(p.name for p in run_dir.glob("contact_sheet_*.png"))
     return ["summary.json", "summary.md", *sheets]
+
+
+def _from_recorded_cwd(run_dir: Path, path: str) -> str:
+    """``path`` as the run recorded in ``run_dir`` read it: from the folder it started in."""
+    from omegaconf import OmegaConf
+
+    cwd = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd
+    return str(Path(cwd) / path)
 
 
 # Outputs of an earlier run that a script's own names (OUTPUTS) do not cover.
@@ -372,7 +383,9 @@ class RunDirGuard(Callback):
 
         HydraConfig.instance().set_config(config)
         subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
-        if subdir != "${hydra.job.num}":  # jobs named otherwise: each job's own check
+        # jobs named otherwise: each job's own check; and synthesize's, whose refusal reads each
+        # job's own out= (the sweep's config holds none of the jobs' values)
+        if subdir != "${hydra.job.num}" or self.script == "synthesize":
             return
         sweep = Path(config.hydra.sweep.dir)  # the jobs write 0, 1, 2, ...: an earlier sweep's
         for job_dir in sorted(sweep.iterdir()) if sweep.is_dir() else []:

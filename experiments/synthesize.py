@@ -316,6 +316,7 @@ def _report(cfg: DictConfig, task: str, root: Path, run_dir: Path, plans: list, 
     summary = {
         "task": task,
         "dataset": str(root),
+        "dataset_path": str(root.resolve()),  # what a later run into this run dir compares
         "this_run": summarize(rows, wall) if rows else {"episodes": 0},
         "dataset_total": summarize(everything),
         "skipped_existing": len(plans) - len(rows),

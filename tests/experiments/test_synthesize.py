@@ -103,6 +103,28 @@ def test_a_run_dir_holding_another_dataset_s_summary_is_refused_unless_overwrite
     assert not (run / ".overwritten").exists()
 
 
+def test_a_relative_out_is_compared_from_where_each_run_started_and_a_sweep_resumes(tmp_path):
+    # summary.json gave out= as typed: the same folder named from elsewhere was refused, and
+    # another folder of the same relative name replaced the run dir's summary and record
+    tiny = ["episodes=1", "workers=1", "every=10", "env.horizon=20", "out=data"]
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    assert _run(tmp_path, *tiny, cwd=here).returncode == 0
+    same = _run(tmp_path, *tiny[:-1], f"out={os.path.relpath(here / 'data', there)}", cwd=there)
+    assert same.returncode == 0, same.stderr[-2000:]  # ../here/data: the same dataset, resumed
+    other = _run(tmp_path, *tiny, cwd=there)  # there/data: another dataset
+    assert other.returncode == 1 and "already holds summary.json" in other.stderr
+    # a sweep run again resumes each job's own dataset: the sweep's config (out= of the default
+    # Reacher-v5) was compared with the Pusher job's summary, and the re-run refused
+    sweep = [str(ROOT / "experiments" / "synthesize.py"), "-m", "env=Pusher-v5,Reacher-v5", *tiny[:-1],
+             f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out={tmp_path}/sw/${{env.name}}",
+             "progress_bar=false"]  # fmt: skip
+    for _ in range(2):
+        done = run_python([sys.executable, *sweep], timeout=600, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 of 1 episodes already in" in done.stdout
+
+
 def _small_files() -> None:
     """In a child process: files past 20 kB cannot be written (EFBIG), as on a full disk."""
     import resource
