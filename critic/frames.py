@@ -95,3 +95,15 @@ def checked_frames(value: Any, name: str, index: int) -> np.ndarray:
         f"{where} {'are' if video else 'is'} {array.dtype} of shape {array.shape}; "
         f"{'they' if video else 'it'} must be uint8 RGB {layout}: {fix}"
     )
+
+
+def no_frames(frames: Any) -> bool:
+    """Whether a query holds no frames: ``None`` or empty. A value with no length (a 0-d array,
+    a number) is left to :func:`checked_frames`, which names it (``len()`` of it
+    was a raw TypeError)."""
+    if frames is None:
+        return True
+    try:
+        return len(frames) == 0
+    except TypeError:
+        return False

@@ -31,7 +31,7 @@ from critic.base import (
     ProgressQuery,
     check_queries,
 )
-from critic.frames import checked_frames
+from critic.frames import checked_frames, no_frames
 from critic.models import (
     CLIP_FRAMES_KEY,
     FAILURE_TYPES_KEY,
@@ -325,7 +325,7 @@ class VLMCritic(Critic):
         return self._engine
 
     def _prompt(self, query: ProgressQuery, scale: str, index: int = 0) -> prompts.Prompt:
-        if _no_frames(query.frames):
+        if no_frames(query.frames):
             raise CriticError(
                 f"{self.name} needs frames in every query; build queries through "
                 "envs.VisCriticReward (which renders them) or set ProgressQuery.frames"
@@ -440,7 +440,7 @@ class VLMCritic(Critic):
             return []
         prompts_ = []
         for i, q in enumerate(queries):
-            if _no_frames(q.frames):
+            if no_frames(q.frames):
                 raise CriticError(f"{self.name} needs the episode's frames in every failure query")
             frames = checked_frames(q.frames, "frames", i)
             prompts_.append(prompts.failure_detection(q.instruction, frames, self.failure_types))
@@ -496,15 +496,3 @@ def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSp
             f"{source}'s video processor config cannot be read: {exc}; fix it in the checkpoint's "
             "video_preprocessor_config.json (or processor_config.json / preprocessor_config.json)"
         ) from None
-
-
-def _no_frames(frames: Any) -> bool:
-    """Whether a query holds no frames: ``None`` or empty. A value with no length (a 0-d array,
-    a number) is left to :func:`critic.frames.checked_frames`, which names it (``len()`` of it
-    was a raw TypeError)."""
-    if frames is None:
-        return True
-    try:
-        return len(frames) == 0
-    except TypeError:
-        return False

@@ -304,17 +304,10 @@ def _relabel_in_hindsight(
 #   1: until 2026-12-07.
 #   2: Lift's and Stack's cube heights from where the cube rests, not its spawn 1 cm above; each
 #      scripted expert draws from a stream of its own, not the one the start was drawn from.
-#   3: (Stack and PickPlaceCan alone, TASK_RECORDING) their distances across the table named
-#      <a>_over_<b>_cm, worded as such in the chains of thought (red_cube_to_green_cube_cm and
-#      can_to_bin_cm read "0.7 cm from the green cube" of a cube carried 13 cm above it).
+#   3: Stack and PickPlaceCan alone (TASK_RECORDING: other tasks' folders stay readable): their
+#      distances across the table named <a>_over_<b>_cm (red_cube_to_green_cube_cm, can_to_bin_cm).
 RECORDING = 2
-TASK_RECORDING = {"Stack": 3, "PickPlaceCan": 3}  # tasks recorded since by a version of their own
-
-
-def recording_version(task: str) -> int:
-    """The version of the recording that records ``task``'s episodes (:data:`RECORDING`, or the
-    task's own where its episodes changed alone): other tasks' folders stay readable."""
-    return TASK_RECORDING.get(task, RECORDING)
+TASK_RECORDING = {"Stack": 3, "PickPlaceCan": 3}
 
 
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:
@@ -353,7 +346,7 @@ def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[st
             "task_kwargs": {**own, **check_task_kwargs(given["task_kwargs"])},
             "deterministic": given["deterministic"],
             "codec": codec,
-            "recording": recording_version(task),
+            "recording": TASK_RECORDING.get(task, RECORDING),
             **task_definition(task),
         }
     )

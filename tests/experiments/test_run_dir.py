@@ -422,8 +422,8 @@ def test_under_torchrun_only_the_first_process_checks(tmp_path, monkeypatch):
 
 def test_a_forced_option_whose_value_is_still_to_be_given_is_one_the_script_reads(tmp_path):
     # ++req=1 on a `req: ???` option was read as adding an unknown one (its value "missing")
+    from added_keys import AddedKeyGuard
     from hydra import compose, initialize_config_dir
-    from run_dir import AddedKeyGuard
 
     (tmp_path / "app.yaml").write_text("req: ???\nnested:\n  deep: ???\n")
     with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
