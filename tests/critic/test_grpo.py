@@ -205,9 +205,11 @@ def test_kl_to_a_reference_and_reg_grpo(tiny_model, monkeypatch):
         return reg_grpo_loss(logprobs, old, advantages, mask, group_size)
 
     monkeypatch.setattr(grpo_module, "reg_grpo_loss", spy)
-    result = grpo_step(
-        policy, update, engine, tokenizer, _samples(1), _reward_by_length, reg, seed=1
-    )
+
+    def apart(completions, **fields):  # each group's two completions rewarded apart, whatever
+        return [float(i % 2) for i in range(len(completions))]  # they say (by length, they tied)
+
+    result = grpo_step(policy, update, engine, tokenizer, _samples(1), apart, reg, seed=1)
     # one update per rollout: pi = pi_old, so every centred log-ratio is 0 and Reg-GRPO's loss is
     # mean(A^2); the clipped surrogate's would be -mean(A) over tokens
     (advantages,) = seen
