@@ -110,9 +110,8 @@ class VLMCritic(Critic):
     cache: bool = True
     max_batch: int = 64
     failure_types: tuple[str, ...] = FAILURE_TYPES
-    needs_frames: bool = field(
-        default=True, kw_only=True
-    )  # as Critic's: the first argument is model
+    # keyword-only, as Critic's: the first positional argument is model
+    needs_frames: bool = field(default=True, kw_only=True)
     timeout_s: float | None = None
     _engine: Any = field(default=None, init=False, repr=False)
     _clip_frames: int | None = field(default=None, init=False, repr=False)
