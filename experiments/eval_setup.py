@@ -178,12 +178,9 @@ def check_critic_spec(spec: Any) -> None:
         except ValueError as exc:
             raise EvalConfigError(f"critics: {exc}") from exc
     elif name not in available_critics() and not Path(name).expanduser().is_dir():
-        if "/" in name:  # a path or a hub id: the factory's message says which, and the fix
-            raise EvalConfigError(f"critics: {critic_spec_problem(name)}")
-        raise EvalConfigError(
-            f"critics: {name!r} is neither a known critic ({available_critics()}), an existing "
-            "checkpoint folder, nor a critic server URL (http://host:port); fix the name or path"
-        )
+        # the factory's message, as every script gives it: an unknown name with the known ones,
+        # a path that is no folder, a hub id with the download that fixes it
+        raise EvalConfigError(f"critics: {critic_spec_problem(name)}")
     if name == "ensemble" and isinstance(spec, dict):
         members = spec.get("members")
         if isinstance(members, list):  # anything else: the ensemble's own message, as it loads

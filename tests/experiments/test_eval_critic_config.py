@@ -43,7 +43,9 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
     assert "EvalConfigError: data: no episodes in ['/nowhere']" in done.stderr
     done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[magic]")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "EvalConfigError: critics: 'magic' is neither a known critic (['oracle'," in done.stderr
+    assert (
+        "EvalConfigError: critics: unknown critic 'magic'; known critics: ['oracle'," in done.stderr
+    )
     # a hub id: said so, with the download that fixes it, as the other scripts say it
     done = run_eval(tmp_path, f"data=[{dataset}]", "critics=[Qwen/Qwen3-VL-2B-Instruct]")
     assert done.returncode == 1 and "it reads as a Hugging Face Hub id, and nothing downloads " \
@@ -87,7 +89,7 @@ def test_bad_config_is_a_message_not_a_traceback(dataset, tmp_path):
         # a path: said as one, as every script says it (a hub id, with the download that fixes it)
         (["critics=[oracle,outputs/typo/final]"], "critics: critic 'outputs/typo/final': there is "
          "no folder outputs/typo/final on this machine; name a checkpoint folder that exists"),
-        (["critics=[{name: ensemble, members: [oracle, nope]}]"], "critics: 'nope' is neither"),
+        (["critics=[{name: ensemble, members: [oracle, nope]}]"], "critics: unknown critic 'nope'; known critics"),
         (["critics=[{label: a}]"], "critics: {'label': 'a'} names no critic"),
         # refused up front, where they failed only after the critics before them had run
         (["critics=[oracle,{name: noisy_oracle, offset_sd: -1}]"], "critics: NoisyOracleCritic "
