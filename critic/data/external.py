@@ -199,11 +199,9 @@ def read_labelled_videos(
     episodes = []
     for number, row in in_split(read_labels(folder), split)[:limit]:
         video, failure_time = row["video"], row.get("failure_time_s")
-        frames, fps = read_video(folder / video, size=size)
+        # a longer video keeps MAX_FRAMES, evenly spread, and only those are ever held
+        frames, fps = read_video(folder / video, size=size, max_frames=MAX_FRAMES)
         length_s = len(frames) / fps
-        if len(frames) > MAX_FRAMES:  # evenly, so the kept frames are again at a constant rate
-            fps *= (MAX_FRAMES - 1) / (len(frames) - 1)  # the kept frames' spacing
-            frames = frames[np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)]
         if failure_time is not None and failure_time > length_s:
             # clipped to the last frame it would read as a failure caught the moment it happened
             raise EpisodeFormatError(

@@ -64,9 +64,14 @@ def check_video_size(size: Any) -> None:
         )
 
 
-def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, float]:
+def read_video(
+    path: str | Path, size: int | None = None, max_frames: int | None = None
+) -> tuple[np.ndarray, float]:
     """Every frame of a video as uint8 ``[T, H, W, 3]`` (``size`` × ``size`` when given) and its
-    frame rate (20 when the container does not say).
+    frame rate (20 when the container does not say); with ``max_frames``, at most that many,
+    evenly spread (the rate scaled to match, so a time still lands on its frame). Only the frames
+    kept are converted and held: a video longer than ``max_frames`` is decoded twice, once for
+    its timestamps and once for the kept frames, so memory does not grow with its length.
 
     Raises:
         EpisodeFormatError: the file is missing, unreadable, holds no frames, or is cut short
@@ -74,6 +79,11 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         ValueError: ``size`` is not a side in pixels (it was blamed on the file).
     """
     check_video_size(size)
+    if max_frames is not None and not (is_int(max_frames) and max_frames >= 2):
+        raise ValueError(
+            f"max_frames={max_frames!r} must be None (every frame) or a count >= 2 of frames to "
+            "keep, e.g. max_frames=512"
+        )
     av = require_package("av", "data", "reading videos")
     path = Path(path)
     if path.is_dir():
@@ -85,9 +95,7 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         raise EpisodeFormatError(f"{path}: no such video file")
     try:
         with av.open(str(path)) as container:
-            # a cover picture (an mp4's thumbnail) is a video stream of one frame: not a camera
-            cameras = [v for v in container.streams.video
-                       if not int(v.disposition) & int(av.stream.Disposition.attached_pic)]  # fmt: skip
+            cameras = _cameras(container, av)
             if not cameras:  # audio alone, or a video of no stream
                 raise EpisodeFormatError(f"{path}: holds no video stream (no frames to read)")
             if len(cameras) > 1:  # a second camera: say which one is read
@@ -110,16 +118,15 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
                 length, own = container.duration / 1e6, False
             else:  # an audio track may run longer: no length to hold the video to
                 length = None
-            frames, times, end = [], [], None
+            # frames converted while there are no more than max_frames: a longer video's are
+            # dropped and only its kept ones converted, on a second pass (below)
+            frames, times, sizes, end = [], [], set(), None
             for f in container.decode(stream):
-                pixels = (f if size is None else f.reformat(width=size, height=size)).to_ndarray(
-                    format="rgb24"
-                )
-                # a phone's portrait video is stored sideways with a display matrix that turns it
-                # (PyAV: degrees counter-clockwise, as np.rot90 turns)
-                if turns := round((getattr(f, "rotation", 0) or 0) / 90) % 4:
-                    pixels = np.ascontiguousarray(np.rot90(pixels, turns))
-                frames.append(pixels)
+                if max_frames is None or len(times) < max_frames:
+                    frames.append(_pixels(f, size))
+                elif frames:
+                    frames = []
+                sizes.add(_shown_size(f, size))
                 times.append(f.time)
                 # where the frame stops showing: its own duration when it has one (a last frame
                 # held on screen), else one frame period (added below)
@@ -129,11 +136,11 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
         raise
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
-    if not frames:
+    if not times:
         raise EpisodeFormatError(f"{path}: the video holds no frames")
-    if size is None and len(sizes := {f.shape for f in frames}) > 1:
+    if len(sizes) > 1:  # resized frames are all size x size
         raise EpisodeFormatError(
-            f"{path}: its frames change size ({', '.join(f'{w}x{h}' for h, w, _ in sorted(sizes))}"
+            f"{path}: its frames change size ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}"
             "), so they cannot be read as one video; give a frame size to resize every frame to "
             "(eval_critic.py external_size=<pixels>, the default 128)"
         )
@@ -146,12 +153,71 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[np.ndarray, f
     slack = max(3 * step, 0.005 * length) if own and length else 0.05 * (length or 0)
     if length and stop is not None and stop < length - slack:
         raise EpisodeFormatError(
-            f"{path}: {len(frames)} frames decoded, ending at {stop:.2f} s where its "
+            f"{path}: {len(times)} frames decoded, ending at {stop:.2f} s where its "
             f"header says the video runs {length:.2f} s: the file is cut short; copy it again"
         )
     tick = float(stream.time_base) if stream.time_base else 0.0
-    frames, rate = _constant_rate(frames, times, float(rate) if rate else 20.0, tick)
-    return np.stack(frames), rate
+    shown, rate = _constant_rate(
+        list(range(len(times))), times, float(rate) if rate else 20.0, tick
+    )
+    if max_frames is not None and len(shown) > max_frames:  # evenly: again a constant rate
+        rate *= (max_frames - 1) / (len(shown) - 1)  # the kept frames' spacing
+        shown = [shown[i] for i in np.linspace(0, len(shown) - 1, max_frames).round().astype(int)]
+    if len(frames) < len(times):  # decoded again, converting only the frames kept
+        kept = sorted(set(shown))
+        frames = dict(zip(kept, _decode_only(path, kept, size), strict=True))
+    return np.stack([frames[i] for i in shown]), rate
+
+
+def _cameras(container: Any, av: Any) -> list:
+    """A container's video streams but cover pictures (an mp4's thumbnail is a video stream of
+    one frame: not a camera)."""
+    attached = int(av.stream.Disposition.attached_pic)
+    return [v for v in container.streams.video if not int(v.disposition) & attached]
+
+
+def _pixels(frame: Any, size: int | None) -> np.ndarray:
+    """A decoded frame as uint8 ``[H, W, 3]`` (``size`` × ``size`` when given), turned upright."""
+    pixels = (frame if size is None else frame.reformat(width=size, height=size)).to_ndarray(
+        format="rgb24"
+    )
+    # a phone's portrait video is stored sideways with a display matrix that turns it
+    # (PyAV: degrees counter-clockwise, as np.rot90 turns)
+    if turns := _turns(frame):
+        pixels = np.ascontiguousarray(np.rot90(pixels, turns))
+    return pixels
+
+
+def _turns(frame: Any) -> int:
+    return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+
+
+def _shown_size(frame: Any, size: int | None) -> tuple[int, int]:
+    """``(height, width)`` of :func:`_pixels`' array for ``frame``, without converting it."""
+    if size is not None:
+        return size, size
+    return (frame.width, frame.height) if _turns(frame) % 2 else (frame.height, frame.width)
+
+
+def _decode_only(path: Path, kept: list[int], size: int | None) -> list[np.ndarray]:
+    """The frames at the sorted decode indices ``kept`` of ``path``'s first camera, converted by
+    :func:`_pixels` (the others decoded and dropped)."""
+    av = require_package("av", "data", "reading videos")
+    wanted = set(kept)
+    try:
+        with av.open(str(path)) as container:
+            stream = _cameras(container, av)[0]
+            frames = [
+                _pixels(f, size) for i, f in enumerate(container.decode(stream)) if i in wanted
+            ]
+    except (av.error.FFmpegError, ValueError, IndexError) as exc:
+        raise EpisodeFormatError(f"{path}: not a readable video ({exc})") from exc
+    if len(frames) != len(kept):  # the file was replaced between the two passes
+        raise EpisodeFormatError(
+            f"{path}: changed while it was read ({len(frames)} of the {len(kept)} frames kept "
+            "decoded on the second pass); read it again once it is written"
+        )
+    return frames
 
 
 def _constant_rate(frames: list, times: list, rate: float, tick: float = 0.0) -> tuple[list, float]:

@@ -136,6 +136,42 @@ def test_a_variable_frame_rate_video_is_read_on_a_constant_clock(tmp_path):
     assert len(frames) == 20 and fps == pytest.approx(30, rel=0.05)
 
 
+@pytest.mark.parametrize("clock", ["constant", "variable"])
+def test_a_long_video_keeps_max_frames_and_converts_no_more_than_it_holds(
+    tmp_path, monkeypatch, clock
+):
+    # every frame was converted and stacked before the 512 kept were picked: an external video's
+    # memory grew with its length (6,000 frames at 256²: 2.3 GB for the 100 MB kept)
+    import critic.data.video as video
+
+    shown_from = [33 * i for i in range(24)]
+    if clock == "variable":  # then frames held half a second each: 4x as many ticks as frames
+        shown_from += [33 * 24 + 500 * (i + 1) for i in range(12)]
+    _write(tmp_path / "long.mkv", shown_from)
+    every, rate = read_video(tmp_path / "long.mkv")
+    converted = []
+    pixels = video._pixels
+    monkeypatch.setattr(video, "_pixels", lambda f, size: converted.append(1) or pixels(f, size))
+    kept, kept_rate = read_video(tmp_path / "long.mkv", max_frames=10)
+    picked = np.linspace(0, len(every) - 1, 10).round().astype(int)
+    np.testing.assert_array_equal(kept, every[picked])
+    assert kept_rate == pytest.approx(rate * 9 / (len(every) - 1))
+    # the first pass converts max_frames before it knows the video is longer, the second pass
+    # only the frames kept (a variable clock repeats frames: fewer distinct ones)
+    assert len(converted) <= 10 + len(set(picked.tolist()))
+    assert len(converted) < len(shown_from)
+    # a video no longer than max_frames is read once, as it is
+    converted.clear()
+    few, _ = read_video(tmp_path / "long.mkv", max_frames=len(shown_from))
+    assert len(converted) == len(shown_from)
+    if clock == "constant":
+        np.testing.assert_array_equal(few, every)
+    with pytest.raises(
+        ValueError, match=r"^max_frames=1 must be None \(every frame\) or a count >= 2"
+    ):
+        read_video(tmp_path / "long.mkv", max_frames=1)
+
+
 def test_a_video_stored_sideways_is_turned_as_its_display_matrix_says(tmp_path):
     import struct
 
