@@ -260,6 +260,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # read once, before the critics run: a labels.jsonl edited during a long run must not stop
+    # the report of the critics that ran on the videos as they were labelled
+    splits = external_has_splits(cfg)
     by_task = load_episodes(cfg)
     calibration = None
     if cfg.calibration_split is not None:  # check_config: a split apart from the evaluated one
@@ -267,7 +270,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             load_episodes(cfg, cfg.calibration_split),
             cfg,
             # external videos whose labels give no split have no τ (the report says so)
-            evaluated=[t for t in by_task if t != "external" or external_has_splits(cfg)],
+            evaluated=[t for t in by_task if t != "external" or splits],
         )
     results: dict[str, dict[str, Any]] = {}
     name = None
@@ -292,21 +295,23 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 if stopped
                 else f"{type(exc).__name__}: {exc}"
             )
-            _write_then_discard(results, by_task, cfg, out_dir, aside, (name, problem))
+            _write_then_discard(results, by_task, cfg, out_dir, aside, splits, (name, problem))
             logging.getLogger(__name__).error(
                 "critic %s %s; metrics.json and report.md in %s hold the critics before it: %s",
                 name, "was interrupted" if stopped else "failed", out_dir, list(results),
             )  # fmt: skip
         raise
-    return _write_then_discard(results, by_task, cfg, out_dir, aside)
+    return _write_then_discard(results, by_task, cfg, out_dir, aside, splits)
 
 
-def _write_then_discard(results, by_task, cfg, out_dir: Path, aside: Path | None, failed=None):
+def _write_then_discard(
+    results, by_task, cfg, out_dir: Path, aside: Path | None, splits: bool, failed=None
+):
     """``write_results``, then the earlier run ``overwrite=true`` set aside is removed; if the
     write stops (a full disk, a Ctrl-C while the plot is drawn), the earlier run is put back in
     place of this run's half-written files, where it stayed aside and the next run was refused."""
     try:
-        written = write_results(results, by_task, cfg, out_dir, failed)
+        written = write_results(results, by_task, cfg, out_dir, failed, splits)
     except BaseException:
         restore_outputs("eval_critic", cfg, out_dir, aside)
         raise

@@ -26,12 +26,11 @@ def _external_tau(results: dict) -> bool:
     return False
 
 
-def _external_no_tau(cfg: DictConfig) -> str:
-    """Why the external videos' rows have no τ: their labels give no splits, or they do and the
-    calibration split could fit none."""
-    from critic.data.external import has_splits, read_labels
-
-    if not has_splits(read_labels(cfg.external)):
+def _external_no_tau(cfg: DictConfig, external_splits: bool) -> str:
+    """Why the external videos' rows have no τ: their labels give no splits, or they do
+    (``external_splits``, as read before the critics ran: the labels are not read again while
+    results are written) and the calibration split could fit none."""
+    if not external_splits:
         return (
             "Your own videos (`external`) give no `split` in their labels.jsonl, so they have no "
             "calibration split and their rows have no `τ`. "
@@ -77,10 +76,11 @@ def report_lines(
     cfg: DictConfig,
     plotted: bool = True,
     failed: tuple[str, str] | None = None,
+    external_splits: bool = False,
 ) -> list[str]:
     """The markdown report: one progress table, one failure table, one probe table; the
     calibration plot when ``plotted``; first, the critic that ``failed`` (its name and error), if
-    one stopped the run."""
+    one stopped the run. ``external_splits``: whether the external videos' labels give splits."""
     lines = [f"# Critic evaluation ({cfg.split} split)", ""]
     if failed is not None:
         lines += [
@@ -153,7 +153,7 @@ def report_lines(
             else "No threshold fit (`calibration_split` unset). "
         )
         + (
-            _external_no_tau(cfg)
+            _external_no_tau(cfg, external_splits)
             if cfg.get("external") is not None
             and cfg.calibration_split is not None
             and not _external_tau(results)
@@ -322,10 +322,11 @@ def write_results(
     cfg: DictConfig,
     out_dir: Path,
     failed: tuple[str, str] | None = None,
+    external_splits: bool = False,
 ) -> dict[str, Any]:
     """Write metrics.json, calibration.png (removing a stale one when there is nothing to plot)
     and report.md for ``results``; ``failed`` (its name and error) names a critic that stopped
-    the run. Returns the metrics."""
+    the run; ``external_splits`` as :func:`report_lines` takes it. Returns the metrics."""
     metrics = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "episodes": {task: len(e) for task, e in by_task.items()},
@@ -344,5 +345,6 @@ def write_results(
     plotted = plot_calibration(results, plot)
     if not plotted:
         plot.unlink(missing_ok=True)  # an earlier run's (overwrite=true) is not this run's
-    write_atomic(out_dir / "report.md", "\n".join(report_lines(results, cfg, plotted, failed)))
+    lines = report_lines(results, cfg, plotted, failed, external_splits)
+    write_atomic(out_dir / "report.md", "\n".join(lines))
     return metrics

@@ -296,7 +296,7 @@ def test_overwrite_stopped_before_a_critic_finished_puts_the_earlier_run_back(
     # stopped while its results are written (a full disk, a Ctrl-C at the plot): the earlier
     # run stayed aside beside half of this run's files, and the next run was refused
 
-    def half_written(results, by_task, cfg, out_dir, failed=None):
+    def half_written(results, by_task, cfg, out_dir, failed=None, external_splits=False):
         (out_dir / "metrics.json").write_text("half of this run's")
         raise KeyboardInterrupt
 

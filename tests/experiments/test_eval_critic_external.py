@@ -209,3 +209,38 @@ def test_external_videos_with_splits_get_a_threshold_fit_on_their_val_videos(tmp
     (folder / "labels.jsonl").write_text("\n".join(lines[:2]) + "\n")
     with pytest.raises(module.EvalConfigError, match=r"no video of split=test in its labels.jsonl"):
         module.load_episodes(cfg)
+
+
+def test_labels_edited_during_the_run_do_not_stop_its_report(tmp_path, monkeypatch):
+    # the report read labels.jsonl again after every critic had run, to word one sentence: a line
+    # added meanwhile (labelling the next run's videos) stopped the run with the labels' error,
+    # report.md unwritten, and with overwrite=true the earlier run's files put back over this one's
+    import eval_critic as module
+
+    from critic.data.video import write_video
+
+    folder = tmp_path / "robofail"
+    folder.mkdir()
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    for name in ("a", "b"):
+        write_video(folder / f"{name}.mkv", frames, 10.0, "ffv1")
+    labels = folder / "labels.jsonl"
+    labels.write_text(
+        '{"video": "a.mkv", "instruction": "Pick the cup.", "success": true}\n'
+        '{"video": "b.mkv", "instruction": "Pick the cup.", "success": false}\n'
+    )
+    evaluate = module.evaluate_critic
+
+    def evaluate_then_label_more(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        with labels.open("a") as out:  # a line of the next run's, with a split: mixed, refused
+            out.write(
+                '{"video": "a.mkv", "instruction": "Pick.", "success": true, "split": "val"}\n'
+            )
+        return result
+
+    monkeypatch.setattr(module, "evaluate_critic", evaluate_then_label_more)
+    cfg = eval_config("data=[]", f"external={folder}", "critics=[oracle]")
+    module.run(cfg, tmp_path / "run")
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Your own videos (`external`) give no `split` in their labels.jsonl" in report
