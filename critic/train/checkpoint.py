@@ -235,6 +235,24 @@ def remove_older_checkpoints(newest: str | Path, keep: int) -> list[Path]:
     return older
 
 
+def keep_earlier_final(final: Path, step: int) -> Path | None:
+    """Before a stage trained on from its own ``final`` (``resume=<run>/<stage>/final`` with more
+    steps) writes a new one at ``step``: the earlier final becomes ``checkpoint-<its step>`` beside
+    it (it was replaced without a word), unless that checkpoint is there already. Returns where it
+    went, or None."""
+    from critic.train.run_record import RUN_RECORD
+
+    try:
+        earlier = int(json.loads((final / RUN_RECORD).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no final, or one that does not say its step: nothing to name it by
+    kept = final.parent / f"checkpoint-{earlier}"
+    if earlier >= step or kept.exists():
+        return None
+    final.rename(kept)
+    return kept
+
+
 def latest_checkpoint(folder: str | Path) -> Path | None:
     """The complete ``checkpoint-<step>`` folder with the highest step under ``folder``."""
     found = [

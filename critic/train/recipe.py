@@ -35,7 +35,12 @@ from critic.train.launch import (
     rank_share,
 )
 from critic.train.memory import peak_rss_mb, release_freed_memory, rss_mb
-from critic.train.run_record import kl_reference_source, record_kl_reference, run_record
+from critic.train.run_record import (
+    extended_final_problem,
+    kl_reference_source,
+    record_kl_reference,
+    run_record,
+)
 from critic.train.validation import budget_problem, evaluate
 from rollout.imports import require_package
 
@@ -55,6 +60,8 @@ class Trainer:
         self.run_dir = run_dir
         self.rank, self.world = process_rank()
         self.plans = check_config(cfg)  # before any model loads
+        if (problem := extended_final_problem(cfg, run_dir)) is not None:
+            raise TrainConfigError(problem)
         self.log = RunHistory(run_dir)  # history.jsonl and tensorboard's events (rank 0)
         self.on_first_step: Any = None  # called once, after the run's first trained step
         self._vllm = None  # the vLLM rollout engine, made at the first GRPO stage
@@ -101,7 +108,7 @@ class Trainer:
         import torch
         from tqdm.auto import tqdm
 
-        from critic.train.checkpoint import load_trainer_state
+        from critic.train.checkpoint import keep_earlier_final, load_trainer_state
         from critic.train.grpo import grpo_step, sync_rollout_weights
         from critic.train.optim import (
             NonFiniteError,
@@ -293,6 +300,10 @@ class Trainer:
 
                     remove_older_checkpoints(path, cfg.keep_checkpoints)
         bar.close()
+        if self.rank == 0 and first < settings.steps:  # trained on from its own final: kept
+            kept = keep_earlier_final(stage_dir / "final", settings.steps)
+            if kept is not None and resume is not None and resume.name == "final":
+                cfg.resume = str(kept)  # the new final's record names where they are now
         self._last_final = self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
         if model is not self.model and callable(getattr(model, "destroy", None)):
             # the next stage's engine wraps the same module: this one's hooks and optimizer

@@ -19,7 +19,7 @@ RUN_RECORD = "trainer_config.json"
 # before and after the resumed one, the weights it does not start from, how often it saves, and
 # how it holds its samples in memory.
 RESUME_FREE = ("hydra", "resume", "overwrite", "progress_bar", "pipeline", "model",
-               "checkpoint_every", "keep_checkpoints", "pack_samples")  # fmt: skip
+               "checkpoint_every", "keep_checkpoints", "pack_samples", "resumed_from")  # fmt: skip
 # Options added after runs were recorded, with the value every run before them had: a checkpoint
 # that does not record one ran with that value (resume compares it so, not as a change)
 ADDED_OPTIONS = {"grpo.updates": 1, "top_digit": "round", "grpo.temporal_correct": 0.5}
@@ -42,10 +42,15 @@ def _absolute(value: Any) -> Any:
 def run_record(cfg: DictConfig) -> dict[str, Any]:
     """The resolved options a checkpoint records (:data:`RUN_RECORD`): all but where the run dir
     is, ``resume``, ``overwrite`` and ``progress_bar``; paths (:data:`PATH_OPTIONS`) absolute;
-    and what each data folder holds (:data:`DATA_EPISODES`)."""
+    what each data folder holds (:data:`DATA_EPISODES`); and ``resumed_from``, the checkpoints a
+    resumed run continued, latest first (its ``model=`` and ``pipeline=`` are not where its
+    weights began)."""
     options = OmegaConf.to_container(cfg, resolve=True)
+    resumed = options.get("resume")
     for key in ("hydra", "resume", "overwrite", "progress_bar"):
         options.pop(key, None)
+    if resumed is not None:
+        options["resumed_from"] = [str(Path(resumed).resolve()), *_resumed_from(Path(resumed))]
     for key in PATH_OPTIONS:
         if key in options:
             options[key] = _absolute(options[key])
@@ -53,6 +58,17 @@ def run_record(cfg: DictConfig) -> dict[str, Any]:
         str(folder): _episodes_of(folder) for folder in options.get("data") or []
     }
     return options
+
+
+def _resumed_from(folder: Path) -> list[str]:
+    """The ``resumed_from`` chain ``folder``'s own record gives (none where it gives none)."""
+    import json
+
+    try:
+        chain = json.loads((folder / RUN_RECORD).read_text())["options"].get("resumed_from")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return [str(c) for c in chain] if isinstance(chain, list) else []
 
 
 # What each data folder held: its finished episodes' count and a digest of their ids. A folder
@@ -146,6 +162,42 @@ def resume_problem(cfg: DictConfig, folder: Path) -> str | None:
         f"resume={str(cfg.resume)!r} continues a run trained with other options ({shown}); "
         "resume with the run's options (they are in its .hydra/config.yaml and in "
         f"{RUN_RECORD}), or start a new run from its weights with model={cfg.resume}"
+    )
+
+
+def extended_final_problem(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Why ``resume=<run>/<stage>/final`` with more steps cannot train on in its own run dir, or
+    None: the new final would replace the weights the later stages there were trained from (and
+    a GRPO stage's KL term names), so they would no longer follow from them."""
+    import json
+
+    from critic.train.config import STAGES
+
+    folder = Path(str(cfg.resume)) if cfg.get("resume") is not None else None
+    if folder is None or folder.name != "final":
+        return None
+    stage, run = folder.parent.name, folder.parent.parent
+    if stage not in STAGES or run.resolve() != Path(run_dir).resolve():
+        return None  # into another run dir: the final read stays as it is
+    try:
+        saved = json.loads((folder / RUN_RECORD).read_text())
+        step, ran = int(saved["step"]), saved["options"].get("pipeline") or []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # resume_problem names a damaged record
+    steps = cfg.stages[stage].steps if stage in cfg.stages else None
+    if not (is_int(steps) and steps > step):
+        return None  # nothing to train: the final stays
+    later = []
+    for pipeline in (list(ran), [str(s) for s in cfg.pipeline]):
+        if stage in pipeline:
+            later += [s for s in pipeline[pipeline.index(stage) + 1 :] if (run / s).is_dir()]
+    if not later:
+        return None
+    return (
+        f"resume={cfg.resume} trains stage {stage} on from its final weights (step {step} to "
+        f"{steps}) in its own run dir, which would replace them, and {sorted(set(later))} in "
+        f"{run} were trained from them; give a new hydra.run.dir= to train it on there (and "
+        "the stages after it again, from its new weights)"
     )
 
 

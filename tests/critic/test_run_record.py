@@ -84,3 +84,29 @@ def test_a_checkpoint_from_before_an_option_existed_resumes_at_that_options_old_
     assert resume_problem(cfg, checkpoint) is None
     assert "(grpo.updates=1 there, 2 here)" in resume_problem(changed, checkpoint)
     assert "(top_digit='round' there, 'achieved' here)" in resume_problem(labels, checkpoint)
+
+
+def test_a_resumed_run_records_the_checkpoints_it_continued(tmp_path):
+    # the record of a resumed run gave its model= and pipeline= alone (model: small, where its
+    # weights began at tiny), with no word of the resume; a resume of it is still no change
+    from hydra import compose, initialize_config_dir
+
+    from critic.train.run_record import RUN_RECORD, resume_problem, run_record
+    from tests.configs.test_compose import CONFIGS
+
+    first = tmp_path / "run" / "sft" / "checkpoint-2"
+    first.mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        fresh = compose(config_name="train_critic")
+        resumed = compose(config_name="train_critic", overrides=[f"resume={first}", "model=small"])
+    assert "resumed_from" not in run_record(fresh)
+    (first / RUN_RECORD).write_text(json.dumps({"step": 2, "options": run_record(fresh)}))
+    options = run_record(resumed)
+    assert options["resumed_from"] == [str(first.resolve())]
+    second = tmp_path / "run2" / "sft" / "checkpoint-3"
+    second.mkdir(parents=True)
+    (second / RUN_RECORD).write_text(json.dumps({"step": 3, "options": options}))
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        again = compose(config_name="train_critic", overrides=[f"resume={second}"])
+    assert run_record(again)["resumed_from"] == [str(second.resolve()), str(first.resolve())]
+    assert resume_problem(again, second) is None

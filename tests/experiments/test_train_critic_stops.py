@@ -4,6 +4,9 @@ exact resume are in test_train_critic.py."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from tests.experiments.train_critic_cli import (
@@ -211,3 +214,75 @@ def test_a_run_that_stops_before_its_first_record_leaves_the_dir_free(dataset, t
     (tmp_path / "empty" / "episodes").mkdir(parents=True)
     with pytest.raises(Exception, match=r"no episodes in \["):
         check_overrides(f"data=[{tmp_path / 'empty'}]")
+
+
+def test_a_final_trained_on_in_its_own_run_keeps_the_earlier_and_its_later_stages(
+    dataset, tmp_path
+):
+    # resume=<run>/sft/final with more steps replaced sft/final in place: the 2-step weights were
+    # gone, and the readout stage trained from them (its KL reference too, for a GRPO stage)
+    # stood beside weights it no longer followed from, without a word
+    import hashlib
+
+    def digest(folder):
+        return hashlib.sha1((folder / "model.safetensors").read_bytes()).hexdigest()
+
+    args = (f"data=[{dataset}]", "stages.sft.kinds=[sft]", "stages.sft.batch_size=2",
+            "stages.readout.steps=1", "stages.readout.batch_size=2", "eval_every=0",
+            "stages.sft.schedule=constant")  # fmt: skip
+    done = run_train(tmp_path, *args, "pipeline=[sft,readout]", "stages.sft.steps=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = digest(tmp_path / "sft" / "final")
+    final = tmp_path / "sft" / "final"
+    done = run_train(tmp_path, *args, "pipeline=[sft]", "stages.sft.steps=3", f"resume={final}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"train_critic: resume={final} trains stage sft on from its final weights (step 2 to 3) "
+        f"in its own run dir, which would replace them, and ['readout'] in {tmp_path} were "
+        "trained from them; give a new hydra.run.dir= to train it on there (and the stages "
+        "after it again, from its new weights)\n"
+    )
+    assert digest(final) == two
+    # with no stage after it, it trains on there, and the earlier final is kept as a checkpoint
+    shutil.rmtree(tmp_path / "readout")
+    done = run_train(tmp_path, *args, "pipeline=[sft]", "stages.sft.steps=3", f"resume={final}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert digest(tmp_path / "sft" / "checkpoint-2") == two != digest(final)
+    record = json.loads((final / "trainer_config.json").read_text())
+    assert record["step"] == 3
+    # the record says where its weights began (model= and pipeline= are the resume's own)
+    assert record["options"]["resumed_from"] == [str((tmp_path / "sft" / "checkpoint-2").resolve())]
+
+
+def test_a_stop_after_a_finished_stage_names_its_final_to_continue_from(tmp_path):
+    # stopped (Ctrl-C, or an error such as a teacher that does not load) in a stage before its
+    # first checkpoint, after the stage before it finished: "nothing of the stage to continue
+    # from ... into a new hydra.run.dir=" where resume=<that stage's final> continues it there
+    from types import SimpleNamespace
+
+    module, _ = load_recipe()
+    final = tmp_path / "sft" / "final"
+    trainer = SimpleNamespace(stage="readout", step=3, last_checkpoint=None, _last_final=final,
+                              cfg=SimpleNamespace(checkpoint_every=5))  # fmt: skip
+    assert module.interrupted(trainer, ["sft", "readout"]) == (
+        "interrupted (Ctrl-C) in stage readout at step 3, before its first checkpoint "
+        f"(checkpoint_every=5); continue after the stage that finished with resume={final} (and "
+        "the same options)"
+    )
+    problem = ValueError("cannot load critic model /t")
+    assert module.continue_hint(trainer, problem) == (
+        f"; once that is fixed, continue with resume={final} (and the same options)"
+    )
+    trainer.last_checkpoint = tmp_path / "readout" / "checkpoint-5"  # the stage's own, first
+    assert module.continue_hint(trainer, problem).endswith(f"resume={trainer.last_checkpoint} "
+                                                           "(and the same options)")  # fmt: skip
+    # an error that names its own resume= (a NaN loss: "resume= would repeat the same steps"),
+    # or one before any stage: nothing added
+    assert module.continue_hint(trainer, ValueError("(resume= would repeat)")) == ""
+    trainer.stage = None
+    assert module.continue_hint(trainer, problem) == ""
+    trainer.stage, trainer._last_final, trainer.last_checkpoint = "sft", None, None
+    assert module.interrupted(trainer, ["sft", "readout"]).endswith(
+        "; nothing of the stage to continue from: run pipeline=['sft', 'readout'] again into a "
+        "new hydra.run.dir="
+    )
