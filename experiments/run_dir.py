@@ -176,7 +176,23 @@ def _unfinished(script: str, cfg: DictConfig, run_dir: Path) -> str:
         folder = Path(run_dir) / stage
         if not (folder / "final").exists() and (last := latest_checkpoint(folder)) is not None:
             return f", or resume={last} to continue the run it stopped (in stage {stage})"
+    # stopped after a stage finished, before the next one's first checkpoint: the finished
+    # stage's final weights continue it (overwrite=true would discard them)
+    if (final := last_final(run_dir, cfg.get("pipeline"))) is not None:
+        return f", or resume={final} to continue the run after its finished stage"
     return ""
+
+
+def last_final(run_dir: Path, pipeline: Any) -> Path | None:
+    """The ``final`` checkpoint of the last stage of ``pipeline`` finished in ``run_dir``, where a
+    stage after it is not finished there: the ``resume=`` that trains the stages left."""
+    from critic.train.checkpoint import STATE
+
+    stages = [str(s) for s in list_option(pipeline)]
+    finished = [(Path(run_dir) / s / "final" / STATE).is_file() for s in stages]
+    # a finished stage with an unfinished one after it (the last stage's final ends the run)
+    left = [i for i, done in enumerate(finished) if done and not all(finished[i + 1 :])]
+    return Path(run_dir) / stages[max(left)] / "final" if left else None
 
 
 ASIDE = ".overwritten"  # where overwrite=true keeps an earlier run until this one has trained

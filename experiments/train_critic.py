@@ -141,7 +141,8 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
     except (TrainConfigError, CheckpointError, ModelLoadError, CriticError, EpisodeFormatError,
             NonFiniteError, MissingExtraError) as exc:  # fmt: skip
         # a model or teacher= that does not load, a checkpoint a run did not finish, a NaN loss
-        print(f"train_critic: {exc}{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)
+        print(f"train_critic: {exc}{continue_hint(trainer, exc)}"
+              f"{_kept(cfg, run_dir, trainer, aside)}", file=sys.stderr)  # fmt: skip
         sys.exit(1)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: where to continue from, no traceback
         from rollout.workers import interrupt_exit
@@ -188,16 +189,28 @@ def interrupted(trainer: Trainer, pipeline: list[str], by: str = "Ctrl-C") -> st
         return (
             f"{done}; continue from its latest checkpoint with resume={last} (and the same options)"
         )
-    return (
-        f"{done}, before its first checkpoint (checkpoint_every={trainer.cfg.checkpoint_every}); "
-        f"nothing of the stage to continue from: run pipeline={pipeline[pipeline.index(stage) :]} "
-        "again into a new hydra.run.dir="
-        + (
-            f" from the earlier stages' weights, model={trainer._last_final}"
-            if trainer._last_final is not None
-            else ""
-        )
+    before = (
+        f"{done}, before its first checkpoint (checkpoint_every={trainer.cfg.checkpoint_every})"
     )
+    if trainer._last_final is not None:  # the stage before it finished: its final continues
+        return (
+            f"{before}; continue after the stage that finished with resume={trainer._last_final} "
+            "(and the same options)"
+        )
+    return (
+        f"{before}; nothing of the stage to continue from: run "
+        f"pipeline={pipeline[pipeline.index(stage) :]} again into a new hydra.run.dir="
+    )
+
+
+def continue_hint(trainer: Trainer, problem: Exception) -> str:
+    """For a run stopped by an error in a stage: the ``resume=`` that continues it once the
+    error is fixed (its latest checkpoint, or the final weights of the stage before it), unless
+    the error names one itself."""
+    where = trainer.last_checkpoint or trainer._last_final
+    if trainer.stage is None or where is None or "resume=" in str(problem):
+        return ""
+    return f"; once that is fixed, continue with resume={where} (and the same options)"
 
 
 def without_launcher_rank(argv: list[str]) -> list[str]:
