@@ -65,6 +65,11 @@ def folder_problem(folder: str | Path) -> str | None:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return f"{folder}/config.json is not a readable JSON file ({exc})"
     model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type is None:  # "is a None model" said nothing of the file
+        return (
+            f"{folder}/config.json names no model_type, so it is no model's config; VisCritic "
+            f"critics are {SUPPORTED}: copy the checkpoint's own config.json"
+        )
     if model_type not in MODEL_CLASSES:
         return f"{folder} is a {model_type!r} model; VisCritic critics are {SUPPORTED}"
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):

@@ -247,6 +247,12 @@ def check_config(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 "give the folder a run wrote (<run dir>/<stage>/final) or a shipped critic "
                 f"({sorted(SHIPPED)})"
             )
+        from critic.factory import model_source_problem
+
+        # its weights' headers, tokenizer and processor too: a damaged teacher failed only when
+        # the stage it labels for began, after the stages before it had trained
+        if not shipped and (problem := model_source_problem(str(teacher))) is not None:
+            raise TrainConfigError(f"teacher={teacher}: {problem}")
     if tasks is not None and (
         not isinstance(tasks, Sequence | ListConfig)
         or isinstance(tasks, str)

@@ -193,15 +193,36 @@ def test_a_folder_that_is_not_a_checkpoint_is_named_as_such(dataset, tmp_path, m
     )
 
 
-def test_a_teacher_that_does_not_load_is_a_message(dataset, tmp_path):
-    broken = tmp_path / "teacher"  # a config.json, but not a model's: it fails as the stage starts
+def test_a_teacher_that_does_not_load_is_refused_before_anything_trains(
+    dataset, tmp_path, tiny_model
+):
+    # it failed as the stage it labels for began: after the stages before it had trained (an
+    # hour of SFT in the shipped recipe), with no word of how to keep them
+    from critic.models import save_model
+
+    broken = tmp_path / "teacher"  # a config.json, but not a model's
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    done = run_train(tmp_path / "run", f"data=[{dataset}]", f"teacher={broken}", "pipeline=[sft]",
-                     "stages.sft.steps=1", "stages.sft.batch_size=2", "eval_every=0")  # fmt: skip
+    args = ("pipeline=[sft,readout]", "stages.sft.kinds=[sft]", "stages.sft.steps=1",
+            "stages.sft.batch_size=2", "stages.readout.steps=1", "stages.readout.batch_size=2",
+            "eval_every=0")  # fmt: skip
+    done = run_train(tmp_path / "run", f"data=[{dataset}]", f"teacher={broken}", *args)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.startswith(f"train_critic: cannot load critic model {broken}: ")
-    assert "Pass a local Qwen2.5-VL or Qwen3-VL checkpoint directory" in done.stderr
+    assert done.stderr == (
+        f"train_critic: teacher={broken}: {broken}/config.json names no model_type, so it is no "
+        "model's config; VisCritic critics are Qwen2.5-VL or Qwen3-VL checkpoints (model_type "
+        "'qwen2_5_vl', 'qwen3_vl' or 'qwen3_vl_moe'): copy the checkpoint's own config.json\n"
+    )
+    assert not (tmp_path / "run" / "sft").exists()
+    # weights cut short (a copy that stopped): named with the fix, before the SFT stage trains
+    save_model(*tiny_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    done = run_train(tmp_path / "run2", f"data=[{dataset}]", f"teacher={broken}", *args)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"train_critic: teacher={broken}: {weights} is damaged or not")
+    assert done.stderr.endswith("copy it again, or `git lfs pull`\n")
+    assert not (tmp_path / "run2" / "sft").exists()
 
 
 def test_kl_stage_builds_its_reference_and_a_bad_model_is_a_message(dataset, tmp_path):
