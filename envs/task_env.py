@@ -88,31 +88,7 @@ class TaskEnv(gym.Env):
             InvalidActionError: the action is not of the space's shape, or not finite.
         """
         self._check_reset("step()")
-        shape = self.action_space.shape
-        try:
-            array = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = None
-        if array is None or array.shape != shape:
-            raise InvalidActionError(
-                f"{self.task_name}: action {action!r:.80} must be an array of shape {shape} "
-                f"(env.action_space: {self.action_space})"
-            )
-        if not np.isfinite(array).all():
-            raise InvalidActionError(
-                f"{self.task_name}: action {array.tolist()} is not finite; a NaN or inf action "
-                "makes the simulation's state NaN (check the policy's outputs)"
-            )
-        dtype = np.dtype(self.action_space.dtype)
-        if np.issubdtype(dtype, np.floating):
-            with np.errstate(over="ignore"):
-                cast = array.astype(dtype)
-            if not np.isfinite(cast).all():  # 1e39 is inf as float32: a task's cost of inf
-                raise InvalidActionError(
-                    f"{self.task_name}: action {array.tolist()} overflows the action space's "
-                    f"{dtype} (env.action_space: {self.action_space}); check the policy's outputs"
-                )
-        return array
+        return checked_action(action, self.action_space, self.task_name)
 
     # -- what subclasses provide -------------------------------------------------------------
     @property
@@ -306,3 +282,38 @@ def _checked_fields(task: TaskEnv, progress: Any, success: Any, where: str) -> d
             "return 1.0 first when is_success()"
         )
     return {"progress": float(progress), "is_success": bool(success)}
+
+
+def checked_action(action: Any, space: Any, name: str) -> np.ndarray:
+    """``action`` as a float array of the Box ``space``'s shape (``name``: whose action, for the
+    message): what a task env's step and a vector env's step check alike.
+
+    Raises:
+        InvalidActionError: the action is not of the space's shape, not finite, or overflows the
+            space's dtype.
+    """
+    shape = space.shape
+    try:
+        array = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape != shape:
+        raise InvalidActionError(
+            f"{name}: action {action!r:.80} must be an array of shape {shape} "
+            f"(env.action_space: {space})"
+        )
+    if not np.isfinite(array).all():
+        raise InvalidActionError(
+            f"{name}: action {array.tolist()} is not finite; a NaN or inf action "
+            "makes the simulation's state NaN (check the policy's outputs)"
+        )
+    dtype = np.dtype(space.dtype)
+    if np.issubdtype(dtype, np.floating):
+        with np.errstate(over="ignore"):
+            cast = array.astype(dtype)
+        if not np.isfinite(cast).all():  # 1e39 is inf as float32: a task's cost of inf
+            raise InvalidActionError(
+                f"{name}: action {array.tolist()} overflows the action space's "
+                f"{dtype} (env.action_space: {space}); check the policy's outputs"
+            )
+    return array

@@ -36,6 +36,7 @@ from envs.critic_reward import (
     interpolate_progress,
 )
 from envs.errors import InvalidOptionError
+from envs.task_env import checked_action
 from rollout.imports import require_package
 from rollout.warn import warn_user
 
@@ -102,12 +103,14 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 "VisCriticVecEnv needs VisCritic task envs underneath (envs.make_task_env, with "
                 "CriticFrames on top); build the stack with envs.vec_env.make_viscritic_vec_env"
             ) from None
+        self._tasks = list(tasks)
         self._configs = [self.config.for_critic(self.critic, task) for task in tasks]
         self.config = self._configs[0]
         self._check_workers(venv)
         self._instructions = venv.get_attr("instruction")
         self._trackers = [self._new_tracker(i) for i in range(self.num_envs)]
         self._pending: list | None = None  # relabel mode's queries per env, from reset()
+        self._was_reset = False  # a step before the first reset() is refused here
         # relabel: where the learner stored each step of every env's running episode in its
         # replay buffer (RelabelCallback keeps it here, with the episode, across learn() calls)
         self.relabel_positions: list[list[int]] = [[] for _ in range(self.num_envs)]
@@ -236,6 +239,7 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
 
     def reset(self):
         obs = self.venv.reset()
+        self._was_reset = True
         self.relabel_positions = [[] for _ in range(self.num_envs)]
         for i in range(self.num_envs):
             info = self._reset_info(i)
@@ -265,6 +269,12 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
                 f"(shape {np.shape(actions)}); give one per env, e.g. shape "
                 f"({self.num_envs}, *action_space.shape)"
             )
+        # checked here, as each task env checks its own: in a SubprocVecEnv worker the typed
+        # error killed the worker, and the caller got a bare EOFError (a NaN from the policy)
+        if not self._was_reset:
+            raise gym.error.ResetNeeded("step() before venv.reset(): call reset() first")
+        for i, (action, task) in enumerate(zip(actions, self._tasks, strict=True)):
+            checked_action(action, self.action_space, f"env {i} ({task})")
         self.venv.step_async(actions)
 
     def step_wait(self):
@@ -400,7 +410,15 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
 
     def close(self) -> None:
         self.critic.close()
-        super().close()
+        try:
+            super().close()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            # a SubprocVecEnv whose worker died: SB3's close waited on its pipe, raised, and
+            # left the other workers running
+            for process in getattr(self.venv, "processes", []):
+                process.terminate()
+                process.join()
+            self.venv.closed = True
 
 
 def _terminal(done, info: dict) -> bool:

@@ -143,6 +143,47 @@ def test_subprocess_workers():
     venv.close()
 
 
+def test_a_subprocess_worker_s_bad_action_or_early_step_is_refused_typed():
+    # the worker's typed error killed it: the caller got a bare EOFError, close() another, and a
+    # worker was left running
+    import multiprocessing
+
+    import gymnasium as gym
+
+    from envs.errors import InvalidActionError
+
+    venv = make_viscritic_vec_env("Reacher-v5", 2, "oracle", seed=0, vec_env_cls=SubprocVecEnv)
+    with pytest.raises(gym.error.ResetNeeded, match=r"^step\(\) before venv.reset\(\)"):
+        venv.step(np.zeros((2, 2), np.float32))
+    venv.reset()
+    for actions, says in (
+        ([[np.nan, 0.0], [0.0, 0.0]], "env 0 (Reacher-v5): action [nan, 0.0] is not finite"),
+        (np.zeros((2, 3)), "env 0 (Reacher-v5): action array([0., 0., 0.]) must be an array of "
+         "shape (2,)"),
+        ([[0.0, 0.0], [0.0, 1e39]], "env 1 (Reacher-v5): action [0.0, 1e+39] overflows the "
+         "action space's float32"),
+    ):  # fmt: skip
+        with pytest.raises(InvalidActionError) as err:
+            venv.step(np.asarray(actions))
+        assert str(err.value).startswith(says)
+    venv.step(np.zeros((2, 2), np.float32))  # the workers are alive and serve on
+    workers = list(venv.venv.processes)
+    venv.close()
+    assert not any(w.is_alive() for w in workers)
+    assert not [c for c in multiprocessing.active_children() if c in workers]
+
+
+def test_close_after_a_worker_died_stops_the_others():
+    # SB3's close waited on the dead worker's pipe and raised EOFError, the others left running
+    venv = make_viscritic_vec_env("Reacher-v5", 2, "oracle", seed=0, vec_env_cls=SubprocVecEnv)
+    venv.reset()
+    workers = list(venv.venv.processes)
+    workers[0].kill()
+    workers[0].join()
+    venv.close()
+    assert not any(w.is_alive() for w in workers)
+
+
 def test_terminate_on_success_is_refused():
     with pytest.raises(InvalidOptionError) as err:
         make_viscritic_vec_env("Reacher-v5", 1, terminate_on_success=True)
