@@ -65,6 +65,11 @@ class FreeCamera:
                 raise InvalidOptionError(
                     f"FreeCamera {name}={getattr(self, name)!r} must be a finite number of degrees"
                 )
+        # held as plain floats: numpy values (a lookat read from MuJoCo's data) made the camera
+        # unhashable, its == ambiguous, and env.spec.to_json() fail
+        object.__setattr__(self, "lookat", tuple(float(v) for v in lookat))
+        for name in ("distance", "azimuth", "elevation"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
 
 @dataclass(frozen=True)

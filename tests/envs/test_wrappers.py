@@ -214,6 +214,12 @@ def test_wrapper_records_its_arguments():
     again = gym.make(EnvSpec.from_json(env.spec.to_json()))
     assert again.unwrapped.view.cameras == (camera,)
     env.close(), again.close()
+    # numpy values (a lookat read from MuJoCo's data): json's TypeError, an unhashable camera
+    held = envs.FreeCamera(lookat=np.zeros(3), distance=np.float32(1.0), elevation=np.int64(-80))
+    assert held == camera and hash(held) == hash(camera)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", camera=held)
+    assert gym.make(EnvSpec.from_json(env.spec.to_json())).unwrapped.view.cameras == (camera,)
+    env.close()
     from critic.weights import SHIPPED
 
     folder = Path(SHIPPED["viscritic-small"])
