@@ -99,11 +99,28 @@ def select_gl_backend() -> str | None:
     return backend
 
 
+# the MUJOCO_GL values MuJoCo imports with (mujoco/gl_context.py), by system; any other value is
+# a RuntimeError from `import mujoco`
+MUJOCO_GL_VALUES = ("disable", "disabled", "off", "false", "0", "enable", "enabled", "on", "true",
+                    "1", "glfw", "")  # fmt: skip
+MUJOCO_GL_SYSTEM = {"Linux": ("glx", "egl", "osmesa"), "Windows": ("wgl",), "Darwin": ("cgl",)}
+
+
 def gl_mismatch() -> str | None:
-    """Why MuJoCo refuses to import here, where ``MUJOCO_GL`` and ``PYOPENGL_PLATFORM`` name two
-    headless backends (it needs them to agree), or None."""
+    """Why MuJoCo refuses to import here, or None: ``MUJOCO_GL`` is no backend it knows (a typo),
+    or it and ``PYOPENGL_PLATFORM`` name two headless backends (it needs them to agree)."""
+    import platform as system
+
     backend = (os.environ.get("MUJOCO_GL") or "").strip().lower()
     platform = (os.environ.get("PYOPENGL_PLATFORM") or "").strip().lower()
+    known = (*MUJOCO_GL_VALUES, *MUJOCO_GL_SYSTEM.get(system.system(), ()))
+    if backend not in known:
+        return (
+            f"MUJOCO_GL={os.environ['MUJOCO_GL']!r} is not an OpenGL backend MuJoCo knows "
+            f"({', '.join(repr(k) for k in known if k not in MUJOCO_GL_VALUES) or 'glfw'}, or "
+            "'glfw' with a display); set MUJOCO_GL=egl (osmesa where EGL has no driver), or "
+            "unset it to have one chosen"
+        )
     if backend in HEADLESS and platform and platform != backend:
         return (
             f"MUJOCO_GL={backend!r} and PYOPENGL_PLATFORM={platform!r} name two OpenGL backends, "

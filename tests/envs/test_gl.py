@@ -122,6 +122,24 @@ def test_two_backends_named_are_a_typed_error_naming_both(clean_gl_env):
     assert str(err.value) == message
 
 
+def test_a_mistyped_mujoco_gl_is_a_typed_error_naming_the_backends(clean_gl_env):
+    # `import mujoco` raised a bare RuntimeError ("invalid value for environment variable
+    # MUJOCO_GL: egll") through every entry point, with no word of the values it takes
+    import envs
+
+    clean_gl_env.setenv("MUJOCO_GL", "egll")
+    with pytest.raises(envs.InvalidOptionError) as err:
+        envs.make_task_env("Reacher-v5")
+    assert str(err.value) == (
+        "the MuJoCo task 'Reacher-v5' cannot render: MUJOCO_GL='egll' is not an OpenGL backend "
+        "MuJoCo knows ('glx', 'egl', 'osmesa', or 'glfw' with a display); set MUJOCO_GL=egl "
+        "(osmesa where EGL has no driver), or unset it to have one chosen"
+    )
+    for value in (" EGL ", "osmesa", "glfw", "disable", "1"):  # what MuJoCo takes, any case
+        clean_gl_env.setenv("MUJOCO_GL", value)
+        assert gl_mismatch() is None, value
+
+
 def _backend_in_force() -> str:
     backend = os.environ.get("MUJOCO_GL", "")
     if backend not in ("egl", "osmesa"):
