@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 EXTRAS="${EXTRAS:-sim,rl,vlm,data,train,dev}"
 VENV="${VENV:-.venv}"
+PYTHON_GIVEN="${PYTHON:-}"  # a PYTHON= the user gave: the venv must be of its version
 PYTHON="${PYTHON:-python3}"
 TORCH_INDEX="${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 # Mesa for headless MuJoCo; libGL and GLib, which robosuite's OpenCV loads at import (none of
@@ -42,9 +43,16 @@ done
 # numpy < 2 (robosuite 1.5.2) has wheels up to Python 3.12; transformers 5.23 needs 3.11
 python_fits='import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))'
 version_of() { "$1" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo "that does not run"; }
+minor_of() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo "?"; }
 if [ -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -c "$python_fits" 2>/dev/null \
         || fail "$VENV has Python $(version_of "$VENV/bin/python"); VisCritic needs 3.11 or 3.12: remove $VENV, or give another with VENV=.venv312 PYTHON=python3.12"
+    # a PYTHON= given beside an existing venv of another version was kept without a word
+    if [ -n "$PYTHON_GIVEN" ] && [ "$(minor_of "$PYTHON_GIVEN")" = "?" ]; then
+        fail "PYTHON=$PYTHON_GIVEN does not run here; give a Python 3.11 or 3.12 that does (or leave PYTHON out: $VENV holds Python $(version_of "$VENV/bin/python"))"
+    elif [ -n "$PYTHON_GIVEN" ] && [ "$(minor_of "$PYTHON_GIVEN")" != "$(minor_of "$VENV/bin/python")" ]; then
+        fail "PYTHON=$PYTHON_GIVEN is Python $(version_of "$PYTHON_GIVEN"), and $VENV already holds Python $(version_of "$VENV/bin/python"); remove $VENV to rebuild it, or give the new one its own folder, e.g. VENV=.venv$(minor_of "$PYTHON_GIVEN" | tr -d .) PYTHON=$PYTHON_GIVEN"
+    fi
 else
     command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON is not a command; give a Python 3.11 or 3.12, e.g. PYTHON=python3.12"
     "$PYTHON" -c "$python_fits" 2>/dev/null \
@@ -150,10 +158,13 @@ fi
 # reach the index for setuptools on every run.sh and test.sh, and fail without it).
 stamp="$VENV/.viscritic-install"
 wanted="$(cat pyproject.toml scripts/constraints.txt | cksum) extras=$EXTRAS pins=${#PINS[@]}"
-# installed, not merely importable from this folder (the check runs from /)
-installed='import importlib.metadata as m, critic, envs, rollout; m.version("viscritic")'
+# installed, not merely importable from this folder (the check runs from /), and from this
+# checkout: a copied repository, or a VENV= shared with another clone, ran the other checkout's
+# packages under this one's experiments/ scripts (and its tests, which import from here)
+installed='import importlib.metadata as m, pathlib, sys, critic, envs, rollout; m.version("viscritic")
+sys.exit(pathlib.Path(critic.__file__).resolve().parents[1] != pathlib.Path(sys.argv[1]).resolve())'
 venv_python="$(cd "$VENV" && pwd)/bin/python"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! (cd / && "$venv_python" -c "$installed" 2>/dev/null); then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! (here="$PWD" && cd / && "$venv_python" -c "$installed" "$here" 2>/dev/null); then
     rm -f "$stamp"
     # DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it compiles on first use.
     DS_BUILD_OPS=0 quiet_pip install -e ".[${EXTRAS}]" "${PINS[@]}"

@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-"${VENV:-.venv}"/bin/python experiments/zero_shot_rl.py "$@"
+# exec: a SIGTERM to this script reaches the run (it stops within a step and keeps what
+# finished), where it killed bash alone and left the run going
+exec "${VENV:-.venv}"/bin/python experiments/zero_shot_rl.py "$@"

@@ -8,4 +8,4 @@ bash scripts/install.sh
 export PYTHONHASHSEED=0
 "${VENV:-.venv}"/bin/ruff check .
 "${VENV:-.venv}"/bin/ruff format --check .
-"${VENV:-.venv}"/bin/python -m pytest "$@"
+exec "${VENV:-.venv}"/bin/python -m pytest "$@"  # exec: a SIGTERM reaches pytest

@@ -71,6 +71,29 @@ def test_a_python_too_new_too_old_or_broken_is_named_with_the_fix(tmp_path, vers
     assert not (tmp_path / "venv").exists()
 
 
+def test_a_python_given_beside_a_venv_of_another_version_is_named(tmp_path):
+    # PYTHON=python3.12 beside a 3.11 .venv kept 3.11 without a word ("done"), as did a PYTHON=
+    # that does not run
+    def python(full: str) -> str:
+        short = ".".join(full.split(".")[:2])
+        return f'case "$2" in *platform*) echo {full};; *version_info*) echo {short};; *) exit 0;; esac'
+
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    _stand_in(tmp_path / "venv" / "bin" / "python", python("3.11.7"))
+    given = _stand_in(tmp_path / "python3.12", python("3.12.1"))
+    done = _install(tmp_path, PYTHON=str(given))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"[install] PYTHON={given} is Python 3.12.1, and {tmp_path / 'venv'} already holds Python "
+        f"3.11.7; remove {tmp_path / 'venv'} to rebuild it, or give the new one its own folder, "
+        f"e.g. VENV=.venv312 PYTHON={given}"
+    )
+    broken = _stand_in(tmp_path / "broken", "exit 127")
+    done = _install(tmp_path, PYTHON=str(broken))
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith(f"[install] PYTHON={broken} does not run here")
+
+
 def test_system_packages_without_root_or_sudo_name_the_way_on(tmp_path):
     # not root and no sudo: "sudo: command not found" (rc 127), with no word of the way on
     bin_dir = tmp_path / "bin"
