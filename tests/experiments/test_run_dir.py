@@ -250,6 +250,23 @@ def test_a_training_run_stopped_in_a_stage_is_refused_with_the_resume_that_conti
         "or overwrite=true to replace them, or resume="
         f"{tmp_path / 'readout' / 'checkpoint-4'} to continue the run it stopped (in stage readout)"
     )
+    # stopped after sft finished, before readout's first checkpoint: sft's final continues it
+    # (the refusal named overwrite=true alone, which discards the finished stage)
+    import shutil
+
+    shutil.rmtree(tmp_path / "readout")
+    (tmp_path / "sft" / "final" / STATE).write_bytes(b"")
+    with pytest.raises(RunDirError) as err:
+        check_run_dir("train_critic", train, tmp_path)
+    assert str(err.value).endswith(
+        f"or overwrite=true to replace them, or resume={tmp_path / 'sft' / 'final'} to continue "
+        "the run after its finished stage"
+    )
+    (tmp_path / "readout" / "final").mkdir(parents=True)  # every stage finished: nothing left
+    (tmp_path / "readout" / "final" / STATE).write_bytes(b"")
+    with pytest.raises(RunDirError) as err:
+        check_run_dir("train_critic", train, tmp_path)
+    assert str(err.value).endswith("or overwrite=true to replace them")
 
 
 def test_train_critic_refuses_before_hydra_or_a_model_touches_the_dir(tmp_path):
