@@ -51,6 +51,10 @@ FAILURE_TYPES_KEY = "viscritic_failure_types"
 # The tasks whose episodes it was trained on (and its starting checkpoint's): on another, the
 # reward wrapper and the evaluator warn that its readings may mean little.
 TRAINED_TASKS_KEY = "viscritic_tasks"
+# The view each trained task's episodes were recorded at, as their folders' manifest.json gives
+# it: {task: {"image_size": [height, width], "camera": [...]}}. An env rendering the task at
+# another size or from another camera is warned of: a critic's reading does not carry over.
+TASK_VIEWS_KEY = "viscritic_task_views"
 
 # Qwen2.5-VL's and Qwen3-VL's released vocabularies (151,936 and 151,936 rows); the presets' is
 # a few hundred tokens.

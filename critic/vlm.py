@@ -37,6 +37,7 @@ from critic.models import (
     FAILURE_TYPES_KEY,
     PRESETS,
     TASK_CLIP_FRAMES_KEY,
+    TASK_VIEWS_KEY,
     TRAINED_TASKS_KEY,
     device_problem,
     is_preset,
@@ -119,6 +120,9 @@ class VLMCritic(Critic):
     _default_failure_types: bool = field(default=True, init=False, repr=False)
     # the tasks its checkpoint records it was trained on; None: not recorded (any task)
     trained_tasks: tuple[str, ...] | None = field(default=None, init=False, repr=False)
+    # the view each of those tasks was recorded at ({task: {"image_size", "camera"}}); where a
+    # task has none recorded, any view
+    trained_views: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def check_options(cls, **options: Any) -> None:
@@ -268,6 +272,7 @@ class VLMCritic(Critic):
         self.trained_tasks = (
             tuple(getattr(self._model.config, TRAINED_TASKS_KEY, None) or ()) or None
         )
+        self.trained_views = _views(getattr(self._model.config, TASK_VIEWS_KEY, None))
 
     def _connect(self, url: str) -> None:
         from critic.models import load_served_tokenizer
@@ -296,6 +301,7 @@ class VLMCritic(Critic):
         self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
         self._trained_failure_types(info["config"].get(FAILURE_TYPES_KEY))
         self.trained_tasks = tuple(info["config"].get(TRAINED_TASKS_KEY) or ()) or None
+        self.trained_views = _views(info["config"].get(TASK_VIEWS_KEY))
 
     def _trained_failure_types(self, recorded: Any) -> None:
         """The failure types the checkpoint's prompts offered (its data's own beyond the
@@ -495,3 +501,15 @@ def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSp
             f"{source}'s video processor config cannot be read: {exc}; fix it in the checkpoint's "
             "video_preprocessor_config.json (or processor_config.json / preprocessor_config.json)"
         ) from None
+
+
+def _views(recorded: Any) -> dict[str, dict[str, Any]]:
+    """A checkpoint's :data:`critic.models.TASK_VIEWS_KEY` record, the entries that are views
+    (a hand-edited config's others are left out: no view to hold an env to)."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        str(task): dict(view)
+        for task, view in recorded.items()
+        if isinstance(view, dict) and {"image_size", "camera"} <= set(view)
+    }

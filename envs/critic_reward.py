@@ -43,6 +43,7 @@ from critic.base import (
 )
 from envs.errors import CriticOutputError, InvalidOptionError
 from rollout.checks import is_int, is_number
+from rollout.warn import warn_user
 
 # The critic a reward wrapper uses when none is named: the shipped, trained VLM critic
 # (critic/weights/viscritic-small). critic="oracle" reads the simulator's privileged progress.
@@ -177,11 +178,17 @@ class CriticRewardConfig:
         if self.frames_per_query is not None:
             object.__setattr__(self, "frames_per_query", int(self.frames_per_query))
 
-    def for_critic(self, critic: Any, task: str | None = None) -> CriticRewardConfig:
+    def for_critic(
+        self, critic: Any, task: str | None = None, view: Any = None
+    ) -> CriticRewardConfig:
         """These options with ``frames_per_query`` settled for ``critic`` (``None``: no critic
         known) on ``task`` (a registered task name) by :func:`critic.base.query_frames`: as
-        given, else the critic's clip length for the task, else 8."""
+        given, else the critic's clip length for the task, else 8. Warns where the critic was
+        not trained on ``task``, or on another ``view`` of it (the env's
+        :class:`~envs.render.CriticView`; :func:`warn_if_other_view`)."""
         warn_if_untrained(critic, task)
+        if view is not None:
+            warn_if_other_view(critic, task, view)
         return replace(self, frames_per_query=query_frames(critic, self.frames_per_query, task))
 
     @property
@@ -200,6 +207,37 @@ class CriticRewardConfig:
         Example: k = 5 over a 12-step episode queries after steps 5, 10 and 12.
         """
         return done or step % self.query_every == 0
+
+
+def warn_if_other_view(critic: Any, task: str | None, view: Any) -> None:
+    """Warn, once per critic, task and view, where ``critic`` records the view ``task``'s
+    episodes were recorded at (``trained_views``) and the env renders another ``view`` (its
+    ``image_size=`` or ``camera=``): a critic's reading does not carry over (the shipped critic
+    read 0.02 of a Reacher start at 56² and 0.25 at 112², true progress 0)."""
+    from envs.manifest import plain
+
+    recorded = (getattr(critic, "trained_views", None) or {}).get(task)
+    if not isinstance(recorded, dict):
+        return
+    size, camera = [view.height, view.width], plain(list(view.cameras))
+    other = []
+    if plain(recorded.get("image_size")) != size:
+        other.append(f"{size[0]}x{size[1]} pixels where it was trained on "
+                     f"{'x'.join(map(str, recorded.get('image_size') or ['?']))}")  # fmt: skip
+    if plain(recorded.get("camera")) != camera:
+        other.append(f"from camera {camera} where it was trained from {recorded.get('camera')}")
+    key = (getattr(critic, "name", repr(critic)), task, repr(other))
+    if not other or key in _WARNED_VIEW:
+        return
+    _WARNED_VIEW.add(key)
+    warn_user(
+        f"critic {key[0]!r} reads {task} rendered {' and '.join(other)}: its readings may mean "
+        "little there; leave image_size= and camera= at the task's, or record episodes at this "
+        "view (synthesize.py env.image_size=, env.camera=) and train a critic on them"
+    )
+
+
+_WARNED_VIEW: set[tuple[str, str | None, str]] = set()
 
 
 def interpolate_progress(

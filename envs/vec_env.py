@@ -97,14 +97,17 @@ class VisCriticVecEnv(_vec_env.VecEnvWrapper):
         # the clip length is the critic's for each sub-env's task (a checkpoint may record one
         # per task); the query schedule is the same for all
         try:  # names, not specs: worker processes send them back
-            tasks = venv.get_attr("task_name")
+            tasks, views = venv.get_attr("task_name"), venv.get_attr("view")
         except AttributeError:
             raise InvalidOptionError(
                 "VisCriticVecEnv needs VisCritic task envs underneath (envs.make_task_env, with "
                 "CriticFrames on top); build the stack with envs.vec_env.make_viscritic_vec_env"
             ) from None
         self._tasks = list(tasks)
-        self._configs = [self.config.for_critic(self.critic, task) for task in tasks]
+        self._configs = [
+            self.config.for_critic(self.critic, task, view)
+            for task, view in zip(tasks, views, strict=True)
+        ]
         self.config = self._configs[0]
         self._check_workers(venv)
         self._instructions = venv.get_attr("instruction")

@@ -76,7 +76,7 @@ class VisCriticReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             )
         self.critic = make_critic(critic)
         self._task: TaskEnv = env.unwrapped
-        self.config = self.config.for_critic(self.critic, self._task.task_name)
+        self.config = self.config.for_critic(self.critic, self._task.task_name, self._task.view)
         self._tracker = EpisodeTracker(self.config, self._task.instruction, self.critic.name)
         self._ended, self._last_cut, self._warned = True, None, False  # _warn_if_cut_short
 

@@ -199,14 +199,52 @@ def data_failure_types(cfg: DictConfig, rows: list | None = None) -> tuple[str, 
     return failure_vocabulary(row.get("failure_type") for row in rows or _trained_rows(cfg))
 
 
-def _trained_rows(cfg: DictConfig) -> list:
+def _trained_rows(cfg: DictConfig, by_folder: list[list] | None = None) -> list:
     """The table rows of the ``data`` folders' episodes (no video decoding), held-out tasks left
-    out: their tasks and failure types stay unseen."""
+    out: their tasks and failure types stay unseen (``by_folder``: :func:`_folder_rows`, read
+    already)."""
+    held = set(cfg.get("held_out_tasks") or [])
+    rows = (row for rows in by_folder or _folder_rows(cfg) for row in rows)
+    return [row for row in rows if row.get("env_id") not in held]
+
+
+def _folder_rows(cfg: DictConfig) -> list[list]:
+    """Each ``data`` folder's table rows, in ``data`` order."""
     from critic.data.episodes import read_table
 
-    held = set(cfg.get("held_out_tasks") or [])
-    rows = (row for folder in cfg.data for row in read_table(folder))
-    return [row for row in rows if row.get("env_id") not in held]
+    return [read_table(folder) for folder in cfg.data]
+
+
+def data_views(
+    cfg: DictConfig, tasks: set[str], by_folder: list[list] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The view (``image_size`` and ``camera``) each of ``tasks`` was recorded at in the ``data``
+    folders, as their ``manifest.json`` gives it (envs.manifest writes it; read here as JSON, so
+    the critic does not import the simulators). A task with a folder that gives no view, or two
+    folders that give two, has none: no view to hold an env to (``by_folder``:
+    :func:`_folder_rows`, read already)."""
+    import json
+    from pathlib import Path
+
+    seen: dict[str, list] = {}
+    for folder, rows in zip(cfg.data, by_folder or _folder_rows(cfg), strict=True):
+        try:
+            recorded = json.loads((Path(str(folder)) / "manifest.json").read_text())["tasks"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = {}
+        for task in {str(row.get("env_id")) for row in rows} & tasks:
+            options = recorded.get(task) if isinstance(recorded, dict) else None
+            view = (
+                {key: options.get(key) for key in ("image_size", "camera")}
+                if isinstance(options, dict)
+                else None
+            )
+            seen.setdefault(task, []).append(view)
+    return {
+        task: found[0]
+        for task, found in seen.items()
+        if found[0] is not None and all(v == found[0] for v in found)
+    }
 
 
 def record_draws(config: Any, cfg: DictConfig) -> None:
@@ -221,10 +259,12 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
         CLIP_FRAMES_KEY,
         FAILURE_TYPES_KEY,
         TASK_CLIP_FRAMES_KEY,
+        TASK_VIEWS_KEY,
         TRAINED_TASKS_KEY,
     )
 
-    rows = _trained_rows(cfg)  # one read of the tables for all
+    by_folder = _folder_rows(cfg)  # one read of the tables for all
+    rows = _trained_rows(cfg, by_folder)
     before = getattr(config, TRAINED_TASKS_KEY, None) or []  # the starting checkpoint's
     trained = {row.get("env_id") for row in rows} - {None, ""}
     # A task the starting checkpoint was trained on and this run's data lacks keeps the clip
@@ -247,3 +287,11 @@ def record_draws(config: Any, cfg: DictConfig) -> None:
     setattr(config, TASK_CLIP_FRAMES_KEY, task_frames)
     setattr(config, FAILURE_TYPES_KEY, list(data_failure_types(cfg, rows)))
     setattr(config, TRAINED_TASKS_KEY, sorted({*before, *trained}))
+    # the view of each task trained here; a task only the starting checkpoint was trained on
+    # keeps the view it recorded
+    views = {
+        task: view
+        for task, view in (getattr(config, TASK_VIEWS_KEY, None) or {}).items()
+        if task not in trained
+    }
+    setattr(config, TASK_VIEWS_KEY, {**views, **data_views(cfg, trained, by_folder)})
