@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from envs.errors import InvalidOptionError
+from rollout.checks import is_int
 from rollout.files import write_atomic
 
 MANIFEST = "manifest.json"  # in a dataset folder: per task, the options of its episodes
@@ -190,6 +191,41 @@ def check_folder_options(
             new[task] = {**tasks[task], "expert": options["expert"]}
     if new:
         write_manifest(root, {**tasks, **new})
+
+
+def older_recordings(folders: Any) -> list[str]:
+    """For each of ``folders`` (dataset folders a run reads: ``data=``), the tasks its manifest
+    says were recorded by an older version of the recording than this code's
+    (:data:`envs.synth.RECORDING`, :data:`envs.synth.TASK_RECORDING`), worded for a warning: their
+    labels or chains of thought are the old ones (an old Stack folder trains "the red cube is
+    0.7 cm from the green cube" of a cube carried 13 cm above it). A folder without a manifest,
+    or one this module cannot read, is not judged here (the readers say what they find)."""
+    from envs.synth import RECORDING, TASK_RECORDING
+
+    found = []
+    for folder in folders or []:
+        try:
+            tasks = read_manifest(str(folder))
+        except InvalidOptionError:
+            continue
+        for task, options in sorted(tasks.items()):
+            then, now = options.get("recording", 1), TASK_RECORDING.get(task, RECORDING)
+            if is_int(then) and then < now:
+                found.append(
+                    f"{folder}: its {task} episodes were recorded by version {then} of the "
+                    f"recording, and this code records version {now} (envs.synth.RECORDING says "
+                    "what changed: labels or chain-of-thought wording); record them again into a "
+                    "new folder (synthesize.py out=) to train or score on what this code records"
+                )
+    return found
+
+
+def warn_older_recordings(folders: Any, script: str) -> None:
+    """Warn, for ``script``, of each :func:`older_recordings` of ``folders``."""
+    from rollout.warn import warn_user
+
+    for said in older_recordings(folders):
+        warn_user(f"{script}: {said}")
 
 
 # What defines a task's episodes beyond the options (envs.synth.task_definition)

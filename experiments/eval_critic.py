@@ -263,6 +263,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # read once, before the critics run: a labels.jsonl edited during a long run must not stop
     # the report of the critics that ran on the videos as they were labelled
     splits = external_has_splits(cfg)
+    from recordings import older_recordings_warned
+
+    older_recordings_warned(list_option(cfg.data), "eval_critic")
     by_task = load_episodes(cfg)
     calibration = None
     if cfg.calibration_split is not None:  # check_config: a split apart from the evaluated one

@@ -100,6 +100,10 @@ def _main(cfg: DictConfig, run_dir: Path) -> None:
     except (TrainConfigError, EpisodeFormatError) as exc:
         print(f"train_critic: {exc}", file=sys.stderr)
         sys.exit(1)
+    if trainer.rank == 0:
+        from recordings import older_recordings_warned
+
+        older_recordings_warned(cfg.data, "train_critic")
     pipeline = list(cfg.pipeline)
     resume = Path(cfg.resume) if cfg.resume is not None else None
     if resume is not None:  # <run>/<stage>/checkpoint-<step>: skip the stages before it

@@ -219,3 +219,30 @@ def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
     assert (
         recording_options("Lift")["recording"] == recording_options("Pusher-v5")["recording"] == 2
     )
+
+
+def test_a_run_reading_an_older_recording_is_told(tmp_path):
+    # train_critic.py and eval_critic.py read a version-2 Stack folder without a word: its
+    # chains of thought said "the red cube is 0.7 cm from the green cube" of a cube 13 cm above
+    import json
+
+    from envs.manifest import MANIFEST, older_recordings
+
+    plans = plan_episodes("Reacher-v5", 1, failure_fraction=0.0)
+    synthesize(plans, tmp_path / "now", workers=1, progress_bar=False, every=5)
+    assert older_recordings([tmp_path / "now", tmp_path / "no manifest"]) == []
+    manifest = json.loads((tmp_path / "now" / MANIFEST).read_text())
+    manifest["tasks"]["Stack"] = {**manifest["tasks"]["Reacher-v5"], "recording": 2}
+    manifest["tasks"]["Reacher-v5"].pop("recording")  # a manifest from before the key: 1
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / MANIFEST).write_text(json.dumps(manifest))
+    assert older_recordings([str(tmp_path / "old")]) == [
+        f"{tmp_path / 'old'}: its {task} episodes were recorded by version {then} of the "
+        f"recording, and this code records version {now} (envs.synth.RECORDING says what "
+        "changed: labels or chain-of-thought wording); record them again into a new folder "
+        "(synthesize.py out=) to train or score on what this code records"
+        for task, then, now in (("Reacher-v5", 1, 2), ("Stack", 2, 3))
+    ]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / MANIFEST).write_text("not json")  # the readers say what they find
+    assert older_recordings([tmp_path / "bad"]) == []

@@ -348,3 +348,27 @@ def test_no_verdict_read_fits_no_verdict_threshold(dataset):
     failure = row["Reacher-v5"]["failure"]
     assert "threshold" not in failure and failure["readable"] == 0.0  # the report: n/a
     assert "threshold" in failure["achieved"]  # the last frame's reading still fits
+
+
+def test_a_folder_of_an_older_recording_is_warned_of_in_evaluation_and_training(dataset, tmp_path):
+    # both read it without a word: its labels or chains of thought are the old ones
+    import json
+    import shutil
+
+    from tests.experiments.train_critic_cli import run_train
+
+    old = tmp_path / "old"
+    shutil.copytree(dataset, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["tasks"]["Reacher-v5"].pop("recording")  # as version 1 wrote it
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    said = f"{old}: its Reacher-v5 episodes were recorded by version 1 of the recording"
+    done = run_eval(tmp_path / "eval", f"data=[{old}]", "critics=[oracle]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"eval_critic: {said}" in done.stderr
+    done = run_train(tmp_path / "train", f"data=[{old}]", "pipeline=[sft]", "stages.sft.steps=1",
+                     "stages.sft.batch_size=2", "eval_every=0")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"train_critic: {said}" in done.stderr
+    done = run_eval(tmp_path / "eval2", f"data=[{dataset}]", "critics=[oracle]")
+    assert "recorded by version" not in done.stderr
