@@ -286,7 +286,8 @@ def success_ratio_interval(
     ``None`` with fewer than two seeds on either side, or no true-reward success at all. The
     lower bound is at least 0 (a ratio of rates); the upper bound is ``None`` (unbounded) when
     the true reward's mean is not known to be above 0 at this confidence (``mean^2 <= t^2 *
-    var``: the interval is then no bounded range).
+    var``: the interval is then no bounded range), and the lower bound then the smallest ratio
+    not excluded: 0 unless the critic's mean is known to be above 0.
     """
     from scipy import stats
 
@@ -304,12 +305,17 @@ def success_ratio_interval(
 
         vc, vt = max(vc, binomial(mc, episodes[0])), max(vt, binomial(mt, episodes[1]))
     t = float(stats.t.ppf(0.5 + confidence / 2, min(len(critic), len(truth)) - 1))
-    # the ratios r with (mc - r mt)^2 <= t^2 (vc + r^2 vt): a r^2 - 2 mc mt r + mc^2 - t^2 vc <= 0
-    a = mt**2 - t**2 * vt
-    if a <= 0:
-        return [0.0, None]
+    # the ratios r with (mc - r mt)^2 <= t^2 (vc + r^2 vt): a r^2 - 2 mc mt r + c <= 0
+    a, c = mt**2 - t**2 * vt, mc**2 - t**2 * vc
     root = np.sqrt(max(t**2 * (vc * mt**2 + vt * mc**2) - t**4 * vc * vt, 0.0))
-    return [max(0.0, float((mc * mt - root) / a)), float((mc * mt + root) / a)]
+    if a > 0:
+        return [max(0.0, float((mc * mt - root) / a)), float((mc * mt + root) / a)]
+    # no upper bound. Where the critic's mean is known to be above 0 (c > 0) the ratios from 0
+    # up to the parabola's positive root are still excluded (it read "0.00", hiding a bound a
+    # target is judged by); else every ratio >= 0 is in
+    if c <= 0:
+        return [0.0, None]
+    return [float(c / (2 * mc * mt)) if a == 0 else float((mc * mt - root) / a), None]
 
 
 def summarise(

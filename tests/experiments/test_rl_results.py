@@ -108,7 +108,16 @@ def test_success_ratio_interval_over_seeds_by_hand():
         0.0,
         pytest.approx(1.5232, abs=1e-4),
     ]
-    # too few seeds, or no true-reward success: no interval
+    # the true reward's mean not known above 0, the critic's known above 0: unbounded above,
+    # and the ratios below the parabola's positive root still excluded (it read 0.00-unbounded).
+    # Critic 0.5, 0.52, 0.48 (mean 0.5, variance of the mean 0.0004 / 3), true reward 0.05,
+    # 0.40, 0.01 (mean 0.153333, variance of the mean 0.0920667 / 6 = 0.0153444): a = 0.0235111
+    # - 18.51282 * 0.0153444 = -0.260558; c = 0.25 - 18.51282 * 0.000133333 = 0.247532; the
+    # root sqrt(0.0766667^2 + 0.260558 * 0.247532) = 0.265280; (0.0766667 - 0.265280) /
+    # -0.260558 = 0.72389
+    lower, upper = success_ratio_interval([0.5, 0.52, 0.48], [0.05, 0.40, 0.01])
+    assert lower == pytest.approx(0.72389, abs=2e-5) and upper is None
+    # where the critic's mean is not known above 0 either, every ratio from 0 is in (above)
     assert success_ratio_interval([0.1], [0.2]) is None
     assert success_ratio_interval([0.1, 0.2], [0.0, 0.0]) is None
 
