@@ -349,6 +349,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
             condition and seed twice.
     """
     loaded = []
+    origins: list[Any] = []  # each folder's own merged_from: a merged report's runs' own dirs
     for entry in run_dirs:
         head, _, tail = str(entry).rpartition(":")
         if head and tail not in CONDITIONS and Path(head).is_dir() and not Path(entry).is_dir():
@@ -375,6 +376,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
             if not runs:
                 raise ExperimentConfigError(f"merge: {folder} has no {only} runs ({entry!r})")
         loaded.append((folder, config, runs))
+        origins.append(results.get("merged_from") if isinstance(results, dict) else None)
     holding = {c: [x for x in loaded if any(r["condition"] == c for r in x[2])]
                for c in MERGE_SAME_FOR}  # fmt: skip
     # the oracle learns through the critic's reward wrapper and options: a critic and an oracle
@@ -396,7 +398,7 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
     seen: dict[tuple[str, int], Path] = {}
     merged: list[RunResult] = []
     sources = []
-    for folder, _, runs in loaded:
+    for (folder, _, runs), nested in zip(loaded, origins, strict=True):
         for record in runs:
             key = (record["condition"], int(record["seed"]))
             if key in seen:
@@ -407,8 +409,15 @@ def merge_runs(run_dirs: list[str]) -> tuple[DictConfig, list[RunResult], list[d
             seen[key] = folder
             merged.append(run_result(record))
         ordered = sorted(runs, key=lambda r: (r["condition"], int(r["seed"])))
-        sources.append({"run_dir": str(folder),
-                        "runs": [f"{r['condition']}_seed{r['seed']}" for r in ordered]})  # fmt: skip
+        # a merged report's runs keep the dirs they ran in (merged again, a critic and a true
+        # reward of two dirs read as run side by side, and its sources as one dir)
+        by_dir: dict[str, list[str]] = {}
+        for r in ordered:
+            name = f"{r['condition']}_seed{r['seed']}"
+            ran = next((str(x.get("run_dir")) for x in nested or [] if isinstance(x, dict)
+                        and name in (x.get("runs") or [])), str(folder))  # fmt: skip
+            by_dir.setdefault(ran, []).append(name)
+        sources += [{"run_dir": ran, "runs": names} for ran, names in by_dir.items()]
     order = {c: i for i, c in enumerate(CONDITIONS)}
     merged.sort(key=lambda r: (order.get(r.condition, len(order)), r.seed))
     # the reward's and critic's options come from the runs that used them

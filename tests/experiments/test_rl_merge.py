@@ -312,3 +312,29 @@ def test_a_killed_run_s_records_that_ran_with_other_options_are_not_merged(tmp_p
         json.dumps({**results, "config": first["config"], "runs": [first["run"]]})
     )
     assert [r.seed for r in merge_runs([str(killed)])[1]] == [0, 1]
+
+
+def test_a_merged_report_merged_again_keeps_the_dirs_its_runs_ran_in(tmp_path):
+    # the second merge recorded the first merge's folder as the source of its critic and true
+    # reward alike: their wall-time ratio read as side by side, and the dirs they ran in were lost
+    from rl_merge import merge_runs
+    from rl_report import write_report
+    from rl_results import summarise
+
+    critic = run_dir(tmp_path, "critic", keep=("critic",))
+    truth = run_dir(tmp_path, "truth", keep=("ground_truth",))
+    oracle = run_dir(tmp_path, "oracle", keep=("oracle",))
+    config, runs, sources = merge_runs([str(critic), str(truth)])
+    first = tmp_path / "first"
+    first.mkdir()
+    write_report(config, runs, summarise(runs), first, sources)
+    config, runs, sources = merge_runs([str(first), str(oracle)])
+    assert [(s["run_dir"], s["runs"][0]) for s in sources] == [
+        (str(critic), "critic_seed0"), (str(truth), "ground_truth_seed0"),
+        (str(oracle), "oracle_seed0"),
+    ]  # fmt: skip
+    again = tmp_path / "again"
+    again.mkdir()
+    write_report(config, runs, summarise(runs), again, sources)
+    report = (again / "report.md").read_text()
+    assert "(not side by side: the two conditions ran in different run dirs)" in report
