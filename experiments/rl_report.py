@@ -302,6 +302,8 @@ def _machines(runs: list[RunResult]) -> list[str]:
             parts.append(f"GPU {machine['gpu']}")
         parts.append(f"Python {machine.get('python', '?')}")
         parts += [f"{name} {machine[name]}" for name in MACHINE_PACKAGES if name in machine]
+        if "torch_threads" in machine:  # a run's numbers depend on it (merge= does not compare it)
+            parts.append(f"torch threads {machine['torch_threads']}")
         return ", ".join(parts)
 
     by_setup: dict[str, list[str]] = {}

@@ -114,6 +114,13 @@ def test_the_report_says_what_each_run_ran_on(tmp_path):
     (again / "results.json").write_text((tmp_path / "results.json").read_text())
     _, merged, _ = merge_runs([str(again)])
     assert [r.machine for r in merged] == [r.machine for r in runs]
+    # runs at other torch thread counts (merge= does not compare it, and a run's numbers depend
+    # on it) read as one setup
+    threads = [replace(r, machine={**one, "torch_threads": "2" if r.seed else "1"}) for r in runs]
+    write_report(config, threads, summarise(threads), tmp_path)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert "- AMD EPYC, 2 cores (AVX-512: yes), Python 3.11.2, torch 2.13.0, torch threads 1: " \
+        "critic_seed0, oracle_seed0, ground_truth_seed0" in lines  # fmt: skip
 
 
 def test_the_report_names_the_options_of_the_reward_mode(tmp_path):
