@@ -7,7 +7,8 @@ this module turns into sentences, each in several wordings:
 - ``<a>_over_<b>_cm``: a distance across the table (seen from above), "the red cube is 0.7 cm
   from being over the green cube" (true while the cube is carried high above it, where "0.7 cm
   from the green cube" was not);
-- ``<object>_height_cm``: "the cube is 3.2 cm above the table";
+- ``<object>_height_cm``: "the cube is 3.2 cm above the table" (a height under its rest by less
+  than :data:`SETTLING` reads 0; one far under it, "the cube is 20.0 cm below where it rested");
 - ``<object>_grasped`` (0 or 1): "the cube is grasped" / "the cube is not grasped" (said of
   the frame alone: the object may have been released, so no "yet" or "still");
 - ``<object>_angle_deg``: "the door has turned 12 degrees";
@@ -42,6 +43,15 @@ _HEIGHT = (
     "the {o} has been lifted {v:.1f} cm",
     "the {o} sits {v:.1f} cm higher than at rest",
 )
+# a height well below where the object rested (it fell off the table): said as such
+_BELOW = (
+    "the {o} is {v:.1f} cm below where it rested",
+    "the {o} has fallen {v:.1f} cm below the table top",
+)
+# below this much, a height or angle under its rest is the contact's settling (a cube at rest reads
+# -0.02 cm, one landing -0.3 cm, a door at rest -0.06 degrees): said as 0, not "-0.0" or "lifted
+# -0.3 cm"
+SETTLING = {"cm": 0.5, "deg": 1.0}
 _GRASPED = ("the {o} is grasped", "the gripper holds the {o}", "the {o} is in the gripper")
 _NOT_GRASPED = (
     "the {o} is not grasped",
@@ -76,11 +86,14 @@ def describe(key: str, value: float, rng: np.random.Generator) -> str:
         a, b = key[: -len("_cm")].split("_to_", 1)
         return pick(_DISTANCE).format(a=_name(a), b=_name(b), v=value)
     if m := re.fullmatch(r"(\w+)_height_cm", key):
-        return pick(_HEIGHT).format(o=_name(m.group(1)), v=value)
+        if value < -SETTLING["cm"]:
+            return pick(_BELOW).format(o=_name(m.group(1)), v=-value)
+        return pick(_HEIGHT).format(o=_name(m.group(1)), v=max(value, 0.0))
     if m := re.fullmatch(r"(\w+)_grasped", key):
         return pick(_GRASPED if value >= 0.5 else _NOT_GRASPED).format(o=_name(m.group(1)))
     if m := re.fullmatch(r"(\w+)_angle_deg", key):
-        return pick(_ANGLE).format(o=_name(m.group(1)), v=value)
+        settled = 0.0 if -SETTLING["deg"] < value < 0 else value
+        return pick(_ANGLE).format(o=_name(m.group(1)), v=settled)
     return f"{_name(key)} is {value:.2f}"
 
 

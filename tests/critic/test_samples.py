@@ -92,6 +92,18 @@ def test_describe_each_kind_of_state():
     }
     assert "12 degrees" in describe("door_angle_deg", 12.0, RNG(0))
     assert describe("joint_speed", 0.5, RNG(0)) == "joint speed is 0.50"
+    # a contact's settling under the rest height or angle: "lifted -0.3 cm", "-0.0 cm above the
+    # table" and "swung -0 degrees" were taught (a cube at rest, one landing, a door at rest)
+    for key, value in (("cube_height_cm", -0.02), ("cube_height_cm", -0.3),
+                       ("door_angle_deg", -0.06)):  # fmt: skip
+        said = {describe(key, value, RNG(s)) for s in range(20)}
+        assert not any("-" in text for text in said), said
+        assert all((" 0.0 cm" if key.endswith("cm") else " 0 degrees") in t for t in said)
+    # far under it (a cube off the table): said as below, not as a negative height
+    assert {describe("cube_height_cm", -20.0, RNG(s)) for s in range(20)} == {
+        "the cube is 20.0 cm below where it rested",
+        "the cube has fallen 20.0 cm below the table top",
+    }
 
 
 def test_chain_of_thought_is_grounded_varied_and_parses_to_the_truth():
