@@ -210,6 +210,11 @@ class ReacherExpert(Expert):
         return self.kp * _wrap_angle(q_goal - q) - self.kd * qvel
 
 
+# How much farther from the goal than its closest (m) Pusher's object must be for a push away
+# to count as begun (object_pushed_away's failure step)
+PUSHED_AWAY = 0.005
+
+
 @register_expert("Pusher-v5")
 class PusherExpert(Expert):
     """Pusher-v5: bring the fork at the end of the arm behind the object, then push it to the goal.
@@ -288,6 +293,8 @@ class PusherExpert(Expert):
         self._grip: str | None = None  # chosen afresh on every approach
         self._phase = "approach"  # approach (hover over, come down behind the object) or push
         self._hold: tuple[np.ndarray, np.ndarray] | None = None  # a fork pose held to the end
+        self._failing = False  # the failure began (its step is marked when it becomes real)
+        self._closest = np.inf  # object_pushed_away: the closest to the goal since it began
         self._trigger = None
         if self.failure is not None:
             self._trigger = _Trigger.draw(
@@ -343,12 +350,15 @@ class PusherExpert(Expert):
         data = env.mj_data
         obj = data.body("object").xpos[:2].copy()
         tip = data.xpos[self._tip_id].copy()
-        if (
-            self._trigger is not None
-            and self.failure_step is None
-            and self._trigger.due(env, self.steps)
-        ):
+        if self._trigger is not None and not self._failing and self._trigger.due(env, self.steps):
             self._start_failure(env, obj, tip)
+        if self._failing and self.failure == "object_pushed_away":
+            # real once the object is pushed away: 0.5 cm farther from the goal than the closest
+            # it came since the re-plan, which it went on toward for up to 50 steps
+            from_goal = float(np.linalg.norm(self._goal - obj))
+            self._closest = min(self._closest, from_goal)
+            if from_goal > self._closest + PUSHED_AWAY:
+                self._mark_failure()
         if self._hold is not None:
             return self._torque(env, self._hold[0], self._hold[1])
         to_goal = float(np.linalg.norm(self._push_to - obj))
@@ -396,8 +406,10 @@ class PusherExpert(Expert):
         return back, env.mj_data.xmat[self._tip_id].reshape(3, 3).copy()
 
     def _start_failure(self, env: TaskEnv, obj: np.ndarray, tip: np.ndarray) -> None:
+        self._failing = True
         if self.failure == "stall":
             self._hold = self._backed_off(env, tip)
+            self._mark_failure()
         elif self.failure == "object_pushed_away":
             # Round the object and push it off sideways-and-back, away from the goal.
             side = 1.0 if self.rng.random() < 0.5 else -1.0
@@ -412,7 +424,9 @@ class PusherExpert(Expert):
             # behind the object again for the new direction: pushing on with the corner it had,
             # the object drifted into the goal (seed 21: a success)
             self._phase = "approach"
-        self._mark_failure()
+            self._mark_failure()  # real as it heads for the other spot
+        # object_pushed_away is marked once the object is pushed away (in _act): marked here, at
+        # the re-plan, the object went on toward the goal for 12-52 steps after its failure step
 
     def _torque(
         self,

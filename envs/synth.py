@@ -230,10 +230,15 @@ def record_episode(
     raw = np.asarray(progress, np.float32)
     # An expert that succeeds never regresses on purpose: its label is the running maximum of the
     # privileged progress, whose stage formulas dip briefly where a stage's condition flips
-    # (PickPlaceCan's grasp check at release, Door's handle at the swing). Failures, policies and
-    # an expert that failed keep the raw curve: there a drop is real (a Pusher expert's object
-    # sliding from 7.9 to 9.1 cm of the goal read as flat).
-    label = np.maximum.accumulate(raw) if expert_run and success else raw
+    # (PickPlaceCan's grasp check at release, Door's handle at the swing). So is an injected
+    # failure's before its failure step: those frames are the expert's own, pixel for pixel (the
+    # raw curve taught them other targets, Door's by up to 0.16, Pusher's 0.06). After it, and in
+    # policies and an expert that failed, the raw curve: there a drop is real (a Pusher expert's
+    # object sliding from 7.9 to 9.1 cm of the goal read as flat).
+    label = np.maximum.accumulate(raw) if expert_run and success else raw.copy()
+    if plan.failure is not None and failure_step is not None:
+        before = np.asarray(steps) < failure_step  # a prefix: steps rise
+        label[before] = np.maximum.accumulate(raw[before])
     if plan.policy is not None:
         failure_type = None if success else POLICY_FAILURE
     elif success:  # an injected failure that did not stop the task is no failure
@@ -306,8 +311,13 @@ def _relabel_in_hindsight(
 #      scripted expert draws from a stream of its own, not the one the start was drawn from.
 #   3: Stack and PickPlaceCan alone (TASK_RECORDING: other tasks' folders stay readable): their
 #      distances across the table named <a>_over_<b>_cm (red_cube_to_green_cube_cm, can_to_bin_cm).
-RECORDING = 2
-TASK_RECORDING = {"Stack": 3, "PickPlaceCan": 3}
+#   Since the night of 2026-12-07, every task one higher (3; Stack and PickPlaceCan 4): an
+#      injected failure's frames before its failure step labelled as the expert's (the running
+#      maximum), Door's handle credited from 0.05 rad (its sag under gravity passed 0.01 with the
+#      gripper 27 cm away), Pusher's object_pushed_away and wrong_target failure step where the
+#      push away begins (it was where the expert re-planned, up to 50 steps before).
+RECORDING = 3
+TASK_RECORDING = {"Stack": 4, "PickPlaceCan": 4}
 
 
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def test_a_rerun_resumes_with_the_same_options_and_refuses_others(tmp_path, capl
                        "camera": [{"lookat": [0.0, 0.0, 0.0], "distance": 0.75, "azimuth": 90.0,
                                    "elevation": -90.0}],
                        "task_kwargs": {"min_start_distance": 0.05}, "deterministic": False,
-                       "codec": "ffv1", "recording": 2,
+                       "codec": "ffv1", "recording": 3,
                        # what defines the task's episodes here: its spec, and its expert
                        "definition": "envs.mujoco_tasks.ReacherTask 'Move the tip of the "
                                      "two-link arm to touch the red target.' view aafcf9524c",
@@ -196,28 +196,29 @@ def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
     plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
     synthesize(plans[:1], tmp_path, workers=1, progress_bar=False, every=5)
     manifest = json.loads((tmp_path / MANIFEST).read_text())
-    assert manifest["tasks"]["Reacher-v5"].pop("recording") == RECORDING == 2
+    assert manifest["tasks"]["Reacher-v5"].pop("recording") == RECORDING == 3
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))  # as an older version wrote it
     with pytest.raises(InvalidOptionError) as excinfo:
         synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
     assert str(excinfo.value) == (
         f"the dataset folder '{tmp_path}' holds 1 Reacher-v5 episodes recorded by another version "
-        "of VisCritic's recording (recording 1 there, 2 now: envs.synth.RECORDING says what "
+        "of VisCritic's recording (recording 1 there, 3 now: envs.synth.RECORDING says what "
         "changed), whose labels or episodes differ from what this one records; a re-run records "
         "only the missing episodes, so the dataset would mix the two. Pass a new out=<folder>, "
         "or move this one away and run again to record it all"
     )
     # Stack's and PickPlaceCan's episodes changed alone (their distances across the table
-    # renamed): a version of their own, every other task's folder still read as version 2
+    # renamed): a version of their own, one above every other task's (3 since the night of
+    # 2026-12-07: a failure's frames before its step labelled as the expert's, and more)
     from envs.synth import recording_options
 
     assert (
         recording_options("Stack")["recording"]
         == recording_options("PickPlaceCan")["recording"]
-        == 3
+        == 4
     )
     assert (
-        recording_options("Lift")["recording"] == recording_options("Pusher-v5")["recording"] == 2
+        recording_options("Lift")["recording"] == recording_options("Pusher-v5")["recording"] == 3
     )
 
 
@@ -241,7 +242,7 @@ def test_a_run_reading_an_older_recording_is_told(tmp_path):
         f"recording, and this code records version {now} (envs.synth.RECORDING says what "
         "changed: labels or chain-of-thought wording); record them again into a new folder "
         "(synthesize.py out=) to train or score on what this code records"
-        for task, then, now in (("Reacher-v5", 1, 2), ("Stack", 2, 3))
+        for task, then, now in (("Reacher-v5", 1, 3), ("Stack", 2, 4))
     ]
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / MANIFEST).write_text("not json")  # the readers say what they find

@@ -112,6 +112,25 @@ def test_expert_labels_are_monotone_and_failures_keep_their_drops():
     assert dropped.progress.max() > dropped.progress[-1]  # the overshoot's fall is in the label
 
 
+def test_a_failure_s_frames_before_its_step_are_labelled_as_the_expert_s():
+    # the same frames, pixel for pixel, were taught two targets: the expert's running maximum
+    # and the failure's raw curve (Pusher seed 42 dips 0.06 in its approach)
+    expert = record_episode(EpisodePlan("Pusher-v5", 42), every=2, image_size=16)
+    failed = record_episode(EpisodePlan("Pusher-v5", 42, "object_pushed_away"), every=2,
+                            image_size=16)  # fmt: skip
+    before = failed.steps < failed.failure_step
+    assert failed.failure_type == "object_pushed_away"
+    # the frames are the expert's until the push away is planned (its step is marked later,
+    # once the object is pushed away), and so are their labels
+    same = next(i for i, (a, b) in enumerate(zip(failed.frames[CAMERA], expert.frames[CAMERA],
+                                                 strict=False)) if not np.array_equal(a, b))  # fmt: skip
+    assert 10 < same <= before.sum()
+    np.testing.assert_array_equal(failed.progress[:same], expert.progress[:same])
+    assert np.all(np.diff(failed.progress[before]) >= 0)  # no dip before the failure
+    # after it, what happened: the push away's fall is in the label
+    assert failed.progress[~before].min() < failed.progress[before].max() - 0.1
+
+
 def test_bad_options_are_typed_errors_before_anything_is_recorded(tmp_path):
     from envs.plans import plan_policy_episodes
 

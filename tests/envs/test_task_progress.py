@@ -179,6 +179,12 @@ def test_door_progress_pays_the_handle_turn_then_the_swing_by_hand():
         assert not env.is_success() and env.progress() == pytest.approx(0.5 + 0.5 * 29 / 30)
         door_at(0.31, 0.0)
         assert env.is_success() and env.progress() == 1.0
+        # the latch sags under gravity alone (0.0103 rad by step 285 of an untouched episode):
+        # past the old 0.01, an untouched handle was paid the reach and the turn's start, 0.30
+        door_at(0.0, -0.0145)
+        assert env.progress() < 0.3
+        door_at(0.0, -0.06)  # turned: the expert passes 0.05 within a few steps of touching it
+        assert env.progress() == pytest.approx(0.3 + 0.2 * 0.06 / (0.5 * np.pi))
     finally:
         env.close()
 
