@@ -24,7 +24,7 @@ import numpy as np
 
 from critic.base import CriticError, check_instruction
 from critic.data.episodes import Episode, EpisodeFormatError
-from critic.data.video import check_video_size, read_video
+from critic.data.video import check_video_size, read_video_and_length
 from critic.parse import normalize_label
 from rollout.checks import is_int, is_number
 
@@ -199,9 +199,11 @@ def read_labelled_videos(
     episodes = []
     for number, row in in_split(read_labels(folder), split)[:limit]:
         video, failure_time = row["video"], row.get("failure_time_s")
-        # a longer video keeps MAX_FRAMES, evenly spread, and only those are ever held
-        frames, fps = read_video(folder / video, size=size, max_frames=MAX_FRAMES)
-        length_s = len(frames) / fps
+        # a longer video keeps MAX_FRAMES, evenly spread, and only those are ever held; its
+        # length is its own (the kept frames over their rate read up to a frame longer)
+        frames, fps, length_s = read_video_and_length(
+            folder / video, size=size, max_frames=MAX_FRAMES
+        )
         if failure_time is not None and failure_time > length_s:
             # clipped to the last frame it would read as a failure caught the moment it happened
             raise EpisodeFormatError(
@@ -219,7 +221,10 @@ def read_labelled_videos(
                 steps=steps,
                 success=row["success"],
                 failure_type=None if row["success"] else row.get("failure_type") or "unknown",
-                failure_step=None if failure_time is None else round(failure_time * fps),
+                # a failure at the video's very end is its last frame, not one past it
+                failure_step=None
+                if failure_time is None
+                else min(round(failure_time * fps), len(frames) - 1),
                 fps=fps,
                 seed=number,
             )

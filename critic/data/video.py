@@ -72,11 +72,26 @@ def read_video(
     evenly spread (the rate scaled to match, so a time still lands on its frame). Only the frames
     kept are converted and held: a video longer than ``max_frames`` is decoded twice, once for
     its timestamps and once for the kept frames, so memory does not grow with its length.
+    :func:`read_video_and_length` gives its length in seconds too.
 
     Raises:
         EpisodeFormatError: the file is missing, unreadable, holds no frames, or is cut short
             (its frames end well before the length its header gives).
         ValueError: ``size`` is not a side in pixels (it was blamed on the file).
+    """
+    frames, rate, _ = read_video_and_length(path, size, max_frames)
+    return frames, rate
+
+
+def read_video_and_length(
+    path: str | Path, size: int | None = None, max_frames: int | None = None
+) -> tuple[np.ndarray, float, float]:
+    """:func:`read_video`'s frames and rate, and the video's length in seconds (its frame count
+    over its rate before ``max_frames`` spread fewer: the kept frames' count over their rate
+    reads a little longer).
+
+    Raises:
+        EpisodeFormatError, ValueError: as :func:`read_video`.
     """
     check_video_size(size)
     if max_frames is not None and not (is_int(max_frames) and max_frames >= 2):
@@ -160,13 +175,14 @@ def read_video(
     shown, rate = _constant_rate(
         list(range(len(times))), times, float(rate) if rate else 20.0, tick
     )
+    seconds = len(shown) / rate
     if max_frames is not None and len(shown) > max_frames:  # evenly: again a constant rate
         rate *= (max_frames - 1) / (len(shown) - 1)  # the kept frames' spacing
         shown = [shown[i] for i in np.linspace(0, len(shown) - 1, max_frames).round().astype(int)]
     if len(frames) < len(times):  # decoded again, converting only the frames kept
         kept = sorted(set(shown))
         frames = dict(zip(kept, _decode_only(path, kept, size), strict=True))
-    return np.stack([frames[i] for i in shown]), rate
+    return np.stack([frames[i] for i in shown]), rate, seconds
 
 
 def _cameras(container: Any, av: Any) -> list:

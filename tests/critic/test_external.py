@@ -5,6 +5,7 @@ in tests/experiments/test_eval_critic.py)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -180,6 +181,17 @@ def test_a_long_video_keeps_an_even_share_of_its_frames_and_its_failure_s_time(t
     assert len(episode.frames["video"]) / episode.fps == pytest.approx(40.0, rel=0.01)
     # the failure's step is still the frame shown 30 s in: frame 900, filled with 900 // 6 = 150
     assert episode.frames["video"][episode.failure_step].mean() == pytest.approx(150, abs=1)
+    # the video's own length bounds a failure's time (the kept frames over their rate read 40.05
+    # s, and 40.03 s passed, its step one past the last frame); one at its very end is its last
+    for late, says in ((40.03, "is past the end of 'long.mkv' (40 s long)"), (40.0, None)):
+        _label(tmp_path, {"video": "long.mkv", "instruction": "x", "success": False,
+                          "failure_time_s": late})  # fmt: skip
+        if says is None:
+            (episode,) = read_labelled_videos(tmp_path, size=None)
+            assert episode.failure_step == MAX_FRAMES - 1
+            continue
+        with pytest.raises(EpisodeFormatError, match=re.escape(says)):
+            read_labelled_videos(tmp_path, size=None)
 
 
 def test_a_key_given_twice_or_a_blank_failure_type_is_named(folder):
