@@ -190,6 +190,13 @@ class Trainer:
         if resume is not None and self.rank == 0:
             self.log.trim(stage, first, [str(p) for p in cfg.pipeline])
         stage_dir = self.run_dir / stage
+        # resume=<this run>/<stage>/final: trained on, it is first kept as checkpoint-<step> (the
+        # new final would replace it), and that is what the run resumed from; with no step to
+        # train, it stays as it is (rewritten, its record named it resumed from itself)
+        own_final = resume is not None and resume.resolve() == (stage_dir / "final").resolve()
+        if own_final and first < settings.steps:
+            resume = self._keep_resumed_final(stage_dir, first)
+            cfg.resume, self.last_checkpoint = str(resume), resume
         if plan["rule"] == "grpo" and cfg.grpo.kl_coef > 0:
             self.reference = self._kl_reference(stage, resume)
         engine = (
@@ -300,16 +307,34 @@ class Trainer:
 
                     remove_older_checkpoints(path, cfg.keep_checkpoints)
         bar.close()
-        if self.rank == 0 and first < settings.steps:  # trained on from its own final: kept
-            kept = keep_earlier_final(stage_dir / "final", settings.steps)
-            if kept is not None and resume is not None and resume.name == "final":
-                cfg.resume = str(kept)  # the new final's record names where they are now
-        self._last_final = self._save(stage_dir / "final", optimizer, settings.steps, rng, model)
+        if self.rank == 0 and first < settings.steps:  # an earlier run's final here: kept
+            keep_earlier_final(stage_dir / "final", settings.steps)
+        if own_final and first >= settings.steps:
+            self._last_final = stage_dir / "final"
+        else:
+            self._last_final = self._save(
+                stage_dir / "final", optimizer, settings.steps, rng, model
+            )
         if model is not self.model and callable(getattr(model, "destroy", None)):
             # the next stage's engine wraps the same module: this one's hooks and optimizer
             # (fp32 master weights, Adam's state) had stayed alive with it, a copy per stage
             model.destroy()
         return self._last_final
+
+    def _keep_resumed_final(self, stage_dir: Path, step: int) -> Path:
+        """Move the ``final`` a stage resumes from in its own run dir to ``checkpoint-<step>``
+        (rank 0, once every process has loaded it), unless that checkpoint is there already (the
+        same weights); returns the checkpoint."""
+        import torch
+
+        kept = stage_dir / f"checkpoint-{step}"
+        if self.world > 1:
+            torch.distributed.barrier()  # every process has read it
+        if self.rank == 0 and not kept.exists():
+            (stage_dir / "final").rename(kept)
+        if self.world > 1:
+            torch.distributed.barrier()  # in place before any process reads it again
+        return kept
 
     def _diverged(self, stage: str, step: int, lr: float, problem: Exception) -> str:
         """What to say when a step's loss or gradient norm is not finite: the step, and the

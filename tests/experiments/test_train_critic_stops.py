@@ -286,3 +286,22 @@ def test_a_stop_after_a_finished_stage_names_its_final_to_continue_from(tmp_path
         "; nothing of the stage to continue from: run pipeline=['sft', 'readout'] again into a "
         "new hydra.run.dir="
     )
+
+
+def test_a_run_continued_after_its_finished_stage_leaves_that_stage_as_it_was(dataset, tmp_path):
+    # resume=<run>/sft/final, as the refusal of a run stopped after sft says: sft has no step left
+    # to train, and its final was written again, its record naming it resumed from itself
+    import hashlib
+
+    args = (f"data=[{dataset}]", "stages.sft.kinds=[sft]", "stages.sft.batch_size=2",
+            "stages.sft.steps=2", "stages.readout.steps=1", "stages.readout.batch_size=2",
+            "eval_every=0", "pipeline=[sft,readout]")  # fmt: skip
+    assert run_train(tmp_path, *args).returncode == 0
+    final = tmp_path / "sft" / "final"
+    before = {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in final.iterdir()}
+    shutil.rmtree(tmp_path / "readout")  # stopped before readout's first checkpoint
+    done = run_train(tmp_path, *args, f"resume={final}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in final.iterdir()} == before
+    record = json.loads((tmp_path / "readout" / "final" / "trainer_config.json").read_text())
+    assert record["options"]["resumed_from"] == [str(final.resolve())]
