@@ -221,7 +221,8 @@ def data_views(
     """The view (``image_size`` and ``camera``) each of ``tasks`` was recorded at in the ``data``
     folders, as their ``manifest.json`` gives it (envs.manifest writes it; read here as JSON, so
     the critic does not import the simulators). A task with a folder that gives no view, or two
-    folders that give two, has none: no view to hold an env to (``by_folder``:
+    folders that give two, or a manifest that names none (an older one's ``camera: null``), has
+    none: no view to hold an env to (``by_folder``:
     :func:`_folder_rows`, read already)."""
     import json
     from pathlib import Path
@@ -239,6 +240,10 @@ def data_views(
                 if isinstance(options, dict)
                 else None
             )
+            if view is not None and not all(isinstance(v, list) for v in view.values()):
+                # a manifest from before 2026-12-05 wrote the task's own camera as null: which
+                # one is the simulators' to say, not the critic's (every env was warned of)
+                view = None
             seen.setdefault(task, []).append(view)
     return {
         task: found[0]

@@ -56,6 +56,12 @@ def test_training_records_each_task_s_view_from_its_folders(tmp_path):
                                                                  "camera": ["top"]}})  # fmt: skip
     record_draws(config, OmegaConf.merge(cfg, {"data": mixed}))
     assert config.viscritic_task_views == {"Pusher-v5": {"image_size": [96, 96], "camera": ["top"]}}
+    # a manifest from before 2026-12-05 (the task's own camera written as null): no view, where
+    # one of camera None warned of every env, the task's own view included
+    older = [_folder(tmp_path / "f", "Reacher-v5", {**REACHER_VIEW, "camera": None}, seed=3)]
+    config = SimpleNamespace()
+    record_draws(config, OmegaConf.merge(cfg, {"data": older}))
+    assert config.viscritic_task_views == {}
     # a held-out task is not trained: none recorded
     config = SimpleNamespace()
     record_draws(config, OmegaConf.merge(cfg, {"held_out_tasks": ["Lift"]}))
