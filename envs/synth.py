@@ -314,8 +314,9 @@ def _relabel_in_hindsight(
 #   Since the night of 2026-12-07, every task one higher (3; Stack and PickPlaceCan 4): an
 #      injected failure's frames before its failure step labelled as the expert's (the running
 #      maximum), Door's handle credited from 0.05 rad (its sag under gravity passed 0.01 with the
-#      gripper 27 cm away), Pusher's object_pushed_away and wrong_target failure step where the
-#      push away begins (it was where the expert re-planned, up to 50 steps before).
+#      gripper 27 cm away), Pusher's object_pushed_away failure step once the object is pushed
+#      away, 0.5 cm farther from the goal than the closest it came (it was where the expert
+#      re-planned, 12-52 steps before).
 RECORDING = 3
 TASK_RECORDING = {"Stack": 4, "PickPlaceCan": 4}
 
