@@ -236,10 +236,11 @@ def remove_older_checkpoints(newest: str | Path, keep: int) -> list[Path]:
 
 
 def keep_earlier_final(final: Path, step: int) -> Path | None:
-    """Before a stage trained on from its own ``final`` (``resume=<run>/<stage>/final`` with more
-    steps) writes a new one at ``step``: the earlier final becomes ``checkpoint-<its step>`` beside
-    it (it was replaced without a word), unless that checkpoint is there already. Returns where it
-    went, or None."""
+    """Before a resumed stage writes its ``final`` at ``step``: an earlier run's final there, of a
+    lower step (a stage resumed from an earlier ``checkpoint-<step>`` of a run that had finished
+    it), becomes ``checkpoint-<its step>`` beside it (it was replaced without a word), unless that
+    checkpoint is there already. Returns where it went, or None. (A stage resumed from its own
+    ``final`` keeps it so before it trains: :meth:`critic.train.recipe.Trainer.run_stage`.)"""
     from critic.train.run_record import RUN_RECORD
 
     try:
