@@ -115,7 +115,7 @@ def test_failure_is_marked_where_the_episode_leaves_the_expert_and_it_fails(task
     assert not episode.success[: step + 1].any()  # a failure, not something after success
     # The label is where the failure becomes real: the same actions as the expert's up to it,
     # other ones from it; a push away re-plans first, and is real once the object is pushed away
-    # (marked at the re-plan, the object went on toward the goal for up to 50 steps)
+    # (marked at the re-plan, the object went on toward the goal for 8-28 steps)
     left = next(i for i, (a, b) in enumerate(zip(episode.actions, expert.actions, strict=True))
                 if not np.allclose(a, b))  # fmt: skip
     if failure != "object_pushed_away":
