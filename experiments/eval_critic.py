@@ -263,7 +263,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # read once, before the critics run: a labels.jsonl edited during a long run must not stop
     # the report of the critics that ran on the videos as they were labelled
     splits = external_has_splits(cfg)
-    from recordings import older_recordings_warned
+    from recordings import older_recordings_warned, views_warned
 
     older_recordings_warned(list_option(cfg.data), "eval_critic")
     by_task = load_episodes(cfg)
@@ -284,6 +284,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         for spec in list_option(cfg.critics):
             name, spec = critic_label(spec)
             critic = make_critic(spec)
+            views_warned(critic, list_option(cfg.data), by_task)
             try:
                 results[name] = evaluate_critic(critic, by_task, cfg, calibration)
             finally:

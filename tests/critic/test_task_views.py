@@ -108,3 +108,27 @@ def test_an_env_at_another_view_than_the_critic_s_is_warned_of(monkeypatch):
     # a checkpoint that records no view (one from before the record, a model from elsewhere)
     critic.trained_views = {}
     assert said(image_size=96) == []
+
+
+def test_evaluation_on_episodes_recorded_at_another_view_is_warned_of(tmp_path, monkeypatch):
+    # eval_critic.py scored the shipped critic on 64² Reacher episodes (the first rounds' data)
+    # without a word
+    from recordings import views_warned
+
+    import envs.critic_reward
+    from critic.factory import make_critic
+
+    monkeypatch.setattr(envs.critic_reward, "_WARNED_VIEW", set())
+    critic = make_critic("viscritic-small")
+    own = _folder(tmp_path / "own", "Reacher-v5", REACHER_VIEW)
+    small = _folder(tmp_path / "small", "Reacher-v5", {**REACHER_VIEW, "image_size": [64, 64]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        views_warned(critic, [own, small, str(tmp_path / "no manifest")], {"Reacher-v5": []})
+        views_warned(critic, [small], {"Lift": []})  # not a task it scores: nothing
+    assert [str(w.message) for w in caught] == [
+        f"critic 'vlm:viscritic-small:score' reads the Reacher-v5 episodes of {small}, recorded "
+        "64x64 pixels where it was trained on 56x56: its readings may mean little there; score "
+        "it on episodes recorded at its view (synthesize.py with env.image_size= and env.camera= "
+        "left at the task's)"
+    ]
