@@ -165,6 +165,10 @@ installed='import importlib.metadata as m, pathlib, sys, critic, envs, rollout; 
 sys.exit(pathlib.Path(critic.__file__).resolve().parents[1] != pathlib.Path(sys.argv[1]).resolve())'
 venv_python="$(cd "$VENV" && pwd)/bin/python"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! (here="$PWD" && cd / && "$venv_python" -c "$installed" "$here" 2>/dev/null); then
+    other="$(cd / && "$venv_python" -c 'import pathlib, critic; print(pathlib.Path(critic.__file__).resolve().parents[1])' 2>/dev/null || true)"
+    if [ -n "$other" ] && [ "$other" != "$(pwd -P)" ]; then  # said: that checkout's scripts run these from now on
+        echo "[install] $VENV held the packages of another checkout ($other): installing this one's, which that checkout's scripts will run from now on (give each its own VENV= to keep them apart)"
+    fi
     rm -f "$stamp"
     # DeepSpeed (train extra): no CUDA ops to build here; the CPU ones it compiles on first use.
     DS_BUILD_OPS=0 quiet_pip install -e ".[${EXTRAS}]" "${PINS[@]}"
