@@ -56,6 +56,19 @@ TRAINED_TASKS_KEY = "viscritic_tasks"
 # another size or from another camera is warned of: a critic's reading does not carry over.
 TASK_VIEWS_KEY = "viscritic_task_views"
 
+
+def task_views(recorded: Any) -> dict[str, dict[str, Any]]:
+    """A checkpoint's :data:`TASK_VIEWS_KEY` record, the entries that are views (a hand-edited
+    config's others are left out: no view to hold an env to)."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        str(task): dict(view)
+        for task, view in recorded.items()
+        if isinstance(view, dict) and {"image_size", "camera"} <= set(view)
+    }
+
+
 # Qwen2.5-VL's and Qwen3-VL's released vocabularies (151,936 and 151,936 rows); the presets' is
 # a few hundred tokens.
 QWEN_VOCABULARY = 150_000

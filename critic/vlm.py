@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -41,6 +41,7 @@ from critic.models import (
     TRAINED_TASKS_KEY,
     device_problem,
     is_preset,
+    task_views,
     unrecorded_pixel_budget,
 )
 from critic.parse import answer_start, parse_progress, parse_verdict
@@ -266,13 +267,7 @@ class VLMCritic(Critic):
         if processor is None and (said := unrecorded_pixel_budget(self._model.config, self.model)):
             warn_user(said)
         self.vision = _vision(self._model.config.vision_config, processor, self.model)
-        self._clip_frames = getattr(self._model.config, CLIP_FRAMES_KEY, None)
-        self._task_clip_frames = dict(getattr(self._model.config, TASK_CLIP_FRAMES_KEY, None) or {})
-        self._trained_failure_types(getattr(self._model.config, FAILURE_TYPES_KEY, None))
-        self.trained_tasks = (
-            tuple(getattr(self._model.config, TRAINED_TASKS_KEY, None) or ()) or None
-        )
-        self.trained_views = _views(getattr(self._model.config, TASK_VIEWS_KEY, None))
+        self._read_training_record(lambda key: getattr(self._model.config, key, None))
 
     def _connect(self, url: str) -> None:
         from critic.models import load_served_tokenizer
@@ -297,17 +292,19 @@ class VLMCritic(Critic):
         ):
             warn_user(said)
         self.vision = _vision(info["config"]["vision_config"], info.get("processor"), url)
-        self._clip_frames = info["config"].get(CLIP_FRAMES_KEY)
-        self._task_clip_frames = dict(info["config"].get(TASK_CLIP_FRAMES_KEY) or {})
-        self._trained_failure_types(info["config"].get(FAILURE_TYPES_KEY))
-        self.trained_tasks = tuple(info["config"].get(TRAINED_TASKS_KEY) or ()) or None
-        self.trained_views = _views(info["config"].get(TASK_VIEWS_KEY))
+        self._read_training_record(info["config"].get)
 
-    def _trained_failure_types(self, recorded: Any) -> None:
-        """The failure types the checkpoint's prompts offered (its data's own beyond the
-        built-in ones), where it records them and ``failure_types`` was left at the default."""
-        if recorded and self._default_failure_types:
-            self.failure_types = checked_failure_types(list(recorded))
+    def _read_training_record(self, recorded: Callable[[str], Any]) -> None:
+        """What the checkpoint's config records of its training (``recorded(key)``, a local or
+        a served config alike): its clip lengths, the tasks and views it was trained on, and
+        the failure types its prompts offered (its data's own beyond the built-in ones, taken
+        where ``failure_types`` was left at the default)."""
+        self._clip_frames = recorded(CLIP_FRAMES_KEY)
+        self._task_clip_frames = dict(recorded(TASK_CLIP_FRAMES_KEY) or {})
+        if (types := recorded(FAILURE_TYPES_KEY)) and self._default_failure_types:
+            self.failure_types = checked_failure_types(list(types))
+        self.trained_tasks = tuple(recorded(TRAINED_TASKS_KEY) or ()) or None
+        self.trained_views = task_views(recorded(TASK_VIEWS_KEY))
 
     @property
     def name(self) -> str:
@@ -501,15 +498,3 @@ def _vision(vision_config: Any, processor: dict | None, source: str) -> VisionSp
             f"{source}'s video processor config cannot be read: {exc}; fix it in the checkpoint's "
             "video_preprocessor_config.json (or processor_config.json / preprocessor_config.json)"
         ) from None
-
-
-def _views(recorded: Any) -> dict[str, dict[str, Any]]:
-    """A checkpoint's :data:`critic.models.TASK_VIEWS_KEY` record, the entries that are views
-    (a hand-edited config's others are left out: no view to hold an env to)."""
-    if not isinstance(recorded, dict):
-        return {}
-    return {
-        str(task): dict(view)
-        for task, view in recorded.items()
-        if isinstance(view, dict) and {"image_size", "camera"} <= set(view)
-    }

@@ -24,6 +24,22 @@ from rollout.files import write_atomic
 MANIFEST = "manifest.json"  # in a dataset folder: per task, the options of its episodes
 ENV_OPTIONS = ("image_size", "horizon", "camera", "task_kwargs")  # env.<name> in synthesize.py
 
+# What this version of the recording code records, beside the options: a folder recorded by
+# another is not resumed into (its labels or episodes differ; a manifest without it is 1).
+#   1: until 2026-12-07.
+#   2: Lift's and Stack's cube heights from where the cube rests, not its spawn 1 cm above; each
+#      scripted expert draws from a stream of its own, not the one the start was drawn from.
+#   3: Stack and PickPlaceCan alone (TASK_RECORDING: other tasks' folders stay readable): their
+#      distances across the table named <a>_over_<b>_cm (red_cube_to_green_cube_cm, can_to_bin_cm).
+#   Since the night of 2026-12-07, every task one higher (3; Stack and PickPlaceCan 4): an
+#      injected failure's frames before its failure step labelled as the expert's (the running
+#      maximum), Door's handle credited from 0.05 rad (its sag under gravity passed 0.01 with the
+#      gripper 27 cm away), Pusher's object_pushed_away failure step once the object is pushed
+#      away, 0.5 cm farther from the goal than the closest it came (it was where the expert
+#      re-planned: 13-42 steps before on seeds 0-9).
+RECORDING = 3
+TASK_RECORDING = {"Stack": 4, "PickPlaceCan": 4}
+
 logger = logging.getLogger("envs.synth")  # one logger for a synthesis run's messages
 
 
@@ -118,7 +134,7 @@ def check_folder_options(
     Raises:
         InvalidOptionError: a task's episodes in ``root`` were recorded with other options (each
             differing option, the folder's value and this call's, and the fix), by another
-            version of the recording (:data:`envs.synth.RECORDING`), or with none recorded.
+            version of the recording (:data:`envs.manifest.RECORDING`), or with none recorded.
     """
     tasks = read_manifest(root)
     new: dict[str, dict[str, Any]] = {}
@@ -142,7 +158,7 @@ def check_folder_options(
             raise InvalidOptionError(
                 f"the dataset folder {str(root)!r} holds {count} {task} episodes recorded by "
                 f"another version of VisCritic's recording (recording {recorded.get('recording', 1)}"
-                f" there, {options.get('recording', 1)} now: envs.synth.RECORDING says what "
+                f" there, {options.get('recording', 1)} now: envs.manifest.RECORDING says what "
                 "changed), whose labels or episodes differ from what this one records; a re-run "
                 "records only the missing episodes, so the dataset would mix the two. Pass a new "
                 "out=<folder>, or move this one away and run again to record it all"
@@ -196,12 +212,10 @@ def check_folder_options(
 def older_recordings(folders: Any) -> list[str]:
     """For each of ``folders`` (dataset folders a run reads: ``data=``), the tasks its manifest
     says were recorded by an older version of the recording than this code's
-    (:data:`envs.synth.RECORDING`, :data:`envs.synth.TASK_RECORDING`), worded for a warning: their
+    (:data:`envs.manifest.RECORDING`, :data:`envs.manifest.TASK_RECORDING`), worded for a warning: their
     labels or chains of thought are the old ones (an old Stack folder trains "the red cube is
     0.7 cm from the green cube" of a cube carried 13 cm above it). A folder without a manifest,
     or one this module cannot read, is not judged here (the readers say what they find)."""
-    from envs.synth import RECORDING, TASK_RECORDING
-
     found = []
     for folder in folders or []:
         try:
@@ -213,7 +227,7 @@ def older_recordings(folders: Any) -> list[str]:
             if is_int(then) and then < now:
                 found.append(
                     f"{folder}: its {task} episodes were recorded by version {then} of the "
-                    f"recording, and this code records version {now} (envs.synth.RECORDING says "
+                    f"recording, and this code records version {now} (envs.manifest.RECORDING says "
                     "what changed: labels or chain-of-thought wording); record them again into a "
                     "new folder (synthesize.py out=) to train or score on what this code records"
                 )

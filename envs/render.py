@@ -19,11 +19,13 @@ import contextlib
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from envs.errors import InvalidOptionError
 from rollout.checks import is_int, is_number
+from rollout.warn import warn_user
 
 
 class RenderError(RuntimeError):
@@ -324,3 +326,48 @@ def _gl_backend() -> str | None:
     import os
 
     return os.environ.get("MUJOCO_GL")
+
+
+def warn_if_other_view(critic: Any, task: str | None, view: Any, source: str | None = None) -> None:
+    """Warn, once per critic, task and view, where ``critic`` records the view ``task``'s
+    episodes were recorded at (``trained_views``) and the env renders another ``view`` (its
+    ``image_size=`` or ``camera=``; a :class:`~envs.render.CriticView`, or a dataset manifest's
+    ``{"image_size", "camera"}`` for the episodes of ``source``, a folder): a critic's reading
+    does not carry over (the shipped critic read 0.02 of a Reacher start at 56² and 0.25 at
+    112², true progress 0)."""
+    from envs.manifest import plain
+
+    recorded = (getattr(critic, "trained_views", None) or {}).get(task)
+    if not isinstance(recorded, dict):
+        return
+    if isinstance(view, dict):
+        size, camera = plain(view.get("image_size")), plain(view.get("camera"))
+        if not isinstance(size, list) or not isinstance(camera, list):
+            return  # an older manifest names no view
+    else:
+        size, camera = [view.height, view.width], plain(list(view.cameras))
+    other = []
+    if plain(recorded.get("image_size")) != size:
+        other.append(f"{size[0]}x{size[1]} pixels where it was trained on "
+                     f"{'x'.join(map(str, recorded.get('image_size') or ['?']))}")  # fmt: skip
+    if plain(recorded.get("camera")) != camera:
+        other.append(f"from camera {camera} where it was trained from {recorded.get('camera')}")
+    key = (getattr(critic, "name", repr(critic)), task, repr((other, source)))
+    if not other or key in _WARNED_VIEW:
+        return
+    _WARNED_VIEW.add(key)
+    if source is None:
+        warn_user(
+            f"critic {key[0]!r} reads {task} rendered {' and '.join(other)}: its readings may "
+            "mean little there; leave image_size= and camera= at the task's, or record episodes "
+            "at this view (synthesize.py env.image_size=, env.camera=) and train a critic on them"
+        )
+        return
+    warn_user(
+        f"critic {key[0]!r} reads the {task} episodes of {source}, recorded {' and '.join(other)}:"
+        " its readings may mean little there; score it on episodes recorded at its view "
+        "(synthesize.py with env.image_size= and env.camera= left at the task's)"
+    )
+
+
+_WARNED_VIEW: set[tuple[str, str | None, str]] = set()

@@ -46,7 +46,14 @@ from critic.data.episodes import (
 )
 from envs.errors import InvalidOptionError
 from envs.experts import make_expert
-from envs.manifest import MANIFEST, check_folder_options, not_writable, plain
+from envs.manifest import (
+    MANIFEST,
+    RECORDING,
+    TASK_RECORDING,
+    check_folder_options,
+    not_writable,
+    plain,
+)
 from envs.plans import (
     EpisodePlan,
     _check_int,
@@ -302,23 +309,6 @@ def _relabel_in_hindsight(
         progress.append(task.task_info()["progress"])  # checked, as every recorded label
         states.append(task.privileged_state())
     return task.task_info()["is_success"]
-
-
-# What this version of the recording code records, beside the options: a folder recorded by
-# another is not resumed into (its labels or episodes differ; a manifest without it is 1).
-#   1: until 2026-12-07.
-#   2: Lift's and Stack's cube heights from where the cube rests, not its spawn 1 cm above; each
-#      scripted expert draws from a stream of its own, not the one the start was drawn from.
-#   3: Stack and PickPlaceCan alone (TASK_RECORDING: other tasks' folders stay readable): their
-#      distances across the table named <a>_over_<b>_cm (red_cube_to_green_cube_cm, can_to_bin_cm).
-#   Since the night of 2026-12-07, every task one higher (3; Stack and PickPlaceCan 4): an
-#      injected failure's frames before its failure step labelled as the expert's (the running
-#      maximum), Door's handle credited from 0.05 rad (its sag under gravity passed 0.01 with the
-#      gripper 27 cm away), Pusher's object_pushed_away failure step once the object is pushed
-#      away, 0.5 cm farther from the goal than the closest it came (it was where the expert
-#      re-planned: 13-42 steps before on seeds 0-9).
-RECORDING = 3
-TASK_RECORDING = {"Stack": 4, "PickPlaceCan": 4}
 
 
 def recording_options(task: str, codec: str = "ffv1", **options: Any) -> dict[str, Any]:

@@ -19,13 +19,13 @@ def older_recordings_warned(folders: Any, script: str) -> None:
 
 def views_warned(critic: Any, folders: Any, tasks: Any) -> None:
     """Warn where ``critic`` records a view for one of ``tasks`` and a folder of ``folders``
-    recorded its episodes at another (:func:`envs.critic_reward.warn_if_other_view`: the
+    recorded its episodes at another (:func:`envs.render.warn_if_other_view`: the
     evaluator scored the shipped critic on 64² Reacher episodes without a word). Not judged
     without the simulators installed."""
     try:
-        from envs.critic_reward import warn_if_other_view
         from envs.errors import InvalidOptionError
         from envs.manifest import read_manifest
+        from envs.render import warn_if_other_view
     except ImportError:
         return
     for folder in folders or []:

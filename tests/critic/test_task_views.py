@@ -72,11 +72,11 @@ def test_an_env_at_another_view_than_the_critic_s_is_warned_of(monkeypatch):
     import gymnasium as gym
 
     import envs
-    import envs.critic_reward
+    import envs.render
     from critic.factory import make_critic
     from envs.vec_stack import make_viscritic_vec_env
 
-    monkeypatch.setattr(envs.critic_reward, "_WARNED_VIEW", set())  # another test's warnings
+    monkeypatch.setattr(envs.render, "_WARNED_VIEW", set())  # another test's warnings
     critic = make_critic("viscritic-small")
     assert critic.trained_views["Reacher-v5"] == REACHER_VIEW  # the shipped record
 
@@ -115,10 +115,10 @@ def test_evaluation_on_episodes_recorded_at_another_view_is_warned_of(tmp_path, 
     # without a word
     from recordings import views_warned
 
-    import envs.critic_reward
+    import envs.render
     from critic.factory import make_critic
 
-    monkeypatch.setattr(envs.critic_reward, "_WARNED_VIEW", set())
+    monkeypatch.setattr(envs.render, "_WARNED_VIEW", set())
     critic = make_critic("viscritic-small")
     own = _folder(tmp_path / "own", "Reacher-v5", REACHER_VIEW)
     small = _folder(tmp_path / "small", "Reacher-v5", {**REACHER_VIEW, "image_size": [64, 64]})

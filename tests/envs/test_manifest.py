@@ -190,8 +190,7 @@ def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
     # 1, a manifest without the key) resumed silently with today's labels: one folder, two kinds
     import json
 
-    from envs.manifest import MANIFEST
-    from envs.synth import RECORDING
+    from envs.manifest import MANIFEST, RECORDING
 
     plans = plan_episodes("Reacher-v5", 2, failure_fraction=0.0)
     synthesize(plans[:1], tmp_path, workers=1, progress_bar=False, every=5)
@@ -202,7 +201,7 @@ def test_a_folder_another_version_recorded_is_not_resumed(tmp_path):
         synthesize(plans, tmp_path, workers=1, progress_bar=False, every=5)
     assert str(excinfo.value) == (
         f"the dataset folder '{tmp_path}' holds 1 Reacher-v5 episodes recorded by another version "
-        "of VisCritic's recording (recording 1 there, 3 now: envs.synth.RECORDING says what "
+        "of VisCritic's recording (recording 1 there, 3 now: envs.manifest.RECORDING says what "
         "changed), whose labels or episodes differ from what this one records; a re-run records "
         "only the missing episodes, so the dataset would mix the two. Pass a new out=<folder>, "
         "or move this one away and run again to record it all"
@@ -239,7 +238,7 @@ def test_a_run_reading_an_older_recording_is_told(tmp_path):
     (tmp_path / "old" / MANIFEST).write_text(json.dumps(manifest))
     assert older_recordings([str(tmp_path / "old")]) == [
         f"{tmp_path / 'old'}: its {task} episodes were recorded by version {then} of the "
-        f"recording, and this code records version {now} (envs.synth.RECORDING says what "
+        f"recording, and this code records version {now} (envs.manifest.RECORDING says what "
         "changed: labels or chain-of-thought wording); record them again into a new folder "
         "(synthesize.py out=) to train or score on what this code records"
         for task, then, now in (("Reacher-v5", 1, 3), ("Stack", 2, 4))

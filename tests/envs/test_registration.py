@@ -1,14 +1,18 @@
 """How the tasks and VisCriticReward-v0 are registered with gymnasium: making them by id, bare
 task envs, tasks registered later or again, and the checks a spec gets before anything uses it.
-(The wrapper's rewards and options are in test_wrappers.py.)"""
+(The wrapper's rewards and options are in test_wrappers.py; the spec it records, here.)"""
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import envs
 from envs import InvalidOptionError
+from tests.helpers import RecordingCritic
 
 
 def test_make_without_importing_envs_first_gives_the_shipped_critic():
@@ -160,3 +164,53 @@ def test_a_spec_rebuilds_the_wrapper_with_its_own_horizon_and_no_second_limit():
     assert outer.spec.max_episode_steps == 20 and isinstance(outer, gym.wrappers.TimeLimit)
     for e in (env, longer, outer):
         e.close()
+
+
+def test_wrapper_records_its_arguments():
+    # A critic object is recorded as the object: its name alone may rebuild another critic
+    # (test_a_critic_given_as_an_instance_is_the_one_the_spec_rebuilds).
+    task = gym.wrappers.TimeLimit(envs.make_task_env("Reacher-v5"), 50)
+    critic = RecordingCritic()
+    wrapper = envs.VisCriticReward(task, critic=critic, query_every=3)
+    assert wrapper._saved_kwargs == {"critic": critic, "query_every": 3}
+    wrapper.close()
+    # With a critic given by name or mapping, the whole gym.make spec serialises, numpy options
+    # too (gymnasium records them as given: np.int64 was json's TypeError)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic={"name": "oracle"},
+                   query_every=np.int64(3), image_size=(np.int64(32), 32))  # fmt: skip
+    spec = json.loads(env.spec.to_json())
+    assert spec["kwargs"]["query_every"] == 3 and spec["kwargs"]["image_size"] == [32, 32]
+    assert spec["additional_wrappers"][-1]["kwargs"]["query_every"] == 3
+    env.close()
+    # a FreeCamera goes into JSON as its fields and comes back as the same camera; a critic
+    # given as a Path as its string (json's TypeError before)
+    from pathlib import Path
+
+    from gymnasium.envs.registration import EnvSpec
+
+    camera = envs.FreeCamera(lookat=(0.0, 0.0, 0.0), distance=1.0, elevation=-80.0)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", camera=camera)
+    again = gym.make(EnvSpec.from_json(env.spec.to_json()))
+    assert again.unwrapped.view.cameras == (camera,)
+    env.close(), again.close()
+    # numpy values (a lookat read from MuJoCo's data): json's TypeError, an unhashable camera
+    held = envs.FreeCamera(lookat=np.zeros(3), distance=np.float32(1.0), elevation=np.int64(-80))
+    assert held == camera and hash(held) == hash(camera)
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic="oracle", camera=held)
+    assert gym.make(EnvSpec.from_json(env.spec.to_json())).unwrapped.view.cameras == (camera,)
+    env.close()
+    from critic.weights import SHIPPED
+
+    folder = Path(SHIPPED["viscritic-small"])
+    env = gym.make("VisCriticReward-v0", env="Reacher-v5", critic=folder)
+    assert json.loads(env.spec.to_json())["kwargs"]["critic"] == str(folder)
+    env.close()
+    with pytest.raises(InvalidOptionError) as err:
+        gym.make(
+            "VisCriticReward-v0", env="Reacher-v5", critic="oracle", camera={"lookat": [0, 0, 0]}
+        )
+    assert str(err.value) == (
+        "camera={'lookat': [0, 0, 0]} is not a FreeCamera's fields: give lookat and distance, and "
+        "azimuth and elevation if you like (degrees), e.g. {'lookat': [0, 0, 0], 'distance': "
+        "1.0}, or a camera name"
+    )
